@@ -1,0 +1,1 @@
+"""Commands registered on the edgefleet-agent app (filled in by its owner)."""

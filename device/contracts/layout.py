@@ -1,0 +1,71 @@
+"""Names and paths fixed by the contracts: registry layout, on-device layout, Pub/Sub names.
+
+Defined once here so the agent, the pipelines, the fleet monitor and the Pulumi program cannot disagree.
+"""
+
+from __future__ import annotations
+
+import re
+
+# --- registry (same on GCS and on a local directory) ---------------------------------------------
+MODELS_PREFIX = "models"
+CHANNELS_DIR = "channels"
+ROLLOUTS_PREFIX = "rollouts"
+MANIFEST_FILE = "manifest.json"
+SIGNATURE_FILE = "manifest.sig"
+LABELS_FILE = "labels.txt"
+CPU_MODEL_FILE = "model_cpu.tflite"
+EDGETPU_MODEL_FILE = "model_edgetpu.tflite"
+
+# --- on the device (under the agent root) ---------------------------------------------------------
+DEVICE_MODELS_DIR = "models"
+CURRENT_POINTER = "current"
+PREVIOUS_POINTER = "previous"
+STATUS_FILE = "status.json"
+SPOOL_FILE = "spool.sqlite"
+
+# --- Pub/Sub and monitoring names (infra creates them; agents and the monitor use them) -----------
+TELEMETRY_TOPIC = "edgefleet-telemetry"
+TELEMETRY_DEAD_LETTER_TOPIC = "edgefleet-telemetry-dead-letter"
+MONITOR_SUBSCRIPTION = "edgefleet-fleet-monitor"
+DEAD_LETTER_SUBSCRIPTION = "edgefleet-telemetry-dead-letter-sub"
+TELEMETRY_SCHEMA = "edgefleet-telemetry-v1"
+ATTR_DEVICE_ID = "device_id"
+ATTR_MODEL_VERSION = "model_version"
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_VERSION = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
+
+
+def check_name(kind: str, value: str) -> str:
+    """Returns `value` if it is a safe model/channel/device name, else raises ValueError naming `kind`."""
+    if not _NAME.match(value):
+        raise ValueError(
+            f"{kind} {value!r} is not a valid name: use 1-63 lowercase letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def check_version(value: str) -> str:
+    """Returns `value` if it is a semantic version (1.2.3), else raises ValueError."""
+    if not _VERSION.match(value):
+        raise ValueError(f"version {value!r} is not a semantic version: use MAJOR.MINOR.PATCH, e.g. 1.0.0")
+    return value
+
+
+def version_prefix(model: str, version: str) -> str:
+    """Registry key prefix of one immutable model version: `models/<model>/<version>`."""
+    return f"{MODELS_PREFIX}/{check_name('model', model)}/{check_version(version)}"
+
+
+def channel_key(model: str, channel: str) -> str:
+    """Registry key of a channel pointer: `models/<model>/channels/<channel>.json`."""
+    return f"{MODELS_PREFIX}/{check_name('model', model)}/{CHANNELS_DIR}/{check_name('channel', channel)}.json"
+
+
+def version_sort_key(version: str) -> tuple[int, int, int, str]:
+    """Sort key ordering semantic versions numerically (1.10.0 after 1.9.0)."""
+    core = re.split(r"[-+]", check_version(version), maxsplit=1)[0]
+    major, minor, patch = (int(part) for part in core.split("."))
+    return (major, minor, patch, version)

@@ -1,0 +1,172 @@
+"""The release manifest and the channel pointer: what a release publishes and a device verifies.
+
+The manifest names every file of a model version with its sha256 and size; it is signed (Ed25519) over
+its exact bytes as stored (`manifest.json`), the signature stored beside it (`manifest.sig`, base64).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from edgefleet.device.contracts.layout import check_name, check_version
+
+MANIFEST_SCHEMA = "edgefleet.manifest/1"
+CHANNEL_SCHEMA = "edgefleet.channel/1"
+
+Variant = Literal["edgetpu", "cpu"]
+TensorDtype = Literal["uint8", "int8", "float32", "int32", "int64", "int16", "float16"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FileEntry(_Frozen):
+    """One file of a model version."""
+
+    name: str = Field(description="File name inside the version directory, e.g. model_cpu.tflite")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if "/" in value or "\\" in value or value in {"", ".", ".."}:
+            raise ValueError(f"file name {value!r} must be a plain name inside the version directory")
+        return value
+
+
+class Quantization(_Frozen):
+    """Affine quantization of a tensor: real = scale * (q - zero_point). scale 0 means not quantized."""
+
+    scale: float = 0.0
+    zero_point: int = 0
+
+
+class TensorSpec(_Frozen):
+    """Shape, dtype and quantization of a model input or output."""
+
+    name: str = ""
+    shape: tuple[int, ...]
+    dtype: TensorDtype
+    quantization: Quantization = Quantization()
+
+
+class CpuOperation(_Frozen):
+    """An operator the Edge TPU compiler left on the CPU, with the compiler's reason."""
+
+    operator: str
+    count: int = Field(ge=0)
+    reason: str
+
+
+class CompilerReport(_Frozen):
+    """What `edgetpu_compiler` said about a model."""
+
+    compiler_version: str | None = None
+    operations_total: int = Field(ge=0)
+    operations_on_tpu: int = Field(ge=0)
+    operations_on_cpu: int = Field(ge=0)
+    cpu_operations: tuple[CpuOperation, ...] = ()
+    subgraphs: int = Field(default=1, ge=0)
+    on_chip_memory_bytes: int = Field(default=0, ge=0)
+    off_chip_memory_bytes: int = Field(default=0, ge=0)
+
+    @property
+    def tpu_fraction(self) -> float:
+        """Fraction of operations mapped to the Edge TPU (0..1)."""
+        return self.operations_on_tpu / self.operations_total if self.operations_total else 0.0
+
+
+class Metrics(_Frozen):
+    """Quality and size of a release, float model against its int8 twin."""
+
+    float_accuracy: float | None = None
+    int8_accuracy: float | None = None
+    float_size_bytes: int | None = None
+    int8_size_bytes: int | None = None
+    cpu_latency_ms: float | None = None
+    eval_samples: int | None = None
+
+
+class GoldenOutput(_Frozen):
+    """Expected raw output of the CPU model for one reference input.
+
+    The reference input is regenerated on the device from `seed` and the model's input spec
+    (`edgefleet.device.runtime.golden.reference_input`), so no input file needs to ship.
+    """
+
+    seed: int
+    output: tuple[float, ...] = Field(description="First output tensor, flattened, raw (quantized) values")
+    top1: int
+
+
+class Manifest(_Frozen):
+    """Everything a device needs to know about one immutable model version."""
+
+    schema_: Literal["edgefleet.manifest/1"] = Field(default=MANIFEST_SCHEMA, alias="schema")
+    model: str
+    version: str
+    task: Literal["classification", "detection"] = "classification"
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    source_commit: str | None = None
+    files: tuple[FileEntry, ...]
+    variants: dict[Variant, str] = Field(description="variant -> file name; 'cpu' always present")
+    input: TensorSpec
+    outputs: tuple[TensorSpec, ...]
+    labels_file: str | None = "labels.txt"
+    label_count: int | None = None
+    metrics: Metrics = Metrics()
+    compiler: CompilerReport | None = None
+    golden: tuple[GoldenOutput, ...] = ()
+    golden_tolerance: float = Field(default=2.0, ge=0, description="max |diff| in raw output units")
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        return check_name("model", value)
+
+    @field_validator("version")
+    @classmethod
+    def _semver(cls, value: str) -> str:
+        return check_version(value)
+
+    @field_validator("variants")
+    @classmethod
+    def _cpu_variant_always(cls, value: dict[str, str]) -> dict[str, str]:
+        if "cpu" not in value:
+            raise ValueError("variants must include 'cpu': the CPU model always ships")
+        return value
+
+    def file(self, name: str) -> FileEntry:
+        """Returns the entry of file `name`; KeyError if the manifest does not list it."""
+        for entry in self.files:
+            if entry.name == name:
+                return entry
+        raise KeyError(name)
+
+    def to_json_bytes(self) -> bytes:
+        """The canonical bytes written as manifest.json (what gets signed)."""
+        return self.model_dump_json(by_alias=True, indent=2).encode() + b"\n"
+
+
+class ChannelPointer(_Frozen):
+    """`models/<model>/channels/<channel>.json`: which version a channel points at."""
+
+    schema_: Literal["edgefleet.channel/1"] = Field(default=CHANNEL_SCHEMA, alias="schema")
+    model: str
+    channel: str
+    version: str
+    manifest_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    updated_by: str | None = None
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    def to_json_bytes(self) -> bytes:
+        return self.model_dump_json(by_alias=True, indent=2).encode() + b"\n"

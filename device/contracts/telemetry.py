@@ -1,0 +1,103 @@
+"""The telemetry message every agent publishes and the fleet monitor reads.
+
+JSON on the wire (one message per Pub/Sub message), attributes `device_id` and `model_version`. Types are
+kept Avro-friendly (records, strings, numbers, nullable fields, arrays of records) because the Pulumi
+program generates the topic's Avro schema from this model.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TELEMETRY_SCHEMA_VERSION = 1
+
+MessageKind = Literal["inference", "summary", "event"]
+EventKind = Literal["started", "swap", "swap_failed", "rollback", "error", "stopped"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelRef(_Frozen):
+    """Which model produced the results."""
+
+    name: str
+    version: str
+    variant: Literal["edgetpu", "cpu"]
+    backend: str = Field(description="'edgetpu:usb:0', 'cpu' ...")
+
+
+class ResultItem(_Frozen):
+    """One classification or detection result."""
+
+    id: int
+    label: str
+    score: float
+    box: list[float] | None = Field(default=None, description="xmin, ymin, xmax, ymax in image pixels")
+
+
+class InferenceSummary(_Frozen):
+    """Inferences covered by this message: one (mode `every`) or a window (mode `summary`)."""
+
+    count: int = Field(ge=0)
+    errors: int = Field(default=0, ge=0)
+    latency_ms_p50: float = Field(ge=0)
+    latency_ms_p95: float = Field(ge=0)
+    latency_ms_max: float = Field(ge=0)
+    fps: float = Field(ge=0)
+    window_s: float = Field(ge=0)
+    top: list[ResultItem] = Field(default_factory=list, description="results of the last (sampled) frame")
+
+
+class Health(_Frozen):
+    """Device health at the time of the message."""
+
+    cpu_temp_c: float | None = None
+    uptime_s: float = Field(ge=0)
+    mem_total_mb: float | None = None
+    mem_available_mb: float | None = None
+    load_1m: float | None = None
+    tpu_present: bool = False
+    spool_depth: int = Field(default=0, ge=0)
+    spool_dropped: int = Field(default=0, ge=0)
+
+
+class Event(_Frozen):
+    """Something that happened on the device: a swap, a refused model, a rollback, an error."""
+
+    kind: EventKind
+    detail: str = ""
+    model_version: str | None = None
+
+
+class TelemetryMessage(_Frozen):
+    """One telemetry message (schema version 1)."""
+
+    schema_: int = Field(default=TELEMETRY_SCHEMA_VERSION, alias="schema")
+    device_id: str = Field(min_length=1)
+    seq: int = Field(ge=1, description="per-device, monotonically increasing, survives restarts")
+    time: datetime
+    kind: MessageKind
+    model: ModelRef | None = None
+    inference: InferenceSummary | None = None
+    health: Health
+    event: Event | None = None
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    def to_json_bytes(self) -> bytes:
+        """Wire format: compact JSON."""
+        return self.model_dump_json(by_alias=True).encode()
+
+    @classmethod
+    def from_json_bytes(cls, data: bytes) -> TelemetryMessage:
+        """Parses and validates one message; raises pydantic.ValidationError when malformed."""
+        return cls.model_validate_json(data)
+
+    def attributes(self) -> dict[str, str]:
+        """Pub/Sub attributes: device_id and model_version (empty when no model runs)."""
+        return {"device_id": self.device_id, "model_version": self.model.version if self.model else ""}

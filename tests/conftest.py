@@ -1,0 +1,73 @@
+"""Shared fixtures: the real emulators, the Coral test data, signing keys.
+
+The Pub/Sub emulator is the official one (a JVM), started once per session on a free loopback port; tests
+that stop it (outage tests) use `pubsub_emulator_private`, their own instance. The GCS emulator is
+`gcp-storage-emulator`, in memory, in-process.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgefleet.local.emulators import GcsEmulator, PubSubEmulator
+
+REPO = Path(__file__).resolve().parent.parent
+CORAL_TEST_DATA = REPO.parent / "shared" / "coral-test-data"
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+@pytest.fixture(scope="session")
+def coral_data() -> Path:
+    """`../shared/coral-test-data`: Google's published Coral test models and images (read-only)."""
+    if not CORAL_TEST_DATA.is_dir():
+        pytest.skip(f"{CORAL_TEST_DATA} is not here: the Coral test data lives beside the repo on CI machines")
+    return CORAL_TEST_DATA
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PubSubEmulator]:
+    """The official Pub/Sub emulator, shared by the session. Do not stop it in a test."""
+    log_path = tmp_path_factory.mktemp("pubsub") / "emulator.log"
+    with PubSubEmulator(log_path=log_path) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def pubsub_env(pubsub_emulator: PubSubEmulator, monkeypatch: pytest.MonkeyPatch) -> PubSubEmulator:
+    """Points Google's Pub/Sub clients in this process at the shared emulator."""
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.host)
+    return pubsub_emulator
+
+
+@pytest.fixture
+def pubsub_emulator_private(tmp_path: Path) -> Iterator[PubSubEmulator]:
+    """A Pub/Sub emulator of the test's own, which the test may stop and restart."""
+    with PubSubEmulator(log_path=tmp_path / "pubsub-emulator.log") as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A short unique suffix for topics, subscriptions and buckets shared across tests."""
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> Iterator[GcsEmulator]:
+    """`gcp-storage-emulator` in memory, shared by the session."""
+    with GcsEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def gcs_env(gcs_emulator: GcsEmulator, monkeypatch: pytest.MonkeyPatch) -> GcsEmulator:
+    """Points google-cloud-storage clients in this process at the GCS emulator."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.endpoint)
+    return gcs_emulator
