@@ -1,0 +1,1 @@
+"""Operator CLI command groups; each module defines a typer app mounted by edgefleet.cli."""
