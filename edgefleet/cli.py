@@ -18,6 +18,11 @@ app = typer.Typer(name="edgefleet", help="Operate an edgefleet: release models, 
 COMMAND_MODULES = ("local", "config", "registry", "release", "monitor", "fleet", "rollout")
 
 
+@app.callback()
+def _main() -> None:
+    """Always a command group, even while it has one command."""
+
+
 @app.command()
 def version() -> None:
     """Print the edgefleet version."""

@@ -15,5 +15,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+@app.callback()
+def _main() -> None:
+    """Always a command group, even while it has one command."""
+
 # Command modules register on `app` when imported; keep the imports at the bottom.
 from edgefleet.device.cli import model_commands, run_commands, store_commands  # noqa: E402,F401
