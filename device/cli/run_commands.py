@@ -1,1 +1,73 @@
-"""Commands registered on the edgefleet-agent app (filled in by its owner)."""
+"""`edgefleet-agent run` and `edgefleet-agent status`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgefleet.device.cli import app
+from edgefleet.device.errors import EdgefleetError
+
+stderr = Console(stderr=True)
+
+
+def _fail(error: EdgefleetError) -> typer.Exit:
+    stderr.print(f"[bold red]error:[/] {error.message}")
+    if error.fix:
+        stderr.print(f"[bold]fix:[/] {error.fix}")
+    return typer.Exit(code=2)
+
+
+@app.command()
+def run(
+    config: Path = typer.Option(..., "--config", "-c", help="agent.yaml"),
+    log_level: str = typer.Option("INFO", help="DEBUG, INFO, WARNING, ERROR"),
+) -> None:
+    """Run the inference loop until SIGTERM/SIGINT; then drain queues and telemetry and exit."""
+    from edgefleet.device.agent.config import load_config
+    from edgefleet.device.agent.loop import Agent
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    try:
+        agent = Agent(load_config(config))
+    except EdgefleetError as error:
+        raise _fail(error) from error
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    raise typer.Exit(code=agent.run(stop))
+
+
+@app.command()
+def status(
+    root: Path = typer.Option(None, "--root", envvar="EDGEFLEET_AGENT_ROOT", help="agent root directory"),
+    config: Path = typer.Option(None, "--config", "-c", help="agent.yaml (its root is used)"),
+    as_json: bool = typer.Option(False, "--json", help="print the status as JSON"),
+) -> None:
+    """Print the running agent's status (from its status file)."""
+    from edgefleet.device.agent.config import load_config
+    from edgefleet.device.agent.status import read_status
+    from edgefleet.device.contracts.layout import STATUS_FILE
+
+    try:
+        if config is not None:
+            path = load_config(config).status_path
+        else:
+            path = (root or Path("~/.edgefleet-agent")).expanduser() / STATUS_FILE
+        current = read_status(path)
+    except EdgefleetError as error:
+        raise _fail(error) from error
+    if as_json:
+        typer.echo(json.dumps(current.model_dump(mode="json"), indent=2))
+        return
+    table = Table(title=f"edgefleet agent {current.device_id}", show_header=False)
+    for key, value in current.model_dump(mode="json").items():
+        table.add_row(key, "" if value is None else str(value))
+    Console().print(table)

@@ -1,0 +1,170 @@
+"""The agent's configuration: a YAML file plus `EDGEFLEET_` environment overrides, typed and strict.
+
+Env overrides use `__` for nesting: `EDGEFLEET_TELEMETRY__MODE=summary`, `EDGEFLEET_DEVICE_ID=cam-7`.
+Unknown keys in the file are errors that name the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from edgefleet.device.contracts.layout import SPOOL_FILE, STATUS_FILE, check_name
+from edgefleet.device.errors import ConfigError
+from edgefleet.device.telemetry.config import TelemetryConfig
+
+ENV_PREFIX = "EDGEFLEET_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Section):
+    """Where frames come from."""
+
+    kind: Literal["images", "video", "camera"] = "images"
+    path: Path | None = Field(default=None, description="image file or directory (cycled), or video file")
+    camera_index: int = 0
+    max_fps: float = Field(default=0.0, ge=0, description="0 = as fast as inference goes")
+    cache_frames: int = Field(default=64, ge=1, description="decoded images kept in memory when cycling")
+    frame_width: int | None = Field(default=None, ge=1, description="resize captured frames to this size")
+    frame_height: int | None = Field(default=None, ge=1)
+
+
+class InferenceConfig(_Section):
+    """How the model runs."""
+
+    device: str = Field(default="auto", description="'auto', 'cpu', or an Edge TPU: 'usb', 'pci', 'usb:0'")
+    num_threads: int = Field(default=1, ge=1)
+    top_k: int = Field(default=3, ge=1)
+    score_threshold: float = Field(default=0.0, ge=0, le=1)
+
+
+class QueueConfig(_Section):
+    """Bounded queues between the stages."""
+
+    frames: int = Field(default=4, ge=1, description="prepared frames waiting for inference")
+    results: int = Field(default=4096, ge=1, description="results waiting for the telemetry stage")
+
+
+class SwapConfig(_Section):
+    """Model watch and hot swap."""
+
+    watch_interval_s: float = Field(default=0.5, gt=0, description="how often `current` is checked")
+
+
+class RegistryConfig(_Section):
+    """Pull mode: follow a registry channel. Off when `uri` is empty."""
+
+    uri: str | None = Field(default=None, description="gs://bucket[/prefix] or a local directory")
+    channel: str = "stable"
+    poll_interval_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("channel")
+    @classmethod
+    def _channel_name(cls, value: str) -> str:
+        return check_name("channel", value)
+
+
+class StatusConfig(_Section):
+    interval_s: float = Field(default=1.0, gt=0, description="how often status.json is rewritten")
+    latency_window: int = Field(default=512, ge=8, description="inferences behind p50/p95 in the status")
+
+
+class AgentConfig(BaseSettings):
+    """Everything `edgefleet-agent run` needs."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
+                                      frozen=True)
+
+    device_id: str = Field(description="unique id of this device in the fleet")
+    root: Path = Field(default=Path("~/.edgefleet-agent"), description="agent root: models, spool, status")
+    model: str = Field(description="name of the model to run from the device's model store")
+    public_key: Path | None = Field(default=None, description="release signing key; default root/keys/release.pub")
+    drain_timeout_s: float = Field(default=10.0, gt=0, description="on SIGTERM: longest wait to drain telemetry")
+    source: SourceConfig = SourceConfig()
+    inference: InferenceConfig = InferenceConfig()
+    queues: QueueConfig = QueueConfig()
+    swap: SwapConfig = SwapConfig()
+    registry: RegistryConfig = RegistryConfig()
+    status: StatusConfig = StatusConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id(cls, value: str) -> str:
+        return check_name("device_id", value)
+
+    @field_validator("root", "public_key")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @property
+    def status_path(self) -> Path:
+        return self.root / STATUS_FILE
+
+    @property
+    def spool_path(self) -> Path:
+        return self.root / SPOOL_FILE
+
+    @property
+    def public_key_path(self) -> Path:
+        return self.public_key or self.root / "keys" / "release.pub"
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment wins over the file (passed as init values); no .env or secrets directories.
+        return env_settings, init_settings
+
+
+def _describe(error: ValidationError, origin: str) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{key}' (check its spelling against the configuration reference)")
+        elif item["type"] == "missing":
+            lines.append(f"missing key '{key}'")
+        else:
+            lines.append(f"key '{key}': {item['msg']}")
+    return f"{origin}: " + "; ".join(lines)
+
+
+def load_config(path: Path | None, **overrides: Any) -> AgentConfig:
+    """Reads the agent configuration from YAML `path`, `EDGEFLEET_` env vars and `overrides`.
+
+    Raises:
+        ConfigError: naming the file and every wrong, missing or unknown key.
+    """
+    data: dict[str, Any] = {}
+    origin = "environment"
+    if path is not None:
+        origin = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError as error:
+            raise ConfigError(f"agent config {path} does not exist",
+                              "pass the path of your agent.yaml with --config") from error
+        except yaml.YAMLError as error:
+            raise ConfigError(f"agent config {path} is not valid YAML: {error}",
+                              "fix the syntax at the position shown") from error
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"agent config {path} must be a mapping of keys to values",
+                              "see the configuration reference in README.md")
+        data = loaded
+    data.update(overrides)
+    try:
+        return AgentConfig(**data)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, origin), "fix the keys named above (README: configuration)") from error

@@ -1,0 +1,246 @@
+"""The agent's loop: capture -> inference -> telemetry, each its own stage, joined by bounded queues.
+
+    capture thread   : source frames -> engine.prepare() (resize, quantize) -> frames queue (bounded)
+    inference thread : frames queue -> engine.infer() -> stats + telemetry.record_inference() (a queue put)
+    telemetry        : TelemetryService's own threads: spool (SQLite) -> Pub/Sub or local sink
+    model watcher    : store `current` pointer -> verify -> load -> smoke test -> ModelSlot
+    registry poller  : (pull mode) channel pointer -> download -> verify -> install -> activate
+    main thread      : status file every second; SIGTERM/SIGINT set `stop`, then everything drains
+
+Inference never waits on the network, the spool or a model load: those run in other threads and only hand
+over finished things (a prepared frame, a ready model) through a queue or the slot.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import queue
+import threading
+import time
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+import numpy as np
+
+from edgefleet.device.agent.config import AgentConfig
+from edgefleet.device.agent.sources import FrameSource, open_source
+from edgefleet.device.agent.stats import LoopStats
+from edgefleet.device.agent.status import AgentStatus, write_status
+from edgefleet.device.agent.swap import ActiveModel, ModelSlot, ModelWatcher
+from edgefleet.device.errors import EdgefleetError, ModelError
+from edgefleet.device.contracts.telemetry import ResultItem as TelemetryResult
+from edgefleet.device.runtime.engine import InferenceResult
+from edgefleet.device.runtime.interpreter import edgetpu_present
+from edgefleet.device.store import ModelStore
+from edgefleet.device.telemetry.health import read_health
+from edgefleet.device.telemetry.service import TelemetryService
+
+log = logging.getLogger(__name__)
+
+QUEUE_POLL_S = 0.1  # how long a stage blocks on a queue before re-checking `stop`
+
+
+class Frame(NamedTuple):
+    """A captured frame and its input tensor, prepared for one input shape."""
+
+    image: np.ndarray
+    tensor: np.ndarray
+    prepared_for: tuple[int, ...]
+
+
+def telemetry_results(result: InferenceResult) -> tuple[TelemetryResult, ...]:
+    """The engine's results as telemetry items (built without re-validation: they come typed)."""
+    return tuple(TelemetryResult.model_construct(id=item.id, label=item.label, score=item.score,
+                                                 box=list(item.box) if item.box is not None else None)
+                 for item in result.results)
+
+
+class Agent:
+    """One device agent. `run(stop)` blocks until `stop` is set (or the source ends), then drains.
+
+    Args:
+        config: the agent configuration.
+        source: frame source; opened from `config.source` when None.
+        telemetry: telemetry service; built from `config.telemetry` when None.
+    """
+
+    def __init__(self, config: AgentConfig, *, source: FrameSource | None = None,
+                 telemetry: TelemetryService | None = None) -> None:
+        self.config = config
+        config.root.mkdir(parents=True, exist_ok=True)
+        self.store = ModelStore(config.root, public_key=config.public_key_path)
+        self.stats = LoopStats(config.status.latency_window)
+        self.slot = ModelSlot()
+        self.tpu_present = edgetpu_present()
+        self.telemetry = telemetry or TelemetryService(
+            config.telemetry, config.spool_path, config.device_id,
+            health_provider=functools.partial(read_health, tpu_present=self.tpu_present))
+        self.watcher = ModelWatcher(config, self.store, self.slot, self._model_event)
+        self._source = source
+        self._frames: queue.Queue[Frame] = queue.Queue(maxsize=config.queues.frames)
+        self._active: ActiveModel | None = None
+        self._capture_done = threading.Event()
+        self._inference_done = threading.Event()
+        self._started_at = datetime.now(UTC)
+        self._state = "starting"
+        self._last_error: str | None = None
+
+    # --- stages --------------------------------------------------------------------------------------
+    def _capture(self, stop: threading.Event) -> None:
+        source = self._source
+        try:
+            if source is None:
+                source = self._source = open_source(self.config.source)
+            min_interval = 1.0 / self.config.source.max_fps if self.config.source.max_fps else 0.0
+            next_due = time.monotonic()
+            for image in source.frames():
+                if stop.is_set():
+                    break
+                active = self._active or self.watcher.running
+                if active is None:  # no model yet: nothing to prepare for
+                    stop.wait(QUEUE_POLL_S)
+                    continue
+                frame = Frame(image, active.engine.prepare(image), active.engine.info.input.shape)
+                while not stop.is_set():
+                    try:
+                        self._frames.put(frame, timeout=QUEUE_POLL_S)
+                        break
+                    except queue.Full:
+                        continue
+                if min_interval:
+                    next_due += min_interval
+                    stop.wait(max(0.0, next_due - time.monotonic()))
+        except EdgefleetError as error:
+            self._fail(f"frame source: {error}")
+        except Exception as error:  # noqa: BLE001 - report, then let the agent stop cleanly
+            log.exception("capture stage failed")
+            self._fail(f"frame source: unexpected {type(error).__name__}: {error}")
+        finally:
+            self._capture_done.set()
+
+    def _swap_if_offered(self) -> ActiveModel | None:
+        """Takes a model the watcher offered, if any; called only between two frames."""
+        candidate = self.slot.take()
+        if candidate is not None:
+            retired, self._active = self._active, candidate
+            if retired is not None:
+                retired.engine.close()
+            log.info("swapped in %s %s", candidate.manifest.model, candidate.version)
+        return self._active
+
+    def _infer(self, stop: threading.Event) -> None:
+        try:
+            while True:
+                try:
+                    frame = self._frames.get(timeout=QUEUE_POLL_S)
+                except queue.Empty:
+                    self._swap_if_offered()
+                    if self._capture_done.is_set() or stop.is_set():
+                        break
+                    continue
+                active = self._swap_if_offered()
+                if active is None:
+                    continue
+                tensor = frame.tensor
+                if frame.prepared_for != active.engine.info.input.shape:  # prepared for the model swapped out
+                    tensor = active.engine.prepare(frame.image)
+                try:
+                    result = active.engine.infer(tensor, (frame.image.shape[1], frame.image.shape[0]))
+                except ModelError as error:
+                    self.stats.record_error()
+                    self._last_error = str(error)
+                    self.telemetry.record_inference(active.ref, 0.0, error=error.message)
+                    continue
+                self.stats.record(time.monotonic(), result.latency_ms)
+                self.telemetry.record_inference(active.ref, result.latency_ms, telemetry_results(result))
+        finally:
+            self._inference_done.set()
+
+    # --- events and status ---------------------------------------------------------------------------
+    def _model_event(self, kind: str, detail: str, version: str | None) -> None:
+        self.telemetry.record_event(kind, detail, model_version=version)
+
+    def _fail(self, message: str) -> None:
+        self._last_error = message
+        self._state = "failed"
+        log.error("%s", message)
+
+    def status(self) -> AgentStatus:
+        snapshot = self.stats.snapshot()
+        telemetry = self.telemetry.stats()
+        active = self._active
+        return AgentStatus(
+            device_id=self.config.device_id, pid=os.getpid(), state=self._state, started_at=self._started_at,
+            updated_at=datetime.now(UTC),
+            model=active.manifest.model if active else self.config.model,
+            version=active.version if active else None,
+            variant=active.engine.variant if active else None,
+            backend=active.engine.backend if active else None,
+            frames=snapshot.frames, errors=snapshot.errors, fps=round(snapshot.fps, 2),
+            latency_ms_p50=round(snapshot.latency_ms_p50, 3), latency_ms_p95=round(snapshot.latency_ms_p95, 3),
+            swaps=self.watcher.swaps, swap_failures=self.watcher.failures,
+            last_error=self._last_error or self.watcher.last_error or telemetry.last_error,
+            spool_depth=telemetry.depth, spool_dropped=telemetry.dropped,
+            telemetry_published=telemetry.published, results_overflow=telemetry.queue_dropped,
+        )
+
+    def write_status(self) -> AgentStatus:
+        status = self.status()
+        write_status(self.config.status_path, status)
+        return status
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> int:
+        """Runs until `stop` is set or the frame source ends; returns the process exit code."""
+        self.telemetry.start()
+        self.watcher.check_once()  # load the current model before the first frame, if there is one
+        threads = [
+            threading.Thread(target=self._capture, args=(stop,), name="capture", daemon=True),
+            threading.Thread(target=self._infer, args=(stop,), name="inference", daemon=True),
+            threading.Thread(target=self.watcher.run, args=(stop,), name="model-watch", daemon=True),
+        ]
+        poller = self._start_poller(stop)
+        for thread in threads:
+            thread.start()
+        self._state = "running" if self._state != "failed" else "failed"
+        try:
+            while not stop.is_set() and not self._inference_done.is_set():
+                self.write_status()
+                stop.wait(self.config.status.interval_s)
+        finally:
+            self._state = "stopping" if self._state != "failed" else "failed"
+            stop.set()
+            self.write_status()
+            for thread in threads:
+                thread.join(self.config.drain_timeout_s)
+            if poller is not None:
+                poller.join(self.config.drain_timeout_s)
+            self.telemetry.stop(self.config.drain_timeout_s)
+            if self._active is not None:
+                self._active.engine.close()
+            if self._source is not None:
+                self._source.close()
+            final = "failed" if self._state == "failed" else "stopped"
+            self._state = final
+            self.write_status()
+        return 1 if self._state == "failed" else 0
+
+    def _start_poller(self, stop: threading.Event) -> threading.Thread | None:
+        if not self.config.registry.uri:
+            return None
+        from edgefleet.device.pull import ChannelPoller
+        from edgefleet.device.registry import Registry
+        from edgefleet.device.signing import load_public_key
+
+        poller = ChannelPoller(
+            Registry.from_uri(self.config.registry.uri), self.store, self.config.model,
+            self.config.registry.channel, load_public_key(self.config.public_key_path),
+            interval_s=self.config.registry.poll_interval_s,
+            on_refused=lambda version, reason: self.telemetry.record_event("swap_failed", reason,
+                                                                           model_version=version),
+        )
+        thread = threading.Thread(target=poller.run, args=(stop,), name="registry-poll", daemon=True)
+        thread.start()
+        return thread

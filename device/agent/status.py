@@ -1,0 +1,65 @@
+"""The status file the agent keeps fresh (`<root>/status.json`), and reading it back."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from edgefleet.device.errors import EdgefleetError
+
+
+class AgentStatus(BaseModel):
+    """One snapshot of the running agent."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    device_id: str
+    pid: int
+    state: Literal["starting", "running", "stopping", "stopped", "failed"]
+    started_at: datetime
+    updated_at: datetime
+    model: str | None = None
+    version: str | None = None
+    variant: str | None = None
+    backend: str | None = None
+    frames: int = 0
+    errors: int = 0
+    fps: float = 0.0
+    latency_ms_p50: float = 0.0
+    latency_ms_p95: float = 0.0
+    swaps: int = 0
+    swap_failures: int = 0
+    last_error: str | None = None
+    spool_depth: int = 0
+    spool_dropped: int = 0
+    telemetry_published: int = 0
+    results_overflow: int = 0
+
+
+def write_status(path: Path, status: AgentStatus) -> None:
+    """Writes `status` atomically (temp file + rename), so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(status.model_dump_json(indent=2))
+    os.replace(temporary, path)
+
+
+def read_status(path: Path) -> AgentStatus:
+    """Reads the status file.
+
+    Raises:
+        EdgefleetError: when there is no status file (agent never ran there) or it is unreadable.
+    """
+    try:
+        return AgentStatus.model_validate(json.loads(path.read_text()))
+    except FileNotFoundError as error:
+        raise EdgefleetError(f"no agent status at {path}",
+                             "start the agent (`edgefleet-agent run --config agent.yaml`) or pass its --root") from error
+    except (json.JSONDecodeError, ValidationError) as error:
+        raise EdgefleetError(f"agent status {path} is unreadable: {error}",
+                             "the agent rewrites it every second; if it persists, restart the agent") from error

@@ -1,0 +1,178 @@
+"""Model watch and hot swap: load and smoke-test a new version beside the running one, then hand it over.
+
+The watcher runs in its own thread. The inference stage only ever does `slot.take()` between frames (an
+attribute read under a lock), so loading, verifying and smoke-testing a model never delays a frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgefleet.device.agent.config import AgentConfig
+from edgefleet.device.bundle import verify_version_dir
+from edgefleet.device.contracts.manifest import Manifest
+from edgefleet.device.contracts.telemetry import ModelRef
+from edgefleet.device.errors import EdgefleetError
+from edgefleet.device.runtime.engine import Engine, open_for_manifest
+from edgefleet.device.runtime.golden import check_golden
+from edgefleet.device.signing import load_public_key
+from edgefleet.device.store import InstalledVersion, ModelStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ActiveModel:
+    """A verified, smoke-tested model ready to run (or running)."""
+
+    version: str
+    path: Path
+    manifest: Manifest
+    engine: Engine
+
+    @property
+    def ref(self) -> ModelRef:
+        return ModelRef(name=self.manifest.model, version=self.version, variant=self.engine.variant,
+                        backend=self.engine.backend)
+
+
+class ModelSlot:
+    """Hands a new model from the watcher thread to the inference stage.
+
+    `offer()` puts a candidate; the inference stage calls `take()` between frames and swaps when it gets one.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: ActiveModel | None = None
+        self._taken = threading.Event()
+
+    def offer(self, candidate: ActiveModel) -> None:
+        with self._lock:
+            self._pending = candidate
+            self._taken.clear()
+
+    def take(self) -> ActiveModel | None:
+        if self._pending is None:  # the common case, no lock needed to read a reference
+            return None
+        with self._lock:
+            candidate, self._pending = self._pending, None
+        self._taken.set()
+        return candidate
+
+    def wait_taken(self, timeout_s: float) -> bool:
+        return self._taken.wait(timeout_s)
+
+
+def prepare_model(config: AgentConfig, installed: InstalledVersion) -> ActiveModel:
+    """Verifies `installed` against the release key, opens it and runs its golden smoke test.
+
+    Raises:
+        EdgefleetError: VerificationError, ModelError/NoEdgeTpuError, or a failed smoke test, each naming the
+            version and what to do.
+    """
+    public_key = load_public_key(config.public_key_path)
+    manifest = verify_version_dir(installed.path, public_key)
+    engine = open_for_manifest(installed.path, manifest, device=config.inference.device,
+                               num_threads=config.inference.num_threads, top_k=config.inference.top_k,
+                               score_threshold=config.inference.score_threshold)
+    try:
+        check = check_golden(engine, manifest)
+    except Exception:
+        engine.close()
+        raise
+    if not check.passed:
+        engine.close()
+        raise EdgefleetError(
+            f"model {manifest.model} {manifest.version} failed its smoke test: {check.detail}",
+            "the model does not reproduce the golden outputs in its manifest; rebuild or re-release it")
+    return ActiveModel(installed.version, installed.path, manifest, engine)
+
+
+EventSink = Callable[[str, str, str | None], None]  # (kind, detail, model_version)
+
+
+class ModelWatcher:
+    """Watches the store's `current` pointer and swaps models in; refuses and rolls back bad ones.
+
+    Args:
+        config: agent configuration (model name, key, inference options, watch interval).
+        store: the device's model store.
+        slot: where accepted models are handed to the inference stage.
+        on_event: called with ('swap' | 'swap_failed' | 'rollback', detail, version) for telemetry.
+    """
+
+    def __init__(self, config: AgentConfig, store: ModelStore, slot: ModelSlot, on_event: EventSink) -> None:
+        self._config = config
+        self._store = store
+        self._slot = slot
+        self._on_event = on_event
+        self.running: ActiveModel | None = None
+        self.swaps = 0
+        self.failures = 0
+        self.last_error: str | None = None
+
+    def check_once(self) -> ActiveModel | None:
+        """Looks at `current` once; returns the newly accepted model (already offered), or None."""
+        installed = self._store.current(self._config.model)
+        if installed is None:
+            if self.running is None:
+                self.last_error = (f"no version of model '{self._config.model}' is installed under "
+                                   f"{self._config.root}: install one (edgefleet-agent install / pull) or roll out")
+            return None
+        if self.running is not None and installed.path.resolve() == self.running.path.resolve():
+            return None
+        if self._store.refusal(installed.model, installed.version, installed.manifest_sha256) is not None:
+            return None  # refused before (maybe before a restart): the pointer is being put back
+        try:
+            candidate = prepare_model(self._config, installed)
+        except EdgefleetError as error:
+            self._refuse(installed, error)
+            return None
+        previous = self.running
+        self._slot.offer(candidate)
+        self.running = candidate
+        if previous is not None:
+            self.swaps += 1
+            self._on_event("swap", f"{previous.version} -> {candidate.version}", candidate.version)
+        self.last_error = None
+        log.info("model %s %s (%s on %s) accepted", candidate.manifest.model, candidate.version,
+                 candidate.engine.variant, candidate.engine.backend)
+        return candidate
+
+    def _refuse(self, installed: InstalledVersion, error: EdgefleetError) -> None:
+        self.failures += 1
+        self._store.mark_refused(installed.model, installed.version, installed.manifest_sha256, error.message)
+        self.last_error = str(error)
+        log.error("refusing model %s %s: %s", self._config.model, installed.version, error)
+        self._on_event("swap_failed", error.message, installed.version)
+        if self.running is None:
+            return
+        # Put the pointer back on what is running, so the device's on-disk state says what it does.
+        try:
+            previous = self._store.previous(self._config.model)
+            if previous is not None and previous.version == self.running.version:
+                self._store.rollback(self._config.model)
+            else:
+                self._store.activate(self._config.model, self.running.version)
+            self._on_event("rollback", f"{installed.version} -> {self.running.version}", self.running.version)
+        except EdgefleetError as rollback_error:
+            log.error("could not restore the current pointer: %s", rollback_error)
+            self.last_error = f"{error.message}; and restoring the pointer failed: {rollback_error.message}"
+
+    def run(self, stop: threading.Event) -> None:
+        """Polls until `stop` is set. Expected errors are reported; unexpected ones logged, never fatal."""
+        while not stop.is_set():
+            try:
+                self.check_once()
+            except OSError as error:  # transient: a file changing under us, a full disk
+                self.last_error = f"model watch: {error}"
+                log.warning("model watch failed, will retry: %s", error)
+            except Exception as error:  # noqa: BLE001 - the watcher must outlive a bug in one check
+                self.last_error = f"model watch: unexpected {type(error).__name__}: {error}"
+                log.exception("unexpected error in model watch")
+            stop.wait(self._config.swap.watch_interval_s)

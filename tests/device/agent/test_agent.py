@@ -1,0 +1,166 @@
+"""The agent's loop on real models: results, status file, telemetry, hot swap, refused models."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from edgefleet.device.agent.config import load_config
+from edgefleet.device.agent.loop import Agent
+from edgefleet.device.agent.status import read_status
+from edgefleet.device.contracts.telemetry import TelemetryMessage
+
+
+WAIT_S = 60.0
+MODEL = "imagenet"  # the name the `releases` fixture publishes under
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def agent_config(releases):
+    path = releases.tmp / "agent.yaml"
+    text = (f"device_id: cam-1\nmodel: {MODEL}\nroot: {releases.root}\n"
+            f"source:\n  kind: images\n  path: {releases.images()}\n"
+            f"swap:\n  watch_interval_s: 0.1\nstatus:\n  interval_s: 0.2\n"
+            f"telemetry:\n  mode: every\n  summary_interval_s: 1.0\n")
+    path.write_text(text)
+    return load_config(path)
+
+
+@contextmanager
+def running(agent: Agent) -> Iterator[threading.Thread]:
+    stop = threading.Event()
+    exit_codes: list[int] = []
+    thread = threading.Thread(target=lambda: exit_codes.append(agent.run(stop)), daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join(30)
+    assert exit_codes == [0]
+
+
+def sink_messages(releases: Releases) -> list[TelemetryMessage]:
+    path = releases.root / "telemetry.jsonl"
+    return [TelemetryMessage.from_json_bytes(line.encode()) for line in path.read_text().splitlines() if line]
+
+
+def test_the_loop_classifies_real_frames_and_reports_them(releases):
+    releases.install("1.0.0", "mobilenet_v2_1.0_224_quant.tflite")
+    agent = Agent(agent_config(releases))
+    with running(agent):
+        wait_until(lambda: agent.stats.frames >= 30, "30 frames")
+        status = read_status(releases.root / "status.json")
+        wait_until(lambda: read_status(releases.root / "status.json").frames > 0, "a fresh status file")
+    status = read_status(releases.root / "status.json")
+    assert status.state == "stopped"
+    assert (status.model, status.version, status.variant, status.backend) == (MODEL, "1.0.0", "cpu", "cpu")
+    assert status.frames >= 30 and status.latency_ms_p95 >= status.latency_ms_p50 > 0
+    messages = sink_messages(releases)
+    seqs = [m.seq for m in messages]
+    assert seqs == list(range(1, len(seqs) + 1))  # every seq, in order, none lost
+    inferences = [m for m in messages if m.kind == "inference"]
+    assert len(inferences) == status.frames  # one message per inference in mode `every`, after the drain
+    top_labels = {m.inference.top[0].label for m in inferences}
+    assert {"Egyptian cat", "macaw", "military uniform"} <= top_labels  # Coral's known answers, via the loop
+    assert [m.event.kind for m in messages if m.kind == "event"] == ["started", "stopped"]
+
+
+def test_a_new_version_is_swapped_in_between_frames_without_losing_one(releases):
+    releases.install("1.0.0", "mobilenet_v1_0.25_128_quant.tflite")
+    agent = Agent(agent_config(releases))
+    with running(agent):
+        wait_until(lambda: agent.stats.frames >= 10, "frames on 1.0.0")
+        releases.install("2.0.0", "mobilenet_v2_1.0_224_quant.tflite")  # a different input size too
+        wait_until(lambda: agent.watcher.swaps == 1 and agent.status().version == "2.0.0", "the swap")
+        frames_at_swap = agent.stats.frames
+        wait_until(lambda: agent.stats.frames >= frames_at_swap + 10, "frames on 2.0.0")
+    status = read_status(releases.root / "status.json")
+    assert (status.version, status.swaps, status.swap_failures, status.errors) == ("2.0.0", 1, 0, 0)
+    messages = sink_messages(releases)
+    versions = [m.model.version for m in messages if m.kind == "inference"]
+    assert versions[0] == "1.0.0" and versions[-1] == "2.0.0"
+    assert versions == sorted(versions)  # a clean cut: never back to 1.0.0 once 2.0.0 ran
+    assert len(versions) == status.frames  # every inference reported, none lost across the swap
+    swap_events = [m.event for m in messages if m.kind == "event" and m.event.kind == "swap"]
+    assert [e.detail for e in swap_events] == ["1.0.0 -> 2.0.0"]
+
+
+def test_a_model_failing_its_smoke_test_is_refused_and_the_pointer_restored(releases):
+    releases.install("1.0.0", "mobilenet_v1_0.25_128_quant.tflite")
+    agent = Agent(agent_config(releases))
+    with running(agent):
+        wait_until(lambda: agent.stats.frames >= 5, "frames on 1.0.0")
+        # Golden outputs from another model with the same input: signed and valid, but a wrong model.
+        releases.install("1.1.0", "mobilenet_v1_0.25_128_quant.tflite",
+                         golden_from="mobilenet_v1_0.25_128_quant.tflite")
+        wait_until(lambda: agent.watcher.swaps == 1, "the good swap to 1.1.0")
+        bad = releases.build("1.2.0", "mobilenet_v2_1.0_224_inat_bird_quant.tflite",
+                             golden_from="mobilenet_v2_1.0_224_quant.tflite")
+        (bad / "labels.txt").write_bytes((releases.coral / "inat_bird_labels.txt").read_bytes())
+        # the labels changed after signing: re-sign as a release would have, with the wrong golden kept
+        from edgefleet.device.bundle import build_manifest, write_signed_version
+        from edgefleet.device.runtime.engine import Engine
+        from edgefleet.device.runtime.golden import compute_golden
+        with Engine.open(releases.coral / "mobilenet_v2_1.0_224_quant.tflite") as other:
+            wrong_golden = compute_golden(other, (1, 2, 3))
+        write_signed_version(bad, build_manifest(bad, model=MODEL, version="1.2.0", golden=wrong_golden),
+                             releases.private_key)
+        releases.store.install(bad)
+        releases.store.activate(MODEL, "1.2.0")
+        wait_until(lambda: agent.watcher.failures == 1, "the refusal")
+        wait_until(lambda: releases.store.current(MODEL).version == "1.1.0", "the pointer restored")
+        frames = agent.stats.frames
+        wait_until(lambda: agent.stats.frames > frames + 5, "inference going on after the refusal")
+    status = read_status(releases.root / "status.json")
+    assert (status.version, status.swap_failures) == ("1.1.0", 1)
+    assert "smoke test" in (status.last_error or "")
+    events = [(m.event.kind, m.event.model_version) for m in sink_messages(releases) if m.kind == "event"]
+    assert ("swap_failed", "1.2.0") in events and ("rollback", "1.1.0") in events
+    assert releases.store.refusal(MODEL, "1.2.0", releases.store.current(MODEL).manifest_sha256) is None
+    assert [r.version for r in releases.store.refusals(MODEL)] == ["1.2.0"]
+
+
+def test_a_tampered_version_is_refused_and_the_running_model_keeps_going(releases):
+    releases.install("1.0.0", "mobilenet_v1_0.25_128_quant.tflite")
+    agent = Agent(agent_config(releases))
+    with running(agent):
+        wait_until(lambda: agent.stats.frames >= 5, "frames on 1.0.0")
+        path = releases.install("1.1.0", "mobilenet_v1_0.25_128_quant.tflite", activate=False)
+        releases.store.activate(MODEL, "1.1.0")
+        # Tamper after activation, before the agent looks: the agent verifies again and must refuse.
+        model_file = path / "model_cpu.tflite"
+        model_file.chmod(0o644)
+        data = bytearray(model_file.read_bytes())
+        data[-1] ^= 0xFF
+        model_file.write_bytes(bytes(data))
+        wait_until(lambda: agent.watcher.failures == 1, "the refusal")
+        wait_until(lambda: releases.store.current(MODEL).version == "1.0.0", "the pointer restored")
+    status = read_status(releases.root / "status.json")
+    assert status.version == "1.0.0" and status.errors == 0
+    assert "model_cpu.tflite" in (status.last_error or "")
+
+
+def test_without_an_installed_model_the_agent_waits_and_says_why(releases):
+    agent = Agent(agent_config(releases))
+    with running(agent):
+        wait_until(lambda: releases.root.joinpath("status.json").exists(), "the status file")
+        status = read_status(releases.root / "status.json")
+        assert status.frames == 0 and "no version of model" in (status.last_error or "")
+        releases.install("1.0.0", "mobilenet_v1_0.25_128_quant.tflite")
+        wait_until(lambda: agent.stats.frames >= 3, "frames once a model is installed")
+    assert json.loads((releases.root / "status.json").read_text())["version"] == "1.0.0"

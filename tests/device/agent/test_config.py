@@ -1,0 +1,74 @@
+"""Agent configuration: strict YAML, env overrides, errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgefleet.device.agent.config import load_config
+from edgefleet.device.agent.stats import LoopStats, percentile
+from edgefleet.device.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "agent.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_minimal_file_gets_embedded_defaults(tmp_path):
+    config = load_config(write(tmp_path, f"device_id: cam-1\nmodel: birds\nroot: {tmp_path}\n"))
+    assert config.telemetry.pubsub_project is None  # local sink by default: no cloud needed
+    assert config.status_path == tmp_path / "status.json"
+    assert config.public_key_path == tmp_path / "keys" / "release.pub"
+
+
+def test_a_typo_in_a_nested_key_is_an_error_naming_the_key(tmp_path):
+    path = write(tmp_path, "device_id: cam-1\nmodel: birds\ntelemetry:\n  mdoe: every\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "telemetry.mdoe" in caught.value.message
+    assert str(path) in caught.value.message
+
+
+def test_a_missing_required_key_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="missing key 'device_id'"):
+        load_config(write(tmp_path, "model: birds\n"))
+
+
+def test_environment_overrides_the_file_with_nested_keys(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEFLEET_TELEMETRY__MODE", "every")
+    monkeypatch.setenv("EDGEFLEET_DEVICE_ID", "cam-9")
+    config = load_config(write(tmp_path, "device_id: cam-1\nmodel: birds\ntelemetry:\n  mode: summary\n"))
+    assert (config.device_id, config.telemetry.mode) == ("cam-9", "every")
+
+
+def test_invalid_yaml_and_a_missing_file_are_clear_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "device_id: [unclosed\n"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_a_bad_device_id_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="device_id"):
+        load_config(write(tmp_path, "device_id: 'Cam 1!'\nmodel: birds\n"))
+
+
+def test_percentile_is_nearest_rank():
+    values = sorted(float(v) for v in range(1, 101))
+    assert percentile(values, 0.5) == 50.0
+    assert percentile(values, 0.95) == 95.0
+    assert percentile([], 0.95) == 0.0
+    assert percentile([7.0], 0.5) == 7.0
+
+
+def test_loop_stats_window_gives_fps_and_percentiles():
+    stats = LoopStats(window=10)
+    for i in range(20):  # 20 frames, 0.1 s apart; the window keeps the last 10
+        stats.record(finished_at=i * 0.1, latency_ms=float(i))
+    snapshot = stats.snapshot()
+    assert snapshot.frames == 20
+    assert snapshot.fps == pytest.approx(10.0)
+    assert snapshot.latency_ms_p50 == 14.0 and snapshot.latency_ms_max == 19.0
