@@ -56,6 +56,10 @@ class SwapConfig(_Section):
     """Model watch and hot swap."""
 
     watch_interval_s: float = Field(default=0.5, gt=0, description="how often `current` is checked")
+    background_nice: int = Field(
+        default=10, ge=0, le=19,
+        description="niceness added to the threads that load, verify and download models, so a swap "
+                    "borrows idle CPU instead of the inference thread's")
 
 
 class RegistryConfig(_Section):

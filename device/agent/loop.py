@@ -28,7 +28,7 @@ from edgefleet.device.agent.config import AgentConfig
 from edgefleet.device.agent.sources import FrameSource, open_source
 from edgefleet.device.agent.stats import LoopStats
 from edgefleet.device.agent.status import AgentStatus, write_status
-from edgefleet.device.agent.swap import ActiveModel, ModelSlot, ModelWatcher
+from edgefleet.device.agent.swap import ActiveModel, ModelSlot, ModelWatcher, lower_thread_priority
 from edgefleet.device.errors import EdgefleetError, ModelError
 from edgefleet.device.contracts.telemetry import ResultItem as TelemetryResult
 from edgefleet.device.runtime.engine import InferenceResult
@@ -81,6 +81,7 @@ class Agent:
         self._source = source
         self._frames: queue.Queue[Frame] = queue.Queue(maxsize=config.queues.frames)
         self._active: ActiveModel | None = None
+        self.captured = 0  # frames handed to inference; after a drain, equals frames + errors
         self._capture_done = threading.Event()
         self._inference_done = threading.Event()
         self._started_at = datetime.now(UTC)
@@ -106,6 +107,7 @@ class Agent:
                 while not stop.is_set():
                     try:
                         self._frames.put(frame, timeout=QUEUE_POLL_S)
+                        self.captured += 1
                         break
                     except queue.Full:
                         continue
@@ -241,6 +243,10 @@ class Agent:
             on_refused=lambda version, reason: self.telemetry.record_event("swap_failed", reason,
                                                                            model_version=version),
         )
-        thread = threading.Thread(target=poller.run, args=(stop,), name="registry-poll", daemon=True)
+        def poll() -> None:
+            lower_thread_priority(self.config.swap.background_nice)
+            poller.run(stop)
+
+        thread = threading.Thread(target=poll, name="registry-poll", daemon=True)
         thread.start()
         return thread

@@ -7,6 +7,7 @@ attribute read under a lock), so loading, verifying and smoke-testing a model ne
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,6 +94,18 @@ def prepare_model(config: AgentConfig, installed: InstalledVersion) -> ActiveMod
     return ActiveModel(installed.version, installed.path, manifest, engine)
 
 
+def lower_thread_priority(increment: int) -> None:
+    """Makes the calling thread nicer by `increment` (Linux schedules threads as tasks; elsewhere a no-op)."""
+    if increment <= 0 or not hasattr(os, "setpriority"):
+        return
+    thread_id = threading.get_native_id()
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, thread_id)
+        os.setpriority(os.PRIO_PROCESS, thread_id, min(19, current + increment))
+    except OSError as error:  # not permitted in some containers: run at normal priority
+        log.debug("could not lower the priority of thread %d: %s", thread_id, error)
+
+
 EventSink = Callable[[str, str, str | None], None]  # (kind, detail, model_version)
 
 
@@ -166,6 +179,7 @@ class ModelWatcher:
 
     def run(self, stop: threading.Event) -> None:
         """Polls until `stop` is set. Expected errors are reported; unexpected ones logged, never fatal."""
+        lower_thread_priority(self._config.swap.background_nice)
         while not stop.is_set():
             try:
                 self.check_once()

@@ -1,0 +1,212 @@
+"""Fleet monitor benchmark: ingest throughput against raw streaming pull, and `fleet_status` at 1,000 devices.
+
+Run: `python -m bench.monitor_bench [--messages N] [--devices D] [--status-devices 1000]`.
+
+1. Starts its own official Pub/Sub emulator, creates a topic and one subscription, publishes N telemetry
+   messages (D devices, real `TelemetryMessage` JSON) and measures the raw streaming-pull rate of that
+   subscription: a `SubscriberClient.subscribe` callback that only acks, same flow control as the monitor.
+2. Publishes N more messages (the following seqs) to the same subscription and measures one monitor
+   (`run_monitor`: validate, dedupe, SQLite batch commit, ack) taking them all in. Goal: >= 0.8x raw.
+3. Fills a fresh fleet state with 1,000 simulated devices (through `apply`, 20 messages each, a few
+   stale, failing and silent ones) and times `fleet_status` (median of repeated calls). Goal: < 200 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from edgefleet.device.contracts.telemetry import (
+    Event,
+    Health,
+    InferenceSummary,
+    ModelRef,
+    ResultItem,
+    TelemetryMessage,
+)
+from edgefleet.local.emulators import PubSubEmulator
+
+INGEST_GOAL_RATIO = 0.8
+STATUS_GOAL_MS = 200.0
+WAIT_TIMEOUT_S = 600.0
+
+
+def telemetry(device: int, seq: int, when: datetime, version: str = "1.0.0",
+              event: str | None = None) -> TelemetryMessage:
+    """One realistic `inference` (or event) message of simulated device `device`."""
+    latency = 4.0 + (seq % 7) * 0.5 + device % 3
+    return TelemetryMessage(
+        device_id=f"cam-{device:04d}", seq=seq, time=when, kind="event" if event else "inference",
+        model=ModelRef(name="mobilenet", version=version, variant="edgetpu", backend="edgetpu:usb:0"),
+        inference=None if event else InferenceSummary(
+            count=1, latency_ms_p50=latency, latency_ms_p95=latency, latency_ms_max=latency, fps=30.0,
+            window_s=0.0, top=[ResultItem(id=3, label="tabby cat", score=0.87)]),
+        health=Health(cpu_temp_c=48.5, uptime_s=1000.0 + seq, mem_total_mb=1024.0, mem_available_mb=512.0,
+                      load_1m=0.4, tpu_present=True, spool_depth=0, spool_dropped=0),
+        event=Event(kind=event, detail="1.0.0 -> 1.1.0", model_version=version) if event else None)
+
+
+def publish(publisher, topic: str, devices: int, first_seq: int, per_device: int) -> int:
+    """Publishes per_device messages for each device (seqs first_seq...); returns how many."""
+    now = datetime.now(UTC)
+    futures = []
+    for seq in range(first_seq, first_seq + per_device):
+        for device in range(devices):
+            message = telemetry(device, seq, now)
+            futures.append(publisher.publish(topic, message.to_json_bytes(), **message.attributes()))
+    for future in futures:
+        future.result(timeout=WAIT_TIMEOUT_S)
+    return len(futures)
+
+
+def raw_pull_rate(subscriber, subscription: str, expected: int, max_messages: int) -> float:
+    """Messages/s of a streaming pull whose callback only acks, until `expected` were received."""
+    from google.cloud import pubsub_v1
+
+    received = 0
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def callback(message) -> None:
+        nonlocal received
+        message.ack()
+        with lock:
+            received += 1
+            if received >= expected:
+                done.set()
+
+    start = time.perf_counter()
+    stream = subscriber.subscribe(subscription, callback=callback,
+                                  flow_control=pubsub_v1.types.FlowControl(max_messages=max_messages))
+    finished = done.wait(WAIT_TIMEOUT_S)
+    elapsed = time.perf_counter() - start
+    stream.cancel()
+    stream.result(timeout=60)
+    if not finished:
+        raise RuntimeError(f"raw pull got {received} of {expected} messages in {WAIT_TIMEOUT_S:.0f} s")
+    return expected / elapsed
+
+
+def monitor_rate(config, expected: int) -> tuple[float, object]:
+    """Messages/s of one `run_monitor` until `expected` messages were committed and acked."""
+    from edgefleet.monitor.service import run_monitor
+
+    stop = threading.Event()
+    done = threading.Event()
+    taken = 0
+    result: list[object] = []
+
+    def on_batch(outcomes) -> None:
+        nonlocal taken
+        taken += len(outcomes)
+        if taken >= expected:
+            done.set()
+
+    start = time.perf_counter()
+    thread = threading.Thread(target=lambda: result.append(run_monitor(config, stop, on_batch=on_batch)))
+    thread.start()
+    finished = done.wait(WAIT_TIMEOUT_S)
+    elapsed = time.perf_counter() - start
+    stop.set()
+    thread.join(timeout=120)
+    if not finished:
+        raise RuntimeError(f"the monitor took {taken} of {expected} messages in {WAIT_TIMEOUT_S:.0f} s")
+    return expected / elapsed, result[0] if result else None
+
+
+def status_query_ms(devices: int, per_device: int, repeats: int, store_dir: Path) -> tuple[float, float, int]:
+    """Fills a fleet state with `devices` devices and times fleet_status; returns (median ms, apply msg/s,
+    devices in the result)."""
+    from edgefleet.monitor.config import MonitorConfig
+    from edgefleet.monitor.ingest import apply
+    from edgefleet.monitor.query import fleet_status
+    from edgefleet.monitor.store import commit, open_store
+
+    config = MonitorConfig()
+    now = datetime.now(UTC)
+    store = open_store(store_dir / "status.sqlite", latency_window=config.latency_window,
+                       count_bucket_s=config.count_bucket_s)
+    applied = 0
+    start = time.perf_counter()
+    for device in range(devices):
+        # Every 50th device went silent an hour ago; every 20th had a failed swap; 1 in 10 runs 1.1.0.
+        last = now - timedelta(hours=1) if device % 50 == 0 else now
+        version = "1.1.0" if device % 10 == 0 else "1.0.0"
+        for seq in range(1, per_device + 1):
+            apply(store, telemetry(device, seq, last - timedelta(seconds=per_device - seq), version))
+            applied += 1
+        if device % 20 == 0:
+            apply(store, telemetry(device, per_device + 1, last, version, event="swap_failed"))
+            applied += 1
+        commit(store)
+    apply_rate = applied / (time.perf_counter() - start)
+    timings = []
+    result = None
+    for _ in range(repeats):
+        begin = time.perf_counter()
+        result = fleet_status(store, config.status.stale_after_s, now)
+        timings.append((time.perf_counter() - begin) * 1000)
+    store.close()
+    return statistics.median(timings), apply_rate, len(result.devices) if result else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=20_000, help="messages per ingest measurement")
+    parser.add_argument("--devices", type=int, default=100, help="simulated devices publishing")
+    parser.add_argument("--status-devices", type=int, default=1000, help="devices in the fleet_status test")
+    parser.add_argument("--status-repeats", type=int, default=20)
+    args = parser.parse_args()
+    per_device = max(1, args.messages // args.devices)
+    console = Console()
+
+    from edgefleet.monitor.config import IngestConfig, MonitorConfig
+
+    ingest = IngestConfig()
+    with tempfile.TemporaryDirectory() as scratch, PubSubEmulator(log_path=Path(scratch) / "emulator.log") as emu:
+        os.environ["PUBSUB_EMULATOR_HOST"] = emu.host
+        from google.cloud import pubsub_v1
+
+        publisher = pubsub_v1.PublisherClient()
+        subscriber = pubsub_v1.SubscriberClient()
+        topic = publisher.create_topic(name=publisher.topic_path(emu.project, "bench-telemetry")).name
+        subscription = subscriber.create_subscription(
+            name=subscriber.subscription_path(emu.project, "bench-fleet-monitor"), topic=topic).name
+
+        console.print(f"publishing {per_device * args.devices} messages from {args.devices} devices ...")
+        expected = publish(publisher, topic, args.devices, 1, per_device)
+        raw = raw_pull_rate(subscriber, subscription, expected, ingest.flow_control_max_messages)
+        console.print(f"raw streaming pull: {raw:,.0f} msg/s; publishing the next {expected} ...")
+        publish(publisher, topic, args.devices, per_device + 1, per_device)
+        config = MonitorConfig(project=emu.project, subscription="bench-fleet-monitor",
+                               store_path=Path(scratch) / "fleet.sqlite")
+        monitored, report = monitor_rate(config, expected)
+        console.print(f"monitor: {monitored:,.0f} msg/s ({report})")
+        subscriber.close()
+        status_ms, apply_rate, status_devices = status_query_ms(args.status_devices, 20, args.status_repeats,
+                                                                Path(scratch))
+
+    table = Table(title="fleet monitor benchmark")
+    for column in ("measure", "value", "reference", "ratio", "goal", "met"):
+        table.add_column(column)
+    ratio = monitored / raw
+    table.add_row("monitor ingest (msg/s)", f"{monitored:,.0f}", f"raw streaming pull {raw:,.0f}",
+                  f"{ratio:.2f}x", f">= {INGEST_GOAL_RATIO}x", "yes" if ratio >= INGEST_GOAL_RATIO else "NO")
+    table.add_row(f"fleet_status, {status_devices} devices (ms, median)", f"{status_ms:.1f}",
+                  f"{STATUS_GOAL_MS:.0f} ms", f"{status_ms / STATUS_GOAL_MS:.2f}x of budget",
+                  f"< {STATUS_GOAL_MS:.0f} ms", "yes" if status_ms < STATUS_GOAL_MS else "NO")
+    table.add_row("apply + commit alone (msg/s, no Pub/Sub)", f"{apply_rate:,.0f}", "-", "-", "-", "-")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
