@@ -1,0 +1,292 @@
+"""Opening `.tflite` models: what they need, and an interpreter on the Edge TPU or the CPU.
+
+The interpreter class comes from `tflite_runtime` where a Coral community build provides it, else from
+LiteRT (`ai_edge_litert`), the maintained successor. Both load the Edge TPU through libedgetpu's external
+delegate ABI (`tflite_plugin_create_delegate`), with pycoral's device names (`usb`, `usb:0`, `pci`, `:0`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from edgefleet.device.contracts.manifest import TensorSpec
+from edgefleet.device.errors import ConfigError, ModelError, NoEdgeTpuError
+from edgefleet.device.runtime.adapters.common import tensor_spec
+from edgefleet.device.runtime.config import (
+    DEFAULT_RUNTIME_CONFIG,
+    DETECTION_POSTPROCESS_OP,
+    EDGETPU_CUSTOM_OP,
+)
+from edgefleet.device.runtime.tflite_file import (
+    FlatbufferError,
+    custom_op_outputs,
+    custom_ops,
+    read_operator_codes,
+)
+
+try:  # Coral community builds of tflite_runtime come first: they match the installed libedgetpu.
+    from tflite_runtime.interpreter import Interpreter, load_delegate
+except ImportError:
+    from ai_edge_litert.interpreter import Interpreter, load_delegate
+
+log = logging.getLogger(__name__)
+
+EDGETPU_SUFFIX = "_edgetpu"
+_DEVICE_PATTERN = re.compile(r"^(?:(usb|pci)(?::\d+)?|:\d+)$")
+_UNRESOLVED_OP = re.compile(r"unresolved custom op: ([^\s.]+(?:\.[^\s.]+)*)")
+_HASH_CHUNK = 1 << 20
+
+__all__ = [
+    "EDGETPU_SUFFIX", "Interpreter", "LoadedModel", "ModelInfo", "backend_name", "check_device",
+    "cpu_twin_name", "edgetpu_present", "inspect_model", "load_delegate", "load_model", "make_interpreter",
+]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a `.tflite` file is and needs.
+
+    Attributes:
+        path: The model file.
+        inputs: Input tensors (shape, dtype, quantization).
+        outputs: Output tensors.
+        needs_edgetpu: The model contains `edgetpu-custom-op` (compiled by edgetpu_compiler).
+        custom_ops: All custom operators in the model's operator codes.
+        postprocess_outputs: Tensor indices of the `TFLite_Detection_PostProcess` outputs (boxes,
+            classes, scores, count) when the model ends in that op, else None.
+        size: File size in bytes.
+        sha256: Hex sha256 of the file.
+    """
+
+    path: Path
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    needs_edgetpu: bool
+    custom_ops: tuple[str, ...]
+    postprocess_outputs: tuple[int, ...] | None
+    size: int
+    sha256: str
+
+    @property
+    def input(self) -> TensorSpec:
+        """The first (for image models: the only) input."""
+        return self.inputs[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (what `edgefleet-agent inspect --json` prints)."""
+        return {
+            "path": str(self.path), "size": self.size, "sha256": self.sha256,
+            "needs_edgetpu": self.needs_edgetpu, "custom_ops": list(self.custom_ops),
+            "inputs": [spec.model_dump(mode="json") for spec in self.inputs],
+            "outputs": [spec.model_dump(mode="json") for spec in self.outputs],
+        }
+
+
+class LoadedModel(NamedTuple):
+    """An allocated interpreter with what it runs and where."""
+
+    interpreter: Interpreter
+    info: ModelInfo
+    backend: str
+
+
+def cpu_twin_name(path: Path) -> str:
+    """`model_edgetpu.tflite` -> `model.tflite`: the CPU model the Edge TPU one was compiled from."""
+    stem = path.stem[: -len(EDGETPU_SUFFIX)] if path.stem.endswith(EDGETPU_SUFFIX) else path.stem
+    return f"{stem}{path.suffix}"
+
+
+def check_device(device: str | None) -> str | None:
+    """Validates a device name: None/'auto', 'cpu', 'usb', 'usb:N', 'pci', 'pci:N' or ':N'.
+
+    Returns:
+        None for 'auto', the name otherwise.
+
+    Raises:
+        ConfigError: Unknown device name.
+    """
+    if device is None or device == "auto":
+        return None
+    if device == "cpu" or _DEVICE_PATTERN.match(device):
+        return device
+    raise ConfigError(
+        f"unknown inference device {device!r}",
+        fix="use 'auto', 'cpu', or an Edge TPU like 'usb', 'usb:0', 'pci', 'pci:0' or ':0'")
+
+
+def backend_name(device: str | None, edgetpu: bool) -> str:
+    """The backend string reported in results and telemetry: 'cpu', 'edgetpu' or 'edgetpu:usb:0'."""
+    if not edgetpu:
+        return "cpu"
+    return f"edgetpu:{device}" if device else "edgetpu"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _tensor_spec(detail: dict[str, Any], path: Path) -> TensorSpec:
+    try:
+        return tensor_spec(detail)
+    except ValueError as error:
+        raise ModelError(
+            f"{path}: tensor {detail['name']!r} has dtype {np.dtype(detail['dtype']).name}, which edgefleet "
+            "does not run",
+            fix="export the model with uint8, int8 or float32 inputs and outputs") from error
+
+
+def _corrupt(path: Path, error: Exception) -> ModelError:
+    return ModelError(
+        f"{path} is not a valid TFLite model (corrupt or truncated): {error}",
+        fix="re-download the model (check its sha256 against the manifest) or re-export it with "
+            "TFLiteConverter")
+
+
+def _build_interpreter(path: Path, delegates: list[Any] | None, num_threads: int) -> Interpreter:
+    try:
+        return Interpreter(model_path=str(path), experimental_delegates=delegates, num_threads=num_threads)
+    except (ValueError, RuntimeError) as error:
+        raise _corrupt(path, error) from error
+
+
+def inspect_model(path: str | Path) -> ModelInfo:
+    """Reads a model's inputs, outputs and operator codes without running it.
+
+    Args:
+        path: A `.tflite` file.
+
+    Raises:
+        ModelError: The file is missing, unreadable, corrupt or truncated.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as error:
+        raise ModelError(f"model file {path} does not exist", fix="check the path") from error
+    except OSError as error:
+        raise ModelError(f"model file {path} cannot be read: {error}", fix="check its permissions") from error
+    # The interpreter's flatbuffer verifier checks the whole file first; our reader then only reads.
+    interpreter = _build_interpreter(path, None, DEFAULT_RUNTIME_CONFIG.num_threads)
+    try:
+        ops = custom_ops(read_operator_codes(data))
+        postprocess = custom_op_outputs(data, DETECTION_POSTPROCESS_OP)
+    except FlatbufferError as error:
+        raise _corrupt(path, error) from error
+    return ModelInfo(
+        path=path,
+        inputs=tuple(_tensor_spec(d, path) for d in interpreter.get_input_details()),
+        outputs=tuple(_tensor_spec(d, path) for d in interpreter.get_output_details()),
+        needs_edgetpu=EDGETPU_CUSTOM_OP in ops,
+        custom_ops=ops,
+        postprocess_outputs=postprocess,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def _edgetpu_delegate(device: str | None, library: str) -> Any:
+    """Loads libedgetpu's delegate; raises OSError/ValueError when the library or a TPU is missing."""
+    # dlopen first ourselves: LiteRT's Delegate leaves a half-built object (and a noisy __del__) when the
+    # library itself is missing.
+    ctypes.CDLL(library)
+    return load_delegate(library, {"device": device} if device else {})
+
+
+def edgetpu_present(device: str | None = None, *,
+                    library: str = DEFAULT_RUNTIME_CONFIG.edgetpu_library) -> bool:
+    """True when the Edge TPU delegate loads (libedgetpu installed and a TPU, or `device`, attached)."""
+    try:
+        _edgetpu_delegate(check_device(device), library)
+    except (OSError, ValueError, RuntimeError) as error:
+        log.debug("no Edge TPU (%s): %s", library, error)
+        return False
+    return True
+
+
+def _no_edgetpu(info: ModelInfo, device: str | None, reason: str) -> NoEdgeTpuError:
+    where = f" (device {device!r})" if device else ""
+    if info.needs_edgetpu:
+        return NoEdgeTpuError(
+            f"No Edge TPU detected{where}: {info.path.name} is compiled for the Edge TPU ({reason})",
+            fix=f"attach a Coral USB Accelerator/PCIe/Dev Board and install libedgetpu, or run the CPU model "
+                f"{cpu_twin_name(info.path)}")
+    return NoEdgeTpuError(
+        f"No Edge TPU detected{where}: an Edge TPU was asked for to run {info.path.name} ({reason})",
+        fix="attach a Coral USB Accelerator/PCIe/Dev Board and install libedgetpu, or use device 'cpu' "
+            "(or 'auto')")
+
+
+def _unresolved_op(error: Exception, info: ModelInfo) -> str:
+    match = _UNRESOLVED_OP.search(str(error))
+    if match:
+        return match.group(1)
+    return ", ".join(info.custom_ops) or "unknown"
+
+
+def load_model(model_path: str | Path, device: str | None = None, num_threads: int = 1, *,
+               library: str = DEFAULT_RUNTIME_CONFIG.edgetpu_library, edgetpu: bool = False) -> LoadedModel:
+    """Opens a model on the Edge TPU or the CPU and allocates its tensors.
+
+    The Edge TPU delegate is loaded when the model needs it (`edgetpu-custom-op`) or an Edge TPU device is
+    asked for; `device='cpu'` forces the CPU interpreter.
+
+    Args:
+        model_path: A `.tflite` file.
+        device: None/'auto', 'cpu', 'usb', 'usb:0', 'pci', 'pci:0', ':0'.
+        num_threads: CPU interpreter threads.
+        library: The Edge TPU delegate library.
+        edgetpu: Load the Edge TPU delegate even when neither the model nor `device` asks for it (an
+            `edgetpu` variant the compiler could not map any op of still runs "on" the TPU runtime).
+
+    Raises:
+        ModelError: Corrupt model, or it fails to allocate (e.g. an unresolved custom op).
+        NoEdgeTpuError: An Edge TPU model (or device) without an Edge TPU.
+        ConfigError: Unknown device name.
+    """
+    device = check_device(device)
+    info = inspect_model(model_path)
+    delegates = None
+    if device == "cpu":
+        if info.needs_edgetpu:
+            raise _no_edgetpu(info, None, "the CPU was asked for")
+    elif device is not None or info.needs_edgetpu or edgetpu:
+        try:
+            delegates = [_edgetpu_delegate(device, library)]
+        except (OSError, ValueError, RuntimeError) as error:
+            raise _no_edgetpu(info, device, f"{library}: {error}") from error
+    try:
+        # inspect_model has verified the file: failures from here on are the graph's, not the bytes'
+        # (with a delegate, LiteRT already prepares the graph while constructing the interpreter).
+        interpreter = Interpreter(model_path=str(info.path), experimental_delegates=delegates,
+                                  num_threads=num_threads)
+        interpreter.allocate_tensors()
+    except (RuntimeError, ValueError) as error:
+        op = _unresolved_op(error, info)
+        if op == EDGETPU_CUSTOM_OP and delegates:
+            raise ModelError(
+                f"{info.path} cannot be allocated: the Edge TPU runtime ({library}) did not take its "
+                f"{op!r} ({error})",
+                fix="install the libedgetpu matching the edgetpu_compiler version the model was compiled "
+                    f"with, or run the CPU model {cpu_twin_name(info.path)}") from error
+        raise ModelError(
+            f"{info.path} cannot be allocated: unresolved or failing operator {op!r} ({error})",
+            fix=f"this runtime has no kernel for {op!r}: re-export the model with TFLite builtin ops only "
+                "(or run it where that custom op is registered)") from error
+    return LoadedModel(interpreter=interpreter, info=info,
+                       backend=backend_name(device, delegates is not None))
+
+
+def make_interpreter(model_path: str | Path, device: str | None = None, num_threads: int = 1) -> Interpreter:
+    """pycoral's `make_interpreter`: an allocated interpreter on the Edge TPU or CPU (see `load_model`)."""
+    return load_model(model_path, device, num_threads).interpreter

@@ -1,0 +1,114 @@
+"""The Edge TPU path (delegate loading, device selection, variant choice) against a libedgetpu stand-in.
+
+libedgetpu and a TPU cannot exist here; `standin_libedgetpu.c` implements the real external-delegate ABI
+(`tflite_plugin_create_delegate` with the "device" option) and fails like libedgetpu when no matching TPU
+is attached. It claims no nodes, so the models it "accelerates" run on the CPU kernels: the `edgetpu`
+variant in these tests is therefore a plain CPU model file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from edgefleet.device.contracts.manifest import FileEntry, Manifest
+from edgefleet.device.errors import ModelError, NoEdgeTpuError
+from edgefleet.device.runtime.config import RuntimeConfig
+from edgefleet.device.runtime.engine import Engine, open_for_manifest
+from edgefleet.device.runtime.interpreter import edgetpu_present, inspect_model, load_model
+from edgefleet.device.runtime.preprocess import load_image
+
+SOURCE = Path(__file__).with_name("standin_libedgetpu.c")
+MOBILENET_V2 = "mobilenet_v2_1.0_224_quant.tflite"
+
+
+@pytest.fixture(scope="session")
+def standin_library(tmp_path_factory: pytest.TempPathFactory) -> str:
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler to build the libedgetpu stand-in")
+    library = tmp_path_factory.mktemp("standin") / "libedgetpu.so.1"
+    subprocess.run([compiler, "-shared", "-fPIC", "-O1", "-o", str(library), str(SOURCE)], check=True,
+                   timeout=60)
+    return str(library)
+
+
+@pytest.fixture
+def attached(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """Sets which stand-in TPUs are attached; returns a reader of the device options the stand-in got."""
+    log = tmp_path / "standin.log"
+    monkeypatch.setenv("STANDIN_EDGETPU_LOG", str(log))
+
+    def attach(devices: str):
+        monkeypatch.setenv("STANDIN_EDGETPU_DEVICES", devices)
+        return lambda: log.read_text().splitlines() if log.exists() else []
+    return attach
+
+
+def test_presence_follows_the_attached_devices(standin_library, attached):
+    attached("usb:0")
+    assert edgetpu_present(library=standin_library)
+    assert edgetpu_present("usb", library=standin_library)
+    assert edgetpu_present("usb:0", library=standin_library)
+    assert not edgetpu_present("pci", library=standin_library)
+    assert not edgetpu_present("usb:1", library=standin_library)
+    attached("")
+    assert not edgetpu_present(library=standin_library)
+
+
+def test_device_option_reaches_the_delegate_and_names_the_backend(standin_library, attached, coral_data):
+    options = attached("pci:0,usb:0")
+    config = RuntimeConfig(edgetpu_library=standin_library, top_k=1)
+    with Engine.open(coral_data / MOBILENET_V2, device="usb:0", config=config) as engine:
+        top = engine.infer(engine.prepare(load_image(coral_data / "cat.bmp"))).top
+    assert engine.backend == "edgetpu:usb:0"
+    assert options() == ["device=usb:0"]
+    assert top.id == 286
+
+
+def test_absent_device_is_no_edgetpu_error_with_the_delegate_message(standin_library, attached, coral_data):
+    attached("usb:0")
+    with pytest.raises(NoEdgeTpuError, match="device 'pci'") as caught:
+        load_model(coral_data / MOBILENET_V2, device="pci", library=standin_library)
+    assert isinstance(caught.value.__cause__, ValueError)
+    assert "Failed to open device" in caught.value.message
+
+
+def test_edgetpu_op_the_runtime_cannot_take_is_a_model_error(standin_library, attached, coral_data):
+    attached("usb:0")
+    with pytest.raises(ModelError, match="did not take its 'edgetpu-custom-op'") as caught:
+        load_model(coral_data / "mobilenet_v1_0.25_128_quant_edgetpu.tflite", library=standin_library)
+    assert "mobilenet_v1_0.25_128_quant.tflite" in caught.value.fix
+
+
+def _two_variant_version(directory: Path, coral_data: Path) -> Manifest:
+    for name in ("model_cpu.tflite", "model_edgetpu.tflite"):
+        os.symlink(coral_data / MOBILENET_V2, directory / name)
+    info = inspect_model(directory / "model_cpu.tflite")
+    entry = {"sha256": info.sha256, "size": info.size}
+    return Manifest(model="mnv2", version="2.0.0", labels_file=None,
+                    files=(FileEntry(name="model_cpu.tflite", **entry),
+                           FileEntry(name="model_edgetpu.tflite", **entry)),
+                    variants={"cpu": "model_cpu.tflite", "edgetpu": "model_edgetpu.tflite"},
+                    input=info.input, outputs=info.outputs)
+
+
+def test_manifest_runs_the_edgetpu_variant_when_a_tpu_is_present(standin_library, attached, coral_data,
+                                                                 tmp_path):
+    options = attached("usb:0")
+    manifest = _two_variant_version(tmp_path, coral_data)
+    config = RuntimeConfig(edgetpu_library=standin_library)
+
+    with open_for_manifest(tmp_path, manifest, device="auto", config=config) as engine:
+        assert (engine.variant, engine.backend) == ("edgetpu", "edgetpu")
+        assert engine.info.path.name == "model_edgetpu.tflite"
+        assert engine.infer(engine.prepare(np.zeros((8, 8, 3), np.uint8))).results
+    with open_for_manifest(tmp_path, manifest, device="usb:0", config=config) as engine:
+        assert engine.backend == "edgetpu:usb:0"
+    with open_for_manifest(tmp_path, manifest, device="cpu", config=config) as engine:
+        assert (engine.variant, engine.backend) == ("cpu", "cpu")
+    assert "device=usb:0" in options()
