@@ -230,22 +230,25 @@ class Agent:
         return 1 if self._state == "failed" else 0
 
     def _start_poller(self, stop: threading.Event) -> threading.Thread | None:
+        """Pull mode: follows the registry channel in a low-priority thread of its own."""
         if not self.config.registry.uri:
             return None
         from edgefleet.device.pull import ChannelPoller
         from edgefleet.device.registry import Registry
-        from edgefleet.device.signing import load_public_key
 
         poller = ChannelPoller(
             Registry.from_uri(self.config.registry.uri), self.store, self.config.model,
-            self.config.registry.channel, load_public_key(self.config.public_key_path),
+            self.config.registry.channel, self.config.public_key_path,
             interval_s=self.config.registry.poll_interval_s,
-            on_refused=lambda version, reason: self.telemetry.record_event("swap_failed", reason,
-                                                                           model_version=version),
+            on_refusal=lambda result: self.telemetry.record_event("swap_failed", result.reason,
+                                                                  model_version=result.version),
         )
+
         def poll() -> None:
             lower_thread_priority(self.config.swap.background_nice)
-            poller.run(stop)
+            while not stop.is_set():
+                poller.run_once()  # errors are logged, counted and reported by the poller itself
+                stop.wait(self.config.registry.poll_interval_s)
 
         thread = threading.Thread(target=poll, name="registry-poll", daemon=True)
         thread.start()

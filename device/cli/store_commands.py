@@ -1,1 +1,277 @@
-"""Commands registered on the edgefleet-agent app (filled in by its owner)."""
+"""`edgefleet-agent verify | install | activate | rollback | models | pull`: the on-device model store.
+
+The agent root defaults to `$EDGEFLEET_AGENT_ROOT`, else `~/.edgefleet-agent`; the release public key to
+`<root>/keys/release.pub`. Errors print the message and its fix on stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from edgefleet.device.cli import app
+from edgefleet.device.contracts.manifest import Manifest
+from edgefleet.device.errors import EdgefleetError
+from edgefleet.device.store import InstalledVersion, ModelStore, default_root
+from rich.console import Console
+from rich.table import Table
+
+EXIT_ERROR = 2
+_T = TypeVar("_T")
+
+ROOT_HELP = "agent root directory (default: $EDGEFLEET_AGENT_ROOT or ~/.edgefleet-agent)"
+KEY_HELP = "release public key file, PEM or base64 (default: <root>/keys/release.pub)"
+JSON_HELP = "print JSON"
+
+RootOption = Annotated[Path | None, typer.Option("--root", help=ROOT_HELP)]
+KeyOption = Annotated[Path | None, typer.Option("--public-key", help=KEY_HELP)]
+JsonOption = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
+ModelArgument = Annotated[str, typer.Argument(help="model name")]
+
+
+def _store(root: Path | None, public_key: Path | None = None) -> ModelStore:
+    return ModelStore(root if root is not None else default_root(), public_key)
+
+
+def _run(action: Callable[[], _T]) -> _T:
+    """Runs a command body; an EdgefleetError becomes its message and fix on stderr and exit code 2."""
+    try:
+        return action()
+    except EdgefleetError as error:
+        _fail(error.message, error.fix)
+        raise  # unreachable: _fail exits
+
+
+def _fail(message: str, fix: str | None) -> NoReturn:
+    stderr = Console(stderr=True)
+    stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    if fix:
+        stderr.print(f"[bold]fix:[/] {fix}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=EXIT_ERROR)
+
+
+def _echo_json(payload: Any) -> None:
+    typer.echo(json.dumps(payload, indent=2, default=str))
+
+
+def _manifest_summary(manifest: Manifest) -> dict[str, Any]:
+    return {
+        "model": manifest.model,
+        "version": manifest.version,
+        "files": [entry.name for entry in manifest.files],
+        "variants": dict(manifest.variants),
+        "created_at": manifest.created_at.isoformat(),
+        "source_commit": manifest.source_commit,
+    }
+
+
+def _installed_summary(installed: InstalledVersion | None) -> dict[str, Any] | None:
+    if installed is None:
+        return None
+    return {
+        "model": installed.model,
+        "version": installed.version,
+        "path": str(installed.path),
+        "manifest_sha256": installed.manifest_sha256,
+    }
+
+
+@app.command()
+def verify(
+    directory: Annotated[
+        Path, typer.Argument(help="a version directory (manifest.json, manifest.sig, files)")
+    ],
+    public_key: KeyOption = None,
+    root: RootOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Verify a version directory: the manifest signature, then every file's size and sha256."""
+    from edgefleet.device.bundle import verify_version_dir
+
+    key = public_key if public_key is not None else _store(root).public_key
+    manifest = _run(lambda: verify_version_dir(directory, key))
+    if as_json:
+        _echo_json(
+            {
+                "verified": True,
+                "directory": str(directory),
+                "public_key": str(key),
+                **_manifest_summary(manifest),
+            }
+        )
+    else:
+        typer.echo(
+            f"OK {manifest.model} {manifest.version}: signature and {len(manifest.files)} files verified "
+            f"({directory})"
+        )
+
+
+@app.command()
+def install(
+    directory: Annotated[Path, typer.Argument(help="a signed version directory")],
+    root: RootOption = None,
+    public_key: KeyOption = None,
+    activate_after: Annotated[
+        bool, typer.Option("--activate", help="make it current after installing")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Verify a version directory and install a copy into the store (pointers unchanged unless --activate)."""
+    store = _store(root, public_key)
+
+    def do() -> tuple[Manifest, InstalledVersion | None]:
+        manifest = store.install(directory)
+        activated = store.activate(manifest.model, manifest.version) if activate_after else None
+        return manifest, activated
+
+    manifest, activated = _run(do)
+    if as_json:
+        _echo_json(
+            {
+                "installed": _manifest_summary(manifest),
+                "path": str(store.version_dir(manifest.model, manifest.version)),
+                "activated": activated is not None,
+            }
+        )
+    else:
+        typer.echo(
+            f"installed {manifest.model} {manifest.version} in {store.root}"
+            + (" and made it current" if activated else "")
+        )
+
+
+@app.command()
+def activate(
+    model: ModelArgument,
+    version: Annotated[str, typer.Argument(help="an installed version")],
+    root: RootOption = None,
+    public_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Verify an installed version again and make it current (the old current becomes previous)."""
+    store = _store(root, public_key)
+    installed = _run(lambda: store.activate(model, version))
+    previous = _run(lambda: store.previous(model))
+    if as_json:
+        _echo_json({"current": _installed_summary(installed), "previous": _installed_summary(previous)})
+    else:
+        typer.echo(
+            f"{model}: current {installed.version}, previous {previous.version if previous else 'none'}"
+        )
+
+
+@app.command()
+def rollback(
+    model: ModelArgument,
+    root: RootOption = None,
+    public_key: KeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Make the previous version current again (the version rolled back from becomes previous)."""
+    store = _store(root, public_key)
+    installed = _run(lambda: store.rollback(model))
+    previous = _run(lambda: store.previous(model))
+    if as_json:
+        _echo_json({"current": _installed_summary(installed), "previous": _installed_summary(previous)})
+    else:
+        typer.echo(
+            f"{model}: rolled back to {installed.version} (previous: "
+            f"{previous.version if previous else 'none'})"
+        )
+
+
+@app.command()
+def models(
+    root: RootOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List installed models and versions with their current and previous pointers."""
+    store = _store(root)
+
+    def collect() -> list[dict[str, Any]]:
+        return [
+            {
+                "model": name,
+                "versions": store.versions(name),
+                "current": store.pointer(name, "current"),
+                "previous": store.pointer(name, "previous"),
+                "refused": [
+                    {"version": refusal.version, "reason": refusal.reason} for refusal in store.refusals(name)
+                ],
+            }
+            for name in store.models()
+        ]
+
+    rows = _run(collect)
+    if as_json:
+        _echo_json({"root": str(store.root), "models": rows})
+        return
+    if not rows:
+        typer.echo(f"no models installed in {store.root}")
+        return
+    table = Table(title=f"models in {store.root}")
+    for column in ("model", "current", "previous", "installed versions", "refused"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["model"],
+            row["current"] or "-",
+            row["previous"] or "-",
+            ", ".join(row["versions"]),
+            ", ".join(refusal["version"] for refusal in row["refused"]) or "-",
+        )
+    Console().print(table)
+
+
+@app.command()
+def pull(
+    registry_uri: Annotated[
+        str, typer.Option("--registry", help="gs://BUCKET[/PREFIX] or a registry directory")
+    ],
+    model: Annotated[str, typer.Option("--model", help="model name")],
+    channel: Annotated[str, typer.Option("--channel", help="channel to follow, e.g. stable")],
+    root: RootOption = None,
+    public_key: KeyOption = None,
+    retry_refused: Annotated[
+        bool, typer.Option("--retry-refused", help="try a previously refused version again")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Pull once: download, verify, install and activate the version a registry channel names."""
+    from edgefleet.device.pull import pull_channel_once
+    from edgefleet.device.registry import Registry
+
+    store = _store(root, public_key)
+
+    def do() -> Any:
+        registry = Registry.from_uri(registry_uri)
+        return pull_channel_once(registry, store, model, channel, retry_refused=retry_refused)
+
+    result = _run(do)
+    if as_json:
+        _echo_json(
+            {
+                "changed": result.changed,
+                "version": result.version,
+                "outcome": result.outcome,
+                "reason": result.reason,
+                "previous": result.previous,
+            }
+        )
+    elif result.outcome not in ("refused", "previously_refused"):
+        typer.echo(result.reason)
+    if result.outcome in ("refused", "previously_refused"):
+        if as_json:
+            raise typer.Exit(code=EXIT_ERROR)
+        _fail(
+            f"{model} {result.version} from {registry_uri} channel {channel} was refused: {result.reason}",
+            "publish and promote a correctly signed version, or check --public-key"
+            + (
+                "; after fixing the registry, pass --retry-refused"
+                if result.outcome == "previously_refused"
+                else ""
+            ),
+        )

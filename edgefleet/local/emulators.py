@@ -142,7 +142,7 @@ class GcsEmulator:
     """`gcp-storage-emulator` served in-process from a background thread, in memory.
 
     Clients use `STORAGE_EMULATOR_HOST` = `endpoint` and anonymous credentials. The emulator ignores
-    generation preconditions; `edgefleet.local.gcs_preconditions` enforces them (see there).
+    generation preconditions; `start()` makes it enforce them as GCS does (`edgefleet.local.gcs_preconditions`).
     """
 
     port: int = 0
@@ -155,10 +155,13 @@ class GcsEmulator:
     def start(self) -> GcsEmulator:
         from gcp_storage_emulator.server import create_server
 
+        from edgefleet.local.gcs_preconditions import enforce_generation_preconditions
+
         if not self.port:
             self.port = free_port()
         self.server = create_server("127.0.0.1", self.port, in_memory=True)
         self.server.start()  # serves from its own thread
+        enforce_generation_preconditions(self.server)
         _wait_for_http(f"{self.endpoint}/storage/v1/b", READY_TIMEOUT_S)
         log.info("GCS emulator ready on %s", self.endpoint)
         return self

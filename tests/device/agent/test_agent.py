@@ -164,3 +164,33 @@ def test_without_an_installed_model_the_agent_waits_and_says_why(releases):
         releases.install("1.0.0", "mobilenet_v1_0.25_128_quant.tflite")
         wait_until(lambda: agent.stats.frames >= 3, "frames once a model is installed")
     assert json.loads((releases.root / "status.json").read_text())["version"] == "1.0.0"
+
+
+def test_pull_mode_follows_the_registry_channel_and_refuses_a_tampered_release(releases):
+    from edgefleet.device.registry import Registry
+
+    registry = Registry.from_uri(str(releases.tmp / "registry"), create=True)
+    registry.publish_version(MODEL, "1.0.0", releases.build("1.0.0"))
+    registry.promote(MODEL, "1.0.0", "stable")
+    config = agent_config(releases)
+    config = config.model_copy(update={"registry": config.registry.model_copy(
+        update={"uri": str(releases.tmp / "registry"), "poll_interval_s": 0.2})})
+    agent = Agent(config)
+    with running(agent):
+        wait_until(lambda: agent.status().version == "1.0.0" and agent.stats.frames > 3, "pulled 1.0.0 running")
+        tampered = releases.build("1.1.0")
+        registry.publish_version(MODEL, "1.1.0", tampered)
+        model_in_registry = releases.tmp / "registry" / "models" / MODEL / "1.1.0" / "model_cpu.tflite"
+        model_in_registry.chmod(0o644)
+        data = bytearray(model_in_registry.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        model_in_registry.write_bytes(bytes(data))
+        registry.promote(MODEL, "1.1.0", "stable")
+        wait_until(lambda: any(r.version == "1.1.0" for r in releases.store.refusals(MODEL)) or
+                   "1.1.0" in releases.root.joinpath("telemetry.jsonl").read_text(), "the refusal")
+        frames = agent.stats.frames
+        wait_until(lambda: agent.stats.frames > frames + 3, "inference going on")
+    assert read_status(releases.root / "status.json").version == "1.0.0"
+    assert releases.store.current(MODEL).version == "1.0.0"
+    events = [m.event for m in sink_messages(releases) if m.kind == "event"]
+    assert any(e.kind == "swap_failed" and e.model_version == "1.1.0" for e in events)

@@ -1,0 +1,59 @@
+"""Functions run in child processes by the concurrency tests (importable by multiprocessing's spawn)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgefleet.device.contracts.manifest import ChannelPointer
+from edgefleet.device.errors import ConflictError
+from edgefleet.device.registry import Registry
+
+BARRIER_TIMEOUT_S = 60
+
+
+def set_channel_worker(
+    registry_uri: str,
+    model: str,
+    channel: str,
+    version: str,
+    manifest_sha256: str,
+    expected_generation: int,
+    barrier: Any,
+    results: Any,
+) -> None:
+    """Waits for the others, then tries one compare-and-swap; reports (version, "won" | "conflict")."""
+    registry = Registry.from_uri(registry_uri)
+    pointer = ChannelPointer(
+        model=model,
+        channel=channel,
+        version=version,
+        manifest_sha256=manifest_sha256,
+        updated_by=f"worker-{version}",
+    )
+    barrier.wait(BARRIER_TIMEOUT_S)
+    try:
+        registry.set_channel(model, channel, pointer, expected_generation)
+    except ConflictError:
+        results.put((version, "conflict"))
+    else:
+        results.put((version, "won"))
+
+
+def promote_worker(
+    registry_uri: str,
+    model: str,
+    channel: str,
+    version: str,
+    expected_version: str,
+    barrier: Any,
+    results: Any,
+) -> None:
+    """Waits for the others, then promotes `version` expecting the channel at `expected_version`."""
+    registry = Registry.from_uri(registry_uri)
+    barrier.wait(BARRIER_TIMEOUT_S)
+    try:
+        registry.promote(model, version, channel, by=f"worker-{version}", expected_version=expected_version)
+    except ConflictError:
+        results.put((version, "conflict"))
+    else:
+        results.put((version, "won"))
