@@ -1,6 +1,7 @@
 """The telemetry message every agent publishes and the fleet monitor reads.
 
-JSON on the wire (one message per Pub/Sub message), attributes `device_id` and `model_version`. Types are
+JSON on the wire (one message per Pub/Sub message) in the Avro JSON encoding of the schema generated from
+this model (`contracts.avro`), attributes `device_id` and `model_version`. Types are
 kept Avro-friendly (records, strings, numbers, nullable fields, arrays of records) because the Pulumi
 program generates the topic's Avro schema from this model.
 """
@@ -90,13 +91,22 @@ class TelemetryMessage(_Frozen):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     def to_json_bytes(self) -> bytes:
-        """Wire format: compact JSON."""
-        return self.model_dump_json(by_alias=True).encode()
+        """Wire format: JSON in the Avro JSON encoding of the topic's schema (`contracts.avro`), which
+        Pub/Sub validates on a schema-enforced topic."""
+        from edgefleet.device.contracts.avro import encode_telemetry
+
+        return encode_telemetry(self)
 
     @classmethod
     def from_json_bytes(cls, data: bytes) -> TelemetryMessage:
-        """Parses and validates one message; raises pydantic.ValidationError when malformed."""
-        return cls.model_validate_json(data)
+        """Parses and validates one message (Avro JSON encoding or plain JSON).
+
+        Raises:
+            ValueError: not JSON; pydantic.ValidationError (a ValueError too) when not a valid message.
+        """
+        from edgefleet.device.contracts.avro import decode_telemetry
+
+        return decode_telemetry(data)
 
     def attributes(self) -> dict[str, str]:
         """Pub/Sub attributes: device_id and model_version (empty when no model runs)."""

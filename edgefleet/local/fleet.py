@@ -121,6 +121,26 @@ def _wait_listening(port: int, process: subprocess.Popen, timeout_s: float, log_
     raise EdgefleetError(f"sshd did not listen on 127.0.0.1:{port} within {timeout_s} s", f"see its log {log_path}")
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc), children first listed before their own children."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(parent, []).append(int(entry.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in parents.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
 def _terminate(process: subprocess.Popen | None, timeout_s: float) -> None:
     if process is None or process.poll() is not None:
         return
@@ -291,12 +311,17 @@ class SimulatedFleet:
                        capture_output=True, timeout=self.settings.stop_timeout_s * 2)
 
     def kill(self, device_id: str) -> None:
-        """The device vanishes: its sshd and its agent are killed at once (SIGKILL)."""
+        """The device vanishes: its agent, its sshd and every SSH session it serves are killed (SIGKILL)."""
         device = self.devices[device_id]
         pid = device.agent_pid()
         if pid is not None:
             os.kill(pid, signal.SIGKILL)
         if device.sshd is not None and device.sshd.poll() is None:
+            for child in _descendants(device.sshd.pid):  # per-connection sshd processes outlive the listener
+                try:
+                    os.kill(child, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             device.sshd.kill()
             device.sshd.wait(self.settings.stop_timeout_s)
         device.sshd = None

@@ -1,7 +1,7 @@
 """The local twin of the cloud stack: the same topics, schema, subscriptions and registry on the emulators.
 
 Built from the same definitions as the Pulumi program: Pub/Sub names from
-`edgefleet.device.contracts.layout`, the Avro schema from `edgefleet.infra.avro_schema`, retention,
+`edgefleet.device.contracts.layout`, the Avro schema from `edgefleet.device.contracts.avro`, retention,
 ack deadline and dead-letter attempts from `edgefleet.infra.config.TelemetrySettings` defaults. What the
 emulators cannot have (IAM, monitoring, bucket hardening) is left out. `twin_up` is idempotent: what
 exists and matches is kept; what exists but differs is reported, never silently changed. `twin_down` removes
@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgefleet.device.contracts import layout
 from edgefleet.device.errors import ConfigError
-from edgefleet.infra.avro_schema import telemetry_avro_definition
+from edgefleet.device.contracts.avro import telemetry_avro_definition
 from edgefleet.infra.config import TelemetrySettings
 
 log = logging.getLogger(__name__)
@@ -37,12 +37,18 @@ class TwinSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     project: str = Field(default="edgefleet-local", min_length=6, description="emulator project id")
-    bucket: str = Field(default="edgefleet-local-registry", min_length=3,
-                        description="registry bucket on the GCS emulator")
-    registry_dir: Path = Field(default=Path("~/.edgefleet/registry"),
-                               description="registry directory used when no GCS emulator is configured")
+    bucket: str = Field(
+        default="edgefleet-local-registry", min_length=3, description="registry bucket on the GCS emulator"
+    )
+    registry_dir: Path = Field(
+        default=Path("~/.edgefleet/registry"),
+        description="registry directory used when no GCS emulator is configured",
+    )
     telemetry: TelemetrySettings = TelemetrySettings()
     request_timeout_s: float = Field(default=30.0, gt=0, description="deadline of each emulator request")
+
+
+DEFAULT_SETTINGS = TwinSettings()
 
 
 class TwinState(NamedTuple):
@@ -76,7 +82,8 @@ def emulator_clients(project: str) -> TwinClients:
         raise ConfigError(
             f"{PUBSUB_EMULATOR_ENV} is not set: the local twin only creates resources on the emulators",
             "start the Pub/Sub emulator (cloud-pubsub-emulator --host=127.0.0.1 --port=8085) and export "
-            f"{PUBSUB_EMULATOR_ENV}=127.0.0.1:8085; for the cloud, use `pulumi up` (infra/README.md)")
+            f"{PUBSUB_EMULATOR_ENV}=127.0.0.1:8085; for the cloud, use `pulumi up` (infra/README.md)",
+        )
     from google.cloud import pubsub_v1
 
     storage_client = None
@@ -85,8 +92,12 @@ def emulator_clients(project: str) -> TwinClients:
         from google.cloud import storage
 
         storage_client = storage.Client(project=project, credentials=AnonymousCredentials())
-    return TwinClients(pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient(),
-                       pubsub_v1.SchemaServiceClient(), storage_client)
+    return TwinClients(
+        pubsub_v1.PublisherClient(),
+        pubsub_v1.SubscriberClient(),
+        pubsub_v1.SchemaServiceClient(),
+        storage_client,
+    )
 
 
 def _paths(settings: TwinSettings) -> dict[str, str]:
@@ -105,11 +116,13 @@ def _duration(seconds: int) -> duration_pb2.Duration:
 
 
 def _differs(what: str, detail: str) -> ConfigError:
-    return ConfigError(f"{what} already exists on the emulator but differs from the twin's definition ({detail})",
-                       "run `edgefleet local down` then `edgefleet local up` (the emulator keeps no data worth it)")
+    return ConfigError(
+        f"{what} already exists on the emulator but differs from the twin's definition ({detail})",
+        "run `edgefleet local down` then `edgefleet local up` (the emulator keeps no data worth it)",
+    )
 
 
-def twin_up(clients: TwinClients, settings: TwinSettings = TwinSettings()) -> TwinState:
+def twin_up(clients: TwinClients, settings: TwinSettings = DEFAULT_SETTINGS) -> TwinState:
     """Creates the telemetry topic (with its Avro schema when enforced), the dead-letter topic, the monitor
     subscription with its dead-letter policy, the dead-letter subscription, and the registry.
 
@@ -125,48 +138,87 @@ def twin_up(clients: TwinClients, settings: TwinSettings = TwinSettings()) -> Tw
 
     topic_request: dict[str, object] = {
         "name": paths["topic"],
-        "message_retention_duration": _duration(telemetry.message_retention_seconds)}
+        "message_retention_duration": _duration(telemetry.message_retention_seconds),
+    }
     if schema_path:
         topic_request["schema_settings"] = {"schema": schema_path, "encoding": Encoding.JSON}
-    topic = _create_or_get(lambda: clients.publisher.create_topic(request=topic_request, timeout=timeout),
-                           lambda: clients.publisher.get_topic(topic=paths["topic"], timeout=timeout))
+    topic = _create_or_get(
+        lambda: clients.publisher.create_topic(request=topic_request, timeout=timeout),
+        lambda: clients.publisher.get_topic(topic=paths["topic"], timeout=timeout),
+    )
     if (topic.schema_settings.schema or None) != schema_path:
-        raise _differs(f"topic {paths['topic']}",
-                       f"schema {topic.schema_settings.schema or 'none'}, expected {schema_path or 'none'}")
-    _create_or_get(lambda: clients.publisher.create_topic(
-                       request={"name": paths["dead_letter_topic"],
-                                "message_retention_duration": _duration(telemetry.message_retention_seconds)},
-                       timeout=timeout),
-                   lambda: clients.publisher.get_topic(topic=paths["dead_letter_topic"], timeout=timeout))
+        raise _differs(
+            f"topic {paths['topic']}",
+            f"schema {topic.schema_settings.schema or 'none'}, expected {schema_path or 'none'}",
+        )
+    _create_or_get(
+        lambda: clients.publisher.create_topic(
+            request={
+                "name": paths["dead_letter_topic"],
+                "message_retention_duration": _duration(telemetry.message_retention_seconds),
+            },
+            timeout=timeout,
+        ),
+        lambda: clients.publisher.get_topic(topic=paths["dead_letter_topic"], timeout=timeout),
+    )
 
     subscription_common = {
         "ack_deadline_seconds": telemetry.ack_deadline_seconds,
-        "message_retention_duration": _duration(telemetry.subscription_retention_seconds)}
+        "message_retention_duration": _duration(telemetry.subscription_retention_seconds),
+    }
     monitor_request = {
-        "name": paths["monitor_subscription"], "topic": paths["topic"], **subscription_common,
-        "dead_letter_policy": {"dead_letter_topic": paths["dead_letter_topic"],
-                               "max_delivery_attempts": telemetry.dead_letter_max_attempts},
-        "retry_policy": {"minimum_backoff": _duration(telemetry.retry_minimum_backoff_seconds),
-                         "maximum_backoff": _duration(telemetry.retry_maximum_backoff_seconds)}}
+        "name": paths["monitor_subscription"],
+        "topic": paths["topic"],
+        **subscription_common,
+        "dead_letter_policy": {
+            "dead_letter_topic": paths["dead_letter_topic"],
+            "max_delivery_attempts": telemetry.dead_letter_max_attempts,
+        },
+        "retry_policy": {
+            "minimum_backoff": _duration(telemetry.retry_minimum_backoff_seconds),
+            "maximum_backoff": _duration(telemetry.retry_maximum_backoff_seconds),
+        },
+    }
     monitor = _create_or_get(
         lambda: clients.subscriber.create_subscription(request=monitor_request, timeout=timeout),
-        lambda: clients.subscriber.get_subscription(subscription=paths["monitor_subscription"], timeout=timeout))
+        lambda: clients.subscriber.get_subscription(
+            subscription=paths["monitor_subscription"], timeout=timeout
+        ),
+    )
     policy = monitor.dead_letter_policy
     if (policy.dead_letter_topic, policy.max_delivery_attempts) != (
-            paths["dead_letter_topic"], telemetry.dead_letter_max_attempts):
-        raise _differs(f"subscription {paths['monitor_subscription']}",
-                       f"dead-letter policy {policy.dead_letter_topic or 'none'} after "
-                       f"{policy.max_delivery_attempts} attempts")
+        paths["dead_letter_topic"],
+        telemetry.dead_letter_max_attempts,
+    ):
+        raise _differs(
+            f"subscription {paths['monitor_subscription']}",
+            f"dead-letter policy {policy.dead_letter_topic or 'none'} after "
+            f"{policy.max_delivery_attempts} attempts",
+        )
     _create_or_get(
         lambda: clients.subscriber.create_subscription(
-            request={"name": paths["dead_letter_subscription"], "topic": paths["dead_letter_topic"],
-                     **subscription_common}, timeout=timeout),
-        lambda: clients.subscriber.get_subscription(subscription=paths["dead_letter_subscription"],
-                                                    timeout=timeout))
+            request={
+                "name": paths["dead_letter_subscription"],
+                "topic": paths["dead_letter_topic"],
+                **subscription_common,
+            },
+            timeout=timeout,
+        ),
+        lambda: clients.subscriber.get_subscription(
+            subscription=paths["dead_letter_subscription"], timeout=timeout
+        ),
+    )
 
     registry_uri = _ensure_registry(clients, settings)
-    state = TwinState(settings.project, paths["topic"], paths["dead_letter_topic"], paths["monitor_subscription"],
-                      paths["dead_letter_subscription"], schema_path, registry_uri)
+    state = TwinState(
+        settings.project,
+        paths["topic"],
+        paths["dead_letter_topic"],
+        paths["monitor_subscription"],
+        paths["dead_letter_subscription"],
+        schema_path,
+        registry_uri,
+    )
     log.info("local twin up: %s", state)
     return state
 
@@ -186,16 +238,21 @@ def _ensure_schema(clients: TwinClients, settings: TwinSettings, schema_path: st
     timeout = settings.request_timeout_s
     try:
         clients.schemas.create_schema(
-            request={"parent": f"projects/{settings.project}", "schema_id": layout.TELEMETRY_SCHEMA,
-                     "schema": Schema(name=schema_path, type_=Schema.Type.AVRO, definition=definition)},
-            timeout=timeout)
+            request={
+                "parent": f"projects/{settings.project}",
+                "schema_id": layout.TELEMETRY_SCHEMA,
+                "schema": Schema(name=schema_path, type_=Schema.Type.AVRO, definition=definition),
+            },
+            timeout=timeout,
+        )
     except google_errors.AlreadyExists:
         existing = clients.schemas.get_schema(name=schema_path, timeout=timeout)
         if json.loads(existing.definition) != json.loads(definition):
             raise _differs(f"schema {schema_path}", "another Avro definition") from None
     except (google_errors.MethodNotImplemented, google_errors.NotFound) as error:
-        log.warning("this Pub/Sub emulator has no schema service (%s): the topic will not validate messages",
-                    error)
+        log.warning(
+            "this Pub/Sub emulator has no schema service (%s): the topic will not validate messages", error
+        )
         return None
     return schema_path
 
@@ -212,20 +269,29 @@ def _ensure_registry(clients: TwinClients, settings: TwinSettings) -> str:
     return f"gs://{settings.bucket}"
 
 
-def twin_down(clients: TwinClients, settings: TwinSettings = TwinSettings()) -> list[str]:
+def twin_down(clients: TwinClients, settings: TwinSettings = DEFAULT_SETTINGS) -> list[str]:
     """Removes what `twin_up` created; returns what it removed. Missing pieces are fine (idempotent)."""
     paths = _paths(settings)
     timeout = settings.request_timeout_s
     removed = []
     steps = [
-        (paths["monitor_subscription"],
-         lambda: clients.subscriber.delete_subscription(subscription=paths["monitor_subscription"], timeout=timeout)),
-        (paths["dead_letter_subscription"],
-         lambda: clients.subscriber.delete_subscription(subscription=paths["dead_letter_subscription"],
-                                                        timeout=timeout)),
+        (
+            paths["monitor_subscription"],
+            lambda: clients.subscriber.delete_subscription(
+                subscription=paths["monitor_subscription"], timeout=timeout
+            ),
+        ),
+        (
+            paths["dead_letter_subscription"],
+            lambda: clients.subscriber.delete_subscription(
+                subscription=paths["dead_letter_subscription"], timeout=timeout
+            ),
+        ),
         (paths["topic"], lambda: clients.publisher.delete_topic(topic=paths["topic"], timeout=timeout)),
-        (paths["dead_letter_topic"],
-         lambda: clients.publisher.delete_topic(topic=paths["dead_letter_topic"], timeout=timeout)),
+        (
+            paths["dead_letter_topic"],
+            lambda: clients.publisher.delete_topic(topic=paths["dead_letter_topic"], timeout=timeout),
+        ),
         (paths["schema"], lambda: clients.schemas.delete_schema(name=paths["schema"], timeout=timeout)),
     ]
     for name, delete in steps:
@@ -246,7 +312,8 @@ def twin_down(clients: TwinClients, settings: TwinSettings = TwinSettings()) -> 
             directory.rmdir()
             removed.append(str(directory))
         elif directory.is_dir():
-            log.warning("kept registry directory %s: it holds models (remove it yourself if you mean to)",
-                        directory)
+            log.warning(
+                "kept registry directory %s: it holds models (remove it yourself if you mean to)", directory
+            )
     log.info("local twin down: removed %s", removed)
     return removed

@@ -1,0 +1,110 @@
+"""The edgefleet Pulumi program: wires the components together and exports the stack outputs.
+
+`pulumi up` runs this file as `__main__` (Pulumi.yaml: `main: infra/`). Tests import it and call `main()`
+under Pulumi's mocks. Every output key is a field of `edgefleet.infra.outputs.StackOutputs`, which
+`edgefleet config from-stack` reads back.
+"""
+
+from __future__ import annotations
+
+import pulumi
+from edgefleet.device.contracts import layout
+from edgefleet.device.errors import ConfigError
+from edgefleet.infra.config import NAMESPACE, InfraConfig, load_config
+from edgefleet.infra.identity import Identity, IdentityArgs
+from edgefleet.infra.monitoring import Monitoring, MonitoringArgs
+from edgefleet.infra.names import COMPONENT_PREFIX, fleet_labels
+from edgefleet.infra.outputs import OUTPUT_KEYS
+from edgefleet.infra.registry import Registry, RegistryArgs
+from edgefleet.infra.telemetry import Telemetry, TelemetryArgs
+
+
+def build(config: InfraConfig) -> dict[str, pulumi.Input]:
+    """Creates every component for `config`; returns the stack outputs by name."""
+    labels = fleet_labels(config.fleet_name)
+    telemetry = Telemetry(
+        COMPONENT_PREFIX,
+        TelemetryArgs(
+            project=config.project,
+            settings=config.telemetry,
+            labels=labels,
+            bigquery=config.bigquery,
+            bigquery_location=config.region,
+        ),
+    )
+    registry = Registry(
+        COMPONENT_PREFIX,
+        RegistryArgs(
+            project=config.project,
+            bucket_name=config.registry_bucket,
+            location=config.registry_location,
+            settings=config.registry,
+            labels=labels,
+        ),
+    )
+    identity = Identity(
+        COMPONENT_PREFIX,
+        IdentityArgs(
+            project=config.project,
+            fleet_name=config.fleet_name,
+            telemetry_topic=telemetry.topic.name,
+            monitor_subscription=telemetry.monitor_subscription.name,
+            registry_bucket=registry.bucket.name,
+        ),
+    )
+    monitoring = Monitoring(
+        COMPONENT_PREFIX,
+        MonitoringArgs(
+            project=config.project,
+            fleet_name=config.fleet_name,
+            alerts=config.alerts,
+            monitor_subscription=layout.MONITOR_SUBSCRIPTION,
+            dead_letter_subscription=layout.DEAD_LETTER_SUBSCRIPTION,
+            labels=labels,
+        ),
+    )
+
+    outputs: dict[str, pulumi.Input] = {
+        "project": config.project,
+        "region": config.region,
+        "telemetry_topic": telemetry.topic.name,
+        "telemetry_topic_id": telemetry.topic.id,
+        "telemetry_schema_id": telemetry.schema.id,
+        "telemetry_schema_enforced": config.telemetry.enforce_schema,
+        "monitor_subscription": telemetry.monitor_subscription.name,
+        "dead_letter_topic": telemetry.dead_letter_topic.name,
+        "dead_letter_subscription": telemetry.dead_letter_subscription.name,
+        "registry_bucket": registry.bucket.name,
+        "registry_uri": registry.uri,
+        "device_service_account": identity.device.email,
+        "pipeline_service_account": identity.pipeline.email,
+        "monitor_service_account": identity.monitor.email,
+        "dashboard_id": monitoring.dashboard.id,
+    }
+    if telemetry.bigquery_table_ref is not None:
+        outputs["bigquery_table"] = telemetry.bigquery_table_ref
+    unknown = set(outputs) - set(OUTPUT_KEYS)
+    if unknown:  # a programming error: StackOutputs and this program must agree
+        raise RuntimeError(f"outputs {sorted(unknown)} are not fields of StackOutputs")
+    return outputs
+
+
+def main() -> dict[str, pulumi.Input]:
+    """Reads the stack config, builds the stack and exports its outputs.
+
+    Raises:
+        pulumi.RunError: when the stack config is wrong; Pulumi shows its message (the key and the
+            `pulumi config set` command that fixes it) without a Python traceback.
+    """
+    try:
+        config = load_config(pulumi.Config(NAMESPACE))
+    except ConfigError as error:
+        raise pulumi.RunError(str(error)) from error
+    outputs = build(config)
+    for key, value in outputs.items():
+        pulumi.export(key, value)
+    return outputs
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,268 @@
+"""The stack configuration, read once into typed, frozen models.
+
+Keys live in the `edgefleet` namespace of the stack (`Pulumi.<stack>.yaml`). Flat keys are set with
+`pulumi config set edgefleet:project my-project`; the grouped ones (telemetry, registry, alerts, bigquery)
+are YAML objects, set one value at a time with `pulumi config set --path edgefleet:alerts.silentMinutes 15`.
+`Pulumi.dev.yaml` at the repo root shows every key.
+
+`load_config(pulumi.Config)` only collects the raw values; `config_from_values` turns them into an
+`InfraConfig` or raises `ConfigError` naming the key and the command that fixes it, so a wrong stack fails
+at `pulumi preview` before anything is created. This module does not import Pulumi (the local twin and the
+tests use the models and their defaults).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from edgefleet.device.errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+if TYPE_CHECKING:
+    import pulumi
+
+NAMESPACE = "edgefleet"
+
+_PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
+_FLEET = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+_CHANNEL = re.compile(r"^projects/[^/]+/notificationChannels/[^/]+$")
+_BIGQUERY_ID = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
+
+
+class TelemetrySettings(_Section):
+    """The telemetry topic and its subscriptions. The local twin uses these defaults too."""
+
+    message_retention_seconds: int = Field(
+        default=7 * 24 * 3600,
+        ge=600,
+        le=31 * 24 * 3600,
+        description="how long the topic keeps messages (Pub/Sub allows 10 minutes to 31 days)",
+    )
+    subscription_retention_seconds: int = Field(
+        default=7 * 24 * 3600,
+        ge=600,
+        le=7 * 24 * 3600,
+        description="how long the subscriptions keep unacked messages (Pub/Sub allows 10 minutes to 7 days)",
+    )
+    ack_deadline_seconds: int = Field(default=60, ge=10, le=600)
+    dead_letter_max_attempts: int = Field(
+        default=5,
+        ge=5,
+        le=100,
+        description="deliveries before a message goes to the dead-letter topic (Pub/Sub allows 5 to 100)",
+    )
+    retry_minimum_backoff_seconds: int = Field(default=10, ge=0, le=600)
+    retry_maximum_backoff_seconds: int = Field(default=600, ge=0, le=600)
+    enforce_schema: bool = Field(
+        default=True,
+        description="attach the Avro schema to the topic (JSON encoding): Pub/Sub then rejects messages "
+        "that are not valid telemetry; publishers must send the Avro JSON encoding",
+    )
+
+
+class RegistrySettings(_Section):
+    """The model registry bucket."""
+
+    bucket: str | None = Field(default=None, description="bucket name; default <project>-<fleet>-registry")
+    location: str | None = Field(default=None, description="bucket location; default the region")
+    noncurrent_version_retention_days: int = Field(
+        default=30,
+        ge=1,
+        description="noncurrent object versions are deleted this many days after they "
+        "were replaced (channel pointers keep a short history)",
+    )
+    noncurrent_versions_kept: int = Field(
+        default=5, ge=1, description="at most this many noncurrent versions of an object are kept"
+    )
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, value: str | None) -> str | None:
+        if value is not None and (not _BUCKET.match(value) or ".." in value):
+            raise ValueError(
+                "a bucket name is 3-63 lowercase letters, digits, '-', '_' or '.', starting and "
+                "ending with a letter or digit"
+            )
+        return value
+
+
+class AlertSettings(_Section):
+    """Alert policy thresholds and where alerts go."""
+
+    silent_minutes: int = Field(
+        default=10,
+        ge=2,
+        le=1440,
+        description="a device with no telemetry this long raises an alert (metric absence needs >= 2 min)",
+    )
+    latency_p95_ms: float = Field(default=100.0, gt=0, description="p95 inference latency alert threshold")
+    latency_for_minutes: int = Field(
+        default=5, ge=1, le=1440, description="how long p95 must stay over the threshold"
+    )
+    dead_letter_messages: int = Field(
+        default=0,
+        ge=0,
+        description="alert when more than this many messages wait in the dead-letter subscription",
+    )
+    notification_channels: tuple[str, ...] = Field(
+        default=(), description="notification channel names: projects/<p>/notificationChannels/<id>"
+    )
+
+    @field_validator("notification_channels")
+    @classmethod
+    def _channels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for channel in value:
+            if not _CHANNEL.match(channel):
+                raise ValueError(
+                    f"{channel!r} is not a notification channel name; list yours with `gcloud "
+                    "beta monitoring channels list --format='value(name)'`"
+                )
+        return value
+
+
+class BigQueryExport(_Section):
+    """Optional BigQuery subscription writing every telemetry message into a table."""
+
+    dataset: str = Field(description="dataset id, created by the program")
+    table: str = Field(default="telemetry", description="table id, created by the program")
+    location: str | None = Field(default=None, description="dataset location; default the region")
+
+    @field_validator("dataset", "table")
+    @classmethod
+    def _ids(cls, value: str) -> str:
+        if not _BIGQUERY_ID.match(value):
+            raise ValueError("BigQuery ids are letters, digits and underscores")
+        return value
+
+
+class InfraConfig(_Section):
+    """Everything the Pulumi program needs, validated."""
+
+    project: str = Field(description="Google Cloud project id")
+    region: str = Field(default="us-central1", min_length=1)
+    fleet_name: str = Field(default="edgefleet", description="labels, display names, default bucket name")
+    telemetry: TelemetrySettings = TelemetrySettings()
+    registry: RegistrySettings = RegistrySettings()
+    alerts: AlertSettings = AlertSettings()
+    bigquery: BigQueryExport | None = None
+
+    @field_validator("project")
+    @classmethod
+    def _project_id(cls, value: str) -> str:
+        if not _PROJECT_ID.match(value):
+            raise ValueError(
+                "a project id is 6-30 lowercase letters, digits or hyphens, starting with a letter "
+                "(the id, not the display name or the number)"
+            )
+        return value
+
+    @field_validator("fleet_name")
+    @classmethod
+    def _fleet(cls, value: str) -> str:
+        if not _FLEET.match(value):
+            raise ValueError(
+                "a fleet name is 1-20 lowercase letters, digits or hyphens, starting with a letter"
+            )
+        return value
+
+    @property
+    def registry_bucket(self) -> str:
+        """The registry bucket's name: the configured one, or `<project>-<fleet>-registry`."""
+        return self.registry.bucket or f"{self.project}-{self.fleet_name}-registry"
+
+    @property
+    def registry_location(self) -> str:
+        return self.registry.location or self.region
+
+
+# Top-level keys: the aliases of InfraConfig's fields. Objects are stored by Pulumi as JSON text.
+OBJECT_KEYS = frozenset(
+    InfraConfig.model_fields[name].alias or name for name in ("telemetry", "registry", "alerts", "bigquery")
+)
+KNOWN_KEYS = frozenset(field.alias or name for name, field in InfraConfig.model_fields.items())
+_EXAMPLES = {"project": "my-project", "region": "europe-west1", "fleetName": "edgefleet"}
+
+
+def load_config(config: pulumi.Config) -> InfraConfig:
+    """Reads the `edgefleet:*` stack configuration through `config` (a `pulumi.Config("edgefleet")`).
+
+    Raises:
+        ConfigError: naming the key that is missing, unknown or wrong and the command that sets it.
+    """
+    values = {key: config.get(key) for key in KNOWN_KEYS}
+    return config_from_values(
+        {key: value for key, value in values.items() if value is not None}, present_keys=_present_keys()
+    )
+
+
+def _present_keys() -> list[str]:
+    """Every `edgefleet:` key the stack sets, to catch misspelled ones (Pulumi itself ignores them)."""
+    from pulumi.runtime import config as runtime_config
+
+    keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
+    return sorted(key.split(":", 1)[1] for key in keys if key.startswith(f"{NAMESPACE}:"))
+
+
+def config_from_values(values: Mapping[str, str], present_keys: Iterable[str] = ()) -> InfraConfig:
+    """Builds the `InfraConfig` from raw stack values (key without namespace -> text as Pulumi stores it).
+
+    Args:
+        values: `project` -> "my-project", `alerts` -> '{"silentMinutes": 15}', ...
+        present_keys: every key the stack sets, checked for unknown (misspelled) ones.
+
+    Raises:
+        ConfigError: naming the key and the `pulumi config set` command that fixes it.
+    """
+    unknown = sorted(set(present_keys) - KNOWN_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"unknown stack config key(s): {', '.join(f'{NAMESPACE}:{key}' for key in unknown)}; "
+            "known keys are "
+            f"{', '.join(sorted(KNOWN_KEYS))}",
+            f"fix the spelling or remove it: pulumi config rm {NAMESPACE}:{unknown[0]}",
+        )
+    raw: dict[str, Any] = {}
+    for key, text in values.items():
+        if key in OBJECT_KEYS:
+            try:
+                raw[key] = json.loads(text) if isinstance(text, str) else text
+            except json.JSONDecodeError as error:
+                raise ConfigError(
+                    f"stack config key {NAMESPACE}:{key} is not an object ({error.msg})",
+                    f"set its fields one by one: pulumi config set --path "
+                    f"{NAMESPACE}:{key}.<field> <value> (see Pulumi.dev.yaml)",
+                ) from error
+        else:
+            raw[key] = text
+    try:
+        return InfraConfig.model_validate(raw)
+    except ValidationError as error:
+        raise _config_error(error) from error
+
+
+def _config_error(error: ValidationError) -> ConfigError:
+    problems, fixes = [], []
+    for item in error.errors():
+        path = [str(part) for part in item["loc"]]
+        key = f"{NAMESPACE}:{'.'.join(path)}" if path else NAMESPACE
+        path_flag = "--path " if len(path) > 1 else ""
+        example = _EXAMPLES.get(path[-1], "<value>") if path else "<value>"
+        if item["type"] == "missing":
+            problems.append(f"missing stack config key {key}")
+        elif item["type"] == "extra_forbidden":
+            problems.append(f"unknown stack config key {key}")
+            fixes.append(f"pulumi config rm {path_flag}{key}")
+            continue
+        else:
+            problems.append(f"stack config key {key}: {item['msg']}")
+        fixes.append(f"pulumi config set {path_flag}{key} {example}")
+    return ConfigError("; ".join(problems), "; ".join(fixes) + " (every key is shown in Pulumi.dev.yaml)")

@@ -1,0 +1,142 @@
+"""Fleet identity: one service account per role, each bound on the resources it uses and nothing else.
+
+| account  | role                          | on                             | why                            |
+|----------|-------------------------------|--------------------------------|--------------------------------|
+| device   | roles/pubsub.publisher        | the telemetry topic            | publish telemetry              |
+| device   | roles/storage.objectViewer    | the registry bucket            | read models, channel pointers  |
+| pipeline | roles/storage.objectUser      | the registry bucket            | write versions, move channels  |
+| monitor  | roles/pubsub.subscriber       | the fleet-monitor subscription | consume telemetry              |
+| monitor  | roles/monitoring.metricWriter | the project                    | write the fleet's metrics      |
+
+No primitive role (owner/editor/viewer) anywhere, no project-wide Pub/Sub or Storage role. The pipeline gets
+`roles/storage.objectUser` rather than `objectCreator` + `objectViewer`: updating a channel pointer with a
+generation precondition replaces an object, which needs `storage.objects.delete` (objectCreator cannot
+overwrite); objectUser is the narrowest predefined role with create/get/list/update/delete on objects, and
+unlike `objectAdmin` it cannot change object IAM. `roles/monitoring.metricWriter` can only be granted on a
+project (time series have no finer resource); it is the narrow predefined role for it: create metric
+descriptors and write time series, read nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_gcp as gcp
+from edgefleet.infra.names import (
+    DEVICE_ACCOUNT_ROLE,
+    MONITOR_ACCOUNT_ROLE,
+    PIPELINE_ACCOUNT_ROLE,
+    ROLE_MONITORING_METRIC_WRITER,
+    ROLE_PUBSUB_PUBLISHER,
+    ROLE_PUBSUB_SUBSCRIBER,
+    ROLE_STORAGE_OBJECT_USER,
+    ROLE_STORAGE_OBJECT_VIEWER,
+    member,
+    service_account_id,
+)
+
+
+@dataclass(frozen=True)
+class IdentityArgs:
+    """What the identity component binds to.
+
+    Attributes:
+        project: Google Cloud project id.
+        fleet_name: Prefix of the account ids.
+        telemetry_topic: Name (or id) of the telemetry topic.
+        monitor_subscription: Name (or id) of the fleet-monitor subscription.
+        registry_bucket: Name of the registry bucket.
+    """
+
+    project: str
+    fleet_name: str
+    telemetry_topic: pulumi.Input[str]
+    monitor_subscription: pulumi.Input[str]
+    registry_bucket: pulumi.Input[str]
+
+
+class Identity(pulumi.ComponentResource):
+    """Service accounts for devices, the release pipeline and the fleet monitor, with their bindings.
+
+    Attributes:
+        device, pipeline, monitor: the service accounts (`.email`).
+    """
+
+    def __init__(self, name: str, args: IdentityArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("edgefleet:infra:Identity", name, None, opts)
+        self._args = args
+        self.device = self._account(
+            name, DEVICE_ACCOUNT_ROLE, "edgefleet devices", "Publishes telemetry, reads the model registry."
+        )
+        self.pipeline = self._account(
+            name,
+            PIPELINE_ACCOUNT_ROLE,
+            "edgefleet release pipeline",
+            "Publishes model versions and moves channel pointers in the registry.",
+        )
+        self.monitor = self._account(
+            name,
+            MONITOR_ACCOUNT_ROLE,
+            "edgefleet fleet monitor",
+            "Consumes telemetry, writes the fleet's custom metrics.",
+        )
+
+        child = pulumi.ResourceOptions(parent=self)
+        gcp.pubsub.TopicIAMMember(
+            f"{name}-device-publishes-telemetry",
+            project=args.project,
+            topic=args.telemetry_topic,
+            role=ROLE_PUBSUB_PUBLISHER,
+            member=_member(self.device),
+            opts=child,
+        )
+        gcp.storage.BucketIAMMember(
+            f"{name}-device-reads-registry",
+            bucket=args.registry_bucket,
+            role=ROLE_STORAGE_OBJECT_VIEWER,
+            member=_member(self.device),
+            opts=child,
+        )
+        gcp.storage.BucketIAMMember(
+            f"{name}-pipeline-writes-registry",
+            bucket=args.registry_bucket,
+            role=ROLE_STORAGE_OBJECT_USER,
+            member=_member(self.pipeline),
+            opts=child,
+        )
+        gcp.pubsub.SubscriptionIAMMember(
+            f"{name}-monitor-consumes-telemetry",
+            project=args.project,
+            subscription=args.monitor_subscription,
+            role=ROLE_PUBSUB_SUBSCRIBER,
+            member=_member(self.monitor),
+            opts=child,
+        )
+        gcp.projects.IAMMember(
+            f"{name}-monitor-writes-metrics",
+            project=args.project,
+            role=ROLE_MONITORING_METRIC_WRITER,
+            member=_member(self.monitor),
+            opts=child,
+        )
+
+        self.register_outputs(
+            {"device": self.device.email, "pipeline": self.pipeline.email, "monitor": self.monitor.email}
+        )
+
+    def _account(
+        self, name: str, role: str, display_name: str, description: str
+    ) -> gcp.serviceaccount.Account:
+        return gcp.serviceaccount.Account(
+            f"{name}-{role}",
+            project=self._args.project,
+            account_id=service_account_id(self._args.fleet_name, role),
+            display_name=display_name,
+            description=description,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+
+def _member(account: gcp.serviceaccount.Account) -> pulumi.Output[str]:
+    return account.email.apply(member)

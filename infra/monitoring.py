@@ -1,0 +1,199 @@
+"""Monitoring: descriptors for the metrics the fleet monitor writes, the fleet dashboard, alert policies.
+
+Everything here comes from `edgefleet.monitor.metrics` (what the monitor writes) and the built-in Pub/Sub
+metrics in `edgefleet.infra.dashboard`, so no chart or alert can refer to a metric nobody writes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_gcp as gcp
+from edgefleet.infra.config import AlertSettings
+from edgefleet.infra.dashboard import (
+    ALIGNMENT_PERIOD,
+    PUBSUB_UNDELIVERED_MESSAGES,
+    dashboard,
+    fleet_metric_filter,
+    subscription_filter,
+)
+
+from edgefleet.monitor.metrics import ALL_METRICS, INFERENCE_LATENCY_P95, TELEMETRY_MESSAGES, MetricDefinition
+
+SECONDS_PER_MINUTE = 60
+
+
+@dataclass(frozen=True)
+class MonitoringArgs:
+    """What the monitoring component needs.
+
+    Attributes:
+        project: Google Cloud project id.
+        fleet_name: Shown in titles.
+        alerts: Thresholds and notification channels.
+        monitor_subscription: Short name of the fleet-monitor subscription.
+        dead_letter_subscription: Short name of the dead-letter subscription.
+        labels: User labels on the alert policies.
+    """
+
+    project: str
+    fleet_name: str
+    alerts: AlertSettings
+    monitor_subscription: str
+    dead_letter_subscription: str
+    labels: dict[str, str]
+
+
+class Monitoring(pulumi.ComponentResource):
+    """Metric descriptors, the fleet dashboard and three alert policies.
+
+    Attributes:
+        descriptors: metric type -> descriptor resource.
+        dashboard: The dashboard resource.
+        silent_device_alert, latency_alert, dead_letter_alert: the alert policies.
+    """
+
+    def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("edgefleet:infra:Monitoring", name, None, opts)
+        self._args = args
+        self.descriptors = {metric.type: self._descriptor(name, metric) for metric in ALL_METRICS}
+        # Alert policies on a custom metric fail to create before its descriptor exists.
+        after_descriptors = pulumi.ResourceOptions(parent=self, depends_on=list(self.descriptors.values()))
+
+        self.dashboard = gcp.monitoring.Dashboard(
+            f"{name}-dashboard",
+            project=args.project,
+            dashboard_json=json.dumps(
+                dashboard(args.fleet_name, args.monitor_subscription, args.dead_letter_subscription)
+            ),
+            opts=after_descriptors,
+        )
+
+        alerts = args.alerts
+        self.silent_device_alert = self._policy(
+            f"{name}-device-silent",
+            f"{args.fleet_name}: device silent",
+            gcp.monitoring.AlertPolicyConditionArgs(
+                display_name=f"no telemetry from a device for {alerts.silent_minutes} min",
+                condition_absent=gcp.monitoring.AlertPolicyConditionConditionAbsentArgs(
+                    filter=fleet_metric_filter(TELEMETRY_MESSAGES),
+                    duration=f"{alerts.silent_minutes * SECONDS_PER_MINUTE}s",
+                    # One series per device whatever model version it runs, so a model swap (a new
+                    # model_version series) does not look like silence.
+                    aggregations=[
+                        gcp.monitoring.AlertPolicyConditionConditionAbsentAggregationArgs(
+                            alignment_period=ALIGNMENT_PERIOD,
+                            per_series_aligner="ALIGN_SUM",
+                            cross_series_reducer="REDUCE_SUM",
+                            group_by_fields=["metric.label.device_id"],
+                        )
+                    ],
+                    trigger=gcp.monitoring.AlertPolicyConditionConditionAbsentTriggerArgs(count=1),
+                ),
+            ),
+            f"Device ${{metric.label.device_id}} has sent no telemetry for {alerts.silent_minutes} "
+            "minutes.\n\n"
+            "Check `edgefleet fleet status`, the device's network and its agent (`systemctl status "
+            "edgefleet-agent`); its spool keeps telemetry until it can publish again.",
+            after_descriptors,
+        )
+        self.latency_alert = self._policy(
+            f"{name}-latency-p95",
+            f"{args.fleet_name}: inference latency p95 over {alerts.latency_p95_ms:g} ms",
+            gcp.monitoring.AlertPolicyConditionArgs(
+                display_name=(
+                    f"p95 latency > {alerts.latency_p95_ms:g} ms for {alerts.latency_for_minutes} min"
+                ),
+                condition_threshold=gcp.monitoring.AlertPolicyConditionConditionThresholdArgs(
+                    filter=fleet_metric_filter(INFERENCE_LATENCY_P95),
+                    comparison="COMPARISON_GT",
+                    threshold_value=alerts.latency_p95_ms,
+                    duration=f"{alerts.latency_for_minutes * SECONDS_PER_MINUTE}s",
+                    aggregations=[
+                        gcp.monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
+                            alignment_period=ALIGNMENT_PERIOD, per_series_aligner="ALIGN_MEAN"
+                        )
+                    ],
+                    trigger=gcp.monitoring.AlertPolicyConditionConditionThresholdTriggerArgs(count=1),
+                ),
+            ),
+            "Device ${metric.label.device_id} runs ${metric.label.model} "
+            "${metric.label.model_version} with a "
+            f"p95 inference latency over {alerts.latency_p95_ms:g} ms.\n\nA model that fell back to the CPU "
+            "(no Edge TPU, or ops not mapped to the TPU) is the usual cause: see "
+            "`edgefleet fleet status` and "
+            "the release's compiler report; roll back with `edgefleet rollout` if a new version caused it.",
+            after_descriptors,
+        )
+        self.dead_letter_alert = self._policy(
+            f"{name}-dead-letters",
+            f"{args.fleet_name}: telemetry dead-lettered",
+            gcp.monitoring.AlertPolicyConditionArgs(
+                display_name=f"more than {alerts.dead_letter_messages} message(s) in "
+                f"{args.dead_letter_subscription}",
+                condition_threshold=gcp.monitoring.AlertPolicyConditionConditionThresholdArgs(
+                    filter=subscription_filter(PUBSUB_UNDELIVERED_MESSAGES, args.dead_letter_subscription),
+                    comparison="COMPARISON_GT",
+                    threshold_value=alerts.dead_letter_messages,
+                    duration=f"{SECONDS_PER_MINUTE}s",
+                    aggregations=[
+                        gcp.monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
+                            alignment_period=ALIGNMENT_PERIOD, per_series_aligner="ALIGN_MAX"
+                        )
+                    ],
+                    trigger=gcp.monitoring.AlertPolicyConditionConditionThresholdTriggerArgs(count=1),
+                ),
+            ),
+            "Telemetry the fleet monitor could not process was moved to "
+            f"`{args.dead_letter_subscription}`.\n\n"
+            "Pull a few to see why (`gcloud pubsub subscriptions pull "
+            f"{args.dead_letter_subscription} --limit 5`): malformed messages from an old agent, "
+            "or a monitor "
+            "that crashes on them.",
+            after_descriptors,
+        )
+        self.register_outputs({"dashboard": self.dashboard.id})
+
+    def _descriptor(self, name: str, metric: MetricDefinition) -> gcp.monitoring.MetricDescriptor:
+        return gcp.monitoring.MetricDescriptor(
+            f"{name}-{metric.short_name.replace('/', '-').replace('_', '-')}",
+            project=self._args.project,
+            type=metric.type,
+            metric_kind=metric.kind.value,
+            value_type=metric.value_type.value,
+            unit=metric.unit,
+            display_name=metric.display_name,
+            description=metric.description,
+            labels=[
+                gcp.monitoring.MetricDescriptorLabelArgs(
+                    key=label.key, value_type="STRING", description=label.description
+                )
+                for label in metric.labels
+            ],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _policy(
+        self,
+        resource_name: str,
+        display_name: str,
+        condition: gcp.monitoring.AlertPolicyConditionArgs,
+        documentation: str,
+        opts: pulumi.ResourceOptions,
+    ) -> gcp.monitoring.AlertPolicy:
+        return gcp.monitoring.AlertPolicy(
+            resource_name,
+            project=self._args.project,
+            display_name=display_name,
+            combiner="OR",
+            conditions=[condition],
+            notification_channels=list(self._args.alerts.notification_channels),
+            user_labels=self._args.labels,
+            severity="WARNING",
+            documentation=gcp.monitoring.AlertPolicyDocumentationArgs(
+                content=documentation, mime_type="text/markdown"
+            ),
+            opts=opts,
+        )

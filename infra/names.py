@@ -1,0 +1,46 @@
+"""Names the Pulumi program derives (the shared Pub/Sub names come from `edgefleet.device.contracts.layout`).
+
+No Pulumi import: tests and policy checks use these too.
+"""
+
+from __future__ import annotations
+
+COMPONENT_PREFIX = "edgefleet"
+
+# Service accounts: `<fleet>-<role>` (account ids are 6-30 characters; fleet names are at most 20).
+DEVICE_ACCOUNT_ROLE = "device"
+PIPELINE_ACCOUNT_ROLE = "pipeline"
+MONITOR_ACCOUNT_ROLE = "monitor"
+
+# Predefined roles the program grants, each on one resource (metricWriter is project-level by nature).
+ROLE_PUBSUB_PUBLISHER = "roles/pubsub.publisher"
+ROLE_PUBSUB_SUBSCRIBER = "roles/pubsub.subscriber"
+ROLE_STORAGE_OBJECT_VIEWER = "roles/storage.objectViewer"
+ROLE_STORAGE_OBJECT_USER = "roles/storage.objectUser"
+ROLE_MONITORING_METRIC_WRITER = "roles/monitoring.metricWriter"
+ROLE_BIGQUERY_DATA_EDITOR = "roles/bigquery.dataEditor"
+
+
+def service_account_id(fleet_name: str, role: str) -> str:
+    """Account id of the fleet's service account for `role`: `edgefleet-device`."""
+    return f"{fleet_name}-{role}"
+
+
+def service_account_email(account_id: str, project: str) -> str:
+    """Email Google gives a user-managed service account."""
+    return f"{account_id}@{project}.iam.gserviceaccount.com"
+
+
+def pubsub_service_agent(project_number: str | int) -> str:
+    """Email of the project's Pub/Sub service agent (it forwards messages to dead-letter topics)."""
+    return f"service-{project_number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+
+
+def member(email: str) -> str:
+    """IAM member string of a service account."""
+    return f"serviceAccount:{email}"
+
+
+def fleet_labels(fleet_name: str) -> dict[str, str]:
+    """Labels put on every labelled resource, so the fleet's resources can be found and billed together."""
+    return {"edgefleet-fleet": fleet_name, "managed-by": "pulumi"}

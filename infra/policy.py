@@ -1,0 +1,365 @@
+"""Policy checks over the program's resources: plain functions a user can run in CI.
+
+Feed them the resources of `pulumi preview --json` (new stack states) or `pulumi stack export` (the
+deployment), read with `load_resources(path)`, or the resources the unit tests' mocks recorded. Each check
+returns the violations it found (empty when the stack complies); `check_all` runs every one. From the CLI:
+`edgefleet config check-policy preview.json` (exit status 1 on any violation).
+
+Properties are the provider's (camelCase) input names. A value Pulumi does not know yet at preview (shown
+as its unknown marker) is not guessed at: a check that needs it reports it as unverifiable.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from edgefleet.device.errors import ConfigError
+from edgefleet.infra.dashboard import BUILTIN_METRICS, metric_types_in
+from edgefleet.infra.names import ROLE_MONITORING_METRIC_WRITER, ROLE_PUBSUB_PUBLISHER, ROLE_PUBSUB_SUBSCRIBER
+
+from edgefleet.monitor.metrics import METRICS_BY_TYPE
+
+PUBLIC_MEMBERS = frozenset({"allUsers", "allAuthenticatedUsers"})
+PRIMITIVE_ROLES = frozenset({"roles/owner", "roles/editor", "roles/viewer"})
+PROJECT_ROLES_ALLOWED = frozenset({ROLE_MONITORING_METRIC_WRITER})
+MIN_DEAD_LETTER_ATTEMPTS = 5
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # how Pulumi writes a value unknown at preview
+PUBSUB_SERVICE_AGENT = re.compile(r"^serviceAccount:service-\d+@gcp-sa-pubsub\.iam\.gserviceaccount\.com$")
+
+BUCKET = "gcp:storage/bucket:Bucket"
+SUBSCRIPTION = "gcp:pubsub/subscription:Subscription"
+TOPIC_IAM_MEMBER = "gcp:pubsub/topicIAMMember:TopicIAMMember"
+SUBSCRIPTION_IAM_MEMBER = "gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember"
+DASHBOARD = "gcp:monitoring/dashboard:Dashboard"
+ALERT_POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
+_IAM_KIND = re.compile(r"(?i)iam(member|binding|policy)$")
+
+
+class ResourceRecord(NamedTuple):
+    """One resource as the checks see it.
+
+    Attributes:
+        type: Pulumi type token, e.g. `gcp:pubsub/topicIAMMember:TopicIAMMember`.
+        name: Pulumi logical name.
+        inputs: Its input properties (camelCase).
+        protect: The `protect` option when known.
+        parent: URN of its parent when known.
+    """
+
+    type: str
+    name: str
+    inputs: Mapping[str, Any]
+    protect: bool | None = None
+    parent: str | None = None
+
+
+class Violation(NamedTuple):
+    """A policy violation: which check, which resource, what is wrong (and how to fix it)."""
+
+    check: str
+    resource: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.check}] {self.resource}: {self.message}"
+
+
+class Binding(NamedTuple):
+    """One (role, member) grant found in an IAM resource."""
+
+    resource: ResourceRecord
+    role: str
+    member: str
+
+    @property
+    def scope(self) -> str:
+        """What the grant is on: the module of the IAM type, e.g. `pubsub/topicIAMMember`."""
+        return self.resource.type.split(":")[1]
+
+    @property
+    def target(self) -> str:
+        """The short name of the resource the grant is on (topic, subscription, bucket, table, project)."""
+        for key in ("topic", "subscription", "bucket", "tableId", "datasetId", "project"):
+            if key in self.resource.inputs:
+                return short_name(str(self.resource.inputs[key]))
+        return ""
+
+
+def short_name(reference: str) -> str:
+    """`projects/p/topics/t` -> `t`; a short name stays as it is."""
+    return reference.rstrip("/").rsplit("/", 1)[-1]
+
+
+def iam_bindings(resources: Iterable[ResourceRecord]) -> list[Binding]:
+    """Every grant in IAM member, binding and policy resources (policies: their `policyData` JSON)."""
+    found = []
+    for record in resources:
+        if not _IAM_KIND.search(record.type.rsplit(":", 1)[-1]):
+            continue
+        inputs = record.inputs
+        if "member" in inputs:
+            found.append(Binding(record, str(inputs.get("role", "")), str(inputs["member"])))
+        for member in inputs.get("members", []) or []:
+            found.append(Binding(record, str(inputs.get("role", "")), str(member)))
+        policy = inputs.get("policyData")
+        if isinstance(policy, str) and policy != UNKNOWN:
+            for binding in json.loads(policy).get("bindings", []):
+                for member in binding.get("members", []):
+                    found.append(Binding(record, str(binding.get("role", "")), str(member)))
+    return found
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
+
+
+def check_no_public_access(resources: Sequence[ResourceRecord]) -> list[Violation]:
+    """No `allUsers` / `allAuthenticatedUsers` anywhere: IAM members, ACL entries, policies."""
+    violations = []
+    for record in resources:
+        public = sorted({text for text in _strings(record.inputs) for name in PUBLIC_MEMBERS if name in text})
+        if public:
+            violations.append(
+                Violation(
+                    "no-public-access",
+                    record.name,
+                    f"grants access to {', '.join(public)}; remove that member",
+                )
+            )
+    return violations
+
+
+def check_no_primitive_roles(resources: Sequence[ResourceRecord]) -> list[Violation]:
+    """No owner/editor/viewer grant, on anything."""
+    return [
+        Violation(
+            "no-primitive-roles",
+            binding.resource.name,
+            f"grants primitive role {binding.role} to {binding.member}; grant a predefined role on the "
+            "resource instead",
+        )
+        for binding in iam_bindings(resources)
+        if binding.role in PRIMITIVE_ROLES
+    ]
+
+
+def check_project_roles(
+    resources: Sequence[ResourceRecord], allowed: frozenset[str] = PROJECT_ROLES_ALLOWED
+) -> list[Violation]:
+    """Project-wide grants only for the roles in `allowed` (those with no narrower resource)."""
+    return [
+        Violation(
+            "project-roles",
+            binding.resource.name,
+            f"grants {binding.role} on the whole project to {binding.member}; bind it on the topic, "
+            "subscription or bucket instead",
+        )
+        for binding in iam_bindings(resources)
+        if binding.scope.startswith("projects/") and binding.role not in allowed
+    ]
+
+
+def check_buckets_hardened(resources: Sequence[ResourceRecord]) -> list[Violation]:
+    """Every bucket: uniform bucket-level access, public access prevention enforced, versioning, a lifecycle
+    rule deleting noncurrent versions, and `protect` (when the source records options)."""
+    violations = []
+    for record in resources:
+        if record.type != BUCKET:
+            continue
+        inputs = record.inputs
+        problems = []
+        if inputs.get("uniformBucketLevelAccess") is not True:
+            problems.append("uniformBucketLevelAccess is not true (object ACLs could grant access)")
+        if inputs.get("publicAccessPrevention") != "enforced":
+            problems.append("publicAccessPrevention is not 'enforced'")
+        if (inputs.get("versioning") or {}).get("enabled") is not True:
+            problems.append("versioning is not enabled")
+        if not any(_deletes_noncurrent(rule) for rule in inputs.get("lifecycleRules", []) or []):
+            problems.append("no lifecycle rule deletes noncurrent versions")
+        if record.protect is False:
+            problems.append("protect is off (pulumi destroy would delete it)")
+        violations += [Violation("bucket-hardened", record.name, problem) for problem in problems]
+    return violations
+
+
+def _deletes_noncurrent(rule: Mapping[str, Any]) -> bool:
+    condition = rule.get("condition") or {}
+    noncurrent = (
+        condition.get("withState") == "ARCHIVED"
+        or "daysSinceNoncurrentTime" in condition
+        or "noncurrentTimeBefore" in condition
+    )
+    return (rule.get("action") or {}).get("type") == "Delete" and noncurrent
+
+
+def check_dead_letter(resources: Sequence[ResourceRecord]) -> list[Violation]:
+    """Every subscription (except those on dead-letter topics) has a dead-letter policy with at least 5
+    attempts, and the Pub/Sub service agent may publish to each dead-letter topic and subscribe to each
+    dead-lettered subscription (without both, Pub/Sub cannot dead-letter)."""
+    subscriptions = [record for record in resources if record.type == SUBSCRIPTION]
+    dead_letter_topics = {
+        short_name(str((record.inputs.get("deadLetterPolicy") or {}).get("deadLetterTopic")))
+        for record in subscriptions
+        if record.inputs.get("deadLetterPolicy")
+    }
+    agent_grants = {
+        (binding.scope, binding.role, binding.target)
+        for binding in iam_bindings(resources)
+        if PUBSUB_SERVICE_AGENT.match(binding.member)
+    }
+    violations = []
+    for record in subscriptions:
+        name = short_name(str(record.inputs.get("name", record.name)))
+        if short_name(str(record.inputs.get("topic", ""))) in dead_letter_topics:
+            continue
+        policy = record.inputs.get("deadLetterPolicy")
+        if not policy:
+            violations.append(
+                Violation(
+                    "dead-letter",
+                    record.name,
+                    "no dead-letter policy: a message that "
+                    "cannot be processed is redelivered until it expires",
+                )
+            )
+            continue
+        attempts = policy.get("maxDeliveryAttempts")
+        # JSON (and Pulumi's protobuf structs) may carry integers as floats: 5.0.
+        if not isinstance(attempts, int | float) or attempts < MIN_DEAD_LETTER_ATTEMPTS:
+            violations.append(
+                Violation(
+                    "dead-letter", record.name, f"maxDeliveryAttempts is {attempts!r}; Pub/Sub needs 5 to 100"
+                )
+            )
+        if name == UNKNOWN:
+            violations.append(Violation("dead-letter", record.name, "name unknown at preview: unverifiable"))
+        elif ("pubsub/subscriptionIAMMember", ROLE_PUBSUB_SUBSCRIBER, name) not in agent_grants:
+            violations.append(
+                Violation(
+                    "dead-letter",
+                    record.name,
+                    "the Pub/Sub service agent has no roles/pubsub.subscriber on this subscription",
+                )
+            )
+    for topic in sorted(dead_letter_topics):
+        if topic == UNKNOWN:
+            violations.append(
+                Violation("dead-letter", topic, "dead-letter topic unknown at preview: unverifiable")
+            )
+        elif ("pubsub/topicIAMMember", ROLE_PUBSUB_PUBLISHER, topic) not in agent_grants:
+            violations.append(
+                Violation(
+                    "dead-letter",
+                    topic,
+                    "the Pub/Sub service agent has no roles/pubsub.publisher on this dead-letter topic",
+                )
+            )
+    return violations
+
+
+def monitoring_metric_types(resources: Sequence[ResourceRecord]) -> dict[str, set[str]]:
+    """Resource name -> every metric type its dashboard JSON or alert conditions name in their filters."""
+    found: dict[str, set[str]] = {}
+    for record in resources:
+        if record.type == DASHBOARD:
+            text = record.inputs.get("dashboardJson", "{}")
+            tree = json.loads(text) if isinstance(text, str) and text != UNKNOWN else {}
+        elif record.type == ALERT_POLICY:
+            tree = record.inputs.get("conditions", [])
+        else:
+            continue
+        found[record.name] = {metric for text in _strings(tree) for metric in metric_types_in(text)}
+    return found
+
+
+def check_monitoring_metrics_written(resources: Sequence[ResourceRecord]) -> list[Violation]:
+    """Dashboards and alerts name only metrics the fleet monitor writes or built-in Pub/Sub metrics."""
+    known = set(METRICS_BY_TYPE) | BUILTIN_METRICS
+    return [
+        Violation(
+            "metrics-written",
+            name,
+            f"refers to {metric}, which nobody writes (not in "
+            "edgefleet.monitor.metrics.ALL_METRICS nor a built-in Pub/Sub metric)",
+        )
+        for name, metrics in monitoring_metric_types(resources).items()
+        for metric in sorted(metrics - known)
+    ]
+
+
+ALL_CHECKS: tuple[Callable[[Sequence[ResourceRecord]], list[Violation]], ...] = (
+    check_no_public_access,
+    check_no_primitive_roles,
+    check_project_roles,
+    check_buckets_hardened,
+    check_dead_letter,
+    check_monitoring_metrics_written,
+)
+
+
+def check_all(resources: Sequence[ResourceRecord]) -> list[Violation]:
+    """Runs every check; returns all violations."""
+    return [violation for check in ALL_CHECKS for violation in check(resources)]
+
+
+def resources_from_json(data: Mapping[str, Any]) -> list[ResourceRecord]:
+    """Resources from `pulumi preview --json` (steps' `newState`) or `pulumi stack export` (deployment).
+
+    Raises:
+        ConfigError: when `data` is neither.
+    """
+    if "steps" in data:
+        states = [step.get("newState") for step in data["steps"] if step.get("op") != "delete"]
+    elif "deployment" in data:
+        states = data["deployment"].get("resources", [])
+    else:
+        raise ConfigError(
+            "this JSON is neither `pulumi preview --json` output nor `pulumi stack export`",
+            "run `pulumi preview --json > preview.json` and check that file",
+        )
+    records = []
+    for state in states:
+        if not state or not state.get("custom", True):
+            continue
+        urn = state.get("urn", "")
+        records.append(
+            ResourceRecord(
+                type=state.get("type", ""),
+                name=urn.rsplit("::", 1)[-1],
+                inputs=state.get("inputs") or {},
+                protect=state.get("protect"),
+                parent=state.get("parent"),
+            )
+        )
+    return records
+
+
+def load_resources(path: Path) -> list[ResourceRecord]:
+    """Reads a `pulumi preview --json` or `pulumi stack export` file.
+
+    Raises:
+        ConfigError: naming the file when it is missing or not such JSON.
+    """
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise ConfigError(f"{path} does not exist", "write it with `pulumi preview --json > FILE`") from error
+    except json.JSONDecodeError as error:
+        raise ConfigError(
+            f"{path} is not JSON ({error.msg} at line {error.lineno})",
+            "write it with `pulumi preview --json > FILE` (no other output in the file)",
+        ) from error
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} is not a JSON object", "write it with `pulumi preview --json > FILE`")
+    return resources_from_json(data)

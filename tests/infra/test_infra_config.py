@@ -1,0 +1,103 @@
+"""Stack configuration: defaults, parsing Pulumi's stored values, errors naming the key and the fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from edgefleet.device.errors import ConfigError
+from edgefleet.infra.config import KNOWN_KEYS, NAMESPACE, InfraConfig, config_from_values
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_only_the_project_is_required_and_defaults_are_hardened() -> None:
+    config = config_from_values({"project": "my-project"})
+    assert config.project == "my-project"
+    assert config.telemetry.dead_letter_max_attempts >= 5
+    assert config.telemetry.enforce_schema is True
+    assert config.registry_bucket == "my-project-edgefleet-registry"
+    assert config.registry_location == config.region
+    assert config.bigquery is None
+
+
+def test_grouped_keys_are_read_from_pulumis_json_text() -> None:
+    config = config_from_values(
+        {
+            "project": "my-project",
+            "fleetName": "lab",
+            "telemetry": json.dumps({"deadLetterMaxAttempts": 9, "messageRetentionSeconds": 3600}),
+            "registry": json.dumps({"bucket": "models-lab", "location": "EU"}),
+            "alerts": json.dumps(
+                {"silentMinutes": 3, "notificationChannels": ["projects/p/notificationChannels/7"]}
+            ),
+            "bigquery": json.dumps({"dataset": "fleet"}),
+        }
+    )
+    assert config.telemetry.dead_letter_max_attempts == 9
+    assert config.telemetry.message_retention_seconds == 3600
+    assert (config.registry_bucket, config.registry_location) == ("models-lab", "EU")
+    assert config.alerts.notification_channels == ("projects/p/notificationChannels/7",)
+    assert config.bigquery is not None and config.bigquery.table == "telemetry"
+
+
+def test_the_example_stack_file_is_a_valid_config() -> None:
+    stack = yaml.safe_load((REPO / "Pulumi.dev.yaml").read_text())["config"]
+    prefix = f"{NAMESPACE}:"
+    values = {
+        key.removeprefix(prefix): value if isinstance(value, str) else json.dumps(value)
+        for key, value in stack.items()
+    }
+    assert set(values) <= KNOWN_KEYS
+    config = config_from_values(values, present_keys=values)
+    defaults = InfraConfig(project=config.project)
+    # The example documents the defaults: it must not drift from them.
+    assert config.model_dump(exclude={"project"}) == defaults.model_dump(exclude={"project"})
+
+
+@pytest.mark.parametrize(
+    ("values", "key", "fix"),
+    [
+        ({}, "edgefleet:project", "pulumi config set edgefleet:project my-project"),
+        ({"project": "123456789012"}, "edgefleet:project", "pulumi config set edgefleet:project"),
+        (
+            {"project": "my-project", "telemetry": '{"deadLetterMaxAttempts": 4}'},
+            "edgefleet:telemetry.deadLetterMaxAttempts",
+            "pulumi config set --path edgefleet:telemetry.deadLetterMaxAttempts",
+        ),
+        (
+            {"project": "my-project", "telemetry": '{"messageRetentionSeconds": 60}'},
+            "edgefleet:telemetry.messageRetentionSeconds",
+            "--path",
+        ),
+        (
+            {"project": "my-project", "alerts": '{"silentMinute": 5}'},
+            "edgefleet:alerts.silentMinute",
+            "pulumi config rm --path edgefleet:alerts.silentMinute",
+        ),
+        (
+            {"project": "my-project", "alerts": '{"notificationChannels": ["email:me@example.com"]}'},
+            "edgefleet:alerts.notificationChannels",
+            "pulumi config set --path",
+        ),
+        ({"project": "my-project", "registry": "not json"}, "edgefleet:registry", "pulumi config set --path"),
+        (
+            {"project": "my-project", "registry": '{"bucket": "Bad_Bucket"}'},
+            "edgefleet:registry.bucket",
+            "--path",
+        ),
+    ],
+)
+def test_wrong_config_names_the_key_and_the_command(values: dict[str, str], key: str, fix: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        config_from_values(values)
+    assert key in raised.value.message
+    assert raised.value.fix is not None and fix in raised.value.fix
+
+
+def test_misspelled_top_level_key_is_refused() -> None:
+    with pytest.raises(ConfigError, match="edgefleet:fleetname") as raised:
+        config_from_values({"project": "my-project"}, present_keys=["project", "fleetname"])
+    assert raised.value.fix == "fix the spelling or remove it: pulumi config rm edgefleet:fleetname"

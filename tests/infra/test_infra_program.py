@@ -1,0 +1,272 @@
+"""The Pulumi program's real wiring, run under Pulumi's mocks (see conftest.py for what is mocked and why)."""
+
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pytest
+from edgefleet.device.contracts import layout
+from edgefleet.infra.__main__ import build, main
+from edgefleet.device.contracts.avro import telemetry_avro_schema
+from edgefleet.infra.dashboard import BUILTIN_METRICS
+from edgefleet.infra.outputs import REQUIRED_OUTPUT_KEYS, StackOutputs
+from edgefleet.infra.policy import (
+    PRIMITIVE_ROLES,
+    PUBLIC_MEMBERS,
+    check_all,
+    iam_bindings,
+    monitoring_metric_types,
+)
+from edgefleet.infra.testing import PROJECT, PROJECT_NUMBER, StackRun, run_program, stack_config
+
+from edgefleet.monitor.metrics import ALL_METRICS, METRICS_BY_TYPE
+
+PUBSUB_AGENT = f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
+STORAGE_WRITE_PERMISSION_ROLES = {
+    "roles/storage.objectCreator",
+    "roles/storage.objectUser",
+    "roles/storage.objectAdmin",
+    "roles/storage.admin",
+    "roles/storage.legacyBucketWriter",
+    "roles/storage.legacyBucketOwner",
+    "roles/owner",
+    "roles/editor",
+}
+
+
+def _account(stack: StackRun, role: str) -> str:
+    return f"serviceAccount:{stack.outputs[f'{role}_service_account']}"
+
+
+def _grants(stack: StackRun, member: str) -> set[tuple[str, str, str]]:
+    """(IAM resource kind, role, target short name) granted to `member`."""
+    return {
+        (binding.scope, binding.role, binding.target)
+        for binding in iam_bindings(stack.resources)
+        if binding.member == member
+    }
+
+
+def test_every_grant_goes_to_a_fleet_account_or_the_pubsub_agent(default_stack: StackRun) -> None:
+    members = {binding.member for binding in iam_bindings(default_stack.resources)}
+    expected = {_account(default_stack, role) for role in ("device", "pipeline", "monitor")} | {PUBSUB_AGENT}
+    assert members == expected
+    assert all(member.endswith(f"@{PROJECT}.iam.gserviceaccount.com") for member in expected - {PUBSUB_AGENT})
+
+
+def test_device_account_publishes_telemetry_and_reads_the_registry_only(default_stack: StackRun) -> None:
+    grants = _grants(default_stack, _account(default_stack, "device"))
+    assert grants == {
+        ("pubsub/topicIAMMember", "roles/pubsub.publisher", layout.TELEMETRY_TOPIC),
+        ("storage/bucketIAMMember", "roles/storage.objectViewer", default_stack.outputs["registry_bucket"]),
+    }
+
+
+def test_device_account_cannot_write_the_registry(default_stack: StackRun) -> None:
+    device = _account(default_stack, "device")
+    roles = {binding.role for binding in iam_bindings(default_stack.resources) if binding.member == device}
+    assert roles, "the device account has no grant at all"
+    assert not roles & STORAGE_WRITE_PERMISSION_ROLES
+
+
+def test_pipeline_account_writes_the_registry_and_nothing_else(default_stack: StackRun) -> None:
+    grants = _grants(default_stack, _account(default_stack, "pipeline"))
+    assert grants == {
+        ("storage/bucketIAMMember", "roles/storage.objectUser", default_stack.outputs["registry_bucket"])
+    }
+
+
+def test_monitor_account_consumes_its_subscription_and_writes_metrics(default_stack: StackRun) -> None:
+    grants = _grants(default_stack, _account(default_stack, "monitor"))
+    assert grants == {
+        ("pubsub/subscriptionIAMMember", "roles/pubsub.subscriber", layout.MONITOR_SUBSCRIPTION),
+        ("projects/iAMMember", "roles/monitoring.metricWriter", PROJECT),
+    }
+
+
+def test_no_public_members_and_no_primitive_roles(default_stack: StackRun) -> None:
+    bindings = iam_bindings(default_stack.resources)
+    assert bindings
+    assert not {binding.member for binding in bindings} & PUBLIC_MEMBERS
+    assert not {binding.role for binding in bindings} & PRIMITIVE_ROLES
+    assert check_all(default_stack.resources) == []
+
+
+def test_monitor_subscription_dead_letters_after_the_configured_attempts(default_stack: StackRun) -> None:
+    subscription = default_stack.named("Subscription", layout.MONITOR_SUBSCRIPTION)
+    policy = subscription.inputs["deadLetterPolicy"]
+    assert policy["deadLetterTopic"] == f"projects/{PROJECT}/topics/{layout.TELEMETRY_DEAD_LETTER_TOPIC}"
+    assert policy["maxDeliveryAttempts"] == 5
+    assert subscription.inputs["topic"] == layout.TELEMETRY_TOPIC
+    dead_letters = default_stack.named("Subscription", layout.DEAD_LETTER_SUBSCRIPTION)
+    assert dead_letters.inputs["topic"] == layout.TELEMETRY_DEAD_LETTER_TOPIC
+    assert "deadLetterPolicy" not in dead_letters.inputs
+
+
+def test_pubsub_service_agent_can_dead_letter(default_stack: StackRun) -> None:
+    assert _grants(default_stack, PUBSUB_AGENT) == {
+        ("pubsub/topicIAMMember", "roles/pubsub.publisher", layout.TELEMETRY_DEAD_LETTER_TOPIC),
+        ("pubsub/subscriptionIAMMember", "roles/pubsub.subscriber", layout.MONITOR_SUBSCRIPTION),
+    }
+
+
+def test_dead_letter_attempts_follow_the_stack_config() -> None:
+    config = stack_config(telemetry={"deadLetterMaxAttempts": 12})
+    stack = run_program(lambda: build(config))
+    policy = stack.named("Subscription", layout.MONITOR_SUBSCRIPTION).inputs["deadLetterPolicy"]
+    assert policy["maxDeliveryAttempts"] == 12
+
+
+def test_topic_validates_the_generated_avro_schema(default_stack: StackRun) -> None:
+    schema = default_stack.named("Schema", layout.TELEMETRY_SCHEMA)
+    assert schema.inputs["type"] == "AVRO"
+    assert json.loads(schema.inputs["definition"]) == telemetry_avro_schema()
+    topic = default_stack.named("Topic", layout.TELEMETRY_TOPIC)
+    assert topic.inputs["schemaSettings"] == {
+        "schema": f"projects/{PROJECT}/schemas/{layout.TELEMETRY_SCHEMA}",
+        "encoding": "JSON",
+    }
+    assert topic.inputs["messageRetentionDuration"] == "604800s"
+
+
+def test_schema_enforcement_can_be_turned_off_but_the_schema_stays() -> None:
+    config = stack_config(telemetry={"enforceSchema": False})
+    stack = run_program(lambda: build(config))
+    assert "schemaSettings" not in stack.named("Topic", layout.TELEMETRY_TOPIC).inputs
+    assert stack.named("Schema", layout.TELEMETRY_SCHEMA).inputs["type"] == "AVRO"
+    assert stack.outputs["telemetry_schema_enforced"] is False
+
+
+def test_registry_bucket_is_hardened_and_protected(default_stack: StackRun) -> None:
+    [bucket] = default_stack.of_type("Bucket")
+    inputs = bucket.inputs
+    assert inputs["name"] == f"{PROJECT}-edgefleet-registry"
+    assert inputs["uniformBucketLevelAccess"] is True
+    assert inputs["publicAccessPrevention"] == "enforced"
+    assert inputs["versioning"] == {"enabled": True}
+    assert inputs.get("forceDestroy") in (None, False)
+    conditions = [
+        rule["condition"] for rule in inputs["lifecycleRules"] if rule["action"]["type"] == "Delete"
+    ]
+    assert {"withState": "ARCHIVED", "daysSinceNoncurrentTime": 30} in conditions
+    assert {"withState": "ARCHIVED", "numNewerVersions": 5} in conditions
+    assert bucket.protect is True
+
+
+def test_children_are_parented_to_their_component(default_stack: StackRun) -> None:
+    components = {
+        default_stack.urns[(record.type, record.name)]
+        for record in default_stack.resources
+        if record.type.startswith("edgefleet:infra:")
+    }
+    children = [record for record in default_stack.resources if record.type.startswith("gcp:")]
+    assert len(components) == 4
+    assert children and all(record.parent in components for record in children)
+    assert all(record.inputs.get("project", PROJECT) == PROJECT for record in children)
+
+
+def test_a_descriptor_for_every_metric_the_monitor_writes(default_stack: StackRun) -> None:
+    descriptors = {
+        record.inputs["type"]: record.inputs for record in default_stack.of_type("MetricDescriptor")
+    }
+    assert set(descriptors) == set(METRICS_BY_TYPE)
+    for metric in ALL_METRICS:
+        descriptor = descriptors[metric.type]
+        assert (descriptor["metricKind"], descriptor["valueType"], descriptor["unit"]) == (
+            metric.kind.value,
+            metric.value_type.value,
+            metric.unit,
+        )
+        assert [label["key"] for label in descriptor["labels"]] == list(metric.label_keys)
+
+
+def test_every_dashboard_and_alert_metric_is_written_by_the_monitor_or_pubsub(
+    default_stack: StackRun,
+) -> None:
+    found = monitoring_metric_types(default_stack.resources)
+    assert len(found) == 4  # the dashboard and three alert policies
+    assert all(found.values()), "a dashboard or alert whose metrics could not be read"
+    named = set().union(*found.values())
+    assert named <= set(METRICS_BY_TYPE) | BUILTIN_METRICS
+    # The dashboard shows latency, versions, health, spool, backlog and dead letters.
+    [dashboard] = default_stack.of_type("Dashboard")
+    charted = found[dashboard.name]
+    assert set(METRICS_BY_TYPE) <= charted
+    assert BUILTIN_METRICS <= charted
+
+
+def test_alerts_use_the_configured_thresholds_and_channels() -> None:
+    channel = f"projects/{PROJECT}/notificationChannels/1234567890"
+    config = stack_config(
+        alerts={
+            "silentMinutes": 15,
+            "latencyP95Ms": 42.5,
+            "deadLetterMessages": 3,
+            "notificationChannels": [channel],
+        }
+    )
+    stack = run_program(lambda: build(config))
+    policies = {record.name: record.inputs for record in stack.of_type("AlertPolicy")}
+    silent = policies["edgefleet-device-silent"]["conditions"][0]["conditionAbsent"]
+    assert silent["duration"] == "900s"
+    assert silent["aggregations"][0]["groupByFields"] == ["metric.label.device_id"]
+    latency = policies["edgefleet-latency-p95"]["conditions"][0]["conditionThreshold"]
+    assert (latency["comparison"], latency["thresholdValue"]) == ("COMPARISON_GT", 42.5)
+    dead = policies["edgefleet-dead-letters"]["conditions"][0]["conditionThreshold"]
+    assert dead["thresholdValue"] == 3
+    assert f'resource.label.subscription_id="{layout.DEAD_LETTER_SUBSCRIPTION}"' in dead["filter"]
+    assert all(policy["notificationChannels"] == [channel] for policy in policies.values())
+
+
+def test_bigquery_export_is_optional_and_least_privilege(default_stack: StackRun) -> None:
+    assert default_stack.of_type("Table") == []
+    assert "bigquery_table" not in default_stack.outputs
+    stack = run_program(lambda: build(stack_config(bigquery={"dataset": "fleet_analytics"})))
+    [table] = stack.of_type("Table")
+    assert (table.inputs["datasetId"], table.inputs["tableId"]) == ("fleet_analytics", "telemetry")
+    [subscription] = [record for record in stack.of_type("Subscription") if "bigqueryConfig" in record.inputs]
+    assert subscription.inputs["bigqueryConfig"]["table"] == f"{PROJECT}.fleet_analytics.telemetry"
+    assert subscription.inputs["bigqueryConfig"]["writeMetadata"] is True
+    assert subscription.inputs["deadLetterPolicy"]["maxDeliveryAttempts"] == 5
+    assert ("bigquery/iamMember", "roles/bigquery.dataEditor", "telemetry") in _grants(stack, PUBSUB_AGENT)
+    assert stack.outputs["bigquery_table"] == f"{PROJECT}.fleet_analytics.telemetry"
+    assert check_all(stack.resources) == []
+
+
+def test_outputs_are_exported_and_feed_the_config() -> None:
+    stack = run_program(main, config={"edgefleet:project": PROJECT, "edgefleet:region": "europe-west4"})
+    assert set(REQUIRED_OUTPUT_KEYS) <= set(stack.outputs)
+    outputs = StackOutputs.model_validate(stack.outputs)
+    assert outputs.region == "europe-west4"
+    assert outputs.telemetry_topic == layout.TELEMETRY_TOPIC
+    assert outputs.registry_uri == f"gs://{outputs.registry_bucket}"
+    assert outputs.device_service_account == f"edgefleet-device@{PROJECT}.iam.gserviceaccount.com"
+    exported = pulumi.runtime.get_root_resource().outputs
+    assert set(REQUIRED_OUTPUT_KEYS) <= set(exported)
+
+
+@pytest.mark.parametrize(
+    ("config", "key"),
+    [
+        ({}, "edgefleet:project"),
+        ({"edgefleet:project": "My Project"}, "edgefleet:project"),
+        (
+            {"edgefleet:project": PROJECT, "edgefleet:telemetry": '{"deadLetterMaxAttempts": 3}'},
+            "edgefleet:telemetry.deadLetterMaxAttempts",
+        ),
+        ({"edgefleet:project": PROJECT, "edgefleet:projet": "typo"}, "edgefleet:projet"),
+    ],
+)
+def test_bad_stack_config_fails_before_anything_is_created(config: dict[str, str], key: str) -> None:
+    created: list[str] = []
+
+    def program() -> dict[str, pulumi.Input]:
+        outputs = main()
+        created.append("built")
+        return outputs
+
+    with pytest.raises(Exception, match=key.replace(".", r"\.")) as raised:
+        run_program(program, config=config, preview=True)
+    assert "pulumi config" in str(raised.value)
+    assert created == []
