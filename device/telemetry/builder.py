@@ -1,0 +1,245 @@
+"""Turns what the agent's loop reports (inferences, events) into telemetry message drafts.
+
+A draft is a message without its `seq` and `health`: the spool gives the seq (inside its transaction) and the
+service adds health when the draft is spooled. Modes:
+
+- `every`: one `inference` message per inference.
+- `summary`: one `summary` message per window of `summary_interval_s` (count, errors, latency p50/p95/max,
+  fps, and the results of one sampled frame). A window also ends when the model changes, so every summary
+  describes one model. An empty window still yields a summary (count 0): the device's heartbeat.
+
+Events (started, swap, swap_failed, rollback, error, stopped) are one `event` message each, in both modes.
+The builder is not thread-safe: one thread (the telemetry service's writer) feeds it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+from edgefleet.device.contracts.telemetry import (
+    Event,
+    EventKind,
+    Health,
+    InferenceSummary,
+    MessageKind,
+    ModelRef,
+    ResultItem,
+    TelemetryMessage,
+)
+from edgefleet.device.telemetry.config import TelemetryMode
+
+_P50 = 50.0
+_P95 = 95.0
+
+
+class InferenceRecord(NamedTuple):
+    """One inference as the loop saw it.
+
+    Attributes:
+        time: Wall-clock time (time.time()) when the result was ready.
+        model: The model that ran (None when none is loaded).
+        latency_ms: Inference latency; ignored when `error` is set.
+        results: Top results of this frame, best first.
+        error: Why the inference failed, or None.
+    """
+
+    time: float
+    model: ModelRef | None
+    latency_ms: float
+    results: tuple[ResultItem, ...] = ()
+    error: str | None = None
+
+
+class EventRecord(NamedTuple):
+    """Something that happened on the device (see `EventKind`)."""
+
+    time: float
+    kind: EventKind
+    detail: str = ""
+    model_version: str | None = None
+    model: ModelRef | None = None
+
+
+class MessageDraft(NamedTuple):
+    """A telemetry message still missing its `seq` and `health`."""
+
+    time: datetime
+    kind: MessageKind
+    model: ModelRef | None = None
+    inference: InferenceSummary | None = None
+    event: Event | None = None
+
+    def build(self, seq: int, *, device_id: str, health: Health) -> TelemetryMessage:
+        """The complete message with `seq` and `health`."""
+        return TelemetryMessage(
+            device_id=device_id,
+            seq=seq,
+            time=self.time,
+            kind=self.kind,
+            model=self.model,
+            inference=self.inference,
+            health=health,
+            event=self.event,
+        )
+
+
+# --- pure maths ----------------------------------------------------------------------------------------
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) of ascending values, interpolated like numpy's default; 0 if empty."""
+    if not sorted_values:
+        return 0.0
+    if not 0.0 <= q <= 100.0:
+        raise ValueError(f"percentile q must be within 0..100, got {q}")
+    position = (len(sorted_values) - 1) * q / 100.0
+    lower = math.floor(position)
+    upper = min(lower + 1, len(sorted_values) - 1)
+    fraction = position - lower
+    return sorted_values[lower] + (sorted_values[upper] - sorted_values[lower]) * fraction
+
+
+def summarize(
+    latencies_ms: Sequence[float],
+    window_s: float,
+    *,
+    errors: int = 0,
+    top: Sequence[ResultItem] = (),
+) -> InferenceSummary:
+    """Summarizes the inferences of one window.
+
+    Args:
+        latencies_ms: Latencies of the successful inferences.
+        window_s: Length of the window; fps = (successes + errors) / window_s (0 for an empty window).
+        errors: Inferences that failed in the window (they have no latency).
+        top: Results of the sampled frame.
+    """
+    ordered = sorted(latencies_ms)
+    count = len(ordered) + errors
+    return InferenceSummary(
+        count=count,
+        errors=errors,
+        latency_ms_p50=percentile(ordered, _P50),
+        latency_ms_p95=percentile(ordered, _P95),
+        latency_ms_max=ordered[-1] if ordered else 0.0,
+        fps=count / window_s if window_s > 0 else 0.0,
+        window_s=max(window_s, 0.0),
+        top=list(top),
+    )
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=UTC)
+
+
+# --- the builder ---------------------------------------------------------------------------------------
+class TelemetryBuilder:
+    """Accumulates records and emits drafts according to the mode.
+
+    Args:
+        mode: 'every' or 'summary'.
+        summary_interval_s: Window length in summary mode; in `every` mode, the longest silence before a
+            heartbeat summary (count 0) is sent.
+        sample_results: Attach one frame's results to each message.
+        max_results: At most this many results per message.
+        start_time: Wall-clock start of the first window.
+    """
+
+    def __init__(
+        self,
+        mode: TelemetryMode,
+        summary_interval_s: float,
+        *,
+        sample_results: bool,
+        max_results: int,
+        start_time: float,
+    ) -> None:
+        if summary_interval_s <= 0:
+            raise ValueError(f"summary_interval_s must be positive, got {summary_interval_s}")
+        self.mode = mode
+        self.summary_interval_s = summary_interval_s
+        self.sample_results = sample_results
+        self.max_results = max_results
+        self._window_start = start_time
+        self._latencies: list[float] = []
+        self._errors = 0
+        self._sample: tuple[ResultItem, ...] = ()
+        self._model: ModelRef | None = None
+        self._last_inference_time: float | None = None
+        self._last_message_time = start_time
+
+    def next_deadline(self) -> float:
+        """Wall-clock time by which `tick` should be called next."""
+        if self.mode == "summary":
+            return self._window_start + self.summary_interval_s
+        return self._last_message_time + self.summary_interval_s
+
+    def add_inference(self, record: InferenceRecord) -> list[MessageDraft]:
+        """Takes one inference; returns the drafts it completes (zero or more)."""
+        if self.mode == "every":
+            return [self._every_draft(record)]
+        drafts = []
+        if record.model != self._model and (self._latencies or self._errors):
+            drafts.append(self._close_window(record.time))  # one summary describes one model
+        drafts.extend(self.tick(record.time))
+        self._model = record.model
+        if record.error is not None:
+            self._errors += 1
+        else:
+            self._latencies.append(record.latency_ms)
+            if self.sample_results:
+                self._sample = tuple(record.results[: self.max_results])
+        return drafts
+
+    def add_event(self, record: EventRecord) -> list[MessageDraft]:
+        """Takes one event; returns its draft."""
+        model = record.model if record.model is not None else self._model
+        self._last_message_time = max(self._last_message_time, record.time)
+        event = Event(
+            kind=record.kind,
+            detail=record.detail,
+            model_version=record.model_version or (model.version if model else None),
+        )
+        return [MessageDraft(time=_utc(record.time), kind="event", model=model, event=event)]
+
+    def tick(self, now: float) -> list[MessageDraft]:
+        """Closes the summary window (or sends the `every`-mode heartbeat) when its time has come."""
+        if now < self.next_deadline():
+            return []
+        if self.mode == "summary":
+            return [self._close_window(now)]
+        self._last_message_time = now
+        summary = summarize([], self.summary_interval_s)
+        return [MessageDraft(time=_utc(now), kind="summary", model=self._model, inference=summary)]
+
+    def flush(self, now: float) -> list[MessageDraft]:
+        """At shutdown: the partial summary window, if it holds any inference."""
+        if self.mode == "summary" and (self._latencies or self._errors):
+            return [self._close_window(now)]
+        return []
+
+    def _close_window(self, end: float) -> MessageDraft:
+        summary = summarize(self._latencies, end - self._window_start, errors=self._errors, top=self._sample)
+        draft = MessageDraft(time=_utc(end), kind="summary", model=self._model, inference=summary)
+        self._window_start = end
+        self._latencies = []
+        self._errors = 0
+        self._sample = ()
+        self._last_message_time = end
+        return draft
+
+    def _every_draft(self, record: InferenceRecord) -> MessageDraft:
+        previous = self._last_inference_time
+        self._last_inference_time = record.time
+        self._last_message_time = record.time
+        self._model = record.model
+        # One inference per message: the window is the time since the previous one, so fps is the loop's
+        # instantaneous rate.
+        window_s = record.time - previous if previous is not None and record.time > previous else 0.0
+        top = record.results[: self.max_results] if self.sample_results and record.error is None else ()
+        if record.error is not None:
+            summary = summarize([], window_s, errors=1)
+        else:
+            summary = summarize([record.latency_ms], window_s, top=top)
+        return MessageDraft(time=_utc(record.time), kind="inference", model=record.model, inference=summary)
