@@ -1,0 +1,409 @@
+"""Run Google's `edgetpu_compiler` (here or on a compile host over SSH) and parse what it says.
+
+The compiler only runs on x86-64 Linux; it is called as `edgetpu_compiler -s -o OUT_DIR model.tflite` and
+writes `OUT_DIR/model_edgetpu.tflite` and `OUT_DIR/model_edgetpu.log`. Its stdout gives totals and memory;
+the operation log (and `-s` stdout) gives the per-operator table, whose rows not "Mapped to Edge TPU" run on
+the CPU, with the compiler's reason. See ../shared/edgetpu-compiler/ for the published formats.
+
+Parsing (`parse_compiler_output`) is pure; running is done by a `CompilerHost` (local subprocess or Fabric).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+from edgefleet.device.contracts.manifest import CompilerReport, CpuOperation
+from edgefleet.device.errors import EdgefleetError
+from edgefleet.flows.release.params import CompileParams, expand
+
+log = logging.getLogger(__name__)
+
+MAPPED_STATUS = "Mapped to Edge TPU"
+EDGETPU_SUFFIX = "_edgetpu"
+LOG_SUFFIX = ".log"
+OUTPUT_TAIL_LINES = 15
+
+_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+_VERSION = re.compile(r"^Edge TPU Compiler version (\S+)", re.MULTILINE)
+_SIZE = r"([0-9.]+)\s*(B|KiB|MiB|GiB)"
+_ON_CHIP = re.compile(r"^On-chip memory used for caching model parameters:\s*" + _SIZE, re.MULTILINE)
+_OFF_CHIP = re.compile(
+    r"^Off-chip memory used for streaming uncached model parameters:\s*" + _SIZE, re.MULTILINE
+)
+_SUBGRAPHS = re.compile(r"^Number of Edge TPU subgraphs:\s*(\d+)", re.MULTILINE)
+_TOTAL = re.compile(r"^Total number of operations:\s*(\d+)", re.MULTILINE)
+_ON_TPU = re.compile(r"^Number of operations that will run on Edge TPU:\s*(\d+)", re.MULTILINE)
+_ON_CPU = re.compile(r"^Number of operations that will run on CPU:\s*(\d+)", re.MULTILINE)
+_TABLE_HEADER = re.compile(r"^Operator\s+Count\s+Status\s*$")
+_TABLE_ROW = re.compile(r"^(\S+)\s+(\d+)\s+(\S.*?)\s*$")
+
+
+class CompileError(EdgefleetError):
+    """edgetpu_compiler failed, timed out, or its compile host cannot be reached."""
+
+
+class CompilerNotFound(CompileError):
+    """edgetpu_compiler is not installed where the release looked for it."""
+
+
+class OperatorRow(NamedTuple):
+    """One row of the compiler's operation table."""
+
+    operator: str
+    count: int
+    status: str
+
+
+def parse_size(value: str, unit: str) -> int:
+    """'24.00', 'KiB' -> 24576 bytes."""
+    return round(float(value) * _UNITS[unit])
+
+
+def parse_operation_table(text: str) -> tuple[OperatorRow, ...]:
+    """Rows of every `Operator  Count  Status` table in `text` (stdout with -s, or the .log file)."""
+    rows: list[OperatorRow] = []
+    in_table = False
+    for line in text.splitlines():
+        if _TABLE_HEADER.match(line.strip()):
+            in_table = True
+            continue
+        if not in_table:
+            continue
+        if not line.strip():
+            continue
+        match = _TABLE_ROW.match(line.strip())
+        if match is None:
+            in_table = False
+            continue
+        rows.append(OperatorRow(match.group(1), int(match.group(2)), match.group(3)))
+    return tuple(rows)
+
+
+def cpu_operations(rows: tuple[OperatorRow, ...]) -> tuple[CpuOperation, ...]:
+    """The table rows left on the CPU, merged by (operator, reason), in first-seen order."""
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    for row in rows:
+        if row.status != MAPPED_STATUS:
+            counts[(row.operator, row.status)] += row.count
+    return tuple(
+        CpuOperation(operator=op, count=count, reason=reason) for (op, reason), count in counts.items()
+    )
+
+
+def _int(pattern: re.Pattern[str], text: str) -> int | None:
+    match = pattern.search(text)
+    return int(match.group(1)) if match else None
+
+
+def _size(pattern: re.Pattern[str], text: str) -> int:
+    match = pattern.search(text)
+    return parse_size(match.group(1), match.group(2)) if match else 0
+
+
+def parse_compiler_output(stdout: str, operation_log: str | None = None) -> CompilerReport:
+    """Builds a CompilerReport from the compiler's stdout and (optionally) its operation log.
+
+    Totals come from stdout; when every operation maps, the compiler prints no per-target counts, so all
+    operations count as on the Edge TPU. The CPU operators and reasons come from the operation table of the
+    log when there is one, else from stdout (`-s`).
+
+    Raises:
+        CompileError: stdout has no "Total number of operations" line (not compiler output).
+    """
+    total = _int(_TOTAL, stdout)
+    if total is None:
+        raise CompileError(
+            f"edgetpu_compiler output has no 'Total number of operations' line: {_tail(stdout)!r}",
+            "check that the compiler ran to completion (see its output)",
+        )
+    rows = parse_operation_table(operation_log or "") or parse_operation_table(stdout)
+    cpu_ops = cpu_operations(rows)
+    on_cpu = _int(_ON_CPU, stdout)
+    on_tpu = _int(_ON_TPU, stdout)
+    if on_cpu is None:
+        on_cpu = total - on_tpu if on_tpu is not None else sum(op.count for op in cpu_ops)
+    if on_tpu is None:
+        on_tpu = total - on_cpu
+    version = _VERSION.search(stdout) or _VERSION.search(operation_log or "")
+    return CompilerReport(
+        compiler_version=version.group(1) if version else None,
+        operations_total=total,
+        operations_on_tpu=on_tpu,
+        operations_on_cpu=on_cpu,
+        cpu_operations=cpu_ops,
+        subgraphs=_int(_SUBGRAPHS, stdout) or 0,
+        on_chip_memory_bytes=_size(_ON_CHIP, stdout),
+        off_chip_memory_bytes=_size(_OFF_CHIP, stdout),
+    )
+
+
+def _tail(text: str) -> str:
+    return "\n".join(text.strip().splitlines()[-OUTPUT_TAIL_LINES:])
+
+
+class CompilerRun(NamedTuple):
+    """What one compiler invocation produced (files already copied to the local output directory)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    output_model: Path | None
+    operation_log: str | None
+
+
+class CompilerHost(Protocol):
+    """Where the compiler runs."""
+
+    description: str
+
+    def available(self) -> bool:
+        """True when the compiler can be run there."""
+
+    @property
+    def missing_reason(self) -> str:
+        """Says where the compiler was looked for, when `available()` is False."""
+
+    def run(self, model: Path, out_dir: Path) -> CompilerRun:
+        """Compiles `model`; results land in local `out_dir`."""
+
+
+def output_names(model: Path) -> tuple[str, str]:
+    """('model_edgetpu.tflite', 'model_edgetpu.log') for 'model.tflite': the compiler's output names."""
+    stem = f"{model.stem}{EDGETPU_SUFFIX}"
+    return f"{stem}{model.suffix}", f"{stem}{LOG_SUFFIX}"
+
+
+def _collect(out_dir: Path, model: Path, returncode: int, stdout: str, stderr: str) -> CompilerRun:
+    model_name, log_name = output_names(model)
+    output = out_dir / model_name
+    log_path = out_dir / log_name
+    return CompilerRun(
+        returncode,
+        stdout,
+        stderr,
+        output if output.is_file() else None,
+        log_path.read_text(errors="replace") if log_path.is_file() else None,
+    )
+
+
+@dataclass(frozen=True)
+class LocalCompiler:
+    """`edgetpu_compiler` on this machine, run as a subprocess."""
+
+    compiler: str
+    timeout_s: float
+
+    @property
+    def description(self) -> str:
+        return f"{self.compiler} on this machine"
+
+    @property
+    def missing_reason(self) -> str:
+        return f"{self.compiler} was not found on this machine (not a file, not on PATH)"
+
+    def executable(self) -> str | None:
+        return shutil.which(str(expand(self.compiler)))
+
+    def available(self) -> bool:
+        return self.executable() is not None
+
+    def run(self, model: Path, out_dir: Path) -> CompilerRun:
+        executable = self.executable()
+        if executable is None:
+            raise CompilerNotFound(
+                f"{self.compiler} not found", "install edgetpu_compiler or set compile.compiler"
+            )
+        command = [executable, "-s", "-o", str(out_dir), str(model)]
+        log.info("Running %s", shlex.join(command))
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=self.timeout_s, check=False
+            )
+        except subprocess.TimeoutExpired as error:
+            raise CompileError(
+                f"{self.compiler} did not finish within {self.timeout_s:.0f} s",
+                "raise compile.timeout_s or compile a smaller model",
+            ) from error
+        return _collect(out_dir, model, done.returncode, done.stdout, done.stderr)
+
+
+def _ssh_errors() -> tuple[type[BaseException], ...]:
+    """What a Fabric session raises when the host is unreachable, refuses us, or a command times out."""
+    from invoke.exceptions import CommandTimedOut
+    from paramiko.ssh_exception import SSHException
+
+    return (OSError, EOFError, SSHException, CommandTimedOut)
+
+
+def _remote(connection: Any, command: str, **options: Any) -> Any:
+    """Runs a command on the compile host: output captured, never reading our stdin (workers have none)."""
+    return connection.run(command, hide=True, in_stream=False, **options)
+
+
+@dataclass(frozen=True)
+class SshCompiler:
+    """`edgetpu_compiler` on a compile host (x86-64 Linux) reached over SSH with Fabric."""
+
+    host: str
+    compiler: str
+    user: str | None
+    port: int
+    key_file: str | None
+    timeout_s: float
+    connect_timeout_s: float
+
+    @property
+    def description(self) -> str:
+        target = f"{self.user}@{self.host}" if self.user else self.host
+        return f"{self.compiler} on {target}:{self.port}"
+
+    def _connection(self):  # -> fabric.Connection (imported lazily: only the ssh mode needs Fabric)
+        from fabric import Connection
+
+        connect_kwargs = {"key_filename": str(expand(self.key_file))} if self.key_file else {}
+        return Connection(
+            self.host,
+            user=self.user,
+            port=self.port,
+            connect_timeout=self.connect_timeout_s,
+            connect_kwargs=connect_kwargs,
+        )
+
+    @property
+    def missing_reason(self) -> str:
+        target = f"{self.user}@{self.host}" if self.user else self.host
+        return f"{self.compiler} was not found on compile host {target}"
+
+    def _unreachable(self, error: Exception) -> CompileError:
+        return CompileError(
+            f"compile host {self.description} cannot be reached or refused the command ({error})",
+            "check compile.host/user/port/key_file and that `ssh` to it works from here",
+        )
+
+    def available(self) -> bool:
+        try:
+            with self._connection() as connection:
+                found = _remote(connection, f"command -v {shlex.quote(self.compiler)}", warn=True)
+        except _ssh_errors() as error:
+            raise self._unreachable(error) from error
+        return found.ok
+
+    def run(self, model: Path, out_dir: Path) -> CompilerRun:
+        model_name, log_name = output_names(model)
+        try:
+            with self._connection() as connection:
+                remote_dir = _remote(connection, "mktemp -d").stdout.strip()
+                try:
+                    connection.put(str(model), f"{remote_dir}/{model.name}")
+                    command = (
+                        f"{shlex.quote(self.compiler)} -s -o {shlex.quote(remote_dir)} "
+                        f"{shlex.quote(f'{remote_dir}/{model.name}')}"
+                    )
+                    log.info("Running on %s: %s", self.host, command)
+                    done = _remote(connection, command, warn=True, timeout=self.timeout_s)
+                    for name in (model_name, log_name):
+                        if _remote(
+                            connection, f"test -f {shlex.quote(f'{remote_dir}/{name}')}", warn=True
+                        ).ok:
+                            connection.get(f"{remote_dir}/{name}", str(out_dir / name))
+                finally:
+                    _remote(connection, f"rm -rf {shlex.quote(remote_dir)}", warn=True)
+        except _ssh_errors() as error:
+            raise self._unreachable(error) from error
+        return _collect(out_dir, model, done.return_code, done.stdout, done.stderr)
+
+
+def compiler_host(params: CompileParams) -> CompilerHost | None:
+    """The host `params` asks for, or None when compilation is off."""
+    if params.mode == "off":
+        return None
+    if params.mode == "local":
+        return LocalCompiler(params.compiler, params.timeout_s)
+    return SshCompiler(
+        host=params.host or "",
+        compiler=params.compiler,
+        user=params.user,
+        port=params.port,
+        key_file=params.key_file,
+        timeout_s=params.timeout_s,
+        connect_timeout_s=params.connect_timeout_s,
+    )
+
+
+class CompileOutcome(NamedTuple):
+    """The Edge TPU model and its report, or why there is none.
+
+    Attributes:
+        edgetpu_tflite: Bytes of the compiled model; None when not compiled.
+        report: Parsed compiler report; None when not compiled.
+        skipped_reason: Why the Edge TPU variant is absent (None when compiled).
+        stdout: The compiler's stdout (for the release report).
+    """
+
+    edgetpu_tflite: bytes | None
+    report: CompilerReport | None
+    skipped_reason: str | None
+    stdout: str = ""
+
+
+def compile_model(
+    host: CompilerHost | None, int8_tflite: bytes, model_file_name: str, require: bool = False
+) -> CompileOutcome:
+    """Compiles the int8 model for the Edge TPU on `host`.
+
+    Args:
+        host: Where to compile; None when compilation is off.
+        int8_tflite: The full-integer model.
+        model_file_name: Name given to the model file handed to the compiler (e.g. 'model.tflite').
+        require: Raise instead of skipping when the compiler is not there.
+
+    Returns:
+        The compiled model and report, or a skipped outcome saying why.
+
+    Raises:
+        CompilerNotFound: the compiler is absent and `require` is set.
+        CompileError: the compiler ran and failed (non-zero exit, no output model, unreadable report).
+    """
+    if host is None:
+        return CompileOutcome(None, None, "compilation is off (compile.mode: off)")
+    if not host.available():
+        reason = host.missing_reason
+        if require:
+            raise CompilerNotFound(
+                reason,
+                "install the Edge TPU compiler (x86-64 Linux: apt-get install "
+                "edgetpu-compiler from packages.cloud.google.com) or use compile.mode: "
+                "ssh with a compile host; or set compile.require: false",
+            )
+        log.warning("%s: shipping the CPU model only", reason)
+        return CompileOutcome(None, None, reason)
+    with tempfile.TemporaryDirectory(prefix="edgefleet-compile-") as tmp:
+        work = Path(tmp)
+        model = work / model_file_name
+        model.write_bytes(int8_tflite)
+        out_dir = work / "out"
+        out_dir.mkdir()
+        run = host.run(model, out_dir)
+        if run.returncode != 0:
+            raise CompileError(
+                f"{host.description} failed with exit status {run.returncode}:\n"
+                f"{_tail(run.stdout + run.stderr)}",
+                "read the compiler's message above; a model must be fully int8 with static shapes "
+                "(see g.co/coral/model-reqs)",
+            )
+        if run.output_model is None:
+            raise CompileError(
+                f"{host.description} exited 0 but wrote no {output_names(model)[0]}",
+                "check the compiler installation (run it by hand on the model)",
+            )
+        report = parse_compiler_output(run.stdout, run.operation_log)
+        return CompileOutcome(run.output_model.read_bytes(), report, None, run.stdout)

@@ -1,0 +1,283 @@
+"""The `release-model` Prefect flow: train -> quantize -> evaluate -> compile -> gate -> sign -> publish.
+
+Run it from the Prefect UI (deployment `release-model`, see prefect.yaml), from the CLI
+(`edgefleet release --config release.yaml`), or from Python:
+
+    from edgefleet.flows.release.flow import release_model
+    from edgefleet.flows.release.params import ReleaseParams
+
+    result = release_model(ReleaseParams(model="shapes"))
+    print(result.version, result.version_uri)
+
+The body only orchestrates; each side effect is a task (`edgefleet.flows.release.tasks`). A release that
+fails a gate publishes nothing and fails with `GateFailed` after writing its report.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from edgefleet.device.contracts.layout import channel_key, version_prefix
+from edgefleet.device.contracts.manifest import CompilerReport, Metrics
+from edgefleet.device.errors import EdgefleetError
+from edgefleet.flows.release import report as report_module
+from edgefleet.flows.release import tasks
+from edgefleet.flows.release.evaluate import Evaluation
+from edgefleet.flows.release.params import ReleaseParams, expand
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.context import FlowRunContext
+from prefect.states import State
+from pydantic import BaseModel, ConfigDict
+
+log = logging.getLogger(__name__)
+
+FLOW_NAME = "release-model"
+CACHED_STATE_NAME = "Cached"
+
+
+class GateFailed(EdgefleetError):
+    """A release did not meet a gate; nothing was published."""
+
+
+class ReleaseResult(BaseModel):
+    """What a release did (the flow's return value)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str
+    version: str
+    published: bool
+    created: bool
+    registry: str
+    version_uri: str | None
+    channel: str | None
+    channel_uri: str | None
+    manifest_sha256: str | None
+    variants: tuple[str, ...]
+    metrics: Metrics
+    compiler: CompilerReport | None
+    compile_skipped_reason: str | None
+    gates: tuple[report_module.GateResult, ...]
+    skipped_images: int
+    signing_key: str
+    training_cached: bool
+    stage_seconds: dict[str, float]
+    report: str
+
+
+@contextmanager
+def _stage(timings: dict[str, float], name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = round(time.perf_counter() - started, 3)
+
+
+def _run_id() -> str:
+    context = FlowRunContext.get()
+    if context is not None and context.flow_run is not None:
+        return f"{context.flow_run.name} ({context.flow_run.id})"
+    return uuid.uuid4().hex
+
+
+def _publish_artifacts(params: ReleaseParams, markdown: str, evaluation: Evaluation) -> None:
+    create_markdown_artifact(
+        markdown,
+        key=report_module.artifact_key(params.model, "report"),
+        description=f"Release report of model {params.model}",
+    )
+    create_table_artifact(
+        report_module.per_class_table(evaluation),
+        key=report_module.artifact_key(params.model, "per-class-accuracy"),
+        description=f"Held-out accuracy per class, float32 vs int8, of model {params.model}",
+    )
+
+
+def _result_of(state: State) -> tuple[object, bool]:
+    return state.result(), state.name == CACHED_STATE_NAME
+
+
+@flow(name=FLOW_NAME, flow_run_name="release-{params.model}", validate_parameters=True, log_prints=False)
+def release_model(params: ReleaseParams) -> ReleaseResult:
+    """Releases a model: trains (or loads) it, quantizes, evaluates, compiles, gates, signs and publishes.
+
+    Args:
+        params: The whole release description (rendered as a form in the Prefect UI).
+
+    Returns:
+        What was published where, with metrics, compiler report and gate verdicts.
+
+    Raises:
+        GateFailed: a gate was not met (nothing published; the report says why and what to try).
+        EdgefleetError subclasses: bad dataset or model, compiler failure, registry refusal, channel conflict.
+    """
+    logger = get_run_logger()
+    timings: dict[str, float] = {}
+    work_dir = expand(params.work_dir)
+    # Cached results live in the work directory, so the cache follows the user's data, not Prefect's home.
+    train = tasks.train_model.with_options(result_storage=work_dir / tasks.CACHE_DIR)
+    quantize = tasks.quantize_model.with_options(result_storage=work_dir / tasks.CACHE_DIR)
+
+    with _stage(timings, "plan"):
+        plan = tasks.plan_release(params)
+    with _stage(timings, "dataset"):
+        dataset = tasks.prepare_dataset(params.dataset, params.training.input_size, params.work_dir)
+    with _stage(timings, "train"):
+        if params.training.keras_model:
+            trained, training_cached = (
+                tasks.load_keras_model(params.training.keras_model, dataset, params.training),
+                False,
+            )
+        else:
+            trained, training_cached = _result_of(
+                train(dataset, params.dataset, params.training, return_state=True)
+            )
+    with _stage(timings, "quantize"):
+        converted, _ = _result_of(
+            quantize(trained, dataset, params.quantization, params.training.seed, return_state=True)
+        )
+    with _stage(timings, "evaluate"):
+        evaluation = tasks.evaluate_models(dataset, converted, params.latency_runs)
+    with _stage(timings, "compile"):
+        compiled = tasks.compile_edgetpu(converted.int8_tflite, params.compile)
+    gates = report_module.check_gates(
+        evaluation, compiled.report, compiled.skipped_reason, params.gates, converted.representative_samples
+    )
+    metrics = Metrics(
+        float_accuracy=evaluation.float_accuracy,
+        int8_accuracy=evaluation.int8_accuracy,
+        float_size_bytes=evaluation.float_size_bytes,
+        int8_size_bytes=evaluation.int8_size_bytes,
+        cpu_latency_ms=evaluation.int8_latency_ms,
+        eval_samples=evaluation.samples,
+    )
+
+    def render(
+        published: bool, outcome: str, version_uri: str | None, channel_uri: str | None, signing_key: str
+    ) -> str:
+        return report_module.render_report(
+            report_module.ReportInputs(
+                params=params,
+                version=plan.version,
+                dataset_source=dataset.source,
+                labels=dataset.labels,
+                train_count=len(dataset.train_y),
+                eval_count=len(dataset.eval_y),
+                skipped_images=tuple((s.path, s.reason) for s in dataset.skipped),
+                evaluation=evaluation,
+                compiler=compiled.report,
+                compile_skipped_reason=compiled.skipped_reason,
+                edgetpu_size_bytes=len(compiled.edgetpu_tflite) if compiled.edgetpu_tflite else None,
+                gates=gates,
+                published=published,
+                outcome=outcome,
+                version_uri=version_uri,
+                channel_uri=channel_uri,
+                signing_key=signing_key,
+                training_cached=training_cached,
+            )
+        )
+
+    failing = report_module.failed(gates)
+    if failing:
+        outcome = (
+            "Gate(s) failed: "
+            + "; ".join(f"{g.name}: {g.detail}" for g in failing)
+            + ". Nothing was written to the registry."
+        )
+        _publish_artifacts(params, render(False, outcome, None, None, "not signed"), evaluation)
+        raise GateFailed(
+            f"release of {params.model} {plan.version} stopped by a gate: "
+            + "; ".join(f"{g.name}: {g.detail}" for g in failing),
+            "; ".join(f"{g.name}: {g.advice}" for g in failing),
+        )
+    if compiled.skipped_reason:
+        logger.warning(
+            "No Edge TPU model in this release: %s. Shipping the CPU model only.", compiled.skipped_reason
+        )
+
+    build_dir = work_dir / tasks.BUILDS_DIR / params.model / f"{plan.version}-{uuid.uuid4().hex[:12]}"
+    try:
+        with _stage(timings, "golden"):
+            golden = tasks.golden_outputs(converted.int8_tflite, params.golden_seeds)
+        with _stage(timings, "manifest"):
+            directory, manifest = tasks.write_version(
+                str(build_dir),
+                params,
+                plan.version,
+                dataset.labels,
+                converted.int8_tflite,
+                compiled.edgetpu_tflite,
+                metrics,
+                compiled.report,
+                golden,
+            )
+        with _stage(timings, "sign"):
+            built = tasks.sign_version(directory, manifest, params.signing)
+        with _stage(timings, "publish"):
+            published = tasks.publish(plan.registry_uri, built)
+    finally:
+        shutil.rmtree(build_dir, ignore_errors=True)
+
+    registry = tasks.open_registry(plan.registry_uri)
+    version_uri = registry.describe(version_prefix(params.model, plan.version))
+    channel_uri = None
+    if params.channel:
+        with _stage(timings, "channel"):
+            try:
+                tasks.move_channel(
+                    plan.registry_uri,
+                    params.model,
+                    plan.version,
+                    params.channel,
+                    plan.channel_version_before,
+                    f"{FLOW_NAME} {_run_id()}",
+                )
+            except EdgefleetError as error:
+                outcome = (
+                    f"Version {plan.version} was published, but channel {params.channel} was NOT moved: "
+                    f"{error.message}"
+                )
+                _publish_artifacts(
+                    params, render(True, outcome, version_uri, None, built.signing_key), evaluation
+                )
+                raise
+        channel_uri = registry.describe(channel_key(params.model, params.channel))
+
+    what = "published" if not published.existing else "already published with identical files (no upload)"
+    outcome = f"Version {plan.version} {what}" + (
+        f"; channel {params.channel} points at it." if params.channel else "; no channel moved."
+    )
+    if compiled.skipped_reason:
+        outcome += f" CPU model only: {compiled.skipped_reason}."
+    markdown = render(True, outcome, version_uri, channel_uri, built.signing_key)
+    _publish_artifacts(params, markdown, evaluation)
+    logger.info("%s", outcome)
+    return ReleaseResult(
+        model=params.model,
+        version=plan.version,
+        published=True,
+        created=not published.existing,
+        registry=plan.registry_uri,
+        version_uri=version_uri,
+        channel=params.channel,
+        channel_uri=channel_uri,
+        manifest_sha256=published.result.manifest_sha256,
+        variants=tuple(sorted(built.manifest.variants)),
+        metrics=metrics,
+        compiler=compiled.report,
+        compile_skipped_reason=compiled.skipped_reason,
+        gates=gates,
+        skipped_images=len(dataset.skipped),
+        signing_key=built.signing_key,
+        training_cached=training_cached,
+        stage_seconds=timings,
+        report=markdown,
+    )

@@ -1,0 +1,243 @@
+"""The parameters of a release: one pydantic model the Prefect UI renders as a form.
+
+Every default of the release pipeline lives here (no magic numbers in the tasks). A release is described
+by a `ReleaseParams`, read from YAML by `edgefleet release --config release.yaml` or filled in the UI.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from edgefleet.device.contracts.layout import check_name, check_version
+from edgefleet.device.errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+EDGEFLEET_HOME = Path("~/.edgefleet")
+DEFAULT_REGISTRY = str(EDGEFLEET_HOME / "registry")
+DEFAULT_WORK_DIR = str(EDGEFLEET_HOME / "work")
+DEFAULT_DEV_KEY = str(EDGEFLEET_HOME / "keys" / "release-signing.key")
+DEMO_DATASET = "demo"
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DatasetParams(_Config):
+    """Where the images come from and how they are split."""
+
+    source: str = Field(
+        default=DEMO_DATASET,
+        description="An image folder laid out DIR/<class>/*.jpg|png, or 'demo' for the built-in synthetic "
+        "dataset (coloured shapes)",
+    )
+    eval_fraction: float = Field(
+        default=0.2, gt=0, lt=1, description="Share of each class held out for evaluation"
+    )
+    seed: int = Field(default=0, description="Seed of the deterministic train/eval split")
+    demo_samples_per_class: int = Field(
+        default=150, ge=4, le=5000, description="Demo dataset only: images generated per class"
+    )
+    demo_image_size: int = Field(
+        default=64, ge=16, le=512, description="Demo dataset only: side of the generated images in pixels"
+    )
+
+    @property
+    def is_demo(self) -> bool:
+        return self.source == DEMO_DATASET
+
+
+class TrainingParams(_Config):
+    """How the float model is made: trained from scratch, or taken from a Keras file."""
+
+    architecture: Literal["small_cnn", "mobilenet_v2"] = Field(
+        default="small_cnn",
+        description="small_cnn: a few conv layers; mobilenet_v2: Keras MobileNetV2 trained from scratch",
+    )
+    input_size: int = Field(default=32, ge=16, le=512, description="Side of the square RGB model input")
+    epochs: int = Field(default=6, ge=1, le=1000)
+    batch_size: int = Field(default=16, ge=1, le=1024)
+    learning_rate: float = Field(default=3e-3, gt=0)
+    seed: int = Field(default=0, description="Seeds weight init, shuffling and dropout")
+    mobilenet_alpha: float = Field(default=0.35, gt=0, le=1.4, description="MobileNetV2 width multiplier")
+    batchnorm_momentum: float = Field(
+        default=0.9, gt=0, lt=1, description="mobilenet_v2: batch-norm moving-average momentum (from scratch)"
+    )
+    small_cnn_filters: tuple[int, ...] = Field(
+        default=(32, 64, 96), min_length=1, description="small_cnn: filters of each conv block"
+    )
+    keras_model: str | None = Field(
+        default=None,
+        description="A trained Keras model (.keras, .h5 or a SavedModel directory) to release as is; "
+        "skips training. Its input must be [1|None, H, W, 3] RGB normalized as (pixel - 128) / 128 "
+        "([-1, 1], the device runtime's normalization), its output one score per class",
+    )
+
+
+class QuantizationParams(_Config):
+    """Full-integer post-training quantization."""
+
+    representative_samples: int = Field(
+        default=100, ge=1, le=10000, description="Training images used to calibrate int8 ranges"
+    )
+
+
+class CompileParams(_Config):
+    """Where `edgetpu_compiler` runs: on this machine, on a compile host over SSH, or not at all."""
+
+    mode: Literal["local", "ssh", "off"] = Field(
+        default="local",
+        description="local: run `compiler` here; ssh: run it on `host` (x86-64 Linux) over SSH; off: ship "
+        "the CPU model only",
+    )
+    compiler: str = Field(
+        default="edgetpu_compiler",
+        description="Path or name (on PATH) of edgetpu_compiler, here or on the compile host",
+    )
+    host: str | None = Field(default=None, description="ssh mode: compile host, e.g. builder.example.com")
+    user: str | None = Field(default=None, description="ssh mode: user on the compile host")
+    port: int = Field(default=22, ge=1, le=65535, description="ssh mode: SSH port")
+    key_file: str | None = Field(default=None, description="ssh mode: private key file for the compile host")
+    timeout_s: float = Field(default=600.0, gt=0, description="Longest a compilation may take")
+    connect_timeout_s: float = Field(default=20.0, gt=0, description="ssh mode: connection timeout")
+    require: bool = Field(
+        default=False,
+        description="Fail the release when the compiler is not available instead of "
+        "shipping the CPU model alone",
+    )
+
+    @model_validator(mode="after")
+    def _host_for_ssh(self) -> CompileParams:
+        if self.mode == "ssh" and not self.host:
+            raise ValueError("compile.mode 'ssh' needs compile.host (the compile host to reach over SSH)")
+        return self
+
+
+class GateParams(_Config):
+    """What a release must meet to be published."""
+
+    max_accuracy_drop_points: float = Field(
+        default=1.0,
+        ge=0,
+        le=100,
+        description="Largest drop from float to int8 accuracy, in percentage points",
+    )
+    min_int8_accuracy: float = Field(
+        default=0.0, ge=0, le=1, description="Lowest int8 accuracy on the held-out split (0..1)"
+    )
+    min_tpu_fraction: float = Field(
+        default=0.9,
+        ge=0,
+        le=1,
+        description="Lowest fraction of operations mapped to the Edge TPU (checked when the model is "
+        "compiled)",
+    )
+
+
+class SigningParams(_Config):
+    """The Ed25519 key that signs the manifest."""
+
+    secret_block: str | None = Field(
+        default=None, description="Name of a Prefect Secret block holding the PEM private key"
+    )
+    key_file: str | None = Field(
+        default=None,
+        description=f"PEM private key file. With neither set, a development key at {DEFAULT_DEV_KEY} is used "
+        "(created when missing)",
+    )
+    dev_key_file: str = Field(default=DEFAULT_DEV_KEY, description="Where the development key lives")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SigningParams:
+        if self.secret_block and self.key_file:
+            raise ValueError("signing: set secret_block or key_file, not both")
+        return self
+
+
+class ReleaseParams(_Config):
+    """Everything one release needs: what to train, how to check it, where to publish it."""
+
+    model: str = Field(description="Model name in the registry, e.g. shapes")
+    dataset: DatasetParams = DatasetParams()
+    training: TrainingParams = TrainingParams()
+    quantization: QuantizationParams = QuantizationParams()
+    compile: CompileParams = CompileParams()
+    gates: GateParams = GateParams()
+    registry: str = Field(default=DEFAULT_REGISTRY, description="gs://bucket[/prefix] or a local directory")
+    version: str | None = Field(
+        default=None, description="Version to publish (MAJOR.MINOR.PATCH); empty: next patch version"
+    )
+    channel: str | None = Field(
+        default="canary", description="Channel to point at the new version; empty: publish only"
+    )
+    signing: SigningParams = SigningParams()
+    golden_seeds: tuple[int, ...] = Field(
+        default=(0, 1, 2), min_length=1, description="Seeds of the reference inputs whose outputs ship"
+    )
+    latency_runs: int = Field(
+        default=20, ge=1, description="Int8 CPU inferences timed for the latency metric"
+    )
+    work_dir: str = Field(
+        default=DEFAULT_WORK_DIR, description="Local working directory: demo data, build outputs, task cache"
+    )
+    source_commit: str | None = Field(
+        default=None,
+        description="Commit recorded in the manifest; empty: git HEAD of the current directory, if any",
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        return check_name("model", value)
+
+    @field_validator("channel")
+    @classmethod
+    def _channel_name(cls, value: str | None) -> str | None:
+        return check_name("channel", value) if value else None
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str | None) -> str | None:
+        return check_version(value) if value else None
+
+
+def expand(path: str) -> Path:
+    """`~` and environment variables expanded: how every path parameter is read."""
+    return Path(os.path.expandvars(path)).expanduser()
+
+
+def load_params(path: Path) -> ReleaseParams:
+    """Reads a release.yaml into `ReleaseParams`.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or does not describe a valid release.
+    """
+    if not path.is_file():
+        raise ConfigError(
+            f"release config {path} does not exist",
+            "pass the path of a release YAML file, e.g. `edgefleet release --config release.yaml`",
+        )
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(
+            f"release config {path} is not valid YAML: {error}", "fix the YAML syntax"
+        ) from error
+    if not isinstance(document, dict):
+        raise ConfigError(
+            f"release config {path} must be a mapping with at least `model: NAME`",
+            "start from the example in README (model, dataset, training, registry...)",
+        )
+    try:
+        return ReleaseParams.model_validate(document)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in error.errors()
+        )
+        raise ConfigError(
+            f"release config {path} is invalid: {problems}",
+            "correct the named fields (see ReleaseParams in edgefleet.flows.release.params)",
+        ) from error

@@ -1,0 +1,164 @@
+"""Release parameters (YAML), gates and the release report: pure code, no Prefect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from edgefleet.device.contracts.manifest import CompilerReport, CpuOperation
+from edgefleet.device.errors import ConfigError
+from edgefleet.flows.release.evaluate import ClassAccuracy, Evaluation, accuracy, per_class_accuracy
+from edgefleet.flows.release.params import GateParams, ReleaseParams, load_params
+from edgefleet.flows.release.report import (
+    ReportInputs,
+    artifact_key,
+    check_gates,
+    failed,
+    render_report,
+)
+from edgefleet.flows.release.tasks import next_version
+
+
+def _evaluation(float_acc: float, int8_acc: float) -> Evaluation:
+    return Evaluation(
+        float_acc, int8_acc, 0.9, (ClassAccuracy("a", 10, float_acc, int8_acc),), 10, 0.1, 4000, 1000
+    )
+
+
+def test_yaml_config_round_trip(tmp_path: Path) -> None:
+    config = tmp_path / "release.yaml"
+    config.write_text(
+        "model: birds\nregistry: gs://my-bucket/models\nversion: 2.1.0\nchannel: beta\n"
+        "training: {architecture: mobilenet_v2, input_size: 96, epochs: 3}\n"
+        "compile: {mode: ssh, host: builder.example.com, user: ci}\n"
+        "gates: {max_accuracy_drop_points: 1.5}\n"
+    )
+    params = load_params(config)
+    assert params.model == "birds" and params.version == "2.1.0" and params.channel == "beta"
+    assert params.training.architecture == "mobilenet_v2" and params.training.input_size == 96
+    assert params.compile.host == "builder.example.com"
+    assert params.gates.max_accuracy_drop_points == 1.5
+    assert params.dataset.is_demo
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("model: Birds!\n", "model"),
+        ("model: birds\nversion: latest\n", "version"),
+        ("model: birds\ntraining: {epochs: 0}\n", "training.epochs"),
+        ("model: birds\ntraining: {learning_rate: 1e-3, typo_field: 3}\n", "training.typo_field"),
+        ("model: birds\ncompile: {mode: ssh}\n", "compile.host"),
+        ("- just\n- a list\n", "mapping"),
+    ],
+)
+def test_invalid_config_names_the_field(tmp_path: Path, text: str, named: str) -> None:
+    config = tmp_path / "release.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_params(config)
+    assert named in caught.value.message
+    assert str(config) in caught.value.message
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_params(tmp_path / "absent.yaml")
+
+
+def test_params_schema_renders_as_a_form() -> None:
+    schema = ReleaseParams.model_json_schema()
+    assert {
+        "model",
+        "dataset",
+        "training",
+        "quantization",
+        "compile",
+        "gates",
+        "registry",
+        "version",
+        "channel",
+        "signing",
+    } <= set(schema["properties"])
+    assert schema["required"] == ["model"]
+
+
+def test_next_version() -> None:
+    assert next_version([]) == "1.0.0"
+    assert next_version(["1.0.0", "1.10.0", "1.9.3"]) == "1.10.1"
+
+
+def test_accuracy_maths() -> None:
+    import numpy as np
+
+    truth = np.array([0, 0, 1, 1])
+    assert accuracy(np.array([0, 1, 1, 1]), truth) == 0.75
+    rows = per_class_accuracy(("x", "y"), truth, np.array([0, 0, 1, 0]), np.array([1, 0, 1, 1]))
+    assert rows == (ClassAccuracy("x", 2, 1.0, 0.5), ClassAccuracy("y", 2, 0.5, 1.0))
+
+
+def test_accuracy_drop_gate_says_by_how_much_and_what_to_try() -> None:
+    gates = check_gates(
+        _evaluation(0.95, 0.92),
+        None,
+        "compiler absent",
+        GateParams(max_accuracy_drop_points=1.0),
+        representative_samples=50,
+    )
+    failing = failed(gates)
+    assert [g.name for g in failing] == ["max_accuracy_drop_points"]
+    assert "3.00 points" in failing[0].detail and "2.00 points over" in failing[0].detail
+    assert "representative_samples, now 50" in failing[0].advice
+    tpu = gates[2]
+    assert not tpu.checked and tpu.passed and "compiler absent" in tpu.detail
+
+
+def test_tpu_fraction_gate_lists_the_cpu_operators() -> None:
+    report = CompilerReport(
+        operations_total=10,
+        operations_on_tpu=7,
+        operations_on_cpu=3,
+        cpu_operations=(CpuOperation(operator="RESHAPE", count=3, reason="unsupported"),),
+    )
+    gates = check_gates(_evaluation(0.9, 0.9), report, None, GateParams(min_tpu_fraction=0.9), 10)
+    (tpu,) = failed(gates)
+    assert tpu.name == "min_tpu_fraction" and tpu.measured == pytest.approx(0.7)
+    assert "20.0 points short" in tpu.detail and "RESHAPE x3: unsupported" in tpu.advice
+
+
+def test_report_says_plainly_when_there_is_no_edgetpu_model() -> None:
+    params = ReleaseParams(model="shapes")
+    evaluation = _evaluation(0.9, 0.9)
+    gates = check_gates(
+        evaluation, None, "edgetpu_compiler on this machine is not available", params.gates, 10
+    )
+    markdown = render_report(
+        ReportInputs(
+            params=params,
+            version="1.0.0",
+            dataset_source="demo",
+            labels=("a", "b"),
+            train_count=8,
+            eval_count=2,
+            skipped_images=(("x/bad.jpg", "UnidentifiedImageError"),),
+            evaluation=evaluation,
+            compiler=None,
+            compile_skipped_reason="edgetpu_compiler on this machine is not available",
+            edgetpu_size_bytes=None,
+            gates=gates,
+            published=True,
+            outcome="Version 1.0.0 published.",
+            version_uri="/r/models/shapes/1.0.0",
+            channel_uri=None,
+            signing_key="key file k",
+            training_cached=False,
+        )
+    )
+    assert "No Edge TPU model in this release: edgetpu_compiler on this machine is not available" in markdown
+    assert "1 unreadable image(s) skipped" in markdown and "x/bad.jpg" in markdown
+    assert "PUBLISHED" in markdown
+
+
+def test_artifact_keys_are_valid_and_stable() -> None:
+    assert artifact_key("my_model.v2", "report") == "release-my-model-v2-report"
+    assert artifact_key("shapes", "per-class-accuracy") == "release-shapes-per-class-accuracy"
