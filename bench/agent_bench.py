@@ -205,7 +205,8 @@ def bench_swaps(work: Path, emulator: PubSubEmulator) -> list[tuple[str, str, st
     lost = agent.captured - agent.stats.frames - agent.stats.errors
     goal = 2 * median + 10
     return [
-        (f"hot swap x{agent.watcher.swaps}", f"{lost} frames lost", "goal 0: " + ("met" if lost == 0 else "NOT met"), ""),
+        (f"hot swap x{agent.watcher.swaps}", f"{lost} frames lost", "",
+         "goal 0: " + ("met" if lost == 0 else "NOT met")),
         ("longest gap between results", f"{longest:.1f} ms", f"median {median:.2f} ms",
          f"goal < 2x median + 10 ms = {goal:.1f} ms: " + ("met" if longest < goal else "NOT met")),
     ]

@@ -48,9 +48,10 @@ def _mark(ok: bool) -> str:
 def run(architecture: str, epochs: int | None, cached_runs: int) -> dict:
     """Runs the release cold, then `cached_runs` times again (cached), and returns the measurements."""
     started = time.perf_counter()
+    from prefect.testing.utilities import prefect_test_harness
+
     from edgefleet.flows.release.flow import release_model
     from edgefleet.flows.release.params import ReleaseParams
-    from prefect.testing.utilities import prefect_test_harness
 
     import_s = time.perf_counter() - started
     with tempfile.TemporaryDirectory(prefix="edgefleet-release-bench-") as temp:

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
+
 from edgefleet.device.contracts.layout import (
     CPU_MODEL_FILE,
     EDGETPU_MODEL_FILE,
@@ -45,7 +47,6 @@ from edgefleet.device.contracts.manifest import (
 from edgefleet.device.errors import ModelError, VerificationError
 from edgefleet.device.fsutil import atomic_write_bytes
 from edgefleet.device.signing import PublicKeyLike, decode_signature, encode_signature, sign, verify
-from pydantic import ValidationError
 
 HASH_CHUNK_BYTES = 1 << 20
 SIGNED_FILES = frozenset({MANIFEST_FILE, SIGNATURE_FILE})

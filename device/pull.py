@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, NamedTuple
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from edgefleet.device.bundle import sha256_file, verify_manifest_bytes
 from edgefleet.device.contracts.layout import MANIFEST_FILE
 from edgefleet.device.errors import EdgefleetError, RegistryError, StoreError, VerificationError
 from edgefleet.device.registry.base import Registry
 from edgefleet.device.signing import PublicKeyLike
 from edgefleet.device.store import ModelStore
-from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
 

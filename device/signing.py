@@ -26,6 +26,7 @@ from typing import Literal
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 from edgefleet.device.errors import VerificationError
 
 PRIVATE_KEY_MODE = 0o600

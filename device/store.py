@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from edgefleet.device.bundle import SIGNED_FILES, read_signed_manifest, sha256_bytes, verify_version_dir
 from edgefleet.device.contracts.layout import (
     CURRENT_POINTER,
@@ -50,7 +52,6 @@ from edgefleet.device.fsutil import (
     temp_name,
 )
 from edgefleet.device.signing import PublicKeyLike
-from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
 

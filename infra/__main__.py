@@ -8,6 +8,7 @@ under Pulumi's mocks. Every output key is a field of `edgefleet.infra.outputs.St
 from __future__ import annotations
 
 import pulumi
+
 from edgefleet.device.contracts import layout
 from edgefleet.device.errors import ConfigError
 from edgefleet.infra.config import NAMESPACE, InfraConfig, load_config

@@ -18,9 +18,10 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from edgefleet.device.errors import ConfigError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
+
+from edgefleet.device.errors import ConfigError
 
 if TYPE_CHECKING:
     import pulumi

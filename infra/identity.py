@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
+
 from edgefleet.infra.names import (
     DEVICE_ACCOUNT_ROLE,
     MONITOR_ACCOUNT_ROLE,

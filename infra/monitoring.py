@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
+
 from edgefleet.infra.config import AlertSettings
 from edgefleet.infra.dashboard import (
     ALIGNMENT_PERIOD,
@@ -19,7 +20,6 @@ from edgefleet.infra.dashboard import (
     fleet_metric_filter,
     subscription_filter,
 )
-
 from edgefleet.monitor.metrics import ALL_METRICS, INFERENCE_LATENCY_P95, TELEMETRY_MESSAGES, MetricDefinition
 
 SECONDS_PER_MINUTE = 60

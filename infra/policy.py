@@ -20,7 +20,6 @@ from typing import Any, NamedTuple
 from edgefleet.device.errors import ConfigError
 from edgefleet.infra.dashboard import BUILTIN_METRICS, metric_types_in
 from edgefleet.infra.names import ROLE_MONITORING_METRIC_WRITER, ROLE_PUBSUB_PUBLISHER, ROLE_PUBSUB_SUBSCRIBER
-
 from edgefleet.monitor.metrics import METRICS_BY_TYPE
 
 PUBLIC_MEMBERS = frozenset({"allUsers", "allAuthenticatedUsers"})

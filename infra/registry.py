@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
+
 from edgefleet.infra.config import RegistrySettings
 
 PUBLIC_ACCESS_PREVENTION_ENFORCED = "enforced"

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
+
 from edgefleet.device.contracts import layout
 from edgefleet.device.contracts.avro import telemetry_avro_definition
 from edgefleet.infra.config import BigQueryExport, TelemetrySettings

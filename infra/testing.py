@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
-from edgefleet.infra.config import InfraConfig, config_from_values
-from edgefleet.infra.policy import ResourceRecord
 from pulumi.runtime import settings
 from pulumi.runtime.mocks import MockMonitor
+
+from edgefleet.infra.config import InfraConfig, config_from_values
+from edgefleet.infra.policy import ResourceRecord
 
 PROJECT = "edgefleet-prod-42"
 PROJECT_NUMBER = "731894265013"

@@ -29,8 +29,8 @@ from edgefleet.device.agent.sources import FrameSource, open_source
 from edgefleet.device.agent.stats import LoopStats
 from edgefleet.device.agent.status import AgentStatus, write_status
 from edgefleet.device.agent.swap import ActiveModel, ModelSlot, ModelWatcher, lower_thread_priority
-from edgefleet.device.errors import EdgefleetError, ModelError
 from edgefleet.device.contracts.telemetry import ResultItem as TelemetryResult
+from edgefleet.device.errors import EdgefleetError, ModelError
 from edgefleet.device.runtime.engine import InferenceResult
 from edgefleet.device.runtime.interpreter import edgetpu_present
 from edgefleet.device.store import ModelStore

@@ -58,8 +58,9 @@ def read_status(path: Path) -> AgentStatus:
     try:
         return AgentStatus.model_validate(json.loads(path.read_text()))
     except FileNotFoundError as error:
-        raise EdgefleetError(f"no agent status at {path}",
-                             "start the agent (`edgefleet-agent run --config agent.yaml`) or pass its --root") from error
+        raise EdgefleetError(
+            f"no agent status at {path}",
+            "start the agent (`edgefleet-agent run --config agent.yaml`) or pass its --root") from error
     except (json.JSONDecodeError, ValidationError) as error:
         raise EdgefleetError(f"agent status {path} is unreadable: {error}",
                              "the agent rewrites it every second; if it persists, restart the agent") from error

@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
 from edgefleet.device.cli import app
 from edgefleet.device.errors import EdgefleetError
 from edgefleet.device.runtime.config import DEFAULT_RUNTIME_CONFIG
 from edgefleet.device.runtime.engine import Engine, InferenceResult, Task
 from edgefleet.device.runtime.interpreter import inspect_model
 from edgefleet.device.runtime.preprocess import load_image
-from rich.console import Console
-from rich.table import Table
 
 ERROR_EXIT_CODE = 2
 

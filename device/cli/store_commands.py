@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
 from edgefleet.device.cli import app
 from edgefleet.device.contracts.manifest import Manifest
 from edgefleet.device.errors import EdgefleetError
 from edgefleet.device.store import InstalledVersion, ModelStore, default_root
-from rich.console import Console
-from rich.table import Table
 
 EXIT_ERROR = 2
 _T = TypeVar("_T")

@@ -25,9 +25,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
-from edgefleet.device.contracts.telemetry import TelemetryMessage
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
+
+from edgefleet.device.contracts.telemetry import TelemetryMessage
 
 AvroType = str | dict[str, Any] | list[Any]
 

@@ -33,6 +33,8 @@ from pathlib import Path
 from types import EllipsisType
 from typing import Any, NamedTuple
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from edgefleet.device.bundle import (
     SIGNED_FILES,
     SignedManifest,
@@ -58,7 +60,6 @@ from edgefleet.device.contracts.layout import (
 from edgefleet.device.contracts.manifest import ChannelPointer, Manifest
 from edgefleet.device.errors import ConflictError, RegistryError, VerificationError
 from edgefleet.device.signing import PublicKeyLike, decode_signature
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 log = logging.getLogger(__name__)
 

@@ -28,16 +28,17 @@ from typing import Any
 
 import google_crc32c
 import requests
-from edgefleet.device.bundle import HASH_CHUNK_BYTES
-from edgefleet.device.contracts.layout import MANIFEST_FILE, SIGNATURE_FILE
-from edgefleet.device.errors import ConflictError, EdgefleetError, RegistryError
-from edgefleet.device.registry.base import PublishResult, Registry, RegistryOptions, _version_prefix
-from edgefleet.device.signing import PublicKeyLike
 from google.api_core import exceptions as google_errors
 from google.auth import exceptions as auth_errors
 from google.cloud import storage
 from google.cloud.storage.exceptions import DataCorruption
 from google.cloud.storage.retry import DEFAULT_RETRY
+
+from edgefleet.device.bundle import HASH_CHUNK_BYTES
+from edgefleet.device.contracts.layout import MANIFEST_FILE, SIGNATURE_FILE
+from edgefleet.device.errors import ConflictError, EdgefleetError, RegistryError
+from edgefleet.device.registry.base import PublishResult, Registry, RegistryOptions, _version_prefix
+from edgefleet.device.signing import PublicKeyLike
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
 from edgefleet.device.contracts.manifest import Manifest, TensorSpec, Variant
 from edgefleet.device.errors import ModelError, NoEdgeTpuError
 from edgefleet.device.runtime.adapters.classify import get_classes_from_scores

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+
 from edgefleet.device.contracts.manifest import GoldenOutput, Manifest, TensorSpec
 from edgefleet.device.errors import ModelError
 from edgefleet.device.runtime.engine import Engine

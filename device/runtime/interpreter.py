@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+
 from edgefleet.device.contracts.manifest import TensorSpec
 from edgefleet.device.errors import ConfigError, ModelError, NoEdgeTpuError
 from edgefleet.device.runtime.adapters.common import tensor_spec

@@ -14,11 +14,12 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+
 from edgefleet.device.contracts.manifest import TensorSpec
 from edgefleet.device.errors import ImageError, ModelError
 from edgefleet.device.runtime.adapters.common import quantize
 from edgefleet.device.runtime.config import DEFAULT_RUNTIME_CONFIG, RuntimeConfig
-from PIL import Image, UnidentifiedImageError
 
 PIXEL_LEVELS = 256
 RGB_CHANNELS = 3

@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from edgefleet.device.contracts.layout import TELEMETRY_TOPIC
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from edgefleet.device.contracts.layout import TELEMETRY_TOPIC
 
 TelemetryMode = Literal["every", "summary"]
 SpoolSynchronous = Literal["normal", "full"]

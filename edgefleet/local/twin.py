@@ -21,8 +21,8 @@ from google.protobuf import duration_pb2
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgefleet.device.contracts import layout
-from edgefleet.device.errors import ConfigError
 from edgefleet.device.contracts.avro import telemetry_avro_definition
+from edgefleet.device.errors import ConfigError
 from edgefleet.infra.config import TelemetrySettings
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from edgefleet.device.errors import EdgefleetError
 from PIL import Image, UnidentifiedImageError
+
+from edgefleet.device.errors import EdgefleetError
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
 from edgefleet.device.runtime.adapters.common import output_tensor, set_input
 from edgefleet.device.runtime.interpreter import load_model
 from edgefleet.device.runtime.preprocess import Preprocessor

@@ -22,6 +22,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.context import FlowRunContext
+from prefect.states import State
+from pydantic import BaseModel, ConfigDict
+
 from edgefleet.device.contracts.layout import channel_key, version_prefix
 from edgefleet.device.contracts.manifest import CompilerReport, Metrics
 from edgefleet.device.errors import EdgefleetError
@@ -29,11 +35,6 @@ from edgefleet.flows.release import report as report_module
 from edgefleet.flows.release import tasks
 from edgefleet.flows.release.evaluate import Evaluation
 from edgefleet.flows.release.params import ReleaseParams, expand
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.context import FlowRunContext
-from prefect.states import State
-from pydantic import BaseModel, ConfigDict
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from edgefleet.device.errors import ConfigError
 from edgefleet.device.signing import (
     generate_keypair,

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
 from edgefleet.device.contracts.layout import check_name, check_version
 from edgefleet.device.errors import ConfigError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 EDGEFLEET_HOME = Path("~/.edgefleet")
 DEFAULT_REGISTRY = str(EDGEFLEET_HOME / "registry")

@@ -16,6 +16,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from prefect import task
+from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
+from prefect.context import TaskRunContext
+
 from edgefleet.device.bundle import SignedManifest, build_manifest, write_signed_version
 from edgefleet.device.contracts.layout import (
     CPU_MODEL_FILE,
@@ -50,9 +54,6 @@ from edgefleet.flows.release.params import (
     TrainingParams,
     expand,
 )
-from prefect import task
-from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
-from prefect.context import TaskRunContext
 
 log = logging.getLogger(__name__)
 

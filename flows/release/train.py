@@ -20,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+
 from edgefleet.device.errors import ModelError  # noqa: E402
 from edgefleet.device.runtime.config import DEFAULT_RUNTIME_CONFIG  # noqa: E402
 from edgefleet.flows.release.dataset import Dataset  # noqa: E402

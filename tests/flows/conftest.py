@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from edgefleet.device.signing import generate_keypair, save_private_key, save_public_key
 
 STANDIN_COMPILER = Path(__file__).parent / "release" / "standin_edgetpu_compiler.py"
@@ -97,6 +98,7 @@ def make_params(
 def tiny_converted():
     """A tiny untrained small_cnn converted to float32 and int8 TFLite (real conversion, random weights)."""
     import numpy as np
+
     from edgefleet.flows.release.params import TrainingParams
     from edgefleet.flows.release.quantize import convert
     from edgefleet.flows.release.train import TrainedModel, build_model, model_to_bytes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from edgefleet.infra.testing import StackRun, run_program, stack_config
 
 

@@ -9,14 +9,10 @@ from datetime import UTC, datetime
 
 import fastavro
 import pytest
-from edgefleet.device.contracts.telemetry import (
-    Event,
-    Health,
-    InferenceSummary,
-    ModelRef,
-    ResultItem,
-    TelemetryMessage,
-)
+from google.api_core import exceptions as google_errors
+from google.cloud import pubsub_v1
+from google.pubsub_v1.types import Encoding, Schema
+
 from edgefleet.device.contracts.avro import (
     AvroSchemaError,
     avro_schema,
@@ -25,9 +21,14 @@ from edgefleet.device.contracts.avro import (
     telemetry_avro_definition,
     telemetry_avro_schema,
 )
-from google.api_core import exceptions as google_errors
-from google.cloud import pubsub_v1
-from google.pubsub_v1.types import Encoding, Schema
+from edgefleet.device.contracts.telemetry import (
+    Event,
+    Health,
+    InferenceSummary,
+    ModelRef,
+    ResultItem,
+    TelemetryMessage,
+)
 
 RESULT_TIMEOUT_S = 30.0
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from edgefleet.device.errors import ConfigError
 from edgefleet.infra.config import KNOWN_KEYS, NAMESPACE, InfraConfig, config_from_values
 

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
+
+from edgefleet.cli import app
 from edgefleet.device.agent.config import load_config as load_agent_config
 from edgefleet.device.contracts import layout
 from edgefleet.infra.__main__ import main
 from edgefleet.infra.outputs import REQUIRED_OUTPUT_KEYS
 from edgefleet.infra.testing import PROJECT, run_program
-from typer.testing import CliRunner
-
-from edgefleet.cli import app
 from edgefleet.monitor.config import load_monitor_config
 
 

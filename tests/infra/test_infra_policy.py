@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
+from edgefleet.cli import app
 from edgefleet.device.contracts import layout
 from edgefleet.device.errors import ConfigError
 from edgefleet.infra.policy import (
@@ -20,9 +23,6 @@ from edgefleet.infra.policy import (
     load_resources,
 )
 from edgefleet.infra.testing import StackRun
-from typer.testing import CliRunner
-
-from edgefleet.cli import app
 
 
 def _changed(stack: StackRun, name: str, **inputs: object) -> list[ResourceRecord]:

@@ -6,9 +6,10 @@ import json
 
 import pulumi
 import pytest
+
 from edgefleet.device.contracts import layout
-from edgefleet.infra.__main__ import build, main
 from edgefleet.device.contracts.avro import telemetry_avro_schema
+from edgefleet.infra.__main__ import build, main
 from edgefleet.infra.dashboard import BUILTIN_METRICS
 from edgefleet.infra.outputs import REQUIRED_OUTPUT_KEYS, StackOutputs
 from edgefleet.infra.policy import (
@@ -19,7 +20,6 @@ from edgefleet.infra.policy import (
     monitoring_metric_types,
 )
 from edgefleet.infra.testing import PROJECT, PROJECT_NUMBER, StackRun, run_program, stack_config
-
 from edgefleet.monitor.metrics import ALL_METRICS, METRICS_BY_TYPE
 
 PUBSUB_AGENT = f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from edgefleet.device.contracts.manifest import Quantization, TensorSpec
 from edgefleet.device.errors import ModelError
 

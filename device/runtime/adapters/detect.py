@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
+
 from edgefleet.device.errors import ModelError
 from edgefleet.device.runtime.adapters.common import input_size
 

@@ -7,15 +7,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
-
-import pytest
 
 from edgefleet.device.agent.config import load_config
 from edgefleet.device.agent.loop import Agent
 from edgefleet.device.agent.status import read_status
 from edgefleet.device.contracts.telemetry import TelemetryMessage
-
 
 WAIT_S = 60.0
 MODEL = "imagenet"  # the name the `releases` fixture publishes under
@@ -54,7 +50,7 @@ def running(agent: Agent) -> Iterator[threading.Thread]:
     assert exit_codes == [0]
 
 
-def sink_messages(releases: Releases) -> list[TelemetryMessage]:
+def sink_messages(releases) -> list[TelemetryMessage]:
     path = releases.root / "telemetry.jsonl"
     return [TelemetryMessage.from_json_bytes(line.encode()) for line in path.read_text().splitlines() if line]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from edgefleet.device.errors import LabelsError, ModelError
 from edgefleet.device.runtime.adapters.classify import Class, get_classes, get_classes_from_scores
 from edgefleet.device.runtime.adapters.common import input_size, set_input

@@ -6,9 +6,10 @@ import json
 
 import numpy as np
 import pytest
-from edgefleet.device.cli import app
 from PIL import Image
 from typer.testing import CliRunner
+
+from edgefleet.device.cli import app
 
 MOBILENET_V2 = "mobilenet_v2_1.0_224_quant.tflite"
 

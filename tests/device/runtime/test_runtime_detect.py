@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from edgefleet.device.errors import ModelError
 from edgefleet.device.runtime.adapters.common import input_size, set_input
 from edgefleet.device.runtime.adapters.detect import BBox, DetectionOutputs, get_objects, objects_from_outputs

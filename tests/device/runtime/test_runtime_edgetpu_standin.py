@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from edgefleet.device.contracts.manifest import FileEntry, Manifest
 from edgefleet.device.errors import ModelError, NoEdgeTpuError
 from edgefleet.device.runtime.config import RuntimeConfig

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from edgefleet.device.contracts.manifest import FileEntry, GoldenOutput, Manifest, TensorSpec
 from edgefleet.device.errors import ModelError, NoEdgeTpuError
 from edgefleet.device.runtime.config import RuntimeConfig

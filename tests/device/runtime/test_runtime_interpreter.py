@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from edgefleet.device.errors import ConfigError, ModelError, NoEdgeTpuError
 from edgefleet.device.runtime.interpreter import (
     check_device,

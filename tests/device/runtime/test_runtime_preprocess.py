@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from edgefleet.device.contracts.manifest import Quantization, TensorSpec
 from edgefleet.device.errors import ImageError, ModelError
 from edgefleet.device.runtime.adapters.common import dequantize

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from edgefleet.device.bundle import (
     build_manifest,
     read_signed_manifest,

@@ -7,10 +7,11 @@ import os
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from edgefleet.device.cli import app
 from edgefleet.device.registry import LocalRegistry
 from edgefleet.device.store import ModelStore
-from typer.testing import CliRunner
 
 from .conftest import Keys, VersionFactory
 

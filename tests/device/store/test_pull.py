@@ -6,12 +6,13 @@ import threading
 from pathlib import Path
 
 import pytest
+from google.cloud import storage
+
 from edgefleet.device.contracts.layout import MANIFEST_FILE
 from edgefleet.device.errors import RegistryError
 from edgefleet.device.pull import ChannelPoller, PullResult, pull_channel_once
 from edgefleet.device.registry import GcsRegistry, Registry
 from edgefleet.device.store import ModelStore
-from google.cloud import storage
 
 from .conftest import Keys, VersionFactory
 from .test_store import snapshot

@@ -14,16 +14,16 @@ import time
 from pathlib import Path
 
 import pytest
-from edgefleet.device.bundle import read_signed_manifest, verify_version_dir
-from edgefleet.device.contracts.layout import SIGNATURE_FILE, channel_key
-from edgefleet.device.contracts.manifest import ChannelPointer
-from edgefleet.device.errors import ConflictError, RegistryError, VerificationError
-from edgefleet.device.registry import GcsRegistry, LocalRegistry, Registry, rollout_key
 from gcp_storage_emulator.server import create_server
 from google.api_core import exceptions as google_errors
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
+from edgefleet.device.bundle import read_signed_manifest, verify_version_dir
+from edgefleet.device.contracts.layout import SIGNATURE_FILE, channel_key
+from edgefleet.device.contracts.manifest import ChannelPointer
+from edgefleet.device.errors import ConflictError, RegistryError, VerificationError
+from edgefleet.device.registry import GcsRegistry, LocalRegistry, Registry, rollout_key
 from edgefleet.local.emulators import GcsEmulator, free_port
 from edgefleet.local.gcs_preconditions import enforce_generation_preconditions
 

@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from edgefleet.device.errors import VerificationError
 from edgefleet.device.signing import (
     decode_signature,

@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from edgefleet.device import fsutil
 from edgefleet.device.contracts.layout import MANIFEST_FILE
 from edgefleet.device.errors import StoreError, VerificationError

@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
-from edgefleet.device.contracts.telemetry import Health, ModelRef, TelemetryMessage
 from google.api_core import exceptions as google_errors
 from pydantic import ValidationError
 
+from edgefleet.device.contracts.telemetry import Health, ModelRef, TelemetryMessage
 from edgefleet.local.emulators import free_port
 
 log = logging.getLogger(__name__)

@@ -6,6 +6,8 @@ import random
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
+
 from edgefleet.device.contracts.telemetry import Health, ModelRef, ResultItem, TelemetryMessage
 from edgefleet.device.telemetry.builder import (
     EventRecord,
@@ -15,7 +17,6 @@ from edgefleet.device.telemetry.builder import (
     summarize,
 )
 from edgefleet.device.telemetry.config import TelemetryConfig
-from pydantic import ValidationError
 
 MODEL_A = ModelRef(name="mobilenet", version="1.0.0", variant="edgetpu", backend="edgetpu:usb:0")
 MODEL_B = ModelRef(name="mobilenet", version="1.1.0", variant="edgetpu", backend="edgetpu:usb:0")

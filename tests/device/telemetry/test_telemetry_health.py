@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from edgefleet.device.telemetry.health import (
     ThermalZone,
     parse_meminfo,

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from edgefleet.device.contracts.telemetry import Health, ModelRef, TelemetryMessage
 from edgefleet.device.telemetry.config import TelemetryConfig
 from edgefleet.device.telemetry.publisher import PubSubSink, SpoolPublisher, TopicMissingError

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from edgefleet.device.contracts.telemetry import Health, ModelRef, TelemetryMessage
 from edgefleet.device.errors import TelemetryError
 from edgefleet.device.telemetry.config import TelemetryConfig

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from edgefleet.device.contracts.telemetry import TelemetryMessage
 from edgefleet.device.errors import TelemetryError
 from edgefleet.device.telemetry.spool import Spool

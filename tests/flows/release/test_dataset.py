@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from edgefleet.flows.release.dataset import DatasetError, load_dataset, split_indices
 from edgefleet.flows.release.demo_dataset import DEMO_CLASSES, generate_demo_dataset
-from PIL import Image
 
 
 def _tree_digest(root: Path) -> dict[str, str]:

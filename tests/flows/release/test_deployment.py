@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+
 from edgefleet.flows.release.params import ReleaseParams
 
 REPO = Path(__file__).resolve().parents[3]
@@ -31,8 +32,9 @@ def test_deployment_parameters_are_valid_release_params() -> None:
 
 
 def test_parameter_schema_is_a_nested_form() -> None:
-    from edgefleet.flows.release.flow import release_model
     from prefect.utilities.callables import parameter_schema
+
+    from edgefleet.flows.release.flow import release_model
 
     schema = parameter_schema(release_model.fn).model_dump_for_openapi()
     assert schema["required"] == ["params"]

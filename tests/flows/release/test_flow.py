@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
+
 from edgefleet.device.bundle import verify_version_dir
 from edgefleet.device.contracts.layout import CPU_MODEL_FILE, LABELS_FILE
 from edgefleet.device.errors import ConflictError, ModelError, RegistryError
@@ -24,7 +26,6 @@ from edgefleet.flows.release.demo_dataset import generate_demo_dataset
 from edgefleet.flows.release.flow import GateFailed, release_model
 from edgefleet.flows.release.report import artifact_key
 from edgefleet.flows.release.tasks import move_channel
-from typer.testing import CliRunner
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -237,6 +238,7 @@ def test_unusable_dataset_fails_before_training(make_params: MakeParams, tmp_pat
 def test_user_keras_model(make_params: MakeParams, tmp_path: Path) -> None:
     """A trained Keras model is released as is; one whose input does not fit the dataset is refused."""
     import keras
+
     from edgefleet.flows.release.params import TrainingParams
     from edgefleet.flows.release.train import build_model
 

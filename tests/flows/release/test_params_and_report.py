@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from edgefleet.device.contracts.manifest import CompilerReport, CpuOperation
 from edgefleet.device.errors import ConfigError
 from edgefleet.flows.release.evaluate import ClassAccuracy, Evaluation, accuracy, per_class_accuracy
