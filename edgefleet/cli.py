@@ -46,3 +46,7 @@ def _mount() -> None:
 
 
 _mount()
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,274 @@
+"""`make demo`: the whole system end to end on one machine, on embedded defaults.
+
+Starts the local stack (the official Pub/Sub emulator with the local twin of the cloud resources, a local
+model registry, simulated devices each with a real sshd and a real agent, the fleet monitor), releases a
+model trained on the built-in demo dataset, rolls it out, shows the fleet, releases a second version and
+rolls it out canary first behind the health gate, shows the fleet again, then stops everything it started,
+also on Ctrl-C or failure. Needs nothing but the repository (no ../shared).
+
+Run: `python -m edgefleet.demo [--devices N] [--workdir DIR] [--keep]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from rich.console import Console
+from rich.panel import Panel
+
+log = logging.getLogger("edgefleet.demo")
+console = Console()
+
+REPO = Path(__file__).resolve().parent.parent
+TABLE_COLUMNS = 120  # the fleet table's natural width; narrower terminals get ellipses
+
+
+class DemoSettings(BaseModel):
+    """Every knob of the demo in one place (defaults sized for a 2-core machine)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    workdir: Path = Field(default=REPO / ".edgefleet" / "demo", description="everything the demo writes")
+    model: str = "shapes"
+    devices: int = Field(default=3, ge=2, le=20)
+    project: str = "edgefleet-local"
+    frames_per_class: int = Field(default=4, ge=1, description="sample images each device cycles through")
+    device_max_fps: float = Field(default=8.0, gt=0, description="keeps 3 agents + sshd light on 2 cores")
+    summary_interval_s: float = Field(default=1.0, gt=0, description="agent telemetry summary period")
+    epochs_v1: int = Field(default=3, ge=1)
+    epochs_v2: int = Field(default=6, ge=1)
+    samples_per_class: int = Field(default=80, ge=8)
+    health_min_inferences: int = Field(default=10, ge=1)
+    health_timeout_s: float = Field(default=90.0, gt=0)
+    settle_s: float = Field(default=3.0, ge=0, description="wait before showing the fleet, so telemetry lands")
+    agent_ready_timeout_s: float = Field(default=60.0, gt=0, description="wait for every agent's first status")
+    keep: bool = Field(default=False, description="keep the working directory afterwards")
+
+
+def _env_defaults(settings: DemoSettings) -> None:
+    # Local, private, no network: Prefect's ephemeral API keeps its database under the demo's directory.
+    os.environ.setdefault("PREFECT_HOME", str(settings.workdir / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@contextmanager
+def step(title: str) -> Iterator[None]:
+    started = time.monotonic()
+    with console.status(f"[bold cyan]{title}[/] ..."):
+        yield
+    console.print(f"[green]done[/] {title} [dim]({time.monotonic() - started:.1f} s)[/]")
+
+
+class Demo:
+    """The demo's steps; `run()` does them in order inside one ExitStack that stops what it started."""
+
+    def __init__(self, settings: DemoSettings) -> None:
+        self.settings = settings
+        self.work = settings.workdir
+        self.registry_dir = self.work / "registry"
+        self.signing_key = self.work / "keys" / "release-signing.key"  # a development key, made on first use
+        self.stop_monitor = threading.Event()
+        self.summary: list[tuple[str, str]] = []
+
+    # --- the local stack -------------------------------------------------------------------------
+    def start_stack(self, stack: ExitStack) -> None:
+        from edgefleet.local.emulators import PubSubEmulator
+        from edgefleet.local.twin import TwinSettings, emulator_clients, twin_up
+
+        with step("Starting the Pub/Sub emulator and the local twin of the cloud resources"):
+            emulator = stack.enter_context(PubSubEmulator(project=self.settings.project,
+                                                          log_path=self.work / "pubsub-emulator.log"))
+            os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)  # the registry is a local directory here
+            self.twin = twin_up(emulator_clients(self.settings.project),
+                                TwinSettings(project=self.settings.project, registry_dir=self.registry_dir))
+        self.summary.append(("Pub/Sub emulator", f"{emulator.host}, topic {self.twin.topic}"))
+
+    def start_monitor(self, stack: ExitStack) -> Path:
+        from edgefleet.monitor.config import MonitorConfig
+        from edgefleet.monitor.service import run_monitor
+
+        store = self.work / "fleet.sqlite"
+        config = MonitorConfig(project=self.settings.project,
+                               subscription=self.twin.monitor_subscription.rsplit("/", 1)[-1], store_path=store)
+        (self.work / "monitor.yaml").write_text(yaml.safe_dump({"monitor": config.model_dump(mode="json")}))
+        thread = threading.Thread(target=run_monitor, args=(config, self.stop_monitor), name="fleet-monitor",
+                                  daemon=True)
+        thread.start()
+        stack.callback(thread.join, 30)
+        stack.callback(self.stop_monitor.set)
+        self.summary.append(("Fleet state", f"{store} (edgefleet fleet status --db {store})"))
+        return store
+
+    # --- releases --------------------------------------------------------------------------------
+    def release(self, version: str, epochs: int, channel: str) -> Any:
+        from edgefleet.flows.release.flow import release_model
+        from edgefleet.flows.release.params import ReleaseParams
+
+        params = ReleaseParams.model_validate({
+            "model": self.settings.model, "version": version, "channel": channel,
+            "registry": str(self.registry_dir), "work_dir": str(self.work / "release-work"),
+            "dataset": {"source": "demo", "demo_samples_per_class": self.settings.samples_per_class},
+            "training": {"epochs": epochs, "seed": 0 if version.startswith("1.0") else 1},
+            "compile": {"mode": "local"},
+            "signing": {"dev_key_file": str(self.signing_key)},
+        })
+        with step(f"Releasing {self.settings.model} {version} (train {epochs} epochs -> int8 -> compile -> "
+                  f"evaluate -> sign -> publish to '{channel}')"):
+            result = release_model(params)
+        metrics = result.metrics
+        console.print(f"  float accuracy {metrics.float_accuracy:.1%}, int8 {metrics.int8_accuracy:.1%}, "
+                      f"int8 {metrics.int8_size_bytes / 1024:.0f} KiB; variants {', '.join(result.variants)}"
+                      + (f"; {result.compile_skipped_reason}" if result.compile_skipped_reason else ""))
+        return result
+
+    # --- devices ---------------------------------------------------------------------------------
+    def sample_frames(self) -> Path:
+        from edgefleet.flows.release.demo_dataset import generate_demo_dataset
+
+        frames = self.work / "frames"
+        if frames.exists():
+            return frames
+        dataset = generate_demo_dataset(self.work / "frames-source", self.settings.frames_per_class, 64, seed=99)
+        frames.mkdir(parents=True)
+        for class_dir in sorted(p for p in dataset.iterdir() if p.is_dir()):
+            for image in sorted(class_dir.iterdir()):
+                shutil.copy(image, frames / f"{class_dir.name}-{image.name}")
+        return frames
+
+    def start_fleet(self, stack: ExitStack, public_key: Path) -> Any:
+        from edgefleet.local.fleet import SimulatedFleet
+
+        agent = {
+            "model": self.settings.model,
+            "source": {"kind": "images", "path": str(self.sample_frames()), "max_fps": self.settings.device_max_fps},
+            "telemetry": {"mode": "summary", "summary_interval_s": self.settings.summary_interval_s,
+                          "pubsub_project": self.settings.project},
+            "swap": {"watch_interval_s": 0.5},
+        }
+        tags = {"sim-1": ("canary",)}
+        with step(f"Starting {self.settings.devices} simulated devices (sshd + edgefleet-agent each)"):
+            fleet = SimulatedFleet(self.work / "fleet", self.settings.devices, agent=agent, tags=tags,
+                                   agent_env={"PUBSUB_EMULATOR_HOST": os.environ["PUBSUB_EMULATOR_HOST"]})
+            fleet.base_dir.mkdir(parents=True, exist_ok=True)
+            for device in fleet.devices.values():  # what deploy-agent installs: the release public key
+                (device.root / "keys").mkdir(parents=True, exist_ok=True)
+                shutil.copy(public_key, device.root / "keys" / "release.pub")
+            stack.enter_context(fleet)
+            fleet.wait_agents(lambda status: status.get("state") == "running", self.settings.agent_ready_timeout_s)
+        self.summary.append(("Devices", f"{fleet.inventory_path} ({', '.join(fleet.devices)})"))
+        return fleet
+
+    def rollout(self, fleet: Any, version: str, waves: list[Any], monitor_config: Path) -> Any:
+        from edgefleet.flows.rollout.flow import rollout
+        from edgefleet.flows.rollout.params import RolloutParams
+
+        params = RolloutParams.model_validate({
+            "inventory": str(fleet.inventory_path), "registry": str(self.registry_dir),
+            "model": self.settings.model, "version": version, "waves": waves,
+            "health": {"min_inferences": self.settings.health_min_inferences,
+                       "timeout_s": self.settings.health_timeout_s},
+            "monitor_config": str(monitor_config), "work_dir": str(self.work / "rollout-work"),
+        })
+        with step(f"Rolling out {self.settings.model} {version} in waves {waves} (health-gated)"):
+            result = rollout(params)
+        console.print(f"  {result.state}: {result.done} devices done, {result.failed} failed, "
+                      f"{result.rolled_back} rolled back, {result.bytes_transferred / 1024:.0f} KiB sent; "
+                      f"record {result.record_uri}")
+        return result
+
+    def show_fleet(self, store: Path, title: str) -> None:
+        time.sleep(self.settings.settle_s)
+        console.rule(title)
+        subprocess.run([sys.executable, "-m", "edgefleet.cli", "fleet", "status", "--db", str(store)], check=False,
+                       env={**os.environ, "COLUMNS": str(max(console.width, TABLE_COLUMNS))})
+
+    # --- the whole run -----------------------------------------------------------------------------
+    def run(self) -> int:
+        from edgefleet.flows.release.keys import public_key_path
+
+        started = time.monotonic()
+        with ExitStack() as stack:
+            if not self.settings.keep:
+                stack.callback(self._tidy)
+            self.start_stack(stack)
+            store = self.start_monitor(stack)
+            self.release("1.0.0", self.settings.epochs_v1, channel="canary")
+            fleet = self.start_fleet(stack, public_key_path(self.signing_key))
+            self.rollout(fleet, "1.0.0", [1, "100%"], self.work / "monitor.yaml")
+            self.show_fleet(store, "Fleet after rolling out 1.0.0")
+            self.release("1.1.0", self.settings.epochs_v2, channel="canary")
+            self.rollout(fleet, "1.1.0", [1, "100%"], self.work / "monitor.yaml")
+            self.show_fleet(store, "Fleet after the canary-first rollout of 1.1.0")
+        elapsed = time.monotonic() - started
+        self.summary.insert(0, ("Took", f"{elapsed / 60:.1f} minutes"))
+        console.print(Panel("\n".join(f"[bold]{k}[/]: {v}" for k, v in self.summary) + "\n\n" + NEXT_STEPS,
+                            title="edgefleet demo: done", expand=False))
+        return 0
+
+    def _tidy(self) -> None:
+        for name in ("fleet", "rollout-work", "frames-source"):
+            shutil.rmtree(self.work / name, ignore_errors=True)
+
+
+NEXT_STEPS = """Next:
+  make ui                                   the Prefect UI with the release, rollout and promotion deployments
+  edgefleet registry ls --registry .edgefleet/demo/registry
+  edgefleet fleet status --db .edgefleet/demo/fleet.sqlite
+  README.md: going to a real Google Cloud project and real Coral devices"""
+
+
+def _install_signal_handlers() -> None:
+    # SIGTERM behaves like Ctrl-C: the ExitStack unwinds and stops everything the demo started.
+    def interrupt(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def main(argv: list[str] | None = None, run: Callable[[DemoSettings], int] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="edgefleet end to end on one machine")
+    parser.add_argument("--devices", type=int, default=DemoSettings().devices)
+    parser.add_argument("--workdir", type=Path, default=DemoSettings().workdir)
+    parser.add_argument("--keep", action="store_true", help="keep the demo's working files")
+    args = parser.parse_args(argv)
+    settings = DemoSettings(devices=args.devices, workdir=args.workdir.resolve(), keep=args.keep)
+    if settings.workdir.exists():
+        shutil.rmtree(settings.workdir)
+    settings.workdir.mkdir(parents=True)
+    _env_defaults(settings)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _install_signal_handlers()
+    from edgefleet.device.errors import EdgefleetError
+
+    try:
+        return (run or (lambda s: Demo(s).run()))(settings)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: everything the demo started has been stopped[/]")
+        return 130
+    except EdgefleetError as error:
+        console.print(f"[bold red]demo failed:[/] {error.message}")
+        if error.fix:
+            console.print(f"[bold]fix:[/] {error.fix}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
