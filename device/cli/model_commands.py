@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,9 +19,9 @@ from rich.table import Table
 from edgefleet.device.cli import app
 from edgefleet.device.errors import EdgefleetError
 from edgefleet.device.runtime.config import DEFAULT_RUNTIME_CONFIG
-from edgefleet.device.runtime.engine import Engine, InferenceResult, Task
-from edgefleet.device.runtime.interpreter import inspect_model
-from edgefleet.device.runtime.preprocess import load_image
+
+if TYPE_CHECKING:  # the runtime (numpy, LiteRT) loads only for the commands that run a model
+    from edgefleet.device.runtime.engine import Engine, InferenceResult, Task
 
 ERROR_EXIT_CODE = 2
 
@@ -56,6 +56,8 @@ ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="CPU interpret
 def inspect(model: ModelArg, as_json: JsonOpt = False) -> None:
     """Show a model's inputs, outputs, and whether it needs the Edge TPU."""
     with exit_on_error():
+        from edgefleet.device.runtime.interpreter import inspect_model
+
         info = inspect_model(model)
     if as_json:
         _echo_json(info.to_dict())
@@ -79,6 +81,8 @@ def _image_result(image: Path, result: InferenceResult, backend: str) -> dict[st
 
 
 def _run_images(engine: Engine, images: list[Path], as_json: bool) -> None:
+    from edgefleet.device.runtime.preprocess import load_image
+
     rows = []
     for image in images:
         frame = load_image(image)
@@ -107,6 +111,8 @@ def _run_images(engine: Engine, images: list[Path], as_json: bool) -> None:
 def _run(task: Task, model: Path, images: list[Path], labels: Path, *, top_k: int | None,
          threshold: float | None, device: str, threads: int, as_json: bool) -> None:
     with exit_on_error():
+        from edgefleet.device.runtime.engine import Engine
+
         with Engine.open(model, labels_path=labels, task=task, device=device, num_threads=threads,
                          top_k=top_k, score_threshold=threshold) as engine:
             _run_images(engine, images, as_json)

@@ -277,7 +277,8 @@ class SimulatedFleet:
         from edgefleet.flows.deploy_agent.service import ServiceSpec
 
         device = self.devices[device_id]
-        return ServiceSpec(name=AGENT_SERVICE, command=(self.agent_command, "run", "--config", str(device.agent_config)),
+        return ServiceSpec(name=AGENT_SERVICE,
+                           command=(self.agent_command, "run", "--config", str(device.agent_config)),
                            user=self.user, state_dir=str(device.root), environment=self.agent_env,
                            stop_timeout_s=self.settings.stop_timeout_s)
 

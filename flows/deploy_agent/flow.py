@@ -1,0 +1,234 @@
+"""The `deploy-agent` flow: install the edgefleet device agent on devices over SSH and (re)start it.
+
+Per device (in parallel, at most `max_parallel`):
+1. upload the project's wheel (built once by the flow, or given) unless the same file is already there;
+2. create a virtualenv (`<install_dir>/venv`) unless it exists, and install the wheel with the `device`
+   extra (never TensorFlow, Prefect or Pulumi);
+3. write the agent config (`<agent_root>/agent.yaml`, validated here first) and the release public key
+   (`<agent_root>/keys/release.pub`);
+4. install the service and (re)start it:
+   - `systemd`: the unit rendered from `templates/edgefleet-agent.service` goes to
+     `/etc/systemd/system/<name>.service`, is checked with `systemd-analyze verify` when the device has it,
+     then `systemctl daemon-reload / enable / restart`;
+   - `process` (no systemd as init: containers, the simulated test fleet): `setsid nohup` with a pid file,
+     see `edgefleet.flows.deploy_agent.service`;
+5. wait until the agent's status file says `running` with the new pid.
+
+Offline installs (tests, air-gapped devices): `no_deps=True` installs only the wheel; the dependencies come
+from `system_site_packages=True` (the device's Python packages) or from `extra_site_dirs` (directories
+added to the venv's path with a .pth file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgefleet.device.errors import ConfigError, EdgefleetError
+from edgefleet.flows.deploy_agent.service import (
+    ServiceSpec,
+    env_file_text,
+    render_unit,
+    service_commands,
+    unit_path,
+)
+from edgefleet.flows.rollout.inventory import DeviceSpec, Inventory, load_inventory
+from edgefleet.flows.rollout.params import Target
+from edgefleet.flows.rollout.ssh import DeviceConnection, remote_path
+
+FLOW_NAME = "deploy-agent"
+
+
+class DeployAgentParams(BaseModel):
+    """What to install where, and how to run it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    inventory: str
+    target: Target = Target()
+    agent: dict[str, Any] = Field(description="agent.yaml fields for every device; device_id and root are filled in")
+    public_key: str = Field(description="the release public key file (installed as <root>/keys/release.pub)")
+    install_dir: str = Field(default="/opt/edgefleet", description="absolute; the venv is <install_dir>/venv")
+    python: str = Field(default="python3", description="the device's Python that creates the venv")
+    extras: str = "device"
+    system_site_packages: bool = False
+    no_deps: bool = Field(default=False, description="install only the wheel (offline; see module docstring)")
+    extra_site_dirs: tuple[str, ...] = Field(default=(), description="offline: added to the venv's path (.pth)")
+    service_manager: Literal["systemd", "process"] = "systemd"
+    service_name: str = "edgefleet-agent"
+    environment: dict[str, str] = Field(default_factory=dict, description="agent environment (e.g. PUBSUB_*)")
+    wheel: str | None = Field(default=None, description="a built wheel; default: build the project's")
+    project_dir: str | None = Field(default=None, description="default: the source tree of this edgefleet")
+    max_parallel: int = Field(default=8, ge=1)
+    install_timeout_s: float = Field(default=600.0, gt=0, description="venv + pip install on one device")
+    start_timeout_s: float = Field(default=60.0, gt=0, description="wait for the agent to report running")
+
+
+class DeployResult(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    device_id: str
+    ok: bool
+    pid: int | None = None
+    wheel_uploaded: bool = False
+    detail: str = ""
+
+
+class DeployFailed(EdgefleetError):
+    """The agent could not be installed or started on some devices."""
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@task(name="build-wheel", cache_policy=NO_CACHE)
+def build_wheel(project_dir: Path, out_dir: Path) -> Path:
+    """`pip wheel --no-deps` of the project (no network: the build backend is already installed)."""
+    if not (project_dir / "pyproject.toml").is_file():
+        raise ConfigError(f"{project_dir} has no pyproject.toml", "pass project_dir (the edgefleet source tree) "
+                          "or a built wheel")
+    completed = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                                "-w", str(out_dir), str(project_dir)], capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise EdgefleetError(f"building the wheel of {project_dir} failed: {completed.stderr.strip()[-2000:]}",
+                             "run `pip wheel --no-deps .` there to see the error")
+    wheels = sorted(out_dir.glob("edgefleet-*.whl"))
+    if not wheels:
+        raise EdgefleetError(f"no edgefleet wheel was built in {out_dir}", "check the project's packaging")
+    return wheels[-1]
+
+
+def agent_document(params: DeployAgentParams, device: DeviceSpec, root: str) -> str:
+    """The device's agent.yaml, validated with the agent's own config model (errors name device and key)."""
+    from edgefleet.device.agent.config import AgentConfig
+
+    document = {**params.agent, "device_id": device.id, "root": root}
+    try:
+        AgentConfig.model_validate(document)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise ConfigError(f"agent config for device {device.id}: key '{'.'.join(map(str, first['loc']))}': "
+                          f"{first['msg']}", "fix the `agent` parameter (fields of agent.yaml)") from None
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def check_unit(connection: DeviceConnection, path: str) -> str:
+    """`systemd-analyze verify` on the device when it has it; returns what it said (empty: fine or absent).
+
+    Raises:
+        EdgefleetError: systemd-analyze complained about the unit.
+    """
+    result = connection.run(f"command -v systemd-analyze >/dev/null || exit 0; systemd-analyze verify "
+                            f"{shlex.quote(path)} 2>&1", check=False)
+    complaints = [line for line in result.stdout.splitlines() if path in line]
+    if result.exit_code != 0 or complaints:
+        raise EdgefleetError(f"device {connection.device.id}: systemd-analyze verify {path}: "
+                             f"{'; '.join(complaints) or result.stdout.strip()}",
+                             "fix the unit template or the deploy parameters (command, user, paths)")
+    return result.stdout.strip()
+
+
+@task(name="deploy-device", cache_policy=NO_CACHE, task_run_name="deploy-agent {device.id}")
+def deploy_device(inventory: Inventory, device: DeviceSpec, params: DeployAgentParams, wheel: Path) -> DeployResult:
+    """Installs and (re)starts the agent on one device; failures are returned, not raised."""
+    try:
+        with DeviceConnection(device, inventory.known_hosts) as connection:
+            return _deploy(connection, device, params, wheel)
+    except EdgefleetError as error:
+        return DeployResult(device_id=device.id, ok=False, detail=f"{error.message} (fix: {error.fix})")
+
+
+def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgentParams, wheel: Path) -> DeployResult:
+    install = params.install_dir.rstrip("/")
+    if not install.startswith("/"):
+        raise ConfigError(f"install_dir {install!r} must be an absolute path", "e.g. /opt/edgefleet")
+    root = connection.run(f"mkdir -p {remote_path(device.agent_root)}/keys && cd {remote_path(device.agent_root)} "
+                          "&& pwd -P").stdout.strip()
+    wheels_dir, venv = f"{install}/wheels", f"{install}/venv"
+    remote_wheel = f"{wheels_dir}/{wheel.name}"
+    q = shlex.quote
+    present = connection.run(f"mkdir -p {q(wheels_dir)} && (sha256sum {q(remote_wheel)} 2>/dev/null || true)").stdout
+    uploaded = not present.startswith(_sha256(wheel))
+    if uploaded:
+        connection.put(wheel, remote_wheel)
+    venv_flags = " --system-site-packages" if params.system_site_packages else ""
+    connection.run(f"test -x {q(venv)}/bin/python || {q(params.python)} -m venv{venv_flags} {q(venv)}",
+                   timeout_s=params.install_timeout_s)
+    if params.extra_site_dirs:
+        site = connection.run(f"{q(venv)}/bin/python -c 'import sysconfig; print(sysconfig.get_path(\"purelib\"))'"
+                              ).stdout.strip()
+        connection.write_text(f"{site}/edgefleet-extra-site.pth", "\n".join(params.extra_site_dirs) + "\n")
+    pip = f"{q(venv)}/bin/python -m pip install --quiet --disable-pip-version-check"
+    requirement = q(f"{remote_wheel}[{params.extras}]") if params.extras else q(remote_wheel)
+    connection.run(f"{pip}{' --no-deps' if params.no_deps else ''} {requirement} && "
+                   f"{pip} --no-deps --force-reinstall {q(remote_wheel)}", timeout_s=params.install_timeout_s)
+    config_path = f"{root}/agent.yaml"
+    connection.write_text(config_path, agent_document(params, device, root))
+    connection.write_text(f"{root}/keys/release.pub", Path(params.public_key).read_text())
+    spec = ServiceSpec(name=params.service_name,
+                       command=(f"{venv}/bin/edgefleet-agent", "run", "--config", config_path),
+                       user=device.user, state_dir=root, environment=params.environment,
+                       description=f"edgefleet device agent ({device.id})")
+    connection.write_text(spec.env_file, env_file_text(spec.environment), mode=0o600)
+    commands = service_commands(params.service_manager, spec)
+    if params.service_manager == "systemd":
+        connection.write_text(unit_path(spec), render_unit(spec))
+        check_unit(connection, unit_path(spec))
+    connection.run(commands.restart, timeout_s=spec.stop_timeout_s * 2 + 30)
+    pid = int(connection.run(commands.pid).stdout.strip() or 0)
+    deadline = time.monotonic() + params.start_timeout_s
+    while True:
+        status = connection.run(f"cat {q(root)}/status.json 2>/dev/null || true").stdout
+        try:
+            current = yaml.safe_load(status) if status.strip() else None
+        except yaml.YAMLError:
+            current = None
+        if isinstance(current, dict) and current.get("pid") == pid and current.get("state") == "running":
+            return DeployResult(device_id=device.id, ok=True, pid=pid, wheel_uploaded=uploaded,
+                                detail=f"running (pid {pid}, {params.service_manager})")
+        if time.monotonic() > deadline:
+            log_hint = spec.log_file if params.service_manager == "process" else f"journalctl -u {spec.name}"
+            raise EdgefleetError(f"device {device.id}: the agent did not report running within "
+                                 f"{params.start_timeout_s:g} s (status: {current})", f"see {log_hint} on the device")
+        time.sleep(0.5)
+
+
+@flow(name=FLOW_NAME)
+def deploy_agent(params: DeployAgentParams) -> list[DeployResult]:
+    """Installs the device agent as a service on the target devices (see the module docstring)."""
+    logger = get_run_logger()
+    inventory = load_inventory(params.inventory)
+    devices = inventory.select(params.target.ids, params.target.tags)
+    with tempfile.TemporaryDirectory(prefix="edgefleet-wheel-") as temp:
+        if params.wheel is not None:
+            wheel = Path(params.wheel)
+        else:
+            import edgefleet
+
+            project = Path(params.project_dir) if params.project_dir else Path(edgefleet.__file__).resolve().parents[1]
+            wheel = build_wheel(project, Path(temp))
+        logger.info("deploying %s to %d devices (%s)", wheel.name, len(devices), params.service_manager)
+        with ThreadPoolTaskRunner(max_workers=params.max_parallel) as runner:
+            futures = [runner.submit(deploy_device, {"inventory": inventory, "device": device, "params": params,
+                                                     "wheel": wheel}) for device in devices]
+            results = [future.result() for future in futures]
+    failed = [result for result in results if not result.ok]
+    for result in results:
+        (logger.info if result.ok else logger.error)("%s: %s", result.device_id, result.detail)
+    if failed:
+        raise DeployFailed(f"the agent could not be deployed on {', '.join(r.device_id for r in failed)}: "
+                           f"{failed[0].detail}", "fix the cause and re-run (the flow is safe to repeat)")
+    return results

@@ -1,0 +1,150 @@
+"""Service managers for the device agent: `systemd` (production) and `process` (no systemd as init).
+
+Both turn "run `edgefleet-agent run --config CONFIG` as service NAME" into shell commands for the device,
+so the deploy-agent flow runs them over SSH and the simulated fleet runs the very same commands locally.
+
+systemd:
+    the unit is rendered from `edgefleet/flows/templates/edgefleet-agent.service` into
+    `/etc/systemd/system/<name>.service` (checked with `systemd-analyze verify` where it exists), then
+    `systemctl daemon-reload`, `enable` and `restart`. systemd restarts a crashed agent; logs go to journald.
+
+process (containers, the test fleet, devices whose init is not systemd):
+    the agent is started with `setsid nohup` (its own session, so it outlives the SSH session), its pid in
+    `<state_dir>/<name>.pid`, its output appended to `<state_dir>/<name>.log`, its environment read from
+    `<state_dir>/<name>.env`. Restart = SIGTERM (the agent drains telemetry), wait, SIGKILL after the stop
+    timeout, start. Nothing restarts a crashed agent: use systemd where you can.
+"""
+
+from __future__ import annotations
+
+import shlex
+import string
+from dataclasses import dataclass
+from importlib import resources
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgefleet.device.errors import ConfigError
+
+UNIT_TEMPLATE = "edgefleet-agent.service"
+SYSTEMD_UNIT_DIR = "/etc/systemd/system"
+
+ServiceManagerName = Literal["systemd", "process"]
+
+
+class ServiceSpec(BaseModel):
+    """What to run as a service on one device (all paths absolute on the device)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(default="edgefleet-agent", pattern=r"^[A-Za-z0-9_.@-]+$")
+    command: tuple[str, ...] = Field(min_length=1, description="argv, e.g. (venv/bin/edgefleet-agent, run, ...)")
+    user: str = "root"
+    state_dir: str = Field(description="process manager: pid, log and env files live here")
+    environment: dict[str, str] = Field(default_factory=dict)
+    description: str = "edgefleet device agent"
+    restart_sec: float = Field(default=5.0, gt=0, description="systemd: pause before restarting a crashed agent")
+    stop_timeout_s: float = Field(default=20.0, gt=0, description="SIGTERM, then SIGKILL after this long")
+
+    @property
+    def pid_file(self) -> str:
+        return f"{self.state_dir}/{self.name}.pid"
+
+    @property
+    def log_file(self) -> str:
+        return f"{self.state_dir}/{self.name}.log"
+
+    @property
+    def env_file(self) -> str:
+        return f"{self.state_dir}/{self.name}.env"
+
+
+def env_file_text(environment: dict[str, str]) -> str:
+    """An environment file both systemd (`EnvironmentFile=`) and `sh` (`. file`) read the same way."""
+    lines = []
+    for key, value in sorted(environment.items()):
+        if not key.isidentifier():
+            raise ConfigError(f"environment variable name {key!r} is not valid", "use letters, digits and _")
+        if any(char in value for char in "\n\"\\$`"):
+            raise ConfigError(f"environment variable {key} has a newline, quote, backslash, $ or backtick",
+                              "such values cannot be written safely for both systemd and sh: pass them in the "
+                              "agent config instead")
+        lines.append(f'{key}="{value}"')
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def render_unit(spec: ServiceSpec, template: str | None = None) -> str:
+    """The systemd unit for `spec`, from the packaged template (or `template` text).
+
+    Raises:
+        ConfigError: the template names a field that `spec` does not provide.
+    """
+    text = template if template is not None else \
+        resources.files("edgefleet.flows").joinpath("templates", UNIT_TEMPLATE).read_text()
+    values = {
+        "description": spec.description, "user": spec.user,
+        "exec_start": " ".join(_systemd_quote(arg) for arg in spec.command),
+        "environment_file": spec.env_file, "restart_sec": f"{spec.restart_sec:g}",
+        "stop_timeout_s": f"{spec.stop_timeout_s:g}", "name": spec.name,
+    }
+    try:
+        return string.Template(text).substitute(values)
+    except (KeyError, ValueError) as error:
+        raise ConfigError(f"systemd unit template names an unknown field: {error}",
+                          f"use only ${', $'.join(sorted(values))}") from None
+
+
+def _systemd_quote(arg: str) -> str:
+    if arg and all(char.isalnum() or char in "/._-=:@," for char in arg):
+        return arg
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass(frozen=True)
+class ServiceCommands:
+    """Shell commands that manage one service on a device."""
+
+    restart: str
+    stop: str
+    is_running: str
+    """exits 0 when the service runs."""
+    pid: str
+    """prints the main pid."""
+
+
+def process_commands(spec: ServiceSpec) -> ServiceCommands:
+    """Commands of the `process` manager (setsid + pid file), see the module docstring."""
+    pid_file, log_file, env_file = (shlex.quote(p) for p in (spec.pid_file, spec.log_file, spec.env_file))
+    command = shlex.join(spec.command)
+    stop_ticks = max(1, round(spec.stop_timeout_s * 10))
+    stop = (f'if [ -f {pid_file} ]; then pid=$(cat {pid_file}); '
+            f'if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; i=0; '
+            f'while kill -0 "$pid" 2>/dev/null && [ $i -lt {stop_ticks} ]; do sleep 0.1; i=$((i+1)); done; '
+            f'kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"; fi; rm -f {pid_file}; fi')
+    start = (f'mkdir -p {shlex.quote(spec.state_dir)} && '
+             f'( if [ -f {env_file} ]; then set -a; . {env_file}; set +a; fi; '
+             f'setsid nohup {command} >>{log_file} 2>&1 </dev/null & echo $! > {pid_file} )')
+    is_running = f'[ -f {pid_file} ] && kill -0 "$(cat {pid_file})" 2>/dev/null'
+    return ServiceCommands(restart=f"{stop}; {start}", stop=stop, is_running=is_running, pid=f"cat {pid_file}")
+
+
+def systemd_commands(spec: ServiceSpec) -> ServiceCommands:
+    """Commands of the `systemd` manager (the unit must be installed first)."""
+    name = shlex.quote(f"{spec.name}.service")
+    return ServiceCommands(
+        restart=f"systemctl daemon-reload && systemctl enable {name} && systemctl restart {name}",
+        stop=f"systemctl stop {name}",
+        is_running=f"systemctl is-active --quiet {name}",
+        pid=f"systemctl show --property MainPID --value {name}",
+    )
+
+
+def service_commands(manager: ServiceManagerName, spec: ServiceSpec) -> ServiceCommands:
+    """The commands of `manager` for `spec`."""
+    return systemd_commands(spec) if manager == "systemd" else process_commands(spec)
+
+
+def unit_path(spec: ServiceSpec) -> str:
+    """Where the systemd unit is installed."""
+    return f"{SYSTEMD_UNIT_DIR}/{spec.name}.service"

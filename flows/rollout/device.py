@@ -1,0 +1,304 @@
+"""What one device goes through in a rollout, as plain functions taking the device connection first.
+
+preflight -> upload_missing -> verify_remote -> activate -> wait_healthy -> (done | rollback_to)
+
+The device is read with one small shell command (`probe`: the agent's `status.json`, the store's
+`current` / `previous` pointers, its refusals, free disk space and the device clock), so health polling
+costs no Python start-up on the device; changes go through the device CLI (`edgefleet-agent verify /
+install / activate`), which verifies signatures and switches pointers atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from edgefleet.device.bundle import sha256_file
+from edgefleet.device.contracts.layout import MANIFEST_FILE, SIGNATURE_FILE
+from edgefleet.device.contracts.manifest import Manifest
+from edgefleet.device.errors import EdgefleetError
+from edgefleet.flows.rollout.health import StatusBaseline, Verdict, monitor_verdict, status_verdict
+from edgefleet.flows.rollout.params import HealthGate
+from edgefleet.flows.rollout.ssh import DeviceConnection, RemoteCommandError, remote_path
+
+log = logging.getLogger(__name__)
+
+INCOMING_DIR = ".incoming"
+PROBE_MARK = "EDGEFLEET-PROBE"
+
+
+class PreflightError(EdgefleetError):
+    """A device is not ready for the rollout (agent not alive, disk full, version refused before...)."""
+
+
+class DeviceRefused(EdgefleetError):
+    """The device's agent refused the new version (failed smoke test) and rolled back by itself."""
+
+
+class HealthTimeout(EdgefleetError):
+    """The device did not become healthy on the new version in time, or became unhealthy."""
+
+
+@dataclass(frozen=True)
+class DeviceProbe:
+    """One look at a device."""
+
+    root: str
+    """The agent root, absolute."""
+    now_epoch: float
+    status: dict[str, Any] | None
+    current: str | None
+    previous: str | None
+    refused: tuple[dict[str, Any], ...]
+    free_bytes: int
+    installed_manifest_sha256: str | None
+    """sha256 of models/<model>/<version>/manifest.json when that version is installed."""
+
+
+@dataclass(frozen=True)
+class Preflight:
+    probe: DeviceProbe
+    before: str | None
+    already_installed: bool
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    staging: str | None
+    """Where the version was assembled on the device; None when it was already installed."""
+    bytes_transferred: int
+    bytes_reused: int
+    files_sent: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HealthResult:
+    verdict: Verdict
+    healthy_after_s: float
+
+
+def _probe_script(root: str, model: str, version: str) -> str:
+    r = remote_path(root)
+    m = shlex.quote(model)
+    v = shlex.quote(version)
+    # Each value on its own line after a marker; files may be missing (agent never ran, model absent).
+    return (
+        f'mkdir -p {r} && cd {r} && echo {PROBE_MARK}; pwd -P; date +%s.%N; '
+        f'readlink models/{m}/current || echo; readlink models/{m}/previous || echo; '
+        f'df -Pk . | awk \'NR==2 {{print $4 * 1024}}\'; '
+        f'(sha256sum models/{m}/{v}/{MANIFEST_FILE} 2>/dev/null || echo -) | cut -d" " -f1; '
+        f'cat models/{m}/.refused.json 2>/dev/null | tr -d "\\n"; echo; '
+        f'cat status.json 2>/dev/null | tr -d "\\n"; echo'
+    )
+
+
+def probe(connection: DeviceConnection, model: str, version: str) -> DeviceProbe:
+    """Reads the device's agent status, pointers, refusals, free space and clock in one command.
+
+    Raises:
+        DeviceUnreachable, RemoteCommandError.
+    """
+    output = connection.run(_probe_script(connection.device.agent_root, model, version)).stdout
+    lines = output.split(PROBE_MARK, 1)[-1].split("\n")[1:]
+    lines += [""] * (9 - len(lines))
+    root, now, current, previous, free, manifest_sha, refused, status = lines[:8]
+    try:
+        refused_list = tuple(json.loads(refused)) if refused.strip() else ()
+    except ValueError:
+        refused_list = ()
+    try:
+        status_dict = json.loads(status) if status.strip() else None
+    except ValueError:  # caught mid-write by a non-atomic writer: treat as not known yet
+        status_dict = None
+    return DeviceProbe(root=root.strip(), now_epoch=float(now), status=status_dict,
+                       current=current.strip() or None, previous=previous.strip() or None,
+                       refused=refused_list, free_bytes=int(float(free or 0)),
+                       installed_manifest_sha256=None if manifest_sha.strip() in ("", "-") else manifest_sha.strip())
+
+
+def preflight(connection: DeviceConnection, model: str, version: str, manifest_sha256: str, version_bytes: int,
+              gate: HealthGate, disk_headroom: float) -> Preflight:
+    """Checks the device can take the version: reachable, agent alive, disk space, not refused before.
+
+    Raises:
+        PreflightError: naming what is wrong and what to do.
+        DeviceUnreachable, HostKeyError, RemoteCommandError.
+    """
+    device = connection.device
+    seen = probe(connection, model, version)
+    status = seen.status
+    if status is None:
+        raise PreflightError(f"device {device.id}: no agent status in {seen.root} (the agent never ran there)",
+                             "install and start the agent (deploy-agent flow), or fix agent_root in fleet.yaml")
+    age = seen.now_epoch - datetime.fromisoformat(status["updated_at"]).timestamp()
+    if status.get("state") != "running" or age > gate.status_max_age_s:
+        raise PreflightError(f"device {device.id}: the agent is not alive (state {status.get('state')}, status "
+                             f"{age:.0f} s old)", "start the agent (deploy-agent flow restarts it), then re-run")
+    for refusal in seen.refused:
+        if refusal.get("version") == version and refusal.get("manifest_sha256") == manifest_sha256:
+            raise PreflightError(
+                f"device {device.id} refused {model} {version} before: {refusal.get('reason')}",
+                "the version fails on this device: publish a fixed version; to retry this one anyway, clear the "
+                f"refusal on the device (ModelStore.clear_refused('{model}'))")
+    already = seen.installed_manifest_sha256 == manifest_sha256
+    needed = 0 if already else int(version_bytes * disk_headroom)
+    if seen.free_bytes < needed:
+        raise PreflightError(f"device {device.id}: {seen.free_bytes / 1e6:.1f} MB free in {seen.root}, the version "
+                             f"needs {needed / 1e6:.1f} MB ({disk_headroom:g}x its size)",
+                             "free space on the device (remove old versions: edgefleet-agent models)")
+    if seen.installed_manifest_sha256 is not None and not already:
+        raise PreflightError(f"device {device.id} has {model} {version} installed with different content",
+                             "versions are immutable: publish the change as a new version")
+    return Preflight(seen, seen.current, already)
+
+
+def version_files(local_dir: Path, manifest: Manifest) -> dict[str, tuple[str, int]]:
+    """name -> (sha256, size) of every file of a version, manifest.json and manifest.sig included."""
+    files = {entry.name: (entry.sha256, entry.size) for entry in manifest.files}
+    for name in (MANIFEST_FILE, SIGNATURE_FILE):
+        files[name] = (sha256_file(local_dir / name), (local_dir / name).stat().st_size)
+    return files
+
+
+def upload_missing(connection: DeviceConnection, root: str, local_dir: Path, manifest: Manifest) -> UploadResult:
+    """Assembles the version in `<root>/.incoming/<model>/<version>` sending only what the device lacks.
+
+    A file whose sha256 is already on the device (in the staging directory, or in any installed version of
+    the model) is not transferred: it is kept or copied there on the device.
+
+    Raises:
+        DeviceUnreachable, RemoteCommandError.
+    """
+    files = version_files(local_dir, manifest)
+    staging = f"{root}/{INCOMING_DIR}/{manifest.model}/{manifest.version}"
+    q_staging = shlex.quote(staging)
+    sizes = sorted({size for _, size in files.values()})
+    size_test = " -o ".join(f"-size {size}c" for size in sizes)
+    keep = " ".join(f"! -name {shlex.quote(name)}" for name in files)
+    listing = connection.run(
+        f"mkdir -p {q_staging} && find {q_staging} -type f {keep} -delete && "
+        f"find {shlex.quote(f'{root}/models/{manifest.model}')} {q_staging} -type f \\( {size_test} \\) "
+        f"-exec sha256sum {{}} + 2>/dev/null; true").stdout
+    on_device: dict[str, str] = {}
+    for line in listing.splitlines():
+        digest, _, path = line.partition("  ")
+        if path:
+            on_device.setdefault(digest, path)
+            if path.startswith(staging + "/"):
+                on_device[f"staged:{path[len(staging) + 1:]}"] = digest
+    copies, sent, reused, transferred = [], [], 0, 0
+    for name, (digest, size) in files.items():
+        if on_device.get(f"staged:{name}") == digest:
+            reused += size
+        elif digest in on_device:
+            copies.append(f"cp {shlex.quote(on_device[digest])} {shlex.quote(f'{staging}/{name}.part')} && "
+                          f"mv {shlex.quote(f'{staging}/{name}.part')} {shlex.quote(f'{staging}/{name}')}")
+            reused += size
+        else:
+            transferred += connection.put(local_dir / name, f"{staging}/{name}")
+            sent.append(name)
+    if copies:
+        connection.run(" && ".join(copies))
+    return UploadResult(staging, transferred, reused, tuple(sent))
+
+
+def verify_remote(connection: DeviceConnection, staging: str) -> dict[str, Any]:
+    """`edgefleet-agent verify STAGING --json` on the device (signature and every file).
+
+    Raises:
+        RemoteCommandError: the device's verification failed (its message says which file or key).
+    """
+    return json.loads(connection.agent("verify", staging, "--json").stdout)
+
+
+def activate(connection: DeviceConnection, model: str, version: str, staging: str | None) -> None:
+    """Installs the staged version (when given) and makes it current; the staging directory is removed.
+
+    Raises:
+        RemoteCommandError: install or activate failed on the device (its store is unchanged).
+    """
+    if staging is not None:
+        connection.agent("install", staging, "--activate", "--json")
+        connection.run(f"rm -rf {shlex.quote(staging)}")
+    else:
+        connection.agent("activate", model, version, "--json")
+
+
+def rollback_to(connection: DeviceConnection, model: str, version: str) -> None:
+    """Makes `version` current again (the agent swaps back within its watch interval)."""
+    connection.agent("activate", model, version, "--json")
+
+
+MonitorQuery = Callable[[str, str, datetime], Any]
+"""(device_id, version, since) -> DeviceVersionHealth from the fleet monitor, or None when there is none."""
+
+
+def wait_healthy(connection: DeviceConnection, model: str, version: str, before: str | None,
+                 activated_at: datetime, gate: HealthGate, monitor: MonitorQuery | None,
+                 previous_p95_status: float | None, clock: Callable[[], float] = time.monotonic) -> HealthResult:
+    """Polls until the device is healthy on `version` (monitor first, the agent's status as fallback).
+
+    Fails at once when the agent refuses the version (it rolls back by itself), when the device becomes
+    unreachable, or when a source reports it unhealthy; fails at `gate.timeout_s` otherwise.
+
+    Raises:
+        DeviceRefused: the agent refused the version (smoke test); the device runs `before` again.
+        HealthTimeout: unhealthy, or not healthy in time (the last reason is given).
+        DeviceUnreachable: the device went away.
+    """
+    device = connection.device
+    started = clock()
+    deadline = started + gate.timeout_s
+    baseline: StatusBaseline | None = None
+    previous_p95_monitor = None
+    use_monitor = monitor is not None and gate.source != "agent"
+    if use_monitor and before is not None:
+        since = datetime.fromtimestamp(activated_at.timestamp() - gate.previous_lookback_s, UTC)
+        previous = monitor(device.id, before, since)
+        previous_p95_monitor = previous.latency_p95_ms if previous is not None else None
+    verdict = Verdict("wait", "not checked yet", "agent")
+    while True:
+        seen = probe(connection, model, version)
+        for refusal in seen.refused:
+            if refusal.get("version") == version:
+                raise DeviceRefused(
+                    f"device {device.id} refused {model} {version} and rolled back to {seen.current}: "
+                    f"{refusal.get('reason')}", "the version fails the device's smoke test: fix and re-release it")
+        status = seen.status
+        if status is not None and clock() - started > gate.status_max_age_s:
+            age = seen.now_epoch - datetime.fromisoformat(status["updated_at"]).timestamp()
+            if age > gate.status_max_age_s:
+                raise HealthTimeout(f"device {device.id}: the agent stopped updating its status ({age:.0f} s old) "
+                                    f"after {model} {version} was activated", "look at the agent's log on the device")
+        if baseline is None and status is not None and status.get("version") == version:
+            baseline = StatusBaseline(status.get("frames", 0), status.get("errors", 0),
+                                      status.get("swap_failures", 0))
+        health = monitor(device.id, version, activated_at) if use_monitor else None
+        if health is not None and health.known:
+            verdict = monitor_verdict(health, previous_p95_monitor, gate)
+        elif gate.source != "monitor":
+            verdict = status_verdict(status, version, baseline, previous_p95_status, gate, seen.now_epoch)
+        else:
+            verdict = Verdict("wait", "the fleet monitor has not heard from the device", "monitor")
+        if verdict.state == "pass":
+            return HealthResult(verdict, clock() - started)
+        if verdict.state == "fail":
+            raise HealthTimeout(f"device {device.id} is unhealthy on {model} {version} ({verdict.source}): "
+                                f"{verdict.reason}", "look at the device's telemetry (edgefleet fleet device "
+                                                      f"{device.id}); the rollout rolls it back per its policy")
+        if clock() >= deadline:
+            raise HealthTimeout(f"device {device.id} was not healthy on {model} {version} within "
+                                f"{gate.timeout_s:g} s ({verdict.source}: {verdict.reason})",
+                                "check the device and its telemetry, or raise health.timeout_s")
+        time.sleep(gate.poll_interval_s)
+
+
+def is_remote_failure(error: BaseException) -> bool:
+    return isinstance(error, RemoteCommandError)

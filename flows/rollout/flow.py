@@ -1,0 +1,217 @@
+"""The `rollout` Prefect flow: a released version to devices over SSH, in health-gated waves.
+
+    from edgefleet.flows.rollout.flow import rollout
+    from edgefleet.flows.rollout.params import RolloutParams
+
+    result = rollout(RolloutParams(inventory="fleet.yaml", registry="gs://b/edgefleet", model="birds",
+                                   version="1.2.0", channel="stable", waves=[1, "10%", "100%"]))
+
+Waves run one after the other; the devices of a wave run in parallel (at most `max_parallel` at once),
+each through preflight, upload (only what is missing), verify, activate and the health gate. A failed
+device is rolled back to the version it ran before. A wave whose failures exceed `failure_threshold`
+halts the rollout: with `rollback_policy="all"` every device this rollout changed is rolled back too; the
+devices of later waves are never touched. The record (`rollouts/<id>.json` in the registry, and a table
+artifact) says which devices, which step and why; re-running the same rollout resumes it, skipping the
+devices already done. When the last wave passes, `channel` is moved to the version (compare-and-swap).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.flow_runs import pause_flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel, ConfigDict
+
+from edgefleet.device.errors import ConfigError, EdgefleetError
+from edgefleet.device.registry import Registry
+from edgefleet.flows.rollout.inventory import Inventory, load_inventory
+from edgefleet.flows.rollout.params import RolloutParams
+from edgefleet.flows.rollout.record import DeviceRecord, HaltInfo, RecordStore, RolloutRecord
+from edgefleet.flows.rollout.tasks import MonitorAccess, PreparedVersion, prepare_version, roll_device, rollback_device
+from edgefleet.flows.rollout.waves import plan_waves, wave_over_threshold
+
+log = logging.getLogger(__name__)
+
+FLOW_NAME = "rollout"
+
+
+class RolloutResult(BaseModel):
+    """What a rollout run did (also in the record)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rollout_id: str
+    model: str
+    version: str
+    state: str
+    record_uri: str
+    done: int
+    failed: int
+    rolled_back: int
+    pending: int
+    channel: str | None
+    channel_moved: bool
+    bytes_transferred: int
+    halted_reason: str | None
+
+
+class RolloutHalted(EdgefleetError):
+    """A wave went over its failure threshold; the rollout stopped and rolled back per its policy."""
+
+    def __init__(self, message: str, fix: str, result: RolloutResult) -> None:
+        super().__init__(message, fix)
+        self.result = result
+
+
+def resolve_version(registry: Registry, params: RolloutParams) -> str:
+    """The version to roll out: `params.version`, else the one `params.channel` names now."""
+    if params.version is not None:
+        return params.version
+    pointer = registry.read_channel(params.model, params.channel).pointer  # type: ignore[arg-type]
+    if pointer is None:
+        raise ConfigError(f"channel {params.channel} of model {params.model} does not exist in {registry.uri}",
+                          "give a version, or promote one to the channel first (edgefleet registry promote)")
+    return pointer.version
+
+
+def _artifact_key(rollout_id: str) -> str:
+    return "rollout-" + re.sub(r"[^a-z0-9-]+", "-", rollout_id.lower()).strip("-")
+
+
+def _result(record: RolloutRecord, store: RecordStore) -> RolloutResult:
+    return RolloutResult(
+        rollout_id=record.rollout_id, model=record.model, version=record.version, state=record.state,
+        record_uri=store.uri, done=record.count("done"), failed=record.count("failed"),
+        rolled_back=record.count("rolled_back"), pending=record.count("pending"), channel=record.channel,
+        channel_moved=record.channel_moved,
+        bytes_transferred=sum(device.bytes_transferred for device in record.devices.values()),
+        halted_reason=record.halted.reason if record.halted else None)
+
+
+def _publish(record: RolloutRecord, store: RecordStore) -> None:
+    store.save(record)
+    summary = (f"Rollout **{record.rollout_id}**: {record.model} {record.version} — {record.state}; "
+               f"{record.count('done')} done, {record.count('failed')} failed, "
+               f"{record.count('rolled_back')} rolled back, {record.count('pending')} not reached. "
+               f"Record: `{store.uri}`"
+               + (f"\n\nHalted in wave {record.halted.wave}: {record.halted.reason}" if record.halted else ""))
+    create_table_artifact(table=record.table(), key=_artifact_key(record.rollout_id), description=summary)
+
+
+def _roll_back(runner: ThreadPoolTaskRunner, inventory: Inventory, record: RolloutRecord,
+               devices: list[DeviceRecord]) -> None:
+    """Returns each device to its `before` version (devices the agent already rolled back are only marked)."""
+    futures = {}
+    for device in devices:
+        if device.refused_by_device:
+            device.state, device.rolled_back_to = "rolled_back", device.before
+            continue
+        if device.activated_at is None or device.before is None or device.before == record.version:
+            continue  # nothing was changed, or there is nothing to go back to (kept as failed)
+        futures[device.device_id] = runner.submit(rollback_device, {
+            "inventory": inventory, "device": inventory.device(device.device_id), "model": record.model,
+            "version": device.before})
+    for device_id, future in futures.items():
+        step = future.result()
+        device = record.devices[device_id]
+        device.steps.append(step)
+        if step.ok:
+            device.state, device.rolled_back_to, device.after = "rolled_back", device.before, device.before
+
+
+def _open_record(store: RecordStore, params: RolloutParams, prepared: PreparedVersion, rollout_id: str,
+                 channel: str | None) -> RolloutRecord:
+    record = store.load()
+    if record is None:
+        return RolloutRecord(rollout_id=rollout_id, model=prepared.model, version=prepared.version,
+                             manifest_sha256=prepared.manifest_sha256, channel=channel,
+                             rollback_policy=params.rollback_policy)
+    if (record.model, record.version, record.manifest_sha256) != (prepared.model, prepared.version,
+                                                                   prepared.manifest_sha256):
+        raise ConfigError(f"rollout {rollout_id} in the registry is for {record.model} {record.version}, not "
+                          f"{prepared.model} {prepared.version}",
+                          "give this rollout another rollout_id (rollout ids name one version)")
+    return record
+
+
+@flow(name=FLOW_NAME)
+def rollout(params: RolloutParams) -> RolloutResult:
+    """Rolls a released model version out to devices in health-gated waves (see the module docstring)."""
+    logger = get_run_logger()
+    inventory = load_inventory(params.inventory)
+    devices = inventory.select(params.target.ids, params.target.tags)
+    registry = Registry.from_uri(params.registry)
+    version = resolve_version(registry, params)
+    channel = params.channel if params.version is not None else None
+    prepared = prepare_version(registry, params.model, version, Path(params.work_dir).expanduser(),
+                               params.public_key)
+    rollout_id = params.rollout_id or f"{params.model}-{version}"
+    store = RecordStore(registry, rollout_id)
+    record = _open_record(store, params, prepared, rollout_id, channel)
+    record.runs += 1
+    record.state, record.halted, record.rollback_policy = "running", None, params.rollback_policy
+    record.waves = plan_waves([device.id for device in devices], params.waves)
+    for wave_number, wave in enumerate(record.waves, 1):
+        for device_id in wave:
+            record.devices.setdefault(device_id, DeviceRecord(device_id=device_id, wave=wave_number)).wave = wave_number
+    store.save(record)
+    monitor = MonitorAccess(params.monitor_config, params.model) if params.monitor_config else None
+    logger.info("rollout %s: %s %s to %d devices in waves %s (run %d)", rollout_id, params.model, version,
+                len(devices), [len(w) for w in record.waves], record.runs)
+
+    with ThreadPoolTaskRunner(max_workers=params.max_parallel) as runner:
+        for wave_number, wave in enumerate(record.waves, 1):
+            todo = [device_id for device_id in wave if record.devices[device_id].state != "done"]
+            if not todo:
+                logger.info("wave %d: all %d devices done in an earlier run", wave_number, len(wave))
+                continue
+            futures = {device_id: runner.submit(roll_device, {
+                "inventory": inventory, "device": inventory.device(device_id), "prepared": prepared,
+                "gate": params.health, "disk_headroom": params.disk_headroom, "monitor": monitor})
+                for device_id in todo}
+            for device_id, future in futures.items():
+                record.devices[device_id].apply(future.result())
+            failed = [device_id for device_id in todo if record.devices[device_id].state == "failed"]
+            for device_id in failed:
+                error = record.devices[device_id].error
+                logger.warning("wave %d: %s failed at %s: %s", wave_number, device_id,
+                               error.step if error else "?", error.message if error else "?")
+            halt = wave_over_threshold(len(failed), len(todo), params.failure_threshold)
+            to_roll_back = [record.devices[device_id] for device_id in failed]
+            if halt and params.rollback_policy == "all":
+                to_roll_back = [device for device in record.devices.values()
+                                if device.state in ("done", "failed")
+                                and (device.after == version or device.refused_by_device)]
+            _roll_back(runner, inventory, record, to_roll_back)
+            if halt:
+                reasons = "; ".join(f"{device_id} at {record.devices[device_id].error.step}: "  # type: ignore[union-attr]
+                                    f"{record.devices[device_id].error.message}" for device_id in failed)  # type: ignore[union-attr]
+                record.state = "halted"
+                record.halted = HaltInfo(wave=wave_number, failed=tuple(failed),
+                                         reason=f"{len(failed)} of {len(todo)} devices failed "
+                                                f"(threshold {params.failure_threshold:.0%}): {reasons}")
+                _publish(record, store)
+                result = _result(record, store)
+                raise RolloutHalted(
+                    f"rollout {rollout_id} halted in wave {wave_number}: {record.halted.reason}",
+                    f"fix the cause, then re-run the same rollout (rollout_id {rollout_id}) to resume; "
+                    f"record: {store.uri}", result)
+            store.save(record)
+            logger.info("wave %d passed: %d devices (%d failed, within the threshold)", wave_number, len(todo),
+                        len(failed))
+            if wave_number == 1 and params.approve_after_canary and len(record.waves) > 1:
+                logger.info("canary wave passed: waiting for approval (resume the flow run to continue)")
+                pause_flow_run(timeout=params.approval_timeout_s, key=f"approve-{_artifact_key(rollout_id)}")
+
+    record.state = "completed"
+    if channel is not None and not record.channel_moved:
+        registry.promote(params.model, version, channel, by=f"rollout {rollout_id}")
+        record.channel_moved = True
+        logger.info("channel %s of %s now names %s", channel, params.model, version)
+    _publish(record, store)
+    return _result(record, store)

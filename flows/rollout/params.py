@@ -1,0 +1,184 @@
+"""The parameters of a rollout and of the scheduled promotion: pydantic models the Prefect UI renders as
+forms and `edgefleet rollout run --config rollout.yaml` reads from YAML. Every default lives here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgefleet.device.contracts.layout import check_name, check_version
+from edgefleet.device.errors import ConfigError
+
+WaveSize = int | str
+DEFAULT_WAVES: tuple[WaveSize, ...] = (1, "10%", "50%", "100%")
+DEFAULT_WORK_DIR = "~/.edgefleet/rollouts"
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Target(_Config):
+    """Which devices: those named in `ids` plus those carrying any of `tags`; everything when both are empty."""
+
+    ids: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+
+
+class HealthGate(_Config):
+    """When a device counts as healthy on the new version (checked until `timeout_s`)."""
+
+    min_inferences: int = Field(default=20, ge=1, description="inferences on the new version, at least")
+    max_error_ratio: float = Field(default=0.01, ge=0, le=1, description="inference errors / inferences")
+    max_swap_failures: int = Field(default=0, ge=0,
+                                   description="swap_failed + rollback events about the new version")
+    max_p95_ratio: float = Field(default=1.5, gt=0,
+                                 description="new p95 latency / the previous version's p95 on the same device")
+    timeout_s: float = Field(default=120.0, gt=0, description="longest wait for health after activation")
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    previous_lookback_s: float = Field(default=600.0, gt=0,
+                                       description="how far back the previous version's latency is read")
+    status_max_age_s: float = Field(default=15.0, gt=0,
+                                    description="agent status older than this means the agent is not alive")
+    source: Literal["auto", "monitor", "agent"] = Field(
+        default="auto", description="auto: the fleet monitor for devices it knows, the agent's own status "
+                                    "(over SSH) for the others; monitor / agent: only that source")
+
+
+def _check_wave(value: WaveSize) -> WaveSize:
+    if isinstance(value, bool):
+        raise ValueError("a wave is a device count (e.g. 1) or a percentage (e.g. '10%')")
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError(f"wave size {value} must be at least 1")
+        return value
+    text = str(value).strip()
+    if not text.endswith("%"):
+        raise ValueError(f"wave size {value!r} must be a device count (e.g. 1) or a percentage (e.g. '10%')")
+    try:
+        percent = float(text[:-1])
+    except ValueError:
+        raise ValueError(f"wave size {value!r} is not a percentage") from None
+    if not 0 < percent <= 100:
+        raise ValueError(f"wave size {value!r} must be above 0% and at most 100%")
+    return text
+
+
+class RolloutParams(_Config):
+    """One rollout: which version goes to which devices, in which waves, gated how."""
+
+    inventory: str = Field(description="fleet.yaml (devices, known_hosts)")
+    registry: str = Field(description="gs://BUCKET[/PREFIX] or a registry directory")
+    model: str
+    version: str | None = Field(default=None, description="the version to roll out; default: what `channel` names")
+    channel: str | None = Field(
+        default=None, description="with `version`: moved to it when the last wave passes; without: the channel "
+                                  "whose version is rolled out")
+    target: Target = Target()
+    waves: tuple[WaveSize, ...] = Field(default=DEFAULT_WAVES, min_length=1,
+                                        description="cumulative sizes: 1 device, then up to 10% of the target...")
+    max_parallel: int = Field(default=8, ge=1, le=256, description="devices worked on at once")
+    health: HealthGate = HealthGate()
+    failure_threshold: float = Field(default=0.0, ge=0, lt=1,
+                                     description="share of a wave that may fail without halting the rollout")
+    rollback_policy: Literal["failed", "all"] = Field(
+        default="failed", description="on halt, roll back the failed devices, or everything this rollout changed")
+    approve_after_canary: bool = Field(default=False, description="pause for a person after the first wave")
+    approval_timeout_s: int = Field(default=3600, ge=1)
+    rollout_id: str | None = Field(default=None, description="default <model>-<version>; re-running resumes it")
+    monitor_config: str | None = Field(default=None, description="the fleet monitor's YAML (its SQLite state)")
+    public_key: str | None = Field(default=None, description="verify the version against this key first")
+    work_dir: str = Field(default=DEFAULT_WORK_DIR, description="downloaded versions are kept here")
+    disk_headroom: float = Field(default=2.0, ge=1,
+                                 description="free space needed on a device: version size times this")
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        return check_name("model", value)
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str | None) -> str | None:
+        return None if value is None else check_version(value)
+
+    @field_validator("channel", "rollout_id")
+    @classmethod
+    def _names(cls, value: str | None) -> str | None:
+        return None if value is None else check_name("name", value)
+
+    @field_validator("waves", mode="before")
+    @classmethod
+    def _waves(cls, value: object) -> object:
+        # before pydantic's coercion, which would turn True into 1
+        if isinstance(value, (list, tuple)):
+            return tuple(_check_wave(item) for item in value)
+        return value
+
+    @model_validator(mode="after")
+    def _version_or_channel(self) -> RolloutParams:
+        if self.version is None and self.channel is None:
+            raise ValueError("give a version to roll out, or a channel whose version is rolled out")
+        return self
+
+
+class PromotionParams(_Config):
+    """The scheduled promotion: `from_channel` -> `to_channel` when the canary devices were healthy long enough."""
+
+    inventory: str
+    registry: str
+    model: str
+    monitor_config: str = Field(description="the fleet monitor's YAML: health comes from the monitor")
+    from_channel: str = "canary"
+    to_channel: str = "stable"
+    canary: Target = Target(tags=("canary",))
+    healthy_for_s: float = Field(default=3600.0, gt=0, description="canary devices ran the version this long")
+    min_inferences: int = Field(default=100, ge=1, description="inferences over that time, all devices together")
+    max_error_ratio: float = Field(default=0.01, ge=0, le=1)
+    max_swap_failures: int = Field(default=0, ge=0)
+    stale_after_s: float = Field(default=120.0, gt=0, description="a device silent this long blocks promotion")
+
+    @field_validator("model", "from_channel", "to_channel")
+    @classmethod
+    def _names(cls, value: str) -> str:
+        return check_name("name", value)
+
+
+def _describe(error: ValidationError, origin: str) -> str:
+    parts = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{key}'")
+        elif item["type"] == "missing":
+            parts.append(f"missing key '{key}'")
+        else:
+            parts.append(f"key '{key}': {item['msg']}")
+    return f"{origin}: " + "; ".join(parts)
+
+
+def load_yaml_params(model: type[_Config], path: str | os.PathLike[str], **overrides: object) -> _Config:
+    """Reads parameters of `model` from a YAML file; relative `inventory`/`registry`/... stay as written.
+
+    Raises:
+        ConfigError: missing file, bad YAML, or wrong keys (named).
+    """
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist", "pass the path of your rollout YAML with --config") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}", "fix the syntax at the position shown") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path} must be a mapping of parameters", f"see {model.__name__}")
+    document.update({key: value for key, value in overrides.items() if value is not None})
+    try:
+        return model.model_validate(document)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, str(path)), f"fix the keys named above (see {model.__name__})") from None

@@ -1,0 +1,106 @@
+"""The scheduled `promote-canary` flow: `canary` -> `stable` once the canary devices ran it healthily long enough.
+
+Run on a cron schedule (prefect.yaml). Each run decides from the fleet monitor's state:
+
+- the version `from_channel` names is not already what `to_channel` names;
+- every canary device (inventory target) reports, is not stale, runs that version, and has run it for at
+  least `healthy_for_s`;
+- over that time, together: at least `min_inferences`, an error ratio within `max_error_ratio`, and no more
+  than `max_swap_failures` swap failures or rollbacks of the version.
+
+Then `to_channel` is moved with compare-and-swap (a concurrent change is not overridden). Otherwise the run
+does nothing and its result (and log, and a markdown artifact) says why.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel, ConfigDict
+
+from edgefleet.device.registry import Registry
+from edgefleet.flows.rollout.inventory import load_inventory
+from edgefleet.flows.rollout.params import PromotionParams
+
+FLOW_NAME = "promote-canary"
+
+
+class PromotionResult(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    promoted: bool
+    model: str
+    version: str | None
+    from_channel: str
+    to_channel: str
+    reason: str
+    devices: tuple[str, ...] = ()
+
+
+def promotion_blocker(params: PromotionParams, version: str, device_ids: list[str], now: datetime) -> str | None:
+    """Why `version` may not be promoted yet (None: it may), from the fleet monitor's state."""
+    from edgefleet.monitor import FleetStateError, device_history, load_monitor_config, open_fleet_store, version_health
+
+    config = load_monitor_config(Path(params.monitor_config))
+    try:
+        store = open_fleet_store(config, create=False)
+    except FleetStateError as error:
+        return f"no fleet monitor state: {error.message}"
+    with store:
+        for device_id in device_ids:
+            try:
+                history = device_history(store, device_id, params.stale_after_s, now, event_limit=1)
+            except FleetStateError:
+                return f"canary device {device_id} has never reported to the fleet monitor"
+            status = history.status
+            if status.status == "stale":
+                return f"canary device {device_id} is stale ({status.reason})"
+            if status.model_version != version:
+                return f"canary device {device_id} runs {status.model_version}, not {version}"
+            stretch = [entry for entry in history.versions if entry.model_version == version]
+            running_for = (now - stretch[-1].first_seen).total_seconds() if stretch else 0.0
+            if running_for < params.healthy_for_s:
+                return (f"canary device {device_id} has run {version} for {running_for:.0f} s of the required "
+                        f"{params.healthy_for_s:.0f} s")
+        health = version_health(store, device_ids, params.model, version, now - timedelta(seconds=params.healthy_for_s))
+    if health.swap_failures + health.rollbacks > params.max_swap_failures:
+        return (f"{health.swap_failures} swap failure(s) and {health.rollbacks} rollback(s) of {version} on the "
+                f"canary devices (allowed {params.max_swap_failures})")
+    if health.inferences < params.min_inferences:
+        return f"only {health.inferences} of the required {params.min_inferences} inferences on {version}"
+    if health.error_ratio > params.max_error_ratio:
+        return f"error ratio {health.error_ratio:.2%} above the allowed {params.max_error_ratio:.2%}"
+    return None
+
+
+@flow(name=FLOW_NAME)
+def promote_canary(params: PromotionParams) -> PromotionResult:
+    """Promotes `from_channel` to `to_channel` when the canary devices were healthy long enough (see module doc)."""
+    logger = get_run_logger()
+    registry = Registry.from_uri(params.registry)
+    source = registry.read_channel(params.model, params.from_channel).pointer
+    target = registry.read_channel(params.model, params.to_channel).pointer
+    devices = [device.id for device in load_inventory(params.inventory).select(params.canary.ids, params.canary.tags)]
+
+    def finish(promoted: bool, reason: str, version: str | None) -> PromotionResult:
+        (logger.info if promoted else logger.warning)("%s", reason)
+        create_markdown_artifact(markdown=f"**promote-canary** {params.model}: {reason}",
+                                 key=f"promote-{params.model.replace('.', '-').replace('_', '-')}")
+        return PromotionResult(promoted=promoted, model=params.model, version=version, from_channel=params.from_channel,
+                               to_channel=params.to_channel, reason=reason, devices=tuple(devices))
+
+    if source is None:
+        return finish(False, f"nothing to promote: channel {params.from_channel} does not exist", None)
+    version = source.version
+    if target is not None and target.version == version and target.manifest_sha256 == source.manifest_sha256:
+        return finish(False, f"nothing to do: {params.to_channel} already names {version}", version)
+    blocker = promotion_blocker(params, version, devices, datetime.now(UTC))
+    if blocker is not None:
+        return finish(False, f"not promoting {version} to {params.to_channel}: {blocker}", version)
+    registry.promote(params.model, version, params.to_channel, by=f"{FLOW_NAME} ({params.from_channel})",
+                     expected_version=target.version if target else None)
+    return finish(True, f"promoted {version} from {params.from_channel} to {params.to_channel}: canary devices "
+                        f"{', '.join(devices)} healthy for {params.healthy_for_s:.0f} s", version)

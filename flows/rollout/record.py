@@ -1,0 +1,180 @@
+"""The rollout record: what happened to each device (before, after, steps, timings, errors).
+
+Kept in the registry as `rollouts/<id>.json` (compare-and-swap writes) and shown as a Prefect table
+artifact. Re-running a rollout reads it back and skips the devices already `done`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgefleet.device.errors import EdgefleetError
+from edgefleet.device.registry import Registry, rollout_key
+
+RECORD_SCHEMA = 1
+DeviceState = Literal["pending", "done", "failed", "rolled_back", "skipped"]
+RolloutState = Literal["running", "halted", "completed"]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class StepRecord(BaseModel):
+    """One step on one device."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    ok: bool
+    started_at: datetime
+    seconds: float
+    detail: str = ""
+
+
+class DeviceError(BaseModel):
+    """Why a device failed: the step and the message (and fix) the step raised."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    step: str
+    kind: str
+    message: str
+    fix: str | None = None
+
+
+class DeviceOutcome(BaseModel):
+    """What one device's pipeline did in one run (a task result)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    device_id: str
+    ok: bool
+    before: str | None = None
+    after: str | None = None
+    steps: tuple[StepRecord, ...] = ()
+    error: DeviceError | None = None
+    refused_by_device: bool = False
+    """The agent refused the version (smoke test) and put its previous version back by itself."""
+    bytes_transferred: int = 0
+    bytes_reused: int = 0
+    activated_at: datetime | None = None
+    healthy_after_s: float | None = None
+    health_source: str | None = None
+
+
+class DeviceRecord(BaseModel):
+    """A device in the rollout record (updated across runs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: str
+    wave: int
+    state: DeviceState = "pending"
+    before: str | None = None
+    after: str | None = None
+    steps: list[StepRecord] = Field(default_factory=list)
+    error: DeviceError | None = None
+    refused_by_device: bool = False
+    bytes_transferred: int = 0
+    bytes_reused: int = 0
+    activated_at: datetime | None = None
+    healthy_after_s: float | None = None
+    health_source: str | None = None
+    rolled_back_to: str | None = None
+    attempts: int = 0
+
+    def apply(self, outcome: DeviceOutcome) -> None:
+        """Takes in one run's outcome (the `before` of the first run is kept: it is what to roll back to)."""
+        self.attempts += 1
+        self.state = "done" if outcome.ok else "failed"
+        if self.before is None:  # the first known version is what "everything this rollout changed" restores
+            self.before = outcome.before
+        self.after = outcome.after
+        self.steps = list(outcome.steps)
+        self.error = outcome.error
+        self.refused_by_device = outcome.refused_by_device
+        self.bytes_transferred = outcome.bytes_transferred
+        self.bytes_reused = outcome.bytes_reused
+        self.activated_at = outcome.activated_at
+        self.healthy_after_s = outcome.healthy_after_s
+        self.health_source = outcome.health_source
+        self.rolled_back_to = None
+
+
+class HaltInfo(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    wave: int
+    failed: tuple[str, ...]
+    reason: str
+
+
+class RolloutRecord(BaseModel):
+    """The whole rollout."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    record_schema: int = RECORD_SCHEMA
+    rollout_id: str
+    model: str
+    version: str
+    manifest_sha256: str
+    channel: str | None = None
+    state: RolloutState = "running"
+    rollback_policy: str = "failed"
+    waves: list[list[str]] = Field(default_factory=list)
+    devices: dict[str, DeviceRecord] = Field(default_factory=dict)
+    halted: HaltInfo | None = None
+    channel_moved: bool = False
+    runs: int = 0
+    started_at: datetime = Field(default_factory=utc_now)
+    updated_at: datetime = Field(default_factory=utc_now)
+
+    def count(self, state: DeviceState) -> int:
+        return sum(1 for device in self.devices.values() if device.state == state)
+
+    def table(self) -> list[dict[str, object]]:
+        """One row per device, for the Prefect table artifact and `edgefleet rollout show`."""
+        rows = []
+        for device in self.devices.values():
+            rows.append({
+                "device": device.device_id, "wave": device.wave, "state": device.state,
+                "before": device.before or "-", "after": device.after or "-",
+                "steps": " ".join(f"{s.name}{'' if s.ok else '!'}:{s.seconds:.1f}s" for s in device.steps),
+                "healthy_after_s": "-" if device.healthy_after_s is None else f"{device.healthy_after_s:.1f}",
+                "bytes_sent": device.bytes_transferred,
+                "error": "" if device.error is None else f"[{device.error.step}] {device.error.message}",
+            })
+        return rows
+
+
+class RecordStore:
+    """Reads and writes one rollout record in the registry, with compare-and-swap on each write."""
+
+    def __init__(self, registry: Registry, rollout_id: str) -> None:
+        self.registry = registry
+        self.key = rollout_key(rollout_id)
+        self._generation = 0
+
+    def load(self) -> RolloutRecord | None:
+        value, self._generation = self.registry.read_json(self.key)
+        if value is None:
+            return None
+        try:
+            return RolloutRecord.model_validate(value)
+        except ValueError as error:
+            raise EdgefleetError(f"rollout record {self.registry.describe(self.key)} is unreadable: {error}",
+                                 "start a new rollout with another rollout_id, or delete the record") from None
+
+    def save(self, record: RolloutRecord) -> None:
+        """Writes the record; a concurrent writer (another run of the same rollout) makes this fail."""
+        record.updated_at = utc_now()
+        self._generation = self.registry.put_json(self.key, record, expected_generation=self._generation)
+
+    @property
+    def uri(self) -> str:
+        return self.registry.describe(self.key)

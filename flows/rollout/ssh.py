@@ -1,0 +1,249 @@
+"""SSH connections to devices (Fabric on paramiko) that verify host keys and never hang.
+
+Fabric's `Connection` accepts unknown host keys by default (paramiko `AutoAddPolicy`); for a fleet that
+would let anybody answering on a device's address receive models and run commands. Here every connection
+loads the inventory's `known_hosts` and uses `RejectPolicy`: an unknown host is refused, a changed key is
+refused, and both raise `HostKeyError` naming the device.
+
+Every network step has a timeout: TCP connect, SSH banner and authentication (`connect_timeout_s`) and
+each remote command (`command_timeout_s`), so an unreachable device is a failure, never a hang.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import tenacity
+from fabric import Config, Connection
+from invoke.exceptions import CommandTimedOut
+from paramiko.client import RejectPolicy
+from paramiko.ssh_exception import AuthenticationException, BadHostKeyException, SSHException
+
+from edgefleet.device.errors import ConfigError, EdgefleetError
+from edgefleet.flows.rollout.inventory import DeviceSpec, Inventory
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_HOST_MARK = "not found in known_hosts"
+
+
+class HostKeyError(EdgefleetError):
+    """A device's SSH host key is unknown or differs from known_hosts: the connection was refused."""
+
+
+class DeviceUnreachable(EdgefleetError):
+    """A device cannot be reached or logged into over SSH (within the timeouts)."""
+
+
+class RemoteCommandError(EdgefleetError):
+    """A command on a device failed or timed out."""
+
+    def __init__(self, message: str, fix: str | None = None, *, exit_code: int | None = None,
+                 stdout: str = "", stderr: str = "") -> None:
+        super().__init__(message, fix)
+        self.exit_code = exit_code
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a remote command printed and returned."""
+
+    stdout: str
+    stderr: str
+    exit_code: int
+
+
+def host_key_name(host: str, port: int) -> str:
+    """How known_hosts names a host: `host` on port 22, else `[host]:port` (OpenSSH and paramiko agree)."""
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def _transient(error: BaseException) -> bool:
+    return isinstance(error, DeviceUnreachable) and not isinstance(error, HostKeyError)
+
+
+class DeviceConnection:
+    """An open SSH connection to one device. Use as a context manager, or call `close()`.
+
+    Args:
+        device: the device (address, key, timeouts).
+        known_hosts: the known_hosts file vouching for its host key.
+    """
+
+    def __init__(self, device: DeviceSpec, known_hosts: Path) -> None:
+        self.device = device
+        self.known_hosts = Path(known_hosts)
+        self._connection: Connection | None = None
+
+    def __enter__(self) -> DeviceConnection:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def connection(self) -> Connection:
+        if self._connection is None or not self._connection.is_connected:
+            self._connection = None
+            self.open()
+        return self._connection  # type: ignore[return-value]  # open() set it or raised
+
+    def open(self) -> None:
+        """Connects (retrying transient failures `connect_attempts` times).
+
+        Raises:
+            HostKeyError: unknown or changed host key (never retried).
+            DeviceUnreachable: refused, timed out, or the key was not accepted.
+            ConfigError: the key file or known_hosts file is missing.
+        """
+        if self._connection is not None and self._connection.is_connected:
+            return
+        device = self.device
+        if not self.known_hosts.is_file():
+            raise ConfigError(f"known_hosts file {self.known_hosts} (inventory) does not exist",
+                              "create it with each device's host key (ssh-keyscan, checked out of band)")
+        if not device.key_file.is_file():
+            raise ConfigError(f"device {device.id}: field 'key_file': {device.key_file} does not exist",
+                              "point key_file at the SSH private key that the device's authorized_keys accepts")
+        retrying = tenacity.Retrying(stop=tenacity.stop_after_attempt(device.connect_attempts),
+                                     wait=tenacity.wait_fixed(0.5), retry=tenacity.retry_if_exception(_transient),
+                                     reraise=True)
+        self._connection = retrying(self._connect_once)
+
+    def _connect_once(self) -> Connection:
+        device = self.device
+        timeout = device.connect_timeout_s
+        config = Config(overrides={"load_ssh_configs": False, "run": {"in_stream": False}})
+        connection = Connection(
+            device.host, user=device.user, port=device.port, config=config, connect_timeout=timeout,
+            connect_kwargs={"key_filename": [os.fspath(device.key_file)], "look_for_keys": False,
+                            "allow_agent": False, "banner_timeout": timeout, "auth_timeout": timeout},
+        )
+        connection.client.load_host_keys(os.fspath(self.known_hosts))
+        connection.client.set_missing_host_key_policy(RejectPolicy())
+        where = f"device {device.id} ({device.address})"
+        try:
+            connection.open()
+        except BadHostKeyException as error:
+            connection.close()
+            raise HostKeyError(
+                f"{where} presented a host key that differs from {self.known_hosts}: refused (the device was "
+                "re-installed, or something else answers on its address)",
+                f"check the device's key out of band; if it is right, replace its line: ssh-keygen -R "
+                f"'{host_key_name(device.host, device.port)}' -f {self.known_hosts}, then add the new key",
+            ) from error
+        except AuthenticationException as error:
+            connection.close()
+            raise DeviceUnreachable(f"{where} did not accept the key {device.key_file}: {error}",
+                                    "add the public key to the device's authorized_keys, or fix user/key_file") \
+                from error
+        except SSHException as error:
+            connection.close()
+            if UNKNOWN_HOST_MARK in str(error):
+                raise HostKeyError(
+                    f"{where} is not in {self.known_hosts}: refused (unknown host keys are never accepted)",
+                    f"add its host key after checking it out of band: ssh-keyscan -p {device.port} {device.host} "
+                    f">> {self.known_hosts}",
+                ) from error
+            raise DeviceUnreachable(f"{where}: SSH failed: {error}", "check that sshd runs on the device") from error
+        except (TimeoutError, OSError, EOFError) as error:
+            connection.close()
+            raise DeviceUnreachable(
+                f"{where} is unreachable: {error} (after {device.connect_timeout_s} s at most)",
+                "check that the device is on, on the network, and that sshd listens on that port",
+            ) from error
+        return connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    # --- commands and files ----------------------------------------------------------------------
+
+    def run(self, command: str, *, timeout_s: float | None = None, check: bool = True) -> CommandResult:
+        """Runs a shell command on the device.
+
+        Raises:
+            RemoteCommandError: non-zero exit (when `check`) or timeout; carries stdout/stderr.
+            DeviceUnreachable: the connection broke.
+        """
+        timeout = timeout_s if timeout_s is not None else self.device.command_timeout_s
+        try:
+            result = self.connection.run(command, hide=True, warn=True, timeout=timeout)
+        except CommandTimedOut as error:
+            self.close()  # the channel may still be busy: start clean next time
+            raise RemoteCommandError(f"device {self.device.id}: command timed out after {timeout:.0f} s: {command}",
+                                     "check the device's load, or raise command_timeout_s in the inventory") \
+                from error
+        except (OSError, EOFError, SSHException) as error:
+            self.close()
+            raise DeviceUnreachable(f"device {self.device.id} ({self.device.address}) dropped the connection: "
+                                    f"{error}", "check the device and its network") from error
+        if check and result.exited != 0:
+            raise RemoteCommandError(
+                f"device {self.device.id}: `{command}` exited {result.exited}: "
+                f"{(result.stderr or result.stdout).strip()[-2000:]}",
+                "see the device's message above", exit_code=result.exited, stdout=result.stdout,
+                stderr=result.stderr)
+        return CommandResult(result.stdout, result.stderr, result.exited)
+
+    def agent(self, *args: str, timeout_s: float | None = None, check: bool = True) -> CommandResult:
+        """Runs the device CLI (`edgefleet-agent ARGS --root <agent_root>`)."""
+        command = shlex.join([self.device.agent_command, *args]) + " --root " + remote_path(self.device.agent_root)
+        return self.run(command, timeout_s=timeout_s, check=check)
+
+    def put(self, local: str | os.PathLike[str], remote: str) -> int:
+        """Uploads a file (to `remote.part`, then renamed); returns the bytes sent.
+
+        Raises:
+            DeviceUnreachable: the connection broke.
+        """
+        size = Path(local).stat().st_size
+        try:
+            sftp = self.connection.sftp()
+            partial = f"{remote}.part"
+            sftp.put(os.fspath(local), partial)
+            sftp.posix_rename(partial, remote)
+        except (OSError, EOFError, SSHException) as error:
+            self.close()
+            raise DeviceUnreachable(f"device {self.device.id}: upload of {local} to {remote} failed: {error}",
+                                    "check the device's disk and network, then re-run (uploads resume)") from error
+        return size
+
+    def write_text(self, remote: str, text: str, mode: int = 0o644) -> None:
+        """Writes a small text file on the device (atomically: temp file + rename)."""
+        try:
+            sftp = self.connection.sftp()
+            partial = f"{remote}.part"
+            with sftp.open(partial, "w") as handle:
+                handle.write(text)
+            sftp.chmod(partial, mode)
+            sftp.posix_rename(partial, remote)
+        except (OSError, EOFError, SSHException) as error:
+            self.close()
+            raise DeviceUnreachable(f"device {self.device.id}: writing {remote} failed: {error}",
+                                    "check the device's disk and permissions") from error
+
+
+def remote_path(path: str) -> str:
+    """A device path quoted for the shell, keeping a leading `~/` expandable by the remote shell."""
+    if path == "~":
+        return '"$HOME"'
+    if path.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(path[2:])
+    return shlex.quote(path)
+
+
+def connect(inventory: Inventory, device: DeviceSpec) -> DeviceConnection:
+    """Opens a verified connection to `device` (see `DeviceConnection.open`)."""
+    connection = DeviceConnection(device, inventory.known_hosts)
+    connection.open()
+    return connection

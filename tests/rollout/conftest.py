@@ -1,0 +1,175 @@
+"""Fixtures of the rollout tests: a real Prefect API, signed versions of a real Coral model in a local
+registry, and a fleet of simulated devices (real sshd + real agent each) whose telemetry goes through the
+Pub/Sub emulator to a running fleet monitor.
+
+Versions: every version is Coral's mobilenet_v1_0.25_128_quant with a distinct build tag appended after
+the flatbuffer (TFLite ignores trailing bytes), so each release has its own model bytes as a retrained
+model would, while inference and golden outputs stay those of the real model. The "bad" version carries
+golden outputs computed from another model, so it fails the device's smoke test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgefleet.device.bundle import create_version_dir
+from edgefleet.device.registry import Registry
+from edgefleet.device.runtime.engine import Engine
+from edgefleet.device.runtime.golden import compute_golden
+from edgefleet.device.signing import generate_keypair, save_public_key
+from edgefleet.device.store import ModelStore
+from edgefleet.local.fleet import SimulatedFleet
+
+MODEL = "imagenet"
+MODEL_FILE = "mobilenet_v1_0.25_128_quant.tflite"
+OTHER_MODEL_FILE = "mobilenet_v2_1.0_224_quant.tflite"
+GOLDEN_SEEDS = (1, 2)
+DEVICES = 5
+
+
+@pytest.fixture(scope="session")
+def rollout_prefect() -> Iterator[None]:
+    """A real, temporary Prefect API for the rollout tests (started once)."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+class Releases:
+    """Builds signed versions (as the release pipeline would) and publishes them to a local registry."""
+
+    def __init__(self, coral: Path, base: Path) -> None:
+        self.coral = coral
+        self.base = base
+        self.private_key, self.public_key = generate_keypair()
+        self.public_key_path = save_public_key(self.public_key, base / "release.pub")
+        self.registry_dir = base / "registry"
+        self.registry_dir.mkdir(parents=True, exist_ok=True)
+        self.registry = Registry.from_uri(self.registry_dir)
+        with Engine.open(coral / MODEL_FILE) as engine:
+            self.golden = compute_golden(engine, GOLDEN_SEEDS)
+        with Engine.open(coral / OTHER_MODEL_FILE) as engine:
+            self.bad_golden = compute_golden(engine, GOLDEN_SEEDS)
+
+    def build(self, version: str, *, bad: bool = False) -> Path:
+        dest = self.base / "builds" / version
+        if dest.exists():
+            return dest
+        model_bytes = (self.coral / MODEL_FILE).read_bytes() + b"\0" * 16 + f"edgefleet-build:{version}".encode()
+        create_version_dir(dest, {"model_cpu.tflite": model_bytes, "labels.txt": self.coral / "imagenet_labels.txt"},
+                           private_key=self.private_key, model=MODEL, version=version,
+                           golden=self.bad_golden if bad else self.golden)
+        return dest
+
+    def publish(self, version: str, *, bad: bool = False) -> str:
+        self.registry.publish_version(MODEL, version, self.build(version, bad=bad))
+        return version
+
+
+@dataclass
+class World:
+    """Everything a rollout test needs."""
+
+    releases: Releases
+    fleet: SimulatedFleet
+    monitor_config: Path
+    work_dir: Path
+    base: Path
+
+    def params(self, **overrides: object):  # -> RolloutParams
+        from edgefleet.flows.rollout.params import RolloutParams
+
+        document: dict[str, object] = {
+            "inventory": str(self.fleet.inventory_path), "registry": str(self.releases.registry_dir),
+            "model": MODEL, "waves": [1, "100%"], "max_parallel": 8, "monitor_config": str(self.monitor_config),
+            "work_dir": str(self.work_dir), "public_key": str(self.releases.public_key_path),
+            "health": {"min_inferences": 5, "timeout_s": 60, "poll_interval_s": 0.5, "max_p95_ratio": 20.0},
+        }
+        document.update(overrides)
+        return RolloutParams.model_validate(document)
+
+    def running_versions(self) -> dict[str, str | None]:
+        statuses = {}
+        for device_id, device in self.fleet.devices.items():
+            try:
+                statuses[device_id] = yaml.safe_load((device.root / "status.json").read_text()).get("version")
+            except FileNotFoundError:
+                statuses[device_id] = None
+        return statuses
+
+    def current(self, device_id: str) -> str | None:
+        return ModelStore(self.fleet.devices[device_id].root).pointer(MODEL, "current")
+
+
+def _agent_settings(frames: Path, project: str, topic: str) -> dict:
+    return {
+        "model": MODEL,
+        "source": {"kind": "images", "path": str(frames), "max_fps": 5},
+        "telemetry": {"mode": "summary", "summary_interval_s": 0.5, "pubsub_project": project,
+                      "pubsub_topic": topic, "publish_timeout_s": 5},
+        "status": {"interval_s": 0.5},
+        "swap": {"watch_interval_s": 0.3},
+        "drain_timeout_s": 3,
+    }
+
+
+@pytest.fixture(scope="session")
+def world(coral_data: Path, pubsub_emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """5 simulated devices running 1.0.0, a registry with 1.0.0 published, and a running fleet monitor."""
+    from google.cloud import pubsub_v1
+
+    from edgefleet.monitor import MonitorConfig
+    from edgefleet.monitor.service import run_monitor
+
+    base = tmp_path_factory.mktemp("rollout-world")
+    os.environ["PUBSUB_EMULATOR_HOST"] = pubsub_emulator.host
+    project, topic_id, subscription_id = pubsub_emulator.project, "rollout-telemetry", "rollout-monitor"
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    topic = publisher.create_topic(name=publisher.topic_path(project, topic_id)).name
+    subscriber.create_subscription(name=subscriber.subscription_path(project, subscription_id), topic=topic)
+    monitor_config = MonitorConfig(project=project, subscription=subscription_id, store_path=base / "fleet.sqlite",
+                                   count_bucket_s=1.0, ingest={"batch_max_wait_s": 0.2})
+    monitor_path = base / "monitor.yaml"
+    monitor_path.write_text(yaml.safe_dump(monitor_config.model_dump(mode="json")))
+    stop = threading.Event()
+    monitor_thread = threading.Thread(target=run_monitor, args=(monitor_config, stop), name="fleet-monitor",
+                                      daemon=True)
+    monitor_thread.start()
+
+    releases = Releases(coral_data, base)
+    releases.publish("1.0.0")
+    frames = base / "frames"
+    frames.mkdir()
+    for name in ("cat.bmp", "parrot.jpg", "grace_hopper.bmp"):
+        shutil.copy(coral_data / name, frames / name)
+    fleet = SimulatedFleet(base / "fleet", DEVICES, agent=_agent_settings(frames, project, topic_id),
+                           agent_env={"PUBSUB_EMULATOR_HOST": pubsub_emulator.host},
+                           tags={"sim-1": ("canary",), "sim-2": ("canary",)})
+    # Every device starts on 1.0.0, installed the way `edgefleet-agent install --activate` would.
+    for device in fleet.devices.values():
+        save_public_key(releases.public_key, device.root / "keys" / "release.pub")
+        store = ModelStore(device.root, public_key=releases.public_key)
+        store.install(releases.build("1.0.0"))
+        store.activate(MODEL, "1.0.0")
+    try:
+        fleet.start()
+        fleet.wait_agents(lambda s: s.get("state") == "running" and s.get("version") == "1.0.0" and s["frames"] > 3,
+                          timeout_s=90)
+        yield World(releases, fleet, monitor_path, base / "work", base)
+    finally:
+        fleet.stop()
+        stop.set()
+        monitor_thread.join(30)
+        publisher.transport.close() if hasattr(publisher, "transport") else None
+        subscriber.close()

@@ -1,0 +1,69 @@
+"""The deploy-agent flow on a real sshd device: wheel built and installed in a new venv, agent run as a
+service under the `process` manager; the systemd unit rendered from the template passes systemd-analyze.
+
+Offline install: the venv gets `--no-deps` and sees this checkout's dependencies through
+`extra_site_dirs` (a .pth file), because there is no network here; the edgefleet code itself comes from
+the freshly built wheel, not from the checkout.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from edgefleet.device.signing import generate_keypair, save_public_key
+from edgefleet.flows.deploy_agent.service import ServiceSpec, render_unit
+from edgefleet.local.fleet import SimulatedFleet
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_rendered_unit_passes_systemd_analyze_and_a_broken_one_does_not(tmp_path):
+    spec = ServiceSpec(command=("/bin/sleep", "60"), state_dir=str(tmp_path), environment={"A": "b"})
+    unit = tmp_path / "edgefleet-agent.service"
+    unit.write_text(render_unit(spec))
+    assert "ExecStart=/bin/sleep 60" in unit.read_text() and f"EnvironmentFile=-{tmp_path}" in unit.read_text()
+    checked = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    assert checked.returncode == 0 and str(unit) not in checked.stdout + checked.stderr
+    unit.write_text(render_unit(spec).replace("Restart=on-failure", "Restart=sometimes"))
+    broken = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    assert str(unit) in broken.stdout + broken.stderr  # what check_unit() treats as a failure
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("rollout_prefect")
+def test_deploy_agent_installs_a_venv_and_runs_the_agent_under_the_process_manager(tmp_path, coral_data):
+    import edgefleet
+    from edgefleet.flows.deploy_agent.flow import DeployAgentParams, build_wheel, deploy_agent
+
+    _, public_key = generate_keypair()
+    key_path = save_public_key(public_key, tmp_path / "release.pub")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    shutil.copy(coral_data / "cat.bmp", frames / "cat.bmp")
+    (tmp_path / "dist").mkdir()
+    wheel = build_wheel.fn(Path(edgefleet.__file__).resolve().parents[1], tmp_path / "dist")
+    with SimulatedFleet(tmp_path / "fleet", 1) as fleet:
+        device = fleet.devices["sim-1"]
+        params = DeployAgentParams(
+            inventory=str(fleet.inventory_path), public_key=str(key_path), install_dir=str(tmp_path / "opt"),
+            python=shutil.which("python3.11") or "python3", no_deps=True, wheel=str(wheel),
+            extra_site_dirs=(sysconfig.get_path("purelib"),), service_manager="process",
+            agent={"model": "imagenet", "source": {"kind": "images", "path": str(frames), "max_fps": 2},
+                   "status": {"interval_s": 0.5}})
+        first = deploy_agent(params)
+        assert first[0].ok and first[0].wheel_uploaded
+        pid = first[0].pid
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert command[0].decode() == str(tmp_path / "opt" / "venv" / "bin" / "edgefleet-agent") or \
+            str(tmp_path / "opt" / "venv") in b" ".join(command).decode()
+        assert (device.root / "keys" / "release.pub").read_text() == key_path.read_text()
+        assert "device_id: sim-1" in (device.root / "agent.yaml").read_text()
+
+        again = deploy_agent(params)  # idempotent: same wheel not sent again, agent restarted
+        assert again[0].ok and not again[0].wheel_uploaded and again[0].pid != pid
+        assert device.agent_pid() == again[0].pid
+        fleet.stop_agent("sim-1")

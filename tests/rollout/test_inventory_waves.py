@@ -1,0 +1,100 @@
+"""fleet.yaml validation, wave planning and the health verdicts (pure, fast)."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgefleet.device.errors import ConfigError
+from edgefleet.flows.rollout.health import StatusBaseline, monitor_verdict, status_verdict
+from edgefleet.flows.rollout.inventory import load_inventory, parse_inventory
+from edgefleet.flows.rollout.params import HealthGate, RolloutParams
+from edgefleet.flows.rollout.waves import plan_waves, wave_over_threshold
+from edgefleet.monitor import DeviceVersionHealth
+
+
+def _doc(**device):
+    return {"known_hosts": "kh", "defaults": {"user": "pi", "key_file": "id_ed25519"},
+            "devices": [{"id": "cam-1", "host": "10.0.0.1", "tags": ["canary"]},
+                        {"id": "cam-2", "host": "h2", **device}]}
+
+
+def test_inventory_applies_defaults_and_resolves_paths_against_its_file(tmp_path):
+    path = tmp_path / "fleet.yaml"
+    path.write_text("known_hosts: kh\ndefaults: {user: pi, key_file: keys/id}\n"
+                    "devices:\n  - {id: cam-1, host: a, tags: [canary]}\n"
+                    "  - {id: cam-2, host: b, port: 2222, user: ops}\n")
+    inventory = load_inventory(path)
+    assert inventory.known_hosts == tmp_path / "kh"
+    assert [(d.id, d.user, d.port, d.key_file) for d in inventory.devices] == [
+        ("cam-1", "pi", 22, tmp_path / "keys/id"), ("cam-2", "ops", 2222, tmp_path / "keys/id")]
+    assert [d.id for d in inventory.select(tags=["canary"])] == ["cam-1"]
+    assert [d.id for d in inventory.select()] == ["cam-1", "cam-2"]
+
+
+@pytest.mark.parametrize(("device", "named"), [
+    ({"port": 70000}, "field 'port'"),
+    ({"colour": "red"}, "unknown field 'colour'"),
+    ({"host": ""}, "field 'host'"),
+    ({"id": "Bad Id"}, "field 'id'"),
+])
+def test_inventory_errors_name_the_device_and_the_field(device, named):
+    with pytest.raises(ConfigError) as error:
+        parse_inventory(_doc(**device))
+    assert named in error.value.message and "devices[1]" in error.value.message
+
+
+def test_inventory_refuses_passwords_duplicates_missing_known_hosts_and_unknown_ids():
+    with pytest.raises(ConfigError, match="password"):
+        parse_inventory(_doc(password="hunter2"))
+    with pytest.raises(ConfigError, match="appears twice"):
+        parse_inventory(_doc(id="cam-1"))
+    document = _doc()
+    del document["known_hosts"]
+    with pytest.raises(ConfigError, match="known_hosts"):
+        parse_inventory(document)
+    with pytest.raises(ConfigError, match="cam-9"):
+        parse_inventory(_doc()).select(ids=["cam-9"])
+
+
+def test_waves_are_cumulative_and_end_with_every_device():
+    ids = [f"d{i}" for i in range(20)]
+    assert [len(w) for w in plan_waves(ids, [1, "25%", "100%"])] == [1, 4, 15]
+    assert [len(w) for w in plan_waves(ids, [1, "10%", "50%"])] == [1, 1, 8, 10]  # the rest always follows
+    assert plan_waves(["a", "b"], [1, "10%", "100%"]) == [["a"], ["b"]]  # empty waves dropped
+    assert sum(plan_waves(ids, [3, 3, "50%"]), []) == ids
+    assert wave_over_threshold(1, 10, 0.0) and not wave_over_threshold(1, 10, 0.1) and wave_over_threshold(2, 10, 0.1)
+
+
+@pytest.mark.parametrize("waves", [[0], ["0%"], ["150%"], ["ten"], [True]])
+def test_bad_waves_are_refused(waves):
+    with pytest.raises(ValueError, match="wave"):
+        RolloutParams(inventory="f", registry="r", model="m", version="1.0.0", waves=waves)
+
+
+def _health(**fields):
+    base = dict(device_id="d", known=True, running_version="2.0.0", last_seen=None, inferences=50, errors=0,
+                error_events=0, swap_failures=0, rollbacks=0, latency_p50_ms=5.0, latency_p95_ms=8.0)
+    return DeviceVersionHealth(**{**base, **fields})
+
+
+def test_monitor_verdicts():
+    gate = HealthGate(min_inferences=20, max_error_ratio=0.05, max_p95_ratio=1.5)
+    assert monitor_verdict(_health(), 7.0, gate).state == "pass"
+    assert monitor_verdict(_health(inferences=10), 7.0, gate).state == "wait"
+    assert monitor_verdict(_health(known=False, inferences=0), None, gate).state == "wait"
+    assert monitor_verdict(_health(errors=10), 7.0, gate).state == "fail"
+    assert monitor_verdict(_health(swap_failures=1), 7.0, gate).state == "fail"
+    slow = monitor_verdict(_health(latency_p95_ms=20.0), 8.0, gate)
+    assert slow.state == "fail" and "2.50x" in slow.reason
+
+
+def test_status_verdicts_count_from_the_baseline():
+    gate = HealthGate(min_inferences=10, status_max_age_s=5)
+    now = 1_000_000.0
+    status = {"state": "running", "version": "2.0.0", "frames": 130, "errors": 0, "swap_failures": 1,
+              "latency_ms_p95": 9.0, "updated_at": "1970-01-12T13:46:39+00:00"}
+    assert status_verdict(status, "2.0.0", StatusBaseline(125, 0, 1), None, gate, now).state == "wait"
+    assert status_verdict(status, "2.0.0", StatusBaseline(100, 0, 1), None, gate, now).state == "pass"
+    assert status_verdict(status, "2.0.0", StatusBaseline(100, 0, 0), None, gate, now).state == "fail"
+    assert status_verdict(status, "2.0.0", StatusBaseline(100, 0, 1), None, gate, now + 60).state == "wait"
+    assert status_verdict({**status, "version": "1.0.0"}, "2.0.0", None, None, gate, now).state == "wait"
