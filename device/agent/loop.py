@@ -125,10 +125,8 @@ class Agent:
     def _swap_if_offered(self) -> ActiveModel | None:
         """Takes a model the watcher offered, if any; called only between two frames."""
         candidate = self.slot.take()
-        if candidate is not None:
-            retired, self._active = self._active, candidate
-            if retired is not None:
-                retired.engine.close()
+        if candidate is not None:  # the model swapped out is closed by the watcher, not on this thread
+            self._active = candidate
             log.info("swapped in %s %s", candidate.manifest.model, candidate.version)
         return self._active
 

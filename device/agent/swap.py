@@ -15,6 +15,7 @@ from pathlib import Path
 
 from edgefleet.device.agent.config import AgentConfig
 from edgefleet.device.bundle import verify_version_dir
+from edgefleet.device.contracts.layout import CURRENT_POINTER
 from edgefleet.device.contracts.manifest import Manifest
 from edgefleet.device.contracts.telemetry import ModelRef
 from edgefleet.device.errors import EdgefleetError
@@ -67,6 +68,10 @@ class ModelSlot:
 
     def wait_taken(self, timeout_s: float) -> bool:
         return self._taken.wait(timeout_s)
+
+    def taken_since_offer(self) -> bool:
+        """True when the last offered model was taken (so the one before it is no longer in use)."""
+        return self._taken.is_set()
 
 
 def prepare_model(config: AgentConfig, installed: InstalledVersion) -> ActiveModel:
@@ -128,15 +133,28 @@ class ModelWatcher:
         self.swaps = 0
         self.failures = 0
         self.last_error: str | None = None
+        self._decided: str | None = None  # the version `current` named when we last decided on it
+        self._retired: list[ActiveModel] = []  # swapped out; closed here, off the inference thread
+
+    def _close_retired(self) -> None:
+        """Closes the engines the inference stage no longer uses (it took their successor)."""
+        while self._retired and self._slot.taken_since_offer():
+            self._retired.pop(0).engine.close()
 
     def check_once(self) -> ActiveModel | None:
         """Looks at `current` once; returns the newly accepted model (already offered), or None."""
+        self._close_retired()
+        # A readlink per poll; the manifest is read only when the pointer moved (it is big: golden outputs).
+        pointed = self._store.pointer(self._config.model, CURRENT_POINTER)
+        if pointed is not None and pointed == self._decided:
+            return None
         installed = self._store.current(self._config.model)
         if installed is None:
             if self.running is None:
                 self.last_error = (f"no version of model '{self._config.model}' is installed under "
                                    f"{self._config.root}: install one (edgefleet-agent install / pull) or roll out")
             return None
+        self._decided = installed.version
         if self.running is not None and installed.path.resolve() == self.running.path.resolve():
             return None
         if self._store.refusal(installed.model, installed.version, installed.manifest_sha256) is not None:
@@ -145,10 +163,13 @@ class ModelWatcher:
             candidate = prepare_model(self._config, installed)
         except EdgefleetError as error:
             self._refuse(installed, error)
+            self._decided = self._store.pointer(self._config.model, CURRENT_POINTER)
             return None
         previous = self.running
         self._slot.offer(candidate)
         self.running = candidate
+        if previous is not None:
+            self._retired.append(previous)
         if previous is not None:
             self.swaps += 1
             self._on_event("swap", f"{previous.version} -> {candidate.version}", candidate.version)
