@@ -177,7 +177,7 @@ def main() -> None:
     parser.add_argument("--status-repeats", type=int, default=20)
     args = parser.parse_args()
     per_device = max(1, args.messages // args.devices)
-    console = Console()
+    console = Console(width=max(Console().width, 110))
 
     from edgefleet.monitor.config import IngestConfig, MonitorConfig
 

@@ -1,0 +1,190 @@
+"""`edgefleet fleet status` and `edgefleet fleet device ID`: the fleet state the monitor keeps."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgefleet.device.errors import EdgefleetError
+
+app = typer.Typer(help="Look at the fleet: every device's status, or one device's history.",
+                  no_args_is_help=True)
+stderr = Console(stderr=True)
+
+_STATUS_STYLE = {"healthy": "green", "stale": "yellow", "failing": "bold red"}
+
+
+def _fail(error: EdgefleetError) -> typer.Exit:
+    stderr.print(f"[bold red]error:[/] {error.message}")
+    if error.fix:
+        stderr.print(f"[bold]fix:[/] {error.fix}")
+    return typer.Exit(code=2)
+
+
+def _positive(name: str, value: float | None) -> float | None:
+    if value is not None and value <= 0:
+        raise typer.BadParameter(f"{name} must be more than 0 seconds, got {value}")
+    return value
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+_MINUTE_S = 60.0
+_HOUR_S = 3600.0
+_IN_UNIT_UP_TO = 2  # "90 s ago", then "3 min ago" from 2 minutes, then "2.5 h ago" from 2 hours
+
+
+def _age(seconds: float) -> str:
+    if seconds < _IN_UNIT_UP_TO * _MINUTE_S:
+        return f"{seconds:.0f} s ago"
+    if seconds < _IN_UNIT_UP_TO * _HOUR_S:
+        return f"{seconds / _MINUTE_S:.0f} min ago"
+    return f"{seconds / _HOUR_S:.1f} h ago"
+
+
+def _time(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _open(config: Path | None, db: Path | None):
+    from edgefleet.monitor import load_monitor_config, open_fleet_store
+
+    settings = load_monitor_config(config, store_path=db)
+    return settings, open_fleet_store(settings, create=False)
+
+
+@app.command()
+def status(
+    as_json: bool = typer.Option(False, "--json", help="print the fleet status as JSON"),
+    stale_after: float = typer.Option(None, "--stale-after", help="seconds without a message before a device "
+                                                                  "is stale (default from the config)"),
+    silent_after: float = typer.Option(None, "--silent-after", help="seconds without a message before a device "
+                                                                    "is listed as silent"),
+    config: Path = typer.Option(None, "--config", "-c", help="monitor YAML"),
+    db: Path = typer.Option(None, "--db", help="fleet state SQLite file"),
+) -> None:
+    """Every device: model version, backend, last seen, latency, fps, CPU temperature, healthy/stale/failing."""
+    from edgefleet.monitor.query import fleet_status
+
+    _positive("--stale-after", stale_after)
+    _positive("--silent-after", silent_after)
+    try:
+        settings, store = _open(config, db)
+        with store:
+            result = fleet_status(store, stale_after or settings.status.stale_after_s,
+                                  datetime.fromtimestamp(time.time()).astimezone(),
+                                  silent_after_s=silent_after, rules=settings.status)
+    except EdgefleetError as error:
+        raise _fail(error) from error
+    if as_json:
+        typer.echo(result.model_dump_json(indent=2))
+        return
+    console = Console()
+    table = Table(title=f"edgefleet fleet: {len(result.devices)} devices, {result.count('healthy')} healthy, "
+                        f"{result.count('stale')} stale, {result.count('failing')} failing")
+    for column in ("device", "model version", "backend", "last seen"):
+        table.add_column(column)
+    for column in ("p50 ms", "p95 ms", "fps", "CPU °C"):
+        table.add_column(column, justify="right")
+    table.add_column("status")
+    for device in result.devices:
+        version = f"{device.model_name}:{device.model_version}" if device.model_version else "-"
+        style = _STATUS_STYLE[device.status]
+        table.add_row(device.device_id, version, device.backend or "-", _age(device.age_s),
+                      _number(device.latency_p50_ms), _number(device.latency_p95_ms), _number(device.fps),
+                      _number(device.cpu_temp_c), f"[{style}]{device.status}[/]"
+                      + (f" ({device.reason})" if device.reason else ""))
+    console.print(table)
+    versions = Table(title="version distribution")
+    for column in ("model", "version", "devices", "healthy", "stale", "failing"):
+        versions.add_column(column, justify="left" if column in ("model", "version") else "right")
+    for entry in result.versions:
+        versions.add_row(entry.model_name or "-", entry.model_version or "(no model)", str(entry.devices),
+                         str(entry.healthy), str(entry.stale), str(entry.failing))
+    console.print(versions)
+    if result.silent:
+        silent = Table(title=f"silent for more than {result.silent_after_s:.0f} s")
+        for column in ("device", "last seen", "model version"):
+            silent.add_column(column)
+        for device in result.silent:
+            silent.add_row(device.device_id, f"{_time(device.last_seen)} ({_age(device.age_s)})",
+                           device.model_version or "-")
+        console.print(silent)
+    else:
+        console.print(f"no device silent for more than {result.silent_after_s:.0f} s")
+    counters = result.counters
+    console.print(f"messages {counters.messages}, duplicates {counters.duplicates}, lost {counters.lost}, "
+                  f"malformed {counters.malformed} ({counters.malformed_deliveries} deliveries)")
+
+
+@app.command()
+def device(
+    device_id: str = typer.Argument(..., help="the device id"),
+    as_json: bool = typer.Option(False, "--json", help="print the device's history as JSON"),
+    events: int = typer.Option(None, "--events", min=1, help="show at most this many recent events "
+                                                             "(default from the config)"),
+    stale_after: float = typer.Option(None, "--stale-after", help="seconds without a message before stale"),
+    config: Path = typer.Option(None, "--config", "-c", help="monitor YAML"),
+    db: Path = typer.Option(None, "--db", help="fleet state SQLite file"),
+) -> None:
+    """One device: its status now, the model versions it ran, and its events (swaps, rollbacks...)."""
+    from edgefleet.monitor.query import device_history
+
+    _positive("--stale-after", stale_after)
+    try:
+        settings, store = _open(config, db)
+        with store:
+            history = device_history(store, device_id, stale_after or settings.status.stale_after_s,
+                                     datetime.fromtimestamp(time.time()).astimezone(), rules=settings.status,
+                                     event_limit=events or settings.history_events)
+    except EdgefleetError as error:
+        raise _fail(error) from error
+    if as_json:
+        typer.echo(history.model_dump_json(indent=2))
+        return
+    console = Console()
+    now = history.status
+    summary = Table(title=f"device {device_id}", show_header=False)
+    summary.add_column("key")
+    summary.add_column("value")
+    style = _STATUS_STYLE[now.status]
+    rows = [
+        ("status", f"[{style}]{now.status}[/]" + (f" ({now.reason})" if now.reason else "")),
+        ("model", f"{now.model_name}:{now.model_version} ({now.model_variant})" if now.model_version else "-"),
+        ("backend", now.backend or "-"),
+        ("last seen", f"{_time(now.last_seen)} ({_age(now.age_s)})"),
+        ("latency p50 / p95 ms", f"{_number(now.latency_p50_ms)} / {_number(now.latency_p95_ms)}"),
+        ("fps", _number(now.fps)),
+        ("CPU °C", _number(now.cpu_temp_c)),
+        ("memory available / total MB", f"{_number(now.mem_available_mb, 0)} / {_number(now.mem_total_mb, 0)}"),
+        ("load 1 min", _number(now.load_1m, 2)),
+        ("uptime s", _number(now.uptime_s, 0)),
+        ("Edge TPU present", "yes" if now.tpu_present else "no"),
+        ("spool depth / dropped", f"{now.spool_depth} / {now.spool_dropped}"),
+        ("messages / lost / duplicates", f"{now.messages} / {now.lost} / {now.duplicates}"),
+    ]
+    for key, value in rows:
+        summary.add_row(key, value)
+    console.print(summary)
+    versions = Table(title="model versions (oldest first)")
+    for column in ("model", "version", "variant", "backend", "first seen", "last seen", "messages",
+                   "inferences", "errors"):
+        versions.add_column(column)
+    for entry in history.versions:
+        versions.add_row(entry.model_name, entry.model_version, entry.variant, entry.backend,
+                         _time(entry.first_seen), _time(entry.last_seen), str(entry.messages),
+                         str(entry.inferences), str(entry.errors))
+    console.print(versions)
+    table = Table(title="events (newest first)")
+    for column in ("time", "seq", "event", "version", "detail"):
+        table.add_column(column)
+    for event in history.events:
+        table.add_row(_time(event.time), str(event.seq), event.kind, event.model_version or "-", event.detail)
+    console.print(table)

@@ -1,0 +1,404 @@
+"""Read the fleet state: `fleet status`, one device's history, and the rollout's health gate.
+
+All results are frozen pydantic models (JSON-ready with `model_dump(mode="json")`). Reads run in one
+transaction, so a result is consistent even while the monitor writes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from edgefleet.monitor.config import StatusRules
+from edgefleet.monitor.errors import FleetStateError
+from edgefleet.monitor.ingest import FAILURE_EVENTS
+from edgefleet.monitor.stats import LatencySample, WindowStats, window_stats
+from edgefleet.monitor.store import FleetStore, from_epoch, read_snapshot, to_epoch
+
+DeviceState = Literal["healthy", "stale", "failing"]
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DeviceStatus(_Result):
+    """One device as `fleet status` shows it: the latest snapshot and the window of its current version."""
+
+    device_id: str
+    status: DeviceState
+    reason: str
+    model_name: str | None
+    model_version: str | None
+    model_variant: str | None
+    backend: str | None
+    last_seen: datetime
+    age_s: float
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    fps: float | None
+    window_inferences: int
+    window_errors: int
+    cpu_temp_c: float | None
+    mem_total_mb: float | None
+    mem_available_mb: float | None
+    load_1m: float | None
+    uptime_s: float | None
+    tpu_present: bool
+    spool_depth: int
+    spool_dropped: int
+    messages: int
+    lost: int
+    duplicates: int
+    last_state_event: str | None
+    last_state_event_time: datetime | None
+
+
+class VersionCount(_Result):
+    """How many devices last reported running one model version, by status."""
+
+    model_name: str | None
+    model_version: str | None
+    devices: int
+    healthy: int
+    stale: int
+    failing: int
+
+
+class IngestCounters(_Result):
+    """What the monitor has taken in so far."""
+
+    devices: int
+    messages: int
+    duplicates: int
+    lost: int
+    malformed: int
+    malformed_deliveries: int
+
+
+class FleetStatus(_Result):
+    """The fleet at `now`: every device, the version distribution and the devices gone silent."""
+
+    now: datetime
+    stale_after_s: float
+    silent_after_s: float
+    devices: tuple[DeviceStatus, ...]
+    versions: tuple[VersionCount, ...]
+    silent: tuple[DeviceStatus, ...]
+    counters: IngestCounters
+
+    def count(self, status: DeviceState) -> int:
+        """Devices in `status`."""
+        return sum(1 for device in self.devices if device.status == status)
+
+
+class VersionHistoryEntry(_Result):
+    """A stretch of one device running one model version (variant, backend)."""
+
+    model_name: str
+    model_version: str
+    variant: str
+    backend: str
+    first_seen: datetime
+    last_seen: datetime
+    messages: int
+    inferences: int
+    errors: int
+
+
+class EventEntry(_Result):
+    """One device event."""
+
+    seq: int
+    time: datetime
+    kind: str
+    detail: str
+    model_name: str | None
+    model_version: str | None
+
+
+class DeviceHistory(_Result):
+    """One device: its status now, the versions it ran (oldest first) and its events (newest first)."""
+
+    status: DeviceStatus
+    versions: tuple[VersionHistoryEntry, ...]
+    events: tuple[EventEntry, ...]
+
+
+class DeviceVersionHealth(_Result):
+    """One device's record for one model version since a time (the rollout's per-device gate input)."""
+
+    device_id: str
+    known: bool
+    running_version: str | None
+    last_seen: datetime | None
+    inferences: int
+    errors: int
+    error_events: int
+    swap_failures: int
+    rollbacks: int
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+
+
+class VersionHealth(_Result):
+    """Health of one model version on a set of devices since a time, per device and in total.
+
+    Counts come from time buckets of `count_bucket_s`, so `since` is effectively rounded down to a bucket
+    start; latency percentiles come from the latency window kept per device and version.
+    """
+
+    model: str
+    version: str
+    since: datetime
+    devices: tuple[DeviceVersionHealth, ...]
+    inferences: int
+    errors: int
+    error_events: int
+    swap_failures: int
+    rollbacks: int
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    last_seen: datetime | None
+
+    @property
+    def error_ratio(self) -> float:
+        """Inference errors per inference (1 when there were only errors, 0 when neither)."""
+        return WindowStats(None, None, self.inferences, self.errors).error_ratio
+
+    @property
+    def unknown_devices(self) -> tuple[str, ...]:
+        """Asked-for devices the monitor has never heard from."""
+        return tuple(device.device_id for device in self.devices if not device.known)
+
+    @property
+    def reporting_devices(self) -> tuple[str, ...]:
+        """Devices that reported inferences of this version since `since`."""
+        return tuple(device.device_id for device in self.devices if device.inferences or device.errors)
+
+
+def classify(age_s: float, window_inferences: int, window_errors: int, state_event_kind: str | None,
+             state_event_age_s: float | None, rules: StatusRules, stale_after_s: float) -> tuple[DeviceState, str]:
+    """A device's status and the reason: stale beats failing beats healthy.
+
+    Args:
+        age_s: seconds since its last message.
+        window_inferences: inferences in the latency window of its current version.
+        window_errors: inference errors in the same window.
+        state_event_kind: its latest swap/swap_failed/rollback/error/started event, if any.
+        state_event_age_s: seconds since that event.
+        rules: the failing thresholds.
+        stale_after_s: silence after which the device is stale.
+    """
+    if age_s > stale_after_s:
+        return "stale", f"no message for {age_s:.0f} s"
+    ratio = WindowStats(None, None, window_inferences, window_errors).error_ratio
+    if (window_inferences or window_errors) and ratio > rules.failing_error_ratio:
+        return "failing", f"{ratio:.0%} inference errors in the latency window"
+    if (state_event_kind in FAILURE_EVENTS and state_event_age_s is not None
+            and state_event_age_s <= rules.failing_event_window_s):
+        return "failing", f"{state_event_kind} {state_event_age_s:.0f} s ago"
+    return "healthy", ""
+
+
+_DEVICE_COLUMNS = (
+    "device_id, model_name, model_version, model_variant, backend, last_seen, latency_p50_ms, latency_p95_ms, "
+    "fps, window_inferences, window_errors, cpu_temp_c, mem_total_mb, mem_available_mb, load_1m, uptime_s, "
+    "tpu_present, spool_depth, spool_dropped, messages, lost, duplicates, state_event_kind, state_event_time")
+
+
+def _device_status(row: sqlite3.Row | tuple, now_epoch: float, rules: StatusRules,
+                   stale_after_s: float) -> DeviceStatus:
+    (device_id, model_name, model_version, model_variant, backend, last_seen, p50, p95, fps, window_inferences,
+     window_errors, cpu_temp_c, mem_total_mb, mem_available_mb, load_1m, uptime_s, tpu_present, spool_depth,
+     spool_dropped, messages, lost, duplicates, state_event_kind, state_event_time) = row
+    age_s = max(0.0, now_epoch - last_seen)
+    event_age = None if state_event_time is None else max(0.0, now_epoch - state_event_time)
+    status, reason = classify(age_s, window_inferences or 0, window_errors or 0, state_event_kind, event_age,
+                              rules, stale_after_s)
+    return DeviceStatus(
+        device_id=device_id, status=status, reason=reason, model_name=model_name, model_version=model_version,
+        model_variant=model_variant, backend=backend, last_seen=from_epoch(last_seen), age_s=age_s,
+        latency_p50_ms=p50, latency_p95_ms=p95, fps=fps, window_inferences=window_inferences or 0,
+        window_errors=window_errors or 0, cpu_temp_c=cpu_temp_c, mem_total_mb=mem_total_mb,
+        mem_available_mb=mem_available_mb, load_1m=load_1m, uptime_s=uptime_s, tpu_present=bool(tpu_present),
+        spool_depth=spool_depth or 0, spool_dropped=spool_dropped or 0, messages=messages, lost=lost,
+        duplicates=duplicates, last_state_event=state_event_kind,
+        last_state_event_time=from_epoch(state_event_time))
+
+
+def _counters(connection: sqlite3.Connection) -> IngestCounters:
+    devices, messages, duplicates, lost = connection.execute(
+        "SELECT COUNT(*), COALESCE(SUM(messages), 0), COALESCE(SUM(duplicates), 0), COALESCE(SUM(lost), 0) "
+        "FROM devices").fetchone()
+    malformed, deliveries = connection.execute(
+        "SELECT COUNT(*), COALESCE(SUM(deliveries), 0) FROM malformed").fetchone()
+    return IngestCounters(devices=devices, messages=messages, duplicates=duplicates, lost=lost,
+                          malformed=malformed, malformed_deliveries=deliveries)
+
+
+def ingest_counters(store: FleetStore) -> IngestCounters:
+    """Devices, messages, duplicates, lost and malformed messages counted so far."""
+    with read_snapshot(store) as connection:
+        return _counters(connection)
+
+
+def fleet_status(store: FleetStore, stale_after_s: float, now: datetime, *, silent_after_s: float | None = None,
+                 rules: StatusRules | None = None) -> FleetStatus:
+    """Every device's status at `now`, the version distribution and the silent devices.
+
+    Args:
+        store: the fleet state.
+        stale_after_s: a device without a message for longer is 'stale'.
+        now: the reference time (aware, or naive UTC).
+        silent_after_s: a device without a message for longer is listed as silent; default from `rules`.
+        rules: failing thresholds; default `StatusRules()`.
+    """
+    rules = rules or StatusRules()
+    silent_after_s = rules.silent_after_s if silent_after_s is None else silent_after_s
+    now_epoch = to_epoch(now)
+    with read_snapshot(store) as connection:
+        rows = connection.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices ORDER BY device_id").fetchall()
+        counters = _counters(connection)
+    devices = tuple(_device_status(row, now_epoch, rules, stale_after_s) for row in rows)
+    by_version: dict[tuple[str | None, str | None], dict[str, int]] = defaultdict(
+        lambda: {"healthy": 0, "stale": 0, "failing": 0})
+    for device in devices:
+        by_version[(device.model_name, device.model_version)][device.status] += 1
+    versions = tuple(
+        VersionCount(model_name=name, model_version=version, devices=sum(counts.values()), **counts)
+        for (name, version), counts in sorted(by_version.items(), key=lambda item: (-sum(item[1].values()),
+                                                                                     str(item[0]))))
+    silent = tuple(sorted((device for device in devices if device.age_s > silent_after_s),
+                          key=lambda device: -device.age_s))
+    return FleetStatus(now=from_epoch(now_epoch), stale_after_s=stale_after_s, silent_after_s=silent_after_s,
+                       devices=devices, versions=versions, silent=silent, counters=counters)
+
+
+def device_status(store: FleetStore, device_id: str, stale_after_s: float, now: datetime, *,
+                  rules: StatusRules | None = None) -> DeviceStatus:
+    """One device's status (see `fleet_status`). Raises FleetStateError for an unknown device."""
+    with read_snapshot(store) as connection:
+        row = connection.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device_id = ?",
+                                 (device_id,)).fetchone()
+        if row is None:
+            raise _unknown_device(connection, device_id)
+    return _device_status(row, to_epoch(now), rules or StatusRules(), stale_after_s)
+
+
+def device_statuses(store: FleetStore, device_ids: Iterable[str], stale_after_s: float, now: datetime, *,
+                    rules: StatusRules | None = None) -> tuple[DeviceStatus, ...]:
+    """The status of each known device among `device_ids` (unknown ids are skipped), by device id."""
+    with read_snapshot(store) as connection:
+        rows = connection.execute(
+            f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device_id IN (SELECT value FROM json_each(?)) "
+            "ORDER BY device_id", (json.dumps(list(device_ids)),)).fetchall()
+    now_epoch = to_epoch(now)
+    return tuple(_device_status(row, now_epoch, rules or StatusRules(), stale_after_s) for row in rows)
+
+
+def _unknown_device(connection: sqlite3.Connection, device_id: str) -> FleetStateError:
+    known = connection.execute("SELECT COUNT(*) FROM devices").fetchone()[0]
+    return FleetStateError(f"device {device_id!r} has never reported to this monitor ({known} devices known)",
+                           "check the id with `edgefleet fleet status`, or whether the device publishes "
+                           "telemetry to the topic this monitor's subscription reads")
+
+
+def device_history(store: FleetStore, device_id: str, stale_after_s: float, now: datetime, *,
+                   rules: StatusRules | None = None, event_limit: int | None = None) -> DeviceHistory:
+    """One device's status, its version history (oldest first) and its events (newest first).
+
+    Raises:
+        FleetStateError: the device never reported.
+    """
+    status = device_status(store, device_id, stale_after_s, now, rules=rules)
+    with read_snapshot(store) as connection:
+        totals = {
+            (name, version): (inferences, errors) for name, version, inferences, errors in connection.execute(
+                "SELECT model_name, model_version, SUM(inferences), SUM(errors) FROM version_counts "
+                "WHERE device_id = ? GROUP BY model_name, model_version", (device_id,))}
+        versions = tuple(
+            VersionHistoryEntry(model_name=name, model_version=version, variant=variant, backend=backend,
+                                first_seen=from_epoch(first), last_seen=from_epoch(last), messages=messages,
+                                inferences=totals.get((name, version), (0, 0))[0],
+                                errors=totals.get((name, version), (0, 0))[1])
+            for name, version, variant, backend, first, last, messages in connection.execute(
+                "SELECT model_name, model_version, variant, backend, first_seen, last_seen, messages "
+                "FROM version_history WHERE device_id = ? ORDER BY first_seen, first_seq", (device_id,)))
+        events = tuple(
+            EventEntry(seq=seq, time=from_epoch(time), kind=kind, detail=detail, model_name=name,
+                       model_version=version)
+            for seq, time, kind, detail, name, version in connection.execute(
+                "SELECT seq, time, kind, detail, model_name, model_version FROM events WHERE device_id = ? "
+                "ORDER BY seq DESC LIMIT ?", (device_id, -1 if event_limit is None else event_limit)))
+    return DeviceHistory(status=status, versions=versions, events=events)
+
+
+def version_health(store: FleetStore, device_ids: Iterable[str], model: str, version: str,
+                   since: datetime) -> VersionHealth:
+    """The rollout health gate's facts: how `model` `version` did on `device_ids` since `since`.
+
+    Args:
+        store: the fleet state.
+        device_ids: the devices of the wave (unknown ones are reported with `known=False` and zeros).
+        model: model name.
+        version: model version.
+        since: count from this time (e.g. when the wave's swap started).
+    """
+    device_ids = list(dict.fromkeys(device_ids))
+    since_epoch = to_epoch(since)
+    bucket_start = since_epoch - since_epoch % store.count_bucket_s
+    ids_json = json.dumps(device_ids)
+    with read_snapshot(store) as connection:
+        known = {row[0]: row[1:] for row in connection.execute(
+            "SELECT device_id, model_version, last_seen FROM devices "
+            "WHERE device_id IN (SELECT value FROM json_each(?))", (ids_json,))}
+        counts = {row[0]: row[1:] for row in connection.execute(
+            "SELECT device_id, SUM(inferences), SUM(errors) FROM version_counts "
+            "WHERE model_name = ? AND model_version = ? AND bucket_start >= ? "
+            "AND device_id IN (SELECT value FROM json_each(?)) GROUP BY device_id",
+            (model, version, bucket_start, ids_json))}
+        events: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        # swap_failed and error events name the version they are about; a rollback names the version it
+        # restored, so it counts against the version it left.
+        for device_id, kind, number in connection.execute(
+                "SELECT device_id, kind, COUNT(*) FROM events WHERE (model_name = ? OR model_name IS NULL) "
+                "AND time >= ? AND device_id IN (SELECT value FROM json_each(?)) "
+                "AND ((kind IN ('swap_failed', 'error') AND model_version = ?) "
+                "     OR (kind = 'rollback' AND from_version = ?)) "
+                "GROUP BY device_id, kind", (model, since_epoch, ids_json, version, version)):
+            events[device_id][kind] = number
+        samples: dict[str, list[LatencySample]] = defaultdict(list)
+        for device_id, p50, p95, count, errors in connection.execute(
+                "SELECT device_id, p50_ms, p95_ms, count, errors FROM latency_samples "
+                "WHERE model_name = ? AND model_version = ? AND time >= ? "
+                "AND device_id IN (SELECT value FROM json_each(?))", (model, version, since_epoch, ids_json)):
+            samples[device_id].append(LatencySample(p50, p95, count, errors))
+    per_device = []
+    for device_id in device_ids:
+        running_version, last_seen = known.get(device_id, (None, None))
+        inferences, errors = counts.get(device_id, (0, 0))
+        stats = window_stats(samples.get(device_id, []))
+        per_device.append(DeviceVersionHealth(
+            device_id=device_id, known=device_id in known, running_version=running_version,
+            last_seen=from_epoch(last_seen), inferences=inferences, errors=errors,
+            error_events=events[device_id]["error"], swap_failures=events[device_id]["swap_failed"],
+            rollbacks=events[device_id]["rollback"], latency_p50_ms=stats.latency_p50_ms,
+            latency_p95_ms=stats.latency_p95_ms))
+    total = window_stats(sample for device_samples in samples.values() for sample in device_samples)
+    seen = [device.last_seen for device in per_device if device.last_seen is not None]
+    return VersionHealth(
+        model=model, version=version, since=from_epoch(since_epoch), devices=tuple(per_device),
+        inferences=sum(device.inferences for device in per_device),
+        errors=sum(device.errors for device in per_device),
+        error_events=sum(device.error_events for device in per_device),
+        swap_failures=sum(device.swap_failures for device in per_device),
+        rollbacks=sum(device.rollbacks for device in per_device),
+        latency_p50_ms=total.latency_p50_ms, latency_p95_ms=total.latency_p95_ms,
+        last_seen=max(seen) if seen else None)

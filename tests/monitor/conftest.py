@@ -1,0 +1,57 @@
+"""Fixtures of the fleet monitor tests: a fresh fleet state, an emulator topic with a fleet-monitor
+subscription (dead-lettering after 5 attempts), and the monitor's config for it."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgefleet.monitor.config import MonitorConfig
+from edgefleet.monitor.store import FleetStore, open_store
+
+# The helpers module sits beside this file (tests/ has no packages); conftests load before test modules
+# put their directory on sys.path.
+sys.path.insert(0, str(Path(__file__).parent))
+from monitor_helpers import MAX_DELIVERY_ATTEMPTS, TelemetryTopic  # noqa: E402
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[FleetStore]:
+    """A fresh fleet state with a 4-sample latency window and 60 s count buckets."""
+    with open_store(tmp_path / "fleet.sqlite", latency_window=4, count_bucket_s=60.0) as opened:
+        yield opened
+
+
+@pytest.fixture
+def telemetry_topic(pubsub_env, unique_name: str) -> Iterator[TelemetryTopic]:
+    """Topic + monitor subscription (dead-letter policy, 5 attempts) + dead-letter topic and subscription."""
+    from google.cloud import pubsub_v1
+
+    project = pubsub_env.project
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    topic = publisher.create_topic(name=publisher.topic_path(project, f"telemetry-{unique_name}")).name
+    dead_topic = publisher.create_topic(name=publisher.topic_path(project, f"telemetry-dl-{unique_name}")).name
+    dead_sub = subscriber.create_subscription(
+        name=subscriber.subscription_path(project, f"telemetry-dl-sub-{unique_name}"), topic=dead_topic).name
+    subscription_id = f"fleet-monitor-{unique_name}"
+    subscription = subscriber.create_subscription(request={
+        "name": subscriber.subscription_path(project, subscription_id), "topic": topic,
+        "dead_letter_policy": {"dead_letter_topic": dead_topic, "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS},
+    }).name
+    yield TelemetryTopic(project, topic, subscription_id, subscription, dead_sub, publisher, subscriber)
+    for name in (subscription, dead_sub):
+        subscriber.delete_subscription(subscription=name)
+    for name in (topic, dead_topic):
+        publisher.delete_topic(topic=name)
+    subscriber.close()
+
+
+@pytest.fixture
+def monitor_config(telemetry_topic: TelemetryTopic, tmp_path: Path) -> MonitorConfig:
+    return MonitorConfig(project=telemetry_topic.project, subscription=telemetry_topic.subscription_id,
+                         store_path=tmp_path / "fleet.sqlite", latency_window=8,
+                         ingest={"batch_max_wait_s": 0.05})
