@@ -45,7 +45,7 @@ def monitor_verdict(health: Any, previous_p95: float | None, gate: HealthGate) -
     if bad_swaps > gate.max_swap_failures:
         return Verdict("fail", f"{health.swap_failures} swap failure(s) and {health.rollbacks} rollback(s) of the "
                                f"new version reported (allowed {gate.max_swap_failures})", source)
-    total = health.inferences + health.errors
+    total = health.inferences  # the device's inference count already includes the failed ones
     if total >= gate.min_inferences and health.errors / total > gate.max_error_ratio:
         return Verdict("fail", f"{health.errors} of {total} inferences failed (allowed "
                                f"{gate.max_error_ratio:.1%})", source)

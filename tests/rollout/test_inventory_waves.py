@@ -84,6 +84,11 @@ def test_monitor_verdicts():
     assert monitor_verdict(_health(known=False, inferences=0), None, gate).state == "wait"
     assert monitor_verdict(_health(errors=10), 7.0, gate).state == "fail"
     assert monitor_verdict(_health(swap_failures=1), 7.0, gate).state == "fail"
+    # The monitor's inference count includes the failed ones: 2 errors in 100 inferences is 2.0%, over a
+    # 1.99% limit; counting the errors twice (2 of 102, 1.96%) would wrongly pass.
+    strict = HealthGate(min_inferences=20, max_error_ratio=0.0199, max_p95_ratio=1.5)
+    assert monitor_verdict(_health(inferences=100, errors=2), 7.0, strict).state == "fail"
+    assert monitor_verdict(_health(inferences=100, errors=1), 7.0, strict).state == "pass"
     slow = monitor_verdict(_health(latency_p95_ms=20.0), 8.0, gate)
     assert slow.state == "fail" and "2.50x" in slow.reason
 
