@@ -60,6 +60,16 @@ def unique_name() -> str:
 
 
 @pytest.fixture(scope="session")
+def prefect_api() -> Iterator[None]:
+    """A real, temporary Prefect API (SQLite) for the whole session: slow to start, so started once and
+    shared by every test that runs a flow."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
 def gcs_emulator() -> Iterator[GcsEmulator]:
     """`gcp-storage-emulator` in memory, shared by the session."""
     with GcsEmulator() as emulator:

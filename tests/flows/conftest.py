@@ -23,17 +23,6 @@ TINY_DATASET = {"demo_samples_per_class": 24, "demo_image_size": 32}
 
 
 @pytest.fixture(scope="session")
-def prefect_api() -> Iterator[None]:
-    """A real, temporary Prefect API (SQLite) for the whole session: slow to start, so started once."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-@pytest.fixture(scope="session")
 def standin_compiler(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An executable `edgetpu_compiler` that is the stand-in (see standin_edgetpu_compiler.py's docstring)."""
     bin_dir = tmp_path_factory.mktemp("compiler-bin")

@@ -35,17 +35,6 @@ GOLDEN_SEEDS = (1, 2)
 DEVICES = 5
 
 
-@pytest.fixture(scope="session")
-def rollout_prefect() -> Iterator[None]:
-    """A real, temporary Prefect API for the rollout tests (started once)."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 class Releases:
     """Builds signed versions (as the release pipeline would) and publishes them to a local registry."""
 

@@ -34,7 +34,7 @@ def test_rendered_unit_passes_systemd_analyze_and_a_broken_one_does_not(tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("rollout_prefect")
+@pytest.mark.usefixtures("prefect_api")
 def test_deploy_agent_installs_a_venv_and_runs_the_agent_under_the_process_manager(tmp_path, coral_data):
     import edgefleet
     from edgefleet.flows.deploy_agent.flow import DeployAgentParams, build_wheel, deploy_agent

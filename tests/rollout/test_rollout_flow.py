@@ -16,7 +16,7 @@ from edgefleet.device.registry import rollout_key
 
 from .conftest import MODEL
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("rollout_prefect")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
 
 def _record(world, rollout_id):

@@ -1,0 +1,1 @@
+"""The fleet monitor as a Prefect deployment (`fleet-monitor` in prefect.yaml)."""
