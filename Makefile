@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: setup demo test test-fast bench lint clean
+.PHONY: setup demo test test-fast bench lint ui clean
 
 setup: $(VENV)/.installed
 
@@ -23,6 +23,9 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
+
+ui: setup
+	$(VENV)/bin/edgefleet ui
 
 bench: setup
 	$(PY) -m bench

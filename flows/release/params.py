@@ -32,7 +32,7 @@ class DatasetParams(_Config):
 
     source: str = Field(
         default=DEMO_DATASET,
-        description="An image folder laid out DIR/<class>/*.jpg|png, or 'demo' for the built-in synthetic "
+        description="An image folder laid out DIR/CLASS/*.jpg|png, or 'demo' for the built-in synthetic "
         "dataset (coloured shapes)",
     )
     eval_fraction: float = Field(

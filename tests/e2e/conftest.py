@@ -1,0 +1,240 @@
+"""Fixtures of the browser tests: Debian's headless Chromium, and the local Prefect stack started the way a
+user starts it (`edgefleet ui`, as a subprocess, stopped with SIGTERM).
+
+Chromium is driven through its own command line (`--dump-dom`, `--screenshot`); the Prefect UI is a
+JavaScript app, so `--virtual-time-budget` lets it fetch from the API and render before the DOM is taken.
+Screenshots and the stack's logs are copied to `test-artifacts/e2e/` at the repository root.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS_DIR = REPO / "test-artifacts" / "e2e"
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser")
+# What this sandboxed machine needs: no sandbox/GPU, and nothing that reaches the network on its own.
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    # Screenshots of the finished frame, not of a fade-in half way through.
+    "--run-all-compositor-stages-before-draw",
+)
+WINDOW_SIZE = (1440, 1000)
+VIRTUAL_TIME_BUDGET_MS = 15000
+CHROMIUM_TIMEOUT_S = 120.0
+RENDER_ATTEMPTS = 4
+UI_START_TIMEOUT_S = 300.0
+UI_STOP_TIMEOUT_S = 90.0
+POLL_S = 0.5
+UI_URL_LABEL = "Prefect UI:"
+
+
+class _PageText(HTMLParser):
+    """The visible text of a page, and the `title` of links with a given class (e.g. the deployment list)."""
+
+    def __init__(self, link_class: str | None) -> None:
+        super().__init__()
+        self.link_class = link_class
+        self.chunks: list[str] = []
+        self.links: list[str] = []
+        self._hidden_depth = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style"):
+            self._hidden_depth += 1
+        values = dict(attrs)
+        if tag == "a" and self.link_class and self.link_class in (values.get("class") or "").split():
+            self.links.append(values.get("title") or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style") and self._hidden_depth:
+            self._hidden_depth -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._hidden_depth and data.strip():
+            self.chunks.append(data.strip())
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page as Chromium rendered it."""
+
+    url: str
+    html: str
+    text: str
+    links: tuple[str, ...]
+
+
+def parse_page(url: str, html: str, link_class: str | None = None) -> Page:
+    parser = _PageText(link_class)
+    parser.feed(html)
+    return Page(url, html, " ".join(parser.chunks), tuple(parser.links))
+
+
+@dataclass(frozen=True)
+class Chromium:
+    """Debian's Chromium, headless, a fresh profile for every call."""
+
+    executable: str
+    profile_root: Path
+
+    def _run(self, *args: str, window_size: tuple[int, int] = WINDOW_SIZE) -> subprocess.CompletedProcess[str]:
+        profile = tempfile.mkdtemp(prefix="profile-", dir=self.profile_root)
+        try:
+            return subprocess.run(
+                [self.executable, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+                 f"--window-size={window_size[0]},{window_size[1]}",
+                 f"--virtual-time-budget={VIRTUAL_TIME_BUDGET_MS}", *args],
+                capture_output=True, text=True, timeout=CHROMIUM_TIMEOUT_S, check=True, stdin=subprocess.DEVNULL,
+            )
+        finally:
+            shutil.rmtree(profile, ignore_errors=True)
+
+    def render(
+        self, url: str, ready: Callable[[Page], bool], link_class: str | None = None
+    ) -> Page:
+        """The page once `ready(page)` holds, loading it again (a few times) while the app is still fetching."""
+        page = parse_page(url, "")
+        for _ in range(RENDER_ATTEMPTS):
+            page = parse_page(url, self._run("--dump-dom", url).stdout, link_class)
+            if ready(page):
+                break
+        return page
+
+    def screenshot(self, url: str, path: Path, window_size: tuple[int, int] = WINDOW_SIZE) -> Path:
+        """A PNG of the rendered page, also copied to test-artifacts/e2e/."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._run(f"--screenshot={path}", url, window_size=window_size)
+        ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, ARTIFACTS_DIR / path.name)
+        return path
+
+
+@pytest.fixture(scope="session")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Chromium:
+    """Headless Chromium, or a skip saying how to install it."""
+    for candidate in CHROMIUM_CANDIDATES:
+        found = shutil.which(candidate)
+        if found:
+            return Chromium(found, tmp_path_factory.mktemp("chromium"))
+    pytest.skip("Chromium is not installed (Debian: apt-get install -y chromium); the browser tests need it")
+
+
+@dataclass
+class UiProcess:
+    """`edgefleet ui` running as a subprocess."""
+
+    process: subprocess.Popen
+    ui_url: str
+    home: Path
+    stdout_path: Path
+    stderr_path: Path
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.ui_url}/api"
+
+    def leftover_pids(self) -> list[int]:
+        """Live processes of this stack (server, worker, flow runs): those with its PREFECT_HOME."""
+        return processes_with_home(self.home)
+
+
+def processes_with_home(home: Path) -> list[int]:
+    """PIDs of live processes whose environment has PREFECT_HOME=home (server, worker, flow runs)."""
+    wanted = f"PREFECT_HOME={home}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if wanted in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def prefect_processes() -> Callable[[Path], list[int]]:
+    """`processes_with_home`: finds the live processes of a Prefect stack by its PREFECT_HOME."""
+    return processes_with_home
+
+
+def _ui_url(stdout_path: Path) -> str | None:
+    for line in stdout_path.read_text(errors="replace").splitlines():
+        if line.startswith(UI_URL_LABEL):
+            return line.removeprefix(UI_URL_LABEL).strip()
+    return None
+
+
+def _kill_leftovers(process: subprocess.Popen, home: Path) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=UI_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=UI_STOP_TIMEOUT_S)
+    for pid in processes_with_home(home):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture(scope="module")
+def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiProcess]:
+    """`edgefleet ui --port 0 --no-schedules` with a temporary PREFECT_HOME, ready (worker polling).
+
+    The scheduler is off so that no scheduled deployment starts runs of its own during the test.
+    """
+    directory = tmp_path_factory.mktemp("edgefleet-ui")
+    home = directory / "prefect-home"
+    stdout_path, stderr_path = directory / "ui.stdout", directory / "ui.stderr"
+    env = {**os.environ, "COLUMNS": "200"}
+    with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "edgefleet.cli", "ui", "--port", "0", "--prefect-home", str(home),
+             "--project-dir", str(REPO), "--no-schedules"],
+            cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + UI_START_TIMEOUT_S
+        ui_url = _ui_url(stdout_path)
+        while ui_url is None:
+            if process.poll() is not None:
+                pytest.fail(f"`edgefleet ui` exited with {process.returncode}:\n{stderr_path.read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"`edgefleet ui` printed no URL within {UI_START_TIMEOUT_S:.0f} s:\n"
+                            f"{stderr_path.read_text()}")
+            time.sleep(POLL_S)
+            ui_url = _ui_url(stdout_path)
+        yield UiProcess(process, ui_url, home, stdout_path, stderr_path)
+    finally:
+        _kill_leftovers(process, home)
+        logs = ARTIFACTS_DIR / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for path in (stdout_path, stderr_path, *sorted((home / "logs").glob("*.log"))):
+            if path.is_file():
+                shutil.copy2(path, logs / path.name)
