@@ -7,8 +7,6 @@ exit code 2.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,27 +15,11 @@ from rich.console import Console
 from rich.table import Table
 
 from edgefleet.device.cli import app
-from edgefleet.device.errors import EdgefleetError
+from edgefleet.device.console import exit_on_error
 from edgefleet.device.runtime.config import DEFAULT_RUNTIME_CONFIG
 
 if TYPE_CHECKING:  # the runtime (numpy, LiteRT) loads only for the commands that run a model
     from edgefleet.device.runtime.engine import Engine, InferenceResult, Task
-
-ERROR_EXIT_CODE = 2
-
-
-@contextmanager
-def exit_on_error(console: Console | None = None) -> Iterator[None]:
-    """Turns an `EdgefleetError` into `error: ...` and `fix: ...` on stderr and exit code 2."""
-    try:
-        yield
-    except EdgefleetError as error:
-        console = console or Console(stderr=True, highlight=False, soft_wrap=True)
-        console.print(f"[bold red]error:[/] {error.message}", markup=True)
-        if error.fix:
-            console.print(f"[bold]fix:[/] {error.fix}", markup=True)
-        raise typer.Exit(ERROR_EXIT_CODE) from error
-
 
 def _echo_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2))

@@ -13,16 +13,11 @@ from rich.console import Console
 from rich.table import Table
 
 from edgefleet.device.cli import app
+from edgefleet.device.console import cli_error
 from edgefleet.device.errors import EdgefleetError
 
 stderr = Console(stderr=True)
 
-
-def _fail(error: EdgefleetError) -> typer.Exit:
-    stderr.print(f"[bold red]error:[/] {error.message}")
-    if error.fix:
-        stderr.print(f"[bold]fix:[/] {error.fix}")
-    return typer.Exit(code=2)
 
 
 @app.command()
@@ -39,7 +34,7 @@ def run(
     try:
         agent = Agent(load_config(config))
     except EdgefleetError as error:
-        raise _fail(error) from error
+        raise cli_error(error) from error
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     raise typer.Exit(code=agent.run(stop))
@@ -63,7 +58,7 @@ def status(
             path = (root or Path("~/.edgefleet-agent")).expanduser() / STATUS_FILE
         current = read_status(path)
     except EdgefleetError as error:
-        raise _fail(error) from error
+        raise cli_error(error) from error
     if as_json:
         typer.echo(json.dumps(current.model_dump(mode="json"), indent=2))
         return

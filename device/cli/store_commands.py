@@ -16,11 +16,11 @@ from rich.console import Console
 from rich.table import Table
 
 from edgefleet.device.cli import app
+from edgefleet.device.console import ERROR_EXIT_CODE, print_error
 from edgefleet.device.contracts.manifest import Manifest
 from edgefleet.device.errors import EdgefleetError
 from edgefleet.device.store import InstalledVersion, ModelStore, default_root
 
-EXIT_ERROR = 2
 _T = TypeVar("_T")
 
 ROOT_HELP = "agent root directory (default: $EDGEFLEET_AGENT_ROOT or ~/.edgefleet-agent)"
@@ -47,11 +47,8 @@ def _run(action: Callable[[], _T]) -> _T:
 
 
 def _fail(message: str, fix: str | None) -> NoReturn:
-    stderr = Console(stderr=True)
-    stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    if fix:
-        stderr.print(f"[bold]fix:[/] {fix}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=EXIT_ERROR)
+    print_error(message, fix)
+    raise typer.Exit(code=ERROR_EXIT_CODE)
 
 
 def _echo_json(payload: Any) -> None:
@@ -266,7 +263,7 @@ def pull(
         typer.echo(result.reason)
     if result.outcome in ("refused", "previously_refused"):
         if as_json:
-            raise typer.Exit(code=EXIT_ERROR)
+            raise typer.Exit(code=ERROR_EXIT_CODE)
         _fail(
             f"{model} {result.version} from {registry_uri} channel {channel} was refused: {result.reason}",
             "publish and promote a correctly signed version, or check --public-key"

@@ -20,6 +20,7 @@ import typer
 import yaml
 from pydantic import ValidationError
 
+from edgefleet.device.console import cli_error
 from edgefleet.device.errors import ConfigError, EdgefleetError
 from edgefleet.infra.outputs import StackOutputs
 
@@ -29,7 +30,6 @@ AGENT_FILE = "agent.yaml"
 PIPELINE_FILE = "pipeline.yaml"
 DEFAULT_CHANNEL = "stable"
 EXIT_VIOLATIONS = 1
-EXIT_ERROR = 2
 
 
 def read_stack_outputs(path: Path) -> StackOutputs:
@@ -178,10 +178,6 @@ def write_configs(
     return agent_path, pipeline_path
 
 
-def _fail(error: EdgefleetError) -> typer.Exit:
-    typer.echo(f"error: {error}", err=True)
-    return typer.Exit(EXIT_ERROR)
-
 
 @app.command("from-stack")
 def from_stack(
@@ -198,7 +194,7 @@ def from_stack(
         outputs = read_stack_outputs(outputs_file)
         agent_path, pipeline_path = write_configs(outputs, out_dir, device_id, channel, force)
     except EdgefleetError as error:
-        raise _fail(error) from error
+        raise cli_error(error) from error
     typer.echo(f"wrote {agent_path} and {pipeline_path}")
 
 
@@ -217,7 +213,7 @@ def check_policy(
     try:
         resources = load_resources(resources_file)
     except EdgefleetError as error:
-        raise _fail(error) from error
+        raise cli_error(error) from error
     violations = check_all(resources)
     for violation in violations:
         typer.echo(str(violation))

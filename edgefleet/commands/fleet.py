@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgefleet.device.console import cli_error
 from edgefleet.device.errors import EdgefleetError
 
 app = typer.Typer(help="Look at the fleet: every device's status, or one device's history.",
@@ -18,12 +19,6 @@ stderr = Console(stderr=True)
 
 _STATUS_STYLE = {"healthy": "green", "stale": "yellow", "failing": "bold red"}
 
-
-def _fail(error: EdgefleetError) -> typer.Exit:
-    stderr.print(f"[bold red]error:[/] {error.message}")
-    if error.fix:
-        stderr.print(f"[bold]fix:[/] {error.fix}")
-    return typer.Exit(code=2)
 
 
 def _positive(name: str, value: float | None) -> float | None:
@@ -82,7 +77,7 @@ def status(
                                   datetime.fromtimestamp(time.time()).astimezone(),
                                   silent_after_s=silent_after, rules=settings.status)
     except EdgefleetError as error:
-        raise _fail(error) from error
+        raise cli_error(error) from error
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
         return
@@ -145,7 +140,7 @@ def device(
                                      datetime.fromtimestamp(time.time()).astimezone(), rules=settings.status,
                                      event_limit=events or settings.history_events)
     except EdgefleetError as error:
-        raise _fail(error) from error
+        raise cli_error(error) from error
     if as_json:
         typer.echo(history.model_dump_json(indent=2))
         return

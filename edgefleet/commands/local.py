@@ -7,13 +7,13 @@ from typing import Annotated
 
 import typer
 
+from edgefleet.device.console import cli_error
 from edgefleet.device.errors import EdgefleetError
 
 app = typer.Typer(
     help="Create or remove the local twin of the cloud stack on the emulators.", no_args_is_help=True
 )
 
-EXIT_ERROR = 2
 
 ProjectOption = Annotated[str | None, typer.Option(help="emulator project id [default: edgefleet-local]")]
 BucketOption = Annotated[
@@ -61,8 +61,7 @@ def up(
         settings = _settings(project, bucket, registry_dir, schema)
         state = twin_up(emulator_clients(settings.project), settings)
     except EdgefleetError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_ERROR) from error
+        raise cli_error(error) from error
     typer.echo(f"project                  {state.project}")
     typer.echo(f"telemetry topic          {state.topic}")
     typer.echo(f"  schema                 {state.schema or '(none: the topic does not validate messages)'}")
@@ -86,8 +85,7 @@ def down(
         settings = _settings(project, bucket, registry_dir, None)
         removed = twin_down(emulator_clients(settings.project), settings)
     except EdgefleetError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_ERROR) from error
+        raise cli_error(error) from error
     for name in removed:
         typer.echo(f"removed {name}")
     if not removed:

@@ -10,16 +10,11 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from edgefleet.device.console import cli_error
 from edgefleet.device.errors import EdgefleetError
 
 stderr = Console(stderr=True)
 
-
-def _fail(error: EdgefleetError) -> typer.Exit:
-    stderr.print(f"[bold red]error:[/] {error.message}")
-    if error.fix:
-        stderr.print(f"[bold]fix:[/] {error.fix}")
-    return typer.Exit(code=2)
 
 
 def monitor(
@@ -39,12 +34,12 @@ def monitor(
     try:
         settings = load_monitor_config(config, project=project, subscription=subscription, store_path=db)
     except EdgefleetError as error:
-        raise _fail(error) from error
+        raise cli_error(error) from error
     previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
         report = run_monitor(settings, stop)
     except EdgefleetError as error:
-        raise _fail(error) from error
+        raise cli_error(error) from error
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

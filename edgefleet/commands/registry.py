@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgefleet.device.console import cli_error
 from edgefleet.device.errors import EdgefleetError
 
 app = typer.Typer(
@@ -51,12 +52,6 @@ VerifyKeyOption = typer.Option(
     help="release public key (default: the development key's .pub)",
 )
 
-
-def _fail(error: EdgefleetError) -> typer.Exit:
-    stderr.print(f"[bold red]error:[/] {error.message}")
-    if error.fix:
-        stderr.print(f"[bold]fix:[/] {error.fix}")
-    return typer.Exit(code=2)
 
 
 def _open(uri: str | None):
@@ -141,7 +136,7 @@ def list_(
                     }
                 )
     except EdgefleetError as error:
-        raise _fail(error) from error
+        raise cli_error(error) from error
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -189,7 +184,7 @@ def show(
         registry = _open(registry_uri)
         signed = registry.read_manifest(model, version)
     except EdgefleetError as error:
-        raise _fail(error) from error
+        raise cli_error(error) from error
     manifest = signed.manifest
     if as_json:
         typer.echo(signed.raw.decode())
@@ -272,7 +267,7 @@ def promote(
             public_key=public_key,
         )
     except EdgefleetError as error:
-        raise _fail(error) from error
+        raise cli_error(error) from error
     was = before.version if before else "nothing"
     typer.echo(
         f"{model} channel {channel}: {was} -> {pointer.version} (manifest {pointer.manifest_sha256[:16]}...)"
@@ -292,7 +287,7 @@ def verify(
         key = _public_key(public_key)
         manifest = registry.verify_version(model, version, key)
     except EdgefleetError as error:
-        raise _fail(error) from error
+        raise cli_error(error) from error
     typer.echo(
         f"OK: {model} {version} verifies against {key}: signature and {len(manifest.files)} files "
         f"({', '.join(entry.name for entry in manifest.files)})"

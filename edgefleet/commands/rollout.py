@@ -14,18 +14,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgefleet.device.console import cli_error
 from edgefleet.device.errors import EdgefleetError
 
 app = typer.Typer(help="Roll model versions out to devices over SSH; promote canary; deploy the agent.",
                   no_args_is_help=True)
 stderr = Console(stderr=True)
 
-
-def _fail(error: EdgefleetError, what: str) -> typer.Exit:
-    stderr.print(f"[bold red]{what}:[/] {error.message}", highlight=False, soft_wrap=True)
-    if error.fix:
-        stderr.print(f"[bold]fix:[/] {error.fix}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=2)
 
 
 def _quiet_prefect() -> None:
@@ -60,9 +55,9 @@ def run(config: Path = typer.Option(..., "--config", "-c", help="rollout YAML (f
         result = rollout(params)  # type: ignore[arg-type]
     except RolloutHalted as error:
         typer.echo(error.result.model_dump_json(indent=2) if as_json else "")
-        raise _fail(error, "rollout halted") from error
+        raise cli_error(error, "rollout halted") from error
     except EdgefleetError as error:
-        raise _fail(error, "rollout failed") from error
+        raise cli_error(error, "rollout failed") from error
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
     else:
@@ -81,7 +76,7 @@ def show(rollout_id: str = typer.Argument(..., help="rollout id (default ids are
     try:
         record = RecordStore(Registry.from_uri(registry), rollout_id).load()
     except EdgefleetError as error:
-        raise _fail(error, "cannot read the rollout") from error
+        raise cli_error(error, "cannot read the rollout") from error
     if record is None:
         stderr.print(f"[bold red]error:[/] no rollout {rollout_id} in {registry}")
         raise typer.Exit(code=2)
@@ -101,7 +96,7 @@ def promote(config: Path = typer.Option(..., "--config", "-c", help="YAML with t
     try:
         result = promote_canary(load_yaml_params(PromotionParams, config))  # type: ignore[arg-type]
     except EdgefleetError as error:
-        raise _fail(error, "promotion failed") from error
+        raise cli_error(error, "promotion failed") from error
     typer.echo(result.reason)
 
 
@@ -116,6 +111,6 @@ def deploy_agent_command(config: Path = typer.Option(..., "--config", "-c",
     try:
         results = deploy_agent(load_yaml_params(DeployAgentParams, config))  # type: ignore[arg-type]
     except EdgefleetError as error:
-        raise _fail(error, "deploy-agent failed") from error
+        raise cli_error(error, "deploy-agent failed") from error
     for result in results:
         typer.echo(f"{result.device_id}: {result.detail}")

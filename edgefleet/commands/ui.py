@@ -15,19 +15,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgefleet.device.console import cli_error
 from edgefleet.device.errors import EdgefleetError
 
-EXIT_ERROR = 2
 UI_URL_LABEL = "Prefect UI:"
 stdout = Console()
 stderr = Console(stderr=True)
 
-
-def _fail(error: EdgefleetError) -> typer.Exit:
-    stderr.print(f"[bold red]error:[/] {error.message}", highlight=False)
-    if error.fix:
-        stderr.print(f"[bold]fix:[/] {error.fix}", highlight=False)
-    return typer.Exit(code=EXIT_ERROR)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -69,7 +63,7 @@ def ui(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if user_home and prefect_home is not None:
-        raise _fail(EdgefleetError("--user-home and --prefect-home both name a Prefect home", "pass one of them"))
+        raise cli_error(EdgefleetError("--user-home and --prefect-home both name a Prefect home", "pass one of them"))
     given = {"prefect_file": prefect_file, "host": host, "port": port}
     settings = UiSettings(
         project_dir=project_dir.resolve(),
@@ -95,7 +89,7 @@ def ui(
     except KeyboardInterrupt:
         stderr.print("Interrupted: stopping the worker and the server...")
     except EdgefleetError as error:
-        raise _fail(error) from error
+        raise cli_error(error) from error
     finally:
         # A second Ctrl-C must not leave the server behind: stop() is bounded by its own timeouts.
         signal.signal(signal.SIGINT, signal.SIG_IGN)

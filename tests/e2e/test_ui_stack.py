@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edgefleet.commands.ui import EXIT_ERROR, ui
+from edgefleet.commands.ui import ui
+from edgefleet.device.console import ERROR_EXIT_CODE
 from edgefleet.device.errors import ConfigError
 from edgefleet.local.ui import LocalPrefectUi, UiError, UiSettings, prefect_env, read_work_pools
 
@@ -82,7 +83,7 @@ def test_cli_refuses_two_prefect_homes(tmp_path: Path) -> None:
     app = typer.Typer()
     app.command()(ui)
     result = CliRunner().invoke(app, ["--user-home", "--prefect-home", str(tmp_path), "--project-dir", str(REPO)])
-    assert result.exit_code == EXIT_ERROR
+    assert result.exit_code == ERROR_EXIT_CODE
     assert "--user-home" in result.output and "--prefect-home" in result.output
 
 
@@ -92,7 +93,7 @@ def test_cli_names_a_missing_prefect_yaml(tmp_path: Path) -> None:
     app = typer.Typer()
     app.command()(ui)
     result = CliRunner().invoke(app, ["--project-dir", str(tmp_path), "--port", "0"])
-    assert result.exit_code == EXIT_ERROR
+    assert result.exit_code == ERROR_EXIT_CODE
     assert str(tmp_path / "prefect.yaml") in result.output and "--project-dir" in result.output
 
 
