@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class EdgefleetError(Exception):
     """Base for errors that carry a fix for the user.
@@ -55,3 +57,23 @@ class ConflictError(RegistryError):
 
 class TelemetryError(EdgefleetError):
     """Telemetry cannot be spooled or published."""
+
+
+def describe_validation_error(error: ValidationError, origin: str | None = None) -> str:
+    """One line naming every wrong, missing or unknown key of a pydantic validation error.
+
+    Args:
+        error: what pydantic raised for a config model.
+        origin: where the values came from (a file path, "environment"); prefixed when given.
+    """
+    parts = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{key}' (check its spelling against the configuration reference)")
+        elif item["type"] == "missing":
+            parts.append(f"missing key '{key}'")
+        else:
+            parts.append(f"key '{key}': {item['msg']}")
+    text = "; ".join(parts)
+    return f"{origin}: {text}" if origin else text

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from edgefleet.device.contracts.layout import SPOOL_FILE, STATUS_FILE, check_name
-from edgefleet.device.errors import ConfigError
+from edgefleet.device.errors import ConfigError, describe_validation_error
 from edgefleet.device.telemetry.config import TelemetryConfig
 
 ENV_PREFIX = "EDGEFLEET_"
@@ -131,18 +131,6 @@ class AgentConfig(BaseSettings):
         return env_settings, init_settings
 
 
-def _describe(error: ValidationError, origin: str) -> str:
-    lines = []
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        if item["type"] == "extra_forbidden":
-            lines.append(f"unknown key '{key}' (check its spelling against the configuration reference)")
-        elif item["type"] == "missing":
-            lines.append(f"missing key '{key}'")
-        else:
-            lines.append(f"key '{key}': {item['msg']}")
-    return f"{origin}: " + "; ".join(lines)
-
 
 def load_config(path: Path | None, **overrides: Any) -> AgentConfig:
     """Reads the agent configuration from YAML `path`, `EDGEFLEET_` env vars and `overrides`.
@@ -172,4 +160,5 @@ def load_config(path: Path | None, **overrides: Any) -> AgentConfig:
     try:
         return AgentConfig(**data)
     except ValidationError as error:
-        raise ConfigError(_describe(error, origin), "fix the keys named above (README: configuration)") from error
+        raise ConfigError(describe_validation_error(error, origin),
+                          "fix the keys named above (README: configuration)") from error

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgefleet.device.contracts.layout import MONITOR_SUBSCRIPTION
-from edgefleet.device.errors import ConfigError
+from edgefleet.device.errors import ConfigError, describe_validation_error
 
 DEFAULT_STORE_PATH = Path("~/.edgefleet/fleet.sqlite")
 CONFIG_SECTION = "monitor"
@@ -92,16 +92,6 @@ class MonitorConfig(_Section):
         return value.expanduser()
 
 
-def _describe(error: ValidationError, origin: str) -> str:
-    lines = []
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        if item["type"] == "extra_forbidden":
-            lines.append(f"unknown key '{key}' (check its spelling against the configuration reference)")
-        else:
-            lines.append(f"key '{key}': {item['msg']}")
-    return f"{origin}: " + "; ".join(lines)
-
 
 def load_monitor_config(path: Path | None = None, **overrides: Any) -> MonitorConfig:
     """Reads the monitor configuration from YAML `path` (optional) and applies `overrides` on top.
@@ -135,4 +125,4 @@ def load_monitor_config(path: Path | None = None, **overrides: Any) -> MonitorCo
     try:
         return MonitorConfig(**data)
     except ValidationError as error:
-        raise ConfigError(_describe(error, origin), "fix the keys named above") from error
+        raise ConfigError(describe_validation_error(error, origin), "fix the keys named above") from error

@@ -27,7 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgefleet.device.contracts.layout import check_name
-from edgefleet.device.errors import ConfigError
+from edgefleet.device.errors import ConfigError, describe_validation_error
 
 SECRET_KEYS = ("password", "passphrase", "secret", "key_passphrase")
 
@@ -114,18 +114,6 @@ def _find_secrets(node: Any, where: str) -> list[str]:
     return found
 
 
-def _field_errors(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors():
-        field = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        if item["type"] == "extra_forbidden":
-            parts.append(f"unknown field '{field}'")
-        elif item["type"] == "missing":
-            parts.append(f"missing field '{field}'")
-        else:
-            parts.append(f"field '{field}': {item['msg']}")
-    return "; ".join(parts)
-
 
 def _resolve(path: str | os.PathLike[str], base: Path) -> Path:
     path = Path(path).expanduser()
@@ -179,7 +167,7 @@ def parse_inventory(document: Any, *, source: str = "fleet.yaml", base_dir: Path
         try:
             device = DeviceSpec(**merged)
         except ValidationError as error:
-            raise ConfigError(f"{source}: device {name!s} (devices[{index}]): {_field_errors(error)}",
+            raise ConfigError(f"{source}: device {name!s} (devices[{index}]): {describe_validation_error(error)}",
                               "fix the field(s) named (fields come from the device entry or from defaults)") from None
         if device.id in seen:
             raise ConfigError(f"{source}: device {device.id} (devices[{index}]) appears twice",

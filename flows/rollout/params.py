@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgefleet.device.contracts.layout import check_name, check_version
-from edgefleet.device.errors import ConfigError
+from edgefleet.device.errors import ConfigError, describe_validation_error
 
 WaveSize = int | str
 DEFAULT_WAVES: tuple[WaveSize, ...] = (1, "10%", "50%", "100%")
@@ -149,18 +149,6 @@ class PromotionParams(_Config):
         return check_name("name", value)
 
 
-def _describe(error: ValidationError, origin: str) -> str:
-    parts = []
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        if item["type"] == "extra_forbidden":
-            parts.append(f"unknown key '{key}'")
-        elif item["type"] == "missing":
-            parts.append(f"missing key '{key}'")
-        else:
-            parts.append(f"key '{key}': {item['msg']}")
-    return f"{origin}: " + "; ".join(parts)
-
 
 def load_yaml_params(model: type[_Config], path: str | os.PathLike[str], **overrides: object) -> _Config:
     """Reads parameters of `model` from a YAML file; relative `inventory`/`registry`/... stay as written.
@@ -181,4 +169,5 @@ def load_yaml_params(model: type[_Config], path: str | os.PathLike[str], **overr
     try:
         return model.model_validate(document)
     except ValidationError as error:
-        raise ConfigError(_describe(error, str(path)), f"fix the keys named above (see {model.__name__})") from None
+        raise ConfigError(describe_validation_error(error, str(path)),
+                          f"fix the keys named above (see {model.__name__})") from None

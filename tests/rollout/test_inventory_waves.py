@@ -32,10 +32,10 @@ def test_inventory_applies_defaults_and_resolves_paths_against_its_file(tmp_path
 
 
 @pytest.mark.parametrize(("device", "named"), [
-    ({"port": 70000}, "field 'port'"),
-    ({"colour": "red"}, "unknown field 'colour'"),
-    ({"host": ""}, "field 'host'"),
-    ({"id": "Bad Id"}, "field 'id'"),
+    ({"port": 70000}, "key 'port'"),
+    ({"colour": "red"}, "unknown key 'colour'"),
+    ({"host": ""}, "key 'host'"),
+    ({"id": "Bad Id"}, "key 'id'"),
 ])
 def test_inventory_errors_name_the_device_and_the_field(device, named):
     with pytest.raises(ConfigError) as error:
