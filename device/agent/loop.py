@@ -159,8 +159,8 @@ class Agent:
             self._inference_done.set()
 
     # --- events and status ---------------------------------------------------------------------------
-    def _model_event(self, kind: str, detail: str, version: str | None) -> None:
-        self.telemetry.record_event(kind, detail, model_version=version)
+    def _model_event(self, kind: str, detail: str, version: str | None, from_version: str | None) -> None:
+        self.telemetry.record_event(kind, detail, model_version=version, from_version=from_version)
 
     def _fail(self, message: str) -> None:
         self._last_error = message

@@ -111,7 +111,7 @@ def lower_thread_priority(increment: int) -> None:
         log.debug("could not lower the priority of thread %d: %s", thread_id, error)
 
 
-EventSink = Callable[[str, str, str | None], None]  # (kind, detail, model_version)
+EventSink = Callable[[str, str, str | None, str | None], None]  # (kind, detail, model_version, from_version)
 
 
 class ModelWatcher:
@@ -172,7 +172,8 @@ class ModelWatcher:
             self._retired.append(previous)
         if previous is not None:
             self.swaps += 1
-            self._on_event("swap", f"{previous.version} -> {candidate.version}", candidate.version)
+            self._on_event("swap", f"{previous.version} -> {candidate.version}", candidate.version,
+                           previous.version)
         self.last_error = None
         log.info("model %s %s (%s on %s) accepted", candidate.manifest.model, candidate.version,
                  candidate.engine.variant, candidate.engine.backend)
@@ -183,7 +184,7 @@ class ModelWatcher:
         self._store.mark_refused(installed.model, installed.version, installed.manifest_sha256, error.message)
         self.last_error = str(error)
         log.error("refusing model %s %s: %s", self._config.model, installed.version, error)
-        self._on_event("swap_failed", error.message, installed.version)
+        self._on_event("swap_failed", error.message, installed.version, None)
         if self.running is None:
             return
         # Put the pointer back on what is running, so the device's on-disk state says what it does.
@@ -193,7 +194,8 @@ class ModelWatcher:
                 self._store.rollback(self._config.model)
             else:
                 self._store.activate(self._config.model, self.running.version)
-            self._on_event("rollback", f"{installed.version} -> {self.running.version}", self.running.version)
+            self._on_event("rollback", f"{installed.version} -> {self.running.version}", self.running.version,
+                           installed.version)
         except EdgefleetError as rollback_error:
             log.error("could not restore the current pointer: %s", rollback_error)
             self.last_error = f"{error.message}; and restoring the pointer failed: {rollback_error.message}"

@@ -72,7 +72,8 @@ class Event(_Frozen):
 
     kind: EventKind
     detail: str = ""
-    model_version: str | None = None
+    model_version: str | None = Field(default=None, description="the version running after the event")
+    from_version: str | None = Field(default=None, description="swap and rollback: the version left")
 
 
 class TelemetryMessage(_Frozen):

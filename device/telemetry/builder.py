@@ -61,6 +61,7 @@ class EventRecord(NamedTuple):
     detail: str = ""
     model_version: str | None = None
     model: ModelRef | None = None
+    from_version: str | None = None
 
 
 class MessageDraft(NamedTuple):
@@ -200,6 +201,7 @@ class TelemetryBuilder:
             kind=record.kind,
             detail=record.detail,
             model_version=record.model_version or (model.version if model else None),
+            from_version=record.from_version,
         )
         return [MessageDraft(time=_utc(record.time), kind="event", model=model, event=event)]
 

@@ -226,10 +226,11 @@ class TelemetryService:
         *,
         model_version: str | None = None,
         model: ModelRef | None = None,
+        from_version: str | None = None,
     ) -> bool:
         """Queues one event: 'swap', 'swap_failed', 'rollback' or 'error' ('started' and 'stopped' are sent
         by `start` and `stop`). Never blocks; returns False when dropped."""
-        return self._offer(EventRecord(time.time(), kind, detail, model_version, model))
+        return self._offer(EventRecord(time.time(), kind, detail, model_version, model, from_version))
 
     def _offer(self, record: InferenceRecord | EventRecord) -> bool:
         with self._lock:  # put_nowait never blocks; the lock only orders puts against stop()

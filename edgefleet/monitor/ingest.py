@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 FAILURE_EVENTS = frozenset({"swap_failed", "rollback", "error"})
 RECOVERY_EVENTS = frozenset({"swap", "started"})
 _MAX_ERROR_TEXT = 500
-# The agent details swaps and rollbacks as "<from version> -> <to version>"; the contract's Event has no
-# field for the version left, so it is read from there (a rollback's model_version is the restored one).
+# Swaps and rollbacks name the version left in `Event.from_version`; agents from before that field only
+# wrote it into the detail, "<from version> -> <to version>" (a rollback's model_version is the restored one).
 _TRANSITION = re.compile(r"^\s*(\S+)\s*->\s*(\S+)\s*$")
 TRANSITION_EVENTS = frozenset({"swap", "rollback"})
 
@@ -195,10 +195,13 @@ def apply(store: FleetStore, message: TelemetryMessage, *, received_at: float | 
                    model_version=message.model.version if message.model else None)
 
 
-def transition_from(kind: str, detail: str) -> str | None:
-    """The version a swap or rollback left, from the agent's "<from> -> <to>" detail; None otherwise."""
+def transition_from(kind: str, detail: str, from_version: str | None = None) -> str | None:
+    """The version a swap or rollback left: the event's `from_version`, else (agents before that field) read
+    from its "<from> -> <to>" detail; None for other events."""
     if kind not in TRANSITION_EVENTS:
         return None
+    if from_version:
+        return from_version
     match = _TRANSITION.match(detail)
     return match.group(1) if match else None
 
@@ -299,7 +302,7 @@ def _record_facts(store: FleetStore, message: TelemetryMessage, when: float) -> 
             "INSERT OR IGNORE INTO events (device_id, seq, time, kind, detail, model_name, model_version, "
             "from_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (device_id, message.seq, when, event.kind, event.detail, model.name if model else None, version,
-             transition_from(event.kind, event.detail)))
+             transition_from(event.kind, event.detail, event.from_version)))
         if event.kind in FAILURE_EVENTS or event.kind in RECOVERY_EVENTS:
             connection.execute(
                 "UPDATE devices SET state_event_kind = ?, state_event_time = ?, state_event_seq = ? "

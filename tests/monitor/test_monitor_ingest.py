@@ -126,6 +126,7 @@ def test_transition_from_reads_the_agents_detail_format():
     assert transition_from("swap", " 1.0.0->1.1.0 ") == "1.0.0"
     assert transition_from("swap_failed", "1.1.0 -> 1.0.0") is None
     assert transition_from("rollback", "restored previous") is None
+    assert transition_from("rollback", "restored previous", "1.2.0") == "1.2.0"  # the contract's field wins
 
 
 def test_a_newer_state_event_wins_over_a_late_older_one(store):

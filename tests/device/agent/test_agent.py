@@ -127,6 +127,8 @@ def test_a_model_failing_its_smoke_test_is_refused_and_the_pointer_restored(rele
     assert "smoke test" in (status.last_error or "")
     events = [(m.event.kind, m.event.model_version) for m in sink_messages(releases) if m.kind == "event"]
     assert ("swap_failed", "1.2.0") in events and ("rollback", "1.1.0") in events
+    rollbacks = [m.event for m in sink_messages(releases) if m.kind == "event" and m.event.kind == "rollback"]
+    assert [e.from_version for e in rollbacks] == ["1.2.0"]
     assert releases.store.refusal(MODEL, "1.2.0", releases.store.current(MODEL).manifest_sha256) is None
     assert [r.version for r in releases.store.refusals(MODEL)] == ["1.2.0"]
 
@@ -190,3 +192,14 @@ def test_pull_mode_follows_the_registry_channel_and_refuses_a_tampered_release(r
     assert releases.store.current(MODEL).version == "1.0.0"
     events = [m.event for m in sink_messages(releases) if m.kind == "event"]
     assert any(e.kind == "swap_failed" and e.model_version == "1.1.0" for e in events)
+
+
+def test_swap_and_rollback_events_name_the_version_left(releases):
+    releases.install("1.0.0", "mobilenet_v1_0.25_128_quant.tflite")
+    agent = Agent(agent_config(releases))
+    with running(agent):
+        wait_until(lambda: agent.stats.frames >= 3, "frames on 1.0.0")
+        releases.install("1.1.0", "mobilenet_v1_0.25_128_quant.tflite")
+        wait_until(lambda: agent.watcher.swaps == 1, "the swap")
+    swaps = [m.event for m in sink_messages(releases) if m.kind == "event" and m.event.kind == "swap"]
+    assert [(e.from_version, e.model_version) for e in swaps] == [("1.0.0", "1.1.0")]
