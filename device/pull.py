@@ -26,7 +26,7 @@ from edgefleet.device.bundle import sha256_file, verify_manifest_bytes
 from edgefleet.device.contracts.layout import MANIFEST_FILE
 from edgefleet.device.errors import EdgefleetError, RegistryError, StoreError, VerificationError
 from edgefleet.device.registry.base import Registry
-from edgefleet.device.signing import PublicKeyLike
+from edgefleet.device.signing import PublicKeyLike, resolve_public_key
 from edgefleet.device.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,10 @@ def pull_channel_once(
         RegistryError: the registry cannot be read (transient: try again later).
         StoreError: the store cannot be changed right now (e.g. another writer holds its lock).
     """
+    # A missing or unreadable key is this device's setup problem, not the release's: it raises here,
+    # before anything could be recorded as refused.
     key = public_key if public_key is not None else store.public_key
+    resolve_public_key(key)
     pointer = registry.read_channel(model, channel).pointer
     current = store.current(model)
     current_version = current.version if current else None
@@ -160,6 +163,8 @@ def pull_channel_once(
                     )
                 store.install(download_dir, key)
         store.activate(model, version, key)
+        if refusal is not None:  # retried on request and it verified this time: forget the refusal
+            store.clear_refused(model)
     except VerificationError as error:
         return refuse(f"{error.message}" + (f" (fix: {error.fix})" if error.fix else ""))
     log.info(

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from edgefleet.device.contracts.layout import SPOOL_FILE, STATUS_FILE, check_name
 from edgefleet.device.errors import ConfigError, describe_validation_error
@@ -159,6 +159,11 @@ def load_config(path: Path | None, **overrides: Any) -> AgentConfig:
     data.update(overrides)
     try:
         return AgentConfig(**data)
+    except SettingsError as error:  # an EDGEFLEET_<SECTION> variable that is not JSON for that section
+        raise ConfigError(
+            f"environment: {error}; the agent reads EDGEFLEET_* variables as overrides of its config",
+            f"set a single key with '__' nesting (e.g. {ENV_PREFIX}REGISTRY__URI=...), or unset the variable "
+            "in the agent's environment") from error
     except ValidationError as error:
         raise ConfigError(describe_validation_error(error, origin),
                           "fix the keys named above (README: configuration)") from error

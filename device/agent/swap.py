@@ -151,14 +151,19 @@ class ModelWatcher:
         installed = self._store.current(self._config.model)
         if installed is None:
             if self.running is None:
-                self.last_error = (f"no version of model '{self._config.model}' is installed under "
-                                   f"{self._config.root}: install one (edgefleet-agent install / pull) or roll out")
+                self._report_idle(f"no version of model '{self._config.model}' is installed under "
+                                  f"{self._config.root}: install one (edgefleet-agent install / pull) or roll out")
             return None
         self._decided = installed.version
         if self.running is not None and installed.path.resolve() == self.running.path.resolve():
             return None
-        if self._store.refusal(installed.model, installed.version, installed.manifest_sha256) is not None:
-            return None  # refused before (maybe before a restart): the pointer is being put back
+        refusal = self._store.refusal(installed.model, installed.version, installed.manifest_sha256)
+        if refusal is not None:  # refused before (maybe before a restart): not tried again
+            if self.running is None:
+                self._report_idle(f"{installed.model} {installed.version} is current but was refused "
+                                  f"{refusal.refused_at:%Y-%m-%d %H:%M} UTC ({refusal.reason}); activate another "
+                                  "version, or fix it and run `edgefleet-agent pull --retry-refused`")
+            return None
         try:
             candidate = prepare_model(self._config, installed)
         except EdgefleetError as error:
@@ -178,6 +183,12 @@ class ModelWatcher:
         log.info("model %s %s (%s on %s) accepted", candidate.manifest.model, candidate.version,
                  candidate.engine.variant, candidate.engine.backend)
         return candidate
+
+    def _report_idle(self, reason: str) -> None:
+        """Says why no model runs: in the status file always, in the log once per reason."""
+        if reason != self.last_error:
+            log.warning("not inferring: %s", reason)
+        self.last_error = reason
 
     def _refuse(self, installed: InstalledVersion, error: EdgefleetError) -> None:
         self.failures += 1

@@ -227,7 +227,7 @@ def models(
 @app.command()
 def pull(
     registry_uri: Annotated[
-        str, typer.Option("--registry", help="gs://BUCKET[/PREFIX] or a registry directory")
+        str, typer.Option("--registry", help="gs://BUCKET or gs://BUCKET/PREFIX, or a registry directory")
     ],
     model: Annotated[str, typer.Option("--model", help="model name")],
     channel: Annotated[str, typer.Option("--channel", help="channel to follow, e.g. stable")],

@@ -15,14 +15,14 @@ app = typer.Typer(
 )
 
 
-ProjectOption = Annotated[str | None, typer.Option(help="emulator project id [default: edgefleet-local]")]
+ProjectOption = Annotated[str | None, typer.Option(help="emulator project id (default: edgefleet-local)")]
 BucketOption = Annotated[
-    str | None, typer.Option(help="registry bucket on the GCS emulator [default: edgefleet-local-registry]")
+    str | None, typer.Option(help="registry bucket on the GCS emulator (default: edgefleet-local-registry)")
 ]
 RegistryDirOption = Annotated[
     Path | None,
     typer.Option(
-        help="registry directory when STORAGE_EMULATOR_HOST is not set [default: ~/.edgefleet/registry]"
+        help="registry directory when STORAGE_EMULATOR_HOST is not set (default: ~/.edgefleet/registry)"
     ),
 ]
 
@@ -50,7 +50,7 @@ def up(
     schema: Annotated[
         bool | None,
         typer.Option(
-            "--schema/--no-schema", help="attach the Avro schema to the topic [default: as the cloud stack]"
+            "--schema/--no-schema", help="attach the Avro schema to the topic (default: as the cloud stack)"
         ),
     ] = None,
 ) -> None:

@@ -1,6 +1,6 @@
 """`edgefleet registry ls|show|promote|verify`: look at and move what the release pipeline published.
 
-The registry is `--registry` (or $EDGEFLEET_REGISTRY): `gs://bucket[/prefix]` or a local directory, by default
+The registry is `--registry` (or $EDGEFLEET_REGISTRY_URI): `gs://bucket[/prefix]` or a local directory, by default
 the embedded one at ~/.edgefleet/registry. `verify` checks signatures with `--public-key` (or
 $EDGEFLEET_PUBLIC_KEY; by default the development key's public half when it exists).
 """
@@ -35,8 +35,8 @@ RegistryOption = typer.Option(
     None,
     "--registry",
     "-r",
-    envvar="EDGEFLEET_REGISTRY",
-    help="gs://bucket[/prefix] or a local directory (default ~/.edgefleet/registry)",
+    envvar="EDGEFLEET_REGISTRY_URI",
+    help="gs://bucket/prefix (prefix optional) or a local directory (default ~/.edgefleet/registry)",
 )
 
 PromoteKeyOption = typer.Option(

@@ -67,7 +67,8 @@ def run(config: Path = typer.Option(..., "--config", "-c", help="rollout YAML (f
 
 @app.command("show")
 def show(rollout_id: str = typer.Argument(..., help="rollout id (default ids are <model>-<version>)"),
-         registry: str = typer.Option(..., "--registry", help="gs://BUCKET[/PREFIX] or a registry directory"),
+         registry: str = typer.Option(..., "--registry",
+                                     help="gs://BUCKET or gs://BUCKET/PREFIX, or a registry directory"),
          as_json: bool = typer.Option(False, "--json")) -> None:
     """Show a rollout record: per device before/after, steps, timings, errors."""
     from edgefleet.device.registry import Registry

@@ -44,6 +44,15 @@ def test_environment_overrides_the_file_with_nested_keys(tmp_path, monkeypatch):
     assert (config.device_id, config.telemetry.mode) == ("cam-9", "every")
 
 
+def test_a_section_variable_that_is_not_json_names_the_way_to_set_one_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEFLEET_REGISTRY", "/srv/registry")
+    with pytest.raises(ConfigError, match="registry") as caught:
+        load_config(write(tmp_path, "device_id: cam-1\nmodel: birds\n"))
+    assert "EDGEFLEET_REGISTRY__URI" in caught.value.fix
+    monkeypatch.setenv("EDGEFLEET_REGISTRY", '{"uri": "/srv/registry"}')  # JSON for a whole section works
+    assert str(load_config(write(tmp_path, "device_id: cam-1\nmodel: birds\n")).registry.uri) == "/srv/registry"
+
+
 def test_invalid_yaml_and_a_missing_file_are_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(write(tmp_path, "device_id: [unclosed\n"))

@@ -251,3 +251,16 @@ def test_gcs_poll_against_a_missing_bucket_is_transient(
     status = poller.status()
     assert status.transient_errors == 1
     assert "does not exist" in status.last_error
+
+
+def test_a_missing_public_key_is_a_setup_error_not_a_refused_release(
+    local_registry: Registry, store: ModelStore, make_version: VersionFactory, tmp_path
+) -> None:
+    from edgefleet.device.errors import VerificationError
+
+    local_registry.publish_version("birds", "1.0.0", make_version("birds", "1.0.0"))
+    local_registry.promote("birds", "1.0.0", "stable")
+    with pytest.raises(VerificationError, match="nowhere.pub"):
+        pull_channel_once(local_registry, store, "birds", "stable", tmp_path / "nowhere.pub")
+    assert store.refusals("birds") == []  # the release was never judged
+    assert pull_channel_once(local_registry, store, "birds", "stable").outcome == "activated"
