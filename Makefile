@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml setup.py
 	touch $@
 
 demo: setup
-	$(PY) -m edgefleet.demo
+	$(PY) -m edgefleet.demo $(DEMO_ARGS)
 
 test: setup
 	$(PY) -m pytest

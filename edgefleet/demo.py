@@ -6,7 +6,7 @@ model trained on the built-in demo dataset, rolls it out, shows the fleet, relea
 rolls it out canary first behind the health gate, shows the fleet again, then stops everything it started,
 also on Ctrl-C or failure. Needs nothing but the repository (no ../shared).
 
-Run: `python -m edgefleet.demo [--devices N] [--workdir DIR] [--keep]`.
+Run: `python -m edgefleet.demo [--devices N] [--workdir DIR]` (`make demo DEMO_ARGS="--devices 5"`).
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ class DemoSettings(BaseModel):
     health_timeout_s: float = Field(default=90.0, gt=0)
     settle_s: float = Field(default=3.0, ge=0, description="wait before showing the fleet, so telemetry lands")
     agent_ready_timeout_s: float = Field(default=60.0, gt=0, description="wait for every agent's first status")
-    keep: bool = Field(default=False, description="keep the working directory afterwards")
 
 
 def _env_defaults(settings: DemoSettings) -> None:
@@ -64,8 +63,14 @@ def _env_defaults(settings: DemoSettings) -> None:
     os.environ.setdefault("PREFECT_HOME", str(settings.workdir / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")  # the demo says what happens itself
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")  # its server is gone afterwards
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _shown(path: Path) -> str:
+    """A path as short as the user can use it: relative to the repository when inside it."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 @contextmanager
@@ -88,6 +93,20 @@ class Demo:
         self.summary: list[tuple[str, str]] = []
 
     # --- the local stack -------------------------------------------------------------------------
+    def start_prefect(self, stack: ExitStack) -> None:
+        """A Prefect server of the demo's own, in its own session: Ctrl-C reaches the demo only, which then
+        stops everything in order (Prefect's ephemeral server would get the signal too and die under the
+        running flow)."""
+        from edgefleet.local.ui import LocalPrefectUi, UiSettings
+
+        with step("Starting a local Prefect server (analytics off)"):
+            server = LocalPrefectUi(UiSettings(project_dir=REPO, prefect_home=self.work / "prefect", port=0,
+                                               run_schedules=False))
+            stack.callback(server.stop)
+            server.start_server()
+            os.environ.update(PREFECT_API_URL=server.api_url, PREFECT_UI_URL=server.ui_url)
+        self.summary.append(("Prefect", "a server of the demo's own (stopped); `make ui` for the UI"))
+
     def start_stack(self, stack: ExitStack) -> None:
         from edgefleet.local.emulators import PubSubEmulator
         from edgefleet.local.twin import TwinSettings, emulator_clients, twin_up
@@ -99,7 +118,7 @@ class Demo:
             os.environ.pop("STORAGE_EMULATOR_HOST", None)  # the registry is a local directory here
             self.twin = twin_up(emulator_clients(self.settings.project),
                                 TwinSettings(project=self.settings.project, registry_dir=self.registry_dir))
-        self.summary.append(("Pub/Sub emulator", f"{emulator.host}, topic {self.twin.topic}"))
+        self.summary.append(("Telemetry", f"{self.twin.topic.rsplit('/', 1)[-1]} on the Pub/Sub emulator (stopped)"))
 
     def start_monitor(self, stack: ExitStack) -> Path:
         from edgefleet.monitor.config import MonitorConfig
@@ -114,7 +133,8 @@ class Demo:
         thread.start()
         stack.callback(thread.join, 30)
         stack.callback(self.stop_monitor.set)
-        self.summary.append(("Fleet state", f"{store} (edgefleet fleet status --db {store})"))
+        self.summary.append(("Fleet state", _shown(store)))
+        self.summary.append(("Registry", f"{_shown(self.registry_dir)}, key {_shown(self.signing_key)}"))
         return store
 
     # --- releases --------------------------------------------------------------------------------
@@ -173,7 +193,7 @@ class Demo:
                 shutil.copy(public_key, device.root / "keys" / "release.pub")
             stack.enter_context(fleet)
             fleet.wait_agents(lambda status: status.get("state") == "running", self.settings.agent_ready_timeout_s)
-        self.summary.append(("Devices", f"{fleet.inventory_path} ({', '.join(fleet.devices)})"))
+        self.summary.append(("Devices", f"{', '.join(fleet.devices)} (stopped); {_shown(fleet.inventory_path)}"))
         return fleet
 
     def rollout(self, fleet: Any, version: str, waves: list[Any], monitor_config: Path) -> Any:
@@ -206,8 +226,7 @@ class Demo:
 
         started = time.monotonic()
         with ExitStack() as stack:
-            if not self.settings.keep:
-                stack.callback(self._tidy)
+            self.start_prefect(stack)
             self.start_stack(stack)
             store = self.start_monitor(stack)
             self.release("1.0.0", self.settings.epochs_v1, channel="canary")
@@ -223,15 +242,14 @@ class Demo:
                             title="edgefleet demo: done", expand=False))
         return 0
 
-    def _tidy(self) -> None:
-        for name in ("fleet", "rollout-work", "frames-source"):
-            shutil.rmtree(self.work / name, ignore_errors=True)
-
-
-NEXT_STEPS = """Next:
-  make ui                                   the Prefect UI with the release, rollout and promotion deployments
+NEXT_STEPS = """Next (the demo's files stay in .edgefleet/demo until the next run):
+  make ui                       the Prefect UI: run release-model from its form, see the deployments
+  source .venv/bin/activate     then:
   edgefleet registry ls --registry .edgefleet/demo/registry
+  edgefleet registry verify shapes 1.1.0 --registry .edgefleet/demo/registry \\
+      --public-key .edgefleet/demo/keys/release-signing.key.pub
   edgefleet fleet status --db .edgefleet/demo/fleet.sqlite
+  edgefleet-agent inspect .edgefleet/demo/registry/models/shapes/1.1.0/model_cpu.tflite
   README.md: going to a real Google Cloud project and real Coral devices"""
 
 
@@ -247,14 +265,13 @@ def main(argv: list[str] | None = None, run: Callable[[DemoSettings], int] | Non
     parser = argparse.ArgumentParser(description="edgefleet end to end on one machine")
     parser.add_argument("--devices", type=int, default=DemoSettings().devices)
     parser.add_argument("--workdir", type=Path, default=DemoSettings().workdir)
-    parser.add_argument("--keep", action="store_true", help="keep the demo's working files")
     args = parser.parse_args(argv)
-    settings = DemoSettings(devices=args.devices, workdir=args.workdir.resolve(), keep=args.keep)
+    settings = DemoSettings(devices=args.devices, workdir=args.workdir.resolve())
     if settings.workdir.exists():
         shutil.rmtree(settings.workdir)
     settings.workdir.mkdir(parents=True)
     _env_defaults(settings)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     _install_signal_handlers()
     from edgefleet.device.errors import EdgefleetError
 

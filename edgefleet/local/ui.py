@@ -299,6 +299,25 @@ class LocalPrefectUi:
             raise
         return self
 
+    def start_server(self) -> LocalPrefectUi:
+        """Starts the Prefect server alone (no pools, deployments or workers): for flows run in-process, as
+        `make demo` does, with a server in its own session so Ctrl-C reaches only the caller.
+
+        Raises:
+            UiError: the port is taken, or the server did not become healthy (with its log's tail).
+        """
+        self.port = self.settings.port or free_port(self.settings.host)
+        if not port_is_free(self.settings.host, self.port):
+            raise UiError(f"port {self.port} on {self.settings.host} is already in use",
+                          "stop what listens there, or use port 0 (any free port)")
+        self.settings.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_server()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
     def stop(self) -> None:
         """Stops the workers (and their flow runs), then the server; closes the logs."""
         for pool, worker in list(self.workers.items()):
