@@ -81,8 +81,8 @@ def emulator_clients(project: str) -> TwinClients:
     if not os.environ.get(PUBSUB_EMULATOR_ENV):
         raise ConfigError(
             f"{PUBSUB_EMULATOR_ENV} is not set: the local twin only creates resources on the emulators",
-            "start the Pub/Sub emulator (cloud-pubsub-emulator --host=127.0.0.1 --port=8085) and export "
-            f"{PUBSUB_EMULATOR_ENV}=127.0.0.1:8085; for the cloud, use `pulumi up` (infra/README.md)",
+            "start the Pub/Sub emulator (`gcloud beta emulators pubsub start --host-port=127.0.0.1:8085`) and "
+            f"export {PUBSUB_EMULATOR_ENV}=127.0.0.1:8085; for the cloud, use `pulumi up` (infra/README.md)",
         )
     from google.cloud import pubsub_v1
 
