@@ -35,7 +35,9 @@ ThreadsOpt = Annotated[int, typer.Option("--threads", min=1, help="CPU interpret
 
 
 @app.command()
-def inspect(model: ModelArg, as_json: JsonOpt = False) -> None:
+def inspect(model: ModelArg,
+            as_json: Annotated[bool, typer.Option("--json", help="print the model report as JSON")] = False,
+            ) -> None:
     """Show a model's inputs, outputs, and whether it needs the Edge TPU."""
     with exit_on_error():
         from edgefleet.device.runtime.interpreter import inspect_model
