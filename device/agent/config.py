@@ -49,7 +49,6 @@ class QueueConfig(_Section):
     """Bounded queues between the stages."""
 
     frames: int = Field(default=4, ge=1, description="prepared frames waiting for inference")
-    results: int = Field(default=4096, ge=1, description="results waiting for the telemetry stage")
 
 
 class SwapConfig(_Section):

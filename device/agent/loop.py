@@ -84,6 +84,7 @@ class Agent:
         self.captured = 0  # frames handed to inference; after a drain, equals frames + errors
         self._capture_done = threading.Event()
         self._inference_done = threading.Event()
+        self._poller: object | None = None  # pull mode's ChannelPoller, when configured
         self._started_at = datetime.now(UTC)
         self._state = "starting"
         self._last_error: str | None = None
@@ -155,6 +156,9 @@ class Agent:
                     continue
                 self.stats.record(time.monotonic(), result.latency_ms)
                 self.telemetry.record_inference(active.ref, result.latency_ms, telemetry_results(result))
+        except Exception as error:  # noqa: BLE001 - a bug: report it and stop with a failure exit code
+            log.exception("inference stage failed")
+            self._fail(f"inference: unexpected {type(error).__name__}: {error}")
         finally:
             self._inference_done.set()
 
@@ -181,10 +185,18 @@ class Agent:
             frames=snapshot.frames, errors=snapshot.errors, fps=round(snapshot.fps, 2),
             latency_ms_p50=round(snapshot.latency_ms_p50, 3), latency_ms_p95=round(snapshot.latency_ms_p95, 3),
             swaps=self.watcher.swaps, swap_failures=self.watcher.failures,
-            last_error=self._last_error or self.watcher.last_error or telemetry.last_error,
+            last_error=(self._last_error or self.watcher.last_error or self._poll_error()
+                        or telemetry.last_error),
             spool_depth=telemetry.depth, spool_dropped=telemetry.dropped,
             telemetry_published=telemetry.published, results_overflow=telemetry.queue_dropped,
         )
+
+    def _poll_error(self) -> str | None:
+        """Pull mode's last error (registry unreachable, missing key...), while it is the latest news."""
+        if self._poller is None:
+            return None
+        status = self._poller.status()
+        return f"registry pull: {status.last_error}" if status.last_error else None
 
     def write_status(self) -> AgentStatus:
         status = self.status()
@@ -218,6 +230,7 @@ class Agent:
             if poller is not None:
                 poller.join(self.config.drain_timeout_s)
             self.telemetry.stop(self.config.drain_timeout_s)
+            self.watcher.close_all()
             if self._active is not None:
                 self._active.engine.close()
             if self._source is not None:
@@ -241,6 +254,8 @@ class Agent:
             on_refusal=lambda result: self.telemetry.record_event("swap_failed", result.reason,
                                                                   model_version=result.version),
         )
+
+        self._poller = poller
 
         def poll() -> None:
             lower_thread_priority(self.config.swap.background_nice)

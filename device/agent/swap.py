@@ -6,6 +6,7 @@ attribute read under a lock), so loading, verifying and smoke-testing a model ne
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -36,8 +37,8 @@ class ActiveModel:
     manifest: Manifest
     engine: Engine
 
-    @property
-    def ref(self) -> ModelRef:
+    @functools.cached_property
+    def ref(self) -> ModelRef:  # built once: the inference stage passes it with every result
         return ModelRef(name=self.manifest.model, version=self.version, variant=self.engine.variant,
                         backend=self.engine.backend)
 
@@ -65,9 +66,6 @@ class ModelSlot:
             candidate, self._pending = self._pending, None
         self._taken.set()
         return candidate
-
-    def wait_taken(self, timeout_s: float) -> bool:
-        return self._taken.wait(timeout_s)
 
     def taken_since_offer(self) -> bool:
         """True when the last offered model was taken (so the one before it is no longer in use)."""
@@ -135,6 +133,14 @@ class ModelWatcher:
         self.last_error: str | None = None
         self._decided: str | None = None  # the version `current` named when we last decided on it
         self._retired: list[ActiveModel] = []  # swapped out; closed here, off the inference thread
+
+    def close_all(self) -> None:
+        """At shutdown: closes every engine this watcher opened that the agent will not close itself."""
+        for retired in self._retired:
+            retired.engine.close()
+        self._retired.clear()
+        if self.running is not None:
+            self.running.engine.close()  # idempotent: the agent may close the same engine too
 
     def _close_retired(self) -> None:
         """Closes the engines the inference stage no longer uses (it took their successor)."""
