@@ -104,12 +104,20 @@ class PubSubEmulator:
             self.port = free_port()
         launcher = find_pubsub_emulator()
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        # A new session so stop() can signal the launcher script and the JVM together.
-        self.process = subprocess.Popen(
-            [str(launcher), "--host=127.0.0.1", f"--port={self.port}"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        _wait_for_http(f"http://{self.host}/", READY_TIMEOUT_S, self.process)
+        try:
+            # A new session so stop() can signal the launcher script and the JVM together.
+            self.process = subprocess.Popen(
+                [str(launcher), "--host=127.0.0.1", f"--port={self.port}"],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        finally:
+            if out is not subprocess.DEVNULL:
+                out.close()  # the child has its own copy
+        try:
+            _wait_for_http(f"http://{self.host}/", READY_TIMEOUT_S, self.process)
+        except BaseException:
+            self.stop()
+            raise
         log.info("Pub/Sub emulator ready on %s (pid %d)", self.host, self.process.pid)
         return self
 

@@ -244,9 +244,9 @@ class SimulatedFleet:
             "PrintMotd no", "AcceptEnv LANG LC_*", "",
         ]))
         log_path = device.home / "sshd.log"
-        device.sshd = subprocess.Popen([str(self.sshd), "-D", "-e", "-f", str(config)],
-                                       stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL)
+        with open(log_path, "ab") as log_file:  # the child keeps its own copy
+            device.sshd = subprocess.Popen([str(self.sshd), "-D", "-e", "-f", str(config)],
+                                           stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         _wait_listening(device.port, device.sshd, self.settings.ready_timeout_s, log_path)
 
     def write_known_hosts(self) -> None:

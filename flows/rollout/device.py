@@ -226,7 +226,7 @@ def activate(connection: DeviceConnection, model: str, version: str, staging: st
     """
     if staging is not None:
         connection.agent("install", staging, "--activate", "--json")
-        connection.run(f"rm -rf {shlex.quote(staging)}")
+        connection.run(f"rm -rf {shlex.quote(staging)}", check=False)  # best effort: the version is in
     else:
         connection.agent("activate", model, version, "--json")
 

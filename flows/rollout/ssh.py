@@ -209,6 +209,7 @@ class DeviceConnection:
         size = Path(local).stat().st_size
         try:
             sftp = self.connection.sftp()
+            sftp.get_channel().settimeout(self.device.command_timeout_s)  # a stalled transfer fails, never hangs
             partial = f"{remote}.part"
             sftp.put(os.fspath(local), partial)
             sftp.posix_rename(partial, remote)

@@ -168,8 +168,10 @@ def roll_device(inventory: Inventory, device: DeviceSpec, prepared: PreparedVers
             with recorder.step("verify"):
                 verify_task(connection, staging)
         with recorder.step("activate") as note:
-            activate_task(connection, prepared, staging)
+            # Noted before the attempt: an activation that timed out may still have switched `current`,
+            # and rolling back to `before` is safe either way.
             state["activated_at"] = utc_now()
+            activate_task(connection, prepared, staging)
             note["detail"] = f"{checked.before} -> {prepared.version}"
         previous_p95 = (checked.probe.status or {}).get("latency_ms_p95")
         with recorder.step("health") as note:
