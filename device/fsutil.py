@@ -38,10 +38,14 @@ def fsync_dir(path: Path) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Replaces `path` with `data` so readers see either the old or the new content, never a mix."""
+    """Replaces `path` with `data` so readers see either the old or the new content, never a mix.
+
+    The file gets exactly `mode` (not narrowed by the umask: a public key must stay readable by the agent).
+    """
     temp = temp_name(path)
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

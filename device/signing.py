@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edgefleet.device.errors import VerificationError
+from edgefleet.device.fsutil import atomic_write_bytes
 
 PRIVATE_KEY_MODE = 0o600
 ED25519_KEY_BYTES = 32
@@ -245,16 +246,5 @@ def _read_key_file(path: Path, kind: str) -> bytes:
 
 def _write_file(path: Path, data: bytes, mode: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)  # the umask may have narrowed or the file pre-existed with other bits
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data, mode=mode)
     return path

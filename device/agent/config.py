@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from edgefleet.device.configfile import read_yaml_mapping
 from edgefleet.device.contracts.layout import SPOOL_FILE, STATUS_FILE, check_name
 from edgefleet.device.errors import ConfigError, describe_validation_error
 from edgefleet.device.telemetry.config import TelemetryConfig
@@ -141,20 +141,8 @@ def load_config(path: Path | None, **overrides: Any) -> AgentConfig:
     origin = "environment"
     if path is not None:
         origin = str(path)
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except FileNotFoundError as error:
-            raise ConfigError(f"agent config {path} does not exist",
-                              "pass the path of your agent.yaml with --config") from error
-        except yaml.YAMLError as error:
-            raise ConfigError(f"agent config {path} is not valid YAML: {error}",
-                              "fix the syntax at the position shown") from error
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"agent config {path} must be a mapping of keys to values",
-                              "see the configuration reference in README.md")
-        data = loaded
+        data = read_yaml_mapping(path, "agent config", missing_fix="pass the path of your agent.yaml with --config",
+                                 shape_fix="see the configuration reference in README.md")
     data.update(overrides)
     try:
         return AgentConfig(**data)

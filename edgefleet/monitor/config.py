@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from edgefleet.device.configfile import read_yaml_mapping
 from edgefleet.device.contracts.layout import MONITOR_SUBSCRIPTION
 from edgefleet.device.errors import ConfigError, describe_validation_error
 
@@ -105,19 +105,9 @@ def load_monitor_config(path: Path | None = None, **overrides: Any) -> MonitorCo
     origin = "monitor config"
     if path is not None:
         origin = f"monitor config {path}"
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except FileNotFoundError as error:
-            raise ConfigError(f"monitor config {path} does not exist",
-                              "pass the path of an existing YAML file with --config") from error
-        except yaml.YAMLError as error:
-            raise ConfigError(f"monitor config {path} is not valid YAML: {error}",
-                              "fix the syntax at the position shown") from error
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"monitor config {path} must be a mapping of keys to values",
-                              "write `key: value` lines (see MonitorConfig)")
+        loaded = read_yaml_mapping(path, "monitor config",
+                                   missing_fix="pass the path of an existing YAML file with --config",
+                                   shape_fix="write `key: value` lines (see MonitorConfig)")
         if isinstance(loaded.get(CONFIG_SECTION), dict):
             loaded = loaded[CONFIG_SECTION]
         data = dict(loaded)

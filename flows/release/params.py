@@ -10,9 +10,9 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edgefleet.device.configfile import read_yaml_mapping
 from edgefleet.device.contracts.layout import check_name, check_version
 from edgefleet.device.errors import ConfigError
 
@@ -216,22 +216,10 @@ def load_params(path: Path) -> ReleaseParams:
     Raises:
         ConfigError: the file is missing, not YAML, or does not describe a valid release.
     """
-    if not path.is_file():
-        raise ConfigError(
-            f"release config {path} does not exist",
-            "pass the path of a release YAML file, e.g. `edgefleet release --config release.yaml`",
-        )
-    try:
-        document = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ConfigError(
-            f"release config {path} is not valid YAML: {error}", "fix the YAML syntax"
-        ) from error
-    if not isinstance(document, dict):
-        raise ConfigError(
-            f"release config {path} must be a mapping with at least `model: NAME`",
-            "start from the example in README (model, dataset, training, registry...)",
-        )
+    document = read_yaml_mapping(
+        path, "release config",
+        missing_fix="pass the path of a release YAML file, e.g. `edgefleet release --config release.yaml`",
+        shape_fix="start from flows/release/release.example.yaml (model, dataset, training, registry...)")
     try:
         return ReleaseParams.model_validate(document)
     except ValidationError as error:

@@ -8,9 +8,9 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edgefleet.device.configfile import read_yaml_mapping
 from edgefleet.device.contracts.layout import check_name, check_version
 from edgefleet.device.errors import ConfigError, describe_validation_error
 
@@ -157,14 +157,8 @@ def load_yaml_params(model: type[_Config], path: str | os.PathLike[str], **overr
         ConfigError: missing file, bad YAML, or wrong keys (named).
     """
     path = Path(path)
-    try:
-        document = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist", "pass the path of your rollout YAML with --config") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}", "fix the syntax at the position shown") from None
-    if not isinstance(document, dict):
-        raise ConfigError(f"{path} must be a mapping of parameters", f"see {model.__name__}")
+    document = read_yaml_mapping(path, "parameters file", missing_fix="pass the path of your YAML with --config",
+                                 shape_fix=f"see {model.__name__}")
     document.update({key: value for key, value in overrides.items() if value is not None})
     try:
         return model.model_validate(document)
