@@ -29,11 +29,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 log = logging.getLogger("edgefleet.demo")
 console = Console()
 
 REPO = Path(__file__).resolve().parent.parent
+DEMO_STEPS = 7  # Prefect, stack, release, devices, rollout, release, rollout: the overall progress bar
+_steps_done = [0]
 TABLE_COLUMNS = 120  # the fleet table's natural width; narrower terminals get ellipses
 
 
@@ -75,9 +78,14 @@ def _shown(path: Path) -> str:
 
 @contextmanager
 def step(title: str) -> Iterator[None]:
+    """One long step: a spinner, the demo's overall progress bar and the elapsed time while it runs."""
     started = time.monotonic()
-    with console.status(f"[bold cyan]{title}[/] ..."):
+    columns = (SpinnerColumn(), TextColumn("[bold cyan]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        progress.add_task(title, total=DEMO_STEPS, completed=_steps_done[0])
         yield
+    _steps_done[0] += 1
     console.print(f"[green]done[/] {title} [dim]({time.monotonic() - started:.1f} s)[/]")
 
 
