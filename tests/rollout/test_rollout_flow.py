@@ -159,3 +159,33 @@ def test_scheduled_promotion_waits_for_the_healthy_time_then_promotes(world):
 
     again = promote_canary(PromotionParams(**common, healthy_for_s=2))
     assert not again.promoted and "already names 1.4.0" in again.reason
+
+
+def test_approval_after_the_canary_wave_pauses_until_a_person_resumes(world):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateName
+    from prefect.flow_runs import resume_flow_run
+
+    from edgefleet.flows.rollout.flow import rollout
+
+    assert {world.current(device_id) for device_id in world.fleet.devices} == {"1.4.0"}
+    world.releases.publish("1.5.0")
+    outcome: dict[str, object] = {}
+    params = world.params(version="1.5.0", waves=[1, "100%"], approve_after_canary=True, approval_timeout_s=300)
+    thread = threading.Thread(target=lambda: outcome.update(result=rollout(params)), daemon=True)
+    thread.start()
+    paused = FlowRunFilter(state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Paused"])))
+    deadline = time.monotonic() + 180
+    runs = []
+    with get_client(sync_client=True) as client:
+        while not runs and time.monotonic() < deadline and thread.is_alive():
+            runs = client.read_flow_runs(flow_run_filter=paused)
+            time.sleep(0.5)
+    assert len(runs) == 1, outcome
+    # While paused: the canary runs the new version, the rest of the fleet is untouched.
+    assert {d: world.current(d) for d in world.fleet.devices} == {
+        "sim-1": "1.5.0", "sim-2": "1.4.0", "sim-3": "1.4.0", "sim-4": "1.4.0", "sim-5": "1.4.0"}
+    resume_flow_run(runs[0].id)  # what the "Resume" button in the Prefect UI does
+    thread.join(240)
+    assert outcome["result"].state == "completed" and outcome["result"].done == 5
+    assert {world.current(device_id) for device_id in world.fleet.devices} == {"1.5.0"}
