@@ -234,6 +234,7 @@ class ChannelPoller:
         on_change: Callable[[PullResult], None] | None = None,
         on_refusal: Callable[[PullResult], None] | None = None,
         on_error: Callable[[BaseException, bool], None] | None = None,
+        on_thread_start: Callable[[], None] | None = None,
         settings: PullSettings | None = None,
     ) -> None:
         self.registry = registry
@@ -244,6 +245,7 @@ class ChannelPoller:
         self.settings = settings or PullSettings()
         self.interval_s = interval_s if interval_s is not None else self.settings.interval_s
         self.on_change = on_change
+        self.on_thread_start = on_thread_start  # e.g. the agent lowers the polling thread's priority
         self.on_refusal = on_refusal
         self.on_error = on_error
         self._counters = _Counters()
@@ -332,6 +334,8 @@ class ChannelPoller:
         return result
 
     def _run(self) -> None:
+        if self.on_thread_start is not None:
+            self.on_thread_start()
         while not self._stop.is_set():
             self.run_once()
             self._wake.wait(self.interval_s)

@@ -38,6 +38,7 @@ from edgefleet.device.contracts.layout import (
     PREVIOUS_POINTER,
     check_name,
     check_version,
+    is_version,
     version_sort_key,
 )
 from edgefleet.device.contracts.manifest import Manifest
@@ -155,7 +156,7 @@ class ModelStore:
         for entry in os.scandir(model_dir):
             if (
                 entry.is_dir(follow_symlinks=False)
-                and _is_version(entry.name)
+                and is_version(entry.name)
                 and (Path(entry.path) / MANIFEST_FILE).is_file()
             ):
                 found.append(entry.name)
@@ -193,7 +194,7 @@ class ModelStore:
                 f"{link} is not a version pointer ({error.strerror})",
                 f"remove it and activate a version: edgefleet-agent activate {model} VERSION",
             ) from error
-        if not _is_version(target):
+        if not is_version(target):
             raise StoreError(
                 f"{link} points at {target!r}, not at a version directory",
                 f"remove it and activate a version: edgefleet-agent activate {model} VERSION",
@@ -464,10 +465,3 @@ def _checked_version(version: str) -> str:
     except ValueError as error:
         raise StoreError(str(error), "use a version from the release manifest, e.g. 1.0.0") from None
 
-
-def _is_version(name: str) -> bool:
-    try:
-        check_version(name)
-    except ValueError:
-        return False
-    return True

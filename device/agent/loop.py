@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -29,13 +29,14 @@ from edgefleet.device.agent.sources import FrameSource, open_source
 from edgefleet.device.agent.stats import LoopStats
 from edgefleet.device.agent.status import AgentStatus, write_status
 from edgefleet.device.agent.swap import ActiveModel, ModelSlot, ModelWatcher, lower_thread_priority
-from edgefleet.device.contracts.telemetry import ResultItem as TelemetryResult
 from edgefleet.device.errors import EdgefleetError, ModelError
-from edgefleet.device.runtime.engine import InferenceResult
 from edgefleet.device.runtime.interpreter import edgetpu_present
 from edgefleet.device.store import ModelStore
 from edgefleet.device.telemetry.health import read_health
 from edgefleet.device.telemetry.service import TelemetryService
+
+if TYPE_CHECKING:  # pull mode's modules load only when a registry is configured
+    from edgefleet.device.pull import ChannelPoller
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +49,6 @@ class Frame(NamedTuple):
     image: np.ndarray
     tensor: np.ndarray
     prepared_for: tuple[int, ...]
-
-
-def telemetry_results(result: InferenceResult) -> tuple[TelemetryResult, ...]:
-    """The engine's results as telemetry items (built without re-validation: they come typed)."""
-    return tuple(TelemetryResult.model_construct(id=item.id, label=item.label, score=item.score,
-                                                 box=list(item.box) if item.box is not None else None)
-                 for item in result.results)
 
 
 class Agent:
@@ -84,7 +78,7 @@ class Agent:
         self.captured = 0  # frames handed to inference; after a drain, equals frames + errors
         self._capture_done = threading.Event()
         self._inference_done = threading.Event()
-        self._poller: object | None = None  # pull mode's ChannelPoller, when configured
+        self._poller: ChannelPoller | None = None  # pull mode, when configured
         self._started_at = datetime.now(UTC)
         self._state = "starting"
         self._last_error: str | None = None
@@ -155,7 +149,7 @@ class Agent:
                     self.telemetry.record_inference(active.ref, 0.0, error=error.message)
                     continue
                 self.stats.record(time.monotonic(), result.latency_ms)
-                self.telemetry.record_inference(active.ref, result.latency_ms, telemetry_results(result))
+                self.telemetry.record_inference(active.ref, result.latency_ms, result.results)
         except Exception as error:  # noqa: BLE001 - a bug: report it and stop with a failure exit code
             log.exception("inference stage failed")
             self._fail(f"inference: unexpected {type(error).__name__}: {error}")
@@ -213,7 +207,7 @@ class Agent:
             threading.Thread(target=self._infer, args=(stop,), name="inference", daemon=True),
             threading.Thread(target=self.watcher.run, args=(stop,), name="model-watch", daemon=True),
         ]
-        poller = self._start_poller(stop)
+        poller = self._start_poller()
         for thread in threads:
             thread.start()
         self._state = "running" if self._state != "failed" else "failed"
@@ -228,7 +222,7 @@ class Agent:
             for thread in threads:
                 thread.join(self.config.drain_timeout_s)
             if poller is not None:
-                poller.join(self.config.drain_timeout_s)
+                poller.stop()  # waits for a poll under way
             self.telemetry.stop(self.config.drain_timeout_s)
             self.watcher.close_all()
             if self._active is not None:
@@ -240,8 +234,8 @@ class Agent:
             self.write_status()
         return 1 if self._state == "failed" else 0
 
-    def _start_poller(self, stop: threading.Event) -> threading.Thread | None:
-        """Pull mode: follows the registry channel in a low-priority thread of its own."""
+    def _start_poller(self) -> ChannelPoller | None:
+        """Pull mode: follows the registry channel in the poller's own low-priority thread."""
         if not self.config.registry.uri:
             return None
         from edgefleet.device.pull import ChannelPoller
@@ -253,16 +247,7 @@ class Agent:
             interval_s=self.config.registry.poll_interval_s,
             on_refusal=lambda result: self.telemetry.record_event("swap_failed", result.reason,
                                                                   model_version=result.version),
+            on_thread_start=functools.partial(lower_thread_priority, self.config.swap.background_nice),
         )
-
         self._poller = poller
-
-        def poll() -> None:
-            lower_thread_priority(self.config.swap.background_nice)
-            while not stop.is_set():
-                poller.run_once()  # errors are logged, counted and reported by the poller itself
-                stop.wait(self.config.registry.poll_interval_s)
-
-        thread = threading.Thread(target=poll, name="registry-poll", daemon=True)
-        thread.start()
-        return thread
+        return poller.start()

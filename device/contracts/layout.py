@@ -54,6 +54,11 @@ def check_version(value: str) -> str:
     return value
 
 
+def is_version(name: str) -> bool:
+    """True when `name` is a semantic version (a version directory or key, not a pointer or a file)."""
+    return bool(_VERSION.match(name))
+
+
 def version_prefix(model: str, version: str) -> str:
     """Registry key prefix of one immutable model version: `models/<model>/<version>`."""
     return f"{MODELS_PREFIX}/{check_name('model', model)}/{check_version(version)}"

@@ -53,7 +53,7 @@ from edgefleet.device.contracts.layout import (
     SIGNATURE_FILE,
     channel_key,
     check_name,
-    check_version,
+    is_version,
     version_prefix,
     version_sort_key,
 )
@@ -215,7 +215,7 @@ class Registry(ABC):
         models = set()
         for key in self._list_keys(f"{MODELS_PREFIX}/"):
             parts = key.split("/")
-            if len(parts) == 4 and parts[3] == MANIFEST_FILE and _is_version(parts[2]):
+            if len(parts) == 4 and parts[3] == MANIFEST_FILE and is_version(parts[2]):
                 models.add(parts[1])
         return sorted(models)
 
@@ -225,7 +225,7 @@ class Registry(ABC):
         files: dict[str, set[str]] = {}
         for key in self._list_keys(prefix):
             parts = key[len(prefix) :].split("/")
-            if len(parts) == 2 and _is_version(parts[0]):
+            if len(parts) == 2 and is_version(parts[0]):
                 files.setdefault(parts[0], set()).add(parts[1])
         return sorted(
             (version for version, names in files.items() if SIGNED_FILES <= names), key=version_sort_key
@@ -601,10 +601,3 @@ def _record_key(key: str) -> str:
         )
     return key
 
-
-def _is_version(name: str) -> bool:
-    try:
-        check_version(name)
-    except ValueError:
-        return False
-    return True

@@ -35,6 +35,20 @@ _P50 = 50.0
 _P95 = 95.0
 
 
+def as_result_item(item: object) -> ResultItem:
+    """One result as telemetry carries it.
+
+    The loop hands over the engine's own results (anything with id, label, score and an optional box) and
+    they are converted here, in the telemetry writer, only for the frames a message keeps: not on the
+    inference thread for every frame.
+    """
+    if isinstance(item, ResultItem):
+        return item
+    box = getattr(item, "box", None)
+    return ResultItem(id=item.id, label=item.label, score=item.score,  # type: ignore[attr-defined]
+                      box=list(box) if box is not None else None)
+
+
 class InferenceRecord(NamedTuple):
     """One inference as the loop saw it.
 
@@ -126,7 +140,7 @@ def summarize(
         latency_ms_max=ordered[-1] if ordered else 0.0,
         fps=count / window_s if window_s > 0 else 0.0,
         window_s=max(window_s, 0.0),
-        top=list(top),
+        top=[as_result_item(item) for item in top],
     )
 
 

@@ -51,6 +51,7 @@ class DeviceSpec(_Strict):
                                description="how to call the device CLI there (absolute path in a venv)")
     connect_timeout_s: int = Field(default=10, ge=1, description="TCP connect + SSH banner/auth timeout")
     connect_attempts: int = Field(default=2, ge=1, description="tries before a device counts as unreachable")
+    connect_retry_wait_s: float = Field(default=0.5, ge=0, description="pause between two connection tries")
     command_timeout_s: float = Field(default=120.0, gt=0, description="longest one remote command may run")
 
     @field_validator("id")

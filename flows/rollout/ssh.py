@@ -113,8 +113,8 @@ class DeviceConnection:
             raise ConfigError(f"device {device.id}: field 'key_file': {device.key_file} does not exist",
                               "point key_file at the SSH private key that the device's authorized_keys accepts")
         retrying = tenacity.Retrying(stop=tenacity.stop_after_attempt(device.connect_attempts),
-                                     wait=tenacity.wait_fixed(0.5), retry=tenacity.retry_if_exception(_transient),
-                                     reraise=True)
+                                     wait=tenacity.wait_fixed(device.connect_retry_wait_s),
+                                     retry=tenacity.retry_if_exception(_transient), reraise=True)
         self._connection = retrying(self._connect_once)
 
     def _connect_once(self) -> Connection:
