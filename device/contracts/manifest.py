@@ -9,11 +9,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edgefleet.device.contracts.distributions import Distributions
 from edgefleet.device.contracts.layout import check_name, check_version
 
-MANIFEST_SCHEMA = "edgefleet.manifest/1"
+# Contract versions: writers write the newest; readers accept the newest and the one before it, and the
+# reading side (the device agent for manifests) is upgraded first.
+MANIFEST_SCHEMA_V1 = "edgefleet.manifest/1"
+MANIFEST_SCHEMA = "edgefleet.manifest/2"
+MANIFEST_SCHEMAS = (MANIFEST_SCHEMA_V1, MANIFEST_SCHEMA)
 CHANNEL_SCHEMA = "edgefleet.channel/1"
 
 Variant = Literal["edgetpu", "cpu"]
@@ -104,10 +109,34 @@ class GoldenOutput(_Frozen):
     top1: int
 
 
-class Manifest(_Frozen):
-    """Everything a device needs to know about one immutable model version."""
+class Reference(_Frozen):
+    """(v2) What the int8 model does on the held-out split: the canary judge's reference for class mix and
+    top-1 scores (the latency histogram is left empty: the release machine is not a device)."""
 
-    schema_: Literal["edgefleet.manifest/1"] = Field(default=MANIFEST_SCHEMA, alias="schema")
+    split: str = Field(default="held-out", description="which images the distributions come from")
+    samples: int = Field(ge=0)
+    distributions: Distributions
+
+
+class SigningInfo(_Frozen):
+    """(v2) Which key signed the manifest, and whether it is a development key (agents may refuse those)."""
+
+    key_id: str = Field(pattern=r"^[0-9a-f]{16,64}$", description="sha256 (hex) of the raw public key")
+    development: bool = False
+
+
+class Origin(_Frozen):
+    """(v2) Where the model came from: trained by the flow, a Keras model given to it, or brought as .tflite."""
+
+    kind: Literal["trained", "keras", "brought"] = "trained"
+    dataset: str | None = Field(default=None, description="the dataset evaluated on; None: no evaluation")
+    note: str = ""
+
+
+class Manifest(_Frozen):
+    """Everything a device needs to know about one immutable model version (schema 2; 1 still read)."""
+
+    schema_: Literal["edgefleet.manifest/1", "edgefleet.manifest/2"] = Field(default=MANIFEST_SCHEMA, alias="schema")
     model: str
     version: str
     task: Literal["classification", "detection"] = "classification"
@@ -123,8 +152,18 @@ class Manifest(_Frozen):
     compiler: CompilerReport | None = None
     golden: tuple[GoldenOutput, ...] = ()
     golden_tolerance: float = Field(default=2.0, ge=0, description="max |diff| in raw output units")
+    # --- schema 2 ---
+    reference: Reference | None = None
+    signing: SigningInfo | None = None
+    origin: Origin | None = None
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _v2_fields_need_v2(self) -> Manifest:
+        if self.schema_ == MANIFEST_SCHEMA_V1 and (self.reference or self.signing or self.origin):
+            raise ValueError("reference, signing and origin need schema edgefleet.manifest/2")
+        return self
 
     @field_validator("model")
     @classmethod
