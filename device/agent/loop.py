@@ -144,11 +144,12 @@ class Agent:
                 try:
                     result = active.engine.infer(tensor, (frame.image.shape[1], frame.image.shape[0]))
                 except ModelError as error:
-                    self.stats.record_error()
+                    self.stats.record_error(active.version)
                     self._last_error = str(error)
                     self.telemetry.record_inference(active.ref, 0.0, error=error.message)
                     continue
-                self.stats.record(time.monotonic(), result.latency_ms)
+                self.stats.record(time.monotonic(), result.latency_ms, result.results, active.version,
+                                  detector=active.detector)
                 self.telemetry.record_inference(active.ref, result.latency_ms, result.results)
         except Exception as error:  # noqa: BLE001 - a bug: report it and stop with a failure exit code
             log.exception("inference stage failed")
@@ -179,6 +180,9 @@ class Agent:
             frames=snapshot.frames, errors=snapshot.errors, fps=round(snapshot.fps, 2),
             latency_ms_p50=round(snapshot.latency_ms_p50, 3), latency_ms_p95=round(snapshot.latency_ms_p95, 3),
             swaps=self.watcher.swaps, swap_failures=self.watcher.failures,
+            version_frames=snapshot.version_frames if snapshot.version == (active and active.version) else 0,
+            version_errors=snapshot.version_errors if snapshot.version == (active and active.version) else 0,
+            dist=snapshot.dist if snapshot.version == (active and active.version) else None,
             last_error=(self._last_error or self.watcher.last_error or self._poll_error()
                         or telemetry.last_error),
             spool_depth=telemetry.depth, spool_dropped=telemetry.dropped,

@@ -8,15 +8,24 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edgefleet.device.contracts.distributions import Distributions
 from edgefleet.device.errors import EdgefleetError
+
+STATUS_SCHEMA_VERSION = 2
 
 
 class AgentStatus(BaseModel):
-    """One snapshot of the running agent."""
+    """One snapshot of the running agent (status schema 2; 1 is still read).
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Readers (the rollout over SSH, the local fleet, `edgefleet-agent status`) are tolerant: unknown fields are
+    ignored and new ones default, so a reader is never broken by a newer agent and reads 1 and 2 alike.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    schema_: int = Field(default=STATUS_SCHEMA_VERSION, alias="schema", ge=1)
 
     device_id: str
     pid: int
@@ -39,13 +48,17 @@ class AgentStatus(BaseModel):
     spool_dropped: int = 0
     telemetry_published: int = 0
     results_overflow: int = 0
+    # --- schema 2: the running version since it started (what the canary judge reads without a monitor) ---
+    version_frames: int = 0
+    version_errors: int = 0
+    dist: Distributions | None = None
 
 
 def write_status(path: Path, status: AgentStatus) -> None:
     """Writes `status` atomically (temp file + rename), so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(status.model_dump_json(indent=2))
+    temporary.write_text(status.model_dump_json(indent=2, by_alias=True))
     os.replace(temporary, path)
 
 

@@ -42,6 +42,10 @@ class ActiveModel:
         return ModelRef(name=self.manifest.model, version=self.version, variant=self.engine.variant,
                         backend=self.engine.backend)
 
+    @property
+    def detector(self) -> bool:
+        return self.manifest.task == "detection"
+
 
 class ModelSlot:
     """Hands a new model from the watcher thread to the inference stage.

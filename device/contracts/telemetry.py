@@ -1,7 +1,11 @@
 """The telemetry message every agent publishes and the fleet monitor reads.
 
 JSON on the wire (one message per Pub/Sub message) in the Avro JSON encoding of the schema generated from
-this model (`contracts.avro`), attributes `device_id` and `model_version`. Types are
+this model (`contracts.avro`), attributes `device_id` and `model_version`.
+
+Versions: schema 2 adds `inference.dist` (mergeable distributions, `contracts.distributions`); readers (the
+fleet monitor) accept 1 and 2 and are upgraded before the agents. On Pub/Sub, 2 is a new revision of the same
+schema resource, so a schema-enforced topic keeps accepting agents that still send 1. Types are
 kept Avro-friendly (records, strings, numbers, nullable fields, arrays of records) because the Pulumi
 program generates the topic's Avro schema from this model.
 """
@@ -11,9 +15,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-TELEMETRY_SCHEMA_VERSION = 1
+from edgefleet.device.contracts.distributions import Distributions
+
+TELEMETRY_SCHEMA_VERSION = 2
+TELEMETRY_SCHEMA_VERSIONS = (1, 2)
 
 MessageKind = Literal["inference", "summary", "event"]
 EventKind = Literal["started", "swap", "swap_failed", "rollback", "error", "stopped"]
@@ -52,6 +59,7 @@ class InferenceSummary(_Frozen):
     fps: float = Field(ge=0)
     window_s: float = Field(ge=0)
     top: list[ResultItem] = Field(default_factory=list, description="results of the last (sampled) frame")
+    dist: Distributions | None = Field(default=None, description="(schema 2) the window's distributions")
 
 
 class Health(_Frozen):
@@ -77,9 +85,9 @@ class Event(_Frozen):
 
 
 class TelemetryMessage(_Frozen):
-    """One telemetry message (schema version 1)."""
+    """One telemetry message (schema version 2; 1 is still read)."""
 
-    schema_: int = Field(default=TELEMETRY_SCHEMA_VERSION, alias="schema")
+    schema_: int = Field(default=TELEMETRY_SCHEMA_VERSION, alias="schema", ge=1, le=TELEMETRY_SCHEMA_VERSION)
     device_id: str = Field(min_length=1)
     seq: int = Field(ge=1, description="per-device, monotonically increasing, survives restarts")
     time: datetime
@@ -90,6 +98,12 @@ class TelemetryMessage(_Frozen):
     event: Event | None = None
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _dist_needs_v2(self) -> TelemetryMessage:
+        if self.schema_ < 2 and self.inference is not None and self.inference.dist is not None:
+            raise ValueError("inference.dist needs telemetry schema 2")
+        return self
 
     def to_json_bytes(self) -> bytes:
         """Wire format: JSON in the Avro JSON encoding of the topic's schema (`contracts.avro`), which

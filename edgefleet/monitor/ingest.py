@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from edgefleet.device.contracts.distributions import Distributions
 from edgefleet.device.contracts.layout import ATTR_DEVICE_ID
 from edgefleet.device.contracts.telemetry import TelemetryMessage
 from edgefleet.monitor.store import FleetStore, to_epoch
@@ -288,6 +289,8 @@ def _record_facts(store: FleetStore, message: TelemetryMessage, when: float) -> 
             "inferences = inferences + excluded.inferences, errors = errors + excluded.errors, "
             "messages = messages + 1",
             (device_id, model.name, model.version, bucket, inference.count, inference.errors))
+        if inference.dist is not None:
+            add_distributions(connection, device_id, model.name, model.version, bucket, inference.dist)
         if inference.count or inference.errors:
             connection.execute(
                 "INSERT OR IGNORE INTO latency_samples (device_id, model_name, model_version, seq, time, "
@@ -309,3 +312,18 @@ def _record_facts(store: FleetStore, message: TelemetryMessage, when: float) -> 
                 "WHERE device_id = ? AND (state_event_seq IS NULL OR state_event_seq < ?)",
                 (event.kind, when, message.seq, device_id, message.seq))
 
+
+def add_distributions(connection: sqlite3.Connection, device_id: str, model: str, version: str,
+                      bucket_start: float, dist: Distributions) -> None:
+    """Adds one summary's distributions to its (device, version, time bucket) inside the open transaction."""
+    rows = [("latency", item.i, item.n) for item in dist.latency]
+    rows += [("score", item.i, item.n) for item in dist.score]
+    rows += [("detections", item.i, item.n) for item in dist.detections]
+    rows += [("class", item.id, item.n) for item in dist.classes]
+    if dist.class_other:
+        rows.append(("class", -1, dist.class_other))
+    connection.executemany(
+        "INSERT INTO dist_counts (device_id, model_name, model_version, bucket_start, metric, key, n) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (model_name, model_version, device_id, bucket_start, metric, key) "
+        "DO UPDATE SET n = n + excluded.n",
+        [(device_id, model, version, bucket_start, metric, key, n) for metric, key, n in rows if n > 0])
