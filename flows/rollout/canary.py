@@ -1,0 +1,300 @@
+"""Canary analysis: is the new version worse than the old one, beyond the noise? Pure maths, no I/O.
+
+Kayenta-style: the canary (the wave's devices on the new version, pooled) against a control (devices still on
+the old version over the same window; else the same devices before activation), plus the release's own
+reference distributions (held-out split). Each metric is a significance test AND an effect size AND, where
+it makes sense, an absolute floor, so that neither noise on a loaded machine (tiny effects are significant
+with thousands of samples) nor a big ratio of two small numbers (0.7 ms / 0.3 ms) halts a good release:
+
+| metric               | test                                     | effect                        | floor            |
+|----------------------|------------------------------------------|-------------------------------|------------------|
+| latency              | Mann-Whitney U on the histograms (>)     | ratio of medians              | median + N ms    |
+| errors               | Fisher exact vs control (binomial vs max)| error ratio above the control | max_error_ratio  |
+| swap failures        | count                                    |                               | max_swap_failures|
+| class mix vs X       | chi-square of homogeneity                | Jensen-Shannon divergence     |                  |
+| top-1 score vs X     | chi-square of homogeneity                | Jensen-Shannon divergence     |                  |
+| detections/frame vs X| chi-square of homogeneity (detectors)    | Jensen-Shannon divergence     |                  |
+
+Each metric passes, fails, or has not enough data. The verdict's score is passed / judged; it fails below
+`pass_score` or when any critical metric fails; it waits while metrics lack data, until the caller's
+timeout, when `final=True` makes a critical metric without data fail and the others leave the score.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+
+from edgefleet.device.contracts.distributions import Distributions, latency_bucket_mid_ms
+
+MetricResult = Literal["pass", "fail", "nodata"]
+VerdictResult = Literal["pass", "fail", "wait"]
+ControlKind = Literal["concurrent", "before-activation", "none"]
+MetricName = Literal["latency", "errors", "swap_failures", "class_mix_control", "class_mix_reference",
+                     "score_control", "score_reference", "detections_control", "detections_reference"]
+
+
+class CanaryGate(BaseModel):
+    """The canary judge's thresholds (a section of the rollout parameters; every default is here)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    alpha: float = Field(default=0.01, gt=0, lt=0.5, description="significance level of every test")
+    min_samples: int = Field(default=100, ge=10,
+                             description="inferences the canary (and the control) need before a metric is judged")
+    max_latency_increase_ratio: float = Field(default=1.5, gt=1,
+                                              description="canary median latency / control median, at most")
+    min_latency_increase_ms: float = Field(default=0.25, ge=0,
+                                           description="a latency regression must also add this much to the median")
+    max_error_ratio: float = Field(default=0.01, ge=0, le=1, description="inference errors / inferences, at most")
+    max_swap_failures: int = Field(default=0, ge=0, description="swap_failed + rollback events of the new version")
+    max_class_divergence: float = Field(default=0.1, gt=0, le=1,
+                                        description="Jensen-Shannon divergence (base 2) of the top-1 class mix")
+    max_score_divergence: float = Field(default=0.15, gt=0, le=1,
+                                        description="Jensen-Shannon divergence of the top-1 score histogram")
+    max_reference_divergence: float = Field(
+        default=0.25, gt=0, le=1, description="the same divergences against the release's reference (field data "
+                                              "differs from a held-out split more than two devices differ)")
+    pass_score: float = Field(default=0.75, gt=0, le=1, description="metrics passing / metrics judged, at least")
+    critical: tuple[MetricName, ...] = Field(default=("latency", "errors", "swap_failures"),
+                                             description="metrics that fail the verdict alone")
+    timeout_s: float = Field(default=180.0, gt=0, description="longest wait for enough data after activation")
+    control_lookback_s: float = Field(default=600.0, gt=0,
+                                      description="before-activation control: this long before the activation")
+
+
+class Sample(BaseModel):
+    """What one side (canary, control or reference) did: counts and distributions."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    inferences: int = Field(ge=0)
+    errors: int = Field(default=0, ge=0)
+    swap_failures: int = Field(default=0, ge=0)
+    devices: tuple[str, ...] = ()
+    dist: Distributions = Distributions()
+
+
+class Metric(BaseModel):
+    """One row of the verdict table."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: MetricName
+    critical: bool
+    canary: str
+    control: str
+    test: str
+    statistic: float | None = Field(description="p-value, or divergence, or count")
+    threshold: str
+    result: MetricResult
+    detail: str = ""
+
+
+class Verdict(BaseModel):
+    """The judgement of one wave."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    result: VerdictResult
+    score: float | None
+    pass_score: float
+    control: ControlKind
+    metrics: tuple[Metric, ...]
+    halted_by: tuple[str, ...] = ()
+    reason: str
+
+    def table(self) -> list[dict[str, str]]:
+        """Rows for a table artifact / the rollout record / `rollout show`."""
+        return [{"metric": m.name + (" (critical)" if m.critical else ""), "canary": m.canary,
+                 "control": m.control, "test": m.test,
+                 "p / divergence": "" if m.statistic is None else f"{m.statistic:.3g}",
+                 "threshold": m.threshold, "result": m.result} for m in self.metrics]
+
+
+# --- statistics on histograms ---------------------------------------------------------------------------
+def _expand(counts: Mapping[int, int], value_of) -> np.ndarray:  # noqa: ANN001 - index -> representative value
+    keys = sorted(counts)
+    return np.repeat(np.array([value_of(k) for k in keys], dtype=float), [counts[k] for k in keys])
+
+
+def histogram_median(counts: Mapping[int, int], value_of) -> float | None:  # noqa: ANN001
+    """The median of a histogram, each bucket at its representative value; None when empty."""
+    total = sum(counts.values())
+    if total == 0:
+        return None
+    seen = 0
+    for key in sorted(counts):
+        seen += counts[key]
+        if seen * 2 >= total:
+            return float(value_of(key))
+    return None  # pragma: no cover - unreachable
+
+
+def mann_whitney_greater(canary: Mapping[int, int], control: Mapping[int, int]) -> float:
+    """One-sided p-value that canary values are stochastically greater (bucket indices are ordered)."""
+    result = stats.mannwhitneyu(_expand(canary, float), _expand(control, float), alternative="greater",
+                                method="asymptotic")
+    return float(result.pvalue)
+
+
+def divergence_test(a: Mapping[int, int], b: Mapping[int, int]) -> tuple[float, float]:
+    """(Jensen-Shannon divergence in base 2, chi-square homogeneity p-value) of two count histograms."""
+    keys = sorted(set(a) | set(b))
+    table = np.array([[a.get(k, 0) for k in keys], [b.get(k, 0) for k in keys]], dtype=float)
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2:
+        return 0.0, 1.0
+    p, q = table[0] / table[0].sum(), table[1] / table[1].sum()
+    divergence = float(jensenshannon(p, q, base=2) ** 2)
+    _, pvalue, _, _ = stats.chi2_contingency(table, correction=False)
+    return divergence, float(pvalue)
+
+
+# --- metrics --------------------------------------------------------------------------------------------
+def _no_data(name: MetricName, gate: CanaryGate, canary: str, control: str, test: str, why: str) -> Metric:
+    return Metric(name=name, critical=name in gate.critical, canary=canary, control=control, test=test,
+                  statistic=None, threshold="", result="nodata", detail=why)
+
+
+def latency_metric(canary: Sample, control: Sample | None, gate: CanaryGate) -> Metric:
+    name: MetricName = "latency"
+    test = "Mann-Whitney U (one-sided)"
+    canary_counts = canary.dist.latency_counts()
+    canary_n = sum(canary_counts.values())
+    canary_median = histogram_median(canary_counts, latency_bucket_mid_ms)
+    canary_text = f"median {canary_median:.2f} ms (n={canary_n})" if canary_median is not None else f"n={canary_n}"
+    if control is None:
+        return _no_data(name, gate, canary_text, "-", test, "no control")
+    control_counts = control.dist.latency_counts()
+    control_n = sum(control_counts.values())
+    control_median = histogram_median(control_counts, latency_bucket_mid_ms)
+    control_text = f"median {control_median:.2f} ms (n={control_n})" if control_median is not None \
+        else f"n={control_n}"
+    if canary_n < gate.min_samples or control_n < gate.min_samples:
+        return _no_data(name, gate, canary_text, control_text, test, f"fewer than {gate.min_samples} latencies")
+    pvalue = mann_whitney_greater(canary_counts, control_counts)
+    ratio = canary_median / control_median if control_median else math.inf
+    added = canary_median - control_median
+    regression = (pvalue < gate.alpha and ratio > gate.max_latency_increase_ratio
+                  and added > gate.min_latency_increase_ms)
+    return Metric(name=name, critical=name in gate.critical, canary=canary_text, control=control_text, test=test,
+                  statistic=pvalue, result="fail" if regression else "pass",
+                  threshold=f"p<{gate.alpha:g} and x{gate.max_latency_increase_ratio:g} and "
+                            f"+{gate.min_latency_increase_ms:g} ms",
+                  detail=f"median x{ratio:.2f} (+{added:.2f} ms)")
+
+
+def error_metric(canary: Sample, control: Sample | None, gate: CanaryGate) -> Metric:
+    name: MetricName = "errors"
+    ratio = canary.errors / canary.inferences if canary.inferences else 0.0
+    canary_text = f"{canary.errors}/{canary.inferences} ({ratio:.2%})"
+    if canary.inferences < gate.min_samples:
+        return _no_data(name, gate, canary_text, "-", "", f"fewer than {gate.min_samples} inferences")
+    if control is not None and control.inferences >= gate.min_samples:
+        control_ratio = control.errors / control.inferences
+        control_text = f"{control.errors}/{control.inferences} ({control_ratio:.2%})"
+        test = "Fisher exact (one-sided)"
+        _, pvalue = stats.fisher_exact([[canary.errors, canary.inferences - canary.errors],
+                                        [control.errors, control.inferences - control.errors]],
+                                       alternative="greater")
+    else:
+        control_text = "-"
+        test = f"binomial vs {gate.max_error_ratio:.1%}"
+        pvalue = stats.binomtest(canary.errors, canary.inferences, gate.max_error_ratio,
+                                 alternative="greater").pvalue
+    failed = pvalue < gate.alpha and ratio > gate.max_error_ratio
+    return Metric(name=name, critical=name in gate.critical, canary=canary_text, control=control_text, test=test,
+                  statistic=float(pvalue), threshold=f"p<{gate.alpha:g} and >{gate.max_error_ratio:.1%}",
+                  result="fail" if failed else "pass")
+
+
+def swap_metric(canary: Sample, gate: CanaryGate) -> Metric:
+    name: MetricName = "swap_failures"
+    failed = canary.swap_failures > gate.max_swap_failures
+    return Metric(name=name, critical=name in gate.critical, canary=str(canary.swap_failures), control="-",
+                  test="count", statistic=float(canary.swap_failures), threshold=f"<={gate.max_swap_failures}",
+                  result="fail" if failed else "pass")
+
+
+def divergence_metric(name: MetricName, canary_counts: Mapping[int, int], other_counts: Mapping[int, int] | None,
+                      max_divergence: float, gate: CanaryGate) -> Metric:
+    test = "Jensen-Shannon + chi-square"
+    canary_n = sum(canary_counts.values())
+    other_n = sum(other_counts.values()) if other_counts is not None else 0
+    canary_text, other_text = f"n={canary_n}", f"n={other_n}" if other_counts is not None else "-"
+    if other_counts is None:
+        return _no_data(name, gate, canary_text, other_text, test, "nothing to compare with")
+    if canary_n < gate.min_samples or other_n < gate.min_samples:
+        return _no_data(name, gate, canary_text, other_text, test, f"fewer than {gate.min_samples} samples")
+    divergence, pvalue = divergence_test(canary_counts, other_counts)
+    failed = pvalue < gate.alpha and divergence > max_divergence
+    return Metric(name=name, critical=name in gate.critical, canary=canary_text, control=other_text, test=test,
+                  statistic=divergence, threshold=f"JS>{max_divergence:g} and p<{gate.alpha:g}",
+                  result="fail" if failed else "pass", detail=f"chi-square p={pvalue:.3g}")
+
+
+# --- the verdict ----------------------------------------------------------------------------------------
+def judge(canary: Sample, control: Sample | None, reference: Distributions | None, gate: CanaryGate, *,
+          control_kind: ControlKind, detector: bool = False, final: bool = False) -> Verdict:
+    """Judges one wave (see the module docstring). `final`: the wait is over (timeout), judge what is there."""
+    control_dist = control.dist if control is not None else None
+    metrics = [
+        latency_metric(canary, control, gate),
+        error_metric(canary, control, gate),
+        swap_metric(canary, gate),
+        divergence_metric("class_mix_control", canary.dist.class_counts(),
+                          control_dist.class_counts() if control_dist else None, gate.max_class_divergence, gate),
+        divergence_metric("class_mix_reference", canary.dist.class_counts(),
+                          reference.class_counts() if reference else None, gate.max_reference_divergence, gate),
+        divergence_metric("score_control", canary.dist.score_counts(),
+                          control_dist.score_counts() if control_dist else None, gate.max_score_divergence, gate),
+        divergence_metric("score_reference", canary.dist.score_counts(),
+                          reference.score_counts() if reference else None, gate.max_reference_divergence, gate),
+    ]
+    if detector:
+        metrics += [
+            divergence_metric("detections_control", canary.dist.detection_counts(),
+                              control_dist.detection_counts() if control_dist else None,
+                              gate.max_class_divergence, gate),
+            divergence_metric("detections_reference", canary.dist.detection_counts(),
+                              reference.detection_counts() if reference else None,
+                              gate.max_reference_divergence, gate),
+        ]
+    return decide(metrics, gate, control_kind=control_kind, final=final)
+
+
+def _waiting_for(metric: Metric) -> bool:
+    """A metric that may still get data: not one that has nothing to compare with at all."""
+    return metric.result == "nodata" and metric.detail not in ("no control", "nothing to compare with")
+
+
+def decide(metrics: Sequence[Metric], gate: CanaryGate, *, control_kind: ControlKind, final: bool) -> Verdict:
+    """The verdict from the metric rows: critical failures first, then waiting, then the score."""
+    critical_failed = [m.name for m in metrics if m.critical and m.result == "fail"]
+    if final:
+        critical_failed += [m.name for m in metrics if m.critical and m.result == "nodata"]
+    judged = [m for m in metrics if m.result != "nodata"]
+    score = sum(m.result == "pass" for m in judged) / len(judged) if judged else None
+    common = {"score": score, "pass_score": gate.pass_score, "control": control_kind, "metrics": tuple(metrics)}
+    if critical_failed:
+        return Verdict(result="fail", halted_by=tuple(critical_failed), **common,
+                       reason=f"critical metric(s) failed: {', '.join(critical_failed)}")
+    if not final and any(_waiting_for(m) for m in metrics):
+        waiting = [m.name for m in metrics if _waiting_for(m)]
+        return Verdict(result="wait", **common, reason=f"waiting for data: {', '.join(waiting)}")
+    if score is None:
+        return Verdict(result="fail", halted_by=("no data",), **common, reason="no metric could be judged")
+    failed = tuple(m.name for m in judged if m.result == "fail")
+    if score < gate.pass_score:
+        return Verdict(result="fail", halted_by=failed, **common,
+                       reason=f"score {score:.2f} below {gate.pass_score:.2f}: {', '.join(failed)} failed")
+    return Verdict(result="pass", **common,
+                   reason=f"score {score:.2f} (>= {gate.pass_score:.2f})"
+                          + (f"; failed but tolerated: {', '.join(failed)}" if failed else ""))
