@@ -24,98 +24,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from edgefleet.device.contracts.distributions import Distributions, latency_bucket_mid_ms
-
-MetricResult = Literal["pass", "fail", "nodata"]
-VerdictResult = Literal["pass", "fail", "wait"]
-ControlKind = Literal["concurrent", "before-activation", "none"]
-MetricName = Literal["latency", "errors", "swap_failures", "class_mix_control", "class_mix_reference",
-                     "score_control", "score_reference", "detections_control", "detections_reference"]
-
-
-class CanaryGate(BaseModel):
-    """The canary judge's thresholds (a section of the rollout parameters; every default is here)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    alpha: float = Field(default=0.01, gt=0, lt=0.5, description="significance level of every test")
-    min_samples: int = Field(default=100, ge=10,
-                             description="inferences the canary (and the control) need before a metric is judged")
-    max_latency_increase_ratio: float = Field(default=1.5, gt=1,
-                                              description="canary median latency / control median, at most")
-    min_latency_increase_ms: float = Field(default=0.25, ge=0,
-                                           description="a latency regression must also add this much to the median")
-    max_error_ratio: float = Field(default=0.01, ge=0, le=1, description="inference errors / inferences, at most")
-    max_swap_failures: int = Field(default=0, ge=0, description="swap_failed + rollback events of the new version")
-    max_class_divergence: float = Field(default=0.1, gt=0, le=1,
-                                        description="Jensen-Shannon divergence (base 2) of the top-1 class mix")
-    max_score_divergence: float = Field(default=0.15, gt=0, le=1,
-                                        description="Jensen-Shannon divergence of the top-1 score histogram")
-    max_reference_divergence: float = Field(
-        default=0.25, gt=0, le=1, description="the same divergences against the release's reference (field data "
-                                              "differs from a held-out split more than two devices differ)")
-    pass_score: float = Field(default=0.75, gt=0, le=1, description="metrics passing / metrics judged, at least")
-    critical: tuple[MetricName, ...] = Field(default=("latency", "errors", "swap_failures"),
-                                             description="metrics that fail the verdict alone")
-    timeout_s: float = Field(default=180.0, gt=0, description="longest wait for enough data after activation")
-    control_lookback_s: float = Field(default=600.0, gt=0,
-                                      description="before-activation control: this long before the activation")
-
-
-class Sample(BaseModel):
-    """What one side (canary, control or reference) did: counts and distributions."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    inferences: int = Field(ge=0)
-    errors: int = Field(default=0, ge=0)
-    swap_failures: int = Field(default=0, ge=0)
-    devices: tuple[str, ...] = ()
-    dist: Distributions = Distributions()
-
-
-class Metric(BaseModel):
-    """One row of the verdict table."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: MetricName
-    critical: bool
-    canary: str
-    control: str
-    test: str
-    statistic: float | None = Field(description="p-value, or divergence, or count")
-    threshold: str
-    result: MetricResult
-    detail: str = ""
-
-
-class Verdict(BaseModel):
-    """The judgement of one wave."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    result: VerdictResult
-    score: float | None
-    pass_score: float
-    control: ControlKind
-    metrics: tuple[Metric, ...]
-    halted_by: tuple[str, ...] = ()
-    reason: str
-
-    def table(self) -> list[dict[str, str]]:
-        """Rows for a table artifact / the rollout record / `rollout show`."""
-        return [{"metric": m.name + (" (critical)" if m.critical else ""), "canary": m.canary,
-                 "control": m.control, "test": m.test,
-                 "p / divergence": "" if m.statistic is None else f"{m.statistic:.3g}",
-                 "threshold": m.threshold, "result": m.result} for m in self.metrics]
+from edgefleet.flows.rollout.params import CanaryGate, MetricName
+from edgefleet.flows.rollout.verdict import ControlKind, Metric, Sample, Verdict
 
 
 # --- statistics on histograms ---------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,15 +14,25 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from edgefleet.device.agent.status import AgentStatus
 from edgefleet.device.bundle import verify_version_dir
 from edgefleet.device.contracts.manifest import Manifest
 from edgefleet.device.errors import EdgefleetError
 from edgefleet.device.registry import Registry
 from edgefleet.flows.rollout import device as steps
 from edgefleet.flows.rollout.inventory import DeviceSpec, Inventory
-from edgefleet.flows.rollout.params import HealthGate
+from edgefleet.flows.rollout.judgement import (
+    Judged,
+    MonitorCollector,
+    StatusCollector,
+    WaveSubject,
+    await_verdict,
+    status_sample,
+)
+from edgefleet.flows.rollout.params import CanaryGate, HealthGate
 from edgefleet.flows.rollout.record import DeviceError, DeviceOutcome, StepRecord, utc_now
 from edgefleet.flows.rollout.ssh import DeviceConnection
+from edgefleet.flows.rollout.verdict import Sample
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +121,44 @@ def activate_task(connection: DeviceConnection, prepared: PreparedVersion, stagi
     steps.activate(connection, prepared.model, prepared.version, staging)
 
 
-@task(name="wait-healthy", cache_policy=NO_CACHE)
-def health_task(connection: DeviceConnection, prepared: PreparedVersion, before: str | None, activated_at: datetime,
-                gate: HealthGate, monitor: MonitorAccess | None, previous_p95: float | None) -> steps.HealthResult:
-    return steps.wait_healthy(connection, prepared.model, prepared.version, before, activated_at, gate, monitor,
-                              previous_p95)
+@task(name="wait-up", cache_policy=NO_CACHE)
+def health_task(connection: DeviceConnection, prepared: PreparedVersion, activated_at: datetime,
+                gate: HealthGate, monitor: MonitorAccess | None) -> steps.HealthResult:
+    return steps.wait_healthy(connection, prepared.model, prepared.version, activated_at, gate, monitor)
+
+
+def ssh_status_reader(inventory: Inventory, model: str, version: str) -> Callable[[Sequence[str]],
+                                                                                  dict[str, AgentStatus | None]]:
+    """Reads devices' agent status over SSH (an unreachable device reads as None: its numbers are missing)."""
+    def read(device_ids: Sequence[str]) -> dict[str, AgentStatus | None]:
+        statuses: dict[str, AgentStatus | None] = {}
+        for device_id in device_ids:
+            try:
+                with DeviceConnection(inventory.device(device_id), inventory.known_hosts) as connection:
+                    statuses[device_id] = steps.probe(connection, model, version).status
+            except EdgefleetError as error:
+                log.warning("canary: cannot read the status of %s: %s", device_id, error.message)
+                statuses[device_id] = None
+        return statuses
+    return read
+
+
+@task(name="move-channel", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def move_channel_task(registry: Registry, model: str, version: str, channel: str, by: str) -> None:
+    """Points `channel` at `version` (compare-and-swap in the registry; idempotent, so retried)."""
+    registry.promote(model, version, channel, by=by)
+
+
+@task(name="canary-judgement", cache_policy=NO_CACHE, task_run_name="canary-judgement wave {wave}")
+def judge_wave_task(wave: int, subject: WaveSubject, canary: CanaryGate, health: HealthGate, inventory: Inventory,
+                    monitor_config: str | None, before: dict[str, Sample | None]) -> Judged:
+    """Waits for the wave's canary verdict (see `judgement.py`): the monitor's numbers when there is a monitor
+    and `health.source` allows it, else the agents' own status over SSH."""
+    if monitor_config is not None and health.source != "agent":
+        return await_verdict(subject, canary, MonitorCollector(monitor_config), "monitor",
+                             poll_interval_s=health.poll_interval_s)
+    collector = StatusCollector(ssh_status_reader(inventory, subject.model, subject.version), before)
+    return await_verdict(subject, canary, collector, "agent", poll_interval_s=health.poll_interval_s)
 
 
 class _Steps:
@@ -173,15 +216,14 @@ def roll_device(inventory: Inventory, device: DeviceSpec, prepared: PreparedVers
             state["activated_at"] = utc_now()
             activate_task(connection, prepared, staging)
             note["detail"] = f"{checked.before} -> {prepared.version}"
-        previous_p95 = (checked.probe.status or {}).get("latency_ms_p95")
         with recorder.step("health") as note:
-            health = health_task(connection, prepared, checked.before, state["activated_at"], gate, monitor,
-                                 previous_p95)
+            health = health_task(connection, prepared, state["activated_at"], gate, monitor)
             note["detail"] = f"{health.verdict.source}: {health.verdict.reason}"
         return DeviceOutcome(device_id=device.id, ok=True, before=checked.before, after=prepared.version,
                              steps=tuple(recorder.records), bytes_transferred=state["transferred"],
                              bytes_reused=state["reused"], activated_at=state["activated_at"],
-                             healthy_after_s=health.healthy_after_s, health_source=health.verdict.source)
+                             healthy_after_s=health.healthy_after_s, health_source=health.verdict.source,
+                             before_sample=status_sample(checked.probe.status, checked.before))
     except Exception as error:  # noqa: BLE001 - any failure of this device is recorded, the rollout goes on
         refused = isinstance(error, steps.DeviceRefused)
         if isinstance(error, EdgefleetError):

@@ -83,7 +83,8 @@ class World:
             "inventory": str(self.fleet.inventory_path), "registry": str(self.releases.registry_dir),
             "model": MODEL, "waves": [1, "100%"], "max_parallel": 8, "monitor_config": str(self.monitor_config),
             "work_dir": str(self.work_dir), "public_key": str(self.releases.public_key_path),
-            "health": {"min_inferences": 5, "timeout_s": 60, "poll_interval_s": 0.5, "max_p95_ratio": 20.0},
+            "health": {"min_inferences": 5, "timeout_s": 60, "poll_interval_s": 0.5},
+            "canary": {"min_samples": 20, "timeout_s": 60},
         }
         document.update(overrides)
         return RolloutParams.model_validate(document)
