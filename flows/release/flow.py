@@ -219,6 +219,7 @@ def release_model(params: ReleaseParams) -> ReleaseResult:
                 metrics,
                 compiled.report,
                 golden,
+                evaluation.reference,
             )
         with _stage(timings, "sign"):
             built = tasks.sign_version(directory, manifest, params.signing)

@@ -34,6 +34,7 @@ from edgefleet.device.contracts.manifest import (
     GoldenOutput,
     Manifest,
     Metrics,
+    Reference,
 )
 from edgefleet.device.errors import ConflictError, EdgefleetError
 from edgefleet.device.registry.base import PublishResult, Registry
@@ -277,6 +278,7 @@ def write_version(
     metrics: Metrics,
     compiler: CompilerReport | None,
     golden: tuple[GoldenOutput, ...],
+    reference: Reference | None = None,
 ) -> tuple[str, Manifest]:
     """Writes the version's files into a fresh local directory and builds its manifest (not yet signed)."""
     directory = Path(build_dir)
@@ -294,6 +296,8 @@ def write_version(
         golden=golden,
         source_commit=source_commit(params.source_commit),
     )
+    if reference is not None:  # the canary judge's reference (manifest schema 2)
+        manifest = manifest.model_copy(update={"reference": reference})
     return str(directory), manifest
 
 

@@ -100,7 +100,7 @@ def test_release_round_trip_to_the_device_side(
     labels = (download / LABELS_FILE).read_text().split()
     cpu_model = (download / CPU_MODEL_FILE).read_bytes()
     for image, row in zip(images, json.loads(classified.output), strict=True):
-        expected, _ = predict(
+        expected, _, _ = predict(
             cpu_model, decode_image(image.read_bytes(), params.training.input_size)[None], 0
         )
         assert row["results"][0]["label"] == labels[int(expected[0])]
