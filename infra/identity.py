@@ -6,6 +6,7 @@
 | device   | roles/storage.objectViewer    | the registry bucket            | read models, channel pointers  |
 | pipeline | roles/storage.objectUser      | the registry bucket            | write versions, move channels  |
 | monitor  | roles/pubsub.subscriber       | the fleet-monitor subscription | consume telemetry              |
+| monitor  | roles/pubsub.viewer           | the fleet-monitor subscription | check it at start (get)        |
 | monitor  | roles/monitoring.metricWriter | the project                    | write the fleet's metrics      |
 
 No primitive role (owner/editor/viewer) anywhere, no project-wide Pub/Sub or Storage role. The pipeline gets
@@ -14,12 +15,17 @@ generation precondition replaces an object, which needs `storage.objects.delete`
 overwrite); objectUser is the narrowest predefined role with create/get/list/update/delete on objects, and
 unlike `objectAdmin` it cannot change object IAM. `roles/monitoring.metricWriter` can only be granted on a
 project (time series have no finer resource); it is the narrow predefined role for it: create metric
-descriptors and write time series, read nothing.
+descriptors and write time series, read nothing. The monitor reads its subscription's configuration when it
+starts (`GetSubscription`, permission `pubsub.subscriptions.get`), which `roles/pubsub.subscriber` lacks;
+`roles/pubsub.viewer` bound on that one subscription grants it and nothing wider. Every call each identity's
+code makes is checked against these grants by tests/infra/test_iam_conformance.py (table:
+`edgefleet.infra.iam_table`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_gcp as gcp
@@ -31,6 +37,7 @@ from edgefleet.infra.names import (
     ROLE_MONITORING_METRIC_WRITER,
     ROLE_PUBSUB_PUBLISHER,
     ROLE_PUBSUB_SUBSCRIBER,
+    ROLE_PUBSUB_VIEWER,
     ROLE_STORAGE_OBJECT_USER,
     ROLE_STORAGE_OBJECT_VIEWER,
     member,
@@ -48,6 +55,7 @@ class IdentityArgs:
         telemetry_topic: Name (or id) of the telemetry topic.
         monitor_subscription: Name (or id) of the fleet-monitor subscription.
         registry_bucket: Name of the registry bucket.
+        depends_on: What every account and binding waits for (the IAM and Resource Manager APIs).
     """
 
     project: str
@@ -55,6 +63,7 @@ class IdentityArgs:
     telemetry_topic: pulumi.Input[str]
     monitor_subscription: pulumi.Input[str]
     registry_bucket: pulumi.Input[str]
+    depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
 
 
 class Identity(pulumi.ComponentResource):
@@ -83,7 +92,7 @@ class Identity(pulumi.ComponentResource):
             "Consumes telemetry, writes the fleet's custom metrics.",
         )
 
-        child = pulumi.ResourceOptions(parent=self)
+        child = self._child()
         gcp.pubsub.TopicIAMMember(
             f"{name}-device-publishes-telemetry",
             project=args.project,
@@ -114,6 +123,14 @@ class Identity(pulumi.ComponentResource):
             member=_member(self.monitor),
             opts=child,
         )
+        gcp.pubsub.SubscriptionIAMMember(
+            f"{name}-monitor-checks-subscription",
+            project=args.project,
+            subscription=args.monitor_subscription,
+            role=ROLE_PUBSUB_VIEWER,
+            member=_member(self.monitor),
+            opts=child,
+        )
         gcp.projects.IAMMember(
             f"{name}-monitor-writes-metrics",
             project=args.project,
@@ -135,8 +152,11 @@ class Identity(pulumi.ComponentResource):
             account_id=service_account_id(self._args.fleet_name, role),
             display_name=display_name,
             description=description,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=self._child(),
         )
+
+    def _child(self) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, depends_on=list(self._args.depends_on))
 
 
 def _member(account: gcp.serviceaccount.Account) -> pulumi.Output[str]:

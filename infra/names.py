@@ -15,10 +15,35 @@ MONITOR_ACCOUNT_ROLE = "monitor"
 # Predefined roles the program grants, each on one resource (metricWriter is project-level by nature).
 ROLE_PUBSUB_PUBLISHER = "roles/pubsub.publisher"
 ROLE_PUBSUB_SUBSCRIBER = "roles/pubsub.subscriber"
+# The monitor checks its subscription at start (GetSubscription: pubsub.subscriptions.get), which
+# roles/pubsub.subscriber does not include; roles/pubsub.viewer on the subscription alone grants it.
+ROLE_PUBSUB_VIEWER = "roles/pubsub.viewer"
 ROLE_STORAGE_OBJECT_VIEWER = "roles/storage.objectViewer"
 ROLE_STORAGE_OBJECT_USER = "roles/storage.objectUser"
 ROLE_MONITORING_METRIC_WRITER = "roles/monitoring.metricWriter"
 ROLE_BIGQUERY_DATA_EDITOR = "roles/bigquery.dataEditor"
+
+
+# Google Cloud APIs the program (and the code of its identities) uses: `gcp.projects.Service` enables each one,
+# never disabled on destroy. The Service Usage API itself (serviceusage.googleapis.com) is the one
+# prerequisite: it is on by default in a new project and is what enabling the others goes through.
+API_PUBSUB = "pubsub.googleapis.com"
+API_STORAGE = "storage.googleapis.com"
+API_IAM = "iam.googleapis.com"  # service accounts
+API_RESOURCE_MANAGER = "cloudresourcemanager.googleapis.com"  # project-level IAM members
+API_MONITORING = "monitoring.googleapis.com"
+API_BIGQUERY = "bigquery.googleapis.com"  # only with the BigQuery export
+API_SERVICE_USAGE = "serviceusage.googleapis.com"
+CORE_APIS: tuple[str, ...] = (API_PUBSUB, API_STORAGE, API_IAM, API_RESOURCE_MANAGER, API_MONITORING)
+# Pulumi type module -> the API its resources are created through (policy checks and tests use it).
+API_OF_MODULE: dict[str, str] = {
+    "pubsub": API_PUBSUB,
+    "storage": API_STORAGE,
+    "serviceaccount": API_IAM,
+    "projects": API_RESOURCE_MANAGER,
+    "monitoring": API_MONITORING,
+    "bigquery": API_BIGQUERY,
+}
 
 
 def service_account_id(fleet_name: str, role: str) -> str:
