@@ -1,5 +1,7 @@
 """Fleet identity: one service account per role, each bound on the resources it uses and nothing else.
 
+The grants are `edgefleet.infra.names.FLEET_GRANTS`:
+
 | account  | role                          | on                             | why                            |
 |----------|-------------------------------|--------------------------------|--------------------------------|
 | device   | roles/pubsub.publisher        | the telemetry topic            | publish telemetry              |
@@ -32,14 +34,10 @@ import pulumi_gcp as gcp
 
 from edgefleet.infra.names import (
     DEVICE_ACCOUNT_ROLE,
+    FLEET_GRANTS,
     MONITOR_ACCOUNT_ROLE,
     PIPELINE_ACCOUNT_ROLE,
-    ROLE_MONITORING_METRIC_WRITER,
-    ROLE_PUBSUB_PUBLISHER,
-    ROLE_PUBSUB_SUBSCRIBER,
-    ROLE_PUBSUB_VIEWER,
-    ROLE_STORAGE_OBJECT_USER,
-    ROLE_STORAGE_OBJECT_VIEWER,
+    FleetGrant,
     member,
     service_account_id,
 )
@@ -92,52 +90,10 @@ class Identity(pulumi.ComponentResource):
             "Consumes telemetry, writes the fleet's custom metrics.",
         )
 
-        child = self._child()
-        gcp.pubsub.TopicIAMMember(
-            f"{name}-device-publishes-telemetry",
-            project=args.project,
-            topic=args.telemetry_topic,
-            role=ROLE_PUBSUB_PUBLISHER,
-            member=_member(self.device),
-            opts=child,
-        )
-        gcp.storage.BucketIAMMember(
-            f"{name}-device-reads-registry",
-            bucket=args.registry_bucket,
-            role=ROLE_STORAGE_OBJECT_VIEWER,
-            member=_member(self.device),
-            opts=child,
-        )
-        gcp.storage.BucketIAMMember(
-            f"{name}-pipeline-writes-registry",
-            bucket=args.registry_bucket,
-            role=ROLE_STORAGE_OBJECT_USER,
-            member=_member(self.pipeline),
-            opts=child,
-        )
-        gcp.pubsub.SubscriptionIAMMember(
-            f"{name}-monitor-consumes-telemetry",
-            project=args.project,
-            subscription=args.monitor_subscription,
-            role=ROLE_PUBSUB_SUBSCRIBER,
-            member=_member(self.monitor),
-            opts=child,
-        )
-        gcp.pubsub.SubscriptionIAMMember(
-            f"{name}-monitor-checks-subscription",
-            project=args.project,
-            subscription=args.monitor_subscription,
-            role=ROLE_PUBSUB_VIEWER,
-            member=_member(self.monitor),
-            opts=child,
-        )
-        gcp.projects.IAMMember(
-            f"{name}-monitor-writes-metrics",
-            project=args.project,
-            role=ROLE_MONITORING_METRIC_WRITER,
-            member=_member(self.monitor),
-            opts=child,
-        )
+        accounts = {DEVICE_ACCOUNT_ROLE: self.device, PIPELINE_ACCOUNT_ROLE: self.pipeline,
+                    MONITOR_ACCOUNT_ROLE: self.monitor}
+        for grant in FLEET_GRANTS:
+            self._grant(f"{name}-{grant.name}", grant, _member(accounts[grant.identity]))
 
         self.register_outputs(
             {"device": self.device.email, "pipeline": self.pipeline.email, "monitor": self.monitor.email}
@@ -154,6 +110,21 @@ class Identity(pulumi.ComponentResource):
             description=description,
             opts=self._child(),
         )
+
+    def _grant(self, resource_name: str, grant: FleetGrant, member: pulumi.Output[str]) -> pulumi.Resource:
+        args, child = self._args, self._child()
+        if grant.on == "telemetry_topic":
+            return gcp.pubsub.TopicIAMMember(resource_name, project=args.project, topic=args.telemetry_topic,
+                                             role=grant.role, member=member, opts=child)
+        if grant.on == "monitor_subscription":
+            return gcp.pubsub.SubscriptionIAMMember(resource_name, project=args.project,
+                                                    subscription=args.monitor_subscription, role=grant.role,
+                                                    member=member, opts=child)
+        if grant.on == "registry_bucket":
+            return gcp.storage.BucketIAMMember(resource_name, bucket=args.registry_bucket, role=grant.role,
+                                               member=member, opts=child)
+        return gcp.projects.IAMMember(resource_name, project=args.project, role=grant.role, member=member,
+                                      opts=child)
 
     def _child(self) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=self, depends_on=list(self._args.depends_on))

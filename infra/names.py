@@ -5,6 +5,8 @@ No Pulumi import: tests and policy checks use these too.
 
 from __future__ import annotations
 
+from typing import Literal, NamedTuple
+
 COMPONENT_PREFIX = "edgefleet"
 
 # Service accounts: `<fleet>-<role>` (account ids are 6-30 characters; fleet names are at most 20).
@@ -44,6 +46,30 @@ API_OF_MODULE: dict[str, str] = {
     "monitoring": API_MONITORING,
     "bigquery": API_BIGQUERY,
 }
+
+
+GrantTarget = Literal["telemetry_topic", "monitor_subscription", "registry_bucket", "project"]
+
+
+class FleetGrant(NamedTuple):
+    """One role the program grants a fleet identity, and on what (the Pulumi resource is `<prefix>-<name>`)."""
+
+    identity: str
+    role: str
+    on: GrantTarget
+    name: str
+
+
+# Every grant to the fleet's identities: infra/identity.py creates exactly these, `edgefleet cloud check` looks
+# for them on the real project, tests/infra/test_iam_conformance.py checks each is needed by the code.
+FLEET_GRANTS: tuple[FleetGrant, ...] = (
+    FleetGrant(DEVICE_ACCOUNT_ROLE, ROLE_PUBSUB_PUBLISHER, "telemetry_topic", "device-publishes-telemetry"),
+    FleetGrant(DEVICE_ACCOUNT_ROLE, ROLE_STORAGE_OBJECT_VIEWER, "registry_bucket", "device-reads-registry"),
+    FleetGrant(PIPELINE_ACCOUNT_ROLE, ROLE_STORAGE_OBJECT_USER, "registry_bucket", "pipeline-writes-registry"),
+    FleetGrant(MONITOR_ACCOUNT_ROLE, ROLE_PUBSUB_SUBSCRIBER, "monitor_subscription", "monitor-consumes-telemetry"),
+    FleetGrant(MONITOR_ACCOUNT_ROLE, ROLE_PUBSUB_VIEWER, "monitor_subscription", "monitor-checks-subscription"),
+    FleetGrant(MONITOR_ACCOUNT_ROLE, ROLE_MONITORING_METRIC_WRITER, "project", "monitor-writes-metrics"),
+)
 
 
 def service_account_id(fleet_name: str, role: str) -> str:
