@@ -313,3 +313,16 @@ def test_every_table_row_names_its_source_and_every_granted_role_is_described(st
     fleet = set(_members(stack).values())
     granted = {binding.role for binding in iam_bindings(stack.resources) if binding.member in fleet}
     assert granted <= set(ROLE_PERMISSIONS)
+
+
+def test_the_program_grants_exactly_the_fleet_grants_table(stack: StackRun) -> None:
+    """`edgefleet cloud check` looks for FLEET_GRANTS on the real project: the program must make exactly them."""
+    from edgefleet.infra.names import FLEET_GRANTS
+
+    targets = {"telemetry_topic": layout.TELEMETRY_TOPIC, "monitor_subscription": layout.MONITOR_SUBSCRIPTION,
+               "registry_bucket": stack.outputs["registry_bucket"], "project": PROJECT}
+    members = _members(stack)
+    expected = {(members[grant.identity], grant.role, targets[grant.on]) for grant in FLEET_GRANTS}
+    granted = {(binding.member, binding.role, binding.target) for binding in iam_bindings(stack.resources)
+               if binding.member in members.values()}
+    assert granted == expected
