@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_gcp as gcp
-import pulumiverse_time as time
+import pulumiverse_time
 
 from edgefleet.infra.config import AlertSettings
 from edgefleet.infra.dashboard import (
@@ -77,7 +77,7 @@ class Monitoring(pulumi.ComponentResource):
         after_descriptors = self._child(*self.descriptors.values())
         # Alert policies on a custom metric fail to create before its descriptor exists and its type is
         # visible: wait for both.
-        self.metric_propagation = time.Sleep(
+        self.metric_propagation = pulumiverse_time.Sleep(
             f"{name}-new-metric-types",
             create_duration=f"{args.alerts.new_metric_wait_seconds}s",
             triggers=metric_types_trigger(ALL_METRICS),

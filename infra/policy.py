@@ -212,10 +212,12 @@ def check_dead_letter(resources: Sequence[ResourceRecord]) -> list[Violation]:
         for record in subscriptions
         if record.inputs.get("deadLetterPolicy")
     }
+    # On a new stack the agent's email comes from its ServiceIdentity, unknown at preview: a grant to an
+    # unknown member is taken as the agent's (later previews, and `edgefleet cloud check`, see the real one).
     agent_grants = {
         (binding.scope, binding.role, binding.target)
         for binding in iam_bindings(resources)
-        if PUBSUB_SERVICE_AGENT.match(binding.member)
+        if PUBSUB_SERVICE_AGENT.match(binding.member) or binding.member == UNKNOWN
     }
     violations = []
     for record in subscriptions:
