@@ -308,6 +308,16 @@ def test_a_new_trust_chain_call_fails_naming_the_method(stack: StackRun, method:
     assert method in violation.message
 
 
+def test_the_monitor_reading_device_public_keys_from_the_registry_needs_a_grant(stack: StackRun) -> None:
+    """Trust chain: if the monitor reads each device's public key from the registry bucket, the test fails
+    until the program grants it read access there, and says which role."""
+    bucket = stack.outputs["registry_bucket"]
+    calls = [*_calls_granting_everything(bucket), ApiCall("monitor", "storage.objects.get", bucket, VIA_HTTP)]
+    [violation] = check_conformance(calls, iam_bindings(stack.resources), _members(stack))
+    assert f"monitor calls storage.objects.get on bucket {bucket}" in violation.message
+    assert "roles/storage.objectViewer" in violation.message
+
+
 def test_every_table_row_names_its_source_and_every_granted_role_is_described(stack: StackRun) -> None:
     assert all(row.source.startswith("https://cloud.google.com/") for row in METHOD_PERMISSIONS.values())
     fleet = set(_members(stack).values())
