@@ -115,34 +115,40 @@ def cloud(recorder: CallRecorder, stack: StackRun) -> Iterator[dict[str, Any]]:
     subscriber.close()
 
 
-def _release(tmp_path: Path, private_key: Any, version: str) -> Path:
+def _build(tmp_path: Path, keys: tuple[Any, Path], version: str) -> Any:
+    """What the release flow's build/sign tasks hand to `publish`: a signed version directory."""
+    from edgefleet.flows.release.tasks import BuiltVersion
+
+    private_key, public_file = keys
     files = {"model_cpu.tflite": f"TFL3 {version} ".encode() * 64, "labels.txt": b"a\nb\nc\n"}
     directory = tmp_path / "build" / version
-    create_version_dir(directory, files, private_key=private_key, model=MODEL, version=version,
-                       input=INPUT_SPEC, outputs=(OUTPUT_SPEC,), source_commit="0123abc")
-    return directory
+    signed = create_version_dir(directory, files, private_key=private_key, model=MODEL, version=version,
+                                input=INPUT_SPEC, outputs=(OUTPUT_SPEC,), source_commit="0123abc")
+    return BuiltVersion(str(directory), signed.manifest, signed.manifest_sha256, str(tmp_path / "keys"),
+                        str(public_file))
 
 
 def _run_pipeline(registry: GcsRegistry, tmp_path: Path, keys: tuple[Any, Path]) -> None:
-    """What the release flow (plan, publish, move channel) and the rollout flow (channel, record, promote)
-    ask of the registry, in their order."""
-    from flows.rollout.record import RecordStore, RolloutRecord
+    """The release flow's registry tasks (plan, publish, move channel: their own functions, outside the
+    Prefect engine), then what the rollout flow asks of the registry (channel, its record, promotion)."""
+    from edgefleet.flows.release.params import ReleaseParams
+    from edgefleet.flows.release.tasks import move_channel, plan_release, publish
+    from edgefleet.flows.rollout.record import RecordStore, RolloutRecord
 
-    private_key, public_file = keys
+    uri = f"gs://{registry.bucket_name}"
     for version in ("1.0.0", "1.0.1"):
-        registry.list_versions(MODEL)  # plan-release
-        before = registry.read_channel(MODEL, CHANNEL).pointer
-        result = registry.publish_version(MODEL, version, _release(tmp_path, private_key, version),
-                                          public_key=public_file)
-        registry.promote(MODEL, version, CHANNEL, by="release", expected_version=before.version if before else None)
+        plan = plan_release.fn(ReleaseParams(model=MODEL, registry=uri, version=version, channel=CHANNEL))
+        outcome = publish.fn(uri, _build(tmp_path, keys, version))
+        move_channel.fn(uri, MODEL, version, CHANNEL, plan.channel_version_before, "release")
     pointer = registry.read_channel(MODEL, CHANNEL).pointer  # rollout: what the channel names
     records = RecordStore(registry, "rollout-1")
     assert records.load() is None
     record = RolloutRecord(rollout_id="rollout-1", model=MODEL, version=pointer.version,
-                           manifest_sha256=result.manifest_sha256, channel=CHANNEL)
+                           manifest_sha256=outcome.result.manifest_sha256, channel=CHANNEL)
     records.save(record)
     records.save(record)  # a later wave: compare-and-swap on the generation just written
-    registry.verify_version(MODEL, pointer.version, public_file)
+    registry.promote(MODEL, pointer.version, "production", by="rollout rollout-1")
+    registry.verify_version(MODEL, pointer.version, keys[1])
 
 
 def _run_device(registry: GcsRegistry, tmp_path: Path, public_file: Path) -> None:
@@ -201,7 +207,6 @@ def _run_monitor(recorder: CallRecorder, tmp_path: Path) -> RecordingMetricServi
     return metrics
 
 
-@pytest.mark.slow
 def test_every_call_of_every_identity_is_granted_and_every_grant_is_used(
     recorder: CallRecorder, cloud: dict[str, Any], stack: StackRun, tmp_path: Path
 ) -> None:
