@@ -109,6 +109,13 @@ class AlertSettings(_Section):
     latency_for_minutes: int = Field(
         default=5, ge=1, le=1440, description="how long p95 must stay over the threshold"
     )
+    new_metric_wait_seconds: int = Field(
+        default=120,
+        ge=0,
+        le=1800,
+        description="after creating the custom metric descriptors, wait this long before creating alert "
+        "policies on them (Cloud Monitoring refuses a policy on a metric type it does not see yet)",
+    )
     dead_letter_messages: int = Field(
         default=0,
         ge=0,

@@ -168,7 +168,8 @@ def _check_subscription(subscriber: pubsub_v1.SubscriberClient, path: str, timeo
                            "`edgefleet local up`), or pass the right --project / --subscription") from error
     except (google_exceptions.PermissionDenied, google_exceptions.Unauthenticated) as error:
         raise MonitorError(f"not allowed to read Pub/Sub subscription {path}: {error.message}",
-                           "grant the monitor's service account roles/pubsub.subscriber on it") from error
+                           "grant the monitor's service account roles/pubsub.subscriber and roles/pubsub.viewer "
+                           "(for this check: pubsub.subscriptions.get) on it; `pulumi up` does") from error
 
 
 def _stream_error(error: BaseException, path: str) -> BaseException:
