@@ -74,9 +74,10 @@ def divergence_test(a: Mapping[int, int], b: Mapping[int, int]) -> tuple[float, 
 
 
 # --- metrics --------------------------------------------------------------------------------------------
-def _no_data(name: MetricName, gate: CanaryGate, canary: str, control: str, test: str, why: str) -> Metric:
+def _no_data(name: MetricName, gate: CanaryGate, canary: str, control: str, test: str, why: str, *,
+             waiting: bool = True) -> Metric:
     return Metric(name=name, critical=name in gate.critical, canary=canary, control=control, test=test,
-                  statistic=None, threshold="", result="nodata", detail=why)
+                  statistic=None, threshold="", result="nodata", detail=why, waiting=waiting)
 
 
 def latency_metric(canary: Sample, control: Sample | None, gate: CanaryGate) -> Metric:
@@ -87,7 +88,7 @@ def latency_metric(canary: Sample, control: Sample | None, gate: CanaryGate) -> 
     canary_median = histogram_median(canary_counts, latency_bucket_mid_ms)
     canary_text = f"median {canary_median:.2f} ms (n={canary_n})" if canary_median is not None else f"n={canary_n}"
     if control is None:
-        return _no_data(name, gate, canary_text, "-", test, "no control")
+        return _no_data(name, gate, canary_text, "-", test, "no control", waiting=False)
     control_counts = control.dist.latency_counts()
     control_n = sum(control_counts.values())
     control_median = histogram_median(control_counts, latency_bucket_mid_ms)
@@ -140,14 +141,19 @@ def swap_metric(canary: Sample, gate: CanaryGate) -> Metric:
 
 
 def divergence_metric(name: MetricName, canary_counts: Mapping[int, int], other_counts: Mapping[int, int] | None,
-                      max_divergence: float, gate: CanaryGate) -> Metric:
+                      max_divergence: float, gate: CanaryGate, *, reference: bool = False) -> Metric:
+    """Divergence of the canary from a control (which may still grow) or from the release's reference (fixed)."""
     test = "Jensen-Shannon + chi-square"
     canary_n = sum(canary_counts.values())
     other_n = sum(other_counts.values()) if other_counts is not None else 0
     canary_text, other_text = f"n={canary_n}", f"n={other_n}" if other_counts is not None else "-"
-    if other_counts is None:
-        return _no_data(name, gate, canary_text, other_text, test, "nothing to compare with")
-    if canary_n < gate.min_samples or other_n < gate.min_samples:
+    if other_counts is None or (reference and other_n == 0):
+        return _no_data(name, gate, canary_text, other_text, test, "nothing to compare with", waiting=False)
+    if reference and other_n < gate.min_reference_samples:
+        return _no_data(name, gate, canary_text, other_text, test,
+                        f"reference of {other_n} images (< {gate.min_reference_samples})", waiting=False)
+    other_needed = gate.min_reference_samples if reference else gate.min_samples
+    if canary_n < gate.min_samples or other_n < other_needed:
         return _no_data(name, gate, canary_text, other_text, test, f"fewer than {gate.min_samples} samples")
     divergence, pvalue = divergence_test(canary_counts, other_counts)
     failed = pvalue < gate.alpha and divergence > max_divergence
@@ -158,47 +164,58 @@ def divergence_metric(name: MetricName, canary_counts: Mapping[int, int], other_
 
 # --- the verdict ----------------------------------------------------------------------------------------
 def judge(canary: Sample, control: Sample | None, reference: Distributions | None, gate: CanaryGate, *,
-          control_kind: ControlKind, detector: bool = False, final: bool = False) -> Verdict:
-    """Judges one wave (see the module docstring). `final`: the wait is over (timeout), judge what is there."""
-    control_dist = control.dist if control is not None else None
+          control_kind: ControlKind, behaviour_control: Sample | None = None,
+          behaviour_kind: ControlKind | None = None, detector: bool = False, final: bool = False) -> Verdict:
+    """Judges one wave (see the module docstring). `final`: the wait is over (timeout), judge what is there.
+
+    `control` is for latency and errors (best: concurrent, same load); `behaviour_control` for the class mix,
+    scores and detections (best: the same devices before activation, same scenes); when it is not given,
+    `control` serves both.
+    """
+    if behaviour_control is None:
+        behaviour_control, behaviour_kind = control, control_kind
+    behaviour = behaviour_control.dist if behaviour_control is not None else None
     metrics = [
         latency_metric(canary, control, gate),
         error_metric(canary, control, gate),
         swap_metric(canary, gate),
         divergence_metric("class_mix_control", canary.dist.class_counts(),
-                          control_dist.class_counts() if control_dist else None, gate.max_class_divergence, gate),
+                          behaviour.class_counts() if behaviour else None, gate.max_class_divergence, gate),
         divergence_metric("class_mix_reference", canary.dist.class_counts(),
-                          reference.class_counts() if reference else None, gate.max_reference_divergence, gate),
+                          reference.class_counts() if reference else None, gate.max_reference_divergence, gate,
+                          reference=True),
         divergence_metric("score_control", canary.dist.score_counts(),
-                          control_dist.score_counts() if control_dist else None, gate.max_score_divergence, gate),
+                          behaviour.score_counts() if behaviour else None, gate.max_score_divergence, gate),
         divergence_metric("score_reference", canary.dist.score_counts(),
-                          reference.score_counts() if reference else None, gate.max_reference_divergence, gate),
+                          reference.score_counts() if reference else None, gate.max_reference_divergence, gate,
+                          reference=True),
     ]
     if detector:
         metrics += [
             divergence_metric("detections_control", canary.dist.detection_counts(),
-                              control_dist.detection_counts() if control_dist else None,
+                              behaviour.detection_counts() if behaviour else None,
                               gate.max_class_divergence, gate),
             divergence_metric("detections_reference", canary.dist.detection_counts(),
                               reference.detection_counts() if reference else None,
-                              gate.max_reference_divergence, gate),
+                              gate.max_reference_divergence, gate, reference=True),
         ]
-    return decide(metrics, gate, control_kind=control_kind, final=final)
+    described = control_kind if behaviour_kind == control_kind else f"{control_kind}; behaviour: {behaviour_kind}"
+    return decide(metrics, gate, control=described, final=final)
 
 
 def _waiting_for(metric: Metric) -> bool:
     """A metric that may still get data: not one that has nothing to compare with at all."""
-    return metric.result == "nodata" and metric.detail not in ("no control", "nothing to compare with")
+    return metric.result == "nodata" and metric.waiting
 
 
-def decide(metrics: Sequence[Metric], gate: CanaryGate, *, control_kind: ControlKind, final: bool) -> Verdict:
+def decide(metrics: Sequence[Metric], gate: CanaryGate, *, control: str, final: bool) -> Verdict:
     """The verdict from the metric rows: critical failures first, then waiting, then the score."""
     critical_failed = [m.name for m in metrics if m.critical and m.result == "fail"]
     if final:
         critical_failed += [m.name for m in metrics if m.critical and m.result == "nodata"]
     judged = [m for m in metrics if m.result != "nodata"]
     score = sum(m.result == "pass" for m in judged) / len(judged) if judged else None
-    common = {"score": score, "pass_score": gate.pass_score, "control": control_kind, "metrics": tuple(metrics)}
+    common = {"score": score, "pass_score": gate.pass_score, "control": control, "metrics": tuple(metrics)}
     if critical_failed:
         return Verdict(result="fail", halted_by=tuple(critical_failed), **common,
                        reason=f"critical metric(s) failed: {', '.join(critical_failed)}")

@@ -70,19 +70,36 @@ def most_common(values: Sequence[str | None]) -> str | None:
     return Counter(present).most_common(1)[0][0] if present else None
 
 
-Collector = Callable[[WaveSubject, CanaryGate], tuple[Sample, Sample | None, ControlKind]]
-"""(subject, gate) -> (canary, control, control kind): one look at the numbers."""
+@dataclass(frozen=True)
+class Looked:
+    """One look at the numbers: the canary, and the controls for latency/errors and for model behaviour."""
+
+    canary: Sample
+    control: Sample | None
+    control_kind: ControlKind
+    behaviour_control: Sample | None
+    behaviour_kind: ControlKind
+
+
+Collector = Callable[[WaveSubject, CanaryGate], Looked]
+"""(subject, gate) -> one look at the numbers."""
 
 
 class MonitorCollector:
-    """Reads the fleet monitor's state (a connection per call: tasks run in threads)."""
+    """Reads the fleet monitor's state (a connection per call: tasks run in threads).
+
+    Latency and errors are compared with devices still on the old version at the same time (same load),
+    else with the wave's devices before activation; the class mix and scores with the wave's own devices
+    before activation (same scenes: different cameras legitimately see different classes), else with the
+    concurrent devices.
+    """
 
     def __init__(self, config_path: str) -> None:
         from edgefleet.monitor import load_monitor_config
 
         self.config = load_monitor_config(config_path)
 
-    def __call__(self, subject: WaveSubject, gate: CanaryGate) -> tuple[Sample, Sample | None, ControlKind]:
+    def __call__(self, subject: WaveSubject, gate: CanaryGate) -> Looked:
         from edgefleet.monitor import open_fleet_store
         from edgefleet.monitor.windows import version_window
 
@@ -96,14 +113,18 @@ class MonitorCollector:
 
             canary = sample(subject.devices, subject.version, subject.activated_at)
             if subject.before is None:
-                return canary, None, "none"
-            if subject.others:
-                concurrent = sample(subject.others, subject.before, subject.activated_at)
-                if concurrent.inferences >= gate.min_samples:
-                    return canary, concurrent, "concurrent"
+                return Looked(canary, None, "none", None, "none")
             earlier = subject.activated_at - timedelta(seconds=gate.control_lookback_s)
             before = sample(subject.devices, subject.before, earlier, subject.activated_at)
-            return canary, before, "before-activation"
+            concurrent = sample(subject.others, subject.before, subject.activated_at) if subject.others else None
+            enough = [s for s in (concurrent, before) if s is not None and s.inferences >= gate.min_samples]
+            if not enough:
+                return Looked(canary, before, "before-activation", before, "before-activation")
+            if concurrent in enough and before in enough:
+                return Looked(canary, concurrent, "concurrent", before, "before-activation")
+            only = enough[0]
+            kind: ControlKind = "concurrent" if only is concurrent else "before-activation"
+            return Looked(canary, only, kind, only, kind)
 
 
 class StatusCollector:
@@ -114,12 +135,12 @@ class StatusCollector:
         self.read_statuses = read_statuses
         self.before = before
 
-    def __call__(self, subject: WaveSubject, gate: CanaryGate) -> tuple[Sample, Sample | None, ControlKind]:
+    def __call__(self, subject: WaveSubject, gate: CanaryGate) -> Looked:
         statuses = self.read_statuses(subject.devices)
         canary = pool([status_sample(statuses.get(device), subject.version) for device in subject.devices])
         control = pool([self.before.get(device) for device in subject.devices])
-        return (canary or Sample(inferences=0), control,
-                "before-activation" if control is not None else "none")
+        kind: ControlKind = "before-activation" if control is not None else "none"
+        return Looked(canary or Sample(inferences=0), control, kind, control, kind)
 
 
 @dataclass(frozen=True)
@@ -137,9 +158,10 @@ def await_verdict(subject: WaveSubject, gate: CanaryGate, collect: Collector, so
     started = clock()
     while True:
         final = clock() - started >= gate.timeout_s
-        canary, control, kind = collect(subject, gate)
-        verdict = judge(canary, control, subject.reference, gate, control_kind=kind, detector=subject.detector,
-                        final=final)
+        looked = collect(subject, gate)
+        verdict = judge(looked.canary, looked.control, subject.reference, gate, control_kind=looked.control_kind,
+                        behaviour_control=looked.behaviour_control, behaviour_kind=looked.behaviour_kind,
+                        detector=subject.detector, final=final)
         if verdict.result != "wait":
             return Judged(verdict, clock() - started, source)
         log.info("canary %s %s: %s", subject.model, subject.version, verdict.reason)

@@ -55,6 +55,8 @@ class CanaryGate(_Config):
     alpha: float = Field(default=0.01, gt=0, lt=0.5, description="significance level of every test")
     min_samples: int = Field(default=100, ge=10,
                              description="inferences the canary (and the control) need before a metric is judged")
+    min_reference_samples: int = Field(default=30, ge=1,
+                                       description="held-out images the release's reference needs to be used")
     max_latency_increase_ratio: float = Field(default=1.5, gt=1,
                                               description="canary median latency / control median, at most")
     min_latency_increase_ms: float = Field(default=0.25, ge=0,

@@ -44,6 +44,8 @@ class Metric(BaseModel):
     threshold: str
     result: MetricResult
     detail: str = ""
+    waiting: bool = False
+    """nodata that more time can cure (too few samples yet), as opposed to nothing to compare with at all."""
 
 
 class Verdict(BaseModel):
@@ -54,7 +56,8 @@ class Verdict(BaseModel):
     result: VerdictResult
     score: float | None
     pass_score: float
-    control: ControlKind
+    control: str
+    """Which controls were used: "concurrent", "before-activation", "none", or "X; behaviour: Y"."""
     metrics: tuple[Metric, ...]
     halted_by: tuple[str, ...] = ()
     reason: str

@@ -141,7 +141,7 @@ def test_a_swap_failure_fails_alone(rng: np.random.Generator) -> None:
 
 
 def test_decide_without_any_judged_metric_fails_at_the_end() -> None:
-    assert decide([], GATE, control_kind="none", final=True).result == "fail"
+    assert decide([], GATE, control="none", final=True).result == "fail"
 
 
 def test_histogram_helpers() -> None:
@@ -161,3 +161,26 @@ def test_the_verdict_table_names_every_metric(rng: np.random.Generator) -> None:
     rows = verdict.table()
     assert [row["metric"].split(" ")[0] for row in rows] == [m.name for m in verdict.metrics]
     assert {"metric", "canary", "control", "test", "p / divergence", "threshold", "result"} == set(rows[0])
+
+
+def test_behaviour_is_judged_against_its_own_control(rng: np.random.Generator) -> None:
+    # Other cameras see another class mix (concurrent control); the canary's own scenes before activation
+    # are the right comparison for the class mix, the concurrent devices for latency.
+    canary = fleet_sample(rng, 300, class_p=[0.92, 0.02, 0.02, 0.02, 0.02])
+    elsewhere = fleet_sample(rng, 600)
+    same_scenes = fleet_sample(rng, 600, class_p=[0.92, 0.02, 0.02, 0.02, 0.02])
+    verdict = judge(canary, elsewhere, None, GATE, control_kind="concurrent", behaviour_control=same_scenes,
+                    behaviour_kind="before-activation")
+    assert verdict.result == "pass" and verdict.control == "concurrent; behaviour: before-activation"
+    against_elsewhere = judge(canary, elsewhere, None, GATE, control_kind="concurrent")
+    assert next(m for m in against_elsewhere.metrics if m.name == "class_mix_control").result == "fail"
+
+
+def test_a_small_reference_is_used_and_an_empty_one_does_not_make_the_verdict_wait(rng: np.random.Generator) -> None:
+    canary = fleet_sample(rng, 300)
+    small_reference = fleet_sample(rng, 64).dist  # a held-out split of 64 images
+    verdict = judge(canary, None, small_reference, GATE, control_kind="none")
+    assert verdict.result == "pass"
+    assert next(m for m in verdict.metrics if m.name == "class_mix_reference").result == "pass"
+    tiny = fleet_sample(rng, 5).dist
+    assert judge(canary, None, tiny, GATE, control_kind="none").result == "pass"  # not judged, no waiting
