@@ -62,6 +62,7 @@ class DemoSettings(BaseModel):
     samples_per_class: int = Field(default=80, ge=8)
     health_min_inferences: int = Field(default=10, ge=1)
     health_timeout_s: float = Field(default=90.0, gt=0)
+    monitor_bucket_s: float = Field(default=5.0, gt=0, description="the fleet monitor's time buckets")
     settle_s: float = Field(default=3.0, ge=0, description="wait before showing the fleet, so telemetry lands")
     agent_ready_timeout_s: float = Field(default=60.0, gt=0, description="wait for every agent's first status")
 
@@ -182,7 +183,9 @@ class Demo:
         from edgefleet.monitor.service import run_monitor
 
         store = self.work / "fleet.sqlite"
-        config = MonitorConfig(project=self.settings.project,
+        # Fine time buckets: the demo's versions live for seconds, and the canary's before-activation control
+        # is read up to the bucket holding the activation.
+        config = MonitorConfig(project=self.settings.project, count_bucket_s=self.settings.monitor_bucket_s,
                                subscription=self.twin.monitor_subscription.rsplit("/", 1)[-1], store_path=store)
         (self.work / "monitor.yaml").write_text(yaml.safe_dump({"monitor": config.model_dump(mode="json")}))
         thread = threading.Thread(target=run_monitor, args=(config, self.stop_monitor), name="fleet-monitor",
@@ -280,6 +283,10 @@ class Demo:
                        "timeout_s": self.settings.health_timeout_s},
             "monitor_config": str(monitor_config), "work_dir": str(self.work / "rollout-work"),
         })
+        flow_runs_log = logging.getLogger("prefect.flow_runs")
+        level = flow_runs_log.level
+        if expect_halt:  # Prefect logs a failed flow run with its traceback: here it is the intended outcome
+            flow_runs_log.setLevel(logging.CRITICAL)
         with step(f"Rolling out {self.settings.model} {version} in waves {waves} (canary analysis per wave)"):
             try:
                 result = rollout(params)
@@ -287,6 +294,8 @@ class Demo:
                 if not expect_halt:
                     raise
                 result = halted.result
+            finally:
+                flow_runs_log.setLevel(level)
         console.print(f"  {result.state}: {result.done} devices done, {result.failed} failed, "
                       f"{result.rolled_back} rolled back, {result.bytes_transferred / 1024:.0f} KiB sent; "
                       f"record {result.record_uri}")

@@ -150,7 +150,8 @@ class Agent:
                     continue
                 self.stats.record(time.monotonic(), result.latency_ms, result.results, active.version,
                                   detector=active.detector)
-                self.telemetry.record_inference(active.ref, result.latency_ms, result.results)
+                self.telemetry.record_inference(active.ref, result.latency_ms, result.results,
+                                                detector=active.detector)
         except Exception as error:  # noqa: BLE001 - a bug: report it and stop with a failure exit code
             log.exception("inference stage failed")
             self._fail(f"inference: unexpected {type(error).__name__}: {error}")

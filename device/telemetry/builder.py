@@ -61,6 +61,7 @@ class InferenceRecord(NamedTuple):
         latency_ms: Inference latency; ignored when `error` is set.
         results: Top results of this frame, best first.
         error: Why the inference failed, or None.
+        detector: The model is a detector (its results are detections, possibly none).
     """
 
     time: float
@@ -68,6 +69,7 @@ class InferenceRecord(NamedTuple):
     latency_ms: float
     results: tuple[ResultItem, ...] = ()
     error: str | None = None
+    detector: bool = False
 
 
 class EventRecord(NamedTuple):
@@ -214,7 +216,8 @@ class TelemetryBuilder:
             self._errors += 1
         else:
             self._latencies.append(record.latency_ms)
-            self._dist.add(record.latency_ms, record.results, detector=is_detection(record.results))
+            self._dist.add(record.latency_ms, record.results,
+                           detector=record.detector or is_detection(record.results))
             if self.sample_results:
                 self._sample = tuple(record.results[: self.max_results])
         return drafts
@@ -272,6 +275,6 @@ class TelemetryBuilder:
             summary = summarize([], window_s, errors=1)
         else:
             one = DistributionAccumulator()
-            one.add(record.latency_ms, record.results, detector=is_detection(record.results))
+            one.add(record.latency_ms, record.results, detector=record.detector or is_detection(record.results))
             summary = summarize([record.latency_ms], window_s, top=top, dist=one.snapshot())
         return MessageDraft(time=_utc(record.time), kind="inference", model=record.model, inference=summary)

@@ -201,6 +201,7 @@ class TelemetryService:
         *,
         error: str | None = None,
         time_s: float | None = None,
+        detector: bool = False,
     ) -> bool:
         """Queues one inference (never blocks).
 
@@ -210,12 +211,13 @@ class TelemetryService:
             results: Its top results, best first.
             error: Why it failed, when it did.
             time_s: Wall-clock time of the result (default: now).
+            detector: The model is a detector (an empty result is then a frame with no detection).
 
         Returns:
             False when the record was dropped (queue full or service stopped), counted in `queue_dropped`.
         """
         record = InferenceRecord(
-            time.time() if time_s is None else time_s, model, latency_ms, tuple(results), error
+            time.time() if time_s is None else time_s, model, latency_ms, tuple(results), error, detector
         )
         return self._offer(record)
 

@@ -41,6 +41,7 @@ from edgefleet.monitor.errors import MonitorError
 from edgefleet.monitor.ingest import Outcome, Status, handle
 from edgefleet.monitor.query import device_statuses
 from edgefleet.monitor.store import FleetStore, commit, from_epoch, open_store, rollback
+from edgefleet.monitor.windows import prune
 
 log = logging.getLogger(__name__)
 
@@ -211,9 +212,15 @@ class _Session:
         stream = self.subscriber.subscribe(self.path, callback=inbox.receive, flow_control=flow_control)
         log.info("monitor reading %s into %s", self.path, self.store.path)
         stopped = False
+        next_prune = self.clock()
         try:
             while not self.stop_event.is_set():
                 self._process(inbox.take(ingest.batch_max_messages, ingest.batch_max_wait_s))
+                if self.clock() >= next_prune:
+                    deleted = prune(self.store, self.clock() - self.config.retention_s)
+                    next_prune = self.clock() + self.config.prune_interval_s
+                    if any(deleted.values()):
+                        log.info("pruned what is older than %.0f s: %s", self.config.retention_s, deleted)
                 if self.metrics is not None:
                     self.metrics.tick(self.store, self.clock())
                 if stream.done():

@@ -21,6 +21,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict
 
+from edgefleet.device.errors import ConfigError
 from edgefleet.device.registry import Registry
 from edgefleet.flows.rollout.inventory import load_inventory
 from edgefleet.flows.rollout.params import PromotionParams
@@ -45,6 +46,10 @@ def promotion_blocker(params: PromotionParams, version: str, device_ids: list[st
     from edgefleet.monitor import FleetStateError, device_history, load_monitor_config, open_fleet_store, version_health
 
     config = load_monitor_config(Path(params.monitor_config))
+    if config.retention_s < params.healthy_for_s:
+        raise ConfigError(f"the fleet monitor keeps {config.retention_s:.0f} s of history, less than the "
+                          f"promotion's healthy_for_s {params.healthy_for_s:.0f} s",
+                          "raise retention_s in the monitor config, or lower healthy_for_s")
     try:
         store = open_fleet_store(config, create=False)
     except FleetStateError as error:
