@@ -54,7 +54,8 @@ class DemoSettings(BaseModel):
     devices: int = Field(default=3, ge=2, le=20)
     project: str = "edgefleet-local"
     frames_per_class: int = Field(default=4, ge=1, description="sample images each device cycles through")
-    device_max_fps: float = Field(default=8.0, gt=0, description="keeps 3 agents + sshd light on 2 cores")
+    device_max_fps: float = Field(default=20.0, gt=0, description="3 agents + sshd stay light on 2 cores, and "
+                                                                  "a wave gets the canary's samples in seconds")
     summary_interval_s: float = Field(default=1.0, gt=0, description="agent telemetry summary period")
     epochs_v1: int = Field(default=3, ge=1)
     epochs_v2: int = Field(default=6, ge=1)
@@ -198,7 +199,8 @@ class Demo:
         return store
 
     # --- releases --------------------------------------------------------------------------------
-    def release(self, version: str, epochs: int, channel: str | None, keras_model: Path | None = None) -> Any:
+    def release(self, version: str, epochs: int, channel: str | None, keras_model: Path | None = None,
+                seed: int | None = None) -> Any:
         from edgefleet.flows.release.flow import release_model
         from edgefleet.flows.release.params import ReleaseParams
 
@@ -206,7 +208,7 @@ class Demo:
             "model": self.settings.model, "version": version, "channel": channel,
             "registry": str(self.registry_dir), "work_dir": str(self.work / "release-work"),
             "dataset": {"source": "demo", "demo_samples_per_class": self.settings.samples_per_class},
-            "training": {"epochs": epochs, "seed": 0 if version.startswith("1.0") else 1,
+            "training": {"epochs": epochs, "seed": seed if seed is not None else int(not version.startswith("1.0")),
                          **({"keras_model": str(keras_model)} if keras_model else {})},
             "compile": {"mode": "local"},
             "signing": {"dev_key_file": str(self.signing_key)},

@@ -127,6 +127,9 @@ def error_metric(canary: Sample, control: Sample | None, gate: CanaryGate) -> Me
         pvalue = stats.binomtest(canary.errors, canary.inferences, gate.max_error_ratio,
                                  alternative="greater").pvalue
     failed = pvalue < gate.alpha and ratio > gate.max_error_ratio
+    if not failed and canary.inferences < gate.min_error_samples:  # may fail early, passes only with power
+        return _no_data(name, gate, canary_text, control_text, test,
+                        f"fewer than {gate.min_error_samples} inferences to pass")
     return Metric(name=name, critical=name in gate.critical, canary=canary_text, control=control_text, test=test,
                   statistic=float(pvalue), threshold=f"p<{gate.alpha:g} and >{gate.max_error_ratio:.1%}",
                   result="fail" if failed else "pass")

@@ -55,11 +55,14 @@ class CanaryGate(_Config):
     alpha: float = Field(default=0.01, gt=0, lt=0.5, description="significance level of every test")
     min_samples: int = Field(default=100, ge=10,
                              description="inferences the canary (and the control) need before a metric is judged")
+    min_error_samples: int = Field(
+        default=300, ge=10, description="inferences before the error ratio may pass (it may fail earlier): "
+                                        "300 see a 5% error rate against 1% allowed with a power above 0.99")
     min_reference_samples: int = Field(default=30, ge=1,
                                        description="held-out images the release's reference needs to be used")
     max_latency_increase_ratio: float = Field(default=1.5, gt=1,
                                               description="canary median latency / control median, at most")
-    min_latency_increase_ms: float = Field(default=0.25, ge=0,
+    min_latency_increase_ms: float = Field(default=0.1, ge=0,
                                            description="a latency regression must also add this much to the median")
     max_error_ratio: float = Field(default=0.01, ge=0, le=1, description="inference errors / inferences, at most")
     max_swap_failures: int = Field(default=0, ge=0, description="swap_failed + rollback events of the new version")
