@@ -107,7 +107,9 @@ class Agent:
                     except queue.Full:
                         continue
                 if min_interval:
-                    next_due += min_interval
+                    # Paced, never catching up on a stall (no model yet, a full queue): at most one frame
+                    # early, so the rate the telemetry reports is the configured one, not a burst.
+                    next_due = max(next_due + min_interval, time.monotonic() - min_interval)
                     stop.wait(max(0.0, next_due - time.monotonic()))
         except EdgefleetError as error:
             self._fail(f"frame source: {error}")
