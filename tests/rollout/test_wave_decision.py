@@ -38,3 +38,30 @@ def test_hard_failures_over_the_threshold_halt_without_a_verdict():
 def test_hard_failures_within_the_threshold_do_not_halt():
     decision = decide_wave(["a", "b", "c", "d"], ["a"], ["b", "c", "d"], _verdict("pass"), 0.3, "all", ["b"])
     assert not decision.halt and decision.roll_back == ("a",)
+
+
+def test_a_device_run_records_which_step_failed_and_where_the_device_is():
+    import pytest
+
+    from edgefleet.device.errors import EdgefleetError
+    from edgefleet.flows.rollout.device import DeviceRefused
+    from edgefleet.flows.rollout.tasks import DeviceRun, StepFailed
+
+    run = DeviceRun("d1", before="1.0.0")
+    with run.step("preflight"):
+        pass
+    with pytest.raises(StepFailed) as failure, run.step("upload"):
+        raise EdgefleetError("disk full", "free space")
+    outcome = run.failed(failure.value, "2.0.0")
+    assert outcome.error.step == "upload" and outcome.error.kind == "EdgefleetError" and outcome.error.fix
+    assert outcome.after == "1.0.0"  # never activated: still on the old version
+    assert [(s.name, s.ok) for s in outcome.steps] == [("preflight", True), ("upload", False)]
+
+    run.activated_at = run.steps[0].started_at
+    with pytest.raises(StepFailed) as refused, run.step("health"):
+        raise DeviceRefused("refused", "fix the model")
+    assert run.failed(refused.value, "2.0.0").after == "1.0.0" and run.failed(refused.value, "2.0.0").refused_by_device
+    with pytest.raises(StepFailed) as crashed, run.step("health"):
+        raise RuntimeError("boom")
+    outcome = run.failed(crashed.value, "2.0.0")
+    assert outcome.after == "2.0.0" and outcome.error.kind == "unexpected RuntimeError"
