@@ -52,6 +52,10 @@ def test_full_rollout_moves_every_device_and_the_channel_then_a_repeat_sends_no_
     assert verdicts[0]["source"] == "monitor"
     assert verdicts[-1]["verdict"]["control"] == "before-activation"
     assert {m["name"] for m in verdicts[0]["verdict"]["metrics"]} >= {"latency", "errors", "class_mix_control"}
+    from prefect.artifacts import Artifact
+
+    artifact = Artifact.get("rollout-imagenet-1-1-0-canary")  # the verdict table, with a stable key
+    assert artifact is not None and "class_mix_control" in str(artifact.data)
 
     repeat = rollout(world.params(version="1.1.0", rollout_id="imagenet-1.1.0-again"))
     assert repeat.state == "completed" and repeat.done == 5 and repeat.bytes_transferred == 0
