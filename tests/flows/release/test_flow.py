@@ -244,13 +244,14 @@ def test_user_keras_model(make_params: MakeParams, tmp_path: Path) -> None:
 
     good = tmp_path / "good.keras"
     build_model(TrainingParams(input_size=32, small_cnn_filters=(8,)), classes=4, batch_size=None).save(good)
-    result = release_model(make_params(model="user-model", training={"keras_model": str(good)}))
+    result = release_model(make_params(model="user-model", source={"kind": "keras", "path": str(good)}))
     assert result.published and not result.training_cached and str(good) in result.report
+    assert result.origin.kind == "keras" and result.origin.dataset
 
     grey = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(4)])
     bad = tmp_path / "grey.h5"
     grey.save(bad)
-    params = make_params(model="user-model-bad", training={"keras_model": str(bad)})
+    params = make_params(model="user-model-bad", source={"kind": "keras", "path": str(bad)})
     with pytest.raises(ModelError, match=r"takes input \[None, 28, 28, 1\]") as caught:
         release_model(params)
     assert "training.input_size" in caught.value.fix
