@@ -258,6 +258,34 @@ def test_user_keras_model(make_params: MakeParams, tmp_path: Path) -> None:
     assert _registry(params).list_versions("user-model-bad") == []
 
 
+def test_transfer_learning_release_from_a_weights_file(make_params: MakeParams, tmp_path: Path) -> None:
+    """A MobileNetV1 backbone from a weights file, its last 2 blocks fine-tuned; new weights retrain."""
+    import keras
+
+    def write_backbone(seed: int) -> Path:
+        keras.utils.set_random_seed(seed)
+        backbone = keras.applications.MobileNet(
+            input_shape=(32, 32, 3), alpha=0.25, include_top=False, weights=None, pooling="avg"
+        )
+        path = tmp_path / "pretrained.weights.h5"
+        backbone.save_weights(path)
+        return path
+
+    weights = write_backbone(2)
+    params = make_params(
+        model="transfer",
+        training={"architecture": "mobilenet_v1", "mobilenet_alpha": 0.25, "weights": str(weights),
+                  "fine_tune": "last_blocks(2)", "epochs": 1},
+    )
+    result = release_model(params)
+    assert result.origin.kind == "trained" and f"from {weights} weights" in result.origin.note
+    assert "fine-tuned: last 2 blocks" in result.origin.note and "fine-tuned: last 2 blocks" in result.report
+    manifest = _registry(params).read_manifest("transfer", result.version).manifest
+    assert manifest.origin == result.origin and manifest.origin.dataset
+    write_backbone(3)  # other weights under the same name: the cached training must not be reused
+    assert not release_model(params).training_cached
+
+
 def test_development_key_is_created_and_said_so(make_params: MakeParams, tmp_path: Path) -> None:
     key_file = tmp_path / "keys" / "dev.key"
     params = make_params(model="dev-signed", signing={"key_file": None, "dev_key_file": str(key_file)})

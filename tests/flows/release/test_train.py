@@ -132,3 +132,47 @@ def test_default_training_stops_on_the_validation_split(tiny_dataset: Dataset) -
     assert trained.validation_accuracy is not None and 1 <= trained.best_epoch <= trained.epochs_run <= 3
     without = train(tiny_dataset, TrainingParams(epochs=2, small_cnn_filters=(8,), validation_fraction=0))
     assert without.validation_accuracy is None and without.epochs_run == 2
+
+
+def _keras_cache_file(keras_home: Path, alpha: float, corrupt: bool = False) -> Path:
+    """Puts a MobileNetV2 no-top weights file where Keras' ImageNet download caches it (legacy .h5 format, as
+    the real one is), so `weights: imagenet` takes its real loading path without a network."""
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_224_no_top.h5"  # 224: any size
+    path = keras_home / "models" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if corrupt:
+        path.write_bytes(b"not an HDF5 file")
+        return path
+    keras.utils.set_random_seed(5)
+    backbone = keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3), alpha=alpha, include_top=False, weights=None, pooling="avg"
+    )
+    with h5py.File(path, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, backbone)
+    return path
+
+
+def test_imagenet_weights_load_from_the_keras_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import keras
+    from keras.src.backend import config as keras_config
+
+    # $KERAS_HOME, as Keras read it at import time: where get_file looks for (and caches) downloads.
+    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path))
+    cached = _keras_cache_file(tmp_path, 0.35)
+    params = TrainingParams.model_validate({**MOBILENET, "weights": "imagenet"})
+    model = build_model(params, classes=4, batch_size=None)
+    reference = keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None, pooling="avg"
+    )
+    reference.load_weights(cached)
+    loaded = model.get_layer(BACKBONE_NAME).weights
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(loaded, reference.weights, strict=True))
+
+    _keras_cache_file(tmp_path, 0.35, corrupt=True)
+    with pytest.raises(ModelError, match="ImageNet weights of mobilenet_v2 .* could not be downloaded") as caught:
+        build_model(params, classes=4, batch_size=None)
+    assert "training.weights to its path" in caught.value.fix
