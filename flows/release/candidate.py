@@ -21,27 +21,12 @@ from edgefleet.flows.release.brought import check_can_evaluate
 from edgefleet.flows.release.compiler import CompileOutcome
 from edgefleet.flows.release.evaluate import Evaluation
 from edgefleet.flows.release.params import ReleaseParams, TrainingParams
+from edgefleet.flows.release.report import CandidateSummary
 
 CACHED_STATE_NAME = "Cached"
 NO_DATASET_NOTE = "no dataset: not evaluated, no accuracy gates, no reference distributions"
 
 Stage = Callable[[str], AbstractContextManager[None]]
-
-
-class CandidateSummary(NamedTuple):
-    """What the release report says about where the model and its figures come from."""
-
-    model_description: str
-    dataset_source: str | None
-    labels: tuple[str, ...]
-    train_count: int
-    eval_count: int
-    skipped_images: tuple[tuple[str, str], ...]
-    training_cached: bool
-
-    @property
-    def skipped_count(self) -> int:
-        return len(self.skipped_images)
 
 
 class Candidate(NamedTuple):

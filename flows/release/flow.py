@@ -19,6 +19,7 @@ fails a gate publishes nothing and fails with `GateFailed` after writing its rep
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import time
@@ -93,7 +94,9 @@ def _run_id() -> str:
     return uuid.uuid4().hex
 
 
-def _publish_artifacts(params: ReleaseParams, markdown: str, evaluation: Evaluation | None) -> None:
+def _publish_artifacts(
+    params: ReleaseParams, markdown: str, evaluation: Evaluation | None, has_float: bool = True
+) -> None:
     create_markdown_artifact(
         markdown,
         key=report_module.artifact_key(params.model, "report"),
@@ -101,7 +104,7 @@ def _publish_artifacts(params: ReleaseParams, markdown: str, evaluation: Evaluat
     )
     if evaluation is not None:
         create_table_artifact(
-            report_module.per_class_table(evaluation),
+            report_module.per_class_table(evaluation, has_float),
             key=report_module.artifact_key(params.model, "per-class-accuracy"),
             description=f"Held-out accuracy per class, float32 vs int8, of model {params.model}",
         )
@@ -127,7 +130,7 @@ def release_model(params: ReleaseParams) -> ReleaseResult:
 
     with _stage(timings, "plan"):
         plan = tasks.plan_release(params)
-    stage = lambda name: _stage(timings, name)  # noqa: E731 - the candidate builders time their own stages
+    stage = functools.partial(_stage, timings)  # the candidate builders time their own stages
     candidate: Candidate = (
         brought_candidate(params, stage) if params.brought else trained_candidate(params, stage, work_dir)
     )
@@ -171,7 +174,9 @@ def release_model(params: ReleaseParams) -> ReleaseResult:
             + "; ".join(f"{g.name}: {g.detail}" for g in failing)
             + ". Nothing was written to the registry."
         )
-        _publish_artifacts(params, render(False, outcome, None, None, "not signed"), evaluation)
+        _publish_artifacts(
+            params, render(False, outcome, None, None, "not signed"), evaluation, candidate.has_float
+        )
         raise GateFailed(
             f"release of {params.model} {plan.version} stopped by a gate: "
             + "; ".join(f"{g.name}: {g.detail}" for g in failing),
@@ -227,7 +232,10 @@ def release_model(params: ReleaseParams) -> ReleaseResult:
                     f"{error.message}"
                 )
                 _publish_artifacts(
-                    params, render(True, outcome, version_uri, None, built.signing_key), evaluation
+                    params,
+                    render(True, outcome, version_uri, None, built.signing_key),
+                    evaluation,
+                    candidate.has_float,
                 )
                 raise
         channel_uri = registry.describe(channel_key(params.model, params.channel))
@@ -241,7 +249,7 @@ def release_model(params: ReleaseParams) -> ReleaseResult:
     if evaluation is None:
         outcome += " Released without evaluation (no dataset): no accuracy gates were checked."
     markdown = render(True, outcome, version_uri, channel_uri, built.signing_key)
-    _publish_artifacts(params, markdown, evaluation)
+    _publish_artifacts(params, markdown, evaluation, candidate.has_float)
     logger.info("%s", outcome)
     return ReleaseResult(
         model=params.model,

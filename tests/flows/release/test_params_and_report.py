@@ -8,7 +8,6 @@ import pytest
 
 from edgefleet.device.contracts.manifest import CompilerReport, CpuOperation
 from edgefleet.device.errors import ConfigError
-from edgefleet.flows.release.candidate import CandidateSummary
 from edgefleet.flows.release.evaluate import ClassAccuracy, Evaluation, accuracy, per_class_accuracy
 from edgefleet.flows.release.params import (
     FineTuneHead,
@@ -19,6 +18,7 @@ from edgefleet.flows.release.params import (
     load_params,
 )
 from edgefleet.flows.release.report import (
+    CandidateSummary,
     ReportInputs,
     artifact_key,
     check_gates,
