@@ -1,4 +1,8 @@
-"""Build and train the float classifier with Keras 3 (TensorFlow backend), or load a user's trained model.
+"""Train the float classifier with Keras 3 (TensorFlow backend), or load a user's trained model.
+
+The architectures live in `backbones`. Training holds a validation share of the training split back for early
+stopping (the best epoch is kept), decays the learning rate along a cosine and shifts training images at
+random; a pretrained MobileNet backbone is frozen as `training.fine_tune` says.
 
 Models take real-valued RGB input, real = (pixel - mean) / std with the device runtime's normalization
 (`RuntimeConfig.input_mean/input_std`, pycoral's 128/128: [-1, 1]), so the int8 model's input quantization is
