@@ -16,7 +16,8 @@ Dense64, Adam 1e-3, batch 32: the textbook baseline) trained in the same run on 
 set, UCI handwritten digits (bundled with scikit-learn: 1,797 8x8 images, upscaled to 32x32 by the release's
 own loader; 1,437 training / 360 held-out), same epochs, several seeds; plus the default trainer without its
 schedule, validation split, early stopping and augmentation (what they add). On the demo shapes every trainer
-scores 100%, so they cannot tell trainers apart.
+scores 100%, so they cannot tell trainers apart. The previous default (before issue 15) is rebuilt in the bench
+for comparison.
 
 Section `transfer` (issue 15): transfer learning against training from scratch at the same epochs. A
 MobileNetV2 backbone is pretrained in the bench itself on digits 0-4 (ImageNet weights cannot be downloaded
@@ -193,6 +194,27 @@ def plain_keras(dataset, epochs: int, seed: int) -> float:
     return keras_accuracy(model, dataset)
 
 
+def previous_default(dataset, epochs: int, seed: int) -> float:
+    """The release's small_cnn as it was before issue 15, rebuilt here: a global-average-pooling head, Adam
+    3e-3 constant, batch 16, every training image fitted, no validation, no augmentation."""
+    import keras
+
+    from edgefleet.flows.release.train import to_real
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((DIGITS_SIZE, DIGITS_SIZE, 3))
+    x = inputs
+    for width in (32, 64, 96):
+        x = keras.layers.Conv2D(width, 3, padding="same", activation="relu")(x)
+        x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Softmax()(keras.layers.Dense(len(dataset.labels))(x))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    model.fit(to_real(dataset.train_x), dataset.train_y, epochs=epochs, batch_size=16, verbose=0)
+    return keras_accuracy(model, dataset)
+
+
 def _timed(function, *args) -> tuple[object, float]:
     started = time.perf_counter()
     value = function(*args)
@@ -210,7 +232,9 @@ def run_trainer(epochs: int, seeds: int) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="edgefleet-digits-") as temp:
         dataset = load_dataset(digits_folder(Path(temp)), DIGITS_SIZE, DIGITS_EVAL_FRACTION, 0)
-    runs: dict[str, list[tuple[float, float]]] = {"default": [], "default, bare": [], "plain Keras": []}
+    runs: dict[str, list[tuple[float, float]]] = {
+        "default": [], "default, bare": [], "previous default (GAP head)": [], "plain Keras": []
+    }
     for seed in range(seeds):
         bare = TrainingParams(
             epochs=epochs, seed=seed, validation_fraction=0, early_stopping_patience=0, lr_schedule="constant",
@@ -219,6 +243,7 @@ def run_trainer(epochs: int, seeds: int) -> dict:
         candidates = {
             "default": trainer(TrainingParams(epochs=epochs, seed=seed)),
             "default, bare": trainer(bare),
+            "previous default (GAP head)": lambda data, seed=seed: previous_default(data, epochs, seed),
             "plain Keras": lambda data, seed=seed: plain_keras(data, epochs, seed),
         }
         for name, fit in candidates.items():

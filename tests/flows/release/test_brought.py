@@ -196,3 +196,17 @@ def test_float_operations_spare_only_the_ssd_postprocessing() -> None:
         _op("QUANTIZE", ("float32",), ("int8",)),
     )
     assert [op.name for op in float_operations(ops)] == ["DEQUANTIZE", "SOFTMAX", "QUANTIZE"]
+
+
+def test_evaluation_set_renumbers_folders_to_the_model_ids() -> None:
+    from edgefleet.flows.release.brought import evaluation_set
+    from edgefleet.flows.release.dataset import Dataset
+
+    images = np.zeros((5, 4, 4, 3), np.uint8)
+    dataset = Dataset(
+        labels=("cat", "macaw"), train_x=images[:3], train_y=np.array([0, 1, 1]), eval_x=images[3:],
+        eval_y=np.array([0, 1]), fingerprint="f", source="/data",
+    )
+    held_out = evaluation_set(dataset, {0: "background", 1: "Macaw", 2: "dog", 3: "Cat"})
+    assert held_out.labels == ("background", "Macaw", "dog", "Cat") and len(held_out.train_y) == 0
+    assert held_out.eval_y.tolist() == [3, 1, 1, 3, 1]  # every image, as the model's class ids
