@@ -52,7 +52,8 @@ def small_cnn(inputs: keras.KerasTensor, classes: int, filters: tuple[int, ...])
     """Conv-ReLU-MaxPool blocks, flattened into a dense softmax head: all Edge TPU operations.
 
     The head sees where features are (Flatten), not only whether they are somewhere (global average
-    pooling): on digits, a global-average head loses 5-8 points of held-out accuracy (bench/release_bench.py).
+    pooling): on digits, a global-average head is 1-6 points worse and unstable across seeds
+    (bench/release_bench.py --section trainer).
     """
     x = inputs
     for block, width in enumerate(filters):
