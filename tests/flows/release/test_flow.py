@@ -11,7 +11,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from typer.testing import CliRunner
@@ -25,7 +25,7 @@ from edgefleet.flows.release.dataset import DatasetError, decode_image
 from edgefleet.flows.release.demo_dataset import generate_demo_dataset
 from edgefleet.flows.release.flow import GateFailed, release_model
 from edgefleet.flows.release.report import artifact_key
-from edgefleet.flows.release.tasks import move_channel
+from edgefleet.flows.release.tasks import move_channel, training_cache_key
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -258,6 +258,10 @@ def test_user_keras_model(make_params: MakeParams, tmp_path: Path) -> None:
     assert _registry(params).list_versions("user-model-bad") == []
 
 
+class _Fingerprint(NamedTuple):
+    fingerprint: str
+
+
 def test_transfer_learning_release_from_a_weights_file(make_params: MakeParams, tmp_path: Path) -> None:
     """A MobileNetV1 backbone from a weights file, its last 2 blocks fine-tuned; new weights retrain."""
     import keras
@@ -282,8 +286,11 @@ def test_transfer_learning_release_from_a_weights_file(make_params: MakeParams, 
     assert "fine-tuned: last 2 blocks" in result.origin.note and "fine-tuned: last 2 blocks" in result.report
     manifest = _registry(params).read_manifest("transfer", result.version).manifest
     assert manifest.origin == result.origin and manifest.origin.dataset
+    key = training_cache_key(None, {"dataset": _Fingerprint("d"), "split": params.dataset, "training": params.training})
     write_backbone(3)  # other weights under the same name: the cached training must not be reused
-    assert not release_model(params).training_cached
+    assert training_cache_key(
+        None, {"dataset": _Fingerprint("d"), "split": params.dataset, "training": params.training}
+    ) != key
 
 
 def test_development_key_is_created_and_said_so(make_params: MakeParams, tmp_path: Path) -> None:
