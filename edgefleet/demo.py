@@ -4,7 +4,7 @@ Starts the local stack (the official Pub/Sub emulator with the local twin of the
 model registry, simulated devices each with a real sshd and a real agent, the fleet monitor), releases a
 model trained on the built-in demo dataset, rolls it out, shows the fleet, releases a second version and
 rolls it out canary first behind the canary analysis, then releases a deliberately bad third version (a model
-trained on shuffled labels, released like any Keras model) that the canary analysis catches in the first wave
+trained on shuffled labels, released like any Keras model: `source: {kind: keras}`) that the canary analysis catches in the first wave
 and rolls back, shows the verdict and the fleet, then stops everything it started, also on Ctrl-C or failure.
 Needs nothing but the repository (no ../shared). It exits 0 when every step went as intended, the bad
 release's halt included.
@@ -208,8 +208,8 @@ class Demo:
             "model": self.settings.model, "version": version, "channel": channel,
             "registry": str(self.registry_dir), "work_dir": str(self.work / "release-work"),
             "dataset": {"source": "demo", "demo_samples_per_class": self.settings.samples_per_class},
-            "training": {"epochs": epochs, "seed": seed if seed is not None else int(not version.startswith("1.0")),
-                         **({"keras_model": str(keras_model)} if keras_model else {})},
+            "training": {"epochs": epochs, "seed": seed if seed is not None else int(not version.startswith("1.0"))},
+            **({"source": {"kind": "keras", "path": str(keras_model)}} if keras_model else {}),
             "compile": {"mode": "local"},
             "signing": {"dev_key_file": str(self.signing_key)},
         })

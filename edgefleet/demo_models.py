@@ -2,7 +2,7 @@
 
 It converts, quantizes, compiles and passes the device's smoke test like any model (its golden outputs are
 its own), so only the canary analysis can tell that it answers wrong: the demo releases it through the
-ordinary `training.keras_model` path (no fault switch in the release parameters) and shows the rollout's
+ordinary `source: {kind: keras, path}` release (no fault switch in the release parameters) and shows the rollout's
 first wave catch it.
 """
 

@@ -11,7 +11,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from typer.testing import CliRunner
@@ -25,7 +25,7 @@ from edgefleet.flows.release.dataset import DatasetError, decode_image
 from edgefleet.flows.release.demo_dataset import generate_demo_dataset
 from edgefleet.flows.release.flow import GateFailed, release_model
 from edgefleet.flows.release.report import artifact_key
-from edgefleet.flows.release.tasks import move_channel
+from edgefleet.flows.release.tasks import move_channel, training_cache_key
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -244,17 +244,53 @@ def test_user_keras_model(make_params: MakeParams, tmp_path: Path) -> None:
 
     good = tmp_path / "good.keras"
     build_model(TrainingParams(input_size=32, small_cnn_filters=(8,)), classes=4, batch_size=None).save(good)
-    result = release_model(make_params(model="user-model", training={"keras_model": str(good)}))
+    result = release_model(make_params(model="user-model", source={"kind": "keras", "path": str(good)}))
     assert result.published and not result.training_cached and str(good) in result.report
+    assert result.origin.kind == "keras" and result.origin.dataset
 
     grey = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(4)])
     bad = tmp_path / "grey.h5"
     grey.save(bad)
-    params = make_params(model="user-model-bad", training={"keras_model": str(bad)})
+    params = make_params(model="user-model-bad", source={"kind": "keras", "path": str(bad)})
     with pytest.raises(ModelError, match=r"takes input \[None, 28, 28, 1\]") as caught:
         release_model(params)
     assert "training.input_size" in caught.value.fix
     assert _registry(params).list_versions("user-model-bad") == []
+
+
+class _Fingerprint(NamedTuple):
+    fingerprint: str
+
+
+def test_transfer_learning_release_from_a_weights_file(make_params: MakeParams, tmp_path: Path) -> None:
+    """A MobileNetV1 backbone from a weights file, its last 2 blocks fine-tuned; new weights retrain."""
+    import keras
+
+    def write_backbone(seed: int) -> Path:
+        keras.utils.set_random_seed(seed)
+        backbone = keras.applications.MobileNet(
+            input_shape=(32, 32, 3), alpha=0.25, include_top=False, weights=None, pooling="avg"
+        )
+        path = tmp_path / "pretrained.weights.h5"
+        backbone.save_weights(path)
+        return path
+
+    weights = write_backbone(2)
+    params = make_params(
+        model="transfer",
+        training={"architecture": "mobilenet_v1", "mobilenet_alpha": 0.25, "weights": str(weights),
+                  "fine_tune": "last_blocks(2)", "epochs": 1},
+    )
+    result = release_model(params)
+    assert result.origin.kind == "trained" and f"from {weights} weights" in result.origin.note
+    assert "fine-tuned: last 2 blocks" in result.origin.note and "fine-tuned: last 2 blocks" in result.report
+    manifest = _registry(params).read_manifest("transfer", result.version).manifest
+    assert manifest.origin == result.origin and manifest.origin.dataset
+    key = training_cache_key(None, {"dataset": _Fingerprint("d"), "split": params.dataset, "training": params.training})
+    write_backbone(3)  # other weights under the same name: the cached training must not be reused
+    assert training_cache_key(
+        None, {"dataset": _Fingerprint("d"), "split": params.dataset, "training": params.training}
+    ) != key
 
 
 def test_development_key_is_created_and_said_so(make_params: MakeParams, tmp_path: Path) -> None:
