@@ -5,7 +5,8 @@ model registry, simulated devices each with a real sshd and a real agent, the fl
 model trained on the built-in demo dataset, rolls it out, shows the fleet, releases a second version and
 rolls it out canary first behind the canary analysis, then releases a deliberately bad third version (a model
 trained on shuffled labels, released like any Keras model: `source: {kind: keras}`) that the canary analysis
-catches in the first wave and rolls back, shows the verdict and the fleet, then stops everything it started, also on Ctrl-C or failure.
+catches in the first wave and rolls back, shows the verdict and the fleet, then stops everything it started,
+also on Ctrl-C or failure.
 Needs nothing but the repository (no ../shared). It exits 0 when every step went as intended, the bad
 release's halt included.
 

@@ -12,7 +12,7 @@ with thousands of samples) nor a big ratio of two small numbers (0.7 ms / 0.3 ms
 | errors               | Fisher exact vs control (binomial vs max)| error ratio above the control | max_error_ratio  |
 | swap failures        | count                                    |                               | max_swap_failures|
 | class mix vs X       | chi-square of homogeneity                | Jensen-Shannon divergence     |                  |
-| top-1 score vs X     | chi-square of homogeneity                | Jensen-Shannon divergence     |                  |
+| top-1 score vs X     | Mann-Whitney U (one-sided: lower)        | drop of the median score      |                  |
 | detections/frame vs X| chi-square of homogeneity (detectors)    | Jensen-Shannon divergence     |                  |
 
 Each metric passes, fails, or has not enough data. The verdict's score is passed / judged; it fails below
@@ -29,7 +29,7 @@ import numpy as np
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from edgefleet.device.contracts.distributions import Distributions, latency_bucket_mid_ms
+from edgefleet.device.contracts.distributions import SCORE_BUCKETS, Distributions, latency_bucket_mid_ms
 from edgefleet.flows.rollout.params import CanaryGate, MetricName
 from edgefleet.flows.rollout.verdict import ControlKind, Metric, Sample, Verdict
 
@@ -58,6 +58,10 @@ def mann_whitney_greater(canary: Mapping[int, int], control: Mapping[int, int]) 
     result = stats.mannwhitneyu(_expand(canary, float), _expand(control, float), alternative="greater",
                                 method="asymptotic")
     return float(result.pvalue)
+
+
+def score_bucket_mid(index: int) -> float:
+    return (index + 0.5) / SCORE_BUCKETS
 
 
 def divergence_test(a: Mapping[int, int], b: Mapping[int, int]) -> tuple[float, float]:
@@ -165,6 +169,36 @@ def divergence_metric(name: MetricName, canary_counts: Mapping[int, int], other_
                   result="fail" if failed else "pass", detail=f"chi-square p={pvalue:.3g}")
 
 
+def score_metric(name: MetricName, canary_counts: Mapping[int, int], other_counts: Mapping[int, int] | None,
+                 max_drop: float, gate: CanaryGate, *, reference: bool = False) -> Metric:
+    """A collapse of the top-1 scores: one-sided Mann-Whitney U (canary lower) AND a median drop over `max_drop`.
+
+    One-sided on purpose: a new model more confident than the old one is no regression.
+    """
+    test = "Mann-Whitney U (one-sided, lower)"
+    canary_n = sum(canary_counts.values())
+    other_n = sum(other_counts.values()) if other_counts is not None else 0
+    canary_median = histogram_median(canary_counts, score_bucket_mid)
+    other_median = histogram_median(other_counts or {}, score_bucket_mid)
+    canary_text = f"median {canary_median:.2f} (n={canary_n})" if canary_median is not None else f"n={canary_n}"
+    other_text = (f"median {other_median:.2f} (n={other_n})" if other_median is not None else f"n={other_n}") \
+        if other_counts is not None else "-"
+    if other_counts is None or (reference and other_n == 0):
+        return _no_data(name, gate, canary_text, other_text, test, "nothing to compare with", waiting=False)
+    if reference and other_n < gate.min_reference_samples:
+        return _no_data(name, gate, canary_text, other_text, test,
+                        f"reference of {other_n} images (< {gate.min_reference_samples})", waiting=False)
+    other_needed = gate.min_reference_samples if reference else gate.min_samples
+    if canary_n < gate.min_samples or other_n < other_needed:
+        return _no_data(name, gate, canary_text, other_text, test, f"fewer than {gate.min_samples} samples")
+    pvalue = mann_whitney_greater(other_counts, canary_counts)  # the other side higher = the canary lower
+    drop = (other_median or 0.0) - (canary_median or 0.0)
+    failed = pvalue < gate.alpha and drop > max_drop
+    return Metric(name=name, critical=name in gate.critical, canary=canary_text, control=other_text, test=test,
+                  statistic=pvalue, threshold=f"p<{gate.alpha:g} and drop>{max_drop:g}",
+                  result="fail" if failed else "pass", detail=f"median drop {drop:+.2f}")
+
+
 # --- the verdict ----------------------------------------------------------------------------------------
 def judge(canary: Sample, control: Sample | None, reference: Distributions | None, gate: CanaryGate, *,
           control_kind: ControlKind, behaviour_control: Sample | None = None,
@@ -187,11 +221,11 @@ def judge(canary: Sample, control: Sample | None, reference: Distributions | Non
         divergence_metric("class_mix_reference", canary.dist.class_counts(),
                           reference.class_counts() if reference else None, gate.max_reference_divergence, gate,
                           reference=True),
-        divergence_metric("score_control", canary.dist.score_counts(),
-                          behaviour.score_counts() if behaviour else None, gate.max_score_divergence, gate),
-        divergence_metric("score_reference", canary.dist.score_counts(),
-                          reference.score_counts() if reference else None, gate.max_reference_divergence, gate,
-                          reference=True),
+        score_metric("score_control", canary.dist.score_counts(),
+                     behaviour.score_counts() if behaviour else None, gate.max_score_drop, gate),
+        score_metric("score_reference", canary.dist.score_counts(),
+                     reference.score_counts() if reference else None, gate.max_reference_score_drop, gate,
+                     reference=True),
     ]
     if detector:
         metrics += [
@@ -220,8 +254,10 @@ def decide(metrics: Sequence[Metric], gate: CanaryGate, *, control: str, final: 
     score = sum(m.result == "pass" for m in judged) / len(judged) if judged else None
     common = {"score": score, "pass_score": gate.pass_score, "control": control, "metrics": tuple(metrics)}
     if critical_failed:
-        return Verdict(result="fail", halted_by=tuple(critical_failed), **common,
-                       reason=f"critical metric(s) failed: {', '.join(critical_failed)}")
+        others = [m.name for m in judged if m.result == "fail" and m.name not in critical_failed]
+        return Verdict(result="fail", halted_by=tuple(critical_failed + others), **common,
+                       reason=f"critical metric(s) failed: {', '.join(critical_failed)}"
+                              + (f"; also failed: {', '.join(others)}" if others else ""))
     if not final and any(_waiting_for(m) for m in metrics):
         waiting = [m.name for m in metrics if _waiting_for(m)]
         return Verdict(result="wait", **common, reason=f"waiting for data: {', '.join(waiting)}")

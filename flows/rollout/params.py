@@ -68,13 +68,16 @@ class CanaryGate(_Config):
     max_swap_failures: int = Field(default=0, ge=0, description="swap_failed + rollback events of the new version")
     max_class_divergence: float = Field(default=0.1, gt=0, le=1,
                                         description="Jensen-Shannon divergence (base 2) of the top-1 class mix")
-    max_score_divergence: float = Field(default=0.15, gt=0, le=1,
-                                        description="Jensen-Shannon divergence of the top-1 score histogram")
+    max_score_drop: float = Field(default=0.15, gt=0, le=1,
+                                  description="fall of the median top-1 score against the control (a confidence "
+                                              "collapse: wrong normalization, a miscompiled model)")
+    max_reference_score_drop: float = Field(default=0.25, gt=0, le=1,
+                                            description="the same against the release's held-out reference")
     max_reference_divergence: float = Field(
-        default=0.25, gt=0, le=1, description="the same divergences against the release's reference (field data "
+        default=0.25, gt=0, le=1, description="the same divergence against the release's reference (field data "
                                               "differs from a held-out split more than two devices differ)")
     pass_score: float = Field(default=0.75, gt=0, le=1, description="metrics passing / metrics judged, at least")
-    critical: tuple[MetricName, ...] = Field(default=("latency", "errors", "swap_failures"),
+    critical: tuple[MetricName, ...] = Field(default=("latency", "errors", "swap_failures", "score_control"),
                                              description="metrics that fail the verdict alone")
     timeout_s: float = Field(default=180.0, gt=0, description="longest wait for enough data after activation")
     control_lookback_s: float = Field(default=600.0, gt=0,

@@ -184,3 +184,9 @@ def test_a_small_reference_is_used_and_an_empty_one_does_not_make_the_verdict_wa
     assert next(m for m in verdict.metrics if m.name == "class_mix_reference").result == "pass"
     tiny = fleet_sample(rng, 5).dist
     assert judge(canary, None, tiny, GATE, control_kind="none").result == "pass"  # not judged, no waiting
+
+
+def test_a_more_confident_new_model_is_no_regression(rng: np.random.Generator) -> None:
+    old = fleet_sample(rng, 600, score_mean=0.6)
+    verdict = judge(fleet_sample(rng, 300, score_mean=0.95), old, old.dist, GATE, control_kind="concurrent")
+    assert verdict.result == "pass", verdict.reason
