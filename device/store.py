@@ -367,6 +367,20 @@ class ModelStore:
             (self.model_dir(model) / REFUSED_FILE).unlink(missing_ok=True)
         return count
 
+    # --- small per-model state files (pull mode's channel record) -------------------------------------
+
+    def read_model_file(self, model: str, name: str) -> bytes | None:
+        """The bytes of `models/<model>/<name>` (a hidden state file), or None when absent."""
+        try:
+            return (self.model_dir(model) / _state_name(name)).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write_model_file(self, model: str, name: str, data: bytes) -> None:
+        """Replaces `models/<model>/<name>` atomically, under the model's writer lock."""
+        with self._lock(model):
+            atomic_write_bytes(self.model_dir(model) / _state_name(name), data)
+
     @contextmanager
     def staging_dir(self) -> Iterator[Path]:
         """A temporary directory inside the store root (same file system), removed afterwards."""
@@ -457,6 +471,12 @@ def _checked_name(model: str) -> str:
         return check_name("model", model)
     except ValueError as error:
         raise StoreError(str(error), "use the model name from the release manifest") from None
+
+
+def _state_name(name: str) -> str:
+    if not name.startswith(".") or "/" in name or name in {".", ".."}:
+        raise StoreError(f"state file name {name!r} is not a hidden plain name", "use a name like .channel.json")
+    return name
 
 
 def _checked_version(version: str) -> str:

@@ -67,6 +67,11 @@ class RegistryConfig(_Section):
     uri: str | None = Field(default=None, description="gs://bucket[/prefix] or a local directory")
     channel: str = "stable"
     poll_interval_s: float = Field(default=30.0, gt=0)
+    require_signed_pointers: bool = Field(
+        default=False,
+        description="refuse unsigned (schema 1) channel pointers; set once every pipeline signs (an agent "
+        "refuses them on a channel anyway after it accepted a signed one there)",
+    )
 
     @field_validator("channel")
     @classmethod

@@ -245,8 +245,10 @@ class Agent:
             Registry.from_uri(self.config.registry.uri), self.store, self.config.model,
             self.config.registry.channel, self.config.public_key_path,
             interval_s=self.config.registry.poll_interval_s,
-            on_refusal=lambda result: self.telemetry.record_event("swap_failed", result.reason,
-                                                                  model_version=result.version),
+            on_refusal=lambda result: self.telemetry.record_event(
+                "error" if result.pointer_problem else "swap_failed", result.reason, model_version=result.version
+            ),
+            require_signed=self.config.registry.require_signed_pointers,
             on_thread_start=functools.partial(lower_thread_priority, self.config.swap.background_nice),
         )
         self._poller = poller

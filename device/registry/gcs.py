@@ -84,7 +84,7 @@ class GcsRegistry(Registry):
         client: storage.Client | None = None,
         options: RegistryOptions | None = None,
     ) -> None:
-        if not _BUCKET_NAME.match(bucket):
+        if not _BUCKET_NAME.fullmatch(bucket):
             raise RegistryError(
                 f"{bucket!r} is not a valid GCS bucket name",
                 "use gs://BUCKET[/PREFIX] with a bucket name of lowercase letters, digits, '-', '_' and '.'",

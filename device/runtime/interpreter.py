@@ -115,7 +115,7 @@ def check_device(device: str | None) -> str | None:
     """
     if device is None or device == "auto":
         return None
-    if device == "cpu" or _DEVICE_PATTERN.match(device):
+    if device == "cpu" or _DEVICE_PATTERN.fullmatch(device):
         return device
     raise ConfigError(
         f"unknown inference device {device!r}",
