@@ -221,7 +221,7 @@ def release_model(params: ReleaseParams) -> ReleaseResult:
                 golden,
             )
         with _stage(timings, "sign"):
-            built = tasks.sign_version(directory, manifest, params.signing)
+            built = tasks.sign_version(directory, manifest, params.signing, plan.registry_uri)
         with _stage(timings, "publish"):
             published = tasks.publish(plan.registry_uri, built)
     finally:
@@ -240,6 +240,7 @@ def release_model(params: ReleaseParams) -> ReleaseResult:
                     params.channel,
                     plan.channel_version_before,
                     f"{FLOW_NAME} {_run_id()}",
+                    params.signing,
                 )
             except EdgefleetError as error:
                 outcome = (

@@ -150,6 +150,12 @@ class SigningParams(_Config):
         "(created when missing)",
     )
     dev_key_file: str = Field(default=DEFAULT_DEV_KEY, description="Where the development key lives")
+    allow_development_key: bool = Field(
+        default=False, description="Let the development key sign for a gs:// registry (test buckets only)"
+    )
+    pointer_validity_days: float = Field(
+        default=14.0, gt=0, le=366, description="How long a signed channel pointer stays valid (re-signed before)"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> SigningParams:

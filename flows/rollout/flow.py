@@ -31,6 +31,7 @@ from edgefleet.device.errors import ConfigError, EdgefleetError
 from edgefleet.device.registry import Registry
 from edgefleet.flows.rollout.inventory import Inventory, load_inventory
 from edgefleet.flows.rollout.params import RolloutParams
+from edgefleet.flows.rollout.promote import promote_signed
 from edgefleet.flows.rollout.record import DeviceRecord, HaltInfo, RecordStore, RolloutRecord
 from edgefleet.flows.rollout.tasks import MonitorAccess, PreparedVersion, prepare_version, roll_device, rollback_device
 from edgefleet.flows.rollout.waves import plan_waves, wave_over_threshold
@@ -210,7 +211,8 @@ def rollout(params: RolloutParams) -> RolloutResult:
 
     record.state = "completed"
     if channel is not None and not record.channel_moved:
-        registry.promote(params.model, version, channel, by=f"rollout {rollout_id}")
+        promote_signed(registry, params.model, version, channel, params.signing, by=f"rollout {rollout_id}",
+                       downgrade=True)  # the rollout put this version on the devices on purpose
         record.channel_moved = True
         logger.info("channel %s of %s now names %s", channel, params.model, version)
     _publish(record, store)
