@@ -152,7 +152,7 @@ def open_store(path: Path, *, latency_window: int, count_bucket_s: float, create
     try:
         connection = sqlite3.connect(path, isolation_level="DEFERRED", check_same_thread=True)
         connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA synchronous=FULL")
         connection.execute("PRAGMA busy_timeout=10000")
         if create:
             connection.executescript(_SCHEMA)
