@@ -30,6 +30,7 @@ from edgefleet.device.agent.stats import LoopStats
 from edgefleet.device.agent.status import AgentStatus, write_status
 from edgefleet.device.agent.swap import ActiveModel, ModelSlot, ModelWatcher, lower_thread_priority
 from edgefleet.device.errors import EdgefleetError, ModelError
+from edgefleet.device.identity import load_or_create_device_key, sign_telemetry
 from edgefleet.device.runtime.interpreter import edgetpu_present
 from edgefleet.device.store import ModelStore
 from edgefleet.device.telemetry.health import read_health
@@ -70,7 +71,8 @@ class Agent:
         self.tpu_present = edgetpu_present()
         self.telemetry = telemetry or TelemetryService(
             config.telemetry, config.spool_path, config.device_id,
-            health_provider=functools.partial(read_health, tpu_present=self.tpu_present))
+            health_provider=functools.partial(read_health, tpu_present=self.tpu_present),
+            signer=functools.partial(sign_telemetry, load_or_create_device_key(config.root)))
         self.watcher = ModelWatcher(config, self.store, self.slot, self._model_event)
         self._source = source
         self._frames: queue.Queue[Frame] = queue.Queue(maxsize=config.queues.frames)
