@@ -39,6 +39,7 @@ from edgefleet.monitor.cloud_metrics import (
 )
 from edgefleet.monitor.config import MonitorConfig
 from edgefleet.monitor.errors import MonitorError
+from edgefleet.monitor.identity import FORGED_PREFIX, TelemetryVerifier
 from edgefleet.monitor.ingest import Outcome, Status, handle, record_malformed
 from edgefleet.monitor.query import device_statuses
 from edgefleet.monitor.store import FleetStore, commit, from_epoch, open_store, rollback
@@ -74,6 +75,7 @@ class MonitorReport:
     batches: int
     resubscribes: int
     metric_periods: int
+    unauthenticated: int = 0  # refused: unsigned, badly signed, or from a device with no key (in `malformed`)
 
 
 @dataclass
@@ -87,6 +89,7 @@ class _Tally:
     batches: int = 0
     resubscribes: int = 0
     metric_periods: int = 0
+    unauthenticated: int = 0
 
     def add(self, outcomes: Sequence[Outcome]) -> None:
         self.received += len(outcomes)
@@ -100,6 +103,7 @@ class _Tally:
                 self.duplicates += 1
             else:
                 self.malformed += 1
+                self.unauthenticated += outcome.reason.startswith(FORGED_PREFIX)
             self.lost += outcome.lost
 
     def report(self) -> MonitorReport:
@@ -137,7 +141,8 @@ class _Inbox:
         return batch
 
 
-def process_batch(store: FleetStore, batch: Sequence[Message], received_at: float) -> list[Outcome]:
+def process_batch(store: FleetStore, batch: Sequence[Message], received_at: float,
+                  verifier: TelemetryVerifier | None = None) -> list[Outcome]:
     """Applies `batch`, commits, then acks the committed and nacks the malformed.
 
     A transient store error (SQLite busy, locked, disk momentarily full) rolls the transaction back, nacks
@@ -145,11 +150,11 @@ def process_batch(store: FleetStore, batch: Sequence[Message], received_at: floa
     applying or committing (a message the store cannot take, a bug) rolls back and retries the batch message
     by message, each committed alone: only the message that fails alone is refused (counted as malformed,
     nacked, so Pub/Sub dead-letters it after the subscription's max delivery attempts), and every other
-    message is applied exactly once.
+    message is applied exactly once. With a `verifier`, a message whose signature does not hold is refused
+    the same way (counted as malformed with a reason starting `FORGED_PREFIX`).
     """
     try:
-        outcomes = [handle(store, message.data, message.message_id, message.attributes, received_at)
-                    for message in batch]
+        outcomes = [_handle(store, message, received_at, verifier) for message in batch]
         commit(store)
     except sqlite3.OperationalError:
         rollback(store)
@@ -160,16 +165,26 @@ def process_batch(store: FleetStore, batch: Sequence[Message], received_at: floa
         rollback(store)
         log.warning("a batch of %d messages failed to apply; retrying them one by one", len(batch),
                     exc_info=True)
-        return _one_by_one(store, batch, received_at)
+        return _one_by_one(store, batch, received_at, verifier)
     _settle(batch, outcomes)
     return outcomes
 
 
-def _one_by_one(store: FleetStore, batch: Sequence[Message], received_at: float) -> list[Outcome]:
+def _handle(store: FleetStore, message: Message, received_at: float, verifier: TelemetryVerifier | None) -> Outcome:
+    if verifier is not None and (problem := verifier.problem(message.data, message.attributes)) is not None:
+        device_id = message.attributes.get(ATTR_DEVICE_ID) or None
+        record_malformed(store, message.message_id, device_id, problem[:500], received_at)
+        log.warning("refused telemetry message %s: %s", message.message_id, problem)
+        return Outcome(Status.MALFORMED, device_id=device_id, reason=problem)
+    return handle(store, message.data, message.message_id, message.attributes, received_at)
+
+
+def _one_by_one(store: FleetStore, batch: Sequence[Message], received_at: float,
+                verifier: TelemetryVerifier | None) -> list[Outcome]:
     outcomes: list[Outcome] = []
     for index, message in enumerate(batch):
         try:
-            outcome = handle(store, message.data, message.message_id, message.attributes, received_at)
+            outcome = _handle(store, message, received_at, verifier)
             commit(store)
         except sqlite3.OperationalError:
             rollback(store)
@@ -245,6 +260,7 @@ class _Session:
     on_batch: Callable[[Sequence[Outcome]], None] | None
     metrics: _MetricsTick | None
     clock: Callable[[], float]
+    verifier: TelemetryVerifier | None = None
 
     def run(self) -> None:
         if self.stop_event.is_set():
@@ -300,7 +316,7 @@ class _Session:
     def _process(self, batch: list[Message]) -> None:
         if not batch:
             return
-        outcomes = process_batch(self.store, batch, self.clock())
+        outcomes = process_batch(self.store, batch, self.clock(), self.verifier)
         self.tally.add(outcomes)
         if self.metrics is not None:
             self.metrics.aggregator.record(outcomes)
@@ -376,7 +392,8 @@ def run_monitor(config: MonitorConfig, stop_event: threading.Event, *,
     if config.cloud_metrics.enabled:
         writer = CloudMetricsWriter(metrics_client, config.project, config.cloud_metrics)
         metrics = _MetricsTick(config, writer, PeriodAggregator(config.cloud_metrics.period_s, clock()), tally)
-    session = _Session(config, store, subscriber, path, stop_event, tally, on_batch, metrics, clock)
+    session = _Session(config, store, subscriber, path, stop_event, tally, on_batch, metrics, clock,
+                       TelemetryVerifier.from_config(config.identity))
 
     def before_resubscribe(state: tenacity.RetryCallState) -> None:
         tally.resubscribes += 1

@@ -87,6 +87,10 @@ CREATE TABLE IF NOT EXISTS malformed (
     message_id TEXT PRIMARY KEY, device_id TEXT, error TEXT NOT NULL, deliveries INTEGER NOT NULL,
     first_received REAL NOT NULL, last_received REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS device_epochs (
+    device_id TEXT NOT NULL, epoch INTEGER NOT NULL, base INTEGER NOT NULL,
+    PRIMARY KEY (device_id, epoch)
+);
 """
 
 
