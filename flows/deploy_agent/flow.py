@@ -258,8 +258,8 @@ def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgen
 @flow(name=FLOW_NAME)
 def deploy_agent(params: DeployAgentParams) -> list[DeployResult]:
     """Installs the device agent as a service on the target devices (see the module docstring)."""
-    logger = get_run_logger()
     release_key = release_public_key_text(params.public_key)  # before touching any device
+    logger = get_run_logger()
     inventory = load_inventory(params.inventory)
     devices = inventory.select(params.target.ids, params.target.tags)
     with tempfile.TemporaryDirectory(prefix="edgefleet-wheel-") as temp:
