@@ -30,6 +30,7 @@ from edgefleet.device.agent.stats import LoopStats
 from edgefleet.device.agent.status import AgentStatus, write_status
 from edgefleet.device.agent.swap import ActiveModel, ModelSlot, ModelWatcher, lower_thread_priority
 from edgefleet.device.errors import EdgefleetError, ModelError
+from edgefleet.device.fsutil import file_lock
 from edgefleet.device.identity import load_or_create_device_key, sign_telemetry
 from edgefleet.device.runtime.interpreter import edgetpu_present
 from edgefleet.device.store import ModelStore
@@ -40,6 +41,9 @@ if TYPE_CHECKING:  # pull mode's modules load only when a registry is configured
     from edgefleet.device.pull import ChannelPoller
 
 log = logging.getLogger(__name__)
+
+AGENT_LOCK_FILE = ".agent.lock"
+LOCK_MARGIN_S = 5.0
 
 QUEUE_POLL_S = 0.1  # how long a stage blocks on a queue before re-checking `stop`
 
@@ -201,7 +205,19 @@ class Agent:
 
     # --- lifecycle -----------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> int:
-        """Runs until `stop` is set or the frame source ends; returns the process exit code."""
+        """Runs until `stop` is set or the frame source ends; returns the process exit code.
+
+        Holds an exclusive lock on the agent root while it runs (two agents on one store and spool would
+        corrupt both); a predecessor still draining is waited for up to `drain_timeout_s` (and a bit).
+
+        Raises:
+            EdgefleetError: another agent runs on the same root.
+        """
+        with file_lock(self.config.root / AGENT_LOCK_FILE, timeout_s=self.config.drain_timeout_s + LOCK_MARGIN_S,
+                       what=f"agent root {self.config.root} (another edgefleet-agent runs on it)"):
+            return self._run(stop)
+
+    def _run(self, stop: threading.Event) -> int:
         self.telemetry.start()
         self.watcher.check_once()  # load the current model before the first frame, if there is one
         threads = [

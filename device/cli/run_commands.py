@@ -37,7 +37,11 @@ def run(
         raise cli_error(error) from error
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    raise typer.Exit(code=agent.run(stop))
+    try:
+        code = agent.run(stop)
+    except EdgefleetError as error:
+        raise cli_error(error) from error
+    raise typer.Exit(code=code)
 
 
 @app.command()
