@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 FAILURE_EVENTS = frozenset({"swap_failed", "rollback", "error"})
 RECOVERY_EVENTS = frozenset({"swap", "started"})
 _MAX_ERROR_TEXT = 500
+MAX_CLOCK_AHEAD_S = 300.0  # device time beyond the receive time plus this is taken as the receive time
 # Swaps and rollbacks name the version left in `Event.from_version`; agents from before that field only
 # wrote it into the detail, "<from version> -> <to version>" (a rollback's model_version is the restored one).
 _TRANSITION = re.compile(r"^\s*(\S+)\s*->\s*(\S+)\s*$")
@@ -200,6 +201,8 @@ def apply(store: FleetStore, message: TelemetryMessage, *, received_at: float | 
     """
     connection = store.connection
     when = to_epoch(message.time)
+    if received_at is not None:  # a device clock ahead of the monitor's is clamped (issue 11, finding 8)
+        when = min(when, received_at + MAX_CLOCK_AHEAD_S)
     received = when if received_at is None else received_at
     row = connection.execute("SELECT max_seq FROM devices WHERE device_id = ?", (message.device_id,)).fetchone()
     lost = 0
