@@ -329,6 +329,13 @@ def check_version_files(version_dir: str | os.PathLike[str], manifest: Manifest)
     """
     version_dir = Path(version_dir)
     listed = {entry.name for entry in manifest.files}
+    folders = sorted(entry.name for entry in os.scandir(version_dir) if entry.is_dir(follow_symlinks=False))
+    if folders:
+        raise VerificationError(
+            f"{version_dir} holds sub-folder(s) {', '.join(folders)} that its manifest does not list",
+            "a version directory holds exactly the files its manifest lists: remove the folder, or "
+            "download/install the version again",
+        )
     for name in version_files(version_dir):
         if name not in listed:
             raise VerificationError(

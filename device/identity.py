@@ -15,14 +15,12 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import stat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edgefleet.device.contracts.layout import ATTR_DEVICE_ID, ATTR_EPOCH, ATTR_SIGNATURE
-from edgefleet.device.errors import VerificationError
 from edgefleet.device.signing import (
     ED25519_SIGNATURE_BYTES,
     generate_keypair,
@@ -54,22 +52,11 @@ def load_or_create_device_key(root: str | os.PathLike[str]) -> Ed25519PrivateKey
         save_private_key(private_key, path)
         save_public_key(public_key, path.with_name("device.pub"), encoding="base64")
         return private_key
-    check_private_key_mode(path)
-    key = load_private_key(path)
+    key = load_private_key(path)  # refuses a key file readable by group or others
     public_path = path.with_name("device.pub")
     if not public_path.exists():
         save_public_key(key.public_key(), public_path, encoding="base64")
     return key
-
-
-def check_private_key_mode(path: Path) -> None:
-    """Refuses a private key file that its group or others can read or write (finding 16)."""
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise VerificationError(
-            f"private key file {path} is accessible by group or others (mode {mode:o})",
-            f"chmod 600 {path} (and consider the key exposed: replace it if others could read it)",
-        )
 
 
 def public_key_text(public_key: Ed25519PublicKey) -> str:
