@@ -102,6 +102,10 @@ class CompileParams(_Config):
     user: str | None = Field(default=None, description="ssh mode: user on the compile host")
     port: int = Field(default=22, ge=1, le=65535, description="ssh mode: SSH port")
     key_file: str | None = Field(default=None, description="ssh mode: private key file for the compile host")
+    known_hosts: str = Field(
+        default="~/.ssh/known_hosts",
+        description="ssh mode: known_hosts holding the compile host's key (unknown or changed keys are refused)",
+    )
     timeout_s: float = Field(default=600.0, gt=0, description="Longest a compilation may take")
     connect_timeout_s: float = Field(default=20.0, gt=0, description="ssh mode: connection timeout")
     require: bool = Field(

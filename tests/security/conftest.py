@@ -18,3 +18,12 @@ from tests.device.store.conftest import (  # noqa: F401 - fixtures re-exported f
     registry,
     store,
 )
+from tests.flows.conftest import (  # noqa: F401 - the release fixtures, for the compile host attack test
+    make_params,
+    shared_work_dir,
+    signing_keys,
+    ssh_compile_host,
+    standin_compiler,
+    tiny_converted,
+    tiny_int8,
+)
