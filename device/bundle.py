@@ -410,6 +410,20 @@ def verify_version_dir(
     return manifest
 
 
+def refuse_development_signed(manifest: Manifest, source: str) -> None:
+    """Refuses a manifest that says it was signed with a development key (agents set to refuse them).
+
+    Raises:
+        VerificationError: `manifest.signing.development` is set.
+    """
+    if manifest.signing is not None and manifest.signing.development:
+        raise VerificationError(
+            f"{source} ({manifest.model} {manifest.version}) is signed with a DEVELOPMENT key "
+            f"(key id {manifest.signing.key_id}) and this device refuses development-signed models",
+            "release it with the production signing key (signing.secret_block or signing.key_file)",
+        )
+
+
 def _read_signed_files(version_dir: Path) -> tuple[bytes, bytes]:
     contents = []
     for name in (MANIFEST_FILE, SIGNATURE_FILE):

@@ -30,7 +30,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgefleet.device.bundle import SIGNED_FILES, read_signed_manifest, sha256_bytes, verify_version_dir
+from edgefleet.device.bundle import (
+    SIGNED_FILES,
+    read_signed_manifest,
+    refuse_development_signed,
+    sha256_bytes,
+    verify_version_dir,
+)
 from edgefleet.device.contracts.layout import (
     CURRENT_POINTER,
     DEVICE_MODELS_DIR,
@@ -70,6 +76,9 @@ class StoreOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     lock_timeout_s: float = Field(default=30.0, gt=0, description="wait for another writer of the same model")
+    refuse_development_keys: bool = Field(
+        default=False, description="refuse versions whose manifest says a development key signed them"
+    )
 
 
 @dataclass(frozen=True)
@@ -224,6 +233,8 @@ class ModelStore:
         key = public_key if public_key is not None else self.public_key
         src_dir = Path(src_dir)
         manifest = verify_version_dir(src_dir, key)
+        if self.options.refuse_development_keys:
+            refuse_development_signed(manifest, str(src_dir))
         model_dir = self.model_dir(manifest.model)
         model_dir.mkdir(parents=True, exist_ok=True)
         with self._lock(manifest.model):
@@ -414,6 +425,8 @@ class ModelStore:
                 f"{', '.join(self.versions(model)) or 'none'}",
             )
         manifest = verify_version_dir(path, key, model=model, version=version)
+        if self.options.refuse_development_keys:
+            refuse_development_signed(manifest, str(path))
         return InstalledVersion(
             model, version, path, manifest, sha256_bytes((path / MANIFEST_FILE).read_bytes())
         )

@@ -33,7 +33,7 @@ from edgefleet.device.errors import EdgefleetError, ModelError
 from edgefleet.device.fsutil import file_lock
 from edgefleet.device.identity import load_or_create_device_key, sign_telemetry
 from edgefleet.device.runtime.interpreter import edgetpu_present
-from edgefleet.device.store import ModelStore
+from edgefleet.device.store import ModelStore, StoreOptions
 from edgefleet.device.telemetry.health import read_health
 from edgefleet.device.telemetry.service import TelemetryService
 
@@ -69,7 +69,8 @@ class Agent:
                  telemetry: TelemetryService | None = None) -> None:
         self.config = config
         config.root.mkdir(parents=True, exist_ok=True)
-        self.store = ModelStore(config.root, public_key=config.public_key_path)
+        self.store = ModelStore(config.root, public_key=config.public_key_path,
+                                options=StoreOptions(refuse_development_keys=config.refuse_development_keys))
         self.stats = LoopStats(config.status.latency_window)
         self.slot = ModelSlot()
         self.tpu_present = edgetpu_present()
