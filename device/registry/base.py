@@ -67,6 +67,17 @@ from edgefleet.device.signing import PublicKeyLike, decode_signature
 log = logging.getLogger(__name__)
 
 _KEY_PART = re.compile(r"^[A-Za-z0-9._=-]+$")
+MAX_MANIFEST_BYTES = 8 * 1024 * 1024
+"""A manifest larger than this is refused unread (real ones are kilobytes; golden outputs included)."""
+MAX_SIGNATURE_BYTES = 1024
+
+
+def too_large(what: str, size: int, max_bytes: int) -> VerificationError:
+    return VerificationError(
+        f"{what} is {size} bytes, more than the {max_bytes} expected: refused before downloading it",
+        "the registry object was replaced (or the manifest is wrong): re-publish the version and check who can "
+        "write to the registry",
+    )
 
 
 class RegistryOptions(BaseModel):
@@ -208,8 +219,15 @@ class Registry(ABC):
         """
 
     @abstractmethod
-    def _download(self, key: str, dest: Path) -> None:
-        """Copies one object to a local file (RegistryError when missing)."""
+    def _download(self, key: str, dest: Path, max_bytes: int | None = None) -> None:
+        """Copies one object to a local file (RegistryError when missing).
+
+        With `max_bytes`, an object larger than that is refused before it is downloaded (VerificationError).
+        """
+
+    @abstractmethod
+    def _read_bounded(self, key: str, max_bytes: int) -> bytes | None:
+        """The object's bytes (None when absent); an object over `max_bytes` is refused unread."""
 
     # --- versions ------------------------------------------------------------------------------------
 
@@ -246,8 +264,8 @@ class Registry(ABC):
             VerificationError: manifest.json or manifest.sig is malformed.
         """
         prefix = _version_prefix(model, version)
-        raw = self._read_bytes(f"{prefix}/{MANIFEST_FILE}")
-        signature_text = self._read_bytes(f"{prefix}/{SIGNATURE_FILE}")
+        raw = self._read_bounded(f"{prefix}/{MANIFEST_FILE}", MAX_MANIFEST_BYTES)
+        signature_text = self._read_bounded(f"{prefix}/{SIGNATURE_FILE}", MAX_SIGNATURE_BYTES)
         if raw is None or signature_text is None:
             raise RegistryError(
                 f"version {version} of model {model} is not published in {self.uri} "
@@ -282,9 +300,9 @@ class Registry(ABC):
         signed = self.read_manifest(model, version)
         prefix = _version_prefix(model, version)
         for entry in signed.manifest.files:
-            self._download(f"{prefix}/{entry.name}", dest / entry.name)
+            self._download(f"{prefix}/{entry.name}", dest / entry.name, entry.size)
         (dest / MANIFEST_FILE).write_bytes(signed.raw)
-        signature_text = self._read_bytes(f"{prefix}/{SIGNATURE_FILE}")
+        signature_text = self._read_bounded(f"{prefix}/{SIGNATURE_FILE}", MAX_SIGNATURE_BYTES)
         (dest / SIGNATURE_FILE).write_bytes(signature_text or b"")
         try:
             check_version_files(dest, signed.manifest)
