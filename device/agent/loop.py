@@ -86,6 +86,7 @@ class Agent:
         self._capture_done = threading.Event()
         self._inference_done = threading.Event()
         self._poller: ChannelPoller | None = None  # pull mode, when configured
+        self.bad_frames = 0  # frames that could not be prepared: skipped, counted
         self._started_at = datetime.now(UTC)
         self._state = "starting"
         self._last_error: str | None = None
@@ -105,7 +106,14 @@ class Agent:
                 if active is None:  # no model yet: nothing to prepare for
                     stop.wait(QUEUE_POLL_S)
                     continue
-                frame = Frame(image, active.engine.prepare(image), active.engine.info.input.shape)
+                try:
+                    frame = Frame(image, active.engine.prepare(image), active.engine.info.input.shape)
+                except (EdgefleetError, ValueError) as error:  # one bad frame is skipped and counted
+                    self.bad_frames += 1
+                    if self.bad_frames in (1, 10, 100) or self.bad_frames % 1000 == 0:
+                        log.warning("skipped a frame that cannot be prepared (%d so far): %s", self.bad_frames,
+                                    error)
+                    continue
                 while not stop.is_set():
                     try:
                         self._frames.put(frame, timeout=QUEUE_POLL_S)
