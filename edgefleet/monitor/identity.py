@@ -1,7 +1,7 @@
 """Whose telemetry the monitor accepts: each device signs its messages with its own key (issue 11).
 
 The fleet's device public keys come from the registry (`fleet/devices/<id>.json`, `edgefleet.device.fleetkeys`);
-they are re-read at most every `refresh_s` when a device the monitor does not know speaks. A message is
+they are re-read at most every `refresh_s` (a device added or removed counts from then on). A message is
 refused (counted, nacked, so Pub/Sub dead-letters it) when:
 - it claims a device the fleet has a key for, and is unsigned or not signed by that key;
 - it is signed but names a device the fleet has no key for;
@@ -98,8 +98,9 @@ class TelemetryVerifier:
     def _key(self, device_id: str) -> Ed25519PublicKey | None:
         with self._lock:
             now = self._clock()
+            # Re-read at most every refresh_s: new devices are learnt, removed (stolen) ones forgotten.
             due = self._loaded_at is None or now - self._loaded_at >= self.refresh_s
-            if device_id not in self._keys and due:
+            if due:
                 try:
                     self._keys = dict(self._load_keys())
                 except Exception:  # noqa: BLE001 - keep the keys we have; unknown devices wait for the next try

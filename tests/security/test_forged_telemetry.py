@@ -183,3 +183,15 @@ def test_corrupt_spool_restarts_seq_in_a_new_epoch_and_nothing_is_dropped_as_dup
     assert device_row(store, "cam-4")[:3] == (8, 8, 0)
     again = process_batch(store, fresh, 3.0, verifier)  # redelivered: now they are duplicates
     assert [o.status for o in again] == [Status.DUPLICATE] * 3
+
+
+def test_a_device_removed_from_the_fleet_is_refused_after_the_next_refresh(
+    tmp_path: Path, registry: LocalRegistry, store: FleetStore
+) -> None:
+    now = [0.0]
+    verifier = TelemetryVerifier(lambda: load_fleet_keys(registry), refresh_s=60.0, clock=lambda: now[0])
+    cam = Device(tmp_path / "cam-5", "cam-5", registry)
+    assert process_batch(store, cam.send(1), 1.0, verifier)[0].status is Status.APPLIED
+    (registry.root / "fleet" / "devices" / "cam-5.json").unlink()  # the device was stolen: revoke it
+    now[0] = 61.0
+    assert process_batch(store, cam.send(1), 2.0, verifier)[0].status is Status.MALFORMED
