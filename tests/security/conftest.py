@@ -27,3 +27,4 @@ from tests.flows.conftest import (  # noqa: F401 - the release fixtures, for the
     tiny_converted,
     tiny_int8,
 )
+from tests.monitor.conftest import monitor_config, telemetry_topic  # noqa: E402,F401 - the emulator topic
