@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgefleet.device.agent.config import AgentConfig
-from edgefleet.device.bundle import verify_version_dir
+from edgefleet.device.bundle import refuse_development_signed, verify_version_dir
 from edgefleet.device.contracts.layout import CURRENT_POINTER
 from edgefleet.device.contracts.manifest import Manifest
 from edgefleet.device.contracts.telemetry import ModelRef
@@ -85,6 +85,8 @@ def prepare_model(config: AgentConfig, installed: InstalledVersion) -> ActiveMod
     """
     public_key = load_public_key(config.public_key_path)
     manifest = verify_version_dir(installed.path, public_key)
+    if config.refuse_development_keys:
+        refuse_development_signed(manifest, str(installed.path))
     engine = open_for_manifest(installed.path, manifest, device=config.inference.device,
                                num_threads=config.inference.num_threads, top_k=config.inference.top_k,
                                score_threshold=config.inference.score_threshold)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edgefleet.device.configfile import read_yaml_mapping
 from edgefleet.device.contracts.layout import MONITOR_SUBSCRIPTION
 from edgefleet.device.errors import ConfigError, describe_validation_error
+from edgefleet.monitor.identity import IdentityConfig
 
 DEFAULT_STORE_PATH = Path("~/.edgefleet/fleet.sqlite")
 CONFIG_SECTION = "monitor"
@@ -89,6 +90,7 @@ class MonitorConfig(_Section):
     ingest: IngestConfig = IngestConfig()
     status: StatusRules = StatusRules()
     cloud_metrics: CloudMetricsConfig = CloudMetricsConfig()
+    identity: IdentityConfig = IdentityConfig()
 
     @field_validator("store_path")
     @classmethod

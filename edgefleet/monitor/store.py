@@ -95,6 +95,10 @@ CREATE TABLE IF NOT EXISTS malformed (
     message_id TEXT PRIMARY KEY, device_id TEXT, error TEXT NOT NULL, deliveries INTEGER NOT NULL,
     first_received REAL NOT NULL, last_received REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS device_epochs (
+    device_id TEXT NOT NULL, epoch INTEGER NOT NULL, base INTEGER NOT NULL,
+    PRIMARY KEY (device_id, epoch)
+);
 """
 
 
@@ -160,7 +164,7 @@ def open_store(path: Path, *, latency_window: int, count_bucket_s: float, create
     try:
         connection = sqlite3.connect(path, isolation_level="DEFERRED", check_same_thread=True)
         connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA synchronous=FULL")
         connection.execute("PRAGMA busy_timeout=10000")
         if create:
             connection.executescript(_SCHEMA)

@@ -207,7 +207,7 @@ def release_model(params: ReleaseParams) -> ReleaseResult:
                 origin=candidate.origin,
             )
         with _stage(timings, "sign"):
-            built = tasks.sign_version(directory, manifest, params.signing)
+            built = tasks.sign_version(directory, manifest, params.signing, plan.registry_uri)
         with _stage(timings, "publish"):
             published = tasks.publish(plan.registry_uri, built)
     finally:
@@ -226,6 +226,7 @@ def release_model(params: ReleaseParams) -> ReleaseResult:
                     params.channel,
                     plan.channel_version_before,
                     f"{FLOW_NAME} {_run_id()}",
+                    params.signing,
                 )
             except EdgefleetError as error:
                 outcome = (

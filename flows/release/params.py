@@ -257,6 +257,10 @@ class CompileParams(_Config):
     user: str | None = Field(default=None, description="ssh mode: user on the compile host")
     port: int = Field(default=22, ge=1, le=65535, description="ssh mode: SSH port")
     key_file: str | None = Field(default=None, description="ssh mode: private key file for the compile host")
+    known_hosts: str = Field(
+        default="~/.ssh/known_hosts",
+        description="ssh mode: known_hosts holding the compile host's key (unknown or changed keys are refused)",
+    )
     timeout_s: float = Field(default=600.0, gt=0, description="Longest a compilation may take")
     connect_timeout_s: float = Field(default=20.0, gt=0, description="ssh mode: connection timeout")
     require: bool = Field(
@@ -305,6 +309,12 @@ class SigningParams(_Config):
         "(created when missing)",
     )
     dev_key_file: str = Field(default=DEFAULT_DEV_KEY, description="Where the development key lives")
+    allow_development_key: bool = Field(
+        default=False, description="Let the development key sign for a gs:// registry (test buckets only)"
+    )
+    pointer_validity_days: float = Field(
+        default=14.0, gt=0, le=366, description="How long a signed channel pointer stays valid (re-signed before)"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> SigningParams:

@@ -13,6 +13,7 @@ import logging
 import shutil
 import subprocess
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -36,10 +37,12 @@ from edgefleet.device.contracts.manifest import (
     Metrics,
     Origin,
     Reference,
+    SigningInfo,
 )
 from edgefleet.device.errors import ConflictError, EdgefleetError
 from edgefleet.device.registry.base import PublishResult, Registry
 from edgefleet.device.runtime.adapters.labels import parse_labels
+from edgefleet.device.signing import key_id
 from edgefleet.flows.release import backbones as backbones_module
 from edgefleet.flows.release import brought as brought_module
 from edgefleet.flows.release import compiler as compiler_module
@@ -48,7 +51,7 @@ from edgefleet.flows.release import train as train_module
 from edgefleet.flows.release.dataset import Dataset, load_dataset
 from edgefleet.flows.release.demo_dataset import generate_demo_dataset
 from edgefleet.flows.release.evaluate import Evaluation, evaluate
-from edgefleet.flows.release.keys import public_key_path, resolve_signing_key
+from edgefleet.flows.release.keys import channel_signing_key, public_key_path, resolve_signing_key
 from edgefleet.flows.release.params import (
     DEFAULT_REGISTRY,
     CompileParams,
@@ -341,9 +344,15 @@ def write_version(
 
 
 @task(name="sign-manifest", cache_policy=NO_CACHE)
-def sign_version(directory: str, manifest: Manifest, signing: SigningParams) -> BuiltVersion:
-    """Signs the manifest (Ed25519) and writes manifest.json + manifest.sig beside the files."""
-    key = resolve_signing_key(signing)
+def sign_version(
+    directory: str, manifest: Manifest, signing: SigningParams, registry_uri: str | None = None
+) -> BuiltVersion:
+    """Signs the manifest (Ed25519) and writes manifest.json + manifest.sig beside the files; the manifest
+    names the key and whether it is the development key (refused for a gs:// `registry_uri` unless allowed)."""
+    key = resolve_signing_key(signing, registry_uri=registry_uri)
+    manifest = manifest.model_copy(
+        update={"signing": SigningInfo(key_id=key_id(key.private_key.public_key()), development=key.development)}
+    )
     signed: SignedManifest = write_signed_version(directory, manifest, key.private_key)
     public_file = None
     if not signing.secret_block:
@@ -420,12 +429,27 @@ def publish(registry_uri: str, built: BuiltVersion) -> PublishOutcome:
 
 @task(name="move-channel", cache_policy=NO_CACHE)
 def move_channel(
-    registry_uri: str, model: str, version: str, channel: str, expected_version: str | None, by: str
+    registry_uri: str,
+    model: str,
+    version: str,
+    channel: str,
+    expected_version: str | None,
+    by: str,
+    signing: SigningParams,
 ) -> ChannelPointer:
-    """Points `channel` at `version` by compare-and-swap, if nobody moved it since the release began.
+    """Points `channel` at `version` by compare-and-swap, if nobody moved it since the release began; the
+    pointer is signed with the release key (`signing`).
 
     Raises:
         ConflictError: another promotion changed the channel meanwhile (it is left as they set it).
     """
     registry = open_registry(registry_uri)
-    return registry.promote(model, version, channel, by=by, expected_version=expected_version)
+    return registry.promote(
+        model,
+        version,
+        channel,
+        by=by,
+        expected_version=expected_version,
+        signing_key=channel_signing_key(signing, registry_uri),
+        validity=timedelta(days=signing.pointer_validity_days),
+    )

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict
 
 from edgefleet.device.errors import ConfigError, EdgefleetError
 from edgefleet.device.registry import Registry
+from edgefleet.flows.release.keys import channel_signing_key
 from edgefleet.flows.rollout.inventory import Inventory, load_inventory
 from edgefleet.flows.rollout.judgement import WaveSubject, most_common
 from edgefleet.flows.rollout.params import RolloutParams
@@ -192,6 +193,8 @@ def rollout(params: RolloutParams) -> RolloutResult:
     registry = Registry.from_uri(params.registry)
     version = resolve_version(registry, params)
     channel = params.channel if params.version is not None else None
+    if channel is not None:  # the channel move at the end signs: a missing or refused key fails now, not then
+        channel_signing_key(params.signing, registry.uri)
     prepared = prepare_version(registry, params.model, version, Path(params.work_dir).expanduser(),
                                params.public_key)
     rollout_id = params.rollout_id or f"{params.model}-{version}"
@@ -266,7 +269,7 @@ def rollout(params: RolloutParams) -> RolloutResult:
 
     record.state = "completed"
     if channel is not None and not record.channel_moved:
-        move_channel_task(registry, params.model, version, channel, f"rollout {rollout_id}")
+        move_channel_task(registry, params.model, version, channel, params.signing, f"rollout {rollout_id}")
         record.channel_moved = True
         logger.info("channel %s of %s now names %s", channel, params.model, version)
     _publish(record, store)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edgefleet.device.configfile import read_yaml_mapping
 from edgefleet.device.contracts.layout import check_name, check_version
 from edgefleet.device.errors import ConfigError, describe_validation_error
+from edgefleet.flows.release.params import SigningParams
 
 MetricName = Literal["latency", "errors", "swap_failures", "class_mix_control", "class_mix_reference",
                      "score_control", "score_reference", "detections_control", "detections_reference"]
@@ -132,6 +133,8 @@ class RolloutParams(_Config):
     work_dir: str = Field(default=DEFAULT_WORK_DIR, description="downloaded versions are kept here")
     disk_headroom: float = Field(default=2.0, ge=1,
                                  description="free space needed on a device: version size times this")
+    signing: SigningParams = Field(default=SigningParams(),
+                                   description="the release key that signs the channel pointer when it is moved")
 
     @field_validator("model")
     @classmethod
@@ -178,6 +181,7 @@ class PromotionParams(_Config):
     max_error_ratio: float = Field(default=0.01, ge=0, le=1)
     max_swap_failures: int = Field(default=0, ge=0)
     stale_after_s: float = Field(default=120.0, gt=0, description="a device silent this long blocks promotion")
+    signing: SigningParams = Field(default=SigningParams(), description="the release key that signs the pointer")
 
     @field_validator("model", "from_channel", "to_channel")
     @classmethod

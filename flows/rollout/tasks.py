@@ -19,6 +19,7 @@ from edgefleet.device.bundle import verify_version_dir
 from edgefleet.device.contracts.manifest import Manifest
 from edgefleet.device.errors import EdgefleetError
 from edgefleet.device.registry import Registry
+from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.rollout import device as steps
 from edgefleet.flows.rollout.inventory import DeviceSpec, Inventory
 from edgefleet.flows.rollout.judgement import (
@@ -144,9 +145,13 @@ def ssh_status_reader(inventory: Inventory, model: str, version: str) -> Callabl
 
 
 @task(name="move-channel", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def move_channel_task(registry: Registry, model: str, version: str, channel: str, by: str) -> None:
-    """Points `channel` at `version` (compare-and-swap in the registry; idempotent, so retried)."""
-    registry.promote(model, version, channel, by=by)
+def move_channel_task(registry: Registry, model: str, version: str, channel: str, signing: SigningParams,
+                      by: str) -> None:
+    """Points `channel` at `version` with a signed pointer (compare-and-swap in the registry; idempotent, so
+    retried). The rollout put this version on the devices on purpose: a lower version is a signed downgrade."""
+    from edgefleet.flows.rollout.promote import promote_signed
+
+    promote_signed(registry, model, version, channel, signing, by=by, downgrade=True)
 
 
 @task(name="canary-judgement", cache_policy=NO_CACHE, task_run_name="canary-judgement wave {wave}")

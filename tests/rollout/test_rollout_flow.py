@@ -154,10 +154,12 @@ def test_scheduled_promotion_waits_for_the_healthy_time_then_promotes(world):
     from edgefleet.flows.rollout.promote import promote_canary
 
     registry = world.releases.registry
-    registry.promote(MODEL, "1.4.0", "canary", by="test")  # every device runs 1.4.0 since the last test
+    registry.promote(MODEL, "1.4.0", "canary", by="test", signing_key=world.releases.private_key,
+                     downgrade=True)  # every device runs 1.4.0 since the last test
     stable_before = registry.read_channel(MODEL, "stable").pointer
     common = {"inventory": str(world.fleet.inventory_path), "registry": str(world.releases.registry_dir),
-              "model": MODEL, "monitor_config": str(world.monitor_config), "min_inferences": 5}
+              "model": MODEL, "monitor_config": str(world.monitor_config), "min_inferences": 5,
+              "signing": {"key_file": str(world.releases.private_key_path)}}
 
     waiting = promote_canary(PromotionParams(**common, healthy_for_s=3600))
     assert not waiting.promoted and waiting.version == "1.4.0"

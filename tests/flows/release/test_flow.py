@@ -305,26 +305,28 @@ def test_development_key_is_created_and_said_so(make_params: MakeParams, tmp_pat
     assert "existing" in again.signing_key
 
 
-def _promoting_compiler(tmp_path: Path, standin: Path, registry: str) -> Path:
+def _promoting_compiler(tmp_path: Path, standin: Path, registry: str, signing_key: Path) -> Path:
     """A compiler wrapper that, while "compiling", promotes 1.0.0 to canary as a concurrent operator would."""
     script = tmp_path / "edgetpu_compiler"
     edgefleet = Path(sys.executable).with_name("edgefleet")
     script.write_text(
         f'#!/bin/sh\n"{edgefleet}" registry promote racy 1.0.0 --channel canary --registry '
-        f'"{registry}" >&2 || exit 99\nexec "{standin}" "$@"\n'
+        f'"{registry}" --signing-key "{signing_key}" >&2 || exit 99\nexec "{standin}" "$@"\n'
     )
     script.chmod(0o755)
     return script
 
 
 def test_channel_moved_meanwhile_is_not_overwritten(
-    make_params: MakeParams, standin_compiler: Path, tmp_path: Path
+    make_params: MakeParams, standin_compiler: Path, tmp_path: Path, signing_keys: tuple[Path, Path]
 ) -> None:
     params = make_params(model="racy", channel="stable")
     release_model(params)  # 1.0.0, channel stable (canary untouched)
     racing = make_params(
         model="racy",
-        compile={"compiler": str(_promoting_compiler(tmp_path, standin_compiler, params.registry))},
+        compile={
+            "compiler": str(_promoting_compiler(tmp_path, standin_compiler, params.registry, signing_keys[0]))
+        },
     )
     with pytest.raises(ConflictError, match="somebody else changed it"):
         release_model(racing)
@@ -350,7 +352,7 @@ def test_concurrent_promotions_one_wins(
         barrier.wait(timeout=30)
         try:
             outcomes[version] = move_channel.fn(
-                params.registry, "contended", version, "prod", None, f"t-{version}"
+                params.registry, "contended", version, "prod", None, f"t-{version}", params.signing
             )
         except ConflictError as error:
             outcomes[version] = error
@@ -418,6 +420,8 @@ def test_cli_release_and_registry_commands(
             "none",
             "--registry",
             params.registry,
+            "--signing-key",
+            str(signing_keys[0]),
         ],
     )
     assert promoted.exit_code == 0, promoted.output
@@ -434,6 +438,8 @@ def test_cli_release_and_registry_commands(
             "0.9.0",
             "--registry",
             params.registry,
+            "--signing-key",
+            str(signing_keys[0]),
         ],
     )
     assert refused.exit_code == 2
