@@ -36,8 +36,8 @@ def print_verdicts(record: object, console: Console | None = None) -> None:
     console = console or Console()
     for title, rows in record.verdict_tables():  # type: ignore[attr-defined]
         table = Table(title=title, title_justify="left")
-        for column in VERDICT_COLUMNS:
-            table.add_column(column)
+        for column in VERDICT_COLUMNS:  # metric names whole: they are what a halt names
+            table.add_column(column, no_wrap=column == "metric")
         for row in rows:
             style = "red" if row["result"] == "fail" else ("dim" if row["result"] == "nodata" else None)
             table.add_row(*(row[column] for column in VERDICT_COLUMNS), style=style)
