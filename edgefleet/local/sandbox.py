@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from rich.console import Console
 
 from edgefleet.device.errors import EdgefleetError
 from edgefleet.local.sandbox_deployments import (
@@ -45,6 +46,7 @@ log = logging.getLogger("edgefleet.sandbox")
 SUMMARY_TITLE = "edgefleet sandbox"
 UI_URL_LABEL = "Prefect UI:"
 DOWN_WAIT_S = 90.0
+console = Console(highlight=False, soft_wrap=True)
 
 
 class SandboxError(EdgefleetError):
@@ -336,27 +338,27 @@ def up(settings: SandboxSettings) -> int:
         signal.signal(signum, _interrupt)
     leftovers = down(settings.workdir)
     if leftovers:
-        print(f"stopped what an earlier sandbox left running: {', '.join(leftovers)}", flush=True)
+        console.print(f"stopped what an earlier sandbox left running: {', '.join(leftovers)}")
     started = time.monotonic()
     sandbox = Sandbox(settings)
     status = 0
     try:
         sandbox.start()
-        print(f"\n== {SUMMARY_TITLE}: ready in {time.monotonic() - started:.0f} s ==\n{sandbox.summary()}\n",
+        console.print(f"\n== {SUMMARY_TITLE}: ready in {time.monotonic() - started:.0f} s ==\n{sandbox.summary()}\n",
               flush=True)
         while True:
             sandbox.check_alive()
             time.sleep(settings.poll_interval_s)
     except KeyboardInterrupt:
-        print("stopping the sandbox...", flush=True)
+        console.print("stopping the sandbox...")
     except EdgefleetError as error:
-        print(f"sandbox failed: {error.message}\nfix: {error.fix}\nstopping the sandbox...", flush=True)
+        console.print(f"sandbox failed: {error.message}\nfix: {error.fix}\nstopping the sandbox...", markup=False)
         status = 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         sandbox.stop()
-    print("Stopped.", flush=True)
+    console.print("Stopped.")
     return status
 
 
@@ -381,13 +383,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.command == "down":
         killed = down(args.workdir.resolve())
-        print(f"sandbox stopped{' (killed: ' + ', '.join(killed) + ')' if killed else ''}")
+        console.print(f"sandbox stopped{' (killed: ' + ', '.join(killed) + ')' if killed else ''}")
         return 0
     try:
         settings = SandboxSettings(workdir=args.workdir.resolve(), devices=args.devices, port=args.port,
                                    release_epochs=args.release_epochs, run_schedules=not args.no_schedules)
     except ValueError as error:
-        print(f"bad sandbox setting: {error}", file=sys.stderr)
+        Console(stderr=True).print(f"bad sandbox setting: {error}", markup=False)
         return 2
     return up(settings)
 

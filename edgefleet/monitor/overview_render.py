@@ -67,7 +67,7 @@ def _histogram_markdown(title: str, versions: tuple[VersionStats, ...], attr: st
     totals = [sum(h) or 1 for h in histograms]
     for index in buckets:
         cells = [f"{text_bar(h[index] / t, 1.0)} {h[index] / t:.0%}" if h[index] else ""
-                 for h, t in zip(histograms, totals)]
+                 for h, t in zip(histograms, totals, strict=True)]
         lines.append(f"| {label(index)} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
@@ -114,7 +114,8 @@ def _legend(names: tuple[str, ...]) -> str:
 def _axes(y_max: float, y_label: str, x_labels: list[tuple[float, str]]) -> str:
     plot_w, plot_h = CHART_W - 2 * MARGIN, CHART_H - 2 * MARGIN
     parts = [f'<line x1="{MARGIN}" y1="{MARGIN + plot_h}" x2="{MARGIN + plot_w}" y2="{MARGIN + plot_h}" '
-             'stroke="#888"/>', f'<line x1="{MARGIN}" y1="{MARGIN}" x2="{MARGIN}" y2="{MARGIN + plot_h}" stroke="#888"/>',
+             'stroke="#888"/>',
+             f'<line x1="{MARGIN}" y1="{MARGIN}" x2="{MARGIN}" y2="{MARGIN + plot_h}" stroke="#888"/>',
              f'<text x="{MARGIN - 6}" y="{MARGIN + 4}" text-anchor="end">{escape(y_label.format(y_max))}</text>',
              f'<text x="{MARGIN - 6}" y="{MARGIN + plot_h}" text-anchor="end">0</text>']
     for x, label in x_labels:
