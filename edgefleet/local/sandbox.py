@@ -345,7 +345,7 @@ def up(settings: SandboxSettings) -> int:
     try:
         sandbox.start()
         console.print(f"\n== {SUMMARY_TITLE}: ready in {time.monotonic() - started:.0f} s ==\n{sandbox.summary()}\n",
-              flush=True)
+                      markup=False)
         while True:
             sandbox.check_alive()
             time.sleep(settings.poll_interval_s)
