@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: setup demo test test-fast bench lint ui sandbox sandbox-down clean
+.PHONY: setup demo test test-fast bench lint ui sandbox sandbox-down sandbox-bad-model clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,9 @@ sandbox: setup
 
 sandbox-down:
 	$(PY) -m edgefleet.local.sandbox down
+
+sandbox-bad-model: setup
+	$(PY) -m edgefleet.local.sandbox bad-model
 
 bench: setup
 	$(PY) -m bench

@@ -46,6 +46,7 @@ log = logging.getLogger("edgefleet.sandbox")
 SUMMARY_TITLE = "edgefleet sandbox"
 UI_URL_LABEL = "Prefect UI:"
 DOWN_WAIT_S = 90.0
+BAD_MODEL_SAMPLES, BAD_MODEL_EPOCHS = 80, 6  # as `make demo`'s bad release
 console = Console(highlight=False, soft_wrap=True)
 
 
@@ -279,6 +280,7 @@ class Sandbox:
             "In the UI: Deployments > release-model > Run, then rollout > Run (the canary channel's version);",
             f"  promote-canary runs every {s.promote_every_s} s (healthy_for_s {s.healthy_for_s:g}); "
             "Artifacts show the rollout verdicts and the fleet overview.",
+            "A bad release the canary halts: `make sandbox-bad-model` prints a Keras model path for release-model.",
             "Look at the fleet (source .venv/bin/activate):",
             f"  edgefleet fleet status --config {config}",
             f"  edgefleet fleet status --config {config} --html {s.overview_html}",
@@ -374,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--no-schedules", action="store_true", help="promote-canary / fleet-overview not scheduled")
     stop = sub.add_parser("down", help="stop a running sandbox (or what a killed one left)")
     stop.add_argument("--workdir", type=Path, default=defaults.workdir)
+    bad = sub.add_parser("bad-model", help="train a deliberately bad Keras model (shuffled labels) and print "
+                                           "its path, for release-model's training.keras_model")
+    bad.add_argument("--workdir", type=Path, default=defaults.workdir)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "paramiko", "prefect"):
@@ -381,6 +386,17 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if args.command == "bad-model":
+        from edgefleet.demo_models import train_shuffled_labels_model
+        from edgefleet.flows.release.params import TrainingParams
+
+        path = train_shuffled_labels_model(args.workdir.resolve() / "bad-model", BAD_MODEL_SAMPLES, BAD_MODEL_EPOCHS)
+        console.print(f"a model trained on shuffled labels (it converts, compiles and passes the device's smoke "
+                      f"test, but answers wrong): {path}\nIn release-model's form: Training > Keras Model = that "
+                      f"path, Input Size = {TrainingParams().input_size}, Channel empty; then run rollout with "
+                      "Version = the released version: the canary analysis halts it in the first wave",
+                      markup=False)
+        return 0
     if args.command == "down":
         killed = down(args.workdir.resolve())
         console.print(f"sandbox stopped{' (killed: ' + ', '.join(killed) + ')' if killed else ''}")
