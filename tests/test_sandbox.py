@@ -112,3 +112,23 @@ def test_down_after_a_crash_kills_the_recorded_processes_and_nothing_else(tmp_pa
         for process in (leftover, bystander):
             process.kill()
             process.wait()
+
+
+def test_a_dead_device_sshd_is_named_by_the_watch(tmp_path: Path) -> None:
+    """A part that dies (here a device's sshd) is named, so the sandbox can say so and stop the rest."""
+    from edgefleet.local.fleet import SimulatedFleet
+    from edgefleet.local.sandbox import Sandbox, SandboxError
+
+    sandbox = Sandbox(SandboxSettings(workdir=tmp_path, devices=1))
+    sandbox.fleet = SimulatedFleet(tmp_path / "fleet", 2)
+    sandbox.fleet.start()
+    try:
+        sandbox.check_alive()  # all up: nothing to say
+        sandbox.fleet.devices["sim-2"].sshd.kill()
+        sandbox.fleet.devices["sim-2"].sshd.wait()
+        with pytest.raises(SandboxError) as caught:
+            sandbox.check_alive()
+        assert "sim-2" in caught.value.message and "sshd.log" in caught.value.fix
+    finally:
+        sandbox.stop()
+    assert all(device.sshd is None for device in sandbox.fleet.devices.values())

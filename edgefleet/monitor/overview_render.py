@@ -66,6 +66,8 @@ def _histogram_markdown(title: str, versions: tuple[VersionStats, ...], attr: st
              "|---|" + "---|" * len(versions)]
     totals = [sum(h) or 1 for h in histograms]
     for index in buckets:
+        if not any(h[index] for h in histograms):
+            continue
         cells = [f"{text_bar(h[index] / t, 1.0)} {h[index] / t:.0%}" if h[index] else ""
                  for h, t in zip(histograms, totals, strict=True)]
         lines.append(f"| {label(index)} | " + " | ".join(cells) + " |")
