@@ -85,6 +85,7 @@ class Sandbox:
         self.emulator: Any = None
         self.fleet: Any = None
         self.monitor_run_id: str | None = None
+        self._next_monitor_check = 0.0
 
     # --- start ------------------------------------------------------------------------------------
     def start(self) -> Sandbox:
@@ -223,6 +224,23 @@ class Sandbox:
         if self.ui is not None:
             self.ui.check_alive()
 
+    def check_monitor(self) -> None:
+        """Says once (a warning) when the fleet-monitor run has ended: the sandbox goes on, the user re-runs it."""
+        now = time.monotonic()
+        if self.monitor_run_id is None or now < self._next_monitor_check:
+            return
+        self._next_monitor_check = now + self.settings.monitor_check_s
+        try:
+            with self._client() as client:
+                run = client.read_flow_run(self.monitor_run_id)
+        except Exception as error:  # noqa: BLE001 - a busy server: ask again next time (check_alive watches it)
+            log.debug("reading the fleet-monitor run: %s", error)
+            return
+        if run.state is not None and run.state.is_final():
+            log.warning("the fleet-monitor run %s ended (%s): telemetry is not ingested; run fleet-monitor again "
+                        "from the UI (%s/runs/flow-run/%s)", run.name, run.state.name, self.ui.ui_url, run.id)
+            self.monitor_run_id = None
+
     def stop(self) -> None:
         """Stops everything it started (agents, worker and its runs, server, devices, emulator); safe twice."""
         if self.fleet is not None:
@@ -334,8 +352,23 @@ def _interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def running_sandbox(workdir: Path) -> int | None:
+    """The pid of a sandbox running on `workdir` (recorded and alive), else None."""
+    try:
+        main = int(json.loads((workdir / "sandbox.json").read_text()).get("pid") or 0)
+    except (OSError, ValueError, AttributeError):
+        return None
+    alive = main and main != os.getpid() and _alive(main) and "edgefleet.local.sandbox" in _cmdline(main)
+    return main if alive else None
+
+
 def up(settings: SandboxSettings) -> int:
     """Starts the sandbox, prints the summary, watches it until Ctrl-C/SIGTERM or a part stops."""
+    other = running_sandbox(settings.workdir)
+    if other is not None:
+        console.print(f"a sandbox already runs on {settings.workdir} (pid {other})\nfix: use it (its summary is "
+                      "in its terminal), or stop it first: make sandbox-down", markup=False)
+        return 1
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _interrupt)
     leftovers = down(settings.workdir)
@@ -350,6 +383,7 @@ def up(settings: SandboxSettings) -> int:
                       markup=False)
         while True:
             sandbox.check_alive()
+            sandbox.check_monitor()
             time.sleep(settings.poll_interval_s)
     except KeyboardInterrupt:
         console.print("stopping the sandbox...")

@@ -50,6 +50,8 @@ class SandboxSettings(BaseModel):
     deploy_agent_timeout_s: float = Field(default=600.0, gt=0, description="the deploy-agent run, all devices")
     monitor_ready_timeout_s: float = Field(default=120.0, gt=0, description="fleet-monitor run creates its store")
     poll_interval_s: float = Field(default=1.0, gt=0, description="the watch loop's period")
+    monitor_check_s: float = Field(default=15.0, gt=0, description="how often the watch asks the API about the "
+                                                                   "fleet-monitor run")
     stop_timeout_s: float = Field(default=20.0, gt=0, description="SIGTERM, then SIGKILL after this long")
 
     @property

@@ -205,6 +205,13 @@ def test_release_and_rollout_from_the_ui_reach_every_device(sandbox: SandboxProc
 
     _show(browser, f"{sandbox.ui_url}/artifacts/artifact/{verdict.id}", "PASS", "sandbox-canary-verdict.png")
 
+    # The fleet overview page the summary points at: the new version on every device, drawn.
+    page = sandbox.workdir / "fleet-overview.html"
+    subprocess.run([sys.executable, "-m", "edgefleet.cli", "fleet", "status", "--config",
+                    str(sandbox.workdir / "monitor.yaml"), "--html", str(page)], check=True, capture_output=True)
+    assert f'data-version="{version}"' in page.read_text()
+    _show(browser, page.as_uri(), "Top-1 score distribution", "sandbox-fleet-overview.png")
+
 
 def _show(browser: Any, url: str, text: str, screenshot: str) -> None:
     """Opens `url`, waits until the page shows `text`, saves a screenshot."""
