@@ -1,6 +1,6 @@
 """`make sandbox` as a user drives it: the sandbox started as a subprocess (`python -m edgefleet.local.sandbox
 up`), a real headless Chromium driven by Selenium (Debian's chromium-driver) submits `release-model` from
-the deployment's run form, then `rollout` the same way; both run on the sandbox's worker. Then every
+the deployment's run form (typing a field), then `rollout` the same way; both run on the sandbox's worker. Then every
 simulated device runs the new version, the rollout's canary verdict artifact is there (and renders), and
 Ctrl-C stops every process of the sandbox. Screenshots go to test-artifacts/e2e/.
 
@@ -39,6 +39,7 @@ UI_URL_LABEL = "Prefect UI:"
 CHROMEDRIVER_CANDIDATES = ("/usr/bin/chromedriver", "chromedriver")
 CHROMIUM = "/usr/bin/chromium"
 WINDOW = "1440,1100"
+SOURCE_COMMIT = "e2e5a4db0c"  # typed into the release form, found in the published manifest
 
 
 @dataclass
@@ -138,8 +139,28 @@ def _run_ids(sandbox: SandboxProcess, deployment_id: Any) -> set[str]:
     return {str(run.id) for run in runs}
 
 
-def _submit_run_form(browser: Any, sandbox: SandboxProcess, deployment: str, screenshot: str) -> str:
-    """Opens the deployment's run form in the UI, submits it as it stands, returns the new flow run's id."""
+def _fill_text(browser: Any, label: str, value: str) -> None:
+    """Types `value` into the form's optional text field `label` (switching its str/None choice to str)."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    section = (f"//*[normalize-space()='{label} (Optional)']"
+               "/ancestor::*[.//button[normalize-space()='str']][1]")
+    browser.find_element(By.XPATH, f"{section}//button[normalize-space()='str']").click()
+    # The field re-renders as a text input: find it again once it is there.
+    wait = WebDriverWait(browser, PAGE_TIMEOUT_S,
+                         ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
+    field = wait.until(lambda b: b.find_element(By.XPATH, f"({section}//input | {section}//textarea)[1]"))
+    field.send_keys(value)
+    wait.until(lambda b: b.find_element(By.XPATH, f"({section}//input | {section}//textarea)[1]")
+               .get_attribute("value") == value)
+
+
+def _submit_run_form(browser: Any, sandbox: SandboxProcess, deployment: str, screenshot: str,
+                     text_fields: dict[str, str] | None = None) -> str:
+    """Opens the deployment's run form in the UI, fills `text_fields` (label -> value), submits it, returns
+    the new flow run's id."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as conditions
     from selenium.webdriver.support.ui import WebDriverWait
@@ -149,6 +170,9 @@ def _submit_run_form(browser: Any, sandbox: SandboxProcess, deployment: str, scr
     before = _run_ids(sandbox, found.id)
     browser.get(f"{sandbox.ui_url}/deployments/deployment/{found.id}/run")
     wait = WebDriverWait(browser, PAGE_TIMEOUT_S)
+    wait.until(conditions.element_to_be_clickable((By.XPATH, "//button[@type='submit']")))
+    for label, value in (text_fields or {}).items():
+        _fill_text(browser, label, value)
     submit = wait.until(conditions.element_to_be_clickable((By.XPATH, "//button[@type='submit']")))
     assert submit.text.strip() == "Submit"
     browser.execute_script("arguments[0].scrollIntoView()", submit)
@@ -179,11 +203,16 @@ def test_release_and_rollout_from_the_ui_reach_every_device(sandbox: SandboxProc
     from edgefleet.device.registry import Registry
     from edgefleet.device.store import ModelStore
 
-    release_id = _submit_run_form(browser, sandbox, "release-model", "sandbox-release-form.png")
+    release_id = _submit_run_form(browser, sandbox, "release-model", "sandbox-release-form.png",
+                                  {"Source Commit": SOURCE_COMMIT})
     release = _wait_for_run(sandbox, release_id)
     assert release.state.is_completed(), release.state
     assert release.work_pool_name == "edgefleet-process" and release.infrastructure_pid  # ran on the worker
-    version = Registry.from_uri(str(sandbox.workdir / "registry")).read_channel(MODEL, "canary").pointer.version
+    assert release.parameters["params"]["source_commit"] == SOURCE_COMMIT  # what was typed into the form
+    registry = sandbox.workdir / "registry"
+    version = Registry.from_uri(str(registry)).read_channel(MODEL, "canary").pointer.version
+    manifest = json.loads((registry / "models" / MODEL / version / "manifest.json").read_text())
+    assert manifest["source_commit"] == SOURCE_COMMIT
 
     rollout_id = _submit_run_form(browser, sandbox, "rollout", "sandbox-rollout-form.png")
     rollout = _wait_for_run(sandbox, rollout_id)
