@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: setup demo test test-fast bench lint ui clean
+.PHONY: setup demo test test-fast bench lint ui sandbox sandbox-down sandbox-bad-model clean
 
 setup: $(VENV)/.installed
 
@@ -26,6 +26,18 @@ test-fast: setup
 
 ui: setup
 	$(VENV)/bin/edgefleet ui
+
+# A local fleet driven from the Prefect UI, until Ctrl-C or `make sandbox-down` (SANDBOX_DEVICES=5 for more).
+SANDBOX_DEVICES ?= 3
+SANDBOX_ARGS ?=
+sandbox: setup
+	SANDBOX_DEVICES=$(SANDBOX_DEVICES) $(PY) -m edgefleet.local.sandbox up $(SANDBOX_ARGS)
+
+sandbox-down:
+	$(PY) -m edgefleet.local.sandbox down
+
+sandbox-bad-model: setup
+	$(PY) -m edgefleet.local.sandbox bad-model
 
 bench: setup
 	$(PY) -m bench

@@ -55,6 +55,29 @@ def _open(config: Path | None, db: Path | None):
     return settings, open_fleet_store(settings, create=False)
 
 
+def main_model(result) -> str | None:
+    """The model most devices run now (ties: the first by name), None when no device runs one."""
+    counts: dict[str, int] = {}
+    for entry in result.versions:
+        if entry.model_name:
+            counts[entry.model_name] = counts.get(entry.model_name, 0) + entry.devices
+    return min(counts, key=lambda name: (-counts[name], name)) if counts else None
+
+
+def _write_overview(store, result, model: str | None, now: datetime, path: Path) -> None:
+    from edgefleet.monitor.overview import fleet_overview
+    from edgefleet.monitor.overview_render import to_html
+
+    chosen = model or main_model(result)
+    if chosen is None:
+        raise EdgefleetError("no device reports a model yet, so there is no overview to draw",
+                             "roll a model out first, or name one with --model")
+    try:
+        path.write_text(to_html(fleet_overview(store, result, chosen, now)))
+    except OSError as error:
+        raise EdgefleetError(f"cannot write {path}: {error.strerror}", "pass a writable path to --html") from error
+
+
 @app.command()
 def status(
     as_json: bool = typer.Option(False, "--json", help="print the fleet status as JSON"),
@@ -64,6 +87,10 @@ def status(
                                                                     "is listed as silent"),
     config: Path = typer.Option(None, "--config", "-c", help="monitor YAML"),
     db: Path = typer.Option(None, "--db", help="fleet state SQLite file"),
+    html: Path = typer.Option(None, "--html", help="also write the fleet overview (versions over time, latency "
+                                                   "and score distributions per version) to this HTML file"),
+    model: str = typer.Option(None, "--model", help="the model of the --html overview (default: the model "
+                                                    "most devices run)"),
 ) -> None:
     """Every device: model version, backend, last seen, latency, fps, CPU temperature, healthy/stale/failing."""
     from edgefleet.monitor.query import fleet_status
@@ -72,12 +99,16 @@ def status(
     _positive("--silent-after", silent_after)
     try:
         settings, store = _open(config, db)
+        now = datetime.fromtimestamp(time.time()).astimezone()
         with store:
-            result = fleet_status(store, stale_after or settings.status.stale_after_s,
-                                  datetime.fromtimestamp(time.time()).astimezone(),
+            result = fleet_status(store, stale_after or settings.status.stale_after_s, now,
                                   silent_after_s=silent_after, rules=settings.status)
+            if html is not None:
+                _write_overview(store, result, model, now, html)
     except EdgefleetError as error:
         raise cli_error(error) from error
+    if html is not None:
+        stderr.print(f"wrote the fleet overview to {html}", highlight=False, soft_wrap=True)
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
         return

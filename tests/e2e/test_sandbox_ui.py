@@ -1,0 +1,278 @@
+"""`make sandbox` as a user drives it: the sandbox started as a subprocess (`python -m edgefleet.local.sandbox
+up`), a real headless Chromium driven by Selenium (Debian's chromium-driver) submits `release-model` from
+the deployment's run form (typing a field), then `rollout` the same way; both run on the sandbox's worker. Then every
+simulated device runs the new version, the rollout's canary verdict artifact is there (and renders), and
+Ctrl-C stops every process of the sandbox. Screenshots go to test-artifacts/e2e/.
+
+Lean on purpose (the CI budget): two devices, one release with the sandbox's defaults, one rollout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import ARTIFACTS_DIR, processes_with_home
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+DEVICES = 2
+MODEL = "shapes"
+START_TIMEOUT_S = 420.0
+RUN_TIMEOUT_S = 600.0
+STOP_TIMEOUT_S = 120.0
+PAGE_TIMEOUT_S = 60.0
+POLL_S = 1.0
+UI_URL_LABEL = "Prefect UI:"
+CHROMEDRIVER_CANDIDATES = ("/usr/bin/chromedriver", "chromedriver")
+CHROMIUM = "/usr/bin/chromium"
+WINDOW = "1440,1100"
+SOURCE_COMMIT = "e2e5a4db0c"  # typed into the release form, found in the published manifest
+
+
+@dataclass
+class SandboxProcess:
+    process: subprocess.Popen
+    workdir: Path
+    ui_url: str
+    stdout_path: Path
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.ui_url}/api"
+
+
+def _ui_url(path: Path) -> str | None:
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith(UI_URL_LABEL):
+            return line.removeprefix(UI_URL_LABEL).strip()
+    return None
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
+    """The sandbox, started as `make sandbox` starts it (own workdir, any free port, no schedules)."""
+    workdir = tmp_path_factory.mktemp("sandbox")
+    stdout_path = workdir.parent / f"{workdir.name}.out"
+    with open(stdout_path, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "edgefleet.local.sandbox", "up", "--workdir", str(workdir), "--port", "0",
+             "--devices", str(DEVICES), "--no-schedules"],
+            cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "COLUMNS": "200"})
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while (ui_url := _ui_url(stdout_path)) is None:
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the sandbox did not start (status {process.poll()}):\n"
+                            f"{stdout_path.read_text(errors='replace')[-4000:]}")
+            time.sleep(POLL_S)
+        yield SandboxProcess(process, workdir, ui_url, stdout_path)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        from edgefleet.local.sandbox import down
+
+        down(workdir)  # whatever a failed run left
+        logs = ARTIFACTS_DIR / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for path in (stdout_path, *sorted((workdir / "prefect" / "logs").glob("*.log"))):
+            if path.is_file():
+                shutil.copy2(path, logs / f"sandbox-{path.name}")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium under Selenium, or a skip saying what to install."""
+    driver_path = next((found for c in CHROMEDRIVER_CANDIDATES if (found := shutil.which(c))), None)
+    if driver_path is None or not Path(CHROMIUM).exists():
+        pytest.skip("Chromium and its driver are not installed (Debian: apt-get install -y chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--window-size={WINDOW}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_page_load_timeout(PAGE_TIMEOUT_S)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _screenshot(browser: Any, name: str) -> None:
+    ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS_DIR / name))
+
+
+def _client(sandbox: SandboxProcess):
+    from prefect.client.orchestration import SyncPrefectClient
+
+    return SyncPrefectClient(sandbox.api_url)
+
+
+def _run_ids(sandbox: SandboxProcess, deployment_id: Any) -> set[str]:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with _client(sandbox) as client:
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+    return {str(run.id) for run in runs}
+
+
+def _fill_text(browser: Any, label: str, value: str) -> None:
+    """Types `value` into the form's optional text field `label` (switching its str/None choice to str)."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    section = (f"//*[normalize-space()='{label} (Optional)']"
+               "/ancestor::*[.//button[normalize-space()='str']][1]")
+    browser.find_element(By.XPATH, f"{section}//button[normalize-space()='str']").click()
+    # The field re-renders as a text input: find it again once it is there.
+    wait = WebDriverWait(browser, PAGE_TIMEOUT_S,
+                         ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
+    field = wait.until(lambda b: b.find_element(By.XPATH, f"({section}//input | {section}//textarea)[1]"))
+    field.send_keys(value)
+    wait.until(lambda b: b.find_element(By.XPATH, f"({section}//input | {section}//textarea)[1]")
+               .get_attribute("value") == value)
+
+
+def _submit_run_form(browser: Any, sandbox: SandboxProcess, deployment: str, screenshot: str,
+                     text_fields: dict[str, str] | None = None) -> str:
+    """Opens the deployment's run form in the UI, fills `text_fields` (label -> value), submits it, returns
+    the new flow run's id."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with _client(sandbox) as client:
+        found = client.read_deployment_by_name(f"{deployment}/{deployment}")
+    before = _run_ids(sandbox, found.id)
+    browser.get(f"{sandbox.ui_url}/deployments/deployment/{found.id}/run")
+    wait = WebDriverWait(browser, PAGE_TIMEOUT_S)
+    wait.until(conditions.element_to_be_clickable((By.XPATH, "//button[@type='submit']")))
+    for label, value in (text_fields or {}).items():
+        _fill_text(browser, label, value)
+    submit = wait.until(conditions.element_to_be_clickable((By.XPATH, "//button[@type='submit']")))
+    assert submit.text.strip() == "Submit"
+    browser.execute_script("arguments[0].scrollIntoView()", submit)
+    _screenshot(browser, screenshot)
+    submit.click()
+    # The UI creates the run and goes back to the deployment's runs.
+    wait.until(conditions.url_contains("tab=Runs"))
+    new = wait.until(lambda _: _run_ids(sandbox, found.id) - before)
+    assert len(new) == 1, new
+    return new.pop()
+
+
+def _wait_for_run(sandbox: SandboxProcess, run_id: str) -> Any:
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    with _client(sandbox) as client:
+        while True:
+            run = client.read_flow_run(run_id)
+            if run.state is not None and run.state.is_final():
+                return run
+            assert sandbox.process.poll() is None, sandbox.stdout_path.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, f"flow run {run.name} not finished after {RUN_TIMEOUT_S:.0f} s"
+            time.sleep(POLL_S)
+
+
+def test_release_and_rollout_from_the_ui_reach_every_device(sandbox: SandboxProcess, browser: Any) -> None:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from edgefleet.device.registry import Registry
+    from edgefleet.device.store import ModelStore
+
+    release_id = _submit_run_form(browser, sandbox, "release-model", "sandbox-release-form.png",
+                                  {"Source Commit": SOURCE_COMMIT})
+    release = _wait_for_run(sandbox, release_id)
+    assert release.state.is_completed(), release.state
+    assert release.work_pool_name == "edgefleet-process" and release.infrastructure_pid  # ran on the worker
+    assert release.parameters["params"]["source_commit"] == SOURCE_COMMIT  # what was typed into the form
+    registry = sandbox.workdir / "registry"
+    version = Registry.from_uri(str(registry)).read_channel(MODEL, "canary").pointer.version
+    manifest = json.loads((registry / "models" / MODEL / version / "manifest.json").read_text())
+    assert manifest["source_commit"] == SOURCE_COMMIT
+
+    rollout_id = _submit_run_form(browser, sandbox, "rollout", "sandbox-rollout-form.png")
+    rollout = _wait_for_run(sandbox, rollout_id)
+    assert rollout.state.is_completed(), rollout.state
+    _show(browser, f"{sandbox.ui_url}/runs/flow-run/{rollout_id}", "Completed", "sandbox-rollout-run.png")
+
+    roots = sorted((sandbox.workdir / "fleet").glob("sim-*/agent-root"))
+    assert len(roots) == DEVICES
+    assert {root.parent.name: ModelStore(root).pointer(MODEL, "current") for root in roots} == {
+        f"sim-{n}": version for n in range(1, DEVICES + 1)}
+
+    key = "rollout-" + f"{MODEL}-{version}".replace(".", "-") + "-canary"
+    with _client(sandbox) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    assert artifacts, f"no artifact {key}"
+    verdict = artifacts[0]
+    assert verdict.type == "table" and str(verdict.flow_run_id) == rollout_id
+    assert "latency" in json.dumps(verdict.data)
+
+    _show(browser, f"{sandbox.ui_url}/artifacts/artifact/{verdict.id}", "PASS", "sandbox-canary-verdict.png")
+
+    # The fleet overview page the summary points at: the new version on every device, drawn.
+    page = sandbox.workdir / "fleet-overview.html"
+    subprocess.run([sys.executable, "-m", "edgefleet.cli", "fleet", "status", "--config",
+                    str(sandbox.workdir / "monitor.yaml"), "--html", str(page)], check=True, capture_output=True)
+    assert f'data-version="{version}"' in page.read_text()
+    _show(browser, page.as_uri(), "Top-1 score distribution", "sandbox-fleet-overview.png")
+
+
+def _show(browser: Any, url: str, text: str, screenshot: str) -> None:
+    """Opens `url`, waits until the page shows `text`, saves a screenshot."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url)
+    WebDriverWait(browser, PAGE_TIMEOUT_S).until(lambda b: text in b.find_element(By.TAG_NAME, "body").text)
+    _screenshot(browser, screenshot)
+
+
+def test_ctrl_c_stops_every_part_of_the_sandbox(sandbox: SandboxProcess) -> None:
+    """Last: Ctrl-C (SIGINT to the process group, as a terminal sends it) stops the sandbox and all it started."""
+    state = json.loads((sandbox.workdir / "sandbox.json").read_text())
+    recorded = [*state["pids"].values(), *state["groups"].values()]
+    agents = [int(Path(p).read_text()) for p in state["agent_pid_files"] if Path(p).exists()]
+    assert len(agents) == DEVICES and all(_alive(pid) for pid in recorded + agents)
+    os.killpg(sandbox.process.pid, signal.SIGINT)
+    assert sandbox.process.wait(timeout=STOP_TIMEOUT_S) == 0, sandbox.stdout_path.read_text(errors="replace")[-3000:]
+    assert "Stopped." in sandbox.stdout_path.read_text()
+    assert [pid for pid in recorded + agents if _alive(pid)] == []
+    assert processes_with_home(sandbox.workdir / "prefect") == []
+    assert not (sandbox.workdir / "sandbox.json").exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for every purpose but its parent's wait().
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
