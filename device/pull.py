@@ -17,7 +17,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -345,7 +345,7 @@ class ChannelPoller:
         with self._lock:
             counters = self._counters
             counters.polls += 1
-            counters.last_poll_at = datetime.now(UTC)
+            counters.last_poll_at = datetime.now(timezone.utc)
             if result is not None:
                 counters.last_result = result
                 counters.changes += result.changed

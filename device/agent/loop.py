@@ -19,7 +19,7 @@ import os
 import queue
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -79,7 +79,7 @@ class Agent:
         self._capture_done = threading.Event()
         self._inference_done = threading.Event()
         self._poller: ChannelPoller | None = None  # pull mode, when configured
-        self._started_at = datetime.now(UTC)
+        self._started_at = datetime.now(timezone.utc)
         self._state = "starting"
         self._last_error: str | None = None
 
@@ -171,7 +171,7 @@ class Agent:
         active = self._active
         return AgentStatus(
             device_id=self.config.device_id, pid=os.getpid(), state=self._state, started_at=self._started_at,
-            updated_at=datetime.now(UTC),
+            updated_at=datetime.now(timezone.utc),
             model=active.manifest.model if active else self.config.model,
             version=active.version if active else None,
             variant=active.engine.variant if active else None,

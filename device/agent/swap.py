@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from edgefleet.device.agent.config import AgentConfig
 from edgefleet.device.bundle import verify_version_dir
@@ -109,7 +110,7 @@ def lower_thread_priority(increment: int) -> None:
         log.debug("could not lower the priority of thread %d: %s", thread_id, error)
 
 
-EventSink = Callable[[str, str, str | None, str | None], None]  # (kind, detail, model_version, from_version)
+EventSink = Callable[[str, str, Optional[str], Optional[str]], None]  # (kind, detail, model_version, from_version)
 
 
 class ModelWatcher:

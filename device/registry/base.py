@@ -30,10 +30,12 @@ import re
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
-from types import EllipsisType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+if TYPE_CHECKING:
+    from types import EllipsisType  # Python 3.10+
 
 from edgefleet.device.bundle import (
     SIGNED_FILES,
