@@ -132,7 +132,8 @@ class Agent:
                     frame = self._frames.get(timeout=QUEUE_POLL_S)
                 except queue.Empty:
                     self._swap_if_offered()
-                    if self._capture_done.is_set() or stop.is_set():
+                    # Only once capture has ended: a frame it queued after `stop` is still inferred (drained).
+                    if self._capture_done.is_set():
                         break
                     continue
                 active = self._swap_if_offered()
