@@ -184,6 +184,7 @@ class Agent:
                         or telemetry.last_error),
             spool_depth=telemetry.depth, spool_dropped=telemetry.dropped,
             telemetry_published=telemetry.published, results_overflow=telemetry.queue_dropped,
+            edgetpu_unavailable=self.watcher.edgetpu_unavailable,
         )
 
     def _poll_error(self) -> str | None:

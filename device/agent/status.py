@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgefleet.device.errors import EdgefleetError
 
@@ -39,6 +39,8 @@ class AgentStatus(BaseModel):
     spool_dropped: int = 0
     telemetry_published: int = 0
     results_overflow: int = 0
+    edgetpu_unavailable: str | None = Field(
+        default=None, description="why the Edge TPU is not used though one was wanted (probe outcome), if so")
 
 
 def write_status(path: Path, status: AgentStatus) -> None:
