@@ -39,6 +39,9 @@ TPU_GROUPS = ("plugdev", "apex")
 UDEV_RULE_DIRS = ("/etc/udev/rules.d", "/lib/udev/rules.d", "/usr/lib/udev/rules.d")
 # Checks whose failure means "no usable Edge TPU": they block a rollout only where the TPU is required.
 TPU_CHECKS = frozenset({"libedgetpu", "edgetpu_devices", "device_permissions"})
+# Failures a rollout goes on with: telemetry waits in the spool, the health gate falls back to the agent's
+# status over SSH (and an SSH session often lacks the service's Pub/Sub environment).
+NEVER_BLOCKING = frozenset({"pubsub"})
 
 
 class Check(BaseModel):
@@ -56,6 +59,7 @@ class DoctorReport(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     checks: tuple[Check, ...]
+    tpu_required: bool = Field(default=False, description="the agent's inference.require_edgetpu")
 
     @property
     def failed(self) -> tuple[Check, ...]:
@@ -76,8 +80,9 @@ class DoctorLimits(BaseModel):
 
 
 def blocking_failures(report: DoctorReport, *, tpu_required: bool) -> tuple[Check, ...]:
-    """The failures that block a rollout: all of them, except the TPU's when the version may run on the CPU."""
-    return tuple(check for check in report.failed if tpu_required or check.name not in TPU_CHECKS)
+    """The failures that block a rollout: all of them but Pub/Sub's, and the TPU's only when it is required."""
+    return tuple(check for check in report.failed
+                 if check.name not in NEVER_BLOCKING and (tpu_required or check.name not in TPU_CHECKS))
 
 
 def _ok(name: str, detail: str) -> Check:
@@ -382,4 +387,4 @@ def run_doctor(config: AgentConfig, *, sys_root: Path = Path("/sys"), dev_root: 
         check_pubsub(config, limits),
         check_public_key(config.public_key_path),
     ]
-    return DoctorReport(checks=tuple(checks))
+    return DoctorReport(checks=tuple(checks), tpu_required=required)

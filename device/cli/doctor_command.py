@@ -42,14 +42,14 @@ def doctor(
 
     Exit code 1 when a check fails.
     """
-    from edgefleet.device.doctor import DoctorReport, run_doctor
+    from edgefleet.device.doctor import run_doctor
 
     try:
         agent_config, config_check = _config(root, config)
         report = run_doctor(agent_config)
     except EdgefleetError as error:
         raise cli_error(error) from error
-    report = DoctorReport(checks=(config_check, *report.checks))
+    report = report.model_copy(update={"checks": (config_check, *report.checks)})
     if as_json:
         typer.echo(json.dumps(report.model_dump(mode="json"), indent=2))
     else:

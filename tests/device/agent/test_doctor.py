@@ -160,6 +160,7 @@ def test_tpu_failures_block_a_rollout_only_where_the_tpu_is_required():
     report = DoctorReport(checks=(
         Check(name="libedgetpu", status="fail", detail="crash", fix="x"),
         Check(name="disk", status="fail", detail="full", fix="y"),
+        Check(name="pubsub", status="fail", detail="unreachable", fix="z"),  # the spool holds telemetry
         Check(name="clock", status="warn", detail="not synchronized"),
     ))
 
