@@ -87,12 +87,20 @@ def render_unit(spec: ServiceSpec, template: str | None = None) -> str:
         "exec_start": " ".join(_systemd_quote(arg) for arg in spec.command),
         "environment_file": spec.env_file, "restart_sec": f"{spec.restart_sec:g}",
         "stop_timeout_s": f"{spec.stop_timeout_s:g}", "name": spec.name,
+        "read_write_paths": _systemd_quote(spec.state_dir), "protect_home": protect_home(spec.state_dir),
     }
     try:
         return string.Template(text).substitute(values)
     except (KeyError, ValueError) as error:
         raise ConfigError(f"systemd unit template names an unknown field: {error}",
                           f"use only ${', $'.join(sorted(values))}") from None
+
+
+def protect_home(writable: str) -> str:
+    """`ProtectHome=` for an agent that writes `writable`: `yes` (homes hidden) unless it lives in a home,
+    then `read-only` (its ReadWritePaths= stays writable)."""
+    homes = ("/home", "/root", "/run/user")
+    return "read-only" if any(writable == home or writable.startswith(home + "/") for home in homes) else "yes"
 
 
 def _systemd_quote(arg: str) -> str:
