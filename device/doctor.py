@@ -213,7 +213,10 @@ def user_groups() -> set[str]:
 
 def check_device_permissions(nodes: list[Path], rules: list[Path], groups: set[str]) -> Check:
     """Can this user open the TPU nodes (plugdev/apex groups, udev rules)?"""
-    user = pwd.getpwuid(os.geteuid()).pw_name
+    try:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # a uid without a passwd entry (some containers)
+        user = str(os.geteuid())
     if not nodes:
         return _ok("device_permissions", "no Edge TPU node to check")
     denied = [str(node) for node in nodes if not os.access(node, os.R_OK | os.W_OK)]

@@ -16,6 +16,7 @@ import importlib.metadata
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ PYTHONS = ("3.9", "3.10", "3.11", "3.12", "3.13")
 CPUS = ("x86_64", "aarch64")
 OLDEST_GLIBC = (2, 31)
 PIP_TIMEOUT_S = 300
+PARALLEL_RESOLVES = 5  # pip waits on the index, not the CPU: the ten resolutions run side by side
 HEAVY = {"tensorflow", "tensorflow-cpu", "keras", "prefect", "pulumi", "pulumi-gcp", "fabric", "torch"}
 
 pytestmark = pytest.mark.slow  # asks the package index, ten times
@@ -63,15 +65,28 @@ def resolve(requirements: list[str], python: str, platforms: list[str], report: 
     return subprocess.run(command + requirements, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
 
 
+@pytest.fixture(scope="module")
+def resolutions(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], tuple[int, str, Path]]:
+    """(python, cpu) -> (pip's exit code, its stderr, its report), every pair resolved once, concurrently."""
+    directory = tmp_path_factory.mktemp("resolutions")
+
+    def one(pair: tuple[str, str]) -> tuple[int, str, Path]:
+        python, cpu = pair
+        report = directory / f"{python}-{cpu}.json"
+        result = resolve(device_requirements(python, cpu), python, platform_tags(cpu), report)
+        return result.returncode, result.stderr, report
+
+    pairs = [(python, cpu) for python in PYTHONS for cpu in CPUS]
+    with ThreadPoolExecutor(PARALLEL_RESOLVES) as pool:
+        return dict(zip(pairs, pool.map(one, pairs), strict=True))
+
+
 @pytest.mark.parametrize("cpu", CPUS)
 @pytest.mark.parametrize("python", PYTHONS)
-def test_the_device_extra_resolves_to_wheels(python, cpu, tmp_path):
-    requirements = device_requirements(python, cpu)
-    report = tmp_path / "report.json"
+def test_the_device_extra_resolves_to_wheels(python, cpu, resolutions):
+    returncode, stderr, report = resolutions[python, cpu]
 
-    result = resolve(requirements, python, platform_tags(cpu), report)
-
-    assert result.returncode == 0, f"Python {python} on {cpu}: {result.stderr[-3000:]}"
+    assert returncode == 0, f"Python {python} on {cpu}: {stderr[-3000:]}"
     installs = json.loads(report.read_text())["install"]
     names = {item["metadata"]["name"].lower().replace("_", "-") for item in installs}
     assert {"ai-edge-litert", "numpy", "pillow", "pydantic", "cryptography", "google-cloud-pubsub"} <= names
