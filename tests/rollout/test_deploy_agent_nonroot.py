@@ -73,6 +73,7 @@ def test_deploy_through_sudo_runs_the_agent_as_its_own_user_without_write_access
 
     import edgefleet
     from edgefleet.flows.deploy_agent.flow import DeployAgentParams, build_wheel, deploy_agent
+    from edgefleet.flows.rollout.device import doctor_preflight, probe
     from edgefleet.flows.rollout.inventory import load_inventory
     from edgefleet.flows.rollout.ssh import DeviceConnection
 
@@ -117,6 +118,10 @@ def test_deploy_through_sudo_runs_the_agent_as_its_own_user_without_write_access
             device = load_inventory(fleet.inventory_path).devices[0]
             with DeviceConnection(device, fleet.known_hosts) as connection:
                 status = connection.agent("status", "--json").stdout
+                seen = probe(connection, "imagenet", "1.0.0")  # the preflight's look, as the login user
+                notes = doctor_preflight(connection, has_edgetpu_variant=False)  # doctor as the agent's user
             assert f'"pid": {result.pid}' in status
+            assert seen.status is not None and seen.status["pid"] == result.pid
+            assert not any(note.startswith(("store", "spool", "public_key")) for note in notes), notes
         finally:
             fleet.stop_agent("sim-1")
