@@ -203,6 +203,7 @@ class Agent:
     def run(self, stop: threading.Event) -> int:
         """Runs until `stop` is set or the frame source ends; returns the process exit code."""
         self.telemetry.start()
+        self.write_status()  # "starting": loading the first model may take a while (the Edge TPU probe)
         self.watcher.check_once()  # load the current model before the first frame, if there is one
         threads = [
             threading.Thread(target=self._capture, args=(stop,), name="capture", daemon=True),
