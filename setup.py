@@ -16,4 +16,5 @@ for package, folder in FOLDERS.items():
     packages += [f"{package}.{sub}" for sub in find_packages(folder)]
 
 setup(packages=packages, package_dir=FOLDERS,
-      package_data={"edgefleet.device": ["py.typed", "data/*"], "edgefleet.flows": ["templates/*"]})
+      package_data={"edgefleet.device": ["py.typed", "data/*"], "edgefleet.device.contracts": ["*.avsc"],
+                    "edgefleet.flows": ["templates/*"]})

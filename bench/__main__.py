@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("agent_bench", "monitor_bench", "release_bench", "rollout_bench")
+BENCHMARKS = ("agent_bench", "monitor_bench", "release_bench", "rollout_bench", "canary_bench")
 
 
 def main(names: list[str]) -> int:

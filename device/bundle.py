@@ -329,6 +329,13 @@ def check_version_files(version_dir: str | os.PathLike[str], manifest: Manifest)
     """
     version_dir = Path(version_dir)
     listed = {entry.name for entry in manifest.files}
+    folders = sorted(entry.name for entry in os.scandir(version_dir) if entry.is_dir(follow_symlinks=False))
+    if folders:
+        raise VerificationError(
+            f"{version_dir} holds sub-folder(s) {', '.join(folders)} that its manifest does not list",
+            "a version directory holds exactly the files its manifest lists: remove the folder, or "
+            "download/install the version again",
+        )
     for name in version_files(version_dir):
         if name not in listed:
             raise VerificationError(
@@ -401,6 +408,20 @@ def verify_version_dir(
         )
     check_version_files(version_dir, manifest)
     return manifest
+
+
+def refuse_development_signed(manifest: Manifest, source: str) -> None:
+    """Refuses a manifest that says it was signed with a development key (agents set to refuse them).
+
+    Raises:
+        VerificationError: `manifest.signing.development` is set.
+    """
+    if manifest.signing is not None and manifest.signing.development:
+        raise VerificationError(
+            f"{source} ({manifest.model} {manifest.version}) is signed with a DEVELOPMENT key "
+            f"(key id {manifest.signing.key_id}) and this device refuses development-signed models",
+            "release it with the production signing key (signing.secret_block or signing.key_file)",
+        )
 
 
 def _read_signed_files(version_dir: Path) -> tuple[bytes, bytes]:

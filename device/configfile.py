@@ -24,13 +24,22 @@ def read_yaml_mapping(path: str | Path, what: str, *, missing_fix: str, shape_fi
         shape_fix: what to do when the document is not a mapping of keys to values.
 
     Raises:
-        ConfigError: missing file, YAML syntax error, or not a mapping; each naming the file.
+        ConfigError: missing file, a directory, not UTF-8, unreadable, YAML syntax error, or not a mapping;
+            each naming the file.
     """
     path = Path(path).expanduser()
     try:
-        document = yaml.safe_load(path.read_text())
+        document = yaml.safe_load(path.read_bytes().decode("utf-8"))
     except FileNotFoundError as error:
         raise ConfigError(f"{what} {path} does not exist", missing_fix) from error
+    except IsADirectoryError as error:
+        raise ConfigError(f"{what} {path} is a directory, not a file", missing_fix) from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {error.start}: {error.reason})",
+                          "save the file as UTF-8") from error
+    except PermissionError as error:
+        raise ConfigError(f"{what} {path} cannot be read (permission denied)",
+                          "check the file's permissions") from error
     except yaml.YAMLError as error:
         raise ConfigError(f"{what} {path} is not valid YAML: {error}",
                           "fix the syntax at the position shown") from error

@@ -23,7 +23,17 @@ from typing import Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgefleet.device.bundle import sha256_file, verify_manifest_bytes
+from edgefleet.device.channel import (
+    RECORD_FILE,
+    ChannelRecord,
+    accepted,
+    judge_pointer,
+    parse_record,
+    record_bytes,
+    verify_pointer,
+)
 from edgefleet.device.contracts.layout import MANIFEST_FILE
+from edgefleet.device.contracts.manifest import ChannelPointer
 from edgefleet.device.errors import EdgefleetError, RegistryError, StoreError, VerificationError
 from edgefleet.device.registry.base import Registry
 from edgefleet.device.signing import PublicKeyLike, resolve_public_key
@@ -31,7 +41,12 @@ from edgefleet.device.store import ModelStore
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["activated", "unchanged", "no_channel", "refused", "previously_refused"]
+Outcome = Literal[
+    "activated", "unchanged", "no_channel", "refused", "previously_refused", "pointer_refused", "expired"
+]
+"""`pointer_refused`: the channel pointer itself was refused (bad signature, replayed, a lower version that
+is not a signed downgrade, unsigned after signed); `expired`: the signed pointer expired. Both keep the
+device on what it runs and record nothing as refused (a newer valid pointer is taken at the next poll)."""
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (RegistryError, StoreError, OSError)
 """Errors a poll may hit that can pass by themselves (the next poll tries again)."""
 
@@ -63,6 +78,11 @@ class PullResult(NamedTuple):
         """True when this round refused the version (not for one refused earlier)."""
         return self.outcome == "refused"
 
+    @property
+    def pointer_problem(self) -> bool:
+        """True when the channel pointer was refused or expired (the device stays where it is)."""
+        return self.outcome in ("pointer_refused", "expired")
+
 
 def pull_channel_once(
     registry: Registry,
@@ -72,10 +92,13 @@ def pull_channel_once(
     public_key: PublicKeyLike | None = None,
     *,
     retry_refused: bool = False,
+    require_signed: bool = False,
+    now: datetime | None = None,
 ) -> PullResult:
     """Brings the store's current version of `model` to what `channel` names, if it verifies.
 
-    Steps: read the pointer; if it names the current version, nothing to do; if that version (with that
+    Steps: read the pointer and judge it (`edgefleet.device.channel`: signature, counter, expiry, version
+    floor); if it names the current version, nothing to do; if that version (with that
     manifest sha256) was refused before, skip it (unless `retry_refused`); else read the manifest from the
     registry, check its sha256 against the pointer and its signature, download into a staging directory
     inside the store, verify every file, install and activate.
@@ -86,6 +109,8 @@ def pull_channel_once(
         model, channel: what to follow.
         public_key: the release public key; default the store's (`<root>/keys/release.pub`).
         retry_refused: try a previously refused version again.
+        require_signed: refuse unsigned (schema 1) pointers even before a signed one was seen.
+        now: the time to judge expiry by (default: the clock).
 
     Returns:
         The result; `outcome == "refused"` when verification failed (the store is then unchanged).
@@ -110,11 +135,18 @@ def pull_channel_once(
             current_version,
         )
     version = pointer.version
+    record = parse_record(store.read_model_file(model, RECORD_FILE), source=f"{store.root} {model} {RECORD_FILE}")
+    problem = _pointer_problem(pointer, record, key, registry, require_signed, now or datetime.now(timezone.utc))
+    if problem is not None:
+        outcome, reason = problem
+        log.warning("%s %s/%s from %s: %s", outcome.replace("_", " "), model, channel, registry.uri, reason)
+        return PullResult(False, version, reason, outcome, current_version)
     if (
         current is not None
         and current.version == version
         and current.manifest_sha256 == pointer.manifest_sha256
     ):
+        _remember(store, model, record, pointer)
         return PullResult(
             False, version, f"{model} {version} is already current", "unchanged", current_version
         )
@@ -163,6 +195,7 @@ def pull_channel_once(
                     )
                 store.install(download_dir, key)
         store.activate(model, version, key)
+        _remember(store, model, record, pointer)
         if refusal is not None:  # retried on request and it verified this time: forget the refusal
             store.clear_refused(model)
     except VerificationError as error:
@@ -177,6 +210,34 @@ def pull_channel_once(
         "activated",
         current_version,
     )
+
+
+def _pointer_problem(
+    pointer: ChannelPointer,
+    record: ChannelRecord,
+    key: PublicKeyLike,
+    registry: Registry,
+    require_signed: bool,
+    now: datetime,
+) -> tuple[Outcome, str] | None:
+    """("pointer_refused" | "expired", reason) when the pointer must not be followed, else None."""
+    if pointer.signed:
+        try:
+            verify_pointer(key, pointer, source=f"{registry.uri} {pointer.model}/{pointer.channel}")
+        except VerificationError as error:
+            return "pointer_refused", error.message
+    judgement = judge_pointer(pointer, record, now=now, require_signed=require_signed)
+    if judgement.verdict == "refuse":
+        return "pointer_refused", judgement.reason
+    if judgement.verdict == "expired":
+        return "expired", judgement.reason
+    return None
+
+
+def _remember(store: ModelStore, model: str, record: ChannelRecord, pointer: ChannelPointer) -> None:
+    updated = accepted(record, pointer)
+    if updated != record:
+        store.write_model_file(model, RECORD_FILE, record_bytes(updated))
 
 
 class PollerStatus(NamedTuple):
@@ -213,7 +274,9 @@ class ChannelPoller:
         registry, store, model, channel, public_key: as for `pull_channel_once`.
         interval_s: seconds between polls (default `PullSettings().interval_s`).
         on_change: called with the PullResult when a new version was activated.
-        on_refusal: called with the PullResult when a version was refused.
+        on_refusal: called with the PullResult when a version was refused, or when the channel pointer was
+            refused or expired (`result.pointer_problem`; once per distinct problem, not at every poll).
+        require_signed: refuse unsigned (schema 1) channel pointers.
         on_error: called with (exception, transient) when a poll failed.
         settings: interval and stop timeout (interval_s overrides settings.interval_s).
 
@@ -236,8 +299,10 @@ class ChannelPoller:
         on_error: Callable[[BaseException, bool], None] | None = None,
         on_thread_start: Callable[[], None] | None = None,
         settings: PullSettings | None = None,
+        require_signed: bool = False,
     ) -> None:
         self.registry = registry
+        self.require_signed = require_signed
         self.store = store
         self.model = model
         self.channel = channel
@@ -305,7 +370,14 @@ class ChannelPoller:
     def run_once(self) -> PullResult | None:
         """One poll with the poller's error handling; returns None when it failed."""
         try:
-            result = pull_channel_once(self.registry, self.store, self.model, self.channel, self.public_key)
+            result = pull_channel_once(
+                self.registry,
+                self.store,
+                self.model,
+                self.channel,
+                self.public_key,
+                require_signed=self.require_signed,
+            )
         except TRANSIENT_ERRORS as error:
             message = error.message if isinstance(error, EdgefleetError) else str(error)
             log.warning(
@@ -326,10 +398,15 @@ class ChannelPoller:
             self._record(None, f"{type(error).__name__}: {error}", transient=False)
             self._callback(self.on_error, error, False)
             return None
+        before = self.status().last_result
         self._record(result, None, transient=False)
         if result.changed:
             self._callback(self.on_change, result)
         elif result.refused:
+            self._callback(self.on_refusal, result)
+        elif result.pointer_problem and (
+            before is None or (before.outcome, before.reason) != (result.outcome, result.reason)
+        ):
             self._callback(self.on_refusal, result)
         return result
 

@@ -20,6 +20,7 @@ import base64
 import binascii
 import hashlib
 import os
+import stat
 from pathlib import Path
 from typing import Literal, Union
 
@@ -99,11 +100,17 @@ def load_private_key(path: str | os.PathLike[str], *, passphrase: bytes | None =
     """Reads an Ed25519 private key from a PEM file.
 
     Raises:
-        VerificationError: the file is missing, unreadable, encrypted without a passphrase, or not an Ed25519
-            private key.
+        VerificationError: the file is missing, unreadable, accessible by group or others, encrypted without a
+            passphrase, or not an Ed25519 private key.
     """
     path = Path(path)
     data = _read_key_file(path, "private")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise VerificationError(
+            f"private key file {path} can be read or written by group or others (mode {mode:o})",
+            f"chmod 600 {path}; if others could read it, consider the key exposed and replace it",
+        )
     try:
         key = serialization.load_pem_private_key(data, password=passphrase)
     except (ValueError, TypeError) as error:

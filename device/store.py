@@ -30,7 +30,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgefleet.device.bundle import SIGNED_FILES, read_signed_manifest, sha256_bytes, verify_version_dir
+from edgefleet.device.bundle import (
+    SIGNED_FILES,
+    read_signed_manifest,
+    refuse_development_signed,
+    sha256_bytes,
+    verify_version_dir,
+)
 from edgefleet.device.contracts.layout import (
     CURRENT_POINTER,
     DEVICE_MODELS_DIR,
@@ -70,6 +76,9 @@ class StoreOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     lock_timeout_s: float = Field(default=30.0, gt=0, description="wait for another writer of the same model")
+    refuse_development_keys: bool = Field(
+        default=False, description="refuse versions whose manifest says a development key signed them"
+    )
 
 
 @dataclass(frozen=True)
@@ -224,6 +233,8 @@ class ModelStore:
         key = public_key if public_key is not None else self.public_key
         src_dir = Path(src_dir)
         manifest = verify_version_dir(src_dir, key)
+        if self.options.refuse_development_keys:
+            refuse_development_signed(manifest, str(src_dir))
         model_dir = self.model_dir(manifest.model)
         model_dir.mkdir(parents=True, exist_ok=True)
         with self._lock(manifest.model):
@@ -367,6 +378,20 @@ class ModelStore:
             (self.model_dir(model) / REFUSED_FILE).unlink(missing_ok=True)
         return count
 
+    # --- small per-model state files (pull mode's channel record) -------------------------------------
+
+    def read_model_file(self, model: str, name: str) -> bytes | None:
+        """The bytes of `models/<model>/<name>` (a hidden state file), or None when absent."""
+        try:
+            return (self.model_dir(model) / _state_name(name)).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write_model_file(self, model: str, name: str, data: bytes) -> None:
+        """Replaces `models/<model>/<name>` atomically, under the model's writer lock."""
+        with self._lock(model):
+            atomic_write_bytes(self.model_dir(model) / _state_name(name), data)
+
     @contextmanager
     def staging_dir(self) -> Iterator[Path]:
         """A temporary directory inside the store root (same file system), removed afterwards."""
@@ -400,6 +425,8 @@ class ModelStore:
                 f"{', '.join(self.versions(model)) or 'none'}",
             )
         manifest = verify_version_dir(path, key, model=model, version=version)
+        if self.options.refuse_development_keys:
+            refuse_development_signed(manifest, str(path))
         return InstalledVersion(
             model, version, path, manifest, sha256_bytes((path / MANIFEST_FILE).read_bytes())
         )
@@ -457,6 +484,12 @@ def _checked_name(model: str) -> str:
         return check_name("model", model)
     except ValueError as error:
         raise StoreError(str(error), "use the model name from the release manifest") from None
+
+
+def _state_name(name: str) -> str:
+    if not name.startswith(".") or "/" in name or name in {".", ".."}:
+        raise StoreError(f"state file name {name!r} is not a hidden plain name", "use a name like .channel.json")
+    return name
 
 
 def _checked_version(version: str) -> str:

@@ -3,10 +3,15 @@
 Starts the local stack (the official Pub/Sub emulator with the local twin of the cloud resources, a local
 model registry, simulated devices each with a real sshd and a real agent, the fleet monitor), releases a
 model trained on the built-in demo dataset, rolls it out, shows the fleet, releases a second version and
-rolls it out canary first behind the health gate, shows the fleet again, then stops everything it started,
-also on Ctrl-C or failure. Needs nothing but the repository (no ../shared).
+rolls it out canary first behind the canary analysis, then releases a deliberately bad third version (a model
+trained on shuffled labels, released like any Keras model: `source: {kind: keras}`) that the canary analysis
+catches in the first wave and rolls back, shows the verdict and the fleet, then stops everything it started,
+also on Ctrl-C or failure.
+Needs nothing but the repository (no ../shared). It exits 0 when every step went as intended, the bad
+release's halt included.
 
-Run: `python -m edgefleet.demo [--devices N] [--workdir DIR]` (`make demo DEMO_ARGS="--devices 5"`).
+Run: `python -m edgefleet.demo [--devices N] [--workdir DIR] [--summary-json FILE]`
+(`make demo DEMO_ARGS="--devices 5"`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,7 +40,7 @@ log = logging.getLogger("edgefleet.demo")
 console = Console()
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO_STEPS = 7  # Prefect, stack, release, devices, rollout, release, rollout: the overall progress bar
+DEMO_STEPS = 10  # Prefect, stack, release, devices, rollout, release, rollout, bad model, release, rollout
 _steps_done = [0]
 TABLE_COLUMNS = 120  # the fleet table's natural width; narrower terminals get ellipses
 
@@ -50,15 +55,60 @@ class DemoSettings(BaseModel):
     devices: int = Field(default=3, ge=2, le=20)
     project: str = "edgefleet-local"
     frames_per_class: int = Field(default=4, ge=1, description="sample images each device cycles through")
-    device_max_fps: float = Field(default=8.0, gt=0, description="keeps 3 agents + sshd light on 2 cores")
+    device_max_fps: float = Field(default=20.0, gt=0, description="3 agents + sshd stay light on 2 cores, and "
+                                                                  "a wave gets the canary's samples in seconds")
     summary_interval_s: float = Field(default=1.0, gt=0, description="agent telemetry summary period")
     epochs_v1: int = Field(default=3, ge=1)
     epochs_v2: int = Field(default=6, ge=1)
+    epochs_bad: int = Field(default=6, ge=1, description="the shuffled-labels model of the bad release")
     samples_per_class: int = Field(default=80, ge=8)
     health_min_inferences: int = Field(default=10, ge=1)
     health_timeout_s: float = Field(default=90.0, gt=0)
+    monitor_bucket_s: float = Field(default=5.0, gt=0, description="the fleet monitor's time buckets")
     settle_s: float = Field(default=3.0, ge=0, description="wait before showing the fleet, so telemetry lands")
     agent_ready_timeout_s: float = Field(default=60.0, gt=0, description="wait for every agent's first status")
+
+
+class ReleaseSummary(BaseModel):
+    model: str
+    version: str
+    published: bool
+
+
+class RolloutSummary(BaseModel):
+    id: str
+    version: str
+    outcome: Literal["completed", "halted"]
+    halted_by: list[str]
+    devices_rolled_back: list[str]
+
+
+class DemoReport(BaseModel):
+    """What `--summary-json FILE` writes: the machine-readable account of the run."""
+
+    ok: bool = False
+    releases: list[ReleaseSummary] = Field(default_factory=list)
+    rollouts: list[RolloutSummary] = Field(default_factory=list)
+    devices: dict[str, str] = Field(default_factory=dict, description="device id -> model:version at the end")
+
+
+def intended(report: DemoReport, good: list[str], bad: str) -> bool:
+    """Every step went as intended: the good versions completed, the bad one halted in the first wave with
+    only that wave rolled back, and every device ends on the last good version."""
+    outcomes = {rollout.version: rollout for rollout in report.rollouts}
+    if any(outcomes.get(version) is None or outcomes[version].outcome != "completed" for version in good):
+        return False
+    halted = outcomes.get(bad)
+    if halted is None or halted.outcome != "halted" or not halted.halted_by or not halted.devices_rolled_back:
+        return False
+    return bool(report.devices) and all(value.endswith(f":{good[-1]}") for value in report.devices.values())
+
+
+def fleet_versions(fleet: Any, model: str) -> dict[str, str]:
+    from edgefleet.device.store import ModelStore
+
+    return {device_id: f"{model}:{ModelStore(device.root).pointer(model, 'current')}"
+            for device_id, device in fleet.devices.items()}
 
 
 def _env_defaults(settings: DemoSettings) -> None:
@@ -92,13 +142,15 @@ def step(title: str) -> Iterator[None]:
 class Demo:
     """The demo's steps; `run()` does them in order inside one ExitStack that stops what it started."""
 
-    def __init__(self, settings: DemoSettings) -> None:
+    def __init__(self, settings: DemoSettings, summary_json: Path | None = None) -> None:
         self.settings = settings
         self.work = settings.workdir
         self.registry_dir = self.work / "registry"
         self.signing_key = self.work / "keys" / "release-signing.key"  # a development key, made on first use
         self.stop_monitor = threading.Event()
         self.summary: list[tuple[str, str]] = []
+        self.report = DemoReport()
+        self.summary_json = summary_json
 
     # --- the local stack -------------------------------------------------------------------------
     def start_prefect(self, stack: ExitStack) -> None:
@@ -133,7 +185,9 @@ class Demo:
         from edgefleet.monitor.service import run_monitor
 
         store = self.work / "fleet.sqlite"
-        config = MonitorConfig(project=self.settings.project,
+        # Fine time buckets: the demo's versions live for seconds, and the canary's before-activation control
+        # is read up to the bucket holding the activation.
+        config = MonitorConfig(project=self.settings.project, count_bucket_s=self.settings.monitor_bucket_s,
                                subscription=self.twin.monitor_subscription.rsplit("/", 1)[-1], store_path=store)
         (self.work / "monitor.yaml").write_text(yaml.safe_dump({"monitor": config.model_dump(mode="json")}))
         thread = threading.Thread(target=run_monitor, args=(config, self.stop_monitor), name="fleet-monitor",
@@ -146,7 +200,8 @@ class Demo:
         return store
 
     # --- releases --------------------------------------------------------------------------------
-    def release(self, version: str, epochs: int, channel: str) -> Any:
+    def release(self, version: str, epochs: int, channel: str | None, keras_model: Path | None = None,
+                seed: int | None = None) -> Any:
         from edgefleet.flows.release.flow import release_model
         from edgefleet.flows.release.params import ReleaseParams
 
@@ -154,13 +209,17 @@ class Demo:
             "model": self.settings.model, "version": version, "channel": channel,
             "registry": str(self.registry_dir), "work_dir": str(self.work / "release-work"),
             "dataset": {"source": "demo", "demo_samples_per_class": self.settings.samples_per_class},
-            "training": {"epochs": epochs, "seed": 0 if version.startswith("1.0") else 1},
+            "training": {"epochs": epochs, "seed": seed if seed is not None else int(not version.startswith("1.0"))},
+            **({"source": {"kind": "keras", "path": str(keras_model)}} if keras_model else {}),
             "compile": {"mode": "local"},
             "signing": {"dev_key_file": str(self.signing_key)},
         })
-        with step(f"Releasing {self.settings.model} {version} (train {epochs} epochs -> int8 -> compile -> "
-                  f"evaluate -> sign -> publish to '{channel}')"):
+        what = f"the Keras model {keras_model.name}" if keras_model else f"train {epochs} epochs"
+        with step(f"Releasing {self.settings.model} {version} ({what} -> int8 -> compile -> "
+                  f"evaluate -> sign -> publish" + (f" to '{channel}')" if channel else ")")):
             result = release_model(params)
+        self.report.releases.append(ReleaseSummary(model=self.settings.model, version=version,
+                                                   published=bool(result.published)))
         metrics = result.metrics
         console.print(f"  float accuracy {metrics.float_accuracy:.1%}, int8 {metrics.int8_accuracy:.1%}, "
                       f"int8 {metrics.int8_size_bytes / 1024:.0f} KiB; variants {', '.join(result.variants)}"
@@ -204,9 +263,21 @@ class Demo:
         self.summary.append(("Devices", f"{', '.join(fleet.devices)} (stopped); {_shown(fleet.inventory_path)}"))
         return fleet
 
-    def rollout(self, fleet: Any, version: str, waves: list[Any], monitor_config: Path) -> Any:
-        from edgefleet.flows.rollout.flow import rollout
+    def train_bad_model(self) -> Path:
+        from edgefleet.demo_models import train_shuffled_labels_model
+
+        with step("Training a deliberately bad model (shuffled labels): it converts, compiles and passes the "
+                  "device's smoke test"):
+            return train_shuffled_labels_model(self.work / "bad-model", self.settings.samples_per_class,
+                                               self.settings.epochs_bad)
+
+    def rollout(self, fleet: Any, version: str, waves: list[Any], monitor_config: Path, *,
+                expect_halt: bool = False) -> Any:
+        from edgefleet.commands.rollout import print_verdicts
+        from edgefleet.device.registry import Registry
+        from edgefleet.flows.rollout.flow import RolloutHalted, rollout
         from edgefleet.flows.rollout.params import RolloutParams
+        from edgefleet.flows.rollout.record import RecordStore
 
         params = RolloutParams.model_validate({
             "inventory": str(fleet.inventory_path), "registry": str(self.registry_dir),
@@ -215,11 +286,30 @@ class Demo:
                        "timeout_s": self.settings.health_timeout_s},
             "monitor_config": str(monitor_config), "work_dir": str(self.work / "rollout-work"),
         })
-        with step(f"Rolling out {self.settings.model} {version} in waves {waves} (health-gated)"):
-            result = rollout(params)
+        flow_runs_log = logging.getLogger("prefect.flow_runs")
+        level = flow_runs_log.level
+        if expect_halt:  # Prefect logs a failed flow run with its traceback: here it is the intended outcome
+            flow_runs_log.setLevel(logging.CRITICAL)
+        with step(f"Rolling out {self.settings.model} {version} in waves {waves} (canary analysis per wave)"):
+            try:
+                result = rollout(params)
+            except RolloutHalted as halted:
+                if not expect_halt:
+                    raise
+                result = halted.result
+            finally:
+                flow_runs_log.setLevel(level)
         console.print(f"  {result.state}: {result.done} devices done, {result.failed} failed, "
                       f"{result.rolled_back} rolled back, {result.bytes_transferred / 1024:.0f} KiB sent; "
                       f"record {result.record_uri}")
+        record = RecordStore(Registry.from_uri(str(self.registry_dir)), result.rollout_id).load()
+        if record is not None and (expect_halt or record.halted):
+            print_verdicts(record, console)
+        rolled_back = sorted(d.device_id for d in record.devices.values() if d.state == "rolled_back") \
+            if record else []
+        self.report.rollouts.append(RolloutSummary(
+            id=result.rollout_id, version=version, outcome="halted" if result.state == "halted" else "completed",
+            halted_by=list(result.halted_by), devices_rolled_back=rolled_back))
         return result
 
     def show_fleet(self, store: Path, title: str) -> None:
@@ -244,11 +334,23 @@ class Demo:
             self.release("1.1.0", self.settings.epochs_v2, channel="canary")
             self.rollout(fleet, "1.1.0", [1, "100%"], self.work / "monitor.yaml")
             self.show_fleet(store, "Fleet after the canary-first rollout of 1.1.0")
+            # Published without moving a channel: the rollout names the version, and would move nothing
+            # until its last wave passed.
+            bad = self.release("1.2.0", self.settings.epochs_bad, channel=None, keras_model=self.train_bad_model())
+            self.rollout(fleet, bad.version, [1, "100%"], self.work / "monitor.yaml", expect_halt=True)
+            self.show_fleet(store, "Fleet after the canary analysis stopped 1.2.0 (shuffled labels)")
+            self.report.devices = fleet_versions(fleet, self.settings.model)
+        self.report.ok = intended(self.report, ["1.0.0", "1.1.0"], "1.2.0")
+        if self.summary_json is not None:
+            self.summary_json.write_text(self.report.model_dump_json(indent=2))
         elapsed = time.monotonic() - started
         self.summary.insert(0, ("Took", f"{elapsed / 60:.1f} minutes"))
+        self.summary.insert(1, ("Went as intended", "yes: 1.0.0 and 1.1.0 rolled out, the bad 1.2.0 halted in "
+                                                    "the first wave and rolled back" if self.report.ok else
+                                "NO: see the steps above"))
         console.print(Panel("\n".join(f"[bold]{k}[/]: {v}" for k, v in self.summary) + "\n\n" + NEXT_STEPS,
                             title="edgefleet demo: done", expand=False))
-        return 0
+        return 0 if self.report.ok else 1
 
 NEXT_STEPS = """Next (the demo's files stay in .edgefleet/demo until the next run):
   make ui                       the Prefect UI: run release-model from its form, see the deployments
@@ -273,6 +375,8 @@ def main(argv: list[str] | None = None, run: Callable[[DemoSettings], int] | Non
     parser = argparse.ArgumentParser(description="edgefleet end to end on one machine")
     parser.add_argument("--devices", type=int, default=DemoSettings().devices)
     parser.add_argument("--workdir", type=Path, default=DemoSettings().workdir)
+    parser.add_argument("--summary-json", type=Path, default=None,
+                        help="write a machine-readable summary of the run to this file")
     args = parser.parse_args(argv)
     settings = DemoSettings(devices=args.devices, workdir=args.workdir.resolve())
     if settings.workdir.exists():
@@ -284,7 +388,8 @@ def main(argv: list[str] | None = None, run: Callable[[DemoSettings], int] | Non
     from edgefleet.device.errors import EdgefleetError
 
     try:
-        return (run or (lambda s: Demo(s).run()))(settings)
+        summary_json = args.summary_json.resolve() if args.summary_json else None
+        return (run or (lambda s: Demo(s, summary_json).run()))(settings)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: everything the demo started has been stopped[/]")
         return 130

@@ -14,19 +14,36 @@ from edgefleet.device.errors import ConfigError
 from edgefleet.infra.config import NAMESPACE, InfraConfig, load_config
 from edgefleet.infra.identity import Identity, IdentityArgs
 from edgefleet.infra.monitoring import Monitoring, MonitoringArgs
-from edgefleet.infra.names import COMPONENT_PREFIX, fleet_labels
+from edgefleet.infra.names import (
+    API_BIGQUERY,
+    API_IAM,
+    API_MONITORING,
+    API_PUBSUB,
+    API_RESOURCE_MANAGER,
+    API_STORAGE,
+    COMPONENT_PREFIX,
+    fleet_labels,
+)
 from edgefleet.infra.outputs import OUTPUT_KEYS
 from edgefleet.infra.registry import Registry, RegistryArgs
+from edgefleet.infra.services import ProjectServices, ServicesArgs
 from edgefleet.infra.telemetry import Telemetry, TelemetryArgs
 
 
 def build(config: InfraConfig) -> dict[str, pulumi.Input]:
     """Creates every component for `config`; returns the stack outputs by name."""
     labels = fleet_labels(config.fleet_name)
+    # First the prerequisites of everything else: the APIs and the Pub/Sub service agent.
+    services = ProjectServices(
+        COMPONENT_PREFIX, ServicesArgs(project=config.project, bigquery=config.bigquery is not None)
+    )
+    telemetry_apis = (API_PUBSUB, API_BIGQUERY) if config.bigquery is not None else (API_PUBSUB,)
     telemetry = Telemetry(
         COMPONENT_PREFIX,
         TelemetryArgs(
             project=config.project,
+            service_agent=services.pubsub_agent_member,
+            depends_on=[*services.needed_by(*telemetry_apis), services.pubsub_agent],
             settings=config.telemetry,
             labels=labels,
             bigquery=config.bigquery,
@@ -41,6 +58,7 @@ def build(config: InfraConfig) -> dict[str, pulumi.Input]:
             location=config.registry_location,
             settings=config.registry,
             labels=labels,
+            depends_on=services.needed_by(API_STORAGE),
         ),
     )
     identity = Identity(
@@ -51,6 +69,7 @@ def build(config: InfraConfig) -> dict[str, pulumi.Input]:
             telemetry_topic=telemetry.topic.name,
             monitor_subscription=telemetry.monitor_subscription.name,
             registry_bucket=registry.bucket.name,
+            depends_on=services.needed_by(API_IAM, API_RESOURCE_MANAGER, API_PUBSUB, API_STORAGE),
         ),
     )
     monitoring = Monitoring(
@@ -62,6 +81,7 @@ def build(config: InfraConfig) -> dict[str, pulumi.Input]:
             monitor_subscription=layout.MONITOR_SUBSCRIPTION,
             dead_letter_subscription=layout.DEAD_LETTER_SUBSCRIPTION,
             labels=labels,
+            depends_on=services.needed_by(API_MONITORING),
         ),
     )
 

@@ -88,7 +88,7 @@ class RegistrySettings(_Section):
     @field_validator("bucket")
     @classmethod
     def _bucket_name(cls, value: str | None) -> str | None:
-        if value is not None and (not _BUCKET.match(value) or ".." in value):
+        if value is not None and (not _BUCKET.fullmatch(value) or ".." in value):
             raise ValueError(
                 "a bucket name is 3-63 lowercase letters, digits, '-', '_' or '.', starting and "
                 "ending with a letter or digit"
@@ -109,6 +109,13 @@ class AlertSettings(_Section):
     latency_for_minutes: int = Field(
         default=5, ge=1, le=1440, description="how long p95 must stay over the threshold"
     )
+    new_metric_wait_seconds: int = Field(
+        default=120,
+        ge=0,
+        le=1800,
+        description="after creating the custom metric descriptors, wait this long before creating alert "
+        "policies on them (Cloud Monitoring refuses a policy on a metric type it does not see yet)",
+    )
     dead_letter_messages: int = Field(
         default=0,
         ge=0,
@@ -122,7 +129,7 @@ class AlertSettings(_Section):
     @classmethod
     def _channels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for channel in value:
-            if not _CHANNEL.match(channel):
+            if not _CHANNEL.fullmatch(channel):
                 raise ValueError(
                     f"{channel!r} is not a notification channel name; list yours with `gcloud "
                     "beta monitoring channels list --format='value(name)'`"
@@ -159,7 +166,7 @@ class InfraConfig(_Section):
     @field_validator("project")
     @classmethod
     def _project_id(cls, value: str) -> str:
-        if not _PROJECT_ID.match(value):
+        if not _PROJECT_ID.fullmatch(value):
             raise ValueError(
                 "a project id is 6-30 lowercase letters, digits or hyphens, starting with a letter "
                 "(the id, not the display name or the number)"
@@ -169,7 +176,7 @@ class InfraConfig(_Section):
     @field_validator("fleet_name")
     @classmethod
     def _fleet(cls, value: str) -> str:
-        if not _FLEET.match(value):
+        if not _FLEET.fullmatch(value):
             raise ValueError(
                 "a fleet name is 1-20 lowercase letters, digits or hyphens, starting with a letter"
             )

@@ -1,11 +1,14 @@
 """Fleet identity: one service account per role, each bound on the resources it uses and nothing else.
 
+The grants are `edgefleet.infra.names.FLEET_GRANTS`:
+
 | account  | role                          | on                             | why                            |
 |----------|-------------------------------|--------------------------------|--------------------------------|
 | device   | roles/pubsub.publisher        | the telemetry topic            | publish telemetry              |
 | device   | roles/storage.objectViewer    | the registry bucket            | read models, channel pointers  |
 | pipeline | roles/storage.objectUser      | the registry bucket            | write versions, move channels  |
 | monitor  | roles/pubsub.subscriber       | the fleet-monitor subscription | consume telemetry              |
+| monitor  | roles/pubsub.viewer           | the fleet-monitor subscription | check it at start (get)        |
 | monitor  | roles/monitoring.metricWriter | the project                    | write the fleet's metrics      |
 
 No primitive role (owner/editor/viewer) anywhere, no project-wide Pub/Sub or Storage role. The pipeline gets
@@ -14,25 +17,27 @@ generation precondition replaces an object, which needs `storage.objects.delete`
 overwrite); objectUser is the narrowest predefined role with create/get/list/update/delete on objects, and
 unlike `objectAdmin` it cannot change object IAM. `roles/monitoring.metricWriter` can only be granted on a
 project (time series have no finer resource); it is the narrow predefined role for it: create metric
-descriptors and write time series, read nothing.
+descriptors and write time series, read nothing. The monitor reads its subscription's configuration when it
+starts (`GetSubscription`, permission `pubsub.subscriptions.get`), which `roles/pubsub.subscriber` lacks;
+`roles/pubsub.viewer` bound on that one subscription grants it and nothing wider. Every call each identity's
+code makes is checked against these grants by tests/infra/test_iam_conformance.py (table:
+`edgefleet.infra.iam_table`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_gcp as gcp
 
 from edgefleet.infra.names import (
     DEVICE_ACCOUNT_ROLE,
+    FLEET_GRANTS,
     MONITOR_ACCOUNT_ROLE,
     PIPELINE_ACCOUNT_ROLE,
-    ROLE_MONITORING_METRIC_WRITER,
-    ROLE_PUBSUB_PUBLISHER,
-    ROLE_PUBSUB_SUBSCRIBER,
-    ROLE_STORAGE_OBJECT_USER,
-    ROLE_STORAGE_OBJECT_VIEWER,
+    FleetGrant,
     member,
     service_account_id,
 )
@@ -48,6 +53,7 @@ class IdentityArgs:
         telemetry_topic: Name (or id) of the telemetry topic.
         monitor_subscription: Name (or id) of the fleet-monitor subscription.
         registry_bucket: Name of the registry bucket.
+        depends_on: What every account and binding waits for (the IAM and Resource Manager APIs).
     """
 
     project: str
@@ -55,6 +61,7 @@ class IdentityArgs:
     telemetry_topic: pulumi.Input[str]
     monitor_subscription: pulumi.Input[str]
     registry_bucket: pulumi.Input[str]
+    depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
 
 
 class Identity(pulumi.ComponentResource):
@@ -83,44 +90,10 @@ class Identity(pulumi.ComponentResource):
             "Consumes telemetry, writes the fleet's custom metrics.",
         )
 
-        child = pulumi.ResourceOptions(parent=self)
-        gcp.pubsub.TopicIAMMember(
-            f"{name}-device-publishes-telemetry",
-            project=args.project,
-            topic=args.telemetry_topic,
-            role=ROLE_PUBSUB_PUBLISHER,
-            member=_member(self.device),
-            opts=child,
-        )
-        gcp.storage.BucketIAMMember(
-            f"{name}-device-reads-registry",
-            bucket=args.registry_bucket,
-            role=ROLE_STORAGE_OBJECT_VIEWER,
-            member=_member(self.device),
-            opts=child,
-        )
-        gcp.storage.BucketIAMMember(
-            f"{name}-pipeline-writes-registry",
-            bucket=args.registry_bucket,
-            role=ROLE_STORAGE_OBJECT_USER,
-            member=_member(self.pipeline),
-            opts=child,
-        )
-        gcp.pubsub.SubscriptionIAMMember(
-            f"{name}-monitor-consumes-telemetry",
-            project=args.project,
-            subscription=args.monitor_subscription,
-            role=ROLE_PUBSUB_SUBSCRIBER,
-            member=_member(self.monitor),
-            opts=child,
-        )
-        gcp.projects.IAMMember(
-            f"{name}-monitor-writes-metrics",
-            project=args.project,
-            role=ROLE_MONITORING_METRIC_WRITER,
-            member=_member(self.monitor),
-            opts=child,
-        )
+        accounts = {DEVICE_ACCOUNT_ROLE: self.device, PIPELINE_ACCOUNT_ROLE: self.pipeline,
+                    MONITOR_ACCOUNT_ROLE: self.monitor}
+        for grant in FLEET_GRANTS:
+            self._grant(f"{name}-{grant.name}", grant, _member(accounts[grant.identity]))
 
         self.register_outputs(
             {"device": self.device.email, "pipeline": self.pipeline.email, "monitor": self.monitor.email}
@@ -135,8 +108,26 @@ class Identity(pulumi.ComponentResource):
             account_id=service_account_id(self._args.fleet_name, role),
             display_name=display_name,
             description=description,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=self._child(),
         )
+
+    def _grant(self, resource_name: str, grant: FleetGrant, member: pulumi.Output[str]) -> pulumi.Resource:
+        args, child = self._args, self._child()
+        if grant.on == "telemetry_topic":
+            return gcp.pubsub.TopicIAMMember(resource_name, project=args.project, topic=args.telemetry_topic,
+                                             role=grant.role, member=member, opts=child)
+        if grant.on == "monitor_subscription":
+            return gcp.pubsub.SubscriptionIAMMember(resource_name, project=args.project,
+                                                    subscription=args.monitor_subscription, role=grant.role,
+                                                    member=member, opts=child)
+        if grant.on == "registry_bucket":
+            return gcp.storage.BucketIAMMember(resource_name, bucket=args.registry_bucket, role=grant.role,
+                                               member=member, opts=child)
+        return gcp.projects.IAMMember(resource_name, project=args.project, role=grant.role, member=member,
+                                      opts=child)
+
+    def _child(self) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, depends_on=list(self._args.depends_on))
 
 
 def _member(account: gcp.serviceaccount.Account) -> pulumi.Output[str]:

@@ -7,10 +7,12 @@ metrics in `edgefleet.infra.dashboard`, so no chart or alert can refer to a metr
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_gcp as gcp
+import pulumiverse_time
 
 from edgefleet.infra.config import AlertSettings
 from edgefleet.infra.dashboard import (
@@ -36,6 +38,7 @@ class MonitoringArgs:
         monitor_subscription: Short name of the fleet-monitor subscription.
         dead_letter_subscription: Short name of the dead-letter subscription.
         labels: User labels on the alert policies.
+        depends_on: What every resource waits for (the Cloud Monitoring API).
     """
 
     project: str
@@ -44,13 +47,24 @@ class MonitoringArgs:
     monitor_subscription: str
     dead_letter_subscription: str
     labels: dict[str, str]
+    depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
+
+
+def metric_types_trigger(metrics: Sequence[MetricDefinition]) -> dict[str, str]:
+    """The Sleep's triggers: a new or changed metric type replaces the Sleep, so its wait runs again."""
+    return {"metricTypes": ",".join(sorted(metric.type for metric in metrics))}
 
 
 class Monitoring(pulumi.ComponentResource):
     """Metric descriptors, the fleet dashboard and three alert policies.
 
+    Cloud Monitoring refuses an alert policy on a custom metric type until the type is visible, which can
+    take minutes after its descriptor is created. The policies wait for the descriptors and then for a
+    `pulumiverse_time.Sleep` of `alerts.newMetricWaitSeconds` (run again only when the metric types change).
+
     Attributes:
         descriptors: metric type -> descriptor resource.
+        metric_propagation: The Sleep between the descriptors and the alert policies.
         dashboard: The dashboard resource.
         silent_device_alert, latency_alert, dead_letter_alert: the alert policies.
     """
@@ -58,9 +72,18 @@ class Monitoring(pulumi.ComponentResource):
     def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("edgefleet:infra:Monitoring", name, None, opts)
         self._args = args
+        self._depends_on = list(args.depends_on)
         self.descriptors = {metric.type: self._descriptor(name, metric) for metric in ALL_METRICS}
-        # Alert policies on a custom metric fail to create before its descriptor exists.
-        after_descriptors = pulumi.ResourceOptions(parent=self, depends_on=list(self.descriptors.values()))
+        after_descriptors = self._child(*self.descriptors.values())
+        # Alert policies on a custom metric fail to create before its descriptor exists and its type is
+        # visible: wait for both.
+        self.metric_propagation = pulumiverse_time.Sleep(
+            f"{name}-new-metric-types",
+            create_duration=f"{args.alerts.new_metric_wait_seconds}s",
+            triggers=metric_types_trigger(ALL_METRICS),
+            opts=after_descriptors,
+        )
+        after_metric_types = self._child(self.metric_propagation)
 
         self.dashboard = gcp.monitoring.Dashboard(
             f"{name}-dashboard",
@@ -97,7 +120,7 @@ class Monitoring(pulumi.ComponentResource):
             "minutes.\n\n"
             "Check `edgefleet fleet status`, the device's network and its agent (`systemctl status "
             "edgefleet-agent`); its spool keeps telemetry until it can publish again.",
-            after_descriptors,
+            after_metric_types,
         )
         self.latency_alert = self._policy(
             f"{name}-latency-p95",
@@ -125,7 +148,7 @@ class Monitoring(pulumi.ComponentResource):
             "(no Edge TPU, or ops not mapped to the TPU) is the usual cause: see "
             "`edgefleet fleet status` and "
             "the release's compiler report; roll back with `edgefleet rollout` if a new version caused it.",
-            after_descriptors,
+            after_metric_types,
         )
         self.dead_letter_alert = self._policy(
             f"{name}-dead-letters",
@@ -152,7 +175,7 @@ class Monitoring(pulumi.ComponentResource):
             f"{args.dead_letter_subscription} --limit 5`): malformed messages from an old agent, "
             "or a monitor "
             "that crashes on them.",
-            after_descriptors,
+            self._child(),  # a built-in Pub/Sub metric: nothing to wait for
         )
         self.register_outputs({"dashboard": self.dashboard.id})
 
@@ -172,8 +195,11 @@ class Monitoring(pulumi.ComponentResource):
                 )
                 for label in metric.labels
             ],
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=self._child(),
         )
+
+    def _child(self, *after: pulumi.Resource) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=self, depends_on=[*self._depends_on, *after])
 
     def _policy(
         self,

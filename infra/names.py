@@ -5,6 +5,8 @@ No Pulumi import: tests and policy checks use these too.
 
 from __future__ import annotations
 
+from typing import Literal, NamedTuple
+
 COMPONENT_PREFIX = "edgefleet"
 
 # Service accounts: `<fleet>-<role>` (account ids are 6-30 characters; fleet names are at most 20).
@@ -15,10 +17,59 @@ MONITOR_ACCOUNT_ROLE = "monitor"
 # Predefined roles the program grants, each on one resource (metricWriter is project-level by nature).
 ROLE_PUBSUB_PUBLISHER = "roles/pubsub.publisher"
 ROLE_PUBSUB_SUBSCRIBER = "roles/pubsub.subscriber"
+# The monitor checks its subscription at start (GetSubscription: pubsub.subscriptions.get), which
+# roles/pubsub.subscriber does not include; roles/pubsub.viewer on the subscription alone grants it.
+ROLE_PUBSUB_VIEWER = "roles/pubsub.viewer"
 ROLE_STORAGE_OBJECT_VIEWER = "roles/storage.objectViewer"
 ROLE_STORAGE_OBJECT_USER = "roles/storage.objectUser"
 ROLE_MONITORING_METRIC_WRITER = "roles/monitoring.metricWriter"
 ROLE_BIGQUERY_DATA_EDITOR = "roles/bigquery.dataEditor"
+
+
+# Google Cloud APIs the program (and the code of its identities) uses: `gcp.projects.Service` enables each one,
+# never disabled on destroy. The Service Usage API itself (serviceusage.googleapis.com) is the one
+# prerequisite: it is on by default in a new project and is what enabling the others goes through.
+API_PUBSUB = "pubsub.googleapis.com"
+API_STORAGE = "storage.googleapis.com"
+API_IAM = "iam.googleapis.com"  # service accounts
+API_RESOURCE_MANAGER = "cloudresourcemanager.googleapis.com"  # project-level IAM members
+API_MONITORING = "monitoring.googleapis.com"
+API_BIGQUERY = "bigquery.googleapis.com"  # only with the BigQuery export
+API_SERVICE_USAGE = "serviceusage.googleapis.com"
+CORE_APIS: tuple[str, ...] = (API_PUBSUB, API_STORAGE, API_IAM, API_RESOURCE_MANAGER, API_MONITORING)
+# Pulumi type module -> the API its resources are created through (policy checks and tests use it).
+API_OF_MODULE: dict[str, str] = {
+    "pubsub": API_PUBSUB,
+    "storage": API_STORAGE,
+    "serviceaccount": API_IAM,
+    "projects": API_RESOURCE_MANAGER,
+    "monitoring": API_MONITORING,
+    "bigquery": API_BIGQUERY,
+}
+
+
+GrantTarget = Literal["telemetry_topic", "monitor_subscription", "registry_bucket", "project"]
+
+
+class FleetGrant(NamedTuple):
+    """One role the program grants a fleet identity, and on what (the Pulumi resource is `<prefix>-<name>`)."""
+
+    identity: str
+    role: str
+    on: GrantTarget
+    name: str
+
+
+# Every grant to the fleet's identities: infra/identity.py creates exactly these, `edgefleet cloud check` looks
+# for them on the real project, tests/infra/test_iam_conformance.py checks each is needed by the code.
+FLEET_GRANTS: tuple[FleetGrant, ...] = (
+    FleetGrant(DEVICE_ACCOUNT_ROLE, ROLE_PUBSUB_PUBLISHER, "telemetry_topic", "device-publishes-telemetry"),
+    FleetGrant(DEVICE_ACCOUNT_ROLE, ROLE_STORAGE_OBJECT_VIEWER, "registry_bucket", "device-reads-registry"),
+    FleetGrant(PIPELINE_ACCOUNT_ROLE, ROLE_STORAGE_OBJECT_USER, "registry_bucket", "pipeline-writes-registry"),
+    FleetGrant(MONITOR_ACCOUNT_ROLE, ROLE_PUBSUB_SUBSCRIBER, "monitor_subscription", "monitor-consumes-telemetry"),
+    FleetGrant(MONITOR_ACCOUNT_ROLE, ROLE_PUBSUB_VIEWER, "monitor_subscription", "monitor-checks-subscription"),
+    FleetGrant(MONITOR_ACCOUNT_ROLE, ROLE_MONITORING_METRIC_WRITER, "project", "monitor-writes-metrics"),
+)
 
 
 def service_account_id(fleet_name: str, role: str) -> str:

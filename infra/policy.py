@@ -212,10 +212,12 @@ def check_dead_letter(resources: Sequence[ResourceRecord]) -> list[Violation]:
         for record in subscriptions
         if record.inputs.get("deadLetterPolicy")
     }
+    # On a new stack the agent's email comes from its ServiceIdentity, unknown at preview: a grant to an
+    # unknown member is taken as the agent's (later previews, and `edgefleet cloud check`, see the real one).
     agent_grants = {
         (binding.scope, binding.role, binding.target)
         for binding in iam_bindings(resources)
-        if PUBSUB_SERVICE_AGENT.match(binding.member)
+        if PUBSUB_SERVICE_AGENT.match(binding.member) or binding.member == UNKNOWN
     }
     violations = []
     for record in subscriptions:
@@ -267,6 +269,31 @@ def check_dead_letter(resources: Sequence[ResourceRecord]) -> list[Violation]:
     return violations
 
 
+METRIC_DESCRIPTOR = "gcp:monitoring/metricDescriptor:MetricDescriptor"
+# MetricDescriptor.unit grammar (https://cloud.google.com/monitoring/api/ref_v3/rest/v3/projects.metricDescriptors):
+# basic units bit By s min h d 1, optional SI or binary prefixes, `.` and `/` between components, `{...}`
+# annotations (alone they mean 1), and `%`.
+_UNIT_PREFIX = r"(?:k|M|G|T|P|E|Z|Y|m|u|n|p|f|a|z|y|Ki|Mi|Gi|Ti|Pi|Ei|Zi|Yi)?"
+_UNIT_COMPONENT = rf"(?:(?:{_UNIT_PREFIX}(?:bit|By|s|min|h|d)|1)(?:\{{[^{{}}]+\}})?|\{{[^{{}}]+\}})"
+METRIC_UNIT = re.compile(rf"^(?:%|10\^2\.%|{_UNIT_COMPONENT}(?:[./]{_UNIT_COMPONENT})*)$")
+
+
+def check_metric_units(resources: Sequence[ResourceRecord]) -> list[Violation]:
+    """Every metric descriptor's unit is in Cloud Monitoring's documented unit grammar."""
+    return [
+        Violation(
+            "metric-units",
+            record.name,
+            f"unit {record.inputs.get('unit')!r} is not in Cloud Monitoring's documented units (bit, By, s, "
+            "min, h, d, 1 with prefixes, '.', '/', '%' and {annotations}); e.g. write Celsius as '{Cel}'",
+        )
+        for record in resources
+        if record.type == METRIC_DESCRIPTOR
+        and "unit" in record.inputs
+        and not METRIC_UNIT.match(str(record.inputs["unit"]))
+    ]
+
+
 def monitoring_metric_types(resources: Sequence[ResourceRecord]) -> dict[str, set[str]]:
     """Resource name -> every metric type its dashboard JSON or alert conditions name in their filters."""
     found: dict[str, set[str]] = {}
@@ -304,6 +331,7 @@ ALL_CHECKS: tuple[Callable[[Sequence[ResourceRecord]], list[Violation]], ...] = 
     check_buckets_hardened,
     check_dead_letter,
     check_monitoring_metrics_written,
+    check_metric_units,
 )
 
 

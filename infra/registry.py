@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_gcp as gcp
@@ -23,6 +24,7 @@ class RegistryArgs:
         location: Bucket location (a region or multi-region).
         settings: Noncurrent version lifecycle.
         labels: Bucket labels.
+        depends_on: What the bucket waits for (the Cloud Storage API).
     """
 
     project: str
@@ -30,6 +32,7 @@ class RegistryArgs:
     location: str
     settings: RegistrySettings
     labels: dict[str, str]
+    depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
 
 
 class Registry(pulumi.ComponentResource):
@@ -74,7 +77,7 @@ class Registry(pulumi.ComponentResource):
                     ),
                 ),
             ],
-            opts=pulumi.ResourceOptions(parent=self, protect=True),
+            opts=pulumi.ResourceOptions(parent=self, protect=True, depends_on=list(args.depends_on)),
         )
         self.uri = self.bucket.name.apply(lambda bucket: f"gs://{bucket}")
         self.register_outputs({"bucket": self.bucket.name, "uri": self.uri})

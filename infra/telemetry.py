@@ -5,7 +5,8 @@ Pub/Sub service agent needs for dead-lettering to work; optionally a BigQuery su
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_gcp as gcp
@@ -17,8 +18,6 @@ from edgefleet.infra.names import (
     ROLE_BIGQUERY_DATA_EDITOR,
     ROLE_PUBSUB_PUBLISHER,
     ROLE_PUBSUB_SUBSCRIBER,
-    member,
-    pubsub_service_agent,
 )
 
 # Columns Pub/Sub writes with `write_metadata` and no topic schema mapping (the message stays JSON text).
@@ -39,17 +38,21 @@ class TelemetryArgs:
 
     Attributes:
         project: Google Cloud project id.
+        service_agent: IAM member of the project's Pub/Sub service agent (from its ServiceIdentity).
         settings: Retention, ack deadline, dead-letter attempts, schema enforcement.
         labels: Put on every labelled resource.
         bigquery: The optional BigQuery export.
         bigquery_location: Dataset location when the export does not name one.
+        depends_on: What every resource waits for (the enabled APIs, the service identity).
     """
 
     project: str
+    service_agent: pulumi.Input[str]
     settings: TelemetrySettings
     labels: dict[str, str]
     bigquery: BigQueryExport | None = None
     bigquery_location: str = "US"
+    depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
 
 
 def _seconds(value: int) -> str:
@@ -73,12 +76,10 @@ class Telemetry(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: TelemetryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("edgefleet:infra:Telemetry", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        self._depends_on = list(args.depends_on)
+        child = self._child()
         settings = args.settings
-        project_number = gcp.organizations.get_project_output(
-            project_id=args.project, opts=pulumi.InvokeOutputOptions(parent=self)
-        ).number
-        self.service_agent = project_number.apply(lambda number: member(pubsub_service_agent(number)))
+        self.service_agent = args.service_agent
 
         self.schema = gcp.pubsub.Schema(
             f"{name}-schema",
@@ -100,7 +101,7 @@ class Telemetry(pulumi.ComponentResource):
             labels=args.labels,
             message_retention_duration=_seconds(settings.message_retention_seconds),
             schema_settings=schema_settings,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.schema]),
+            opts=self._child(self.schema),
         )
         self.dead_letter_topic = gcp.pubsub.Topic(
             f"{name}-dead-letter-topic",
@@ -182,7 +183,7 @@ class Telemetry(pulumi.ComponentResource):
                 maximum_backoff=_seconds(settings.retry_maximum_backoff_seconds),
             ),
             bigquery_config=bigquery_config,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
+            opts=self._child(*(depends_on or [])),
         )
 
     def _service_agent_subscriber(
@@ -194,11 +195,15 @@ class Telemetry(pulumi.ComponentResource):
             subscription=subscription.name,
             role=ROLE_PUBSUB_SUBSCRIBER,
             member=self.service_agent,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=self._child(),
         )
 
+    def _child(self, *after: pulumi.Resource) -> pulumi.ResourceOptions:
+        """Options of a child: parented here, after the APIs (and `after`)."""
+        return pulumi.ResourceOptions(parent=self, depends_on=[*self._depends_on, *after])
+
     def _bigquery(self, name: str, args: TelemetryArgs, export: BigQueryExport) -> None:
-        child = pulumi.ResourceOptions(parent=self)
+        child = self._child()
         dataset = gcp.bigquery.Dataset(
             f"{name}-bigquery-dataset",
             project=args.project,

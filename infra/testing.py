@@ -3,7 +3,8 @@
 The Pulumi CLI and the GCP provider plugin cannot run here, so the program runs against Pulumi's mock
 engine. `GcpMocks` stands in for the provider: it returns what the GCP provider returns for each resource
 (ids in Google's formats, service account emails `<id>@<project>.iam.gserviceaccount.com`, bucket URLs...)
-and answers the `getProject` invoke with a project number. `RecordingMonitor` is Pulumi's `MockMonitor`
+and answers the `getProject` invoke with a project number (the program itself no longer calls it).
+`RecordingMonitor` is Pulumi's `MockMonitor`
 that also keeps what the engine would receive in each registration (`protect`, `parent`), which the
 provider-level mocks never see. Each `run_program` call is a fresh, isolated program (new mocks, new
 monitor). Used by tests/infra; users who extend the program can test their changes the same way.
@@ -71,6 +72,16 @@ class GcpMocks(pulumi.runtime.Mocks):
             collection = "metricDescriptors" if kind == "MetricDescriptor" else "alertPolicies"
             resource_id = f"projects/{project}/{collection}/{suffix}"
             state["name"] = resource_id
+        elif kind == "Service":
+            resource_id = f"{project}/{state['service']}"
+        elif kind == "ServiceIdentity":
+            # What generateServiceIdentity returns for Pub/Sub: the per-project service agent.
+            agent = state["service"].split(".", 1)[0]
+            email = f"service-{self.project_number}@gcp-sa-{agent}.iam.gserviceaccount.com"
+            resource_id = f"projects/{project}/services/{state['service']}"
+            state.update(email=email, member=f"serviceAccount:{email}")
+        elif kind == "Sleep":  # pulumiverse-time: the id is the creation time (RFC 3339)
+            resource_id = "2026-01-01T00:00:00Z"
         elif kind == "Dataset":
             resource_id = f"projects/{project}/datasets/{state['datasetId']}"
         elif kind == "Table":
@@ -126,6 +137,22 @@ class StackRun:
     resources: list[ResourceRecord]
     outputs: dict[str, Any]
     urns: dict[tuple[str, str], str] = field(default_factory=dict)
+    dependencies: dict[str, set[str]] = field(default_factory=dict)  # URN -> URNs it waits for
+    invokes: list[str] = field(default_factory=list)  # tokens of the provider functions it called
+
+    def urn(self, record: ResourceRecord) -> str:
+        return self.urns[(record.type, record.name)]
+
+    def depends_on(self, record: ResourceRecord, other: ResourceRecord) -> bool:
+        """Whether `record` waits for `other`, directly or through other resources."""
+        target, seen, todo = self.urn(other), set(), [self.urn(record)]
+        while todo:
+            for urn in self.dependencies.get(todo.pop(), set()) - seen:
+                if urn == target:
+                    return True
+                seen.add(urn)
+                todo.append(urn)
+        return False
 
     def of_type(self, kind: str) -> list[ResourceRecord]:
         """Resources whose type token ends with `:<kind>` (e.g. "TopicIAMMember")."""
@@ -162,6 +189,7 @@ def run_program(
     run()
     resources = []
     urns = {}
+    dependencies = {}
     for registration in monitor.resources.values():
         kind = registration.urn.rsplit("::", 2)[-2].split("$")[-1]
         name = registration.urn.rsplit("::", 1)[-1]
@@ -176,7 +204,14 @@ def run_program(
             )
         )
         urns[(kind, name)] = registration.urn
-    return StackRun(resources=resources, outputs=outputs, urns=urns)
+        dependencies[registration.urn] = set(options.get("dependencies", []))
+    return StackRun(
+        resources=resources,
+        outputs=outputs,
+        urns=urns,
+        dependencies=dependencies,
+        invokes=[token for token, _ in mocks.calls],
+    )
 
 
 def stack_config(**values: Any) -> InfraConfig:

@@ -17,19 +17,32 @@ def _processes_mentioning(text: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_the_demo_releases_rolls_out_twice_and_leaves_nothing_running(tmp_path):
+def test_the_demo_rolls_out_two_good_releases_stops_the_bad_one_and_leaves_nothing_running(tmp_path):
     workdir = tmp_path / "demo"
-    result = subprocess.run([sys.executable, "-m", "edgefleet.demo", "--workdir", str(workdir)],
+    summary_file = tmp_path / "summary.json"
+    result = subprocess.run([sys.executable, "-m", "edgefleet.demo", "--workdir", str(workdir),
+                             "--summary-json", str(summary_file)],
                             capture_output=True, text=True, timeout=900, env=None)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-4000:]
     assert "edgefleet demo: done" in result.stdout
+    summary = json.loads(summary_file.read_text())
+    assert summary["ok"] is True
+    assert [(r["version"], r["published"]) for r in summary["releases"]] == [
+        ("1.0.0", True), ("1.1.0", True), ("1.2.0", True)]
+    outcomes = {r["version"]: r for r in summary["rollouts"]}
+    assert outcomes["1.0.0"]["outcome"] == outcomes["1.1.0"]["outcome"] == "completed"
+    bad = outcomes["1.2.0"]
+    # Caught in the first wave (one device), by a model-behaviour metric, and only that device rolled back.
+    assert bad["outcome"] == "halted" and bad["devices_rolled_back"] == ["sim-1"]
+    assert set(bad["halted_by"]) & {"class_mix_control", "score_control"}, bad
+    assert summary["devices"] == {f"sim-{i}": "shapes:1.1.0" for i in (1, 2, 3)}
+    assert "class_mix_control" in result.stdout and "halted" in result.stdout  # the verdict table is shown
     registry = workdir / "registry"
-    assert sorted(p.name for p in (registry / "models" / "shapes").iterdir() if p.name[0].isdigit()) == [
-        "1.0.0", "1.1.0"]
     records = {p.stem: json.loads(p.read_text()) for p in (registry / "rollouts").glob("*.json")}
     assert {name: record["state"] for name, record in records.items()} == {
-        "shapes-1.0.0": "completed", "shapes-1.1.0": "completed"}
+        "shapes-1.0.0": "completed", "shapes-1.1.0": "completed", "shapes-1.2.0": "halted"}
+    assert records["shapes-1.2.0"]["halted"]["wave"] == 1
     assert json.loads((registry / channel_key("shapes", "canary")).read_text())["version"] == "1.1.0"
     statuses = [json.loads(p.read_text()) for p in (workdir / "fleet").glob("sim-*/agent-root/status.json")]
-    assert [(s["version"], s["state"]) for s in statuses] == [("1.1.0", "stopped")] * 3  # all ran 1.1.0
+    assert [(s["version"], s["state"]) for s in statuses] == [("1.1.0", "stopped")] * 3  # all back on 1.1.0
     assert _processes_mentioning(str(workdir)) == []  # sshd, agents, emulator, Prefect server: all stopped

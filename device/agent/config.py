@@ -89,6 +89,11 @@ class RegistryConfig(_Section):
     uri: str | None = Field(default=None, description="gs://bucket[/prefix] or a local directory")
     channel: str = "stable"
     poll_interval_s: float = Field(default=30.0, gt=0)
+    require_signed_pointers: bool = Field(
+        default=False,
+        description="refuse unsigned (schema 1) channel pointers; set once every pipeline signs (an agent "
+        "refuses them on a channel anyway after it accepted a signed one there)",
+    )
 
     @field_validator("channel")
     @classmethod
@@ -112,6 +117,8 @@ class AgentConfig(BaseSettings):
     model: str = Field(description="name of the model to run from the device's model store")
     public_key: Path | None = Field(default=None, description="release signing key; default root/keys/release.pub")
     drain_timeout_s: float = Field(default=10.0, gt=0, description="on SIGTERM: longest wait to drain telemetry")
+    refuse_development_keys: bool = Field(
+        default=False, description="refuse models whose manifest says a development key signed them (production)")
     source: SourceConfig = SourceConfig()
     inference: InferenceConfig = InferenceConfig()
     queues: QueueConfig = QueueConfig()

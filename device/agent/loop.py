@@ -30,8 +30,10 @@ from edgefleet.device.agent.stats import LoopStats
 from edgefleet.device.agent.status import AgentStatus, write_status
 from edgefleet.device.agent.swap import ActiveModel, ModelSlot, ModelWatcher, lower_thread_priority
 from edgefleet.device.errors import EdgefleetError, ModelError
+from edgefleet.device.fsutil import file_lock
+from edgefleet.device.identity import load_or_create_device_key, sign_telemetry
 from edgefleet.device.runtime.interpreter import edgetpu_present
-from edgefleet.device.store import ModelStore
+from edgefleet.device.store import ModelStore, StoreOptions
 from edgefleet.device.telemetry.health import read_health
 from edgefleet.device.telemetry.service import TelemetryService
 
@@ -39,6 +41,9 @@ if TYPE_CHECKING:  # pull mode's modules load only when a registry is configured
     from edgefleet.device.pull import ChannelPoller
 
 log = logging.getLogger(__name__)
+
+AGENT_LOCK_FILE = ".agent.lock"
+LOCK_MARGIN_S = 5.0
 
 QUEUE_POLL_S = 0.1  # how long a stage blocks on a queue before re-checking `stop`
 
@@ -64,13 +69,15 @@ class Agent:
                  telemetry: TelemetryService | None = None) -> None:
         self.config = config
         config.root.mkdir(parents=True, exist_ok=True)
-        self.store = ModelStore(config.root, public_key=config.public_key_path)
+        self.store = ModelStore(config.root, public_key=config.public_key_path,
+                                options=StoreOptions(refuse_development_keys=config.refuse_development_keys))
         self.stats = LoopStats(config.status.latency_window)
         self.slot = ModelSlot()
         self.tpu_present = edgetpu_present()
         self.telemetry = telemetry or TelemetryService(
             config.telemetry, config.spool_path, config.device_id,
-            health_provider=functools.partial(read_health, tpu_present=self.tpu_present))
+            health_provider=functools.partial(read_health, tpu_present=self.tpu_present),
+            signer=functools.partial(sign_telemetry, load_or_create_device_key(config.root)))
         self.watcher = ModelWatcher(config, self.store, self.slot, self._model_event)
         self._source = source
         self._frames: queue.Queue[Frame] = queue.Queue(maxsize=config.queues.frames)
@@ -79,6 +86,7 @@ class Agent:
         self._capture_done = threading.Event()
         self._inference_done = threading.Event()
         self._poller: ChannelPoller | None = None  # pull mode, when configured
+        self.bad_frames = 0  # frames that could not be prepared: skipped, counted
         self._started_at = datetime.now(timezone.utc)
         self._state = "starting"
         self._last_error: str | None = None
@@ -98,7 +106,14 @@ class Agent:
                 if active is None:  # no model yet: nothing to prepare for
                     stop.wait(QUEUE_POLL_S)
                     continue
-                frame = Frame(image, active.engine.prepare(image), active.engine.info.input.shape)
+                try:
+                    frame = Frame(image, active.engine.prepare(image), active.engine.info.input.shape)
+                except (EdgefleetError, ValueError) as error:  # one bad frame is skipped and counted
+                    self.bad_frames += 1
+                    if self.bad_frames in (1, 10, 100) or self.bad_frames % 1000 == 0:
+                        log.warning("skipped a frame that cannot be prepared (%d so far): %s", self.bad_frames,
+                                    error)
+                    continue
                 while not stop.is_set():
                     try:
                         self._frames.put(frame, timeout=QUEUE_POLL_S)
@@ -107,7 +122,9 @@ class Agent:
                     except queue.Full:
                         continue
                 if min_interval:
-                    next_due += min_interval
+                    # Paced, never catching up on a stall (no model yet, a full queue): at most one frame
+                    # early, so the rate the telemetry reports is the configured one, not a burst.
+                    next_due = max(next_due + min_interval, time.monotonic() - min_interval)
                     stop.wait(max(0.0, next_due - time.monotonic()))
         except EdgefleetError as error:
             self._fail(f"frame source: {error}")
@@ -145,12 +162,14 @@ class Agent:
                 try:
                     result = active.engine.infer(tensor, (frame.image.shape[1], frame.image.shape[0]))
                 except ModelError as error:
-                    self.stats.record_error()
+                    self.stats.record_error(active.version)
                     self._last_error = str(error)
                     self.telemetry.record_inference(active.ref, 0.0, error=error.message)
                     continue
-                self.stats.record(time.monotonic(), result.latency_ms)
-                self.telemetry.record_inference(active.ref, result.latency_ms, result.results)
+                self.stats.record(time.monotonic(), result.latency_ms, result.results, active.version,
+                                  detector=active.detector)
+                self.telemetry.record_inference(active.ref, result.latency_ms, result.results,
+                                                detector=active.detector)
         except Exception as error:  # noqa: BLE001 - a bug: report it and stop with a failure exit code
             log.exception("inference stage failed")
             self._fail(f"inference: unexpected {type(error).__name__}: {error}")
@@ -180,6 +199,9 @@ class Agent:
             frames=snapshot.frames, errors=snapshot.errors, fps=round(snapshot.fps, 2),
             latency_ms_p50=round(snapshot.latency_ms_p50, 3), latency_ms_p95=round(snapshot.latency_ms_p95, 3),
             swaps=self.watcher.swaps, swap_failures=self.watcher.failures,
+            version_frames=snapshot.version_frames if snapshot.version == (active and active.version) else 0,
+            version_errors=snapshot.version_errors if snapshot.version == (active and active.version) else 0,
+            dist=snapshot.dist if snapshot.version == (active and active.version) else None,
             last_error=(self._last_error or self.watcher.last_error or self._poll_error()
                         or telemetry.last_error),
             spool_depth=telemetry.depth, spool_dropped=telemetry.dropped,
@@ -201,7 +223,19 @@ class Agent:
 
     # --- lifecycle -----------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> int:
-        """Runs until `stop` is set or the frame source ends; returns the process exit code."""
+        """Runs until `stop` is set or the frame source ends; returns the process exit code.
+
+        Holds an exclusive lock on the agent root while it runs (two agents on one store and spool would
+        corrupt both); a predecessor still draining is waited for up to `drain_timeout_s` (and a bit).
+
+        Raises:
+            EdgefleetError: another agent runs on the same root.
+        """
+        with file_lock(self.config.root / AGENT_LOCK_FILE, timeout_s=self.config.drain_timeout_s + LOCK_MARGIN_S,
+                       what=f"agent root {self.config.root} (another edgefleet-agent runs on it)"):
+            return self._run(stop)
+
+    def _run(self, stop: threading.Event) -> int:
         self.telemetry.start()
         self.write_status()  # "starting": loading the first model may take a while (the Edge TPU probe)
         self.watcher.check_once()  # load the current model before the first frame, if there is one
@@ -248,8 +282,10 @@ class Agent:
             Registry.from_uri(self.config.registry.uri), self.store, self.config.model,
             self.config.registry.channel, self.config.public_key_path,
             interval_s=self.config.registry.poll_interval_s,
-            on_refusal=lambda result: self.telemetry.record_event("swap_failed", result.reason,
-                                                                  model_version=result.version),
+            on_refusal=lambda result: self.telemetry.record_event(
+                "error" if result.pointer_problem else "swap_failed", result.reason, model_version=result.version
+            ),
+            require_signed=self.config.registry.require_signed_pointers,
             on_thread_start=functools.partial(lower_thread_priority, self.config.swap.background_nice),
         )
         self._poller = poller

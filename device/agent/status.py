@@ -10,13 +10,22 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edgefleet.device.contracts.distributions import Distributions
 from edgefleet.device.errors import EdgefleetError
+
+STATUS_SCHEMA_VERSION = 2
 
 
 class AgentStatus(BaseModel):
-    """One snapshot of the running agent."""
+    """One snapshot of the running agent (status schema 2; 1 is still read).
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Readers (the rollout over SSH, the local fleet, `edgefleet-agent status`) are tolerant: unknown fields are
+    ignored and new ones default, so a reader is never broken by a newer agent and reads 1 and 2 alike.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    schema_: int = Field(default=STATUS_SCHEMA_VERSION, alias="schema", ge=1)
 
     device_id: str
     pid: int
@@ -39,6 +48,11 @@ class AgentStatus(BaseModel):
     spool_dropped: int = 0
     telemetry_published: int = 0
     results_overflow: int = 0
+    # --- schema 2: the running version since it started (what the canary judge reads without a monitor) ---
+    version_frames: int = 0
+    version_errors: int = 0
+    dist: Distributions | None = None
+    # issue 12 (lead: fold into schema 2 or the next): why the Edge TPU is not used although one was wanted
     edgetpu_unavailable: str | None = Field(
         default=None, description="why the Edge TPU is not used though one was wanted (probe outcome), if so")
 
@@ -47,7 +61,7 @@ def write_status(path: Path, status: AgentStatus) -> None:
     """Writes `status` atomically (temp file + rename), so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(status.model_dump_json(indent=2))
+    temporary.write_text(status.model_dump_json(indent=2, by_alias=True))
     os.replace(temporary, path)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from edgefleet.device.agent.config import AgentConfig, InferenceConfig
-from edgefleet.device.bundle import verify_version_dir
+from edgefleet.device.bundle import refuse_development_signed, verify_version_dir
 from edgefleet.device.contracts.layout import CURRENT_POINTER
 from edgefleet.device.contracts.manifest import Manifest
 from edgefleet.device.contracts.telemetry import EventKind, ModelRef
@@ -47,6 +47,10 @@ class ActiveModel:
     def ref(self) -> ModelRef:  # built once: the inference stage passes it with every result
         return ModelRef(name=self.manifest.model, version=self.version, variant=self.engine.variant,
                         backend=self.engine.backend)
+
+    @property
+    def detector(self) -> bool:
+        return self.manifest.task == "detection"
 
 
 class ModelSlot:
@@ -122,6 +126,8 @@ def prepare_model(config: AgentConfig, installed: InstalledVersion, *,
     """
     public_key = load_public_key(config.public_key_path)
     manifest = verify_version_dir(installed.path, public_key)
+    if config.refuse_development_keys:
+        refuse_development_signed(manifest, str(installed.path))
     device, outcome = choose_device(config.inference, installed.path, manifest, probe=probe)
     engine = open_for_manifest(installed.path, manifest, device=device,
                                num_threads=config.inference.num_threads, top_k=config.inference.top_k,

@@ -37,7 +37,11 @@ def run(
         raise cli_error(error) from error
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    raise typer.Exit(code=agent.run(stop))
+    try:
+        code = agent.run(stop)
+    except EdgefleetError as error:
+        raise cli_error(error) from error
+    raise typer.Exit(code=code)
 
 
 @app.command()
@@ -66,3 +70,21 @@ def status(
     for key, value in current.model_dump(mode="json").items():
         table.add_row(key, "" if value is None else str(value))
     Console().print(table)
+
+
+@app.command("device-key")
+def device_key(
+    root: Path = typer.Option(None, "--root", envvar="EDGEFLEET_AGENT_ROOT", help="agent root directory"),
+) -> None:
+    """Print this device's public key (base64), making the device key first if it has none.
+
+    The private key (`<root>/keys/device.key`, mode 0600) never leaves the device; `deploy-agent` reads this
+    output and publishes the public key with the fleet, so the monitor accepts this device's telemetry.
+    """
+    from edgefleet.device.identity import load_or_create_device_key, public_key_text
+
+    try:
+        key = load_or_create_device_key(root or Path("~/.edgefleet-agent"))
+    except EdgefleetError as error:
+        raise cli_error(error) from error
+    typer.echo(public_key_text(key.public_key()))

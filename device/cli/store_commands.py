@@ -224,6 +224,9 @@ def models(
     Console().print(table)
 
 
+_REFUSALS = ("refused", "previously_refused", "pointer_refused", "expired")
+
+
 @app.command()
 def pull(
     registry_uri: Annotated[
@@ -236,6 +239,9 @@ def pull(
     retry_refused: Annotated[
         bool, typer.Option("--retry-refused", help="try a previously refused version again")
     ] = False,
+    require_signed: Annotated[
+        bool, typer.Option("--require-signed", help="refuse unsigned (schema 1) channel pointers")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Pull once: download, verify, install and activate the version a registry channel names."""
@@ -246,7 +252,9 @@ def pull(
 
     def do() -> Any:
         registry = Registry.from_uri(registry_uri)
-        return pull_channel_once(registry, store, model, channel, retry_refused=retry_refused)
+        return pull_channel_once(
+            registry, store, model, channel, retry_refused=retry_refused, require_signed=require_signed
+        )
 
     result = _run(do)
     if as_json:
@@ -259,8 +267,16 @@ def pull(
                 "previous": result.previous,
             }
         )
-    elif result.outcome not in ("refused", "previously_refused"):
+    elif result.outcome not in _REFUSALS:
         typer.echo(result.reason)
+    if result.outcome in ("pointer_refused", "expired"):
+        if as_json:
+            raise typer.Exit(code=ERROR_EXIT_CODE)
+        _fail(
+            f"the {channel} channel pointer of {model} in {registry_uri} was not followed: {result.reason}",
+            "the device stays on the version it runs; have the release pipeline re-sign the channel "
+            "(resign-channels) or promote again with the release key (--downgrade for a lower version)",
+        )
     if result.outcome in ("refused", "previously_refused"):
         if as_json:
             raise typer.Exit(code=ERROR_EXIT_CODE)

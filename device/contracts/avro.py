@@ -23,6 +23,7 @@ import types
 import typing
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal, Union
 
 from pydantic import BaseModel
@@ -61,6 +62,18 @@ def avro_schema(model: type[BaseModel]) -> dict[str, Any]:
 def telemetry_avro_schema() -> dict[str, Any]:
     """The Avro schema of `TelemetryMessage`: what the telemetry topic validates against (a fresh copy)."""
     return json.loads(telemetry_avro_definition())
+
+
+TELEMETRY_V1_DEFINITION_FILE = Path(__file__).with_name("telemetry-v1.avsc")
+
+
+def telemetry_schema_revisions() -> tuple[str, ...]:
+    """Every revision of the topic's schema, oldest first: schema 1 as frozen in `telemetry-v1.avsc` (what
+    agents of that contract send), then the current one generated from the model. The topic accepts a message
+    valid against any of them, so agents can be upgraded after the schema."""
+    v1 = TELEMETRY_V1_DEFINITION_FILE.read_text().strip()
+    current = telemetry_avro_definition()
+    return (v1,) if v1 == current else (v1, current)
 
 
 @functools.cache

@@ -32,14 +32,17 @@ DEAD_LETTER_SUBSCRIPTION = "edgefleet-telemetry-dead-letter-sub"
 TELEMETRY_SCHEMA = "edgefleet-telemetry-v1"
 ATTR_DEVICE_ID = "device_id"
 ATTR_MODEL_VERSION = "model_version"
+ATTR_EPOCH = "epoch"  # the spool epoch: (device, epoch, seq) identifies a message
+ATTR_SIGNATURE = "sig"  # base64 Ed25519 signature by the device's own key (edgefleet.device.identity)
+FLEET_DEVICES_PREFIX = "fleet/devices"  # registry records: the fleet's device public keys
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-_VERSION = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")  # fullmatch: `$` would accept a trailing newline
+_VERSION = re.compile(r"\d{1,9}\.\d{1,9}\.\d{1,9}(?:[-+][0-9A-Za-z.-]{1,64})?")
 
 
 def check_name(kind: str, value: str) -> str:
     """Returns `value` if it is a safe model/channel/device name, else raises ValueError naming `kind`."""
-    if not _NAME.match(value):
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise ValueError(
             f"{kind} {value!r} is not a valid name: use 1-63 lowercase letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
@@ -49,14 +52,14 @@ def check_name(kind: str, value: str) -> str:
 
 def check_version(value: str) -> str:
     """Returns `value` if it is a semantic version (1.2.3), else raises ValueError."""
-    if not _VERSION.match(value):
+    if not isinstance(value, str) or not _VERSION.fullmatch(value):
         raise ValueError(f"version {value!r} is not a semantic version: use MAJOR.MINOR.PATCH, e.g. 1.0.0")
     return value
 
 
 def is_version(name: str) -> bool:
     """True when `name` is a semantic version (a version directory or key, not a pointer or a file)."""
-    return bool(_VERSION.match(name))
+    return bool(_VERSION.fullmatch(name))
 
 
 def version_prefix(model: str, version: str) -> str:

@@ -6,6 +6,7 @@ its exact bytes as stored (`manifest.json`), the signature stored beside it (`ma
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -19,7 +20,10 @@ from edgefleet.device.contracts.layout import check_name, check_version
 MANIFEST_SCHEMA_V1 = "edgefleet.manifest/1"
 MANIFEST_SCHEMA = "edgefleet.manifest/2"
 MANIFEST_SCHEMAS = (MANIFEST_SCHEMA_V1, MANIFEST_SCHEMA)
-CHANNEL_SCHEMA = "edgefleet.channel/1"
+CHANNEL_SCHEMA_V1 = "edgefleet.channel/1"
+CHANNEL_SCHEMA = "edgefleet.channel/2"
+CHANNEL_SCHEMAS = (CHANNEL_SCHEMA_V1, CHANNEL_SCHEMA)
+MAX_POINTER_COUNTER = 2**63 - 1
 
 Variant = Literal["edgetpu", "cpu"]
 TensorDtype = Literal["uint8", "int8", "float32", "int32", "int64", "int16", "float16"]
@@ -195,17 +199,76 @@ class Manifest(_Frozen):
 
 
 class ChannelPointer(_Frozen):
-    """`models/<model>/channels/<channel>.json`: which version a channel points at."""
+    """`models/<model>/channels/<channel>.json`: which version a channel points at.
 
-    schema_: Literal["edgefleet.channel/1"] = Field(default=CHANNEL_SCHEMA, alias="schema")
+    Schema 2 (`edgefleet.channel/2`) is signed with the release key (`edgefleet.device.channel`): it adds a
+    `counter` that only goes up, an expiry, a `downgrade` flag (a deliberate move to a lower version), the
+    signing key's id and the signature (base64 of Ed25519 over `signed_bytes()`). Schema 1 (unsigned) is
+    still read; a bare `ChannelPointer(...)` without the schema 2 fields is a schema 1 pointer.
+    """
+
+    schema_: Literal["edgefleet.channel/1", "edgefleet.channel/2"] = Field(
+        default=CHANNEL_SCHEMA_V1, alias="schema"
+    )
     model: str
     channel: str
     version: str
     manifest_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     updated_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
-    updated_by: str | None = None
+    updated_by: str | None = Field(default=None, max_length=256)
+    # --- schema 2 ---
+    counter: int | None = Field(default=None, ge=1, le=MAX_POINTER_COUNTER)
+    expires_at: datetime | None = None
+    downgrade: bool = False
+    key_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{16,64}$")
+    signature: str | None = Field(default=None, pattern=r"^[A-Za-z0-9+/]{86}==$")
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
+    @field_validator("model", "channel")
+    @classmethod
+    def _names(cls, value: str, info: object) -> str:
+        return check_name(getattr(info, "field_name", "name"), value)
+
+    @field_validator("version")
+    @classmethod
+    def _pointer_semver(cls, value: str) -> str:
+        return check_version(value)
+
+    @model_validator(mode="after")
+    def _fields_match_schema(self) -> ChannelPointer:
+        v2_fields = {
+            "counter": self.counter,
+            "expires_at": self.expires_at,
+            "key_id": self.key_id,
+            "signature": self.signature,
+        }
+        if self.schema_ == CHANNEL_SCHEMA_V1:
+            if any(value is not None for value in v2_fields.values()) or self.downgrade:
+                raise ValueError(
+                    "counter, expires_at, downgrade, key_id and signature need schema edgefleet.channel/2"
+                )
+        else:
+            missing = sorted(name for name, value in v2_fields.items() if value is None)
+            if missing:
+                raise ValueError(f"a schema edgefleet.channel/2 pointer needs {', '.join(missing)}")
+        return self
+
+    @property
+    def signed(self) -> bool:
+        """True for a schema 2 pointer (which carries a signature; check it with `verify_pointer`)."""
+        return self.schema_ == CHANNEL_SCHEMA
+
+    def signed_bytes(self) -> bytes:
+        """The exact bytes a schema 2 signature covers: a domain line, then canonical JSON of every field but
+        the signature (sorted keys, no spaces), so a pointer re-serialised by any writer verifies the same."""
+        payload = self.model_dump(mode="json", by_alias=True, exclude={"signature"})
+        return (
+            CHANNEL_SCHEMA.encode()
+            + b"\n"
+            + json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+        )
+
     def to_json_bytes(self) -> bytes:
-        return self.model_dump_json(by_alias=True, indent=2).encode() + b"\n"
+        exclude = None if self.signed else {"counter", "expires_at", "downgrade", "key_id", "signature"}
+        return self.model_dump_json(by_alias=True, indent=2, exclude=exclude).encode() + b"\n"

@@ -29,9 +29,11 @@ import os
 import re
 import tempfile
 from abc import ABC, abstractmethod
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ from edgefleet.device.bundle import (
     verify_manifest_bytes,
     verify_version_dir,
 )
+from edgefleet.device.channel import DEFAULT_VALIDITY, sign_pointer, verify_pointer
 from edgefleet.device.contracts.layout import (
     CHANNELS_DIR,
     MANIFEST_FILE,
@@ -66,6 +69,17 @@ from edgefleet.device.signing import PublicKeyLike, decode_signature
 log = logging.getLogger(__name__)
 
 _KEY_PART = re.compile(r"^[A-Za-z0-9._=-]+$")
+MAX_MANIFEST_BYTES = 8 * 1024 * 1024
+"""A manifest larger than this is refused unread (real ones are kilobytes; golden outputs included)."""
+MAX_SIGNATURE_BYTES = 1024
+
+
+def too_large(what: str, size: int, max_bytes: int) -> VerificationError:
+    return VerificationError(
+        f"{what} is {size} bytes, more than the {max_bytes} expected: refused before downloading it",
+        "the registry object was replaced (or the manifest is wrong): re-publish the version and check who can "
+        "write to the registry",
+    )
 
 
 class RegistryOptions(BaseModel):
@@ -207,8 +221,15 @@ class Registry(ABC):
         """
 
     @abstractmethod
-    def _download(self, key: str, dest: Path) -> None:
-        """Copies one object to a local file (RegistryError when missing)."""
+    def _download(self, key: str, dest: Path, max_bytes: int | None = None) -> None:
+        """Copies one object to a local file (RegistryError when missing).
+
+        With `max_bytes`, an object larger than that is refused before it is downloaded (VerificationError).
+        """
+
+    @abstractmethod
+    def _read_bounded(self, key: str, max_bytes: int) -> bytes | None:
+        """The object's bytes (None when absent); an object over `max_bytes` is refused unread."""
 
     # --- versions ------------------------------------------------------------------------------------
 
@@ -245,8 +266,8 @@ class Registry(ABC):
             VerificationError: manifest.json or manifest.sig is malformed.
         """
         prefix = _version_prefix(model, version)
-        raw = self._read_bytes(f"{prefix}/{MANIFEST_FILE}")
-        signature_text = self._read_bytes(f"{prefix}/{SIGNATURE_FILE}")
+        raw = self._read_bounded(f"{prefix}/{MANIFEST_FILE}", MAX_MANIFEST_BYTES)
+        signature_text = self._read_bounded(f"{prefix}/{SIGNATURE_FILE}", MAX_SIGNATURE_BYTES)
         if raw is None or signature_text is None:
             raise RegistryError(
                 f"version {version} of model {model} is not published in {self.uri} "
@@ -281,9 +302,9 @@ class Registry(ABC):
         signed = self.read_manifest(model, version)
         prefix = _version_prefix(model, version)
         for entry in signed.manifest.files:
-            self._download(f"{prefix}/{entry.name}", dest / entry.name)
+            self._download(f"{prefix}/{entry.name}", dest / entry.name, entry.size)
         (dest / MANIFEST_FILE).write_bytes(signed.raw)
-        signature_text = self._read_bytes(f"{prefix}/{SIGNATURE_FILE}")
+        signature_text = self._read_bounded(f"{prefix}/{SIGNATURE_FILE}", MAX_SIGNATURE_BYTES)
         (dest / SIGNATURE_FILE).write_bytes(signature_text or b"")
         try:
             check_version_files(dest, signed.manifest)
@@ -364,6 +385,9 @@ class Registry(ABC):
         by: str | None = None,
         expected_version: str | None | EllipsisType = ...,
         public_key: PublicKeyLike | None = None,
+        signing_key: Ed25519PrivateKey | None = None,
+        downgrade: bool = False,
+        validity: timedelta = DEFAULT_VALIDITY,
     ) -> ChannelPointer:
         """Points `channel` at a published version, with compare-and-swap and careful retries.
 
@@ -383,7 +407,14 @@ class Registry(ABC):
             by: who promotes (kept in the pointer's `updated_by`).
             expected_version: the version the caller believes the channel names now (None: the channel must
                 not exist yet). Default: whatever it names at the first read.
-            public_key: verify the manifest signature before pointing at it.
+            public_key: verify the manifest signature before pointing at it (default with `signing_key`: its
+                public key, so a pointer never vouches for a manifest the release key did not sign).
+            signing_key: the release key: writes a signed schema 2 pointer (counter above the previous one,
+                expiry `validity` from now). None writes an unsigned schema 1 pointer, for fleets whose
+                agents are not upgraded yet.
+            downgrade: mark the pointer as a deliberate downgrade (needed to point at a lower version than
+                the channel names: devices refuse a lower version otherwise).
+            validity: how long the signed pointer is valid.
 
         Returns:
             The pointer now in the registry.
@@ -394,6 +425,8 @@ class Registry(ABC):
             ConflictError: the channel moved elsewhere concurrently, or is not at `expected_version`.
         """
         signed = self.read_manifest(model, version)
+        if public_key is None and signing_key is not None:
+            public_key = signing_key.public_key()
         if public_key is not None:
             verify_manifest_bytes(
                 signed.raw,
@@ -403,26 +436,46 @@ class Registry(ABC):
             )
         state = self.read_channel(model, channel)
         baseline = state.pointer.version if state.pointer else None
+        want_signed = signing_key is not None
         if expected_version is not ... and expected_version != baseline:
-            if done := _naming(state.pointer, version, signed.manifest_sha256):
+            if done := _naming(state.pointer, version, signed.manifest_sha256, want_signed):
                 return done
             raise _moved_error(self, model, channel, version, expected_version, state.pointer)
-        for _attempt in range(self.options.promote_attempts):
-            if done := _naming(state.pointer, version, signed.manifest_sha256):
-                return done
-            pointer = ChannelPointer(
-                model=model,
-                channel=channel,
-                version=version,
-                manifest_sha256=signed.manifest_sha256,
-                updated_by=by,
+        if baseline is not None and not downgrade and version_sort_key(version) < version_sort_key(baseline):
+            raise ConflictError(
+                f"channel {channel} of model {model} names {baseline}; {version} is lower, and devices refuse "
+                "a lower version unless the signed pointer marks a deliberate downgrade",
+                "promote it as a downgrade (edgefleet registry promote ... --downgrade, or downgrade: true)",
             )
+        for _attempt in range(self.options.promote_attempts):
+            if done := _naming(state.pointer, version, signed.manifest_sha256, want_signed):
+                return done
+            if signing_key is not None:
+                pointer = sign_pointer(
+                    signing_key,
+                    model=model,
+                    channel=channel,
+                    version=version,
+                    manifest_sha256=signed.manifest_sha256,
+                    previous=state.pointer,
+                    downgrade=downgrade,
+                    validity=validity,
+                    updated_by=by,
+                )
+            else:
+                pointer = ChannelPointer(
+                    model=model,
+                    channel=channel,
+                    version=version,
+                    manifest_sha256=signed.manifest_sha256,
+                    updated_by=by,
+                )
             try:
                 self.set_channel(model, channel, pointer, state.generation)
             except ConflictError:
                 state = self.read_channel(model, channel)
                 now = state.pointer.version if state.pointer else None
-                if done := _naming(state.pointer, version, signed.manifest_sha256):
+                if done := _naming(state.pointer, version, signed.manifest_sha256, want_signed):
                     return done
                 if now != baseline:
                     raise _moved_error(self, model, channel, version, baseline, state.pointer) from None
@@ -435,6 +488,60 @@ class Registry(ABC):
             f"{self.options.promote_attempts} attempts",
             "find out who else writes this channel, then promote again",
         )
+
+    def resign_channel(
+        self,
+        model: str,
+        channel: str,
+        signing_key: Ed25519PrivateKey,
+        *,
+        validity: timedelta = DEFAULT_VALIDITY,
+        by: str | None = None,
+    ) -> ChannelPointer:
+        """Re-signs a channel pointer with a new counter and expiry (same version, manifest and downgrade
+        flag); turns an unsigned schema 1 pointer into a signed one.
+
+        The pointer is re-signed only if the manifest it names is still the published one and verifies
+        against the signing key, and (schema 2) its own signature verifies: a tampered pointer is never
+        laundered into a freshly signed one.
+
+        Raises:
+            RegistryError: the channel does not exist.
+            VerificationError: the pointer or its manifest does not verify.
+            ConflictError: the channel changed while re-signing (the next run tries again).
+        """
+        state = self.read_channel(model, channel)
+        if state.pointer is None:
+            raise RegistryError(
+                f"channel {channel} of model {model} does not exist in {self.uri}",
+                f"channels: {', '.join(self.list_channels(model)) or 'none'}",
+            )
+        old = state.pointer
+        source = self.describe(_channel_key(model, channel))
+        if old.signed:
+            verify_pointer(signing_key.public_key(), old, source=source)
+        signed = self.read_manifest(model, old.version)
+        if signed.manifest_sha256 != old.manifest_sha256:
+            raise VerificationError(
+                f"channel pointer {source} names manifest {old.manifest_sha256[:16]}... of {old.version}, the "
+                f"registry holds {signed.manifest_sha256[:16]}...",
+                "find out who replaced the manifest; promote a good version again",
+            )
+        verify_manifest_bytes(signed.raw, signed.signature, signing_key.public_key(), source=source)
+        pointer = sign_pointer(
+            signing_key,
+            model=model,
+            channel=channel,
+            version=old.version,
+            manifest_sha256=old.manifest_sha256,
+            previous=old,
+            downgrade=old.downgrade,
+            validity=validity,
+            updated_by=by or old.updated_by,
+        )
+        self.set_channel(model, channel, pointer, state.generation)
+        log.info("re-signed %s/%s (%s, counter %s)", model, channel, old.version, pointer.counter)
+        return pointer
 
     def list_channels(self, model: str) -> list[str]:
         """Channel names of `model`, sorted."""
@@ -538,9 +645,16 @@ def rollout_key(rollout_id: str) -> str:
     return f"{ROLLOUTS_PREFIX}/{_name('rollout id', rollout_id)}.json"
 
 
-def _naming(pointer: ChannelPointer | None, version: str, manifest_sha256: str) -> ChannelPointer | None:
-    """`pointer` when it already names this version and manifest, else None."""
-    if pointer is not None and pointer.version == version and pointer.manifest_sha256 == manifest_sha256:
+def _naming(
+    pointer: ChannelPointer | None, version: str, manifest_sha256: str, signed: bool = False
+) -> ChannelPointer | None:
+    """`pointer` when it already names this version and manifest (signed, when `signed`), else None."""
+    if (
+        pointer is not None
+        and pointer.version == version
+        and pointer.manifest_sha256 == manifest_sha256
+        and (pointer.signed or not signed)
+    ):
         return pointer
     return None
 
@@ -590,7 +704,7 @@ def _record_key(key: str) -> str:
     if (
         not key
         or key.startswith("/")
-        or any(not _KEY_PART.match(part) or part in {".", ".."} for part in parts)
+        or any(not _KEY_PART.fullmatch(part) or part in {".", ".."} for part in parts)
     ):
         raise RegistryError(
             f"record key {key!r} is not a plain relative key",

@@ -37,7 +37,13 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from edgefleet.device.bundle import HASH_CHUNK_BYTES
 from edgefleet.device.contracts.layout import MANIFEST_FILE, SIGNATURE_FILE
 from edgefleet.device.errors import ConflictError, EdgefleetError, RegistryError
-from edgefleet.device.registry.base import PublishResult, Registry, RegistryOptions, _version_prefix
+from edgefleet.device.registry.base import (
+    PublishResult,
+    Registry,
+    RegistryOptions,
+    _version_prefix,
+    too_large,
+)
 from edgefleet.device.signing import PublicKeyLike
 
 log = logging.getLogger(__name__)
@@ -84,7 +90,7 @@ class GcsRegistry(Registry):
         client: storage.Client | None = None,
         options: RegistryOptions | None = None,
     ) -> None:
-        if not _BUCKET_NAME.match(bucket):
+        if not _BUCKET_NAME.fullmatch(bucket):
             raise RegistryError(
                 f"{bucket!r} is not a valid GCS bucket name",
                 "use gs://BUCKET[/PREFIX] with a bucket name of lowercase letters, digits, '-', '_' and '.'",
@@ -297,12 +303,37 @@ class GcsRegistry(Registry):
             )
         return int(blob.generation)
 
-    def _download(self, key: str, dest: Path) -> None:
+    def _read_bounded(self, key: str, max_bytes: int) -> bytes | None:
+        blob = self._stat(key)
+        if blob is None:
+            return None
+        if blob.size is not None and blob.size > max_bytes:
+            raise too_large(self.describe(key), blob.size, max_bytes)
+        try:
+            with self._errors(f"reading {self.describe(key)}", not_found_ok=True):
+                # the generation whose size was checked, never a bigger object swapped in meanwhile
+                data = blob.download_as_bytes(if_generation_match=int(blob.generation),
+                                              timeout=self.options.request_timeout_s, retry=self._retry)
+        except google_errors.NotFound:
+            return None
+        if len(data) > max_bytes:
+            raise too_large(self.describe(key), len(data), max_bytes)
+        return data
+
+    def _download(self, key: str, dest: Path, max_bytes: int | None = None) -> None:
+        conditions: dict[str, Any] = {}
+        if max_bytes is not None:
+            stat = self._stat(key)
+            if stat is not None:
+                if stat.size is not None and stat.size > max_bytes:
+                    raise too_large(self.describe(key), stat.size, max_bytes)
+                conditions["if_generation_match"] = int(stat.generation)
         blob = self._bucket().blob(self._object(key))
         try:
             with self._errors(f"downloading {self.describe(key)}", not_found_ok=True):
                 blob.download_to_filename(
-                    str(dest), checksum="auto", timeout=self.options.request_timeout_s, retry=self._retry
+                    str(dest), checksum="auto", timeout=self.options.request_timeout_s, retry=self._retry,
+                    **conditions,
                 )
         except google_errors.NotFound:
             raise RegistryError(

@@ -24,7 +24,7 @@ from edgefleet.device.bundle import SIGNED_FILES, check_version_files
 from edgefleet.device.contracts.layout import MANIFEST_FILE
 from edgefleet.device.errors import ConflictError, RegistryError, VerificationError
 from edgefleet.device.fsutil import atomic_write_bytes, copy_file_synced, file_lock, fsync_dir, temp_name
-from edgefleet.device.registry.base import PublishResult, Registry, RegistryOptions, _version_prefix
+from edgefleet.device.registry.base import PublishResult, Registry, RegistryOptions, _version_prefix, too_large
 from edgefleet.device.signing import PublicKeyLike
 
 log = logging.getLogger(__name__)
@@ -172,8 +172,32 @@ class LocalRegistry(Registry):
             atomic_write_bytes(path, data)
         return content_generation(data)
 
-    def _download(self, key: str, dest: Path) -> None:
+    def _read_bounded(self, key: str, max_bytes: int) -> bytes | None:
+        self._require_root()
+        try:
+            with open(self.root / key, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                if size > max_bytes:
+                    raise too_large(str(self.root / key), size, max_bytes)
+                data = handle.read(max_bytes + 1)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as error:
+            raise RegistryError(f"cannot read {self.root / key} ({error.strerror})",
+                                "check the registry directory's permissions") from error
+        if len(data) > max_bytes:
+            raise too_large(str(self.root / key), len(data), max_bytes)
+        return data
+
+    def _download(self, key: str, dest: Path, max_bytes: int | None = None) -> None:
         source = self.root / key
+        if max_bytes is not None:
+            try:
+                size = source.stat().st_size
+            except FileNotFoundError:
+                size = None
+            if size is not None and size > max_bytes:
+                raise too_large(str(source), size, max_bytes)
         try:
             copy_file_synced(source, dest)
         except FileNotFoundError:

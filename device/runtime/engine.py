@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 
 from edgefleet.device.contracts.manifest import Manifest, TensorSpec, Variant
-from edgefleet.device.errors import ModelError, NoEdgeTpuError
+from edgefleet.device.errors import ModelError, NoEdgeTpuError, VerificationError
 from edgefleet.device.runtime.adapters.classify import get_classes_from_scores
 from edgefleet.device.runtime.adapters.common import dequantize
 from edgefleet.device.runtime.adapters.detect import (
@@ -296,7 +296,19 @@ def open_for_manifest(version_dir: Path, manifest: Manifest, *, device: str | No
                          score_threshold=score_threshold, variant=variant, config=config)
     try:
         _check_input(manifest, engine.info)
-    except ModelError:
+        _check_loaded_bytes(manifest, manifest.variants[variant], engine.info)
+    except (ModelError, VerificationError):
         engine.close()
         raise
     return engine
+
+
+def _check_loaded_bytes(manifest: Manifest, name: str, info: ModelInfo) -> None:
+    """The bytes the interpreter loaded are those the verified manifest names (no swap after verifying)."""
+    entry = manifest.file(name)
+    if info.sha256 != entry.sha256:
+        raise VerificationError(
+            f"{info.path} changed after it was verified: the loaded bytes have sha256 {info.sha256[:16]}..., "
+            f"manifest {manifest.model} {manifest.version} says {entry.sha256[:16]}...",
+            "something writes into the model store: check its permissions (the agent's store must not be "
+            "writable by others) and install the version again")

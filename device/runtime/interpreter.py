@@ -115,7 +115,7 @@ def check_device(device: str | None) -> str | None:
     """
     if device is None or device == "auto":
         return None
-    if device == "cpu" or _DEVICE_PATTERN.match(device):
+    if device == "cpu" or _DEVICE_PATTERN.fullmatch(device):
         return device
     raise ConfigError(
         f"unknown inference device {device!r}",
@@ -154,29 +154,41 @@ def _corrupt(path: Path, error: Exception) -> ModelError:
             "TFLiteConverter")
 
 
-def _build_interpreter(path: Path, delegates: list[Any] | None, num_threads: int) -> Interpreter:
+def _build_interpreter(path: Path, delegates: list[Any] | None, num_threads: int, data: bytes) -> Interpreter:
     try:
-        return Interpreter(model_path=str(path), experimental_delegates=delegates, num_threads=num_threads)
+        return Interpreter(model_content=data, experimental_delegates=delegates, num_threads=num_threads)
     except (ValueError, RuntimeError) as error:
         raise _corrupt(path, error) from error
 
 
-def inspect_model(path: str | Path) -> ModelInfo:
+def read_model_bytes(path: str | Path) -> bytes:
+    """A model file's bytes, read once (what gets hashed is what gets loaded).
+
+    Raises:
+        ModelError: missing or unreadable.
+    """
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as error:
+        raise ModelError(f"model file {path} does not exist", fix="check the path") from error
+    except OSError as error:
+        raise ModelError(f"model file {path} cannot be read: {error}", fix="check its permissions") from error
+
+
+def inspect_model(path: str | Path, *, data: bytes | None = None) -> ModelInfo:
     """Reads a model's inputs, outputs and operator codes without running it.
 
     Args:
-        path: A `.tflite` file.
+        path: A `.tflite` file (named in errors).
+        data: its bytes when already read (then the file is not read again).
 
     Raises:
         ModelError: The file is missing, unreadable, corrupt or truncated.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as error:
-        raise ModelError(f"model file {path} does not exist", fix="check the path") from error
-    except OSError as error:
-        raise ModelError(f"model file {path} cannot be read: {error}", fix="check its permissions") from error
+    if data is None:
+        data = read_model_bytes(path)
     # Our bounds-checked reader goes first: LiteRT 2.1 (the last for Python 3.9) does not verify the
     # flatbuffer and crashes the process on some corrupt files. The interpreter then verifies the whole file
     # where its verifier runs.
@@ -185,7 +197,7 @@ def inspect_model(path: str | Path) -> ModelInfo:
         postprocess = custom_op_outputs(data, DETECTION_POSTPROCESS_OP)
     except FlatbufferError as error:
         raise _corrupt(path, error) from error
-    interpreter = _build_interpreter(path, None, DEFAULT_RUNTIME_CONFIG.num_threads)
+    interpreter = _build_interpreter(path, None, DEFAULT_RUNTIME_CONFIG.num_threads, data)
     return ModelInfo(
         path=path,
         inputs=tuple(_tensor_spec(d, path) for d in interpreter.get_input_details()),
@@ -258,7 +270,8 @@ def load_model(model_path: str | Path, device: str | None = None, num_threads: i
         ConfigError: Unknown device name.
     """
     device = check_device(device)
-    info = inspect_model(model_path)
+    data = read_model_bytes(model_path)  # read once: `info.sha256` is the hash of exactly what is loaded
+    info = inspect_model(model_path, data=data)
     delegates = None
     if device == "cpu":
         if info.needs_edgetpu:
@@ -271,7 +284,7 @@ def load_model(model_path: str | Path, device: str | None = None, num_threads: i
     try:
         # inspect_model has verified the file: failures from here on are the graph's, not the bytes'
         # (with a delegate, LiteRT already prepares the graph while constructing the interpreter).
-        interpreter = Interpreter(model_path=str(info.path), experimental_delegates=delegates,
+        interpreter = Interpreter(model_content=data, experimental_delegates=delegates,
                                   num_threads=num_threads)
         interpreter.allocate_tensors()
     except (RuntimeError, ValueError) as error:

@@ -151,6 +151,10 @@ class Preprocessor:
         return tensor.reshape(self.spec.shape)
 
 
+MAX_IMAGE_PIXELS = 64_000_000
+"""Larger images are refused before decoding (8000x8000; cameras give far less)."""
+
+
 def load_image(path: str | Path) -> np.ndarray:
     """Reads an image file as an HxWx3 uint8 RGB array.
 
@@ -160,9 +164,18 @@ def load_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     try:
         with Image.open(path) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:  # checked before decoding a single pixel
+                raise ImageError(f"image {path} is {image.width}x{image.height} pixels, more than the "
+                                 f"{MAX_IMAGE_PIXELS} accepted (a decompression bomb?)",
+                                 fix="use frames of camera size; this file would exhaust the device's memory")
             return np.asarray(image.convert("RGB"))
     except FileNotFoundError as error:
         raise ImageError(f"image {path} does not exist", fix="check the path") from error
+    except IsADirectoryError as error:
+        raise ImageError(f"image {path} is a directory, not an image file", fix="pass an image file") from error
+    except Image.DecompressionBombError as error:
+        raise ImageError(f"image {path} is too large to decode safely: {error}",
+                         fix="use frames of camera size") from error
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise ImageError(f"image {path} cannot be read: {error}",
                          fix="pass a readable JPEG/PNG/BMP file (re-copy it if it is truncated)") from error

@@ -5,7 +5,9 @@ service adds health when the draft is spooled. Modes:
 
 - `every`: one `inference` message per inference.
 - `summary`: one `summary` message per window of `summary_interval_s` (count, errors, latency p50/p95/max,
-  fps, and the results of one sampled frame). A window also ends when the model changes, so every summary
+  fps, the results of one sampled frame, and the window's mergeable distributions: latency histogram, top-1
+  class counts or per-class detection counts, top-1 score histogram, detections per frame).
+  A window also ends when the model changes, so every summary
   describes one model. An empty window still yields a summary (count 0): the device's heartbeat.
 
 Events (started, swap, swap_failed, rollback, error, stopped) are one `event` message each, in both modes.
@@ -19,6 +21,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import NamedTuple
 
+from edgefleet.device.contracts.distributions import DistributionAccumulator, Distributions
 from edgefleet.device.contracts.telemetry import (
     Event,
     EventKind,
@@ -58,6 +61,7 @@ class InferenceRecord(NamedTuple):
         latency_ms: Inference latency; ignored when `error` is set.
         results: Top results of this frame, best first.
         error: Why the inference failed, or None.
+        detector: The model is a detector (its results are detections, possibly none).
     """
 
     time: float
@@ -65,6 +69,7 @@ class InferenceRecord(NamedTuple):
     latency_ms: float
     results: tuple[ResultItem, ...] = ()
     error: str | None = None
+    detector: bool = False
 
 
 class EventRecord(NamedTuple):
@@ -121,6 +126,7 @@ def summarize(
     *,
     errors: int = 0,
     top: Sequence[ResultItem] = (),
+    dist: Distributions | None = None,
 ) -> InferenceSummary:
     """Summarizes the inferences of one window.
 
@@ -141,7 +147,13 @@ def summarize(
         fps=count / window_s if window_s > 0 else 0.0,
         window_s=max(window_s, 0.0),
         top=[as_result_item(item) for item in top],
+        dist=dist,
     )
+
+
+def is_detection(results: Sequence[object]) -> bool:
+    """Detection results carry a box; classification results do not."""
+    return bool(results) and getattr(results[0], "box", None) is not None
 
 
 def _utc(timestamp: float) -> datetime:
@@ -181,6 +193,7 @@ class TelemetryBuilder:
         self._errors = 0
         self._sample: tuple[ResultItem, ...] = ()
         self._model: ModelRef | None = None
+        self._dist = DistributionAccumulator()
         self._last_inference_time: float | None = None
         self._last_message_time = start_time
 
@@ -203,6 +216,8 @@ class TelemetryBuilder:
             self._errors += 1
         else:
             self._latencies.append(record.latency_ms)
+            self._dist.add(record.latency_ms, record.results,
+                           detector=record.detector or is_detection(record.results))
             if self.sample_results:
                 self._sample = tuple(record.results[: self.max_results])
         return drafts
@@ -236,7 +251,9 @@ class TelemetryBuilder:
         return []
 
     def _close_window(self, end: float) -> MessageDraft:
-        summary = summarize(self._latencies, end - self._window_start, errors=self._errors, top=self._sample)
+        summary = summarize(self._latencies, end - self._window_start, errors=self._errors, top=self._sample,
+                            dist=self._dist.snapshot())
+        self._dist.reset()
         draft = MessageDraft(time=_utc(end), kind="summary", model=self._model, inference=summary)
         self._window_start = end
         self._latencies = []
@@ -257,5 +274,7 @@ class TelemetryBuilder:
         if record.error is not None:
             summary = summarize([], window_s, errors=1)
         else:
-            summary = summarize([record.latency_ms], window_s, top=top)
+            one = DistributionAccumulator()
+            one.add(record.latency_ms, record.results, detector=record.detector or is_detection(record.results))
+            summary = summarize([record.latency_ms], window_s, top=top, dist=one.snapshot())
         return MessageDraft(time=_utc(record.time), kind="inference", model=record.model, inference=summary)

@@ -34,7 +34,7 @@ from edgefleet.device.telemetry.builder import EventRecord, InferenceRecord, Mes
 from edgefleet.device.telemetry.config import TelemetryConfig
 from edgefleet.device.telemetry.health import read_health
 from edgefleet.device.telemetry.publisher import LocalSink, PubSubSink, Sink, SpoolPublisher
-from edgefleet.device.telemetry.spool import Spool
+from edgefleet.device.telemetry.spool import MessageSigner, Spool
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ class TelemetryService:
         health_provider: HealthProvider | None = None,
         *,
         sink: Sink | None = None,
+        signer: MessageSigner | None = None,
     ) -> None:
         if not device_id:
             raise ValueError("device_id must not be empty")
@@ -104,6 +105,7 @@ class TelemetryService:
         self.device_id = device_id
         self._health_provider = health_provider or read_health
         self._sink = sink
+        self._signer = signer  # signs each message with the device's own key (issue 11)
         self._queue: queue.Queue[InferenceRecord | EventRecord | _Wake] = queue.Queue(
             maxsize=config.queue_max
         )
@@ -135,6 +137,7 @@ class TelemetryService:
             config.spool_max_messages,
             max_bytes=int(config.spool_max_mb * _BYTES_PER_MB),
             synchronous=config.spool_synchronous,
+            signer=self._signer,
         )
         try:
             sink = self._sink or self._default_sink()
@@ -201,6 +204,7 @@ class TelemetryService:
         *,
         error: str | None = None,
         time_s: float | None = None,
+        detector: bool = False,
     ) -> bool:
         """Queues one inference (never blocks).
 
@@ -210,12 +214,13 @@ class TelemetryService:
             results: Its top results, best first.
             error: Why it failed, when it did.
             time_s: Wall-clock time of the result (default: now).
+            detector: The model is a detector (an empty result is then a frame with no detection).
 
         Returns:
             False when the record was dropped (queue full or service stopped), counted in `queue_dropped`.
         """
         record = InferenceRecord(
-            time.time() if time_s is None else time_s, model, latency_ms, tuple(results), error
+            time.time() if time_s is None else time_s, model, latency_ms, tuple(results), error, detector
         )
         return self._offer(record)
 

@@ -14,17 +14,22 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from edgefleet.device.contracts.layout import ATTR_EPOCH
 from edgefleet.device.contracts.telemetry import TelemetryMessage
 from edgefleet.device.errors import TelemetryError
 
 log = logging.getLogger(__name__)
 
+MessageSigner = Callable[[bytes, str, int], dict[str, str]]
+"""(message bytes, device id, spool epoch) -> the attributes that sign it."""
 MessageBuild = Callable[[int], TelemetryMessage]
 """Builds the message that gets the given `seq` (called inside the spool's transaction)."""
 
@@ -94,6 +99,26 @@ def _spool_error(path: Path, action: str, error: sqlite3.Error | OSError) -> Tel
     return TelemetryError(f"telemetry spool {path}: {action} failed: {error}", fix)
 
 
+def _is_corrupt(error: BaseException | None) -> bool:
+    if not isinstance(error, sqlite3.DatabaseError):
+        return False
+    code = getattr(error, "sqlite_errorcode", None)
+    primary = code & 0xFF if code is not None else None
+    text = str(error).lower()
+    return primary in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or "not a database" in text or "malformed" in text
+
+
+def _quarantine(path: Path) -> Path:
+    """Renames a corrupt spool (and its WAL files) to `<name>.corrupt-<utc time>`; returns the new path."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        source = path.with_name(path.name + suffix)
+        if source.exists():
+            os.replace(source, target.with_name(target.name + suffix))
+    return target
+
+
 def _is_full(error: sqlite3.Error) -> bool:
     code = getattr(error, "sqlite_errorcode", None)
     return (code is not None and code & 0xFF == _SQLITE_FULL) or "disk is full" in str(error).lower()
@@ -110,6 +135,10 @@ class Spool:
         max_bytes: Bound on the database size (None: only the disk bounds it); beyond it the oldest are
             dropped as well.
         synchronous: SQLite `synchronous` mode, 'full' (survives power loss) or 'normal' (process crash).
+        signer: (data, device_id, epoch) -> attributes that authenticate the message (the device key's
+            signature, `edgefleet.device.identity.sign_telemetry`); None: unsigned.
+
+    A corrupt database is moved aside (`quarantined`) and a new spool started, with a new `epoch`.
 
     Raises:
         TelemetryError: the file cannot be created or opened (naming the path and the fix).
@@ -122,6 +151,7 @@ class Spool:
         *,
         max_bytes: int | None = None,
         synchronous: str = "full",
+        signer: MessageSigner | None = None,
     ) -> None:
         if max_messages < 1:
             raise ValueError(f"max_messages must be at least 1, got {max_messages}")
@@ -138,6 +168,33 @@ class Spool:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise _spool_error(self.path, "creating its directory", error) from error
+        self.signer = signer
+        self.quarantined: Path | None = None
+        try:
+            self._open(synchronous)
+        except TelemetryError as error:
+            if not _is_corrupt(error.__cause__):
+                raise
+            # A corrupt spool would crash-loop the agent: set it aside (its unsent telemetry is lost, and
+            # said so) and start a new spool with a new epoch, so the monitor does not take the restarted
+            # seq for duplicates.
+            self.quarantined = _quarantine(self.path)
+            log.error(
+                "telemetry spool %s is corrupt (%s): moved aside to %s; starting a new spool (new epoch)",
+                self.path,
+                error.__cause__,
+                self.quarantined,
+            )
+            self._open(synchronous)
+        log.info(
+            "telemetry spool %s: %d waiting, last seq %d, %d dropped so far",
+            self.path,
+            self._depth,
+            self._last_seq,
+            self._dropped,
+        )
+
+    def _open(self, synchronous: str) -> None:
         try:
             self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         except sqlite3.Error as error:
@@ -148,25 +205,22 @@ class Spool:
             self._conn.execute("BEGIN IMMEDIATE")
             for statement in _SCHEMA:
                 self._conn.execute(statement)
+            self._conn.execute(
+                "INSERT OR IGNORE INTO counters (name, value) VALUES ('epoch', ?)", (int(time.time() * 1000),)
+            )
             self._conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
             self._conn.execute("COMMIT")
-            if max_bytes is not None:
+            if self.max_bytes is not None:
                 page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
-                self._conn.execute(f"PRAGMA max_page_count={max(1, max_bytes // page_size)}")
+                self._conn.execute(f"PRAGMA max_page_count={max(1, self.max_bytes // page_size)}")
             self._depth = self._conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
             self._last_seq = self._counter("last_seq")
             self._dropped = self._counter("dropped")
+            self.epoch = self._counter("epoch")
         except sqlite3.Error as error:
             self._rollback()
             self._conn.close()
             raise _spool_error(self.path, "opening", error) from error
-        log.info(
-            "telemetry spool %s: %d waiting, last seq %d, %d dropped so far",
-            self.path,
-            self._depth,
-            self._last_seq,
-            self._dropped,
-        )
 
     # --- counters ---------------------------------------------------------------------------------------
     @property
@@ -255,7 +309,11 @@ class Spool:
             message = build(seq)
             if message.seq != seq:
                 raise ValueError(f"the message built for seq {seq} carries seq {message.seq}")
-            rows.append((seq, message.to_json_bytes(), json.dumps(message.attributes(), sort_keys=True)))
+            data = message.to_json_bytes()
+            attributes = message.attributes() | {ATTR_EPOCH: str(self.epoch)}
+            if self.signer is not None:
+                attributes |= self.signer(data, message.device_id, self.epoch)
+            rows.append((seq, data, json.dumps(attributes, sort_keys=True)))
         conn.executemany("INSERT INTO messages (seq, data, attributes) VALUES (?, ?, ?)", rows)
         last = first + len(rows) - 1
         conn.execute("UPDATE counters SET value = ? WHERE name = 'last_seq'", (last,))

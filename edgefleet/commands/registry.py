@@ -236,6 +236,32 @@ def show(
     console.print(f"{len(manifest.golden)} golden outputs (tolerance {manifest.golden_tolerance:g})")
 
 
+SigningKeyOption = typer.Option(
+    None,
+    "--signing-key",
+    envvar="EDGEFLEET_SIGNING_KEY",
+    help="the release signing key (PEM) that signs the channel pointer (default: the development key, "
+    "local registries only)",
+)
+SigningBlockOption = typer.Option(
+    None, "--signing-secret-block", help="a Prefect Secret block holding the release signing key"
+)
+AllowDevKeyOption = typer.Option(
+    False, "--allow-development-key", help="let the development key sign for a gs:// registry (test buckets)"
+)
+ValidityOption = typer.Option(14.0, "--valid-days", min=0.0, max=366.0, help="how long the signed pointer is valid")
+
+
+def _signing_key(key_file: Path | None, secret_block: str | None, allow_dev: bool, registry_uri: str):
+    from edgefleet.flows.release.keys import channel_signing_key
+    from edgefleet.flows.release.params import SigningParams
+
+    params = SigningParams(
+        key_file=str(key_file) if key_file else None, secret_block=secret_block, allow_development_key=allow_dev
+    )
+    return channel_signing_key(params, registry_uri)
+
+
 @app.command()
 def promote(
     model: str = typer.Argument(..., help="model name"),
@@ -247,16 +273,31 @@ def promote(
         help="only if the channel names this version now ('none': only if it does not exist yet)",
     ),
     public_key: Path = PromoteKeyOption,
+    signing_key: Path = SigningKeyOption,
+    signing_secret_block: str = SigningBlockOption,
+    allow_development_key: bool = AllowDevKeyOption,
+    downgrade: bool = typer.Option(
+        False, "--downgrade", help="a deliberate move to a lower version (devices refuse one otherwise)"
+    ),
+    unsigned: bool = typer.Option(
+        False, "--unsigned", help="write an unsigned schema 1 pointer (only for agents not upgraded yet)"
+    ),
+    valid_days: float = ValidityOption,
     registry_uri: str = RegistryOption,
 ) -> None:
-    """Point CHANNEL at VERSION (compare-and-swap: a concurrent change is reported, never overwritten)."""
+    """Point CHANNEL at VERSION with a pointer signed by the release key (compare-and-swap: a concurrent change
+    is reported, never overwritten)."""
     import getpass
+    from datetime import timedelta
 
     expected: object = ...
     if expect is not None:
         expected = None if expect.lower() == "none" else expect
     try:
         registry = _open(registry_uri)
+        key = None
+        if not unsigned:
+            key = _signing_key(signing_key, signing_secret_block, allow_development_key, registry.uri)
         before = registry.read_channel(model, channel).pointer
         pointer = registry.promote(
             model,
@@ -265,13 +306,55 @@ def promote(
             by=f"edgefleet registry promote ({getpass.getuser()})",
             expected_version=expected,
             public_key=public_key,
+            signing_key=key,
+            downgrade=downgrade,
+            validity=timedelta(days=valid_days),
         )
     except EdgefleetError as error:
         raise cli_error(error) from error
     was = before.version if before else "nothing"
+    signed = f"signed, counter {pointer.counter}" if pointer.signed else "UNSIGNED"
     typer.echo(
-        f"{model} channel {channel}: {was} -> {pointer.version} (manifest {pointer.manifest_sha256[:16]}...)"
+        f"{model} channel {channel}: {was} -> {pointer.version} (manifest {pointer.manifest_sha256[:16]}..., "
+        f"{signed}{', downgrade' if pointer.downgrade else ''})"
     )
+
+
+@app.command()
+def resign(
+    model: str = typer.Argument(None, help="model name (default: every model)"),
+    channel: str = typer.Option(None, "--channel", "-c", help="one channel (default: every channel)"),
+    signing_key: Path = SigningKeyOption,
+    signing_secret_block: str = SigningBlockOption,
+    allow_development_key: bool = AllowDevKeyOption,
+    valid_days: float = ValidityOption,
+    renew_within_days: float = typer.Option(
+        None, "--renew-within-days", min=0.0, help="only pointers expiring within this many days (and unsigned ones)"
+    ),
+    registry_uri: str = RegistryOption,
+) -> None:
+    """Re-sign channel pointers with a new counter and expiry (unsigned ones become signed)."""
+    from datetime import timedelta
+
+    from edgefleet.flows.channels.resign import resign_channels
+
+    try:
+        registry = _open(registry_uri)
+        key = _signing_key(signing_key, signing_secret_block, allow_development_key, registry.uri)
+        results = resign_channels(
+            registry,
+            key,
+            models=[model] if model else None,
+            channels=[channel] if channel else None,
+            validity=timedelta(days=valid_days),
+            renew_within=None if renew_within_days is None else timedelta(days=renew_within_days),
+        )
+    except EdgefleetError as error:
+        raise cli_error(error) from error
+    for result in results:
+        typer.echo(f"{result.model}/{result.channel}: {result.outcome} {result.detail}")
+    if any(result.outcome == "failed" for result in results):
+        raise typer.Exit(code=2)
 
 
 @app.command()

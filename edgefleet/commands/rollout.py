@@ -28,6 +28,22 @@ def _quiet_prefect() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
+VERDICT_COLUMNS = ("metric", "canary", "control", "test", "p / divergence", "threshold", "result")
+
+
+def print_verdicts(record: object, console: Console | None = None) -> None:
+    """Each wave's canary verdict as a table (metric, canary, control, test, p or divergence, threshold, result)."""
+    console = console or Console()
+    for title, rows in record.verdict_tables():  # type: ignore[attr-defined]
+        table = Table(title=title, title_justify="left")
+        for column in VERDICT_COLUMNS:
+            table.add_column(column)
+        for row in rows:
+            style = "red" if row["result"] == "fail" else ("dim" if row["result"] == "nodata" else None)
+            table.add_row(*(row[column] for column in VERDICT_COLUMNS), style=style)
+        console.print(table)
+
+
 def _print_record(record: object) -> None:
     table = Table(title=f"rollout {record.rollout_id}: {record.model} {record.version} ({record.state})")  # type: ignore[attr-defined]
     rows = record.table()  # type: ignore[attr-defined]
@@ -37,6 +53,7 @@ def _print_record(record: object) -> None:
         table.add_row(*(str(row[column]) for column in ("device", "wave", "state", "before", "after",
                                                           "healthy_after_s", "bytes_sent", "error")))
     Console().print(table)
+    print_verdicts(record)
     if record.halted:  # type: ignore[attr-defined]
         Console().print(f"halted in wave {record.halted.wave}: {record.halted.reason}")  # type: ignore[attr-defined]
 

@@ -163,12 +163,15 @@ class SimulatedFleet:
         agent_env: environment of the agents (e.g. PUBSUB_EMULATOR_HOST).
         tags: device id -> tags (e.g. {"sim-1": ("canary",)}).
         settings: timeouts.
+        key_registry: publish each device's own public key (made on the device at its first agent start)
+            to this registry, as `deploy-agent` does, so a monitor checking signatures accepts its telemetry.
     """
 
     def __init__(self, base_dir: str | os.PathLike[str], count: int, *, agent: dict[str, Any] | None = None,
                  agent_env: dict[str, str] | None = None, tags: dict[str, tuple[str, ...]] | None = None,
-                 settings: FleetSettings | None = None) -> None:
+                 settings: FleetSettings | None = None, key_registry: str | None = None) -> None:
         self.base_dir = Path(base_dir)
+        self.key_registry = key_registry
         self.settings = settings or FleetSettings()
         self.agent = agent
         self.agent_env = dict(agent_env or {})
@@ -292,6 +295,8 @@ class SimulatedFleet:
         device = self.devices[device_id]
         document = {**self.agent, "device_id": device.device_id, "root": str(device.root)}
         device.agent_config.write_text(yaml.safe_dump(document, sort_keys=False))
+        if self.key_registry is not None:
+            self.publish_device_key(device_id)
         spec = self.service_spec(device_id)
         Path(spec.env_file).write_text(env_file_text(spec.environment))
         subprocess.run(["sh", "-c", process_commands(spec).restart], check=True, capture_output=True,
@@ -300,6 +305,20 @@ class SimulatedFleet:
         if pid is None:
             raise EdgefleetError(f"the agent of {device_id} did not start", f"see {spec.log_file}")
         return pid
+
+    def publish_device_key(self, device_id: str) -> str:
+        """Makes the device's key as its agent would (`edgefleet-agent device-key`) and publishes the public
+        key to `key_registry`; returns the key id."""
+        from edgefleet.device.fleetkeys import register_device_key
+        from edgefleet.device.identity import load_or_create_device_key
+        from edgefleet.device.registry import Registry
+        from edgefleet.device.signing import key_id
+
+        if self.key_registry is None:
+            raise EdgefleetError("this simulated fleet has no key registry", "pass key_registry= to SimulatedFleet")
+        public_key = load_or_create_device_key(self.devices[device_id].root).public_key()
+        register_device_key(Registry.from_uri(self.key_registry), device_id, public_key, by="local fleet")
+        return key_id(public_key)
 
     def stop_agent(self, device_id: str) -> None:
         """Stops the device's agent (SIGTERM, SIGKILL after the stop timeout) if it runs."""

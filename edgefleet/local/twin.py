@@ -21,7 +21,7 @@ from google.protobuf import duration_pb2
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgefleet.device.contracts import layout
-from edgefleet.device.contracts.avro import telemetry_avro_definition
+from edgefleet.device.contracts.avro import telemetry_schema_revisions
 from edgefleet.device.errors import ConfigError
 from edgefleet.infra.config import TelemetrySettings
 
@@ -231,29 +231,45 @@ def _create_or_get(create, get):  # noqa: ANN001, ANN202 (two thunks over differ
 
 
 def _ensure_schema(clients: TwinClients, settings: TwinSettings, schema_path: str) -> str | None:
-    """Creates the Avro schema; returns its path, or None when this emulator has no schema service."""
+    """Creates the Avro schema with every revision of the telemetry contract (oldest first), committing the
+    ones missing from an existing schema; returns its path, or None when this emulator has no schema service.
+
+    The topic names no revision range, so it accepts a message valid against any revision: agents still on
+    telemetry schema 1 keep publishing while the others send 2.
+    """
     from google.pubsub_v1.types import Schema
 
-    definition = telemetry_avro_definition()
+    revisions = telemetry_schema_revisions()
     timeout = settings.request_timeout_s
     try:
         clients.schemas.create_schema(
             request={
                 "parent": f"projects/{settings.project}",
                 "schema_id": layout.TELEMETRY_SCHEMA,
-                "schema": Schema(name=schema_path, type_=Schema.Type.AVRO, definition=definition),
+                "schema": Schema(name=schema_path, type_=Schema.Type.AVRO, definition=revisions[0]),
             },
             timeout=timeout,
         )
+        present: list[str] = [revisions[0]]
     except google_errors.AlreadyExists:
-        existing = clients.schemas.get_schema(name=schema_path, timeout=timeout)
-        if json.loads(existing.definition) != json.loads(definition):
+        listed = clients.schemas.list_schema_revisions(request={"name": schema_path, "view": "FULL"},
+                                                       timeout=timeout)
+        present = [revision.definition for revision in listed]
+        known = [json.loads(definition) for definition in revisions]
+        if any(json.loads(definition) not in known for definition in present):
             raise _differs(f"schema {schema_path}", "another Avro definition") from None
     except (google_errors.MethodNotImplemented, google_errors.NotFound) as error:
         log.warning(
             "this Pub/Sub emulator has no schema service (%s): the topic will not validate messages", error
         )
         return None
+    have = [json.loads(definition) for definition in present]
+    for definition in revisions[1:]:
+        if json.loads(definition) not in have:
+            clients.schemas.commit_schema(
+                request={"name": schema_path,
+                         "schema": Schema(name=schema_path, type_=Schema.Type.AVRO, definition=definition)},
+                timeout=timeout)
     return schema_path
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edgefleet.device.configfile import read_yaml_mapping
 from edgefleet.device.contracts.layout import MONITOR_SUBSCRIPTION
 from edgefleet.device.errors import ConfigError, describe_validation_error
+from edgefleet.monitor.identity import IdentityConfig
 
 DEFAULT_STORE_PATH = Path("~/.edgefleet/fleet.sqlite")
 CONFIG_SECTION = "monitor"
@@ -82,9 +83,14 @@ class MonitorConfig(_Section):
                                   description="resolution of the per-version inference counts (health gate "
                                               "`since` is rounded down to it)")
     history_events: int = Field(default=50, ge=1, description="events `fleet device` shows by default")
+    retention_s: float = Field(default=14 * 24 * 3600.0, ge=3600.0,
+                               description="counts, distributions, latency samples and events older than this are "
+                                           "pruned; must outlast a promotion's healthy_for_s")
+    prune_interval_s: float = Field(default=600.0, gt=0, description="how often the monitor prunes")
     ingest: IngestConfig = IngestConfig()
     status: StatusRules = StatusRules()
     cloud_metrics: CloudMetricsConfig = CloudMetricsConfig()
+    identity: IdentityConfig = IdentityConfig()
 
     @field_validator("store_path")
     @classmethod

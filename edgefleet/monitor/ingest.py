@@ -25,8 +25,10 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from edgefleet.device.contracts.distributions import Distributions
 from edgefleet.device.contracts.layout import ATTR_DEVICE_ID
-from edgefleet.device.contracts.telemetry import TelemetryMessage
+from edgefleet.device.contracts.telemetry import MAX_INT, TelemetryMessage
+from edgefleet.device.identity import parse_epoch
 from edgefleet.monitor.store import FleetStore, to_epoch
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 FAILURE_EVENTS = frozenset({"swap_failed", "rollback", "error"})
 RECOVERY_EVENTS = frozenset({"swap", "started"})
 _MAX_ERROR_TEXT = 500
+MAX_CLOCK_AHEAD_S = 300.0  # device time beyond the receive time plus this is taken as the receive time
 # Swaps and rollbacks name the version left in `Event.from_version`; agents from before that field only
 # wrote it into the detail, "<from version> -> <to version>" (a rollback's model_version is the restored one).
 _TRANSITION = re.compile(r"^\s*(\S+)\s*->\s*(\S+)\s*$")
@@ -124,16 +127,53 @@ def handle(store: FleetStore, data: bytes, message_id: str, attributes: Mapping[
         connection.execute("BEGIN")  # so that releasing the savepoint below never commits on its own
     connection.execute("SAVEPOINT telemetry_message")
     try:
+        message = in_epoch(store, message, attributes)  # (device, epoch, seq) -> one seq line per device
+        if message is None:
+            connection.execute("RELEASE telemetry_message")
+            return Outcome(Status.DUPLICATE, device_id=attributes.get(ATTR_DEVICE_ID) or None)
         outcome = apply(store, message, received_at=received_at)
-    except OverflowError as error:
+    except (OverflowError, ValueError) as error:  # ValueError: a malformed epoch attribute
         # Valid JSON and schema, but a number SQLite cannot hold (seq or a count beyond 64 bits): undo this
         # message's partial changes and treat it as malformed rather than failing the whole batch forever.
         connection.execute("ROLLBACK TO telemetry_message")
         connection.execute("RELEASE telemetry_message")
-        return _refuse(store, message_id, message.device_id, f"a number is too large to store: {error}",
-                       received_at)
+        what = "a malformed attribute" if isinstance(error, ValueError) else "a number is too large to store"
+        return _refuse(store, message_id, message.device_id, f"{what}: {error}", received_at)
     connection.execute("RELEASE telemetry_message")
     return outcome
+
+
+def in_epoch(store: FleetStore, message: TelemetryMessage, attributes: Mapping[str, str]) -> TelemetryMessage | None:
+    """Maps a message's (epoch, seq) onto the device's one seq line (issue 11, finding 5).
+
+    A spool starts a new epoch when it is recreated (seq starts again at 1). The first epoch seen of a device
+    starts at offset 0 (an upgraded agent keeps its seq); a later, higher epoch starts after the highest seq
+    seen so far; a message of an unknown epoch lower than the device's latest is stale (None: acked, not
+    applied). Without an epoch attribute (older agents) the seq is used as is.
+    """
+    epoch = parse_epoch(attributes)
+    if epoch is None:
+        return message
+    connection = store.connection
+    device_id = message.device_id
+    row = connection.execute("SELECT base FROM device_epochs WHERE device_id = ? AND epoch = ?",
+                             (device_id, epoch)).fetchone()
+    if row is not None:
+        base = row[0]
+    else:
+        (latest,) = connection.execute("SELECT MAX(epoch) FROM device_epochs WHERE device_id = ?",
+                                       (device_id,)).fetchone()
+        if latest is not None and epoch < latest:
+            return None
+        seen = connection.execute("SELECT max_seq FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+        base = 0 if latest is None or seen is None else seen[0]
+        connection.execute("INSERT INTO device_epochs (device_id, epoch, base) VALUES (?, ?, ?)",
+                           (device_id, epoch, base))
+    if base == 0:
+        return message
+    if base + message.seq > MAX_INT:
+        raise OverflowError(f"seq {message.seq} of epoch {epoch} is beyond the largest seq after offset {base}")
+    return message.model_copy(update={"seq": base + message.seq})
 
 
 def _refuse(store: FleetStore, message_id: str, device_id: str | None, reason: str, received_at: float) -> Outcome:
@@ -162,6 +202,8 @@ def apply(store: FleetStore, message: TelemetryMessage, *, received_at: float | 
     """
     connection = store.connection
     when = to_epoch(message.time)
+    if received_at is not None:  # a device clock ahead of the monitor's is clamped (issue 11, finding 8)
+        when = min(when, received_at + MAX_CLOCK_AHEAD_S)
     received = when if received_at is None else received_at
     row = connection.execute("SELECT max_seq FROM devices WHERE device_id = ?", (message.device_id,)).fetchone()
     lost = 0
@@ -288,6 +330,8 @@ def _record_facts(store: FleetStore, message: TelemetryMessage, when: float) -> 
             "inferences = inferences + excluded.inferences, errors = errors + excluded.errors, "
             "messages = messages + 1",
             (device_id, model.name, model.version, bucket, inference.count, inference.errors))
+        if inference.dist is not None:
+            add_distributions(connection, device_id, model.name, model.version, bucket, inference.dist)
         if inference.count or inference.errors:
             connection.execute(
                 "INSERT OR IGNORE INTO latency_samples (device_id, model_name, model_version, seq, time, "
@@ -309,3 +353,18 @@ def _record_facts(store: FleetStore, message: TelemetryMessage, when: float) -> 
                 "WHERE device_id = ? AND (state_event_seq IS NULL OR state_event_seq < ?)",
                 (event.kind, when, message.seq, device_id, message.seq))
 
+
+def add_distributions(connection: sqlite3.Connection, device_id: str, model: str, version: str,
+                      bucket_start: float, dist: Distributions) -> None:
+    """Adds one summary's distributions to its (device, version, time bucket) inside the open transaction."""
+    rows = [("latency", item.i, item.n) for item in dist.latency]
+    rows += [("score", item.i, item.n) for item in dist.score]
+    rows += [("detections", item.i, item.n) for item in dist.detections]
+    rows += [("class", item.id, item.n) for item in dist.classes]
+    if dist.class_other:
+        rows.append(("class", -1, dist.class_other))
+    connection.executemany(
+        "INSERT INTO dist_counts (device_id, model_name, model_version, bucket_start, metric, key, n) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (model_name, model_version, device_id, bucket_start, metric, key) "
+        "DO UPDATE SET n = n + excluded.n",
+        [(device_id, model, version, bucket_start, metric, key, n) for metric, key, n in rows if n > 0])

@@ -62,7 +62,8 @@ class MetricDefinition:
         type: Full metric type, `custom.googleapis.com/edgefleet/...`.
         kind: GAUGE or CUMULATIVE.
         value_type: INT64, DOUBLE or BOOL.
-        unit: UCUM unit as Cloud Monitoring expects it ("ms", "s", "Cel", "MiBy", "1").
+        unit: a unit from Cloud Monitoring's documented subset of UCUM ("ms", "s", "MiBy", "1"; an
+            annotation alone such as "{Cel}" means "1" with a name: Celsius is not in that subset).
         display_name: Short human name (dashboards, alert titles).
         description: What one point means.
         labels: The labels every series carries.
@@ -152,7 +153,7 @@ TELEMETRY_MESSAGES = _metric(
 CPU_TEMPERATURE = _metric(
     "device/cpu_temperature",
     ValueType.DOUBLE,
-    "Cel",
+    "{Cel}",  # degrees Celsius; "Cel" itself is not in MetricDescriptor.unit's documented list
     "CPU temperature",
     "CPU temperature the device last reported (not written when the device cannot read it).",
     DEVICE_LABELS,

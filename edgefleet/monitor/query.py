@@ -210,15 +210,18 @@ def classify(age_s: float, window_inferences: int, window_errors: int, state_eve
 _DEVICE_COLUMNS = (
     "device_id, model_name, model_version, model_variant, backend, last_seen, latency_p50_ms, latency_p95_ms, "
     "fps, window_inferences, window_errors, cpu_temp_c, mem_total_mb, mem_available_mb, load_1m, uptime_s, "
-    "tpu_present, spool_depth, spool_dropped, messages, lost, duplicates, state_event_kind, state_event_time")
+    "tpu_present, spool_depth, spool_dropped, messages, lost, duplicates, state_event_kind, state_event_time, "
+    "last_received")
 
 
 def _device_status(row: sqlite3.Row | tuple, now_epoch: float, rules: StatusRules,
                    stale_after_s: float) -> DeviceStatus:
     (device_id, model_name, model_version, model_variant, backend, last_seen, p50, p95, fps, window_inferences,
      window_errors, cpu_temp_c, mem_total_mb, mem_available_mb, load_1m, uptime_s, tpu_present, spool_depth,
-     spool_dropped, messages, lost, duplicates, state_event_kind, state_event_time) = row
-    age_s = max(0.0, now_epoch - last_seen)
+     spool_dropped, messages, lost, duplicates, state_event_kind, state_event_time, last_received) = row
+    # Staleness by the monitor's receive time, not the device's clock (a device clock in the future would
+    # otherwise never go stale; issue 11 finding 8).
+    age_s = max(0.0, now_epoch - (last_received if last_received is not None else last_seen))
     event_age = None if state_event_time is None else max(0.0, now_epoch - state_event_time)
     status, reason = classify(age_s, window_inferences or 0, window_errors or 0, state_event_kind, event_age,
                               rules, stale_after_s)

@@ -29,6 +29,7 @@ from google.auth import exceptions as google_auth_exceptions
 from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.subscriber.message import Message
 
+from edgefleet.device.contracts.layout import ATTR_DEVICE_ID
 from edgefleet.monitor.cloud_metrics import (
     CloudMetricsWriter,
     MetricServiceClientLike,
@@ -38,9 +39,11 @@ from edgefleet.monitor.cloud_metrics import (
 )
 from edgefleet.monitor.config import MonitorConfig
 from edgefleet.monitor.errors import MonitorError
-from edgefleet.monitor.ingest import Outcome, Status, handle
+from edgefleet.monitor.identity import FORGED_PREFIX, TelemetryVerifier
+from edgefleet.monitor.ingest import Outcome, Status, handle, record_malformed
 from edgefleet.monitor.query import device_statuses
 from edgefleet.monitor.store import FleetStore, commit, from_epoch, open_store, rollback
+from edgefleet.monitor.windows import prune
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,7 @@ class MonitorReport:
     batches: int
     resubscribes: int
     metric_periods: int
+    unauthenticated: int = 0  # refused: unsigned, badly signed, or from a device with no key (in `malformed`)
 
 
 @dataclass
@@ -86,6 +90,7 @@ class _Tally:
     batches: int = 0
     resubscribes: int = 0
     metric_periods: int = 0
+    unauthenticated: int = 0
 
     def add(self, outcomes: Sequence[Outcome]) -> None:
         self.received += len(outcomes)
@@ -99,6 +104,7 @@ class _Tally:
                 self.duplicates += 1
             else:
                 self.malformed += 1
+                self.unauthenticated += outcome.reason.startswith(FORGED_PREFIX)
             self.lost += outcome.lost
 
     def report(self) -> MonitorReport:
@@ -136,26 +142,84 @@ class _Inbox:
         return batch
 
 
-def process_batch(store: FleetStore, batch: Sequence[Message], received_at: float) -> list[Outcome]:
+def process_batch(store: FleetStore, batch: Sequence[Message], received_at: float,
+                  verifier: TelemetryVerifier | None = None) -> list[Outcome]:
     """Applies `batch`, commits, then acks the committed and nacks the malformed.
 
-    On a store error the transaction is rolled back, every message nacked, and the error re-raised.
+    A transient store error (SQLite busy, locked, disk momentarily full) rolls the transaction back, nacks
+    every message and is re-raised (the caller resubscribes after a back-off). Any other error while
+    applying or committing (a message the store cannot take, a bug) rolls back and retries the batch message
+    by message, each committed alone: only the message that fails alone is refused (counted as malformed,
+    nacked, so Pub/Sub dead-letters it after the subscription's max delivery attempts), and every other
+    message is applied exactly once. With a `verifier`, a message whose signature does not hold is refused
+    the same way (counted as malformed with a reason starting `FORGED_PREFIX`).
     """
     try:
-        outcomes = [handle(store, message.data, message.message_id, message.attributes, received_at)
-                    for message in batch]
+        outcomes = [_handle(store, message, received_at, verifier) for message in batch]
         commit(store)
-    except sqlite3.Error:
+    except sqlite3.OperationalError:
         rollback(store)
         for message in batch:
             message.nack()
         raise
+    except Exception:  # noqa: BLE001 - one bad message must not stop the monitor: find it, refuse it alone
+        rollback(store)
+        log.warning("a batch of %d messages failed to apply; retrying them one by one", len(batch),
+                    exc_info=True)
+        return _one_by_one(store, batch, received_at, verifier)
+    _settle(batch, outcomes)
+    return outcomes
+
+
+def _handle(store: FleetStore, message: Message, received_at: float, verifier: TelemetryVerifier | None) -> Outcome:
+    if verifier is not None and (problem := verifier.problem(message.data, message.attributes)) is not None:
+        device_id = message.attributes.get(ATTR_DEVICE_ID) or None
+        record_malformed(store, message.message_id, device_id, problem[:500], received_at)
+        log.warning("refused telemetry message %s: %s", message.message_id, problem)
+        return Outcome(Status.MALFORMED, device_id=device_id, reason=problem)
+    return handle(store, message.data, message.message_id, message.attributes, received_at)
+
+
+def _one_by_one(store: FleetStore, batch: Sequence[Message], received_at: float,
+                verifier: TelemetryVerifier | None) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    for index, message in enumerate(batch):
+        try:
+            outcome = _handle(store, message, received_at, verifier)
+            commit(store)
+        except sqlite3.OperationalError:
+            rollback(store)
+            _settle(batch[:index], outcomes)
+            for rest in batch[index:]:
+                rest.nack()
+            raise
+        except Exception as error:  # noqa: BLE001 - this message alone fails: refuse it, keep going
+            rollback(store)
+            outcome = _refused_alone(store, message, error, received_at)
+        outcomes.append(outcome)
+    _settle(batch, outcomes)
+    return outcomes
+
+
+def _refused_alone(store: FleetStore, message: Message, error: Exception, received_at: float) -> Outcome:
+    device_id = message.attributes.get(ATTR_DEVICE_ID) or None
+    reason = f"the fleet state cannot take this message ({type(error).__name__}: {error})"[:500]
+    log.error("message %s from %s refused: %s", message.message_id, device_id or "an unknown device", reason)
+    try:
+        record_malformed(store, message.message_id, device_id, reason, received_at)
+        commit(store)
+    except sqlite3.Error:
+        rollback(store)
+        log.warning("could not count message %s as malformed", message.message_id, exc_info=True)
+    return Outcome(Status.MALFORMED, device_id=device_id, reason=reason)
+
+
+def _settle(batch: Sequence[Message], outcomes: Sequence[Outcome]) -> None:
     for message, outcome in zip(batch, outcomes, strict=True):
         if outcome.ack:
             message.ack()
         else:
             message.nack()
-    return outcomes
 
 
 def _check_subscription(subscriber: pubsub_v1.SubscriberClient, path: str, timeout_s: float) -> None:
@@ -168,7 +232,8 @@ def _check_subscription(subscriber: pubsub_v1.SubscriberClient, path: str, timeo
                            "`edgefleet local up`), or pass the right --project / --subscription") from error
     except (google_exceptions.PermissionDenied, google_exceptions.Unauthenticated) as error:
         raise MonitorError(f"not allowed to read Pub/Sub subscription {path}: {error.message}",
-                           "grant the monitor's service account roles/pubsub.subscriber on it") from error
+                           "grant the monitor's service account roles/pubsub.subscriber and roles/pubsub.viewer "
+                           "(for this check: pubsub.subscriptions.get) on it; `pulumi up` does") from error
 
 
 def _stream_error(error: BaseException, path: str) -> BaseException:
@@ -197,6 +262,7 @@ class _Session:
     on_batch: Callable[[Sequence[Outcome]], None] | None
     metrics: _MetricsTick | None
     clock: Callable[[], float]
+    verifier: TelemetryVerifier | None = None
 
     def run(self) -> None:
         if self.stop_event.is_set():
@@ -210,9 +276,15 @@ class _Session:
         stream = self.subscriber.subscribe(self.path, callback=inbox.receive, flow_control=flow_control)
         log.info("monitor reading %s into %s", self.path, self.store.path)
         stopped = False
+        next_prune = self.clock()
         try:
             while not self.stop_event.is_set():
                 self._process(inbox.take(ingest.batch_max_messages, ingest.batch_max_wait_s))
+                if self.clock() >= next_prune:
+                    deleted = prune(self.store, self.clock() - self.config.retention_s)
+                    next_prune = self.clock() + self.config.prune_interval_s
+                    if any(deleted.values()):
+                        log.info("pruned what is older than %.0f s: %s", self.config.retention_s, deleted)
                 if self.metrics is not None:
                     self.metrics.tick(self.store, self.clock())
                 if stream.done():
@@ -252,7 +324,7 @@ class _Session:
     def _process(self, batch: list[Message]) -> None:
         if not batch:
             return
-        outcomes = process_batch(self.store, batch, self.clock())
+        outcomes = process_batch(self.store, batch, self.clock(), self.verifier)
         self.tally.add(outcomes)
         if self.metrics is not None:
             self.metrics.aggregator.record(outcomes)
@@ -328,7 +400,8 @@ def run_monitor(config: MonitorConfig, stop_event: threading.Event, *,
     if config.cloud_metrics.enabled:
         writer = CloudMetricsWriter(metrics_client, config.project, config.cloud_metrics)
         metrics = _MetricsTick(config, writer, PeriodAggregator(config.cloud_metrics.period_s, clock()), tally)
-    session = _Session(config, store, subscriber, path, stop_event, tally, on_batch, metrics, clock)
+    session = _Session(config, store, subscriber, path, stop_event, tally, on_batch, metrics, clock,
+                       TelemetryVerifier.from_config(config.identity))
 
     def before_resubscribe(state: tenacity.RetryCallState) -> None:
         tally.resubscribes += 1

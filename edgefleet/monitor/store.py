@@ -11,6 +11,8 @@ Tables:
   ever seen is not (the monitor may have joined late) but still lets a late arrival in exactly once.
 - latency_samples: per (device, model, version), the last `latency_window` messages' latency summaries.
 - version_counts: inferences/errors per (device, model, version, time bucket) for the health gate.
+- dist_counts (schema 2): the telemetry's distributions per (device, model, version, time bucket, metric,
+  key), for the canary judge (`edgefleet.monitor.windows`).
 - events: swap / swap_failed / rollback / error / started / stopped, with time, the version the event names
   and, for swaps and rollbacks, the version left (`from_version`).
 - version_history: per (device, model, version, variant, backend), first and last seen.
@@ -32,7 +34,8 @@ from edgefleet.monitor.stats import LatencySample, window_stats
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)  # a schema 1 file is upgraded in place by the writer (the new table is additive)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -69,6 +72,11 @@ CREATE TABLE IF NOT EXISTS version_counts (
     messages INTEGER NOT NULL,
     PRIMARY KEY (model_name, model_version, device_id, bucket_start)
 );
+CREATE TABLE IF NOT EXISTS dist_counts (
+    device_id TEXT NOT NULL, model_name TEXT NOT NULL, model_version TEXT NOT NULL,
+    bucket_start REAL NOT NULL, metric TEXT NOT NULL, key INTEGER NOT NULL, n INTEGER NOT NULL,
+    PRIMARY KEY (model_name, model_version, device_id, bucket_start, metric, key)
+);
 CREATE TABLE IF NOT EXISTS events (
     device_id TEXT NOT NULL, seq INTEGER NOT NULL, time REAL NOT NULL, kind TEXT NOT NULL,
     detail TEXT NOT NULL, model_name TEXT, model_version TEXT, from_version TEXT,
@@ -86,6 +94,10 @@ CREATE TABLE IF NOT EXISTS version_history (
 CREATE TABLE IF NOT EXISTS malformed (
     message_id TEXT PRIMARY KEY, device_id TEXT, error TEXT NOT NULL, deliveries INTEGER NOT NULL,
     first_received REAL NOT NULL, last_received REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS device_epochs (
+    device_id TEXT NOT NULL, epoch INTEGER NOT NULL, base INTEGER NOT NULL,
+    PRIMARY KEY (device_id, epoch)
 );
 """
 
@@ -152,19 +164,21 @@ def open_store(path: Path, *, latency_window: int, count_bucket_s: float, create
     try:
         connection = sqlite3.connect(path, isolation_level="DEFERRED", check_same_thread=True)
         connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA synchronous=FULL")
         connection.execute("PRAGMA busy_timeout=10000")
         if create:
             connection.executescript(_SCHEMA)
             connection.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                                (str(SCHEMA_VERSION),))
+            connection.execute("UPDATE meta SET value = ? WHERE key = 'schema_version' AND value IN (?)",
+                               (str(SCHEMA_VERSION), *(str(v) for v in READABLE_SCHEMAS[:-1])))
             connection.commit()
         row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     except sqlite3.DatabaseError as error:
         raise FleetStateError(f"{path} is not a readable fleet state ({error})",
                               "point --db / store_path at the file `edgefleet monitor` writes, or move this "
                               "file away to start a new one") from error
-    if row is None or int(row[0]) != SCHEMA_VERSION:
+    if row is None or int(row[0]) not in READABLE_SCHEMAS:
         connection.close()
         found = "none" if row is None else row[0]
         raise FleetStateError(f"{path} has fleet state schema {found}, this edgefleet reads {SCHEMA_VERSION}",

@@ -26,6 +26,7 @@ added to the venv's path with a .pth file).
 from __future__ import annotations
 
 import hashlib
+import os
 import shlex
 import subprocess
 import sys
@@ -40,7 +41,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgefleet.device.errors import ConfigError, EdgefleetError
+from edgefleet.device.errors import ConfigError, EdgefleetError, VerificationError
+from edgefleet.device.fleetkeys import register_device_key
+from edgefleet.device.registry import Registry
+from edgefleet.device.signing import key_id, public_key_from_bytes
 from edgefleet.flows.deploy_agent.privileged import (
     SudoConnection,
     create_user_command,
@@ -71,6 +75,11 @@ class DeployAgentParams(BaseModel):
     target: Target = Target()
     agent: dict[str, Any] = Field(description="agent.yaml fields for every device; device_id and root are filled in")
     public_key: str = Field(description="the release public key file (installed as <root>/keys/release.pub)")
+    registry: str | None = Field(
+        default=None, description="publish each device's own public key here (fleet/devices/<id>.json), so the "
+        "fleet monitor accepts its signed telemetry")
+    replace_device_keys: bool = Field(
+        default=False, description="accept a device key that differs from the one the fleet knows (re-imaged)")
     install_dir: str = Field(default="/opt/edgefleet", description="absolute; the venv is <install_dir>/venv")
     python: str = Field(default="python3", description="the device's Python that creates the venv")
     extras: str = "device"
@@ -99,6 +108,7 @@ class DeployResult(BaseModel):
     device_id: str
     ok: bool
     pid: int | None = None
+    device_key_id: str | None = None
     wheel_uploaded: bool = False
     detail: str = ""
 
@@ -158,23 +168,59 @@ def check_unit(connection: DeviceConnection, path: str) -> str:
     return result.stdout.strip()
 
 
+def release_public_key_text(path_text: str) -> str:
+    """The release public key file's content, checked before any device is touched (finding 7): `~` expanded,
+    parsed as an Ed25519 public key; a private key given by mistake is refused (never copied to devices).
+
+    Raises:
+        ConfigError: missing, unreadable, a private key, or not an Ed25519 public key.
+    """
+    path = Path(os.path.expandvars(path_text)).expanduser()
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"release public key file {path} cannot be read ({error.strerror})",
+                          "give the path of the release public key (e.g. ~/.edgefleet/keys/"
+                          "release-signing.key.pub)") from error
+    if b"PRIVATE KEY" in data:
+        raise ConfigError(f"{path} holds a PRIVATE key: it must never be copied to devices",
+                          "give the public key file (the .pub beside the signing key)")
+    try:
+        public_key_from_bytes(data, source=str(path))
+    except VerificationError as error:
+        raise ConfigError(error.message, error.fix) from error
+    return data.decode()
+
+
+def publish_device_key(params: DeployAgentParams, device: DeviceSpec, public_key_text: str) -> str:
+    """Records the device's own public key with the fleet (when `params.registry`); returns its key id."""
+    key = public_key_from_bytes(public_key_text.encode(), source=f"device key of {device.id}")
+    if params.registry is not None:
+        register_device_key(Registry.from_uri(params.registry), device.id, key, by=FLOW_NAME,
+                            replace=params.replace_device_keys)
+    return key_id(key)
+
+
 @task(name="deploy-device", cache_policy=NO_CACHE, task_run_name="deploy-agent {device.id}")
-def deploy_device(inventory: Inventory, device: DeviceSpec, params: DeployAgentParams, wheel: Path) -> DeployResult:
+def deploy_device(inventory: Inventory, device: DeviceSpec, params: DeployAgentParams, wheel: Path,
+                  release_key: str = "") -> DeployResult:
     """Installs and (re)starts the agent on one device; failures are returned, not raised."""
     try:
         with DeviceConnection(device, inventory.known_hosts) as connection:
+            key_text = release_key or release_public_key_text(params.public_key)
             if device.user == "root":
-                return _deploy(connection, device, params, wheel)
+                return _deploy(connection, device, params, wheel, key_text)
             privileged = SudoConnection(connection, sudo_password(params.sudo_password_secret))
             try:
-                return _deploy(privileged, device, params, wheel)
+                return _deploy(privileged, device, params, wheel, key_text)
             finally:
                 privileged.close()
     except EdgefleetError as error:
         return DeployResult(device_id=device.id, ok=False, detail=f"{error.message} (fix: {error.fix})")
 
 
-def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgentParams, wheel: Path) -> DeployResult:
+def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgentParams, wheel: Path,
+            release_key: str) -> DeployResult:
     install = params.install_dir.rstrip("/")
     if not install.startswith("/"):
         raise ConfigError(f"install_dir {install!r} must be an absolute path", "e.g. /opt/edgefleet")
@@ -203,7 +249,10 @@ def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgen
                    f"{pip} --no-deps --force-reinstall {q(remote_wheel)}", timeout_s=params.install_timeout_s)
     config_path = f"{root}/agent.yaml"
     connection.write_text(config_path, agent_document(params, device, root))
-    connection.write_text(f"{root}/keys/release.pub", Path(params.public_key).read_text())
+    connection.write_text(f"{root}/keys/release.pub", release_key)
+    # The agent makes its own key on the device; only the public key comes back, to be published.
+    device_public = connection.run(f"{q(venv)}/bin/edgefleet-agent device-key --root {q(root)}").stdout.strip()
+    device_key_id = publish_device_key(params, device, device_public)
     spec = ServiceSpec(name=params.service_name,
                        command=(f"{venv}/bin/edgefleet-agent", "run", "--config", config_path),
                        user=params.agent_user or device.user, state_dir=root, environment=params.environment,
@@ -232,6 +281,7 @@ def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgen
             current = None
         if isinstance(current, dict) and current.get("pid") == pid and current.get("state") == "running":
             return DeployResult(device_id=device.id, ok=True, pid=pid, wheel_uploaded=uploaded,
+                                device_key_id=device_key_id,
                                 detail=f"running (pid {pid}, {params.service_manager})")
         if time.monotonic() > deadline:
             log_hint = spec.log_file if params.service_manager == "process" else f"journalctl -u {spec.name}"
@@ -243,6 +293,7 @@ def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgen
 @flow(name=FLOW_NAME)
 def deploy_agent(params: DeployAgentParams) -> list[DeployResult]:
     """Installs the device agent as a service on the target devices (see the module docstring)."""
+    release_key = release_public_key_text(params.public_key)  # before touching any device
     logger = get_run_logger()
     inventory = load_inventory(params.inventory)
     devices = inventory.select(params.target.ids, params.target.tags)
@@ -257,7 +308,8 @@ def deploy_agent(params: DeployAgentParams) -> list[DeployResult]:
         logger.info("deploying %s to %d devices (%s)", wheel.name, len(devices), params.service_manager)
         with ThreadPoolTaskRunner(max_workers=params.max_parallel) as runner:
             futures = [runner.submit(deploy_device, {"inventory": inventory, "device": device, "params": params,
-                                                     "wheel": wheel}) for device in devices]
+                                                     "wheel": wheel, "release_key": release_key})
+                       for device in devices]
             results = [future.result() for future in futures]
     failed = [result for result in results if not result.ok]
     for result in results:

@@ -18,6 +18,7 @@ process (containers, the test fleet, devices whose init is not systemd):
 
 from __future__ import annotations
 
+import re
 import shlex
 import string
 from dataclasses import dataclass
@@ -83,12 +84,20 @@ def render_unit(spec: ServiceSpec, template: str | None = None) -> str:
     """
     text = template if template is not None else \
         resources.files("edgefleet.flows").joinpath("templates", UNIT_TEMPLATE).read_text()
+    if not _UNIX_USER.fullmatch(spec.user):
+        raise ConfigError(f"user {spec.user!r} is not a valid user name for the systemd unit",
+                          "use a plain login name (lowercase letters, digits, '_' or '-') in fleet.yaml")
+    environment_file = _unit_value("environment file path", spec.env_file)
+    if any(char.isspace() for char in environment_file):
+        raise ConfigError(f"environment file path {spec.env_file!r} contains white space",
+                          "use an agent root without spaces")
     values = {
-        "description": spec.description, "user": spec.user,
-        "exec_start": " ".join(_systemd_quote(arg) for arg in spec.command),
-        "environment_file": spec.env_file, "restart_sec": f"{spec.restart_sec:g}",
+        "description": _unit_value("description", spec.description), "user": spec.user,
+        "exec_start": " ".join(_systemd_quote(_unit_value("command argument", arg).replace("$", "$$"))
+                               for arg in spec.command),
+        "environment_file": environment_file, "restart_sec": f"{spec.restart_sec:g}",
         "stop_timeout_s": f"{spec.stop_timeout_s:g}", "name": spec.name,
-        "read_write_paths": _systemd_quote(spec.state_dir), "protect_home": protect_home(spec.state_dir),
+        "read_write_paths": _unit_value("agent root", spec.state_dir), "protect_home": protect_home(spec.state_dir),
     }
     try:
         return string.Template(text).substitute(values)
@@ -102,6 +111,18 @@ def protect_home(writable: str) -> str:
     then `read-only` (its ReadWritePaths= stays writable)."""
     homes = ("/home", "/root", "/run/user")
     return "read-only" if any(writable == home or writable.startswith(home + "/") for home in homes) else "yes"
+
+
+_UNIX_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+
+def _unit_value(what: str, value: str) -> str:
+    """A value made safe for a unit file: no control characters (a newline would add directives), and `%`
+    doubled (systemd expands %-specifiers)."""
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise ConfigError(f"{what} {value!r} contains a control character (a newline would add directives "
+                          "to the systemd unit)", "remove it from fleet.yaml / the deploy-agent parameters")
+    return value.replace("%", "%%")
 
 
 def _systemd_quote(arg: str) -> str:

@@ -19,7 +19,7 @@ import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 from edgefleet.device.contracts.manifest import CompilerReport, CpuOperation
 from edgefleet.device.errors import EdgefleetError
@@ -244,14 +244,14 @@ def _ssh_errors() -> tuple[type[BaseException], ...]:
     return (OSError, EOFError, SSHException, CommandTimedOut)
 
 
-def _remote(connection: Any, command: str, **options: Any) -> Any:
-    """Runs a command on the compile host: output captured, never reading our stdin (workers have none)."""
-    return connection.run(command, hide=True, in_stream=False, **options)
-
-
 @dataclass(frozen=True)
 class SshCompiler:
-    """`edgetpu_compiler` on a compile host (x86-64 Linux) reached over SSH with Fabric."""
+    """`edgetpu_compiler` on a compile host (x86-64 Linux) reached over SSH.
+
+    The connection is the rollout's (`edgefleet.flows.rollout.ssh.DeviceConnection`): the compile host's key
+    must be in `known_hosts`; an unknown or changed key is refused, so what an impostor returns is never
+    signed (issue 11, finding 2).
+    """
 
     host: str
     compiler: str
@@ -260,66 +260,74 @@ class SshCompiler:
     key_file: str | None
     timeout_s: float
     connect_timeout_s: float
+    known_hosts: str = "~/.ssh/known_hosts"
 
     @property
     def description(self) -> str:
         target = f"{self.user}@{self.host}" if self.user else self.host
         return f"{self.compiler} on {target}:{self.port}"
 
-    def _connection(self):  # -> fabric.Connection (imported lazily: only the ssh mode needs Fabric)
-        from fabric import Connection
+    def _connection(self):  # -> DeviceConnection (imported lazily: only the ssh mode needs Fabric)
+        import getpass
+        import math
 
-        connect_kwargs = {"key_filename": str(expand(self.key_file))} if self.key_file else {}
-        return Connection(
-            self.host,
-            user=self.user,
-            port=self.port,
-            connect_timeout=self.connect_timeout_s,
-            connect_kwargs=connect_kwargs,
-        )
+        from edgefleet.flows.rollout.inventory import DeviceSpec
+        from edgefleet.flows.rollout.ssh import DeviceConnection
+
+        if not self.key_file:
+            raise CompileError(f"compile host {self.description}: no compile.key_file",
+                               "set compile.key_file to the SSH private key the compile host accepts")
+        device = DeviceSpec(id="compile-host", host=self.host, port=self.port, user=self.user or getpass.getuser(),
+                            key_file=expand(self.key_file), connect_timeout_s=max(1, math.ceil(self.connect_timeout_s)),
+                            connect_attempts=1, command_timeout_s=self.timeout_s)
+        return DeviceConnection(device, expand(self.known_hosts))
 
     @property
     def missing_reason(self) -> str:
         target = f"{self.user}@{self.host}" if self.user else self.host
         return f"{self.compiler} was not found on compile host {target}"
 
-    def _unreachable(self, error: Exception) -> CompileError:
-        return CompileError(
-            f"compile host {self.description} cannot be reached or refused the command ({error})",
-            "check compile.host/user/port/key_file and that `ssh` to it works from here",
-        )
+    def _refused(self, error: EdgefleetError) -> CompileError:
+        return CompileError(f"compile host {self.description}: {error.message}",
+                            error.fix or "check compile.host/user/port/key_file/known_hosts")
 
     def available(self) -> bool:
         try:
             with self._connection() as connection:
-                found = _remote(connection, f"command -v {shlex.quote(self.compiler)}", warn=True)
-        except _ssh_errors() as error:
-            raise self._unreachable(error) from error
-        return found.ok
+                found = connection.run(f"command -v {shlex.quote(self.compiler)}", check=False)
+        except CompileError:
+            raise
+        except EdgefleetError as error:
+            raise self._refused(error) from error
+        return found.exit_code == 0
 
     def run(self, model: Path, out_dir: Path) -> CompilerRun:
         model_name, log_name = output_names(model)
         try:
             with self._connection() as connection:
-                remote_dir = _remote(connection, "mktemp -d").stdout.strip()
+                remote_dir = connection.run("mktemp -d").stdout.strip()
                 try:
-                    connection.put(str(model), f"{remote_dir}/{model.name}")
+                    connection.put(model, f"{remote_dir}/{model.name}")
                     command = (
                         f"{shlex.quote(self.compiler)} -s -o {shlex.quote(remote_dir)} "
                         f"{shlex.quote(f'{remote_dir}/{model.name}')}"
                     )
                     log.info("Running on %s: %s", self.host, command)
-                    done = _remote(connection, command, warn=True, timeout=self.timeout_s)
+                    done = connection.run(command, check=False, timeout_s=self.timeout_s)
                     for name in (model_name, log_name):
-                        if _remote(
-                            connection, f"test -f {shlex.quote(f'{remote_dir}/{name}')}", warn=True
-                        ).ok:
-                            connection.get(f"{remote_dir}/{name}", str(out_dir / name))
+                        remote = f"{remote_dir}/{name}"
+                        if connection.run(f"test -f {shlex.quote(remote)}", check=False).exit_code == 0:
+                            connection.connection.get(remote, str(out_dir / name))
                 finally:
-                    _remote(connection, f"rm -rf {shlex.quote(remote_dir)}", warn=True)
+                    connection.run(f"rm -rf {shlex.quote(remote_dir)}", check=False)
+        except CompileError:
+            raise
+        except EdgefleetError as error:
+            raise self._refused(error) from error
         except _ssh_errors() as error:
-            raise self._unreachable(error) from error
-        return _collect(out_dir, model, done.return_code, done.stdout, done.stderr)
+            raise CompileError(f"compile host {self.description}: transfer failed ({error})",
+                               "check the compile host's disk and network") from error
+        return _collect(out_dir, model, done.exit_code, done.stdout, done.stderr)
 
 
 def compiler_host(params: CompileParams) -> CompilerHost | None:
@@ -336,6 +344,7 @@ def compiler_host(params: CompileParams) -> CompilerHost | None:
         key_file=params.key_file,
         timeout_s=params.timeout_s,
         connect_timeout_s=params.connect_timeout_s,
+        known_hosts=params.known_hosts,
     )
 
 

@@ -20,7 +20,7 @@ from edgefleet.device.errors import EdgefleetError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 MIN_CLASSES = 2
 MIN_IMAGES_PER_CLASS = 2
 

@@ -14,7 +14,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from edgefleet.device.runtime.adapters.common import output_tensor, set_input
+from edgefleet.device.contracts.distributions import DistributionAccumulator
+from edgefleet.device.contracts.manifest import Reference
+from edgefleet.device.runtime.adapters.classify import get_scores
+from edgefleet.device.runtime.adapters.common import set_input
 from edgefleet.device.runtime.interpreter import load_model
 from edgefleet.device.runtime.preprocess import Preprocessor
 from edgefleet.flows.release.dataset import Dataset
@@ -51,6 +54,7 @@ class Evaluation(NamedTuple):
     int8_latency_ms: float
     float_size_bytes: int
     int8_size_bytes: int
+    reference: Reference | None = None
 
     @property
     def drop_points(self) -> float:
@@ -86,11 +90,27 @@ def per_class_accuracy(
     return tuple(rows)
 
 
-def predict(tflite: bytes, images: np.ndarray, timed_runs: int) -> tuple[np.ndarray, float]:
+class _Top1(NamedTuple):
+    id: int
+    score: float
+
+
+def reference_distributions(predicted: np.ndarray, scores: np.ndarray) -> Reference:
+    """The canary judge's reference: the top-1 class mix and top-1 score histogram of the held-out split, in
+    the same buckets as the agents' telemetry (latency left empty: this machine is not a device)."""
+    accumulator = DistributionAccumulator()
+    for class_id, score in zip(predicted, scores, strict=True):
+        accumulator.add(0.0, [_Top1(int(class_id), float(score))], detector=False)
+    dist = accumulator.snapshot().model_copy(update={"latency": []})
+    return Reference(split="held-out", samples=len(predicted), distributions=dist)
+
+
+def predict(tflite: bytes, images: np.ndarray, timed_runs: int) -> tuple[np.ndarray, float, np.ndarray]:
     """Top-1 class of each uint8 RGB image with a TFLite model on the device runtime's CPU interpreter.
 
     Returns:
-        (predictions, median latency in ms of the first `timed_runs` inferences).
+        (predictions, median latency in ms of the first `timed_runs` inferences, top-1 scores as the device's
+        classification adapter reads them).
     """
     with tempfile.TemporaryDirectory(prefix="edgefleet-eval-") as tmp:
         path = Path(tmp) / "model.tflite"
@@ -99,6 +119,7 @@ def predict(tflite: bytes, images: np.ndarray, timed_runs: int) -> tuple[np.ndar
     interpreter = loaded.interpreter
     preprocess = Preprocessor(loaded.info.input)
     predictions = np.empty(len(images), dtype=np.int64)
+    top_scores = np.empty(len(images), dtype=np.float64)
     timings: list[float] = []
     for index, image in enumerate(images):
         set_input(interpreter, preprocess(image))
@@ -106,8 +127,10 @@ def predict(tflite: bytes, images: np.ndarray, timed_runs: int) -> tuple[np.ndar
         interpreter.invoke()
         if index < timed_runs:
             timings.append((time.perf_counter() - started) * MS_PER_S)
-        predictions[index] = int(np.argmax(output_tensor(interpreter, 0)[0]))
-    return predictions, float(np.median(timings)) if timings else 0.0
+        scores = get_scores(interpreter)
+        predictions[index] = int(np.argmax(scores))
+        top_scores[index] = float(scores[predictions[index]])
+    return predictions, float(np.median(timings)) if timings else 0.0, top_scores
 
 
 def evaluate(dataset: Dataset, float_tflite: bytes, int8_tflite: bytes, timed_runs: int) -> Evaluation:
@@ -116,8 +139,8 @@ def evaluate(dataset: Dataset, float_tflite: bytes, int8_tflite: bytes, timed_ru
     The float32 TFLite model is the Keras model converted without quantization (same graph, same weights), so
     its accuracy is the float model's; running both through the same runtime makes the comparison exact.
     """
-    float_predicted, _ = predict(float_tflite, dataset.eval_x, 0)
-    int8_predicted, latency_ms = predict(int8_tflite, dataset.eval_x, timed_runs)
+    float_predicted, _, _ = predict(float_tflite, dataset.eval_x, 0)
+    int8_predicted, latency_ms, int8_scores = predict(int8_tflite, dataset.eval_x, timed_runs)
     truth = dataset.eval_y
     return Evaluation(
         float_accuracy=accuracy(float_predicted, truth),
@@ -128,4 +151,5 @@ def evaluate(dataset: Dataset, float_tflite: bytes, int8_tflite: bytes, timed_ru
         int8_latency_ms=latency_ms,
         float_size_bytes=len(float_tflite),
         int8_size_bytes=len(int8_tflite),
+        reference=reference_distributions(int8_predicted, int8_scores),
     )

@@ -1,5 +1,9 @@
 """The `release-model` Prefect flow: train -> quantize -> evaluate -> compile -> gate -> sign -> publish.
 
+A model brought as a `.tflite` (`source.kind: tflite`) skips training and quantization: it is checked (fully
+integer, labels), compiled when no Edge TPU twin is given, evaluated when a dataset is given, then gated,
+signed and published like a trained one.
+
 Run it from the Prefect UI (deployment `release-model`, see prefect.yaml), from the CLI
 (`edgefleet release --config release.yaml`), or from Python:
 
@@ -15,6 +19,7 @@ fails a gate publishes nothing and fails with `GateFailed` after writing its rep
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import time
@@ -25,21 +30,20 @@ from contextlib import contextmanager
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import FlowRunContext
-from prefect.states import State
 from pydantic import BaseModel, ConfigDict
 
 from edgefleet.device.contracts.layout import channel_key, version_prefix
-from edgefleet.device.contracts.manifest import CompilerReport, Metrics
+from edgefleet.device.contracts.manifest import CompilerReport, Metrics, Origin
 from edgefleet.device.errors import EdgefleetError
 from edgefleet.flows.release import report as report_module
 from edgefleet.flows.release import tasks
+from edgefleet.flows.release.candidate import Candidate, brought_candidate, trained_candidate
 from edgefleet.flows.release.evaluate import Evaluation
 from edgefleet.flows.release.params import ReleaseParams, expand
 
 log = logging.getLogger(__name__)
 
 FLOW_NAME = "release-model"
-CACHED_STATE_NAME = "Cached"
 
 
 class GateFailed(EdgefleetError):
@@ -70,6 +74,8 @@ class ReleaseResult(BaseModel):
     training_cached: bool
     stage_seconds: dict[str, float]
     report: str
+    task: str = "classification"
+    origin: Origin | None = None
 
 
 @contextmanager
@@ -88,26 +94,25 @@ def _run_id() -> str:
     return uuid.uuid4().hex
 
 
-def _publish_artifacts(params: ReleaseParams, markdown: str, evaluation: Evaluation) -> None:
+def _publish_artifacts(
+    params: ReleaseParams, markdown: str, evaluation: Evaluation | None, has_float: bool = True
+) -> None:
     create_markdown_artifact(
         markdown,
         key=report_module.artifact_key(params.model, "report"),
         description=f"Release report of model {params.model}",
     )
-    create_table_artifact(
-        report_module.per_class_table(evaluation),
-        key=report_module.artifact_key(params.model, "per-class-accuracy"),
-        description=f"Held-out accuracy per class, float32 vs int8, of model {params.model}",
-    )
-
-
-def _result_of(state: State) -> tuple[object, bool]:
-    return state.result(), state.name == CACHED_STATE_NAME
+    if evaluation is not None:
+        create_table_artifact(
+            report_module.per_class_table(evaluation, has_float),
+            key=report_module.artifact_key(params.model, "per-class-accuracy"),
+            description=f"Held-out accuracy per class, float32 vs int8, of model {params.model}",
+        )
 
 
 @flow(name=FLOW_NAME, flow_run_name="release-{params.model}", validate_parameters=True, log_prints=False)
 def release_model(params: ReleaseParams) -> ReleaseResult:
-    """Releases a model: trains (or loads) it, quantizes, evaluates, compiles, gates, signs and publishes.
+    """Releases a model: trains, loads or takes it, evaluates, compiles, gates, signs and publishes it.
 
     Args:
         params: The whole release description (rendered as a form in the Prefect UI).
@@ -122,43 +127,24 @@ def release_model(params: ReleaseParams) -> ReleaseResult:
     logger = get_run_logger()
     timings: dict[str, float] = {}
     work_dir = expand(params.work_dir)
-    # Cached results live in the work directory, so the cache follows the user's data, not Prefect's home.
-    train = tasks.train_model.with_options(result_storage=work_dir / tasks.CACHE_DIR)
-    quantize = tasks.quantize_model.with_options(result_storage=work_dir / tasks.CACHE_DIR)
 
     with _stage(timings, "plan"):
         plan = tasks.plan_release(params)
-    with _stage(timings, "dataset"):
-        dataset = tasks.prepare_dataset(params.dataset, params.training.input_size, params.work_dir)
-    with _stage(timings, "train"):
-        if params.training.keras_model:
-            trained, training_cached = (
-                tasks.load_keras_model(params.training.keras_model, dataset, params.training),
-                False,
-            )
-        else:
-            trained, training_cached = _result_of(
-                train(dataset, params.dataset, params.training, return_state=True)
-            )
-    with _stage(timings, "quantize"):
-        converted, _ = _result_of(
-            quantize(trained, dataset, params.quantization, params.training.seed, return_state=True)
-        )
-    with _stage(timings, "evaluate"):
-        evaluation = tasks.evaluate_models(dataset, converted, params.latency_runs)
-    with _stage(timings, "compile"):
-        compiled = tasks.compile_edgetpu(converted.int8_tflite, params.compile)
+    stage = functools.partial(_stage, timings)  # the candidate builders time their own stages
+    candidate: Candidate = (
+        brought_candidate(params, stage) if params.brought else trained_candidate(params, stage, work_dir)
+    )
+    evaluation, compiled = candidate.evaluation, candidate.compiled
     gates = report_module.check_gates(
-        evaluation, compiled.report, compiled.skipped_reason, params.gates, converted.representative_samples
+        evaluation,
+        compiled.report,
+        compiled.skipped_reason,
+        params.gates,
+        candidate.representative_samples,
+        has_float=candidate.has_float,
+        precompiled=candidate.precompiled,
     )
-    metrics = Metrics(
-        float_accuracy=evaluation.float_accuracy,
-        int8_accuracy=evaluation.int8_accuracy,
-        float_size_bytes=evaluation.float_size_bytes,
-        int8_size_bytes=evaluation.int8_size_bytes,
-        cpu_latency_ms=evaluation.int8_latency_ms,
-        eval_samples=evaluation.samples,
-    )
+    metrics = candidate.metrics
 
     def render(
         published: bool, outcome: str, version_uri: str | None, channel_uri: str | None, signing_key: str
@@ -167,11 +153,7 @@ def release_model(params: ReleaseParams) -> ReleaseResult:
             report_module.ReportInputs(
                 params=params,
                 version=plan.version,
-                dataset_source=dataset.source,
-                labels=dataset.labels,
-                train_count=len(dataset.train_y),
-                eval_count=len(dataset.eval_y),
-                skipped_images=tuple((s.path, s.reason) for s in dataset.skipped),
+                candidate=candidate.summary,
                 evaluation=evaluation,
                 compiler=compiled.report,
                 compile_skipped_reason=compiled.skipped_reason,
@@ -182,7 +164,6 @@ def release_model(params: ReleaseParams) -> ReleaseResult:
                 version_uri=version_uri,
                 channel_uri=channel_uri,
                 signing_key=signing_key,
-                training_cached=training_cached,
             )
         )
 
@@ -193,7 +174,9 @@ def release_model(params: ReleaseParams) -> ReleaseResult:
             + "; ".join(f"{g.name}: {g.detail}" for g in failing)
             + ". Nothing was written to the registry."
         )
-        _publish_artifacts(params, render(False, outcome, None, None, "not signed"), evaluation)
+        _publish_artifacts(
+            params, render(False, outcome, None, None, "not signed"), evaluation, candidate.has_float
+        )
         raise GateFailed(
             f"release of {params.model} {plan.version} stopped by a gate: "
             + "; ".join(f"{g.name}: {g.detail}" for g in failing),
@@ -207,21 +190,24 @@ def release_model(params: ReleaseParams) -> ReleaseResult:
     build_dir = work_dir / tasks.BUILDS_DIR / params.model / f"{plan.version}-{uuid.uuid4().hex[:12]}"
     try:
         with _stage(timings, "golden"):
-            golden = tasks.golden_outputs(converted.int8_tflite, params.golden_seeds)
+            golden = tasks.golden_outputs(candidate.cpu_tflite, params.golden_seeds)
         with _stage(timings, "manifest"):
             directory, manifest = tasks.write_version(
                 str(build_dir),
                 params,
                 plan.version,
-                dataset.labels,
-                converted.int8_tflite,
+                candidate.labels_text,
+                candidate.cpu_tflite,
                 compiled.edgetpu_tflite,
                 metrics,
                 compiled.report,
                 golden,
+                reference=evaluation.reference if evaluation is not None else None,
+                model_task=candidate.task,
+                origin=candidate.origin,
             )
         with _stage(timings, "sign"):
-            built = tasks.sign_version(directory, manifest, params.signing)
+            built = tasks.sign_version(directory, manifest, params.signing, plan.registry_uri)
         with _stage(timings, "publish"):
             published = tasks.publish(plan.registry_uri, built)
     finally:
@@ -240,6 +226,7 @@ def release_model(params: ReleaseParams) -> ReleaseResult:
                     params.channel,
                     plan.channel_version_before,
                     f"{FLOW_NAME} {_run_id()}",
+                    params.signing,
                 )
             except EdgefleetError as error:
                 outcome = (
@@ -247,7 +234,10 @@ def release_model(params: ReleaseParams) -> ReleaseResult:
                     f"{error.message}"
                 )
                 _publish_artifacts(
-                    params, render(True, outcome, version_uri, None, built.signing_key), evaluation
+                    params,
+                    render(True, outcome, version_uri, None, built.signing_key),
+                    evaluation,
+                    candidate.has_float,
                 )
                 raise
         channel_uri = registry.describe(channel_key(params.model, params.channel))
@@ -258,8 +248,10 @@ def release_model(params: ReleaseParams) -> ReleaseResult:
     )
     if compiled.skipped_reason:
         outcome += f" CPU model only: {compiled.skipped_reason}."
+    if evaluation is None:
+        outcome += " Released without evaluation (no dataset): no accuracy gates were checked."
     markdown = render(True, outcome, version_uri, channel_uri, built.signing_key)
-    _publish_artifacts(params, markdown, evaluation)
+    _publish_artifacts(params, markdown, evaluation, candidate.has_float)
     logger.info("%s", outcome)
     return ReleaseResult(
         model=params.model,
@@ -276,9 +268,11 @@ def release_model(params: ReleaseParams) -> ReleaseResult:
         compiler=compiled.report,
         compile_skipped_reason=compiled.skipped_reason,
         gates=gates,
-        skipped_images=len(dataset.skipped),
+        skipped_images=candidate.summary.skipped_count,
         signing_key=built.signing_key,
-        training_cached=training_cached,
+        training_cached=candidate.summary.training_cached,
         stage_seconds=timings,
         report=markdown,
+        task=candidate.task,
+        origin=candidate.origin,
     )

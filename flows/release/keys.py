@@ -35,6 +35,9 @@ class SigningKey(NamedTuple):
     private_key: Ed25519PrivateKey
     description: str
     generated: bool
+    development: bool = False
+    """The local development key (manifests say so; agents can refuse them; refused for gs:// registries
+    unless `signing.allow_development_key`)."""
 
 
 def public_key_path(private_key_file: Path) -> Path:
@@ -68,11 +71,21 @@ def _from_secret_block(name: str) -> Ed25519PrivateKey:
     return key
 
 
-def resolve_signing_key(params: SigningParams) -> SigningKey:
+def resolve_signing_key(
+    params: SigningParams, *, registry_uri: str | None = None, create: bool = True
+) -> SigningKey:
     """Loads the configured signing key, creating the development key when nothing is configured.
 
+    Args:
+        params: where the key is.
+        registry_uri: the registry the key signs for: the development key is refused for a `gs://` registry
+            unless `params.allow_development_key`.
+        create: create the development key when missing (a release does; channel moves and re-signing do
+            not: a fresh key would sign pointers no device trusts).
+
     Raises:
-        ConfigError: the Secret block is missing or holds no Ed25519 key.
+        ConfigError: the Secret block is missing or holds no Ed25519 key; the development key is refused
+            or missing.
         VerificationError: the key file is missing or not an Ed25519 PEM key.
     """
     if params.secret_block:
@@ -85,7 +98,20 @@ def resolve_signing_key(params: SigningParams) -> SigningKey:
         key = load_private_key(path)
         return SigningKey(key, f"key file {path} (key id {key_id(key.public_key())})", False)
     path = expand(params.dev_key_file)
+    if registry_uri is not None and registry_uri.startswith("gs://") and not params.allow_development_key:
+        raise ConfigError(
+            f"no signing key is configured for the cloud registry {registry_uri}, and the development key "
+            f"({path}) is not used for cloud registries",
+            "set signing.secret_block (a Prefect Secret block holding the release key) or signing.key_file; "
+            "or, for a test bucket only, signing.allow_development_key: true",
+        )
     generated = not path.exists()
+    if generated and not create:
+        raise ConfigError(
+            f"no signing key is configured and there is no development key at {path}",
+            "name the release signing key (signing.secret_block or signing.key_file; on the command line "
+            "--signing-key FILE)",
+        )
     if generated:
         private_key, public_key = generate_keypair()
         save_private_key(private_key, path)
@@ -103,4 +129,10 @@ def resolve_signing_key(params: SigningParams) -> SigningKey:
         f"DEVELOPMENT key {path} ({note}; public key {public_key_path(path)}, key id "
         f"{key_id(key.public_key())})",
         generated,
+        development=True,
     )
+
+
+def channel_signing_key(params: SigningParams, registry_uri: str) -> Ed25519PrivateKey:
+    """The release key for moving or re-signing channels of `registry_uri` (never creates a key)."""
+    return resolve_signing_key(params, registry_uri=registry_uri, create=False).private_key

@@ -1,4 +1,8 @@
-"""Build and train the float classifier with Keras 3 (TensorFlow backend), or load a user's trained model.
+"""Train the float classifier with Keras 3 (TensorFlow backend), or load a user's trained model.
+
+The architectures live in `backbones`. Training holds a validation share of the training split back for early
+stopping (the best epoch is kept), decays the learning rate along a cosine and shifts training images at
+random; a pretrained MobileNet backbone is frozen as `training.fine_tune` says.
 
 Models take real-valued RGB input, real = (pixel - mean) / std with the device runtime's normalization
 (`RuntimeConfig.input_mean/input_std`, pycoral's 128/128: [-1, 1]), so the int8 model's input quantization is
@@ -11,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -23,15 +26,22 @@ import numpy as np  # noqa: E402
 
 from edgefleet.device.errors import ModelError  # noqa: E402
 from edgefleet.device.runtime.config import DEFAULT_RUNTIME_CONFIG  # noqa: E402
+from edgefleet.flows.release.backbones import (  # noqa: E402, F401 - build_model & co. re-exported
+    RGB_CHANNELS,
+    build_model,
+    freeze,
+    model_from_bytes,
+    model_to_bytes,
+)
 from edgefleet.flows.release.dataset import Dataset  # noqa: E402
-from edgefleet.flows.release.params import TrainingParams  # noqa: E402
+from edgefleet.flows.release.params import WEIGHTS_NONE, TrainingParams  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 KERAS_SUFFIX = ".keras"
 H5_SUFFIXES = (".h5", ".hdf5")
 SAVED_MODEL_FILE = "saved_model.pb"
-RGB_CHANNELS = 3
+VALIDATION_STREAM = 1  # a random stream of its own: the validation split never repeats the held-out split's
 
 
 class TrainedModel(NamedTuple):
@@ -41,8 +51,11 @@ class TrainedModel(NamedTuple):
         keras_bytes: The `.keras` archive; its input has a static batch of 1.
         input_size: Side of the square RGB input.
         classes: Number of output classes.
-        train_accuracy: Last-epoch training accuracy (None for a user-supplied model).
+        train_accuracy: Training accuracy of the kept epoch (None for a user-supplied model).
         source: "trained:<architecture>" or the user model path.
+        validation_accuracy: Accuracy on the validation share of the training split (None without one).
+        epochs_run: Epochs trained (fewer than asked when training stopped early).
+        best_epoch: The epoch whose weights were kept (1-based).
     """
 
     keras_bytes: bytes
@@ -50,6 +63,9 @@ class TrainedModel(NamedTuple):
     classes: int
     train_accuracy: float | None
     source: str
+    validation_accuracy: float | None = None
+    epochs_run: int | None = None
+    best_epoch: int | None = None
 
 
 def to_real(
@@ -61,69 +77,50 @@ def to_real(
     return ((pixels.astype(np.float32) - mean) / std).astype(np.float32)
 
 
-def small_cnn(inputs: keras.KerasTensor, classes: int, filters: tuple[int, ...]) -> keras.KerasTensor:
-    """Conv-ReLU-MaxPool blocks, global average pooling, a dense softmax head: all Edge TPU operations."""
-    x = inputs
-    for block, width in enumerate(filters):
-        x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"conv{block}")(x)
-        x = keras.layers.MaxPooling2D(name=f"pool{block}")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    x = keras.layers.Dense(classes, name="logits")(x)
-    return keras.layers.Softmax(name="probabilities")(x)
+def validation_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, validation) indices of the TRAINING split: `fraction` of each class held back (pure, seeded).
 
-
-def mobilenet_v2(
-    inputs: keras.KerasTensor, classes: int, alpha: float, batchnorm_momentum: float
-) -> keras.KerasTensor:
-    """Keras MobileNetV2 from scratch (no pretrained weights); takes the device's [-1, 1] normalization.
-
-    Keras builds its batch normalization with momentum 0.999, made for ImageNet-length training: after a few
-    hundred steps the moving statistics the exported model uses are still near their initial values. From
-    scratch on a small dataset they must follow the data faster (`batchnorm_momentum`).
+    The validation images only decide when to stop and which epoch to keep; the held-out evaluation images
+    are never among them.
     """
-    backbone = keras.applications.MobileNetV2(
-        input_shape=tuple(inputs.shape[1:]), alpha=alpha, include_top=False, weights=None, pooling="avg"
+    fit: list[np.ndarray] = []
+    validation: list[np.ndarray] = []
+    for class_index in np.unique(labels):
+        members = np.flatnonzero(labels == class_index)
+        order = np.random.default_rng([seed, int(class_index), VALIDATION_STREAM]).permutation(len(members))
+        count = min(len(members) - 1, round(len(members) * fraction))
+        validation.append(members[order[:count]])
+        fit.append(members[order[count:]])
+    return np.sort(np.concatenate(fit)), np.sort(np.concatenate(validation))
+
+
+def _optimizer(params: TrainingParams, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    rate: float | keras.optimizers.schedules.LearningRateSchedule = params.learning_rate
+    if params.lr_schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(params.learning_rate, params.epochs * steps_per_epoch)
+    return keras.optimizers.Adam(rate)
+
+
+def _with_augmentation(model: keras.Model, params: TrainingParams) -> keras.Model:
+    """The model behind random shifts (training only; the exported model has no augmentation layer)."""
+    if params.augment_shift <= 0:
+        return model
+    shape = (params.input_size, params.input_size, RGB_CHANNELS)
+    shift = keras.layers.RandomTranslation(
+        params.augment_shift, params.augment_shift, fill_mode="nearest", seed=params.seed, name="augment_shift"
     )
-    for layer in backbone.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = batchnorm_momentum
-    x = backbone(inputs)
-    x = keras.layers.Dense(classes, name="logits")(x)
-    return keras.layers.Softmax(name="probabilities")(x)
-
-
-def build_model(params: TrainingParams, classes: int, batch_size: int | None) -> keras.Model:
-    """The architecture named by `params`, with input [batch_size, size, size, 3] real values (`to_real`)."""
-    inputs = keras.Input(
-        shape=(params.input_size, params.input_size, RGB_CHANNELS), batch_size=batch_size, name="image"
-    )
-    if params.architecture == "small_cnn":
-        outputs = small_cnn(inputs, classes, params.small_cnn_filters)
-    else:
-        outputs = mobilenet_v2(inputs, classes, params.mobilenet_alpha, params.batchnorm_momentum)
-    return keras.Model(inputs, outputs, name=params.architecture)
-
-
-def model_to_bytes(model: keras.Model) -> bytes:
-    """Serializes a Keras model to `.keras` archive bytes."""
-    with tempfile.TemporaryDirectory(prefix="edgefleet-keras-") as tmp:
-        path = Path(tmp) / f"model{KERAS_SUFFIX}"
-        model.save(path)
-        return path.read_bytes()
-
-
-def model_from_bytes(data: bytes) -> keras.Model:
-    """Loads a model serialized by `model_to_bytes`."""
-    with tempfile.TemporaryDirectory(prefix="edgefleet-keras-") as tmp:
-        path = Path(tmp) / f"model{KERAS_SUFFIX}"
-        path.write_bytes(data)
-        return keras.models.load_model(path, compile=False)
+    return keras.Sequential([keras.Input(shape), shift, model], name=f"{model.name}_training")
 
 
 def train(dataset: Dataset, params: TrainingParams) -> TrainedModel:
     """Trains `params.architecture` on the training split, seeded, and returns it with a batch-1 input.
 
-    Training is deterministic for a given seed and dataset on one machine (TensorFlow op determinism on).
+    A validation share of the training split (`validation_fraction`) drives early stopping, which restores
+    the best epoch's weights; pretrained backbones are frozen as `fine_tune` says. Training is deterministic
+    for a given seed and dataset on one machine (TensorFlow op determinism on).
+
+    Raises:
+        ModelError: the backbone or its weights cannot be built (see `backbones.mobilenet_backbone`).
     """
     keras.utils.set_random_seed(params.seed)
     import tensorflow as tf
@@ -131,25 +128,59 @@ def train(dataset: Dataset, params: TrainingParams) -> TrainedModel:
     tf.config.experimental.enable_op_determinism()
     classes = len(dataset.labels)
     model = build_model(params, classes, batch_size=None)
-    model.compile(
-        optimizer=keras.optimizers.Adam(params.learning_rate),
+    freeze(model, params)
+    x, y = to_real(dataset.train_x), dataset.train_y
+    fit_idx, val_idx = validation_split(y, params.validation_fraction, params.seed)
+    validation = (x[val_idx], y[val_idx]) if len(val_idx) else None
+    callbacks = []
+    if validation is not None and params.early_stopping_patience > 0:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=params.early_stopping_patience, restore_best_weights=True
+            )
+        )
+    trainer = _with_augmentation(model, params)
+    steps_per_epoch = max(1, int(np.ceil(len(fit_idx) / params.batch_size)))
+    trainer.compile(
+        optimizer=_optimizer(params, steps_per_epoch),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    history = model.fit(
-        to_real(dataset.train_x),
-        dataset.train_y,
+    history = trainer.fit(
+        x[fit_idx],
+        y[fit_idx],
         epochs=params.epochs,
         batch_size=params.batch_size,
         shuffle=True,
+        validation_data=validation,
+        callbacks=callbacks,
         verbose=0,
     )
-    accuracy = float(history.history["accuracy"][-1])
-    log.info("Trained %s for %d epochs: training accuracy %.3f", params.architecture, params.epochs, accuracy)
-    exported = build_model(params, classes, batch_size=1)
+    epochs_run = len(history.history["loss"])
+    best = int(np.argmin(history.history["val_loss"])) if validation is not None and callbacks else epochs_run - 1
+    accuracy = float(history.history["accuracy"][best])
+    val_accuracy = float(history.history["val_accuracy"][best]) if validation is not None else None
+    log.info(
+        "Trained %s: %d of %d epochs, kept epoch %d (training accuracy %.3f, validation %s)",
+        params.architecture,
+        epochs_run,
+        params.epochs,
+        best + 1,
+        accuracy,
+        f"{val_accuracy:.3f} on {len(val_idx)} images" if val_accuracy is not None else "none",
+    )
+    # The exported twin: same layers and weights, batch 1; built without loading pretrained weights again.
+    exported = build_model(params.model_copy(update={"weights": WEIGHTS_NONE, "fine_tune": None}), classes, 1)
     exported.set_weights(model.get_weights())
     return TrainedModel(
-        model_to_bytes(exported), params.input_size, classes, accuracy, f"trained:{params.architecture}"
+        model_to_bytes(exported),
+        params.input_size,
+        classes,
+        accuracy,
+        f"trained:{params.architecture}",
+        val_accuracy,
+        epochs_run,
+        best + 1,
     )
 
 

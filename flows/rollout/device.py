@@ -1,6 +1,7 @@
 """What one device goes through in a rollout, as plain functions taking the device connection first.
 
-preflight -> upload_missing -> verify_remote -> activate -> wait_healthy -> (done | rollback_to)
+preflight -> upload_missing -> verify_remote -> activate -> wait_healthy (up?) -> (done | rollback_to);
+the wave's canary judgement then reads the agents' status (`probe`) when no fleet monitor is there.
 
 The device is read with one small shell command (`probe`: the agent's `status.json`, the store's
 `current` / `previous` pointers, its refusals, free disk space and the device clock), so health polling
@@ -16,16 +17,17 @@ import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from edgefleet.device.agent.status import AgentStatus
 from edgefleet.device.bundle import sha256_file
 from edgefleet.device.contracts.layout import MANIFEST_FILE, SIGNATURE_FILE
 from edgefleet.device.contracts.manifest import Manifest
 from edgefleet.device.doctor import DoctorReport, blocking_failures
 from edgefleet.device.errors import EdgefleetError
-from edgefleet.flows.rollout.health import StatusBaseline, Verdict, monitor_verdict, status_verdict
+from edgefleet.flows.rollout.health import StatusBaseline, Verdict, monitor_verdict, status_age_s, status_verdict
 from edgefleet.flows.rollout.params import HealthGate
 from edgefleet.flows.rollout.ssh import DeviceConnection, RemoteCommandError, remote_path
 
@@ -54,7 +56,7 @@ class DeviceProbe:
     root: str
     """The agent root, absolute."""
     now_epoch: float
-    status: dict[str, Any] | None
+    status: AgentStatus | None
     current: str | None
     previous: str | None
     refused: tuple[dict[str, Any], ...]
@@ -85,6 +87,8 @@ class UploadResult:
 class HealthResult:
     verdict: Verdict
     healthy_after_s: float
+    status: AgentStatus | None
+    """The agent's status when it came up (None when it was never read)."""
 
 
 def _probe_script(root: str, model: str, version: str) -> str:
@@ -117,10 +121,10 @@ def probe(connection: DeviceConnection, model: str, version: str) -> DeviceProbe
     except ValueError:
         refused_list = ()
     try:
-        status_dict = json.loads(status) if status.strip() else None
+        status_read = AgentStatus.model_validate_json(status) if status.strip() else None
     except ValueError:  # caught mid-write by a non-atomic writer: treat as not known yet
-        status_dict = None
-    return DeviceProbe(root=root.strip(), now_epoch=float(now), status=status_dict,
+        status_read = None
+    return DeviceProbe(root=root.strip(), now_epoch=float(now), status=status_read,
                        current=current.strip() or None, previous=previous.strip() or None,
                        refused=refused_list, free_bytes=int(float(free or 0)),
                        installed_manifest_sha256=None if manifest_sha.strip() in ("", "-") else manifest_sha.strip())
@@ -141,9 +145,9 @@ def preflight(connection: DeviceConnection, model: str, version: str, manifest_s
     if status is None:
         raise PreflightError(f"device {device.id}: no agent status in {seen.root} (the agent never ran there)",
                              "install and start the agent (deploy-agent flow), or fix agent_root in fleet.yaml")
-    age = seen.now_epoch - datetime.fromisoformat(status["updated_at"]).timestamp()
-    if status.get("state") != "running" or age > gate.status_max_age_s:
-        raise PreflightError(f"device {device.id}: the agent is not alive (state {status.get('state')}, status "
+    age = status_age_s(status, seen.now_epoch)
+    if status.state != "running" or age > gate.status_max_age_s:
+        raise PreflightError(f"device {device.id}: the agent is not alive (state {status.state}, status "
                              f"{age:.0f} s old)", "start the agent (deploy-agent flow restarts it), then re-run")
     for refusal in seen.refused:
         if refusal.get("version") == version and refusal.get("manifest_sha256") == manifest_sha256:
@@ -271,29 +275,23 @@ MonitorQuery = Callable[[str, str, datetime], Any]
 """(device_id, version, since) -> DeviceVersionHealth from the fleet monitor, or None when there is none."""
 
 
-def wait_healthy(connection: DeviceConnection, model: str, version: str, before: str | None,
-                 activated_at: datetime, gate: HealthGate, monitor: MonitorQuery | None,
-                 previous_p95_status: float | None, clock: Callable[[], float] = time.monotonic) -> HealthResult:
-    """Polls until the device is healthy on `version` (monitor first, the agent's status as fallback).
+def wait_healthy(connection: DeviceConnection, model: str, version: str, activated_at: datetime, gate: HealthGate,
+                 monitor: MonitorQuery | None, clock: Callable[[], float] = time.monotonic) -> HealthResult:
+    """Polls until the device is up on `version` (monitor first, the agent's status as fallback).
 
     Fails at once when the agent refuses the version (it rolls back by itself), when the device becomes
-    unreachable, or when a source reports it unhealthy; fails at `gate.timeout_s` otherwise.
+    unreachable, or when a source reports it down; fails at `gate.timeout_s` otherwise.
 
     Raises:
-        DeviceRefused: the agent refused the version (smoke test); the device runs `before` again.
-        HealthTimeout: unhealthy, or not healthy in time (the last reason is given).
+        DeviceRefused: the agent refused the version (smoke test); the device runs its previous version again.
+        HealthTimeout: down, or not up in time (the last reason is given).
         DeviceUnreachable: the device went away.
     """
     device = connection.device
     started = clock()
     deadline = started + gate.timeout_s
     baseline: StatusBaseline | None = None
-    previous_p95_monitor = None
     use_monitor = monitor is not None and gate.source != "agent"
-    if use_monitor and before is not None:
-        since = datetime.fromtimestamp(activated_at.timestamp() - gate.previous_lookback_s, UTC)
-        previous = monitor(device.id, before, since)
-        previous_p95_monitor = previous.latency_p95_ms if previous is not None else None
     verdict = Verdict("wait", "not checked yet", "agent")
     while True:
         seen = probe(connection, model, version)
@@ -304,28 +302,27 @@ def wait_healthy(connection: DeviceConnection, model: str, version: str, before:
                     f"{refusal.get('reason')}", "the version fails the device's smoke test: fix and re-release it")
         status = seen.status
         if status is not None and clock() - started > gate.status_max_age_s:
-            age = seen.now_epoch - datetime.fromisoformat(status["updated_at"]).timestamp()
+            age = status_age_s(status, seen.now_epoch)
             if age > gate.status_max_age_s:
                 raise HealthTimeout(f"device {device.id}: the agent stopped updating its status ({age:.0f} s old) "
                                     f"after {model} {version} was activated", "look at the agent's log on the device")
-        if baseline is None and status is not None and status.get("version") == version:
-            baseline = StatusBaseline(status.get("frames", 0), status.get("errors", 0),
-                                      status.get("swap_failures", 0))
+        if baseline is None and status is not None and status.version == version:
+            baseline = StatusBaseline(status.swap_failures)
         health = monitor(device.id, version, activated_at) if use_monitor else None
         if health is not None and health.known:
-            verdict = monitor_verdict(health, previous_p95_monitor, gate)
+            verdict = monitor_verdict(health, gate)
         elif gate.source != "monitor":
-            verdict = status_verdict(status, version, baseline, previous_p95_status, gate, seen.now_epoch)
+            verdict = status_verdict(status, version, baseline, gate, seen.now_epoch)
         else:
             verdict = Verdict("wait", "the fleet monitor has not heard from the device", "monitor")
         if verdict.state == "pass":
-            return HealthResult(verdict, clock() - started)
+            return HealthResult(verdict, clock() - started, status)
         if verdict.state == "fail":
-            raise HealthTimeout(f"device {device.id} is unhealthy on {model} {version} ({verdict.source}): "
+            raise HealthTimeout(f"device {device.id} is down on {model} {version} ({verdict.source}): "
                                 f"{verdict.reason}", "look at the device's telemetry (edgefleet fleet device "
                                                       f"{device.id}); the rollout rolls it back per its policy")
         if clock() >= deadline:
-            raise HealthTimeout(f"device {device.id} was not healthy on {model} {version} within "
+            raise HealthTimeout(f"device {device.id} did not come up on {model} {version} within "
                                 f"{gate.timeout_s:g} s ({verdict.source}: {verdict.reason})",
                                 "check the device and its telemetry, or raise health.timeout_s")
         time.sleep(gate.poll_interval_s)

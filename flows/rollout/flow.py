@@ -1,7 +1,8 @@
 """The `rollout` Prefect flow: a released version to devices over SSH, in health-gated waves.
 
     from edgefleet.flows.rollout.flow import rollout
-    from edgefleet.flows.rollout.params import RolloutParams
+    from edgefleet.flows.rollout.judgement import WaveSubject, most_common
+from edgefleet.flows.rollout.params import RolloutParams
 
     result = rollout(RolloutParams(inventory="fleet.yaml", registry="gs://b/edgefleet", model="birds",
                                    version="1.2.0", channel="stable", waves=[1, "10%", "100%"]))
@@ -29,11 +30,30 @@ from pydantic import BaseModel, ConfigDict
 
 from edgefleet.device.errors import ConfigError, EdgefleetError
 from edgefleet.device.registry import Registry
+from edgefleet.flows.release.keys import channel_signing_key
 from edgefleet.flows.rollout.inventory import Inventory, load_inventory
+from edgefleet.flows.rollout.judgement import WaveSubject, most_common
 from edgefleet.flows.rollout.params import RolloutParams
-from edgefleet.flows.rollout.record import DeviceRecord, HaltInfo, RecordStore, RolloutRecord
-from edgefleet.flows.rollout.tasks import MonitorAccess, PreparedVersion, prepare_version, roll_device, rollback_device
-from edgefleet.flows.rollout.waves import plan_waves, wave_over_threshold
+from edgefleet.flows.rollout.record import (
+    DeviceRecord,
+    HaltInfo,
+    RecordStore,
+    RolloutRecord,
+    WaveVerdict,
+    changed_devices,
+    first_activation,
+    utc_now,
+)
+from edgefleet.flows.rollout.tasks import (
+    MonitorAccess,
+    PreparedVersion,
+    judge_wave_task,
+    move_channel_task,
+    prepare_version,
+    roll_device,
+    rollback_device,
+)
+from edgefleet.flows.rollout.waves import decide_wave, plan_waves, wave_over_threshold
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +78,7 @@ class RolloutResult(BaseModel):
     channel_moved: bool
     bytes_transferred: int
     halted_reason: str | None
+    halted_by: tuple[str, ...] = ()
 
 
 class RolloutHalted(EdgefleetError):
@@ -90,7 +111,8 @@ def _result(record: RolloutRecord, store: RecordStore) -> RolloutResult:
         rolled_back=record.count("rolled_back"), pending=record.count("pending"), channel=record.channel,
         channel_moved=record.channel_moved,
         bytes_transferred=sum(device.bytes_transferred for device in record.devices.values()),
-        halted_reason=record.halted.reason if record.halted else None)
+        halted_reason=record.halted.reason if record.halted else None,
+        halted_by=record.halted.halted_by if record.halted else ())
 
 
 def _publish(record: RolloutRecord, store: RecordStore) -> None:
@@ -101,6 +123,29 @@ def _publish(record: RolloutRecord, store: RecordStore) -> None:
                f"Record: `{store.uri}`"
                + (f"\n\nHalted in wave {record.halted.wave}: {record.halted.reason}" if record.halted else ""))
     create_table_artifact(table=record.table(), key=_artifact_key(record.rollout_id), description=summary)
+    if record.verdicts:
+        rows = [{"wave": str(item.wave), **row} for item in record.verdicts for row in item.verdict.table()]
+        titles = "\n".join(f"- {title}" for title, _ in record.verdict_tables())
+        create_table_artifact(table=rows, key=_artifact_key(record.rollout_id) + "-canary",
+                              description=f"Canary verdicts of rollout **{record.rollout_id}**:\n{titles}")
+
+
+def _wave_subject(record: RolloutRecord, inventory: Inventory, prepared: PreparedVersion, wave_number: int,
+                  up: list[str]) -> WaveSubject:
+    reached = {device_id for wave in record.waves[:wave_number] for device_id in wave}
+    return WaveSubject(
+        model=record.model, version=record.version, devices=tuple(up),
+        before=most_common([record.devices[device_id].before for device_id in up]),
+        activated_at=first_activation(record, up),
+        others=tuple(device.id for device in inventory.devices if device.id not in reached),
+        reference=prepared.manifest.reference.distributions if prepared.manifest.reference else None,
+        detector=prepared.manifest.task == "detection")
+
+
+def _hard_failure_reasons(record: RolloutRecord, failed: list[str]) -> str:
+    reasons = [f"{device_id} at {error.step}: {error.message}" for device_id in failed
+               if (error := record.devices[device_id].error) is not None]
+    return (": " + "; ".join(reasons)) if reasons else ""
 
 
 def _roll_back(runner: ThreadPoolTaskRunner, inventory: Inventory, record: RolloutRecord,
@@ -148,6 +193,8 @@ def rollout(params: RolloutParams) -> RolloutResult:
     registry = Registry.from_uri(params.registry)
     version = resolve_version(registry, params)
     channel = params.channel if params.version is not None else None
+    if channel is not None:  # the channel move at the end signs: a missing or refused key fails now, not then
+        channel_signing_key(params.signing, registry.uri)
     prepared = prepare_version(registry, params.model, version, Path(params.work_dir).expanduser(),
                                params.public_key)
     rollout_id = params.rollout_id or f"{params.model}-{version}"
@@ -174,27 +221,39 @@ def rollout(params: RolloutParams) -> RolloutResult:
                 "inventory": inventory, "device": inventory.device(device_id), "prepared": prepared,
                 "gate": params.health, "disk_headroom": params.disk_headroom, "monitor": monitor})
                 for device_id in todo}
-            for device_id, future in futures.items():
-                record.devices[device_id].apply(future.result())
-            failed = [device_id for device_id in todo if record.devices[device_id].state == "failed"]
-            for device_id in failed:
+            outcomes = {device_id: future.result() for device_id, future in futures.items()}
+            for device_id, outcome in outcomes.items():
+                record.devices[device_id].apply(outcome)
+            hard_failed = [device_id for device_id in todo if record.devices[device_id].state == "failed"]
+            for device_id in hard_failed:
                 error = record.devices[device_id].error
                 logger.warning("wave %d: %s failed at %s: %s", wave_number, device_id,
                                error.step if error else "?", error.message if error else "?")
-            halt = wave_over_threshold(len(failed), len(todo), params.failure_threshold)
-            to_roll_back = [record.devices[device_id] for device_id in failed]
-            if halt and params.rollback_policy == "all":
-                to_roll_back = [device for device in record.devices.values()
-                                if device.state in ("done", "failed")
-                                and (device.after == version or device.refused_by_device)]
-            _roll_back(runner, inventory, record, to_roll_back)
-            if halt:
-                reasons = "; ".join(f"{device_id} at {record.devices[device_id].error.step}: "  # type: ignore[union-attr]
-                                    f"{record.devices[device_id].error.message}" for device_id in failed)  # type: ignore[union-attr]
+            up = [device_id for device_id in todo if record.devices[device_id].state == "done"]
+            verdict = None
+            if up and not wave_over_threshold(len(hard_failed), len(todo), params.failure_threshold):
+                judged = judge_wave_task(wave_number, _wave_subject(record, inventory, prepared, wave_number, up),
+                                         params.canary, params.health, inventory, params.monitor_config,
+                                         {device_id: outcomes[device_id].before_sample for device_id in up})
+                verdict = judged.verdict
+                record.verdicts.append(WaveVerdict(
+                    wave=wave_number, devices=tuple(up), source=judged.source, judged_at=utc_now(),
+                    seconds_after_activation=(utc_now() - first_activation(record, up)).total_seconds(),
+                    verdict=verdict))
+                logger.info("wave %d canary verdict (%s): %s - %s", wave_number, judged.source,
+                            verdict.result, verdict.reason)
+            decision = decide_wave(todo, hard_failed, up, verdict, params.failure_threshold,
+                                   params.rollback_policy, changed_devices(record, version))
+            for device_id in decision.canary_failed:
+                record.devices[device_id].fail("canary", "CanaryFailed", decision.reason,
+                                               "see the verdict table (edgefleet rollout show); fix the model "
+                                               "and release a new version")
+            _roll_back(runner, inventory, record, [record.devices[device_id] for device_id in decision.roll_back])
+            if decision.halt:
                 record.state = "halted"
-                record.halted = HaltInfo(wave=wave_number, failed=tuple(failed),
-                                         reason=f"{len(failed)} of {len(todo)} devices failed "
-                                                f"(threshold {params.failure_threshold:.0%}): {reasons}")
+                record.halted = HaltInfo(wave=wave_number, failed=tuple(hard_failed) + decision.canary_failed,
+                                         reason=decision.reason + _hard_failure_reasons(record, hard_failed),
+                                         halted_by=decision.halted_by)
                 _publish(record, store)
                 result = _result(record, store)
                 raise RolloutHalted(
@@ -203,14 +262,14 @@ def rollout(params: RolloutParams) -> RolloutResult:
                     f"record: {store.uri}", result)
             store.save(record)
             logger.info("wave %d passed: %d devices (%d failed, within the threshold)", wave_number, len(todo),
-                        len(failed))
+                        len(hard_failed))
             if wave_number == 1 and params.approve_after_canary and len(record.waves) > 1:
                 logger.info("canary wave passed: waiting for approval (resume the flow run to continue)")
                 pause_flow_run(timeout=params.approval_timeout_s, key=f"approve-{_artifact_key(rollout_id)}")
 
     record.state = "completed"
     if channel is not None and not record.channel_moved:
-        registry.promote(params.model, version, channel, by=f"rollout {rollout_id}")
+        move_channel_task(registry, params.model, version, channel, params.signing, f"rollout {rollout_id}")
         record.channel_moved = True
         logger.info("channel %s of %s now names %s", channel, params.model, version)
     _publish(record, store)

@@ -13,7 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edgefleet.device.configfile import read_yaml_mapping
 from edgefleet.device.contracts.layout import check_name, check_version
 from edgefleet.device.errors import ConfigError, describe_validation_error
+from edgefleet.flows.release.params import SigningParams
 
+MetricName = Literal["latency", "errors", "swap_failures", "class_mix_control", "class_mix_reference",
+                     "score_control", "score_reference", "detections_control", "detections_reference"]
 WaveSize = int | str
 DEFAULT_WAVES: tuple[WaveSize, ...] = (1, "10%", "50%", "100%")
 DEFAULT_WORK_DIR = "~/.edgefleet/rollouts"
@@ -31,23 +34,55 @@ class Target(_Config):
 
 
 class HealthGate(_Config):
-    """When a device counts as healthy on the new version (checked until `timeout_s`)."""
+    """When a device counts as up on the new version (checked until `timeout_s`): it runs it and infers, and
+    did not refuse or roll it back. Whether the version is worse than the old one is the canary judge's call
+    (`canary`), per wave."""
 
-    min_inferences: int = Field(default=20, ge=1, description="inferences on the new version, at least")
-    max_error_ratio: float = Field(default=0.01, ge=0, le=1, description="inference errors / inferences")
+    min_inferences: int = Field(default=5, ge=1, description="successful inferences on the new version, at least")
     max_swap_failures: int = Field(default=0, ge=0,
                                    description="swap_failed + rollback events about the new version")
-    max_p95_ratio: float = Field(default=1.5, gt=0,
-                                 description="new p95 latency / the previous version's p95 on the same device")
-    timeout_s: float = Field(default=120.0, gt=0, description="longest wait for health after activation")
+    timeout_s: float = Field(default=120.0, gt=0, description="longest wait for the device to come up")
     poll_interval_s: float = Field(default=1.0, gt=0)
-    previous_lookback_s: float = Field(default=600.0, gt=0,
-                                       description="how far back the previous version's latency is read")
     status_max_age_s: float = Field(default=15.0, gt=0,
                                     description="agent status older than this means the agent is not alive")
     source: Literal["auto", "monitor", "agent"] = Field(
         default="auto", description="auto: the fleet monitor for devices it knows, the agent's own status "
                                     "(over SSH) for the others; monitor / agent: only that source")
+
+
+class CanaryGate(_Config):
+    """The canary judge's thresholds (a section of the rollout parameters; every default is here)."""
+
+    alpha: float = Field(default=0.01, gt=0, lt=0.5, description="significance level of every test")
+    min_samples: int = Field(default=100, ge=10,
+                             description="inferences the canary (and the control) need before a metric is judged")
+    min_error_samples: int = Field(
+        default=300, ge=10, description="inferences before the error ratio may pass (it may fail earlier): "
+                                        "300 see a 5% error rate against 1% allowed with a power above 0.99")
+    min_reference_samples: int = Field(default=30, ge=1,
+                                       description="held-out images the release's reference needs to be used")
+    max_latency_increase_ratio: float = Field(default=1.5, gt=1,
+                                              description="canary median latency / control median, at most")
+    min_latency_increase_ms: float = Field(default=0.1, ge=0,
+                                           description="a latency regression must also add this much to the median")
+    max_error_ratio: float = Field(default=0.01, ge=0, le=1, description="inference errors / inferences, at most")
+    max_swap_failures: int = Field(default=0, ge=0, description="swap_failed + rollback events of the new version")
+    max_class_divergence: float = Field(default=0.1, gt=0, le=1,
+                                        description="Jensen-Shannon divergence (base 2) of the top-1 class mix")
+    max_score_drop: float = Field(default=0.15, gt=0, le=1,
+                                  description="fall of the median top-1 score against the control (a confidence "
+                                              "collapse: wrong normalization, a miscompiled model)")
+    max_reference_score_drop: float = Field(default=0.25, gt=0, le=1,
+                                            description="the same against the release's held-out reference")
+    max_reference_divergence: float = Field(
+        default=0.25, gt=0, le=1, description="the same divergence against the release's reference (field data "
+                                              "differs from a held-out split more than two devices differ)")
+    pass_score: float = Field(default=0.75, gt=0, le=1, description="metrics passing / metrics judged, at least")
+    critical: tuple[MetricName, ...] = Field(default=("latency", "errors", "swap_failures", "score_control"),
+                                             description="metrics that fail the verdict alone")
+    timeout_s: float = Field(default=180.0, gt=0, description="longest wait for enough data after activation")
+    control_lookback_s: float = Field(default=600.0, gt=0,
+                                      description="before-activation control: this long before the activation")
 
 
 def _check_wave(value: WaveSize) -> WaveSize:
@@ -84,8 +119,10 @@ class RolloutParams(_Config):
                                         description="cumulative sizes: 1 device, then up to 10% of the target...")
     max_parallel: int = Field(default=8, ge=1, le=256, description="devices worked on at once")
     health: HealthGate = HealthGate()
+    canary: CanaryGate = CanaryGate()
     failure_threshold: float = Field(default=0.0, ge=0, lt=1,
-                                     description="share of a wave that may fail without halting the rollout")
+                                     description="share of a wave whose devices may fail hard (unreachable, "
+                                                 "refused, crashed) without halting the rollout")
     rollback_policy: Literal["failed", "all"] = Field(
         default="failed", description="on halt, roll back the failed devices, or everything this rollout changed")
     approve_after_canary: bool = Field(default=False, description="pause for a person after the first wave")
@@ -96,6 +133,8 @@ class RolloutParams(_Config):
     work_dir: str = Field(default=DEFAULT_WORK_DIR, description="downloaded versions are kept here")
     disk_headroom: float = Field(default=2.0, ge=1,
                                  description="free space needed on a device: version size times this")
+    signing: SigningParams = Field(default=SigningParams(),
+                                   description="the release key that signs the channel pointer when it is moved")
 
     @field_validator("model")
     @classmethod
@@ -142,6 +181,7 @@ class PromotionParams(_Config):
     max_error_ratio: float = Field(default=0.01, ge=0, le=1)
     max_swap_failures: int = Field(default=0, ge=0)
     stale_after_s: float = Field(default=120.0, gt=0, description="a device silent this long blocks promotion")
+    signing: SigningParams = Field(default=SigningParams(), description="the release key that signs the pointer")
 
     @field_validator("model", "from_channel", "to_channel")
     @classmethod

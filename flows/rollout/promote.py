@@ -16,12 +16,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict
 
+from edgefleet.device.contracts.layout import version_sort_key
+from edgefleet.device.contracts.manifest import ChannelPointer
+from edgefleet.device.errors import ConfigError
 from edgefleet.device.registry import Registry
+from edgefleet.flows.release.keys import channel_signing_key
+from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.rollout.inventory import load_inventory
 from edgefleet.flows.rollout.params import PromotionParams
 
@@ -45,6 +51,10 @@ def promotion_blocker(params: PromotionParams, version: str, device_ids: list[st
     from edgefleet.monitor import FleetStateError, device_history, load_monitor_config, open_fleet_store, version_health
 
     config = load_monitor_config(Path(params.monitor_config))
+    if config.retention_s < params.healthy_for_s:
+        raise ConfigError(f"the fleet monitor keeps {config.retention_s:.0f} s of history, less than the "
+                          f"promotion's healthy_for_s {params.healthy_for_s:.0f} s",
+                          "raise retention_s in the monitor config, or lower healthy_for_s")
     try:
         store = open_fleet_store(config, create=False)
     except FleetStateError as error:
@@ -76,6 +86,19 @@ def promotion_blocker(params: PromotionParams, version: str, device_ids: list[st
     return None
 
 
+def promote_signed(registry: Registry, model: str, version: str, channel: str, signing: SigningParams, *,
+                   by: str, downgrade: bool = False, **kwargs: Any) -> ChannelPointer:
+    """`registry.promote` with a pointer signed by the release key (every channel move signs).
+
+    `downgrade=True` marks the pointer as a deliberate downgrade only when `version` is lower than what the
+    channel names (so a normal move is never marked)."""
+    before = registry.read_channel(model, channel).pointer
+    lower = before is not None and version_sort_key(version) < version_sort_key(before.version)
+    return registry.promote(model, version, channel, by=by, signing_key=channel_signing_key(signing, registry.uri),
+                            downgrade=downgrade and lower, validity=timedelta(days=signing.pointer_validity_days),
+                            **kwargs)
+
+
 @flow(name=FLOW_NAME)
 def promote_canary(params: PromotionParams) -> PromotionResult:
     """Promotes `from_channel` to `to_channel` when the canary devices were healthy long enough (see module doc)."""
@@ -100,7 +123,7 @@ def promote_canary(params: PromotionParams) -> PromotionResult:
     blocker = promotion_blocker(params, version, devices, datetime.now(UTC))
     if blocker is not None:
         return finish(False, f"not promoting {version} to {params.to_channel}: {blocker}", version)
-    registry.promote(params.model, version, params.to_channel, by=f"{FLOW_NAME} ({params.from_channel})",
-                     expected_version=target.version if target else None)
+    promote_signed(registry, params.model, version, params.to_channel, params.signing,
+                   by=f"{FLOW_NAME} ({params.from_channel})", expected_version=target.version if target else None)
     return finish(True, f"promoted {version} from {params.from_channel} to {params.to_channel}: canary devices "
                         f"{', '.join(devices)} healthy for {params.healthy_for_s:.0f} s", version)

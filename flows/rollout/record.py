@@ -13,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgefleet.device.errors import EdgefleetError
 from edgefleet.device.registry import Registry, rollout_key
+from edgefleet.flows.rollout.verdict import Sample, Verdict
 
-RECORD_SCHEMA = 1
+RECORD_SCHEMA = 2  # 2: canary verdicts per wave; a record of schema 1 reads as one without verdicts
 DeviceState = Literal["pending", "done", "failed", "rolled_back", "skipped"]
 RolloutState = Literal["running", "halted", "completed"]
 
@@ -64,6 +65,8 @@ class DeviceOutcome(BaseModel):
     activated_at: datetime | None = None
     healthy_after_s: float | None = None
     health_source: str | None = None
+    before_sample: Sample | None = None
+    """What the agent reported for the version it ran before (the control when there is no monitor)."""
 
 
 class DeviceRecord(BaseModel):
@@ -86,6 +89,11 @@ class DeviceRecord(BaseModel):
     health_source: str | None = None
     rolled_back_to: str | None = None
     attempts: int = 0
+
+    def fail(self, step: str, kind: str, message: str, fix: str | None = None) -> None:
+        """Marks the device failed after its own pipeline passed (e.g. the wave's canary verdict)."""
+        self.state = "failed"
+        self.error = DeviceError(step=step, kind=kind, message=message[:500], fix=fix)
 
     def apply(self, outcome: DeviceOutcome) -> None:
         """Takes in one run's outcome (the `before` of the first run is kept: it is what to roll back to)."""
@@ -111,6 +119,21 @@ class HaltInfo(BaseModel):
     wave: int
     failed: tuple[str, ...]
     reason: str
+    halted_by: tuple[str, ...] = ()
+    """The canary metrics that failed, or ("failure_threshold",) for hard device failures."""
+
+
+class WaveVerdict(BaseModel):
+    """The canary judgement of one wave."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    wave: int
+    devices: tuple[str, ...]
+    source: str
+    judged_at: datetime
+    seconds_after_activation: float
+    verdict: Verdict
 
 
 class RolloutRecord(BaseModel):
@@ -129,6 +152,7 @@ class RolloutRecord(BaseModel):
     waves: list[list[str]] = Field(default_factory=list)
     devices: dict[str, DeviceRecord] = Field(default_factory=dict)
     halted: HaltInfo | None = None
+    verdicts: list[WaveVerdict] = Field(default_factory=list)
     channel_moved: bool = False
     runs: int = 0
     started_at: datetime = Field(default_factory=utc_now)
@@ -136,6 +160,12 @@ class RolloutRecord(BaseModel):
 
     def count(self, state: DeviceState) -> int:
         return sum(1 for device in self.devices.values() if device.state == state)
+
+    def verdict_tables(self) -> list[tuple[str, list[dict[str, str]]]]:
+        """(title, rows) of each wave's canary verdict, for the artifact and `edgefleet rollout show`."""
+        return [(f"wave {item.wave} canary ({item.source}, control {item.verdict.control}): "
+                 f"{item.verdict.result.upper()} - {item.verdict.reason}", item.verdict.table())
+                for item in self.verdicts]
 
     def table(self) -> list[dict[str, object]]:
         """One row per device, for the Prefect table artifact and `edgefleet rollout show`."""
@@ -150,6 +180,19 @@ class RolloutRecord(BaseModel):
                 "error": "" if device.error is None else f"[{device.error.step}] {device.error.message}",
             })
         return rows
+
+
+def first_activation(record: RolloutRecord, device_ids: list[str]) -> datetime:
+    """The earliest activation among `device_ids` (now when none was activated)."""
+    times = [record.devices[device_id].activated_at for device_id in device_ids]
+    present = [moment for moment in times if moment is not None]
+    return min(present) if present else utc_now()
+
+
+def changed_devices(record: RolloutRecord, version: str) -> list[str]:
+    """Every device this rollout changed: on the new version now, or refused it (and rolled back itself)."""
+    return [device.device_id for device in record.devices.values()
+            if device.state in ("done", "failed") and (device.after == version or device.refused_by_device)]
 
 
 class RecordStore:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,15 +14,26 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from edgefleet.device.agent.status import AgentStatus
 from edgefleet.device.bundle import verify_version_dir
 from edgefleet.device.contracts.manifest import Manifest
 from edgefleet.device.errors import EdgefleetError
 from edgefleet.device.registry import Registry
+from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.rollout import device as steps
 from edgefleet.flows.rollout.inventory import DeviceSpec, Inventory
-from edgefleet.flows.rollout.params import HealthGate
+from edgefleet.flows.rollout.judgement import (
+    Judged,
+    MonitorCollector,
+    StatusCollector,
+    WaveSubject,
+    await_verdict,
+    status_sample,
+)
+from edgefleet.flows.rollout.params import CanaryGate, HealthGate
 from edgefleet.flows.rollout.record import DeviceError, DeviceOutcome, StepRecord, utc_now
 from edgefleet.flows.rollout.ssh import DeviceConnection
+from edgefleet.flows.rollout.verdict import Sample
 
 log = logging.getLogger(__name__)
 
@@ -111,92 +122,145 @@ def activate_task(connection: DeviceConnection, prepared: PreparedVersion, stagi
     steps.activate(connection, prepared.model, prepared.version, staging)
 
 
-@task(name="wait-healthy", cache_policy=NO_CACHE)
-def health_task(connection: DeviceConnection, prepared: PreparedVersion, before: str | None, activated_at: datetime,
-                gate: HealthGate, monitor: MonitorAccess | None, previous_p95: float | None) -> steps.HealthResult:
-    return steps.wait_healthy(connection, prepared.model, prepared.version, before, activated_at, gate, monitor,
-                              previous_p95)
+@task(name="wait-up", cache_policy=NO_CACHE)
+def health_task(connection: DeviceConnection, prepared: PreparedVersion, activated_at: datetime,
+                gate: HealthGate, monitor: MonitorAccess | None) -> steps.HealthResult:
+    return steps.wait_healthy(connection, prepared.model, prepared.version, activated_at, gate, monitor)
 
 
-class _Steps:
-    """Runs steps, recording each one's timing and outcome."""
+def ssh_status_reader(inventory: Inventory, model: str, version: str) -> Callable[[Sequence[str]],
+                                                                                  dict[str, AgentStatus | None]]:
+    """Reads devices' agent status over SSH (an unreachable device reads as None: its numbers are missing)."""
+    def read(device_ids: Sequence[str]) -> dict[str, AgentStatus | None]:
+        statuses: dict[str, AgentStatus | None] = {}
+        for device_id in device_ids:
+            try:
+                with DeviceConnection(inventory.device(device_id), inventory.known_hosts) as connection:
+                    statuses[device_id] = steps.probe(connection, model, version).status
+            except EdgefleetError as error:
+                log.warning("canary: cannot read the status of %s: %s", device_id, error.message)
+                statuses[device_id] = None
+        return statuses
+    return read
 
-    def __init__(self) -> None:
-        self.records: list[StepRecord] = []
+
+@task(name="move-channel", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def move_channel_task(registry: Registry, model: str, version: str, channel: str, signing: SigningParams,
+                      by: str) -> None:
+    """Points `channel` at `version` with a signed pointer (compare-and-swap in the registry; idempotent, so
+    retried). The rollout put this version on the devices on purpose: a lower version is a signed downgrade."""
+    from edgefleet.flows.rollout.promote import promote_signed
+
+    promote_signed(registry, model, version, channel, signing, by=by, downgrade=True)
+
+
+@task(name="canary-judgement", cache_policy=NO_CACHE, task_run_name="canary-judgement wave {wave}")
+def judge_wave_task(wave: int, subject: WaveSubject, canary: CanaryGate, health: HealthGate, inventory: Inventory,
+                    monitor_config: str | None, before: dict[str, Sample | None]) -> Judged:
+    """Waits for the wave's canary verdict (see `judgement.py`): the monitor's numbers when there is a monitor
+    and `health.source` allows it, else the agents' own status over SSH."""
+    if monitor_config is not None and health.source != "agent":
+        return await_verdict(subject, canary, MonitorCollector(monitor_config), "monitor",
+                             poll_interval_s=health.poll_interval_s)
+    collector = StatusCollector(ssh_status_reader(inventory, subject.model, subject.version), before)
+    return await_verdict(subject, canary, collector, "agent", poll_interval_s=health.poll_interval_s)
+
+
+class StepFailed(Exception):
+    """A device step failed: which step, and the error it raised (`cause`)."""
+
+    def __init__(self, step: str, cause: BaseException) -> None:
+        super().__init__(f"{step}: {cause}")
+        self.step = step
+        self.cause = cause
+
+
+@dataclass
+class DeviceRun:
+    """One device's way through the rollout steps: what each step did, and what is known so far."""
+
+    device_id: str
+    steps: list[StepRecord] = field(default_factory=list)
+    before: str | None = None
+    transferred: int = 0
+    reused: int = 0
+    activated_at: datetime | None = None
 
     @contextmanager
     def step(self, name: str) -> Iterator[dict[str, str]]:
+        """Times one step and records it; a failure is re-raised as `StepFailed(name, cause)`."""
         started_at, started = utc_now(), time.perf_counter()
         note = {"detail": ""}
         try:
             yield note
-        except BaseException as error:
+        except Exception as error:
             message = error.message if isinstance(error, EdgefleetError) else f"{type(error).__name__}: {error}"
-            self.records.append(StepRecord(name=name, ok=False, started_at=started_at,
-                                           seconds=time.perf_counter() - started, detail=message[:500]))
-            error.step = name  # type: ignore[attr-defined]  # which step failed, for the record
-            raise
-        self.records.append(StepRecord(name=name, ok=True, started_at=started_at,
-                                       seconds=time.perf_counter() - started, detail=note["detail"]))
+            self.steps.append(StepRecord(name=name, ok=False, started_at=started_at,
+                                         seconds=time.perf_counter() - started, detail=message[:500]))
+            raise StepFailed(name, error) from error
+        self.steps.append(StepRecord(name=name, ok=True, started_at=started_at,
+                                     seconds=time.perf_counter() - started, detail=note["detail"]))
+
+    def failed(self, failure: StepFailed, version: str) -> DeviceOutcome:
+        """The outcome of a run that stopped at `failure` (the device ran `version` from the activation on,
+        unless it refused it)."""
+        cause = failure.cause
+        refused = isinstance(cause, steps.DeviceRefused)
+        if isinstance(cause, EdgefleetError):
+            detail = DeviceError(step=failure.step, kind=type(cause).__name__, message=cause.message, fix=cause.fix)
+        else:
+            log.error("unexpected error on device %s at %s", self.device_id, failure.step, exc_info=cause)
+            detail = DeviceError(step=failure.step, kind=f"unexpected {type(cause).__name__}", message=str(cause))
+        after = self.before if refused or self.activated_at is None else version
+        return DeviceOutcome(device_id=self.device_id, ok=False, before=self.before, after=after,
+                             steps=tuple(self.steps), error=detail, refused_by_device=refused,
+                             bytes_transferred=self.transferred, bytes_reused=self.reused,
+                             activated_at=self.activated_at)
 
 
 @task(name="roll-device", cache_policy=NO_CACHE, task_run_name="roll-device {device.id}")
 def roll_device(inventory: Inventory, device: DeviceSpec, prepared: PreparedVersion, gate: HealthGate,
                 disk_headroom: float, monitor: MonitorAccess | None) -> DeviceOutcome:
-    """One device through preflight, upload, verify, activate and the health gate.
+    """One device through preflight, upload, verify, activate and the liveness gate.
 
     Never raises for a device's own failure: the outcome says which step failed and why (a device that
     cannot be reached is a failed `connect` step after the connect timeout).
     """
-    recorder = _Steps()
-    state: dict[str, Any] = {"before": None, "transferred": 0, "reused": 0, "activated_at": None}
+    run = DeviceRun(device.id)
     connection = DeviceConnection(device, inventory.known_hosts)
     try:
-        with recorder.step("connect"):
+        with run.step("connect"):
             connection.open()
-        with recorder.step("preflight") as note:
+        with run.step("preflight") as note:
             checked = preflight_task(connection, prepared, gate, disk_headroom)
-            state["before"] = checked.before
+            run.before = checked.before
             note["detail"] = f"current {checked.before}, {checked.probe.free_bytes / 1e6:.0f} MB free" + "".join(
                 f"; doctor: {line}" for line in checked.doctor_notes)
         staging = None
         if not checked.already_installed:
-            with recorder.step("upload") as note:
+            with run.step("upload") as note:
                 uploaded = upload_task(connection, checked.probe.root, prepared)
-                state["transferred"], state["reused"] = uploaded.bytes_transferred, uploaded.bytes_reused
+                run.transferred, run.reused = uploaded.bytes_transferred, uploaded.bytes_reused
                 staging = uploaded.staging
                 note["detail"] = f"sent {uploaded.bytes_transferred} B ({', '.join(uploaded.files_sent) or 'nothing'})"
-            with recorder.step("verify"):
+            with run.step("verify"):
                 verify_task(connection, staging)
-        with recorder.step("activate") as note:
+        with run.step("activate") as note:
             # Noted before the attempt: an activation that timed out may still have switched `current`,
             # and rolling back to `before` is safe either way.
-            state["activated_at"] = utc_now()
+            run.activated_at = utc_now()
             activate_task(connection, prepared, staging)
             note["detail"] = f"{checked.before} -> {prepared.version}"
-        previous_p95 = (checked.probe.status or {}).get("latency_ms_p95")
-        with recorder.step("health") as note:
-            health = health_task(connection, prepared, checked.before, state["activated_at"], gate, monitor,
-                                 previous_p95)
+        with run.step("health") as note:
+            health = health_task(connection, prepared, run.activated_at, gate, monitor)
             note["detail"] = f"{health.verdict.source}: {health.verdict.reason}"
         return DeviceOutcome(device_id=device.id, ok=True, before=checked.before, after=prepared.version,
-                             steps=tuple(recorder.records), bytes_transferred=state["transferred"],
-                             bytes_reused=state["reused"], activated_at=state["activated_at"],
-                             healthy_after_s=health.healthy_after_s, health_source=health.verdict.source)
-    except Exception as error:  # noqa: BLE001 - any failure of this device is recorded, the rollout goes on
-        refused = isinstance(error, steps.DeviceRefused)
-        if isinstance(error, EdgefleetError):
-            detail = DeviceError(step=getattr(error, "step", "?"), kind=type(error).__name__,
-                                 message=error.message, fix=error.fix)
-        else:
-            log.exception("unexpected error on device %s", device.id)
-            detail = DeviceError(step=getattr(error, "step", "?"), kind=f"unexpected {type(error).__name__}",
-                                 message=str(error))
-        after = state["before"] if refused or state["activated_at"] is None else prepared.version
-        return DeviceOutcome(device_id=device.id, ok=False, before=state["before"], after=after,
-                             steps=tuple(recorder.records), error=detail, refused_by_device=refused,
-                             bytes_transferred=state["transferred"], bytes_reused=state["reused"],
-                             activated_at=state["activated_at"])
+                             steps=tuple(run.steps), bytes_transferred=run.transferred, bytes_reused=run.reused,
+                             activated_at=run.activated_at, healthy_after_s=health.healthy_after_s,
+                             health_source=health.verdict.source,
+                             before_sample=status_sample(checked.probe.status, checked.before))
+    except StepFailed as failure:  # any failure of this device is recorded; the rollout goes on
+        return run.failed(failure, prepared.version)
     finally:
         connection.close()
 

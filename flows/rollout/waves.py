@@ -1,11 +1,13 @@
-"""Wave planning and the failure threshold: pure functions, no I/O."""
+"""Wave planning, the failure threshold and the decision after a wave: pure functions, no I/O."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from edgefleet.flows.rollout.params import WaveSize
+from edgefleet.flows.rollout.verdict import Verdict
 
 
 def cumulative_size(wave: WaveSize, total: int) -> int:
@@ -38,3 +40,45 @@ def plan_waves(device_ids: Sequence[str], waves: Sequence[WaveSize]) -> list[lis
 def wave_over_threshold(failed: int, size: int, threshold: float) -> bool:
     """True when `failed` of `size` devices is more than the allowed share `threshold` (0: any failure)."""
     return size > 0 and failed / size > threshold
+
+
+@dataclass(frozen=True)
+class WaveDecision:
+    """What a wave's outcome means for the rollout (see `decide_wave`)."""
+
+    halt: bool
+    reason: str
+    halted_by: tuple[str, ...]
+    canary_failed: tuple[str, ...]
+    """The wave's devices that came up but whose version the canary judge failed."""
+    roll_back: tuple[str, ...]
+    """Devices to return to the version they ran before."""
+
+
+def decide_wave(todo: Sequence[str], hard_failed: Sequence[str], up: Sequence[str], verdict: Verdict | None,
+                threshold: float, policy: str, changed: Sequence[str]) -> WaveDecision:
+    """Halt or go on after one wave, and what to roll back. Pure.
+
+    Args:
+        todo: the wave's devices worked on in this run.
+        hard_failed: those that failed hard (unreachable, refused, crashed, not up in time).
+        up: those that came up on the new version.
+        verdict: the canary verdict over `up` (None when not judged: nobody came up, or the wave already
+            went over the failure threshold).
+        threshold: the share of `todo` allowed to fail hard.
+        policy: "failed" rolls back the failed devices (hard and canary), "all" everything `changed`.
+        changed: every device this rollout changed so far (for policy "all").
+    """
+    over = wave_over_threshold(len(hard_failed), len(todo), threshold)
+    canary_failed = tuple(up) if verdict is not None and verdict.result == "fail" else ()
+    failed = tuple(hard_failed) + canary_failed
+    if over:
+        reason = f"{len(hard_failed)} of {len(todo)} devices failed (threshold {threshold:.0%})"
+        halted_by: tuple[str, ...] = ("failure_threshold",)
+    elif canary_failed:
+        reason = f"the canary judge failed the version on {len(up)} device(s): {verdict.reason}"  # type: ignore[union-attr]
+        halted_by = verdict.halted_by  # type: ignore[union-attr]
+    else:
+        return WaveDecision(False, "", (), (), tuple(hard_failed))
+    roll_back = tuple(dict.fromkeys([*failed, *changed])) if policy == "all" else failed
+    return WaveDecision(True, reason, halted_by, canary_failed, roll_back)

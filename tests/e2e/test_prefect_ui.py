@@ -111,7 +111,7 @@ def test_release_model_run_form_shows_the_parameters(ui_stack, chromium, tmp_pat
     with _api(ui_stack), get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(RELEASE_DEPLOYMENT)
     expected = set().union(*map(_field_titles, (ReleaseParams, DatasetParams, TrainingParams, CompileParams)))
-    expected.add(ReleaseParams.model_fields["dataset"].annotation.__doc__.strip())
+    expected.add(ReleaseParams.model_fields["dataset"].description)
 
     url = f"{ui_stack.ui_url}/deployments/deployment/{deployment.id}/run"
     page = chromium.render(url, lambda p: all(title in p.text for title in expected))

@@ -160,6 +160,10 @@ def ssh_compile_host(tmp_path: Path) -> Iterator[Callable[[Path], Any]]:
         time.sleep(0.1)
     from edgefleet.flows.release.params import CompileParams
 
+    known_hosts = tmp_path / "known_hosts"  # the compile host's key, as checked out of band
+    key_type, key_text = (tmp_path / "host_key.pub").read_text().split()[:2]
+    known_hosts.write_text(f"[127.0.0.1]:{port} {key_type} {key_text}\n")
+
     def params(compiler: Path) -> CompileParams:
         return CompileParams(
             mode="ssh",
@@ -167,6 +171,7 @@ def ssh_compile_host(tmp_path: Path) -> Iterator[Callable[[Path], Any]]:
             port=port,
             user=getpass.getuser(),
             key_file=str(tmp_path / "client_key"),
+            known_hosts=str(known_hosts),
             compiler=str(compiler),
             connect_timeout_s=10,
         )

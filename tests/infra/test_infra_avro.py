@@ -205,3 +205,58 @@ def test_pubsub_rejects_plain_json_and_accepts_what_the_agent_sends(validated_to
         _publish(publisher, topic, _full_message().model_dump_json(by_alias=True).encode())
     assert _publish(publisher, topic, _full_message().to_json_bytes())
     assert _publish(publisher, topic, _minimal_message().to_json_bytes())
+
+
+def test_schema_1_is_frozen_and_schema_2_only_adds_a_nullable_field() -> None:
+    from edgefleet.device.contracts.avro import telemetry_schema_revisions
+
+    v1, v2 = (json.loads(definition) for definition in telemetry_schema_revisions())
+    assert v2 == json.loads(telemetry_avro_definition())
+
+    def summary_fields(schema: dict) -> list[str]:
+        inference = next(f for f in schema["fields"] if f["name"] == "inference")
+        return [f["name"] for f in inference["type"][1]["fields"]]
+
+    assert summary_fields(v2) == [*summary_fields(v1), "dist"]
+    dist = next(f for f in next(f for f in v2["fields"] if f["name"] == "inference")["type"][1]["fields"]
+                if f["name"] == "dist")
+    assert dist["type"][0] == "null" and dist["default"] is None  # old readers' messages stay valid
+
+
+@pytest.fixture
+def revised_topic(pubsub_env, unique_name: str):
+    """A topic enforcing a schema with both telemetry revisions, as the local twin and `pulumi up` leave it."""
+    from edgefleet.device.contracts.avro import telemetry_schema_revisions
+
+    project = pubsub_env.project
+    schemas = pubsub_v1.SchemaServiceClient()
+    publisher = pubsub_v1.PublisherClient()
+    name = f"projects/{project}/schemas/telemetry-rev-{unique_name}"
+    v1, v2 = telemetry_schema_revisions()
+    schemas.create_schema(request={"parent": f"projects/{project}", "schema_id": f"telemetry-rev-{unique_name}",
+                                   "schema": Schema(type_=Schema.Type.AVRO, definition=v1)},
+                          timeout=RESULT_TIMEOUT_S)
+    schemas.commit_schema(request={"name": name, "schema": Schema(name=name, type_=Schema.Type.AVRO,
+                                                                   definition=v2)}, timeout=RESULT_TIMEOUT_S)
+    revisions = list(schemas.list_schema_revisions(request={"name": name}, timeout=RESULT_TIMEOUT_S))
+    topic = publisher.create_topic(request={"name": f"projects/{project}/topics/telemetry-rev-{unique_name}",
+                                            "schema_settings": {"schema": name, "encoding": Encoding.JSON}},
+                                   timeout=RESULT_TIMEOUT_S)
+    yield publisher, topic.name, revisions
+    publisher.delete_topic(topic=topic.name, timeout=RESULT_TIMEOUT_S)
+    schemas.delete_schema(name=name, timeout=RESULT_TIMEOUT_S)
+
+
+def test_a_topic_with_both_revisions_takes_agents_of_both_telemetry_schemas(revised_topic) -> None:
+    from edgefleet.device.contracts import distributions
+
+    publisher, topic, revisions = revised_topic
+    assert len(revisions) == 2  # the emulator keeps schema revisions
+    v2 = _full_message(seq=2)
+    v2 = v2.model_copy(update={"inference": v2.inference.model_copy(update={
+        "dist": distributions.build(latency={12: 40}, score={19: 40}, classes={3: 30, 7: 10})})})
+    v1 = _full_message(seq=1).model_copy(update={"schema_": 1})
+    for message in (v1, v2):
+        _publish(publisher, topic, encode_telemetry(message))
+    with pytest.raises(google_errors.InvalidArgument):  # still validated: a wrong dist is refused
+        _publish(publisher, topic, encode_telemetry(v2).replace(b'"classes":[', b'"classes":"x","y":['))

@@ -142,6 +142,19 @@ def test_missing_service_agent_grants_are_caught(default_stack: StackRun, grant:
     assert what in violation.message
 
 
+def test_a_new_stacks_preview_with_the_agent_email_unknown_passes(default_stack: StackRun) -> None:
+    """On a fresh project the agent's email comes from its ServiceIdentity and is unknown at preview."""
+    from edgefleet.infra.policy import UNKNOWN
+
+    resources = [
+        record._replace(inputs={**record.inputs, "member": UNKNOWN})
+        if record.type.endswith("IAMMember") and "gcp-sa-pubsub" in str(record.inputs["member"]) else record
+        for record in default_stack.resources
+    ]
+    assert sum(record.inputs.get("member") == UNKNOWN for record in resources) == 2
+    assert check_dead_letter(resources) == []
+
+
 def test_a_chart_of_a_metric_nobody_writes_is_caught(default_stack: StackRun) -> None:
     [dashboard] = default_stack.of_type("Dashboard")
     text = dashboard.inputs["dashboardJson"].replace("edgefleet/device/uptime", "edgefleet/device/uptime_s")

@@ -77,10 +77,11 @@ def test_pipeline_account_writes_the_registry_and_nothing_else(default_stack: St
     }
 
 
-def test_monitor_account_consumes_its_subscription_and_writes_metrics(default_stack: StackRun) -> None:
+def test_monitor_account_consumes_and_checks_its_subscription_and_writes_metrics(default_stack: StackRun) -> None:
     grants = _grants(default_stack, _account(default_stack, "monitor"))
     assert grants == {
         ("pubsub/subscriptionIAMMember", "roles/pubsub.subscriber", layout.MONITOR_SUBSCRIPTION),
+        ("pubsub/subscriptionIAMMember", "roles/pubsub.viewer", layout.MONITOR_SUBSCRIPTION),
         ("projects/iAMMember", "roles/monitoring.metricWriter", PROJECT),
     }
 
@@ -160,8 +161,10 @@ def test_children_are_parented_to_their_component(default_stack: StackRun) -> No
         for record in default_stack.resources
         if record.type.startswith("edgefleet:infra:")
     }
-    children = [record for record in default_stack.resources if record.type.startswith("gcp:")]
-    assert len(components) == 4
+    children = [
+        record for record in default_stack.resources if record.type.startswith(("gcp:", "time:"))
+    ]
+    assert len(components) == 5  # services, telemetry, registry, identity, monitoring
     assert children and all(record.parent in components for record in children)
     assert all(record.inputs.get("project", PROJECT) == PROJECT for record in children)
 

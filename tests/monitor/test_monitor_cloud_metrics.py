@@ -90,7 +90,7 @@ def test_the_series_of_one_device_are_exactly_these(store):
         expected_series("inference/rate", model_labels, "DOUBLE", "1/s", 25.0),
         expected_series("inference/error_ratio", model_labels, "DOUBLE", "1", 1 / 9),
         expected_series("device/telemetry_messages", model_labels, "INT64", "1", 1),
-        expected_series("device/cpu_temperature", device_labels, "DOUBLE", "Cel", 51.5),
+        expected_series("device/cpu_temperature", device_labels, "DOUBLE", "{Cel}", 51.5),
         expected_series("device/memory_available", device_labels, "DOUBLE", "MiBy", 600.0),
         expected_series("device/uptime", device_labels, "DOUBLE", "s", 101.0),
         expected_series("device/spool_depth", device_labels, "INT64", "1", 3),

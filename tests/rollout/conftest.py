@@ -24,7 +24,7 @@ from edgefleet.device.bundle import create_version_dir
 from edgefleet.device.registry import Registry
 from edgefleet.device.runtime.engine import Engine
 from edgefleet.device.runtime.golden import compute_golden
-from edgefleet.device.signing import generate_keypair, save_public_key
+from edgefleet.device.signing import generate_keypair, save_private_key, save_public_key
 from edgefleet.device.store import ModelStore
 from edgefleet.local.fleet import SimulatedFleet
 
@@ -43,6 +43,7 @@ class Releases:
         self.base = base
         self.private_key, self.public_key = generate_keypair()
         self.public_key_path = save_public_key(self.public_key, base / "release.pub")
+        self.private_key_path = save_private_key(self.private_key, base / "release.key")
         self.registry_dir = base / "registry"
         self.registry_dir.mkdir(parents=True, exist_ok=True)
         self.registry = Registry.from_uri(self.registry_dir)
@@ -83,7 +84,9 @@ class World:
             "inventory": str(self.fleet.inventory_path), "registry": str(self.releases.registry_dir),
             "model": MODEL, "waves": [1, "100%"], "max_parallel": 8, "monitor_config": str(self.monitor_config),
             "work_dir": str(self.work_dir), "public_key": str(self.releases.public_key_path),
-            "health": {"min_inferences": 5, "timeout_s": 60, "poll_interval_s": 0.5, "max_p95_ratio": 20.0},
+            "signing": {"key_file": str(self.releases.private_key_path)},
+            "health": {"min_inferences": 5, "timeout_s": 60, "poll_interval_s": 0.5},
+            "canary": {"min_samples": 20, "min_error_samples": 40, "timeout_s": 60},
         }
         document.update(overrides)
         return RolloutParams.model_validate(document)

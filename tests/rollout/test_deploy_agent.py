@@ -45,6 +45,7 @@ def test_deploy_agent_installs_a_venv_and_runs_the_agent_under_the_process_manag
     frames.mkdir()
     shutil.copy(coral_data / "cat.bmp", frames / "cat.bmp")
     (tmp_path / "dist").mkdir()
+    (tmp_path / "registry").mkdir()
     wheel = build_wheel.fn(Path(edgefleet.__file__).resolve().parents[1], tmp_path / "dist")
     with SimulatedFleet(tmp_path / "fleet", 1) as fleet:
         device = fleet.devices["sim-1"]
@@ -52,6 +53,7 @@ def test_deploy_agent_installs_a_venv_and_runs_the_agent_under_the_process_manag
             inventory=str(fleet.inventory_path), public_key=str(key_path), install_dir=str(tmp_path / "opt"),
             python=shutil.which("python3.11") or "python3", no_deps=True, wheel=str(wheel),
             extra_site_dirs=(sysconfig.get_path("purelib"),), service_manager="process",
+            registry=str(tmp_path / "registry"),
             agent={"model": "imagenet", "source": {"kind": "images", "path": str(frames), "max_fps": 2},
                    "status": {"interval_s": 0.5}})
         first = deploy_agent(params)
@@ -62,6 +64,14 @@ def test_deploy_agent_installs_a_venv_and_runs_the_agent_under_the_process_manag
             str(tmp_path / "opt" / "venv") in b" ".join(command).decode()
         assert (device.root / "keys" / "release.pub").read_text() == key_path.read_text()
         assert "device_id: sim-1" in (device.root / "agent.yaml").read_text()
+        # the device made its own key; only its public key was published with the fleet
+        from edgefleet.device.fleetkeys import load_fleet_keys
+        from edgefleet.device.registry import Registry
+        from edgefleet.device.signing import key_id
+
+        published = load_fleet_keys(Registry.from_uri(tmp_path / "registry"))
+        assert key_id(published["sim-1"]) == first[0].device_key_id
+        assert (device.root / "keys" / "device.key").stat().st_mode & 0o077 == 0
 
         again = deploy_agent(params)  # idempotent: same wheel not sent again, agent restarted
         assert again[0].ok and not again[0].wheel_uploaded and again[0].pid != pid

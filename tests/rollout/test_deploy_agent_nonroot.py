@@ -121,7 +121,7 @@ def test_deploy_through_sudo_runs_the_agent_as_its_own_user_without_write_access
                 seen = probe(connection, "imagenet", "1.0.0")  # the preflight's look, as the login user
                 notes = doctor_preflight(connection, has_edgetpu_variant=False)  # doctor as the agent's user
             assert f'"pid": {result.pid}' in status
-            assert seen.status is not None and seen.status["pid"] == result.pid
+            assert seen.status is not None and seen.status.pid == result.pid
             assert not any(note.startswith(("store", "spool", "public_key")) for note in notes), notes
         finally:
             fleet.stop_agent("sim-1")

@@ -77,29 +77,38 @@ def _health(**fields):
     return DeviceVersionHealth(**{**base, **fields})
 
 
-def test_monitor_verdicts():
-    gate = HealthGate(min_inferences=20, max_error_ratio=0.05, max_p95_ratio=1.5)
-    assert monitor_verdict(_health(), 7.0, gate).state == "pass"
-    assert monitor_verdict(_health(inferences=10), 7.0, gate).state == "wait"
-    assert monitor_verdict(_health(known=False, inferences=0), None, gate).state == "wait"
-    assert monitor_verdict(_health(errors=10), 7.0, gate).state == "fail"
-    assert monitor_verdict(_health(swap_failures=1), 7.0, gate).state == "fail"
-    # The monitor's inference count includes the failed ones: 2 errors in 100 inferences is 2.0%, over a
-    # 1.99% limit; counting the errors twice (2 of 102, 1.96%) would wrongly pass.
-    strict = HealthGate(min_inferences=20, max_error_ratio=0.0199, max_p95_ratio=1.5)
-    assert monitor_verdict(_health(inferences=100, errors=2), 7.0, strict).state == "fail"
-    assert monitor_verdict(_health(inferences=100, errors=1), 7.0, strict).state == "pass"
-    slow = monitor_verdict(_health(latency_p95_ms=20.0), 8.0, gate)
-    assert slow.state == "fail" and "2.50x" in slow.reason
+def test_monitor_verdicts_only_ask_whether_the_device_came_up():
+    gate = HealthGate(min_inferences=20)
+    assert monitor_verdict(_health(), gate).state == "pass"
+    assert monitor_verdict(_health(inferences=10), gate).state == "wait"
+    assert monitor_verdict(_health(known=False, inferences=0), gate).state == "wait"
+    assert monitor_verdict(_health(swap_failures=1), gate).state == "fail"
+    assert monitor_verdict(_health(rollbacks=1), gate).state == "fail"
+    assert monitor_verdict(_health(inferences=30, errors=30), gate).state == "fail"
+    # Latency and error ratios are the canary judge's, per wave: a slow or erring device is still "up".
+    assert monitor_verdict(_health(latency_p95_ms=80.0, errors=10), gate).state == "pass"
 
 
-def test_status_verdicts_count_from_the_baseline():
+def _status(**fields):
+    from edgefleet.device.agent.status import AgentStatus
+
+    base = {"device_id": "d", "pid": 1, "state": "running", "started_at": "1970-01-12T13:00:00+00:00",
+            "updated_at": "1970-01-12T13:46:39+00:00", "version": "2.0.0", "frames": 130, "swap_failures": 1,
+            "version_frames": 25}
+    return AgentStatus.model_validate({**base, **fields})
+
+
+def test_status_verdicts_count_swap_failures_from_the_baseline():
     gate = HealthGate(min_inferences=10, status_max_age_s=5)
     now = 1_000_000.0
-    status = {"state": "running", "version": "2.0.0", "frames": 130, "errors": 0, "swap_failures": 1,
-              "latency_ms_p95": 9.0, "updated_at": "1970-01-12T13:46:39+00:00"}
-    assert status_verdict(status, "2.0.0", StatusBaseline(125, 0, 1), None, gate, now).state == "wait"
-    assert status_verdict(status, "2.0.0", StatusBaseline(100, 0, 1), None, gate, now).state == "pass"
-    assert status_verdict(status, "2.0.0", StatusBaseline(100, 0, 0), None, gate, now).state == "fail"
-    assert status_verdict(status, "2.0.0", StatusBaseline(100, 0, 1), None, gate, now + 60).state == "wait"
-    assert status_verdict({**status, "version": "1.0.0"}, "2.0.0", None, None, gate, now).state == "wait"
+    assert status_verdict(_status(version_frames=5), "2.0.0", StatusBaseline(1), gate, now).state == "wait"
+    assert status_verdict(_status(), "2.0.0", StatusBaseline(1), gate, now).state == "pass"
+    assert status_verdict(_status(), "2.0.0", StatusBaseline(0), gate, now).state == "fail"
+    assert status_verdict(_status(), "2.0.0", StatusBaseline(1), gate, now + 60).state == "wait"
+    assert status_verdict(_status(version="1.0.0"), "2.0.0", None, gate, now).state == "wait"
+    assert status_verdict(_status(version_frames=0, version_errors=12), "2.0.0", StatusBaseline(1), gate,
+                          now).state == "fail"
+
+
+def test_status_of_a_newer_agent_is_read_with_unknown_fields_ignored():
+    assert _status(future_field=1).version == "2.0.0"

@@ -44,6 +44,19 @@ def test_full_rollout_moves_every_device_and_the_channel_then_a_repeat_sends_no_
         assert device["bytes_transferred"] >= model_size  # the new model bytes had to travel
         assert device["bytes_reused"] > 0  # labels.txt was already on the device (same sha256): not sent
         assert device["health_source"] == "monitor"  # the monitor knows every device: it is asked first
+    # Each wave was judged by the canary analysis; the first against devices still on 1.0.0 at the same time,
+    # the last (nobody left on 1.0.0) against its own devices before the activation.
+    verdicts = record["verdicts"]
+    assert [v["wave"] for v in verdicts] == [1, 2, 3] and all(v["verdict"]["result"] == "pass" for v in verdicts)
+    # (the behaviour control is the same devices before activation once they have enough history there)
+    assert verdicts[0]["verdict"]["control"].startswith("concurrent")
+    assert verdicts[0]["source"] == "monitor"
+    assert verdicts[-1]["verdict"]["control"] == "before-activation"
+    assert {m["name"] for m in verdicts[0]["verdict"]["metrics"]} >= {"latency", "errors", "class_mix_control"}
+    from prefect.artifacts import Artifact
+
+    artifact = Artifact.get("rollout-imagenet-1-1-0-canary")  # the verdict table, with a stable key
+    assert artifact is not None and "class_mix_control" in str(artifact.data)
 
     repeat = rollout(world.params(version="1.1.0", rollout_id="imagenet-1.1.0-again"))
     assert repeat.state == "completed" and repeat.done == 5 and repeat.bytes_transferred == 0
@@ -142,10 +155,12 @@ def test_scheduled_promotion_waits_for_the_healthy_time_then_promotes(world):
     from edgefleet.flows.rollout.promote import promote_canary
 
     registry = world.releases.registry
-    registry.promote(MODEL, "1.4.0", "canary", by="test")  # every device runs 1.4.0 since the last test
+    registry.promote(MODEL, "1.4.0", "canary", by="test", signing_key=world.releases.private_key,
+                     downgrade=True)  # every device runs 1.4.0 since the last test
     stable_before = registry.read_channel(MODEL, "stable").pointer
     common = {"inventory": str(world.fleet.inventory_path), "registry": str(world.releases.registry_dir),
-              "model": MODEL, "monitor_config": str(world.monitor_config), "min_inferences": 5}
+              "model": MODEL, "monitor_config": str(world.monitor_config), "min_inferences": 5,
+              "signing": {"key_file": str(world.releases.private_key_path)}}
 
     waiting = promote_canary(PromotionParams(**common, healthy_for_s=3600))
     assert not waiting.promoted and waiting.version == "1.4.0"
@@ -189,3 +204,18 @@ def test_approval_after_the_canary_wave_pauses_until_a_person_resumes(world):
     thread.join(240)
     assert outcome["result"].state == "completed" and outcome["result"].done == 5
     assert {world.current(device_id) for device_id in world.fleet.devices} == {"1.5.0"}
+
+
+def test_without_the_monitor_the_canary_reads_the_agents_own_status(world):
+    from edgefleet.flows.rollout.flow import rollout
+
+    assert {world.current(device_id) for device_id in world.fleet.devices} == {"1.5.0"}
+    world.releases.publish("1.6.0")
+    result = rollout(world.params(version="1.6.0", waves=[2, "100%"], health={
+        "min_inferences": 5, "timeout_s": 60, "poll_interval_s": 0.5, "source": "agent"}))
+    assert result.state == "completed", result.halted_reason
+    verdicts = _record(world, "imagenet-1.6.0")["verdicts"]
+    assert all(v["source"] == "agent" and v["verdict"]["control"] == "before-activation" for v in verdicts)
+    assert all(v["verdict"]["result"] == "pass" for v in verdicts)
+    judged = {m["name"] for m in verdicts[0]["verdict"]["metrics"] if m["result"] != "nodata"}
+    assert {"latency", "errors", "class_mix_control", "score_control"} <= judged

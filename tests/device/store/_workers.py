@@ -52,7 +52,9 @@ def promote_worker(
     registry = Registry.from_uri(registry_uri)
     barrier.wait(BARRIER_TIMEOUT_S)
     try:
-        registry.promote(model, version, channel, by=f"worker-{version}", expected_version=expected_version)
+        # downgrade: some competitors are lower versions than the baseline; this test is about compare-and-swap
+        registry.promote(model, version, channel, by=f"worker-{version}", expected_version=expected_version,
+                         downgrade=True)
     except ConflictError:
         results.put((version, "conflict"))
     else:

@@ -53,13 +53,14 @@ def test_pull_installs_and_activates_what_the_channel_names(
 
 
 def test_pull_follows_a_channel_moved_back_to_an_installed_version(
-    registry: Registry, store: ModelStore, make_version: VersionFactory
+    registry: Registry, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
     release(registry, make_version, "1.0.0")
     pull_channel_once(registry, store, "birds", "stable")
     release(registry, make_version, "2.0.0")
     pull_channel_once(registry, store, "birds", "stable")
-    registry.promote("birds", "1.0.0", "stable")  # the operator rolls the channel back
+    # the operator rolls the channel back: a signed pointer that says it is a deliberate downgrade
+    registry.promote("birds", "1.0.0", "stable", signing_key=keys.private, downgrade=True)
 
     result = pull_channel_once(registry, store, "birds", "stable")
     assert (result.changed, result.version, result.previous) == (True, "1.0.0", "2.0.0")

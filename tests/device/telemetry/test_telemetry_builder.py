@@ -144,3 +144,45 @@ def test_config_defaults_and_forbidden_keys() -> None:
         TelemetryConfig(backoff_initial_s=5, backoff_max_s=1)
     with pytest.raises(ValidationError, match="mode"):
         TelemetryConfig.model_validate({"mode": "sometimes"})
+
+
+def test_summary_windows_carry_mergeable_distributions() -> None:
+    from edgefleet.device.contracts import distributions as d
+
+    builder = TelemetryBuilder("summary", 10.0, sample_results=True, max_results=3, start_time=T0)
+    for i in range(20):
+        builder.add_inference(InferenceRecord(T0 + i * 0.1, MODEL_A, 1.0 + i * 0.1, RESULTS if i % 4 else
+                                              (ResultItem(id=7, label="cock", score=0.3),)))
+    builder.add_inference(InferenceRecord(T0 + 3.0, MODEL_A, 0.0, (), error="invoke failed"))
+    (draft,) = builder.tick(T0 + 10.0)
+    dist = draft.inference.dist
+    assert dist.samples == 20 and draft.inference.errors == 1  # failed inferences have no latency
+    assert dist.class_counts() == {3: 15, 7: 5}
+    assert dist.score_counts() == {d.score_bucket(0.9): 15, d.score_bucket(0.3): 5}
+    assert sum(dist.latency_counts().values()) == 20 and not dist.detections
+    (next_draft,) = builder.tick(T0 + 20.0)
+    assert next_draft.inference.dist.is_empty()  # each window starts afresh
+
+
+def test_detections_are_counted_per_class_and_per_frame() -> None:
+    boxes = (ResultItem(id=1, label="car", score=0.8, box=[0, 0, 1, 1]),
+             ResultItem(id=2, label="bus", score=0.6, box=[0, 0, 2, 2]))
+    builder = TelemetryBuilder("summary", 10.0, sample_results=True, max_results=3, start_time=T0)
+    builder.add_inference(InferenceRecord(T0 + 1, MODEL_A, 2.0, boxes, detector=True))
+    builder.add_inference(InferenceRecord(T0 + 2, MODEL_A, 2.0, (), detector=True))
+    (draft,) = builder.tick(T0 + 10.0)
+    assert draft.inference.dist.detection_counts() == {2: 1, 0: 1}
+    assert draft.inference.dist.class_counts() == {1: 1, 2: 1}
+
+
+def test_a_thousand_class_summary_stays_small() -> None:
+    from edgefleet.device.contracts import distributions as d
+
+    rng = np.random.default_rng(0)
+    accumulator = d.DistributionAccumulator()
+    for _ in range(5000):
+        accumulator.add(float(rng.uniform(1, 40)), [ResultItem(id=int(rng.integers(1000)), label="x",
+                                                               score=float(rng.random()))], detector=False)
+    dist = accumulator.snapshot()
+    assert len(dist.classes) == d.CLASS_TOP_K and dist.class_other == 5000 - sum(c.n for c in dist.classes)
+    assert len(dist.model_dump_json()) < 2500  # bytes of one window's distributions

@@ -158,7 +158,7 @@ def test_emulator_outage_under_load_every_seq_arrives(
     assert spool.dropped == 0
     assert depth_during_outage > 0 and stats.failed_batches >= 2
     assert all(
-        attributes == {"device_id": "dev-outage", "model_version": "3.0.0"}
+        attributes == {"device_id": "dev-outage", "model_version": "3.0.0", "epoch": str(spool.epoch)}
         for _, attributes in puller.messages
     )
     # Appending never waited on the network: not once as long as a single publish deadline.

@@ -86,8 +86,8 @@ def test_publish_round_trip_with_attributes(
     assert puller.invalid == []
     by_seq = {message.seq: (message, attributes) for message, attributes in puller.messages}
     assert sorted(by_seq) == list(range(1, 122))
-    assert by_seq[1][1] == {"device_id": "dev-a", "model_version": "2.0.1"}
-    assert by_seq[121][1] == {"device_id": "dev-a", "model_version": ""}
+    assert by_seq[1][1] == {"device_id": "dev-a", "model_version": "2.0.1", "epoch": str(spool.epoch)}
+    assert by_seq[121][1] == {"device_id": "dev-a", "model_version": "", "epoch": str(spool.epoch)}
     assert by_seq[7][0].health.uptime_s == 7.0  # the content, not just the envelope, made it
 
 

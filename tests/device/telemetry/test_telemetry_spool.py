@@ -25,7 +25,7 @@ def test_append_peek_ack_in_order(tmp_path: Path, build_message: MessageFactory)
         for entry in entries:
             message = TelemetryMessage.from_json_bytes(entry.data)
             assert message.seq == entry.seq
-            assert entry.attributes == {"device_id": "dev-1", "model_version": "1.2.3"}
+            assert entry.attributes == {"device_id": "dev-1", "model_version": "1.2.3", "epoch": str(spool.epoch)}
         assert spool.ack([2, 3]) == 2
         assert [entry.seq for entry in spool.peek(10)] == [1, 4, 5]
         assert spool.depth == 3
@@ -107,13 +107,13 @@ def test_unwritable_path_names_the_path_and_the_fix(tmp_path: Path) -> None:
     assert "writable" in caught.value.fix
 
 
-def test_corrupt_spool_file_names_the_path_and_the_fix(tmp_path: Path) -> None:
+def test_corrupt_spool_file_is_quarantined_and_a_new_one_started(tmp_path: Path) -> None:
     path = tmp_path / "spool.sqlite"
-    path.write_bytes(b"this is not an SQLite database, just bytes " * 100)
-    with pytest.raises(TelemetryError) as caught:
-        Spool(path, max_messages=10)
-    assert str(path) in caught.value.message
-    assert "move" in caught.value.fix and str(path) in caught.value.fix
+    garbage = b"this is not an SQLite database, just bytes " * 100
+    path.write_bytes(garbage)
+    with Spool(path, max_messages=10) as spool:
+        assert spool.quarantined is not None and spool.quarantined.read_bytes() == garbage
+        assert spool.depth == 0 and spool.last_seq == 0 and spool.epoch > 0
 
 
 def test_a_failing_build_stores_nothing_and_uses_no_seq(

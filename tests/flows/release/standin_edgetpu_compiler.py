@@ -3,7 +3,10 @@
 It follows the real command line, `edgetpu_compiler [-s] [-o OUT_DIR] [-n N] [-m VERSION] model.tflite...`,
 and writes the real output format (see ../shared/edgetpu-compiler/: stdout, `OUT_DIR/<name>_edgetpu.tflite`,
 `OUT_DIR/<name>_edgetpu.log`, exit status non-zero on failure). It counts the model's real operations with
-LiteRT and reports them all mapped, except operators named in `EDGETPU_STANDIN_CPU_OPS` (comma-separated).
+LiteRT and reports them all mapped, except operators named in `EDGETPU_STANDIN_CPU_OPS` (comma-separated),
+and, as the real compiler does, custom operators (reported as `CUSTOM`, e.g. an SSD's
+TFLite_Detection_PostProcess) and operations on float tensors (the DEQUANTIZE feeding it), which stay on the
+CPU "working on an unsupported data type".
 
 What it does NOT do: compile. `<name>_edgetpu.tflite` is a byte copy of the input, so it has no
 `edgetpu-custom-op` (a real compiled model does, and needs an Edge TPU to run). Everything downstream must
@@ -29,6 +32,8 @@ from pathlib import Path
 VERSION = "16.0.384591198"
 ON_CHIP_BYTES = 8 * 1024 * 1024
 NOT_MAPPED = "Operation is otherwise supported, but not mapped due to some unspecified limitation"
+UNSUPPORTED_TYPE = "Operation is working on an unsupported data type"
+CUSTOM = "CUSTOM"
 MAPPED = "Mapped to Edge TPU"
 QUANTIZED_DTYPES = ("uint8", "int8")
 PARTIAL_MESSAGE = (
@@ -58,7 +63,8 @@ def compile_one(model: Path, out_dir: Path, show_table: bool) -> int:
     print(f"Edge TPU Compiler version {VERSION}")
     interpreter = Interpreter(model_path=str(model))
     inputs = interpreter.get_input_details()
-    ops = [op["op_name"] for op in interpreter._get_ops_details() if op["op_name"] != "DELEGATE"]
+    details = [op for op in interpreter._get_ops_details() if op["op_name"] != "DELEGATE"]
+    dtypes = {t["index"]: t["dtype"].__name__ for t in interpreter.get_tensor_details()}
     if any(detail["dtype"].__name__ not in QUANTIZED_DTYPES for detail in inputs):
         print(f"Invalid model: {model.name}")
         print("Model not quantized")
@@ -76,8 +82,18 @@ def compile_one(model: Path, out_dir: Path, show_table: bool) -> int:
     cpu_names = {
         name.strip() for name in os.environ.get("EDGETPU_STANDIN_CPU_OPS", "").split(",") if name.strip()
     }
-    counts = Counter(ops)
-    rows = [(name, count, NOT_MAPPED if name in cpu_names else MAPPED) for name, count in counts.items()]
+    def row(op: dict) -> tuple[str, str]:
+        name = op["op_name"]
+        if name != name.upper():  # builtin operators are upper case; custom ones are named by their authors
+            return CUSTOM, UNSUPPORTED_TYPE
+        tensors = [dtypes.get(t, "uint8") for t in (*op["inputs"], *op["outputs"]) if t >= 0]
+        if any(dtype.startswith("float") for dtype in tensors):
+            return name, UNSUPPORTED_TYPE
+        return name, NOT_MAPPED if name in cpu_names else MAPPED
+
+    ops = [row(op)[0] for op in details]
+    counts = Counter(row(op) for op in details)
+    rows = [(name, count, status) for (name, status), count in counts.items()]
     on_cpu = sum(count for name, count, status in rows if status != MAPPED)
     output = out_dir / f"{model.stem}_edgetpu.tflite"
     log_file = out_dir / f"{model.stem}_edgetpu.log"

@@ -166,12 +166,15 @@ def test_ssh_mode_needs_a_host() -> None:
     assert host.description == "edgetpu_compiler on ci@builder.invalid:2222"
 
 
-def test_unreachable_compile_host_is_a_clear_error(tiny_int8: bytes) -> None:
+def test_unreachable_compile_host_is_a_clear_error(tiny_int8: bytes, tmp_path: Path) -> None:
     from edgefleet.local.emulators import free_port
 
     port = free_port()  # nothing listens there
-    host = compiler_host(CompileParams(mode="ssh", host="127.0.0.1", port=port, connect_timeout_s=5))
-    with pytest.raises(CompileError, match=f"127.0.0.1:{port} cannot be reached"):
+    (tmp_path / "key").write_text("unused\n")
+    (tmp_path / "known_hosts").write_text("")
+    host = compiler_host(CompileParams(mode="ssh", host="127.0.0.1", port=port, connect_timeout_s=5,
+                                       key_file=str(tmp_path / "key"), known_hosts=str(tmp_path / "known_hosts")))
+    with pytest.raises(CompileError, match=rf"127.0.0.1:{port}\) is unreachable"):
         compile_model(host, tiny_int8, "model.tflite")
 
 

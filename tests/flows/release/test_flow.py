@@ -11,7 +11,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from typer.testing import CliRunner
@@ -25,7 +25,7 @@ from edgefleet.flows.release.dataset import DatasetError, decode_image
 from edgefleet.flows.release.demo_dataset import generate_demo_dataset
 from edgefleet.flows.release.flow import GateFailed, release_model
 from edgefleet.flows.release.report import artifact_key
-from edgefleet.flows.release.tasks import move_channel
+from edgefleet.flows.release.tasks import move_channel, training_cache_key
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -100,7 +100,7 @@ def test_release_round_trip_to_the_device_side(
     labels = (download / LABELS_FILE).read_text().split()
     cpu_model = (download / CPU_MODEL_FILE).read_bytes()
     for image, row in zip(images, json.loads(classified.output), strict=True):
-        expected, _ = predict(
+        expected, _, _ = predict(
             cpu_model, decode_image(image.read_bytes(), params.training.input_size)[None], 0
         )
         assert row["results"][0]["label"] == labels[int(expected[0])]
@@ -244,17 +244,53 @@ def test_user_keras_model(make_params: MakeParams, tmp_path: Path) -> None:
 
     good = tmp_path / "good.keras"
     build_model(TrainingParams(input_size=32, small_cnn_filters=(8,)), classes=4, batch_size=None).save(good)
-    result = release_model(make_params(model="user-model", training={"keras_model": str(good)}))
+    result = release_model(make_params(model="user-model", source={"kind": "keras", "path": str(good)}))
     assert result.published and not result.training_cached and str(good) in result.report
+    assert result.origin.kind == "keras" and result.origin.dataset
 
     grey = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(4)])
     bad = tmp_path / "grey.h5"
     grey.save(bad)
-    params = make_params(model="user-model-bad", training={"keras_model": str(bad)})
+    params = make_params(model="user-model-bad", source={"kind": "keras", "path": str(bad)})
     with pytest.raises(ModelError, match=r"takes input \[None, 28, 28, 1\]") as caught:
         release_model(params)
     assert "training.input_size" in caught.value.fix
     assert _registry(params).list_versions("user-model-bad") == []
+
+
+class _Fingerprint(NamedTuple):
+    fingerprint: str
+
+
+def test_transfer_learning_release_from_a_weights_file(make_params: MakeParams, tmp_path: Path) -> None:
+    """A MobileNetV1 backbone from a weights file, its last 2 blocks fine-tuned; new weights retrain."""
+    import keras
+
+    def write_backbone(seed: int) -> Path:
+        keras.utils.set_random_seed(seed)
+        backbone = keras.applications.MobileNet(
+            input_shape=(32, 32, 3), alpha=0.25, include_top=False, weights=None, pooling="avg"
+        )
+        path = tmp_path / "pretrained.weights.h5"
+        backbone.save_weights(path)
+        return path
+
+    weights = write_backbone(2)
+    params = make_params(
+        model="transfer",
+        training={"architecture": "mobilenet_v1", "mobilenet_alpha": 0.25, "weights": str(weights),
+                  "fine_tune": "last_blocks(2)", "epochs": 1},
+    )
+    result = release_model(params)
+    assert result.origin.kind == "trained" and f"from {weights} weights" in result.origin.note
+    assert "fine-tuned: last 2 blocks" in result.origin.note and "fine-tuned: last 2 blocks" in result.report
+    manifest = _registry(params).read_manifest("transfer", result.version).manifest
+    assert manifest.origin == result.origin and manifest.origin.dataset
+    key = training_cache_key(None, {"dataset": _Fingerprint("d"), "split": params.dataset, "training": params.training})
+    write_backbone(3)  # other weights under the same name: the cached training must not be reused
+    assert training_cache_key(
+        None, {"dataset": _Fingerprint("d"), "split": params.dataset, "training": params.training}
+    ) != key
 
 
 def test_development_key_is_created_and_said_so(make_params: MakeParams, tmp_path: Path) -> None:
@@ -269,26 +305,28 @@ def test_development_key_is_created_and_said_so(make_params: MakeParams, tmp_pat
     assert "existing" in again.signing_key
 
 
-def _promoting_compiler(tmp_path: Path, standin: Path, registry: str) -> Path:
+def _promoting_compiler(tmp_path: Path, standin: Path, registry: str, signing_key: Path) -> Path:
     """A compiler wrapper that, while "compiling", promotes 1.0.0 to canary as a concurrent operator would."""
     script = tmp_path / "edgetpu_compiler"
     edgefleet = Path(sys.executable).with_name("edgefleet")
     script.write_text(
         f'#!/bin/sh\n"{edgefleet}" registry promote racy 1.0.0 --channel canary --registry '
-        f'"{registry}" >&2 || exit 99\nexec "{standin}" "$@"\n'
+        f'"{registry}" --signing-key "{signing_key}" >&2 || exit 99\nexec "{standin}" "$@"\n'
     )
     script.chmod(0o755)
     return script
 
 
 def test_channel_moved_meanwhile_is_not_overwritten(
-    make_params: MakeParams, standin_compiler: Path, tmp_path: Path
+    make_params: MakeParams, standin_compiler: Path, tmp_path: Path, signing_keys: tuple[Path, Path]
 ) -> None:
     params = make_params(model="racy", channel="stable")
     release_model(params)  # 1.0.0, channel stable (canary untouched)
     racing = make_params(
         model="racy",
-        compile={"compiler": str(_promoting_compiler(tmp_path, standin_compiler, params.registry))},
+        compile={
+            "compiler": str(_promoting_compiler(tmp_path, standin_compiler, params.registry, signing_keys[0]))
+        },
     )
     with pytest.raises(ConflictError, match="somebody else changed it"):
         release_model(racing)
@@ -314,7 +352,7 @@ def test_concurrent_promotions_one_wins(
         barrier.wait(timeout=30)
         try:
             outcomes[version] = move_channel.fn(
-                params.registry, "contended", version, "prod", None, f"t-{version}"
+                params.registry, "contended", version, "prod", None, f"t-{version}", params.signing
             )
         except ConflictError as error:
             outcomes[version] = error
@@ -382,6 +420,8 @@ def test_cli_release_and_registry_commands(
             "none",
             "--registry",
             params.registry,
+            "--signing-key",
+            str(signing_keys[0]),
         ],
     )
     assert promoted.exit_code == 0, promoted.output
@@ -398,6 +438,8 @@ def test_cli_release_and_registry_commands(
             "0.9.0",
             "--registry",
             params.registry,
+            "--signing-key",
+            str(signing_keys[0]),
         ],
     )
     assert refused.exit_code == 2

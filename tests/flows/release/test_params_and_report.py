@@ -9,8 +9,16 @@ import pytest
 from edgefleet.device.contracts.manifest import CompilerReport, CpuOperation
 from edgefleet.device.errors import ConfigError
 from edgefleet.flows.release.evaluate import ClassAccuracy, Evaluation, accuracy, per_class_accuracy
-from edgefleet.flows.release.params import GateParams, ReleaseParams, load_params
+from edgefleet.flows.release.params import (
+    FineTuneHead,
+    FineTuneLastBlocks,
+    GateParams,
+    ReleaseParams,
+    TfliteSource,
+    load_params,
+)
 from edgefleet.flows.release.report import (
+    CandidateSummary,
     ReportInputs,
     artifact_key,
     check_gates,
@@ -50,6 +58,15 @@ def test_yaml_config_round_trip(tmp_path: Path) -> None:
         ("model: birds\ntraining: {epochs: 0}\n", "training.epochs"),
         ("model: birds\ntraining: {learning_rate: 1e-3, typo_field: 3}\n", "training.typo_field"),
         ("model: birds\ncompile: {mode: ssh}\n", "compile.host"),
+        ("model: birds\ntraining: {keras_model: m.keras}\n", "source: {kind: keras"),
+        ("model: birds\ntraining: {fine_tune: head}\n", "weights is 'none'"),
+        ("model: birds\ntraining: {fine_tune: 'last_blocks(x)'}\n", "last_blocks(N)"),
+        ("model: birds\ntraining: {architecture: small_cnn, weights: imagenet}\n", "mobilenet_v2 or mobilenet_v1"),
+        ("model: birds\ntraining: {architecture: mobilenet_v2, weights: imagenet, mobilenet_alpha: 0.4}\n",
+         "0.35, 0.5"),
+        ("model: birds\ndataset: null\n", "source train needs a dataset"),
+        ("model: birds\nsource: {kind: tflite, path: m.tflite}\n", "source.tflite.labels"),
+        ("model: birds\nsource: {kind: onnx}\n", "source"),
         ("- just\n- a list\n", "mapping"),
     ],
 )
@@ -60,6 +77,31 @@ def test_invalid_config_names_the_field(tmp_path: Path, text: str, named: str) -
         load_params(config)
     assert named in caught.value.message
     assert str(config) in caught.value.message
+
+
+def test_transfer_learning_and_brought_model_configs(tmp_path: Path) -> None:
+    config = tmp_path / "release.yaml"
+    config.write_text(
+        "model: birds\ntraining: {architecture: mobilenet_v2, weights: imagenet, fine_tune: last_blocks(3)}\n"
+    )
+    params = load_params(config)
+    assert params.training.effective_fine_tune == FineTuneLastBlocks(blocks=3) and params.training.pretrained
+    assert params.dataset.is_demo and not params.brought
+    config.write_text("model: birds\ntraining: {architecture: mobilenet_v1, weights: /w/backbone.weights.h5}\n")
+    assert load_params(config).training.effective_fine_tune == FineTuneHead()  # pretrained: the head by default
+    config.write_text("model: birds\nsource: {kind: tflite, path: m.tflite, labels: l.txt}\n")
+    brought = load_params(config)
+    assert brought.brought and brought.dataset is None  # no dataset unless one is given
+    assert brought.source == TfliteSource(path="m.tflite", labels="l.txt")
+    config.write_text("model: birds\nsource: {kind: tflite, path: m.tflite, labels: l.txt}\ndataset: {source: d}\n")
+    assert load_params(config).dataset.source == "d"
+
+
+@pytest.mark.parametrize("name", ["release", "release.transfer", "release.tflite"])
+def test_example_configs_are_valid(name: str) -> None:
+    example = Path(__file__).parents[3] / "flows" / "release" / f"{name}.example.yaml"
+    params = load_params(example)
+    assert params.brought == (name == "release.tflite")
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
@@ -127,6 +169,15 @@ def test_tpu_fraction_gate_lists_the_cpu_operators() -> None:
     assert "20.0 points short" in tpu.detail and "RESHAPE x3: unsupported" in tpu.advice
 
 
+def test_brought_model_without_dataset_checks_no_accuracy_gate() -> None:
+    gates = check_gates(None, None, None, GateParams(min_int8_accuracy=0.9), 0, has_float=False, precompiled=True)
+    assert all(g.passed and not g.checked for g in gates)
+    assert "no dataset" in gates[0].detail and "brought compiled" in gates[2].detail
+    evaluated = check_gates(_evaluation(0.5, 0.5), None, None, GateParams(min_int8_accuracy=0.9), 0, has_float=False)
+    assert [g.name for g in failed(evaluated)] == ["min_int8_accuracy"]
+    assert "no float model" in evaluated[0].detail
+
+
 def test_report_says_plainly_when_there_is_no_edgetpu_model() -> None:
     params = ReleaseParams(model="shapes")
     evaluation = _evaluation(0.9, 0.9)
@@ -137,11 +188,9 @@ def test_report_says_plainly_when_there_is_no_edgetpu_model() -> None:
         ReportInputs(
             params=params,
             version="1.0.0",
-            dataset_source="demo",
-            labels=("a", "b"),
-            train_count=8,
-            eval_count=2,
-            skipped_images=(("x/bad.jpg", "UnidentifiedImageError"),),
+            candidate=CandidateSummary(
+                "small_cnn from scratch", "demo", ("a", "b"), 8, 2, (("x/bad.jpg", "UnidentifiedImageError"),), False
+            ),
             evaluation=evaluation,
             compiler=None,
             compile_skipped_reason="edgetpu_compiler on this machine is not available",
@@ -152,7 +201,6 @@ def test_report_says_plainly_when_there_is_no_edgetpu_model() -> None:
             version_uri="/r/models/shapes/1.0.0",
             channel_uri=None,
             signing_key="key file k",
-            training_cached=False,
         )
     )
     assert "No Edge TPU model in this release: edgetpu_compiler on this machine is not available" in markdown

@@ -1,0 +1,1 @@
+"""Channel pointer upkeep: the scheduled re-signing of channel pointers before they expire."""

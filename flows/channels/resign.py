@@ -1,0 +1,148 @@
+"""The scheduled `resign-channels` flow: re-sign channel pointers well before they expire.
+
+A signed channel pointer (`edgefleet.channel/2`) expires (default 14 days), so a registry frozen by an
+attacker is noticed by the devices. This flow, on a daily schedule (prefect.yaml), re-signs every pointer
+that expires within `renew_within_days` (and turns unsigned schema 1 pointers into signed ones, once the
+agents are upgraded: `convert_unsigned`). Re-signing keeps version, manifest and downgrade flag, raises
+the counter and moves the expiry; a pointer or manifest that does not verify is never re-signed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgefleet.device.contracts.manifest import ChannelPointer
+from edgefleet.device.errors import EdgefleetError
+from edgefleet.device.registry import Registry
+from edgefleet.flows.release.keys import channel_signing_key
+from edgefleet.flows.release.params import SigningParams
+
+FLOW_NAME = "resign-channels"
+
+Outcome = Literal["resigned", "fresh", "skipped_unsigned", "failed"]
+
+
+class ResignParams(BaseModel):
+    """What to re-sign, with which key, for how long."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    registry: str = Field(description="gs://BUCKET[/PREFIX] or a registry directory")
+    models: tuple[str, ...] | None = Field(default=None, description="default: every model")
+    renew_within_days: float = Field(default=7.0, ge=0, description="re-sign pointers expiring within this")
+    convert_unsigned: bool = Field(
+        default=False, description="sign unsigned (schema 1) pointers too: only once every agent reads schema 2"
+    )
+    signing: SigningParams = SigningParams()
+
+
+class ResignResult(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str
+    channel: str
+    outcome: Outcome
+    detail: str = ""
+
+
+def needs_resign(
+    pointer: ChannelPointer, now: datetime, renew_within: timedelta | None, convert_unsigned: bool
+) -> bool:
+    """Pure: whether `pointer` is due (unsigned when converting; expiring within `renew_within`; None: always)."""
+    if not pointer.signed:
+        return convert_unsigned
+    if renew_within is None or pointer.expires_at is None:
+        return True
+    return pointer.expires_at - now <= renew_within
+
+
+def resign_channels(
+    registry: Registry,
+    signing_key: Ed25519PrivateKey,
+    *,
+    models: list[str] | None = None,
+    channels: list[str] | None = None,
+    validity: timedelta,
+    renew_within: timedelta | None = None,
+    convert_unsigned: bool = True,
+    now: datetime | None = None,
+) -> list[ResignResult]:
+    """Re-signs the due channel pointers of `models` (default all); one failure does not stop the others."""
+    now = now or datetime.now(UTC)
+    results = []
+    for model in models or registry.list_models():
+        for channel in channels or registry.list_channels(model):
+            results.append(_resign_one(registry, signing_key, model, channel, validity, renew_within,
+                                       convert_unsigned, now))
+    return results
+
+
+def _resign_one(
+    registry: Registry,
+    signing_key: Ed25519PrivateKey,
+    model: str,
+    channel: str,
+    validity: timedelta,
+    renew_within: timedelta | None,
+    convert_unsigned: bool,
+    now: datetime,
+) -> ResignResult:
+    try:
+        pointer = registry.read_channel(model, channel).pointer
+        if pointer is None:
+            return ResignResult(model=model, channel=channel, outcome="failed", detail="the channel does not exist")
+        if not needs_resign(pointer, now, renew_within, convert_unsigned):
+            outcome: Outcome = "fresh" if pointer.signed else "skipped_unsigned"
+            detail = f"expires {pointer.expires_at.isoformat()}" if pointer.expires_at else "unsigned, left as is"
+            return ResignResult(model=model, channel=channel, outcome=outcome, detail=detail)
+        new = registry.resign_channel(model, channel, signing_key, validity=validity, by=FLOW_NAME)
+    except EdgefleetError as error:
+        return ResignResult(model=model, channel=channel, outcome="failed", detail=error.message)
+    return ResignResult(
+        model=model,
+        channel=channel,
+        outcome="resigned",
+        detail=f"{new.version}, counter {new.counter}, expires {new.expires_at.isoformat() if new.expires_at else '-'}",
+    )
+
+
+@task(name="resign-channels-of-registry", cache_policy=NO_CACHE)
+def resign_registry(params: ResignParams) -> list[ResignResult]:
+    """The one side effect: re-sign the due pointers (the key is loaded here, never passed around)."""
+    registry = Registry.from_uri(params.registry)
+    key = channel_signing_key(params.signing, registry.uri)
+    return resign_channels(
+        registry,
+        key,
+        models=list(params.models) if params.models else None,
+        validity=timedelta(days=params.signing.pointer_validity_days),
+        renew_within=timedelta(days=params.renew_within_days),
+        convert_unsigned=params.convert_unsigned,
+    )
+
+
+@flow(name=FLOW_NAME)
+def resign_channels_flow(params: ResignParams) -> list[ResignResult]:
+    """Re-signs channel pointers that expire soon (see the module doc); fails when any could not be re-signed."""
+    logger = get_run_logger()
+    if params.renew_within_days >= params.signing.pointer_validity_days:
+        logger.warning("renew_within_days >= pointer_validity_days: every run re-signs every pointer")
+    results = resign_registry(params)
+    for result in results:
+        (logger.error if result.outcome == "failed" else logger.info)(
+            "%s/%s: %s %s", result.model, result.channel, result.outcome, result.detail
+        )
+    failed = [f"{r.model}/{r.channel}: {r.detail}" for r in results if r.outcome == "failed"]
+    if failed:
+        raise EdgefleetError(
+            f"{len(failed)} channel pointer(s) could not be re-signed: {'; '.join(failed)}",
+            "they expire on schedule and devices then stay where they are: fix the named problem (a pointer "
+            "or manifest that does not verify means the registry was changed by hand) and run again",
+        )
+    return results

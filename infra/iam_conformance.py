@@ -1,0 +1,279 @@
+"""IAM conformance: record the Google Cloud API calls each identity's code makes, check them against the grants.
+
+No emulator enforces IAM, so the calls are recorded while the code runs against the emulators and compared
+with what the Pulumi program grants (`edgefleet.infra.policy.iam_bindings` of the stack's resources):
+
+- `CallRecorder` records at the client transports: a gRPC client interceptor on every channel the Pub/Sub
+  clients open (they open them with `grpc.insecure_channel` when `PUBSUB_EMULATOR_HOST` is set), and a
+  wrapper of `requests.Session.request` for Cloud Storage's JSON API (mapped to the API's method names).
+  Cloud Monitoring has no emulator: its calls are recorded by `record_call` at the boundary of the test fake
+  that stands in for `MetricServiceClient`, and marked `via="fake client boundary"`.
+- A table row with `denial_tolerated` (a client library's best-effort call, such as google-cloud-storage's
+  background bucket metadata read) is recorded but needs no grant.
+- `check_conformance` then requires, for every recorded (identity, method, resource), a role granted to that
+  identity on that resource (or on the project) that holds each permission `edgefleet.infra.iam_table` lists
+  for the method, and reports every granted role that no recorded call needed.
+
+No Pulumi import.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from edgefleet.infra.iam_table import ROLE_PERMISSIONS, UnknownMethodError, permissions_for, roles_granting
+from edgefleet.infra.policy import Binding, Violation
+
+VIA_GRPC = "grpc interceptor"
+VIA_HTTP = "http transport"
+VIA_FAKE = "fake client boundary (no emulator)"
+
+# IAM resource kind of each Pulumi IAM member type (Binding.scope) -> the kind of resource it grants on.
+SCOPE_KIND = {
+    "pubsub/topicIAMMember": "topic",
+    "pubsub/subscriptionIAMMember": "subscription",
+    "pubsub/schemaIAMMember": "schema",
+    "storage/bucketIAMMember": "bucket",
+    "projects/iAMMember": "project",
+    "kms/cryptoKeyIAMMember": "crypto_key",
+}
+_PUBSUB_NAME = re.compile(r"^projects/([^/]+)(?:/(topics|subscriptions|schemas)/([^/]+))?$")
+_PUBSUB_KIND = {"topics": "topic", "subscriptions": "subscription", "schemas": "schema"}
+_REQUEST_NAME_FIELDS = ("subscription", "topic", "name", "parent")
+_STORAGE_ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    ("POST", re.compile(r"^/upload/storage/v1/b/([^/]+)/o$"), "storage.objects.insert"),
+    ("PUT", re.compile(r"^/upload/storage/v1/b/([^/]+)/o$"), "storage.objects.insert"),
+    ("GET", re.compile(r"^/(?:download/)?storage/v1/b/([^/]+)/o/.+$"), "storage.objects.get"),
+    ("DELETE", re.compile(r"^/storage/v1/b/([^/]+)/o/.+$"), "storage.objects.delete"),
+    ("PATCH", re.compile(r"^/storage/v1/b/([^/]+)/o/.+$"), "storage.objects.patch"),
+    ("GET", re.compile(r"^/storage/v1/b/([^/]+)/o$"), "storage.objects.list"),
+    ("GET", re.compile(r"^/storage/v1/b/([^/]+)$"), "storage.buckets.get"),
+)
+
+
+class ApiCall(NamedTuple):
+    """One recorded call: who, which method, on what (full resource name or bucket), how it was seen."""
+
+    identity: str
+    method: str
+    resource: str
+    via: str
+
+
+class ResourceRef(NamedTuple):
+    kind: str
+    name: str  # short name (topic id, bucket name, project id)
+
+
+def resource_ref(resource: str, kind_hint: str | None = None) -> ResourceRef:
+    """`projects/p/topics/t` -> (topic, t); `projects/p` -> (project, p); a bucket name -> (bucket, name)."""
+    match = _PUBSUB_NAME.match(resource)
+    if match:
+        project, collection, name = match.groups()
+        return ResourceRef(_PUBSUB_KIND[collection], name) if collection else ResourceRef("project", project)
+    return ResourceRef(kind_hint or "bucket", resource)
+
+
+def storage_method(http_method: str, url: str) -> tuple[str, str] | None:
+    """The JSON API method and bucket of a Cloud Storage request, or None when `url` is not one.
+
+    An upload that does not say `ifGenerationMatch=0` may replace a live object, which needs
+    `storage.objects.delete` as well: it is recorded as `storage.objects.insert[overwrite]`.
+    """
+    parts = urlsplit(url)
+    path = unquote(parts.path)
+    for verb, pattern, method in _STORAGE_ROUTES:
+        match = pattern.match(path)
+        if match and verb == http_method.upper():
+            query = parse_qs(parts.query)
+            if method == "storage.objects.insert" and query.get("ifGenerationMatch") != ["0"]:
+                method += "[overwrite]"
+            return method, match.group(1)
+    if "/storage/v1/" in path:
+        return f"storage JSON API {http_method.upper()} {path}", path  # unknown: fails the check, named
+    return None
+
+
+class CallRecorder:
+    """Records the calls made while `as_identity(name)` is active (from any thread).
+
+    Attributes:
+        calls: Everything recorded, in order.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[ApiCall] = []
+        self._identity: str | None = None
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def as_identity(self, identity: str) -> Iterator[CallRecorder]:
+        """Calls made inside are attributed to `identity` (the code runs as that service account)."""
+        self._identity = identity
+        try:
+            yield self
+        finally:
+            self._identity = None
+
+    def record_call(self, method: str, resource: str, via: str) -> None:
+        identity = self._identity
+        if identity is None:
+            return  # setup or teardown of the test, not the identity's code
+        with self._lock:
+            self.calls.append(ApiCall(identity, method, resource, via))
+
+    # --- gRPC ----------------------------------------------------------------------------------------
+
+    def interceptor(self) -> Any:
+        """A gRPC client interceptor recording every call made through the channel it wraps."""
+        import grpc
+
+        recorder = self
+
+        def method_of(details: Any) -> str:
+            method = details.method
+            return (method.decode() if isinstance(method, bytes) else method).lstrip("/")
+
+        def name_of(request: Any) -> str:
+            for field in _REQUEST_NAME_FIELDS:
+                value = getattr(request, field, None)
+                if isinstance(value, str) and value:
+                    return value
+            return ""
+
+        class _Interceptor(
+            grpc.UnaryUnaryClientInterceptor,
+            grpc.UnaryStreamClientInterceptor,
+            grpc.StreamUnaryClientInterceptor,
+            grpc.StreamStreamClientInterceptor,
+        ):
+            def intercept_unary_unary(self, continuation: Callable, details: Any, request: Any) -> Any:
+                recorder.record_call(method_of(details), name_of(request), VIA_GRPC)
+                return continuation(details, request)
+
+            def intercept_unary_stream(self, continuation: Callable, details: Any, request: Any) -> Any:
+                recorder.record_call(method_of(details), name_of(request), VIA_GRPC)
+                return continuation(details, request)
+
+            def intercept_stream_unary(self, continuation: Callable, details: Any, requests: Any) -> Any:
+                return continuation(details, self._recorded(details, requests))
+
+            def intercept_stream_stream(self, continuation: Callable, details: Any, requests: Any) -> Any:
+                return continuation(details, self._recorded(details, requests))
+
+            @staticmethod
+            def _recorded(details: Any, requests: Iterable[Any]) -> Iterator[Any]:
+                # A stream names its resource in its first request (StreamingPull: `subscription`).
+                first = True
+                for request in requests:
+                    if first:
+                        recorder.record_call(method_of(details), name_of(request), VIA_GRPC)
+                        first = False
+                    yield request
+
+        return _Interceptor()
+
+    def wrap_grpc_channel_factory(self, factory: Callable[..., Any]) -> Callable[..., Any]:
+        """`grpc.insecure_channel` (or another channel factory) whose channels record their calls."""
+        import grpc
+
+        interceptor = self.interceptor()
+
+        def make(*args: Any, **kwargs: Any) -> Any:
+            return grpc.intercept_channel(factory(*args, **kwargs), interceptor)
+
+        return make
+
+    # --- HTTP (Cloud Storage JSON API) ---------------------------------------------------------------
+
+    def wrap_http_request(self, request: Callable[..., Any], endpoint: str) -> Callable[..., Any]:
+        """`requests.Session.request` that records the Cloud Storage calls sent to `endpoint`."""
+        recorder = self
+
+        def wrapped(session: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            if url.startswith(endpoint):
+                params = kwargs.get("params")
+                full_url = url
+                if params:
+                    from urllib.parse import urlencode
+
+                    full_url += ("&" if "?" in url else "?") + urlencode(params, doseq=True)
+                found = storage_method(method, full_url)
+                if found is not None:
+                    recorder.record_call(found[0], found[1], VIA_HTTP)
+            return request(session, method, url, *args, **kwargs)
+
+        return wrapped
+
+
+def check_conformance(
+    calls: Sequence[ApiCall], bindings: Sequence[Binding], members: Mapping[str, str]
+) -> list[Violation]:
+    """Every recorded call is allowed by a grant to its identity, and every grant to an identity is used.
+
+    Args:
+        calls: The recorded calls.
+        bindings: Every grant of the program (`iam_bindings(resources)`).
+        members: Identity name (`device`) -> its IAM member (`serviceAccount:...`).
+
+    Returns:
+        The violations: a method missing from the table, a permission no grant holds, a role no call used, a
+        granted role missing from the role table.
+    """
+    violations: list[Violation] = []
+    used: set[tuple[int, str]] = set()
+    for identity, member in sorted(members.items()):
+        grants = [binding for binding in bindings if binding.member == member]
+        for index, binding in enumerate(bindings):
+            if binding.member == member and binding.role not in ROLE_PERMISSIONS:
+                violations.append(Violation("iam-conformance", binding.resource.name,
+                                            f"{identity} is granted {binding.role}, which edgefleet.infra.iam_table."
+                                            "ROLE_PERMISSIONS does not list: add its permissions and source"))
+                used.add((index, identity))
+        for method, resource in sorted({(c.method, c.resource) for c in calls if c.identity == identity}):
+            try:
+                row = permissions_for(method)
+            except UnknownMethodError as error:
+                violations.append(Violation("iam-conformance", f"{identity}: {method}", str(error)))
+                continue
+            target = resource_ref(resource, row.resource)
+            for permission in row.permissions:
+                holders = [
+                    binding for binding in grants
+                    if _applies(binding, target) and permission in _permissions(binding.role)
+                ]
+                if not holders and row.denial_tolerated:
+                    continue  # a library's best-effort call: denied on GCP, and the caller carries on
+                if not holders:
+                    roles = ", ".join(roles_granting(permission)) or "a role with it"
+                    violations.append(Violation(
+                        "iam-conformance", f"{identity}: {method}",
+                        f"{identity} calls {method} on {target.kind} {target.name}, which needs {permission} "
+                        f"({row.source}); no role granted to {identity} there includes it: grant {roles} on "
+                        f"that {target.kind} in infra/identity.py"))
+                for binding in holders:
+                    used.add((bindings.index(binding), identity))
+        for binding in grants:
+            if (bindings.index(binding), identity) not in used:
+                violations.append(Violation(
+                    "iam-conformance", binding.resource.name,
+                    f"{binding.role} granted to {identity} on {SCOPE_KIND.get(binding.scope, binding.scope)} "
+                    f"{binding.target} is used by no recorded call: remove the grant, or record the code "
+                    "that needs it"))
+    return violations
+
+
+def _permissions(role: str) -> frozenset[str]:
+    row = ROLE_PERMISSIONS.get(role)
+    return row.permissions if row else frozenset()
+
+
+def _applies(binding: Binding, target: ResourceRef) -> bool:
+    """A grant on the resource itself, or on the project (IAM policies are inherited downwards)."""
+    kind = SCOPE_KIND.get(binding.scope)
+    return kind == "project" or (kind == target.kind and binding.target == target.name)

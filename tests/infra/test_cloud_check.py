@@ -1,0 +1,303 @@
+"""`edgefleet cloud check`: each check says ok on a project as `pulumi up` leaves it, and names what is wrong
+and what to run otherwise.
+
+Where the official Pub/Sub emulator implements the call (topics with schemas, ValidateMessage, subscriptions),
+the check runs against it with the real clients. Everything else (Service Usage, IAM policies, bucket
+metadata, metric descriptors) has no emulator: those checks are unit-tested against RESPONSES BUILT FROM THE
+CLIENT LIBRARIES' OWN TYPES and Google's documented resource examples, not recorded from a real project. A test
+against a real project runs only when EDGEFLEET_CLOUD_CHECK_OUTPUTS names a `pulumi stack output --json` file
+and credentials are available.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from google.api import metric_pb2
+from google.api_core import exceptions as google_exceptions
+from google.cloud import pubsub_v1, service_usage_v1, storage
+from google.iam.v1 import policy_pb2
+from google.pubsub_v1.types import Encoding, Schema
+from typer.testing import CliRunner
+
+from edgefleet.cli import app
+from edgefleet.device.contracts import layout
+from edgefleet.device.contracts.avro import telemetry_avro_schema
+from edgefleet.infra.cloud_check import (
+    CheckResult,
+    CloudClients,
+    Policies,
+    check_apis,
+    check_bucket,
+    check_dead_letter,
+    check_identity_roles,
+    check_metric_descriptors,
+    check_topic_schema,
+    run_checks,
+    sample_telemetry,
+)
+from edgefleet.infra.names import CORE_APIS, FLEET_GRANTS
+from edgefleet.infra.outputs import StackOutputs
+from edgefleet.infra.testing import PROJECT, PROJECT_NUMBER
+from edgefleet.local.emulators import PubSubEmulator
+from edgefleet.monitor.metrics import METRICS_BY_TYPE
+
+PUBSUB_AGENT = f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
+OUTPUTS = StackOutputs(
+    project=PROJECT,
+    region="us-central1",
+    telemetry_topic=layout.TELEMETRY_TOPIC,
+    telemetry_topic_id=f"projects/{PROJECT}/topics/{layout.TELEMETRY_TOPIC}",
+    telemetry_schema_id=f"projects/{PROJECT}/schemas/{layout.TELEMETRY_SCHEMA}",
+    telemetry_schema_enforced=True,
+    monitor_subscription=layout.MONITOR_SUBSCRIPTION,
+    dead_letter_topic=layout.TELEMETRY_DEAD_LETTER_TOPIC,
+    dead_letter_subscription=layout.DEAD_LETTER_SUBSCRIPTION,
+    registry_bucket=f"{PROJECT}-edgefleet-registry",
+    registry_uri=f"gs://{PROJECT}-edgefleet-registry",
+    device_service_account=f"edgefleet-device@{PROJECT}.iam.gserviceaccount.com",
+    pipeline_service_account=f"edgefleet-pipeline@{PROJECT}.iam.gserviceaccount.com",
+    monitor_service_account=f"edgefleet-monitor@{PROJECT}.iam.gserviceaccount.com",
+    dashboard_id=f"projects/{PROJECT_NUMBER}/dashboards/d",
+)
+
+
+# --- against the Pub/Sub emulator (real clients) -------------------------------------------------------------
+
+
+@pytest.fixture
+def emulated_topic(pubsub_emulator_private: PubSubEmulator,
+                   monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator_private.host)
+    schemas, publisher = pubsub_v1.SchemaServiceClient(), pubsub_v1.PublisherClient()
+
+    def deploy(definition: dict[str, Any]) -> None:
+        schema = schemas.create_schema(request={
+            "parent": f"projects/{PROJECT}", "schema_id": layout.TELEMETRY_SCHEMA,
+            "schema": Schema(type_=Schema.Type.AVRO, definition=json.dumps(definition))})
+        publisher.create_topic(request={"name": OUTPUTS.telemetry_topic_id,
+                                        "schema_settings": {"schema": schema.name, "encoding": Encoding.JSON}})
+
+    yield SimpleNamespace(deploy=deploy, schemas=schemas, publisher=publisher)
+    publisher.transport.close()
+
+
+def test_the_topic_schema_accepts_this_agents_telemetry(emulated_topic: SimpleNamespace) -> None:
+    emulated_topic.deploy(telemetry_avro_schema())
+    result = check_topic_schema(emulated_topic.publisher, emulated_topic.schemas, OUTPUTS, sample_telemetry())
+    assert result.ok, result.line()
+
+
+def test_a_topic_schema_of_another_revision_is_reported(emulated_topic: SimpleNamespace) -> None:
+    other = telemetry_avro_schema()
+    other["fields"] = [*other["fields"], {"name": "signature", "type": "string"}]  # required, the agent lacks it
+    emulated_topic.deploy(other)
+    result = check_topic_schema(emulated_topic.publisher, emulated_topic.schemas, OUTPUTS, sample_telemetry())
+    assert not result.ok
+    assert "refuses this agent's telemetry" in result.detail and "pulumi up" in result.fix
+
+
+def test_a_missing_topic_is_reported_with_pulumi_up(emulated_topic: SimpleNamespace) -> None:
+    result = check_topic_schema(emulated_topic.publisher, emulated_topic.schemas, OUTPUTS, sample_telemetry())
+    assert (result.ok, result.fix) == (False, "pulumi up (in the repo root)")
+    assert "does not exist" in result.detail
+
+
+# --- responses built from the client types (no emulator for these APIs) ---------------------------------------
+
+
+class ServiceUsage:
+    """Answers batch_get_services with `service_usage_v1` types (as the API does, names carry the number)."""
+
+    def __init__(self, enabled: set[str]) -> None:
+        self.enabled = enabled
+
+    def batch_get_services(self, request: dict[str, Any]) -> service_usage_v1.BatchGetServicesResponse:
+        State = service_usage_v1.State  # noqa: N806
+        return service_usage_v1.BatchGetServicesResponse(services=[
+            service_usage_v1.Service(name=f"projects/{PROJECT_NUMBER}/services/{name.rsplit('/', 1)[-1]}",
+                                     parent=f"projects/{PROJECT_NUMBER}",
+                                     state=State.ENABLED if name.rsplit("/", 1)[-1] in self.enabled
+                                     else State.DISABLED)
+            for name in request["names"]])
+
+
+def test_apis_enabled_and_disabled() -> None:
+    assert check_apis(ServiceUsage(set(CORE_APIS)), PROJECT, bigquery=False).ok
+    result = check_apis(ServiceUsage(set(CORE_APIS) - {"monitoring.googleapis.com"}), PROJECT, bigquery=False)
+    assert not result.ok
+    assert "monitoring.googleapis.com" in result.detail
+    assert f"gcloud services enable monitoring.googleapis.com --project {PROJECT}" in result.fix
+    assert not check_apis(ServiceUsage(set(CORE_APIS)), PROJECT, bigquery=True).ok
+
+
+# The bucket resource as Google documents it (storage/docs/json_api/v1/buckets#resource), as `pulumi up` sets it.
+BUCKET_RESOURCE = {
+    "kind": "storage#bucket",
+    "name": OUTPUTS.registry_bucket,
+    "location": "US-CENTRAL1",
+    "versioning": {"enabled": True},
+    "iamConfiguration": {
+        "uniformBucketLevelAccess": {"enabled": True, "lockedTime": "2026-04-01T00:00:00Z"},
+        "publicAccessPrevention": "enforced",
+    },
+    "lifecycle": {"rule": [
+        {"action": {"type": "Delete"}, "condition": {"daysSinceNoncurrentTime": 30, "isLive": False}},
+        {"action": {"type": "Delete"}, "condition": {"numNewerVersions": 5, "isLive": False}},
+    ]},
+}
+
+
+class StorageClient:
+    def __init__(self, resource: dict[str, Any] | None) -> None:
+        self.resource = resource
+        self.client = storage.Client(project=PROJECT, credentials=_anonymous())
+
+    def get_bucket(self, name: str) -> storage.Bucket:
+        if self.resource is None:
+            raise google_exceptions.NotFound(f"bucket {name} not found")
+        bucket = storage.Bucket(self.client, name)
+        bucket._set_properties(self.resource)  # what Client.get_bucket does with the API's answer
+        return bucket
+
+
+def _anonymous() -> Any:
+    from google.auth.credentials import AnonymousCredentials
+
+    return AnonymousCredentials()
+
+
+def test_a_hardened_bucket_passes_and_each_weakness_is_named() -> None:
+    assert check_bucket(StorageClient(BUCKET_RESOURCE), OUTPUTS.registry_bucket).ok
+    weak = {**BUCKET_RESOURCE, "versioning": {"enabled": False}, "lifecycle": {"rule": []},
+            "iamConfiguration": {"uniformBucketLevelAccess": {"enabled": False},
+                                 "publicAccessPrevention": "inherited"}}
+    result = check_bucket(StorageClient(weak), OUTPUTS.registry_bucket)
+    assert not result.ok
+    for problem in ("uniform bucket-level access is off", "public access prevention is 'inherited'",
+                    "versioning is off", "no lifecycle rule deletes noncurrent versions"):
+        assert problem in result.detail
+    assert not check_bucket(StorageClient(None), OUTPUTS.registry_bucket).ok
+
+
+def _grants_as_policies(extra: dict[str, dict[str, set[str]]] | None = None, drop: tuple[str, str] | None = None
+                        ) -> Policies:
+    emails = {"device": OUTPUTS.device_service_account, "pipeline": OUTPUTS.pipeline_service_account,
+              "monitor": OUTPUTS.monitor_service_account}
+    found: dict[str, dict[str, set[str]]] = {target: {} for target in
+                                             ("telemetry_topic", "monitor_subscription", "registry_bucket", "project")}
+    for grant in FLEET_GRANTS:
+        if drop == (grant.identity, grant.role):
+            continue
+        found[grant.on].setdefault(grant.role, set()).add(f"serviceAccount:{emails[grant.identity]}")
+    for target, roles in (extra or {}).items():
+        for role, members in roles.items():
+            found[target].setdefault(role, set()).update(members)
+    return Policies(**{target: {role: frozenset(m) for role, m in roles.items()} for target, roles in found.items()})
+
+
+def test_each_identity_holds_exactly_its_roles() -> None:
+    results = check_identity_roles(_grants_as_policies(), OUTPUTS)
+    assert [result.ok for result in results] == [True, True, True]
+    monitor = results[2]
+    assert "roles/pubsub.viewer" in monitor.detail
+
+
+def test_a_missing_and_an_extra_role_are_reported() -> None:
+    policies = _grants_as_policies(
+        drop=("monitor", "roles/pubsub.viewer"),
+        extra={"project": {"roles/editor": {f"serviceAccount:{OUTPUTS.device_service_account}"}}})
+    device, pipeline, monitor = check_identity_roles(policies, OUTPUTS)
+    assert pipeline.ok
+    assert not monitor.ok and "missing roles/pubsub.viewer on the monitor subscription" in monitor.detail
+    assert not device.ok and "extra roles/editor on the project" in device.detail
+
+
+class Subscriber:
+    """get_subscription / get_iam_policy answered with `pubsub_v1.types.Subscription` and iam `Policy`."""
+
+    def __init__(self, attempts: int = 5, agent: bool = True) -> None:
+        self.attempts, self.agent = attempts, agent
+
+    def get_subscription(self, request: dict[str, Any]) -> pubsub_v1.types.Subscription:
+        return pubsub_v1.types.Subscription(
+            name=request["subscription"], topic=OUTPUTS.telemetry_topic_id,
+            dead_letter_policy=pubsub_v1.types.DeadLetterPolicy(
+                dead_letter_topic=f"projects/{PROJECT}/topics/{OUTPUTS.dead_letter_topic}",
+                max_delivery_attempts=self.attempts))
+
+    def get_iam_policy(self, request: dict[str, Any]) -> policy_pb2.Policy:
+        members = [PUBSUB_AGENT] if self.agent else []
+        return policy_pb2.Policy(bindings=[policy_pb2.Binding(role="roles/pubsub.subscriber", members=members)])
+
+
+class Publisher:
+    def get_iam_policy(self, request: dict[str, Any]) -> policy_pb2.Policy:
+        return policy_pb2.Policy(bindings=[policy_pb2.Binding(role="roles/pubsub.publisher", members=[PUBSUB_AGENT])])
+
+
+def test_dead_lettering_is_checked_with_the_service_agents_grants() -> None:
+    assert check_dead_letter(Subscriber(), Publisher(), OUTPUTS).ok
+    no_agent = check_dead_letter(Subscriber(agent=False), Publisher(), OUTPUTS)
+    assert not no_agent.ok and "cannot acknowledge" in no_agent.detail
+
+
+class Metrics:
+    def __init__(self, types: set[str]) -> None:
+        self.types = types
+
+    def list_metric_descriptors(self, request: dict[str, Any]) -> list[metric_pb2.MetricDescriptor]:
+        assert request["filter"] == 'metric.type = starts_with("custom.googleapis.com/edgefleet/")'
+        return [metric_pb2.MetricDescriptor(type=metric_type) for metric_type in sorted(self.types)]
+
+
+def test_metric_descriptors_present_and_missing() -> None:
+    assert check_metric_descriptors(Metrics(set(METRICS_BY_TYPE)), PROJECT).ok
+    missing = sorted(METRICS_BY_TYPE)[0]
+    result = check_metric_descriptors(Metrics(set(METRICS_BY_TYPE) - {missing}), PROJECT)
+    assert not result.ok and missing.rsplit("edgefleet/", 1)[-1] in result.detail
+
+
+class Denied:
+    """Every call refused, as Google answers a caller without the permission."""
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            raise google_exceptions.PermissionDenied("The caller does not have permission")
+        return call
+
+
+def test_credentials_that_cannot_read_are_told_so_and_nothing_raises() -> None:
+    denied = Denied()
+    clients = CloudClients(*(denied,) * 7)
+    results = run_checks(clients, OUTPUTS, sample=b"{}")
+    assert results and not any(result.ok for result in results)
+    assert all("your credentials cannot read" in result.detail for result in results)
+
+
+def test_the_command_prints_one_line_per_check_and_fails_on_any(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    outputs_file = tmp_path / "outputs.json"
+    outputs_file.write_text(OUTPUTS.model_dump_json())
+    canned = [CheckResult("apis", True, "5 enabled"), CheckResult("metric descriptors", False, "missing: x",
+                                                                  "pulumi up (in the repo root)")]
+    monkeypatch.setattr("edgefleet.infra.cloud_check.default_clients", lambda project: None)
+    monkeypatch.setattr("edgefleet.infra.cloud_check.run_checks", lambda clients, outputs: canned)
+    result = CliRunner().invoke(app, ["cloud", "check", str(outputs_file)])
+    assert result.exit_code == 1
+    assert "ok    apis: 5 enabled" in result.output
+    assert "FAIL  metric descriptors: missing: x -> pulumi up (in the repo root)" in result.output
+    assert "1 ok, 1 failed" in result.output
+
+
+@pytest.mark.skipif(not os.environ.get("EDGEFLEET_CLOUD_CHECK_OUTPUTS"),
+                    reason="needs a real project: EDGEFLEET_CLOUD_CHECK_OUTPUTS=<pulumi stack output --json file>")
+def test_a_real_project_after_pulumi_up() -> None:
+    result = CliRunner().invoke(app, ["cloud", "check", os.environ["EDGEFLEET_CLOUD_CHECK_OUTPUTS"]])
+    assert result.exit_code == 0, result.output

@@ -1,0 +1,124 @@
+"""A first `pulumi up` on a fresh project: the program owns its prerequisites (run under Pulumi's mocks).
+
+What a real first deployment needs and these tests assert: every API enabled by the program before anything
+using it is created, the Pub/Sub service agent created before any grant to it, alert policies on new custom
+metrics created only after their descriptors and a wait for the types to appear, no lookup that needs an API
+before the program could enable it. A real `pulumi up` cannot run here (no Pulumi CLI, no provider plugins).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from edgefleet.infra.__main__ import build
+from edgefleet.infra.names import API_OF_MODULE, API_SERVICE_USAGE, CORE_APIS
+from edgefleet.infra.policy import ResourceRecord, check_metric_units, iam_bindings
+from edgefleet.infra.testing import PROJECT_NUMBER, StackRun, run_program, stack_config
+from edgefleet.monitor.metrics import METRICS_BY_TYPE
+
+PUBSUB_AGENT_EMAIL = f"service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
+
+
+@pytest.fixture(scope="module")
+def bigquery_stack() -> StackRun:
+    return run_program(lambda: build(stack_config(bigquery={"dataset": "fleet_analytics"})))
+
+
+def _module(record: ResourceRecord) -> str:
+    return record.type.split(":")[1].split("/")[0]
+
+
+def _services(stack: StackRun) -> dict[str, ResourceRecord]:
+    return {record.inputs["service"]: record for record in stack.of_type("Service")}
+
+
+@pytest.mark.parametrize("stack_name", ["default_stack", "bigquery_stack"])
+def test_every_api_a_resource_uses_is_enabled_and_never_disabled_on_destroy(
+    stack_name: str, request: pytest.FixtureRequest
+) -> None:
+    stack: StackRun = request.getfixturevalue(stack_name)
+    services = _services(stack)
+    used = {API_OF_MODULE[_module(record)] for record in stack.resources if record.type.startswith("gcp:")}
+    assert used <= set(services), f"APIs used but not enabled: {sorted(used - set(services))}"
+    assert set(CORE_APIS) <= set(services)
+    assert API_SERVICE_USAGE not in services  # the one prerequisite: enabling goes through it
+    for record in services.values():
+        assert record.inputs["disableOnDestroy"] is False
+        assert record.inputs.get("disableDependentServices") in (None, False)
+
+
+@pytest.mark.parametrize("stack_name", ["default_stack", "bigquery_stack"])
+def test_every_resource_waits_for_the_api_it_is_created_through(
+    stack_name: str, request: pytest.FixtureRequest
+) -> None:
+    stack: StackRun = request.getfixturevalue(stack_name)
+    services = _services(stack)
+    waiting = [
+        record
+        for record in stack.resources
+        if record.type.startswith("gcp:") and _module(record) != "projects" or _short(record) == "IAMMember"
+    ]
+    assert len(waiting) > 20
+    for record in waiting:
+        api = API_OF_MODULE[_module(record)]
+        assert stack.depends_on(record, services[api]), f"{record.name} does not wait for {api}"
+
+
+def _short(record: ResourceRecord) -> str:
+    return record.type.rsplit(":", 1)[-1]
+
+
+@pytest.mark.parametrize("stack_name", ["default_stack", "bigquery_stack"])
+def test_grants_to_the_pubsub_agent_wait_for_its_service_identity(
+    stack_name: str, request: pytest.FixtureRequest
+) -> None:
+    stack: StackRun = request.getfixturevalue(stack_name)
+    [identity] = stack.of_type("ServiceIdentity")
+    assert identity.inputs["service"] == "pubsub.googleapis.com"
+    assert stack.depends_on(identity, _services(stack)["pubsub.googleapis.com"])
+    agent_grants = [binding for binding in iam_bindings(stack.resources) if "gcp-sa-pubsub" in binding.member]
+    assert len(agent_grants) >= 2  # dead-letter topic publisher, monitor subscription subscriber (+ BigQuery)
+    for binding in agent_grants:
+        assert binding.member == f"serviceAccount:{PUBSUB_AGENT_EMAIL}"
+        assert stack.depends_on(binding.resource, identity), binding.resource.name
+
+
+def test_no_lookup_needs_an_api_before_the_program_enables_it(default_stack: StackRun) -> None:
+    # The project-number lookup (getProject) went through the Resource Manager API before any Service
+    # resource could enable it; the service identity gives the agent's email instead.
+    assert default_stack.invokes == []
+
+
+def test_alert_policies_on_custom_metrics_wait_for_descriptors_and_their_propagation(
+    default_stack: StackRun,
+) -> None:
+    [sleep] = default_stack.of_type("Sleep")
+    descriptors = default_stack.of_type("MetricDescriptor")
+    assert descriptors and all(default_stack.depends_on(sleep, descriptor) for descriptor in descriptors)
+    assert sleep.inputs["createDuration"] == "120s"
+    assert sleep.inputs["triggers"]["metricTypes"].split(",") == sorted(METRICS_BY_TYPE)
+    custom = [
+        record
+        for record in default_stack.of_type("AlertPolicy")
+        if "custom.googleapis.com/" in str(record.inputs["conditions"])
+    ]
+    assert len(custom) == 2  # device silent, latency p95 (dead letters use a built-in Pub/Sub metric)
+    assert all(default_stack.depends_on(policy, sleep) for policy in custom)
+
+
+def test_the_new_metric_wait_follows_the_stack_config() -> None:
+    stack = run_program(lambda: build(stack_config(alerts={"newMetricWaitSeconds": 300})))
+    [sleep] = stack.of_type("Sleep")
+    assert sleep.inputs["createDuration"] == "300s"
+
+
+def test_metric_units_are_in_cloud_monitorings_documented_list(default_stack: StackRun) -> None:
+    assert check_metric_units(default_stack.resources) == []
+    [temperature] = [
+        record
+        for record in default_stack.of_type("MetricDescriptor")
+        if record.inputs["type"].endswith("/device/cpu_temperature")
+    ]
+    bad = temperature._replace(inputs={**temperature.inputs, "unit": "Cel"})
+    [violation] = check_metric_units([bad])
+    assert "'Cel'" in violation.message and "{Cel}" in violation.message

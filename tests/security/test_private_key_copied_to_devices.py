@@ -1,0 +1,39 @@
+"""Finding 7: `deploy-agent` read `public_key` without `~` expansion, never parsed it, and only after the pip
+install; a private key given by mistake would have been copied to every device. The key is now read,
+parsed and checked before any device is touched; a private key is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgefleet.device.errors import ConfigError
+from edgefleet.device.signing import generate_keypair, save_private_key, save_public_key
+from edgefleet.flows.deploy_agent.flow import DeployAgentParams, deploy_agent, release_public_key_text
+
+
+def params(public_key: Path | str, tmp_path: Path) -> DeployAgentParams:
+    # an inventory that does not exist: any attempt to reach a device would fail on it instead
+    return DeployAgentParams(inventory=str(tmp_path / "no-fleet.yaml"), public_key=str(public_key), agent={})
+
+
+def test_a_private_key_given_as_the_public_key_is_refused_before_any_device(tmp_path: Path) -> None:
+    private, _ = generate_keypair()
+    path = save_private_key(private, tmp_path / "release.key")
+    with pytest.raises(ConfigError, match="PRIVATE key"):
+        deploy_agent.fn(params(path, tmp_path))
+
+
+def test_a_file_that_is_no_key_is_refused_before_any_device(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("hello\n")
+    with pytest.raises(ConfigError, match="not an Ed25519 public key"):
+        deploy_agent.fn(params(path, tmp_path))
+
+
+def test_the_public_key_path_expands_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    _, public = generate_keypair()
+    save_public_key(public, tmp_path / "keys" / "release.pub")
+    assert "BEGIN PUBLIC KEY" in release_public_key_text("~/keys/release.pub")
