@@ -153,7 +153,9 @@ def test_a_tampered_version_is_refused_and_the_running_model_keeps_going(release
 def test_without_an_installed_model_the_agent_waits_and_says_why(releases):
     agent = Agent(agent_config(releases))
     with running(agent):
-        wait_until(lambda: releases.root.joinpath("status.json").exists(), "the status file")
+        # The first status says "starting"; the next ones, written once the store was looked at, say why idle.
+        wait_until(lambda: releases.root.joinpath("status.json").exists()
+                   and read_status(releases.root / "status.json").state == "running", "the status file")
         status = read_status(releases.root / "status.json")
         assert status.frames == 0 and "no version of model" in (status.last_error or "")
         releases.install("1.0.0", "mobilenet_v1_0.25_128_quant.tflite")
