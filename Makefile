@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: setup demo test test-fast bench lint ui sandbox sandbox-down sandbox-bad-model clean
+.PHONY: setup demo test test-fast test-pythons bench lint ui sandbox sandbox-down sandbox-bad-model clean
 
 setup: $(VENV)/.installed
 
@@ -23,6 +23,10 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
+
+# The device tests under Debian's Python 3.9 and 3.13 as well (see .ci/device-pythons).
+test-pythons: setup
+	bash .ci/device-pythons
 
 ui: setup
 	$(VENV)/bin/edgefleet ui
@@ -46,4 +50,4 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .cache/pythons

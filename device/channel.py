@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Literal, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -83,7 +83,7 @@ def sign_pointer(
     now: datetime | None = None,
 ) -> ChannelPointer:
     """A schema 2 pointer signed with the release key, its counter above `previous`'s."""
-    now = now or datetime.now(UTC)
+    now = now or datetime.now(timezone.utc)
     unsigned = ChannelPointer.model_construct(
         schema_=CHANNEL_SCHEMA,
         model=model,

@@ -8,7 +8,7 @@ device), so a stolen pipeline step cannot quietly swap a device's key.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -31,7 +31,7 @@ class DeviceKeyRecord(BaseModel):
     device_id: str
     public_key: str = Field(description="the raw Ed25519 public key, base64")
     key_id: str
-    added_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    added_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     added_by: str | None = None
 
     @field_validator("device_id")

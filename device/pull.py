@@ -17,7 +17,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -136,7 +136,7 @@ def pull_channel_once(
         )
     version = pointer.version
     record = parse_record(store.read_model_file(model, RECORD_FILE), source=f"{store.root} {model} {RECORD_FILE}")
-    problem = _pointer_problem(pointer, record, key, registry, require_signed, now or datetime.now(UTC))
+    problem = _pointer_problem(pointer, record, key, registry, require_signed, now or datetime.now(timezone.utc))
     if problem is not None:
         outcome, reason = problem
         log.warning("%s %s/%s from %s: %s", outcome.replace("_", " "), model, channel, registry.uri, reason)
@@ -422,7 +422,7 @@ class ChannelPoller:
         with self._lock:
             counters = self._counters
             counters.polls += 1
-            counters.last_poll_at = datetime.now(UTC)
+            counters.last_poll_at = datetime.now(timezone.utc)
             if result is not None:
                 counters.last_result = result
                 counters.changes += result.changed

@@ -22,7 +22,7 @@ import hashlib
 import os
 import stat
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Union
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -36,7 +36,7 @@ ED25519_KEY_BYTES = 32
 ED25519_SIGNATURE_BYTES = 64
 KEY_ID_HEX_CHARS = 16
 
-PublicKeyLike = Ed25519PublicKey | str | os.PathLike[str]
+PublicKeyLike = Union[Ed25519PublicKey, str, os.PathLike[str]]  # a runtime alias: Python 3.9 has no `X | Y`
 """A public key object, or the path of a public key file (which then gets named in errors)."""
 
 

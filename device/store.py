@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -338,7 +338,7 @@ class ModelStore:
 
     def mark_refused(self, model: str, version: str, manifest_sha256: str, reason: str) -> Refusal:
         """Remembers that (model, version, manifest sha256) was refused, so pull mode does not retry it."""
-        refusal = Refusal(model, _checked_version(version), manifest_sha256, reason, datetime.now(UTC))
+        refusal = Refusal(model, _checked_version(version), manifest_sha256, reason, datetime.now(timezone.utc))
         with self._lock(model):
             entries = [
                 entry

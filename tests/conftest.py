@@ -17,7 +17,8 @@ import pytest
 from edgefleet.local.emulators import GcsEmulator, PubSubEmulator
 
 REPO = Path(__file__).resolve().parent.parent
-CORAL_TEST_DATA = REPO.parent / "shared" / "coral-test-data"
+# EDGEFLEET_CORAL_TEST_DATA: another place for it (a worktree, a copy of the repo elsewhere).
+CORAL_TEST_DATA = Path(os.environ.get("EDGEFLEET_CORAL_TEST_DATA") or REPO.parent / "shared" / "coral-test-data")
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")

@@ -9,12 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from edgefleet.device.configfile import read_yaml_mapping
 from edgefleet.device.contracts.layout import SPOOL_FILE, STATUS_FILE, check_name
 from edgefleet.device.errors import ConfigError, describe_validation_error
+from edgefleet.device.runtime.config import EDGETPU_LIBRARY
+from edgefleet.device.runtime.probe import DEFAULT_PROBE_TIMEOUT_S
 from edgefleet.device.telemetry.config import TelemetryConfig
 
 ENV_PREFIX = "EDGEFLEET_"
@@ -37,12 +39,32 @@ class SourceConfig(_Section):
 
 
 class InferenceConfig(_Section):
-    """How the model runs."""
+    """How the model runs.
+
+    `device` says where to look for an Edge TPU ('auto': any; 'usb:0': that one; 'cpu': never);
+    `require_edgetpu` says what to do when the Edge TPU is unusable (absent, or its delegate crashes, hangs or
+    fails in the probe): false runs the release's CPU variant, true stays idle and says why.
+    """
 
     device: str = Field(default="auto", description="'auto', 'cpu', or an Edge TPU: 'usb', 'pci', 'usb:0'")
     num_threads: int = Field(default=1, ge=1)
     top_k: int = Field(default=3, ge=1)
     score_threshold: float = Field(default=0.0, ge=0, le=1)
+    require_edgetpu: bool = Field(
+        default=False, description="true: idle rather than the CPU variant when the Edge TPU is unusable")
+    edgetpu_library: str = Field(
+        default=EDGETPU_LIBRARY, min_length=1,
+        description="the Edge TPU delegate library: a name the loader finds, or a path")
+    probe_timeout_s: float = Field(
+        default=DEFAULT_PROBE_TIMEOUT_S, gt=0,
+        description="longest wait for the Edge TPU probe (a child process: delegate, interpreter, one invoke)")
+
+    @model_validator(mode="after")
+    def _tpu_wanted_somewhere(self) -> InferenceConfig:
+        if self.require_edgetpu and self.device == "cpu":
+            raise ValueError("require_edgetpu: true contradicts device: cpu; use device 'auto' or an Edge TPU "
+                             "('usb', 'pci', 'usb:0'), or require_edgetpu: false")
+        return self
 
 
 class QueueConfig(_Section):

@@ -19,7 +19,7 @@ import os
 import queue
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -87,7 +87,7 @@ class Agent:
         self._inference_done = threading.Event()
         self._poller: ChannelPoller | None = None  # pull mode, when configured
         self.bad_frames = 0  # frames that could not be prepared: skipped, counted
-        self._started_at = datetime.now(UTC)
+        self._started_at = datetime.now(timezone.utc)
         self._state = "starting"
         self._last_error: str | None = None
 
@@ -149,7 +149,8 @@ class Agent:
                     frame = self._frames.get(timeout=QUEUE_POLL_S)
                 except queue.Empty:
                     self._swap_if_offered()
-                    if self._capture_done.is_set() or stop.is_set():
+                    # Only once capture has ended: a frame it queued after `stop` is still inferred (drained).
+                    if self._capture_done.is_set():
                         break
                     continue
                 active = self._swap_if_offered()
@@ -190,7 +191,7 @@ class Agent:
         active = self._active
         return AgentStatus(
             device_id=self.config.device_id, pid=os.getpid(), state=self._state, started_at=self._started_at,
-            updated_at=datetime.now(UTC),
+            updated_at=datetime.now(timezone.utc),
             model=active.manifest.model if active else self.config.model,
             version=active.version if active else None,
             variant=active.engine.variant if active else None,
@@ -205,6 +206,7 @@ class Agent:
                         or telemetry.last_error),
             spool_depth=telemetry.depth, spool_dropped=telemetry.dropped,
             telemetry_published=telemetry.published, results_overflow=telemetry.queue_dropped,
+            edgetpu_unavailable=self.watcher.edgetpu_unavailable,
         )
 
     def _poll_error(self) -> str | None:
@@ -235,6 +237,7 @@ class Agent:
 
     def _run(self, stop: threading.Event) -> int:
         self.telemetry.start()
+        self.write_status()  # "starting": loading the first model may take a while (the Edge TPU probe)
         self.watcher.check_once()  # load the current model before the first frame, if there is one
         threads = [
             threading.Thread(target=self._capture, args=(stop,), name="capture", daemon=True),

@@ -52,6 +52,9 @@ class AgentStatus(BaseModel):
     version_frames: int = 0
     version_errors: int = 0
     dist: Distributions | None = None
+    # issue 12 (lead: fold into schema 2 or the next): why the Edge TPU is not used although one was wanted
+    edgetpu_unavailable: str | None = Field(
+        default=None, description="why the Edge TPU is not used though one was wanted (probe outcome), if so")
 
 
 def write_status(path: Path, status: AgentStatus) -> None:

@@ -10,18 +10,23 @@ import functools
 import logging
 import os
 import threading
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
-from edgefleet.device.agent.config import AgentConfig
+from edgefleet.device.agent.config import AgentConfig, InferenceConfig
 from edgefleet.device.bundle import refuse_development_signed, verify_version_dir
 from edgefleet.device.contracts.layout import CURRENT_POINTER
 from edgefleet.device.contracts.manifest import Manifest
-from edgefleet.device.contracts.telemetry import ModelRef
-from edgefleet.device.errors import EdgefleetError
+from edgefleet.device.contracts.telemetry import EventKind, ModelRef
+from edgefleet.device.errors import EdgefleetError, NoEdgeTpuError
+from edgefleet.device.runtime.config import RuntimeConfig
 from edgefleet.device.runtime.engine import Engine, open_for_manifest
 from edgefleet.device.runtime.golden import check_golden
+from edgefleet.device.runtime.interpreter import check_device
+from edgefleet.device.runtime.probe import ProbeOutcome, probe_edgetpu
 from edgefleet.device.signing import load_public_key
 from edgefleet.device.store import InstalledVersion, ModelStore
 
@@ -36,6 +41,7 @@ class ActiveModel:
     path: Path
     manifest: Manifest
     engine: Engine
+    edgetpu: ProbeOutcome | None = None  # the Edge TPU probe for this version, when it has an edgetpu variant
 
     @functools.cached_property
     def ref(self) -> ModelRef:  # built once: the inference stage passes it with every result
@@ -76,10 +82,45 @@ class ModelSlot:
         return self._taken.is_set()
 
 
-def prepare_model(config: AgentConfig, installed: InstalledVersion) -> ActiveModel:
+class EdgeTpuUnavailableError(NoEdgeTpuError):
+    """The Edge TPU is unusable here and the version may not run on the CPU: the agent idles.
+
+    Not a fault of the release (it is not refused): the host needs the fix.
+    """
+
+    def __init__(self, outcome: ProbeOutcome, why: str) -> None:
+        super().__init__(f"{outcome.summary()}; {why}", outcome.fix)
+        self.outcome = outcome
+
+
+def choose_device(inference: InferenceConfig, version_dir: Path, manifest: Manifest, *,
+                  probe: Callable[..., ProbeOutcome] = probe_edgetpu) -> tuple[str, ProbeOutcome | None]:
+    """Where a verified version runs: the configured device once its edgetpu variant passed the probe (a child
+    process: delegate, interpreter, one invoke), else the CPU (its cpu variant) unless the TPU is required.
+
+    Returns:
+        (device for `open_for_manifest`, the probe's outcome or None when no probe was needed).
+
+    Raises:
+        EdgeTpuUnavailableError: the probe failed and `require_edgetpu` is set.
+    """
+    if inference.device == "cpu" or "edgetpu" not in manifest.variants:
+        return inference.device, None
+    outcome = probe(version_dir / manifest.variants["edgetpu"], device=check_device(inference.device),
+                    library=inference.edgetpu_library, timeout_s=inference.probe_timeout_s)
+    if outcome.ok:
+        return inference.device, outcome
+    if inference.require_edgetpu:  # (every release has a cpu variant: the manifest contract says so)
+        raise EdgeTpuUnavailableError(outcome, "inference.require_edgetpu is true: not running the CPU variant")
+    return "cpu", outcome
+
+
+def prepare_model(config: AgentConfig, installed: InstalledVersion, *,
+                  probe: Callable[..., ProbeOutcome] = probe_edgetpu) -> ActiveModel:
     """Verifies `installed` against the release key, opens it and runs its golden smoke test.
 
     Raises:
+        EdgeTpuUnavailableError: the Edge TPU is unusable and the version may not run on the CPU.
         EdgefleetError: VerificationError, ModelError/NoEdgeTpuError, or a failed smoke test, each naming the
             version and what to do.
     """
@@ -87,9 +128,11 @@ def prepare_model(config: AgentConfig, installed: InstalledVersion) -> ActiveMod
     manifest = verify_version_dir(installed.path, public_key)
     if config.refuse_development_keys:
         refuse_development_signed(manifest, str(installed.path))
-    engine = open_for_manifest(installed.path, manifest, device=config.inference.device,
+    device, outcome = choose_device(config.inference, installed.path, manifest, probe=probe)
+    engine = open_for_manifest(installed.path, manifest, device=device,
                                num_threads=config.inference.num_threads, top_k=config.inference.top_k,
-                               score_threshold=config.inference.score_threshold)
+                               score_threshold=config.inference.score_threshold,
+                               config=RuntimeConfig(edgetpu_library=config.inference.edgetpu_library))
     try:
         check = check_golden(engine, manifest)
     except Exception:
@@ -100,7 +143,7 @@ def prepare_model(config: AgentConfig, installed: InstalledVersion) -> ActiveMod
         raise EdgefleetError(
             f"model {manifest.model} {manifest.version} failed its smoke test: {check.detail}",
             "the model does not reproduce the golden outputs in its manifest; rebuild or re-release it")
-    return ActiveModel(installed.version, installed.path, manifest, engine)
+    return ActiveModel(installed.version, installed.path, manifest, engine, outcome)
 
 
 def lower_thread_priority(increment: int) -> None:
@@ -115,7 +158,11 @@ def lower_thread_priority(increment: int) -> None:
         log.debug("could not lower the priority of thread %d: %s", thread_id, error)
 
 
-EventSink = Callable[[str, str, str | None, str | None], None]  # (kind, detail, model_version, from_version)
+# The telemetry event for an unusable Edge TPU. Sent once the telemetry contract's EventKind has it (telemetry
+# v2); until then the log and the status file (`edgetpu_unavailable`) carry it: an `error` event would mark the
+# device failing in the fleet monitor although it runs its CPU variant.
+EDGETPU_UNAVAILABLE_EVENT = "edgetpu_unavailable"
+EventSink = Callable[[str, str, Optional[str], Optional[str]], None]  # (kind, detail, model_version, from_version)
 
 
 class ModelWatcher:
@@ -137,6 +184,7 @@ class ModelWatcher:
         self.swaps = 0
         self.failures = 0
         self.last_error: str | None = None
+        self.edgetpu_unavailable: str | None = None  # why the Edge TPU is not used, when one was wanted
         self._decided: str | None = None  # the version `current` named when we last decided on it
         self._retired: list[ActiveModel] = []  # swapped out; closed here, off the inference thread
 
@@ -178,10 +226,18 @@ class ModelWatcher:
             return None
         try:
             candidate = prepare_model(self._config, installed)
+        except EdgeTpuUnavailableError as error:  # the host's problem, not the release's: idle, not refused
+            self._edgetpu_unavailable(error.outcome, installed.version)
+            self._report_idle(str(error))
+            return None
         except EdgefleetError as error:
             self._refuse(installed, error)
             self._decided = self._store.pointer(self._config.model, CURRENT_POINTER)
             return None
+        if candidate.edgetpu is not None and not candidate.edgetpu.ok:
+            self._edgetpu_unavailable(candidate.edgetpu, candidate.version)
+        else:
+            self.edgetpu_unavailable = None
         previous = self.running
         self._slot.offer(candidate)
         self.running = candidate
@@ -195,6 +251,13 @@ class ModelWatcher:
         log.info("model %s %s (%s on %s) accepted", candidate.manifest.model, candidate.version,
                  candidate.engine.variant, candidate.engine.backend)
         return candidate
+
+    def _edgetpu_unavailable(self, outcome: ProbeOutcome, version: str) -> None:
+        """Reports an unusable Edge TPU: in the log, the status, and as an `edgetpu_unavailable` event."""
+        self.edgetpu_unavailable = f"{outcome.summary()} (fix: {outcome.fix})" if outcome.fix else outcome.summary()
+        log.error("%s", self.edgetpu_unavailable)
+        if EDGETPU_UNAVAILABLE_EVENT in typing.get_args(EventKind):
+            self._on_event(EDGETPU_UNAVAILABLE_EVENT, self.edgetpu_unavailable, version, None)
 
     def _report_idle(self, reason: str) -> None:
         """Says why no model runs: in the status file always, in the log once per reason."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -27,8 +27,8 @@ ROOT_HELP = "agent root directory (default: $EDGEFLEET_AGENT_ROOT or ~/.edgeflee
 KEY_HELP = "release public key file, PEM or base64 (default: <root>/keys/release.pub)"
 JSON_HELP = "print JSON"
 
-RootOption = Annotated[Path | None, typer.Option("--root", help=ROOT_HELP)]
-KeyOption = Annotated[Path | None, typer.Option("--public-key", help=KEY_HELP)]
+RootOption = Annotated[Optional[Path], typer.Option("--root", help=ROOT_HELP)]
+KeyOption = Annotated[Optional[Path], typer.Option("--public-key", help=KEY_HELP)]
 JsonOption = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
 ModelArgument = Annotated[str, typer.Argument(help="model name")]
 

@@ -24,14 +24,14 @@ import typing
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union
 
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from edgefleet.device.contracts.telemetry import TelemetryMessage
 
-AvroType = str | dict[str, Any] | list[Any]
+AvroType = Union[str, dict[str, Any], list[Any]]  # a runtime alias: Python 3.9 has no `X | Y`
 
 _PRIMITIVES: dict[type, str] = {
     str: "string",
@@ -114,6 +114,8 @@ def _record(model: type[BaseModel], defined: set[str]) -> AvroType:
 
 
 _NO_DEFAULT = object()
+# `X | None` is a types.UnionType (Python 3.10+); `Optional[X]` and 3.9's evaluated backports are typing.Union.
+_UNION_ORIGINS = tuple({typing.Union, getattr(types, "UnionType", typing.Union)})
 
 
 def _default(info: Any) -> Any:
@@ -123,7 +125,7 @@ def _default(info: Any) -> Any:
         value = info.default_factory()
     else:
         return _NO_DEFAULT
-    if value is None or isinstance(value, str | int | float | bool | list):
+    if value is None or isinstance(value, (str, int, float, bool, list)):
         return value
     return _NO_DEFAULT  # not representable as an Avro default: the field simply has none
 
@@ -131,7 +133,7 @@ def _default(info: Any) -> Any:
 def _avro_type(annotation: Any, defined: set[str], where: str, enum_name: str) -> AvroType:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
+    if origin in _UNION_ORIGINS:
         branches = [arg for arg in args if arg is not type(None)]
         if len(branches) != 1 or len(args) != 2:
             raise AvroSchemaError(f"{where}: only `X | None` unions map to Avro here, not {annotation}")

@@ -7,7 +7,7 @@ its exact bytes as stored (`manifest.json`), the signature stored beside it (`ma
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -144,7 +144,7 @@ class Manifest(_Frozen):
     model: str
     version: str
     task: Literal["classification", "detection"] = "classification"
-    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     source_commit: str | None = None
     files: tuple[FileEntry, ...]
     variants: dict[Variant, str] = Field(description="variant -> file name; 'cpu' always present")
@@ -214,7 +214,7 @@ class ChannelPointer(_Frozen):
     channel: str
     version: str
     manifest_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    updated_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    updated_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     updated_by: str | None = Field(default=None, max_length=256)
     # --- schema 2 ---
     counter: int | None = Field(default=None, ge=1, le=MAX_POINTER_COUNTER)

@@ -31,11 +31,13 @@ import tempfile
 from abc import ABC, abstractmethod
 from datetime import timedelta
 from pathlib import Path
-from types import EllipsisType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+if TYPE_CHECKING:
+    from types import EllipsisType  # Python 3.10+
 
 from edgefleet.device.bundle import (
     SIGNED_FILES,

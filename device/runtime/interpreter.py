@@ -189,13 +189,15 @@ def inspect_model(path: str | Path, *, data: bytes | None = None) -> ModelInfo:
     path = Path(path)
     if data is None:
         data = read_model_bytes(path)
-    # The interpreter's flatbuffer verifier checks the whole file first; our reader then only reads.
-    interpreter = _build_interpreter(path, None, DEFAULT_RUNTIME_CONFIG.num_threads, data)
+    # Our bounds-checked reader goes first: LiteRT 2.1 (the last for Python 3.9) does not verify the
+    # flatbuffer and crashes the process on some corrupt files. The interpreter then verifies the whole file
+    # where its verifier runs.
     try:
         ops = custom_ops(read_operator_codes(data))
         postprocess = custom_op_outputs(data, DETECTION_POSTPROCESS_OP)
     except FlatbufferError as error:
         raise _corrupt(path, error) from error
+    interpreter = _build_interpreter(path, None, DEFAULT_RUNTIME_CONFIG.num_threads, data)
     return ModelInfo(
         path=path,
         inputs=tuple(_tensor_spec(d, path) for d in interpreter.get_input_details()),

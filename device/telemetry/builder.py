@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import NamedTuple
 
 from edgefleet.device.contracts.distributions import DistributionAccumulator, Distributions
@@ -157,7 +157,7 @@ def is_detection(results: Sequence[object]) -> bool:
 
 
 def _utc(timestamp: float) -> datetime:
-    return datetime.fromtimestamp(timestamp, tz=UTC)
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc)
 
 
 # --- the builder ---------------------------------------------------------------------------------------

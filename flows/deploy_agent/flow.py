@@ -14,6 +14,10 @@ Per device (in parallel, at most `max_parallel`):
      see `edgefleet.flows.deploy_agent.service`;
 5. wait until the agent's status file says `running` with the new pid.
 
+Not as root (issue 12, `edgefleet.flows.deploy_agent.privileged`): a login that is not root runs these steps
+through sudo (passwordless, or `sudo_password_secret`); `agent_user` creates that system user in the TPU groups
+and runs the agent as it, the public key and config staying root's.
+
 Offline installs (tests, air-gapped devices): `no_deps=True` installs only the wheel; the dependencies come
 from `system_site_packages=True` (the device's Python packages) or from `extra_site_dirs` (directories
 added to the venv's path with a .pth file).
@@ -41,6 +45,13 @@ from edgefleet.device.errors import ConfigError, EdgefleetError, VerificationErr
 from edgefleet.device.fleetkeys import register_device_key
 from edgefleet.device.registry import Registry
 from edgefleet.device.signing import key_id, public_key_from_bytes
+from edgefleet.flows.deploy_agent.privileged import (
+    SudoConnection,
+    create_user_command,
+    ownership_command,
+    sudo_password,
+    sudoers_rule,
+)
 from edgefleet.flows.deploy_agent.service import (
     ServiceSpec,
     env_file_text,
@@ -83,6 +94,12 @@ class DeployAgentParams(BaseModel):
     max_parallel: int = Field(default=8, ge=1)
     install_timeout_s: float = Field(default=600.0, gt=0, description="venv + pip install on one device")
     start_timeout_s: float = Field(default=60.0, gt=0, description="wait for the agent to report running")
+    agent_user: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_-]*$",
+                                   description="a system user to create and run the agent as (e.g. edgefleet); "
+                                               "None: the SSH login user. Put the same in fleet.yaml's agent_user")
+    sudo_password_secret: str | None = Field(
+        default=None, description="Prefect Secret block with the sudo password of non-root logins; None: "
+                                  "passwordless sudo")
 
 
 class DeployResult(BaseModel):
@@ -190,7 +207,14 @@ def deploy_device(inventory: Inventory, device: DeviceSpec, params: DeployAgentP
     """Installs and (re)starts the agent on one device; failures are returned, not raised."""
     try:
         with DeviceConnection(device, inventory.known_hosts) as connection:
-            return _deploy(connection, device, params, wheel, release_key or release_public_key_text(params.public_key))
+            key_text = release_key or release_public_key_text(params.public_key)
+            if device.user == "root":
+                return _deploy(connection, device, params, wheel, key_text)
+            privileged = SudoConnection(connection, sudo_password(params.sudo_password_secret))
+            try:
+                return _deploy(privileged, device, params, wheel, key_text)
+            finally:
+                privileged.close()
     except EdgefleetError as error:
         return DeployResult(device_id=device.id, ok=False, detail=f"{error.message} (fix: {error.fix})")
 
@@ -200,6 +224,9 @@ def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgen
     install = params.install_dir.rstrip("/")
     if not install.startswith("/"):
         raise ConfigError(f"install_dir {install!r} must be an absolute path", "e.g. /opt/edgefleet")
+    if device.user != "root" and not device.agent_root.startswith("/"):
+        raise ConfigError(f"device {device.id}: agent_root {device.agent_root!r} must be absolute when the login is "
+                          "not root (sudo changes $HOME)", "e.g. agent_root: /var/lib/edgefleet-agent")
     root = connection.run(f"mkdir -p {remote_path(device.agent_root)}/keys && cd {remote_path(device.agent_root)} "
                           "&& pwd -P").stdout.strip()
     wheels_dir, venv = f"{install}/wheels", f"{install}/venv"
@@ -228,9 +255,17 @@ def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgen
     device_key_id = publish_device_key(params, device, device_public)
     spec = ServiceSpec(name=params.service_name,
                        command=(f"{venv}/bin/edgefleet-agent", "run", "--config", config_path),
-                       user=device.user, state_dir=root, environment=params.environment,
+                       user=params.agent_user or device.user, state_dir=root, environment=params.environment,
                        description=f"edgefleet device agent ({device.id})")
     connection.write_text(spec.env_file, env_file_text(spec.environment), mode=0o600)
+    if params.agent_user:
+        connection.run(create_user_command(params.agent_user, root))
+        connection.run(ownership_command(params.agent_user, root, device.user,
+                                         (f"{root}/keys/release.pub", config_path, spec.env_file)))
+        if device.user != "root":
+            rule_path, rule = sudoers_rule(device.user, params.agent_user, spec.command[0])
+            connection.write_text(rule_path, rule, mode=0o440)
+            connection.run(f"visudo -cqf {shlex.quote(rule_path)} || {{ rm -f {shlex.quote(rule_path)}; exit 1; }}")
     commands = service_commands(params.service_manager, spec)
     if params.service_manager == "systemd":
         connection.write_text(unit_path(spec), render_unit(spec))

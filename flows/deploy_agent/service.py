@@ -9,7 +9,8 @@ systemd:
     `systemctl daemon-reload`, `enable` and `restart`. systemd restarts a crashed agent; logs go to journald.
 
 process (containers, the test fleet, devices whose init is not systemd):
-    the agent is started with `setsid nohup` (its own session, so it outlives the SSH session), its pid in
+    the agent is started with `setsid nohup` (its own session, so it outlives the SSH session; as `user`
+    through `setpriv` when the commands run as another user, e.g. root through sudo), its pid in
     `<state_dir>/<name>.pid`, its output appended to `<state_dir>/<name>.log`, its environment read from
     `<state_dir>/<name>.env`. Restart = SIGTERM (the agent drains telemetry), wait, SIGKILL after the stop
     timeout, start. Nothing restarts a crashed agent: use systemd where you can.
@@ -96,12 +97,20 @@ def render_unit(spec: ServiceSpec, template: str | None = None) -> str:
                                for arg in spec.command),
         "environment_file": environment_file, "restart_sec": f"{spec.restart_sec:g}",
         "stop_timeout_s": f"{spec.stop_timeout_s:g}", "name": spec.name,
+        "read_write_paths": _unit_value("agent root", spec.state_dir), "protect_home": protect_home(spec.state_dir),
     }
     try:
         return string.Template(text).substitute(values)
     except (KeyError, ValueError) as error:
         raise ConfigError(f"systemd unit template names an unknown field: {error}",
                           f"use only ${', $'.join(sorted(values))}") from None
+
+
+def protect_home(writable: str) -> str:
+    """`ProtectHome=` for an agent that writes `writable`: `yes` (homes hidden) unless it lives in a home,
+    then `read-only` (its ReadWritePaths= stays writable)."""
+    homes = ("/home", "/root", "/run/user")
+    return "read-only" if any(writable == home or writable.startswith(home + "/") for home in homes) else "yes"
 
 
 _UNIX_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
@@ -143,9 +152,14 @@ def process_commands(spec: ServiceSpec) -> ServiceCommands:
             f'if kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; i=0; '
             f'while kill -0 "$pid" 2>/dev/null && [ $i -lt {stop_ticks} ]; do sleep 0.1; i=$((i+1)); done; '
             f'kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"; fi; rm -f {pid_file}; fi')
+    # As spec.user when the manager runs as someone else (root through sudo): setpriv execs, so $! stays the
+    # agent's own pid.
+    user = shlex.quote(spec.user)
+    as_user = (f'$([ "$(id -un)" = {user} ] || echo setpriv --reuid={user} --regid="$(id -g {user})" '
+               f'--init-groups --)')
     start = (f'mkdir -p {shlex.quote(spec.state_dir)} && '
              f'( if [ -f {env_file} ]; then set -a; . {env_file}; set +a; fi; '
-             f'setsid nohup {command} >>{log_file} 2>&1 </dev/null & echo $! > {pid_file} )')
+             f'setsid nohup {as_user} {command} >>{log_file} 2>&1 </dev/null & echo $! > {pid_file} )')
     is_running = f'[ -f {pid_file} ] && kill -0 "$(cat {pid_file})" 2>/dev/null'
     return ServiceCommands(restart=f"{stop}; {start}", stop=stop, is_running=is_running, pid=f"cat {pid_file}")
 

@@ -25,6 +25,7 @@ from edgefleet.device.agent.status import AgentStatus
 from edgefleet.device.bundle import sha256_file
 from edgefleet.device.contracts.layout import MANIFEST_FILE, SIGNATURE_FILE
 from edgefleet.device.contracts.manifest import Manifest
+from edgefleet.device.doctor import DoctorReport, blocking_failures
 from edgefleet.device.errors import EdgefleetError
 from edgefleet.flows.rollout.health import StatusBaseline, Verdict, monitor_verdict, status_age_s, status_verdict
 from edgefleet.flows.rollout.params import HealthGate
@@ -69,6 +70,8 @@ class Preflight:
     probe: DeviceProbe
     before: str | None
     already_installed: bool
+    doctor_notes: tuple[str, ...] = ()
+    """The device's `doctor` failures that did not block this version (e.g. no TPU where the CPU may run)."""
 
 
 @dataclass(frozen=True)
@@ -128,8 +131,9 @@ def probe(connection: DeviceConnection, model: str, version: str) -> DeviceProbe
 
 
 def preflight(connection: DeviceConnection, model: str, version: str, manifest_sha256: str, version_bytes: int,
-              gate: HealthGate, disk_headroom: float) -> Preflight:
-    """Checks the device can take the version: reachable, agent alive, disk space, not refused before.
+              gate: HealthGate, disk_headroom: float, has_edgetpu_variant: bool = False) -> Preflight:
+    """Checks the device can take the version: reachable, agent alive, disk space, not refused before, and
+    the host itself (`edgefleet-agent doctor`, see `doctor_preflight`).
 
     Raises:
         PreflightError: naming what is wrong and what to do.
@@ -160,7 +164,34 @@ def preflight(connection: DeviceConnection, model: str, version: str, manifest_s
     if seen.installed_manifest_sha256 is not None and not already:
         raise PreflightError(f"device {device.id} has {model} {version} installed with different content",
                              "versions are immutable: publish the change as a new version")
-    return Preflight(seen, seen.current, already)
+    notes = doctor_preflight(connection, has_edgetpu_variant)
+    return Preflight(seen, seen.current, already, notes)
+
+
+def doctor_preflight(connection: DeviceConnection, has_edgetpu_variant: bool) -> tuple[str, ...]:
+    """Runs `edgefleet-agent doctor --json` on the device; raises on the failures that matter for the version.
+
+    The Edge TPU's failures matter only when the version has an edgetpu variant and the device's agent requires
+    the TPU (`inference.require_edgetpu`); otherwise the agent runs the CPU variant and they become notes.
+    An agent without `doctor` (older than issue 12) is not held back: a note says so.
+
+    Raises:
+        PreflightError: listing every blocking failure with its fix.
+    """
+    device = connection.device
+    result = connection.agent("doctor", "--json", check=False)
+    try:
+        report = DoctorReport.model_validate_json(result.stdout)
+    except ValueError:
+        log.warning("device %s: no doctor report (exit %s): %s", device.id, result.exit_code,
+                    result.stderr.strip()[-300:])
+        return (f"doctor unavailable (exit {result.exit_code}): update the agent (deploy-agent)",)
+    blocking = blocking_failures(report, tpu_required=has_edgetpu_variant and report.tpu_required)
+    if blocking:
+        raise PreflightError(
+            f"device {device.id}: doctor found " + "; ".join(f"{c.name}: {c.detail}" for c in blocking),
+            " / ".join(f"{c.name}: {c.fix}" for c in blocking if c.fix) or "run `edgefleet-agent doctor` there")
+    return tuple(f"{c.name}: {c.detail}" for c in report.failed)
 
 
 def version_files(local_dir: Path, manifest: Manifest) -> dict[str, tuple[str, int]]:

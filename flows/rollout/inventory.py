@@ -49,6 +49,8 @@ class DeviceSpec(_Strict):
                             description="the agent root on the device (models, status.json, spool)")
     agent_command: str = Field(default="edgefleet-agent", min_length=1,
                                description="how to call the device CLI there (absolute path in a venv)")
+    agent_user: str | None = Field(default=None, description="the system user the agent runs as (deploy-agent's "
+                                   "agent_user); the device CLI is then run as it with `sudo -n -u`")
     connect_timeout_s: int = Field(default=10, ge=1, description="TCP connect + SSH banner/auth timeout")
     connect_attempts: int = Field(default=2, ge=1, description="tries before a device counts as unreachable")
     connect_retry_wait_s: float = Field(default=0.5, ge=0, description="pause between two connection tries")

@@ -11,6 +11,7 @@ each remote command (`command_timeout_s`), so an unreachable device is a failure
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import shlex
@@ -168,8 +169,9 @@ class DeviceConnection:
 
     # --- commands and files ----------------------------------------------------------------------
 
-    def run(self, command: str, *, timeout_s: float | None = None, check: bool = True) -> CommandResult:
-        """Runs a shell command on the device.
+    def run(self, command: str, *, timeout_s: float | None = None, check: bool = True,
+            stdin_text: str | None = None) -> CommandResult:
+        """Runs a shell command on the device (`stdin_text`: fed to its standard input, e.g. a sudo password).
 
         Raises:
             RemoteCommandError: non-zero exit (when `check`) or timeout; carries stdout/stderr.
@@ -177,7 +179,8 @@ class DeviceConnection:
         """
         timeout = timeout_s if timeout_s is not None else self.device.command_timeout_s
         try:
-            result = self.connection.run(command, hide=True, warn=True, timeout=timeout)
+            streams = {"in_stream": io.StringIO(stdin_text)} if stdin_text is not None else {}
+            result = self.connection.run(command, hide=True, warn=True, timeout=timeout, **streams)
         except CommandTimedOut as error:
             self.close()  # the channel may still be busy: start clean next time
             raise RemoteCommandError(f"device {self.device.id}: command timed out after {timeout:.0f} s: {command}",
@@ -196,8 +199,12 @@ class DeviceConnection:
         return CommandResult(result.stdout, result.stderr, result.exited)
 
     def agent(self, *args: str, timeout_s: float | None = None, check: bool = True) -> CommandResult:
-        """Runs the device CLI (`edgefleet-agent ARGS --root <agent_root>`)."""
-        command = shlex.join([self.device.agent_command, *args]) + " --root " + remote_path(self.device.agent_root)
+        """Runs the device CLI (`edgefleet-agent ARGS --root <agent_root>`), as the agent's own user through
+        `sudo -n -u` when the inventory names one (deploy-agent's `agent_user`)."""
+        argv = [self.device.agent_command, *args]
+        if self.device.agent_user and self.device.agent_user != self.device.user:
+            argv = ["sudo", "-n", "-u", self.device.agent_user, *argv]
+        command = shlex.join(argv) + " --root " + remote_path(self.device.agent_root)
         return self.run(command, timeout_s=timeout_s, check=check)
 
     def put(self, local: str | os.PathLike[str], remote: str) -> int:

@@ -104,7 +104,7 @@ def prepare_version(registry: Registry, model: str, version: str, work_dir: Path
 def preflight_task(connection: DeviceConnection, prepared: PreparedVersion, gate: HealthGate,
                    disk_headroom: float) -> steps.Preflight:
     return steps.preflight(connection, prepared.model, prepared.version, prepared.manifest_sha256,
-                           prepared.total_bytes, gate, disk_headroom)
+                           prepared.total_bytes, gate, disk_headroom, "edgetpu" in prepared.manifest.variants)
 
 
 @task(name="upload", cache_policy=NO_CACHE)
@@ -234,7 +234,8 @@ def roll_device(inventory: Inventory, device: DeviceSpec, prepared: PreparedVers
         with run.step("preflight") as note:
             checked = preflight_task(connection, prepared, gate, disk_headroom)
             run.before = checked.before
-            note["detail"] = f"current {checked.before}, {checked.probe.free_bytes / 1e6:.0f} MB free"
+            note["detail"] = f"current {checked.before}, {checked.probe.free_bytes / 1e6:.0f} MB free" + "".join(
+                f"; doctor: {line}" for line in checked.doctor_notes)
         staging = None
         if not checked.already_installed:
             with run.step("upload") as note:

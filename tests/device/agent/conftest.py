@@ -29,18 +29,27 @@ class Releases:
         self.store = ModelStore(self.root, public_key=self.public_key)
 
     def build(self, version: str, model_file: str = "mobilenet_v1_0.25_128_quant.tflite",
-              labels: str = "imagenet_labels.txt", *, golden_from: str | None = None) -> Path:
-        """A signed version dir of `model_file`; golden outputs computed on `golden_from` (default: itself)."""
+              labels: str = "imagenet_labels.txt", *, golden_from: str | None = None,
+              edgetpu_variant: bool = False) -> Path:
+        """A signed version dir of `model_file`; golden outputs computed on `golden_from` (default: itself).
+
+        `edgetpu_variant`: ship `model_file` as the edgetpu variant too (for the libedgetpu stand-in, which
+        runs models on the CPU kernels).
+        """
         with Engine.open(self.coral / (golden_from or model_file)) as engine:
             golden = compute_golden(engine, GOLDEN_SEEDS)
         dest = self.tmp / "releases" / version
-        create_version_dir(dest, {"model_cpu.tflite": self.coral / model_file, "labels.txt": self.coral / labels},
-                           private_key=self.private_key, model=MODEL, version=version, golden=golden)
+        files = {"model_cpu.tflite": self.coral / model_file, "labels.txt": self.coral / labels}
+        if edgetpu_variant:
+            files["model_edgetpu.tflite"] = self.coral / model_file
+        create_version_dir(dest, files, private_key=self.private_key, model=MODEL, version=version,
+                           golden=golden)
         return dest
 
     def install(self, version: str, model_file: str = "mobilenet_v1_0.25_128_quant.tflite", *,
-                activate: bool = True, golden_from: str | None = None) -> Path:
-        self.store.install(self.build(version, model_file, golden_from=golden_from))
+                activate: bool = True, golden_from: str | None = None, edgetpu_variant: bool = False) -> Path:
+        self.store.install(self.build(version, model_file, golden_from=golden_from,
+                                      edgetpu_variant=edgetpu_variant))
         if activate:
             self.store.activate(MODEL, version)
         return self.store.version_dir(MODEL, version)

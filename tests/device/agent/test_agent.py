@@ -11,7 +11,9 @@ from contextlib import contextmanager
 from edgefleet.device.agent.config import load_config
 from edgefleet.device.agent.loop import Agent
 from edgefleet.device.agent.status import read_status
+from edgefleet.device.contracts.layout import CURRENT_POINTER, PREVIOUS_POINTER
 from edgefleet.device.contracts.telemetry import TelemetryMessage
+from edgefleet.device.fsutil import switch_symlink
 
 WAIT_S = 60.0
 MODEL = "imagenet"  # the name the `releases` fixture publishes under
@@ -131,13 +133,16 @@ def test_a_tampered_version_is_refused_and_the_running_model_keeps_going(release
     with running(agent):
         wait_until(lambda: agent.stats.frames >= 5, "frames on 1.0.0")
         path = releases.install("1.1.0", "mobilenet_v1_0.25_128_quant.tflite", activate=False)
-        releases.store.activate(MODEL, "1.1.0")
-        # Tamper after activation, before the agent looks: the agent verifies again and must refuse.
+        # Tampered after its install and activation (the pointer is switched by hand: `activate` would verify
+        # and refuse, and tampering after it would race the watcher): the agent verifies again and refuses.
         model_file = path / "model_cpu.tflite"
         model_file.chmod(0o644)
         data = bytearray(model_file.read_bytes())
         data[-1] ^= 0xFF
         model_file.write_bytes(bytes(data))
+        model_dir = releases.store.model_dir(MODEL)
+        switch_symlink(model_dir / PREVIOUS_POINTER, "1.0.0")
+        switch_symlink(model_dir / CURRENT_POINTER, "1.1.0")
         wait_until(lambda: agent.watcher.failures == 1, "the refusal")
         wait_until(lambda: releases.store.current(MODEL).version == "1.0.0", "the pointer restored")
     status = read_status(releases.root / "status.json")
@@ -148,7 +153,9 @@ def test_a_tampered_version_is_refused_and_the_running_model_keeps_going(release
 def test_without_an_installed_model_the_agent_waits_and_says_why(releases):
     agent = Agent(agent_config(releases))
     with running(agent):
-        wait_until(lambda: releases.root.joinpath("status.json").exists(), "the status file")
+        # The first status says "starting"; the next ones, written once the store was looked at, say why idle.
+        wait_until(lambda: releases.root.joinpath("status.json").exists()
+                   and read_status(releases.root / "status.json").state == "running", "the status file")
         status = read_status(releases.root / "status.json")
         assert status.frames == 0 and "no version of model" in (status.last_error or "")
         releases.install("1.0.0", "mobilenet_v1_0.25_128_quant.tflite")

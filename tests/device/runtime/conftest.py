@@ -5,10 +5,17 @@
 - an SSD-style detector ending in the real `TFLite_Detection_PostProcess` op (fused by the converter from
   a function annotated `experimental_implements`, as the TF2 object detection API exports it): each image
   quadrant is one anchor, its class is the quadrant's dominant colour.
+
+Where TensorFlow cannot be installed (the device's Pythons, 3.9 and 3.13, in .ci/device-pythons), the same
+models are built beforehand by `python tests/device/runtime/conftest.py DIR` under the project's Python and
+read from `EDGEFLEET_TINY_MODELS=DIR`; without either, the tests that need them skip.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -43,6 +50,11 @@ def _postprocess_signature() -> str:
     parts.append('attr { key: "use_regular_nms" value { b: false } }')
     parts += [f'attr {{ key: "{k}" value {{ f: {v} }} }}' for k, v in floats.items()]
     return " ".join(parts)
+
+
+def _paths(directory: Path) -> TinyModels:
+    return TinyModels(directory / "colour_float.tflite", directory / "colour_int8.tflite",
+                      directory / "detector.tflite", directory / "colours.txt", directory / "detector_labels.txt")
 
 
 def _build(directory: Path) -> TinyModels:
@@ -112,5 +124,21 @@ def _build(directory: Path) -> TinyModels:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     """Tiny real models converted with TFLiteConverter (see the module docstring)."""
+    prebuilt = os.environ.get("EDGEFLEET_TINY_MODELS")
+    if prebuilt:
+        models = _paths(Path(prebuilt))
+        missing = [str(path) for path in models if not path.is_file()]
+        if missing:
+            pytest.fail(f"EDGEFLEET_TINY_MODELS={prebuilt} lacks {missing}: build them with "
+                        "`python tests/device/runtime/conftest.py DIR` where TensorFlow is installed")
+        return models
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("TensorFlow (not a device dependency) is needed to build the tiny test models: set "
+                    "EDGEFLEET_TINY_MODELS to models built beforehand")
     return _build(tmp_path_factory.mktemp("tiny-models"))
+
+
+if __name__ == "__main__":  # prebuild the models for a Python without TensorFlow (see the module docstring)
+    built = _build(Path(sys.argv[1]))
+    assert built == _paths(Path(sys.argv[1]))
 

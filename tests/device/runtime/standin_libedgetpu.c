@@ -8,11 +8,18 @@
  * Which TPUs are "attached" comes from STANDIN_EDGETPU_DEVICES (comma-separated, e.g. "usb:0,pci:0");
  * each successful creation appends "device=<option>" to STANDIN_EDGETPU_LOG when set.
  * Its delegate claims no nodes (it cannot execute edgetpu-custom-op): models run on the CPU kernels.
+ *
+ * Faults of a libedgetpu built for another TensorFlow Lite (google-coral/edgetpu#731, #841): with
+ * STANDIN_EDGETPU_FAULT=segv its Prepare (called while the interpreter is created, after load_delegate has
+ * succeeded) dereferences NULL, a real SIGSEGV; with STANDIN_EDGETPU_FAULT=hang it never returns. Compiled
+ * with -DSTANDIN_UNRESOLVED it references a symbol no library defines, so dlopen(RTLD_NOW) fails, as a
+ * libedgetpu built against another glibc/abseil does.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct TfLiteDelegate {
   void* data_;
@@ -24,7 +31,24 @@ typedef struct TfLiteDelegate {
   void* opaque_delegate_builder;
 } TfLiteDelegate;
 
-static int prepare(void* context, TfLiteDelegate* delegate) { (void)context; (void)delegate; return 0; }
+static int prepare(void* context, TfLiteDelegate* delegate) {
+  (void)context;
+  (void)delegate;
+  const char* fault = getenv("STANDIN_EDGETPU_FAULT");
+  if (fault != NULL && strcmp(fault, "segv") == 0) {
+    volatile int* nowhere = NULL;
+    *nowhere = 1;
+  }
+  if (fault != NULL && strcmp(fault, "hang") == 0) {
+    for (;;) pause();
+  }
+  return 0;
+}
+
+#ifdef STANDIN_UNRESOLVED
+extern void edgetpu_symbol_of_another_build(void);
+void standin_unresolved(void) { edgetpu_symbol_of_another_build(); }
+#endif
 
 /* Does the attached device `have` ("usb:0") satisfy the request `want` ("", "usb", "usb:0", ":0")? */
 static int matches(const char* want, const char* have, int position) {

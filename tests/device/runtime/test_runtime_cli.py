@@ -14,9 +14,17 @@ from edgefleet.device.cli import app
 MOBILENET_V2 = "mobilenet_v2_1.0_224_quant.tflite"
 
 
+def _cli_runner() -> CliRunner:
+    """stdout and stderr kept apart: always with Click 8.2+, on request with Click 8.1 (Python 3.9's)."""
+    try:
+        return CliRunner(mix_stderr=False)
+    except TypeError:  # Click 8.2 removed the parameter
+        return CliRunner()
+
+
 @pytest.fixture
 def runner() -> CliRunner:
-    return CliRunner()
+    return _cli_runner()
 
 
 def test_inspect_json(runner, coral_data):

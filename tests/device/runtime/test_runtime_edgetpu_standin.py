@@ -2,15 +2,14 @@
 
 libedgetpu and a TPU cannot exist here; `standin_libedgetpu.c` implements the real external-delegate ABI
 (`tflite_plugin_create_delegate` with the "device" option) and fails like libedgetpu when no matching TPU
-is attached. It claims no nodes, so the models it "accelerates" run on the CPU kernels: the `edgetpu`
+is attached (the `standin_library` fixture, tests/device/conftest.py). It claims no nodes, so the models
+it "accelerates" run on the CPU kernels: the `edgetpu`
 variant in these tests is therefore a plain CPU model file.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -23,19 +22,7 @@ from edgefleet.device.runtime.engine import Engine, open_for_manifest
 from edgefleet.device.runtime.interpreter import edgetpu_present, inspect_model, load_model
 from edgefleet.device.runtime.preprocess import load_image
 
-SOURCE = Path(__file__).with_name("standin_libedgetpu.c")
 MOBILENET_V2 = "mobilenet_v2_1.0_224_quant.tflite"
-
-
-@pytest.fixture(scope="session")
-def standin_library(tmp_path_factory: pytest.TempPathFactory) -> str:
-    compiler = shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        pytest.skip("no C compiler to build the libedgetpu stand-in")
-    library = tmp_path_factory.mktemp("standin") / "libedgetpu.so.1"
-    subprocess.run([compiler, "-shared", "-fPIC", "-O1", "-o", str(library), str(SOURCE)], check=True,
-                   timeout=60)
-    return str(library)
 
 
 @pytest.fixture

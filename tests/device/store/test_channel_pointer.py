@@ -3,7 +3,7 @@ device's acceptance rule (pure) in its corner cases."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from pydantic import ValidationError
@@ -14,7 +14,7 @@ from edgefleet.device.contracts.manifest import ChannelPointer
 from .conftest import Keys
 
 SHA = "ab" * 32
-NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 
 
 def signed(

@@ -15,7 +15,16 @@ from edgefleet.device.store import ModelStore
 
 from .conftest import Keys, VersionFactory
 
-runner = CliRunner()
+
+def _cli_runner() -> CliRunner:
+    """stdout and stderr kept apart: always with Click 8.2+, on request with Click 8.1 (Python 3.9's)."""
+    try:
+        return CliRunner(mix_stderr=False)
+    except TypeError:  # Click 8.2 removed the parameter
+        return CliRunner()
+
+
+runner = _cli_runner()
 
 
 def invoke(*args: str | Path) -> object:

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 import pytest
 from google.api_core import exceptions as google_errors
@@ -52,7 +52,7 @@ def message_build(
         return TelemetryMessage(
             device_id=device_id,
             seq=seq,
-            time=datetime.now(UTC),
+            time=datetime.now(timezone.utc),
             kind="event",
             model=model,
             health=Health(uptime_s=1.0),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -46,7 +46,7 @@ class Producer:
         return TelemetryMessage(
             device_id="dev-outage",
             seq=seq,
-            time=datetime.now(UTC),
+            time=datetime.now(timezone.utc),
             kind="inference",
             model=MODEL,
             health=Health(uptime_s=1.0),

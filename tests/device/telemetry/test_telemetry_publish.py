@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -52,7 +52,7 @@ def _build(device_id: str, model: ModelRef | None) -> Callable[[int], TelemetryM
         return TelemetryMessage(
             device_id=device_id,
             seq=seq,
-            time=datetime.now(UTC),
+            time=datetime.now(timezone.utc),
             kind="event",
             model=model,
             health=Health(uptime_s=float(seq)),

@@ -1,0 +1,116 @@
+"""deploy-agent from a normal SSH login with sudo, and the agent as its own unprivileged system user.
+
+Raspberry Pi OS and Ubuntu disable root login over SSH: the flow logs in as the inventory's user and runs its
+device steps as root through `sudo` (`sudo -n`: passwordless; or `sudo -S` with the password from a Prefect
+Secret block on standard input, never on a command line). With `agent_user`, it creates that system user in
+the groups that reach the Edge TPU (plugdev for USB, apex for PCIe, where they exist), gives it the agent root,
+and keeps the release public key and the config root's: the agent cannot rewrite its own trust anchor.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from edgefleet.device.errors import EdgefleetError
+from edgefleet.flows.rollout.ssh import CommandResult, DeviceConnection, RemoteCommandError
+
+TPU_GROUPS = ("plugdev", "apex")
+NOLOGIN = "/usr/sbin/nologin"
+INCOMING_DIR = ".incoming"  # the rollout's staging area inside the agent root (flows/rollout/device.py)
+
+
+class SudoFailed(EdgefleetError):
+    """sudo refused to run the deploy's commands as root."""
+
+
+class SudoConnection:
+    """The `DeviceConnection` operations deploy-agent uses (run, put, write_text), each done as root via sudo."""
+
+    def __init__(self, connection: DeviceConnection, password: str | None) -> None:
+        self._connection = connection
+        self._password = password
+        self._staging: str | None = None
+
+    @property
+    def device(self):  # noqa: ANN201 - the DeviceSpec, as on DeviceConnection
+        return self._connection.device
+
+    def run(self, command: str, *, timeout_s: float | None = None, check: bool = True) -> CommandResult:
+        if self._password is None:
+            wrapped, stdin = f"sudo -n sh -c {shlex.quote(command)}", None
+        else:
+            wrapped, stdin = f"sudo -S -p '' sh -c {shlex.quote(command)}", self._password + "\n"
+        result = self._connection.run(wrapped, timeout_s=timeout_s, check=False, stdin_text=stdin)
+        refused = "a password is required" in result.stderr or "incorrect password" in result.stderr \
+            or "is not in the sudoers file" in result.stderr or "may not run sudo" in result.stderr
+        if refused:
+            raise SudoFailed(f"device {self.device.id}: sudo refused {self.device.user}: {result.stderr.strip()}",
+                             "allow this user sudo on the device (passwordless, or give its password in a Prefect "
+                             "Secret block named by sudo_password_secret)")
+        if check and result.exit_code != 0:
+            raise RemoteCommandError(
+                f"device {self.device.id}: `sudo {command}` exited {result.exit_code}: "
+                f"{(result.stderr or result.stdout).strip()[-2000:]}",
+                "see the device's message above", exit_code=result.exit_code, stdout=result.stdout,
+                stderr=result.stderr)
+        return result
+
+    def _staging_dir(self) -> str:
+        if self._staging is None:
+            self._staging = self._connection.run("mktemp -d").stdout.strip()
+        return self._staging
+
+    def put(self, local: str | Path, remote: str) -> int:
+        staged = f"{self._staging_dir()}/{Path(local).name}"
+        size = self._connection.put(local, staged)
+        self.run(f"mv {shlex.quote(staged)} {shlex.quote(remote)}")
+        return size
+
+    def write_text(self, remote: str, text: str, mode: int = 0o644) -> None:
+        staged = f"{self._staging_dir()}/{Path(remote).name}"
+        self._connection.write_text(staged, text, mode=0o600)
+        self.run(f"install -m {mode:o} {shlex.quote(staged)} {shlex.quote(remote)} && rm -f {shlex.quote(staged)}")
+
+    def close(self) -> None:
+        if self._staging is not None:
+            self._connection.run(f"rm -rf {shlex.quote(self._staging)}", check=False)
+
+
+def create_user_command(user: str, home: str, groups: tuple[str, ...] = TPU_GROUPS) -> str:
+    """Creates the agent's system user (idempotent) and adds it to the TPU groups that exist."""
+    u = shlex.quote(user)
+    join = "".join(f"if getent group {g} >/dev/null; then usermod -aG {g} {u}; fi; " for g in groups)
+    return (f"id -u {u} >/dev/null 2>&1 || useradd --system --user-group --home-dir {shlex.quote(home)} "
+            f"--no-create-home --shell {NOLOGIN} {u}; {join}true")
+
+
+def ownership_command(user: str, root: str, login_user: str, root_only: tuple[str, ...]) -> str:
+    """The agent owns its root; `root_only` files (trust anchor, config, env file) stay root's and read-only to
+    it; the rollout's staging area belongs to the SSH login user (who uploads there)."""
+    u, r = shlex.quote(user), shlex.quote(root)
+    protected = " ".join(shlex.quote(path) for path in root_only)
+    return (f"chown -R {u}: {r} && chown root:root {r}/keys {protected} && chmod 755 {r}/keys && "
+            f"install -d -o {shlex.quote(login_user)} {r}/{INCOMING_DIR}")
+
+
+def sudoers_rule(login_user: str, agent_user: str, agent_command: str) -> tuple[str, str]:
+    """(path, text) of the sudoers rule that lets the rollout run the device CLI, and only it, as the agent's
+    user without a password (`DeviceConnection.agent` runs `sudo -n -u AGENT_USER edgefleet-agent ...`)."""
+    # Named to sort last (sudo applies the last matching rule, files in lexical order); no dot (sudo skips those).
+    path = f"/etc/sudoers.d/zz-edgefleet-agent-{login_user}"
+    return path, f"{login_user} ALL=({agent_user}) NOPASSWD: {agent_command}\n"
+
+
+def sudo_password(secret_block: str | None) -> str | None:
+    """The sudo password from a Prefect Secret block, or None (passwordless sudo)."""
+    if secret_block is None:
+        return None
+    from prefect.blocks.system import Secret
+
+    try:
+        return Secret.load(secret_block).get()
+    except ValueError as error:
+        raise EdgefleetError(f"no Prefect Secret block named {secret_block!r}: {error}",
+                             "create it (prefect block create secret, or Secret(value=...).save(name)) or set "
+                             "sudo_password_secret to null for passwordless sudo") from error

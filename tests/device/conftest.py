@@ -1,0 +1,37 @@
+"""Stand-ins for libedgetpu (which cannot be installed here), compiled once per session from
+`runtime/standin_libedgetpu.c`: the real external-delegate ABI, with the faults of a libedgetpu built for
+another runtime (segfault or hang at interpreter creation, selected by STANDIN_EDGETPU_FAULT) and a build
+that fails to load (an unresolved symbol)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+STANDIN_SOURCE = Path(__file__).parent / "runtime" / "standin_libedgetpu.c"
+
+
+def _compile(directory: Path, *defines: str) -> str:
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler to build the libedgetpu stand-in")
+    library = directory / "libedgetpu.so.1"
+    subprocess.run([compiler, "-shared", "-fPIC", "-O1", *defines, "-o", str(library), str(STANDIN_SOURCE)],
+                   check=True, timeout=60)
+    return str(library)
+
+
+@pytest.fixture(scope="session")
+def standin_library(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The stand-in libedgetpu.so.1; TPUs "attached" per STANDIN_EDGETPU_DEVICES, faults per
+    STANDIN_EDGETPU_FAULT (segv | hang)."""
+    return _compile(tmp_path_factory.mktemp("standin"))
+
+
+@pytest.fixture(scope="session")
+def unloadable_library(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A libedgetpu.so.1 that dlopen refuses (undefined symbol), like a build for another system."""
+    return _compile(tmp_path_factory.mktemp("standin-unresolved"), "-DSTANDIN_UNRESOLVED")

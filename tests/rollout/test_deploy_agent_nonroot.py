@@ -1,0 +1,127 @@
+"""deploy-agent from a normal SSH login with sudo, the agent as its own system user (issue 12).
+
+A real sshd device whose login is a new non-root user allowed sudo with a password (the password comes from a
+Prefect Secret block); the flow creates the agent's system user, runs the agent as it under the `process`
+manager (setpriv), and keeps the trust anchor root's. Creating users needs root (CI is root): skipped
+otherwise, with the reason. Everything the agent's user must read lives under a world-readable directory
+(pytest's own temp dirs are private to root), and the agent runs on Debian's /usr/bin/python3 (the
+project's interpreter may live in root's home).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from edgefleet.device.signing import generate_keypair, save_public_key
+from edgefleet.local.fleet import SimulatedFleet
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+NEEDS = ("sudo", "useradd", "userdel", "chpasswd", "setpriv", "visudo")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="creates users: needs root (CI runs as root)"),
+    pytest.mark.skipif(any(shutil.which(tool) is None for tool in NEEDS) or not Path(SYSTEM_PYTHON).exists(),
+                       reason=f"needs {', '.join(NEEDS)} and {SYSTEM_PYTHON} (.ci/run installs sudo)"),
+]
+
+
+@pytest.fixture
+def users():
+    """A login user with a password and password-protected sudo, and the name of the agent's user-to-be;
+    both removed afterwards, with their sudoers files."""
+    suffix = uuid.uuid4().hex[:6]
+    login, agent, password = f"efl{suffix}", f"efa{suffix}", uuid.uuid4().hex
+    sudoers = Path(f"/etc/sudoers.d/eftest-{login}")
+    subprocess.run(["useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/bin/sh", login],
+                   check=True)
+    try:
+        subprocess.run(["chpasswd"], input=f"{login}:{password}\n", text=True, check=True)
+        sudoers.write_text(f"{login} ALL=(ALL) ALL\n")
+        sudoers.chmod(0o440)
+        yield login, agent, password
+    finally:
+        sudoers.unlink(missing_ok=True)
+        Path(f"/etc/sudoers.d/zz-edgefleet-agent-{login}").unlink(missing_ok=True)
+        for user in (login, agent):
+            subprocess.run(["userdel", user], capture_output=True)
+        subprocess.run(["groupdel", agent], capture_output=True)
+
+
+@pytest.fixture
+def readable_dir():
+    """A directory other users can traverse (pytest's tmp dirs are 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="edgefleet-nonroot-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_deploy_through_sudo_runs_the_agent_as_its_own_user_without_write_access_to_its_key(
+        users, readable_dir, tmp_path, coral_data):
+    from prefect.blocks.system import Secret
+
+    import edgefleet
+    from edgefleet.flows.deploy_agent.flow import DeployAgentParams, build_wheel, deploy_agent
+    from edgefleet.flows.rollout.device import doctor_preflight, probe
+    from edgefleet.flows.rollout.inventory import load_inventory
+    from edgefleet.flows.rollout.ssh import DeviceConnection
+
+    login, agent_user, password = users
+    secret = f"sudo-{login}"
+    Secret(value=password).save(secret, overwrite=True)
+    _, public_key = generate_keypair()
+    key_path = save_public_key(public_key, tmp_path / "release.pub")
+    frames = readable_dir / "frames"
+    frames.mkdir()
+    shutil.copy(coral_data / "cat.bmp", frames / "cat.bmp")
+    (tmp_path / "dist").mkdir()
+    wheel = build_wheel.fn(Path(edgefleet.__file__).resolve().parents[1], tmp_path / "dist")
+    with SimulatedFleet(readable_dir / "fleet", 1) as fleet:
+        fleet.write_inventory(user=login, agent_user=agent_user,
+                              agent_command=str(readable_dir / "opt" / "venv" / "bin" / "edgefleet-agent"))
+        root = fleet.devices["sim-1"].root
+        params = DeployAgentParams(
+            inventory=str(fleet.inventory_path), public_key=str(key_path), install_dir=str(readable_dir / "opt"),
+            python=SYSTEM_PYTHON, no_deps=True, wheel=str(wheel), extra_site_dirs=(sysconfig.get_path("purelib"),),
+            service_manager="process", agent_user=agent_user, sudo_password_secret=secret,
+            agent={"model": "imagenet", "source": {"kind": "images", "path": str(frames), "max_fps": 2},
+                   "status": {"interval_s": 0.5}})
+        try:
+            result = deploy_agent(params)[0]
+            assert result.ok, result.detail
+
+            agent = pwd.getpwnam(agent_user)
+            process = Path(f"/proc/{result.pid}/status").read_text()
+            assert f"Uid:\t{agent.pw_uid}\t" in process  # the agent runs as its own user, not root
+            assert agent.pw_shell == "/usr/sbin/nologin"
+            key = (root / "keys" / "release.pub").stat()
+            assert (key.st_uid, key.st_mode & 0o777) == (0, 0o644)
+            assert root.stat().st_uid == agent.pw_uid  # its root: models, status, spool
+            # The attack: the agent's user rewrites its own trust anchor. Refused by the file system.
+            tamper = subprocess.run(["setpriv", f"--reuid={agent.pw_uid}", f"--regid={agent.pw_gid}", "--clear-groups",
+                                     "sh", "-c", f"echo forged >> {root / 'keys' / 'release.pub'}"],
+                                    capture_output=True, text=True)
+            assert tamper.returncode != 0 and "Permission denied" in tamper.stderr
+            assert (root / "keys" / "release.pub").read_text() == key_path.read_text()
+            # The rollout runs the device CLI as the agent's user with the rule deploy-agent installed.
+            device = load_inventory(fleet.inventory_path).devices[0]
+            with DeviceConnection(device, fleet.known_hosts) as connection:
+                status = connection.agent("status", "--json").stdout
+                seen = probe(connection, "imagenet", "1.0.0")  # the preflight's look, as the login user
+                notes = doctor_preflight(connection, has_edgetpu_variant=False)  # doctor as the agent's user
+            assert f'"pid": {result.pid}' in status
+            assert seen.status is not None and seen.status.pid == result.pid
+            assert not any(note.startswith(("store", "spool", "public_key")) for note in notes), notes
+        finally:
+            fleet.stop_agent("sim-1")
