@@ -158,9 +158,9 @@ def lower_thread_priority(increment: int) -> None:
         log.debug("could not lower the priority of thread %d: %s", thread_id, error)
 
 
-# The telemetry event for an unusable Edge TPU. Sent once the telemetry contract's EventKind has it (telemetry
-# v2); until then the log and the status file (`edgetpu_unavailable`) carry it: an `error` event would mark the
-# device failing in the fleet monitor although it runs its CPU variant.
+# The telemetry event for an unusable Edge TPU (telemetry schema 2), beside the log and the status file
+# (`edgetpu_unavailable`): not an `error` event, which would mark the device failing in the fleet monitor
+# although it runs its CPU variant.
 EDGETPU_UNAVAILABLE_EVENT = "edgetpu_unavailable"
 EventSink = Callable[[str, str, Optional[str], Optional[str]], None]  # (kind, detail, model_version, from_version)
 

@@ -39,7 +39,9 @@ MAX_NAME = 256
 MAX_RESULTS = 1000
 
 MessageKind = Literal["inference", "summary", "event"]
-EventKind = Literal["started", "swap", "swap_failed", "rollback", "error", "stopped"]
+# (schema 2) edgetpu_unavailable: the Edge TPU cannot be used (probe crashed, hung or failed); the device runs
+# its CPU variant or idles. Not a failure of the model: the monitor does not count it as failing.
+EventKind = Literal["started", "swap", "swap_failed", "rollback", "error", "stopped", "edgetpu_unavailable"]
 
 
 class _Frozen(BaseModel):

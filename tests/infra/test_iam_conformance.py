@@ -131,7 +131,7 @@ def _build(tmp_path: Path, keys: tuple[Any, Path], version: str) -> Any:
 def _run_pipeline(registry: GcsRegistry, tmp_path: Path, keys: tuple[Any, Path]) -> None:
     """The release flow's registry tasks (plan, publish, move channel: their own functions, outside the
     Prefect engine), then what the rollout flow asks of the registry (channel, its record, promotion)."""
-    from edgefleet.flows.release.params import ReleaseParams
+    from edgefleet.flows.release.params import ReleaseParams, SigningParams
     from edgefleet.flows.release.tasks import move_channel, plan_release, publish
     from edgefleet.flows.rollout.record import RecordStore, RolloutRecord
 
@@ -139,7 +139,8 @@ def _run_pipeline(registry: GcsRegistry, tmp_path: Path, keys: tuple[Any, Path])
     for version in ("1.0.0", "1.0.1"):
         plan = plan_release.fn(ReleaseParams(model=MODEL, registry=uri, version=version, channel=CHANNEL))
         outcome = publish.fn(uri, _build(tmp_path, keys, version))
-        move_channel.fn(uri, MODEL, version, CHANNEL, plan.channel_version_before, "release")
+        signing = SigningParams(key_file=str(tmp_path / "keys" / "release.key"))  # every channel move signs
+        move_channel.fn(uri, MODEL, version, CHANNEL, plan.channel_version_before, "release", signing)
     pointer = registry.read_channel(MODEL, CHANNEL).pointer  # rollout: what the channel names
     records = RecordStore(registry, "rollout-1")
     assert records.load() is None
