@@ -276,7 +276,7 @@ class _Session:
         stream = self.subscriber.subscribe(self.path, callback=inbox.receive, flow_control=flow_control)
         log.info("monitor reading %s into %s", self.path, self.store.path)
         stopped = False
-        next_prune = self.clock()
+        next_prune = self.clock() + self.config.prune_interval_s  # not at start: a restart prunes nothing early
         try:
             while not self.stop_event.is_set():
                 self._process(inbox.take(ingest.batch_max_messages, ingest.batch_max_wait_s))
