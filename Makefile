@@ -18,8 +18,10 @@ $(VENV)/.installed: pyproject.toml setup.py
 demo: setup
 	$(PY) -m edgefleet.demo $(DEMO_ARGS)
 
+# Test files run on $(TEST_WORKERS) workers, each file on one worker (the files' tests keep their order).
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
