@@ -147,14 +147,14 @@ def swap_metric(canary: Sample, gate: CanaryGate) -> Metric:
                   result="fail" if failed else "pass")
 
 
-def divergence_metric(name: MetricName, canary_counts: Mapping[int, int], other_counts: Mapping[int, int] | None,
-                      max_divergence: float, gate: CanaryGate, *, reference: bool = False) -> Metric:
-    """Divergence of the canary from a control (which may still grow) or from the release's reference (fixed)."""
-    test = "Jensen-Shannon + chi-square"
-    canary_n = sum(canary_counts.values())
-    other_n = sum(other_counts.values()) if other_counts is not None else 0
-    canary_text, other_text = f"n={canary_n}", f"n={other_n}" if other_counts is not None else "-"
-    if other_counts is None or (reference and other_n == 0):
+def _not_comparable(name: MetricName, gate: CanaryGate, canary_n: int, other_n: int | None, texts: tuple[str, str],
+                    test: str, reference: bool) -> Metric | None:
+    """The no-data row when the canary cannot be compared yet (or at all) with the other side; None when it can.
+
+    A control may still grow (the metric waits); the release's reference is fixed (a missing or too small one
+    is simply not judged)."""
+    canary_text, other_text = texts
+    if other_n is None or (reference and other_n == 0):
         return _no_data(name, gate, canary_text, other_text, test, "nothing to compare with", waiting=False)
     if reference and other_n < gate.min_reference_samples:
         return _no_data(name, gate, canary_text, other_text, test,
@@ -162,11 +162,30 @@ def divergence_metric(name: MetricName, canary_counts: Mapping[int, int], other_
     other_needed = gate.min_reference_samples if reference else gate.min_samples
     if canary_n < gate.min_samples or other_n < other_needed:
         return _no_data(name, gate, canary_text, other_text, test, f"fewer than {gate.min_samples} samples")
+    return None
+
+
+def divergence_metric(name: MetricName, canary_counts: Mapping[int, int], other_counts: Mapping[int, int] | None,
+                      max_divergence: float, gate: CanaryGate, *, reference: bool = False) -> Metric:
+    """Divergence of the canary from a control (which may still grow) or from the release's reference (fixed)."""
+    test = "Jensen-Shannon + chi-square"
+    canary_n = sum(canary_counts.values())
+    other_n = sum(other_counts.values()) if other_counts is not None else None
+    texts = (f"n={canary_n}", f"n={other_n}" if other_n is not None else "-")
+    waiting = _not_comparable(name, gate, canary_n, other_n, texts, test, reference)
+    if waiting is not None or other_counts is None:
+        return waiting  # type: ignore[return-value]
     divergence, pvalue = divergence_test(canary_counts, other_counts)
     failed = pvalue < gate.alpha and divergence > max_divergence
-    return Metric(name=name, critical=name in gate.critical, canary=canary_text, control=other_text, test=test,
+    return Metric(name=name, critical=name in gate.critical, canary=texts[0], control=texts[1], test=test,
                   statistic=divergence, threshold=f"JS>{max_divergence:g} and p<{gate.alpha:g}",
                   result="fail" if failed else "pass", detail=f"chi-square p={pvalue:.3g}")
+
+
+def _median_text(median: float | None, n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"median {median:.2f} (n={n})" if median is not None else f"n={n}"
 
 
 def score_metric(name: MetricName, canary_counts: Mapping[int, int], other_counts: Mapping[int, int] | None,
@@ -177,24 +196,17 @@ def score_metric(name: MetricName, canary_counts: Mapping[int, int], other_count
     """
     test = "Mann-Whitney U (one-sided, lower)"
     canary_n = sum(canary_counts.values())
-    other_n = sum(other_counts.values()) if other_counts is not None else 0
+    other_n = sum(other_counts.values()) if other_counts is not None else None
     canary_median = histogram_median(canary_counts, score_bucket_mid)
     other_median = histogram_median(other_counts or {}, score_bucket_mid)
-    canary_text = f"median {canary_median:.2f} (n={canary_n})" if canary_median is not None else f"n={canary_n}"
-    other_text = (f"median {other_median:.2f} (n={other_n})" if other_median is not None else f"n={other_n}") \
-        if other_counts is not None else "-"
-    if other_counts is None or (reference and other_n == 0):
-        return _no_data(name, gate, canary_text, other_text, test, "nothing to compare with", waiting=False)
-    if reference and other_n < gate.min_reference_samples:
-        return _no_data(name, gate, canary_text, other_text, test,
-                        f"reference of {other_n} images (< {gate.min_reference_samples})", waiting=False)
-    other_needed = gate.min_reference_samples if reference else gate.min_samples
-    if canary_n < gate.min_samples or other_n < other_needed:
-        return _no_data(name, gate, canary_text, other_text, test, f"fewer than {gate.min_samples} samples")
+    texts = (_median_text(canary_median, canary_n), _median_text(other_median, other_n))
+    waiting = _not_comparable(name, gate, canary_n, other_n, texts, test, reference)
+    if waiting is not None or other_counts is None:
+        return waiting  # type: ignore[return-value]
     pvalue = mann_whitney_greater(other_counts, canary_counts)  # the other side higher = the canary lower
     drop = (other_median or 0.0) - (canary_median or 0.0)
     failed = pvalue < gate.alpha and drop > max_drop
-    return Metric(name=name, critical=name in gate.critical, canary=canary_text, control=other_text, test=test,
+    return Metric(name=name, critical=name in gate.critical, canary=texts[0], control=texts[1], test=test,
                   statistic=pvalue, threshold=f"p<{gate.alpha:g} and drop>{max_drop:g}",
                   result="fail" if failed else "pass", detail=f"median drop {drop:+.2f}")
 
