@@ -57,8 +57,10 @@ class CanaryGate(_Config):
     min_samples: int = Field(default=100, ge=10,
                              description="inferences the canary (and the control) need before a metric is judged")
     min_error_samples: int = Field(
-        default=300, ge=10, description="inferences before the error ratio may pass (it may fail earlier): "
-                                        "300 see a 5% error rate against 1% allowed with a power above 0.99")
+        default=300, ge=10, description="inferences before the error ratio may pass (it may fail earlier): with "
+                                        "300, a 5% error rate is caught with power 0.999 against a clean "
+                                        "concurrent control of 600 (Fisher) and 0.97 against 1% allowed without "
+                                        "one (binomial), at alpha 0.01 (scipy.stats)")
     min_reference_samples: int = Field(default=30, ge=1,
                                        description="held-out images the release's reference needs to be used")
     max_latency_increase_ratio: float = Field(default=1.5, gt=1,
