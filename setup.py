@@ -1,14 +1,16 @@
 """Package mapping only; everything else is in pyproject.toml.
 
-The project card fixes the top-level folders (device/, flows/, infra/). They install under the one
-`edgefleet` namespace (edgefleet.device, edgefleet.flows, edgefleet.infra) so a Coral device never gets
-a bare `device` package in its site-packages.
+One rule: top-level folder X is the package `edgefleet.X` (kernel/, device/, flows/, monitor/, local/, cli/,
+infra/), and `edgefleet/` itself is the root package `edgefleet`. They install under the one `edgefleet`
+namespace so a Coral device never gets a bare `device` package in its site-packages. `tests/` and `bench/`
+are not installed; they import as themselves.
 """
 
 from setuptools import find_packages, setup
 
-FOLDERS = {"edgefleet": "edgefleet", "edgefleet.device": "device", "edgefleet.flows": "flows",
-           "edgefleet.infra": "infra"}
+FOLDERS = {"edgefleet": "edgefleet", "edgefleet.kernel": "kernel", "edgefleet.device": "device",
+           "edgefleet.flows": "flows", "edgefleet.monitor": "monitor", "edgefleet.local": "local",
+           "edgefleet.cli": "cli", "edgefleet.infra": "infra"}
 
 packages = []
 for package, folder in FOLDERS.items():
@@ -16,5 +18,5 @@ for package, folder in FOLDERS.items():
     packages += [f"{package}.{sub}" for sub in find_packages(folder)]
 
 setup(packages=packages, package_dir=FOLDERS,
-      package_data={"edgefleet.device": ["py.typed", "data/*"], "edgefleet.device.contracts": ["*.avsc"],
+      package_data={"edgefleet.device": ["py.typed", "data/*"], "edgefleet.kernel.contracts": ["*.avsc"],
                     "edgefleet.flows": ["templates/*"]})

@@ -42,9 +42,9 @@ from edgefleet.device.bundle import create_version_dir
 from edgefleet.device.runtime.engine import Engine
 from edgefleet.device.runtime.golden import compute_golden
 from edgefleet.device.runtime.interpreter import Interpreter
-from edgefleet.device.signing import generate_keypair, save_public_key
 from edgefleet.device.store import ModelStore
 from edgefleet.device.telemetry.service import TelemetryService
+from edgefleet.kernel.signing import generate_keypair, save_public_key
 from edgefleet.local.emulators import PubSubEmulator
 
 CORAL = Path(os.environ.get("EDGEFLEET_CORAL_TEST_DATA")

@@ -73,8 +73,8 @@ def _pmf(counts: dict[int, int]) -> tuple[np.ndarray, np.ndarray]:
 def draw(rng: np.random.Generator, base, n: int, *, latency_factor: float = 1.0, error_ratio: float = 0.0,
          score_shift: int = 0):
     """n inferences like `base` (a Distributions), with one fault applied; returns a Sample."""
-    from edgefleet.device.contracts import distributions as d
     from edgefleet.flows.rollout.verdict import Sample
+    from edgefleet.kernel.contracts import distributions as d
 
     errors = int(rng.binomial(n, error_ratio)) if error_ratio else 0
     ok = n - errors

@@ -32,7 +32,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from edgefleet.device.contracts.telemetry import (
+from edgefleet.kernel.contracts.telemetry import (
     Event,
     Health,
     InferenceSummary,

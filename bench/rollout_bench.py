@@ -54,10 +54,10 @@ def run(devices: int, fps: float, base: Path) -> dict:
     from edgefleet.device.registry import Registry, rollout_key
     from edgefleet.device.runtime.engine import Engine
     from edgefleet.device.runtime.golden import compute_golden
-    from edgefleet.device.signing import generate_keypair, save_public_key
     from edgefleet.device.store import ModelStore
     from edgefleet.flows.rollout.flow import rollout
     from edgefleet.flows.rollout.params import RolloutParams
+    from edgefleet.kernel.signing import generate_keypair, save_public_key
     from edgefleet.local.fleet import SimulatedFleet
 
     private_key, public_key = generate_keypair()

@@ -29,14 +29,14 @@ from typing import Any, NamedTuple
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
-from edgefleet.device.contracts.layout import (
+from edgefleet.kernel.contracts.layout import (
     CPU_MODEL_FILE,
     EDGETPU_MODEL_FILE,
     LABELS_FILE,
     MANIFEST_FILE,
     SIGNATURE_FILE,
 )
-from edgefleet.device.contracts.manifest import (
+from edgefleet.kernel.contracts.manifest import (
     CompilerReport,
     FileEntry,
     GoldenOutput,
@@ -44,9 +44,9 @@ from edgefleet.device.contracts.manifest import (
     Metrics,
     TensorSpec,
 )
-from edgefleet.device.errors import ModelError, VerificationError
-from edgefleet.device.fsutil import atomic_write_bytes
-from edgefleet.device.signing import PublicKeyLike, decode_signature, encode_signature, sign, verify
+from edgefleet.kernel.errors import ModelError, VerificationError
+from edgefleet.kernel.fsutil import atomic_write_bytes
+from edgefleet.kernel.signing import PublicKeyLike, decode_signature, encode_signature, sign, verify
 
 HASH_CHUNK_BYTES = 1 << 20
 SIGNED_FILES = frozenset({MANIFEST_FILE, SIGNATURE_FILE})
@@ -273,7 +273,7 @@ def verify_manifest_bytes(
 
     Args:
         raw: the exact bytes of `manifest.json`.
-        signature: the raw signature (see `edgefleet.device.signing.decode_signature`).
+        signature: the raw signature (see `edgefleet.kernel.signing.decode_signature`).
         public_key: the release public key or its file.
         source: where the manifest came from, for messages (a path or a registry URI).
 

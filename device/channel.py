@@ -27,10 +27,10 @@ from typing import Literal, NamedTuple
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgefleet.device.contracts.layout import version_sort_key
-from edgefleet.device.contracts.manifest import CHANNEL_SCHEMA, MAX_POINTER_COUNTER, ChannelPointer
-from edgefleet.device.errors import VerificationError
-from edgefleet.device.signing import PublicKeyLike, key_id, sign, verify
+from edgefleet.kernel.contracts.layout import version_sort_key
+from edgefleet.kernel.contracts.manifest import CHANNEL_SCHEMA, MAX_POINTER_COUNTER, ChannelPointer
+from edgefleet.kernel.errors import VerificationError
+from edgefleet.kernel.signing import PublicKeyLike, key_id, sign, verify
 
 log = logging.getLogger(__name__)
 

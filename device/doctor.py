@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgefleet.device.contracts.layout import MANIFEST_FILE
-from edgefleet.device.contracts.manifest import Manifest
-from edgefleet.device.errors import EdgefleetError
 from edgefleet.device.runtime.probe import locate_library, matching_build_fix, probe_edgetpu, runtime_version
+from edgefleet.kernel.contracts.layout import MANIFEST_FILE
+from edgefleet.kernel.contracts.manifest import Manifest
+from edgefleet.kernel.errors import EdgefleetError
 
 if TYPE_CHECKING:
     from edgefleet.device.agent.config import AgentConfig
@@ -338,7 +338,7 @@ def check_pubsub(config: AgentConfig, limits: DoctorLimits) -> Check:
 
 
 def check_public_key(path: Path) -> Check:
-    from edgefleet.device.signing import load_public_key
+    from edgefleet.kernel.signing import load_public_key
 
     try:
         load_public_key(path)

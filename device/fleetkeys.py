@@ -13,11 +13,11 @@ from datetime import datetime, timezone
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edgefleet.device.contracts.layout import FLEET_DEVICES_PREFIX, check_name
-from edgefleet.device.errors import ConflictError, RegistryError
 from edgefleet.device.identity import public_key_text
 from edgefleet.device.registry.base import Registry
-from edgefleet.device.signing import key_id, public_key_from_bytes
+from edgefleet.kernel.contracts.layout import FLEET_DEVICES_PREFIX, check_name
+from edgefleet.kernel.errors import ConflictError, RegistryError
+from edgefleet.kernel.signing import key_id, public_key_from_bytes
 
 DEVICE_KEY_SCHEMA = "edgefleet.device-key/1"
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edgefleet.device.contracts.layout import ATTR_DEVICE_ID, ATTR_EPOCH, ATTR_SIGNATURE
-from edgefleet.device.signing import (
+from edgefleet.kernel.contracts.layout import ATTR_DEVICE_ID, ATTR_EPOCH, ATTR_SIGNATURE
+from edgefleet.kernel.signing import (
     ED25519_SIGNATURE_BYTES,
     generate_keypair,
     load_private_key,

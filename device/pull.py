@@ -32,12 +32,12 @@ from edgefleet.device.channel import (
     record_bytes,
     verify_pointer,
 )
-from edgefleet.device.contracts.layout import MANIFEST_FILE
-from edgefleet.device.contracts.manifest import ChannelPointer
-from edgefleet.device.errors import EdgefleetError, RegistryError, StoreError, VerificationError
 from edgefleet.device.registry.base import Registry
-from edgefleet.device.signing import PublicKeyLike, resolve_public_key
 from edgefleet.device.store import ModelStore
+from edgefleet.kernel.contracts.layout import MANIFEST_FILE
+from edgefleet.kernel.contracts.manifest import ChannelPointer
+from edgefleet.kernel.errors import EdgefleetError, RegistryError, StoreError, VerificationError
+from edgefleet.kernel.signing import PublicKeyLike, resolve_public_key
 
 log = logging.getLogger(__name__)
 

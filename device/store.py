@@ -37,7 +37,7 @@ from edgefleet.device.bundle import (
     sha256_bytes,
     verify_version_dir,
 )
-from edgefleet.device.contracts.layout import (
+from edgefleet.kernel.contracts.layout import (
     CURRENT_POINTER,
     DEVICE_MODELS_DIR,
     MANIFEST_FILE,
@@ -47,9 +47,9 @@ from edgefleet.device.contracts.layout import (
     is_version,
     version_sort_key,
 )
-from edgefleet.device.contracts.manifest import Manifest
-from edgefleet.device.errors import StoreError
-from edgefleet.device.fsutil import (
+from edgefleet.kernel.contracts.manifest import Manifest
+from edgefleet.kernel.errors import StoreError
+from edgefleet.kernel.fsutil import (
     atomic_write_bytes,
     copy_file_synced,
     file_lock,
@@ -58,7 +58,7 @@ from edgefleet.device.fsutil import (
     switch_symlink,
     temp_name,
 )
-from edgefleet.device.signing import PublicKeyLike
+from edgefleet.kernel.signing import PublicKeyLike
 
 log = logging.getLogger(__name__)
 

@@ -273,7 +273,7 @@ class Demo:
 
     def rollout(self, fleet: Any, version: str, waves: list[Any], monitor_config: Path, *,
                 expect_halt: bool = False) -> Any:
-        from edgefleet.commands.rollout import print_verdicts
+        from edgefleet.cli.rollout import print_verdicts
         from edgefleet.device.registry import Registry
         from edgefleet.flows.rollout.flow import RolloutHalted, rollout
         from edgefleet.flows.rollout.params import RolloutParams
@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None, run: Callable[[DemoSettings], int] | Non
     _env_defaults(settings)
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     _install_signal_handlers()
-    from edgefleet.device.errors import EdgefleetError
+    from edgefleet.kernel.errors import EdgefleetError
 
     try:
         summary_json = args.summary_json.resolve() if args.summary_json else None

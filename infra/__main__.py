@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import pulumi
 
-from edgefleet.device.contracts import layout
-from edgefleet.device.errors import ConfigError
 from edgefleet.infra.config import NAMESPACE, InfraConfig, load_config
 from edgefleet.infra.identity import Identity, IdentityArgs
 from edgefleet.infra.monitoring import Monitoring, MonitoringArgs
@@ -28,6 +26,8 @@ from edgefleet.infra.outputs import OUTPUT_KEYS
 from edgefleet.infra.registry import Registry, RegistryArgs
 from edgefleet.infra.services import ProjectServices, ServicesArgs
 from edgefleet.infra.telemetry import Telemetry, TelemetryArgs
+from edgefleet.kernel.contracts import layout
+from edgefleet.kernel.errors import ConfigError
 
 
 def build(config: InfraConfig) -> dict[str, pulumi.Input]:

@@ -31,7 +31,7 @@ from edgefleet.infra.names import (
 )
 from edgefleet.infra.outputs import StackOutputs
 from edgefleet.infra.policy import MIN_DEAD_LETTER_ATTEMPTS, PUBSUB_SERVICE_AGENT
-from edgefleet.monitor.metrics import METRICS_BY_TYPE
+from edgefleet.kernel.metrics import METRICS_BY_TYPE
 
 PUBSUB_JSON_ENCODING = 1  # google.pubsub_v1.types.Encoding.JSON
 SERVICE_ENABLED = 2  # google.cloud.service_usage_v1.types.State.ENABLED
@@ -123,9 +123,9 @@ def check_topic_schema(publisher: Any, schemas: Any, outputs: StackOutputs, samp
 
 def sample_telemetry() -> bytes:
     """A message exactly as this agent sends it (the device's own builder and encoder)."""
-    from edgefleet.device.contracts.telemetry import ModelRef, ResultItem
     from edgefleet.device.telemetry.builder import InferenceRecord, TelemetryBuilder
     from edgefleet.device.telemetry.health import read_health
+    from edgefleet.kernel.contracts.telemetry import ModelRef, ResultItem
 
     now = time.time()
     builder = TelemetryBuilder("every", 60.0, sample_results=True, max_results=1, start_time=now)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-from edgefleet.device.errors import ConfigError
+from edgefleet.kernel.errors import ConfigError
 
 if TYPE_CHECKING:
     import pulumi

@@ -2,7 +2,7 @@
 
 Pure Python (no Pulumi import): `infra/monitoring.py` turns this into resources, the tests and the policy
 checks read the same filters back. Every metric a filter names is either one the fleet monitor writes
-(`edgefleet.monitor.metrics.ALL_METRICS`) or one of the built-in Pub/Sub metrics below.
+(`edgefleet.kernel.metrics.ALL_METRICS`) or one of the built-in Pub/Sub metrics below.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from edgefleet.kernel.metrics import MONITORED_RESOURCE_TYPE, MetricDefinition
 from edgefleet.monitor import metrics as fleet_metrics
-from edgefleet.monitor.metrics import MONITORED_RESOURCE_TYPE, MetricDefinition
 
 # Built-in Pub/Sub metrics (https://cloud.google.com/monitoring/api/metrics_gcp_p_z#gcp-pubsub).
 PUBSUB_UNDELIVERED_MESSAGES = "pubsub.googleapis.com/subscription/num_undelivered_messages"

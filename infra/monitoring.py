@@ -1,6 +1,6 @@
 """Monitoring: descriptors for the metrics the fleet monitor writes, the fleet dashboard, alert policies.
 
-Everything here comes from `edgefleet.monitor.metrics` (what the monitor writes) and the built-in Pub/Sub
+Everything here comes from `edgefleet.kernel.metrics` (what the monitor writes) and the built-in Pub/Sub
 metrics in `edgefleet.infra.dashboard`, so no chart or alert can refer to a metric nobody writes.
 """
 
@@ -22,7 +22,7 @@ from edgefleet.infra.dashboard import (
     fleet_metric_filter,
     subscription_filter,
 )
-from edgefleet.monitor.metrics import ALL_METRICS, INFERENCE_LATENCY_P95, TELEMETRY_MESSAGES, MetricDefinition
+from edgefleet.kernel.metrics import ALL_METRICS, INFERENCE_LATENCY_P95, TELEMETRY_MESSAGES, MetricDefinition
 
 SECONDS_PER_MINUTE = 60
 

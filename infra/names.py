@@ -1,4 +1,4 @@
-"""Names the Pulumi program derives (the shared Pub/Sub names come from `edgefleet.device.contracts.layout`).
+"""Names the Pulumi program derives (the shared Pub/Sub names come from `edgefleet.kernel.contracts.layout`).
 
 No Pulumi import: tests and policy checks use these too.
 """

@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from edgefleet.device.errors import ConfigError
 from edgefleet.infra.dashboard import BUILTIN_METRICS, metric_types_in
 from edgefleet.infra.names import ROLE_MONITORING_METRIC_WRITER, ROLE_PUBSUB_PUBLISHER, ROLE_PUBSUB_SUBSCRIBER
-from edgefleet.monitor.metrics import METRICS_BY_TYPE
+from edgefleet.kernel.errors import ConfigError
+from edgefleet.kernel.metrics import METRICS_BY_TYPE
 
 PUBLIC_MEMBERS = frozenset({"allUsers", "allAuthenticatedUsers"})
 PRIMITIVE_ROLES = frozenset({"roles/owner", "roles/editor", "roles/viewer"})
@@ -317,7 +317,7 @@ def check_monitoring_metrics_written(resources: Sequence[ResourceRecord]) -> lis
             "metrics-written",
             name,
             f"refers to {metric}, which nobody writes (not in "
-            "edgefleet.monitor.metrics.ALL_METRICS nor a built-in Pub/Sub metric)",
+            "edgefleet.kernel.metrics.ALL_METRICS nor a built-in Pub/Sub metric)",
         )
         for name, metrics in monitoring_metric_types(resources).items()
         for metric in sorted(metrics - known)

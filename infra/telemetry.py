@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_gcp as gcp
 
-from edgefleet.device.contracts import layout
-from edgefleet.device.contracts.avro import telemetry_avro_definition
 from edgefleet.infra.config import BigQueryExport, TelemetrySettings
 from edgefleet.infra.names import (
     ROLE_BIGQUERY_DATA_EDITOR,
     ROLE_PUBSUB_PUBLISHER,
     ROLE_PUBSUB_SUBSCRIBER,
 )
+from edgefleet.kernel.contracts import layout
+from edgefleet.kernel.contracts.avro import telemetry_avro_definition
 
 # Columns Pub/Sub writes with `write_metadata` and no topic schema mapping (the message stays JSON text).
 BIGQUERY_TABLE_SCHEMA = [

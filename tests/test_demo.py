@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from edgefleet.device.contracts.layout import channel_key
+from edgefleet.kernel.contracts.layout import channel_key
 
 
 def _processes_mentioning(text: str) -> list[str]:

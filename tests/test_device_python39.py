@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-DEVICE_CODE = sorted((REPO / "device").rglob("*.py")) + [REPO / "edgefleet" / "__init__.py"]
+DEVICE_CODE = sorted((REPO / "device").rglob("*.py")) + sorted((REPO / "kernel").rglob("*.py")) + [
+    REPO / "edgefleet" / "__init__.py"]
 NEWER_NAMES = {  # module -> names added after Python 3.9
     "datetime": {"UTC"},
     "types": {"UnionType", "EllipsisType", "NoneType", "NotImplementedType"},

@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import edgefleet.device
+import edgefleet.kernel
 
 HEAVY = ("tensorflow", "tensorflow-cpu", "keras", "prefect", "pulumi", "pulumi-gcp", "fabric", "torch")
 
@@ -44,7 +45,8 @@ def test_the_device_extra_declares_nothing_heavy():
 
 
 def test_every_device_module_imports_and_the_agent_cli_runs_without_heavy_packages():
-    modules = [info.name for info in pkgutil.walk_packages(edgefleet.device.__path__, "edgefleet.device.")]
+    modules = [info.name for package in (edgefleet.kernel, edgefleet.device)
+               for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}.")]
     assert "edgefleet.device.agent.loop" in modules and "edgefleet.device.telemetry.service" in modules
     script = BLOCKER.format(heavy=tuple(name.replace("-", "_") for name in HEAVY)) + f"""
 import importlib

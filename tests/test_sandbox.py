@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgefleet.device.errors import ConfigError
+from edgefleet.kernel.errors import ConfigError
 from edgefleet.local.sandbox import down
 from edgefleet.local.sandbox_deployments import (
     DEPLOY_AGENT,

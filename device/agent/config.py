@@ -12,12 +12,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
-from edgefleet.device.configfile import read_yaml_mapping
-from edgefleet.device.contracts.layout import SPOOL_FILE, STATUS_FILE, check_name
-from edgefleet.device.errors import ConfigError, describe_validation_error
 from edgefleet.device.runtime.config import EDGETPU_LIBRARY
 from edgefleet.device.runtime.probe import DEFAULT_PROBE_TIMEOUT_S
 from edgefleet.device.telemetry.config import TelemetryConfig
+from edgefleet.kernel.configfile import read_yaml_mapping
+from edgefleet.kernel.contracts.layout import SPOOL_FILE, STATUS_FILE, check_name
+from edgefleet.kernel.errors import ConfigError, describe_validation_error
 
 ENV_PREFIX = "EDGEFLEET_"
 

@@ -27,15 +27,15 @@ import numpy as np
 from edgefleet.device.agent.config import AgentConfig
 from edgefleet.device.agent.sources import FrameSource, open_source
 from edgefleet.device.agent.stats import LoopStats
-from edgefleet.device.agent.status import AgentStatus, write_status
 from edgefleet.device.agent.swap import ActiveModel, ModelSlot, ModelWatcher, lower_thread_priority
-from edgefleet.device.errors import EdgefleetError, ModelError
-from edgefleet.device.fsutil import file_lock
 from edgefleet.device.identity import load_or_create_device_key, sign_telemetry
 from edgefleet.device.runtime.interpreter import edgetpu_present
 from edgefleet.device.store import ModelStore, StoreOptions
 from edgefleet.device.telemetry.health import read_health
 from edgefleet.device.telemetry.service import TelemetryService
+from edgefleet.kernel.contracts.status import AgentStatus, write_status
+from edgefleet.kernel.errors import EdgefleetError, ModelError
+from edgefleet.kernel.fsutil import file_lock
 
 if TYPE_CHECKING:  # pull mode's modules load only when a registry is configured
     from edgefleet.device.pull import ChannelPoller

@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image
 
 from edgefleet.device.agent.config import SourceConfig
-from edgefleet.device.errors import ConfigError, ImageError
 from edgefleet.device.runtime.preprocess import load_image
+from edgefleet.kernel.errors import ConfigError, ImageError
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from edgefleet.device.contracts.distributions import DistributionAccumulator, Distributions
+from edgefleet.kernel.contracts.distributions import DistributionAccumulator, Distributions
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:

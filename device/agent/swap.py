@@ -18,17 +18,17 @@ from typing import Optional
 
 from edgefleet.device.agent.config import AgentConfig, InferenceConfig
 from edgefleet.device.bundle import refuse_development_signed, verify_version_dir
-from edgefleet.device.contracts.layout import CURRENT_POINTER
-from edgefleet.device.contracts.manifest import Manifest
-from edgefleet.device.contracts.telemetry import EventKind, ModelRef
-from edgefleet.device.errors import EdgefleetError, NoEdgeTpuError
 from edgefleet.device.runtime.config import RuntimeConfig
 from edgefleet.device.runtime.engine import Engine, open_for_manifest
 from edgefleet.device.runtime.golden import check_golden
 from edgefleet.device.runtime.interpreter import check_device
 from edgefleet.device.runtime.probe import ProbeOutcome, probe_edgetpu
-from edgefleet.device.signing import load_public_key
 from edgefleet.device.store import InstalledVersion, ModelStore
+from edgefleet.kernel.contracts.layout import CURRENT_POINTER
+from edgefleet.kernel.contracts.manifest import Manifest
+from edgefleet.kernel.contracts.telemetry import EventKind, ModelRef
+from edgefleet.kernel.errors import EdgefleetError, NoEdgeTpuError
+from edgefleet.kernel.signing import load_public_key
 
 log = logging.getLogger(__name__)
 

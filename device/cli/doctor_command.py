@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from edgefleet.device.cli import app
-from edgefleet.device.console import cli_error
-from edgefleet.device.errors import EdgefleetError
+from edgefleet.kernel.console import cli_error
+from edgefleet.kernel.errors import EdgefleetError
 
 CONFIG_FILE = "agent.yaml"  # where deploy-agent writes it: <agent root>/agent.yaml
 STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}

@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from edgefleet.device.cli import app
-from edgefleet.device.console import exit_on_error
 from edgefleet.device.runtime.config import DEFAULT_RUNTIME_CONFIG
+from edgefleet.kernel.console import exit_on_error
 
 if TYPE_CHECKING:  # the runtime (numpy, LiteRT) loads only for the commands that run a model
     from edgefleet.device.runtime.engine import Engine, InferenceResult, Task

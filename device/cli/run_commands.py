@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from edgefleet.device.cli import app
-from edgefleet.device.console import cli_error
-from edgefleet.device.errors import EdgefleetError
+from edgefleet.kernel.console import cli_error
+from edgefleet.kernel.errors import EdgefleetError
 
 stderr = Console(stderr=True)
 
@@ -52,8 +52,8 @@ def status(
 ) -> None:
     """Print the running agent's status (from its status file)."""
     from edgefleet.device.agent.config import load_config
-    from edgefleet.device.agent.status import read_status
-    from edgefleet.device.contracts.layout import STATUS_FILE
+    from edgefleet.kernel.contracts.layout import STATUS_FILE
+    from edgefleet.kernel.contracts.status import read_status
 
     try:
         if config is not None:

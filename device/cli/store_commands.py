@@ -16,10 +16,10 @@ from rich.console import Console
 from rich.table import Table
 
 from edgefleet.device.cli import app
-from edgefleet.device.console import ERROR_EXIT_CODE, print_error
-from edgefleet.device.contracts.manifest import Manifest
-from edgefleet.device.errors import EdgefleetError
 from edgefleet.device.store import InstalledVersion, ModelStore, default_root
+from edgefleet.kernel.console import ERROR_EXIT_CODE, print_error
+from edgefleet.kernel.contracts.manifest import Manifest
+from edgefleet.kernel.errors import EdgefleetError
 
 _T = TypeVar("_T")
 

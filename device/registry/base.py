@@ -50,7 +50,7 @@ from edgefleet.device.bundle import (
     verify_version_dir,
 )
 from edgefleet.device.channel import DEFAULT_VALIDITY, sign_pointer, verify_pointer
-from edgefleet.device.contracts.layout import (
+from edgefleet.kernel.contracts.layout import (
     CHANNELS_DIR,
     MANIFEST_FILE,
     MODELS_PREFIX,
@@ -62,9 +62,9 @@ from edgefleet.device.contracts.layout import (
     version_prefix,
     version_sort_key,
 )
-from edgefleet.device.contracts.manifest import ChannelPointer, Manifest
-from edgefleet.device.errors import ConflictError, RegistryError, VerificationError
-from edgefleet.device.signing import PublicKeyLike, decode_signature
+from edgefleet.kernel.contracts.manifest import ChannelPointer, Manifest
+from edgefleet.kernel.errors import ConflictError, RegistryError, VerificationError
+from edgefleet.kernel.signing import PublicKeyLike, decode_signature
 
 log = logging.getLogger(__name__)
 

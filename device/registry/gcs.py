@@ -35,8 +35,6 @@ from google.cloud.storage.exceptions import DataCorruption
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from edgefleet.device.bundle import HASH_CHUNK_BYTES
-from edgefleet.device.contracts.layout import MANIFEST_FILE, SIGNATURE_FILE
-from edgefleet.device.errors import ConflictError, EdgefleetError, RegistryError
 from edgefleet.device.registry.base import (
     PublishResult,
     Registry,
@@ -44,7 +42,9 @@ from edgefleet.device.registry.base import (
     _version_prefix,
     too_large,
 )
-from edgefleet.device.signing import PublicKeyLike
+from edgefleet.kernel.contracts.layout import MANIFEST_FILE, SIGNATURE_FILE
+from edgefleet.kernel.errors import ConflictError, EdgefleetError, RegistryError
+from edgefleet.kernel.signing import PublicKeyLike
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ import shutil
 from pathlib import Path
 
 from edgefleet.device.bundle import SIGNED_FILES, check_version_files
-from edgefleet.device.contracts.layout import MANIFEST_FILE
-from edgefleet.device.errors import ConflictError, RegistryError, VerificationError
-from edgefleet.device.fsutil import atomic_write_bytes, copy_file_synced, file_lock, fsync_dir, temp_name
 from edgefleet.device.registry.base import PublishResult, Registry, RegistryOptions, _version_prefix, too_large
-from edgefleet.device.signing import PublicKeyLike
+from edgefleet.kernel.contracts.layout import MANIFEST_FILE
+from edgefleet.kernel.errors import ConflictError, RegistryError, VerificationError
+from edgefleet.kernel.fsutil import atomic_write_bytes, copy_file_synced, file_lock, fsync_dir, temp_name
+from edgefleet.kernel.signing import PublicKeyLike
 
 log = logging.getLogger(__name__)
 

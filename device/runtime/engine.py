@@ -15,8 +15,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edgefleet.device.contracts.manifest import Manifest, TensorSpec, Variant
-from edgefleet.device.errors import ModelError, NoEdgeTpuError, VerificationError
 from edgefleet.device.runtime.adapters.classify import get_classes_from_scores
 from edgefleet.device.runtime.adapters.common import dequantize
 from edgefleet.device.runtime.adapters.detect import (
@@ -35,6 +33,8 @@ from edgefleet.device.runtime.interpreter import (
     load_model,
 )
 from edgefleet.device.runtime.preprocess import Preprocessor, image_scale
+from edgefleet.kernel.contracts.manifest import Manifest, TensorSpec, Variant
+from edgefleet.kernel.errors import ModelError, NoEdgeTpuError, VerificationError
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgefleet.device.contracts.manifest import GoldenOutput, Manifest, TensorSpec
-from edgefleet.device.errors import ModelError
 from edgefleet.device.runtime.engine import Engine
+from edgefleet.kernel.contracts.manifest import GoldenOutput, Manifest, TensorSpec
+from edgefleet.kernel.errors import ModelError
 
 FLOAT_REFERENCE_RANGE = (-1.0, 1.0)  # the real input domain of the default pixel normalization
 

@@ -17,8 +17,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from edgefleet.device.contracts.manifest import TensorSpec
-from edgefleet.device.errors import ConfigError, ModelError, NoEdgeTpuError
 from edgefleet.device.runtime.adapters.common import tensor_spec
 from edgefleet.device.runtime.config import (
     DEFAULT_RUNTIME_CONFIG,
@@ -31,6 +29,8 @@ from edgefleet.device.runtime.tflite_file import (
     custom_ops,
     read_operator_codes,
 )
+from edgefleet.kernel.contracts.manifest import TensorSpec
+from edgefleet.kernel.errors import ConfigError, ModelError, NoEdgeTpuError
 
 try:  # Coral community builds of tflite_runtime come first: they match the installed libedgetpu.
     from tflite_runtime.interpreter import Interpreter, load_delegate

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from edgefleet.device.contracts.manifest import TensorSpec
-from edgefleet.device.errors import ImageError, ModelError
 from edgefleet.device.runtime.adapters.common import quantize
 from edgefleet.device.runtime.config import DEFAULT_RUNTIME_CONFIG, RuntimeConfig
+from edgefleet.kernel.contracts.manifest import TensorSpec
+from edgefleet.kernel.errors import ImageError, ModelError
 
 PIXEL_LEVELS = 256
 RGB_CHANNELS = 3

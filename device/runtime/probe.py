@@ -170,8 +170,8 @@ def _child(argv: list[str]) -> int:
 
     import numpy as np
 
-    from edgefleet.device.errors import EdgefleetError
     from edgefleet.device.runtime.interpreter import load_model
+    from edgefleet.kernel.errors import EdgefleetError
 
     try:
         loaded = load_model(args.model, args.device, library=args.library, edgetpu=True)

@@ -21,8 +21,9 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import NamedTuple
 
-from edgefleet.device.contracts.distributions import DistributionAccumulator, Distributions
-from edgefleet.device.contracts.telemetry import (
+from edgefleet.device.telemetry.config import TelemetryMode
+from edgefleet.kernel.contracts.distributions import DistributionAccumulator, Distributions
+from edgefleet.kernel.contracts.telemetry import (
     Event,
     EventKind,
     Health,
@@ -32,7 +33,6 @@ from edgefleet.device.contracts.telemetry import (
     ResultItem,
     TelemetryMessage,
 )
-from edgefleet.device.telemetry.config import TelemetryMode
 
 _P50 = 50.0
 _P95 = 95.0

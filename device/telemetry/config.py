@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgefleet.device.contracts.layout import TELEMETRY_TOPIC
+from edgefleet.kernel.contracts.layout import TELEMETRY_TOPIC
 
 TelemetryMode = Literal["every", "summary"]
 SpoolSynchronous = Literal["normal", "full"]

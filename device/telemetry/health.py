@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from edgefleet.device.contracts.telemetry import Health
+from edgefleet.kernel.contracts.telemetry import Health
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from edgefleet.device.errors import TelemetryError
 from edgefleet.device.telemetry.config import TelemetryConfig
 from edgefleet.device.telemetry.spool import Spool, SpoolEntry
+from edgefleet.kernel.errors import TelemetryError
 
 if TYPE_CHECKING:
     import grpc

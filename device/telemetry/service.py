@@ -28,13 +28,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from edgefleet.device.contracts.telemetry import EventKind, Health, ModelRef, ResultItem
-from edgefleet.device.errors import TelemetryError
 from edgefleet.device.telemetry.builder import EventRecord, InferenceRecord, MessageDraft, TelemetryBuilder
 from edgefleet.device.telemetry.config import TelemetryConfig
 from edgefleet.device.telemetry.health import read_health
 from edgefleet.device.telemetry.publisher import LocalSink, PubSubSink, Sink, SpoolPublisher
 from edgefleet.device.telemetry.spool import MessageSigner, Spool
+from edgefleet.kernel.contracts.telemetry import EventKind, Health, ModelRef, ResultItem
+from edgefleet.kernel.errors import TelemetryError
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from edgefleet.device.contracts.layout import ATTR_EPOCH
-from edgefleet.device.contracts.telemetry import TelemetryMessage
-from edgefleet.device.errors import TelemetryError
+from edgefleet.kernel.contracts.layout import ATTR_EPOCH
+from edgefleet.kernel.contracts.telemetry import TelemetryMessage
+from edgefleet.kernel.errors import TelemetryError
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgefleet.device.contracts.manifest import ChannelPointer
-from edgefleet.device.errors import EdgefleetError
 from edgefleet.device.registry import Registry
 from edgefleet.flows.release.keys import channel_signing_key
 from edgefleet.flows.release.params import SigningParams
+from edgefleet.kernel.contracts.manifest import ChannelPointer
+from edgefleet.kernel.errors import EdgefleetError
 
 FLOW_NAME = "resign-channels"
 

@@ -41,10 +41,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgefleet.device.errors import ConfigError, EdgefleetError, VerificationError
 from edgefleet.device.fleetkeys import register_device_key
 from edgefleet.device.registry import Registry
-from edgefleet.device.signing import key_id, public_key_from_bytes
 from edgefleet.flows.deploy_agent.privileged import (
     SudoConnection,
     create_user_command,
@@ -62,6 +60,8 @@ from edgefleet.flows.deploy_agent.service import (
 from edgefleet.flows.rollout.inventory import DeviceSpec, Inventory, load_inventory
 from edgefleet.flows.rollout.params import Target
 from edgefleet.flows.rollout.ssh import DeviceConnection, remote_path
+from edgefleet.kernel.errors import ConfigError, EdgefleetError, VerificationError
+from edgefleet.kernel.signing import key_id, public_key_from_bytes
 
 FLOW_NAME = "deploy-agent"
 

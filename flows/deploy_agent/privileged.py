@@ -12,8 +12,8 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from edgefleet.device.errors import EdgefleetError
 from edgefleet.flows.rollout.ssh import CommandResult, DeviceConnection, RemoteCommandError
+from edgefleet.kernel.errors import EdgefleetError
 
 TPU_GROUPS = ("plugdev", "apex")
 NOLOGIN = "/usr/sbin/nologin"

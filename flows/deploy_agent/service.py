@@ -27,7 +27,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgefleet.device.errors import ConfigError
+from edgefleet.kernel.errors import ConfigError
 
 UNIT_TEMPLATE = "edgefleet-agent.service"
 SYSTEMD_UNIT_DIR = "/etc/systemd/system"

@@ -16,7 +16,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from edgefleet.device.contracts.layout import check_name
+from edgefleet.kernel.contracts.layout import check_name
 from edgefleet.monitor import load_monitor_config, open_fleet_store
 from edgefleet.monitor.overview import FleetOverview, fleet_overview
 from edgefleet.monitor.overview_render import to_html, to_markdown

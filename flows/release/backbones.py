@@ -23,7 +23,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
-from edgefleet.device.errors import ModelError  # noqa: E402
 from edgefleet.flows.release.params import (  # noqa: E402
     WEIGHTS_IMAGENET,
     WEIGHTS_NONE,
@@ -33,6 +32,7 @@ from edgefleet.flows.release.params import (  # noqa: E402
     TrainingParams,
     expand,
 )
+from edgefleet.kernel.errors import ModelError  # noqa: E402
 
 log = logging.getLogger(__name__)
 

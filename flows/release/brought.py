@@ -18,12 +18,12 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-from edgefleet.device.errors import ConfigError, LabelsError, ModelError
 from edgefleet.device.runtime.adapters.labels import check_label_count, read_label_file
 from edgefleet.device.runtime.config import DETECTION_POSTPROCESS_OP
 from edgefleet.device.runtime.interpreter import Interpreter, ModelInfo, inspect_model
 from edgefleet.flows.release.dataset import Dataset, DatasetError
 from edgefleet.flows.release.params import TfliteSource, expand
+from edgefleet.kernel.errors import ConfigError, LabelsError, ModelError
 
 log = logging.getLogger(__name__)
 

@@ -15,13 +15,13 @@ from typing import NamedTuple
 
 from prefect.states import State
 
-from edgefleet.device.contracts.manifest import Metrics, Origin
 from edgefleet.flows.release import tasks
 from edgefleet.flows.release.brought import check_can_evaluate
 from edgefleet.flows.release.compiler import CompileOutcome
 from edgefleet.flows.release.evaluate import Evaluation
 from edgefleet.flows.release.params import ReleaseParams, TrainingParams
 from edgefleet.flows.release.report import CandidateSummary
+from edgefleet.kernel.contracts.manifest import Metrics, Origin
 
 CACHED_STATE_NAME = "Cached"
 NO_DATASET_NOTE = "no dataset: not evaluated, no accuracy gates, no reference distributions"

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-from edgefleet.device.contracts.manifest import CompilerReport, CpuOperation
-from edgefleet.device.errors import EdgefleetError
 from edgefleet.flows.release.params import CompileParams, expand
+from edgefleet.kernel.contracts.manifest import CompilerReport, CpuOperation
+from edgefleet.kernel.errors import EdgefleetError
 
 log = logging.getLogger(__name__)
 

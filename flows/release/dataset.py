@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from edgefleet.device.errors import EdgefleetError
+from edgefleet.kernel.errors import EdgefleetError
 
 log = logging.getLogger(__name__)
 

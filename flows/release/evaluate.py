@@ -14,13 +14,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from edgefleet.device.contracts.distributions import DistributionAccumulator
-from edgefleet.device.contracts.manifest import Reference
 from edgefleet.device.runtime.adapters.classify import get_scores
 from edgefleet.device.runtime.adapters.common import set_input
 from edgefleet.device.runtime.interpreter import load_model
 from edgefleet.device.runtime.preprocess import Preprocessor
 from edgefleet.flows.release.dataset import Dataset
+from edgefleet.kernel.contracts.distributions import DistributionAccumulator
+from edgefleet.kernel.contracts.manifest import Reference
 
 MS_PER_S = 1000.0
 

@@ -32,14 +32,14 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import FlowRunContext
 from pydantic import BaseModel, ConfigDict
 
-from edgefleet.device.contracts.layout import channel_key, version_prefix
-from edgefleet.device.contracts.manifest import CompilerReport, Metrics, Origin
-from edgefleet.device.errors import EdgefleetError
 from edgefleet.flows.release import report as report_module
 from edgefleet.flows.release import tasks
 from edgefleet.flows.release.candidate import Candidate, brought_candidate, trained_candidate
 from edgefleet.flows.release.evaluate import Evaluation
 from edgefleet.flows.release.params import ReleaseParams, expand
+from edgefleet.kernel.contracts.layout import channel_key, version_prefix
+from edgefleet.kernel.contracts.manifest import CompilerReport, Metrics, Origin
+from edgefleet.kernel.errors import EdgefleetError
 
 log = logging.getLogger(__name__)
 

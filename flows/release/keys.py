@@ -14,15 +14,15 @@ from typing import NamedTuple
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgefleet.device.errors import ConfigError
-from edgefleet.device.signing import (
+from edgefleet.flows.release.params import SigningParams, expand
+from edgefleet.kernel.errors import ConfigError
+from edgefleet.kernel.signing import (
     generate_keypair,
     key_id,
     load_private_key,
     save_private_key,
     save_public_key,
 )
-from edgefleet.flows.release.params import SigningParams, expand
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from edgefleet.device.configfile import read_yaml_mapping
-from edgefleet.device.contracts.layout import check_name, check_version
-from edgefleet.device.errors import ConfigError
+from edgefleet.kernel.configfile import read_yaml_mapping
+from edgefleet.kernel.contracts.layout import check_name, check_version
+from edgefleet.kernel.errors import ConfigError
 
 EDGEFLEET_HOME = Path("~/.edgefleet")
 DEFAULT_REGISTRY = str(EDGEFLEET_HOME / "registry")

@@ -18,8 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from edgefleet.device.errors import ModelError  # noqa: E402
 from edgefleet.flows.release.train import TrainedModel, model_from_bytes, to_real  # noqa: E402
+from edgefleet.kernel.errors import ModelError  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-from edgefleet.device.contracts.manifest import CompilerReport
 from edgefleet.flows.release.evaluate import Evaluation
 from edgefleet.flows.release.params import GateParams, ReleaseParams
+from edgefleet.kernel.contracts.manifest import CompilerReport
 
 PERCENT = 100.0
 KIB = 1024.0

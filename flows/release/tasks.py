@@ -22,27 +22,8 @@ from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
 from prefect.context import TaskRunContext
 
 from edgefleet.device.bundle import SignedManifest, build_manifest, write_signed_version
-from edgefleet.device.contracts.layout import (
-    CPU_MODEL_FILE,
-    EDGETPU_MODEL_FILE,
-    LABELS_FILE,
-    version_prefix,
-    version_sort_key,
-)
-from edgefleet.device.contracts.manifest import (
-    ChannelPointer,
-    CompilerReport,
-    GoldenOutput,
-    Manifest,
-    Metrics,
-    Origin,
-    Reference,
-    SigningInfo,
-)
-from edgefleet.device.errors import ConflictError, EdgefleetError
 from edgefleet.device.registry.base import PublishResult, Registry
 from edgefleet.device.runtime.adapters.labels import parse_labels
-from edgefleet.device.signing import key_id
 from edgefleet.flows.release import backbones as backbones_module
 from edgefleet.flows.release import brought as brought_module
 from edgefleet.flows.release import compiler as compiler_module
@@ -63,6 +44,25 @@ from edgefleet.flows.release.params import (
     TrainingParams,
     expand,
 )
+from edgefleet.kernel.contracts.layout import (
+    CPU_MODEL_FILE,
+    EDGETPU_MODEL_FILE,
+    LABELS_FILE,
+    version_prefix,
+    version_sort_key,
+)
+from edgefleet.kernel.contracts.manifest import (
+    ChannelPointer,
+    CompilerReport,
+    GoldenOutput,
+    Manifest,
+    Metrics,
+    Origin,
+    Reference,
+    SigningInfo,
+)
+from edgefleet.kernel.errors import ConflictError, EdgefleetError
+from edgefleet.kernel.signing import key_id
 
 log = logging.getLogger(__name__)
 

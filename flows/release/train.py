@@ -24,7 +24,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from edgefleet.device.errors import ModelError  # noqa: E402
 from edgefleet.device.runtime.config import DEFAULT_RUNTIME_CONFIG  # noqa: E402
 from edgefleet.flows.release.backbones import (  # noqa: E402, F401 - build_model & co. re-exported
     RGB_CHANNELS,
@@ -35,6 +34,7 @@ from edgefleet.flows.release.backbones import (  # noqa: E402, F401 - build_mode
 )
 from edgefleet.flows.release.dataset import Dataset  # noqa: E402
 from edgefleet.flows.release.params import WEIGHTS_NONE, TrainingParams  # noqa: E402
+from edgefleet.kernel.errors import ModelError  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ import numpy as np
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from edgefleet.device.contracts.distributions import SCORE_BUCKETS, Distributions, latency_bucket_mid_ms
 from edgefleet.flows.rollout.params import CanaryGate, MetricName
 from edgefleet.flows.rollout.verdict import ControlKind, Metric, Sample, Verdict
+from edgefleet.kernel.contracts.distributions import SCORE_BUCKETS, Distributions, latency_bucket_mid_ms
 
 
 # --- statistics on histograms ---------------------------------------------------------------------------

@@ -21,15 +21,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from edgefleet.device.agent.status import AgentStatus
 from edgefleet.device.bundle import sha256_file
-from edgefleet.device.contracts.layout import MANIFEST_FILE, SIGNATURE_FILE
-from edgefleet.device.contracts.manifest import Manifest
 from edgefleet.device.doctor import DoctorReport, blocking_failures
-from edgefleet.device.errors import EdgefleetError
 from edgefleet.flows.rollout.health import StatusBaseline, Verdict, monitor_verdict, status_age_s, status_verdict
 from edgefleet.flows.rollout.params import HealthGate
 from edgefleet.flows.rollout.ssh import DeviceConnection, RemoteCommandError, remote_path
+from edgefleet.kernel.contracts.layout import MANIFEST_FILE, SIGNATURE_FILE
+from edgefleet.kernel.contracts.manifest import Manifest
+from edgefleet.kernel.contracts.status import AgentStatus
+from edgefleet.kernel.errors import EdgefleetError
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,6 @@ from prefect.flow_runs import pause_flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict
 
-from edgefleet.device.errors import ConfigError, EdgefleetError
 from edgefleet.device.registry import Registry
 from edgefleet.flows.release.keys import channel_signing_key
 from edgefleet.flows.rollout.inventory import Inventory, load_inventory
@@ -54,6 +53,7 @@ from edgefleet.flows.rollout.tasks import (
     rollback_device,
 )
 from edgefleet.flows.rollout.waves import decide_wave, plan_waves, wave_over_threshold
+from edgefleet.kernel.errors import ConfigError, EdgefleetError
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Literal, NamedTuple
 
-from edgefleet.device.agent.status import AgentStatus
 from edgefleet.flows.rollout.params import HealthGate
+from edgefleet.kernel.contracts.status import AgentStatus
 
 VerdictState = Literal["pass", "wait", "fail"]
 

@@ -26,8 +26,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edgefleet.device.contracts.layout import check_name
-from edgefleet.device.errors import ConfigError, describe_validation_error
+from edgefleet.kernel.contracts.layout import check_name
+from edgefleet.kernel.errors import ConfigError, describe_validation_error
 
 SECRET_KEYS = ("password", "passphrase", "secret", "key_passphrase")
 

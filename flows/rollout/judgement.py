@@ -19,11 +19,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from edgefleet.device.agent.status import AgentStatus
-from edgefleet.device.contracts.distributions import Distributions, merge
 from edgefleet.flows.rollout.canary import judge
 from edgefleet.flows.rollout.params import CanaryGate
 from edgefleet.flows.rollout.verdict import ControlKind, Sample, Verdict
+from edgefleet.kernel.contracts.distributions import Distributions, merge
+from edgefleet.kernel.contracts.status import AgentStatus
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from edgefleet.device.configfile import read_yaml_mapping
-from edgefleet.device.contracts.layout import check_name, check_version
-from edgefleet.device.errors import ConfigError, describe_validation_error
 from edgefleet.flows.release.params import SigningParams
+from edgefleet.kernel.configfile import read_yaml_mapping
+from edgefleet.kernel.contracts.layout import check_name, check_version
+from edgefleet.kernel.errors import ConfigError, describe_validation_error
 
 MetricName = Literal["latency", "errors", "swap_failures", "class_mix_control", "class_mix_reference",
                      "score_control", "score_reference", "detections_control", "detections_reference"]

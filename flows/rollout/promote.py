@@ -22,14 +22,14 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict
 
-from edgefleet.device.contracts.layout import version_sort_key
-from edgefleet.device.contracts.manifest import ChannelPointer
-from edgefleet.device.errors import ConfigError
 from edgefleet.device.registry import Registry
 from edgefleet.flows.release.keys import channel_signing_key
 from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.rollout.inventory import load_inventory
 from edgefleet.flows.rollout.params import PromotionParams
+from edgefleet.kernel.contracts.layout import version_sort_key
+from edgefleet.kernel.contracts.manifest import ChannelPointer
+from edgefleet.kernel.errors import ConfigError
 
 FLOW_NAME = "promote-canary"
 

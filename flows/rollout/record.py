@@ -11,9 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgefleet.device.errors import EdgefleetError
 from edgefleet.device.registry import Registry, rollout_key
 from edgefleet.flows.rollout.verdict import Sample, Verdict
+from edgefleet.kernel.errors import EdgefleetError
 
 RECORD_SCHEMA = 2  # 2: canary verdicts per wave; a record of schema 1 reads as one without verdicts
 DeviceState = Literal["pending", "done", "failed", "rolled_back", "skipped"]

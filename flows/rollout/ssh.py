@@ -24,8 +24,8 @@ from invoke.exceptions import CommandTimedOut
 from paramiko.client import RejectPolicy
 from paramiko.ssh_exception import AuthenticationException, BadHostKeyException, SSHException
 
-from edgefleet.device.errors import ConfigError, EdgefleetError
 from edgefleet.flows.rollout.inventory import DeviceSpec, Inventory
+from edgefleet.kernel.errors import ConfigError, EdgefleetError
 
 log = logging.getLogger(__name__)
 

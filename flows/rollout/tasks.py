@@ -14,10 +14,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from edgefleet.device.agent.status import AgentStatus
 from edgefleet.device.bundle import verify_version_dir
-from edgefleet.device.contracts.manifest import Manifest
-from edgefleet.device.errors import EdgefleetError
 from edgefleet.device.registry import Registry
 from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.rollout import device as steps
@@ -34,6 +31,9 @@ from edgefleet.flows.rollout.params import CanaryGate, HealthGate
 from edgefleet.flows.rollout.record import DeviceError, DeviceOutcome, StepRecord, utc_now
 from edgefleet.flows.rollout.ssh import DeviceConnection
 from edgefleet.flows.rollout.verdict import Sample
+from edgefleet.kernel.contracts.manifest import Manifest
+from edgefleet.kernel.contracts.status import AgentStatus
+from edgefleet.kernel.errors import EdgefleetError
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgefleet.device.contracts.distributions import Distributions
 from edgefleet.flows.rollout.params import MetricName
+from edgefleet.kernel.contracts.distributions import Distributions
 
 MetricResult = Literal["pass", "fail", "nodata"]
 VerdictResult = Literal["pass", "fail", "wait"]

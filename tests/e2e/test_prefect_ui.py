@@ -18,10 +18,10 @@ import pytest
 import yaml
 
 from edgefleet.device.bundle import verify_version_dir
-from edgefleet.device.contracts.layout import version_prefix
 from edgefleet.device.registry import Registry
 from edgefleet.flows.release.keys import public_key_path
 from edgefleet.flows.release.report import artifact_key
+from edgefleet.kernel.contracts.layout import version_prefix
 
 pytestmark = pytest.mark.slow
 

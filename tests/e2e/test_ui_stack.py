@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edgefleet.commands.ui import ui
-from edgefleet.device.console import ERROR_EXIT_CODE
-from edgefleet.device.errors import ConfigError
+from edgefleet.cli.ui import ui
+from edgefleet.kernel.console import ERROR_EXIT_CODE
+from edgefleet.kernel.errors import ConfigError
 from edgefleet.local.ui import LocalPrefectUi, UiError, UiSettings, prefect_env, read_work_pools
 
 REPO = Path(__file__).resolve().parents[2]

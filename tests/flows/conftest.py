@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from edgefleet.device.signing import generate_keypair, save_private_key, save_public_key
+from edgefleet.kernel.signing import generate_keypair, save_private_key, save_public_key
 
 STANDIN_COMPILER = Path(__file__).parent / "release" / "standin_edgetpu_compiler.py"
 

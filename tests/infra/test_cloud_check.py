@@ -27,8 +27,6 @@ from google.pubsub_v1.types import Encoding, Schema
 from typer.testing import CliRunner
 
 from edgefleet.cli import app
-from edgefleet.device.contracts import layout
-from edgefleet.device.contracts.avro import telemetry_avro_schema
 from edgefleet.infra.cloud_check import (
     CheckResult,
     CloudClients,
@@ -45,8 +43,10 @@ from edgefleet.infra.cloud_check import (
 from edgefleet.infra.names import CORE_APIS, FLEET_GRANTS
 from edgefleet.infra.outputs import StackOutputs
 from edgefleet.infra.testing import PROJECT, PROJECT_NUMBER
+from edgefleet.kernel.contracts import layout
+from edgefleet.kernel.contracts.avro import telemetry_avro_schema
+from edgefleet.kernel.metrics import METRICS_BY_TYPE
 from edgefleet.local.emulators import PubSubEmulator
-from edgefleet.monitor.metrics import METRICS_BY_TYPE
 
 PUBSUB_AGENT = f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
 OUTPUTS = StackOutputs(

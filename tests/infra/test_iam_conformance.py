@@ -26,12 +26,8 @@ import requests
 from google.cloud import pubsub_v1, storage
 
 from edgefleet.device.bundle import create_version_dir
-from edgefleet.device.contracts import layout
-from edgefleet.device.contracts.manifest import Quantization, TensorSpec
-from edgefleet.device.contracts.telemetry import ModelRef, ResultItem
 from edgefleet.device.pull import pull_channel_once
 from edgefleet.device.registry import GcsRegistry
-from edgefleet.device.signing import generate_keypair, save_private_key, save_public_key
 from edgefleet.device.store import PUBLIC_KEY_FILE, ModelStore
 from edgefleet.device.telemetry.builder import InferenceRecord, TelemetryBuilder
 from edgefleet.device.telemetry.health import read_health
@@ -42,6 +38,10 @@ from edgefleet.infra.iam_conformance import VIA_FAKE, VIA_GRPC, VIA_HTTP, ApiCal
 from edgefleet.infra.iam_table import METHOD_PERMISSIONS, ROLE_PERMISSIONS
 from edgefleet.infra.policy import iam_bindings
 from edgefleet.infra.testing import PROJECT, StackRun, run_program, stack_config
+from edgefleet.kernel.contracts import layout
+from edgefleet.kernel.contracts.manifest import Quantization, TensorSpec
+from edgefleet.kernel.contracts.telemetry import ModelRef, ResultItem
+from edgefleet.kernel.signing import generate_keypair, save_private_key, save_public_key
 from edgefleet.local.emulators import GcsEmulator, PubSubEmulator
 from edgefleet.local.gcs_preconditions import enforce_generation_preconditions
 from edgefleet.monitor.config import CloudMetricsConfig, MonitorConfig

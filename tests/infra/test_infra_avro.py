@@ -13,7 +13,7 @@ from google.api_core import exceptions as google_errors
 from google.cloud import pubsub_v1
 from google.pubsub_v1.types import Encoding, Schema
 
-from edgefleet.device.contracts.avro import (
+from edgefleet.kernel.contracts.avro import (
     AvroSchemaError,
     avro_schema,
     decode_telemetry,
@@ -21,7 +21,7 @@ from edgefleet.device.contracts.avro import (
     telemetry_avro_definition,
     telemetry_avro_schema,
 )
-from edgefleet.device.contracts.telemetry import (
+from edgefleet.kernel.contracts.telemetry import (
     Event,
     Health,
     InferenceSummary,
@@ -208,7 +208,7 @@ def test_pubsub_rejects_plain_json_and_accepts_what_the_agent_sends(validated_to
 
 
 def test_schema_1_is_frozen_and_schema_2_only_adds_a_nullable_field() -> None:
-    from edgefleet.device.contracts.avro import telemetry_schema_revisions
+    from edgefleet.kernel.contracts.avro import telemetry_schema_revisions
 
     v1, v2 = (json.loads(definition) for definition in telemetry_schema_revisions())
     assert v2 == json.loads(telemetry_avro_definition())
@@ -226,7 +226,7 @@ def test_schema_1_is_frozen_and_schema_2_only_adds_a_nullable_field() -> None:
 @pytest.fixture
 def revised_topic(pubsub_env, unique_name: str):
     """A topic enforcing a schema with both telemetry revisions, as the local twin and `pulumi up` leave it."""
-    from edgefleet.device.contracts.avro import telemetry_schema_revisions
+    from edgefleet.kernel.contracts.avro import telemetry_schema_revisions
 
     project = pubsub_env.project
     schemas = pubsub_v1.SchemaServiceClient()
@@ -248,7 +248,7 @@ def revised_topic(pubsub_env, unique_name: str):
 
 
 def test_a_topic_with_both_revisions_takes_agents_of_both_telemetry_schemas(revised_topic) -> None:
-    from edgefleet.device.contracts import distributions
+    from edgefleet.kernel.contracts import distributions
 
     publisher, topic, revisions = revised_topic
     assert len(revisions) == 2  # the emulator keeps schema revisions

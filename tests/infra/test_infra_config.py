@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgefleet.device.errors import ConfigError
 from edgefleet.infra.config import KNOWN_KEYS, NAMESPACE, InfraConfig, config_from_values
+from edgefleet.kernel.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 

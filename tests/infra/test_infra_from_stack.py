@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from edgefleet.cli import app
 from edgefleet.device.agent.config import load_config as load_agent_config
-from edgefleet.device.contracts import layout
 from edgefleet.infra.__main__ import main
 from edgefleet.infra.outputs import REQUIRED_OUTPUT_KEYS
 from edgefleet.infra.testing import PROJECT, run_program
+from edgefleet.kernel.contracts import layout
 from edgefleet.monitor.config import load_monitor_config
 
 

@@ -9,8 +9,6 @@ import pytest
 from typer.testing import CliRunner
 
 from edgefleet.cli import app
-from edgefleet.device.contracts import layout
-from edgefleet.device.errors import ConfigError
 from edgefleet.infra.policy import (
     ResourceRecord,
     check_all,
@@ -23,6 +21,8 @@ from edgefleet.infra.policy import (
     load_resources,
 )
 from edgefleet.infra.testing import StackRun
+from edgefleet.kernel.contracts import layout
+from edgefleet.kernel.errors import ConfigError
 
 
 def _changed(stack: StackRun, name: str, **inputs: object) -> list[ResourceRecord]:

@@ -7,8 +7,6 @@ import json
 import pulumi
 import pytest
 
-from edgefleet.device.contracts import layout
-from edgefleet.device.contracts.avro import telemetry_avro_schema
 from edgefleet.infra.__main__ import build, main
 from edgefleet.infra.dashboard import BUILTIN_METRICS
 from edgefleet.infra.outputs import REQUIRED_OUTPUT_KEYS, StackOutputs
@@ -20,7 +18,9 @@ from edgefleet.infra.policy import (
     monitoring_metric_types,
 )
 from edgefleet.infra.testing import PROJECT, PROJECT_NUMBER, StackRun, run_program, stack_config
-from edgefleet.monitor.metrics import ALL_METRICS, METRICS_BY_TYPE
+from edgefleet.kernel.contracts import layout
+from edgefleet.kernel.contracts.avro import telemetry_avro_schema
+from edgefleet.kernel.metrics import ALL_METRICS, METRICS_BY_TYPE
 
 PUBSUB_AGENT = f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
 STORAGE_WRITE_PERMISSION_ROLES = {

@@ -14,11 +14,11 @@ from google.cloud import pubsub_v1, storage
 from typer.testing import CliRunner
 
 from edgefleet.cli import app
-from edgefleet.device.contracts import layout
-from edgefleet.device.contracts.avro import decode_telemetry, encode_telemetry, telemetry_avro_definition
-from edgefleet.device.contracts.telemetry import Health, ModelRef, TelemetryMessage
-from edgefleet.device.errors import ConfigError
 from edgefleet.infra.config import TelemetrySettings
+from edgefleet.kernel.contracts import layout
+from edgefleet.kernel.contracts.avro import decode_telemetry, encode_telemetry, telemetry_avro_definition
+from edgefleet.kernel.contracts.telemetry import Health, ModelRef, TelemetryMessage
+from edgefleet.kernel.errors import ConfigError
 from edgefleet.local.twin import TwinSettings, emulator_clients, twin_down, twin_up
 
 TIMEOUT_S = 30.0

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from edgefleet.device.contracts.telemetry import (
+from edgefleet.kernel.contracts.telemetry import (
     Event,
     Health,
     InferenceSummary,

@@ -11,7 +11,7 @@ from monitor_helpers import telemetry
 from typer.testing import CliRunner
 
 from edgefleet.cli import app
-from edgefleet.device.errors import ConfigError
+from edgefleet.kernel.errors import ConfigError
 from edgefleet.monitor.config import MonitorConfig, load_monitor_config
 from edgefleet.monitor.ingest import apply
 from edgefleet.monitor.store import commit, open_store

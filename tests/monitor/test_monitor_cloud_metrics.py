@@ -11,6 +11,7 @@ from google.api_core import exceptions as google_exceptions
 from google.cloud import monitoring_v3
 from monitor_helpers import T0, RunningMonitor, telemetry, wait_until
 
+from edgefleet.kernel.metrics import ALL_METRICS
 from edgefleet.monitor.cloud_metrics import (
     DEVICE_VALUES,
     PERIOD_COUNT_METRICS,
@@ -20,7 +21,6 @@ from edgefleet.monitor.cloud_metrics import (
 )
 from edgefleet.monitor.config import CloudMetricsConfig
 from edgefleet.monitor.ingest import apply
-from edgefleet.monitor.metrics import ALL_METRICS
 from edgefleet.monitor.query import device_statuses
 from edgefleet.monitor.store import commit
 

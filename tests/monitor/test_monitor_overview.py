@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from edgefleet.cli import app
-from edgefleet.device.console import ERROR_EXIT_CODE
-from edgefleet.device.contracts import distributions as d
-from edgefleet.device.contracts.telemetry import TelemetryMessage
+from edgefleet.kernel.console import ERROR_EXIT_CODE
+from edgefleet.kernel.contracts import distributions as d
+from edgefleet.kernel.contracts.telemetry import TelemetryMessage
 from edgefleet.monitor.ingest import apply
 from edgefleet.monitor.overview import fleet_overview, quantile_ms, slot_seconds
 from edgefleet.monitor.overview_render import text_bar, to_html, to_markdown

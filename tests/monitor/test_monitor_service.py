@@ -157,9 +157,9 @@ def test_a_stop_request_during_the_back_off_ends_the_run_cleanly(tmp_path, monke
 
 def test_the_device_telemetry_service_publishes_what_the_monitor_counts(telemetry_topic, monitor_config, tmp_path):
     """The agent's own telemetry path (spool -> Pub/Sub publisher) into the monitor."""
-    from edgefleet.device.contracts.telemetry import Health, ModelRef, ResultItem
     from edgefleet.device.telemetry.config import TelemetryConfig
     from edgefleet.device.telemetry.service import TelemetryService
+    from edgefleet.kernel.contracts.telemetry import Health, ModelRef, ResultItem
 
     topic_id = telemetry_topic.topic.rsplit("/", 1)[-1]
     model = ModelRef(name="mobilenet", version="1.0.0", variant="cpu", backend="cpu")

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from edgefleet.device.contracts import distributions as d
-from edgefleet.device.contracts.telemetry import TelemetryMessage
+from edgefleet.kernel.contracts import distributions as d
+from edgefleet.kernel.contracts.telemetry import TelemetryMessage
 from edgefleet.monitor.ingest import apply
 from edgefleet.monitor.store import SCHEMA_VERSION, commit, open_store, to_epoch
 from edgefleet.monitor.windows import prune, version_window

@@ -24,8 +24,8 @@ from edgefleet.device.bundle import create_version_dir
 from edgefleet.device.registry import Registry
 from edgefleet.device.runtime.engine import Engine
 from edgefleet.device.runtime.golden import compute_golden
-from edgefleet.device.signing import generate_keypair, save_private_key, save_public_key
 from edgefleet.device.store import ModelStore
+from edgefleet.kernel.signing import generate_keypair, save_private_key, save_public_key
 from edgefleet.local.fleet import SimulatedFleet
 
 MODEL = "imagenet"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgefleet.device.contracts import distributions as d
 from edgefleet.flows.rollout.canary import (
     CanaryGate,
     Sample,
@@ -16,6 +15,7 @@ from edgefleet.flows.rollout.canary import (
     latency_metric,
     mann_whitney_greater,
 )
+from edgefleet.kernel.contracts import distributions as d
 
 GATE = CanaryGate()
 CLASSES = 5

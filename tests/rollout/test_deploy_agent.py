@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.signing import generate_keypair, save_public_key
 from edgefleet.flows.deploy_agent.service import ServiceSpec, render_unit
+from edgefleet.kernel.signing import generate_keypair, save_public_key
 from edgefleet.local.fleet import SimulatedFleet
 
 
@@ -67,7 +67,7 @@ def test_deploy_agent_installs_a_venv_and_runs_the_agent_under_the_process_manag
         # the device made its own key; only its public key was published with the fleet
         from edgefleet.device.fleetkeys import load_fleet_keys
         from edgefleet.device.registry import Registry
-        from edgefleet.device.signing import key_id
+        from edgefleet.kernel.signing import key_id
 
         published = load_fleet_keys(Registry.from_uri(tmp_path / "registry"))
         assert key_id(published["sim-1"]) == first[0].device_key_id

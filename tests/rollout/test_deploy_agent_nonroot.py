@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.signing import generate_keypair, save_public_key
+from edgefleet.kernel.signing import generate_keypair, save_public_key
 from edgefleet.local.fleet import SimulatedFleet
 
 SYSTEM_PYTHON = "/usr/bin/python3"

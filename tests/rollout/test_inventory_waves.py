@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from edgefleet.device.errors import ConfigError
 from edgefleet.flows.rollout.health import StatusBaseline, monitor_verdict, status_verdict
 from edgefleet.flows.rollout.inventory import load_inventory, parse_inventory
 from edgefleet.flows.rollout.params import HealthGate, RolloutParams
 from edgefleet.flows.rollout.waves import plan_waves, wave_over_threshold
+from edgefleet.kernel.errors import ConfigError
 from edgefleet.monitor import DeviceVersionHealth
 
 
@@ -90,7 +90,7 @@ def test_monitor_verdicts_only_ask_whether_the_device_came_up():
 
 
 def _status(**fields):
-    from edgefleet.device.agent.status import AgentStatus
+    from edgefleet.kernel.contracts.status import AgentStatus
 
     base = {"device_id": "d", "pid": 1, "state": "running", "started_at": "1970-01-12T13:00:00+00:00",
             "updated_at": "1970-01-12T13:46:39+00:00", "version": "2.0.0", "frames": 130, "swap_failures": 1,

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from edgefleet.device.contracts.manifest import ChannelPointer  # noqa: F401 - documents what channels hold
 from edgefleet.device.registry import rollout_key
+from edgefleet.kernel.contracts.manifest import ChannelPointer  # noqa: F401 - documents what channels hold
 
 from .conftest import MODEL
 

@@ -43,9 +43,9 @@ def test_hard_failures_within_the_threshold_do_not_halt():
 def test_a_device_run_records_which_step_failed_and_where_the_device_is():
     import pytest
 
-    from edgefleet.device.errors import EdgefleetError
     from edgefleet.flows.rollout.device import DeviceRefused
     from edgefleet.flows.rollout.tasks import DeviceRun, StepFailed
+    from edgefleet.kernel.errors import EdgefleetError
 
     run = DeviceRun("d1", before="1.0.0")
     with run.step("preflight"):

@@ -13,12 +13,12 @@ from typer.testing import CliRunner
 
 from edgefleet.device.channel import RECORD_FILE, sign_pointer
 from edgefleet.device.cli import app
-from edgefleet.device.contracts.layout import channel_key
-from edgefleet.device.contracts.manifest import ChannelPointer
-from edgefleet.device.errors import ConflictError, VerificationError
 from edgefleet.device.pull import ChannelPoller, PullResult, pull_channel_once
 from edgefleet.device.registry import LocalRegistry, Registry
 from edgefleet.device.store import ModelStore
+from edgefleet.kernel.contracts.layout import channel_key
+from edgefleet.kernel.contracts.manifest import ChannelPointer
+from edgefleet.kernel.errors import ConflictError, VerificationError
 from tests.device.store.conftest import Keys, VersionFactory
 from tests.device.store.test_pull import overwrite_object
 

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.contracts.telemetry import Health, InferenceSummary, ModelRef, TelemetryMessage
-from edgefleet.device.errors import ConflictError
 from edgefleet.device.fleetkeys import load_fleet_keys, register_device_key
 from edgefleet.device.identity import load_or_create_device_key, sign_telemetry
 from edgefleet.device.registry import LocalRegistry
-from edgefleet.device.signing import generate_keypair
 from edgefleet.device.telemetry.spool import Spool
+from edgefleet.kernel.contracts.telemetry import Health, InferenceSummary, ModelRef, TelemetryMessage
+from edgefleet.kernel.errors import ConflictError
+from edgefleet.kernel.signing import generate_keypair
 from edgefleet.monitor.identity import FORGED_PREFIX, TelemetryVerifier
 from edgefleet.monitor.ingest import Status
 from edgefleet.monitor.service import process_batch

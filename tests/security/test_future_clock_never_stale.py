@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.contracts.telemetry import Health, TelemetryMessage
+from edgefleet.kernel.contracts.telemetry import Health, TelemetryMessage
 from edgefleet.monitor.ingest import MAX_CLOCK_AHEAD_S, handle
 from edgefleet.monitor.query import device_status
 from edgefleet.monitor.store import FleetStore, commit, open_store, to_epoch

@@ -11,8 +11,8 @@ from PIL import Image
 
 from edgefleet.device.agent.config import load_config
 from edgefleet.device.agent.sources import ImageSource
-from edgefleet.device.errors import ConfigError, ImageError
 from edgefleet.device.runtime.preprocess import load_image
+from edgefleet.kernel.errors import ConfigError, ImageError
 from edgefleet.monitor.config import load_monitor_config
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from edgefleet.device.bundle import verify_version_dir
-from edgefleet.device.errors import VerificationError
-from edgefleet.device.signing import load_private_key
+from edgefleet.kernel.errors import VerificationError
+from edgefleet.kernel.signing import load_private_key
 from tests.device.store.conftest import Keys, VersionFactory
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from edgefleet.device.bundle import create_version_dir, verify_version_dir
-from edgefleet.device.errors import VerificationError
 from edgefleet.device.runtime.engine import open_for_manifest
-from edgefleet.device.signing import generate_keypair
+from edgefleet.kernel.errors import VerificationError
+from edgefleet.kernel.signing import generate_keypair
 
 MODEL_FILE = "mobilenet_v1_0.25_128_quant.tflite"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.contracts.telemetry import (
+from edgefleet.kernel.contracts.telemetry import (
     Health,
     InferenceSummary,
     ModelRef,

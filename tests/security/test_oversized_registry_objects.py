@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from edgefleet.device.errors import VerificationError
 from edgefleet.device.pull import pull_channel_once
 from edgefleet.device.registry import Registry
 from edgefleet.device.registry.base import MAX_MANIFEST_BYTES
 from edgefleet.device.store import ModelStore
+from edgefleet.kernel.errors import VerificationError
 from tests.device.store.conftest import VersionFactory
 from tests.device.store.test_pull import overwrite_object
 

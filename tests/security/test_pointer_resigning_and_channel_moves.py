@@ -13,13 +13,13 @@ from typer.testing import CliRunner
 
 from edgefleet.cli import app
 from edgefleet.device.channel import verify_pointer
-from edgefleet.device.contracts.layout import channel_key
-from edgefleet.device.errors import ConfigError
 from edgefleet.device.registry import LocalRegistry
 from edgefleet.flows.channels.resign import ResignParams, needs_resign, resign_channels
 from edgefleet.flows.release.keys import channel_signing_key
 from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.rollout.promote import promote_signed
+from edgefleet.kernel.contracts.layout import channel_key
+from edgefleet.kernel.errors import ConfigError
 from tests.device.store.conftest import Keys, VersionFactory
 from tests.device.store.test_pull import overwrite_object
 
@@ -87,7 +87,7 @@ def test_resign_renews_only_what_is_due_and_reports_a_tampered_pointer(
 
 
 def test_unsigned_pointers_are_converted_only_when_asked() -> None:
-    from edgefleet.device.contracts.manifest import ChannelPointer
+    from edgefleet.kernel.contracts.manifest import ChannelPointer
 
     unsigned = ChannelPointer(model="birds", channel="stable", version="1.0.0", manifest_sha256="0" * 64)
     now = datetime.now(UTC)
@@ -103,5 +103,5 @@ def test_resign_deployment_is_scheduled_with_valid_parameters() -> None:
     params = ResignParams.model_validate(deployment["parameters"]["params"])
     assert params.renew_within_days < params.signing.pointer_validity_days
     assert deployment["schedules"] and deployment["schedules"][0]["active"]
-    flow = load_flow_from_entrypoint(str(REPO / deployment["entrypoint"]))
+    flow = load_flow_from_entrypoint(deployment["entrypoint"])
     assert flow.name == "resign-channels"

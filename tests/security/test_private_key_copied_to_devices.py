@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.errors import ConfigError
-from edgefleet.device.signing import generate_keypair, save_private_key, save_public_key
 from edgefleet.flows.deploy_agent.flow import DeployAgentParams, deploy_agent, release_public_key_text
+from edgefleet.kernel.errors import ConfigError
+from edgefleet.kernel.signing import generate_keypair, save_private_key, save_public_key
 
 
 def params(public_key: Path | str, tmp_path: Path) -> DeployAgentParams:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from edgefleet.device.errors import ConfigError
 from edgefleet.flows.deploy_agent.service import ServiceSpec, render_unit
+from edgefleet.kernel.errors import ConfigError
 
 
 def spec(**overrides: object) -> ServiceSpec:

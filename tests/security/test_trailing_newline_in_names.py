@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from edgefleet.device.contracts.layout import check_name, check_version, is_version
-from edgefleet.device.errors import RegistryError
 from edgefleet.device.registry import LocalRegistry
+from edgefleet.kernel.contracts.layout import check_name, check_version, is_version
+from edgefleet.kernel.errors import RegistryError
 
 
 @pytest.mark.parametrize("name", ["birds\n", "birds\r\n", "\nbirds"])

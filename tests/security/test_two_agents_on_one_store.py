@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from edgefleet.device.agent.loop import AGENT_LOCK_FILE
 from edgefleet.device.cli import app
-from edgefleet.device.fsutil import file_lock
+from edgefleet.kernel.fsutil import file_lock
 
 
 def test_a_second_agent_on_the_same_root_is_refused(tmp_path: Path) -> None:

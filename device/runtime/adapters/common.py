@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from edgefleet.device.contracts.manifest import Quantization, TensorSpec
-from edgefleet.device.errors import ModelError
+from edgefleet.kernel.contracts.manifest import Quantization, TensorSpec
+from edgefleet.kernel.errors import ModelError
 
 
 def input_details(interpreter: Any, key: str) -> Any:

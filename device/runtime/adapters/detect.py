@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from edgefleet.device.errors import ModelError
 from edgefleet.device.runtime.adapters.common import input_size
+from edgefleet.kernel.errors import ModelError
 
 DETECTION_OUTPUTS = 4
 BOX_COORDINATES = 4

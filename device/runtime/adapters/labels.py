@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from edgefleet.device.errors import LabelsError
+from edgefleet.kernel.errors import LabelsError
 
 _ID_LINE = re.compile(r"^\s*(\d+)[:\s]+(\S.*?)\s*$")
 

@@ -10,8 +10,8 @@ import pytest
 from edgefleet.device.bundle import create_version_dir
 from edgefleet.device.runtime.engine import Engine
 from edgefleet.device.runtime.golden import compute_golden
-from edgefleet.device.signing import generate_keypair, save_public_key
 from edgefleet.device.store import ModelStore
+from edgefleet.kernel.signing import generate_keypair, save_public_key
 
 GOLDEN_SEEDS = (1, 2, 3)
 MODEL = "imagenet"

@@ -10,10 +10,10 @@ from contextlib import contextmanager
 
 from edgefleet.device.agent.config import load_config
 from edgefleet.device.agent.loop import Agent
-from edgefleet.device.agent.status import read_status
-from edgefleet.device.contracts.layout import CURRENT_POINTER, PREVIOUS_POINTER
-from edgefleet.device.contracts.telemetry import TelemetryMessage
-from edgefleet.device.fsutil import switch_symlink
+from edgefleet.kernel.contracts.layout import CURRENT_POINTER, PREVIOUS_POINTER
+from edgefleet.kernel.contracts.status import read_status
+from edgefleet.kernel.contracts.telemetry import TelemetryMessage
+from edgefleet.kernel.fsutil import switch_symlink
 
 WAIT_S = 60.0
 MODEL = "imagenet"  # the name the `releases` fixture publishes under

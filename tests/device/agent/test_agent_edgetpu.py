@@ -11,11 +11,11 @@ import pytest
 
 from edgefleet.device.agent.config import load_config
 from edgefleet.device.agent.loop import Agent
-from edgefleet.device.agent.status import read_status
 from edgefleet.device.agent.swap import EdgeTpuUnavailableError, choose_device
-from edgefleet.device.contracts.manifest import FileEntry, Manifest, TensorSpec
-from edgefleet.device.errors import ConfigError
 from edgefleet.device.runtime.probe import ProbeOutcome
+from edgefleet.kernel.contracts.manifest import FileEntry, Manifest, TensorSpec
+from edgefleet.kernel.contracts.status import read_status
+from edgefleet.kernel.errors import ConfigError
 
 from .test_agent import MODEL, running, wait_until
 

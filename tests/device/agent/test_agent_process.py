@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from google.cloud import pubsub_v1
 
-from edgefleet.device.contracts.telemetry import TelemetryMessage
+from edgefleet.kernel.contracts.telemetry import TelemetryMessage
 
 AGENT = Path(sys.executable).with_name("edgefleet-agent")
 MODEL = "imagenet"

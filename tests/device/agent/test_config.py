@@ -8,7 +8,7 @@ import pytest
 
 from edgefleet.device.agent.config import load_config
 from edgefleet.device.agent.stats import LoopStats, percentile
-from edgefleet.device.errors import ConfigError
+from edgefleet.kernel.errors import ConfigError
 
 
 def write(tmp_path: Path, text: str) -> Path:

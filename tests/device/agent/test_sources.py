@@ -11,7 +11,7 @@ from PIL import Image
 
 from edgefleet.device.agent.config import SourceConfig
 from edgefleet.device.agent.sources import open_source
-from edgefleet.device.errors import ConfigError
+from edgefleet.kernel.errors import ConfigError
 
 
 def write_image(path, colour, size=(40, 30)):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgefleet.device.errors import LabelsError, ModelError
 from edgefleet.device.runtime.adapters.classify import Class, get_classes, get_classes_from_scores
 from edgefleet.device.runtime.adapters.common import input_size, set_input
 from edgefleet.device.runtime.adapters.labels import check_label_count, parse_labels, read_label_file
@@ -13,6 +12,7 @@ from edgefleet.device.runtime.config import RuntimeConfig
 from edgefleet.device.runtime.engine import Engine
 from edgefleet.device.runtime.interpreter import make_interpreter
 from edgefleet.device.runtime.preprocess import load_image, resize
+from edgefleet.kernel.errors import LabelsError, ModelError
 
 MOBILENET_V2 = "mobilenet_v2_1.0_224_quant.tflite"
 INAT_BIRD = "mobilenet_v2_1.0_224_inat_bird_quant.tflite"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgefleet.device.errors import ModelError
 from edgefleet.device.runtime.adapters.common import input_size, set_input
 from edgefleet.device.runtime.adapters.detect import BBox, DetectionOutputs, get_objects, objects_from_outputs
 from edgefleet.device.runtime.engine import Engine
 from edgefleet.device.runtime.interpreter import inspect_model, make_interpreter
 from edgefleet.device.runtime.preprocess import Preprocessor, image_scale
+from edgefleet.kernel.errors import ModelError
 
 RED, GREEN, BLUE = (240, 10, 10), (10, 240, 10), (10, 10, 240)
 

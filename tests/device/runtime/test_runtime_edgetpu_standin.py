@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgefleet.device.contracts.manifest import FileEntry, Manifest
-from edgefleet.device.errors import ModelError, NoEdgeTpuError
 from edgefleet.device.runtime.config import RuntimeConfig
 from edgefleet.device.runtime.engine import Engine, open_for_manifest
 from edgefleet.device.runtime.interpreter import edgetpu_present, inspect_model, load_model
 from edgefleet.device.runtime.preprocess import load_image
+from edgefleet.kernel.contracts.manifest import FileEntry, Manifest
+from edgefleet.kernel.errors import ModelError, NoEdgeTpuError
 
 MOBILENET_V2 = "mobilenet_v2_1.0_224_quant.tflite"
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgefleet.device.contracts.manifest import FileEntry, GoldenOutput, Manifest, TensorSpec
-from edgefleet.device.errors import ModelError, NoEdgeTpuError
 from edgefleet.device.runtime.config import RuntimeConfig
 from edgefleet.device.runtime.engine import Engine, open_for_manifest
 from edgefleet.device.runtime.golden import check_golden, compute_golden, reference_input
 from edgefleet.device.runtime.interpreter import inspect_model, load_model
+from edgefleet.kernel.contracts.manifest import FileEntry, GoldenOutput, Manifest, TensorSpec
+from edgefleet.kernel.errors import ModelError, NoEdgeTpuError
 
 MOBILENET_V2 = "mobilenet_v2_1.0_224_quant.tflite"
 SEEDS = (0, 1, 2)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgefleet.device.errors import ConfigError, ModelError, NoEdgeTpuError
 from edgefleet.device.runtime.interpreter import (
     check_device,
     cpu_twin_name,
@@ -20,6 +19,7 @@ from edgefleet.device.runtime.tflite_file import (
     custom_ops,
     read_operator_codes,
 )
+from edgefleet.kernel.errors import ConfigError, ModelError, NoEdgeTpuError
 
 MOBILENET_V2 = "mobilenet_v2_1.0_224_quant.tflite"
 EDGETPU_MODEL = "mobilenet_v1_0.25_128_quant_edgetpu.tflite"

@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgefleet.device.contracts.manifest import Quantization, TensorSpec
-from edgefleet.device.errors import ImageError, ModelError
 from edgefleet.device.runtime.adapters.common import dequantize
 from edgefleet.device.runtime.preprocess import (
     Preprocessor,
@@ -15,6 +13,8 @@ from edgefleet.device.runtime.preprocess import (
     load_image,
     pixel_lut,
 )
+from edgefleet.kernel.contracts.manifest import Quantization, TensorSpec
+from edgefleet.kernel.errors import ImageError, ModelError
 
 PIXELS = np.arange(256)
 REAL = (PIXELS - 128.0) / 128.0  # the default normalization

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgefleet.device.contracts.manifest import ChannelPointer
-from edgefleet.device.errors import ConflictError
 from edgefleet.device.registry import Registry
+from edgefleet.kernel.contracts.manifest import ChannelPointer
+from edgefleet.kernel.errors import ConflictError
 
 BARRIER_TIMEOUT_S = 60
 

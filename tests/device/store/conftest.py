@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.cloud import storage
 
 from edgefleet.device.bundle import SignedManifest, create_version_dir
-from edgefleet.device.contracts.manifest import Quantization, TensorSpec
 from edgefleet.device.registry import GcsRegistry, LocalRegistry
-from edgefleet.device.signing import generate_keypair, save_private_key, save_public_key
 from edgefleet.device.store import PUBLIC_KEY_FILE, ModelStore
+from edgefleet.kernel.contracts.manifest import Quantization, TensorSpec
+from edgefleet.kernel.signing import generate_keypair, save_private_key, save_public_key
 from edgefleet.local.emulators import GcsEmulator
 from edgefleet.local.gcs_preconditions import enforce_generation_preconditions
 

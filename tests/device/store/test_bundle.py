@@ -16,9 +16,9 @@ from edgefleet.device.bundle import (
     verify_version_dir,
     write_signed_version,
 )
-from edgefleet.device.contracts.layout import MANIFEST_FILE, SIGNATURE_FILE
-from edgefleet.device.errors import ModelError, VerificationError
-from edgefleet.device.signing import decode_signature, verify
+from edgefleet.kernel.contracts.layout import MANIFEST_FILE, SIGNATURE_FILE
+from edgefleet.kernel.errors import ModelError, VerificationError
+from edgefleet.kernel.signing import decode_signature, verify
 
 from .conftest import INPUT_SPEC, OUTPUT_SPEC, Keys, VersionFactory
 

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from edgefleet.device.channel import ChannelRecord, accepted, judge_pointer, next_counter, sign_pointer, verify_pointer
-from edgefleet.device.contracts.manifest import ChannelPointer
+from edgefleet.kernel.contracts.manifest import ChannelPointer
 
 from .conftest import Keys
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from google.cloud import storage
 
-from edgefleet.device.contracts.layout import MANIFEST_FILE
-from edgefleet.device.errors import RegistryError
 from edgefleet.device.pull import ChannelPoller, PullResult, pull_channel_once
 from edgefleet.device.registry import GcsRegistry, Registry
 from edgefleet.device.store import ModelStore
+from edgefleet.kernel.contracts.layout import MANIFEST_FILE
+from edgefleet.kernel.errors import RegistryError
 
 from .conftest import Keys, VersionFactory
 from .test_store import snapshot
@@ -257,7 +257,7 @@ def test_gcs_poll_against_a_missing_bucket_is_transient(
 def test_a_missing_public_key_is_a_setup_error_not_a_refused_release(
     local_registry: Registry, store: ModelStore, make_version: VersionFactory, tmp_path
 ) -> None:
-    from edgefleet.device.errors import VerificationError
+    from edgefleet.kernel.errors import VerificationError
 
     local_registry.publish_version("birds", "1.0.0", make_version("birds", "1.0.0"))
     local_registry.promote("birds", "1.0.0", "stable")

@@ -20,10 +20,10 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from edgefleet.device.bundle import read_signed_manifest, verify_version_dir
-from edgefleet.device.contracts.layout import SIGNATURE_FILE, channel_key
-from edgefleet.device.contracts.manifest import ChannelPointer
-from edgefleet.device.errors import ConflictError, RegistryError, VerificationError
 from edgefleet.device.registry import GcsRegistry, LocalRegistry, Registry, rollout_key
+from edgefleet.kernel.contracts.layout import SIGNATURE_FILE, channel_key
+from edgefleet.kernel.contracts.manifest import ChannelPointer
+from edgefleet.kernel.errors import ConflictError, RegistryError, VerificationError
 from edgefleet.local.emulators import GcsEmulator, free_port
 from edgefleet.local.gcs_preconditions import enforce_generation_preconditions
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.errors import VerificationError
-from edgefleet.device.signing import (
+from edgefleet.kernel.errors import VerificationError
+from edgefleet.kernel.signing import (
     decode_signature,
     encode_signature,
     generate_keypair,

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device import fsutil
-from edgefleet.device.contracts.layout import MANIFEST_FILE
-from edgefleet.device.errors import StoreError, VerificationError
 from edgefleet.device.store import ModelStore
+from edgefleet.kernel import fsutil
+from edgefleet.kernel.contracts.layout import MANIFEST_FILE
+from edgefleet.kernel.errors import StoreError, VerificationError
 
 from .conftest import Keys, VersionFactory
 

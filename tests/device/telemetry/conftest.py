@@ -21,7 +21,7 @@ import pytest
 from google.api_core import exceptions as google_errors
 from pydantic import ValidationError
 
-from edgefleet.device.contracts.telemetry import Health, ModelRef, TelemetryMessage
+from edgefleet.kernel.contracts.telemetry import Health, ModelRef, TelemetryMessage
 from edgefleet.local.emulators import free_port
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from edgefleet.device.contracts.telemetry import Health, ModelRef, ResultItem, TelemetryMessage
 from edgefleet.device.telemetry.builder import (
     EventRecord,
     InferenceRecord,
@@ -17,6 +16,7 @@ from edgefleet.device.telemetry.builder import (
     summarize,
 )
 from edgefleet.device.telemetry.config import TelemetryConfig
+from edgefleet.kernel.contracts.telemetry import Health, ModelRef, ResultItem, TelemetryMessage
 
 MODEL_A = ModelRef(name="mobilenet", version="1.0.0", variant="edgetpu", backend="edgetpu:usb:0")
 MODEL_B = ModelRef(name="mobilenet", version="1.1.0", variant="edgetpu", backend="edgetpu:usb:0")
@@ -147,7 +147,7 @@ def test_config_defaults_and_forbidden_keys() -> None:
 
 
 def test_summary_windows_carry_mergeable_distributions() -> None:
-    from edgefleet.device.contracts import distributions as d
+    from edgefleet.kernel.contracts import distributions as d
 
     builder = TelemetryBuilder("summary", 10.0, sample_results=True, max_results=3, start_time=T0)
     for i in range(20):
@@ -176,7 +176,7 @@ def test_detections_are_counted_per_class_and_per_frame() -> None:
 
 
 def test_a_thousand_class_summary_stays_small() -> None:
-    from edgefleet.device.contracts import distributions as d
+    from edgefleet.kernel.contracts import distributions as d
 
     rng = np.random.default_rng(0)
     accumulator = d.DistributionAccumulator()

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.contracts.telemetry import Health, ModelRef, TelemetryMessage
 from edgefleet.device.telemetry.config import TelemetryConfig
 from edgefleet.device.telemetry.publisher import PubSubSink, SpoolPublisher, TopicMissingError
 from edgefleet.device.telemetry.spool import Spool
+from edgefleet.kernel.contracts.telemetry import Health, ModelRef, TelemetryMessage
 
 PROJECT = "edgefleet-test"
 MODEL = ModelRef(name="mobilenet", version="3.0.0", variant="edgetpu", backend="edgetpu:usb:0")

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.contracts.telemetry import Health, ModelRef, TelemetryMessage
-from edgefleet.device.errors import TelemetryError
 from edgefleet.device.telemetry.config import TelemetryConfig
 from edgefleet.device.telemetry.publisher import (
     LocalSink,
@@ -23,6 +21,8 @@ from edgefleet.device.telemetry.publisher import (
 )
 from edgefleet.device.telemetry.service import TelemetryService
 from edgefleet.device.telemetry.spool import Spool
+from edgefleet.kernel.contracts.telemetry import Health, ModelRef, TelemetryMessage
+from edgefleet.kernel.errors import TelemetryError
 
 PROJECT = "edgefleet-test"
 WAIT_S = 30.0

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.contracts.telemetry import TelemetryMessage
-from edgefleet.device.errors import TelemetryError
 from edgefleet.device.telemetry.spool import Spool
+from edgefleet.kernel.contracts.telemetry import TelemetryMessage
+from edgefleet.kernel.errors import TelemetryError
 
 MessageFactory = Callable[..., Callable[[int], TelemetryMessage]]
 

@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgefleet.device.contracts.layout import CPU_MODEL_FILE, EDGETPU_MODEL_FILE, LABELS_FILE
-from edgefleet.device.errors import ConfigError, LabelsError, ModelError
 from edgefleet.device.registry import Registry
 from edgefleet.flows.release.brought import Operation, float_operations
 from edgefleet.flows.release.dataset import DatasetError
 from edgefleet.flows.release.flow import release_model
+from edgefleet.kernel.contracts.layout import CPU_MODEL_FILE, EDGETPU_MODEL_FILE, LABELS_FILE
+from edgefleet.kernel.errors import ConfigError, LabelsError, ModelError
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

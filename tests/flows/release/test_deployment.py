@@ -21,7 +21,7 @@ def test_deployment_entrypoint_loads_the_release_flow() -> None:
     from prefect.flows import load_flow_from_entrypoint
 
     deployment = _deployment()
-    flow = load_flow_from_entrypoint(str(REPO / deployment["entrypoint"]))
+    flow = load_flow_from_entrypoint(deployment["entrypoint"])
     assert flow.name == "release-model"
     assert deployment["work_pool"]["name"]
 

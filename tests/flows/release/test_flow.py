@@ -17,8 +17,6 @@ import pytest
 from typer.testing import CliRunner
 
 from edgefleet.device.bundle import verify_version_dir
-from edgefleet.device.contracts.layout import CPU_MODEL_FILE, LABELS_FILE
-from edgefleet.device.errors import ConflictError, ModelError, RegistryError
 from edgefleet.device.registry import Registry
 from edgefleet.flows.release.compiler import CompileError
 from edgefleet.flows.release.dataset import DatasetError, decode_image
@@ -26,6 +24,8 @@ from edgefleet.flows.release.demo_dataset import generate_demo_dataset
 from edgefleet.flows.release.flow import GateFailed, release_model
 from edgefleet.flows.release.report import artifact_key
 from edgefleet.flows.release.tasks import move_channel, training_cache_key
+from edgefleet.kernel.contracts.layout import CPU_MODEL_FILE, LABELS_FILE
+from edgefleet.kernel.errors import ConflictError, ModelError, RegistryError
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.contracts.manifest import CompilerReport, CpuOperation
-from edgefleet.device.errors import ConfigError
 from edgefleet.flows.release.evaluate import ClassAccuracy, Evaluation, accuracy, per_class_accuracy
 from edgefleet.flows.release.params import (
     FineTuneHead,
@@ -26,6 +24,8 @@ from edgefleet.flows.release.report import (
     render_report,
 )
 from edgefleet.flows.release.tasks import next_version
+from edgefleet.kernel.contracts.manifest import CompilerReport, CpuOperation
+from edgefleet.kernel.errors import ConfigError
 
 
 def _evaluation(float_acc: float, int8_acc: float) -> Evaluation:

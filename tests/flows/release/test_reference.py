@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgefleet.device.contracts import distributions as d
 from edgefleet.flows.release.evaluate import reference_distributions
+from edgefleet.kernel.contracts import distributions as d
 
 
 def test_the_reference_is_the_int8_models_class_mix_and_scores_on_the_held_out_split() -> None:

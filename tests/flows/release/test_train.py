@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgefleet.device.errors import ModelError
 from edgefleet.flows.release.backbones import (
     BACKBONE_NAME,
     backbone_blocks,
@@ -24,6 +23,7 @@ from edgefleet.flows.release.dataset import Dataset, load_dataset
 from edgefleet.flows.release.demo_dataset import generate_demo_dataset
 from edgefleet.flows.release.params import FineTuneAll, FineTuneHead, FineTuneLastBlocks, TrainingParams
 from edgefleet.flows.release.train import train, validation_split
+from edgefleet.kernel.errors import ModelError
 
 MOBILENET = {"architecture": "mobilenet_v2", "input_size": 32, "epochs": 1, "batch_size": 8}
 

@@ -1,0 +1,223 @@
+"""`edgefleet config ...`: configuration from the Pulumi stack, and the stack's policy checks.
+
+- `edgefleet config from-stack OUTPUTS.json [--out-dir DIR]` reads `pulumi stack output --json` and writes
+  `agent.yaml` (a fragment of the agent config: telemetry project/topic, registry uri/channel) and
+  `pipeline.yaml` (registry, bucket, service accounts, telemetry names, and a `monitor:` section the fleet
+  monitor reads directly).
+- `edgefleet config check-policy PREVIEW.json` runs the policy checks of `edgefleet.infra.policy` over
+  `pulumi preview --json` or `pulumi stack export` output (exit status 1 on any violation), for CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from pydantic import ValidationError
+
+from edgefleet.infra.outputs import StackOutputs
+from edgefleet.kernel.console import cli_error
+from edgefleet.kernel.errors import ConfigError, EdgefleetError
+
+app = typer.Typer(help="Configuration from the Pulumi stack, and its policy checks.", no_args_is_help=True)
+
+AGENT_FILE = "agent.yaml"
+PIPELINE_FILE = "pipeline.yaml"
+DEFAULT_CHANNEL = "stable"
+EXIT_VIOLATIONS = 1
+
+
+def read_stack_outputs(path: Path) -> StackOutputs:
+    """Reads `pulumi stack output --json` from `path`.
+
+    Raises:
+        ConfigError: naming the file, or every missing or wrong output.
+    """
+    fix = "in the repo root run `pulumi stack output --json > OUTPUTS.json` (after `pulumi up`)"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise ConfigError(f"stack outputs file {path} does not exist", fix) from error
+    except json.JSONDecodeError as error:
+        raise ConfigError(
+            f"stack outputs file {path} is not JSON ({error.msg} at line {error.lineno})", fix
+        ) from error
+    if not isinstance(data, dict):
+        raise ConfigError(f"stack outputs file {path} is not a JSON object of outputs", fix)
+    try:
+        return StackOutputs.model_validate(data)
+    except ValidationError as error:
+        missing = [str(item["loc"][0]) for item in error.errors() if item["type"] == "missing"]
+        wrong = [
+            f"{'.'.join(map(str, item['loc']))} ({item['msg']})"
+            for item in error.errors()
+            if item["type"] != "missing"
+        ]
+        parts = []
+        if missing:
+            parts.append(f"missing stack outputs: {', '.join(missing)}")
+        if wrong:
+            parts.append(f"wrong stack outputs: {', '.join(wrong)}")
+        raise ConfigError(
+            f"{path}: {'; '.join(parts)}",
+            f"{fix}; if outputs are missing, the stack predates them: run `pulumi up` first",
+        ) from error
+
+
+def agent_config_fragment(
+    outputs: StackOutputs, device_id: str | None = None, channel: str = DEFAULT_CHANNEL
+) -> dict[str, Any]:
+    """The part of an agent config the stack decides (`edgefleet.device.agent.config.AgentConfig` keys)."""
+    fragment: dict[str, Any] = {}
+    if device_id is not None:
+        fragment["device_id"] = device_id
+    fragment["telemetry"] = {"pubsub_project": outputs.project, "pubsub_topic": outputs.telemetry_topic}
+    fragment["registry"] = {"uri": outputs.registry_uri, "channel": channel}
+    return fragment
+
+
+def pipeline_config(outputs: StackOutputs) -> dict[str, Any]:
+    """The release pipeline's and the operator's view of the stack (plus the fleet monitor's section)."""
+    config: dict[str, Any] = {
+        "project": outputs.project,
+        "region": outputs.region,
+        "registry": {"uri": outputs.registry_uri, "bucket": outputs.registry_bucket},
+        "service_accounts": {
+            "device": outputs.device_service_account,
+            "pipeline": outputs.pipeline_service_account,
+            "monitor": outputs.monitor_service_account,
+        },
+        "telemetry": {
+            "topic": outputs.telemetry_topic,
+            "topic_id": outputs.telemetry_topic_id,
+            "schema_id": outputs.telemetry_schema_id,
+            "schema_enforced": outputs.telemetry_schema_enforced,
+            "monitor_subscription": outputs.monitor_subscription,
+            "dead_letter_topic": outputs.dead_letter_topic,
+            "dead_letter_subscription": outputs.dead_letter_subscription,
+        },
+        "monitor": {"project": outputs.project, "subscription": outputs.monitor_subscription},
+        "dashboard_id": outputs.dashboard_id,
+    }
+    if outputs.bigquery_table:
+        config["telemetry"]["bigquery_table"] = outputs.bigquery_table
+    return config
+
+
+def _yaml(header: str, data: dict[str, Any]) -> str:
+    comment = "".join(f"# {line}\n" for line in header.splitlines())
+    return comment + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+
+
+def _write_new(path: Path, text: str, force: bool) -> None:
+    """Writes `path` atomically; refuses to replace an existing file unless `force`."""
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists", "pass --force to replace it, or choose another --out-dir")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w") as out:
+            out.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_configs(
+    outputs: StackOutputs,
+    out_dir: Path,
+    device_id: str | None = None,
+    channel: str = DEFAULT_CHANNEL,
+    force: bool = False,
+) -> tuple[Path, Path]:
+    """Writes `agent.yaml` and `pipeline.yaml` into `out_dir`; neither is written if either exists (no force).
+
+    Returns:
+        The paths of the agent and pipeline files.
+    """
+    agent_path, pipeline_path = out_dir / AGENT_FILE, out_dir / PIPELINE_FILE
+    if not force:
+        existing = [str(path) for path in (agent_path, pipeline_path) if path.exists()]
+        if existing:
+            raise ConfigError(
+                f"{', '.join(existing)} already exist(s)",
+                "pass --force to replace, or choose another --out-dir",
+            )
+    device_note = (
+        "" if device_id else "\nSet device_id per device (or EDGEFLEET_DEVICE_ID) and the model to run."
+    )
+    schema_note = (
+        "\nThe topic validates the Avro schema: publish the Avro JSON encoding "
+        "(edgefleet.kernel.contracts.avro.encode_telemetry)."
+        if outputs.telemetry_schema_enforced
+        else ""
+    )
+    _write_new(
+        agent_path,
+        _yaml(
+            f"edgefleet agent config from stack outputs (project {outputs.project})."
+            f"{device_note}{schema_note}",
+            agent_config_fragment(outputs, device_id, channel),
+        ),
+        force,
+    )
+    _write_new(
+        pipeline_path,
+        _yaml(
+            f"edgefleet pipeline config from stack outputs (project {outputs.project}).",
+            pipeline_config(outputs),
+        ),
+        force,
+    )
+    return agent_path, pipeline_path
+
+
+
+@app.command("from-stack")
+def from_stack(
+    outputs_file: Annotated[
+        Path, typer.Argument(metavar="OUTPUTS.json", help="`pulumi stack output --json` saved to a file")
+    ],
+    out_dir: Annotated[Path, typer.Option(help="where agent.yaml and pipeline.yaml go")] = Path("."),
+    device_id: Annotated[str | None, typer.Option(help="device id for the agent config")] = None,
+    channel: Annotated[str, typer.Option(help="registry channel the agents follow")] = DEFAULT_CHANNEL,
+    force: Annotated[bool, typer.Option(help="replace existing files")] = False,
+) -> None:
+    """Write the agent and pipeline configs from the stack outputs."""
+    try:
+        outputs = read_stack_outputs(outputs_file)
+        agent_path, pipeline_path = write_configs(outputs, out_dir, device_id, channel, force)
+    except EdgefleetError as error:
+        raise cli_error(error) from error
+    typer.echo(f"wrote {agent_path} and {pipeline_path}")
+
+
+@app.command("check-policy")
+def check_policy(
+    resources_file: Annotated[
+        Path,
+        typer.Argument(
+            metavar="PREVIEW.json", help="`pulumi preview --json` or `pulumi stack export` output"
+        ),
+    ],
+) -> None:
+    """Check the stack's resources against the edgefleet policies (exit status 1 on violations)."""
+    from edgefleet.infra.policy import check_all, load_resources
+
+    try:
+        resources = load_resources(resources_file)
+    except EdgefleetError as error:
+        raise cli_error(error) from error
+    violations = check_all(resources)
+    for violation in violations:
+        typer.echo(str(violation))
+    if violations:
+        typer.echo(f"{len(violations)} policy violation(s) in {len(resources)} resources", err=True)
+        raise typer.Exit(EXIT_VIOLATIONS)
+    typer.echo(f"{len(resources)} resources comply with every policy")

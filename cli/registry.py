@@ -1,0 +1,377 @@
+"""`edgefleet registry ls|show|promote|verify`: look at and move what the release pipeline published.
+
+The registry is `--registry` (or $EDGEFLEET_REGISTRY_URI): `gs://bucket[/prefix]` or a local directory, by default
+the embedded one at ~/.edgefleet/registry. `verify` checks signatures with `--public-key` (or
+$EDGEFLEET_PUBLIC_KEY; by default the development key's public half when it exists).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgefleet.kernel.console import cli_error
+from edgefleet.kernel.errors import EdgefleetError
+
+app = typer.Typer(
+    help="The model registry: list, inspect, promote and verify published versions.", no_args_is_help=True
+)
+stderr = Console(stderr=True)
+
+KIB = 1024.0
+
+
+def _default_registry() -> str:
+    from edgefleet.flows.release.params import DEFAULT_REGISTRY
+
+    return DEFAULT_REGISTRY
+
+
+RegistryOption = typer.Option(
+    None,
+    "--registry",
+    "-r",
+    envvar="EDGEFLEET_REGISTRY_URI",
+    help="gs://bucket/prefix (prefix optional) or a local directory (default ~/.edgefleet/registry)",
+)
+
+PromoteKeyOption = typer.Option(
+    None,
+    "--public-key",
+    envvar="EDGEFLEET_PUBLIC_KEY",
+    help="verify the manifest signature with this key first",
+)
+VerifyKeyOption = typer.Option(
+    None,
+    "--public-key",
+    envvar="EDGEFLEET_PUBLIC_KEY",
+    help="release public key (default: the development key's .pub)",
+)
+
+
+
+def _open(uri: str | None):
+    from edgefleet.device.registry import Registry
+    from edgefleet.flows.release.params import expand
+
+    uri = uri or _default_registry()
+    if uri.startswith("gs://") or "://" in uri:
+        return Registry.from_uri(uri)
+    return Registry.from_uri(expand(uri))
+
+
+def _public_key(option: Path | None) -> Path:
+    from edgefleet.flows.release.keys import public_key_path
+    from edgefleet.flows.release.params import DEFAULT_DEV_KEY, expand
+    from edgefleet.kernel.errors import ConfigError
+
+    if option is not None:
+        return option
+    dev_public = public_key_path(expand(DEFAULT_DEV_KEY))
+    if dev_public.is_file():
+        return dev_public
+    raise ConfigError(
+        "no public key to verify with",
+        "pass --public-key FILE (or set EDGEFLEET_PUBLIC_KEY) with the release public key",
+    )
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _channels_by_version(registry, model: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for channel in registry.list_channels(model):
+        pointer = registry.read_channel(model, channel).pointer
+        if pointer is not None:
+            found.setdefault(pointer.version, []).append(channel)
+    return found
+
+
+@app.command("ls")
+def list_(
+    model: str = typer.Argument(None, help="list this model's versions (default: list the models)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    registry_uri: str = RegistryOption,
+) -> None:
+    """List the models, or the versions of MODEL with their channels and accuracy."""
+    try:
+        registry = _open(registry_uri)
+        if model is None:
+            rows = []
+            for name in registry.list_models():
+                versions = registry.list_versions(name)
+                channels = {
+                    channel: pointer.version
+                    for channel in registry.list_channels(name)
+                    if (pointer := registry.read_channel(name, channel).pointer) is not None
+                }
+                rows.append(
+                    {
+                        "model": name,
+                        "versions": len(versions),
+                        "latest": versions[-1] if versions else None,
+                        "channels": channels,
+                    }
+                )
+        else:
+            channels = _channels_by_version(registry, model)
+            rows = []
+            for version in registry.list_versions(model):
+                manifest = registry.read_manifest(model, version).manifest
+                rows.append(
+                    {
+                        "version": version,
+                        "created_at": manifest.created_at.isoformat(),
+                        "variants": sorted(manifest.variants),
+                        "channels": sorted(channels.get(version, [])),
+                        "float_accuracy": manifest.metrics.float_accuracy,
+                        "int8_accuracy": manifest.metrics.int8_accuracy,
+                        "tpu_fraction": manifest.compiler.tpu_fraction if manifest.compiler else None,
+                    }
+                )
+    except EdgefleetError as error:
+        raise cli_error(error) from error
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    console = Console()
+    if model is None:
+        table = Table(title=f"models in {registry.uri}")
+        for column in ("model", "versions", "latest", "channels"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(
+                row["model"],
+                str(row["versions"]),
+                row["latest"] or "-",
+                ", ".join(f"{c} -> {v}" for c, v in sorted(row["channels"].items())) or "-",
+            )
+    else:
+        table = Table(title=f"{model} in {registry.uri}")
+        for column in ("version", "created", "variants", "channels", "float acc", "int8 acc", "ops on TPU"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(
+                row["version"],
+                row["created_at"][:19].replace("T", " "),
+                ", ".join(row["variants"]),
+                ", ".join(row["channels"]) or "-",
+                _percent(row["float_accuracy"]),
+                _percent(row["int8_accuracy"]),
+                _percent(row["tpu_fraction"]),
+            )
+    if not rows:
+        console.print(f"nothing published {'for ' + model + ' ' if model else ''}in {registry.uri}")
+        return
+    console.print(table)
+
+
+@app.command()
+def show(
+    model: str = typer.Argument(..., help="model name"),
+    version: str = typer.Argument(..., help="version, e.g. 1.0.0"),
+    as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
+    registry_uri: str = RegistryOption,
+) -> None:
+    """Show one version's manifest: files, input, metrics, compiler report, golden outputs."""
+    try:
+        registry = _open(registry_uri)
+        signed = registry.read_manifest(model, version)
+    except EdgefleetError as error:
+        raise cli_error(error) from error
+    manifest = signed.manifest
+    if as_json:
+        typer.echo(signed.raw.decode())
+        return
+    console = Console()
+    console.print(
+        f"[bold]{manifest.model} {manifest.version}[/] ({manifest.task}), created "
+        f"{manifest.created_at:%Y-%m-%d %H:%M:%S %Z}, commit {manifest.source_commit or '-'}"
+    )
+    console.print(f"manifest sha256 {signed.manifest_sha256}")
+    spec = manifest.input
+    console.print(
+        f"input {list(spec.shape)} {spec.dtype} (scale {spec.quantization.scale:g}, zero point "
+        f"{spec.quantization.zero_point}); {manifest.label_count} labels in {manifest.labels_file}"
+    )
+    files = Table(title="files")
+    for column in ("file", "variant", "size", "sha256"):
+        files.add_column(column)
+    variant_of = {name: variant for variant, name in manifest.variants.items()}
+    for entry in manifest.files:
+        files.add_row(
+            entry.name,
+            variant_of.get(entry.name, "-"),
+            f"{entry.size / KIB:.1f} KiB",
+            entry.sha256[:16] + "...",
+        )
+    console.print(files)
+    m = manifest.metrics
+    metrics = Table(title="metrics")
+    for column in ("", "float32", "int8"):
+        metrics.add_column(column)
+    metrics.add_row("accuracy", _percent(m.float_accuracy), _percent(m.int8_accuracy))
+    metrics.add_row(
+        "size",
+        "-" if m.float_size_bytes is None else f"{m.float_size_bytes / KIB:.1f} KiB",
+        "-" if m.int8_size_bytes is None else f"{m.int8_size_bytes / KIB:.1f} KiB",
+    )
+    console.print(metrics)
+    if manifest.compiler is None:
+        console.print("no Edge TPU variant (not compiled): devices run the CPU model")
+    else:
+        c = manifest.compiler
+        console.print(
+            f"Edge TPU: {c.operations_on_tpu}/{c.operations_total} operations on the TPU "
+            f"({c.tpu_fraction:.1%}), {c.subgraphs} subgraph(s), compiler {c.compiler_version or '-'}"
+        )
+        for op in c.cpu_operations:
+            console.print(f"  on CPU: {op.operator} x{op.count}: {op.reason}")
+    console.print(f"{len(manifest.golden)} golden outputs (tolerance {manifest.golden_tolerance:g})")
+
+
+SigningKeyOption = typer.Option(
+    None,
+    "--signing-key",
+    envvar="EDGEFLEET_SIGNING_KEY",
+    help="the release signing key (PEM) that signs the channel pointer (default: the development key, "
+    "local registries only)",
+)
+SigningBlockOption = typer.Option(
+    None, "--signing-secret-block", help="a Prefect Secret block holding the release signing key"
+)
+AllowDevKeyOption = typer.Option(
+    False, "--allow-development-key", help="let the development key sign for a gs:// registry (test buckets)"
+)
+ValidityOption = typer.Option(14.0, "--valid-days", min=0.0, max=366.0, help="how long the signed pointer is valid")
+
+
+def _signing_key(key_file: Path | None, secret_block: str | None, allow_dev: bool, registry_uri: str):
+    from edgefleet.flows.release.keys import channel_signing_key
+    from edgefleet.flows.release.params import SigningParams
+
+    params = SigningParams(
+        key_file=str(key_file) if key_file else None, secret_block=secret_block, allow_development_key=allow_dev
+    )
+    return channel_signing_key(params, registry_uri)
+
+
+@app.command()
+def promote(
+    model: str = typer.Argument(..., help="model name"),
+    version: str = typer.Argument(..., help="the published version to point the channel at"),
+    channel: str = typer.Option(..., "--channel", "-c", help="channel to move, e.g. canary or stable"),
+    expect: str = typer.Option(
+        None,
+        "--expect",
+        help="only if the channel names this version now ('none': only if it does not exist yet)",
+    ),
+    public_key: Path = PromoteKeyOption,
+    signing_key: Path = SigningKeyOption,
+    signing_secret_block: str = SigningBlockOption,
+    allow_development_key: bool = AllowDevKeyOption,
+    downgrade: bool = typer.Option(
+        False, "--downgrade", help="a deliberate move to a lower version (devices refuse one otherwise)"
+    ),
+    unsigned: bool = typer.Option(
+        False, "--unsigned", help="write an unsigned schema 1 pointer (only for agents not upgraded yet)"
+    ),
+    valid_days: float = ValidityOption,
+    registry_uri: str = RegistryOption,
+) -> None:
+    """Point CHANNEL at VERSION with a pointer signed by the release key (compare-and-swap: a concurrent change
+    is reported, never overwritten)."""
+    import getpass
+    from datetime import timedelta
+
+    expected: object = ...
+    if expect is not None:
+        expected = None if expect.lower() == "none" else expect
+    try:
+        registry = _open(registry_uri)
+        key = None
+        if not unsigned:
+            key = _signing_key(signing_key, signing_secret_block, allow_development_key, registry.uri)
+        before = registry.read_channel(model, channel).pointer
+        pointer = registry.promote(
+            model,
+            version,
+            channel,
+            by=f"edgefleet registry promote ({getpass.getuser()})",
+            expected_version=expected,
+            public_key=public_key,
+            signing_key=key,
+            downgrade=downgrade,
+            validity=timedelta(days=valid_days),
+        )
+    except EdgefleetError as error:
+        raise cli_error(error) from error
+    was = before.version if before else "nothing"
+    signed = f"signed, counter {pointer.counter}" if pointer.signed else "UNSIGNED"
+    typer.echo(
+        f"{model} channel {channel}: {was} -> {pointer.version} (manifest {pointer.manifest_sha256[:16]}..., "
+        f"{signed}{', downgrade' if pointer.downgrade else ''})"
+    )
+
+
+@app.command()
+def resign(
+    model: str = typer.Argument(None, help="model name (default: every model)"),
+    channel: str = typer.Option(None, "--channel", "-c", help="one channel (default: every channel)"),
+    signing_key: Path = SigningKeyOption,
+    signing_secret_block: str = SigningBlockOption,
+    allow_development_key: bool = AllowDevKeyOption,
+    valid_days: float = ValidityOption,
+    renew_within_days: float = typer.Option(
+        None, "--renew-within-days", min=0.0, help="only pointers expiring within this many days (and unsigned ones)"
+    ),
+    registry_uri: str = RegistryOption,
+) -> None:
+    """Re-sign channel pointers with a new counter and expiry (unsigned ones become signed)."""
+    from datetime import timedelta
+
+    from edgefleet.flows.channels.resign import resign_channels
+
+    try:
+        registry = _open(registry_uri)
+        key = _signing_key(signing_key, signing_secret_block, allow_development_key, registry.uri)
+        results = resign_channels(
+            registry,
+            key,
+            models=[model] if model else None,
+            channels=[channel] if channel else None,
+            validity=timedelta(days=valid_days),
+            renew_within=None if renew_within_days is None else timedelta(days=renew_within_days),
+        )
+    except EdgefleetError as error:
+        raise cli_error(error) from error
+    for result in results:
+        typer.echo(f"{result.model}/{result.channel}: {result.outcome} {result.detail}")
+    if any(result.outcome == "failed" for result in results):
+        raise typer.Exit(code=2)
+
+
+@app.command()
+def verify(
+    model: str = typer.Argument(..., help="model name"),
+    version: str = typer.Argument(..., help="version to verify"),
+    public_key: Path = VerifyKeyOption,
+    registry_uri: str = RegistryOption,
+) -> None:
+    """Download VERSION and check its signature and every file, as a device would."""
+    try:
+        registry = _open(registry_uri)
+        key = _public_key(public_key)
+        manifest = registry.verify_version(model, version, key)
+    except EdgefleetError as error:
+        raise cli_error(error) from error
+    typer.echo(
+        f"OK: {model} {version} verifies against {key}: signature and {len(manifest.files)} files "
+        f"({', '.join(entry.name for entry in manifest.files)})"
+    )

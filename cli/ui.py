@@ -1,0 +1,131 @@
+"""`edgefleet ui`: the Prefect UI on this machine with the deployments of prefect.yaml, until Ctrl-C/SIGTERM.
+
+Also runnable as `python -m edgefleet.cli.ui` (the same command, without the rest of the CLI).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from pathlib import Path
+from types import FrameType
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgefleet.kernel.console import cli_error
+from edgefleet.kernel.errors import EdgefleetError
+
+UI_URL_LABEL = "Prefect UI:"
+stdout = Console()
+stderr = Console(stderr=True)
+
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM behaves as Ctrl-C: whatever is under way (start-up included) unwinds into stop().
+    raise KeyboardInterrupt
+
+
+def _default(name: str) -> object:
+    from edgefleet.local.ui import UiSettings
+
+    return UiSettings.model_fields[name].default
+
+
+def ui(
+    port: int = typer.Option(
+        None, "--port", "-p", min=0, max=65535, help=f"server port; 0: any free port (default {_default('port')})"
+    ),
+    host: str = typer.Option(None, "--host", help=f"address the server listens on (default {_default('host')})"),
+    project_dir: Path = typer.Option(
+        Path("."), "--project-dir", help="the edgefleet checkout holding prefect.yaml (flows run from here)"
+    ),
+    prefect_file: str = typer.Option(
+        None, "--prefect-file", help=f"deployments file in project-dir (default {_default('prefect_file')})"
+    ),
+    prefect_home: Path = typer.Option(
+        None, "--prefect-home", help="Prefect's state directory (default PROJECT_DIR/.edgefleet/prefect)"
+    ),
+    user_home: bool = typer.Option(
+        False, "--user-home", help="use ~/.prefect as PREFECT_HOME (keeps runs with your other Prefect work)"
+    ),
+    schedules: bool = typer.Option(
+        True, "--schedules/--no-schedules", help="let scheduled deployments (promotion) start runs by themselves"
+    ),
+    log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING, ERROR"),
+) -> None:
+    """Start the Prefect server, a process worker and the deployments of prefect.yaml; stop on Ctrl-C."""
+    from edgefleet.local.ui import LocalPrefectUi, UiSettings
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if user_home and prefect_home is not None:
+        raise cli_error(EdgefleetError("--user-home and --prefect-home both name a Prefect home", "pass one of them"))
+    given = {"prefect_file": prefect_file, "host": host, "port": port}
+    settings = UiSettings(
+        project_dir=project_dir.resolve(),
+        prefect_home=Path.home() / ".prefect" if user_home else prefect_home,
+        run_schedules=schedules,
+        **{name: value for name, value in given.items() if value is not None},
+    )
+    stack = LocalPrefectUi(settings)
+    # Both set explicitly: a shell that starts us in the background ignores SIGINT, and an ignored signal
+    # would be inherited by the server and the worker, which stop on SIGINT.
+    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stderr.print(
+            f"Starting Prefect (PREFECT_HOME {settings.home}); logs in {settings.log_dir}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        stack.start()
+        _show(stack)
+        while True:
+            stack.check_alive()
+            time.sleep(settings.poll_interval_s)
+    except KeyboardInterrupt:
+        stderr.print("Interrupted: stopping the worker and the server...")
+    except EdgefleetError as error:
+        raise cli_error(error) from error
+    finally:
+        # A second Ctrl-C must not leave the server behind: stop() is bounded by its own timeouts.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            stack.stop()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+    stderr.print("Stopped.")
+
+
+def _show(stack) -> None:
+    table = Table("deployment", "work pool", title="Deployments")
+    for deployment in stack.deployments:
+        table.add_row(deployment.full_name, deployment.work_pool or "-")
+    stdout.print(table)
+    stdout.print(f"{UI_URL_LABEL} {stack.ui_url}", highlight=False, soft_wrap=True)
+    stdout.print(
+        f"Prefect API: {stack.api_url}  (for the prefect CLI: export PREFECT_API_URL={stack.api_url})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    stdout.print(
+        "Run one from the UI (Deployments > Run), or: PREFECT_API_URL=... prefect deployment run "
+        "release-model/release-model",
+        highlight=False,
+        soft_wrap=True,
+    )
+    stdout.print("Press Ctrl-C to stop the worker and the server.")
+
+
+def register(app: typer.Typer) -> None:
+    """Adds the top-level `edgefleet ui` command."""
+    app.command("ui")(ui)
+
+
+if __name__ == "__main__":
+    typer.run(ui)

@@ -1,1 +1,0 @@
-"""Operator CLI command groups; each module defines a typer app mounted by edgefleet.cli."""

@@ -1,0 +1,248 @@
+"""The telemetry topic's Avro schema, generated from the telemetry model; and the wire codec.
+
+Part of the device's contracts: pure Python (no Pulumi, no Google Cloud, no fastavro), so the agent, the
+fleet monitor, the Pulumi program and the local twin all use this one definition.
+
+Why a codec: Pub/Sub validates JSON-encoded messages with the Avro JSON encoding, in which a non-null value
+of a union (every `X | None` field) is wrapped in an object naming its branch: `"cpu_temp_c": {"double":
+51.5}`, `"model": {"ModelRef": {...}}`. Plain JSON (`TelemetryMessage.to_json_bytes()`) with such a value is
+rejected ("Could not parse message"), by the emulator and by Pub/Sub alike. So the wire format IS this
+encoding: `TelemetryMessage.to_json_bytes()` calls `encode_telemetry`, `from_json_bytes` calls
+`decode_telemetry` (which also reads plain JSON).
+
+The mapping: str -> string, int -> long, float -> double, bool -> boolean, datetime -> string (ISO 8601, as
+pydantic writes it), Literal -> enum, list[X] -> array, nested models -> records (defined once, then
+referenced by name), `X | None` -> ["null", X] with default null. Field names are the JSON names (aliases).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import types
+import typing
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from edgefleet.kernel.contracts.telemetry import TelemetryMessage
+
+AvroType = Union[str, dict[str, Any], list[Any]]  # a runtime alias: Python 3.9 has no `X | Y`
+
+_PRIMITIVES: dict[type, str] = {
+    str: "string",
+    int: "long",
+    float: "double",
+    bool: "boolean",
+    datetime: "string",
+}
+
+
+class AvroSchemaError(TypeError):
+    """A pydantic model uses a type this generator cannot express in Avro (names the field)."""
+
+
+def avro_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """Returns the Avro record schema (a JSON-able dict) of pydantic `model`.
+
+    Raises:
+        AvroSchemaError: naming the field whose type has no Avro mapping here.
+    """
+    defined: set[str] = set()
+    schema = _record(model, defined)
+    if not isinstance(schema, dict):  # the top record is always defined first, hence a dict
+        raise AvroSchemaError(f"{model.__name__} did not produce a record schema")
+    return schema
+
+
+def telemetry_avro_schema() -> dict[str, Any]:
+    """The Avro schema of `TelemetryMessage`: what the telemetry topic validates against (a fresh copy)."""
+    return json.loads(telemetry_avro_definition())
+
+
+TELEMETRY_V1_DEFINITION_FILE = Path(__file__).with_name("telemetry-v1.avsc")
+
+
+def telemetry_schema_revisions() -> tuple[str, ...]:
+    """Every revision of the topic's schema, oldest first: schema 1 as frozen in `telemetry-v1.avsc` (what
+    agents of that contract send), then the current one generated from the model. The topic accepts a message
+    valid against any of them, so agents can be upgraded after the schema."""
+    v1 = TELEMETRY_V1_DEFINITION_FILE.read_text().strip()
+    current = telemetry_avro_definition()
+    return (v1,) if v1 == current else (v1, current)
+
+
+@functools.cache
+def _telemetry_schema_and_names() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    # Generated once per process: encoding runs for every telemetry message. Callers never mutate these.
+    schema = avro_schema(TelemetryMessage)
+    return schema, _named_types(schema)
+
+
+@functools.cache
+def telemetry_avro_definition() -> str:
+    """`telemetry_avro_schema()` as the canonical JSON text Pub/Sub stores (sorted keys, compact)."""
+    return json.dumps(_telemetry_schema_and_names()[0], sort_keys=True, separators=(",", ":"))
+
+
+def _record(model: type[BaseModel], defined: set[str]) -> AvroType:
+    name = model.__name__
+    if name in defined:
+        return name
+    defined.add(name)
+    fields = []
+    for field_name, info in model.model_fields.items():
+        json_name = info.alias or field_name
+        where = f"{name}.{json_name}"
+        avro_type = _avro_type(info.annotation, defined, where, enum_name=f"{name}{_camel(json_name)}")
+        field: dict[str, Any] = {"name": json_name, "type": avro_type}
+        if info.description:
+            field["doc"] = info.description
+        default = _default(info)
+        if default is not _NO_DEFAULT:
+            field["default"] = default
+        fields.append(field)
+    record: dict[str, Any] = {"type": "record", "name": name, "fields": fields}
+    doc = (model.__doc__ or "").strip().splitlines()
+    if doc:
+        record["doc"] = doc[0]
+    return record
+
+
+_NO_DEFAULT = object()
+# `X | None` is a types.UnionType (Python 3.10+); `Optional[X]` and 3.9's evaluated backports are typing.Union.
+_UNION_ORIGINS = tuple({typing.Union, getattr(types, "UnionType", typing.Union)})
+
+
+def _default(info: Any) -> Any:
+    if info.default is not PydanticUndefined:
+        value = info.default
+    elif info.default_factory is not None:
+        value = info.default_factory()
+    else:
+        return _NO_DEFAULT
+    if value is None or isinstance(value, (str, int, float, bool, list)):
+        return value
+    return _NO_DEFAULT  # not representable as an Avro default: the field simply has none
+
+
+def _avro_type(annotation: Any, defined: set[str], where: str, enum_name: str) -> AvroType:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in _UNION_ORIGINS:
+        branches = [arg for arg in args if arg is not type(None)]
+        if len(branches) != 1 or len(args) != 2:
+            raise AvroSchemaError(f"{where}: only `X | None` unions map to Avro here, not {annotation}")
+        return ["null", _avro_type(branches[0], defined, where, enum_name)]
+    if origin is Literal:
+        if not all(isinstance(arg, str) for arg in args):
+            raise AvroSchemaError(f"{where}: only string Literals map to an Avro enum, not {annotation}")
+        if enum_name in defined:
+            return enum_name
+        defined.add(enum_name)
+        return {"type": "enum", "name": enum_name, "symbols": list(args)}
+    if origin is list:
+        return {"type": "array", "items": _avro_type(args[0], defined, where, enum_name)}
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return _record(annotation, defined)
+    if annotation in _PRIMITIVES:
+        return _PRIMITIVES[annotation]
+    raise AvroSchemaError(
+        f"{where}: type {annotation!r} has no Avro mapping; use str, int, float, bool, "
+        "datetime, a Literal of strings, list[...], a model, or `X | None`"
+    )
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+# --- Avro JSON encoding -------------------------------------------------------------------------------------
+
+
+def to_avro_json(schema: dict[str, Any], value: Any) -> Any:
+    """Converts a plain JSON value (as `model_dump(mode="json")` gives) to the Avro JSON encoding of `schema`.
+
+    Only unions change: a non-null value is wrapped as `{branch_name: value}`.
+    """
+    return _walk(schema, value, _named_types(schema), wrap=True)
+
+
+def from_avro_json(schema: dict[str, Any], value: Any) -> Any:
+    """Inverse of `to_avro_json`: unwraps union values. Plain (unwrapped) values pass through unchanged."""
+    return _walk(schema, value, _named_types(schema), wrap=False)
+
+
+def encode_telemetry(message: TelemetryMessage) -> bytes:
+    """Wire bytes of `message` for a topic validating against `telemetry_avro_schema()` (JSON encoding)."""
+    schema, named = _telemetry_schema_and_names()
+    plain = message.model_dump(mode="json", by_alias=True)
+    return json.dumps(_walk(schema, plain, named, wrap=True), separators=(",", ":")).encode()
+
+
+def decode_telemetry(data: bytes) -> TelemetryMessage:
+    """Parses a telemetry message in the Avro JSON encoding (or plain JSON) and validates it.
+
+    Raises:
+        ValueError: when `data` is not JSON; pydantic.ValidationError when it is not a valid message.
+    """
+    schema, named = _telemetry_schema_and_names()
+    plain = _walk(schema, json.loads(data), named, wrap=False)
+    return TelemetryMessage.model_validate(plain)
+
+
+def _named_types(schema: AvroType) -> dict[str, dict[str, Any]]:
+    named: dict[str, dict[str, Any]] = {}
+
+    def visit(node: AvroType) -> None:
+        if isinstance(node, list):
+            for branch in node:
+                visit(branch)
+        elif isinstance(node, dict):
+            if node.get("type") in ("record", "enum"):
+                named[node["name"]] = node
+            for field in node.get("fields", []):
+                visit(field["type"])
+            if node.get("type") == "array":
+                visit(node["items"])
+
+    visit(schema)
+    return named
+
+
+def _branch_name(branch: AvroType) -> str:
+    if isinstance(branch, str):
+        return branch
+    if isinstance(branch, dict):
+        return branch.get("name") or branch["type"]
+    raise AvroSchemaError(f"nested unions are not supported: {branch!r}")
+
+
+def _walk(node: AvroType, value: Any, named: dict[str, dict[str, Any]], wrap: bool) -> Any:
+    resolve: Callable[[AvroType], AvroType] = lambda n: named.get(n, n) if isinstance(n, str) else n  # noqa: E731
+    node = resolve(node)
+    if isinstance(node, list):  # union: ["null", X]
+        if value is None:
+            return None
+        branch = next(b for b in node if b != "null")
+        name = _branch_name(branch)
+        if wrap:
+            return {name: _walk(branch, value, named, wrap)}
+        if isinstance(value, dict) and len(value) == 1 and name in value:
+            value = value[name]
+        return _walk(branch, value, named, wrap)
+    if isinstance(node, dict) and node["type"] == "record":
+        if not isinstance(value, dict):
+            return value  # left for validation to reject, with the model's own message
+        out = dict(value)
+        for field in node["fields"]:
+            if field["name"] in out:
+                out[field["name"]] = _walk(field["type"], out[field["name"]], named, wrap)
+        return out
+    if isinstance(node, dict) and node["type"] == "array" and isinstance(value, list):
+        return [_walk(node["items"], item, named, wrap) for item in value]
+    return value

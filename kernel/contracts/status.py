@@ -1,0 +1,82 @@
+"""The status file the agent keeps fresh (`<root>/status.json`), and reading it back."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgefleet.kernel.contracts.distributions import Distributions
+from edgefleet.kernel.errors import EdgefleetError
+
+STATUS_SCHEMA_VERSION = 2
+
+
+class AgentStatus(BaseModel):
+    """One snapshot of the running agent (status schema 2; 1 is still read).
+
+    Readers (the rollout over SSH, the local fleet, `edgefleet-agent status`) are tolerant: unknown fields are
+    ignored and new ones default, so a reader is never broken by a newer agent and reads 1 and 2 alike.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    schema_: int = Field(default=STATUS_SCHEMA_VERSION, alias="schema", ge=1)
+
+    device_id: str
+    pid: int
+    state: Literal["starting", "running", "stopping", "stopped", "failed"]
+    started_at: datetime
+    updated_at: datetime
+    model: str | None = None
+    version: str | None = None
+    variant: str | None = None
+    backend: str | None = None
+    frames: int = 0
+    errors: int = 0
+    fps: float = 0.0
+    latency_ms_p50: float = 0.0
+    latency_ms_p95: float = 0.0
+    swaps: int = 0
+    swap_failures: int = 0
+    last_error: str | None = None
+    spool_depth: int = 0
+    spool_dropped: int = 0
+    telemetry_published: int = 0
+    results_overflow: int = 0
+    # --- schema 2: the running version since it started (what the canary judge reads without a monitor) ---
+    version_frames: int = 0
+    version_errors: int = 0
+    dist: Distributions | None = None
+    # issue 12 (lead: fold into schema 2 or the next): why the Edge TPU is not used although one was wanted
+    edgetpu_unavailable: str | None = Field(
+        default=None, description="why the Edge TPU is not used though one was wanted (probe outcome), if so")
+
+
+def write_status(path: Path, status: AgentStatus) -> None:
+    """Writes `status` atomically (temp file + rename), so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(status.model_dump_json(indent=2, by_alias=True))
+    os.replace(temporary, path)
+
+
+def read_status(path: Path) -> AgentStatus:
+    """Reads the status file.
+
+    Raises:
+        EdgefleetError: when there is no status file (agent never ran there) or it is unreadable.
+    """
+    try:
+        return AgentStatus.model_validate(json.loads(path.read_text()))
+    except FileNotFoundError as error:
+        raise EdgefleetError(
+            f"no agent status at {path}",
+            "start the agent (`edgefleet-agent run --config agent.yaml`) or pass its --root") from error
+    except (json.JSONDecodeError, ValidationError) as error:
+        raise EdgefleetError(f"agent status {path} is unreadable: {error}",
+                             "the agent rewrites it every second; if it persists, restart the agent") from error

@@ -1,0 +1,165 @@
+"""The telemetry message every agent publishes and the fleet monitor reads.
+
+JSON on the wire (one message per Pub/Sub message) in the Avro JSON encoding of the schema generated from
+this model (`contracts.avro`), attributes `device_id` and `model_version`.
+
+Versions: schema 2 adds `inference.dist` (mergeable distributions, `contracts.distributions`); readers (the
+fleet monitor) accept 1 and 2 and are upgraded before the agents. On Pub/Sub, 2 is a new revision of the same
+schema resource, so a schema-enforced topic keeps accepting agents that still send 1. Types are
+kept Avro-friendly (records, strings, numbers, nullable fields, arrays of records) because the Pulumi
+program generates the topic's Avro schema from this model.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from edgefleet.kernel.contracts.distributions import Distributions
+
+TELEMETRY_SCHEMA_VERSION = 2
+TELEMETRY_SCHEMA_VERSIONS = (1, 2)
+
+# Bounds on every number and string (issue 11, finding 4): a schema-valid message must also be one the fleet
+# state can store (SQLite integers are 64-bit) and that no computation overflows. Wide enough for any real
+# device; JSON-safe integers (2^53 - 1); no NaN or infinity.
+MAX_INT = 2**53 - 1
+# Float bounds are far above any real value (a rate measured over a tiny window can be large): what matters
+# is that sums and products over a fleet stay finite.
+MAX_MS = 1e12
+MAX_SECONDS = 1e12
+MAX_MB = 1e12
+MAX_RATE = 1e12
+MAX_SCORE = 1e12
+MAX_TEXT = 8192
+MAX_NAME = 256
+MAX_RESULTS = 1000
+
+MessageKind = Literal["inference", "summary", "event"]
+# (schema 2) edgetpu_unavailable: the Edge TPU cannot be used (probe crashed, hung or failed); the device runs
+# its CPU variant or idles. Not a failure of the model: the monitor does not count it as failing.
+EventKind = Literal["started", "swap", "swap_failed", "rollback", "error", "stopped", "edgetpu_unavailable"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelRef(_Frozen):
+    """Which model produced the results."""
+
+    name: str = Field(max_length=MAX_NAME)
+    version: str = Field(max_length=MAX_NAME)
+    variant: Literal["edgetpu", "cpu"]
+    backend: str = Field(max_length=MAX_NAME, description="'edgetpu:usb:0', 'cpu' ...")
+
+
+class ResultItem(_Frozen):
+    """One classification or detection result."""
+
+    id: int = Field(ge=-MAX_INT, le=MAX_INT)
+    label: str = Field(max_length=MAX_NAME)
+    score: float = Field(ge=-MAX_SCORE, le=MAX_SCORE, allow_inf_nan=False)
+    box: list[float] | None = Field(default=None, max_length=4, description="xmin, ymin, xmax, ymax in image pixels")
+
+    @field_validator("box")
+    @classmethod
+    def _finite_box(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and not all(math.isfinite(x) and abs(x) <= MAX_SCORE for x in value):
+            raise ValueError(f"box coordinates must be finite and within +-{MAX_SCORE:g}")
+        return value
+
+
+class InferenceSummary(_Frozen):
+    """Inferences covered by this message: one (mode `every`) or a window (mode `summary`)."""
+
+    count: int = Field(ge=0, le=MAX_INT)
+    errors: int = Field(default=0, ge=0, le=MAX_INT)
+    latency_ms_p50: float = Field(ge=0, le=MAX_MS, allow_inf_nan=False)
+    latency_ms_p95: float = Field(ge=0, le=MAX_MS, allow_inf_nan=False)
+    latency_ms_max: float = Field(ge=0, le=MAX_MS, allow_inf_nan=False)
+    fps: float = Field(ge=0, le=MAX_RATE, allow_inf_nan=False)
+    window_s: float = Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)
+    top: list[ResultItem] = Field(
+        default_factory=list, max_length=MAX_RESULTS, description="results of the last (sampled) frame"
+    )
+    dist: Distributions | None = Field(default=None, description="(schema 2) the window's distributions")
+
+
+class Health(_Frozen):
+    """Device health at the time of the message."""
+
+    cpu_temp_c: float | None = Field(default=None, ge=-273.15, le=1000, allow_inf_nan=False)
+    uptime_s: float = Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)
+    mem_total_mb: float | None = Field(default=None, ge=0, le=MAX_MB, allow_inf_nan=False)
+    mem_available_mb: float | None = Field(default=None, ge=0, le=MAX_MB, allow_inf_nan=False)
+    load_1m: float | None = Field(default=None, ge=0, le=MAX_RATE, allow_inf_nan=False)
+    tpu_present: bool = False
+    spool_depth: int = Field(default=0, ge=0, le=MAX_INT)
+    spool_dropped: int = Field(default=0, ge=0, le=MAX_INT)
+
+
+class Event(_Frozen):
+    """Something that happened on the device: a swap, a refused model, a rollback, an error."""
+
+    kind: EventKind
+    detail: str = Field(default="", max_length=MAX_TEXT)
+    model_version: str | None = Field(
+        default=None, max_length=MAX_NAME, description="the version running after the event"
+    )
+    from_version: str | None = Field(
+        default=None, max_length=MAX_NAME, description="swap and rollback: the version left"
+    )
+
+    @field_validator("detail", mode="before")
+    @classmethod
+    def _cut_long_detail(cls, value: object) -> object:
+        """A long error text is cut (the start says what happened), never a reason to lose the event."""
+        return value[:MAX_TEXT] if isinstance(value, str) else value
+
+
+class TelemetryMessage(_Frozen):
+    """One telemetry message (schema version 2; 1 is still read)."""
+
+    schema_: int = Field(default=TELEMETRY_SCHEMA_VERSION, alias="schema", ge=1, le=TELEMETRY_SCHEMA_VERSION)
+    device_id: str = Field(min_length=1, max_length=MAX_NAME)
+    seq: int = Field(ge=1, le=MAX_INT, description="per-device, monotonically increasing, survives restarts")
+    time: datetime
+    kind: MessageKind
+    model: ModelRef | None = None
+    inference: InferenceSummary | None = None
+    health: Health
+    event: Event | None = None
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _dist_needs_v2(self) -> TelemetryMessage:
+        if self.schema_ < 2 and self.inference is not None and self.inference.dist is not None:
+            raise ValueError("inference.dist needs telemetry schema 2")
+        return self
+
+    def to_json_bytes(self) -> bytes:
+        """Wire format: JSON in the Avro JSON encoding of the topic's schema (`contracts.avro`), which
+        Pub/Sub validates on a schema-enforced topic."""
+        from edgefleet.kernel.contracts.avro import encode_telemetry
+
+        return encode_telemetry(self)
+
+    @classmethod
+    def from_json_bytes(cls, data: bytes) -> TelemetryMessage:
+        """Parses and validates one message (Avro JSON encoding or plain JSON).
+
+        Raises:
+            ValueError: not JSON; pydantic.ValidationError (a ValueError too) when not a valid message.
+        """
+        from edgefleet.kernel.contracts.avro import decode_telemetry
+
+        return decode_telemetry(data)
+
+    def attributes(self) -> dict[str, str]:
+        """Pub/Sub attributes: device_id and model_version (empty when no model runs)."""
+        return {"device_id": self.device_id, "model_version": self.model.version if self.model else ""}

@@ -1,0 +1,370 @@
+"""Simulated devices: a real OpenSSH `sshd` per device on a loopback port, each with its own host key,
+authorized key and agent root, and (optionally) a real `edgefleet-agent run` process.
+
+Used by the rollout tests, the demo and the rollout benchmark:
+
+    with SimulatedFleet(tmp_dir, count=5, agent=AgentSettings(...)) as fleet:
+        inventory = fleet.inventory_path          # fleet.yaml + known_hosts, ready for the rollout flow
+        fleet.kill("sim-3")                       # the device vanishes: sshd and agent are killed
+
+The agents are started with the deploy-agent flow's `process` service manager commands (setsid + pid file
+under the agent root), so the deploy-agent flow can restart them exactly as it would on a real device.
+Devices log in as the current user (root in CI containers: sshd is then run with `PermitRootLogin
+prohibit-password`, keys only).
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgefleet.kernel.errors import EdgefleetError
+from edgefleet.local.emulators import free_port
+
+log = logging.getLogger(__name__)
+
+SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
+PRIVSEP_DIR = Path("/run/sshd")  # sshd started as root needs it (Debian's init script creates it too)
+AGENT_SERVICE = "edgefleet-agent"
+
+
+class FleetSettings(BaseModel):
+    """Tunables of the simulated fleet."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ready_timeout_s: float = Field(default=20.0, gt=0, description="wait for an sshd to listen")
+    stop_timeout_s: float = Field(default=15.0, gt=0, description="SIGTERM, then SIGKILL after this long")
+    max_startups: str = Field(default="100:30:200", description="sshd MaxStartups: many parallel connections")
+    device_prefix: str = "sim"
+
+
+@dataclass
+class SimulatedDevice:
+    """One simulated device: its sshd, its directories and its agent."""
+
+    device_id: str
+    port: int
+    home: Path
+    tags: tuple[str, ...] = ()
+    sshd: subprocess.Popen | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def root(self) -> Path:
+        """The agent root."""
+        return self.home / "agent-root"
+
+    @property
+    def host_key(self) -> Path:
+        return self.home / "ssh_host_ed25519_key"
+
+    @property
+    def agent_config(self) -> Path:
+        return self.home / "agent.yaml"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / f"{AGENT_SERVICE}.pid"
+
+    def agent_pid(self) -> int | None:
+        """The agent's pid when it runs, else None."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            os.kill(pid, 0)
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            return None
+        return pid
+
+
+def find_sshd() -> Path:
+    """The OpenSSH server binary.
+
+    Raises:
+        EdgefleetError: when openssh-server is not installed.
+    """
+    for candidate in SSHD_CANDIDATES:
+        if Path(candidate).is_file():
+            return Path(candidate)
+    raise EdgefleetError("OpenSSH server (sshd) was not found", "install it: apt-get install -y openssh-server")
+
+
+def _keygen(path: Path, comment: str) -> None:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+                   check=True, capture_output=True)
+
+
+def _wait_listening(port: int, process: subprocess.Popen, timeout_s: float, log_path: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise EdgefleetError(f"sshd on port {port} exited with status {process.returncode}",
+                                 f"see its log {log_path}")
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise EdgefleetError(f"sshd did not listen on 127.0.0.1:{port} within {timeout_s} s", f"see its log {log_path}")
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc), children first listed before their own children."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(parent, []).append(int(entry.name))
+    found, queue = [], [pid]
+    while queue:
+        for child in parents.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def _terminate(process: subprocess.Popen | None, timeout_s: float) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout_s)
+
+
+class SimulatedFleet:
+    """A fleet of simulated devices on this machine.
+
+    Args:
+        base_dir: everything (keys, configs, agent roots, logs) goes under here.
+        count: number of devices.
+        agent: agent.yaml fields shared by every device (device_id and root are filled in), or None to
+            start no agents.
+        agent_env: environment of the agents (e.g. PUBSUB_EMULATOR_HOST).
+        tags: device id -> tags (e.g. {"sim-1": ("canary",)}).
+        settings: timeouts.
+        key_registry: publish each device's own public key (made on the device at its first agent start)
+            to this registry, as `deploy-agent` does, so a monitor checking signatures accepts its telemetry.
+    """
+
+    def __init__(self, base_dir: str | os.PathLike[str], count: int, *, agent: dict[str, Any] | None = None,
+                 agent_env: dict[str, str] | None = None, tags: dict[str, tuple[str, ...]] | None = None,
+                 settings: FleetSettings | None = None, key_registry: str | None = None) -> None:
+        self.base_dir = Path(base_dir)
+        self.key_registry = key_registry
+        self.settings = settings or FleetSettings()
+        self.agent = agent
+        self.agent_env = dict(agent_env or {})
+        self.sshd = find_sshd()
+        self.user = getpass.getuser()
+        self.client_key = self.base_dir / "client_ed25519"
+        self.known_hosts = self.base_dir / "known_hosts"
+        self.inventory_path = self.base_dir / "fleet.yaml"
+        self.agent_command = str(Path(sys.executable).with_name("edgefleet-agent"))
+        tags = tags or {}
+        self.devices: dict[str, SimulatedDevice] = {}
+        for index in range(1, count + 1):
+            device_id = f"{self.settings.device_prefix}-{index}"
+            self.devices[device_id] = SimulatedDevice(device_id, 0, self.base_dir / device_id,
+                                                      tuple(tags.get(device_id, ())))
+
+    def __enter__(self) -> SimulatedFleet:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Creates keys and configs, starts every sshd and agent, writes known_hosts and fleet.yaml."""
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
+        if not self.client_key.exists():
+            _keygen(self.client_key, "edgefleet-rollout")
+        try:
+            for device in self.devices.values():
+                self._prepare(device)
+                self.start_sshd(device.device_id)
+            self.write_known_hosts()
+            self.write_inventory()
+            if self.agent is not None:
+                for device in self.devices.values():
+                    self.start_agent(device.device_id)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stops every agent and sshd (each waited for)."""
+        for device in self.devices.values():
+            self.stop_agent(device.device_id)
+            _terminate(device.sshd, self.settings.stop_timeout_s)
+            device.sshd = None
+
+    def _prepare(self, device: SimulatedDevice) -> None:
+        device.home.mkdir(parents=True, exist_ok=True)
+        device.root.mkdir(parents=True, exist_ok=True)
+        if not device.host_key.exists():
+            _keygen(device.host_key, f"host-{device.device_id}")
+        shutil.copyfile(f"{self.client_key}.pub", device.home / "authorized_keys")
+
+    def start_sshd(self, device_id: str) -> None:
+        """Starts (or restarts) the device's sshd on its port (a new free port the first time)."""
+        device = self.devices[device_id]
+        _terminate(device.sshd, self.settings.stop_timeout_s)
+        if not device.port:
+            device.port = free_port()
+        config = device.home / "sshd_config"
+        config.write_text("\n".join([
+            f"Port {device.port}", "ListenAddress 127.0.0.1", f"HostKey {device.host_key}",
+            f"AuthorizedKeysFile {device.home / 'authorized_keys'}", f"PidFile {device.home / 'sshd.pid'}",
+            "UsePAM no", "StrictModes no", "PermitRootLogin prohibit-password", "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no", "PubkeyAuthentication yes", "Subsystem sftp internal-sftp",
+            f"MaxStartups {self.settings.max_startups}", "MaxSessions 64", "UseDNS no", "LogLevel INFO",
+            "PrintMotd no", "AcceptEnv LANG LC_*", "",
+        ]))
+        log_path = device.home / "sshd.log"
+        with open(log_path, "ab") as log_file:  # the child keeps its own copy
+            device.sshd = subprocess.Popen([str(self.sshd), "-D", "-e", "-f", str(config)],
+                                           stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        _wait_listening(device.port, device.sshd, self.settings.ready_timeout_s, log_path)
+
+    def write_known_hosts(self) -> None:
+        """known_hosts with every device's host key under `[127.0.0.1]:port`."""
+        lines = []
+        for device in self.devices.values():
+            key_type, key = Path(f"{device.host_key}.pub").read_text().split()[:2]
+            lines.append(f"[127.0.0.1]:{device.port} {key_type} {key}")
+        self.known_hosts.write_text("\n".join(lines) + "\n")
+
+    def write_inventory(self, path: Path | None = None, **defaults: Any) -> Path:
+        """Writes fleet.yaml for this fleet (defaults override the generated ones)."""
+        from edgefleet.flows.rollout.inventory import dump_inventory
+
+        path = path or self.inventory_path
+        base = {"user": self.user, "key_file": str(self.client_key), "agent_command": self.agent_command,
+                "connect_timeout_s": 5, "connect_attempts": 2}
+        base.update(defaults)
+        devices = [{"id": d.device_id, "host": "127.0.0.1", "port": d.port, "tags": list(d.tags),
+                    "agent_root": str(d.root)} for d in self.devices.values()]
+        path.write_text(dump_inventory(devices, self.known_hosts, base))
+        return path
+
+    # --- agents ------------------------------------------------------------------------------------
+
+    def service_spec(self, device_id: str) -> Any:
+        """The `process` service spec of a device's agent."""
+        from edgefleet.flows.deploy_agent.service import ServiceSpec
+
+        device = self.devices[device_id]
+        return ServiceSpec(name=AGENT_SERVICE,
+                           command=(self.agent_command, "run", "--config", str(device.agent_config)),
+                           user=self.user, state_dir=str(device.root), environment=self.agent_env,
+                           stop_timeout_s=self.settings.stop_timeout_s)
+
+    def start_agent(self, device_id: str) -> int:
+        """Writes the device's agent.yaml and (re)starts its agent; returns the agent's pid."""
+        from edgefleet.flows.deploy_agent.service import env_file_text, process_commands
+
+        if self.agent is None:
+            raise EdgefleetError("this simulated fleet was created without agent settings",
+                                 "pass agent={...} (agent.yaml fields) to SimulatedFleet")
+        device = self.devices[device_id]
+        document = {**self.agent, "device_id": device.device_id, "root": str(device.root)}
+        device.agent_config.write_text(yaml.safe_dump(document, sort_keys=False))
+        if self.key_registry is not None:
+            self.publish_device_key(device_id)
+        spec = self.service_spec(device_id)
+        Path(spec.env_file).write_text(env_file_text(spec.environment))
+        subprocess.run(["sh", "-c", process_commands(spec).restart], check=True, capture_output=True,
+                       timeout=self.settings.stop_timeout_s * 2)
+        pid = device.agent_pid()
+        if pid is None:
+            raise EdgefleetError(f"the agent of {device_id} did not start", f"see {spec.log_file}")
+        return pid
+
+    def publish_device_key(self, device_id: str) -> str:
+        """Makes the device's key as its agent would (`edgefleet-agent device-key`) and publishes the public
+        key to `key_registry`; returns the key id."""
+        from edgefleet.device.fleetkeys import register_device_key
+        from edgefleet.device.identity import load_or_create_device_key
+        from edgefleet.device.registry import Registry
+        from edgefleet.kernel.signing import key_id
+
+        if self.key_registry is None:
+            raise EdgefleetError("this simulated fleet has no key registry", "pass key_registry= to SimulatedFleet")
+        public_key = load_or_create_device_key(self.devices[device_id].root).public_key()
+        register_device_key(Registry.from_uri(self.key_registry), device_id, public_key, by="local fleet")
+        return key_id(public_key)
+
+    def stop_agent(self, device_id: str) -> None:
+        """Stops the device's agent (SIGTERM, SIGKILL after the stop timeout) if it runs."""
+        from edgefleet.flows.deploy_agent.service import process_commands
+
+        device = self.devices[device_id]
+        if device.agent_pid() is None:
+            return
+        subprocess.run(["sh", "-c", process_commands(self.service_spec(device_id)).stop], check=False,
+                       capture_output=True, timeout=self.settings.stop_timeout_s * 2)
+
+    def kill(self, device_id: str) -> None:
+        """The device vanishes: its agent, its sshd and every SSH session it serves are killed (SIGKILL)."""
+        device = self.devices[device_id]
+        pid = device.agent_pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+        if device.sshd is not None and device.sshd.poll() is None:
+            for child in _descendants(device.sshd.pid):  # per-connection sshd processes outlive the listener
+                try:
+                    os.kill(child, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            device.sshd.kill()
+            device.sshd.wait(self.settings.stop_timeout_s)
+        device.sshd = None
+
+    def wait_agents(self, predicate: Any, timeout_s: float, device_ids: list[str] | None = None) -> dict[str, Any]:
+        """Waits until `predicate(status_dict)` holds for every device's status.json; returns the statuses.
+
+        Raises:
+            EdgefleetError: on timeout (naming the devices still waiting and their last status).
+        """
+        ids = device_ids or list(self.devices)
+        deadline = time.monotonic() + timeout_s
+        statuses: dict[str, Any] = {}
+        while True:
+            for device_id in ids:
+                try:
+                    statuses[device_id] = yaml.safe_load((self.devices[device_id].root / "status.json").read_text())
+                except (FileNotFoundError, yaml.YAMLError):
+                    statuses[device_id] = None
+            waiting = [d for d in ids if statuses[d] is None or not predicate(statuses[d])]
+            if not waiting:
+                return statuses
+            if time.monotonic() > deadline:
+                raise EdgefleetError(f"agents {waiting} not ready within {timeout_s} s: "
+                                     f"{ {d: statuses[d] for d in waiting} }", "see the agent logs")
+            time.sleep(0.2)

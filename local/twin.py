@@ -1,0 +1,335 @@
+"""The local twin of the cloud stack: the same topics, schema, subscriptions and registry on the emulators.
+
+Built from the same definitions as the Pulumi program: Pub/Sub names from
+`edgefleet.kernel.contracts.layout`, the Avro schema from `edgefleet.kernel.contracts.avro`, retention,
+ack deadline and dead-letter attempts from `edgefleet.infra.config.TelemetrySettings` defaults. What the
+emulators cannot have (IAM, monitoring, bucket hardening) is left out. `twin_up` is idempotent: what
+exists and matches is kept; what exists but differs is reported, never silently changed. `twin_down` removes
+what `twin_up` created (a local registry directory only when empty: it may hold models).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+from google.api_core import exceptions as google_errors
+from google.protobuf import duration_pb2
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgefleet.infra.config import TelemetrySettings
+from edgefleet.kernel.contracts import layout
+from edgefleet.kernel.contracts.avro import telemetry_schema_revisions
+from edgefleet.kernel.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PUBSUB_EMULATOR_ENV = "PUBSUB_EMULATOR_HOST"
+STORAGE_EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
+
+
+class TwinSettings(BaseModel):
+    """What the twin creates and where."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    project: str = Field(default="edgefleet-local", min_length=6, description="emulator project id")
+    bucket: str = Field(
+        default="edgefleet-local-registry", min_length=3, description="registry bucket on the GCS emulator"
+    )
+    registry_dir: Path = Field(
+        default=Path("~/.edgefleet/registry"),
+        description="registry directory used when no GCS emulator is configured",
+    )
+    telemetry: TelemetrySettings = TelemetrySettings()
+    request_timeout_s: float = Field(default=30.0, gt=0, description="deadline of each emulator request")
+
+
+DEFAULT_SETTINGS = TwinSettings()
+
+
+class TwinState(NamedTuple):
+    """What the twin provides (full resource paths), as the agent and the monitor need them."""
+
+    project: str
+    topic: str
+    dead_letter_topic: str
+    monitor_subscription: str
+    dead_letter_subscription: str
+    schema: str | None
+    registry_uri: str
+
+
+class TwinClients(NamedTuple):
+    """Clients of the emulators. `storage` is None when the registry is a local directory."""
+
+    publisher: object
+    subscriber: object
+    schemas: object
+    storage: object | None
+
+
+def emulator_clients(project: str) -> TwinClients:
+    """Clients pointed at the emulators named by PUBSUB_EMULATOR_HOST (required) and STORAGE_EMULATOR_HOST.
+
+    Raises:
+        ConfigError: when PUBSUB_EMULATOR_HOST is not set (the twin never touches real Google Cloud).
+    """
+    if not os.environ.get(PUBSUB_EMULATOR_ENV):
+        raise ConfigError(
+            f"{PUBSUB_EMULATOR_ENV} is not set: the local twin only creates resources on the emulators",
+            "start the Pub/Sub emulator (`gcloud beta emulators pubsub start --host-port=127.0.0.1:8085`) and "
+            f"export {PUBSUB_EMULATOR_ENV}=127.0.0.1:8085; for the cloud, use `pulumi up` (infra/README.md)",
+        )
+    from google.cloud import pubsub_v1
+
+    storage_client = None
+    if os.environ.get(STORAGE_EMULATOR_ENV):
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        storage_client = storage.Client(project=project, credentials=AnonymousCredentials())
+    return TwinClients(
+        pubsub_v1.PublisherClient(),
+        pubsub_v1.SubscriberClient(),
+        pubsub_v1.SchemaServiceClient(),
+        storage_client,
+    )
+
+
+def _paths(settings: TwinSettings) -> dict[str, str]:
+    project = settings.project
+    return {
+        "topic": f"projects/{project}/topics/{layout.TELEMETRY_TOPIC}",
+        "dead_letter_topic": f"projects/{project}/topics/{layout.TELEMETRY_DEAD_LETTER_TOPIC}",
+        "monitor_subscription": f"projects/{project}/subscriptions/{layout.MONITOR_SUBSCRIPTION}",
+        "dead_letter_subscription": f"projects/{project}/subscriptions/{layout.DEAD_LETTER_SUBSCRIPTION}",
+        "schema": f"projects/{project}/schemas/{layout.TELEMETRY_SCHEMA}",
+    }
+
+
+def _duration(seconds: int) -> duration_pb2.Duration:
+    return duration_pb2.Duration(seconds=seconds)
+
+
+def _differs(what: str, detail: str) -> ConfigError:
+    return ConfigError(
+        f"{what} already exists on the emulator but differs from the twin's definition ({detail})",
+        "run `edgefleet local down` then `edgefleet local up` (the emulator keeps no data worth it)",
+    )
+
+
+def twin_up(clients: TwinClients, settings: TwinSettings = DEFAULT_SETTINGS) -> TwinState:
+    """Creates the telemetry topic (with its Avro schema when enforced), the dead-letter topic, the monitor
+    subscription with its dead-letter policy, the dead-letter subscription, and the registry.
+
+    Raises:
+        ConfigError: when something exists with another definition.
+    """
+    from google.pubsub_v1.types import Encoding
+
+    paths = _paths(settings)
+    timeout = settings.request_timeout_s
+    telemetry = settings.telemetry
+    schema_path = _ensure_schema(clients, settings, paths["schema"]) if telemetry.enforce_schema else None
+
+    topic_request: dict[str, object] = {
+        "name": paths["topic"],
+        "message_retention_duration": _duration(telemetry.message_retention_seconds),
+    }
+    if schema_path:
+        topic_request["schema_settings"] = {"schema": schema_path, "encoding": Encoding.JSON}
+    topic = _create_or_get(
+        lambda: clients.publisher.create_topic(request=topic_request, timeout=timeout),
+        lambda: clients.publisher.get_topic(topic=paths["topic"], timeout=timeout),
+    )
+    if (topic.schema_settings.schema or None) != schema_path:
+        raise _differs(
+            f"topic {paths['topic']}",
+            f"schema {topic.schema_settings.schema or 'none'}, expected {schema_path or 'none'}",
+        )
+    _create_or_get(
+        lambda: clients.publisher.create_topic(
+            request={
+                "name": paths["dead_letter_topic"],
+                "message_retention_duration": _duration(telemetry.message_retention_seconds),
+            },
+            timeout=timeout,
+        ),
+        lambda: clients.publisher.get_topic(topic=paths["dead_letter_topic"], timeout=timeout),
+    )
+
+    subscription_common = {
+        "ack_deadline_seconds": telemetry.ack_deadline_seconds,
+        "message_retention_duration": _duration(telemetry.subscription_retention_seconds),
+    }
+    monitor_request = {
+        "name": paths["monitor_subscription"],
+        "topic": paths["topic"],
+        **subscription_common,
+        "dead_letter_policy": {
+            "dead_letter_topic": paths["dead_letter_topic"],
+            "max_delivery_attempts": telemetry.dead_letter_max_attempts,
+        },
+        "retry_policy": {
+            "minimum_backoff": _duration(telemetry.retry_minimum_backoff_seconds),
+            "maximum_backoff": _duration(telemetry.retry_maximum_backoff_seconds),
+        },
+    }
+    monitor = _create_or_get(
+        lambda: clients.subscriber.create_subscription(request=monitor_request, timeout=timeout),
+        lambda: clients.subscriber.get_subscription(
+            subscription=paths["monitor_subscription"], timeout=timeout
+        ),
+    )
+    policy = monitor.dead_letter_policy
+    if (policy.dead_letter_topic, policy.max_delivery_attempts) != (
+        paths["dead_letter_topic"],
+        telemetry.dead_letter_max_attempts,
+    ):
+        raise _differs(
+            f"subscription {paths['monitor_subscription']}",
+            f"dead-letter policy {policy.dead_letter_topic or 'none'} after "
+            f"{policy.max_delivery_attempts} attempts",
+        )
+    _create_or_get(
+        lambda: clients.subscriber.create_subscription(
+            request={
+                "name": paths["dead_letter_subscription"],
+                "topic": paths["dead_letter_topic"],
+                **subscription_common,
+            },
+            timeout=timeout,
+        ),
+        lambda: clients.subscriber.get_subscription(
+            subscription=paths["dead_letter_subscription"], timeout=timeout
+        ),
+    )
+
+    registry_uri = _ensure_registry(clients, settings)
+    state = TwinState(
+        settings.project,
+        paths["topic"],
+        paths["dead_letter_topic"],
+        paths["monitor_subscription"],
+        paths["dead_letter_subscription"],
+        schema_path,
+        registry_uri,
+    )
+    log.info("local twin up: %s", state)
+    return state
+
+
+def _create_or_get(create, get):  # noqa: ANN001, ANN202 (two thunks over different client types)
+    try:
+        return create()
+    except google_errors.AlreadyExists:
+        return get()
+
+
+def _ensure_schema(clients: TwinClients, settings: TwinSettings, schema_path: str) -> str | None:
+    """Creates the Avro schema with every revision of the telemetry contract (oldest first), committing the
+    ones missing from an existing schema; returns its path, or None when this emulator has no schema service.
+
+    The topic names no revision range, so it accepts a message valid against any revision: agents still on
+    telemetry schema 1 keep publishing while the others send 2.
+    """
+    from google.pubsub_v1.types import Schema
+
+    revisions = telemetry_schema_revisions()
+    timeout = settings.request_timeout_s
+    try:
+        clients.schemas.create_schema(
+            request={
+                "parent": f"projects/{settings.project}",
+                "schema_id": layout.TELEMETRY_SCHEMA,
+                "schema": Schema(name=schema_path, type_=Schema.Type.AVRO, definition=revisions[0]),
+            },
+            timeout=timeout,
+        )
+        present: list[str] = [revisions[0]]
+    except google_errors.AlreadyExists:
+        listed = clients.schemas.list_schema_revisions(request={"name": schema_path, "view": "FULL"},
+                                                       timeout=timeout)
+        present = [revision.definition for revision in listed]
+        known = [json.loads(definition) for definition in revisions]
+        if any(json.loads(definition) not in known for definition in present):
+            raise _differs(f"schema {schema_path}", "another Avro definition") from None
+    except (google_errors.MethodNotImplemented, google_errors.NotFound) as error:
+        log.warning(
+            "this Pub/Sub emulator has no schema service (%s): the topic will not validate messages", error
+        )
+        return None
+    have = [json.loads(definition) for definition in present]
+    for definition in revisions[1:]:
+        if json.loads(definition) not in have:
+            clients.schemas.commit_schema(
+                request={"name": schema_path,
+                         "schema": Schema(name=schema_path, type_=Schema.Type.AVRO, definition=definition)},
+                timeout=timeout)
+    return schema_path
+
+
+def _ensure_registry(clients: TwinClients, settings: TwinSettings) -> str:
+    if clients.storage is None:
+        directory = settings.registry_dir.expanduser()
+        directory.mkdir(parents=True, exist_ok=True)
+        return str(directory)
+    try:
+        clients.storage.create_bucket(settings.bucket, timeout=settings.request_timeout_s)
+    except google_errors.Conflict:
+        pass  # already there: the registry keeps its models
+    return f"gs://{settings.bucket}"
+
+
+def twin_down(clients: TwinClients, settings: TwinSettings = DEFAULT_SETTINGS) -> list[str]:
+    """Removes what `twin_up` created; returns what it removed. Missing pieces are fine (idempotent)."""
+    paths = _paths(settings)
+    timeout = settings.request_timeout_s
+    removed = []
+    steps = [
+        (
+            paths["monitor_subscription"],
+            lambda: clients.subscriber.delete_subscription(
+                subscription=paths["monitor_subscription"], timeout=timeout
+            ),
+        ),
+        (
+            paths["dead_letter_subscription"],
+            lambda: clients.subscriber.delete_subscription(
+                subscription=paths["dead_letter_subscription"], timeout=timeout
+            ),
+        ),
+        (paths["topic"], lambda: clients.publisher.delete_topic(topic=paths["topic"], timeout=timeout)),
+        (
+            paths["dead_letter_topic"],
+            lambda: clients.publisher.delete_topic(topic=paths["dead_letter_topic"], timeout=timeout),
+        ),
+        (paths["schema"], lambda: clients.schemas.delete_schema(name=paths["schema"], timeout=timeout)),
+    ]
+    for name, delete in steps:
+        try:
+            delete()
+            removed.append(name)
+        except (google_errors.NotFound, google_errors.MethodNotImplemented):
+            continue
+    if clients.storage is not None:
+        try:
+            clients.storage.bucket(settings.bucket).delete(force=True, timeout=settings.request_timeout_s)
+            removed.append(f"gs://{settings.bucket}")
+        except google_errors.NotFound:
+            pass
+    else:
+        directory = settings.registry_dir.expanduser()
+        if directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
+            removed.append(str(directory))
+        elif directory.is_dir():
+            log.warning(
+                "kept registry directory %s: it holds models (remove it yourself if you mean to)", directory
+            )
+    log.info("local twin down: removed %s", removed)
+    return removed

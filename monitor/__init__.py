@@ -1,0 +1,38 @@
+"""The fleet monitor: telemetry ingest, the fleet state, `fleet status`, the rollout's health gate.
+
+- `edgefleet.monitor.service.run_monitor(config, stop_event)`: the long-running streaming-pull service.
+- `edgefleet.monitor.ingest.apply / handle`: what one message does to the state (no Pub/Sub).
+- `edgefleet.monitor.store.open_store`: the SQLite fleet state.
+- `edgefleet.monitor.query.fleet_status / device_history / version_health`: reading it.
+- `edgefleet.monitor.cloud_metrics`: Cloud Monitoring custom metrics (`edgefleet.kernel.metrics`).
+
+This package's top level imports neither Pub/Sub nor Cloud Monitoring, so readers stay light.
+"""
+
+from edgefleet.monitor.config import MonitorConfig, StatusRules, load_monitor_config
+from edgefleet.monitor.errors import FleetStateError, MonitorError
+from edgefleet.monitor.ingest import Outcome, Status, apply, handle
+from edgefleet.monitor.query import (
+    DeviceHistory,
+    DeviceStatus,
+    DeviceVersionHealth,
+    FleetStatus,
+    VersionHealth,
+    device_history,
+    fleet_status,
+    version_health,
+)
+from edgefleet.monitor.store import FleetStore, commit, open_store
+
+__all__ = [
+    "DeviceHistory", "DeviceStatus", "DeviceVersionHealth", "FleetStateError", "FleetStatus", "FleetStore",
+    "MonitorConfig", "MonitorError", "Outcome", "Status", "StatusRules", "VersionHealth", "apply", "commit",
+    "device_history", "fleet_status", "handle", "load_monitor_config", "open_store", "version_health",
+    "open_fleet_store",
+]
+
+
+def open_fleet_store(config: MonitorConfig, *, create: bool = True) -> FleetStore:
+    """Opens the fleet state `config` names (readers pass create=False)."""
+    return open_store(config.store_path, latency_window=config.latency_window,
+                      count_bucket_s=config.count_bucket_s, create=create)

@@ -1,0 +1,124 @@
+"""The fleet monitor's configuration: one strict pydantic model, read from YAML plus command-line overrides.
+
+The file is either the monitor section itself or a whole edgefleet config with a `monitor:` mapping
+(other top-level keys are then left to their own readers). Unknown keys inside the monitor section are
+errors that name the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edgefleet.kernel.configfile import read_yaml_mapping
+from edgefleet.kernel.contracts.layout import MONITOR_SUBSCRIPTION
+from edgefleet.kernel.errors import ConfigError, describe_validation_error
+from edgefleet.monitor.identity import IdentityConfig
+
+DEFAULT_STORE_PATH = Path("~/.edgefleet/fleet.sqlite")
+CONFIG_SECTION = "monitor"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StatusRules(_Section):
+    """When a device counts as stale, silent or failing in `fleet status` and the fleet metrics."""
+
+    stale_after_s: float = Field(default=120.0, gt=0, description="no message for this long: status 'stale'")
+    silent_after_s: float = Field(default=600.0, gt=0,
+                                  description="no message for this long: listed among the silent devices")
+    failing_error_ratio: float = Field(default=0.05, ge=0, le=1,
+                                       description="inference errors / inferences over the latency window "
+                                                   "above which a device is 'failing'")
+    failing_event_window_s: float = Field(default=900.0, gt=0,
+                                          description="a swap_failed, rollback or error event this recent, and "
+                                                      "not followed by a good swap or start, marks 'failing'")
+
+
+class IngestConfig(_Section):
+    """Streaming pull and the batched commits behind it."""
+
+    flow_control_max_messages: int = Field(default=1000, ge=1,
+                                           description="messages leased but not yet acked, at most")
+    flow_control_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    max_lease_extension_s: int = Field(default=0, ge=0,
+                                       description="longest single lease extension, which is also the stream's "
+                                                   "ack deadline (10-600 s); 0 = the client default (60 s)")
+    batch_max_messages: int = Field(default=500, ge=1, description="messages applied per SQLite commit")
+    batch_max_wait_s: float = Field(default=0.2, gt=0,
+                                    description="longest a received message waits for its batch to commit")
+    shutdown_timeout_s: float = Field(default=30.0, gt=0, description="longest a clean stop may take")
+    request_timeout_s: float = Field(default=30.0, gt=0, description="timeout of unary Pub/Sub calls")
+    resubscribe_initial_s: float = Field(default=1.0, gt=0,
+                                         description="first back-off after the stream fails transiently")
+    resubscribe_max_s: float = Field(default=60.0, gt=0, description="longest back-off between resubscribes")
+
+
+class CloudMetricsConfig(_Section):
+    """Cloud Monitoring custom metrics (off by default: the local stack has no Cloud Monitoring)."""
+
+    enabled: bool = False
+    period_s: float = Field(default=60.0, ge=5.0,
+                            description="one point per series per period: Cloud Monitoring refuses points "
+                                        "written to one series more often than once every 5 s")
+    max_series_per_request: int = Field(default=200, ge=1, le=200,
+                                        description="Cloud Monitoring accepts at most 200 series per request")
+    request_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class MonitorConfig(_Section):
+    """Everything `edgefleet monitor` and `edgefleet fleet ...` need."""
+
+    project: str = Field(default="edgefleet-local", min_length=1, description="Google Cloud project id")
+    subscription: str = Field(default=MONITOR_SUBSCRIPTION, min_length=1,
+                              description="the fleet-monitor subscription on the telemetry topic")
+    store_path: Path = Field(default=DEFAULT_STORE_PATH, description="the fleet state (SQLite)")
+    latency_window: int = Field(default=120, ge=1,
+                                description="latency samples (messages) kept per device and model version")
+    count_bucket_s: float = Field(default=60.0, gt=0,
+                                  description="resolution of the per-version inference counts (health gate "
+                                              "`since` is rounded down to it)")
+    history_events: int = Field(default=50, ge=1, description="events `fleet device` shows by default")
+    retention_s: float = Field(default=14 * 24 * 3600.0, ge=3600.0,
+                               description="counts, distributions, latency samples and events older than this are "
+                                           "pruned; must outlast a promotion's healthy_for_s")
+    prune_interval_s: float = Field(default=600.0, gt=0, description="how often the monitor prunes")
+    ingest: IngestConfig = IngestConfig()
+    status: StatusRules = StatusRules()
+    cloud_metrics: CloudMetricsConfig = CloudMetricsConfig()
+    identity: IdentityConfig = IdentityConfig()
+
+    @field_validator("store_path")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+
+
+def load_monitor_config(path: Path | None = None, **overrides: Any) -> MonitorConfig:
+    """Reads the monitor configuration from YAML `path` (optional) and applies `overrides` on top.
+
+    Overrides whose value is None are ignored, so CLI options can be passed straight through.
+
+    Raises:
+        ConfigError: naming the file and every wrong or unknown key.
+    """
+    data: dict[str, Any] = {}
+    origin = "monitor config"
+    if path is not None:
+        origin = f"monitor config {path}"
+        loaded = read_yaml_mapping(path, "monitor config",
+                                   missing_fix="pass the path of an existing YAML file with --config",
+                                   shape_fix="write `key: value` lines (see MonitorConfig)")
+        if isinstance(loaded.get(CONFIG_SECTION), dict):
+            loaded = loaded[CONFIG_SECTION]
+        data = dict(loaded)
+    data.update({key: value for key, value in overrides.items() if value is not None})
+    try:
+        return MonitorConfig(**data)
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error, origin), "fix the keys named above") from error

@@ -1,0 +1,370 @@
+"""What one telemetry message does to the fleet state: validation, dedupe, gap accounting, the updates.
+
+Pure of Pub/Sub: `handle` takes the bytes, id and attributes of a message and returns an `Outcome` that
+says whether to ack. Nothing here commits; the caller commits a batch (`store.commit`) and only then
+acks, so a crash between the two redelivers messages that dedupe then recognises.
+
+Sequence accounting per device (seq starts at 1 and increases by one per message, across restarts):
+- seq above the highest seen: new; any seqs skipped in between become a *counted* gap (lost messages).
+- seq inside a gap: a late, out-of-order arrival; it is applied and removed from the gap (a counted gap
+  shrinks, so the loss is not counted twice).
+- anything else at or below the highest seen: a duplicate, acked and not counted.
+- the first message of a device opens an *uncounted* gap below it: the monitor may have joined after the
+  device started, so those are not losses, but a late arrival from there is still applied exactly once.
+The latest snapshot (model, health, fps) comes from the highest seq, so late arrivals never overwrite it.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import re
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from edgefleet.device.identity import parse_epoch
+from edgefleet.kernel.contracts.distributions import Distributions
+from edgefleet.kernel.contracts.layout import ATTR_DEVICE_ID
+from edgefleet.kernel.contracts.telemetry import MAX_INT, TelemetryMessage
+from edgefleet.monitor.store import FleetStore, to_epoch
+
+log = logging.getLogger(__name__)
+
+# Events that change whether a device counts as failing: failures set it, a good swap or start clears it.
+FAILURE_EVENTS = frozenset({"swap_failed", "rollback", "error"})
+RECOVERY_EVENTS = frozenset({"swap", "started"})
+_MAX_ERROR_TEXT = 500
+MAX_CLOCK_AHEAD_S = 300.0  # device time beyond the receive time plus this is taken as the receive time
+# Swaps and rollbacks name the version left in `Event.from_version`; agents from before that field only
+# wrote it into the detail, "<from version> -> <to version>" (a rollback's model_version is the restored one).
+_TRANSITION = re.compile(r"^\s*(\S+)\s*->\s*(\S+)\s*$")
+TRANSITION_EVENTS = frozenset({"swap", "rollback"})
+
+
+class Status(enum.Enum):
+    """What became of one message."""
+
+    APPLIED = "applied"
+    LATE = "late"
+    DUPLICATE = "duplicate"
+    MALFORMED = "malformed"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of handling one message.
+
+    Attributes:
+        status: applied (new), late (filled a gap), duplicate, or malformed.
+        device_id: the device, when known (malformed messages may still carry the attribute).
+        seq: the message's seq, when it parsed.
+        lost: change in the device's lost count: the seqs this message skipped over (applied), or -1 when
+            it was a late arrival filling a counted gap.
+        reason: why a malformed message was refused.
+        model_name: the model the message reports, when it parsed and names one.
+        model_version: that model's version.
+    """
+
+    status: Status
+    device_id: str | None = None
+    seq: int | None = None
+    lost: int = 0
+    reason: str = ""
+    model_name: str | None = None
+    model_version: str | None = None
+
+    @property
+    def ack(self) -> bool:
+        """Acked once committed: everything but malformed (left for Pub/Sub to redeliver, then dead-letter)."""
+        return self.status is not Status.MALFORMED
+
+
+def decode(data: bytes) -> TelemetryMessage:
+    """Parses and validates one message body (the contract's wire format: Avro JSON encoding or plain JSON).
+
+    Raises:
+        pydantic.ValidationError: not a valid message; ValueError: not JSON.
+    """
+    return TelemetryMessage.from_json_bytes(data)
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """A one-line description naming the wrong fields."""
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(message)"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)[:_MAX_ERROR_TEXT]
+
+
+def handle(store: FleetStore, data: bytes, message_id: str, attributes: Mapping[str, str],
+           received_at: float) -> Outcome:
+    """Validates and applies one Pub/Sub message (not committed).
+
+    Args:
+        store: the open fleet state.
+        data: the message body.
+        message_id: the Pub/Sub message id (malformed messages are counted once per id).
+        attributes: the Pub/Sub attributes (`device_id` names the sender of a malformed message).
+        received_at: epoch seconds when the monitor received it.
+    """
+    try:
+        message = decode(data)
+    except ValidationError as error:
+        return _refuse(store, message_id, attributes.get(ATTR_DEVICE_ID) or None,
+                       describe_validation_error(error), received_at)
+    except (ValueError, TypeError, KeyError, RecursionError) as error:
+        # Not JSON / not UTF-8 (ValueError), or JSON shaped so oddly that unwrapping the Avro encoding fails:
+        # malformed all the same. Refusing it (rather than failing the batch) keeps one bad message from
+        # stopping the monitor; Pub/Sub dead-letters it.
+        return _refuse(store, message_id, attributes.get(ATTR_DEVICE_ID) or None,
+                       f"not a telemetry message ({type(error).__name__}: {error})"[:_MAX_ERROR_TEXT], received_at)
+    connection = store.connection
+    if not connection.in_transaction:
+        connection.execute("BEGIN")  # so that releasing the savepoint below never commits on its own
+    connection.execute("SAVEPOINT telemetry_message")
+    try:
+        message = in_epoch(store, message, attributes)  # (device, epoch, seq) -> one seq line per device
+        if message is None:
+            connection.execute("RELEASE telemetry_message")
+            return Outcome(Status.DUPLICATE, device_id=attributes.get(ATTR_DEVICE_ID) or None)
+        outcome = apply(store, message, received_at=received_at)
+    except (OverflowError, ValueError) as error:  # ValueError: a malformed epoch attribute
+        # Valid JSON and schema, but a number SQLite cannot hold (seq or a count beyond 64 bits): undo this
+        # message's partial changes and treat it as malformed rather than failing the whole batch forever.
+        connection.execute("ROLLBACK TO telemetry_message")
+        connection.execute("RELEASE telemetry_message")
+        what = "a malformed attribute" if isinstance(error, ValueError) else "a number is too large to store"
+        return _refuse(store, message_id, message.device_id, f"{what}: {error}", received_at)
+    connection.execute("RELEASE telemetry_message")
+    return outcome
+
+
+def in_epoch(store: FleetStore, message: TelemetryMessage, attributes: Mapping[str, str]) -> TelemetryMessage | None:
+    """Maps a message's (epoch, seq) onto the device's one seq line (issue 11, finding 5).
+
+    A spool starts a new epoch when it is recreated (seq starts again at 1). The first epoch seen of a device
+    starts at offset 0 (an upgraded agent keeps its seq); a later, higher epoch starts after the highest seq
+    seen so far; a message of an unknown epoch lower than the device's latest is stale (None: acked, not
+    applied). Without an epoch attribute (older agents) the seq is used as is.
+    """
+    epoch = parse_epoch(attributes)
+    if epoch is None:
+        return message
+    connection = store.connection
+    device_id = message.device_id
+    row = connection.execute("SELECT base FROM device_epochs WHERE device_id = ? AND epoch = ?",
+                             (device_id, epoch)).fetchone()
+    if row is not None:
+        base = row[0]
+    else:
+        (latest,) = connection.execute("SELECT MAX(epoch) FROM device_epochs WHERE device_id = ?",
+                                       (device_id,)).fetchone()
+        if latest is not None and epoch < latest:
+            return None
+        seen = connection.execute("SELECT max_seq FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+        base = 0 if latest is None or seen is None else seen[0]
+        connection.execute("INSERT INTO device_epochs (device_id, epoch, base) VALUES (?, ?, ?)",
+                           (device_id, epoch, base))
+    if base == 0:
+        return message
+    if base + message.seq > MAX_INT:
+        raise OverflowError(f"seq {message.seq} of epoch {epoch} is beyond the largest seq after offset {base}")
+    return message.model_copy(update={"seq": base + message.seq})
+
+
+def _refuse(store: FleetStore, message_id: str, device_id: str | None, reason: str, received_at: float) -> Outcome:
+    record_malformed(store, message_id, device_id, reason, received_at)
+    log.warning("malformed telemetry message %s from %s: %s", message_id, device_id or "unknown device", reason)
+    return Outcome(Status.MALFORMED, device_id=device_id, reason=reason)
+
+
+def record_malformed(store: FleetStore, message_id: str, device_id: str | None, reason: str,
+                     received_at: float) -> None:
+    """Counts one delivery of a malformed message (distinct message ids are the malformed count)."""
+    store.connection.execute(
+        "INSERT INTO malformed (message_id, device_id, error, deliveries, first_received, last_received) "
+        "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (message_id) DO UPDATE SET deliveries = deliveries + 1, "
+        "last_received = excluded.last_received",
+        (message_id, device_id, reason, received_at, received_at))
+
+
+def apply(store: FleetStore, message: TelemetryMessage, *, received_at: float | None = None) -> Outcome:
+    """Applies one valid message to the fleet state inside the open transaction (see the module docstring).
+
+    Args:
+        store: the open fleet state.
+        message: a validated telemetry message.
+        received_at: epoch seconds when it was received; defaults to the message time.
+    """
+    connection = store.connection
+    when = to_epoch(message.time)
+    if received_at is not None:  # a device clock ahead of the monitor's is clamped (issue 11, finding 8)
+        when = min(when, received_at + MAX_CLOCK_AHEAD_S)
+    received = when if received_at is None else received_at
+    row = connection.execute("SELECT max_seq FROM devices WHERE device_id = ?", (message.device_id,)).fetchone()
+    lost = 0
+    if row is None:
+        _insert_device(connection, message, when, received)
+        if message.seq > 1:
+            connection.execute("INSERT INTO seq_gaps (device_id, first_seq, last_seq, counted) VALUES (?, 1, ?, 0)",
+                               (message.device_id, message.seq - 1))
+        status = Status.APPLIED
+    elif message.seq > row[0]:
+        lost = message.seq - row[0] - 1
+        if lost:
+            connection.execute("INSERT INTO seq_gaps (device_id, first_seq, last_seq, counted) VALUES (?, ?, ?, 1)",
+                               (message.device_id, row[0] + 1, message.seq - 1))
+        _update_snapshot(connection, message, when, received, lost)
+        status = Status.APPLIED
+    elif (filled := _fill_gap(connection, message.device_id, message.seq)) is not None:
+        lost = -filled
+        connection.execute(
+            "UPDATE devices SET messages = messages + 1, last_seen = MAX(last_seen, ?), "
+            "first_seen = MIN(first_seen, ?), last_received = MAX(last_received, ?) WHERE device_id = ?",
+            (when, when, received, message.device_id))
+        status = Status.LATE
+    else:
+        connection.execute("UPDATE devices SET duplicates = duplicates + 1 WHERE device_id = ?",
+                           (message.device_id,))
+        return Outcome(Status.DUPLICATE, device_id=message.device_id, seq=message.seq)
+    _record_facts(store, message, when)
+    return Outcome(status, device_id=message.device_id, seq=message.seq, lost=lost,
+                   model_name=message.model.name if message.model else None,
+                   model_version=message.model.version if message.model else None)
+
+
+def transition_from(kind: str, detail: str, from_version: str | None = None) -> str | None:
+    """The version a swap or rollback left: the event's `from_version`, else (agents before that field) read
+    from its "<from> -> <to>" detail; None for other events."""
+    if kind not in TRANSITION_EVENTS:
+        return None
+    if from_version:
+        return from_version
+    match = _TRANSITION.match(detail)
+    return match.group(1) if match else None
+
+
+def _fill_gap(connection: sqlite3.Connection, device_id: str, seq: int) -> int | None:
+    """Removes `seq` from the gap holding it: 1 if that gap counted as lost, 0 if not, None when no gap
+    holds it (a duplicate)."""
+    gap = connection.execute(
+        "SELECT first_seq, last_seq, counted FROM seq_gaps WHERE device_id = ? AND first_seq <= ? "
+        "ORDER BY first_seq DESC LIMIT 1", (device_id, seq)).fetchone()
+    if gap is None or gap[1] < seq:
+        return None
+    first, last, counted = gap
+    connection.execute("DELETE FROM seq_gaps WHERE device_id = ? AND first_seq = ?", (device_id, first))
+    pieces = [(first, seq - 1), (seq + 1, last)]
+    connection.executemany(
+        "INSERT INTO seq_gaps (device_id, first_seq, last_seq, counted) VALUES (?, ?, ?, ?)",
+        [(device_id, low, high, counted) for low, high in pieces if low <= high])
+    if counted:
+        connection.execute("UPDATE devices SET lost = lost - 1 WHERE device_id = ?", (device_id,))
+    return counted
+
+
+def _snapshot_values(message: TelemetryMessage) -> dict[str, object]:
+    model, health, inference = message.model, message.health, message.inference
+    values: dict[str, object] = {
+        "model_name": model.name if model else None,
+        "model_version": model.version if model else None,
+        "model_variant": model.variant if model else None,
+        "backend": model.backend if model else None,
+        "cpu_temp_c": health.cpu_temp_c, "uptime_s": health.uptime_s, "mem_total_mb": health.mem_total_mb,
+        "mem_available_mb": health.mem_available_mb, "load_1m": health.load_1m,
+        "tpu_present": int(health.tpu_present), "spool_depth": health.spool_depth,
+        "spool_dropped": health.spool_dropped,
+    }
+    if inference is not None:
+        values["fps"] = inference.fps
+    return values
+
+
+def _insert_device(connection: sqlite3.Connection, message: TelemetryMessage, when: float,
+                   received: float) -> None:
+    values = _snapshot_values(message)
+    values.update(device_id=message.device_id, first_seen=when, last_seen=when, last_received=received,
+                  max_seq=message.seq, messages=1)
+    columns = ", ".join(values)
+    marks = ", ".join("?" for _ in values)
+    connection.execute(f"INSERT INTO devices ({columns}) VALUES ({marks})", tuple(values.values()))
+
+
+def _update_snapshot(connection: sqlite3.Connection, message: TelemetryMessage, when: float, received: float,
+                     lost: int) -> None:
+    values = _snapshot_values(message)
+    assignments = ", ".join(f"{column} = ?" for column in values)
+    connection.execute(
+        f"UPDATE devices SET {assignments}, max_seq = ?, messages = messages + 1, lost = lost + ?, "
+        "last_seen = MAX(last_seen, ?), last_received = MAX(last_received, ?) WHERE device_id = ?",
+        (*values.values(), message.seq, lost, when, received, message.device_id))
+
+
+def _record_facts(store: FleetStore, message: TelemetryMessage, when: float) -> None:
+    """Counts, latency sample, event and version history of a message applied for the first time."""
+    connection = store.connection
+    device_id, model, inference, event = message.device_id, message.model, message.inference, message.event
+    if model is None:
+        store.dirty_windows.add((device_id, "", ""))  # so the cached window of the device is refreshed (emptied)
+    else:
+        connection.execute(
+            "INSERT INTO version_history (device_id, model_name, model_version, variant, backend, first_seen, "
+            "last_seen, first_seq, last_seq, messages) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) "
+            "ON CONFLICT (device_id, model_name, model_version, variant, backend) DO UPDATE SET "
+            "first_seen = MIN(first_seen, excluded.first_seen), last_seen = MAX(last_seen, excluded.last_seen), "
+            "first_seq = MIN(first_seq, excluded.first_seq), last_seq = MAX(last_seq, excluded.last_seq), "
+            "messages = messages + 1",
+            (device_id, model.name, model.version, model.variant, model.backend, when, when, message.seq,
+             message.seq))
+        store.dirty_windows.add((device_id, model.name, model.version))
+    if model is not None and inference is not None:
+        bucket = when - when % store.count_bucket_s
+        connection.execute(
+            "INSERT INTO version_counts (device_id, model_name, model_version, bucket_start, inferences, errors, "
+            "messages) VALUES (?, ?, ?, ?, ?, ?, 1) "
+            "ON CONFLICT (model_name, model_version, device_id, bucket_start) DO UPDATE SET "
+            "inferences = inferences + excluded.inferences, errors = errors + excluded.errors, "
+            "messages = messages + 1",
+            (device_id, model.name, model.version, bucket, inference.count, inference.errors))
+        if inference.dist is not None:
+            add_distributions(connection, device_id, model.name, model.version, bucket, inference.dist)
+        if inference.count or inference.errors:
+            connection.execute(
+                "INSERT OR IGNORE INTO latency_samples (device_id, model_name, model_version, seq, time, "
+                "p50_ms, p95_ms, count, errors) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (device_id, model.name, model.version, message.seq, when, inference.latency_ms_p50,
+                 inference.latency_ms_p95, inference.count, inference.errors))
+    if event is not None:
+        # The version an event names (the agent: the candidate of a swap or swap_failed, the version restored
+        # by a rollback), else the one running when it happened.
+        version = event.model_version or (model.version if model else None)
+        connection.execute(
+            "INSERT OR IGNORE INTO events (device_id, seq, time, kind, detail, model_name, model_version, "
+            "from_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (device_id, message.seq, when, event.kind, event.detail, model.name if model else None, version,
+             transition_from(event.kind, event.detail, event.from_version)))
+        if event.kind in FAILURE_EVENTS or event.kind in RECOVERY_EVENTS:
+            connection.execute(
+                "UPDATE devices SET state_event_kind = ?, state_event_time = ?, state_event_seq = ? "
+                "WHERE device_id = ? AND (state_event_seq IS NULL OR state_event_seq < ?)",
+                (event.kind, when, message.seq, device_id, message.seq))
+
+
+def add_distributions(connection: sqlite3.Connection, device_id: str, model: str, version: str,
+                      bucket_start: float, dist: Distributions) -> None:
+    """Adds one summary's distributions to its (device, version, time bucket) inside the open transaction."""
+    rows = [("latency", item.i, item.n) for item in dist.latency]
+    rows += [("score", item.i, item.n) for item in dist.score]
+    rows += [("detections", item.i, item.n) for item in dist.detections]
+    rows += [("class", item.id, item.n) for item in dist.classes]
+    if dist.class_other:
+        rows.append(("class", -1, dist.class_other))
+    connection.executemany(
+        "INSERT INTO dist_counts (device_id, model_name, model_version, bucket_start, metric, key, n) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (model_name, model_version, device_id, bucket_start, metric, key) "
+        "DO UPDATE SET n = n + excluded.n",
+        [(device_id, model, version, bucket_start, metric, key, n) for metric, key, n in rows if n > 0])
