@@ -50,6 +50,27 @@ class MonitoringArgs:
     depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
 
 
+def threshold_condition(
+    display_name: str, metric_filter: str, *, threshold: float, minutes: int, aligner: str
+) -> gcp.monitoring.AlertPolicyConditionArgs:
+    """A condition that fires when every point of a series stays above `threshold` for `minutes`."""
+    return gcp.monitoring.AlertPolicyConditionArgs(
+        display_name=display_name,
+        condition_threshold=gcp.monitoring.AlertPolicyConditionConditionThresholdArgs(
+            filter=metric_filter,
+            comparison="COMPARISON_GT",
+            threshold_value=threshold,
+            duration=f"{minutes * SECONDS_PER_MINUTE}s",
+            aggregations=[
+                gcp.monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
+                    alignment_period=ALIGNMENT_PERIOD, per_series_aligner=aligner
+                )
+            ],
+            trigger=gcp.monitoring.AlertPolicyConditionConditionThresholdTriggerArgs(count=1),
+        ),
+    )
+
+
 def metric_types_trigger(metrics: Sequence[MetricDefinition]) -> dict[str, str]:
     """The Sleep's triggers: a new or changed metric type replaces the Sleep, so its wait runs again."""
     return {"metricTypes": ",".join(sorted(metric.type for metric in metrics))}
@@ -125,22 +146,12 @@ class Monitoring(pulumi.ComponentResource):
         self.latency_alert = self._policy(
             f"{name}-latency-p95",
             f"{args.fleet_name}: inference latency p95 over {alerts.latency_p95_ms:g} ms",
-            gcp.monitoring.AlertPolicyConditionArgs(
-                display_name=(
-                    f"p95 latency > {alerts.latency_p95_ms:g} ms for {alerts.latency_for_minutes} min"
-                ),
-                condition_threshold=gcp.monitoring.AlertPolicyConditionConditionThresholdArgs(
-                    filter=fleet_metric_filter(INFERENCE_LATENCY_P95),
-                    comparison="COMPARISON_GT",
-                    threshold_value=alerts.latency_p95_ms,
-                    duration=f"{alerts.latency_for_minutes * SECONDS_PER_MINUTE}s",
-                    aggregations=[
-                        gcp.monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
-                            alignment_period=ALIGNMENT_PERIOD, per_series_aligner="ALIGN_MEAN"
-                        )
-                    ],
-                    trigger=gcp.monitoring.AlertPolicyConditionConditionThresholdTriggerArgs(count=1),
-                ),
+            threshold_condition(
+                f"p95 latency > {alerts.latency_p95_ms:g} ms for {alerts.latency_for_minutes} min",
+                fleet_metric_filter(INFERENCE_LATENCY_P95),
+                threshold=alerts.latency_p95_ms,
+                minutes=alerts.latency_for_minutes,
+                aligner="ALIGN_MEAN",
             ),
             "Device ${metric.label.device_id} runs ${metric.label.model} "
             "${metric.label.model_version} with a "
@@ -153,21 +164,12 @@ class Monitoring(pulumi.ComponentResource):
         self.dead_letter_alert = self._policy(
             f"{name}-dead-letters",
             f"{args.fleet_name}: telemetry dead-lettered",
-            gcp.monitoring.AlertPolicyConditionArgs(
-                display_name=f"more than {alerts.dead_letter_messages} message(s) in "
-                f"{args.dead_letter_subscription}",
-                condition_threshold=gcp.monitoring.AlertPolicyConditionConditionThresholdArgs(
-                    filter=subscription_filter(PUBSUB_UNDELIVERED_MESSAGES, args.dead_letter_subscription),
-                    comparison="COMPARISON_GT",
-                    threshold_value=alerts.dead_letter_messages,
-                    duration=f"{SECONDS_PER_MINUTE}s",
-                    aggregations=[
-                        gcp.monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
-                            alignment_period=ALIGNMENT_PERIOD, per_series_aligner="ALIGN_MAX"
-                        )
-                    ],
-                    trigger=gcp.monitoring.AlertPolicyConditionConditionThresholdTriggerArgs(count=1),
-                ),
+            threshold_condition(
+                f"more than {alerts.dead_letter_messages} message(s) in {args.dead_letter_subscription}",
+                subscription_filter(PUBSUB_UNDELIVERED_MESSAGES, args.dead_letter_subscription),
+                threshold=alerts.dead_letter_messages,
+                minutes=1,
+                aligner="ALIGN_MAX",
             ),
             "Telemetry the fleet monitor could not process was moved to "
             f"`{args.dead_letter_subscription}`.\n\n"

@@ -23,13 +23,17 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-COLOURS = ("red", "green", "blue")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/, also when run as a script
+from tiny_tflite import (  # noqa: E402
+    COLOURS,
+    LOGIT_GAIN,
+    detector_converter,
+    detector_labels_text,
+    representative_dataset,
+)
+
 CLASSIFIER_SIZE = 16
 DETECTOR_SIZE = 16
-# Anchors (ycenter, xcenter, height, width), one per quadrant: top-left, top-right, bottom-left, bottom-right.
-DETECTOR_ANCHORS = np.array([[0.25, 0.25, 0.5, 0.5], [0.25, 0.75, 0.5, 0.5],
-                             [0.75, 0.25, 0.5, 0.5], [0.75, 0.75, 0.5, 0.5]], np.float32)
-LOGIT_GAIN = 4.0
 
 
 class TinyModels(NamedTuple):
@@ -38,18 +42,6 @@ class TinyModels(NamedTuple):
     detector: Path
     colour_labels: Path
     detector_labels: Path
-
-
-def _postprocess_signature() -> str:
-    ints = {"max_detections": 4, "max_classes_per_detection": 1, "detections_per_class": 4,
-            "num_classes": len(COLOURS)}
-    floats = {"nms_score_threshold": 0.1, "nms_iou_threshold": 0.5, "y_scale": 10.0, "x_scale": 10.0,
-              "h_scale": 5.0, "w_scale": 5.0}
-    parts = ['name: "TFLite_Detection_PostProcess"']
-    parts += [f'attr {{ key: "{k}" value {{ i: {v} }} }}' for k, v in ints.items()]
-    parts.append('attr { key: "use_regular_nms" value { b: false } }')
-    parts += [f'attr {{ key: "{k}" value {{ f: {v} }} }}' for k, v in floats.items()]
-    return " ".join(parts)
 
 
 def _paths(directory: Path) -> TinyModels:
@@ -70,17 +62,9 @@ def _build(directory: Path) -> TinyModels:
     classifier_float = directory / "colour_float.tflite"
     classifier_float.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
 
-    rng = np.random.default_rng(7)
-
-    def representative():
-        for _ in range(32):
-            yield [rng.uniform(-1, 1, (1, CLASSIFIER_SIZE, CLASSIFIER_SIZE, 3)).astype(np.float32)]
-        for value in (-1.0, 1.0):
-            yield [np.full((1, CLASSIFIER_SIZE, CLASSIFIER_SIZE, 3), value, np.float32)]
-
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
+    converter.representative_dataset = representative_dataset(CLASSIFIER_SIZE, seed=7)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
@@ -89,35 +73,14 @@ def _build(directory: Path) -> TinyModels:
         warnings.simplefilter("ignore", UserWarning)
         classifier_int8.write_bytes(converter.convert())
 
-    @tf.function(experimental_implements=_postprocess_signature())
-    def postprocess(box_encodings, class_predictions, anchors):
-        # Placeholder body: the converter replaces the whole function with the TFLite op.
-        del box_encodings, class_predictions, anchors
-        zero = tf.constant(0.0, dtype=tf.float32)
-        return zero, zero, zero, zero
-
-    class Detector(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([1, DETECTOR_SIZE, DETECTOR_SIZE, 3], tf.float32)])
-        def serve(self, images):
-            half = DETECTOR_SIZE // 2
-            quadrants = tf.nn.avg_pool2d(images, half, half, "VALID")  # [1, 2, 2, 3] in anchor order
-            logits = tf.reshape(quadrants, [1, len(DETECTOR_ANCHORS), len(COLOURS)]) * LOGIT_GAIN
-            background = tf.zeros([1, len(DETECTOR_ANCHORS), 1])
-            scores = tf.concat([background, tf.sigmoid(logits)], axis=-1)
-            encodings = tf.zeros([1, len(DETECTOR_ANCHORS), 4])  # boxes = anchors
-            return postprocess(encodings, scores, tf.constant(DETECTOR_ANCHORS))
-
-    detector_module = Detector()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [detector_module.serve.get_concrete_function()], detector_module)
-    converter.allow_custom_ops = True
+    converter = detector_converter(tf, DETECTOR_SIZE)
     detector = directory / "detector.tflite"
     detector.write_bytes(converter.convert())
 
     colour_labels = directory / "colours.txt"
     colour_labels.write_text("\n".join(COLOURS) + "\n")
-    detector_labels = directory / "detector_labels.txt"  # pycoral's "id label" form
-    detector_labels.write_text("".join(f"{i}  {name}\n" for i, name in enumerate(COLOURS)))
+    detector_labels = directory / "detector_labels.txt"
+    detector_labels.write_text(detector_labels_text())
     return TinyModels(classifier_float, classifier_int8, detector, colour_labels, detector_labels)
 
 

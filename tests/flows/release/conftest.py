@@ -12,15 +12,10 @@ import warnings
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import pytest
+from tiny_tflite import detector_converter, detector_labels_text, representative_dataset
 
-COLOURS = ("red", "green", "blue")
 DETECTOR_SIZE = 32
-DETECTOR_ANCHORS = np.array(
-    [[0.25, 0.25, 0.5, 0.5], [0.25, 0.75, 0.5, 0.5], [0.75, 0.25, 0.5, 0.5], [0.75, 0.75, 0.5, 0.5]], np.float32
-)
-LOGIT_GAIN = 4.0
 
 
 class CoralModels(NamedTuple):
@@ -54,53 +49,13 @@ def coral_models(request: pytest.FixtureRequest) -> CoralModels:
     )
 
 
-def _postprocess_signature() -> str:
-    ints = {"max_detections": 4, "max_classes_per_detection": 1, "detections_per_class": 4,
-            "num_classes": len(COLOURS)}
-    floats = {"nms_score_threshold": 0.1, "nms_iou_threshold": 0.5, "y_scale": 10.0, "x_scale": 10.0,
-              "h_scale": 5.0, "w_scale": 5.0}
-    parts = ['name: "TFLite_Detection_PostProcess"']
-    parts += [f'attr {{ key: "{k}" value {{ i: {v} }} }}' for k, v in ints.items()]
-    parts.append('attr { key: "use_regular_nms" value { b: false } }')
-    parts += [f'attr {{ key: "{k}" value {{ f: {v} }} }}' for k, v in floats.items()]
-    return " ".join(parts)
-
-
 @pytest.fixture(scope="session")
 def brought_detector(tmp_path_factory: pytest.TempPathFactory) -> BroughtDetector:
     import tensorflow as tf
 
-    @tf.function(experimental_implements=_postprocess_signature())
-    def postprocess(box_encodings, class_predictions, anchors):
-        # Placeholder body: the converter replaces the whole function with the TFLite op.
-        del box_encodings, class_predictions, anchors
-        zero = tf.constant(0.0, dtype=tf.float32)
-        return zero, zero, zero, zero
-
-    class Detector(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([1, DETECTOR_SIZE, DETECTOR_SIZE, 3], tf.float32)])
-        def serve(self, images):
-            half = DETECTOR_SIZE // 2
-            quadrants = tf.nn.avg_pool2d(images, half, half, "VALID")  # [1, 2, 2, 3] in anchor order
-            logits = tf.reshape(quadrants, [1, len(DETECTOR_ANCHORS), len(COLOURS)]) * LOGIT_GAIN
-            background = tf.zeros([1, len(DETECTOR_ANCHORS), 1])
-            scores = tf.concat([background, tf.sigmoid(logits)], axis=-1)
-            encodings = tf.zeros([1, len(DETECTOR_ANCHORS), 4])  # boxes = anchors
-            return postprocess(encodings, scores, tf.constant(DETECTOR_ANCHORS))
-
-    module = Detector()
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([module.serve.get_concrete_function()], module)
-    converter.allow_custom_ops = True
+    converter = detector_converter(tf, DETECTOR_SIZE)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    rng = np.random.default_rng(3)
-
-    def representative():
-        for _ in range(32):
-            yield [rng.uniform(-1, 1, (1, DETECTOR_SIZE, DETECTOR_SIZE, 3)).astype(np.float32)]
-        for value in (-1.0, 1.0):
-            yield [np.full((1, DETECTOR_SIZE, DETECTOR_SIZE, 3), value, np.float32)]
-
-    converter.representative_dataset = representative
+    converter.representative_dataset = representative_dataset(DETECTOR_SIZE, seed=3)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.uint8
     directory = tmp_path_factory.mktemp("brought-detector")
@@ -108,6 +63,6 @@ def brought_detector(tmp_path_factory: pytest.TempPathFactory) -> BroughtDetecto
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         model.write_bytes(converter.convert())
-    labels = directory / "colours_labels.txt"  # pycoral's "id label" form, as Coral's detector labels are
-    labels.write_text("".join(f"{i}  {name}\n" for i, name in enumerate(COLOURS)))
+    labels = directory / "colours_labels.txt"
+    labels.write_text(detector_labels_text())
     return BroughtDetector(model, labels)
