@@ -35,3 +35,12 @@ def standin_library(tmp_path_factory: pytest.TempPathFactory) -> str:
 def unloadable_library(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A libedgetpu.so.1 that dlopen refuses (undefined symbol), like a build for another system."""
     return _compile(tmp_path_factory.mktemp("standin-unresolved"), "-DSTANDIN_UNRESOLVED")
+
+
+@pytest.fixture
+def tpu(monkeypatch: pytest.MonkeyPatch):
+    """A stand-in Edge TPU attached on usb:0; returns a setter of the stand-in's fault (segv | hang), which
+    the probe's child process inherits."""
+    monkeypatch.setenv("STANDIN_EDGETPU_DEVICES", "usb:0")
+    monkeypatch.delenv("STANDIN_EDGETPU_FAULT", raising=False)
+    return lambda fault: monkeypatch.setenv("STANDIN_EDGETPU_FAULT", fault)

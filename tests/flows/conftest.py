@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gcs_buckets import temporary_bucket
 
 from edgefleet.kernel.signing import generate_keypair, save_private_key, save_public_key
 
@@ -195,10 +196,5 @@ def gcs_bucket(gcs_env, unique_name: str) -> Iterator[str]:
     from edgefleet.local.gcs_preconditions import enforce_generation_preconditions
 
     enforce_generation_preconditions(gcs_env)
-    client = storage.Client()
-    name = f"edgefleet-release-{unique_name}"
-    bucket = client.create_bucket(name)
-    yield name
-    for blob in client.list_blobs(name):
-        blob.delete()
-    bucket.delete()
+    with temporary_bucket(storage.Client(), f"edgefleet-release-{unique_name}") as name:
+        yield name

@@ -32,14 +32,6 @@ def tpu_agent_config(releases, library: str, **inference: object):
     return load_config(path)
 
 
-@pytest.fixture
-def tpu(monkeypatch: pytest.MonkeyPatch):
-    """A stand-in Edge TPU on usb:0; returns a setter of the stand-in's fault."""
-    monkeypatch.setenv("STANDIN_EDGETPU_DEVICES", "usb:0")
-    monkeypatch.delenv("STANDIN_EDGETPU_FAULT", raising=False)
-    return lambda fault: monkeypatch.setenv("STANDIN_EDGETPU_FAULT", fault)
-
-
 def test_a_working_edgetpu_runs_the_edgetpu_variant(releases, standin_library, tpu):
     releases.install("1.0.0", edgetpu_variant=True)
     agent = Agent(tpu_agent_config(releases, standin_library))

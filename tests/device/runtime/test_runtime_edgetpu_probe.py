@@ -10,32 +10,22 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 from edgefleet.device.runtime.probe import locate_library, probe_edgetpu, runtime_version
 
 MODEL = "mobilenet_v1_0.25_128_quant.tflite"
 HANG_TIMEOUT_S = 3.0
 
 
-@pytest.fixture
-def attached(monkeypatch: pytest.MonkeyPatch):
-    """A stand-in TPU on usb:0; returns a setter of the stand-in's fault (inherited by the probe's child)."""
-    monkeypatch.setenv("STANDIN_EDGETPU_DEVICES", "usb:0")
-    monkeypatch.delenv("STANDIN_EDGETPU_FAULT", raising=False)
-    return lambda fault: monkeypatch.setenv("STANDIN_EDGETPU_FAULT", fault)
-
-
-def test_a_working_delegate_passes_the_probe(standin_library, attached, coral_data):
+def test_a_working_delegate_passes_the_probe(standin_library, tpu, coral_data):
     outcome = probe_edgetpu(coral_data / MODEL, device="usb:0", library=standin_library)
 
     assert (outcome.ok, outcome.cause, outcome.fix) == (True, "ok", None)
     assert outcome.detail == "edgetpu:usb:0 ran one invoke"
 
 
-def test_a_delegate_that_segfaults_is_a_crash_with_the_matching_build_as_fix(standin_library, attached,
+def test_a_delegate_that_segfaults_is_a_crash_with_the_matching_build_as_fix(standin_library, tpu,
                                                                              coral_data):
-    attached("segv")
+    tpu("segv")
 
     outcome = probe_edgetpu(coral_data / MODEL, library=standin_library)
 
@@ -46,8 +36,8 @@ def test_a_delegate_that_segfaults_is_a_crash_with_the_matching_build_as_fix(sta
     assert outcome.summary().startswith("edgetpu_unavailable (crash): ")
 
 
-def test_a_delegate_that_hangs_is_killed_after_the_timeout(standin_library, attached, coral_data):
-    attached("hang")
+def test_a_delegate_that_hangs_is_killed_after_the_timeout(standin_library, tpu, coral_data):
+    tpu("hang")
 
     outcome = probe_edgetpu(coral_data / MODEL, library=standin_library, timeout_s=HANG_TIMEOUT_S)
 
@@ -56,7 +46,7 @@ def test_a_delegate_that_hangs_is_killed_after_the_timeout(standin_library, atta
     assert "USB 3" in outcome.fix and runtime_version() in outcome.fix
 
 
-def test_a_library_that_fails_to_load_is_an_error_naming_the_symbol(unloadable_library, attached, coral_data):
+def test_a_library_that_fails_to_load_is_an_error_naming_the_symbol(unloadable_library, tpu, coral_data):
     outcome = probe_edgetpu(coral_data / MODEL, library=unloadable_library)
 
     assert (outcome.ok, outcome.cause) == (False, "error")
@@ -74,7 +64,7 @@ def test_a_missing_library_is_an_error_that_says_install_it(tmp_path, coral_data
     assert "libedgetpu1-std" in outcome.fix and missing in outcome.fix
 
 
-def test_no_tpu_attached_is_an_error_with_the_delegates_message(standin_library, attached, coral_data,
+def test_no_tpu_attached_is_an_error_with_the_delegates_message(standin_library, tpu, coral_data,
                                                                 monkeypatch):
     monkeypatch.setenv("STANDIN_EDGETPU_DEVICES", "")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from gcs_buckets import temporary_bucket
 from google.cloud import storage
 
 from edgefleet.device.bundle import SignedManifest, create_version_dir
@@ -140,12 +141,8 @@ def gcs_client(gcs_env: GcsEmulator, gcs_preconditions: GcsEmulator) -> storage.
 @pytest.fixture
 def gcs_bucket(gcs_client: storage.Client, unique_name: str) -> Iterator[str]:
     """A fresh bucket on the emulator, deleted with its objects afterwards."""
-    name = f"edgefleet-test-{unique_name}"
-    bucket = gcs_client.create_bucket(name)
-    yield name
-    for blob in gcs_client.list_blobs(name):
-        blob.delete()
-    bucket.delete()
+    with temporary_bucket(gcs_client, f"edgefleet-test-{unique_name}") as name:
+        yield name
 
 
 @pytest.fixture

@@ -55,7 +55,7 @@ def message_build(
             time=datetime.now(timezone.utc),
             kind="event",
             model=model,
-            health=Health(uptime_s=1.0),
+            health=Health(uptime_s=float(seq)),  # content a test can check per message
         )
 
     return build

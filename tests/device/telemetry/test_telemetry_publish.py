@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -47,20 +45,6 @@ def _publisher(spool: Spool, sink: object) -> SpoolPublisher:
     return SpoolPublisher.from_config(spool, sink, TelemetryConfig(publish_batch_size=50, **FAST))
 
 
-def _build(device_id: str, model: ModelRef | None) -> Callable[[int], TelemetryMessage]:
-    def build(seq: int) -> TelemetryMessage:
-        return TelemetryMessage(
-            device_id=device_id,
-            seq=seq,
-            time=datetime.now(timezone.utc),
-            kind="event",
-            model=model,
-            health=Health(uptime_s=float(seq)),
-        )
-
-    return build
-
-
 def test_backoff_policy() -> None:
     delays = [backoff_delay(failures, 0.5, 30.0) for failures in range(0, 10)]
     assert delays == [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
@@ -70,12 +54,11 @@ def test_backoff_policy() -> None:
 
 
 def test_publish_round_trip_with_attributes(
-    tmp_path: Path, pubsub_env, unique_name: str, make_topic, puller_factory, wait
-) -> None:
+    tmp_path: Path, pubsub_env, unique_name: str, make_topic, puller_factory, wait, build_message) -> None:
     topic, subscription = make_topic(f"tel-{unique_name}", f"tel-sub-{unique_name}")
     with Spool(tmp_path / "spool.sqlite", max_messages=1000) as spool:
-        spool.append_many([_build("dev-a", MODEL)] * 120)
-        spool.append(_build("dev-a", None))  # no model running: model_version attribute is empty
+        spool.append_many([build_message("dev-a", MODEL)] * 120)
+        spool.append(build_message("dev-a", None))  # no model running: model_version attribute is empty
         publisher = _publisher(spool, _sink(f"tel-{unique_name}")).start()
         puller = puller_factory(subscription)
         wait(lambda: spool.depth == 0, what="the spool to drain")
@@ -92,19 +75,19 @@ def test_publish_round_trip_with_attributes(
 
 
 def test_topic_missing_is_a_clear_error_and_nothing_is_lost(
-    tmp_path: Path, pubsub_env, unique_name: str, make_topic, puller_factory, tcp_proxy_factory, wait
-) -> None:
+    tmp_path: Path, pubsub_env, unique_name: str, make_topic, puller_factory, tcp_proxy_factory, wait,
+    build_message) -> None:
     topic_id = f"tel-late-{unique_name}"
     proxy = tcp_proxy_factory(pubsub_env.port)
     with Spool(tmp_path / "spool.sqlite", max_messages=1000) as spool:
-        spool.append_many([_build("dev-b", MODEL)] * 30)
+        spool.append_many([build_message("dev-b", MODEL)] * 30)
         publisher = _publisher(spool, _sink(topic_id, emulator_host=proxy.host)).start()
         wait(lambda: publisher.stats().failed_batches >= 2, what="publishing to the missing topic to fail")
         error = publisher.last_error
         assert isinstance(error, TopicMissingError) and isinstance(error, TelemetryError)
         assert f"projects/{PROJECT}/topics/{topic_id}" in error.message
         assert "edgefleet local up" in error.fix and "pulumi up" in error.fix
-        spool.append_many([_build("dev-b", MODEL)] * 10)  # the agent keeps producing meanwhile
+        spool.append_many([build_message("dev-b", MODEL)] * 10)  # the agent keeps producing meanwhile
         assert spool.depth == 40  # nothing lost
         assert publisher.stats().published == 0
         # Create the topic and its subscription while the agent cannot publish: a message sent to a topic
@@ -120,13 +103,13 @@ def test_topic_missing_is_a_clear_error_and_nothing_is_lost(
     assert "does not exist" in stats.last_error  # kept for the status file after recovery
 
 
-def test_local_sink_round_trip(tmp_path: Path, wait) -> None:
+def test_local_sink_round_trip(tmp_path: Path, wait, build_message) -> None:
     sink_path = tmp_path / "out" / "telemetry.jsonl"
     with Spool(tmp_path / "spool.sqlite", max_messages=1000) as spool:
-        spool.append_many([_build("dev-c", MODEL)] * 25)
+        spool.append_many([build_message("dev-c", MODEL)] * 25)
         publisher = _publisher(spool, LocalSink(sink_path)).start()
         wait(lambda: spool.depth == 0, what="the spool to drain into the file")
-        spool.append_many([_build("dev-c", MODEL)] * 5)
+        spool.append_many([build_message("dev-c", MODEL)] * 5)
         stats = publisher.stop(drain_timeout_s=5.0)
         assert spool.depth == 0
     assert stats.published == 30 and stats.destination == f"file {sink_path}"
@@ -149,12 +132,12 @@ def test_local_sink_rotates(tmp_path: Path) -> None:
     assert (previous, current) == ([3, 4], [5, 6])
 
 
-def test_local_sink_unwritable_keeps_messages_in_the_spool(tmp_path: Path, wait) -> None:
+def test_local_sink_unwritable_keeps_messages_in_the_spool(tmp_path: Path, wait, build_message) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the sink directory should be")
     sink_path = blocker / "telemetry.jsonl"
     with Spool(tmp_path / "spool.sqlite", max_messages=1000) as spool:
-        spool.append_many([_build("dev-d", MODEL)] * 3)
+        spool.append_many([build_message("dev-d", MODEL)] * 3)
         publisher = _publisher(spool, LocalSink(sink_path)).start()
         wait(lambda: publisher.last_error is not None, what="the sink to fail")
         stats = publisher.stop(drain_timeout_s=0.5)

@@ -407,41 +407,13 @@ def test_cli_release_and_registry_commands(
     )
     assert verified.exit_code == 0 and "OK" in verified.output
 
-    promoted = runner.invoke(
-        app,
-        [
-            "registry",
-            "promote",
-            "from-cli",
-            "1.0.0",
-            "--channel",
-            "stable",
-            "--expect",
-            "none",
-            "--registry",
-            params.registry,
-            "--signing-key",
-            str(signing_keys[0]),
-        ],
-    )
+    def promote(channel: str, expect: str):
+        return runner.invoke(app, ["registry", "promote", "from-cli", "1.0.0", "--channel", channel, "--expect",
+                                   expect, "--registry", params.registry, "--signing-key", str(signing_keys[0])])
+
+    promoted = promote("stable", expect="none")
     assert promoted.exit_code == 0, promoted.output
-    refused = runner.invoke(
-        app,
-        [
-            "registry",
-            "promote",
-            "from-cli",
-            "1.0.0",
-            "--channel",
-            "beta",
-            "--expect",
-            "0.9.0",
-            "--registry",
-            params.registry,
-            "--signing-key",
-            str(signing_keys[0]),
-        ],
-    )
+    refused = promote("beta", expect="0.9.0")
     assert refused.exit_code == 2
 
     bad_config = tmp_path / "bad.yaml"
