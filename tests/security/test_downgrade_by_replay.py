@@ -39,6 +39,13 @@ def signed_release(registry: Registry, make_version: VersionFactory, keys: Keys,
     return data
 
 
+def plant_unsigned_pointer(registry: Registry, version: str) -> None:
+    """The attack: an unsigned (schema 1) pointer to an older version written over the channel."""
+    sha = registry.read_manifest("birds", version).manifest_sha256
+    pointer = ChannelPointer(model="birds", channel="stable", version=version, manifest_sha256=sha)
+    overwrite_object(registry, KEY, pointer.to_json_bytes())
+
+
 def on_1_1_0(registry: Registry, store: ModelStore, make_version: VersionFactory, keys: Keys) -> bytes:
     """The device followed stable to 1.0.0 then 1.1.0; returns the old 1.0.0 pointer."""
     old = signed_release(registry, make_version, keys, "1.0.0")
@@ -77,9 +84,7 @@ def test_old_unsigned_pointer_after_a_signed_one_is_refused(
     registry: Registry, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
     on_1_1_0(registry, store, make_version, keys)
-    sha = registry.read_manifest("birds", "1.0.0").manifest_sha256
-    unsigned = ChannelPointer(model="birds", channel="stable", version="1.0.0", manifest_sha256=sha)
-    overwrite_object(registry, KEY, unsigned.to_json_bytes())
+    plant_unsigned_pointer(registry, "1.0.0")
 
     result = pull_channel_once(registry, store, "birds", "stable")
     assert result.outcome == "pointer_refused"
@@ -94,12 +99,7 @@ def test_unsigned_lower_version_is_refused_even_before_any_signed_pointer(
         publish(local_registry, make_version, version)
         local_registry.promote("birds", version, "stable")  # legacy unsigned pointers (agents not upgraded)
         pull_channel_once(local_registry, store, "birds", "stable")
-    sha = local_registry.read_manifest("birds", "1.0.0").manifest_sha256
-    overwrite_object(
-        local_registry,
-        KEY,
-        ChannelPointer(model="birds", channel="stable", version="1.0.0", manifest_sha256=sha).to_json_bytes(),
-    )
+    plant_unsigned_pointer(local_registry, "1.0.0")
     result = pull_channel_once(local_registry, store, "birds", "stable")
     assert result.outcome == "pointer_refused"
     assert "not a signed downgrade" in result.reason
