@@ -11,13 +11,7 @@ BENCHMARKS = ("agent_bench", "monitor_bench", "release_bench", "rollout_bench", 
 def main(names: list[str]) -> int:
     failed = 0
     for name in names or BENCHMARKS:
-        try:
-            module = importlib.import_module(f"bench.{name}")
-        except ModuleNotFoundError as error:
-            if error.name == f"bench.{name}":
-                continue
-            raise
-        failed += int(module.main() != 0)
+        failed += int(importlib.import_module(f"bench.{name}").main() != 0)
     return 1 if failed else 0
 
 

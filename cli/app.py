@@ -1,7 +1,7 @@
 """`edgefleet`: the operator CLI (releases, registry, fleet, local stack, config).
 
-Each command group is a typer app in `edgefleet.cli.<group>`, mounted here by name. A group whose
-module is missing or lacks `app` is simply absent.
+Each command group is a module `edgefleet.cli.<group>` (this folder), mounted here by name: a typer `app`
+(a sub-command group) or a `register(app)` (top-level commands).
 """
 
 from __future__ import annotations
@@ -33,12 +33,7 @@ def version() -> None:
 
 def _mount() -> None:
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"edgefleet.cli.{name}")
-        except ModuleNotFoundError as error:
-            if error.name == f"edgefleet.cli.{name}":
-                continue
-            raise
+        module = importlib.import_module(f"edgefleet.cli.{name}")
         if hasattr(module, "register"):
             module.register(app)
         elif hasattr(module, "app"):

@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from edgefleet.kernel.errors import ConfigError
@@ -28,11 +28,34 @@ if TYPE_CHECKING:
 
 NAMESPACE = "edgefleet"
 
-_PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
-_FLEET = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
-_CHANNEL = re.compile(r"^projects/[^/]+/notificationChannels/[^/]+$")
-_BIGQUERY_ID = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
+
+
+def _matching(pattern: str, rule: str) -> AfterValidator:
+    """A string that must match `pattern` whole; else `rule` (with `{value}`) is the error."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(rule.format(value=value))
+        return value
+
+    return AfterValidator(check)
+
+
+ProjectId = Annotated[str, _matching(
+    r"[a-z][a-z0-9-]{4,28}[a-z0-9]",
+    "a project id is 6-30 lowercase letters, digits or hyphens, starting with a letter "
+    "(the id, not the display name or the number)")]
+BucketName = Annotated[str, _matching(
+    r"(?!.*\.\.)[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]",
+    "a bucket name is 3-63 lowercase letters, digits, '-', '_' or '.', starting and ending with a letter or digit")]
+FleetName = Annotated[str, _matching(
+    r"[a-z][a-z0-9-]{0,19}", "a fleet name is 1-20 lowercase letters, digits or hyphens, starting with a letter")]
+NotificationChannel = Annotated[str, _matching(
+    r"projects/[^/]+/notificationChannels/[^/]+",
+    "{value!r} is not a notification channel name; list yours with `gcloud beta monitoring channels list "
+    "--format='value(name)'`")]
+BigQueryId = Annotated[str, _matching(r"[A-Za-z0-9_]{1,1024}", "BigQuery ids are letters, digits and underscores")]
 
 
 class _Section(BaseModel):
@@ -73,7 +96,7 @@ class TelemetrySettings(_Section):
 class RegistrySettings(_Section):
     """The model registry bucket."""
 
-    bucket: str | None = Field(default=None, description="bucket name; default <project>-<fleet>-registry")
+    bucket: BucketName | None = Field(default=None, description="bucket name; default <project>-<fleet>-registry")
     location: str | None = Field(default=None, description="bucket location; default the region")
     noncurrent_version_retention_days: int = Field(
         default=30,
@@ -84,16 +107,6 @@ class RegistrySettings(_Section):
     noncurrent_versions_kept: int = Field(
         default=5, ge=1, description="at most this many noncurrent versions of an object are kept"
     )
-
-    @field_validator("bucket")
-    @classmethod
-    def _bucket_name(cls, value: str | None) -> str | None:
-        if value is not None and (not _BUCKET.fullmatch(value) or ".." in value):
-            raise ValueError(
-                "a bucket name is 3-63 lowercase letters, digits, '-', '_' or '.', starting and "
-                "ending with a letter or digit"
-            )
-        return value
 
 
 class AlertSettings(_Section):
@@ -121,66 +134,29 @@ class AlertSettings(_Section):
         ge=0,
         description="alert when more than this many messages wait in the dead-letter subscription",
     )
-    notification_channels: tuple[str, ...] = Field(
+    notification_channels: tuple[NotificationChannel, ...] = Field(
         default=(), description="notification channel names: projects/<p>/notificationChannels/<id>"
     )
-
-    @field_validator("notification_channels")
-    @classmethod
-    def _channels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for channel in value:
-            if not _CHANNEL.fullmatch(channel):
-                raise ValueError(
-                    f"{channel!r} is not a notification channel name; list yours with `gcloud "
-                    "beta monitoring channels list --format='value(name)'`"
-                )
-        return value
 
 
 class BigQueryExport(_Section):
     """Optional BigQuery subscription writing every telemetry message into a table."""
 
-    dataset: str = Field(description="dataset id, created by the program")
-    table: str = Field(default="telemetry", description="table id, created by the program")
+    dataset: BigQueryId = Field(description="dataset id, created by the program")
+    table: BigQueryId = Field(default="telemetry", description="table id, created by the program")
     location: str | None = Field(default=None, description="dataset location; default the region")
-
-    @field_validator("dataset", "table")
-    @classmethod
-    def _ids(cls, value: str) -> str:
-        if not _BIGQUERY_ID.match(value):
-            raise ValueError("BigQuery ids are letters, digits and underscores")
-        return value
 
 
 class InfraConfig(_Section):
     """Everything the Pulumi program needs, validated."""
 
-    project: str = Field(description="Google Cloud project id")
+    project: ProjectId = Field(description="Google Cloud project id")
     region: str = Field(default="us-central1", min_length=1)
-    fleet_name: str = Field(default="edgefleet", description="labels, display names, default bucket name")
+    fleet_name: FleetName = Field(default="edgefleet", description="labels, display names, default bucket name")
     telemetry: TelemetrySettings = TelemetrySettings()
     registry: RegistrySettings = RegistrySettings()
     alerts: AlertSettings = AlertSettings()
     bigquery: BigQueryExport | None = None
-
-    @field_validator("project")
-    @classmethod
-    def _project_id(cls, value: str) -> str:
-        if not _PROJECT_ID.fullmatch(value):
-            raise ValueError(
-                "a project id is 6-30 lowercase letters, digits or hyphens, starting with a letter "
-                "(the id, not the display name or the number)"
-            )
-        return value
-
-    @field_validator("fleet_name")
-    @classmethod
-    def _fleet(cls, value: str) -> str:
-        if not _FLEET.fullmatch(value):
-            raise ValueError(
-                "a fleet name is 1-20 lowercase letters, digits or hyphens, starting with a letter"
-            )
-        return value
 
     @property
     def registry_bucket(self) -> str:

@@ -129,22 +129,17 @@ def test_root_and_key_default_to_the_environment(
     assert os.readlink(root / "models" / "birds" / "current") == "1.0.0"
 
 
+def pull_args(registry: LocalRegistry, store: ModelStore) -> tuple:
+    """`edgefleet-agent pull` of birds' stable channel from a registry directory into `store`."""
+    return ("pull", "--registry", registry.root, "--model", "birds", "--channel", "stable", "--root", store.root)
+
+
 def test_pull_from_a_registry_directory(
     make_version: VersionFactory, store: ModelStore, local_registry: LocalRegistry
 ) -> None:
     local_registry.publish_version("birds", "1.0.0", make_version("birds", "1.0.0"))
     local_registry.promote("birds", "1.0.0", "stable")
-    args = (
-        "pull",
-        "--registry",
-        local_registry.root,
-        "--model",
-        "birds",
-        "--channel",
-        "stable",
-        "--root",
-        store.root,
-    )
+    args = pull_args(local_registry, store)
 
     result = invoke(*args, "--json")
     assert result.exit_code == 0, result.output
@@ -162,17 +157,7 @@ def test_pull_of_a_tampered_version_exits_2(
     local_registry.publish_version("birds", "1.0.0", make_version("birds", "1.0.0"))
     local_registry.promote("birds", "1.0.0", "stable")
     (local_registry.root / "models/birds/1.0.0/labels.txt").write_text("evil\n")
-    args = (
-        "pull",
-        "--registry",
-        local_registry.root,
-        "--model",
-        "birds",
-        "--channel",
-        "stable",
-        "--root",
-        store.root,
-    )
+    args = pull_args(local_registry, store)
     result = invoke(*args)
     assert result.exit_code == 2
     assert "was refused" in result.stderr and "labels.txt" in result.stderr
