@@ -94,22 +94,11 @@ class Telemetry(pulumi.ComponentResource):
             if settings.enforce_schema
             else None
         )
-        self.topic = gcp.pubsub.Topic(
-            f"{name}-topic",
-            project=args.project,
-            name=layout.TELEMETRY_TOPIC,
-            labels=args.labels,
-            message_retention_duration=_seconds(settings.message_retention_seconds),
-            schema_settings=schema_settings,
-            opts=self._child(self.schema),
+        self.topic = self._topic(
+            f"{name}-topic", layout.TELEMETRY_TOPIC, args, schema_settings, self._child(self.schema)
         )
-        self.dead_letter_topic = gcp.pubsub.Topic(
-            f"{name}-dead-letter-topic",
-            project=args.project,
-            name=layout.TELEMETRY_DEAD_LETTER_TOPIC,
-            labels=args.labels,
-            message_retention_duration=_seconds(settings.message_retention_seconds),
-            opts=child,
+        self.dead_letter_topic = self._topic(
+            f"{name}-dead-letter-topic", layout.TELEMETRY_DEAD_LETTER_TOPIC, args, None, child
         )
 
         self.monitor_subscription = self._dead_lettered_subscription(
@@ -196,6 +185,25 @@ class Telemetry(pulumi.ComponentResource):
             role=ROLE_PUBSUB_SUBSCRIBER,
             member=self.service_agent,
             opts=self._child(),
+        )
+
+    def _topic(
+        self,
+        resource_name: str,
+        topic_name: str,
+        args: TelemetryArgs,
+        schema_settings: gcp.pubsub.TopicSchemaSettingsArgs | None,
+        opts: pulumi.ResourceOptions,
+    ) -> gcp.pubsub.Topic:
+        """A topic keeping messages `message_retention_seconds` (the telemetry and the dead-letter topic)."""
+        return gcp.pubsub.Topic(
+            resource_name,
+            project=args.project,
+            name=topic_name,
+            labels=args.labels,
+            message_retention_duration=_seconds(args.settings.message_retention_seconds),
+            schema_settings=schema_settings,
+            opts=opts,
         )
 
     def _child(self, *after: pulumi.Resource) -> pulumi.ResourceOptions:
