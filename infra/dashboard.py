@@ -90,6 +90,12 @@ def _per_device(metric: MetricDefinition, title: str | None = None) -> dict[str,
     )
 
 
+def _per_subscription(metric_type: str, subscription: str, aligner: str, legend: str,
+                      plot: str = "LINE") -> dict[str, Any]:
+    """One built-in Pub/Sub metric of one subscription."""
+    return _dataset(subscription_filter(metric_type, subscription), _aggregation(aligner), legend, plot=plot)
+
+
 def dashboard(fleet_name: str, monitor_subscription: str, dead_letter_subscription: str) -> dict[str, Any]:
     """The fleet dashboard (Cloud Monitoring dashboard JSON, mosaic layout).
 
@@ -122,31 +128,16 @@ def dashboard(fleet_name: str, monitor_subscription: str, dead_letter_subscripti
         _chart(
             "Telemetry backlog (fleet-monitor subscription)",
             "messages",
-            _dataset(
-                subscription_filter(PUBSUB_UNDELIVERED_MESSAGES, monitor_subscription),
-                _aggregation("ALIGN_MAX"),
-                "undelivered",
-            ),
-            _dataset(
-                subscription_filter(PUBSUB_OLDEST_UNACKED_AGE, monitor_subscription),
-                _aggregation("ALIGN_MAX"),
-                "oldest unacked (s)",
-            ),
+            _per_subscription(PUBSUB_UNDELIVERED_MESSAGES, monitor_subscription, "ALIGN_MAX", "undelivered"),
+            _per_subscription(PUBSUB_OLDEST_UNACKED_AGE, monitor_subscription, "ALIGN_MAX", "oldest unacked (s)"),
         ),
         _chart(
             "Dead-lettered telemetry",
             "messages",
-            _dataset(
-                subscription_filter(PUBSUB_DEAD_LETTER_COUNT, monitor_subscription),
-                _aggregation("ALIGN_SUM"),
-                "forwarded to the dead-letter topic",
-                plot="STACKED_BAR",
-            ),
-            _dataset(
-                subscription_filter(PUBSUB_UNDELIVERED_MESSAGES, dead_letter_subscription),
-                _aggregation("ALIGN_MAX"),
-                "waiting in the dead-letter subscription",
-            ),
+            _per_subscription(PUBSUB_DEAD_LETTER_COUNT, monitor_subscription, "ALIGN_SUM",
+                              "forwarded to the dead-letter topic", plot="STACKED_BAR"),
+            _per_subscription(PUBSUB_UNDELIVERED_MESSAGES, dead_letter_subscription, "ALIGN_MAX",
+                              "waiting in the dead-letter subscription"),
         ),
     ]
     per_row = DASHBOARD_COLUMNS // TILE_WIDTH
