@@ -154,7 +154,7 @@ def write_configs(
     )
     schema_note = (
         "\nThe topic validates the Avro schema: publish the Avro JSON encoding "
-        "(edgefleet.kernel.contracts.avro.encode_telemetry)."
+        "(edgefleet.kernel.contracts.telemetry.encode_telemetry)."
         if outputs.telemetry_schema_enforced
         else ""
     )

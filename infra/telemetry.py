@@ -18,7 +18,7 @@ from edgefleet.infra.names import (
     ROLE_PUBSUB_SUBSCRIBER,
 )
 from edgefleet.kernel.contracts import layout
-from edgefleet.kernel.contracts.avro import telemetry_avro_definition
+from edgefleet.kernel.contracts.telemetry import telemetry_avro_definition
 
 # Columns Pub/Sub writes with `write_metadata` and no topic schema mapping (the message stays JSON text).
 BIGQUERY_TABLE_SCHEMA = [

@@ -1,7 +1,7 @@
 """The local twin of the cloud stack: the same topics, schema, subscriptions and registry on the emulators.
 
 Built from the same definitions as the Pulumi program: Pub/Sub names from
-`edgefleet.kernel.contracts.layout`, the Avro schema from `edgefleet.kernel.contracts.avro`, retention,
+`edgefleet.kernel.contracts.layout`, the Avro schema from `edgefleet.kernel.contracts.telemetry`, retention,
 ack deadline and dead-letter attempts from `edgefleet.infra.config.TelemetrySettings` defaults. What the
 emulators cannot have (IAM, monitoring, bucket hardening) is left out. `twin_up` is idempotent: what
 exists and matches is kept; what exists but differs is reported, never silently changed. `twin_down` removes
@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgefleet.infra.config import TelemetrySettings
 from edgefleet.kernel.contracts import layout
-from edgefleet.kernel.contracts.avro import telemetry_schema_revisions
+from edgefleet.kernel.contracts.telemetry import telemetry_schema_revisions
 from edgefleet.kernel.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,6 @@ from typing import Any, Literal
 import numpy as np
 
 from edgefleet.device.runtime.adapters.classify import get_classes_from_scores
-from edgefleet.device.runtime.adapters.common import dequantize
 from edgefleet.device.runtime.adapters.detect import (
     DETECTION_OUTPUTS,
     BBox,
@@ -33,6 +32,7 @@ from edgefleet.device.runtime.interpreter import (
     load_model,
 )
 from edgefleet.device.runtime.preprocess import Preprocessor, image_scale
+from edgefleet.device.runtime.quantization import dequantize
 from edgefleet.kernel.contracts.manifest import Manifest, TensorSpec, Variant
 from edgefleet.kernel.errors import ModelError, NoEdgeTpuError, VerificationError
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from edgefleet.device.runtime.adapters.common import quantize
 from edgefleet.device.runtime.config import DEFAULT_RUNTIME_CONFIG, RuntimeConfig
+from edgefleet.device.runtime.quantization import quantize
 from edgefleet.kernel.contracts.manifest import TensorSpec
 from edgefleet.kernel.errors import ImageError, ModelError
 

@@ -1,4 +1,4 @@
-"""The telemetry topic's Avro schema, generated from the telemetry model; and the wire codec.
+"""Avro schemas generated from pydantic models, and the Avro JSON encoding (the telemetry topic's wire codec).
 
 Part of the device's contracts: pure Python (no Pulumi, no Google Cloud, no fastavro), so the agent, the
 fleet monitor, the Pulumi program and the local twin all use this one definition.
@@ -7,8 +7,8 @@ Why a codec: Pub/Sub validates JSON-encoded messages with the Avro JSON encoding
 of a union (every `X | None` field) is wrapped in an object naming its branch: `"cpu_temp_c": {"double":
 51.5}`, `"model": {"ModelRef": {...}}`. Plain JSON (`TelemetryMessage.to_json_bytes()`) with such a value is
 rejected ("Could not parse message"), by the emulator and by Pub/Sub alike. So the wire format IS this
-encoding: `TelemetryMessage.to_json_bytes()` calls `encode_telemetry`, `from_json_bytes` calls
-`decode_telemetry` (which also reads plain JSON).
+encoding: `contracts.telemetry` builds its codec here (`AvroJson.of(TelemetryMessage)`); this module knows no
+contract.
 
 The mapping: str -> string, int -> long, float -> double, bool -> boolean, datetime -> string (ISO 8601, as
 pydantic writes it), Literal -> enum, list[X] -> array, nested models -> records (defined once, then
@@ -17,19 +17,16 @@ referenced by name), `X | None` -> ["null", X] with default null. Field names ar
 
 from __future__ import annotations
 
-import functools
 import json
 import types
 import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal, Union
 
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
-
-from edgefleet.kernel.contracts.telemetry import TelemetryMessage
 
 AvroType = Union[str, dict[str, Any], list[Any]]  # a runtime alias: Python 3.9 has no `X | Y`
 
@@ -59,34 +56,29 @@ def avro_schema(model: type[BaseModel]) -> dict[str, Any]:
     return schema
 
 
-def telemetry_avro_schema() -> dict[str, Any]:
-    """The Avro schema of `TelemetryMessage`: what the telemetry topic validates against (a fresh copy)."""
-    return json.loads(telemetry_avro_definition())
+@dataclass(frozen=True)
+class AvroJson:
+    """The Avro JSON encoding of one record schema, its named types resolved once (encoding runs per message)."""
 
+    schema: dict[str, Any]
+    named: dict[str, dict[str, Any]]
 
-TELEMETRY_V1_DEFINITION_FILE = Path(__file__).with_name("telemetry-v1.avsc")
+    @classmethod
+    def of(cls, model: type[BaseModel]) -> AvroJson:
+        schema = avro_schema(model)
+        return cls(schema, _named_types(schema))
 
+    def definition(self) -> str:
+        """The schema as the canonical JSON text Pub/Sub stores (sorted keys, compact)."""
+        return json.dumps(self.schema, sort_keys=True, separators=(",", ":"))
 
-def telemetry_schema_revisions() -> tuple[str, ...]:
-    """Every revision of the topic's schema, oldest first: schema 1 as frozen in `telemetry-v1.avsc` (what
-    agents of that contract send), then the current one generated from the model. The topic accepts a message
-    valid against any of them, so agents can be upgraded after the schema."""
-    v1 = TELEMETRY_V1_DEFINITION_FILE.read_text().strip()
-    current = telemetry_avro_definition()
-    return (v1,) if v1 == current else (v1, current)
+    def wrap(self, plain: Any) -> Any:
+        """A plain JSON value (as `model_dump(mode="json")` gives) in the Avro JSON encoding: unions wrapped."""
+        return _walk(self.schema, plain, self.named, wrap=True)
 
-
-@functools.cache
-def _telemetry_schema_and_names() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    # Generated once per process: encoding runs for every telemetry message. Callers never mutate these.
-    schema = avro_schema(TelemetryMessage)
-    return schema, _named_types(schema)
-
-
-@functools.cache
-def telemetry_avro_definition() -> str:
-    """`telemetry_avro_schema()` as the canonical JSON text Pub/Sub stores (sorted keys, compact)."""
-    return json.dumps(_telemetry_schema_and_names()[0], sort_keys=True, separators=(",", ":"))
+    def unwrap(self, value: Any) -> Any:
+        """Inverse of `wrap`; plain (unwrapped) values pass through unchanged."""
+        return _walk(self.schema, value, self.named, wrap=False)
 
 
 def _record(model: type[BaseModel], defined: set[str]) -> AvroType:
@@ -175,24 +167,6 @@ def to_avro_json(schema: dict[str, Any], value: Any) -> Any:
 def from_avro_json(schema: dict[str, Any], value: Any) -> Any:
     """Inverse of `to_avro_json`: unwraps union values. Plain (unwrapped) values pass through unchanged."""
     return _walk(schema, value, _named_types(schema), wrap=False)
-
-
-def encode_telemetry(message: TelemetryMessage) -> bytes:
-    """Wire bytes of `message` for a topic validating against `telemetry_avro_schema()` (JSON encoding)."""
-    schema, named = _telemetry_schema_and_names()
-    plain = message.model_dump(mode="json", by_alias=True)
-    return json.dumps(_walk(schema, plain, named, wrap=True), separators=(",", ":")).encode()
-
-
-def decode_telemetry(data: bytes) -> TelemetryMessage:
-    """Parses a telemetry message in the Avro JSON encoding (or plain JSON) and validates it.
-
-    Raises:
-        ValueError: when `data` is not JSON; pydantic.ValidationError when it is not a valid message.
-    """
-    schema, named = _telemetry_schema_and_names()
-    plain = _walk(schema, json.loads(data), named, wrap=False)
-    return TelemetryMessage.model_validate(plain)
 
 
 def _named_types(schema: AvroType) -> dict[str, dict[str, Any]]:

@@ -12,12 +12,16 @@ program generates the topic's Avro schema from this model.
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from datetime import datetime
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edgefleet.kernel.contracts.avro import AvroJson
 from edgefleet.kernel.contracts.distributions import Distributions
 
 TELEMETRY_SCHEMA_VERSION = 2
@@ -145,8 +149,6 @@ class TelemetryMessage(_Frozen):
     def to_json_bytes(self) -> bytes:
         """Wire format: JSON in the Avro JSON encoding of the topic's schema (`contracts.avro`), which
         Pub/Sub validates on a schema-enforced topic."""
-        from edgefleet.kernel.contracts.avro import encode_telemetry
-
         return encode_telemetry(self)
 
     @classmethod
@@ -156,10 +158,52 @@ class TelemetryMessage(_Frozen):
         Raises:
             ValueError: not JSON; pydantic.ValidationError (a ValueError too) when not a valid message.
         """
-        from edgefleet.kernel.contracts.avro import decode_telemetry
-
         return decode_telemetry(data)
 
     def attributes(self) -> dict[str, str]:
         """Pub/Sub attributes: device_id and model_version (empty when no model runs)."""
         return {"device_id": self.device_id, "model_version": self.model.version if self.model else ""}
+
+
+# --- The topic's schema and the wire codec (Avro JSON encoding, `contracts.avro`) ---------------------------
+
+TELEMETRY_V1_DEFINITION_FILE = Path(__file__).with_name("telemetry-v1.avsc")
+
+
+@functools.cache
+def _codec() -> AvroJson:
+    return AvroJson.of(TelemetryMessage)  # generated once per process: callers never mutate it
+
+
+def telemetry_avro_definition() -> str:
+    """The Avro schema of `TelemetryMessage` as the canonical JSON text Pub/Sub stores."""
+    return _codec().definition()
+
+
+def telemetry_avro_schema() -> dict[str, Any]:
+    """The Avro schema of `TelemetryMessage`: what the telemetry topic validates against (a fresh copy)."""
+    return json.loads(telemetry_avro_definition())
+
+
+def telemetry_schema_revisions() -> tuple[str, ...]:
+    """Every revision of the topic's schema, oldest first: schema 1 as frozen in `telemetry-v1.avsc` (what
+    agents of that contract send), then the current one generated from the model. The topic accepts a message
+    valid against any of them, so agents can be upgraded after the schema."""
+    v1 = TELEMETRY_V1_DEFINITION_FILE.read_text().strip()
+    current = telemetry_avro_definition()
+    return (v1,) if v1 == current else (v1, current)
+
+
+def encode_telemetry(message: TelemetryMessage) -> bytes:
+    """Wire bytes of `message` for a topic validating against `telemetry_avro_schema()` (JSON encoding)."""
+    plain = message.model_dump(mode="json", by_alias=True)
+    return json.dumps(_codec().wrap(plain), separators=(",", ":")).encode()
+
+
+def decode_telemetry(data: bytes) -> TelemetryMessage:
+    """Parses a telemetry message in the Avro JSON encoding (or plain JSON) and validates it.
+
+    Raises:
+        ValueError: when `data` is not JSON; pydantic.ValidationError when it is not a valid message.
+    """
+    return TelemetryMessage.model_validate(_codec().unwrap(json.loads(data)))

@@ -44,7 +44,7 @@ from edgefleet.infra.names import CORE_APIS, FLEET_GRANTS
 from edgefleet.infra.outputs import StackOutputs
 from edgefleet.infra.testing import PROJECT, PROJECT_NUMBER
 from edgefleet.kernel.contracts import layout
-from edgefleet.kernel.contracts.avro import telemetry_avro_schema
+from edgefleet.kernel.contracts.telemetry import telemetry_avro_schema
 from edgefleet.kernel.metrics import METRICS_BY_TYPE
 from edgefleet.local.emulators import PubSubEmulator
 

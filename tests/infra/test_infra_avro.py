@@ -13,14 +13,7 @@ from google.api_core import exceptions as google_errors
 from google.cloud import pubsub_v1
 from google.pubsub_v1.types import Encoding, Schema
 
-from edgefleet.kernel.contracts.avro import (
-    AvroSchemaError,
-    avro_schema,
-    decode_telemetry,
-    encode_telemetry,
-    telemetry_avro_definition,
-    telemetry_avro_schema,
-)
+from edgefleet.kernel.contracts.avro import AvroSchemaError, avro_schema
 from edgefleet.kernel.contracts.telemetry import (
     Event,
     Health,
@@ -28,6 +21,10 @@ from edgefleet.kernel.contracts.telemetry import (
     ModelRef,
     ResultItem,
     TelemetryMessage,
+    decode_telemetry,
+    encode_telemetry,
+    telemetry_avro_definition,
+    telemetry_avro_schema,
 )
 
 RESULT_TIMEOUT_S = 30.0
@@ -208,7 +205,7 @@ def test_pubsub_rejects_plain_json_and_accepts_what_the_agent_sends(validated_to
 
 
 def test_schema_1_is_frozen_and_schema_2_only_adds_a_nullable_field() -> None:
-    from edgefleet.kernel.contracts.avro import telemetry_schema_revisions
+    from edgefleet.kernel.contracts.telemetry import telemetry_schema_revisions
 
     v1, v2 = (json.loads(definition) for definition in telemetry_schema_revisions())
     assert v2 == json.loads(telemetry_avro_definition())
@@ -226,7 +223,7 @@ def test_schema_1_is_frozen_and_schema_2_only_adds_a_nullable_field() -> None:
 @pytest.fixture
 def revised_topic(pubsub_env, unique_name: str):
     """A topic enforcing a schema with both telemetry revisions, as the local twin and `pulumi up` leave it."""
-    from edgefleet.kernel.contracts.avro import telemetry_schema_revisions
+    from edgefleet.kernel.contracts.telemetry import telemetry_schema_revisions
 
     project = pubsub_env.project
     schemas = pubsub_v1.SchemaServiceClient()

@@ -19,7 +19,7 @@ from edgefleet.infra.policy import (
 )
 from edgefleet.infra.testing import PROJECT, PROJECT_NUMBER, StackRun, run_program, stack_config
 from edgefleet.kernel.contracts import layout
-from edgefleet.kernel.contracts.avro import telemetry_avro_schema
+from edgefleet.kernel.contracts.telemetry import telemetry_avro_schema
 from edgefleet.kernel.metrics import ALL_METRICS, METRICS_BY_TYPE
 
 PUBSUB_AGENT = f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"

@@ -16,8 +16,14 @@ from typer.testing import CliRunner
 from edgefleet.cli import app
 from edgefleet.infra.config import TelemetrySettings
 from edgefleet.kernel.contracts import layout
-from edgefleet.kernel.contracts.avro import decode_telemetry, encode_telemetry, telemetry_avro_definition
-from edgefleet.kernel.contracts.telemetry import Health, ModelRef, TelemetryMessage
+from edgefleet.kernel.contracts.telemetry import (
+    Health,
+    ModelRef,
+    TelemetryMessage,
+    decode_telemetry,
+    encode_telemetry,
+    telemetry_avro_definition,
+)
 from edgefleet.kernel.errors import ConfigError
 from edgefleet.local.twin import TwinSettings, emulator_clients, twin_down, twin_up
 

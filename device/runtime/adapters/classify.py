@@ -6,7 +6,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from edgefleet.device.runtime.adapters.common import dequantize, output_tensor
+from edgefleet.device.runtime.adapters.common import output_tensor
+from edgefleet.device.runtime.quantization import dequantize
 
 
 class Class(NamedTuple):

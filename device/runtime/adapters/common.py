@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from edgefleet.device.runtime.preprocess import pixel_lut
 from edgefleet.kernel.contracts.manifest import Quantization, TensorSpec
 from edgefleet.kernel.errors import ModelError
 
@@ -37,9 +38,6 @@ def set_input(interpreter: Any, data: np.ndarray) -> None:
         data: Either a tensor already in the input dtype (copied as is), or an HxWx3 uint8 RGB image of the
             input size, converted with the runtime's pixel normalization (`preprocess.pixel_lut`).
     """
-    # Imported here: preprocess depends on this module.
-    from edgefleet.device.runtime.preprocess import pixel_lut
-
     dtype = np.dtype(input_details(interpreter, "dtype"))
     data = np.asarray(data)
     if data.dtype != dtype:
@@ -61,31 +59,6 @@ def set_input(interpreter: Any, data: np.ndarray) -> None:
 def output_tensor(interpreter: Any, i: int) -> np.ndarray:
     """Returns a copy of output tensor `i` (raw values, quantized for quantized models)."""
     return interpreter.get_tensor(interpreter.get_output_details()[i]["index"])
-
-
-def dequantize(values: np.ndarray, quantization: Quantization | tuple[float, int]) -> np.ndarray:
-    """real = scale * (q - zero_point); float values and scale 0 (not quantized) pass through as float.
-
-    Args:
-        values: Raw tensor values.
-        quantization: A `Quantization`, or the interpreter's `(scale, zero_point)` pair.
-    """
-    scale, zero_point = ((quantization.scale, quantization.zero_point)
-                         if isinstance(quantization, Quantization) else quantization)
-    if not np.issubdtype(values.dtype, np.integer) or scale == 0:
-        return values.astype(np.float32, copy=False)
-    return (scale * (values.astype(np.int32) - zero_point)).astype(np.float32)
-
-
-def quantize(values: np.ndarray, spec: TensorSpec) -> np.ndarray:
-    """real -> tensor values of `spec`: q = round(real / scale) + zero_point, clipped to the dtype's range."""
-    dtype = np.dtype(spec.dtype)
-    if not np.issubdtype(dtype, np.integer):
-        return np.asarray(values, dtype=dtype)
-    scale = spec.quantization.scale or 1.0
-    info = np.iinfo(dtype)
-    quantized = np.rint(np.asarray(values, dtype=np.float64) / scale) + spec.quantization.zero_point
-    return np.clip(quantized, info.min, info.max).astype(dtype)
 
 
 def tensor_spec(detail: dict[str, Any]) -> TensorSpec:

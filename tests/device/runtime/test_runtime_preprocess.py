@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgefleet.device.runtime.adapters.common import dequantize
 from edgefleet.device.runtime.preprocess import (
     Preprocessor,
     image_scale,
@@ -13,6 +12,7 @@ from edgefleet.device.runtime.preprocess import (
     load_image,
     pixel_lut,
 )
+from edgefleet.device.runtime.quantization import dequantize
 from edgefleet.kernel.contracts.manifest import Quantization, TensorSpec
 from edgefleet.kernel.errors import ImageError, ModelError
 

@@ -1,0 +1,151 @@
+"""The house's structure, read from the imports as Python resolves them (issue 14).
+
+- Folder = import name: top-level folder X is the package `edgefleet.X`, `edgefleet/` the root package; every
+  module file is found where its import name says (checked through the import system itself).
+- Layers: the kernel imports nothing of the project; the device imports only the kernel; nothing imports the
+  operator CLI but the root package; the pipelines, the monitor, the local stack and the infrastructure are
+  never imported by the device or the kernel.
+- No import circle, module to module (imports inside functions count: a lazy import is still a tie).
+- Nothing unconnected: every module imports, or is imported by, another module of the project (a package
+  is tied through its modules: importing one runs its `__init__`).
+
+The graph is built from each file's `import` statements (`ast`), resolved to modules of the project; what a
+module loads by `importlib.import_module` is listed in DYNAMIC_IMPORTS.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ROOT = "edgefleet"
+PACKAGES = ("kernel", "device", "flows", "monitor", "local", "cli", "infra")
+# Which top-level packages each one may import (besides itself). The root package (the demo) may use all.
+ALLOWED = {
+    "kernel": set(),
+    "device": {"kernel"},
+    "flows": {"kernel", "device", "monitor", "root"},  # the rollout judges from the fleet state
+    "monitor": {"kernel", "device"},
+    "infra": {"kernel", "device"},
+    "local": {"kernel", "device", "flows", "monitor", "infra", "root"},
+    "cli": {"kernel", "device", "flows", "monitor", "local", "infra", "root"},
+    "root": {"kernel", "device", "flows", "monitor", "local", "infra", "cli"},
+}
+
+
+def _module_files() -> dict[str, Path]:
+    modules = {}
+    for folder, package in [(ROOT, ROOT), *((p, f"{ROOT}.{p}") for p in PACKAGES)]:
+        for path in sorted((REPO / folder).rglob("*.py")):
+            parts = list(path.relative_to(REPO / folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            modules[".".join([package, *parts])] = path
+    return modules
+
+
+MODULES = _module_files()
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in PACKAGES else "root"
+
+
+def _resolve(name: str) -> str | None:
+    """The project module an imported name lands in (`a.b.C` -> `a.b` when C is no module)."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def _imports(module: str, path: Path) -> set[str]:
+    is_package = path.name == "__init__.py"
+    package = module if is_package else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            names = [f"{base}.{alias.name}" for alias in node.names] + [base]
+        for name in names:
+            if name.split(".")[0] == ROOT and (target := _resolve(name)) and target != module:
+                found.add(target)
+    return found | DYNAMIC_IMPORTS.get(module, set())
+
+
+def _dynamic_imports() -> dict[str, set[str]]:
+    """What modules load by name with `importlib.import_module` (no import statement shows it)."""
+    from edgefleet.cli.app import COMMAND_MODULES
+
+    return {"edgefleet.cli.app": {f"edgefleet.cli.{name}" for name in COMMAND_MODULES}}
+
+
+DYNAMIC_IMPORTS = _dynamic_imports()
+GRAPH = {module: _imports(module, path) for module, path in MODULES.items()}
+
+
+def _descendants(package: str) -> set[str]:
+    return {m for m in MODULES if m.startswith(f"{package}.")}
+
+
+def _ancestors(module: str) -> set[str]:
+    parts = module.split(".")
+    return {".".join(parts[:i]) for i in range(1, len(parts))}
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_every_module_is_where_its_import_name_says(module: str) -> None:
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin is not None, f"{module} does not import"
+    assert Path(spec.origin).resolve() == MODULES[module].resolve()
+
+
+def test_the_layers_hold() -> None:
+    broken = sorted(
+        f"{module} imports {target}"
+        for module, targets in GRAPH.items()
+        for target in targets
+        if _layer(target) != _layer(module) and _layer(target) not in ALLOWED[_layer(module)]
+    )
+    assert not broken, "imports across the layers (see ALLOWED):\n" + "\n".join(broken)
+
+
+def test_no_import_circle() -> None:
+    # A package's __init__ and its own submodules are one unit for Python (importing a.b runs a/__init__).
+    edges = {m: {t for t in targets if t not in _ancestors(m)} for m, targets in GRAPH.items()}
+    state: dict[str, int] = {}
+    path: list[str] = []
+    circles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(edges[node]):
+            if state.get(target) == 1:
+                circles.append(path[path.index(target):] + [target])
+            elif target not in state:
+                visit(target)
+        path.pop()
+        state[node] = 2
+
+    for module in sorted(edges):
+        if module not in state:
+            visit(module)
+    assert not circles, "import circles:\n" + "\n".join(" -> ".join(c) for c in circles)
+
+
+def test_nothing_is_unconnected() -> None:
+    imported = {target for targets in GRAPH.values() for target in targets}
+    tied = imported | {m for m, targets in GRAPH.items() if targets}
+    lonely = sorted(m for m in MODULES if not ({m} | _descendants(m)) & tied)
+    assert not lonely, f"modules that import nothing of the project and that nothing imports: {lonely}"
