@@ -21,7 +21,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
 from prefect.context import TaskRunContext
 
-from edgefleet.device.bundle import SignedManifest, build_manifest, write_signed_version
+from edgefleet.device.bundle import SignedManifest
 from edgefleet.device.registry.base import PublishResult, Registry
 from edgefleet.device.runtime.adapters.labels import parse_labels
 from edgefleet.flows.release import backbones as backbones_module
@@ -29,6 +29,7 @@ from edgefleet.flows.release import brought as brought_module
 from edgefleet.flows.release import compiler as compiler_module
 from edgefleet.flows.release import quantize as quantize_module
 from edgefleet.flows.release import train as train_module
+from edgefleet.flows.release.bundle import build_manifest, write_signed_version
 from edgefleet.flows.release.dataset import Dataset, load_dataset
 from edgefleet.flows.release.demo_dataset import generate_demo_dataset
 from edgefleet.flows.release.evaluate import Evaluation, evaluate

@@ -25,7 +25,6 @@ import pytest
 import requests
 from google.cloud import pubsub_v1, storage
 
-from edgefleet.device.bundle import create_version_dir
 from edgefleet.device.pull import pull_channel_once
 from edgefleet.device.registry import GcsRegistry
 from edgefleet.device.store import PUBLIC_KEY_FILE, ModelStore
@@ -33,6 +32,7 @@ from edgefleet.device.telemetry.builder import InferenceRecord, TelemetryBuilder
 from edgefleet.device.telemetry.health import read_health
 from edgefleet.device.telemetry.publisher import PubSubSink
 from edgefleet.device.telemetry.spool import SpoolEntry
+from edgefleet.flows.release.bundle import create_version_dir
 from edgefleet.infra.__main__ import build
 from edgefleet.infra.iam_conformance import VIA_FAKE, VIA_GRPC, VIA_HTTP, ApiCall, CallRecorder, check_conformance
 from edgefleet.infra.iam_table import METHOD_PERMISSIONS, ROLE_PERMISSIONS
