@@ -11,10 +11,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgefleet.kernel.configfile import read_yaml_mapping
-from edgefleet.kernel.contracts.layout import check_name, check_version
+from edgefleet.kernel.contracts.names import ChannelName, EmptyIsNone, ModelName, ModelVersion
 from edgefleet.kernel.errors import ConfigError
 
 EDGEFLEET_HOME = Path("~/.edgefleet")
@@ -326,7 +326,7 @@ class SigningParams(_Config):
 class ReleaseParams(_Config):
     """Everything one release needs: what to train, how to check it, where to publish it."""
 
-    model: str = Field(description="Model name in the registry, e.g. shapes")
+    model: ModelName = Field(description="Model name in the registry, e.g. shapes")
     source: ModelSource = Field(
         default=TrainSource(),
         description="Where the model comes from: train (on dataset), keras (a trained Keras model) or tflite "
@@ -342,10 +342,10 @@ class ReleaseParams(_Config):
     compile: CompileParams = CompileParams()
     gates: GateParams = GateParams()
     registry: str = Field(default=DEFAULT_REGISTRY, description="gs://bucket[/prefix] or a local directory")
-    version: str | None = Field(
+    version: Annotated[ModelVersion | None, EmptyIsNone] = Field(
         default=None, description="Version to publish (MAJOR.MINOR.PATCH); empty: next patch version"
     )
-    channel: str | None = Field(
+    channel: Annotated[ChannelName | None, EmptyIsNone] = Field(
         default="canary", description="Channel to point at the new version; empty: publish only"
     )
     signing: SigningParams = SigningParams()
@@ -387,21 +387,6 @@ class ReleaseParams(_Config):
     def brought(self) -> bool:
         """The model is brought as a .tflite: no training, no quantization here."""
         return self.source.kind == "tflite"
-
-    @field_validator("model")
-    @classmethod
-    def _model_name(cls, value: str) -> str:
-        return check_name("model", value)
-
-    @field_validator("channel")
-    @classmethod
-    def _channel_name(cls, value: str | None) -> str | None:
-        return check_name("channel", value) if value else None
-
-    @field_validator("version")
-    @classmethod
-    def _version(cls, value: str | None) -> str | None:
-        return check_version(value) if value else None
 
 
 def expand(path: str) -> Path:
