@@ -117,7 +117,7 @@ def cloud(recorder: CallRecorder, stack: StackRun) -> Iterator[dict[str, Any]]:
 
 def _build(tmp_path: Path, keys: tuple[Any, Path], version: str) -> Any:
     """What the release flow's build/sign tasks hand to `publish`: a signed version directory."""
-    from edgefleet.flows.release.tasks import BuiltVersion
+    from edgefleet.flows.release.version_tasks import BuiltVersion
 
     private_key, public_file = keys
     files = {"model_cpu.tflite": f"TFL3 {version} ".encode() * 64, "labels.txt": b"a\nb\nc\n"}
@@ -132,7 +132,7 @@ def _run_pipeline(registry: GcsRegistry, tmp_path: Path, keys: tuple[Any, Path])
     """The release flow's registry tasks (plan, publish, move channel: their own functions, outside the
     Prefect engine), then what the rollout flow asks of the registry (channel, its record, promotion)."""
     from edgefleet.flows.release.params import ReleaseParams, SigningParams
-    from edgefleet.flows.release.tasks import move_channel, plan_release, publish
+    from edgefleet.flows.release.version_tasks import move_channel, plan_release, publish
     from edgefleet.flows.rollout.record import RecordStore, RolloutRecord
 
     uri = f"gs://{registry.bucket_name}"
