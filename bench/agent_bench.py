@@ -38,12 +38,12 @@ from rich.table import Table
 
 from edgefleet.device.agent.config import load_config
 from edgefleet.device.agent.loop import Agent
-from edgefleet.device.bundle import create_version_dir
 from edgefleet.device.runtime.engine import Engine
 from edgefleet.device.runtime.golden import compute_golden
 from edgefleet.device.runtime.interpreter import Interpreter
 from edgefleet.device.store import ModelStore
 from edgefleet.device.telemetry.service import TelemetryService
+from edgefleet.flows.release.bundle import create_version_dir
 from edgefleet.kernel.signing import generate_keypair, save_public_key
 from edgefleet.local.emulators import PubSubEmulator
 

@@ -39,7 +39,7 @@ GOAL_RATIO = 0.35
 
 
 def _build(base: Path, version: str, private_key, golden) -> Path:
-    from edgefleet.device.bundle import create_version_dir
+    from edgefleet.flows.release.bundle import create_version_dir
 
     dest = base / "builds" / version
     model_bytes = (CORAL / MODEL_FILE).read_bytes() + b"\0" * 16 + f"edgefleet-build:{version}".encode()

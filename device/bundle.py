@@ -1,56 +1,36 @@
-"""Signed model version bundles: build, sign and verify a `models/<model>/<version>/` directory.
+"""Signed model version bundles: read and verify a `models/<model>/<version>/` directory.
 
 A version directory holds the model files (`model_cpu.tflite`, optionally `model_edgetpu.tflite`,
 `labels.txt`, ...), `manifest.json` naming every one of them with its sha256 and size, and `manifest.sig`,
 the base64 Ed25519 signature over the exact bytes of `manifest.json`. The same directory is what the release
 pipeline publishes, what the registry stores and what a device installs.
 
-Making a signed version (release pipeline, tests):
-
-    manifest = build_manifest(version_dir, model="birds", version="1.2.0", input=spec, outputs=(out,))
-    write_signed_version(version_dir, manifest, private_key)
-
-or in one call from files elsewhere: `create_version_dir(dest, {"model_cpu.tflite": path, ...}, ...)`.
-
 Checking one (device, registry CLI): `verify_version_dir(version_dir, public_key)` checks the signature
-first, then that every listed file has its size and sha256, and that no file is unlisted.
+first, then that every listed file has its size and sha256, and that no file is unlisted. Building and
+signing one is the release pipeline's job: `edgefleet.flows.release.bundle` (never loaded by the agent).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-from collections.abc import Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from edgefleet.kernel.contracts.layout import (
-    CPU_MODEL_FILE,
-    EDGETPU_MODEL_FILE,
-    LABELS_FILE,
     MANIFEST_FILE,
     SIGNATURE_FILE,
 )
 from edgefleet.kernel.contracts.manifest import (
-    CompilerReport,
-    FileEntry,
-    GoldenOutput,
     Manifest,
-    Metrics,
-    TensorSpec,
 )
-from edgefleet.kernel.errors import ModelError, VerificationError
-from edgefleet.kernel.fsutil import atomic_write_bytes
-from edgefleet.kernel.signing import PublicKeyLike, decode_signature, encode_signature, sign, verify
+from edgefleet.kernel.errors import VerificationError
+from edgefleet.kernel.signing import PublicKeyLike, decode_signature, verify
 
 HASH_CHUNK_BYTES = 1 << 20
 SIGNED_FILES = frozenset({MANIFEST_FILE, SIGNATURE_FILE})
-_AUTO: Any = object()
 
 REFETCH_FIX = (
     "do not use this version: download or install it again from the registry; if the file was "
@@ -87,12 +67,6 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def file_entry(path: str | os.PathLike[str], name: str | None = None) -> FileEntry:
-    """The manifest entry (name, sha256, size) of one file."""
-    path = Path(path)
-    return FileEntry(name=name or path.name, sha256=sha256_file(path), size=path.stat().st_size)
-
-
 def version_files(version_dir: str | os.PathLike[str]) -> list[str]:
     """Names of the files in a version directory other than `manifest.json` / `manifest.sig`, sorted."""
     return sorted(
@@ -100,154 +74,6 @@ def version_files(version_dir: str | os.PathLike[str]) -> list[str]:
         for entry in os.scandir(version_dir)
         if entry.name not in SIGNED_FILES and not entry.is_dir(follow_symlinks=False)
     )
-
-
-def build_manifest(
-    version_dir: str | os.PathLike[str],
-    *,
-    model: str,
-    version: str,
-    input: TensorSpec | None = None,  # noqa: A002 - the manifest's field name
-    outputs: Sequence[TensorSpec] | None = None,
-    task: str = "classification",
-    variants: Mapping[str, str] | None = None,
-    labels_file: str | None = _AUTO,
-    label_count: int | None = None,
-    metrics: Metrics | None = None,
-    compiler: CompilerReport | None = None,
-    golden: Sequence[GoldenOutput] = (),
-    golden_tolerance: float | None = None,
-    source_commit: str | None = None,
-    created_at: datetime | None = None,
-) -> Manifest:
-    """Builds the manifest of a version directory, hashing every file in it.
-
-    Every regular file in `version_dir` except `manifest.json` / `manifest.sig` is listed with its sha256
-    and size.
-
-    Args:
-        version_dir: the directory holding the version's files.
-        model: model name (layout rules: lowercase, digits, `._-`).
-        version: semantic version, e.g. "1.2.0".
-        input: the model's input spec. When omitted (with `outputs`), both are read from the CPU model with
-            `edgefleet.device.runtime.interpreter.inspect_model`.
-        outputs: the model's output specs.
-        task: "classification" or "detection".
-        variants: variant -> file name. Default: "cpu" -> model_cpu.tflite, plus "edgetpu" ->
-            model_edgetpu.tflite when that file exists.
-        labels_file: the labels file name, None for none. Default: labels.txt when it exists.
-        label_count: number of labels; default: the non-empty lines of the labels file.
-        metrics, compiler, golden, golden_tolerance, source_commit, created_at: copied into the manifest.
-
-    Returns:
-        The manifest (not yet signed: see `write_signed_version`).
-
-    Raises:
-        ModelError: the directory is missing or has no CPU model.
-        ValueError: a field breaks the manifest contract (pydantic's message names it).
-    """
-    version_dir = Path(version_dir)
-    if not version_dir.is_dir():
-        raise ModelError(
-            f"version directory {version_dir} does not exist", "create it and put the model files in it first"
-        )
-    names = version_files(version_dir)
-    if variants is None:
-        variants = {"cpu": CPU_MODEL_FILE}
-        if EDGETPU_MODEL_FILE in names:
-            variants["edgetpu"] = EDGETPU_MODEL_FILE
-    cpu_file = variants.get("cpu")
-    if cpu_file is None or cpu_file not in names:
-        raise ModelError(
-            f"version directory {version_dir} has no CPU model {cpu_file or CPU_MODEL_FILE}",
-            "every version ships a CPU model: add it (or name it in variants['cpu'])",
-        )
-    if labels_file is _AUTO:
-        labels_file = LABELS_FILE if LABELS_FILE in names else None
-    if labels_file is not None and label_count is None:
-        label_count = _count_labels(version_dir / labels_file)
-    if input is None or outputs is None:
-        input, outputs = _specs_from_model(version_dir / cpu_file, input, outputs)
-    fields: dict[str, Any] = {
-        "model": model,
-        "version": version,
-        "task": task,
-        "files": tuple(file_entry(version_dir / name) for name in names),
-        "variants": dict(variants),
-        "input": input,
-        "outputs": tuple(outputs),
-        "labels_file": labels_file,
-        "label_count": label_count,
-        "metrics": metrics or Metrics(),
-        "compiler": compiler,
-        "golden": tuple(golden),
-        "source_commit": source_commit,
-    }
-    if golden_tolerance is not None:
-        fields["golden_tolerance"] = golden_tolerance
-    if created_at is not None:
-        fields["created_at"] = created_at
-    manifest = Manifest(**fields)
-    check_manifest_consistency(manifest, str(version_dir))
-    return manifest
-
-
-def write_signed_version(
-    dest_dir: str | os.PathLike[str], manifest: Manifest, private_key: Ed25519PrivateKey
-) -> SignedManifest:
-    """Signs `manifest` and writes `manifest.json` and `manifest.sig` into `dest_dir`.
-
-    The files in `dest_dir` are checked against the manifest first, so a manifest that does not describe
-    the directory is never signed.
-
-    Returns:
-        The signed manifest (its `manifest_sha256` is what a channel pointer names).
-
-    Raises:
-        VerificationError: a file in `dest_dir` is missing, unlisted or differs from its manifest entry.
-    """
-    dest_dir = Path(dest_dir)
-    check_manifest_consistency(manifest, str(dest_dir))
-    check_version_files(dest_dir, manifest)
-    raw = manifest.to_json_bytes()
-    signature = sign(private_key, raw)
-    atomic_write_bytes(dest_dir / MANIFEST_FILE, raw)
-    atomic_write_bytes(dest_dir / SIGNATURE_FILE, encode_signature(signature))
-    return SignedManifest(manifest, raw, signature)
-
-
-def create_version_dir(
-    dest_dir: str | os.PathLike[str],
-    files: Mapping[str, str | os.PathLike[str] | bytes],
-    *,
-    private_key: Ed25519PrivateKey,
-    model: str,
-    version: str,
-    **manifest_fields: Any,
-) -> SignedManifest:
-    """Creates a signed version directory from files kept elsewhere (copied) or bytes.
-
-    Args:
-        dest_dir: the directory to create (it may exist but must be empty).
-        files: file name in the version -> source path or content.
-        private_key: the release signing key.
-        model, version, **manifest_fields: passed to `build_manifest`.
-
-    Raises:
-        ModelError: `dest_dir` is not empty.
-    """
-    dest_dir = Path(dest_dir)
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    if any(dest_dir.iterdir()):
-        raise ModelError(f"{dest_dir} is not empty", "build a version in a new, empty directory")
-    for name, source in files.items():
-        FileEntry(name=name, sha256="0" * 64, size=0)  # validates the name is a plain file name
-        if isinstance(source, bytes):
-            (dest_dir / name).write_bytes(source)
-        else:
-            shutil.copyfile(source, dest_dir / name)
-    manifest = build_manifest(dest_dir, model=model, version=version, **manifest_fields)
-    return write_signed_version(dest_dir, manifest, private_key)
 
 
 def parse_manifest(raw: bytes, *, source: str) -> Manifest:
@@ -317,7 +143,7 @@ def check_manifest_consistency(manifest: Manifest, source: str) -> None:
     if len(set(names)) != len(names) or listed & SIGNED_FILES:
         raise VerificationError(
             f"manifest of {source} lists a file twice or lists its own manifest files",
-            "rebuild the manifest with edgefleet.device.bundle.build_manifest",
+            "rebuild the manifest with edgefleet.flows.release.bundle.build_manifest",
         )
 
 
@@ -433,27 +259,7 @@ def _read_signed_files(version_dir: Path) -> tuple[bytes, bytes]:
             raise VerificationError(
                 f"{version_dir} has no {name}",
                 "a version directory needs manifest.json and manifest.sig as written by the release pipeline "
-                "(edgefleet.device.bundle.write_signed_version): download or build the version again",
+                "(edgefleet.flows.release.bundle.write_signed_version): download or build the version again",
             ) from None
     raw, signature_text = contents
     return raw, decode_signature(signature_text, source=str(version_dir / SIGNATURE_FILE))
-
-
-def _count_labels(path: Path) -> int:
-    try:
-        return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
-    except FileNotFoundError:
-        raise ModelError(
-            f"labels file {path} does not exist",
-            "add the labels file to the version directory or pass labels_file=None",
-        ) from None
-
-
-def _specs_from_model(
-    model_path: Path, input_spec: TensorSpec | None, outputs: Sequence[TensorSpec] | None
-) -> tuple[TensorSpec, Sequence[TensorSpec]]:
-    """Reads the input/output specs of a .tflite with the device runtime (only when not given)."""
-    from edgefleet.device.runtime.interpreter import inspect_model
-
-    info = inspect_model(model_path)
-    return input_spec or info.inputs[0], outputs if outputs is not None else tuple(info.outputs)

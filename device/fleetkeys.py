@@ -11,11 +11,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgefleet.device.identity import public_key_text
 from edgefleet.device.registry.base import Registry
 from edgefleet.kernel.contracts.layout import FLEET_DEVICES_PREFIX, check_name
+from edgefleet.kernel.contracts.names import DeviceId
 from edgefleet.kernel.errors import ConflictError, RegistryError
 from edgefleet.kernel.signing import key_id, public_key_from_bytes
 
@@ -28,16 +29,11 @@ class DeviceKeyRecord(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     schema_: str = Field(default=DEVICE_KEY_SCHEMA, alias="schema")
-    device_id: str
+    device_id: DeviceId
     public_key: str = Field(description="the raw Ed25519 public key, base64")
     key_id: str
     added_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     added_by: str | None = None
-
-    @field_validator("device_id")
-    @classmethod
-    def _device_name(cls, value: str) -> str:
-        return check_name("device id", value)
 
     def key(self) -> Ed25519PublicKey:
         return public_key_from_bytes(self.public_key.encode(), source=f"device key record of {self.device_id}")

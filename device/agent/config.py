@@ -16,7 +16,8 @@ from edgefleet.device.runtime.config import EDGETPU_LIBRARY
 from edgefleet.device.runtime.probe import DEFAULT_PROBE_TIMEOUT_S
 from edgefleet.device.telemetry.config import TelemetryConfig
 from edgefleet.kernel.configfile import read_yaml_mapping
-from edgefleet.kernel.contracts.layout import SPOOL_FILE, STATUS_FILE, check_name
+from edgefleet.kernel.contracts.layout import SPOOL_FILE, STATUS_FILE
+from edgefleet.kernel.contracts.names import ChannelName, DeviceId
 from edgefleet.kernel.errors import ConfigError, describe_validation_error
 
 ENV_PREFIX = "EDGEFLEET_"
@@ -87,18 +88,13 @@ class RegistryConfig(_Section):
     """Pull mode: follow a registry channel. Off when `uri` is empty."""
 
     uri: str | None = Field(default=None, description="gs://bucket[/prefix] or a local directory")
-    channel: str = "stable"
+    channel: ChannelName = "stable"
     poll_interval_s: float = Field(default=30.0, gt=0)
     require_signed_pointers: bool = Field(
         default=False,
         description="refuse unsigned (schema 1) channel pointers; set once every pipeline signs (an agent "
         "refuses them on a channel anyway after it accepted a signed one there)",
     )
-
-    @field_validator("channel")
-    @classmethod
-    def _channel_name(cls, value: str) -> str:
-        return check_name("channel", value)
 
 
 class StatusConfig(_Section):
@@ -112,7 +108,7 @@ class AgentConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid",
                                       frozen=True)
 
-    device_id: str = Field(description="unique id of this device in the fleet")
+    device_id: DeviceId = Field(description="unique id of this device in the fleet")
     root: Path = Field(default=Path("~/.edgefleet-agent"), description="agent root: models, spool, status")
     model: str = Field(description="name of the model to run from the device's model store")
     public_key: Path | None = Field(default=None, description="release signing key; default root/keys/release.pub")
@@ -126,11 +122,6 @@ class AgentConfig(BaseSettings):
     registry: RegistryConfig = RegistryConfig()
     status: StatusConfig = StatusConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
-
-    @field_validator("device_id")
-    @classmethod
-    def _device_id(cls, value: str) -> str:
-        return check_name("device_id", value)
 
     @field_validator("root", "public_key")
     @classmethod

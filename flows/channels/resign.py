@@ -21,6 +21,7 @@ from edgefleet.device.registry import Registry
 from edgefleet.flows.release.keys import channel_signing_key
 from edgefleet.flows.release.params import SigningParams
 from edgefleet.kernel.contracts.manifest import ChannelPointer
+from edgefleet.kernel.contracts.names import ChannelName, ModelName
 from edgefleet.kernel.errors import EdgefleetError
 
 FLOW_NAME = "resign-channels"
@@ -34,7 +35,7 @@ class ResignParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     registry: str = Field(description="gs://BUCKET[/PREFIX] or a registry directory")
-    models: tuple[str, ...] | None = Field(default=None, description="default: every model")
+    models: tuple[ModelName, ...] | None = Field(default=None, description="default: every model")
     renew_within_days: float = Field(default=7.0, ge=0, description="re-sign pointers expiring within this")
     convert_unsigned: bool = Field(
         default=False, description="sign unsigned (schema 1) pointers too: only once every agent reads schema 2"
@@ -45,8 +46,8 @@ class ResignParams(BaseModel):
 class ResignResult(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    model: str
-    channel: str
+    model: ModelName
+    channel: ChannelName
     outcome: Outcome
     detail: str = ""
 

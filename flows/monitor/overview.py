@@ -14,9 +14,10 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from edgefleet.kernel.contracts.layout import check_name
+from edgefleet.kernel.contracts.names import ModelName
 from edgefleet.monitor import load_monitor_config, open_fleet_store
 from edgefleet.monitor.overview import FleetOverview, fleet_overview
 from edgefleet.monitor.overview_render import to_html, to_markdown
@@ -31,15 +32,10 @@ class FleetOverviewParams(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     config: str | None = Field(default=None, description="monitor YAML (its store_path is the fleet state)")
-    model: str = Field(default="shapes", description="the model whose fleet is shown")
+    model: ModelName = Field(default="shapes", description="the model whose fleet is shown")
     since_s: float | None = Field(default=None, gt=0, description="only the last this many seconds; empty: all "
                                                                    "the monitor keeps")
     html: str | None = Field(default=None, description="also write the self-contained HTML page here")
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, value: str) -> str:
-        return check_name("model", value)
 
 
 def artifact_key(model: str) -> str:

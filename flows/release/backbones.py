@@ -23,13 +23,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
-from edgefleet.flows.release.params import (  # noqa: E402
+from edgefleet.flows.release.model_params import (  # noqa: E402
     WEIGHTS_IMAGENET,
     WEIGHTS_NONE,
     FineTuneAll,
     FineTuneHead,
     FineTuneLastBlocks,
     TrainingParams,
+)
+from edgefleet.flows.release.params import (  # noqa: E402
     expand,
 )
 from edgefleet.kernel.errors import ModelError  # noqa: E402

@@ -22,7 +22,8 @@ from edgefleet.device.runtime.adapters.labels import check_label_count, read_lab
 from edgefleet.device.runtime.config import DETECTION_POSTPROCESS_OP
 from edgefleet.device.runtime.interpreter import Interpreter, ModelInfo, inspect_model
 from edgefleet.flows.release.dataset import Dataset, DatasetError
-from edgefleet.flows.release.params import TfliteSource, expand
+from edgefleet.flows.release.model_params import TfliteSource
+from edgefleet.flows.release.params import expand
 from edgefleet.kernel.errors import ConfigError, LabelsError, ModelError
 
 log = logging.getLogger(__name__)

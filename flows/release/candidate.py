@@ -19,7 +19,8 @@ from edgefleet.flows.release import tasks
 from edgefleet.flows.release.brought import check_can_evaluate
 from edgefleet.flows.release.compiler import CompileOutcome
 from edgefleet.flows.release.evaluate import Evaluation
-from edgefleet.flows.release.params import ReleaseParams, TrainingParams
+from edgefleet.flows.release.model_params import TrainingParams
+from edgefleet.flows.release.params import ReleaseParams
 from edgefleet.flows.release.report import CandidateSummary
 from edgefleet.kernel.contracts.manifest import Metrics, Origin
 

@@ -1,29 +1,23 @@
-"""The Prefect tasks of the release pipeline: one per side effect, thin wrappers over the modules.
+"""The Prefect tasks that make a release candidate: dataset, training, quantization, evaluation, compilation.
 
 Caching: training and conversion are cached on their real inputs (dataset fingerprint, parameters, source
 of the code that produces them), in the release work directory (`<work_dir>/cache`), so re-running a release
-with the same data and parameters skips them. Retries: only the registry upload, which is idempotent
-(publishing identical content again is a no-op); nothing else is retried blindly.
+with the same data and parameters skips them. Nothing here is retried blindly. One task per side effect,
+thin wrappers over the modules. What follows the candidate (golden outputs, manifest, signing, publishing,
+the channel move) is in `edgefleet.flows.release.version_tasks`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
-import subprocess
-import tempfile
-from datetime import timedelta
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
 from prefect.context import TaskRunContext
 
-from edgefleet.device.bundle import SignedManifest, build_manifest, write_signed_version
-from edgefleet.device.registry.base import PublishResult, Registry
-from edgefleet.device.runtime.adapters.labels import parse_labels
 from edgefleet.flows.release import backbones as backbones_module
 from edgefleet.flows.release import brought as brought_module
 from edgefleet.flows.release import compiler as compiler_module
@@ -32,48 +26,14 @@ from edgefleet.flows.release import train as train_module
 from edgefleet.flows.release.dataset import Dataset, load_dataset
 from edgefleet.flows.release.demo_dataset import generate_demo_dataset
 from edgefleet.flows.release.evaluate import Evaluation, evaluate
-from edgefleet.flows.release.keys import channel_signing_key, public_key_path, resolve_signing_key
-from edgefleet.flows.release.params import (
-    DEFAULT_REGISTRY,
-    CompileParams,
-    DatasetParams,
-    QuantizationParams,
-    ReleaseParams,
-    SigningParams,
-    TfliteSource,
-    TrainingParams,
-    expand,
-)
-from edgefleet.kernel.contracts.layout import (
-    CPU_MODEL_FILE,
-    EDGETPU_MODEL_FILE,
-    LABELS_FILE,
-    version_prefix,
-    version_sort_key,
-)
-from edgefleet.kernel.contracts.manifest import (
-    ChannelPointer,
-    CompilerReport,
-    GoldenOutput,
-    Manifest,
-    Metrics,
-    Origin,
-    Reference,
-    SigningInfo,
-)
-from edgefleet.kernel.errors import ConflictError, EdgefleetError
-from edgefleet.kernel.signing import key_id
+from edgefleet.flows.release.model_params import DatasetParams, TfliteSource, TrainingParams
+from edgefleet.flows.release.params import CompileParams, QuantizationParams, expand
 
 log = logging.getLogger(__name__)
 
-FIRST_VERSION = "1.0.0"
 COMPILER_INPUT_NAME = "model.tflite"
-GIT_TIMEOUT_S = 5.0
-PUBLISH_RETRIES = 2
-PUBLISH_RETRY_DELAY_S = 2.0
 DATASETS_DIR = "datasets"
 CACHE_DIR = "cache"
-BUILDS_DIR = "builds"
 
 
 # --- cache keys ---------------------------------------------------------------------------------------
@@ -131,69 +91,7 @@ def conversion_cache_key(context: TaskRunContext, parameters: dict[str, Any]) ->
     )
 
 
-# --- results handed between tasks ------------------------------------------------------------------------
-
-
-class ReleasePlan(NamedTuple):
-    """What the release will write, decided before any work: version and the channel's current state."""
-
-    registry_uri: str
-    version: str
-    channel_version_before: str | None
-
-
-class BuiltVersion(NamedTuple):
-    """A version directory built locally, signed, ready to publish."""
-
-    directory: str
-    manifest: Manifest
-    manifest_sha256: str
-    signing_key: str
-    public_key_file: str | None
-
-
 # --- tasks ------------------------------------------------------------------------------------------------
-
-
-def open_registry(uri: str) -> Registry:
-    """Opens the registry; the embedded default directory is created on first use, others must exist."""
-    if uri.startswith("gs://") or "://" in uri:
-        return Registry.from_uri(uri)
-    path = expand(uri)
-    return Registry.from_uri(path, create=uri == DEFAULT_REGISTRY)
-
-
-def next_version(versions: list[str]) -> str:
-    """The next patch version after the highest of `versions` (pure); 1.0.0 for the first."""
-    if not versions:
-        return FIRST_VERSION
-    major, minor, patch, _ = version_sort_key(max(versions, key=version_sort_key))
-    return f"{major}.{minor}.{patch + 1}"
-
-
-@task(name="plan-release", cache_policy=NO_CACHE)
-def plan_release(params: ReleaseParams) -> ReleasePlan:
-    """Checks the registry is reachable, picks the version, and reads the channel to move later.
-
-    Raises:
-        RegistryError: the registry (bucket or directory) does not exist or cannot be read.
-    """
-    registry = open_registry(params.registry)
-    versions = registry.list_versions(params.model)
-    version = params.version or next_version(versions)
-    before = None
-    if params.channel:
-        state = registry.read_channel(params.model, params.channel)
-        before = state.pointer.version if state.pointer else None
-    log.info(
-        "Releasing %s %s into %s (channel %s now at %s)",
-        params.model,
-        version,
-        registry.uri,
-        params.channel,
-        before,
-    )
-    return ReleasePlan(registry.uri, version, before)
 
 
 @task(name="load-dataset", cache_policy=NO_CACHE)
@@ -271,185 +169,3 @@ def compile_edgetpu(int8_tflite: bytes, compile_params: CompileParams) -> compil
     """Runs edgetpu_compiler (here, over SSH, or not at all) and parses its report."""
     host = compiler_module.compiler_host(compile_params)
     return compiler_module.compile_model(host, int8_tflite, COMPILER_INPUT_NAME, compile_params.require)
-
-
-@task(name="golden-outputs", cache_policy=NO_CACHE)
-def golden_outputs(int8_tflite: bytes, seeds: tuple[int, ...]) -> tuple[GoldenOutput, ...]:
-    """The CPU model's raw outputs on the reference inputs a device re-runs before swapping it in."""
-    from edgefleet.device.runtime.engine import Engine
-    from edgefleet.device.runtime.golden import compute_golden
-
-    with tempfile.TemporaryDirectory(prefix="edgefleet-golden-") as tmp:
-        path = Path(tmp) / CPU_MODEL_FILE
-        path.write_bytes(int8_tflite)
-        with Engine.open(path, device="cpu") as engine:
-            return compute_golden(engine, seeds)
-
-
-def source_commit(explicit: str | None) -> str | None:
-    """The commit to record: the explicit one, else `git rev-parse HEAD` here (None outside a repository)."""
-    if explicit:
-        return explicit
-    git = shutil.which("git")
-    if git is None:
-        return None
-    try:
-        done = subprocess.run(
-            [git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=GIT_TIMEOUT_S, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    commit = done.stdout.strip()
-    return commit if done.returncode == 0 and commit else None
-
-
-@task(name="write-manifest", cache_policy=NO_CACHE)
-def write_version(
-    build_dir: str,
-    params: ReleaseParams,
-    version: str,
-    labels_text: str,
-    cpu_tflite: bytes,
-    edgetpu_tflite: bytes | None,
-    metrics: Metrics,
-    compiler: CompilerReport | None,
-    golden: tuple[GoldenOutput, ...],
-    reference: Reference | None = None,
-    model_task: str = "classification",
-    origin: Origin | None = None,
-) -> tuple[str, Manifest]:
-    """Writes the version's files into a fresh local directory and builds its manifest (not yet signed)."""
-    directory = Path(build_dir)
-    directory.mkdir(parents=True, exist_ok=False)
-    (directory / CPU_MODEL_FILE).write_bytes(cpu_tflite)
-    if edgetpu_tflite is not None:
-        (directory / EDGETPU_MODEL_FILE).write_bytes(edgetpu_tflite)
-    (directory / LABELS_FILE).write_text(labels_text, encoding="utf-8")
-    manifest = build_manifest(
-        directory,
-        model=params.model,
-        version=version,
-        task=model_task,
-        label_count=len(parse_labels(labels_text)),
-        metrics=metrics,
-        compiler=compiler,
-        golden=golden,
-        source_commit=source_commit(params.source_commit),
-    )
-    if origin is not None:
-        manifest = manifest.model_copy(update={"origin": origin})
-    if reference is not None:  # the canary judge's reference (manifest schema 2)
-        manifest = manifest.model_copy(update={"reference": reference})
-    return str(directory), manifest
-
-
-@task(name="sign-manifest", cache_policy=NO_CACHE)
-def sign_version(
-    directory: str, manifest: Manifest, signing: SigningParams, registry_uri: str | None = None
-) -> BuiltVersion:
-    """Signs the manifest (Ed25519) and writes manifest.json + manifest.sig beside the files; the manifest
-    names the key and whether it is the development key (refused for a gs:// `registry_uri` unless allowed)."""
-    key = resolve_signing_key(signing, registry_uri=registry_uri)
-    manifest = manifest.model_copy(
-        update={"signing": SigningInfo(key_id=key_id(key.private_key.public_key()), development=key.development)}
-    )
-    signed: SignedManifest = write_signed_version(directory, manifest, key.private_key)
-    public_file = None
-    if not signing.secret_block:
-        candidate = public_key_path(expand(signing.key_file or signing.dev_key_file))
-        public_file = str(candidate) if candidate.is_file() else None
-    return BuiltVersion(directory, signed.manifest, signed.manifest_sha256, key.description, public_file)
-
-
-def _retry_transient(task_obj: Any, task_run: Any, state: Any) -> bool:
-    """Retry an upload only for errors that may pass: never a refused (conflicting or invalid) version."""
-    try:
-        state.result()
-    except (
-        EdgefleetError
-    ):  # refused or invalid (conflict, missing bucket, bad signature): retrying won't help
-        return False
-    except Exception:  # noqa: BLE001 - network errors of any client library: worth another attempt
-        return True
-    return False
-
-
-class PublishOutcome(NamedTuple):
-    """What the upload did."""
-
-    result: PublishResult
-    existing: bool
-
-
-@task(
-    name="publish",
-    cache_policy=NO_CACHE,
-    retries=PUBLISH_RETRIES,
-    retry_delay_seconds=PUBLISH_RETRY_DELAY_S,
-    retry_condition_fn=_retry_transient,
-)
-def publish(registry_uri: str, built: BuiltVersion) -> PublishOutcome:
-    """Uploads the signed version (immutable): identical model files already published are a no-op.
-
-    A version that exists with the same files (its manifest differs only in times and measured latency) is
-    left as it is; one with different files is refused before anything is uploaded.
-
-    Raises:
-        ConflictError: the version exists with different files.
-    """
-    registry = open_registry(registry_uri)
-    manifest = built.manifest
-    if manifest.version in registry.list_versions(manifest.model):
-        existing = registry.read_manifest(manifest.model, manifest.version)
-        if {(f.name, f.sha256) for f in existing.manifest.files} == {
-            (f.name, f.sha256) for f in manifest.files
-        }:
-            log.info(
-                "%s %s is already published with identical files: nothing to upload",
-                manifest.model,
-                manifest.version,
-            )
-            uri = registry.describe(version_prefix(manifest.model, manifest.version))
-            return PublishOutcome(
-                PublishResult(manifest.model, manifest.version, uri, existing.manifest_sha256, False), True
-            )
-        versions = registry.list_versions(manifest.model)
-        raise ConflictError(
-            f"version {manifest.version} of model {manifest.model} already exists in {registry.uri} with "
-            "different model files",
-            f"versions are immutable: release under a new version (latest is {versions[-1]}), or leave "
-            "`version` empty to take the next one",
-        )
-    public_key = built.public_key_file
-    result = registry.publish_version(
-        manifest.model, manifest.version, built.directory, public_key=public_key
-    )
-    return PublishOutcome(result, False)
-
-
-@task(name="move-channel", cache_policy=NO_CACHE)
-def move_channel(
-    registry_uri: str,
-    model: str,
-    version: str,
-    channel: str,
-    expected_version: str | None,
-    by: str,
-    signing: SigningParams,
-) -> ChannelPointer:
-    """Points `channel` at `version` by compare-and-swap, if nobody moved it since the release began; the
-    pointer is signed with the release key (`signing`).
-
-    Raises:
-        ConflictError: another promotion changed the channel meanwhile (it is left as they set it).
-    """
-    registry = open_registry(registry_uri)
-    return registry.promote(
-        model,
-        version,
-        channel,
-        by=by,
-        expected_version=expected_version,
-        signing_key=channel_signing_key(signing, registry_uri),
-        validity=timedelta(days=signing.pointer_validity_days),
-    )

@@ -33,7 +33,7 @@ from edgefleet.flows.release.backbones import (  # noqa: E402, F401 - build_mode
     model_to_bytes,
 )
 from edgefleet.flows.release.dataset import Dataset  # noqa: E402
-from edgefleet.flows.release.params import WEIGHTS_NONE, TrainingParams  # noqa: E402
+from edgefleet.flows.release.model_params import WEIGHTS_NONE, TrainingParams  # noqa: E402
 from edgefleet.kernel.errors import ModelError  # noqa: E402
 
 log = logging.getLogger(__name__)

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgefleet.kernel.contracts.layout import check_name
+from edgefleet.kernel.contracts.names import DeviceId
 from edgefleet.kernel.errors import ConfigError, describe_validation_error
 
 SECRET_KEYS = ("password", "passphrase", "secret", "key_passphrase")
@@ -39,7 +39,7 @@ class _Strict(BaseModel):
 class DeviceSpec(_Strict):
     """One device of the fleet."""
 
-    id: str = Field(description="unique device id (the agent's device_id)")
+    id: DeviceId = Field(description="unique device id (the agent's device_id)")
     host: str = Field(min_length=1, description="host name or address")
     port: int = Field(default=22, ge=1, le=65535)
     user: str = Field(default="root", min_length=1)
@@ -55,11 +55,6 @@ class DeviceSpec(_Strict):
     connect_attempts: int = Field(default=2, ge=1, description="tries before a device counts as unreachable")
     connect_retry_wait_s: float = Field(default=0.5, ge=0, description="pause between two connection tries")
     command_timeout_s: float = Field(default=120.0, gt=0, description="longest one remote command may run")
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, value: str) -> str:
-        return check_name("device id", value)
 
     @property
     def address(self) -> str:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgefleet.flows.release.params import SigningParams
 from edgefleet.kernel.configfile import read_yaml_mapping
-from edgefleet.kernel.contracts.layout import check_name, check_version
+from edgefleet.kernel.contracts.names import ChannelName, ModelName, ModelVersion, SafeName
 from edgefleet.kernel.errors import ConfigError, describe_validation_error
 
 MetricName = Literal["latency", "errors", "swap_failures", "class_mix_control", "class_mix_reference",
@@ -111,9 +111,10 @@ class RolloutParams(_Config):
 
     inventory: str = Field(description="fleet.yaml (devices, known_hosts)")
     registry: str = Field(description="gs://BUCKET[/PREFIX] or a registry directory")
-    model: str
-    version: str | None = Field(default=None, description="the version to roll out; default: what `channel` names")
-    channel: str | None = Field(
+    model: ModelName
+    version: ModelVersion | None = Field(default=None,
+                                         description="the version to roll out; default: what `channel` names")
+    channel: ChannelName | None = Field(
         default=None, description="with `version`: moved to it when the last wave passes; without: the channel "
                                   "whose version is rolled out")
     target: Target = Target()
@@ -129,7 +130,7 @@ class RolloutParams(_Config):
         default="failed", description="on halt, roll back the failed devices, or everything this rollout changed")
     approve_after_canary: bool = Field(default=False, description="pause for a person after the first wave")
     approval_timeout_s: int = Field(default=3600, ge=1)
-    rollout_id: str | None = Field(default=None, description="default <model>-<version>; re-running resumes it")
+    rollout_id: SafeName | None = Field(default=None, description="default <model>-<version>; re-running resumes it")
     monitor_config: str | None = Field(default=None, description="the fleet monitor's YAML (its SQLite state)")
     public_key: str | None = Field(default=None, description="verify the version against this key first")
     work_dir: str = Field(default=DEFAULT_WORK_DIR, description="downloaded versions are kept here")
@@ -137,21 +138,6 @@ class RolloutParams(_Config):
                                  description="free space needed on a device: version size times this")
     signing: SigningParams = Field(default=SigningParams(),
                                    description="the release key that signs the channel pointer when it is moved")
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, value: str) -> str:
-        return check_name("model", value)
-
-    @field_validator("version")
-    @classmethod
-    def _version(cls, value: str | None) -> str | None:
-        return None if value is None else check_version(value)
-
-    @field_validator("channel", "rollout_id")
-    @classmethod
-    def _names(cls, value: str | None) -> str | None:
-        return None if value is None else check_name("name", value)
 
     @field_validator("waves", mode="before")
     @classmethod
@@ -173,10 +159,10 @@ class PromotionParams(_Config):
 
     inventory: str
     registry: str
-    model: str
+    model: ModelName
     monitor_config: str = Field(description="the fleet monitor's YAML: health comes from the monitor")
-    from_channel: str = "canary"
-    to_channel: str = "stable"
+    from_channel: ChannelName = "canary"
+    to_channel: ChannelName = "stable"
     canary: Target = Target(tags=("canary",))
     healthy_for_s: float = Field(default=3600.0, gt=0, description="canary devices ran the version this long")
     min_inferences: int = Field(default=100, ge=1, description="inferences over that time, all devices together")
@@ -184,11 +170,6 @@ class PromotionParams(_Config):
     max_swap_failures: int = Field(default=0, ge=0)
     stale_after_s: float = Field(default=120.0, gt=0, description="a device silent this long blocks promotion")
     signing: SigningParams = Field(default=SigningParams(), description="the release key that signs the pointer")
-
-    @field_validator("model", "from_channel", "to_channel")
-    @classmethod
-    def _names(cls, value: str) -> str:
-        return check_name("name", value)
 
 
 

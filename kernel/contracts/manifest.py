@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgefleet.kernel.contracts.distributions import Distributions
-from edgefleet.kernel.contracts.layout import check_name, check_version
+from edgefleet.kernel.contracts.names import ChannelName, ModelName, ModelVersion
 
 # Contract versions: writers write the newest; readers accept the newest and the one before it, and the
 # reading side (the device agent for manifests) is upgraded first.
@@ -141,8 +141,8 @@ class Manifest(_Frozen):
     """Everything a device needs to know about one immutable model version (schema 2; 1 still read)."""
 
     schema_: Literal["edgefleet.manifest/1", "edgefleet.manifest/2"] = Field(default=MANIFEST_SCHEMA, alias="schema")
-    model: str
-    version: str
+    model: ModelName
+    version: ModelVersion
     task: Literal["classification", "detection"] = "classification"
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     source_commit: str | None = None
@@ -168,16 +168,6 @@ class Manifest(_Frozen):
         if self.schema_ == MANIFEST_SCHEMA_V1 and (self.reference or self.signing or self.origin):
             raise ValueError("reference, signing and origin need schema edgefleet.manifest/2")
         return self
-
-    @field_validator("model")
-    @classmethod
-    def _model_name(cls, value: str) -> str:
-        return check_name("model", value)
-
-    @field_validator("version")
-    @classmethod
-    def _semver(cls, value: str) -> str:
-        return check_version(value)
 
     @field_validator("variants")
     @classmethod
@@ -210,9 +200,9 @@ class ChannelPointer(_Frozen):
     schema_: Literal["edgefleet.channel/1", "edgefleet.channel/2"] = Field(
         default=CHANNEL_SCHEMA_V1, alias="schema"
     )
-    model: str
-    channel: str
-    version: str
+    model: ModelName
+    channel: ChannelName
+    version: ModelVersion
     manifest_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     updated_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     updated_by: str | None = Field(default=None, max_length=256)
@@ -224,16 +214,6 @@ class ChannelPointer(_Frozen):
     signature: str | None = Field(default=None, pattern=r"^[A-Za-z0-9+/]{86}==$")
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-
-    @field_validator("model", "channel")
-    @classmethod
-    def _names(cls, value: str, info: object) -> str:
-        return check_name(getattr(info, "field_name", "name"), value)
-
-    @field_validator("version")
-    @classmethod
-    def _pointer_semver(cls, value: str) -> str:
-        return check_version(value)
 
     @model_validator(mode="after")
     def _fields_match_schema(self) -> ChannelPointer:

@@ -25,7 +25,6 @@ import pytest
 import requests
 from google.cloud import pubsub_v1, storage
 
-from edgefleet.device.bundle import create_version_dir
 from edgefleet.device.pull import pull_channel_once
 from edgefleet.device.registry import GcsRegistry
 from edgefleet.device.store import PUBLIC_KEY_FILE, ModelStore
@@ -33,6 +32,7 @@ from edgefleet.device.telemetry.builder import InferenceRecord, TelemetryBuilder
 from edgefleet.device.telemetry.health import read_health
 from edgefleet.device.telemetry.publisher import PubSubSink
 from edgefleet.device.telemetry.spool import SpoolEntry
+from edgefleet.flows.release.bundle import create_version_dir
 from edgefleet.infra.__main__ import build
 from edgefleet.infra.iam_conformance import VIA_FAKE, VIA_GRPC, VIA_HTTP, ApiCall, CallRecorder, check_conformance
 from edgefleet.infra.iam_table import METHOD_PERMISSIONS, ROLE_PERMISSIONS
@@ -117,7 +117,7 @@ def cloud(recorder: CallRecorder, stack: StackRun) -> Iterator[dict[str, Any]]:
 
 def _build(tmp_path: Path, keys: tuple[Any, Path], version: str) -> Any:
     """What the release flow's build/sign tasks hand to `publish`: a signed version directory."""
-    from edgefleet.flows.release.tasks import BuiltVersion
+    from edgefleet.flows.release.version_tasks import BuiltVersion
 
     private_key, public_file = keys
     files = {"model_cpu.tflite": f"TFL3 {version} ".encode() * 64, "labels.txt": b"a\nb\nc\n"}
@@ -132,7 +132,7 @@ def _run_pipeline(registry: GcsRegistry, tmp_path: Path, keys: tuple[Any, Path])
     """The release flow's registry tasks (plan, publish, move channel: their own functions, outside the
     Prefect engine), then what the rollout flow asks of the registry (channel, its record, promotion)."""
     from edgefleet.flows.release.params import ReleaseParams, SigningParams
-    from edgefleet.flows.release.tasks import move_channel, plan_release, publish
+    from edgefleet.flows.release.version_tasks import move_channel, plan_release, publish
     from edgefleet.flows.rollout.record import RecordStore, RolloutRecord
 
     uri = f"gs://{registry.bucket_name}"

@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgefleet.device.bundle import create_version_dir
 from edgefleet.device.registry import Registry
 from edgefleet.device.runtime.engine import Engine
 from edgefleet.device.runtime.golden import compute_golden
 from edgefleet.device.store import ModelStore
+from edgefleet.flows.release.bundle import create_version_dir
 from edgefleet.kernel.signing import generate_keypair, save_private_key, save_public_key
 from edgefleet.local.fleet import SimulatedFleet
 

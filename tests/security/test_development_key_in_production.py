@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.bundle import build_manifest
 from edgefleet.device.store import PUBLIC_KEY_FILE, ModelStore, StoreOptions
+from edgefleet.flows.release.bundle import build_manifest
 from edgefleet.flows.release.keys import public_key_path, resolve_signing_key
 from edgefleet.flows.release.params import SigningParams
-from edgefleet.flows.release.tasks import sign_version
+from edgefleet.flows.release.version_tasks import sign_version
 from edgefleet.kernel.errors import ConfigError, VerificationError
 from tests.device.store.conftest import INPUT_SPEC, OUTPUT_SPEC, model_bytes
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.bundle import create_version_dir, verify_version_dir
+from edgefleet.device.bundle import verify_version_dir
 from edgefleet.device.runtime.engine import open_for_manifest
+from edgefleet.flows.release.bundle import create_version_dir
 from edgefleet.kernel.errors import VerificationError
 from edgefleet.kernel.signing import generate_keypair
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.bundle import create_version_dir
 from edgefleet.device.runtime.engine import Engine
 from edgefleet.device.runtime.golden import compute_golden
 from edgefleet.device.store import ModelStore
+from edgefleet.flows.release.bundle import create_version_dir
 from edgefleet.kernel.signing import generate_keypair, save_public_key
 
 GOLDEN_SEEDS = (1, 2, 3)

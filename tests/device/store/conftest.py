@@ -18,9 +18,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gcs_buckets import temporary_bucket
 from google.cloud import storage
 
-from edgefleet.device.bundle import SignedManifest, create_version_dir
+from edgefleet.device.bundle import SignedManifest
 from edgefleet.device.registry import GcsRegistry, LocalRegistry
 from edgefleet.device.store import PUBLIC_KEY_FILE, ModelStore
+from edgefleet.flows.release.bundle import create_version_dir
 from edgefleet.kernel.contracts.manifest import Quantization, TensorSpec
 from edgefleet.kernel.signing import generate_keypair, save_private_key, save_public_key
 from edgefleet.local.emulators import GcsEmulator

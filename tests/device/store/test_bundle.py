@@ -9,13 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.bundle import (
-    build_manifest,
-    read_signed_manifest,
-    sha256_file,
-    verify_version_dir,
-    write_signed_version,
-)
+from edgefleet.device.bundle import read_signed_manifest, sha256_file, verify_version_dir
+from edgefleet.flows.release.bundle import build_manifest, write_signed_version
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE, SIGNATURE_FILE
 from edgefleet.kernel.errors import ModelError, VerificationError
 from edgefleet.kernel.signing import decode_signature, verify

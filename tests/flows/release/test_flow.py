@@ -23,7 +23,8 @@ from edgefleet.flows.release.dataset import DatasetError, decode_image
 from edgefleet.flows.release.demo_dataset import generate_demo_dataset
 from edgefleet.flows.release.flow import GateFailed, release_model
 from edgefleet.flows.release.report import artifact_key
-from edgefleet.flows.release.tasks import move_channel, training_cache_key
+from edgefleet.flows.release.tasks import training_cache_key
+from edgefleet.flows.release.version_tasks import move_channel
 from edgefleet.kernel.contracts.layout import CPU_MODEL_FILE, LABELS_FILE
 from edgefleet.kernel.errors import ConflictError, ModelError, RegistryError
 

@@ -7,14 +7,8 @@ from pathlib import Path
 import pytest
 
 from edgefleet.flows.release.evaluate import ClassAccuracy, Evaluation, accuracy, per_class_accuracy
-from edgefleet.flows.release.params import (
-    FineTuneHead,
-    FineTuneLastBlocks,
-    GateParams,
-    ReleaseParams,
-    TfliteSource,
-    load_params,
-)
+from edgefleet.flows.release.model_params import FineTuneHead, FineTuneLastBlocks, TfliteSource
+from edgefleet.flows.release.params import GateParams, ReleaseParams, load_params
 from edgefleet.flows.release.report import (
     CandidateSummary,
     ReportInputs,
@@ -23,7 +17,7 @@ from edgefleet.flows.release.report import (
     failed,
     render_report,
 )
-from edgefleet.flows.release.tasks import next_version
+from edgefleet.flows.release.version_tasks import next_version
 from edgefleet.kernel.contracts.manifest import CompilerReport, CpuOperation
 from edgefleet.kernel.errors import ConfigError
 

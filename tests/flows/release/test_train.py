@@ -21,7 +21,7 @@ from edgefleet.flows.release.backbones import (
 )
 from edgefleet.flows.release.dataset import Dataset, load_dataset
 from edgefleet.flows.release.demo_dataset import generate_demo_dataset
-from edgefleet.flows.release.params import FineTuneAll, FineTuneHead, FineTuneLastBlocks, TrainingParams
+from edgefleet.flows.release.model_params import FineTuneAll, FineTuneHead, FineTuneLastBlocks, TrainingParams
 from edgefleet.flows.release.train import train, validation_split
 from edgefleet.kernel.errors import ModelError
 

@@ -1,0 +1,228 @@
+"""Building signed model version bundles: the release pipeline's side of `edgefleet.device.bundle`.
+
+A version directory holds the model files (`model_cpu.tflite`, optionally `model_edgetpu.tflite`,
+`labels.txt`, ...), `manifest.json` naming every one of them with its sha256 and size, and `manifest.sig`,
+the base64 Ed25519 signature over the exact bytes of `manifest.json` (the layout is described in
+`edgefleet.device.bundle`, which reads and verifies it on devices). Building and signing one is pipeline work,
+so it lives here and never ships in the running agent:
+
+    manifest = build_manifest(version_dir, model="birds", version="1.2.0", input=spec, outputs=(out,))
+    write_signed_version(version_dir, manifest, private_key)
+
+or in one call from files elsewhere: `create_version_dir(dest, {"model_cpu.tflite": path, ...}, ...)`.
+
+Kept Python 3.9 compatible: the device tests build their fixture versions with it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edgefleet.device.bundle import (
+    SignedManifest,
+    check_manifest_consistency,
+    check_version_files,
+    sha256_file,
+    version_files,
+)
+from edgefleet.kernel.contracts.layout import (
+    CPU_MODEL_FILE,
+    EDGETPU_MODEL_FILE,
+    LABELS_FILE,
+    MANIFEST_FILE,
+    SIGNATURE_FILE,
+)
+from edgefleet.kernel.contracts.manifest import (
+    CompilerReport,
+    FileEntry,
+    GoldenOutput,
+    Manifest,
+    Metrics,
+    TensorSpec,
+)
+from edgefleet.kernel.errors import ModelError
+from edgefleet.kernel.fsutil import atomic_write_bytes
+from edgefleet.kernel.signing import encode_signature, sign
+
+_AUTO: Any = object()
+
+
+def file_entry(path: str | os.PathLike[str], name: str | None = None) -> FileEntry:
+    """The manifest entry (name, sha256, size) of one file."""
+    path = Path(path)
+    return FileEntry(name=name or path.name, sha256=sha256_file(path), size=path.stat().st_size)
+
+
+def build_manifest(
+    version_dir: str | os.PathLike[str],
+    *,
+    model: str,
+    version: str,
+    input: TensorSpec | None = None,  # noqa: A002 - the manifest's field name
+    outputs: Sequence[TensorSpec] | None = None,
+    task: str = "classification",
+    variants: Mapping[str, str] | None = None,
+    labels_file: str | None = _AUTO,
+    label_count: int | None = None,
+    metrics: Metrics | None = None,
+    compiler: CompilerReport | None = None,
+    golden: Sequence[GoldenOutput] = (),
+    golden_tolerance: float | None = None,
+    source_commit: str | None = None,
+    created_at: datetime | None = None,
+) -> Manifest:
+    """Builds the manifest of a version directory, hashing every file in it.
+
+    Every regular file in `version_dir` except `manifest.json` / `manifest.sig` is listed with its sha256
+    and size.
+
+    Args:
+        version_dir: the directory holding the version's files.
+        model: model name (layout rules: lowercase, digits, `._-`).
+        version: semantic version, e.g. "1.2.0".
+        input: the model's input spec. When omitted (with `outputs`), both are read from the CPU model with
+            `edgefleet.device.runtime.interpreter.inspect_model`.
+        outputs: the model's output specs.
+        task: "classification" or "detection".
+        variants: variant -> file name. Default: "cpu" -> model_cpu.tflite, plus "edgetpu" ->
+            model_edgetpu.tflite when that file exists.
+        labels_file: the labels file name, None for none. Default: labels.txt when it exists.
+        label_count: number of labels; default: the non-empty lines of the labels file.
+        metrics, compiler, golden, golden_tolerance, source_commit, created_at: copied into the manifest.
+
+    Returns:
+        The manifest (not yet signed: see `write_signed_version`).
+
+    Raises:
+        ModelError: the directory is missing or has no CPU model.
+        ValueError: a field breaks the manifest contract (pydantic's message names it).
+    """
+    version_dir = Path(version_dir)
+    if not version_dir.is_dir():
+        raise ModelError(
+            f"version directory {version_dir} does not exist", "create it and put the model files in it first"
+        )
+    names = version_files(version_dir)
+    if variants is None:
+        variants = {"cpu": CPU_MODEL_FILE}
+        if EDGETPU_MODEL_FILE in names:
+            variants["edgetpu"] = EDGETPU_MODEL_FILE
+    cpu_file = variants.get("cpu")
+    if cpu_file is None or cpu_file not in names:
+        raise ModelError(
+            f"version directory {version_dir} has no CPU model {cpu_file or CPU_MODEL_FILE}",
+            "every version ships a CPU model: add it (or name it in variants['cpu'])",
+        )
+    if labels_file is _AUTO:
+        labels_file = LABELS_FILE if LABELS_FILE in names else None
+    if labels_file is not None and label_count is None:
+        label_count = _count_labels(version_dir / labels_file)
+    if input is None or outputs is None:
+        input, outputs = _specs_from_model(version_dir / cpu_file, input, outputs)
+    fields: dict[str, Any] = {
+        "model": model,
+        "version": version,
+        "task": task,
+        "files": tuple(file_entry(version_dir / name) for name in names),
+        "variants": dict(variants),
+        "input": input,
+        "outputs": tuple(outputs),
+        "labels_file": labels_file,
+        "label_count": label_count,
+        "metrics": metrics or Metrics(),
+        "compiler": compiler,
+        "golden": tuple(golden),
+        "source_commit": source_commit,
+    }
+    if golden_tolerance is not None:
+        fields["golden_tolerance"] = golden_tolerance
+    if created_at is not None:
+        fields["created_at"] = created_at
+    manifest = Manifest(**fields)
+    check_manifest_consistency(manifest, str(version_dir))
+    return manifest
+
+
+def write_signed_version(
+    dest_dir: str | os.PathLike[str], manifest: Manifest, private_key: Ed25519PrivateKey
+) -> SignedManifest:
+    """Signs `manifest` and writes `manifest.json` and `manifest.sig` into `dest_dir`.
+
+    The files in `dest_dir` are checked against the manifest first, so a manifest that does not describe
+    the directory is never signed.
+
+    Returns:
+        The signed manifest (its `manifest_sha256` is what a channel pointer names).
+
+    Raises:
+        VerificationError: a file in `dest_dir` is missing, unlisted or differs from its manifest entry.
+    """
+    dest_dir = Path(dest_dir)
+    check_manifest_consistency(manifest, str(dest_dir))
+    check_version_files(dest_dir, manifest)
+    raw = manifest.to_json_bytes()
+    signature = sign(private_key, raw)
+    atomic_write_bytes(dest_dir / MANIFEST_FILE, raw)
+    atomic_write_bytes(dest_dir / SIGNATURE_FILE, encode_signature(signature))
+    return SignedManifest(manifest, raw, signature)
+
+
+def create_version_dir(
+    dest_dir: str | os.PathLike[str],
+    files: Mapping[str, str | os.PathLike[str] | bytes],
+    *,
+    private_key: Ed25519PrivateKey,
+    model: str,
+    version: str,
+    **manifest_fields: Any,
+) -> SignedManifest:
+    """Creates a signed version directory from files kept elsewhere (copied) or bytes.
+
+    Args:
+        dest_dir: the directory to create (it may exist but must be empty).
+        files: file name in the version -> source path or content.
+        private_key: the release signing key.
+        model, version, **manifest_fields: passed to `build_manifest`.
+
+    Raises:
+        ModelError: `dest_dir` is not empty.
+    """
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    if any(dest_dir.iterdir()):
+        raise ModelError(f"{dest_dir} is not empty", "build a version in a new, empty directory")
+    for name, source in files.items():
+        FileEntry(name=name, sha256="0" * 64, size=0)  # validates the name is a plain file name
+        if isinstance(source, bytes):
+            (dest_dir / name).write_bytes(source)
+        else:
+            shutil.copyfile(source, dest_dir / name)
+    manifest = build_manifest(dest_dir, model=model, version=version, **manifest_fields)
+    return write_signed_version(dest_dir, manifest, private_key)
+
+
+def _count_labels(path: Path) -> int:
+    try:
+        return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    except FileNotFoundError:
+        raise ModelError(
+            f"labels file {path} does not exist",
+            "add the labels file to the version directory or pass labels_file=None",
+        ) from None
+
+
+def _specs_from_model(
+    model_path: Path, input_spec: TensorSpec | None, outputs: Sequence[TensorSpec] | None
+) -> tuple[TensorSpec, Sequence[TensorSpec]]:
+    """Reads the input/output specs of a .tflite with the device runtime (only when not given)."""
+    from edgefleet.device.runtime.interpreter import inspect_model
+
+    info = inspect_model(model_path)
+    return input_spec or info.inputs[0], outputs if outputs is not None else tuple(info.outputs)
