@@ -118,3 +118,17 @@ def test_a_step_note_is_what_the_record_shows_for_a_passed_step():
     with run.step("verify"):
         pass
     assert [(s.name, s.ok, s.detail) for s in run.steps] == [("upload", True, "sent 10 B"), ("verify", True, "")]
+
+
+def test_a_record_takes_each_run_but_keeps_the_first_before_to_roll_back_to():
+    from edgefleet.flows.rollout.record import DeviceError, DeviceOutcome
+
+    device = DeviceRecord(device_id="a", wave=1)
+    failed = DeviceOutcome(device_id="a", ok=False, before="1.0.0", after="2.0.0", bytes_transferred=10,
+                           error=DeviceError(step="health", kind="HealthTimeout", message="not up"))
+    device.apply(failed)
+    device.rolled_back_to = "1.0.0"
+    device.apply(DeviceOutcome(device_id="a", ok=True, before="1.5.0", after="2.0.0", bytes_reused=10))
+    assert (device.state, device.before, device.after, device.attempts) == ("done", "1.0.0", "2.0.0", 2)
+    assert device.error is None and device.bytes_transferred == 0 and device.bytes_reused == 10
+    assert device.rolled_back_to is None
