@@ -53,7 +53,7 @@ def status(
     """Print the running agent's status (from its status file)."""
     from edgefleet.device.agent.config import load_config
     from edgefleet.kernel.contracts.layout import DEFAULT_AGENT_ROOT, STATUS_FILE
-    from edgefleet.kernel.contracts.status import read_status
+    from edgefleet.kernel.contracts.status import LoopCounters, read_status
 
     try:
         if config is not None:
@@ -67,7 +67,8 @@ def status(
         typer.echo(json.dumps(current.model_dump(mode="json"), indent=2))
         return
     table = Table(title=f"edgefleet agent {current.device_id}", show_header=False)
-    for key, value in current.model_dump(mode="json").items():
+    fields = current.model_dump(mode="json").items()
+    for key, value in sorted(fields, key=lambda field: field[0] in LoopCounters.model_fields):  # who, then numbers
         table.add_row(key, "" if value is None else str(value))
     Console().print(table)
 

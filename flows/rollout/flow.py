@@ -34,7 +34,6 @@ from edgefleet.flows.rollout.judgement import Judged, WaveSubject, most_common
 from edgefleet.flows.rollout.params import RolloutParams
 from edgefleet.flows.rollout.record import (
     DeviceOutcome,
-    DeviceRecord,
     RecordStore,
     RolloutRecord,
     WaveVerdict,
@@ -53,6 +52,7 @@ from edgefleet.flows.rollout.tasks import (
 )
 from edgefleet.flows.rollout.waves import (
     RollbackPlan,
+    WaveDecision,
     decide_wave,
     halt_info,
     needs_judgement,
@@ -202,6 +202,37 @@ def _open_record(store: RecordStore, params: RolloutParams, prepared: PreparedVe
     return record
 
 
+def _run_wave(runner: ThreadPoolTaskRunner, record: RolloutRecord, inventory: Inventory, params: RolloutParams,
+              prepared: PreparedVersion, monitor: MonitorAccess | None, wave_number: int,
+              todo: list[str]) -> tuple[list[str], WaveDecision]:
+    """One wave: its devices rolled in parallel, the canary verdict over those that came up, the decision
+    (`decide_wave`) and the rollbacks it asks for, all recorded. Returns (the hard failures, the decision)."""
+    logger = get_run_logger()
+    outcomes = _roll_wave(runner, inventory, params, prepared, monitor, todo)
+    for device_id, outcome in outcomes.items():
+        record.devices[device_id].apply(outcome)
+    hard_failed, up = record.split(todo)
+    for device_id in hard_failed:
+        error = record.devices[device_id].error
+        logger.warning("wave %d: %s failed at %s: %s", wave_number, device_id,
+                       error.step if error else "?", error.message if error else "?")
+    verdict = None
+    if needs_judgement(todo, hard_failed, up, params.failure_threshold):
+        judged = _judge(record, inventory, params, prepared, wave_number, up, outcomes)
+        verdict = judged.verdict
+        logger.info("wave %d canary verdict (%s): %s - %s", wave_number, judged.source, verdict.result,
+                    verdict.reason)
+    decision = decide_wave(todo, hard_failed, up, verdict, params.failure_threshold, params.rollback_policy,
+                           changed_devices(record, record.version))
+    for device_id in decision.canary_failed:
+        record.devices[device_id].fail("canary", "CanaryFailed", decision.reason,
+                                       "see the verdict table (edgefleet rollout show); fix the model and release "
+                                       "a new version")
+    _roll_back(runner, inventory, record,
+               plan_rollback([record.devices[device_id] for device_id in decision.roll_back], record.version))
+    return hard_failed, decision
+
+
 @flow(name=FLOW_NAME)
 def rollout(params: RolloutParams) -> RolloutResult:
     """Rolls a released model version out to devices in health-gated waves (see the module docstring)."""
@@ -218,12 +249,7 @@ def rollout(params: RolloutParams) -> RolloutResult:
     rollout_id = params.rollout_id or f"{params.model}-{version}"
     store = RecordStore(registry, rollout_id)
     record = _open_record(store, params, prepared, rollout_id, channel)
-    record.runs += 1
-    record.state, record.halted, record.rollback_policy = "running", None, params.rollback_policy
-    record.waves = plan_waves([device.id for device in devices], params.waves)
-    for wave_number, wave in enumerate(record.waves, 1):
-        for device_id in wave:
-            record.devices.setdefault(device_id, DeviceRecord(device_id=device_id, wave=wave_number)).wave = wave_number
+    record.begin_run(plan_waves([device.id for device in devices], params.waves), params.rollback_policy)
     store.save(record)
     monitor = MonitorAccess(params.monitor_config, params.model) if params.monitor_config else None
     logger.info("rollout %s: %s %s to %d devices in waves %s (run %d)", rollout_id, params.model, version,
@@ -231,33 +257,12 @@ def rollout(params: RolloutParams) -> RolloutResult:
 
     with ThreadPoolTaskRunner(max_workers=params.max_parallel) as runner:
         for wave_number, wave in enumerate(record.waves, 1):
-            todo = [device_id for device_id in wave if record.devices[device_id].state != "done"]
+            todo = record.todo(wave)
             if not todo:
                 logger.info("wave %d: all %d devices done in an earlier run", wave_number, len(wave))
                 continue
-            outcomes = _roll_wave(runner, inventory, params, prepared, monitor, todo)
-            for device_id, outcome in outcomes.items():
-                record.devices[device_id].apply(outcome)
-            hard_failed = [device_id for device_id in todo if record.devices[device_id].state == "failed"]
-            up = [device_id for device_id in todo if record.devices[device_id].state == "done"]
-            for device_id in hard_failed:
-                error = record.devices[device_id].error
-                logger.warning("wave %d: %s failed at %s: %s", wave_number, device_id,
-                               error.step if error else "?", error.message if error else "?")
-            verdict = None
-            if needs_judgement(todo, hard_failed, up, params.failure_threshold):
-                judged = _judge(record, inventory, params, prepared, wave_number, up, outcomes)
-                verdict = judged.verdict
-                logger.info("wave %d canary verdict (%s): %s - %s", wave_number, judged.source, verdict.result,
-                            verdict.reason)
-            decision = decide_wave(todo, hard_failed, up, verdict, params.failure_threshold,
-                                   params.rollback_policy, changed_devices(record, version))
-            for device_id in decision.canary_failed:
-                record.devices[device_id].fail("canary", "CanaryFailed", decision.reason,
-                                               "see the verdict table (edgefleet rollout show); fix the model "
-                                               "and release a new version")
-            _roll_back(runner, inventory, record,
-                       plan_rollback([record.devices[device_id] for device_id in decision.roll_back], version))
+            hard_failed, decision = _run_wave(runner, record, inventory, params, prepared, monitor, wave_number,
+                                              todo)
             if decision.halt:
                 record.state, record.halted = "halted", halt_info(record, wave_number, hard_failed, decision)
                 _publish(record, store)

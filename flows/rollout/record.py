@@ -147,6 +147,26 @@ class RolloutRecord(BaseModel):
     started_at: datetime = Field(default_factory=utc_now)
     updated_at: datetime = Field(default_factory=utc_now)
 
+    def begin_run(self, waves: list[list[str]], rollback_policy: str) -> None:
+        """Starts a run (the first or a resumed one) over `waves`: devices already in the record keep their
+        state and history (a done device is skipped), new ones are pending; a device moved to another wave
+        says so."""
+        self.runs += 1
+        self.state, self.halted, self.rollback_policy, self.waves = "running", None, rollback_policy, waves
+        for wave_number, wave in enumerate(waves, 1):
+            for device_id in wave:
+                self.devices.setdefault(device_id, DeviceRecord(device_id=device_id, wave=wave_number)).wave = \
+                    wave_number
+
+    def todo(self, wave: list[str]) -> list[str]:
+        """The wave's devices this run works on: all but those done in an earlier run."""
+        return [device_id for device_id in wave if self.devices[device_id].state != "done"]
+
+    def split(self, device_ids: list[str]) -> tuple[list[str], list[str]]:
+        """(failed, up) among `device_ids` after their run: those whose pipeline failed, those on the version."""
+        return ([device_id for device_id in device_ids if self.devices[device_id].state == "failed"],
+                [device_id for device_id in device_ids if self.devices[device_id].state == "done"])
+
     def count(self, state: DeviceState) -> int:
         return sum(1 for device in self.devices.values() if device.state == state)
 

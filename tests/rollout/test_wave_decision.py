@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from edgefleet.flows.rollout.record import DeviceRecord, RolloutRecord
+from edgefleet.flows.rollout.record import DeviceOutcome, DeviceRecord, RolloutRecord
 from edgefleet.flows.rollout.verdict import Verdict
 from edgefleet.flows.rollout.waves import decide_wave, halt_info, plan_rollback
 
@@ -121,7 +121,7 @@ def test_a_step_note_is_what_the_record_shows_for_a_passed_step():
 
 
 def test_a_record_takes_each_run_but_keeps_the_first_before_to_roll_back_to():
-    from edgefleet.flows.rollout.record import DeviceError, DeviceOutcome
+    from edgefleet.flows.rollout.record import DeviceError
 
     device = DeviceRecord(device_id="a", wave=1)
     failed = DeviceOutcome(device_id="a", ok=False, before="1.0.0", after="2.0.0", bytes_transferred=10,
@@ -132,3 +132,18 @@ def test_a_record_takes_each_run_but_keeps_the_first_before_to_roll_back_to():
     assert (device.state, device.before, device.after, device.attempts) == ("done", "1.0.0", "2.0.0", 2)
     assert device.error is None and device.bytes_transferred == 0 and device.bytes_reused == 10
     assert device.rolled_back_to is None
+
+
+def test_a_resumed_run_keeps_what_earlier_runs_did_and_works_only_on_the_rest():
+    record = RolloutRecord(rollout_id="r", model="m", version="2.0.0", manifest_sha256="ab" * 32)
+    record.begin_run([["a"], ["b", "c"]], "failed")
+    assert record.runs == 1 and record.todo(["b", "c"]) == ["b", "c"]
+    record.devices["a"].apply(DeviceOutcome(device_id="a", ok=True, before="1.0.0", after="2.0.0"))
+    record.devices["b"].apply(DeviceOutcome(device_id="b", ok=False, before="1.0.0"))
+    record.devices["c"].apply(DeviceOutcome(device_id="c", ok=True, before="1.0.0", after="2.0.0"))
+    assert record.split(["b", "c"]) == (["b"], ["c"])
+    record.state = "halted"
+    record.begin_run([["a", "d"], ["b", "c"]], "all")  # re-run with one more device
+    assert (record.runs, record.state, record.halted, record.rollback_policy) == (2, "running", None, "all")
+    assert record.todo(["a", "d"]) == ["d"] and record.todo(["b", "c"]) == ["b"]
+    assert record.devices["a"].state == "done" and record.devices["d"].wave == 1

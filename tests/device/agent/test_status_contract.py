@@ -95,3 +95,19 @@ def test_on_device_paths_come_from_the_layout():
         layout.device_pointer("birds", "../../etc")
     with pytest.raises(ValueError):
         layout.device_model_dir("../birds")
+
+
+def test_the_status_command_reads_an_older_agents_status_and_lists_who_before_the_numbers(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgefleet.device.cli import app
+
+    (tmp_path / layout.STATUS_FILE).write_text(json.dumps({**SCHEMA_1_STATUS, "thermal_c": 61.5}))
+    runner = CliRunner()
+    shown = runner.invoke(app, ["status", "--root", str(tmp_path), "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["frames"] == 12 and "thermal_c" not in json.loads(shown.stdout)
+    table = runner.invoke(app, ["status", "--root", str(tmp_path)], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and table.stdout.index("device_id") < table.stdout.index("frames")
+    missing = runner.invoke(app, ["status", "--root", str(tmp_path / "nowhere")])
+    assert missing.exit_code != 0 and "no agent status" in missing.output
