@@ -91,7 +91,7 @@ def run(devices: int, fps: float, base: Path) -> dict:
         return RolloutParams.model_validate(document)
 
     with fleet, prefect_test_harness(server_startup_timeout=120):
-        fleet.wait_agents(lambda s: s.get("state") == "running" and s.get("version") == "1.0.0", timeout_s=180)
+        fleet.wait_agents(lambda s: s.state == "running" and s.version == "1.0.0", timeout_s=180)
         started = time.perf_counter()
         for device_id in fleet.devices:
             rollout(params(version="2.0.0", target={"ids": [device_id]}, waves=[1], rollout_id=f"seq-{device_id}"))

@@ -17,7 +17,6 @@ file, and every failed operation leaves the store as it was.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -38,16 +37,20 @@ from edgefleet.device.bundle import (
     verify_version_dir,
 )
 from edgefleet.kernel.contracts.layout import (
+    AGENT_ROOT_ENV,
     CURRENT_POINTER,
+    DEFAULT_AGENT_ROOT,
     DEVICE_MODELS_DIR,
     MANIFEST_FILE,
     PREVIOUS_POINTER,
+    REFUSED_FILE,
     check_name,
     check_version,
     is_version,
     version_sort_key,
 )
 from edgefleet.kernel.contracts.manifest import Manifest
+from edgefleet.kernel.contracts.refusal import Refusal, dump_refusals, find_refusal, parse_refusals
 from edgefleet.kernel.errors import StoreError
 from edgefleet.kernel.fsutil import (
     atomic_write_bytes,
@@ -62,10 +65,9 @@ from edgefleet.kernel.signing import PublicKeyLike
 
 log = logging.getLogger(__name__)
 
-ROOT_ENV = "EDGEFLEET_AGENT_ROOT"
-DEFAULT_ROOT = "~/.edgefleet-agent"
+ROOT_ENV = AGENT_ROOT_ENV
+DEFAULT_ROOT = DEFAULT_AGENT_ROOT
 PUBLIC_KEY_FILE = "keys/release.pub"
-REFUSED_FILE = ".refused.json"
 LOCK_FILE = ".lock"
 STAGING_DIR = ".staging"
 
@@ -91,17 +93,6 @@ class InstalledVersion:
     manifest: Manifest
     manifest_sha256: str
     """sha256 of the installed manifest.json (compare with a channel pointer's)."""
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """A version that was refused (failed verification or smoke test) and is not to be retried."""
-
-    model: str
-    version: str
-    manifest_sha256: str
-    reason: str
-    refused_at: datetime
 
 
 def default_root() -> Path:
@@ -338,34 +329,16 @@ class ModelStore:
 
     def mark_refused(self, model: str, version: str, manifest_sha256: str, reason: str) -> Refusal:
         """Remembers that (model, version, manifest sha256) was refused, so pull mode does not retry it."""
-        refusal = Refusal(model, _checked_version(version), manifest_sha256, reason, datetime.now(timezone.utc))
+        refusal = Refusal(version=_checked_version(version), manifest_sha256=manifest_sha256, reason=reason,
+                          refused_at=datetime.now(timezone.utc))
         with self._lock(model):
-            entries = [
-                entry
-                for entry in self._read_refused(model)
-                if (entry.version, entry.manifest_sha256) != (version, manifest_sha256)
-            ]
-            entries.append(refusal)
-            payload = [
-                {
-                    "version": entry.version,
-                    "manifest_sha256": entry.manifest_sha256,
-                    "reason": entry.reason,
-                    "refused_at": entry.refused_at.isoformat(),
-                }
-                for entry in entries
-            ]
-            atomic_write_bytes(
-                self.model_dir(model) / REFUSED_FILE, json.dumps(payload, indent=2).encode() + b"\n"
-            )
+            others = [entry for entry in self._read_refused(model) if not entry.matches(version, manifest_sha256)]
+            atomic_write_bytes(self.model_dir(model) / REFUSED_FILE, dump_refusals([*others, refusal]))
         return refusal
 
     def refusal(self, model: str, version: str, manifest_sha256: str) -> Refusal | None:
         """The refusal recorded for this exact version and manifest, or None."""
-        for entry in self._read_refused(model):
-            if entry.version == version and entry.manifest_sha256 == manifest_sha256:
-                return entry
-        return None
+        return find_refusal(self._read_refused(model), version, manifest_sha256)
 
     def refusals(self, model: str) -> list[Refusal]:
         """All refusals recorded for `model`."""
@@ -449,22 +422,12 @@ class ModelStore:
     def _read_refused(self, model: str) -> list[Refusal]:
         path = self.model_dir(model) / REFUSED_FILE
         try:
-            payload = json.loads(path.read_bytes())
+            return list(parse_refusals(path.read_bytes()))
         except FileNotFoundError:
             return []
         except (OSError, ValueError) as error:
             log.warning("ignoring unreadable refusal list %s: %s", path, error)
             return []
-        return [
-            Refusal(
-                model,
-                item["version"],
-                item["manifest_sha256"],
-                item["reason"],
-                datetime.fromisoformat(item["refused_at"]),
-            )
-            for item in payload
-        ]
 
     @contextmanager
     def _lock(self, model: str) -> Iterator[None]:

@@ -259,7 +259,7 @@ class Demo:
                 (device.root / "keys").mkdir(parents=True, exist_ok=True)
                 shutil.copy(public_key, device.root / "keys" / "release.pub")
             stack.enter_context(fleet)
-            fleet.wait_agents(lambda status: status.get("state") == "running", self.settings.agent_ready_timeout_s)
+            fleet.wait_agents(lambda status: status.state == "running", self.settings.agent_ready_timeout_s)
         self.summary.append(("Devices", f"{', '.join(fleet.devices)} (stopped); {_shown(fleet.inventory_path)}"))
         return fleet
 

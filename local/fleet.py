@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgefleet.kernel.contracts.layout import STATUS_FILE
+from edgefleet.kernel.contracts.status import AgentStatus, parse_status
 from edgefleet.kernel.errors import EdgefleetError
 from edgefleet.local.emulators import free_port
 
@@ -346,25 +349,29 @@ class SimulatedFleet:
             device.sshd.wait(self.settings.stop_timeout_s)
         device.sshd = None
 
-    def wait_agents(self, predicate: Any, timeout_s: float, device_ids: list[str] | None = None) -> dict[str, Any]:
-        """Waits until `predicate(status_dict)` holds for every device's status.json; returns the statuses.
+    def status(self, device_id: str) -> AgentStatus | None:
+        """The device's agent status now; None when its agent has written none (or it cannot be read)."""
+        try:
+            return parse_status((self.devices[device_id].root / STATUS_FILE).read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def wait_agents(self, predicate: Callable[[AgentStatus], bool], timeout_s: float,
+                    device_ids: list[str] | None = None) -> dict[str, AgentStatus]:
+        """Waits until `predicate(status)` holds for every device's agent status; returns the statuses.
 
         Raises:
             EdgefleetError: on timeout (naming the devices still waiting and their last status).
         """
         ids = device_ids or list(self.devices)
         deadline = time.monotonic() + timeout_s
-        statuses: dict[str, Any] = {}
         while True:
-            for device_id in ids:
-                try:
-                    statuses[device_id] = yaml.safe_load((self.devices[device_id].root / "status.json").read_text())
-                except (FileNotFoundError, yaml.YAMLError):
-                    statuses[device_id] = None
-            waiting = [d for d in ids if statuses[d] is None or not predicate(statuses[d])]
-            if not waiting:
-                return statuses
+            statuses = {device_id: self.status(device_id) for device_id in ids}
+            ready = {d: status for d in ids if (status := statuses[d]) is not None and predicate(status)}
+            if len(ready) == len(ids):
+                return ready
             if time.monotonic() > deadline:
+                waiting = [d for d in ids if d not in ready]
                 raise EdgefleetError(f"agents {waiting} not ready within {timeout_s} s: "
                                      f"{ {d: statuses[d] for d in waiting} }", "see the agent logs")
             time.sleep(0.2)

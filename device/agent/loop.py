@@ -196,12 +196,8 @@ class Agent:
             version=active.version if active else None,
             variant=active.engine.variant if active else None,
             backend=active.engine.backend if active else None,
-            frames=snapshot.frames, errors=snapshot.errors, fps=round(snapshot.fps, 2),
-            latency_ms_p50=round(snapshot.latency_ms_p50, 3), latency_ms_p95=round(snapshot.latency_ms_p95, 3),
+            **dict(snapshot.status_counters(active.version if active else None)),
             swaps=self.watcher.swaps, swap_failures=self.watcher.failures,
-            version_frames=snapshot.version_frames if snapshot.version == (active and active.version) else 0,
-            version_errors=snapshot.version_errors if snapshot.version == (active and active.version) else 0,
-            dist=snapshot.dist if snapshot.version == (active and active.version) else None,
             last_error=(self._last_error or self.watcher.last_error or self._poll_error()
                         or telemetry.last_error),
             spool_depth=telemetry.depth, spool_dropped=telemetry.dropped,

@@ -6,9 +6,9 @@ import math
 import threading
 from collections import deque
 from collections.abc import Sequence
-from typing import NamedTuple
 
-from edgefleet.kernel.contracts.distributions import DistributionAccumulator, Distributions
+from edgefleet.kernel.contracts.distributions import DistributionAccumulator
+from edgefleet.kernel.contracts.status import LoopCounters
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
@@ -24,19 +24,22 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
-class LoopSnapshot(NamedTuple):
-    """What the status file and telemetry report about the loop."""
+class LoopSnapshot(LoopCounters):
+    """The loop's counters now (the status's `LoopCounters`), with the version they count and the worst latency."""
 
-    frames: int
-    errors: int
-    fps: float
-    latency_ms_p50: float
-    latency_ms_p95: float
-    latency_ms_max: float
     version: str | None = None
-    version_frames: int = 0
-    version_errors: int = 0
-    dist: Distributions | None = None
+    """The version `version_frames`, `version_errors` and `dist` count (the last one that ran)."""
+    latency_ms_max: float = 0.0
+
+    def status_counters(self, running: str | None) -> LoopCounters:
+        """What the status reports while `running` is the active version: the per-version counts only when they
+        are its own (right after a swap they still count the previous version), values rounded for reading."""
+        own = self.version == running
+        return LoopCounters(
+            frames=self.frames, errors=self.errors, fps=round(self.fps, 2),
+            latency_ms_p50=round(self.latency_ms_p50, 3), latency_ms_p95=round(self.latency_ms_p95, 3),
+            version_frames=self.version_frames if own else 0, version_errors=self.version_errors if own else 0,
+            dist=self.dist if own else None)
 
 
 class LoopStats:
@@ -88,5 +91,7 @@ class LoopStats:
             dist = self._dist.snapshot() if version is not None else None
         span = times[-1] - times[0] if len(times) > 1 else 0.0
         fps = (len(times) - 1) / span if span > 0 else 0.0
-        return LoopSnapshot(frames, errors, fps, percentile(latencies, 0.5), percentile(latencies, 0.95),
-                            latencies[-1] if latencies else 0.0, version, version_frames, version_errors, dist)
+        return LoopSnapshot(frames=frames, errors=errors, fps=fps, latency_ms_p50=percentile(latencies, 0.5),
+                            latency_ms_p95=percentile(latencies, 0.95), version_frames=version_frames,
+                            version_errors=version_errors, dist=dist, version=version,
+                            latency_ms_max=latencies[-1] if latencies else 0.0)

@@ -52,14 +52,14 @@ def status(
 ) -> None:
     """Print the running agent's status (from its status file)."""
     from edgefleet.device.agent.config import load_config
-    from edgefleet.kernel.contracts.layout import STATUS_FILE
-    from edgefleet.kernel.contracts.status import read_status
+    from edgefleet.kernel.contracts.layout import DEFAULT_AGENT_ROOT, STATUS_FILE
+    from edgefleet.kernel.contracts.status import LoopCounters, read_status
 
     try:
         if config is not None:
             path = load_config(config).status_path
         else:
-            path = (root or Path("~/.edgefleet-agent")).expanduser() / STATUS_FILE
+            path = (root or Path(DEFAULT_AGENT_ROOT)).expanduser() / STATUS_FILE
         current = read_status(path)
     except EdgefleetError as error:
         raise cli_error(error) from error
@@ -67,7 +67,8 @@ def status(
         typer.echo(json.dumps(current.model_dump(mode="json"), indent=2))
         return
     table = Table(title=f"edgefleet agent {current.device_id}", show_header=False)
-    for key, value in current.model_dump(mode="json").items():
+    fields = current.model_dump(mode="json").items()
+    for key, value in sorted(fields, key=lambda field: field[0] in LoopCounters.model_fields):  # who, then numbers
         table.add_row(key, "" if value is None else str(value))
     Console().print(table)
 
@@ -82,9 +83,10 @@ def device_key(
     output and publishes the public key with the fleet, so the monitor accepts this device's telemetry.
     """
     from edgefleet.device.identity import load_or_create_device_key, public_key_text
+    from edgefleet.kernel.contracts.layout import DEFAULT_AGENT_ROOT
 
     try:
-        key = load_or_create_device_key(root or Path("~/.edgefleet-agent"))
+        key = load_or_create_device_key(root or Path(DEFAULT_AGENT_ROOT))
     except EdgefleetError as error:
         raise cli_error(error) from error
     typer.echo(public_key_text(key.public_key()))

@@ -60,6 +60,8 @@ from edgefleet.flows.deploy_agent.service import (
 from edgefleet.flows.rollout.inventory import DeviceSpec, Inventory, load_inventory
 from edgefleet.flows.rollout.params import Target
 from edgefleet.flows.rollout.ssh import DeviceConnection, remote_path
+from edgefleet.kernel.contracts.layout import STATUS_FILE
+from edgefleet.kernel.contracts.status import parse_status
 from edgefleet.kernel.errors import ConfigError, EdgefleetError, VerificationError
 from edgefleet.kernel.signing import key_id, public_key_from_bytes
 
@@ -274,12 +276,8 @@ def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgen
     pid = int(connection.run(commands.pid).stdout.strip() or 0)
     deadline = time.monotonic() + params.start_timeout_s
     while True:
-        status = connection.run(f"cat {q(root)}/status.json 2>/dev/null || true").stdout
-        try:
-            current = yaml.safe_load(status) if status.strip() else None
-        except yaml.YAMLError:
-            current = None
-        if isinstance(current, dict) and current.get("pid") == pid and current.get("state") == "running":
+        current = parse_status(connection.run(f"cat {q(f'{root}/{STATUS_FILE}')} 2>/dev/null || true").stdout)
+        if current is not None and current.pid == pid and current.state == "running":
             return DeployResult(device_id=device.id, ok=True, pid=pid, wheel_uploaded=uploaded,
                                 device_key_id=device_key_id,
                                 detail=f"running (pid {pid}, {params.service_manager})")

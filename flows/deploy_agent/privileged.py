@@ -13,11 +13,11 @@ import shlex
 from pathlib import Path
 
 from edgefleet.flows.rollout.ssh import CommandResult, DeviceConnection, RemoteCommandError
+from edgefleet.kernel.contracts.layout import INCOMING_DIR
 from edgefleet.kernel.errors import EdgefleetError
 
 TPU_GROUPS = ("plugdev", "apex")
 NOLOGIN = "/usr/sbin/nologin"
-INCOMING_DIR = ".incoming"  # the rollout's staging area inside the agent root (flows/rollout/device.py)
 
 
 class SudoFailed(EdgefleetError):

@@ -26,14 +26,25 @@ from edgefleet.device.doctor import DoctorReport, blocking_failures
 from edgefleet.flows.rollout.health import StatusBaseline, Verdict, monitor_verdict, status_age_s, status_verdict
 from edgefleet.flows.rollout.params import HealthGate
 from edgefleet.flows.rollout.ssh import DeviceConnection, RemoteCommandError, remote_path
-from edgefleet.kernel.contracts.layout import MANIFEST_FILE, SIGNATURE_FILE
+from edgefleet.kernel.contracts.layout import (
+    CURRENT_POINTER,
+    MANIFEST_FILE,
+    PREVIOUS_POINTER,
+    SIGNATURE_FILE,
+    STATUS_FILE,
+    device_incoming_dir,
+    device_model_dir,
+    device_pointer,
+    device_refused_file,
+    device_version_dir,
+)
 from edgefleet.kernel.contracts.manifest import Manifest
-from edgefleet.kernel.contracts.status import AgentStatus
+from edgefleet.kernel.contracts.refusal import Refusal, find_refusal, parse_refusals
+from edgefleet.kernel.contracts.status import AgentStatus, parse_status
 from edgefleet.kernel.errors import EdgefleetError
 
 log = logging.getLogger(__name__)
 
-INCOMING_DIR = ".incoming"
 PROBE_MARK = "EDGEFLEET-PROBE"
 
 
@@ -59,7 +70,8 @@ class DeviceProbe:
     status: AgentStatus | None
     current: str | None
     previous: str | None
-    refused: tuple[dict[str, Any], ...]
+    refused: tuple[Refusal, ...]
+    """The model's refusal list (empty when there is none or it cannot be read)."""
     free_bytes: int
     installed_manifest_sha256: str | None
     """sha256 of models/<model>/<version>/manifest.json when that version is installed."""
@@ -91,19 +103,36 @@ class HealthResult:
     """The agent's status when it came up (None when it was never read)."""
 
 
-def _probe_script(root: str, model: str, version: str) -> str:
+def probe_script(root: str, model: str, version: str) -> str:
+    """The shell command `probe` runs: every path from the on-device layout (`kernel/contracts/layout.py`)."""
     r = remote_path(root)
-    m = shlex.quote(model)
-    v = shlex.quote(version)
+    q = shlex.quote
     # Each value on its own line after a marker; files may be missing (agent never ran, model absent).
     return (
         f'mkdir -p {r} && cd {r} && echo {PROBE_MARK}; pwd -P; date +%s.%N; '
-        f'readlink models/{m}/current || echo; readlink models/{m}/previous || echo; '
+        f'readlink {q(device_pointer(model, CURRENT_POINTER))} || echo; '
+        f'readlink {q(device_pointer(model, PREVIOUS_POINTER))} || echo; '
         f'df -Pk . | awk \'NR==2 {{print $4 * 1024}}\'; '
-        f'(sha256sum models/{m}/{v}/{MANIFEST_FILE} 2>/dev/null || echo -) | cut -d" " -f1; '
-        f'cat models/{m}/.refused.json 2>/dev/null | tr -d "\\n"; echo; '
-        f'cat status.json 2>/dev/null | tr -d "\\n"; echo'
+        f'(sha256sum {q(f"{device_version_dir(model, version)}/{MANIFEST_FILE}")} 2>/dev/null || echo -) '
+        f'| cut -d" " -f1; '
+        f'cat {q(device_refused_file(model))} 2>/dev/null | tr -d "\\n"; echo; '
+        f'cat {q(STATUS_FILE)} 2>/dev/null | tr -d "\\n"; echo'
     )
+
+
+def parse_probe(output: str) -> DeviceProbe:
+    """Reads the probe script's output (what follows its marker: login banners before it are skipped)."""
+    lines = output.split(PROBE_MARK, 1)[-1].split("\n")[1:]
+    lines += [""] * (9 - len(lines))
+    root, now, current, previous, free, manifest_sha, refused, status = lines[:8]
+    try:
+        refusals = parse_refusals(refused)
+    except ValueError:  # unreadable: as the device's own store does, read as no refusals
+        refusals = ()
+    return DeviceProbe(root=root.strip(), now_epoch=float(now), status=parse_status(status),
+                       current=current.strip() or None, previous=previous.strip() or None,
+                       refused=refusals, free_bytes=int(float(free or 0)),
+                       installed_manifest_sha256=None if manifest_sha.strip() in ("", "-") else manifest_sha.strip())
 
 
 def probe(connection: DeviceConnection, model: str, version: str) -> DeviceProbe:
@@ -112,22 +141,7 @@ def probe(connection: DeviceConnection, model: str, version: str) -> DeviceProbe
     Raises:
         DeviceUnreachable, RemoteCommandError.
     """
-    output = connection.run(_probe_script(connection.device.agent_root, model, version)).stdout
-    lines = output.split(PROBE_MARK, 1)[-1].split("\n")[1:]
-    lines += [""] * (9 - len(lines))
-    root, now, current, previous, free, manifest_sha, refused, status = lines[:8]
-    try:
-        refused_list = tuple(json.loads(refused)) if refused.strip() else ()
-    except ValueError:
-        refused_list = ()
-    try:
-        status_read = AgentStatus.model_validate_json(status) if status.strip() else None
-    except ValueError:  # caught mid-write by a non-atomic writer: treat as not known yet
-        status_read = None
-    return DeviceProbe(root=root.strip(), now_epoch=float(now), status=status_read,
-                       current=current.strip() or None, previous=previous.strip() or None,
-                       refused=refused_list, free_bytes=int(float(free or 0)),
-                       installed_manifest_sha256=None if manifest_sha.strip() in ("", "-") else manifest_sha.strip())
+    return parse_probe(connection.run(probe_script(connection.device.agent_root, model, version)).stdout)
 
 
 def preflight(connection: DeviceConnection, model: str, version: str, manifest_sha256: str, version_bytes: int,
@@ -149,12 +163,12 @@ def preflight(connection: DeviceConnection, model: str, version: str, manifest_s
     if status.state != "running" or age > gate.status_max_age_s:
         raise PreflightError(f"device {device.id}: the agent is not alive (state {status.state}, status "
                              f"{age:.0f} s old)", "start the agent (deploy-agent flow restarts it), then re-run")
-    for refusal in seen.refused:
-        if refusal.get("version") == version and refusal.get("manifest_sha256") == manifest_sha256:
-            raise PreflightError(
-                f"device {device.id} refused {model} {version} before: {refusal.get('reason')}",
-                "the version fails on this device: publish a fixed version; to retry this one anyway, clear the "
-                f"refusal on the device (ModelStore.clear_refused('{model}'))")
+    refused = find_refusal(seen.refused, version, manifest_sha256)
+    if refused is not None:
+        raise PreflightError(
+            f"device {device.id} refused {model} {version} before: {refused.reason}",
+            "the version fails on this device: publish a fixed version; to retry this one anyway, clear the "
+            f"refusal on the device (ModelStore.clear_refused('{model}'))")
     already = seen.installed_manifest_sha256 == manifest_sha256
     needed = 0 if already else int(version_bytes * disk_headroom)
     if seen.free_bytes < needed:
@@ -212,14 +226,14 @@ def upload_missing(connection: DeviceConnection, root: str, local_dir: Path, man
         DeviceUnreachable, RemoteCommandError.
     """
     files = version_files(local_dir, manifest)
-    staging = f"{root}/{INCOMING_DIR}/{manifest.model}/{manifest.version}"
+    staging = f"{root}/{device_incoming_dir(manifest.model, manifest.version)}"
     q_staging = shlex.quote(staging)
     sizes = sorted({size for _, size in files.values()})
     size_test = " -o ".join(f"-size {size}c" for size in sizes)
     keep = " ".join(f"! -name {shlex.quote(name)}" for name in files)
     listing = connection.run(
         f"mkdir -p {q_staging} && find {q_staging} -type f {keep} -delete && "
-        f"find {shlex.quote(f'{root}/models/{manifest.model}')} {q_staging} -type f \\( {size_test} \\) "
+        f"find {shlex.quote(f'{root}/{device_model_dir(manifest.model)}')} {q_staging} -type f \\( {size_test} \\) "
         f"-exec sha256sum {{}} + 2>/dev/null; true").stdout
     on_device: dict[str, str] = {}
     for line in listing.splitlines():
@@ -295,11 +309,10 @@ def wait_healthy(connection: DeviceConnection, model: str, version: str, activat
     verdict = Verdict("wait", "not checked yet", "agent")
     while True:
         seen = probe(connection, model, version)
-        for refusal in seen.refused:
-            if refusal.get("version") == version:
-                raise DeviceRefused(
-                    f"device {device.id} refused {model} {version} and rolled back to {seen.current}: "
-                    f"{refusal.get('reason')}", "the version fails the device's smoke test: fix and re-release it")
+        refused = find_refusal(seen.refused, version)
+        if refused is not None:
+            raise DeviceRefused(f"device {device.id} refused {model} {version} and rolled back to {seen.current}: "
+                                f"{refused.reason}", "the version fails the device's smoke test: fix and re-release it")
         status = seen.status
         if status is not None and clock() - started > gate.status_max_age_s:
             age = status_age_s(status, seen.now_epoch)

@@ -1,8 +1,7 @@
 """The `rollout` Prefect flow: a released version to devices over SSH, in health-gated waves.
 
     from edgefleet.flows.rollout.flow import rollout
-    from edgefleet.flows.rollout.judgement import WaveSubject, most_common
-from edgefleet.flows.rollout.params import RolloutParams
+    from edgefleet.flows.rollout.params import RolloutParams
 
     result = rollout(RolloutParams(inventory="fleet.yaml", registry="gs://b/edgefleet", model="birds",
                                    version="1.2.0", channel="stable", waves=[1, "10%", "100%"]))
@@ -31,11 +30,10 @@ from pydantic import BaseModel, ConfigDict
 from edgefleet.device.registry import Registry
 from edgefleet.flows.release.keys import channel_signing_key
 from edgefleet.flows.rollout.inventory import Inventory, load_inventory
-from edgefleet.flows.rollout.judgement import WaveSubject, most_common
+from edgefleet.flows.rollout.judgement import Judged, WaveSubject, most_common
 from edgefleet.flows.rollout.params import RolloutParams
 from edgefleet.flows.rollout.record import (
-    DeviceRecord,
-    HaltInfo,
+    DeviceOutcome,
     RecordStore,
     RolloutRecord,
     WaveVerdict,
@@ -52,7 +50,15 @@ from edgefleet.flows.rollout.tasks import (
     roll_device,
     rollback_device,
 )
-from edgefleet.flows.rollout.waves import decide_wave, plan_waves, wave_over_threshold
+from edgefleet.flows.rollout.waves import (
+    RollbackPlan,
+    WaveDecision,
+    decide_wave,
+    halt_info,
+    needs_judgement,
+    plan_rollback,
+    plan_waves,
+)
 from edgefleet.kernel.errors import ConfigError, EdgefleetError
 
 log = logging.getLogger(__name__)
@@ -142,31 +148,43 @@ def _wave_subject(record: RolloutRecord, inventory: Inventory, prepared: Prepare
         detector=prepared.manifest.task == "detection")
 
 
-def _hard_failure_reasons(record: RolloutRecord, failed: list[str]) -> str:
-    reasons = [f"{device_id} at {error.step}: {error.message}" for device_id in failed
-               if (error := record.devices[device_id].error) is not None]
-    return (": " + "; ".join(reasons)) if reasons else ""
-
-
-def _roll_back(runner: ThreadPoolTaskRunner, inventory: Inventory, record: RolloutRecord,
-               devices: list[DeviceRecord]) -> None:
-    """Returns each device to its `before` version (devices the agent already rolled back are only marked)."""
-    futures = {}
-    for device in devices:
-        if device.refused_by_device:
-            device.state, device.rolled_back_to = "rolled_back", device.before
-            continue
-        if device.activated_at is None or device.before is None or device.before == record.version:
-            continue  # nothing was changed, or there is nothing to go back to (kept as failed)
-        futures[device.device_id] = runner.submit(rollback_device, {
-            "inventory": inventory, "device": inventory.device(device.device_id), "model": record.model,
-            "version": device.before})
+def _roll_back(runner: ThreadPoolTaskRunner, inventory: Inventory, record: RolloutRecord, plan: RollbackPlan) -> None:
+    """Carries out `plan`: switches devices back (one task each, in parallel) and records where each one is."""
+    for device_id in plan.already:
+        device = record.devices[device_id]
+        device.state, device.rolled_back_to = "rolled_back", device.before
+    futures = {device_id: runner.submit(rollback_device, {
+        "inventory": inventory, "device": inventory.device(device_id), "model": record.model, "version": before})
+        for device_id, before in plan.roll}
     for device_id, future in futures.items():
         step = future.result()
         device = record.devices[device_id]
         device.steps.append(step)
         if step.ok:
             device.state, device.rolled_back_to, device.after = "rolled_back", device.before, device.before
+
+
+def _roll_wave(runner: ThreadPoolTaskRunner, inventory: Inventory, params: RolloutParams, prepared: PreparedVersion,
+               monitor: MonitorAccess | None, todo: list[str]) -> dict[str, DeviceOutcome]:
+    """Rolls the wave's devices in parallel (one `roll-device` task each); a device's failure is its outcome."""
+    futures = {device_id: runner.submit(roll_device, {
+        "inventory": inventory, "device": inventory.device(device_id), "prepared": prepared,
+        "gate": params.health, "disk_headroom": params.disk_headroom, "monitor": monitor})
+        for device_id in todo}
+    return {device_id: future.result() for device_id, future in futures.items()}
+
+
+def _judge(record: RolloutRecord, inventory: Inventory, params: RolloutParams, prepared: PreparedVersion,
+           wave_number: int, up: list[str], outcomes: dict[str, DeviceOutcome]) -> Judged:
+    """Waits for the wave's canary verdict and adds it to the record."""
+    judged = judge_wave_task(wave_number, _wave_subject(record, inventory, prepared, wave_number, up),
+                             params.canary, params.health, inventory, params.monitor_config,
+                             {device_id: outcomes[device_id].before_sample for device_id in up})
+    record.verdicts.append(WaveVerdict(
+        wave=wave_number, devices=tuple(up), source=judged.source, judged_at=utc_now(),
+        seconds_after_activation=(utc_now() - first_activation(record, up)).total_seconds(),
+        verdict=judged.verdict))
+    return judged
 
 
 def _open_record(store: RecordStore, params: RolloutParams, prepared: PreparedVersion, rollout_id: str,
@@ -182,6 +200,37 @@ def _open_record(store: RecordStore, params: RolloutParams, prepared: PreparedVe
                           f"{prepared.model} {prepared.version}",
                           "give this rollout another rollout_id (rollout ids name one version)")
     return record
+
+
+def _run_wave(runner: ThreadPoolTaskRunner, record: RolloutRecord, inventory: Inventory, params: RolloutParams,
+              prepared: PreparedVersion, monitor: MonitorAccess | None, wave_number: int,
+              todo: list[str]) -> tuple[list[str], WaveDecision]:
+    """One wave: its devices rolled in parallel, the canary verdict over those that came up, the decision
+    (`decide_wave`) and the rollbacks it asks for, all recorded. Returns (the hard failures, the decision)."""
+    logger = get_run_logger()
+    outcomes = _roll_wave(runner, inventory, params, prepared, monitor, todo)
+    for device_id, outcome in outcomes.items():
+        record.devices[device_id].apply(outcome)
+    hard_failed, up = record.split(todo)
+    for device_id in hard_failed:
+        error = record.devices[device_id].error
+        logger.warning("wave %d: %s failed at %s: %s", wave_number, device_id,
+                       error.step if error else "?", error.message if error else "?")
+    verdict = None
+    if needs_judgement(todo, hard_failed, up, params.failure_threshold):
+        judged = _judge(record, inventory, params, prepared, wave_number, up, outcomes)
+        verdict = judged.verdict
+        logger.info("wave %d canary verdict (%s): %s - %s", wave_number, judged.source, verdict.result,
+                    verdict.reason)
+    decision = decide_wave(todo, hard_failed, up, verdict, params.failure_threshold, params.rollback_policy,
+                           changed_devices(record, record.version))
+    for device_id in decision.canary_failed:
+        record.devices[device_id].fail("canary", "CanaryFailed", decision.reason,
+                                       "see the verdict table (edgefleet rollout show); fix the model and release "
+                                       "a new version")
+    _roll_back(runner, inventory, record,
+               plan_rollback([record.devices[device_id] for device_id in decision.roll_back], record.version))
+    return hard_failed, decision
 
 
 @flow(name=FLOW_NAME)
@@ -200,12 +249,7 @@ def rollout(params: RolloutParams) -> RolloutResult:
     rollout_id = params.rollout_id or f"{params.model}-{version}"
     store = RecordStore(registry, rollout_id)
     record = _open_record(store, params, prepared, rollout_id, channel)
-    record.runs += 1
-    record.state, record.halted, record.rollback_policy = "running", None, params.rollback_policy
-    record.waves = plan_waves([device.id for device in devices], params.waves)
-    for wave_number, wave in enumerate(record.waves, 1):
-        for device_id in wave:
-            record.devices.setdefault(device_id, DeviceRecord(device_id=device_id, wave=wave_number)).wave = wave_number
+    record.begin_run(plan_waves([device.id for device in devices], params.waves), params.rollback_policy)
     store.save(record)
     monitor = MonitorAccess(params.monitor_config, params.model) if params.monitor_config else None
     logger.info("rollout %s: %s %s to %d devices in waves %s (run %d)", rollout_id, params.model, version,
@@ -213,53 +257,19 @@ def rollout(params: RolloutParams) -> RolloutResult:
 
     with ThreadPoolTaskRunner(max_workers=params.max_parallel) as runner:
         for wave_number, wave in enumerate(record.waves, 1):
-            todo = [device_id for device_id in wave if record.devices[device_id].state != "done"]
+            todo = record.todo(wave)
             if not todo:
                 logger.info("wave %d: all %d devices done in an earlier run", wave_number, len(wave))
                 continue
-            futures = {device_id: runner.submit(roll_device, {
-                "inventory": inventory, "device": inventory.device(device_id), "prepared": prepared,
-                "gate": params.health, "disk_headroom": params.disk_headroom, "monitor": monitor})
-                for device_id in todo}
-            outcomes = {device_id: future.result() for device_id, future in futures.items()}
-            for device_id, outcome in outcomes.items():
-                record.devices[device_id].apply(outcome)
-            hard_failed = [device_id for device_id in todo if record.devices[device_id].state == "failed"]
-            for device_id in hard_failed:
-                error = record.devices[device_id].error
-                logger.warning("wave %d: %s failed at %s: %s", wave_number, device_id,
-                               error.step if error else "?", error.message if error else "?")
-            up = [device_id for device_id in todo if record.devices[device_id].state == "done"]
-            verdict = None
-            if up and not wave_over_threshold(len(hard_failed), len(todo), params.failure_threshold):
-                judged = judge_wave_task(wave_number, _wave_subject(record, inventory, prepared, wave_number, up),
-                                         params.canary, params.health, inventory, params.monitor_config,
-                                         {device_id: outcomes[device_id].before_sample for device_id in up})
-                verdict = judged.verdict
-                record.verdicts.append(WaveVerdict(
-                    wave=wave_number, devices=tuple(up), source=judged.source, judged_at=utc_now(),
-                    seconds_after_activation=(utc_now() - first_activation(record, up)).total_seconds(),
-                    verdict=verdict))
-                logger.info("wave %d canary verdict (%s): %s - %s", wave_number, judged.source,
-                            verdict.result, verdict.reason)
-            decision = decide_wave(todo, hard_failed, up, verdict, params.failure_threshold,
-                                   params.rollback_policy, changed_devices(record, version))
-            for device_id in decision.canary_failed:
-                record.devices[device_id].fail("canary", "CanaryFailed", decision.reason,
-                                               "see the verdict table (edgefleet rollout show); fix the model "
-                                               "and release a new version")
-            _roll_back(runner, inventory, record, [record.devices[device_id] for device_id in decision.roll_back])
+            hard_failed, decision = _run_wave(runner, record, inventory, params, prepared, monitor, wave_number,
+                                              todo)
             if decision.halt:
-                record.state = "halted"
-                record.halted = HaltInfo(wave=wave_number, failed=tuple(hard_failed) + decision.canary_failed,
-                                         reason=decision.reason + _hard_failure_reasons(record, hard_failed),
-                                         halted_by=decision.halted_by)
+                record.state, record.halted = "halted", halt_info(record, wave_number, hard_failed, decision)
                 _publish(record, store)
-                result = _result(record, store)
                 raise RolloutHalted(
                     f"rollout {rollout_id} halted in wave {wave_number}: {record.halted.reason}",
                     f"fix the cause, then re-run the same rollout (rollout_id {rollout_id}) to resume; "
-                    f"record: {store.uri}", result)
+                    f"record: {store.uri}", _result(record, store))
             store.save(record)
             logger.info("wave %d passed: %d devices (%d failed, within the threshold)", wave_number, len(todo),
                         len(hard_failed))

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edgefleet.kernel.contracts.layout import DEFAULT_AGENT_ROOT
 from edgefleet.kernel.contracts.names import DeviceId
 from edgefleet.kernel.errors import ConfigError, describe_validation_error
 
@@ -45,7 +46,7 @@ class DeviceSpec(_Strict):
     user: str = Field(default="root", min_length=1)
     key_file: Path = Field(description="SSH private key used to log in (no passwords)")
     tags: tuple[str, ...] = Field(default=(), description="free-form labels used to target devices")
-    agent_root: str = Field(default="~/.edgefleet-agent", min_length=1,
+    agent_root: str = Field(default=DEFAULT_AGENT_ROOT, min_length=1,
                             description="the agent root on the device (models, status.json, spool)")
     agent_command: str = Field(default="edgefleet-agent", min_length=1,
                                description="how to call the device CLI there (absolute path in a venv)")

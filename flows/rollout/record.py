@@ -47,16 +47,14 @@ class DeviceError(BaseModel):
     fix: str | None = None
 
 
-class DeviceOutcome(BaseModel):
-    """What one device's pipeline did in one run (a task result)."""
+class DeviceResult(BaseModel):
+    """Where one device stands after its pipeline: what a run's outcome says, and the record keeps."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(extra="forbid")
 
     device_id: str
-    ok: bool
     before: str | None = None
     after: str | None = None
-    steps: tuple[StepRecord, ...] = ()
     error: DeviceError | None = None
     refused_by_device: bool = False
     """The agent refused the version (smoke test) and put its previous version back by itself."""
@@ -65,28 +63,25 @@ class DeviceOutcome(BaseModel):
     activated_at: datetime | None = None
     healthy_after_s: float | None = None
     health_source: str | None = None
+
+
+class DeviceOutcome(DeviceResult):
+    """What one device's pipeline did in one run (a task result)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ok: bool
+    steps: tuple[StepRecord, ...] = ()
     before_sample: Sample | None = None
     """What the agent reported for the version it ran before (the control when there is no monitor)."""
 
 
-class DeviceRecord(BaseModel):
+class DeviceRecord(DeviceResult):
     """A device in the rollout record (updated across runs)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    device_id: str
     wave: int
     state: DeviceState = "pending"
-    before: str | None = None
-    after: str | None = None
     steps: list[StepRecord] = Field(default_factory=list)
-    error: DeviceError | None = None
-    refused_by_device: bool = False
-    bytes_transferred: int = 0
-    bytes_reused: int = 0
-    activated_at: datetime | None = None
-    healthy_after_s: float | None = None
-    health_source: str | None = None
     rolled_back_to: str | None = None
     attempts: int = 0
 
@@ -97,19 +92,13 @@ class DeviceRecord(BaseModel):
 
     def apply(self, outcome: DeviceOutcome) -> None:
         """Takes in one run's outcome (the `before` of the first run is kept: it is what to roll back to)."""
+        first_before = self.before  # the first known version is what "everything this rollout changed" restores
+        for name in DeviceResult.model_fields:
+            setattr(self, name, getattr(outcome, name))
+        self.before = first_before if first_before is not None else outcome.before
         self.attempts += 1
         self.state = "done" if outcome.ok else "failed"
-        if self.before is None:  # the first known version is what "everything this rollout changed" restores
-            self.before = outcome.before
-        self.after = outcome.after
         self.steps = list(outcome.steps)
-        self.error = outcome.error
-        self.refused_by_device = outcome.refused_by_device
-        self.bytes_transferred = outcome.bytes_transferred
-        self.bytes_reused = outcome.bytes_reused
-        self.activated_at = outcome.activated_at
-        self.healthy_after_s = outcome.healthy_after_s
-        self.health_source = outcome.health_source
         self.rolled_back_to = None
 
 
@@ -157,6 +146,26 @@ class RolloutRecord(BaseModel):
     runs: int = 0
     started_at: datetime = Field(default_factory=utc_now)
     updated_at: datetime = Field(default_factory=utc_now)
+
+    def begin_run(self, waves: list[list[str]], rollback_policy: str) -> None:
+        """Starts a run (the first or a resumed one) over `waves`: devices already in the record keep their
+        state and history (a done device is skipped), new ones are pending; a device moved to another wave
+        says so."""
+        self.runs += 1
+        self.state, self.halted, self.rollback_policy, self.waves = "running", None, rollback_policy, waves
+        for wave_number, wave in enumerate(waves, 1):
+            for device_id in wave:
+                self.devices.setdefault(device_id, DeviceRecord(device_id=device_id, wave=wave_number)).wave = \
+                    wave_number
+
+    def todo(self, wave: list[str]) -> list[str]:
+        """The wave's devices this run works on: all but those done in an earlier run."""
+        return [device_id for device_id in wave if self.devices[device_id].state != "done"]
+
+    def split(self, device_ids: list[str]) -> tuple[list[str], list[str]]:
+        """(failed, up) among `device_ids` after their run: those whose pipeline failed, those on the version."""
+        return ([device_id for device_id in device_ids if self.devices[device_id].state == "failed"],
+                [device_id for device_id in device_ids if self.devices[device_id].state == "done"])
 
     def count(self, state: DeviceState) -> int:
         return sum(1 for device in self.devices.values() if device.state == state)

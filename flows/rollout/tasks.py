@@ -176,6 +176,13 @@ class StepFailed(Exception):
 
 
 @dataclass
+class StepNote:
+    """What a step says about itself when it passes (shown in the record's step list)."""
+
+    detail: str = ""
+
+
+@dataclass
 class DeviceRun:
     """One device's way through the rollout steps: what each step did, and what is known so far."""
 
@@ -187,10 +194,10 @@ class DeviceRun:
     activated_at: datetime | None = None
 
     @contextmanager
-    def step(self, name: str) -> Iterator[dict[str, str]]:
+    def step(self, name: str) -> Iterator[StepNote]:
         """Times one step and records it; a failure is re-raised as `StepFailed(name, cause)`."""
         started_at, started = utc_now(), time.perf_counter()
-        note = {"detail": ""}
+        note = StepNote()
         try:
             yield note
         except Exception as error:
@@ -199,7 +206,7 @@ class DeviceRun:
                                          seconds=time.perf_counter() - started, detail=message[:500]))
             raise StepFailed(name, error) from error
         self.steps.append(StepRecord(name=name, ok=True, started_at=started_at,
-                                     seconds=time.perf_counter() - started, detail=note["detail"]))
+                                     seconds=time.perf_counter() - started, detail=note.detail))
 
     def failed(self, failure: StepFailed, version: str) -> DeviceOutcome:
         """The outcome of a run that stopped at `failure` (the device ran `version` from the activation on,
@@ -234,7 +241,7 @@ def roll_device(inventory: Inventory, device: DeviceSpec, prepared: PreparedVers
         with run.step("preflight") as note:
             checked = preflight_task(connection, prepared, gate, disk_headroom)
             run.before = checked.before
-            note["detail"] = f"current {checked.before}, {checked.probe.free_bytes / 1e6:.0f} MB free" + "".join(
+            note.detail = f"current {checked.before}, {checked.probe.free_bytes / 1e6:.0f} MB free" + "".join(
                 f"; doctor: {line}" for line in checked.doctor_notes)
         staging = None
         if not checked.already_installed:
@@ -242,7 +249,7 @@ def roll_device(inventory: Inventory, device: DeviceSpec, prepared: PreparedVers
                 uploaded = upload_task(connection, checked.probe.root, prepared)
                 run.transferred, run.reused = uploaded.bytes_transferred, uploaded.bytes_reused
                 staging = uploaded.staging
-                note["detail"] = f"sent {uploaded.bytes_transferred} B ({', '.join(uploaded.files_sent) or 'nothing'})"
+                note.detail = f"sent {uploaded.bytes_transferred} B ({', '.join(uploaded.files_sent) or 'nothing'})"
             with run.step("verify"):
                 verify_task(connection, staging)
         with run.step("activate") as note:
@@ -250,10 +257,10 @@ def roll_device(inventory: Inventory, device: DeviceSpec, prepared: PreparedVers
             # and rolling back to `before` is safe either way.
             run.activated_at = utc_now()
             activate_task(connection, prepared, staging)
-            note["detail"] = f"{checked.before} -> {prepared.version}"
+            note.detail = f"{checked.before} -> {prepared.version}"
         with run.step("health") as note:
             health = health_task(connection, prepared, run.activated_at, gate, monitor)
-            note["detail"] = f"{health.verdict.source}: {health.verdict.reason}"
+            note.detail = f"{health.verdict.source}: {health.verdict.reason}"
         return DeviceOutcome(device_id=device.id, ok=True, before=checked.before, after=prepared.version,
                              steps=tuple(run.steps), bytes_transferred=run.transferred, bytes_reused=run.reused,
                              activated_at=run.activated_at, healthy_after_s=health.healthy_after_s,

@@ -1,4 +1,4 @@
-"""Wave planning, the failure threshold and the decision after a wave: pure functions, no I/O."""
+"""Wave planning, the failure threshold, the decision after a wave and what a rollback does: pure functions, no I/O."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from edgefleet.flows.rollout.params import WaveSize
+from edgefleet.flows.rollout.record import DeviceRecord, HaltInfo, RolloutRecord
 from edgefleet.flows.rollout.verdict import Verdict
 
 
@@ -55,6 +56,12 @@ class WaveDecision:
     """Devices to return to the version they ran before."""
 
 
+def needs_judgement(todo: Sequence[str], hard_failed: Sequence[str], up: Sequence[str], threshold: float) -> bool:
+    """Whether the canary judge looks at the wave: someone came up and the wave is not already over its
+    failure threshold (then it halts whatever the verdict)."""
+    return bool(up) and not wave_over_threshold(len(hard_failed), len(todo), threshold)
+
+
 def decide_wave(todo: Sequence[str], hard_failed: Sequence[str], up: Sequence[str], verdict: Verdict | None,
                 threshold: float, policy: str, changed: Sequence[str]) -> WaveDecision:
     """Halt or go on after one wave, and what to roll back. Pure.
@@ -69,16 +76,52 @@ def decide_wave(todo: Sequence[str], hard_failed: Sequence[str], up: Sequence[st
         policy: "failed" rolls back the failed devices (hard and canary), "all" everything `changed`.
         changed: every device this rollout changed so far (for policy "all").
     """
-    over = wave_over_threshold(len(hard_failed), len(todo), threshold)
     canary_failed = tuple(up) if verdict is not None and verdict.result == "fail" else ()
-    failed = tuple(hard_failed) + canary_failed
-    if over:
+    if wave_over_threshold(len(hard_failed), len(todo), threshold):
         reason = f"{len(hard_failed)} of {len(todo)} devices failed (threshold {threshold:.0%})"
         halted_by: tuple[str, ...] = ("failure_threshold",)
-    elif canary_failed:
-        reason = f"the canary judge failed the version on {len(up)} device(s): {verdict.reason}"  # type: ignore[union-attr]
-        halted_by = verdict.halted_by  # type: ignore[union-attr]
+    elif verdict is not None and canary_failed:
+        reason = f"the canary judge failed the version on {len(up)} device(s): {verdict.reason}"
+        halted_by = verdict.halted_by
     else:
         return WaveDecision(False, "", (), (), tuple(hard_failed))
+    failed = tuple(hard_failed) + canary_failed
     roll_back = tuple(dict.fromkeys([*failed, *changed])) if policy == "all" else failed
     return WaveDecision(True, reason, halted_by, canary_failed, roll_back)
+
+
+def halt_info(record: RolloutRecord, wave: int, hard_failed: Sequence[str], decision: WaveDecision) -> HaltInfo:
+    """What the record says about a halt: the wave, its failed devices and why (each hard failure's step and
+    message after the decision's reason)."""
+    reasons = [f"{device_id} at {error.step}: {error.message}" for device_id in hard_failed
+               if (error := record.devices[device_id].error) is not None]
+    return HaltInfo(wave=wave, failed=tuple(hard_failed) + decision.canary_failed,
+                    reason=decision.reason + (": " + "; ".join(reasons) if reasons else ""),
+                    halted_by=decision.halted_by)
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    """How each device chosen for rollback gets back to the version it ran before (see `plan_rollback`)."""
+
+    roll: tuple[tuple[str, str], ...]
+    """(device, version to make current again): devices this rollout switched."""
+    already: tuple[str, ...]
+    """Devices whose agent refused the version and went back by itself: only recorded as rolled back."""
+    kept: tuple[str, ...]
+    """Devices left as they are: never switched, or with no earlier version to go back to (stay failed)."""
+
+
+def plan_rollback(devices: Sequence[DeviceRecord], version: str) -> RollbackPlan:
+    """Chooses, per device to roll back, whether to switch it back, only record it, or leave it. Pure."""
+    roll: list[tuple[str, str]] = []
+    already: list[str] = []
+    kept: list[str] = []
+    for device in devices:
+        if device.refused_by_device:
+            already.append(device.device_id)
+        elif device.activated_at is None or device.before is None or device.before == version:
+            kept.append(device.device_id)
+        else:
+            roll.append((device.device_id, device.before))
+    return RollbackPlan(tuple(roll), tuple(already), tuple(kept))

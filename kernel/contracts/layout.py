@@ -23,6 +23,10 @@ CURRENT_POINTER = "current"
 PREVIOUS_POINTER = "previous"
 STATUS_FILE = "status.json"
 SPOOL_FILE = "spool.sqlite"
+INCOMING_DIR = ".incoming"  # the rollout's staging area: incoming/<model>/<version> until installed
+REFUSED_FILE = ".refused.json"  # per model: the versions it refused (edgefleet.kernel.contracts.refusal)
+DEFAULT_AGENT_ROOT = "~/.edgefleet-agent"
+AGENT_ROOT_ENV = "EDGEFLEET_AGENT_ROOT"
 
 # --- Pub/Sub and monitoring names (infra creates them; agents and the monitor use them) -----------
 TELEMETRY_TOPIC = "edgefleet-telemetry"
@@ -77,3 +81,30 @@ def version_sort_key(version: str) -> tuple[int, int, int, str]:
     core = re.split(r"[-+]", check_version(version), maxsplit=1)[0]
     major, minor, patch = (int(part) for part in core.split("."))
     return (major, minor, patch, version)
+
+
+def device_model_dir(model: str) -> str:
+    """A model's directory in the device store, relative to the agent root: `models/<model>`."""
+    return f"{DEVICE_MODELS_DIR}/{check_name('model', model)}"
+
+
+def device_pointer(model: str, pointer: str) -> str:
+    """A model's `current` or `previous` pointer (a symlink), relative to the agent root."""
+    if pointer not in (CURRENT_POINTER, PREVIOUS_POINTER):
+        raise ValueError(f"pointer {pointer!r} is neither {CURRENT_POINTER!r} nor {PREVIOUS_POINTER!r}")
+    return f"{device_model_dir(model)}/{pointer}"
+
+
+def device_version_dir(model: str, version: str) -> str:
+    """An installed version's directory, relative to the agent root: `models/<model>/<version>`."""
+    return f"{device_model_dir(model)}/{check_version(version)}"
+
+
+def device_refused_file(model: str) -> str:
+    """A model's refusal list, relative to the agent root: `models/<model>/.refused.json`."""
+    return f"{device_model_dir(model)}/{REFUSED_FILE}"
+
+
+def device_incoming_dir(model: str, version: str) -> str:
+    """Where the rollout assembles a version before installing it: `.incoming/<model>/<version>`."""
+    return f"{INCOMING_DIR}/{check_name('model', model)}/{check_version(version)}"

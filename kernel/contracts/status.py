@@ -1,4 +1,8 @@
-"""The status file the agent keeps fresh (`<root>/status.json`), and reading it back."""
+"""The status file the agent keeps fresh (`<root>/status.json`), and reading it back.
+
+`read_status` reads the file on the device (`edgefleet-agent status`); `parse_status` reads its text fetched
+elsewhere (over SSH by the rollout and `deploy-agent`, from a simulated device by the local fleet).
+"""
 
 from __future__ import annotations
 
@@ -16,11 +20,30 @@ from edgefleet.kernel.errors import EdgefleetError
 STATUS_SCHEMA_VERSION = 2
 
 
-class AgentStatus(BaseModel):
-    """One snapshot of the running agent (status schema 2; 1 is still read).
+class LoopCounters(BaseModel):
+    """The inference loop's numbers as the status reports them (one type for the agent's `LoopStats` snapshot
+    and the status: neither repeats the other field by field)."""
 
-    Readers (the rollout over SSH, the local fleet, `edgefleet-agent status`) are tolerant: unknown fields are
-    ignored and new ones default, so a reader is never broken by a newer agent and reads 1 and 2 alike.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    frames: int = 0
+    errors: int = 0
+    fps: float = 0.0
+    latency_ms_p50: float = 0.0
+    latency_ms_p95: float = 0.0
+    # --- schema 2: the running version since it started (what the canary judge reads without a monitor) ---
+    version_frames: int = 0
+    version_errors: int = 0
+    dist: Distributions | None = None
+
+
+class AgentStatus(LoopCounters):
+    """One snapshot of the running agent (status schema 2; 1 is still read): who it is, what it runs, its
+    loop's counters (`LoopCounters`), swaps and telemetry.
+
+    Readers (the rollout over SSH, the local fleet, `deploy-agent`, `edgefleet-agent status`) are tolerant:
+    unknown fields are ignored and new ones default, so a reader is never broken by a newer agent and reads 1
+    and 2 alike.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
@@ -36,11 +59,6 @@ class AgentStatus(BaseModel):
     version: str | None = None
     variant: str | None = None
     backend: str | None = None
-    frames: int = 0
-    errors: int = 0
-    fps: float = 0.0
-    latency_ms_p50: float = 0.0
-    latency_ms_p95: float = 0.0
     swaps: int = 0
     swap_failures: int = 0
     last_error: str | None = None
@@ -48,10 +66,6 @@ class AgentStatus(BaseModel):
     spool_dropped: int = 0
     telemetry_published: int = 0
     results_overflow: int = 0
-    # --- schema 2: the running version since it started (what the canary judge reads without a monitor) ---
-    version_frames: int = 0
-    version_errors: int = 0
-    dist: Distributions | None = None
     # issue 12 (lead: fold into schema 2 or the next): why the Edge TPU is not used although one was wanted
     edgetpu_unavailable: str | None = Field(
         default=None, description="why the Edge TPU is not used though one was wanted (probe outcome), if so")
@@ -80,3 +94,14 @@ def read_status(path: Path) -> AgentStatus:
     except (json.JSONDecodeError, ValidationError) as error:
         raise EdgefleetError(f"agent status {path} is unreadable: {error}",
                              "the agent rewrites it every second; if it persists, restart the agent") from error
+
+
+def parse_status(text: str | bytes) -> AgentStatus | None:
+    """Reads status text fetched from a device; None when there is none (the agent never ran there) or it is
+    unreadable (caught mid-write by a non-atomic writer, or not a status): treated as not known yet."""
+    if not text.strip():
+        return None
+    try:
+        return AgentStatus.model_validate_json(text)
+    except ValueError:  # pydantic's ValidationError (bad JSON included) is a ValueError
+        return None

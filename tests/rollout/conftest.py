@@ -92,13 +92,8 @@ class World:
         return RolloutParams.model_validate(document)
 
     def running_versions(self) -> dict[str, str | None]:
-        statuses = {}
-        for device_id, device in self.fleet.devices.items():
-            try:
-                statuses[device_id] = yaml.safe_load((device.root / "status.json").read_text()).get("version")
-            except FileNotFoundError:
-                statuses[device_id] = None
-        return statuses
+        return {device_id: status.version if (status := self.fleet.status(device_id)) else None
+                for device_id in self.fleet.devices}
 
     def current(self, device_id: str) -> str | None:
         return ModelStore(self.fleet.devices[device_id].root).pointer(MODEL, "current")
@@ -156,7 +151,7 @@ def world(coral_data: Path, pubsub_emulator, tmp_path_factory: pytest.TempPathFa
         store.activate(MODEL, "1.0.0")
     try:
         fleet.start()
-        fleet.wait_agents(lambda s: s.get("state") == "running" and s.get("version") == "1.0.0" and s["frames"] > 3,
+        fleet.wait_agents(lambda s: s.state == "running" and s.version == "1.0.0" and s.frames > 3,
                           timeout_s=90)
         yield World(releases, fleet, monitor_path, base / "work", base)
     finally:

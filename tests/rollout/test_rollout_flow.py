@@ -33,7 +33,7 @@ def test_full_rollout_moves_every_device_and_the_channel_then_a_repeat_sends_no_
     assert result.state == "completed" and result.done == 5 and result.failed == 0
     assert world.releases.registry.read_channel(MODEL, "canary").pointer.version == "1.1.0"
     assert {world.current(device_id) for device_id in world.fleet.devices} == {"1.1.0"}
-    world.fleet.wait_agents(lambda s: s["version"] == "1.1.0", timeout_s=30)
+    world.fleet.wait_agents(lambda s: s.version == "1.1.0", timeout_s=30)
     record = _record(world, "imagenet-1.1.0")
     assert record["state"] == "completed" and record["waves"] == [["sim-1"], ["sim-2", "sim-3"], ["sim-4", "sim-5"]]
     model_size = (world.releases.build("1.1.0") / "model_cpu.tflite").stat().st_size
