@@ -9,15 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from edgefleet.device.runtime.config import EDGETPU_LIBRARY
 from edgefleet.device.runtime.probe import DEFAULT_PROBE_TIMEOUT_S
 from edgefleet.device.telemetry.config import TelemetryConfig
-from edgefleet.kernel.configfile import read_yaml_mapping
+from edgefleet.kernel.configfile import load
 from edgefleet.kernel.contracts.layout import SPOOL_FILE, STATUS_FILE, check_name
-from edgefleet.kernel.errors import ConfigError, describe_validation_error
+from edgefleet.kernel.errors import ConfigError
 
 ENV_PREFIX = "EDGEFLEET_"
 
@@ -166,20 +166,13 @@ def load_config(path: Path | None, **overrides: Any) -> AgentConfig:
     Raises:
         ConfigError: naming the file and every wrong, missing or unknown key.
     """
-    data: dict[str, Any] = {}
-    origin = "environment"
-    if path is not None:
-        origin = str(path)
-        data = read_yaml_mapping(path, "agent config", missing_fix="pass the path of your agent.yaml with --config",
-                                 shape_fix="see the configuration reference in README.md")
-    data.update(overrides)
     try:
-        return AgentConfig(**data)
+        return load(AgentConfig, path, what="agent config" if path is not None else "environment",
+                    missing_fix="pass the path of your agent.yaml with --config",
+                    shape_fix="see the configuration reference in README.md",
+                    fix="fix the keys named above (README: configuration)", overrides=overrides)
     except SettingsError as error:  # an EDGEFLEET_<SECTION> variable that is not JSON for that section
         raise ConfigError(
             f"environment: {error}; the agent reads EDGEFLEET_* variables as overrides of its config",
             f"set a single key with '__' nesting (e.g. {ENV_PREFIX}REGISTRY__URI=...), or unset the variable "
             "in the agent's environment") from error
-    except ValidationError as error:
-        raise ConfigError(describe_validation_error(error, origin),
-                          "fix the keys named above (README: configuration)") from error

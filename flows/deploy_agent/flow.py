@@ -39,7 +39,7 @@ import yaml
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from edgefleet.device.fleetkeys import register_device_key
 from edgefleet.device.registry import Registry
@@ -60,6 +60,7 @@ from edgefleet.flows.deploy_agent.service import (
 from edgefleet.flows.rollout.inventory import DeviceSpec, Inventory, load_inventory
 from edgefleet.flows.rollout.params import Target
 from edgefleet.flows.rollout.ssh import DeviceConnection, remote_path
+from edgefleet.kernel.configfile import validate
 from edgefleet.kernel.errors import ConfigError, EdgefleetError, VerificationError
 from edgefleet.kernel.signing import key_id, public_key_from_bytes
 
@@ -143,12 +144,8 @@ def agent_document(params: DeployAgentParams, device: DeviceSpec, root: str) -> 
     from edgefleet.device.agent.config import AgentConfig
 
     document = {**params.agent, "device_id": device.id, "root": root}
-    try:
-        AgentConfig.model_validate(document)
-    except ValidationError as error:
-        first = error.errors()[0]
-        raise ConfigError(f"agent config for device {device.id}: key '{'.'.join(map(str, first['loc']))}': "
-                          f"{first['msg']}", "fix the `agent` parameter (fields of agent.yaml)") from None
+    validate(AgentConfig, document, origin=f"agent config for device {device.id}",
+             fix="fix the `agent` parameter (fields of agent.yaml)")
     return yaml.safe_dump(document, sort_keys=False)
 
 

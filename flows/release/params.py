@@ -11,11 +11,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edgefleet.kernel.configfile import read_yaml_mapping
+from edgefleet.kernel.configfile import load
 from edgefleet.kernel.contracts.layout import check_name, check_version
-from edgefleet.kernel.errors import ConfigError
 
 EDGEFLEET_HOME = Path("~/.edgefleet")
 DEFAULT_REGISTRY = str(EDGEFLEET_HOME / "registry")
@@ -415,17 +414,8 @@ def load_params(path: Path) -> ReleaseParams:
     Raises:
         ConfigError: the file is missing, not YAML, or does not describe a valid release.
     """
-    document = read_yaml_mapping(
-        path, "release config",
+    return load(
+        ReleaseParams, path, what="release config",
         missing_fix="pass the path of a release YAML file, e.g. `edgefleet release --config release.yaml`",
-        shape_fix="start from flows/release/release.example.yaml (model, dataset, training, registry...)")
-    try:
-        return ReleaseParams.model_validate(document)
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in error.errors()
-        )
-        raise ConfigError(
-            f"release config {path} is invalid: {problems}",
-            "correct the named fields (see ReleaseParams in edgefleet.flows.release.params)",
-        ) from error
+        shape_fix="start from flows/release/release.example.yaml (model, dataset, training, registry...)",
+        fix="correct the named fields (see ReleaseParams in edgefleet.flows.release.params)")
