@@ -15,10 +15,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar, Union
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 
 from edgefleet.kernel.errors import ConfigError, describe_validation_error
 
@@ -132,3 +132,43 @@ def validate(model_cls: type[M], data: Mapping[str, Any], *, origin: str, fix: s
         return model_cls.model_validate(data)
     except ValidationError as error:
         raise ConfigError(describe_validation_error(error, origin), fix) from error
+
+
+def tagged_union(*variants: type[BaseModel], tag: str, where: str, default: str | None = None,
+                 aliases: Mapping[Any, str] | None = None) -> Any:
+    """A discriminated union of `variants` (pydantic models), told apart by their literal field `tag`.
+
+    A wrong combination fails when the config is read, naming the field and the fix: a key that belongs to
+    another variant ("compile.host is for compile.mode ssh, not local: remove it, or set compile.mode: ssh"),
+    or a tag no variant has (pydantic names the ones there are).
+
+    Args:
+        variants: the models; each has a `tag` field whose default is its own value.
+        tag: the field that says which variant, e.g. "mode" or "kind".
+        where: the config section, for messages (e.g. "compile", "source").
+        default: the variant chosen when `tag` is absent (so configs written before the union still read).
+        aliases: other values read as a tag, e.g. {False: "off"} for configs read elsewhere by YAML 1.1.
+
+    Returns:
+        the annotated type, for a model field.
+    """
+    by_tag = {variant.model_fields[tag].default: variant for variant in variants}
+
+    def _choose(value: Any) -> Any:
+        if not isinstance(value, dict) or (tag not in value and default is None):
+            return value
+        chosen = value.get(tag, default)
+        if aliases and isinstance(chosen, (bool, str)) and chosen in aliases:
+            chosen = aliases[chosen]
+        value = {**value, tag: chosen}
+        variant = by_tag.get(chosen)
+        if variant is None:
+            return value  # pydantic's error names the tags there are
+        for key in value:
+            owners = [name for name, other in by_tag.items() if key in other.model_fields]
+            if key not in variant.model_fields and owners:
+                raise ValueError(f"{where}.{key} is for {where}.{tag} {' or '.join(owners)}, not {chosen}: "
+                                 f"remove it, or set {where}.{tag}: {owners[0]}")
+        return value
+
+    return Annotated[Union[variants], Field(discriminator=tag), BeforeValidator(_choose)]  # noqa: UP007 - py3.9

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edgefleet.flows.release.compile_params import CompileLocal, CompileParams
 from edgefleet.kernel.configfile import load
 from edgefleet.kernel.contracts.layout import check_name, check_version
 
@@ -240,41 +241,6 @@ class QuantizationParams(_Config):
     )
 
 
-class CompileParams(_Config):
-    """Where `edgetpu_compiler` runs: on this machine, on a compile host over SSH, or not at all."""
-
-    mode: Literal["local", "ssh", "off"] = Field(
-        default="local",
-        description="local: run `compiler` here; ssh: run it on `host` (x86-64 Linux) over SSH; off: ship "
-        "the CPU model only",
-    )
-    compiler: str = Field(
-        default="edgetpu_compiler",
-        description="Path or name (on PATH) of edgetpu_compiler, here or on the compile host",
-    )
-    host: str | None = Field(default=None, description="ssh mode: compile host, e.g. builder.example.com")
-    user: str | None = Field(default=None, description="ssh mode: user on the compile host")
-    port: int = Field(default=22, ge=1, le=65535, description="ssh mode: SSH port")
-    key_file: str | None = Field(default=None, description="ssh mode: private key file for the compile host")
-    known_hosts: str = Field(
-        default="~/.ssh/known_hosts",
-        description="ssh mode: known_hosts holding the compile host's key (unknown or changed keys are refused)",
-    )
-    timeout_s: float = Field(default=600.0, gt=0, description="Longest a compilation may take")
-    connect_timeout_s: float = Field(default=20.0, gt=0, description="ssh mode: connection timeout")
-    require: bool = Field(
-        default=False,
-        description="Fail the release when the compiler is not available instead of "
-        "shipping the CPU model alone",
-    )
-
-    @model_validator(mode="after")
-    def _host_for_ssh(self) -> CompileParams:
-        if self.mode == "ssh" and not self.host:
-            raise ValueError("compile.mode 'ssh' needs compile.host (the compile host to reach over SSH)")
-        return self
-
-
 class GateParams(_Config):
     """What a release must meet to be published."""
 
@@ -338,7 +304,7 @@ class ReleaseParams(_Config):
     )
     training: TrainingParams = TrainingParams()
     quantization: QuantizationParams = QuantizationParams()
-    compile: CompileParams = CompileParams()
+    compile: CompileParams = CompileLocal()
     gates: GateParams = GateParams()
     registry: str = Field(default=DEFAULT_REGISTRY, description="gs://bucket[/prefix] or a local directory")
     version: str | None = Field(

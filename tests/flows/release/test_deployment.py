@@ -39,7 +39,8 @@ def test_parameter_schema_is_a_nested_form() -> None:
     schema = parameter_schema(release_model.fn).model_dump_for_openapi()
     assert schema["required"] == ["params"]
     definitions = schema["definitions"]
-    assert {"ReleaseParams", "TrainingParams", "GateParams", "CompileParams"} <= set(definitions)
+    assert {"ReleaseParams", "TrainingParams", "GateParams", "CompileLocal", "CompileSsh", "CompileOff"} <= set(
+        definitions)
     assert "min_tpu_fraction" in definitions["GateParams"]["properties"]
 
 
