@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from edgefleet.device.runtime.config import EDGETPU_LIBRARY
 from edgefleet.device.runtime.probe import DEFAULT_PROBE_TIMEOUT_S
 from edgefleet.device.telemetry.config import TelemetryConfig
-from edgefleet.kernel.configfile import load
+from edgefleet.kernel.configfile import load, tagged_union
 from edgefleet.kernel.contracts.layout import SPOOL_FILE, STATUS_FILE, check_name
 from edgefleet.kernel.errors import ConfigError
 
@@ -26,16 +26,37 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class SourceConfig(_Section):
-    """Where frames come from."""
-
-    kind: Literal["images", "video", "camera"] = "images"
-    path: Path | None = Field(default=None, description="image file or directory (cycled), or video file")
-    camera_index: int = 0
+class _FrameSource(_Section):
     max_fps: float = Field(default=0.0, ge=0, description="0 = as fast as inference goes")
-    cache_frames: int = Field(default=64, ge=1, description="decoded images kept in memory when cycling")
     frame_width: int | None = Field(default=None, ge=1, description="resize captured frames to this size")
     frame_height: int | None = Field(default=None, ge=1)
+
+
+class ImagesSourceConfig(_FrameSource):
+    """An image file, or a directory of images cycled in name order (decoded once, kept in memory)."""
+
+    kind: Literal["images"] = "images"
+    path: Path | None = Field(default=None, description="image file or directory (cycled); required to run")
+    cache_frames: int = Field(default=64, ge=1, description="decoded images kept in memory when cycling")
+
+
+class VideoSourceConfig(_FrameSource):
+    """A video file, played once (OpenCV: pip install 'edgefleet[video]')."""
+
+    kind: Literal["video"] = "video"
+    path: Path = Field(description="the video file")
+
+
+class CameraSourceConfig(_FrameSource):
+    """A camera, read until the agent stops (OpenCV: pip install 'edgefleet[video]')."""
+
+    kind: Literal["camera"] = "camera"
+    camera_index: int = Field(default=0, description="which camera (OpenCV index, /dev/videoN)")
+
+
+# Where frames come from, by `kind` (images when absent); a key of another kind is an error naming it.
+SourceConfig = tagged_union(ImagesSourceConfig, VideoSourceConfig, CameraSourceConfig, tag="kind",
+                            where="source", default="images")
 
 
 class InferenceConfig(_Section):
@@ -119,7 +140,7 @@ class AgentConfig(BaseSettings):
     drain_timeout_s: float = Field(default=10.0, gt=0, description="on SIGTERM: longest wait to drain telemetry")
     refuse_development_keys: bool = Field(
         default=False, description="refuse models whose manifest says a development key signed them (production)")
-    source: SourceConfig = SourceConfig()
+    source: SourceConfig = ImagesSourceConfig()
     inference: InferenceConfig = InferenceConfig()
     queues: QueueConfig = QueueConfig()
     swap: SwapConfig = SwapConfig()
