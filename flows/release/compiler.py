@@ -220,16 +220,7 @@ def compiler_host(params: CompileParams) -> CompilerHost | None:
         return None
     if not isinstance(params, CompileSsh):
         return LocalCompiler(params.compiler, params.timeout_s)
-    return SshCompiler(
-        host=params.host or "",
-        compiler=params.compiler,
-        user=params.user,
-        port=params.port,
-        key_file=params.key_file,
-        timeout_s=params.timeout_s,
-        connect_timeout_s=params.connect_timeout_s,
-        known_hosts=params.known_hosts,
-    )
+    return SshCompiler(**params.model_dump(exclude={"mode", "require"}))
 
 
 class CompileOutcome(NamedTuple):
