@@ -134,6 +134,17 @@ def validate(model_cls: type[M], data: Mapping[str, Any], *, origin: str, fix: s
         raise ConfigError(describe_validation_error(error, origin), fix) from error
 
 
+def tag_required(tag: str) -> Any:
+    """A `json_schema_extra` for a variant that is not the union's default: its JSON schema requires `tag`, so a
+    JSON-schema validator (Prefect's parameter check) finds exactly one variant for a section without `tag`
+    (the default one), as `tagged_union` does."""
+
+    def _require(schema: dict[str, Any]) -> None:
+        schema["required"] = sorted({*schema.get("required", ()), tag})
+
+    return _require
+
+
 def tagged_union(*variants: type[BaseModel], tag: str, where: str, default: str | None = None,
                  aliases: Mapping[Any, str] | None = None) -> Any:
     """A discriminated union of `variants` (pydantic models), told apart by their literal field `tag`.
@@ -143,7 +154,8 @@ def tagged_union(*variants: type[BaseModel], tag: str, where: str, default: str 
     or a tag no variant has (pydantic names the ones there are).
 
     Args:
-        variants: the models; each has a `tag` field whose default is its own value.
+        variants: the models; each has a `tag` field whose default is its own value, and those other than
+            `default` declare `json_schema_extra=tag_required(tag)`.
         tag: the field that says which variant, e.g. "mode" or "kind".
         where: the config section, for messages (e.g. "compile", "source").
         default: the variant chosen when `tag` is absent (so configs written before the union still read).

@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from edgefleet.device.runtime.config import EDGETPU_LIBRARY
 from edgefleet.device.runtime.probe import DEFAULT_PROBE_TIMEOUT_S
 from edgefleet.device.telemetry.config import TelemetryConfig
-from edgefleet.kernel.configfile import load, tagged_union
+from edgefleet.kernel.configfile import load, tag_required, tagged_union
 from edgefleet.kernel.contracts.layout import SPOOL_FILE, STATUS_FILE, check_name
 from edgefleet.kernel.errors import ConfigError
 
@@ -43,12 +43,16 @@ class ImagesSourceConfig(_FrameSource):
 class VideoSourceConfig(_FrameSource):
     """A video file, played once (OpenCV: pip install 'edgefleet[video]')."""
 
+    model_config = ConfigDict(json_schema_extra=tag_required("kind"))
+
     kind: Literal["video"] = "video"
     path: Path = Field(description="the video file")
 
 
 class CameraSourceConfig(_FrameSource):
     """A camera, read until the agent stops (OpenCV: pip install 'edgefleet[video]')."""
+
+    model_config = ConfigDict(json_schema_extra=tag_required("kind"))
 
     kind: Literal["camera"] = "camera"
     camera_index: int = Field(default=0, description="which camera (OpenCV index, /dev/videoN)")

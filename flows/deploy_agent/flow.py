@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from prefect import flow, get_run_logger, task
@@ -70,10 +70,19 @@ from edgefleet.kernel.signing import key_id, public_key_from_bytes
 FLOW_NAME = "deploy-agent"
 
 
+def _flat_service_keys_in_schema(schema: dict[str, Any]) -> None:
+    # Parameters written before `service:` (a deployment's defaults in prefect.yaml) pass Prefect's schema check.
+    schema["properties"].update({
+        "service_manager": {"title": "Service Manager (old form of service.manager)", "deprecated": True,
+                            "enum": list(get_args(ServiceManagerName)), "type": "string"},
+        "service_name": {"title": "Service Name (old form of service.name)", "deprecated": True, "type": "string"},
+    })
+
+
 class DeployAgentParams(BaseModel):
     """What to install where, and how to run it."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=_flat_service_keys_in_schema)
 
     inventory: str
     target: Target = Target()

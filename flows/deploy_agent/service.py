@@ -27,7 +27,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgefleet.kernel.configfile import tagged_union
+from edgefleet.kernel.configfile import tag_required, tagged_union
 from edgefleet.kernel.errors import ConfigError
 
 UNIT_TEMPLATE = "edgefleet-agent.service"
@@ -79,6 +79,8 @@ class SystemdService(_Manager):
 
 class ProcessService(_Manager):
     """No systemd as init (containers, the simulated fleet): `setsid nohup` and a pid file; no restarts."""
+
+    model_config = ConfigDict(json_schema_extra=tag_required("manager"))
 
     manager: Literal["process"] = "process"
 

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgefleet.kernel.configfile import tagged_union
+from edgefleet.kernel.configfile import tag_required, tagged_union
 
 DEFAULT_COMPILER = "edgetpu_compiler"
 
@@ -45,6 +45,8 @@ class CompileLocal(_Compiler):
 class CompileSsh(_Compiler):
     """Run `compiler` on a compile host (x86-64 Linux) over SSH; its key must be in `known_hosts`."""
 
+    model_config = ConfigDict(json_schema_extra=tag_required("mode"))
+
     mode: Literal["ssh"] = Field(default="ssh", description="ssh: run `compiler` on `host` over SSH")
     host: str | None = Field(default=None, description="ssh mode: compile host, e.g. builder.example.com")
     user: str | None = Field(default=None, description="ssh mode: user on the compile host")
@@ -66,6 +68,8 @@ class CompileSsh(_Compiler):
 class CompileOff(_Compile):
     """No Edge TPU variant: the CPU model ships alone. `compiler`, `timeout_s` and `require: false` are
     accepted and unused, so a config switched to `mode: off` still reads."""
+
+    model_config = ConfigDict(json_schema_extra=tag_required("mode"))
 
     mode: Literal["off"] = Field(default="off", description="off: ship the CPU model only")
     compiler: str = Field(default=DEFAULT_COMPILER, description="unused when off")

@@ -45,3 +45,20 @@ def test_a_wrong_combination_fails_at_load_naming_the_key_and_the_fix(tmp_path: 
     with pytest.raises(ConfigError) as caught:
         read(tmp_path, text)
     assert named in caught.value.message and str(tmp_path / "deploy.yaml") in caught.value.message
+
+
+@pytest.mark.parametrize("params", [
+    {"service_manager": "process", "service_name": "agent-2"},  # a deployment's defaults from before the union
+    {"service": {"manager": "process"}},
+    {"service": {"manager": "systemd", "restart_sec": 2}},
+])
+def test_prefect_accepts_old_and_new_parameters_at_flow_run_creation(params: dict) -> None:
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools import validate
+
+    from edgefleet.flows.deploy_agent.flow import deploy_agent
+
+    schema = parameter_schema(deploy_agent.fn).model_dump_for_openapi()
+    document = {"inventory": "fleet.yaml", "public_key": "release.pub", "agent": {"model": "shapes"}, **params}
+    validate({"params": document}, schema, raise_on_error=True)  # what the Prefect server checks
+    assert DeployAgentParams.model_validate(document).service.manager in ("systemd", "process")
