@@ -18,9 +18,9 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from pydantic import ValidationError
 
 from edgefleet.infra.outputs import StackOutputs
+from edgefleet.kernel.configfile import validate
 from edgefleet.kernel.console import cli_error
 from edgefleet.kernel.errors import ConfigError, EdgefleetError
 
@@ -49,24 +49,8 @@ def read_stack_outputs(path: Path) -> StackOutputs:
         ) from error
     if not isinstance(data, dict):
         raise ConfigError(f"stack outputs file {path} is not a JSON object of outputs", fix)
-    try:
-        return StackOutputs.model_validate(data)
-    except ValidationError as error:
-        missing = [str(item["loc"][0]) for item in error.errors() if item["type"] == "missing"]
-        wrong = [
-            f"{'.'.join(map(str, item['loc']))} ({item['msg']})"
-            for item in error.errors()
-            if item["type"] != "missing"
-        ]
-        parts = []
-        if missing:
-            parts.append(f"missing stack outputs: {', '.join(missing)}")
-        if wrong:
-            parts.append(f"wrong stack outputs: {', '.join(wrong)}")
-        raise ConfigError(
-            f"{path}: {'; '.join(parts)}",
-            f"{fix}; if outputs are missing, the stack predates them: run `pulumi up` first",
-        ) from error
+    return validate(StackOutputs, data, origin=f"stack outputs file {path}",
+                    fix=f"{fix}; if outputs are missing, the stack predates them: run `pulumi up` first")
 
 
 def agent_config_fragment(

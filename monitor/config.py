@@ -10,11 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from edgefleet.kernel.configfile import read_yaml_mapping
+from edgefleet.kernel.configfile import load
 from edgefleet.kernel.contracts.layout import MONITOR_SUBSCRIPTION
-from edgefleet.kernel.errors import ConfigError, describe_validation_error
 from edgefleet.monitor.identity import IdentityConfig
 
 DEFAULT_STORE_PATH = Path("~/.edgefleet/fleet.sqlite")
@@ -107,18 +106,6 @@ def load_monitor_config(path: Path | None = None, **overrides: Any) -> MonitorCo
     Raises:
         ConfigError: naming the file and every wrong or unknown key.
     """
-    data: dict[str, Any] = {}
-    origin = "monitor config"
-    if path is not None:
-        origin = f"monitor config {path}"
-        loaded = read_yaml_mapping(path, "monitor config",
-                                   missing_fix="pass the path of an existing YAML file with --config",
-                                   shape_fix="write `key: value` lines (see MonitorConfig)")
-        if isinstance(loaded.get(CONFIG_SECTION), dict):
-            loaded = loaded[CONFIG_SECTION]
-        data = dict(loaded)
-    data.update({key: value for key, value in overrides.items() if value is not None})
-    try:
-        return MonitorConfig(**data)
-    except ValidationError as error:
-        raise ConfigError(describe_validation_error(error, origin), "fix the keys named above") from error
+    return load(MonitorConfig, path, what="monitor config", section=CONFIG_SECTION, overrides=overrides,
+                missing_fix="pass the path of an existing YAML file with --config",
+                shape_fix="write `key: value` lines (see MonitorConfig)", fix="fix the keys named above")

@@ -29,6 +29,7 @@ from edgefleet.device.identity import parse_epoch
 from edgefleet.kernel.contracts.distributions import Distributions
 from edgefleet.kernel.contracts.layout import ATTR_DEVICE_ID
 from edgefleet.kernel.contracts.telemetry import MAX_INT, TelemetryMessage
+from edgefleet.kernel.errors import describe_validation_error
 from edgefleet.monitor.store import FleetStore, to_epoch
 
 log = logging.getLogger(__name__)
@@ -91,15 +92,6 @@ def decode(data: bytes) -> TelemetryMessage:
     return TelemetryMessage.from_json_bytes(data)
 
 
-def describe_validation_error(error: ValidationError) -> str:
-    """A one-line description naming the wrong fields."""
-    parts = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(message)"
-        parts.append(f"{where}: {item['msg']}")
-    return "; ".join(parts)[:_MAX_ERROR_TEXT]
-
-
 def handle(store: FleetStore, data: bytes, message_id: str, attributes: Mapping[str, str],
            received_at: float) -> Outcome:
     """Validates and applies one Pub/Sub message (not committed).
@@ -115,7 +107,7 @@ def handle(store: FleetStore, data: bytes, message_id: str, attributes: Mapping[
         message = decode(data)
     except ValidationError as error:
         return _refuse(store, message_id, attributes.get(ATTR_DEVICE_ID) or None,
-                       describe_validation_error(error), received_at)
+                       describe_validation_error(error)[:_MAX_ERROR_TEXT], received_at)
     except (ValueError, TypeError, KeyError, RecursionError) as error:
         # Not JSON / not UTF-8 (ValueError), or JSON shaped so oddly that unwrapping the Avro encoding fails:
         # malformed all the same. Refusing it (rather than failing the batch) keeps one bad message from

@@ -9,16 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from edgefleet.device.runtime.config import EDGETPU_LIBRARY
 from edgefleet.device.runtime.probe import DEFAULT_PROBE_TIMEOUT_S
 from edgefleet.device.telemetry.config import TelemetryConfig
-from edgefleet.kernel.configfile import read_yaml_mapping
+from edgefleet.kernel.configfile import load, tag_required, tagged_union
 from edgefleet.kernel.contracts.layout import SPOOL_FILE, STATUS_FILE
 from edgefleet.kernel.contracts.names import ChannelName, DeviceId
-from edgefleet.kernel.errors import ConfigError, describe_validation_error
+from edgefleet.kernel.errors import ConfigError
 
 ENV_PREFIX = "EDGEFLEET_"
 
@@ -27,16 +27,41 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class SourceConfig(_Section):
-    """Where frames come from."""
-
-    kind: Literal["images", "video", "camera"] = "images"
-    path: Path | None = Field(default=None, description="image file or directory (cycled), or video file")
-    camera_index: int = 0
+class _FrameSource(_Section):
     max_fps: float = Field(default=0.0, ge=0, description="0 = as fast as inference goes")
-    cache_frames: int = Field(default=64, ge=1, description="decoded images kept in memory when cycling")
     frame_width: int | None = Field(default=None, ge=1, description="resize captured frames to this size")
     frame_height: int | None = Field(default=None, ge=1)
+
+
+class ImagesSourceConfig(_FrameSource):
+    """An image file, or a directory of images cycled in name order (decoded once, kept in memory)."""
+
+    kind: Literal["images"] = "images"
+    path: Path | None = Field(default=None, description="image file or directory (cycled); required to run")
+    cache_frames: int = Field(default=64, ge=1, description="decoded images kept in memory when cycling")
+
+
+class VideoSourceConfig(_FrameSource):
+    """A video file, played once (OpenCV: pip install 'edgefleet[video]')."""
+
+    model_config = ConfigDict(json_schema_extra=tag_required("kind"))
+
+    kind: Literal["video"] = "video"
+    path: Path = Field(description="the video file")
+
+
+class CameraSourceConfig(_FrameSource):
+    """A camera, read until the agent stops (OpenCV: pip install 'edgefleet[video]')."""
+
+    model_config = ConfigDict(json_schema_extra=tag_required("kind"))
+
+    kind: Literal["camera"] = "camera"
+    camera_index: int = Field(default=0, description="which camera (OpenCV index, /dev/videoN)")
+
+
+# Where frames come from, by `kind` (images when absent); a key of another kind is an error naming it.
+SourceConfig = tagged_union(ImagesSourceConfig, VideoSourceConfig, CameraSourceConfig, tag="kind",
+                            where="source", default="images")
 
 
 class InferenceConfig(_Section):
@@ -115,7 +140,7 @@ class AgentConfig(BaseSettings):
     drain_timeout_s: float = Field(default=10.0, gt=0, description="on SIGTERM: longest wait to drain telemetry")
     refuse_development_keys: bool = Field(
         default=False, description="refuse models whose manifest says a development key signed them (production)")
-    source: SourceConfig = SourceConfig()
+    source: SourceConfig = ImagesSourceConfig()
     inference: InferenceConfig = InferenceConfig()
     queues: QueueConfig = QueueConfig()
     swap: SwapConfig = SwapConfig()
@@ -157,20 +182,13 @@ def load_config(path: Path | None, **overrides: Any) -> AgentConfig:
     Raises:
         ConfigError: naming the file and every wrong, missing or unknown key.
     """
-    data: dict[str, Any] = {}
-    origin = "environment"
-    if path is not None:
-        origin = str(path)
-        data = read_yaml_mapping(path, "agent config", missing_fix="pass the path of your agent.yaml with --config",
-                                 shape_fix="see the configuration reference in README.md")
-    data.update(overrides)
     try:
-        return AgentConfig(**data)
+        return load(AgentConfig, path, what="agent config" if path is not None else "environment",
+                    missing_fix="pass the path of your agent.yaml with --config",
+                    shape_fix="see the configuration reference in README.md",
+                    fix="fix the keys named above (README: configuration)", overrides=overrides)
     except SettingsError as error:  # an EDGEFLEET_<SECTION> variable that is not JSON for that section
         raise ConfigError(
             f"environment: {error}; the agent reads EDGEFLEET_* variables as overrides of its config",
             f"set a single key with '__' nesting (e.g. {ENV_PREFIX}REGISTRY__URI=...), or unset the variable "
             "in the agent's environment") from error
-    except ValidationError as error:
-        raise ConfigError(describe_validation_error(error, origin),
-                          "fix the keys named above (README: configuration)") from error

@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from edgefleet.device.agent.config import SourceConfig
+from edgefleet.device.agent.config import CameraSourceConfig, SourceConfig, VideoSourceConfig
 from edgefleet.device.runtime.preprocess import load_image
 from edgefleet.kernel.errors import ConfigError, ImageError
 
@@ -97,13 +97,13 @@ class OpenCvSource:
 
 
 def open_source(config: SourceConfig) -> FrameSource:
-    """Opens the frame source `config` describes (the typed key `kind` picks the backend)."""
-    if config.kind == "camera":
+    """Opens the frame source `config` describes (its type, by the key `kind`, picks the backend)."""
+    if isinstance(config, CameraSourceConfig):
         return OpenCvSource(config.camera_index, width=config.frame_width, height=config.frame_height)
+    if isinstance(config, VideoSourceConfig):
+        return OpenCvSource(str(config.path), width=config.frame_width, height=config.frame_height)
     if config.path is None:
         raise ConfigError(f"source.path is required for source.kind '{config.kind}'",
-                          "set source.path to an image, a directory of images or a video file")
-    if config.kind == "video":
-        return OpenCvSource(str(config.path), width=config.frame_width, height=config.frame_height)
+                          "set source.path to an image or a directory of images")
     return ImageSource(config.path, cache_frames=config.cache_frames, width=config.frame_width,
                        height=config.frame_height)

@@ -33,13 +33,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, get_args
 
 import yaml
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgefleet.device.fleetkeys import register_device_key
 from edgefleet.device.registry import Registry
@@ -51,7 +51,10 @@ from edgefleet.flows.deploy_agent.privileged import (
     sudoers_rule,
 )
 from edgefleet.flows.deploy_agent.service import (
+    ServiceManager,
+    ServiceManagerName,
     ServiceSpec,
+    SystemdService,
     env_file_text,
     render_unit,
     service_commands,
@@ -60,6 +63,7 @@ from edgefleet.flows.deploy_agent.service import (
 from edgefleet.flows.rollout.inventory import DeviceSpec, Inventory, load_inventory
 from edgefleet.flows.rollout.params import Target
 from edgefleet.flows.rollout.ssh import DeviceConnection, remote_path
+from edgefleet.kernel.configfile import validate
 from edgefleet.kernel.contracts.layout import STATUS_FILE
 from edgefleet.kernel.contracts.status import parse_status
 from edgefleet.kernel.errors import ConfigError, EdgefleetError, VerificationError
@@ -68,10 +72,19 @@ from edgefleet.kernel.signing import key_id, public_key_from_bytes
 FLOW_NAME = "deploy-agent"
 
 
+def _flat_service_keys_in_schema(schema: dict[str, Any]) -> None:
+    # Parameters written before `service:` (a deployment's defaults in prefect.yaml) pass Prefect's schema check.
+    schema["properties"].update({
+        "service_manager": {"title": "Service Manager (old form of service.manager)", "deprecated": True,
+                            "enum": list(get_args(ServiceManagerName)), "type": "string"},
+        "service_name": {"title": "Service Name (old form of service.name)", "deprecated": True, "type": "string"},
+    })
+
+
 class DeployAgentParams(BaseModel):
     """What to install where, and how to run it."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=_flat_service_keys_in_schema)
 
     inventory: str
     target: Target = Target()
@@ -88,8 +101,8 @@ class DeployAgentParams(BaseModel):
     system_site_packages: bool = False
     no_deps: bool = Field(default=False, description="install only the wheel (offline; see module docstring)")
     extra_site_dirs: tuple[str, ...] = Field(default=(), description="offline: added to the venv's path (.pth)")
-    service_manager: Literal["systemd", "process"] = "systemd"
-    service_name: str = "edgefleet-agent"
+    service: ServiceManager = Field(default=SystemdService(),
+                                    description="how the agent runs: systemd, or process (no systemd as init)")
     environment: dict[str, str] = Field(default_factory=dict, description="agent environment (e.g. PUBSUB_*)")
     wheel: str | None = Field(default=None, description="a built wheel; default: build the project's")
     project_dir: str | None = Field(default=None, description="default: the source tree of this edgefleet")
@@ -102,6 +115,24 @@ class DeployAgentParams(BaseModel):
     sudo_password_secret: str | None = Field(
         default=None, description="Prefect Secret block with the sudo password of non-root logins; None: "
                                   "passwordless sudo")
+
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_service_keys(cls, data: Any) -> Any:
+        """`service_manager:` / `service_name:` (parameters written before `service:`) read as `service:`."""
+        if not isinstance(data, dict) or not {"service_manager", "service_name"} & data.keys():
+            return data
+        if "service" in data:
+            raise ValueError("service_manager / service_name and service are both set: keep service alone, "
+                             "e.g. service: {manager: process, name: edgefleet-agent}")
+        data = dict(data)
+        flat = {"manager": data.pop("service_manager", "systemd"), "name": data.pop("service_name", None)}
+        return {**data, "service": {key: value for key, value in flat.items() if value is not None}}
+
+    @property
+    def service_manager(self) -> ServiceManagerName:
+        return self.service.manager
 
 
 class DeployResult(BaseModel):
@@ -145,12 +176,8 @@ def agent_document(params: DeployAgentParams, device: DeviceSpec, root: str) -> 
     from edgefleet.device.agent.config import AgentConfig
 
     document = {**params.agent, "device_id": device.id, "root": root}
-    try:
-        AgentConfig.model_validate(document)
-    except ValidationError as error:
-        first = error.errors()[0]
-        raise ConfigError(f"agent config for device {device.id}: key '{'.'.join(map(str, first['loc']))}': "
-                          f"{first['msg']}", "fix the `agent` parameter (fields of agent.yaml)") from None
+    validate(AgentConfig, document, origin=f"agent config for device {device.id}",
+             fix="fix the `agent` parameter (fields of agent.yaml)")
     return yaml.safe_dump(document, sort_keys=False)
 
 
@@ -255,7 +282,8 @@ def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgen
     # The agent makes its own key on the device; only the public key comes back, to be published.
     device_public = connection.run(f"{q(venv)}/bin/edgefleet-agent device-key --root {q(root)}").stdout.strip()
     device_key_id = publish_device_key(params, device, device_public)
-    spec = ServiceSpec(name=params.service_name,
+    restart = {"restart_sec": params.service.restart_sec} if isinstance(params.service, SystemdService) else {}
+    spec = ServiceSpec(name=params.service.name, **restart,
                        command=(f"{venv}/bin/edgefleet-agent", "run", "--config", config_path),
                        user=params.agent_user or device.user, state_dir=root, environment=params.environment,
                        description=f"edgefleet device agent ({device.id})")

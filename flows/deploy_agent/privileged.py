@@ -41,20 +41,21 @@ class SudoConnection:
             wrapped, stdin = f"sudo -n sh -c {shlex.quote(command)}", None
         else:
             wrapped, stdin = f"sudo -S -p '' sh -c {shlex.quote(command)}", self._password + "\n"
-        result = self._connection.run(wrapped, timeout_s=timeout_s, check=False, stdin_text=stdin)
-        refused = "a password is required" in result.stderr or "incorrect password" in result.stderr \
-            or "is not in the sudoers file" in result.stderr or "may not run sudo" in result.stderr
-        if refused:
-            raise SudoFailed(f"device {self.device.id}: sudo refused {self.device.user}: {result.stderr.strip()}",
+        try:
+            result = self._connection.run(wrapped, timeout_s=timeout_s, check=check, stdin_text=stdin)
+        except RemoteCommandError as error:
+            self._refused(error.stderr)
+            raise
+        self._refused(result.stderr)
+        return result
+
+    def _refused(self, stderr: str) -> None:
+        """Raises SudoFailed when `stderr` says sudo refused (rather than the command failing)."""
+        if any(mark in stderr for mark in ("a password is required", "incorrect password",
+                                            "is not in the sudoers file", "may not run sudo")):
+            raise SudoFailed(f"device {self.device.id}: sudo refused {self.device.user}: {stderr.strip()}",
                              "allow this user sudo on the device (passwordless, or give its password in a Prefect "
                              "Secret block named by sudo_password_secret)")
-        if check and result.exit_code != 0:
-            raise RemoteCommandError(
-                f"device {self.device.id}: `sudo {command}` exited {result.exit_code}: "
-                f"{(result.stderr or result.stdout).strip()[-2000:]}",
-                "see the device's message above", exit_code=result.exit_code, stdout=result.stdout,
-                stderr=result.stderr)
-        return result
 
     def _staging_dir(self) -> str:
         if self._staging is None:

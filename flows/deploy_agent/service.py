@@ -27,12 +27,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgefleet.kernel.configfile import tag_required, tagged_union
 from edgefleet.kernel.errors import ConfigError
 
 UNIT_TEMPLATE = "edgefleet-agent.service"
 SYSTEMD_UNIT_DIR = "/etc/systemd/system"
 
 ServiceManagerName = Literal["systemd", "process"]
+SERVICE_NAME_PATTERN = r"^[A-Za-z0-9_.@-]+$"
 
 
 class ServiceSpec(BaseModel):
@@ -40,7 +42,7 @@ class ServiceSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(default="edgefleet-agent", pattern=r"^[A-Za-z0-9_.@-]+$")
+    name: str = Field(default="edgefleet-agent", pattern=SERVICE_NAME_PATTERN)
     command: tuple[str, ...] = Field(min_length=1, description="argv, e.g. (venv/bin/edgefleet-agent, run, ...)")
     user: str = "root"
     state_dir: str = Field(description="process manager: pid, log and env files live here")
@@ -60,6 +62,31 @@ class ServiceSpec(BaseModel):
     @property
     def env_file(self) -> str:
         return f"{self.state_dir}/{self.name}.env"
+
+
+class _Manager(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(default="edgefleet-agent", pattern=SERVICE_NAME_PATTERN, description="the service's name")
+
+
+class SystemdService(_Manager):
+    """systemd (production): a unit in /etc/systemd/system, restarted by systemd when the agent crashes."""
+
+    manager: Literal["systemd"] = "systemd"
+    restart_sec: float = Field(default=5.0, gt=0, description="pause before systemd restarts a crashed agent")
+
+
+class ProcessService(_Manager):
+    """No systemd as init (containers, the simulated fleet): `setsid nohup` and a pid file; no restarts."""
+
+    model_config = ConfigDict(json_schema_extra=tag_required("manager"))
+
+    manager: Literal["process"] = "process"
+
+
+# How the agent runs as a service, by `manager` (systemd when absent); a key of the other manager is an error.
+ServiceManager = tagged_union(SystemdService, ProcessService, tag="manager", where="service", default="systemd")
 
 
 def env_file_text(environment: dict[str, str]) -> str:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edgefleet.flows.release.compile_params import CompileLocal, CompileParams
 from edgefleet.flows.release.model_params import DatasetParams, ModelSource, TrainingParams, TrainSource
-from edgefleet.kernel.configfile import read_yaml_mapping
+from edgefleet.kernel.configfile import load
 from edgefleet.kernel.contracts.names import ChannelName, EmptyIsNone, ModelName, ModelVersion
-from edgefleet.kernel.errors import ConfigError
 
 EDGEFLEET_HOME = Path("~/.edgefleet")
 DEFAULT_REGISTRY = str(EDGEFLEET_HOME / "registry")
@@ -34,41 +34,6 @@ class QuantizationParams(_Config):
     representative_samples: int = Field(
         default=100, ge=1, le=10000, description="Training images used to calibrate int8 ranges"
     )
-
-
-class CompileParams(_Config):
-    """Where `edgetpu_compiler` runs: on this machine, on a compile host over SSH, or not at all."""
-
-    mode: Literal["local", "ssh", "off"] = Field(
-        default="local",
-        description="local: run `compiler` here; ssh: run it on `host` (x86-64 Linux) over SSH; off: ship "
-        "the CPU model only",
-    )
-    compiler: str = Field(
-        default="edgetpu_compiler",
-        description="Path or name (on PATH) of edgetpu_compiler, here or on the compile host",
-    )
-    host: str | None = Field(default=None, description="ssh mode: compile host, e.g. builder.example.com")
-    user: str | None = Field(default=None, description="ssh mode: user on the compile host")
-    port: int = Field(default=22, ge=1, le=65535, description="ssh mode: SSH port")
-    key_file: str | None = Field(default=None, description="ssh mode: private key file for the compile host")
-    known_hosts: str = Field(
-        default="~/.ssh/known_hosts",
-        description="ssh mode: known_hosts holding the compile host's key (unknown or changed keys are refused)",
-    )
-    timeout_s: float = Field(default=600.0, gt=0, description="Longest a compilation may take")
-    connect_timeout_s: float = Field(default=20.0, gt=0, description="ssh mode: connection timeout")
-    require: bool = Field(
-        default=False,
-        description="Fail the release when the compiler is not available instead of "
-        "shipping the CPU model alone",
-    )
-
-    @model_validator(mode="after")
-    def _host_for_ssh(self) -> CompileParams:
-        if self.mode == "ssh" and not self.host:
-            raise ValueError("compile.mode 'ssh' needs compile.host (the compile host to reach over SSH)")
-        return self
 
 
 class GateParams(_Config):
@@ -134,7 +99,7 @@ class ReleaseParams(_Config):
     )
     training: TrainingParams = TrainingParams()
     quantization: QuantizationParams = QuantizationParams()
-    compile: CompileParams = CompileParams()
+    compile: CompileParams = CompileLocal()
     gates: GateParams = GateParams()
     registry: str = Field(default=DEFAULT_REGISTRY, description="gs://bucket[/prefix] or a local directory")
     version: Annotated[ModelVersion | None, EmptyIsNone] = Field(
@@ -195,17 +160,8 @@ def load_params(path: Path) -> ReleaseParams:
     Raises:
         ConfigError: the file is missing, not YAML, or does not describe a valid release.
     """
-    document = read_yaml_mapping(
-        path, "release config",
+    return load(
+        ReleaseParams, path, what="release config",
         missing_fix="pass the path of a release YAML file, e.g. `edgefleet release --config release.yaml`",
-        shape_fix="start from flows/release/release.example.yaml (model, dataset, training, registry...)")
-    try:
-        return ReleaseParams.model_validate(document)
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in error.errors()
-        )
-        raise ConfigError(
-            f"release config {path} is invalid: {problems}",
-            "correct the named fields (see ReleaseParams in edgefleet.flows.release.params)",
-        ) from error
+        shape_fix="start from flows/release/release.example.yaml (model, dataset, training, registry...)",
+        fix="correct the named fields (see ReleaseParams in edgefleet.flows.release.params)")

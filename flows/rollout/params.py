@@ -8,12 +8,11 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgefleet.flows.release.params import SigningParams
-from edgefleet.kernel.configfile import read_yaml_mapping
+from edgefleet.kernel.configfile import load
 from edgefleet.kernel.contracts.names import ChannelName, ModelName, ModelVersion, SafeName
-from edgefleet.kernel.errors import ConfigError, describe_validation_error
 
 MetricName = Literal["latency", "errors", "swap_failures", "class_mix_control", "class_mix_reference",
                      "score_control", "score_reference", "detections_control", "detections_reference"]
@@ -179,12 +178,5 @@ def load_yaml_params(model: type[_Config], path: str | os.PathLike[str], **overr
     Raises:
         ConfigError: missing file, bad YAML, or wrong keys (named).
     """
-    path = Path(path)
-    document = read_yaml_mapping(path, "parameters file", missing_fix="pass the path of your YAML with --config",
-                                 shape_fix=f"see {model.__name__}")
-    document.update({key: value for key, value in overrides.items() if value is not None})
-    try:
-        return model.model_validate(document)
-    except ValidationError as error:
-        raise ConfigError(describe_validation_error(error, str(path)),
-                          f"fix the keys named above (see {model.__name__})") from None
+    return load(model, Path(path), what="parameters file", overrides=overrides,
+                missing_fix="pass the path of your YAML with --config")

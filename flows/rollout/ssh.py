@@ -69,6 +69,60 @@ def _transient(error: BaseException) -> bool:
     return isinstance(error, DeviceUnreachable) and not isinstance(error, HostKeyError)
 
 
+def open_verified_connection(host: str, port: int, user: str, key_file: Path, known_hosts: Path, *,
+                             timeout_s: float, where: str) -> Connection:
+    """The project's one way to open an SSH connection (devices, deploy-agent, the compile host): Fabric with
+    the host key checked against `known_hosts` (paramiko `RejectPolicy`: an unknown or changed key is refused),
+    only `key_file` offered (no agent, no ~/.ssh keys, no ssh_config), and `timeout_s` on TCP connect, banner
+    and authentication.
+
+    Args:
+        where: how errors name the other end, e.g. "device cam-1 (10.0.0.7:22)".
+
+    Raises:
+        HostKeyError: unknown or changed host key (never worth a retry).
+        DeviceUnreachable: refused, timed out, SSH failed, or the key was not accepted.
+    """
+    config = Config(overrides={"load_ssh_configs": False, "run": {"in_stream": False}})
+    connection = Connection(
+        host, user=user, port=port, config=config, connect_timeout=timeout_s,
+        connect_kwargs={"key_filename": [os.fspath(key_file)], "look_for_keys": False,
+                        "allow_agent": False, "banner_timeout": timeout_s, "auth_timeout": timeout_s},
+    )
+    connection.client.load_host_keys(os.fspath(known_hosts))
+    connection.client.set_missing_host_key_policy(RejectPolicy())
+    try:
+        connection.open()
+    except BadHostKeyException as error:
+        connection.close()
+        raise HostKeyError(
+            f"{where} presented a host key that differs from {known_hosts}: refused (the device was "
+            "re-installed, or something else answers on its address)",
+            f"check the device's key out of band; if it is right, replace its line: ssh-keygen -R "
+            f"'{host_key_name(host, port)}' -f {known_hosts}, then add the new key",
+        ) from error
+    except AuthenticationException as error:
+        connection.close()
+        raise DeviceUnreachable(f"{where} did not accept the key {key_file}: {error}",
+                                "add the public key to the device's authorized_keys, or fix user/key_file") \
+            from error
+    except SSHException as error:
+        connection.close()
+        if UNKNOWN_HOST_MARK in str(error):
+            raise HostKeyError(
+                f"{where} is not in {known_hosts}: refused (unknown host keys are never accepted)",
+                f"add its host key after checking it out of band: ssh-keyscan -p {port} {host} >> {known_hosts}",
+            ) from error
+        raise DeviceUnreachable(f"{where}: SSH failed: {error}", "check that sshd runs on the device") from error
+    except (TimeoutError, OSError, EOFError) as error:
+        connection.close()
+        raise DeviceUnreachable(
+            f"{where} is unreachable: {error} (after {timeout_s} s at most)",
+            "check that the device is on, on the network, and that sshd listens on that port",
+        ) from error
+    return connection
+
+
 class DeviceConnection:
     """An open SSH connection to one device. Use as a context manager, or call `close()`.
 
@@ -120,47 +174,9 @@ class DeviceConnection:
 
     def _connect_once(self) -> Connection:
         device = self.device
-        timeout = device.connect_timeout_s
-        config = Config(overrides={"load_ssh_configs": False, "run": {"in_stream": False}})
-        connection = Connection(
-            device.host, user=device.user, port=device.port, config=config, connect_timeout=timeout,
-            connect_kwargs={"key_filename": [os.fspath(device.key_file)], "look_for_keys": False,
-                            "allow_agent": False, "banner_timeout": timeout, "auth_timeout": timeout},
-        )
-        connection.client.load_host_keys(os.fspath(self.known_hosts))
-        connection.client.set_missing_host_key_policy(RejectPolicy())
-        where = f"device {device.id} ({device.address})"
-        try:
-            connection.open()
-        except BadHostKeyException as error:
-            connection.close()
-            raise HostKeyError(
-                f"{where} presented a host key that differs from {self.known_hosts}: refused (the device was "
-                "re-installed, or something else answers on its address)",
-                f"check the device's key out of band; if it is right, replace its line: ssh-keygen -R "
-                f"'{host_key_name(device.host, device.port)}' -f {self.known_hosts}, then add the new key",
-            ) from error
-        except AuthenticationException as error:
-            connection.close()
-            raise DeviceUnreachable(f"{where} did not accept the key {device.key_file}: {error}",
-                                    "add the public key to the device's authorized_keys, or fix user/key_file") \
-                from error
-        except SSHException as error:
-            connection.close()
-            if UNKNOWN_HOST_MARK in str(error):
-                raise HostKeyError(
-                    f"{where} is not in {self.known_hosts}: refused (unknown host keys are never accepted)",
-                    f"add its host key after checking it out of band: ssh-keyscan -p {device.port} {device.host} "
-                    f">> {self.known_hosts}",
-                ) from error
-            raise DeviceUnreachable(f"{where}: SSH failed: {error}", "check that sshd runs on the device") from error
-        except (TimeoutError, OSError, EOFError) as error:
-            connection.close()
-            raise DeviceUnreachable(
-                f"{where} is unreachable: {error} (after {device.connect_timeout_s} s at most)",
-                "check that the device is on, on the network, and that sshd listens on that port",
-            ) from error
-        return connection
+        return open_verified_connection(device.host, device.port, device.user, device.key_file, self.known_hosts,
+                                        timeout_s=device.connect_timeout_s,
+                                        where=f"device {device.id} ({device.address})")
 
     def close(self) -> None:
         if self._connection is not None:

@@ -106,11 +106,12 @@ def test_release_model_run_form_shows_the_parameters(ui_stack, chromium, tmp_pat
     """The `release-model` deployment's "Run" page renders ReleaseParams as a form, nested sections included."""
     from prefect.client.orchestration import get_client
 
-    from edgefleet.flows.release.params import CompileParams, DatasetParams, ReleaseParams, TrainingParams
+    from edgefleet.flows.release.compile_params import CompileLocal
+    from edgefleet.flows.release.params import DatasetParams, ReleaseParams, TrainingParams
 
     with _api(ui_stack), get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(RELEASE_DEPLOYMENT)
-    expected = set().union(*map(_field_titles, (ReleaseParams, DatasetParams, TrainingParams, CompileParams)))
+    expected = set().union(*map(_field_titles, (ReleaseParams, DatasetParams, TrainingParams, CompileLocal)))
     expected.add(ReleaseParams.model_fields["dataset"].description)
 
     url = f"{ui_stack.ui_url}/deployments/deployment/{deployment.id}/run"

@@ -159,15 +159,14 @@ def ssh_compile_host(tmp_path: Path) -> Iterator[Callable[[Path], Any]]:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
                 break
         time.sleep(0.1)
-    from edgefleet.flows.release.params import CompileParams
+    from edgefleet.flows.release.compile_params import CompileSsh
 
     known_hosts = tmp_path / "known_hosts"  # the compile host's key, as checked out of band
     key_type, key_text = (tmp_path / "host_key.pub").read_text().split()[:2]
     known_hosts.write_text(f"[127.0.0.1]:{port} {key_type} {key_text}\n")
 
-    def params(compiler: Path) -> CompileParams:
-        return CompileParams(
-            mode="ssh",
+    def params(compiler: Path) -> CompileSsh:
+        return CompileSsh(
             host="127.0.0.1",
             port=port,
             user=getpass.getuser(),

@@ -84,7 +84,8 @@ def test_missing_outputs_are_named_and_nothing_is_written(
         app, ["config", "from-stack", str(_write(tmp_path, partial)), "--out-dir", str(out_dir)]
     )
     assert result.exit_code == 2
-    assert "missing stack outputs: registry_uri, monitor_service_account" in result.output
+    assert "missing key 'registry_uri'" in result.output
+    assert "missing key 'monitor_service_account'" in result.output
     assert "pulumi stack output --json" in result.output
     assert not out_dir.exists()
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.agent.config import load_config
+from edgefleet.device.agent.config import CameraSourceConfig, ImagesSourceConfig, load_config
 from edgefleet.device.agent.stats import LoopStats, percentile
 from edgefleet.kernel.errors import ConfigError
 
@@ -81,3 +81,32 @@ def test_loop_stats_window_gives_fps_and_percentiles():
     assert snapshot.frames == 20
     assert snapshot.fps == pytest.approx(10.0)
     assert snapshot.latency_ms_p50 == 14.0 and snapshot.latency_ms_max == 19.0
+
+
+def test_source_configs_written_before_the_union_still_read(tmp_path):
+    frames = tmp_path / "frames"
+    config = load_config(write(tmp_path, f"device_id: cam-1\nmodel: birds\nsource: {{path: {frames}, max_fps: 2}}\n"))
+    assert config.source == ImagesSourceConfig(path=frames, max_fps=2)
+    config = load_config(write(tmp_path, "device_id: cam-1\nmodel: birds\nsource: {kind: camera, camera_index: 1}\n"))
+    assert config.source == CameraSourceConfig(camera_index=1)
+    assert load_config(write(tmp_path, "device_id: cam-1\nmodel: birds\n")).source == ImagesSourceConfig()
+
+
+@pytest.mark.parametrize(("source", "named"), [
+    ("{kind: camera, path: /srv/frames}", "source.path is for source.kind images or video, not camera: remove it"),
+    ("{kind: video, path: a.mp4, camera_index: 1}", "source.camera_index is for source.kind camera, not video"),
+    ("{kind: video, cache_frames: 8, path: a.mp4}", "source.cache_frames is for source.kind images"),
+    ("{kind: video}", "missing key 'source.video.path'"),
+    ("{kind: webcam}", "'images', 'video', 'camera'"),
+])
+def test_a_source_key_of_another_kind_fails_at_load_naming_the_key_and_the_fix(tmp_path, source, named):
+    path = write(tmp_path, f"device_id: cam-1\nmodel: birds\nsource: {source}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert named in caught.value.message and str(path) in caught.value.message
+
+
+def test_the_environment_may_switch_the_source_kind(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEFLEET_SOURCE__KIND", "camera")
+    config = load_config(write(tmp_path, "device_id: cam-1\nmodel: birds\nsource: {kind: images, max_fps: 3}\n"))
+    assert config.source == CameraSourceConfig(max_fps=3)

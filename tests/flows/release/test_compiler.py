@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgefleet.flows.release.compile_params import CompileOff, CompileSsh
 from edgefleet.flows.release.compiler import (
     CompileError,
     CompilerNotFound,
@@ -19,11 +20,8 @@ from edgefleet.flows.release.compiler import (
     SshCompiler,
     compile_model,
     compiler_host,
-    parse_compiler_output,
-    parse_operation_table,
-    parse_size,
 )
-from edgefleet.flows.release.params import CompileParams
+from edgefleet.flows.release.compiler_output import parse_compiler_output, parse_operation_table, parse_size
 
 SAMPLES = Path(__file__).resolve().parents[4] / "shared" / "edgetpu-compiler"
 
@@ -154,14 +152,14 @@ def test_absent_compiler_ships_cpu_only_or_fails_when_required(tmp_path: Path, t
 
 
 def test_compile_off_skips() -> None:
-    outcome = compile_model(compiler_host(CompileParams(mode="off")), b"unused", "model.tflite")
+    outcome = compile_model(compiler_host(CompileOff()), b"unused", "model.tflite")
     assert outcome.skipped_reason and "off" in outcome.skipped_reason
 
 
 def test_ssh_mode_needs_a_host() -> None:
     with pytest.raises(ValueError, match="compile.host"):
-        CompileParams(mode="ssh")
-    host = compiler_host(CompileParams(mode="ssh", host="builder.invalid", user="ci", port=2222))
+        CompileSsh()
+    host = compiler_host(CompileSsh(host="builder.invalid", user="ci", port=2222))
     assert isinstance(host, SshCompiler)
     assert host.description == "edgetpu_compiler on ci@builder.invalid:2222"
 
@@ -172,8 +170,8 @@ def test_unreachable_compile_host_is_a_clear_error(tiny_int8: bytes, tmp_path: P
     port = free_port()  # nothing listens there
     (tmp_path / "key").write_text("unused\n")
     (tmp_path / "known_hosts").write_text("")
-    host = compiler_host(CompileParams(mode="ssh", host="127.0.0.1", port=port, connect_timeout_s=5,
-                                       key_file=str(tmp_path / "key"), known_hosts=str(tmp_path / "known_hosts")))
+    host = compiler_host(CompileSsh(host="127.0.0.1", port=port, connect_timeout_s=5,
+                                    key_file=str(tmp_path / "key"), known_hosts=str(tmp_path / "known_hosts")))
     with pytest.raises(CompileError, match=rf"127.0.0.1:{port}\) is unreachable"):
         compile_model(host, tiny_int8, "model.tflite")
 

@@ -39,7 +39,8 @@ def test_parameter_schema_is_a_nested_form() -> None:
     schema = parameter_schema(release_model.fn).model_dump_for_openapi()
     assert schema["required"] == ["params"]
     definitions = schema["definitions"]
-    assert {"ReleaseParams", "TrainingParams", "GateParams", "CompileParams"} <= set(definitions)
+    assert {"ReleaseParams", "TrainingParams", "GateParams", "CompileLocal", "CompileSsh", "CompileOff"} <= set(
+        definitions)
     assert "min_tpu_fraction" in definitions["GateParams"]["properties"]
 
 
@@ -53,3 +54,15 @@ def test_example_release_config_is_valid() -> None:
 
     params = load_params(REPO / "flows" / "release" / "release.example.yaml")
     assert params.model == "shapes" and params.version is None and params.channel == "canary"
+
+
+def test_compile_sections_pass_prefects_parameter_check() -> None:
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools import validate
+
+    from edgefleet.flows.release.flow import release_model
+
+    schema = parameter_schema(release_model.fn).model_dump_for_openapi()
+    for compile_section in ({"mode": "local", "compiler": "c"}, {"compiler": "c"}, {"mode": "off"},
+                            {"mode": "ssh", "host": "builder"}):
+        validate({"params": {"model": "birds", "compile": compile_section}}, schema, raise_on_error=True)

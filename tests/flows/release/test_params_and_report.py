@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from edgefleet.flows.release.compile_params import CompileLocal, CompileOff, CompileSsh
 from edgefleet.flows.release.evaluate import ClassAccuracy, Evaluation, accuracy, per_class_accuracy
 from edgefleet.flows.release.model_params import FineTuneHead, FineTuneLastBlocks, TfliteSource
 from edgefleet.flows.release.params import GateParams, ReleaseParams, load_params
@@ -52,6 +53,11 @@ def test_yaml_config_round_trip(tmp_path: Path) -> None:
         ("model: birds\ntraining: {epochs: 0}\n", "training.epochs"),
         ("model: birds\ntraining: {learning_rate: 1e-3, typo_field: 3}\n", "training.typo_field"),
         ("model: birds\ncompile: {mode: ssh}\n", "compile.host"),
+        ("model: birds\ncompile: {mode: local, host: b.example.com}\n",
+         "compile.host is for compile.mode ssh, not local: remove it, or set compile.mode: ssh"),
+        ("model: birds\ncompile: {mode: off, key_file: k}\n", "compile.key_file is for compile.mode ssh, not off"),
+        ("model: birds\ncompile: {mode: off, require: true}\n", "compile.require: true contradicts"),
+        ("model: birds\ncompile: {mode: sssh}\n", "'local', 'ssh', 'off'"),
         ("model: birds\ntraining: {keras_model: m.keras}\n", "source: {kind: keras"),
         ("model: birds\ntraining: {fine_tune: head}\n", "weights is 'none'"),
         ("model: birds\ntraining: {fine_tune: 'last_blocks(x)'}\n", "last_blocks(N)"),
@@ -89,6 +95,20 @@ def test_transfer_learning_and_brought_model_configs(tmp_path: Path) -> None:
     assert brought.source == TfliteSource(path="m.tflite", labels="l.txt")
     config.write_text("model: birds\nsource: {kind: tflite, path: m.tflite, labels: l.txt}\ndataset: {source: d}\n")
     assert load_params(config).dataset.source == "d"
+
+
+def test_compile_sections_written_before_the_union_still_read(tmp_path: Path) -> None:
+    config = tmp_path / "release.yaml"
+    config.write_text("model: birds\ncompile: {compiler: /opt/edgetpu_compiler, require: true}\n")
+    assert load_params(config).compile == CompileLocal(compiler="/opt/edgetpu_compiler", require=True)
+    config.write_text("model: birds\ncompile: {mode: off, compiler: edgetpu_compiler, require: false}\n")
+    assert load_params(config).compile == CompileOff()
+    config.write_text("model: birds\n")
+    assert load_params(config).compile == CompileLocal()
+    # Prefect reads prefect.yaml with YAML 1.1, where `mode: off` is False: still off.
+    assert ReleaseParams.model_validate({"model": "birds", "compile": {"mode": False}}).compile == CompileOff()
+    ssh = ReleaseParams.model_validate({"model": "birds", "compile": {"mode": "ssh", "host": "b", "port": 2222}})
+    assert ssh.compile == CompileSsh(host="b", port=2222)
 
 
 @pytest.mark.parametrize("name", ["release", "release.transfer", "release.tflite"])
