@@ -32,6 +32,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import FlowRunContext
 from pydantic import BaseModel, ConfigDict
 
+from edgefleet.flows.registry import open_registry_writer
 from edgefleet.flows.release import report as report_module
 from edgefleet.flows.release import tasks
 from edgefleet.flows.release.candidate import Candidate, brought_candidate, trained_candidate
@@ -213,7 +214,7 @@ def release_model(params: ReleaseParams) -> ReleaseResult:
     finally:
         shutil.rmtree(build_dir, ignore_errors=True)
 
-    registry = tasks.open_registry(plan.registry_uri)
+    registry = open_registry_writer(plan.registry_uri)
     version_uri = registry.describe(version_prefix(params.model, plan.version))
     channel_uri = None
     if params.channel:

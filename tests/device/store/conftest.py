@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.cloud import storage
 
 from edgefleet.device.bundle import SignedManifest, create_version_dir
-from edgefleet.device.registry import GcsRegistry, LocalRegistry
 from edgefleet.device.store import PUBLIC_KEY_FILE, ModelStore
+from edgefleet.flows.registry import GcsRegistryWriter, LocalRegistryWriter
 from edgefleet.kernel.contracts.manifest import Quantization, TensorSpec
 from edgefleet.kernel.signing import generate_keypair, save_private_key, save_public_key
 from edgefleet.local.emulators import GcsEmulator
@@ -119,8 +119,8 @@ def store(tmp_path: Path, keys: Keys) -> ModelStore:
 
 
 @pytest.fixture
-def local_registry(tmp_path: Path) -> LocalRegistry:
-    return LocalRegistry(tmp_path / "registry", create=True)
+def local_registry(tmp_path: Path) -> LocalRegistryWriter:
+    return LocalRegistryWriter(tmp_path / "registry", create=True)
 
 
 @pytest.fixture
@@ -149,11 +149,11 @@ def gcs_bucket(gcs_client: storage.Client, unique_name: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def gcs_registry(gcs_client: storage.Client, gcs_bucket: str) -> GcsRegistry:
-    return GcsRegistry(gcs_bucket, "registry", client=gcs_client)
+def gcs_registry(gcs_client: storage.Client, gcs_bucket: str) -> GcsRegistryWriter:
+    return GcsRegistryWriter(gcs_bucket, "registry", client=gcs_client)
 
 
 @pytest.fixture(params=["local", "gcs"])
-def registry(request: pytest.FixtureRequest) -> LocalRegistry | GcsRegistry:
+def registry(request: pytest.FixtureRequest) -> LocalRegistryWriter | GcsRegistryWriter:
     """Each registry test runs on both backends."""
     return request.getfixturevalue(f"{request.param}_registry")
