@@ -19,6 +19,7 @@ Open a writer with `open_registry_writer(uri)` (`edgefleet.flows.registry.uri`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from abc import abstractmethod
 from pathlib import Path
@@ -40,6 +41,8 @@ from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import ConflictError, RegistryError, VerificationError
 from edgefleet.kernel.signing import PublicKeyLike, decode_signature
 
+log = logging.getLogger(__name__)
+
 
 class PublishResult(NamedTuple):
     """What `publish_version` did."""
@@ -60,9 +63,8 @@ class RegistryWriter(ChannelMoves):
     Every writer is also a reader (`edgefleet.device.registry.base.RegistryReader`).
     """
 
-    # --- what each backend implements -------------------------------------------------------------
+    # --- versions ------------------------------------------------------------------------------------
 
-    @abstractmethod
     def publish_version(
         self,
         model: str,
@@ -85,6 +87,26 @@ class RegistryWriter(ChannelMoves):
                 content won).
             VerificationError: the local directory does not match its manifest / signature.
             RegistryError: the registry is unreachable or missing (the bucket; the directory).
+        """
+        local_dir = Path(local_dir)
+        signed, names = self._prepare_publish(model, version, local_dir, public_key)
+        prefix = checked_version_prefix(model, version)
+        result = PublishResult(model, version, self.describe(prefix), signed.manifest_sha256, created=True)
+        if self._existing_version(model, version, signed):
+            log.info("%s %s is already published in %s (identical)", model, version, self.uri)
+            return result._replace(created=False)
+        return self._upload_version(prefix, local_dir, signed, names, result)
+
+    # --- what each backend implements -------------------------------------------------------------
+
+    @abstractmethod
+    def _upload_version(
+        self, prefix: str, local_dir: Path, signed: SignedManifest, names: list[str], result: PublishResult
+    ) -> PublishResult:
+        """Uploads a checked version that is not published yet under `prefix`: the files `names`, then
+        `manifest.sig`, then `manifest.json` (the commit point); removes what it uploaded when it fails.
+
+        Returns `result`, with created=False when an identical concurrent publish committed first.
         """
 
     @abstractmethod

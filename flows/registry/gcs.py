@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,11 @@ import requests
 from google.api_core import exceptions as google_errors
 from google.cloud import storage
 
-from edgefleet.device.bundle import HASH_CHUNK_BYTES
+from edgefleet.device.bundle import HASH_CHUNK_BYTES, SignedManifest
 from edgefleet.device.registry.gcs import GcsRegistryReader
-from edgefleet.device.registry.keys import checked_version_prefix
 from edgefleet.flows.registry.base import PublishResult, RegistryWriter
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE, SIGNATURE_FILE
 from edgefleet.kernel.errors import ConflictError, RegistryError
-from edgefleet.kernel.signing import PublicKeyLike
 
 log = logging.getLogger(__name__)
 
@@ -61,21 +58,10 @@ class LocalChecksums:
 class GcsRegistryWriter(RegistryWriter, GcsRegistryReader):
     """A registry in `gs://bucket/prefix`, written (and read); same arguments as `GcsRegistryReader`."""
 
-    def publish_version(
-        self,
-        model: str,
-        version: str,
-        local_dir: str | os.PathLike[str],
-        *,
-        public_key: PublicKeyLike | None = None,
+    def _upload_version(
+        self, prefix: str, local_dir: Path, signed: SignedManifest, names: list[str], result: PublishResult
     ) -> PublishResult:
-        local_dir = Path(local_dir)
-        signed, names = self._prepare_publish(model, version, local_dir, public_key)
-        prefix = checked_version_prefix(model, version)
-        result = PublishResult(model, version, self.describe(prefix), signed.manifest_sha256, created=True)
-        if self._existing_version(model, version, signed):
-            log.info("%s %s is already published in %s (identical)", model, version, self.uri)
-            return result._replace(created=False)
+        model, version = result.model, result.version
         created: list[tuple[str, int]] = []
         try:
             for name in [*names, SIGNATURE_FILE]:

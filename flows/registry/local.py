@@ -18,15 +18,13 @@ import os
 import shutil
 from pathlib import Path
 
-from edgefleet.device.bundle import SIGNED_FILES, check_version_files
+from edgefleet.device.bundle import SIGNED_FILES, SignedManifest, check_version_files
 from edgefleet.device.registry.base import RegistryOptions
-from edgefleet.device.registry.keys import checked_version_prefix
 from edgefleet.device.registry.local import LocalRegistryReader, content_generation
 from edgefleet.flows.registry.base import PublishResult, RegistryWriter
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE
 from edgefleet.kernel.errors import ConflictError, RegistryError, VerificationError
 from edgefleet.kernel.fsutil import atomic_write_bytes, copy_file_synced, file_lock, fsync_dir, temp_name
-from edgefleet.kernel.signing import PublicKeyLike
 
 log = logging.getLogger(__name__)
 
@@ -49,22 +47,11 @@ class LocalRegistryWriter(RegistryWriter, LocalRegistryReader):
         if create:
             self.root.mkdir(parents=True, exist_ok=True)
 
-    def publish_version(
-        self,
-        model: str,
-        version: str,
-        local_dir: str | os.PathLike[str],
-        *,
-        public_key: PublicKeyLike | None = None,
+    def _upload_version(
+        self, prefix: str, local_dir: Path, signed: SignedManifest, names: list[str], result: PublishResult
     ) -> PublishResult:
-        self._require_root()
-        local_dir = Path(local_dir)
-        signed, names = self._prepare_publish(model, version, local_dir, public_key)
-        target = self.root / checked_version_prefix(model, version)
-        result = PublishResult(model, version, str(target), signed.manifest_sha256, created=True)
-        if self._existing_version(model, version, signed):
-            log.info("%s %s is already published in %s (identical)", model, version, self.uri)
-            return result._replace(created=False)
+        model, version = result.model, result.version
+        target = self.root / prefix
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = temp_name(target, "publishing")
         staging.mkdir()

@@ -22,17 +22,9 @@ def open_registry_writer(
     client: Any = None,
     options: RegistryOptions | None = None,
 ) -> RegistryWriter:
-    """Opens the registry at `uri` for writing (and reading).
-
-    Args:
-        uri: `gs://bucket[/prefix]`, `file:///abs/dir`, or a directory path (`~` and `$VARS` expanded).
-        create: local directories only: create the directory when missing (otherwise an error on first use).
-        client: GCS only: a `google.cloud.storage.Client` to use.
-        options: timeouts and retry counts.
-
-    Raises:
-        RegistryError: unsupported scheme or invalid bucket name.
-    """
+    """Opens the registry at `uri` for writing (and reading); the arguments and errors of
+    `edgefleet.device.registry.open_registry_reader`, and `create`: a local directory is created when missing
+    (otherwise it is an error on first use)."""
     location = parse_registry_uri(uri)
     if isinstance(location, GcsLocation):
         from edgefleet.flows.registry.gcs import GcsRegistryWriter
