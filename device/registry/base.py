@@ -22,7 +22,6 @@ Open a reader with `open_registry_reader(uri)` (`edgefleet.device.registry.uri`)
 from __future__ import annotations
 
 import json
-import logging
 import os
 import tempfile
 from abc import ABC, abstractmethod
@@ -57,8 +56,6 @@ from edgefleet.kernel.contracts.layout import (
 from edgefleet.kernel.contracts.manifest import ChannelPointer, Manifest
 from edgefleet.kernel.errors import RegistryError, VerificationError
 from edgefleet.kernel.signing import PublicKeyLike, decode_signature
-
-log = logging.getLogger(__name__)
 
 
 class RegistryOptions(BaseModel):
