@@ -122,7 +122,7 @@ SIMULATED = {
 # --- the real part ------------------------------------------------------------------------------------
 def run(rollouts: int, busy: bool, workdir: Path) -> dict:
     from edgefleet.demo import Demo, DemoSettings, _env_defaults
-    from edgefleet.device.registry import Registry
+    from edgefleet.flows.registry import open_registry_writer
     from edgefleet.flows.release.keys import public_key_path
     from edgefleet.flows.rollout.params import CanaryGate
     from edgefleet.flows.rollout.record import RecordStore
@@ -132,7 +132,7 @@ def run(rollouts: int, busy: bool, workdir: Path) -> dict:
     settings = DemoSettings(workdir=workdir)
     _env_defaults(settings)
     demo = Demo(settings)
-    registry = Registry.from_uri(str(demo.registry_dir))
+    registry = open_registry_writer(demo.registry_dir)
     good: list[dict] = []
     with busy_loops(busy) as spinning, ExitStack() as stack:
         demo.start_prefect(stack)

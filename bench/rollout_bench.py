@@ -51,10 +51,10 @@ def _build(base: Path, version: str, private_key, golden) -> Path:
 def run(devices: int, fps: float, base: Path) -> dict:
     from prefect.testing.utilities import prefect_test_harness
 
-    from edgefleet.device.registry import Registry, rollout_key
     from edgefleet.device.runtime.engine import Engine
     from edgefleet.device.runtime.golden import compute_golden
     from edgefleet.device.store import ModelStore
+    from edgefleet.flows.registry import open_registry_writer, rollout_key
     from edgefleet.flows.rollout.flow import rollout
     from edgefleet.flows.rollout.params import RolloutParams
     from edgefleet.kernel.signing import generate_keypair, save_public_key
@@ -63,7 +63,7 @@ def run(devices: int, fps: float, base: Path) -> dict:
     private_key, public_key = generate_keypair()
     with Engine.open(CORAL / MODEL_FILE) as engine:
         golden = compute_golden(engine, (1, 2))
-    registry = Registry.from_uri(base / "registry", create=True)
+    registry = open_registry_writer(base / "registry", create=True)
     for version in ("2.0.0", "3.0.0"):
         registry.publish_version(MODEL, version, _build(base, version, private_key, golden))
     first = _build(base, "1.0.0", private_key, golden)

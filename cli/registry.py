@@ -55,13 +55,9 @@ VerifyKeyOption = typer.Option(
 
 
 def _open(uri: str | None):
-    from edgefleet.device.registry import Registry
-    from edgefleet.flows.release.params import expand
+    from edgefleet.flows.registry import open_registry_writer
 
-    uri = uri or _default_registry()
-    if uri.startswith("gs://") or "://" in uri:
-        return Registry.from_uri(uri)
-    return Registry.from_uri(expand(uri))
+    return open_registry_writer(uri or _default_registry())
 
 
 def _public_key(option: Path | None) -> Path:

@@ -88,11 +88,11 @@ def show(rollout_id: str = typer.Argument(..., help="rollout id (default ids are
                                      help="gs://BUCKET or gs://BUCKET/PREFIX, or a registry directory"),
          as_json: bool = typer.Option(False, "--json")) -> None:
     """Show a rollout record: per device before/after, steps, timings, errors."""
-    from edgefleet.device.registry import Registry
+    from edgefleet.flows.registry import open_registry_writer
     from edgefleet.flows.rollout.record import RecordStore
 
     try:
-        record = RecordStore(Registry.from_uri(registry), rollout_id).load()
+        record = RecordStore(open_registry_writer(registry), rollout_id).load()
     except EdgefleetError as error:
         raise cli_error(error, "cannot read the rollout") from error
     if record is None:

@@ -1,4 +1,4 @@
-"""Signed channel pointers (schema 2): signing, verification, and the device's rule for accepting one.
+"""Signed channel pointers (schema 2) on the device: verification, and the rule for accepting one.
 
 The release key signs a pointer's version, manifest sha256, a counter that only goes up, an expiry and a
 `downgrade` flag (TUF's answer to replay and freeze attacks, cut to this size). A device remembers, per
@@ -13,7 +13,8 @@ model, the highest counter it accepted on each channel and the highest version i
 - an expired pointer: the device stays on what it runs and reports it (a frozen registry is noticed).
 
 An operator's rollback over SSH (`edgefleet-agent activate/rollback`) is not a channel move and is not
-subject to these rules. Everything here except `read_record`/`write_record` is pure.
+subject to these rules. Everything here is pure. Signing a pointer is the pipelines' act:
+`edgefleet.flows.registry.pointers`.
 """
 
 from __future__ import annotations
@@ -21,21 +22,18 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Literal, NamedTuple
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgefleet.kernel.contracts.layout import version_sort_key
-from edgefleet.kernel.contracts.manifest import CHANNEL_SCHEMA, MAX_POINTER_COUNTER, ChannelPointer
+from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import VerificationError
-from edgefleet.kernel.signing import PublicKeyLike, key_id, sign, verify
+from edgefleet.kernel.signing import PublicKeyLike, verify
 
 log = logging.getLogger(__name__)
 
-DEFAULT_VALIDITY = timedelta(days=14)
-"""How long a signed pointer stays valid; the `resign-channels` deployment renews it well before."""
 RECORD_FILE = ".channel.json"
 """Per model, under `models/<model>/` in the device store: what pull mode accepted."""
 
@@ -60,47 +58,6 @@ class Judgement(NamedTuple):
 
     verdict: Verdict
     reason: str
-
-
-def next_counter(previous: ChannelPointer | None, now: datetime) -> int:
-    """The counter of the next pointer: above the previous one, and at least the time in milliseconds, so a
-    channel deleted and re-created still counts up."""
-    floor = previous.counter if previous is not None and previous.counter is not None else 0
-    return min(max(floor + 1, int(now.timestamp() * 1000)), MAX_POINTER_COUNTER)
-
-
-def sign_pointer(
-    private_key: Ed25519PrivateKey,
-    *,
-    model: str,
-    channel: str,
-    version: str,
-    manifest_sha256: str,
-    previous: ChannelPointer | None,
-    downgrade: bool = False,
-    validity: timedelta = DEFAULT_VALIDITY,
-    updated_by: str | None = None,
-    now: datetime | None = None,
-) -> ChannelPointer:
-    """A schema 2 pointer signed with the release key, its counter above `previous`'s."""
-    now = now or datetime.now(timezone.utc)
-    unsigned = ChannelPointer.model_construct(
-        schema_=CHANNEL_SCHEMA,
-        model=model,
-        channel=channel,
-        version=version,
-        manifest_sha256=manifest_sha256,
-        updated_at=now,
-        updated_by=updated_by,
-        counter=next_counter(previous, now),
-        expires_at=now + validity,
-        downgrade=downgrade,
-        key_id=key_id(private_key.public_key()),
-        signature=None,
-    )
-    signature = base64.b64encode(sign(private_key, unsigned.signed_bytes())).decode()
-    fields = unsigned.model_dump(by_alias=True) | {"signature": signature}
-    return ChannelPointer.model_validate(fields)
 
 
 def verify_pointer(public_key: PublicKeyLike, pointer: ChannelPointer, *, source: str) -> None:

@@ -287,11 +287,10 @@ def ntp_synchronized() -> bool | None:
 def check_registry(config: AgentConfig, limits: DoctorLimits) -> Check:
     if not config.registry.uri:
         return _ok("registry", "push mode: no registry to reach (rollouts bring the versions)")
-    from edgefleet.device.registry import Registry
-    from edgefleet.device.registry.base import RegistryOptions
+    from edgefleet.device.registry import RegistryOptions, open_registry_reader
 
     try:
-        registry = Registry.from_uri(config.registry.uri, options=RegistryOptions(
+        registry = open_registry_reader(config.registry.uri, options=RegistryOptions(
             request_timeout_s=limits.connect_timeout_s, retry_deadline_s=limits.connect_timeout_s))
         state = registry.read_channel(config.model, config.registry.channel)
     except EdgefleetError as error:

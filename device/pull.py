@@ -32,7 +32,7 @@ from edgefleet.device.channel import (
     record_bytes,
     verify_pointer,
 )
-from edgefleet.device.registry.base import Registry
+from edgefleet.device.registry.base import RegistryReader
 from edgefleet.device.store import ModelStore
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE
 from edgefleet.kernel.contracts.manifest import ChannelPointer
@@ -85,7 +85,7 @@ class PullResult(NamedTuple):
 
 
 def pull_channel_once(
-    registry: Registry,
+    registry: RegistryReader,
     store: ModelStore,
     model: str,
     channel: str,
@@ -216,7 +216,7 @@ def _pointer_problem(
     pointer: ChannelPointer,
     record: ChannelRecord,
     key: PublicKeyLike,
-    registry: Registry,
+    registry: RegistryReader,
     require_signed: bool,
     now: datetime,
 ) -> tuple[Outcome, str] | None:
@@ -287,7 +287,7 @@ class ChannelPoller:
 
     def __init__(
         self,
-        registry: Registry,
+        registry: RegistryReader,
         store: ModelStore,
         model: str,
         channel: str,

@@ -274,7 +274,7 @@ class Demo:
     def rollout(self, fleet: Any, version: str, waves: list[Any], monitor_config: Path, *,
                 expect_halt: bool = False) -> Any:
         from edgefleet.cli.rollout import print_verdicts
-        from edgefleet.device.registry import Registry
+        from edgefleet.flows.registry import open_registry_writer
         from edgefleet.flows.rollout.flow import RolloutHalted, rollout
         from edgefleet.flows.rollout.params import RolloutParams
         from edgefleet.flows.rollout.record import RecordStore
@@ -302,7 +302,7 @@ class Demo:
         console.print(f"  {result.state}: {result.done} devices done, {result.failed} failed, "
                       f"{result.rolled_back} rolled back, {result.bytes_transferred / 1024:.0f} KiB sent; "
                       f"record {result.record_uri}")
-        record = RecordStore(Registry.from_uri(str(self.registry_dir)), result.rollout_id).load()
+        record = RecordStore(open_registry_writer(self.registry_dir), result.rollout_id).load()
         if record is not None and (expect_halt or record.halted):
             print_verdicts(record, console)
         rolled_back = sorted(d.device_id for d in record.devices.values() if d.state == "rolled_back") \

@@ -312,15 +312,14 @@ class SimulatedFleet:
     def publish_device_key(self, device_id: str) -> str:
         """Makes the device's key as its agent would (`edgefleet-agent device-key`) and publishes the public
         key to `key_registry`; returns the key id."""
-        from edgefleet.device.fleetkeys import register_device_key
         from edgefleet.device.identity import load_or_create_device_key
-        from edgefleet.device.registry import Registry
+        from edgefleet.flows.registry import open_registry_writer, register_device_key
         from edgefleet.kernel.signing import key_id
 
         if self.key_registry is None:
             raise EdgefleetError("this simulated fleet has no key registry", "pass key_registry= to SimulatedFleet")
         public_key = load_or_create_device_key(self.devices[device_id].root).public_key()
-        register_device_key(Registry.from_uri(self.key_registry), device_id, public_key, by="local fleet")
+        register_device_key(open_registry_writer(self.key_registry), device_id, public_key, by="local fleet")
         return key_id(public_key)
 
     def stop_agent(self, device_id: str) -> None:

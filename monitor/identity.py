@@ -67,9 +67,9 @@ class TelemetryVerifier:
         if config.registry is None:
             return None
         from edgefleet.device.fleetkeys import load_fleet_keys
-        from edgefleet.device.registry import Registry
+        from edgefleet.device.registry import open_registry_reader
 
-        registry = Registry.from_uri(config.registry)
+        registry = open_registry_reader(config.registry)
         return cls(lambda: load_fleet_keys(registry), require_signed=config.require_signed,
                    refresh_s=config.refresh_s)
 

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 DEVICE_CODE = sorted((REPO / "device").rglob("*.py")) + sorted((REPO / "kernel").rglob("*.py")) + [
     REPO / "edgefleet" / "__init__.py",
     REPO / "flows" / "release" / "bundle.py",  # the device tests build their fixture bundles with it
-]
+] + sorted((REPO / "flows" / "registry").rglob("*.py"))  # ... and publish them with the registry writer
 NEWER_NAMES = {  # module -> names added after Python 3.9
     "datetime": {"UTC"},
     "types": {"UnionType", "EllipsisType", "NoneType", "NotImplementedType"},

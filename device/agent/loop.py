@@ -272,10 +272,10 @@ class Agent:
         if not self.config.registry.uri:
             return None
         from edgefleet.device.pull import ChannelPoller
-        from edgefleet.device.registry import Registry
+        from edgefleet.device.registry import open_registry_reader
 
         poller = ChannelPoller(
-            Registry.from_uri(self.config.registry.uri), self.store, self.config.model,
+            open_registry_reader(self.config.registry.uri), self.store, self.config.model,
             self.config.registry.channel, self.config.public_key_path,
             interval_s=self.config.registry.poll_interval_s,
             on_refusal=lambda result: self.telemetry.record_event(

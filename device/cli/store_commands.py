@@ -246,12 +246,12 @@ def pull(
 ) -> None:
     """Pull once: download, verify, install and activate the version a registry channel names."""
     from edgefleet.device.pull import pull_channel_once
-    from edgefleet.device.registry import Registry
+    from edgefleet.device.registry import open_registry_reader
 
     store = _store(root, public_key)
 
     def do() -> Any:
-        registry = Registry.from_uri(registry_uri)
+        registry = open_registry_reader(registry_uri)
         return pull_channel_once(
             registry, store, model, channel, retry_refused=retry_refused, require_signed=require_signed
         )

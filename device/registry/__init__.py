@@ -1,32 +1,37 @@
-"""Model registry clients: one interface (`Registry`), a local-directory and a GCS backend.
+"""The model registry, read: what a device needs (channel pointers, manifests, version files, fleet keys).
 
-    registry = Registry.from_uri("gs://my-bucket/edgefleet")      # or "/srv/registry", "file:///srv/registry"
-    registry.publish_version("birds", "1.2.0", "build/birds/1.2.0")
-    registry.promote("birds", "1.2.0", "canary", by="release-flow")
+    registry = open_registry_reader("gs://my-bucket/edgefleet")    # or "/srv/registry", "file:///srv/registry"
     state = registry.read_channel("birds", "canary")                # (pointer, generation)
+    registry.download_version("birds", state.pointer.version, "/tmp/birds")
 
-See `edgefleet.device.registry.base` for the layout and the rules (immutable versions, manifest last,
-compare-and-swap channel pointers).
+One interface (`RegistryReader`), a local-directory and a GCS backend. Publishing versions, moving channels
+and writing records is the pipelines' job: `edgefleet.flows.registry` (a writer extends each reader), never
+loaded by the agent. See `edgefleet.device.registry.base` for the layout and the rules.
 """
 
-from edgefleet.device.registry.base import (
-    ChannelState,
-    JsonRecord,
-    PublishResult,
-    Registry,
-    RegistryOptions,
-    rollout_key,
+from edgefleet.device.registry.base import ChannelState, JsonRecord, RegistryOptions, RegistryReader
+from edgefleet.device.registry.gcs import GcsRegistryReader
+from edgefleet.device.registry.keys import rollout_key
+from edgefleet.device.registry.local import LocalRegistryReader
+from edgefleet.device.registry.uri import (
+    GcsLocation,
+    LocalLocation,
+    RegistryLocation,
+    open_registry_reader,
+    parse_registry_uri,
 )
-from edgefleet.device.registry.gcs import GcsRegistry
-from edgefleet.device.registry.local import LocalRegistry
 
 __all__ = [
     "ChannelState",
-    "GcsRegistry",
+    "GcsLocation",
+    "GcsRegistryReader",
     "JsonRecord",
-    "LocalRegistry",
-    "PublishResult",
-    "Registry",
+    "LocalLocation",
+    "LocalRegistryReader",
+    "RegistryLocation",
     "RegistryOptions",
+    "RegistryReader",
+    "open_registry_reader",
+    "parse_registry_uri",
     "rollout_key",
 ]

@@ -1,32 +1,21 @@
-"""The registry in a Google Cloud Storage bucket (or the GCS emulator via STORAGE_EMULATOR_HOST).
+"""The registry reader of a Google Cloud Storage bucket (or the GCS emulator via STORAGE_EMULATOR_HOST).
 
-Same layout and rules as the local registry (see `edgefleet.device.registry.base`). How they are kept here:
-
-- publish: every file is uploaded with `if_generation_match=0` (create only) and checked afterwards: the
-  crc32c and md5 GCS reports must equal those of the local file. `manifest.sig`, then `manifest.json` go
-  last; `manifest.json`'s create-only upload is the commit point, so of two concurrent publishes of one
-  version exactly one commits. On failure the objects this call created are deleted (each with
-  `if_generation_match` of what it wrote, so nobody else's object is touched).
-- compare-and-swap: the object generation, read together with the bytes (the download is conditioned on
-  the generation just read), and writes with `if_generation_match` (0 = must not exist). HTTP 412 becomes
-  ConflictError.
+Same layout as the local registry (see `edgefleet.device.registry.base`). Compare-and-swap here: the object
+generation, read together with the bytes (the download is conditioned on the generation just read); objects
+whose size is checked are downloaded at the generation checked. google-cloud-storage errors become edgefleet
+errors naming the action (`_errors`); the writer (`edgefleet.flows.registry.gcs`) shares them.
 
 Credentials: the default Google credentials; with `STORAGE_EMULATOR_HOST` set, anonymous ones.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import logging
-import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import google_crc32c
 import requests
 from google.api_core import exceptions as google_errors
 from google.auth import exceptions as auth_errors
@@ -34,46 +23,15 @@ from google.cloud import storage
 from google.cloud.storage.exceptions import DataCorruption
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from edgefleet.device.bundle import HASH_CHUNK_BYTES
-from edgefleet.device.registry.base import (
-    PublishResult,
-    Registry,
-    RegistryOptions,
-    _version_prefix,
-    too_large,
-)
-from edgefleet.kernel.contracts.layout import MANIFEST_FILE, SIGNATURE_FILE
+from edgefleet.device.registry.base import RegistryOptions, RegistryReader
+from edgefleet.device.registry.keys import too_large
 from edgefleet.kernel.errors import ConflictError, EdgefleetError, RegistryError
-from edgefleet.kernel.signing import PublicKeyLike
-
-log = logging.getLogger(__name__)
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
-JSON_CONTENT_TYPE = "application/json"
-BINARY_CONTENT_TYPE = "application/octet-stream"
 
 
-class LocalChecksums:
-    """crc32c and md5 of a local file, base64 encoded as GCS reports them."""
-
-    def __init__(self, path: Path) -> None:
-        crc = google_crc32c.Checksum()
-        md5 = hashlib.md5(usedforsecurity=False)
-        with open(path, "rb") as handle:
-            while chunk := handle.read(HASH_CHUNK_BYTES):
-                crc.update(chunk)
-                md5.update(chunk)
-        self.crc32c = base64.b64encode(crc.digest()).decode()
-        self.md5 = base64.b64encode(md5.digest()).decode()
-        self.size = path.stat().st_size
-
-    def matches(self, blob: storage.Blob) -> bool:
-        """True when the object GCS reports has exactly this content."""
-        return blob.crc32c == self.crc32c and blob.md5_hash == self.md5 and blob.size == self.size
-
-
-class GcsRegistry(Registry):
-    """A registry in `gs://bucket/prefix`.
+class GcsRegistryReader(RegistryReader):
+    """A registry in `gs://bucket/prefix`, read.
 
     Args:
         bucket: bucket name.
@@ -102,7 +60,7 @@ class GcsRegistry(Registry):
         self._retry = DEFAULT_RETRY.with_timeout(self.options.retry_deadline_s)
 
     def __repr__(self) -> str:
-        return f"GcsRegistry({self.uri!r})"
+        return f"{type(self).__name__}({self.uri!r})"
 
     @property
     def client(self) -> storage.Client:
@@ -124,106 +82,6 @@ class GcsRegistry(Registry):
 
     def describe(self, key: str) -> str:
         return f"gs://{self.bucket_name}/{self._object(key)}"
-
-    # --- versions ------------------------------------------------------------------------------------
-
-    def publish_version(
-        self,
-        model: str,
-        version: str,
-        local_dir: str | os.PathLike[str],
-        *,
-        public_key: PublicKeyLike | None = None,
-    ) -> PublishResult:
-        local_dir = Path(local_dir)
-        signed, names = self._prepare_publish(model, version, local_dir, public_key)
-        prefix = _version_prefix(model, version)
-        result = PublishResult(model, version, self.describe(prefix), signed.manifest_sha256, created=True)
-        if self._existing_version(model, version, signed):
-            log.info("%s %s is already published in %s (identical)", model, version, self.uri)
-            return result._replace(created=False)
-        created: list[tuple[str, int]] = []
-        try:
-            for name in [*names, SIGNATURE_FILE]:
-                generation = self._upload_new(f"{prefix}/{name}", local_dir / name)
-                if generation is not None:
-                    created.append((f"{prefix}/{name}", generation))
-            try:
-                generation = self._upload_new(
-                    f"{prefix}/{MANIFEST_FILE}", local_dir / MANIFEST_FILE, reuse_identical=False
-                )
-            except ConflictError:
-                # Another publish of this version committed first: identical content is fine.
-                if self._existing_version(model, version, signed):
-                    return result._replace(created=False)
-                raise
-            if generation is not None:
-                created.append((f"{prefix}/{MANIFEST_FILE}", generation))
-        except BaseException:
-            self._delete_created(created)
-            raise
-        log.info("published %s %s to %s (%d objects)", model, version, result.uri, len(created))
-        return result
-
-    def _upload_new(self, key: str, path: Path, *, reuse_identical: bool = True) -> int | None:
-        """Creates one object from a file and checks what GCS stored.
-
-        Returns its generation, or None when an identical object was already there (left by an interrupted
-        or concurrent publish of the same content; not ours to delete).
-
-        Raises:
-            ConflictError: a different object is already at `key`.
-            RegistryError: GCS stored something else than the file (checksum mismatch).
-        """
-        local = LocalChecksums(path)
-        blob = self._bucket().blob(self._object(key))
-        content_type = JSON_CONTENT_TYPE if path.suffix == ".json" else BINARY_CONTENT_TYPE
-        try:
-            with self._errors(f"upload of {path} to {self.describe(key)}"):
-                blob.upload_from_filename(
-                    str(path),
-                    content_type=content_type,
-                    if_generation_match=0,
-                    checksum="crc32c",
-                    timeout=self.options.request_timeout_s,
-                    retry=self._retry,
-                )
-        except ConflictError:
-            existing = self._stat(key)
-            if reuse_identical and existing is not None and local.matches(existing):
-                return None
-            raise ConflictError(
-                f"{self.describe(key)} already exists with other content (a publish of this version is "
-                "running "
-                "elsewhere, or an earlier one was interrupted)",
-                f"if no other publish is running, delete the incomplete version: gcloud storage rm -r "
-                f"{self.describe(key.rsplit('/', 1)[0])}/ , then publish again",
-            ) from None
-        if not local.matches(blob):
-            self._delete_created([(key, blob.generation)])
-            raise RegistryError(
-                f"upload of {path} to {self.describe(key)} was corrupted (GCS has crc32c {blob.crc32c}, md5 "
-                f"{blob.md5_hash}, {blob.size} bytes; the file has {local.crc32c}, {local.md5}, "
-                f"{local.size})",
-                "publish again; if it persists, check the network path to GCS",
-            )
-        return blob.generation
-
-    def _delete_created(self, created: list[tuple[str, int]]) -> None:
-        for key, generation in reversed(created):
-            try:
-                self._bucket().blob(self._object(key)).delete(
-                    if_generation_match=generation, timeout=self.options.request_timeout_s, retry=self._retry
-                )
-                log.info("removed %s after a failed publish", self.describe(key))
-            except (google_errors.NotFound, google_errors.PreconditionFailed):
-                pass  # gone already, or replaced by somebody else: not ours any more
-            except (google_errors.GoogleAPIError, requests.RequestException) as error:
-                log.error(
-                    "could not remove %s after a failed publish (%s): delete it by hand",
-                    self.describe(key),
-                    error,
-                )
 
     # --- primitives ----------------------------------------------------------------------------------
 
@@ -269,39 +127,6 @@ class GcsRegistry(Registry):
             f"{self.describe(key)} kept changing while being read",
             "find out who rewrites it so often, then try again",
         )
-
-    def _write_versioned(self, key: str, data: bytes, expected_generation: int | None) -> int:
-        blob = self._bucket().blob(self._object(key))
-        conditions: dict[str, Any] = {}
-        if expected_generation is not None:
-            conditions = {"if_generation_match": expected_generation, "retry": self._retry}
-        try:
-            with self._errors(f"writing {self.describe(key)}"):
-                blob.upload_from_string(
-                    data,
-                    content_type=JSON_CONTENT_TYPE,
-                    checksum="crc32c",
-                    timeout=self.options.request_timeout_s,
-                    **conditions,
-                )
-        except ConflictError:
-            what = (
-                "already exists (expected it not to)"
-                if expected_generation == 0
-                else f"changed since it was read (expected generation {expected_generation})"
-            )
-            raise ConflictError(
-                f"{self.describe(key)} {what}",
-                "read it again and decide whether your change still applies",
-            ) from None
-        expected_crc = base64.b64encode(google_crc32c.Checksum(data).digest()).decode()
-        if blob.crc32c != expected_crc:
-            raise RegistryError(
-                f"write of {self.describe(key)} was corrupted (crc32c {blob.crc32c}, expected "
-                f"{expected_crc})",
-                "write it again",
-            )
-        return int(blob.generation)
 
     def _read_bounded(self, key: str, max_bytes: int) -> bytes | None:
         blob = self._stat(key)

@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgefleet.device.registry import Registry
+from edgefleet.flows.registry import RegistryWriter, open_registry_writer
 from edgefleet.flows.release.keys import channel_signing_key
 from edgefleet.flows.release.params import SigningParams
 from edgefleet.kernel.contracts.manifest import ChannelPointer
@@ -64,7 +64,7 @@ def needs_resign(
 
 
 def resign_channels(
-    registry: Registry,
+    registry: RegistryWriter,
     signing_key: Ed25519PrivateKey,
     *,
     models: list[str] | None = None,
@@ -85,7 +85,7 @@ def resign_channels(
 
 
 def _resign_one(
-    registry: Registry,
+    registry: RegistryWriter,
     signing_key: Ed25519PrivateKey,
     model: str,
     channel: str,
@@ -116,7 +116,7 @@ def _resign_one(
 @task(name="resign-channels-of-registry", cache_policy=NO_CACHE)
 def resign_registry(params: ResignParams) -> list[ResignResult]:
     """The one side effect: re-sign the due pointers (the key is loaded here, never passed around)."""
-    registry = Registry.from_uri(params.registry)
+    registry = open_registry_writer(params.registry)
     key = channel_signing_key(params.signing, registry.uri)
     return resign_channels(
         registry,

@@ -41,8 +41,6 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgefleet.device.fleetkeys import register_device_key
-from edgefleet.device.registry import Registry
 from edgefleet.flows.deploy_agent.privileged import (
     SudoConnection,
     create_user_command,
@@ -60,6 +58,7 @@ from edgefleet.flows.deploy_agent.service import (
     service_commands,
     unit_path,
 )
+from edgefleet.flows.registry import open_registry_writer, register_device_key
 from edgefleet.flows.rollout.inventory import DeviceSpec, Inventory, load_inventory
 from edgefleet.flows.rollout.params import Target
 from edgefleet.flows.rollout.ssh import DeviceConnection, remote_path
@@ -225,7 +224,7 @@ def publish_device_key(params: DeployAgentParams, device: DeviceSpec, public_key
     """Records the device's own public key with the fleet (when `params.registry`); returns its key id."""
     key = public_key_from_bytes(public_key_text.encode(), source=f"device key of {device.id}")
     if params.registry is not None:
-        register_device_key(Registry.from_uri(params.registry), device.id, key, by=FLOW_NAME,
+        register_device_key(open_registry_writer(params.registry), device.id, key, by=FLOW_NAME,
                             replace=params.replace_device_keys)
     return key_id(key)
 

@@ -21,8 +21,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from edgefleet.device.bundle import SignedManifest
-from edgefleet.device.registry.base import PublishResult, Registry
 from edgefleet.device.runtime.adapters.labels import parse_labels
+from edgefleet.flows.registry import PublishResult, open_registry_writer
 from edgefleet.flows.release.bundle import build_manifest, write_signed_version
 from edgefleet.flows.release.keys import channel_signing_key, public_key_path, resolve_signing_key
 from edgefleet.flows.release.params import (
@@ -92,14 +92,6 @@ class BuiltVersion(NamedTuple):
 # --- tasks ------------------------------------------------------------------------------------------------
 
 
-def open_registry(uri: str) -> Registry:
-    """Opens the registry; the embedded default directory is created on first use, others must exist."""
-    if uri.startswith("gs://") or "://" in uri:
-        return Registry.from_uri(uri)
-    path = expand(uri)
-    return Registry.from_uri(path, create=uri == DEFAULT_REGISTRY)
-
-
 def next_version(versions: list[str]) -> str:
     """The next patch version after the highest of `versions` (pure); 1.0.0 for the first."""
     if not versions:
@@ -115,7 +107,8 @@ def plan_release(params: ReleaseParams) -> ReleasePlan:
     Raises:
         RegistryError: the registry (bucket or directory) does not exist or cannot be read.
     """
-    registry = open_registry(params.registry)
+    # the embedded default directory is created on first use, others must exist
+    registry = open_registry_writer(params.registry, create=params.registry == DEFAULT_REGISTRY)
     versions = registry.list_versions(params.model)
     version = params.version or next_version(versions)
     before = None
@@ -259,7 +252,7 @@ def publish(registry_uri: str, built: BuiltVersion) -> PublishOutcome:
     Raises:
         ConflictError: the version exists with different files.
     """
-    registry = open_registry(registry_uri)
+    registry = open_registry_writer(registry_uri)
     manifest = built.manifest
     if manifest.version in registry.list_versions(manifest.model):
         existing = registry.read_manifest(manifest.model, manifest.version)
@@ -305,7 +298,7 @@ def move_channel(
     Raises:
         ConflictError: another promotion changed the channel meanwhile (it is left as they set it).
     """
-    registry = open_registry(registry_uri)
+    registry = open_registry_writer(registry_uri)
     return registry.promote(
         model,
         version,

@@ -27,7 +27,7 @@ from prefect.flow_runs import pause_flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict
 
-from edgefleet.device.registry import Registry
+from edgefleet.flows.registry import RegistryWriter, open_registry_writer
 from edgefleet.flows.release.keys import channel_signing_key
 from edgefleet.flows.rollout.inventory import Inventory, load_inventory
 from edgefleet.flows.rollout.judgement import Judged, WaveSubject, most_common
@@ -95,7 +95,7 @@ class RolloutHalted(EdgefleetError):
         self.result = result
 
 
-def resolve_version(registry: Registry, params: RolloutParams) -> str:
+def resolve_version(registry: RegistryWriter, params: RolloutParams) -> str:
     """The version to roll out: `params.version`, else the one `params.channel` names now."""
     if params.version is not None:
         return params.version
@@ -239,7 +239,7 @@ def rollout(params: RolloutParams) -> RolloutResult:
     logger = get_run_logger()
     inventory = load_inventory(params.inventory)
     devices = inventory.select(params.target.ids, params.target.tags)
-    registry = Registry.from_uri(params.registry)
+    registry = open_registry_writer(params.registry)
     version = resolve_version(registry, params)
     channel = params.channel if params.version is not None else None
     if channel is not None:  # the channel move at the end signs: a missing or refused key fails now, not then

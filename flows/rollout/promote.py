@@ -22,7 +22,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict
 
-from edgefleet.device.registry import Registry
+from edgefleet.flows.registry import RegistryWriter, open_registry_writer
 from edgefleet.flows.release.keys import channel_signing_key
 from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.rollout.inventory import load_inventory
@@ -86,7 +86,7 @@ def promotion_blocker(params: PromotionParams, version: str, device_ids: list[st
     return None
 
 
-def promote_signed(registry: Registry, model: str, version: str, channel: str, signing: SigningParams, *,
+def promote_signed(registry: RegistryWriter, model: str, version: str, channel: str, signing: SigningParams, *,
                    by: str, downgrade: bool = False, **kwargs: Any) -> ChannelPointer:
     """`registry.promote` with a pointer signed by the release key (every channel move signs).
 
@@ -103,7 +103,7 @@ def promote_signed(registry: Registry, model: str, version: str, channel: str, s
 def promote_canary(params: PromotionParams) -> PromotionResult:
     """Promotes `from_channel` to `to_channel` when the canary devices were healthy long enough (see module doc)."""
     logger = get_run_logger()
-    registry = Registry.from_uri(params.registry)
+    registry = open_registry_writer(params.registry)
     source = registry.read_channel(params.model, params.from_channel).pointer
     target = registry.read_channel(params.model, params.to_channel).pointer
     devices = [device.id for device in load_inventory(params.inventory).select(params.canary.ids, params.canary.tags)]

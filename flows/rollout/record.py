@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgefleet.device.registry import Registry, rollout_key
+from edgefleet.flows.registry import RegistryWriter, rollout_key
 from edgefleet.flows.rollout.verdict import Sample, Verdict
 from edgefleet.kernel.errors import EdgefleetError
 
@@ -207,7 +207,7 @@ def changed_devices(record: RolloutRecord, version: str) -> list[str]:
 class RecordStore:
     """Reads and writes one rollout record in the registry, with compare-and-swap on each write."""
 
-    def __init__(self, registry: Registry, rollout_id: str) -> None:
+    def __init__(self, registry: RegistryWriter, rollout_id: str) -> None:
         self.registry = registry
         self.key = rollout_key(rollout_id)
         self._generation = 0

@@ -15,7 +15,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from edgefleet.device.bundle import verify_version_dir
-from edgefleet.device.registry import Registry
+from edgefleet.flows.registry import RegistryWriter
 from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.rollout import device as steps
 from edgefleet.flows.rollout.inventory import DeviceSpec, Inventory
@@ -71,7 +71,7 @@ class MonitorAccess:
 
 
 @task(name="prepare-version", cache_policy=NO_CACHE)
-def prepare_version(registry: Registry, model: str, version: str, work_dir: Path,
+def prepare_version(registry: RegistryWriter, model: str, version: str, work_dir: Path,
                     public_key: str | None) -> PreparedVersion:
     """Downloads the version (once: reused when already downloaded and intact) and checks it."""
     from edgefleet.device.bundle import check_version_files, read_signed_manifest
@@ -145,7 +145,7 @@ def ssh_status_reader(inventory: Inventory, model: str, version: str) -> Callabl
 
 
 @task(name="move-channel", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def move_channel_task(registry: Registry, model: str, version: str, channel: str, signing: SigningParams,
+def move_channel_task(registry: RegistryWriter, model: str, version: str, channel: str, signing: SigningParams,
                       by: str) -> None:
     """Points `channel` at `version` with a signed pointer (compare-and-swap in the registry; idempotent, so
     retried). The rollout put this version on the devices on purpose: a lower version is a signed downgrade."""

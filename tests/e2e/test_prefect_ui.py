@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from edgefleet.device.bundle import verify_version_dir
-from edgefleet.device.registry import Registry
+from edgefleet.device.registry import open_registry_reader
 from edgefleet.flows.release.keys import public_key_path
 from edgefleet.flows.release.report import artifact_key
 from edgefleet.kernel.contracts.layout import version_prefix
@@ -130,7 +130,7 @@ def test_release_run_completes_on_the_worker(ui_stack, release_run: ReleaseRun) 
     assert flow_run.infrastructure_pid
 
     # The worker's process published a signed version with the development key it created in tmp.
-    pointer = Registry.from_uri(str(release_run.registry)).read_channel(MODEL, CHANNEL).pointer
+    pointer = open_registry_reader(release_run.registry).read_channel(MODEL, CHANNEL).pointer
     public_key = public_key_path(release_run.dev_key)
     assert release_run.dev_key.is_file() and public_key.is_file()
     manifest = verify_version_dir(
@@ -148,7 +148,7 @@ def test_release_report_artifact_in_api_and_ui(
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     flow_run = release_run.flow_run
-    version = Registry.from_uri(str(release_run.registry)).read_channel(MODEL, CHANNEL).pointer.version
+    version = open_registry_reader(release_run.registry).read_channel(MODEL, CHANNEL).pointer.version
     heading = f"{MODEL} {version}: PUBLISHED"
     with _api(ui_stack), get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(

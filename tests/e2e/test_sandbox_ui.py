@@ -200,7 +200,7 @@ def _wait_for_run(sandbox: SandboxProcess, run_id: str) -> Any:
 def test_release_and_rollout_from_the_ui_reach_every_device(sandbox: SandboxProcess, browser: Any) -> None:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    from edgefleet.device.registry import Registry
+    from edgefleet.device.registry import open_registry_reader
     from edgefleet.device.store import ModelStore
 
     release_id = _submit_run_form(browser, sandbox, "release-model", "sandbox-release-form.png",
@@ -210,7 +210,7 @@ def test_release_and_rollout_from_the_ui_reach_every_device(sandbox: SandboxProc
     assert release.work_pool_name == "edgefleet-process" and release.infrastructure_pid  # ran on the worker
     assert release.parameters["params"]["source_commit"] == SOURCE_COMMIT  # what was typed into the form
     registry = sandbox.workdir / "registry"
-    version = Registry.from_uri(str(registry)).read_channel(MODEL, "canary").pointer.version
+    version = open_registry_reader(registry).read_channel(MODEL, "canary").pointer.version
     manifest = json.loads((registry / "models" / MODEL / version / "manifest.json").read_text())
     assert manifest["source_commit"] == SOURCE_COMMIT
 

@@ -26,12 +26,13 @@ import requests
 from google.cloud import pubsub_v1, storage
 
 from edgefleet.device.pull import pull_channel_once
-from edgefleet.device.registry import GcsRegistry
+from edgefleet.device.registry import GcsRegistryReader
 from edgefleet.device.store import PUBLIC_KEY_FILE, ModelStore
 from edgefleet.device.telemetry.builder import InferenceRecord, TelemetryBuilder
 from edgefleet.device.telemetry.health import read_health
 from edgefleet.device.telemetry.publisher import PubSubSink
 from edgefleet.device.telemetry.spool import SpoolEntry
+from edgefleet.flows.registry import GcsRegistryWriter
 from edgefleet.flows.release.bundle import create_version_dir
 from edgefleet.infra.__main__ import build
 from edgefleet.infra.iam_conformance import VIA_FAKE, VIA_GRPC, VIA_HTTP, ApiCall, CallRecorder, check_conformance
@@ -128,7 +129,7 @@ def _build(tmp_path: Path, keys: tuple[Any, Path], version: str) -> Any:
                         str(public_file))
 
 
-def _run_pipeline(registry: GcsRegistry, tmp_path: Path, keys: tuple[Any, Path]) -> None:
+def _run_pipeline(registry: GcsRegistryWriter, tmp_path: Path, keys: tuple[Any, Path]) -> None:
     """The release flow's registry tasks (plan, publish, move channel: their own functions, outside the
     Prefect engine), then what the rollout flow asks of the registry (channel, its record, promotion)."""
     from edgefleet.flows.release.params import ReleaseParams, SigningParams
@@ -152,7 +153,7 @@ def _run_pipeline(registry: GcsRegistry, tmp_path: Path, keys: tuple[Any, Path])
     registry.verify_version(MODEL, pointer.version, keys[1])
 
 
-def _run_device(registry: GcsRegistry, tmp_path: Path, public_file: Path) -> None:
+def _run_device(registry: GcsRegistryReader, tmp_path: Path, public_file: Path) -> None:
     """The agent's telemetry publisher and a pull-mode round, as on a device."""
     root = tmp_path / "agent-root"
     (root / PUBLIC_KEY_FILE).parent.mkdir(parents=True)
@@ -214,12 +215,12 @@ def test_every_call_of_every_identity_is_granted_and_every_grant_is_used(
     private_key, public_key = generate_keypair()
     save_private_key(private_key, tmp_path / "keys" / "release.key")
     public_file = save_public_key(public_key, tmp_path / "keys" / "release.pub")
-    registry = GcsRegistry(cloud["bucket"], client=cloud["storage"])
+    registry = GcsRegistryWriter(cloud["bucket"], client=cloud["storage"])
 
     with recorder.as_identity("pipeline"):
         _run_pipeline(registry, tmp_path, (private_key, public_file))
     with recorder.as_identity("device"):
-        _run_device(GcsRegistry(cloud["bucket"], client=storage.Client(project=PROJECT)), tmp_path, public_file)
+        _run_device(GcsRegistryReader(cloud["bucket"], client=storage.Client(project=PROJECT)), tmp_path, public_file)
     with recorder.as_identity("monitor"):
         _run_monitor(recorder, tmp_path)
 

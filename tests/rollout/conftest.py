@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgefleet.device.registry import Registry
 from edgefleet.device.runtime.engine import Engine
 from edgefleet.device.runtime.golden import compute_golden
 from edgefleet.device.store import ModelStore
+from edgefleet.flows.registry import open_registry_writer
 from edgefleet.flows.release.bundle import create_version_dir
 from edgefleet.kernel.signing import generate_keypair, save_private_key, save_public_key
 from edgefleet.local.fleet import SimulatedFleet
@@ -46,7 +46,7 @@ class Releases:
         self.private_key_path = save_private_key(self.private_key, base / "release.key")
         self.registry_dir = base / "registry"
         self.registry_dir.mkdir(parents=True, exist_ok=True)
-        self.registry = Registry.from_uri(self.registry_dir)
+        self.registry = open_registry_writer(self.registry_dir)
         with Engine.open(coral / MODEL_FILE) as engine:
             self.golden = compute_golden(engine, GOLDEN_SEEDS)
         with Engine.open(coral / OTHER_MODEL_FILE) as engine:

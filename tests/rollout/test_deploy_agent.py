@@ -66,10 +66,10 @@ def test_deploy_agent_installs_a_venv_and_runs_the_agent_under_the_process_manag
         assert "device_id: sim-1" in (device.root / "agent.yaml").read_text()
         # the device made its own key; only its public key was published with the fleet
         from edgefleet.device.fleetkeys import load_fleet_keys
-        from edgefleet.device.registry import Registry
+        from edgefleet.device.registry import open_registry_reader
         from edgefleet.kernel.signing import key_id
 
-        published = load_fleet_keys(Registry.from_uri(tmp_path / "registry"))
+        published = load_fleet_keys(open_registry_reader(tmp_path / "registry"))
         assert key_id(published["sim-1"]) == first[0].device_key_id
         assert (device.root / "keys" / "device.key").stat().st_mode & 0o077 == 0
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from edgefleet.device.registry import rollout_key
+from edgefleet.flows.registry import rollout_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer  # noqa: F401 - documents what channels hold
 
 from .conftest import MODEL

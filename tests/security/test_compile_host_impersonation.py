@@ -82,7 +82,7 @@ def test_a_compile_host_whose_key_changed_is_refused(ssh_compile_host, standin_c
 def test_a_release_through_an_impostor_compile_host_signs_nothing(
     ssh_compile_host, standin_compiler, make_params, tmp_path
 ) -> None:
-    from edgefleet.device.registry import Registry
+    from edgefleet.device.registry import open_registry_reader
     from edgefleet.flows.release.flow import release_model
 
     compile_params = ssh_compile_host(standin_compiler)
@@ -91,5 +91,5 @@ def test_a_release_through_an_impostor_compile_host_signs_nothing(
     params = make_params(model="impostor", compile={**compile_params.model_dump(), "known_hosts": str(changed)})
     with pytest.raises(CompileError):
         release_model(params)
-    assert Registry.from_uri(params.registry).list_versions("impostor") == []
+    assert open_registry_reader(params.registry).list_versions("impostor") == []
     assert not list(Path(params.work_dir).rglob("impostor/**/manifest.sig"))

@@ -11,11 +11,11 @@ from datetime import timedelta
 import pytest
 from typer.testing import CliRunner
 
-from edgefleet.device.channel import RECORD_FILE, sign_pointer
+from edgefleet.device.channel import RECORD_FILE
 from edgefleet.device.cli import app
 from edgefleet.device.pull import ChannelPoller, PullResult, pull_channel_once
-from edgefleet.device.registry import LocalRegistry, Registry
 from edgefleet.device.store import ModelStore
+from edgefleet.flows.registry import LocalRegistryWriter, RegistryWriter, sign_pointer
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import ConflictError, VerificationError
@@ -25,11 +25,11 @@ from tests.device.store.test_pull import overwrite_object
 KEY = channel_key("birds", "stable")
 
 
-def publish(registry: Registry, make_version: VersionFactory, version: str) -> None:
+def publish(registry: RegistryWriter, make_version: VersionFactory, version: str) -> None:
     registry.publish_version("birds", version, make_version("birds", version))
 
 
-def signed_release(registry: Registry, make_version: VersionFactory, keys: Keys, version: str) -> bytes:
+def signed_release(registry: RegistryWriter, make_version: VersionFactory, keys: Keys, version: str) -> bytes:
     """Publishes and promotes `version` with a signed pointer; returns the pointer's bytes (the copy an
     attacker keeps)."""
     publish(registry, make_version, version)
@@ -39,14 +39,14 @@ def signed_release(registry: Registry, make_version: VersionFactory, keys: Keys,
     return data
 
 
-def plant_unsigned_pointer(registry: Registry, version: str) -> None:
+def plant_unsigned_pointer(registry: RegistryWriter, version: str) -> None:
     """The attack: an unsigned (schema 1) pointer to an older version written over the channel."""
     sha = registry.read_manifest("birds", version).manifest_sha256
     pointer = ChannelPointer(model="birds", channel="stable", version=version, manifest_sha256=sha)
     overwrite_object(registry, KEY, pointer.to_json_bytes())
 
 
-def on_1_1_0(registry: Registry, store: ModelStore, make_version: VersionFactory, keys: Keys) -> bytes:
+def on_1_1_0(registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys) -> bytes:
     """The device followed stable to 1.0.0 then 1.1.0; returns the old 1.0.0 pointer."""
     old = signed_release(registry, make_version, keys, "1.0.0")
     assert pull_channel_once(registry, store, "birds", "stable").outcome == "activated"
@@ -56,7 +56,7 @@ def on_1_1_0(registry: Registry, store: ModelStore, make_version: VersionFactory
 
 
 def test_replayed_old_signed_pointer_is_refused(
-    registry: Registry, store: ModelStore, make_version: VersionFactory, keys: Keys
+    registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
     old = on_1_1_0(registry, store, make_version, keys)
     overwrite_object(registry, KEY, old)  # the attack: the older (validly signed) copy is put back
@@ -69,7 +69,7 @@ def test_replayed_old_signed_pointer_is_refused(
 
 
 def test_replay_through_the_agent_cli_exits_2_and_keeps_the_version(
-    local_registry: LocalRegistry, store: ModelStore, make_version: VersionFactory, keys: Keys
+    local_registry: LocalRegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
     old = on_1_1_0(local_registry, store, make_version, keys)
     overwrite_object(local_registry, KEY, old)
@@ -81,7 +81,7 @@ def test_replay_through_the_agent_cli_exits_2_and_keeps_the_version(
 
 
 def test_old_unsigned_pointer_after_a_signed_one_is_refused(
-    registry: Registry, store: ModelStore, make_version: VersionFactory, keys: Keys
+    registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
     on_1_1_0(registry, store, make_version, keys)
     plant_unsigned_pointer(registry, "1.0.0")
@@ -93,7 +93,7 @@ def test_old_unsigned_pointer_after_a_signed_one_is_refused(
 
 
 def test_unsigned_lower_version_is_refused_even_before_any_signed_pointer(
-    local_registry: LocalRegistry, store: ModelStore, make_version: VersionFactory
+    local_registry: LocalRegistryWriter, store: ModelStore, make_version: VersionFactory
 ) -> None:
     for version in ("1.0.0", "1.1.0"):
         publish(local_registry, make_version, version)
@@ -107,7 +107,7 @@ def test_unsigned_lower_version_is_refused_even_before_any_signed_pointer(
 
 
 def test_required_signatures_refuse_unsigned_pointers(
-    local_registry: LocalRegistry, store: ModelStore, make_version: VersionFactory
+    local_registry: LocalRegistryWriter, store: ModelStore, make_version: VersionFactory
 ) -> None:
     publish(local_registry, make_version, "1.0.0")
     local_registry.promote("birds", "1.0.0", "stable")
@@ -117,7 +117,7 @@ def test_required_signatures_refuse_unsigned_pointers(
 
 
 def test_forged_pointers_are_refused(
-    registry: Registry, store: ModelStore, make_version: VersionFactory, keys: Keys, other_keys: Keys
+    registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys, other_keys: Keys
 ) -> None:
     """Edited fields under the old signature, and a pointer signed with another key."""
     signed_release(registry, make_version, keys, "1.0.0")
@@ -146,7 +146,7 @@ def test_forged_pointers_are_refused(
 
 
 def test_expired_pointer_keeps_the_device_and_raises_one_event(
-    local_registry: LocalRegistry, store: ModelStore, make_version: VersionFactory, keys: Keys
+    local_registry: LocalRegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
     """A frozen registry (the attacker keeps serving the last pointer) is noticed when it expires."""
     publish(local_registry, make_version, "1.0.0")
@@ -169,7 +169,7 @@ def test_expired_pointer_keeps_the_device_and_raises_one_event(
 
 
 def test_signed_downgrade_is_followed_and_cannot_be_replayed_later(
-    registry: Registry, store: ModelStore, make_version: VersionFactory, keys: Keys
+    registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
     on_1_1_0(registry, store, make_version, keys)
     with pytest.raises(ConflictError, match="downgrade"):
@@ -187,7 +187,7 @@ def test_signed_downgrade_is_followed_and_cannot_be_replayed_later(
 
 
 def test_operator_rollback_over_ssh_stays_possible(
-    local_registry: LocalRegistry, store: ModelStore, make_version: VersionFactory, keys: Keys
+    local_registry: LocalRegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
     """`edgefleet-agent rollback` (what an operator runs over SSH) is not a channel move."""
     on_1_1_0(local_registry, store, make_version, keys)
@@ -197,7 +197,7 @@ def test_operator_rollback_over_ssh_stays_possible(
 
 
 def test_resign_renews_expiry_with_a_higher_counter_and_refuses_a_tampered_pointer(
-    local_registry: LocalRegistry, store: ModelStore, make_version: VersionFactory, keys: Keys
+    local_registry: LocalRegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
     publish(local_registry, make_version, "1.0.0")
     local_registry.promote("birds", "1.0.0", "stable")  # unsigned, from before the upgrade
@@ -214,7 +214,7 @@ def test_resign_renews_expiry_with_a_higher_counter_and_refuses_a_tampered_point
 
 
 def test_damaged_channel_record_is_not_silently_forgotten(
-    local_registry: LocalRegistry, store: ModelStore, make_version: VersionFactory, keys: Keys
+    local_registry: LocalRegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
     on_1_1_0(local_registry, store, make_version, keys)
     (store.model_dir("birds") / RECORD_FILE).write_text("{not json")

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.fleetkeys import load_fleet_keys, register_device_key
+from edgefleet.device.fleetkeys import load_fleet_keys
 from edgefleet.device.identity import load_or_create_device_key, sign_telemetry
-from edgefleet.device.registry import LocalRegistry
 from edgefleet.device.telemetry.spool import Spool
+from edgefleet.flows.registry import LocalRegistryWriter, register_device_key
 from edgefleet.kernel.contracts.telemetry import Health, InferenceSummary, ModelRef, TelemetryMessage
 from edgefleet.kernel.errors import ConflictError
 from edgefleet.kernel.signing import generate_keypair
@@ -49,7 +49,7 @@ def build(device_id: str, version: str = "1.0.0", errors: int = 0):
 class Device:
     """A simulated device: its own agent root, key and spool (the agent's code)."""
 
-    def __init__(self, root: Path, device_id: str, registry: LocalRegistry) -> None:
+    def __init__(self, root: Path, device_id: str, registry: LocalRegistryWriter) -> None:
         self.device_id = device_id
         self.root = root
         self.key = load_or_create_device_key(root)
@@ -67,8 +67,8 @@ class Device:
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> LocalRegistry:
-    return LocalRegistry(tmp_path / "registry", create=True)
+def registry(tmp_path: Path) -> LocalRegistryWriter:
+    return LocalRegistryWriter(tmp_path / "registry", create=True)
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def store(tmp_path: Path) -> Iterator[FleetStore]:
 
 
 @pytest.fixture
-def verifier(registry: LocalRegistry) -> TelemetryVerifier:
+def verifier(registry: LocalRegistryWriter) -> TelemetryVerifier:
     return TelemetryVerifier(lambda: load_fleet_keys(registry), refresh_s=0.0)
 
 
@@ -94,7 +94,7 @@ def forged(device_id: str, seq: int, version: str, attributes: dict[str, str]) -
 
 
 def test_forged_message_with_a_huge_seq_is_refused_and_counted(
-    tmp_path: Path, registry: LocalRegistry, store: FleetStore, verifier: TelemetryVerifier
+    tmp_path: Path, registry: LocalRegistryWriter, store: FleetStore, verifier: TelemetryVerifier
 ) -> None:
     cam = Device(tmp_path / "cam-1", "cam-1", registry)
     process_batch(store, cam.send(3), 1.0, verifier)
@@ -114,7 +114,7 @@ def test_forged_message_with_a_huge_seq_is_refused_and_counted(
 
 
 def test_a_stolen_device_can_speak_only_for_itself(
-    tmp_path: Path, registry: LocalRegistry, store: FleetStore, verifier: TelemetryVerifier
+    tmp_path: Path, registry: LocalRegistryWriter, store: FleetStore, verifier: TelemetryVerifier
 ) -> None:
     cam1 = Device(tmp_path / "cam-1", "cam-1", registry)
     cam2 = Device(tmp_path / "cam-2", "cam-2", registry)
@@ -129,7 +129,7 @@ def test_a_stolen_device_can_speak_only_for_itself(
 
 
 def test_unknown_devices_are_refused_and_a_signed_seq_jump_counts_as_lost(
-    tmp_path: Path, registry: LocalRegistry, store: FleetStore, verifier: TelemetryVerifier
+    tmp_path: Path, registry: LocalRegistryWriter, store: FleetStore, verifier: TelemetryVerifier
 ) -> None:
     stranger_key, _ = generate_keypair()
     body = build("intruder")(1).to_json_bytes()
@@ -147,7 +147,7 @@ def test_unknown_devices_are_refused_and_a_signed_seq_jump_counts_as_lost(
 
 
 def test_unsigned_messages_pass_only_while_signatures_are_not_required(
-    registry: LocalRegistry, store: FleetStore
+    registry: LocalRegistryWriter, store: FleetStore
 ) -> None:
     legacy = forged("old-agent", 1, "1.0.0", {})
     lenient = TelemetryVerifier(lambda: load_fleet_keys(registry), refresh_s=0.0)
@@ -156,7 +156,7 @@ def test_unsigned_messages_pass_only_while_signatures_are_not_required(
     assert process_batch(store, [forged("old-agent", 2, "1.0.0", {})], 2.0, strict)[0].status is Status.MALFORMED
 
 
-def test_a_device_key_is_not_replaced_silently(registry: LocalRegistry) -> None:
+def test_a_device_key_is_not_replaced_silently(registry: LocalRegistryWriter) -> None:
     first, _ = generate_keypair()
     second, _ = generate_keypair()
     register_device_key(registry, "cam-9", first.public_key())
@@ -167,7 +167,7 @@ def test_a_device_key_is_not_replaced_silently(registry: LocalRegistry) -> None:
 
 
 def test_corrupt_spool_restarts_seq_in_a_new_epoch_and_nothing_is_dropped_as_duplicate(
-    tmp_path: Path, registry: LocalRegistry, store: FleetStore, verifier: TelemetryVerifier
+    tmp_path: Path, registry: LocalRegistryWriter, store: FleetStore, verifier: TelemetryVerifier
 ) -> None:
     cam = Device(tmp_path / "cam-4", "cam-4", registry)
     process_batch(store, cam.send(5), 1.0, verifier)
@@ -186,7 +186,7 @@ def test_corrupt_spool_restarts_seq_in_a_new_epoch_and_nothing_is_dropped_as_dup
 
 
 def test_a_device_removed_from_the_fleet_is_refused_after_the_next_refresh(
-    tmp_path: Path, registry: LocalRegistry, store: FleetStore
+    tmp_path: Path, registry: LocalRegistryWriter, store: FleetStore
 ) -> None:
     now = [0.0]
     verifier = TelemetryVerifier(lambda: load_fleet_keys(registry), refresh_s=60.0, clock=lambda: now[0])

@@ -7,10 +7,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from edgefleet.device.fleetkeys import register_device_key
 from edgefleet.device.identity import load_or_create_device_key, sign_telemetry
-from edgefleet.device.registry import LocalRegistry
 from edgefleet.device.telemetry.spool import Spool
+from edgefleet.flows.registry import LocalRegistryWriter, register_device_key
 from edgefleet.monitor.store import open_store
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "monitor"))
@@ -18,7 +17,7 @@ from monitor_helpers import T0, RunningMonitor, telemetry, wait_until  # noqa: E
 
 
 def test_signed_telemetry_is_applied_and_a_forgery_dead_lettered(telemetry_topic, monitor_config, tmp_path):
-    registry = LocalRegistry(tmp_path / "registry", create=True)
+    registry = LocalRegistryWriter(tmp_path / "registry", create=True)
     key = load_or_create_device_key(tmp_path / "cam-1")
     register_device_key(registry, "cam-1", key.public_key())
     config = monitor_config.model_copy(update={"identity": monitor_config.identity.model_copy(

@@ -7,16 +7,16 @@ from __future__ import annotations
 import pytest
 
 from edgefleet.device.pull import pull_channel_once
-from edgefleet.device.registry import Registry
-from edgefleet.device.registry.base import MAX_MANIFEST_BYTES
+from edgefleet.device.registry.keys import MAX_MANIFEST_BYTES
 from edgefleet.device.store import ModelStore
+from edgefleet.flows.registry import RegistryWriter
 from edgefleet.kernel.errors import VerificationError
 from tests.device.store.conftest import VersionFactory
 from tests.device.store.test_pull import overwrite_object
 
 
 def test_a_model_object_larger_than_its_manifest_says_is_refused_before_download(
-    registry: Registry, store: ModelStore, make_version: VersionFactory, tmp_path
+    registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, tmp_path
 ) -> None:
     registry.publish_version("birds", "1.0.0", make_version("birds", "1.0.0"))
     registry.promote("birds", "1.0.0", "stable")
@@ -28,7 +28,7 @@ def test_a_model_object_larger_than_its_manifest_says_is_refused_before_download
     assert store.versions("birds") == []
 
 
-def test_a_huge_manifest_is_refused_unread(registry: Registry, make_version: VersionFactory) -> None:
+def test_a_huge_manifest_is_refused_unread(registry: RegistryWriter, make_version: VersionFactory) -> None:
     registry.publish_version("birds", "1.0.0", make_version("birds", "1.0.0"))
     overwrite_object(registry, "models/birds/1.0.0/manifest.json", b" " * (MAX_MANIFEST_BYTES + 1))
     with pytest.raises(VerificationError, match="refused before downloading"):

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from edgefleet.cli import app
 from edgefleet.device.channel import verify_pointer
-from edgefleet.device.registry import LocalRegistry
 from edgefleet.flows.channels.resign import ResignParams, needs_resign, resign_channels
+from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.flows.release.keys import channel_signing_key
 from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.rollout.promote import promote_signed
@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_cli_promote_signs_with_the_named_key_and_refuses_without_one(
-    local_registry: LocalRegistry, make_version: VersionFactory, keys: Keys, tmp_path: Path,
+    local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no development key there
@@ -52,7 +52,7 @@ def test_development_key_never_signs_for_a_cloud_registry_unless_allowed(tmp_pat
 
 
 def test_rollout_completion_marks_a_lower_version_as_a_deliberate_downgrade(
-    local_registry: LocalRegistry, make_version: VersionFactory, keys: Keys
+    local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys
 ) -> None:
     signing = SigningParams(key_file=str(keys.private_file))
     for version in ("1.0.0", "2.0.0"):
@@ -64,7 +64,7 @@ def test_rollout_completion_marks_a_lower_version_as_a_deliberate_downgrade(
 
 
 def test_resign_renews_only_what_is_due_and_reports_a_tampered_pointer(
-    local_registry: LocalRegistry, make_version: VersionFactory, keys: Keys
+    local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys
 ) -> None:
     local_registry.publish_version("birds", "1.0.0", make_version("birds", "1.0.0"))
     for channel in ("canary", "stable"):

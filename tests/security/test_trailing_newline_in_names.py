@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgefleet.device.registry import LocalRegistry
+from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.kernel.contracts.layout import check_name, check_version, is_version
 from edgefleet.kernel.errors import RegistryError
 
@@ -17,7 +17,7 @@ def test_a_name_with_a_newline_is_refused(name: str) -> None:
         check_name("model", name)
 
 
-def test_a_version_with_a_trailing_newline_is_refused(local_registry: LocalRegistry) -> None:
+def test_a_version_with_a_trailing_newline_is_refused(local_registry: LocalRegistryWriter) -> None:
     with pytest.raises(ValueError, match="not a semantic version"):
         check_version("1.0.0\n")
     assert not is_version("1.0.0\n")

@@ -164,9 +164,9 @@ def test_without_an_installed_model_the_agent_waits_and_says_why(releases):
 
 
 def test_pull_mode_follows_the_registry_channel_and_refuses_a_tampered_release(releases):
-    from edgefleet.device.registry import Registry
+    from edgefleet.flows.registry import open_registry_writer
 
-    registry = Registry.from_uri(str(releases.tmp / "registry"), create=True)
+    registry = open_registry_writer(releases.tmp / "registry", create=True)
     registry.publish_version(MODEL, "1.0.0", releases.build("1.0.0"))
     registry.promote(MODEL, "1.0.0", "stable")
     config = agent_config(releases)

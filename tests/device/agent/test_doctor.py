@@ -131,9 +131,7 @@ def _config(tmp_path: Path, text: str = ""):
 
 
 def test_the_registry_check_reads_the_channel(tmp_path):
-    from edgefleet.device.registry import Registry
-
-    Registry.from_uri(str(tmp_path / "registry"), create=True)
+    (tmp_path / "registry").mkdir()
     reachable = check_registry(_config(tmp_path, f"registry:\n  uri: {tmp_path / 'registry'}\n"), DoctorLimits())
     missing = check_registry(_config(tmp_path, f"registry:\n  uri: {tmp_path / 'nowhere'}\n"), DoctorLimits())
 

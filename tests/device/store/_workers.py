@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgefleet.device.registry import Registry
+from edgefleet.flows.registry import open_registry_writer
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import ConflictError
 
@@ -22,7 +22,7 @@ def set_channel_worker(
     results: Any,
 ) -> None:
     """Waits for the others, then tries one compare-and-swap; reports (version, "won" | "conflict")."""
-    registry = Registry.from_uri(registry_uri)
+    registry = open_registry_writer(registry_uri)
     pointer = ChannelPointer(
         model=model,
         channel=channel,
@@ -49,7 +49,7 @@ def promote_worker(
     results: Any,
 ) -> None:
     """Waits for the others, then promotes `version` expecting the channel at `expected_version`."""
-    registry = Registry.from_uri(registry_uri)
+    registry = open_registry_writer(registry_uri)
     barrier.wait(BARRIER_TIMEOUT_S)
     try:
         # downgrade: some competitors are lower versions than the baseline; this test is about compare-and-swap

@@ -19,8 +19,8 @@ from gcs_buckets import temporary_bucket
 from google.cloud import storage
 
 from edgefleet.device.bundle import SignedManifest
-from edgefleet.device.registry import GcsRegistry, LocalRegistry
 from edgefleet.device.store import PUBLIC_KEY_FILE, ModelStore
+from edgefleet.flows.registry import GcsRegistryWriter, LocalRegistryWriter
 from edgefleet.flows.release.bundle import create_version_dir
 from edgefleet.kernel.contracts.manifest import Quantization, TensorSpec
 from edgefleet.kernel.signing import generate_keypair, save_private_key, save_public_key
@@ -121,8 +121,8 @@ def store(tmp_path: Path, keys: Keys) -> ModelStore:
 
 
 @pytest.fixture
-def local_registry(tmp_path: Path) -> LocalRegistry:
-    return LocalRegistry(tmp_path / "registry", create=True)
+def local_registry(tmp_path: Path) -> LocalRegistryWriter:
+    return LocalRegistryWriter(tmp_path / "registry", create=True)
 
 
 @pytest.fixture
@@ -147,11 +147,11 @@ def gcs_bucket(gcs_client: storage.Client, unique_name: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def gcs_registry(gcs_client: storage.Client, gcs_bucket: str) -> GcsRegistry:
-    return GcsRegistry(gcs_bucket, "registry", client=gcs_client)
+def gcs_registry(gcs_client: storage.Client, gcs_bucket: str) -> GcsRegistryWriter:
+    return GcsRegistryWriter(gcs_bucket, "registry", client=gcs_client)
 
 
 @pytest.fixture(params=["local", "gcs"])
-def registry(request: pytest.FixtureRequest) -> LocalRegistry | GcsRegistry:
+def registry(request: pytest.FixtureRequest) -> LocalRegistryWriter | GcsRegistryWriter:
     """Each registry test runs on both backends."""
     return request.getfixturevalue(f"{request.param}_registry")

@@ -8,7 +8,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
-from edgefleet.device.channel import ChannelRecord, accepted, judge_pointer, next_counter, sign_pointer, verify_pointer
+from edgefleet.device.channel import ChannelRecord, accepted, judge_pointer, verify_pointer
+from edgefleet.flows.registry.pointers import next_counter, sign_pointer
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 
 from .conftest import Keys

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from edgefleet.device.cli import app
-from edgefleet.device.registry import LocalRegistry
 from edgefleet.device.store import ModelStore
+from edgefleet.flows.registry import LocalRegistryWriter
 
 from .conftest import Keys, VersionFactory
 
@@ -129,13 +129,13 @@ def test_root_and_key_default_to_the_environment(
     assert os.readlink(root / "models" / "birds" / "current") == "1.0.0"
 
 
-def pull_args(registry: LocalRegistry, store: ModelStore) -> tuple:
+def pull_args(registry: LocalRegistryWriter, store: ModelStore) -> tuple:
     """`edgefleet-agent pull` of birds' stable channel from a registry directory into `store`."""
     return ("pull", "--registry", registry.root, "--model", "birds", "--channel", "stable", "--root", store.root)
 
 
 def test_pull_from_a_registry_directory(
-    make_version: VersionFactory, store: ModelStore, local_registry: LocalRegistry
+    make_version: VersionFactory, store: ModelStore, local_registry: LocalRegistryWriter
 ) -> None:
     local_registry.publish_version("birds", "1.0.0", make_version("birds", "1.0.0"))
     local_registry.promote("birds", "1.0.0", "stable")
@@ -152,7 +152,7 @@ def test_pull_from_a_registry_directory(
 
 
 def test_pull_of_a_tampered_version_exits_2(
-    make_version: VersionFactory, store: ModelStore, local_registry: LocalRegistry
+    make_version: VersionFactory, store: ModelStore, local_registry: LocalRegistryWriter
 ) -> None:
     local_registry.publish_version("birds", "1.0.0", make_version("birds", "1.0.0"))
     local_registry.promote("birds", "1.0.0", "stable")

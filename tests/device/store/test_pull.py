@@ -9,8 +9,9 @@ import pytest
 from google.cloud import storage
 
 from edgefleet.device.pull import ChannelPoller, PullResult, pull_channel_once
-from edgefleet.device.registry import GcsRegistry, Registry
+from edgefleet.device.registry import GcsRegistryReader, LocalRegistryReader
 from edgefleet.device.store import ModelStore
+from edgefleet.flows.registry import GcsRegistryWriter, LocalRegistryWriter, RegistryWriter
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE
 from edgefleet.kernel.errors import RegistryError
 
@@ -20,21 +21,21 @@ from .test_store import snapshot
 EVENT_TIMEOUT_S = 30
 
 
-def overwrite_object(registry: Registry, key: str, data: bytes) -> None:
+def overwrite_object(registry: RegistryWriter, key: str, data: bytes) -> None:
     """Changes an object in the registry behind its back (an attacker, or bit rot)."""
-    if isinstance(registry, GcsRegistry):
+    if isinstance(registry, GcsRegistryReader):
         registry.client.bucket(registry.bucket_name).blob(f"{registry.prefix}/{key}").upload_from_string(data)
     else:
         (registry.root / key).write_bytes(data)
 
 
-def release(registry: Registry, make_version: VersionFactory, version: str, channel: str = "stable") -> str:
+def release(registry: RegistryWriter, make_version: VersionFactory, version: str, channel: str = "stable") -> str:
     registry.publish_version("birds", version, make_version("birds", version))
     return registry.promote("birds", version, channel).manifest_sha256
 
 
 def test_pull_installs_and_activates_what_the_channel_names(
-    registry: Registry, store: ModelStore, make_version: VersionFactory
+    registry: RegistryWriter, store: ModelStore, make_version: VersionFactory
 ) -> None:
     assert pull_channel_once(registry, store, "birds", "stable").outcome == "no_channel"
 
@@ -53,7 +54,7 @@ def test_pull_installs_and_activates_what_the_channel_names(
 
 
 def test_pull_follows_a_channel_moved_back_to_an_installed_version(
-    registry: Registry, store: ModelStore, make_version: VersionFactory, keys: Keys
+    registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
     release(registry, make_version, "1.0.0")
     pull_channel_once(registry, store, "birds", "stable")
@@ -68,7 +69,7 @@ def test_pull_follows_a_channel_moved_back_to_an_installed_version(
 
 
 def test_tampered_model_object_in_the_registry_is_refused_and_remembered(
-    registry: Registry, store: ModelStore, make_version: VersionFactory
+    registry: RegistryWriter, store: ModelStore, make_version: VersionFactory
 ) -> None:
     release(registry, make_version, "1.0.0")
     pull_channel_once(registry, store, "birds", "stable")
@@ -91,7 +92,7 @@ def test_tampered_model_object_in_the_registry_is_refused_and_remembered(
 
 
 def test_tampered_manifest_in_the_registry_is_refused(
-    registry: Registry, store: ModelStore, make_version: VersionFactory
+    registry: RegistryWriter, store: ModelStore, make_version: VersionFactory
 ) -> None:
     release(registry, make_version, "1.0.0")
     raw = registry.read_manifest("birds", "1.0.0").raw
@@ -109,7 +110,7 @@ def test_tampered_manifest_in_the_registry_is_refused(
 
 
 def test_version_signed_with_another_key_is_refused(
-    registry: Registry, store: ModelStore, make_version: VersionFactory, other_keys: Keys
+    registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, other_keys: Keys
 ) -> None:
     registry.publish_version("birds", "1.0.0", make_version("birds", "1.0.0", private_key=other_keys.private))
     registry.promote("birds", "1.0.0", "stable")
@@ -121,7 +122,7 @@ def test_version_signed_with_another_key_is_refused(
 
 
 def test_refused_version_can_be_retried_after_the_registry_is_fixed(
-    local_registry: Registry, store: ModelStore, make_version: VersionFactory
+    local_registry: RegistryWriter, store: ModelStore, make_version: VersionFactory
 ) -> None:
     source = make_version("birds", "1.0.0")
     local_registry.publish_version("birds", "1.0.0", source)
@@ -138,7 +139,7 @@ def test_refused_version_can_be_retried_after_the_registry_is_fixed(
 
 @pytest.mark.slow
 def test_pull_a_real_coral_model_from_gcs(
-    gcs_registry: GcsRegistry, store: ModelStore, keys: Keys, make_version: VersionFactory, coral_data: Path
+    gcs_registry: GcsRegistryWriter, store: ModelStore, keys: Keys, make_version: VersionFactory, coral_data: Path
 ) -> None:
     files = {
         "model_cpu.tflite": coral_data / "mobilenet_v1_0.25_128_quant.tflite",
@@ -156,7 +157,7 @@ def test_pull_a_real_coral_model_from_gcs(
 
 
 def test_poller_reports_changes_refusals_and_transient_errors(
-    registry: Registry, store: ModelStore, make_version: VersionFactory
+    registry: RegistryWriter, store: ModelStore, make_version: VersionFactory
 ) -> None:
     changes: list[PullResult] = []
     refusals: list[PullResult] = []
@@ -193,9 +194,7 @@ def test_poller_reports_changes_refusals_and_transient_errors(
 def test_poller_treats_an_unreachable_registry_as_transient_and_keeps_polling(
     tmp_path: Path, store: ModelStore, make_version: VersionFactory
 ) -> None:
-    from edgefleet.device.registry import LocalRegistry
-
-    registry = LocalRegistry(tmp_path / "not-mounted-yet")
+    registry = LocalRegistryReader(tmp_path / "not-mounted-yet")
     errors: list[tuple[BaseException, bool]] = []
     failed = threading.Event()
     changed = threading.Event()
@@ -216,7 +215,7 @@ def test_poller_treats_an_unreachable_registry_as_transient_and_keeps_polling(
         assert failed.wait(EVENT_TIMEOUT_S)
         assert isinstance(errors[0][0], RegistryError) and errors[0][1] is True
         # the registry appears (e.g. the share is mounted): the next poll succeeds
-        ready = LocalRegistry(tmp_path / "not-mounted-yet", create=True)
+        ready = LocalRegistryWriter(tmp_path / "not-mounted-yet", create=True)
         release(ready, make_version, "1.0.0")
         poller.poll_now()
         assert changed.wait(EVENT_TIMEOUT_S)
@@ -227,7 +226,7 @@ def test_poller_treats_an_unreachable_registry_as_transient_and_keeps_polling(
 
 
 def test_poller_survives_a_failing_callback(
-    local_registry: Registry, store: ModelStore, make_version: VersionFactory
+    local_registry: RegistryWriter, store: ModelStore, make_version: VersionFactory
 ) -> None:
     called = threading.Event()
 
@@ -246,7 +245,7 @@ def test_poller_survives_a_failing_callback(
 def test_gcs_poll_against_a_missing_bucket_is_transient(
     gcs_client: storage.Client, store: ModelStore, unique_name: str
 ) -> None:
-    registry = GcsRegistry(f"missing-{unique_name}", client=gcs_client)
+    registry = GcsRegistryReader(f"missing-{unique_name}", client=gcs_client)
     poller = ChannelPoller(registry, store, "birds", "stable", interval_s=3600)
     assert poller.run_once() is None
     status = poller.status()
@@ -255,7 +254,7 @@ def test_gcs_poll_against_a_missing_bucket_is_transient(
 
 
 def test_a_missing_public_key_is_a_setup_error_not_a_refused_release(
-    local_registry: Registry, store: ModelStore, make_version: VersionFactory, tmp_path
+    local_registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, tmp_path
 ) -> None:
     from edgefleet.kernel.errors import VerificationError
 

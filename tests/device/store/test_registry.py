@@ -1,4 +1,5 @@
-"""Registry clients on both backends: a local directory and the real GCS emulator (with preconditions).
+"""Registry clients (reader and writer) on both backends: a local directory and the real GCS emulator (with
+preconditions).
 
 Tests taking the `registry` fixture run once per backend.
 """
@@ -20,7 +21,21 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from edgefleet.device.bundle import read_signed_manifest, verify_version_dir
-from edgefleet.device.registry import GcsRegistry, LocalRegistry, Registry, rollout_key
+from edgefleet.device.registry import (
+    GcsLocation,
+    GcsRegistryReader,
+    LocalLocation,
+    LocalRegistryReader,
+    open_registry_reader,
+    parse_registry_uri,
+)
+from edgefleet.flows.registry import (
+    GcsRegistryWriter,
+    LocalRegistryWriter,
+    RegistryWriter,
+    open_registry_writer,
+    rollout_key,
+)
 from edgefleet.kernel.contracts.layout import SIGNATURE_FILE, channel_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import ConflictError, RegistryError, VerificationError
@@ -34,7 +49,7 @@ WORKERS = 4
 JOIN_TIMEOUT_S = 120
 
 
-def publish(registry: Registry, make_version: VersionFactory, model: str, version: str) -> str:
+def publish(registry: RegistryWriter, make_version: VersionFactory, model: str, version: str) -> str:
     """Publishes a fresh version; returns its manifest sha256."""
     return registry.publish_version(model, version, make_version(model, version)).manifest_sha256
 
@@ -43,7 +58,7 @@ def publish(registry: Registry, make_version: VersionFactory, model: str, versio
 
 
 def test_publish_list_read_download_round_trip(
-    registry: Registry, make_version: VersionFactory, keys: Keys, tmp_path: Path
+    registry: RegistryWriter, make_version: VersionFactory, keys: Keys, tmp_path: Path
 ) -> None:
     source = make_version("birds", "1.0.0")
     result = registry.publish_version("birds", "1.0.0", source, public_key=keys.public_file)
@@ -70,7 +85,7 @@ def test_publish_list_read_download_round_trip(
 
 
 def test_publishing_identical_content_again_is_a_no_op(
-    registry: Registry, make_version: VersionFactory, tmp_path: Path
+    registry: RegistryWriter, make_version: VersionFactory, tmp_path: Path
 ) -> None:
     source = make_version("birds", "1.0.0")
     first = registry.publish_version("birds", "1.0.0", source)
@@ -80,7 +95,7 @@ def test_publishing_identical_content_again_is_a_no_op(
 
 
 def test_publishing_different_content_under_an_existing_version_is_refused(
-    registry: Registry, make_version: VersionFactory, tmp_path: Path
+    registry: RegistryWriter, make_version: VersionFactory, tmp_path: Path
 ) -> None:
     original = make_version("birds", "1.0.0")
     registry.publish_version("birds", "1.0.0", original)
@@ -96,7 +111,7 @@ def test_publishing_different_content_under_an_existing_version_is_refused(
 
 
 def test_a_tampered_local_directory_is_not_published(
-    registry: Registry, make_version: VersionFactory, keys: Keys
+    registry: RegistryWriter, make_version: VersionFactory, keys: Keys
 ) -> None:
     source = make_version("birds", "1.0.0")
     (source / "model_cpu.tflite").write_bytes(b"changed after signing")
@@ -106,7 +121,7 @@ def test_a_tampered_local_directory_is_not_published(
 
 
 def test_publish_checks_the_signature_when_given_a_key(
-    registry: Registry, make_version: VersionFactory, other_keys: Keys
+    registry: RegistryWriter, make_version: VersionFactory, other_keys: Keys
 ) -> None:
     with pytest.raises(VerificationError, match=str(other_keys.public_file)):
         registry.publish_version(
@@ -115,7 +130,7 @@ def test_publish_checks_the_signature_when_given_a_key(
     assert registry.list_versions("birds") == []
 
 
-def test_reading_a_version_that_is_not_published(registry: Registry, make_version: VersionFactory) -> None:
+def test_reading_a_version_that_is_not_published(registry: RegistryWriter, make_version: VersionFactory) -> None:
     publish(registry, make_version, "birds", "1.0.0")
     with pytest.raises(RegistryError, match="version 2.0.0 of model birds is not published") as caught:
         registry.read_manifest("birds", "2.0.0")
@@ -125,7 +140,7 @@ def test_reading_a_version_that_is_not_published(registry: Registry, make_versio
 # --- channels ---------------------------------------------------------------------------------------
 
 
-def test_channel_compare_and_swap(registry: Registry, make_version: VersionFactory) -> None:
+def test_channel_compare_and_swap(registry: RegistryWriter, make_version: VersionFactory) -> None:
     sha1 = publish(registry, make_version, "birds", "1.0.0")
     sha2 = publish(registry, make_version, "birds", "2.0.0")
     assert registry.read_channel("birds", "stable") == (None, 0)
@@ -149,7 +164,7 @@ def test_channel_compare_and_swap(registry: Registry, make_version: VersionFacto
 
 
 def test_promote_names_the_version_and_its_manifest(
-    registry: Registry, make_version: VersionFactory, keys: Keys
+    registry: RegistryWriter, make_version: VersionFactory, keys: Keys
 ) -> None:
     sha = publish(registry, make_version, "birds", "1.0.0")
     pointer = registry.promote("birds", "1.0.0", "canary", by="alice", public_key=keys.public_file)
@@ -159,7 +174,7 @@ def test_promote_names_the_version_and_its_manifest(
     assert registry.promote("birds", "1.0.0", "canary", by="bob") == pointer
 
 
-def test_promote_refuses_an_unpublished_version(registry: Registry, make_version: VersionFactory) -> None:
+def test_promote_refuses_an_unpublished_version(registry: RegistryWriter, make_version: VersionFactory) -> None:
     publish(registry, make_version, "birds", "1.0.0")
     with pytest.raises(RegistryError, match="2.0.0 of model birds is not published"):
         registry.promote("birds", "2.0.0", "stable")
@@ -167,7 +182,7 @@ def test_promote_refuses_an_unpublished_version(registry: Registry, make_version
 
 
 def test_promote_refuses_when_the_channel_is_not_where_the_caller_expects(
-    registry: Registry, make_version: VersionFactory
+    registry: RegistryWriter, make_version: VersionFactory
 ) -> None:
     for version in ("1.0.0", "2.0.0", "3.0.0"):
         publish(registry, make_version, "birds", version)
@@ -178,7 +193,7 @@ def test_promote_refuses_when_the_channel_is_not_where_the_caller_expects(
 
 
 def test_promote_with_a_wrong_key_does_not_move_the_channel(
-    registry: Registry, make_version: VersionFactory, other_keys: Keys
+    registry: RegistryWriter, make_version: VersionFactory, other_keys: Keys
 ) -> None:
     publish(registry, make_version, "birds", "1.0.0")
     with pytest.raises(VerificationError):
@@ -187,7 +202,7 @@ def test_promote_with_a_wrong_key_does_not_move_the_channel(
 
 
 def test_concurrent_promotions_with_threads_exactly_one_wins(
-    registry: Registry, make_version: VersionFactory
+    registry: RegistryWriter, make_version: VersionFactory
 ) -> None:
     versions = [f"2.{index}.0" for index in range(WORKERS)]
     shas = {version: publish(registry, make_version, "birds", version) for version in ["1.0.0", *versions]}
@@ -222,7 +237,7 @@ def test_concurrent_promotions_with_threads_exactly_one_wins(
 
 
 def test_concurrent_promote_calls_from_the_same_baseline_exactly_one_wins(
-    registry: Registry, make_version: VersionFactory
+    registry: RegistryWriter, make_version: VersionFactory
 ) -> None:
     versions = [f"2.{index}.0" for index in range(WORKERS)]
     for version in ["1.0.0", *versions]:
@@ -281,7 +296,7 @@ def run_competing_processes(
 
 
 def test_concurrent_promotions_in_separate_processes_on_the_local_registry(
-    local_registry: LocalRegistry, make_version: VersionFactory, monkeypatch: pytest.MonkeyPatch
+    local_registry: LocalRegistryWriter, make_version: VersionFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     versions = [f"2.{index}.0" for index in range(WORKERS)]
     shas = {
@@ -318,7 +333,7 @@ def test_concurrent_promotions_in_separate_processes_on_the_local_registry(
 # --- JSON records -----------------------------------------------------------------------------------
 
 
-def test_json_records_with_compare_and_swap(registry: Registry) -> None:
+def test_json_records_with_compare_and_swap(registry: RegistryWriter) -> None:
     key = rollout_key("r-20240101-1")
     assert key == "rollouts/r-20240101-1.json"
     assert registry.get_json(key) is None
@@ -338,7 +353,7 @@ def test_json_records_with_compare_and_swap(registry: Registry) -> None:
     "bad_key",
     ["", "/abs.json", "rollouts/../x.json", "models/birds/channels/x.json", "rollouts/with space.json"],
 )
-def test_json_record_keys_are_checked(registry: Registry, bad_key: str) -> None:
+def test_json_record_keys_are_checked(registry: RegistryWriter, bad_key: str) -> None:
     with pytest.raises(RegistryError):
         registry.put_json(bad_key, {})
 
@@ -346,24 +361,57 @@ def test_json_record_keys_are_checked(registry: Registry, bad_key: str) -> None:
 # --- backend specifics ------------------------------------------------------------------------------
 
 
-def test_from_uri_picks_the_backend(tmp_path: Path) -> None:
-    assert isinstance(Registry.from_uri(tmp_path), LocalRegistry)
-    assert Registry.from_uri(f"file://{tmp_path}").root == tmp_path
-    gcs = Registry.from_uri("gs://edgefleet-models/prod/registry")
-    assert isinstance(gcs, GcsRegistry)
+def test_a_registry_uri_is_parsed_in_one_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REGISTRY_HOME", str(tmp_path))
+    assert parse_registry_uri(tmp_path) == LocalLocation(path=tmp_path)
+    assert parse_registry_uri(f"file://{tmp_path}") == LocalLocation(path=tmp_path)
+    assert parse_registry_uri("$REGISTRY_HOME/registry") == LocalLocation(path=tmp_path / "registry")
+    assert parse_registry_uri("~/registry").path == Path.home() / "registry"
+    assert parse_registry_uri("gs://edgefleet-models/prod/registry/") == GcsLocation(
+        bucket="edgefleet-models", prefix="prod/registry"
+    )
+    assert parse_registry_uri("gs://edgefleet-models") == GcsLocation(bucket="edgefleet-models")
+    with pytest.raises(RegistryError, match="unsupported scheme"):
+        parse_registry_uri("s3://bucket")
+
+
+@pytest.mark.parametrize(
+    ("opener", "local_type", "gcs_type"),
+    [
+        (open_registry_reader, LocalRegistryReader, GcsRegistryReader),
+        (open_registry_writer, LocalRegistryWriter, GcsRegistryWriter),
+    ],
+)
+def test_the_openers_pick_the_backend(opener, local_type, gcs_type, tmp_path: Path) -> None:
+    assert type(opener(tmp_path)) is local_type
+    assert opener(f"file://{tmp_path}").root == tmp_path
+    gcs = opener("gs://edgefleet-models/prod/registry")
+    assert type(gcs) is gcs_type
     assert (gcs.bucket_name, gcs.prefix, gcs.uri) == (
         "edgefleet-models",
         "prod/registry",
         "gs://edgefleet-models/prod/registry",
     )
     with pytest.raises(RegistryError, match="unsupported scheme"):
-        Registry.from_uri("s3://bucket")
+        opener("s3://bucket")
     with pytest.raises(RegistryError, match="not a valid GCS bucket name"):
-        Registry.from_uri("gs://Bad_Bucket!")
+        opener("gs://Bad_Bucket!")
+
+
+def test_a_reader_cannot_write(tmp_path: Path) -> None:
+    reader = open_registry_reader(tmp_path)
+    for name in ("publish_version", "promote", "set_channel", "resign_channel", "put_json"):
+        assert not hasattr(reader, name)
+
+
+def test_only_the_writer_creates_the_registry_directory(tmp_path: Path) -> None:
+    with pytest.raises(RegistryError, match="does not exist"):
+        open_registry_reader(tmp_path / "new").list_models()
+    assert open_registry_writer(tmp_path / "new", create=True).list_models() == []
 
 
 def test_missing_local_registry_directory_is_named(tmp_path: Path) -> None:
-    registry = LocalRegistry(tmp_path / "no-such-registry")
+    registry = LocalRegistryReader(tmp_path / "no-such-registry")
     with pytest.raises(RegistryError, match="no-such-registry does not exist") as caught:
         registry.list_models()
     assert "mkdir -p" in caught.value.fix
@@ -372,7 +420,7 @@ def test_missing_local_registry_directory_is_named(tmp_path: Path) -> None:
 def test_missing_bucket_is_named_with_how_to_create_it(
     gcs_client: storage.Client, unique_name: str, make_version: VersionFactory
 ) -> None:
-    registry = GcsRegistry(f"no-such-bucket-{unique_name}", client=gcs_client)
+    registry = GcsRegistryWriter(f"no-such-bucket-{unique_name}", client=gcs_client)
     for action in (
         registry.list_models,
         lambda: registry.read_channel("birds", "stable"),
@@ -386,7 +434,7 @@ def test_missing_bucket_is_named_with_how_to_create_it(
 
 
 def test_failed_publish_removes_what_it_uploaded(
-    gcs_registry: GcsRegistry, gcs_client: storage.Client, make_version: VersionFactory
+    gcs_registry: GcsRegistryWriter, gcs_client: storage.Client, make_version: VersionFactory
 ) -> None:
     """An earlier interrupted publish left a different manifest.sig: this publish uploads the model files,
     fails at the signature, and must remove its own uploads (and leave the other object alone)."""
@@ -404,7 +452,7 @@ def test_failed_publish_removes_what_it_uploaded(
 
 
 def test_uploaded_objects_carry_checksums_equal_to_the_local_files(
-    gcs_registry: GcsRegistry, gcs_client: storage.Client, make_version: VersionFactory
+    gcs_registry: GcsRegistryWriter, gcs_client: storage.Client, make_version: VersionFactory
 ) -> None:
     source = make_version("birds", "1.0.0")
     gcs_registry.publish_version("birds", "1.0.0", source)
@@ -416,7 +464,7 @@ def test_uploaded_objects_carry_checksums_equal_to_the_local_files(
 
 
 def test_a_concurrent_identical_publish_of_the_manifest_is_accepted(
-    gcs_registry: GcsRegistry, make_version: VersionFactory
+    gcs_registry: GcsRegistryWriter, make_version: VersionFactory
 ) -> None:
     source = make_version("birds", "1.0.0")
     outcomes: queue.Queue[object] = queue.Queue()

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgefleet.device.registry import Registry
+from edgefleet.device.registry import open_registry_reader
 from edgefleet.flows.release.brought import Operation, float_operations
 from edgefleet.flows.release.dataset import DatasetError
 from edgefleet.flows.release.flow import release_model
@@ -61,7 +61,7 @@ def test_brought_classifier_is_evaluated_compiled_signed_and_published(
     gates = {gate.name: gate for gate in result.gates}
     assert gates["min_int8_accuracy"].checked and not gates["max_accuracy_drop_points"].checked
     download = tmp_path / "download"
-    manifest = Registry.from_uri(params.registry).download_version("imagenet-v2", result.version, download)
+    manifest = open_registry_reader(params.registry).download_version("imagenet-v2", result.version, download)
     verify_version_dir(download, signing_keys[1])
     assert manifest.origin.kind == "brought" and manifest.origin.dataset == str(folders)
     assert (download / CPU_MODEL_FILE).read_bytes() == coral_models.v2_224.read_bytes()
@@ -88,7 +88,7 @@ def test_brought_without_dataset_ships_its_edgetpu_twin_and_says_it_was_not_eval
     result = release_model(params)
     assert result.published and result.variants == ("cpu", "edgetpu") and result.compiler is None
     assert all(not gate.checked for gate in result.gates)
-    registry = Registry.from_uri(params.registry)
+    registry = open_registry_reader(params.registry)
     manifest = registry.read_manifest("imagenet-v1", result.version).manifest
     assert manifest.origin.kind == "brought" and manifest.origin.dataset is None
     assert "no dataset" in manifest.origin.note and manifest.metrics.int8_accuracy is None
@@ -113,7 +113,7 @@ def test_brought_detector_is_released_and_runs_on_the_device_side(
     assert result.task == "detection" and result.variants == ("cpu", "edgetpu")
     assert {op.operator for op in result.compiler.cpu_operations} == {"CUSTOM", "DEQUANTIZE"}
     download = tmp_path / "download"
-    manifest = Registry.from_uri(params.registry).download_version("colour-ssd", result.version, download)
+    manifest = open_registry_reader(params.registry).download_version("colour-ssd", result.version, download)
     assert manifest.task == "detection" and len(manifest.golden) == len(params.golden_seeds)
     with open_for_manifest(download, manifest, device="cpu", score_threshold=0.5) as engine:
         assert check_golden(engine, manifest).passed
@@ -134,7 +134,7 @@ def test_detector_with_an_image_folder_dataset_is_refused(
     with pytest.raises(ConfigError, match="detector: an image-folder dataset has no boxes") as caught:
         release_model(params)
     assert "without a dataset" in caught.value.fix
-    assert Registry.from_uri(params.registry).list_models() == []
+    assert open_registry_reader(params.registry).list_models() == []
 
 
 def test_float_model_is_refused_naming_its_float_operations(
@@ -149,7 +149,7 @@ def test_float_model_is_refused_naming_its_float_operations(
         release_model(params)
     assert "CONV_2D #0 (float32, float32, float32 -> float32)" in caught.value.message
     assert "TFLITE_BUILTINS_INT8" in caught.value.fix
-    assert Registry.from_uri(params.registry).list_models() == []
+    assert open_registry_reader(params.registry).list_models() == []
 
 
 @pytest.mark.parametrize("problem", ["labels", "twin", "compiled-as-cpu", "unknown-class"])
@@ -178,7 +178,7 @@ def test_brought_model_problems_are_named(
     params = make_params(model="problem", source={"kind": "tflite", **source}, dataset=dataset)
     with pytest.raises(expected[0], match=expected[1]):
         release_model(params)
-    assert Registry.from_uri(params.registry).list_models() == []
+    assert open_registry_reader(params.registry).list_models() == []
 
 
 def _op(name: str, ins: tuple[str, ...], outs: tuple[str, ...], consumers: tuple[str, ...] = ()) -> Operation:

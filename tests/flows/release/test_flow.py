@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgefleet.device.bundle import verify_version_dir
-from edgefleet.device.registry import Registry
+from edgefleet.device.registry import RegistryReader, open_registry_reader
 from edgefleet.flows.release.compiler import CompileError
 from edgefleet.flows.release.dataset import DatasetError, decode_image
 from edgefleet.flows.release.demo_dataset import generate_demo_dataset
@@ -33,8 +33,8 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 MakeParams = Callable[..., Any]
 
 
-def _registry(params) -> Registry:
-    return Registry.from_uri(params.registry)
+def _registry(params) -> RegistryReader:
+    return open_registry_reader(params.registry)
 
 
 def _artifact(key: str) -> str:
@@ -147,7 +147,7 @@ def test_release_into_gcs_emulator_registry(
     params = make_params(registry=f"gs://{gcs_bucket}/edgefleet")
     result = release_model(params)
     assert result.version_uri == f"gs://{gcs_bucket}/edgefleet/models/shapes/1.0.0"
-    registry = Registry.from_uri(params.registry)
+    registry = open_registry_reader(params.registry)
     manifest = registry.verify_version("shapes", "1.0.0", signing_keys[1])
     assert manifest.variants == {"cpu": "model_cpu.tflite", "edgetpu": "model_edgetpu.tflite"}
     assert registry.read_channel("shapes", "canary").pointer.version == "1.0.0"
@@ -365,7 +365,7 @@ def test_concurrent_promotions_one_wins(
         thread.join(timeout=60)
     winners = [v for v, outcome in outcomes.items() if not isinstance(outcome, ConflictError)]
     assert len(winners) == 1 and len(outcomes) == 2
-    assert Registry.from_uri(params.registry).read_channel("contended", "prod").pointer.version == winners[0]
+    assert open_registry_reader(params.registry).read_channel("contended", "prod").pointer.version == winners[0]
 
 
 def test_cli_release_and_registry_commands(

@@ -1,0 +1,58 @@
+"""Signing channel pointers (schema 2): the release key's act, done by the pipelines.
+
+The device verifies and judges what is signed here (`edgefleet.device.channel`).
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime, timedelta, timezone
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edgefleet.kernel.contracts.manifest import CHANNEL_SCHEMA, MAX_POINTER_COUNTER, ChannelPointer
+from edgefleet.kernel.signing import key_id, sign
+
+DEFAULT_VALIDITY = timedelta(days=14)
+"""How long a signed pointer stays valid; the `resign-channels` deployment renews it well before."""
+
+
+def next_counter(previous: ChannelPointer | None, now: datetime) -> int:
+    """The counter of the next pointer: above the previous one, and at least the time in milliseconds, so a
+    channel deleted and re-created still counts up."""
+    floor = previous.counter if previous is not None and previous.counter is not None else 0
+    return min(max(floor + 1, int(now.timestamp() * 1000)), MAX_POINTER_COUNTER)
+
+
+def sign_pointer(
+    private_key: Ed25519PrivateKey,
+    *,
+    model: str,
+    channel: str,
+    version: str,
+    manifest_sha256: str,
+    previous: ChannelPointer | None,
+    downgrade: bool = False,
+    validity: timedelta = DEFAULT_VALIDITY,
+    updated_by: str | None = None,
+    now: datetime | None = None,
+) -> ChannelPointer:
+    """A schema 2 pointer signed with the release key, its counter above `previous`'s."""
+    now = now or datetime.now(timezone.utc)
+    unsigned = ChannelPointer.model_construct(
+        schema_=CHANNEL_SCHEMA,
+        model=model,
+        channel=channel,
+        version=version,
+        manifest_sha256=manifest_sha256,
+        updated_at=now,
+        updated_by=updated_by,
+        counter=next_counter(previous, now),
+        expires_at=now + validity,
+        downgrade=downgrade,
+        key_id=key_id(private_key.public_key()),
+        signature=None,
+    )
+    signature = base64.b64encode(sign(private_key, unsigned.signed_bytes())).decode()
+    fields = unsigned.model_dump(by_alias=True) | {"signature": signature}
+    return ChannelPointer.model_validate(fields)
