@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgefleet.device.registry.base import PublishResult
+from edgefleet.flows.registry import PublishResult
 from edgefleet.flows.release.candidate import Candidate
 from edgefleet.flows.release.compiler import CompileOutcome
 from edgefleet.flows.release.decisions import (
