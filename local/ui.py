@@ -156,7 +156,8 @@ class LocalPrefectUi:
                                settings.server_ready_timeout_s, settings.poll_interval_s,
                                waiting_for=f"{health} answering 200", fix=f"is port {self.port} free?")
 
-    def _client(self):
+    def client(self):
+        """A synchronous Prefect client of this server (use it as a context manager)."""
         from prefect.client.orchestration import SyncPrefectClient
 
         return SyncPrefectClient(self.api_url)
@@ -166,7 +167,7 @@ class LocalPrefectUi:
         from prefect.exceptions import ObjectNotFound
         from prefect.workers.process import ProcessWorker
 
-        with self._client() as client:
+        with self.client() as client:
             try:
                 pool = client.read_work_pool(name)
             except ObjectNotFound:
@@ -203,7 +204,7 @@ class LocalPrefectUi:
                 f"{error_summary(deploy.log_path.read_text(errors='replace'))}",
                 f"fix the deployment it names in {settings.prefect_yaml} (full log: {deploy.log_path})",
             )
-        with self._client() as client:
+        with self.client() as client:
             flows = {flow.id: flow.name for flow in client.read_flows()}
             self.deployments = tuple(
                 sorted(
@@ -246,7 +247,7 @@ class LocalPrefectUi:
 
     def _wait_for_worker(self, pool: str) -> None:
         settings = self.settings
-        with self._client() as client:
+        with self.client() as client:
             self.workers[pool].wait_ready(lambda: self._worker_heartbeat_since_start(client, pool),
                                           settings.worker_ready_timeout_s, settings.poll_interval_s,
                                           waiting_for="its first heartbeat")
