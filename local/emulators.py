@@ -61,6 +61,11 @@ class _LoopbackService:
 
     port: int = 0
 
+    @property
+    def host(self) -> str:
+        """host:port, as PUBSUB_EMULATOR_HOST takes it."""
+        return f"{LOOPBACK}:{self.port}"
+
     def _claim_port(self) -> None:
         if not self.port:
             self.port = free_port(LOOPBACK)
@@ -89,10 +94,6 @@ class PubSubEmulator(_LoopbackService):
     project: str = "edgefleet-local"
     log_path: Path | None = None
     process: ManagedProcess | None = field(default=None, init=False, repr=False)
-
-    @property
-    def host(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
 
     def start(self) -> PubSubEmulator:
         self._claim_port()
@@ -133,7 +134,7 @@ class GcsEmulator(_LoopbackService):
 
     @property
     def endpoint(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+        return f"http://{self.host}"
 
     def start(self) -> GcsEmulator:
         from gcp_storage_emulator.server import create_server
