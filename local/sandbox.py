@@ -235,10 +235,7 @@ class Sandbox:
         if self.emulator is not None and self.emulator.process is not None:
             groups["pubsub-emulator"] = self.emulator.process.pid
         if self.ui is not None:
-            if self.ui.server is not None:
-                groups["prefect-server"] = self.ui.server.pid
-            for pool, worker in self.ui.workers.items():
-                groups[f"worker-{pool}"] = worker.pid
+            groups |= {name: process.pid for name, process in self.ui.processes.items()}
         agent_pid_files = []
         if self.fleet is not None:
             for device in self.fleet.devices.values():

@@ -126,8 +126,14 @@ class LocalPrefectUi:
         """Raises UiError (with the log's tail) when the server or a worker has exited since start."""
         if self.server is None:
             raise UiError("the Prefect server never started", f"see {self.settings.log_dir / 'server.log'}")
-        for process in (self.server, *self.workers.values()):
+        for process in self.processes.values():
             process.check_alive()
+
+    @property
+    def processes(self) -> dict[str, ManagedProcess]:
+        """The processes running now, by a stable name: `prefect-server`, `worker-<pool>`."""
+        server = {"prefect-server": self.server} if self.server is not None else {}
+        return server | {f"worker-{pool}": worker for pool, worker in self.workers.items()}
 
     def __enter__(self) -> LocalPrefectUi:
         return self.start()
