@@ -12,6 +12,9 @@ Nothing here reaches the network: analytics are off, the server listens on loopb
 pull step only changes directory into this checkout (no git clone). Prefect's state (SQLite database,
 profiles, UI build) lives under `<project>/.edgefleet/prefect` unless another `prefect_home` is given, so
 the user's `~/.prefect` is left alone.
+
+What the stack is (settings, the pools prefect.yaml names, the processes' environment and command lines) is
+`edgefleet.local.ui_settings`; each process is a `edgefleet.local.processes.ManagedProcess`.
 """
 
 from __future__ import annotations
