@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from edgefleet.kernel.metrics import MONITORED_RESOURCE_TYPE, MetricDefinition
-from edgefleet.monitor import metrics as fleet_metrics
+from edgefleet.kernel import metrics as fleet_metrics
 
 # Built-in Pub/Sub metrics (https://cloud.google.com/monitoring/api/metrics_gcp_p_z#gcp-pubsub).
 PUBSUB_UNDELIVERED_MESSAGES = "pubsub.googleapis.com/subscription/num_undelivered_messages"
