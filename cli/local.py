@@ -42,6 +42,18 @@ def _settings(
     return TwinSettings(**values)
 
 
+def _on_emulators(action, *options: object):
+    """(the settings the options give, what `action(clients, settings)` returns); an EdgefleetError is shown
+    as the CLI shows errors."""
+    from edgefleet.local.twin import emulator_clients
+
+    try:
+        settings = _settings(*options)
+        return settings, action(emulator_clients(settings.project), settings)
+    except EdgefleetError as error:
+        raise cli_error(error) from error
+
+
 @app.command()
 def up(
     project: ProjectOption = None,
@@ -55,13 +67,9 @@ def up(
     ] = None,
 ) -> None:
     """Create the telemetry topics, schema, subscriptions and the registry on the emulators (idempotent)."""
-    from edgefleet.local.twin import emulator_clients, twin_up
+    from edgefleet.local.twin import twin_up
 
-    try:
-        settings = _settings(project, bucket, registry_dir, schema)
-        state = twin_up(emulator_clients(settings.project), settings)
-    except EdgefleetError as error:
-        raise cli_error(error) from error
+    settings, state = _on_emulators(twin_up, project, bucket, registry_dir, schema)
     typer.echo(f"project                  {state.project}")
     typer.echo(f"telemetry topic          {state.topic}")
     typer.echo(f"  schema                 {state.schema or '(none: the topic does not validate messages)'}")
@@ -79,13 +87,9 @@ def down(
     project: ProjectOption = None, bucket: BucketOption = None, registry_dir: RegistryDirOption = None
 ) -> None:
     """Remove what `edgefleet local up` created (a non-empty registry directory is kept)."""
-    from edgefleet.local.twin import emulator_clients, twin_down
+    from edgefleet.local.twin import twin_down
 
-    try:
-        settings = _settings(project, bucket, registry_dir, None)
-        removed = twin_down(emulator_clients(settings.project), settings)
-    except EdgefleetError as error:
-        raise cli_error(error) from error
+    _, removed = _on_emulators(twin_down, project, bucket, registry_dir, None)
     for name in removed:
         typer.echo(f"removed {name}")
     if not removed:

@@ -6,10 +6,8 @@ Also runnable as `python -m edgefleet.cli.ui` (the same command, without the res
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from pathlib import Path
-from types import FrameType
 
 import typer
 from rich.console import Console
@@ -21,12 +19,6 @@ from edgefleet.kernel.errors import EdgefleetError
 UI_URL_LABEL = "Prefect UI:"
 stdout = Console()
 stderr = Console(stderr=True)
-
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM behaves as Ctrl-C: whatever is under way (start-up included) unwinds into stop().
-    raise KeyboardInterrupt
 
 
 def _default(name: str) -> object:
@@ -58,6 +50,7 @@ def ui(
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING, ERROR"),
 ) -> None:
     """Start the Prefect server, a process worker and the deployments of prefect.yaml; stop on Ctrl-C."""
+    from edgefleet.local.processes import interruptible
     from edgefleet.local.ui import LocalPrefectUi, UiSettings
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -72,33 +65,24 @@ def ui(
         **{name: value for name, value in given.items() if value is not None},
     )
     stack = LocalPrefectUi(settings)
-    # Both set explicitly: a shell that starts us in the background ignores SIGINT, and an ignored signal
-    # would be inherited by the server and the worker, which stop on SIGINT.
-    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        stderr.print(
-            f"Starting Prefect (PREFECT_HOME {settings.home}); logs in {settings.log_dir}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        stack.start()
-        _show(stack)
-        while True:
-            stack.check_alive()
-            time.sleep(settings.poll_interval_s)
-    except KeyboardInterrupt:
-        stderr.print("Interrupted: stopping the worker and the server...")
-    except EdgefleetError as error:
-        raise cli_error(error) from error
-    finally:
-        # A second Ctrl-C must not leave the server behind: stop() is bounded by its own timeouts.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # SIGTERM behaves as Ctrl-C: whatever is under way (start-up included) unwinds into stop(), which a second
+    # Ctrl-C cannot cut short (it is bounded by its own timeouts).
+    with interruptible(stack.stop):
         try:
-            stack.stop()
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            stderr.print(
+                f"Starting Prefect (PREFECT_HOME {settings.home}); logs in {settings.log_dir}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            stack.start()
+            _show(stack)
+            while True:
+                stack.check_alive()
+                time.sleep(settings.poll_interval_s)
+        except KeyboardInterrupt:
+            stderr.print("Interrupted: stopping the worker and the server...")
+        except EdgefleetError as error:
+            raise cli_error(error) from error
     stderr.print("Stopped.")
 
 

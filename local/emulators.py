@@ -8,16 +8,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgefleet.kernel.errors import EdgefleetError
+from edgefleet.local.processes import LOOPBACK, ManagedProcess, free_port, http_status, wait_until
+
+__all__ = ["GcsEmulator", "PubSubEmulator", "find_pubsub_emulator", "free_port"]  # free_port: tests import it here
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +25,6 @@ PUBSUB_EMULATOR_CANDIDATES = (
 )
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
-
-
-def free_port() -> int:
-    """Returns a TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def find_pubsub_emulator() -> Path:
@@ -60,85 +50,33 @@ def find_pubsub_emulator() -> Path:
     )
 
 
-def _wait_for_http(url: str, timeout_s: float, process: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise EdgefleetError(f"emulator exited with status {process.returncode} before it was ready ({url})",
-                                 "look at its log for the cause (port in use? Java missing?)")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status < 500:
-                    return
-        except urllib.error.HTTPError as error:
-            if error.code < 500:
-                return
-            last_error = error
-        except OSError as error:
-            last_error = error
-        time.sleep(0.1)
-    raise EdgefleetError(f"emulator at {url} not ready after {timeout_s:.0f} s ({last_error})",
-                         "check that the port is free and the emulator starts by hand")
+def _answers(url: str) -> bool:
+    status = http_status(url)
+    return status is not None and status < 500
 
 
 @dataclass
-class PubSubEmulator:
-    """The official Pub/Sub emulator as a child process (its PID is the JVM's).
-
-    Use as a context manager, or call `start()` and `stop()`. `host` is what clients put in
-    `PUBSUB_EMULATOR_HOST`.
-    """
+class _LoopbackService:
+    """A server on a loopback port (a free one when `port` is 0), usable as a context manager."""
 
     port: int = 0
-    project: str = "edgefleet-local"
-    log_path: Path | None = None
-    process: subprocess.Popen | None = field(default=None, init=False, repr=False)
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        """host:port, as PUBSUB_EMULATOR_HOST takes it."""
+        return f"{LOOPBACK}:{self.port}"
 
-    def start(self) -> PubSubEmulator:
+    def _claim_port(self) -> None:
         if not self.port:
-            self.port = free_port()
-        launcher = find_pubsub_emulator()
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        try:
-            # A new session so stop() can signal the launcher script and the JVM together.
-            self.process = subprocess.Popen(
-                [str(launcher), "--host=127.0.0.1", f"--port={self.port}"],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        finally:
-            if out is not subprocess.DEVNULL:
-                out.close()  # the child has its own copy
-        try:
-            _wait_for_http(f"http://{self.host}/", READY_TIMEOUT_S, self.process)
-        except BaseException:
-            self.stop()
-            raise
-        log.info("Pub/Sub emulator ready on %s (pid %d)", self.host, self.process.pid)
-        return self
+            self.port = free_port(LOOPBACK)
+
+    def start(self) -> _LoopbackService:
+        raise NotImplementedError
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=STOP_TIMEOUT_S)
-        except ProcessLookupError:
-            pass
+        raise NotImplementedError
 
-    def restart(self) -> None:
-        """Stops and starts again on the same port (the emulator keeps no state across this)."""
-        self.stop()
-        self.start()
-
-    def __enter__(self) -> PubSubEmulator:
+    def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -146,31 +84,72 @@ class PubSubEmulator:
 
 
 @dataclass
-class GcsEmulator:
+class PubSubEmulator(_LoopbackService):
+    """The official Pub/Sub emulator as a child process (its PID is the JVM's).
+
+    Use as a context manager, or call `start()` and `stop()`. `host` is what clients put in
+    `PUBSUB_EMULATOR_HOST`.
+    """
+
+    project: str = "edgefleet-local"
+    log_path: Path | None = None
+    process: ManagedProcess | None = field(default=None, init=False, repr=False)
+
+    def start(self) -> PubSubEmulator:
+        self._claim_port()
+        launcher = find_pubsub_emulator()
+        # A session of its own: stop() signals the launcher script and the JVM together.
+        self.process = ManagedProcess(
+            "Pub/Sub emulator", [str(launcher), f"--host={LOOPBACK}", f"--port={self.port}"],
+            log_path=self.log_path, stop_timeout_s=STOP_TIMEOUT_S,
+        ).start()
+        try:
+            self.process.wait_ready(lambda: _answers(f"http://{self.host}/"), READY_TIMEOUT_S,
+                                    waiting_for=f"http://{self.host}/",
+                                    fix="is the port free? Java installed? does the emulator start by hand?")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def restart(self) -> None:
+        """Stops and starts again on the same port (the emulator keeps no state across this)."""
+        self.stop()
+        self.start()
+
+
+@dataclass
+class GcsEmulator(_LoopbackService):
     """`gcp-storage-emulator` served in-process from a background thread, in memory.
 
     Clients use `STORAGE_EMULATOR_HOST` = `endpoint` and anonymous credentials. The emulator ignores
     generation preconditions; `start()` makes it enforce them as GCS does (`edgefleet.local.gcs_preconditions`).
     """
 
-    port: int = 0
     server: object | None = field(default=None, init=False, repr=False)
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}"
 
     def start(self) -> GcsEmulator:
         from gcp_storage_emulator.server import create_server
 
         from edgefleet.local.gcs_preconditions import enforce_generation_preconditions
 
-        if not self.port:
-            self.port = free_port()
-        self.server = create_server("127.0.0.1", self.port, in_memory=True)
+        self._claim_port()
+        self.server = create_server(LOOPBACK, self.port, in_memory=True)
         self.server.start()  # serves from its own thread
         enforce_generation_preconditions(self.server)
-        _wait_for_http(f"{self.endpoint}/storage/v1/b", READY_TIMEOUT_S)
+        url = f"{self.endpoint}/storage/v1/b"
+        if not wait_until(lambda: _answers(url), timeout_s=READY_TIMEOUT_S, interval_s=0.1):
+            self.stop()
+            raise EdgefleetError(f"the GCS emulator at {url} was not ready within {READY_TIMEOUT_S:.0f} s",
+                                 "check that the port is free")
         log.info("GCS emulator ready on %s", self.endpoint)
         return self
 
@@ -178,9 +157,3 @@ class GcsEmulator:
         if self.server is not None:
             self.server.stop()
             self.server = None
-
-    def __enter__(self) -> GcsEmulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

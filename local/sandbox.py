@@ -21,11 +21,9 @@ import json
 import logging
 import os
 import shutil
-import signal
 import sys
 import sysconfig
 import time
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ import yaml
 from rich.console import Console
 
 from edgefleet.kernel.errors import EdgefleetError
+from edgefleet.local.processes import interruptible, wait_until
 from edgefleet.local.sandbox_deployments import (
     DEPLOY_AGENT,
     MONITOR,
@@ -63,7 +62,6 @@ class Sandbox:
 
     def __init__(self, settings: SandboxSettings) -> None:
         self.settings = settings
-        self.stack = ExitStack()
         self.ui: Any = None
         self.emulator: Any = None
         self.fleet: Any = None
@@ -149,27 +147,19 @@ class Sandbox:
                                             run_schedules=s.run_schedules))
         self.ui.start()
 
-    def _client(self):
-        from prefect.client.orchestration import SyncPrefectClient
-
-        return SyncPrefectClient(self.ui.api_url)
-
     def _create_run(self, deployment: str) -> Any:
-        with self._client() as client:
+        with self.ui.client() as client:
             found = client.read_deployment_by_name(_full_name(deployment))
             return client.create_flow_run_from_deployment(found.id)
 
     def _wait_run(self, run_id: Any, timeout_s: float, done: Any) -> Any:
-        deadline = time.monotonic() + timeout_s
-        with self._client() as client:
-            while True:
-                run = client.read_flow_run(run_id)
-                if done(run):
-                    return run
-                if time.monotonic() > deadline:
-                    return run
+        """The flow run once `done(run)` holds or `timeout_s` has passed; raises when a part of the sandbox dies."""
+        with self.ui.client() as client:
+            def read() -> Any:
                 self.check_alive()
-                time.sleep(self.settings.poll_interval_s)
+                return client.read_flow_run(run_id)
+
+            return wait_until(read, done, timeout_s=timeout_s, interval_s=self.settings.poll_interval_s)
 
     def _run_deploy_agent(self) -> None:
         log.info("running deploy-agent through the worker (installs the agent on every device)")
@@ -194,11 +184,9 @@ class Sandbox:
 
     # --- watch and stop ---------------------------------------------------------------------------
     def check_alive(self) -> None:
-        """Raises SandboxError naming the first part that stopped (emulator, a device's sshd, server, worker)."""
-        if self.emulator is not None and self.emulator.process is not None \
-                and self.emulator.process.poll() is not None:
-            raise SandboxError(f"the Pub/Sub emulator exited with status {self.emulator.process.returncode}",
-                               f"see {self.settings.workdir / 'pubsub-emulator.log'}")
+        """Raises EdgefleetError naming the first part that stopped (emulator, a device's sshd, server, worker)."""
+        if self.emulator is not None and self.emulator.process is not None:
+            self.emulator.process.check_alive()
         if self.fleet is not None:
             for device in self.fleet.devices.values():
                 if device.sshd is None or device.sshd.poll() is not None:
@@ -214,7 +202,7 @@ class Sandbox:
             return
         self._next_monitor_check = now + self.settings.monitor_check_s
         try:
-            with self._client() as client:
+            with self.ui.client() as client:
                 run = client.read_flow_run(self.monitor_run_id)
         except Exception as error:  # noqa: BLE001 - a busy server: ask again next time (check_alive watches it)
             log.debug("reading the fleet-monitor run: %s", error)
@@ -247,10 +235,7 @@ class Sandbox:
         if self.emulator is not None and self.emulator.process is not None:
             groups["pubsub-emulator"] = self.emulator.process.pid
         if self.ui is not None:
-            if self.ui.server is not None:
-                groups["prefect-server"] = self.ui.server.pid
-            for pool, worker in self.ui.workers.items():
-                groups[f"worker-{pool}"] = worker.pid
+            groups |= {name: process.pid for name, process in self.ui.processes.items()}
         agent_pid_files = []
         if self.fleet is not None:
             for device in self.fleet.devices.values():
@@ -291,10 +276,6 @@ class Sandbox:
         return "\n".join(lines)
 
 
-def _interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def up(settings: SandboxSettings) -> int:
     """Starts the sandbox, prints the summary, watches it until Ctrl-C/SIGTERM or a part stops."""
     other = running_sandbox(settings.workdir)
@@ -302,31 +283,27 @@ def up(settings: SandboxSettings) -> int:
         console.print(f"a sandbox already runs on {settings.workdir} (pid {other})\nfix: use it (its summary is "
                       "in its terminal), or stop it first: make sandbox-down", markup=False)
         return 1
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _interrupt)
-    leftovers = down(settings.workdir)
-    if leftovers:
-        console.print(f"stopped what an earlier sandbox left running: {', '.join(leftovers)}")
     started = time.monotonic()
     sandbox = Sandbox(settings)
     status = 0
-    try:
-        sandbox.start()
-        console.print(f"\n== {SUMMARY_TITLE}: ready in {time.monotonic() - started:.0f} s ==\n{sandbox.summary()}\n",
-                      markup=False)
-        while True:
-            sandbox.check_alive()
-            sandbox.check_monitor()
-            time.sleep(settings.poll_interval_s)
-    except KeyboardInterrupt:
-        console.print("stopping the sandbox...")
-    except EdgefleetError as error:
-        console.print(f"sandbox failed: {error.message}\nfix: {error.fix}\nstopping the sandbox...", markup=False)
-        status = 1
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        sandbox.stop()
+    with interruptible(sandbox.stop):
+        try:
+            leftovers = down(settings.workdir)
+            if leftovers:
+                console.print(f"stopped what an earlier sandbox left running: {', '.join(leftovers)}")
+            sandbox.start()
+            console.print(f"\n== {SUMMARY_TITLE}: ready in {time.monotonic() - started:.0f} s ==\n"
+                          f"{sandbox.summary()}\n", markup=False)
+            while True:
+                sandbox.check_alive()
+                sandbox.check_monitor()
+                time.sleep(settings.poll_interval_s)
+        except KeyboardInterrupt:
+            console.print("stopping the sandbox...")
+        except EdgefleetError as error:
+            console.print(f"sandbox failed: {error.message}\nfix: {error.fix}\nstopping the sandbox...",
+                          markup=False)
+            status = 1
     console.print("Stopped.")
     return status
 

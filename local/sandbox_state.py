@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
+
+from edgefleet.local.processes import wait_until
 
 DOWN_WAIT_S = 90.0
 SANDBOX_MODULE = "edgefleet.local.sandbox"
@@ -48,9 +49,7 @@ def down(workdir: Path, wait_s: float = DOWN_WAIT_S) -> list[str]:
     main = int(state.get("pid") or 0)
     if main and main != os.getpid() and _alive(main) and SANDBOX_MODULE in _cmdline(main):
         os.kill(main, signal.SIGTERM)
-        deadline = time.monotonic() + wait_s
-        while _alive(main) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: not _alive(main), timeout_s=wait_s, interval_s=0.2)
     killed = []
     for name, pgid in state.get("groups", {}).items():
         # Only a group whose leader is still the process recorded (not another that reused its pid).

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from edgefleet.kernel.errors import ConfigError
+from edgefleet.local.processes import wait_until
 from edgefleet.local.sandbox import down
 from edgefleet.local.sandbox_deployments import (
     DEPLOY_AGENT,
@@ -96,6 +97,9 @@ def test_down_after_a_crash_kills_the_recorded_processes_and_nothing_else(tmp_pa
     # A stand-in "sshd": a process whose command line names sshd (exec -a), as a leftover device would.
     leftover = subprocess.Popen(["bash", "-c", "exec -a sshd-sandbox-test sleep 300"])
     bystander = subprocess.Popen(["sleep", "300"])
+    cmdline = Path(f"/proc/{leftover.pid}/cmdline")
+    # Past bash's exec (while the kernel swaps the image, the command line reads empty).
+    assert wait_until(lambda: cmdline.read_bytes().startswith(b"sshd-sandbox-test"), timeout_s=60, interval_s=0.02)
     try:
         agent_pid = tmp_path / "edgefleet-agent.pid"
         agent_pid.write_text(str(bystander.pid))  # not an agent: must survive

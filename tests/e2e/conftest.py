@@ -14,13 +14,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+
+from edgefleet.local.processes import ManagedProcess
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS_DIR = REPO / "test-artifacts" / "e2e"
@@ -142,13 +143,12 @@ def chromium(tmp_path_factory: pytest.TempPathFactory) -> Chromium:
 
 @dataclass
 class UiProcess:
-    """`edgefleet ui` running as a subprocess."""
+    """`edgefleet ui` running as a subprocess; its stdout and stderr go to `log_path`."""
 
     process: subprocess.Popen
     ui_url: str
     home: Path
-    stdout_path: Path
-    stderr_path: Path
+    log_path: Path
 
     @property
     def api_url(self) -> str:
@@ -181,26 +181,26 @@ def prefect_processes() -> Callable[[Path], list[int]]:
     return processes_with_home
 
 
-def _ui_url(stdout_path: Path) -> str | None:
-    for line in stdout_path.read_text(errors="replace").splitlines():
+def ui_url_in(log_path: Path) -> str | None:
+    """The UI's address once a stack (`edgefleet ui`, the sandbox) has printed it to `log_path`."""
+    for line in log_path.read_text(errors="replace").splitlines():
         if line.startswith(UI_URL_LABEL):
             return line.removeprefix(UI_URL_LABEL).strip()
     return None
 
 
-def _kill_leftovers(process: subprocess.Popen, home: Path) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=UI_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=UI_STOP_TIMEOUT_S)
-    for pid in processes_with_home(home):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+def start_printing_ui_url(name: str, argv: list[str], log_path: Path, timeout_s: float, **options) -> tuple[
+        ManagedProcess, str]:
+    """Starts a stack as a user does (a session of its own, from the checkout) and waits for its UI address."""
+    process = ManagedProcess(name, argv, log_path=log_path, cwd=REPO, env={**os.environ, "COLUMNS": "200"},
+                             **options).start()
+    try:
+        process.wait_ready(lambda: ui_url_in(log_path) is not None, timeout_s, POLL_S,
+                           waiting_for=f"a line {UI_URL_LABEL} URL")
+    except BaseException:
+        process.stop()
+        raise
+    return process, ui_url_in(log_path)
 
 
 @pytest.fixture(scope="module")
@@ -211,30 +211,24 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiProcess]:
     """
     directory = tmp_path_factory.mktemp("edgefleet-ui")
     home = directory / "prefect-home"
-    stdout_path, stderr_path = directory / "ui.stdout", directory / "ui.stderr"
-    env = {**os.environ, "COLUMNS": "200"}
-    with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "edgefleet.cli", "ui", "--port", "0", "--prefect-home", str(home),
-             "--project-dir", str(REPO), "--no-schedules"],
-            cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
-        )
+    log_path = directory / "ui.log"
+    argv = [sys.executable, "-m", "edgefleet.cli", "ui", "--port", "0", "--prefect-home", str(home),
+            "--project-dir", str(REPO), "--no-schedules"]
+    process: ManagedProcess | None = None
     try:
-        deadline = time.monotonic() + UI_START_TIMEOUT_S
-        ui_url = _ui_url(stdout_path)
-        while ui_url is None:
-            if process.poll() is not None:
-                pytest.fail(f"`edgefleet ui` exited with {process.returncode}:\n{stderr_path.read_text()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"`edgefleet ui` printed no URL within {UI_START_TIMEOUT_S:.0f} s:\n"
-                            f"{stderr_path.read_text()}")
-            time.sleep(POLL_S)
-            ui_url = _ui_url(stdout_path)
-        yield UiProcess(process, ui_url, home, stdout_path, stderr_path)
+        process, ui_url = start_printing_ui_url("`edgefleet ui`", argv, log_path, UI_START_TIMEOUT_S,
+                                                stop_timeout_s=UI_STOP_TIMEOUT_S)
+        yield UiProcess(process.popen, ui_url, home, log_path)
     finally:
-        _kill_leftovers(process, home)
+        if process is not None:
+            process.stop()
+        for pid in processes_with_home(home):  # what the stop left (nothing, when `edgefleet ui` works)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         logs = ARTIFACTS_DIR / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        for path in (stdout_path, stderr_path, *sorted((home / "logs").glob("*.log"))):
+        for path in (log_path, *sorted((home / "logs").glob("*.log"))):
             if path.is_file():
                 shutil.copy2(path, logs / path.name)

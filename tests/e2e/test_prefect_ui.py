@@ -182,8 +182,8 @@ def test_sigterm_stops_server_worker_and_runs(ui_stack) -> None:
         status = ui_stack.process.wait(timeout=STOP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         pytest.fail(f"`edgefleet ui` did not stop within {STOP_TIMEOUT_S:.0f} s of SIGTERM")
-    assert status == 0, ui_stack.stderr_path.read_text()
-    assert "Stopped." in ui_stack.stderr_path.read_text()
+    assert status == 0, ui_stack.log_path.read_text()
+    assert "Stopped." in ui_stack.log_path.read_text()
     assert ui_stack.leftover_pids() == []
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"{ui_stack.api_url}/health", timeout=HEALTH_TIMEOUT_S)

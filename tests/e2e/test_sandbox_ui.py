@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import ARTIFACTS_DIR, processes_with_home
+from .conftest import ARTIFACTS_DIR, processes_with_home, start_printing_ui_url
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +35,6 @@ RUN_TIMEOUT_S = 600.0
 STOP_TIMEOUT_S = 120.0
 PAGE_TIMEOUT_S = 60.0
 POLL_S = 1.0
-UI_URL_LABEL = "Prefect UI:"
 CHROMEDRIVER_CANDIDATES = ("/usr/bin/chromedriver", "chromedriver")
 CHROMIUM = "/usr/bin/chromium"
 WINDOW = "1440,1100"
@@ -54,39 +53,22 @@ class SandboxProcess:
         return f"{self.ui_url}/api"
 
 
-def _ui_url(path: Path) -> str | None:
-    for line in path.read_text(errors="replace").splitlines():
-        if line.startswith(UI_URL_LABEL):
-            return line.removeprefix(UI_URL_LABEL).strip()
-    return None
-
-
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxProcess]:
     """The sandbox, started as `make sandbox` starts it (own workdir, any free port, no schedules)."""
     workdir = tmp_path_factory.mktemp("sandbox")
     stdout_path = workdir.parent / f"{workdir.name}.out"
-    with open(stdout_path, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "edgefleet.local.sandbox", "up", "--workdir", str(workdir), "--port", "0",
-             "--devices", str(DEVICES), "--no-schedules"],
-            cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "COLUMNS": "200"})
+    argv = [sys.executable, "-m", "edgefleet.local.sandbox", "up", "--workdir", str(workdir), "--port", "0",
+            "--devices", str(DEVICES), "--no-schedules"]
+    process = None
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while (ui_url := _ui_url(stdout_path)) is None:
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the sandbox did not start (status {process.poll()}):\n"
-                            f"{stdout_path.read_text(errors='replace')[-4000:]}")
-            time.sleep(POLL_S)
-        yield SandboxProcess(process, workdir, ui_url, stdout_path)
+        # Stopped as a terminal's Ctrl-C stops it: SIGINT to the group (SIGKILL after STOP_TIMEOUT_S).
+        process, ui_url = start_printing_ui_url("sandbox", argv, stdout_path, START_TIMEOUT_S,
+                                                stop_signal=signal.SIGINT, stop_timeout_s=STOP_TIMEOUT_S)
+        yield SandboxProcess(process.popen, workdir, ui_url, stdout_path)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                process.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        if process is not None:
+            process.stop()
         from edgefleet.local.sandbox import down
 
         down(workdir)  # whatever a failed run left
