@@ -69,17 +69,23 @@ def _mark(ok: bool) -> str:
     return "[green]met[/]" if ok else "[red]missed[/]"
 
 
+def _table(title: str, *columns: str) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    return table
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
 def render_trainer(result: dict) -> None:
-    table = Table(
-        title=f"default trainer vs plain Keras: {result['dataset']}, {result['train_images']} training / "
-        f"{result['eval_images']} held-out images, {result['epochs']} epochs, {result['seeds']} seeds"
+    table = _table(
+        f"default trainer vs plain Keras: {result['dataset']}, {result['train_images']} training / "
+        f"{result['eval_images']} held-out images, {result['epochs']} epochs, {result['seeds']} seeds",
+        "trainer", "held-out accuracy (mean)", "per seed", "seconds (mean)",
     )
-    for column in ("trainer", "held-out accuracy (mean)", "per seed", "seconds (mean)"):
-        table.add_column(column)
     for name, accuracies in result["accuracy"].items():
         table.add_row(
             name, f"{_mean(accuracies):.2%}", ", ".join(f"{a:.2%}" for a in accuracies),
@@ -91,22 +97,22 @@ def render_trainer(result: dict) -> None:
 
 
 def render_transfer(result: dict) -> None:
-    table = Table(
-        title=f"transfer vs scratch: {result['backbone']}; pretrained on {result['pretrain']} "
+    table = _table(
+        f"transfer vs scratch: {result['backbone']}; pretrained on {result['pretrain']} "
         f"({result['pretrain_accuracy']:.2%}, {result['pretrain_s']:.0f} s); learning {result['target']}; "
-        f"{result['epochs']} epochs max"
+        f"{result['epochs']} epochs max",
+        "starting point", "held-out accuracy", "training seconds",
     )
-    for column in ("starting point", "held-out accuracy", "training seconds"):
-        table.add_column(column)
     for name, row in result["results"].items():
         table.add_row(name, f"{row['accuracy']:.2%}", f"{row['seconds']:.1f}")
     console.print(table)
 
 
 def render_byom(result: dict) -> None:
-    table = Table(title="bring your own model: whole release (Prefect flow), Coral's classifiers")
-    for column in ("release", "seconds", "goal", "", "int8 accuracy", "variants", "Edge TPU model"):
-        table.add_column(column)
+    table = _table(
+        "bring your own model: whole release (Prefect flow), Coral's classifiers",
+        "release", "seconds", "goal", "", "int8 accuracy", "variants", "Edge TPU model",
+    )
     for name, row in result["releases"].items():
         accuracy = "not evaluated" if row["int8_accuracy"] is None else f"{row['int8_accuracy']:.2%}"
         table.add_row(
@@ -117,12 +123,11 @@ def render_byom(result: dict) -> None:
 
 
 def render(result: dict) -> None:
-    table = Table(
-        title=f"edgefleet release benchmarks: demo dataset, {result['architecture']} "
-        f"{result['input_size']}px, {result['epochs']} epochs ({result['cores']} cores)"
+    table = _table(
+        f"edgefleet release benchmarks: demo dataset, {result['architecture']} "
+        f"{result['input_size']}px, {result['epochs']} epochs ({result['cores']} cores)",
+        "measure", "result", "goal", "",
     )
-    for column in ("measure", "result", "goal", ""):
-        table.add_column(column)
     table.add_row(
         "float32 accuracy (held-out)", f"{result['float_accuracy']:.2%} of {result['eval_samples']}", "", ""
     )

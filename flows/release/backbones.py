@@ -13,17 +13,13 @@ Blocks, counted from the input (what `fine_tune: last_blocks(N)` counts from the
 from __future__ import annotations
 
 import logging
-import os
 import re
 import tempfile
 from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
 
-import keras  # noqa: E402
-
-from edgefleet.flows.release.model_params import (  # noqa: E402
+from edgefleet.flows.release.model_params import (
     WEIGHTS_IMAGENET,
     WEIGHTS_NONE,
     FineTuneAll,
@@ -31,10 +27,10 @@ from edgefleet.flows.release.model_params import (  # noqa: E402
     FineTuneLastBlocks,
     TrainingParams,
 )
-from edgefleet.flows.release.params import (  # noqa: E402
+from edgefleet.flows.release.params import (
     expand,
 )
-from edgefleet.kernel.errors import ModelError  # noqa: E402
+from edgefleet.kernel.errors import ModelError
 
 log = logging.getLogger(__name__)
 

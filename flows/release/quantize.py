@@ -7,19 +7,15 @@ images from the training split: the form `edgetpu_compiler` requires.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from edgefleet.flows.release.train import TrainedModel, model_from_bytes, to_real  # noqa: E402
-from edgefleet.kernel.errors import ModelError  # noqa: E402
+from edgefleet.flows.release.train import TrainedModel, model_from_bytes, to_real
+from edgefleet.kernel.errors import ModelError
 
 log = logging.getLogger(__name__)
 

@@ -14,27 +14,23 @@ which the Edge TPU compiler cannot map.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import NamedTuple
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-
-from edgefleet.device.runtime.config import DEFAULT_RUNTIME_CONFIG  # noqa: E402
-from edgefleet.flows.release.backbones import (  # noqa: E402, F401 - build_model & co. re-exported
+from edgefleet.device.runtime.config import DEFAULT_RUNTIME_CONFIG
+from edgefleet.flows.release.backbones import (  # noqa: F401 - build_model & co. re-exported
     RGB_CHANNELS,
     build_model,
     freeze,
     model_from_bytes,
     model_to_bytes,
 )
-from edgefleet.flows.release.dataset import Dataset  # noqa: E402
-from edgefleet.flows.release.model_params import WEIGHTS_NONE, TrainingParams  # noqa: E402
-from edgefleet.kernel.errors import ModelError  # noqa: E402
+from edgefleet.flows.release.dataset import Dataset
+from edgefleet.flows.release.model_params import WEIGHTS_NONE, TrainingParams
+from edgefleet.kernel.errors import ModelError
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import yaml
@@ -160,3 +161,26 @@ def world(coral_data: Path, pubsub_emulator, tmp_path_factory: pytest.TempPathFa
         monitor_thread.join(30)
         publisher.transport.close() if hasattr(publisher, "transport") else None
         subscriber.close()
+
+
+class DeployInputs(NamedTuple):
+    """What a deploy-agent run takes from the pipeline: the release key, a frames folder, the built wheel."""
+
+    public_key: Path
+    frames: Path
+    wheel: Path
+
+
+def deploy_inputs(tmp_path: Path, frames_parent: Path, coral_data: Path) -> DeployInputs:
+    """A fresh release public key, a frames folder (one Coral test image) under `frames_parent`, a wheel."""
+    import edgefleet
+    from edgefleet.flows.deploy_agent.flow import build_wheel
+
+    _, public_key = generate_keypair()
+    key_path = save_public_key(public_key, tmp_path / "release.pub")
+    frames = frames_parent / "frames"
+    frames.mkdir()
+    shutil.copy(coral_data / "cat.bmp", frames / "cat.bmp")
+    (tmp_path / "dist").mkdir()
+    wheel = build_wheel.fn(Path(edgefleet.__file__).resolve().parents[1], tmp_path / "dist")
+    return DeployInputs(key_path, frames, wheel)

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from edgefleet.flows.deploy_agent.service import ServiceSpec, render_unit
-from edgefleet.kernel.signing import generate_keypair, save_public_key
 from edgefleet.local.fleet import SimulatedFleet
+
+from .conftest import deploy_inputs
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
@@ -36,17 +37,10 @@ def test_rendered_unit_passes_systemd_analyze_and_a_broken_one_does_not(tmp_path
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api")
 def test_deploy_agent_installs_a_venv_and_runs_the_agent_under_the_process_manager(tmp_path, coral_data):
-    import edgefleet
-    from edgefleet.flows.deploy_agent.flow import DeployAgentParams, build_wheel, deploy_agent
+    from edgefleet.flows.deploy_agent.flow import DeployAgentParams, deploy_agent
 
-    _, public_key = generate_keypair()
-    key_path = save_public_key(public_key, tmp_path / "release.pub")
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    shutil.copy(coral_data / "cat.bmp", frames / "cat.bmp")
-    (tmp_path / "dist").mkdir()
+    key_path, frames, wheel = deploy_inputs(tmp_path, tmp_path, coral_data)
     (tmp_path / "registry").mkdir()
-    wheel = build_wheel.fn(Path(edgefleet.__file__).resolve().parents[1], tmp_path / "dist")
     with SimulatedFleet(tmp_path / "fleet", 1) as fleet:
         device = fleet.devices["sim-1"]
         params = DeployAgentParams(

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.kernel.signing import generate_keypair, save_public_key
 from edgefleet.local.fleet import SimulatedFleet
+
+from .conftest import deploy_inputs
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 NEEDS = ("sudo", "useradd", "userdel", "chpasswd", "setpriv", "visudo")
@@ -71,8 +72,7 @@ def test_deploy_through_sudo_runs_the_agent_as_its_own_user_without_write_access
         users, readable_dir, tmp_path, coral_data):
     from prefect.blocks.system import Secret
 
-    import edgefleet
-    from edgefleet.flows.deploy_agent.flow import DeployAgentParams, build_wheel, deploy_agent
+    from edgefleet.flows.deploy_agent.flow import DeployAgentParams, deploy_agent
     from edgefleet.flows.rollout.device import doctor_preflight, probe
     from edgefleet.flows.rollout.inventory import load_inventory
     from edgefleet.flows.rollout.ssh import DeviceConnection
@@ -80,13 +80,7 @@ def test_deploy_through_sudo_runs_the_agent_as_its_own_user_without_write_access
     login, agent_user, password = users
     secret = f"sudo-{login}"
     Secret(value=password).save(secret, overwrite=True)
-    _, public_key = generate_keypair()
-    key_path = save_public_key(public_key, tmp_path / "release.pub")
-    frames = readable_dir / "frames"
-    frames.mkdir()
-    shutil.copy(coral_data / "cat.bmp", frames / "cat.bmp")
-    (tmp_path / "dist").mkdir()
-    wheel = build_wheel.fn(Path(edgefleet.__file__).resolve().parents[1], tmp_path / "dist")
+    key_path, frames, wheel = deploy_inputs(tmp_path, readable_dir, coral_data)
     with SimulatedFleet(readable_dir / "fleet", 1) as fleet:
         fleet.write_inventory(user=login, agent_user=agent_user,
                               agent_command=str(readable_dir / "opt" / "venv" / "bin" / "edgefleet-agent"))

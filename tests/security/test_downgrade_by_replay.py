@@ -46,6 +46,14 @@ def plant_unsigned_pointer(registry: RegistryWriter, version: str) -> None:
     overwrite_object(registry, KEY, pointer.to_json_bytes())
 
 
+def assert_pointer_refused(registry: RegistryWriter, store: ModelStore, reason: str, keeps: str) -> None:
+    """The device's next pull refuses the channel's pointer, saying `reason`, and stays on `keeps`."""
+    result = pull_channel_once(registry, store, "birds", "stable")
+    assert result.outcome == "pointer_refused"
+    assert reason in result.reason
+    assert store.current("birds").version == keeps
+
+
 def on_1_1_0(registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys) -> bytes:
     """The device followed stable to 1.0.0 then 1.1.0; returns the old 1.0.0 pointer."""
     old = signed_release(registry, make_version, keys, "1.0.0")
@@ -86,10 +94,7 @@ def test_old_unsigned_pointer_after_a_signed_one_is_refused(
     on_1_1_0(registry, store, make_version, keys)
     plant_unsigned_pointer(registry, "1.0.0")
 
-    result = pull_channel_once(registry, store, "birds", "stable")
-    assert result.outcome == "pointer_refused"
-    assert "unsigned" in result.reason
-    assert store.current("birds").version == "1.1.0"
+    assert_pointer_refused(registry, store, "unsigned", keeps="1.1.0")
 
 
 def test_unsigned_lower_version_is_refused_even_before_any_signed_pointer(
@@ -100,10 +105,7 @@ def test_unsigned_lower_version_is_refused_even_before_any_signed_pointer(
         local_registry.promote("birds", version, "stable")  # legacy unsigned pointers (agents not upgraded)
         pull_channel_once(local_registry, store, "birds", "stable")
     plant_unsigned_pointer(local_registry, "1.0.0")
-    result = pull_channel_once(local_registry, store, "birds", "stable")
-    assert result.outcome == "pointer_refused"
-    assert "not a signed downgrade" in result.reason
-    assert store.current("birds").version == "1.1.0"
+    assert_pointer_refused(local_registry, store, "not a signed downgrade", keeps="1.1.0")
 
 
 def test_required_signatures_refuse_unsigned_pointers(
@@ -139,10 +141,7 @@ def test_forged_pointers_are_refused(
         downgrade=True,
     )
     overwrite_object(registry, KEY, foreign.to_json_bytes())
-    result = pull_channel_once(registry, store, "birds", "stable")
-    assert result.outcome == "pointer_refused"
-    assert "not signed by" in result.reason
-    assert store.current("birds").version == "1.0.0"
+    assert_pointer_refused(registry, store, "not signed by", keeps="1.0.0")
 
 
 def test_expired_pointer_keeps_the_device_and_raises_one_event(

@@ -98,13 +98,20 @@ def test_a_new_version_is_swapped_in_between_frames_without_losing_one(releases)
     assert [e.detail for e in swap_events] == ["1.0.0 -> 2.0.0"]
 
 
-def test_a_model_failing_its_smoke_test_is_refused_and_the_pointer_restored(releases):
+@contextmanager
+def swapped_to_1_1_0(releases, frames_before: int) -> Iterator[Agent]:
+    """A running agent that ran `frames_before` frames on 1.0.0, then swapped to 1.1.0 (same model)."""
     releases.install("1.0.0", "mobilenet_v1_0.25_128_quant.tflite")
     agent = Agent(agent_config(releases))
     with running(agent):
-        wait_until(lambda: agent.stats.frames >= 5, "frames on 1.0.0")
+        wait_until(lambda: agent.stats.frames >= frames_before, "frames on 1.0.0")
         releases.install("1.1.0", "mobilenet_v1_0.25_128_quant.tflite")
-        wait_until(lambda: agent.watcher.swaps == 1, "the good swap to 1.1.0")
+        wait_until(lambda: agent.watcher.swaps == 1, "the swap to 1.1.0")
+        yield agent
+
+
+def test_a_model_failing_its_smoke_test_is_refused_and_the_pointer_restored(releases):
+    with swapped_to_1_1_0(releases, frames_before=5) as agent:
         # Signed and valid, but its golden outputs come from another model with the same input: the
         # smoke test is what catches it.
         bad = releases.build("1.2.0", "mobilenet_v2_1.0_224_inat_bird_quant.tflite", "inat_bird_labels.txt",
@@ -194,12 +201,8 @@ def test_pull_mode_follows_the_registry_channel_and_refuses_a_tampered_release(r
 
 
 def test_swap_and_rollback_events_name_the_version_left(releases):
-    releases.install("1.0.0", "mobilenet_v1_0.25_128_quant.tflite")
-    agent = Agent(agent_config(releases))
-    with running(agent):
-        wait_until(lambda: agent.stats.frames >= 3, "frames on 1.0.0")
-        releases.install("1.1.0", "mobilenet_v1_0.25_128_quant.tflite")
-        wait_until(lambda: agent.watcher.swaps == 1, "the swap")
+    with swapped_to_1_1_0(releases, frames_before=3):
+        pass
     swaps = [m.event for m in sink_messages(releases) if m.kind == "event" and m.event.kind == "swap"]
     assert [(e.from_version, e.model_version) for e in swaps] == [("1.0.0", "1.1.0")]
 
