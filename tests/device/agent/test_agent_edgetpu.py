@@ -14,7 +14,7 @@ from edgefleet.device.agent.loop import Agent
 from edgefleet.device.agent.swap import EdgeTpuUnavailableError, choose_device
 from edgefleet.device.runtime.probe import ProbeOutcome
 from edgefleet.kernel.contracts.manifest import FileEntry, Manifest, TensorSpec
-from edgefleet.kernel.contracts.status import read_status
+from edgefleet.kernel.contracts.status import AgentStatus, read_status
 from edgefleet.kernel.errors import ConfigError
 
 from .test_agent import MODEL, running, wait_until
@@ -32,22 +32,23 @@ def tpu_agent_config(releases, library: str, **inference: object):
     return load_config(path)
 
 
-def test_a_working_edgetpu_runs_the_edgetpu_variant(releases, standin_library, tpu):
+def status_after_frames(releases, library: str, what: str) -> AgentStatus:
+    """Installs 1.0.0 with an Edge TPU variant, runs the agent with `library` until it inferred 3 frames."""
     releases.install("1.0.0", edgetpu_variant=True)
-    agent = Agent(tpu_agent_config(releases, standin_library))
+    agent = Agent(tpu_agent_config(releases, library))
     with running(agent):
-        wait_until(lambda: agent.stats.frames >= 3, "frames on the Edge TPU")
-    status = read_status(releases.root / "status.json")
+        wait_until(lambda: agent.stats.frames >= 3, what)
+    return read_status(releases.root / "status.json")
+
+
+def test_a_working_edgetpu_runs_the_edgetpu_variant(releases, standin_library, tpu):
+    status = status_after_frames(releases, standin_library, "frames on the Edge TPU")
     assert (status.variant, status.backend, status.edgetpu_unavailable) == ("edgetpu", "edgetpu", None)
 
 
 def test_a_delegate_that_segfaults_leaves_the_agent_running_the_cpu_variant(releases, standin_library, tpu):
     tpu("segv")
-    releases.install("1.0.0", edgetpu_variant=True)
-    agent = Agent(tpu_agent_config(releases, standin_library))
-    with running(agent):
-        wait_until(lambda: agent.stats.frames >= 3, "frames on the CPU variant")
-    status = read_status(releases.root / "status.json")
+    status = status_after_frames(releases, standin_library, "frames on the CPU variant")
     assert (status.variant, status.backend, status.version) == ("cpu", "cpu", "1.0.0")
     assert "edgetpu_unavailable (crash)" in status.edgetpu_unavailable
     assert "SIGSEGV" in status.edgetpu_unavailable and "fix:" in status.edgetpu_unavailable
@@ -70,11 +71,7 @@ def test_a_hanging_delegate_with_the_tpu_required_idles_and_says_why(releases, s
 
 
 def test_a_library_that_fails_to_load_falls_back_to_the_cpu_variant(releases, unloadable_library, tpu):
-    releases.install("1.0.0", edgetpu_variant=True)
-    agent = Agent(tpu_agent_config(releases, unloadable_library))
-    with running(agent):
-        wait_until(lambda: agent.stats.frames >= 3, "frames on the CPU variant")
-    status = read_status(releases.root / "status.json")
+    status = status_after_frames(releases, unloadable_library, "frames on the CPU variant")
     assert status.variant == "cpu"
     assert "undefined symbol" in status.edgetpu_unavailable
 
