@@ -30,7 +30,7 @@ from edgefleet.device.registry import GcsRegistryReader
 from edgefleet.device.store import PUBLIC_KEY_FILE, ModelStore
 from edgefleet.device.telemetry.builder import InferenceRecord, TelemetryBuilder
 from edgefleet.device.telemetry.health import read_health
-from edgefleet.device.telemetry.publisher import PubSubSink
+from edgefleet.device.telemetry.sinks import PubSubSink
 from edgefleet.device.telemetry.spool import SpoolEntry
 from edgefleet.flows.registry import GcsRegistryWriter
 from edgefleet.flows.release.bundle import create_version_dir

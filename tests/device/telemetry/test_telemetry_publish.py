@@ -9,15 +9,9 @@ from pathlib import Path
 import pytest
 
 from edgefleet.device.telemetry.config import TelemetryConfig
-from edgefleet.device.telemetry.publisher import (
-    LocalSink,
-    PubSubSink,
-    SpoolPublisher,
-    TopicMissingError,
-    backoff_delay,
-    jittered,
-)
+from edgefleet.device.telemetry.publisher import SpoolPublisher, backoff_delay, jittered
 from edgefleet.device.telemetry.service import TelemetryService
+from edgefleet.device.telemetry.sinks import LocalSink, PubSubSink, TopicMissingError
 from edgefleet.device.telemetry.spool import Spool
 from edgefleet.kernel.contracts.telemetry import Health, ModelRef, TelemetryMessage
 from edgefleet.kernel.errors import TelemetryError
@@ -42,7 +36,7 @@ def _sink(topic_id: str, emulator_host: str | None = None) -> PubSubSink:
 
 
 def _publisher(spool: Spool, sink: object) -> SpoolPublisher:
-    return SpoolPublisher.from_config(spool, sink, TelemetryConfig(publish_batch_size=50, **FAST))
+    return SpoolPublisher(spool, sink, TelemetryConfig(publish_batch_size=50, **FAST))
 
 
 def test_backoff_policy() -> None:
