@@ -105,9 +105,9 @@ def intended(report: DemoReport, good: list[str], bad: str) -> bool:
 
 
 def fleet_versions(fleet: Any, model: str) -> dict[str, str]:
-    from edgefleet.device.store import ModelStore
+    from edgefleet.device.store_reader import StoreReader
 
-    return {device_id: f"{model}:{ModelStore(device.root).pointer(model, 'current')}"
+    return {device_id: f"{model}:{StoreReader(device.root).pointer(model, 'current')}"
             for device_id, device in fleet.devices.items()}
 
 

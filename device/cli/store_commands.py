@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from edgefleet.device.cli import app
-from edgefleet.device.store import InstalledVersion, ModelStore, default_root
+from edgefleet.device.store import ModelStore
+from edgefleet.device.store_reader import InstalledVersion, default_root
 from edgefleet.kernel.console import ERROR_EXIT_CODE, print_error
 from edgefleet.kernel.contracts.manifest import Manifest
 from edgefleet.kernel.errors import EdgefleetError

@@ -27,7 +27,8 @@ from google.cloud import pubsub_v1, storage
 
 from edgefleet.device.pull import pull_channel_once
 from edgefleet.device.registry import GcsRegistryReader
-from edgefleet.device.store import PUBLIC_KEY_FILE, ModelStore
+from edgefleet.device.store import ModelStore
+from edgefleet.device.store_reader import PUBLIC_KEY_FILE
 from edgefleet.device.telemetry.builder import InferenceRecord, TelemetryBuilder
 from edgefleet.device.telemetry.health import read_health
 from edgefleet.device.telemetry.sinks import PubSubSink
