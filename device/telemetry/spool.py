@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -22,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from edgefleet.device.telemetry.spool_errors import is_corrupt, is_full, quarantine, spool_error
 from edgefleet.kernel.contracts.layout import ATTR_EPOCH
 from edgefleet.kernel.contracts.telemetry import TelemetryMessage
 from edgefleet.kernel.errors import TelemetryError
@@ -40,17 +40,6 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO counters (name, value) VALUES ('last_seq', 0), ('dropped', 0)",
 )
-# SQLite's result codes (sqlite3.h) for the failures a user can act on.
-_SQLITE_BUSY = 5
-_SQLITE_LOCKED = 6
-_SQLITE_READONLY = 8
-_SQLITE_IOERR = 10
-_SQLITE_CORRUPT = 11
-_SQLITE_FULL = 13
-_SQLITE_CANTOPEN = 14
-_SQLITE_NOTADB = 26
-
-
 class SpoolEntry(NamedTuple):
     """One spooled message, exactly as it goes on the wire."""
 
@@ -65,63 +54,6 @@ class SpoolStats(NamedTuple):
     depth: int
     dropped: int
     last_seq: int
-
-
-def _error_fix(path: Path, error: sqlite3.Error) -> str:
-    """What the user can do about an SQLite error on the spool at `path`."""
-    code = getattr(error, "sqlite_errorcode", None)
-    primary = code & 0xFF if code is not None else None
-    text = str(error).lower()
-    if primary == _SQLITE_FULL or "disk is full" in text:
-        return (
-            f"free disk space on the filesystem holding {path.parent}, or lower "
-            "telemetry.spool_max_messages / telemetry.spool_max_mb"
-        )
-    if primary in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or "not a database" in text or "malformed" in text:
-        return (
-            f"move {path} aside (its unsent telemetry is lost) and restart the agent; it creates a new spool"
-        )
-    if primary in (_SQLITE_BUSY, _SQLITE_LOCKED):
-        return f"another process holds {path}: stop the other agent, or give each agent its own spool path"
-    if primary in (_SQLITE_CANTOPEN, _SQLITE_READONLY, _SQLITE_IOERR) or "unable to open" in text:
-        return (
-            f"make {path.parent} an existing, writable directory for the agent user, or move the agent root"
-        )
-    return f"check the disk holding {path}; if the file is damaged, move it aside and restart the agent"
-
-
-def _spool_error(path: Path, action: str, error: sqlite3.Error | OSError) -> TelemetryError:
-    fix = (
-        _error_fix(path, error)
-        if isinstance(error, sqlite3.Error)
-        else f"make {path.parent} an existing, writable directory for the agent user, or move the agent root"
-    )
-    return TelemetryError(f"telemetry spool {path}: {action} failed: {error}", fix)
-
-
-def _is_corrupt(error: BaseException | None) -> bool:
-    if not isinstance(error, sqlite3.DatabaseError):
-        return False
-    code = getattr(error, "sqlite_errorcode", None)
-    primary = code & 0xFF if code is not None else None
-    text = str(error).lower()
-    return primary in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or "not a database" in text or "malformed" in text
-
-
-def _quarantine(path: Path) -> Path:
-    """Renames a corrupt spool (and its WAL files) to `<name>.corrupt-<utc time>`; returns the new path."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = path.with_name(f"{path.name}.corrupt-{stamp}")
-    for suffix in ("", "-wal", "-shm"):
-        source = path.with_name(path.name + suffix)
-        if source.exists():
-            os.replace(source, target.with_name(target.name + suffix))
-    return target
-
-
-def _is_full(error: sqlite3.Error) -> bool:
-    code = getattr(error, "sqlite_errorcode", None)
-    return (code is not None and code & 0xFF == _SQLITE_FULL) or "disk is full" in str(error).lower()
 
 
 class Spool:
@@ -167,18 +99,18 @@ class Spool:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise _spool_error(self.path, "creating its directory", error) from error
+            raise spool_error(self.path, "creating its directory", error) from error
         self.signer = signer
         self.quarantined: Path | None = None
         try:
             self._open(synchronous)
         except TelemetryError as error:
-            if not _is_corrupt(error.__cause__):
+            if not is_corrupt(error.__cause__):
                 raise
             # A corrupt spool would crash-loop the agent: set it aside (its unsent telemetry is lost, and
             # said so) and start a new spool with a new epoch, so the monitor does not take the restarted
             # seq for duplicates.
-            self.quarantined = _quarantine(self.path)
+            self.quarantined = quarantine(self.path)
             log.error(
                 "telemetry spool %s is corrupt (%s): moved aside to %s; starting a new spool (new epoch)",
                 self.path,
@@ -198,7 +130,7 @@ class Spool:
         try:
             self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         except sqlite3.Error as error:
-            raise _spool_error(self.path, "opening", error) from error
+            raise spool_error(self.path, "opening", error) from error
         try:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
@@ -220,7 +152,7 @@ class Spool:
         except sqlite3.Error as error:
             self._rollback()
             self._conn.close()
-            raise _spool_error(self.path, "opening", error) from error
+            raise spool_error(self.path, "opening", error) from error
 
     # --- counters ---------------------------------------------------------------------------------------
     @property
@@ -285,8 +217,8 @@ class Spool:
                     seqs = self._append_locked(builds, make_room)
                 except sqlite3.Error as error:
                     self._rollback()
-                    if not _is_full(error) or make_room >= self._depth:
-                        raise _spool_error(self.path, f"appending {len(builds)} message(s)", error) from error
+                    if not is_full(error) or make_room >= self._depth:
+                        raise spool_error(self.path, f"appending {len(builds)} message(s)", error) from error
                     # The database hit max_bytes (or the disk is full): retry, dropping the oldest messages
                     # in the same transaction (twice as many each round), so a batch that cannot fit at all
                     # fails without having dropped anything.
@@ -358,7 +290,7 @@ class Spool:
                     "SELECT seq, data, attributes FROM messages ORDER BY seq LIMIT ?", (limit,)
                 ).fetchall()
             except sqlite3.Error as error:
-                raise _spool_error(self.path, "reading", error) from error
+                raise spool_error(self.path, "reading", error) from error
         return [SpoolEntry(seq, bytes(data), json.loads(attributes)) for seq, data, attributes in rows]
 
     def ack(self, seqs: Iterable[int]) -> int:
@@ -383,7 +315,7 @@ class Spool:
                 self._conn.execute("COMMIT")
             except sqlite3.Error as error:
                 self._rollback()
-                raise _spool_error(
+                raise spool_error(
                     self.path, f"deleting {len(params)} delivered message(s)", error
                 ) from error
             deleted = self._conn.total_changes - before
