@@ -52,8 +52,11 @@ class SpoolStats(NamedTuple):
     """A snapshot of the spool's counters."""
 
     depth: int
+    """Messages waiting to be delivered."""
     dropped: int
+    """Messages dropped because the spool was full, since the spool file was created."""
     last_seq: int
+    """The last `seq` handed out (0 before the first message)."""
 
 
 class Spool:
@@ -121,9 +124,9 @@ class Spool:
         log.info(
             "telemetry spool %s: %d waiting, last seq %d, %d dropped so far",
             self.path,
-            self._depth,
-            self._last_seq,
-            self._dropped,
+            self._stats.depth,
+            self._stats.last_seq,
+            self._stats.dropped,
         )
 
     def _open(self, synchronous: str) -> None:
@@ -145,30 +148,21 @@ class Spool:
             if self.max_bytes is not None:
                 page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
                 self._conn.execute(f"PRAGMA max_page_count={max(1, self.max_bytes // page_size)}")
-            self._depth = self._conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
-            self._last_seq = self._counter("last_seq")
-            self._dropped = self._counter("dropped")
+            self._stats = SpoolStats(
+                depth=self._conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0],
+                dropped=self._counter("dropped"),
+                last_seq=self._counter("last_seq"),
+            )
             self.epoch = self._counter("epoch")
         except sqlite3.Error as error:
             self._rollback()
             self._conn.close()
             raise spool_error(self.path, "opening", error) from error
 
-    # --- counters ---------------------------------------------------------------------------------------
-    @property
-    def depth(self) -> int:
-        """Messages waiting to be delivered."""
-        return self._depth
-
-    @property
-    def dropped(self) -> int:
-        """Messages dropped because the spool was full, since the spool file was created."""
-        return self._dropped
-
-    @property
-    def last_seq(self) -> int:
-        """The last `seq` handed out (0 before the first message)."""
-        return self._last_seq
+    # --- counters (the fields of `stats()`, one at a time) -----------------------------------------------
+    depth = property(lambda self: self._stats.depth, doc="Messages waiting to be delivered.")
+    dropped = property(lambda self: self._stats.dropped, doc="Messages dropped because the spool was full.")
+    last_seq = property(lambda self: self._stats.last_seq, doc="The last `seq` handed out (0 before the first).")
 
     @property
     def closed(self) -> bool:
@@ -178,7 +172,7 @@ class Spool:
     def stats(self) -> SpoolStats:
         """A consistent snapshot of depth, dropped and last seq."""
         with self._lock:
-            return SpoolStats(self._depth, self._dropped, self._last_seq)
+            return self._stats
 
     # --- writing ----------------------------------------------------------------------------------------
     def append(self, build: MessageBuild) -> int:
@@ -217,12 +211,12 @@ class Spool:
                     seqs = self._append_locked(builds, make_room)
                 except sqlite3.Error as error:
                     self._rollback()
-                    if not is_full(error) or make_room >= self._depth:
+                    if not is_full(error) or make_room >= self._stats.depth:
                         raise spool_error(self.path, f"appending {len(builds)} message(s)", error) from error
                     # The database hit max_bytes (or the disk is full): retry, dropping the oldest messages
                     # in the same transaction (twice as many each round), so a batch that cannot fit at all
                     # fails without having dropped anything.
-                    make_room = min(self._depth, max(len(builds), 2 * make_room))
+                    make_room = min(self._stats.depth, max(len(builds), 2 * make_room))
                     continue
                 except BaseException:
                     self._rollback()
@@ -249,13 +243,12 @@ class Spool:
         conn.executemany("INSERT INTO messages (seq, data, attributes) VALUES (?, ?, ?)", rows)
         last = first + len(rows) - 1
         conn.execute("UPDATE counters SET value = ? WHERE name = 'last_seq'", (last,))
-        overflow = self._depth - dropped_now + len(rows) - self.max_messages
+        overflow = self._stats.depth - dropped_now + len(rows) - self.max_messages
         if overflow > 0:
             dropped_now += self._delete_oldest(overflow)
         conn.execute("COMMIT")
-        self._last_seq = last
-        self._depth += len(rows) - dropped_now
-        self._dropped += dropped_now
+        stats = self._stats
+        self._stats = SpoolStats(stats.depth + len(rows) - dropped_now, stats.dropped + dropped_now, last)
         if dropped_now:
             reason = "its disk bound" if make_room else f"its bound of {self.max_messages} messages"
             log.warning(
@@ -263,7 +256,7 @@ class Spool:
                 self.path,
                 reason,
                 dropped_now,
-                self._dropped,
+                self._stats.dropped,
             )
         return list(range(first, last + 1))
 
@@ -319,7 +312,7 @@ class Spool:
                     self.path, f"deleting {len(params)} delivered message(s)", error
                 ) from error
             deleted = self._conn.total_changes - before
-            self._depth -= deleted
+            self._stats = self._stats._replace(depth=self._stats.depth - deleted)
             self._changed.notify_all()
         return deleted
 
@@ -332,9 +325,9 @@ class Spool:
         with self._lock:
             wakeups = self._wakeups
             self._changed.wait_for(
-                lambda: self._depth > 0 or self._closed or self._wakeups != wakeups, timeout_s
+                lambda: self._stats.depth > 0 or self._closed or self._wakeups != wakeups, timeout_s
             )
-            return self._depth > 0 and not self._closed
+            return self._stats.depth > 0 and not self._closed
 
     def wake(self) -> None:
         """Ends every `wait_for_messages` now (a publisher that is asked to stop calls it)."""
