@@ -13,8 +13,6 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from edgefleet.device.pull import PullResult, pull_channel_once
 from edgefleet.device.registry.base import RegistryReader
 from edgefleet.device.store import ModelStore
@@ -25,15 +23,6 @@ log = logging.getLogger(__name__)
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (RegistryError, StoreError, OSError)
 """Errors a poll may hit that can pass by themselves (the next poll tries again)."""
-
-
-class PullSettings(BaseModel):
-    """Pull-mode settings (the agent config embeds these)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    interval_s: float = Field(default=30.0, gt=0, description="seconds between two polls of the channel")
-    stop_timeout_s: float = Field(default=10.0, gt=0, description="wait for a running poll when stopping")
 
 
 class PollerStatus(NamedTuple):
@@ -56,13 +45,13 @@ class ChannelPoller:
 
     Args:
         registry, store, model, channel, public_key: as for `pull_channel_once`.
-        interval_s: seconds between polls (default `PullSettings().interval_s`).
+        interval_s: seconds between polls.
         on_change: called with the PullResult when a new version was activated.
         on_refusal: called with the PullResult when a version was refused, or when the channel pointer was
             refused or expired (`result.pointer_problem`; once per distinct problem, not at every poll).
         require_signed: refuse unsigned (schema 1) channel pointers.
         on_error: called with (exception, transient) when a poll failed.
-        settings: interval and stop timeout (interval_s overrides settings.interval_s).
+        stop_timeout_s: how long `stop()` waits for a running poll.
 
     Example:
         with ChannelPoller(registry, store, "birds", "stable", on_change=reload_model) as poller:
@@ -77,12 +66,12 @@ class ChannelPoller:
         channel: str,
         public_key: PublicKeyLike | None = None,
         *,
-        interval_s: float | None = None,
+        interval_s: float = 30.0,
         on_change: Callable[[PullResult], None] | None = None,
         on_refusal: Callable[[PullResult], None] | None = None,
         on_error: Callable[[BaseException, bool], None] | None = None,
         on_thread_start: Callable[[], None] | None = None,
-        settings: PullSettings | None = None,
+        stop_timeout_s: float = 10.0,
         require_signed: bool = False,
     ) -> None:
         self.registry = registry
@@ -91,8 +80,8 @@ class ChannelPoller:
         self.model = model
         self.channel = channel
         self.public_key = public_key
-        self.settings = settings or PullSettings()
-        self.interval_s = interval_s if interval_s is not None else self.settings.interval_s
+        self.interval_s = interval_s
+        self.stop_timeout_s = stop_timeout_s
         self.on_change = on_change
         self.on_thread_start = on_thread_start  # e.g. the agent lowers the polling thread's priority
         self.on_refusal = on_refusal
@@ -115,17 +104,17 @@ class ChannelPoller:
         return self
 
     def stop(self) -> None:
-        """Stops polling and waits for a running poll (up to `settings.stop_timeout_s`)."""
+        """Stops polling and waits for a running poll (up to `stop_timeout_s`)."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(self.settings.stop_timeout_s)
+            self._thread.join(self.stop_timeout_s)
             if self._thread.is_alive():
                 log.warning(
                     "pull poller for %s/%s still busy after %.0f s; left to finish in the background",
                     self.model,
                     self.channel,
-                    self.settings.stop_timeout_s,
+                    self.stop_timeout_s,
                 )
 
     def poll_now(self) -> None:
