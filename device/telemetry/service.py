@@ -347,4 +347,4 @@ class TelemetryService:
     def _default_sink(self) -> Sink:
         if self.config.pubsub_project is None:
             return LocalSink.from_config(self.config, self.spool_path)
-        return PubSubSink.from_config(self.config)
+        return PubSubSink(self.config)

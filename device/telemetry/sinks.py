@@ -130,49 +130,38 @@ class PubSubSink:
     """Publishes batches to a Pub/Sub topic and reports exactly which messages Pub/Sub acknowledged.
 
     Args:
-        project: GCP project of the topic.
-        topic: Topic id.
-        publish_timeout_s: Deadline of one publish, retries included; a future not resolved after twice
-            this is counted as failed (the message stays spooled; if it did arrive, it arrives twice).
-        batch_max_messages: PublisherClient batch size.
-        batch_max_latency_s: How long the client waits to fill a batch.
-        reconnect_max_s: Longest gRPC reconnect backoff.
-        retry_initial_s: First in-call retry pause for transient errors.
+        config: The topic (`pubsub_project`, which must be set, and `pubsub_topic`); `publish_timeout_s`,
+            the deadline of one publish, retries included (a future not resolved after twice this is
+            counted as failed: the message stays spooled; if it did arrive, it arrives twice); the
+            PublisherClient's batch (`publish_batch_size` messages, waiting `publish_batch_latency_s` to
+            fill it); `reconnect_max_s`, the longest gRPC reconnect backoff; `backoff_initial_s`, the first
+            in-call retry pause for transient errors.
         emulator_host: `host:port` of a Pub/Sub emulator; default: `PUBSUB_EMULATOR_HOST`, as Google's
             clients do. With neither, Application Default Credentials reach the real Pub/Sub.
     """
 
-    def __init__(
-        self,
-        project: str,
-        topic: str,
-        *,
-        publish_timeout_s: float,
-        batch_max_messages: int,
-        batch_max_latency_s: float,
-        reconnect_max_s: float,
-        retry_initial_s: float,
-        emulator_host: str | None = None,
-    ) -> None:
+    def __init__(self, config: TelemetryConfig, emulator_host: str | None = None) -> None:
         from google.api_core.retry import Retry, if_transient_error
         from google.cloud import pubsub_v1
 
+        if config.pubsub_project is None:
+            raise ValueError("telemetry.pubsub_project is not set: use LocalSink")
         self.emulator_host = emulator_host or os.environ.get("PUBSUB_EMULATOR_HOST") or None
-        self.topic_path = f"projects/{project}/topics/{topic}"
+        self.topic_path = f"projects/{config.pubsub_project}/topics/{config.pubsub_topic}"
         endpoint = f"emulator {self.emulator_host}" if self.emulator_host else "pubsub.googleapis.com"
         self.destination = f"pubsub {self.topic_path} ({endpoint})"
-        self.publish_timeout_s = publish_timeout_s
+        self.publish_timeout_s = publish_timeout_s = config.publish_timeout_s
         self.max_batch_wait_s = 2 * publish_timeout_s
         self._retry = Retry(
             predicate=if_transient_error,
-            initial=min(retry_initial_s, publish_timeout_s),
+            initial=min(config.backoff_initial_s, publish_timeout_s),
             maximum=publish_timeout_s,
             timeout=publish_timeout_s,
         )
         from google.auth.exceptions import DefaultCredentialsError
 
         try:
-            transport = self._transport(reconnect_max_s)
+            transport = self._transport(config.reconnect_max_s)
         except DefaultCredentialsError as error:
             raise TelemetryError(
                 f"no Google Cloud credentials to publish telemetry to {self.topic_path}: {error}",
@@ -182,25 +171,9 @@ class PubSubSink:
             ) from error
         self._client = pubsub_v1.PublisherClient(
             batch_settings=pubsub_v1.types.BatchSettings(
-                max_messages=batch_max_messages, max_latency=batch_max_latency_s
+                max_messages=config.publish_batch_size, max_latency=config.publish_batch_latency_s
             ),
             transport=transport,
-        )
-
-    @classmethod
-    def from_config(cls, config: TelemetryConfig, emulator_host: str | None = None) -> PubSubSink:
-        """The sink `config` asks for (requires `pubsub_project`)."""
-        if config.pubsub_project is None:
-            raise ValueError("telemetry.pubsub_project is not set: use LocalSink")
-        return cls(
-            config.pubsub_project,
-            config.pubsub_topic,
-            publish_timeout_s=config.publish_timeout_s,
-            batch_max_messages=config.publish_batch_size,
-            batch_max_latency_s=config.publish_batch_latency_s,
-            reconnect_max_s=config.reconnect_max_s,
-            retry_initial_s=config.backoff_initial_s,
-            emulator_host=emulator_host,
         )
 
     def _transport(self, reconnect_max_s: float) -> Any:

@@ -97,7 +97,7 @@ def test_emulator_outage_under_load_every_seq_arrives(
     )
     spool = Spool(tmp_path / "spool.sqlite", max_messages=100_000)
     publisher = SpoolPublisher(
-        spool, PubSubSink.from_config(config, emulator_host=proxy.host), config
+        spool, PubSubSink(config, emulator_host=proxy.host), config
     )
     puller = puller_factory(subscription)
     publisher.start()
