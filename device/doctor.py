@@ -353,10 +353,10 @@ def check_public_key(path: Path) -> Check:
 # --- all together -------------------------------------------------------------------------------------------
 def edgetpu_model(config: AgentConfig) -> Path | None:
     """The edgetpu variant of the current version of the configured model, when installed."""
-    from edgefleet.device.store import ModelStore
+    from edgefleet.device.store_reader import StoreReader
 
     try:
-        installed = ModelStore(config.root).current(config.model)
+        installed = StoreReader(config.root).current(config.model)
         if installed is None:
             return None
         manifest = Manifest.model_validate_json((installed.path / MANIFEST_FILE).read_bytes())

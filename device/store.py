@@ -1,18 +1,11 @@
-"""The on-device model store: verified, immutable versions and atomic `current` / `previous` pointers.
+"""Changing the on-device model store: install verified, immutable versions; switch `current` / `previous`.
 
-Layout under the agent root (`EDGEFLEET_AGENT_ROOT`, default `~/.edgefleet-agent`):
-
-    models/<model>/<version>/      model files + manifest.json + manifest.sig, immutable once installed
-    models/<model>/current         symlink -> "<version>" (relative), the version the agent runs
-    models/<model>/previous        symlink -> "<version>", the version `rollback` returns to
-    models/<model>/.refused.json   versions refused by pull mode or the agent (not retried)
-    keys/release.pub               the release public key (default)
-
-Guarantees for a concurrent reader (the running agent watches `current` and reads its manifest):
-a version directory appears in one rename after it was copied, fsynced and verified, and never changes
-afterwards; a pointer changes by renaming a new symlink over the old one. So `current` always resolves to a
-complete, verified directory. Writers (install, activate, rollback, remove) serialize on a per-model lock
-file, and every failed operation leaves the store as it was.
+The layout and the read side are `edgefleet.device.store_reader`. Guarantees for a concurrent reader (the
+running agent watches `current` and reads its manifest): a version directory appears in one rename after it
+was copied, fsynced and verified, and never changes afterwards; a pointer changes by renaming a new symlink
+over the old one. So `current` always resolves to a complete, verified directory. Writers (install,
+activate, rollback, remove) serialize on a per-model lock file, and every failed operation leaves the store
+as it was.
 """
 
 from __future__ import annotations
@@ -23,7 +16,6 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,26 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgefleet.device.bundle import (
     SIGNED_FILES,
-    read_signed_manifest,
     refuse_development_signed,
     sha256_bytes,
     verify_version_dir,
 )
-from edgefleet.kernel.contracts.layout import (
-    AGENT_ROOT_ENV,
-    CURRENT_POINTER,
-    DEFAULT_AGENT_ROOT,
-    DEVICE_MODELS_DIR,
-    MANIFEST_FILE,
-    PREVIOUS_POINTER,
-    REFUSED_FILE,
-    check_name,
-    check_version,
-    is_version,
-    version_sort_key,
-)
+from edgefleet.device.store_reader import InstalledVersion, StoreReader, checked_version, state_name
+from edgefleet.kernel.contracts.layout import CURRENT_POINTER, MANIFEST_FILE, PREVIOUS_POINTER, REFUSED_FILE
 from edgefleet.kernel.contracts.manifest import Manifest
-from edgefleet.kernel.contracts.refusal import Refusal, dump_refusals, find_refusal, parse_refusals
+from edgefleet.kernel.contracts.refusal import Refusal, dump_refusals
 from edgefleet.kernel.errors import StoreError
 from edgefleet.kernel.fsutil import (
     atomic_write_bytes,
@@ -65,9 +45,6 @@ from edgefleet.kernel.signing import PublicKeyLike
 
 log = logging.getLogger(__name__)
 
-ROOT_ENV = AGENT_ROOT_ENV
-DEFAULT_ROOT = DEFAULT_AGENT_ROOT
-PUBLIC_KEY_FILE = "keys/release.pub"
 LOCK_FILE = ".lock"
 STAGING_DIR = ".staging"
 
@@ -83,25 +60,9 @@ class StoreOptions(BaseModel):
     )
 
 
-@dataclass(frozen=True)
-class InstalledVersion:
-    """A version installed in the store (its directory is complete and immutable)."""
 
-    model: str
-    version: str
-    path: Path
-    manifest: Manifest
-    manifest_sha256: str
-    """sha256 of the installed manifest.json (compare with a channel pointer's)."""
-
-
-def default_root() -> Path:
-    """The agent root: `$EDGEFLEET_AGENT_ROOT`, else `~/.edgefleet-agent`."""
-    return Path(os.environ.get(ROOT_ENV) or DEFAULT_ROOT).expanduser()
-
-
-class ModelStore:
-    """Installed model versions under `<root>/models`, with atomic `current` and `previous` pointers.
+class ModelStore(StoreReader):
+    """The store's changes: install, activate, rollback, remove, refusals, each under a per-model lock.
 
     Args:
         root: the agent root directory (created on first install).
@@ -117,89 +78,8 @@ class ModelStore:
         *,
         options: StoreOptions | None = None,
     ) -> None:
-        self.root = Path(root).expanduser()
-        self.models_dir = self.root / DEVICE_MODELS_DIR
-        self.public_key: PublicKeyLike = public_key if public_key is not None else self.root / PUBLIC_KEY_FILE
+        super().__init__(root, public_key)
         self.options = options or StoreOptions()
-
-    def __repr__(self) -> str:
-        return f"ModelStore({str(self.root)!r})"
-
-    # --- paths -------------------------------------------------------------------------------------
-
-    def model_dir(self, model: str) -> Path:
-        """`<root>/models/<model>`."""
-        return self.models_dir / _checked_name(model)
-
-    def version_dir(self, model: str, version: str) -> Path:
-        """`<root>/models/<model>/<version>` (whether or not it is installed)."""
-        return self.model_dir(model) / _checked_version(version)
-
-    # --- queries -----------------------------------------------------------------------------------
-
-    def models(self) -> list[str]:
-        """Names of the models with at least one installed version, sorted."""
-        if not self.models_dir.is_dir():
-            return []
-        return sorted(
-            entry.name
-            for entry in os.scandir(self.models_dir)
-            if entry.is_dir(follow_symlinks=False) and self.versions(entry.name)
-        )
-
-    def versions(self, model: str) -> list[str]:
-        """Installed versions of `model`, oldest first (semantic version order)."""
-        model_dir = self.model_dir(model)
-        if not model_dir.is_dir():
-            return []
-        found = []
-        for entry in os.scandir(model_dir):
-            if (
-                entry.is_dir(follow_symlinks=False)
-                and is_version(entry.name)
-                and (Path(entry.path) / MANIFEST_FILE).is_file()
-            ):
-                found.append(entry.name)
-        return sorted(found, key=version_sort_key)
-
-    def installed(self, model: str, version: str) -> InstalledVersion | None:
-        """The installed version, or None when it is not installed (its manifest is read, not verified)."""
-        path = self.version_dir(model, version)
-        if not (path / MANIFEST_FILE).is_file():
-            return None
-        signed = read_signed_manifest(path)
-        return InstalledVersion(model, version, path, signed.manifest, signed.manifest_sha256)
-
-    def current(self, model: str) -> InstalledVersion | None:
-        """The version `current` points at, or None when the model has no current version.
-
-        Raises:
-            StoreError: the pointer names a version that is not installed (the store was edited by hand).
-        """
-        return self._pointed(model, CURRENT_POINTER)
-
-    def previous(self, model: str) -> InstalledVersion | None:
-        """The version `previous` points at (what `rollback` returns to), or None."""
-        return self._pointed(model, PREVIOUS_POINTER)
-
-    def pointer(self, model: str, name: str) -> str | None:
-        """The version a pointer (`current` / `previous`) names, without reading the version."""
-        link = self.model_dir(model) / name
-        try:
-            target = os.readlink(link)
-        except FileNotFoundError:
-            return None
-        except OSError as error:
-            raise StoreError(
-                f"{link} is not a version pointer ({error.strerror})",
-                f"remove it and activate a version: edgefleet-agent activate {model} VERSION",
-            ) from error
-        if not is_version(target):
-            raise StoreError(
-                f"{link} points at {target!r}, not at a version directory",
-                f"remove it and activate a version: edgefleet-agent activate {model} VERSION",
-            )
-        return target
 
     # --- changes -----------------------------------------------------------------------------------
 
@@ -329,20 +209,12 @@ class ModelStore:
 
     def mark_refused(self, model: str, version: str, manifest_sha256: str, reason: str) -> Refusal:
         """Remembers that (model, version, manifest sha256) was refused, so pull mode does not retry it."""
-        refusal = Refusal(version=_checked_version(version), manifest_sha256=manifest_sha256, reason=reason,
+        refusal = Refusal(version=checked_version(version), manifest_sha256=manifest_sha256, reason=reason,
                           refused_at=datetime.now(timezone.utc))
         with self._lock(model):
             others = [entry for entry in self._read_refused(model) if not entry.matches(version, manifest_sha256)]
             atomic_write_bytes(self.model_dir(model) / REFUSED_FILE, dump_refusals([*others, refusal]))
         return refusal
-
-    def refusal(self, model: str, version: str, manifest_sha256: str) -> Refusal | None:
-        """The refusal recorded for this exact version and manifest, or None."""
-        return find_refusal(self._read_refused(model), version, manifest_sha256)
-
-    def refusals(self, model: str) -> list[Refusal]:
-        """All refusals recorded for `model`."""
-        return self._read_refused(model)
 
     def clear_refused(self, model: str) -> int:
         """Forgets the refusals of `model` (so pull mode tries those versions again); returns how many."""
@@ -353,17 +225,10 @@ class ModelStore:
 
     # --- small per-model state files (pull mode's channel record) -------------------------------------
 
-    def read_model_file(self, model: str, name: str) -> bytes | None:
-        """The bytes of `models/<model>/<name>` (a hidden state file), or None when absent."""
-        try:
-            return (self.model_dir(model) / _state_name(name)).read_bytes()
-        except FileNotFoundError:
-            return None
-
     def write_model_file(self, model: str, name: str, data: bytes) -> None:
         """Replaces `models/<model>/<name>` atomically, under the model's writer lock."""
         with self._lock(model):
-            atomic_write_bytes(self.model_dir(model) / _state_name(name), data)
+            atomic_write_bytes(self.model_dir(model) / state_name(name), data)
 
     @contextmanager
     def staging_dir(self) -> Iterator[Path]:
@@ -374,20 +239,6 @@ class ModelStore:
             yield Path(temp)
 
     # --- internals ---------------------------------------------------------------------------------
-
-    def _pointed(self, model: str, name: str) -> InstalledVersion | None:
-        version = self.pointer(model, name)
-        if version is None:
-            return None
-        installed = self.installed(model, version)
-        if installed is None:
-            raise StoreError(
-                f"the {name} pointer of model {model} names version {version}, which is not installed in "
-                f"{self.root}",
-                f"activate an installed version: edgefleet-agent activate {model} VERSION "
-                f"(installed: {', '.join(self.versions(model)) or 'none'})",
-            )
-        return installed
 
     def _verified(self, model: str, version: str, key: PublicKeyLike) -> InstalledVersion:
         path = self.version_dir(model, version)
@@ -419,16 +270,6 @@ class ModelStore:
             "if it is neither current nor previous",
         )
 
-    def _read_refused(self, model: str) -> list[Refusal]:
-        path = self.model_dir(model) / REFUSED_FILE
-        try:
-            return list(parse_refusals(path.read_bytes()))
-        except FileNotFoundError:
-            return []
-        except (OSError, ValueError) as error:
-            log.warning("ignoring unreadable refusal list %s: %s", path, error)
-            return []
-
     @contextmanager
     def _lock(self, model: str) -> Iterator[None]:
         model_dir = self.model_dir(model)
@@ -440,24 +281,3 @@ class ModelStore:
             error_type=StoreError,
         ):
             yield
-
-
-def _checked_name(model: str) -> str:
-    try:
-        return check_name("model", model)
-    except ValueError as error:
-        raise StoreError(str(error), "use the model name from the release manifest") from None
-
-
-def _state_name(name: str) -> str:
-    if not name.startswith(".") or "/" in name or name in {".", ".."}:
-        raise StoreError(f"state file name {name!r} is not a hidden plain name", "use a name like .channel.json")
-    return name
-
-
-def _checked_version(version: str) -> str:
-    try:
-        return check_version(version)
-    except ValueError as error:
-        raise StoreError(str(error), "use a version from the release manifest, e.g. 1.0.0") from None
-

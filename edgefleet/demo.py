@@ -25,23 +25,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
-from rich.console import Console
-from rich.panel import Panel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from edgefleet.demo_report import DemoReport, ReleaseSummary, RolloutSummary, console, intended, print_closing, step
 
 log = logging.getLogger("edgefleet.demo")
-console = Console()
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO_STEPS = 10  # Prefect, stack, release, devices, rollout, release, rollout, bad model, release, rollout
-_steps_done = [0]
 TABLE_COLUMNS = 120  # the fleet table's natural width; narrower terminals get ellipses
 
 
@@ -69,45 +65,10 @@ class DemoSettings(BaseModel):
     agent_ready_timeout_s: float = Field(default=60.0, gt=0, description="wait for every agent's first status")
 
 
-class ReleaseSummary(BaseModel):
-    model: str
-    version: str
-    published: bool
-
-
-class RolloutSummary(BaseModel):
-    id: str
-    version: str
-    outcome: Literal["completed", "halted"]
-    halted_by: list[str]
-    devices_rolled_back: list[str]
-
-
-class DemoReport(BaseModel):
-    """What `--summary-json FILE` writes: the machine-readable account of the run."""
-
-    ok: bool = False
-    releases: list[ReleaseSummary] = Field(default_factory=list)
-    rollouts: list[RolloutSummary] = Field(default_factory=list)
-    devices: dict[str, str] = Field(default_factory=dict, description="device id -> model:version at the end")
-
-
-def intended(report: DemoReport, good: list[str], bad: str) -> bool:
-    """Every step went as intended: the good versions completed, the bad one halted in the first wave with
-    only that wave rolled back, and every device ends on the last good version."""
-    outcomes = {rollout.version: rollout for rollout in report.rollouts}
-    if any(outcomes.get(version) is None or outcomes[version].outcome != "completed" for version in good):
-        return False
-    halted = outcomes.get(bad)
-    if halted is None or halted.outcome != "halted" or not halted.halted_by or not halted.devices_rolled_back:
-        return False
-    return bool(report.devices) and all(value.endswith(f":{good[-1]}") for value in report.devices.values())
-
-
 def fleet_versions(fleet: Any, model: str) -> dict[str, str]:
-    from edgefleet.device.store import ModelStore
+    from edgefleet.device.store_reader import StoreReader
 
-    return {device_id: f"{model}:{ModelStore(device.root).pointer(model, 'current')}"
+    return {device_id: f"{model}:{StoreReader(device.root).pointer(model, 'current')}"
             for device_id, device in fleet.devices.items()}
 
 
@@ -124,19 +85,6 @@ def _env_defaults(settings: DemoSettings) -> None:
 def _shown(path: Path) -> str:
     """A path as short as the user can use it: relative to the repository when inside it."""
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
-
-
-@contextmanager
-def step(title: str) -> Iterator[None]:
-    """One long step: a spinner, the demo's overall progress bar and the elapsed time while it runs."""
-    started = time.monotonic()
-    columns = (SpinnerColumn(), TextColumn("[bold cyan]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        progress.add_task(title, total=DEMO_STEPS, completed=_steps_done[0])
-        yield
-    _steps_done[0] += 1
-    console.print(f"[green]done[/] {title} [dim]({time.monotonic() - started:.1f} s)[/]")
 
 
 class Demo:
@@ -343,25 +291,8 @@ class Demo:
         self.report.ok = intended(self.report, ["1.0.0", "1.1.0"], "1.2.0")
         if self.summary_json is not None:
             self.summary_json.write_text(self.report.model_dump_json(indent=2))
-        elapsed = time.monotonic() - started
-        self.summary.insert(0, ("Took", f"{elapsed / 60:.1f} minutes"))
-        self.summary.insert(1, ("Went as intended", "yes: 1.0.0 and 1.1.0 rolled out, the bad 1.2.0 halted in "
-                                                    "the first wave and rolled back" if self.report.ok else
-                                "NO: see the steps above"))
-        console.print(Panel("\n".join(f"[bold]{k}[/]: {v}" for k, v in self.summary) + "\n\n" + NEXT_STEPS,
-                            title="edgefleet demo: done", expand=False))
+        print_closing(self.summary, self.report.ok, time.monotonic() - started)
         return 0 if self.report.ok else 1
-
-NEXT_STEPS = """Next (the demo's files stay in .edgefleet/demo until the next run):
-  make ui                       the Prefect UI: run release-model from its form, see the deployments
-  source .venv/bin/activate     then:
-  edgefleet registry ls --registry .edgefleet/demo/registry
-  edgefleet registry verify shapes 1.1.0 --registry .edgefleet/demo/registry \\
-      --public-key .edgefleet/demo/keys/release-signing.key.pub
-  edgefleet fleet status --db .edgefleet/demo/fleet.sqlite
-  edgefleet-agent inspect .edgefleet/demo/registry/models/shapes/1.1.0/model_cpu.tflite
-  README.md: going to a real Google Cloud project and real Coral devices"""
-
 
 def _install_signal_handlers() -> None:
     # SIGTERM behaves like Ctrl-C: the ExitStack unwinds and stops everything the demo started.

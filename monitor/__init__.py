@@ -3,7 +3,8 @@
 - `edgefleet.monitor.service.run_monitor(config, stop_event)`: the long-running streaming-pull service.
 - `edgefleet.monitor.ingest.apply / handle`: what one message does to the state (no Pub/Sub).
 - `edgefleet.monitor.store.open_store`: the SQLite fleet state.
-- `edgefleet.monitor.query.fleet_status / device_history / version_health`: reading it.
+- `edgefleet.monitor.query.fleet_status / device_history`: reading it; `edgefleet.monitor.health.version_health`:
+  the rollout's health gate.
 - `edgefleet.monitor.cloud_metrics`: Cloud Monitoring custom metrics (`edgefleet.kernel.metrics`).
 
 This package's top level imports neither Pub/Sub nor Cloud Monitoring, so readers stay light.
@@ -11,17 +12,9 @@ This package's top level imports neither Pub/Sub nor Cloud Monitoring, so reader
 
 from edgefleet.monitor.config import MonitorConfig, StatusRules, load_monitor_config
 from edgefleet.monitor.errors import FleetStateError, MonitorError
+from edgefleet.monitor.health import DeviceVersionHealth, VersionHealth, version_health
 from edgefleet.monitor.ingest import Outcome, Status, apply, handle
-from edgefleet.monitor.query import (
-    DeviceHistory,
-    DeviceStatus,
-    DeviceVersionHealth,
-    FleetStatus,
-    VersionHealth,
-    device_history,
-    fleet_status,
-    version_health,
-)
+from edgefleet.monitor.query import DeviceHistory, DeviceStatus, FleetStatus, device_history, fleet_status
 from edgefleet.monitor.store import FleetStore, commit, open_store
 
 __all__ = [

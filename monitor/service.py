@@ -19,8 +19,9 @@ import queue
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 
 import tenacity
@@ -29,7 +30,7 @@ from google.auth import exceptions as google_auth_exceptions
 from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.subscriber.message import Message
 
-from edgefleet.kernel.contracts.layout import ATTR_DEVICE_ID
+from edgefleet.monitor.batch import process_batch
 from edgefleet.monitor.cloud_metrics import (
     CloudMetricsWriter,
     MetricServiceClientLike,
@@ -40,9 +41,9 @@ from edgefleet.monitor.cloud_metrics import (
 from edgefleet.monitor.config import MonitorConfig
 from edgefleet.monitor.errors import MonitorError
 from edgefleet.monitor.identity import FORGED_PREFIX, TelemetryVerifier
-from edgefleet.monitor.ingest import Outcome, Status, handle, record_malformed
+from edgefleet.monitor.ingest import Outcome, Status
 from edgefleet.monitor.query import device_statuses
-from edgefleet.monitor.store import FleetStore, commit, from_epoch, open_store, rollback
+from edgefleet.monitor.store import FleetStore, from_epoch, open_store
 from edgefleet.monitor.windows import prune
 
 log = logging.getLogger(__name__)
@@ -78,37 +79,35 @@ class MonitorReport:
     metric_periods: int
     unauthenticated: int = 0  # refused: unsigned, badly signed, or from a device with no key (in `malformed`)
 
+    def plus(self, **counts: int) -> MonitorReport:
+        """This report with `counts` added (e.g. `plus(batches=1, received=3)`)."""
+        return replace(self, **{name: getattr(self, name) + count for name, count in counts.items()})
+
+
+def batch_counts(outcomes: Sequence[Outcome]) -> dict[str, int]:
+    """What one committed batch adds to a `MonitorReport`."""
+    counts = Counter(received=len(outcomes), batches=1, lost=sum(outcome.lost for outcome in outcomes))
+    for outcome in outcomes:
+        if outcome.status is Status.APPLIED:
+            counts["applied"] += 1
+        elif outcome.status is Status.LATE:
+            counts["late"] += 1
+        elif outcome.status is Status.DUPLICATE:
+            counts["duplicates"] += 1
+        else:
+            counts["malformed"] += 1
+            counts["unauthenticated"] += outcome.reason.startswith(FORGED_PREFIX)
+    return dict(counts)
+
 
 @dataclass
 class _Tally:
-    received: int = 0
-    applied: int = 0
-    late: int = 0
-    duplicates: int = 0
-    malformed: int = 0
-    lost: int = 0
-    batches: int = 0
-    resubscribes: int = 0
-    metric_periods: int = 0
-    unauthenticated: int = 0
+    """The running report of one `run_monitor` call (updated by its one thread)."""
 
-    def add(self, outcomes: Sequence[Outcome]) -> None:
-        self.received += len(outcomes)
-        self.batches += 1
-        for outcome in outcomes:
-            if outcome.status is Status.APPLIED:
-                self.applied += 1
-            elif outcome.status is Status.LATE:
-                self.late += 1
-            elif outcome.status is Status.DUPLICATE:
-                self.duplicates += 1
-            else:
-                self.malformed += 1
-                self.unauthenticated += outcome.reason.startswith(FORGED_PREFIX)
-            self.lost += outcome.lost
+    report: MonitorReport = field(default_factory=lambda: MonitorReport(*[0] * len(fields(MonitorReport))))
 
-    def report(self) -> MonitorReport:
-        return MonitorReport(**self.__dict__)
+    def count(self, **counts: int) -> None:
+        self.report = self.report.plus(**counts)
 
 
 @dataclass
@@ -140,86 +139,6 @@ class _Inbox:
         except queue.Empty:
             pass
         return batch
-
-
-def process_batch(store: FleetStore, batch: Sequence[Message], received_at: float,
-                  verifier: TelemetryVerifier | None = None) -> list[Outcome]:
-    """Applies `batch`, commits, then acks the committed and nacks the malformed.
-
-    A transient store error (SQLite busy, locked, disk momentarily full) rolls the transaction back, nacks
-    every message and is re-raised (the caller resubscribes after a back-off). Any other error while
-    applying or committing (a message the store cannot take, a bug) rolls back and retries the batch message
-    by message, each committed alone: only the message that fails alone is refused (counted as malformed,
-    nacked, so Pub/Sub dead-letters it after the subscription's max delivery attempts), and every other
-    message is applied exactly once. With a `verifier`, a message whose signature does not hold is refused
-    the same way (counted as malformed with a reason starting `FORGED_PREFIX`).
-    """
-    try:
-        outcomes = [_handle(store, message, received_at, verifier) for message in batch]
-        commit(store)
-    except sqlite3.OperationalError:
-        rollback(store)
-        for message in batch:
-            message.nack()
-        raise
-    except Exception:  # noqa: BLE001 - one bad message must not stop the monitor: find it, refuse it alone
-        rollback(store)
-        log.warning("a batch of %d messages failed to apply; retrying them one by one", len(batch),
-                    exc_info=True)
-        return _one_by_one(store, batch, received_at, verifier)
-    _settle(batch, outcomes)
-    return outcomes
-
-
-def _handle(store: FleetStore, message: Message, received_at: float, verifier: TelemetryVerifier | None) -> Outcome:
-    if verifier is not None and (problem := verifier.problem(message.data, message.attributes)) is not None:
-        device_id = message.attributes.get(ATTR_DEVICE_ID) or None
-        record_malformed(store, message.message_id, device_id, problem[:500], received_at)
-        log.warning("refused telemetry message %s: %s", message.message_id, problem)
-        return Outcome(Status.MALFORMED, device_id=device_id, reason=problem)
-    return handle(store, message.data, message.message_id, message.attributes, received_at)
-
-
-def _one_by_one(store: FleetStore, batch: Sequence[Message], received_at: float,
-                verifier: TelemetryVerifier | None) -> list[Outcome]:
-    outcomes: list[Outcome] = []
-    for index, message in enumerate(batch):
-        try:
-            outcome = _handle(store, message, received_at, verifier)
-            commit(store)
-        except sqlite3.OperationalError:
-            rollback(store)
-            _settle(batch[:index], outcomes)
-            for rest in batch[index:]:
-                rest.nack()
-            raise
-        except Exception as error:  # noqa: BLE001 - this message alone fails: refuse it, keep going
-            rollback(store)
-            outcome = _refused_alone(store, message, error, received_at)
-        outcomes.append(outcome)
-    _settle(batch, outcomes)
-    return outcomes
-
-
-def _refused_alone(store: FleetStore, message: Message, error: Exception, received_at: float) -> Outcome:
-    device_id = message.attributes.get(ATTR_DEVICE_ID) or None
-    reason = f"the fleet state cannot take this message ({type(error).__name__}: {error})"[:500]
-    log.error("message %s from %s refused: %s", message.message_id, device_id or "an unknown device", reason)
-    try:
-        record_malformed(store, message.message_id, device_id, reason, received_at)
-        commit(store)
-    except sqlite3.Error:
-        rollback(store)
-        log.warning("could not count message %s as malformed", message.message_id, exc_info=True)
-    return Outcome(Status.MALFORMED, device_id=device_id, reason=reason)
-
-
-def _settle(batch: Sequence[Message], outcomes: Sequence[Outcome]) -> None:
-    for message, outcome in zip(batch, outcomes, strict=True):
-        if outcome.ack:
-            message.ack()
-        else:
-            message.nack()
 
 
 def _check_subscription(subscriber: pubsub_v1.SubscriberClient, path: str, timeout_s: float) -> None:
@@ -325,7 +244,7 @@ class _Session:
         if not batch:
             return
         outcomes = process_batch(self.store, batch, self.clock(), self.verifier)
-        self.tally.add(outcomes)
+        self.tally.count(**batch_counts(outcomes))
         if self.metrics is not None:
             self.metrics.aggregator.record(outcomes)
         if self.on_batch is not None:
@@ -351,7 +270,7 @@ class _MetricsTick:
         devices = device_statuses(store, {device_id for device_id, _, _ in period_messages},
                                   self.config.status.stale_after_s, moment, rules=self.config.status)
         self.writer.submit(build_time_series(self.config.project, moment, period_messages, devices))
-        self.tally.metric_periods += 1
+        self.tally.count(metric_periods=1)
 
 
 def _log_retry(state: tenacity.RetryCallState) -> None:
@@ -404,7 +323,7 @@ def run_monitor(config: MonitorConfig, stop_event: threading.Event, *,
                        TelemetryVerifier.from_config(config.identity))
 
     def before_resubscribe(state: tenacity.RetryCallState) -> None:
-        tally.resubscribes += 1
+        tally.count(resubscribes=1)
         _log_retry(state)
 
     retrying = tenacity.Retrying(
@@ -423,7 +342,7 @@ def run_monitor(config: MonitorConfig, stop_event: threading.Event, *,
         if own_subscriber:
             subscriber.close()
         store.close()
-    report = tally.report()
+    report = tally.report
     log.info("monitor stopped: %s", report)
     return report
 

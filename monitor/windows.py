@@ -20,7 +20,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict
 
 from edgefleet.kernel.contracts.distributions import Distributions, build
-from edgefleet.monitor.query import version_health
+from edgefleet.monitor.health import failure_events
 from edgefleet.monitor.store import FleetStore, from_epoch, read_snapshot, to_epoch
 
 METRICS = ("latency", "score", "class", "detections")
@@ -53,7 +53,6 @@ def version_window(store: FleetStore, device_ids: Iterable[str], model: str, ver
     since_epoch = to_epoch(since)
     low = since_epoch - since_epoch % bucket
     high = None if until is None else to_epoch(until) - to_epoch(until) % bucket
-    health = version_health(store, device_ids, model, version, since)
     counts: dict[str, dict[int, int]] = defaultdict(dict)
     inferences = errors = 0
     reporting: list[str] = []
@@ -74,13 +73,15 @@ def version_window(store: FleetStore, device_ids: Iterable[str], model: str, ver
             errors += device_errors
             if device_inferences or device_errors:
                 reporting.append(device_id)
+        events = failure_events(connection, ids_json, model, version, since_epoch)
     classes = {key: n for key, n in counts["class"].items() if key >= 0}
     dist = build(latency=counts["latency"], score=counts["score"], classes=classes,
                  detections=counts["detections"], top_k=max(len(classes), 1))
     dist = dist.model_copy(update={"class_other": counts["class"].get(-1, 0)})
     return VersionWindow(model=model, version=version, since=from_epoch(low), until=from_epoch(high),
                          devices=tuple(sorted(reporting)), inferences=inferences, errors=errors,
-                         swap_failures=health.swap_failures, rollbacks=health.rollbacks, dist=dist)
+                         swap_failures=sum(kinds["swap_failed"] for kinds in events.values()),
+                         rollbacks=sum(kinds["rollback"] for kinds in events.values()), dist=dist)
 
 
 # Tables kept by time, and the column holding it.

@@ -38,7 +38,7 @@ from edgefleet.kernel.errors import EdgefleetError, ModelError
 from edgefleet.kernel.fsutil import file_lock
 
 if TYPE_CHECKING:  # pull mode's modules load only when a registry is configured
-    from edgefleet.device.pull import ChannelPoller
+    from edgefleet.device.poller import ChannelPoller
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ class Agent:
         """Pull mode: follows the registry channel in the poller's own low-priority thread."""
         if not self.config.registry.uri:
             return None
-        from edgefleet.device.pull import ChannelPoller
+        from edgefleet.device.poller import ChannelPoller
         from edgefleet.device.registry import open_registry_reader
 
         poller = ChannelPoller(

@@ -23,7 +23,8 @@ from edgefleet.device.runtime.engine import Engine, open_for_manifest
 from edgefleet.device.runtime.golden import check_golden
 from edgefleet.device.runtime.interpreter import check_device
 from edgefleet.device.runtime.probe import ProbeOutcome, probe_edgetpu
-from edgefleet.device.store import InstalledVersion, ModelStore
+from edgefleet.device.store import ModelStore
+from edgefleet.device.store_reader import InstalledVersion
 from edgefleet.kernel.contracts.layout import CURRENT_POINTER
 from edgefleet.kernel.contracts.manifest import Manifest
 from edgefleet.kernel.contracts.telemetry import EventKind, ModelRef

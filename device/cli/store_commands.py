@@ -9,17 +9,21 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from edgefleet.device.cli import app
-from edgefleet.device.store import InstalledVersion, ModelStore, default_root
+from edgefleet.device.store import ModelStore
+from edgefleet.device.store_reader import InstalledVersion, default_root
 from edgefleet.kernel.console import ERROR_EXIT_CODE, print_error
 from edgefleet.kernel.contracts.manifest import Manifest
 from edgefleet.kernel.errors import EdgefleetError
+
+if TYPE_CHECKING:  # pull mode loads only for `pull`
+    from edgefleet.device.pull import PullResult
 
 _T = TypeVar("_T")
 
@@ -46,8 +50,10 @@ def _run(action: Callable[[], _T]) -> _T:
         raise  # unreachable: _fail exits
 
 
-def _fail(message: str, fix: str | None) -> NoReturn:
-    print_error(message, fix)
+def _fail(message: str | None, fix: str | None) -> NoReturn:
+    """Exits with code 2, printing `message` and `fix` on stderr (None: nothing, the JSON said it)."""
+    if message is not None:
+        print_error(message, fix)
     raise typer.Exit(code=ERROR_EXIT_CODE)
 
 
@@ -151,14 +157,8 @@ def activate(
 ) -> None:
     """Verify an installed version again and make it current (the old current becomes previous)."""
     store = _store(root, public_key)
-    installed = _run(lambda: store.activate(model, version))
-    previous = _run(lambda: store.previous(model))
-    if as_json:
-        _echo_json({"current": _installed_summary(installed), "previous": _installed_summary(previous)})
-    else:
-        typer.echo(
-            f"{model}: current {installed.version}, previous {previous.version if previous else 'none'}"
-        )
+    _switch(store, model, lambda: store.activate(model, version), "{model}: current {current}, previous {previous}",
+            as_json)
 
 
 @app.command()
@@ -170,15 +170,19 @@ def rollback(
 ) -> None:
     """Make the previous version current again (the version rolled back from becomes previous)."""
     store = _store(root, public_key)
-    installed = _run(lambda: store.rollback(model))
+    _switch(store, model, lambda: store.rollback(model), "{model}: rolled back to {current} (previous: {previous})",
+            as_json)
+
+
+def _switch(store: ModelStore, model: str, change: Callable[[], InstalledVersion], text: str, as_json: bool) -> None:
+    """Runs a pointer change and prints the pointers after it (`text` names {model}, {current}, {previous})."""
+    installed = _run(change)
     previous = _run(lambda: store.previous(model))
     if as_json:
         _echo_json({"current": _installed_summary(installed), "previous": _installed_summary(previous)})
     else:
-        typer.echo(
-            f"{model}: rolled back to {installed.version} (previous: "
-            f"{previous.version if previous else 'none'})"
-        )
+        typer.echo(text.format(model=model, current=installed.version,
+                               previous=previous.version if previous else "none"))
 
 
 @app.command()
@@ -250,7 +254,7 @@ def pull(
 
     store = _store(root, public_key)
 
-    def do() -> Any:
+    def do() -> PullResult:
         registry = open_registry_reader(registry_uri)
         return pull_channel_once(
             registry, store, model, channel, retry_refused=retry_refused, require_signed=require_signed
@@ -269,23 +273,23 @@ def pull(
         )
     elif result.outcome not in _REFUSALS:
         typer.echo(result.reason)
+    refusal = _refusal(result, registry_uri, model, channel)
+    if refusal is not None:
+        _fail(*((None, None) if as_json else refusal))
+
+
+def _refusal(result: PullResult, registry_uri: str, model: str, channel: str) -> tuple[str, str] | None:
+    """(message, fix) when the pull refused the pointer or the version, else None."""
     if result.outcome in ("pointer_refused", "expired"):
-        if as_json:
-            raise typer.Exit(code=ERROR_EXIT_CODE)
-        _fail(
+        return (
             f"the {channel} channel pointer of {model} in {registry_uri} was not followed: {result.reason}",
             "the device stays on the version it runs; have the release pipeline re-sign the channel "
             "(resign-channels) or promote again with the release key (--downgrade for a lower version)",
         )
     if result.outcome in ("refused", "previously_refused"):
-        if as_json:
-            raise typer.Exit(code=ERROR_EXIT_CODE)
-        _fail(
+        retry = "; after fixing the registry, pass --retry-refused" if result.outcome == "previously_refused" else ""
+        return (
             f"{model} {result.version} from {registry_uri} channel {channel} was refused: {result.reason}",
-            "publish and promote a correctly signed version, or check --public-key"
-            + (
-                "; after fixing the registry, pass --retry-refused"
-                if result.outcome == "previously_refused"
-                else ""
-            ),
+            f"publish and promote a correctly signed version, or check --public-key{retry}",
         )
+    return None

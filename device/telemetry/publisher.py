@@ -1,70 +1,27 @@
-"""Moves spooled telemetry to its destination: Pub/Sub, or a local JSONL file when none is configured.
+"""Moves spooled telemetry to a sink (`edgefleet.device.telemetry.sinks`): the publishing thread.
 
 `SpoolPublisher` is a background thread: it reads a batch from the spool (oldest first), hands it to a sink,
 deletes from the spool exactly the messages the sink acknowledged, and backs off exponentially while the sink
 fails. It never holds the spool while it waits on the network, so appending is never blocked by an outage.
 Messages are deleted only after they were acknowledged, so a crash or a lost acknowledgement means a
 duplicate (the fleet monitor dedupes on device_id + seq), never a gap.
-
-Sinks share one method, `publish_batch(entries) -> PublishOutcome` (the acked seqs, and the error when some
-failed):
-
-- `PubSubSink`: google-cloud-pubsub's PublisherClient with batching, an explicit per-call retry deadline
-  (the client's default lets a publish future wait ~600 s while Pub/Sub is down) and a short gRPC reconnect
-  backoff (gRPC's default grows to 120 s, so a returning emulator would be seen only tens of seconds later).
-- `LocalSink`: appends one JSON message per line to a file and fsyncs each batch.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
-import os
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from collections.abc import Callable
+from typing import NamedTuple
 
 from edgefleet.device.telemetry.config import TelemetryConfig
-from edgefleet.device.telemetry.spool import Spool, SpoolEntry
+from edgefleet.device.telemetry.sinks import Sink, TopicMissingError
+from edgefleet.device.telemetry.spool import Spool
 from edgefleet.kernel.errors import TelemetryError
 
-if TYPE_CHECKING:
-    import grpc
-
 log = logging.getLogger(__name__)
-
-_MS_PER_S = 1000
-
-
-class TopicMissingError(TelemetryError):
-    """The Pub/Sub topic does not exist (retried slowly: somebody has to create it)."""
-
-
-class PublishOutcome(NamedTuple):
-    """What a sink did with one batch."""
-
-    acked: list[int]
-    error: TelemetryError | None = None
-
-
-class Sink(Protocol):
-    """Where spooled messages go."""
-
-    destination: str
-    """Human-readable target, for logs and stats ('pubsub projects/p/topics/t', 'file /x/telemetry.jsonl')."""
-    max_batch_wait_s: float
-    """Longest time one `publish_batch` call can take."""
-
-    def publish_batch(self, entries: Sequence[SpoolEntry]) -> PublishOutcome:
-        """Delivers what it can; returns the seqs that are safely delivered. Never raises for I/O."""
-        ...
-
-    def close(self) -> None:
-        """Releases connections and files."""
-        ...
 
 
 def backoff_delay(failures: int, initial_s: float, max_s: float) -> float:
@@ -79,246 +36,6 @@ def backoff_delay(failures: int, initial_s: float, max_s: float) -> float:
 def jittered(delay_s: float, jitter: float, rng: Callable[[], float] = random.random) -> float:
     """`delay_s` shortened by up to `jitter` (a fraction), at random."""
     return delay_s * (1.0 - jitter * rng())
-
-
-# --- local sink ----------------------------------------------------------------------------------------
-class LocalSink:
-    """Appends messages to a JSONL file (one message per line, as on the wire), fsynced per batch.
-
-    The embedded default when no Pub/Sub is configured. Past `max_bytes` the file is renamed to `<name>.1`
-    (replacing the previous one) and a new file is started.
-
-    Args:
-        path: The JSONL file (created with its directory).
-        max_bytes: Rotation threshold (None: never rotate).
-    """
-
-    def __init__(self, path: Path | str, max_bytes: int | None = None) -> None:
-        self.path = Path(path)
-        self.max_bytes = max_bytes
-        self.destination = f"file {self.path}"
-        self.max_batch_wait_s = 0.0  # local disk writes are not bounded by a deadline
-
-    @classmethod
-    def from_config(cls, config: TelemetryConfig, spool_path: Path) -> LocalSink:
-        """The sink `config` asks for (its path defaults to `telemetry.jsonl` beside the spool)."""
-        return cls(config.resolved_sink_path(spool_path), max_bytes=int(config.sink_max_mb * 1024 * 1024))
-
-    def publish_batch(self, entries: Sequence[SpoolEntry]) -> PublishOutcome:
-        if not entries:
-            return PublishOutcome([])
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._rotate_if_needed()
-            with open(self.path, "ab") as sink:
-                sink.write(b"".join(entry.data + b"\n" for entry in entries))
-                sink.flush()
-                os.fsync(sink.fileno())
-        except OSError as error:
-            return PublishOutcome(
-                [],
-                TelemetryError(
-                    f"local telemetry sink {self.path}: writing {len(entries)} message(s) failed: {error}",
-                    f"free disk space or make {self.path.parent} writable; the messages wait in the spool",
-                ),
-            )
-        return PublishOutcome([entry.seq for entry in entries])
-
-    def _rotate_if_needed(self) -> None:
-        if self.max_bytes is None:
-            return
-        try:
-            size = self.path.stat().st_size
-        except FileNotFoundError:
-            return
-        if size >= self.max_bytes:
-            os.replace(self.path, self.path.with_name(self.path.name + ".1"))
-            log.info("local telemetry sink %s rotated at %d bytes", self.path, size)
-
-    def close(self) -> None:
-        """Nothing stays open between batches."""
-
-
-# --- Pub/Sub sink --------------------------------------------------------------------------------------
-def _reconnect_options(reconnect_max_s: float) -> list[tuple[str, int]]:
-    backoff_ms = max(1, int(reconnect_max_s * _MS_PER_S))
-    return [
-        ("grpc.initial_reconnect_backoff_ms", backoff_ms),
-        ("grpc.min_reconnect_backoff_ms", backoff_ms),
-        ("grpc.max_reconnect_backoff_ms", backoff_ms),
-    ]
-
-
-class PubSubSink:
-    """Publishes batches to a Pub/Sub topic and reports exactly which messages Pub/Sub acknowledged.
-
-    Args:
-        project: GCP project of the topic.
-        topic: Topic id.
-        publish_timeout_s: Deadline of one publish, retries included; a future not resolved after twice
-            this is counted as failed (the message stays spooled; if it did arrive, it arrives twice).
-        batch_max_messages: PublisherClient batch size.
-        batch_max_latency_s: How long the client waits to fill a batch.
-        reconnect_max_s: Longest gRPC reconnect backoff.
-        retry_initial_s: First in-call retry pause for transient errors.
-        emulator_host: `host:port` of a Pub/Sub emulator; default: `PUBSUB_EMULATOR_HOST`, as Google's
-            clients do. With neither, Application Default Credentials reach the real Pub/Sub.
-    """
-
-    def __init__(
-        self,
-        project: str,
-        topic: str,
-        *,
-        publish_timeout_s: float,
-        batch_max_messages: int,
-        batch_max_latency_s: float,
-        reconnect_max_s: float,
-        retry_initial_s: float,
-        emulator_host: str | None = None,
-    ) -> None:
-        from google.api_core.retry import Retry, if_transient_error
-        from google.cloud import pubsub_v1
-
-        self.emulator_host = emulator_host or os.environ.get("PUBSUB_EMULATOR_HOST") or None
-        self.topic_path = f"projects/{project}/topics/{topic}"
-        endpoint = f"emulator {self.emulator_host}" if self.emulator_host else "pubsub.googleapis.com"
-        self.destination = f"pubsub {self.topic_path} ({endpoint})"
-        self.publish_timeout_s = publish_timeout_s
-        self.max_batch_wait_s = 2 * publish_timeout_s
-        self._retry = Retry(
-            predicate=if_transient_error,
-            initial=min(retry_initial_s, publish_timeout_s),
-            maximum=publish_timeout_s,
-            timeout=publish_timeout_s,
-        )
-        from google.auth.exceptions import DefaultCredentialsError
-
-        try:
-            transport = self._transport(reconnect_max_s)
-        except DefaultCredentialsError as error:
-            raise TelemetryError(
-                f"no Google Cloud credentials to publish telemetry to {self.topic_path}: {error}",
-                "on a device: set GOOGLE_APPLICATION_CREDENTIALS to the device's service-account key file; "
-                "locally: set PUBSUB_EMULATOR_HOST (`edgefleet local up` prints it); or unset "
-                "telemetry.pubsub_project to write the local sink",
-            ) from error
-        self._client = pubsub_v1.PublisherClient(
-            batch_settings=pubsub_v1.types.BatchSettings(
-                max_messages=batch_max_messages, max_latency=batch_max_latency_s
-            ),
-            transport=transport,
-        )
-
-    @classmethod
-    def from_config(cls, config: TelemetryConfig, emulator_host: str | None = None) -> PubSubSink:
-        """The sink `config` asks for (requires `pubsub_project`)."""
-        if config.pubsub_project is None:
-            raise ValueError("telemetry.pubsub_project is not set: use LocalSink")
-        return cls(
-            config.pubsub_project,
-            config.pubsub_topic,
-            publish_timeout_s=config.publish_timeout_s,
-            batch_max_messages=config.publish_batch_size,
-            batch_max_latency_s=config.publish_batch_latency_s,
-            reconnect_max_s=config.reconnect_max_s,
-            retry_initial_s=config.backoff_initial_s,
-            emulator_host=emulator_host,
-        )
-
-    def _transport(self, reconnect_max_s: float) -> Any:
-        import grpc
-        from google.auth.credentials import AnonymousCredentials
-        from google.pubsub_v1.services.publisher.transports.grpc import PublisherGrpcTransport
-
-        emulator_host = self.emulator_host
-        extra_options = _reconnect_options(reconnect_max_s)
-
-        def make_channel(
-            host: str, *, options: Sequence[tuple[str, Any]] = (), **kwargs: Any
-        ) -> grpc.Channel:
-            # Called by the transport with its own options (message sizes, keepalive); ours are added.
-            merged = [*options, *extra_options]
-            if emulator_host:
-                return grpc.insecure_channel(emulator_host, options=merged)
-            return PublisherGrpcTransport.create_channel(host, options=merged, **kwargs)
-
-        credentials = AnonymousCredentials() if emulator_host else None
-        return PublisherGrpcTransport(channel=make_channel, credentials=credentials)
-
-    def publish_batch(self, entries: Sequence[SpoolEntry]) -> PublishOutcome:
-        futures: list[tuple[int, concurrent.futures.Future]] = []
-        errors: list[BaseException] = []
-        for entry in entries:
-            try:
-                future = self._client.publish(
-                    self.topic_path,
-                    entry.data,
-                    retry=self._retry,
-                    timeout=self.publish_timeout_s,
-                    **entry.attributes,
-                )
-            except (RuntimeError, ValueError, TypeError) as error:  # client stopped, message too large
-                errors.append(error)
-                continue
-            futures.append((entry.seq, future))
-        done, _ = concurrent.futures.wait([future for _, future in futures], timeout=self.max_batch_wait_s)
-        acked = []
-        for seq, future in futures:
-            if future not in done:
-                errors.append(TimeoutError(f"no answer within {self.max_batch_wait_s:.0f} s"))
-                continue
-            error = future.exception()
-            if error is None:
-                acked.append(seq)
-            else:
-                errors.append(error)
-        return PublishOutcome(acked, self._describe(errors[0]) if errors else None)
-
-    def _describe(self, error: BaseException) -> TelemetryError:
-        from google.api_core import exceptions as google_errors
-
-        cause = error.cause if isinstance(error, google_errors.RetryError) and error.cause else error
-        where = f"publishing to {self.destination}"
-        if isinstance(cause, google_errors.NotFound):
-            return TopicMissingError(
-                f"Pub/Sub topic {self.topic_path} does not exist ({where}: {cause.message})",
-                "create it: locally `edgefleet local up` (with PUBSUB_EMULATOR_HOST pointing at that "
-                "emulator), on GCP `pulumi up`; or set telemetry.pubsub_project / telemetry.pubsub_topic "
-                "to an existing topic. Messages wait in the spool meanwhile",
-            )
-        if isinstance(cause, (google_errors.PermissionDenied, google_errors.Unauthenticated)):
-            return TelemetryError(
-                f"Pub/Sub refused {where}: {cause}",
-                "give the device's service account roles/pubsub.publisher on the topic (`pulumi up` does) "
-                "and check its credentials (GOOGLE_APPLICATION_CREDENTIALS)",
-            )
-        if isinstance(
-            cause,
-            (
-                google_errors.RetryError,
-                google_errors.ServiceUnavailable,
-                google_errors.DeadlineExceeded,
-                TimeoutError,
-            ),
-        ):
-            return TelemetryError(
-                f"Pub/Sub unreachable {where}: {cause}",
-                "check the network, or that the emulator runs (`edgefleet local up`); messages wait in the "
-                "spool and are sent when it is back",
-            )
-        return TelemetryError(
-            f"Pub/Sub failed {where}: {type(cause).__name__}: {cause}",
-            "see the agent log; messages wait in the spool and are retried",
-        )
-
-    def close(self) -> None:
-        """Stops the client (unfinished publishes fail; their messages stay in the spool)."""
-        try:
-            self._client.stop()
-        except RuntimeError:
-            pass  # already stopped
-        self._client.transport.close()
 
 
 # --- the publishing thread -----------------------------------------------------------------------------
@@ -340,53 +57,21 @@ class SpoolPublisher:
     Args:
         spool: Where messages wait.
         sink: Where they go.
-        batch_size: Messages read from the spool per batch.
-        backoff_initial_s: First pause after a failed batch; doubles per consecutive failure...
-        backoff_max_s: ...up to this (a missing topic waits this long straight away).
-        backoff_jitter: Pauses are shortened by up to this fraction, at random.
-        idle_poll_s: Longest wait on an empty spool before looking again.
+        config: Batch size (`publish_batch_size`), backoff (`backoff_initial_s` doubling per consecutive
+            failure up to `backoff_max_s`, which a missing topic waits straight away; pauses shortened by up
+            to `backoff_jitter`, at random) and `idle_poll_s` (longest wait on an empty spool).
     """
 
-    def __init__(
-        self,
-        spool: Spool,
-        sink: Sink,
-        *,
-        batch_size: int,
-        backoff_initial_s: float,
-        backoff_max_s: float,
-        backoff_jitter: float = 0.0,
-        idle_poll_s: float,
-    ) -> None:
+    def __init__(self, spool: Spool, sink: Sink, config: TelemetryConfig) -> None:
         self.spool = spool
         self.sink = sink
-        self.batch_size = batch_size
-        self.backoff_initial_s = backoff_initial_s
-        self.backoff_max_s = backoff_max_s
-        self.backoff_jitter = backoff_jitter
-        self.idle_poll_s = idle_poll_s
+        self.config = config
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._deadline = float("inf")
         self._thread: threading.Thread | None = None
-        self._published = 0
-        self._failed_batches = 0
-        self._consecutive_failures = 0
         self._last_error: TelemetryError | None = None
-        self._last_error_time: float | None = None
-        self._last_success_time: float | None = None
-
-    @classmethod
-    def from_config(cls, spool: Spool, sink: Sink, config: TelemetryConfig) -> SpoolPublisher:
-        return cls(
-            spool,
-            sink,
-            batch_size=config.publish_batch_size,
-            backoff_initial_s=config.backoff_initial_s,
-            backoff_max_s=config.backoff_max_s,
-            backoff_jitter=config.backoff_jitter,
-            idle_poll_s=config.idle_poll_s,
-        )
+        self._stats = PublisherStats(sink.destination, 0, 0, 0, None, None, None)
 
     @property
     def last_error(self) -> TelemetryError | None:
@@ -395,15 +80,7 @@ class SpoolPublisher:
 
     def stats(self) -> PublisherStats:
         with self._lock:
-            return PublisherStats(
-                destination=self.sink.destination,
-                published=self._published,
-                failed_batches=self._failed_batches,
-                consecutive_failures=self._consecutive_failures,
-                last_error=str(self._last_error) if self._last_error else None,
-                last_error_time=self._last_error_time,
-                last_success_time=self._last_success_time,
-            )
+            return self._stats
 
     def start(self) -> SpoolPublisher:
         if self._thread is not None:
@@ -423,7 +100,7 @@ class SpoolPublisher:
         self.spool.wake()
         if self._thread is not None:
             # A batch already on the wire may take its full publish deadline to resolve.
-            self._thread.join(drain_timeout_s + self.sink.max_batch_wait_s + self.idle_poll_s)
+            self._thread.join(drain_timeout_s + self.sink.max_batch_wait_s + self.config.idle_poll_s)
             if self._thread.is_alive():
                 log.warning(
                     "telemetry publisher did not stop in time; unsent messages stay in %s", self.spool.path
@@ -446,10 +123,10 @@ class SpoolPublisher:
             if self._stopping.is_set() and (self.spool.depth == 0 or time.monotonic() >= self._deadline):
                 return
             try:
-                entries = self.spool.peek(self.batch_size)
+                entries = self.spool.peek(self.config.publish_batch_size)
                 if not entries:
                     if not self._stopping.is_set():
-                        self.spool.wait_for_messages(self.idle_poll_s)
+                        self.spool.wait_for_messages(self.config.idle_poll_s)
                     continue
                 outcome = self.sink.publish_batch(entries)
                 if outcome.acked:
@@ -469,33 +146,39 @@ class SpoolPublisher:
 
     def _record_success(self, count: int) -> None:
         with self._lock:
-            if self._consecutive_failures:
+            stats = self._stats
+            if stats.consecutive_failures:
                 log.info(
                     "telemetry publishing to %s recovered after %d failed batch(es)",
-                    self.sink.destination,
-                    self._consecutive_failures,
+                    stats.destination,
+                    stats.consecutive_failures,
                 )
-            self._published += count
-            self._consecutive_failures = 0
-            self._last_success_time = time.time()
+            self._stats = stats._replace(
+                published=stats.published + count, consecutive_failures=0, last_success_time=time.time()
+            )
 
     def _record_failure(self, error: TelemetryError) -> float:
         """Counts the failure, logs it (first of a run, or when it changes) and returns the pause."""
         with self._lock:
-            changed = self._last_error is None or str(error) != str(self._last_error)
-            self._failed_batches += 1
-            self._consecutive_failures += 1
-            failures = self._consecutive_failures
+            stats = self._stats
+            changed = stats.last_error is None or str(error) != stats.last_error
+            failures = stats.consecutive_failures + 1
             self._last_error = error
-            self._last_error_time = time.time()
+            self._stats = stats._replace(
+                failed_batches=stats.failed_batches + 1,
+                consecutive_failures=failures,
+                last_error=str(error),
+                last_error_time=time.time(),
+            )
         if failures == 1 or changed:
             log.warning(
                 "%s (retrying with backoff; %d message(s) wait in the spool)", error, self.spool.depth
             )
+        config = self.config
         if isinstance(error, TopicMissingError):
-            return self.backoff_max_s
+            return config.backoff_max_s
         return jittered(
-            backoff_delay(failures, self.backoff_initial_s, self.backoff_max_s), self.backoff_jitter
+            backoff_delay(failures, config.backoff_initial_s, config.backoff_max_s), config.backoff_jitter
         )
 
     def _pause(self, delay_s: float) -> None:

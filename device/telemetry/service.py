@@ -31,7 +31,8 @@ from typing import NamedTuple
 from edgefleet.device.telemetry.builder import EventRecord, InferenceRecord, MessageDraft, TelemetryBuilder
 from edgefleet.device.telemetry.config import TelemetryConfig
 from edgefleet.device.telemetry.health import read_health
-from edgefleet.device.telemetry.publisher import LocalSink, PubSubSink, Sink, SpoolPublisher
+from edgefleet.device.telemetry.publisher import SpoolPublisher
+from edgefleet.device.telemetry.sinks import LocalSink, PubSubSink, Sink
 from edgefleet.device.telemetry.spool import MessageSigner, Spool
 from edgefleet.kernel.contracts.telemetry import EventKind, Health, ModelRef, ResultItem
 from edgefleet.kernel.errors import TelemetryError
@@ -144,7 +145,7 @@ class TelemetryService:
         except Exception:
             self._spool.close()
             raise
-        self._publisher = SpoolPublisher.from_config(self._spool, sink, config)
+        self._publisher = SpoolPublisher(self._spool, sink, config)
         builder = TelemetryBuilder(
             config.mode,
             config.summary_interval_s,
@@ -346,4 +347,4 @@ class TelemetryService:
     def _default_sink(self) -> Sink:
         if self.config.pubsub_project is None:
             return LocalSink.from_config(self.config, self.spool_path)
-        return PubSubSink.from_config(self.config)
+        return PubSubSink(self.config)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -22,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from edgefleet.device.telemetry.spool_errors import is_corrupt, is_full, quarantine, spool_error
 from edgefleet.kernel.contracts.layout import ATTR_EPOCH
 from edgefleet.kernel.contracts.telemetry import TelemetryMessage
 from edgefleet.kernel.errors import TelemetryError
@@ -40,17 +40,6 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO counters (name, value) VALUES ('last_seq', 0), ('dropped', 0)",
 )
-# SQLite's result codes (sqlite3.h) for the failures a user can act on.
-_SQLITE_BUSY = 5
-_SQLITE_LOCKED = 6
-_SQLITE_READONLY = 8
-_SQLITE_IOERR = 10
-_SQLITE_CORRUPT = 11
-_SQLITE_FULL = 13
-_SQLITE_CANTOPEN = 14
-_SQLITE_NOTADB = 26
-
-
 class SpoolEntry(NamedTuple):
     """One spooled message, exactly as it goes on the wire."""
 
@@ -63,65 +52,11 @@ class SpoolStats(NamedTuple):
     """A snapshot of the spool's counters."""
 
     depth: int
+    """Messages waiting to be delivered."""
     dropped: int
+    """Messages dropped because the spool was full, since the spool file was created."""
     last_seq: int
-
-
-def _error_fix(path: Path, error: sqlite3.Error) -> str:
-    """What the user can do about an SQLite error on the spool at `path`."""
-    code = getattr(error, "sqlite_errorcode", None)
-    primary = code & 0xFF if code is not None else None
-    text = str(error).lower()
-    if primary == _SQLITE_FULL or "disk is full" in text:
-        return (
-            f"free disk space on the filesystem holding {path.parent}, or lower "
-            "telemetry.spool_max_messages / telemetry.spool_max_mb"
-        )
-    if primary in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or "not a database" in text or "malformed" in text:
-        return (
-            f"move {path} aside (its unsent telemetry is lost) and restart the agent; it creates a new spool"
-        )
-    if primary in (_SQLITE_BUSY, _SQLITE_LOCKED):
-        return f"another process holds {path}: stop the other agent, or give each agent its own spool path"
-    if primary in (_SQLITE_CANTOPEN, _SQLITE_READONLY, _SQLITE_IOERR) or "unable to open" in text:
-        return (
-            f"make {path.parent} an existing, writable directory for the agent user, or move the agent root"
-        )
-    return f"check the disk holding {path}; if the file is damaged, move it aside and restart the agent"
-
-
-def _spool_error(path: Path, action: str, error: sqlite3.Error | OSError) -> TelemetryError:
-    fix = (
-        _error_fix(path, error)
-        if isinstance(error, sqlite3.Error)
-        else f"make {path.parent} an existing, writable directory for the agent user, or move the agent root"
-    )
-    return TelemetryError(f"telemetry spool {path}: {action} failed: {error}", fix)
-
-
-def _is_corrupt(error: BaseException | None) -> bool:
-    if not isinstance(error, sqlite3.DatabaseError):
-        return False
-    code = getattr(error, "sqlite_errorcode", None)
-    primary = code & 0xFF if code is not None else None
-    text = str(error).lower()
-    return primary in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or "not a database" in text or "malformed" in text
-
-
-def _quarantine(path: Path) -> Path:
-    """Renames a corrupt spool (and its WAL files) to `<name>.corrupt-<utc time>`; returns the new path."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = path.with_name(f"{path.name}.corrupt-{stamp}")
-    for suffix in ("", "-wal", "-shm"):
-        source = path.with_name(path.name + suffix)
-        if source.exists():
-            os.replace(source, target.with_name(target.name + suffix))
-    return target
-
-
-def _is_full(error: sqlite3.Error) -> bool:
-    code = getattr(error, "sqlite_errorcode", None)
-    return (code is not None and code & 0xFF == _SQLITE_FULL) or "disk is full" in str(error).lower()
+    """The last `seq` handed out (0 before the first message)."""
 
 
 class Spool:
@@ -167,18 +102,18 @@ class Spool:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise _spool_error(self.path, "creating its directory", error) from error
+            raise spool_error(self.path, "creating its directory", error) from error
         self.signer = signer
         self.quarantined: Path | None = None
         try:
             self._open(synchronous)
         except TelemetryError as error:
-            if not _is_corrupt(error.__cause__):
+            if not is_corrupt(error.__cause__):
                 raise
             # A corrupt spool would crash-loop the agent: set it aside (its unsent telemetry is lost, and
             # said so) and start a new spool with a new epoch, so the monitor does not take the restarted
             # seq for duplicates.
-            self.quarantined = _quarantine(self.path)
+            self.quarantined = quarantine(self.path)
             log.error(
                 "telemetry spool %s is corrupt (%s): moved aside to %s; starting a new spool (new epoch)",
                 self.path,
@@ -189,16 +124,16 @@ class Spool:
         log.info(
             "telemetry spool %s: %d waiting, last seq %d, %d dropped so far",
             self.path,
-            self._depth,
-            self._last_seq,
-            self._dropped,
+            self._stats.depth,
+            self._stats.last_seq,
+            self._stats.dropped,
         )
 
     def _open(self, synchronous: str) -> None:
         try:
             self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         except sqlite3.Error as error:
-            raise _spool_error(self.path, "opening", error) from error
+            raise spool_error(self.path, "opening", error) from error
         try:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
@@ -213,30 +148,21 @@ class Spool:
             if self.max_bytes is not None:
                 page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
                 self._conn.execute(f"PRAGMA max_page_count={max(1, self.max_bytes // page_size)}")
-            self._depth = self._conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
-            self._last_seq = self._counter("last_seq")
-            self._dropped = self._counter("dropped")
+            self._stats = SpoolStats(
+                depth=self._conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0],
+                dropped=self._counter("dropped"),
+                last_seq=self._counter("last_seq"),
+            )
             self.epoch = self._counter("epoch")
         except sqlite3.Error as error:
             self._rollback()
             self._conn.close()
-            raise _spool_error(self.path, "opening", error) from error
+            raise spool_error(self.path, "opening", error) from error
 
-    # --- counters ---------------------------------------------------------------------------------------
-    @property
-    def depth(self) -> int:
-        """Messages waiting to be delivered."""
-        return self._depth
-
-    @property
-    def dropped(self) -> int:
-        """Messages dropped because the spool was full, since the spool file was created."""
-        return self._dropped
-
-    @property
-    def last_seq(self) -> int:
-        """The last `seq` handed out (0 before the first message)."""
-        return self._last_seq
+    # --- counters (the fields of `stats()`, one at a time) -----------------------------------------------
+    depth = property(lambda self: self._stats.depth, doc="Messages waiting to be delivered.")
+    dropped = property(lambda self: self._stats.dropped, doc="Messages dropped because the spool was full.")
+    last_seq = property(lambda self: self._stats.last_seq, doc="The last `seq` handed out (0 before the first).")
 
     @property
     def closed(self) -> bool:
@@ -246,7 +172,7 @@ class Spool:
     def stats(self) -> SpoolStats:
         """A consistent snapshot of depth, dropped and last seq."""
         with self._lock:
-            return SpoolStats(self._depth, self._dropped, self._last_seq)
+            return self._stats
 
     # --- writing ----------------------------------------------------------------------------------------
     def append(self, build: MessageBuild) -> int:
@@ -285,12 +211,12 @@ class Spool:
                     seqs = self._append_locked(builds, make_room)
                 except sqlite3.Error as error:
                     self._rollback()
-                    if not _is_full(error) or make_room >= self._depth:
-                        raise _spool_error(self.path, f"appending {len(builds)} message(s)", error) from error
+                    if not is_full(error) or make_room >= self._stats.depth:
+                        raise spool_error(self.path, f"appending {len(builds)} message(s)", error) from error
                     # The database hit max_bytes (or the disk is full): retry, dropping the oldest messages
                     # in the same transaction (twice as many each round), so a batch that cannot fit at all
                     # fails without having dropped anything.
-                    make_room = min(self._depth, max(len(builds), 2 * make_room))
+                    make_room = min(self._stats.depth, max(len(builds), 2 * make_room))
                     continue
                 except BaseException:
                     self._rollback()
@@ -317,13 +243,12 @@ class Spool:
         conn.executemany("INSERT INTO messages (seq, data, attributes) VALUES (?, ?, ?)", rows)
         last = first + len(rows) - 1
         conn.execute("UPDATE counters SET value = ? WHERE name = 'last_seq'", (last,))
-        overflow = self._depth - dropped_now + len(rows) - self.max_messages
+        overflow = self._stats.depth - dropped_now + len(rows) - self.max_messages
         if overflow > 0:
             dropped_now += self._delete_oldest(overflow)
         conn.execute("COMMIT")
-        self._last_seq = last
-        self._depth += len(rows) - dropped_now
-        self._dropped += dropped_now
+        stats = self._stats
+        self._stats = SpoolStats(stats.depth + len(rows) - dropped_now, stats.dropped + dropped_now, last)
         if dropped_now:
             reason = "its disk bound" if make_room else f"its bound of {self.max_messages} messages"
             log.warning(
@@ -331,7 +256,7 @@ class Spool:
                 self.path,
                 reason,
                 dropped_now,
-                self._dropped,
+                self._stats.dropped,
             )
         return list(range(first, last + 1))
 
@@ -358,7 +283,7 @@ class Spool:
                     "SELECT seq, data, attributes FROM messages ORDER BY seq LIMIT ?", (limit,)
                 ).fetchall()
             except sqlite3.Error as error:
-                raise _spool_error(self.path, "reading", error) from error
+                raise spool_error(self.path, "reading", error) from error
         return [SpoolEntry(seq, bytes(data), json.loads(attributes)) for seq, data, attributes in rows]
 
     def ack(self, seqs: Iterable[int]) -> int:
@@ -383,11 +308,11 @@ class Spool:
                 self._conn.execute("COMMIT")
             except sqlite3.Error as error:
                 self._rollback()
-                raise _spool_error(
+                raise spool_error(
                     self.path, f"deleting {len(params)} delivered message(s)", error
                 ) from error
             deleted = self._conn.total_changes - before
-            self._depth -= deleted
+            self._stats = self._stats._replace(depth=self._stats.depth - deleted)
             self._changed.notify_all()
         return deleted
 
@@ -400,9 +325,9 @@ class Spool:
         with self._lock:
             wakeups = self._wakeups
             self._changed.wait_for(
-                lambda: self._depth > 0 or self._closed or self._wakeups != wakeups, timeout_s
+                lambda: self._stats.depth > 0 or self._closed or self._wakeups != wakeups, timeout_s
             )
-            return self._depth > 0 and not self._closed
+            return self._stats.depth > 0 and not self._closed
 
     def wake(self) -> None:
         """Ends every `wait_for_messages` now (a publisher that is asked to stop calls it)."""

@@ -27,10 +27,12 @@ from google.cloud import pubsub_v1, storage
 
 from edgefleet.device.pull import pull_channel_once
 from edgefleet.device.registry import GcsRegistryReader
-from edgefleet.device.store import PUBLIC_KEY_FILE, ModelStore
+from edgefleet.device.store import ModelStore
+from edgefleet.device.store_reader import PUBLIC_KEY_FILE
 from edgefleet.device.telemetry.builder import InferenceRecord, TelemetryBuilder
+from edgefleet.device.telemetry.config import TelemetryConfig
 from edgefleet.device.telemetry.health import read_health
-from edgefleet.device.telemetry.publisher import PubSubSink
+from edgefleet.device.telemetry.sinks import PubSubSink
 from edgefleet.device.telemetry.spool import SpoolEntry
 from edgefleet.flows.registry import GcsRegistryWriter
 from edgefleet.flows.release.bundle import create_version_dir
@@ -168,8 +170,10 @@ def _run_device(registry: GcsRegistryReader, tmp_path: Path, public_file: Path) 
     for seq, draft in enumerate(drafts, start=1):
         message = draft.build(seq, device_id="cam-1", health=read_health())
         entries.append(SpoolEntry(seq, message.to_json_bytes(), message.attributes()))
-    sink = PubSubSink(PROJECT, layout.TELEMETRY_TOPIC, publish_timeout_s=10.0, batch_max_messages=10,
-                      batch_max_latency_s=0.01, reconnect_max_s=1.0, retry_initial_s=0.1)
+    config = TelemetryConfig(pubsub_project=PROJECT, pubsub_topic=layout.TELEMETRY_TOPIC, publish_timeout_s=10.0,
+                             publish_batch_size=10, publish_batch_latency_s=0.01, reconnect_max_s=1.0,
+                             backoff_initial_s=0.1)
+    sink = PubSubSink(config)
     try:
         outcome = sink.publish_batch(entries)
     finally:

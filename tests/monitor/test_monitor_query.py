@@ -9,8 +9,9 @@ from monitor_helpers import T0, telemetry
 
 from edgefleet.monitor.config import StatusRules
 from edgefleet.monitor.errors import FleetStateError
+from edgefleet.monitor.health import version_health
 from edgefleet.monitor.ingest import apply
-from edgefleet.monitor.query import classify, device_history, fleet_status, version_health
+from edgefleet.monitor.query import classify, device_history, fleet_status
 from edgefleet.monitor.store import commit
 
 RULES = StatusRules(stale_after_s=120, silent_after_s=600, failing_error_ratio=0.1, failing_event_window_s=300)

@@ -12,8 +12,9 @@ from monitor_helpers import MAX_DELIVERY_ATTEMPTS, T0, RunningMonitor, telemetry
 
 from edgefleet.monitor.config import MonitorConfig
 from edgefleet.monitor.errors import FleetStateError, MonitorError
+from edgefleet.monitor.health import version_health
 from edgefleet.monitor.ingest import Status
-from edgefleet.monitor.query import device_history, fleet_status, ingest_counters, version_health
+from edgefleet.monitor.query import device_history, fleet_status, ingest_counters
 from edgefleet.monitor.service import run_monitor
 from edgefleet.monitor.store import open_store
 

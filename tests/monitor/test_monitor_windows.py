@@ -91,3 +91,25 @@ def test_a_newer_fleet_state_is_refused(tmp_path) -> None:
         connection.execute("UPDATE meta SET value = '3'")
     with pytest.raises(FleetStateError, match="schema 3"):
         open_store(path, latency_window=10, count_bucket_s=60.0, create=False)
+
+
+def test_a_window_counts_the_failure_events_of_its_devices_as_the_health_gate_does(store) -> None:
+    from edgefleet.monitor.health import version_health
+
+    since = T0 + timedelta(minutes=10)
+    for message in (
+        telemetry("a", 1, at=since + timedelta(seconds=1), version="1.1.0", count=10),
+        telemetry("b", 1, at=since + timedelta(seconds=1), event="swap_failed", event_version="1.1.0",
+                  version="1.0.0"),
+        telemetry("b", 2, at=since + timedelta(seconds=2), event="rollback", event_version="1.0.0",
+                  detail="1.1.0 -> 1.0.0", version="1.0.0"),
+        telemetry("c", 1, at=since + timedelta(seconds=1), event="swap_failed", event_version="1.1.0"),
+        telemetry("a", 2, at=since - timedelta(minutes=1), event="swap_failed", event_version="1.1.0"),
+    ):
+        apply(store, message)
+    commit(store)
+    window = version_window(store, ["a", "b"], "mobilenet", "1.1.0", since)
+    health = version_health(store, ["a", "b"], "mobilenet", "1.1.0", since)
+    # b's swap failure and rollback count; c is not asked for, a's failure was before `since`
+    assert (window.swap_failures, window.rollbacks) == (health.swap_failures, health.rollbacks) == (1, 1)
+    assert window.devices == ("a",) and window.inferences == 10

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.store import PUBLIC_KEY_FILE, ModelStore, StoreOptions
+from edgefleet.device.store import ModelStore, StoreOptions
+from edgefleet.device.store_reader import PUBLIC_KEY_FILE
 from edgefleet.flows.release.bundle import build_manifest
 from edgefleet.flows.release.keys import public_key_path, resolve_signing_key
 from edgefleet.flows.release.params import SigningParams

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from edgefleet.device.channel import RECORD_FILE
 from edgefleet.device.cli import app
-from edgefleet.device.pull import ChannelPoller, PullResult, pull_channel_once
+from edgefleet.device.poller import ChannelPoller
+from edgefleet.device.pull import PullResult, pull_channel_once
 from edgefleet.device.store import ModelStore
 from edgefleet.flows.registry import LocalRegistryWriter, RegistryWriter, sign_pointer
 from edgefleet.kernel.contracts.layout import channel_key

@@ -24,9 +24,9 @@ from edgefleet.flows.registry import LocalRegistryWriter, register_device_key
 from edgefleet.kernel.contracts.telemetry import Health, InferenceSummary, ModelRef, TelemetryMessage
 from edgefleet.kernel.errors import ConflictError
 from edgefleet.kernel.signing import generate_keypair
+from edgefleet.monitor.batch import process_batch
 from edgefleet.monitor.identity import FORGED_PREFIX, TelemetryVerifier
 from edgefleet.monitor.ingest import Status
-from edgefleet.monitor.service import process_batch
 from edgefleet.monitor.store import FleetStore, open_store
 from tests.security.test_one_message_stops_the_monitor import FakeMessage
 

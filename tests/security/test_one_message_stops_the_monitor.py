@@ -26,8 +26,8 @@ from edgefleet.kernel.contracts.telemetry import (
     ResultItem,
     TelemetryMessage,
 )
+from edgefleet.monitor.batch import process_batch
 from edgefleet.monitor.ingest import Status
-from edgefleet.monitor.service import process_batch
 from edgefleet.monitor.store import FleetStore, open_store
 
 T0 = datetime(2026, 11, 30, tzinfo=UTC)

@@ -19,7 +19,8 @@ from gcs_buckets import temporary_bucket
 from google.cloud import storage
 
 from edgefleet.device.bundle import SignedManifest
-from edgefleet.device.store import PUBLIC_KEY_FILE, ModelStore
+from edgefleet.device.store import ModelStore
+from edgefleet.device.store_reader import PUBLIC_KEY_FILE
 from edgefleet.flows.registry import GcsRegistryWriter, LocalRegistryWriter
 from edgefleet.flows.release.bundle import create_version_dir
 from edgefleet.kernel.contracts.manifest import Quantization, TensorSpec

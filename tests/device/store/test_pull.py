@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from google.cloud import storage
 
-from edgefleet.device.pull import ChannelPoller, PullResult, pull_channel_once
+from edgefleet.device.poller import ChannelPoller
+from edgefleet.device.pull import PullResult, pull_channel_once
 from edgefleet.device.registry import GcsRegistryReader, LocalRegistryReader
 from edgefleet.device.store import ModelStore
 from edgefleet.flows.registry import GcsRegistryWriter, LocalRegistryWriter, RegistryWriter

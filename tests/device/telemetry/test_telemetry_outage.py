@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from edgefleet.device.telemetry.config import TelemetryConfig
-from edgefleet.device.telemetry.publisher import PubSubSink, SpoolPublisher, TopicMissingError
+from edgefleet.device.telemetry.publisher import SpoolPublisher
+from edgefleet.device.telemetry.sinks import PubSubSink, TopicMissingError
 from edgefleet.device.telemetry.spool import Spool
 from edgefleet.kernel.contracts.telemetry import Health, ModelRef, TelemetryMessage
 
@@ -95,8 +96,8 @@ def test_emulator_outage_under_load_every_seq_arrives(
         idle_poll_s=0.1,
     )
     spool = Spool(tmp_path / "spool.sqlite", max_messages=100_000)
-    publisher = SpoolPublisher.from_config(
-        spool, PubSubSink.from_config(config, emulator_host=proxy.host), config
+    publisher = SpoolPublisher(
+        spool, PubSubSink(config, emulator_host=proxy.host), config
     )
     puller = puller_factory(subscription)
     publisher.start()

@@ -9,15 +9,9 @@ from pathlib import Path
 import pytest
 
 from edgefleet.device.telemetry.config import TelemetryConfig
-from edgefleet.device.telemetry.publisher import (
-    LocalSink,
-    PubSubSink,
-    SpoolPublisher,
-    TopicMissingError,
-    backoff_delay,
-    jittered,
-)
+from edgefleet.device.telemetry.publisher import SpoolPublisher, backoff_delay, jittered
 from edgefleet.device.telemetry.service import TelemetryService
+from edgefleet.device.telemetry.sinks import LocalSink, PubSubSink, TopicMissingError
 from edgefleet.device.telemetry.spool import Spool
 from edgefleet.kernel.contracts.telemetry import Health, ModelRef, TelemetryMessage
 from edgefleet.kernel.errors import TelemetryError
@@ -38,11 +32,11 @@ FAST = {
 
 def _sink(topic_id: str, emulator_host: str | None = None) -> PubSubSink:
     config = TelemetryConfig(pubsub_project=PROJECT, pubsub_topic=topic_id, **FAST)
-    return PubSubSink.from_config(config, emulator_host=emulator_host)
+    return PubSubSink(config, emulator_host=emulator_host)
 
 
 def _publisher(spool: Spool, sink: object) -> SpoolPublisher:
-    return SpoolPublisher.from_config(spool, sink, TelemetryConfig(publish_batch_size=50, **FAST))
+    return SpoolPublisher(spool, sink, TelemetryConfig(publish_batch_size=50, **FAST))
 
 
 def test_backoff_policy() -> None:
@@ -202,7 +196,7 @@ def test_stop_keeps_unsent_messages_for_the_next_start(
     proxy.cut()  # Pub/Sub unreachable for the first run
     config = TelemetryConfig(mode="every", pubsub_project=PROJECT, pubsub_topic=topic_id, **FAST)
     spool_path = tmp_path / "spool.sqlite"
-    first = TelemetryService(config, spool_path, "dev-g", sink=PubSubSink.from_config(config, proxy.host))
+    first = TelemetryService(config, spool_path, "dev-g", sink=PubSubSink(config, proxy.host))
     first.start()
     for _ in range(20):
         first.record_inference(MODEL, 2.0)
@@ -212,7 +206,7 @@ def test_stop_keeps_unsent_messages_for_the_next_start(
     assert "unreachable" in stats.last_error and "edgefleet local up" in stats.last_error  # names the fix
     proxy.restore()
     puller = puller_factory(subscription)
-    second = TelemetryService(config, spool_path, "dev-g", sink=PubSubSink.from_config(config, proxy.host))
+    second = TelemetryService(config, spool_path, "dev-g", sink=PubSubSink(config, proxy.host))
     second.start()
     second.record_inference(MODEL, 2.0)
     stats = second.stop(drain_timeout_s=10.0)

@@ -1,0 +1,88 @@
+"""What the demo shows and reports: each step's progress, the closing panel, and the machine-readable
+summary (`--summary-json`) with the verdict whether every step went as intended (`edgefleet.demo` runs them).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+console = Console()
+
+DEMO_STEPS = 10  # Prefect, stack, release, devices, rollout, release, rollout, bad model, release, rollout
+_steps_done = [0]
+
+
+class ReleaseSummary(BaseModel):
+    model: str
+    version: str
+    published: bool
+
+
+class RolloutSummary(BaseModel):
+    id: str
+    version: str
+    outcome: Literal["completed", "halted"]
+    halted_by: list[str]
+    devices_rolled_back: list[str]
+
+
+class DemoReport(BaseModel):
+    """What `--summary-json FILE` writes: the machine-readable account of the run."""
+
+    ok: bool = False
+    releases: list[ReleaseSummary] = Field(default_factory=list)
+    rollouts: list[RolloutSummary] = Field(default_factory=list)
+    devices: dict[str, str] = Field(default_factory=dict, description="device id -> model:version at the end")
+
+
+def intended(report: DemoReport, good: list[str], bad: str) -> bool:
+    """Every step went as intended: the good versions completed, the bad one halted in the first wave with
+    only that wave rolled back, and every device ends on the last good version."""
+    outcomes = {rollout.version: rollout for rollout in report.rollouts}
+    if any(outcomes.get(version) is None or outcomes[version].outcome != "completed" for version in good):
+        return False
+    halted = outcomes.get(bad)
+    if halted is None or halted.outcome != "halted" or not halted.halted_by or not halted.devices_rolled_back:
+        return False
+    return bool(report.devices) and all(value.endswith(f":{good[-1]}") for value in report.devices.values())
+
+
+@contextmanager
+def step(title: str) -> Iterator[None]:
+    """One long step: a spinner, the demo's overall progress bar and the elapsed time while it runs."""
+    started = time.monotonic()
+    columns = (SpinnerColumn(), TextColumn("[bold cyan]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        progress.add_task(title, total=DEMO_STEPS, completed=_steps_done[0])
+        yield
+    _steps_done[0] += 1
+    console.print(f"[green]done[/] {title} [dim]({time.monotonic() - started:.1f} s)[/]")
+
+
+def print_closing(summary: list[tuple[str, str]], ok: bool, elapsed_s: float) -> None:
+    """The closing panel: how long it took, whether it went as intended, what it left, what to try next."""
+    verdict = ("yes: 1.0.0 and 1.1.0 rolled out, the bad 1.2.0 halted in the first wave and rolled back" if ok
+               else "NO: see the steps above")
+    lines = [("Took", f"{elapsed_s / 60:.1f} minutes"), ("Went as intended", verdict), *summary]
+    console.print(Panel("\n".join(f"[bold]{k}[/]: {v}" for k, v in lines) + "\n\n" + NEXT_STEPS,
+                        title="edgefleet demo: done", expand=False))
+
+
+NEXT_STEPS = """Next (the demo's files stay in .edgefleet/demo until the next run):
+  make ui                       the Prefect UI: run release-model from its form, see the deployments
+  source .venv/bin/activate     then:
+  edgefleet registry ls --registry .edgefleet/demo/registry
+  edgefleet registry verify shapes 1.1.0 --registry .edgefleet/demo/registry \\
+      --public-key .edgefleet/demo/keys/release-signing.key.pub
+  edgefleet fleet status --db .edgefleet/demo/fleet.sqlite
+  edgefleet-agent inspect .edgefleet/demo/registry/models/shapes/1.1.0/model_cpu.tflite
+  README.md: going to a real Google Cloud project and real Coral devices"""
