@@ -26,12 +26,12 @@ code makes is checked against these grants by tests/infra/test_iam_conformance.p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
 
+from edgefleet.infra.component import Component, ComponentArgs
 from edgefleet.infra.names import (
     DEVICE_ACCOUNT_ROLE,
     FLEET_GRANTS,
@@ -43,8 +43,8 @@ from edgefleet.infra.names import (
 )
 
 
-@dataclass(frozen=True)
-class IdentityArgs:
+@dataclass(frozen=True, kw_only=True)
+class IdentityArgs(ComponentArgs):
     """What the identity component binds to.
 
     Attributes:
@@ -56,15 +56,13 @@ class IdentityArgs:
         depends_on: What every account and binding waits for (the IAM and Resource Manager APIs).
     """
 
-    project: str
     fleet_name: str
     telemetry_topic: pulumi.Input[str]
     monitor_subscription: pulumi.Input[str]
     registry_bucket: pulumi.Input[str]
-    depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
 
 
-class Identity(pulumi.ComponentResource):
+class Identity(Component):
     """Service accounts for devices, the release pipeline and the fleet monitor, with their bindings.
 
     Attributes:
@@ -72,7 +70,7 @@ class Identity(pulumi.ComponentResource):
     """
 
     def __init__(self, name: str, args: IdentityArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("edgefleet:infra:Identity", name, None, opts)
+        super().__init__("edgefleet:infra:Identity", name, args, opts)
         self._args = args
         self.device = self._account(
             name, DEVICE_ACCOUNT_ROLE, "edgefleet devices", "Publishes telemetry, reads the model registry."
@@ -126,8 +124,6 @@ class Identity(pulumi.ComponentResource):
         return gcp.projects.IAMMember(resource_name, project=args.project, role=grant.role, member=member,
                                       opts=child)
 
-    def _child(self) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=self, depends_on=list(self._args.depends_on))
 
 
 def _member(account: gcp.serviceaccount.Account) -> pulumi.Output[str]:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
 import pulumiverse_time
 
+from edgefleet.infra.component import Component, ComponentArgs
 from edgefleet.infra.config import AlertSettings
 from edgefleet.infra.dashboard import (
     ALIGNMENT_PERIOD,
@@ -27,8 +28,8 @@ from edgefleet.kernel.metrics import ALL_METRICS, INFERENCE_LATENCY_P95, TELEMET
 SECONDS_PER_MINUTE = 60
 
 
-@dataclass(frozen=True)
-class MonitoringArgs:
+@dataclass(frozen=True, kw_only=True)
+class MonitoringArgs(ComponentArgs):
     """What the monitoring component needs.
 
     Attributes:
@@ -41,13 +42,11 @@ class MonitoringArgs:
         depends_on: What every resource waits for (the Cloud Monitoring API).
     """
 
-    project: str
     fleet_name: str
     alerts: AlertSettings
     monitor_subscription: str
     dead_letter_subscription: str
     labels: dict[str, str]
-    depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
 
 
 def threshold_condition(
@@ -76,7 +75,7 @@ def metric_types_trigger(metrics: Sequence[MetricDefinition]) -> dict[str, str]:
     return {"metricTypes": ",".join(sorted(metric.type for metric in metrics))}
 
 
-class Monitoring(pulumi.ComponentResource):
+class Monitoring(Component):
     """Metric descriptors, the fleet dashboard and three alert policies.
 
     Cloud Monitoring refuses an alert policy on a custom metric type until the type is visible, which can
@@ -91,9 +90,8 @@ class Monitoring(pulumi.ComponentResource):
     """
 
     def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("edgefleet:infra:Monitoring", name, None, opts)
+        super().__init__("edgefleet:infra:Monitoring", name, args, opts)
         self._args = args
-        self._depends_on = list(args.depends_on)
         self.descriptors = {metric.type: self._descriptor(name, metric) for metric in ALL_METRICS}
         after_descriptors = self._child(*self.descriptors.values())
         # Alert policies on a custom metric fail to create before its descriptor exists and its type is
@@ -200,8 +198,6 @@ class Monitoring(pulumi.ComponentResource):
             opts=self._child(),
         )
 
-    def _child(self, *after: pulumi.Resource) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(parent=self, depends_on=[*self._depends_on, *after])
 
     def _policy(
         self,

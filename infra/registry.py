@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
 
+from edgefleet.infra.component import Component, ComponentArgs
 from edgefleet.infra.config import RegistrySettings
 
 PUBLIC_ACCESS_PREVENTION_ENFORCED = "enforced"
 NONCURRENT = "ARCHIVED"  # lifecycle `with_state` of noncurrent object versions
 
 
-@dataclass(frozen=True)
-class RegistryArgs:
+@dataclass(frozen=True, kw_only=True)
+class RegistryArgs(ComponentArgs):
     """What the registry component needs.
 
     Attributes:
@@ -27,15 +27,13 @@ class RegistryArgs:
         depends_on: What the bucket waits for (the Cloud Storage API).
     """
 
-    project: str
     bucket_name: str
     location: str
     settings: RegistrySettings
     labels: dict[str, str]
-    depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
 
 
-class Registry(pulumi.ComponentResource):
+class Registry(Component):
     """The registry bucket.
 
     Hardened by default: uniform bucket-level access (IAM only, no object ACLs), public access prevention
@@ -49,7 +47,7 @@ class Registry(pulumi.ComponentResource):
     """
 
     def __init__(self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("edgefleet:infra:Registry", name, None, opts)
+        super().__init__("edgefleet:infra:Registry", name, args, opts)
         settings = args.settings
         delete = gcp.storage.BucketLifecycleRuleActionArgs(type="Delete")
         self.bucket = gcp.storage.Bucket(
@@ -77,7 +75,7 @@ class Registry(pulumi.ComponentResource):
                     ),
                 ),
             ],
-            opts=pulumi.ResourceOptions(parent=self, protect=True, depends_on=list(args.depends_on)),
+            opts=self._child(protect=True),
         )
         self.uri = self.bucket.name.apply(lambda bucket: f"gs://{bucket}")
         self.register_outputs({"bucket": self.bucket.name, "uri": self.uri})

@@ -21,11 +21,12 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_gcp as gcp
 
+from edgefleet.infra.component import Component, ComponentArgs
 from edgefleet.infra.names import API_BIGQUERY, API_PUBSUB, CORE_APIS, member
 
 
-@dataclass(frozen=True)
-class ServicesArgs:
+@dataclass(frozen=True, kw_only=True)
+class ServicesArgs(ComponentArgs):
     """What the services component enables.
 
     Attributes:
@@ -33,7 +34,6 @@ class ServicesArgs:
         bigquery: Also enable the BigQuery API (the optional telemetry export).
     """
 
-    project: str
     bigquery: bool = False
 
     @property
@@ -41,7 +41,7 @@ class ServicesArgs:
         return CORE_APIS + ((API_BIGQUERY,) if self.bigquery else ())
 
 
-class ProjectServices(pulumi.ComponentResource):
+class ProjectServices(Component):
     """Enabled APIs and the Pub/Sub service identity.
 
     Attributes:
@@ -50,7 +50,7 @@ class ProjectServices(pulumi.ComponentResource):
     """
 
     def __init__(self, name: str, args: ServicesArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("edgefleet:infra:ProjectServices", name, None, opts)
+        super().__init__("edgefleet:infra:ProjectServices", name, args, opts)
         self.apis: dict[str, gcp.projects.Service] = {
             api: gcp.projects.Service(
                 f"{name}-api-{api.split('.', 1)[0]}",
@@ -58,7 +58,7 @@ class ProjectServices(pulumi.ComponentResource):
                 service=api,
                 disable_on_destroy=False,  # other workloads in the project may use it
                 disable_dependent_services=False,
-                opts=pulumi.ResourceOptions(parent=self),
+                opts=self._child(),
             )
             for api in args.apis
         }
@@ -66,7 +66,7 @@ class ProjectServices(pulumi.ComponentResource):
             f"{name}-pubsub-agent",
             project=args.project,
             service=API_PUBSUB,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.apis[API_PUBSUB]]),
+            opts=self._child(self.apis[API_PUBSUB]),
         )
         self.pubsub_agent_member: pulumi.Output[str] = self.pubsub_agent.email.apply(member)
         self.register_outputs({"pubsub_agent": self.pubsub_agent.email})

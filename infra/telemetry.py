@@ -5,12 +5,12 @@ Pub/Sub service agent needs for dead-lettering to work; optionally a BigQuery su
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
 
+from edgefleet.infra.component import Component, ComponentArgs
 from edgefleet.infra.config import BigQueryExport, TelemetrySettings
 from edgefleet.infra.names import (
     ROLE_BIGQUERY_DATA_EDITOR,
@@ -32,8 +32,8 @@ BIGQUERY_SUBSCRIPTION = "edgefleet-telemetry-bigquery"
 NEVER_EXPIRE = ""  # an empty TTL: the subscription never expires for inactivity
 
 
-@dataclass(frozen=True)
-class TelemetryArgs:
+@dataclass(frozen=True, kw_only=True)
+class TelemetryArgs(ComponentArgs):
     """What the telemetry component needs.
 
     Attributes:
@@ -46,13 +46,11 @@ class TelemetryArgs:
         depends_on: What every resource waits for (the enabled APIs, the service identity).
     """
 
-    project: str
     service_agent: pulumi.Input[str]
     settings: TelemetrySettings
     labels: dict[str, str]
     bigquery: BigQueryExport | None = None
     bigquery_location: str = "US"
-    depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
 
 
 def _seconds(value: int) -> str:
@@ -65,7 +63,7 @@ def _topic_path(project: str, topic: gcp.pubsub.Topic) -> pulumi.Output[str]:
     return topic.name.apply(lambda name: f"projects/{project}/topics/{name}")
 
 
-class Telemetry(pulumi.ComponentResource):
+class Telemetry(Component):
     """The telemetry pipeline on Pub/Sub.
 
     Attributes:
@@ -75,8 +73,7 @@ class Telemetry(pulumi.ComponentResource):
     """
 
     def __init__(self, name: str, args: TelemetryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("edgefleet:infra:Telemetry", name, None, opts)
-        self._depends_on = list(args.depends_on)
+        super().__init__("edgefleet:infra:Telemetry", name, args, opts)
         child = self._child()
         settings = args.settings
         self.service_agent = args.service_agent
@@ -206,9 +203,6 @@ class Telemetry(pulumi.ComponentResource):
             opts=opts,
         )
 
-    def _child(self, *after: pulumi.Resource) -> pulumi.ResourceOptions:
-        """Options of a child: parented here, after the APIs (and `after`)."""
-        return pulumi.ResourceOptions(parent=self, depends_on=[*self._depends_on, *after])
 
     def _bigquery(self, name: str, args: TelemetryArgs, export: BigQueryExport) -> None:
         child = self._child()

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgefleet.device.cli import app
+from edgefleet.device.cli.options import ConfigOption, RootOption
 from edgefleet.kernel.console import cli_error
 from edgefleet.kernel.errors import EdgefleetError
 
@@ -34,8 +35,8 @@ def _config(root: Path | None, config: Path | None):
 
 @app.command()
 def doctor(
-    root: Path = typer.Option(None, "--root", envvar="EDGEFLEET_AGENT_ROOT", help="agent root directory"),
-    config: Path = typer.Option(None, "--config", "-c", help="agent.yaml (default: <root>/agent.yaml)"),
+    root: RootOption = None,
+    config: ConfigOption = None,
     as_json: bool = typer.Option(False, "--json", help='print {"checks": [{"name", "status", "detail", "fix"}]}'),
 ) -> None:
     """Check this host for the agent: Python, runtime, libedgetpu, Edge TPUs, permissions, disk, clock, cloud.

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgefleet.device.cli import app
+from edgefleet.device.cli.options import ConfigOption, JsonOption, RootOption
 from edgefleet.kernel.console import cli_error
 from edgefleet.kernel.errors import EdgefleetError
 
@@ -46,9 +47,9 @@ def run(
 
 @app.command()
 def status(
-    root: Path = typer.Option(None, "--root", envvar="EDGEFLEET_AGENT_ROOT", help="agent root directory"),
-    config: Path = typer.Option(None, "--config", "-c", help="agent.yaml (its root is used)"),
-    as_json: bool = typer.Option(False, "--json", help="print the status as JSON"),
+    root: RootOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Print the running agent's status (from its status file)."""
     from edgefleet.device.agent.config import load_config
@@ -75,7 +76,7 @@ def status(
 
 @app.command("device-key")
 def device_key(
-    root: Path = typer.Option(None, "--root", envvar="EDGEFLEET_AGENT_ROOT", help="agent root directory"),
+    root: RootOption = None,
 ) -> None:
     """Print this device's public key (base64), making the device key first if it has none.
 

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgefleet.device.cli import app
+from edgefleet.device.cli.options import JsonOption, RootOption
 from edgefleet.device.store import ModelStore
 from edgefleet.device.store_reader import InstalledVersion, default_root
 from edgefleet.kernel.console import ERROR_EXIT_CODE, print_error
@@ -27,13 +28,9 @@ if TYPE_CHECKING:  # pull mode loads only for `pull`
 
 _T = TypeVar("_T")
 
-ROOT_HELP = "agent root directory (default: $EDGEFLEET_AGENT_ROOT or ~/.edgefleet-agent)"
 KEY_HELP = "release public key file, PEM or base64 (default: <root>/keys/release.pub)"
-JSON_HELP = "print JSON"
 
-RootOption = Annotated[Optional[Path], typer.Option("--root", help=ROOT_HELP)]
 KeyOption = Annotated[Optional[Path], typer.Option("--public-key", help=KEY_HELP)]
-JsonOption = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
 ModelArgument = Annotated[str, typer.Argument(help="model name")]
 
 

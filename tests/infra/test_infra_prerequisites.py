@@ -28,15 +28,17 @@ def _module(record: ResourceRecord) -> str:
     return record.type.split(":")[1].split("/")[0]
 
 
+@pytest.fixture(params=["default_stack", "bigquery_stack"])
+def stack(request: pytest.FixtureRequest) -> StackRun:
+    """Each of the two stacks (without and with the BigQuery export), for checks that hold for both."""
+    return request.getfixturevalue(request.param)
+
+
 def _services(stack: StackRun) -> dict[str, ResourceRecord]:
     return {record.inputs["service"]: record for record in stack.of_type("Service")}
 
 
-@pytest.mark.parametrize("stack_name", ["default_stack", "bigquery_stack"])
-def test_every_api_a_resource_uses_is_enabled_and_never_disabled_on_destroy(
-    stack_name: str, request: pytest.FixtureRequest
-) -> None:
-    stack: StackRun = request.getfixturevalue(stack_name)
+def test_every_api_a_resource_uses_is_enabled_and_never_disabled_on_destroy(stack: StackRun) -> None:
     services = _services(stack)
     used = {API_OF_MODULE[_module(record)] for record in stack.resources if record.type.startswith("gcp:")}
     assert used <= set(services), f"APIs used but not enabled: {sorted(used - set(services))}"
@@ -47,11 +49,7 @@ def test_every_api_a_resource_uses_is_enabled_and_never_disabled_on_destroy(
         assert record.inputs.get("disableDependentServices") in (None, False)
 
 
-@pytest.mark.parametrize("stack_name", ["default_stack", "bigquery_stack"])
-def test_every_resource_waits_for_the_api_it_is_created_through(
-    stack_name: str, request: pytest.FixtureRequest
-) -> None:
-    stack: StackRun = request.getfixturevalue(stack_name)
+def test_every_resource_waits_for_the_api_it_is_created_through(stack: StackRun) -> None:
     services = _services(stack)
     waiting = [
         record
@@ -68,11 +66,7 @@ def _short(record: ResourceRecord) -> str:
     return record.type.rsplit(":", 1)[-1]
 
 
-@pytest.mark.parametrize("stack_name", ["default_stack", "bigquery_stack"])
-def test_grants_to_the_pubsub_agent_wait_for_its_service_identity(
-    stack_name: str, request: pytest.FixtureRequest
-) -> None:
-    stack: StackRun = request.getfixturevalue(stack_name)
+def test_grants_to_the_pubsub_agent_wait_for_its_service_identity(stack: StackRun) -> None:
     [identity] = stack.of_type("ServiceIdentity")
     assert identity.inputs["service"] == "pubsub.googleapis.com"
     assert stack.depends_on(identity, _services(stack)["pubsub.googleapis.com"])
