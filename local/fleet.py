@@ -20,7 +20,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgefleet.kernel.contracts.layout import STATUS_FILE
 from edgefleet.kernel.contracts.status import AgentStatus, parse_status
 from edgefleet.kernel.errors import EdgefleetError
-from edgefleet.local.emulators import free_port
+from edgefleet.local.processes import LOOPBACK, ManagedProcess, accepts_connections, free_port, stop_process_group
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +62,7 @@ class SimulatedDevice:
     port: int
     home: Path
     tags: tuple[str, ...] = ()
-    sshd: subprocess.Popen | None = None
+    sshd: ManagedProcess | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -110,20 +109,6 @@ def _keygen(path: Path, comment: str) -> None:
                    check=True, capture_output=True)
 
 
-def _wait_listening(port: int, process: subprocess.Popen, timeout_s: float, log_path: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise EdgefleetError(f"sshd on port {port} exited with status {process.returncode}",
-                                 f"see its log {log_path}")
-        with socket.socket() as sock:
-            sock.settimeout(0.5)
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise EdgefleetError(f"sshd did not listen on 127.0.0.1:{port} within {timeout_s} s", f"see its log {log_path}")
-
-
 def _descendants(pid: int) -> list[int]:
     """Every process below `pid` (from /proc), children first listed before their own children."""
     parents: dict[int, list[int]] = {}
@@ -142,17 +127,6 @@ def _descendants(pid: int) -> list[int]:
             found.append(child)
             queue.append(child)
     return found
-
-
-def _terminate(process: subprocess.Popen | None, timeout_s: float) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout_s)
 
 
 class SimulatedFleet:
@@ -224,7 +198,8 @@ class SimulatedFleet:
         """Stops every agent and sshd (each waited for)."""
         for device in self.devices.values():
             self.stop_agent(device.device_id)
-            _terminate(device.sshd, self.settings.stop_timeout_s)
+            if device.sshd is not None:
+                device.sshd.stop()
             device.sshd = None
 
     def _prepare(self, device: SimulatedDevice) -> None:
@@ -237,7 +212,8 @@ class SimulatedFleet:
     def start_sshd(self, device_id: str) -> None:
         """Starts (or restarts) the device's sshd on its port (a new free port the first time)."""
         device = self.devices[device_id]
-        _terminate(device.sshd, self.settings.stop_timeout_s)
+        if device.sshd is not None:
+            device.sshd.stop()
         if not device.port:
             device.port = free_port()
         config = device.home / "sshd_config"
@@ -249,11 +225,11 @@ class SimulatedFleet:
             f"MaxStartups {self.settings.max_startups}", "MaxSessions 64", "UseDNS no", "LogLevel INFO",
             "PrintMotd no", "AcceptEnv LANG LC_*", "",
         ]))
-        log_path = device.home / "sshd.log"
-        with open(log_path, "ab") as log_file:  # the child keeps its own copy
-            device.sshd = subprocess.Popen([str(self.sshd), "-D", "-e", "-f", str(config)],
-                                           stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        _wait_listening(device.port, device.sshd, self.settings.ready_timeout_s, log_path)
+        port = device.port
+        device.sshd = ManagedProcess(f"sshd of {device_id}", [str(self.sshd), "-D", "-e", "-f", str(config)],
+                                     log_path=device.home / "sshd.log", stop_timeout_s=self.settings.stop_timeout_s)
+        device.sshd.start().wait_ready(lambda: accepts_connections(LOOPBACK, port), self.settings.ready_timeout_s,
+                                       waiting_for=f"listening on {LOOPBACK}:{port}")
 
     def write_known_hosts(self) -> None:
         """known_hosts with every device's host key under `[127.0.0.1]:port`."""
@@ -338,14 +314,13 @@ class SimulatedFleet:
         pid = device.agent_pid()
         if pid is not None:
             os.kill(pid, signal.SIGKILL)
-        if device.sshd is not None and device.sshd.poll() is None:
-            for child in _descendants(device.sshd.pid):  # per-connection sshd processes outlive the listener
+        if device.sshd is not None and device.sshd.running:
+            for child in _descendants(device.sshd.pid):  # SSH sessions run in sessions of their own
                 try:
                     os.kill(child, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            device.sshd.kill()
-            device.sshd.wait(self.settings.stop_timeout_s)
+            stop_process_group(device.sshd.popen, self.settings.stop_timeout_s, signal.SIGKILL)
         device.sshd = None
 
     def status(self, device_id: str) -> AgentStatus | None:

@@ -55,6 +55,13 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+def accepts_connections(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    """True when something listens on host:port (a TCP connect succeeds)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout_s)
+        return sock.connect_ex((host, port)) == 0
+
+
 def http_status(url: str, timeout_s: float = 2.0) -> int | None:
     """The HTTP status `url` answers with (an error status too), or None when nothing answers."""
     try:

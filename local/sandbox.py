@@ -189,7 +189,7 @@ class Sandbox:
             self.emulator.process.check_alive()
         if self.fleet is not None:
             for device in self.fleet.devices.values():
-                if device.sshd is None or device.sshd.poll() is not None:
+                if device.sshd is None or not device.sshd.running:
                     raise SandboxError(f"the sshd of simulated device {device.device_id} stopped",
                                        f"see {device.home / 'sshd.log'}")
         if self.ui is not None:

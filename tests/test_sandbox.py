@@ -7,6 +7,7 @@ The whole sandbox, started for real and driven from a browser, is tested in test
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -128,8 +129,9 @@ def test_a_dead_device_sshd_is_named_by_the_watch(tmp_path: Path) -> None:
     sandbox.fleet.start()
     try:
         sandbox.check_alive()  # all up: nothing to say
-        sandbox.fleet.devices["sim-2"].sshd.kill()
-        sandbox.fleet.devices["sim-2"].sshd.wait()
+        sshd = sandbox.fleet.devices["sim-2"].sshd
+        os.kill(sshd.pid, signal.SIGKILL)  # it crashes
+        sshd.popen.wait()
         with pytest.raises(SandboxError) as caught:
             sandbox.check_alive()
         assert "sim-2" in caught.value.message and "sshd.log" in caught.value.fix

@@ -140,9 +140,11 @@ def _fill_text(browser: Any, label: str, value: str) -> None:
 
 
 def _submit_run_form(browser: Any, sandbox: SandboxProcess, deployment: str, screenshot: str,
-                     text_fields: dict[str, str] | None = None) -> str:
-    """Opens the deployment's run form in the UI, fills `text_fields` (label -> value), submits it, returns
-    the new flow run's id."""
+                     text_fields: dict[str, str] | None = None, ready_label: str = "Validate parameters") -> str:
+    """Opens the deployment's run form in the UI, waits until the parameters' form shows `ready_label` (the
+    form renders after the page: a submit before it sends no parameters and is refused by the form), fills
+    `text_fields` (label -> value), submits it, returns the new flow run's id."""
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as conditions
     from selenium.webdriver.support.ui import WebDriverWait
@@ -153,6 +155,7 @@ def _submit_run_form(browser: Any, sandbox: SandboxProcess, deployment: str, scr
     browser.get(f"{sandbox.ui_url}/deployments/deployment/{found.id}/run")
     wait = WebDriverWait(browser, PAGE_TIMEOUT_S)
     wait.until(conditions.element_to_be_clickable((By.XPATH, "//button[@type='submit']")))
+    wait.until(conditions.presence_of_element_located((By.XPATH, f"//*[normalize-space()='{ready_label}']")))
     for label, value in (text_fields or {}).items():
         _fill_text(browser, label, value)
     submit = wait.until(conditions.element_to_be_clickable((By.XPATH, "//button[@type='submit']")))
@@ -160,8 +163,13 @@ def _submit_run_form(browser: Any, sandbox: SandboxProcess, deployment: str, scr
     browser.execute_script("arguments[0].scrollIntoView()", submit)
     _screenshot(browser, screenshot)
     submit.click()
-    # The UI creates the run and goes back to the deployment's runs.
-    wait.until(conditions.url_contains("tab=Runs"))
+    # The UI creates the run and goes back to the deployment's runs; if it stays, say what the form shows.
+    try:
+        wait.until(conditions.url_contains("tab=Runs"))
+    except TimeoutException:
+        _screenshot(browser, f"failed-{screenshot}")
+        body = browser.find_element(By.TAG_NAME, "body").text
+        raise AssertionError(f"the {deployment} form was not accepted; the page says:\n{body[-3000:]}") from None
     new = wait.until(lambda _: _run_ids(sandbox, found.id) - before)
     assert len(new) == 1, new
     return new.pop()
@@ -196,7 +204,7 @@ def test_release_and_rollout_from_the_ui_reach_every_device(sandbox: SandboxProc
     manifest = json.loads((registry / "models" / MODEL / version / "manifest.json").read_text())
     assert manifest["source_commit"] == SOURCE_COMMIT
 
-    rollout_id = _submit_run_form(browser, sandbox, "rollout", "sandbox-rollout-form.png")
+    rollout_id = _submit_run_form(browser, sandbox, "rollout", "sandbox-rollout-form.png", ready_label="Inventory")
     rollout = _wait_for_run(sandbox, rollout_id)
     assert rollout.state.is_completed(), rollout.state
     _show(browser, f"{sandbox.ui_url}/runs/flow-run/{rollout_id}", "Completed", "sandbox-rollout-run.png")
