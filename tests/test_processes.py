@@ -112,3 +112,10 @@ def test_the_interpreter_runs_as_a_managed_process(tmp_path: Path) -> None:
                              log_path=tmp_path / "py.log", cwd=tmp_path, env={"PATH": os.environ["PATH"]})
     assert process.start().wait(60) == 0
     assert (tmp_path / "py.log").read_text().strip() == str(tmp_path)
+
+
+def test_the_local_stack_starts_processes_in_one_place() -> None:
+    """Every long-running child of the local stack (emulators, Prefect, sshd) goes through ManagedProcess."""
+    local = Path(__file__).resolve().parents[1] / "local"
+    spawning = {path.name for path in local.rglob("*.py") if "Popen(" in path.read_text()}
+    assert spawning == {"processes.py"}

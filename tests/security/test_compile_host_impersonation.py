@@ -26,15 +26,20 @@ def other_host_key(tmp_path: Path) -> str:
     return f"{key_type} {key_text}"
 
 
+def spying_compiler(compiler: Path, ran: Path) -> Path:
+    """The stand-in compiler, touching `ran` first: proof that a host ran it."""
+    spying = ran.with_name("spying_compiler")
+    spying.write_text(f'#!/bin/sh\ntouch "{ran}"\nexec "{compiler}" "$@"\n')
+    spying.chmod(spying.stat().st_mode | stat.S_IXUSR)
+    return spying
+
+
 def test_compile_host_spoofing_is_refused(ssh_compile_host, standin_compiler, tiny_int8, tmp_path):
     """An impostor answers on the compile host's address with its own host key. The release config (read from
     YAML, as `edgefleet release --config` does) names the real host's known_hosts: the connection is refused
     before anything is uploaded or run, so nothing the impostor would return can be signed."""
     ran = tmp_path / "impostor-compiled"
-    spying = tmp_path / "spying_compiler"
-    spying.write_text(f'#!/bin/sh\ntouch "{ran}"\nexec "{standin_compiler}" "$@"\n')
-    spying.chmod(spying.stat().st_mode | stat.S_IXUSR)
-    impostor = ssh_compile_host(spying)
+    impostor = ssh_compile_host(spying_compiler(standin_compiler, ran))
     known_hosts = tmp_path / "real_known_hosts"  # the real compile host's key, checked out of band
     known_hosts.write_text(f"[127.0.0.1]:{impostor.port} {other_host_key(tmp_path)}\n")
     config = tmp_path / "release.yaml"
@@ -55,7 +60,10 @@ def test_compile_host_spoofing_is_refused(ssh_compile_host, standin_compiler, ti
 def test_ssh_connections_are_opened_in_one_place() -> None:
     """Only `edgefleet.flows.rollout.ssh.open_verified_connection` builds a Fabric/paramiko connection, so no
     code path (rollout, deploy-agent, compile host) can fall back to Fabric's default AutoAddPolicy."""
-    opening = re.compile(r"\b(Connection|SSHClient)\(|set_missing_host_key_policy|AutoAddPolicy|WarningPolicy")
+    opening = re.compile(r"\b(Connection|SSHClient)\(|set_missing_host_key_policy|AutoAddPolicy|WarningPolicy"
+                         r"|^\s*(from|import)\s+fabric\b|\bparamiko\.(client|SSHClient)\b"
+                         r"|from paramiko import .*SSHClient",
+                         re.M)
     found = {str(path.relative_to(REPO)) for folder in ("kernel", "device", "flows", "monitor", "local", "cli",
                                                          "infra", "edgefleet")
              for path in (REPO / folder).rglob("*.py") if opening.search(path.read_text())}
@@ -85,11 +93,12 @@ def test_a_release_through_an_impostor_compile_host_signs_nothing(
     from edgefleet.device.registry import open_registry_reader
     from edgefleet.flows.release.flow import release_model
 
-    compile_params = ssh_compile_host(standin_compiler)
+    compile_params = ssh_compile_host(spying_compiler(standin_compiler, ran := tmp_path / "impostor-compiled"))
     changed = tmp_path / "changed_known_hosts"
     changed.write_text(f"[127.0.0.1]:{compile_params.port} {other_host_key(tmp_path)}\n")
     params = make_params(model="impostor", compile={**compile_params.model_dump(), "known_hosts": str(changed)})
-    with pytest.raises(CompileError):
+    with pytest.raises(CompileError, match="differs") as caught:
         release_model(params)
+    assert isinstance(caught.value.__cause__, HostKeyError)  # refused for the key, not for another reason
+    assert not ran.exists()  # nothing was uploaded to or run on the impostor
     assert open_registry_reader(params.registry).list_versions("impostor") == []
-    assert not list(Path(params.work_dir).rglob("impostor/**/manifest.sig"))

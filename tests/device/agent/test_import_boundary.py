@@ -70,8 +70,10 @@ def _agent_config(releases, registry: Path) -> Path:
 
 
 def _run_agent_until_it_runs_the_pulled_model(releases, config: Path, record: Path) -> None:
-    process = subprocess.Popen([sys.executable, "-c", RECORDER, str(record), str(AGENT), "run", "--config",
-                                str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = releases.tmp / "agent.log"  # a file, not a pipe: an unread pipe that fills would block the agent
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-c", RECORDER, str(record), str(AGENT), "run", "--config",
+                                    str(config)], stdout=out, stderr=subprocess.STDOUT)
     status_file = releases.root / "status.json"
     try:
         deadline = time.monotonic() + WAIT_S
@@ -81,10 +83,10 @@ def _run_agent_until_it_runs_the_pulled_model(releases, config: Path, record: Pa
             if status is not None and status.version == "1.0.0" and status.frames > 3:
                 break
             time.sleep(0.2)
-        assert process.poll() is None, process.stdout.read().decode()[-3000:]
+        assert process.poll() is None, log.read_text(errors="replace")[-3000:]
         assert status is not None and status.version == "1.0.0" and status.frames > 3, status
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=WAIT_S) == 0, process.stdout.read().decode()[-3000:]
+        assert process.wait(timeout=WAIT_S) == 0, log.read_text(errors="replace")[-3000:]
     finally:
         if process.poll() is None:
             process.kill()
