@@ -203,6 +203,7 @@ def verify_version_dir(
     *,
     model: str | None = None,
     version: str | None = None,
+    refuse_development: bool = False,
 ) -> Manifest:
     """Verifies a version directory: the manifest signature first, then every file.
 
@@ -210,6 +211,7 @@ def verify_version_dir(
         version_dir: the directory (`.../<model>/<version>/`).
         public_key: the release public key or its file (named in errors).
         model, version: when given, the manifest must be for this model / version.
+        refuse_development: refuse a version signed with a development key (`refuse_development_signed`).
 
     Returns:
         The verified manifest.
@@ -233,6 +235,8 @@ def verify_version_dir(
             "the version was stored under the wrong name: install or publish it under its manifest's name",
         )
     check_version_files(version_dir, manifest)
+    if refuse_development:
+        refuse_development_signed(manifest, str(version_dir))
     return manifest
 
 

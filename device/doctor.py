@@ -25,8 +25,6 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgefleet.device.runtime.probe import locate_library, matching_build_fix, probe_edgetpu, runtime_version
-from edgefleet.kernel.contracts.layout import MANIFEST_FILE
-from edgefleet.kernel.contracts.manifest import Manifest
 from edgefleet.kernel.errors import EdgefleetError
 
 if TYPE_CHECKING:
@@ -359,7 +357,7 @@ def edgetpu_model(config: AgentConfig) -> Path | None:
         installed = StoreReader(config.root).current(config.model)
         if installed is None:
             return None
-        manifest = Manifest.model_validate_json((installed.path / MANIFEST_FILE).read_bytes())
+        manifest = installed.manifest
     except (EdgefleetError, OSError, ValueError):
         return None
     name = manifest.variants.get("edgetpu")

@@ -47,13 +47,13 @@ def load_or_create_device_key(root: str | os.PathLike[str]) -> Ed25519PrivateKey
         VerificationError: the key file exists but is unreadable, not an Ed25519 key, or readable by others.
     """
     path = device_key_path(root)
+    public_path = Path(root).expanduser() / DEVICE_PUBLIC_KEY_FILE
     if not path.exists():
         private_key, public_key = generate_keypair()
         save_private_key(private_key, path)
-        save_public_key(public_key, path.with_name("device.pub"), encoding="base64")
+        save_public_key(public_key, public_path, encoding="base64")
         return private_key
     key = load_private_key(path)  # refuses a key file readable by group or others
-    public_path = path.with_name("device.pub")
     if not public_path.exists():
         save_public_key(key.public_key(), public_path, encoding="base64")
     return key

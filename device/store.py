@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgefleet.device.bundle import (
     SIGNED_FILES,
-    refuse_development_signed,
     sha256_bytes,
     verify_version_dir,
 )
@@ -103,9 +102,7 @@ class ModelStore(StoreReader):
         """
         key = public_key if public_key is not None else self.public_key
         src_dir = Path(src_dir)
-        manifest = verify_version_dir(src_dir, key)
-        if self.options.refuse_development_keys:
-            refuse_development_signed(manifest, str(src_dir))
+        manifest = verify_version_dir(src_dir, key, refuse_development=self.options.refuse_development_keys)
         model_dir = self.model_dir(manifest.model)
         model_dir.mkdir(parents=True, exist_ok=True)
         with self._lock(manifest.model):
@@ -248,9 +245,8 @@ class ModelStore(StoreReader):
                 f"install it first (edgefleet-agent install DIR, or pull it); installed: "
                 f"{', '.join(self.versions(model)) or 'none'}",
             )
-        manifest = verify_version_dir(path, key, model=model, version=version)
-        if self.options.refuse_development_keys:
-            refuse_development_signed(manifest, str(path))
+        manifest = verify_version_dir(path, key, model=model, version=version,
+                                      refuse_development=self.options.refuse_development_keys)
         return InstalledVersion(
             model, version, path, manifest, sha256_bytes((path / MANIFEST_FILE).read_bytes())
         )

@@ -73,7 +73,7 @@ class Agent:
                                 options=StoreOptions(refuse_development_keys=config.refuse_development_keys))
         self.stats = LoopStats(config.status.latency_window)
         self.slot = ModelSlot()
-        self.tpu_present = edgetpu_present()
+        self.tpu_present = edgetpu_present(library=config.inference.edgetpu_library)
         self.telemetry = telemetry or TelemetryService(
             config.telemetry, config.spool_path, config.device_id,
             health_provider=functools.partial(read_health, tpu_present=self.tpu_present),

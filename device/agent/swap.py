@@ -10,14 +10,13 @@ import functools
 import logging
 import os
 import threading
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from edgefleet.device.agent.config import AgentConfig, InferenceConfig
-from edgefleet.device.bundle import refuse_development_signed, verify_version_dir
+from edgefleet.device.bundle import verify_version_dir
 from edgefleet.device.runtime.config import RuntimeConfig
 from edgefleet.device.runtime.engine import Engine, open_for_manifest
 from edgefleet.device.runtime.golden import check_golden
@@ -27,7 +26,7 @@ from edgefleet.device.store import ModelStore
 from edgefleet.device.store_reader import InstalledVersion
 from edgefleet.kernel.contracts.layout import CURRENT_POINTER
 from edgefleet.kernel.contracts.manifest import Manifest
-from edgefleet.kernel.contracts.telemetry import EventKind, ModelRef
+from edgefleet.kernel.contracts.telemetry import ModelRef
 from edgefleet.kernel.errors import EdgefleetError, NoEdgeTpuError
 from edgefleet.kernel.signing import load_public_key
 
@@ -126,9 +125,7 @@ def prepare_model(config: AgentConfig, installed: InstalledVersion, *,
             version and what to do.
     """
     public_key = load_public_key(config.public_key_path)
-    manifest = verify_version_dir(installed.path, public_key)
-    if config.refuse_development_keys:
-        refuse_development_signed(manifest, str(installed.path))
+    manifest = verify_version_dir(installed.path, public_key, refuse_development=config.refuse_development_keys)
     device, outcome = choose_device(config.inference, installed.path, manifest, probe=probe)
     engine = open_for_manifest(installed.path, manifest, device=device,
                                num_threads=config.inference.num_threads, top_k=config.inference.top_k,
@@ -257,8 +254,7 @@ class ModelWatcher:
         """Reports an unusable Edge TPU: in the log, the status, and as an `edgetpu_unavailable` event."""
         self.edgetpu_unavailable = f"{outcome.summary()} (fix: {outcome.fix})" if outcome.fix else outcome.summary()
         log.error("%s", self.edgetpu_unavailable)
-        if EDGETPU_UNAVAILABLE_EVENT in typing.get_args(EventKind):
-            self._on_event(EDGETPU_UNAVAILABLE_EVENT, self.edgetpu_unavailable, version, None)
+        self._on_event(EDGETPU_UNAVAILABLE_EVENT, self.edgetpu_unavailable, version, None)
 
     def _report_idle(self, reason: str) -> None:
         """Says why no model runs: in the status file always, in the log once per reason."""

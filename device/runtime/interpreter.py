@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 EDGETPU_SUFFIX = "_edgetpu"
 _DEVICE_PATTERN = re.compile(r"^(?:(usb|pci)(?::\d+)?|:\d+)$")
 _UNRESOLVED_OP = re.compile(r"unresolved custom op: ([^\s.]+(?:\.[^\s.]+)*)")
-_HASH_CHUNK = 1 << 20
 
 __all__ = [
     "EDGETPU_SUFFIX", "Interpreter", "LoadedModel", "ModelInfo", "backend_name", "check_device",
@@ -127,14 +126,6 @@ def backend_name(device: str | None, edgetpu: bool) -> str:
     if not edgetpu:
         return "cpu"
     return f"edgetpu:{device}" if device else "edgetpu"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _tensor_spec(detail: dict[str, Any], path: Path) -> TensorSpec:
