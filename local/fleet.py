@@ -22,7 +22,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,10 +33,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgefleet.kernel.contracts.layout import STATUS_FILE
 from edgefleet.kernel.contracts.status import AgentStatus, parse_status
 from edgefleet.kernel.errors import EdgefleetError
-from edgefleet.local.processes import LOOPBACK, ManagedProcess, accepts_connections, free_port, stop_process_group
+from edgefleet.local.processes import (
+    LOOPBACK,
+    ManagedProcess,
+    accepts_connections,
+    free_port,
+    stop_process_group,
+    wait_until,
+)
 
 log = logging.getLogger(__name__)
 
+AGENT_POLL_S = 0.2  # how often wait_agents reads the status files
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
 PRIVSEP_DIR = Path("/run/sshd")  # sshd started as root needs it (Debian's init script creates it too)
 AGENT_SERVICE = "edgefleet-agent"
@@ -338,14 +345,15 @@ class SimulatedFleet:
             EdgefleetError: on timeout (naming the devices still waiting and their last status).
         """
         ids = device_ids or list(self.devices)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            statuses = {device_id: self.status(device_id) for device_id in ids}
-            ready = {d: status for d in ids if (status := statuses[d]) is not None and predicate(status)}
-            if len(ready) == len(ids):
-                return ready
-            if time.monotonic() > deadline:
-                waiting = [d for d in ids if d not in ready]
-                raise EdgefleetError(f"agents {waiting} not ready within {timeout_s} s: "
-                                     f"{ {d: statuses[d] for d in waiting} }", "see the agent logs")
-            time.sleep(0.2)
+
+        def ready(status: AgentStatus | None) -> bool:
+            return status is not None and predicate(status)
+
+        statuses = wait_until(lambda: {device_id: self.status(device_id) for device_id in ids},
+                              lambda found: all(ready(status) for status in found.values()),
+                              timeout_s=timeout_s, interval_s=AGENT_POLL_S)
+        waiting = [d for d in ids if not ready(statuses[d])]
+        if waiting:
+            raise EdgefleetError(f"agents {waiting} not ready within {timeout_s} s: "
+                                 f"{ {d: statuses[d] for d in waiting} }", "see the agent logs")
+        return statuses

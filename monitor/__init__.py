@@ -15,7 +15,7 @@ from edgefleet.monitor.errors import FleetStateError, MonitorError
 from edgefleet.monitor.health import DeviceVersionHealth, VersionHealth, version_health
 from edgefleet.monitor.ingest import Outcome, Status, apply, handle
 from edgefleet.monitor.query import DeviceHistory, DeviceStatus, FleetStatus, device_history, fleet_status
-from edgefleet.monitor.store import FleetStore, commit, open_store
+from edgefleet.monitor.store import FleetStore, commit, open_fleet_store, open_store
 
 __all__ = [
     "DeviceHistory", "DeviceStatus", "DeviceVersionHealth", "FleetStateError", "FleetStatus", "FleetStore",
@@ -23,9 +23,3 @@ __all__ = [
     "device_history", "fleet_status", "handle", "load_monitor_config", "open_store", "version_health",
     "open_fleet_store",
 ]
-
-
-def open_fleet_store(config: MonitorConfig, *, create: bool = True) -> FleetStore:
-    """Opens the fleet state `config` names (readers pass create=False)."""
-    return open_store(config.store_path, latency_window=config.latency_window,
-                      count_bucket_s=config.count_bucket_s, create=create)

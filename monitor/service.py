@@ -43,7 +43,7 @@ from edgefleet.monitor.errors import MonitorError
 from edgefleet.monitor.identity import FORGED_PREFIX, TelemetryVerifier
 from edgefleet.monitor.ingest import Outcome, Status
 from edgefleet.monitor.query import device_statuses
-from edgefleet.monitor.store import FleetStore, from_epoch, open_store
+from edgefleet.monitor.store import FleetStore, from_epoch, open_fleet_store
 from edgefleet.monitor.windows import prune
 
 log = logging.getLogger(__name__)
@@ -312,8 +312,7 @@ def run_monitor(config: MonitorConfig, stop_event: threading.Event, *,
                            "run `gcloud auth application-default login` (or set GOOGLE_APPLICATION_CREDENTIALS); "
                            "locally, set PUBSUB_EMULATOR_HOST and leave cloud_metrics.enabled off") from error
     path = subscriber.subscription_path(config.project, config.subscription)
-    store = open_store(config.store_path, latency_window=config.latency_window,
-                       count_bucket_s=config.count_bucket_s)
+    store = open_fleet_store(config)
     writer = None
     metrics = None
     if config.cloud_metrics.enabled:

@@ -28,9 +28,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgefleet.monitor.errors import FleetStateError
 from edgefleet.monitor.stats import LatencySample, window_stats
+
+if TYPE_CHECKING:
+    from edgefleet.monitor.config import MonitorConfig
 
 log = logging.getLogger(__name__)
 
@@ -254,3 +258,9 @@ def refresh_device_window(connection: sqlite3.Connection, device_id: str) -> Non
         "UPDATE devices SET latency_p50_ms = ?, latency_p95_ms = ?, window_inferences = ?, window_errors = ? "
         "WHERE device_id = ?",
         (stats.latency_p50_ms, stats.latency_p95_ms, stats.inferences, stats.errors, device_id))
+
+
+def open_fleet_store(config: MonitorConfig, *, create: bool = True) -> FleetStore:
+    """Opens the fleet state `config` names (readers pass create=False)."""
+    return open_store(config.store_path, latency_window=config.latency_window,
+                      count_bucket_s=config.count_bucket_s, create=create)

@@ -16,12 +16,11 @@ from edgefleet.monitor.health import version_health
 from edgefleet.monitor.ingest import Status
 from edgefleet.monitor.query import device_history, fleet_status, ingest_counters
 from edgefleet.monitor.service import run_monitor
-from edgefleet.monitor.store import open_store
+from edgefleet.monitor.store import open_fleet_store
 
 
 def read_store(config: MonitorConfig):
-    return open_store(config.store_path, latency_window=config.latency_window,
-                      count_bucket_s=config.count_bucket_s, create=False)
+    return open_fleet_store(config, create=False)
 
 
 def counters(config: MonitorConfig):
