@@ -15,6 +15,7 @@ import io
 import logging
 import os
 import shlex
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,18 +195,23 @@ class DeviceConnection:
             DeviceUnreachable: the connection broke.
         """
         timeout = timeout_s if timeout_s is not None else self.device.command_timeout_s
+        timed_out = RemoteCommandError(f"device {self.device.id}: command timed out after {timeout:.0f} s: {command}",
+                                       "check the device's load, or raise command_timeout_s in the inventory")
+        started = time.monotonic()
         try:
             streams = {"in_stream": io.StringIO(stdin_text)} if stdin_text is not None else {}
             result = self.connection.run(command, hide=True, warn=True, timeout=timeout, **streams)
         except CommandTimedOut as error:
             self.close()  # the channel may still be busy: start clean next time
-            raise RemoteCommandError(f"device {self.device.id}: command timed out after {timeout:.0f} s: {command}",
-                                     "check the device's load, or raise command_timeout_s in the inventory") \
-                from error
+            raise timed_out from error
         except (OSError, EOFError, SSHException) as error:
             self.close()
             raise DeviceUnreachable(f"device {self.device.id} ({self.device.address}) dropped the connection: "
                                     f"{error}", "check the device and its network") from error
+        if result.exited == -1 and time.monotonic() - started >= timeout:
+            # The timer closed the channel before the runner noticed (a loaded machine): no exit status came.
+            self.close()
+            raise timed_out
         if check and result.exited != 0:
             raise RemoteCommandError(
                 f"device {self.device.id}: `{command}` exited {result.exited}: "
