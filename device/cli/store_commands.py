@@ -241,8 +241,13 @@ def pull(
         bool, typer.Option("--retry-refused", help="try a previously refused version again")
     ] = False,
     require_signed: Annotated[
-        bool, typer.Option("--require-signed", help="refuse unsigned (schema 1) channel pointers")
-    ] = False,
+        bool,
+        typer.Option(
+            "--require-signed/--allow-unsigned",
+            help="refuse unsigned (schema 1) channel pointers (default); --allow-unsigned is the transition "
+            "setting for registries whose pipelines do not sign yet",
+        ),
+    ] = True,
     as_json: JsonOption = False,
 ) -> None:
     """Pull once: download, verify, install and activate the version a registry channel names."""

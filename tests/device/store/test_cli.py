@@ -135,10 +135,10 @@ def pull_args(registry: LocalRegistryWriter, store: ModelStore) -> tuple:
 
 
 def test_pull_from_a_registry_directory(
-    make_version: VersionFactory, store: ModelStore, local_registry: LocalRegistryWriter
+    make_version: VersionFactory, store: ModelStore, local_registry: LocalRegistryWriter, keys: Keys
 ) -> None:
     local_registry.publish_version("birds", "1.0.0", make_version("birds", "1.0.0"))
-    local_registry.promote("birds", "1.0.0", "stable")
+    local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
     args = pull_args(local_registry, store)
 
     result = invoke(*args, "--json")
@@ -152,10 +152,10 @@ def test_pull_from_a_registry_directory(
 
 
 def test_pull_of_a_tampered_version_exits_2(
-    make_version: VersionFactory, store: ModelStore, local_registry: LocalRegistryWriter
+    make_version: VersionFactory, store: ModelStore, local_registry: LocalRegistryWriter, keys: Keys
 ) -> None:
     local_registry.publish_version("birds", "1.0.0", make_version("birds", "1.0.0"))
-    local_registry.promote("birds", "1.0.0", "stable")
+    local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
     (local_registry.root / "models/birds/1.0.0/labels.txt").write_text("evil\n")
     args = pull_args(local_registry, store)
     result = invoke(*args)
