@@ -5,7 +5,7 @@ The agent now refuses a pointer valid for longer than `MAX_POINTER_VALIDITY` fro
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from edgefleet.device.channel import MAX_POINTER_VALIDITY, ChannelRecord, judge_pointer
 from edgefleet.device.pull import pull_channel_once
@@ -14,7 +14,7 @@ from edgefleet.flows.registry import LocalRegistryWriter, sign_pointer
 from tests.device.store.conftest import Keys, VersionFactory
 from tests.security.test_downgrade_by_replay import publish
 
-NOW = datetime(2026, 12, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
 
 def test_a_two_hundred_year_pointer_is_refused(
