@@ -122,7 +122,10 @@ def pull_channel_once(
         log.warning("%s %s/%s from %s: %s", outcome.replace("_", " "), model, channel, registry.uri,
                     judgement.reason)
         return PullResult(False, pointer.version, judgement.reason, outcome, before)
-    installed = store.installed(model, pointer.version)
+    try:
+        installed = store.installed(model, pointer.version)
+    except VerificationError as error:  # the installed copy is damaged: refused, as a failed download is
+        return _refuse(registry, store, pointer, _reason(error), before)
     refusal = store.refusal(model, pointer.version, pointer.manifest_sha256)
     step = next_step(
         pointer, current=running, installed=Installed(installed.version, installed.manifest_sha256) if installed
@@ -152,14 +155,17 @@ def _carry_out(
             _download_and_install(registry, store, pointer, key)
         store.activate(model, version, key, signed_downgrade=pointer.signed and pointer.downgrade)
     except VerificationError as error:
-        return _refuse(registry, store, pointer, error.message + (f" (fix: {error.fix})" if error.fix else ""),
-                       before)
+        return _refuse(registry, store, pointer, _reason(error), before)
     _remember(store, model, record, pointer)
     if refused_before:  # retried on request, and it verified this time: forget the refusal
         store.clear_refused(model)
     log.info("pulled %s %s from %s channel %s (was %s)", model, version, registry.uri, pointer.channel, before)
     return PullResult(True, version, f"activated {model} {version} from channel {pointer.channel} (was "
                       f"{before or 'none'})", "activated", before)
+
+
+def _reason(error: VerificationError) -> str:
+    return error.message + (f" (fix: {error.fix})" if error.fix else "")
 
 
 def _refuse(registry: RegistryReader, store: ModelStore, pointer: ChannelPointer, reason: str,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from edgefleet.device.registry.base import RegistryOptions, RegistryReader
 from edgefleet.device.registry.keys import MAX_RECORD_BYTES, too_large
-from edgefleet.kernel.errors import RegistryError, VerificationError
+from edgefleet.kernel.errors import EdgefleetError, RegistryError, VerificationError
 from edgefleet.kernel.fsutil import copy_regular_synced, read_regular
 
 NOT_AN_OBJECT_FIX = (
@@ -67,18 +67,23 @@ class LocalRegistryReader(RegistryReader):
         return sorted(keys)
 
     def _read_bytes(self, key: str) -> bytes | None:
-        return self._read_bounded(key, MAX_RECORD_BYTES)
+        """A channel pointer or record: like a malformed one, one that is not a plain file (or too large) is a
+        RegistryError (pull mode tries again at the next poll)."""
+        return self._read_regular(key, MAX_RECORD_BYTES, RegistryError)
 
     def _read_versioned(self, key: str) -> tuple[bytes | None, int]:
         data = self._read_bytes(key)  # one read: bytes and token always agree
         return (None, 0) if data is None else (data, content_generation(data))
 
     def _read_bounded(self, key: str, max_bytes: int) -> bytes | None:
+        return self._read_regular(key, max_bytes, VerificationError)
+
+    def _read_regular(self, key: str, max_bytes: int, error_type: type[EdgefleetError]) -> bytes | None:
         """Regular files only (a FIFO or a device there is refused, not waited on), at most `max_bytes`."""
         self._require_root()
         try:
-            return read_regular(self.root / key, max_bytes=max_bytes, fix=NOT_AN_OBJECT_FIX,
-                                error_type=VerificationError, too_large=too_large)
+            return read_regular(self.root / key, max_bytes=max_bytes, fix=NOT_AN_OBJECT_FIX, error_type=error_type,
+                                too_large=too_large if error_type is VerificationError else None)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as error:
