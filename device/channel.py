@@ -153,6 +153,9 @@ def _freshness_rule(
         )
     if seen is not None and pointer.counter == seen and record.pointers.get(pointer.channel) != _identity(pointer):
         return Judgement("refuse", f"{where} reuses counter {seen} for different content ({pointer.version})")
+    if pointer.expires_at.tzinfo is None:  # not comparable with a clock: refused, never a crash
+        return Judgement("refuse", f"{where} has an expiry without a time zone ({pointer.expires_at.isoformat()}): "
+                         "re-sign it (the pipelines write UTC)")
     if pointer.expires_at - now > max_validity:
         return Judgement(
             "refuse",

@@ -47,3 +47,11 @@ def test_the_cap_is_inclusive_and_measured_from_the_device_clock(keys: Keys) -> 
                           now=NOW + timedelta(days=10))
 
     assert (at_cap.verdict, over.verdict, later.verdict) == ("accept", "refuse", "accept")
+
+
+def test_an_expiry_without_a_time_zone_is_refused_not_a_crash(keys: Keys) -> None:
+    pointer = sign_pointer(keys.private, model="birds", channel="stable", version="1.0.0",
+                           manifest_sha256="ab" * 32, previous=None, now=NOW)
+    naive = pointer.model_copy(update={"expires_at": pointer.expires_at.replace(tzinfo=None)})
+    judgement = judge_pointer(naive, ChannelRecord(), floor=None, now=NOW)
+    assert judgement.verdict == "refuse" and "time zone" in judgement.reason
