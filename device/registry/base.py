@@ -6,7 +6,8 @@ Layout (both backends, keys relative to the registry root):
                               manifest.json, manifest.sig}
     models/<model>/channels/<channel>.json        a ChannelPointer, changed only by compare-and-swap
     rollouts/<id>.json                            rollout records (`read_json`; written by the pipelines)
-    fleet/devices/<device_id>.json                device public keys (`edgefleet.device.fleetkeys`)
+    fleet/devices/<device_id>.json                device public keys, signed (`edgefleet.kernel.contracts.devicekey`)
+    fleet/revoked/<key_id>.json                   revoked device keys, signed
 
 What a reader relies on (the writer, `edgefleet.flows.registry`, keeps it):
 
