@@ -157,8 +157,8 @@ class TelemetryVerifier:
                 keys[device_id] = key
         if set(refused) != set(self.refused_records):
             for record in refused:
-                log.warning("device key record refused (that device is refused): %s (fix: %s)",
-                            record.reason, record.fix)
+                log.warning("device key record %s refused (its device is refused): %s (fix: %s)",
+                            record.record, record.reason, record.fix)
         self._keys, self.refused_records = keys, tuple(refused)
 
 

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgefleet.device.identity import public_key_text
+from edgefleet.device.registry import JsonRecord
 from edgefleet.flows.registry.base import RegistryWriter
 from edgefleet.kernel.contracts.devicekey import (
     DEVICE_KEY_SCHEMA_V1,
@@ -200,7 +201,10 @@ def unsigned_records(registry: RegistryWriter) -> tuple[list[UnsignedRecord], li
     (damaged, or naming another device than their file name)."""
     pending, skipped = [], []
     for record_key in registry.list_json(f"{FLEET_DEVICES_PREFIX}/"):
-        current = registry.read_json(record_key)
+        try:
+            current = registry.read_json(record_key)
+        except RegistryError:
+            current = JsonRecord(None, 0)
         record = _parsed(current.value)
         if record is None:
             skipped.append(SkippedRecord(record_key, "damaged: re-enrol the device or remove the record"))

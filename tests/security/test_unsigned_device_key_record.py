@@ -1,0 +1,75 @@
+"""Issue 20, item 7: a bucket writer wrote a well-formed unsigned record for a new device (`cam-77`) with their
+own key, and the monitor trusted it: a device out of nothing, speaking in every canary verdict. Now device key
+records are signed by the fleet enrolment key (`edgefleet.device-key/2`); an unsigned `/1` record is trusted
+only under the explicit transition setting, and the refusal says how to sign the existing records (after
+looking at them: `edgefleet fleet keys sign` shows them first)."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from edgefleet.cli import app
+from edgefleet.flows.registry import sign_records, unsigned_records
+from edgefleet.kernel.errors import ConfigError, ConflictError
+from edgefleet.kernel.signing import generate_keypair, save_private_key
+from edgefleet.monitor.identity import IdentityConfig, TelemetryVerifier
+from tests.security.device_keys import Fleet, applied, fleet, fleet_state, refused, unsigned_record  # noqa: F401
+
+
+def test_an_unsigned_record_for_a_new_device_is_not_trusted(fleet: Fleet, fleet_state) -> None:
+    attacker, _ = generate_keypair()
+    fleet.plant("cam-77.json", unsigned_record("cam-77", attacker))
+    monitor = fleet.monitor()
+    assert refused(fleet.send(fleet_state, monitor, "cam-77", attacker))
+    [record] = monitor.refused_records
+    assert "unsigned" in record.reason and "edgefleet fleet keys sign" in record.fix
+    assert "accept_unsigned_key_records" in record.fix  # the transition setting is named, as a transition
+
+
+def test_unsigned_records_are_trusted_only_under_the_transition_setting(fleet: Fleet, fleet_state) -> None:
+    old, _ = generate_keypair()
+    fleet.plant("cam-1.json", unsigned_record("cam-1", old))  # enrolled before signed records
+    assert applied(fleet.send(fleet_state, fleet.monitor(accept_unsigned_key_records=True), "cam-1", old))
+    assert refused(fleet.send(fleet_state, fleet.monitor(), "cam-1", old))
+
+
+def test_a_monitor_checking_records_needs_an_enrolment_key(fleet: Fleet) -> None:
+    with pytest.raises(ConfigError, match="enrolment_keys"):
+        TelemetryVerifier.from_config(IdentityConfig(registry=str(fleet.registry.root)))
+    missing = fleet.root / "nowhere.pub"
+    with pytest.raises(ConfigError, match="nowhere.pub"):
+        TelemetryVerifier.from_config(fleet.config(enrolment_keys=(str(missing),)))
+
+
+def test_existing_records_are_signed_after_being_shown_and_only_as_shown(fleet: Fleet, fleet_state) -> None:
+    cam1, cam2, attacker = (generate_keypair()[0] for _ in range(3))
+    fleet.plant("cam-1.json", unsigned_record("cam-1", cam1))
+    fleet.plant("cam-2.json", unsigned_record("cam-2", cam2))
+    fleet.plant("zz-cam-1-backup.json", unsigned_record("cam-1", attacker))
+    fleet.plant("cam-3.json", "{not json")
+    pending, skipped = unsigned_records(fleet.registry)
+    assert [item.record.device_id for item in pending] == ["cam-1", "cam-2"]
+    assert sorted(key for key, _ in skipped) == ["fleet/devices/cam-3.json", "fleet/devices/zz-cam-1-backup.json"]
+    fleet.plant("cam-2.json", unsigned_record("cam-2", attacker))  # changed after it was shown
+    with pytest.raises(ConflictError):
+        sign_records(fleet.registry, pending, enrolment_key=fleet.enrolment)
+    monitor = fleet.monitor()
+    assert applied(fleet.send(fleet_state, monitor, "cam-1", cam1))  # signed before the conflict
+    assert refused(fleet.send(fleet_state, monitor, "cam-2", attacker))  # never signed
+
+
+def test_the_cli_shows_the_records_and_signs_only_when_told(fleet: Fleet, fleet_state) -> None:
+    cam1, attacker = generate_keypair()[0], generate_keypair()[0]
+    fleet.plant("cam-1.json", unsigned_record("cam-1", cam1))
+    fleet.plant("zz-cam-1-backup.json", unsigned_record("cam-1", attacker))
+    key_file = save_private_key(fleet.enrolment, fleet.root / "enrolment.key")
+    command = ["fleet", "keys", "sign", "--registry", str(fleet.registry.root), "--enrolment-key", str(key_file)]
+    declined = CliRunner().invoke(app, command, input="n\n")
+    assert declined.exit_code == 1 and "cam-1" in declined.output and "NOT SIGNED" in declined.output
+    assert refused(fleet.send(fleet_state, fleet.monitor(), "cam-1", cam1))
+    accepted = CliRunner().invoke(app, command, input="y\n")
+    assert accepted.exit_code == 0, accepted.output
+    assert "signed 1 records" in accepted.output
+    assert applied(fleet.send(fleet_state, fleet.monitor(), "cam-1", cam1))
+    assert refused(fleet.send(fleet_state, fleet.monitor(), "cam-1", attacker))
