@@ -31,6 +31,7 @@ from edgefleet.kernel.contracts.devicekey import (
     DEVICE_KEY_SCHEMA_V1,
     DeviceKeyRecord,
     DeviceKeyRevocation,
+    check_signature,
     device_id_of,
     device_key_record_key,
     revocation_key,
@@ -38,7 +39,7 @@ from edgefleet.kernel.contracts.devicekey import (
     sign_revocation,
 )
 from edgefleet.kernel.contracts.layout import FLEET_DEVICES_PREFIX
-from edgefleet.kernel.errors import ConfigError, ConflictError, RegistryError
+from edgefleet.kernel.errors import ConfigError, ConflictError, RegistryError, VerificationError
 from edgefleet.kernel.signing import (
     generate_keypair,
     key_id,
@@ -159,9 +160,17 @@ def _parsed(value: object) -> DeviceKeyRecord | None:
 
 def revoke_key(registry: RegistryWriter, revoked_key_id: str, device_id: str, *, enrolment_key: Ed25519PrivateKey,
                by: str | None = None, reason: str = "") -> DeviceKeyRevocation:
-    """Writes a signed revocation of a device key (kept if one exists already)."""
+    """Writes a signed revocation of a device key (one by this enrolment key already there is kept)."""
     record_key = revocation_key(revoked_key_id)
     current = registry.read_json(record_key)
+    if current.value is not None:
+        signer = enrolment_key.public_key()
+        try:
+            existing = DeviceKeyRevocation.model_validate(current.value)
+            check_signature({key_id(signer): signer}, existing, source=record_key)
+            return existing
+        except (ValidationError, VerificationError):
+            pass  # damaged or not ours: replaced below
     revocation = sign_revocation(enrolment_key, revoked_key_id=revoked_key_id, device_id=device_id,
                                  revoked_by=by, reason=reason)
     registry.put_json(record_key, revocation, expected_generation=current.generation)

@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from tests.security.device_keys import Fleet, applied, fleet, fleet_state, refused  # noqa: F401
+from tests.security.device_keys import Fleet, applied, refused
 
 DAMAGED = {
     "not-json.json": "{\"schema\": \"edgefleet.device-key/2\", ",

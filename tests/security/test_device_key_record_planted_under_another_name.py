@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 
-from edgefleet.kernel.contracts.devicekey import sign_record
-from edgefleet.kernel.contracts.devicekey import DeviceKeyRecord
+from edgefleet.kernel.contracts.devicekey import DeviceKeyRecord, sign_record
 from edgefleet.kernel.signing import generate_keypair
-from tests.security.device_keys import Fleet, applied, fleet, fleet_state, refused, unsigned_record  # noqa: F401
+from tests.security.device_keys import Fleet, applied, refused, unsigned_record
 
 
 def test_a_record_planted_under_another_name_does_not_make_its_writer_that_device(fleet: Fleet, fleet_state) -> None:

@@ -14,7 +14,7 @@ from edgefleet.flows.registry import sign_records, unsigned_records
 from edgefleet.kernel.errors import ConfigError, ConflictError
 from edgefleet.kernel.signing import generate_keypair, save_private_key
 from edgefleet.monitor.identity import IdentityConfig, TelemetryVerifier
-from tests.security.device_keys import Fleet, applied, fleet, fleet_state, refused, unsigned_record  # noqa: F401
+from tests.security.device_keys import Fleet, applied, refused, unsigned_record
 
 
 def test_an_unsigned_record_for_a_new_device_is_not_trusted(fleet: Fleet, fleet_state) -> None:
