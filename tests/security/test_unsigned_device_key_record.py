@@ -73,3 +73,17 @@ def test_the_cli_shows_the_records_and_signs_only_when_told(fleet: Fleet, fleet_
     assert "signed 1 records" in accepted.output
     assert applied(fleet.send(fleet_state, fleet.monitor(), "cam-1", cam1))
     assert refused(fleet.send(fleet_state, fleet.monitor(), "cam-1", attacker))
+
+
+def test_the_local_fleet_enrols_its_devices_with_signed_records(tmp_path, fleet_state) -> None:
+    from edgefleet.device.identity import load_or_create_device_key
+    from edgefleet.local.fleet import SimulatedFleet
+
+    registry = Fleet(tmp_path)
+    simulated = SimulatedFleet(tmp_path / "fleet", 2, key_registry=str(registry.registry.root))
+    for device_id in simulated.devices:
+        simulated.publish_device_key(device_id)
+    monitor = registry.monitor(enrolment_keys=(str(simulated.enrolment_public_key),))
+    for device_id, device in simulated.devices.items():
+        assert applied(registry.send(fleet_state, monitor, device_id, load_or_create_device_key(device.root)))
+    assert not monitor.refused_records
