@@ -25,6 +25,7 @@ from edgefleet.kernel.contracts.devicekey import (
     DeviceKeyRevocation,
     check_signature,
     device_id_of,
+    device_key_record_key,
     revocation_key,
 )
 from edgefleet.kernel.contracts.layout import FLEET_DEVICES_PREFIX, FLEET_REVOKED_PREFIX
@@ -134,3 +135,38 @@ def load_fleet_keys(registry: RegistryReader, policy: KeyRecordPolicy) -> FleetK
             continue
         keys[record.device_id] = record.key()
     return FleetKeys(keys, tuple(refused), revoked)
+
+
+def load_device_key(registry: RegistryReader, policy: KeyRecordPolicy, device_id: str,
+                    revoked: frozenset[str]) -> FleetKeys:
+    """One device's key, read alone (a device without a key since the last full read: two small reads, its record
+    and a revocation of its key, whatever the size of the fleet); checked as `load_fleet_keys` checks it.
+
+    Args:
+        revoked: the key ids known to be revoked already.
+    """
+    try:
+        record_key = device_key_record_key(device_id)
+    except ValueError:
+        return FleetKeys({})  # not a device id: no record can name it
+    try:
+        value = registry.get_json(record_key)
+        if value is None:
+            return FleetKeys({})
+        record = judge_record(record_key, value, policy, revoked | policy.revoked_keys)
+    except EdgefleetError as error:
+        return FleetKeys({}, (RefusedRecord(registry.describe(record_key), error.message, error.fix or ""),))
+    if _revoked_in_registry(registry, policy, record.key_id):
+        reason = f"the key {record.key_id} of device {device_id} is revoked"
+        refusal = RefusedRecord(registry.describe(record_key), reason, "re-enrol the device with a new key")
+        return FleetKeys({}, (refusal,), frozenset({record.key_id}))
+    return FleetKeys({device_id: record.key()})
+
+
+def _revoked_in_registry(registry: RegistryReader, policy: KeyRecordPolicy, revoked_key_id: str) -> bool:
+    record_key = revocation_key(revoked_key_id)
+    try:
+        value = registry.get_json(record_key)
+        return value is not None and judge_revocation(record_key, value, policy).key_id == revoked_key_id
+    except EdgefleetError:
+        return False  # a damaged or unsigned revocation counts for nothing (the full read reports it)

@@ -2,8 +2,9 @@
 
 The fleet's device public keys come from the registry (`fleet/devices/<id>.json`, signed by the fleet enrolment
 key: `edgefleet.monitor.fleetkeys`); they are re-read every `refresh_s` (a device removed or revoked counts from
-then on), and sooner, at most every `unknown_refresh_s`, for a device without a key (a device enrolled a moment
-ago). A refused record drops its device only; a revocation once seen holds while the monitor runs. A message is
+then on); a device without a key is looked up alone (its record, and a revocation of its key), at most every
+`unknown_refresh_s` fleet-wide, so a device enrolled a moment ago is not refused for a minute. A refused record
+drops its device only; a revocation once seen holds while the monitor runs. A message is
 refused (counted, nacked, so Pub/Sub dead-letters it) when:
 - it claims a device the fleet has a key for, and is unsigned or not signed by that key;
 - it is signed but names a device the fleet has no key for;
@@ -28,7 +29,7 @@ from edgefleet.device.identity import telemetry_signature_problem
 from edgefleet.kernel.contracts.layout import ATTR_DEVICE_ID, ATTR_SIGNATURE
 from edgefleet.kernel.errors import ConfigError, VerificationError
 from edgefleet.kernel.signing import key_id, load_public_key
-from edgefleet.monitor.fleetkeys import FleetKeys, KeyRecordPolicy, RefusedRecord, load_fleet_keys
+from edgefleet.monitor.fleetkeys import FleetKeys, KeyRecordPolicy, RefusedRecord, load_device_key, load_fleet_keys
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +73,20 @@ class TelemetryVerifier:
             device_id -> public key mapping.
         require_signed: refuse unsigned messages.
         refresh_s: the keys are re-read at most this often.
-        unknown_refresh_s: a device without a key triggers a re-read at most this often.
+        unknown_refresh_s: a device without a key triggers a look-up at most this often (fleet-wide).
+        load_device: reads one device's key (`load_device_key`: device id, revoked key ids); None: a look-up
+            re-reads every key.
         clock: monotonic seconds.
     """
 
     def __init__(self, load_keys: Callable[[], FleetKeys | Mapping[str, Ed25519PublicKey]], *,
                  require_signed: bool = False, refresh_s: float = 60.0,
                  unknown_refresh_s: float = UNKNOWN_DEVICE_REFRESH_S,
+                 load_device: Callable[[str, frozenset[str]], FleetKeys] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._load_keys = load_keys
+        self._load_device = load_device
+        self._looked_up_at: float | None = None
         self.require_signed = require_signed
         self.refresh_s = refresh_s
         self.unknown_refresh_s = unknown_refresh_s
@@ -101,7 +107,8 @@ class TelemetryVerifier:
         policy = key_record_policy(config)
         registry = open_registry_reader(config.registry)
         return cls(lambda: load_fleet_keys(registry, policy), require_signed=config.require_signed,
-                   refresh_s=config.refresh_s, unknown_refresh_s=config.unknown_refresh_s)
+                   refresh_s=config.refresh_s, unknown_refresh_s=config.unknown_refresh_s,
+                   load_device=lambda device_id, revoked: load_device_key(registry, policy, device_id, revoked))
 
     def problem(self, data: bytes, attributes: Mapping[str, str]) -> str | None:
         """Why the message must be refused (starts with FORGED_PREFIX), or None."""
@@ -128,14 +135,35 @@ class TelemetryVerifier:
     def _key(self, device_id: str) -> Ed25519PublicKey | None:
         with self._lock:
             now = self._clock()
-            # Re-read every refresh_s (new devices learnt, removed or revoked ones forgotten), and sooner, at most
-            # every unknown_refresh_s, for a device without a key (one enrolled since the last read).
-            since = None if self._loaded_at is None else now - self._loaded_at
-            unknown = device_id not in self._keys
-            if since is None or since >= self.refresh_s or (unknown and since >= self.unknown_refresh_s):
+            # Every key is re-read every refresh_s (new devices learnt, removed or revoked ones forgotten); a device
+            # without a key is looked up sooner (one enrolled since), at most every unknown_refresh_s fleet-wide.
+            if self._loaded_at is None or now - self._loaded_at >= self.refresh_s:
                 self._reload()
-                self._loaded_at = now
+                self._loaded_at = self._looked_up_at = now
+            elif device_id not in self._keys and (
+                    self._looked_up_at is None or now - self._looked_up_at >= self.unknown_refresh_s):
+                self._looked_up_at = now
+                if self._load_device is None:
+                    self._reload()
+                else:
+                    self._look_up(device_id)
             return self._keys.get(device_id)
+
+    def _look_up(self, device_id: str) -> None:
+        try:
+            found = self._load_device(device_id, frozenset(self._revoked))  # type: ignore[misc]
+        except Exception:  # noqa: BLE001 - the device waits for the next try
+            log.warning("could not look up the key of device %s", device_id, exc_info=True)
+            return
+        self._revoked |= found.revoked
+        fresh = {name: key for name, key in found.keys.items() if key_id(key) not in self._revoked}
+        if fresh:
+            self._keys = {**self._keys, **fresh}
+        for record in found.refused:
+            if record not in self.refused_records:
+                log.warning("device key record %s refused (its device is refused): %s (fix: %s)",
+                            record.record, record.reason, record.fix)
+                self.refused_records = (*self.refused_records, record)
 
     def _reload(self) -> None:
         try:
