@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from edgefleet.device.registry.base import RegistryReader
 from edgefleet.kernel.contracts.devicekey import (
+    MAX_RECORD_BYTES,
     DeviceKeyRecord,
     DeviceKeyRevocation,
     check_signature,
@@ -112,12 +113,16 @@ def judge_revocation(record_key: str, value: object, policy: KeyRecordPolicy) ->
     return revocation
 
 
+def _read(registry: RegistryReader, record_key: str) -> object:
+    return registry.get_json_bounded(record_key, MAX_RECORD_BYTES)
+
+
 def load_revoked(registry: RegistryReader, policy: KeyRecordPolicy) -> tuple[frozenset[str], list[RefusedRecord]]:
     """The revoked key ids (the registry's signed revocations and the policy's own), and refused revocations."""
     revoked, refused = set(policy.revoked_keys), []
     for record_key in registry.list_json(f"{FLEET_REVOKED_PREFIX}/"):
         try:
-            revoked.add(judge_revocation(record_key, registry.get_json(record_key), policy).key_id)
+            revoked.add(judge_revocation(record_key, _read(registry, record_key), policy).key_id)
         except EdgefleetError as error:
             refused.append(RefusedRecord(registry.describe(record_key), error.message, error.fix or ""))
     return frozenset(revoked), refused
@@ -129,7 +134,7 @@ def load_fleet_keys(registry: RegistryReader, policy: KeyRecordPolicy) -> FleetK
     keys: dict[str, Ed25519PublicKey] = {}
     for record_key in registry.list_json(f"{FLEET_DEVICES_PREFIX}/"):
         try:
-            record = judge_record(record_key, registry.get_json(record_key), policy, revoked)
+            record = judge_record(record_key, _read(registry, record_key), policy, revoked)
         except EdgefleetError as error:
             refused.append(RefusedRecord(registry.describe(record_key), error.message, error.fix or ""))
             continue
@@ -150,7 +155,7 @@ def load_device_key(registry: RegistryReader, policy: KeyRecordPolicy, device_id
     except ValueError:
         return FleetKeys({})  # not a device id: no record can name it
     try:
-        value = registry.get_json(record_key)
+        value = _read(registry, record_key)
         if value is None:
             return FleetKeys({})
         record = judge_record(record_key, value, policy, revoked | policy.revoked_keys)
@@ -166,7 +171,7 @@ def load_device_key(registry: RegistryReader, policy: KeyRecordPolicy, device_id
 def _revoked_in_registry(registry: RegistryReader, policy: KeyRecordPolicy, revoked_key_id: str) -> bool:
     record_key = revocation_key(revoked_key_id)
     try:
-        value = registry.get_json(record_key)
+        value = _read(registry, record_key)
         return value is not None and judge_revocation(record_key, value, policy).key_id == revoked_key_id
     except EdgefleetError:
         return False  # a damaged or unsigned revocation counts for nothing (the full read reports it)

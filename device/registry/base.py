@@ -281,6 +281,19 @@ class RegistryReader(ABC):
                 "rewrite the record (put_json) or delete it",
             ) from error
 
+    def get_json_bounded(self, key: str, max_bytes: int) -> Any:
+        """The JSON record at `key` (None when it does not exist), refused unread when over `max_bytes`
+        (VerificationError): for records anyone with write access could make huge (device key records)."""
+        key = checked_record_key(key)
+        data = self._read_bounded(key, max_bytes)
+        if data is None:
+            return None
+        try:
+            return json.loads(data)
+        except ValueError as error:
+            raise RegistryError(f"{self.describe(key)} is not valid JSON ({error})",
+                                "rewrite the record (put_json) or delete it") from error
+
     def list_json(self, prefix: str) -> list[str]:
         """Keys of the JSON records under `prefix` (e.g. "rollouts/"), sorted."""
         prefix = prefix if prefix.endswith("/") else f"{prefix}/"

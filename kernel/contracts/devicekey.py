@@ -36,6 +36,8 @@ DEVICE_KEY_SCHEMAS = (DEVICE_KEY_SCHEMA_V1, DEVICE_KEY_SCHEMA)
 REVOCATION_SCHEMA = "edgefleet.device-revocation/1"
 MAX_RECORD_TEXT = 256
 """Longest `added_by` / `reason` text kept in a record."""
+MAX_RECORD_BYTES = 4096
+"""A device key record or revocation larger than this is refused unread (real ones are about 500 bytes)."""
 
 _KEY_ID = r"^[0-9a-f]{16,64}$"
 _SIGNATURE = r"^[A-Za-z0-9+/]{86}==$"

@@ -9,7 +9,7 @@ can write files into the registry: the tests plant files there directly.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgefleet.device.identity import public_key_text, sign_telemetry
-from edgefleet.flows.registry import LocalRegistryWriter, register_device_key
+from edgefleet.flows.registry import LocalRegistryWriter, RegistryWriter, register_device_key
 from edgefleet.kernel.contracts.devicekey import DEVICE_KEY_SCHEMA_V1
 from edgefleet.kernel.signing import generate_keypair, key_id, save_public_key
 from edgefleet.monitor.batch import process_batch
@@ -31,13 +31,18 @@ from tests.security.test_one_message_stops_the_monitor import FakeMessage
 class Fleet:
     """A fleet's key registry (a real directory), its enrolment key, and the monitor's identity config."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, registry: RegistryWriter | None = None,
+                 write_object: Callable[[str, bytes], None] | None = None) -> None:
+        """`registry` (default: a local directory) and how a bucket writer writes an object there (default: a
+        file under the local registry's root)."""
         self.root = root
-        self.registry = LocalRegistryWriter(root / "registry", create=True)
+        self.registry = registry or LocalRegistryWriter(root / "registry", create=True)
+        self._write_object = write_object or self._write_file
         self.enrolment, public = generate_keypair()
         self.enrolment_public = save_public_key(public, root / "enrolment.pub")
-        self.devices_dir = self.registry.root / "fleet" / "devices"
-        self.revoked_dir = self.registry.root / "fleet" / "revoked"
+        local = Path(getattr(self.registry, "root", root / "not-local"))
+        self.devices_dir = local / "fleet" / "devices"  # where a local registry keeps them
+        self.revoked_dir = local / "fleet" / "revoked"
         self._seq = 0
 
     def enrol(self, device_id: str, key: Ed25519PrivateKey | None = None, **kw: Any) -> Ed25519PrivateKey:
@@ -46,15 +51,18 @@ class Fleet:
         register_device_key(self.registry, device_id, key.public_key(), enrolment_key=self.enrolment, **kw)
         return key
 
-    def plant(self, name: str, document: Any) -> Path:
-        """A bucket writer writes a file under fleet/devices/."""
-        path = self.devices_dir / name
+    def plant(self, name: str, document: Any) -> None:
+        """A bucket writer writes an object under fleet/devices/ (JSON of `document`, or the text given)."""
+        text = document if isinstance(document, str) else json.dumps(document)
+        self._write_object(f"fleet/devices/{name}", text.encode())
+
+    def _write_file(self, key: str, data: bytes) -> None:
+        path = self.registry.root / key  # type: ignore[attr-defined] - the local registry's
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(document if isinstance(document, str) else json.dumps(document))
-        return path
+        path.write_bytes(data)
 
     def config(self, **changes: Any) -> IdentityConfig:
-        settings = {"registry": str(self.registry.root), "enrolment_keys": (str(self.enrolment_public),),
+        settings = {"registry": self.registry.uri, "enrolment_keys": (str(self.enrolment_public),),
                     "require_signed": True}
         return IdentityConfig(**(settings | changes))
 

@@ -1,7 +1,8 @@
 """Issue 20, item 7: one damaged device key record made `load_fleet_keys` raise, and the monitor then kept no
 keys: every device's telemetry was refused (a bucket writer, or one interrupted write, stopped the fleet's
 health gates). Now a damaged record drops that device only; the refusal is logged and kept
-(`TelemetryVerifier.refused_records`), every other device keeps its key."""
+(`TelemetryVerifier.refused_records`), every other device keeps its key. A record too large to be one is
+refused before it is read (a bucket writer cannot make each key refresh cost the monitor megabytes)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ DAMAGED = {
     "bad-key.json": {"schema": "edgefleet.device-key/1", "device_id": "bad-key", "public_key": "AAAA",
                      "key_id": "0123456789abcdef"},
     "nested/cam-9.json": {"schema": "edgefleet.device-key/1"},
+    "huge.json": {"schema": "edgefleet.device-key/1", "padding": "x" * 10**7},  # refused unread
 }
 
 

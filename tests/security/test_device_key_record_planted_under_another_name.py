@@ -71,3 +71,21 @@ def test_a_signed_record_edited_after_signing_is_refused(fleet: Fleet, fleet_sta
     assert refused(fleet.send(fleet_state, monitor, "cam-1", attacker))
     [record] = monitor.refused_records
     assert "does not hold" in record.reason
+
+
+def test_the_planted_record_is_refused_on_gcs_too(tmp_path, gcs_client, gcs_bucket, gcs_registry, fleet_state) -> None:
+    """The same attack against the GCS emulator (the monitor reads `gs://` as in production), and an object too
+    large to be a record refused before download."""
+    bucket = gcs_client.bucket(gcs_bucket)
+    fleet = Fleet(tmp_path, gcs_registry,
+                  lambda key, data: bucket.blob(f"registry/{key}").upload_from_string(data))
+    cam1 = fleet.enrol("cam-1")
+    attacker, _ = generate_keypair()
+    fleet.plant("zz-cam-1-backup.json", unsigned_record("cam-1", attacker))
+    fleet.plant("zz-huge.json", {"padding": "x" * 100_000})
+    monitor = fleet.monitor()
+    assert monitor is not None and fleet.config().registry.startswith("gs://")
+    assert refused(fleet.send(fleet_state, monitor, "cam-1", attacker))
+    assert applied(fleet.send(fleet_state, monitor, "cam-1", cam1))
+    reasons = sorted(record.reason for record in monitor.refused_records)
+    assert len(reasons) == 2 and "names device cam-1" in reasons[0] and "more than the 4096" in reasons[1]
