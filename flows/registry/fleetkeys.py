@@ -131,7 +131,7 @@ def register_device_key(
                             "the device must make a new key (remove its keys/device.key) and be enrolled again")
     current = registry.read_json(key_file)
     known = _parsed(current.value)
-    if known is not None and known.public_key == public_key_text(public_key) and known.signed:
+    if known is not None and known.public_key == public_key_text(public_key) and _signed_by(known, enrolment_key):
         return known
     if known is not None and known.public_key != public_key_text(public_key):
         if not replace:
@@ -146,6 +146,15 @@ def register_device_key(
     record = sign_record(enrolment_key, draft)
     registry.put_json(key_file, record, expected_generation=current.generation)
     return record
+
+
+def _signed_by(record: DeviceKeyRecord | DeviceKeyRevocation, enrolment_key: Ed25519PrivateKey) -> bool:
+    signer = enrolment_key.public_key()
+    try:
+        check_signature({key_id(signer): signer}, record, source="device key record")
+    except VerificationError:
+        return False
+    return True
 
 
 def _parsed(value: object) -> DeviceKeyRecord | None:
@@ -164,13 +173,12 @@ def revoke_key(registry: RegistryWriter, revoked_key_id: str, device_id: str, *,
     record_key = revocation_key(revoked_key_id)
     current = registry.read_json(record_key)
     if current.value is not None:
-        signer = enrolment_key.public_key()
         try:
             existing = DeviceKeyRevocation.model_validate(current.value)
-            check_signature({key_id(signer): signer}, existing, source=record_key)
+        except ValidationError:
+            existing = None  # damaged: replaced below
+        if existing is not None and _signed_by(existing, enrolment_key):
             return existing
-        except (ValidationError, VerificationError):
-            pass  # damaged or not ours: replaced below
     revocation = sign_revocation(enrolment_key, revoked_key_id=revoked_key_id, device_id=device_id,
                                  revoked_by=by, reason=reason)
     registry.put_json(record_key, revocation, expected_generation=current.generation)

@@ -89,3 +89,14 @@ def test_the_planted_record_is_refused_on_gcs_too(tmp_path, gcs_client, gcs_buck
     assert applied(fleet.send(fleet_state, monitor, "cam-1", cam1))
     reasons = sorted(record.reason for record in monitor.refused_records)
     assert len(reasons) == 2 and "names device cam-1" in reasons[0] and "more than the 4096" in reasons[1]
+
+
+def test_enrolling_again_rewrites_a_record_the_enrolment_key_did_not_sign(fleet: Fleet, fleet_state) -> None:
+    """A record with the device's own public key but another signer is not taken as "already enrolled"."""
+    cam1 = fleet.enrol("cam-1")
+    other, _ = generate_keypair()
+    foreign = sign_record(other, DeviceKeyRecord.model_validate(unsigned_record("cam-1", cam1)))
+    fleet.plant("cam-1.json", foreign.model_dump(mode="json", by_alias=True))
+    assert refused(fleet.send(fleet_state, fleet.monitor(), "cam-1", cam1))
+    fleet.enrol("cam-1", cam1)  # deploy-agent runs again: same key, now signed by the enrolment key
+    assert applied(fleet.send(fleet_state, fleet.monitor(), "cam-1", cam1))

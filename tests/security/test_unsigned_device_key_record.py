@@ -87,3 +87,23 @@ def test_the_local_fleet_enrols_its_devices_with_signed_records(tmp_path, fleet_
     for device_id, device in simulated.devices.items():
         assert applied(registry.send(fleet_state, monitor, device_id, load_or_create_device_key(device.root)))
     assert not monitor.refused_records
+
+
+def test_a_fleet_enrolled_before_signed_records_moves_on_without_a_device_refused(fleet: Fleet, fleet_state) -> None:
+    """The README's upgrade steps: the monitor first (enrolment key + transition setting), then sign the existing
+    records, then the secure default; every device's telemetry is applied at every step."""
+    devices = {name: generate_keypair()[0] for name in ("cam-1", "cam-2")}
+    for name, key in devices.items():
+        fleet.plant(f"{name}.json", unsigned_record(name, key))  # what the old deploy-agent wrote
+
+    def all_applied(monitor: TelemetryVerifier) -> bool:
+        return all(applied(fleet.send(fleet_state, monitor, name, key)) for name, key in devices.items())
+
+    transition = TelemetryVerifier.from_config(fleet.config(accept_unsigned_key_records=True, refresh_s=1e-9))
+    assert transition is not None and all_applied(transition)  # 1. the monitor upgraded, in transition
+    pending, skipped = unsigned_records(fleet.registry)  # 2. shown, checked, signed
+    assert not skipped and sign_records(fleet.registry, pending, enrolment_key=fleet.enrolment)
+    assert all_applied(transition)
+    devices["cam-3"] = fleet.enrol("cam-3")  # the upgraded deploy-agent enrols the next device signed
+    assert all_applied(transition)
+    assert all_applied(fleet.monitor())  # 3. the secure default
