@@ -154,16 +154,16 @@ def check_signature(enrolment_keys: dict[str, Ed25519PublicKey], signed: DeviceK
     Raises:
         VerificationError: unsigned, signed by a key that is not an enrolment key, or the signature fails.
     """
-    fix = ("re-enrol the device (deploy-agent with the fleet enrolment key), or check the record and sign it: "
-           "edgefleet fleet keys sign")
+    fix = "re-enrol the device (deploy-agent with the fleet enrolment key), or remove the record"
     if signed.signature is None or signed.signer_key_id is None:
-        raise VerificationError(f"{source} is not signed (schema {signed.schema_})", fix)
+        raise VerificationError(f"{source} is not signed (schema {signed.schema_})",
+                                "check the record and sign it (edgefleet fleet keys sign), or " + fix)
     key = enrolment_keys.get(signed.signer_key_id)
     if key is None:
         raise VerificationError(
             f"{source} is signed by key {signed.signer_key_id}, which is not a fleet enrolment key "
             f"(known: {', '.join(sorted(enrolment_keys)) or 'none'})",
-            "add that key's public half to the monitor's identity.enrolment_keys if it is yours; " + fix)
+            "if that key is yours, add its public half to the monitor's identity.enrolment_keys; otherwise " + fix)
     try:
         raw = base64.b64decode(signed.signature, validate=True)
         if len(raw) != ED25519_SIGNATURE_BYTES:
