@@ -13,6 +13,7 @@ from edgefleet.device.registry import ChannelState, JsonRecord, RegistryOptions,
 from edgefleet.flows.registry.base import PublishResult, RegistryWriter
 from edgefleet.flows.registry.fleetkeys import (
     EnrolmentKeyParams,
+    development_enrolment_key,
     register_device_key,
     resolve_enrolment_key,
     revoke_device,
@@ -35,6 +36,7 @@ __all__ = [
     "RegistryOptions",
     "RegistryWriter",
     "next_counter",
+    "development_enrolment_key",
     "open_registry_writer",
     "register_device_key",
     "resolve_enrolment_key",

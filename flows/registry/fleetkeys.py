@@ -97,6 +97,16 @@ def resolve_enrolment_key(params: EnrolmentKeyParams, *, registry_uri: str, crea
     return load_private_key(path)
 
 
+def development_enrolment_key(path: str | os.PathLike[str], *, registry_uri: str) -> Path:
+    """Makes the local development enrolment key at `path` unless it exists; returns its public key file
+    (`<path>.pub`), the one the monitor's `identity.enrolment_keys` lists (demo, sandbox, local fleets; asked
+    for by name, so allowed for any registry, emulated buckets included)."""
+    params = EnrolmentKeyParams(dev_key_file=str(path), allow_development_key=True)
+    resolve_enrolment_key(params, registry_uri=registry_uri)
+    private = Path(os.path.expandvars(params.dev_key_file)).expanduser()
+    return private.with_name(private.name + PUBLIC_KEY_SUFFIX)
+
+
 def _from_secret_block(name: str) -> Ed25519PrivateKey:
     from prefect.blocks.system import Secret
 

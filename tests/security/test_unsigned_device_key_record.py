@@ -83,7 +83,7 @@ def test_the_local_fleet_enrols_its_devices_with_signed_records(tmp_path, fleet_
     simulated = SimulatedFleet(tmp_path / "fleet", 2, key_registry=str(registry.registry.root))
     for device_id in simulated.devices:
         simulated.publish_device_key(device_id)
-    monitor = registry.monitor(enrolment_keys=(str(simulated.enrolment_public_key),))
+    monitor = registry.monitor(enrolment_keys=(str(simulated.enrolment_public_key()),))
     for device_id, device in simulated.devices.items():
         assert applied(registry.send(fleet_state, monitor, device_id, load_or_create_device_key(device.root)))
     assert not monitor.refused_records
