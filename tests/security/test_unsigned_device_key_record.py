@@ -107,3 +107,17 @@ def test_a_fleet_enrolled_before_signed_records_moves_on_without_a_device_refuse
     devices["cam-3"] = fleet.enrol("cam-3")  # the upgraded deploy-agent enrols the next device signed
     assert all_applied(transition)
     assert all_applied(fleet.monitor())  # 3. the secure default
+
+
+def test_the_development_enrolment_key_is_refused_for_a_cloud_registry(tmp_path) -> None:
+    from edgefleet.flows.registry import EnrolmentKeyParams, resolve_enrolment_key
+
+    params = EnrolmentKeyParams(dev_key_file=str(tmp_path / "enrolment.key"))
+    with pytest.raises(ConfigError, match="not used for cloud registries"):
+        resolve_enrolment_key(params, registry_uri="gs://bucket/edgefleet")
+    with pytest.raises(ConfigError, match="no development key"):
+        resolve_enrolment_key(params, registry_uri=str(tmp_path / "registry"), create=False)
+    made = resolve_enrolment_key(params, registry_uri=str(tmp_path / "registry"))  # local: made once, 0600
+    assert (tmp_path / "enrolment.key").stat().st_mode & 0o077 == 0
+    again = resolve_enrolment_key(params, registry_uri=str(tmp_path / "registry"), create=False)
+    assert again.public_key().public_bytes_raw() == made.public_key().public_bytes_raw()
