@@ -84,8 +84,9 @@ def sign(
             typer.echo(f"NOT SIGNED  {record_key}: {reason}")
         for item in pending:
             record = item.record
+            by = "".join(c if c.isprintable() else "?" for c in record.added_by or "?")  # anyone could write it
             typer.echo(f"unsigned    {record.device_id}  key {record.key_id}  added {record.added_at:%Y-%m-%d %H:%M} "
-                       f"by {record.added_by or '?'}")
+                       f"by {by}")
         if not pending:
             typer.echo("no unsigned record to sign")
             return
