@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Annotated
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,6 +34,7 @@ from edgefleet.monitor.fleetkeys import FleetKeys, KeyRecordPolicy, RefusedRecor
 
 log = logging.getLogger(__name__)
 
+KEY_ID_PATTERN = r"^[0-9a-f]{16,64}$"
 UNKNOWN_DEVICE_REFRESH_S = 5.0
 """A device without a key triggers a re-read of the registry at most this often (fleet-wide, not per device)."""
 
@@ -56,9 +58,9 @@ class IdentityConfig(BaseModel):
     accept_unsigned_key_records: bool = Field(
         default=False, description="transition only: also trust unsigned edgefleet.device-key/1 records (any "
         "registry writer can add a device); sign them with `edgefleet fleet keys sign`, then turn this off")
-    revoked_keys: tuple[str, ...] = Field(
-        default=(), description="device key ids never trusted, whatever the registry holds (a revocation no "
-        "registry writer can remove)")
+    revoked_keys: tuple[Annotated[str, Field(pattern=KEY_ID_PATTERN)], ...] = Field(
+        default=(), description="device key ids (16 hex digits, as `edgefleet fleet keys revoke` prints them) never "
+        "trusted, whatever the registry holds (a revocation no registry writer can remove)")
     unknown_refresh_s: float = Field(
         default=UNKNOWN_DEVICE_REFRESH_S, gt=0,
         description="a message from a device without a key re-reads the keys, at most this often (a device "
