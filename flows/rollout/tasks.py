@@ -48,6 +48,8 @@ class PreparedVersion:
     manifest: Manifest
     manifest_sha256: str
     total_bytes: int
+    signed_downgrade: bool = False
+    """A verified channel pointer marks this version as a deliberate downgrade (devices may be moved down)."""
 
 
 class MonitorAccess:
@@ -72,8 +74,9 @@ class MonitorAccess:
 
 @task(name="prepare-version", cache_policy=NO_CACHE)
 def prepare_version(registry: RegistryWriter, model: str, version: str, work_dir: Path,
-                    public_key: str | None) -> PreparedVersion:
-    """Downloads the version (once: reused when already downloaded and intact) and checks it."""
+                    public_key: str, signed_downgrade: bool = False) -> PreparedVersion:
+    """Downloads the version (once: reused when already downloaded and intact) and verifies it against the
+    release public key."""
     from edgefleet.device.bundle import check_version_files, read_signed_manifest
 
     local_dir = work_dir / "versions" / model / version
@@ -94,17 +97,18 @@ def prepare_version(registry: RegistryWriter, model: str, version: str, work_dir
         registry.download_version(model, version, temp)
         shutil.rmtree(local_dir, ignore_errors=True)
         temp.rename(local_dir)
-    if public_key is not None:
-        verify_version_dir(local_dir, public_key, model=model, version=version)
+    verify_version_dir(local_dir, public_key, model=model, version=version)
     total = sum(size for _, size in steps.version_files(local_dir, signed.manifest).values())
-    return PreparedVersion(model, version, local_dir, signed.manifest, signed.manifest_sha256, total)
+    return PreparedVersion(model, version, local_dir, signed.manifest, signed.manifest_sha256, total,
+                           signed_downgrade)
 
 
 @task(name="preflight", cache_policy=NO_CACHE)
 def preflight_task(connection: DeviceConnection, prepared: PreparedVersion, gate: HealthGate,
                    disk_headroom: float) -> steps.Preflight:
     return steps.preflight(connection, prepared.model, prepared.version, prepared.manifest_sha256,
-                           prepared.total_bytes, gate, disk_headroom, "edgetpu" in prepared.manifest.variants)
+                           prepared.total_bytes, gate, disk_headroom, "edgetpu" in prepared.manifest.variants,
+                           signed_downgrade=prepared.signed_downgrade)
 
 
 @task(name="upload", cache_policy=NO_CACHE)

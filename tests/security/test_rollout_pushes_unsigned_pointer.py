@@ -71,3 +71,13 @@ def test_an_expired_pointer_is_not_rolled_out(released: LocalRegistryWriter, key
                      validity=timedelta(seconds=0))
     with pytest.raises(VerificationError, match="expired"):
         resolve_version(released, params(released, keys))
+
+
+def test_the_rollout_deployment_sets_the_key_and_the_ui_form_requires_it() -> None:
+    import yaml
+
+    document = yaml.safe_load((Path(__file__).resolve().parents[2] / "prefect.yaml").read_text())
+    (deployment,) = [d for d in document["deployments"] if d["name"] == "rollout"]
+    deployed = RolloutParams.model_validate(deployment["parameters"]["params"])
+    assert deployed.public_key.endswith("release-signing.key.pub") and "~" not in deployed.public_key
+    assert "public_key" in RolloutParams.model_json_schema()["required"]  # the Prefect UI's form asks for it
