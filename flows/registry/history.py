@@ -57,12 +57,14 @@ def _identity(entry: dict[str, Any]) -> tuple[Any, ...]:
     return (entry.get("channel"), entry.get("version"), entry.get("manifest_sha256"), bool(entry.get("downgrade")))
 
 
-def merged(entries: list[dict[str, Any]], pointer: ChannelPointer) -> list[dict[str, Any]]:
+def merged(
+    entries: list[dict[str, Any]], pointer: ChannelPointer, limit: int = MAX_HISTORY_ENTRIES
+) -> list[dict[str, Any]]:
     """The history's entries with `pointer` added (replacing an older one of the same identity), oldest first,
-    at most MAX_HISTORY_ENTRIES. Pure."""
+    at most `limit`. Pure."""
     new = pointer.model_dump(mode="json", by_alias=True)
     kept = [entry for entry in entries if isinstance(entry, dict) and _identity(entry) != _identity(new)]
-    return [*kept, new][-MAX_HISTORY_ENTRIES:]
+    return [*kept, new][-limit:]
 
 
 def _entries(value: Any) -> list[dict[str, Any]]:

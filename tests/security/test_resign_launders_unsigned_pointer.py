@@ -106,3 +106,44 @@ def test_the_agents_fix_text_does_not_send_the_operator_to_resign_an_unsigned_po
     assert refused.exit_code != 0
     fix = " ".join(refused.output.split())
     assert "never re-sign it" in fix and "edgefleet registry promote" in fix, refused.output
+
+
+def test_a_history_entry_written_by_a_bucket_writer_does_not_make_a_version_convertible(
+    local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys, other_keys: Keys
+) -> None:
+    from edgefleet.flows.registry import sign_pointer
+    from edgefleet.flows.registry.history import history_key
+
+    publish(local_registry, make_version, "0.9.0", "1.0.0")
+    local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
+    planted = plant_unsigned(local_registry, "0.9.0")
+    history = local_registry.get_json(history_key("birds"))
+    assert [entry["version"] for entry in history["pointers"]] == ["1.0.0"]  # what the release key signed
+    forged = sign_pointer(other_keys.private, model="birds", channel="stable", version="0.9.0",
+                          manifest_sha256=planted.manifest_sha256, previous=None)
+    history["pointers"] += [forged.model_dump(mode="json", by_alias=True),
+                            planted.model_dump(mode="json", by_alias=True)]
+    local_registry.put_json(history_key("birds"), history)
+
+    refused = cli(local_registry, keys, "convert-unsigned", "birds", "--channel", "stable", "--yes")
+    assert refused.exit_code != 0 and "no signed pointer ever named" in refused.output, refused.output
+    assert local_registry.read_channel("birds", "stable").pointer == planted
+
+
+def test_the_history_keeps_one_entry_per_move_and_is_bounded(
+    local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys
+) -> None:
+    from edgefleet.flows.registry import history
+
+    publish(local_registry, make_version, "1.0.0", "1.1.0")
+    local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
+    for _ in range(3):  # the daily renewals of one move: one entry, the newest
+        local_registry.resign_channel("birds", "stable", keys.private)
+    entries = local_registry.get_json(history.history_key("birds"))["pointers"]
+    assert len(entries) == 1 and entries[0]["counter"] == local_registry.read_channel("birds", "stable").pointer.counter
+    for channel in ("stable", "canary"):
+        local_registry.promote("birds", "1.1.0", channel, signing_key=keys.private)
+    entries = local_registry.get_json(history.history_key("birds"))["pointers"]
+    newest = local_registry.read_channel("birds", "canary").pointer
+    bounded = history.merged(entries, newest.model_copy(update={"channel": "beta"}), limit=2)
+    assert [(e["channel"], e["version"]) for e in bounded] == [("canary", "1.1.0"), ("beta", "1.1.0")]
