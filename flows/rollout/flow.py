@@ -106,6 +106,8 @@ class ChosenVersion:
     downgrade: bool = False
     """True only when the version comes from a verified channel pointer with `downgrade` set: then a device
     running a higher version may be moved down; otherwise preflight refuses that (`lower_version_refusal`)."""
+    manifest_sha256: str | None = None
+    """The manifest the signed pointer names (None for a rollout by version): the version sent must be it."""
 
 
 def resolve_version(registry: RegistryWriter, params: RolloutParams, now: datetime | None = None) -> ChosenVersion:
@@ -120,7 +122,7 @@ def resolve_version(registry: RegistryWriter, params: RolloutParams, now: dateti
         return ChosenVersion(params.version)
     checked = registry.read_channel_checked(params.model, params.channel, params.public_key)  # type: ignore[arg-type]
     pointer = require_followable(checked, now or datetime.now(UTC))
-    return ChosenVersion(pointer.version, pointer.downgrade)
+    return ChosenVersion(pointer.version, pointer.downgrade, pointer.manifest_sha256)
 
 
 def _artifact_key(rollout_id: str) -> str:
@@ -263,7 +265,7 @@ def rollout(params: RolloutParams) -> RolloutResult:
     if channel is not None:  # the channel move at the end signs: a missing or refused key fails now, not then
         channel_signing_key(params.signing, registry.uri)
     prepared = prepare_version(registry, params.model, version, Path(params.work_dir).expanduser(),
-                               params.public_key, chosen.downgrade)
+                               params.public_key, chosen.downgrade, chosen.manifest_sha256)
     rollout_id = params.rollout_id or f"{params.model}-{version}"
     store = RecordStore(registry, rollout_id)
     record = _open_record(store, params, prepared, rollout_id, channel)

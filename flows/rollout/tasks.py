@@ -33,7 +33,7 @@ from edgefleet.flows.rollout.ssh import DeviceConnection
 from edgefleet.flows.rollout.verdict import Sample
 from edgefleet.kernel.contracts.manifest import Manifest
 from edgefleet.kernel.contracts.status import AgentStatus
-from edgefleet.kernel.errors import EdgefleetError
+from edgefleet.kernel.errors import EdgefleetError, VerificationError
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +74,24 @@ class MonitorAccess:
 
 @task(name="prepare-version", cache_policy=NO_CACHE)
 def prepare_version(registry: RegistryWriter, model: str, version: str, work_dir: Path,
-                    public_key: str, signed_downgrade: bool = False) -> PreparedVersion:
+                    public_key: str, signed_downgrade: bool = False,
+                    pointer_manifest_sha256: str | None = None) -> PreparedVersion:
     """Downloads the version (once: reused when already downloaded and intact) and verifies it against the
-    release public key."""
+    release public key; when a signed pointer named it, its manifest must be the one the pointer names.
+
+    Raises:
+        VerificationError: the version does not verify, or is not the manifest the pointer names.
+    """
     from edgefleet.device.bundle import check_version_files, read_signed_manifest
 
     local_dir = work_dir / "versions" / model / version
     signed = registry.read_manifest(model, version)
+    if pointer_manifest_sha256 is not None and signed.manifest_sha256 != pointer_manifest_sha256:
+        raise VerificationError(
+            f"the manifest of {model} {version} in {registry.uri} has sha256 {signed.manifest_sha256[:16]}..., the "
+            f"signed channel pointer names {pointer_manifest_sha256[:16]}...: the manifest was replaced",
+            "find out who replaced it (versions are immutable); promote a good version again",
+        )
     usable = False
     if (local_dir / "manifest.json").is_file():
         try:

@@ -81,3 +81,22 @@ def test_the_rollout_deployment_sets_the_key_and_the_ui_form_requires_it() -> No
     deployed = RolloutParams.model_validate(deployment["parameters"]["params"])
     assert deployed.public_key.endswith("release-signing.key.pub") and "~" not in deployed.public_key
     assert "public_key" in RolloutParams.model_json_schema()["required"]  # the Prefect UI's form asks for it
+
+
+def test_the_version_sent_is_the_manifest_the_signed_pointer_names(
+    released: LocalRegistryWriter, keys: Keys, make_version: VersionFactory, tmp_path: Path
+) -> None:
+    """A bucket writer swaps in another manifest of the same version, signed too (e.g. a rebuilt 1.0.0 that was
+    never promoted): the pointer still verifies, the version too, but it is not what the pointer names."""
+    import shutil
+
+    from edgefleet.flows.rollout.tasks import prepare_version
+
+    chosen = resolve_version(released, params(released, keys))
+    rebuilt = make_version("birds", "1.0.0", files={"model_cpu.tflite": b"TFL3 another build " * 64})
+    version_dir = released.root / "models" / "birds" / "1.0.0"
+    for name in ("model_cpu.tflite", "manifest.sig", "manifest.json"):
+        shutil.copyfile(rebuilt / name, version_dir / name)
+    with pytest.raises(VerificationError, match="signed channel pointer names"):
+        prepare_version.fn(released, "birds", chosen.version, tmp_path / "work", str(keys.public_file),
+                           chosen.downgrade, chosen.manifest_sha256)
