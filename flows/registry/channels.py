@@ -115,7 +115,10 @@ class ChannelMoves(RegistryReader):
             if done := _naming(seen.pointer, version, signed.manifest_sha256, want_signed):
                 return done
             raise _moved_error(self, model, channel, version, expected_version, seen.pointer)
-        if baseline is not None and not downgrade and version_sort_key(version) < version_sort_key(baseline):
+        # a signed move compares with a verified pointer only: an unsigned one may be anybody's (devices keep
+        # their own floor), and must not talk the operator into signing a downgrade
+        floor = seen.pointer if seen.pointer is not None and (seen.pointer.signed or not want_signed) else None
+        if floor is not None and not downgrade and version_sort_key(version) < version_sort_key(floor.version):
             raise ConflictError(
                 f"channel {channel} of model {model} names {baseline}; {version} is lower, and devices refuse "
                 "a lower version unless the signed pointer marks a deliberate downgrade",

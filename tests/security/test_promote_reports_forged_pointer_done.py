@@ -53,3 +53,19 @@ def test_promote_canary_reads_only_verified_pointers(
     forge(local_registry, other_keys, "1.1.0", channel="canary")
     with pytest.raises(VerificationError, match="canary.*does not verify"):
         promotion_pointers(local_registry, "birds", "canary", "stable", keys.public)
+
+
+def test_an_unsigned_pointer_does_not_talk_the_operator_into_signing_a_downgrade(
+    local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys
+) -> None:
+    from edgefleet.kernel.contracts.manifest import ChannelPointer
+
+    for version in ("1.0.0", "1.1.0", "9.0.0"):
+        local_registry.publish_version("birds", version, make_version("birds", version))
+    local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
+    sha = local_registry.read_manifest("birds", "9.0.0").manifest_sha256
+    planted = ChannelPointer(model="birds", channel="stable", version="9.0.0", manifest_sha256=sha)
+    overwrite_object(local_registry, channel_key("birds", "stable"), planted.to_json_bytes())
+
+    moved = local_registry.promote("birds", "1.1.0", "stable", signing_key=keys.private)  # no "use --downgrade"
+    assert moved.version == "1.1.0" and moved.signed and not moved.downgrade
