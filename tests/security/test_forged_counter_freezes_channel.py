@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from edgefleet.cli import app
 from edgefleet.device.pull import pull_channel_once
 from edgefleet.device.store import ModelStore
-from edgefleet.flows.registry import LocalRegistryWriter, next_counter
+from edgefleet.flows.registry import LocalRegistryWriter, RegistryWriter, next_counter
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.contracts.manifest import MAX_POINTER_COUNTER, ChannelPointer
 from edgefleet.kernel.errors import VerificationError
@@ -25,7 +25,7 @@ KEY = channel_key("birds", "stable")
 FORGED_COUNTER = 2**63 - 2
 
 
-def forge_counter(registry: LocalRegistryWriter, counter: int) -> None:
+def forge_counter(registry: RegistryWriter, counter: int) -> None:
     """The attack: the genuine pointer, its counter raised (the signature no longer matches)."""
     document = json.loads(registry._read_bytes(KEY))
     document["counter"] = counter
@@ -34,23 +34,23 @@ def forge_counter(registry: LocalRegistryWriter, counter: int) -> None:
 
 @pytest.mark.parametrize("counter", [FORGED_COUNTER, 10**13])
 def test_a_forged_counter_is_never_the_base_of_the_next_one(
-    local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys, store: ModelStore,
+    registry: RegistryWriter, make_version: VersionFactory, keys: Keys, store: ModelStore,
     counter: int,
 ) -> None:
     for version in ("1.0.0", "1.1.0", "1.2.0"):
-        local_registry.publish_version("birds", version, make_version("birds", version))
-    local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
-    assert pull_channel_once(local_registry, store, "birds", "stable").outcome == "activated"
-    forge_counter(local_registry, counter)
+        registry.publish_version("birds", version, make_version("birds", version))
+    registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
+    assert pull_channel_once(registry, store, "birds", "stable").outcome == "activated"
+    forge_counter(registry, counter)
 
     with pytest.raises(VerificationError) as refused:
-        local_registry.promote("birds", "1.1.0", "stable", signing_key=keys.private)
+        registry.promote("birds", "1.1.0", "stable", signing_key=keys.private)
     assert "stable" in refused.value.message and "replace" in refused.value.fix
-    recovered = local_registry.promote("birds", "1.1.0", "stable", signing_key=keys.private, replace_unverified=True)
+    recovered = registry.promote("birds", "1.1.0", "stable", signing_key=keys.private, replace_unverified=True)
     assert recovered.counter < 10**13  # from the clock, not from the forgery
-    assert pull_channel_once(local_registry, store, "birds", "stable").outcome == "activated"
-    local_registry.promote("birds", "1.2.0", "stable", signing_key=keys.private)
-    assert pull_channel_once(local_registry, store, "birds", "stable").outcome == "activated"
+    assert pull_channel_once(registry, store, "birds", "stable").outcome == "activated"
+    registry.promote("birds", "1.2.0", "stable", signing_key=keys.private)
+    assert pull_channel_once(registry, store, "birds", "stable").outcome == "activated"
     assert store.current("birds").version == "1.2.0"  # the channel still moves
 
 

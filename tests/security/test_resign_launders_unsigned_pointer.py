@@ -10,25 +10,27 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from edgefleet.cli import app
 from edgefleet.device.channel import verify_pointer
 from edgefleet.device.cli import app as agent_app
 from edgefleet.flows.channels.resign import resign_channels
-from edgefleet.flows.registry import LocalRegistryWriter
+from edgefleet.flows.registry import LocalRegistryWriter, RegistryWriter
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
+from edgefleet.kernel.errors import ConflictError
 from tests.device.store.conftest import Keys, VersionFactory
 from tests.device.store.test_pull import overwrite_object
 
 
-def publish(registry: LocalRegistryWriter, make_version: VersionFactory, *versions: str) -> None:
+def publish(registry: RegistryWriter, make_version: VersionFactory, *versions: str) -> None:
     for version in versions:
         registry.publish_version("birds", version, make_version("birds", version))
 
 
-def plant_unsigned(registry: LocalRegistryWriter, version: str, channel: str = "stable") -> ChannelPointer:
+def plant_unsigned(registry: RegistryWriter, version: str, channel: str = "stable") -> ChannelPointer:
     """The attack: an unsigned pointer written over the channel by someone who can write the bucket."""
     sha = registry.read_manifest("birds", version).manifest_sha256
     pointer = ChannelPointer(model="birds", channel=channel, version=version, manifest_sha256=sha)
@@ -147,3 +149,28 @@ def test_the_history_keeps_one_entry_per_move_and_is_bounded(
     newest = local_registry.read_channel("birds", "canary").pointer
     bounded = history.merged(entries, newest.model_copy(update={"channel": "beta"}), limit=2)
     assert [(e["channel"], e["version"]) for e in bounded] == [("canary", "1.1.0"), ("beta", "1.1.0")]
+
+
+def test_conversion_signs_exactly_what_was_shown_on_both_backends(
+    registry: RegistryWriter, make_version: VersionFactory, keys: Keys
+) -> None:
+    """The pointer changes between showing and signing (the attacker swaps it once the operator said yes):
+    the compare-and-swap refuses, nothing is signed."""
+    from edgefleet.flows.channels.convert import convert_unsigned, plan_conversion
+
+    for version in ("0.9.0", "1.0.0"):
+        registry.publish_version("birds", version, make_version("birds", version))
+    registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
+    plant_unsigned(registry, "1.0.0")
+    plan = plan_conversion(registry, "birds", "stable", keys.private)
+    assert (plan.version, [p.channel for p in plan.named_before]) == ("1.0.0", ["stable"])
+    swapped = plant_unsigned(registry, "0.9.0")
+    with pytest.raises(ConflictError):
+        convert_unsigned(registry, plan, keys.private, validity=timedelta(days=14), by="test")
+    assert registry.read_channel("birds", "stable").pointer == swapped
+
+    plant_unsigned(registry, "1.0.0")
+    pointer = convert_unsigned(registry, plan_conversion(registry, "birds", "stable", keys.private), keys.private,
+                               validity=timedelta(days=14), by="test")
+    assert pointer.signed and pointer.counter > plan.highest_on_channel.counter
+    verify_pointer(keys.public, registry.read_channel("birds", "stable").pointer, source="test")
