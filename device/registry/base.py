@@ -240,13 +240,13 @@ class RegistryReader(ABC):
             raise RegistryError(
                 f"channel pointer {self.describe(key)} is not a valid pointer ({error.errors()[0]['msg']})",
                 f"promote a version again to rewrite it: edgefleet registry promote {model} "
-                f"VERSION --channel {channel}",
+                f"VERSION --channel {channel} --replace-unverified",
             ) from error
         if pointer.model != model or pointer.channel != channel:
             raise RegistryError(
                 f"channel pointer {self.describe(key)} is for {pointer.model}/{pointer.channel}",
                 f"promote a version again to rewrite it: edgefleet registry promote {model} "
-                f"VERSION --channel {channel}",
+                f"VERSION --channel {channel} --replace-unverified",
             )
         return ChannelState(pointer, generation)
 
