@@ -61,6 +61,7 @@ def run(devices: int, fps: float, base: Path) -> dict:
     from edgefleet.local.fleet import SimulatedFleet
 
     private_key, public_key = generate_keypair()
+    public_key_file = save_public_key(public_key, base / "release.pub")
     with Engine.open(CORAL / MODEL_FILE) as engine:
         golden = compute_golden(engine, (1, 2))
     registry = open_registry_writer(base / "registry", create=True)
@@ -83,7 +84,7 @@ def run(devices: int, fps: float, base: Path) -> dict:
 
     def params(**overrides: object) -> RolloutParams:
         document = {"inventory": str(fleet.inventory_path), "registry": str(base / "registry"), "model": MODEL,
-                    "work_dir": str(base / "work"), "max_parallel": devices,
+                    "public_key": str(public_key_file), "work_dir": str(base / "work"), "max_parallel": devices,
                     "health": {"min_inferences": 3, "timeout_s": 120, "poll_interval_s": 0.5, "source": "agent"},
                     # the same model in every version: the canary judges it quickly (this bench times the SSH side)
                     "canary": {"min_samples": 20, "min_error_samples": 20}}

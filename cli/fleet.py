@@ -1,4 +1,5 @@
-"""`edgefleet fleet status` and `edgefleet fleet device ID`: the fleet state the monitor keeps."""
+"""`edgefleet fleet status` and `edgefleet fleet device ID`: the fleet state the monitor keeps; `edgefleet fleet
+keys ...`: the device key records (`edgefleet.cli.fleet_keys`)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgefleet.cli.fleet_keys import app as keys_app
 from edgefleet.kernel.console import cli_error
 from edgefleet.kernel.errors import EdgefleetError
 
 app = typer.Typer(help="Look at the fleet: every device's status, or one device's history.",
                   no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 stderr = Console(stderr=True)
 
 _STATUS_STYLE = {"healthy": "green", "stale": "yellow", "failing": "bold red"}

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgefleet.cli.registry_channels import RegistryOption, add_channel_commands, open_registry
 from edgefleet.kernel.console import cli_error
 from edgefleet.kernel.errors import EdgefleetError
 
@@ -25,26 +26,6 @@ stderr = Console(stderr=True)
 KIB = 1024.0
 
 
-def _default_registry() -> str:
-    from edgefleet.flows.release.params import DEFAULT_REGISTRY
-
-    return DEFAULT_REGISTRY
-
-
-RegistryOption = typer.Option(
-    None,
-    "--registry",
-    "-r",
-    envvar="EDGEFLEET_REGISTRY_URI",
-    help="gs://bucket/prefix (prefix optional) or a local directory (default ~/.edgefleet/registry)",
-)
-
-PromoteKeyOption = typer.Option(
-    None,
-    "--public-key",
-    envvar="EDGEFLEET_PUBLIC_KEY",
-    help="verify the manifest signature with this key first",
-)
 VerifyKeyOption = typer.Option(
     None,
     "--public-key",
@@ -52,12 +33,6 @@ VerifyKeyOption = typer.Option(
     help="release public key (default: the development key's .pub)",
 )
 
-
-
-def _open(uri: str | None):
-    from edgefleet.flows.registry import open_registry_writer
-
-    return open_registry_writer(uri or _default_registry())
 
 
 def _public_key(option: Path | None) -> Path:
@@ -97,7 +72,7 @@ def list_(
 ) -> None:
     """List the models, or the versions of MODEL with their channels and accuracy."""
     try:
-        registry = _open(registry_uri)
+        registry = open_registry(registry_uri)
         if model is None:
             rows = []
             for name in registry.list_models():
@@ -177,7 +152,7 @@ def show(
 ) -> None:
     """Show one version's manifest: files, input, metrics, compiler report, golden outputs."""
     try:
-        registry = _open(registry_uri)
+        registry = open_registry(registry_uri)
         signed = registry.read_manifest(model, version)
     except EdgefleetError as error:
         raise cli_error(error) from error
@@ -232,127 +207,6 @@ def show(
     console.print(f"{len(manifest.golden)} golden outputs (tolerance {manifest.golden_tolerance:g})")
 
 
-SigningKeyOption = typer.Option(
-    None,
-    "--signing-key",
-    envvar="EDGEFLEET_SIGNING_KEY",
-    help="the release signing key (PEM) that signs the channel pointer (default: the development key, "
-    "local registries only)",
-)
-SigningBlockOption = typer.Option(
-    None, "--signing-secret-block", help="a Prefect Secret block holding the release signing key"
-)
-AllowDevKeyOption = typer.Option(
-    False, "--allow-development-key", help="let the development key sign for a gs:// registry (test buckets)"
-)
-ValidityOption = typer.Option(14.0, "--valid-days", min=0.0, max=366.0, help="how long the signed pointer is valid")
-
-
-def _signing_key(key_file: Path | None, secret_block: str | None, allow_dev: bool, registry_uri: str):
-    from edgefleet.flows.release.keys import channel_signing_key
-    from edgefleet.flows.release.params import SigningParams
-
-    params = SigningParams(
-        key_file=str(key_file) if key_file else None, secret_block=secret_block, allow_development_key=allow_dev
-    )
-    return channel_signing_key(params, registry_uri)
-
-
-@app.command()
-def promote(
-    model: str = typer.Argument(..., help="model name"),
-    version: str = typer.Argument(..., help="the published version to point the channel at"),
-    channel: str = typer.Option(..., "--channel", "-c", help="channel to move, e.g. canary or stable"),
-    expect: str = typer.Option(
-        None,
-        "--expect",
-        help="only if the channel names this version now ('none': only if it does not exist yet)",
-    ),
-    public_key: Path = PromoteKeyOption,
-    signing_key: Path = SigningKeyOption,
-    signing_secret_block: str = SigningBlockOption,
-    allow_development_key: bool = AllowDevKeyOption,
-    downgrade: bool = typer.Option(
-        False, "--downgrade", help="a deliberate move to a lower version (devices refuse one otherwise)"
-    ),
-    unsigned: bool = typer.Option(
-        False, "--unsigned", help="write an unsigned schema 1 pointer (only for agents not upgraded yet)"
-    ),
-    valid_days: float = ValidityOption,
-    registry_uri: str = RegistryOption,
-) -> None:
-    """Point CHANNEL at VERSION with a pointer signed by the release key (compare-and-swap: a concurrent change
-    is reported, never overwritten)."""
-    import getpass
-    from datetime import timedelta
-
-    expected: object = ...
-    if expect is not None:
-        expected = None if expect.lower() == "none" else expect
-    try:
-        registry = _open(registry_uri)
-        key = None
-        if not unsigned:
-            key = _signing_key(signing_key, signing_secret_block, allow_development_key, registry.uri)
-        before = registry.read_channel(model, channel).pointer
-        pointer = registry.promote(
-            model,
-            version,
-            channel,
-            by=f"edgefleet registry promote ({getpass.getuser()})",
-            expected_version=expected,
-            public_key=public_key,
-            signing_key=key,
-            downgrade=downgrade,
-            validity=timedelta(days=valid_days),
-        )
-    except EdgefleetError as error:
-        raise cli_error(error) from error
-    was = before.version if before else "nothing"
-    signed = f"signed, counter {pointer.counter}" if pointer.signed else "UNSIGNED"
-    typer.echo(
-        f"{model} channel {channel}: {was} -> {pointer.version} (manifest {pointer.manifest_sha256[:16]}..., "
-        f"{signed}{', downgrade' if pointer.downgrade else ''})"
-    )
-
-
-@app.command()
-def resign(
-    model: str = typer.Argument(None, help="model name (default: every model)"),
-    channel: str = typer.Option(None, "--channel", "-c", help="one channel (default: every channel)"),
-    signing_key: Path = SigningKeyOption,
-    signing_secret_block: str = SigningBlockOption,
-    allow_development_key: bool = AllowDevKeyOption,
-    valid_days: float = ValidityOption,
-    renew_within_days: float = typer.Option(
-        None, "--renew-within-days", min=0.0, help="only pointers expiring within this many days (and unsigned ones)"
-    ),
-    registry_uri: str = RegistryOption,
-) -> None:
-    """Re-sign channel pointers with a new counter and expiry (unsigned ones become signed)."""
-    from datetime import timedelta
-
-    from edgefleet.flows.channels.resign import resign_channels
-
-    try:
-        registry = _open(registry_uri)
-        key = _signing_key(signing_key, signing_secret_block, allow_development_key, registry.uri)
-        results = resign_channels(
-            registry,
-            key,
-            models=[model] if model else None,
-            channels=[channel] if channel else None,
-            validity=timedelta(days=valid_days),
-            renew_within=None if renew_within_days is None else timedelta(days=renew_within_days),
-        )
-    except EdgefleetError as error:
-        raise cli_error(error) from error
-    for result in results:
-        typer.echo(f"{result.model}/{result.channel}: {result.outcome} {result.detail}")
-    if any(result.outcome == "failed" for result in results):
-        raise typer.Exit(code=2)
-
-
 @app.command()
 def verify(
     model: str = typer.Argument(..., help="model name"),
@@ -362,7 +216,7 @@ def verify(
 ) -> None:
     """Download VERSION and check its signature and every file, as a device would."""
     try:
-        registry = _open(registry_uri)
+        registry = open_registry(registry_uri)
         key = _public_key(public_key)
         manifest = registry.verify_version(model, version, key)
     except EdgefleetError as error:
@@ -371,3 +225,5 @@ def verify(
         f"OK: {model} {version} verifies against {key}: signature and {len(manifest.files)} files "
         f"({', '.join(entry.name for entry in manifest.files)})"
     )
+
+add_channel_commands(app)  # promote, resign, convert-unsigned (edgefleet.cli.registry_channels)

@@ -2,7 +2,8 @@
 
 The agent makes its key on first start (`<root>/keys/device.key`, mode 0600; the private key never leaves
 the device) and writes the public key beside it (`device.pub`). `deploy-agent` (and the local fleet) publish
-the public key with the fleet (`fleet/devices/<device_id>.json` in the registry, `edgefleet.device.fleetkeys`).
+the public key with the fleet (`fleet/devices/<device_id>.json` in the registry,
+`edgefleet.kernel.contracts.devicekey`).
 
 Each telemetry message carries two Pub/Sub attributes, so the message schema does not change:
     epoch  the spool's epoch (a new spool, e.g. after a corrupt one was quarantined, starts a new epoch and

@@ -223,6 +223,7 @@ class Demo:
                 expect_halt: bool = False) -> Any:
         from edgefleet.cli.rollout import print_verdicts
         from edgefleet.flows.registry import open_registry_writer
+        from edgefleet.flows.release.keys import public_key_path
         from edgefleet.flows.rollout.flow import RolloutHalted, rollout
         from edgefleet.flows.rollout.params import RolloutParams
         from edgefleet.flows.rollout.record import RecordStore
@@ -233,6 +234,7 @@ class Demo:
             "health": {"min_inferences": self.settings.health_min_inferences,
                        "timeout_s": self.settings.health_timeout_s},
             "monitor_config": str(monitor_config), "work_dir": str(self.work / "rollout-work"),
+            "public_key": str(public_key_path(self.signing_key)),
         })
         flow_runs_log = logging.getLogger("prefect.flow_runs")
         level = flow_runs_log.level

@@ -149,13 +149,18 @@ class SimulatedFleet:
         settings: timeouts.
         key_registry: publish each device's own public key (made on the device at its first agent start)
             to this registry, as `deploy-agent` does, so a monitor checking signatures accepts its telemetry.
+        enrolment_key: the fleet enrolment key file that signs those records (default: one made for this fleet,
+            `<base_dir>/fleet-enrolment.key`; its public half, `enrolment_public_key()`, goes to the monitor's
+            `identity.enrolment_keys`).
     """
 
     def __init__(self, base_dir: str | os.PathLike[str], count: int, *, agent: dict[str, Any] | None = None,
                  agent_env: dict[str, str] | None = None, tags: dict[str, tuple[str, ...]] | None = None,
-                 settings: FleetSettings | None = None, key_registry: str | None = None) -> None:
+                 settings: FleetSettings | None = None, key_registry: str | None = None,
+                 enrolment_key: str | os.PathLike[str] | None = None) -> None:
         self.base_dir = Path(base_dir)
         self.key_registry = key_registry
+        self.enrolment_key = Path(enrolment_key) if enrolment_key is not None else self.base_dir / "fleet-enrolment.key"
         self.settings = settings or FleetSettings()
         self.agent = agent
         self.agent_env = dict(agent_env or {})
@@ -292,17 +297,26 @@ class SimulatedFleet:
             raise EdgefleetError(f"the agent of {device_id} did not start", f"see {spec.log_file}")
         return pid
 
+    def enrolment_public_key(self) -> Path:
+        """The public key file of the fleet's enrolment key (made now if missing): the monitor's
+        `identity.enrolment_keys` for this fleet."""
+        from edgefleet.flows.registry import development_enrolment_key
+
+        if self.key_registry is None:
+            raise EdgefleetError("this simulated fleet has no key registry", "pass key_registry= to SimulatedFleet")
+        return development_enrolment_key(self.enrolment_key, registry_uri=self.key_registry)
+
     def publish_device_key(self, device_id: str) -> str:
         """Makes the device's key as its agent would (`edgefleet-agent device-key`) and publishes the public
         key to `key_registry`; returns the key id."""
         from edgefleet.device.identity import load_or_create_device_key
         from edgefleet.flows.registry import open_registry_writer, register_device_key
-        from edgefleet.kernel.signing import key_id
+        from edgefleet.kernel.signing import key_id, load_private_key
 
-        if self.key_registry is None:
-            raise EdgefleetError("this simulated fleet has no key registry", "pass key_registry= to SimulatedFleet")
+        self.enrolment_public_key()  # the enrolment key, made once (an error without a key registry)
         public_key = load_or_create_device_key(self.devices[device_id].root).public_key()
-        register_device_key(open_registry_writer(self.key_registry), device_id, public_key, by="local fleet")
+        register_device_key(open_registry_writer(str(self.key_registry)), device_id, public_key,
+                            enrolment_key=load_private_key(self.enrolment_key), by="local fleet")
         return key_id(public_key)
 
     def stop_agent(self, device_id: str) -> None:

@@ -120,6 +120,7 @@ def sandbox_parameters(settings: SandboxSettings, emulator_host: str, python: st
                   "training": {"epochs": settings.release_epochs},
                   "signing": {"dev_key_file": str(settings.signing_key)}},
         ROLLOUT: {**common, "channel": "canary", "waves": list(settings.waves),
+                  "public_key": f"{settings.signing_key}.pub",
                   "monitor_config": str(settings.monitor_config),
                   "work_dir": str(settings.workdir / "rollout-work")},
         PROMOTE: {**common, "monitor_config": str(settings.monitor_config),

@@ -55,6 +55,7 @@ def test_every_deployment_points_at_the_sandbox_and_validates(tmp_path: Path) ->
     rollout = RolloutParams.model_validate(params[ROLLOUT])
     assert (rollout.inventory, rollout.monitor_config) == (str(settings.inventory), str(settings.monitor_config))
     assert rollout.version is None and rollout.channel == "canary"  # rolls out what release-model published
+    assert rollout.public_key == f"{settings.signing_key}.pub"  # and verifies the pointer it follows
     promote = PromotionParams.model_validate(params[PROMOTE])
     assert promote.healthy_for_s == settings.healthy_for_s
     agent = DeployAgentParams.model_validate(params[DEPLOY_AGENT])

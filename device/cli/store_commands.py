@@ -285,8 +285,10 @@ def _refusal(result: PullResult, registry_uri: str, model: str, channel: str) ->
     if result.outcome in ("pointer_refused", "expired"):
         return (
             f"the {channel} channel pointer of {model} in {registry_uri} was not followed: {result.reason}",
-            "the device stays on the version it runs; have the release pipeline re-sign the channel "
-            "(resign-channels) or promote again with the release key (--downgrade for a lower version)",
+            "the device stays on the version it runs. An unsigned, forged or replayed pointer may be an attacker's: "
+            "never re-sign it; name the version yourself with the release key (edgefleet registry promote MODEL "
+            "VERSION --channel CHANNEL, --downgrade for a lower version). Only an expired pointer that verifies is "
+            "renewed by re-signing (the resign-channels deployment)",
         )
     if result.outcome in ("refused", "previously_refused"):
         retry = "; after fixing the registry, pass --retry-refused" if result.outcome == "previously_refused" else ""

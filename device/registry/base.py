@@ -6,7 +6,8 @@ Layout (both backends, keys relative to the registry root):
                               manifest.json, manifest.sig}
     models/<model>/channels/<channel>.json        a ChannelPointer, changed only by compare-and-swap
     rollouts/<id>.json                            rollout records (`read_json`; written by the pipelines)
-    fleet/devices/<device_id>.json                device public keys (`edgefleet.device.fleetkeys`)
+    fleet/devices/<device_id>.json                device public keys, signed (`edgefleet.kernel.contracts.devicekey`)
+    fleet/revoked/<key_id>.json                   revoked device keys, signed
 
 What a reader relies on (the writer, `edgefleet.flows.registry`, keeps it):
 
@@ -239,13 +240,13 @@ class RegistryReader(ABC):
             raise RegistryError(
                 f"channel pointer {self.describe(key)} is not a valid pointer ({error.errors()[0]['msg']})",
                 f"promote a version again to rewrite it: edgefleet registry promote {model} "
-                f"VERSION --channel {channel}",
+                f"VERSION --channel {channel} --replace-unverified",
             ) from error
         if pointer.model != model or pointer.channel != channel:
             raise RegistryError(
                 f"channel pointer {self.describe(key)} is for {pointer.model}/{pointer.channel}",
                 f"promote a version again to rewrite it: edgefleet registry promote {model} "
-                f"VERSION --channel {channel}",
+                f"VERSION --channel {channel} --replace-unverified",
             )
         return ChannelState(pointer, generation)
 
@@ -279,6 +280,19 @@ class RegistryReader(ABC):
                 f"{self.describe(key)} is not valid JSON ({error})",
                 "rewrite the record (put_json) or delete it",
             ) from error
+
+    def get_json_bounded(self, key: str, max_bytes: int) -> Any:
+        """The JSON record at `key` (None when it does not exist), refused unread when over `max_bytes`
+        (VerificationError): for records anyone with write access could make huge (device key records)."""
+        key = checked_record_key(key)
+        data = self._read_bounded(key, max_bytes)
+        if data is None:
+            return None
+        try:
+            return json.loads(data)
+        except ValueError as error:
+            raise RegistryError(f"{self.describe(key)} is not valid JSON ({error})",
+                                "rewrite the record (put_json) or delete it") from error
 
     def list_json(self, prefix: str) -> list[str]:
         """Keys of the JSON records under `prefix` (e.g. "rollouts/"), sorted."""

@@ -2,27 +2,33 @@
 
 A signed channel pointer (`edgefleet.channel/2`) expires (default 14 days), so a registry frozen by an
 attacker is noticed by the devices. This flow, on a daily schedule (prefect.yaml), re-signs every pointer
-that expires within `renew_within_days` (and turns unsigned schema 1 pointers into signed ones, once the
-agents are upgraded: `convert_unsigned`). Re-signing keeps version, manifest and downgrade flag, raises
-the counter and moves the expiry; a pointer or manifest that does not verify is never re-signed.
+that verifies and expires within `renew_within_days`. Re-signing keeps version, manifest and downgrade flag,
+raises the counter and moves the expiry; a pointer or manifest that does not verify is never re-signed, and
+an unsigned (schema 1) pointer is reported, never signed (it may be anybody's: converting one is the explicit
+`edgefleet registry convert-unsigned`, `edgefleet.flows.channels.convert`). One channel's problem, whatever it
+is, is reported for that channel and the others are still renewed.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgefleet.flows.registry import RegistryWriter, open_registry_writer
+from edgefleet.flows.registry.trusted import ABSENT, UNSIGNED, untrusted_error
 from edgefleet.flows.release.keys import channel_signing_key
 from edgefleet.flows.release.params import SigningParams
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.contracts.names import ChannelName, ModelName
 from edgefleet.kernel.errors import EdgefleetError
+
+log = logging.getLogger(__name__)
 
 FLOW_NAME = "resign-channels"
 
@@ -37,10 +43,23 @@ class ResignParams(BaseModel):
     registry: str = Field(description="gs://BUCKET[/PREFIX] or a registry directory")
     models: tuple[ModelName, ...] | None = Field(default=None, description="default: every model")
     renew_within_days: float = Field(default=7.0, ge=0, description="re-sign pointers expiring within this")
-    convert_unsigned: bool = Field(
-        default=False, description="sign unsigned (schema 1) pointers too: only once every agent reads schema 2"
+    convert_unsigned: Literal[False] = Field(
+        default=False,
+        description="no longer supported (always false): re-signing never converts an unsigned pointer; "
+        "convert one explicitly with `edgefleet registry convert-unsigned` after checking what it names",
     )
     signing: SigningParams = SigningParams()
+
+    @field_validator("convert_unsigned", mode="before")
+    @classmethod
+    def _never_converts(cls, value: object) -> object:
+        if value:
+            raise ValueError(
+                "convert_unsigned is no longer supported: re-signing never signs an unsigned pointer (it may be "
+                "anybody's); convert one explicitly with `edgefleet registry convert-unsigned MODEL --channel "
+                "CHANNEL`, which shows what it signs, and remove convert_unsigned from the deployment"
+            )
+        return value
 
 
 class ResignResult(BaseModel):
@@ -52,12 +71,11 @@ class ResignResult(BaseModel):
     detail: str = ""
 
 
-def needs_resign(
-    pointer: ChannelPointer, now: datetime, renew_within: timedelta | None, convert_unsigned: bool
-) -> bool:
-    """Pure: whether `pointer` is due (unsigned when converting; expiring within `renew_within`; None: always)."""
+def needs_resign(pointer: ChannelPointer, now: datetime, renew_within: timedelta | None) -> bool:
+    """Pure: whether a verified signed `pointer` is due (expiring within `renew_within`; None: always). An
+    unsigned pointer is never due: re-signing does not convert."""
     if not pointer.signed:
-        return convert_unsigned
+        return False
     if renew_within is None or pointer.expires_at is None:
         return True
     return pointer.expires_at - now <= renew_within
@@ -71,16 +89,15 @@ def resign_channels(
     channels: list[str] | None = None,
     validity: timedelta,
     renew_within: timedelta | None = None,
-    convert_unsigned: bool = True,
     now: datetime | None = None,
 ) -> list[ResignResult]:
-    """Re-signs the due channel pointers of `models` (default all); one failure does not stop the others."""
+    """Re-signs the due, verified channel pointers of `models` (default all); one failure does not stop the
+    others."""
     now = now or datetime.now(UTC)
     results = []
     for model in models or registry.list_models():
         for channel in channels or registry.list_channels(model):
-            results.append(_resign_one(registry, signing_key, model, channel, validity, renew_within,
-                                       convert_unsigned, now))
+            results.append(_resign_one(registry, signing_key, model, channel, validity, renew_within, now))
     return results
 
 
@@ -91,20 +108,45 @@ def _resign_one(
     channel: str,
     validity: timedelta,
     renew_within: timedelta | None,
-    convert_unsigned: bool,
     now: datetime,
 ) -> ResignResult:
+    """One channel; whatever goes wrong is this channel's result, never the end of the run."""
     try:
-        pointer = registry.read_channel(model, channel).pointer
-        if pointer is None:
-            return ResignResult(model=model, channel=channel, outcome="failed", detail="the channel does not exist")
-        if not needs_resign(pointer, now, renew_within, convert_unsigned):
-            outcome: Outcome = "fresh" if pointer.signed else "skipped_unsigned"
-            detail = f"expires {pointer.expires_at.isoformat()}" if pointer.expires_at else "unsigned, left as is"
-            return ResignResult(model=model, channel=channel, outcome=outcome, detail=detail)
-        new = registry.resign_channel(model, channel, signing_key, validity=validity, by=FLOW_NAME)
+        return _judge_and_resign(registry, signing_key, model, channel, validity, renew_within, now)
     except EdgefleetError as error:
         return ResignResult(model=model, channel=channel, outcome="failed", detail=error.message)
+    except Exception as error:  # noqa: BLE001 - one bad channel must not stop the others: reported, run goes on
+        log.exception("re-signing %s/%s failed unexpectedly", model, channel)
+        return ResignResult(model=model, channel=channel, outcome="failed",
+                            detail=f"unexpected {type(error).__name__}: {error}")
+
+
+def _judge_and_resign(
+    registry: RegistryWriter,
+    signing_key: Ed25519PrivateKey,
+    model: str,
+    channel: str,
+    validity: timedelta,
+    renew_within: timedelta | None,
+    now: datetime,
+) -> ResignResult:
+    checked = registry.read_channel_checked(model, channel, signing_key.public_key())
+    if checked.trust == ABSENT:
+        return ResignResult(model=model, channel=channel, outcome="failed", detail="the channel does not exist")
+    if checked.trust == UNSIGNED:
+        return ResignResult(
+            model=model, channel=channel, outcome="skipped_unsigned",
+            detail=f"unsigned (schema 1), not re-signed: it may be anybody's; after checking what it names, "
+            f"convert it with `edgefleet registry convert-unsigned {model} --channel {channel}` or promote the "
+            "version it should name",
+        )
+    pointer = checked.verified
+    if pointer is None:
+        raise untrusted_error(checked, "re-signing")
+    if not needs_resign(pointer, now, renew_within):
+        expires = pointer.expires_at.isoformat() if pointer.expires_at else "-"
+        return ResignResult(model=model, channel=channel, outcome="fresh", detail=f"expires {expires}")
+    new = registry.resign_channel(model, channel, signing_key, validity=validity, by=FLOW_NAME)
     return ResignResult(
         model=model,
         channel=channel,
@@ -124,7 +166,6 @@ def resign_registry(params: ResignParams) -> list[ResignResult]:
         models=list(params.models) if params.models else None,
         validity=timedelta(days=params.signing.pointer_validity_days),
         renew_within=timedelta(days=params.renew_within_days),
-        convert_unsigned=params.convert_unsigned,
     )
 
 
@@ -136,9 +177,8 @@ def resign_channels_flow(params: ResignParams) -> list[ResignResult]:
         logger.warning("renew_within_days >= pointer_validity_days: every run re-signs every pointer")
     results = resign_registry(params)
     for result in results:
-        (logger.error if result.outcome == "failed" else logger.info)(
-            "%s/%s: %s %s", result.model, result.channel, result.outcome, result.detail
-        )
+        level = {"failed": logger.error, "skipped_unsigned": logger.warning}.get(result.outcome, logger.info)
+        level("%s/%s: %s %s", result.model, result.channel, result.outcome, result.detail)
     failed = [f"{r.model}/{r.channel}: {r.detail}" for r in results if r.outcome == "failed"]
     if failed:
         raise EdgefleetError(

@@ -31,11 +31,13 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, get_args
 
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -58,7 +60,12 @@ from edgefleet.flows.deploy_agent.service import (
     service_commands,
     unit_path,
 )
-from edgefleet.flows.registry import open_registry_writer, register_device_key
+from edgefleet.flows.registry import (
+    EnrolmentKeyParams,
+    open_registry_writer,
+    register_device_key,
+    resolve_enrolment_key,
+)
 from edgefleet.flows.rollout.inventory import DeviceSpec, Inventory, load_inventory
 from edgefleet.flows.rollout.params import Target
 from edgefleet.flows.rollout.ssh import DeviceConnection, remote_path
@@ -93,7 +100,11 @@ class DeployAgentParams(BaseModel):
         default=None, description="publish each device's own public key here (fleet/devices/<id>.json), so the "
         "fleet monitor accepts its signed telemetry")
     replace_device_keys: bool = Field(
-        default=False, description="accept a device key that differs from the one the fleet knows (re-imaged)")
+        default=False, description="accept a device key that differs from the one the fleet knows (re-imaged); "
+        "the replaced key is revoked")
+    enrolment: EnrolmentKeyParams = Field(
+        default=EnrolmentKeyParams(), description="the fleet enrolment key that signs device key records (the "
+        "monitor's identity.enrolment_keys holds its public half)")
     install_dir: str = Field(default="/opt/edgefleet", description="absolute; the venv is <install_dir>/venv")
     python: str = Field(default="python3", description="the device's Python that creates the venv")
     extras: str = "device"
@@ -220,12 +231,29 @@ def release_public_key_text(path_text: str) -> str:
     return data.decode()
 
 
+_ENROLMENT_KEY_LOCK = threading.Lock()  # devices are deployed in parallel: the development key is made once
+
+
+def enrolment_key(params: DeployAgentParams) -> Ed25519PrivateKey | None:
+    """The fleet enrolment key when device keys are published (`params.registry`), else None.
+
+    Raises:
+        ConfigError: no usable enrolment key (checked before any device is touched).
+    """
+    if params.registry is None:
+        return None
+    with _ENROLMENT_KEY_LOCK:
+        return resolve_enrolment_key(params.enrolment, registry_uri=params.registry)
+
+
 def publish_device_key(params: DeployAgentParams, device: DeviceSpec, public_key_text: str) -> str:
-    """Records the device's own public key with the fleet (when `params.registry`); returns its key id."""
+    """Records the device's own public key with the fleet, signed by the enrolment key (when `params.registry`);
+    returns its key id."""
     key = public_key_from_bytes(public_key_text.encode(), source=f"device key of {device.id}")
-    if params.registry is not None:
-        register_device_key(open_registry_writer(params.registry), device.id, key, by=FLOW_NAME,
-                            replace=params.replace_device_keys)
+    signer = enrolment_key(params)
+    if params.registry is not None and signer is not None:
+        register_device_key(open_registry_writer(params.registry), device.id, key, enrolment_key=signer,
+                            by=FLOW_NAME, replace=params.replace_device_keys)
     return key_id(key)
 
 
@@ -319,6 +347,7 @@ def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgen
 def deploy_agent(params: DeployAgentParams) -> list[DeployResult]:
     """Installs the device agent as a service on the target devices (see the module docstring)."""
     release_key = release_public_key_text(params.public_key)  # before touching any device
+    enrolment_key(params)  # likewise
     logger = get_run_logger()
     inventory = load_inventory(params.inventory)
     devices = inventory.select(params.target.ids, params.target.tags)

@@ -9,15 +9,16 @@ from __future__ import annotations
 import logging
 from abc import abstractmethod
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgefleet.device.bundle import verify_manifest_bytes
-from edgefleet.device.channel import verify_pointer
 from edgefleet.device.registry.base import RegistryReader
 from edgefleet.device.registry.keys import checked_channel_key, checked_version_prefix
+from edgefleet.flows.registry.history import record_signed
 from edgefleet.flows.registry.pointers import DEFAULT_VALIDITY, sign_pointer
+from edgefleet.flows.registry.trusted import ABSENT, UNSIGNED, CheckedChannel, check_pointer, untrusted_error
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE, version_sort_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import ConflictError, RegistryError, VerificationError
@@ -36,6 +37,10 @@ class ChannelMoves(RegistryReader):
     def set_channel(self, model: str, channel: str, pointer: ChannelPointer, expected_generation: int) -> int:
         """Writes a channel pointer by compare-and-swap (see `RegistryWriter.set_channel`)."""
 
+    @abstractmethod
+    def put_json(self, key: str, obj: Any, *, expected_generation: int | None = None) -> int:
+        """Writes a JSON record by compare-and-swap (see `RegistryWriter.put_json`)."""
+
     def promote(
         self,
         model: str,
@@ -48,6 +53,7 @@ class ChannelMoves(RegistryReader):
         signing_key: Ed25519PrivateKey | None = None,
         downgrade: bool = False,
         validity: timedelta = DEFAULT_VALIDITY,
+        replace_unverified: bool = False,
     ) -> ChannelPointer:
         """Points `channel` at a published version, with compare-and-swap and careful retries.
 
@@ -75,13 +81,20 @@ class ChannelMoves(RegistryReader):
             downgrade: mark the pointer as a deliberate downgrade (needed to point at a lower version than
                 the channel names: devices refuse a lower version otherwise).
             validity: how long the signed pointer is valid.
+            replace_unverified: overwrite a pointer that does not verify against the release key (forged,
+                or out of the contract's bounds); it is treated as absent: never the base of the counter,
+                never taken for a done promotion. Without it, such a pointer is a VerificationError.
+
+        The pointer read back is verified (against the signing key's public half; `public_key` for an unsigned
+        move) before it is used as the baseline, the counter base or a promotion already done.
 
         Returns:
             The pointer now in the registry.
 
         Raises:
             RegistryError: the version is not published.
-            VerificationError: the manifest does not verify against `public_key`.
+            VerificationError: the manifest does not verify against `public_key`; the channel's pointer does
+                not verify (without `replace_unverified`).
             ConflictError: the channel moved elsewhere concurrently, or is not at `expected_version`.
         """
         signed = self.read_manifest(model, version)
@@ -94,21 +107,25 @@ class ChannelMoves(RegistryReader):
                 public_key,
                 source=self.describe(f"{checked_version_prefix(model, version)}/{MANIFEST_FILE}"),
             )
-        state = self.read_channel(model, channel)
-        baseline = state.pointer.version if state.pointer else None
+        pointer_key = signing_key.public_key() if signing_key is not None else public_key
+        seen = self._seen(model, channel, pointer_key, replace_unverified)
+        baseline = seen.pointer.version if seen.pointer else None
         want_signed = signing_key is not None
         if expected_version is not ... and expected_version != baseline:
-            if done := _naming(state.pointer, version, signed.manifest_sha256, want_signed):
+            if done := _naming(seen.pointer, version, signed.manifest_sha256, want_signed):
                 return done
-            raise _moved_error(self, model, channel, version, expected_version, state.pointer)
-        if baseline is not None and not downgrade and version_sort_key(version) < version_sort_key(baseline):
+            raise _moved_error(self, model, channel, version, expected_version, seen.pointer)
+        # a signed move compares with a verified pointer only: an unsigned one may be anybody's (devices keep
+        # their own floor), and must not talk the operator into signing a downgrade
+        floor = seen.pointer if seen.pointer is not None and (seen.pointer.signed or not want_signed) else None
+        if floor is not None and not downgrade and version_sort_key(version) < version_sort_key(floor.version):
             raise ConflictError(
                 f"channel {channel} of model {model} names {baseline}; {version} is lower, and devices refuse "
                 "a lower version unless the signed pointer marks a deliberate downgrade",
                 "promote it as a downgrade (edgefleet registry promote ... --downgrade, or downgrade: true)",
             )
         for _attempt in range(self.options.promote_attempts):
-            if done := _naming(state.pointer, version, signed.manifest_sha256, want_signed):
+            if done := _naming(seen.pointer, version, signed.manifest_sha256, want_signed):
                 return done
             if signing_key is not None:
                 pointer = sign_pointer(
@@ -117,7 +134,7 @@ class ChannelMoves(RegistryReader):
                     channel=channel,
                     version=version,
                     manifest_sha256=signed.manifest_sha256,
-                    previous=state.pointer,
+                    previous=seen.pointer,
                     downgrade=downgrade,
                     validity=validity,
                     updated_by=by,
@@ -131,16 +148,18 @@ class ChannelMoves(RegistryReader):
                     updated_by=by,
                 )
             try:
-                self.set_channel(model, channel, pointer, state.generation)
+                self.set_channel(model, channel, pointer, seen.generation)
             except ConflictError:
-                state = self.read_channel(model, channel)
-                now = state.pointer.version if state.pointer else None
-                if done := _naming(state.pointer, version, signed.manifest_sha256, want_signed):
+                seen = self._seen(model, channel, pointer_key, replace_unverified)
+                now = seen.pointer.version if seen.pointer else None
+                if done := _naming(seen.pointer, version, signed.manifest_sha256, want_signed):
                     return done
                 if now != baseline:
-                    raise _moved_error(self, model, channel, version, baseline, state.pointer) from None
+                    raise _moved_error(self, model, channel, version, baseline, seen.pointer) from None
                 log.info("channel %s/%s was re-written at %s meanwhile; retrying", model, channel, now)
                 continue
+            if pointer.signed:
+                record_signed(self, pointer)
             log.info("promoted %s %s to channel %s (was %s)", model, version, channel, baseline)
             return pointer
         raise ConflictError(
@@ -148,6 +167,30 @@ class ChannelMoves(RegistryReader):
             f"{self.options.promote_attempts} attempts",
             "find out who else writes this channel, then promote again",
         )
+
+    def read_channel_checked(self, model: str, channel: str, public_key: PublicKeyLike) -> CheckedChannel:
+        """Reads a channel pointer and judges it against the release public key (`flows.registry.trusted`):
+        what the pipelines use before a pointer is the base of anything. Never raises for the pointer's content.
+        """
+        key = checked_channel_key(model, channel)
+        data, generation = self._read_versioned(key)
+        return check_pointer(data, generation, public_key, model=model, channel=channel, source=self.describe(key))
+
+    def _seen(
+        self, model: str, channel: str, pointer_key: PublicKeyLike | None, replace_unverified: bool
+    ) -> _Seen:
+        """The channel as a move may build on: a verified (or, in the transition, unsigned) pointer; a forged or
+        invalid one is an error, or, with `replace_unverified`, treated as absent (never a counter base)."""
+        if pointer_key is None:  # an unsigned move with no key to check anything with (the transition)
+            state = self.read_channel(model, channel)
+            return _Seen(state.pointer, state.generation)
+        checked = self.read_channel_checked(model, channel, pointer_key)
+        if not checked.untrusted:
+            return _Seen(checked.pointer, checked.generation)
+        if not replace_unverified:
+            raise untrusted_error(checked, "moving the channel")
+        log.warning("replacing channel pointer %s, which %s", checked.source, checked.problem)
+        return _Seen(None, checked.generation)
 
     def resign_channel(
         self,
@@ -158,28 +201,35 @@ class ChannelMoves(RegistryReader):
         validity: timedelta = DEFAULT_VALIDITY,
         by: str | None = None,
     ) -> ChannelPointer:
-        """Re-signs a channel pointer with a new counter and expiry (same version, manifest and downgrade
-        flag); turns an unsigned schema 1 pointer into a signed one.
+        """Re-signs a channel pointer that verifies, with a new counter and expiry (same version, manifest and
+        downgrade flag).
 
-        The pointer is re-signed only if the manifest it names is still the published one and verifies
-        against the signing key, and (schema 2) its own signature verifies: a tampered pointer is never
-        laundered into a freshly signed one.
+        Only a pointer whose own signature verifies against the signing key, and whose manifest is still the
+        published one and verifies, is re-signed: a tampered pointer is never laundered into a freshly signed
+        one, and neither is an unsigned one (converting that is its own act: `flows.channels.convert`).
 
         Raises:
             RegistryError: the channel does not exist.
-            VerificationError: the pointer or its manifest does not verify.
+            VerificationError: the pointer is unsigned, forged or invalid, or its manifest does not verify.
             ConflictError: the channel changed while re-signing (the next run tries again).
         """
-        state = self.read_channel(model, channel)
-        if state.pointer is None:
+        checked = self.read_channel_checked(model, channel, signing_key.public_key())
+        if checked.trust == ABSENT:
             raise RegistryError(
                 f"channel {channel} of model {model} does not exist in {self.uri}",
                 f"channels: {', '.join(self.list_channels(model)) or 'none'}",
             )
-        old = state.pointer
-        source = self.describe(checked_channel_key(model, channel))
-        if old.signed:
-            verify_pointer(signing_key.public_key(), old, source=source)
+        if checked.trust == UNSIGNED:
+            raise VerificationError(
+                f"channel pointer {checked.source} is not signed (schema 1): re-signing renews only pointers "
+                "that verify, and an unsigned one may be anybody's",
+                f"after checking what it names, convert it explicitly (edgefleet registry convert-unsigned {model} "
+                f"--channel {channel}), or promote the version it should name with the release key",
+            )
+        old = checked.verified
+        if old is None:
+            raise untrusted_error(checked, "re-signing")
+        source = checked.source
         signed = self.read_manifest(model, old.version)
         if signed.manifest_sha256 != old.manifest_sha256:
             raise VerificationError(
@@ -199,9 +249,17 @@ class ChannelMoves(RegistryReader):
             validity=validity,
             updated_by=by or old.updated_by,
         )
-        self.set_channel(model, channel, pointer, state.generation)
+        self.set_channel(model, channel, pointer, checked.generation)
+        record_signed(self, pointer)
         log.info("re-signed %s/%s (%s, counter %s)", model, channel, old.version, pointer.counter)
         return pointer
+
+
+class _Seen(NamedTuple):
+    """A channel as a move builds on it: the pointer to trust (None: absent or replaced) and its generation."""
+
+    pointer: ChannelPointer | None
+    generation: int
 
 
 def _naming(

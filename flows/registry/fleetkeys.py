@@ -1,20 +1,123 @@
-"""Registering a device's public key with the fleet: `fleet/devices/<device_id>.json` in the model registry.
+"""Enrolling a device with the fleet: its public key in `fleet/devices/<device_id>.json`, signed by the fleet
+enrolment key; revoking a device key (`fleet/revoked/<key_id>.json`); signing records written before schema 2.
 
-Done by `deploy-agent` (and the local fleet) after the agent made its key on the device; the fleet monitor
-reads the records (`edgefleet.device.fleetkeys.load_fleet_keys`). A record changes only by compare-and-swap,
-and a different key for a known device is refused unless explicitly replaced (`replace=True`: a re-imaged
-device), so a stolen pipeline step cannot quietly swap a device's key.
+Done by `deploy-agent` (and the local fleet) after the agent made its key on the device, and by
+`edgefleet fleet keys sign|revoke`; the fleet monitor reads the records (`edgefleet.monitor.fleetkeys`).
+
+Who signs: the fleet enrolment key, a key of its own (not the release key: least privilege both ways). It is
+loaded like the release key: a Prefect Secret block, a key file, or a local development key
+(`~/.edgefleet/keys/fleet-enrolment.key`, created when missing, refused for gs:// registries unless allowed).
+
+A record changes only by compare-and-swap, and a different key for a known device is refused unless explicitly
+replaced (`replace=True`: a re-imaged device); the replaced key is revoked, so the old record, replayed, is
+refused too.
 """
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+import logging
+import os
+from pathlib import Path
+from typing import NamedTuple
 
-from edgefleet.device.fleetkeys import DeviceKeyRecord, device_key_record_key
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from edgefleet.device.identity import public_key_text
+from edgefleet.device.registry import JsonRecord
 from edgefleet.flows.registry.base import RegistryWriter
-from edgefleet.kernel.errors import ConflictError
-from edgefleet.kernel.signing import key_id
+from edgefleet.kernel.contracts.devicekey import (
+    DEVICE_KEY_SCHEMA_V1,
+    DeviceKeyRecord,
+    DeviceKeyRevocation,
+    check_signature,
+    device_id_of,
+    device_key_record_key,
+    revocation_key,
+    sign_record,
+    sign_revocation,
+)
+from edgefleet.kernel.contracts.layout import FLEET_DEVICES_PREFIX
+from edgefleet.kernel.errors import ConfigError, ConflictError, RegistryError, VerificationError
+from edgefleet.kernel.signing import (
+    generate_keypair,
+    key_id,
+    load_private_key,
+    save_private_key,
+    save_public_key,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENROLMENT_DEV_KEY = "~/.edgefleet/keys/fleet-enrolment.key"
+PUBLIC_KEY_SUFFIX = ".pub"
+
+
+class EnrolmentKeyParams(BaseModel):
+    """Where the fleet enrolment key (it signs device key records) is."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    secret_block: str | None = Field(default=None, description="a Prefect Secret block holding the PEM key")
+    key_file: str | None = Field(default=None, description="a PEM private key file")
+    dev_key_file: str = Field(default=DEFAULT_ENROLMENT_DEV_KEY,
+                              description="the local development key (created when missing) when neither is set")
+    allow_development_key: bool = Field(default=False,
+                                        description="let the development key enrol devices of a gs:// registry")
+
+
+def resolve_enrolment_key(params: EnrolmentKeyParams, *, registry_uri: str, create: bool = True) -> Ed25519PrivateKey:
+    """The enrolment key, creating the development key (and its `.pub`) when nothing is configured.
+
+    Raises:
+        ConfigError: the Secret block is unusable; the development key for a gs:// registry; no key and not `create`.
+        VerificationError: the key file is missing or not an Ed25519 PEM key.
+    """
+    if params.secret_block:
+        return _from_secret_block(params.secret_block)
+    if params.key_file:
+        return load_private_key(Path(os.path.expandvars(params.key_file)).expanduser())
+    path = Path(os.path.expandvars(params.dev_key_file)).expanduser()
+    if registry_uri.startswith("gs://") and not params.allow_development_key:
+        raise ConfigError(
+            f"no fleet enrolment key is configured for the cloud registry {registry_uri}, and the development key "
+            f"({path}) is not used for cloud registries",
+            "set enrolment.secret_block (a Prefect Secret block with the enrolment key) or enrolment.key_file; "
+            "or, for a test bucket only, enrolment.allow_development_key: true")
+    if not path.exists():
+        if not create:
+            raise ConfigError(f"no fleet enrolment key is configured and there is no development key at {path}",
+                              "name the enrolment key (--enrolment-key FILE)")
+        private_key, public_key = generate_keypair()
+        save_private_key(private_key, path)
+        save_public_key(public_key, path.with_name(path.name + PUBLIC_KEY_SUFFIX))
+        log.warning("No fleet enrolment key configured: created a DEVELOPMENT key at %s; give the monitor its "
+                    "public key (identity.enrolment_keys: [%s.pub])", path, path)
+    return load_private_key(path)
+
+
+def development_enrolment_key(path: str | os.PathLike[str], *, registry_uri: str) -> Path:
+    """Makes the local development enrolment key at `path` unless it exists; returns its public key file
+    (`<path>.pub`), the one the monitor's `identity.enrolment_keys` lists (demo, sandbox, local fleets; asked
+    for by name, so allowed for any registry, emulated buckets included)."""
+    params = EnrolmentKeyParams(dev_key_file=str(path), allow_development_key=True)
+    resolve_enrolment_key(params, registry_uri=registry_uri)
+    private = Path(os.path.expandvars(params.dev_key_file)).expanduser()
+    return private.with_name(private.name + PUBLIC_KEY_SUFFIX)
+
+
+def _from_secret_block(name: str) -> Ed25519PrivateKey:
+    from prefect.blocks.system import Secret
+
+    fix = f"store the unencrypted PKCS#8 PEM of the Ed25519 fleet enrolment key in Prefect Secret block {name}"
+    try:
+        key = serialization.load_pem_private_key(str(Secret.load(name).get()).encode(), password=None)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"Prefect Secret block {name!r} does not give a PEM private key ({error})", fix) from error
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"Prefect Secret block {name!r} holds a {type(key).__name__}, not an Ed25519 key", fix)
+    return key
 
 
 def register_device_key(
@@ -22,29 +125,134 @@ def register_device_key(
     device_id: str,
     public_key: Ed25519PublicKey,
     *,
+    enrolment_key: Ed25519PrivateKey,
     by: str | None = None,
     replace: bool = False,
 ) -> DeviceKeyRecord:
-    """Publishes a device's public key with the fleet (idempotent for the same key).
+    """Publishes a device's public key with the fleet, signed by the enrolment key (idempotent for the same key).
 
     Raises:
-        ConflictError: the device is known with another key and `replace` is False.
+        ConflictError: the device is known with another key and `replace` is False; or the key is revoked.
     """
     key_file = device_key_record_key(device_id)
+    new_key_id = key_id(public_key)
+    if registry.get_json(revocation_key(new_key_id)) is not None:
+        raise ConflictError(f"the key {new_key_id} of device {device_id} is revoked",
+                            "the device must make a new key (remove its keys/device.key) and be enrolled again")
     current = registry.read_json(key_file)
-    record = DeviceKeyRecord(
-        device_id=device_id, public_key=public_key_text(public_key), key_id=key_id(public_key), added_by=by
-    )
-    if current.value is not None:
-        known = DeviceKeyRecord.model_validate(current.value)
-        if known.public_key == record.public_key:
-            return known
+    known = _parsed(current.value)
+    if known is not None and known.public_key == public_key_text(public_key) and _signed_by(known, enrolment_key):
+        return known
+    if known is not None and known.public_key != public_key_text(public_key):
         if not replace:
             raise ConflictError(
-                f"device {device_id} is known to the fleet with key {known.key_id}, and now presents key "
-                f"{record.key_id}",
+                f"device {device_id} is known to the fleet with key {known.key_id}, and now presents key {new_key_id}",
                 "if the device was re-imaged or its key replaced on purpose, register it again with replace "
-                "(deploy-agent: replace_device_key: true); otherwise treat the device as compromised",
-            )
+                "(deploy-agent: replace_device_keys: true); otherwise treat the device as compromised")
+        revoke_key(registry, known.key_id, device_id, enrolment_key=enrolment_key, by=by,
+                   reason=f"replaced by key {new_key_id}")
+    draft = DeviceKeyRecord(schema=DEVICE_KEY_SCHEMA_V1, device_id=device_id, public_key=public_key_text(public_key),
+                            key_id=new_key_id, added_by=by)  # the unsigned fields, then signed as schema 2
+    record = sign_record(enrolment_key, draft)
     registry.put_json(key_file, record, expected_generation=current.generation)
     return record
+
+
+def _signed_by(record: DeviceKeyRecord | DeviceKeyRevocation, enrolment_key: Ed25519PrivateKey) -> bool:
+    signer = enrolment_key.public_key()
+    try:
+        check_signature({key_id(signer): signer}, record, source="device key record")
+    except VerificationError:
+        return False
+    return True
+
+
+def _parsed(value: object) -> DeviceKeyRecord | None:
+    """The record read back (None: none, or damaged: a damaged record is replaced by the enrolment)."""
+    if value is None:
+        return None
+    try:
+        return DeviceKeyRecord.model_validate(value)
+    except (ValidationError, ValueError):
+        return None
+
+
+def revoke_key(registry: RegistryWriter, revoked_key_id: str, device_id: str, *, enrolment_key: Ed25519PrivateKey,
+               by: str | None = None, reason: str = "") -> DeviceKeyRevocation:
+    """Writes a signed revocation of a device key (one by this enrolment key already there is kept)."""
+    record_key = revocation_key(revoked_key_id)
+    current = registry.read_json(record_key)
+    if current.value is not None:
+        try:
+            existing = DeviceKeyRevocation.model_validate(current.value)
+        except ValidationError:
+            existing = None  # damaged: replaced below
+        if existing is not None and _signed_by(existing, enrolment_key):
+            return existing
+    revocation = sign_revocation(enrolment_key, revoked_key_id=revoked_key_id, device_id=device_id,
+                                 revoked_by=by, reason=reason)
+    registry.put_json(record_key, revocation, expected_generation=current.generation)
+    return revocation
+
+
+def revoke_device(registry: RegistryWriter, device_id: str, *, enrolment_key: Ed25519PrivateKey,
+                  by: str | None = None, reason: str = "") -> DeviceKeyRevocation:
+    """Revokes the key a device is enrolled with (its record stays, refused by every monitor from its next read).
+
+    Raises:
+        RegistryError: the device has no readable key record.
+    """
+    record_key = device_key_record_key(device_id)
+    known = _parsed(registry.get_json(record_key))
+    if known is None:
+        raise RegistryError(f"device {device_id} has no readable key record ({registry.describe(record_key)})",
+                            "revoke by key id instead (edgefleet fleet keys revoke --key-id ID)")
+    return revoke_key(registry, known.key_id, device_id, enrolment_key=enrolment_key, by=by, reason=reason)
+
+
+class UnsignedRecord(NamedTuple):
+    """A record `sign_records` would sign: where it is, what it says, its generation (compare-and-swap)."""
+
+    record_key: str
+    record: DeviceKeyRecord
+    generation: int
+
+
+class SkippedRecord(NamedTuple):
+    record_key: str
+    reason: str
+
+
+def unsigned_records(registry: RegistryWriter) -> tuple[list[UnsignedRecord], list[SkippedRecord]]:
+    """The unsigned (schema 1) records to show before signing them, and the records that will never be signed
+    (damaged, or naming another device than their file name)."""
+    pending, skipped = [], []
+    for record_key in registry.list_json(f"{FLEET_DEVICES_PREFIX}/"):
+        try:
+            current = registry.read_json(record_key)
+        except RegistryError:
+            current = JsonRecord(None, 0)
+        record = _parsed(current.value)
+        if record is None:
+            skipped.append(SkippedRecord(record_key, "damaged: re-enrol the device or remove the record"))
+        elif device_id_of(record_key) != record.device_id:
+            skipped.append(SkippedRecord(record_key, f"names device {record.device_id}: remove it"))
+        elif not record.signed:
+            pending.append(UnsignedRecord(record_key, record, current.generation))
+    return pending, skipped
+
+
+def sign_records(registry: RegistryWriter, records: list[UnsignedRecord], *,
+                 enrolment_key: Ed25519PrivateKey) -> list[DeviceKeyRecord]:
+    """Signs the records shown to the operator (`unsigned_records`); a record changed since is refused.
+
+    Raises:
+        ConflictError: a record changed after it was shown (nothing signed from then on: show them again).
+    """
+    return [_sign_one(registry, pending, enrolment_key) for pending in records]
+
+
+def _sign_one(registry: RegistryWriter, pending: UnsignedRecord, enrolment_key: Ed25519PrivateKey) -> DeviceKeyRecord:
+    signed = sign_record(enrolment_key, pending.record)
+    registry.put_json(pending.record_key, signed, expected_generation=pending.generation)
+    return signed

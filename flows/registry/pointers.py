@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgefleet.kernel.contracts.manifest import CHANNEL_SCHEMA, MAX_POINTER_COUNTER, ChannelPointer
+from edgefleet.kernel.errors import VerificationError
 from edgefleet.kernel.signing import key_id, sign
 
 DEFAULT_VALIDITY = timedelta(days=14)
@@ -19,9 +20,23 @@ DEFAULT_VALIDITY = timedelta(days=14)
 
 def next_counter(previous: ChannelPointer | None, now: datetime) -> int:
     """The counter of the next pointer: above the previous one, and at least the time in milliseconds, so a
-    channel deleted and re-created still counts up."""
+    channel deleted and re-created still counts up. `previous` must be a pointer that verified: the counter of
+    one that did not is never a base (`edgefleet.flows.registry.trusted`).
+
+    Raises:
+        VerificationError: the next counter would pass the contract's maximum (never reused or clamped: devices
+            refuse a reused counter, so that would freeze the channel).
+    """
     floor = previous.counter if previous is not None and previous.counter is not None else 0
-    return min(max(floor + 1, int(now.timestamp() * 1000)), MAX_POINTER_COUNTER)
+    counter = max(floor + 1, int(now.timestamp() * 1000))
+    if counter > MAX_POINTER_COUNTER:
+        raise VerificationError(
+            f"channel {previous.channel if previous else '?'} of model {previous.model if previous else '?'}: the "
+            f"next counter would be {counter}, above the contract's maximum {MAX_POINTER_COUNTER}",
+            "a verified pointer this high was signed by mistake or with a stolen key: rotate the release key and "
+            "re-enrol the devices' channel records (remove models/<model>/.channel.json after checking)",
+        )
+    return counter
 
 
 def sign_pointer(

@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 
 from edgefleet.device.bundle import SignedManifest
 from edgefleet.device.runtime.adapters.labels import parse_labels
-from edgefleet.flows.registry import PublishResult, open_registry_writer
+from edgefleet.flows.registry import PublishResult, RegistryWriter, open_registry_writer
 from edgefleet.flows.release.bundle import build_manifest, write_signed_version
 from edgefleet.flows.release.keys import channel_signing_key, public_key_path, resolve_signing_key
 from edgefleet.flows.release.params import (
@@ -50,7 +50,7 @@ from edgefleet.kernel.contracts.manifest import (
     Reference,
     SigningInfo,
 )
-from edgefleet.kernel.errors import ConflictError, EdgefleetError
+from edgefleet.kernel.errors import ConflictError, EdgefleetError, RegistryError
 from edgefleet.kernel.signing import key_id
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,18 @@ def next_version(versions: list[str]) -> str:
     return f"{major}.{minor}.{patch + 1}"
 
 
+def channel_version_before(registry: RegistryWriter, model: str, channel: str) -> str | None:
+    """The version the channel names now, as the move's expected version. Not trusted here: the signed move
+    verifies the pointer before building on it (and refuses one that does not verify); a pointer that is not
+    even valid is read as none, so the version is still published and the move then says what is wrong."""
+    try:
+        state = registry.read_channel(model, channel)
+    except RegistryError as error:
+        log.warning("channel %s of %s: %s", channel, model, error.message)
+        return None
+    return state.pointer.version if state.pointer else None
+
+
 @task(name="plan-release", cache_policy=NO_CACHE)
 def plan_release(params: ReleaseParams) -> ReleasePlan:
     """Checks the registry is reachable, picks the version, and reads the channel to move later.
@@ -111,10 +123,7 @@ def plan_release(params: ReleaseParams) -> ReleasePlan:
     registry = open_registry_writer(params.registry, create=params.registry == DEFAULT_REGISTRY)
     versions = registry.list_versions(params.model)
     version = params.version or next_version(versions)
-    before = None
-    if params.channel:
-        state = registry.read_channel(params.model, params.channel)
-        before = state.pointer.version if state.pointer else None
+    before = channel_version_before(registry, params.model, params.channel) if params.channel else None
     log.info(
         "Releasing %s %s into %s (channel %s now at %s)",
         params.model,

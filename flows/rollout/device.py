@@ -37,6 +37,8 @@ from edgefleet.kernel.contracts.layout import (
     device_pointer,
     device_refused_file,
     device_version_dir,
+    is_version,
+    version_sort_key,
 )
 from edgefleet.kernel.contracts.manifest import Manifest
 from edgefleet.kernel.contracts.refusal import Refusal, find_refusal, parse_refusals
@@ -144,10 +146,32 @@ def probe(connection: DeviceConnection, model: str, version: str) -> DeviceProbe
     return parse_probe(connection.run(probe_script(connection.device.agent_root, model, version)).stdout)
 
 
+def lower_version_refusal(device_id: str, model: str, *, current: str | None, version: str,
+                          signed_downgrade: bool) -> PreflightError | None:
+    """Why a device running `current` must not be moved to `version` (None: it may). Pure.
+
+    A lower version than the device runs is sent only when a verified channel pointer marks it as a deliberate
+    downgrade: over SSH the agent's own channel rules (its version floor) are not asked, so the rollout keeps
+    them. A replayed old pointer, or a rollout naming an old version, moves nobody down.
+    """
+    if current is None or signed_downgrade or not is_version(current):
+        return None
+    if version_sort_key(version) >= version_sort_key(current):
+        return None
+    return PreflightError(
+        f"device {device_id} runs {model} {current}; {version} is lower, and no signed pointer marks it as a "
+        "deliberate downgrade",
+        f"to move devices down on purpose, sign the downgrade (edgefleet registry promote {model} {version} "
+        "--channel CHANNEL --downgrade), then roll out that channel (channel: CHANNEL, no version)",
+    )
+
+
 def preflight(connection: DeviceConnection, model: str, version: str, manifest_sha256: str, version_bytes: int,
-              gate: HealthGate, disk_headroom: float, has_edgetpu_variant: bool = False) -> Preflight:
-    """Checks the device can take the version: reachable, agent alive, disk space, not refused before, and
-    the host itself (`edgefleet-agent doctor`, see `doctor_preflight`).
+              gate: HealthGate, disk_headroom: float, has_edgetpu_variant: bool = False, *,
+              signed_downgrade: bool = False) -> Preflight:
+    """Checks the device can take the version: reachable, agent alive, not moved down without a signed
+    downgrade (`lower_version_refusal`), disk space, not refused before, and the host itself
+    (`edgefleet-agent doctor`, see `doctor_preflight`).
 
     Raises:
         PreflightError: naming what is wrong and what to do.
@@ -163,6 +187,10 @@ def preflight(connection: DeviceConnection, model: str, version: str, manifest_s
     if status.state != "running" or age > gate.status_max_age_s:
         raise PreflightError(f"device {device.id}: the agent is not alive (state {status.state}, status "
                              f"{age:.0f} s old)", "start the agent (deploy-agent flow restarts it), then re-run")
+    lower = lower_version_refusal(device.id, model, current=seen.current, version=version,
+                                  signed_downgrade=signed_downgrade)
+    if lower is not None:
+        raise lower
     refused = find_refusal(seen.refused, version, manifest_sha256)
     if refused is not None:
         raise PreflightError(

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -28,6 +30,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict
 
 from edgefleet.flows.registry import RegistryWriter, open_registry_writer
+from edgefleet.flows.registry.trusted import require_followable
 from edgefleet.flows.release.keys import channel_signing_key
 from edgefleet.flows.rollout.inventory import Inventory, load_inventory
 from edgefleet.flows.rollout.judgement import Judged, WaveSubject, most_common
@@ -95,15 +98,31 @@ class RolloutHalted(EdgefleetError):
         self.result = result
 
 
-def resolve_version(registry: RegistryWriter, params: RolloutParams) -> str:
-    """The version to roll out: `params.version`, else the one `params.channel` names now."""
+@dataclass(frozen=True)
+class ChosenVersion:
+    """The version a rollout sends, and whether a signed pointer marks it as a deliberate downgrade."""
+
+    version: str
+    downgrade: bool = False
+    """True only when the version comes from a verified channel pointer with `downgrade` set: then a device
+    running a higher version may be moved down; otherwise preflight refuses that (`lower_version_refusal`)."""
+    manifest_sha256: str | None = None
+    """The manifest the signed pointer names (None for a rollout by version): the version sent must be it."""
+
+
+def resolve_version(registry: RegistryWriter, params: RolloutParams, now: datetime | None = None) -> ChosenVersion:
+    """The version to roll out: `params.version`, else the one `params.channel`'s pointer names, when that pointer
+    verifies against `params.public_key` and has not expired.
+
+    Raises:
+        RegistryError: the channel does not exist.
+        VerificationError: the channel's pointer is unsigned, forged, invalid or expired.
+    """
     if params.version is not None:
-        return params.version
-    pointer = registry.read_channel(params.model, params.channel).pointer  # type: ignore[arg-type]
-    if pointer is None:
-        raise ConfigError(f"channel {params.channel} of model {params.model} does not exist in {registry.uri}",
-                          "give a version, or promote one to the channel first (edgefleet registry promote)")
-    return pointer.version
+        return ChosenVersion(params.version)
+    checked = registry.read_channel_checked(params.model, params.channel, params.public_key)  # type: ignore[arg-type]
+    pointer = require_followable(checked, now or datetime.now(UTC))
+    return ChosenVersion(pointer.version, pointer.downgrade, pointer.manifest_sha256)
 
 
 def _artifact_key(rollout_id: str) -> str:
@@ -240,12 +259,13 @@ def rollout(params: RolloutParams) -> RolloutResult:
     inventory = load_inventory(params.inventory)
     devices = inventory.select(params.target.ids, params.target.tags)
     registry = open_registry_writer(params.registry)
-    version = resolve_version(registry, params)
+    chosen = resolve_version(registry, params)
+    version = chosen.version
     channel = params.channel if params.version is not None else None
     if channel is not None:  # the channel move at the end signs: a missing or refused key fails now, not then
         channel_signing_key(params.signing, registry.uri)
     prepared = prepare_version(registry, params.model, version, Path(params.work_dir).expanduser(),
-                               params.public_key)
+                               params.public_key, chosen.downgrade, chosen.manifest_sha256)
     rollout_id = params.rollout_id or f"{params.model}-{version}"
     store = RecordStore(registry, rollout_id)
     record = _open_record(store, params, prepared, rollout_id, channel)

@@ -19,6 +19,11 @@ MetricName = Literal["latency", "errors", "swap_failures", "class_mix_control", 
 WaveSize = int | str
 DEFAULT_WAVES: tuple[WaveSize, ...] = (1, "10%", "50%", "100%")
 DEFAULT_WORK_DIR = "~/.edgefleet/rollouts"
+MISSING_PUBLIC_KEY = (
+    "public_key is missing: a rollout verifies the channel pointer and the version against the release public key "
+    "before it sends anything; set public_key to the release public key file (e.g. "
+    "~/.edgefleet/keys/release-signing.key.pub for the development key, or the release.pub the devices hold)"
+)
 
 
 class _Config(BaseModel):
@@ -131,12 +136,26 @@ class RolloutParams(_Config):
     approval_timeout_s: int = Field(default=3600, ge=1)
     rollout_id: SafeName | None = Field(default=None, description="default <model>-<version>; re-running resumes it")
     monitor_config: str | None = Field(default=None, description="the fleet monitor's YAML (its SQLite state)")
-    public_key: str | None = Field(default=None, description="verify the version against this key first")
+    public_key: str = Field(description="the release public key (release.pub): the channel pointer and the version "
+                                        "are verified against it before anything is sent (required)")
     work_dir: str = Field(default=DEFAULT_WORK_DIR, description="downloaded versions are kept here")
     disk_headroom: float = Field(default=2.0, ge=1,
                                  description="free space needed on a device: version size times this")
     signing: SigningParams = Field(default=SigningParams(),
                                    description="the release key that signs the channel pointer when it is moved")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _public_key_given(cls, data: object) -> object:
+        # before the field check, so a missing key gets this message rather than "Field required"
+        if isinstance(data, dict) and not data.get("public_key"):
+            raise ValueError(MISSING_PUBLIC_KEY)
+        return data
+
+    @field_validator("public_key")
+    @classmethod
+    def _expand_public_key(cls, value: str) -> str:
+        return str(Path(os.path.expandvars(value)).expanduser())
 
     @field_validator("waves", mode="before")
     @classmethod

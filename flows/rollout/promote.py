@@ -23,6 +23,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict
 
 from edgefleet.flows.registry import RegistryWriter, open_registry_writer
+from edgefleet.flows.registry.trusted import ABSENT, VERIFIED, untrusted_error
 from edgefleet.flows.release.keys import channel_signing_key
 from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.rollout.inventory import load_inventory
@@ -30,6 +31,7 @@ from edgefleet.flows.rollout.params import PromotionParams
 from edgefleet.kernel.contracts.layout import version_sort_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import ConfigError
+from edgefleet.kernel.signing import PublicKeyLike
 
 FLOW_NAME = "promote-canary"
 
@@ -86,17 +88,34 @@ def promotion_blocker(params: PromotionParams, version: str, device_ids: list[st
     return None
 
 
+def promotion_pointers(registry: RegistryWriter, model: str, from_channel: str, to_channel: str,
+                       public_key: PublicKeyLike) -> tuple[ChannelPointer | None, ChannelPointer | None]:
+    """(from, to) pointers as the promotion may use them: the source verified, the target verified or unsigned
+    (the transition; promoting signs over it); None when absent.
+
+    Raises:
+        VerificationError: the source is not a verified pointer, or the target is forged or invalid.
+    """
+    source = registry.read_channel_checked(model, from_channel, public_key)
+    target = registry.read_channel_checked(model, to_channel, public_key)
+    if source.trust not in (ABSENT, VERIFIED):
+        raise untrusted_error(source, f"promoting from {from_channel}")
+    if target.untrusted:
+        raise untrusted_error(target, f"promoting to {to_channel}")
+    return source.verified, target.pointer
+
+
 def promote_signed(registry: RegistryWriter, model: str, version: str, channel: str, signing: SigningParams, *,
                    by: str, downgrade: bool = False, **kwargs: Any) -> ChannelPointer:
     """`registry.promote` with a pointer signed by the release key (every channel move signs).
 
     `downgrade=True` marks the pointer as a deliberate downgrade only when `version` is lower than what the
     channel names (so a normal move is never marked)."""
-    before = registry.read_channel(model, channel).pointer
+    key = channel_signing_key(signing, registry.uri)
+    before = registry.read_channel_checked(model, channel, key.public_key()).pointer
     lower = before is not None and version_sort_key(version) < version_sort_key(before.version)
-    return registry.promote(model, version, channel, by=by, signing_key=channel_signing_key(signing, registry.uri),
-                            downgrade=downgrade and lower, validity=timedelta(days=signing.pointer_validity_days),
-                            **kwargs)
+    return registry.promote(model, version, channel, by=by, signing_key=key, downgrade=downgrade and lower,
+                            validity=timedelta(days=signing.pointer_validity_days), **kwargs)
 
 
 @flow(name=FLOW_NAME)
@@ -104,8 +123,8 @@ def promote_canary(params: PromotionParams) -> PromotionResult:
     """Promotes `from_channel` to `to_channel` when the canary devices were healthy long enough (see module doc)."""
     logger = get_run_logger()
     registry = open_registry_writer(params.registry)
-    source = registry.read_channel(params.model, params.from_channel).pointer
-    target = registry.read_channel(params.model, params.to_channel).pointer
+    release_key = channel_signing_key(params.signing, registry.uri).public_key()
+    source, target = promotion_pointers(registry, params.model, params.from_channel, params.to_channel, release_key)
     devices = [device.id for device in load_inventory(params.inventory).select(params.canary.ids, params.canary.tags)]
 
     def finish(promoted: bool, reason: str, version: str | None) -> PromotionResult:
@@ -118,7 +137,8 @@ def promote_canary(params: PromotionParams) -> PromotionResult:
     if source is None:
         return finish(False, f"nothing to promote: channel {params.from_channel} does not exist", None)
     version = source.version
-    if target is not None and target.version == version and target.manifest_sha256 == source.manifest_sha256:
+    if (target is not None and target.signed and target.version == version
+            and target.manifest_sha256 == source.manifest_sha256):
         return finish(False, f"nothing to do: {params.to_channel} already names {version}", version)
     blocker = promotion_blocker(params, version, devices, datetime.now(UTC))
     if blocker is not None:

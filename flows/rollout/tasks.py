@@ -33,7 +33,7 @@ from edgefleet.flows.rollout.ssh import DeviceConnection
 from edgefleet.flows.rollout.verdict import Sample
 from edgefleet.kernel.contracts.manifest import Manifest
 from edgefleet.kernel.contracts.status import AgentStatus
-from edgefleet.kernel.errors import EdgefleetError
+from edgefleet.kernel.errors import EdgefleetError, VerificationError
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class PreparedVersion:
     manifest: Manifest
     manifest_sha256: str
     total_bytes: int
+    signed_downgrade: bool = False
+    """A verified channel pointer marks this version as a deliberate downgrade (devices may be moved down)."""
 
 
 class MonitorAccess:
@@ -72,12 +74,24 @@ class MonitorAccess:
 
 @task(name="prepare-version", cache_policy=NO_CACHE)
 def prepare_version(registry: RegistryWriter, model: str, version: str, work_dir: Path,
-                    public_key: str | None) -> PreparedVersion:
-    """Downloads the version (once: reused when already downloaded and intact) and checks it."""
+                    public_key: str, signed_downgrade: bool = False,
+                    pointer_manifest_sha256: str | None = None) -> PreparedVersion:
+    """Downloads the version (once: reused when already downloaded and intact) and verifies it against the
+    release public key; when a signed pointer named it, its manifest must be the one the pointer names.
+
+    Raises:
+        VerificationError: the version does not verify, or is not the manifest the pointer names.
+    """
     from edgefleet.device.bundle import check_version_files, read_signed_manifest
 
     local_dir = work_dir / "versions" / model / version
     signed = registry.read_manifest(model, version)
+    if pointer_manifest_sha256 is not None and signed.manifest_sha256 != pointer_manifest_sha256:
+        raise VerificationError(
+            f"the manifest of {model} {version} in {registry.uri} has sha256 {signed.manifest_sha256[:16]}..., the "
+            f"signed channel pointer names {pointer_manifest_sha256[:16]}...: the manifest was replaced",
+            "find out who replaced it (versions are immutable); promote a good version again",
+        )
     usable = False
     if (local_dir / "manifest.json").is_file():
         try:
@@ -94,17 +108,18 @@ def prepare_version(registry: RegistryWriter, model: str, version: str, work_dir
         registry.download_version(model, version, temp)
         shutil.rmtree(local_dir, ignore_errors=True)
         temp.rename(local_dir)
-    if public_key is not None:
-        verify_version_dir(local_dir, public_key, model=model, version=version)
+    verify_version_dir(local_dir, public_key, model=model, version=version)
     total = sum(size for _, size in steps.version_files(local_dir, signed.manifest).values())
-    return PreparedVersion(model, version, local_dir, signed.manifest, signed.manifest_sha256, total)
+    return PreparedVersion(model, version, local_dir, signed.manifest, signed.manifest_sha256, total,
+                           signed_downgrade)
 
 
 @task(name="preflight", cache_policy=NO_CACHE)
 def preflight_task(connection: DeviceConnection, prepared: PreparedVersion, gate: HealthGate,
                    disk_headroom: float) -> steps.Preflight:
     return steps.preflight(connection, prepared.model, prepared.version, prepared.manifest_sha256,
-                           prepared.total_bytes, gate, disk_headroom, "edgetpu" in prepared.manifest.variants)
+                           prepared.total_bytes, gate, disk_headroom, "edgetpu" in prepared.manifest.variants,
+                           signed_downgrade=prepared.signed_downgrade)
 
 
 @task(name="upload", cache_policy=NO_CACHE)

@@ -10,7 +10,7 @@ import json
 from datetime import datetime, timezone
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgefleet.kernel.contracts.distributions import Distributions
 from edgefleet.kernel.contracts.names import ChannelName, ModelName, ModelVersion
@@ -23,7 +23,10 @@ MANIFEST_SCHEMAS = (MANIFEST_SCHEMA_V1, MANIFEST_SCHEMA)
 CHANNEL_SCHEMA_V1 = "edgefleet.channel/1"
 CHANNEL_SCHEMA = "edgefleet.channel/2"
 CHANNEL_SCHEMAS = (CHANNEL_SCHEMA_V1, CHANNEL_SCHEMA)
-MAX_POINTER_COUNTER = 2**63 - 1
+MAX_POINTER_COUNTER = 2**53 - 1
+"""The highest counter a channel pointer may carry. Counters are milliseconds since the epoch (or one above the
+previous pointer's), so this leaves 285,000 years of headroom; it is the largest integer every JSON reader
+keeps exactly. A pointer beyond it is not a valid pointer (a forgery, not a counter to count on from)."""
 
 Variant = Literal["edgetpu", "cpu"]
 TensorDtype = Literal["uint8", "int8", "float32", "int32", "int64", "int16", "float16"]
@@ -208,7 +211,7 @@ class ChannelPointer(_Frozen):
     updated_by: str | None = Field(default=None, max_length=256)
     # --- schema 2 ---
     counter: int | None = Field(default=None, ge=1, le=MAX_POINTER_COUNTER)
-    expires_at: datetime | None = None
+    expires_at: AwareDatetime | None = Field(default=None, description="with a timezone (UTC as written)")
     downgrade: bool = False
     key_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{16,64}$")
     signature: str | None = Field(default=None, pattern=r"^[A-Za-z0-9+/]{86}==$")

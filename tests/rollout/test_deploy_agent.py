@@ -47,7 +47,7 @@ def test_deploy_agent_installs_a_venv_and_runs_the_agent_under_the_process_manag
             inventory=str(fleet.inventory_path), public_key=str(key_path), install_dir=str(tmp_path / "opt"),
             python=shutil.which("python3.11") or "python3", no_deps=True, wheel=str(wheel),
             extra_site_dirs=(sysconfig.get_path("purelib"),), service_manager="process",
-            registry=str(tmp_path / "registry"),
+            registry=str(tmp_path / "registry"), enrolment={"dev_key_file": str(tmp_path / "enrolment.key")},
             agent={"model": "imagenet", "source": {"kind": "images", "path": str(frames), "max_fps": 2},
                    "status": {"interval_s": 0.5}})
         first = deploy_agent(params)
@@ -59,12 +59,14 @@ def test_deploy_agent_installs_a_venv_and_runs_the_agent_under_the_process_manag
         assert (device.root / "keys" / "release.pub").read_text() == key_path.read_text()
         assert "device_id: sim-1" in (device.root / "agent.yaml").read_text()
         # the device made its own key; only its public key was published with the fleet
-        from edgefleet.device.fleetkeys import load_fleet_keys
         from edgefleet.device.registry import open_registry_reader
-        from edgefleet.kernel.signing import key_id
+        from edgefleet.kernel.signing import key_id, load_public_key
+        from edgefleet.monitor.fleetkeys import KeyRecordPolicy, load_fleet_keys
 
-        published = load_fleet_keys(open_registry_reader(tmp_path / "registry"))
-        assert key_id(published["sim-1"]) == first[0].device_key_id
+        enrolment = load_public_key(tmp_path / "enrolment.key.pub")  # signed by the enrolment key
+        published = load_fleet_keys(open_registry_reader(tmp_path / "registry"),
+                                    KeyRecordPolicy({key_id(enrolment): enrolment}))
+        assert key_id(published.keys["sim-1"]) == first[0].device_key_id and not published.refused
         assert (device.root / "keys" / "device.key").stat().st_mode & 0o077 == 0
 
         again = deploy_agent(params)  # idempotent: same wheel not sent again, agent restarted

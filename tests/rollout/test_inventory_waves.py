@@ -68,7 +68,7 @@ def test_waves_are_cumulative_and_end_with_every_device():
 @pytest.mark.parametrize("waves", [[0], ["0%"], ["150%"], ["ten"], [True]])
 def test_bad_waves_are_refused(waves):
     with pytest.raises(ValueError, match="wave"):
-        RolloutParams(inventory="f", registry="r", model="m", version="1.0.0", waves=waves)
+        RolloutParams(inventory="f", registry="r", model="m", version="1.0.0", waves=waves, public_key="release.pub")
 
 
 def _health(**fields):

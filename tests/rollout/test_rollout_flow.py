@@ -219,3 +219,24 @@ def test_without_the_monitor_the_canary_reads_the_agents_own_status(world):
     assert all(v["verdict"]["result"] == "pass" for v in verdicts)
     judged = {m["name"] for m in verdicts[0]["verdict"]["metrics"] if m["result"] != "nodata"}
     assert {"latency", "errors", "class_mix_control", "score_control"} <= judged
+
+
+def test_a_lower_version_moves_nobody_down_until_a_signed_pointer_says_downgrade(world):
+    """Issue 20 item 3: a rollout naming an older version, or following a replayed old pointer, used to move
+    devices down over SSH, where the agent's channel floor is never asked."""
+    from edgefleet.flows.rollout.flow import RolloutHalted, rollout
+
+    assert {world.current(device_id) for device_id in world.fleet.devices} == {"1.6.0"}
+    with pytest.raises(RolloutHalted):
+        rollout(world.params(version="1.5.0", waves=[1, "100%"], rollout_id="down-by-version"))
+    canary = _record(world, "down-by-version")["devices"]["sim-1"]
+    assert canary["error"]["step"] == "preflight" and "no signed pointer marks it" in canary["error"]["message"]
+    assert {world.current(device_id) for device_id in world.fleet.devices} == {"1.6.0"}  # nobody moved
+
+    registry = world.releases.registry
+    registry.promote(MODEL, "1.5.0", "stable", signing_key=world.releases.private_key, downgrade=True)
+    result = rollout(world.params(channel="stable", waves=[1, "100%"], rollout_id="down-signed",
+                                  health={"min_inferences": 5, "timeout_s": 60, "poll_interval_s": 0.5,
+                                          "source": "agent"}))
+    assert result.state == "completed", result.halted_reason
+    assert {world.current(device_id) for device_id in world.fleet.devices} == {"1.5.0"}

@@ -205,7 +205,9 @@ def test_resign_renews_expiry_with_a_higher_counter_and_refuses_a_tampered_point
 ) -> None:
     publish(local_registry, make_version, "1.0.0")
     local_registry.promote("birds", "1.0.0", "stable")  # unsigned, from before the upgrade
-    first = local_registry.resign_channel("birds", "stable", keys.private)
+    with pytest.raises(VerificationError, match="not signed"):  # re-signing never converts (issue 20)
+        local_registry.resign_channel("birds", "stable", keys.private)
+    first = local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)  # named, with the key
     assert first.signed and first.version == "1.0.0"
     second = local_registry.resign_channel("birds", "stable", keys.private, validity=timedelta(days=30))
     assert second.counter > first.counter and second.expires_at > first.expires_at

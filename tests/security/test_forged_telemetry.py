@@ -17,20 +17,26 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.fleetkeys import load_fleet_keys
 from edgefleet.device.identity import load_or_create_device_key, sign_telemetry
 from edgefleet.device.telemetry.spool import Spool
 from edgefleet.flows.registry import LocalRegistryWriter, register_device_key
 from edgefleet.kernel.contracts.telemetry import Health, InferenceSummary, ModelRef, TelemetryMessage
 from edgefleet.kernel.errors import ConflictError
-from edgefleet.kernel.signing import generate_keypair
+from edgefleet.kernel.signing import generate_keypair, key_id
 from edgefleet.monitor.batch import process_batch
+from edgefleet.monitor.fleetkeys import KeyRecordPolicy, load_fleet_keys
 from edgefleet.monitor.identity import FORGED_PREFIX, TelemetryVerifier
 from edgefleet.monitor.ingest import Status
 from edgefleet.monitor.store import FleetStore, open_store
 from tests.security.test_one_message_stops_the_monitor import FakeMessage
 
 T0 = datetime(2026, 11, 30, tzinfo=UTC)
+ENROLMENT, _ = generate_keypair()  # the fleet enrolment key: it signs the device key records
+POLICY = KeyRecordPolicy({key_id(ENROLMENT.public_key()): ENROLMENT.public_key()})
+
+
+def fleet_keys(registry: LocalRegistryWriter):
+    return load_fleet_keys(registry, POLICY)
 
 
 def build(device_id: str, version: str = "1.0.0", errors: int = 0):
@@ -53,7 +59,7 @@ class Device:
         self.device_id = device_id
         self.root = root
         self.key = load_or_create_device_key(root)
-        register_device_key(registry, device_id, self.key.public_key(), by="test")
+        register_device_key(registry, device_id, self.key.public_key(), enrolment_key=ENROLMENT, by="test")
         self.spool = self.open_spool()
 
     def open_spool(self) -> Spool:
@@ -79,7 +85,7 @@ def store(tmp_path: Path) -> Iterator[FleetStore]:
 
 @pytest.fixture
 def verifier(registry: LocalRegistryWriter) -> TelemetryVerifier:
-    return TelemetryVerifier(lambda: load_fleet_keys(registry), refresh_s=0.0)
+    return TelemetryVerifier(lambda: fleet_keys(registry), refresh_s=0.0)
 
 
 def device_row(store: FleetStore, device_id: str) -> tuple:
@@ -150,20 +156,20 @@ def test_unsigned_messages_pass_only_while_signatures_are_not_required(
     registry: LocalRegistryWriter, store: FleetStore
 ) -> None:
     legacy = forged("old-agent", 1, "1.0.0", {})
-    lenient = TelemetryVerifier(lambda: load_fleet_keys(registry), refresh_s=0.0)
+    lenient = TelemetryVerifier(lambda: fleet_keys(registry), refresh_s=0.0)
     assert process_batch(store, [legacy], 1.0, lenient)[0].status is Status.APPLIED
-    strict = TelemetryVerifier(lambda: load_fleet_keys(registry), require_signed=True, refresh_s=0.0)
+    strict = TelemetryVerifier(lambda: fleet_keys(registry), require_signed=True, refresh_s=0.0)
     assert process_batch(store, [forged("old-agent", 2, "1.0.0", {})], 2.0, strict)[0].status is Status.MALFORMED
 
 
 def test_a_device_key_is_not_replaced_silently(registry: LocalRegistryWriter) -> None:
     first, _ = generate_keypair()
     second, _ = generate_keypair()
-    register_device_key(registry, "cam-9", first.public_key())
-    register_device_key(registry, "cam-9", first.public_key())  # idempotent
+    register_device_key(registry, "cam-9", first.public_key(), enrolment_key=ENROLMENT)
+    register_device_key(registry, "cam-9", first.public_key(), enrolment_key=ENROLMENT)  # idempotent
     with pytest.raises(ConflictError, match="compromised"):
-        register_device_key(registry, "cam-9", second.public_key())
-    register_device_key(registry, "cam-9", second.public_key(), replace=True)
+        register_device_key(registry, "cam-9", second.public_key(), enrolment_key=ENROLMENT)
+    register_device_key(registry, "cam-9", second.public_key(), enrolment_key=ENROLMENT, replace=True)
 
 
 def test_corrupt_spool_restarts_seq_in_a_new_epoch_and_nothing_is_dropped_as_duplicate(
@@ -189,7 +195,7 @@ def test_a_device_removed_from_the_fleet_is_refused_after_the_next_refresh(
     tmp_path: Path, registry: LocalRegistryWriter, store: FleetStore
 ) -> None:
     now = [0.0]
-    verifier = TelemetryVerifier(lambda: load_fleet_keys(registry), refresh_s=60.0, clock=lambda: now[0])
+    verifier = TelemetryVerifier(lambda: fleet_keys(registry), refresh_s=60.0, clock=lambda: now[0])
     cam = Device(tmp_path / "cam-5", "cam-5", registry)
     assert process_batch(store, cam.send(1), 1.0, verifier)[0].status is Status.APPLIED
     (registry.root / "fleet" / "devices" / "cam-5.json").unlink()  # the device was stolen: revoke it

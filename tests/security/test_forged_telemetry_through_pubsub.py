@@ -10,6 +10,7 @@ from pathlib import Path
 from edgefleet.device.identity import load_or_create_device_key, sign_telemetry
 from edgefleet.device.telemetry.spool import Spool
 from edgefleet.flows.registry import LocalRegistryWriter, register_device_key
+from edgefleet.kernel.signing import generate_keypair, save_public_key
 from edgefleet.monitor.store import open_store
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "monitor"))
@@ -19,9 +20,11 @@ from monitor_helpers import T0, RunningMonitor, telemetry, wait_until  # noqa: E
 def test_signed_telemetry_is_applied_and_a_forgery_dead_lettered(telemetry_topic, monitor_config, tmp_path):
     registry = LocalRegistryWriter(tmp_path / "registry", create=True)
     key = load_or_create_device_key(tmp_path / "cam-1")
-    register_device_key(registry, "cam-1", key.public_key())
-    config = monitor_config.model_copy(update={"identity": monitor_config.identity.model_copy(
-        update={"registry": str(registry.root)})})
+    enrolment, enrolment_public = generate_keypair()  # the fleet enrolment key signs the device's record
+    register_device_key(registry, "cam-1", key.public_key(), enrolment_key=enrolment)
+    config = monitor_config.model_copy(update={"identity": monitor_config.identity.model_copy(update={
+        "registry": str(registry.root),
+        "enrolment_keys": (str(save_public_key(enrolment_public, tmp_path / "enrolment.pub")),)})})
     with Spool(tmp_path / "cam-1" / "spool.sqlite", 100,
                signer=lambda data, device, epoch: sign_telemetry(key, data, device, epoch)) as spool:
         spool.append_many([lambda seq: telemetry("cam-1", seq)] * 3)

@@ -87,12 +87,20 @@ def test_resign_renews_only_what_is_due_and_reports_a_tampered_pointer(
 
 
 def test_unsigned_pointers_are_converted_only_when_asked() -> None:
+    """Re-signing never converts an unsigned pointer (issue 20: that laundered an attacker's pointer); asking
+    the scheduled flow to is refused, and the explicit act is `edgefleet registry convert-unsigned`
+    (tests/security/test_resign_launders_unsigned_pointer.py)."""
+    from pydantic import ValidationError
+
     from edgefleet.kernel.contracts.manifest import ChannelPointer
 
     unsigned = ChannelPointer(model="birds", channel="stable", version="1.0.0", manifest_sha256="0" * 64)
     now = datetime.now(UTC)
-    assert not needs_resign(unsigned, now, timedelta(days=7), convert_unsigned=False)
-    assert needs_resign(unsigned, now, timedelta(days=7), convert_unsigned=True)
+    assert not needs_resign(unsigned, now, timedelta(days=7))
+    assert not needs_resign(unsigned, now, None)
+    assert not ResignParams(registry="/r").convert_unsigned
+    with pytest.raises(ValidationError, match="convert_unsigned"):
+        ResignParams(registry="/r", convert_unsigned=True)
 
 
 def test_resign_deployment_is_scheduled_with_valid_parameters() -> None:
