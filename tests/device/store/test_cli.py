@@ -92,6 +92,7 @@ def test_install_activate_rollback_and_models(make_version: VersionFactory, stor
             "versions": ["1.0.0", "2.0.0"],
             "current": "2.0.0",
             "previous": "1.0.0",
+            "floor": "2.0.0",
             "refused": [],
         }
     ]
@@ -100,6 +101,8 @@ def test_install_activate_rollback_and_models(make_version: VersionFactory, stor
     assert result.exit_code == 0, result.output
     assert "rolled back to 1.0.0" in result.stdout
     assert store.current("birds").version == "1.0.0"
+    after = json.loads(invoke("models", "--root", store.root, "--json").stdout)["models"][0]
+    assert (after["current"], after["floor"]) == ("1.0.0", "2.0.0")  # a rollback by hand keeps the floor
 
     table = invoke("models", "--root", store.root)
     assert "birds" in table.stdout and "1.0.0" in table.stdout
