@@ -27,10 +27,14 @@ from edgefleet.kernel.contracts.manifest import (
     Manifest,
 )
 from edgefleet.kernel.errors import VerificationError
+from edgefleet.kernel.fsutil import read_regular
 from edgefleet.kernel.signing import PublicKeyLike, decode_signature, verify
 
 HASH_CHUNK_BYTES = 1 << 20
 SIGNED_FILES = frozenset({MANIFEST_FILE, SIGNATURE_FILE})
+MAX_MANIFEST_BYTES = 8 * 1024 * 1024
+"""A manifest larger than this is refused unread (real ones are kilobytes; golden outputs included)."""
+MAX_SIGNATURE_BYTES = 1024
 
 REFETCH_FIX = (
     "do not use this version: download or install it again from the registry; if the file was "
@@ -256,9 +260,11 @@ def refuse_development_signed(manifest: Manifest, source: str) -> None:
 
 def _read_signed_files(version_dir: Path) -> tuple[bytes, bytes]:
     contents = []
-    for name in (MANIFEST_FILE, SIGNATURE_FILE):
+    for name, max_bytes in ((MANIFEST_FILE, MAX_MANIFEST_BYTES), (SIGNATURE_FILE, MAX_SIGNATURE_BYTES)):
         try:
-            contents.append((version_dir / name).read_bytes())
+            contents.append(read_regular(version_dir / name, max_bytes=max_bytes, error_type=VerificationError,
+                                         fix="a version directory holds plain files as the release pipeline "
+                                         "wrote them: " + REFETCH_FIX))
         except FileNotFoundError:
             raise VerificationError(
                 f"{version_dir} has no {name}",

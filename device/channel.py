@@ -2,18 +2,22 @@
 
 The release key signs a pointer's version, manifest sha256, a counter that only goes up, an expiry and a
 `downgrade` flag (TUF's answer to replay and freeze attacks, cut to this size). A device remembers, per
-model, the highest counter it accepted on each channel and the highest version it accepted, and refuses:
+model, the highest counter it accepted on each channel (this module's record) and the highest version it
+activated by any route (its version floor, `edgefleet.device.floor`), and refuses:
 
 - a pointer whose signature does not verify against the release key;
 - a lower counter than the one it accepted (a replayed old pointer), or the same counter with other content;
-- a lower version than the highest it accepted, unless the signed pointer says `downgrade` (then the lower
-  version becomes the new floor);
-- an unsigned (schema 1) pointer once it has accepted a signed one on that channel, or when configured to
-  require signed pointers;
+- a version below its floor, unless the signed pointer says `downgrade` (then the lower version becomes the
+  new floor) and was signed after the floor was set (an older downgrade is a replay);
+- an unsigned (schema 1) pointer when it requires signed pointers (the default), or once it has accepted a
+  signed one on that channel (the transition setting `require_signed_pointers: false`);
+- a pointer valid for longer than `MAX_POINTER_VALIDITY` from now (it would outlive every re-signing, and a
+  frozen registry would never be noticed);
 - an expired pointer: the device stays on what it runs and reports it (a frozen registry is noticed).
 
-An operator's rollback over SSH (`edgefleet-agent activate/rollback`) is not a channel move and is not
-subject to these rules. Everything here is pure. Signing a pointer is the pipelines' act:
+A pointer naming the version the device runs moves nothing and is not held against the floor. An operator's
+`edgefleet-agent activate/rollback` over SSH is not a channel move and is not subject to these rules (it does
+not lower the floor either). Everything here is pure. Signing a pointer is the pipelines' act:
 `edgefleet.flows.registry.pointers`.
 """
 
@@ -22,11 +26,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edgefleet.device.floor import VersionFloor, highest
 from edgefleet.kernel.contracts.layout import version_sort_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import VerificationError
@@ -37,6 +42,10 @@ log = logging.getLogger(__name__)
 RECORD_FILE = ".channel.json"
 """Per model, under `models/<model>/` in the device store: what pull mode accepted."""
 
+MAX_POINTER_VALIDITY = timedelta(days=90)
+"""The longest a signed pointer may still be valid when a device reads it. Pipelines sign for 14 days and
+re-sign a week before expiry (`signing.pointer_validity_days`); keep that below this."""
+
 Verdict = Literal["accept", "refuse", "expired"]
 
 
@@ -46,7 +55,8 @@ class ChannelRecord(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     highest_version: str | None = None
-    """The floor: no lower version is accepted without a signed downgrade pointer."""
+    """The highest version accepted from a channel (lowered by a signed downgrade). Part of the floor with
+    the store's own record (`edgefleet.device.floor`), which also counts pushed versions."""
     counters: dict[str, int] = Field(default_factory=dict)
     """channel -> highest counter accepted (present once a signed pointer was accepted there)."""
     pointers: dict[str, str] = Field(default_factory=dict)
@@ -84,49 +94,124 @@ def judge_pointer(
     pointer: ChannelPointer,
     record: ChannelRecord,
     *,
+    floor: VersionFloor | None,
     now: datetime,
-    require_signed: bool = False,
+    require_signed: bool = True,
+    running: str | None = None,
+    max_validity: timedelta = MAX_POINTER_VALIDITY,
 ) -> Judgement:
-    """Whether a device accepts a (signature-checked) pointer, given what it accepted before. Pure."""
-    channel = pointer.channel
-    where = f"channel {channel} of model {pointer.model}"
+    """Whether a device accepts a (signature-checked) pointer, given what it accepted and activated. Pure.
+
+    Args:
+        floor: the store's version floor (`ModelStore.floor`); the record's `highest_version` counts too.
+        running: `version_identity` of the version the device runs: a pointer naming it moves nothing and
+            is not held against the floor (unless it is a downgrade, which would lower the floor).
+    """
+    where = f"channel {pointer.channel} of model {pointer.model}"
+    problem = _signature_rule(pointer, record, where, require_signed) or _freshness_rule(
+        pointer, record, where, now, max_validity
+    )
+    if problem is not None:
+        return problem
+    if not pointer.downgrade and running == version_identity(pointer.version, pointer.manifest_sha256):
+        return Judgement("accept", f"{where} names {pointer.version}, the running version")
+    return _floor_rule(pointer, record, where, floor) or Judgement("accept", f"{where} names {pointer.version}")
+
+
+def version_identity(version: str, manifest_sha256: str) -> str:
+    """"<version> <manifest sha256>": a version as a pointer names it (compare with `running`)."""
+    return f"{version} {manifest_sha256}"
+
+
+def _signature_rule(
+    pointer: ChannelPointer, record: ChannelRecord, where: str, require_signed: bool
+) -> Judgement | None:
+    if pointer.signed:
+        return None
+    if require_signed:
+        return Judgement("refuse", f"{where} is unsigned (schema 1) and this agent requires signed pointers")
+    if pointer.channel in record.counters:
+        return Judgement(
+            "refuse",
+            f"{where} is unsigned (schema 1) but a signed pointer (counter {record.counters[pointer.channel]}) "
+            "was accepted before: an unsigned pointer now is a replay or a forgery",
+        )
+    return None
+
+
+def _freshness_rule(
+    pointer: ChannelPointer, record: ChannelRecord, where: str, now: datetime, max_validity: timedelta
+) -> Judgement | None:
     if not pointer.signed:
-        if require_signed:
-            return Judgement("refuse", f"{where} is unsigned (schema 1) and this agent requires signed pointers")
-        if channel in record.counters:
-            return Judgement(
-                "refuse",
-                f"{where} is unsigned (schema 1) but a signed pointer (counter {record.counters[channel]}) was "
-                "accepted before: an unsigned pointer now is a replay or a forgery",
-            )
-    else:
-        assert pointer.counter is not None and pointer.expires_at is not None
-        seen = record.counters.get(channel)
-        if seen is not None and pointer.counter < seen:
-            return Judgement(
-                "refuse",
-                f"{where} has counter {pointer.counter}, lower than {seen} accepted before: a replayed old "
-                "pointer",
-            )
-        if seen is not None and pointer.counter == seen and record.pointers.get(channel) != _identity(pointer):
-            return Judgement(
-                "refuse", f"{where} reuses counter {seen} for different content ({pointer.version})"
-            )
-        if pointer.expires_at <= now:
-            return Judgement(
-                "expired",
-                f"{where} expired at {pointer.expires_at.isoformat()} (names {pointer.version}): staying on "
-                "the running version until the channel is re-signed",
-            )
-    floor = record.highest_version
-    if floor is not None and version_sort_key(pointer.version) < version_sort_key(floor):
-        if not pointer.downgrade:
-            return Judgement(
-                "refuse",
-                f"{where} names {pointer.version}, lower than {floor} accepted before, and is not a signed "
-                "downgrade",
-            )
-    return Judgement("accept", f"{where} names {pointer.version}")
+        return None
+    assert pointer.counter is not None and pointer.expires_at is not None
+    seen = record.counters.get(pointer.channel)
+    if seen is not None and pointer.counter < seen:
+        return Judgement(
+            "refuse", f"{where} has counter {pointer.counter}, lower than {seen} accepted before: a replayed old "
+            "pointer"
+        )
+    if seen is not None and pointer.counter == seen and record.pointers.get(pointer.channel) != _identity(pointer):
+        return Judgement("refuse", f"{where} reuses counter {seen} for different content ({pointer.version})")
+    if pointer.expires_at.tzinfo is None:  # not comparable with a clock: refused, never a crash
+        return Judgement("refuse", f"{where} has an expiry without a time zone ({pointer.expires_at.isoformat()}): "
+                         "re-sign it (the pipelines write UTC)")
+    if pointer.expires_at - now > max_validity:
+        return Judgement(
+            "refuse",
+            f"{where} is valid until {pointer.expires_at.isoformat()}, more than the {max_validity.days} days "
+            "this agent accepts from now: a pointer that outlives every re-signing would hide a frozen "
+            "registry (re-sign it with a shorter validity)",
+        )
+    if pointer.expires_at <= now:
+        return Judgement(
+            "expired",
+            f"{where} expired at {pointer.expires_at.isoformat()} (names {pointer.version}): staying on "
+            "the running version until the channel is re-signed",
+        )
+    return None
+
+
+def _floor_rule(
+    pointer: ChannelPointer, record: ChannelRecord, where: str, floor: VersionFloor | None
+) -> Judgement | None:
+    lowest = highest(floor.version if floor else None, record.highest_version)
+    if lowest is None or version_sort_key(pointer.version) >= version_sort_key(lowest):
+        return None
+    if not (pointer.signed and pointer.downgrade):
+        return Judgement(
+            "refuse",
+            f"{where} names {pointer.version}, lower than {lowest} this device activated, and is not a "
+            "signed downgrade",
+        )
+    since = floor.since if floor is not None and floor.version == lowest else None
+    if since is not None and pointer.updated_at <= since:
+        return Judgement(
+            "refuse",
+            f"{where} is a downgrade to {pointer.version} signed at {pointer.updated_at.isoformat()}, before "
+            f"this device activated {lowest} ({since.isoformat()}): a replayed old downgrade",
+        )
+    return None
+
+
+def assess_pointer(
+    public_key: PublicKeyLike,
+    pointer: ChannelPointer,
+    record: ChannelRecord,
+    *,
+    floor: VersionFloor | None,
+    now: datetime,
+    source: str,
+    require_signed: bool = True,
+    running: str | None = None,
+) -> Judgement:
+    """The signature check, then `judge_pointer`: what a device does with a pointer as read."""
+    if pointer.signed:
+        try:
+            verify_pointer(public_key, pointer, source=source)
+        except VerificationError as error:
+            return Judgement("refuse", error.message)
+    return judge_pointer(pointer, record, floor=floor, now=now, require_signed=require_signed, running=running)
 
 
 def accepted(record: ChannelRecord, pointer: ChannelPointer) -> ChannelRecord:

@@ -297,8 +297,13 @@ def check_registry(config: AgentConfig, limits: DoctorLimits) -> Check:
         return Check(name="registry", status="fail", detail=f"{config.registry.uri}: {type(error).__name__}: "
                                                            f"{error}"[:400],
                      fix="check the network and the device's credentials (GOOGLE_APPLICATION_CREDENTIALS)")
-    pointer = state.pointer.version if state.pointer else "no pointer yet"
-    return _ok("registry", f"{config.registry.uri} reachable; {config.model}/{config.registry.channel}: {pointer}")
+    where = f"{config.registry.uri} reachable; {config.model}/{config.registry.channel}"
+    if state.pointer is None:
+        return _ok("registry", f"{where}: no pointer yet")
+    from edgefleet.device.doctor_pointer import pointer_check
+
+    status, detail, fix = pointer_check(config, state.pointer, source=registry.uri)
+    return Check(name="registry", status=status, detail=f"{where}: {detail}", fix=fix)
 
 
 def _endpoint_reachable(host: str, port: int, timeout_s: float) -> str | None:

@@ -49,7 +49,7 @@ class ChannelPoller:
         on_change: called with the PullResult when a new version was activated.
         on_refusal: called with the PullResult when a version was refused, or when the channel pointer was
             refused or expired (`result.pointer_problem`; once per distinct problem, not at every poll).
-        require_signed: refuse unsigned (schema 1) channel pointers.
+        require_signed: refuse unsigned (schema 1) channel pointers (default; False: the transition setting).
         on_error: called with (exception, transient) when a poll failed.
         stop_timeout_s: how long `stop()` waits for a running poll.
 
@@ -72,7 +72,7 @@ class ChannelPoller:
         on_error: Callable[[BaseException, bool], None] | None = None,
         on_thread_start: Callable[[], None] | None = None,
         stop_timeout_s: float = 10.0,
-        require_signed: bool = False,
+        require_signed: bool = True,
     ) -> None:
         self.registry = registry
         self.require_signed = require_signed

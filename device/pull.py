@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 from edgefleet.device.bundle import sha256_file, verify_manifest_bytes
 from edgefleet.device.channel import (
     RECORD_FILE,
     ChannelRecord,
     accepted,
-    judge_pointer,
+    assess_pointer,
     parse_record,
     record_bytes,
-    verify_pointer,
+    version_identity,
 )
+from edgefleet.device.floor import highest
+from edgefleet.device.pull_plan import Installed, Outcome, PullStep, next_step
 from edgefleet.device.registry.base import RegistryReader
 from edgefleet.device.store import ModelStore
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE
@@ -32,12 +34,9 @@ from edgefleet.kernel.signing import PublicKeyLike, resolve_public_key
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal[
-    "activated", "unchanged", "no_channel", "refused", "previously_refused", "pointer_refused", "expired"
-]
-"""`pointer_refused`: the channel pointer itself was refused (bad signature, replayed, a lower version that
-is not a signed downgrade, unsigned after signed); `expired`: the signed pointer expired. Both keep the
-device on what it runs and record nothing as refused (a newer valid pointer is taken at the next poll)."""
+__all__ = ["Outcome", "PullResult", "pull_channel_once"]
+
+
 class PullResult(NamedTuple):
     """What one pull round did."""
 
@@ -70,16 +69,16 @@ def pull_channel_once(
     public_key: PublicKeyLike | None = None,
     *,
     retry_refused: bool = False,
-    require_signed: bool = False,
+    require_signed: bool = True,
     now: datetime | None = None,
 ) -> PullResult:
     """Brings the store's current version of `model` to what `channel` names, if it verifies.
 
-    Steps: read the pointer and judge it (`edgefleet.device.channel`: signature, counter, expiry, version
-    floor); if it names the current version, nothing to do; if that version (with that
-    manifest sha256) was refused before, skip it (unless `retry_refused`); else read the manifest from the
-    registry, check its sha256 against the pointer and its signature, download into a staging directory
-    inside the store, verify every file, install and activate.
+    Steps: read the pointer and judge it (`edgefleet.device.channel`: signature, counter, validity, expiry,
+    the device's version floor); then `edgefleet.device.pull_plan.next_step` decides: nothing to do (it
+    names the current version), skip a version refused before (unless `retry_refused`), or read the
+    manifest from the registry, check its sha256 against the pointer and its signature, download into a
+    staging directory inside the store, verify every file, install and activate.
 
     Args:
         registry: where the channel lives.
@@ -87,7 +86,8 @@ def pull_channel_once(
         model, channel: what to follow.
         public_key: the release public key; default the store's (`<root>/keys/release.pub`).
         retry_refused: try a previously refused version again.
-        require_signed: refuse unsigned (schema 1) pointers even before a signed one was seen.
+        require_signed: refuse unsigned (schema 1) pointers (the default; False is the transition setting
+            for fleets whose pipelines do not sign yet).
         now: the time to judge expiry by (default: the clock).
 
     Returns:
@@ -95,7 +95,9 @@ def pull_channel_once(
 
     Raises:
         RegistryError: the registry cannot be read (transient: try again later).
-        StoreError: the store cannot be changed right now (e.g. another writer holds its lock).
+        StoreError: the store cannot be changed right now (e.g. another writer holds its lock), or its
+            floor record is damaged.
+        VerificationError: the channel record is damaged.
     """
     # A missing or unreadable key is this device's setup problem, not the release's: it raises here,
     # before anything could be recorded as refused.
@@ -103,113 +105,100 @@ def pull_channel_once(
     resolve_public_key(key)
     pointer = registry.read_channel(model, channel).pointer
     current = store.current(model)
-    current_version = current.version if current else None
+    running = Installed(current.version, current.manifest_sha256) if current is not None else None
+    before = running.version if running else None
     if pointer is None:
-        return PullResult(
-            False,
-            None,
-            f"channel {channel} of model {model} is not set in {registry.uri}",
-            "no_channel",
-            current_version,
-        )
-    version = pointer.version
+        return PullResult(False, None, f"channel {channel} of model {model} is not set in {registry.uri}",
+                          "no_channel", before)
     record = parse_record(store.read_model_file(model, RECORD_FILE), source=f"{store.root} {model} {RECORD_FILE}")
-    problem = _pointer_problem(pointer, record, key, registry, require_signed, now or datetime.now(timezone.utc))
-    if problem is not None:
-        outcome, reason = problem
-        log.warning("%s %s/%s from %s: %s", outcome.replace("_", " "), model, channel, registry.uri, reason)
-        return PullResult(False, version, reason, outcome, current_version)
-    if (
-        current is not None
-        and current.version == version
-        and current.manifest_sha256 == pointer.manifest_sha256
-    ):
-        _remember(store, model, record, pointer)
-        return PullResult(
-            False, version, f"{model} {version} is already current", "unchanged", current_version
-        )
-    refusal = store.refusal(model, version, pointer.manifest_sha256)
-    if refusal is not None and not retry_refused:
-        return PullResult(
-            False,
-            version,
-            f"{model} {version} was refused earlier: {refusal.reason}",
-            "previously_refused",
-            current_version,
-        )
-
-    def refuse(reason: str) -> PullResult:
-        store.mark_refused(model, version, pointer.manifest_sha256, reason)
-        log.warning("refused %s %s from %s channel %s: %s", model, version, registry.uri, channel, reason)
-        return PullResult(False, version, reason, "refused", current_version)
-
+    floor = store.floor(model)
+    judgement = assess_pointer(
+        key, pointer, record, floor=floor, now=now or datetime.now(timezone.utc),
+        source=f"{registry.uri} {model}/{channel}", require_signed=require_signed,
+        running=version_identity(*running) if running else None,
+    )
+    if judgement.verdict != "accept":
+        outcome: Outcome = "expired" if judgement.verdict == "expired" else "pointer_refused"
+        log.warning("%s %s/%s from %s: %s", outcome.replace("_", " "), model, channel, registry.uri,
+                    judgement.reason)
+        return PullResult(False, pointer.version, judgement.reason, outcome, before)
     try:
-        installed = store.installed(model, version)
-        if installed is not None and installed.manifest_sha256 != pointer.manifest_sha256:
-            return refuse(
-                f"the installed {model} {version} has manifest sha256 {installed.manifest_sha256[:16]}..., "
-                f"channel {channel} names {pointer.manifest_sha256[:16]}...: versions are immutable, so "
-                "one of them was altered"
-            )
-        if installed is None:
-            signed = registry.read_manifest(model, version)
-            if signed.manifest_sha256 != pointer.manifest_sha256:
-                return refuse(
-                    f"the manifest of {model} {version} in {registry.uri} has sha256 "
-                    f"{signed.manifest_sha256[:16]}..., channel {channel} names "
-                    f"{pointer.manifest_sha256[:16]}...: the manifest was replaced after promotion"
-                )
-            verify_manifest_bytes(
-                signed.raw, signed.signature, key, source=f"{registry.uri} {model} {version} {MANIFEST_FILE}"
-            )
-            with store.staging_dir() as staging:
-                download_dir = staging / version
-                registry.download_version(model, version, download_dir)
-                downloaded_sha = sha256_file(download_dir / MANIFEST_FILE)
-                if downloaded_sha != pointer.manifest_sha256:
-                    return refuse(
-                        f"the downloaded manifest of {model} {version} has sha256 {downloaded_sha[:16]}..., "
-                        f"channel {channel} names {pointer.manifest_sha256[:16]}..."
-                    )
-                store.install(download_dir, key)
-        store.activate(model, version, key)
+        installed = store.installed(model, pointer.version)
+    except VerificationError as error:  # the installed copy is damaged: refused, as a failed download is
+        return _refuse(registry, store, pointer, _reason(error), before)
+    refusal = store.refusal(model, pointer.version, pointer.manifest_sha256)
+    step = next_step(
+        pointer, current=running, installed=Installed(installed.version, installed.manifest_sha256) if installed
+        else None, floor=highest(floor.version if floor else None, record.highest_version), refusal=refusal,
+        retry_refused=retry_refused,
+    )
+    return _carry_out(step, registry, store, pointer, key, record, before, refused_before=refusal is not None)
+
+
+def _carry_out(
+    step: PullStep, registry: RegistryReader, store: ModelStore, pointer: ChannelPointer, key: PublicKeyLike,
+    record: ChannelRecord, before: str | None, *, refused_before: bool,
+) -> PullResult:
+    """The I/O of one step (`next_step` decided it)."""
+    model, version = pointer.model, pointer.version
+    if step.action in ("keep", "lower_floor"):
+        if step.action == "lower_floor":
+            store.activate(model, version, key, signed_downgrade=True)
         _remember(store, model, record, pointer)
-        if refusal is not None:  # retried on request and it verified this time: forget the refusal
-            store.clear_refused(model)
+        return PullResult(False, version, step.reason, "unchanged", before)
+    if step.action == "skip":
+        return PullResult(False, version, step.reason, "previously_refused", before)
+    if step.action == "refuse":
+        return _refuse(registry, store, pointer, step.reason, before)
+    try:
+        if step.action == "download":
+            _download_and_install(registry, store, pointer, key)
+        store.activate(model, version, key, signed_downgrade=pointer.signed and pointer.downgrade)
     except VerificationError as error:
-        return refuse(f"{error.message}" + (f" (fix: {error.fix})" if error.fix else ""))
-    log.info(
-        "pulled %s %s from %s channel %s (was %s)", model, version, registry.uri, channel, current_version
-    )
-    return PullResult(
-        True,
-        version,
-        f"activated {model} {version} from channel {channel} (was {current_version or 'none'})",
-        "activated",
-        current_version,
-    )
+        return _refuse(registry, store, pointer, _reason(error), before)
+    _remember(store, model, record, pointer)
+    if refused_before:  # retried on request, and it verified this time: forget the refusal
+        store.clear_refused(model)
+    log.info("pulled %s %s from %s channel %s (was %s)", model, version, registry.uri, pointer.channel, before)
+    return PullResult(True, version, f"activated {model} {version} from channel {pointer.channel} (was "
+                      f"{before or 'none'})", "activated", before)
 
 
-def _pointer_problem(
-    pointer: ChannelPointer,
-    record: ChannelRecord,
-    key: PublicKeyLike,
-    registry: RegistryReader,
-    require_signed: bool,
-    now: datetime,
-) -> tuple[Outcome, str] | None:
-    """("pointer_refused" | "expired", reason) when the pointer must not be followed, else None."""
-    if pointer.signed:
-        try:
-            verify_pointer(key, pointer, source=f"{registry.uri} {pointer.model}/{pointer.channel}")
-        except VerificationError as error:
-            return "pointer_refused", error.message
-    judgement = judge_pointer(pointer, record, now=now, require_signed=require_signed)
-    if judgement.verdict == "refuse":
-        return "pointer_refused", judgement.reason
-    if judgement.verdict == "expired":
-        return "expired", judgement.reason
-    return None
+def _reason(error: VerificationError) -> str:
+    return error.message + (f" (fix: {error.fix})" if error.fix else "")
+
+
+def _refuse(registry: RegistryReader, store: ModelStore, pointer: ChannelPointer, reason: str,
+            before: str | None) -> PullResult:
+    store.mark_refused(pointer.model, pointer.version, pointer.manifest_sha256, reason)
+    log.warning("refused %s %s from %s channel %s: %s", pointer.model, pointer.version, registry.uri,
+                pointer.channel, reason)
+    return PullResult(False, pointer.version, reason, "refused", before)
+
+
+def _download_and_install(
+    registry: RegistryReader, store: ModelStore, pointer: ChannelPointer, key: PublicKeyLike
+) -> None:
+    """Reads, checks and downloads the version the pointer names, and installs it (VerificationError when
+    anything does not match the pointer or the key)."""
+    model, version, channel = pointer.model, pointer.version, pointer.channel
+    signed = registry.read_manifest(model, version)
+    if signed.manifest_sha256 != pointer.manifest_sha256:
+        raise VerificationError(
+            f"the manifest of {model} {version} in {registry.uri} has sha256 {signed.manifest_sha256[:16]}..., "
+            f"channel {channel} names {pointer.manifest_sha256[:16]}...: the manifest was replaced after promotion"
+        )
+    verify_manifest_bytes(signed.raw, signed.signature, key, source=f"{registry.uri} {model} {version} {MANIFEST_FILE}")
+    with store.staging_dir() as staging:
+        download_dir = staging / version
+        registry.download_version(model, version, download_dir)
+        downloaded_sha = sha256_file(download_dir / MANIFEST_FILE)
+        if downloaded_sha != pointer.manifest_sha256:
+            raise VerificationError(
+                f"the downloaded manifest of {model} {version} has sha256 {downloaded_sha[:16]}..., channel "
+                f"{channel} names {pointer.manifest_sha256[:16]}..."
+            )
+        store.install(download_dir, key)
 
 
 def _remember(store: ModelStore, model: str, record: ChannelRecord, pointer: ChannelPointer) -> None:

@@ -22,20 +22,30 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgefleet.device.bundle import (
-    SIGNED_FILES,
+    MAX_MANIFEST_BYTES,
+    MAX_SIGNATURE_BYTES,
+    REFETCH_FIX,
     sha256_bytes,
     verify_version_dir,
 )
+from edgefleet.device.floor import FLOOR_FILE, floor_bytes, next_floor
 from edgefleet.device.store_reader import InstalledVersion, StoreReader, checked_version, state_name
-from edgefleet.kernel.contracts.layout import CURRENT_POINTER, MANIFEST_FILE, PREVIOUS_POINTER, REFUSED_FILE
+from edgefleet.kernel.contracts.layout import (
+    CURRENT_POINTER,
+    MANIFEST_FILE,
+    PREVIOUS_POINTER,
+    REFUSED_FILE,
+    SIGNATURE_FILE,
+)
 from edgefleet.kernel.contracts.manifest import Manifest
 from edgefleet.kernel.contracts.refusal import Refusal, dump_refusals
-from edgefleet.kernel.errors import StoreError
+from edgefleet.kernel.errors import StoreError, VerificationError
 from edgefleet.kernel.fsutil import (
     atomic_write_bytes,
-    copy_file_synced,
+    copy_regular_synced,
     file_lock,
     fsync_dir,
+    read_regular,
     remove_tree_atomically,
     switch_symlink,
     temp_name,
@@ -112,8 +122,11 @@ class ModelStore(StoreReader):
             staging = temp_name(target, "installing")
             staging.mkdir()
             try:
-                for name in [entry.name for entry in manifest.files] + sorted(SIGNED_FILES):
-                    copy_file_synced(src_dir / name, staging / name)
+                sizes = {entry.name: entry.size for entry in manifest.files}
+                sizes |= {MANIFEST_FILE: MAX_MANIFEST_BYTES, SIGNATURE_FILE: MAX_SIGNATURE_BYTES}
+                for name, size in sizes.items():
+                    copy_regular_synced(src_dir / name, staging / name, max_bytes=size, fix=REFETCH_FIX,
+                                        error_type=VerificationError)
                 fsync_dir(staging)
                 installed_manifest = verify_version_dir(
                     staging, key, model=manifest.model, version=manifest.version
@@ -126,10 +139,14 @@ class ModelStore(StoreReader):
         log.info("installed %s %s into %s", manifest.model, manifest.version, target)
         return installed_manifest
 
-    def activate(self, model: str, version: str, public_key: PublicKeyLike | None = None) -> InstalledVersion:
+    def activate(
+        self, model: str, version: str, public_key: PublicKeyLike | None = None, *, signed_downgrade: bool = False
+    ) -> InstalledVersion:
         """Verifies an installed version again and makes it current; the old current becomes previous.
 
-        Activating the current version changes nothing.
+        Activating the current version changes no pointer. Every activation raises the model's version floor
+        to `version` if it is higher (`edgefleet.device.floor`); `signed_downgrade` (pull mode, after a signed
+        downgrade pointer was verified) sets the floor to `version` instead.
 
         Raises:
             StoreError: the version is not installed.
@@ -139,6 +156,7 @@ class ModelStore(StoreReader):
         with self._lock(model):
             installed = self._verified(model, version, key)
             current = self.pointer(model, CURRENT_POINTER)
+            self._move_floor(model, version, current, signed_downgrade=signed_downgrade)  # before: crash-safe
             if current == version:
                 return installed
             model_dir = self.model_dir(model)
@@ -170,6 +188,7 @@ class ModelStore(StoreReader):
                 )
             installed = self._verified(model, previous, key)
             current = self.pointer(model, CURRENT_POINTER)
+            self._move_floor(model, previous, current)  # a rollback never lowers the floor
             model_dir = self.model_dir(model)
             # current first: it is what the agent runs; a crash before the second switch leaves
             # previous == current, both valid.
@@ -251,12 +270,30 @@ class ModelStore(StoreReader):
             model, version, path, manifest, sha256_bytes((path / MANIFEST_FILE).read_bytes())
         )
 
-    def _same_as_installed(self, src_dir: Path, target: Path, manifest: Manifest) -> Manifest:
+    def _move_floor(self, model: str, activated: str, current: str | None, *, signed_downgrade: bool = False) -> None:
+        """Raises (or, for a signed downgrade, sets) the floor record as `activated` becomes current; called
+        under the model's lock, before the pointers switch (a crash in between leaves a floor too high, which
+        only refuses more)."""
         try:
-            installed_raw = (target / MANIFEST_FILE).read_bytes()
+            recorded = self.floor_record(model)
+        except StoreError as error:  # never block a switch (the agent's smoke-test restore needs it)
+            log.warning("%s; left as it is: pull mode refuses until it is fixed (%s)", error.message, error.fix)
+            return
+        updated = next_floor(recorded, current, activated, signed_downgrade=signed_downgrade,
+                             now=datetime.now(timezone.utc))
+        if updated != recorded:
+            atomic_write_bytes(self.model_dir(model) / FLOOR_FILE, floor_bytes(updated))
+
+    def _same_as_installed(self, src_dir: Path, target: Path, manifest: Manifest) -> Manifest:
+        def manifest_bytes(directory: Path) -> bytes:
+            return read_regular(directory / MANIFEST_FILE, max_bytes=MAX_MANIFEST_BYTES, fix=REFETCH_FIX,
+                                error_type=VerificationError)
+
+        try:
+            installed_raw = manifest_bytes(target)
         except FileNotFoundError:
             installed_raw = b""
-        if installed_raw == (src_dir / MANIFEST_FILE).read_bytes():
+        if installed_raw == manifest_bytes(src_dir):
             log.info("%s %s is already installed", manifest.model, manifest.version)
             return manifest
         raise StoreError(

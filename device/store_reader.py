@@ -6,6 +6,8 @@ Layout under the agent root (`EDGEFLEET_AGENT_ROOT`, default `~/.edgefleet-agent
     models/<model>/current         symlink -> "<version>" (relative), the version the agent runs
     models/<model>/previous        symlink -> "<version>", the version `rollback` returns to
     models/<model>/.refused.json   versions refused by pull mode or the agent (not retried)
+    models/<model>/.floor.json     the version floor: the highest version activated (edgefleet.device.floor)
+    models/<model>/.channel.json   what pull mode accepted from each channel (edgefleet.device.channel)
     keys/release.pub               the release public key (default)
 
 `StoreReader` only reads (what the running agent needs to watch `current`); `edgefleet.device.store.ModelStore`
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgefleet.device.bundle import read_signed_manifest
+from edgefleet.device.floor import FLOOR_FILE, MAX_FLOOR_BYTES, FloorRecord, VersionFloor, parse_floor
 from edgefleet.kernel.contracts.layout import (
     AGENT_ROOT_ENV,
     CURRENT_POINTER,
@@ -36,6 +39,7 @@ from edgefleet.kernel.contracts.layout import (
 from edgefleet.kernel.contracts.manifest import Manifest
 from edgefleet.kernel.contracts.refusal import Refusal, find_refusal, parse_refusals
 from edgefleet.kernel.errors import StoreError
+from edgefleet.kernel.fsutil import read_regular
 from edgefleet.kernel.signing import PublicKeyLike
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,8 @@ log = logging.getLogger(__name__)
 ROOT_ENV = AGENT_ROOT_ENV
 DEFAULT_ROOT = DEFAULT_AGENT_ROOT
 PUBLIC_KEY_FILE = "keys/release.pub"
+MAX_STATE_FILE_BYTES = 1 << 20
+"""A per-model state file (channel record, floor) larger than this is not one: refused unread."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,24 @@ class StoreReader:
         """The version `previous` points at (what `rollback` returns to), or None."""
         return self._pointed(model, PREVIOUS_POINTER)
 
+    def floor(self, model: str) -> VersionFloor | None:
+        """The model's version floor (`edgefleet.device.floor`): its record; for a store an older agent left
+        (no record), the current version; None when nothing was ever activated.
+
+        Raises:
+            StoreError: the floor record is damaged.
+        """
+        record = self.floor_record(model)
+        if record is not None:
+            return VersionFloor(record.version, record.since)
+        current = self.pointer(model, CURRENT_POINTER)
+        return VersionFloor(current, None) if current is not None else None
+
+    def floor_record(self, model: str) -> FloorRecord | None:
+        """The floor record as stored (None: none yet). Raises StoreError when it is damaged."""
+        data = self.read_model_file(model, FLOOR_FILE, max_bytes=MAX_FLOOR_BYTES)
+        return parse_floor(data, source=str(self.model_dir(model) / FLOOR_FILE))
+
     def pointer(self, model: str, name: str) -> str | None:
         """The version a pointer (`current` / `previous`) names, without reading the version."""
         link = self.model_dir(model) / name
@@ -167,10 +191,16 @@ class StoreReader:
 
     # --- small per-model state files (pull mode's channel record) -------------------------------------
 
-    def read_model_file(self, model: str, name: str) -> bytes | None:
-        """The bytes of `models/<model>/<name>` (a hidden state file), or None when absent."""
+    def read_model_file(self, model: str, name: str, *, max_bytes: int = MAX_STATE_FILE_BYTES) -> bytes | None:
+        """The bytes of `models/<model>/<name>` (a hidden state file), or None when absent.
+
+        Raises:
+            StoreError: it is not a regular file, or larger than `max_bytes`.
+        """
+        path = self.model_dir(model) / state_name(name)
         try:
-            return (self.model_dir(model) / state_name(name)).read_bytes()
+            return read_regular(path, max_bytes=max_bytes, error_type=StoreError,
+                                fix="remove it: state files are plain files the agent writes")
         except FileNotFoundError:
             return None
 

@@ -11,16 +11,23 @@ import errno
 import fcntl
 import os
 import shutil
+import stat
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 from edgefleet.kernel.errors import EdgefleetError
 
 LOCK_POLL_S = 0.01
 """How often a waiting `file_lock` retries; short because locks are held for milliseconds."""
+COPY_CHUNK_BYTES = 1 << 20
+TooLarge = Callable[[str, int, int], EdgefleetError]
+"""Makes the error for a file over its cap: (path, size, max_bytes) -> error (a caller's own wording)."""
+_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
 
 
 def temp_name(path: Path, tag: str = "tmp") -> Path:
@@ -63,6 +70,85 @@ def copy_file_synced(source: Path, dest: Path) -> None:
         shutil.copyfileobj(reader, writer)
         writer.flush()
         os.fsync(writer.fileno())
+
+
+def _too_large(path: Path, size: int, max_bytes: int, fix: str, error_type: type[EdgefleetError],
+               too_large: TooLarge | None) -> EdgefleetError:
+    if too_large is not None:
+        return too_large(str(path), size, max_bytes)
+    return error_type(f"{path} is {size} bytes or more, more than the {max_bytes} expected: refused", fix)
+
+
+def _check_regular(
+    status: os.stat_result, path: Path, max_bytes: int | None, fix: str, error_type: type[EdgefleetError],
+    too_large: TooLarge | None,
+) -> None:
+    if not stat.S_ISREG(status.st_mode):
+        kind = next((name for test, name in _KINDS if test(status.st_mode)), "not a plain file")
+        raise error_type(f"{path} is not a regular file (it is {kind}): refused unread", fix)
+    if max_bytes is not None and status.st_size > max_bytes:
+        raise _too_large(path, status.st_size, max_bytes, fix, error_type, too_large)
+
+
+@contextmanager
+def open_regular(
+    path: Path, *, max_bytes: int | None, fix: str, error_type: type[EdgefleetError] = EdgefleetError,
+    too_large: TooLarge | None = None,
+) -> Iterator[BinaryIO]:
+    """Opens a file for reading only when it is a regular file of at most `max_bytes` (None: any size).
+
+    A named pipe, a device or a socket (or a symlink to one) is refused before it is opened, and checked
+    again on the open descriptor (opened without blocking, so a FIFO swapped in meanwhile cannot hang the
+    caller). The caller still bounds its reads: a file may grow after the check.
+
+    Raises:
+        FileNotFoundError: there is no such file (callers decide what missing means).
+        error_type: not a regular file, or larger than `max_bytes` (names `path`; `fix` says what to do;
+            `too_large` makes the size error when given).
+    """
+    _check_regular(os.stat(path), path, max_bytes, fix, error_type, too_large)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        _check_regular(os.fstat(fd), path, max_bytes, fix, error_type, too_large)
+        handle = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with handle:
+        yield handle
+
+
+def read_regular(
+    path: Path, *, max_bytes: int, fix: str, error_type: type[EdgefleetError] = EdgefleetError,
+    too_large: TooLarge | None = None,
+) -> bytes:
+    """The bytes of a regular file of at most `max_bytes` (see `open_regular`)."""
+    with open_regular(path, max_bytes=max_bytes, fix=fix, error_type=error_type, too_large=too_large) as handle:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:  # it grew after the check
+        raise _too_large(path, len(data), max_bytes, fix, error_type, too_large)
+    return data
+
+
+def copy_regular_synced(
+    source: Path, dest: Path, *, max_bytes: int | None, fix: str,
+    error_type: type[EdgefleetError] = EdgefleetError, too_large: TooLarge | None = None,
+) -> None:
+    """`copy_file_synced` of a regular file of at most `max_bytes` (see `open_regular`); the copy is
+    refused (and `dest` removed) when the source grows past it meanwhile."""
+    with open_regular(source, max_bytes=max_bytes, fix=fix, error_type=error_type, too_large=too_large) as reader:
+        with open(dest, "wb") as writer:
+            copied = 0
+            while chunk := reader.read(COPY_CHUNK_BYTES):
+                copied += len(chunk)
+                if max_bytes is not None and copied > max_bytes:
+                    break
+                writer.write(chunk)
+            writer.flush()
+            os.fsync(writer.fileno())
+    if max_bytes is not None and copied > max_bytes:  # it grew after the check
+        dest.unlink(missing_ok=True)
+        raise _too_large(source, copied, max_bytes, fix, error_type, too_large)
 
 
 def switch_symlink(link: Path, target: str) -> None:

@@ -116,9 +116,10 @@ class RegistryConfig(_Section):
     channel: ChannelName = "stable"
     poll_interval_s: float = Field(default=30.0, gt=0)
     require_signed_pointers: bool = Field(
-        default=False,
-        description="refuse unsigned (schema 1) channel pointers; set once every pipeline signs (an agent "
-        "refuses them on a channel anyway after it accepted a signed one there)",
+        default=True,
+        description="refuse unsigned (schema 1) channel pointers. false is the transition setting for a fleet "
+        "whose pipelines do not sign yet (an agent still refuses unsigned pointers on a channel once it "
+        "accepted a signed one there); README: upgrading to signed pointers",
     )
 
 

@@ -197,6 +197,7 @@ def models(
                 "versions": store.versions(name),
                 "current": store.pointer(name, "current"),
                 "previous": store.pointer(name, "previous"),
+                "floor": _floor(store, name),
                 "refused": [
                     {"version": refusal.version, "reason": refusal.reason} for refusal in store.refusals(name)
                 ],
@@ -212,17 +213,27 @@ def models(
         typer.echo(f"no models installed in {store.root}")
         return
     table = Table(title=f"models in {store.root}")
-    for column in ("model", "current", "previous", "installed versions", "refused"):
+    for column in ("model", "current", "previous", "floor", "installed versions", "refused"):
         table.add_column(column)
     for row in rows:
         table.add_row(
             row["model"],
             row["current"] or "-",
             row["previous"] or "-",
+            row["floor"] or "-",
             ", ".join(row["versions"]),
             ", ".join(refusal["version"] for refusal in row["refused"]) or "-",
         )
     Console().print(table)
+
+
+def _floor(store: ModelStore, model: str) -> str | None:
+    """The model's version floor for `models` (a damaged record is shown as such, not an error here)."""
+    try:
+        floor = store.floor(model)
+    except EdgefleetError:
+        return "damaged (see edgefleet-agent pull)"
+    return floor.version if floor is not None else None
 
 
 _REFUSALS = ("refused", "previously_refused", "pointer_refused", "expired")
@@ -241,8 +252,13 @@ def pull(
         bool, typer.Option("--retry-refused", help="try a previously refused version again")
     ] = False,
     require_signed: Annotated[
-        bool, typer.Option("--require-signed", help="refuse unsigned (schema 1) channel pointers")
-    ] = False,
+        bool,
+        typer.Option(
+            "--require-signed/--allow-unsigned",
+            help="refuse unsigned (schema 1) channel pointers (default); --allow-unsigned is the transition "
+            "setting for registries whose pipelines do not sign yet",
+        ),
+    ] = True,
     as_json: JsonOption = False,
 ) -> None:
     """Pull once: download, verify, install and activate the version a registry channel names."""

@@ -24,7 +24,7 @@ from google.cloud.storage.exceptions import DataCorruption
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from edgefleet.device.registry.base import RegistryOptions, RegistryReader
-from edgefleet.device.registry.keys import too_large
+from edgefleet.device.registry.keys import MAX_RECORD_BYTES, too_large
 from edgefleet.kernel.errors import ConflictError, EdgefleetError, RegistryError
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
@@ -112,6 +112,8 @@ class GcsRegistryReader(RegistryReader):
             blob = self._stat(key)
             if blob is None:
                 return None, 0
+            if blob.size is not None and blob.size > MAX_RECORD_BYTES:  # a pointer or record is kilobytes
+                raise too_large(self.describe(key), blob.size, MAX_RECORD_BYTES)
             generation = int(blob.generation)  # the download may reset blob.generation from its headers
             try:
                 with self._errors(f"reading {self.describe(key)}", not_found_ok=True):

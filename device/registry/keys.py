@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from edgefleet.device.bundle import MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES  # noqa: F401 - re-exported
 from edgefleet.kernel.contracts.layout import (
     MODELS_PREFIX,
     ROLLOUTS_PREFIX,
@@ -18,9 +19,8 @@ from edgefleet.kernel.contracts.layout import (
 from edgefleet.kernel.errors import RegistryError, VerificationError
 
 _KEY_PART = re.compile(r"^[A-Za-z0-9._=-]+$")
-MAX_MANIFEST_BYTES = 8 * 1024 * 1024
-"""A manifest larger than this is refused unread (real ones are kilobytes; golden outputs included)."""
-MAX_SIGNATURE_BYTES = 1024
+MAX_RECORD_BYTES = 8 * 1024 * 1024
+"""A channel pointer or JSON record larger than this is refused unread (real ones are kilobytes)."""
 
 
 def too_large(what: str, size: int, max_bytes: int) -> VerificationError:

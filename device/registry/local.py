@@ -13,10 +13,14 @@ import os
 from pathlib import Path
 
 from edgefleet.device.registry.base import RegistryOptions, RegistryReader
-from edgefleet.device.registry.keys import too_large
-from edgefleet.kernel.errors import RegistryError
-from edgefleet.kernel.fsutil import copy_file_synced
+from edgefleet.device.registry.keys import MAX_RECORD_BYTES, too_large
+from edgefleet.kernel.errors import EdgefleetError, RegistryError, VerificationError
+from edgefleet.kernel.fsutil import copy_regular_synced, read_regular
 
+NOT_AN_OBJECT_FIX = (
+    "a registry object is a plain file written by the pipelines: remove what is there and re-publish or "
+    "re-promote, and check who can write to the registry directory"
+)
 GENERATION_BYTES = 7
 """Bytes of the content sha256 that make a generation token (56 bits: collisions are not a concern)."""
 
@@ -63,49 +67,34 @@ class LocalRegistryReader(RegistryReader):
         return sorted(keys)
 
     def _read_bytes(self, key: str) -> bytes | None:
-        self._require_root()
-        try:
-            return (self.root / key).read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError as error:
-            raise RegistryError(
-                f"cannot read {self.root / key} ({error.strerror})",
-                "check the registry directory's permissions",
-            ) from error
+        """A channel pointer or record: like a malformed one, one that is not a plain file (or too large) is a
+        RegistryError (pull mode tries again at the next poll)."""
+        return self._read_regular(key, MAX_RECORD_BYTES, RegistryError)
 
     def _read_versioned(self, key: str) -> tuple[bytes | None, int]:
         data = self._read_bytes(key)  # one read: bytes and token always agree
         return (None, 0) if data is None else (data, content_generation(data))
 
     def _read_bounded(self, key: str, max_bytes: int) -> bytes | None:
+        return self._read_regular(key, max_bytes, VerificationError)
+
+    def _read_regular(self, key: str, max_bytes: int, error_type: type[EdgefleetError]) -> bytes | None:
+        """Regular files only (a FIFO or a device there is refused, not waited on), at most `max_bytes`."""
         self._require_root()
         try:
-            with open(self.root / key, "rb") as handle:
-                size = os.fstat(handle.fileno()).st_size
-                if size > max_bytes:
-                    raise too_large(str(self.root / key), size, max_bytes)
-                data = handle.read(max_bytes + 1)
+            return read_regular(self.root / key, max_bytes=max_bytes, fix=NOT_AN_OBJECT_FIX, error_type=error_type,
+                                too_large=too_large if error_type is VerificationError else None)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as error:
             raise RegistryError(f"cannot read {self.root / key} ({error.strerror})",
                                 "check the registry directory's permissions") from error
-        if len(data) > max_bytes:
-            raise too_large(str(self.root / key), len(data), max_bytes)
-        return data
 
     def _download(self, key: str, dest: Path, max_bytes: int | None = None) -> None:
         source = self.root / key
-        if max_bytes is not None:
-            try:
-                size = source.stat().st_size
-            except FileNotFoundError:
-                size = None
-            if size is not None and size > max_bytes:
-                raise too_large(str(source), size, max_bytes)
         try:
-            copy_file_synced(source, dest)
+            copy_regular_synced(source, dest, max_bytes=max_bytes, fix=NOT_AN_OBJECT_FIX,
+                                error_type=VerificationError, too_large=too_large)
         except FileNotFoundError:
             self._require_root()
             raise RegistryError(

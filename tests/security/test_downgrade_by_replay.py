@@ -101,12 +101,16 @@ def test_old_unsigned_pointer_after_a_signed_one_is_refused(
 def test_unsigned_lower_version_is_refused_even_before_any_signed_pointer(
     local_registry: LocalRegistryWriter, store: ModelStore, make_version: VersionFactory
 ) -> None:
+    """Under the transition setting (`require_signed_pointers: false`), unsigned pointers still cannot go
+    below the floor."""
     for version in ("1.0.0", "1.1.0"):
         publish(local_registry, make_version, version)
-        local_registry.promote("birds", version, "stable")  # legacy unsigned pointers (agents not upgraded)
-        pull_channel_once(local_registry, store, "birds", "stable")
+        local_registry.promote("birds", version, "stable")  # legacy unsigned pointers (pipelines not upgraded)
+        pull_channel_once(local_registry, store, "birds", "stable", require_signed=False)
     plant_unsigned_pointer(local_registry, "1.0.0")
-    assert_pointer_refused(local_registry, store, "not a signed downgrade", keeps="1.1.0")
+    result = pull_channel_once(local_registry, store, "birds", "stable", require_signed=False)
+    assert result.outcome == "pointer_refused" and "not a signed downgrade" in result.reason
+    assert store.current("birds").version == "1.1.0"
 
 
 def test_required_signatures_refuse_unsigned_pointers(

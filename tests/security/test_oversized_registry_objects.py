@@ -11,15 +11,15 @@ from edgefleet.device.registry.keys import MAX_MANIFEST_BYTES
 from edgefleet.device.store import ModelStore
 from edgefleet.flows.registry import RegistryWriter
 from edgefleet.kernel.errors import VerificationError
-from tests.device.store.conftest import VersionFactory
+from tests.device.store.conftest import Keys, VersionFactory
 from tests.device.store.test_pull import overwrite_object
 
 
 def test_a_model_object_larger_than_its_manifest_says_is_refused_before_download(
-    registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, tmp_path
+    registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys, tmp_path
 ) -> None:
     registry.publish_version("birds", "1.0.0", make_version("birds", "1.0.0"))
-    registry.promote("birds", "1.0.0", "stable")
+    registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
     overwrite_object(registry, "models/birds/1.0.0/model_cpu.tflite", b"\0" * (4 * 1024 * 1024))
     with pytest.raises(VerificationError, match="refused before downloading"):
         registry.download_version("birds", "1.0.0", tmp_path / "dl")

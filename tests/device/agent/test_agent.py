@@ -175,7 +175,7 @@ def test_pull_mode_follows_the_registry_channel_and_refuses_a_tampered_release(r
 
     registry = open_registry_writer(releases.tmp / "registry", create=True)
     registry.publish_version(MODEL, "1.0.0", releases.build("1.0.0"))
-    registry.promote(MODEL, "1.0.0", "stable")
+    registry.promote(MODEL, "1.0.0", "stable", signing_key=releases.private_key)
     config = agent_config(releases)
     config = config.model_copy(update={"registry": config.registry.model_copy(
         update={"uri": str(releases.tmp / "registry"), "poll_interval_s": 0.2})})
@@ -189,7 +189,7 @@ def test_pull_mode_follows_the_registry_channel_and_refuses_a_tampered_release(r
         data = bytearray(model_in_registry.read_bytes())
         data[len(data) // 2] ^= 0xFF
         model_in_registry.write_bytes(bytes(data))
-        registry.promote(MODEL, "1.1.0", "stable")
+        registry.promote(MODEL, "1.1.0", "stable", signing_key=releases.private_key)
         wait_until(lambda: any(r.version == "1.1.0" for r in releases.store.refusals(MODEL)) or
                    "1.1.0" in releases.root.joinpath("telemetry.jsonl").read_text(), "the refusal")
         frames = agent.stats.frames

@@ -60,14 +60,14 @@ def test_counter_goes_up_even_when_the_channel_is_recreated(keys: Keys) -> None:
 def test_same_counter_with_other_content_is_refused(keys: Keys) -> None:
     pointer = signed(keys)
     record = accepted(ChannelRecord(), pointer)
-    assert judge_pointer(pointer, record, now=NOW).verdict == "accept"
+    assert judge_pointer(pointer, record, floor=None, now=NOW).verdict == "accept"
     twin = signed(keys, "1.2.0").model_copy(update={"counter": pointer.counter})
-    assert judge_pointer(twin, record, now=NOW).verdict == "refuse"
+    assert judge_pointer(twin, record, floor=None, now=NOW).verdict == "refuse"
 
 
 def test_downgrade_resets_the_floor(keys: Keys) -> None:
     high = signed(keys, "2.0.0")
     record = accepted(ChannelRecord(), high)
     down = signed(keys, "1.0.0", previous=high, downgrade=True)
-    assert judge_pointer(down, record, now=NOW).verdict == "accept"
+    assert judge_pointer(down, record, floor=None, now=NOW).verdict == "accept"
     assert accepted(record, down).highest_version == "1.0.0"

@@ -92,6 +92,7 @@ def test_install_activate_rollback_and_models(make_version: VersionFactory, stor
             "versions": ["1.0.0", "2.0.0"],
             "current": "2.0.0",
             "previous": "1.0.0",
+            "floor": "2.0.0",
             "refused": [],
         }
     ]
@@ -100,6 +101,8 @@ def test_install_activate_rollback_and_models(make_version: VersionFactory, stor
     assert result.exit_code == 0, result.output
     assert "rolled back to 1.0.0" in result.stdout
     assert store.current("birds").version == "1.0.0"
+    after = json.loads(invoke("models", "--root", store.root, "--json").stdout)["models"][0]
+    assert (after["current"], after["floor"]) == ("1.0.0", "2.0.0")  # a rollback by hand keeps the floor
 
     table = invoke("models", "--root", store.root)
     assert "birds" in table.stdout and "1.0.0" in table.stdout
@@ -135,10 +138,10 @@ def pull_args(registry: LocalRegistryWriter, store: ModelStore) -> tuple:
 
 
 def test_pull_from_a_registry_directory(
-    make_version: VersionFactory, store: ModelStore, local_registry: LocalRegistryWriter
+    make_version: VersionFactory, store: ModelStore, local_registry: LocalRegistryWriter, keys: Keys
 ) -> None:
     local_registry.publish_version("birds", "1.0.0", make_version("birds", "1.0.0"))
-    local_registry.promote("birds", "1.0.0", "stable")
+    local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
     args = pull_args(local_registry, store)
 
     result = invoke(*args, "--json")
@@ -152,10 +155,10 @@ def test_pull_from_a_registry_directory(
 
 
 def test_pull_of_a_tampered_version_exits_2(
-    make_version: VersionFactory, store: ModelStore, local_registry: LocalRegistryWriter
+    make_version: VersionFactory, store: ModelStore, local_registry: LocalRegistryWriter, keys: Keys
 ) -> None:
     local_registry.publish_version("birds", "1.0.0", make_version("birds", "1.0.0"))
-    local_registry.promote("birds", "1.0.0", "stable")
+    local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
     (local_registry.root / "models/birds/1.0.0/labels.txt").write_text("evil\n")
     args = pull_args(local_registry, store)
     result = invoke(*args)

@@ -12,7 +12,7 @@ from edgefleet.device.poller import ChannelPoller
 from edgefleet.device.pull import PullResult, pull_channel_once
 from edgefleet.device.registry import GcsRegistryReader, LocalRegistryReader
 from edgefleet.device.store import ModelStore
-from edgefleet.flows.registry import GcsRegistryWriter, LocalRegistryWriter, RegistryWriter
+from edgefleet.flows.registry import GcsRegistryWriter, LocalRegistryWriter, RegistryWriter, sign_pointer
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE
 from edgefleet.kernel.errors import RegistryError
 
@@ -30,17 +30,20 @@ def overwrite_object(registry: RegistryWriter, key: str, data: bytes) -> None:
         (registry.root / key).write_bytes(data)
 
 
-def release(registry: RegistryWriter, make_version: VersionFactory, version: str, channel: str = "stable") -> str:
+def release(
+    registry: RegistryWriter, make_version: VersionFactory, keys: Keys, version: str, channel: str = "stable"
+) -> str:
+    """Publishes `version` and points `channel` at it with a pointer signed by the release key."""
     registry.publish_version("birds", version, make_version("birds", version))
-    return registry.promote("birds", version, channel).manifest_sha256
+    return registry.promote("birds", version, channel, signing_key=keys.private).manifest_sha256
 
 
 def test_pull_installs_and_activates_what_the_channel_names(
-    registry: RegistryWriter, store: ModelStore, make_version: VersionFactory
+    registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
     assert pull_channel_once(registry, store, "birds", "stable").outcome == "no_channel"
 
-    sha = release(registry, make_version, "1.0.0")
+    sha = release(registry, make_version, keys, "1.0.0")
     first = pull_channel_once(registry, store, "birds", "stable")
     assert (first.changed, first.version, first.outcome, first.previous) == (True, "1.0.0", "activated", None)
     assert store.current("birds").manifest_sha256 == sha
@@ -48,7 +51,7 @@ def test_pull_installs_and_activates_what_the_channel_names(
     again = pull_channel_once(registry, store, "birds", "stable")
     assert (again.changed, again.outcome) == (False, "unchanged")
 
-    release(registry, make_version, "1.1.0")
+    release(registry, make_version, keys, "1.1.0")
     second = pull_channel_once(registry, store, "birds", "stable")
     assert (second.changed, second.version, second.previous) == (True, "1.1.0", "1.0.0")
     assert (store.current("birds").version, store.previous("birds").version) == ("1.1.0", "1.0.0")
@@ -57,9 +60,9 @@ def test_pull_installs_and_activates_what_the_channel_names(
 def test_pull_follows_a_channel_moved_back_to_an_installed_version(
     registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
-    release(registry, make_version, "1.0.0")
+    release(registry, make_version, keys, "1.0.0")
     pull_channel_once(registry, store, "birds", "stable")
-    release(registry, make_version, "2.0.0")
+    release(registry, make_version, keys, "2.0.0")
     pull_channel_once(registry, store, "birds", "stable")
     # the operator rolls the channel back: a signed pointer that says it is a deliberate downgrade
     registry.promote("birds", "1.0.0", "stable", signing_key=keys.private, downgrade=True)
@@ -70,11 +73,11 @@ def test_pull_follows_a_channel_moved_back_to_an_installed_version(
 
 
 def test_tampered_model_object_in_the_registry_is_refused_and_remembered(
-    registry: RegistryWriter, store: ModelStore, make_version: VersionFactory
+    registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
-    release(registry, make_version, "1.0.0")
+    release(registry, make_version, keys, "1.0.0")
     pull_channel_once(registry, store, "birds", "stable")
-    release(registry, make_version, "2.0.0")
+    release(registry, make_version, keys, "2.0.0")
     overwrite_object(registry, "models/birds/2.0.0/model_cpu.tflite", b"backdoored model")
     before = snapshot(store.root / "models" / "birds")
 
@@ -93,9 +96,9 @@ def test_tampered_model_object_in_the_registry_is_refused_and_remembered(
 
 
 def test_tampered_manifest_in_the_registry_is_refused(
-    registry: RegistryWriter, store: ModelStore, make_version: VersionFactory
+    registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
-    release(registry, make_version, "1.0.0")
+    release(registry, make_version, keys, "1.0.0")
     raw = registry.read_manifest("birds", "1.0.0").raw
     overwrite_object(
         registry,
@@ -111,10 +114,14 @@ def test_tampered_manifest_in_the_registry_is_refused(
 
 
 def test_version_signed_with_another_key_is_refused(
-    registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, other_keys: Keys
+    registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys, other_keys: Keys
 ) -> None:
     registry.publish_version("birds", "1.0.0", make_version("birds", "1.0.0", private_key=other_keys.private))
-    registry.promote("birds", "1.0.0", "stable")
+    # a pointer the release key signed without checking the manifest (promote() would refuse to)
+    sha = registry.read_manifest("birds", "1.0.0").manifest_sha256
+    pointer = sign_pointer(keys.private, model="birds", channel="stable", version="1.0.0", manifest_sha256=sha,
+                           previous=None)
+    registry.set_channel("birds", "stable", pointer, 0)
 
     result = pull_channel_once(registry, store, "birds", "stable")
     assert result.outcome == "refused"
@@ -123,11 +130,11 @@ def test_version_signed_with_another_key_is_refused(
 
 
 def test_refused_version_can_be_retried_after_the_registry_is_fixed(
-    local_registry: RegistryWriter, store: ModelStore, make_version: VersionFactory
+    local_registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
     source = make_version("birds", "1.0.0")
     local_registry.publish_version("birds", "1.0.0", source)
-    local_registry.promote("birds", "1.0.0", "stable")
+    local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
     original = (source / "labels.txt").read_bytes()
     overwrite_object(local_registry, "models/birds/1.0.0/labels.txt", b"tampered\n")
     assert pull_channel_once(local_registry, store, "birds", "stable").outcome == "refused"
@@ -148,7 +155,7 @@ def test_pull_a_real_coral_model_from_gcs(
         "labels.txt": coral_data / "imagenet_labels.txt",
     }
     gcs_registry.publish_version("mobilenet", "1.0.0", make_version("mobilenet", "1.0.0", files=files))
-    gcs_registry.promote("mobilenet", "1.0.0", "stable")
+    gcs_registry.promote("mobilenet", "1.0.0", "stable", signing_key=keys.private)
 
     result = pull_channel_once(gcs_registry, store, "mobilenet", "stable", keys.public_file)
     assert result.changed
@@ -158,7 +165,7 @@ def test_pull_a_real_coral_model_from_gcs(
 
 
 def test_poller_reports_changes_refusals_and_transient_errors(
-    registry: RegistryWriter, store: ModelStore, make_version: VersionFactory
+    registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
     changes: list[PullResult] = []
     refusals: list[PullResult] = []
@@ -173,7 +180,7 @@ def test_poller_reports_changes_refusals_and_transient_errors(
         refusals.append(result)
         refused.set()
 
-    release(registry, make_version, "1.0.0")
+    release(registry, make_version, keys, "1.0.0")
     # a long interval: every poll after the first is triggered explicitly with poll_now()
     with ChannelPoller(
         registry, store, "birds", "stable", interval_s=3600, on_change=on_change, on_refusal=on_refusal
@@ -181,7 +188,7 @@ def test_poller_reports_changes_refusals_and_transient_errors(
         assert changed.wait(EVENT_TIMEOUT_S)
         assert changes[0].version == "1.0.0"
 
-        release(registry, make_version, "2.0.0")
+        release(registry, make_version, keys, "2.0.0")
         overwrite_object(registry, "models/birds/2.0.0/labels.txt", b"tampered\n")
         poller.poll_now()
         assert refused.wait(EVENT_TIMEOUT_S)
@@ -193,7 +200,7 @@ def test_poller_reports_changes_refusals_and_transient_errors(
 
 
 def test_poller_treats_an_unreachable_registry_as_transient_and_keeps_polling(
-    tmp_path: Path, store: ModelStore, make_version: VersionFactory
+    tmp_path: Path, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
     registry = LocalRegistryReader(tmp_path / "not-mounted-yet")
     errors: list[tuple[BaseException, bool]] = []
@@ -217,7 +224,7 @@ def test_poller_treats_an_unreachable_registry_as_transient_and_keeps_polling(
         assert isinstance(errors[0][0], RegistryError) and errors[0][1] is True
         # the registry appears (e.g. the share is mounted): the next poll succeeds
         ready = LocalRegistryWriter(tmp_path / "not-mounted-yet", create=True)
-        release(ready, make_version, "1.0.0")
+        release(ready, make_version, keys, "1.0.0")
         poller.poll_now()
         assert changed.wait(EVENT_TIMEOUT_S)
     status = poller.status()
@@ -227,7 +234,7 @@ def test_poller_treats_an_unreachable_registry_as_transient_and_keeps_polling(
 
 
 def test_poller_survives_a_failing_callback(
-    local_registry: RegistryWriter, store: ModelStore, make_version: VersionFactory
+    local_registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
     called = threading.Event()
 
@@ -235,7 +242,7 @@ def test_poller_survives_a_failing_callback(
         called.set()
         raise RuntimeError("telemetry hook bug")
 
-    release(local_registry, make_version, "1.0.0")
+    release(local_registry, make_version, keys, "1.0.0")
     poller = ChannelPoller(local_registry, store, "birds", "stable", interval_s=3600, on_change=broken_hook)
     result = poller.run_once()
     assert called.is_set()
@@ -255,12 +262,12 @@ def test_gcs_poll_against_a_missing_bucket_is_transient(
 
 
 def test_a_missing_public_key_is_a_setup_error_not_a_refused_release(
-    local_registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, tmp_path
+    local_registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, tmp_path, keys: Keys
 ) -> None:
     from edgefleet.kernel.errors import VerificationError
 
     local_registry.publish_version("birds", "1.0.0", make_version("birds", "1.0.0"))
-    local_registry.promote("birds", "1.0.0", "stable")
+    local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
     with pytest.raises(VerificationError, match="nowhere.pub"):
         pull_channel_once(local_registry, store, "birds", "stable", tmp_path / "nowhere.pub")
     assert store.refusals("birds") == []  # the release was never judged

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -129,17 +130,17 @@ def test_failure_in_the_middle_of_an_install_leaves_the_store_unchanged(
     store.install(make_version("birds", "1.0.0"))
     store.activate("birds", "1.0.0")
     before = snapshot(store.root)
-    real_copy = fsutil.copy_file_synced
+    real_copy = fsutil.copy_regular_synced
     copies: list[str] = []
 
-    def copy_then_fail_on_the_third(source: Path, dest: Path) -> None:
+    def copy_then_fail_on_the_third(source: Path, dest: Path, **options: Any) -> None:
         # A disk error while copying: the store's own code must clean up, the copy itself is not under test.
         copies.append(source.name)
         if len(copies) == 3:
             raise OSError(28, "No space left on device")
-        real_copy(source, dest)
+        real_copy(source, dest, **options)
 
-    monkeypatch.setattr("edgefleet.device.store.copy_file_synced", copy_then_fail_on_the_third)
+    monkeypatch.setattr("edgefleet.device.store.copy_regular_synced", copy_then_fail_on_the_third)
     with pytest.raises(OSError, match="No space left"):
         store.install(make_version("birds", "1.1.0"))
     assert len(copies) == 3

@@ -1,0 +1,69 @@
+"""Pull mode's decisions, pure: what one round does once the channel pointer was accepted.
+
+`edgefleet.device.pull.pull_channel_once` reads the registry and the store, asks `next_step` and carries the
+step out. The pointer itself is judged before (`edgefleet.device.channel.assess_pointer`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+from edgefleet.device.floor import highest
+from edgefleet.kernel.contracts.manifest import ChannelPointer
+from edgefleet.kernel.contracts.refusal import Refusal
+
+Outcome = Literal[
+    "activated", "unchanged", "no_channel", "refused", "previously_refused", "pointer_refused", "expired"
+]
+"""`pointer_refused`: the channel pointer itself was refused (bad signature, replayed, a lower version that
+is not a signed downgrade, unsigned where signed pointers are required, valid for too long); `expired`: the
+signed pointer expired. Both keep the device on what it runs and record nothing as refused (a newer valid
+pointer is taken at the next poll)."""
+
+Action = Literal["keep", "lower_floor", "skip", "refuse", "activate", "download"]
+"""keep: already current, remember the pointer; lower_floor: already current, and the pointer is a signed
+downgrade below the floor; skip: refused before, not retried; refuse: refuse now (and remember it);
+activate: installed, make it current; download: fetch, verify, install, then activate."""
+
+
+class Installed(NamedTuple):
+    """A version in the store, as the plan needs it."""
+
+    version: str
+    manifest_sha256: str
+
+
+class PullStep(NamedTuple):
+    action: Action
+    reason: str = ""
+
+
+def next_step(
+    pointer: ChannelPointer,
+    *,
+    current: Installed | None,
+    installed: Installed | None,
+    floor: str | None,
+    refusal: Refusal | None,
+    retry_refused: bool,
+) -> PullStep:
+    """What to do about an accepted pointer, given the store (`installed`: the version it names, if there).
+
+    Args:
+        floor: the device's floor (store record and channel record together).
+    """
+    model, version, channel = pointer.model, pointer.version, pointer.channel
+    if current is not None and (current.version, current.manifest_sha256) == (version, pointer.manifest_sha256):
+        if pointer.downgrade and floor is not None and highest(floor, version) != version:
+            return PullStep("lower_floor", f"{model} {version} is current; the signed downgrade lowers the floor")
+        return PullStep("keep", f"{model} {version} is already current")
+    if refusal is not None and not retry_refused:
+        return PullStep("skip", f"{model} {version} was refused earlier: {refusal.reason}")
+    if installed is not None and installed.manifest_sha256 != pointer.manifest_sha256:
+        return PullStep(
+            "refuse",
+            f"the installed {model} {version} has manifest sha256 {installed.manifest_sha256[:16]}..., "
+            f"channel {channel} names {pointer.manifest_sha256[:16]}...: versions are immutable, so one of "
+            "them was altered",
+        )
+    return PullStep("activate" if installed is not None else "download")
