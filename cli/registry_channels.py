@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 
 from edgefleet.kernel.console import cli_error
+from edgefleet.kernel.contracts.manifest import MAX_POINTER_VALIDITY_DAYS
 from edgefleet.kernel.errors import EdgefleetError
 
 
@@ -51,7 +52,8 @@ SigningBlockOption = typer.Option(
 AllowDevKeyOption = typer.Option(
     False, "--allow-development-key", help="let the development key sign for a gs:// registry (test buckets)"
 )
-ValidityOption = typer.Option(14.0, "--valid-days", min=0.0, max=366.0, help="how long the signed pointer is valid")
+ValidityOption = typer.Option(14.0, "--valid-days", min=0.0, max=float(MAX_POINTER_VALIDITY_DAYS),
+                              help="how long the signed pointer is valid (agents refuse longer)")
 PromoteKeyOption = typer.Option(
     None,
     "--public-key",

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgefleet.device.floor import VersionFloor, highest
 from edgefleet.kernel.contracts.layout import version_sort_key
-from edgefleet.kernel.contracts.manifest import ChannelPointer
+from edgefleet.kernel.contracts.manifest import MAX_POINTER_VALIDITY, ChannelPointer
 from edgefleet.kernel.errors import VerificationError
 from edgefleet.kernel.signing import PublicKeyLike, verify
 
@@ -42,9 +42,8 @@ log = logging.getLogger(__name__)
 RECORD_FILE = ".channel.json"
 """Per model, under `models/<model>/` in the device store: what pull mode accepted."""
 
-MAX_POINTER_VALIDITY = timedelta(days=90)
-"""The longest a signed pointer may still be valid when a device reads it. Pipelines sign for 14 days and
-re-sign a week before expiry (`signing.pointer_validity_days`); keep that below this."""
+# The longest a signed pointer may still be valid when a device reads it (the contract's cap). Pipelines sign
+# for 14 days and re-sign a week before expiry (`signing.pointer_validity_days`, capped at the same value).
 
 Verdict = Literal["accept", "refuse", "expired"]
 

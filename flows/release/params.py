@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from edgefleet.flows.release.compile_params import CompileLocal, CompileParams
 from edgefleet.flows.release.model_params import DatasetParams, ModelSource, TrainingParams, TrainSource
 from edgefleet.kernel.configfile import load
+from edgefleet.kernel.contracts.manifest import MAX_POINTER_VALIDITY_DAYS
 from edgefleet.kernel.contracts.names import ChannelName, EmptyIsNone, ModelName, ModelVersion
 
 EDGEFLEET_HOME = Path("~/.edgefleet")
@@ -73,7 +74,8 @@ class SigningParams(_Config):
         default=False, description="Let the development key sign for a gs:// registry (test buckets only)"
     )
     pointer_validity_days: float = Field(
-        default=14.0, gt=0, le=366, description="How long a signed channel pointer stays valid (re-signed before)"
+        default=14.0, gt=0, le=MAX_POINTER_VALIDITY_DAYS,
+        description="How long a signed channel pointer stays valid (re-signed before; agents refuse longer)"
     )
 
     @model_validator(mode="after")

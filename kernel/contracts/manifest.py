@@ -7,7 +7,7 @@ its exact bytes as stored (`manifest.json`), the signature stored beside it (`ma
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -27,6 +27,11 @@ MAX_POINTER_COUNTER = 2**53 - 1
 """The highest counter a channel pointer may carry. Counters are milliseconds since the epoch (or one above the
 previous pointer's), so this leaves 285,000 years of headroom; it is the largest integer every JSON reader
 keeps exactly. A pointer beyond it is not a valid pointer (a forgery, not a counter to count on from)."""
+
+MAX_POINTER_VALIDITY_DAYS = 90
+"""The longest a signed pointer may be valid: agents refuse longer ones (a stolen, far-dated pointer would
+outlive every re-signing); pipelines refuse to sign longer ones."""
+MAX_POINTER_VALIDITY = timedelta(days=MAX_POINTER_VALIDITY_DAYS)
 
 Variant = Literal["edgetpu", "cpu"]
 TensorDtype = Literal["uint8", "int8", "float32", "int32", "int64", "int16", "float16"]

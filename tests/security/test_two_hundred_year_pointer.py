@@ -55,3 +55,20 @@ def test_an_expiry_without_a_time_zone_is_refused_not_a_crash(keys: Keys) -> Non
     naive = pointer.model_copy(update={"expires_at": pointer.expires_at.replace(tzinfo=None)})
     judgement = judge_pointer(naive, ChannelRecord(), floor=None, now=NOW)
     assert judgement.verdict == "refuse" and "time zone" in judgement.reason
+
+
+def test_the_pipelines_refuse_to_sign_a_pointer_the_agents_would_refuse() -> None:
+    """The path beside: the release/resign parameters and the CLI cannot ask for a validity above the cap."""
+    import pytest
+    from pydantic import ValidationError
+    from typer.testing import CliRunner
+
+    from edgefleet.cli.app import app
+    from edgefleet.flows.release.params import SigningParams
+
+    assert SigningParams(pointer_validity_days=MAX_POINTER_VALIDITY.days).pointer_validity_days == 90
+    with pytest.raises(ValidationError, match="less than or equal to 90"):
+        SigningParams(pointer_validity_days=MAX_POINTER_VALIDITY.days + 1)
+    result = CliRunner().invoke(app, ["registry", "promote", "birds", "1.0.0", "--channel", "stable",
+                                      "--registry", "/nonexistent", "--valid-days", "200"])
+    assert result.exit_code != 0 and "--valid-days" in result.output
