@@ -132,6 +132,9 @@ class Sandbox:
         # No agents here: deploy-agent installs and starts them, through the worker.
         self.fleet = SimulatedFleet(self.settings.fleet_dir, self.settings.devices, tags={"sim-1": ("canary",)})
         self.fleet.start()
+        # The rollout reads each agent's root and release key from deploy-agent's root-owned config directory.
+        self.fleet.write_inventory(config_dir=str(self.settings.config_dir))
+        self.fleet.adopt_deployed(self.settings.config_dir)
 
     def _prefect(self) -> None:
         from edgefleet.local.ui import LocalPrefectUi, UiSettings

@@ -246,12 +246,16 @@ class DeviceConnection:
         return CommandResult(result.stdout, result.stderr, result.exited)
 
     def agent(self, *args: str, timeout_s: float | None = None, check: bool = True) -> CommandResult:
-        """Runs the device CLI (`edgefleet-agent ARGS --root <agent_root>`), as the agent's own user through
-        `sudo -n -u` when the inventory names one (deploy-agent's `agent_user`)."""
+        """Runs the device CLI (`edgefleet-agent ARGS --config <agent_config>`, or `--root <agent_root>` for an
+        inventory without agent_config), as the agent's own user through `sudo -n -u` when the inventory names
+        one (deploy-agent's `agent_user`)."""
         argv = [self.device.agent_command, *args]
         if self.device.agent_user and self.device.agent_user != self.device.user:
             argv = ["sudo", "-n", "-u", self.device.agent_user, *argv]
-        command = shlex.join(argv) + " --root " + remote_path(self.device.agent_root)
+        if self.device.agent_config is not None:  # root and release key from the root-owned agent.yaml
+            command = shlex.join([*argv, "--config", self.device.agent_config])
+        else:
+            command = shlex.join(argv) + " --root " + remote_path(self.device.agent_root)
         return self.run(command, timeout_s=timeout_s, check=check)
 
     def put(self, local: str | os.PathLike[str], remote: str) -> int:

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import tempfile
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,3 +187,24 @@ def deploy_inputs(tmp_path: Path, frames_parent: Path, coral_data: Path) -> Depl
     (tmp_path / "dist").mkdir()
     wheel = build_wheel.fn(Path(edgefleet.__file__).resolve().parents[1], tmp_path / "dist")
     return DeployInputs(key_path, frames, wheel)
+
+
+@pytest.fixture
+def agent_user() -> Iterator[str]:
+    """A fresh name for deploy-agent's agent_user (it creates the system user); removed afterwards. Creating
+    users needs root (CI runs as root): skipped otherwise."""
+    if os.geteuid() != 0 or shutil.which("useradd") is None or shutil.which("setpriv") is None:
+        pytest.skip("deploy-agent creates the agent's user: needs root, useradd and setpriv (CI runs as root)")
+    name = f"efa{uuid.uuid4().hex[:6]}"
+    yield name
+    subprocess.run(["userdel", name], capture_output=True)
+    subprocess.run(["groupdel", name], capture_output=True)
+
+
+@pytest.fixture
+def readable_dir() -> Iterator[Path]:
+    """A directory other users can traverse (pytest's tmp dirs are 0700): what the agent's user must read."""
+    path = Path(tempfile.mkdtemp(prefix="edgefleet-deploy-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
