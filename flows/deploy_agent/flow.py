@@ -213,10 +213,7 @@ def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgen
     device_public = connection.run(as_agent_user(params.agent_user, f"{q(venv)}/bin/edgefleet-agent device-key "
                                                                     f"--root {q(root)}")).stdout.strip()
     device_key_id = publish_device_key(params, device, device_public)
-    spec = ServiceSpec(name=params.service.name, **params.restart_settings,
-                       command=(f"{venv}/bin/edgefleet-agent", "run", "--config", config_path),
-                       user=params.agent_user or device.user, state_dir=root, service_dir=config_dir,
-                       environment=params.environment, description=f"edgefleet device agent ({device.id})")
+    spec = agent_service_spec(params, device, root, config_dir)
     connection.write_text(spec.env_file, env_file_text(spec.environment), mode=0o600)
     if params.agent_user and device.user != "root":
         rule_path, rule = sudoers_rule(device.user, params.agent_user, spec.command[0])
@@ -226,6 +223,16 @@ def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgen
     _wait_running(connection, params, device, spec, pid)
     return DeployResult(device_id=device.id, ok=True, pid=pid, wheel_uploaded=uploaded, device_key_id=device_key_id,
                         detail=f"running (pid {pid}, {params.service_manager}, config {config_path})")
+
+
+def agent_service_spec(params: DeployAgentParams, device: DeviceSpec, root: str, config_dir: str) -> ServiceSpec:
+    """The agent's service: it writes only `root`; its env file (and the process manager's pid and log files),
+    which root reads, are in the root-owned `config_dir`."""
+    venv = f"{params.install_dir}/venv"
+    return ServiceSpec(name=params.service.name, **params.restart_settings,
+                       command=(f"{venv}/bin/edgefleet-agent", "run", "--config", f"{config_dir}/agent.yaml"),
+                       user=params.agent_user or device.user, state_dir=root, service_dir=config_dir,
+                       environment=params.environment, description=f"edgefleet device agent ({device.id})")
 
 
 def _install_venv(connection: DeviceConnection, params: DeployAgentParams, wheel: Path) -> tuple[str, bool, str]:
