@@ -37,14 +37,14 @@ ModelArgument = Annotated[str, typer.Argument(help="model name")]
 
 
 def _store(root: Path | None, public_key: Path | None = None, config: Path | None = None) -> ModelStore:
-    """The store at `root`, else the root `config` (agent.yaml) names, else the default root; verified with
-    `public_key`, else the key `config` names (deploy-agent's root-owned one), else `<root>/keys/release.pub`."""
+    """The store of the agent `config` (agent.yaml) names, its root and release key (deploy-agent's root-owned
+    one; `public_key` overrides the key; the config's root wins over `root`, which $EDGEFLEET_AGENT_ROOT may set);
+    without a config, the store at `root` (else the default root) and `<root>/keys/release.pub`."""
     if config is not None:
         from edgefleet.device.agent.config import load_config
 
         agent = _run(lambda: load_config(config))
-        return ModelStore(root if root is not None else agent.root,
-                          public_key if public_key is not None else agent.public_key_path)
+        return ModelStore(agent.root, public_key if public_key is not None else agent.public_key_path)
     return ModelStore(root if root is not None else default_root(), public_key)
 
 
