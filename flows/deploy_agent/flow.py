@@ -282,6 +282,11 @@ def _restart(connection: DeviceConnection, params: DeployAgentParams, spec: Serv
     if params.service_manager == "systemd":
         connection.write_text(unit_path(spec), render_unit(spec))
         check_unit(connection, unit_path(spec))
+    else:
+        # An agent started before the config directory (its pid file in the agent root, which its user controls):
+        # stopped as that user, who can signal only its own processes, never as root.
+        legacy = service_commands("process", spec.model_copy(update={"service_dir": None}))
+        connection.run(as_agent_user(params.agent_user, legacy.stop), timeout_s=spec.stop_timeout_s * 2 + 30)
     connection.run(commands.restart, timeout_s=spec.stop_timeout_s * 2 + 30)
     return int(connection.run(commands.pid).stdout.strip() or 0)
 
