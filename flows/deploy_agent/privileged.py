@@ -92,9 +92,11 @@ def create_user_command(user: str, home: str, groups: tuple[str, ...] = TPU_GROU
 def ownership_command(user: str, root: str, login_user: str) -> str:
     """The agent owns its root (models, status, spool, its own key: nothing of root's lives there; the config and
     trust anchor are in the root-owned config directory); the rollout's staging area belongs to the SSH login
-    user (who uploads there). `chown -R` does not follow symbolic links the agent may have planted."""
+    user (who uploads there). Only what is not the agent's yet is changed, without following symbolic links
+    (`chown -h`), and files the agent's user creates or removes meanwhile do not fail the deploy."""
     u, r = shlex.quote(user), shlex.quote(root)
-    return f"chown -R {u}: {r} && install -d -o {shlex.quote(login_user)} {r}/{INCOMING_DIR}"
+    return (f"chown {u}: {r} && find {r} -ignore_readdir_race ! -user {u} "
+            f"-exec chown -h {u}: {{}} \\; && install -d -o {shlex.quote(login_user)} {r}/{INCOMING_DIR}")
 
 
 def as_agent_user(user: str | None, command: str) -> str:

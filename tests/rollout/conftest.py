@@ -208,3 +208,30 @@ def readable_dir() -> Iterator[Path]:
     path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"  # the agent's own user runs the venv: the project's Python may be in root's home
+
+
+def deploy_params_as_agent_user(fleet: SimulatedFleet, inputs: DeployInputs, readable_dir: Path,
+                                agent_user: str) -> dict:
+    """deploy-agent parameters for `fleet` (root login) with the agent as `agent_user`, offline, `process`."""
+    import sysconfig
+
+    return dict(inventory=str(fleet.inventory_path), public_key=str(inputs.public_key),
+                install_dir=str(readable_dir / "opt"), python=SYSTEM_PYTHON, no_deps=True, wheel=str(inputs.wheel),
+                extra_site_dirs=(sysconfig.get_path("purelib"),), service_manager="process", agent_user=agent_user,
+                agent={"model": "imagenet", "source": {"kind": "images", "path": str(inputs.frames), "max_fps": 2},
+                       "status": {"interval_s": 0.5}})
+
+
+def running_agent_config(pid: int) -> Path:
+    """The agent.yaml the agent with `pid` was started with (`run --config FILE`)."""
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    return Path(argv[argv.index("--config") + 1])
+
+
+def as_uid(user: str, command: str) -> subprocess.CompletedProcess[str]:
+    """`command` run by `sh` as `user` (setpriv), the way a compromised agent would."""
+    return subprocess.run(["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "sh", "-c", command],
+                          capture_output=True, text=True, timeout=60)

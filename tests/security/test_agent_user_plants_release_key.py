@@ -77,3 +77,32 @@ def test_every_way_into_the_anchor_is_found(tmp_path, how):
         anchor.symlink_to(theirs / "release.pub")
         expected = theirs
     assert writable_component(anchor, AGENT_UID, {AGENT_GID}) == expected
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
+def test_the_deployed_agent_cannot_rename_its_way_to_its_trust_anchor(tmp_path, readable_dir, agent_user, coral_data):
+    """End to end, through sshd: after deploy-agent, the agent's user tries to replace the key its config names
+    (write it, rename its directory, plant another); the key stays the release key."""
+    import subprocess
+
+    import yaml
+
+    from edgefleet.flows.deploy_agent.flow import DeployAgentParams, deploy_agent
+    from edgefleet.local.fleet import SimulatedFleet
+    from tests.rollout.conftest import as_uid, deploy_inputs, deploy_params_as_agent_user, running_agent_config
+
+    inputs = deploy_inputs(tmp_path, readable_dir, coral_data)
+    with SimulatedFleet(readable_dir / "fleet", 1) as fleet:
+        params = DeployAgentParams(**deploy_params_as_agent_user(fleet, inputs, readable_dir, agent_user))
+        result = deploy_agent(params)[0]
+        try:
+            assert result.ok, result.detail
+            config = yaml.safe_load(running_agent_config(result.pid).read_text())
+            anchor = Path(config.get("public_key") or Path(config["root"]) / "keys" / "release.pub")
+            keys = anchor.parent
+            as_uid(agent_user, f"echo forged > {anchor}")
+            as_uid(agent_user, f"mv {keys} {keys}.old && mkdir {keys} && echo forged > {anchor}")
+            assert anchor.read_text() == inputs.public_key.read_text()
+        finally:
+            subprocess.run(["kill", str(result.pid)], capture_output=True)

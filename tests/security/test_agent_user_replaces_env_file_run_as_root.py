@@ -61,3 +61,42 @@ def test_deploy_agents_service_reads_nothing_from_the_agent_root(tmp_path):
     Path(config_dir).mkdir(parents=True)
     _restart_as_root(spec.model_copy(update={"command": ("/bin/sleep", "30"), "user": "root"}))
     assert not marker.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_api")
+def test_what_the_agents_user_plants_in_its_root_is_not_run_by_the_next_deploy(tmp_path, readable_dir, agent_user,
+                                                                              coral_data):
+    """End to end, through sshd: deploy; then, while deploy-agent runs again, the agent's user keeps replacing
+    `<root>/edgefleet-agent.env` with shell code (a loop: it wins any race against root's own write) and points
+    `<root>/edgefleet-agent.pid` at a root process. Neither is run or killed by root."""
+    from edgefleet.flows.deploy_agent.flow import DeployAgentParams, deploy_agent
+    from edgefleet.local.fleet import SimulatedFleet
+    from tests.rollout.conftest import deploy_inputs, deploy_params_as_agent_user
+
+    inputs = deploy_inputs(tmp_path, readable_dir, coral_data)
+    marker = readable_dir / "ran-as-root"
+    victim = subprocess.Popen(["sleep", "600"])  # a root process
+    pids: list[int] = []
+    with SimulatedFleet(readable_dir / "fleet", 1) as fleet:
+        params = DeployAgentParams(**deploy_params_as_agent_user(fleet, inputs, readable_dir, agent_user))
+        pids.append(deploy_agent(params)[0].pid)
+        root = fleet.devices["sim-1"].root
+        env, pid_file = root / "edgefleet-agent.env", root / "edgefleet-agent.pid"
+        loop = (f"while :; do echo 'touch {marker}' > {env}.new && mv -f {env}.new {env}; "
+                f"echo {victim.pid} > {pid_file}.new && mv -f {pid_file}.new {pid_file}; done")
+        attacker = subprocess.Popen(["setpriv", f"--reuid={agent_user}", f"--regid={agent_user}", "--init-groups",
+                                     "sh", "-c", loop])
+        try:
+            again = deploy_agent(params)[0]
+            pids.append(again.pid)
+        finally:
+            attacker.kill()
+            attacker.wait()
+            for pid in pids:
+                subprocess.run(["kill", str(pid)], capture_output=True)
+        assert env.exists()  # the attacker ran: its root is its own
+        assert again.ok, again.detail
+        assert not marker.exists()  # root's restart never sourced it
+        assert victim.poll() is None  # nor killed the pid it named
+    victim.kill()
