@@ -60,3 +60,15 @@ def test_unsupported_or_malformed_lines_are_clear_errors_naming_the_line(device_
     with pytest.raises(ConfigError, match=says) as refused:
         DeviceConnection(device, known).open()
     assert f"{known} line 2" in refused.value.message
+
+
+def test_hashed_and_commented_lines_still_work(device_and_key, tmp_path):
+    """`ssh-keygen -H` hashes host names; comments and blank lines are skipped, as OpenSSH does."""
+    import subprocess
+
+    device, key = device_and_key
+    known = _known_hosts(tmp_path, "# fleet", "", f"[127.0.0.1]:{device.port} {key} host-sim-1")
+    subprocess.run(["ssh-keygen", "-H", "-f", str(known)], check=True, capture_output=True)
+    assert "|1|" in known.read_text()
+    with DeviceConnection(device, known) as connection:
+        assert connection.run("echo ok").stdout == "ok\n"
