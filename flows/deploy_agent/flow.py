@@ -200,9 +200,9 @@ def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgen
                           "not root (sudo changes $HOME)", "e.g. agent_root: /var/lib/edgefleet-agent")
     root = connection.run(f"mkdir -p {remote_path(device.agent_root)} && cd {remote_path(device.agent_root)} "
                           "&& pwd -P").stdout.strip()
-    venv, uploaded, remote_wheel = _install_venv(connection, params, wheel)
-    q = shlex.quote
     config_dir = _config_dir(connection, params, device, root)
+    venv, uploaded = _install_venv(connection, params, wheel)
+    q = shlex.quote
     config_path = f"{config_dir}/agent.yaml"
     connection.write_text(config_path, agent_document(params, device, root, f"{config_dir}/{RELEASE_KEY_FILE}"))
     connection.write_text(f"{config_dir}/{RELEASE_KEY_FILE}", release_key)
@@ -235,8 +235,8 @@ def agent_service_spec(params: DeployAgentParams, device: DeviceSpec, root: str,
                        environment=params.environment, description=f"edgefleet device agent ({device.id})")
 
 
-def _install_venv(connection: DeviceConnection, params: DeployAgentParams, wheel: Path) -> tuple[str, bool, str]:
-    """Uploads the wheel (unless there), makes the venv and installs; returns (venv, uploaded, remote wheel)."""
+def _install_venv(connection: DeviceConnection, params: DeployAgentParams, wheel: Path) -> tuple[str, bool]:
+    """Uploads the wheel (unless there), makes the venv and installs; returns (venv, whether it was uploaded)."""
     q = shlex.quote
     install = params.install_dir
     wheels_dir, venv = f"{install}/wheels", f"{install}/venv"
@@ -256,7 +256,7 @@ def _install_venv(connection: DeviceConnection, params: DeployAgentParams, wheel
     requirement = q(f"{remote_wheel}[{params.extras}]") if params.extras else q(remote_wheel)
     connection.run(f"{pip}{' --no-deps' if params.no_deps else ''} {requirement} && "
                    f"{pip} --no-deps --force-reinstall {q(remote_wheel)}", timeout_s=params.install_timeout_s)
-    return venv, uploaded, remote_wheel
+    return venv, uploaded
 
 
 def _config_dir(connection: DeviceConnection, params: DeployAgentParams, device: DeviceSpec, root: str) -> str:

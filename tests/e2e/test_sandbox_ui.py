@@ -97,6 +97,7 @@ def browser() -> Iterator[Any]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console errors, for a failure's message
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  f"--window-size={WINDOW}"):
@@ -176,7 +177,9 @@ def _submit_run_form(browser: Any, sandbox: SandboxProcess, deployment: str, scr
     except TimeoutException:
         _screenshot(browser, f"failed-{screenshot}")
         body = browser.find_element(By.TAG_NAME, "body").text
-        raise AssertionError(f"the {deployment} form was not accepted; the page says:\n{body[-3000:]}") from None
+        console = [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+        raise AssertionError(f"the {deployment} form was not accepted; the page says:\n{body[-1500:]}\n"
+                             f"browser console errors:\n" + "\n".join(console[-20:])) from None
     new = wait.until(lambda _: _run_ids(sandbox, found.id) - before)
     assert len(new) == 1, new
     return new.pop()
