@@ -120,7 +120,7 @@ def sudoers_rule(login_user: str, agent_user: str, agent_command: str) -> tuple[
             raise ConfigError(f"{what} {value!r} cannot go into a sudoers rule (only letters, digits and ._-/ "
                               "are safe there; a newline would add a rule)", "fix the deploy-agent parameters")
     # Named to sort last (sudo applies the last matching rule, files in lexical order); no dot (sudo skips those).
-    path = f"/etc/sudoers.d/zz-edgefleet-agent-{login_user}"
+    path = f"/etc/sudoers.d/zz-edgefleet-agent-{login_user.replace('.', '_')}"
     return path, f"{login_user} ALL=({agent_user}) NOPASSWD: {agent_command}\n"
 
 
