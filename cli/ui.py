@@ -97,6 +97,14 @@ def _show(stack) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    if stack.auth_string is not None:
+        stdout.print(
+            f"The API requires its auth string: the UI asks for it once (paste the content of "
+            f"{stack.settings.auth_string_file}); the CLI: export PREFECT_API_AUTH_STRING=$(cat "
+            f"{stack.settings.auth_string_file})",
+            highlight=False,
+            soft_wrap=True,
+        )
     stdout.print(
         "Run one from the UI (Deployments > Run), or: PREFECT_API_URL=... prefect deployment run "
         "release-model/release-model",

@@ -347,9 +347,21 @@ def check_public_key(path: Path) -> Check:
     except EdgefleetError as error:
         return Check(name="public_key", status="fail", detail=error.message,
                      fix="install the release public key (deploy-agent does) at this path")
-    if os.geteuid() != 0 and os.access(path, os.W_OK):
-        return Check(name="public_key", status="warn", detail=f"{path} is writable by the agent's user",
-                     fix=f"make the trust anchor root's: sudo chown root:root {path} && sudo chmod 644 {path}")
+    from edgefleet.device.trust_anchor import anchor_exposure
+
+    try:
+        exposed = anchor_exposure(path)
+    except OSError as error:
+        return Check(name="public_key", status="fail", detail=f"{path}: cannot examine the way to it: {error}",
+                     fix="make the key and every directory above it readable (and owned by root)")
+    if exposed is not None:
+        what = "it" if exposed == path else f"the directory {exposed} above it"
+        return Check(name="public_key", status="fail",
+                     detail=f"the trust anchor {path} is in reach of the agent's user: it can change or rename "
+                            f"{what} and plant its own release key",
+                     fix=f"re-run deploy-agent (it keeps the key in a root-owned config directory), or: sudo chown "
+                         f"root:root {exposed} && sudo chmod go-w {exposed}; the key and every directory above it "
+                         "must be root's and not writable by the agent's user")
     return _ok("public_key", str(path))
 
 

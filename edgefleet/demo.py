@@ -112,7 +112,8 @@ class Demo:
                                                run_schedules=False))
             stack.callback(server.stop)
             server.start_server()
-            os.environ.update(PREFECT_API_URL=server.api_url, PREFECT_UI_URL=server.ui_url)
+            os.environ.update(PREFECT_API_URL=server.api_url, PREFECT_UI_URL=server.ui_url,
+                              PREFECT_API_AUTH_STRING=server.auth_string or "")
         self.summary.append(("Prefect", "a server of the demo's own (stopped); `make ui` for the UI"))
 
     def start_stack(self, stack: ExitStack) -> None:

@@ -71,6 +71,9 @@ class SimulatedDevice:
     tags: tuple[str, ...] = ()
     sshd: ManagedProcess | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    service_dir: Path | None = None
+    """where the agent's pid/env/log files are: deploy-agent's root-owned config directory once it installed
+    the agent (`adopt_deployed`), else the agent root (the fleet's own agents run as the fleet's user)."""
 
     @property
     def root(self) -> Path:
@@ -87,7 +90,7 @@ class SimulatedDevice:
 
     @property
     def pid_file(self) -> Path:
-        return self.root / f"{AGENT_SERVICE}.pid"
+        return (self.service_dir or self.root) / f"{AGENT_SERVICE}.pid"
 
     def agent_pid(self) -> int | None:
         """The agent's pid when it runs, else None."""
@@ -274,7 +277,14 @@ class SimulatedFleet:
         return ServiceSpec(name=AGENT_SERVICE,
                            command=(self.agent_command, "run", "--config", str(device.agent_config)),
                            user=self.user, state_dir=str(device.root), environment=self.agent_env,
+                           service_dir=str(device.service_dir) if device.service_dir else None,
                            stop_timeout_s=self.settings.stop_timeout_s)
+
+    def adopt_deployed(self, config_dir: str | os.PathLike[str]) -> None:
+        """The agents are now deploy-agent's (its `config_dir`): their pid files are read (and the agents
+        stopped) there, in `<config_dir>/<device id>/`."""
+        for device in self.devices.values():
+            device.service_dir = Path(config_dir) / device.device_id
 
     def start_agent(self, device_id: str) -> int:
         """Writes the device's agent.yaml and (re)starts its agent; returns the agent's pid."""

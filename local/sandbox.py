@@ -132,6 +132,9 @@ class Sandbox:
         # No agents here: deploy-agent installs and starts them, through the worker.
         self.fleet = SimulatedFleet(self.settings.fleet_dir, self.settings.devices, tags={"sim-1": ("canary",)})
         self.fleet.start()
+        # The rollout reads each agent's root and release key from deploy-agent's root-owned config directory.
+        self.fleet.write_inventory(config_dir=str(self.settings.config_dir))
+        self.fleet.adopt_deployed(self.settings.config_dir)
 
     def _prefect(self) -> None:
         from edgefleet.local.ui import LocalPrefectUi, UiSettings
@@ -256,13 +259,15 @@ class Sandbox:
         lines = [
             f"{UI_URL_LABEL} {self.ui.ui_url}",
             f"Prefect API: {self.ui.api_url}  (export PREFECT_API_URL={self.ui.api_url} for the prefect CLI)",
+            f"UI password (the API's auth string): the content of {self.ui.settings.auth_string_file} "
+            f"(the prefect CLI: export PREFECT_API_AUTH_STRING=$(cat {self.ui.settings.auth_string_file}))",
             f"Devices: {', '.join(self.fleet.devices)} (sshd on 127.0.0.1, agent installed by deploy-agent; "
             "sim-1 is the canary)",
             f"Files: {s.workdir}",
             f"  inventory {s.inventory}",
             f"  registry  {s.registry}  (release key {s.signing_key})",
             f"  monitor   {config}  (fleet state {s.store_path})",
-            f"  logs      {s.prefect_home / 'logs'}, {s.fleet_dir}/sim-*/agent-root/edgefleet-agent.log",
+            f"  logs      {s.prefect_home / 'logs'}, {s.config_dir}/sim-*/edgefleet-agent.log",
             "In the UI: Deployments > release-model > Run, then rollout > Run (the canary channel's version);",
             f"  promote-canary runs every {s.promote_every_s} s (healthy_for_s {s.healthy_for_s:g}); "
             "Artifacts show the rollout verdicts and the fleet overview.",

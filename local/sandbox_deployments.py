@@ -75,6 +75,15 @@ class SandboxSettings(BaseModel):
         return self.workdir / "fleet"
 
     @property
+    def install_dir(self) -> Path:
+        """deploy-agent's install_dir: the venv, and etc/<device id>/ (agent.yaml, release key, service files)."""
+        return self.workdir / "opt"
+
+    @property
+    def config_dir(self) -> Path:
+        return self.install_dir / "etc"
+
+    @property
     def inventory(self) -> Path:
         return self.fleet_dir / "fleet.yaml"
 
@@ -127,7 +136,11 @@ def sandbox_parameters(settings: SandboxSettings, emulator_host: str, python: st
                   "healthy_for_s": settings.healthy_for_s},
         DEPLOY_AGENT: {
             "inventory": str(settings.inventory), "public_key": f"{settings.signing_key}.pub",
-            "service_manager": "process", "install_dir": str(settings.workdir / "opt"), "python": python,
+            "service_manager": "process", "install_dir": str(settings.install_dir), "python": python,
+            # The simulated devices are this machine: the agents run as the sandbox's own user (an explicit
+            # choice) rather than as a system user created on a developer's machine. Their config and release
+            # key are root's (the user's) in <install_dir>/etc all the same.
+            "agent_user": None,
             # Offline: the wheel alone, its dependencies seen through a .pth file (no network here).
             "no_deps": True, "extra_site_dirs": [site_packages],
             # The simulated devices share this machine and so one install_dir: one device at a time.

@@ -30,6 +30,7 @@ from edgefleet.local.ui_settings import (
     Deployment,
     UiError,
     UiSettings,
+    auth_string,
     error_summary,
     prefect_command,
     prefect_env,
@@ -68,9 +69,14 @@ class LocalPrefectUi:
         return f"{self.ui_url}/api"
 
     @property
+    def auth_string(self) -> str | None:
+        """What the API requires (basic auth; the UI's login asks for it), None when the settings turn it off."""
+        return auth_string(self.settings) if self.settings.require_auth else None
+
+    @property
     def env(self) -> dict[str, str]:
         """The environment the stack's processes run with (use it for `prefect` commands of your own)."""
-        return prefect_env(self.settings, self.api_url, self.ui_url, os.environ)
+        return prefect_env(self.settings, self.api_url, self.ui_url, os.environ, self.auth_string)
 
     def start(self) -> LocalPrefectUi:
         """Starts everything and returns when the worker polls the pool; stops what it started on failure.
@@ -169,7 +175,7 @@ class LocalPrefectUi:
         """A synchronous Prefect client of this server (use it as a context manager)."""
         from prefect.client.orchestration import SyncPrefectClient
 
-        return SyncPrefectClient(self.api_url)
+        return SyncPrefectClient(self.api_url, auth_string=self.auth_string)
 
     def _ensure_work_pool(self, name: str) -> None:
         from prefect.client.schemas.actions import WorkPoolCreate

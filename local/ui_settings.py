@@ -6,7 +6,9 @@ the environment and the command line of its processes, and how a failed `prefect
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgefleet.kernel.errors import ConfigError, EdgefleetError
 
 PROCESS_POOL_TYPE = "process"
+AUTH_STRING_BYTES = 32
+AUTH_STRING_FILE = "api-auth-string"
 ERROR_SUMMARY_LINES = 3
 # A traceback's verdict line: "FileNotFoundError: ...", "prefect.exceptions.ScriptError: ...".
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*")
@@ -58,11 +62,19 @@ class UiSettings(BaseModel):
     stop_timeout_s: float = Field(default=20.0, gt=0, description="Grace after SIGTERM before SIGKILL")
     poll_interval_s: float = Field(default=0.5, gt=0, description="Sleep between readiness checks")
     http_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of one health request")
+    require_auth: bool = Field(
+        default=True, description="The API requires the auth string in <PREFECT_HOME>/api-auth-string (the UI "
+        "asks for it once), CSRF protection on, CORS only for the UI: whoever reaches the API can run flows "
+        "that act on devices. Off only as an explicit choice")
 
     @property
     def home(self) -> Path:
         """The PREFECT_HOME in use."""
         return (self.prefect_home or self.project_dir / ".edgefleet" / "prefect").resolve()
+
+    @property
+    def auth_string_file(self) -> Path:
+        return self.home / AUTH_STRING_FILE
 
     @property
     def log_dir(self) -> Path:
@@ -124,8 +136,25 @@ def read_work_pools(prefect_yaml: Path) -> tuple[str, ...]:
     return tuple(pools)
 
 
-def prefect_env(settings: UiSettings, api_url: str, ui_url: str, base: Mapping[str, str]) -> dict[str, str]:
-    """The environment of every Prefect process of the stack: this home, this server, no analytics."""
+def auth_string(settings: UiSettings) -> str:
+    """The server's API auth string: `<PREFECT_HOME>/api-auth-string` (mode 0600, made on first use), so only
+    this user's processes and browser (the UI asks for it once) reach the API that runs flows on devices."""
+    path = settings.auth_string_file
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_urlsafe(AUTH_STRING_BYTES))
+    text = path.read_text().strip()
+    if not text:
+        raise UiError(f"{path} (the Prefect API auth string) is empty", f"delete it: a new one is made ({path})")
+    return text
+
+
+def prefect_env(settings: UiSettings, api_url: str, ui_url: str, base: Mapping[str, str],
+                api_auth: str | None = None) -> dict[str, str]:
+    """The environment of every Prefect process of the stack: this home, this server, no analytics; with
+    `api_auth`, the server requires it (clients send it), CSRF protection is on and CORS admits only the UI."""
     env = dict(base)
     # A profile or key from the user's shell would point the CLI elsewhere (Prefect Cloud): drop them.
     for name in ("PREFECT_PROFILE", "PREFECT_API_KEY", "PREFECT_PROFILES_PATH"):
@@ -140,6 +169,13 @@ def prefect_env(settings: UiSettings, api_url: str, ui_url: str, base: Mapping[s
             "PREFECT_WORKER_QUERY_SECONDS": str(settings.worker_query_seconds),
         }
     )
+    if api_auth is not None:
+        env.update({
+            "PREFECT_SERVER_API_AUTH_STRING": api_auth,  # the server: every API call needs it (health excepted)
+            "PREFECT_API_AUTH_STRING": api_auth,  # the clients: workers, deploy, flow runs
+            "PREFECT_SERVER_CSRF_PROTECTION_ENABLED": "true",
+            "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": ui_url,  # only the server's own UI
+        })
     return env
 
 

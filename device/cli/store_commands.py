@@ -1,7 +1,9 @@
 """`edgefleet-agent verify | install | activate | rollback | models | pull`: the on-device model store.
 
 The agent root defaults to `$EDGEFLEET_AGENT_ROOT`, else `~/.edgefleet-agent`; the release public key to
-`<root>/keys/release.pub`. Errors print the message and its fix on stderr and exit with code 2.
+`<root>/keys/release.pub`. With `--config agent.yaml` (what the rollout passes to agents deploy-agent installed)
+both come from the agent's config: the key in its root-owned config directory.
+Errors print the message and its fix on stderr and exit with code 2.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgefleet.device.cli import app
-from edgefleet.device.cli.options import JsonOption, RootOption
+from edgefleet.device.cli.options import ConfigOption, JsonOption, RootOption
 from edgefleet.device.store import ModelStore
 from edgefleet.device.store_reader import InstalledVersion, default_root
 from edgefleet.kernel.console import ERROR_EXIT_CODE, print_error
@@ -34,7 +36,15 @@ KeyOption = Annotated[Optional[Path], typer.Option("--public-key", help=KEY_HELP
 ModelArgument = Annotated[str, typer.Argument(help="model name")]
 
 
-def _store(root: Path | None, public_key: Path | None = None) -> ModelStore:
+def _store(root: Path | None, public_key: Path | None = None, config: Path | None = None) -> ModelStore:
+    """The store of the agent `config` (agent.yaml) names, its root and release key (deploy-agent's root-owned
+    one; `public_key` overrides the key; the config's root wins over `root`, which $EDGEFLEET_AGENT_ROOT may set);
+    without a config, the store at `root` (else the default root) and `<root>/keys/release.pub`."""
+    if config is not None:
+        from edgefleet.device.agent.config import load_config
+
+        agent = _run(lambda: load_config(config))
+        return ModelStore(agent.root, public_key if public_key is not None else agent.public_key_path)
     return ModelStore(root if root is not None else default_root(), public_key)
 
 
@@ -87,12 +97,13 @@ def verify(
     ],
     public_key: KeyOption = None,
     root: RootOption = None,
+    config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Verify a version directory: the manifest signature, then every file's size and sha256."""
     from edgefleet.device.bundle import verify_version_dir
 
-    key = public_key if public_key is not None else _store(root).public_key
+    key = public_key if public_key is not None else _store(root, None, config).public_key
     manifest = _run(lambda: verify_version_dir(directory, key))
     if as_json:
         _echo_json(
@@ -114,6 +125,7 @@ def verify(
 def install(
     directory: Annotated[Path, typer.Argument(help="a signed version directory")],
     root: RootOption = None,
+    config: ConfigOption = None,
     public_key: KeyOption = None,
     activate_after: Annotated[
         bool, typer.Option("--activate", help="make it current after installing")
@@ -121,7 +133,7 @@ def install(
     as_json: JsonOption = False,
 ) -> None:
     """Verify a version directory and install a copy into the store (pointers unchanged unless --activate)."""
-    store = _store(root, public_key)
+    store = _store(root, public_key, config)
 
     def do() -> tuple[Manifest, InstalledVersion | None]:
         manifest = store.install(directory)
@@ -149,11 +161,12 @@ def activate(
     model: ModelArgument,
     version: Annotated[str, typer.Argument(help="an installed version")],
     root: RootOption = None,
+    config: ConfigOption = None,
     public_key: KeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Verify an installed version again and make it current (the old current becomes previous)."""
-    store = _store(root, public_key)
+    store = _store(root, public_key, config)
     _switch(store, model, lambda: store.activate(model, version), "{model}: current {current}, previous {previous}",
             as_json)
 
@@ -162,11 +175,12 @@ def activate(
 def rollback(
     model: ModelArgument,
     root: RootOption = None,
+    config: ConfigOption = None,
     public_key: KeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Make the previous version current again (the version rolled back from becomes previous)."""
-    store = _store(root, public_key)
+    store = _store(root, public_key, config)
     _switch(store, model, lambda: store.rollback(model), "{model}: rolled back to {current} (previous: {previous})",
             as_json)
 
@@ -185,10 +199,11 @@ def _switch(store: ModelStore, model: str, change: Callable[[], InstalledVersion
 @app.command()
 def models(
     root: RootOption = None,
+    config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List installed models and versions with their current and previous pointers."""
-    store = _store(root)
+    store = _store(root, None, config)
 
     def collect() -> list[dict[str, Any]]:
         return [
@@ -247,6 +262,7 @@ def pull(
     model: Annotated[str, typer.Option("--model", help="model name")],
     channel: Annotated[str, typer.Option("--channel", help="channel to follow, e.g. stable")],
     root: RootOption = None,
+    config: ConfigOption = None,
     public_key: KeyOption = None,
     retry_refused: Annotated[
         bool, typer.Option("--retry-refused", help="try a previously refused version again")
@@ -265,7 +281,7 @@ def pull(
     from edgefleet.device.pull import pull_channel_once
     from edgefleet.device.registry import open_registry_reader
 
-    store = _store(root, public_key)
+    store = _store(root, public_key, config)
 
     def do() -> PullResult:
         registry = open_registry_reader(registry_uri)

@@ -4,8 +4,11 @@ Per device (in parallel, at most `max_parallel`):
 1. upload the project's wheel (built once by the flow, or given) unless the same file is already there;
 2. create a virtualenv (`<install_dir>/venv`) unless it exists, and install the wheel with the `device`
    extra (never TensorFlow, Prefect or Pulumi);
-3. write the agent config (`<agent_root>/agent.yaml`, validated here first) and the release public key
-   (`<agent_root>/keys/release.pub`);
+3. write the agent config (`<config_dir>/<device id>/agent.yaml`, validated here first) and the release
+   public key (`<config_dir>/<device id>/keys/release.pub`): a root-owned directory (default
+   `<install_dir>/etc`) outside the agent root, so the agent's user can neither rewrite nor rename its trust
+   anchor; the service's environment file (and the `process` manager's pid and log files) live there too,
+   so nothing root runs reads a file the agent's user controls;
 4. install the service and (re)start it:
    - `systemd`: the unit rendered from `templates/edgefleet-agent.service` goes to
      `/etc/systemd/system/<name>.service`, is checked with `systemd-analyze verify` when the device has it,
@@ -15,8 +18,9 @@ Per device (in parallel, at most `max_parallel`):
 5. wait until the agent's status file says `running` with the new pid.
 
 Not as root (issue 12, `edgefleet.flows.deploy_agent.privileged`): a login that is not root runs these steps
-through sudo (passwordless, or `sudo_password_secret`); `agent_user` creates that system user in the TPU groups
-and runs the agent as it, the public key and config staying root's.
+through sudo (passwordless, or `sudo_password_secret`); `agent_user` (default `edgefleet`) creates that system
+user in the TPU groups and runs the agent as it, the public key and config staying root's. `agent_user: null`
+runs the agent as the SSH login user: an explicit choice, never the default.
 
 Offline installs (tests, air-gapped devices): `no_deps=True` installs only the wheel; the dependencies come
 from `system_site_packages=True` (the device's Python packages) or from `extra_site_dirs` (directories
@@ -34,40 +38,41 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, get_args
 
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict
 
+from edgefleet.flows.deploy_agent.params import (
+    RELEASE_KEY_FILE,
+    DeployAgentParams,
+    check_wheel_name,
+    pth_text,
+)
 from edgefleet.flows.deploy_agent.privileged import (
     SudoConnection,
+    as_agent_user,
     create_user_command,
     ownership_command,
     sudo_password,
     sudoers_rule,
 )
 from edgefleet.flows.deploy_agent.service import (
-    ServiceManager,
-    ServiceManagerName,
     ServiceSpec,
-    SystemdService,
     env_file_text,
     render_unit,
     service_commands,
     unit_path,
 )
 from edgefleet.flows.registry import (
-    EnrolmentKeyParams,
     open_registry_writer,
     register_device_key,
     resolve_enrolment_key,
 )
 from edgefleet.flows.rollout.inventory import DeviceSpec, Inventory, load_inventory
-from edgefleet.flows.rollout.params import Target
 from edgefleet.flows.rollout.ssh import DeviceConnection, remote_path
 from edgefleet.kernel.configfile import validate
 from edgefleet.kernel.contracts.layout import STATUS_FILE
@@ -76,73 +81,8 @@ from edgefleet.kernel.errors import ConfigError, EdgefleetError, VerificationErr
 from edgefleet.kernel.signing import key_id, public_key_from_bytes
 
 FLOW_NAME = "deploy-agent"
-
-
-def _flat_service_keys_in_schema(schema: dict[str, Any]) -> None:
-    # Parameters written before `service:` (a deployment's defaults in prefect.yaml) pass Prefect's schema check.
-    schema["properties"].update({
-        "service_manager": {"title": "Service Manager (old form of service.manager)", "deprecated": True,
-                            "enum": list(get_args(ServiceManagerName)), "type": "string"},
-        "service_name": {"title": "Service Name (old form of service.name)", "deprecated": True, "type": "string"},
-    })
-
-
-class DeployAgentParams(BaseModel):
-    """What to install where, and how to run it."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=_flat_service_keys_in_schema)
-
-    inventory: str
-    target: Target = Target()
-    agent: dict[str, Any] = Field(description="agent.yaml fields for every device; device_id and root are filled in")
-    public_key: str = Field(description="the release public key file (installed as <root>/keys/release.pub)")
-    registry: str | None = Field(
-        default=None, description="publish each device's own public key here (fleet/devices/<id>.json), so the "
-        "fleet monitor accepts its signed telemetry")
-    replace_device_keys: bool = Field(
-        default=False, description="accept a device key that differs from the one the fleet knows (re-imaged); "
-        "the replaced key is revoked")
-    enrolment: EnrolmentKeyParams = Field(
-        default=EnrolmentKeyParams(), description="the fleet enrolment key that signs device key records (the "
-        "monitor's identity.enrolment_keys holds its public half)")
-    install_dir: str = Field(default="/opt/edgefleet", description="absolute; the venv is <install_dir>/venv")
-    python: str = Field(default="python3", description="the device's Python that creates the venv")
-    extras: str = "device"
-    system_site_packages: bool = False
-    no_deps: bool = Field(default=False, description="install only the wheel (offline; see module docstring)")
-    extra_site_dirs: tuple[str, ...] = Field(default=(), description="offline: added to the venv's path (.pth)")
-    service: ServiceManager = Field(default=SystemdService(),
-                                    description="how the agent runs: systemd, or process (no systemd as init)")
-    environment: dict[str, str] = Field(default_factory=dict, description="agent environment (e.g. PUBSUB_*)")
-    wheel: str | None = Field(default=None, description="a built wheel; default: build the project's")
-    project_dir: str | None = Field(default=None, description="default: the source tree of this edgefleet")
-    max_parallel: int = Field(default=8, ge=1)
-    install_timeout_s: float = Field(default=600.0, gt=0, description="venv + pip install on one device")
-    start_timeout_s: float = Field(default=60.0, gt=0, description="wait for the agent to report running")
-    agent_user: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_-]*$",
-                                   description="a system user to create and run the agent as (e.g. edgefleet); "
-                                               "None: the SSH login user. Put the same in fleet.yaml's agent_user")
-    sudo_password_secret: str | None = Field(
-        default=None, description="Prefect Secret block with the sudo password of non-root logins; None: "
-                                  "passwordless sudo")
-
-
-    @model_validator(mode="before")
-    @classmethod
-    def _flat_service_keys(cls, data: Any) -> Any:
-        """`service_manager:` / `service_name:` (parameters written before `service:`) read as `service:`."""
-        if not isinstance(data, dict) or not {"service_manager", "service_name"} & data.keys():
-            return data
-        if "service" in data:
-            raise ValueError("service_manager / service_name and service are both set: keep service alone, "
-                             "e.g. service: {manager: process, name: edgefleet-agent}")
-        data = dict(data)
-        flat = {"manager": data.pop("service_manager", "systemd"), "name": data.pop("service_name", None)}
-        return {**data, "service": {key: value for key, value in flat.items() if value is not None}}
-
-    @property
-    def service_manager(self) -> ServiceManagerName:
-        return self.service.manager
+STATUS_POLL_S = 0.5  # how often the agent's status file is read while waiting for it to run
+__all__ = ["DeployAgentParams", "DeployResult", "deploy_agent"]  # DeployAgentParams: where callers import it
 
 
 class DeployResult(BaseModel):
@@ -181,11 +121,12 @@ def build_wheel(project_dir: Path, out_dir: Path) -> Path:
     return wheels[-1]
 
 
-def agent_document(params: DeployAgentParams, device: DeviceSpec, root: str) -> str:
-    """The device's agent.yaml, validated with the agent's own config model (errors name device and key)."""
+def agent_document(params: DeployAgentParams, device: DeviceSpec, root: str, public_key: str) -> str:
+    """The device's agent.yaml, validated with the agent's own config model (errors name device and key); its
+    release key is `public_key` (in the root-owned config directory, never under the agent root)."""
     from edgefleet.device.agent.config import AgentConfig
 
-    document = {**params.agent, "device_id": device.id, "root": root}
+    document = {**params.agent, "device_id": device.id, "root": root, "public_key": public_key}
     validate(AgentConfig, document, origin=f"agent config for device {device.id}",
              fix="fix the `agent` parameter (fields of agent.yaml)")
     return yaml.safe_dump(document, sort_keys=False)
@@ -277,17 +218,52 @@ def deploy_device(inventory: Inventory, device: DeviceSpec, params: DeployAgentP
 
 def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgentParams, wheel: Path,
             release_key: str) -> DeployResult:
-    install = params.install_dir.rstrip("/")
-    if not install.startswith("/"):
-        raise ConfigError(f"install_dir {install!r} must be an absolute path", "e.g. /opt/edgefleet")
     if device.user != "root" and not device.agent_root.startswith("/"):
         raise ConfigError(f"device {device.id}: agent_root {device.agent_root!r} must be absolute when the login is "
                           "not root (sudo changes $HOME)", "e.g. agent_root: /var/lib/edgefleet-agent")
-    root = connection.run(f"mkdir -p {remote_path(device.agent_root)}/keys && cd {remote_path(device.agent_root)} "
+    root = connection.run(f"mkdir -p {remote_path(device.agent_root)} && cd {remote_path(device.agent_root)} "
                           "&& pwd -P").stdout.strip()
-    wheels_dir, venv = f"{install}/wheels", f"{install}/venv"
-    remote_wheel = f"{wheels_dir}/{wheel.name}"
+    config_dir = _config_dir(connection, params, device, root)
+    venv, uploaded = _install_venv(connection, params, wheel)
     q = shlex.quote
+    config_path = f"{config_dir}/agent.yaml"
+    connection.write_text(config_path, agent_document(params, device, root, f"{config_dir}/{RELEASE_KEY_FILE}"))
+    connection.write_text(f"{config_dir}/{RELEASE_KEY_FILE}", release_key)
+    if params.agent_user:
+        connection.run(create_user_command(params.agent_user, root))
+        connection.run(ownership_command(params.agent_user, root, device.user))
+    # The agent makes its own key on the device (as its own user); only the public key comes back, to be published.
+    device_public = connection.run(as_agent_user(params.agent_user, f"{q(venv)}/bin/edgefleet-agent device-key "
+                                                                    f"--root {q(root)}")).stdout.strip()
+    device_key_id = publish_device_key(params, device, device_public)
+    spec = agent_service_spec(params, device, root, config_dir)
+    connection.write_text(spec.env_file, env_file_text(spec.environment), mode=0o600)
+    if params.agent_user and device.user != "root":
+        rule_path, rule = sudoers_rule(device.user, params.agent_user, spec.command[0])
+        connection.write_text(rule_path, rule, mode=0o440)
+        connection.run(f"visudo -cqf {q(rule_path)} || {{ rm -f {q(rule_path)}; exit 1; }}")
+    pid = _restart(connection, params, spec)
+    _wait_running(connection, params, device, spec, pid)
+    return DeployResult(device_id=device.id, ok=True, pid=pid, wheel_uploaded=uploaded, device_key_id=device_key_id,
+                        detail=f"running (pid {pid}, {params.service_manager}, config {config_path})")
+
+
+def agent_service_spec(params: DeployAgentParams, device: DeviceSpec, root: str, config_dir: str) -> ServiceSpec:
+    """The agent's service: it writes only `root`; its env file (and the process manager's pid and log files),
+    which root reads, are in the root-owned `config_dir`."""
+    venv = f"{params.install_dir}/venv"
+    return ServiceSpec(name=params.service.name, **params.restart_settings,
+                       command=(f"{venv}/bin/edgefleet-agent", "run", "--config", f"{config_dir}/agent.yaml"),
+                       user=params.agent_user or device.user, state_dir=root, service_dir=config_dir,
+                       environment=params.environment, description=f"edgefleet device agent ({device.id})")
+
+
+def _install_venv(connection: DeviceConnection, params: DeployAgentParams, wheel: Path) -> tuple[str, bool]:
+    """Uploads the wheel (unless there), makes the venv and installs; returns (venv, whether it was uploaded)."""
+    q = shlex.quote
+    install = params.install_dir
+    wheels_dir, venv = f"{install}/wheels", f"{install}/venv"
+    remote_wheel = f"{wheels_dir}/{check_wheel_name(wheel.name)}"
     present = connection.run(f"mkdir -p {q(wheels_dir)} && (sha256sum {q(remote_wheel)} 2>/dev/null || true)").stdout
     uploaded = not present.startswith(_sha256(wheel))
     if uploaded:
@@ -298,49 +274,64 @@ def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgen
     if params.extra_site_dirs:
         site = connection.run(f"{q(venv)}/bin/python -c 'import sysconfig; print(sysconfig.get_path(\"purelib\"))'"
                               ).stdout.strip()
-        connection.write_text(f"{site}/edgefleet-extra-site.pth", "\n".join(params.extra_site_dirs) + "\n")
+        connection.write_text(f"{site}/edgefleet-extra-site.pth", pth_text(params.extra_site_dirs))
     pip = f"{q(venv)}/bin/python -m pip install --quiet --disable-pip-version-check"
     requirement = q(f"{remote_wheel}[{params.extras}]") if params.extras else q(remote_wheel)
     connection.run(f"{pip}{' --no-deps' if params.no_deps else ''} {requirement} && "
                    f"{pip} --no-deps --force-reinstall {q(remote_wheel)}", timeout_s=params.install_timeout_s)
-    config_path = f"{root}/agent.yaml"
-    connection.write_text(config_path, agent_document(params, device, root))
-    connection.write_text(f"{root}/keys/release.pub", release_key)
-    # The agent makes its own key on the device; only the public key comes back, to be published.
-    device_public = connection.run(f"{q(venv)}/bin/edgefleet-agent device-key --root {q(root)}").stdout.strip()
-    device_key_id = publish_device_key(params, device, device_public)
-    restart = {"restart_sec": params.service.restart_sec} if isinstance(params.service, SystemdService) else {}
-    spec = ServiceSpec(name=params.service.name, **restart,
-                       command=(f"{venv}/bin/edgefleet-agent", "run", "--config", config_path),
-                       user=params.agent_user or device.user, state_dir=root, environment=params.environment,
-                       description=f"edgefleet device agent ({device.id})")
-    connection.write_text(spec.env_file, env_file_text(spec.environment), mode=0o600)
-    if params.agent_user:
-        connection.run(create_user_command(params.agent_user, root))
-        connection.run(ownership_command(params.agent_user, root, device.user,
-                                         (f"{root}/keys/release.pub", config_path, spec.env_file)))
-        if device.user != "root":
-            rule_path, rule = sudoers_rule(device.user, params.agent_user, spec.command[0])
-            connection.write_text(rule_path, rule, mode=0o440)
-            connection.run(f"visudo -cqf {shlex.quote(rule_path)} || {{ rm -f {shlex.quote(rule_path)}; exit 1; }}")
+    return venv, uploaded
+
+
+def _config_dir(connection: DeviceConnection, params: DeployAgentParams, device: DeviceSpec, root: str) -> str:
+    """Creates the device's root-owned config directory (mode 755, its keys/ too); returns its real path.
+
+    Raises:
+        ConfigError: it would lie inside the agent root (which the agent's user owns).
+    """
+    q = shlex.quote
+    wanted = params.device_config_dir(device.id)
+    config_dir = connection.run(f"mkdir -p {q(wanted)}/keys && chown root:root {q(wanted)} {q(wanted)}/keys && "
+                                f"chmod 755 {q(wanted)} {q(wanted)}/keys && cd {q(wanted)} && pwd -P").stdout.strip()
+    if config_dir == root or config_dir.startswith(root.rstrip("/") + "/"):
+        raise ConfigError(f"device {device.id}: config_dir {config_dir} is inside the agent root {root}, which the "
+                          "agent's user owns: it could replace its own trust anchor",
+                          "give a config_dir outside the agent root (default <install_dir>/etc)")
+    return config_dir
+
+
+def _restart(connection: DeviceConnection, params: DeployAgentParams, spec: ServiceSpec) -> int:
+    """Installs the service (systemd: the unit, checked) and restarts it; returns the agent's pid."""
     commands = service_commands(params.service_manager, spec)
     if params.service_manager == "systemd":
         connection.write_text(unit_path(spec), render_unit(spec))
         check_unit(connection, unit_path(spec))
+    else:
+        # An agent started before the config directory (its pid file in the agent root, which its user controls):
+        # stopped as that user, who can signal only its own processes, never as root.
+        legacy = service_commands("process", spec.model_copy(update={"service_dir": None}))
+        connection.run(as_agent_user(params.agent_user, legacy.stop), timeout_s=spec.stop_timeout_s * 2 + 30)
     connection.run(commands.restart, timeout_s=spec.stop_timeout_s * 2 + 30)
-    pid = int(connection.run(commands.pid).stdout.strip() or 0)
+    return int(connection.run(commands.pid).stdout.strip() or 0)
+
+
+def _wait_running(connection: DeviceConnection, params: DeployAgentParams, device: DeviceSpec, spec: ServiceSpec,
+                  pid: int) -> None:
+    """Waits until the agent's status file says `running` with `pid`.
+
+    Raises:
+        EdgefleetError: not within start_timeout_s (names the log to read).
+    """
     deadline = time.monotonic() + params.start_timeout_s
+    status_path = shlex.quote(f"{spec.state_dir}/{STATUS_FILE}")
     while True:
-        current = parse_status(connection.run(f"cat {q(f'{root}/{STATUS_FILE}')} 2>/dev/null || true").stdout)
+        current = parse_status(connection.run(f"cat {status_path} 2>/dev/null || true").stdout)
         if current is not None and current.pid == pid and current.state == "running":
-            return DeployResult(device_id=device.id, ok=True, pid=pid, wheel_uploaded=uploaded,
-                                device_key_id=device_key_id,
-                                detail=f"running (pid {pid}, {params.service_manager})")
+            return
         if time.monotonic() > deadline:
             log_hint = spec.log_file if params.service_manager == "process" else f"journalctl -u {spec.name}"
             raise EdgefleetError(f"device {device.id}: the agent did not report running within "
                                  f"{params.start_timeout_s:g} s (status: {current})", f"see {log_hint} on the device")
-        time.sleep(0.5)
+        time.sleep(STATUS_POLL_S)
 
 
 @flow(name=FLOW_NAME)

@@ -9,15 +9,18 @@ and keeps the release public key and the config root's: the agent cannot rewrite
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
 from edgefleet.flows.rollout.ssh import CommandResult, DeviceConnection, RemoteCommandError
 from edgefleet.kernel.contracts.layout import INCOMING_DIR
-from edgefleet.kernel.errors import EdgefleetError
+from edgefleet.kernel.errors import ConfigError, EdgefleetError
 
 TPU_GROUPS = ("plugdev", "apex")
 NOLOGIN = "/usr/sbin/nologin"
+_SUDOERS_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+_SUDOERS_COMMAND = re.compile(r"/[A-Za-z0-9_./+-]+")
 
 
 class SudoFailed(EdgefleetError):
@@ -86,20 +89,38 @@ def create_user_command(user: str, home: str, groups: tuple[str, ...] = TPU_GROU
             f"--no-create-home --shell {NOLOGIN} {u}; {join}true")
 
 
-def ownership_command(user: str, root: str, login_user: str, root_only: tuple[str, ...]) -> str:
-    """The agent owns its root; `root_only` files (trust anchor, config, env file) stay root's and read-only to
-    it; the rollout's staging area belongs to the SSH login user (who uploads there)."""
+def ownership_command(user: str, root: str, login_user: str) -> str:
+    """The agent owns its root (models, status, spool, its own key: nothing of root's lives there; the config and
+    trust anchor are in the root-owned config directory); the rollout's staging area belongs to the SSH login
+    user (who uploads there). Only what is not the agent's yet is changed, without following symbolic links
+    (`chown -h`), and files the agent's user creates or removes meanwhile do not fail the deploy."""
     u, r = shlex.quote(user), shlex.quote(root)
-    protected = " ".join(shlex.quote(path) for path in root_only)
-    return (f"chown -R {u}: {r} && chown root:root {r}/keys {protected} && chmod 755 {r}/keys && "
-            f"install -d -o {shlex.quote(login_user)} {r}/{INCOMING_DIR}")
+    return (f"chown {u}: {r} && find {r} -ignore_readdir_race ! -user {u} "
+            f"-exec chown -h {u}: {{}} \\; && install -d -o {shlex.quote(login_user)} {r}/{INCOMING_DIR}")
+
+
+def as_agent_user(user: str | None, command: str) -> str:
+    """`command` run as the agent's user (from root: setpriv, as the process manager does); unchanged for None."""
+    if user is None:
+        return command
+    u = shlex.quote(user)
+    return (f"setpriv --reuid={u} --regid=\"$(id -g {u})\" --init-groups -- sh -c {shlex.quote(command)}")
 
 
 def sudoers_rule(login_user: str, agent_user: str, agent_command: str) -> tuple[str, str]:
     """(path, text) of the sudoers rule that lets the rollout run the device CLI, and only it, as the agent's
-    user without a password (`DeviceConnection.agent` runs `sudo -n -u AGENT_USER edgefleet-agent ...`)."""
+    user without a password (`DeviceConnection.agent` runs `sudo -n -u AGENT_USER edgefleet-agent ...`).
+
+    Raises:
+        ConfigError: a value that would change the rule (a newline adds another; sudoers' special characters).
+    """
+    for what, value, pattern in (("login user", login_user, _SUDOERS_USER), ("agent_user", agent_user, _SUDOERS_USER),
+                                 ("agent command", agent_command, _SUDOERS_COMMAND)):
+        if not pattern.fullmatch(value):
+            raise ConfigError(f"{what} {value!r} cannot go into a sudoers rule (only letters, digits and ._-/ "
+                              "are safe there; a newline would add a rule)", "fix the deploy-agent parameters")
     # Named to sort last (sudo applies the last matching rule, files in lexical order); no dot (sudo skips those).
-    path = f"/etc/sudoers.d/zz-edgefleet-agent-{login_user}"
+    path = f"/etc/sudoers.d/zz-edgefleet-agent-{login_user.replace('.', '_')}"
     return path, f"{login_user} ALL=({agent_user}) NOPASSWD: {agent_command}\n"
 
 

@@ -11,8 +11,9 @@ systemd:
 process (containers, the test fleet, devices whose init is not systemd):
     the agent is started with `setsid nohup` (its own session, so it outlives the SSH session; as `user`
     through `setpriv` when the commands run as another user, e.g. root through sudo), its pid in
-    `<state_dir>/<name>.pid`, its output appended to `<state_dir>/<name>.log`, its environment read from
-    `<state_dir>/<name>.env`. Restart = SIGTERM (the agent drains telemetry), wait, SIGKILL after the stop
+    `<service_dir>/<name>.pid`, its output appended to `<service_dir>/<name>.log`, its environment read from
+    `<service_dir>/<name>.env` (root reads all three: deploy-agent puts them in the root-owned config
+    directory, never under the agent root). Restart = SIGTERM (the agent drains telemetry), wait, SIGKILL after the stop
     timeout, start. Nothing restarts a crashed agent: use systemd where you can.
 """
 
@@ -45,23 +46,32 @@ class ServiceSpec(BaseModel):
     name: str = Field(default="edgefleet-agent", pattern=SERVICE_NAME_PATTERN)
     command: tuple[str, ...] = Field(min_length=1, description="argv, e.g. (venv/bin/edgefleet-agent, run, ...)")
     user: str = "root"
-    state_dir: str = Field(description="process manager: pid, log and env files live here")
+    state_dir: str = Field(description="the agent root, the one directory the agent writes")
+    service_dir: str | None = Field(
+        default=None, description="root-owned: the env file, and the process manager's pid and log files (root "
+        "reads and writes them: never in a directory the agent's user owns); default state_dir, only for an agent "
+        "run by the same user as its manager (the simulated fleet)")
     environment: dict[str, str] = Field(default_factory=dict)
     description: str = "edgefleet device agent"
     restart_sec: float = Field(default=5.0, gt=0, description="systemd: pause before restarting a crashed agent")
     stop_timeout_s: float = Field(default=20.0, gt=0, description="SIGTERM, then SIGKILL after this long")
 
     @property
+    def files_dir(self) -> str:
+        """Where the env, pid and log files live."""
+        return self.service_dir or self.state_dir
+
+    @property
     def pid_file(self) -> str:
-        return f"{self.state_dir}/{self.name}.pid"
+        return f"{self.files_dir}/{self.name}.pid"
 
     @property
     def log_file(self) -> str:
-        return f"{self.state_dir}/{self.name}.log"
+        return f"{self.files_dir}/{self.name}.log"
 
     @property
     def env_file(self) -> str:
-        return f"{self.state_dir}/{self.name}.env"
+        return f"{self.files_dir}/{self.name}.env"
 
 
 class _Manager(BaseModel):
@@ -184,7 +194,7 @@ def process_commands(spec: ServiceSpec) -> ServiceCommands:
     user = shlex.quote(spec.user)
     as_user = (f'$([ "$(id -un)" = {user} ] || echo setpriv --reuid={user} --regid="$(id -g {user})" '
                f'--init-groups --)')
-    start = (f'mkdir -p {shlex.quote(spec.state_dir)} && '
+    start = (f'mkdir -p {shlex.quote(spec.files_dir)} && '
              f'( if [ -f {env_file} ]; then set -a; . {env_file}; set +a; fi; '
              f'setsid nohup {as_user} {command} >>{log_file} 2>&1 </dev/null & echo $! > {pid_file} )')
     is_running = f'[ -f {pid_file} ] && kill -0 "$(cat {pid_file})" 2>/dev/null'

@@ -2,10 +2,12 @@
 
     known_hosts: known_hosts            # required: host keys are verified, unknown hosts are refused
     defaults:                           # optional: any device field, applied where a device omits it
-      user: edgefleet
+      user: pi
       key_file: ~/.ssh/edgefleet_ed25519
       agent_root: /var/lib/edgefleet-agent
       agent_command: /opt/edgefleet/venv/bin/edgefleet-agent
+      agent_user: edgefleet             # deploy-agent's agent_user (default edgefleet)
+      config_dir: /opt/edgefleet/etc    # deploy-agent's config_dir: <config_dir>/<id>/agent.yaml, release key
     devices:
       - id: cam-1
         host: 10.0.0.11
@@ -26,6 +28,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edgefleet.flows.rollout.device_values import (
+    AgentRootPath,
+    CommandName,
+    DevicePath,
+    HostName,
+    LoginName,
+    UnixName,
+)
 from edgefleet.kernel.contracts.layout import DEFAULT_AGENT_ROOT
 from edgefleet.kernel.contracts.names import DeviceId
 from edgefleet.kernel.errors import ConfigError, describe_validation_error
@@ -41,21 +51,30 @@ class DeviceSpec(_Strict):
     """One device of the fleet."""
 
     id: DeviceId = Field(description="unique device id (the agent's device_id)")
-    host: str = Field(min_length=1, description="host name or address")
+    host: HostName = Field(description="host name or address")
     port: int = Field(default=22, ge=1, le=65535)
-    user: str = Field(default="root", min_length=1)
+    user: LoginName = Field(default="root")
     key_file: Path = Field(description="SSH private key used to log in (no passwords)")
     tags: tuple[str, ...] = Field(default=(), description="free-form labels used to target devices")
-    agent_root: str = Field(default=DEFAULT_AGENT_ROOT, min_length=1,
-                            description="the agent root on the device (models, status.json, spool)")
-    agent_command: str = Field(default="edgefleet-agent", min_length=1,
-                               description="how to call the device CLI there (absolute path in a venv)")
-    agent_user: str | None = Field(default=None, description="the system user the agent runs as (deploy-agent's "
-                                   "agent_user); the device CLI is then run as it with `sudo -n -u`")
+    agent_root: AgentRootPath = Field(default=DEFAULT_AGENT_ROOT,
+                                      description="the agent root on the device (models, status.json, spool)")
+    agent_command: CommandName = Field(default="edgefleet-agent",
+                                       description="how to call the device CLI there (absolute path in a venv)")
+    agent_user: UnixName | None = Field(default=None, description="the system user the agent runs as (deploy-"
+                                        "agent's agent_user); the device CLI is then run as it with `sudo -n -u`")
+    config_dir: DevicePath | None = Field(
+        default=None, description="deploy-agent's config_dir (default <install_dir>/etc, e.g. /opt/edgefleet/etc): "
+        "the device CLI takes the agent root and the release key from <config_dir>/<id>/agent.yaml; empty: "
+        "--root agent_root and the key under it (agents deployed before the root-owned config directory)")
     connect_timeout_s: int = Field(default=10, ge=1, description="TCP connect + SSH banner/auth timeout")
     connect_attempts: int = Field(default=2, ge=1, description="tries before a device counts as unreachable")
     connect_retry_wait_s: float = Field(default=0.5, ge=0, description="pause between two connection tries")
     command_timeout_s: float = Field(default=120.0, gt=0, description="longest one remote command may run")
+
+    @property
+    def agent_config(self) -> str | None:
+        """The root-owned agent.yaml deploy-agent wrote, when the inventory names the config directory."""
+        return f"{self.config_dir}/{self.id}/agent.yaml" if self.config_dir is not None else None
 
     @property
     def address(self) -> str:

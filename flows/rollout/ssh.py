@@ -22,10 +22,11 @@ from pathlib import Path
 import tenacity
 from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut
-from paramiko.client import RejectPolicy
+from paramiko.client import MissingHostKeyPolicy
 from paramiko.ssh_exception import AuthenticationException, BadHostKeyException, SSHException
 
 from edgefleet.flows.rollout.inventory import DeviceSpec, Inventory
+from edgefleet.flows.rollout.known_hosts import KnownHosts, load_known_hosts
 from edgefleet.kernel.errors import ConfigError, EdgefleetError
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,24 @@ def _transient(error: BaseException) -> bool:
     return isinstance(error, DeviceUnreachable) and not isinstance(error, HostKeyError)
 
 
+class _RefuseUnknown(MissingHostKeyPolicy):
+    """paramiko's RejectPolicy, saying "revoked" when the unknown key is a revoked one."""
+
+    def __init__(self, known: KnownHosts, where: str, known_hosts: Path) -> None:
+        self._known, self._where, self._file = known, where, known_hosts
+
+    def missing_host_key(self, client: object, hostname: str, key: object) -> None:
+        if self._known.is_revoked(key):  # type: ignore[arg-type]  # paramiko passes a PKey
+            raise _revoked(self._where, self._file)
+        raise SSHException(f"Server {hostname!r} {UNKNOWN_HOST_MARK}")
+
+
+def _revoked(where: str, known_hosts: Path) -> HostKeyError:
+    return HostKeyError(f"{where} presented a host key that {known_hosts} marks @revoked: refused",
+                        "the device's host key was revoked (stolen or retired): re-key the device, check its new "
+                        f"key out of band and add it to {known_hosts}")
+
+
 def open_verified_connection(host: str, port: int, user: str, key_file: Path, known_hosts: Path, *,
                              timeout_s: float, where: str) -> Connection:
     """The project's one way to open an SSH connection (devices, deploy-agent, the compile host): Fabric with
@@ -90,12 +109,18 @@ def open_verified_connection(host: str, port: int, user: str, key_file: Path, kn
         connect_kwargs={"key_filename": [os.fspath(key_file)], "look_for_keys": False,
                         "allow_agent": False, "banner_timeout": timeout_s, "auth_timeout": timeout_s},
     )
-    connection.client.load_host_keys(os.fspath(known_hosts))
-    connection.client.set_missing_host_key_policy(RejectPolicy())
+    known = load_known_hosts(known_hosts)
+    known.add_to(connection.client.get_host_keys())
+    connection.client.set_missing_host_key_policy(_RefuseUnknown(known, where, known_hosts))
     try:
         connection.open()
+    except HostKeyError:
+        connection.close()
+        raise
     except BadHostKeyException as error:
         connection.close()
+        if known.is_revoked(error.key):
+            raise _revoked(where, known_hosts) from error
         raise HostKeyError(
             f"{where} presented a host key that differs from {known_hosts}: refused (the device was "
             "re-installed, or something else answers on its address)",
@@ -221,12 +246,16 @@ class DeviceConnection:
         return CommandResult(result.stdout, result.stderr, result.exited)
 
     def agent(self, *args: str, timeout_s: float | None = None, check: bool = True) -> CommandResult:
-        """Runs the device CLI (`edgefleet-agent ARGS --root <agent_root>`), as the agent's own user through
-        `sudo -n -u` when the inventory names one (deploy-agent's `agent_user`)."""
+        """Runs the device CLI (`edgefleet-agent ARGS --config <agent_config>`, or `--root <agent_root>` for an
+        inventory without agent_config), as the agent's own user through `sudo -n -u` when the inventory names
+        one (deploy-agent's `agent_user`)."""
         argv = [self.device.agent_command, *args]
         if self.device.agent_user and self.device.agent_user != self.device.user:
             argv = ["sudo", "-n", "-u", self.device.agent_user, *argv]
-        command = shlex.join(argv) + " --root " + remote_path(self.device.agent_root)
+        if self.device.agent_config is not None:  # root and release key from the root-owned agent.yaml
+            command = shlex.join([*argv, "--config", self.device.agent_config])
+        else:
+            command = shlex.join(argv) + " --root " + remote_path(self.device.agent_root)
         return self.run(command, timeout_s=timeout_s, check=check)
 
     def put(self, local: str | os.PathLike[str], remote: str) -> int:

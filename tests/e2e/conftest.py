@@ -1,8 +1,8 @@
 """Fixtures of the browser tests: Debian's headless Chromium, and the local Prefect stack started the way a
 user starts it (`edgefleet ui`, as a subprocess, stopped with SIGTERM).
 
-Chromium is driven through its own command line (`--dump-dom`, `--screenshot`); the Prefect UI is a
-JavaScript app, so `--virtual-time-budget` lets it fetch from the API and render before the DOM is taken.
+Chromium is driven by Selenium (Debian's chromium-driver): the Prefect UI asks for the API's auth string on its
+login page first, and is a JavaScript app, so a page is read once what the test waits for has rendered.
 Screenshots and the stack's logs are copied to `test-artifacts/e2e/` at the repository root.
 """
 
@@ -13,37 +13,21 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edgefleet.local.processes import ManagedProcess
+from edgefleet.local.ui_settings import AUTH_STRING_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS_DIR = REPO / "test-artifacts" / "e2e"
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser")
-# What this sandboxed machine needs: no sandbox/GPU, and nothing that reaches the network on its own.
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-    # Screenshots of the finished frame, not of a fade-in half way through.
-    "--run-all-compositor-stages-before-draw",
-)
 WINDOW_SIZE = (1440, 1000)
-VIRTUAL_TIME_BUDGET_MS = 15000
-CHROMIUM_TIMEOUT_S = 120.0
-RENDER_ATTEMPTS = 4
 UI_START_TIMEOUT_S = 300.0
 UI_STOP_TIMEOUT_S = 90.0
 POLL_S = 0.5
@@ -92,53 +76,88 @@ def parse_page(url: str, html: str, link_class: str | None = None) -> Page:
     return Page(url, html, " ".join(parser.chunks), tuple(parser.links))
 
 
-@dataclass(frozen=True)
+CHROMEDRIVER_CANDIDATES = ("/usr/bin/chromedriver", "chromedriver")
+# What this sandboxed machine needs: no sandbox/GPU, and nothing that reaches the network on its own.
+SELENIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars")
+PAGE_TIMEOUT_S = 60.0
+
+
+def login_to_prefect_ui(driver: Any, ui_url: str, auth_string: str, timeout_s: float = PAGE_TIMEOUT_S) -> None:
+    """Logs the browser in to a Prefect UI whose API requires an auth string, as a user does: the UI's login
+    page, the string typed into its password field, Enter (the UI keeps it in the browser's local storage)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(f"{ui_url}/login")
+    wait = WebDriverWait(driver, timeout_s)
+    field = wait.until(conditions.element_to_be_clickable((By.XPATH, "//input[@type='password']")))
+    field.send_keys(auth_string + Keys.ENTER)
+    wait.until(lambda d: "/login" not in d.current_url)
+
+
+@dataclass
 class Chromium:
-    """Debian's Chromium, headless, a fresh profile for every call."""
+    """Debian's Chromium, headless, under Selenium (the UI asks for the API's auth string: `login` first)."""
 
-    executable: str
-    profile_root: Path
+    driver: Any
 
-    def _run(self, *args: str, window_size: tuple[int, int] = WINDOW_SIZE) -> subprocess.CompletedProcess[str]:
-        profile = tempfile.mkdtemp(prefix="profile-", dir=self.profile_root)
-        try:
-            return subprocess.run(
-                [self.executable, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
-                 f"--window-size={window_size[0]},{window_size[1]}",
-                 f"--virtual-time-budget={VIRTUAL_TIME_BUDGET_MS}", *args],
-                capture_output=True, text=True, timeout=CHROMIUM_TIMEOUT_S, check=True, stdin=subprocess.DEVNULL,
-            )
-        finally:
-            shutil.rmtree(profile, ignore_errors=True)
+    def login(self, ui_url: str, auth_string: str) -> None:
+        login_to_prefect_ui(self.driver, ui_url, auth_string)
 
     def render(
         self, url: str, ready: Callable[[Page], bool], link_class: str | None = None
     ) -> Page:
-        """The page once `ready(page)` holds, loading it again (a few times) while the app is still fetching."""
-        page = parse_page(url, "")
-        for _ in range(RENDER_ATTEMPTS):
-            page = parse_page(url, self._run("--dump-dom", url).stdout, link_class)
-            if ready(page):
-                break
-        return page
+        """The page once `ready(page)` holds (the app fetches from the API after loading), or as it is after
+        PAGE_TIMEOUT_S (the caller's assertion then says what is missing)."""
+        from selenium.common.exceptions import TimeoutException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        self.driver.set_window_size(*WINDOW_SIZE)
+        self.driver.get(url)
+        try:
+            WebDriverWait(self.driver, PAGE_TIMEOUT_S, poll_frequency=POLL_S).until(
+                lambda d: ready(parse_page(url, d.page_source, link_class)))
+        except TimeoutException:
+            pass
+        return parse_page(url, self.driver.page_source, link_class)
 
     def screenshot(self, url: str, path: Path, window_size: tuple[int, int] = WINDOW_SIZE) -> Path:
-        """A PNG of the rendered page, also copied to test-artifacts/e2e/."""
+        """A PNG of the page (as rendered by `render` when it is the page shown), also copied to test-artifacts."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._run(f"--screenshot={path}", url, window_size=window_size)
+        if self.driver.current_url != url:
+            self.driver.get(url)
+        self.driver.set_window_size(*window_size)
+        self.driver.save_screenshot(str(path))
         ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, ARTIFACTS_DIR / path.name)
         return path
 
 
 @pytest.fixture(scope="session")
-def chromium(tmp_path_factory: pytest.TempPathFactory) -> Chromium:
-    """Headless Chromium, or a skip saying how to install it."""
-    for candidate in CHROMIUM_CANDIDATES:
-        found = shutil.which(candidate)
-        if found:
-            return Chromium(found, tmp_path_factory.mktemp("chromium"))
-    pytest.skip("Chromium is not installed (Debian: apt-get install -y chromium); the browser tests need it")
+def chromium() -> Iterator[Chromium]:
+    """Headless Chromium under Selenium, or a skip saying how to install it."""
+    driver_path = next((found for c in CHROMEDRIVER_CANDIDATES if (found := shutil.which(c))), None)
+    executable = next((found for c in CHROMIUM_CANDIDATES if (found := shutil.which(c))), None)
+    if driver_path is None or executable is None:
+        pytest.skip("Chromium and its driver are not installed (Debian: apt-get install -y chromium "
+                    "chromium-driver); the browser tests need them")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = executable
+    for flag in SELENIUM_FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_page_load_timeout(PAGE_TIMEOUT_S)
+    try:
+        yield Chromium(driver)
+    finally:
+        driver.quit()
 
 
 @dataclass
@@ -153,6 +172,11 @@ class UiProcess:
     @property
     def api_url(self) -> str:
         return f"{self.ui_url}/api"
+
+    @property
+    def auth_string(self) -> str:
+        """What the stack's API requires (`edgefleet ui` keeps it in <PREFECT_HOME>/api-auth-string)."""
+        return (self.home / AUTH_STRING_FILE).read_text().strip()
 
     def leftover_pids(self) -> list[int]:
         """Live processes of this stack (server, worker, flow runs): those with its PREFECT_HOME."""

@@ -46,9 +46,10 @@ def _prefect_yaml() -> dict[str, Any]:
 
 
 def _api(ui_stack):
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    return temporary_settings(updates={PREFECT_API_URL: ui_stack.api_url})
+    return temporary_settings(updates={PREFECT_API_URL: ui_stack.api_url,
+                                       PREFECT_API_AUTH_STRING: ui_stack.auth_string})
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +92,7 @@ def test_deployments_page_lists_every_deployment(ui_stack, chromium, tmp_path: P
     assert registered == expected
 
     url = f"{ui_stack.ui_url}/deployments"
+    chromium.login(ui_stack.ui_url, ui_stack.auth_string)  # the API requires its auth string: the UI asks once
     page = chromium.render(url, lambda p: expected <= set(p.links), link_class="deployment-list__name")
     assert set(page.links) == expected, page.text
     assert f"{len(expected)} Deployment" in page.text
@@ -119,6 +121,7 @@ def test_release_model_run_form_shows_the_parameters(ui_stack, chromium, tmp_pat
     expected.add(ReleaseParams.model_fields["dataset"].description)
 
     url = f"{ui_stack.ui_url}/deployments/deployment/{deployment.id}/run"
+    chromium.login(ui_stack.ui_url, ui_stack.auth_string)
     page = chromium.render(url, lambda p: all(title in p.text for title in expected))
     assert {title for title in expected if title not in page.text} == set()
     chromium.screenshot(url, tmp_path / "release-model-run-form.png", window_size=(1440, 2400))
@@ -165,6 +168,7 @@ def test_release_report_artifact_in_api_and_ui(
     assert heading in str(report.data) and str(release_run.registry) in str(report.data)
 
     artifact_url = f"{ui_stack.ui_url}/artifacts/artifact/{report.id}"
+    chromium.login(ui_stack.ui_url, ui_stack.auth_string)
     page = chromium.render(artifact_url, lambda p: heading in p.text)
     assert heading in page.text and str(release_run.registry) in page.text
     chromium.screenshot(artifact_url, tmp_path / "release-report-artifact.png")

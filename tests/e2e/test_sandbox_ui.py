@@ -23,7 +23,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import ARTIFACTS_DIR, processes_with_home, start_printing_ui_url
+from edgefleet.local.ui_settings import AUTH_STRING_FILE
+
+from .conftest import ARTIFACTS_DIR, login_to_prefect_ui, processes_with_home, start_printing_ui_url
 
 pytestmark = pytest.mark.slow
 
@@ -51,6 +53,11 @@ class SandboxProcess:
     @property
     def api_url(self) -> str:
         return f"{self.ui_url}/api"
+
+    @property
+    def auth_string(self) -> str:
+        """What the sandbox's API requires (its summary names the file)."""
+        return (self.workdir / "prefect" / AUTH_STRING_FILE).read_text().strip()
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +97,7 @@ def browser() -> Iterator[Any]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console errors, for a failure's message
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  f"--window-size={WINDOW}"):
@@ -110,7 +118,7 @@ def _screenshot(browser: Any, name: str) -> None:
 def _client(sandbox: SandboxProcess):
     from prefect.client.orchestration import SyncPrefectClient
 
-    return SyncPrefectClient(sandbox.api_url)
+    return SyncPrefectClient(sandbox.api_url, auth_string=sandbox.auth_string)
 
 
 def _run_ids(sandbox: SandboxProcess, deployment_id: Any) -> set[str]:
@@ -169,7 +177,9 @@ def _submit_run_form(browser: Any, sandbox: SandboxProcess, deployment: str, scr
     except TimeoutException:
         _screenshot(browser, f"failed-{screenshot}")
         body = browser.find_element(By.TAG_NAME, "body").text
-        raise AssertionError(f"the {deployment} form was not accepted; the page says:\n{body[-3000:]}") from None
+        console = [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+        raise AssertionError(f"the {deployment} form was not accepted; the page says:\n{body[-1500:]}\n"
+                             f"browser console errors:\n" + "\n".join(console[-20:])) from None
     new = wait.until(lambda _: _run_ids(sandbox, found.id) - before)
     assert len(new) == 1, new
     return new.pop()
@@ -193,6 +203,7 @@ def test_release_and_rollout_from_the_ui_reach_every_device(sandbox: SandboxProc
     from edgefleet.device.registry import open_registry_reader
     from edgefleet.device.store import ModelStore
 
+    login_to_prefect_ui(browser, sandbox.ui_url, sandbox.auth_string)  # the UI asks for the API's auth string
     release_id = _submit_run_form(browser, sandbox, "release-model", "sandbox-release-form.png",
                                   {"Source Commit": SOURCE_COMMIT})
     release = _wait_for_run(sandbox, release_id)
@@ -211,6 +222,9 @@ def test_release_and_rollout_from_the_ui_reach_every_device(sandbox: SandboxProc
 
     roots = sorted((sandbox.workdir / "fleet").glob("sim-*/agent-root"))
     assert len(roots) == DEVICES
+    for root in roots:  # deploy-agent's layout: the trust anchor in the root-owned config dir, not the agent root
+        assert not (root / "keys" / "release.pub").exists()
+        assert (sandbox.workdir / "opt" / "etc" / root.parent.name / "keys" / "release.pub").is_file()
     assert {root.parent.name: ModelStore(root).pointer(MODEL, "current") for root in roots} == {
         f"sim-{n}": version for n in range(1, DEVICES + 1)}
 

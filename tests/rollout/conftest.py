@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import tempfile
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,3 +187,51 @@ def deploy_inputs(tmp_path: Path, frames_parent: Path, coral_data: Path) -> Depl
     (tmp_path / "dist").mkdir()
     wheel = build_wheel.fn(Path(edgefleet.__file__).resolve().parents[1], tmp_path / "dist")
     return DeployInputs(key_path, frames, wheel)
+
+
+@pytest.fixture
+def agent_user() -> Iterator[str]:
+    """A fresh name for deploy-agent's agent_user (it creates the system user); removed afterwards. Creating
+    users needs root (CI runs as root): skipped otherwise."""
+    if os.geteuid() != 0 or shutil.which("useradd") is None or shutil.which("setpriv") is None:
+        pytest.skip("deploy-agent creates the agent's user: needs root, useradd and setpriv (CI runs as root)")
+    name = f"efa{uuid.uuid4().hex[:6]}"
+    yield name
+    subprocess.run(["userdel", name], capture_output=True)
+    subprocess.run(["groupdel", name], capture_output=True)
+
+
+@pytest.fixture
+def readable_dir() -> Iterator[Path]:
+    """A directory other users can traverse (pytest's tmp dirs are 0700): what the agent's user must read."""
+    path = Path(tempfile.mkdtemp(prefix="edgefleet-deploy-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"  # the agent's own user runs the venv: the project's Python may be in root's home
+
+
+def deploy_params_as_agent_user(fleet: SimulatedFleet, inputs: DeployInputs, readable_dir: Path,
+                                agent_user: str) -> dict:
+    """deploy-agent parameters for `fleet` (root login) with the agent as `agent_user`, offline, `process`."""
+    import sysconfig
+
+    return dict(inventory=str(fleet.inventory_path), public_key=str(inputs.public_key),
+                install_dir=str(readable_dir / "opt"), python=SYSTEM_PYTHON, no_deps=True, wheel=str(inputs.wheel),
+                extra_site_dirs=(sysconfig.get_path("purelib"),), service_manager="process", agent_user=agent_user,
+                agent={"model": "imagenet", "source": {"kind": "images", "path": str(inputs.frames), "max_fps": 2},
+                       "status": {"interval_s": 0.5}})
+
+
+def running_agent_config(pid: int) -> Path:
+    """The agent.yaml the agent with `pid` was started with (`run --config FILE`)."""
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    return Path(argv[argv.index("--config") + 1])
+
+
+def as_uid(user: str, command: str) -> subprocess.CompletedProcess[str]:
+    """`command` run by `sh` as `user` (setpriv), the way a compromised agent would."""
+    return subprocess.run(["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "sh", "-c", command],
+                          capture_output=True, text=True, timeout=60)

@@ -20,6 +20,8 @@ from edgefleet.local.fleet import SimulatedFleet
 
 from .conftest import deploy_inputs
 
+SYSTEM_PYTHON = "/usr/bin/python3"  # the agent's own user runs the venv: the project's Python may be in root's home
+
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 def test_rendered_unit_passes_systemd_analyze_and_a_broken_one_does_not(tmp_path):
@@ -35,17 +37,21 @@ def test_rendered_unit_passes_systemd_analyze_and_a_broken_one_does_not(tmp_path
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not Path(SYSTEM_PYTHON).exists(), reason=f"needs {SYSTEM_PYTHON}")
 @pytest.mark.usefixtures("prefect_api")
-def test_deploy_agent_installs_a_venv_and_runs_the_agent_under_the_process_manager(tmp_path, coral_data):
+def test_deploy_agent_installs_a_venv_and_runs_the_agent_under_the_process_manager(tmp_path, coral_data,
+                                                                                  agent_user, readable_dir):
     from edgefleet.flows.deploy_agent.flow import DeployAgentParams, deploy_agent
 
-    key_path, frames, wheel = deploy_inputs(tmp_path, tmp_path, coral_data)
+    key_path, frames, wheel = deploy_inputs(tmp_path, readable_dir, coral_data)
     (tmp_path / "registry").mkdir()
-    with SimulatedFleet(tmp_path / "fleet", 1) as fleet:
+    opt = readable_dir / "opt"  # the agent's own user (the default) runs the venv: not under pytest's 0700 dirs
+    with SimulatedFleet(readable_dir / "fleet", 1) as fleet:
         device = fleet.devices["sim-1"]
+        fleet.adopt_deployed(opt / "etc")
         params = DeployAgentParams(
-            inventory=str(fleet.inventory_path), public_key=str(key_path), install_dir=str(tmp_path / "opt"),
-            python=shutil.which("python3.11") or "python3", no_deps=True, wheel=str(wheel),
+            inventory=str(fleet.inventory_path), public_key=str(key_path), install_dir=str(opt), agent_user=agent_user,
+            python=SYSTEM_PYTHON, no_deps=True, wheel=str(wheel),
             extra_site_dirs=(sysconfig.get_path("purelib"),), service_manager="process",
             registry=str(tmp_path / "registry"), enrolment={"dev_key_file": str(tmp_path / "enrolment.key")},
             agent={"model": "imagenet", "source": {"kind": "images", "path": str(frames), "max_fps": 2},
@@ -54,10 +60,12 @@ def test_deploy_agent_installs_a_venv_and_runs_the_agent_under_the_process_manag
         assert first[0].ok and first[0].wheel_uploaded
         pid = first[0].pid
         command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        assert command[0].decode() == str(tmp_path / "opt" / "venv" / "bin" / "edgefleet-agent") or \
-            str(tmp_path / "opt" / "venv") in b" ".join(command).decode()
-        assert (device.root / "keys" / "release.pub").read_text() == key_path.read_text()
-        assert "device_id: sim-1" in (device.root / "agent.yaml").read_text()
+        assert command[0].decode() == str(opt / "venv" / "bin" / "edgefleet-agent") or \
+            str(opt / "venv") in b" ".join(command).decode()
+        config_dir = opt / "etc" / "sim-1"  # root's: the agent's user cannot rewrite or rename it
+        assert (config_dir / "keys" / "release.pub").read_text() == key_path.read_text()
+        assert "device_id: sim-1" in (config_dir / "agent.yaml").read_text()
+        assert f"public_key: {config_dir}/keys/release.pub" in (config_dir / "agent.yaml").read_text()
         # the device made its own key; only its public key was published with the fleet
         from edgefleet.device.registry import open_registry_reader
         from edgefleet.kernel.signing import key_id, load_public_key

@@ -15,7 +15,6 @@ import pwd
 import shutil
 import subprocess
 import sysconfig
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -58,15 +57,6 @@ def users():
         subprocess.run(["groupdel", agent], capture_output=True)
 
 
-@pytest.fixture
-def readable_dir():
-    """A directory other users can traverse (pytest's tmp dirs are 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="edgefleet-nonroot-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 @pytest.mark.usefixtures("prefect_api")
 def test_deploy_through_sudo_runs_the_agent_as_its_own_user_without_write_access_to_its_key(
         users, readable_dir, tmp_path, coral_data):
@@ -82,8 +72,9 @@ def test_deploy_through_sudo_runs_the_agent_as_its_own_user_without_write_access
     Secret(value=password).save(secret, overwrite=True)
     key_path, frames, wheel = deploy_inputs(tmp_path, readable_dir, coral_data)
     with SimulatedFleet(readable_dir / "fleet", 1) as fleet:
-        fleet.write_inventory(user=login, agent_user=agent_user,
+        fleet.write_inventory(user=login, agent_user=agent_user, config_dir=str(readable_dir / "opt" / "etc"),
                               agent_command=str(readable_dir / "opt" / "venv" / "bin" / "edgefleet-agent"))
+        fleet.adopt_deployed(readable_dir / "opt" / "etc")
         root = fleet.devices["sim-1"].root
         params = DeployAgentParams(
             inventory=str(fleet.inventory_path), public_key=str(key_path), install_dir=str(readable_dir / "opt"),
@@ -99,15 +90,17 @@ def test_deploy_through_sudo_runs_the_agent_as_its_own_user_without_write_access
             process = Path(f"/proc/{result.pid}/status").read_text()
             assert f"Uid:\t{agent.pw_uid}\t" in process  # the agent runs as its own user, not root
             assert agent.pw_shell == "/usr/sbin/nologin"
-            key = (root / "keys" / "release.pub").stat()
+            anchor = Path(params.device_config_dir("sim-1")) / "keys" / "release.pub"
+            key = anchor.stat()
             assert (key.st_uid, key.st_mode & 0o777) == (0, 0o644)
             assert root.stat().st_uid == agent.pw_uid  # its root: models, status, spool
+            assert not (root / "keys" / "release.pub").exists()  # the trust anchor is not under its root
             # The attack: the agent's user rewrites its own trust anchor. Refused by the file system.
             tamper = subprocess.run(["setpriv", f"--reuid={agent.pw_uid}", f"--regid={agent.pw_gid}", "--clear-groups",
-                                     "sh", "-c", f"echo forged >> {root / 'keys' / 'release.pub'}"],
+                                     "sh", "-c", f"echo forged >> {anchor}"],
                                     capture_output=True, text=True)
             assert tamper.returncode != 0 and "Permission denied" in tamper.stderr
-            assert (root / "keys" / "release.pub").read_text() == key_path.read_text()
+            assert anchor.read_text() == key_path.read_text()
             # The rollout runs the device CLI as the agent's user with the rule deploy-agent installed.
             device = load_inventory(fleet.inventory_path).devices[0]
             with DeviceConnection(device, fleet.known_hosts) as connection:

@@ -28,4 +28,5 @@ from tests.flows.conftest import (  # noqa: F401 - the release fixtures, for the
     tiny_int8,
 )
 from tests.monitor.conftest import monitor_config, telemetry_topic  # noqa: E402,F401 - the emulator topic
+from tests.rollout.conftest import agent_user, readable_dir  # noqa: E402,F401 - deploy-agent's own user, readable dirs
 from tests.security.device_keys import fleet, fleet_state  # noqa: E402,F401 - the device key record attack tests

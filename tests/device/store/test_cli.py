@@ -184,3 +184,25 @@ def test_pull_from_a_missing_registry_directory_exits_2(store: ModelStore, tmp_p
     )
     assert result.exit_code == 2
     assert "nope does not exist" in result.stderr
+
+
+def test_config_gives_the_root_and_the_release_key_from_outside_the_root(
+        make_version: VersionFactory, keys: Keys, tmp_path: Path) -> None:
+    """What the rollout passes to agents deploy-agent installed: `--config <config_dir>/<id>/agent.yaml`, whose
+    root holds the store and whose release key lives in the (root-owned) config directory, not in the root."""
+    root, config_dir = tmp_path / "agent-root", tmp_path / "etc" / "cam-1"
+    (config_dir / "keys").mkdir(parents=True)
+    release_key = config_dir / "keys" / "release.pub"
+    release_key.write_bytes(Path(keys.public_file).read_bytes())
+    config = config_dir / "agent.yaml"
+    config.write_text(f"device_id: cam-1\nmodel: birds\nroot: {root}\npublic_key: {release_key}\n")
+    directory = make_version("birds", "1.0.0")
+
+    verified = json.loads(invoke("verify", directory, "--config", config, "--json").stdout)
+    assert verified["public_key"] == str(release_key)
+    result = invoke("install", directory, "--activate", "--config", config, "--json")
+    assert result.exit_code == 0, result.output
+    assert ModelStore(root, public_key=release_key).pointer("birds", "current") == "1.0.0"
+    assert not (root / "keys" / "release.pub").exists()
+    listed = json.loads(invoke("models", "--config", config, "--json").stdout)
+    assert "1.0.0" in json.dumps(listed)
