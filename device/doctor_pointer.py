@@ -42,5 +42,5 @@ def pointer_check(
     if not pointer.signed:
         return ("warn", f"{pointer.version} (unsigned, unverified)",
                 "sign the channel pointers, then drop registry.require_signed_pointers: false (README: upgrading "
-                "to signed pointers)")
+                "a fleet that ran the old defaults)")
     return "ok", f"{pointer.version} (signature verified, expires {pointer.expires_at:%Y-%m-%d})", None

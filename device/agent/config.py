@@ -119,7 +119,7 @@ class RegistryConfig(_Section):
         default=True,
         description="refuse unsigned (schema 1) channel pointers. false is the transition setting for a fleet "
         "whose pipelines do not sign yet (an agent still refuses unsigned pointers on a channel once it "
-        "accepted a signed one there); README: upgrading to signed pointers",
+        "accepted a signed one there); README: upgrading a fleet that ran the old defaults",
     )
 
 

@@ -68,7 +68,8 @@ class DeployAgentParams(BaseModel):
     inventory: str
     target: Target = Target()
     agent: dict[str, Any] = Field(description="agent.yaml fields for every device; device_id and root are filled in")
-    public_key: str = Field(description="the release public key file (installed as <root>/keys/release.pub)")
+    public_key: str = Field(
+        description="the release public key file (installed root-owned as <config_dir>/<device id>/keys/release.pub)")
     registry: str | None = Field(
         default=None, description="publish each device's own public key here (fleet/devices/<id>.json), so the "
         "fleet monitor accepts its signed telemetry")
