@@ -123,7 +123,12 @@ class RegistryConfig(_Section):
 
 
 class StatusConfig(_Section):
-    interval_s: float = Field(default=1.0, gt=0, description="how often status.json is rewritten")
+    """`status.json`: rewritten on every state change (state, version, swaps, errors) and otherwise every
+    `interval_s`, which must stay below the rollout's `status_max_age_s` (15 s by default)."""
+
+    interval_s: float = Field(default=5.0, gt=0, description="longest time between two status.json writes")
+    check_interval_s: float = Field(
+        default=0.25, gt=0, description="how often the agent looks for a state change worth writing at once")
     latency_window: int = Field(default=512, ge=8, description="inferences behind p50/p95 in the status")
 
 

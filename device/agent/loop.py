@@ -5,7 +5,8 @@
     telemetry        : TelemetryService's own threads: spool (SQLite) -> Pub/Sub or local sink
     model watcher    : store `current` pointer -> verify -> load -> smoke test -> ModelSlot
     registry poller  : (pull mode) channel pointer -> download -> verify -> install -> activate
-    main thread      : status file every second; SIGTERM/SIGINT set `stop`, then everything drains
+    main thread      : status file on every state change, else every few seconds (status.interval_s);
+                       SIGTERM/SIGINT set `stop`, then everything drains
 
 Inference never waits on the network, the spool or a model load: those run in other threads and only hand
 over finished things (a prepared frame, a ready model) through a queue or the slot.
@@ -27,6 +28,7 @@ import numpy as np
 from edgefleet.device.agent.config import AgentConfig
 from edgefleet.device.agent.sources import FrameSource, open_source
 from edgefleet.device.agent.stats import LoopStats
+from edgefleet.device.agent.status_schedule import StatusSchedule
 from edgefleet.device.agent.swap import ActiveModel, ModelSlot, ModelWatcher, lower_thread_priority
 from edgefleet.device.identity import load_or_create_device_key, sign_telemetry
 from edgefleet.device.runtime.interpreter import edgetpu_present
@@ -244,10 +246,14 @@ class Agent:
         for thread in threads:
             thread.start()
         self._state = "running" if self._state != "failed" else "failed"
+        schedule = StatusSchedule(self.config.status.interval_s)
         try:
             while not stop.is_set() and not self._inference_done.is_set():
-                self.write_status()
-                stop.wait(self.config.status.interval_s)
+                status, now = self.status(), time.monotonic()
+                if schedule.due(status, now):  # a change a reader acts on, or the interval is up
+                    write_status(self.config.status_path, status)
+                    schedule.written(status, now)
+                stop.wait(self.config.status.check_interval_s)
         finally:
             self._state = "stopping" if self._state != "failed" else "failed"
             stop.set()
