@@ -1,6 +1,7 @@
 """The agent's loop: capture -> inference -> telemetry, each its own stage, joined by bounded queues.
 
-    capture thread   : source frames -> engine.prepare() (resize, quantize) -> frames queue (bounded)
+    capture thread   : source frames -> engine.prepare() (resize, quantize) -> frames queue (bounded; the
+                       capture thread, when it found it full, resumes at half: one wake-up per half queue)
     inference thread : frames queue -> engine.infer() -> stats + telemetry.record_inference() (a queue put)
     telemetry        : TelemetryService's own threads: spool (SQLite) -> Pub/Sub or local sink
     model watcher    : store `current` pointer -> verify -> load -> smoke test -> ModelSlot
@@ -18,6 +19,7 @@ import functools
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from edgefleet.device.agent.config import AgentConfig
+from edgefleet.device.agent.handoff import FrameQueue
 from edgefleet.device.agent.sources import FrameSource, open_source
 from edgefleet.device.agent.stats import LoopStats
 from edgefleet.device.agent.status_schedule import StatusSchedule
@@ -82,7 +85,7 @@ class Agent:
             signer=functools.partial(sign_telemetry, load_or_create_device_key(config.root)))
         self.watcher = ModelWatcher(config, self.store, self.slot, self._model_event)
         self._source = source
-        self._frames: queue.Queue[Frame] = queue.Queue(maxsize=config.queues.frames)
+        self._frames: FrameQueue[Frame] = FrameQueue(config.queues.frames)
         self._active: ActiveModel | None = None
         self.captured = 0  # frames handed to inference; after a drain, equals frames + errors
         self._capture_done = threading.Event()
@@ -117,12 +120,9 @@ class Agent:
                                     error)
                     continue
                 while not stop.is_set():
-                    try:
-                        self._frames.put(frame, timeout=QUEUE_POLL_S)
+                    if self._frames.put(frame, QUEUE_POLL_S):
                         self.captured += 1
                         break
-                    except queue.Full:
-                        continue
                 if min_interval:
                     # Paced, never catching up on a stall (no model yet, a full queue): at most one frame
                     # early, so the rate the telemetry reports is the configured one, not a burst.
@@ -148,7 +148,7 @@ class Agent:
         try:
             while True:
                 try:
-                    frame = self._frames.get(timeout=QUEUE_POLL_S)
+                    frame = self._frames.get(QUEUE_POLL_S)
                 except queue.Empty:
                     self._swap_if_offered()
                     # Only once capture has ended: a frame it queued after `stop` is still inferred (drained).
@@ -234,6 +234,14 @@ class Agent:
             return self._run(stop)
 
     def _run(self, stop: threading.Event) -> int:
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(self.config.inference.gil_switch_interval_s)
+        try:
+            return self._run_stages(stop)
+        finally:
+            sys.setswitchinterval(switch_interval)
+
+    def _run_stages(self, stop: threading.Event) -> int:
         self.telemetry.start()
         self.write_status()  # "starting": loading the first model may take a while (the Edge TPU probe)
         self.watcher.check_once()  # load the current model before the first frame, if there is one
