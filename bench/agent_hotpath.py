@@ -116,12 +116,13 @@ def agent_config(coral: Path, work: Path, name: str, model_file: str, mode: str)
     return load_config(path)
 
 
-def raw_invoke_fps(interpreter: Interpreter, seconds: float) -> float:
-    count, start = 0, time.perf_counter()
+def raw_invoke_fps(interpreter: Interpreter, seconds: float) -> tuple[float, float]:
+    """invoke() per second on a ready input, and its CPU microseconds per invoke."""
+    count, start, cpu = 0, time.perf_counter(), time.thread_time()
     while time.perf_counter() - start < seconds:
         interpreter.invoke()
         count += 1
-    return count / (time.perf_counter() - start)
+    return count / (time.perf_counter() - start), (time.thread_time() - cpu) / max(count, 1) * 1e6
 
 
 def raw_interpreter(coral: Path, model_file: str) -> Interpreter:
@@ -132,10 +133,28 @@ def raw_interpreter(coral: Path, model_file: str) -> Interpreter:
     return interpreter
 
 
-def loop_fps(agent: Agent, seconds: float) -> float:
-    frames, start = agent.stats.frames, time.perf_counter()
+STAGES = ("inference", "capture", "telemetry-writer", "telemetry-publisher")
+
+
+def thread_cpu_s() -> dict[str, float]:
+    """CPU seconds of this process's threads by name (Linux schedstat: ns of run time, whatever the load)."""
+    times: dict[str, float] = {}
+    for thread in threading.enumerate():
+        try:
+            run_ns = int(Path(f"/proc/self/task/{thread.native_id}/schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        times[thread.name] = times.get(thread.name, 0.0) + run_ns / 1e9
+    return times
+
+
+def loop_fps(agent: Agent, seconds: float) -> tuple[float, dict[str, float]]:
+    """Frames per second over `seconds`, and each stage's CPU microseconds per frame."""
+    frames, cpu, start = agent.stats.frames, thread_cpu_s(), time.perf_counter()
     time.sleep(seconds)
-    return (agent.stats.frames - frames) / (time.perf_counter() - start)
+    frames, after = agent.stats.frames - frames, thread_cpu_s()
+    per_frame = {name: (after[name] - cpu.get(name, 0.0)) / max(frames, 1) * 1e6 for name in STAGES if name in after}
+    return frames / (time.perf_counter() - start), per_frame
 
 
 def cpu_s() -> float:
@@ -177,30 +196,32 @@ class RunningAgent:
 def bench_loop_ratio(coral: Path, work: Path, model_file: str, mode: str, window_s: float, reps: int) -> Row:
     """Loop / raw invoke(), interleaved windows (ABBA), the median of the per-pair ratios."""
     interpreter = raw_interpreter(coral, model_file)
-    ratios, loops, raws = [], [], []
+    ratios, loops, raws, raw_cpu, stage_cpu = [], [], [], [], []
     with RunningAgent(coral, work, model_file, mode) as running:
         for rep in range(reps):
-            pair = {}
             for part in (("raw", "loop") if rep % 2 == 0 else ("loop", "raw")):
+                running.source.gate.set() if part == "loop" else running.source.gate.clear()
+                time.sleep(IDLE_S)
                 if part == "raw":
-                    running.source.gate.clear()
-                    time.sleep(IDLE_S)
-                    pair[part] = raw_invoke_fps(interpreter, window_s)
+                    fps, cpu_us = raw_invoke_fps(interpreter, window_s)
+                    raws.append(fps)
+                    raw_cpu.append(cpu_us)
                 else:
-                    running.source.gate.set()
-                    time.sleep(IDLE_S)
-                    pair[part] = loop_fps(running.agent, window_s)
-            ratios.append(pair["loop"] / pair["raw"])
-            loops.append(pair["loop"])
-            raws.append(pair["raw"])
+                    fps, stages = loop_fps(running.agent, window_s)
+                    loops.append(fps)
+                    stage_cpu.append(stages)
+            ratios.append(loops[-1] / raws[-1])
         lost = running.agent.telemetry.stats().queue_dropped
     ratio, goal = statistics.median(ratios), LOOP_GOALS[(model_file, mode)]
     label = "summaries" if mode == "summary" else "a message per inference"
+    stages = ", ".join(f"{name} {statistics.median(s.get(name, 0.0) for s in stage_cpu):.0f}"
+                       for name in STAGES)
     return (f"loop / raw invoke(), {Path(model_file).stem}, {label}",
             f"{statistics.median(loops):.0f} fps / {statistics.median(raws):.0f} /s",
             f"{ratio:.2f}x (pairs {min(ratios):.2f}-{max(ratios):.2f}, n={reps})",
             f"goal >= {goal}x: {'met' if ratio >= goal else 'NOT met'}"
-            + (f"; {lost} records dropped before the spool" if lost else ""))
+            + (f"; {lost} records dropped before the spool" if lost else "")
+            + f"\nCPU us/frame: raw invoke {statistics.median(raw_cpu):.0f}; {stages}")
 
 
 def _io_counters() -> dict[str, int]:
@@ -265,7 +286,10 @@ def rss():
             return int(line.split()[1]) / 1024
 parts = [("python", rss())]
 import numpy, PIL.Image; parts.append(("numpy + pillow", rss()))
-import edgefleet.device.agent.loop; parts.append(("the agent's modules (pydantic, cryptography, sqlite3)", rss()))
+import ai_edge_litert.interpreter; parts.append(("the LiteRT runtime (ai-edge-litert)", rss()))
+import pydantic, pydantic_settings; parts.append(("pydantic + pydantic-settings", rss()))
+import cryptography.hazmat.primitives.asymmetric.ed25519, ssl; parts.append(("cryptography + ssl", rss()))
+import edgefleet.device.agent.loop; parts.append(("the agent's own modules (sqlite3, yaml...)", rss()))
 from edgefleet.device.runtime.engine import Engine
 engine = Engine.open(sys.argv[1]); parts.append(("LiteRT + mobilenet_v2 opened (XNNPACK)", rss()))
 import numpy as np
@@ -294,10 +318,12 @@ def run(coral: Path, work: Path, window_s: float, reps: int, spool_s: float) -> 
     for model_file in (TPU_SPEED_MODEL, V2_MODEL):
         for mode in ("summary", "every"):
             rows.append(bench_loop_ratio(coral, work, model_file, mode, window_s, reps))
+    summary_s = 2 * TelemetryConfig().summary_interval_s  # two summaries: a window shorter sees none
     for mode in ("every", "summary"):
         for rate in SPOOL_RATES:
             for flush_interval_s in (UNBATCHED_FLUSH_S, TelemetryConfig().flush_interval_s):
-                rows.append(bench_spool_io(work, mode, rate, flush_interval_s, spool_s))
+                rows.append(bench_spool_io(work, mode, rate, flush_interval_s,
+                                           spool_s if mode == "every" else max(spool_s, summary_s)))
     rows.extend(bench_resources(coral, work, window_s))
     rows.extend(bench_rss_parts(coral))
     load_after = os.getloadavg()

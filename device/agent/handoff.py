@@ -67,5 +67,6 @@ class FrameQueue(Generic[T]):
                 raise queue.Empty
             item = self._items.popleft()
             if self._producer_waiting and len(self._items) <= self._resume_at:
+                self._producer_waiting = False  # one wake-up: the gets until it runs do not notify again
                 self._not_full.notify()
             return item
