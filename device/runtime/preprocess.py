@@ -94,19 +94,23 @@ SUPERSAMPLE = 2
 """Samples per output pixel along each axis in `supersample` (2: four samples, averaged)."""
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=4)
 def supersample_plan(frame_size: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
-    """The flat pixel index of each sample `supersample` takes: a SUPERSAMPLE x SUPERSAMPLE grid of points in
-    every output pixel's footprint, at the centres of its cells (int32: 0.8 MB for a 224x224 input).
+    """The flat byte index (into an HxWx3 frame) of each sample `supersample` takes: a SUPERSAMPLE x SUPERSAMPLE
+    grid of points in every output pixel's footprint, at the centres of its cells, three channels each.
+
+    Byte indices (numpy's fastest gather, a third cheaper than gathering 3-byte pixels) cost memory: 8 bytes
+    per sample, 1.6 MB for a 128x128 input, 4.8 MB for 224x224; one plan per frame size and input size.
 
     Args:
         frame_size: Frame (width, height).
         size: Output (width, height).
     """
     (width, height), (out_width, out_height) = frame_size, size
-    rows = ((np.arange(out_height * SUPERSAMPLE) + 0.5) * (height / (out_height * SUPERSAMPLE))).astype(np.int64)
-    columns = ((np.arange(out_width * SUPERSAMPLE) + 0.5) * (width / (out_width * SUPERSAMPLE))).astype(np.int64)
-    plan = (rows[:, None] * width + columns[None, :]).ravel().astype(np.int32)
+    rows = ((np.arange(out_height * SUPERSAMPLE) + 0.5) * (height / (out_height * SUPERSAMPLE))).astype(np.intp)
+    columns = ((np.arange(out_width * SUPERSAMPLE) + 0.5) * (width / (out_width * SUPERSAMPLE))).astype(np.intp)
+    pixels = rows[:, None] * width + columns[None, :]
+    plan = (pixels[:, :, None] * RGB_CHANNELS + np.arange(RGB_CHANNELS)).ravel()
     plan.setflags(write=False)
     return plan
 
@@ -119,7 +123,7 @@ def supersample(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     converted whole to a PIL image and box-filtered.
     """
     height, width = frame.shape[:2]
-    samples = np.take(frame.reshape(-1, RGB_CHANNELS), supersample_plan((width, height), size), axis=0)
+    samples = np.take(frame.reshape(-1), supersample_plan((width, height), size))
     grid = (size[0] * SUPERSAMPLE, size[1] * SUPERSAMPLE)
     return np.asarray(Image.frombuffer("RGB", grid, samples, "raw", "RGB", 0, 1).reduce(SUPERSAMPLE))
 

@@ -116,10 +116,12 @@ def test_unreadable_image_names_the_file(tmp_path, coral_data):
 def test_supersampling_averages_four_samples_inside_each_output_pixel():
     frame = np.random.default_rng(7).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     out = resize(frame, (2, 2))
-    plan = supersample_plan((8, 8), (2, 2)).reshape(4, 4)
-    assert [int(index) // 8 for index in plan[:, 0]] == [1, 3, 5, 7]  # the cells' centres: rows 1, 3, 5, 7
-    assert [int(index) % 8 for index in plan[0]] == [1, 3, 5, 7]  # and columns
-    sums = frame.reshape(-1, 3)[plan.ravel()].reshape(2, 2, 2, 2, 3).astype(int).sum(axis=(1, 3))
+    plan = supersample_plan((8, 8), (2, 2)).reshape(4, 4, 3)
+    pixels = plan[:, :, 0] // 3
+    assert (plan == pixels[:, :, None] * 3 + np.arange(3)).all()  # the three bytes of each sampled pixel
+    assert [int(index) // 8 for index in pixels[:, 0]] == [1, 3, 5, 7]  # the cells' centres: rows 1, 3, 5, 7
+    assert [int(index) % 8 for index in pixels[0]] == [1, 3, 5, 7]  # and columns
+    sums = frame.reshape(-1)[plan].reshape(2, 2, 2, 2, 3).astype(int).sum(axis=(1, 3))
     np.testing.assert_array_equal(out, (sums + 2) // 4)  # the four samples' mean, rounded
     gradient = np.tile(np.arange(0, 256, 4, dtype=np.uint8)[None, :, None], (64, 1, 3))  # 64x64, left to right
     assert (np.diff(resize(gradient, (16, 16))[0, :, 0].astype(int)) > 0).all()  # order kept, nothing folded
