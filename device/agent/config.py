@@ -79,10 +79,11 @@ class InferenceConfig(_Section):
     require_edgetpu: bool = Field(
         default=False, description="true: idle rather than the CPU variant when the Edge TPU is unusable")
     gil_switch_interval_s: float = Field(
-        default=0.0005, gt=0,
-        description="the agent process's `sys.setswitchinterval`: how long the inference thread, back from the "
-                    "Edge TPU, may wait for the GIL while another thread runs Python (CPython's default, 5 ms, "
-                    "is ten frames at Edge TPU speed)")
+        default=0.0002, gt=0,
+        description="the agent process's `sys.setswitchinterval` while it runs: how long the inference thread, "
+                    "back from the Edge TPU, may wait for the GIL while another thread runs Python (CPython's "
+                    "default, 5 ms, is two MobileNet frames on an Edge TPU, twenty at the benchmark's TPU speed; "
+                    "a switch happens only when a thread waits, so a lone thread pays nothing)")
     edgetpu_library: str = Field(
         default=EDGETPU_LIBRARY, min_length=1,
         description="the Edge TPU delegate library: a name the loader finds, or a path")
