@@ -9,8 +9,8 @@
    telemetry mode, the default (batched by time) against the writer unbatched (`flush_interval_s` 1 ms: a
    transaction per record or so, like the writer before issue 24). Messages go to a sink that acknowledges
    everything and writes nothing, so only the spool's I/O is counted.
-3. The agent's resident memory and CPU per frame with MobileNet v2, and what the resident memory is made of
-   (a fresh interpreter importing and opening one part after another).
+3. `edgefleet-agent run`'s resident memory and CPU per frame with MobileNet v2, in its own process, and what
+   the resident memory is made of (a fresh interpreter importing and opening one part after another).
 
 Run: `python -m bench.agent_bench --only hotpath [--window S] [--reps N]`.
 """
@@ -20,8 +20,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -44,7 +44,9 @@ from edgefleet.device.telemetry.service import TelemetryService
 from edgefleet.device.telemetry.sinks import PublishOutcome
 from edgefleet.device.telemetry.spool import SpoolEntry
 from edgefleet.flows.release.bundle import create_version_dir
+from edgefleet.kernel.contracts.status import read_status
 from edgefleet.kernel.contracts.telemetry import ModelRef, ResultItem
+from edgefleet.kernel.errors import EdgefleetError
 from edgefleet.kernel.signing import generate_keypair, save_public_key
 
 TPU_SPEED_MODEL = "mobilenet_v1_0.25_128_quant.tflite"
@@ -57,6 +59,8 @@ SPOOL_RATES = (30, 300)
 SPOOL_GOAL_TX_S = 2.0
 UNBATCHED_FLUSH_S = 0.001
 SPOOL_WARMUP_S = 2.5
+STATUS_S = 0.5  # the measured agent's status interval: its frame count is read from status.json
+PROCESS_WINDOW_S = 10.0
 IDLE_S = 0.3  # after pausing or resuming the source, before a window starts
 MODEL_REF = ModelRef(name="imagenet", version="1.0.0", variant="cpu", backend="cpu")
 Row = tuple[str, str, str, str]
@@ -97,7 +101,12 @@ def frames_640x480(coral: Path) -> list[np.ndarray]:
     return [np.asarray(Image.open(coral / name).convert("RGB").resize(FRAME_SIZE)) for name in IMAGES]
 
 
-def agent_config(coral: Path, work: Path, name: str, model_file: str, mode: str):  # noqa: ANN201
+def config_path(work: Path, name: str) -> Path:
+    return work / f"{name}.yaml"
+
+
+def agent_config(coral: Path, work: Path, name: str, model_file: str, mode: str,  # noqa: ANN201
+                 extra: str = ""):
     """A signed release of `model_file` installed and active in a fresh device store; the agent's config."""
     private_key, public_key = generate_keypair()
     root = work / name
@@ -110,9 +119,9 @@ def agent_config(coral: Path, work: Path, name: str, model_file: str, mode: str)
                        private_key=private_key, model="imagenet", version="1.0.0", golden=golden)
     store.install(release)
     store.activate("imagenet", "1.0.0")
-    path = work / f"{name}.yaml"
+    path = config_path(work, name)
     path.write_text(f"device_id: bench-{name}\nmodel: imagenet\nroot: {root}\ninference: {{device: cpu}}\n"
-                    f"telemetry: {{mode: {mode}}}\n")
+                    f"telemetry: {{mode: {mode}}}\n{extra}")
     return load_config(path)
 
 
@@ -155,17 +164,6 @@ def loop_fps(agent: Agent, seconds: float) -> tuple[float, dict[str, float]]:
     frames, after = agent.stats.frames - frames, thread_cpu_s()
     per_frame = {name: (after[name] - cpu.get(name, 0.0)) / max(frames, 1) * 1e6 for name in STAGES if name in after}
     return frames / (time.perf_counter() - start), per_frame
-
-
-def cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def rss_mb() -> tuple[float, float]:
-    """(VmRSS, VmHWM) of this process in MB."""
-    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
 class RunningAgent:
@@ -263,17 +261,55 @@ def bench_spool_io(work: Path, mode: str, rate: int, flush_interval_s: float, se
             (f"goal <= {SPOOL_GOAL_TX_S:g}/s: {'met' if tx_s <= SPOOL_GOAL_TX_S else 'NOT met'}" if batched else ""))
 
 
-def bench_resources(coral: Path, work: Path, window_s: float) -> list[Row]:
-    """CPU per frame and resident memory of the agent running MobileNet v2 (telemetry summaries)."""
+def _process_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _process_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _frames(config) -> int:  # noqa: ANN001
+    try:
+        return read_status(config.status_path).frames
+    except EdgefleetError:
+        return 0
+
+
+def bench_agent_process(coral: Path, work: Path, window_s: float) -> list[Row]:
+    """CPU per frame and resident memory of `edgefleet-agent run` with MobileNet v2, in its own process, on
+    640x480 frames (decoded once, prepared per frame), telemetry to the local sink."""
+    frames = work / "frames"
+    frames.mkdir(exist_ok=True)
+    for name in IMAGES:
+        shutil.copy(coral / name, frames / name)
     rows = []
     for mode in ("summary", "every"):
-        with RunningAgent(coral, work, V2_MODEL, mode) as running:
-            frames, cpu = running.agent.stats.frames, cpu_s()
+        source = (f"source: {{kind: images, path: {frames}, frame_width: {FRAME_SIZE[0]}, "
+                  f"frame_height: {FRAME_SIZE[1]}}}\nstatus: {{interval_s: {STATUS_S}}}\n")
+        config = agent_config(coral, work, f"process-{mode}", V2_MODEL, mode, extra=source)
+        process = subprocess.Popen([sys.executable, "-c", "from edgefleet.device.cli import app; app()", "run",
+                                    "--config", str(config_path(work, f"process-{mode}"))],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 120
+            while _frames(config) == 0 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(1.0)
+            frames0, cpu0 = _frames(config), _process_cpu_s(process.pid)
             time.sleep(window_s)
-            frames, cpu = running.agent.stats.frames - frames, cpu_s() - cpu
-            rss, peak = rss_mb()
-        rows.append((f"agent with {Path(V2_MODEL).stem}, {mode}", f"{cpu / max(frames, 1) * 1000:.1f} ms CPU/frame",
-                     f"RSS {rss:.0f} MB (peak {peak:.0f} MB)", "the process holds the bench too"))
+            count, cpu = _frames(config) - frames0, _process_cpu_s(process.pid) - cpu0
+            rss = _process_rss_mb(process.pid)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
+        rows.append((f"edgefleet-agent run, {Path(V2_MODEL).stem}, {mode}",
+                     f"{cpu / max(count, 1) * 1000:.2f} ms CPU/frame ({count / window_s:.0f} fps)",
+                     f"RSS {rss:.0f} MB", "report"))
     return rows
 
 
@@ -324,7 +360,7 @@ def run(coral: Path, work: Path, window_s: float, reps: int, spool_s: float) -> 
             for flush_interval_s in (UNBATCHED_FLUSH_S, TelemetryConfig().flush_interval_s):
                 rows.append(bench_spool_io(work, mode, rate, flush_interval_s,
                                            spool_s if mode == "every" else max(spool_s, summary_s)))
-    rows.extend(bench_resources(coral, work, window_s))
+    rows.extend(bench_agent_process(coral, work, PROCESS_WINDOW_S))
     rows.extend(bench_rss_parts(coral))
     load_after = os.getloadavg()
     rows.append(("machine load (1-min load average, before / after)", f"{load_before[0]:.1f} / {load_after[0]:.1f}",
