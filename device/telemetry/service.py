@@ -287,7 +287,10 @@ class TelemetryService:
                 log.exception("telemetry writer: unexpected error; %d record(s) lost", len(records))
             batches, pending = clock.take(pending, time.monotonic(), final=stopping)
             for batch in batches:
-                self._append(batch)
+                try:
+                    self._append(batch)
+                except Exception:  # a bug in building a message must not end telemetry either
+                    log.exception("telemetry writer: unexpected error; %d message(s) lost", len(batch))
             if stopping:
                 return
 

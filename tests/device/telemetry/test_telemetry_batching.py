@@ -66,3 +66,23 @@ def test_a_full_batch_is_spooled_without_waiting_for_the_interval(tmp_path: Path
 def test_flush_interval_must_be_positive() -> None:
     with pytest.raises(ValueError, match="flush_interval_s"):
         TelemetryConfig(flush_interval_s=0)
+
+
+def test_a_batch_that_fails_to_build_is_logged_and_telemetry_goes_on(tmp_path: Path, wait) -> None:
+    calls = []
+
+    def signer(data: bytes, device_id: str, epoch: int) -> dict[str, str]:
+        calls.append(device_id)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in the first batch")
+        return {"signature": "test"}
+
+    config = TelemetryConfig(mode="every", flush_interval_s=NEVER_S, idle_poll_s=0.1)
+    service = TelemetryService(config, tmp_path / "spool.sqlite", "dev-c", signer=signer).start()
+    wait(lambda: len(calls) == 1, what="the first batch (`started`) to fail")
+    assert service.record_inference(MODEL, 1.0)
+    stats = service.stop(drain_timeout_s=10.0)
+    messages = [TelemetryMessage.from_json_bytes(line)
+                for line in (tmp_path / "telemetry.jsonl").read_bytes().splitlines()]
+    assert [(message.seq, message.kind) for message in messages] == [(1, "inference"), (2, "event")]
+    assert stats.last_seq == 2  # the failed batch used no seq: no gap
