@@ -127,10 +127,11 @@ def test_supersampling_averages_four_samples_inside_each_output_pixel():
     assert (np.diff(resize(gradient, (16, 16))[0, :, 0].astype(int)) > 0).all()  # order kept, nothing folded
 
 
-def test_frames_under_twice_the_input_or_an_exact_config_are_filtered():
+def test_frames_under_three_times_the_input_or_an_exact_config_are_filtered():
     gradient = np.tile(np.arange(0, 240, 8, dtype=np.uint8)[None, :, None], (30, 1, 3))  # 30x30
     exact = RuntimeConfig(reducing_gap=None)
-    assert resize(gradient, (16, 16)).shape == (16, 16, 3)  # 30 < 2 x 16: the PIL filter
+    np.testing.assert_array_equal(resize(gradient, (16, 16)),  # 30 < 3 x 16: the PIL filter
+                                  resize(gradient, (16, 16), RuntimeConfig(supersample=False)))
     big = np.tile(gradient, (4, 4, 1))  # 120x120
     np.testing.assert_array_equal(resize(big, (16, 16), RuntimeConfig(supersample=False)),
                                   resize(big, (16, 16), RuntimeConfig(supersample=False, reducing_gap=1.0)))
@@ -143,7 +144,7 @@ def test_supersampled_camera_frames_keep_the_answer(coral_data, image):
 
     from edgefleet.device.runtime.engine import Engine
 
-    frame = np.asarray(Image.open(coral_data / image).convert("RGB").resize((640, 480)))
+    frame = np.asarray(Image.open(coral_data / image).convert("RGB").resize((1280, 960)))  # > 3x 224
     answers = []
     for config in (RuntimeConfig(reducing_gap=None), RuntimeConfig()):  # the exact filter, the default
         with Engine.open(coral_data / "mobilenet_v2_1.0_224_quant.tflite",
