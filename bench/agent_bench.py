@@ -11,8 +11,11 @@
    preprocessed as a camera frame would be (no cached tensors), against raw `invoke()`, with summaries and with
    a message per inference.
 
-Run: `python -m bench.agent_bench [--seconds S] [--outage-seconds S] [--only tpu-speed]` (needs
-../shared/coral-test-data, or EDGEFLEET_CORAL_TEST_DATA).
+5. The hot path (issue 24, `bench.agent_hotpath`): loop / raw `invoke()` at TPU and MobileNet v2 speed in
+   interleaved windows, the spool's transactions and bytes per second, RSS and CPU per frame.
+
+Run: `python -m bench.agent_bench [--seconds S] [--outage-seconds S] [--only tpu-speed|hotpath]
+[--window S] [--reps N] [--spool-seconds S]` (needs ../shared/coral-test-data, or EDGEFLEET_CORAL_TEST_DATA).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
+from bench import agent_hotpath
 from edgefleet.device.agent.config import load_config
 from edgefleet.device.agent.loop import Agent
 from edgefleet.device.runtime.engine import Engine
@@ -55,6 +59,7 @@ TPU_SPEED_GOALS = {"summary": 0.85, "every": 0.6}  # x raw invoke()
 FRAME_SIZE = (640, 480)
 IMAGES = ("cat.bmp", "parrot.jpg", "grace_hopper.bmp", "bird.bmp")
 SWAPS = 20
+WIDE = 180  # table width, also when the output is not a terminal (a notes file)
 console = Console()
 
 
@@ -275,7 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--outage-seconds", type=float, default=30.0)
-    parser.add_argument("--only", choices=("all", "tpu-speed"), default="all")
+    parser.add_argument("--only", choices=("all", "tpu-speed", "hotpath"), default="all")
+    parser.add_argument("--window", type=float, default=3.0, help="hotpath: seconds per loop or raw window")
+    parser.add_argument("--reps", type=int, default=5, help="hotpath: loop/raw window pairs per measure")
+    parser.add_argument("--spool-seconds", type=float, default=5.0, help="hotpath: seconds per spool measure")
     args = parser.parse_args(argv if argv is not None else sys.argv[1:] if __name__ == "__main__" else [])
     if not CORAL.is_dir():
         console.print(f"[red]{CORAL} not found: the agent benchmarks run Coral's published models[/]")
@@ -284,17 +292,25 @@ def main(argv: list[str] | None = None) -> int:
     table = Table(title=f"edgefleet agent benchmarks ({os.cpu_count()} cores, 1 inference thread)")
     for column in ("measure", "result", "ratio", "goal"):
         table.add_column(column)
+    if args.only == "hotpath":  # no emulator: telemetry goes to the local sink, or to none for the spool
+        with tempfile.TemporaryDirectory() as temp:
+            for row in agent_hotpath.run(CORAL, Path(temp), args.window, args.reps, args.spool_seconds):
+                table.add_row(*row)
+        Console(width=WIDE).print(table)
+        return 0
     with tempfile.TemporaryDirectory() as temp, PubSubEmulator() as emulator:
         os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
         work = Path(temp)
         sections = [lambda: bench_tpu_speed(work, emulator, args.seconds)]
         if args.only == "all":
             sections = [lambda: bench_throughput(work, emulator, args.seconds), lambda: bench_swaps(work, emulator),
-                        lambda: bench_outage(work, emulator, args.seconds, args.outage_seconds), *sections]
+                        lambda: bench_outage(work, emulator, args.seconds, args.outage_seconds), *sections,
+                        lambda: agent_hotpath.run(CORAL, work / "hotpath", args.window, args.reps,
+                                                  args.spool_seconds)]
         for section in sections:
             for row in section():
                 table.add_row(*row)
-    console.print(table)
+    Console(width=WIDE).print(table)
     return 0
 
 

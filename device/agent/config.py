@@ -78,6 +78,12 @@ class InferenceConfig(_Section):
     score_threshold: float = Field(default=0.0, ge=0, le=1)
     require_edgetpu: bool = Field(
         default=False, description="true: idle rather than the CPU variant when the Edge TPU is unusable")
+    gil_switch_interval_s: float = Field(
+        default=0.0002, gt=0,
+        description="the agent process's `sys.setswitchinterval` while it runs: how long the inference thread, "
+                    "back from the Edge TPU, may wait for the GIL while another thread runs Python (CPython's "
+                    "default, 5 ms, is two MobileNet frames on an Edge TPU, twenty at the benchmark's TPU speed; "
+                    "a switch happens only when a thread waits, so a lone thread pays nothing)")
     edgetpu_library: str = Field(
         default=EDGETPU_LIBRARY, min_length=1,
         description="the Edge TPU delegate library: a name the loader finds, or a path")
@@ -124,7 +130,12 @@ class RegistryConfig(_Section):
 
 
 class StatusConfig(_Section):
-    interval_s: float = Field(default=1.0, gt=0, description="how often status.json is rewritten")
+    """`status.json`: rewritten on every state change (state, version, swaps, errors) and otherwise every
+    `interval_s`, which must stay below the rollout's `status_max_age_s` (15 s by default)."""
+
+    interval_s: float = Field(default=5.0, gt=0, description="longest time between two status.json writes")
+    check_interval_s: float = Field(
+        default=0.25, gt=0, description="how often the agent looks for a state change worth writing at once")
     latency_window: int = Field(default=512, ge=8, description="inferences behind p50/p95 in the status")
 
 

@@ -1,11 +1,13 @@
 """The agent's loop: capture -> inference -> telemetry, each its own stage, joined by bounded queues.
 
-    capture thread   : source frames -> engine.prepare() (resize, quantize) -> frames queue (bounded)
+    capture thread   : source frames -> engine.prepare() (resize, quantize) -> frames queue (bounded; the
+                       capture thread, when it found it full, resumes at half: one wake-up per half queue)
     inference thread : frames queue -> engine.infer() -> stats + telemetry.record_inference() (a queue put)
     telemetry        : TelemetryService's own threads: spool (SQLite) -> Pub/Sub or local sink
     model watcher    : store `current` pointer -> verify -> load -> smoke test -> ModelSlot
     registry poller  : (pull mode) channel pointer -> download -> verify -> install -> activate
-    main thread      : status file every second; SIGTERM/SIGINT set `stop`, then everything drains
+    main thread      : status file on every state change, else every few seconds (status.interval_s);
+                       SIGTERM/SIGINT set `stop`, then everything drains
 
 Inference never waits on the network, the spool or a model load: those run in other threads and only hand
 over finished things (a prepared frame, a ready model) through a queue or the slot.
@@ -17,6 +19,7 @@ import functools
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -25,8 +28,10 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from edgefleet.device.agent.config import AgentConfig
+from edgefleet.device.agent.handoff import FrameQueue
 from edgefleet.device.agent.sources import FrameSource, open_source
 from edgefleet.device.agent.stats import LoopStats
+from edgefleet.device.agent.status_schedule import StatusSchedule
 from edgefleet.device.agent.swap import ActiveModel, ModelSlot, ModelWatcher, lower_thread_priority
 from edgefleet.device.identity import load_or_create_device_key, sign_telemetry
 from edgefleet.device.runtime.interpreter import edgetpu_present
@@ -80,7 +85,7 @@ class Agent:
             signer=functools.partial(sign_telemetry, load_or_create_device_key(config.root)))
         self.watcher = ModelWatcher(config, self.store, self.slot, self._model_event)
         self._source = source
-        self._frames: queue.Queue[Frame] = queue.Queue(maxsize=config.queues.frames)
+        self._frames: FrameQueue[Frame] = FrameQueue(config.queues.frames)
         self._active: ActiveModel | None = None
         self.captured = 0  # frames handed to inference; after a drain, equals frames + errors
         self._capture_done = threading.Event()
@@ -115,12 +120,9 @@ class Agent:
                                     error)
                     continue
                 while not stop.is_set():
-                    try:
-                        self._frames.put(frame, timeout=QUEUE_POLL_S)
+                    if self._frames.put(frame, QUEUE_POLL_S):
                         self.captured += 1
                         break
-                    except queue.Full:
-                        continue
                 if min_interval:
                     # Paced, never catching up on a stall (no model yet, a full queue): at most one frame
                     # early, so the rate the telemetry reports is the configured one, not a burst.
@@ -146,7 +148,7 @@ class Agent:
         try:
             while True:
                 try:
-                    frame = self._frames.get(timeout=QUEUE_POLL_S)
+                    frame = self._frames.get(QUEUE_POLL_S)
                 except queue.Empty:
                     self._swap_if_offered()
                     # Only once capture has ended: a frame it queued after `stop` is still inferred (drained).
@@ -232,6 +234,14 @@ class Agent:
             return self._run(stop)
 
     def _run(self, stop: threading.Event) -> int:
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(self.config.inference.gil_switch_interval_s)
+        try:
+            return self._run_stages(stop)
+        finally:
+            sys.setswitchinterval(switch_interval)
+
+    def _run_stages(self, stop: threading.Event) -> int:
         self.telemetry.start()
         self.write_status()  # "starting": loading the first model may take a while (the Edge TPU probe)
         self.watcher.check_once()  # load the current model before the first frame, if there is one
@@ -244,10 +254,14 @@ class Agent:
         for thread in threads:
             thread.start()
         self._state = "running" if self._state != "failed" else "failed"
+        schedule = StatusSchedule(self.config.status.interval_s)
         try:
             while not stop.is_set() and not self._inference_done.is_set():
-                self.write_status()
-                stop.wait(self.config.status.interval_s)
+                status, now = self.status(), time.monotonic()
+                if schedule.due(status, now):  # a change a reader acts on, or the interval is up
+                    write_status(self.config.status_path, status)
+                    schedule.written(status, now)
+                stop.wait(self.config.status.check_interval_s)
         finally:
             self._state = "stopping" if self._state != "failed" else "failed"
             stop.set()

@@ -90,11 +90,59 @@ def as_rgb(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
+SUPERSAMPLE = 2
+"""Samples per output pixel along each axis in `supersample` (2: four samples, averaged)."""
+SUPERSAMPLE_MIN_SCALE = 3
+"""Frames are supersampled when at least this many times the output on both axes: below it, PIL's integer
+reduction before its filter is about as cheap (CPU per frame against the filter, 640x480 frames: 0.51x to
+128x128, a 3.75-5x reduction; 0.88x to 224x224, 2.1-2.9x; 1.02x to 300x300)."""
+
+
+@lru_cache(maxsize=4)
+def supersample_plan(frame_size: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """The flat byte index (into an HxWx3 frame) of each sample `supersample` takes: a SUPERSAMPLE x SUPERSAMPLE
+    grid of points in every output pixel's footprint, at the centres of its cells, three channels each.
+
+    Byte indices (numpy's fastest gather, a third cheaper than gathering 3-byte pixels) cost memory: 8 bytes
+    per sample, 1.6 MB for a 128x128 input, 4.8 MB for 224x224; one plan per frame size and input size.
+
+    Args:
+        frame_size: Frame (width, height).
+        size: Output (width, height).
+    """
+    (width, height), (out_width, out_height) = frame_size, size
+    rows = ((np.arange(out_height * SUPERSAMPLE) + 0.5) * (height / (out_height * SUPERSAMPLE))).astype(np.intp)
+    columns = ((np.arange(out_width * SUPERSAMPLE) + 0.5) * (width / (out_width * SUPERSAMPLE))).astype(np.intp)
+    pixels = rows[:, None] * width + columns[None, :]
+    plan = (pixels[:, :, None] * RGB_CHANNELS + np.arange(RGB_CHANNELS)).ravel()
+    plan.setflags(write=False)
+    return plan
+
+
+def supersample(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Downscales an HxWx3 uint8 frame at least twice the size of `size` (width, height) on both axes: the
+    samples of `supersample_plan` in one gather (numpy, no Python per pixel), averaged 2x2 by PIL's `reduce`.
+
+    A fraction of a filter's cost on camera frames: the frame is read at 4 points per output pixel instead of
+    converted whole to a PIL image and box-filtered.
+    """
+    height, width = frame.shape[:2]
+    samples = np.take(frame.reshape(-1), supersample_plan((width, height), size))
+    grid = (size[0] * SUPERSAMPLE, size[1] * SUPERSAMPLE)
+    return np.asarray(Image.frombuffer("RGB", grid, samples, "raw", "RGB", 0, 1).reduce(SUPERSAMPLE))
+
+
 def resize(frame: np.ndarray, size: tuple[int, int],
            config: RuntimeConfig = DEFAULT_RUNTIME_CONFIG) -> np.ndarray:
-    """Resizes an HxWx3 uint8 frame to `size` (width, height) with the configured cheap filter."""
+    """Resizes an HxWx3 uint8 frame to `size` (width, height): supersampled when it is at least
+    SUPERSAMPLE_MIN_SCALE times as large on both axes (see `RuntimeConfig.supersample`), else with the
+    configured cheap filter."""
     if (frame.shape[1], frame.shape[0]) == size:
         return frame
+    if (config.supersample and config.reducing_gap is not None
+            and frame.shape[1] >= SUPERSAMPLE_MIN_SCALE * size[0]
+            and frame.shape[0] >= SUPERSAMPLE_MIN_SCALE * size[1]):
+        return supersample(frame, size)
     image = Image.fromarray(frame)
     return np.asarray(image.resize(size, _RESAMPLE[config.resample], reducing_gap=config.reducing_gap))
 

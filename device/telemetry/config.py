@@ -58,7 +58,16 @@ class TelemetryConfig(BaseModel):
         ge=1,
         description="records waiting to be spooled; beyond it records are dropped, counted",
     )
-    append_batch_size: int = Field(default=500, ge=1, description="records spooled per SQLite transaction")
+    append_batch_size: int = Field(
+        default=500, ge=1, description="messages spooled per SQLite transaction at most; a full batch is spooled "
+        "at once, without waiting for `flush_interval_s`")
+    flush_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="the writer spools what it holds at most once per interval (plus full batches), and the "
+        "publisher acknowledges at most once per interval while it keeps up: an SD card sees ~2 transactions "
+        "a second; a power cut takes at most this long of messages not yet spooled",
+    )
 
     publish_batch_size: int = Field(default=500, ge=1, description="messages read from the spool per publish")
     publish_batch_latency_s: float = Field(

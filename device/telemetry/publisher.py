@@ -59,7 +59,8 @@ class SpoolPublisher:
         sink: Where they go.
         config: Batch size (`publish_batch_size`), backoff (`backoff_initial_s` doubling per consecutive
             failure up to `backoff_max_s`, which a missing topic waits straight away; pauses shortened by up
-            to `backoff_jitter`, at random) and `idle_poll_s` (longest wait on an empty spool).
+            to `backoff_jitter`, at random), `idle_poll_s` (longest wait on an empty spool) and
+            `flush_interval_s` (the pause after a batch that emptied the spool: acks at most that often).
     """
 
     def __init__(self, spool: Spool, sink: Sink, config: TelemetryConfig) -> None:
@@ -133,6 +134,10 @@ class SpoolPublisher:
                     self.spool.ack(outcome.acked)
                     self._record_success(len(outcome.acked))
                 error = outcome.error
+                if error is None and len(entries) < self.config.publish_batch_size:
+                    # Caught up: the next batch waits one flush interval, so the spool sees at most one
+                    # acknowledgement a second (an SD card write), not one per append. stop() cuts it short.
+                    self._stopping.wait(self.config.flush_interval_s)
             except TelemetryError as spool_error:  # the spool failed (disk): same pause as a sink failure
                 error = spool_error
             except Exception as unexpected:  # a bug must not silently end telemetry: log, pause, go on

@@ -1,6 +1,6 @@
 """The telemetry facade the agent's loop uses: record, and forget.
 
-What the agent's loop calls (from its telemetry stage; every `record_*` call is one non-blocking queue put):
+What the agent's loop calls (from its inference stage; every `record_*` call is one non-blocking append):
 
     service = TelemetryService(config.telemetry, root / SPOOL_FILE, device_id,
                                health_provider=lambda: read_health(tpu_present=runtime_has_tpu))
@@ -12,8 +12,10 @@ What the agent's loop calls (from its telemetry stage; every `record_*` call is 
     service.stop(drain_timeout_s=5.0)    # records `stopped`, spools what is queued, publishes what it can
 
 Behind it: a writer thread turns records into messages (`TelemetryBuilder`), adds health, and appends them to
-the SQLite spool in batches; a `SpoolPublisher` thread sends the spool to Pub/Sub (or the local JSONL sink
-when `pubsub_project` is unset). Neither thread is ever waited on by `record_*`: when the queue is full the
+the SQLite spool in batches, at most once per `flush_interval_s` (plus once per full `append_batch_size`):
+on an SD card every transaction is a flash write, and a power cut takes at most the last `flush_interval_s`
+of messages, not yet spooled. A `SpoolPublisher` thread sends the spool to Pub/Sub (or the local JSONL sink
+when `pubsub_project` is unset). Neither thread is ever waited on by `record_*`: when the buffer is full the
 record is dropped and counted (`queue_dropped`), so inference keeps its speed whatever the disk or network do.
 """
 
@@ -21,13 +23,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from edgefleet.device.telemetry.batching import FlushClock, RecordBuffer
 from edgefleet.device.telemetry.builder import EventRecord, InferenceRecord, MessageDraft, TelemetryBuilder
 from edgefleet.device.telemetry.config import TelemetryConfig
 from edgefleet.device.telemetry.health import read_health
@@ -73,10 +75,6 @@ class TelemetryStats(NamedTuple):
     failing: bool
 
 
-class _Wake(NamedTuple):
-    """Queue item that only wakes the writer (at stop)."""
-
-
 class TelemetryService:
     """Telemetry for one device: records in, spooled and published messages out.
 
@@ -107,8 +105,8 @@ class TelemetryService:
         self._health_provider = health_provider or read_health
         self._sink = sink
         self._signer = signer  # signs each message with the device's own key (issue 11)
-        self._queue: queue.Queue[InferenceRecord | EventRecord | _Wake] = queue.Queue(
-            maxsize=config.queue_max
+        self._records: RecordBuffer[InferenceRecord | EventRecord] = RecordBuffer(
+            config.queue_max, min(config.append_batch_size, config.queue_max)
         )
         self._spool: Spool | None = None
         self._publisher: SpoolPublisher | None = None
@@ -173,10 +171,7 @@ class TelemetryService:
         if not was_running:
             return self.stats()
         self._stopping.set()
-        try:
-            self._queue.put_nowait(_Wake())
-        except queue.Full:
-            pass  # the writer is busy with a full queue: it sees `_stopping` when it has drained it
+        self._records.wake()
         if self._writer is not None:
             self._writer.join(max(0.0, deadline - time.monotonic()))
             if self._writer.is_alive():
@@ -239,13 +234,9 @@ class TelemetryService:
         return self._offer(EventRecord(time.time(), kind, detail, model_version, model, from_version))
 
     def _offer(self, record: InferenceRecord | EventRecord) -> bool:
-        with self._lock:  # put_nowait never blocks; the lock only orders puts against stop()
-            if self._accepting:
-                try:
-                    self._queue.put_nowait(record)
-                    return True
-                except queue.Full:
-                    pass
+        with self._lock:  # put never blocks; the lock orders puts against stop() and each other
+            if self._accepting and self._records.put(record):
+                return True
             self._queue_dropped += 1
             dropped = self._queue_dropped
         if dropped == 1 or dropped % self.config.queue_max == 0:
@@ -280,38 +271,46 @@ class TelemetryService:
 
     # --- the writer thread ----------------------------------------------------------------------------
     def _write_loop(self, builder: TelemetryBuilder) -> None:
-        batch_size = self.config.append_batch_size
+        clock = FlushClock(self.config.flush_interval_s, self.config.append_batch_size)
+        pending: list[MessageDraft] = []
         while True:
-            # Checked before draining: once set, no record can enter the queue after this drain.
+            # Checked before draining: once set, no record can enter the buffer after this drain.
             stopping = self._stopping.is_set()
-            timeout = min(self.config.idle_poll_s, max(0.0, builder.next_deadline() - time.time()))
-            records = []
+            if not stopping:
+                wait_s = min(clock.wait_s(time.monotonic()), builder.next_deadline() - time.time())
+                if wait_s > 0:
+                    self._records.wait(wait_s)
+            records = self._records.drain()
             try:
-                records.append(self._queue.get(timeout=0.0 if stopping else timeout))
-                while len(records) < batch_size:
-                    records.append(self._queue.get_nowait())
-            except queue.Empty:
-                pass
-            finishing = stopping and not records
-            drafts: list[MessageDraft] = []
-            try:
-                for record in records:
-                    if isinstance(record, EventRecord):
-                        drafts.extend(builder.add_event(record))
-                    elif isinstance(record, InferenceRecord):
-                        drafts.extend(builder.add_inference(record))
-                now = time.time()
-                if finishing:
-                    drafts.extend(builder.flush(now))
-                    drafts.extend(builder.add_event(EventRecord(now, "stopped")))
-                else:
-                    drafts.extend(builder.tick(now))
-                if drafts:
-                    self._append(drafts)
+                pending.extend(self._drafts(builder, records, final=stopping))
             except Exception:  # a bug in building must not end telemetry: log and keep going
                 log.exception("telemetry writer: unexpected error; %d record(s) lost", len(records))
-            if finishing:
+            batches, pending = clock.take(pending, time.monotonic(), final=stopping)
+            for batch in batches:
+                try:
+                    self._append(batch)
+                except Exception:  # a bug in building a message must not end telemetry either
+                    log.exception("telemetry writer: unexpected error; %d message(s) lost", len(batch))
+            if stopping:
                 return
+
+    @staticmethod
+    def _drafts(builder: TelemetryBuilder, records: list[InferenceRecord | EventRecord], *,
+                final: bool) -> list[MessageDraft]:
+        """The messages `records` complete; with `final`, also the last summary window and `stopped`."""
+        drafts: list[MessageDraft] = []
+        for record in records:
+            if isinstance(record, EventRecord):
+                drafts.extend(builder.add_event(record))
+            else:
+                drafts.extend(builder.add_inference(record))
+        now = time.time()
+        if final:
+            drafts.extend(builder.flush(now))
+            drafts.extend(builder.add_event(EventRecord(now, "stopped")))
+        else:
+            drafts.extend(builder.tick(now))
+        return drafts
 
     def _append(self, drafts: list[MessageDraft]) -> None:
         spool = self._spool

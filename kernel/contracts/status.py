@@ -1,4 +1,5 @@
-"""The status file the agent keeps fresh (`<root>/status.json`), and reading it back.
+"""The status file the agent keeps fresh (`<root>/status.json`: on every state change, else every few
+seconds), and reading it back.
 
 `read_status` reads the file on the device (`edgefleet-agent status`); `parse_status` reads its text fetched
 elsewhere (over SSH by the rollout and `deploy-agent`, from a simulated device by the local fleet).
@@ -93,7 +94,8 @@ def read_status(path: Path) -> AgentStatus:
             "start the agent (`edgefleet-agent run --config agent.yaml`) or pass its --root") from error
     except (json.JSONDecodeError, ValidationError) as error:
         raise EdgefleetError(f"agent status {path} is unreadable: {error}",
-                             "the agent rewrites it every second; if it persists, restart the agent") from error
+                             "the agent rewrites it every few seconds (status.interval_s); if it persists, restart "
+                             "the agent") from error
 
 
 def parse_status(text: str | bytes) -> AgentStatus | None:

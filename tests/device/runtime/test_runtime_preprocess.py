@@ -5,12 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgefleet.device.runtime.config import RuntimeConfig
 from edgefleet.device.runtime.preprocess import (
     Preprocessor,
     image_scale,
     is_identity,
     load_image,
     pixel_lut,
+    resize,
+    supersample_plan,
 )
 from edgefleet.device.runtime.quantization import dequantize
 from edgefleet.kernel.contracts.manifest import Quantization, TensorSpec
@@ -107,3 +110,45 @@ def test_unreadable_image_names_the_file(tmp_path, coral_data):
         assert caught.value.__cause__ is not None
     with pytest.raises(ImageError, match="does not exist"):
         load_image(tmp_path / "missing.png")
+
+
+# --- supersampling camera frames (issue 24) ---------------------------------------------------------------
+def test_supersampling_averages_four_samples_inside_each_output_pixel():
+    frame = np.random.default_rng(7).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    out = resize(frame, (2, 2))
+    plan = supersample_plan((8, 8), (2, 2)).reshape(4, 4, 3)
+    pixels = plan[:, :, 0] // 3
+    assert (plan == pixels[:, :, None] * 3 + np.arange(3)).all()  # the three bytes of each sampled pixel
+    assert [int(index) // 8 for index in pixels[:, 0]] == [1, 3, 5, 7]  # the cells' centres: rows 1, 3, 5, 7
+    assert [int(index) % 8 for index in pixels[0]] == [1, 3, 5, 7]  # and columns
+    sums = frame.reshape(-1)[plan].reshape(2, 2, 2, 2, 3).astype(int).sum(axis=(1, 3))
+    np.testing.assert_array_equal(out, (sums + 2) // 4)  # the four samples' mean, rounded
+    gradient = np.tile(np.arange(0, 256, 4, dtype=np.uint8)[None, :, None], (64, 1, 3))  # 64x64, left to right
+    assert (np.diff(resize(gradient, (16, 16))[0, :, 0].astype(int)) > 0).all()  # order kept, nothing folded
+
+
+def test_frames_under_three_times_the_input_or_an_exact_config_are_filtered():
+    gradient = np.tile(np.arange(0, 240, 8, dtype=np.uint8)[None, :, None], (30, 1, 3))  # 30x30
+    exact = RuntimeConfig(reducing_gap=None)
+    np.testing.assert_array_equal(resize(gradient, (16, 16)),  # 30 < 3 x 16: the PIL filter
+                                  resize(gradient, (16, 16), RuntimeConfig(supersample=False)))
+    big = np.tile(gradient, (4, 4, 1))  # 120x120
+    np.testing.assert_array_equal(resize(big, (16, 16), RuntimeConfig(supersample=False)),
+                                  resize(big, (16, 16), RuntimeConfig(supersample=False, reducing_gap=1.0)))
+    assert not np.array_equal(resize(big, (16, 16), exact), resize(big, (16, 16)))  # exact: not sampled
+
+
+@pytest.mark.parametrize("image", ["cat.bmp", "parrot.jpg", "grace_hopper.bmp", "bird.bmp"])
+def test_supersampled_camera_frames_keep_the_answer(coral_data, image):
+    from PIL import Image
+
+    from edgefleet.device.runtime.engine import Engine
+
+    frame = np.asarray(Image.open(coral_data / image).convert("RGB").resize((1280, 960)))  # > 3x 224
+    answers = []
+    for config in (RuntimeConfig(reducing_gap=None), RuntimeConfig()):  # the exact filter, the default
+        with Engine.open(coral_data / "mobilenet_v2_1.0_224_quant.tflite",
+                         labels_path=coral_data / "imagenet_labels.txt", config=config) as engine:
+            answers.append(engine.infer(engine.prepare(frame)).results[0])
+    assert answers[0].id == answers[1].id
+    assert answers[1].score == pytest.approx(answers[0].score, abs=0.15)
