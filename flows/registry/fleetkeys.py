@@ -20,12 +20,12 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgefleet.device.identity import public_key_text
 from edgefleet.device.registry import JsonRecord
+from edgefleet.flows.keysource import KeyRole, KeySource, expand, load_key, public_key_path
 from edgefleet.flows.registry.base import RegistryWriter
 from edgefleet.kernel.contracts.devicekey import (
     DEVICE_KEY_SCHEMA_V1,
@@ -39,19 +39,12 @@ from edgefleet.kernel.contracts.devicekey import (
     sign_revocation,
 )
 from edgefleet.kernel.contracts.layout import FLEET_DEVICES_PREFIX
-from edgefleet.kernel.errors import ConfigError, ConflictError, RegistryError, VerificationError
-from edgefleet.kernel.signing import (
-    generate_keypair,
-    key_id,
-    load_private_key,
-    save_private_key,
-    save_public_key,
-)
+from edgefleet.kernel.errors import ConflictError, RegistryError, VerificationError
+from edgefleet.kernel.signing import key_id
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ENROLMENT_DEV_KEY = "~/.edgefleet/keys/fleet-enrolment.key"
-PUBLIC_KEY_SUFFIX = ".pub"
 
 
 class EnrolmentKeyParams(BaseModel):
@@ -67,34 +60,20 @@ class EnrolmentKeyParams(BaseModel):
                                         description="let the development key enrol devices of a gs:// registry")
 
 
+ENROLMENT_KEY = KeyRole(name="fleet enrolment key", setting="enrolment", flag="--enrolment-key",
+                        purpose="device key records")
+
+
 def resolve_enrolment_key(params: EnrolmentKeyParams, *, registry_uri: str, create: bool = True) -> Ed25519PrivateKey:
-    """The enrolment key, creating the development key (and its `.pub`) when nothing is configured.
+    """The enrolment key, creating the development key (and its `.pub`) when nothing is configured
+    (`edgefleet.flows.keysource.load_key`).
 
     Raises:
         ConfigError: the Secret block is unusable; the development key for a gs:// registry; no key and not `create`.
         VerificationError: the key file is missing or not an Ed25519 PEM key.
     """
-    if params.secret_block:
-        return _from_secret_block(params.secret_block)
-    if params.key_file:
-        return load_private_key(Path(os.path.expandvars(params.key_file)).expanduser())
-    path = Path(os.path.expandvars(params.dev_key_file)).expanduser()
-    if registry_uri.startswith("gs://") and not params.allow_development_key:
-        raise ConfigError(
-            f"no fleet enrolment key is configured for the cloud registry {registry_uri}, and the development key "
-            f"({path}) is not used for cloud registries",
-            "set enrolment.secret_block (a Prefect Secret block with the enrolment key) or enrolment.key_file; "
-            "or, for a test bucket only, enrolment.allow_development_key: true")
-    if not path.exists():
-        if not create:
-            raise ConfigError(f"no fleet enrolment key is configured and there is no development key at {path}",
-                              "name the enrolment key (--enrolment-key FILE)")
-        private_key, public_key = generate_keypair()
-        save_private_key(private_key, path)
-        save_public_key(public_key, path.with_name(path.name + PUBLIC_KEY_SUFFIX))
-        log.warning("No fleet enrolment key configured: created a DEVELOPMENT key at %s; give the monitor its "
-                    "public key (identity.enrolment_keys: [%s.pub])", path, path)
-    return load_private_key(path)
+    source = KeySource(params.secret_block, params.key_file, params.dev_key_file, params.allow_development_key)
+    return load_key(source, ENROLMENT_KEY, registry_uri=registry_uri, create=create).private_key
 
 
 def development_enrolment_key(path: str | os.PathLike[str], *, registry_uri: str) -> Path:
@@ -103,21 +82,7 @@ def development_enrolment_key(path: str | os.PathLike[str], *, registry_uri: str
     for by name, so allowed for any registry, emulated buckets included)."""
     params = EnrolmentKeyParams(dev_key_file=str(path), allow_development_key=True)
     resolve_enrolment_key(params, registry_uri=registry_uri)
-    private = Path(os.path.expandvars(params.dev_key_file)).expanduser()
-    return private.with_name(private.name + PUBLIC_KEY_SUFFIX)
-
-
-def _from_secret_block(name: str) -> Ed25519PrivateKey:
-    from prefect.blocks.system import Secret
-
-    fix = f"store the unencrypted PKCS#8 PEM of the Ed25519 fleet enrolment key in Prefect Secret block {name}"
-    try:
-        key = serialization.load_pem_private_key(str(Secret.load(name).get()).encode(), password=None)
-    except (ValueError, TypeError) as error:
-        raise ConfigError(f"Prefect Secret block {name!r} does not give a PEM private key ({error})", fix) from error
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigError(f"Prefect Secret block {name!r} holds a {type(key).__name__}, not an Ed25519 key", fix)
-    return key
+    return public_key_path(expand(params.dev_key_file))
 
 
 def register_device_key(
