@@ -16,8 +16,8 @@ from datetime import timedelta
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgefleet.device.bundle import verify_manifest_bytes
 from edgefleet.flows.registry import RegistryWriter, sign_pointer
+from edgefleet.flows.registry.channels import verified_pointed_manifest
 from edgefleet.flows.registry.history import record_signed, signed_pointers
 from edgefleet.flows.registry.trusted import ABSENT, UNSIGNED, VERIFIED, untrusted_error
 from edgefleet.kernel.contracts.manifest import ChannelPointer
@@ -73,14 +73,9 @@ def plan_conversion(registry: RegistryWriter, model: str, channel: str, signing_
     if checked.trust != UNSIGNED or checked.pointer is None:
         raise untrusted_error(checked, "converting")
     pointer = checked.pointer
-    signed = registry.read_manifest(model, pointer.version)
-    if signed.manifest_sha256 != pointer.manifest_sha256:
-        raise VerificationError(
-            f"unsigned pointer {checked.source} names manifest {pointer.manifest_sha256[:16]}... of "
-            f"{pointer.version}; the registry holds {signed.manifest_sha256[:16]}...",
-            "find out who replaced the manifest or the pointer; promote a good version with the release key",
-        )
-    verify_manifest_bytes(signed.raw, signed.signature, public_key, source=checked.source)
+    verified_pointed_manifest(
+        registry, pointer, public_key, source=checked.source,
+        fix="find out who replaced the manifest or the pointer; promote a good version with the release key")
     known = signed_pointers(registry, model, public_key)
     named = tuple(p for p in known if (p.version, p.manifest_sha256) == (pointer.version, pointer.manifest_sha256))
     on_channel = [p for p in known if p.channel == channel]

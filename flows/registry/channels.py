@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgefleet.device.bundle import verify_manifest_bytes
+from edgefleet.device.bundle import SignedManifest, verify_manifest_bytes
 from edgefleet.device.registry.base import RegistryReader
 from edgefleet.device.registry.keys import checked_channel_key, checked_version_prefix
 from edgefleet.flows.registry.history import record_signed
@@ -230,14 +230,8 @@ class ChannelMoves(RegistryReader):
         if old is None:
             raise untrusted_error(checked, "re-signing")
         source = checked.source
-        signed = self.read_manifest(model, old.version)
-        if signed.manifest_sha256 != old.manifest_sha256:
-            raise VerificationError(
-                f"channel pointer {source} names manifest {old.manifest_sha256[:16]}... of {old.version}, the "
-                f"registry holds {signed.manifest_sha256[:16]}...",
-                "find out who replaced the manifest; promote a good version again",
-            )
-        verify_manifest_bytes(signed.raw, signed.signature, signing_key.public_key(), source=source)
+        verified_pointed_manifest(self, old, signing_key.public_key(), source=source,
+                                  fix="find out who replaced the manifest; promote a good version again")
         pointer = sign_pointer(
             signing_key,
             model=model,
@@ -253,6 +247,25 @@ class ChannelMoves(RegistryReader):
         record_signed(self, pointer)
         log.info("re-signed %s/%s (%s, counter %s)", model, channel, old.version, pointer.counter)
         return pointer
+
+
+def verified_pointed_manifest(
+    registry: RegistryReader, pointer: ChannelPointer, public_key: PublicKeyLike, *, source: str, fix: str
+) -> SignedManifest:
+    """The manifest a pointer names, as the registry holds it: the same bytes (sha256) and signed by the key.
+
+    Raises:
+        VerificationError: the registry holds another manifest for that version, or it does not verify.
+    """
+    signed = registry.read_manifest(pointer.model, pointer.version)
+    if signed.manifest_sha256 != pointer.manifest_sha256:
+        raise VerificationError(
+            f"channel pointer {source} names manifest {pointer.manifest_sha256[:16]}... of {pointer.version}, the "
+            f"registry holds {signed.manifest_sha256[:16]}...",
+            fix,
+        )
+    verify_manifest_bytes(signed.raw, signed.signature, public_key, source=source)
+    return signed
 
 
 class _Seen(NamedTuple):
