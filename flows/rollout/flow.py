@@ -145,7 +145,7 @@ def _wave_subject(record: RolloutRecord, inventory: Inventory, prepared: Prepare
         activated_at=first_activation(record, up),
         others=tuple(device.id for device in inventory.devices if device.id not in reached),
         reference=prepared.manifest.reference.distributions if prepared.manifest.reference else None,
-        detector=prepared.manifest.task == "detection")
+        detector=prepared.manifest.task == "detection", label_count=prepared.manifest.label_count)
 
 
 def _roll_back(runner: ThreadPoolTaskRunner, inventory: Inventory, record: RolloutRecord, plan: RollbackPlan) -> None:

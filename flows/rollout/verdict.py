@@ -30,6 +30,27 @@ class Sample(BaseModel):
     dist: Distributions = Distributions()
 
 
+class DeviceWindows(BaseModel):
+    """One device over the judged windows: the old version before the activation, and since the activation
+    (the new version on a canary device, the old one on a control device)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    device: str
+    before: Sample | None = None
+    after: Sample | None = None
+
+
+class WaveEvidence(BaseModel):
+    """What the judge sees of one wave: each canary device and each control device, over the same windows."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    canary: tuple[DeviceWindows, ...]
+    control: tuple[DeviceWindows, ...] = ()
+    control_kind: ControlKind = "none"
+
+
 class Metric(BaseModel):
     """One row of the verdict table."""
 
