@@ -83,40 +83,66 @@ def _counts(values: np.ndarray) -> dict[int, int]:
     return {int(k): int(n) for k, n in zip(keys, numbers, strict=True)}
 
 
-def window(rng: np.random.Generator, model: FleetModel, device: Device, n: int, load: float,
-           fault: Fault | None = None) -> Sample:
-    """n inferences of `device` in one window (a shared `load` factor), with `fault` if on the new version."""
+@dataclass(frozen=True)
+class WindowState:
+    """What holds over one window of one device: its scene's class mix, its speed, its scores, its errors."""
+
+    mix: np.ndarray
+    latency_ms: float
+    score: float
+    error_ratio: float
+
+
+def window_state(rng: np.random.Generator, model: FleetModel, device: Device, load: float,
+                 fault: Fault | None = None) -> WindowState:
     fault = fault or Fault()
     mix = device.mix if model.window_concentration is None else \
         rng.dirichlet(device.mix * CLASSES * model.window_concentration + 1e-3)
     if fault.collapse:
         mix = (1 - fault.collapse) * mix + fault.collapse * np.eye(CLASSES)[0]
-    errors = int(rng.binomial(n, min(1.0, device.error_ratio + fault.extra_errors)))
+    drift = float(rng.lognormal(0, model.window_sigma)) if model.window_sigma else 1.0
+    shift = float(rng.normal(0, model.window_score_sigma)) if model.window_score_sigma else 0.0
+    return WindowState(mix=mix / mix.sum(),
+                       latency_ms=BASE_LATENCY_MS * device.latency_scale * load * fault.latency_factor * drift,
+                       score=device.score - fault.score_drop + shift,
+                       error_ratio=min(1.0, device.error_ratio + fault.extra_errors))
+
+
+def frames(rng: np.random.Generator, state: WindowState, n: int) -> Sample:
+    """n inferences drawn inside one window."""
+    errors = int(rng.binomial(n, state.error_ratio))
     ok = n - errors
-    scale = BASE_LATENCY_MS * device.latency_scale * load * fault.latency_factor \
-        * (float(rng.lognormal(0, model.window_sigma)) if model.window_sigma else 1.0)
-    latency = scale * rng.lognormal(0, FRAME_SIGMA, ok)
-    score_mean = device.score - fault.score_drop + (rng.normal(0, model.window_score_sigma)
-                                                    if model.window_score_sigma else 0.0)
-    scores = np.clip(rng.normal(score_mean, SCORE_SPREAD, ok), 0, 0.999)
-    classes = rng.choice(CLASSES, size=ok, p=mix / mix.sum())
-    latency_buckets = np.array([d.latency_bucket(v) for v in latency])
+    latency = state.latency_ms * rng.lognormal(0, FRAME_SIGMA, ok)
+    scores = np.clip(rng.normal(state.score, SCORE_SPREAD, ok), 0, 0.999)
+    classes = rng.choice(CLASSES, size=ok, p=state.mix)
+    buckets = np.array([d.latency_bucket(float(v)) for v in latency], dtype=int)
     return Sample(inferences=n, errors=errors,
-                  dist=d.build(latency=_counts(latency_buckets), score=_counts((scores * d.SCORE_BUCKETS).astype(int)),
+                  dist=d.build(latency=_counts(buckets), score=_counts((scores * d.SCORE_BUCKETS).astype(int)),
                                classes=_counts(classes)))
 
 
-def evidence(rng: np.random.Generator, fleet: Fleet, canary: list[int], control: list[int], n: int,
-             fault: Fault | None = None) -> WaveEvidence:
-    """One wave's evidence: every device's before and after window (n inferences each)."""
-    model = fleet.model
-    before_load = float(rng.lognormal(0, model.fleet_sigma)) if model.fleet_sigma else 1.0
-    after_load = float(rng.lognormal(0, model.fleet_sigma)) if model.fleet_sigma else 1.0
+def added(a: Sample | None, b: Sample) -> Sample:
+    """Two samples of one window, summed (a look later)."""
+    if a is None:
+        return b
+    return Sample(inferences=a.inferences + b.inferences, errors=a.errors + b.errors,
+                  dist=d.merge([a.dist, b.dist]))
 
-    def windows(index: int, faulty: Fault | None) -> DeviceWindows:
-        device = fleet.devices[index]
-        return DeviceWindows(device=f"d{index}", before=window(rng, model, device, n, before_load),
-                             after=window(rng, model, device, n, after_load, faulty))
-    return WaveEvidence(canary=tuple(windows(i, fault) for i in canary),
-                        control=tuple(windows(i, None) for i in control),
-                        control_kind="concurrent" if control else "before-activation")
+
+def looks(rng: np.random.Generator, fleet: Fleet, canary: list[int], control: list[int], chunks: list[int],
+          fault: Fault | None = None, before_n: int = 300):
+    """The evidence of one wave at each look: every device's before window (`before_n`), and its after window
+    growing by `chunks` (the judge looks after each chunk). A generator of `WaveEvidence`."""
+    model = fleet.model
+    loads = [float(rng.lognormal(0, model.fleet_sigma)) if model.fleet_sigma else 1.0 for _ in range(2)]
+    devices = [(i, fault) for i in canary] + [(i, None) for i in control]
+    before = {i: frames(rng, window_state(rng, model, fleet.devices[i], loads[0]), before_n) for i, _ in devices}
+    states = {i: window_state(rng, model, fleet.devices[i], loads[1], f) for i, f in devices}
+    after: dict[int, Sample | None] = dict.fromkeys(states)
+    for chunk in chunks:
+        for i in states:
+            after[i] = added(after[i], frames(rng, states[i], chunk))
+        yield WaveEvidence(
+            canary=tuple(DeviceWindows(device=f"d{i}", before=before[i], after=after[i]) for i in canary),
+            control=tuple(DeviceWindows(device=f"d{i}", before=before[i], after=after[i]) for i in control),
+            control_kind="concurrent" if control else "before-activation")

@@ -120,6 +120,19 @@ def _check_wave(value: WaveSize) -> WaveSize:
     return text
 
 
+class WaveSelection(_Config):
+    """Which devices go first. Random by default (seeded, the seed kept in the rollout record so a re-run
+    plans the same waves): inventory order would put the same cameras first in every rollout."""
+
+    order: Literal["random", "inventory"] = "random"
+    seed: int | None = Field(default=None, description="the shuffle's seed; default: drawn on the first run and "
+                                                       "recorded")
+    first_wave_min: int = Field(default=3, ge=1, description="devices in the first wave at least, where the fleet "
+                                                             "still keeps enough control devices outside it")
+    holdback: int = Field(default=0, ge=0, description="devices kept on the old version until the last wave: "
+                                                       "every earlier wave has them as concurrent controls")
+
+
 class RolloutParams(_Config):
     """One rollout: which version goes to which devices, in which waves, gated how."""
 
@@ -134,6 +147,7 @@ class RolloutParams(_Config):
     target: Target = Target()
     waves: tuple[WaveSize, ...] = Field(default=DEFAULT_WAVES, min_length=1,
                                         description="cumulative sizes: 1 device, then up to 10% of the target...")
+    wave_selection: WaveSelection = WaveSelection()
     max_parallel: int = Field(default=8, ge=1, le=256, description="devices worked on at once")
     health: HealthGate = HealthGate()
     canary: CanaryGate = CanaryGate()
@@ -180,8 +194,9 @@ class PromotionParams(_Config):
     canary: Target = Target(tags=("canary",))
     healthy_for_s: float = Field(default=3600.0, gt=0, description="canary devices ran the version this long")
     min_inferences: int = Field(default=100, ge=1, description="inferences over that time, all devices together")
-    max_error_ratio: float = Field(default=0.01, ge=0, le=1)
-    max_swap_failures: int = Field(default=0, ge=0)
+    judge: CanaryGate = Field(default=CanaryGate(), description="the canary judge's thresholds, as in a "
+                                                                 "rollout: the canary devices against the stable "
+                                                                 "devices (errors and swap failures included)")
     stale_after_s: float = Field(default=120.0, gt=0, description="a device silent this long blocks promotion")
     signing: SigningParams = Field(default=SigningParams(), description="the release key that signs the pointer")
 
