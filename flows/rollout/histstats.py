@@ -32,6 +32,9 @@ MAX_WINDOW_COUNT = 10**9
 """The most inferences one device can report for one window (about 1,000 fps for 11 days): more is a lie
 or a fault, and the judge refuses to judge on it."""
 
+NO_SPREAD = 1e-9
+"""Device changes that differ by less than this are equal (a t-test on them is only rounding noise)."""
+
 Histogram = Mapping[int, float]
 
 
@@ -186,7 +189,7 @@ def shift_greater(canary: Sequence[float], control: Sequence[float]) -> float:
     two-sample t-test with devices as units (works with a single canary device: a prediction interval)."""
     if len(control) < 2 or not canary:
         return 1.0
-    if np.ptp(np.concatenate([canary, control])) == 0:
+    if np.ptp(np.concatenate([canary, control])) < NO_SPREAD:
         return 1.0
     result = stats.ttest_ind(np.asarray(canary, float), np.asarray(control, float), equal_var=True,
                              alternative="greater")
