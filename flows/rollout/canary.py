@@ -213,14 +213,21 @@ class Floor:
     show: Callable[[float, float], str]
 
 
+def cube_root(values: Sequence[float]) -> list[float]:
+    """Divergences of noise are skewed like a chi-square; their cube roots are close to normal
+    (Wilson-Hilferty), which the t-test assumes."""
+    return [math.copysign(abs(v) ** (1 / 3), v) for v in values]
+
+
 def shift_metric(name: MetricName, found: Changes, gate: CanaryGate, floor: Floor, *,
-                 with_controls: bool = True) -> Metric:
+                 with_controls: bool = True, scale: Callable[[Sequence[float]], list[float]] = list) -> Metric:
     """Fails when the canary devices' change is significant AND its median is over the floor.
 
     With `min_control_devices` control changes (and `with_controls`): the canary devices' changes against
     the controls' by a t-test (devices as units), the effect net of the controls' median change; else each
     canary device's after against its own before (frames of one device are exchangeable), combined with
-    one vote per device (Stouffer)."""
+    one vote per device (Stouffer). `scale`: what the t-test sees of the changes (the floor sees them as they
+    are)."""
     canary_text = f"{len(found.canary)} device(s)"
     if not found.canary:
         why = "canary devices: not enough since activation yet" if found.waiting else \
@@ -228,7 +235,7 @@ def shift_metric(name: MetricName, found: Changes, gate: CanaryGate, floor: Floo
         return _no_data(name, gate, "0 devices", "-", "", why, waiting=found.waiting)
     effect, extra = statistics.median(found.canary), statistics.median(found.extra)
     if with_controls and len(found.control) >= gate.min_control_devices:
-        pvalue = h.shift_greater(found.canary, found.control)
+        pvalue = h.shift_greater(scale(found.canary), scale(found.control))
         effect -= statistics.median(found.control)
         extra -= statistics.median(found.control_extra)
         control_text = f"{len(found.control)} control device(s): {floor.show(statistics.median(found.control), 0)}"
@@ -334,7 +341,7 @@ def judge(evidence: WaveEvidence, reference: Distributions | None, gate: CanaryG
         error_metric(canary, control, gate, final),
         swap_metric(canary, gate),
         shift_metric("class_mix_control", changes(canary, control, "classes", mix_change(cells, "classes"), gate),
-                     gate, plain_floor(gate.max_class_divergence, "JS")),
+                     gate, plain_floor(gate.max_class_divergence, "JS"), scale=cube_root),
         reference_metric("class_mix_reference", reference, sum(reference.class_counts().values()) if reference
                          else 0, gate, lambda: shift_metric(
                              "class_mix_reference", changes(canary, (), "classes",
@@ -353,7 +360,7 @@ def judge(evidence: WaveEvidence, reference: Distributions | None, gate: CanaryG
         per_frame = tuple(range(DETECTIONS_MAX + 1))
         metrics.append(shift_metric("detections_control", changes(canary, control, "detections",
                                                                   mix_change(per_frame, "detections"), gate),
-                                    gate, plain_floor(gate.max_class_divergence, "JS")))
+                                    gate, plain_floor(gate.max_class_divergence, "JS"), scale=cube_root))
     used = sum(1 for d in control if d.before is not None and d.after is not None)
     described = f"{evidence.control_kind} ({used} control devices)" if used else evidence.control_kind
     return decide(metrics, gate, control=described, final=final)

@@ -80,7 +80,7 @@ class CanaryGate(_Config):
     error_beta: float = Field(default=0.05, gt=0, lt=0.5,
                               description="the sequential error test's miss rate at the alternative")
     max_swap_failures: int = Field(default=0, ge=0, description="swap_failed + rollback events of the new version")
-    max_class_divergence: float = Field(default=0.03, gt=0, le=1,
+    max_class_divergence: float = Field(default=0.05, gt=0, le=1,
                                         description="Jensen-Shannon divergence (base 2) of the top-1 class mix, "
                                                     "a device's after against its own before (median device)")
     max_score_drop: float = Field(default=0.15, gt=0, le=1,

@@ -29,7 +29,8 @@ def fleet_sample(rng: np.random.Generator, n: int, *, latency_ms: float = 0.3, j
     if tail:
         slow = rng.random(n) < tail
         latencies[slow] *= rng.uniform(2, 20, slow.sum())  # a loaded machine: some frames wait for a core
-    classes = rng.choice(CLASSES, size=n, p=class_p or UNIFORM)
+    class_p = class_p or UNIFORM
+    classes = rng.choice(len(class_p), size=n, p=class_p)
     scores = np.clip(rng.normal(score_mean, 0.05, n), 0, 1)
     errors = int(rng.binomial(n, error_ratio)) if error_ratio else 0
 
@@ -118,9 +119,10 @@ def test_a_clear_regression_fails_on_its_metric(rng: np.random.Generator, fault:
 
 
 def test_a_class_collapse_halts_without_a_reference(rng: np.random.Generator) -> None:
-    # 30% of the frames collapse to one class on 10 devices: class_mix_control is critical on its own.
-    collapsed = [0.3 + 0.7 / CLASSES] + [0.7 / CLASSES] * (CLASSES - 1)
-    halted = sum("class_mix_control" in judge(wave(rng, 10, 10, fault={"class_p": collapsed}), None, GATE,
+    # 30% of the frames collapse to one of 10 classes on 10 devices: class_mix_control is critical on its own.
+    scene = {"class_p": [0.1] * 10}
+    collapsed = {"class_p": [0.3 + 0.07] + [0.07] * 9}
+    halted = sum("class_mix_control" in judge(wave(rng, 10, 10, scene=scene, fault=collapsed), None, GATE,
                                               final=True).halted_by for _ in range(10))
     assert halted >= 9
 
