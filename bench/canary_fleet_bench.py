@@ -83,9 +83,16 @@ def rate(hits: int, n: int) -> dict:
     return {"hits": hits, "n": n, "rate": hits / n, "low": float(interval.low), "high": float(interval.high)}
 
 
-def measure(trials: int, rollouts: int, seed: int = SEED) -> Iterator[dict]:
+def measure(trials: int, rollouts: int, seed: int = SEED, parts: tuple[str, ...] = ("halts", "power")
+            ) -> Iterator[dict]:
+    if "halts" in parts:
+        yield from false_halts(trials, rollouts, np.random.default_rng(seed))
+    if "power" in parts:
+        yield from power(trials, np.random.default_rng(seed + 1))
+
+
+def false_halts(trials: int, rollouts: int, rng: np.random.Generator) -> Iterator[dict]:
     gate = CanaryGate()
-    rng = np.random.default_rng(seed)
     for name, model in MODELS.items():
         for k in CANARIES:
             halted, why = 0, {}
@@ -102,6 +109,10 @@ def measure(trials: int, rollouts: int, seed: int = SEED) -> Iterator[dict]:
             yield {"kind": "false halts per rollout", "model": name, "canaries": k,
                    **rate(sum(w is not None for w in waves), rollouts),
                    "halted_in_wave": sorted(w for w in waves if w is not None)}
+
+
+def power(trials: int, rng: np.random.Generator) -> Iterator[dict]:
+    gate = CanaryGate()
     for name in POWER_MODELS:
         for fault_name, fault in FAULTS.items():
             for k in CANARIES:
@@ -125,10 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=200, help="wave-1 verdicts per cell")
     parser.add_argument("--rollouts", type=int, default=200, help="rollouts per cell")
     parser.add_argument("--out", help="also write the rows as JSON here")
+    parser.add_argument("--part", choices=("halts", "power"), action="append",
+                        help="only this part (false halts, or power); default both")
     args = parser.parse_args(argv if argv is not None else [])
     started = time.monotonic()
     rows = []
-    for row in measure(args.trials, args.rollouts):
+    for row in measure(args.trials, args.rollouts, parts=tuple(args.part or ("halts", "power"))):
         rows.append(row)
         print(json.dumps(row), flush=True)  # noqa: T201
     print(table(rows))  # noqa: T201

@@ -160,6 +160,15 @@ def test_a_floor_between_two_bucket_edges_is_decided_by_the_data(rng: np.random.
     assert h.latency_median_ms({10: 50, 11: 50}) == pytest.approx(d.latency_edges_ms()[10], rel=1e-9)
 
 
+def test_a_score_drop_is_measured_between_bucket_edges(rng: np.random.Generator) -> None:
+    # Buckets are 0.05 wide: a 3-bucket drop used to equal the 0.15 floor, and float rounding decided.
+    small = [judge(wave(rng, 1, 10, fault={"score_mean": 0.80}), None, GATE).result for _ in range(10)]
+    large = [judge(wave(rng, 1, 10, fault={"score_mean": 0.68}), None, GATE).result for _ in range(10)]
+    assert small.count("fail") == 0 and large.count("fail") == 10
+    assert h.score_median({17: 50, 18: 50}) == pytest.approx(0.9)
+    assert h.score_median({17: 25, 18: 75}) == pytest.approx(0.9 + 0.05 / 3)
+
+
 # --- one device never decides ---------------------------------------------------------------------------
 def test_one_device_claiming_volume_does_not_mask_bad_canaries(rng: np.random.Generator) -> None:
     slow_and_failing = {"latency_ms": 0.9, "error_ratio": 0.1}
