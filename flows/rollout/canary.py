@@ -220,16 +220,17 @@ def cube_root(values: Sequence[float]) -> list[float]:
 
 
 def shift_metric(name: MetricName, found: Changes, gate: CanaryGate, floor: Floor, *,
-                 with_controls: bool = True, scale: Callable[[Sequence[float]], list[float]] = list) -> Metric:
+                 with_controls: bool = True, scale: Callable[[Sequence[float]], list[float]] = list,
+                 final: bool = False) -> Metric:
     """Fails when the canary devices' change is significant AND its median is over the floor.
 
     With `min_control_devices` control changes (and `with_controls`): the canary devices' changes against
     the controls' by a t-test (devices as units), the effect net of the controls' median change; else each
     canary device's after against its own before (frames of one device are exchangeable), combined with
     one vote per device (Stouffer). `scale`: what the t-test sees of the changes (the floor sees them as they
-    are)."""
+    are). Until `final`, it waits for every canary device that has a before-window."""
     canary_text = f"{len(found.canary)} device(s)"
-    if not found.canary:
+    if not found.canary or (found.waiting and not final):
         why = "canary devices: not enough since activation yet" if found.waiting else \
             "no canary device has a before-activation window to compare with"
         return _no_data(name, gate, "0 devices", "-", "", why, waiting=found.waiting)
@@ -337,30 +338,32 @@ def judge(evidence: WaveEvidence, reference: Distributions | None, gate: CanaryG
     cells = tuple(classes)
     metrics = [
         shift_metric("latency", changes(canary, control, "latency", latency_change, gate), gate,
-                     latency_floor(gate)),
+                     latency_floor(gate), final=final),
         error_metric(canary, control, gate, final),
         swap_metric(canary, gate),
         shift_metric("class_mix_control", changes(canary, control, "classes", mix_change(cells, "classes"), gate),
-                     gate, plain_floor(gate.max_class_divergence, "JS"), scale=cube_root),
+                     gate, plain_floor(gate.max_class_divergence, "JS"), scale=cube_root, final=final),
         reference_metric("class_mix_reference", reference, sum(reference.class_counts().values()) if reference
                          else 0, gate, lambda: shift_metric(
                              "class_mix_reference", changes(canary, (), "classes",
                                                             reference_mix_drift(cells, reference), gate),
-                             gate, plain_floor(gate.max_reference_divergence, "JS drift"), with_controls=False)),
+                             gate, plain_floor(gate.max_reference_divergence, "JS drift"), with_controls=False,
+                             final=final)),
         shift_metric("score_control", changes(canary, control, "score", score_change, gate), gate,
-                     plain_floor(gate.max_score_drop, "drop")),
+                     plain_floor(gate.max_score_drop, "drop"), final=final),
         reference_metric("score_reference", reference, sum(reference.score_counts().values()) if reference
                          else 0, gate, lambda: shift_metric(
                              "score_reference", changes(canary, (), "score", reference_score_drift(reference),
                                                         gate),
                              gate, plain_floor(gate.max_reference_score_drop, "drop below ref"),
-                             with_controls=False)),
+                             with_controls=False, final=final)),
     ]
     if detector:
         per_frame = tuple(range(DETECTIONS_MAX + 1))
         metrics.append(shift_metric("detections_control", changes(canary, control, "detections",
                                                                   mix_change(per_frame, "detections"), gate),
-                                    gate, plain_floor(gate.max_class_divergence, "JS"), scale=cube_root))
+                                    gate, plain_floor(gate.max_class_divergence, "JS"), scale=cube_root,
+                                    final=final))
     used = sum(1 for d in control if d.before is not None and d.after is not None)
     described = f"{evidence.control_kind} ({used} control devices)" if used else evidence.control_kind
     return decide(metrics, gate, control=described, final=final)
