@@ -83,17 +83,18 @@ def rate(hits: int, n: int) -> dict:
     return {"hits": hits, "n": n, "rate": hits / n, "low": float(interval.low), "high": float(interval.high)}
 
 
-def measure(trials: int, rollouts: int, seed: int = SEED, parts: tuple[str, ...] = ("halts", "power")
-            ) -> Iterator[dict]:
+def measure(trials: int, rollouts: int, seed: int = SEED, parts: tuple[str, ...] = ("halts", "power"),
+            models: tuple[str, ...] = tuple(MODELS)) -> Iterator[dict]:
     if "halts" in parts:
-        yield from false_halts(trials, rollouts, np.random.default_rng(seed))
+        yield from false_halts(trials, rollouts, np.random.default_rng(seed), models)
     if "power" in parts:
         yield from power(trials, np.random.default_rng(seed + 1))
 
 
-def false_halts(trials: int, rollouts: int, rng: np.random.Generator) -> Iterator[dict]:
+def false_halts(trials: int, rollouts: int, rng: np.random.Generator, models: tuple[str, ...]) -> Iterator[dict]:
     gate = CanaryGate()
-    for name, model in MODELS.items():
+    for name in models:
+        model = MODELS[name]
         for k in CANARIES:
             halted, why = 0, {}
             for _ in range(trials):
@@ -136,12 +137,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=200, help="wave-1 verdicts per cell")
     parser.add_argument("--rollouts", type=int, default=200, help="rollouts per cell")
     parser.add_argument("--out", help="also write the rows as JSON here")
+    parser.add_argument("--model", choices=tuple(MODELS), action="append",
+                        help="false halts only on this fleet model; default all")
+    parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--part", choices=("halts", "power"), action="append",
                         help="only this part (false halts, or power); default both")
     args = parser.parse_args(argv if argv is not None else [])
     started = time.monotonic()
     rows = []
-    for row in measure(args.trials, args.rollouts, parts=tuple(args.part or ("halts", "power"))):
+    for row in measure(args.trials, args.rollouts, args.seed, parts=tuple(args.part or ("halts", "power")),
+                       models=tuple(args.model or MODELS)):
         rows.append(row)
         print(json.dumps(row), flush=True)  # noqa: T201
     print(table(rows))  # noqa: T201
