@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 from edgefleet.flows.rollout import histstats as h
 from edgefleet.flows.rollout.params import CanaryGate, MetricName
-from edgefleet.flows.rollout.verdict import Metric, Sample, Verdict, WaveEvidence
+from edgefleet.flows.rollout.verdict import Metric, Sample, Verdict, WaveEvidence, cannot_judge, decide
 from edgefleet.kernel.contracts.distributions import CLASS_TOP_K, DETECTIONS_MAX, Distributions
 
 
@@ -376,43 +376,3 @@ def judge_safely(evidence: WaveEvidence, reference: Distributions | None, gate: 
         return judge(evidence, reference, gate, **options)
     except Exception as error:  # noqa: BLE001 - every failure of the judge is a halt, named in the verdict
         return cannot_judge(gate, f"{type(error).__name__}: {error}")
-
-
-def cannot_judge(gate: CanaryGate, why: str) -> Verdict:
-    """The failed verdict of a judge that could not judge (its one row says why)."""
-    row = Metric(name="judge", critical=True, canary="-", control="-", test="input checks", statistic=None,
-                 threshold="judgeable input", result="fail", detail=why)
-    return Verdict(result="fail", score=None, pass_score=gate.pass_score, control="-", metrics=(row,),
-                   halted_by=("judge",), reason=f"the canary judge cannot judge: {why}")
-
-
-def _waiting_for(metric: Metric) -> bool:
-    """A metric that may still get data: not one that has nothing to compare with at all."""
-    return metric.result == "nodata" and metric.waiting
-
-
-def decide(metrics: Sequence[Metric], gate: CanaryGate, *, control: str, final: bool) -> Verdict:
-    """The verdict from the metric rows: critical failures first, then waiting, then the score."""
-    critical_failed = [m.name for m in metrics if m.critical and m.result == "fail"]
-    if final:
-        critical_failed += [m.name for m in metrics if m.critical and m.result == "nodata"]
-    judged = [m for m in metrics if m.result != "nodata"]
-    score = sum(m.result == "pass" for m in judged) / len(judged) if judged else None
-    common = {"score": score, "pass_score": gate.pass_score, "control": control, "metrics": tuple(metrics)}
-    if critical_failed:
-        others = [m.name for m in judged if m.result == "fail" and m.name not in critical_failed]
-        return Verdict(result="fail", halted_by=tuple(critical_failed + others), **common,
-                       reason=f"critical metric(s) failed: {', '.join(critical_failed)}"
-                              + (f"; also failed: {', '.join(others)}" if others else ""))
-    if not final and any(_waiting_for(m) for m in metrics):
-        waiting = [m.name for m in metrics if _waiting_for(m)]
-        return Verdict(result="wait", **common, reason=f"waiting for data: {', '.join(waiting)}")
-    if score is None:
-        return Verdict(result="fail", halted_by=("no data",), **common, reason="no metric could be judged")
-    failed = tuple(m.name for m in judged if m.result == "fail")
-    if score < gate.pass_score:
-        return Verdict(result="fail", halted_by=failed, **common,
-                       reason=f"score {score:.2f} below {gate.pass_score:.2f}: {', '.join(failed)} failed")
-    return Verdict(result="pass", **common,
-                   reason=f"score {score:.2f} (>= {gate.pass_score:.2f})"
-                          + (f"; failed but tolerated: {', '.join(failed)}" if failed else ""))

@@ -9,9 +9,9 @@ import pytest
 from scipy import stats
 
 from edgefleet.flows.rollout import histstats as h
-from edgefleet.flows.rollout.canary import decide, judge, judge_safely, mix_change, release_classes, window
+from edgefleet.flows.rollout.canary import judge, judge_safely, mix_change, release_classes, window
 from edgefleet.flows.rollout.params import CanaryGate
-from edgefleet.flows.rollout.verdict import DeviceWindows, Sample, WaveEvidence
+from edgefleet.flows.rollout.verdict import DeviceWindows, Sample, WaveEvidence, decide
 from edgefleet.kernel.contracts import distributions as d
 
 GATE = CanaryGate()
