@@ -8,8 +8,9 @@
    (i) shuffled labels, for real: the demo's model trained on shuffled labels, released as a Keras model and
        rolled out; it must halt in the first wave, with only the first device rolled back.
    (ii) 3x slower, (iii) 5% inference errors, (iv) collapsed top-1 scores: simulated at agent rates from the
-       distributions the real agents reported in step 1 (canary 1 device at 20 fps, control 2 devices at
-       40 fps together, judged every second as the rollout does), 20 seeded trials each. Goal: every trial
+       distributions the real agents reported in step 1 (canary 1 device at 20 fps, 2 control devices at
+       20 fps each, each with a minute of before-activation history, judged every second as the rollout
+       does), 20 seeded trials each. Goal: every trial
        caught; the time to the verdict is reported.
 
 Run: `python -m bench.canary_bench [--rollouts N] [--no-busy]` (needs sshd and Java; about 15 minutes).
@@ -39,6 +40,7 @@ SEED = 20261130
 TRIALS = 20
 CANARY_FPS = 20  # the demo's agents
 CONTROL_FPS = 40
+BEFORE_S = 60  # seconds of before-activation history per device
 
 
 def _spin() -> None:  # pragma: no cover - runs in a child process
@@ -95,16 +97,25 @@ def draw(rng: np.random.Generator, base, n: int, *, latency_factor: float = 1.0,
 
 
 def simulate(case: str, base, reference, gate, rng: np.random.Generator, fault: dict) -> tuple[float | None, str]:
-    """Seconds until the verdict at agent rates (None: never failed within the gate's timeout), and why."""
-    from edgefleet.flows.rollout.canary import judge
-    from edgefleet.flows.rollout.judgement import pool
+    """Seconds until the verdict at agent rates (None: never failed within the gate's timeout), and why.
 
-    canary = control = None
+    The canary device and two control devices each have a before-window of `BEFORE_S` seconds at their rate;
+    after the activation their after-windows grow every second and the judge looks."""
+    from bench.fleet_model import added
+    from edgefleet.flows.rollout.canary import judge_safely
+    from edgefleet.flows.rollout.verdict import DeviceWindows, WaveEvidence
+
+    rates = {"sim-1": CANARY_FPS, "sim-2": CONTROL_FPS // 2, "sim-3": CONTROL_FPS // 2}
+    before = {device: draw(rng, base, fps * BEFORE_S) for device, fps in rates.items()}
+    after: dict = dict.fromkeys(rates)
     for second in range(1, int(gate.timeout_s) + 1):
-        canary = pool([canary, draw(rng, base, CANARY_FPS, **fault)])
-        control = pool([control, draw(rng, base, CONTROL_FPS)])
-        verdict = judge(canary, control, reference, gate, control_kind="concurrent",
-                        final=second >= gate.timeout_s)
+        for device, fps in rates.items():
+            after[device] = added(after[device], draw(rng, base, fps, **(fault if device == "sim-1" else {})))
+        windows = {device: DeviceWindows(device=device, before=before[device], after=after[device])
+                   for device in rates}
+        evidence = WaveEvidence(canary=(windows["sim-1"],), control=(windows["sim-2"], windows["sim-3"]),
+                                control_kind="concurrent")
+        verdict = judge_safely(evidence, reference, gate, final=second >= gate.timeout_s)
         if verdict.result == "fail":
             return float(second), ", ".join(verdict.halted_by)
         if verdict.result == "pass":

@@ -236,6 +236,8 @@ class Demo:
                        "timeout_s": self.settings.health_timeout_s},
             "monitor_config": str(monitor_config), "work_dir": str(self.work / "rollout-work"),
             "public_key": str(public_key_path(self.signing_key)),
+            # the story follows sim-1, the device tagged canary: it goes first (rollouts default to random order)
+            "wave_selection": {"order": "inventory"},
         })
         flow_runs_log = logging.getLogger("prefect.flow_runs")
         level = flow_runs_log.level

@@ -1,284 +1,378 @@
 """Canary analysis: is the new version worse than the old one, beyond the noise? Pure maths, no I/O.
 
-Kayenta-style: the canary (the wave's devices on the new version, pooled) against a control (devices still on
-the old version over the same window; else the same devices before activation), plus the release's own
-reference distributions (held-out split). Each metric is a significance test AND an effect size AND, where
-it makes sense, an absolute floor, so that neither noise on a loaded machine (tiny effects are significant
-with thousands of samples) nor a big ratio of two small numbers (0.7 ms / 0.3 ms) halts a good release:
+The device is the unit. Frames of one device share a scene and a host, so 300 of them carry about one
+independent observation of its latency: pooling frames across devices makes every p-value tiny and lets the
+effect floors decide on one device's quirks, and lets one device (honest or not) decide by volume. So each
+canary device's *change* (its window since the activation against its own window before it, same scene,
+same host) is compared with the control devices' change over the same two windows (devices still on the
+old version: the load and the time of day changed for them too). Frames are only pooled within a device
+(exchangeable) or for the error count; every device's window is capped at `max_device_samples` first.
 
-| metric               | test                                     | effect                        | floor            |
-|----------------------|------------------------------------------|-------------------------------|------------------|
-| latency              | Mann-Whitney U on the histograms (>)     | ratio of medians              | median + N ms    |
-| errors               | Fisher exact vs control (binomial vs max)| error ratio above the control | max_error_ratio  |
-| swap failures        | count                                    |                               | max_swap_failures|
-| class mix vs X       | chi-square of homogeneity                | Jensen-Shannon divergence     |                  |
-| top-1 score vs X     | Mann-Whitney U (one-sided: lower)        | drop of the median score      |                  |
-| detections/frame vs X| chi-square of homogeneity (detectors)    | Jensen-Shannon divergence     |                  |
+| metric            | change per device                  | test: vs controls / without (*) | floor (median device)  |
+|-------------------|------------------------------------|---------------------------------|------------------------|
+| latency           | log(median after / median before)  | t-test / Mann-Whitney           | x ratio and +ms (**)    |
+| errors            | (pooled over devices, capped)      | sequential probability ratio    | control + max_error_ratio |
+| swap failures     | count                              |                                 | max_swap_failures      |
+| class_mix_control | Jensen-Shannon(after, before)      | t-test / chi-square             | max_class_divergence   |
+| score_control     | median before - median after       | t-test / Mann-Whitney           | max_score_drop         |
+| class_mix_ref.    | JS(after, ref) - JS(before, ref)   | - / chi-square                  | max_reference_divergence |
+| score_reference   | shortfall below ref: after-before  | - / Mann-Whitney                | max_reference_score_drop |
+| detections/frame  | as class mix                       | as class mix                    | max_class_divergence   |
 
-Each metric passes, fails, or has not enough data. The verdict's score is passed / judged; it fails below
-`pass_score` or when any critical metric fails; it waits while metrics lack data, until the caller's
-timeout, when `final=True` makes a critical metric without data fail and the others leave the score.
+(*) with `min_control_devices` control changes: a pooled t-test of the canary devices' changes against the
+controls' (devices as units; the floor on the effect net of the controls' median change); without: each
+canary device's after against its own before (its frames are exchangeable), one vote per device (Stouffer).
+(**) `max_latency_increase_ratio` and `min_latency_increase_ms`. The error test is valid under repeated
+looks (the judge looks every poll).
+
+Medians are interpolated inside their bucket (a floor between two bucket edges is decided by the data, not
+by rounding); class mixes are counted over one class list per release (`release_classes`), not each
+window's own top K. Each metric passes, fails, or has not enough data. The verdict's score is passed /
+judged; it fails below `pass_score` or when any critical metric fails; it waits while metrics lack data,
+until the caller's timeout, when `final=True` makes a critical metric without data fail. A judge that
+cannot judge (impossible counts, an exception) fails the verdict (`judge_safely`): the wave halts.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-import numpy as np
-from scipy import stats
-from scipy.spatial.distance import jensenshannon
-
+from edgefleet.flows.rollout import histstats as h
 from edgefleet.flows.rollout.params import CanaryGate, MetricName
-from edgefleet.flows.rollout.verdict import ControlKind, Metric, Sample, Verdict
-from edgefleet.kernel.contracts.distributions import SCORE_BUCKETS, Distributions, latency_bucket_mid_ms
+from edgefleet.flows.rollout.verdict import Metric, Sample, Verdict, WaveEvidence, cannot_judge, decide
+from edgefleet.kernel.contracts.distributions import CLASS_TOP_K, DETECTIONS_MAX, Distributions
 
 
-# --- statistics on histograms ---------------------------------------------------------------------------
-def _expand(counts: Mapping[int, int], value_of) -> np.ndarray:  # noqa: ANN001 - index -> representative value
-    keys = sorted(counts)
-    return np.repeat(np.array([value_of(k) for k in keys], dtype=float), [counts[k] for k in keys])
+# --- what one device's window contributes (validated, capped) -------------------------------------------
+@dataclass(frozen=True)
+class Window:
+    """One device's window, checked and capped: counts are floats scaled to at most `max_device_samples`."""
+
+    inferences: float
+    errors: float
+    swap_failures: int
+    latency: dict[int, float]
+    score: dict[int, float]
+    classes: dict[int, float]
+    detections: dict[int, float]
 
 
-def histogram_median(counts: Mapping[int, int], value_of) -> float | None:  # noqa: ANN001
-    """The median of a histogram, each bucket at its representative value; None when empty."""
-    total = sum(counts.values())
-    if total == 0:
+def window(sample: Sample | None, cap: int, what: str) -> Window | None:
+    """`sample` checked (`CannotJudge` on impossible counts) and capped; None stays None."""
+    if sample is None:
         return None
-    seen = 0
-    for key in sorted(counts):
-        seen += counts[key]
-        if seen * 2 >= total:
-            return float(value_of(key))
-    return None  # pragma: no cover - unreachable
+    dist = sample.dist
+    h.check_sample(what, sample.inferences, sample.errors, sample.swap_failures, dist)
+    factor = min(1.0, cap / sample.inferences) if sample.inferences else 1.0
+    return Window(inferences=sample.inferences * factor, errors=sample.errors * factor,
+                  swap_failures=sample.swap_failures, latency=h.capped(dist.latency_counts(), cap),
+                  score=h.capped(dist.score_counts(), cap), classes=h.capped(dist.class_counts(), cap),
+                  detections=h.capped(dist.detection_counts(), cap))
 
 
-def mann_whitney_greater(canary: Mapping[int, int], control: Mapping[int, int]) -> float:
-    """One-sided p-value that canary values are stochastically greater (bucket indices are ordered)."""
-    result = stats.mannwhitneyu(_expand(canary, float), _expand(control, float), alternative="greater",
-                                method="asymptotic")
-    return float(result.pvalue)
+@dataclass(frozen=True)
+class Device:
+    name: str
+    before: Window | None
+    after: Window | None
 
 
-def score_bucket_mid(index: int) -> float:
-    return (index + 0.5) / SCORE_BUCKETS
+def prepare(evidence: WaveEvidence, gate: CanaryGate) -> tuple[list[Device], list[Device]]:
+    """The canary and control devices, every window checked and capped."""
+    def one(side: str, item) -> Device:  # noqa: ANN001 - a DeviceWindows
+        return Device(item.device, window(item.before, gate.max_device_samples, f"{side} {item.device} before"),
+                      window(item.after, gate.max_device_samples, f"{side} {item.device} after"))
+    return [one("canary", d) for d in evidence.canary], [one("control", d) for d in evidence.control]
 
 
-def divergence_test(a: Mapping[int, int], b: Mapping[int, int]) -> tuple[float, float]:
-    """(Jensen-Shannon divergence in base 2, chi-square homogeneity p-value) of two count histograms."""
-    keys = sorted(set(a) | set(b))
-    table = np.array([[a.get(k, 0) for k in keys], [b.get(k, 0) for k in keys]], dtype=float)
-    table = table[:, table.sum(axis=0) > 0]
-    if table.shape[1] < 2:
-        return 0.0, 1.0
-    p, q = table[0] / table[0].sum(), table[1] / table[1].sum()
-    divergence = float(jensenshannon(p, q, base=2) ** 2)
-    _, pvalue, _, _ = stats.chi2_contingency(table, correction=False)
-    return divergence, float(pvalue)
+def release_classes(label_count: int | None, reference: Distributions | None,
+                    before: Sequence[Distributions] = ()) -> tuple[int, ...]:
+    """One class list for the whole release: the manifest's labels when they are few, else the reference's
+    top K, else the top K of the canary devices' before-windows (fixed: they lie in the past)."""
+    if label_count and label_count <= CLASS_TOP_K:
+        return tuple(range(label_count))
+    source = h.pooled([reference.class_counts()] if reference is not None and reference.classes
+                      else [dist.class_counts() for dist in before])
+    ranked = sorted((k for k in source if k >= 0), key=lambda k: (-source[k], k))
+    if not ranked and label_count:
+        return tuple(range(CLASS_TOP_K))
+    return tuple(sorted(ranked[:CLASS_TOP_K]))
 
 
-# --- metrics --------------------------------------------------------------------------------------------
+# --- per-device changes ---------------------------------------------------------------------------------
+Change = Callable[[Window, Window], "tuple[float, float, float] | None"]
+"""(before, after) -> (change, within-device p-value that it is a regression, an extra effect) or None."""
+
+
+@dataclass(frozen=True)
+class Changes:
+    canary: list[float]
+    extra: list[float]
+    pvalues: list[float]
+    control: list[float]
+    control_extra: list[float]
+    waiting: bool
+    """Some canary device has a before-window but not enough since the activation yet."""
+
+
+def _counted(win: Window | None, histogram: str, gate: CanaryGate) -> bool:
+    return win is not None and h.total(getattr(win, histogram)) >= min(gate.min_samples, gate.max_device_samples)
+
+
+def changes(canary: Sequence[Device], control: Sequence[Device], histogram: str, change: Change,
+            gate: CanaryGate) -> Changes:
+    """Each device's change of one histogram (`histogram`: a `Window` field) between its two windows."""
+    def of(devices: Sequence[Device]) -> list[tuple[float, float, float]]:
+        out = []
+        for device in devices:
+            if _counted(device.before, histogram, gate) and _counted(device.after, histogram, gate):
+                value = change(device.before, device.after)  # type: ignore[arg-type]
+                if value is not None:
+                    out.append(value)
+        return out
+    mine, theirs = of(canary), of(control)
+    waiting = any(_counted(d.before, histogram, gate) and not _counted(d.after, histogram, gate) for d in canary)
+    return Changes([c for c, _, _ in mine], [x for _, _, x in mine], [p for _, p, _ in mine],
+                   [c for c, _, _ in theirs], [x for _, _, x in theirs], waiting)
+
+
+def latency_change(before: Window, after: Window) -> tuple[float, float, float] | None:
+    old, new = h.latency_median_ms(before.latency), h.latency_median_ms(after.latency)
+    if not old or not new:
+        return None
+    return math.log(new / old), h.mann_whitney_greater(after.latency, before.latency), new - old
+
+
+def score_change(before: Window, after: Window) -> tuple[float, float, float] | None:
+    old, new = h.score_median(before.score), h.score_median(after.score)
+    if old is None or new is None:
+        return None
+    return old - new, h.mann_whitney_greater(before.score, after.score), 0.0
+
+
+def shared_cells(cells: Sequence[int], *windows: dict[int, float]) -> list[int]:
+    """The release's classes that every window names; the rest go to "other" on every side alike (a class
+    a window cut into its own top-K remainder is not counted as zero on that side only)."""
+    return [k for k in cells if all(k in w for w in windows)]
+
+
+def mix_change(cells: Sequence[int], field: str) -> Change:
+    def change(before: Window, after: Window) -> tuple[float, float, float]:
+        old, new = getattr(before, field), getattr(after, field)
+        used = shared_cells(cells, old, new)
+        divergence, pvalue = h.divergence_test(h.fixed_vector(new, used), h.fixed_vector(old, used))
+        return divergence, pvalue, 0.0
+    return change
+
+
+def reference_mix_drift(cells: Sequence[int], reference: Distributions) -> Change:
+    ref = reference.class_counts()
+
+    def change(before: Window, after: Window) -> tuple[float, float, float]:
+        used = shared_cells(cells, before.classes, after.classes, ref)
+        old, new = h.fixed_vector(before.classes, used), h.fixed_vector(after.classes, used)
+        fixed_ref = h.fixed_vector(ref, used)
+        drift = h.divergence_test(new, fixed_ref)[0] - h.divergence_test(old, fixed_ref)[0]
+        return drift, h.divergence_test(new, old)[1], 0.0
+    return change
+
+
+def reference_score_drift(reference: Distributions) -> Change:
+    ref = h.score_median(reference.score_counts()) or 0.0
+
+    def change(before: Window, after: Window) -> tuple[float, float, float] | None:
+        old, new = h.score_median(before.score), h.score_median(after.score)
+        if old is None or new is None:
+            return None
+        drift = max(0.0, ref - new) - max(0.0, ref - old)
+        return drift, h.mann_whitney_greater(before.score, after.score), 0.0
+    return change
+
+
+# --- metric rows ----------------------------------------------------------------------------------------
+def _row(name: MetricName, gate: CanaryGate, **fields) -> Metric:  # noqa: ANN003
+    return Metric(name=name, critical=name in gate.critical, **fields)
+
+
 def _no_data(name: MetricName, gate: CanaryGate, canary: str, control: str, test: str, why: str, *,
              waiting: bool = True) -> Metric:
-    return Metric(name=name, critical=name in gate.critical, canary=canary, control=control, test=test,
-                  statistic=None, threshold="", result="nodata", detail=why, waiting=waiting)
+    return _row(name, gate, canary=canary, control=control, test=test, statistic=None, threshold="",
+                result="nodata", detail=why, waiting=waiting)
 
 
-def latency_metric(canary: Sample, control: Sample | None, gate: CanaryGate) -> Metric:
-    name: MetricName = "latency"
-    test = "Mann-Whitney U (one-sided)"
-    canary_counts = canary.dist.latency_counts()
-    canary_n = sum(canary_counts.values())
-    canary_median = histogram_median(canary_counts, latency_bucket_mid_ms)
-    canary_text = f"median {canary_median:.2f} ms (n={canary_n})" if canary_median is not None else f"n={canary_n}"
-    if control is None:
-        return _no_data(name, gate, canary_text, "-", test, "no control", waiting=False)
-    control_counts = control.dist.latency_counts()
-    control_n = sum(control_counts.values())
-    control_median = histogram_median(control_counts, latency_bucket_mid_ms)
-    control_text = f"median {control_median:.2f} ms (n={control_n})" if control_median is not None \
-        else f"n={control_n}"
-    if canary_n < gate.min_samples or control_n < gate.min_samples:
-        return _no_data(name, gate, canary_text, control_text, test, f"fewer than {gate.min_samples} latencies")
-    pvalue = mann_whitney_greater(canary_counts, control_counts)
-    ratio = canary_median / control_median if control_median else math.inf
-    added = canary_median - control_median
-    regression = (pvalue < gate.alpha and ratio > gate.max_latency_increase_ratio
-                  and added > gate.min_latency_increase_ms)
-    return Metric(name=name, critical=name in gate.critical, canary=canary_text, control=control_text, test=test,
-                  statistic=pvalue, result="fail" if regression else "pass",
-                  threshold=f"p<{gate.alpha:g} and x{gate.max_latency_increase_ratio:g} and "
-                            f"+{gate.min_latency_increase_ms:g} ms",
-                  detail=f"median x{ratio:.2f} (+{added:.2f} ms)")
+@dataclass(frozen=True)
+class Floor:
+    """What the median canary device's effect must exceed (a description and the check)."""
+
+    text: str
+    exceeded: Callable[[float, float], bool]
+    """(effect, extra effect) -> over the floor."""
+    show: Callable[[float, float], str]
 
 
-def error_metric(canary: Sample, control: Sample | None, gate: CanaryGate) -> Metric:
-    name: MetricName = "errors"
-    ratio = canary.errors / canary.inferences if canary.inferences else 0.0
-    canary_text = f"{canary.errors}/{canary.inferences} ({ratio:.2%})"
-    if canary.inferences < gate.min_samples:
-        return _no_data(name, gate, canary_text, "-", "", f"fewer than {gate.min_samples} inferences")
-    if control is not None and control.inferences >= gate.min_samples:
-        control_ratio = control.errors / control.inferences
-        control_text = f"{control.errors}/{control.inferences} ({control_ratio:.2%})"
-        test = "Fisher exact (one-sided)"
-        _, pvalue = stats.fisher_exact([[canary.errors, canary.inferences - canary.errors],
-                                        [control.errors, control.inferences - control.errors]],
-                                       alternative="greater")
+def cube_root(values: Sequence[float]) -> list[float]:
+    """Divergences of noise are skewed like a chi-square; their cube roots are close to normal
+    (Wilson-Hilferty), which the t-test assumes."""
+    return [math.copysign(abs(v) ** (1 / 3), v) for v in values]
+
+
+def shift_metric(name: MetricName, found: Changes, gate: CanaryGate, floor: Floor, *,
+                 with_controls: bool = True, scale: Callable[[Sequence[float]], list[float]] = list,
+                 final: bool = False) -> Metric:
+    """Fails when the canary devices' change is significant AND its median is over the floor.
+
+    With `min_control_devices` control changes (and `with_controls`): the canary devices' changes against
+    the controls' by a t-test (devices as units), the effect net of the controls' median change; else each
+    canary device's after against its own before (frames of one device are exchangeable), combined with
+    one vote per device (Stouffer). `scale`: what the t-test sees of the changes (the floor sees them as they
+    are). Until `final`, it waits for every canary device that has a before-window."""
+    canary_text = f"{len(found.canary)} device(s)"
+    if not found.canary or (found.waiting and not final):
+        why = "canary devices: not enough since activation yet" if found.waiting else \
+            "no canary device has a before-activation window to compare with"
+        return _no_data(name, gate, "0 devices", "-", "", why, waiting=found.waiting)
+    effect, extra = statistics.median(found.canary), statistics.median(found.extra)
+    if with_controls and len(found.control) >= gate.min_control_devices:
+        pvalue = h.shift_greater(scale(found.canary), scale(found.control))
+        effect -= statistics.median(found.control)
+        extra -= statistics.median(found.control_extra)
+        control_text = f"{len(found.control)} control device(s): {floor.show(statistics.median(found.control), 0)}"
+        test = "t-test of device changes vs controls'"
     else:
-        control_text = "-"
-        test = f"binomial vs {gate.max_error_ratio:.1%}"
-        pvalue = stats.binomtest(canary.errors, canary.inferences, gate.max_error_ratio,
-                                 alternative="greater").pvalue
-    failed = pvalue < gate.alpha and ratio > gate.max_error_ratio
-    if not failed and canary.inferences < gate.min_error_samples:  # may fail early, passes only with power
-        return _no_data(name, gate, canary_text, control_text, test,
-                        f"fewer than {gate.min_error_samples} inferences to pass")
-    return Metric(name=name, critical=name in gate.critical, canary=canary_text, control=control_text, test=test,
-                  statistic=float(pvalue), threshold=f"p<{gate.alpha:g} and >{gate.max_error_ratio:.1%}",
-                  result="fail" if failed else "pass")
+        pvalue = h.combined_p(found.pvalues)
+        control_text = "own before-activation window"
+        test = "per device after vs before (Stouffer)"
+    failed = pvalue < gate.alpha and floor.exceeded(effect, extra)
+    return _row(name, gate, canary=f"{canary_text}: {floor.show(effect, extra)}", control=control_text, test=test,
+                statistic=pvalue, threshold=f"p<{gate.alpha:g} and {floor.text}",
+                result="fail" if failed else "pass")
 
 
-def swap_metric(canary: Sample, gate: CanaryGate) -> Metric:
-    name: MetricName = "swap_failures"
-    failed = canary.swap_failures > gate.max_swap_failures
-    return Metric(name=name, critical=name in gate.critical, canary=str(canary.swap_failures), control="-",
-                  test="count", statistic=float(canary.swap_failures), threshold=f"<={gate.max_swap_failures}",
-                  result="fail" if failed else "pass")
+def latency_floor(gate: CanaryGate) -> Floor:
+    log_ratio = math.log(gate.max_latency_increase_ratio)
+    return Floor(f"x{gate.max_latency_increase_ratio:g} and +{gate.min_latency_increase_ms:g} ms",
+                 lambda effect, added: effect > log_ratio and added > gate.min_latency_increase_ms,
+                 lambda effect, added: f"median x{math.exp(effect):.2f} ({added:+.2f} ms)")
 
 
-def _not_comparable(name: MetricName, gate: CanaryGate, canary_n: int, other_n: int | None, texts: tuple[str, str],
-                    test: str, reference: bool) -> Metric | None:
-    """The no-data row when the canary cannot be compared yet (or at all) with the other side; None when it can.
-
-    A control may still grow (the metric waits); the release's reference is fixed (a missing or too small one
-    is simply not judged)."""
-    canary_text, other_text = texts
-    if other_n is None or (reference and other_n == 0):
-        return _no_data(name, gate, canary_text, other_text, test, "nothing to compare with", waiting=False)
-    if reference and other_n < gate.min_reference_samples:
-        return _no_data(name, gate, canary_text, other_text, test,
-                        f"reference of {other_n} images (< {gate.min_reference_samples})", waiting=False)
-    other_needed = gate.min_reference_samples if reference else gate.min_samples
-    if canary_n < gate.min_samples or other_n < other_needed:
-        return _no_data(name, gate, canary_text, other_text, test, f"fewer than {gate.min_samples} samples")
-    return None
+def plain_floor(limit: float, what: str) -> Floor:
+    return Floor(f"{what}>{limit:g}", lambda effect, _: effect > limit, lambda effect, _: f"{what} {effect:+.3f}")
 
 
-def divergence_metric(name: MetricName, canary_counts: Mapping[int, int], other_counts: Mapping[int, int] | None,
-                      max_divergence: float, gate: CanaryGate, *, reference: bool = False) -> Metric:
-    """Divergence of the canary from a control (which may still grow) or from the release's reference (fixed)."""
-    test = "Jensen-Shannon + chi-square"
-    canary_n = sum(canary_counts.values())
-    other_n = sum(other_counts.values()) if other_counts is not None else None
-    texts = (f"n={canary_n}", f"n={other_n}" if other_n is not None else "-")
-    waiting = _not_comparable(name, gate, canary_n, other_n, texts, test, reference)
-    if waiting is not None or other_counts is None:
-        return waiting  # type: ignore[return-value]
-    divergence, pvalue = divergence_test(canary_counts, other_counts)
-    failed = pvalue < gate.alpha and divergence > max_divergence
-    return Metric(name=name, critical=name in gate.critical, canary=texts[0], control=texts[1], test=test,
-                  statistic=divergence, threshold=f"JS>{max_divergence:g} and p<{gate.alpha:g}",
-                  result="fail" if failed else "pass", detail=f"chi-square p={pvalue:.3g}")
+def error_metric(canary: Sequence[Device], control: Sequence[Device], gate: CanaryGate, final: bool) -> Metric:
+    """Wald's sequential probability ratio test of the canary's pooled (capped) error ratio: H0 at the
+    allowed ratio (the control's ratio + `max_error_ratio`), H1 `error_detectable_increase` above it. The
+    likelihood ratio is a martingale under H0, so failing when it crosses 1/alpha keeps the false-halt
+    rate under alpha however often the judge looks (Ville's inequality). Undecided at the end (`final`):
+    the allowed ratio was not rejected, so it passes."""
+    name: MetricName = "errors"
+    after = [d.after for d in canary if d.after is not None]
+    n, e = sum(w.inferences for w in after), sum(w.errors for w in after)
+    canary_text = f"{e:.0f}/{n:.0f} ({e / n:.2%})" if n else "n=0"
+    baseline, control_text = _error_baseline(canary, control, gate)
+    test = "sequential probability ratio"
+    if n < gate.min_samples:
+        return _no_data(name, gate, canary_text, control_text, test, f"fewer than {gate.min_samples} inferences")
+    allowed = min(max(baseline + gate.max_error_ratio, 1e-6), 0.5)
+    alternative = min(allowed + gate.error_detectable_increase, 0.999)
+    llr = e * math.log(alternative / allowed) + (n - e) * math.log((1 - alternative) / (1 - allowed))
+    fail_at, pass_at = math.log(1 / gate.alpha), math.log(gate.error_beta / (1 - gate.alpha))
+    if llr >= fail_at:
+        result = "fail"
+    elif (llr <= pass_at and n >= gate.min_error_samples) or final:
+        result = "pass"
+    else:
+        return _no_data(name, gate, canary_text, control_text, test, "the sequential test has not decided yet")
+    return _row(name, gate, canary=canary_text, control=control_text, test=test,
+                statistic=min(1.0, math.exp(-llr)), threshold=f"LR>{1 / gate.alpha:g} for {alternative:.2%} "
+                f"against {allowed:.2%} allowed", result=result, detail=f"log LR {llr:+.2f}")
 
 
-def _median_text(median: float | None, n: int | None) -> str:
-    if n is None:
-        return "-"
-    return f"median {median:.2f} (n={n})" if median is not None else f"n={n}"
+def _error_baseline(canary: Sequence[Device], control: Sequence[Device], gate: CanaryGate) -> tuple[float, str]:
+    """The old version's error ratio: the median control device's since the activation (one vote per
+    device: a device claiming many errors or many clean inferences moves it by one rank), else the canary
+    devices' own before-windows, else none (0)."""
+    ratios = sorted(d.after.errors / d.after.inferences for d in control
+                    if d.after is not None and d.after.inferences >= gate.min_samples)
+    if len(ratios) >= gate.min_control_devices:
+        median = statistics.median(ratios)
+        return median, f"median of {len(ratios)} control devices: {median:.2%}"
+    before = [d.before for d in canary if d.before is not None]
+    n, e = sum(w.inferences for w in before), sum(w.errors for w in before)
+    if n >= gate.min_samples:
+        return e / n, f"own before: {e:.0f}/{n:.0f} ({e / n:.2%})"
+    return 0.0, "-"
 
 
-def score_metric(name: MetricName, canary_counts: Mapping[int, int], other_counts: Mapping[int, int] | None,
-                 max_drop: float, gate: CanaryGate, *, reference: bool = False) -> Metric:
-    """A collapse of the top-1 scores: one-sided Mann-Whitney U (canary lower) AND a median drop over `max_drop`.
+def swap_metric(canary: Sequence[Device], gate: CanaryGate) -> Metric:
+    swaps = sum(d.after.swap_failures for d in canary if d.after is not None)
+    return _row("swap_failures", gate, canary=str(swaps), control="-", test="count", statistic=float(swaps),
+                threshold=f"<={gate.max_swap_failures}", result="fail" if swaps > gate.max_swap_failures else "pass")
 
-    One-sided on purpose: a new model more confident than the old one is no regression.
-    """
-    test = "Mann-Whitney U (one-sided, lower)"
-    canary_n = sum(canary_counts.values())
-    other_n = sum(other_counts.values()) if other_counts is not None else None
-    canary_median = histogram_median(canary_counts, score_bucket_mid)
-    other_median = histogram_median(other_counts or {}, score_bucket_mid)
-    texts = (_median_text(canary_median, canary_n), _median_text(other_median, other_n))
-    waiting = _not_comparable(name, gate, canary_n, other_n, texts, test, reference)
-    if waiting is not None or other_counts is None:
-        return waiting  # type: ignore[return-value]
-    pvalue = mann_whitney_greater(other_counts, canary_counts)  # the other side higher = the canary lower
-    drop = (other_median or 0.0) - (canary_median or 0.0)
-    failed = pvalue < gate.alpha and drop > max_drop
-    return Metric(name=name, critical=name in gate.critical, canary=texts[0], control=texts[1], test=test,
-                  statistic=pvalue, threshold=f"p<{gate.alpha:g} and drop>{max_drop:g}",
-                  result="fail" if failed else "pass", detail=f"median drop {drop:+.2f}")
+
+def reference_metric(name: MetricName, reference: Distributions | None, reference_n: int, gate: CanaryGate,
+                     build: Callable[[], Metric]) -> Metric:
+    """A reference metric only with a usable reference (it is fixed: a missing one is not waited for)."""
+    if reference is None or reference_n == 0:
+        return _no_data(name, gate, "-", "-", "", "nothing to compare with", waiting=False)
+    if reference_n < gate.min_reference_samples:
+        return _no_data(name, gate, "-", f"n={reference_n}", "",
+                        f"reference of {reference_n} images (< {gate.min_reference_samples})", waiting=False)
+    return build()
 
 
 # --- the verdict ----------------------------------------------------------------------------------------
-def judge(canary: Sample, control: Sample | None, reference: Distributions | None, gate: CanaryGate, *,
-          control_kind: ControlKind, behaviour_control: Sample | None = None,
-          behaviour_kind: ControlKind | None = None, detector: bool = False, final: bool = False) -> Verdict:
+def judge(evidence: WaveEvidence, reference: Distributions | None, gate: CanaryGate, *,
+          classes: Sequence[int] | None = None, detector: bool = False, final: bool = False) -> Verdict:
     """Judges one wave (see the module docstring). `final`: the wait is over (timeout), judge what is there.
 
-    `control` is for latency and errors (best: concurrent, same load); `behaviour_control` for the class mix,
-    scores and detections (best: the same devices before activation, same scenes); when it is not given,
-    `control` serves both.
+    `classes`: the release's class list (`release_classes`); None: from the reference or the canary devices'
+    before-windows. Raises `CannotJudge` on impossible input (`judge_safely` turns it into a halt).
     """
-    if behaviour_control is None:
-        behaviour_control, behaviour_kind = control, control_kind
-    behaviour = behaviour_control.dist if behaviour_control is not None else None
+    canary, control = prepare(evidence, gate)
+    if classes is None:
+        classes = release_classes(None, reference, [d.dist for d in (w.before for w in evidence.canary) if d])
+    cells = tuple(classes)
     metrics = [
-        latency_metric(canary, control, gate),
-        error_metric(canary, control, gate),
+        shift_metric("latency", changes(canary, control, "latency", latency_change, gate), gate,
+                     latency_floor(gate), final=final),
+        error_metric(canary, control, gate, final),
         swap_metric(canary, gate),
-        divergence_metric("class_mix_control", canary.dist.class_counts(),
-                          behaviour.class_counts() if behaviour else None, gate.max_class_divergence, gate),
-        divergence_metric("class_mix_reference", canary.dist.class_counts(),
-                          reference.class_counts() if reference else None, gate.max_reference_divergence, gate,
-                          reference=True),
-        score_metric("score_control", canary.dist.score_counts(),
-                     behaviour.score_counts() if behaviour else None, gate.max_score_drop, gate),
-        score_metric("score_reference", canary.dist.score_counts(),
-                     reference.score_counts() if reference else None, gate.max_reference_score_drop, gate,
-                     reference=True),
+        shift_metric("class_mix_control", changes(canary, control, "classes", mix_change(cells, "classes"), gate),
+                     gate, plain_floor(gate.max_class_divergence, "JS"), scale=cube_root, final=final),
+        reference_metric("class_mix_reference", reference, sum(reference.class_counts().values()) if reference
+                         else 0, gate, lambda: shift_metric(
+                             "class_mix_reference", changes(canary, (), "classes",
+                                                            reference_mix_drift(cells, reference), gate),
+                             gate, plain_floor(gate.max_reference_divergence, "JS drift"), with_controls=False,
+                             final=final)),
+        shift_metric("score_control", changes(canary, control, "score", score_change, gate), gate,
+                     plain_floor(gate.max_score_drop, "drop"), final=final),
+        reference_metric("score_reference", reference, sum(reference.score_counts().values()) if reference
+                         else 0, gate, lambda: shift_metric(
+                             "score_reference", changes(canary, (), "score", reference_score_drift(reference),
+                                                        gate),
+                             gate, plain_floor(gate.max_reference_score_drop, "drop below ref"),
+                             with_controls=False, final=final)),
     ]
     if detector:
-        metrics += [
-            divergence_metric("detections_control", canary.dist.detection_counts(),
-                              behaviour.detection_counts() if behaviour else None,
-                              gate.max_class_divergence, gate),
-            divergence_metric("detections_reference", canary.dist.detection_counts(),
-                              reference.detection_counts() if reference else None,
-                              gate.max_reference_divergence, gate, reference=True),
-        ]
-    described = control_kind if behaviour_kind == control_kind else f"{control_kind}; behaviour: {behaviour_kind}"
+        per_frame = tuple(range(DETECTIONS_MAX + 1))
+        metrics.append(shift_metric("detections_control", changes(canary, control, "detections",
+                                                                  mix_change(per_frame, "detections"), gate),
+                                    gate, plain_floor(gate.max_class_divergence, "JS"), scale=cube_root,
+                                    final=final))
+    used = sum(1 for d in control if d.before is not None and d.after is not None)
+    described = f"{evidence.control_kind} ({used} control devices)" if used else evidence.control_kind
     return decide(metrics, gate, control=described, final=final)
 
 
-def _waiting_for(metric: Metric) -> bool:
-    """A metric that may still get data: not one that has nothing to compare with at all."""
-    return metric.result == "nodata" and metric.waiting
-
-
-def decide(metrics: Sequence[Metric], gate: CanaryGate, *, control: str, final: bool) -> Verdict:
-    """The verdict from the metric rows: critical failures first, then waiting, then the score."""
-    critical_failed = [m.name for m in metrics if m.critical and m.result == "fail"]
-    if final:
-        critical_failed += [m.name for m in metrics if m.critical and m.result == "nodata"]
-    judged = [m for m in metrics if m.result != "nodata"]
-    score = sum(m.result == "pass" for m in judged) / len(judged) if judged else None
-    common = {"score": score, "pass_score": gate.pass_score, "control": control, "metrics": tuple(metrics)}
-    if critical_failed:
-        others = [m.name for m in judged if m.result == "fail" and m.name not in critical_failed]
-        return Verdict(result="fail", halted_by=tuple(critical_failed + others), **common,
-                       reason=f"critical metric(s) failed: {', '.join(critical_failed)}"
-                              + (f"; also failed: {', '.join(others)}" if others else ""))
-    if not final and any(_waiting_for(m) for m in metrics):
-        waiting = [m.name for m in metrics if _waiting_for(m)]
-        return Verdict(result="wait", **common, reason=f"waiting for data: {', '.join(waiting)}")
-    if score is None:
-        return Verdict(result="fail", halted_by=("no data",), **common, reason="no metric could be judged")
-    failed = tuple(m.name for m in judged if m.result == "fail")
-    if score < gate.pass_score:
-        return Verdict(result="fail", halted_by=failed, **common,
-                       reason=f"score {score:.2f} below {gate.pass_score:.2f}: {', '.join(failed)} failed")
-    return Verdict(result="pass", **common,
-                   reason=f"score {score:.2f} (>= {gate.pass_score:.2f})"
-                          + (f"; failed but tolerated: {', '.join(failed)}" if failed else ""))
+def judge_safely(evidence: WaveEvidence, reference: Distributions | None, gate: CanaryGate, **options) -> Verdict:  # noqa: ANN003
+    """`judge`, except that a judge that cannot judge (impossible input, or any error of its own) fails the
+    verdict, so the wave halts and rolls back as on a failed verdict instead of crashing mid-wave."""
+    try:
+        return judge(evidence, reference, gate, **options)
+    except Exception as error:  # noqa: BLE001 - every failure of the judge is a halt, named in the verdict
+        return cannot_judge(gate, f"{type(error).__name__}: {error}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,6 +62,7 @@ from edgefleet.flows.rollout.waves import (
     needs_judgement,
     plan_rollback,
     plan_waves,
+    wave_order,
 )
 from edgefleet.kernel.errors import ConfigError, EdgefleetError
 
@@ -164,7 +166,7 @@ def _wave_subject(record: RolloutRecord, inventory: Inventory, prepared: Prepare
         activated_at=first_activation(record, up),
         others=tuple(device.id for device in inventory.devices if device.id not in reached),
         reference=prepared.manifest.reference.distributions if prepared.manifest.reference else None,
-        detector=prepared.manifest.task == "detection")
+        detector=prepared.manifest.task == "detection", label_count=prepared.manifest.label_count)
 
 
 def _roll_back(runner: ThreadPoolTaskRunner, inventory: Inventory, record: RolloutRecord, plan: RollbackPlan) -> None:
@@ -252,6 +254,16 @@ def _run_wave(runner: ThreadPoolTaskRunner, record: RolloutRecord, inventory: In
     return hard_failed, decision
 
 
+def _plan(record: RolloutRecord, params: RolloutParams, device_ids: list[str]) -> list[list[str]]:
+    """The waves: in random order by default, with the seed kept in the record (a re-run plans the same)."""
+    selection = params.wave_selection
+    if record.wave_seed is None:
+        record.wave_seed = selection.seed if selection.seed is not None else secrets.randbits(32)
+    return plan_waves(wave_order(device_ids, selection.order, record.wave_seed), params.waves,
+                      first_wave_min=selection.first_wave_min, holdback=selection.holdback,
+                      keep_outside=params.canary.min_control_devices)
+
+
 @flow(name=FLOW_NAME)
 def rollout(params: RolloutParams) -> RolloutResult:
     """Rolls a released model version out to devices in health-gated waves (see the module docstring)."""
@@ -269,7 +281,7 @@ def rollout(params: RolloutParams) -> RolloutResult:
     rollout_id = params.rollout_id or f"{params.model}-{version}"
     store = RecordStore(registry, rollout_id)
     record = _open_record(store, params, prepared, rollout_id, channel)
-    record.begin_run(plan_waves([device.id for device in devices], params.waves), params.rollback_policy)
+    record.begin_run(_plan(record, params, [device.id for device in devices]), params.rollback_policy)
     store.save(record)
     monitor = MonitorAccess(params.monitor_config, params.model) if params.monitor_config else None
     logger.info("rollout %s: %s %s to %d devices in waves %s (run %d)", rollout_id, params.model, version,

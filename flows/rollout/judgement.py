@@ -1,17 +1,20 @@
 """Collecting what the canary judge needs for one wave, and waiting for its verdict.
 
-Where the numbers come from, best first:
-- the fleet monitor (its fleet state): the wave's devices on the new version since the earliest activation
-  (canary); the other devices still on the old version over the same window (concurrent control), else the
-  wave's devices on the old version before the activation (`canary.control_lookback_s`);
+The judge's unit is the device (`canary.py`): each wave device's window on the new version since the
+earliest activation against its own window on the old version before it (`canary.control_lookback_s`),
+and the same two windows of control devices still on the old version. Where the numbers come from:
+- the fleet monitor (its fleet state), per device: the wave's devices and up to `max_control_devices` of
+  the devices not yet reached (the same ones on every look: a stable hash order, not inventory order);
 - without a monitor, the agents' own status over SSH: the new version's distributions since it started
-  (canary) against what the same devices reported for the old version when the rollout found them
-  (before-activation control).
-The release's reference distributions (manifest schema 2) are the third comparison in both cases.
+  against what the same device reported for the old version when the rollout found it (no controls).
+The release's reference distributions (manifest schema 2) are compared as old-vs-new drift on the same
+devices. A look that fails (the store unreadable, impossible numbers) is a verdict that fails: the wave
+halts and rolls back.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -19,10 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from edgefleet.flows.rollout.canary import judge
+from edgefleet.flows.rollout.canary import cannot_judge, judge_safely, release_classes
 from edgefleet.flows.rollout.params import CanaryGate
-from edgefleet.flows.rollout.verdict import ControlKind, Sample, Verdict
-from edgefleet.kernel.contracts.distributions import Distributions, merge
+from edgefleet.flows.rollout.verdict import ControlKind, DeviceWindows, Sample, Verdict, WaveEvidence
+from edgefleet.kernel.contracts.distributions import Distributions
 from edgefleet.kernel.contracts.status import AgentStatus
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,8 @@ class WaveSubject:
     """Devices outside this and earlier waves (candidates for the concurrent control)."""
     reference: Distributions | None
     detector: bool
+    label_count: int | None = None
+    """The release's number of labels (its class list, when small)."""
 
 
 def status_sample(status: AgentStatus | None, version: str | None) -> Sample | None:
@@ -54,77 +59,60 @@ def status_sample(status: AgentStatus | None, version: str | None) -> Sample | N
                   devices=(status.device_id,), dist=status.dist or Distributions())
 
 
-def pool(samples: Sequence[Sample | None]) -> Sample | None:
-    """The sum of several devices' samples (None when there is none)."""
-    present = [sample for sample in samples if sample is not None]
-    if not present:
-        return None
-    return Sample(inferences=sum(s.inferences for s in present), errors=sum(s.errors for s in present),
-                  swap_failures=sum(s.swap_failures for s in present),
-                  devices=tuple(device for s in present for device in s.devices),
-                  dist=merge(s.dist for s in present))
-
-
 def most_common(values: Sequence[str | None]) -> str | None:
     present = [value for value in values if value is not None]
     return Counter(present).most_common(1)[0][0] if present else None
 
 
-@dataclass(frozen=True)
-class Looked:
-    """One look at the numbers: the canary, and the controls for latency/errors and for model behaviour."""
-
-    canary: Sample
-    control: Sample | None
-    control_kind: ControlKind
-    behaviour_control: Sample | None
-    behaviour_kind: ControlKind
+Collector = Callable[[WaveSubject, CanaryGate], WaveEvidence]
+"""(subject, gate) -> one look at the numbers, per device."""
 
 
-Collector = Callable[[WaveSubject, CanaryGate], Looked]
-"""(subject, gate) -> one look at the numbers."""
+def control_order(devices: Sequence[str], salt: str) -> list[str]:
+    """`devices` in a stable pseudo-random order (the same on every look of a wave; not inventory order)."""
+    return sorted(devices, key=lambda device: hashlib.sha256(f"{salt}/{device}".encode()).hexdigest())
 
 
 class MonitorCollector:
-    """Reads the fleet monitor's state (a connection per call: tasks run in threads).
-
-    Latency and errors are compared with devices still on the old version at the same time (same load),
-    else with the wave's devices before activation; the class mix and scores with the wave's own devices
-    before activation (same scenes: different cameras legitimately see different classes), else with the
-    concurrent devices.
-    """
+    """Reads the fleet monitor's state per device (a connection per call: tasks run in threads)."""
 
     def __init__(self, config_path: str) -> None:
         from edgefleet.monitor import load_monitor_config
 
         self.config = load_monitor_config(config_path)
 
-    def __call__(self, subject: WaveSubject, gate: CanaryGate) -> Looked:
+    def __call__(self, subject: WaveSubject, gate: CanaryGate) -> WaveEvidence:
         from edgefleet.monitor import open_fleet_store
         from edgefleet.monitor.windows import version_window
 
         with open_fleet_store(self.config, create=False) as store:
-            def sample(devices: Sequence[str], version: str, since: datetime,
-                       until: datetime | None = None) -> Sample:
-                window = version_window(store, devices, subject.model, version, since, until)
+            def sample(device: str, version: str | None, since: datetime, until: datetime | None = None
+                       ) -> Sample | None:
+                if version is None:
+                    return None
+                window = version_window(store, [device], subject.model, version, since, until)
+                if not window.devices:
+                    return None
                 return Sample(inferences=window.inferences, errors=window.errors,
                               swap_failures=window.swap_failures + window.rollbacks, devices=window.devices,
                               dist=window.dist)
 
-            canary = sample(subject.devices, subject.version, subject.activated_at)
-            if subject.before is None:
-                return Looked(canary, None, "none", None, "none")
-            earlier = subject.activated_at - timedelta(seconds=gate.control_lookback_s)
-            before = sample(subject.devices, subject.before, earlier, subject.activated_at)
-            concurrent = sample(subject.others, subject.before, subject.activated_at) if subject.others else None
-            enough = [s for s in (concurrent, before) if s is not None and s.inferences >= gate.min_samples]
-            if not enough:
-                return Looked(canary, before, "before-activation", before, "before-activation")
-            if concurrent in enough and before in enough:
-                return Looked(canary, concurrent, "concurrent", before, "before-activation")
-            only = enough[0]
-            kind: ControlKind = "concurrent" if only is concurrent else "before-activation"
-            return Looked(canary, only, kind, only, kind)
+            start = subject.activated_at
+            earlier = start - timedelta(seconds=gate.control_lookback_s)
+            canary = tuple(DeviceWindows(device=device, before=sample(device, subject.before, earlier, start),
+                                         after=sample(device, subject.version, start))
+                           for device in subject.devices)
+            chosen = control_order(subject.others, subject.version)[:gate.max_control_devices]
+            control = tuple(DeviceWindows(device=device, before=sample(device, subject.before, earlier, start),
+                                          after=sample(device, subject.before, start))
+                            for device in chosen) if subject.before is not None else ()
+        return WaveEvidence(canary=canary, control=control, control_kind=_kind(canary, control))
+
+
+def _kind(canary: Sequence[DeviceWindows], control: Sequence[DeviceWindows]) -> ControlKind:
+    if any(d.before is not None and d.after is not None for d in control):
+        return "concurrent"
+    return "before-activation" if any(d.before is not None for d in canary) else "none"
 
 
 class StatusCollector:
@@ -135,12 +123,12 @@ class StatusCollector:
         self.read_statuses = read_statuses
         self.before = before
 
-    def __call__(self, subject: WaveSubject, gate: CanaryGate) -> Looked:
+    def __call__(self, subject: WaveSubject, gate: CanaryGate) -> WaveEvidence:
         statuses = self.read_statuses(subject.devices)
-        canary = pool([status_sample(statuses.get(device), subject.version) for device in subject.devices])
-        control = pool([self.before.get(device) for device in subject.devices])
-        kind: ControlKind = "before-activation" if control is not None else "none"
-        return Looked(canary or Sample(inferences=0), control, kind, control, kind)
+        canary = tuple(DeviceWindows(device=device, before=self.before.get(device),
+                                     after=status_sample(statuses.get(device), subject.version))
+                       for device in subject.devices)
+        return WaveEvidence(canary=canary, control_kind=_kind(canary, ()))
 
 
 @dataclass(frozen=True)
@@ -151,6 +139,18 @@ class Judged:
     source: str
 
 
+def look(subject: WaveSubject, gate: CanaryGate, collect: Collector, *, final: bool) -> Verdict:
+    """One look: the numbers, then the verdict; a look that cannot be made fails the verdict (halts)."""
+    try:
+        evidence = collect(subject, gate)
+    except Exception as error:  # noqa: BLE001 - a judge that cannot see cannot pass the wave
+        log.exception("canary %s %s: cannot collect the numbers", subject.model, subject.version)
+        return cannot_judge(gate, f"cannot collect the numbers: {type(error).__name__}: {error}")
+    befores = [d.before.dist for d in evidence.canary if d.before is not None]
+    return judge_safely(evidence, subject.reference, gate, detector=subject.detector, final=final,
+                        classes=release_classes(subject.label_count, subject.reference, befores))
+
+
 def await_verdict(subject: WaveSubject, gate: CanaryGate, collect: Collector, source: str, *,
                   poll_interval_s: float, clock: Callable[[], float] = time.monotonic,
                   sleep: Callable[[float], None] = time.sleep) -> Judged:
@@ -158,10 +158,7 @@ def await_verdict(subject: WaveSubject, gate: CanaryGate, collect: Collector, so
     started = clock()
     while True:
         final = clock() - started >= gate.timeout_s
-        looked = collect(subject, gate)
-        verdict = judge(looked.canary, looked.control, subject.reference, gate, control_kind=looked.control_kind,
-                        behaviour_control=looked.behaviour_control, behaviour_kind=looked.behaviour_kind,
-                        detector=subject.detector, final=final)
+        verdict = look(subject, gate, collect, final=final)
         if verdict.result != "wait":
             return Judged(verdict, clock() - started, source)
         log.info("canary %s %s: %s", subject.model, subject.version, verdict.reason)

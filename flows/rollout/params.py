@@ -15,7 +15,7 @@ from edgefleet.kernel.configfile import load
 from edgefleet.kernel.contracts.names import ChannelName, ModelName, ModelVersion, SafeName
 
 MetricName = Literal["latency", "errors", "swap_failures", "class_mix_control", "class_mix_reference",
-                     "score_control", "score_reference", "detections_control", "detections_reference"]
+                     "score_control", "score_reference", "detections_control", "detections_reference", "judge"]
 WaveSize = int | str
 DEFAULT_WAVES: tuple[WaveSize, ...] = (1, "10%", "50%", "100%")
 DEFAULT_WORK_DIR = "~/.edgefleet/rollouts"
@@ -55,40 +55,55 @@ class HealthGate(_Config):
 
 
 class CanaryGate(_Config):
-    """The canary judge's thresholds (a section of the rollout parameters; every default is here)."""
+    """The canary judge's thresholds (a section of the rollout parameters and of the promotion: one set of
+    thresholds for both; every default is here)."""
 
     alpha: float = Field(default=0.01, gt=0, lt=0.5, description="significance level of every test")
     min_samples: int = Field(default=100, ge=10,
-                             description="inferences the canary (and the control) need before a metric is judged")
-    min_error_samples: int = Field(
-        default=300, ge=10, description="inferences before the error ratio may pass (it may fail earlier): with "
-                                        "300, a 5% error rate is caught with power 0.999 against a clean "
-                                        "concurrent control of 600 (Fisher) and 0.97 against 1% allowed without "
-                                        "one (binomial), at alpha 0.01 (scipy.stats)")
+                             description="inferences one device's window needs before it counts in a metric")
+    max_device_samples: int = Field(
+        default=2000, ge=10, description="what one device's window contributes at most (its counts are scaled "
+                                         "down to this): one device never decides by volume")
+    min_control_devices: int = Field(
+        default=3, ge=2, description="control devices with both windows needed to compare the canary devices' "
+                                     "change with theirs; fewer: each canary device against its own before")
+    max_control_devices: int = Field(default=30, ge=2, description="control devices read per look, at most")
     min_reference_samples: int = Field(default=30, ge=1,
                                        description="held-out images the release's reference needs to be used")
     max_latency_increase_ratio: float = Field(default=1.5, gt=1,
                                               description="canary median latency / control median, at most")
     min_latency_increase_ms: float = Field(default=0.1, ge=0,
                                            description="a latency regression must also add this much to the median")
-    max_error_ratio: float = Field(default=0.01, ge=0, le=1, description="inference errors / inferences, at most")
+    max_error_ratio: float = Field(default=0.01, ge=0, le=0.5,
+                                   description="inference errors / inferences allowed above the control's ratio")
+    error_detectable_increase: float = Field(
+        default=0.01, gt=0, le=0.5, description="the sequential error test's alternative: this much above the "
+                                                "allowed ratio (smaller: more inferences to decide)")
+    min_error_samples: int = Field(default=300, ge=10,
+                                   description="canary inferences before the error test may pass (it may fail "
+                                               "earlier)")
+    error_beta: float = Field(default=0.05, gt=0, lt=0.5,
+                              description="the sequential error test's miss rate at the alternative")
     max_swap_failures: int = Field(default=0, ge=0, description="swap_failed + rollback events of the new version")
-    max_class_divergence: float = Field(default=0.1, gt=0, le=1,
-                                        description="Jensen-Shannon divergence (base 2) of the top-1 class mix")
+    max_class_divergence: float = Field(default=0.05, gt=0, le=1,
+                                        description="Jensen-Shannon divergence (base 2) of the top-1 class mix, "
+                                                    "a device's after against its own before (median device)")
     max_score_drop: float = Field(default=0.15, gt=0, le=1,
-                                  description="fall of the median top-1 score against the control (a confidence "
-                                              "collapse: wrong normalization, a miscompiled model)")
-    max_reference_score_drop: float = Field(default=0.25, gt=0, le=1,
-                                            description="the same against the release's held-out reference")
+                                  description="fall of the median top-1 score against the device's own before "
+                                              "(a confidence collapse: wrong normalization, a miscompiled model)")
+    max_reference_score_drop: float = Field(
+        default=0.25, gt=0, le=1, description="how much further below the release's held-out reference the new "
+                                              "version's median score falls than the old one's, same devices")
     max_reference_divergence: float = Field(
-        default=0.25, gt=0, le=1, description="the same divergence against the release's reference (field data "
-                                              "differs from a held-out split more than two devices differ)")
+        default=0.25, gt=0, le=1, description="how much further from the release's reference class mix the new "
+                                              "version moves than the old one did, same devices (JS)")
     pass_score: float = Field(default=0.75, gt=0, le=1, description="metrics passing / metrics judged, at least")
-    critical: tuple[MetricName, ...] = Field(default=("latency", "errors", "swap_failures", "score_control"),
-                                             description="metrics that fail the verdict alone")
+    critical: tuple[MetricName, ...] = Field(
+        default=("latency", "errors", "swap_failures", "score_control", "class_mix_control"),
+        description="metrics that fail the verdict alone")
     timeout_s: float = Field(default=180.0, gt=0, description="longest wait for enough data after activation")
     control_lookback_s: float = Field(default=600.0, gt=0,
-                                      description="before-activation control: this long before the activation")
+                                      description="before-activation windows: this long before the activation")
 
 
 def _check_wave(value: WaveSize) -> WaveSize:
@@ -110,6 +125,19 @@ def _check_wave(value: WaveSize) -> WaveSize:
     return text
 
 
+class WaveSelection(_Config):
+    """Which devices go first. Random by default (seeded, the seed kept in the rollout record so a re-run
+    plans the same waves): inventory order would put the same cameras first in every rollout."""
+
+    order: Literal["random", "inventory"] = "random"
+    seed: int | None = Field(default=None, description="the shuffle's seed; default: drawn on the first run and "
+                                                       "recorded")
+    first_wave_min: int = Field(default=3, ge=1, description="devices in the first wave at least, where the fleet "
+                                                             "still keeps enough control devices outside it")
+    holdback: int = Field(default=0, ge=0, description="devices kept on the old version until the last wave: "
+                                                       "every earlier wave has them as concurrent controls")
+
+
 class RolloutParams(_Config):
     """One rollout: which version goes to which devices, in which waves, gated how."""
 
@@ -124,6 +152,7 @@ class RolloutParams(_Config):
     target: Target = Target()
     waves: tuple[WaveSize, ...] = Field(default=DEFAULT_WAVES, min_length=1,
                                         description="cumulative sizes: 1 device, then up to 10% of the target...")
+    wave_selection: WaveSelection = WaveSelection()
     max_parallel: int = Field(default=8, ge=1, le=256, description="devices worked on at once")
     health: HealthGate = HealthGate()
     canary: CanaryGate = CanaryGate()
@@ -184,8 +213,9 @@ class PromotionParams(_Config):
     canary: Target = Target(tags=("canary",))
     healthy_for_s: float = Field(default=3600.0, gt=0, description="canary devices ran the version this long")
     min_inferences: int = Field(default=100, ge=1, description="inferences over that time, all devices together")
-    max_error_ratio: float = Field(default=0.01, ge=0, le=1)
-    max_swap_failures: int = Field(default=0, ge=0)
+    judge: CanaryGate = Field(default=CanaryGate(), description="the canary judge's thresholds, as in a "
+                                                                 "rollout: the canary devices against the stable "
+                                                                 "devices (errors and swap failures included)")
     stale_after_s: float = Field(default=120.0, gt=0, description="a device silent this long blocks promotion")
     signing: SigningParams = Field(default=SigningParams(), description="the release key that signs the pointer")
 

@@ -5,8 +5,10 @@ Run on a cron schedule (prefect.yaml). Each run decides from the fleet monitor's
 - the version `from_channel` names is not already what `to_channel` names;
 - every canary device (inventory target) reports, is not stale, runs that version, and has run it for at
   least `healthy_for_s`;
-- over that time, together: at least `min_inferences`, an error ratio within `max_error_ratio`, and no more
-  than `max_swap_failures` swap failures or rollbacks of the version.
+- over that time, together: at least `min_inferences`;
+- the canary judge passes it (`judge_promotion`): the canary devices' change since they took the version
+  against the `stable` devices' change over the same windows, with the rollout's judge and thresholds
+  (`judge`, one gate: errors, swap failures, latency, class mix and scores all count).
 
 Then `to_channel` is moved with compare-and-swap (a concurrent change is not overridden). Otherwise the run
 does nothing and its result (and log, and a markdown artifact) says why.
@@ -27,7 +29,9 @@ from edgefleet.flows.registry.trusted import ABSENT, VERIFIED, untrusted_error
 from edgefleet.flows.release.keys import channel_signing_key
 from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.rollout.inventory import load_inventory
+from edgefleet.flows.rollout.judgement import MonitorCollector, WaveSubject, look, most_common
 from edgefleet.flows.rollout.params import PromotionParams
+from edgefleet.flows.rollout.verdict import Verdict
 from edgefleet.kernel.contracts.layout import version_sort_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import ConfigError
@@ -78,13 +82,8 @@ def promotion_blocker(params: PromotionParams, version: str, device_ids: list[st
                 return (f"canary device {device_id} has run {version} for {running_for:.0f} s of the required "
                         f"{params.healthy_for_s:.0f} s")
         health = version_health(store, device_ids, params.model, version, now - timedelta(seconds=params.healthy_for_s))
-    if health.swap_failures + health.rollbacks > params.max_swap_failures:
-        return (f"{health.swap_failures} swap failure(s) and {health.rollbacks} rollback(s) of {version} on the "
-                f"canary devices (allowed {params.max_swap_failures})")
     if health.inferences < params.min_inferences:
         return f"only {health.inferences} of the required {params.min_inferences} inferences on {version}"
-    if health.error_ratio > params.max_error_ratio:
-        return f"error ratio {health.error_ratio:.2%} above the allowed {params.max_error_ratio:.2%}"
     return None
 
 
@@ -103,6 +102,48 @@ def promotion_pointers(registry: RegistryWriter, model: str, from_channel: str, 
     if target.untrusted:
         raise untrusted_error(target, f"promoting to {to_channel}")
     return source.verified, target.pointer
+
+
+# --- the judged part: the same judge as a rollout's waves -------------------------------------------------
+def promotion_subject(params: PromotionParams, registry: RegistryWriter, version: str, canary_ids: list[str],
+                      stable_ids: list[str], now: datetime) -> WaveSubject | None:
+    """The promotion as a wave: the canary devices since they took `version`, against the version they ran
+    before it, with the other (stable) devices on that version as controls. None: no history to judge."""
+    from edgefleet.monitor import FleetStateError, device_history, load_monitor_config, open_fleet_store
+
+    config = load_monitor_config(Path(params.monitor_config))
+    starts, befores = [], []
+    with open_fleet_store(config, create=False) as store:
+        for device_id in canary_ids:
+            try:
+                stretches = [e for e in device_history(store, device_id, params.stale_after_s, now,
+                                                       event_limit=1).versions if e.model_name == params.model]
+            except FleetStateError:
+                return None
+            mine = [i for i, entry in enumerate(stretches) if entry.model_version == version]
+            if mine:
+                starts.append(stretches[mine[-1]].first_seen)
+                befores.append(stretches[mine[-1] - 1].model_version if mine[-1] > 0 else None)
+    if not starts:
+        return None
+    manifest = registry.read_manifest(params.model, version).manifest
+    return WaveSubject(model=params.model, version=version, devices=tuple(canary_ids), before=most_common(befores),
+                       activated_at=min(starts), others=tuple(stable_ids),
+                       reference=manifest.reference.distributions if manifest.reference else None,
+                       detector=manifest.task == "detection", label_count=manifest.label_count)
+
+
+def judge_promotion(params: PromotionParams, registry: RegistryWriter, version: str, canary_ids: list[str],
+                    stable_ids: list[str], now: datetime) -> tuple[str | None, Verdict | None]:
+    """(why not to promote, or None; the verdict) by the canary judge with the promotion's `judge` gate."""
+    subject = promotion_subject(params, registry, version, canary_ids, stable_ids, now)
+    if subject is None:
+        return f"no history of {version} on the canary devices to judge", None
+    verdict = look(subject, params.judge, MonitorCollector(params.monitor_config), final=False)
+    if verdict.result == "pass":
+        return None, verdict
+    what = "is still waiting for data" if verdict.result == "wait" else "failed it"
+    return f"the canary judge {what} (control {verdict.control}): {verdict.reason}", verdict
 
 
 def promote_signed(registry: RegistryWriter, model: str, version: str, channel: str, signing: SigningParams, *,
@@ -140,7 +181,11 @@ def promote_canary(params: PromotionParams) -> PromotionResult:
     if (target is not None and target.signed and target.version == version
             and target.manifest_sha256 == source.manifest_sha256):
         return finish(False, f"nothing to do: {params.to_channel} already names {version}", version)
-    blocker = promotion_blocker(params, version, devices, datetime.now(UTC))
+    now = datetime.now(UTC)
+    blocker = promotion_blocker(params, version, devices, now)
+    if blocker is None:
+        stable = [device.id for device in load_inventory(params.inventory).devices if device.id not in devices]
+        blocker, _ = judge_promotion(params, registry, version, devices, stable, now)
     if blocker is not None:
         return finish(False, f"not promoting {version} to {params.to_channel}: {blocker}", version)
     promote_signed(registry, params.model, version, params.to_channel, params.signing,

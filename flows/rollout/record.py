@@ -15,7 +15,7 @@ from edgefleet.flows.registry import RegistryWriter, rollout_key
 from edgefleet.flows.rollout.verdict import Sample, Verdict
 from edgefleet.kernel.errors import EdgefleetError
 
-RECORD_SCHEMA = 2  # 2: canary verdicts per wave; a record of schema 1 reads as one without verdicts
+RECORD_SCHEMA = 3  # 2: canary verdicts per wave; 3: the wave plan seed (a record of 2 reads as one without)
 DeviceState = Literal["pending", "done", "failed", "rolled_back", "skipped"]
 RolloutState = Literal["running", "halted", "completed"]
 
@@ -139,6 +139,8 @@ class RolloutRecord(BaseModel):
     state: RolloutState = "running"
     rollback_policy: str = "failed"
     waves: list[list[str]] = Field(default_factory=list)
+    wave_seed: int | None = None
+    """The seed of the random wave order (kept: a re-run plans the same waves)."""
     devices: dict[str, DeviceRecord] = Field(default_factory=dict)
     halted: HaltInfo | None = None
     verdicts: list[WaveVerdict] = Field(default_factory=list)

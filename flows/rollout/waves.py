@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,24 +19,41 @@ def cumulative_size(wave: WaveSize, total: int) -> int:
     return min(total, math.ceil(total * float(str(wave).rstrip("%")) / 100))
 
 
-def plan_waves(device_ids: Sequence[str], waves: Sequence[WaveSize]) -> list[list[str]]:
+def plan_waves(device_ids: Sequence[str], waves: Sequence[WaveSize], *, first_wave_min: int = 1,
+               holdback: int = 0, keep_outside: int = 0) -> list[list[str]]:
     """Splits devices (in order) into waves of cumulative sizes; empty waves are dropped.
 
-    The last wave always reaches every device, even when `waves` does not end at 100%.
+    The last wave always reaches every device, even when `waves` does not end at 100%. The first wave has
+    at least `first_wave_min` devices while `keep_outside` devices stay outside it (the controls); the last
+    `holdback` devices of the order are reached only by the last wave.
 
     Example:
         >>> [len(w) for w in plan_waves([f"d{i}" for i in range(20)], [1, "25%", "100%"])]
         [1, 4, 15]
+        >>> [len(w) for w in plan_waves([f"d{i}" for i in range(20)], [1, "50%", "100%"], first_wave_min=3,
+        ...                             holdback=5, keep_outside=3)]
+        [3, 7, 10]
     """
     total = len(device_ids)
+    held = min(holdback, max(total - 1, 0))
+    sizes = [size if size == total else min(size, total - held)
+             for size in (cumulative_size(wave, total) for wave in waves)] + [total]
+    sizes[0] = max(sizes[0], min(first_wave_min, total - max(keep_outside, held)))
     plan: list[list[str]] = []
     reached = 0
-    sizes = [cumulative_size(wave, total) for wave in waves] + [total]
     for size in sizes:
         if size > reached:
             plan.append(list(device_ids[reached:size]))
             reached = size
     return plan
+
+
+def wave_order(device_ids: Sequence[str], order: str, seed: int) -> list[str]:
+    """The devices in the order waves take them: as listed ("inventory"), or shuffled with `seed` ("random")."""
+    ordered = list(device_ids)
+    if order == "random":
+        random.Random(seed).shuffle(ordered)
+    return ordered
 
 
 def wave_over_threshold(failed: int, size: int, threshold: float) -> bool:

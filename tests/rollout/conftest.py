@@ -91,6 +91,8 @@ class World:
             "signing": {"key_file": str(self.releases.private_key_path)},
             "health": {"min_inferences": 5, "timeout_s": 60, "poll_interval_s": 0.5},
             "canary": {"min_samples": 20, "min_error_samples": 40, "timeout_s": 60},
+            # the tests follow named devices through the waves: inventory order, one canary first
+            "wave_selection": {"order": "inventory", "first_wave_min": 1},
         }
         document.update(overrides)
         return RolloutParams.model_validate(document)

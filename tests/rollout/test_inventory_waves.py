@@ -112,3 +112,35 @@ def test_status_verdicts_count_swap_failures_from_the_baseline():
 
 def test_status_of_a_newer_agent_is_read_with_unknown_fields_ignored():
     assert _status(future_field=1).version == "2.0.0"
+
+
+def test_random_wave_order_is_seeded_and_inventory_order_stays_as_listed():
+    from edgefleet.flows.rollout.waves import wave_order
+
+    ids = [f"d{i}" for i in range(50)]
+    assert wave_order(ids, "random", 7) == wave_order(ids, "random", 7) != ids
+    assert wave_order(ids, "random", 7) != wave_order(ids, "random", 8)
+    assert sorted(wave_order(ids, "random", 7)) == sorted(ids)
+    assert wave_order(ids, "inventory", 7) == ids
+
+
+def test_first_wave_has_three_devices_where_the_fleet_keeps_controls_and_the_holdback_waits_for_the_last():
+    ids = [f"d{i}" for i in range(100)]
+    plan = plan_waves(ids, [1, "10%", "50%", "100%"], first_wave_min=3, holdback=10, keep_outside=3)
+    assert [len(w) for w in plan] == [3, 7, 40, 50]
+    assert set(ids[-10:]) <= set(plan[-1])  # the holdback: on the old version until the last wave
+    assert [len(w) for w in plan_waves(ids[:3], [1, "100%"], first_wave_min=3, keep_outside=3)] == [1, 2]
+    assert [len(w) for w in plan_waves(ids[:8], [1, "100%"], first_wave_min=3, keep_outside=3)] == [3, 5]
+
+
+def test_the_rollout_records_its_wave_seed_and_a_rerun_plans_the_same_waves():
+    from edgefleet.flows.rollout.flow import _plan
+    from edgefleet.flows.rollout.record import RolloutRecord
+
+    params = RolloutParams(inventory="fleet.yaml", registry="reg", model="m", version="1.0.0", public_key="release.pub")
+    record = RolloutRecord(rollout_id="m-1.0.0", model="m", version="1.0.0", manifest_sha256="0" * 64)
+    ids = [f"d{i}" for i in range(30)]
+    first = _plan(record, params, ids)
+    assert record.wave_seed is not None and len(first[0]) == 3 and first[0] != ids[:3]
+    again = RolloutRecord.model_validate_json(record.model_dump_json())
+    assert _plan(again, params, ids) == first
