@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import yaml
 
 from edgefleet.device.fleetkeys import load_fleet_keys
@@ -25,8 +26,14 @@ from edgefleet.monitor.batch import process_batch
 from edgefleet.monitor.identity import TelemetryVerifier
 from edgefleet.monitor.ingest import Status
 from edgefleet.monitor.store import open_store
-from tests.security.test_forged_telemetry import Device, registry  # noqa: F401
+from tests.security.test_forged_telemetry import Device
 from tests.security.test_one_message_stops_the_monitor import FakeMessage
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> LocalRegistryWriter:
+    return LocalRegistryWriter(tmp_path / "registry", create=True)
+
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 CLOCK_BEHIND = timedelta(hours=2)

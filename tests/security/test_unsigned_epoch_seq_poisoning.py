@@ -9,16 +9,31 @@ signed, it is never again accepted unsigned, not even in transition mode after i
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from edgefleet.device.fleetkeys import load_fleet_keys
 from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.monitor.batch import process_batch
 from edgefleet.monitor.identity import FORGED_PREFIX, TelemetryVerifier
 from edgefleet.monitor.ingest import Status
-from edgefleet.monitor.store import FleetStore
-from tests.security.test_forged_telemetry import Device, build, device_row, registry, store  # noqa: F401
+from edgefleet.monitor.store import FleetStore, open_store
+from tests.security.test_forged_telemetry import Device, build, device_row
 from tests.security.test_one_message_stops_the_monitor import FakeMessage
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> LocalRegistryWriter:
+    return LocalRegistryWriter(tmp_path / "registry", create=True)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[FleetStore]:
+    with open_store(tmp_path / "fleet.sqlite", latency_window=4, count_bucket_s=60.0) as opened:
+        yield opened
+
 
 HUGE = str(2**53 - 1)
 
