@@ -85,7 +85,8 @@ def pipeline_config(outputs: StackOutputs) -> dict[str, Any]:
             "dead_letter_topic": outputs.dead_letter_topic,
             "dead_letter_subscription": outputs.dead_letter_subscription,
         },
-        "monitor": {"project": outputs.project, "subscription": outputs.monitor_subscription},
+        "monitor": {"project": outputs.project, "subscription": outputs.monitor_subscription,
+                    "identity": {"registry": outputs.registry_uri}},
         "dashboard_id": outputs.dashboard_id,
     }
     if outputs.bigquery_table:

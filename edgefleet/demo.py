@@ -135,8 +135,11 @@ class Demo:
         store = self.work / "fleet.sqlite"
         # Fine time buckets: the demo's versions live for seconds, and the canary's before-activation control
         # is read up to the bucket holding the activation.
+        # Strict, the default: only telemetry signed by a device whose key the registry holds (the fleet
+        # publishes each device's key there when it starts its agent).
         config = MonitorConfig(project=self.settings.project, count_bucket_s=self.settings.monitor_bucket_s,
-                               subscription=self.twin.monitor_subscription.rsplit("/", 1)[-1], store_path=store)
+                               subscription=self.twin.monitor_subscription.rsplit("/", 1)[-1], store_path=store,
+                               identity={"registry": str(self.registry_dir)})
         (self.work / "monitor.yaml").write_text(yaml.safe_dump({"monitor": config.model_dump(mode="json")}))
         thread = threading.Thread(target=run_monitor, args=(config, self.stop_monitor), name="fleet-monitor",
                                   daemon=True)
@@ -201,7 +204,8 @@ class Demo:
         tags = {"sim-1": ("canary",)}
         with step(f"Starting {self.settings.devices} simulated devices (sshd + edgefleet-agent each)"):
             fleet = SimulatedFleet(self.work / "fleet", self.settings.devices, agent=agent, tags=tags,
-                                   agent_env={"PUBSUB_EMULATOR_HOST": os.environ["PUBSUB_EMULATOR_HOST"]})
+                                   agent_env={"PUBSUB_EMULATOR_HOST": os.environ["PUBSUB_EMULATOR_HOST"]},
+                                   key_registry=str(self.registry_dir))
             fleet.base_dir.mkdir(parents=True, exist_ok=True)
             for device in fleet.devices.values():  # what deploy-agent installs: the release public key
                 (device.root / "keys").mkdir(parents=True, exist_ok=True)

@@ -121,8 +121,10 @@ class Sandbox:
         os.environ["PUBSUB_EMULATOR_HOST"] = self.emulator.host
         os.environ.pop("STORAGE_EMULATOR_HOST", None)  # the registry is a local directory
         twin = twin_up(emulator_clients(s.project), TwinSettings(project=s.project, registry_dir=s.registry))
+        # Strict, the default: deploy-agent registers each device's key in the sandbox's registry.
         config = MonitorConfig(project=s.project, count_bucket_s=s.monitor_bucket_s, store_path=s.store_path,
-                               subscription=twin.monitor_subscription.rsplit("/", 1)[-1])
+                               subscription=twin.monitor_subscription.rsplit("/", 1)[-1],
+                               identity={"registry": str(s.registry)})
         s.monitor_config.write_text(yaml.safe_dump({"monitor": config.model_dump(mode="json")}))
 
     def _devices(self) -> None:

@@ -126,6 +126,7 @@ def sandbox_parameters(settings: SandboxSettings, emulator_host: str, python: st
                   "healthy_for_s": settings.healthy_for_s},
         DEPLOY_AGENT: {
             "inventory": str(settings.inventory), "public_key": f"{settings.signing_key}.pub",
+            "registry": str(settings.registry),  # each device's own key, for the monitor's signature check
             "service_manager": "process", "install_dir": str(settings.workdir / "opt"), "python": python,
             # Offline: the wheel alone, its dependencies seen through a .pth file (no network here).
             "no_deps": True, "extra_site_dirs": [site_packages],

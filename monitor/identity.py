@@ -40,6 +40,8 @@ FORGED_PREFIX = "unauthenticated: "
 """Reasons of refused (forged or unverifiable) messages start with this; the monitor counts them apart."""
 
 IdentityMode = Literal["strict", "transition"]
+UNKNOWN_DEVICE_REFRESH_S = 5.0
+"""A message naming a device without a known key re-reads the keys at most this often (known ones: refresh_s)."""
 UPGRADE_DOC = "README, 'Upgrading a fleet to signed telemetry'"
 
 
@@ -181,12 +183,15 @@ class TelemetryVerifier:
     def _key(self, device_id: str) -> Ed25519PublicKey | None:
         with self._lock:
             now = self._clock()
-            # Re-read at most every refresh_s: new devices are learnt, removed (stolen) ones forgotten.
-            due = self._loaded_at is None or now - self._loaded_at >= self.refresh_s
-            if due:
+            key = self._keys.get(device_id)
+            # Re-read at most every refresh_s: new devices are learnt, removed (stolen) ones forgotten; a device
+            # not known yet re-reads sooner, so a device registered just now is not refused for long.
+            interval = self.refresh_s if key is not None else min(self.refresh_s, UNKNOWN_DEVICE_REFRESH_S)
+            if self._loaded_at is None or now - self._loaded_at >= interval:
                 try:
                     self._keys = dict(self._load_keys())
                 except Exception:  # noqa: BLE001 - keep the keys we have; unknown devices wait for the next try
                     log.warning("could not load the fleet's device keys", exc_info=True)
                 self._loaded_at = now
-            return self._keys.get(device_id)
+                key = self._keys.get(device_id)
+            return key
