@@ -26,6 +26,7 @@ from edgefleet.monitor.batch import process_batch
 from edgefleet.monitor.identity import TelemetryVerifier
 from edgefleet.monitor.ingest import Status
 from edgefleet.monitor.store import open_store
+from edgefleet.monitor.windows import version_window
 from tests.security.test_forged_telemetry import Device
 from tests.security.test_one_message_stops_the_monitor import FakeMessage
 
@@ -69,9 +70,14 @@ def test_backdated_telemetry_does_not_promote_a_halted_release(tmp_path: Path, r
             signed = FakeMessage(data, f"m{seq}", {"device_id": "cam-1", **sign_telemetry(cam.key, data, "cam-1", 1)})
             assert process_batch(store, [signed], received.timestamp(), verifier)[0].status is Status.APPLIED
         health = version_health(store, ["cam-1"], "mobilenet", "2.0.0", NOW - timedelta(seconds=HEALTHY_FOR_S))
+        # the canary judge's window (the path beside): every count where it was received, none before
+        window = version_window(store, ["cam-1"], "mobilenet", "2.0.0", NOW - timedelta(seconds=600))
+        earlier = version_window(store, ["cam-1"], "mobilenet", "2.0.0", NOW - CLOCK_BEHIND - timedelta(hours=1),
+                                 NOW - timedelta(seconds=660))
     params = PromotionParams(inventory="unused.yaml", registry=str(registry.root), model="mobilenet",
                              monitor_config=str(monitor_config), healthy_for_s=HEALTHY_FOR_S, min_inferences=100)
     blocker = promotion_blocker(params, "2.0.0", ["cam-1"], NOW)
     assert blocker is not None, "promote-canary would sign stable for the halted 2.0.0"
     assert "has run 2.0.0 for 59" in blocker  # first received 590 s ago, not 2 h 10 min
     assert health.rollbacks == 1  # counted when it was received, inside the window
+    assert (window.inferences, window.rollbacks, earlier.inferences) == (59 * 100, 1, 0)

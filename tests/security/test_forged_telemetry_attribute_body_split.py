@@ -100,3 +100,14 @@ def test_the_body_alone_identifies_a_signed_message(
                 for m in messages]
     assert [o.status for o in process_batch(store, stripped, 1.0, verifier)] == [Status.APPLIED] * 2
     assert device_row(store, "cam-3")[:2] == (2, 2)
+
+
+def test_without_a_registry_the_attribute_still_cannot_name_another_device(store: FleetStore) -> None:
+    """The path beside, another default: `identity.mode: transition` without a registry checks no signature
+    (no verifier), and the ingest still refuses an attribute naming another device than the body."""
+    attack = [FakeMessage(body("cam-1", 1), "split", {"device_id": "cam-2"})]
+    outcome = process_batch(store, attack, 1.0, None)[0]
+    assert outcome.status is Status.MALFORMED and outcome.reason.startswith(FORGED_PREFIX)
+    assert store.connection.execute("SELECT COUNT(*) FROM devices").fetchone() == (0,)
+    honest = [FakeMessage(body("cam-1", 1), "honest", {"device_id": "cam-1"})]
+    assert process_batch(store, honest, 2.0, None)[0].status is Status.APPLIED
