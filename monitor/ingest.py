@@ -143,7 +143,7 @@ def handle(store: FleetStore, data: bytes, message_id: str, attributes: Mapping[
         message = in_epoch(store, message, attributes)  # (device, epoch, seq) -> one seq line per device
         if message is None:
             connection.execute("RELEASE telemetry_message")
-            return Outcome(Status.DUPLICATE, device_id=claimed)
+            return Outcome(Status.DUPLICATE, device_id=message.device_id)
         outcome = apply(store, message, received_at=received_at)
     except (OverflowError, ValueError) as error:  # ValueError: a malformed epoch attribute
         # Valid JSON and schema, but a number SQLite cannot hold (seq or a count beyond 64 bits): undo this
