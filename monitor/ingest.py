@@ -162,8 +162,8 @@ def trust(store: FleetStore, device_id: str, *, verified: bool, received_at: flo
     Seqs and epochs advance only from signed messages once a device signs (issue 20, item 1): a device once
     heard signed is never again accepted unverified (not even in transition mode after its key record is
     gone), and the first verified message of a device heard only unverified so far starts its record afresh:
-    what unverified messages claimed (seq, epochs, snapshot) cannot hold it back. Their counts and events,
-    kept by time, stay."""
+    what unverified messages claimed (seq, epochs, snapshot) cannot hold it back. Their counts, events and
+    latency samples, kept by time, stay, moved below the new seq line (negative seqs)."""
     connection = store.connection
     known = connection.execute("SELECT 1 FROM verified_devices WHERE device_id = ?", (device_id,)).fetchone()
     if known is not None:
@@ -172,6 +172,8 @@ def trust(store: FleetStore, device_id: str, *, verified: bool, received_at: flo
     if verified:
         for table in ("seq_gaps", "device_epochs", "devices"):
             connection.execute(f"DELETE FROM {table} WHERE device_id = ?", (device_id,))
+        for table in ("events", "latency_samples"):  # kept, below the signed seq line (never in its way)
+            connection.execute(f"UPDATE {table} SET seq = -seq WHERE device_id = ? AND seq > 0", (device_id,))
         connection.execute("INSERT INTO verified_devices (device_id, first_verified) VALUES (?, ?)",
                            (device_id, received_at))
     return None

@@ -74,6 +74,8 @@ def test_what_unsigned_messages_claimed_before_the_key_was_registered_does_not_h
     outcomes = process_batch(store, cam.send(3), 2.0, verifier)
     assert [o.status for o in outcomes] == [Status.APPLIED] * 3
     assert device_row(store, "cam-7")[0] == 3  # the signed seq line, not the poisoned one
+    (newest,) = store.connection.execute("SELECT MAX(seq) FROM latency_samples WHERE device_id = 'cam-7'").fetchone()
+    assert newest == 3  # the poisoned sample no longer holds the latency window
     again = process_batch(store, cam.send(1), 3.0, verifier)
     assert [o.status for o in again] == [Status.APPLIED]
 
