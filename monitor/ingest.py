@@ -140,11 +140,11 @@ def handle(store: FleetStore, data: bytes, message_id: str, attributes: Mapping[
         if (untrusted := trust(store, message.device_id, verified=verified, received_at=received_at)) is not None:
             connection.execute("RELEASE telemetry_message")
             return _refuse(store, message_id, message.device_id, untrusted, received_at)
-        message = in_epoch(store, message, attributes)  # (device, epoch, seq) -> one seq line per device
-        if message is None:
+        lined = in_epoch(store, message, attributes)  # (device, epoch, seq) -> one seq line per device
+        if lined is None:
             connection.execute("RELEASE telemetry_message")
             return Outcome(Status.DUPLICATE, device_id=message.device_id)
-        outcome = apply(store, message, received_at=received_at)
+        outcome = apply(store, lined, received_at=received_at)
     except (OverflowError, ValueError) as error:  # ValueError: a malformed epoch attribute
         # Valid JSON and schema, but a number SQLite cannot hold (seq or a count beyond 64 bits): undo this
         # message's partial changes and treat it as malformed rather than failing the whole batch forever.

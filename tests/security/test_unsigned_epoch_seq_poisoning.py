@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from edgefleet.device.fleetkeys import load_fleet_keys
+from edgefleet.device.identity import sign_telemetry
 from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.monitor.batch import process_batch
 from edgefleet.monitor.identity import FORGED_PREFIX, TelemetryVerifier
@@ -91,3 +92,18 @@ def test_a_device_that_signed_is_not_accepted_unsigned_again_when_its_key_record
     outcome = process_batch(store, attack, 2.0, verifier)[0]
     assert outcome.status is Status.MALFORMED and outcome.reason.startswith(FORGED_PREFIX)
     assert device_row(store, "cam-8")[:2] == (2, 2)
+
+
+def test_a_signed_message_of_an_older_unknown_epoch_is_a_duplicate_of_its_device(
+    tmp_path: Path, registry: LocalRegistryWriter, store: FleetStore
+) -> None:
+    """The epoch rule itself, for signed messages: an unknown epoch below the device's latest is stale."""
+    verifier = TelemetryVerifier(lambda: load_fleet_keys(registry), refresh_s=0.0)
+    cam = Device(tmp_path / "cam-9", "cam-9", registry)
+    process_batch(store, cam.send(2), 1.0, verifier)
+    assert cam.spool.epoch > 0
+    data = build("cam-9")(1).to_json_bytes()
+    stale = FakeMessage(data, "stale", sign_telemetry(cam.key, data, "cam-9", 0))
+    outcome = process_batch(store, [stale], 2.0, verifier)[0]
+    assert (outcome.status, outcome.device_id) == (Status.DUPLICATE, "cam-9")
+    assert stale.acks == 1 and device_row(store, "cam-9")[:2] == (2, 2)
