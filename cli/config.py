@@ -30,6 +30,9 @@ AGENT_FILE = "agent.yaml"
 PIPELINE_FILE = "pipeline.yaml"
 DEFAULT_CHANNEL = "stable"
 EXIT_VIOLATIONS = 1
+ENROLMENT_PUBLIC_KEY = "~/.edgefleet/keys/fleet-enrolment.key.pub"
+"""Where the generated monitor config expects the fleet enrolment public key (it verifies the device key
+records deploy-agent signs with the enrolment key; the operator puts its public half here)."""
 
 
 def read_stack_outputs(path: Path) -> StackOutputs:
@@ -85,7 +88,8 @@ def pipeline_config(outputs: StackOutputs) -> dict[str, Any]:
             "dead_letter_topic": outputs.dead_letter_topic,
             "dead_letter_subscription": outputs.dead_letter_subscription,
         },
-        "monitor": {"project": outputs.project, "subscription": outputs.monitor_subscription},
+        "monitor": {"project": outputs.project, "subscription": outputs.monitor_subscription,
+                    "identity": {"registry": outputs.registry_uri, "enrolment_keys": [ENROLMENT_PUBLIC_KEY]}},
         "dashboard_id": outputs.dashboard_id,
     }
     if outputs.bigquery_table:

@@ -94,6 +94,7 @@ class Demo:
         self.settings = settings
         self.work = settings.workdir
         self.registry_dir = self.work / "registry"
+        self.enrolment_key = self.work / "fleet-enrolment.key"  # signs the device key records the monitor reads
         self.signing_key = self.work / "keys" / "release-signing.key"  # a development key, made on first use
         self.stop_monitor = threading.Event()
         self.summary: list[tuple[str, str]] = []
@@ -130,14 +131,20 @@ class Demo:
         self.summary.append(("Telemetry", f"{self.twin.topic.rsplit('/', 1)[-1]} on the Pub/Sub emulator (stopped)"))
 
     def start_monitor(self, stack: ExitStack) -> Path:
+        from edgefleet.flows.registry import development_enrolment_key
         from edgefleet.monitor.config import MonitorConfig
         from edgefleet.monitor.service import run_monitor
 
         store = self.work / "fleet.sqlite"
         # Fine time buckets: the demo's versions live for seconds, and the canary's before-activation control
         # is read up to the bucket holding the activation.
+        # Strict, the default: only telemetry signed by a device whose key the registry holds (the fleet
+        # publishes each device's key there when it starts its agent, signed by the fleet enrolment key).
+        enrolment_public = development_enrolment_key(self.enrolment_key, registry_uri=str(self.registry_dir))
         config = MonitorConfig(project=self.settings.project, count_bucket_s=self.settings.monitor_bucket_s,
-                               subscription=self.twin.monitor_subscription.rsplit("/", 1)[-1], store_path=store)
+                               subscription=self.twin.monitor_subscription.rsplit("/", 1)[-1], store_path=store,
+                               identity={"registry": str(self.registry_dir),
+                                         "enrolment_keys": [str(enrolment_public)]})
         (self.work / "monitor.yaml").write_text(yaml.safe_dump({"monitor": config.model_dump(mode="json")}))
         thread = threading.Thread(target=run_monitor, args=(config, self.stop_monitor), name="fleet-monitor",
                                   daemon=True)
@@ -202,7 +209,8 @@ class Demo:
         tags = {"sim-1": ("canary",)}
         with step(f"Starting {self.settings.devices} simulated devices (sshd + edgefleet-agent each)"):
             fleet = SimulatedFleet(self.work / "fleet", self.settings.devices, agent=agent, tags=tags,
-                                   agent_env={"PUBSUB_EMULATOR_HOST": os.environ["PUBSUB_EMULATOR_HOST"]})
+                                   agent_env={"PUBSUB_EMULATOR_HOST": os.environ["PUBSUB_EMULATOR_HOST"]},
+                                   key_registry=str(self.registry_dir), enrolment_key=self.enrolment_key)
             fleet.base_dir.mkdir(parents=True, exist_ok=True)
             for device in fleet.devices.values():  # what deploy-agent installs: the release public key
                 (device.root / "keys").mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ The grants are `edgefleet.infra.names.FLEET_GRANTS`:
 | monitor  | roles/pubsub.subscriber       | the fleet-monitor subscription | consume telemetry              |
 | monitor  | roles/pubsub.viewer           | the fleet-monitor subscription | check it at start (get)        |
 | monitor  | roles/monitoring.metricWriter | the project                    | write the fleet's metrics      |
+| monitor  | roles/storage.objectViewer    | the registry bucket            | read device keys (signatures)  |
 
 No primitive role (owner/editor/viewer) anywhere, no project-wide Pub/Sub or Storage role. The pipeline gets
 `roles/storage.objectUser` rather than `objectCreator` + `objectViewer`: updating a channel pointer with a
@@ -19,7 +20,9 @@ unlike `objectAdmin` it cannot change object IAM. `roles/monitoring.metricWriter
 project (time series have no finer resource); it is the narrow predefined role for it: create metric
 descriptors and write time series, read nothing. The monitor reads its subscription's configuration when it
 starts (`GetSubscription`, permission `pubsub.subscriptions.get`), which `roles/pubsub.subscriber` lacks;
-`roles/pubsub.viewer` bound on that one subscription grants it and nothing wider. Every call each identity's
+`roles/pubsub.viewer` bound on that one subscription grants it and nothing wider. The monitor checks every
+message's signature against the device keys under `fleet/devices/` in the registry (its default), so it reads
+the registry bucket (read only, like a device). Every call each identity's
 code makes is checked against these grants by tests/infra/test_iam_conformance.py (table:
 `edgefleet.infra.iam_table`).
 """

@@ -69,6 +69,9 @@ FLEET_GRANTS: tuple[FleetGrant, ...] = (
     FleetGrant(MONITOR_ACCOUNT_ROLE, ROLE_PUBSUB_SUBSCRIBER, "monitor_subscription", "monitor-consumes-telemetry"),
     FleetGrant(MONITOR_ACCOUNT_ROLE, ROLE_PUBSUB_VIEWER, "monitor_subscription", "monitor-checks-subscription"),
     FleetGrant(MONITOR_ACCOUNT_ROLE, ROLE_MONITORING_METRIC_WRITER, "project", "monitor-writes-metrics"),
+    # The monitor checks each message's signature against the device keys in the registry (fleet/devices/),
+    # which it does by default (issue 20): it reads them.
+    FleetGrant(MONITOR_ACCOUNT_ROLE, ROLE_STORAGE_OBJECT_VIEWER, "registry_bucket", "monitor-reads-device-keys"),
 )
 
 

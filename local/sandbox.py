@@ -111,6 +111,7 @@ class Sandbox:
                 shutil.copy(image, frames / f"{class_dir.name}-{image.name}")
 
     def _emulator(self) -> None:
+        from edgefleet.flows.registry import development_enrolment_key
         from edgefleet.local.emulators import PubSubEmulator
         from edgefleet.local.twin import TwinSettings, emulator_clients, twin_up
         from edgefleet.monitor.config import MonitorConfig
@@ -121,8 +122,12 @@ class Sandbox:
         os.environ["PUBSUB_EMULATOR_HOST"] = self.emulator.host
         os.environ.pop("STORAGE_EMULATOR_HOST", None)  # the registry is a local directory
         twin = twin_up(emulator_clients(s.project), TwinSettings(project=s.project, registry_dir=s.registry))
+        # Strict, the default: deploy-agent registers each device's key in the sandbox's registry, signed by the
+        # sandbox's enrolment key (made here, before deploy-agent runs).
+        enrolment_pub = development_enrolment_key(s.enrolment_key, registry_uri=str(s.registry))
         config = MonitorConfig(project=s.project, count_bucket_s=s.monitor_bucket_s, store_path=s.store_path,
-                               subscription=twin.monitor_subscription.rsplit("/", 1)[-1])
+                               subscription=twin.monitor_subscription.rsplit("/", 1)[-1],
+                               identity={"registry": str(s.registry), "enrolment_keys": [str(enrolment_pub)]})
         s.monitor_config.write_text(yaml.safe_dump({"monitor": config.model_dump(mode="json")}))
 
     def _devices(self) -> None:

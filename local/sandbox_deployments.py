@@ -63,6 +63,12 @@ class SandboxSettings(BaseModel):
         return self.workdir / "keys" / "release-signing.key"
 
     @property
+    def enrolment_key(self) -> Path:
+        """The fleet enrolment key (development): deploy-agent signs device key records with it, the monitor's
+        identity.enrolment_keys lists its public half."""
+        return self.workdir / "keys" / "fleet-enrolment.key"
+
+    @property
     def monitor_config(self) -> Path:
         return self.workdir / "monitor.yaml"
 
@@ -136,6 +142,8 @@ def sandbox_parameters(settings: SandboxSettings, emulator_host: str, python: st
                   "healthy_for_s": settings.healthy_for_s},
         DEPLOY_AGENT: {
             "inventory": str(settings.inventory), "public_key": f"{settings.signing_key}.pub",
+            "registry": str(settings.registry),  # each device's own key, for the monitor's signature check
+            "enrolment": {"dev_key_file": str(settings.enrolment_key)},  # signs those key records
             "service_manager": "process", "install_dir": str(settings.install_dir), "python": python,
             # The simulated devices are this machine: the agents run as the sandbox's own user (an explicit
             # choice) rather than as a system user created on a developer's machine. Their config and release

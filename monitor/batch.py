@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from google.cloud.pubsub_v1.subscriber.message import Message
 
 from edgefleet.kernel.contracts.layout import ATTR_DEVICE_ID
-from edgefleet.monitor.identity import TelemetryVerifier
-from edgefleet.monitor.ingest import Outcome, Status, handle, record_malformed
+from edgefleet.monitor.identity import TelemetryVerifier, Verdict
+from edgefleet.monitor.ingest import Outcome, Status, handle, oversize_problem, record_malformed
 from edgefleet.monitor.store import FleetStore, commit, rollback
 
 log = logging.getLogger(__name__)
@@ -29,8 +29,9 @@ def process_batch(store: FleetStore, batch: Sequence[Message], received_at: floa
     applying or committing (a message the store cannot take, a bug) rolls back and retries the batch message
     by message, each committed alone: only the message that fails alone is refused (counted as malformed,
     nacked, so Pub/Sub dead-letters it after the subscription's max delivery attempts), and every other
-    message is applied exactly once. With a `verifier`, a message whose signature does not hold is refused
-    the same way (counted as malformed with a reason starting `FORGED_PREFIX`).
+    message is applied exactly once. A message larger than the telemetry contract allows is refused before
+    anything parses it. With a `verifier`, a message whose signature does not hold is refused the same way
+    (counted as malformed with a reason starting `FORGED_PREFIX`).
     """
     try:
         outcomes = [_handle(store, message, received_at, verifier) for message in batch]
@@ -50,12 +51,19 @@ def process_batch(store: FleetStore, batch: Sequence[Message], received_at: floa
 
 
 def _handle(store: FleetStore, message: Message, received_at: float, verifier: TelemetryVerifier | None) -> Outcome:
-    if verifier is not None and (problem := verifier.problem(message.data, message.attributes)) is not None:
-        device_id = message.attributes.get(ATTR_DEVICE_ID) or None
-        record_malformed(store, message.message_id, device_id, problem[:500], received_at)
-        log.warning("refused telemetry message %s: %s", message.message_id, problem)
-        return Outcome(Status.MALFORMED, device_id=device_id, reason=problem)
-    return handle(store, message.data, message.message_id, message.attributes, received_at)
+    attributes = message.attributes
+    if (too_large := oversize_problem(message.data, attributes)) is not None:  # before anything parses it
+        return _refused(store, message, attributes.get(ATTR_DEVICE_ID) or None, too_large, received_at)
+    verdict = Verdict(None) if verifier is None else verifier.check(message.data, attributes)
+    if verdict.problem is not None:
+        return _refused(store, message, verdict.device_id, verdict.problem, received_at)
+    return handle(store, message.data, message.message_id, attributes, received_at, verified=verdict.verified)
+
+
+def _refused(store: FleetStore, message: Message, device_id: str | None, problem: str, received_at: float) -> Outcome:
+    record_malformed(store, message.message_id, device_id, problem[:500], received_at)
+    log.warning("refused telemetry message %s: %s", message.message_id, problem)
+    return Outcome(Status.MALFORMED, device_id=device_id, reason=problem)
 
 
 def _one_by_one(store: FleetStore, batch: Sequence[Message], received_at: float,

@@ -28,8 +28,9 @@ from pydantic import ValidationError
 from edgefleet.device.identity import parse_epoch
 from edgefleet.kernel.contracts.distributions import Distributions
 from edgefleet.kernel.contracts.layout import ATTR_DEVICE_ID
-from edgefleet.kernel.contracts.telemetry import MAX_INT, TelemetryMessage
+from edgefleet.kernel.contracts.telemetry import MAX_ATTRIBUTE_CHARS, MAX_INT, MAX_TELEMETRY_BYTES, TelemetryMessage
 from edgefleet.kernel.errors import describe_validation_error
+from edgefleet.monitor.identity import FORGED_PREFIX
 from edgefleet.monitor.store import FleetStore, to_epoch
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 FAILURE_EVENTS = frozenset({"swap_failed", "rollback", "error"})
 RECOVERY_EVENTS = frozenset({"swap", "started"})
 _MAX_ERROR_TEXT = 500
-MAX_CLOCK_AHEAD_S = 300.0  # device time beyond the receive time plus this is taken as the receive time
 # Swaps and rollbacks name the version left in `Event.from_version`; agents from before that field only
 # wrote it into the detail, "<from version> -> <to version>" (a rollback's model_version is the restored one).
 _TRANSITION = re.compile(r"^\s*(\S+)\s*->\s*(\S+)\s*$")
@@ -92,38 +92,59 @@ def decode(data: bytes) -> TelemetryMessage:
     return TelemetryMessage.from_json_bytes(data)
 
 
+def oversize_problem(data: bytes, attributes: Mapping[str, str]) -> str | None:
+    """Why a message is too large to parse (None: it is not), from its raw size alone (issue 20, item 4)."""
+    if len(data) > MAX_TELEMETRY_BYTES:
+        return (f"a message of {len(data)} bytes, larger than the telemetry contract's MAX_TELEMETRY_BYTES "
+                f"({MAX_TELEMETRY_BYTES}); not parsed")
+    long = [name for name, value in attributes.items() if len(name) + len(value) > MAX_ATTRIBUTE_CHARS]
+    if long:
+        return f"attribute {long[0][:64]!r} longer than MAX_ATTRIBUTE_CHARS ({MAX_ATTRIBUTE_CHARS}); not parsed"
+    return None
+
+
 def handle(store: FleetStore, data: bytes, message_id: str, attributes: Mapping[str, str],
-           received_at: float) -> Outcome:
+           received_at: float, *, verified: bool = False) -> Outcome:
     """Validates and applies one Pub/Sub message (not committed).
 
     Args:
         store: the open fleet state.
-        data: the message body.
+        data: the message body; its `device_id` is the sender (never an attribute beside it).
         message_id: the Pub/Sub message id (malformed messages are counted once per id).
-        attributes: the Pub/Sub attributes (`device_id` names the sender of a malformed message).
-        received_at: epoch seconds when the monitor received it.
+        attributes: the Pub/Sub attributes (`epoch`; a `device_id` naming another device is refused).
+        received_at: epoch seconds when the monitor received it: the time of everything it changes.
+        verified: signed by the key of the device its body names (`TelemetryVerifier.check`).
     """
+    claimed = attributes.get(ATTR_DEVICE_ID) or None
+    if (too_large := oversize_problem(data, attributes)) is not None:
+        return _refuse(store, message_id, claimed, too_large, received_at)
     try:
         message = decode(data)
     except ValidationError as error:
-        return _refuse(store, message_id, attributes.get(ATTR_DEVICE_ID) or None,
-                       describe_validation_error(error)[:_MAX_ERROR_TEXT], received_at)
+        return _refuse(store, message_id, claimed, describe_validation_error(error)[:_MAX_ERROR_TEXT], received_at)
     except (ValueError, TypeError, KeyError, RecursionError) as error:
         # Not JSON / not UTF-8 (ValueError), or JSON shaped so oddly that unwrapping the Avro encoding fails:
         # malformed all the same. Refusing it (rather than failing the batch) keeps one bad message from
         # stopping the monitor; Pub/Sub dead-letters it.
-        return _refuse(store, message_id, attributes.get(ATTR_DEVICE_ID) or None,
+        return _refuse(store, message_id, claimed,
                        f"not a telemetry message ({type(error).__name__}: {error})"[:_MAX_ERROR_TEXT], received_at)
+    if claimed is not None and claimed != message.device_id:
+        return _refuse(store, message_id, message.device_id,
+                       f"{FORGED_PREFIX}the device_id attribute {claimed[:64]!r} names another device than the "
+                       f"message body", received_at)
     connection = store.connection
     if not connection.in_transaction:
         connection.execute("BEGIN")  # so that releasing the savepoint below never commits on its own
     connection.execute("SAVEPOINT telemetry_message")
     try:
-        message = in_epoch(store, message, attributes)  # (device, epoch, seq) -> one seq line per device
-        if message is None:
+        if (untrusted := trust(store, message.device_id, verified=verified, received_at=received_at)) is not None:
             connection.execute("RELEASE telemetry_message")
-            return Outcome(Status.DUPLICATE, device_id=attributes.get(ATTR_DEVICE_ID) or None)
-        outcome = apply(store, message, received_at=received_at)
+            return _refuse(store, message_id, message.device_id, untrusted, received_at)
+        lined = in_epoch(store, message, attributes)  # (device, epoch, seq) -> one seq line per device
+        if lined is None:
+            connection.execute("RELEASE telemetry_message")
+            return Outcome(Status.DUPLICATE, device_id=message.device_id)
+        outcome = apply(store, lined, received_at=received_at)
     except (OverflowError, ValueError) as error:  # ValueError: a malformed epoch attribute
         # Valid JSON and schema, but a number SQLite cannot hold (seq or a count beyond 64 bits): undo this
         # message's partial changes and treat it as malformed rather than failing the whole batch forever.
@@ -133,6 +154,29 @@ def handle(store: FleetStore, data: bytes, message_id: str, attributes: Mapping[
         return _refuse(store, message_id, message.device_id, f"{what}: {error}", received_at)
     connection.execute("RELEASE telemetry_message")
     return outcome
+
+
+def trust(store: FleetStore, device_id: str, *, verified: bool, received_at: float) -> str | None:
+    """Why an unverified message of `device_id` is refused (None: go on), inside the open transaction.
+
+    Seqs and epochs advance only from signed messages once a device signs (issue 20, item 1): a device once
+    heard signed is never again accepted unverified (not even in transition mode after its key record is
+    gone), and the first verified message of a device heard only unverified so far starts its record afresh:
+    what unverified messages claimed (seq, epochs, snapshot) cannot hold it back. Their counts, events and
+    latency samples, kept by time, stay, moved below the new seq line (negative seqs)."""
+    connection = store.connection
+    known = connection.execute("SELECT 1 FROM verified_devices WHERE device_id = ?", (device_id,)).fetchone()
+    if known is not None:
+        return None if verified else (f"{FORGED_PREFIX}device {device_id[:64]} signs its telemetry; an unsigned or "
+                                      "unverifiable message naming it is refused")
+    if verified:
+        for table in ("seq_gaps", "device_epochs", "devices"):
+            connection.execute(f"DELETE FROM {table} WHERE device_id = ?", (device_id,))
+        for table in ("events", "latency_samples"):  # kept, below the signed seq line (never in its way)
+            connection.execute(f"UPDATE {table} SET seq = -seq WHERE device_id = ? AND seq > 0", (device_id,))
+        connection.execute("INSERT INTO verified_devices (device_id, first_verified) VALUES (?, ?)",
+                           (device_id, received_at))
+    return None
 
 
 def in_epoch(store: FleetStore, message: TelemetryMessage, attributes: Mapping[str, str]) -> TelemetryMessage | None:
@@ -190,13 +234,12 @@ def apply(store: FleetStore, message: TelemetryMessage, *, received_at: float | 
     Args:
         store: the open fleet state.
         message: a validated telemetry message.
-        received_at: epoch seconds when it was received; defaults to the message time.
+        received_at: epoch seconds when it was received: the time of everything this message changes (the
+            device's clock is not trusted). None (replays and tests of stored messages only): the message time.
     """
     connection = store.connection
-    when = to_epoch(message.time)
-    if received_at is not None:  # a device clock ahead of the monitor's is clamped (issue 11, finding 8)
-        when = min(when, received_at + MAX_CLOCK_AHEAD_S)
-    received = when if received_at is None else received_at
+    when = to_epoch(message.time) if received_at is None else received_at
+    received = when
     row = connection.execute("SELECT max_seq FROM devices WHERE device_id = ?", (message.device_id,)).fetchone()
     lost = 0
     if row is None:

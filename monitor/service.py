@@ -298,9 +298,11 @@ def run_monitor(config: MonitorConfig, stop_event: threading.Event, *,
         What this run did.
 
     Raises:
+        ConfigError: signatures are to be checked (strict, the default) and `identity.registry` is not set.
         MonitorError: the subscription is missing or unreadable, or the stream ended for good.
         FleetStateError: the store cannot be opened.
     """
+    verifier = TelemetryVerifier.from_config(config.identity)  # a config without a key registry stops here
     tally = _Tally()
     own_subscriber = subscriber is None
     try:
@@ -318,8 +320,7 @@ def run_monitor(config: MonitorConfig, stop_event: threading.Event, *,
     if config.cloud_metrics.enabled:
         writer = CloudMetricsWriter(metrics_client, config.project, config.cloud_metrics)
         metrics = _MetricsTick(config, writer, PeriodAggregator(config.cloud_metrics.period_s, clock()), tally)
-    session = _Session(config, store, subscriber, path, stop_event, tally, on_batch, metrics, clock,
-                       TelemetryVerifier.from_config(config.identity))
+    session = _Session(config, store, subscriber, path, stop_event, tally, on_batch, metrics, clock, verifier)
 
     def before_resubscribe(state: tenacity.RetryCallState) -> None:
         tally.count(resubscribes=1)

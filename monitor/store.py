@@ -17,6 +17,10 @@ Tables:
   and, for swaps and rollbacks, the version left (`from_version`).
 - version_history: per (device, model, version, variant, backend), first and last seen.
 - malformed: messages that failed validation, by Pub/Sub message id, with delivery attempts.
+- device_epochs: the spool epochs of each device and where their seqs start on its one seq line.
+- verified_devices: devices heard signed (by their own key) at least once: never again accepted unsigned.
+
+Every time kept (first/last seen, buckets, samples, events) is the monitor's receive time, never the device's.
 """
 
 from __future__ import annotations
@@ -98,6 +102,9 @@ CREATE TABLE IF NOT EXISTS version_history (
 CREATE TABLE IF NOT EXISTS malformed (
     message_id TEXT PRIMARY KEY, device_id TEXT, error TEXT NOT NULL, deliveries INTEGER NOT NULL,
     first_received REAL NOT NULL, last_received REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS verified_devices (
+    device_id TEXT PRIMARY KEY, first_verified REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS device_epochs (
     device_id TEXT NOT NULL, epoch INTEGER NOT NULL, base INTEGER NOT NULL,

@@ -45,4 +45,15 @@ def test_the_demo_rolls_out_two_good_releases_stops_the_bad_one_and_leaves_nothi
     assert json.loads((registry / channel_key("shapes", "canary")).read_text())["version"] == "1.1.0"
     statuses = [json.loads(p.read_text()) for p in (workdir / "fleet").glob("sim-*/agent-root/status.json")]
     assert [(s["version"], s["state"]) for s in statuses] == [("1.1.0", "stopped")] * 3  # all back on 1.1.0
+    # The monitor ran strict (issue 20): signatures checked against the devices' keys in the demo's registry,
+    # and every device's telemetry verified (nothing refused).
+    from edgefleet.monitor.config import load_monitor_config
+    from edgefleet.monitor.store import open_store
+
+    monitor = load_monitor_config(workdir / "monitor.yaml")
+    assert (monitor.identity.mode, monitor.identity.registry) == ("strict", str(registry))
+    with open_store(monitor.store_path, latency_window=1, count_bucket_s=1.0, create=False) as fleet:
+        verified = {row[0] for row in fleet.connection.execute("SELECT device_id FROM verified_devices")}
+        assert verified == {f"sim-{i}" for i in (1, 2, 3)}
+        assert fleet.connection.execute("SELECT COUNT(*) FROM malformed").fetchone() == (0,)
     assert _processes_mentioning(str(workdir)) == []  # sshd, agents, emulator, Prefect server: all stopped

@@ -61,6 +61,8 @@ def test_every_deployment_points_at_the_sandbox_and_validates(tmp_path: Path) ->
     agent = DeployAgentParams.model_validate(params[DEPLOY_AGENT])
     assert agent.service_manager == "process" and agent.public_key == f"{settings.signing_key}.pub"
     assert agent.environment == {"PUBSUB_EMULATOR_HOST": EMULATOR} and agent.no_deps
+    assert agent.registry == str(settings.registry)  # registers each device's key: the monitor checks signatures
+    assert agent.enrolment.dev_key_file == str(settings.enrolment_key)  # signs those key records
     assert FleetOverviewParams.model_validate(params[OVERVIEW]).html == str(settings.overview_html)
 
 

@@ -24,6 +24,9 @@ from typing import NamedTuple
 from edgefleet.device.telemetry.config import TelemetryMode
 from edgefleet.kernel.contracts.distributions import DistributionAccumulator, Distributions
 from edgefleet.kernel.contracts.telemetry import (
+    MAX_DEVICE_FPS,
+    MAX_WINDOW_S,
+    MIN_COUNTED_WINDOW_S,
     Event,
     EventKind,
     Health,
@@ -138,6 +141,7 @@ def summarize(
     """
     ordered = sorted(latencies_ms)
     count = len(ordered) + errors
+    window_s = stated_window_s(window_s, count)
     return InferenceSummary(
         count=count,
         errors=errors,
@@ -145,10 +149,21 @@ def summarize(
         latency_ms_p95=percentile(ordered, _P95),
         latency_ms_max=ordered[-1] if ordered else 0.0,
         fps=count / window_s if window_s > 0 else 0.0,
-        window_s=max(window_s, 0.0),
+        window_s=window_s,
         top=[as_result_item(item) for item in top],
         dist=dist,
     )
+
+
+def stated_window_s(measured_s: float, count: int) -> float:
+    """The window a message states: the measured one (wall clock), kept within the telemetry contract's bounds
+    (at most `MAX_WINDOW_S`; at least what `count` inferences take at `MAX_DEVICE_FPS`), so that a wall clock
+    that jumped (an NTP correction, a suspend) never makes the device's own message invalid. 0 stays 0 (unknown:
+    the first message of mode `every`) when the count fits the contract's minimum counted window."""
+    window_s = min(max(measured_s, 0.0), MAX_WINDOW_S)
+    if count > MAX_DEVICE_FPS * max(window_s, MIN_COUNTED_WINDOW_S):
+        window_s = count / MAX_DEVICE_FPS
+    return window_s
 
 
 def is_detection(results: Sequence[object]) -> bool:

@@ -20,7 +20,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 LATENCY_MIN_MS = 0.05
 LATENCY_MAX_MS = 10_000.0
@@ -28,9 +28,23 @@ LATENCY_BUCKETS_PER_DECADE = 10
 SCORE_BUCKETS = 20
 CLASS_TOP_K = 32
 DETECTIONS_MAX = 32
+MAX_CLASS_ID = 1_000_000
+"""The largest class id (a model's label index) a distribution may name."""
+MAX_BUCKET_COUNT = 2**53
+"""The largest count of one bucket (JSON-safe); telemetry bounds it much lower by the inferences it covers."""
 
 _DECADES = math.log10(LATENCY_MAX_MS / LATENCY_MIN_MS)
 LATENCY_BUCKETS = int(math.ceil(_DECADES * LATENCY_BUCKETS_PER_DECADE)) + 2  # + underflow and overflow
+
+
+DETECTION_BUCKETS = DETECTIONS_MAX + 1  # 0..DETECTIONS_MAX detections per frame (the last: that many or more)
+
+
+def _check_indexes(name: str, indexes: list[int], size: int) -> None:
+    if any(index >= size for index in indexes):
+        raise ValueError(f"{name}: a bucket index is {max(indexes)}, the histogram has buckets 0..{size - 1}")
+    if len(set(indexes)) != len(indexes):
+        raise ValueError(f"{name}: a bucket index is listed more than once")
 
 
 def latency_edges_ms() -> tuple[float, ...]:
@@ -68,15 +82,15 @@ class _Frozen(BaseModel):
 class BucketCount(_Frozen):
     """How many observations fell into bucket `i`."""
 
-    i: int = Field(ge=0, le=1_000_000)
-    n: int = Field(ge=0, le=2**53)
+    i: int = Field(ge=0, le=MAX_CLASS_ID)
+    n: int = Field(ge=0, le=MAX_BUCKET_COUNT)
 
 
 class ClassCount(_Frozen):
     """How often class `id` was the top-1 class (classifier) or detected (detector)."""
 
-    id: int = Field(ge=-1, le=1_000_000)
-    n: int = Field(ge=0, le=2**53)
+    id: int = Field(ge=-1, le=MAX_CLASS_ID)
+    n: int = Field(ge=0, le=MAX_BUCKET_COUNT)
 
 
 def _sparse(counts: Mapping[int, int]) -> list[BucketCount]:
@@ -96,8 +110,20 @@ class Distributions(_Frozen):
     latency: list[BucketCount] = Field(default_factory=list, description="latency histogram (log buckets)")
     score: list[BucketCount] = Field(default_factory=list, description="top-1 score histogram over 0..1")
     classes: list[ClassCount] = Field(default_factory=list, description="top-K class counts")
-    class_other: int = Field(default=0, ge=0, le=2**53, description="counts of the classes beyond the top K")
+    class_other: int = Field(default=0, ge=0, le=MAX_BUCKET_COUNT, description="counts of the classes beyond the top K")
     detections: list[BucketCount] = Field(default_factory=list, description="detections per frame (detectors)")
+
+    @model_validator(mode="after")
+    def _fixed_buckets(self) -> Distributions:
+        """Each histogram names each of its fixed buckets at most once (issue 20, item 4): so a histogram has
+        at most its number of buckets, whatever a sender writes."""
+        for name, items, size in (("latency", self.latency, LATENCY_BUCKETS), ("score", self.score, SCORE_BUCKETS),
+                                  ("detections", self.detections, DETECTION_BUCKETS)):
+            _check_indexes(name, [item.i for item in items], size)
+        ids = [item.id for item in self.classes]
+        if len(set(ids)) != len(ids):
+            raise ValueError("classes: a class id is listed more than once")
+        return self
 
     # --- views -------------------------------------------------------------------------------------------
     def latency_counts(self) -> dict[int, int]:

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgefleet.kernel.contracts.avro import AvroJson
-from edgefleet.kernel.contracts.distributions import Distributions
+from edgefleet.kernel.contracts.distributions import CLASS_TOP_K, Distributions
 
 TELEMETRY_SCHEMA_VERSION = 2
 TELEMETRY_SCHEMA_VERSIONS = (1, 2)
@@ -41,6 +41,31 @@ MAX_SCORE = 1e12
 MAX_TEXT = 8192
 MAX_NAME = 256
 MAX_RESULTS = 1000
+
+# Bounds on what one message may claim (issue 20, item 4): one device must not crash the monitor or decide a
+# verdict by volume, so every count is bounded by what a device can do in the window its message covers, and
+# every histogram by its fixed buckets (`contracts.distributions`). Bounds on existing fields, same Avro schema:
+# the schema version stays 2 (a message any agent of schema 1 or 2 sends is within them).
+MAX_TELEMETRY_BYTES = 512 * 1024
+"""The largest message body the monitor parses: above the largest message this contract allows (1000 results
+with the longest labels, the longest event text, full histograms: about 0.4 MB), far below Pub/Sub's 10 MB.
+Checked on the raw bytes, before any parsing."""
+MAX_ATTRIBUTE_CHARS = 1024
+"""The longest Pub/Sub attribute value the monitor reads (Pub/Sub's own limit)."""
+MAX_DEVICE_FPS = 10_000.0
+"""The most inferences per second one device can run (a tiny model on a fast CPU: 0.1 ms a frame; an Edge TPU
+runs the smallest models at a few hundred)."""
+MAX_WINDOW_S = 24 * 3600.0
+"""The longest window one message may cover (agents send one per `summary_interval_s`, 10 s by default)."""
+MIN_COUNTED_WINDOW_S = 1.0
+"""A message covering less (one inference in mode `every`, window 0) is counted as covering this long."""
+MAX_INFERENCES_PER_MESSAGE = int(MAX_DEVICE_FPS * MAX_WINDOW_S)
+"""The most inferences (and errors) one message may report; a message of window w at most MAX_DEVICE_FPS *
+max(w, MIN_COUNTED_WINDOW_S)."""
+MAX_DETECTIONS_PER_FRAME = MAX_RESULTS
+"""The most detections one frame may add to a detector's per-class counts."""
+MAX_TELEMETRY_CLASSES = CLASS_TOP_K
+"""The most class records one message's distributions may list (the rest is summed in `class_other`)."""
 
 MessageKind = Literal["inference", "summary", "event"]
 # (schema 2) edgetpu_unavailable: the Edge TPU cannot be used (probe crashed, hung or failed); the device runs
@@ -78,19 +103,49 @@ class ResultItem(_Frozen):
 
 
 class InferenceSummary(_Frozen):
-    """Inferences covered by this message: one (mode `every`) or a window (mode `summary`)."""
+    """Inferences covered by this message: one (mode `every`) or a window (mode `summary`).
 
-    count: int = Field(ge=0, le=MAX_INT)
-    errors: int = Field(default=0, ge=0, le=MAX_INT)
+    `count` includes the failed inferences (`errors`); the distributions describe the successful ones."""
+
+    count: int = Field(ge=0, le=MAX_INFERENCES_PER_MESSAGE)
+    errors: int = Field(default=0, ge=0, le=MAX_INFERENCES_PER_MESSAGE)
     latency_ms_p50: float = Field(ge=0, le=MAX_MS, allow_inf_nan=False)
     latency_ms_p95: float = Field(ge=0, le=MAX_MS, allow_inf_nan=False)
     latency_ms_max: float = Field(ge=0, le=MAX_MS, allow_inf_nan=False)
     fps: float = Field(ge=0, le=MAX_RATE, allow_inf_nan=False)
-    window_s: float = Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)
+    window_s: float = Field(ge=0, le=MAX_WINDOW_S, allow_inf_nan=False)
     top: list[ResultItem] = Field(
         default_factory=list, max_length=MAX_RESULTS, description="results of the last (sampled) frame"
     )
     dist: Distributions | None = Field(default=None, description="(schema 2) the window's distributions")
+
+    @model_validator(mode="after")
+    def _within_what_a_device_can_do(self) -> InferenceSummary:
+        if self.errors > self.count:
+            raise ValueError(f"errors ({self.errors}) exceed count ({self.count}): count includes the errors")
+        most = int(MAX_DEVICE_FPS * max(self.window_s, MIN_COUNTED_WINDOW_S))
+        if self.count > most:
+            raise ValueError(f"count {self.count} is more than a device runs in a window of {self.window_s:g} s "
+                             f"(at most {most}: MAX_DEVICE_FPS {MAX_DEVICE_FPS:g} per second)")
+        if self.dist is not None:
+            _check_dist(self.dist, self.count - self.errors)
+        return self
+
+
+def _check_dist(dist: Distributions, successes: int) -> None:
+    """A message's distributions describe at most its successful inferences."""
+    for name, items in (("latency", dist.latency), ("score", dist.score), ("detections", dist.detections)):
+        total = sum(item.n for item in items)
+        if total > successes:
+            raise ValueError(f"dist.{name} counts {total} observations, the message has {successes} successful "
+                             "inferences")
+    if len(dist.classes) > MAX_TELEMETRY_CLASSES:
+        raise ValueError(f"dist.classes lists {len(dist.classes)} classes, at most {MAX_TELEMETRY_CLASSES} "
+                         "(the rest goes in class_other)")
+    classes = sum(item.n for item in dist.classes) + dist.class_other
+    if classes > successes * MAX_DETECTIONS_PER_FRAME:
+        raise ValueError(f"dist.classes count {classes}, more than {MAX_DETECTIONS_PER_FRAME} per successful "
+                         f"inference ({successes})")
 
 
 class Health(_Frozen):

@@ -25,6 +25,7 @@ import pytest
 import requests
 from google.cloud import pubsub_v1, storage
 
+from edgefleet.device.identity import sign_telemetry
 from edgefleet.device.pull import pull_channel_once
 from edgefleet.device.registry import GcsRegistryReader
 from edgefleet.device.store import ModelStore
@@ -34,7 +35,7 @@ from edgefleet.device.telemetry.config import TelemetryConfig
 from edgefleet.device.telemetry.health import read_health
 from edgefleet.device.telemetry.sinks import PubSubSink
 from edgefleet.device.telemetry.spool import SpoolEntry
-from edgefleet.flows.registry import GcsRegistryWriter
+from edgefleet.flows.registry import GcsRegistryWriter, register_device_key
 from edgefleet.flows.release.bundle import create_version_dir
 from edgefleet.infra.__main__ import build
 from edgefleet.infra.iam_conformance import VIA_FAKE, VIA_GRPC, VIA_HTTP, ApiCall, CallRecorder, check_conformance
@@ -155,7 +156,7 @@ def _run_pipeline(registry: GcsRegistryWriter, tmp_path: Path, keys: tuple[Any, 
     registry.verify_version(MODEL, pointer.version, keys[1])
 
 
-def _run_device(registry: GcsRegistryReader, tmp_path: Path, public_file: Path) -> None:
+def _run_device(registry: GcsRegistryReader, tmp_path: Path, public_file: Path, device_key: Any) -> None:
     """The agent's telemetry publisher and a pull-mode round, as on a device."""
     root = tmp_path / "agent-root"
     (root / PUBLIC_KEY_FILE).parent.mkdir(parents=True)
@@ -169,7 +170,8 @@ def _run_device(registry: GcsRegistryReader, tmp_path: Path, public_file: Path) 
     entries = []
     for seq, draft in enumerate(drafts, start=1):
         message = draft.build(seq, device_id="cam-1", health=read_health())
-        entries.append(SpoolEntry(seq, message.to_json_bytes(), message.attributes()))
+        data = message.to_json_bytes()  # signed by the device's own key, as the agent's spool does
+        entries.append(SpoolEntry(seq, data, {**message.attributes(), **sign_telemetry(device_key, data, "cam-1", 1)}))
     config = TelemetryConfig(pubsub_project=PROJECT, pubsub_topic=layout.TELEMETRY_TOPIC, publish_timeout_s=10.0,
                              publish_batch_size=10, publish_batch_latency_s=0.01, reconnect_max_s=1.0,
                              backoff_initial_s=0.1)
@@ -181,12 +183,15 @@ def _run_device(registry: GcsRegistryReader, tmp_path: Path, public_file: Path) 
     assert outcome.error is None and outcome.acked == [entry.seq for entry in entries]
 
 
-def _run_monitor(recorder: CallRecorder, tmp_path: Path) -> RecordingMetricServiceClient:
-    """The fleet monitor reading the telemetry and closing one metrics period (its clock moved on)."""
+def _run_monitor(recorder: CallRecorder, tmp_path: Path, registry_uri: str,
+                 enrolment_public: Path) -> RecordingMetricServiceClient:
+    """The fleet monitor (checking signatures against the device keys in the registry, its default) reading
+    the telemetry and closing one metrics period (its clock moved on)."""
     metrics = RecordingMetricServiceClient(recorder)
     config = MonitorConfig(project=PROJECT, subscription=layout.MONITOR_SUBSCRIPTION,
                            store_path=tmp_path / "fleet.sqlite", ingest={"batch_max_wait_s": 0.05},
-                           cloud_metrics=CloudMetricsConfig(enabled=True, period_s=60.0))
+                           cloud_metrics=CloudMetricsConfig(enabled=True, period_s=60.0),
+                           identity={"registry": registry_uri, "enrolment_keys": [str(enrolment_public)]})
     offset = [0.0]
     received: list[Any] = []
     stop = threading.Event()
@@ -221,12 +226,17 @@ def test_every_call_of_every_identity_is_granted_and_every_grant_is_used(
     public_file = save_public_key(public_key, tmp_path / "keys" / "release.pub")
     registry = GcsRegistryWriter(cloud["bucket"], client=cloud["storage"])
 
+    device_key, _ = generate_keypair()
+    enrolment, enrolment_public = generate_keypair()  # the fleet enrolment key signs the device key record
     with recorder.as_identity("pipeline"):
         _run_pipeline(registry, tmp_path, (private_key, public_file))
+        register_device_key(registry, "cam-1", device_key.public_key(), enrolment_key=enrolment, by="deploy-agent")
     with recorder.as_identity("device"):
-        _run_device(GcsRegistryReader(cloud["bucket"], client=storage.Client(project=PROJECT)), tmp_path, public_file)
+        _run_device(GcsRegistryReader(cloud["bucket"], client=storage.Client(project=PROJECT)), tmp_path, public_file,
+                    device_key)
     with recorder.as_identity("monitor"):
-        _run_monitor(recorder, tmp_path)
+        _run_monitor(recorder, tmp_path, registry.uri,
+                     save_public_key(enrolment_public, tmp_path / "keys" / "fleet-enrolment.pub"))
 
     methods = {(call.identity, call.method, call.via) for call in recorder.calls}
     # What each identity was seen doing, and how (a regression here means the recording broke).
@@ -237,6 +247,7 @@ def test_every_call_of_every_identity_is_granted_and_every_grant_is_used(
     assert ("monitor", "google.pubsub.v1.Subscriber/GetSubscription", VIA_GRPC) in methods
     assert ("monitor", "google.pubsub.v1.Subscriber/StreamingPull", VIA_GRPC) in methods
     assert ("monitor", "google.monitoring.v3.MetricService/CreateTimeSeries", VIA_FAKE) in methods
+    assert ("monitor", "storage.objects.list", VIA_HTTP) in methods  # the device keys
     assert {call.identity for call in recorder.calls} == set(IDENTITIES)
     tolerated = {call.method for call in recorder.calls
                  if call.method in METHOD_PERMISSIONS and METHOD_PERMISSIONS[call.method].denial_tolerated}
@@ -265,6 +276,7 @@ def _calls_granting_everything(bucket: str) -> list[ApiCall]:
         ApiCall("monitor", "google.pubsub.v1.Subscriber/GetSubscription", SUBSCRIPTION, VIA_GRPC),
         ApiCall("monitor", "google.pubsub.v1.Subscriber/StreamingPull", SUBSCRIPTION, VIA_GRPC),
         ApiCall("monitor", "google.monitoring.v3.MetricService/CreateTimeSeries", f"projects/{PROJECT}", VIA_FAKE),
+        ApiCall("monitor", "storage.objects.list", bucket, VIA_HTTP),
     ]
 
 
@@ -320,13 +332,18 @@ def test_a_new_trust_chain_call_fails_naming_the_method(stack: StackRun, method:
 
 
 def test_the_monitor_reading_device_public_keys_from_the_registry_needs_a_grant(stack: StackRun) -> None:
-    """Trust chain: if the monitor reads each device's public key from the registry bucket, the test fails
-    until the program grants it read access there, and says which role."""
+    """Trust chain: the monitor reads each device's public key from the registry bucket (by default, issue 20);
+    without its read grant there the check fails and says which role."""
     bucket = stack.outputs["registry_bucket"]
+    monitor = _members(stack)["monitor"]
+    bindings = [binding for binding in iam_bindings(stack.resources)
+                if not (binding.member == monitor and binding.role == "roles/storage.objectViewer")]
     calls = [*_calls_granting_everything(bucket), ApiCall("monitor", "storage.objects.get", bucket, VIA_HTTP)]
-    [violation] = check_conformance(calls, iam_bindings(stack.resources), _members(stack))
-    assert f"monitor calls storage.objects.get on bucket {bucket}" in violation.message
-    assert "roles/storage.objectViewer" in violation.message
+    violations = check_conformance(calls, bindings, _members(stack))
+    assert any(f"monitor calls storage.objects.get on bucket {bucket}" in v.message for v in violations)
+    assert all("monitor calls storage.objects." in v.message and "roles/storage.objectViewer" in v.message
+               for v in violations)
+    assert check_conformance(calls, iam_bindings(stack.resources), _members(stack)) == []
 
 
 def test_every_table_row_names_its_source_and_every_granted_role_is_described(stack: StackRun) -> None:

@@ -69,6 +69,9 @@ def test_from_stack_writes_configs_the_agent_and_the_monitor_load(
     assert pipeline["service_accounts"]["pipeline"] == f"edgefleet-pipeline@{PROJECT}.iam.gserviceaccount.com"
     monitor_config = load_monitor_config(out_dir / "pipeline.yaml")
     assert (monitor_config.project, monitor_config.subscription) == (PROJECT, layout.MONITOR_SUBSCRIPTION)
+    # Strict, the default: the device keys from the registry, their records verified by the enrolment key.
+    assert monitor_config.identity.registry == stack_outputs["registry_uri"]
+    assert monitor_config.identity.enrolment_keys == ("~/.edgefleet/keys/fleet-enrolment.key.pub",)
 
 
 def test_missing_outputs_are_named_and_nothing_is_written(

@@ -83,6 +83,7 @@ def test_monitor_account_consumes_and_checks_its_subscription_and_writes_metrics
         ("pubsub/subscriptionIAMMember", "roles/pubsub.subscriber", layout.MONITOR_SUBSCRIPTION),
         ("pubsub/subscriptionIAMMember", "roles/pubsub.viewer", layout.MONITOR_SUBSCRIPTION),
         ("projects/iAMMember", "roles/monitoring.metricWriter", PROJECT),
+        ("storage/bucketIAMMember", "roles/storage.objectViewer", default_stack.outputs["registry_bucket"]),
     }
 
 

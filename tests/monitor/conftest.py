@@ -15,7 +15,10 @@ from edgefleet.monitor.store import FleetStore, open_store
 # The helpers module sits beside this file (tests/ has no packages); conftests load before test modules
 # put their directory on sys.path.
 sys.path.insert(0, str(Path(__file__).parent))
-from monitor_helpers import MAX_DELIVERY_ATTEMPTS, TelemetryTopic  # noqa: E402
+from monitor_helpers import MAX_DELIVERY_ATTEMPTS, FleetKeys, TelemetryTopic  # noqa: E402
+
+UNKNOWN_DEVICE_LOOKUP_S = 1e-9
+"""A device without a key is looked up at each of its messages (the production default rate-limits it)."""
 
 
 @pytest.fixture
@@ -26,8 +29,9 @@ def store(tmp_path: Path) -> Iterator[FleetStore]:
 
 
 @pytest.fixture
-def telemetry_topic(pubsub_env, unique_name: str) -> Iterator[TelemetryTopic]:
-    """Topic + monitor subscription (dead-letter policy, 5 attempts) + dead-letter topic and subscription."""
+def telemetry_topic(pubsub_env, unique_name: str, tmp_path: Path) -> Iterator[TelemetryTopic]:
+    """Topic + monitor subscription (dead-letter policy, 5 attempts) + dead-letter topic and subscription;
+    `publish` signs each message with its device's own key, registered in `keys.registry`."""
     from google.cloud import pubsub_v1
 
     project = pubsub_env.project
@@ -42,7 +46,8 @@ def telemetry_topic(pubsub_env, unique_name: str) -> Iterator[TelemetryTopic]:
         "name": subscriber.subscription_path(project, subscription_id), "topic": topic,
         "dead_letter_policy": {"dead_letter_topic": dead_topic, "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS},
     }).name
-    yield TelemetryTopic(project, topic, subscription_id, subscription, dead_sub, publisher, subscriber)
+    yield TelemetryTopic(project, topic, subscription_id, subscription, dead_sub, publisher, subscriber,
+                         FleetKeys(tmp_path / "fleet-keys"))
     for name in (subscription, dead_sub):
         subscriber.delete_subscription(subscription=name)
     for name in (topic, dead_topic):
@@ -52,6 +57,12 @@ def telemetry_topic(pubsub_env, unique_name: str) -> Iterator[TelemetryTopic]:
 
 @pytest.fixture
 def monitor_config(telemetry_topic: TelemetryTopic, tmp_path: Path) -> MonitorConfig:
+    """Strict (the default): the device keys `telemetry_topic.publish` signs with, re-read often, since the
+    tests' devices appear while the monitor runs; a device without a key is looked up at its every message
+    (its key is registered before its first message is published: never refused for a read made just before)."""
     return MonitorConfig(project=telemetry_topic.project, subscription=telemetry_topic.subscription_id,
                          store_path=tmp_path / "fleet.sqlite", latency_window=8,
-                         ingest={"batch_max_wait_s": 0.05})
+                         ingest={"batch_max_wait_s": 0.05},
+                         identity={"registry": str(telemetry_topic.keys.registry), "refresh_s": 0.05,
+                                   "unknown_refresh_s": UNKNOWN_DEVICE_LOOKUP_S,
+                                   "enrolment_keys": [str(telemetry_topic.keys.enrolment_public)]})

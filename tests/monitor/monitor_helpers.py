@@ -7,6 +7,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgefleet.kernel.contracts.telemetry import (
     Event,
@@ -62,6 +65,42 @@ def wait_until(predicate: Callable[[], object], what: str | Callable[[], str],
 
 
 @dataclass
+class FleetKeys:
+    """Device keys as the fleet has them: each device's own key, made at its first message and registered in
+    a registry directory (what the monitor's `identity.registry` reads), as deploy-agent registers them."""
+
+    registry: Path
+    keys: dict[str, Ed25519PrivateKey] = field(default_factory=dict)
+    enrolment: Ed25519PrivateKey = field(default_factory=lambda: Ed25519PrivateKey.generate())
+    """The fleet enrolment key: it signs the device key records (the monitor lists its public half)."""
+
+    @property
+    def enrolment_public(self) -> Path:
+        """The enrolment key's public key file (written on first use): the monitor's identity.enrolment_keys."""
+        from edgefleet.kernel.signing import save_public_key
+
+        path = self.registry.with_name(self.registry.name + "-enrolment.pub")
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_public_key(self.enrolment.public_key(), path)
+        return path
+
+    def sign(self, data: bytes, device_id: str, epoch: int = 1) -> dict[str, str]:
+        """The `epoch` and `sig` attributes of `data` signed by `device_id`'s key."""
+        from edgefleet.device.identity import sign_telemetry
+        from edgefleet.flows.registry import LocalRegistryWriter, register_device_key
+        from edgefleet.kernel.signing import generate_keypair
+
+        key = self.keys.get(device_id)
+        if key is None:
+            key, public_key = generate_keypair()
+            register_device_key(LocalRegistryWriter(self.registry, create=True), device_id, public_key,
+                                enrolment_key=self.enrolment, by="test")
+            self.keys[device_id] = key
+        return sign_telemetry(key, data, device_id, epoch)
+
+
+@dataclass
 class TelemetryTopic:
     """A topic on the emulator with a fleet-monitor subscription and its dead-letter topic/subscription."""
 
@@ -72,9 +111,13 @@ class TelemetryTopic:
     dead_letter_subscription: str
     publisher: object
     subscriber: object
+    keys: FleetKeys | None = None
 
     def publish(self, message: TelemetryMessage) -> str:
-        return self.publisher.publish(self.topic, message.to_json_bytes(), **message.attributes()).result(30)
+        """Publishes `message` as its device's agent does: signed by the device's own key (with `keys`)."""
+        data = message.to_json_bytes()
+        signature = self.keys.sign(data, message.device_id) if self.keys is not None else {}
+        return self.publisher.publish(self.topic, data, **message.attributes(), **signature).result(30)
 
     def publish_raw(self, data: bytes, **attributes: str) -> str:
         return self.publisher.publish(self.topic, data, **attributes).result(30)

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from edgefleet.cli import app
 from edgefleet.kernel.errors import ConfigError
+from edgefleet.kernel.signing import generate_keypair, save_public_key
 from edgefleet.monitor.config import MonitorConfig, load_monitor_config
 from edgefleet.monitor.ingest import apply
 from edgefleet.monitor.store import commit, open_store
@@ -111,10 +112,25 @@ def test_fleet_commands_read_the_store_path_from_the_config(fleet_db, tmp_path):
 
 
 def test_monitor_command_names_a_missing_subscription(pubsub_env, tmp_path):
+    config = tmp_path / "monitor.yaml"
+    enrolment = save_public_key(generate_keypair()[1], tmp_path / "enrolment.pub")
+    config.write_text(yaml.safe_dump({"monitor": {"identity": {"registry": str(tmp_path / "registry"),
+                                                               "enrolment_keys": [str(enrolment)]}}}))
     result = runner.invoke(app, ["monitor", "--project", pubsub_env.project, "--subscription", "no-such-sub",
-                                 "--db", str(tmp_path / "fleet.sqlite")])
+                                 "--db", str(tmp_path / "fleet.sqlite"), "--config", str(config)])
     assert result.exit_code == 2
     assert "subscription projects/edgefleet-local/subscriptions/no-such-sub does not exist" in text(result)
+
+
+def test_monitor_command_without_a_key_registry_names_the_fix(tmp_path):
+    """Signatures are checked by default: a monitor config without `identity.registry` is refused before
+    anything starts, naming the setting and the explicit transition mode."""
+    config = tmp_path / "monitor.yaml"
+    config.write_text(yaml.safe_dump({"monitor": {"store_path": str(tmp_path / "fleet.sqlite")}}))
+    result = runner.invoke(app, ["monitor", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "no identity.registry" in text(result) and "identity.mode: transition" in text(result)
+    assert not (tmp_path / "fleet.sqlite").exists()
 
 
 def test_monitor_command_refuses_a_wrong_config(tmp_path):

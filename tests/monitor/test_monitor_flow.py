@@ -14,8 +14,7 @@ def test_the_flow_ingests_telemetry_into_the_fleet_state_and_stops_when_its_time
         prefect_api, telemetry_topic, monitor_config, tmp_path):
     for seq in (1, 2, 3):
         message = telemetry("cam-1", seq)
-        telemetry_topic.publisher.publish(telemetry_topic.topic, message.to_json_bytes(),
-                                          **message.attributes()).result(timeout=30)
+        telemetry_topic.publish(message)
     config_file = tmp_path / "monitor.yaml"
     config_file.write_text(yaml.safe_dump({"monitor": monitor_config.model_dump(mode="json")}))
     report = fleet_monitor(FleetMonitorParams(config=str(config_file), run_for_s=4.0))

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from monitor_helpers import MAX_DELIVERY_ATTEMPTS, T0, RunningMonitor, telemetry, wait_until
 
+from edgefleet.kernel.signing import generate_keypair, save_public_key
 from edgefleet.monitor.config import MonitorConfig
 from edgefleet.monitor.errors import FleetStateError, MonitorError
 from edgefleet.monitor.health import version_health
@@ -17,6 +18,16 @@ from edgefleet.monitor.ingest import Status
 from edgefleet.monitor.query import device_history, fleet_status, ingest_counters
 from edgefleet.monitor.service import run_monitor
 from edgefleet.monitor.store import open_fleet_store
+
+
+def key_registry(tmp_path) -> dict[str, object]:
+    """The monitor's `identity` section: an (empty) registry of device keys, and the fleet enrolment public key
+    that would verify their records."""
+    (tmp_path / "registry").mkdir(exist_ok=True)
+    enrolment = tmp_path / "enrolment.pub"
+    if not enrolment.exists():
+        save_public_key(generate_keypair()[1], enrolment)
+    return {"registry": str(tmp_path / "registry"), "enrolment_keys": [str(enrolment)]}
 
 
 def read_store(config: MonitorConfig):
@@ -67,7 +78,9 @@ def test_malformed_messages_are_nacked_counted_and_dead_lettered(telemetry_topic
         json.dumps({**json.loads(telemetry("cam-bad", 1).to_json_bytes()), "kind": "selfie"}).encode(): "kind",
     }
     try:
-        ids = {telemetry_topic.publish_raw(data, device_id="cam-bad"): data for data in payloads}
+        # signed by cam-bad's own key: refused for what they are, not for who sent them
+        ids = {telemetry_topic.publish_raw(data, device_id="cam-bad", **telemetry_topic.keys.sign(data, "cam-bad")):
+               data for data in payloads}
         telemetry_topic.publish(telemetry("cam-good", 1))
         dead = []
         wait_until(lambda: dead.extend(telemetry_topic.dead_lettered()) or len(dead) >= len(payloads),
@@ -130,7 +143,7 @@ def test_out_of_order_arrivals_fill_gaps_and_real_gaps_count_as_lost(telemetry_t
 
 def test_a_missing_subscription_is_a_clear_error(pubsub_env, tmp_path, unique_name):
     config = MonitorConfig(project=pubsub_env.project, subscription=f"nope-{unique_name}",
-                           store_path=tmp_path / "fleet.sqlite")
+                           store_path=tmp_path / "fleet.sqlite", identity=key_registry(tmp_path))
     with pytest.raises(MonitorError, match=f"subscription projects/.*/subscriptions/nope-{unique_name} does "
                                            "not exist") as error:
         run_monitor(config, threading.Event())
@@ -143,7 +156,8 @@ def test_a_stop_request_during_the_back_off_ends_the_run_cleanly(tmp_path, monke
 
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{free_port()}")
     config = MonitorConfig(project="p", subscription="s", store_path=tmp_path / "fleet.sqlite",
-                           ingest={"request_timeout_s": 0.5, "resubscribe_initial_s": 0.1})
+                           ingest={"request_timeout_s": 0.5, "resubscribe_initial_s": 0.1},
+                           identity=key_registry(tmp_path))
     stop = threading.Event()
     result = []
     thread = threading.Thread(target=lambda: result.append(run_monitor(config, stop)))
@@ -165,7 +179,8 @@ def test_the_device_telemetry_service_publishes_what_the_monitor_counts(telemetr
     model = ModelRef(name="mobilenet", version="1.0.0", variant="cpu", backend="cpu")
     config = TelemetryConfig(mode="every", pubsub_project=telemetry_topic.project, pubsub_topic=topic_id)
     services = [TelemetryService(config, tmp_path / f"{device}.sqlite", device,
-                                 health_provider=lambda: Health(uptime_s=5.0, cpu_temp_c=47.0)).start()
+                                 health_provider=lambda: Health(uptime_s=5.0, cpu_temp_c=47.0),
+                                 signer=telemetry_topic.keys.sign).start()
                 for device in ("agent-a", "agent-b")]
     for number, service in enumerate(services):
         for frame in range(10 + number):
@@ -211,7 +226,7 @@ def test_a_restarted_monitor_keeps_its_state_and_counts_nothing_twice(telemetry_
     config_file = tmp_path / "monitor.yaml"
     config_file.write_text(yaml.safe_dump({"monitor": {
         "project": telemetry_topic.project, "subscription": telemetry_topic.subscription_id,
-        "store_path": str(monitor_config.store_path),
+        "store_path": str(monitor_config.store_path), "identity": monitor_config.identity.model_dump(mode="json"),
         "ingest": {"batch_max_wait_s": 0.05, "max_lease_extension_s": 10, "flow_control_max_messages": 1}}}))
     for device in ("cam-1", "cam-2"):
         for seq in (1, 2, 3):
@@ -249,7 +264,7 @@ def test_missing_credentials_are_a_clear_error(tmp_path, monkeypatch, pubsub_env
     """Cloud Monitoring enabled without credentials (the emulator covers Pub/Sub, nothing covers Monitoring)."""
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-such-key.json"))
     config = MonitorConfig(project="p", subscription="s", store_path=tmp_path / "fleet.sqlite",
-                           cloud_metrics={"enabled": True})
+                           cloud_metrics={"enabled": True}, identity=key_registry(tmp_path))
     with pytest.raises(MonitorError, match="no Google Cloud credentials for project p") as error:
         run_monitor(config, threading.Event())
     assert "application-default login" in error.value.fix

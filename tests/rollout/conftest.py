@@ -27,7 +27,7 @@ import yaml
 from edgefleet.device.runtime.engine import Engine
 from edgefleet.device.runtime.golden import compute_golden
 from edgefleet.device.store import ModelStore
-from edgefleet.flows.registry import open_registry_writer
+from edgefleet.flows.registry import development_enrolment_key, open_registry_writer
 from edgefleet.flows.release.bundle import create_version_dir
 from edgefleet.kernel.signing import generate_keypair, save_private_key, save_public_key
 from edgefleet.local.fleet import SimulatedFleet
@@ -131,8 +131,15 @@ def world(coral_data: Path, pubsub_emulator, tmp_path_factory: pytest.TempPathFa
     publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
     topic = publisher.create_topic(name=publisher.topic_path(project, topic_id)).name
     subscriber.create_subscription(name=subscriber.subscription_path(project, subscription_id), topic=topic)
+    releases = Releases(coral_data, base)
+    # Strict (the default): the fleet registers each device's own key in the registry as its agent starts, in a
+    # record signed by the fleet's enrolment key (the monitor lists its public half).
+    enrolment_key = base / "fleet-enrolment.key"
+    enrolment_public = development_enrolment_key(enrolment_key, registry_uri=str(releases.registry_dir))
     monitor_config = MonitorConfig(project=project, subscription=subscription_id, store_path=base / "fleet.sqlite",
-                                   count_bucket_s=1.0, ingest={"batch_max_wait_s": 0.2})
+                                   count_bucket_s=1.0, ingest={"batch_max_wait_s": 0.2},
+                                   identity={"registry": str(releases.registry_dir),
+                                             "enrolment_keys": [str(enrolment_public)]})
     monitor_path = base / "monitor.yaml"
     monitor_path.write_text(yaml.safe_dump(monitor_config.model_dump(mode="json")))
     stop = threading.Event()
@@ -140,7 +147,6 @@ def world(coral_data: Path, pubsub_emulator, tmp_path_factory: pytest.TempPathFa
                                       daemon=True)
     monitor_thread.start()
 
-    releases = Releases(coral_data, base)
     releases.publish("1.0.0")
     frames = base / "frames"
     frames.mkdir()
@@ -148,7 +154,8 @@ def world(coral_data: Path, pubsub_emulator, tmp_path_factory: pytest.TempPathFa
         shutil.copy(coral_data / name, frames / name)
     fleet = SimulatedFleet(base / "fleet", DEVICES, agent=_agent_settings(frames, project, topic_id),
                            agent_env={"PUBSUB_EMULATOR_HOST": pubsub_emulator.host},
-                           tags={"sim-1": ("canary",), "sim-2": ("canary",)})
+                           tags={"sim-1": ("canary",), "sim-2": ("canary",)},
+                           key_registry=str(releases.registry_dir), enrolment_key=enrolment_key)
     # Every device starts on 1.0.0, installed the way `edgefleet-agent install --activate` would.
     for device in fleet.devices.values():
         save_public_key(releases.public_key, device.root / "keys" / "release.pub")

@@ -156,7 +156,7 @@ def test_unsigned_messages_pass_only_while_signatures_are_not_required(
     registry: LocalRegistryWriter, store: FleetStore
 ) -> None:
     legacy = forged("old-agent", 1, "1.0.0", {})
-    lenient = TelemetryVerifier(lambda: fleet_keys(registry), refresh_s=0.0)
+    lenient = TelemetryVerifier(lambda: fleet_keys(registry), require_signed=False, refresh_s=0.0)
     assert process_batch(store, [legacy], 1.0, lenient)[0].status is Status.APPLIED
     strict = TelemetryVerifier(lambda: fleet_keys(registry), require_signed=True, refresh_s=0.0)
     assert process_batch(store, [forged("old-agent", 2, "1.0.0", {})], 2.0, strict)[0].status is Status.MALFORMED
