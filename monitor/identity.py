@@ -50,7 +50,7 @@ FORGED_PREFIX = "unauthenticated: "
 """Reasons of refused (forged or unverifiable) messages start with this; the monitor counts them apart."""
 
 IdentityMode = Literal["strict", "transition"]
-UPGRADE_DOC = "README, 'Upgrading a fleet to signed telemetry'"
+UPGRADE_DOC = "README, 'Upgrading a fleet that ran the old defaults'"
 
 
 class IdentityConfig(BaseModel):
