@@ -36,6 +36,8 @@ START_TIMEOUT_S = 420.0
 RUN_TIMEOUT_S = 600.0
 STOP_TIMEOUT_S = 120.0
 PAGE_TIMEOUT_S = 60.0
+SUBMIT_ATTEMPTS = 3  # a Submit the server answered 503 (its SQLite busy) is clicked again, as a person would
+_SERVER_ERROR_TOAST = "Something went wrong"
 POLL_S = 1.0
 CHROMEDRIVER_CANDIDATES = ("/usr/bin/chromedriver", "chromedriver")
 CHROMIUM = "/usr/bin/chromium"
@@ -170,16 +172,29 @@ def _submit_run_form(browser: Any, sandbox: SandboxProcess, deployment: str, scr
     assert submit.text.strip() == "Submit"
     browser.execute_script("arguments[0].scrollIntoView()", submit)
     _screenshot(browser, screenshot)
-    submit.click()
-    # The UI creates the run and goes back to the deployment's runs; if it stays, say what the form shows.
-    try:
-        wait.until(conditions.url_contains("tab=Runs"))
-    except TimeoutException:
+    console: list[str] = []
+    for _attempt in range(SUBMIT_ATTEMPTS):
+        submit.click()
+        # The UI creates the run and goes back to the deployment's runs, or shows its error toast.
+        try:
+            wait.until(lambda b: "tab=Runs" in b.current_url or _SERVER_ERROR_TOAST in b.find_element(
+                By.TAG_NAME, "body").text)
+        except TimeoutException:
+            break
+        if "tab=Runs" in browser.current_url:
+            break
+        console += [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+        # Prefect's server answers 503 when its SQLite is busy (SQLITE_BUSY: the request was rolled back, and
+        # Prefect's Python client retries it); its UI shows the toast instead. A person clicks Submit again.
+        if not any("create_flow_run" in line and "503" in line for line in console) or \
+                _run_ids(sandbox, found.id) - before:
+            break
+    if "tab=Runs" not in browser.current_url:
         _screenshot(browser, f"failed-{screenshot}")
         body = browser.find_element(By.TAG_NAME, "body").text
-        console = [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+        console += [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
         raise AssertionError(f"the {deployment} form was not accepted; the page says:\n{body[-1500:]}\n"
-                             f"browser console errors:\n" + "\n".join(console[-20:])) from None
+                             f"browser console errors:\n" + "\n".join(console[-20:]))
     new = wait.until(lambda _: _run_ids(sandbox, found.id) - before)
     assert len(new) == 1, new
     return new.pop()

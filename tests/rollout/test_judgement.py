@@ -34,7 +34,9 @@ def test_a_look_that_raises_is_a_failed_verdict_that_rolls_the_wave_back() -> No
 
 
 def test_schema_valid_but_impossible_counts_halt_instead_of_crashing_mid_wave() -> None:
-    impossible = Sample(inferences=10, errors=11, dist=d.Distributions(latency=[d.BucketCount(i=5000, n=2**53)]))
+    # past the telemetry contract's bounds (refused at ingest now; a fleet state written before them may hold it)
+    impossible = Sample.model_construct(inferences=10, errors=11, dist=d.Distributions.model_construct(
+        latency=[d.BucketCount.model_construct(i=5000, n=2**53)]))
 
     def collect(subject, gate):  # noqa: ANN001, ANN202
         return WaveEvidence(canary=(DeviceWindows(device="c1", before=impossible, after=impossible),))
