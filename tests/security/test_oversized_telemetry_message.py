@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from edgefleet.device.identity import sign_telemetry
 from edgefleet.flows.registry import LocalRegistryWriter
@@ -43,17 +40,10 @@ from tests.security.test_one_message_stops_the_monitor import T0, FakeMessage
 sys.path.insert(0, str(Path(__file__).parents[1] / "monitor"))
 from monitor_helpers import RunningMonitor, telemetry, wait_until  # noqa: E402
 
+from tests.security import test_forged_telemetry as _telemetry
 
-@pytest.fixture
-def registry(tmp_path: Path) -> LocalRegistryWriter:
-    return LocalRegistryWriter(tmp_path / "registry", create=True)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[FleetStore]:
-    with open_store(tmp_path / "fleet.sqlite", latency_window=4, count_bucket_s=60.0) as opened:
-        yield opened
-
+registry = _telemetry.registry  # its fixtures: a local key registry and a fleet state, shared, not copied
+store = _telemetry.store
 
 BUCKETS = 400_000
 EMULATOR_BUCKETS = 100_000

@@ -9,31 +9,20 @@ signed, it is never again accepted unsigned, not even in transition mode after i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from edgefleet.device.identity import sign_telemetry
 from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.monitor.batch import process_batch
 from edgefleet.monitor.identity import FORGED_PREFIX, TelemetryVerifier
 from edgefleet.monitor.ingest import Status
-from edgefleet.monitor.store import FleetStore, open_store
+from edgefleet.monitor.store import FleetStore
+from tests.security import test_forged_telemetry as _telemetry
 from tests.security.test_forged_telemetry import Device, build, device_row, fleet_keys
 from tests.security.test_one_message_stops_the_monitor import FakeMessage
 
-
-@pytest.fixture
-def registry(tmp_path: Path) -> LocalRegistryWriter:
-    return LocalRegistryWriter(tmp_path / "registry", create=True)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[FleetStore]:
-    with open_store(tmp_path / "fleet.sqlite", latency_window=4, count_bucket_s=60.0) as opened:
-        yield opened
-
+registry = _telemetry.registry  # its fixtures: a local key registry and a fleet state, shared, not copied
+store = _telemetry.store
 
 HUGE = str(2**53 - 1)
 
