@@ -12,6 +12,7 @@ is, is reported for that channel and the others are still renewed.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -93,66 +94,54 @@ def resign_channels(
 ) -> list[ResignResult]:
     """Re-signs the due, verified channel pointers of `models` (default all); one failure does not stop the
     others."""
-    now = now or datetime.now(UTC)
-    results = []
-    for model in models or registry.list_models():
-        for channel in channels or registry.list_channels(model):
-            results.append(_resign_one(registry, signing_key, model, channel, validity, renew_within, now))
-    return results
+    run = _Resigning(registry, signing_key, validity, renew_within, now or datetime.now(UTC))
+    return [run.one(model, channel)
+            for model in models or registry.list_models()
+            for channel in channels or registry.list_channels(model)]
 
 
-def _resign_one(
-    registry: RegistryWriter,
-    signing_key: Ed25519PrivateKey,
-    model: str,
-    channel: str,
-    validity: timedelta,
-    renew_within: timedelta | None,
-    now: datetime,
-) -> ResignResult:
-    """One channel; whatever goes wrong is this channel's result, never the end of the run."""
-    try:
-        return _judge_and_resign(registry, signing_key, model, channel, validity, renew_within, now)
-    except EdgefleetError as error:
-        return ResignResult(model=model, channel=channel, outcome="failed", detail=error.message)
-    except Exception as error:  # noqa: BLE001 - one bad channel must not stop the others: reported, run goes on
-        log.exception("re-signing %s/%s failed unexpectedly", model, channel)
-        return ResignResult(model=model, channel=channel, outcome="failed",
-                            detail=f"unexpected {type(error).__name__}: {error}")
+@dataclass(frozen=True)
+class _Resigning:
+    """One re-signing run: what every channel of it shares."""
 
+    registry: RegistryWriter
+    signing_key: Ed25519PrivateKey
+    validity: timedelta
+    renew_within: timedelta | None
+    now: datetime
 
-def _judge_and_resign(
-    registry: RegistryWriter,
-    signing_key: Ed25519PrivateKey,
-    model: str,
-    channel: str,
-    validity: timedelta,
-    renew_within: timedelta | None,
-    now: datetime,
-) -> ResignResult:
-    checked = registry.read_channel_checked(model, channel, signing_key.public_key())
-    if checked.trust == ABSENT:
-        return ResignResult(model=model, channel=channel, outcome="failed", detail="the channel does not exist")
-    if checked.trust == UNSIGNED:
-        return ResignResult(
-            model=model, channel=channel, outcome="skipped_unsigned",
-            detail=f"unsigned (schema 1), not re-signed: it may be anybody's; after checking what it names, "
-            f"convert it with `edgefleet registry convert-unsigned {model} --channel {channel}` or promote the "
-            "version it should name",
-        )
-    pointer = checked.verified
-    if pointer is None:
-        raise untrusted_error(checked, "re-signing")
-    if not needs_resign(pointer, now, renew_within):
-        expires = pointer.expires_at.isoformat() if pointer.expires_at else "-"
-        return ResignResult(model=model, channel=channel, outcome="fresh", detail=f"expires {expires}")
-    new = registry.resign_channel(model, channel, signing_key, validity=validity, by=FLOW_NAME)
-    return ResignResult(
-        model=model,
-        channel=channel,
-        outcome="resigned",
-        detail=f"{new.version}, counter {new.counter}, expires {new.expires_at.isoformat() if new.expires_at else '-'}",
-    )
+    def one(self, model: str, channel: str) -> ResignResult:
+        """One channel; whatever goes wrong is this channel's result, never the end of the run."""
+        try:
+            return self._judge_and_resign(model, channel)
+        except EdgefleetError as error:
+            return ResignResult(model=model, channel=channel, outcome="failed", detail=error.message)
+        except Exception as error:  # noqa: BLE001 - one bad channel must not stop the others: reported, run goes on
+            log.exception("re-signing %s/%s failed unexpectedly", model, channel)
+            return ResignResult(model=model, channel=channel, outcome="failed",
+                                detail=f"unexpected {type(error).__name__}: {error}")
+
+    def _judge_and_resign(self, model: str, channel: str) -> ResignResult:
+        checked = self.registry.read_channel_checked(model, channel, self.signing_key.public_key())
+        if checked.trust == ABSENT:
+            return ResignResult(model=model, channel=channel, outcome="failed", detail="the channel does not exist")
+        if checked.trust == UNSIGNED:
+            return ResignResult(
+                model=model, channel=channel, outcome="skipped_unsigned",
+                detail=f"unsigned (schema 1), not re-signed: it may be anybody's; after checking what it names, "
+                f"convert it with `edgefleet registry convert-unsigned {model} --channel {channel}` or promote "
+                "the version it should name",
+            )
+        pointer = checked.verified
+        if pointer is None:
+            raise untrusted_error(checked, "re-signing")
+        if not needs_resign(pointer, self.now, self.renew_within):
+            expires = pointer.expires_at.isoformat() if pointer.expires_at else "-"
+            return ResignResult(model=model, channel=channel, outcome="fresh", detail=f"expires {expires}")
+        new = self.registry.resign_channel(model, channel, self.signing_key, validity=self.validity, by=FLOW_NAME)
+        expires = new.expires_at.isoformat() if new.expires_at else "-"
+        return ResignResult(model=model, channel=channel, outcome="resigned",
+                            detail=f"{new.version}, counter {new.counter}, expires {expires}")
 
 
 @task(name="resign-channels-of-registry", cache_policy=NO_CACHE)
