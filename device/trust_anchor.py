@@ -45,11 +45,42 @@ def writable_component(path: Path, uid: int, gids: Collection[int], lstat: StatF
                 continue
             if not _writable(info, uid, gids):
                 continue
-            below = chain[index - 1] if index > 0 else None
-            sticky_guard = (index > 0 and bool(info.st_mode & stat.S_ISVTX) and below is not None
-                            and lstat(below).st_uid not in (uid,) and info.st_uid != uid)
-            if not sticky_guard:
+            if not _sticky_guarded(chain, index, info, uid, lstat):
                 return component
+    return None
+
+
+def _sticky_guarded(chain: list[Path], index: int, info: os.stat_result, uid: int, lstat: StatFunction) -> bool:
+    """A sticky directory (like /tmp) the user does not own lets it rename only its own entries: safe above an
+    entry it does not own."""
+    return (index > 0 and bool(info.st_mode & stat.S_ISVTX) and info.st_uid != uid
+            and lstat(chain[index - 1]).st_uid != uid)
+
+
+def foreign_writable_component(path: Path, uid: int, gids: Collection[int],
+                               lstat: StatFunction = os.lstat) -> tuple[Path, int] | None:
+    """The first of `path` (absolute) and its parent directories that a user other than `uid` and root can
+    change or rename away, with that user's uid (-1: a group or everyone), or None when none can be.
+
+    The store commands run as the SSH login (root or an operator) against an agent root that the agent's own
+    user may own: a key there is the agent user's to replace, not the caller's to trust.
+
+    Raises:
+        OSError: a component cannot be examined.
+    """
+    for candidate in (path, Path(os.path.realpath(path))):
+        chain = _chain(candidate)
+        for index, component in enumerate(chain):
+            info = lstat(component)
+            if info.st_uid not in (0, uid):
+                return component, info.st_uid
+            if stat.S_ISLNK(info.st_mode):
+                continue
+            mode = info.st_mode
+            shared = bool(mode & stat.S_IWOTH) or (bool(mode & stat.S_IWGRP) and info.st_gid not in gids)
+            # In a sticky directory others can rename only entries they own, and the entry below was checked.
+            if shared and not (index > 0 and bool(mode & stat.S_ISVTX)):
+                return component, -1
     return None
 
 

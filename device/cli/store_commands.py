@@ -9,6 +9,7 @@ Errors print the message and its fix on stderr and exit with code 2.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional, TypeVar
@@ -23,7 +24,7 @@ from edgefleet.device.store import ModelStore
 from edgefleet.device.store_reader import InstalledVersion, default_root
 from edgefleet.kernel.console import ERROR_EXIT_CODE, print_error
 from edgefleet.kernel.contracts.manifest import Manifest
-from edgefleet.kernel.errors import EdgefleetError
+from edgefleet.kernel.errors import EdgefleetError, VerificationError
 
 if TYPE_CHECKING:  # pull mode loads only for `pull`
     from edgefleet.device.pull import PullResult
@@ -44,8 +45,30 @@ def _store(root: Path | None, public_key: Path | None = None, config: Path | Non
         from edgefleet.device.agent.config import load_config
 
         agent = _run(lambda: load_config(config))
-        return ModelStore(agent.root, public_key if public_key is not None else agent.public_key_path)
-    return ModelStore(root if root is not None else default_root(), public_key)
+        store = ModelStore(agent.root, public_key if public_key is not None else agent.public_key_path)
+    else:
+        store = ModelStore(root if root is not None else default_root(), public_key)
+    _run(lambda: _check_release_key_owner(store.public_key))
+    return store
+
+
+def _check_release_key_owner(key: object) -> None:
+    """Refuses a release key file that a user other than the caller and root can replace (e.g. the agent's own
+    user, when the rollout logs in as another user and names the store by --root)."""
+    if not isinstance(key, Path) or not key.exists():
+        return  # a key object, or a missing file: loading it says what is wrong
+    from edgefleet.device.trust_anchor import foreign_writable_component
+
+    found = foreign_writable_component(Path(os.path.abspath(key)), os.geteuid(), {os.getegid(), *os.getgroups()})
+    if found is None:
+        return
+    component, owner = found
+    who = f"user {owner}" if owner >= 0 else "a group or every user"
+    raise VerificationError(
+        f"release public key {key} is not out of other users' reach: {who} can change {component}",
+        "name the agent's root-owned config (--config <config_dir>/<device id>/agent.yaml; in fleet.yaml: "
+        "config_dir, as deploy-agent installs it) or a root-owned --public-key",
+    )
 
 
 def _run(action: Callable[[], _T]) -> _T:

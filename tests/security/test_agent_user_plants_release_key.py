@@ -106,3 +106,26 @@ def test_the_deployed_agent_cannot_rename_its_way_to_its_trust_anchor(tmp_path, 
             assert anchor.read_text() == inputs.public_key.read_text()
         finally:
             subprocess.run(["kill", str(result.pid)], capture_output=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="makes files owned by another user (runs as root in CI)")
+def test_a_rollout_naming_the_store_by_root_does_not_trust_a_key_the_agents_user_owns(tmp_path: Path) -> None:
+    """The path beside: a fleet.yaml without config_dir makes the rollout (logged in as root) name the store by
+    --root, whose keys/release.pub the agent's own user owns after deploy-agent's chown of the agent root. The
+    store commands refuse such a key instead of verifying versions with it."""
+    from typer.testing import CliRunner
+
+    from edgefleet.device.cli import app
+    from edgefleet.kernel.signing import generate_keypair, save_public_key
+
+    root = tmp_path / "agent"
+    (root / "keys").mkdir(parents=True)
+    save_public_key(generate_keypair()[1], root / "keys" / "release.pub")
+    own = CliRunner().invoke(app, ["models", "--root", str(root)])
+    assert own.exit_code == 0, own.output  # the caller's own (legacy, single-user) layout still works
+    nobody = 65534
+    for path in (root, root / "keys", root / "keys" / "release.pub"):
+        os.chown(path, nobody, nobody)
+    planted = CliRunner().invoke(app, ["models", "--root", str(root)])
+    assert planted.exit_code == 2
+    assert f"user {nobody} can change" in planted.output and "config_dir" in planted.output
