@@ -24,9 +24,7 @@ from typing import NamedTuple
 from edgefleet.device.telemetry.config import TelemetryMode
 from edgefleet.kernel.contracts.distributions import DistributionAccumulator, Distributions
 from edgefleet.kernel.contracts.telemetry import (
-    MAX_DEVICE_FPS,
     MAX_WINDOW_S,
-    MIN_COUNTED_WINDOW_S,
     Event,
     EventKind,
     Health,
@@ -35,6 +33,7 @@ from edgefleet.kernel.contracts.telemetry import (
     ModelRef,
     ResultItem,
     TelemetryMessage,
+    min_window_s,
 )
 
 _P50 = 50.0
@@ -160,10 +159,7 @@ def stated_window_s(measured_s: float, count: int) -> float:
     (at most `MAX_WINDOW_S`; at least what `count` inferences take at `MAX_DEVICE_FPS`), so that a wall clock
     that jumped (an NTP correction, a suspend) never makes the device's own message invalid. 0 stays 0 (unknown:
     the first message of mode `every`) when the count fits the contract's minimum counted window."""
-    window_s = min(max(measured_s, 0.0), MAX_WINDOW_S)
-    if count > MAX_DEVICE_FPS * max(window_s, MIN_COUNTED_WINDOW_S):
-        window_s = count / MAX_DEVICE_FPS
-    return window_s
+    return max(min(max(measured_s, 0.0), MAX_WINDOW_S), min_window_s(count))
 
 
 def is_detection(results: Sequence[object]) -> bool:

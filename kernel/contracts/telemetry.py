@@ -123,13 +123,20 @@ class InferenceSummary(_Frozen):
     def _within_what_a_device_can_do(self) -> InferenceSummary:
         if self.errors > self.count:
             raise ValueError(f"errors ({self.errors}) exceed count ({self.count}): count includes the errors")
-        most = int(MAX_DEVICE_FPS * max(self.window_s, MIN_COUNTED_WINDOW_S))
-        if self.count > most:
+        if self.window_s < min_window_s(self.count):
             raise ValueError(f"count {self.count} is more than a device runs in a window of {self.window_s:g} s "
-                             f"(at most {most}: MAX_DEVICE_FPS {MAX_DEVICE_FPS:g} per second)")
+                             f"(MAX_DEVICE_FPS {MAX_DEVICE_FPS:g} per second, a window counted as at least "
+                             f"{MIN_COUNTED_WINDOW_S:g} s)")
         if self.dist is not None:
             _check_dist(self.dist, self.count - self.errors)
         return self
+
+
+def min_window_s(count: int) -> float:
+    """The shortest window `count` inferences may state: 0 up to what `MIN_COUNTED_WINDOW_S` holds, else
+    `count / MAX_DEVICE_FPS` (the contract and the agent's builder compute it alike, so a window set to it is
+    never a float's rounding short)."""
+    return 0.0 if count <= MAX_DEVICE_FPS * MIN_COUNTED_WINDOW_S else count / MAX_DEVICE_FPS
 
 
 def _check_dist(dist: Distributions, successes: int) -> None:

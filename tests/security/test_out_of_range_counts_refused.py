@@ -144,3 +144,16 @@ def test_an_agent_whose_clock_jumped_still_sends_valid_messages(end: float) -> N
     (draft,) = builder.flush(end)
     message = draft.build(1, device_id="cam-1", health=Health(uptime_s=10.0))
     assert TelemetryMessage.from_json_bytes(message.to_json_bytes()).inference.count == inferences
+
+
+@pytest.mark.parametrize("count", [int(MAX_DEVICE_FPS) + 1, 10_009, 123_457, 1_999_999])
+def test_the_window_an_agent_states_for_any_count_passes_the_contract(count: int) -> None:
+    """Not only counts that divide evenly: the builder's smallest window for `count` and the contract's bound
+    are one computation (`min_window_s`), so float rounding never makes the device's own message invalid."""
+    from edgefleet.device.telemetry.builder import summarize
+    from edgefleet.kernel.contracts.telemetry import InferenceSummary
+
+    summary = summarize([1.0] * count, 0.5)  # a wall clock that says half a second for all of them
+    assert InferenceSummary.model_validate_json(summary.model_dump_json()).count == count
+    with pytest.raises(ValueError, match="more than a device runs"):
+        InferenceSummary.model_validate({**summary.model_dump(), "count": count + int(MAX_DEVICE_FPS)})
