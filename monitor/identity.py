@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from edgefleet.device.identity import telemetry_signature_problem
 from edgefleet.kernel.contracts.layout import ATTR_DEVICE_ID, ATTR_SIGNATURE
@@ -51,6 +51,9 @@ FORGED_PREFIX = "unauthenticated: "
 
 IdentityMode = Literal["strict", "transition"]
 UPGRADE_DOC = "README, 'Upgrading a fleet that ran the old defaults'"
+
+
+_BOOL = TypeAdapter(bool)
 
 
 class IdentityConfig(BaseModel):
@@ -89,13 +92,19 @@ class IdentityConfig(BaseModel):
         if not isinstance(data, dict):
             return data
         mode, required = data.get("mode"), data.get("require_signed")
+        if required is not None:  # as the field reads it ("no", 0, "false"...), so the two can never disagree
+            required = _BOOL.validate_python(required)
         if mode is None:
             mode = "transition" if required is False else "strict"
         if required is None:
             required = mode == "strict"
-        if required is not (mode == "strict") and isinstance(required, bool):
+        if required is not (mode == "strict"):
             raise ValueError(f"identity.require_signed: {str(required).lower()} contradicts identity.mode: {mode} "
                              "(drop require_signed: mode says it)")
+        if mode != "transition" and _BOOL.validate_python(data.get("accept_unsigned_key_records", False)):
+            raise ValueError("identity.accept_unsigned_key_records is a transition setting: it lets a registry "
+                             "writer add a device, so it needs identity.mode: transition (or sign the records: "
+                             "edgefleet fleet keys sign, then drop it)")
         return {**data, "mode": mode, "require_signed": required}
 
     def checked(self) -> IdentityConfig:

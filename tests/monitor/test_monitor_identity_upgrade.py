@@ -55,6 +55,23 @@ def test_transition_is_explicit_and_the_older_spelling_still_reads(tmp_path: Pat
         IdentityConfig(mode="transition", require_signed=True)
 
 
+
+@pytest.mark.parametrize("spelling", ["no", "false", 0, "off"])
+def test_a_strict_mode_cannot_be_quietly_undone_by_another_spelling_of_false(spelling: object) -> None:
+    """YAML and env strings that pydantic reads as False contradict `mode: strict` just as `false` does (before,
+    only a real bool was compared, and `require_signed: "no"` ran a strict-looking monitor in transition)."""
+    with pytest.raises(ValidationError, match="contradicts identity.mode"):
+        IdentityConfig(mode="strict", require_signed=spelling)
+    assert IdentityConfig(require_signed=spelling).mode == "transition"
+
+
+def test_unsigned_key_records_are_accepted_only_in_transition() -> None:
+    """A strict monitor that trusted unsigned key records would let any registry writer add a device."""
+    with pytest.raises(ValidationError, match="accept_unsigned_key_records is a transition setting"):
+        IdentityConfig(registry="reg", accept_unsigned_key_records=True)
+    assert IdentityConfig(registry="reg", mode="transition", accept_unsigned_key_records=True).mode == "transition"
+
+
 class Agent:
     """One device's telemetry as its agent sends it: unsigned (an agent from before device keys) or signed
     with its own key; seq goes on across every step."""

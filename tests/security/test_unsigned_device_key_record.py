@@ -30,7 +30,8 @@ def test_an_unsigned_record_for_a_new_device_is_not_trusted(fleet: Fleet, fleet_
 def test_unsigned_records_are_trusted_only_under_the_transition_setting(fleet: Fleet, fleet_state) -> None:
     old, _ = generate_keypair()
     fleet.plant("cam-1.json", unsigned_record("cam-1", old))  # enrolled before signed records
-    assert applied(fleet.send(fleet_state, fleet.monitor(accept_unsigned_key_records=True), "cam-1", old))
+    transition = fleet.monitor(accept_unsigned_key_records=True, require_signed=False)
+    assert applied(fleet.send(fleet_state, transition, "cam-1", old))
     assert refused(fleet.send(fleet_state, fleet.monitor(), "cam-1", old))
 
 
@@ -99,7 +100,8 @@ def test_a_fleet_enrolled_before_signed_records_moves_on_without_a_device_refuse
     def all_applied(monitor: TelemetryVerifier) -> bool:
         return all(applied(fleet.send(fleet_state, monitor, name, key)) for name, key in devices.items())
 
-    transition = TelemetryVerifier.from_config(fleet.config(accept_unsigned_key_records=True, refresh_s=1e-9))
+    transition = TelemetryVerifier.from_config(fleet.config(accept_unsigned_key_records=True, require_signed=False,
+                                                            refresh_s=1e-9))
     assert transition is not None and all_applied(transition)  # 1. the monitor upgraded, in transition
     pending, skipped = unsigned_records(fleet.registry)  # 2. shown, checked, signed
     assert not skipped and sign_records(fleet.registry, pending, enrolment_key=fleet.enrolment)
