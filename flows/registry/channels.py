@@ -242,6 +242,7 @@ class ChannelMoves(RegistryReader):
             downgrade=old.downgrade,
             validity=validity,
             updated_by=by or old.updated_by,
+            moved_at=old.updated_at,  # re-signing is not a move: a re-signed downgrade stays as old as it was
         )
         self.set_channel(model, channel, pointer, checked.generation)
         record_signed(self, pointer)

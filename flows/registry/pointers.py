@@ -51,8 +51,13 @@ def sign_pointer(
     validity: timedelta = DEFAULT_VALIDITY,
     updated_by: str | None = None,
     now: datetime | None = None,
+    moved_at: datetime | None = None,
 ) -> ChannelPointer:
-    """A schema 2 pointer signed with the release key, its counter above `previous`'s."""
+    """A schema 2 pointer signed with the release key, its counter above `previous`'s.
+
+    `moved_at` (its `updated_at`, default now) is when the channel was moved to this version: re-signing keeps
+    the move's time, so a device that activated something newer since still knows a re-signed downgrade is old.
+    """
     now = now or datetime.now(timezone.utc)
     unsigned = ChannelPointer.model_construct(
         schema_=CHANNEL_SCHEMA,
@@ -60,7 +65,7 @@ def sign_pointer(
         channel=channel,
         version=version,
         manifest_sha256=manifest_sha256,
-        updated_at=now,
+        updated_at=moved_at or now,
         updated_by=updated_by,
         counter=next_counter(previous, now),
         expires_at=now + validity,

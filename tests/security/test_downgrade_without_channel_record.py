@@ -136,3 +136,26 @@ def test_an_old_signed_downgrade_replayed_after_a_push_is_refused(
 
     assert result.outcome == "pointer_refused" and "replayed old downgrade" in result.reason
     assert store.current("birds").version == "1.2.0"
+
+
+def test_a_downgrade_re_signed_by_the_schedule_is_still_as_old_as_its_move(
+    local_registry: LocalRegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys
+) -> None:
+    """The path beside: the channel still holds that downgrade when the scheduled re-signing renews it (a week
+    before expiry). Re-signing is not a move: the renewed pointer keeps the move's time, so the device pushed
+    to 1.2.0 since still refuses it (before, the renewal's fresh time made it look newer than the push)."""
+    from datetime import timedelta
+
+    pushed_to_1_1_0(local_registry, store, make_version, keys)
+    moved = local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private, downgrade=True)
+    newer = make_version("birds", "1.2.0")  # a rollout by version: pushed, the channel not moved
+    local_registry.publish_version("birds", "1.2.0", newer)
+    push(store, newer)
+    renewed = local_registry.resign_channel("birds", "stable", keys.private, validity=timedelta(days=14))
+    assert renewed.downgrade and renewed.counter > moved.counter
+
+    result = pull_channel_once(local_registry, store, "birds", "stable")
+
+    assert result.outcome == "pointer_refused" and "replayed old downgrade" in result.reason
+    assert store.current("birds").version == "1.2.0"
+    assert renewed.updated_at == moved.updated_at
