@@ -20,6 +20,7 @@ from edgefleet.flows.registry import RegistryWriter, sign_pointer
 from edgefleet.flows.registry.channels import verified_pointed_manifest
 from edgefleet.flows.registry.history import record_signed, signed_pointers
 from edgefleet.flows.registry.trusted import ABSENT, UNSIGNED, VERIFIED, untrusted_error
+from edgefleet.kernel.contracts.layout import version_sort_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import ConflictError, RegistryError, VerificationError
 
@@ -76,19 +77,26 @@ def plan_conversion(registry: RegistryWriter, model: str, channel: str, signing_
     verified_pointed_manifest(
         registry, pointer, public_key, source=checked.source,
         fix="find out who replaced the manifest or the pointer; promote a good version with the release key")
-    known = signed_pointers(registry, model, public_key)
-    named = tuple(p for p in known if (p.version, p.manifest_sha256) == (pointer.version, pointer.manifest_sha256))
-    on_channel = [p for p in known if p.channel == channel]
+    on_channel = [p for p in signed_pointers(registry, model, public_key) if p.channel == channel]
+    named = tuple(p for p in on_channel if (p.version, p.manifest_sha256) == (pointer.version, pointer.manifest_sha256))
+    yourself = (f"if you checked that {pointer.version} is what {channel} should name, name it yourself with the "
+                f"release key: edgefleet registry promote {model} {pointer.version} --channel {channel}")
     if not named:
         raise VerificationError(
             f"unsigned pointer {checked.source} names {model} {pointer.version} (manifest "
-            f"{pointer.manifest_sha256}), a version no signed pointer ever named: signing it would vouch for "
-            "whatever the last writer of the bucket chose",
-            f"if you checked that {pointer.version} is what {channel} should name, name it yourself with the release "
-            f"key: edgefleet registry promote {model} {pointer.version} --channel {channel}",
+            f"{pointer.manifest_sha256}), a version no signed pointer ever named on channel {channel}: signing it "
+            "would vouch for whatever the last writer of the bucket chose",
+            yourself,
+        )
+    latest = max(on_channel, key=lambda p: p.counter or 0)
+    if version_sort_key(pointer.version) < version_sort_key(latest.version):
+        raise VerificationError(
+            f"unsigned pointer {checked.source} names {model} {pointer.version}, lower than {latest.version} that "
+            f"the last signed pointer of {channel} named: converting it would sign a downgrade as a plain move",
+            yourself + " --downgrade",
         )
     return Conversion(model, channel, pointer.version, pointer.manifest_sha256, checked.source, checked.generation,
-                      named, max(on_channel, key=lambda p: p.counter or 0) if on_channel else None)
+                      named, latest)
 
 
 def convert_unsigned(

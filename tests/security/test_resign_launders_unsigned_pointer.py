@@ -79,10 +79,10 @@ def test_convert_unsigned_shows_what_it_signs_and_asks(
     publish(local_registry, make_version, "1.0.0", "1.1.0")
     local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
     local_registry.promote("birds", "1.1.0", "stable", signing_key=keys.private)
-    planted = plant_unsigned(local_registry, "1.0.0")  # named by a signed pointer before: convertible
+    planted = plant_unsigned(local_registry, "1.1.0")  # named by the channel's signed pointer before: convertible
 
     declined = cli(local_registry, keys, "convert-unsigned", "birds", "--channel", "stable", input="n\n")
-    for shown in ("birds", "stable", "1.0.0", planted.manifest_sha256):
+    for shown in ("birds", "stable", "1.1.0", planted.manifest_sha256):
         assert shown in declined.output, declined.output
     assert declined.exit_code != 0
     assert local_registry.read_channel("birds", "stable").pointer == planted
@@ -90,8 +90,30 @@ def test_convert_unsigned_shows_what_it_signs_and_asks(
     done = cli(local_registry, keys, "convert-unsigned", "birds", "--channel", "stable", input="y\n")
     assert done.exit_code == 0, done.output
     pointer = local_registry.read_channel("birds", "stable").pointer
-    assert pointer.signed and (pointer.version, pointer.manifest_sha256) == ("1.0.0", planted.manifest_sha256)
+    assert pointer.signed and (pointer.version, pointer.manifest_sha256) == ("1.1.0", planted.manifest_sha256)
     verify_pointer(keys.public, pointer, source="test")
+
+
+@pytest.mark.parametrize("planted_version, other_channel", [("1.0.0", None), ("1.2.0", "canary")],
+                         ids=["lower-than-the-channel", "named-only-on-another-channel"])
+def test_convert_unsigned_refuses_a_downgrade_or_another_channels_version(
+    local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys,
+    planted_version: str, other_channel: str | None,
+) -> None:
+    """The paths beside: a bucket writer plants an older version stable once named (signing it would be a
+    downgrade without the flag), or a version only canary ever named (never judged for stable)."""
+    publish(local_registry, make_version, "1.0.0", "1.1.0", "1.2.0")
+    local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
+    local_registry.promote("birds", "1.1.0", "stable", signing_key=keys.private)
+    local_registry.promote("birds", "1.2.0", "canary", signing_key=keys.private)
+    planted = plant_unsigned(local_registry, planted_version)
+
+    refused = cli(local_registry, keys, "convert-unsigned", "birds", "--channel", "stable", "--yes")
+
+    assert refused.exit_code != 0
+    assert ("lower than 1.1.0" if other_channel is None else "no signed pointer ever named on channel stable") in \
+        " ".join(refused.output.split()), refused.output
+    assert local_registry.read_channel("birds", "stable").pointer == planted
 
 
 def test_the_agents_fix_text_does_not_send_the_operator_to_resign_an_unsigned_pointer(
