@@ -15,6 +15,7 @@ from edgefleet.kernel.contracts.telemetry import ModelRef, TelemetryMessage
 MODEL = ModelRef(name="mobilenet", version="2.0.1", variant="cpu", backend="cpu")
 NEVER_S = 3600.0  # a flush interval no test outlives: only full batches and stop() spool
 WAIT_S = 30.0
+QUIET_S = 0.5  # how long a wake-up that must not come is waited for
 
 
 def test_flush_clock_spools_everything_when_due_and_only_full_batches_before() -> None:
@@ -39,7 +40,7 @@ def test_record_buffer_is_bounded_ordered_and_wakes_on_a_full_batch() -> None:
     thread = threading.Thread(target=consumer, daemon=True)
     thread.start()
     assert buffer.put(1) and buffer.put(2)
-    assert not woke.is_set()  # two records wake nobody...
+    assert not woke.wait(QUIET_S)  # two records wake nobody (a buffer that woke on every record would, by now)...
     assert buffer.put(3)
     assert woke.wait(WAIT_S)  # ...a full batch does
     assert [buffer.put(n) for n in (4, 5, 6)] == [True, True, False]  # bounded: the sixth is refused
