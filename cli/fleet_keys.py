@@ -103,6 +103,7 @@ def sign(
 def revoke(
     device_id: str = typer.Argument(..., help="the device whose current key is revoked"),
     reason: str = typer.Option("", "--reason", help="why (kept in the revocation)"),
+    key_id: str = typer.Option("", "--key-id", help="revoke this key id (a device whose record is damaged or gone)"),
     enrolment_key: Path = EnrolmentKeyOption,
     enrolment_secret_block: str = EnrolmentBlockOption,
     allow_development_key: bool = AllowDevKeyOption,
@@ -111,12 +112,14 @@ def revoke(
     """Revoke DEVICE_ID's key: every monitor refuses its telemetry from its next key refresh. To keep the
     revocation even if a registry writer removes it, also list the key id in the monitor's identity.revoked_keys."""
     from edgefleet.flows.registry import revoke_device
+    from edgefleet.flows.registry.fleetkeys import revoke_key
 
+    by = f"edgefleet fleet keys revoke ({getpass.getuser()})"
     try:
         registry = open_registry(registry_uri)
         key = _enrolment_key(enrolment_key, enrolment_secret_block, allow_development_key, registry.uri)
-        revocation = revoke_device(registry, device_id, enrolment_key=key,
-                                   by=f"edgefleet fleet keys revoke ({getpass.getuser()})", reason=reason)
+        revocation = (revoke_key(registry, key_id, device_id, enrolment_key=key, by=by, reason=reason) if key_id
+                      else revoke_device(registry, device_id, enrolment_key=key, by=by, reason=reason))
     except EdgefleetError as error:
         raise cli_error(error) from error
     typer.echo(f"revoked key {revocation.key_id} of {device_id}; add it to identity.revoked_keys of the monitor "

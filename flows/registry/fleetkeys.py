@@ -171,7 +171,7 @@ def revoke_device(registry: RegistryWriter, device_id: str, *, enrolment_key: Ed
     known = _parsed(registry.get_json(record_key))
     if known is None:
         raise RegistryError(f"device {device_id} has no readable key record ({registry.describe(record_key)})",
-                            "revoke by key id instead (edgefleet fleet keys revoke --key-id ID)")
+                            f"revoke by key id instead (edgefleet fleet keys revoke {device_id} --key-id ID)")
     return revoke_key(registry, known.key_id, device_id, enrolment_key=enrolment_key, by=by, reason=reason)
 
 

@@ -32,7 +32,6 @@ from edgefleet.kernel.signing import ED25519_SIGNATURE_BYTES, key_id, public_key
 
 DEVICE_KEY_SCHEMA_V1 = "edgefleet.device-key/1"
 DEVICE_KEY_SCHEMA = "edgefleet.device-key/2"
-DEVICE_KEY_SCHEMAS = (DEVICE_KEY_SCHEMA_V1, DEVICE_KEY_SCHEMA)
 REVOCATION_SCHEMA = "edgefleet.device-revocation/1"
 MAX_RECORD_TEXT = 256
 """Longest `added_by` / `reason` text kept in a record."""

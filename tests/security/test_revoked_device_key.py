@@ -105,3 +105,18 @@ def test_the_cli_revokes_a_device(fleet: Fleet, fleet_state) -> None:
     listed = CliRunner().invoke(app, ["fleet", "keys", "list", "--registry", str(fleet.registry.root),
                                       "--enrolment-public-key", str(fleet.enrolment_public)])
     assert listed.exit_code == 0 and "REFUSED" in listed.output and "1 revoked" in listed.output
+
+
+def test_a_device_whose_record_is_damaged_is_revoked_by_key_id_as_the_error_says(fleet: Fleet, fleet_state) -> None:
+    """The fix text of a device without a readable record names `--key-id`: the CLI has it."""
+    cam1 = fleet.enrol("cam-1")
+    fleet.plant("cam-1.json", {"schema": "edgefleet.device-key/2", "garbage": True})
+    key_file = save_private_key(fleet.enrolment, fleet.root / "enrolment.key")
+    common = ["--registry", str(fleet.registry.root), "--enrolment-key", str(key_file)]
+    by_device = CliRunner().invoke(app, ["fleet", "keys", "revoke", "cam-1", *common])
+    assert by_device.exit_code != 0 and "--key-id" in by_device.output
+    by_key = CliRunner().invoke(app, ["fleet", "keys", "revoke", "cam-1", "--key-id", key_id(cam1.public_key()),
+                                      *common])
+    assert by_key.exit_code == 0, by_key.output
+    assert key_id(cam1.public_key()) in by_key.output
+    assert fleet.registry.get_json(f"fleet/revoked/{key_id(cam1.public_key())}.json") is not None
