@@ -22,8 +22,11 @@ from google.api_core import exceptions as google_exceptions
 
 from edgefleet.infra.names import (
     API_BIGQUERY,
+    API_RESOURCE_MANAGER,
+    API_SERVICE_USAGE,
     CORE_APIS,
     FLEET_GRANTS,
+    PREREQUISITE_APIS,
     ROLE_PUBSUB_PUBLISHER,
     ROLE_PUBSUB_SUBSCRIBER,
     FleetGrant,
@@ -70,6 +73,44 @@ def _guarded(name: str, what: str, check: Callable[[], CheckResult]) -> CheckRes
 
 
 # --- APIs ------------------------------------------------------------------------------------------------
+
+PREREQUISITE_WHY = {
+    API_SERVICE_USAGE: "every other API is enabled through it",
+    API_RESOURCE_MANAGER: "the Pulumi GCP provider reads the project through it to manage every API, so the "
+    "first `pulumi up` fails without it even though the program enables it",
+}
+
+
+def _service_disabled(error: google_exceptions.GoogleAPICallError, api: str) -> bool:
+    """Whether Google refused the call because `api` is off (403 SERVICE_DISABLED naming it)."""
+    text = f"{error.message} {getattr(error, 'metadata', None) or ''}"
+    return isinstance(error, google_exceptions.PermissionDenied) and api in text and (
+        getattr(error, "reason", None) == "SERVICE_DISABLED" or "disabled" in text or "not been used" in text)
+
+
+def check_prerequisites(service_usage: Any, project: str) -> CheckResult:
+    """The two APIs that must be on before the first `pulumi up` (Service Usage, Cloud Resource Manager), by
+    name: a check that can run before the stack exists (`edgefleet cloud check --project P`)."""
+    name = "prerequisites"
+    enable = f"gcloud services enable {' '.join(PREREQUISITE_APIS)} --project {project}"
+    try:
+        response = service_usage.batch_get_services(request={
+            "parent": f"projects/{project}",
+            "names": [f"projects/{project}/services/{api}" for api in PREREQUISITE_APIS]})
+    except google_exceptions.GoogleAPICallError as error:
+        if _service_disabled(error, API_SERVICE_USAGE):
+            return CheckResult(name, False, f"{API_SERVICE_USAGE} is not enabled in {project} "
+                               f"({PREREQUISITE_WHY[API_SERVICE_USAGE]})", f"{enable}, then pulumi up")
+        return _failed_call(name, f"the services of project {project}", error)
+    enabled = {service.name.rsplit("/", 1)[-1] for service in response.services
+               if int(service.state) == SERVICE_ENABLED}
+    missing = [api for api in PREREQUISITE_APIS if api not in enabled]
+    if missing:
+        why = "; ".join(f"{api}: {PREREQUISITE_WHY[api]}" for api in missing)
+        return CheckResult(name, False, f"not enabled: {why}",
+                           f"gcloud services enable {' '.join(missing)} --project {project}, then pulumi up")
+    return CheckResult(name, True, f"{', '.join(PREREQUISITE_APIS)} enabled (what `pulumi up` needs first)")
+
 
 
 def check_apis(service_usage: Any, project: str, bigquery: bool) -> CheckResult:
@@ -323,6 +364,7 @@ def default_clients(project: str) -> CloudClients:
 def run_checks(clients: CloudClients, outputs: StackOutputs, sample: bytes | None = None) -> list[CheckResult]:
     """Every check, in the order a first deployment needs them."""
     results = [
+        check_prerequisites(clients.service_usage, outputs.project),
         check_apis(clients.service_usage, outputs.project, bigquery=outputs.bigquery_table is not None),
         check_topic_schema(clients.publisher, clients.schemas, outputs,
                            sample if sample is not None else sample_telemetry()),
