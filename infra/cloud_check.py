@@ -31,6 +31,7 @@ from edgefleet.infra.names import (
     ROLE_PUBSUB_SUBSCRIBER,
     FleetGrant,
     member,
+    object_prefix_condition,
 )
 from edgefleet.infra.outputs import StackOutputs
 from edgefleet.infra.policy import MIN_DEAD_LETTER_ATTEMPTS, PUBSUB_SERVICE_AGENT
@@ -221,14 +222,34 @@ class Policies:
     project: Mapping[str, frozenset[str]]
 
 
+def conditioned_role(role: str, expression: str | None) -> str:
+    """How a role granted under an IAM condition is told apart from the same role granted unconditionally."""
+    return f"{role} if {expression}" if expression else role
+
+
+def _condition_expression(binding: Any) -> str | None:
+    condition = binding.get("condition") if isinstance(binding, Mapping) else getattr(binding, "condition", None)
+    if not condition:
+        return None
+    return (condition.get("expression") if isinstance(condition, Mapping) else condition.expression) or None
+
+
 def role_members(bindings: Iterable[Any]) -> dict[str, frozenset[str]]:
-    """role -> members of a policy's bindings (protobuf `Binding`s or the storage client's dicts)."""
+    """role -> members of a policy's bindings (protobuf `Binding`s or the storage client's dicts); a conditional
+    binding's role is `conditioned_role(role, expression)`."""
     found: dict[str, set[str]] = {}
     for binding in bindings:
         role = binding["role"] if isinstance(binding, Mapping) else binding.role
         members = binding["members"] if isinstance(binding, Mapping) else binding.members
-        found.setdefault(role, set()).update(members)
+        found.setdefault(conditioned_role(role, _condition_expression(binding)), set()).update(members)
     return {role: frozenset(members) for role, members in found.items()}
+
+
+def expected_role(grant: FleetGrant, outputs: StackOutputs) -> str:
+    """The role as the program grants it: with its object-prefix condition when it has one."""
+    if grant.object_prefix is None:
+        return grant.role
+    return conditioned_role(grant.role, object_prefix_condition(outputs.registry_bucket, grant.object_prefix))
 
 
 def read_policies(clients: CloudClients, outputs: StackOutputs) -> Policies:
@@ -254,7 +275,7 @@ def check_identity_roles(policies: Policies, outputs: StackOutputs,
     results = []
     for identity, email in emails.items():
         who = member(email)
-        expected = {(grant.on, grant.role) for grant in grants if grant.identity == identity}
+        expected = {(grant.on, expected_role(grant, outputs)) for grant in grants if grant.identity == identity}
         held = {(target, role) for target in ("telemetry_topic", "monitor_subscription", "registry_bucket", "project")
                 for role, members in getattr(policies, target).items() if who in members}
         missing, extra = sorted(expected - held), sorted(held - expected)

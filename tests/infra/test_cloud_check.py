@@ -37,6 +37,8 @@ from edgefleet.infra.cloud_check import (
     check_metric_descriptors,
     check_prerequisites,
     check_topic_schema,
+    expected_role,
+    role_members,
     run_checks,
     sample_telemetry,
 )
@@ -195,7 +197,7 @@ def _grants_as_policies(extra: dict[str, dict[str, set[str]]] | None = None, dro
     for grant in FLEET_GRANTS:
         if drop == (grant.identity, grant.role):
             continue
-        found[grant.on].setdefault(grant.role, set()).add(f"serviceAccount:{emails[grant.identity]}")
+        found[grant.on].setdefault(expected_role(grant, OUTPUTS), set()).add(f"serviceAccount:{emails[grant.identity]}")
     for target, roles in (extra or {}).items():
         for role, members in roles.items():
             found[target].setdefault(role, set()).update(members)
@@ -217,6 +219,31 @@ def test_a_missing_and_an_extra_role_are_reported() -> None:
     assert pipeline.ok
     assert not monitor.ok and "missing roles/pubsub.viewer on the monitor subscription" in monitor.detail
     assert not device.ok and "extra roles/editor on the project" in device.detail
+
+
+def test_the_monitor_reading_the_whole_registry_is_reported_as_wider_than_the_program() -> None:
+    """Issue 22 item 5: the program conditions the monitor's read on fleet/; an unconditioned read (set by hand, or
+    by an older stack) is an extra role, and the conditioned one is missing."""
+    monitor = f"serviceAccount:{OUTPUTS.monitor_service_account}"
+    # The bucket's policy as the storage client returns it (requested_policy_version=3): dict bindings.
+    stored = role_members([{"role": "roles/storage.objectViewer", "members": [monitor]}])
+    policies = _grants_as_policies()
+    policies = Policies(policies.telemetry_topic, policies.monitor_subscription,
+                        {**{role: members for role, members in policies.registry_bucket.items()
+                            if monitor not in members or "fleet/" not in role}, **stored},
+                        policies.project)
+    *_, result = check_identity_roles(policies, OUTPUTS)
+    assert not result.ok
+    assert "extra roles/storage.objectViewer on the registry bucket" in result.detail
+    assert 'missing roles/storage.objectViewer if resource.name.startsWith("projects/_/buckets/' in result.detail
+
+
+def test_a_conditional_binding_read_from_the_bucket_policy_matches_the_programs_grant() -> None:
+    [grant] = [grant for grant in FLEET_GRANTS if grant.object_prefix]
+    expression = expected_role(grant, OUTPUTS).split(" if ", 1)[1]
+    read = role_members([{"role": grant.role, "members": ["serviceAccount:m"],
+                          "condition": {"title": "only fleet/", "expression": expression}}])
+    assert read == {expected_role(grant, OUTPUTS): frozenset({"serviceAccount:m"})}
 
 
 class Subscriber:
