@@ -331,6 +331,13 @@ _CHECKED_SECTIONS = ("alerts", "devices")
 _RULE_FIXES = {NO_CHANNEL: NO_CHANNEL_FIX, NO_TRUST_ANCHOR: NO_TRUST_ANCHOR_FIX}
 
 
+def _rule_of(item: Mapping[str, Any]) -> str | None:
+    """The cross-field rule (no channel, no trust anchor) a validation error is, when it is one of them."""
+    cause = (item.get("ctx") or {}).get("error")
+    text = str(cause.args[0]) if isinstance(cause, ValueError) and cause.args else None
+    return text if item["type"] == "value_error" and text in _RULE_FIXES else None
+
+
 def _config_error(error: ValidationError) -> ConfigError:
     problems, fixes = [], []
     for item in error.errors():
@@ -344,8 +351,7 @@ def _config_error(error: ValidationError) -> ConfigError:
             problems.append(f"unknown stack config key {key}")
             fixes.append(f"pulumi config rm {path_flag}{key}")
             continue
-        elif item["type"] == "value_error" and item["ctx"]["error"].args[0] in _RULE_FIXES:
-            rule = item["ctx"]["error"].args[0]
+        elif (rule := _rule_of(item)) is not None:
             problems.append(f"stack config key {key}: {rule}")
             fixes.append(_RULE_FIXES[rule])
             continue
