@@ -2,6 +2,11 @@
 
 Read-only, with your own credentials (Application Default Credentials): one line per check, ok or what is wrong
 and what to run; exit status 1 when any check fails. The checks are in `edgefleet.infra.cloud_check`.
+Before the first `pulumi up` (no outputs yet), `edgefleet cloud check --project P` checks only the APIs that
+must be on first and says which is missing.
+
+The clients are the context object when the caller gives one (`CliRunner().invoke(app, ..., obj=clients)`,
+Click's own way to hand a command its dependencies), else the real ones.
 """
 
 from __future__ import annotations
@@ -19,27 +24,55 @@ EXIT_FAILED = 1
 
 @app.command("check")
 def check(
-    outputs_file: Path = typer.Argument(..., help="`pulumi stack output --json > OUTPUTS.json` of the stack"),
+    ctx: typer.Context,
+    outputs_file: Path | None = typer.Argument(None, help="`pulumi stack output --json > OUTPUTS.json` of the stack"),
+    project: str | None = typer.Option(None, "--project", help="before the first `pulumi up`: check only the "
+                                       "APIs it needs enabled first, in this project"),
 ) -> None:
-    """Check the project against the stack: APIs, topic schema, bucket hardening, roles, dead-lettering, metrics."""
-    from google.auth import exceptions as auth_exceptions
-
+    """Check the project against the stack: prerequisites, APIs, topic schema, bucket, roles, dead-lettering,
+    metrics (with --project and no outputs: the prerequisites of a first `pulumi up`)."""
     from edgefleet.cli.config import read_stack_outputs
-    from edgefleet.infra.cloud_check import default_clients, run_checks
+    from edgefleet.infra.cloud_check import check_prerequisites, run_checks
 
     try:
-        outputs = read_stack_outputs(outputs_file)
-        clients = default_clients(outputs.project)
+        if outputs_file is None and project is None:
+            raise EdgefleetError("nothing to check: no stack outputs and no project",
+                                 "pass OUTPUTS.json (`pulumi stack output --json > OUTPUTS.json`), or "
+                                 "--project P before the first `pulumi up`")
+        outputs = read_stack_outputs(outputs_file) if outputs_file is not None else None
+        target = outputs.project if outputs is not None else project
+        clients = _clients(ctx, target)
     except EdgefleetError as error:
         raise cli_error(error) from error
-    except auth_exceptions.DefaultCredentialsError as error:
-        raise cli_error(EdgefleetError(
-            f"no Google Cloud credentials to check project {outputs.project}: {error}",
-            "run `gcloud auth application-default login` with an account that can view the project")) from error
-    results = run_checks(clients, outputs)
+    if outputs is None:
+        results = [check_prerequisites(clients.service_usage, target)]
+    else:
+        results = run_checks(clients, outputs)
     for result in results:
         typer.echo(result.line())
     failed = sum(not result.ok for result in results)
     typer.echo(f"{len(results) - failed} ok, {failed} failed")
+    if outputs is None and not failed:
+        typer.echo("run `pulumi up`, then check the project with its outputs: edgefleet cloud check OUTPUTS.json")
     if failed:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _clients(ctx: typer.Context, project: str):  # -> CloudClients
+    """The context's clients when the caller gave some, else the real ones (Application Default Credentials).
+
+    Raises:
+        EdgefleetError: no credentials, with how to get them.
+    """
+    from google.auth import exceptions as auth_exceptions
+
+    from edgefleet.infra.cloud_check import CloudClients, default_clients
+
+    if isinstance(ctx.obj, CloudClients):
+        return ctx.obj
+    try:
+        return default_clients(project)
+    except auth_exceptions.DefaultCredentialsError as error:
+        raise EdgefleetError(
+            f"no Google Cloud credentials to check project {project}: {error}",
+            "run `gcloud auth application-default login` with an account that can view the project") from error

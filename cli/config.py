@@ -3,7 +3,8 @@
 - `edgefleet config from-stack OUTPUTS.json [--out-dir DIR]` reads `pulumi stack output --json` and writes
   `agent.yaml` (a fragment of the agent config: telemetry project/topic, registry uri/channel) and
   `pipeline.yaml` (registry, bucket, service accounts, telemetry names, and a `monitor:` section the fleet
-  monitor reads directly).
+  monitor reads directly), and `work-pools.yaml` (one Prefect work pool per identity: its service account, its
+  deployments, and how to start its worker as that account; `edgefleet.infra.pools`).
 - `edgefleet config check-policy PREVIEW.json` runs the policy checks of `edgefleet.infra.policy` over
   `pulumi preview --json` or `pulumi stack export` output (exit status 1 on any violation), for CI.
 """
@@ -28,6 +29,7 @@ app = typer.Typer(help="Configuration from the Pulumi stack, and its policy chec
 
 AGENT_FILE = "agent.yaml"
 PIPELINE_FILE = "pipeline.yaml"
+POOLS_FILE = "work-pools.yaml"
 DEFAULT_CHANNEL = "stable"
 EXIT_VIOLATIONS = 1
 ENROLMENT_PUBLIC_KEY = "~/.edgefleet/keys/fleet-enrolment.key.pub"
@@ -94,7 +96,18 @@ def pipeline_config(outputs: StackOutputs) -> dict[str, Any]:
     }
     if outputs.bigquery_table:
         config["telemetry"]["bigquery_table"] = outputs.bigquery_table
+    if outputs.device_workload_identity_provider:
+        config["device_workload_identity_provider"] = outputs.device_workload_identity_provider
     return config
+
+
+def work_pools_config(outputs: StackOutputs) -> dict[str, Any]:
+    """One Prefect work pool per identity, each started with that identity's credentials."""
+    from edgefleet.infra.names import MONITOR_ACCOUNT_ROLE, PIPELINE_ACCOUNT_ROLE
+    from edgefleet.infra.pools import work_pool_setup
+
+    return {"work_pools": work_pool_setup({PIPELINE_ACCOUNT_ROLE: outputs.pipeline_service_account,
+                                           MONITOR_ACCOUNT_ROLE: outputs.monitor_service_account})}
 
 
 def _yaml(header: str, data: dict[str, Any]) -> str:
@@ -124,14 +137,16 @@ def write_configs(
     channel: str = DEFAULT_CHANNEL,
     force: bool = False,
 ) -> tuple[Path, Path]:
-    """Writes `agent.yaml` and `pipeline.yaml` into `out_dir`; neither is written if either exists (no force).
+    """Writes `agent.yaml`, `pipeline.yaml` and `work-pools.yaml` into `out_dir`; none is written if any exists
+    (no force).
 
     Returns:
-        The paths of the agent and pipeline files.
+        The paths of the agent and pipeline files (the pools file is beside them).
     """
     agent_path, pipeline_path = out_dir / AGENT_FILE, out_dir / PIPELINE_FILE
+    pools_path = out_dir / POOLS_FILE
     if not force:
-        existing = [str(path) for path in (agent_path, pipeline_path) if path.exists()]
+        existing = [str(path) for path in (agent_path, pipeline_path, pools_path) if path.exists()]
         if existing:
             raise ConfigError(
                 f"{', '.join(existing)} already exist(s)",
@@ -163,6 +178,15 @@ def write_configs(
         ),
         force,
     )
+    _write_new(
+        pools_path,
+        _yaml(
+            f"Prefect work pools of project {outputs.project}: one per identity, each worker started as its\n"
+            "service account (run each pool's setup commands once; prefect.yaml maps every deployment to its pool).",
+            work_pools_config(outputs),
+        ),
+        force,
+    )
     return agent_path, pipeline_path
 
 
@@ -183,7 +207,7 @@ def from_stack(
         agent_path, pipeline_path = write_configs(outputs, out_dir, device_id, channel, force)
     except EdgefleetError as error:
         raise cli_error(error) from error
-    typer.echo(f"wrote {agent_path} and {pipeline_path}")
+    typer.echo(f"wrote {agent_path}, {pipeline_path} and {pipeline_path.parent / POOLS_FILE}")
 
 
 @app.command("check-policy")

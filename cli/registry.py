@@ -64,15 +64,37 @@ def _channels_by_version(registry, model: str) -> dict[str, list[str]]:
     return found
 
 
+WarnWithinOption = typer.Option(
+    3.0, "--warn-within-days", envvar="EDGEFLEET_POINTER_WARN_DAYS", min=0.0,
+    help="warn about channel pointers expiring within this many days (the resign-channels schedule renews them)",
+)
+
+
+def _warn_expiring(registry, within_days: float) -> None:
+    """On stderr: each channel pointer expiring within `within_days`, and how to renew it."""
+    from datetime import UTC, datetime, timedelta
+
+    from edgefleet.flows.channels.expiry import RESIGN_FIX, registry_expiry_warnings
+
+    warnings = registry_expiry_warnings(registry, datetime.now(UTC), timedelta(days=within_days))
+    for warning in warnings:
+        stderr.print(f"warning: {warning.message()}", markup=False, highlight=False)
+    if warnings:
+        stderr.print(f"fix: {RESIGN_FIX}", markup=False, highlight=False)
+
+
 @app.command("ls")
 def list_(
     model: str = typer.Argument(None, help="list this model's versions (default: list the models)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
     registry_uri: str = RegistryOption,
+    warn_within_days: float = WarnWithinOption,
 ) -> None:
-    """List the models, or the versions of MODEL with their channels and accuracy."""
+    """List the models, or the versions of MODEL with their channels and accuracy; warn about channel pointers
+    about to expire."""
     try:
         registry = open_registry(registry_uri)
+        _warn_expiring(registry, warn_within_days)
         if model is None:
             rows = []
             for name in registry.list_models():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pulumi
 
 from edgefleet.infra.config import NAMESPACE, InfraConfig, load_config
+from edgefleet.infra.device_credentials import DeviceCredentials, DeviceCredentialsArgs
 from edgefleet.infra.identity import Identity, IdentityArgs
 from edgefleet.infra.monitoring import Monitoring, MonitoringArgs
 from edgefleet.infra.names import (
@@ -20,6 +21,7 @@ from edgefleet.infra.names import (
     API_RESOURCE_MANAGER,
     API_STORAGE,
     COMPONENT_PREFIX,
+    X509_APIS,
     fleet_labels,
 )
 from edgefleet.infra.outputs import OUTPUT_KEYS
@@ -34,8 +36,11 @@ def build(config: InfraConfig) -> dict[str, pulumi.Input]:
     """Creates every component for `config`; returns the stack outputs by name."""
     labels = fleet_labels(config.fleet_name)
     # First the prerequisites of everything else: the APIs and the Pub/Sub service agent.
+    x509_devices = config.devices.credentials == "x509"
     services = ProjectServices(
-        COMPONENT_PREFIX, ServicesArgs(project=config.project, bigquery=config.bigquery is not None)
+        COMPONENT_PREFIX,
+        ServicesArgs(project=config.project, bigquery=config.bigquery is not None, x509_devices=x509_devices,
+                     api_wait_seconds=config.propagation.api_wait_seconds),
     )
     telemetry_apis = (API_PUBSUB, API_BIGQUERY) if config.bigquery is not None else (API_PUBSUB,)
     telemetry = Telemetry(
@@ -69,9 +74,22 @@ def build(config: InfraConfig) -> dict[str, pulumi.Input]:
             telemetry_topic=telemetry.topic.name,
             monitor_subscription=telemetry.monitor_subscription.name,
             registry_bucket=registry.bucket.name,
+            service_account_wait_seconds=config.propagation.service_account_wait_seconds,
             depends_on=services.needed_by(API_IAM, API_RESOURCE_MANAGER, API_PUBSUB, API_STORAGE),
         ),
     )
+    devices = None
+    if x509_devices:  # else: the documented fallback, a key of the device account made by hand
+        devices = DeviceCredentials(
+            COMPONENT_PREFIX,
+            DeviceCredentialsArgs(
+                project=config.project,
+                fleet_name=config.fleet_name,
+                settings=config.devices,
+                device_account=identity.device.name,
+                depends_on=[*services.needed_by(API_IAM, *X509_APIS), identity.account_propagation],
+            ),
+        )
     monitoring = Monitoring(
         COMPONENT_PREFIX,
         MonitoringArgs(
@@ -102,6 +120,8 @@ def build(config: InfraConfig) -> dict[str, pulumi.Input]:
         "monitor_service_account": identity.monitor.email,
         "dashboard_id": monitoring.dashboard.id,
     }
+    if devices is not None:
+        outputs["device_workload_identity_provider"] = devices.provider.name
     if telemetry.bigquery_table_ref is not None:
         outputs["bigquery_table"] = telemetry.bigquery_table_ref
     unknown = set(outputs) - set(OUTPUT_KEYS)

@@ -22,12 +22,16 @@ from google.api_core import exceptions as google_exceptions
 
 from edgefleet.infra.names import (
     API_BIGQUERY,
+    API_RESOURCE_MANAGER,
+    API_SERVICE_USAGE,
     CORE_APIS,
     FLEET_GRANTS,
+    PREREQUISITE_APIS,
     ROLE_PUBSUB_PUBLISHER,
     ROLE_PUBSUB_SUBSCRIBER,
     FleetGrant,
     member,
+    object_prefix_condition,
 )
 from edgefleet.infra.outputs import StackOutputs
 from edgefleet.infra.policy import MIN_DEAD_LETTER_ATTEMPTS, PUBSUB_SERVICE_AGENT
@@ -70,6 +74,44 @@ def _guarded(name: str, what: str, check: Callable[[], CheckResult]) -> CheckRes
 
 
 # --- APIs ------------------------------------------------------------------------------------------------
+
+PREREQUISITE_WHY = {
+    API_SERVICE_USAGE: "every other API is enabled through it",
+    API_RESOURCE_MANAGER: "the Pulumi GCP provider reads the project through it to manage every API, so the "
+    "first `pulumi up` fails without it even though the program enables it",
+}
+
+
+def _service_disabled(error: google_exceptions.GoogleAPICallError, api: str) -> bool:
+    """Whether Google refused the call because `api` is off (403 SERVICE_DISABLED naming it)."""
+    text = f"{error.message} {getattr(error, 'metadata', None) or ''}"
+    return isinstance(error, google_exceptions.PermissionDenied) and api in text and (
+        getattr(error, "reason", None) == "SERVICE_DISABLED" or "disabled" in text or "not been used" in text)
+
+
+def check_prerequisites(service_usage: Any, project: str) -> CheckResult:
+    """The two APIs that must be on before the first `pulumi up` (Service Usage, Cloud Resource Manager), by
+    name: a check that can run before the stack exists (`edgefleet cloud check --project P`)."""
+    name = "prerequisites"
+    enable = f"gcloud services enable {' '.join(PREREQUISITE_APIS)} --project {project}"
+    try:
+        response = service_usage.batch_get_services(request={
+            "parent": f"projects/{project}",
+            "names": [f"projects/{project}/services/{api}" for api in PREREQUISITE_APIS]})
+    except google_exceptions.GoogleAPICallError as error:
+        if _service_disabled(error, API_SERVICE_USAGE):
+            return CheckResult(name, False, f"{API_SERVICE_USAGE} is not enabled in {project} "
+                               f"({PREREQUISITE_WHY[API_SERVICE_USAGE]})", f"{enable}, then pulumi up")
+        return _failed_call(name, f"the services of project {project}", error)
+    enabled = {service.name.rsplit("/", 1)[-1] for service in response.services
+               if int(service.state) == SERVICE_ENABLED}
+    missing = [api for api in PREREQUISITE_APIS if api not in enabled]
+    if missing:
+        why = "; ".join(f"{api}: {PREREQUISITE_WHY[api]}" for api in missing)
+        return CheckResult(name, False, f"not enabled: {why}",
+                           f"gcloud services enable {' '.join(missing)} --project {project}, then pulumi up")
+    return CheckResult(name, True, f"{', '.join(PREREQUISITE_APIS)} enabled (what `pulumi up` needs first)")
+
 
 
 def check_apis(service_usage: Any, project: str, bigquery: bool) -> CheckResult:
@@ -180,14 +222,34 @@ class Policies:
     project: Mapping[str, frozenset[str]]
 
 
+def conditioned_role(role: str, expression: str | None) -> str:
+    """How a role granted under an IAM condition is told apart from the same role granted unconditionally."""
+    return f"{role} if {expression}" if expression else role
+
+
+def _condition_expression(binding: Any) -> str | None:
+    condition = binding.get("condition") if isinstance(binding, Mapping) else getattr(binding, "condition", None)
+    if not condition:
+        return None
+    return (condition.get("expression") if isinstance(condition, Mapping) else condition.expression) or None
+
+
 def role_members(bindings: Iterable[Any]) -> dict[str, frozenset[str]]:
-    """role -> members of a policy's bindings (protobuf `Binding`s or the storage client's dicts)."""
+    """role -> members of a policy's bindings (protobuf `Binding`s or the storage client's dicts); a conditional
+    binding's role is `conditioned_role(role, expression)`."""
     found: dict[str, set[str]] = {}
     for binding in bindings:
         role = binding["role"] if isinstance(binding, Mapping) else binding.role
         members = binding["members"] if isinstance(binding, Mapping) else binding.members
-        found.setdefault(role, set()).update(members)
+        found.setdefault(conditioned_role(role, _condition_expression(binding)), set()).update(members)
     return {role: frozenset(members) for role, members in found.items()}
+
+
+def expected_role(grant: FleetGrant, outputs: StackOutputs) -> str:
+    """The role as the program grants it: with its object-prefix condition when it has one."""
+    if grant.object_prefix is None:
+        return grant.role
+    return conditioned_role(grant.role, object_prefix_condition(outputs.registry_bucket, grant.object_prefix))
 
 
 def read_policies(clients: CloudClients, outputs: StackOutputs) -> Policies:
@@ -213,7 +275,7 @@ def check_identity_roles(policies: Policies, outputs: StackOutputs,
     results = []
     for identity, email in emails.items():
         who = member(email)
-        expected = {(grant.on, grant.role) for grant in grants if grant.identity == identity}
+        expected = {(grant.on, expected_role(grant, outputs)) for grant in grants if grant.identity == identity}
         held = {(target, role) for target in ("telemetry_topic", "monitor_subscription", "registry_bucket", "project")
                 for role, members in getattr(policies, target).items() if who in members}
         missing, extra = sorted(expected - held), sorted(held - expected)
@@ -323,6 +385,7 @@ def default_clients(project: str) -> CloudClients:
 def run_checks(clients: CloudClients, outputs: StackOutputs, sample: bytes | None = None) -> list[CheckResult]:
     """Every check, in the order a first deployment needs them."""
     results = [
+        check_prerequisites(clients.service_usage, outputs.project),
         check_apis(clients.service_usage, outputs.project, bigquery=outputs.bigquery_table is not None),
         check_topic_schema(clients.publisher, clients.schemas, outputs,
                            sample if sample is not None else sample_telemetry()),

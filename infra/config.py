@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from edgefleet.kernel.errors import ConfigError
@@ -56,6 +56,22 @@ NotificationChannel = Annotated[str, _matching(
     "{value!r} is not a notification channel name; list yours with `gcloud beta monitoring channels list "
     "--format='value(name)'`")]
 BigQueryId = Annotated[str, _matching(r"[A-Za-z0-9_]{1,1024}", "BigQuery ids are letters, digits and underscores")]
+
+
+def _pem_certificate(value: str) -> str:
+    """One PEM-encoded X.509 certificate (what the Workload Identity X.509 provider's trust store takes)."""
+    from cryptography import x509
+
+    if value.count("-----BEGIN CERTIFICATE-----") != 1:
+        raise ValueError("each entry is exactly one PEM certificate (-----BEGIN CERTIFICATE----- ...)")
+    try:
+        x509.load_pem_x509_certificate(value.encode())
+    except ValueError as error:
+        raise ValueError(f"not a PEM X.509 certificate ({error})") from error
+    return value
+
+
+PemCertificate = Annotated[str, AfterValidator(_pem_certificate)]
 
 
 class _Section(BaseModel):
@@ -137,6 +153,79 @@ class AlertSettings(_Section):
     notification_channels: tuple[NotificationChannel, ...] = Field(
         default=(), description="notification channel names: projects/<p>/notificationChannels/<id>"
     )
+    allow_without_channel: bool = Field(
+        default=False,
+        description="create the alert policies with no notification channel (they then alert nobody): "
+        "refused at preview unless this is set",
+    )
+
+    @model_validator(mode="after")
+    def _alerts_reach_someone(self) -> AlertSettings:
+        if not self.notification_channels and not self.allow_without_channel:
+            raise ValueError(NO_CHANNEL)
+        return self
+
+
+NO_CHANNEL = "no notification channel: the alert policies would alert nobody"
+NO_CHANNEL_FIX = (
+    "pulumi config set --path 'edgefleet:alerts.notificationChannels[0]' projects/<project>/notificationChannels/<id> "
+    "(list yours: gcloud beta monitoring channels list --format='value(name)'), or, to create the alerts anyway, "
+    "pulumi config set --path edgefleet:alerts.allowWithoutChannel true"
+)
+
+
+class PropagationSettings(_Section):
+    """Waits for Google Cloud's eventual consistency on a first `pulumi up`."""
+
+    api_wait_seconds: int = Field(
+        default=60,
+        ge=0,
+        le=1800,
+        description="after enabling the APIs, wait this long before creating anything through them (a "
+        "just-enabled API answers 403 SERVICE_DISABLED for a while)",
+    )
+    service_account_wait_seconds: int = Field(
+        default=30,
+        ge=0,
+        le=1800,
+        description="after creating the service accounts, wait this long before granting them roles (a new "
+        "account is not yet visible to IAM: 'Service account ... does not exist')",
+    )
+
+
+DeviceCredentialsKind = Literal["x509", "key"]
+
+
+class DeviceSettings(_Section):
+    """How devices get Google credentials: per-device X.509 certificates (Workload Identity Federation) or, as
+    the fallback where the organization allows it, a key of the device service account made by hand."""
+
+    credentials: DeviceCredentialsKind = Field(
+        default="x509",
+        description="x509: a Workload Identity pool with an X.509 provider trusting trustAnchors, whose "
+        "certificates may act as the device service account; key: no pool (service account keys, made outside "
+        "the program)",
+    )
+    trust_anchors: tuple[PemCertificate, ...] = Field(
+        default=(), description="PEM certificates of the fleet CA(s) that sign the device certificates"
+    )
+    intermediate_cas: tuple[PemCertificate, ...] = Field(
+        default=(), description="PEM certificates of intermediate CAs between the anchors and the devices"
+    )
+
+    @model_validator(mode="after")
+    def _x509_needs_an_anchor(self) -> DeviceSettings:
+        if self.credentials == "x509" and not self.trust_anchors:
+            raise ValueError(NO_TRUST_ANCHOR)
+        return self
+
+
+NO_TRUST_ANCHOR = "device credentials x509 need the fleet CA's certificate"
+NO_TRUST_ANCHOR_FIX = (
+    "pulumi config set --path 'edgefleet:devices.trustAnchors[0]' \"$(cat fleet-ca.pem)\" (the CA that signs "
+    "each device's certificate; see infra/README.md), or, where service account keys are allowed, "
+    "pulumi config set --path edgefleet:devices.credentials key"
+)
 
 
 class BigQueryExport(_Section):
@@ -155,7 +244,9 @@ class InfraConfig(_Section):
     fleet_name: FleetName = Field(default="edgefleet", description="labels, display names, default bucket name")
     telemetry: TelemetrySettings = TelemetrySettings()
     registry: RegistrySettings = RegistrySettings()
-    alerts: AlertSettings = AlertSettings()
+    alerts: AlertSettings = Field(description="thresholds; notificationChannels or allowWithoutChannel is required")
+    propagation: PropagationSettings = PropagationSettings()
+    devices: DeviceSettings = Field(description="device credentials: trustAnchors, or credentials: key")
     bigquery: BigQueryExport | None = None
 
     @property
@@ -170,7 +261,8 @@ class InfraConfig(_Section):
 
 # Top-level keys: the aliases of InfraConfig's fields. Objects are stored by Pulumi as JSON text.
 OBJECT_KEYS = frozenset(
-    InfraConfig.model_fields[name].alias or name for name in ("telemetry", "registry", "alerts", "bigquery")
+    InfraConfig.model_fields[name].alias or name
+    for name in ("telemetry", "registry", "alerts", "propagation", "devices", "bigquery")
 )
 KNOWN_KEYS = frozenset(field.alias or name for name, field in InfraConfig.model_fields.items())
 _EXAMPLES = {"project": "my-project", "region": "europe-west1", "fleetName": "edgefleet"}
@@ -227,10 +319,23 @@ def config_from_values(values: Mapping[str, str], present_keys: Iterable[str] = 
                 ) from error
         else:
             raw[key] = text
+    for key in _CHECKED_SECTIONS:  # their rules (a channel, a trust anchor) apply when the key is not set too
+        raw.setdefault(key, {})
     try:
         return InfraConfig.model_validate(raw)
     except ValidationError as error:
         raise _config_error(error) from error
+
+
+_CHECKED_SECTIONS = ("alerts", "devices")
+_RULE_FIXES = {NO_CHANNEL: NO_CHANNEL_FIX, NO_TRUST_ANCHOR: NO_TRUST_ANCHOR_FIX}
+
+
+def _rule_of(item: Mapping[str, Any]) -> str | None:
+    """The cross-field rule (no channel, no trust anchor) a validation error is, when it is one of them."""
+    cause = (item.get("ctx") or {}).get("error")
+    text = str(cause.args[0]) if isinstance(cause, ValueError) and cause.args else None
+    return text if item["type"] == "value_error" and text in _RULE_FIXES else None
 
 
 def _config_error(error: ValidationError) -> ConfigError:
@@ -245,6 +350,10 @@ def _config_error(error: ValidationError) -> ConfigError:
         elif item["type"] == "extra_forbidden":
             problems.append(f"unknown stack config key {key}")
             fixes.append(f"pulumi config rm {path_flag}{key}")
+            continue
+        elif (rule := _rule_of(item)) is not None:
+            problems.append(f"stack config key {key}: {rule}")
+            fixes.append(_RULE_FIXES[rule])
             continue
         else:
             problems.append(f"stack config key {key}: {item['msg']}")

@@ -12,7 +12,10 @@ with what the Pulumi program grants (`edgefleet.infra.policy.iam_bindings` of th
   background bucket metadata read) is recorded but needs no grant.
 - `check_conformance` then requires, for every recorded (identity, method, resource), a role granted to that
   identity on that resource (or on the project) that holds each permission `edgefleet.infra.iam_table` lists
-  for the method, and reports every granted role that no recorded call needed.
+  for the method, and reports every granted role that no recorded call needed. A grant with an IAM condition on
+  the object name prefix (`names.object_prefix_condition`) applies only to the calls it allows: an object
+  whose name starts with the prefix, or a listing whose `prefix` does (Cloud Storage checks a listing against
+  the bucket, so a listing without that prefix is denied); any other condition applies to nothing here.
 
 No Pulumi import.
 """
@@ -57,12 +60,14 @@ _STORAGE_ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = (
 
 
 class ApiCall(NamedTuple):
-    """One recorded call: who, which method, on what (full resource name or bucket), how it was seen."""
+    """One recorded call: who, which method, on what (full resource name or bucket), how it was seen, and for a
+    Cloud Storage call the object's name (a listing: its `prefix` parameter; "" when it has none)."""
 
     identity: str
     method: str
     resource: str
     via: str
+    object_name: str = ""
 
 
 class ResourceRef(NamedTuple):
@@ -79,8 +84,9 @@ def resource_ref(resource: str, kind_hint: str | None = None) -> ResourceRef:
     return ResourceRef(kind_hint or "bucket", resource)
 
 
-def storage_method(http_method: str, url: str) -> tuple[str, str] | None:
-    """The JSON API method and bucket of a Cloud Storage request, or None when `url` is not one.
+def storage_method(http_method: str, url: str) -> tuple[str, str, str] | None:
+    """The JSON API method, bucket and object name (a listing: its prefix) of a Cloud Storage request, or None
+    when `url` is not one.
 
     An upload that does not say `ifGenerationMatch=0` may replace a live object, which needs
     `storage.objects.delete` as well: it is recorded as `storage.objects.insert[overwrite]`.
@@ -93,10 +99,19 @@ def storage_method(http_method: str, url: str) -> tuple[str, str] | None:
             query = parse_qs(parts.query)
             if method == "storage.objects.insert" and query.get("ifGenerationMatch") != ["0"]:
                 method += "[overwrite]"
-            return method, match.group(1)
+            return method, match.group(1), _object_of(method, path, query)
     if "/storage/v1/" in path:
-        return f"storage JSON API {http_method.upper()} {path}", path  # unknown: fails the check, named
+        return f"storage JSON API {http_method.upper()} {path}", path, ""  # unknown: fails the check, named
     return None
+
+
+def _object_of(method: str, path: str, query: Mapping[str, list[str]]) -> str:
+    """The object a Storage call acts on: `/o/<name>` in the path, an upload's `name`, a listing's `prefix`."""
+    if method == "storage.objects.list":
+        return (query.get("prefix") or [""])[0]
+    if "/o/" in path:
+        return path.split("/o/", 1)[1]
+    return (query.get("name") or [""])[0]
 
 
 class CallRecorder:
@@ -120,12 +135,12 @@ class CallRecorder:
         finally:
             self._identity = None
 
-    def record_call(self, method: str, resource: str, via: str) -> None:
+    def record_call(self, method: str, resource: str, via: str, object_name: str = "") -> None:
         identity = self._identity
         if identity is None:
             return  # setup or teardown of the test, not the identity's code
         with self._lock:
-            self.calls.append(ApiCall(identity, method, resource, via))
+            self.calls.append(ApiCall(identity, method, resource, via, object_name))
 
     # --- gRPC ----------------------------------------------------------------------------------------
 
@@ -205,7 +220,7 @@ class CallRecorder:
                     full_url += ("&" if "?" in url else "?") + urlencode(params, doseq=True)
                 found = storage_method(method, full_url)
                 if found is not None:
-                    recorder.record_call(found[0], found[1], VIA_HTTP)
+                    recorder.record_call(found[0], found[1], VIA_HTTP, found[2])
             return request(session, method, url, *args, **kwargs)
 
         return wrapped
@@ -235,7 +250,8 @@ def check_conformance(
                                             f"{identity} is granted {binding.role}, which edgefleet.infra.iam_table."
                                             "ROLE_PERMISSIONS does not list: add its permissions and source"))
                 used.add((index, identity))
-        for method, resource in sorted({(c.method, c.resource) for c in calls if c.identity == identity}):
+        for method, resource, object_name in sorted(
+                {(c.method, c.resource, c.object_name) for c in calls if c.identity == identity}):
             try:
                 row = permissions_for(method)
             except UnknownMethodError as error:
@@ -246,16 +262,18 @@ def check_conformance(
                 holders = [
                     binding for binding in grants
                     if _applies(binding, target) and permission in _permissions(binding.role)
+                    and condition_allows(binding, method, object_name)
                 ]
                 if not holders and row.denial_tolerated:
                     continue  # a library's best-effort call: denied on GCP, and the caller carries on
                 if not holders:
                     roles = ", ".join(roles_granting(permission)) or "a role with it"
+                    on_object = _object_note(method, object_name)
                     violations.append(Violation(
                         "iam-conformance", f"{identity}: {method}",
-                        f"{identity} calls {method} on {target.kind} {target.name}, which needs {permission} "
-                        f"({row.source}); no role granted to {identity} there includes it: grant {roles} on "
-                        f"that {target.kind} in infra/identity.py"))
+                        f"{identity} calls {method} on {target.kind} {target.name}{on_object}, which needs "
+                        f"{permission} ({row.source}); no role granted to {identity} there includes it: grant "
+                        f"{roles} on that {target.kind} in infra/identity.py"))
                 for binding in holders:
                     used.add((bindings.index(binding), identity))
         for binding in grants:
@@ -266,6 +284,35 @@ def check_conformance(
                     f"{binding.target} is used by no recorded call: remove the grant, or record the code "
                     "that needs it"))
     return violations
+
+
+_OBJECT_PREFIX = re.compile(r'^resource\.name\.startsWith\("projects/_/buckets/([^/"]+)/objects/([^"]*)"\) \|\| '
+                            r'api\.getAttribute\("storage\.googleapis\.com/objectListPrefix", ""\)'
+                            r'\.startsWith\("([^"]*)"\)$')
+
+
+def condition_allows(binding: Binding, method: str, object_name: str) -> bool:
+    """Whether the binding's IAM condition (none: always) allows a Storage call on `object_name`.
+
+    Only the object-prefix condition the program writes is understood; any other condition allows nothing here
+    (a grant this check cannot read is not counted on).
+    """
+    condition = binding.resource.inputs.get("condition")
+    if not condition:
+        return True
+    match = _OBJECT_PREFIX.match(str(condition.get("expression", "")))
+    if match is None or match.group(2) != match.group(3) or binding.target != match.group(1):
+        return False
+    prefix = match.group(2)
+    # A listing is checked against the bucket (resource.name is the bucket's), so only its prefix can match; a
+    # bucket call (storage.buckets.get) matches neither half.
+    return bool(object_name) and object_name.startswith(prefix) and method.startswith("storage.objects.")
+
+
+def _object_note(method: str, object_name: str) -> str:
+    if method == "storage.objects.list":
+        return f" (prefix {object_name!r})"
+    return f" (object {object_name!r})" if object_name else ""
 
 
 def _permissions(role: str) -> frozenset[str]:

@@ -10,7 +10,7 @@ The grants are `edgefleet.infra.names.FLEET_GRANTS`:
 | monitor  | roles/pubsub.subscriber       | the fleet-monitor subscription | consume telemetry              |
 | monitor  | roles/pubsub.viewer           | the fleet-monitor subscription | check it at start (get)        |
 | monitor  | roles/monitoring.metricWriter | the project                    | write the fleet's metrics      |
-| monitor  | roles/storage.objectViewer    | the registry bucket            | read device keys (signatures)  |
+| monitor  | roles/storage.objectViewer    | the registry bucket, `fleet/`  | read device keys (signatures)  |
 
 No primitive role (owner/editor/viewer) anywhere, no project-wide Pub/Sub or Storage role. The pipeline gets
 `roles/storage.objectUser` rather than `objectCreator` + `objectViewer`: updating a channel pointer with a
@@ -21,8 +21,14 @@ project (time series have no finer resource); it is the narrow predefined role f
 descriptors and write time series, read nothing. The monitor reads its subscription's configuration when it
 starts (`GetSubscription`, permission `pubsub.subscriptions.get`), which `roles/pubsub.subscriber` lacks;
 `roles/pubsub.viewer` bound on that one subscription grants it and nothing wider. The monitor checks every
-message's signature against the device keys under `fleet/devices/` in the registry (its default), so it reads
-the registry bucket (read only, like a device). Every call each identity's
+message's signature against the device keys under `fleet/devices/` (and the revocations under `fleet/revoked/`)
+in the registry (its default), so it reads them, and only them: its `objectViewer` carries an IAM condition on
+the object name prefix `fleet/` (and on a listing's prefix, `names.object_prefix_condition`); models and
+channel pointers stay out of its reach.
+
+A new service account is not visible to IAM at once (a grant to it fails with "Service account ... does not
+exist" for a while): every grant waits for `account_propagation`, a `pulumiverse_time.Sleep` of
+`propagation.serviceAccountWaitSeconds` after the accounts are created. Every call each identity's
 code makes is checked against these grants by tests/infra/test_iam_conformance.py (table:
 `edgefleet.infra.iam_table`).
 """
@@ -33,6 +39,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
+import pulumiverse_time
 
 from edgefleet.infra.component import Component, ComponentArgs
 from edgefleet.infra.names import (
@@ -42,6 +49,7 @@ from edgefleet.infra.names import (
     PIPELINE_ACCOUNT_ROLE,
     FleetGrant,
     member,
+    object_prefix_condition,
     service_account_id,
 )
 
@@ -56,6 +64,7 @@ class IdentityArgs(ComponentArgs):
         telemetry_topic: Name (or id) of the telemetry topic.
         monitor_subscription: Name (or id) of the fleet-monitor subscription.
         registry_bucket: Name of the registry bucket.
+        service_account_wait_seconds: How long grants wait after the accounts are created.
         depends_on: What every account and binding waits for (the IAM and Resource Manager APIs).
     """
 
@@ -63,6 +72,7 @@ class IdentityArgs(ComponentArgs):
     telemetry_topic: pulumi.Input[str]
     monitor_subscription: pulumi.Input[str]
     registry_bucket: pulumi.Input[str]
+    service_account_wait_seconds: int = 30
 
 
 class Identity(Component):
@@ -93,6 +103,12 @@ class Identity(Component):
 
         accounts = {DEVICE_ACCOUNT_ROLE: self.device, PIPELINE_ACCOUNT_ROLE: self.pipeline,
                     MONITOR_ACCOUNT_ROLE: self.monitor}
+        self.account_propagation = pulumiverse_time.Sleep(
+            f"{name}-service-account-propagation",
+            create_duration=f"{args.service_account_wait_seconds}s",
+            triggers={"accounts": ",".join(sorted(accounts))},
+            opts=self._child(*accounts.values()),
+        )
         for grant in FLEET_GRANTS:
             self._grant(f"{name}-{grant.name}", grant, _member(accounts[grant.identity]))
 
@@ -113,7 +129,7 @@ class Identity(Component):
         )
 
     def _grant(self, resource_name: str, grant: FleetGrant, member: pulumi.Output[str]) -> pulumi.Resource:
-        args, child = self._args, self._child()
+        args, child = self._args, self._child(self.account_propagation)
         if grant.on == "telemetry_topic":
             return gcp.pubsub.TopicIAMMember(resource_name, project=args.project, topic=args.telemetry_topic,
                                              role=grant.role, member=member, opts=child)
@@ -123,10 +139,22 @@ class Identity(Component):
                                                     member=member, opts=child)
         if grant.on == "registry_bucket":
             return gcp.storage.BucketIAMMember(resource_name, bucket=args.registry_bucket, role=grant.role,
-                                               member=member, opts=child)
+                                               member=member, condition=self._prefix_condition(grant), opts=child)
         return gcp.projects.IAMMember(resource_name, project=args.project, role=grant.role, member=member,
                                       opts=child)
 
+
+    def _prefix_condition(self, grant: FleetGrant) -> gcp.storage.BucketIAMMemberConditionArgs | None:
+        """The grant's IAM condition on the object name prefix, when it has one."""
+        prefix = grant.object_prefix
+        if prefix is None:
+            return None
+        return gcp.storage.BucketIAMMemberConditionArgs(
+            title=f"only {prefix}",
+            description=f"objects under {prefix} and listings of that prefix ({grant.name})",
+            expression=pulumi.Output.from_input(self._args.registry_bucket).apply(
+                lambda bucket: object_prefix_condition(bucket, prefix)),
+        )
 
 
 def _member(account: gcp.serviceaccount.Account) -> pulumi.Output[str]:

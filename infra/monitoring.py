@@ -18,6 +18,7 @@ from edgefleet.infra.component import Component, ComponentArgs
 from edgefleet.infra.config import AlertSettings
 from edgefleet.infra.dashboard import (
     ALIGNMENT_PERIOD,
+    PUBSUB_OLDEST_UNACKED_AGE,
     PUBSUB_UNDELIVERED_MESSAGES,
     dashboard,
     fleet_metric_filter,
@@ -70,13 +71,36 @@ def threshold_condition(
     )
 
 
+def monitor_written_nothing(minutes: int) -> gcp.monitoring.AlertPolicyConditionArgs:
+    """Absence of the monitor's per-period telemetry count summed over the whole fleet: one series, so one
+    incident when the monitor stops writing (not one per device, as the device-silent policy does)."""
+    return gcp.monitoring.AlertPolicyConditionArgs(
+        display_name=f"no telemetry count written for any device for {minutes} min",
+        condition_absent=gcp.monitoring.AlertPolicyConditionConditionAbsentArgs(
+            filter=fleet_metric_filter(TELEMETRY_MESSAGES),
+            duration=f"{minutes * SECONDS_PER_MINUTE}s",
+            aggregations=[
+                gcp.monitoring.AlertPolicyConditionConditionAbsentAggregationArgs(
+                    alignment_period=ALIGNMENT_PERIOD,
+                    per_series_aligner="ALIGN_SUM",
+                    cross_series_reducer="REDUCE_SUM",  # no group-by: the fleet is one series
+                )
+            ],
+            trigger=gcp.monitoring.AlertPolicyConditionConditionAbsentTriggerArgs(count=1),
+        ),
+    )
+
+
 def metric_types_trigger(metrics: Sequence[MetricDefinition]) -> dict[str, str]:
     """The Sleep's triggers: a new or changed metric type replaces the Sleep, so its wait runs again."""
     return {"metricTypes": ",".join(sorted(metric.type for metric in metrics))}
 
 
 class Monitoring(Component):
-    """Metric descriptors, the fleet dashboard and three alert policies.
+    """Metric descriptors, the fleet dashboard and four alert policies.
+
+    Every policy goes to `alerts.notificationChannels`; the stack config refuses none unless
+    `alerts.allowWithoutChannel` (infra/config.py), so no alert is created that tells nobody.
 
     Cloud Monitoring refuses an alert policy on a custom metric type until the type is visible, which can
     take minutes after its descriptor is created. The policies wait for the descriptors and then for a
@@ -86,7 +110,7 @@ class Monitoring(Component):
         descriptors: metric type -> descriptor resource.
         metric_propagation: The Sleep between the descriptors and the alert policies.
         dashboard: The dashboard resource.
-        silent_device_alert, latency_alert, dead_letter_alert: the alert policies.
+        silent_device_alert, latency_alert, dead_letter_alert, monitor_stopped_alert: the alert policies.
     """
 
     def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -177,6 +201,24 @@ class Monitoring(Component):
             "that crashes on them.",
             self._child(),  # a built-in Pub/Sub metric: nothing to wait for
         )
+        self.monitor_stopped_alert = self._policy(
+            f"{name}-monitor-stopped",
+            f"{args.fleet_name}: fleet monitor stopped",
+            monitor_written_nothing(alerts.silent_minutes),
+            f"The fleet monitor has written no telemetry count for any device for {alerts.silent_minutes} "
+            f"minutes.\n\nEither the monitor stopped (check the `fleet-monitor` flow run in Prefect and its "
+            f"worker; `gcloud pubsub subscriptions describe {args.monitor_subscription}` shows telemetry piling "
+            "up), or every device went silent at once (network, registry, credentials). One incident for the "
+            "whole fleet: the per-device silence alerts say which devices.",
+            after_metric_types,
+            extra_conditions=[threshold_condition(
+                f"telemetry unconsumed in {args.monitor_subscription} for over {alerts.silent_minutes} min",
+                subscription_filter(PUBSUB_OLDEST_UNACKED_AGE, args.monitor_subscription),
+                threshold=alerts.silent_minutes * SECONDS_PER_MINUTE,
+                minutes=1,
+                aligner="ALIGN_MAX",
+            )],
+        )
         self.register_outputs({"dashboard": self.dashboard.id})
 
     def _descriptor(self, name: str, metric: MetricDefinition) -> gcp.monitoring.MetricDescriptor:
@@ -206,13 +248,14 @@ class Monitoring(Component):
         condition: gcp.monitoring.AlertPolicyConditionArgs,
         documentation: str,
         opts: pulumi.ResourceOptions,
+        extra_conditions: Sequence[gcp.monitoring.AlertPolicyConditionArgs] = (),
     ) -> gcp.monitoring.AlertPolicy:
         return gcp.monitoring.AlertPolicy(
             resource_name,
             project=self._args.project,
             display_name=display_name,
             combiner="OR",
-            conditions=[condition],
+            conditions=[condition, *extra_conditions],
             notification_channels=list(self._args.alerts.notification_channels),
             user_labels=self._args.labels,
             severity="WARNING",

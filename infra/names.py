@@ -5,7 +5,10 @@ No Pulumi import: tests and policy checks use these too.
 
 from __future__ import annotations
 
+import json
 from typing import Literal, NamedTuple
+
+from edgefleet.kernel.contracts.layout import FLEET_DEVICES_PREFIX, FLEET_REVOKED_PREFIX
 
 COMPONENT_PREFIX = "edgefleet"
 
@@ -24,6 +27,15 @@ ROLE_STORAGE_OBJECT_VIEWER = "roles/storage.objectViewer"
 ROLE_STORAGE_OBJECT_USER = "roles/storage.objectUser"
 ROLE_MONITORING_METRIC_WRITER = "roles/monitoring.metricWriter"
 ROLE_BIGQUERY_DATA_EDITOR = "roles/bigquery.dataEditor"
+# Lets a federated identity (a device's X.509 certificate through the Workload Identity pool) act as a service
+# account: granted on the device service account alone.
+ROLE_WORKLOAD_IDENTITY_USER = "roles/iam.workloadIdentityUser"
+
+# The Workload Identity pool and its X.509 provider for device certificates (ids: 4-32 characters).
+DEVICE_POOL_SUFFIX = "devices"
+DEVICE_X509_PROVIDER_ID = "device-x509"
+# The device certificate's subject common name becomes google.subject (the device id, in Cloud Audit Logs).
+DEVICE_CERT_SUBJECT_MAPPING = {"google.subject": "assertion.subject.dn.cn"}
 
 
 # Google Cloud APIs the program (and the code of its identities) uses: `gcp.projects.Service` enables each one,
@@ -36,28 +48,44 @@ API_RESOURCE_MANAGER = "cloudresourcemanager.googleapis.com"  # project-level IA
 API_MONITORING = "monitoring.googleapis.com"
 API_BIGQUERY = "bigquery.googleapis.com"  # only with the BigQuery export
 API_SERVICE_USAGE = "serviceusage.googleapis.com"
+API_STS = "sts.googleapis.com"  # devices exchange their certificate for a federated token
+API_IAM_CREDENTIALS = "iamcredentials.googleapis.com"  # ... and that token for the device account's token
+# Enabled by hand before the first `pulumi up`: the provider manages every `Service` through both (services.py).
+PREREQUISITE_APIS: tuple[str, ...] = (API_SERVICE_USAGE, API_RESOURCE_MANAGER)
+X509_APIS: tuple[str, ...] = (API_STS, API_IAM_CREDENTIALS)
 CORE_APIS: tuple[str, ...] = (API_PUBSUB, API_STORAGE, API_IAM, API_RESOURCE_MANAGER, API_MONITORING)
 # Pulumi type module -> the API its resources are created through (policy checks and tests use it).
 API_OF_MODULE: dict[str, str] = {
     "pubsub": API_PUBSUB,
     "storage": API_STORAGE,
     "serviceaccount": API_IAM,
+    "iam": API_IAM,  # workload identity pools and providers
     "projects": API_RESOURCE_MANAGER,
     "monitoring": API_MONITORING,
     "bigquery": API_BIGQUERY,
 }
 
 
+# The registry's fleet records (device keys, revocations): all the monitor reads there.
+FLEET_RECORDS_PREFIX = "fleet/"
+if not all(prefix.startswith(FLEET_RECORDS_PREFIX) for prefix in (FLEET_DEVICES_PREFIX, FLEET_REVOKED_PREFIX)):
+    raise RuntimeError("the registry's fleet records moved out of fleet/: update FLEET_RECORDS_PREFIX")
+
 GrantTarget = Literal["telemetry_topic", "monitor_subscription", "registry_bucket", "project"]
 
 
 class FleetGrant(NamedTuple):
-    """One role the program grants a fleet identity, and on what (the Pulumi resource is `<prefix>-<name>`)."""
+    """One role the program grants a fleet identity, and on what (the Pulumi resource is `<prefix>-<name>`).
+
+    `object_prefix` (registry bucket grants only) narrows the grant with an IAM condition to the objects under
+    that prefix (and to listings of that prefix): `object_prefix_condition`.
+    """
 
     identity: str
     role: str
     on: GrantTarget
     name: str
+    object_prefix: str | None = None
 
 
 # Every grant to the fleet's identities: infra/identity.py creates exactly these, `edgefleet cloud check` looks
@@ -69,10 +97,25 @@ FLEET_GRANTS: tuple[FleetGrant, ...] = (
     FleetGrant(MONITOR_ACCOUNT_ROLE, ROLE_PUBSUB_SUBSCRIBER, "monitor_subscription", "monitor-consumes-telemetry"),
     FleetGrant(MONITOR_ACCOUNT_ROLE, ROLE_PUBSUB_VIEWER, "monitor_subscription", "monitor-checks-subscription"),
     FleetGrant(MONITOR_ACCOUNT_ROLE, ROLE_MONITORING_METRIC_WRITER, "project", "monitor-writes-metrics"),
-    # The monitor checks each message's signature against the device keys in the registry (fleet/devices/),
-    # which it does by default (issue 20): it reads them.
-    FleetGrant(MONITOR_ACCOUNT_ROLE, ROLE_STORAGE_OBJECT_VIEWER, "registry_bucket", "monitor-reads-device-keys"),
+    # The monitor checks each message's signature against the device keys in the registry (fleet/devices/, and
+    # the revocations in fleet/revoked/), which it does by default: it reads them, and nothing else there.
+    FleetGrant(MONITOR_ACCOUNT_ROLE, ROLE_STORAGE_OBJECT_VIEWER, "registry_bucket", "monitor-reads-device-keys",
+               object_prefix=FLEET_RECORDS_PREFIX),
 )
+
+
+def object_prefix_condition(bucket: str, prefix: str) -> str:
+    """The CEL expression of an IAM condition granting a bucket role on the objects under `prefix` only.
+
+    A read or get of an object is checked against the object's resource name
+    (`projects/_/buckets/<bucket>/objects/<name>`); a listing is checked against the bucket, so it is allowed
+    through the list request's prefix (`storage.googleapis.com/objectListPrefix`), which must start with `prefix`
+    (a listing without a prefix, of the whole bucket, stays denied).
+    """
+    quoted = json.dumps(prefix)
+    objects = json.dumps(f"projects/_/buckets/{bucket}/objects/{prefix}")
+    return (f"resource.name.startsWith({objects}) || "
+            f"api.getAttribute(\"storage.googleapis.com/objectListPrefix\", \"\").startsWith({quoted})")
 
 
 def service_account_id(fleet_name: str, role: str) -> str:

@@ -31,6 +31,11 @@ class StackOutputs(BaseModel):
     pipeline_service_account: str = Field(min_length=1, description="email of the release pipeline's account")
     monitor_service_account: str = Field(min_length=1, description="email of the fleet monitor's account")
     dashboard_id: str = Field(min_length=1)
+    device_workload_identity_provider: str | None = Field(
+        default=None,
+        description="projects/<number>/locations/global/workloadIdentityPools/<pool>/providers/<provider>: "
+        "the X.509 provider device certificates authenticate through (absent with devices.credentials: key)",
+    )
     bigquery_table: str | None = Field(default=None, description="project.dataset.table when exported")
 
 

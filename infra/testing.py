@@ -12,6 +12,7 @@ monitor). Used by tests/infra; users who extend the program can test their chang
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Callable
@@ -82,6 +83,14 @@ class GcpMocks(pulumi.runtime.Mocks):
             state.update(email=email, member=f"serviceAccount:{email}")
         elif kind == "Sleep":  # pulumiverse-time: the id is the creation time (RFC 3339)
             resource_id = "2026-01-01T00:00:00Z"
+        elif kind == "WorkloadIdentityPool":  # the API names pools by project number
+            resource_id = (f"projects/{self.project_number}/locations/global/workloadIdentityPools/"
+                           f"{state['workloadIdentityPoolId']}")
+            state.update(name=resource_id, state="ACTIVE")
+        elif kind == "WorkloadIdentityPoolProvider":
+            resource_id = (f"projects/{self.project_number}/locations/global/workloadIdentityPools/"
+                           f"{state['workloadIdentityPoolId']}/providers/{state['workloadIdentityPoolProviderId']}")
+            state.update(name=resource_id, state="ACTIVE")
         elif kind == "Dataset":
             resource_id = f"projects/{project}/datasets/{state['datasetId']}"
         elif kind == "Table":
@@ -214,8 +223,58 @@ def run_program(
     )
 
 
+NOTIFICATION_CHANNEL = f"projects/{PROJECT}/notificationChannels/4417902351"
+
+
+@functools.cache
+def fleet_ca_pem(common_name: str = "edgefleet test fleet CA") -> str:
+    """A self-signed CA certificate (PEM), standing in for the fleet CA that signs device certificates."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def base_values() -> dict[str, Any]:
+    """What every test stack sets besides its overrides: the project, where alerts go, the fleet CA."""
+    return {
+        "project": PROJECT,
+        "alerts": {"notificationChannels": [NOTIFICATION_CHANNEL]},
+        "devices": {"trustAnchors": [fleet_ca_pem()]},
+    }
+
+
+def pulumi_config(**values: str) -> dict[str, str]:
+    """The base values as Pulumi stores them (`edgefleet:alerts` -> JSON text), plus `values` (`edgefleet:...`)."""
+    base = {f"edgefleet:{key}": value if isinstance(value, str) else json.dumps(value)
+            for key, value in base_values().items()}
+    return {**base, **values}
+
+
 def stack_config(**values: Any) -> InfraConfig:
-    """An InfraConfig for PROJECT with optional overrides given as Pulumi config values."""
-    raw = {"project": PROJECT}
-    raw.update({key: value if isinstance(value, str) else json.dumps(value) for key, value in values.items()})
-    return config_from_values(raw)
+    """An InfraConfig for PROJECT with optional overrides given as Pulumi config values (a grouped key's fields
+    are merged into the base values' fields; `None` removes a key)."""
+    raw = base_values()
+    for key, value in values.items():
+        if value is None:
+            raw.pop(key, None)
+        elif isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    return config_from_values(
+        {key: value if isinstance(value, str) else json.dumps(value) for key, value in raw.items()})

@@ -23,6 +23,8 @@ RELEASE, ROLLOUT, PROMOTE, DEPLOY_AGENT, MONITOR, OVERVIEW = (
     "release-model", "rollout", "promote-canary", "deploy-agent", "fleet-monitor", "fleet-overview")
 REQUIRED = (RELEASE, ROLLOUT, PROMOTE, DEPLOY_AGENT, MONITOR)
 
+SANDBOX_WORK_POOL = "edgefleet-process"
+
 
 class SandboxSettings(BaseModel):
     """Every knob of `make sandbox` (defaults sized for a 2-core machine)."""
@@ -195,6 +197,8 @@ def sandbox_prefect_document(base: dict[str, Any], settings: SandboxSettings, em
             deployment["schedules"] = [{"interval": schedules[name], "active": True}]
         # Each deployment its own copy of the pool (YAML aliases would share one), with the emulator's address.
         pool = copy.deepcopy(deployment.get("work_pool") or {})
+        # One local worker: the sandbox has one identity (yours, on emulators), not the per-identity pools.
+        pool["name"] = SANDBOX_WORK_POOL
         pool.setdefault("job_variables", {}).setdefault("env", {})["PUBSUB_EMULATOR_HOST"] = emulator_host
         deployment["work_pool"] = pool
     document.pop("definitions", None)  # its anchors are resolved into every deployment above

@@ -28,7 +28,6 @@ from typer.testing import CliRunner
 
 from edgefleet.cli import app
 from edgefleet.infra.cloud_check import (
-    CheckResult,
     CloudClients,
     Policies,
     check_apis,
@@ -36,11 +35,14 @@ from edgefleet.infra.cloud_check import (
     check_dead_letter,
     check_identity_roles,
     check_metric_descriptors,
+    check_prerequisites,
     check_topic_schema,
+    expected_role,
+    role_members,
     run_checks,
     sample_telemetry,
 )
-from edgefleet.infra.names import CORE_APIS, FLEET_GRANTS
+from edgefleet.infra.names import CORE_APIS, FLEET_GRANTS, PREREQUISITE_APIS
 from edgefleet.infra.outputs import StackOutputs
 from edgefleet.infra.testing import PROJECT, PROJECT_NUMBER
 from edgefleet.kernel.contracts import layout
@@ -195,7 +197,7 @@ def _grants_as_policies(extra: dict[str, dict[str, set[str]]] | None = None, dro
     for grant in FLEET_GRANTS:
         if drop == (grant.identity, grant.role):
             continue
-        found[grant.on].setdefault(grant.role, set()).add(f"serviceAccount:{emails[grant.identity]}")
+        found[grant.on].setdefault(expected_role(grant, OUTPUTS), set()).add(f"serviceAccount:{emails[grant.identity]}")
     for target, roles in (extra or {}).items():
         for role, members in roles.items():
             found[target].setdefault(role, set()).update(members)
@@ -217,6 +219,31 @@ def test_a_missing_and_an_extra_role_are_reported() -> None:
     assert pipeline.ok
     assert not monitor.ok and "missing roles/pubsub.viewer on the monitor subscription" in monitor.detail
     assert not device.ok and "extra roles/editor on the project" in device.detail
+
+
+def test_the_monitor_reading_the_whole_registry_is_reported_as_wider_than_the_program() -> None:
+    """Issue 22 item 5: the program conditions the monitor's read on fleet/; an unconditioned read (set by hand, or
+    by an older stack) is an extra role, and the conditioned one is missing."""
+    monitor = f"serviceAccount:{OUTPUTS.monitor_service_account}"
+    # The bucket's policy as the storage client returns it (requested_policy_version=3): dict bindings.
+    stored = role_members([{"role": "roles/storage.objectViewer", "members": [monitor]}])
+    policies = _grants_as_policies()
+    policies = Policies(policies.telemetry_topic, policies.monitor_subscription,
+                        {**{role: members for role, members in policies.registry_bucket.items()
+                            if monitor not in members or "fleet/" not in role}, **stored},
+                        policies.project)
+    *_, result = check_identity_roles(policies, OUTPUTS)
+    assert not result.ok
+    assert "extra roles/storage.objectViewer on the registry bucket" in result.detail
+    assert 'missing roles/storage.objectViewer if resource.name.startsWith("projects/_/buckets/' in result.detail
+
+
+def test_a_conditional_binding_read_from_the_bucket_policy_matches_the_programs_grant() -> None:
+    [grant] = [grant for grant in FLEET_GRANTS if grant.object_prefix]
+    expression = expected_role(grant, OUTPUTS).split(" if ", 1)[1]
+    read = role_members([{"role": grant.role, "members": ["serviceAccount:m"],
+                          "condition": {"title": "only fleet/", "expression": expression}}])
+    assert read == {expected_role(grant, OUTPUTS): frozenset({"serviceAccount:m"})}
 
 
 class Subscriber:
@@ -281,19 +308,67 @@ def test_credentials_that_cannot_read_are_told_so_and_nothing_raises() -> None:
     assert all("your credentials cannot read" in result.detail for result in results)
 
 
-def test_the_command_prints_one_line_per_check_and_fails_on_any(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_command_prints_one_line_per_check_and_fails_on_any(tmp_path: Path) -> None:
+    """The command runs the real checks on the clients it is handed (Click's context object, the seam), not
+    patched functions of the module under test."""
     outputs_file = tmp_path / "outputs.json"
     outputs_file.write_text(OUTPUTS.model_dump_json())
-    canned = [CheckResult("apis", True, "5 enabled"), CheckResult("metric descriptors", False, "missing: x",
-                                                                  "pulumi up (in the repo root)")]
-    monkeypatch.setattr("edgefleet.infra.cloud_check.default_clients", lambda project: None)
-    monkeypatch.setattr("edgefleet.infra.cloud_check.run_checks", lambda clients, outputs: canned)
-    result = CliRunner().invoke(app, ["cloud", "check", str(outputs_file)])
+    denied = Denied()
+    clients = CloudClients(ServiceUsage(set(CORE_APIS) | set(PREREQUISITE_APIS)), *(denied,) * 6)
+    result = CliRunner().invoke(app, ["cloud", "check", str(outputs_file)], obj=clients)
     assert result.exit_code == 1
-    assert "ok    apis: 5 enabled" in result.output
-    assert "FAIL  metric descriptors: missing: x -> pulumi up (in the repo root)" in result.output
-    assert "1 ok, 1 failed" in result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("ok    prerequisites: serviceusage.googleapis.com, cloudresourcemanager")
+    assert lines[1].startswith(f"ok    apis: {len(CORE_APIS)} enabled")
+    assert "FAIL  registry bucket: your credentials cannot read bucket gs://" in result.output
+    failed = len(lines) - 3  # the two ok lines and the summary
+    assert failed >= 5 and lines[-1] == f"2 ok, {failed} failed"
+
+
+# --- prerequisites of the first `pulumi up` (issue 22, item 9) -------------------------------------------------
+
+
+def test_resource_manager_off_is_named_as_the_prerequisite_the_provider_needs() -> None:
+    result = check_prerequisites(ServiceUsage({"serviceusage.googleapis.com"}), PROJECT)
+    assert not result.ok
+    assert "cloudresourcemanager.googleapis.com" in result.detail and "provider" in result.detail
+    assert "serviceusage.googleapis.com:" not in result.detail
+    assert result.fix.startswith(f"gcloud services enable cloudresourcemanager.googleapis.com --project {PROJECT}")
+    assert check_prerequisites(ServiceUsage(set(PREREQUISITE_APIS)), PROJECT).ok
+
+
+class ServiceUsageDisabled:
+    """What Google answers when the Service Usage API itself is off (403 SERVICE_DISABLED)."""
+
+    def batch_get_services(self, request: dict[str, Any]) -> Any:
+        raise google_exceptions.PermissionDenied(
+            f"Service Usage API has not been used in project {PROJECT_NUMBER} before or it is disabled. Enable it "
+            "by visiting https://console.developers.google.com/apis/api/serviceusage.googleapis.com/overview")
+
+
+def test_service_usage_off_is_named_not_reported_as_missing_credentials() -> None:
+    result = check_prerequisites(ServiceUsageDisabled(), PROJECT)
+    assert not result.ok
+    assert result.detail.startswith(f"serviceusage.googleapis.com is not enabled in {PROJECT}")
+    assert "your credentials" not in result.detail
+    assert "gcloud services enable serviceusage.googleapis.com cloudresourcemanager.googleapis.com" in result.fix
+
+
+def test_before_the_first_pulumi_up_the_command_checks_only_the_prerequisites() -> None:
+    clients = CloudClients(ServiceUsage({"serviceusage.googleapis.com"}), *(Denied(),) * 6)
+    result = CliRunner().invoke(app, ["cloud", "check", "--project", PROJECT], obj=clients)
+    assert result.exit_code == 1
+    assert result.output.startswith("FAIL  prerequisites: not enabled: cloudresourcemanager.googleapis.com")
+    assert "0 ok, 1 failed" in result.output
+    ready = CloudClients(ServiceUsage(set(PREREQUISITE_APIS)), *(Denied(),) * 6)
+    result = CliRunner().invoke(app, ["cloud", "check", "--project", PROJECT], obj=ready)
+    assert result.exit_code == 0 and "1 ok, 0 failed" in result.output
+    assert "run `pulumi up`" in result.output
+
+
+def test_the_command_with_nothing_to_check_says_what_to_pass() -> None:
+    result = CliRunner().invoke(app, ["cloud", "check"], obj=CloudClients(*(Denied(),) * 7))
+    assert result.exit_code != 0 and "--project" in result.output
 
 
 @pytest.mark.skipif(not os.environ.get("EDGEFLEET_CLOUD_CHECK_OUTPUTS"),

@@ -52,6 +52,9 @@ from edgefleet.monitor.config import CloudMetricsConfig, MonitorConfig
 from edgefleet.monitor.service import run_monitor
 
 IDENTITIES = ("device", "pipeline", "monitor")
+# The prefect.yaml deployments whose code each identity block of the recorded run exercises: each must run in its
+# identity's work pool (edgefleet.infra.pools), so its worker's credentials are that identity's.
+EXERCISED_DEPLOYMENTS = {"pipeline": ("release-model", "rollout", "deploy-agent"), "monitor": ("fleet-monitor",)}
 MODEL, CHANNEL = "birds", "stable"
 WAIT_S = 60.0
 INPUT_SPEC = TensorSpec(name="input", shape=(1, 128, 128, 3), dtype="uint8",
@@ -228,13 +231,13 @@ def test_every_call_of_every_identity_is_granted_and_every_grant_is_used(
 
     device_key, _ = generate_keypair()
     enrolment, enrolment_public = generate_keypair()  # the fleet enrolment key signs the device key record
-    with recorder.as_identity("pipeline"):
+    with recorder.as_identity("pipeline"):  # release-model, rollout, deploy-agent: the edgefleet-pipeline pool
         _run_pipeline(registry, tmp_path, (private_key, public_file))
         register_device_key(registry, "cam-1", device_key.public_key(), enrolment_key=enrolment, by="deploy-agent")
     with recorder.as_identity("device"):
         _run_device(GcsRegistryReader(cloud["bucket"], client=storage.Client(project=PROJECT)), tmp_path, public_file,
                     device_key)
-    with recorder.as_identity("monitor"):
+    with recorder.as_identity("monitor"):  # fleet-monitor: the edgefleet-monitor pool
         _run_monitor(recorder, tmp_path, registry.uri,
                      save_public_key(enrolment_public, tmp_path / "keys" / "fleet-enrolment.pub"))
 
@@ -248,6 +251,10 @@ def test_every_call_of_every_identity_is_granted_and_every_grant_is_used(
     assert ("monitor", "google.pubsub.v1.Subscriber/StreamingPull", VIA_GRPC) in methods
     assert ("monitor", "google.monitoring.v3.MetricService/CreateTimeSeries", VIA_FAKE) in methods
     assert ("monitor", "storage.objects.list", VIA_HTTP) in methods  # the device keys
+    # ... and only them: every object the monitor touches is under fleet/, which its conditioned grant allows.
+    monitor_objects = {call.object_name for call in recorder.calls
+                       if call.identity == "monitor" and call.method.startswith("storage.objects.")}
+    assert monitor_objects and all(name.startswith("fleet/") for name in monitor_objects), monitor_objects
     assert {call.identity for call in recorder.calls} == set(IDENTITIES)
     tolerated = {call.method for call in recorder.calls
                  if call.method in METHOD_PERMISSIONS and METHOD_PERMISSIONS[call.method].denial_tolerated}
@@ -276,7 +283,7 @@ def _calls_granting_everything(bucket: str) -> list[ApiCall]:
         ApiCall("monitor", "google.pubsub.v1.Subscriber/GetSubscription", SUBSCRIPTION, VIA_GRPC),
         ApiCall("monitor", "google.pubsub.v1.Subscriber/StreamingPull", SUBSCRIPTION, VIA_GRPC),
         ApiCall("monitor", "google.monitoring.v3.MetricService/CreateTimeSeries", f"projects/{PROJECT}", VIA_FAKE),
-        ApiCall("monitor", "storage.objects.list", bucket, VIA_HTTP),
+        ApiCall("monitor", "storage.objects.list", bucket, VIA_HTTP, "fleet/devices/"),
     ]
 
 
@@ -338,7 +345,8 @@ def test_the_monitor_reading_device_public_keys_from_the_registry_needs_a_grant(
     monitor = _members(stack)["monitor"]
     bindings = [binding for binding in iam_bindings(stack.resources)
                 if not (binding.member == monitor and binding.role == "roles/storage.objectViewer")]
-    calls = [*_calls_granting_everything(bucket), ApiCall("monitor", "storage.objects.get", bucket, VIA_HTTP)]
+    calls = [*_calls_granting_everything(bucket),
+             ApiCall("monitor", "storage.objects.get", bucket, VIA_HTTP, "fleet/devices/cam-1.json")]
     violations = check_conformance(calls, bindings, _members(stack))
     assert any(f"monitor calls storage.objects.get on bucket {bucket}" in v.message for v in violations)
     assert all("monitor calls storage.objects." in v.message and "roles/storage.objectViewer" in v.message
@@ -364,3 +372,37 @@ def test_the_program_grants_exactly_the_fleet_grants_table(stack: StackRun) -> N
     granted = {(binding.member, binding.role, binding.target) for binding in iam_bindings(stack.resources)
                if binding.member in members.values()}
     assert granted == expected
+
+
+@pytest.mark.parametrize(("method", "object_name"), [
+    ("storage.objects.get", "models/birds/1.0.0/model_cpu.tflite"),  # a model
+    ("storage.objects.get", "models/birds/channels/stable.json"),  # a channel pointer
+    ("storage.objects.list", ""),  # the whole bucket: a listing is checked against the bucket
+    ("storage.objects.list", "models/"),
+    ("storage.objects.get", "fleetx/devices/cam-1.json"),  # a prefix that only looks like fleet/
+])
+def test_the_monitor_reading_outside_the_fleet_records_is_caught(stack: StackRun, method: str,
+                                                                  object_name: str) -> None:
+    """Issue 22 item 5: the monitor's registry grant is conditioned on fleet/ (device keys, revocations)."""
+    bucket = stack.outputs["registry_bucket"]
+    calls = [*_calls_granting_everything(bucket), ApiCall("monitor", method, bucket, VIA_HTTP, object_name)]
+    [violation] = check_conformance(calls, iam_bindings(stack.resources), _members(stack))
+    what = "prefix" if method == "storage.objects.list" else "object"
+    assert f"monitor calls {method} on bucket {bucket} ({what} {object_name!r})" in violation.message
+
+
+def test_the_device_reads_the_whole_registry_unconditioned(stack: StackRun) -> None:
+    bucket = stack.outputs["registry_bucket"]
+    calls = [*_calls_granting_everything(bucket),
+             ApiCall("device", "storage.objects.get", bucket, VIA_HTTP, "models/birds/1.0.0/model_cpu.tflite"),
+             ApiCall("device", "storage.objects.list", bucket, VIA_HTTP, "")]
+    assert check_conformance(calls, iam_bindings(stack.resources), _members(stack)) == []
+
+
+def test_each_recorded_flow_runs_as_the_identity_of_its_work_pool() -> None:
+    """Issue 22 item 4: the recorded run attributes each flow's calls to one identity; prefect.yaml must run that
+    flow in the pool whose worker holds that identity's credentials."""
+    from edgefleet.infra.pools import DEPLOYMENT_IDENTITY
+
+    for identity, deployments in EXERCISED_DEPLOYMENTS.items():
+        assert {DEPLOYMENT_IDENTITY[name] for name in deployments} == {identity}

@@ -14,7 +14,7 @@ from edgefleet.cli import app
 from edgefleet.device.agent.config import load_config as load_agent_config
 from edgefleet.infra.__main__ import main
 from edgefleet.infra.outputs import REQUIRED_OUTPUT_KEYS
-from edgefleet.infra.testing import PROJECT, run_program
+from edgefleet.infra.testing import PROJECT, pulumi_config, run_program
 from edgefleet.kernel.contracts import layout
 from edgefleet.monitor.config import load_monitor_config
 
@@ -22,7 +22,7 @@ from edgefleet.monitor.config import load_monitor_config
 @pytest.fixture(scope="module")
 def stack_outputs() -> dict[str, object]:
     """What `pulumi stack output --json` prints for the program's stack."""
-    return run_program(main, config={"edgefleet:project": PROJECT}).outputs
+    return run_program(main, config=pulumi_config()).outputs
 
 
 def _write(tmp_path: Path, outputs: dict[str, object]) -> Path:

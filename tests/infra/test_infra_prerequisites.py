@@ -62,6 +62,11 @@ def test_every_resource_waits_for_the_api_it_is_created_through(stack: StackRun)
         assert stack.depends_on(record, services[api]), f"{record.name} does not wait for {api}"
 
 
+def _sleep(stack: StackRun, name: str) -> ResourceRecord:
+    [sleep] = [record for record in stack.of_type("Sleep") if record.name == f"edgefleet-{name}"]
+    return sleep
+
+
 def _short(record: ResourceRecord) -> str:
     return record.type.rsplit(":", 1)[-1]
 
@@ -86,7 +91,7 @@ def test_no_lookup_needs_an_api_before_the_program_enables_it(default_stack: Sta
 def test_alert_policies_on_custom_metrics_wait_for_descriptors_and_their_propagation(
     default_stack: StackRun,
 ) -> None:
-    [sleep] = default_stack.of_type("Sleep")
+    sleep = _sleep(default_stack, "new-metric-types")
     descriptors = default_stack.of_type("MetricDescriptor")
     assert descriptors and all(default_stack.depends_on(sleep, descriptor) for descriptor in descriptors)
     assert sleep.inputs["createDuration"] == "120s"
@@ -96,13 +101,13 @@ def test_alert_policies_on_custom_metrics_wait_for_descriptors_and_their_propaga
         for record in default_stack.of_type("AlertPolicy")
         if "custom.googleapis.com/" in str(record.inputs["conditions"])
     ]
-    assert len(custom) == 2  # device silent, latency p95 (dead letters use a built-in Pub/Sub metric)
+    assert len(custom) == 3  # device silent, latency p95, monitor stopped (dead letters: a built-in metric)
     assert all(default_stack.depends_on(policy, sleep) for policy in custom)
 
 
 def test_the_new_metric_wait_follows_the_stack_config() -> None:
     stack = run_program(lambda: build(stack_config(alerts={"newMetricWaitSeconds": 300})))
-    [sleep] = stack.of_type("Sleep")
+    sleep = _sleep(stack, "new-metric-types")
     assert sleep.inputs["createDuration"] == "300s"
 
 
@@ -116,3 +121,57 @@ def test_metric_units_are_in_cloud_monitorings_documented_list(default_stack: St
     bad = temperature._replace(inputs={**temperature.inputs, "unit": "Cel"})
     [violation] = check_metric_units([bad])
     assert "'Cel'" in violation.message and "{Cel}" in violation.message
+
+
+# --- the first `pulumi up` on a fresh project (issue 22, item 9) ----------------------------------------------
+
+
+def test_every_api_is_enabled_after_resource_manager_which_the_provider_reads_each_one_through(
+    stack: StackRun,
+) -> None:
+    services = _services(stack)
+    resource_manager = services["cloudresourcemanager.googleapis.com"]
+    others = [record for api, record in services.items() if api != "cloudresourcemanager.googleapis.com"]
+    assert others and all(stack.depends_on(record, resource_manager) for record in others)
+    assert not stack.depends_on(resource_manager, others[0])
+
+
+def test_nothing_is_created_through_an_api_before_the_api_propagation_wait(stack: StackRun) -> None:
+    wait = _sleep(stack, "api-propagation")
+    services = _services(stack)
+    assert all(stack.depends_on(wait, record) for record in services.values())
+    assert wait.inputs["createDuration"] == "60s"
+    assert wait.inputs["triggers"]["apis"].split(",") == sorted(services)
+    users = [record for record in stack.resources
+             if record.type.startswith("gcp:") and _short(record) not in ("Service",)]
+    assert len(users) > 20
+    late = [record.name for record in users if not stack.depends_on(record, wait)]
+    assert late == []
+
+
+def test_grants_to_the_new_service_accounts_wait_for_their_propagation(default_stack: StackRun) -> None:
+    wait = _sleep(default_stack, "service-account-propagation")
+    accounts = default_stack.of_type("Account")
+    assert len(accounts) == 3 and all(default_stack.depends_on(wait, account) for account in accounts)
+    assert wait.inputs["createDuration"] == "30s"
+    fleet = {f"serviceAccount:{record.inputs['email']}" for record in accounts}
+    grants = [binding for binding in iam_bindings(default_stack.resources) if binding.member in fleet]
+    assert len(grants) >= 7
+    assert all(default_stack.depends_on(binding.resource, wait) for binding in grants)
+    [device_binding] = [record for record in default_stack.resources
+                        if record.type == "gcp:serviceaccount/iAMMember:IAMMember"]
+    assert default_stack.depends_on(device_binding, wait)  # the device pool acts as a new account too
+
+
+def test_the_propagation_waits_follow_the_stack_config() -> None:
+    stack = run_program(lambda: build(stack_config(propagation={"apiWaitSeconds": 180,
+                                                                "serviceAccountWaitSeconds": 90})))
+    assert _sleep(stack, "api-propagation").inputs["createDuration"] == "180s"
+    assert _sleep(stack, "service-account-propagation").inputs["createDuration"] == "90s"
+
+
+def test_x509_devices_enable_sts_and_iam_credentials_and_the_key_fallback_does_not(default_stack: StackRun) -> None:
+    assert {"sts.googleapis.com", "iamcredentials.googleapis.com"} <= set(_services(default_stack))
+    keys = run_program(lambda: build(stack_config(devices={"credentials": "key"})))
+    assert not {"sts.googleapis.com", "iamcredentials.googleapis.com"} & set(_services(keys))
+    assert keys.of_type("WorkloadIdentityPool") == [] and "device_workload_identity_provider" not in keys.outputs

@@ -17,7 +17,16 @@ from edgefleet.infra.policy import (
     iam_bindings,
     monitoring_metric_types,
 )
-from edgefleet.infra.testing import PROJECT, PROJECT_NUMBER, StackRun, run_program, stack_config
+from edgefleet.infra.testing import (
+    NOTIFICATION_CHANNEL,
+    PROJECT,
+    PROJECT_NUMBER,
+    StackRun,
+    fleet_ca_pem,
+    pulumi_config,
+    run_program,
+    stack_config,
+)
 from edgefleet.kernel.contracts import layout
 from edgefleet.kernel.contracts.telemetry import telemetry_avro_schema
 from edgefleet.kernel.metrics import ALL_METRICS, METRICS_BY_TYPE
@@ -51,7 +60,9 @@ def _grants(stack: StackRun, member: str) -> set[tuple[str, str, str]]:
 def test_every_grant_goes_to_a_fleet_account_or_the_pubsub_agent(default_stack: StackRun) -> None:
     members = {binding.member for binding in iam_bindings(default_stack.resources)}
     expected = {_account(default_stack, role) for role in ("device", "pipeline", "monitor")} | {PUBSUB_AGENT}
-    assert members == expected
+    device_certificates = ("principalSet://iam.googleapis.com/projects/"
+                           f"{PROJECT_NUMBER}/locations/global/workloadIdentityPools/edgefleet-devices/*")
+    assert members == expected | {device_certificates}
     assert all(member.endswith(f"@{PROJECT}.iam.gserviceaccount.com") for member in expected - {PUBSUB_AGENT})
 
 
@@ -85,6 +96,88 @@ def test_monitor_account_consumes_and_checks_its_subscription_and_writes_metrics
         ("projects/iAMMember", "roles/monitoring.metricWriter", PROJECT),
         ("storage/bucketIAMMember", "roles/storage.objectViewer", default_stack.outputs["registry_bucket"]),
     }
+
+
+def _bucket_grant(stack: StackRun, role: str) -> dict:
+    [record] = [binding.resource for binding in iam_bindings(stack.resources)
+                if binding.member == _account(stack, role) and binding.scope == "storage/bucketIAMMember"]
+    return record.inputs
+
+
+def test_the_monitor_reads_only_the_fleet_records_of_the_registry(default_stack: StackRun) -> None:
+    """Issue 22 item 5: the monitor reads fleet/devices/ and fleet/revoked/ (device keys, revocations), never
+    the models or channel pointers: its objectViewer is conditioned on the object name prefix, and a listing
+    is allowed only with a prefix under fleet/ (a listing is checked against the bucket, not an object)."""
+    bucket = default_stack.outputs["registry_bucket"]
+    condition = _bucket_grant(default_stack, "monitor")["condition"]
+    assert condition["expression"] == (
+        f'resource.name.startsWith("projects/_/buckets/{bucket}/objects/fleet/") || '
+        'api.getAttribute("storage.googleapis.com/objectListPrefix", "").startsWith("fleet/")')
+    assert condition["title"]
+    assert layout.FLEET_DEVICES_PREFIX.startswith("fleet/") and layout.FLEET_REVOKED_PREFIX.startswith("fleet/")
+    # Devices and the pipeline read (and write) models and pointers all over the bucket: no condition.
+    assert "condition" not in _bucket_grant(default_stack, "device")
+    assert "condition" not in _bucket_grant(default_stack, "pipeline")
+
+
+def test_device_certificates_federate_through_an_x509_provider_trusting_the_fleet_ca(
+    default_stack: StackRun,
+) -> None:
+    """Issue 22 item 3: no service account key; each device's certificate, signed by the fleet CA, may act as the
+    device service account (and so has exactly its grants)."""
+    [pool] = default_stack.of_type("WorkloadIdentityPool")
+    [provider] = default_stack.of_type("WorkloadIdentityPoolProvider")
+    assert pool.inputs["workloadIdentityPoolId"] == "edgefleet-devices"
+    assert provider.inputs["workloadIdentityPoolId"] == "edgefleet-devices"
+    anchors = provider.inputs["x509"]["trustStore"]["trustAnchors"]
+    assert [anchor["pemCertificate"] for anchor in anchors] == [fleet_ca_pem()]
+    assert provider.inputs["attributeMapping"] == {"google.subject": "assertion.subject.dn.cn"}
+    assert "oidc" not in provider.inputs and "aws" not in provider.inputs
+    [binding] = [record for record in default_stack.resources
+                 if record.type == "gcp:serviceaccount/iAMMember:IAMMember"]
+    device_account = f"projects/{PROJECT}/serviceAccounts/{default_stack.outputs['device_service_account']}"
+    assert binding.inputs == {**binding.inputs, "serviceAccountId": device_account,
+                              "role": "roles/iam.workloadIdentityUser",
+                              "member": f"principalSet://iam.googleapis.com/{pool.inputs['name']}/*"}
+    assert default_stack.outputs["device_workload_identity_provider"] == provider.inputs["name"]
+    assert not [record for record in default_stack.resources if record.type.endswith(":Key")]  # no account keys
+
+
+def test_intermediate_cas_go_into_the_trust_store() -> None:
+    stack = run_program(lambda: build(stack_config(devices={"intermediateCas": [fleet_ca_pem("site CA")]})))
+    [provider] = stack.of_type("WorkloadIdentityPoolProvider")
+    assert provider.inputs["x509"]["trustStore"]["intermediateCas"] == [{"pemCertificate": fleet_ca_pem("site CA")}]
+
+
+def test_every_alert_policy_notifies_the_configured_channel_or_none_only_when_allowed(
+    default_stack: StackRun,
+) -> None:
+    policies = default_stack.of_type("AlertPolicy")
+    assert len(policies) == 4
+    assert all(policy.inputs["notificationChannels"] == [NOTIFICATION_CHANNEL] for policy in policies)
+    silent = run_program(lambda: build(stack_config(alerts={"notificationChannels": [],
+                                                            "allowWithoutChannel": True})))
+    assert all(policy.inputs.get("notificationChannels", []) == [] for policy in silent.of_type("AlertPolicy"))
+
+
+def test_one_alert_when_the_monitor_stops_not_one_per_device(default_stack: StackRun) -> None:
+    """The monitor writes each heard device's telemetry count every period: summed over the fleet with no
+    group-by it is one series, whose absence is one incident; the per-device silence policy groups by device."""
+    [stopped] = [policy for policy in default_stack.of_type("AlertPolicy")
+                 if policy.name == "edgefleet-monitor-stopped"]
+    absent, unconsumed = stopped.inputs["conditions"]
+    assert stopped.inputs["combiner"] == "OR"
+    assert 'custom.googleapis.com/edgefleet/device/telemetry_messages' in absent["conditionAbsent"]["filter"]
+    [aggregation] = absent["conditionAbsent"]["aggregations"]
+    assert aggregation["crossSeriesReducer"] == "REDUCE_SUM" and not aggregation.get("groupByFields")
+    assert absent["conditionAbsent"]["duration"] == "600s"
+    threshold = unconsumed["conditionThreshold"]
+    assert "oldest_unacked_message_age" in threshold["filter"] and layout.MONITOR_SUBSCRIPTION in threshold["filter"]
+    assert threshold["thresholdValue"] == 600
+    [silent_device] = [policy for policy in default_stack.of_type("AlertPolicy")
+                       if policy.name == "edgefleet-device-silent"]
+    grouped = silent_device.inputs["conditions"][0]["conditionAbsent"]["aggregations"][0]["groupByFields"]
+    assert grouped == ["metric.label.device_id"]
 
 
 def test_no_public_members_and_no_primitive_roles(default_stack: StackRun) -> None:
@@ -165,7 +258,7 @@ def test_children_are_parented_to_their_component(default_stack: StackRun) -> No
     children = [
         record for record in default_stack.resources if record.type.startswith(("gcp:", "time:"))
     ]
-    assert len(components) == 5  # services, telemetry, registry, identity, monitoring
+    assert len(components) == 6  # services, telemetry, registry, identity, device credentials, monitoring
     assert children and all(record.parent in components for record in children)
     assert all(record.inputs.get("project", PROJECT) == PROJECT for record in children)
 
@@ -189,7 +282,7 @@ def test_every_dashboard_and_alert_metric_is_written_by_the_monitor_or_pubsub(
     default_stack: StackRun,
 ) -> None:
     found = monitoring_metric_types(default_stack.resources)
-    assert len(found) == 4  # the dashboard and three alert policies
+    assert len(found) == 5  # the dashboard and four alert policies
     assert all(found.values()), "a dashboard or alert whose metrics could not be read"
     named = set().union(*found.values())
     assert named <= set(METRICS_BY_TYPE) | BUILTIN_METRICS
@@ -239,7 +332,7 @@ def test_bigquery_export_is_optional_and_least_privilege(default_stack: StackRun
 
 
 def test_outputs_are_exported_and_feed_the_config() -> None:
-    stack = run_program(main, config={"edgefleet:project": PROJECT, "edgefleet:region": "europe-west4"})
+    stack = run_program(main, config=pulumi_config(**{"edgefleet:region": "europe-west4"}))
     assert set(REQUIRED_OUTPUT_KEYS) <= set(stack.outputs)
     outputs = StackOutputs.model_validate(stack.outputs)
     assert outputs.region == "europe-west4"
@@ -256,10 +349,11 @@ def test_outputs_are_exported_and_feed_the_config() -> None:
         ({}, "edgefleet:project"),
         ({"edgefleet:project": "My Project"}, "edgefleet:project"),
         (
-            {"edgefleet:project": PROJECT, "edgefleet:telemetry": '{"deadLetterMaxAttempts": 3}'},
+            pulumi_config(**{"edgefleet:telemetry": '{"deadLetterMaxAttempts": 3}'}),
             "edgefleet:telemetry.deadLetterMaxAttempts",
         ),
-        ({"edgefleet:project": PROJECT, "edgefleet:projet": "typo"}, "edgefleet:projet"),
+        (pulumi_config(**{"edgefleet:projet": "typo"}), "edgefleet:projet"),
+        ({"edgefleet:project": PROJECT}, "edgefleet:alerts"),  # no channel and no fleet CA: refused at preview
     ],
 )
 def test_bad_stack_config_fails_before_anything_is_created(config: dict[str, str], key: str) -> None:
