@@ -7,7 +7,8 @@ is a long-lived secret on every device. Instead each device holds its own certif
 that one account, for the pool's principals): the device keeps exactly the device account's grants
 (`FLEET_GRANTS`). The certificate's subject CN becomes `google.subject` (the device id, in audit logs).
 
-The device's credentials file (agent config `credentials_file`) is a credential configuration, not a secret:
+The device's credentials file is a credential configuration, not a secret, named by the agent's
+`GOOGLE_APPLICATION_CREDENTIALS` (with `GOOGLE_API_CERTIFICATE_CONFIG` naming the certificate configuration):
 `gcloud iam workload-identity-pools create-cred-config <provider> --service-account <device account>
 --credential-cert-path ... --credential-cert-private-key-path ... --output-file ...` (infra/README.md).
 
