@@ -46,6 +46,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict
 
+from edgefleet.flows.deploy_agent.device_access import device_access, source_kind
 from edgefleet.flows.deploy_agent.params import (
     RELEASE_KEY_FILE,
     DeployAgentParams,
@@ -67,6 +68,7 @@ from edgefleet.flows.deploy_agent.service import (
     service_commands,
     unit_path,
 )
+from edgefleet.flows.deploy_agent.unit_compat import FittedUnit, fit_unit, parse_systemd_version
 from edgefleet.flows.registry import (
     open_registry_writer,
     register_device_key,
@@ -230,7 +232,7 @@ def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgen
     connection.write_text(config_path, agent_document(params, device, root, f"{config_dir}/{RELEASE_KEY_FILE}"))
     connection.write_text(f"{config_dir}/{RELEASE_KEY_FILE}", release_key)
     if params.agent_user:
-        connection.run(create_user_command(params.agent_user, root))
+        connection.run(create_user_command(params.agent_user, root, device_access(source_kind(params.agent)).groups))
         connection.run(ownership_command(params.agent_user, root, device.user))
     # The agent makes its own key on the device (as its own user); only the public key comes back, to be published.
     device_public = connection.run(as_agent_user(params.agent_user, f"{q(venv)}/bin/edgefleet-agent device-key "
@@ -242,10 +244,10 @@ def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgen
         rule_path, rule = sudoers_rule(device.user, params.agent_user, spec.command[0])
         connection.write_text(rule_path, rule, mode=0o440)
         connection.run(f"visudo -cqf {q(rule_path)} || {{ rm -f {q(rule_path)}; exit 1; }}")
-    pid = _restart(connection, params, spec)
+    pid, note = _restart(connection, params, spec)
     _wait_running(connection, params, device, spec, pid)
     return DeployResult(device_id=device.id, ok=True, pid=pid, wheel_uploaded=uploaded, device_key_id=device_key_id,
-                        detail=f"running (pid {pid}, {params.service_manager}, config {config_path})")
+                        detail=f"running (pid {pid}, {params.service_manager}{note}, config {config_path})")
 
 
 def agent_service_spec(params: DeployAgentParams, device: DeviceSpec, root: str, config_dir: str) -> ServiceSpec:
@@ -255,7 +257,8 @@ def agent_service_spec(params: DeployAgentParams, device: DeviceSpec, root: str,
     return ServiceSpec(name=params.service.name, **params.restart_settings,
                        command=(f"{venv}/bin/edgefleet-agent", "run", "--config", f"{config_dir}/agent.yaml"),
                        user=params.agent_user or device.user, state_dir=root, service_dir=config_dir,
-                       environment=params.environment, description=f"edgefleet device agent ({device.id})")
+                       environment=params.environment, description=f"edgefleet device agent ({device.id})",
+                       device_classes=device_access(source_kind(params.agent)).device_classes)
 
 
 def _install_venv(connection: DeviceConnection, params: DeployAgentParams, wheel: Path) -> tuple[str, bool]:
@@ -299,19 +302,39 @@ def _config_dir(connection: DeviceConnection, params: DeployAgentParams, device:
     return config_dir
 
 
-def _restart(connection: DeviceConnection, params: DeployAgentParams, spec: ServiceSpec) -> int:
-    """Installs the service (systemd: the unit, checked) and restarts it; returns the agent's pid."""
+def fitted_unit(connection: DeviceConnection, spec: ServiceSpec) -> FittedUnit:
+    """The agent's unit rendered for the device's systemd (`systemctl --version` there).
+
+    Raises:
+        ConfigError: the device has no systemctl, or a systemd older than the unit supports.
+    """
+    result = connection.run("systemctl --version", check=False)
+    if result.exit_code != 0:
+        raise ConfigError(f"device {connection.device.id}: `systemctl --version` failed ({result.stderr.strip()})",
+                          "install the agent with service: {manager: process} where systemd is not the init")
+    return fit_unit(render_unit(spec), parse_systemd_version(result.stdout))
+
+
+def _restart(connection: DeviceConnection, params: DeployAgentParams, spec: ServiceSpec) -> tuple[int, str]:
+    """Installs the service (systemd: the unit, fitted to its systemd and checked) and restarts it; returns the
+    agent's pid and a note for the result (the hardening an old systemd goes without)."""
     commands = service_commands(params.service_manager, spec)
+    note = ""
+    start_s = 0.0
     if params.service_manager == "systemd":
-        connection.write_text(unit_path(spec), render_unit(spec))
+        unit = fitted_unit(connection, spec)
+        connection.write_text(unit_path(spec), unit.text)
         check_unit(connection, unit_path(spec))
+        start_s = spec.start_timeout_s  # Type=notify: `systemctl restart` returns at READY=1
+        if unit.omitted:
+            note = f", systemd {unit.systemd_version} lacks {', '.join(unit.omitted)}"
     else:
         # An agent started before the config directory (its pid file in the agent root, which its user controls):
         # stopped as that user, who can signal only its own processes, never as root.
         legacy = service_commands("process", spec.model_copy(update={"service_dir": None}))
         connection.run(as_agent_user(params.agent_user, legacy.stop), timeout_s=spec.stop_timeout_s * 2 + 30)
-    connection.run(commands.restart, timeout_s=spec.stop_timeout_s * 2 + 30)
-    return int(connection.run(commands.pid).stdout.strip() or 0)
+    connection.run(commands.restart, timeout_s=spec.stop_timeout_s * 2 + start_s + 30)
+    return int(connection.run(commands.pid).stdout.strip() or 0), note
 
 
 def _wait_running(connection: DeviceConnection, params: DeployAgentParams, device: DeviceSpec, spec: ServiceSpec,

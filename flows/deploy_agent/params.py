@@ -130,6 +130,9 @@ class DeployAgentParams(BaseModel):
     @property
     def restart_settings(self) -> dict[str, float]:
         """The ServiceSpec fields only systemd uses."""
-        return {"restart_sec": self.service.restart_sec} if isinstance(self.service, SystemdService) else {}
+        if not isinstance(self.service, SystemdService):
+            return {}
+        return {"restart_sec": self.service.restart_sec, "watchdog_s": self.service.watchdog_s,
+                "start_timeout_s": self.start_timeout_s}
 
 
