@@ -47,6 +47,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict
 
 from edgefleet.flows.deploy_agent.device_access import device_access, source_kind
+from edgefleet.flows.deploy_agent.install import ensure_libedgetpu, ensure_venv, install_lock, pip_install
 from edgefleet.flows.deploy_agent.params import (
     RELEASE_KEY_FILE,
     DeployAgentParams,
@@ -226,7 +227,7 @@ def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgen
     root = connection.run(f"mkdir -p {remote_path(device.agent_root)} && cd {remote_path(device.agent_root)} "
                           "&& pwd -P").stdout.strip()
     config_dir = _config_dir(connection, params, device, root)
-    venv, uploaded = _install_venv(connection, params, wheel)
+    venv, uploaded, install_note = _install_venv(connection, params, wheel)
     q = shlex.quote
     config_path = f"{config_dir}/agent.yaml"
     connection.write_text(config_path, agent_document(params, device, root, f"{config_dir}/{RELEASE_KEY_FILE}"))
@@ -247,7 +248,8 @@ def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgen
     pid, note = _restart(connection, params, spec)
     _wait_running(connection, params, device, spec, pid)
     return DeployResult(device_id=device.id, ok=True, pid=pid, wheel_uploaded=uploaded, device_key_id=device_key_id,
-                        detail=f"running (pid {pid}, {params.service_manager}{note}, config {config_path})")
+                        detail=f"running (pid {pid}, {params.service_manager}{note}, config {config_path})"
+                        f"{install_note}")
 
 
 def agent_service_spec(params: DeployAgentParams, device: DeviceSpec, root: str, config_dir: str) -> ServiceSpec:
@@ -261,8 +263,9 @@ def agent_service_spec(params: DeployAgentParams, device: DeviceSpec, root: str,
                        device_classes=device_access(source_kind(params.agent)).device_classes)
 
 
-def _install_venv(connection: DeviceConnection, params: DeployAgentParams, wheel: Path) -> tuple[str, bool]:
-    """Uploads the wheel (unless there), makes the venv and installs; returns (venv, whether it was uploaded)."""
+def _install_venv(connection: DeviceConnection, params: DeployAgentParams, wheel: Path) -> tuple[str, bool, str]:
+    """Uploads the wheel (unless there), makes (or repairs) the venv and installs the pinned dependencies and the
+    wheel; returns (venv, whether it was uploaded, a note on libedgetpu for the result)."""
     q = shlex.quote
     install = params.install_dir
     wheels_dir, venv = f"{install}/wheels", f"{install}/venv"
@@ -271,18 +274,23 @@ def _install_venv(connection: DeviceConnection, params: DeployAgentParams, wheel
     uploaded = not present.startswith(_sha256(wheel))
     if uploaded:
         connection.put(wheel, remote_wheel)
-    venv_flags = " --system-site-packages" if params.system_site_packages else ""
-    connection.run(f"test -x {q(venv)}/bin/python || {q(params.python)} -m venv{venv_flags} {q(venv)}",
-                   timeout_s=params.install_timeout_s)
+    ensure_venv(connection, params.python, venv, system_site_packages=params.system_site_packages,
+                timeout_s=params.install_timeout_s)
     if params.extra_site_dirs:
         site = connection.run(f"{q(venv)}/bin/python -c 'import sysconfig; print(sysconfig.get_path(\"purelib\"))'"
                               ).stdout.strip()
         connection.write_text(f"{site}/edgefleet-extra-site.pth", pth_text(params.extra_site_dirs))
-    pip = f"{q(venv)}/bin/python -m pip install --quiet --disable-pip-version-check"
+    note = ""
+    if params.locked and not params.no_deps:  # the pinned, hashed dependencies first; the wheel finds them there
+        python_version, machine = install_lock(connection, params.python, install, venv, params.wheelhouse,
+                                               params.install_timeout_s)
+        debs = Path(params.libedgetpu_debs).expanduser() if params.libedgetpu_debs else None
+        note = ensure_libedgetpu(connection, python_version, machine, debs, install)
+    pip = pip_install(venv, params.wheelhouse)
     requirement = q(f"{remote_wheel}[{params.extras}]") if params.extras else q(remote_wheel)
     connection.run(f"{pip}{' --no-deps' if params.no_deps else ''} {requirement} && "
                    f"{pip} --no-deps --force-reinstall {q(remote_wheel)}", timeout_s=params.install_timeout_s)
-    return venv, uploaded
+    return venv, uploaded, note
 
 
 def _config_dir(connection: DeviceConnection, params: DeployAgentParams, device: DeviceSpec, root: str) -> str:

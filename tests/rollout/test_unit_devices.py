@@ -8,11 +8,11 @@ the init: the device policy is checked as rendered, and by systemd-analyze in te
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
+from local_device import LocalConnection
 
 from edgefleet.flows.deploy_agent.device_access import (
     CAMERA_DEVICE_CLASSES,
@@ -25,7 +25,6 @@ from edgefleet.flows.deploy_agent.flow import DeployAgentParams, agent_service_s
 from edgefleet.flows.deploy_agent.privileged import create_user_command
 from edgefleet.flows.deploy_agent.service import render_unit
 from edgefleet.flows.rollout.inventory import DeviceSpec
-from edgefleet.flows.rollout.ssh import CommandResult
 from edgefleet.kernel.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,19 +70,6 @@ def test_a_device_class_that_is_not_a_proc_devices_name_never_reaches_the_unit()
         device_allow_lines(("video4linux rw\nDeviceAllow=block-sda",))
 
 
-class _LocalConnection:
-    """DeviceConnection's `run` on this machine (the commands deploy-agent sends, with `path` first on PATH)."""
-
-    def __init__(self, path: str) -> None:
-        self.device = _device()
-        self._env = {**os.environ, "PATH": f"{path}:{os.environ['PATH']}"}
-
-    def run(self, command: str, *, check: bool = True, timeout_s: float | None = None) -> CommandResult:
-        done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=self._env, check=check,
-                              timeout=timeout_s or 60)
-        return CommandResult(done.stdout, done.stderr, done.returncode)
-
-
 def test_deploy_agent_renders_the_unit_for_the_systemd_the_device_runs(tmp_path):
     prepared = subprocess.run(["bash", str(REPO / ".ci" / "debian-systemd"), "bullseye"], capture_output=True,
                               text=True, timeout=600, check=False)
@@ -93,7 +79,7 @@ def test_deploy_agent_renders_the_unit_for_the_systemd_the_device_runs(tmp_path)
     bullseye_bin = str(Path(prepared.stdout.strip().splitlines()[-1]).parents[2] / "bin")  # its real systemctl
     spec = agent_service_spec(_params(CAMERA_AGENT), _device(), "/var/lib/a", "/opt/edgefleet/etc/pi-1")
 
-    unit = fitted_unit(_LocalConnection(bullseye_bin), spec)
+    unit = fitted_unit(LocalConnection(bullseye_bin), spec)
 
     assert unit.systemd_version == 247 and unit.omitted == ("PrivateIPC",)
     assert "PrivateIPC" not in unit.text and "char-video4linux rw" in unit.text
@@ -106,6 +92,6 @@ def test_deploy_agent_on_a_host_without_systemd_names_the_process_manager(tmp_pa
     spec = agent_service_spec(_params({"model": "shapes"}), _device(), "/var/lib/a", "/opt/edgefleet/etc/pi-1")
 
     with pytest.raises(ConfigError, match="systemctl --version") as refused:
-        fitted_unit(_LocalConnection(str(tmp_path)), spec)
+        fitted_unit(LocalConnection(str(tmp_path)), spec)
 
     assert "manager: process" in refused.value.fix
