@@ -58,4 +58,4 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .cache/pythons
+	rm -rf $(VENV) build *.egg-info .pytest_cache .cache/pythons .cache/systemd
