@@ -141,6 +141,6 @@ class DeployAgentParams(BaseModel):
         if not isinstance(self.service, SystemdService):
             return {}
         return {"restart_sec": self.service.restart_sec, "watchdog_s": self.service.watchdog_s,
-                "start_timeout_s": self.start_timeout_s}
+                "start_timeout_s": self.service.start_timeout_s}
 
 

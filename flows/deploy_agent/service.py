@@ -56,7 +56,7 @@ class ServiceSpec(BaseModel):
     description: str = "edgefleet device agent"
     restart_sec: float = Field(default=5.0, gt=0, description="systemd: pause before restarting a crashed agent")
     stop_timeout_s: float = Field(default=20.0, gt=0, description="SIGTERM, then SIGKILL after this long")
-    start_timeout_s: float = Field(default=90.0, gt=0, description="systemd: READY=1 (first model loaded) within")
+    start_timeout_s: float = Field(default=300.0, gt=0, description="systemd: READY=1 (first model loaded) within")
     watchdog_s: float = Field(default=60.0, gt=0, description="systemd: restart when no frame is inferred for this "
                               "long while inference is under way (a hung Edge TPU invoke)")
     device_classes: tuple[str, ...] = Field(default=TPU_DEVICE_CLASSES, description="systemd: /proc/devices "
@@ -94,6 +94,8 @@ class SystemdService(_Manager):
     watchdog_s: float = Field(default=60.0, gt=0, description="restart the agent when no frame was inferred for "
                               "this long while inference is under way (a hung Edge TPU invoke); above the slowest "
                               "model's inference time")
+    start_timeout_s: float = Field(default=300.0, gt=0, description="the agent's start (its first model loaded "
+                                   "and probed on the Edge TPU) may take this long before systemd gives up")
 
 
 class ProcessService(_Manager):

@@ -116,3 +116,14 @@ def test_the_version_is_read_from_systemctl_output():
 def test_every_versioned_directive_is_one_the_template_may_use():
     assert all(re.fullmatch(r"[A-Z][A-Za-z]+", name) and since > OLDEST_SYSTEMD
                for name, since in DIRECTIVE_SINCE.items())
+
+
+def test_the_unit_waits_for_ready_restarts_a_silent_agent_and_starts_after_time_sync():
+    spec = _spec().model_copy(update={"watchdog_s": 45.0, "start_timeout_s": 240.0})
+    text = fit_unit(render_unit(spec), 247).text  # kept on the oldest systemd too
+
+    assert "Type=notify\n" in text and "NotifyAccess=main\n" in text
+    assert "WatchdogSec=45\n" in text and "TimeoutStartSec=240\n" in text and "Restart=on-failure\n" in text
+    after = next(line for line in text.splitlines() if line.startswith("After="))
+    assert "time-sync.target" in after.split("=", 1)[1].split()
+    assert not any(line.startswith("Wants=") and "time-sync.target" in line for line in text.splitlines())
