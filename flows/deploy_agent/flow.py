@@ -2,15 +2,19 @@
 
 Per device (in parallel, at most `max_parallel`):
 1. upload the project's wheel (built once by the flow, or given) unless the same file is already there;
-2. create a virtualenv (`<install_dir>/venv`) unless it exists, and install the wheel with the `device`
-   extra (never TensorFlow, Prefect or Pulumi);
+2. create a virtualenv (`<install_dir>/venv`) unless a working one exists (a clear error naming
+   `python3-venv` when the device's Python cannot), install the hashed lock of the device's Python and CPU
+   (`pip --require-hashes`, `flows/locks/`; offline from `wheelhouse`) and the libedgetpu paired with its
+   runtime (`libedgetpu_debs`), then the wheel with the `device` extra (never TensorFlow, Prefect or Pulumi):
+   `edgefleet.flows.deploy_agent.install`;
 3. write the agent config (`<config_dir>/<device id>/agent.yaml`, validated here first) and the release
    public key (`<config_dir>/<device id>/keys/release.pub`): a root-owned directory (default
    `<install_dir>/etc`) outside the agent root, so the agent's user can neither rewrite nor rename its trust
    anchor; the service's environment file (and the `process` manager's pid and log files) live there too,
    so nothing root runs reads a file the agent's user controls;
 4. install the service and (re)start it:
-   - `systemd`: the unit rendered from `templates/edgefleet-agent.service` goes to
+   - `systemd`: the unit rendered from `templates/edgefleet-agent.service` for the device's systemd version
+     and frame source (`unit_compat`, `device_access`) goes to
      `/etc/systemd/system/<name>.service`, is checked with `systemd-analyze verify` when the device has it,
      then `systemctl daemon-reload / enable / restart`;
    - `process` (no systemd as init: containers, the simulated test fleet): `setsid nohup` with a pid file,
