@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: setup demo test test-fast test-pythons bench lint ui sandbox sandbox-down sandbox-bad-model clean
+.PHONY: setup demo test test-fast test-pythons device-locks bench lint ui sandbox sandbox-down sandbox-bad-model clean
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,12 @@ test-fast: setup
 test-pythons: setup
 	bash .ci/device-pythons
 
+# The hashed locks deploy-agent installs on devices (flows/locks/): after changing pyproject's device extra or
+# flows/locks/edgetpu-pairs.toml. uv resolves for each target Python and CPU (needs the registry).
+device-locks: setup
+	$(PY) -m pip install --quiet uv
+	$(PY) -m edgefleet.flows.deploy_agent.locks --project .
+
 ui: setup
 	$(VENV)/bin/edgefleet ui
 
@@ -52,4 +58,4 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .cache/pythons
+	rm -rf $(VENV) build *.egg-info .pytest_cache .cache/pythons .cache/systemd

@@ -19,4 +19,4 @@ for package, folder in FOLDERS.items():
 
 setup(packages=packages, package_dir=FOLDERS,
       package_data={"edgefleet.device": ["py.typed", "data/*"], "edgefleet.kernel.contracts": ["*.avsc"],
-                    "edgefleet.flows": ["templates/*"]})
+                    "edgefleet.flows": ["templates/*", "locks/*"]})

@@ -33,6 +33,7 @@ from edgefleet.device.agent.sources import FrameSource, open_source
 from edgefleet.device.agent.stats import LoopStats
 from edgefleet.device.agent.status_schedule import StatusSchedule
 from edgefleet.device.agent.swap import ActiveModel, ModelSlot, ModelWatcher, lower_thread_priority
+from edgefleet.device.agent.watchdog import SystemdNotifier
 from edgefleet.device.identity import load_or_create_device_key, sign_telemetry
 from edgefleet.device.runtime.interpreter import edgetpu_present
 from edgefleet.device.store import ModelStore, StoreOptions
@@ -95,6 +96,8 @@ class Agent:
         self._started_at = datetime.now(timezone.utc)
         self._state = "starting"
         self._last_error: str | None = None
+        self._notifier = SystemdNotifier.from_environment()  # systemd's READY=1 and watchdog (no-op elsewhere)
+        self._inferring = False  # inside engine.infer(): the watchdog is fed only when frames progress then
 
     # --- stages --------------------------------------------------------------------------------------
     def _capture(self, stop: threading.Event) -> None:
@@ -161,6 +164,7 @@ class Agent:
                 tensor = frame.tensor
                 if frame.prepared_for != active.engine.info.input.shape:  # prepared for the model swapped out
                     tensor = active.engine.prepare(frame.image)
+                self._inferring = True
                 try:
                     result = active.engine.infer(tensor, (frame.image.shape[1], frame.image.shape[0]))
                 except ModelError as error:
@@ -168,6 +172,8 @@ class Agent:
                     self._last_error = str(error)
                     self.telemetry.record_inference(active.ref, 0.0, error=error.message)
                     continue
+                finally:
+                    self._inferring = False
                 self.stats.record(time.monotonic(), result.latency_ms, result.results, active.version,
                                   detector=active.detector)
                 self.telemetry.record_inference(active.ref, result.latency_ms, result.results,
@@ -254,16 +260,19 @@ class Agent:
         for thread in threads:
             thread.start()
         self._state = "running" if self._state != "failed" else "failed"
+        self._notifier.ready()
         schedule = StatusSchedule(self.config.status.interval_s)
         try:
             while not stop.is_set() and not self._inference_done.is_set():
                 status, now = self.status(), time.monotonic()
+                self._notifier.tick(status.frames + status.errors, self._inferring, now)
                 if schedule.due(status, now):  # a change a reader acts on, or the interval is up
                     write_status(self.config.status_path, status)
                     schedule.written(status, now)
                 stop.wait(self.config.status.check_interval_s)
         finally:
             self._state = "stopping" if self._state != "failed" else "failed"
+            self._notifier.stopping()
             stop.set()
             self.write_status()
             for thread in threads:

@@ -2,15 +2,19 @@
 
 Per device (in parallel, at most `max_parallel`):
 1. upload the project's wheel (built once by the flow, or given) unless the same file is already there;
-2. create a virtualenv (`<install_dir>/venv`) unless it exists, and install the wheel with the `device`
-   extra (never TensorFlow, Prefect or Pulumi);
+2. create a virtualenv (`<install_dir>/venv`) unless a working one exists (a clear error naming
+   `python3-venv` when the device's Python cannot), install the hashed lock of the device's Python and CPU
+   (`pip --require-hashes`, `flows/locks/`; offline from `wheelhouse`) and the libedgetpu paired with its
+   runtime (`libedgetpu_debs`), then the wheel with the `device` extra (never TensorFlow, Prefect or Pulumi):
+   `edgefleet.flows.deploy_agent.install`;
 3. write the agent config (`<config_dir>/<device id>/agent.yaml`, validated here first) and the release
    public key (`<config_dir>/<device id>/keys/release.pub`): a root-owned directory (default
    `<install_dir>/etc`) outside the agent root, so the agent's user can neither rewrite nor rename its trust
    anchor; the service's environment file (and the `process` manager's pid and log files) live there too,
    so nothing root runs reads a file the agent's user controls;
 4. install the service and (re)start it:
-   - `systemd`: the unit rendered from `templates/edgefleet-agent.service` goes to
+   - `systemd`: the unit rendered from `templates/edgefleet-agent.service` for the device's systemd version
+     and frame source (`unit_compat`, `device_access`) goes to
      `/etc/systemd/system/<name>.service`, is checked with `systemd-analyze verify` when the device has it,
      then `systemctl daemon-reload / enable / restart`;
    - `process` (no systemd as init: containers, the simulated test fleet): `setsid nohup` with a pid file,
@@ -46,6 +50,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict
 
+from edgefleet.flows.deploy_agent.device_access import device_access, source_kind
+from edgefleet.flows.deploy_agent.install import ensure_libedgetpu, ensure_venv, install_lock, pip_install
 from edgefleet.flows.deploy_agent.params import (
     RELEASE_KEY_FILE,
     DeployAgentParams,
@@ -67,6 +73,7 @@ from edgefleet.flows.deploy_agent.service import (
     service_commands,
     unit_path,
 )
+from edgefleet.flows.deploy_agent.unit_compat import FittedUnit, fit_unit, parse_systemd_version
 from edgefleet.flows.registry import (
     open_registry_writer,
     register_device_key,
@@ -224,13 +231,13 @@ def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgen
     root = connection.run(f"mkdir -p {remote_path(device.agent_root)} && cd {remote_path(device.agent_root)} "
                           "&& pwd -P").stdout.strip()
     config_dir = _config_dir(connection, params, device, root)
-    venv, uploaded = _install_venv(connection, params, wheel)
+    venv, uploaded, install_note = _install_venv(connection, params, wheel)
     q = shlex.quote
     config_path = f"{config_dir}/agent.yaml"
     connection.write_text(config_path, agent_document(params, device, root, f"{config_dir}/{RELEASE_KEY_FILE}"))
     connection.write_text(f"{config_dir}/{RELEASE_KEY_FILE}", release_key)
     if params.agent_user:
-        connection.run(create_user_command(params.agent_user, root))
+        connection.run(create_user_command(params.agent_user, root, device_access(source_kind(params.agent)).groups))
         connection.run(ownership_command(params.agent_user, root, device.user))
     # The agent makes its own key on the device (as its own user); only the public key comes back, to be published.
     device_public = connection.run(as_agent_user(params.agent_user, f"{q(venv)}/bin/edgefleet-agent device-key "
@@ -242,10 +249,11 @@ def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgen
         rule_path, rule = sudoers_rule(device.user, params.agent_user, spec.command[0])
         connection.write_text(rule_path, rule, mode=0o440)
         connection.run(f"visudo -cqf {q(rule_path)} || {{ rm -f {q(rule_path)}; exit 1; }}")
-    pid = _restart(connection, params, spec)
+    pid, note = _restart(connection, params, spec)
     _wait_running(connection, params, device, spec, pid)
     return DeployResult(device_id=device.id, ok=True, pid=pid, wheel_uploaded=uploaded, device_key_id=device_key_id,
-                        detail=f"running (pid {pid}, {params.service_manager}, config {config_path})")
+                        detail=f"running (pid {pid}, {params.service_manager}{note}, config {config_path})"
+                        f"{install_note}")
 
 
 def agent_service_spec(params: DeployAgentParams, device: DeviceSpec, root: str, config_dir: str) -> ServiceSpec:
@@ -255,11 +263,13 @@ def agent_service_spec(params: DeployAgentParams, device: DeviceSpec, root: str,
     return ServiceSpec(name=params.service.name, **params.restart_settings,
                        command=(f"{venv}/bin/edgefleet-agent", "run", "--config", f"{config_dir}/agent.yaml"),
                        user=params.agent_user or device.user, state_dir=root, service_dir=config_dir,
-                       environment=params.environment, description=f"edgefleet device agent ({device.id})")
+                       environment=params.environment, description=f"edgefleet device agent ({device.id})",
+                       device_classes=device_access(source_kind(params.agent)).device_classes)
 
 
-def _install_venv(connection: DeviceConnection, params: DeployAgentParams, wheel: Path) -> tuple[str, bool]:
-    """Uploads the wheel (unless there), makes the venv and installs; returns (venv, whether it was uploaded)."""
+def _install_venv(connection: DeviceConnection, params: DeployAgentParams, wheel: Path) -> tuple[str, bool, str]:
+    """Uploads the wheel (unless there), makes (or repairs) the venv and installs the pinned dependencies and the
+    wheel; returns (venv, whether it was uploaded, a note on libedgetpu for the result)."""
     q = shlex.quote
     install = params.install_dir
     wheels_dir, venv = f"{install}/wheels", f"{install}/venv"
@@ -268,18 +278,23 @@ def _install_venv(connection: DeviceConnection, params: DeployAgentParams, wheel
     uploaded = not present.startswith(_sha256(wheel))
     if uploaded:
         connection.put(wheel, remote_wheel)
-    venv_flags = " --system-site-packages" if params.system_site_packages else ""
-    connection.run(f"test -x {q(venv)}/bin/python || {q(params.python)} -m venv{venv_flags} {q(venv)}",
-                   timeout_s=params.install_timeout_s)
+    ensure_venv(connection, params.python, venv, system_site_packages=params.system_site_packages,
+                timeout_s=params.install_timeout_s)
     if params.extra_site_dirs:
         site = connection.run(f"{q(venv)}/bin/python -c 'import sysconfig; print(sysconfig.get_path(\"purelib\"))'"
                               ).stdout.strip()
         connection.write_text(f"{site}/edgefleet-extra-site.pth", pth_text(params.extra_site_dirs))
-    pip = f"{q(venv)}/bin/python -m pip install --quiet --disable-pip-version-check"
+    note = ""
+    if params.locked and not params.no_deps:  # the pinned, hashed dependencies first; the wheel finds them there
+        python_version, machine = install_lock(connection, params.python, install, venv, params.wheelhouse,
+                                               params.install_timeout_s)
+        debs = Path(params.libedgetpu_debs).expanduser() if params.libedgetpu_debs else None
+        note = ensure_libedgetpu(connection, python_version, machine, debs, install)
+    pip = pip_install(venv, params.wheelhouse)
     requirement = q(f"{remote_wheel}[{params.extras}]") if params.extras else q(remote_wheel)
     connection.run(f"{pip}{' --no-deps' if params.no_deps else ''} {requirement} && "
                    f"{pip} --no-deps --force-reinstall {q(remote_wheel)}", timeout_s=params.install_timeout_s)
-    return venv, uploaded
+    return venv, uploaded, note
 
 
 def _config_dir(connection: DeviceConnection, params: DeployAgentParams, device: DeviceSpec, root: str) -> str:
@@ -299,19 +314,39 @@ def _config_dir(connection: DeviceConnection, params: DeployAgentParams, device:
     return config_dir
 
 
-def _restart(connection: DeviceConnection, params: DeployAgentParams, spec: ServiceSpec) -> int:
-    """Installs the service (systemd: the unit, checked) and restarts it; returns the agent's pid."""
+def fitted_unit(connection: DeviceConnection, spec: ServiceSpec) -> FittedUnit:
+    """The agent's unit rendered for the device's systemd (`systemctl --version` there).
+
+    Raises:
+        ConfigError: the device has no systemctl, or a systemd older than the unit supports.
+    """
+    result = connection.run("systemctl --version", check=False)
+    if result.exit_code != 0:
+        raise ConfigError(f"device {connection.device.id}: `systemctl --version` failed ({result.stderr.strip()})",
+                          "install the agent with service: {manager: process} where systemd is not the init")
+    return fit_unit(render_unit(spec), parse_systemd_version(result.stdout))
+
+
+def _restart(connection: DeviceConnection, params: DeployAgentParams, spec: ServiceSpec) -> tuple[int, str]:
+    """Installs the service (systemd: the unit, fitted to its systemd and checked) and restarts it; returns the
+    agent's pid and a note for the result (the hardening an old systemd goes without)."""
     commands = service_commands(params.service_manager, spec)
+    note = ""
+    start_s = 0.0
     if params.service_manager == "systemd":
-        connection.write_text(unit_path(spec), render_unit(spec))
+        unit = fitted_unit(connection, spec)
+        connection.write_text(unit_path(spec), unit.text)
         check_unit(connection, unit_path(spec))
+        start_s = spec.start_timeout_s  # Type=notify: `systemctl restart` returns at READY=1
+        if unit.omitted:
+            note = f", systemd {unit.systemd_version} lacks {', '.join(unit.omitted)}"
     else:
         # An agent started before the config directory (its pid file in the agent root, which its user controls):
         # stopped as that user, who can signal only its own processes, never as root.
         legacy = service_commands("process", spec.model_copy(update={"service_dir": None}))
         connection.run(as_agent_user(params.agent_user, legacy.stop), timeout_s=spec.stop_timeout_s * 2 + 30)
-    connection.run(commands.restart, timeout_s=spec.stop_timeout_s * 2 + 30)
-    return int(connection.run(commands.pid).stdout.strip() or 0)
+    connection.run(commands.restart, timeout_s=spec.stop_timeout_s * 2 + start_s + 30)
+    return int(connection.run(commands.pid).stdout.strip() or 0), note
 
 
 def _wait_running(connection: DeviceConnection, params: DeployAgentParams, device: DeviceSpec, spec: ServiceSpec,

@@ -90,6 +90,14 @@ class DeployAgentParams(BaseModel):
     no_deps: bool = Field(default=False, description="install only the wheel (offline; see module docstring)")
     extra_site_dirs: tuple[DevicePath, ...] = Field(default=(),
                                                     description="offline: added to the venv's path (.pth)")
+    locked: bool = Field(default=True, description="install the device extra from the hashed lock of the device's "
+                         "Python and CPU (pip --require-hashes; flows/locks/); false lets pip resolve unpinned")
+    wheelhouse: DevicePath | None = Field(
+        default=None, description="offline devices: a directory on the device holding the wheels of its lock (pip "
+        "--no-index --find-links)")
+    libedgetpu_debs: str | None = Field(
+        default=None, description="a directory on this machine with the .deb files of the libedgetpu build paired "
+        "with the runtime (flows/locks/edgetpu-pairs.toml); each device gets the one for its CPU")
     service: ServiceManager = Field(default=SystemdService(),
                                     description="how the agent runs: systemd, or process (no systemd as init)")
     environment: dict[EnvName, EnvValue] = Field(default_factory=dict, description="agent environment (e.g. PUBSUB_*)")
@@ -130,6 +138,9 @@ class DeployAgentParams(BaseModel):
     @property
     def restart_settings(self) -> dict[str, float]:
         """The ServiceSpec fields only systemd uses."""
-        return {"restart_sec": self.service.restart_sec} if isinstance(self.service, SystemdService) else {}
+        if not isinstance(self.service, SystemdService):
+            return {}
+        return {"restart_sec": self.service.restart_sec, "watchdog_s": self.service.watchdog_s,
+                "start_timeout_s": self.service.start_timeout_s}
 
 

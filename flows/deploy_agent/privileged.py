@@ -13,11 +13,11 @@ import re
 import shlex
 from pathlib import Path
 
+from edgefleet.flows.deploy_agent.device_access import TPU_GROUPS
 from edgefleet.flows.rollout.ssh import CommandResult, DeviceConnection, RemoteCommandError
 from edgefleet.kernel.contracts.layout import INCOMING_DIR
 from edgefleet.kernel.errors import ConfigError, EdgefleetError
 
-TPU_GROUPS = ("plugdev", "apex")
 NOLOGIN = "/usr/sbin/nologin"
 _SUDOERS_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 _SUDOERS_COMMAND = re.compile(r"/[A-Za-z0-9_./+-]+")
@@ -82,7 +82,8 @@ class SudoConnection:
 
 
 def create_user_command(user: str, home: str, groups: tuple[str, ...] = TPU_GROUPS) -> str:
-    """Creates the agent's system user (idempotent) and adds it to the TPU groups that exist."""
+    """Creates the agent's system user (idempotent) and adds it to the groups that exist of `groups` (the TPU's;
+    a camera's too when the source is one: device_access)."""
     u = shlex.quote(user)
     join = "".join(f"if getent group {g} >/dev/null; then usermod -aG {g} {u}; fi; " for g in groups)
     return (f"id -u {u} >/dev/null 2>&1 || useradd --system --user-group --home-dir {shlex.quote(home)} "

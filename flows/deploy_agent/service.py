@@ -28,6 +28,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgefleet.flows.deploy_agent.device_access import TPU_DEVICE_CLASSES, device_allow_lines
 from edgefleet.kernel.configfile import tag_required, tagged_union
 from edgefleet.kernel.errors import ConfigError
 
@@ -55,6 +56,11 @@ class ServiceSpec(BaseModel):
     description: str = "edgefleet device agent"
     restart_sec: float = Field(default=5.0, gt=0, description="systemd: pause before restarting a crashed agent")
     stop_timeout_s: float = Field(default=20.0, gt=0, description="SIGTERM, then SIGKILL after this long")
+    start_timeout_s: float = Field(default=300.0, gt=0, description="systemd: READY=1 (first model loaded) within")
+    watchdog_s: float = Field(default=60.0, gt=0, description="systemd: restart when no frame is inferred for this "
+                              "long while inference is under way (a hung Edge TPU invoke)")
+    device_classes: tuple[str, ...] = Field(default=TPU_DEVICE_CLASSES, description="systemd: /proc/devices "
+                                            "classes the service may open (DeviceAllow=), see device_access")
 
     @property
     def files_dir(self) -> str:
@@ -85,6 +91,11 @@ class SystemdService(_Manager):
 
     manager: Literal["systemd"] = "systemd"
     restart_sec: float = Field(default=5.0, gt=0, description="pause before systemd restarts a crashed agent")
+    watchdog_s: float = Field(default=60.0, gt=0, description="restart the agent when no frame was inferred for "
+                              "this long while inference is under way (a hung Edge TPU invoke); above the slowest "
+                              "model's inference time")
+    start_timeout_s: float = Field(default=300.0, gt=0, description="the agent's start (its first model loaded "
+                                   "and probed on the Edge TPU) may take this long before systemd gives up")
 
 
 class ProcessService(_Manager):
@@ -134,6 +145,8 @@ def render_unit(spec: ServiceSpec, template: str | None = None) -> str:
                                for arg in spec.command),
         "environment_file": environment_file, "restart_sec": f"{spec.restart_sec:g}",
         "stop_timeout_s": f"{spec.stop_timeout_s:g}", "name": spec.name,
+        "start_timeout_s": f"{spec.start_timeout_s:g}", "watchdog_s": f"{spec.watchdog_s:g}",
+        "device_allow": _device_allow(spec.device_classes),
         "read_write_paths": _unit_value("agent root", spec.state_dir), "protect_home": protect_home(spec.state_dir),
     }
     try:
@@ -141,6 +154,13 @@ def render_unit(spec: ServiceSpec, template: str | None = None) -> str:
     except (KeyError, ValueError) as error:
         raise ConfigError(f"systemd unit template names an unknown field: {error}",
                           f"use only ${', $'.join(sorted(values))}") from None
+
+
+def _device_allow(device_classes: tuple[str, ...]) -> str:
+    try:
+        return device_allow_lines(device_classes)
+    except ValueError as error:
+        raise ConfigError(str(error), "use class names from /proc/devices (e.g. video4linux)") from None
 
 
 def protect_home(writable: str) -> str:
