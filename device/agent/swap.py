@@ -22,6 +22,7 @@ from edgefleet.device.runtime.engine import Engine, open_for_manifest
 from edgefleet.device.runtime.golden import check_golden
 from edgefleet.device.runtime.interpreter import check_device
 from edgefleet.device.runtime.probe import ProbeOutcome, probe_edgetpu
+from edgefleet.device.runtime.tpu_access import EdgeTpuAccess
 from edgefleet.device.store import ModelStore
 from edgefleet.device.store_reader import InstalledVersion
 from edgefleet.kernel.contracts.layout import CURRENT_POINTER
@@ -97,6 +98,7 @@ def choose_device(inference: InferenceConfig, version_dir: Path, manifest: Manif
                   probe: Callable[..., ProbeOutcome] = probe_edgetpu) -> tuple[str, ProbeOutcome | None]:
     """Where a verified version runs: the configured device once its edgetpu variant passed the probe (a child
     process: delegate, interpreter, one invoke), else the CPU (its cpu variant) unless the TPU is required.
+    The agent passes `EdgeTpuAccess.outcome` as `probe`: no child while this process holds the TPU.
 
     Returns:
         (device for `open_for_manifest`, the probe's outcome or None when no probe was needed).
@@ -184,6 +186,8 @@ class ModelWatcher:
         self.last_error: str | None = None
         self.edgetpu_unavailable: str | None = None  # why the Edge TPU is not used, when one was wanted
         self._decided: str | None = None  # the version `current` named when we last decided on it
+        # Probe outcomes of this process: no probe child while it holds the TPU (it would fight us for it).
+        self.tpu = EdgeTpuAccess()
         self._retired: list[ActiveModel] = []  # swapped out; closed here, off the inference thread
 
     def close_all(self) -> None:
@@ -223,7 +227,7 @@ class ModelWatcher:
                                   "version, or fix it and run `edgefleet-agent pull --retry-refused`")
             return None
         try:
-            candidate = prepare_model(self._config, installed)
+            candidate = prepare_model(self._config, installed, probe=self.tpu.outcome)
         except EdgeTpuUnavailableError as error:  # the host's problem, not the release's: idle, not refused
             self._edgetpu_unavailable(error.outcome, installed.version)
             self._report_idle(str(error))

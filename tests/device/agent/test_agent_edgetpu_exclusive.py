@@ -1,0 +1,65 @@
+"""The agent and the Edge TPU that opens in one process at a time (issue 22, item 1).
+
+The libedgetpu stand-in is exclusive like the real part (tests/device/conftest.py): while the running agent
+holds the TPU, a probe child cannot open it. A hot swap must therefore open the new version in-process on the
+delegate already proven there, and a preflight `doctor` must read the agent's recorded outcome, not probe.
+"""
+
+from __future__ import annotations
+
+from edgefleet.device.agent.config import load_config
+from edgefleet.device.agent.loop import Agent
+from edgefleet.kernel.contracts.status import read_status
+
+from .test_agent import MODEL, running, sink_messages, wait_until
+
+HOT_SWAPS = 20
+FRAMES_PER_VERSION = 3
+
+
+def exclusive_tpu_config(releases, library: str):
+    path = releases.tmp / "agent.yaml"
+    path.write_text(f"device_id: cam-1\nmodel: {MODEL}\nroot: {releases.root}\n"
+                    f"source:\n  kind: images\n  path: {releases.images()}\n"
+                    f"inference:\n  edgetpu_library: {library}\n"
+                    f"swap:\n  watch_interval_s: 0.1\nstatus:\n  interval_s: 0.2\n"
+                    f"telemetry:\n  mode: every\n  summary_interval_s: 1.0\n")
+    return load_config(path)
+
+
+def swap_to(agent: Agent, releases, version: str, swaps: int) -> None:
+    """Installs `version` (with an edgetpu variant), waits for the swap and a few frames on it."""
+    releases.install(version, edgetpu_variant=True)
+    wait_until(lambda: agent.watcher.swaps == swaps and agent.status().version == version, f"the swap to {version}")
+    frames = agent.stats.frames
+    wait_until(lambda: agent.stats.frames >= frames + FRAMES_PER_VERSION, f"frames on {version}")
+
+
+def test_a_hot_swap_keeps_the_tpu_the_agent_holds(releases, standin_library, tpu):
+    releases.install("1.0.0", edgetpu_variant=True)
+    agent = Agent(exclusive_tpu_config(releases, standin_library))
+    with running(agent):
+        wait_until(lambda: agent.stats.frames >= FRAMES_PER_VERSION, "frames on 1.0.0")
+        assert agent.status().backend == "edgetpu"
+        swap_to(agent, releases, "1.1.0", 1)
+        status = agent.status()
+    assert (status.version, status.variant, status.backend) == ("1.1.0", "edgetpu", "edgetpu")
+    assert status.edgetpu_unavailable is None
+
+
+def test_twenty_hot_swaps_all_run_on_the_tpu_without_losing_a_frame(releases, standin_library, tpu):
+    versions = ["1.0.0"] + [f"1.{minor}.0" for minor in range(1, HOT_SWAPS + 1)]
+    releases.install(versions[0], edgetpu_variant=True)
+    agent = Agent(exclusive_tpu_config(releases, standin_library))
+    with running(agent):
+        wait_until(lambda: agent.stats.frames >= FRAMES_PER_VERSION, "frames on 1.0.0")
+        for swaps, version in enumerate(versions[1:], start=1):
+            swap_to(agent, releases, version, swaps)
+    status = read_status(releases.root / "status.json")
+    assert (status.version, status.swaps, status.swap_failures, status.errors) == (versions[-1], HOT_SWAPS, 0, 0)
+    inferences = [m for m in sink_messages(releases) if m.kind == "inference"]
+    assert len(inferences) == status.frames == agent.captured  # 0 frames lost
+    assert {m.model.version for m in inferences} == set(versions)
+    assert {(m.model.variant, m.model.backend) for m in inferences} == {("edgetpu", "edgetpu")}
+    assert [m.event.kind for m in sink_messages(releases) if m.kind == "event"].count("edgetpu_unavailable") == 0
+    assert agent.watcher.tpu.probes == 1  # at start only, when nothing held the TPU
