@@ -19,6 +19,7 @@ from typing import Literal
 
 from edgefleet.device.runtime.interpreter import holds_edgetpu
 from edgefleet.device.runtime.probe import ProbeOutcome, locate_library, probe_edgetpu, runtime_version
+from edgefleet.kernel.contracts.status import EdgeTpuRecord
 
 # Outcomes of the library build with this runtime, kept until either changes. An "error" (no TPU attached, a
 # TPU another process holds, a permission) can change without either: probed again.
@@ -84,6 +85,7 @@ class EdgeTpuAccess:
         self._proven: ProbeOutcome | None = None  # the ok outcome this process opened its delegate after
         self._lock = threading.Lock()
         self.probes = 0  # probe children started (what the tests count)
+        self.last: ProbeOutcome | None = None  # the latest outcome the agent acted on (its status reports it)
 
     def outcome(self, model_path: str | Path, *, device: str | None, library: str,
                 timeout_s: float) -> ProbeOutcome:
@@ -94,13 +96,27 @@ class EdgeTpuAccess:
             kept = self._kept.get(key) if key is not None else None
             source = decide(self._holds(library), kept)
             if source == "in-process":
-                return held_outcome(kept or self._proven, library=library, device=device, runtime=runtime)
-            if source == "kept" and kept is not None:
-                return kept
-            self.probes += 1
-            outcome = self._probe(model_path, device=device, library=library, timeout_s=timeout_s)
-            if key is not None:
-                self._kept[key] = outcome
-            if outcome.ok:
-                self._proven = outcome
+                outcome = held_outcome(kept or self._proven, library=library, device=device, runtime=runtime)
+            elif source == "kept" and kept is not None:
+                outcome = kept
+            else:
+                outcome = self._probed(key, model_path, device=device, library=library, timeout_s=timeout_s)
+            self.last = outcome
             return outcome
+
+    def _probed(self, key: ProbeKey | None, model_path: str | Path, **probe_args: object) -> ProbeOutcome:
+        """Runs the probe child and keeps its outcome. Caller holds the lock."""
+        self.probes += 1
+        outcome = self._probe(model_path, **probe_args)
+        if key is not None:
+            self._kept[key] = outcome
+        if outcome.ok:
+            self._proven = outcome
+        return outcome
+
+    def record(self) -> EdgeTpuRecord | None:
+        """The status's view: the latest outcome and whether this process holds the TPU now."""
+        last = self.last
+        if last is None:
+            return None
+        return EdgeTpuRecord(**last.model_dump(), held=self._holds(last.library))

@@ -7,6 +7,11 @@ delegate already proven there, and a preflight `doctor` must read the agent's re
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 from edgefleet.device.agent.config import load_config
 from edgefleet.device.agent.loop import Agent
 from edgefleet.kernel.contracts.status import read_status
@@ -63,3 +68,33 @@ def test_twenty_hot_swaps_all_run_on_the_tpu_without_losing_a_frame(releases, st
     assert {(m.model.variant, m.model.backend) for m in inferences} == {("edgetpu", "edgetpu")}
     assert [m.event.kind for m in sink_messages(releases) if m.kind == "event"].count("edgetpu_unavailable") == 0
     assert agent.watcher.tpu.probes == 1  # at start only, when nothing held the TPU
+
+
+def doctor_in_another_process(config_path) -> dict:
+    """`edgefleet-agent doctor --json` as the rollout's preflight runs it: another process on the host."""
+    code = "import sys\nfrom edgefleet.device.cli import app\nsys.argv[0] = 'edgefleet-agent'\napp()\n"
+    result = subprocess.run([sys.executable, "-c", code, "doctor", "--config", str(config_path), "--json"],
+                            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    return {check["name"]: check for check in json.loads(result.stdout)["checks"]}
+
+
+def test_a_preflight_doctor_during_inference_reads_the_agents_outcome_and_changes_nothing(
+        releases, standin_library, tpu):
+    releases.install("1.0.0", edgetpu_variant=True)
+    config = exclusive_tpu_config(releases, standin_library)
+    agent = Agent(config)
+    with running(agent):
+        wait_until(lambda: agent.stats.frames >= FRAMES_PER_VERSION, "frames on 1.0.0")
+        wait_until(lambda: (read_status(config.status_path).backend or "").startswith("edgetpu"), "the status")
+        libedgetpu = doctor_in_another_process(releases.tmp / "agent.yaml")["libedgetpu"]
+        frames = agent.stats.frames
+        wait_until(lambda: agent.stats.frames >= frames + FRAMES_PER_VERSION, "frames after the doctor run")
+        status = agent.status()
+    assert libedgetpu["status"] == "ok", libedgetpu
+    assert f"held by the running agent (pid {os.getpid()})" in libedgetpu["detail"]
+    assert "ran one invoke" in libedgetpu["detail"]  # the agent's own probe outcome, as it recorded it
+    assert (status.backend, status.swaps, status.errors, status.edgetpu_unavailable) == ("edgetpu", 0, 0, None)
+    assert agent.watcher.tpu.probes == 1
+
+    stopped = doctor_in_another_process(releases.tmp / "agent.yaml")["libedgetpu"]  # nothing holds the TPU
+    assert stopped["status"] == "ok" and "held by" not in stopped["detail"] and "ran one invoke" in stopped["detail"]
