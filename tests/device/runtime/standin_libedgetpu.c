@@ -7,7 +7,9 @@
  * "pci:N", ":N"). Like libedgetpu with no matching TPU, it reports an error and returns NULL.
  * Which TPUs are "attached" comes from STANDIN_EDGETPU_DEVICES (comma-separated, e.g. "usb:0,pci:0");
  * each successful creation appends "device=<option>" to STANDIN_EDGETPU_LOG when set.
- * Its delegate claims no nodes (it cannot execute edgetpu-custom-op): models run on the CPU kernels.
+ * Its delegate claims no nodes (it cannot execute edgetpu-custom-op): models run on the CPU kernels. The
+ * TPU's arithmetic (outputs a few raw units off the CPU's) comes with the model instead: tests/tpu_arithmetic.py
+ * writes an "edgetpu variant" whose logits are rounded differently, which the stand-in then runs.
  *
  * Faults of a libedgetpu built for another TensorFlow Lite (google-coral/edgetpu#731, #841): with
  * STANDIN_EDGETPU_FAULT=segv its Prepare (called while the interpreter is created, after load_delegate has
