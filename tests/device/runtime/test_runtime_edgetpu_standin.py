@@ -142,3 +142,20 @@ def test_a_failed_load_releases_the_tpu_even_while_its_error_is_kept(standin_lib
     assert not holds_edgetpu(standin_library)
     other = _open_in_another_process(standin_library)
     assert other.returncode == 0, other.stderr
+
+
+def test_a_process_that_dies_holding_the_tpu_releases_it(standin_library, attached):
+    attached("usb:0")
+    code = ("import sys\nfrom edgefleet.device.runtime.interpreter import load_delegate\n"
+            "held = load_delegate(sys.argv[1], {'device': 'usb:0'})\nprint('held', flush=True)\nsys.stdin.read()\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, standin_library], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ValueError, match="Failed to load delegate from"):  # this process is the second now
+            load_delegate(standin_library, {"device": "usb:0"})
+        assert not edgetpu_present("usb:0", library=standin_library)
+    finally:
+        holder.kill()  # SIGKILL: no destructor runs; the kernel drops the lock with the process
+        holder.communicate(timeout=120)
+    assert edgetpu_present("usb:0", library=standin_library)
