@@ -136,8 +136,8 @@ def check_libedgetpu(library: str, model: Path | None, *, device: str | None, re
                      fix="install libedgetpu (README: supported hosts) or set inference.edgetpu_library")
     build = library_build(located)
     if agent is not None:
-        usable, detail, fix = held_summary(agent)
-        return Check(name="libedgetpu", status="ok" if usable else "fail", detail=f"{build}: {detail}", fix=fix)
+        status, detail, fix = held_summary(agent)
+        return Check(name="libedgetpu", status=status, detail=f"{build}: {detail}", fix=fix)
     if model is None:
         loaded = subprocess.run([sys.executable, "-c", "import ctypes, sys; ctypes.CDLL(sys.argv[1])", library],
                                 capture_output=True, text=True, timeout=timeout_s)

@@ -9,7 +9,13 @@ import os
 import pytest
 
 from edgefleet.device.doctor import check_libedgetpu
-from edgefleet.device.doctor_edgetpu import agent_holding_tpu, process_alive, read_agent_tpu
+from edgefleet.device.doctor_edgetpu import (
+    AgentTpu,
+    agent_holding_tpu,
+    held_summary,
+    process_alive,
+    read_agent_tpu,
+)
 from edgefleet.kernel.contracts.status import STATUS_SCHEMA_VERSION, EdgeTpuRecord, parse_status, write_status
 
 SCHEMA_2_ON_THE_TPU = {"schema": 2, "device_id": "cam-1", "pid": 7, "state": "running", "backend": "edgetpu",
@@ -70,3 +76,37 @@ def test_no_readable_status_means_no_agent_holds_it(tmp_path, text):
 def test_process_liveness():
     assert process_alive(os.getpid())
     assert process_alive(1)  # another user's process (init) lives too
+
+
+def test_an_unreadable_status_warns_and_names_the_agents_user():
+    status_, detail, fix = held_summary(AgentTpu(pid=None, schema=None, record=None,
+                                                 unreadable="/r/status.json: Permission denied"))
+    assert status_ == "warn" and "/r/status.json: Permission denied" in detail and "sudo -u" in fix
+
+
+def test_a_status_this_user_cannot_read_is_not_probed_past(standin_library, tmp_path, monkeypatch):
+    monkeypatch.setenv("STANDIN_EDGETPU_FAULT", "segv")  # a probe would crash: doctor must not run one
+    path = tmp_path / "status.json"
+    write_status(path, status(schema=3, edgetpu=RECORD))
+    path.chmod(0)
+    if os.access(path, os.R_OK):  # root reads anything: the case cannot be made here
+        pytest.skip("running as root: every file is readable")
+    agent = read_agent_tpu(path)
+    assert agent is not None and agent.unreadable is not None
+    check = check_libedgetpu(standin_library, tmp_path / "model.tflite", device=None, required=True, timeout_s=30,
+                             agent=agent)
+    assert check.status == "warn" and "cannot be read by this user" in check.detail and "sudo -u" in check.fix
+
+
+def test_the_record_says_whether_this_process_holds_the_tpu():
+    from edgefleet.device.runtime.probe import ProbeOutcome
+    from edgefleet.device.runtime.tpu_access import EdgeTpuAccess
+
+    held = {"now": False}
+    access = EdgeTpuAccess(lambda *_, **__: ProbeOutcome(ok=True, cause="ok", detail="ran", library="lib",
+                                                         runtime="rt"), holds=lambda _: held["now"])
+    assert access.record() is None  # nothing probed yet
+    access.outcome("m.tflite", device=None, library="lib", timeout_s=1)
+    assert access.record() == EdgeTpuRecord(ok=True, cause="ok", detail="ran", library="lib", runtime="rt")
+    held["now"] = True
+    assert access.record().held
