@@ -117,6 +117,17 @@ def choose_device(inference: InferenceConfig, version_dir: Path, manifest: Manif
     return "cpu", outcome
 
 
+def opened_where_probed(outcome: ProbeOutcome | None, engine: Engine) -> ProbeOutcome | None:
+    """The outcome as it turned out: a usable TPU whose delegate then did not open in this process (another
+    process took the TPU since it was proven) is an error, so the status and doctor do not say it runs there."""
+    if outcome is None or not outcome.ok or engine.variant == "edgetpu":
+        return outcome
+    return outcome.model_copy(update={
+        "ok": False, "cause": "error",
+        "detail": f"the Edge TPU did not open in this process ({outcome.library}): another process may hold it",
+        "fix": "stop the other program using the Edge TPU (one process at a time), then restart the agent"})
+
+
 def prepare_model(config: AgentConfig, installed: InstalledVersion, *,
                   probe: Callable[..., ProbeOutcome] = probe_edgetpu) -> ActiveModel:
     """Verifies `installed` against the release key, opens it and runs its golden smoke test.
@@ -133,6 +144,10 @@ def prepare_model(config: AgentConfig, installed: InstalledVersion, *,
                                num_threads=config.inference.num_threads, top_k=config.inference.top_k,
                                score_threshold=config.inference.score_threshold,
                                config=RuntimeConfig(edgetpu_library=config.inference.edgetpu_library))
+    outcome = opened_where_probed(outcome, engine)
+    if outcome is not None and not outcome.ok and config.inference.require_edgetpu:
+        engine.close()
+        raise EdgeTpuUnavailableError(outcome, "inference.require_edgetpu is true: not running the CPU variant")
     try:
         check = check_golden(engine, manifest)
     except Exception:

@@ -114,9 +114,10 @@ class EdgeTpuAccess:
             self._proven = outcome
         return outcome
 
-    def record(self) -> EdgeTpuRecord | None:
-        """The status's view: the latest outcome and whether this process holds the TPU now."""
-        last = self.last
-        if last is None:
+    def record(self, outcome: ProbeOutcome | None = None) -> EdgeTpuRecord | None:
+        """The status's view: `outcome` (the running model's; default the latest) and whether this process
+        holds the TPU now."""
+        outcome = outcome or self.last
+        if outcome is None:
             return None
-        return EdgeTpuRecord(**last.model_dump(), held=self._holds(last.library))
+        return EdgeTpuRecord(**outcome.model_dump(), held=self._holds(outcome.library))

@@ -98,3 +98,28 @@ def test_a_preflight_doctor_during_inference_reads_the_agents_outcome_and_change
 
     stopped = doctor_in_another_process(releases.tmp / "agent.yaml")["libedgetpu"]  # nothing holds the TPU
     assert stopped["status"] == "ok" and "held by" not in stopped["detail"] and "ran one invoke" in stopped["detail"]
+
+
+def test_a_tpu_another_process_took_since_the_probe_is_reported_not_claimed(releases, standin_library, tpu):
+    from edgefleet.device.agent.swap import prepare_model
+    from edgefleet.device.runtime.probe import ProbeOutcome
+    from edgefleet.device.runtime.tpu_access import EdgeTpuAccess
+
+    releases.install("1.0.0", edgetpu_variant=True)
+    config = exclusive_tpu_config(releases, standin_library)
+    proven = ProbeOutcome(ok=True, cause="ok", detail="edgetpu ran one invoke", library=standin_library,
+                          runtime="rt")
+    access = EdgeTpuAccess(lambda *_, **__: proven)
+    code = ("import sys\nfrom edgefleet.device.runtime.interpreter import load_delegate\n"
+            "held = load_delegate(sys.argv[1], {'device': 'usb:0'})\nprint('held', flush=True)\nsys.stdin.read()\n")
+    other = subprocess.Popen([sys.executable, "-c", code, standin_library], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "held"
+        active = prepare_model(config, releases.store.current(MODEL), probe=access.outcome)
+    finally:
+        other.kill()
+        other.communicate(timeout=120)
+    with active.engine:
+        assert (active.engine.variant, active.edgetpu.ok, active.edgetpu.cause) == ("cpu", False, "error")
+        assert "another process may hold it" in active.edgetpu.detail
