@@ -12,6 +12,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from edgefleet.device.agent.config import load_config
 from edgefleet.device.agent.loop import Agent
 from edgefleet.kernel.contracts.status import read_status
@@ -22,11 +24,11 @@ HOT_SWAPS = 20
 FRAMES_PER_VERSION = 3
 
 
-def exclusive_tpu_config(releases, library: str):
+def exclusive_tpu_config(releases, library: str, *, require_edgetpu: bool = False):
     path = releases.tmp / "agent.yaml"
     path.write_text(f"device_id: cam-1\nmodel: {MODEL}\nroot: {releases.root}\n"
                     f"source:\n  kind: images\n  path: {releases.images()}\n"
-                    f"inference:\n  edgetpu_library: {library}\n"
+                    f"inference:\n  edgetpu_library: {library}\n  require_edgetpu: {str(require_edgetpu).lower()}\n"
                     f"swap:\n  watch_interval_s: 0.1\nstatus:\n  interval_s: 0.2\n"
                     f"telemetry:\n  mode: every\n  summary_interval_s: 1.0\n")
     return load_config(path)
@@ -101,12 +103,11 @@ def test_a_preflight_doctor_during_inference_reads_the_agents_outcome_and_change
 
 
 def test_a_tpu_another_process_took_since_the_probe_is_reported_not_claimed(releases, standin_library, tpu):
-    from edgefleet.device.agent.swap import prepare_model
+    from edgefleet.device.agent.swap import EdgeTpuUnavailableError, prepare_model
     from edgefleet.device.runtime.probe import ProbeOutcome
     from edgefleet.device.runtime.tpu_access import EdgeTpuAccess
 
     releases.install("1.0.0", edgetpu_variant=True)
-    config = exclusive_tpu_config(releases, standin_library)
     proven = ProbeOutcome(ok=True, cause="ok", detail="edgetpu ran one invoke", library=standin_library,
                           runtime="rt")
     access = EdgeTpuAccess(lambda *_, **__: proven)
@@ -114,8 +115,12 @@ def test_a_tpu_another_process_took_since_the_probe_is_reported_not_claimed(rele
             "held = load_delegate(sys.argv[1], {'device': 'usb:0'})\nprint('held', flush=True)\nsys.stdin.read()\n")
     other = subprocess.Popen([sys.executable, "-c", code, standin_library], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True)
+    required = exclusive_tpu_config(releases, standin_library, require_edgetpu=True)
     try:
         assert other.stdout.readline().strip() == "held"
+        with pytest.raises(EdgeTpuUnavailableError, match="another process may hold it"):
+            prepare_model(required, releases.store.current(MODEL), probe=access.outcome)
+        config = exclusive_tpu_config(releases, standin_library)
         active = prepare_model(config, releases.store.current(MODEL), probe=access.outcome)
     finally:
         other.kill()
