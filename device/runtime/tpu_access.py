@@ -96,7 +96,8 @@ class EdgeTpuAccess:
             kept = self._kept.get(key) if key is not None else None
             source = decide(self._holds(library), kept)
             if source == "in-process":
-                outcome = held_outcome(kept or self._proven, library=library, device=device, runtime=runtime)
+                proof = kept if kept is not None and kept.ok else self._proven
+                outcome = held_outcome(proof, library=library, device=device, runtime=runtime)
             elif source == "kept" and kept is not None:
                 outcome = kept
             else:
