@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgefleet.device.doctor_edgetpu import AgentTpu, held_summary, read_agent_tpu
 from edgefleet.device.runtime.probe import locate_library, matching_build_fix, probe_edgetpu, runtime_version
 from edgefleet.kernel.errors import EdgefleetError
 
@@ -125,14 +126,18 @@ def library_build(path: Path) -> str:
 
 
 def check_libedgetpu(library: str, model: Path | None, *, device: str | None, required: bool,
-                     timeout_s: float) -> Check:
-    """Found, loadable and (with an Edge TPU model at hand) able to create an interpreter and invoke."""
+                     timeout_s: float, agent: AgentTpu | None = None) -> Check:
+    """Found, loadable and (with an Edge TPU model at hand) able to create an interpreter and invoke; while
+    `agent` holds the TPU, what its probe recorded (no probe: it would fight the agent for the TPU)."""
     located = locate_library(library)
     if located is None:
         return Check(name="libedgetpu", status="fail" if required else "warn",
                      detail=f"{library} not found: models run on the CPU",
                      fix="install libedgetpu (README: supported hosts) or set inference.edgetpu_library")
     build = library_build(located)
+    if agent is not None:
+        status, detail, fix = held_summary(agent)
+        return Check(name="libedgetpu", status=status, detail=f"{build}: {detail}", fix=fix)
     if model is None:
         loaded = subprocess.run([sys.executable, "-c", "import ctypes, sys; ctypes.CDLL(sys.argv[1])", library],
                                 capture_output=True, text=True, timeout=timeout_s)
@@ -392,7 +397,8 @@ def run_doctor(config: AgentConfig, *, sys_root: Path = Path("/sys"), dev_root: 
     if wants_tpu:
         device = None if inference.device == "auto" else inference.device
         checks.append(check_libedgetpu(inference.edgetpu_library, edgetpu_model(config), device=device,
-                                       required=required, timeout_s=limits.probe_timeout_s))
+                                       required=required, timeout_s=limits.probe_timeout_s,
+                                       agent=read_agent_tpu(config.status_path)))
         devices, nodes = check_edgetpu_devices(sys_root, dev_root, required=required)
         checks += [devices, check_device_permissions(nodes, udev_rules_for_edgetpu(), user_groups())]
     checks += [

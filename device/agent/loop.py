@@ -211,6 +211,7 @@ class Agent:
             spool_depth=telemetry.depth, spool_dropped=telemetry.dropped,
             telemetry_published=telemetry.published, results_overflow=telemetry.queue_dropped,
             edgetpu_unavailable=self.watcher.edgetpu_unavailable,
+            edgetpu=self.watcher.tpu.record(active.edgetpu if active else None),
         )
 
     def _poll_error(self) -> str | None:

@@ -22,6 +22,7 @@ from edgefleet.device.runtime.engine import Engine, open_for_manifest
 from edgefleet.device.runtime.golden import check_golden
 from edgefleet.device.runtime.interpreter import check_device
 from edgefleet.device.runtime.probe import ProbeOutcome, probe_edgetpu
+from edgefleet.device.runtime.tpu_access import EdgeTpuAccess
 from edgefleet.device.store import ModelStore
 from edgefleet.device.store_reader import InstalledVersion
 from edgefleet.kernel.contracts.layout import CURRENT_POINTER
@@ -97,6 +98,7 @@ def choose_device(inference: InferenceConfig, version_dir: Path, manifest: Manif
                   probe: Callable[..., ProbeOutcome] = probe_edgetpu) -> tuple[str, ProbeOutcome | None]:
     """Where a verified version runs: the configured device once its edgetpu variant passed the probe (a child
     process: delegate, interpreter, one invoke), else the CPU (its cpu variant) unless the TPU is required.
+    The agent passes `EdgeTpuAccess.outcome` as `probe`: no child while this process holds the TPU.
 
     Returns:
         (device for `open_for_manifest`, the probe's outcome or None when no probe was needed).
@@ -115,6 +117,17 @@ def choose_device(inference: InferenceConfig, version_dir: Path, manifest: Manif
     return "cpu", outcome
 
 
+def opened_where_probed(outcome: ProbeOutcome | None, engine: Engine) -> ProbeOutcome | None:
+    """The outcome as it turned out: a usable TPU whose delegate then did not open in this process (another
+    process took the TPU since it was proven) is an error, so the status and doctor do not say it runs there."""
+    if outcome is None or not outcome.ok or engine.variant == "edgetpu":
+        return outcome
+    return outcome.model_copy(update={
+        "ok": False, "cause": "error",
+        "detail": f"the Edge TPU did not open in this process ({outcome.library}): another process may hold it",
+        "fix": "stop the other program using the Edge TPU (one process at a time), then restart the agent"})
+
+
 def prepare_model(config: AgentConfig, installed: InstalledVersion, *,
                   probe: Callable[..., ProbeOutcome] = probe_edgetpu) -> ActiveModel:
     """Verifies `installed` against the release key, opens it and runs its golden smoke test.
@@ -131,6 +144,10 @@ def prepare_model(config: AgentConfig, installed: InstalledVersion, *,
                                num_threads=config.inference.num_threads, top_k=config.inference.top_k,
                                score_threshold=config.inference.score_threshold,
                                config=RuntimeConfig(edgetpu_library=config.inference.edgetpu_library))
+    outcome = opened_where_probed(outcome, engine)
+    if outcome is not None and not outcome.ok and config.inference.require_edgetpu:
+        engine.close()
+        raise EdgeTpuUnavailableError(outcome, "inference.require_edgetpu is true: not running the CPU variant")
     try:
         check = check_golden(engine, manifest)
     except Exception:
@@ -184,6 +201,8 @@ class ModelWatcher:
         self.last_error: str | None = None
         self.edgetpu_unavailable: str | None = None  # why the Edge TPU is not used, when one was wanted
         self._decided: str | None = None  # the version `current` named when we last decided on it
+        # Probe outcomes of this process: no probe child while it holds the TPU (it would fight us for it).
+        self.tpu = EdgeTpuAccess()
         self._retired: list[ActiveModel] = []  # swapped out; closed here, off the inference thread
 
     def close_all(self) -> None:
@@ -223,7 +242,7 @@ class ModelWatcher:
                                   "version, or fix it and run `edgefleet-agent pull --retry-refused`")
             return None
         try:
-            candidate = prepare_model(self._config, installed)
+            candidate = prepare_model(self._config, installed, probe=self.tpu.outcome)
         except EdgeTpuUnavailableError as error:  # the host's problem, not the release's: idle, not refused
             self._edgetpu_unavailable(error.outcome, installed.version)
             self._report_idle(str(error))

@@ -34,7 +34,7 @@ from edgefleet.device.runtime.interpreter import (
 from edgefleet.device.runtime.preprocess import Preprocessor, image_scale
 from edgefleet.device.runtime.quantization import dequantize
 from edgefleet.kernel.contracts.manifest import Manifest, TensorSpec, Variant
-from edgefleet.kernel.errors import ModelError, NoEdgeTpuError, VerificationError
+from edgefleet.kernel.errors import EdgefleetError, ModelError, NoEdgeTpuError, VerificationError
 
 log = logging.getLogger(__name__)
 
@@ -126,16 +126,11 @@ class Engine:
         loaded = load_model(model_path, device, num_threads or config.num_threads,
                             library=config.edgetpu_library, edgetpu=variant == "edgetpu")
         info = loaded.info
-        labels = read_label_file(labels_path) if labels_path is not None else None
-        if task == "classification":
-            classes = int(np.prod(info.outputs[0].shape))
-            if labels is not None:
-                check_label_count(labels, classes, labels_path)
-        elif len(info.outputs) != DETECTION_OUTPUTS and info.postprocess_outputs is None:
-            raise ModelError(
-                f"{info.path} has {len(info.outputs)} outputs, not the {DETECTION_OUTPUTS} of an SSD "
-                "detection model (boxes, classes, scores, count)",
-                fix="use a detection model ending in TFLite_Detection_PostProcess, or task 'classification'")
+        try:
+            labels = _checked_labels(info, task, labels_path)
+        except EdgefleetError:
+            del loaded  # the interpreter and its Edge TPU delegate go now, not with the error a caller keeps
+            raise
         if score_threshold is None:
             score_threshold = (config.classification_threshold if task == "classification"
                                else config.detection_threshold)
@@ -237,6 +232,21 @@ class Engine:
 
     def __repr__(self) -> str:
         return f"Engine({self.info.path.name!r}, task={self.task!r}, backend={self.backend!r})"
+
+
+def _checked_labels(info: ModelInfo, task: Task, labels_path: str | Path | None) -> dict[int, str] | None:
+    """The labels of a model, checked against its outputs (and its outputs against the task)."""
+    labels = read_label_file(labels_path) if labels_path is not None else None
+    if task == "classification":
+        classes = int(np.prod(info.outputs[0].shape))
+        if labels is not None:
+            check_label_count(labels, classes, labels_path)
+    elif len(info.outputs) != DETECTION_OUTPUTS and info.postprocess_outputs is None:
+        raise ModelError(
+            f"{info.path} has {len(info.outputs)} outputs, not the {DETECTION_OUTPUTS} of an SSD "
+            "detection model (boxes, classes, scores, count)",
+            fix="use a detection model ending in TFLite_Detection_PostProcess, or task 'classification'")
+    return labels
 
 
 def choose_variant(manifest: Manifest, device: str | None, *,

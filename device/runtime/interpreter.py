@@ -11,6 +11,9 @@ import ctypes
 import hashlib
 import logging
 import re
+import threading
+import traceback
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -45,8 +48,14 @@ _UNRESOLVED_OP = re.compile(r"unresolved custom op: ([^\s.]+(?:\.[^\s.]+)*)")
 
 __all__ = [
     "EDGETPU_SUFFIX", "Interpreter", "LoadedModel", "ModelInfo", "backend_name", "check_device",
-    "cpu_twin_name", "edgetpu_present", "inspect_model", "load_delegate", "load_model", "make_interpreter",
+    "cpu_twin_name", "edgetpu_present", "holds_edgetpu", "inspect_model", "load_delegate", "load_model",
+    "make_interpreter",
 ]
+
+# The Edge TPU delegates alive in this process, per library: while one is, this process holds the TPU (the
+# real libedgetpu opens a TPU in one process at a time; its delegates in the same process share it).
+_LIVE_DELEGATES: dict[str, weakref.WeakSet] = {}
+_LIVE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -206,7 +215,26 @@ def _edgetpu_delegate(device: str | None, library: str) -> Any:
     # dlopen first ourselves: LiteRT's Delegate leaves a half-built object (and a noisy __del__) when the
     # library itself is missing.
     ctypes.CDLL(library)
-    return load_delegate(library, {"device": device} if device else {})
+    delegate = load_delegate(library, {"device": device} if device else {})
+    with _LIVE_LOCK:
+        _LIVE_DELEGATES.setdefault(library, weakref.WeakSet()).add(delegate)
+    return delegate
+
+
+def holds_edgetpu(library: str = DEFAULT_RUNTIME_CONFIG.edgetpu_library) -> bool:
+    """True while a delegate of `library` this process loaded is alive (so this process holds the TPU and
+    another process, a probe child say, cannot open it)."""
+    with _LIVE_LOCK:
+        return len(_LIVE_DELEGATES.get(library, ())) > 0
+
+
+def _release_delegates(delegates: list[Any] | None, error: BaseException) -> None:
+    """Destroys the delegates of a load that failed, before its error is raised: an exception kept by a caller
+    (a log, a test's `pytest.raises`) would otherwise keep them, and the TPU, held. The half-built interpreter
+    in the runtime's frames goes first (LiteRT destroys an interpreter before its delegates)."""
+    traceback.clear_frames(error.__traceback__)
+    if delegates:
+        delegates.clear()  # the list the half-built interpreter shared: the delegates' last references
 
 
 def edgetpu_present(device: str | None = None, *,
@@ -280,7 +308,9 @@ def load_model(model_path: str | Path, device: str | None = None, num_threads: i
         interpreter.allocate_tensors()
     except (RuntimeError, ValueError) as error:
         op = _unresolved_op(error, info)
-        if op == EDGETPU_CUSTOM_OP and delegates:
+        edgetpu_loaded = bool(delegates)
+        _release_delegates(delegates, error)
+        if op == EDGETPU_CUSTOM_OP and edgetpu_loaded:
             raise ModelError(
                 f"{info.path} cannot be allocated: the Edge TPU runtime ({library}) did not take its "
                 f"{op!r} ({error})",

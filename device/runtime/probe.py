@@ -7,6 +7,9 @@ cannot be caught: under systemd it would crash-loop instead of running the CPU m
 libedgetpu in-process, a child (`python -m edgefleet.device.runtime.probe`) creates the interpreter with the
 delegate and the model it will serve and runs one invoke, under a timeout. A crash (signal), a hang or an error
 there is an outcome, with its cause and a fix naming the library build that matches the installed runtime.
+
+The Edge TPU opens in one process at a time, so the child cannot open a TPU the agent holds: the agent calls the
+probe through `tpu_access.EdgeTpuAccess`, which never starts it while this process holds a delegate.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from edgefleet.kernel.contracts.distributions import Distributions
 from edgefleet.kernel.errors import EdgefleetError
 
-STATUS_SCHEMA_VERSION = 2
+STATUS_SCHEMA_VERSION = 3  # 3: `edgetpu`, the Edge TPU probe outcome the agent acts on (issue 22)
 
 
 class LoopCounters(BaseModel):
@@ -38,13 +38,32 @@ class LoopCounters(BaseModel):
     dist: Distributions | None = None
 
 
-class AgentStatus(LoopCounters):
-    """One snapshot of the running agent (status schema 2; 1 is still read): who it is, what it runs, its
-    loop's counters (`LoopCounters`), swaps and telemetry.
+class EdgeTpuRecord(BaseModel):
+    """Status schema 3: the Edge TPU probe outcome the agent acts on, and whether it holds the TPU now.
 
-    Readers (the rollout over SSH, the local fleet, `deploy-agent`, `edgefleet-agent status`) are tolerant:
-    unknown fields are ignored and new ones default, so a reader is never broken by a newer agent and reads 1
-    and 2 alike.
+    The TPU opens in one process at a time: while `held`, `edgefleet-agent doctor` reports this outcome instead
+    of probing (its probe could not open the TPU, and on USB could abort the agent).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    ok: bool
+    cause: str = Field(description="ok | crash | hang | error")
+    detail: str
+    fix: str | None = None
+    library: str
+    runtime: str
+    device: str | None = None
+    held: bool = Field(default=False, description="the agent holds an Edge TPU delegate of `library` now")
+
+
+class AgentStatus(LoopCounters):
+    """One snapshot of the running agent (status schema 3; 1 and 2 are still read): who it is, what it runs,
+    its loop's counters (`LoopCounters`), swaps, telemetry and its Edge TPU.
+
+    Readers (the rollout over SSH, the local fleet, `deploy-agent`, `edgefleet-agent status`, `doctor`) are
+    tolerant: unknown fields are ignored and new ones default, so a reader is never broken by a newer agent and
+    reads 1, 2 and 3 alike (a 2 has no `edgetpu`: None).
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
@@ -70,6 +89,9 @@ class AgentStatus(LoopCounters):
     # issue 12 (lead: fold into schema 2 or the next): why the Edge TPU is not used although one was wanted
     edgetpu_unavailable: str | None = Field(
         default=None, description="why the Edge TPU is not used though one was wanted (probe outcome), if so")
+    # --- schema 3 ---
+    edgetpu: EdgeTpuRecord | None = Field(
+        default=None, description="the Edge TPU probe outcome the agent acts on (None: no TPU wanted or schema 2)")
 
 
 def write_status(path: Path, status: AgentStatus) -> None:

@@ -1,7 +1,8 @@
 """Stand-ins for libedgetpu (which cannot be installed here), compiled once per session from
-`runtime/standin_libedgetpu.c`: the real external-delegate ABI, with the faults of a libedgetpu built for
-another runtime (segfault or hang at interpreter creation, selected by STANDIN_EDGETPU_FAULT) and a build
-that fails to load (an unresolved symbol)."""
+`runtime/standin_libedgetpu.c`: the real external-delegate ABI, one process at a time per TPU (an flock
+beside the library, released when the process's last delegate is destroyed or it dies), with the faults of a
+libedgetpu built for another runtime (segfault or hang at interpreter creation, selected by
+STANDIN_EDGETPU_FAULT) and a build that fails to load (an unresolved symbol)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ def _compile(directory: Path, *defines: str) -> str:
     if compiler is None:
         pytest.skip("no C compiler to build the libedgetpu stand-in")
     library = directory / "libedgetpu.so.1"
-    subprocess.run([compiler, "-shared", "-fPIC", "-O1", *defines, "-o", str(library), str(STANDIN_SOURCE)],
-                   check=True, timeout=60)
+    # Its TPUs' locks live beside it: one per session, so a delegate a test leaves alive holds the "TPU" into
+    # the next test, as the real one would (STANDIN_EDGETPU_LOCK_DIR overrides).
+    subprocess.run([compiler, "-shared", "-fPIC", "-O1", f'-DSTANDIN_LOCK_DIR="{directory}"', *defines,
+                    "-o", str(library), str(STANDIN_SOURCE)], check=True, timeout=60)
     return str(library)
 
 

@@ -24,7 +24,7 @@ def test_a_status_of_an_older_agent_reads_with_new_fields_defaulted():
 
 
 def test_a_status_of_a_newer_agent_reads_with_unknown_fields_ignored():
-    status = parse_status(json.dumps({**SCHEMA_1_STATUS, "schema": 3, "thermal_c": 61.5}))
+    status = parse_status(json.dumps({**SCHEMA_1_STATUS, "schema": 4, "thermal_c": 61.5}))
     assert status is not None and status.device_id == "cam-1" and not hasattr(status, "thermal_c")
 
 

@@ -10,6 +10,8 @@ variant in these tests is therefore a plain CPU model file.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,13 @@ import pytest
 
 from edgefleet.device.runtime.config import RuntimeConfig
 from edgefleet.device.runtime.engine import Engine, open_for_manifest
-from edgefleet.device.runtime.interpreter import edgetpu_present, inspect_model, load_model
+from edgefleet.device.runtime.interpreter import (
+    edgetpu_present,
+    holds_edgetpu,
+    inspect_model,
+    load_delegate,
+    load_model,
+)
 from edgefleet.device.runtime.preprocess import load_image
 from edgefleet.kernel.contracts.manifest import FileEntry, Manifest
 from edgefleet.kernel.errors import ModelError, NoEdgeTpuError
@@ -100,3 +108,54 @@ def test_manifest_runs_the_edgetpu_variant_when_a_tpu_is_present(standin_library
     with open_for_manifest(tmp_path, manifest, device="cpu", config=config) as engine:
         assert (engine.variant, engine.backend) == ("cpu", "cpu")
     assert "device=usb:0" in options()
+
+
+def _open_in_another_process(library: str) -> subprocess.CompletedProcess:
+    """Loads the delegate (device usb:0) in a child Python, as a second process on the host would."""
+    code = ("import sys\nfrom edgefleet.device.runtime.interpreter import load_delegate\n"
+            "load_delegate(sys.argv[1], {'device': 'usb:0'})\n")
+    return subprocess.run([sys.executable, "-c", code, library], capture_output=True, text=True, timeout=120)
+
+
+def test_the_tpu_opens_in_one_process_at_a_time_like_the_real_one(standin_library, attached):
+    attached("usb:0")
+    held = load_delegate(standin_library, {"device": "usb:0"})
+    shared = load_delegate(standin_library, {"device": "usb:0"})  # this process again: shared ownership
+
+    second = _open_in_another_process(standin_library)
+    assert second.returncode != 0
+    assert f"Failed to load delegate from {standin_library}" in second.stderr  # the real (PCIe) error text
+    assert f"is opening a node held by {os.getpid()}." in second.stderr  # the apex driver's kernel log line
+
+    del held
+    assert _open_in_another_process(standin_library).returncode != 0  # `shared` still holds it
+    del shared
+    after = _open_in_another_process(standin_library)
+    assert after.returncode == 0, after.stderr  # the last delegate destroyed: the TPU is free again
+
+
+def test_a_failed_load_releases_the_tpu_even_while_its_error_is_kept(standin_library, attached, coral_data):
+    attached("usb:0")
+    with pytest.raises(ModelError, match="did not take its 'edgetpu-custom-op'") as caught:
+        load_model(coral_data / "mobilenet_v1_0.25_128_quant_edgetpu.tflite", library=standin_library)
+    assert caught.value.__cause__ is not None  # the error and its cause are kept here, as a log or test keeps them
+    assert not holds_edgetpu(standin_library)
+    other = _open_in_another_process(standin_library)
+    assert other.returncode == 0, other.stderr
+
+
+def test_a_process_that_dies_holding_the_tpu_releases_it(standin_library, attached):
+    attached("usb:0")
+    code = ("import sys\nfrom edgefleet.device.runtime.interpreter import load_delegate\n"
+            "held = load_delegate(sys.argv[1], {'device': 'usb:0'})\nprint('held', flush=True)\nsys.stdin.read()\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, standin_library], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ValueError, match="Failed to load delegate from"):  # this process is the second now
+            load_delegate(standin_library, {"device": "usb:0"})
+        assert not edgetpu_present("usb:0", library=standin_library)
+    finally:
+        holder.kill()  # SIGKILL: no destructor runs; the kernel drops the lock with the process
+        holder.communicate(timeout=120)
+    assert edgetpu_present("usb:0", library=standin_library)
