@@ -30,7 +30,8 @@ from edgefleet.device.store import ModelStore
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import VerificationError
-from edgefleet.kernel.signing import PublicKeyLike, resolve_public_key
+from edgefleet.kernel.keyring import UnknownKeyError, resolve_keyring
+from edgefleet.kernel.signing import PublicKeyLike
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class PullResult(NamedTuple):
     @property
     def pointer_problem(self) -> bool:
         """True when the channel pointer was refused or expired (the device stays where it is)."""
-        return self.outcome in ("pointer_refused", "expired")
+        return self.outcome in ("pointer_refused", "expired", "unknown_key")
 
 
 def pull_channel_once(
@@ -101,8 +102,7 @@ def pull_channel_once(
     """
     # A missing or unreadable key is this device's setup problem, not the release's: it raises here,
     # before anything could be recorded as refused.
-    key = public_key if public_key is not None else store.public_key
-    resolve_public_key(key)
+    key = resolve_keyring(public_key if public_key is not None else store.public_key)  # read once per round
     pointer = registry.read_channel(model, channel).pointer
     current = store.current(model)
     running = Installed(current.version, current.manifest_sha256) if current is not None else None
@@ -154,6 +154,9 @@ def _carry_out(
         if step.action == "download":
             _download_and_install(registry, store, pointer, key)
         store.activate(model, version, key, signed_downgrade=pointer.signed and pointer.downgrade)
+    except UnknownKeyError as error:  # this device lacks the key (yet): tried again next round, never refused
+        log.warning("not activating %s %s from %s: %s", model, version, registry.uri, error.message)
+        return PullResult(False, version, _reason(error), "unknown_key", before)
     except VerificationError as error:
         return _refuse(registry, store, pointer, _reason(error), before)
     _remember(store, model, record, pointer)

@@ -28,7 +28,7 @@ from edgefleet.kernel.contracts.layout import CURRENT_POINTER
 from edgefleet.kernel.contracts.manifest import Manifest
 from edgefleet.kernel.contracts.telemetry import ModelRef
 from edgefleet.kernel.errors import EdgefleetError, NoEdgeTpuError
-from edgefleet.kernel.signing import load_public_key
+from edgefleet.kernel.keyring import UnknownKeyError, keyring_stamp, load_keyring
 
 log = logging.getLogger(__name__)
 
@@ -115,16 +115,25 @@ def choose_device(inference: InferenceConfig, version_dir: Path, manifest: Manif
     return "cpu", outcome
 
 
+class KeyringUnusable(EdgefleetError):
+    """The device's own release keyring cannot be read: nothing can be verified, and no release is to blame."""
+
+
 def prepare_model(config: AgentConfig, installed: InstalledVersion, *,
                   probe: Callable[..., ProbeOutcome] = probe_edgetpu) -> ActiveModel:
     """Verifies `installed` against the release key, opens it and runs its golden smoke test.
 
     Raises:
         EdgeTpuUnavailableError: the Edge TPU is unusable and the version may not run on the CPU.
+        KeyringUnusable: the device's release keyring cannot be read (its setup, not the release's fault).
+        UnknownKeyError: signed by a key the keyring does not hold (yet): never the release's fault either.
         EdgefleetError: VerificationError, ModelError/NoEdgeTpuError, or a failed smoke test, each naming the
             version and what to do.
     """
-    public_key = load_public_key(config.public_key_path)
+    try:
+        public_key = load_keyring(config.public_key_path)
+    except EdgefleetError as error:
+        raise KeyringUnusable(error.message, error.fix) from error
     manifest = verify_version_dir(installed.path, public_key, refuse_development=config.refuse_development_keys)
     device, outcome = choose_device(config.inference, installed.path, manifest, probe=probe)
     engine = open_for_manifest(installed.path, manifest, device=device,
@@ -184,6 +193,7 @@ class ModelWatcher:
         self.last_error: str | None = None
         self.edgetpu_unavailable: str | None = None  # why the Edge TPU is not used, when one was wanted
         self._decided: str | None = None  # the version `current` named when we last decided on it
+        self._waiting_for_key: tuple | None = None  # the keyring as it was when a version could not be verified
         self._retired: list[ActiveModel] = []  # swapped out; closed here, off the inference thread
 
     def close_all(self) -> None:
@@ -204,6 +214,8 @@ class ModelWatcher:
         self._close_retired()
         # A readlink per poll; the manifest is read only when the pointer moved (it is big: golden outputs).
         pointed = self._store.pointer(self._config.model, CURRENT_POINTER)
+        if self._waiting_for_key is not None and keyring_stamp(self._config.public_key_path) != self._waiting_for_key:
+            self._decided, self._waiting_for_key = None, None  # the keyring changed: try that version again
         if pointed is not None and pointed == self._decided:
             return None
         installed = self._store.current(self._config.model)
@@ -227,6 +239,9 @@ class ModelWatcher:
         except EdgeTpuUnavailableError as error:  # the host's problem, not the release's: idle, not refused
             self._edgetpu_unavailable(error.outcome, installed.version)
             self._report_idle(str(error))
+            return None
+        except (UnknownKeyError, KeyringUnusable) as error:  # the device's keyring, not the release: never refused
+            self._wait_for_key(installed, pointed, error)
             return None
         except EdgefleetError as error:
             self._refuse(installed, error)
@@ -255,6 +270,18 @@ class ModelWatcher:
         self.edgetpu_unavailable = f"{outcome.summary()} (fix: {outcome.fix})" if outcome.fix else outcome.summary()
         log.error("%s", self.edgetpu_unavailable)
         self._on_event(EDGETPU_UNAVAILABLE_EVENT, self.edgetpu_unavailable, version, None)
+
+    def _wait_for_key(self, installed: InstalledVersion, pointed: str | None, error: EdgefleetError) -> None:
+        """A version this device cannot verify with its keyring (yet): nothing is recorded as refused, the running
+        model (if any) keeps running, and the version is tried again once the keyring changes."""
+        self._decided = pointed
+        self._waiting_for_key = keyring_stamp(self._config.public_key_path)
+        reason = f"{installed.model} {installed.version} cannot be verified yet: {error}"
+        if self.running is None:
+            self._report_idle(reason)
+        elif reason != self.last_error:
+            log.warning("%s; still running %s", reason, self.running.version)
+            self.last_error = reason
 
     def _report_idle(self, reason: str) -> None:
         """Says why no model runs: in the status file always, in the log once per reason."""

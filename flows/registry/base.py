@@ -39,7 +39,7 @@ from edgefleet.flows.registry.channels import ChannelMoves
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE, SIGNATURE_FILE
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import ConflictError, RegistryError, VerificationError
-from edgefleet.kernel.signing import PublicKeyLike, decode_signature
+from edgefleet.kernel.signing import KeyedSignature, PublicKeyLike, decode_signatures
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,10 @@ class RegistryWriter(ChannelMoves):
             return False
         signature_text = self._read_bytes(f"{prefix}/{SIGNATURE_FILE}") or b""
         try:
-            same_signature = decode_signature(signature_text) == signed.signature
+            ours = signed.signature
+            mine = {keyed.signature for keyed in ((KeyedSignature(None, ours),) if isinstance(ours, bytes) else ours)}
+            # the same release, maybe re-signed since with a newer key (`edgefleet keys resign` adds a line)
+            same_signature = bool(mine & {keyed.signature for keyed in decode_signatures(signature_text)})
         except VerificationError:
             same_signature = False
         if raw == signed.raw and same_signature:
