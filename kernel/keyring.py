@@ -44,9 +44,11 @@ RING_DIR_SUFFIX = ".d"
 MAX_RING_KEYS = 16
 """More keys than any rotation needs (two while rotating): a directory with more is refused, not scanned."""
 
-ADD_KEY_FIX = ("if the key is new, add its public key to the device's keyring (edgefleet keys add RING NEW.pub, then "
-               "deploy-agent with public_key: RING); if it was retired, re-sign with a current key "
-               "(edgefleet keys resign)")
+def add_key_fix(keyring: Keyring) -> str:
+    """The fix for a signature by a key `keyring` does not hold."""
+    return (f"if the key is new, add its public key to {keyring.source} (edgefleet keys add RING NEW.pub, then "
+            "deploy-agent with public_key: RING); if it was retired, re-sign with a current key (edgefleet keys "
+            "resign); if it is no release key of yours, do not use what it signed")
 
 
 class UnknownKeyError(VerificationError):
@@ -197,7 +199,7 @@ def verify_by_key_id(ring: KeyringLike, data: bytes, signature: bytes, *, key_id
         key = keyring.find(key_id)
         if key is None:
             raise UnknownKeyError(f"{what} is not signed by a key this keyring holds: it names key {key_id}, "
-                                  f"which {keyring.describe()} does not hold", ADD_KEY_FIX)
+                                  f"which {keyring.describe()} does not hold", add_key_fix(keyring))
         candidates = [(full_key_id(key), key)]
     else:
         candidates = list(keyring.keys)

@@ -5,7 +5,8 @@ Per device (in parallel, at most `max_parallel`):
 2. create a virtualenv (`<install_dir>/venv`) unless it exists, and install the wheel with the `device`
    extra (never TensorFlow, Prefect or Pulumi);
 3. write the agent config (`<config_dir>/<device id>/agent.yaml`, validated here first) and the release
-   public key (`<config_dir>/<device id>/keys/release.pub`): a root-owned directory (default
+   keyring (`<config_dir>/<device id>/keys/release.d/<key id>.pub`, exactly the keys of `public_key`, a key file
+   or a keyring directory; the single `keys/release.pub` of older installs is removed): a root-owned directory (default
    `<install_dir>/etc`) outside the agent root, so the agent's user can neither rewrite nor rename its trust
    anchor; the service's environment file (and the `process` manager's pid and log files) live there too,
    so nothing root runs reads a file the agent's user controls;
@@ -48,6 +49,7 @@ from pydantic import BaseModel, ConfigDict
 
 from edgefleet.flows.deploy_agent.params import (
     RELEASE_KEY_FILE,
+    RELEASE_KEYRING_DIR,
     DeployAgentParams,
     check_wheel_name,
     pth_text,
@@ -148,6 +150,43 @@ def check_unit(connection: DeviceConnection, path: str) -> str:
     return result.stdout.strip()
 
 
+def release_keyring_files(path_text: str) -> dict[str, str]:
+    """The keyring to install on devices, `<key id>.pub` -> content, from a key file or a keyring directory;
+    checked before any device is touched: a misnamed, private or unreadable key file in it is refused.
+
+    Raises:
+        ConfigError: as `release_public_key_text`, or a keyring directory with a file it would not trust.
+    """
+    from edgefleet.kernel.keyring import key_file_name, load_keyring
+
+    path = Path(os.path.expandvars(path_text)).expanduser()
+    if not path.is_dir():
+        text = release_public_key_text(path_text)
+        return {key_file_name(public_key_from_bytes(text.encode(), source=str(path))): text}
+    try:
+        ring = load_keyring(path)
+    except VerificationError as error:
+        raise ConfigError(error.message, error.fix) from error
+    if ring.problems:
+        raise ConfigError(f"keyring {path}: {'; '.join(ring.problems)}",
+                          "fix the keyring first (edgefleet keys list / add): devices would not trust that file")
+    return {key_file_name(key): release_public_key_text(str(path / key_file_name(key))) for _, key in ring.keys}
+
+
+def install_keyring(connection: DeviceConnection, config_dir: str, files: dict[str, str]) -> str:
+    """Writes the keyring into the device's root-owned `keys/release.d/` (new keys first, then the keys no longer
+    in it are removed, and the single `release.pub` of older installs last); returns the keyring's path."""
+    q = shlex.quote
+    ring = f"{config_dir}/{RELEASE_KEYRING_DIR}"
+    connection.run(f"mkdir -p {q(ring)} && chown root:root {q(ring)} && chmod 755 {q(ring)}")
+    for name, text in files.items():
+        connection.write_text(f"{ring}/{name}", text)
+    keep = " ".join(f"! -name {q(name)}" for name in files)
+    connection.run(f"find {q(ring)} -mindepth 1 -maxdepth 1 {keep} -exec rm -rf {{}} + && "
+                   f"rm -f {q(config_dir + '/' + RELEASE_KEY_FILE)}")
+    return ring
+
+
 def release_public_key_text(path_text: str) -> str:
     """The release public key file's content, checked before any device is touched (finding 7): `~` expanded,
     parsed as an Ed25519 public key; a private key given by mistake is refused (never copied to devices).
@@ -200,11 +239,11 @@ def publish_device_key(params: DeployAgentParams, device: DeviceSpec, public_key
 
 @task(name="deploy-device", cache_policy=NO_CACHE, task_run_name="deploy-agent {device.id}")
 def deploy_device(inventory: Inventory, device: DeviceSpec, params: DeployAgentParams, wheel: Path,
-                  release_key: str = "") -> DeployResult:
+                  release_key: dict[str, str] | None = None) -> DeployResult:
     """Installs and (re)starts the agent on one device; failures are returned, not raised."""
     try:
         with DeviceConnection(device, inventory.known_hosts) as connection:
-            key_text = release_key or release_public_key_text(params.public_key)
+            key_text = release_key or release_keyring_files(params.public_key)
             if device.user == "root":
                 return _deploy(connection, device, params, wheel, key_text)
             privileged = SudoConnection(connection, sudo_password(params.sudo_password_secret))
@@ -217,7 +256,7 @@ def deploy_device(inventory: Inventory, device: DeviceSpec, params: DeployAgentP
 
 
 def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgentParams, wheel: Path,
-            release_key: str) -> DeployResult:
+            release_key: dict[str, str]) -> DeployResult:
     if device.user != "root" and not device.agent_root.startswith("/"):
         raise ConfigError(f"device {device.id}: agent_root {device.agent_root!r} must be absolute when the login is "
                           "not root (sudo changes $HOME)", "e.g. agent_root: /var/lib/edgefleet-agent")
@@ -227,8 +266,8 @@ def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgen
     venv, uploaded = _install_venv(connection, params, wheel)
     q = shlex.quote
     config_path = f"{config_dir}/agent.yaml"
-    connection.write_text(config_path, agent_document(params, device, root, f"{config_dir}/{RELEASE_KEY_FILE}"))
-    connection.write_text(f"{config_dir}/{RELEASE_KEY_FILE}", release_key)
+    ring = install_keyring(connection, config_dir, release_key)  # before the config naming it: never a gap
+    connection.write_text(config_path, agent_document(params, device, root, ring))
     if params.agent_user:
         connection.run(create_user_command(params.agent_user, root))
         connection.run(ownership_command(params.agent_user, root, device.user))
@@ -337,7 +376,7 @@ def _wait_running(connection: DeviceConnection, params: DeployAgentParams, devic
 @flow(name=FLOW_NAME)
 def deploy_agent(params: DeployAgentParams) -> list[DeployResult]:
     """Installs the device agent as a service on the target devices (see the module docstring)."""
-    release_key = release_public_key_text(params.public_key)  # before touching any device
+    release_key = release_keyring_files(params.public_key)  # before touching any device
     enrolment_key(params)  # likewise
     logger = get_run_logger()
     inventory = load_inventory(params.inventory)

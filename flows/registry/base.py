@@ -97,6 +97,18 @@ class RegistryWriter(ChannelMoves):
             return result._replace(created=False)
         return self._upload_version(prefix, local_dir, signed, names, result)
 
+    # --- a version's signatures (release key rotation, `edgefleet.flows.registry.rotation`) -----------
+
+    def read_signature_file(self, model: str, version: str) -> tuple[bytes | None, int]:
+        """A published version's `manifest.sig` and its compare-and-swap generation ((None, 0): absent)."""
+        return self._read_versioned(f"{checked_version_prefix(model, version)}/{SIGNATURE_FILE}")
+
+    def write_signature_file(self, model: str, version: str, data: bytes, expected_generation: int) -> int:
+        """Replaces a published version's `manifest.sig` if it is still `expected_generation` (ConflictError
+        otherwise). Only signatures change: the manifest and files of a version never do."""
+        return self._write_versioned(f"{checked_version_prefix(model, version)}/{SIGNATURE_FILE}", data,
+                                     expected_generation)
+
     # --- what each backend implements -------------------------------------------------------------
 
     @abstractmethod

@@ -40,18 +40,16 @@ from edgefleet.kernel.contracts.layout import (
     SIGNATURE_FILE,
 )
 from edgefleet.kernel.contracts.manifest import (
-    MANIFEST_SCHEMA,
     CompilerReport,
     FileEntry,
     GoldenOutput,
     Manifest,
     Metrics,
-    SigningInfo,
     TensorSpec,
 )
 from edgefleet.kernel.errors import ModelError
 from edgefleet.kernel.fsutil import atomic_write_bytes
-from edgefleet.kernel.signing import encode_signature, key_id, sign
+from edgefleet.kernel.signing import encode_signature, sign
 
 _AUTO: Any = object()
 
@@ -169,8 +167,6 @@ def write_signed_version(
     dest_dir = Path(dest_dir)
     check_manifest_consistency(manifest, str(dest_dir))
     check_version_files(dest_dir, manifest)
-    if manifest.signing is None and manifest.schema_ == MANIFEST_SCHEMA:  # every signature names its key
-        manifest = manifest.model_copy(update={"signing": SigningInfo(key_id=key_id(private_key.public_key()))})
     raw = manifest.to_json_bytes()
     signature = sign(private_key, raw)
     atomic_write_bytes(dest_dir / MANIFEST_FILE, raw)

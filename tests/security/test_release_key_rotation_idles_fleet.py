@@ -10,6 +10,7 @@ both keys be trusted while the fleet moves from one to the other.
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,17 +21,38 @@ import pytest
 
 from edgefleet.device.agent.config import load_config
 from edgefleet.device.agent.loop import Agent
+from edgefleet.device.runtime.engine import Engine
+from edgefleet.device.runtime.golden import compute_golden
 from edgefleet.device.store import ModelStore
+from edgefleet.flows.release.bundle import build_manifest, write_signed_version
+from edgefleet.kernel.contracts.manifest import SigningInfo
 from edgefleet.kernel.errors import VerificationError
 from edgefleet.kernel.signing import generate_keypair, key_id, save_public_key
-from tests.device.agent.conftest import MODEL, Releases
+from tests.device.agent.conftest import GOLDEN_SEEDS, MODEL, Releases
 
 WAIT_S = 90.0
 
 
+class SignedReleases(Releases):
+    """Versions as the release flow signs them: the manifest names its signing key (`signing.key_id`)."""
+
+    def build(self, version: str, model_file: str = "mobilenet_v1_0.25_128_quant.tflite",
+              labels: str = "imagenet_labels.txt", **_: object) -> Path:
+        with Engine.open(self.coral / model_file) as engine:
+            golden = compute_golden(engine, GOLDEN_SEEDS)
+        dest = self.tmp / "releases" / version
+        dest.mkdir(parents=True)
+        shutil.copyfile(self.coral / model_file, dest / "model_cpu.tflite")
+        shutil.copyfile(self.coral / labels, dest / "labels.txt")
+        manifest = build_manifest(dest, model=MODEL, version=version, golden=golden)
+        signing = SigningInfo(key_id=key_id(self.private_key.public_key()))
+        write_signed_version(dest, manifest.model_copy(update={"signing": signing}), self.private_key)
+        return dest
+
+
 @pytest.fixture
 def releases(coral_data: Path, tmp_path: Path) -> Releases:
-    made = Releases(coral_data, tmp_path)
+    made = SignedReleases(coral_data, tmp_path)
     made.store = ModelStore(made.root)  # verifying with the device's own key files, as the agent does
     return made
 
@@ -118,7 +140,7 @@ def test_rotating_through_the_keyring_keeps_the_agent_inferring(releases):
     with running(agent_for(releases)) as agent:
         wait_until(inferring(agent, "2.0.0"), "2.0.0 running with the old key retired")
     releases.private_key = old_private
-    with pytest.raises(VerificationError, match="names key"):  # the retired key verifies nothing new (unknown key)
+    with pytest.raises(VerificationError, match="names key"):  # the retired key verifies nothing new (unknown)
         releases.install("3.0.0", activate=False)
     assert releases.store.refusals(MODEL) == []
 
