@@ -13,7 +13,7 @@ import logging
 from datetime import datetime, timezone
 from typing import NamedTuple
 
-from edgefleet.device.bundle import sha256_file, verify_manifest_bytes
+from edgefleet.device.bundle import read_signed_manifest, sha256_file, verify_manifest_bytes
 from edgefleet.device.channel import (
     RECORD_FILE,
     ChannelRecord,
@@ -29,9 +29,9 @@ from edgefleet.device.registry.base import RegistryReader
 from edgefleet.device.store import ModelStore
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE
 from edgefleet.kernel.contracts.manifest import ChannelPointer
-from edgefleet.kernel.errors import VerificationError
-from edgefleet.kernel.keyring import UnknownKeyError, resolve_keyring
-from edgefleet.kernel.signing import PublicKeyLike
+from edgefleet.kernel.errors import RegistryError, VerificationError
+from edgefleet.kernel.keyring import Keyring, UnknownKeyError, resolve_keyring
+from edgefleet.kernel.signing import KeyedSignature, PublicKeyLike, encode_signature, encode_signatures
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,7 @@ def _carry_out(
     """The I/O of one step (`next_step` decided it)."""
     model, version = pointer.model, pointer.version
     if step.action in ("keep", "lower_floor"):
+        _refresh_signatures(registry, store, pointer, key)
         if step.action == "lower_floor":
             store.activate(model, version, key, signed_downgrade=True)
         _remember(store, model, record, pointer)
@@ -150,6 +151,8 @@ def _carry_out(
         return PullResult(False, version, step.reason, "previously_refused", before)
     if step.action == "refuse":
         return _refuse(registry, store, pointer, step.reason, before)
+    if step.action == "activate":  # installed before the key was rotated: may need the new signatures
+        _refresh_signatures(registry, store, pointer, key)
     try:
         if step.action == "download":
             _download_and_install(registry, store, pointer, key)
@@ -165,6 +168,34 @@ def _carry_out(
     log.info("pulled %s %s from %s channel %s (was %s)", model, version, registry.uri, pointer.channel, before)
     return PullResult(True, version, f"activated {model} {version} from channel {pointer.channel} (was "
                       f"{before or 'none'})", "activated", before)
+
+
+def _refresh_signatures(registry: RegistryReader, store: ModelStore, pointer: ChannelPointer, key: Keyring) -> None:
+    """After the release key was rotated: a pointer signed by a key the installed copy's `manifest.sig` does not
+    name yet brings the registry's signatures (the same manifest, re-signed by `edgefleet keys resign`), so the
+    version still verifies here once the old key is retired. Anything wrong is logged and left as it was."""
+    if not pointer.signed or pointer.key_id is None:
+        return
+    path = store.version_dir(pointer.model, pointer.version)
+    try:
+        local = read_signed_manifest(path)
+        named = {keyed.key_id or (local.manifest.signing.key_id if local.manifest.signing else "")
+                 for keyed in (local.signature if isinstance(local.signature, tuple) else ())}
+        if pointer.key_id in named or local.manifest_sha256 != pointer.manifest_sha256:
+            return
+        signed = registry.read_manifest(pointer.model, pointer.version)
+        if signed.manifest_sha256 != pointer.manifest_sha256 or not isinstance(signed.signature, tuple):
+            return
+        if store.adopt_signatures(pointer.model, pointer.version, _signature_text(signed.signature), key):
+            log.info("%s %s: took the registry's signatures (key %s)", pointer.model, pointer.version, pointer.key_id)
+    except (VerificationError, RegistryError, OSError) as error:
+        log.warning("could not refresh the signatures of %s %s: %s", pointer.model, pointer.version, error)
+
+
+def _signature_text(signatures: tuple[KeyedSignature, ...]) -> bytes:
+    if len(signatures) == 1 and signatures[0].key_id is None:
+        return encode_signature(signatures[0].signature)
+    return encode_signatures(signatures)
 
 
 def _reason(error: VerificationError) -> str:

@@ -101,13 +101,23 @@ def ring_foreign_writable(path: Path, uid: int, gids: Collection[int],
     return None
 
 
-def ring_exposure(path: Path) -> Path | None:
-    """`anchor_exposure` for every entry the keyring at `path` is read from (None when none is exposed)."""
+def ring_writable_component(path: Path, uid: int, gids: Collection[int],
+                            lstat: StatFunction = os.lstat) -> Path | None:
+    """`writable_component` for every entry the keyring at `path` is read from: the anchor file, the keyring
+    directory (a key planted there is trusted) and each key file in it."""
     for entry in ring_paths(Path(os.path.abspath(path))) or [Path(os.path.abspath(path))]:
-        found = anchor_exposure(entry)
+        found = writable_component(entry, uid, gids, lstat)
         if found is not None:
             return found
     return None
+
+
+def ring_exposure(path: Path) -> Path | None:
+    """`ring_writable_component` for this process's user (None when it runs as root)."""
+    uid = os.geteuid()
+    if uid == 0:
+        return None
+    return ring_writable_component(Path(os.path.abspath(path)), uid, {os.getegid(), *os.getgroups()})
 
 
 def anchor_exposure(path: Path) -> Path | None:
