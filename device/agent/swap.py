@@ -24,7 +24,7 @@ from edgefleet.device.runtime.interpreter import check_device
 from edgefleet.device.runtime.probe import ProbeOutcome, probe_edgetpu
 from edgefleet.device.store import ModelStore
 from edgefleet.device.store_reader import InstalledVersion
-from edgefleet.kernel.contracts.layout import CURRENT_POINTER
+from edgefleet.kernel.contracts.layout import CURRENT_POINTER, SIGNATURE_FILE
 from edgefleet.kernel.contracts.manifest import Manifest
 from edgefleet.kernel.contracts.telemetry import ModelRef
 from edgefleet.kernel.errors import EdgefleetError, NoEdgeTpuError
@@ -214,8 +214,8 @@ class ModelWatcher:
         self._close_retired()
         # A readlink per poll; the manifest is read only when the pointer moved (it is big: golden outputs).
         pointed = self._store.pointer(self._config.model, CURRENT_POINTER)
-        if self._waiting_for_key is not None and keyring_stamp(self._config.public_key_path) != self._waiting_for_key:
-            self._decided, self._waiting_for_key = None, None  # the keyring changed: try that version again
+        if self._waiting_for_key is not None and self._trust_stamp(pointed) != self._waiting_for_key:
+            self._decided, self._waiting_for_key = None, None  # keyring or signatures changed: try again
         if pointed is not None and pointed == self._decided:
             return None
         installed = self._store.current(self._config.model)
@@ -275,13 +275,24 @@ class ModelWatcher:
         """A version this device cannot verify with its keyring (yet): nothing is recorded as refused, the running
         model (if any) keeps running, and the version is tried again once the keyring changes."""
         self._decided = pointed
-        self._waiting_for_key = keyring_stamp(self._config.public_key_path)
+        self._waiting_for_key = self._trust_stamp(pointed)
         reason = f"{installed.model} {installed.version} cannot be verified yet: {error}"
         if self.running is None:
             self._report_idle(reason)
         elif reason != self.last_error:
             log.warning("%s; still running %s", reason, self.running.version)
             self.last_error = reason
+
+    def _trust_stamp(self, pointed: str | None) -> tuple:
+        """What changes when the keyring changes, or the signatures of the version `current` names (pull mode takes
+        the registry's after a rotation): cheap stats, taken at each poll while a version waits for its key."""
+        signatures = self._store.model_dir(self._config.model) / (pointed or "") / SIGNATURE_FILE
+        try:
+            info = signatures.stat()
+            signed = (info.st_size, info.st_mtime_ns, info.st_ino)
+        except OSError:
+            signed = ()
+        return keyring_stamp(self._config.public_key_path), signed
 
     def _report_idle(self, reason: str) -> None:
         """Says why no model runs: in the status file always, in the log once per reason."""
