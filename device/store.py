@@ -119,7 +119,7 @@ class ModelStore(StoreReader):
         with self._lock(manifest.model):
             target = model_dir / manifest.version
             if target.exists():
-                return self._same_as_installed(src_dir, target, manifest)
+                return self._same_as_installed(src_dir, target, manifest, key)
             staging = temp_name(target, "installing")
             staging.mkdir()
             try:
@@ -315,7 +315,7 @@ class ModelStore(StoreReader):
         if updated != recorded:
             atomic_write_bytes(self.model_dir(model) / FLOOR_FILE, floor_bytes(updated))
 
-    def _same_as_installed(self, src_dir: Path, target: Path, manifest: Manifest) -> Manifest:
+    def _same_as_installed(self, src_dir: Path, target: Path, manifest: Manifest, key: PublicKeyLike) -> Manifest:
         def manifest_bytes(directory: Path) -> bytes:
             return read_regular(directory / MANIFEST_FILE, max_bytes=MAX_MANIFEST_BYTES, fix=REFETCH_FIX,
                                 error_type=VerificationError)
@@ -328,7 +328,7 @@ class ModelStore(StoreReader):
             log.info("%s %s is already installed", manifest.model, manifest.version)
             signatures = read_regular(src_dir / SIGNATURE_FILE, max_bytes=MAX_SIGNATURE_BYTES, fix=REFETCH_FIX,
                                       error_type=VerificationError)
-            self._adopt_signatures(target, installed_raw, signatures, self.public_key)  # re-signed since?
+            self._adopt_signatures(target, installed_raw, signatures, key)  # re-signed since (key rotation)?
             return manifest
         raise StoreError(
             f"version {manifest.version} of model {manifest.model} is already installed in {target} with "

@@ -102,3 +102,16 @@ def test_a_pointer_signed_by_the_retired_key_is_refused(rotation, keys, make_ver
     assert registry.read_channel_checked("birds", "stable", load_keyring(ring)).trust == FORGED  # pipelines too
     with pytest.raises(VerificationError, match="names key"):  # the version itself, pushed: refused as well
         store.install(registry.root / "models" / "birds" / "6.6.6")
+
+
+def test_a_pushed_device_takes_the_new_signatures_when_the_version_is_installed_again(rotation, keys, tmp_path):
+    """Push fleets (no pull): the rollout installs the re-signed version again; same manifest, new signatures."""
+    registry, _, ring, new = rotation
+    pushed = ModelStore(tmp_path / "pushed-device", public_key=ring)
+    published = registry.root / "models" / "birds" / "1.0.0"
+    pushed.install(published)
+    pushed.activate("birds", "1.0.0")
+    resign_in_use(registry, load_keyring(ring), new.private)
+    assert pushed.install(published).version == "1.0.0"  # already installed: only its signatures are taken
+    retire_key_file(ring, key_id(keys.public))
+    assert pushed.activate("birds", "1.0.0").version == "1.0.0"
