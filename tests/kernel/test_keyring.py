@@ -1,4 +1,4 @@
-"""The release keyring (`edgefleet.kernel.keyring`) and `manifest.sig` revisions 1 and 2 (`edgefleet.kernel.signing`)."""
+"""The release keyring (`edgefleet.kernel.keyring`), and `manifest.sig` revisions 1 and 2 (`kernel.signing`)."""
 
 from __future__ import annotations
 
