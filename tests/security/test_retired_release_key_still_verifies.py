@@ -115,3 +115,25 @@ def test_a_pushed_device_takes_the_new_signatures_when_the_version_is_installed_
     assert pushed.install(published).version == "1.0.0"  # already installed: only its signatures are taken
     retire_key_file(ring, key_id(keys.public))
     assert pushed.activate("birds", "1.0.0").version == "1.0.0"
+
+
+def test_a_device_without_the_new_key_yet_waits_and_records_nothing(tmp_path, local_registry, make_version, keys):
+    """Step 1 has not reached this device: a version signed by the new key (its pointer by the old one) is not
+    activated, not recorded as refused, and taken at the first pull after the key is installed."""
+    publish_named(local_registry, make_version, keys, "1.0.0")
+    local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
+    ring = tmp_path / "device-ring"
+    add_key(ring, keys.public_file)
+    store = ModelStore(tmp_path / "device", public_key=ring)
+    assert pull_channel_once(local_registry, store, "birds", "stable").outcome == "activated"
+    new = Keys(tmp_path / "new-keys")
+    publish_named(local_registry, make_version, new, "2.0.0")
+    operator_ring = tmp_path / "operator-ring"
+    add_key(operator_ring, keys.public_file)
+    add_key(operator_ring, new.public_file)
+    local_registry.promote("birds", "2.0.0", "stable", signing_key=keys.private, public_key=load_keyring(operator_ring))
+    result = pull_channel_once(local_registry, store, "birds", "stable")
+    assert result.outcome == "unknown_key" and "names key" in result.reason
+    assert store.current("birds").version == "1.0.0" and store.refusals("birds") == []
+    add_key(ring, new.public_file)  # deploy-agent brings the keyring
+    assert pull_channel_once(local_registry, store, "birds", "stable").outcome == "activated"
