@@ -31,7 +31,6 @@ added to the venv's path with a .pth file).
 from __future__ import annotations
 
 import hashlib
-import os
 import shlex
 import subprocess
 import sys
@@ -47,9 +46,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict
 
+from edgefleet.flows.deploy_agent.keyring import install_keyring, release_keyring_files, release_public_key_text
 from edgefleet.flows.deploy_agent.params import (
-    RELEASE_KEY_FILE,
-    RELEASE_KEYRING_DIR,
     DeployAgentParams,
     check_wheel_name,
     pth_text,
@@ -79,12 +77,13 @@ from edgefleet.flows.rollout.ssh import DeviceConnection, remote_path
 from edgefleet.kernel.configfile import validate
 from edgefleet.kernel.contracts.layout import STATUS_FILE
 from edgefleet.kernel.contracts.status import parse_status
-from edgefleet.kernel.errors import ConfigError, EdgefleetError, VerificationError
+from edgefleet.kernel.errors import ConfigError, EdgefleetError
 from edgefleet.kernel.signing import key_id, public_key_from_bytes
 
 FLOW_NAME = "deploy-agent"
 STATUS_POLL_S = 0.5  # how often the agent's status file is read while waiting for it to run
-__all__ = ["DeployAgentParams", "DeployResult", "deploy_agent"]  # DeployAgentParams: where callers import it
+# DeployAgentParams, release_public_key_text: where callers import them
+__all__ = ["DeployAgentParams", "DeployResult", "deploy_agent", "release_public_key_text"]
 
 
 class DeployResult(BaseModel):
@@ -148,67 +147,6 @@ def check_unit(connection: DeviceConnection, path: str) -> str:
                              f"{'; '.join(complaints) or result.stdout.strip()}",
                              "fix the unit template or the deploy parameters (command, user, paths)")
     return result.stdout.strip()
-
-
-def release_keyring_files(path_text: str) -> dict[str, str]:
-    """The keyring to install on devices, `<key id>.pub` -> content, from a key file or a keyring directory;
-    checked before any device is touched: a misnamed, private or unreadable key file in it is refused.
-
-    Raises:
-        ConfigError: as `release_public_key_text`, or a keyring directory with a file it would not trust.
-    """
-    from edgefleet.kernel.keyring import key_file_name, load_keyring
-
-    path = Path(os.path.expandvars(path_text)).expanduser()
-    if not path.is_dir():
-        text = release_public_key_text(path_text)
-        return {key_file_name(public_key_from_bytes(text.encode(), source=str(path))): text}
-    try:
-        ring = load_keyring(path)
-    except VerificationError as error:
-        raise ConfigError(error.message, error.fix) from error
-    if ring.problems:
-        raise ConfigError(f"keyring {path}: {'; '.join(ring.problems)}",
-                          "fix the keyring first (edgefleet keys list / add): devices would not trust that file")
-    return {key_file_name(key): release_public_key_text(str(path / key_file_name(key))) for _, key in ring.keys}
-
-
-def install_keyring(connection: DeviceConnection, config_dir: str, files: dict[str, str]) -> str:
-    """Writes the keyring into the device's root-owned `keys/release.d/` (new keys first, then the keys no longer
-    in it are removed, and the single `release.pub` of older installs last); returns the keyring's path."""
-    q = shlex.quote
-    ring = f"{config_dir}/{RELEASE_KEYRING_DIR}"
-    connection.run(f"mkdir -p {q(ring)} && chown root:root {q(ring)} && chmod 755 {q(ring)}")
-    for name, text in files.items():
-        connection.write_text(f"{ring}/{name}", text)
-    keep = " ".join(f"! -name {q(name)}" for name in files)
-    connection.run(f"find {q(ring)} -mindepth 1 -maxdepth 1 {keep} -exec rm -rf {{}} + && "
-                   f"rm -f {q(config_dir + '/' + RELEASE_KEY_FILE)}")
-    return ring
-
-
-def release_public_key_text(path_text: str) -> str:
-    """The release public key file's content, checked before any device is touched (finding 7): `~` expanded,
-    parsed as an Ed25519 public key; a private key given by mistake is refused (never copied to devices).
-
-    Raises:
-        ConfigError: missing, unreadable, a private key, or not an Ed25519 public key.
-    """
-    path = Path(os.path.expandvars(path_text)).expanduser()
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise ConfigError(f"release public key file {path} cannot be read ({error.strerror})",
-                          "give the path of the release public key (e.g. ~/.edgefleet/keys/"
-                          "release-signing.key.pub)") from error
-    if b"PRIVATE KEY" in data:
-        raise ConfigError(f"{path} holds a PRIVATE key: it must never be copied to devices",
-                          "give the public key file (the .pub beside the signing key)")
-    try:
-        public_key_from_bytes(data, source=str(path))
-    except VerificationError as error:
-        raise ConfigError(error.message, error.fix) from error
-    return data.decode()
 
 
 _ENROLMENT_KEY_LOCK = threading.Lock()  # devices are deployed in parallel: the development key is made once

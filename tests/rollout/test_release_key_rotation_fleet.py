@@ -22,7 +22,7 @@ from edgefleet.cli.app import app
 from edgefleet.device.runtime.engine import Engine
 from edgefleet.device.runtime.golden import compute_golden
 from edgefleet.device.store_reader import StoreReader
-from edgefleet.flows.deploy_agent.flow import install_keyring, release_keyring_files
+from edgefleet.flows.deploy_agent.keyring import install_keyring, release_keyring_files
 from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.flows.release.bundle import build_manifest, write_signed_version
 from edgefleet.flows.rollout.inventory import load_inventory

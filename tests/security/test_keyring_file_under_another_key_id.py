@@ -14,7 +14,7 @@ import pytest
 
 from edgefleet.device.bundle import verify_version_dir
 from edgefleet.device.doctor import check_public_key
-from edgefleet.flows.deploy_agent.flow import release_keyring_files
+from edgefleet.flows.deploy_agent.keyring import release_keyring_files
 from edgefleet.flows.registry.rotation import add_key, describe_ring_files
 from edgefleet.kernel.errors import ConfigError, VerificationError
 from edgefleet.kernel.keyring import key_file_name, load_keyring
