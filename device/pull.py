@@ -13,7 +13,15 @@ import logging
 from datetime import datetime, timezone
 from typing import NamedTuple
 
-from edgefleet.device.bundle import read_signed_manifest, sha256_file, verify_manifest_bytes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edgefleet.device.bundle import (
+    SignedManifest,
+    check_manifest_signatures,
+    read_signed_manifest,
+    sha256_file,
+    verify_manifest_bytes,
+)
 from edgefleet.device.channel import (
     RECORD_FILE,
     ChannelRecord,
@@ -171,17 +179,17 @@ def _carry_out(
 
 
 def _refresh_signatures(registry: RegistryReader, store: ModelStore, pointer: ChannelPointer, key: Keyring) -> None:
-    """After the release key was rotated: a pointer signed by a key the installed copy's `manifest.sig` does not
-    name yet brings the registry's signatures (the same manifest, re-signed by `edgefleet keys resign`), so the
-    version still verifies here once the old key is retired. Anything wrong is logged and left as it was."""
-    if not pointer.signed or pointer.key_id is None:
+    """After the release key was rotated: a pointer signed by a key whose signature the installed copy's
+    `manifest.sig` lacks brings the registry's signatures (the same manifest, re-signed by `edgefleet keys
+    resign`), so the version still verifies here once the old key is retired. Checked locally first (one
+    signature check), so the registry is read only right after a rotation. Anything wrong is logged, left as is."""
+    signer = key.find(pointer.key_id) if pointer.signed and pointer.key_id is not None else None
+    if signer is None:
         return
     path = store.version_dir(pointer.model, pointer.version)
     try:
         local = read_signed_manifest(path)
-        named = {keyed.key_id or (local.manifest.signing.key_id if local.manifest.signing else "")
-                 for keyed in (local.signature if isinstance(local.signature, tuple) else ())}
-        if pointer.key_id in named or local.manifest_sha256 != pointer.manifest_sha256:
+        if local.manifest_sha256 != pointer.manifest_sha256 or _signed_by(local, signer):
             return
         signed = registry.read_manifest(pointer.model, pointer.version)
         if signed.manifest_sha256 != pointer.manifest_sha256 or not isinstance(signed.signature, tuple):
@@ -190,6 +198,14 @@ def _refresh_signatures(registry: RegistryReader, store: ModelStore, pointer: Ch
             log.info("%s %s: took the registry's signatures (key %s)", pointer.model, pointer.version, pointer.key_id)
     except (VerificationError, RegistryError, OSError) as error:
         log.warning("could not refresh the signatures of %s %s: %s", pointer.model, pointer.version, error)
+
+
+def _signed_by(local: SignedManifest, signer: Ed25519PublicKey) -> bool:
+    try:
+        check_manifest_signatures(local.raw, local.signature, signer, what="installed manifest")
+    except VerificationError:
+        return False
+    return True
 
 
 def _signature_text(signatures: tuple[KeyedSignature, ...]) -> bytes:
