@@ -13,7 +13,9 @@ signing one is the release pipeline's job: `edgefleet.flows.release.bundle` (nev
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 from pathlib import Path
 from typing import NamedTuple
 
@@ -28,8 +30,12 @@ from edgefleet.kernel.contracts.manifest import (
 )
 from edgefleet.kernel.errors import VerificationError
 from edgefleet.kernel.fsutil import read_regular
-from edgefleet.kernel.signing import PublicKeyLike, decode_signature, verify
+from edgefleet.kernel.keyring import KeyringLike, UnknownKeyError, resolve_keyring, verify_by_key_id
+from edgefleet.kernel.signing import KeyedSignature, decode_signatures
 
+PublicKeyLike = KeyringLike  # what every caller passes: a keyring, one key, or a key file / keyring directory
+
+_KEY_ID = re.compile(r"[0-9a-f]{16,64}")
 HASH_CHUNK_BYTES = 1 << 20
 SIGNED_FILES = frozenset({MANIFEST_FILE, SIGNATURE_FILE})
 MAX_MANIFEST_BYTES = 8 * 1024 * 1024
@@ -48,8 +54,8 @@ class SignedManifest(NamedTuple):
     manifest: Manifest
     raw: bytes
     """The bytes of `manifest.json` as stored (what the signature covers)."""
-    signature: bytes
-    """The raw 64-byte Ed25519 signature (decoded from `manifest.sig`)."""
+    signature: bytes | tuple[KeyedSignature, ...]
+    """The raw 64-byte Ed25519 signature, or the signatures of `manifest.sig` with their key ids (decoded)."""
 
     @property
     def manifest_sha256(self) -> str:
@@ -97,23 +103,57 @@ def parse_manifest(raw: bytes, *, source: str) -> Manifest:
 
 
 def verify_manifest_bytes(
-    raw: bytes, signature: bytes, public_key: PublicKeyLike, *, source: str
+    raw: bytes, signature: bytes | tuple[KeyedSignature, ...], public_key: PublicKeyLike, *, source: str
 ) -> Manifest:
     """Checks the signature over `manifest.json` bytes, then parses them.
 
+    Each signature is checked with the keyring's key its key id names (a bare signature: the key the manifest's
+    `signing.key_id` names, or every key for a manifest older than key ids); one that verifies is enough.
+
     Args:
         raw: the exact bytes of `manifest.json`.
-        signature: the raw signature (see `edgefleet.kernel.signing.decode_signature`).
-        public_key: the release public key or its file.
+        signature: the raw signature, or `manifest.sig`'s signatures (`edgefleet.kernel.signing.decode_signatures`).
+        public_key: the release keyring, one public key, or a key file / keyring directory.
         source: where the manifest came from, for messages (a path or a registry URI).
 
     Raises:
-        VerificationError: wrong key or altered manifest (names `source` and the key), or not a manifest.
+        UnknownKeyError: signed only by keys the keyring does not hold (not yet added, or retired).
+        VerificationError: a known key's signature does not verify (altered manifest), or not a manifest.
     """
-    verify(public_key, raw, signature, what=f"manifest {source}")
+    check_manifest_signatures(raw, signature, public_key, what=f"manifest {source}")
     manifest = parse_manifest(raw, source=source)
     check_manifest_consistency(manifest, source)
     return manifest
+
+
+def check_manifest_signatures(raw: bytes, signature: bytes | tuple[KeyedSignature, ...], public_key: PublicKeyLike,
+                              *, what: str) -> str:
+    """The short id of the keyring key that verified one of the manifest's signatures (see
+    `verify_manifest_bytes`)."""
+    ring = resolve_keyring(public_key)
+    signatures = (KeyedSignature(None, signature),) if isinstance(signature, bytes) else signature
+    named = _signing_key_id(raw)
+    unknown: UnknownKeyError | None = None
+    failed: VerificationError | None = None
+    for keyed in signatures:
+        try:
+            return verify_by_key_id(ring, raw, keyed.signature, key_id=keyed.key_id or named, what=what)
+        except UnknownKeyError as error:
+            unknown = unknown or error
+        except VerificationError as error:
+            failed = failed or error
+    raise failed or unknown or VerificationError(f"{what} has no signature", REFETCH_FIX)
+
+
+def _signing_key_id(raw: bytes) -> str | None:
+    """`signing.key_id` of manifest bytes not verified yet: only which key to check them with."""
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        return None
+    signing = document.get("signing") if isinstance(document, dict) else None
+    key_id = signing.get("key_id") if isinstance(signing, dict) else None
+    return key_id if isinstance(key_id, str) and _KEY_ID.fullmatch(key_id) else None
 
 
 def read_signed_manifest(version_dir: str | os.PathLike[str]) -> SignedManifest:
@@ -258,7 +298,7 @@ def refuse_development_signed(manifest: Manifest, source: str) -> None:
         )
 
 
-def _read_signed_files(version_dir: Path) -> tuple[bytes, bytes]:
+def _read_signed_files(version_dir: Path) -> tuple[bytes, tuple[KeyedSignature, ...]]:
     contents = []
     for name, max_bytes in ((MANIFEST_FILE, MAX_MANIFEST_BYTES), (SIGNATURE_FILE, MAX_SIGNATURE_BYTES)):
         try:
@@ -272,4 +312,4 @@ def _read_signed_files(version_dir: Path) -> tuple[bytes, bytes]:
                 "(edgefleet.flows.release.bundle.write_signed_version): download or build the version again",
             ) from None
     raw, signature_text = contents
-    return raw, decode_signature(signature_text, source=str(version_dir / SIGNATURE_FILE))
+    return raw, decode_signatures(signature_text, source=str(version_dir / SIGNATURE_FILE))

@@ -35,7 +35,7 @@ from edgefleet.device.floor import VersionFloor, highest
 from edgefleet.kernel.contracts.layout import version_sort_key
 from edgefleet.kernel.contracts.manifest import MAX_POINTER_VALIDITY, ChannelPointer
 from edgefleet.kernel.errors import VerificationError
-from edgefleet.kernel.signing import PublicKeyLike, verify
+from edgefleet.kernel.keyring import KeyringLike, verify_by_key_id
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +69,12 @@ class Judgement(NamedTuple):
     reason: str
 
 
-def verify_pointer(public_key: PublicKeyLike, pointer: ChannelPointer, *, source: str) -> None:
-    """Checks a schema 2 pointer's signature against the release key.
+def verify_pointer(public_key: KeyringLike, pointer: ChannelPointer, *, source: str) -> None:
+    """Checks a schema 2 pointer's signature with the key of the release keyring its `key_id` names.
 
     Raises:
-        VerificationError: unsigned, or not signed by this key (names `source` and the key).
+        UnknownKeyError: the key it names is not in the keyring (not yet added, or retired).
+        VerificationError: unsigned, or not signed by the key it names (names `source` and the key).
     """
     if not pointer.signed or pointer.signature is None:
         raise VerificationError(
@@ -81,10 +82,11 @@ def verify_pointer(public_key: PublicKeyLike, pointer: ChannelPointer, *, source
             "re-sign the channel with the release key (edgefleet registry promote ... or the resign-channels "
             "deployment)",
         )
-    verify(
+    verify_by_key_id(
         public_key,
         pointer.signed_bytes(),
         base64.b64decode(pointer.signature),
+        key_id=pointer.key_id,
         what=f"channel pointer {source} (signed by key {pointer.key_id})",
     )
 
@@ -194,7 +196,7 @@ def _floor_rule(
 
 
 def assess_pointer(
-    public_key: PublicKeyLike,
+    public_key: KeyringLike,
     pointer: ChannelPointer,
     record: ChannelRecord,
     *,

@@ -345,17 +345,23 @@ def check_pubsub(config: AgentConfig, limits: DoctorLimits) -> Check:
 
 
 def check_public_key(path: Path) -> Check:
-    from edgefleet.kernel.signing import load_public_key
+    """The release keyring (a key file, the `<name>.d/` keyring beside it, or a keyring directory): it loads,
+    every file in it is trusted, and none of it is in the agent user's reach."""
+    from edgefleet.kernel.keyring import load_keyring
 
     try:
-        load_public_key(path)
+        ring = load_keyring(path)
     except EdgefleetError as error:
         return Check(name="public_key", status="fail", detail=error.message,
                      fix="install the release public key (deploy-agent does) at this path")
-    from edgefleet.device.trust_anchor import anchor_exposure
+    if ring.problems:
+        return Check(name="public_key", status="fail", detail="; ".join(ring.problems),
+                     fix="name each key file of the keyring by its key id (edgefleet keys add does), or remove it; "
+                         "deploy-agent installs the keyring so")
+    from edgefleet.device.trust_anchor import ring_exposure
 
     try:
-        exposed = anchor_exposure(path)
+        exposed = ring_exposure(path)
     except OSError as error:
         return Check(name="public_key", status="fail", detail=f"{path}: cannot examine the way to it: {error}",
                      fix="make the key and every directory above it readable (and owned by root)")
@@ -367,7 +373,7 @@ def check_public_key(path: Path) -> Check:
                      fix=f"re-run deploy-agent (it keeps the key in a root-owned config directory), or: sudo chown "
                          f"root:root {exposed} && sudo chmod go-w {exposed}; the key and every directory above it "
                          "must be root's and not writable by the agent's user")
-    return _ok("public_key", str(path))
+    return _ok("public_key", ring.describe())
 
 
 # --- all together -------------------------------------------------------------------------------------------

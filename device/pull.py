@@ -13,7 +13,15 @@ import logging
 from datetime import datetime, timezone
 from typing import NamedTuple
 
-from edgefleet.device.bundle import sha256_file, verify_manifest_bytes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edgefleet.device.bundle import (
+    SignedManifest,
+    check_manifest_signatures,
+    read_signed_manifest,
+    sha256_file,
+    verify_manifest_bytes,
+)
 from edgefleet.device.channel import (
     RECORD_FILE,
     ChannelRecord,
@@ -29,8 +37,9 @@ from edgefleet.device.registry.base import RegistryReader
 from edgefleet.device.store import ModelStore
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE
 from edgefleet.kernel.contracts.manifest import ChannelPointer
-from edgefleet.kernel.errors import VerificationError
-from edgefleet.kernel.signing import PublicKeyLike, resolve_public_key
+from edgefleet.kernel.errors import RegistryError, VerificationError
+from edgefleet.kernel.keyring import Keyring, UnknownKeyError, resolve_keyring
+from edgefleet.kernel.signing import KeyedSignature, PublicKeyLike, encode_signature, encode_signatures
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +67,7 @@ class PullResult(NamedTuple):
     @property
     def pointer_problem(self) -> bool:
         """True when the channel pointer was refused or expired (the device stays where it is)."""
-        return self.outcome in ("pointer_refused", "expired")
+        return self.outcome in ("pointer_refused", "expired", "unknown_key")
 
 
 def pull_channel_once(
@@ -101,8 +110,7 @@ def pull_channel_once(
     """
     # A missing or unreadable key is this device's setup problem, not the release's: it raises here,
     # before anything could be recorded as refused.
-    key = public_key if public_key is not None else store.public_key
-    resolve_public_key(key)
+    key = resolve_keyring(public_key if public_key is not None else store.public_key)  # read once per round
     pointer = registry.read_channel(model, channel).pointer
     current = store.current(model)
     running = Installed(current.version, current.manifest_sha256) if current is not None else None
@@ -142,6 +150,7 @@ def _carry_out(
     """The I/O of one step (`next_step` decided it)."""
     model, version = pointer.model, pointer.version
     if step.action in ("keep", "lower_floor"):
+        _refresh_signatures(registry, store, pointer, key)
         if step.action == "lower_floor":
             store.activate(model, version, key, signed_downgrade=True)
         _remember(store, model, record, pointer)
@@ -150,10 +159,15 @@ def _carry_out(
         return PullResult(False, version, step.reason, "previously_refused", before)
     if step.action == "refuse":
         return _refuse(registry, store, pointer, step.reason, before)
+    if step.action == "activate":  # installed before the key was rotated: may need the new signatures
+        _refresh_signatures(registry, store, pointer, key)
     try:
         if step.action == "download":
             _download_and_install(registry, store, pointer, key)
         store.activate(model, version, key, signed_downgrade=pointer.signed and pointer.downgrade)
+    except UnknownKeyError as error:  # this device lacks the key (yet): tried again next round, never refused
+        log.warning("not activating %s %s from %s: %s", model, version, registry.uri, error.message)
+        return PullResult(False, version, _reason(error), "unknown_key", before)
     except VerificationError as error:
         return _refuse(registry, store, pointer, _reason(error), before)
     _remember(store, model, record, pointer)
@@ -162,6 +176,42 @@ def _carry_out(
     log.info("pulled %s %s from %s channel %s (was %s)", model, version, registry.uri, pointer.channel, before)
     return PullResult(True, version, f"activated {model} {version} from channel {pointer.channel} (was "
                       f"{before or 'none'})", "activated", before)
+
+
+def _refresh_signatures(registry: RegistryReader, store: ModelStore, pointer: ChannelPointer, key: Keyring) -> None:
+    """After the release key was rotated: a pointer signed by a key whose signature the installed copy's
+    `manifest.sig` lacks brings the registry's signatures (the same manifest, re-signed by `edgefleet keys
+    resign`), so the version still verifies here once the old key is retired. Checked locally first (one
+    signature check), so the registry is read only right after a rotation. Anything wrong is logged, left as is."""
+    signer = key.find(pointer.key_id) if pointer.signed and pointer.key_id is not None else None
+    if signer is None:
+        return
+    path = store.version_dir(pointer.model, pointer.version)
+    try:
+        local = read_signed_manifest(path)
+        if local.manifest_sha256 != pointer.manifest_sha256 or _signed_by(local, signer):
+            return
+        signed = registry.read_manifest(pointer.model, pointer.version)
+        if signed.manifest_sha256 != pointer.manifest_sha256 or not isinstance(signed.signature, tuple):
+            return
+        if store.adopt_signatures(pointer.model, pointer.version, _signature_text(signed.signature), key):
+            log.info("%s %s: took the registry's signatures (key %s)", pointer.model, pointer.version, pointer.key_id)
+    except (VerificationError, RegistryError, OSError) as error:
+        log.warning("could not refresh the signatures of %s %s: %s", pointer.model, pointer.version, error)
+
+
+def _signed_by(local: SignedManifest, signer: Ed25519PublicKey) -> bool:
+    try:
+        check_manifest_signatures(local.raw, local.signature, signer, what="installed manifest")
+    except VerificationError:
+        return False
+    return True
+
+
+def _signature_text(signatures: tuple[KeyedSignature, ...]) -> bytes:
+    if len(signatures) == 1 and signatures[0].key_id is None:
+        return encode_signature(signatures[0].signature)
+    return encode_signatures(signatures)
 
 
 def _reason(error: VerificationError) -> str:

@@ -13,12 +13,14 @@ from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.contracts.refusal import Refusal
 
 Outcome = Literal[
-    "activated", "unchanged", "no_channel", "refused", "previously_refused", "pointer_refused", "expired"
+    "activated", "unchanged", "no_channel", "refused", "previously_refused", "pointer_refused", "expired",
+    "unknown_key",
 ]
 """`pointer_refused`: the channel pointer itself was refused (bad signature, replayed, a lower version that
 is not a signed downgrade, unsigned where signed pointers are required, valid for too long); `expired`: the
-signed pointer expired. Both keep the device on what it runs and record nothing as refused (a newer valid
-pointer is taken at the next poll)."""
+signed pointer expired; `unknown_key`: the version is signed by a key this device's release keyring does not
+hold (yet). Each keeps the device on what it runs and records nothing as refused (a newer valid pointer, or the
+key once installed, is taken at the next poll)."""
 
 Action = Literal["keep", "lower_floor", "skip", "refuse", "activate", "download"]
 """keep: already current, remember the pointer; lower_floor: already current, and the pointer is a signed

@@ -25,6 +25,7 @@ from edgefleet.device.bundle import (
     MAX_MANIFEST_BYTES,
     MAX_SIGNATURE_BYTES,
     REFETCH_FIX,
+    check_manifest_signatures,
     sha256_bytes,
     verify_version_dir,
 )
@@ -50,7 +51,7 @@ from edgefleet.kernel.fsutil import (
     switch_symlink,
     temp_name,
 )
-from edgefleet.kernel.signing import PublicKeyLike
+from edgefleet.kernel.signing import PublicKeyLike, decode_signatures
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class ModelStore(StoreReader):
         with self._lock(manifest.model):
             target = model_dir / manifest.version
             if target.exists():
-                return self._same_as_installed(src_dir, target, manifest)
+                return self._same_as_installed(src_dir, target, manifest, key)
             staging = temp_name(target, "installing")
             staging.mkdir()
             try:
@@ -221,6 +222,36 @@ class ModelStore(StoreReader):
             remove_tree_atomically(path)
         log.info("removed %s %s", model, version)
 
+    def adopt_signatures(self, model: str, version: str, signatures: bytes, public_key: PublicKeyLike | None = None
+                         ) -> bool:
+        """Replaces an installed version's `manifest.sig` by `signatures` (the registry's, after the release key
+        was rotated: `edgefleet keys resign` adds the new key's signature) when they verify over the installed
+        manifest with the keyring. The manifest and files never change. Returns True when replaced.
+
+        Raises:
+            VerificationError: they do not verify over the installed manifest (nothing changes).
+        """
+        path = self.version_dir(model, checked_version(version))
+        with self._lock(model):
+            raw = read_regular(path / MANIFEST_FILE, max_bytes=MAX_MANIFEST_BYTES, fix=REFETCH_FIX,
+                               error_type=VerificationError)
+            return self._adopt_signatures(path, raw, signatures, public_key if public_key is not None
+                                          else self.public_key)
+
+    def _adopt_signatures(self, path: Path, raw: bytes, signatures: bytes, key: PublicKeyLike) -> bool:
+        source = str(path / SIGNATURE_FILE)
+        try:
+            current = read_regular(path / SIGNATURE_FILE, max_bytes=MAX_SIGNATURE_BYTES, fix=REFETCH_FIX,
+                                   error_type=VerificationError)
+        except FileNotFoundError:
+            current = b""
+        if current == signatures:
+            return False
+        check_manifest_signatures(raw, decode_signatures(signatures, source=source), key, what=f"manifest {path}")
+        atomic_write_bytes(path / SIGNATURE_FILE, signatures)
+        log.info("%s: signatures replaced by the registry's (release key rotation)", source)
+        return True
+
     # --- refused versions (pull mode and the agent's smoke test) -----------------------------------
 
     def mark_refused(self, model: str, version: str, manifest_sha256: str, reason: str) -> Refusal:
@@ -284,7 +315,7 @@ class ModelStore(StoreReader):
         if updated != recorded:
             atomic_write_bytes(self.model_dir(model) / FLOOR_FILE, floor_bytes(updated))
 
-    def _same_as_installed(self, src_dir: Path, target: Path, manifest: Manifest) -> Manifest:
+    def _same_as_installed(self, src_dir: Path, target: Path, manifest: Manifest, key: PublicKeyLike) -> Manifest:
         def manifest_bytes(directory: Path) -> bytes:
             return read_regular(directory / MANIFEST_FILE, max_bytes=MAX_MANIFEST_BYTES, fix=REFETCH_FIX,
                                 error_type=VerificationError)
@@ -295,6 +326,9 @@ class ModelStore(StoreReader):
             installed_raw = b""
         if installed_raw == manifest_bytes(src_dir):
             log.info("%s %s is already installed", manifest.model, manifest.version)
+            signatures = read_regular(src_dir / SIGNATURE_FILE, max_bytes=MAX_SIGNATURE_BYTES, fix=REFETCH_FIX,
+                                      error_type=VerificationError)
+            self._adopt_signatures(target, installed_raw, signatures, key)  # re-signed since (key rotation)?
             return manifest
         raise StoreError(
             f"version {manifest.version} of model {manifest.model} is already installed in {target} with "

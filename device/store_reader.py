@@ -8,7 +8,11 @@ Layout under the agent root (`EDGEFLEET_AGENT_ROOT`, default `~/.edgefleet-agent
     models/<model>/.refused.json   versions refused by pull mode or the agent (not retried)
     models/<model>/.floor.json     the version floor: the highest version activated (edgefleet.device.floor)
     models/<model>/.channel.json   what pull mode accepted from each channel (edgefleet.device.channel)
-    keys/release.pub               the release public key (default)
+    keys/release.pub               the release public key (default), with the keyring keys/release.d/ beside it
+                                   (<key id>.pub files, edgefleet.kernel.keyring); deploy-agent's is root-owned
+
+A version's `manifest.sig` may be replaced (never its manifest or files): after a release key rotation, by the
+registry's signatures of the same manifest (`ModelStore.adopt_signatures`).
 
 `StoreReader` only reads (what the running agent needs to watch `current`); `edgefleet.device.store.ModelStore`
 adds the changes (install, activate, rollback, remove, refusals), each under a per-model lock.

@@ -5,6 +5,10 @@ directory on the way to it (rename `keys/`, plant another `release.pub`), a comp
 the release signer for good. Writable here means by the uid's ownership, a group it is in, or everyone; a
 sticky directory (like /tmp) lets others rename only entries they own, so it is safe above a root-owned entry.
 Both the path as given and its resolved target are checked (a symbolic link anywhere is a way in too).
+
+A release keyring (`keys/release.d/`, `edgefleet.kernel.keyring`) is as much the trust anchor as the single file:
+the directory (planting a key there makes its owner a release signer) and every key file in it are checked,
+`ring_exposure` / `ring_foreign_writable`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import os
 import stat
 from collections.abc import Callable, Collection
 from pathlib import Path
+
+from edgefleet.kernel.keyring import ring_paths
 
 StatFunction = Callable[[Path], os.stat_result]
 
@@ -82,6 +88,36 @@ def foreign_writable_component(path: Path, uid: int, gids: Collection[int],
             if shared and not (index > 0 and bool(mode & stat.S_ISVTX)):
                 return component, -1
     return None
+
+
+def ring_foreign_writable(path: Path, uid: int, gids: Collection[int],
+                          lstat: StatFunction = os.lstat) -> tuple[Path, int] | None:
+    """`foreign_writable_component` for every entry the keyring at `path` is read from (the anchor file, the
+    keyring directory, each key file in it)."""
+    for entry in ring_paths(Path(os.path.abspath(path))) or [Path(os.path.abspath(path))]:
+        found = foreign_writable_component(entry, uid, gids, lstat)
+        if found is not None:
+            return found
+    return None
+
+
+def ring_writable_component(path: Path, uid: int, gids: Collection[int],
+                            lstat: StatFunction = os.lstat) -> Path | None:
+    """`writable_component` for every entry the keyring at `path` is read from: the anchor file, the keyring
+    directory (a key planted there is trusted) and each key file in it."""
+    for entry in ring_paths(Path(os.path.abspath(path))) or [Path(os.path.abspath(path))]:
+        found = writable_component(entry, uid, gids, lstat)
+        if found is not None:
+            return found
+    return None
+
+
+def ring_exposure(path: Path) -> Path | None:
+    """`ring_writable_component` for this process's user (None when it runs as root)."""
+    uid = os.geteuid()
+    if uid == 0:
+        return None
+    return ring_writable_component(Path(os.path.abspath(path)), uid, {os.getegid(), *os.getgroups()})
 
 
 def anchor_exposure(path: Path) -> Path | None:

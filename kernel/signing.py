@@ -20,9 +20,11 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 import stat
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal, NamedTuple, Union
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -226,6 +228,53 @@ def decode_signature(data: bytes, *, source: str = "manifest.sig") -> bytes:
             "the signature file is damaged or was replaced: re-download or re-publish the version",
         )
     return signature
+
+
+class KeyedSignature(NamedTuple):
+    """One signature of a `manifest.sig`, with the id of the key that made it (None: revision 1, a bare
+    signature; the manifest's own `signing.key_id` names its key)."""
+
+    key_id: str | None
+    signature: bytes
+
+
+def decode_signatures(data: bytes, *, source: str = "manifest.sig") -> tuple[KeyedSignature, ...]:
+    """Reads a `manifest.sig` of either revision.
+
+    Revision 1 (what a release writes): one line, base64 of the signature. Revision 2 (what re-signing with a new
+    release key writes, `edgefleet keys resign`): one line per signature, `<key id> <base64 signature>`, so a
+    manifest stays the same bytes (the same sha256 every pointer and device names) while the key changes.
+
+    Raises:
+        VerificationError: a line is neither form, or the file holds no signature.
+    """
+    lines = [line.strip() for line in data.splitlines() if line.strip()]
+    if len(lines) == 1 and b" " not in lines[0]:
+        return (KeyedSignature(None, decode_signature(lines[0], source=source)),)
+    signatures = []
+    for line in lines:
+        key_id_text, _, encoded = line.partition(b" ")
+        if not _KEY_ID_LINE.fullmatch(key_id_text.decode("ascii", "replace")):
+            raise VerificationError(f"{source} has a line that is not '<key id> <base64 signature>'",
+                                    "the signature file is damaged or was replaced: re-download or re-sign the "
+                                    "version (edgefleet keys resign)")
+        signatures.append(KeyedSignature(key_id_text.decode(), decode_signature(encoded, source=source)))
+    if not signatures:
+        raise VerificationError(f"{source} holds no signature", "re-download or re-publish the version")
+    return tuple(signatures)
+
+
+def encode_signatures(signatures: Sequence[KeyedSignature]) -> bytes:
+    """A revision 2 `manifest.sig`: one `<key id> <base64>` line per signature (each needs its key id)."""
+    lines = []
+    for keyed in signatures:
+        if keyed.key_id is None:
+            raise ValueError("a revision 2 manifest.sig names the key of every signature")
+        lines.append(keyed.key_id.encode() + b" " + encode_signature(keyed.signature))
+    return b"".join(lines)
+
+
+_KEY_ID_LINE = re.compile(r"[0-9a-f]{16,64}")
 
 
 def _bad_public_key(source: str, reason: str) -> VerificationError:

@@ -148,7 +148,9 @@ class AgentConfig(BaseSettings):
     device_id: DeviceId = Field(description="unique id of this device in the fleet")
     root: Path = Field(default=Path("~/.edgefleet-agent"), description="agent root: models, spool, status")
     model: str = Field(description="name of the model to run from the device's model store")
-    public_key: Path | None = Field(default=None, description="release signing key; default root/keys/release.pub")
+    public_key: Path | None = Field(
+        default=None, description="release public key file or keyring directory (<key id>.pub files); default "
+        "root/keys/release.pub, with the keyring root/keys/release.d beside it")
     drain_timeout_s: float = Field(default=10.0, gt=0, description="on SIGTERM: longest wait to drain telemetry")
     refuse_development_keys: bool = Field(
         default=False, description="refuse models whose manifest says a development key signed them (production)")

@@ -25,11 +25,11 @@ from edgefleet.device.runtime.probe import ProbeOutcome, probe_edgetpu
 from edgefleet.device.runtime.tpu_access import EdgeTpuAccess
 from edgefleet.device.store import ModelStore
 from edgefleet.device.store_reader import InstalledVersion
-from edgefleet.kernel.contracts.layout import CURRENT_POINTER
+from edgefleet.kernel.contracts.layout import CURRENT_POINTER, SIGNATURE_FILE
 from edgefleet.kernel.contracts.manifest import Manifest
 from edgefleet.kernel.contracts.telemetry import ModelRef
 from edgefleet.kernel.errors import EdgefleetError, NoEdgeTpuError
-from edgefleet.kernel.signing import load_public_key
+from edgefleet.kernel.keyring import UnknownKeyError, keyring_stamp, load_keyring
 
 log = logging.getLogger(__name__)
 
@@ -128,16 +128,25 @@ def opened_where_probed(outcome: ProbeOutcome | None, engine: Engine) -> ProbeOu
         "fix": "stop the other program using the Edge TPU (one process at a time), then restart the agent"})
 
 
+class KeyringUnusable(EdgefleetError):
+    """The device's own release keyring cannot be read: nothing can be verified, and no release is to blame."""
+
+
 def prepare_model(config: AgentConfig, installed: InstalledVersion, *,
                   probe: Callable[..., ProbeOutcome] = probe_edgetpu) -> ActiveModel:
     """Verifies `installed` against the release key, opens it and runs its golden smoke test.
 
     Raises:
         EdgeTpuUnavailableError: the Edge TPU is unusable and the version may not run on the CPU.
+        KeyringUnusable: the device's release keyring cannot be read (its setup, not the release's fault).
+        UnknownKeyError: signed by a key the keyring does not hold (yet): never the release's fault either.
         EdgefleetError: VerificationError, ModelError/NoEdgeTpuError, or a failed smoke test, each naming the
             version and what to do.
     """
-    public_key = load_public_key(config.public_key_path)
+    try:
+        public_key = load_keyring(config.public_key_path)
+    except EdgefleetError as error:
+        raise KeyringUnusable(error.message, error.fix) from error
     manifest = verify_version_dir(installed.path, public_key, refuse_development=config.refuse_development_keys)
     device, outcome = choose_device(config.inference, installed.path, manifest, probe=probe)
     engine = open_for_manifest(installed.path, manifest, device=device,
@@ -203,6 +212,7 @@ class ModelWatcher:
         self._decided: str | None = None  # the version `current` named when we last decided on it
         # Probe outcomes of this process: no probe child while it holds the TPU (it would fight us for it).
         self.tpu = EdgeTpuAccess()
+        self._waiting_for_key: tuple | None = None  # the keyring as it was when a version could not be verified
         self._retired: list[ActiveModel] = []  # swapped out; closed here, off the inference thread
 
     def close_all(self) -> None:
@@ -223,6 +233,8 @@ class ModelWatcher:
         self._close_retired()
         # A readlink per poll; the manifest is read only when the pointer moved (it is big: golden outputs).
         pointed = self._store.pointer(self._config.model, CURRENT_POINTER)
+        if self._waiting_for_key is not None and self._trust_stamp(pointed) != self._waiting_for_key:
+            self._decided, self._waiting_for_key = None, None  # keyring or signatures changed: try again
         if pointed is not None and pointed == self._decided:
             return None
         installed = self._store.current(self._config.model)
@@ -246,6 +258,9 @@ class ModelWatcher:
         except EdgeTpuUnavailableError as error:  # the host's problem, not the release's: idle, not refused
             self._edgetpu_unavailable(error.outcome, installed.version)
             self._report_idle(str(error))
+            return None
+        except (UnknownKeyError, KeyringUnusable) as error:  # the device's keyring, not the release: never refused
+            self._wait_for_key(installed, pointed, error)
             return None
         except EdgefleetError as error:
             self._refuse(installed, error)
@@ -274,6 +289,29 @@ class ModelWatcher:
         self.edgetpu_unavailable = f"{outcome.summary()} (fix: {outcome.fix})" if outcome.fix else outcome.summary()
         log.error("%s", self.edgetpu_unavailable)
         self._on_event(EDGETPU_UNAVAILABLE_EVENT, self.edgetpu_unavailable, version, None)
+
+    def _wait_for_key(self, installed: InstalledVersion, pointed: str | None, error: EdgefleetError) -> None:
+        """A version this device cannot verify with its keyring (yet): nothing is recorded as refused, the running
+        model (if any) keeps running, and the version is tried again once the keyring changes."""
+        self._decided = pointed
+        self._waiting_for_key = self._trust_stamp(pointed)
+        reason = f"{installed.model} {installed.version} cannot be verified yet: {error}"
+        if self.running is None:
+            self._report_idle(reason)
+        elif reason != self.last_error:
+            log.warning("%s; still running %s", reason, self.running.version)
+            self.last_error = reason
+
+    def _trust_stamp(self, pointed: str | None) -> tuple:
+        """What changes when the keyring changes, or the signatures of the version `current` names (pull mode takes
+        the registry's after a rotation): cheap stats, taken at each poll while a version waits for its key."""
+        signatures = self._store.model_dir(self._config.model) / (pointed or "") / SIGNATURE_FILE
+        try:
+            info = signatures.stat()
+            signed = (info.st_size, info.st_mtime_ns, info.st_ino)
+        except OSError:
+            signed = ()
+        return keyring_stamp(self._config.public_key_path), signed
 
     def _report_idle(self, reason: str) -> None:
         """Says why no model runs: in the status file always, in the log once per reason."""

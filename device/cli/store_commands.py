@@ -55,11 +55,11 @@ def _store(root: Path | None, public_key: Path | None = None, config: Path | Non
 def _check_release_key_owner(key: object) -> None:
     """Refuses a release key file that a user other than the caller and root can replace (e.g. the agent's own
     user, when the rollout logs in as another user and names the store by --root)."""
-    if not isinstance(key, Path) or not key.exists():
-        return  # a key object, or a missing file: loading it says what is wrong
-    from edgefleet.device.trust_anchor import foreign_writable_component
+    if not isinstance(key, Path) or not (key.exists() or key.with_name(key.stem + ".d").exists()):
+        return  # a key object, or a missing keyring: loading it says what is wrong
+    from edgefleet.device.trust_anchor import ring_foreign_writable
 
-    found = foreign_writable_component(Path(os.path.abspath(key)), os.geteuid(), {os.getegid(), *os.getgroups()})
+    found = ring_foreign_writable(key, os.geteuid(), {os.getegid(), *os.getgroups()})
     if found is None:
         return
     component, owner = found
@@ -274,7 +274,7 @@ def _floor(store: ModelStore, model: str) -> str | None:
     return floor.version if floor is not None else None
 
 
-_REFUSALS = ("refused", "previously_refused", "pointer_refused", "expired")
+_REFUSALS = ("refused", "previously_refused", "pointer_refused", "expired", "unknown_key")
 
 
 @app.command()
@@ -340,6 +340,10 @@ def _refusal(result: PullResult, registry_uri: str, model: str, channel: str) ->
             "VERSION --channel CHANNEL, --downgrade for a lower version). Only an expired pointer that verifies is "
             "renewed by re-signing (the resign-channels deployment)",
         )
+    if result.outcome == "unknown_key":
+        return (f"{model} {result.version} from the {channel} channel of {registry_uri} was not activated: "
+                f"{result.reason}", "the device stays on the version it runs and tries again at the next pull: "
+                "install the release key that signed it in the device's keyring (deploy-agent), nothing else")
     if result.outcome in ("refused", "previously_refused"):
         retry = "; after fixing the registry, pass --retry-refused" if result.outcome == "previously_refused" else ""
         return (

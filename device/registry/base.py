@@ -56,7 +56,7 @@ from edgefleet.kernel.contracts.layout import (
 )
 from edgefleet.kernel.contracts.manifest import ChannelPointer, Manifest
 from edgefleet.kernel.errors import RegistryError, VerificationError
-from edgefleet.kernel.signing import PublicKeyLike, decode_signature
+from edgefleet.kernel.signing import PublicKeyLike, decode_signatures
 
 
 class RegistryOptions(BaseModel):
@@ -171,7 +171,7 @@ class RegistryReader(ABC):
                 f"published versions: {', '.join(self.list_versions(model)) or 'none'}; publish it first "
                 "(edgefleet release)",
             )
-        signature = decode_signature(signature_text, source=self.describe(f"{prefix}/{SIGNATURE_FILE}"))
+        signature = decode_signatures(signature_text, source=self.describe(f"{prefix}/{SIGNATURE_FILE}"))
         manifest = parse_manifest(raw, source=self.describe(f"{prefix}/{MANIFEST_FILE}"))
         if manifest.model != model or manifest.version != version:
             raise VerificationError(

@@ -8,7 +8,8 @@ Per device (in parallel, at most `max_parallel`):
    runtime (`libedgetpu_debs`), then the wheel with the `device` extra (never TensorFlow, Prefect or Pulumi):
    `edgefleet.flows.deploy_agent.install`;
 3. write the agent config (`<config_dir>/<device id>/agent.yaml`, validated here first) and the release
-   public key (`<config_dir>/<device id>/keys/release.pub`): a root-owned directory (default
+   keyring (`<config_dir>/<device id>/keys/release.d/<key id>.pub`, exactly the keys of `public_key`, a key file
+   or a keyring directory; the single `keys/release.pub` of older installs is removed): a root-owned directory (default
    `<install_dir>/etc`) outside the agent root, so the agent's user can neither rewrite nor rename its trust
    anchor; the service's environment file (and the `process` manager's pid and log files) live there too,
    so nothing root runs reads a file the agent's user controls;
@@ -34,7 +35,6 @@ added to the venv's path with a .pth file).
 from __future__ import annotations
 
 import hashlib
-import os
 import shlex
 import subprocess
 import sys
@@ -52,8 +52,8 @@ from pydantic import BaseModel, ConfigDict
 
 from edgefleet.flows.deploy_agent.device_access import device_access, source_kind
 from edgefleet.flows.deploy_agent.install import ensure_libedgetpu, ensure_venv, install_lock, pip_install
+from edgefleet.flows.deploy_agent.keyring import install_keyring, release_keyring_files, release_public_key_text
 from edgefleet.flows.deploy_agent.params import (
-    RELEASE_KEY_FILE,
     DeployAgentParams,
     check_wheel_name,
     pth_text,
@@ -84,12 +84,13 @@ from edgefleet.flows.rollout.ssh import DeviceConnection, remote_path
 from edgefleet.kernel.configfile import validate
 from edgefleet.kernel.contracts.layout import STATUS_FILE
 from edgefleet.kernel.contracts.status import parse_status
-from edgefleet.kernel.errors import ConfigError, EdgefleetError, VerificationError
+from edgefleet.kernel.errors import ConfigError, EdgefleetError
 from edgefleet.kernel.signing import key_id, public_key_from_bytes
 
 FLOW_NAME = "deploy-agent"
 STATUS_POLL_S = 0.5  # how often the agent's status file is read while waiting for it to run
-__all__ = ["DeployAgentParams", "DeployResult", "deploy_agent"]  # DeployAgentParams: where callers import it
+# DeployAgentParams, release_public_key_text: where callers import them
+__all__ = ["DeployAgentParams", "DeployResult", "deploy_agent", "release_public_key_text"]
 
 
 class DeployResult(BaseModel):
@@ -155,30 +156,6 @@ def check_unit(connection: DeviceConnection, path: str) -> str:
     return result.stdout.strip()
 
 
-def release_public_key_text(path_text: str) -> str:
-    """The release public key file's content, checked before any device is touched (finding 7): `~` expanded,
-    parsed as an Ed25519 public key; a private key given by mistake is refused (never copied to devices).
-
-    Raises:
-        ConfigError: missing, unreadable, a private key, or not an Ed25519 public key.
-    """
-    path = Path(os.path.expandvars(path_text)).expanduser()
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise ConfigError(f"release public key file {path} cannot be read ({error.strerror})",
-                          "give the path of the release public key (e.g. ~/.edgefleet/keys/"
-                          "release-signing.key.pub)") from error
-    if b"PRIVATE KEY" in data:
-        raise ConfigError(f"{path} holds a PRIVATE key: it must never be copied to devices",
-                          "give the public key file (the .pub beside the signing key)")
-    try:
-        public_key_from_bytes(data, source=str(path))
-    except VerificationError as error:
-        raise ConfigError(error.message, error.fix) from error
-    return data.decode()
-
-
 _ENROLMENT_KEY_LOCK = threading.Lock()  # devices are deployed in parallel: the development key is made once
 
 
@@ -207,11 +184,11 @@ def publish_device_key(params: DeployAgentParams, device: DeviceSpec, public_key
 
 @task(name="deploy-device", cache_policy=NO_CACHE, task_run_name="deploy-agent {device.id}")
 def deploy_device(inventory: Inventory, device: DeviceSpec, params: DeployAgentParams, wheel: Path,
-                  release_key: str = "") -> DeployResult:
+                  release_key: dict[str, str] | None = None) -> DeployResult:
     """Installs and (re)starts the agent on one device; failures are returned, not raised."""
     try:
         with DeviceConnection(device, inventory.known_hosts) as connection:
-            key_text = release_key or release_public_key_text(params.public_key)
+            key_text = release_key or release_keyring_files(params.public_key)
             if device.user == "root":
                 return _deploy(connection, device, params, wheel, key_text)
             privileged = SudoConnection(connection, sudo_password(params.sudo_password_secret))
@@ -224,7 +201,7 @@ def deploy_device(inventory: Inventory, device: DeviceSpec, params: DeployAgentP
 
 
 def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgentParams, wheel: Path,
-            release_key: str) -> DeployResult:
+            release_key: dict[str, str]) -> DeployResult:
     if device.user != "root" and not device.agent_root.startswith("/"):
         raise ConfigError(f"device {device.id}: agent_root {device.agent_root!r} must be absolute when the login is "
                           "not root (sudo changes $HOME)", "e.g. agent_root: /var/lib/edgefleet-agent")
@@ -234,8 +211,8 @@ def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgen
     venv, uploaded, install_note = _install_venv(connection, params, wheel)
     q = shlex.quote
     config_path = f"{config_dir}/agent.yaml"
-    connection.write_text(config_path, agent_document(params, device, root, f"{config_dir}/{RELEASE_KEY_FILE}"))
-    connection.write_text(f"{config_dir}/{RELEASE_KEY_FILE}", release_key)
+    ring = install_keyring(connection, config_dir, release_key)  # before the config naming it: never a gap
+    connection.write_text(config_path, agent_document(params, device, root, ring))
     if params.agent_user:
         connection.run(create_user_command(params.agent_user, root, device_access(source_kind(params.agent)).groups))
         connection.run(ownership_command(params.agent_user, root, device.user))
@@ -372,7 +349,7 @@ def _wait_running(connection: DeviceConnection, params: DeployAgentParams, devic
 @flow(name=FLOW_NAME)
 def deploy_agent(params: DeployAgentParams) -> list[DeployResult]:
     """Installs the device agent as a service on the target devices (see the module docstring)."""
-    release_key = release_public_key_text(params.public_key)  # before touching any device
+    release_key = release_keyring_files(params.public_key)  # before touching any device
     enrolment_key(params)  # likewise
     logger = get_run_logger()
     inventory = load_inventory(params.inventory)

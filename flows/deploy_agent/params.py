@@ -28,7 +28,8 @@ from edgefleet.kernel.errors import ConfigError
 
 DEFAULT_AGENT_USER = "edgefleet"
 CONFIG_SUBDIR = "etc"
-RELEASE_KEY_FILE = "keys/release.pub"  # under the device's config directory
+RELEASE_KEY_FILE = "keys/release.pub"  # under the device's config directory: the single anchor of older installs
+RELEASE_KEYRING_DIR = "keys/release.d"  # under the device's config directory: the keyring (one <key id>.pub each)
 _WHEEL_NAME = re.compile(r"[A-Za-z0-9_.+-]+\.whl")
 
 
@@ -69,7 +70,9 @@ class DeployAgentParams(BaseModel):
     target: Target = Target()
     agent: dict[str, Any] = Field(description="agent.yaml fields for every device; device_id and root are filled in")
     public_key: str = Field(
-        description="the release public key file (installed root-owned as <config_dir>/<device id>/keys/release.pub)")
+        description="the release public key file, or a keyring directory (<key id>.pub files, `edgefleet keys add`):"
+        " installed root-owned as the keyring <config_dir>/<device id>/keys/release.d/, exactly (a key no longer in "
+        "it is removed from the device: how a retired release key leaves the fleet)")
     registry: str | None = Field(
         default=None, description="publish each device's own public key here (fleet/devices/<id>.json), so the "
         "fleet monitor accepts its signed telemetry")

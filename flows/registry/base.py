@@ -39,7 +39,7 @@ from edgefleet.flows.registry.channels import ChannelMoves
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE, SIGNATURE_FILE
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import ConflictError, RegistryError, VerificationError
-from edgefleet.kernel.signing import PublicKeyLike, decode_signature
+from edgefleet.kernel.signing import KeyedSignature, PublicKeyLike, decode_signatures
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,18 @@ class RegistryWriter(ChannelMoves):
             log.info("%s %s is already published in %s (identical)", model, version, self.uri)
             return result._replace(created=False)
         return self._upload_version(prefix, local_dir, signed, names, result)
+
+    # --- a version's signatures (release key rotation, `edgefleet.flows.registry.rotation`) -----------
+
+    def read_signature_file(self, model: str, version: str) -> tuple[bytes | None, int]:
+        """A published version's `manifest.sig` and its compare-and-swap generation ((None, 0): absent)."""
+        return self._read_versioned(f"{checked_version_prefix(model, version)}/{SIGNATURE_FILE}")
+
+    def write_signature_file(self, model: str, version: str, data: bytes, expected_generation: int) -> int:
+        """Replaces a published version's `manifest.sig` if it is still `expected_generation` (ConflictError
+        otherwise). Only signatures change: the manifest and files of a version never do."""
+        return self._write_versioned(f"{checked_version_prefix(model, version)}/{SIGNATURE_FILE}", data,
+                                     expected_generation)
 
     # --- what each backend implements -------------------------------------------------------------
 
@@ -188,7 +200,10 @@ class RegistryWriter(ChannelMoves):
             return False
         signature_text = self._read_bytes(f"{prefix}/{SIGNATURE_FILE}") or b""
         try:
-            same_signature = decode_signature(signature_text) == signed.signature
+            ours = signed.signature
+            mine = {keyed.signature for keyed in ((KeyedSignature(None, ours),) if isinstance(ours, bytes) else ours)}
+            # the same release, maybe re-signed since with a newer key (`edgefleet keys resign` adds a line)
+            same_signature = bool(mine & {keyed.signature for keyed in decode_signatures(signature_text)})
         except VerificationError:
             same_signature = False
         if raw == signed.raw and same_signature:

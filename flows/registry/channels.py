@@ -22,6 +22,7 @@ from edgefleet.flows.registry.trusted import ABSENT, UNSIGNED, CheckedChannel, c
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE, version_sort_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import ConflictError, RegistryError, VerificationError
+from edgefleet.kernel.keyring import KeyringLike
 from edgefleet.kernel.signing import PublicKeyLike
 
 if TYPE_CHECKING:
@@ -200,9 +201,13 @@ class ChannelMoves(RegistryReader):
         *,
         validity: timedelta = DEFAULT_VALIDITY,
         by: str | None = None,
+        trusted: KeyringLike | None = None,
     ) -> ChannelPointer:
         """Re-signs a channel pointer that verifies, with a new counter and expiry (same version, manifest and
         downgrade flag).
+
+        `trusted` is what the pointer and its manifest must verify with (default: the signing key's public half);
+        while the release key is rotated, the keyring of the old and the new key (`edgefleet keys resign`).
 
         Only a pointer whose own signature verifies against the signing key, and whose manifest is still the
         published one and verifies, is re-signed: a tampered pointer is never laundered into a freshly signed
@@ -213,7 +218,8 @@ class ChannelMoves(RegistryReader):
             VerificationError: the pointer is unsigned, forged or invalid, or its manifest does not verify.
             ConflictError: the channel changed while re-signing (the next run tries again).
         """
-        checked = self.read_channel_checked(model, channel, signing_key.public_key())
+        trusted = trusted if trusted is not None else signing_key.public_key()
+        checked = self.read_channel_checked(model, channel, trusted)
         if checked.trust == ABSENT:
             raise RegistryError(
                 f"channel {channel} of model {model} does not exist in {self.uri}",
@@ -230,7 +236,7 @@ class ChannelMoves(RegistryReader):
         if old is None:
             raise untrusted_error(checked, "re-signing")
         source = checked.source
-        verified_pointed_manifest(self, old, signing_key.public_key(), source=source,
+        verified_pointed_manifest(self, old, trusted, source=source,
                                   fix="find out who replaced the manifest; promote a good version again")
         pointer = sign_pointer(
             signing_key,

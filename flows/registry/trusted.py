@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from edgefleet.device.channel import verify_pointer
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import RegistryError, VerificationError
-from edgefleet.kernel.signing import PublicKeyLike, resolve_public_key
+from edgefleet.kernel.keyring import KeyringLike, resolve_keyring
 
 ABSENT, VERIFIED, UNSIGNED, FORGED, INVALID = "absent", "verified", "unsigned", "forged", "invalid"
 
@@ -61,18 +61,20 @@ class CheckedChannel:
 def check_pointer(
     data: bytes | None,
     generation: int,
-    public_key: PublicKeyLike,
+    public_key: KeyringLike,
     *,
     model: str,
     channel: str,
     source: str,
 ) -> CheckedChannel:
-    """Judges a pointer object's bytes (None: absent) against the release public key.
+    """Judges a pointer object's bytes (None: absent) against the release keyring (one key, a key file, or a
+    keyring: while a key is being rotated, a pointer signed by either key verifies).
 
     Raises:
         ConfigError / VerificationError: the public key itself cannot be read (a setup problem, not the pointer's).
     """
-    key, key_description = resolve_public_key(public_key)
+    key = resolve_keyring(public_key)
+    key_description = key.describe()
     base = {"model": model, "channel": channel, "source": source, "generation": generation}
     if data is None:
         return CheckedChannel(trust=ABSENT, **base)
@@ -94,7 +96,7 @@ def check_pointer(
         return CheckedChannel(
             trust=FORGED,
             pointer=pointer,
-            problem=f"does not verify: its signature is not by the release key ({key_description}); it claims key "
+            problem=f"does not verify: its signature is not by a release key ({key_description}); it claims key "
             f"{pointer.key_id}, counter {pointer.counter}: tampered, or signed by another key",
             **base,
         )

@@ -165,7 +165,8 @@ class RolloutParams(_Config):
     approval_timeout_s: int = Field(default=3600, ge=1)
     rollout_id: SafeName | None = Field(default=None, description="default <model>-<version>; re-running resumes it")
     monitor_config: str | None = Field(default=None, description="the fleet monitor's YAML (its SQLite state)")
-    public_key: str = Field(description="the release public key (release.pub): the channel pointer and the version "
+    public_key: str = Field(description="the release public key (release.pub) or keyring directory (<key id>.pub "
+                                        "files, while a key is rotated): the channel pointer and the version "
                                         "are verified against it before anything is sent (required)")
     work_dir: str = Field(default=DEFAULT_WORK_DIR, description="downloaded versions are kept here")
     disk_headroom: float = Field(default=2.0, ge=1,

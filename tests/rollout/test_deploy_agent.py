@@ -63,9 +63,15 @@ def test_deploy_agent_installs_a_venv_and_runs_the_agent_under_the_process_manag
         assert command[0].decode() == str(opt / "venv" / "bin" / "edgefleet-agent") or \
             str(opt / "venv") in b" ".join(command).decode()
         config_dir = opt / "etc" / "sim-1"  # root's: the agent's user cannot rewrite or rename it
-        assert (config_dir / "keys" / "release.pub").read_text() == key_path.read_text()
+        from edgefleet.kernel.keyring import key_file_name
+        from edgefleet.kernel.signing import load_public_key as load_release_key
+
+        ring = config_dir / "keys" / "release.d"  # the keyring: exactly the key given, named by its key id
+        assert [p.name for p in ring.iterdir()] == [key_file_name(load_release_key(key_path))]
+        assert (ring / key_file_name(load_release_key(key_path))).read_text() == key_path.read_text()
+        assert not (config_dir / "keys" / "release.pub").exists()
         assert "device_id: sim-1" in (config_dir / "agent.yaml").read_text()
-        assert f"public_key: {config_dir}/keys/release.pub" in (config_dir / "agent.yaml").read_text()
+        assert f"public_key: {ring}" in (config_dir / "agent.yaml").read_text()
         # the device made its own key; only its public key was published with the fleet
         from edgefleet.device.registry import open_registry_reader
         from edgefleet.kernel.signing import key_id, load_public_key

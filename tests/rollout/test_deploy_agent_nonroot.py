@@ -90,9 +90,11 @@ def test_deploy_through_sudo_runs_the_agent_as_its_own_user_without_write_access
             process = Path(f"/proc/{result.pid}/status").read_text()
             assert f"Uid:\t{agent.pw_uid}\t" in process  # the agent runs as its own user, not root
             assert agent.pw_shell == "/usr/sbin/nologin"
-            anchor = Path(params.device_config_dir("sim-1")) / "keys" / "release.pub"
+            ring = Path(params.device_config_dir("sim-1")) / "keys" / "release.d"
+            (anchor,) = ring.iterdir()  # the keyring, one key: root's directory and file
             key = anchor.stat()
             assert (key.st_uid, key.st_mode & 0o777) == (0, 0o644)
+            assert (ring.stat().st_uid, ring.stat().st_mode & 0o777) == (0, 0o755)
             assert root.stat().st_uid == agent.pw_uid  # its root: models, status, spool
             assert not (root / "keys" / "release.pub").exists()  # the trust anchor is not under its root
             # The attack: the agent's user rewrites its own trust anchor. Refused by the file system.
@@ -101,6 +103,11 @@ def test_deploy_through_sudo_runs_the_agent_as_its_own_user_without_write_access
                                     capture_output=True, text=True)
             assert tamper.returncode != 0 and "Permission denied" in tamper.stderr
             assert anchor.read_text() == key_path.read_text()
+            plant = subprocess.run(["setpriv", f"--reuid={agent.pw_uid}", f"--regid={agent.pw_gid}", "--clear-groups",
+                                    "sh", "-c", f"cp {anchor} {ring}/0000000000000000.pub"],  # nor add a key to it
+                                   capture_output=True, text=True)
+            assert plant.returncode != 0 and "Permission denied" in plant.stderr
+            assert [p.name for p in ring.iterdir()] == [anchor.name]
             # The rollout runs the device CLI as the agent's user with the rule deploy-agent installed.
             device = load_inventory(fleet.inventory_path).devices[0]
             with DeviceConnection(device, fleet.known_hosts) as connection:

@@ -99,11 +99,14 @@ def test_the_deployed_agent_cannot_rename_its_way_to_its_trust_anchor(tmp_path, 
         try:
             assert result.ok, result.detail
             config = yaml.safe_load(running_agent_config(result.pid).read_text())
-            anchor = Path(config.get("public_key") or Path(config["root"]) / "keys" / "release.pub")
-            keys = anchor.parent
+            ring = Path(config["public_key"])  # the keyring deploy-agent installs: keys/release.d/<key id>.pub
+            (anchor,) = ring.iterdir()
+            keys = ring.parent
             as_uid(agent_user, f"echo forged > {anchor}")
-            as_uid(agent_user, f"mv {keys} {keys}.old && mkdir {keys} && echo forged > {anchor}")
+            as_uid(agent_user, f"cp {anchor} {ring}/0000000000000000.pub")  # plant a key beside it
+            as_uid(agent_user, f"mv {keys} {keys}.old && mkdir -p {ring} && echo forged > {anchor}")
             assert anchor.read_text() == inputs.public_key.read_text()
+            assert list(ring.iterdir()) == [anchor]
         finally:
             subprocess.run(["kill", str(result.pid)], capture_output=True)
 

@@ -37,3 +37,16 @@ def test_the_public_key_path_expands_home(tmp_path: Path, monkeypatch: pytest.Mo
     _, public = generate_keypair()
     save_public_key(public, tmp_path / "keys" / "release.pub")
     assert "BEGIN PUBLIC KEY" in release_public_key_text("~/keys/release.pub")
+
+
+def test_a_private_key_inside_a_keyring_directory_is_refused_before_any_device(tmp_path: Path) -> None:
+    """The keyring (issue 22): `public_key` may name a directory of `<key id>.pub` files; a private key there,
+    under any name, is refused as well, and nothing is copied."""
+    from edgefleet.kernel.keyring import key_file_name
+
+    private, public = generate_keypair()
+    ring = tmp_path / "release.d"
+    save_public_key(public, ring / key_file_name(public))
+    save_private_key(private, ring / key_file_name(generate_keypair()[1]))
+    with pytest.raises(ConfigError, match="not an Ed25519 public key"):
+        deploy_agent.fn(params(ring, tmp_path))
