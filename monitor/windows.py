@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from edgefleet.kernel.contracts.distributions import Distributions, build
 from edgefleet.monitor.health import failure_events
-from edgefleet.monitor.store import FleetStore, from_epoch, read_snapshot, to_epoch
+from edgefleet.monitor.store import FleetStore, commit, from_epoch, read_snapshot, to_epoch
 
 METRICS = ("latency", "score", "class", "detections")
 
@@ -98,5 +98,5 @@ def prune(store: FleetStore, before: float) -> dict[str, int]:
     connection = store.connection
     for table, column in _TIMED:
         deleted[table] = connection.execute(f"DELETE FROM {table} WHERE {column} < ?", (before,)).rowcount
-    connection.commit()
+    commit(store)
     return deleted
