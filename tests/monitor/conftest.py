@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from edgefleet.local.postgres import PostgresServer, postgres_server, unavailable_reason
 from edgefleet.monitor.config import MonitorConfig
 from edgefleet.monitor.store import FleetStore, open_store
 
@@ -17,7 +18,6 @@ from edgefleet.monitor.store import FleetStore, open_store
 # put their directory on sys.path.
 sys.path.insert(0, str(Path(__file__).parent))
 from monitor_helpers import MAX_DELIVERY_ATTEMPTS, FleetKeys, TelemetryTopic  # noqa: E402
-from postgres_server import PostgresServer, postgres_server, unavailable_reason  # noqa: E402
 
 ENGINES = ("sqlite", "postgresql")
 

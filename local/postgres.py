@@ -1,4 +1,5 @@
-"""A real PostgreSQL server for the fleet state tests: Debian's postgresql-15, started on a temporary directory.
+"""A throw-away PostgreSQL server for the fleet state's tests and benchmark: Debian's postgresql-15, started on a
+temporary directory (`postgres_server()`).
 
 `initdb` refuses to run as root, so under root (CI's `.ci/run` runs as root) the server runs as the `postgres`
 user that the Debian package creates (through `runuser`); otherwise as the current user. It listens only on a
