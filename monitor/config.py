@@ -38,6 +38,7 @@ class StatusRules(_Section):
     failing_event_window_s: float = Field(default=900.0, gt=0,
                                           description="a swap_failed, rollback or error event this recent, and "
                                                       "not followed by a good swap or start, marks 'failing'")
+    page_size: int = Field(default=100, ge=1, description="devices per page of `fleet status` (--limit)")
 
 
 class IngestConfig(_Section):
