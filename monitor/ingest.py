@@ -26,11 +26,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from edgefleet.device.identity import parse_epoch
-from edgefleet.kernel.contracts.distributions import Distributions
 from edgefleet.kernel.contracts.layout import ATTR_DEVICE_ID
 from edgefleet.kernel.contracts.telemetry import MAX_ATTRIBUTE_CHARS, MAX_INT, MAX_TELEMETRY_BYTES, TelemetryMessage
 from edgefleet.kernel.errors import describe_validation_error
 from edgefleet.monitor.aggregates import version_key
+from edgefleet.monitor.device_rows import add_distributions, insert_device, update_snapshot
 from edgefleet.monitor.identity import FORGED_PREFIX
 from edgefleet.monitor.store import FleetStore, to_epoch
 
@@ -254,7 +254,7 @@ def apply(store: FleetStore, message: TelemetryMessage, *, received_at: float | 
     new_key = version_key(message.model.name if message.model else None,
                           message.model.version if message.model else None)
     if row is None:
-        _insert_device(connection, message, when, received)
+        insert_device(connection, message, when, received)
         store.pending.device_added(new_key)
         store.pending.count(messages=1)
         if message.seq > 1:
@@ -266,7 +266,7 @@ def apply(store: FleetStore, message: TelemetryMessage, *, received_at: float | 
         if lost:
             connection.execute("INSERT INTO seq_gaps (device_id, first_seq, last_seq, counted) VALUES (?, ?, ?, 1)",
                                (message.device_id, row[0] + 1, message.seq - 1))
-        _update_snapshot(connection, message, when, received, lost)
+        update_snapshot(connection, message, when, received, lost)
         store.pending.device_moved(version_key(row[1], row[2]), new_key)
         store.pending.count(messages=1, lost=lost)
         status = Status.APPLIED
@@ -319,43 +319,6 @@ def _fill_gap(connection: Any, device_id: str, seq: int) -> int | None:
     return counted
 
 
-def _snapshot_values(message: TelemetryMessage) -> dict[str, object]:
-    model, health, inference = message.model, message.health, message.inference
-    values: dict[str, object] = {
-        "model_name": model.name if model else None,
-        "model_version": model.version if model else None,
-        "model_variant": model.variant if model else None,
-        "backend": model.backend if model else None,
-        "cpu_temp_c": health.cpu_temp_c, "uptime_s": health.uptime_s, "mem_total_mb": health.mem_total_mb,
-        "mem_available_mb": health.mem_available_mb, "load_1m": health.load_1m,
-        "tpu_present": int(health.tpu_present), "spool_depth": health.spool_depth,
-        "spool_dropped": health.spool_dropped,
-    }
-    if inference is not None:
-        values["fps"] = inference.fps
-    return values
-
-
-def _insert_device(connection: Any, message: TelemetryMessage, when: float,
-                   received: float) -> None:
-    values = _snapshot_values(message)
-    values.update(device_id=message.device_id, first_seen=when, last_seen=when, last_received=received,
-                  max_seq=message.seq, messages=1)
-    columns = ", ".join(values)
-    marks = ", ".join("?" for _ in values)
-    connection.execute(f"INSERT INTO devices ({columns}) VALUES ({marks})", tuple(values.values()))
-
-
-def _update_snapshot(connection: Any, message: TelemetryMessage, when: float, received: float,
-                     lost: int) -> None:
-    values = _snapshot_values(message)
-    assignments = ", ".join(f"{column} = ?" for column in values)
-    connection.execute(
-        f"UPDATE devices SET {assignments}, max_seq = ?, messages = messages + 1, lost = lost + ?, "
-        "last_seen = GREATEST(last_seen, ?), last_received = GREATEST(last_received, ?) WHERE device_id = ?",
-        (*values.values(), message.seq, lost, when, received, message.device_id))
-
-
 def _record_facts(store: FleetStore, message: TelemetryMessage, when: float) -> None:
     """Counts, latency sample, event and version history of a message applied for the first time."""
     connection = store.connection
@@ -406,19 +369,3 @@ def _record_facts(store: FleetStore, message: TelemetryMessage, when: float) -> 
                 "UPDATE devices SET state_event_kind = ?, state_event_time = ?, state_event_seq = ? "
                 "WHERE device_id = ? AND (state_event_seq IS NULL OR state_event_seq < ?)",
                 (event.kind, when, message.seq, device_id, message.seq))
-
-
-def add_distributions(connection: Any, device_id: str, model: str, version: str,
-                      bucket_start: float, dist: Distributions) -> None:
-    """Adds one summary's distributions to its (device, version, time bucket) inside the open transaction."""
-    rows = [("latency", item.i, item.n) for item in dist.latency]
-    rows += [("score", item.i, item.n) for item in dist.score]
-    rows += [("detections", item.i, item.n) for item in dist.detections]
-    rows += [("class", item.id, item.n) for item in dist.classes]
-    if dist.class_other:
-        rows.append(("class", -1, dist.class_other))
-    connection.executemany(
-        "INSERT INTO dist_counts (device_id, model_name, model_version, bucket_start, metric, key, n) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (model_name, model_version, device_id, bucket_start, metric, key) "
-        "DO UPDATE SET n = dist_counts.n + excluded.n",
-        [(device_id, model, version, bucket_start, metric, key, n) for metric, key, n in rows if n > 0])
