@@ -86,6 +86,7 @@ def fill(store, devices: int, now: datetime) -> float:
             applied += 1
         if device % COMMIT_EVERY == COMMIT_EVERY - 1:
             commit(store)
+    store.engine.analyze(store.connection)  # what the monitor's prune (and PostgreSQL's autovacuum) does
     commit(store)
     return applied / (time.perf_counter() - start)
 

@@ -76,6 +76,11 @@ def has_table(connection: sqlite3.Connection, table: str) -> bool:
                               (table,)).fetchone() is not None
 
 
+def analyze(connection: sqlite3.Connection) -> None:
+    """SQLite's advice for long-lived connections: it analyzes only what its planner would use."""
+    connection.execute("PRAGMA optimize")
+
+
 ENGINE = Engine(name="sqlite", transient_errors=(sqlite3.OperationalError,), data_errors=(OverflowError,),
                 errors=(sqlite3.Error,), begin_write=begin_write, begin_read=begin_read, lock_devices=lock_devices,
-                has_table=has_table)
+                has_table=has_table, analyze=analyze, failing_as_union=True)
