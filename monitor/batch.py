@@ -14,7 +14,7 @@ from google.cloud.pubsub_v1.subscriber.message import Message
 from edgefleet.kernel.contracts.layout import ATTR_DEVICE_ID
 from edgefleet.monitor.identity import TelemetryVerifier, Verdict
 from edgefleet.monitor.ingest import Outcome, Status, handle, oversize_problem, record_malformed
-from edgefleet.monitor.store import FleetStore, commit, rollback
+from edgefleet.monitor.store import FleetStore, commit, lock_devices, rollback
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,7 @@ def _apply_all(store: FleetStore, batch: Sequence[Message], received_at: float,
                verifier: TelemetryVerifier | None) -> list[Outcome] | None:
     """The batch's outcomes, committed; None (rolled back) when something other than a transient error failed."""
     try:
-        store.engine.begin_write(store.connection)
-        store.engine.lock_devices(store.connection, sorted(
-            {message.attributes.get(ATTR_DEVICE_ID) or "" for message in batch} - {""}))
+        lock_devices(store, {message.attributes.get(ATTR_DEVICE_ID) or "" for message in batch} - {""})
         outcomes = [_handle(store, message, received_at, verifier) for message in batch]
         commit(store)
     except store.engine.transient_errors:

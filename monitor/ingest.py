@@ -32,7 +32,7 @@ from edgefleet.kernel.errors import describe_validation_error
 from edgefleet.monitor.aggregates import version_key
 from edgefleet.monitor.device_rows import add_distributions, insert_device, update_snapshot
 from edgefleet.monitor.identity import FORGED_PREFIX
-from edgefleet.monitor.store import FleetStore, to_epoch
+from edgefleet.monitor.store import FleetStore, lock_devices, to_epoch
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +134,9 @@ def handle(store: FleetStore, data: bytes, message_id: str, attributes: Mapping[
                        f"{FORGED_PREFIX}the device_id attribute {claimed[:64]!r} names another device than the "
                        f"message body", received_at)
     connection = store.connection
-    store.engine.begin_write(connection)  # so that releasing the savepoint below never commits on its own
-    store.engine.lock_devices(connection, [message.device_id])  # other monitors wait until our commit
+    # Opens the transaction (so that releasing the savepoint below never commits on its own) and locks the
+    # device: another monitor's batch with it waits for our commit.
+    lock_devices(store, [message.device_id])
     connection.execute("SAVEPOINT telemetry_message")
     pending = store.pending.copy()
     try:
@@ -247,7 +248,7 @@ def apply(store: FleetStore, message: TelemetryMessage, *, received_at: float | 
     connection = store.connection
     when = to_epoch(message.time) if received_at is None else received_at
     received = when
-    store.engine.lock_devices(connection, [message.device_id])
+    lock_devices(store, [message.device_id])
     row = connection.execute("SELECT max_seq, model_name, model_version FROM devices WHERE device_id = ?",
                              (message.device_id,)).fetchone()
     lost = 0

@@ -29,7 +29,7 @@ Every time kept (first/last seen, buckets, samples, events) is the monitor's rec
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -72,6 +72,7 @@ class FleetStore:
     count_bucket_s: float
     dirty_windows: set[tuple[str, str, str]] = field(default_factory=set, repr=False)
     pending: Deltas = field(default_factory=Deltas, repr=False)
+    locked: set[str] = field(default_factory=set, repr=False)
 
     @property
     def path(self) -> Path | str:
@@ -231,6 +232,7 @@ def commit(store: FleetStore) -> None:
     flush(connection, store.pending)
     connection.commit()
     store.dirty_windows.clear()
+    store.locked.clear()
 
 
 def rollback(store: FleetStore) -> None:
@@ -238,6 +240,18 @@ def rollback(store: FleetStore) -> None:
     store.connection.rollback()
     store.dirty_windows.clear()
     store.pending.clear()
+    store.locked.clear()
+
+
+def lock_devices(store: FleetStore, device_ids: Iterable[str]) -> None:
+    """Opens the write transaction and locks `device_ids` until it ends (those not locked yet, sorted)."""
+    if not store.connection.in_transaction:
+        store.locked.clear()  # the last transaction ended without `commit`/`rollback` of the store
+    store.engine.begin_write(store.connection)
+    wanted = sorted(set(device_ids) - store.locked)
+    if wanted:
+        store.engine.lock_devices(store.connection, wanted)
+        store.locked.update(wanted)
 
 
 def _trim_window(connection: Any, device_id: str, model: str, version: str, window: int) -> None:
