@@ -105,20 +105,17 @@ class Cutoffs:
     stale_before: float  # received before this: stale
     event_since: float  # a failure event at or after this: failing
     error_ratio: float  # window error ratio above this: failing
-    failing_as_union: bool = True  # the engine's form of the failing predicate (`Engine.failing_as_union`)
 
 
-def _predicates(cutoffs: Cutoffs, failing_as_union: bool) -> dict[str, tuple[str, tuple[Any, ...]]]:
+def _predicates(cutoffs: Cutoffs) -> dict[str, tuple[str, tuple[Any, ...]]]:
     recent_failure = f"(state_event_kind IN {FAILURE_KINDS_SQL} AND state_event_time >= ?)"
-    # Either form reads the error ratio and event time indexes: as many rows as failing devices
-    # (`store_engine.Engine.failing_as_union` says which form the engine's planner does that for).
-    failing_now = (f"device_id IN (SELECT device_id FROM devices WHERE error_ratio > ? UNION "
-                   f"SELECT device_id FROM devices WHERE state_event_time >= ? AND state_event_kind IN "
-                   f"{FAILURE_KINDS_SQL})") if failing_as_union else (
-        f"(error_ratio > ? OR (state_event_time >= ? AND state_event_kind IN {FAILURE_KINDS_SQL}))")
+    # Failing devices are found by the error ratio and event time indexes, combined (SQLite: MULTI-INDEX OR,
+    # PostgreSQL: BitmapOr): as many rows as failing devices. The unary + keeps both planners from reading
+    # the last_received index instead (its range `>=` holds nearly the whole fleet).
+    failing_now = f"(error_ratio > ? OR (state_event_time >= ? AND state_event_kind IN {FAILURE_KINDS_SQL}))"
     return {
         "stale": ("last_received < ?", (cutoffs.stale_before,)),
-        "failing": (f"last_received >= ? AND {failing_now}",
+        "failing": (f"+last_received >= ? AND {failing_now}",
                     (cutoffs.stale_before, cutoffs.error_ratio, cutoffs.event_since)),
         "healthy": ("last_received >= ? AND NOT (error_ratio IS NOT NULL AND error_ratio > ?) AND NOT "
                     f"(state_event_kind IS NOT NULL AND state_event_time IS NOT NULL AND {recent_failure})",
@@ -137,7 +134,7 @@ def where(selection: StatusFilter, cutoffs: Cutoffs, *, with_status: bool = True
         clauses.append("device_id IN (SELECT device_id FROM device_tags WHERE tag = ?)")
         params.append(selection.tag)
     if with_status and selection.status is not None:
-        clause, clause_params = _predicates(cutoffs, cutoffs.failing_as_union)[selection.status]
+        clause, clause_params = _predicates(cutoffs)[selection.status]
         clauses.append(clause)
         params.extend(clause_params)
     return " AND ".join(clauses), tuple(params)
@@ -157,7 +154,7 @@ def version_status_counts(connection: Any, selection: StatusFilter,
     counts: dict[VersionKey, dict[StatusName, int]] = {}
     for name, version, devices in totals:
         counts[(name, version)] = {"healthy": int(devices), "stale": 0, "failing": 0}
-    predicates = _predicates(cutoffs, cutoffs.failing_as_union)
+    predicates = _predicates(cutoffs)
     for status in ("stale", "failing"):
         clause, clause_params = predicates[status]
         for name, version, devices in _grouped(connection, f"{condition} AND {clause}", params + clause_params):

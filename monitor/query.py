@@ -228,7 +228,7 @@ def fleet_status(store: FleetStore, stale_after_s: float, now: datetime, *, sile
     silent_after_s = rules.silent_after_s if silent_after_s is None else silent_after_s
     now_epoch = to_epoch(now)
     cutoffs = Cutoffs(stale_before=now_epoch - stale_after_s, event_since=now_epoch - rules.failing_event_window_s,
-                      error_ratio=rules.failing_error_ratio, failing_as_union=store.engine.failing_as_union)
+                      error_ratio=rules.failing_error_ratio)
     condition, params = where(selection, cutoffs)
     page_sql = f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE {condition}"
     if after is not None:

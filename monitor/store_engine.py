@@ -40,9 +40,6 @@ class Engine:
         lock_devices: locks devices for the rest of the open write transaction (in a stable order).
         has_table: whether a table exists.
         analyze: refreshes the planner's statistics (after a bulk load or a prune).
-        failing_as_union: find failing devices (error ratio above the threshold, or a recent failure event)
-            as a union of two index reads: SQLite's planner reads one index per table for an OR beside a
-            range; PostgreSQL combines both indexes itself (a BitmapOr), faster than the union there.
     """
 
     name: EngineName
@@ -54,7 +51,6 @@ class Engine:
     lock_devices: Callable[[Any, Iterable[str]], None]
     has_table: Callable[[Any, str], bool]
     analyze: Callable[[Any], None]
-    failing_as_union: bool
 
 
 @dataclass(frozen=True)

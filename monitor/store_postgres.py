@@ -130,4 +130,4 @@ def analyze(connection: PgConnection) -> None:
 ENGINE = Engine(name="postgresql", transient_errors=(psycopg.OperationalError,),
                 data_errors=(psycopg.DataError, OverflowError), errors=(psycopg.Error,),
                 begin_write=begin_write, begin_read=begin_read, lock_devices=lock_devices,
-                has_table=has_table, analyze=analyze, failing_as_union=False)
+                has_table=has_table, analyze=analyze)

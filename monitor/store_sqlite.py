@@ -83,4 +83,4 @@ def analyze(connection: sqlite3.Connection) -> None:
 
 ENGINE = Engine(name="sqlite", transient_errors=(sqlite3.OperationalError,), data_errors=(OverflowError,),
                 errors=(sqlite3.Error,), begin_write=begin_write, begin_read=begin_read, lock_devices=lock_devices,
-                has_table=has_table, analyze=analyze, failing_as_union=True)
+                has_table=has_table, analyze=analyze)
