@@ -129,7 +129,7 @@ def measure(url: str, engine: str, devices: int, repeats: int) -> StatusTiming:
 
 
 @contextlib.contextmanager
-def _postgres(url: str | None) -> Iterator[Callable[[], str]]:
+def postgres_databases(url: str | None) -> Iterator[Callable[[], str]]:
     """A function giving an empty database per measurement: on `url`'s server, or on a throw-away one."""
     if url is not None:
         yield lambda: url
@@ -147,7 +147,7 @@ def run(sizes: tuple[int, ...], engines: tuple[str, ...], repeats: int, postgres
         console: Console) -> list[StatusTiming]:
     """Every (engine, size) measurement, in order; prints progress."""
     results = []
-    with tempfile.TemporaryDirectory() as scratch, _postgres(
+    with tempfile.TemporaryDirectory() as scratch, postgres_databases(
             postgres_url if "postgresql" in engines else "unused") as new_database:
         for engine in engines:
             for size in sizes:
