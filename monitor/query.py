@@ -257,7 +257,7 @@ def fleet_status(store: FleetStore, stale_after_s: float, now: datetime, *, sile
     total = totals[selection.status] if selection.status else sum(totals.values())
     return FleetStatus(now=from_epoch(now_epoch), stale_after_s=stale_after_s, silent_after_s=silent_after_s,
                        devices=devices, versions=versions, silent=silent, counters=counters, total=total,
-                       totals=totals, next_after=devices[-1].device_id if more else None)
+                       totals=totals, next_after=devices[-1].device_id if more and devices else None)
 
 
 def _busiest_first(item: tuple[tuple[str, str], dict[str, int]]) -> tuple[int, str]:
