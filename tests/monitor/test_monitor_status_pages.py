@@ -102,3 +102,22 @@ def test_a_device_moving_version_moves_in_the_totals_once(store) -> None:
     status = _status(store)
     assert [(v.model_version, v.devices) for v in status.versions] == [("1.1.0", 1)]
     assert (status.counters.messages, status.counters.duplicates, status.counters.lost) == (3, 1, 0)
+
+
+def test_a_schema_2_state_is_upgraded_with_its_aggregates_filled_from_the_devices(tmp_path) -> None:
+    from edgefleet.monitor.store import open_store
+
+    path = tmp_path / "fleet.sqlite"
+    with open_store(path, latency_window=4, count_bucket_s=60.0) as store:
+        _fill(store)
+        before = _status(store)
+        for statement in ("DROP INDEX devices_by_error_ratio", "ALTER TABLE devices DROP COLUMN error_ratio",
+                          "DROP TABLE version_totals", "DROP TABLE fleet_counters", "DROP TABLE device_tags",
+                          "UPDATE meta SET value = '2'"):  # what edgefleet wrote before schema 3
+            store.connection.execute(statement)
+        store.connection.commit()
+    with open_store(path, latency_window=4, count_bucket_s=60.0, create=False) as store:
+        after = _status(store)
+    assert after.versions == before.versions and after.totals == before.totals
+    assert after.counters == before.counters
+    assert [d.device_id for d in after.devices] == [d.device_id for d in before.devices]
