@@ -51,11 +51,23 @@ def _time(moment: datetime | None) -> str:
     return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _open(config: Path | None, db: Path | None):
+def store_overrides(db: Path | None, store_url: str | None) -> dict:
+    """Config overrides of --db / --store-url (--db is an SQLite file: it wins over a configured URL)."""
+    if db is not None and store_url is not None:
+        raise typer.BadParameter("pass either --db (an SQLite file) or --store-url, not both")
+    if store_url is not None:
+        return {"store": {"url": store_url}}
+    return {} if db is None else {"store_path": db, "store": {"url": None}}
+
+
+def _open(config: Path | None, db: Path | None, store_url: str | None = None):
     from edgefleet.monitor import load_monitor_config, open_fleet_store
 
-    settings = load_monitor_config(config, store_path=db)
+    settings = load_monitor_config(config, **store_overrides(db, store_url))
     return settings, open_fleet_store(settings, create=False)
+
+
+_STORE_URL_HELP = "the fleet state's URL (sqlite:///file or postgresql://...), instead of --db"
 
 
 def main_model(result) -> str | None:
@@ -90,22 +102,34 @@ def status(
                                                                     "is listed as silent"),
     config: Path = typer.Option(None, "--config", "-c", help="monitor YAML"),
     db: Path = typer.Option(None, "--db", help="fleet state SQLite file"),
+    store_url: str = typer.Option(None, "--store-url", help=_STORE_URL_HELP),
+    version: str = typer.Option(None, "--version", help="only devices running this model version"),
+    only: str = typer.Option(None, "--status", help="only healthy, stale or failing devices"),
+    tag: str = typer.Option(None, "--tag", help="only devices with this tag (`edgefleet fleet tag`)"),
+    limit: int = typer.Option(None, "--limit", min=1, help="devices per page (default from the config)"),
+    after: str = typer.Option(None, "--after", help="the page after this device id (the previous page's last)"),
+    every: bool = typer.Option(False, "--all", help="every selected device on one page"),
     html: Path = typer.Option(None, "--html", help="also write the fleet overview (versions over time, latency "
                                                    "and score distributions per version) to this HTML file"),
     model: str = typer.Option(None, "--model", help="the model of the --html overview (default: the model "
                                                     "most devices run)"),
 ) -> None:
     """Every device: model version, backend, last seen, latency, fps, CPU temperature, healthy/stale/failing."""
+    from edgefleet.monitor.aggregates import StatusFilter
     from edgefleet.monitor.query import fleet_status
 
     _positive("--stale-after", stale_after)
     _positive("--silent-after", silent_after)
+    if only is not None and only not in _STATUS_STYLE:
+        raise typer.BadParameter(f"--status must be one of {', '.join(_STATUS_STYLE)}, got {only!r}")
     try:
-        settings, store = _open(config, db)
+        settings, store = _open(config, db, store_url)
         now = datetime.fromtimestamp(time.time()).astimezone()
         with store:
             result = fleet_status(store, stale_after or settings.status.stale_after_s, now,
-                                  silent_after_s=silent_after, rules=settings.status)
+                                  silent_after_s=silent_after, rules=settings.status,
+                                  selection=StatusFilter(version=version, status=only, tag=tag),
+                                  limit=None if every else (limit or settings.status.page_size), after=after)
             if html is not None:
                 _write_overview(store, result, model, now, html)
     except EdgefleetError as error:
@@ -116,7 +140,7 @@ def status(
         typer.echo(result.model_dump_json(indent=2))
         return
     console = Console()
-    table = Table(title=f"edgefleet fleet: {len(result.devices)} devices, {result.count('healthy')} healthy, "
+    table = Table(title=f"edgefleet fleet: {result.total} devices, {result.count('healthy')} healthy, "
                         f"{result.count('stale')} stale, {result.count('failing')} failing")
     for column in ("device", "model version", "backend", "last seen"):
         table.add_column(column)
@@ -131,6 +155,8 @@ def status(
                       _number(device.cpu_temp_c), f"[{style}]{device.status}[/]"
                       + (f" ({device.reason})" if device.reason else ""))
     console.print(table)
+    if result.next_after is not None:
+        console.print(f"{len(result.devices)} of {result.total} shown; next page: --after {result.next_after}")
     versions = Table(title="version distribution")
     for column in ("model", "version", "devices", "healthy", "stale", "failing"):
         versions.add_column(column, justify="left" if column in ("model", "version") else "right")
@@ -162,13 +188,14 @@ def device(
     stale_after: float = typer.Option(None, "--stale-after", help="seconds without a message before stale"),
     config: Path = typer.Option(None, "--config", "-c", help="monitor YAML"),
     db: Path = typer.Option(None, "--db", help="fleet state SQLite file"),
+    store_url: str = typer.Option(None, "--store-url", help=_STORE_URL_HELP),
 ) -> None:
     """One device: its status now, the model versions it ran, and its events (swaps, rollbacks...)."""
     from edgefleet.monitor.query import device_history
 
     _positive("--stale-after", stale_after)
     try:
-        settings, store = _open(config, db)
+        settings, store = _open(config, db, store_url)
         with store:
             history = device_history(store, device_id, stale_after or settings.status.stale_after_s,
                                      datetime.fromtimestamp(time.time()).astimezone(), rules=settings.status,
@@ -217,3 +244,30 @@ def device(
     for event in history.events:
         table.add_row(_time(event.time), str(event.seq), event.kind, event.model_version or "-", event.detail)
     console.print(table)
+
+
+@app.command()
+def tag(
+    device_id: str = typer.Argument(..., help="the device id"),
+    add: list[str] = typer.Option([], "--add", help="a tag to give the device (repeatable)"),
+    remove: list[str] = typer.Option([], "--remove", help="a tag to take away (repeatable)"),
+    config: Path = typer.Option(None, "--config", "-c", help="monitor YAML"),
+    db: Path = typer.Option(None, "--db", help="fleet state SQLite file"),
+    store_url: str = typer.Option(None, "--store-url", help=_STORE_URL_HELP),
+) -> None:
+    """Tag a device (e.g. its site or group), so that `fleet status --tag` selects it."""
+    from edgefleet.monitor.aggregates import device_tags, set_tags
+    from edgefleet.monitor.query import device_status
+
+    try:
+        settings, store = _open(config, db, store_url)
+        with store:
+            device_status(store, device_id, settings.status.stale_after_s,
+                          datetime.fromtimestamp(time.time()).astimezone())  # an unknown device: a clear error
+            set_tags(store.connection, device_id, add=add, remove=remove)
+            store.connection.commit()
+            tags = device_tags(store.connection, [device_id]).get(device_id, ())
+            store.connection.rollback()
+    except EdgefleetError as error:
+        raise cli_error(error) from error
+    typer.echo(f"{device_id}: {', '.join(tags) if tags else 'no tags'}")

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from edgefleet.cli.fleet import store_overrides
 from edgefleet.kernel.console import cli_error
 from edgefleet.kernel.errors import EdgefleetError
 
@@ -23,6 +24,8 @@ def monitor(
     project: str = typer.Option(None, "--project", help="Google Cloud project of the subscription"),
     subscription: str = typer.Option(None, "--subscription", help="the fleet-monitor subscription"),
     db: Path = typer.Option(None, "--db", help="fleet state SQLite file (default ~/.edgefleet/fleet.sqlite)"),
+    store_url: str = typer.Option(None, "--store-url", help="the fleet state's URL (sqlite:///file or "
+                                                            "postgresql://...), instead of --db"),
     log_level: str = typer.Option("INFO", help="DEBUG, INFO, WARNING, ERROR"),
 ) -> None:
     """Read fleet telemetry from Pub/Sub into the fleet state until SIGTERM/SIGINT, then stop cleanly."""
@@ -32,7 +35,8 @@ def monitor(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
     try:
-        settings = load_monitor_config(config, project=project, subscription=subscription, store_path=db)
+        settings = load_monitor_config(config, project=project, subscription=subscription,
+                                       **store_overrides(db, store_url))
     except EdgefleetError as error:
         raise cli_error(error) from error
     previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGTERM, signal.SIGINT)}

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Sequence
 
 from google.cloud.pubsub_v1.subscriber.message import Message
@@ -15,9 +14,12 @@ from google.cloud.pubsub_v1.subscriber.message import Message
 from edgefleet.kernel.contracts.layout import ATTR_DEVICE_ID
 from edgefleet.monitor.identity import TelemetryVerifier, Verdict
 from edgefleet.monitor.ingest import Outcome, Status, handle, oversize_problem, record_malformed
-from edgefleet.monitor.store import FleetStore, commit, rollback
+from edgefleet.monitor.store import FleetStore, commit, lock_devices, rollback
 
 log = logging.getLogger(__name__)
+
+CONFLICT_RETRIES = 3  # a batch that lost a deadlock or serialization conflict to another monitor is redone
+_CONFLICT_SQLSTATE_CLASS = "40"  # transaction rollback: serialization failure, deadlock detected
 
 
 def process_batch(store: FleetStore, batch: Sequence[Message], received_at: float,
@@ -31,22 +33,48 @@ def process_batch(store: FleetStore, batch: Sequence[Message], received_at: floa
     nacked, so Pub/Sub dead-letters it after the subscription's max delivery attempts), and every other
     message is applied exactly once. A message larger than the telemetry contract allows is refused before
     anything parses it. With a `verifier`, a message whose signature does not hold is refused the same way
-    (counted as malformed with a reason starting `FORGED_PREFIX`).
+    (counted as malformed with a reason starting `FORGED_PREFIX`). The devices of the batch are locked first,
+    in sorted order (PostgreSQL: other monitors' batches of the same devices wait for this commit); a batch
+    that loses a deadlock or serialization conflict anyway is redone up to `CONFLICT_RETRIES` times.
     """
+    outcomes = None
+    for attempt in range(CONFLICT_RETRIES + 1):
+        try:
+            outcomes = _apply_all(store, batch, received_at, verifier)
+            break
+        except store.engine.transient_errors as error:
+            rollback(store)
+            if attempt < CONFLICT_RETRIES and is_conflict(error):
+                log.info("batch lost a conflict with another writer (%s); redoing it", error)
+                continue
+            for message in batch:
+                message.nack()
+            raise
+    if outcomes is None:
+        return _one_by_one(store, batch, received_at, verifier)
+    _settle(batch, outcomes)
+    return outcomes
+
+
+def is_conflict(error: BaseException) -> bool:
+    """A deadlock or serialization failure (SQLSTATE class 40): redoing the transaction can succeed."""
+    return str(getattr(error, "sqlstate", "") or "").startswith(_CONFLICT_SQLSTATE_CLASS)
+
+
+def _apply_all(store: FleetStore, batch: Sequence[Message], received_at: float,
+               verifier: TelemetryVerifier | None) -> list[Outcome] | None:
+    """The batch's outcomes, committed; None (rolled back) when something other than a transient error failed."""
     try:
+        lock_devices(store, {message.attributes.get(ATTR_DEVICE_ID) or "" for message in batch} - {""})
         outcomes = [_handle(store, message, received_at, verifier) for message in batch]
         commit(store)
-    except sqlite3.OperationalError:
-        rollback(store)
-        for message in batch:
-            message.nack()
+    except store.engine.transient_errors:
         raise
     except Exception:  # noqa: BLE001 - one bad message must not stop the monitor: find it, refuse it alone
         rollback(store)
         log.warning("a batch of %d messages failed to apply; retrying them one by one", len(batch),
                     exc_info=True)
-        return _one_by_one(store, batch, received_at, verifier)
-    _settle(batch, outcomes)
+        return None
     return outcomes
 
 
@@ -73,7 +101,7 @@ def _one_by_one(store: FleetStore, batch: Sequence[Message], received_at: float,
         try:
             outcome = _handle(store, message, received_at, verifier)
             commit(store)
-        except sqlite3.OperationalError:
+        except store.engine.transient_errors:
             rollback(store)
             _settle(batch[:index], outcomes)
             for rest in batch[index:]:
@@ -94,7 +122,7 @@ def _refused_alone(store: FleetStore, message: Message, error: Exception, receiv
     try:
         record_malformed(store, message.message_id, device_id, reason, received_at)
         commit(store)
-    except sqlite3.Error:
+    except store.engine.errors:
         rollback(store)
         log.warning("could not count message %s as malformed", message.message_id, exc_info=True)
     return Outcome(Status.MALFORMED, device_id=device_id, reason=reason)

@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgefleet.kernel.configfile import load
 from edgefleet.kernel.contracts.layout import MONITOR_SUBSCRIPTION
+from edgefleet.kernel.errors import EdgefleetError
 from edgefleet.monitor.identity import IdentityConfig
+from edgefleet.monitor.store_engine import parse_store_url
 
 DEFAULT_STORE_PATH = Path("~/.edgefleet/fleet.sqlite")
 CONFIG_SECTION = "monitor"
@@ -36,6 +38,7 @@ class StatusRules(_Section):
     failing_event_window_s: float = Field(default=900.0, gt=0,
                                           description="a swap_failed, rollback or error event this recent, and "
                                                       "not followed by a good swap or start, marks 'failing'")
+    page_size: int = Field(default=100, ge=1, description="devices per page of `fleet status` (--limit)")
 
 
 class IngestConfig(_Section):
@@ -69,13 +72,33 @@ class CloudMetricsConfig(_Section):
     request_timeout_s: float = Field(default=30.0, gt=0)
 
 
+class StoreConfig(_Section):
+    """Where the fleet state lives, when not in the SQLite file `store_path` (the embedded default)."""
+
+    url: str | None = Field(default=None, min_length=1,
+                            description="sqlite:///relative.sqlite, sqlite:////absolute.sqlite or "
+                                        "postgresql://user@host:5432/dbname (several monitors may share one "
+                                        "PostgreSQL database); unset: the SQLite file store_path")
+
+    @field_validator("url")
+    @classmethod
+    def _known_engine(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_store_url(value)
+            except EdgefleetError as error:
+                raise ValueError(f"{error.message}; {error.fix}") from error
+        return value
+
+
 class MonitorConfig(_Section):
     """Everything `edgefleet monitor` and `edgefleet fleet ...` need."""
 
     project: str = Field(default="edgefleet-local", min_length=1, description="Google Cloud project id")
     subscription: str = Field(default=MONITOR_SUBSCRIPTION, min_length=1,
                               description="the fleet-monitor subscription on the telemetry topic")
-    store_path: Path = Field(default=DEFAULT_STORE_PATH, description="the fleet state (SQLite)")
+    store_path: Path = Field(default=DEFAULT_STORE_PATH, description="the fleet state (SQLite), unless store.url")
+    store: StoreConfig = StoreConfig()
     latency_window: int = Field(default=120, ge=1,
                                 description="latency samples (messages) kept per device and model version")
     count_bucket_s: float = Field(default=60.0, gt=0,
@@ -95,6 +118,11 @@ class MonitorConfig(_Section):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @property
+    def store_location(self) -> Path | str:
+        """The store URL when set, else the SQLite file."""
+        return self.store.url or self.store_path
 
 
 

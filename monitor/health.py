@@ -7,10 +7,10 @@ canary judge's pooled window (`edgefleet.monitor.windows.version_window`) counts
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -72,7 +72,7 @@ class VersionHealth(_VersionRecord):
         return tuple(device.device_id for device in self.devices if device.inferences or device.errors)
 
 
-def failure_events(connection: sqlite3.Connection, ids_json: str, model: str, version: str,
+def failure_events(connection: Any, ids_json: str, model: str, version: str,
                    since_epoch: float) -> dict[str, dict[str, int]]:
     """device id -> event kind ('swap_failed', 'error', 'rollback') -> how many, about `version` since then.
 

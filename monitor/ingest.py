@@ -19,19 +19,20 @@ from __future__ import annotations
 import enum
 import logging
 import re
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 
 from edgefleet.device.identity import parse_epoch
-from edgefleet.kernel.contracts.distributions import Distributions
 from edgefleet.kernel.contracts.layout import ATTR_DEVICE_ID
 from edgefleet.kernel.contracts.telemetry import MAX_ATTRIBUTE_CHARS, MAX_INT, MAX_TELEMETRY_BYTES, TelemetryMessage
 from edgefleet.kernel.errors import describe_validation_error
+from edgefleet.monitor.aggregates import version_key
+from edgefleet.monitor.device_rows import add_distributions, insert_device, update_snapshot
 from edgefleet.monitor.identity import FORGED_PREFIX
-from edgefleet.monitor.store import FleetStore, to_epoch
+from edgefleet.monitor.store import FleetStore, lock_devices, to_epoch
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +134,11 @@ def handle(store: FleetStore, data: bytes, message_id: str, attributes: Mapping[
                        f"{FORGED_PREFIX}the device_id attribute {claimed[:64]!r} names another device than the "
                        f"message body", received_at)
     connection = store.connection
-    if not connection.in_transaction:
-        connection.execute("BEGIN")  # so that releasing the savepoint below never commits on its own
+    # Opens the transaction (so that releasing the savepoint below never commits on its own) and locks the
+    # device: another monitor's batch with it waits for our commit.
+    lock_devices(store, [message.device_id])
     connection.execute("SAVEPOINT telemetry_message")
+    pending = store.pending.copy()
     try:
         if (untrusted := trust(store, message.device_id, verified=verified, received_at=received_at)) is not None:
             connection.execute("RELEASE telemetry_message")
@@ -145,12 +148,13 @@ def handle(store: FleetStore, data: bytes, message_id: str, attributes: Mapping[
             connection.execute("RELEASE telemetry_message")
             return Outcome(Status.DUPLICATE, device_id=message.device_id)
         outcome = apply(store, lined, received_at=received_at)
-    except (OverflowError, ValueError) as error:  # ValueError: a malformed epoch attribute
-        # Valid JSON and schema, but a number SQLite cannot hold (seq or a count beyond 64 bits): undo this
+    except (OverflowError, ValueError, *store.engine.data_errors) as error:  # ValueError: a malformed epoch
+        # Valid JSON and schema, but a value the store cannot hold (seq or a count beyond 64 bits): undo this
         # message's partial changes and treat it as malformed rather than failing the whole batch forever.
         connection.execute("ROLLBACK TO telemetry_message")
         connection.execute("RELEASE telemetry_message")
-        what = "a malformed attribute" if isinstance(error, ValueError) else "a number is too large to store"
+        store.pending = pending
+        what = "a malformed attribute" if isinstance(error, ValueError) else "a value the store cannot hold"
         return _refuse(store, message_id, message.device_id, f"{what}: {error}", received_at)
     connection.execute("RELEASE telemetry_message")
     return outcome
@@ -170,6 +174,10 @@ def trust(store: FleetStore, device_id: str, *, verified: bool, received_at: flo
         return None if verified else (f"{FORGED_PREFIX}device {device_id[:64]} signs its telemetry; an unsigned or "
                                       "unverifiable message naming it is refused")
     if verified:
+        row = connection.execute("SELECT model_name, model_version, messages, duplicates, lost FROM devices "
+                                 "WHERE device_id = ?", (device_id,)).fetchone()
+        if row is not None:
+            store.pending.device_removed(version_key(row[0], row[1]), *row[2:])
         for table in ("seq_gaps", "device_epochs", "devices"):
             connection.execute(f"DELETE FROM {table} WHERE device_id = ?", (device_id,))
         for table in ("events", "latency_samples"):  # kept, below the signed seq line (never in its way)
@@ -223,7 +231,7 @@ def record_malformed(store: FleetStore, message_id: str, device_id: str | None, 
     """Counts one delivery of a malformed message (distinct message ids are the malformed count)."""
     store.connection.execute(
         "INSERT INTO malformed (message_id, device_id, error, deliveries, first_received, last_received) "
-        "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (message_id) DO UPDATE SET deliveries = deliveries + 1, "
+        "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (message_id) DO UPDATE SET deliveries = malformed.deliveries + 1, "
         "last_received = excluded.last_received",
         (message_id, device_id, reason, received_at, received_at))
 
@@ -240,10 +248,16 @@ def apply(store: FleetStore, message: TelemetryMessage, *, received_at: float | 
     connection = store.connection
     when = to_epoch(message.time) if received_at is None else received_at
     received = when
-    row = connection.execute("SELECT max_seq FROM devices WHERE device_id = ?", (message.device_id,)).fetchone()
+    lock_devices(store, [message.device_id])
+    row = connection.execute("SELECT max_seq, model_name, model_version FROM devices WHERE device_id = ?",
+                             (message.device_id,)).fetchone()
     lost = 0
+    new_key = version_key(message.model.name if message.model else None,
+                          message.model.version if message.model else None)
     if row is None:
-        _insert_device(connection, message, when, received)
+        insert_device(connection, message, when, received)
+        store.pending.device_added(new_key)
+        store.pending.count(messages=1)
         if message.seq > 1:
             connection.execute("INSERT INTO seq_gaps (device_id, first_seq, last_seq, counted) VALUES (?, 1, ?, 0)",
                                (message.device_id, message.seq - 1))
@@ -253,18 +267,22 @@ def apply(store: FleetStore, message: TelemetryMessage, *, received_at: float | 
         if lost:
             connection.execute("INSERT INTO seq_gaps (device_id, first_seq, last_seq, counted) VALUES (?, ?, ?, 1)",
                                (message.device_id, row[0] + 1, message.seq - 1))
-        _update_snapshot(connection, message, when, received, lost)
+        update_snapshot(connection, message, when, received, lost)
+        store.pending.device_moved(version_key(row[1], row[2]), new_key)
+        store.pending.count(messages=1, lost=lost)
         status = Status.APPLIED
     elif (filled := _fill_gap(connection, message.device_id, message.seq)) is not None:
         lost = -filled
         connection.execute(
-            "UPDATE devices SET messages = messages + 1, last_seen = MAX(last_seen, ?), "
-            "first_seen = MIN(first_seen, ?), last_received = MAX(last_received, ?) WHERE device_id = ?",
+            "UPDATE devices SET messages = messages + 1, last_seen = GREATEST(last_seen, ?), "
+            "first_seen = LEAST(first_seen, ?), last_received = GREATEST(last_received, ?) WHERE device_id = ?",
             (when, when, received, message.device_id))
+        store.pending.count(messages=1, lost=lost)
         status = Status.LATE
     else:
         connection.execute("UPDATE devices SET duplicates = duplicates + 1 WHERE device_id = ?",
                            (message.device_id,))
+        store.pending.count(duplicates=1)
         return Outcome(Status.DUPLICATE, device_id=message.device_id, seq=message.seq)
     _record_facts(store, message, when)
     return Outcome(status, device_id=message.device_id, seq=message.seq, lost=lost,
@@ -283,7 +301,7 @@ def transition_from(kind: str, detail: str, from_version: str | None = None) -> 
     return match.group(1) if match else None
 
 
-def _fill_gap(connection: sqlite3.Connection, device_id: str, seq: int) -> int | None:
+def _fill_gap(connection: Any, device_id: str, seq: int) -> int | None:
     """Removes `seq` from the gap holding it: 1 if that gap counted as lost, 0 if not, None when no gap
     holds it (a duplicate)."""
     gap = connection.execute(
@@ -302,43 +320,6 @@ def _fill_gap(connection: sqlite3.Connection, device_id: str, seq: int) -> int |
     return counted
 
 
-def _snapshot_values(message: TelemetryMessage) -> dict[str, object]:
-    model, health, inference = message.model, message.health, message.inference
-    values: dict[str, object] = {
-        "model_name": model.name if model else None,
-        "model_version": model.version if model else None,
-        "model_variant": model.variant if model else None,
-        "backend": model.backend if model else None,
-        "cpu_temp_c": health.cpu_temp_c, "uptime_s": health.uptime_s, "mem_total_mb": health.mem_total_mb,
-        "mem_available_mb": health.mem_available_mb, "load_1m": health.load_1m,
-        "tpu_present": int(health.tpu_present), "spool_depth": health.spool_depth,
-        "spool_dropped": health.spool_dropped,
-    }
-    if inference is not None:
-        values["fps"] = inference.fps
-    return values
-
-
-def _insert_device(connection: sqlite3.Connection, message: TelemetryMessage, when: float,
-                   received: float) -> None:
-    values = _snapshot_values(message)
-    values.update(device_id=message.device_id, first_seen=when, last_seen=when, last_received=received,
-                  max_seq=message.seq, messages=1)
-    columns = ", ".join(values)
-    marks = ", ".join("?" for _ in values)
-    connection.execute(f"INSERT INTO devices ({columns}) VALUES ({marks})", tuple(values.values()))
-
-
-def _update_snapshot(connection: sqlite3.Connection, message: TelemetryMessage, when: float, received: float,
-                     lost: int) -> None:
-    values = _snapshot_values(message)
-    assignments = ", ".join(f"{column} = ?" for column in values)
-    connection.execute(
-        f"UPDATE devices SET {assignments}, max_seq = ?, messages = messages + 1, lost = lost + ?, "
-        "last_seen = MAX(last_seen, ?), last_received = MAX(last_received, ?) WHERE device_id = ?",
-        (*values.values(), message.seq, lost, when, received, message.device_id))
-
-
 def _record_facts(store: FleetStore, message: TelemetryMessage, when: float) -> None:
     """Counts, latency sample, event and version history of a message applied for the first time."""
     connection = store.connection
@@ -350,9 +331,11 @@ def _record_facts(store: FleetStore, message: TelemetryMessage, when: float) -> 
             "INSERT INTO version_history (device_id, model_name, model_version, variant, backend, first_seen, "
             "last_seen, first_seq, last_seq, messages) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) "
             "ON CONFLICT (device_id, model_name, model_version, variant, backend) DO UPDATE SET "
-            "first_seen = MIN(first_seen, excluded.first_seen), last_seen = MAX(last_seen, excluded.last_seen), "
-            "first_seq = MIN(first_seq, excluded.first_seq), last_seq = MAX(last_seq, excluded.last_seq), "
-            "messages = messages + 1",
+            "first_seen = LEAST(version_history.first_seen, excluded.first_seen), "
+            "last_seen = GREATEST(version_history.last_seen, excluded.last_seen), "
+            "first_seq = LEAST(version_history.first_seq, excluded.first_seq), "
+            "last_seq = GREATEST(version_history.last_seq, excluded.last_seq), "
+            "messages = version_history.messages + 1",
             (device_id, model.name, model.version, model.variant, model.backend, when, when, message.seq,
              message.seq))
         store.dirty_windows.add((device_id, model.name, model.version))
@@ -362,15 +345,15 @@ def _record_facts(store: FleetStore, message: TelemetryMessage, when: float) -> 
             "INSERT INTO version_counts (device_id, model_name, model_version, bucket_start, inferences, errors, "
             "messages) VALUES (?, ?, ?, ?, ?, ?, 1) "
             "ON CONFLICT (model_name, model_version, device_id, bucket_start) DO UPDATE SET "
-            "inferences = inferences + excluded.inferences, errors = errors + excluded.errors, "
-            "messages = messages + 1",
+            "inferences = version_counts.inferences + excluded.inferences, "
+            "errors = version_counts.errors + excluded.errors, messages = version_counts.messages + 1",
             (device_id, model.name, model.version, bucket, inference.count, inference.errors))
         if inference.dist is not None:
             add_distributions(connection, device_id, model.name, model.version, bucket, inference.dist)
         if inference.count or inference.errors:
             connection.execute(
-                "INSERT OR IGNORE INTO latency_samples (device_id, model_name, model_version, seq, time, "
-                "p50_ms, p95_ms, count, errors) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO latency_samples (device_id, model_name, model_version, seq, time, "
+                "p50_ms, p95_ms, count, errors) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (device_id, model.name, model.version, message.seq, when, inference.latency_ms_p50,
                  inference.latency_ms_p95, inference.count, inference.errors))
     if event is not None:
@@ -378,8 +361,8 @@ def _record_facts(store: FleetStore, message: TelemetryMessage, when: float) -> 
         # by a rollback), else the one running when it happened.
         version = event.model_version or (model.version if model else None)
         connection.execute(
-            "INSERT OR IGNORE INTO events (device_id, seq, time, kind, detail, model_name, model_version, "
-            "from_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (device_id, seq, time, kind, detail, model_name, model_version, "
+            "from_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (device_id, message.seq, when, event.kind, event.detail, model.name if model else None, version,
              transition_from(event.kind, event.detail, event.from_version)))
         if event.kind in FAILURE_EVENTS or event.kind in RECOVERY_EVENTS:
@@ -387,19 +370,3 @@ def _record_facts(store: FleetStore, message: TelemetryMessage, when: float) -> 
                 "UPDATE devices SET state_event_kind = ?, state_event_time = ?, state_event_seq = ? "
                 "WHERE device_id = ? AND (state_event_seq IS NULL OR state_event_seq < ?)",
                 (event.kind, when, message.seq, device_id, message.seq))
-
-
-def add_distributions(connection: sqlite3.Connection, device_id: str, model: str, version: str,
-                      bucket_start: float, dist: Distributions) -> None:
-    """Adds one summary's distributions to its (device, version, time bucket) inside the open transaction."""
-    rows = [("latency", item.i, item.n) for item in dist.latency]
-    rows += [("score", item.i, item.n) for item in dist.score]
-    rows += [("detections", item.i, item.n) for item in dist.detections]
-    rows += [("class", item.id, item.n) for item in dist.classes]
-    if dist.class_other:
-        rows.append(("class", -1, dist.class_other))
-    connection.executemany(
-        "INSERT INTO dist_counts (device_id, model_name, model_version, bucket_start, metric, key, n) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (model_name, model_version, device_id, bucket_start, metric, key) "
-        "DO UPDATE SET n = n + excluded.n",
-        [(device_id, model, version, bucket_start, metric, key, n) for metric, key, n in rows if n > 0])

@@ -140,5 +140,5 @@ def fleet_overview(store: FleetStore, status: FleetStatus, model: str, now: date
                                   latency=_dense(window.dist.latency_counts(), LATENCY_BUCKETS),
                                   score=_dense(window.dist.score_counts(), SCORE_BUCKETS)))
     return FleetOverview(model=model, generated_at=now, since=from_epoch(start), slot_s=slot,
-                         devices=len(status.devices), healthy=status.count("healthy"), stale=status.count("stale"),
+                         devices=status.total, healthy=status.count("healthy"), stale=status.count("stale"),
                          failing=status.count("failing"), timeline=timeline, versions=tuple(stats))

@@ -7,14 +7,13 @@ transaction, so a result is consistent even while the monitor writes.
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from edgefleet.monitor.aggregates import Cutoffs, StatusFilter, fleet_counters, version_status_counts, where
 from edgefleet.monitor.config import StatusRules
 from edgefleet.monitor.errors import FleetStateError
 from edgefleet.monitor.ingest import FAILURE_EVENTS
@@ -83,7 +82,12 @@ class IngestCounters(_Result):
 
 
 class FleetStatus(_Result):
-    """The fleet at `now`: every device, the version distribution and the devices gone silent."""
+    """The fleet at `now`: one page of its devices (all of them unless paged), the version distribution and
+    totals of every device the filters select, and the devices gone silent.
+
+    `total` and `count()` cover every selected device, not only the page; `next_after` is the `after` of the
+    next page (None: this was the last).
+    """
 
     now: datetime
     stale_after_s: float
@@ -92,10 +96,13 @@ class FleetStatus(_Result):
     versions: tuple[VersionCount, ...]
     silent: tuple[DeviceStatus, ...]
     counters: IngestCounters
+    total: int = 0
+    totals: dict[str, int] = {}
+    next_after: str | None = None
 
     def count(self, status: DeviceState) -> int:
-        """Devices in `status`."""
-        return sum(1 for device in self.devices if device.status == status)
+        """Devices in `status` among every selected device (not only this page)."""
+        return self.totals.get(status, 0)
 
 
 class VersionHistoryEntry(_Result):
@@ -162,7 +169,7 @@ _DEVICE_COLUMNS = (
     "last_received")
 
 
-def _device_status(row: sqlite3.Row | tuple, now_epoch: float, rules: StatusRules,
+def _device_status(row: tuple, now_epoch: float, rules: StatusRules,
                    stale_after_s: float) -> DeviceStatus:
     (device_id, model_name, model_version, model_variant, backend, last_seen, p50, p95, fps, window_inferences,
      window_errors, cpu_temp_c, mem_total_mb, mem_available_mb, load_1m, uptime_s, tpu_present, spool_depth,
@@ -184,10 +191,8 @@ def _device_status(row: sqlite3.Row | tuple, now_epoch: float, rules: StatusRule
         last_state_event_time=from_epoch(state_event_time))
 
 
-def _counters(connection: sqlite3.Connection) -> IngestCounters:
-    devices, messages, duplicates, lost = connection.execute(
-        "SELECT COUNT(*), COALESCE(SUM(messages), 0), COALESCE(SUM(duplicates), 0), COALESCE(SUM(lost), 0) "
-        "FROM devices").fetchone()
+def _counters(connection: Any) -> IngestCounters:
+    devices, messages, duplicates, lost = fleet_counters(connection)
     malformed, deliveries = connection.execute(
         "SELECT COUNT(*), COALESCE(SUM(deliveries), 0) FROM malformed").fetchone()
     return IngestCounters(devices=devices, messages=messages, duplicates=duplicates, lost=lost,
@@ -201,8 +206,12 @@ def ingest_counters(store: FleetStore) -> IngestCounters:
 
 
 def fleet_status(store: FleetStore, stale_after_s: float, now: datetime, *, silent_after_s: float | None = None,
-                 rules: StatusRules | None = None) -> FleetStatus:
-    """Every device's status at `now`, the version distribution and the silent devices.
+                 rules: StatusRules | None = None, selection: StatusFilter | None = None, limit: int | None = None,
+                 after: str | None = None) -> FleetStatus:
+    """The fleet's status at `now`: a page of devices, the version distribution and the silent devices.
+
+    Counts come from the aggregates kept on ingest and from indexed ranges (`aggregates`), never from a scan
+    of the fleet; only the page (and the silent list, capped at `limit`) is read row by row.
 
     Args:
         store: the fleet state.
@@ -210,26 +219,50 @@ def fleet_status(store: FleetStore, stale_after_s: float, now: datetime, *, sile
         now: the reference time (aware, or naive UTC).
         silent_after_s: a device without a message for longer is listed as silent; default from `rules`.
         rules: failing thresholds; default `StatusRules()`.
+        selection: only devices of this version, status and tag (default: all).
+        limit: devices per page (None: every selected device).
+        after: the page starts after this device id (the previous page's `next_after`).
     """
     rules = rules or StatusRules()
+    selection = selection or StatusFilter()
     silent_after_s = rules.silent_after_s if silent_after_s is None else silent_after_s
     now_epoch = to_epoch(now)
+    cutoffs = Cutoffs(stale_before=now_epoch - stale_after_s, event_since=now_epoch - rules.failing_event_window_s,
+                      error_ratio=rules.failing_error_ratio)
+    condition, params = where(selection, cutoffs)
+    page_sql = f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE {condition}"
+    if after is not None:
+        page_sql += " AND device_id > ?"
+        params += (after,)
+    page_sql += " ORDER BY device_id" + ("" if limit is None else " LIMIT ?")
+    silent_condition, silent_params = where(StatusFilter(selection.version, None, selection.tag), cutoffs)
+    silent_sql = (f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE {silent_condition} AND last_received < ? "
+                  "ORDER BY last_received, device_id" + ("" if limit is None else " LIMIT ?"))
     with read_snapshot(store) as connection:
-        rows = connection.execute(f"SELECT {_DEVICE_COLUMNS} FROM devices ORDER BY device_id").fetchall()
+        rows = connection.execute(page_sql, params + (() if limit is None else (limit + 1,))).fetchall()
+        silent_rows = connection.execute(silent_sql, silent_params + (now_epoch - silent_after_s,) + (
+            () if limit is None else (limit,))).fetchall()
+        by_version = version_status_counts(connection, selection, cutoffs)
         counters = _counters(connection)
+    more = limit is not None and len(rows) > limit
+    rows = rows[:limit] if more else rows
     devices = tuple(_device_status(row, now_epoch, rules, stale_after_s) for row in rows)
-    by_version: dict[tuple[str | None, str | None], dict[str, int]] = defaultdict(
-        lambda: {"healthy": 0, "stale": 0, "failing": 0})
-    for device in devices:
-        by_version[(device.model_name, device.model_version)][device.status] += 1
+    silent = tuple(device for device in (_device_status(row, now_epoch, rules, stale_after_s) for row in silent_rows)
+                   if device.age_s > silent_after_s)
     versions = tuple(
-        VersionCount(model_name=name, model_version=version, devices=sum(counts.values()), **counts)
-        for (name, version), counts in sorted(by_version.items(), key=lambda item: (-sum(item[1].values()),
-                                                                                     str(item[0]))))
-    silent = tuple(sorted((device for device in devices if device.age_s > silent_after_s),
-                          key=lambda device: -device.age_s))
+        VersionCount(model_name=name or None, model_version=version or None, devices=sum(counts.values()), **counts)
+        for (name, version), counts in sorted(by_version.items(), key=_busiest_first) if sum(counts.values()))
+    totals = {status: sum(entry.model_dump()[status] for entry in versions) for status in ("healthy", "stale",
+                                                                                           "failing")}
+    total = totals[selection.status] if selection.status else sum(totals.values())
     return FleetStatus(now=from_epoch(now_epoch), stale_after_s=stale_after_s, silent_after_s=silent_after_s,
-                       devices=devices, versions=versions, silent=silent, counters=counters)
+                       devices=devices, versions=versions, silent=silent, counters=counters, total=total,
+                       totals=totals, next_after=devices[-1].device_id if more and devices else None)
+
+
+def _busiest_first(item: tuple[tuple[str, str], dict[str, int]]) -> tuple[int, str]:
+    (name, version), counts = item
+    return -sum(counts.values()), str((name or None, version or None))
 
 
 def device_status(store: FleetStore, device_id: str, stale_after_s: float, now: datetime, *,
@@ -254,7 +287,7 @@ def device_statuses(store: FleetStore, device_ids: Iterable[str], stale_after_s:
     return tuple(_device_status(row, now_epoch, rules or StatusRules(), stale_after_s) for row in rows)
 
 
-def _unknown_device(connection: sqlite3.Connection, device_id: str) -> FleetStateError:
+def _unknown_device(connection: Any, device_id: str) -> FleetStateError:
     known = connection.execute("SELECT COUNT(*) FROM devices").fetchone()[0]
     return FleetStateError(f"device {device_id!r} has never reported to this monitor ({known} devices known)",
                            "check the id with `edgefleet fleet status`, or whether the device publishes "
@@ -287,5 +320,6 @@ def device_history(store: FleetStore, device_id: str, stale_after_s: float, now:
                        model_version=version)
             for seq, time, kind, detail, name, version in connection.execute(
                 "SELECT seq, time, kind, detail, model_name, model_version FROM events WHERE device_id = ? "
-                "ORDER BY seq DESC LIMIT ?", (device_id, -1 if event_limit is None else event_limit)))
+                "ORDER BY seq DESC" + ("" if event_limit is None else " LIMIT ?"),
+                (device_id,) if event_limit is None else (device_id, event_limit)))
     return DeviceHistory(status=status, versions=versions, events=events)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -44,6 +43,7 @@ from edgefleet.monitor.identity import FORGED_PREFIX, TelemetryVerifier
 from edgefleet.monitor.ingest import Outcome, Status
 from edgefleet.monitor.query import device_statuses
 from edgefleet.monitor.store import FleetStore, from_epoch, open_fleet_store
+from edgefleet.monitor.store_engine import transient_store_errors
 from edgefleet.monitor.windows import prune
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,9 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     google_exceptions.GatewayTimeout,
     google_exceptions.Unknown,
     google_exceptions.RetryError,
-    sqlite3.OperationalError,  # locked / busy / disk momentarily full: the batch was rolled back and nacked
+    # SQLite locked / busy / disk momentarily full, PostgreSQL connection lost or deadlock: the batch was
+    # rolled back and nacked
+    *transient_store_errors(),
 )
 
 

@@ -1,7 +1,9 @@
-"""The fleet state: one SQLite file the monitor writes and `fleet status` / the rollout gate read.
+"""The fleet state the monitor writes and `fleet status` / the rollout gate read: the store interface.
 
-Times are stored as UTC epoch seconds (REAL). The store runs in WAL mode so readers (the CLI, the
-rollout) never block the monitor's writer. Writes are batched: `apply` (in `ingest`) changes rows inside
+Two engines behind one interface, chosen by the store URL (`MonitorConfig.store_url`): an SQLite file
+(`store_sqlite`, the embedded default) or a PostgreSQL database (`store_postgres`: several monitor processes
+on one subscription at once). The SQL is one text for both (`store_schema` holds the tables). Times are
+stored as UTC epoch seconds. Writes are batched: `apply` (in `ingest`) changes rows inside
 the open transaction and `commit(store)` refreshes the latency windows it touched, then commits once.
 
 Tables:
@@ -19,6 +21,7 @@ Tables:
 - malformed: messages that failed validation, by Pub/Sub message id, with delivery attempts.
 - device_epochs: the spool epochs of each device and where their seqs start on its one seq line.
 - verified_devices: devices heard signed (by their own key) at least once: never again accepted unsigned.
+- version_totals, fleet_counters, device_tags: the aggregates `fleet status` reads (`aggregates`).
 
 Every time kept (first/last seen, buckets, samples, events) is the monitor's receive time, never the device's.
 """
@@ -26,91 +29,27 @@ Every time kept (first/last seen, buckets, samples, events) is the monitor's rec
 from __future__ import annotations
 
 import logging
-import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from edgefleet.monitor.aggregates import Deltas, flush
 from edgefleet.monitor.errors import FleetStateError
 from edgefleet.monitor.stats import LatencySample, window_stats
+from edgefleet.monitor.store_engine import Engine, StoreLocation, parse_store_url
+from edgefleet.monitor.store_schema import FILL_AGGREGATES, READABLE_SCHEMAS, SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from edgefleet.monitor.config import MonitorConfig
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
-READABLE_SCHEMAS = (1, 2)  # a schema 1 file is upgraded in place by the writer (the new table is additive)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS devices (
-    device_id TEXT PRIMARY KEY,
-    first_seen REAL NOT NULL,
-    last_seen REAL NOT NULL,
-    last_received REAL NOT NULL,
-    max_seq INTEGER NOT NULL,
-    messages INTEGER NOT NULL DEFAULT 0,
-    duplicates INTEGER NOT NULL DEFAULT 0,
-    lost INTEGER NOT NULL DEFAULT 0,
-    model_name TEXT, model_version TEXT, model_variant TEXT, backend TEXT,
-    fps REAL,
-    cpu_temp_c REAL, uptime_s REAL, mem_total_mb REAL, mem_available_mb REAL, load_1m REAL,
-    tpu_present INTEGER, spool_depth INTEGER, spool_dropped INTEGER,
-    latency_p50_ms REAL, latency_p95_ms REAL, window_inferences INTEGER, window_errors INTEGER,
-    state_event_kind TEXT, state_event_time REAL, state_event_seq INTEGER
-);
-CREATE TABLE IF NOT EXISTS seq_gaps (
-    device_id TEXT NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
-    counted INTEGER NOT NULL,
-    PRIMARY KEY (device_id, first_seq)
-);
-CREATE TABLE IF NOT EXISTS latency_samples (
-    device_id TEXT NOT NULL, model_name TEXT NOT NULL, model_version TEXT NOT NULL, seq INTEGER NOT NULL,
-    time REAL NOT NULL, p50_ms REAL NOT NULL, p95_ms REAL NOT NULL, count INTEGER NOT NULL,
-    errors INTEGER NOT NULL,
-    PRIMARY KEY (device_id, model_name, model_version, seq)
-);
-CREATE TABLE IF NOT EXISTS version_counts (
-    device_id TEXT NOT NULL, model_name TEXT NOT NULL, model_version TEXT NOT NULL,
-    bucket_start REAL NOT NULL, inferences INTEGER NOT NULL, errors INTEGER NOT NULL,
-    messages INTEGER NOT NULL,
-    PRIMARY KEY (model_name, model_version, device_id, bucket_start)
-);
-CREATE TABLE IF NOT EXISTS dist_counts (
-    device_id TEXT NOT NULL, model_name TEXT NOT NULL, model_version TEXT NOT NULL,
-    bucket_start REAL NOT NULL, metric TEXT NOT NULL, key INTEGER NOT NULL, n INTEGER NOT NULL,
-    PRIMARY KEY (model_name, model_version, device_id, bucket_start, metric, key)
-);
-CREATE TABLE IF NOT EXISTS events (
-    device_id TEXT NOT NULL, seq INTEGER NOT NULL, time REAL NOT NULL, kind TEXT NOT NULL,
-    detail TEXT NOT NULL, model_name TEXT, model_version TEXT, from_version TEXT,
-    PRIMARY KEY (device_id, seq)
-);
-CREATE INDEX IF NOT EXISTS events_by_version ON events (model_version, kind, time);
-CREATE INDEX IF NOT EXISTS events_by_from_version ON events (from_version, kind, time);
-CREATE TABLE IF NOT EXISTS version_history (
-    device_id TEXT NOT NULL, model_name TEXT NOT NULL, model_version TEXT NOT NULL,
-    variant TEXT NOT NULL, backend TEXT NOT NULL,
-    first_seen REAL NOT NULL, last_seen REAL NOT NULL, first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL,
-    messages INTEGER NOT NULL,
-    PRIMARY KEY (device_id, model_name, model_version, variant, backend)
-);
-CREATE TABLE IF NOT EXISTS malformed (
-    message_id TEXT PRIMARY KEY, device_id TEXT, error TEXT NOT NULL, deliveries INTEGER NOT NULL,
-    first_received REAL NOT NULL, last_received REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS verified_devices (
-    device_id TEXT PRIMARY KEY, first_verified REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS device_epochs (
-    device_id TEXT NOT NULL, epoch INTEGER NOT NULL, base INTEGER NOT NULL,
-    PRIMARY KEY (device_id, epoch)
-);
-"""
+_NOT_A_STATE_FIX = ("point --db / store_path / store.url at the state `edgefleet monitor` writes, or move this "
+                    "file away to start a new one")
+AGGREGATES_SINCE = 3  # the schema that added the aggregates: older states are filled once on upgrade
 
 
 @dataclass
@@ -118,17 +57,27 @@ class FleetStore:
     """An open fleet state store. Use one per thread; `open_store` makes one.
 
     Attributes:
-        connection: the SQLite connection (autocommit off: a transaction is open between commits).
-        path: the database file.
+        connection: the engine's connection (a transaction is open between commits): sqlite3's, or
+            `store_postgres.PgConnection` with the same execute/executemany/commit/rollback surface.
+        engine: what differs between the engines (`store_engine.Engine`).
+        location: the SQLite file or the PostgreSQL URL.
         latency_window: latency samples kept per (device, model version).
         count_bucket_s: width of the version_counts time buckets.
     """
 
-    connection: sqlite3.Connection
-    path: Path
+    connection: Any
+    engine: Engine
+    location: StoreLocation
     latency_window: int
     count_bucket_s: float
     dirty_windows: set[tuple[str, str, str]] = field(default_factory=set, repr=False)
+    pending: Deltas = field(default_factory=Deltas, repr=False)
+    locked: set[str] = field(default_factory=set, repr=False)
+
+    @property
+    def path(self) -> Path | str:
+        """The SQLite file, or the PostgreSQL URL without its password (for messages)."""
+        return self.location.path or self.location.display
 
     def close(self) -> None:
         """Closes the connection, rolling back anything not committed."""
@@ -153,19 +102,27 @@ def from_epoch(seconds: float | None) -> datetime | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
 
 
-def open_store(path: Path, *, latency_window: int, count_bucket_s: float, create: bool = True) -> FleetStore:
-    """Opens (and when `create`, creates) the fleet state at `path`.
+def location_of(where: Path | str) -> StoreLocation:
+    """A store URL (`sqlite:///...`, `postgresql://...`) or a plain SQLite file path."""
+    if isinstance(where, str) and "://" in where:
+        return parse_store_url(where)
+    return StoreLocation("sqlite", path=Path(where).expanduser())
 
-    Args:
-        path: the SQLite file; its directory is created when `create`.
-        latency_window: latency samples kept per (device, model version).
-        count_bucket_s: time resolution of the per-version counts.
-        create: False for readers: a missing file is then an error instead of a new empty fleet.
 
-    Raises:
-        FleetStateError: the file is missing (and not `create`), not a fleet state, or of a newer schema.
-    """
-    path = Path(path).expanduser()
+def _connect(location: StoreLocation, create: bool) -> tuple[Any, Engine, Any]:
+    """(connection, engine, schema creator) of `location`."""
+    if location.engine == "postgresql":
+        try:
+            from edgefleet.monitor import store_postgres
+        except ImportError as error:
+            raise FleetStateError(f"the fleet state at {location.display} is PostgreSQL, and its driver "
+                                  f"(psycopg) is not installed", "install edgefleet[pipeline] (it brings "
+                                  "psycopg[binary]), or use an sqlite:/// store URL") from error
+        connection = store_postgres.PgConnection(location.url or "")
+        return connection, store_postgres.ENGINE, store_postgres.create_schema
+    from edgefleet.monitor import store_sqlite
+
+    path = location.path
     if not create and not path.is_file():
         raise FleetStateError(f"no fleet state at {path}",
                               "run `edgefleet monitor` (it creates the file) or pass --db / store_path of the "
@@ -173,64 +130,131 @@ def open_store(path: Path, *, latency_window: int, count_bucket_s: float, create
     if create:
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        connection = sqlite3.connect(path, isolation_level="DEFERRED", check_same_thread=True)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=FULL")
-        connection.execute("PRAGMA busy_timeout=10000")
-        if create:
-            connection.executescript(_SCHEMA)
-            connection.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                               (str(SCHEMA_VERSION),))
-            connection.execute("UPDATE meta SET value = ? WHERE key = 'schema_version' AND value IN (?)",
-                               (str(SCHEMA_VERSION), *(str(v) for v in READABLE_SCHEMAS[:-1])))
-            connection.commit()
-        row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    except sqlite3.DatabaseError as error:
-        raise FleetStateError(f"{path} is not a readable fleet state ({error})",
-                              "point --db / store_path at the file `edgefleet monitor` writes, or move this "
-                              "file away to start a new one") from error
-    if row is None or int(row[0]) not in READABLE_SCHEMAS:
+        connection = store_sqlite.connect(path)
+    except store_sqlite.ENGINE.errors as error:
+        raise FleetStateError(f"{path} is not a readable fleet state ({error})", _NOT_A_STATE_FIX) from error
+    return connection, store_sqlite.ENGINE, store_sqlite.create_schema
+
+
+def _schema_version(connection: Any) -> int | None:
+    row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return None if row is None else int(row[0])
+
+
+def _prepare(connection: Any, engine: Engine, create_schema: Any, create: bool) -> int | None:
+    """Creates or upgrades the schema (when `create`, or when an existing state is older); its version."""
+    found = _schema_version(connection) if engine.has_table(connection, "meta") else None
+    connection.rollback()
+    if found is None and not create:
+        return None
+    if found is not None and found not in READABLE_SCHEMAS:
+        return found
+    if create or (found is not None and found < SCHEMA_VERSION):
+        create_schema(connection)
+        connection.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT DO NOTHING",
+                           (str(SCHEMA_VERSION),))
+        if found is not None and found < AGGREGATES_SINCE:
+            for statement in FILL_AGGREGATES:
+                connection.execute(statement)
+        connection.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        connection.commit()
+        return SCHEMA_VERSION
+    return found
+
+
+def open_store(where: Path | str, *, latency_window: int, count_bucket_s: float, create: bool = True) -> FleetStore:
+    """Opens (and when `create`, creates) the fleet state at `where`.
+
+    Args:
+        where: an SQLite file (its directory is created when `create`), or a store URL (`sqlite:///...`,
+            `postgresql://...`).
+        latency_window: latency samples kept per (device, model version).
+        count_bucket_s: time resolution of the per-version counts.
+        create: False for readers: a missing state is then an error instead of a new empty fleet.
+
+    Raises:
+        FleetStateError: the state is missing (and not `create`), not a fleet state, of a newer schema, or
+            the database cannot be reached.
+    """
+    location = location_of(where)
+    connection, engine, create_schema = _connect_or_explain(location, create)
+    try:
+        version = _prepare(connection, engine, create_schema, create)
+    except engine.errors as error:
         connection.close()
-        found = "none" if row is None else row[0]
-        raise FleetStateError(f"{path} has fleet state schema {found}, this edgefleet reads {SCHEMA_VERSION}",
-                              "use the edgefleet version that wrote it, or move the file away to start anew")
-    return FleetStore(connection=connection, path=path, latency_window=latency_window,
+        raise FleetStateError(f"{location.display} is not a readable fleet state ({error})",
+                              _NOT_A_STATE_FIX) from error
+    if version is None or version not in READABLE_SCHEMAS:
+        connection.close()
+        found = "none" if version is None else version
+        raise FleetStateError(f"{location.display} has fleet state schema {found}, this edgefleet reads "
+                              f"{SCHEMA_VERSION}", "use the edgefleet version that wrote it, run `edgefleet "
+                              "monitor` once to create it, or move the file away to start anew")
+    return FleetStore(connection=connection, engine=engine, location=location, latency_window=latency_window,
                       count_bucket_s=count_bucket_s)
 
 
+def _connect_or_explain(location: StoreLocation, create: bool) -> tuple[Any, Engine, Any]:
+    try:
+        return _connect(location, create)
+    except FleetStateError:
+        raise
+    except Exception as error:  # noqa: BLE001 - the driver's own error (server down, bad credentials, bad file)
+        raise FleetStateError(f"cannot open the fleet state at {location.display}: {error}",
+                              "check that the database is up and the URL's user, host, port and database "
+                              "name are right (or the file is a fleet state)") from error
+
+
 @contextmanager
-def read_snapshot(store: FleetStore) -> Iterator[sqlite3.Connection]:
+def read_snapshot(store: FleetStore) -> Iterator[Any]:
     """One consistent read transaction (several SELECTs see the same state even while the monitor writes)."""
     connection = store.connection
     if connection.in_transaction:
-        # The writer reading its own uncommitted batch: already one consistent view.
+        # The writer reading its own uncommitted batch: already one consistent view (aggregates included).
+        flush(connection, store.pending)
         yield connection
         return
-    connection.execute("BEGIN")
+    store.engine.begin_read(connection)
     try:
         yield connection
     finally:
-        connection.execute("COMMIT")
+        connection.commit()
 
 
 def commit(store: FleetStore) -> None:
-    """Trims and refreshes the latency windows touched since the last commit, then commits the transaction."""
+    """Trims and refreshes the latency windows touched since the last commit, writes the aggregates' changes,
+    then commits the transaction."""
     connection = store.connection
     for device_id, model, version in store.dirty_windows:
         _trim_window(connection, device_id, model, version, store.latency_window)
     for device_id in {device_id for device_id, _, _ in store.dirty_windows}:
         refresh_device_window(connection, device_id)
+    flush(connection, store.pending)
     connection.commit()
     store.dirty_windows.clear()
+    store.locked.clear()
 
 
 def rollback(store: FleetStore) -> None:
     """Abandons everything since the last commit."""
     store.connection.rollback()
     store.dirty_windows.clear()
+    store.pending.clear()
+    store.locked.clear()
 
 
-def _trim_window(connection: sqlite3.Connection, device_id: str, model: str, version: str, window: int) -> None:
+def lock_devices(store: FleetStore, device_ids: Iterable[str]) -> None:
+    """Opens the write transaction and locks `device_ids` until it ends (those not locked yet, sorted)."""
+    if not store.connection.in_transaction:
+        store.locked.clear()  # the last transaction ended without `commit`/`rollback` of the store
+    store.engine.begin_write(store.connection)
+    wanted = sorted(set(device_ids) - store.locked)
+    if wanted:
+        store.engine.lock_devices(store.connection, wanted)
+        store.locked.update(wanted)
+
+
+def _trim_window(connection: Any, device_id: str, model: str, version: str, window: int) -> None:
     # The window is by seq, so a late (out-of-order) sample lands in its place and the oldest goes.
     key = (device_id, model, version)
     cutoff = connection.execute(
@@ -241,7 +265,7 @@ def _trim_window(connection: sqlite3.Connection, device_id: str, model: str, ver
                            "AND model_version = ? AND seq <= ?", (*key, cutoff[0]))
 
 
-def window_samples(connection: sqlite3.Connection, device_id: str, model: str, version: str,
+def window_samples(connection: Any, device_id: str, model: str, version: str,
                    since: float | None = None) -> list[LatencySample]:
     """The latency samples kept for (device, model, version), optionally only those at or after `since`."""
     query = ("SELECT p50_ms, p95_ms, count, errors FROM latency_samples "
@@ -253,21 +277,22 @@ def window_samples(connection: sqlite3.Connection, device_id: str, model: str, v
     return [LatencySample(*row) for row in connection.execute(query, params)]
 
 
-def refresh_device_window(connection: sqlite3.Connection, device_id: str) -> None:
-    """Recomputes the cached p50/p95 and window counts of the version the device runs now."""
+def refresh_device_window(connection: Any, device_id: str) -> None:
+    """Recomputes the cached p50/p95, window counts and error ratio of the version the device runs now."""
     row = connection.execute("SELECT model_name, model_version FROM devices WHERE device_id = ?",
                              (device_id,)).fetchone()
     if row is None:
         return
     model, version = row
     stats = window_stats(window_samples(connection, device_id, model, version) if version else [])
+    ratio = stats.error_ratio if (stats.inferences or stats.errors) else None
     connection.execute(
-        "UPDATE devices SET latency_p50_ms = ?, latency_p95_ms = ?, window_inferences = ?, window_errors = ? "
-        "WHERE device_id = ?",
-        (stats.latency_p50_ms, stats.latency_p95_ms, stats.inferences, stats.errors, device_id))
+        "UPDATE devices SET latency_p50_ms = ?, latency_p95_ms = ?, window_inferences = ?, window_errors = ?, "
+        "error_ratio = ? WHERE device_id = ?",
+        (stats.latency_p50_ms, stats.latency_p95_ms, stats.inferences, stats.errors, ratio, device_id))
 
 
 def open_fleet_store(config: MonitorConfig, *, create: bool = True) -> FleetStore:
     """Opens the fleet state `config` names (readers pass create=False)."""
-    return open_store(config.store_path, latency_window=config.latency_window,
+    return open_store(config.store_location, latency_window=config.latency_window,
                       count_bucket_s=config.count_bucket_s, create=create)

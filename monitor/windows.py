@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from edgefleet.kernel.contracts.distributions import Distributions, build
 from edgefleet.monitor.health import failure_events
-from edgefleet.monitor.store import FleetStore, from_epoch, read_snapshot, to_epoch
+from edgefleet.monitor.store import FleetStore, commit, from_epoch, read_snapshot, to_epoch
 
 METRICS = ("latency", "score", "class", "detections")
 
@@ -90,7 +90,8 @@ _TIMED = (("version_counts", "bucket_start"), ("dist_counts", "bucket_start"), (
 
 
 def prune(store: FleetStore, before: float) -> dict[str, int]:
-    """Deletes what the monitor keeps by time from before epoch `before`, and commits; rows deleted per table.
+    """Deletes what the monitor keeps by time from before epoch `before`, refreshes the planner's statistics and
+    commits; rows deleted per table.
 
     Device rows, seq gaps and version history stay: they are per device, not per time.
     """
@@ -98,5 +99,6 @@ def prune(store: FleetStore, before: float) -> dict[str, int]:
     connection = store.connection
     for table, column in _TIMED:
         deleted[table] = connection.execute(f"DELETE FROM {table} WHERE {column} < ?", (before,)).rowcount
-    connection.commit()
+    store.engine.analyze(connection)  # the planner's statistics follow the fleet (`fleet status` plans by them)
+    commit(store)
     return deleted

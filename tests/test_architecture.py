@@ -154,6 +154,7 @@ ENTRY_POINTS = {
     "edgefleet.flows.monitor.overview": "prefect.yaml deployment fleet-overview",
     "edgefleet.infra.iam_conformance": "tests/infra (the IAM conformance test's recorder)",
     "edgefleet.infra.testing": "tests/infra (Pulumi mocks)",
+    "edgefleet.local.postgres": "tests/monitor and bench.status_bench (a throw-away PostgreSQL 15 server)",
 }
 
 

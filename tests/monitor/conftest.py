@@ -1,5 +1,6 @@
-"""Fixtures of the fleet monitor tests: a fresh fleet state, an emulator topic with a fleet-monitor
-subscription (dead-lettering after 5 attempts), and the monitor's config for it."""
+"""Fixtures of the fleet monitor tests: a fresh fleet state on each engine (an SQLite file; a database on a real
+PostgreSQL server started for the session), an emulator topic with a fleet-monitor subscription
+(dead-lettering after 5 attempts), and the monitor's config for it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from edgefleet.local.postgres import PostgresServer, postgres_server, unavailable_reason
 from edgefleet.monitor.config import MonitorConfig
 from edgefleet.monitor.store import FleetStore, open_store
 
@@ -17,14 +19,34 @@ from edgefleet.monitor.store import FleetStore, open_store
 sys.path.insert(0, str(Path(__file__).parent))
 from monitor_helpers import MAX_DELIVERY_ATTEMPTS, FleetKeys, TelemetryTopic  # noqa: E402
 
+ENGINES = ("sqlite", "postgresql")
+
 UNKNOWN_DEVICE_LOOKUP_S = 1e-9
 """A device without a key is looked up at each of its messages (the production default rate-limits it)."""
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of this test session (skipped, with the reason, where none can start)."""
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(params=ENGINES)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a fresh fleet state lives, once per engine: an sqlite:/// file or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'fleet.sqlite'}"
+    return request.getfixturevalue("postgres").new_database()
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[FleetStore]:
-    """A fresh fleet state with a 4-sample latency window and 60 s count buckets."""
-    with open_store(tmp_path / "fleet.sqlite", latency_window=4, count_bucket_s=60.0) as opened:
+def store(store_url: str) -> Iterator[FleetStore]:
+    """A fresh fleet state (on each engine) with a 4-sample latency window and 60 s count buckets."""
+    with open_store(store_url, latency_window=4, count_bucket_s=60.0) as opened:
         yield opened
 
 

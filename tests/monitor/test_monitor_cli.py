@@ -158,3 +158,39 @@ def test_load_monitor_config(tmp_path):
     config.write_text("- a list\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
         load_monitor_config(config)
+
+
+@pytest.fixture
+def fleet_url(store_url):
+    """The `fleet_db` fleet, on each engine (a store URL)."""
+    now = datetime.now(UTC)
+    with open_store(store_url, latency_window=8, count_bucket_s=60.0) as store:
+        for number, (errors, age_s) in enumerate([(0, 1), (9, 1), (0, 7200), (9, 2), (0, 3)], start=1):
+            apply(store, telemetry(f"cam-{number}", 1, at=now - timedelta(seconds=age_s), count=10, errors=errors),
+                  received_at=(now - timedelta(seconds=age_s)).timestamp())
+        commit(store)
+    return store_url
+
+
+def test_fleet_status_pages_and_filters_by_store_url(fleet_url):
+    def status(*options: str) -> dict:
+        result = runner.invoke(app, ["fleet", "status", "--json", "--store-url", fleet_url, *options])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    failing = status("--status", "failing", "--limit", "1")
+    assert [d["device_id"] for d in failing["devices"]] == ["cam-2"]
+    assert (failing["total"], failing["next_after"]) == (2, "cam-2")
+    assert [d["device_id"] for d in status("--status", "failing", "--after", "cam-2")["devices"]] == ["cam-4"]
+    tagged = runner.invoke(app, ["fleet", "tag", "cam-5", "--add", "lobby", "--store-url", fleet_url])
+    assert tagged.exit_code == 0 and "lobby" in tagged.output, tagged.output
+    assert [d["device_id"] for d in status("--tag", "lobby")["devices"]] == ["cam-5"]
+    assert status("--status", "stale")["total"] == 1
+    unknown = runner.invoke(app, ["fleet", "tag", "cam-99", "--add", "x", "--store-url", fleet_url])
+    assert unknown.exit_code != 0 and "never reported" in unknown.output
+
+
+def test_store_url_of_an_unknown_engine_is_refused_naming_the_fix(tmp_path):
+    result = runner.invoke(app, ["fleet", "status", "--store-url", "mysql://fleet@db/fleet"])
+    assert result.exit_code != 0
+    assert "mysql://" in text(result) and "postgresql://" in text(result)

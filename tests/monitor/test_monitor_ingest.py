@@ -15,11 +15,9 @@ from edgefleet.monitor.store import commit, open_store
 
 
 def device_row(store, device_id):
-    store.connection.row_factory = sqlite3.Row
-    try:
-        return dict(store.connection.execute("SELECT * FROM devices WHERE device_id = ?", (device_id,)).fetchone())
-    finally:
-        store.connection.row_factory = None
+    cursor = store.connection.execute("SELECT * FROM devices WHERE device_id = ?", (device_id,))
+    row = cursor.fetchone()
+    return None if row is None else dict(zip([column[0] for column in cursor.description], row, strict=True))
 
 
 def gaps(store, device_id):

@@ -1,0 +1,133 @@
+"""The PostgreSQL engine of the fleet state (psycopg 3): several monitor processes on one subscription.
+
+The store's SQL is written once, in the subset both engines share, with `?` placeholders; `translate` turns
+it into psycopg's (`%s`) and maps the one SQLite-only idiom left (`json_each(?)` over a JSON list of ids).
+
+Concurrency: write transactions run at READ COMMITTED and lock each device they change with a transaction
+advisory lock (`lock_devices`, sorted, so two monitors never wait on each other in a cycle). Every read
+that a dedupe decision rests on (max_seq, gaps, epochs) happens after the lock, so it sees the last commit
+of any other monitor: each (device, epoch, seq) is applied once and no update is lost. Counters shared by
+many devices are upserted as `x = x + delta` at commit (`aggregates`), which PostgreSQL applies atomically.
+Readers use REPEATABLE READ, READ ONLY: several SELECTs see one snapshot.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg.adapt import Loader
+from psycopg.pq import TransactionStatus
+
+from edgefleet.monitor.store_engine import Engine
+from edgefleet.monitor.store_schema import ADDED_COLUMNS, INDEXES, TABLES, postgres_ddl, statements
+
+SCHEMA_LOCK_KEY = 0x6564676566  # pg_advisory_xact_lock key serialising schema creation ("edgef")
+CONNECT_TIMEOUT_S = 10
+_JSON_IDS = re.compile(r"json_each\(%s\)")
+
+
+class _NumberLoader(Loader):
+    """NUMERIC (what SUM of a BIGINT returns) as an int when whole, else a float, as SQLite returns them."""
+
+    def load(self, data: Any) -> int | float:
+        value = Decimal(bytes(data).decode())
+        return int(value) if value == value.to_integral_value() else float(value)
+
+
+@functools.lru_cache(maxsize=512)
+def translate(sql: str) -> str:
+    """The store's SQL (`?` placeholders) as psycopg SQL."""
+    sql = sql.replace("%", "%%").replace("?", "%s")
+    return _JSON_IDS.sub("json_array_elements_text(%s::json)", sql)
+
+
+class PgConnection:
+    """A psycopg connection with the DB-API surface the store uses of sqlite3's (`execute`, `executemany`,
+    `in_transaction`, `commit`, `rollback`), reconnecting after the server dropped it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.raw = self._connect()
+
+    def _connect(self) -> psycopg.Connection:
+        raw = psycopg.connect(self.url, autocommit=False, connect_timeout=CONNECT_TIMEOUT_S)
+        raw.adapters.register_loader("numeric", _NumberLoader)
+        return raw
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor:
+        return self.raw.execute(translate(sql), tuple(params))
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> psycopg.Cursor:
+        cursor = self.raw.cursor()
+        rows = [tuple(row) for row in rows]
+        if rows:
+            cursor.executemany(translate(sql), rows)
+        return cursor
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.info.transaction_status != TransactionStatus.IDLE
+
+    def commit(self) -> None:
+        self.raw.commit()
+
+    def rollback(self) -> None:
+        """Rolls back; a connection the server dropped is replaced by a new one."""
+        if self.raw.broken or self.raw.closed:
+            self.raw.close()
+            self.raw = self._connect()
+            return
+        self.raw.rollback()
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def create_schema(connection: PgConnection) -> None:
+    """Creates what is missing, one process at a time (concurrent CREATE IF NOT EXISTS can collide)."""
+    connection.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK_KEY,))
+    for statement in statements(postgres_ddl(TABLES)):
+        connection.execute(statement)
+    for table, column, kind in ADDED_COLUMNS:
+        connection.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {postgres_ddl(kind)}")
+    for statement in statements(INDEXES):
+        connection.execute(statement)
+
+
+def begin_write(connection: PgConnection) -> None:
+    """Nothing to send: psycopg opens the transaction (READ COMMITTED) at the first statement."""
+
+
+def begin_read(connection: PgConnection) -> None:
+    """psycopg has just opened the transaction (BEGIN) at this, its first statement."""
+    connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+
+def lock_devices(connection: PgConnection, device_ids: Iterable[str]) -> None:
+    """Locks the devices until the transaction ends, in sorted order (re-locking one held is free)."""
+    ids = sorted(set(device_ids))
+    if ids:
+        connection.execute(
+            "SELECT COUNT(pg_advisory_xact_lock(hashtextextended(id, 0))) "
+            "FROM (SELECT unnest(?::text[]) AS id ORDER BY 1) AS sorted_ids", (ids,))
+
+
+def has_table(connection: PgConnection, table: str) -> bool:
+    return connection.execute("SELECT to_regclass(?) IS NOT NULL", (table,)).fetchone()[0]
+
+
+def analyze(connection: PgConnection) -> None:
+    """What autovacuum also does, now, for the table `fleet status` plans on (a state filled in one go has no
+    statistics until autovacuum runs, and the planner then scans instead of reading the indexes)."""
+    connection.execute("ANALYZE devices")
+
+
+ENGINE = Engine(name="postgresql", transient_errors=(psycopg.OperationalError,),
+                data_errors=(psycopg.DataError, OverflowError), errors=(psycopg.Error,),
+                begin_write=begin_write, begin_read=begin_read, lock_devices=lock_devices,
+                has_table=has_table, analyze=analyze)
