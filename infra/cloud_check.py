@@ -2,8 +2,9 @@
 
 After `pulumi up`, each check reads one thing from Google Cloud and says ok, or what is wrong and what to run:
 the APIs are enabled (STS and IAM Credentials too with X.509 devices), the telemetry topic enforces the schema
-and that schema accepts what this agent sends, the registry bucket is hardened, each identity holds exactly its roles (`FLEET_GRANTS`), the fleet-monitor
-subscription dead-letters (and the Pub/Sub service agent can do it), the custom metric descriptors exist.
+and that schema accepts what this agent sends, the registry bucket is hardened, each identity holds exactly its
+roles (`FLEET_GRANTS`), the fleet-monitor subscription dead-letters (and the Pub/Sub service agent can do it),
+the custom metric descriptors exist.
 
 Each check is a function taking its client first and returning a `CheckResult`; a Google API error becomes a
 failed check naming the thing (a check never raises for the project's state). The clients it reads with are
