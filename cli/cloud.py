@@ -66,7 +66,7 @@ def _clients(ctx: typer.Context, project: str):  # -> CloudClients
     """
     from google.auth import exceptions as auth_exceptions
 
-    from edgefleet.infra.cloud_check import CloudClients, default_clients
+    from edgefleet.infra.cloud_clients import CloudClients, default_clients
 
     if isinstance(ctx.obj, CloudClients):
         return ctx.obj

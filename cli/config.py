@@ -3,8 +3,8 @@
 - `edgefleet config from-stack OUTPUTS.json [--out-dir DIR]` reads `pulumi stack output --json` and writes
   `agent.yaml` (a fragment of the agent config: telemetry project/topic, registry uri/channel) and
   `pipeline.yaml` (registry, bucket, service accounts, telemetry names, and a `monitor:` section the fleet
-  monitor reads directly), and `work-pools.yaml` (one Prefect work pool per identity: its service account, its
-  deployments, and how to start its worker as that account; `edgefleet.infra.pools`).
+  monitor reads directly), and `work-pools.yaml` (the Prefect work pools: each one's identity and service
+  account, its deployments, and how to start its worker as that account; `edgefleet.infra.pools`).
 - `edgefleet config check-policy PREVIEW.json` runs the policy checks of `edgefleet.infra.policy` over
   `pulumi preview --json` or `pulumi stack export` output (exit status 1 on any violation), for CI.
 """
@@ -181,8 +181,9 @@ def write_configs(
     _write_new(
         pools_path,
         _yaml(
-            f"Prefect work pools of project {outputs.project}: one per identity, each worker started as its\n"
-            "service account (run each pool's setup commands once; prefect.yaml maps every deployment to its pool).",
+            f"Prefect work pools of project {outputs.project}: each worker started as its identity's service account;\n"
+            "edgefleet-enrol (the enrolment key) and edgefleet-pipeline (the release key) on separate workers (run\n"
+            "each pool's setup commands once; prefect.yaml maps every deployment to its pool).",
             work_pools_config(outputs),
         ),
         force,

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgefleet.device.doctor_camera import CAMERA_CHECK, camera_findings
 from edgefleet.device.doctor_edgetpu import AgentTpu, held_summary, read_agent_tpu
 from edgefleet.device.runtime.probe import locate_library, matching_build_fix, probe_edgetpu, runtime_version
 from edgefleet.kernel.errors import EdgefleetError
@@ -407,6 +408,7 @@ def run_doctor(config: AgentConfig, *, sys_root: Path = Path("/sys"), dev_root: 
                                        agent=read_agent_tpu(config.status_path)))
         devices, nodes = check_edgetpu_devices(sys_root, dev_root, required=required)
         checks += [devices, check_device_permissions(nodes, udev_rules_for_edgetpu(), user_groups())]
+    checks += [Check(name=CAMERA_CHECK, **vars(c)) for c in camera_findings(config.source, dev_root, user_groups())]
     checks += [
         check_writable("store", config.root / "models"),
         check_writable("spool", config.spool_path),

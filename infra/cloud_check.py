@@ -1,13 +1,14 @@
 """`edgefleet cloud check`: is the real project what the fleet needs? Read-only calls, the operator's credentials.
 
 After `pulumi up`, each check reads one thing from Google Cloud and says ok, or what is wrong and what to run:
-the APIs are enabled, the telemetry topic enforces the schema and that schema accepts what this agent sends,
-the registry bucket is hardened, each identity holds exactly its roles (`FLEET_GRANTS`), the fleet-monitor
-subscription dead-letters (and the Pub/Sub service agent can do it), the custom metric descriptors exist.
+the APIs are enabled (STS and IAM Credentials too with X.509 devices), the telemetry topic enforces the schema
+and that schema accepts what this agent sends, the registry bucket is hardened, each identity holds exactly its
+roles (`FLEET_GRANTS`), the fleet-monitor subscription dead-letters (and the Pub/Sub service agent can do it),
+the custom metric descriptors exist.
 
 Each check is a function taking its client first and returning a `CheckResult`; a Google API error becomes a
-failed check naming the thing (a check never raises for the project's state). `default_clients` makes the
-real clients (Application Default Credentials). No Pulumi import.
+failed check naming the thing (a check never raises for the project's state). The clients it reads with are
+infra/cloud_clients.py's. No Pulumi import.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, NamedTuple
 
 from google.api_core import exceptions as google_exceptions
 
+from edgefleet.infra.cloud_clients import CloudClients
 from edgefleet.infra.names import (
     API_BIGQUERY,
     API_RESOURCE_MANAGER,
@@ -29,6 +31,7 @@ from edgefleet.infra.names import (
     PREREQUISITE_APIS,
     ROLE_PUBSUB_PUBLISHER,
     ROLE_PUBSUB_SUBSCRIBER,
+    X509_APIS,
     FleetGrant,
     member,
     object_prefix_condition,
@@ -114,9 +117,15 @@ def check_prerequisites(service_usage: Any, project: str) -> CheckResult:
 
 
 
-def check_apis(service_usage: Any, project: str, bigquery: bool) -> CheckResult:
-    """The APIs the program enables are enabled (`ServiceUsageClient.batch_get_services`)."""
-    apis = CORE_APIS + ((API_BIGQUERY,) if bigquery else ())
+def expected_apis(*, bigquery: bool, x509_devices: bool) -> tuple[str, ...]:
+    """The APIs the program enables (services.py's `ServicesArgs.apis`, without its Pulumi import)."""
+    return CORE_APIS + ((API_BIGQUERY,) if bigquery else ()) + (X509_APIS if x509_devices else ())
+
+
+def check_apis(service_usage: Any, project: str, bigquery: bool, *, x509_devices: bool = False) -> CheckResult:
+    """The APIs the program enables are enabled (`ServiceUsageClient.batch_get_services`); with X.509 devices
+    (`devices.credentials: x509`) also STS and IAM Credentials, which devices exchange their certificates through."""
+    apis = expected_apis(bigquery=bigquery, x509_devices=x509_devices)
 
     def run() -> CheckResult:
         response = service_usage.batch_get_services(
@@ -350,43 +359,12 @@ def _short_metric(metric_type: str) -> str:
 # --- all of it ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CloudClients:
-    """The Google Cloud clients the checks read with."""
-
-    service_usage: Any
-    publisher: Any
-    subscriber: Any
-    schemas: Any
-    storage: Any
-    projects: Any
-    metrics: Any
-
-
-def default_clients(project: str) -> CloudClients:
-    """Real clients with Application Default Credentials.
-
-    Raises:
-        google.auth.exceptions.DefaultCredentialsError: no credentials (the command turns it into advice).
-    """
-    from google.cloud import monitoring_v3, pubsub_v1, resourcemanager_v3, service_usage_v1, storage
-
-    return CloudClients(
-        service_usage=service_usage_v1.ServiceUsageClient(),
-        publisher=pubsub_v1.PublisherClient(),
-        subscriber=pubsub_v1.SubscriberClient(),
-        schemas=pubsub_v1.SchemaServiceClient(),
-        storage=storage.Client(project=project),
-        projects=resourcemanager_v3.ProjectsClient(),
-        metrics=monitoring_v3.MetricServiceClient(),
-    )
-
-
 def run_checks(clients: CloudClients, outputs: StackOutputs, sample: bytes | None = None) -> list[CheckResult]:
     """Every check, in the order a first deployment needs them."""
     results = [
         check_prerequisites(clients.service_usage, outputs.project),
-        check_apis(clients.service_usage, outputs.project, bigquery=outputs.bigquery_table is not None),
+        check_apis(clients.service_usage, outputs.project, bigquery=outputs.bigquery_table is not None,
+                   x509_devices=outputs.device_workload_identity_provider is not None),
         check_topic_schema(clients.publisher, clients.schemas, outputs,
                            sample if sample is not None else sample_telemetry()),
         check_bucket(clients.storage, outputs.registry_bucket),

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgefleet.infra.pools import DEPLOYMENT_POOL, POOL_IDENTITY
 from edgefleet.kernel.errors import ConfigError, EdgefleetError
 
 PROCESS_POOL_TYPE = "process"
@@ -129,11 +130,20 @@ def read_work_pools(prefect_yaml: Path) -> tuple[str, ...]:
             label = deployment.get("name", f"#{index}") if isinstance(deployment, dict) else f"#{index}"
             raise ConfigError(
                 f"deployment {label} in {prefect_yaml} names no work pool",
-                "give it `work_pool: {name: edgefleet-process}` so the local worker runs it",
+                f"give it the work pool of the identity and key its code needs, so that pool's worker runs it: "
+                f"{_pool_hint()}",
             )
         if name not in pools:
             pools.append(name)
     return tuple(pools)
+
+
+def _pool_hint() -> str:
+    """Each pool of edgefleet's prefect.yaml as the line to write, with the deployments it runs."""
+    return "; ".join(
+        f"`work_pool: {{name: {pool}}}` ({', '.join(name for name, where in DEPLOYMENT_POOL.items() if where == pool)})"
+        for pool in POOL_IDENTITY
+    ) + " (edgefleet.infra.pools)"
 
 
 def auth_string(settings: UiSettings) -> str:

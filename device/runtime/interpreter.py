@@ -26,6 +26,7 @@ from edgefleet.device.runtime.config import (
     DETECTION_POSTPROCESS_OP,
     EDGETPU_CUSTOM_OP,
 )
+from edgefleet.device.runtime.library_file import library_file
 from edgefleet.device.runtime.tflite_file import (
     FlatbufferError,
     custom_op_outputs,
@@ -48,14 +49,24 @@ _UNRESOLVED_OP = re.compile(r"unresolved custom op: ([^\s.]+(?:\.[^\s.]+)*)")
 
 __all__ = [
     "EDGETPU_SUFFIX", "Interpreter", "LoadedModel", "ModelInfo", "backend_name", "check_device",
-    "cpu_twin_name", "edgetpu_present", "holds_edgetpu", "inspect_model", "load_delegate", "load_model",
-    "make_interpreter",
+    "cpu_twin_name", "edgetpu_present", "holds_edgetpu", "inspect_model", "library_changed", "load_delegate",
+    "load_model", "make_interpreter",
 ]
 
 # The Edge TPU delegates alive in this process, per library: while one is, this process holds the TPU (the
 # real libedgetpu opens a TPU in one process at a time; its delegates in the same process share it).
 _LIVE_DELEGATES: dict[str, weakref.WeakSet] = {}
 _LIVE_LOCK = threading.Lock()
+# The file (resolved path, mtime) each library name was when this process first loaded it. A process keeps the
+# build it loaded: dlopen of the same name returns the library already mapped, whatever file is there now.
+_LOADED_FILES: dict[str, tuple[str, int]] = {}
+RESTART_FIX = ("restart the agent: the new libedgetpu build takes effect in a new process (deploy-agent "
+               "restarts it after installing libedgetpu_debs; after `apt install` by hand, `systemctl restart` "
+               "the agent's unit)")
+
+
+class LibraryChangedError(OSError):
+    """The libedgetpu file changed since this process loaded it: opening it here would run the old build."""
 
 
 @dataclass(frozen=True)
@@ -210,11 +221,33 @@ def inspect_model(path: str | Path, *, data: bytes | None = None) -> ModelInfo:
     )
 
 
+def library_changed(library: str) -> str | None:
+    """Why `library` may not be opened in this process: this process loaded another file (path or mtime) of that
+    name, which it keeps running; None when it loaded none, or the same file."""
+    loaded = _LOADED_FILES.get(library)
+    if loaded is None:
+        return None
+    now = library_file(library)
+    if now == loaded:
+        return None
+    return (f"{library} changed since this process loaded it ({loaded[0]}, mtime {loaded[1]} ns; now "
+            f"{now[0] + f', mtime {now[1]} ns' if now else 'not found'}): a new libedgetpu was installed, and "
+            "this process would still run the build it loaded")
+
+
 def _edgetpu_delegate(device: str | None, library: str) -> Any:
-    """Loads libedgetpu's delegate; raises OSError/ValueError when the library or a TPU is missing."""
+    """Loads libedgetpu's delegate; raises OSError/ValueError when the library or a TPU is missing, and
+    LibraryChangedError when the file changed since this process loaded it and no delegate of the loaded build
+    is alive (while one is, that build is the one running here and further delegates share it)."""
+    changed = library_changed(library)
+    if changed is not None and not holds_edgetpu(library):
+        raise LibraryChangedError(f"{changed}; {RESTART_FIX}")
+    file = library_file(library)
     # dlopen first ourselves: LiteRT's Delegate leaves a half-built object (and a noisy __del__) when the
     # library itself is missing.
     ctypes.CDLL(library)
+    if file is not None:
+        _LOADED_FILES.setdefault(library, file)
     delegate = load_delegate(library, {"device": device} if device else {})
     with _LIVE_LOCK:
         _LIVE_DELEGATES.setdefault(library, weakref.WeakSet()).add(delegate)

@@ -15,10 +15,8 @@ probe through `tpu_access.EdgeTpuAccess`, which never starts it while this proce
 from __future__ import annotations
 
 import argparse
-import ctypes.util
 import importlib.metadata
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -28,14 +26,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from edgefleet.device.runtime.config import DEFAULT_RUNTIME_CONFIG
+from edgefleet.device.runtime.library_file import LIBRARY_DIRS, locate_library
 
 Cause = Literal["ok", "crash", "hang", "error"]
 DEFAULT_PROBE_TIMEOUT_S = 30.0
 _ERROR_EXIT = 3
 _STDERR_TAIL = 600
-# Where Coral's packages and the community rebuilds install libedgetpu (besides the loader's own search).
-LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib/arm-linux-gnueabihf",
-                "/usr/lib", "/usr/local/lib", "/lib")
 RUNTIME_PACKAGES = ("tflite-runtime", "ai-edge-litert")
 
 
@@ -70,20 +66,6 @@ def runtime_version() -> str:
         except importlib.metadata.PackageNotFoundError:
             continue
     return "an unknown TensorFlow Lite runtime"
-
-
-def locate_library(library: str) -> Path | None:
-    """The file `library` names: a path as given, else the first match in LD_LIBRARY_PATH and the usual dirs."""
-    if os.sep in library:
-        path = Path(library)
-        return path if path.exists() else None
-    dirs = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if d] + list(LIBRARY_DIRS)
-    for directory in dirs:
-        candidate = Path(directory) / library
-        if candidate.exists():
-            return candidate
-    found = ctypes.util.find_library(library.removeprefix("lib").split(".so")[0])
-    return Path(found) if found else None  # in the loader cache (ldconfig): dlopen finds it by name
 
 
 def matching_build_fix(library: str, runtime: str) -> str:

@@ -6,7 +6,9 @@ therefore fights the agent for it. So the probe's outcome is kept per (libedgetp
 version, device): while this process holds a delegate, the outcome that proved it stands and a new model opens
 in-process beside the running one (delegates of one process share the TPU); only when it holds none does a
 child probe run, and a crash or hang (a property of the library build with this runtime) is not tried again
-until the library file or the runtime changes.
+until the library file or the runtime changes. A library file that changed since this process loaded it (a new
+build installed, the agent not restarted) is not probed: this process would still run the build it loaded, so
+the outcome says a restart takes the new one.
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from edgefleet.device.runtime.interpreter import holds_edgetpu
-from edgefleet.device.runtime.probe import ProbeOutcome, locate_library, probe_edgetpu, runtime_version
+from edgefleet.device.runtime.interpreter import RESTART_FIX, holds_edgetpu, library_changed
+from edgefleet.device.runtime.library_file import library_file
+from edgefleet.device.runtime.probe import ProbeOutcome, probe_edgetpu, runtime_version
 from edgefleet.kernel.contracts.status import EdgeTpuRecord
 
 # Outcomes of the library build with this runtime, kept until either changes. An "error" (no TPU attached, a
 # TPU another process holds, a permission) can change without either: probed again.
 KEPT_CAUSES = frozenset({"ok", "crash", "hang"})
-Source = Literal["in-process", "kept", "probe"]
+Source = Literal["in-process", "kept", "probe", "restart"]
 
 
 @dataclass(frozen=True)
@@ -39,21 +42,18 @@ class ProbeKey:
 
 def probe_key(library: str, device: str | None, runtime: str) -> ProbeKey | None:
     """The key of `library` as installed now; None when it is not found (then there is nothing to keep)."""
-    located = locate_library(library)
-    if located is None:
-        return None
-    try:
-        real = located.resolve()
-        return ProbeKey(str(real), real.stat().st_mtime_ns, runtime, device)
-    except OSError:
-        return None
+    file = library_file(library)
+    return ProbeKey(file[0], file[1], runtime, device) if file is not None else None
 
 
-def decide(held: bool, kept: ProbeOutcome | None) -> Source:
-    """Where the outcome comes from: this process's proof while it holds the TPU (a child could not open it),
-    a kept outcome of the same library and runtime, else a probe child."""
+def decide(held: bool, kept: ProbeOutcome | None, changed: bool = False) -> Source:
+    """Where the outcome comes from: this process's proof while it holds the TPU (a child could not open it);
+    a restart when the library file changed since this process loaded it (it cannot open the new build); a kept
+    outcome of the same library and runtime; else a probe child."""
     if held:
         return "in-process"
+    if changed:
+        return "restart"
     if kept is not None and kept.cause in KEPT_CAUSES:
         return "kept"
     return "probe"
@@ -94,10 +94,14 @@ class EdgeTpuAccess:
         key = probe_key(library, device, runtime)
         with self._lock:
             kept = self._kept.get(key) if key is not None else None
-            source = decide(self._holds(library), kept)
+            changed = library_changed(library)
+            source = decide(self._holds(library), kept, changed is not None)
             if source == "in-process":
                 proof = kept if kept is not None and kept.ok else self._proven
                 outcome = held_outcome(proof, library=library, device=device, runtime=runtime)
+            elif source == "restart":
+                outcome = ProbeOutcome(ok=False, cause="error", detail=str(changed), fix=RESTART_FIX,
+                                       library=library, device=device, runtime=runtime)
             elif source == "kept" and kept is not None:
                 outcome = kept
             else:

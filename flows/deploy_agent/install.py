@@ -31,6 +31,7 @@ from edgefleet.flows.rollout.ssh import CommandResult
 from edgefleet.kernel.errors import ConfigError, EdgefleetError
 
 VENV_PACKAGE = "python3-venv"
+OS_RELEASE = "/etc/os-release"
 _SAME_PYTHON = "import sys; print('%d.%d' % sys.version_info[:2])"
 q = shlex.quote
 
@@ -104,10 +105,24 @@ def install_lock(connection: _Connection, python: str, install_dir: str, venv: s
     return python_version, machine
 
 
-def pick_deb(pair: EdgeTpuPair, machine: str, names: list[str]) -> str | None:
-    """The paired build's .deb for a CPU among `names` (none: None)."""
+def pick_deb(pair: EdgeTpuPair, machine: str, names: list[str], distributions: tuple[str, ...] = ()) -> str | None:
+    """The paired build's .deb for a CPU among `names`: the one built for the host's distribution (a suffix in
+    `distributions`, see `host_distributions`), else the only build there is; None when there is none, or
+    several for other distributions (which of them runs on this host is unknown)."""
     pattern = pair.deb_name(machine)
-    return next((name for name in sorted(names) if pattern.fullmatch(name)), None)
+    found = {name: match["distribution"] for name in sorted(names) if (match := pattern.fullmatch(name))}
+    own = [name for name, distribution in found.items() if distribution in distributions]
+    if own:
+        return own[0]
+    return next(iter(found)) if len(found) == 1 else None
+
+
+def host_distributions(connection: _Connection, os_release: str = OS_RELEASE) -> tuple[str, ...]:
+    """How .deb file names may name the host's distribution, from its os-release: `<ID><VERSION_ID>` and
+    `<VERSION_CODENAME>` (e.g. `ubuntu24.04`, `noble`; `debian12`, `bookworm`); () when it has none."""
+    script = f'. {q(os_release)} && printf "%s%s\\n%s\\n" "$ID" "$VERSION_ID" "$VERSION_CODENAME"'
+    result = connection.run(f"( {script} ) 2>/dev/null || true", check=False)
+    return tuple(line.strip().lower() for line in result.stdout.splitlines() if line.strip())
 
 
 def installed_versions(connection: _Connection, packages: tuple[str, ...]) -> dict[str, str]:
@@ -139,11 +154,14 @@ def ensure_libedgetpu(connection: _Connection, python_version: str, machine: str
                     if version in pins.refused.get(name, ())]
         return (f"; {', '.join(crashing)} crashes with {pair.runtime_package}: give libedgetpu_debs with "
                 f"{pair.libedgetpu_package} {pair.libedgetpu_version}" if crashing else "")
-    name = pick_deb(pair, machine, [path.name for path in debs_dir.iterdir()])
+    distributions = host_distributions(connection)
+    name = pick_deb(pair, machine, [path.name for path in debs_dir.iterdir()], distributions)
     if name is None:
+        host = "/".join(distributions) or "unknown distribution"
         raise EdgefleetError(f"{debs_dir} has no {pair.libedgetpu_package} {pair.libedgetpu_version} .deb for "
-                             f"{machine} (device {_device_id(connection)})",
-                             f"put the release's file matching {pair.deb_name(machine).pattern} there ({pair.source})")
+                             f"{machine} on {host} (device {_device_id(connection)})",
+                             f"put the release's file matching {pair.deb_name(machine).pattern} there, the one "
+                             f"built for {host} when there are several ({pair.source})")
     remote = f"{install_dir}/debs/{name}"
     connection.run(f"mkdir -p {q(install_dir)}/debs")
     connection.put(debs_dir / name, remote)

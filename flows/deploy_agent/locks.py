@@ -48,9 +48,11 @@ class EdgeTpuPair(BaseModel):
     source: str
 
     def deb_name(self, arch: str) -> re.Pattern[str]:
-        """The file names of this build's .deb for a CPU (any distribution suffix)."""
+        """The file names of this build's .deb for a CPU, with or without a distribution suffix (`.bookworm`,
+        `.ubuntu24.04`: group `distribution`). The suffix starts with a letter, so a later revision of the
+        version (`...-1.1`) is not taken for this one."""
         return re.compile(rf"{re.escape(self.libedgetpu_package)}_{re.escape(self.libedgetpu_version)}"
-                          rf"(\.[a-z]+)?_{re.escape(DPKG_ARCH.get(arch, arch))}\.deb")
+                          rf"(\.(?P<distribution>[a-z][a-z0-9.+~]*))?_{re.escape(DPKG_ARCH.get(arch, arch))}\.deb")
 
 
 class EdgeTpuPins(BaseModel):

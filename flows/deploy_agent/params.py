@@ -100,7 +100,8 @@ class DeployAgentParams(BaseModel):
         "--no-index --find-links)")
     libedgetpu_debs: str | None = Field(
         default=None, description="a directory on this machine with the .deb files of the libedgetpu build paired "
-        "with the runtime (flows/locks/edgetpu-pairs.toml); each device gets the one for its CPU")
+        "with the runtime (flows/locks/edgetpu-pairs.toml); each device gets the one for its CPU (and its "
+        "distribution, by the file's suffix, when there are builds for several)")
     service: ServiceManager = Field(default=SystemdService(),
                                     description="how the agent runs: systemd, or process (no systemd as init)")
     environment: dict[EnvName, EnvValue] = Field(default_factory=dict, description="agent environment (e.g. PUBSUB_*)")

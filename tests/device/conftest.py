@@ -41,6 +41,13 @@ def unloadable_library(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture
+def build_standin():
+    """Compiles a stand-in build (`directory`/libedgetpu.so.1, with C `defines`), e.g. a second build to install
+    over a loaded one."""
+    return _compile
+
+
+@pytest.fixture
 def tpu(monkeypatch: pytest.MonkeyPatch):
     """A stand-in Edge TPU attached on usb:0; returns a setter of the stand-in's fault (segv | hang), which
     the probe's child process inherits."""

@@ -54,6 +54,19 @@ def test_bad_prefect_yaml_is_named(tmp_path: Path, content: str | None, named: s
     assert caught.value.fix
 
 
+def test_a_deployment_without_a_pool_is_told_the_pools_there_are(tmp_path: Path) -> None:
+    """Review of issue 22: the hint still named `edgefleet-process`, the one pool deployments no longer use."""
+    from edgefleet.infra.pools import POOL_IDENTITY
+
+    path = tmp_path / "prefect.yaml"
+    path.write_text("deployments:\n  - name: lonely\n    entrypoint: f.py:f\n")
+    with pytest.raises(ConfigError) as caught:
+        read_work_pools(path)
+    assert "edgefleet-process" not in caught.value.fix
+    assert all(f"`work_pool: {{name: {pool}}}`" in caught.value.fix for pool in POOL_IDENTITY), caught.value.fix
+    assert "edgefleet.infra.pools" in caught.value.fix
+
+
 def test_port_in_use_fails_before_starting_anything(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("127.0.0.1", 0))

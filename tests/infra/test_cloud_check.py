@@ -37,12 +37,13 @@ from edgefleet.infra.cloud_check import (
     check_metric_descriptors,
     check_prerequisites,
     check_topic_schema,
+    expected_apis,
     expected_role,
     role_members,
     run_checks,
     sample_telemetry,
 )
-from edgefleet.infra.names import CORE_APIS, FLEET_GRANTS, PREREQUISITE_APIS
+from edgefleet.infra.names import CORE_APIS, FLEET_GRANTS, PREREQUISITE_APIS, X509_APIS
 from edgefleet.infra.outputs import StackOutputs
 from edgefleet.infra.testing import PROJECT, PROJECT_NUMBER
 from edgefleet.kernel.contracts import layout
@@ -298,6 +299,34 @@ class Denied:
         def call(*args: Any, **kwargs: Any) -> Any:
             raise google_exceptions.PermissionDenied("The caller does not have permission")
         return call
+
+
+def test_x509_devices_need_sts_and_iam_credentials_enabled() -> None:
+    """Review of issue 22: with devices.credentials x509 the program enables STS and IAM Credentials (devices
+    exchange their certificates through them), but `apis` did not look at them: a project where they are off
+    passed, and every device then failed to authenticate."""
+    x509 = OUTPUTS.model_copy(update={"device_workload_identity_provider": f"projects/{PROJECT_NUMBER}/locations/"
+                                      "global/workloadIdentityPools/edgefleet-devices/providers/x509"})
+    clients = CloudClients(ServiceUsage(set(CORE_APIS) | set(PREREQUISITE_APIS)), *(Denied(),) * 6)
+
+    apis = next(result for result in run_checks(clients, x509, sample=b"{}") if result.name == "apis")
+    assert not apis.ok
+    assert "sts.googleapis.com" in apis.detail and "iamcredentials.googleapis.com" in apis.detail
+    assert f"gcloud services enable sts.googleapis.com iamcredentials.googleapis.com --project {PROJECT}" in apis.fix
+    # With key credentials (no X.509 provider) the two are not the program's, and not asked for.
+    assert next(result for result in run_checks(clients, OUTPUTS, sample=b"{}") if result.name == "apis").ok
+    everything = CloudClients(ServiceUsage(set(CORE_APIS) | set(PREREQUISITE_APIS) | set(X509_APIS)),
+                              *(Denied(),) * 6)
+    assert next(result for result in run_checks(everything, x509, sample=b"{}") if result.name == "apis").ok
+
+
+@pytest.mark.parametrize("bigquery", [False, True])
+@pytest.mark.parametrize("x509_devices", [False, True])
+def test_the_apis_checked_are_the_apis_the_program_enables(bigquery: bool, x509_devices: bool) -> None:
+    from edgefleet.infra.services import ServicesArgs
+
+    enabled = ServicesArgs(project=PROJECT, bigquery=bigquery, x509_devices=x509_devices).apis
+    assert expected_apis(bigquery=bigquery, x509_devices=x509_devices) == enabled
 
 
 def test_credentials_that_cannot_read_are_told_so_and_nothing_raises() -> None:

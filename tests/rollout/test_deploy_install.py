@@ -21,6 +21,7 @@ from local_device import LocalConnection
 from edgefleet.flows.deploy_agent.install import (
     ensure_libedgetpu,
     ensure_venv,
+    host_distributions,
     lock_install_command,
     pick_deb,
 )
@@ -115,6 +116,31 @@ def test_the_paired_libedgetpu_deb_is_picked_by_cpu_and_version():
     assert pick_deb(pair, "aarch64", names) == names[0]
     assert pick_deb(pair, "x86_64", names) == names[1]
     assert pick_deb(pair, "armv7l", names) is None
+
+
+def test_a_distribution_suffix_with_digits_is_accepted_and_the_host_s_own_build_preferred():
+    """Review of issue 22: `.ubuntu24.04_amd64.deb` (a suffix with digits and dots) was never picked, and with
+    builds for several distributions the first by name won, whatever the host ran."""
+    pair = load_pins().for_python("3.11")
+    ubuntu = f"libedgetpu1-std_{pair.libedgetpu_version}.ubuntu24.04_amd64.deb"
+    bookworm = f"libedgetpu1-std_{pair.libedgetpu_version}.bookworm_amd64.deb"
+
+    assert pick_deb(pair, "x86_64", [ubuntu]) == ubuntu
+    assert pick_deb(pair, "x86_64", [bookworm, ubuntu], ("ubuntu24.04", "noble")) == ubuntu
+    assert pick_deb(pair, "x86_64", [bookworm, ubuntu], ("debian12", "bookworm")) == bookworm
+    # Several builds, none for this host's distribution: which one works is unknown, so none is guessed.
+    assert pick_deb(pair, "x86_64", [bookworm, ubuntu], ("debian11", "bullseye")) is None
+    # Another version that only starts like the pinned one is not it.
+    assert pick_deb(pair, "x86_64", [f"libedgetpu1-std_{pair.libedgetpu_version}.1_amd64.deb"]) is None
+
+
+def test_the_host_distribution_is_read_from_os_release(tmp_path):
+    os_release = tmp_path / "os-release"
+    os_release.write_text('NAME="Ubuntu"\nID=ubuntu\nVERSION_ID="24.04"\nVERSION_CODENAME=noble\n')
+    connection = LocalConnection()
+
+    assert host_distributions(connection, str(os_release)) == ("ubuntu24.04", "noble")
+    assert host_distributions(connection, str(tmp_path / "missing")) == ()
 
 
 def _fake_dpkg_query(directory: Path, installed: str) -> str:

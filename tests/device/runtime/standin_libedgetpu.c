@@ -13,9 +13,11 @@
  *
  * Faults of a libedgetpu built for another TensorFlow Lite (google-coral/edgetpu#731, #841): with
  * STANDIN_EDGETPU_FAULT=segv its Prepare (called while the interpreter is created, after load_delegate has
- * succeeded) dereferences NULL, a real SIGSEGV; with STANDIN_EDGETPU_FAULT=hang it never returns. Compiled
- * with -DSTANDIN_UNRESOLVED it references a symbol no library defines, so dlopen(RTLD_NOW) fails, as a
- * libedgetpu built against another glibc/abseil does.
+ * succeeded) dereferences NULL, a real SIGSEGV; with STANDIN_EDGETPU_FAULT=hang it never returns. A build
+ * compiled with -DSTANDIN_BUILD_FAULT='"segv"' has that fault while the variable is unset: the fault belongs
+ * to the build, so replacing the file with another build removes it, as installing the matched libedgetpu
+ * does. Compiled with -DSTANDIN_UNRESOLVED it references a symbol no library defines, so dlopen(RTLD_NOW)
+ * fails, as a libedgetpu built against another glibc/abseil does.
  *
  * One process at a time, like the real part: an Edge TPU is opened by one process; further delegates of the
  * same process share it (libedgetpu's "opened for shared ownership"), a delegate in another process fails
@@ -47,10 +49,15 @@ typedef struct TfLiteDelegate {
   void* opaque_delegate_builder;
 } TfLiteDelegate;
 
+#ifndef STANDIN_BUILD_FAULT
+#define STANDIN_BUILD_FAULT ""
+#endif
+
 static int prepare(void* context, TfLiteDelegate* delegate) {
   (void)context;
   (void)delegate;
   const char* fault = getenv("STANDIN_EDGETPU_FAULT");
+  if (fault == NULL || fault[0] == '\0') fault = STANDIN_BUILD_FAULT;
   if (fault != NULL && strcmp(fault, "segv") == 0) {
     volatile int* nowhere = NULL;
     *nowhere = 1;

@@ -88,3 +88,11 @@ def test_the_key_names_the_file_its_mtime_the_runtime_and_device(library, tmp_pa
     assert key is not None and key.library == library and key.device == "usb:0"
     assert key.mtime_ns == os.stat(library).st_mtime_ns and key.runtime == runtime_version()
     assert probe_key(str(tmp_path / "absent.so"), None, "rt") is None
+
+
+def test_a_library_changed_since_this_process_loaded_it_means_a_restart():
+    """Review of issue 22: a new build installed without a restart is not probed (this process would run the
+    build it loaded); while this process holds a delegate of the loaded build, that build keeps serving."""
+    assert decide(False, None, changed=True) == "restart"
+    assert decide(False, outcome("ok"), changed=True) == "restart"  # an ok kept for the new file: not for us
+    assert decide(True, None, changed=True) == "in-process"
