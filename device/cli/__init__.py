@@ -58,5 +58,6 @@ from edgefleet.device.cli import (  # noqa: E402,F401
     enrol_command,
     model_commands,
     run_commands,
+    selfupdate_command,
     store_commands,
 )
