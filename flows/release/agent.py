@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from edgefleet.device.channel import verify_pointer
-from edgefleet.flows.deploy_agent.locks import locks_dir
 from edgefleet.flows.registry.base import RegistryWriter
 from edgefleet.flows.registry.pointers import DEFAULT_VALIDITY, sign_pointer
 from edgefleet.kernel.contracts.agent_release import (
@@ -84,7 +83,11 @@ def publish_agent(registry: RegistryWriter, wheel: Path, version: str, *, signin
     Raises:
         ConflictError: the version is published with other content.
     """
-    lock_files = locks if locks is not None else sorted(locks_dir().glob(f"{LOCK_EXTRA}-py*.txt"))
+    if locks is None:
+        from edgefleet.flows.deploy_agent.locks import locks_dir  # tomllib: not on the devices' Python 3.9
+
+        locks = sorted(locks_dir().glob(f"{LOCK_EXTRA}-py*.txt"))
+    lock_files = locks
     manifest, signature = build_manifest(wheel, lock_files, version, signing_key=signing_key,
                                          source_commit=source_commit)
     manifest_key = agent_file_key(version, AGENT_MANIFEST_FILE)
