@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgefleet.device.channel import accepted, assess_pointer
 from edgefleet.device.registry.base import RegistryReader
@@ -79,10 +79,21 @@ class UpdaterConfig(BaseModel):
     restart_command: tuple[str, ...] = Field(description="e.g. [systemctl, restart, edgefleet-agent]")
     python: str = Field(default="python3", description="the Python that makes the new venvs")
     wheelhouse: Path | None = Field(default=None, description="install offline from this directory")
+    extra_site_dirs: tuple[Path, ...] = Field(default=(), description="directories added to the new venv's path "
+                                              "(a .pth file), as deploy-agent's: air-gapped devices, tests")
     health_timeout_s: float = Field(default=300.0, gt=0, description="how long the new agent has to run")
     status_fresh_s: float = Field(default=60.0, gt=0, description="a running status older than this is stale")
     poll_s: float = Field(default=2.0, gt=0, description="how often status.json is read while waiting")
     install_timeout_s: float = Field(default=1800.0, gt=0)
+
+    @field_validator("extra_site_dirs")
+    @classmethod
+    def _plain_directories(cls, value: tuple[Path, ...]) -> tuple[Path, ...]:
+        # A .pth line that starts with `import` runs at every start of that Python (as root, for the updater).
+        for directory in value:
+            if not directory.is_absolute() or any(c in str(directory) for c in "\n\r"):
+                raise ValueError(f"extra_site_dirs entry {str(directory)!r} must be an absolute path on one line")
+        return value
 
 
 class UpdateResult(BaseModel):
@@ -194,12 +205,22 @@ def install_release(runner: Runner, config: UpdaterConfig, version: str, wheel: 
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *offline]
     timeout = config.install_timeout_s
     runner([config.python, "-m", "venv", "--clear", str(venv)], timeout)
+    if config.extra_site_dirs:
+        _write_pth(venv, config.extra_site_dirs)
     runner([*pip, "--require-hashes", "--only-binary", ":all:", "-r", str(lock)], timeout)
     runner([*pip, "--no-deps", "--force-reinstall", str(wheel)], timeout)
     if not (venv / "bin" / "edgefleet-agent").exists():
         raise EdgefleetError(f"{venv} has no bin/edgefleet-agent after installing {wheel.name}",
                              "check the published wheel")
     return target
+
+
+def _write_pth(venv: Path, directories: tuple[Path, ...]) -> None:
+    """`edgefleet-extra-site.pth` in the venv's site-packages: one absolute directory a line."""
+    site = next(iter(sorted((venv / "lib").glob("python*/site-packages"))), None)
+    if site is None:
+        raise EdgefleetError(f"{venv} has no lib/python*/site-packages", "check the updater's python")
+    (site / "edgefleet-extra-site.pth").write_text("".join(f"{d}\n" for d in directories))
 
 
 # --- one run -----------------------------------------------------------------------------------------------
