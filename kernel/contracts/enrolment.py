@@ -245,6 +245,10 @@ def judge_requests(token: EnrolToken | None, requests: Sequence[tuple[str, Enrol
     if token.token_id != token_id:
         return _refuse_all(token_id, requests, f"the token record {token_id} names token {token.token_id}",
                            burn=False)
+    if token.used_at is not None and requests and all(
+            not isinstance(request, str) and request.key_id == token.used_key_id for _, request in requests):
+        return Verdict(token_id, None, False, f"done: enrolled key {token.used_key_id} at "
+                       f"{token.used_at:%Y-%m-%d %H:%M} UTC")
     if token.used_at is not None:
         return _refuse_all(token_id, requests, f"the token was used at {token.used_at:%Y-%m-%d %H:%M} UTC "
                            f"({token.outcome or 'burnt'}): a token enrols once", burn=False)

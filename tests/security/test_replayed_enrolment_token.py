@@ -62,3 +62,14 @@ def test_a_request_cannot_be_replaced_once_filed(enrolment: Enrolment) -> None:
     first = enrolment.file("cam-1", "cam-1", token)
     again = enrolment.file("cam-1", "cam-1", token)  # the same device, the same key: create-only
     assert not first.already_filed and again.already_filed and first.location == again.location
+
+
+def test_the_enrolled_request_is_reported_done_and_a_replay_beside_it_refused(enrolment: Enrolment) -> None:
+    token, _ = enrolment.mint("cam-1")
+    filed = enrolment.file("cam-1", "cam-1", token)
+    enrolment.approve()
+    [done] = enrolment.approve()  # the device's own request is still there: not a replay
+    assert not done.enrolled and done.verdict.reason.startswith("done") and done.verdict.refused == ()
+    enrolment.file("attacker", "cam-1", f"eft1.{token.token_id}.{_secret_of(enrolment, filed)}")
+    [replayed] = enrolment.approve()
+    assert not replayed.enrolled and "used" in replayed.verdict.reason and len(replayed.verdict.refused) == 2
