@@ -58,12 +58,14 @@ from edgefleet.kernel.contracts.manifest import ChannelPointer, FileEntry
 from edgefleet.kernel.contracts.names import ChannelName
 from edgefleet.kernel.contracts.status import AgentStatus, parse_status
 from edgefleet.kernel.errors import EdgefleetError, VerificationError
-from edgefleet.kernel.fsutil import atomic_write_bytes
+from edgefleet.kernel.fsutil import atomic_write_bytes, read_regular, switch_symlink
 from edgefleet.kernel.signing import PublicKeyLike, decode_signature, verify
 
 Runner = Callable[[Sequence[str], float], None]
 MAX_SIGNATURE_BYTES = 1024
 MAX_POINTER_BYTES = 8192
+MAX_STATUS_BYTES = 64 * 1024
+"""A status.json larger than this is no status (real ones are about 1 KB)."""
 
 
 class UpdaterConfig(BaseModel):
@@ -142,11 +144,7 @@ def switch_current(install_dir: Path, target: str) -> None:
     """Points `current` at `target` atomically: a new link, renamed over the old one."""
     if not (install_dir / target).is_dir():
         raise EdgefleetError(f"{install_dir / target} is not an installed agent", "install it before switching")
-    temporary = install_dir / f".{CURRENT_LINK}.new"
-    if temporary.is_symlink() or temporary.exists():
-        temporary.unlink()
-    os.symlink(target, temporary)
-    os.replace(temporary, install_dir / CURRENT_LINK)
+    switch_symlink(install_dir / CURRENT_LINK, target)
 
 
 # --- the release -------------------------------------------------------------------------------------------
@@ -226,9 +224,11 @@ def _write_pth(venv: Path, directories: tuple[Path, ...]) -> None:
 # --- one run -----------------------------------------------------------------------------------------------
 
 def _status(path: Path) -> AgentStatus | None:
+    """The agent's status, read as root from a directory the agent's user owns: only a bounded regular file
+    (a FIFO or a symlink to an endless file is no status, never a hang)."""
     try:
-        return parse_status(path.read_bytes())
-    except OSError:
+        return parse_status(read_regular(path, max_bytes=MAX_STATUS_BYTES, fix="the agent writes status.json"))
+    except (OSError, EdgefleetError):
         return None
 
 
