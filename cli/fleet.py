@@ -1,5 +1,6 @@
 """`edgefleet fleet status` and `edgefleet fleet device ID`: the fleet state the monitor keeps; `edgefleet fleet
-keys ...`: the device key records (`edgefleet.cli.fleet_keys`)."""
+keys ...`: the device key records (`edgefleet.cli.fleet_keys`); `enrol-token` / `enrol-approve`: enrolment without
+SSH (`edgefleet.cli.fleet_enrol`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgefleet.cli.fleet_enrol import enrol_approve
+from edgefleet.cli.fleet_enrol import token_app as enrol_token_app
 from edgefleet.cli.fleet_keys import app as keys_app
 from edgefleet.kernel.console import cli_error
 from edgefleet.kernel.errors import EdgefleetError
@@ -18,6 +21,8 @@ from edgefleet.kernel.errors import EdgefleetError
 app = typer.Typer(help="Look at the fleet: every device's status, or one device's history.",
                   no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(enrol_token_app, name="enrol-token")
+app.command("enrol-approve")(enrol_approve)
 stderr = Console(stderr=True)
 
 _STATUS_STYLE = {"healthy": "green", "stale": "yellow", "failing": "bold red"}

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgefleet.cli.registry_agent import app as agent_app
 from edgefleet.cli.registry_channels import RegistryOption, add_channel_commands, open_registry
 from edgefleet.kernel.console import cli_error
 from edgefleet.kernel.errors import EdgefleetError
@@ -249,3 +250,4 @@ def verify(
     )
 
 add_channel_commands(app)  # promote, resign, convert-unsigned (edgefleet.cli.registry_channels)
+app.add_typer(agent_app, name="agent")  # the agent's own releases (edgefleet.cli.registry_agent)

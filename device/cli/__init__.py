@@ -53,4 +53,11 @@ def _main() -> None:
     """Always a command group, even while it has one command."""
 
 # Command modules register on `app` when imported; keep the imports at the bottom.
-from edgefleet.device.cli import doctor_command, model_commands, run_commands, store_commands  # noqa: E402,F401
+from edgefleet.device.cli import (  # noqa: E402,F401
+    doctor_command,
+    enrol_command,
+    model_commands,
+    run_commands,
+    selfupdate_command,
+    store_commands,
+)

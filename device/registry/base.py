@@ -294,6 +294,16 @@ class RegistryReader(ABC):
             raise RegistryError(f"{self.describe(key)} is not valid JSON ({error})",
                                 "rewrite the record (put_json) or delete it") from error
 
+    def read_object(self, key: str, max_bytes: int) -> bytes | None:
+        """Any object's bytes outside `models/` (None when absent), refused unread over `max_bytes`
+        (VerificationError): the agent's own releases (`agent/<version>/...`)."""
+        return self._read_bounded(checked_record_key(key), max_bytes)
+
+    def download_object(self, key: str, dest: Path, max_bytes: int) -> None:
+        """Copies an object outside `models/` to `dest` (RegistryError when missing; VerificationError over
+        `max_bytes`)."""
+        self._download(checked_record_key(key), dest, max_bytes)
+
     def list_json(self, prefix: str) -> list[str]:
         """Keys of the JSON records under `prefix` (e.g. "rollouts/"), sorted."""
         prefix = prefix if prefix.endswith("/") else f"{prefix}/"

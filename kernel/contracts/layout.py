@@ -40,6 +40,8 @@ ATTR_EPOCH = "epoch"  # the spool epoch: (device, epoch, seq) identifies a messa
 ATTR_SIGNATURE = "sig"  # base64 Ed25519 signature by the device's own key (edgefleet.device.identity)
 FLEET_DEVICES_PREFIX = "fleet/devices"  # registry records: the fleet's device public keys
 FLEET_REVOKED_PREFIX = "fleet/revoked"  # registry records: revoked device keys (edgefleet.kernel.contracts.devicekey)
+FLEET_ENROL_TOKENS_PREFIX = "fleet/enrol-tokens"  # one-time enrolment tokens (edgefleet.kernel.contracts.enrolment)
+FLEET_ENROL_REQUESTS_PREFIX = "fleet/enrol-requests"  # devices' enrolment requests (create-only for devices)
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")  # fullmatch: `$` would accept a trailing newline
 _VERSION = re.compile(r"\d{1,9}\.\d{1,9}\.\d{1,9}(?:[-+][0-9A-Za-z.-]{1,64})?")

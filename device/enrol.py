@@ -1,0 +1,131 @@
+"""`edgefleet-agent enrol`: the device asks to be enrolled with a one-time token, over no inbound connection.
+
+The device makes (or keeps) its own key (`edgefleet.device.identity`), and CREATES one object,
+`fleet/enrol-requests/<token_id>/<key_id>.json` (`edgefleet.kernel.contracts.enrolment`): create-only (an
+existing object is never replaced; on GCS `if_generation_match=0`, which a device identity holding only
+`roles/storage.objectCreator` on that prefix can do). It never writes a key record: the approver, holding the
+fleet enrolment key, does. `wait_enrolled` reads `fleet/devices/<device_id>.json` until it names this key.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from edgefleet.device.identity import load_or_create_device_key
+from edgefleet.device.registry.base import RegistryReader
+from edgefleet.kernel.contracts.devicekey import MAX_RECORD_BYTES, device_key_record_key
+from edgefleet.kernel.contracts.enrolment import EnrolRequest, make_request, parse_token, request_key
+from edgefleet.kernel.errors import ConflictError, EdgefleetError, RegistryError
+from edgefleet.kernel.signing import key_id
+
+ENROL_POLL_S = 5.0
+"""How often `wait_enrolled` reads the device's key record."""
+
+
+@dataclass(frozen=True)
+class EnrolFiled:
+    """The request the device filed: where, and its key id."""
+
+    location: str
+    key_id: str
+    already_filed: bool
+
+
+def create_object(registry: RegistryReader, key: str, data: bytes) -> bool:
+    """Creates `key` with `data` unless it exists (never replaces); returns False when it existed.
+
+    Raises:
+        RegistryError: the registry cannot be written (names the permission a device needs).
+    """
+    from edgefleet.device.registry.local import LocalRegistryReader
+
+    if isinstance(registry, LocalRegistryReader):
+        path = registry.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        return True
+    return _create_gcs_object(registry, key, data)
+
+
+def _create_gcs_object(registry: RegistryReader, key: str, data: bytes) -> bool:
+    from edgefleet.device.registry.gcs import GcsRegistryReader
+
+    if not isinstance(registry, GcsRegistryReader):
+        raise RegistryError(f"cannot file an enrolment request in {registry.uri}", "use a gs:// or local registry")
+    blob = registry._bucket().blob(registry._object(key))  # noqa: SLF001 - the reader's own object naming
+    try:
+        with registry._errors(f"creating {registry.describe(key)}"):  # noqa: SLF001
+            blob.upload_from_string(data, content_type="application/json", if_generation_match=0,
+                                    timeout=registry.options.request_timeout_s)
+    except ConflictError:
+        return False
+    return True
+
+
+def file_request(registry: RegistryReader, root: str | os.PathLike[str], device_id: str, token: str, *,
+                 now: datetime | None = None) -> EnrolFiled:
+    """Makes the device key (if needed) and files its enrolment request with `token`.
+
+    Raises:
+        VerificationError: the token text is malformed; the device key file is unusable.
+        RegistryError: the request cannot be written.
+    """
+    text = parse_token(token)
+    device_key = load_or_create_device_key(root)
+    request = make_request(device_key, text, device_id=device_id, now=now or datetime.now(timezone.utc))
+    key = request_key(text.token_id, request.key_id)
+    data = request.model_dump_json(by_alias=True).encode()
+    created = create_object(registry, key, data)
+    return EnrolFiled(registry.describe(key), request.key_id, already_filed=not created)
+
+
+def enrolled_key_id(registry: RegistryReader, device_id: str) -> str | None:
+    """The key id the fleet's record for `device_id` names (None: no readable record yet). Trust is the
+    monitor's business; the device only learns whether its request went through."""
+    try:
+        value = registry.get_json_bounded(device_key_record_key(device_id), MAX_RECORD_BYTES)
+    except EdgefleetError:
+        return None
+    return value.get("key_id") if isinstance(value, dict) else None
+
+
+def wait_enrolled(registry: RegistryReader, device_id: str, root: str | os.PathLike[str], *, timeout_s: float,
+                  poll_s: float = ENROL_POLL_S) -> bool:
+    """True once the fleet's record for `device_id` names this device's key; False after `timeout_s`."""
+    mine = key_id(load_or_create_device_key(root).public_key())
+    deadline = time.monotonic() + timeout_s
+    while enrolled_key_id(registry, device_id) != mine:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
+    return True
+
+
+def read_token_argument(token: str | None, token_file: Path | None) -> str:
+    """The token from `--token` / `EDGEFLEET_ENROL_TOKEN` or a file (first line).
+
+    Raises:
+        EdgefleetError: neither given.
+    """
+    if token:
+        return token
+    if token_file is not None:
+        try:
+            return token_file.read_text().strip()
+        except OSError as error:
+            raise EdgefleetError(f"enrolment token file {token_file} cannot be read ({error.strerror})",
+                                 "give the file the operator's token was saved to") from error
+    raise EdgefleetError("no enrolment token given", "pass --token-file FILE (or set EDGEFLEET_ENROL_TOKEN) with "
+                         "the token `edgefleet fleet enrol-token create DEVICE_ID` printed")
+
+
+__all__ = ["EnrolFiled", "EnrolRequest", "file_request", "wait_enrolled", "create_object"]

@@ -1,0 +1,300 @@
+"""`edgefleet-agent self-update`: the agent upgraded by pulling, beside the running one, with rollback.
+
+Run as root by a systemd timer (a oneshot beside the agent's service, never by the agent's own user: the agent
+must not be able to replace its own code). One run (`run_once`):
+1. a switch is pending (`selfupdate_plan.Pending`): judge the started agent's health from its status.json
+   (`selfupdate_plan.health`) until healthy or the deadline; unhealthy -> `current` back to the previous
+   target, restart, the release refused from then on;
+2. otherwise read `agent/channels/<channel>.json`, judge it with the models' channel rules (signature by the
+   release key, counter, expiry, version floor: `edgefleet.device.channel.assess_pointer`), and on `install`:
+   verify the manifest (sha256 the pointer names, release-key signature with the agent domain), download the
+   wheel and this device's lock (sha256 and size checked), make `<install_dir>/versions/<v>/venv`
+   (`pip --require-hashes` lock, then the wheel alone), write the pending switch, move `current` atomically
+   (a new symlink renamed over it), restart the service, and judge as in 1.
+
+The service runs `<install_dir>/current/bin/edgefleet-agent` (`current` -> `venv`, deploy-agent's, before the
+first self-update; -> `versions/<v>/venv` after). Decisions are pure (`edgefleet.device.selfupdate_plan`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from edgefleet.device.channel import accepted, assess_pointer
+from edgefleet.device.registry.base import RegistryReader
+from edgefleet.device.selfupdate_plan import (
+    CURRENT_LINK,
+    LEGACY_VENV,
+    STATE_FILE,
+    Pending,
+    UpdaterState,
+    after_health,
+    decide,
+    health,
+    version_target,
+)
+from edgefleet.kernel.contracts.agent_release import (
+    AGENT_MANIFEST_FILE,
+    AGENT_POINTER_MODEL,
+    AGENT_SIGNATURE_FILE,
+    MAX_AGENT_MANIFEST_BYTES,
+    AgentManifest,
+    agent_channel_key,
+    agent_file_key,
+    manifest_signed_bytes,
+)
+from edgefleet.kernel.contracts.manifest import ChannelPointer, FileEntry
+from edgefleet.kernel.contracts.names import ChannelName
+from edgefleet.kernel.contracts.status import AgentStatus, parse_status
+from edgefleet.kernel.errors import EdgefleetError, VerificationError
+from edgefleet.kernel.fsutil import atomic_write_bytes, read_regular, switch_symlink
+from edgefleet.kernel.signing import PublicKeyLike, decode_signature, verify
+
+Runner = Callable[[Sequence[str], float], None]
+MAX_SIGNATURE_BYTES = 1024
+MAX_POINTER_BYTES = 8192
+MAX_STATUS_BYTES = 64 * 1024
+"""A status.json larger than this is no status (real ones are about 1 KB)."""
+
+
+class UpdaterConfig(BaseModel):
+    """Where the agent is installed and how its service restarts (read once, from the updater's YAML)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    install_dir: Path = Field(description="deploy-agent's install_dir (root's): venv, versions/, current")
+    status_file: Path = Field(description="the agent's status.json (<agent root>/status.json)")
+    registry: str = Field(description="the registry (gs://bucket[/prefix] or a directory)")
+    public_key: Path = Field(description="the release public key (root-owned, e.g. <install_dir>/etc/<id>/keys)")
+    channel: ChannelName = "stable"
+    restart_command: tuple[str, ...] = Field(description="e.g. [systemctl, restart, edgefleet-agent]")
+    python: str = Field(default="python3", description="the Python that makes the new venvs")
+    wheelhouse: Path | None = Field(default=None, description="install offline from this directory")
+    extra_site_dirs: tuple[Path, ...] = Field(default=(), description="directories added to the new venv's path "
+                                              "(a .pth file), as deploy-agent's: air-gapped devices, tests")
+    health_timeout_s: float = Field(default=300.0, gt=0, description="how long the new agent has to run")
+    status_fresh_s: float = Field(default=60.0, gt=0, description="a running status older than this is stale")
+    poll_s: float = Field(default=2.0, gt=0, description="how often status.json is read while waiting")
+    install_timeout_s: float = Field(default=1800.0, gt=0)
+
+    @field_validator("extra_site_dirs")
+    @classmethod
+    def _plain_directories(cls, value: tuple[Path, ...]) -> tuple[Path, ...]:
+        # A .pth line that starts with `import` runs at every start of that Python (as root, for the updater).
+        for directory in value:
+            if not directory.is_absolute() or any(c in str(directory) for c in "\n\r"):
+                raise ValueError(f"extra_site_dirs entry {str(directory)!r} must be an absolute path on one line")
+        return value
+
+
+class UpdateResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    outcome: str
+    detail: str
+
+
+def subprocess_runner(command: Sequence[str], timeout_s: float) -> None:
+    """Runs a command; EdgefleetError naming it (and its last output) when it fails."""
+    try:
+        completed = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout_s, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise EdgefleetError(f"{' '.join(command)} could not run: {error}", "check the updater's settings") from error
+    if completed.returncode != 0:
+        raise EdgefleetError(f"{' '.join(command)} failed ({completed.returncode}): "
+                             f"{(completed.stderr or completed.stdout).strip()[-1000:]}",
+                             "see the output; the running agent was not changed")
+
+
+# --- state and links ---------------------------------------------------------------------------------------
+
+def load_state(install_dir: Path) -> UpdaterState:
+    path = install_dir / STATE_FILE
+    if not path.exists():
+        return UpdaterState()
+    try:
+        return UpdaterState.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError) as error:
+        raise VerificationError(f"the updater's state {path} is damaged ({str(error).splitlines()[0]})",
+                                "check it; removing it trusts the next signed agent pointer again") from error
+
+
+def save_state(install_dir: Path, state: UpdaterState) -> None:
+    atomic_write_bytes(install_dir / STATE_FILE, state.model_dump_json(indent=2).encode() + b"\n")
+
+
+def current_target(install_dir: Path) -> str:
+    """Where `current` points (relative); `venv` (deploy-agent's) when there is no link yet."""
+    link = install_dir / CURRENT_LINK
+    return os.readlink(link) if link.is_symlink() else LEGACY_VENV
+
+
+def switch_current(install_dir: Path, target: str) -> None:
+    """Points `current` at `target` atomically: a new link, renamed over the old one."""
+    if not (install_dir / target).is_dir():
+        raise EdgefleetError(f"{install_dir / target} is not an installed agent", "install it before switching")
+    switch_symlink(install_dir / CURRENT_LINK, target)
+
+
+# --- the release -------------------------------------------------------------------------------------------
+
+def read_pointer(registry: RegistryReader, channel: str) -> ChannelPointer | None:
+    data = registry.read_object(agent_channel_key(channel), MAX_POINTER_BYTES)
+    return None if data is None else ChannelPointer.model_validate_json(data)
+
+
+def _check_file(path: Path, entry: FileEntry) -> None:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if path.stat().st_size != entry.size or digest != entry.sha256:
+        path.unlink(missing_ok=True)
+        raise VerificationError(f"{entry.name} does not match its signed agent manifest (sha256 {digest})",
+                                "the registry copy was altered or damaged: re-publish the agent release")
+
+
+def fetch_release(registry: RegistryReader, public_key: PublicKeyLike, pointer: ChannelPointer,
+                  dest: Path) -> tuple[AgentManifest, Path, Path]:
+    """Verifies the release the pointer names and downloads its wheel and this device's lock into `dest`.
+
+    Raises:
+        VerificationError: a manifest that is not the one the pointer names or not signed by the release key,
+            a file that does not match, or no lock for this Python and CPU.
+    """
+    version = pointer.version
+    where = registry.describe(agent_file_key(version, AGENT_MANIFEST_FILE))
+    data = registry.read_object(agent_file_key(version, AGENT_MANIFEST_FILE), MAX_AGENT_MANIFEST_BYTES)
+    if data is None or hashlib.sha256(data).hexdigest() != pointer.manifest_sha256:
+        raise VerificationError(f"{where} is {'missing' if data is None else 'not the manifest the pointer names'}",
+                                "re-publish the agent release and promote it again")
+    signature = registry.read_object(agent_file_key(version, AGENT_SIGNATURE_FILE), MAX_SIGNATURE_BYTES) or b""
+    verify(public_key, manifest_signed_bytes(data), decode_signature(signature, source=f"{where} signature"),
+           what=f"agent manifest {where}")
+    manifest = AgentManifest.model_validate_json(data)
+    if manifest.version != version:
+        raise VerificationError(f"{where} is agent {manifest.version}, not {version}", "re-publish the release")
+    python, arch = f"{sys.version_info[0]}.{sys.version_info[1]}", platform.machine()
+    lock = manifest.lock_for(python, arch)
+    if lock is None:
+        raise VerificationError(f"agent {version} has no lock for Python {python} on {arch}",
+                                "publish the release with the locks of flows/locks/")
+    dest.mkdir(parents=True, exist_ok=True)
+    for entry in (manifest.wheel, lock):
+        registry.download_object(agent_file_key(version, entry.name), dest / entry.name, max_bytes=entry.size)
+        _check_file(dest / entry.name, entry)
+    return manifest, dest / manifest.wheel.name, dest / lock.name
+
+
+def install_release(runner: Runner, config: UpdaterConfig, version: str, wheel: Path, lock: Path) -> str:
+    """Makes `versions/<version>/venv` (afresh), installs the hashed lock, then the wheel alone; returns the
+    target relative to the install dir."""
+    target = version_target(version)
+    venv = config.install_dir / target
+    offline = ["--no-index", "--find-links", str(config.wheelhouse)] if config.wheelhouse else []
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *offline]
+    timeout = config.install_timeout_s
+    runner([config.python, "-m", "venv", "--clear", str(venv)], timeout)
+    if config.extra_site_dirs:
+        _write_pth(venv, config.extra_site_dirs)
+    runner([*pip, "--require-hashes", "--only-binary", ":all:", "-r", str(lock)], timeout)
+    runner([*pip, "--no-deps", "--force-reinstall", str(wheel)], timeout)
+    if not (venv / "bin" / "edgefleet-agent").exists():
+        raise EdgefleetError(f"{venv} has no bin/edgefleet-agent after installing {wheel.name}",
+                             "check the published wheel")
+    return target
+
+
+def _write_pth(venv: Path, directories: tuple[Path, ...]) -> None:
+    """`edgefleet-extra-site.pth` in the venv's site-packages: one absolute directory a line."""
+    site = next(iter(sorted((venv / "lib").glob("python*/site-packages"))), None)
+    if site is None:
+        raise EdgefleetError(f"{venv} has no lib/python*/site-packages", "check the updater's python")
+    (site / "edgefleet-extra-site.pth").write_text("".join(f"{d}\n" for d in directories))
+
+
+# --- one run -----------------------------------------------------------------------------------------------
+
+def _status(path: Path) -> AgentStatus | None:
+    """The agent's status, read as root from a directory the agent's user owns: only a bounded regular file
+    (a FIFO or a symlink to an endless file is no status, never a hang)."""
+    try:
+        return parse_status(read_regular(path, max_bytes=MAX_STATUS_BYTES, fix="the agent writes status.json"))
+    except (OSError, EdgefleetError):
+        return None
+
+
+def await_health(config: UpdaterConfig, state: UpdaterState, runner: Runner,
+                 clock: Callable[[], datetime], sleep: Callable[[float], None] = time.sleep) -> UpdateResult:
+    """Judges the pending switch until healthy or its deadline; rolls back when unhealthy. Saves the state."""
+    pending = state.pending
+    assert pending is not None
+    fresh = timedelta(seconds=config.status_fresh_s)
+    while (verdict := health(_status(config.status_file), pending, clock(), fresh_within=fresh)) == "waiting":
+        sleep(config.poll_s)
+    if verdict == "unhealthy":
+        switch_current(config.install_dir, pending.previous_target)
+        save_state(config.install_dir, after_health(state, verdict))
+        runner(config.restart_command, config.health_timeout_s)
+        return UpdateResult(outcome="rolled-back", detail=f"agent {pending.version} did not come up healthy within "
+                            f"{config.health_timeout_s:g} s: back on {pending.previous_target}")
+    save_state(config.install_dir, after_health(state, verdict))
+    keep = {Path(target).parent.name for target in (pending.target, pending.previous_target)}
+    removed = prune(config.install_dir, keep)
+    return UpdateResult(outcome="updated", detail=f"agent {pending.version} runs ({pending.target})"
+                        + (f"; removed {', '.join(removed)}" if removed else ""))
+
+
+def run_once(config: UpdaterConfig, registry: RegistryReader, *, runner: Runner = subprocess_runner,
+             clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+             sleep: Callable[[float], None] = time.sleep) -> UpdateResult:
+    """One updater run (see the module docstring)."""
+    state = load_state(config.install_dir)
+    if state.pending is not None:
+        return await_health(config, state, runner, clock, sleep)
+    pointer = read_pointer(registry, config.channel)
+    if pointer is None:
+        return UpdateResult(outcome="none", detail=f"no agent channel {config.channel} in {registry.uri}")
+    if pointer.model != AGENT_POINTER_MODEL:
+        return UpdateResult(outcome="refused", detail=f"the agent channel names model {pointer.model}")
+    judgement = assess_pointer(config.public_key, pointer, state.channel, floor=None, now=clock(),
+                               source=registry.describe(agent_channel_key(config.channel)), running=state.running)
+    action = decide(judgement, pointer, state)
+    if action.kind != "install":
+        return UpdateResult(outcome=action.kind if action.kind == "refuse" else "none", detail=action.reason)
+    version_dir = config.install_dir / "versions" / pointer.version
+    _manifest, wheel, lock = fetch_release(registry, config.public_key, pointer, version_dir / "dist")
+    target = install_release(runner, config, pointer.version, wheel, lock)
+    now = clock()
+    pending = Pending(version=pointer.version, manifest_sha256=pointer.manifest_sha256, target=target,
+                      previous_target=current_target(config.install_dir), switched_at=now,
+                      deadline=now + timedelta(seconds=config.health_timeout_s),
+                      channel_after=accepted(state.channel, pointer))
+    state = state.model_copy(update={"pending": pending})
+    save_state(config.install_dir, state)  # before the link moves: a killed updater resumes the verdict
+    switch_current(config.install_dir, target)
+    try:
+        runner(config.restart_command, config.health_timeout_s)
+    except EdgefleetError:
+        pass  # judged like any agent that does not come up: its status never says running, then rolled back
+    return await_health(config, state, runner, clock, sleep)
+
+
+def prune(install_dir: Path, keep: set[str]) -> list[str]:
+    """Removes installed versions that are neither running nor the rollback; returns them."""
+    from edgefleet.device.selfupdate_plan import removable_versions
+
+    versions = install_dir / "versions"
+    installed = [path.name for path in versions.iterdir() if path.is_dir()] if versions.is_dir() else []
+    removed = removable_versions(installed, keep)
+    for version in removed:
+        shutil.rmtree(versions / version)
+    return removed
