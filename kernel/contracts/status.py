@@ -20,6 +20,11 @@ from edgefleet.kernel.errors import EdgefleetError
 
 STATUS_SCHEMA_VERSION = 2
 
+TelemetryState = Literal["ok", "sink_down", "failing", "off"]
+"""ok: publishing (or nothing to publish); sink_down: the sink cannot open (no credentials...), retried with
+backoff while the spool fills; failing: publishing fails (an outage), retried; off: telemetry could not start
+this run (the spool); in every case inference goes on."""
+
 
 class LoopCounters(BaseModel):
     """The inference loop's numbers as the status reports them (one type for the agent's `LoopStats` snapshot
@@ -70,6 +75,12 @@ class AgentStatus(LoopCounters):
     # issue 12 (lead: fold into schema 2 or the next): why the Edge TPU is not used although one was wanted
     edgetpu_unavailable: str | None = Field(
         default=None, description="why the Edge TPU is not used though one was wanted (probe outcome), if so")
+    # issue 22 (additive and optional, like the field above; lead: fold into schema 2 or the next): telemetry's
+    # own state, so a device that cannot publish says so while it keeps inferring. None: an agent before it.
+    telemetry_state: TelemetryState | None = Field(
+        default=None, description="ok | sink_down (cannot open: no credentials...) | failing | off; None: not said")
+    telemetry_error: str | None = Field(
+        default=None, description="why telemetry is not ok (message and fix), while it is not")
 
 
 def write_status(path: Path, status: AgentStatus) -> None:
