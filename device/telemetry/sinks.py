@@ -148,6 +148,9 @@ class PubSubSink:
 
     def __init__(self, config: TelemetryConfig, emulator_host: str | None = None, *,
                  credentials_file: Path | None = None) -> None:
+        from edgefleet.device.grpc_fork import disable_grpc_fork_handlers
+
+        disable_grpc_fork_handlers()  # in time unless grpc was imported before (the agent's CLI does it first)
         from google.api_core.retry import Retry, if_transient_error
         from google.cloud import pubsub_v1
 
