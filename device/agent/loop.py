@@ -314,7 +314,8 @@ class Agent:
         from edgefleet.device.registry import open_registry_reader
 
         poller = ChannelPoller(
-            open_registry_reader(self.config.registry.uri), self.store, self.config.model,
+            open_registry_reader(self.config.registry.uri, credentials_file=self.config.credentials_file),
+            self.store, self.config.model,
             self.config.registry.channel, self.config.public_key_path,
             interval_s=self.config.registry.poll_interval_s,
             on_refusal=lambda result: self.telemetry.record_event(
