@@ -83,3 +83,16 @@ def test_a_missing_or_damaged_credentials_file_is_named_with_its_fix(tmp_path, b
         PubSubSink(TelemetryConfig(pubsub_project=PROJECT), credentials_file=path)
     assert str(path) in caught.value.message and f"projects/{PROJECT}/topics/" in caught.value.message
     assert "deploy-agent" in caught.value.fix and "0640" in caught.value.fix
+
+
+def test_a_spool_that_cannot_open_turns_telemetry_off_and_the_device_keeps_inferring(releases, bare_device):
+    releases.install("1.0.0", "mobilenet_v1_0.25_128_quant.tflite")
+    config = cloud_agent_config(releases)
+    config.spool_path.mkdir(parents=True)  # a directory where the SQLite spool should be: it cannot open
+    agent = Agent(config)
+    with running(agent):
+        wait_until(lambda: agent.stats.frames >= 30, "30 frames inferred without telemetry")
+        status = read_status(releases.root / "status.json")
+    assert status.state == "running" and status.telemetry_state == "off"
+    assert str(config.spool_path) in status.telemetry_error and "telemetry is off" in status.telemetry_error
+    assert read_status(releases.root / "status.json").state == "stopped"
