@@ -117,3 +117,26 @@ def test_doctor_says_what_the_running_agent_says_of_its_telemetry(tmp_path):
     assert "credentials_file" in check.detail
     assert blocking_failures(DoctorReport(checks=(check,)), tpu_required=True) == ()
     assert json.loads(status.model_dump_json(by_alias=True))["telemetry_state"] == "sink_down"
+
+
+def test_a_manual_pull_with_the_agent_config_uses_its_credentials_file(tmp_path, bare_device, gcs_emulator,
+                                                                      unique_name, monkeypatch):
+    from typer.testing import CliRunner
+
+    from edgefleet.device.cli import app
+    from edgefleet.kernel.signing import generate_keypair, save_public_key
+
+    save_public_key(generate_keypair()[1], tmp_path / "root" / "keys" / "release.pub")
+    bucket = f"registry-{unique_name}"
+    anonymous = storage.Client(project="edgefleet-test", credentials=AnonymousCredentials(),
+                               client_options={"api_endpoint": gcs_emulator.endpoint})
+    anonymous.create_bucket(bucket)
+    with TokenEndpoint() as tokens:
+        key = service_account_file(tmp_path / "credentials.json", email=EMAIL, token_uri=tokens.uri)
+        config = write_config(tmp_path, f"credentials_file: {key}\n")
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.endpoint)
+        result = CliRunner().invoke(app, ["pull", "--registry", f"gs://{bucket}/fleet", "--model", "birds",
+                                          "--channel", "stable", "--config", str(config), "--json"])
+        assert "credentials" not in result.output, result.output
+        assert tokens.grants == [EMAIL]  # the pull went to the registry as the device's identity
+    anonymous.bucket(bucket).delete()
