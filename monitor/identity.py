@@ -223,7 +223,7 @@ class TelemetryVerifier:
             raise MonitorError(self._load_failure(error), self.keys_fix) from error
         with self._lock:
             self._apply(loaded)
-            self._loaded_at = self._looked_up_at = self._clock()
+            self._loaded_at = self._clock()  # a device enrolled since is still looked up at its first message
 
     def _load_failure(self, error: Exception) -> str:
         detail = f"{error.message} ({error.fix})" if isinstance(error, EdgefleetError) else str(error)

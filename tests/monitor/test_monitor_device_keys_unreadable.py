@@ -82,3 +82,14 @@ def test_keys_that_cannot_be_read_at_start_raise_with_where_and_the_fix():
         verifier.load_now()
     assert "gs://b/fleet/devices/" in caught.value.message and "403 Forbidden" in caught.value.message
     assert caught.value.fix == "grant it on gs://b/fleet/"
+
+
+def test_a_device_enrolled_right_after_the_start_is_looked_up_at_its_first_message():
+    key = Ed25519PrivateKey.generate().public_key()
+    fleet: dict = {}
+    verifier = TelemetryVerifier(lambda: FleetKeys(dict(fleet)), clock=lambda: 0.0,
+                                 load_device=lambda device_id, revoked: FleetKeys(
+                                     {device_id: fleet[device_id]} if device_id in fleet else {}))
+    verifier.load_now()  # the start: no device enrolled yet
+    fleet["cam-1"] = key  # deploy-agent enrols it a moment later; its first message follows at once
+    assert verifier._key("cam-1") is key
