@@ -223,7 +223,9 @@ class TelemetryVerifier:
             raise MonitorError(self._load_failure(error), self.keys_fix) from error
         with self._lock:
             self._apply(loaded)
-            self._loaded_at = self._clock()  # a device enrolled since is still looked up at its first message
+            # Not marked as a read: the first message re-reads every key, as before, so the devices enrolled
+            # between the start and that message are all known (not looked up one by one, rate-limited).
+            self._loaded_at = None
 
     def _load_failure(self, error: Exception) -> str:
         detail = f"{error.message} ({error.fix})" if isinstance(error, EdgefleetError) else str(error)
