@@ -40,8 +40,8 @@ UDEV_RULE_DIRS = ("/etc/udev/rules.d", "/lib/udev/rules.d", "/usr/lib/udev/rules
 # Checks whose failure means "no usable Edge TPU": they block a rollout only where the TPU is required.
 TPU_CHECKS = frozenset({"libedgetpu", "edgetpu_devices", "device_permissions"})
 # Failures a rollout goes on with: telemetry waits in the spool, the health gate falls back to the agent's
-# status over SSH (and an SSH session often lacks the service's Pub/Sub environment).
-NEVER_BLOCKING = frozenset({"pubsub"})
+# status over SSH. Credentials block through what needs them (a gs:// registry's own check), not by themselves.
+NEVER_BLOCKING = frozenset({"pubsub", "credentials", "telemetry"})
 
 
 class Check(BaseModel):
@@ -294,15 +294,16 @@ def check_registry(config: AgentConfig, limits: DoctorLimits) -> Check:
     from edgefleet.device.registry import RegistryOptions, open_registry_reader
 
     try:
-        registry = open_registry_reader(config.registry.uri, options=RegistryOptions(
-            request_timeout_s=limits.connect_timeout_s, retry_deadline_s=limits.connect_timeout_s))
+        registry = open_registry_reader(config.registry.uri, credentials_file=config.credentials_file,
+                                        options=RegistryOptions(request_timeout_s=limits.connect_timeout_s,
+                                                                retry_deadline_s=limits.connect_timeout_s))
         state = registry.read_channel(config.model, config.registry.channel)
     except EdgefleetError as error:
         return Check(name="registry", status="fail", detail=error.message, fix=error.fix)
     except Exception as error:  # noqa: BLE001 - credentials, DNS, HTTP: all "not reachable" for the user
         return Check(name="registry", status="fail", detail=f"{config.registry.uri}: {type(error).__name__}: "
                                                            f"{error}"[:400],
-                     fix="check the network and the device's credentials (GOOGLE_APPLICATION_CREDENTIALS)")
+                     fix="check the network and the device's credentials (credentials_file in agent.yaml)")
     where = f"{config.registry.uri} reachable; {config.model}/{config.registry.channel}"
     if state.pointer is None:
         return _ok("registry", f"{where}: no pointer yet")
@@ -330,19 +331,33 @@ def check_pubsub(config: AgentConfig, limits: DoctorLimits) -> Check:
         where = (host, int(port))
     else:
         where = ("pubsub.googleapis.com", 443)
-        try:
-            import google.auth
+        from edgefleet.device.doctor_credentials import credentials_problem
 
-            google.auth.default()
-        except Exception as error:  # noqa: BLE001 - DefaultCredentialsError and friends
-            return Check(name="pubsub", status="fail", detail=f"no Google credentials: {error}"[:400],
-                         fix="give the device its service-account key (GOOGLE_APPLICATION_CREDENTIALS)")
+        problem = credentials_problem(config.credentials_file)
+        if problem is not None:
+            return Check(name="pubsub", status="fail", detail=problem.message[:400], fix=problem.fix)
     problem = _endpoint_reachable(*where, limits.connect_timeout_s)
     if problem:
         return Check(name="pubsub", status="fail", detail=f"Pub/Sub not reachable: {problem}",
                      fix="check the network (telemetry waits in the spool meanwhile)")
     return _ok("pubsub", f"{where[0]}:{where[1]} reachable, topic {telemetry.pubsub_project}/"
                          f"{telemetry.pubsub_topic}")
+
+
+def check_credentials(config: AgentConfig) -> Check:
+    """`credentials_file` from agent.yaml, as the service reads it (`edgefleet.device.doctor_credentials`)."""
+    from edgefleet.device.doctor_credentials import credentials_verdict
+
+    status, detail, fix = credentials_verdict(config)
+    return Check(name="credentials", status=status, detail=detail, fix=fix)
+
+
+def check_telemetry(config: AgentConfig) -> Check:
+    """What the running agent's status says of its telemetry (never blocking)."""
+    from edgefleet.device.doctor_credentials import telemetry_verdict
+
+    status, detail, fix = telemetry_verdict(config)
+    return Check(name="telemetry", status=status, detail=detail, fix=fix)
 
 
 def check_public_key(path: Path) -> Check:
@@ -414,8 +429,10 @@ def run_doctor(config: AgentConfig, *, sys_root: Path = Path("/sys"), dev_root: 
         check_writable("spool", config.spool_path),
         check_disk(config.root, limits),
         check_clock(datetime.fromtimestamp(time.time(), tz=timezone.utc), limits, ntp_synchronized()),
+        check_credentials(config),
         check_registry(config, limits),
         check_pubsub(config, limits),
+        check_telemetry(config),
         check_public_key(config.public_key_path),
     ]
     return DoctorReport(checks=tuple(checks), tpu_required=required)

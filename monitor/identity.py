@@ -35,9 +35,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from edgefleet.device.identity import telemetry_signature_problem
-from edgefleet.kernel.contracts.layout import ATTR_DEVICE_ID, ATTR_SIGNATURE
-from edgefleet.kernel.errors import ConfigError, VerificationError
+from edgefleet.device.registry.base import RegistryReader
+from edgefleet.kernel.contracts.layout import ATTR_DEVICE_ID, ATTR_SIGNATURE, FLEET_DEVICES_PREFIX
+from edgefleet.kernel.errors import ConfigError, EdgefleetError, VerificationError
 from edgefleet.kernel.signing import key_id, load_public_key
+from edgefleet.monitor.errors import MonitorError
 from edgefleet.monitor.fleetkeys import FleetKeys, KeyRecordPolicy, RefusedRecord, load_device_key, load_fleet_keys
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 KEY_ID_PATTERN = r"^[0-9a-f]{16,64}$"
 UNKNOWN_DEVICE_REFRESH_S = 5.0
 """A device without a key triggers a look-up of its key at most this often (fleet-wide, not per device)."""
+
+KEYS_READ_FIX = "make the fleet's device keys readable by the monitor (identity.registry)"
 
 FORGED_PREFIX = "unauthenticated: "
 """Reasons of refused (forged or unverifiable) messages start with this; the monitor counts them apart."""
@@ -160,14 +164,21 @@ class TelemetryVerifier:
         load_device: reads one device's key (`load_device_key`: device id, revoked key ids); None: a look-up
             re-reads every key.
         clock: monotonic seconds.
+        keys_location: where the keys are read from (`gs://bucket/prefix/fleet/devices/`), for errors.
+        keys_fix: what to do when they cannot be read (the IAM grant on that prefix), for errors.
     """
 
     def __init__(self, load_keys: Callable[[], FleetKeys | Mapping[str, Ed25519PublicKey]], *,
                  require_signed: bool = True, refresh_s: float = 60.0,
                  unknown_refresh_s: float = UNKNOWN_DEVICE_REFRESH_S,
                  load_device: Callable[[str, frozenset[str]], FleetKeys] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, keys_location: str = "the fleet's device keys",
+                 keys_fix: str = KEYS_READ_FIX) -> None:
         self._load_keys = load_keys
+        self.keys_location = keys_location
+        self.keys_fix = keys_fix
+        self.key_load_error: str | None = None
+        """Why the last read of the keys failed (the monitor works on with the keys it has), or None."""
         self._load_device = load_device
         self._looked_up_at: float | None = None
         self.require_signed = require_signed
@@ -196,7 +207,30 @@ class TelemetryVerifier:
         registry = open_registry_reader(config.registry)
         return cls(lambda: load_fleet_keys(registry, policy), require_signed=config.require_signed,
                    refresh_s=config.refresh_s, unknown_refresh_s=config.unknown_refresh_s,
-                   load_device=lambda device_id, revoked: load_device_key(registry, policy, device_id, revoked))
+                   load_device=lambda device_id, revoked: load_device_key(registry, policy, device_id, revoked),
+                   keys_location=registry.describe(f"{FLEET_DEVICES_PREFIX}/"), keys_fix=keys_read_fix(registry))
+
+    def load_now(self) -> None:
+        """Reads the fleet's keys now: the monitor's start, which must not go on without them (every signed
+        message would be refused and dead-lettered).
+
+        Raises:
+            MonitorError: the keys cannot be read, naming where and the IAM fix.
+        """
+        try:
+            loaded = self._load_keys()
+        except Exception as error:  # noqa: BLE001 - whatever it is, the monitor must not start blind
+            raise MonitorError(self._load_failure(error), self.keys_fix) from error
+        with self._lock:
+            self._apply(loaded)
+            # Not marked as a read: the first message re-reads every key, as before, so the devices enrolled
+            # between the start and that message are all known (not looked up one by one, rate-limited).
+            self._loaded_at = None
+
+    def _load_failure(self, error: Exception) -> str:
+        detail = f"{error.message} ({error.fix})" if isinstance(error, EdgefleetError) else str(error)
+        return (f"the fleet monitor cannot read the device keys at {self.keys_location}: {type(error).__name__}: "
+                f"{detail}; with identity checks on, every signed message would be refused and dead-lettered")
 
     def problem(self, data: bytes, attributes: Mapping[str, str]) -> str | None:
         """Why the message must be refused (starts with FORGED_PREFIX), or None."""
@@ -260,9 +294,19 @@ class TelemetryVerifier:
     def _reload(self) -> None:
         try:
             loaded = self._load_keys()
-        except Exception:  # noqa: BLE001 - keep the keys we have; unknown devices wait for the next try
-            log.warning("could not load the fleet's device keys", exc_info=True)
+        except Exception as error:  # noqa: BLE001 - keep the keys we have; unknown devices wait for the next try
+            failure = self._load_failure(error)
+            if failure != self.key_load_error:  # loud, but once per distinct cause
+                log.error("%s (working on with the %d key(s) read before); fix: %s", failure, len(self._keys),
+                          self.keys_fix)
+            self.key_load_error = failure
             return
+        self._apply(loaded)
+
+    def _apply(self, loaded: FleetKeys | Mapping[str, Ed25519PublicKey]) -> None:
+        if self.key_load_error is not None:
+            log.info("the fleet's device keys at %s are readable again", self.keys_location)
+            self.key_load_error = None
         if not isinstance(loaded, FleetKeys):
             loaded = FleetKeys(dict(loaded))
         # A revocation seen once holds for this monitor's lifetime, even if removed from the registry since.
@@ -280,6 +324,17 @@ class TelemetryVerifier:
                 log.warning("device key record %s refused (its device is refused): %s (fix: %s)",
                             record.record, record.reason, record.fix)
         self._keys, self.refused_records = keys, tuple(refused)
+
+
+def keys_read_fix(registry: RegistryReader) -> str:
+    """The fix when the monitor cannot read the device keys: the IAM grant on the registry's `fleet/` prefix."""
+    bucket, prefix = getattr(registry, "bucket_name", None), getattr(registry, "prefix", "")
+    if bucket is None:
+        return f"make {registry.describe(FLEET_DEVICES_PREFIX)} readable by the monitor's user"
+    objects = f"projects/_/buckets/{bucket}/objects/{prefix + '/' if prefix else ''}fleet/"
+    return (f"give the monitor's service account roles/storage.objectViewer on bucket {bucket} with the IAM "
+            f"condition resource.name.startsWith(\"{objects}\") (the fleet infra's `pulumi up` grants it), and "
+            "check that identity.registry names the registry deploy-agent registers device keys in")
 
 
 def key_record_policy(config: IdentityConfig) -> KeyRecordPolicy:

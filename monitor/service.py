@@ -301,10 +301,13 @@ def run_monitor(config: MonitorConfig, stop_event: threading.Event, *,
 
     Raises:
         ConfigError: signatures are to be checked (strict, the default) and `identity.registry` is not set.
-        MonitorError: the subscription is missing or unreadable, or the stream ended for good.
+        MonitorError: the device keys cannot be read (naming where and the IAM fix); the subscription is missing
+            or unreadable, or the stream ended for good.
         FleetStateError: the store cannot be opened.
     """
     verifier = TelemetryVerifier.from_config(config.identity)  # a config without a key registry stops here
+    if verifier is not None:
+        verifier.load_now()  # keys that cannot be read stop the start here, never dead-letter all telemetry
     tally = _Tally()
     own_subscriber = subscriber is None
     try:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from edgefleet.device.grpc_fork import disable_grpc_fork_handlers
 from edgefleet.local.emulators import GcsEmulator, PubSubEmulator
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,6 +23,9 @@ CORAL_TEST_DATA = Path(os.environ.get("EDGEFLEET_CORAL_TEST_DATA") or REPO.paren
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# Tests fork processes (agents, CLIs) while their own Pub/Sub clients are busy: with gRPC's fork handlers on,
+# a child can abort before `exec` (edgefleet.device.grpc_fork; grpc/grpc#43055, seen under Python 3.9).
+disable_grpc_fork_handlers()
 
 
 @pytest.fixture(scope="session")

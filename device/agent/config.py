@@ -151,6 +151,12 @@ class AgentConfig(BaseSettings):
     public_key: Path | None = Field(
         default=None, description="release public key file or keyring directory (<key id>.pub files); default "
         "root/keys/release.pub, with the keyring root/keys/release.d beside it")
+    credentials_file: Path | None = Field(
+        default=None,
+        description="the device's Google credentials (a service-account key or a workload identity federation "
+        "configuration) for Pub/Sub telemetry and a gs:// registry; the agent and `doctor` read this same file "
+        "(deploy-agent installs it 0640 root:<agent group>). None: Application Default Credentials of the "
+        "process's own environment, which a `doctor` over SSH may not share")
     drain_timeout_s: float = Field(default=10.0, gt=0, description="on SIGTERM: longest wait to drain telemetry")
     refuse_development_keys: bool = Field(
         default=False, description="refuse models whose manifest says a development key signed them (production)")
@@ -162,7 +168,7 @@ class AgentConfig(BaseSettings):
     status: StatusConfig = StatusConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
 
-    @field_validator("root", "public_key")
+    @field_validator("root", "public_key", "credentials_file")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None

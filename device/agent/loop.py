@@ -38,8 +38,8 @@ from edgefleet.device.identity import load_or_create_device_key, sign_telemetry
 from edgefleet.device.runtime.interpreter import edgetpu_present
 from edgefleet.device.store import ModelStore, StoreOptions
 from edgefleet.device.telemetry.health import read_health
-from edgefleet.device.telemetry.service import TelemetryService
-from edgefleet.kernel.contracts.status import AgentStatus, write_status
+from edgefleet.device.telemetry.service import TelemetryService, TelemetryStats
+from edgefleet.kernel.contracts.status import AgentStatus, TelemetryState, write_status
 from edgefleet.kernel.errors import EdgefleetError, ModelError
 from edgefleet.kernel.fsutil import file_lock
 
@@ -60,6 +60,16 @@ class Frame(NamedTuple):
     image: np.ndarray
     tensor: np.ndarray
     prepared_for: tuple[int, ...]
+
+
+def telemetry_state(stats: TelemetryStats, *, off: bool) -> TelemetryState:
+    """What the status says of telemetry: off (never started), sink_down (the sink cannot open: retried),
+    failing (publishing fails: retried), ok. Pure."""
+    if off:
+        return "off"
+    if not stats.sink_started:
+        return "sink_down"
+    return "failing" if stats.failing else "ok"
 
 
 class Agent:
@@ -83,7 +93,8 @@ class Agent:
         self.telemetry = telemetry or TelemetryService(
             config.telemetry, config.spool_path, config.device_id,
             health_provider=functools.partial(read_health, tpu_present=self.tpu_present),
-            signer=functools.partial(sign_telemetry, load_or_create_device_key(config.root)))
+            signer=functools.partial(sign_telemetry, load_or_create_device_key(config.root)),
+            credentials_file=config.credentials_file)
         self.watcher = ModelWatcher(config, self.store, self.slot, self._model_event)
         self._source = source
         self._frames: FrameQueue[Frame] = FrameQueue(config.queues.frames)
@@ -98,6 +109,7 @@ class Agent:
         self._last_error: str | None = None
         self._notifier = SystemdNotifier.from_environment()  # systemd's READY=1 and watchdog (no-op elsewhere)
         self._inferring = False  # inside engine.infer(): the watchdog is fed only when frames progress then
+        self._telemetry_off: str | None = None  # why telemetry could not start at all (inference goes on)
 
     # --- stages --------------------------------------------------------------------------------------
     def _capture(self, stop: threading.Event) -> None:
@@ -212,6 +224,8 @@ class Agent:
             telemetry_published=telemetry.published, results_overflow=telemetry.queue_dropped,
             edgetpu_unavailable=self.watcher.edgetpu_unavailable,
             edgetpu=self.watcher.tpu.record(active.edgetpu if active else None),
+            telemetry_state=telemetry_state(telemetry, off=self._telemetry_off is not None),
+            telemetry_error=self._telemetry_off or (telemetry.last_error if telemetry.failing else None),
         )
 
     def _poll_error(self) -> str | None:
@@ -248,8 +262,19 @@ class Agent:
         finally:
             sys.setswitchinterval(switch_interval)
 
+    def _start_telemetry(self) -> None:
+        """Starts telemetry; a failure (the spool cannot open) is reported in the status, never fatal: inference
+        does not depend on telemetry. A sink that cannot open (no credentials) does not even fail the start:
+        the publisher retries it with backoff while the spool fills."""
+        try:
+            self.telemetry.start()
+        except Exception as error:  # noqa: BLE001 - whatever it is, the device keeps inferring
+            message = f"{error.message} (fix: {error.fix})" if isinstance(error, EdgefleetError) else repr(error)
+            self._telemetry_off = f"telemetry is off for this run: {message}"
+            log.error("%s; inference goes on", self._telemetry_off)
+
     def _run_stages(self, stop: threading.Event) -> int:
-        self.telemetry.start()
+        self._start_telemetry()
         self.write_status()  # "starting": loading the first model may take a while (the Edge TPU probe)
         self.watcher.check_once()  # load the current model before the first frame, if there is one
         threads = [
@@ -299,7 +324,8 @@ class Agent:
         from edgefleet.device.registry import open_registry_reader
 
         poller = ChannelPoller(
-            open_registry_reader(self.config.registry.uri), self.store, self.config.model,
+            open_registry_reader(self.config.registry.uri, credentials_file=self.config.credentials_file),
+            self.store, self.config.model,
             self.config.registry.channel, self.config.public_key_path,
             interval_s=self.config.registry.poll_interval_s,
             on_refusal=lambda result: self.telemetry.record_event(

@@ -11,6 +11,10 @@ from typing import Any, ForwardRef
 
 import typer
 
+from edgefleet.device.grpc_fork import disable_grpc_fork_handlers
+
+disable_grpc_fork_handlers()  # before anything imports grpc: the agent forks while its Pub/Sub channel is busy
+
 
 def resolve_annotations(function: Callable[..., Any]) -> Callable[..., Any]:
     """Evaluates a command's string annotations (PEP 563) in place on Python 3.9.

@@ -52,6 +52,15 @@ def _store(root: Path | None, public_key: Path | None = None, config: Path | Non
     return store
 
 
+def _credentials_file(config: Path | None) -> Path | None:
+    """The device's Google credentials file that `config` (agent.yaml) names: what the agent itself uses."""
+    if config is None:
+        return None
+    from edgefleet.device.agent.config import load_config
+
+    return _run(lambda: load_config(config)).credentials_file
+
+
 def _check_release_key_owner(key: object) -> None:
     """Refuses a release key file that a user other than the caller and root can replace (e.g. the agent's own
     user, when the rollout logs in as another user and names the store by --root)."""
@@ -305,9 +314,10 @@ def pull(
     from edgefleet.device.registry import open_registry_reader
 
     store = _store(root, public_key, config)
+    credentials_file = _credentials_file(config)
 
     def do() -> PullResult:
-        registry = open_registry_reader(registry_uri)
+        registry = open_registry_reader(registry_uri, credentials_file=credentials_file)
         return pull_channel_once(
             registry, store, model, channel, retry_refused=retry_refused, require_signed=require_signed
         )

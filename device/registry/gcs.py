@@ -5,7 +5,8 @@ generation, read together with the bytes (the download is conditioned on the gen
 whose size is checked are downloaded at the generation checked. google-cloud-storage errors become edgefleet
 errors naming the action (`_errors`); the writer (`edgefleet.flows.registry.gcs`) shares them.
 
-Credentials: the default Google credentials; with `STORAGE_EMULATOR_HOST` set, anonymous ones.
+Credentials: the device's `credentials_file` when given (`edgefleet.device.credentials`: the agent and `doctor`
+read the same file); else the default Google credentials; with `STORAGE_EMULATOR_HOST` set, anonymous ones.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class GcsRegistryReader(RegistryReader):
         prefix: key prefix inside the bucket ("" for the bucket root).
         client: a `google.cloud.storage.Client`; default: one made on first use.
         options: request timeout, retry deadline, promote attempts.
+        credentials_file: the device's Google credentials file; None: Application Default Credentials.
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class GcsRegistryReader(RegistryReader):
         *,
         client: storage.Client | None = None,
         options: RegistryOptions | None = None,
+        credentials_file: Path | None = None,
     ) -> None:
         if not _BUCKET_NAME.fullmatch(bucket):
             raise RegistryError(
@@ -57,6 +60,7 @@ class GcsRegistryReader(RegistryReader):
         self.prefix = prefix.strip("/")
         self.options = options or RegistryOptions()
         self._client = client
+        self._credentials_file = credentials_file
         self._retry = DEFAULT_RETRY.with_timeout(self.options.retry_deadline_s)
 
     def __repr__(self) -> str:
@@ -66,15 +70,28 @@ class GcsRegistryReader(RegistryReader):
     def client(self) -> storage.Client:
         """The storage client (made on first use)."""
         if self._client is None:
+            if self._credentials_file is not None:
+                self._client = self._client_from_file(self._credentials_file)
+                return self._client
             try:
                 self._client = storage.Client()
             except auth_errors.DefaultCredentialsError as error:
                 raise RegistryError(
                     f"no Google Cloud credentials to reach {self.uri}",
-                    "run `gcloud auth application-default login`, set GOOGLE_APPLICATION_CREDENTIALS to a "
-                    "service account key, or set STORAGE_EMULATOR_HOST to use the local GCS emulator",
+                    "on a device: set credentials_file in agent.yaml (deploy-agent installs it; the agent and "
+                    "`doctor` read the same file); elsewhere: `gcloud auth application-default login`; locally: "
+                    "set STORAGE_EMULATOR_HOST to use the GCS emulator",
                 ) from error
         return self._client
+
+    def _client_from_file(self, path: Path) -> storage.Client:
+        from edgefleet.device.credentials import CredentialsError, load_device_credentials
+
+        try:
+            credentials = load_device_credentials(path)
+        except CredentialsError as error:
+            raise RegistryError(f"cannot reach {self.uri}: {error.message}", error.fix) from error
+        return storage.Client(project=getattr(credentials, "project_id", None) or None, credentials=credentials)
 
     @property
     def uri(self) -> str:

@@ -66,7 +66,8 @@ def parse_registry_uri(uri: str | os.PathLike[str]) -> RegistryLocation:
 
 
 def open_registry_reader(
-    uri: str | os.PathLike[str], *, client: Any = None, options: RegistryOptions | None = None
+    uri: str | os.PathLike[str], *, client: Any = None, options: RegistryOptions | None = None,
+    credentials_file: Path | None = None,
 ) -> RegistryReader:
     """Opens the registry at `uri` for reading (what a device does; it never writes a registry).
 
@@ -74,6 +75,7 @@ def open_registry_reader(
         uri: `gs://bucket[/prefix]`, `file:///abs/dir`, or a directory path.
         client: GCS only: a `google.cloud.storage.Client` to use.
         options: timeouts and retry counts.
+        credentials_file: GCS only: the device's Google credentials (agent config `credentials_file`).
 
     Raises:
         RegistryError: unsupported scheme or invalid bucket name.
@@ -82,7 +84,8 @@ def open_registry_reader(
     if isinstance(location, GcsLocation):
         from edgefleet.device.registry.gcs import GcsRegistryReader
 
-        return GcsRegistryReader(location.bucket, location.prefix, client=client, options=options)
+        return GcsRegistryReader(location.bucket, location.prefix, client=client, options=options,
+                                 credentials_file=credentials_file)
     from edgefleet.device.registry.local import LocalRegistryReader
 
     return LocalRegistryReader(location.path, options=options)

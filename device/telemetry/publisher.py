@@ -49,6 +49,11 @@ class PublisherStats(NamedTuple):
     last_error: str | None
     last_error_time: float | None
     last_success_time: float | None
+    sink_started: bool = True
+
+
+SinkFactory = Callable[[], Sink]
+"""Opens the sink (a Pub/Sub client needs credentials): called in the publisher's thread until it succeeds."""
 
 
 class SpoolPublisher:
@@ -56,23 +61,30 @@ class SpoolPublisher:
 
     Args:
         spool: Where messages wait.
-        sink: Where they go.
+        sink: Where they go: the sink, or a `SinkFactory` the thread calls until the sink opens (no credentials,
+            no network yet: the failure is counted and retried with the same backoff as a failed publish, while
+            the spool keeps filling; inference never waits on it).
         config: Batch size (`publish_batch_size`), backoff (`backoff_initial_s` doubling per consecutive
             failure up to `backoff_max_s`, which a missing topic waits straight away; pauses shortened by up
             to `backoff_jitter`, at random), `idle_poll_s` (longest wait on an empty spool) and
             `flush_interval_s` (the pause after a batch that emptied the spool: acks at most that often).
+        destination: what the stats name until a `SinkFactory` opened its sink.
     """
 
-    def __init__(self, spool: Spool, sink: Sink, config: TelemetryConfig) -> None:
+    def __init__(self, spool: Spool, sink: Sink | SinkFactory, config: TelemetryConfig, *,
+                 destination: str | None = None) -> None:
         self.spool = spool
-        self.sink = sink
+        opened = hasattr(sink, "publish_batch")
+        self.sink: Sink | None = sink if opened else None  # type: ignore[assignment]
+        self._open_sink: SinkFactory | None = None if opened else sink  # type: ignore[assignment]
         self.config = config
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._deadline = float("inf")
         self._thread: threading.Thread | None = None
         self._last_error: TelemetryError | None = None
-        self._stats = PublisherStats(sink.destination, 0, 0, 0, None, None, None)
+        where = self.sink.destination if self.sink is not None else destination or "a sink not opened yet"
+        self._stats = PublisherStats(where, 0, 0, 0, None, None, None, sink_started=self.sink is not None)
 
     @property
     def last_error(self) -> TelemetryError | None:
@@ -88,7 +100,7 @@ class SpoolPublisher:
             raise RuntimeError("SpoolPublisher.start() called twice")
         self._thread = threading.Thread(target=self._run, name="telemetry-publisher", daemon=True)
         self._thread.start()
-        log.info("telemetry publisher started: %s -> %s", self.spool.path, self.sink.destination)
+        log.info("telemetry publisher started: %s -> %s", self.spool.path, self.stats().destination)
         return self
 
     def stop(self, drain_timeout_s: float) -> PublisherStats:
@@ -101,12 +113,14 @@ class SpoolPublisher:
         self.spool.wake()
         if self._thread is not None:
             # A batch already on the wire may take its full publish deadline to resolve.
-            self._thread.join(drain_timeout_s + self.sink.max_batch_wait_s + self.config.idle_poll_s)
+            max_batch_wait_s = self.sink.max_batch_wait_s if self.sink is not None else 0.0
+            self._thread.join(drain_timeout_s + max_batch_wait_s + self.config.idle_poll_s)
             if self._thread.is_alive():
                 log.warning(
                     "telemetry publisher did not stop in time; unsent messages stay in %s", self.spool.path
                 )
-        self.sink.close()
+        if self.sink is not None:
+            self.sink.close()
         stats = self.stats()
         log.info(
             "telemetry publisher stopped: %d published, %d waiting in %s",
@@ -123,6 +137,13 @@ class SpoolPublisher:
                 return
             if self._stopping.is_set() and (self.spool.depth == 0 or time.monotonic() >= self._deadline):
                 return
+            if self.sink is None:
+                error = self._try_open_sink()
+                if error is not None:
+                    if self._stopping.is_set():
+                        return  # no sink to drain into: the messages wait in the spool for the next start
+                    self._pause(self._record_failure(error))
+                continue
             try:
                 entries = self.spool.peek(self.config.publish_batch_size)
                 if not entries:
@@ -148,6 +169,23 @@ class SpoolPublisher:
                 )
             if error is not None:
                 self._pause(self._record_failure(error))
+
+    def _try_open_sink(self) -> TelemetryError | None:
+        """Opens the sink (`SinkFactory`); returns why it could not, or None once it is open."""
+        try:
+            sink = self._open_sink()  # type: ignore[misc]
+        except TelemetryError as error:
+            return error
+        except Exception as unexpected:  # noqa: BLE001 - a sink that cannot open must never end telemetry
+            log.exception("telemetry publisher: the sink could not be opened")
+            return TelemetryError(f"telemetry sink: unexpected {type(unexpected).__name__}: {unexpected}",
+                                  "see the agent log; messages wait in the spool and the sink is retried")
+        self.sink = sink
+        with self._lock:
+            self._stats = self._stats._replace(destination=sink.destination, sink_started=True,
+                                               consecutive_failures=0)
+        log.info("telemetry sink opened: %s -> %s", self.spool.path, sink.destination)
+        return None
 
     def _record_success(self, count: int) -> None:
         with self._lock:

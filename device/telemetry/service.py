@@ -60,7 +60,9 @@ class TelemetryStats(NamedTuple):
         spool_errors: Spool append batches that failed (disk full, SQLite errors); their records are lost.
         last_error: The most recent telemetry error (text with its fix), or None.
         last_success_time: Wall-clock time of the last delivery, or None.
-        failing: True while publishing keeps failing.
+        failing: True while publishing keeps failing (or the sink cannot open).
+        sink_started: False while the sink could not open yet (no credentials, say): retried with backoff,
+            messages wait in the spool.
     """
 
     destination: str
@@ -73,6 +75,7 @@ class TelemetryStats(NamedTuple):
     last_error: str | None
     last_success_time: float | None
     failing: bool
+    sink_started: bool = True
 
 
 class TelemetryService:
@@ -84,7 +87,10 @@ class TelemetryService:
         device_id: This device's id (goes in every message and its attributes).
         health_provider: Returns current health; default `read_health()` (no TPU).
         sink: Where messages go; default from `config` (Pub/Sub when `pubsub_project` is set, else the local
-            JSONL sink). Tests and the benchmarks pass their own.
+            JSONL sink), opened by the publisher's thread and retried with backoff until it opens (a device
+            without credentials keeps inferring and spooling). Tests and the benchmarks pass their own.
+        credentials_file: the device's Google credentials (the agent config's `credentials_file`) for Pub/Sub;
+            None: Application Default Credentials.
     """
 
     def __init__(
@@ -96,6 +102,7 @@ class TelemetryService:
         *,
         sink: Sink | None = None,
         signer: MessageSigner | None = None,
+        credentials_file: Path | None = None,
     ) -> None:
         if not device_id:
             raise ValueError("device_id must not be empty")
@@ -104,6 +111,7 @@ class TelemetryService:
         self.device_id = device_id
         self._health_provider = health_provider or read_health
         self._sink = sink
+        self._credentials_file = credentials_file
         self._signer = signer  # signs each message with the device's own key (issue 11)
         self._records: RecordBuffer[InferenceRecord | EventRecord] = RecordBuffer(
             config.queue_max, min(config.append_batch_size, config.queue_max)
@@ -125,8 +133,11 @@ class TelemetryService:
     def start(self) -> TelemetryService:
         """Opens the spool, starts the writer and publisher threads, and records a `started` event.
 
+        A sink that cannot open (no credentials, say) does not fail the start: the publisher retries it with
+        backoff while the spool fills (see `stats().sink_started`).
+
         Raises:
-            TelemetryError: the spool cannot be opened (the agent may run on without telemetry).
+            TelemetryError: the spool cannot be opened (the agent runs on without telemetry).
         """
         if self._writer is not None:
             raise RuntimeError("TelemetryService.start() called twice")
@@ -138,12 +149,9 @@ class TelemetryService:
             synchronous=config.spool_synchronous,
             signer=self._signer,
         )
-        try:
-            sink = self._sink or self._default_sink()
-        except Exception:
-            self._spool.close()
-            raise
-        self._publisher = SpoolPublisher(self._spool, sink, config)
+        destination = self._sink.destination if self._sink is not None else self._default_destination()
+        self._publisher = SpoolPublisher(self._spool, self._sink or self._default_sink, config,
+                                         destination=destination)
         builder = TelemetryBuilder(
             config.mode,
             config.summary_interval_s,
@@ -152,7 +160,7 @@ class TelemetryService:
             start_time=time.time(),
         )
         self._accepting = True
-        self.record_event("started", f"telemetry to {sink.destination}")
+        self.record_event("started", f"telemetry to {destination}")
         self._writer = threading.Thread(
             target=self._write_loop, args=(builder,), name="telemetry-writer", daemon=True
         )
@@ -267,6 +275,7 @@ class TelemetryService:
             last_error=max(errors)[1] if errors else None,
             last_success_time=publisher.last_success_time if publisher else None,
             failing=bool(publisher and publisher.consecutive_failures),
+            sink_started=publisher.sink_started if publisher else False,
         )
 
     # --- the writer thread ----------------------------------------------------------------------------
@@ -343,7 +352,12 @@ class TelemetryService:
             update={"spool_depth": counters.depth, "spool_dropped": counters.dropped}
         )
 
+    def _default_destination(self) -> str:
+        topic = self.config.topic_path()
+        return f"pubsub {topic}" if topic else f"file {self.config.resolved_sink_path(self.spool_path)}"
+
     def _default_sink(self) -> Sink:
+        """The sink `config` asks for; called by the publisher's thread (retried until it opens)."""
         if self.config.pubsub_project is None:
             return LocalSink.from_config(self.config, self.spool_path)
-        return PubSubSink(self.config)
+        return PubSubSink(self.config, credentials_file=self._credentials_file)

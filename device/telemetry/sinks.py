@@ -137,10 +137,20 @@ class PubSubSink:
             fill it); `reconnect_max_s`, the longest gRPC reconnect backoff; `backoff_initial_s`, the first
             in-call retry pause for transient errors.
         emulator_host: `host:port` of a Pub/Sub emulator; default: `PUBSUB_EMULATOR_HOST`, as Google's
-            clients do. With neither, Application Default Credentials reach the real Pub/Sub.
+            clients do (anonymous credentials).
+        credentials_file: the device's credentials (agent config `credentials_file`,
+            `edgefleet.device.credentials`); None: Application Default Credentials.
+
+    Raises:
+        TelemetryError: no credentials (as google-cloud-pubsub itself: `DefaultCredentialsError`), or the
+            credentials file is unusable; the publisher retries opening the sink with backoff.
     """
 
-    def __init__(self, config: TelemetryConfig, emulator_host: str | None = None) -> None:
+    def __init__(self, config: TelemetryConfig, emulator_host: str | None = None, *,
+                 credentials_file: Path | None = None) -> None:
+        from edgefleet.device.grpc_fork import disable_grpc_fork_handlers
+
+        disable_grpc_fork_handlers()  # in time unless grpc was imported before (the agent's CLI does it first)
         from google.api_core.retry import Retry, if_transient_error
         from google.cloud import pubsub_v1
 
@@ -161,13 +171,13 @@ class PubSubSink:
         from google.auth.exceptions import DefaultCredentialsError
 
         try:
-            transport = self._transport(config.reconnect_max_s)
+            transport = self._transport(config.reconnect_max_s, self._credentials(credentials_file))
         except DefaultCredentialsError as error:
             raise TelemetryError(
                 f"no Google Cloud credentials to publish telemetry to {self.topic_path}: {error}",
-                "on a device: set GOOGLE_APPLICATION_CREDENTIALS to the device's service-account key file; "
-                "locally: set PUBSUB_EMULATOR_HOST (`edgefleet local up` prints it); or unset "
-                "telemetry.pubsub_project to write the local sink",
+                "on a device: set credentials_file in agent.yaml (deploy-agent installs it; the agent and "
+                "`doctor` read the same file); locally: set PUBSUB_EMULATOR_HOST (`edgefleet local up` prints "
+                "it); or unset telemetry.pubsub_project to write the local sink. Messages wait in the spool",
             ) from error
         self._client = pubsub_v1.PublisherClient(
             batch_settings=pubsub_v1.types.BatchSettings(
@@ -176,9 +186,23 @@ class PubSubSink:
             transport=transport,
         )
 
-    def _transport(self, reconnect_max_s: float) -> Any:
-        import grpc
+    def _credentials(self, credentials_file: Path | None) -> Any:
+        """Anonymous on an emulator; the device's credentials file; else None (Application Default)."""
         from google.auth.credentials import AnonymousCredentials
+
+        if self.emulator_host:
+            return AnonymousCredentials()
+        if credentials_file is None:
+            return None
+        from edgefleet.device.credentials import CredentialsError, load_device_credentials
+
+        try:
+            return load_device_credentials(credentials_file)
+        except CredentialsError as error:
+            raise TelemetryError(f"telemetry to {self.topic_path}: {error.message}", error.fix) from error
+
+    def _transport(self, reconnect_max_s: float, credentials: Any) -> Any:
+        import grpc
         from google.pubsub_v1.services.publisher.transports.grpc import PublisherGrpcTransport
 
         emulator_host = self.emulator_host
@@ -193,7 +217,6 @@ class PubSubSink:
                 return grpc.insecure_channel(emulator_host, options=merged)
             return PublisherGrpcTransport.create_channel(host, options=merged, **kwargs)
 
-        credentials = AnonymousCredentials() if emulator_host else None
         return PublisherGrpcTransport(channel=make_channel, credentials=credentials)
 
     def publish_batch(self, entries: Sequence[SpoolEntry]) -> PublishOutcome:
@@ -241,7 +264,7 @@ class PubSubSink:
             return TelemetryError(
                 f"Pub/Sub refused {where}: {cause}",
                 "give the device's service account roles/pubsub.publisher on the topic (`pulumi up` does) "
-                "and check its credentials (GOOGLE_APPLICATION_CREDENTIALS)",
+                "and check the device's credentials (credentials_file in agent.yaml; `edgefleet-agent doctor`)",
             )
         if isinstance(
             cause,

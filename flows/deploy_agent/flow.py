@@ -50,10 +50,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict
 
+from edgefleet.flows.deploy_agent.credentials import credentials_text, install_credentials
 from edgefleet.flows.deploy_agent.device_access import device_access, source_kind
 from edgefleet.flows.deploy_agent.install import ensure_libedgetpu, ensure_venv, install_lock, pip_install
 from edgefleet.flows.deploy_agent.keyring import install_keyring, release_keyring_files, release_public_key_text
 from edgefleet.flows.deploy_agent.params import (
+    CREDENTIALS_FILE,
+    DEVICE_ID_FIELD,
     DeployAgentParams,
     check_wheel_name,
     pth_text,
@@ -129,12 +132,16 @@ def build_wheel(project_dir: Path, out_dir: Path) -> Path:
     return wheels[-1]
 
 
-def agent_document(params: DeployAgentParams, device: DeviceSpec, root: str, public_key: str) -> str:
+def agent_document(params: DeployAgentParams, device: DeviceSpec, root: str, public_key: str,
+                   credentials: str | None = None) -> str:
     """The device's agent.yaml, validated with the agent's own config model (errors name device and key); its
-    release key is `public_key` (in the root-owned config directory, never under the agent root)."""
+    release key is `public_key` and its Google credentials `credentials` (in the root-owned config directory,
+    never under the agent root)."""
     from edgefleet.device.agent.config import AgentConfig
 
     document = {**params.agent, "device_id": device.id, "root": root, "public_key": public_key}
+    if credentials is not None:
+        document["credentials_file"] = credentials
     validate(AgentConfig, document, origin=f"agent config for device {device.id}",
              fix="fix the `agent` parameter (fields of agent.yaml)")
     return yaml.safe_dump(document, sort_keys=False)
@@ -205,6 +212,7 @@ def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgen
     if device.user != "root" and not device.agent_root.startswith("/"):
         raise ConfigError(f"device {device.id}: agent_root {device.agent_root!r} must be absolute when the login is "
                           "not root (sudo changes $HOME)", "e.g. agent_root: /var/lib/edgefleet-agent")
+    credentials = credentials_text(params.credentials_file, device.id) if params.credentials_file else None
     root = connection.run(f"mkdir -p {remote_path(device.agent_root)} && cd {remote_path(device.agent_root)} "
                           "&& pwd -P").stdout.strip()
     config_dir = _config_dir(connection, params, device, root)
@@ -212,10 +220,13 @@ def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgen
     q = shlex.quote
     config_path = f"{config_dir}/agent.yaml"
     ring = install_keyring(connection, config_dir, release_key)  # before the config naming it: never a gap
-    connection.write_text(config_path, agent_document(params, device, root, ring))
+    credentials_path = f"{config_dir}/{CREDENTIALS_FILE}" if credentials is not None else None
+    connection.write_text(config_path, agent_document(params, device, root, ring, credentials_path))
     if params.agent_user:
         connection.run(create_user_command(params.agent_user, root, device_access(source_kind(params.agent)).groups))
         connection.run(ownership_command(params.agent_user, root, device.user))
+    if credentials is not None and credentials_path is not None:  # after the agent's user (and group) exists
+        install_credentials(connection, credentials_path, credentials, params.agent_user or device.user)
     # The agent makes its own key on the device (as its own user); only the public key comes back, to be published.
     device_public = connection.run(as_agent_user(params.agent_user, f"{q(venv)}/bin/edgefleet-agent device-key "
                                                                     f"--root {q(root)}")).stdout.strip()
@@ -351,6 +362,8 @@ def deploy_agent(params: DeployAgentParams) -> list[DeployResult]:
     """Installs the device agent as a service on the target devices (see the module docstring)."""
     release_key = release_keyring_files(params.public_key)  # before touching any device
     enrolment_key(params)  # likewise
+    if params.credentials_file and DEVICE_ID_FIELD not in params.credentials_file:
+        credentials_text(params.credentials_file, "any")  # likewise (per-device files: at each device)
     logger = get_run_logger()
     inventory = load_inventory(params.inventory)
     devices = inventory.select(params.target.ids, params.target.tags)

@@ -30,6 +30,8 @@ DEFAULT_AGENT_USER = "edgefleet"
 CONFIG_SUBDIR = "etc"
 RELEASE_KEY_FILE = "keys/release.pub"  # under the device's config directory: the single anchor of older installs
 RELEASE_KEYRING_DIR = "keys/release.d"  # under the device's config directory: the keyring (one <key id>.pub each)
+CREDENTIALS_FILE = "google-credentials.json"  # under the device's config directory, 0640 root:<agent group>
+DEVICE_ID_FIELD = "{device_id}"  # in credentials_file: one file per device
 _WHEEL_NAME = re.compile(r"[A-Za-z0-9_.+-]+\.whl")
 
 
@@ -105,6 +107,11 @@ class DeployAgentParams(BaseModel):
     service: ServiceManager = Field(default=SystemdService(),
                                     description="how the agent runs: systemd, or process (no systemd as init)")
     environment: dict[EnvName, EnvValue] = Field(default_factory=dict, description="agent environment (e.g. PUBSUB_*)")
+    credentials_file: str | None = Field(
+        default=None, description="the devices' Google credentials on this machine (a service-account key or a "
+        "workload identity federation configuration); '{device_id}' in it names one file per device. Installed "
+        f"0640 root:<agent group> as <config_dir>/<device id>/{CREDENTIALS_FILE} and named in agent.yaml "
+        "(credentials_file), read by the agent and doctor alike; a re-run replaces it atomically (rotation)")
     wheel: str | None = Field(default=None, description="a built wheel; default: build the project's")
     project_dir: str | None = Field(default=None, description="default: the source tree of this edgefleet")
     max_parallel: int = Field(default=8, ge=1)
@@ -130,6 +137,17 @@ class DeployAgentParams(BaseModel):
         data = dict(data)
         flat = {"manager": data.pop("service_manager", "systemd"), "name": data.pop("service_name", None)}
         return {**data, "service": {key: value for key, value in flat.items() if value is not None}}
+
+    @model_validator(mode="after")
+    def _one_credentials_path(self) -> DeployAgentParams:
+        if "GOOGLE_APPLICATION_CREDENTIALS" in self.environment:
+            raise ValueError("environment.GOOGLE_APPLICATION_CREDENTIALS reaches the service only (the rollout's "
+                             "preflight doctor, run over SSH, never sees it): give the file as credentials_file, "
+                             "which deploy-agent installs and names in agent.yaml for the agent and doctor alike")
+        if self.credentials_file is not None and "credentials_file" in self.agent:
+            raise ValueError("credentials_file is set both as a deploy-agent parameter and in agent: keep the "
+                             "parameter (deploy-agent installs the file and names it in agent.yaml)")
+        return self
 
     @property
     def service_manager(self) -> ServiceManagerName:

@@ -20,6 +20,11 @@ from edgefleet.kernel.errors import EdgefleetError
 
 STATUS_SCHEMA_VERSION = 3  # 3: `edgetpu`, the Edge TPU probe outcome the agent acts on (issue 22)
 
+TelemetryState = Literal["ok", "sink_down", "failing", "off"]
+"""ok: publishing (or nothing to publish); sink_down: the sink cannot open (no credentials...), retried with
+backoff while the spool fills; failing: publishing fails (an outage), retried; off: telemetry could not start
+this run (the spool); in every case inference goes on."""
+
 
 class LoopCounters(BaseModel):
     """The inference loop's numbers as the status reports them (one type for the agent's `LoopStats` snapshot
@@ -92,6 +97,11 @@ class AgentStatus(LoopCounters):
     # --- schema 3 ---
     edgetpu: EdgeTpuRecord | None = Field(
         default=None, description="the Edge TPU probe outcome the agent acts on (None: no TPU wanted or schema 2)")
+    # telemetry's own state, so a device that cannot publish says so while it keeps inferring (None: before it)
+    telemetry_state: TelemetryState | None = Field(
+        default=None, description="ok | sink_down (cannot open: no credentials...) | failing | off; None: not said")
+    telemetry_error: str | None = Field(
+        default=None, description="why telemetry is not ok (message and fix), while it is not")
 
 
 def write_status(path: Path, status: AgentStatus) -> None:

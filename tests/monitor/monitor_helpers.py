@@ -74,6 +74,11 @@ class FleetKeys:
     enrolment: Ed25519PrivateKey = field(default_factory=lambda: Ed25519PrivateKey.generate())
     """The fleet enrolment key: it signs the device key records (the monitor lists its public half)."""
 
+    def __post_init__(self) -> None:
+        # The registry exists before any device enrols, as `edgefleet local up` / `pulumi up` make it: a monitor
+        # that cannot read it refuses to start (issue 22).
+        self.registry.mkdir(parents=True, exist_ok=True)
+
     @property
     def enrolment_public(self) -> Path:
         """The enrolment key's public key file (written on first use): the monitor's identity.enrolment_keys."""

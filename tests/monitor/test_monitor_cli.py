@@ -114,6 +114,7 @@ def test_fleet_commands_read_the_store_path_from_the_config(fleet_db, tmp_path):
 def test_monitor_command_names_a_missing_subscription(pubsub_env, tmp_path):
     config = tmp_path / "monitor.yaml"
     enrolment = save_public_key(generate_keypair()[1], tmp_path / "enrolment.pub")
+    (tmp_path / "registry").mkdir()  # a readable key registry (one that is not refuses the start first)
     config.write_text(yaml.safe_dump({"monitor": {"identity": {"registry": str(tmp_path / "registry"),
                                                                "enrolment_keys": [str(enrolment)]}}}))
     result = runner.invoke(app, ["monitor", "--project", pubsub_env.project, "--subscription", "no-such-sub",

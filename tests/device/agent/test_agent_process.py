@@ -7,8 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 from google.cloud import pubsub_v1
@@ -32,6 +34,24 @@ def pull_all(subscriber: pubsub_v1.SubscriberClient, subscription: str) -> list[
         subscriber.acknowledge(subscription=subscription, ack_ids=[r.ack_id for r in response.received_messages])
 
 
+class OutputReader:
+    """Reads a process's output pipe to its end in a thread: the pipe never fills (a full one would block the
+    agent's logging, and with it the agent), and what the process said is there to show when it fails."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        self._chunks: list[bytes] = []
+        self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _read(self, pipe: IO[bytes]) -> None:
+        for chunk in iter(lambda: pipe.read1(65536), b""):
+            self._chunks.append(chunk)
+
+    def text(self, wait_s: float = 0.0) -> str:
+        self._thread.join(wait_s)
+        return b"".join(self._chunks).decode(errors="replace")
+
+
 @pytest.mark.slow
 def test_agent_process_publishes_every_seq_and_exits_cleanly_on_sigterm(releases, pubsub_env, unique_name):
     project = pubsub_env.project
@@ -49,6 +69,7 @@ def test_agent_process_publishes_every_seq_and_exits_cleanly_on_sigterm(releases
     env = {**os.environ, "PUBSUB_EMULATOR_HOST": pubsub_env.host}
     process = subprocess.Popen([str(AGENT), "run", "--config", str(config)], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = OutputReader(process.stdout)
     try:
         deadline = time.monotonic() + 60
         status: dict = {}
@@ -60,14 +81,16 @@ def test_agent_process_publishes_every_seq_and_exits_cleanly_on_sigterm(releases
                 if status["frames"] > 20 and status["telemetry_published"] > 2:
                     break
             time.sleep(0.2)
-        assert status.get("frames", 0) > 20, process.stdout.read1().decode() if process.poll() is not None else status
+        ended = process.poll() is not None
+        assert status.get("frames", 0) > 20, (
+            f"exit {process.poll()}, status {status}, output:\n{output.text(wait_s=5 if ended else 0)}")
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0
+        assert process.wait(timeout=60) == 0, f"output:\n{output.text(wait_s=10)}"
     finally:
         if process.poll() is None:
             process.kill()
     final = json.loads((releases.root / "status.json").read_text())
-    assert final["state"] == "stopped" and final["spool_depth"] == 0
+    assert final["state"] == "stopped" and final["spool_depth"] == 0 and final["telemetry_state"] == "ok"
     messages = pull_all(subscriber, subscription)
     seqs = sorted({m.seq for m in messages})
     assert seqs == list(range(1, seqs[-1] + 1))  # no gaps

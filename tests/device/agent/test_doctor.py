@@ -181,7 +181,7 @@ def test_doctor_json_lists_every_check_and_exits_1_on_a_failure(releases, standi
     by_name = {check["name"]: check for check in checks}
     assert [name for name in by_name] == [
         "config", "python", "runtime", "libedgetpu", "edgetpu_devices", "device_permissions", "store", "spool",
-        "disk", "clock", "registry", "pubsub", "public_key"]
+        "disk", "clock", "credentials", "registry", "pubsub", "telemetry", "public_key"]
     assert by_name["libedgetpu"]["status"] == "fail" and "SIGSEGV" in by_name["libedgetpu"]["detail"]
     assert "model_edgetpu.tflite" in by_name["libedgetpu"]["detail"]
     assert by_name["config"]["status"] == "ok" and by_name["public_key"]["status"] == "ok"

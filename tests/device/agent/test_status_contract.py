@@ -21,6 +21,7 @@ def test_a_status_of_an_older_agent_reads_with_new_fields_defaulted():
     status = parse_status(json.dumps(SCHEMA_1_STATUS))
     assert status is not None and status.schema_ == 1 and status.frames == 12
     assert (status.version_frames, status.dist, status.edgetpu_unavailable) == (0, None, None)
+    assert (status.telemetry_state, status.telemetry_error) == (None, None)  # an agent before issue 22 said nothing
 
 
 def test_a_status_of_a_newer_agent_reads_with_unknown_fields_ignored():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -279,17 +280,47 @@ def test_spool_failure_is_counted_and_telemetry_goes_on(tmp_path: Path, wait) ->
     assert [message.kind for message in messages] == ["event", "inference", "event"]
 
 
-def test_missing_cloud_credentials_fail_start_clearly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_missing_cloud_credentials_leave_the_spool_filling_and_the_sink_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wait
 ) -> None:
+    # Issue 22: no credentials used to fail start() (and with it the agent); now the start goes on, the error is
+    # in the stats with its fix, and the messages wait in the spool for a sink that opens.
     monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-such-key.json"))
-    config = TelemetryConfig(pubsub_project=PROJECT, pubsub_topic="edgefleet-telemetry")
-    service = TelemetryService(config, tmp_path / "spool.sqlite", "dev-k")
-    with pytest.raises(TelemetryError) as caught:
-        service.start()
-    assert f"projects/{PROJECT}/topics/edgefleet-telemetry" in caught.value.message
-    assert "GOOGLE_APPLICATION_CREDENTIALS" in caught.value.fix
-    # The spool was opened and closed again: a corrected start can use it.
-    with Spool(tmp_path / "spool.sqlite", max_messages=10) as spool:
-        assert spool.depth == 0
+    config = TelemetryConfig(pubsub_project=PROJECT, pubsub_topic="edgefleet-telemetry", **FAST)
+    service = TelemetryService(config, tmp_path / "spool.sqlite", "dev-k").start()
+    assert service.record_inference(MODEL, 1.0, [])
+    wait(lambda: service.stats().last_error is not None and service.stats().depth >= 2, what="the refusal")
+    stats = service.stats()
+    assert stats.sink_started is False and stats.failing and stats.published == 0
+    assert f"projects/{PROJECT}/topics/edgefleet-telemetry" in stats.last_error
+    assert "credentials_file" in stats.last_error  # the fix: the device's one credentials path
+    service.stop(drain_timeout_s=1.0)
+    with Spool(tmp_path / "spool.sqlite", max_messages=10) as spool:  # nothing lost: it waits for the next start
+        assert spool.depth == 3  # started, the inference, stopped
+
+
+def test_a_sink_that_cannot_open_is_retried_with_backoff_and_then_drains_the_spool(
+    tmp_path: Path, wait, build_message
+) -> None:
+    attempts: list[float] = []
+    sink_path = tmp_path / "telemetry.jsonl"
+
+    def open_sink() -> LocalSink:
+        attempts.append(time.monotonic())
+        if len(attempts) < 3:
+            raise TelemetryError("no credentials yet", "install them")
+        return LocalSink(sink_path)
+
+    with Spool(tmp_path / "spool.sqlite", max_messages=100) as spool:
+        spool.append_many([build_message()] * 5)
+        publisher = SpoolPublisher(spool, open_sink, TelemetryConfig(**FAST), destination="pubsub somewhere")
+        assert publisher.stats().sink_started is False and publisher.stats().destination == "pubsub somewhere"
+        publisher.start()
+        wait(lambda: spool.depth == 0, what="the spool to drain once the sink opened")
+        stats = publisher.stop(drain_timeout_s=5.0)
+    assert len(attempts) == 3 and stats.failed_batches == 2 and stats.published == 5
+    assert stats.sink_started and stats.destination == f"file {sink_path}" and stats.consecutive_failures == 0
+    # The retries backed off (first pause backoff_initial_s, shortened by at most the jitter).
+    assert attempts[1] - attempts[0] >= FAST["backoff_initial_s"] * (1 - TelemetryConfig().backoff_jitter)
+    assert [json.loads(line)["seq"] for line in sink_path.read_text().splitlines()] == [1, 2, 3, 4, 5]
