@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import stat
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -53,7 +51,9 @@ def test_deploy_agent_installs_the_credentials_0640_for_the_agents_group_and_rot
                                                      check=True).stdout)
             assert json.loads(as_uid(agent_user, f"cat {installed}").stdout)["client_email"].startswith("first@")
             assert as_uid(agent_user, f"echo x >> {installed}").returncode != 0  # readable, never writable
-            doctor = as_uid(agent_user, f"{Path(sys.executable).with_name('edgefleet-agent')} doctor --json "
+            # the deployed venv's agent (as the preflight runs it): the project's own Python may be in root's home
+            deployed = readable_dir / "opt" / "venv" / "bin" / "edgefleet-agent"
+            doctor = as_uid(agent_user, f"{deployed} doctor --json "
                                         f"--config {config_path}")
             checks = {check["name"]: check for check in json.loads(doctor.stdout)["checks"]}
             assert checks["credentials"]["status"] == "ok", checks["credentials"]
