@@ -47,8 +47,11 @@ def test_agent_process_publishes_every_seq_and_exits_cleanly_on_sigterm(releases
         f"telemetry: {{mode: summary, summary_interval_s: 0.3, pubsub_project: {project}, "
         f"pubsub_topic: telemetry-{unique_name}}}\n")
     env = {**os.environ, "PUBSUB_EMULATOR_HOST": pubsub_env.host}
-    process = subprocess.Popen([str(AGENT), "run", "--config", str(config)], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # The agent's output goes to a file, read when a check fails: a pipe nobody reads fills up and blocks it.
+    output = releases.tmp / "agent-output.log"
+    with output.open("wb") as sink:
+        process = subprocess.Popen([str(AGENT), "run", "--config", str(config)], env=env,
+                                   stdout=sink, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         status: dict = {}
@@ -60,9 +63,9 @@ def test_agent_process_publishes_every_seq_and_exits_cleanly_on_sigterm(releases
                 if status["frames"] > 20 and status["telemetry_published"] > 2:
                     break
             time.sleep(0.2)
-        assert status.get("frames", 0) > 20, process.stdout.read1().decode() if process.poll() is not None else status
+        assert status.get("frames", 0) > 20, (status, output.read_text(errors="replace"))
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0
+        assert process.wait(timeout=60) == 0, output.read_text(errors="replace")
     finally:
         if process.poll() is None:
             process.kill()
