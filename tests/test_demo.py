@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from edgefleet.flows.release.native_logs import native_line
 from edgefleet.kernel.contracts.layout import channel_key
 
 
@@ -25,6 +26,13 @@ def test_the_demo_rolls_out_two_good_releases_stops_the_bad_one_and_leaves_nothi
                             capture_output=True, text=True, timeout=900, env=None)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-4000:]
     assert "edgefleet demo: done" in result.stdout
+    # First-run output (issue 22): no TensorFlow/absl native log lines between the steps (they went to the
+    # workdir's tensorflow.log), and the closing panel names the --workdir the files are in.
+    output = result.stdout + result.stderr
+    assert [line for line in output.splitlines() if native_line(line.encode())] == [], output[-6000:]
+    assert (workdir / "tensorflow.log").is_file()
+    assert f"the demo's files stay in {workdir} until the next run" in result.stdout
+    assert ".edgefleet/demo" not in result.stdout
     summary = json.loads(summary_file.read_text())
     assert summary["ok"] is True
     assert [(r["version"], r["published"]) for r in summary["releases"]] == [
