@@ -41,6 +41,8 @@ from edgefleet.kernel.contracts.names import DeviceId
 from edgefleet.kernel.errors import ConfigError, describe_validation_error
 
 SECRET_KEYS = ("password", "passphrase", "secret", "key_passphrase")
+# deploy-agent's default install_dir (/opt/edgefleet) + venv/bin: tests/rollout/test_inventory_waves.py ties them.
+DEFAULT_AGENT_COMMAND = "/opt/edgefleet/venv/bin/edgefleet-agent"
 
 
 class _Strict(BaseModel):
@@ -58,8 +60,10 @@ class DeviceSpec(_Strict):
     tags: tuple[str, ...] = Field(default=(), description="free-form labels used to target devices")
     agent_root: AgentRootPath = Field(default=DEFAULT_AGENT_ROOT,
                                       description="the agent root on the device (models, status.json, spool)")
-    agent_command: CommandName = Field(default="edgefleet-agent",
-                                       description="how to call the device CLI there (absolute path in a venv)")
+    agent_command: CommandName = Field(default=DEFAULT_AGENT_COMMAND,
+                                       description="how to call the device CLI there: an absolute path (default: "
+                                       "where deploy-agent installs it with its default install_dir; a "
+                                       "non-interactive SSH session's PATH has no venv on it)")
     agent_user: UnixName | None = Field(default=None, description="the system user the agent runs as (deploy-"
                                         "agent's agent_user); the device CLI is then run as it with `sudo -n -u`")
     config_dir: DevicePath | None = Field(
