@@ -67,3 +67,16 @@ def test_any_other_error_keeps_prefects_account_with_its_traceback(recorded: lis
     assert messages[2].startswith("Finished in state Failed")
     logging.getLogger(TASK_RUNS).error("after the block")  # the filter is gone
     assert recorded[-1].getMessage() == "after the block"
+
+
+def test_a_missing_rollout_is_named_whole(tmp_path) -> None:
+    """`rollout show` of a rollout a registry lacks: the registry is named as typed (Rich markup ate `[...]`)."""
+    from typer.testing import CliRunner
+
+    from edgefleet.cli import app
+
+    registry = tmp_path / "registry[lab]"
+    registry.mkdir()
+    result = CliRunner().invoke(app, ["rollout", "show", "cam-1.0.0", "--registry", str(registry)])
+    assert result.exit_code == 2
+    assert f"no rollout cam-1.0.0 in {registry}" in result.output
