@@ -24,7 +24,7 @@ from pathlib import Path
 
 STDERR_FD = 2
 READ_CHUNK = 65536
-DRAIN_TIMEOUT_S = 5.0  # a child started inside still holding the pipe must not hang the exit
+DRAIN_TIMEOUT_S = 5.0  # longest wait for the lines written inside to reach the terminal
 _NATIVE = re.compile(
     rb"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w./-]+:\d+\] "  # absl / glog: I0000 00:00:17.1 123 port.cc:153]
     rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWE] \S+:\d+\] "  # TensorFlow's own format (older builds)
@@ -40,10 +40,13 @@ def native_line(line: bytes) -> bool:
 
 
 class _Splitter:
-    """Reads the pipe that stands in for stderr; native lines to the log, the rest to the real stderr."""
+    """Reads the pipe that stands in for stderr; native lines to the log, the rest to the real stderr. It owns
+    both ends it reads and writes: a child process started inside may hold the pipe past the block, and its
+    lines still reach the terminal until it ends."""
 
-    def __init__(self, read_fd: int, terminal_fd: int, log: Path) -> None:
-        self.read_fd, self.terminal_fd, self.log = read_fd, terminal_fd, log
+    def __init__(self, read_fd: int, terminal_fd: int, log: Path, marker: bytes) -> None:
+        self.read_fd, self.terminal_fd, self.log, self.marker = read_fd, terminal_fd, log, marker
+        self.drained = threading.Event()  # set when the marker came through: everything before it is out
 
     def run(self) -> None:
         pending = b""
@@ -55,9 +58,13 @@ class _Splitter:
             if pending:
                 self._route(pending, log)
         os.close(self.read_fd)
+        os.close(self.terminal_fd)
+        self.drained.set()
 
     def _route(self, line: bytes, log) -> None:  # noqa: ANN001 - a binary file
-        if native_line(line):
+        if line == self.marker:
+            self.drained.set()
+        elif native_line(line):
             log.write(line)
             log.flush()
         else:
@@ -75,16 +82,16 @@ def native_logs_to(path: str | os.PathLike[str]) -> Iterator[Path]:
     sys.stderr.flush()
     terminal_fd = os.dup(STDERR_FD)
     read_fd, write_fd = os.pipe()
-    reader = threading.Thread(target=_Splitter(read_fd, terminal_fd, log).run, name="native-logs", daemon=True)
-    reader.start()
+    marker = f"edgefleet-native-logs-drained-{os.getpid()}-{read_fd}\n".encode()
+    splitter = _Splitter(read_fd, terminal_fd, log, marker)
+    threading.Thread(target=splitter.run, name="native-logs", daemon=True).start()
     os.dup2(write_fd, STDERR_FD)
     os.close(write_fd)
     try:
         yield log
     finally:
         sys.stderr.flush()
-        os.dup2(terminal_fd, STDERR_FD)  # the pipe's last writer here is gone: the reader drains and ends
-        reader.join(DRAIN_TIMEOUT_S)
-        if not reader.is_alive():
-            os.close(terminal_fd)
+        os.write(STDERR_FD, marker)  # after everything written inside, through the same pipe
+        os.dup2(terminal_fd, STDERR_FD)
+        splitter.drained.wait(DRAIN_TIMEOUT_S)
         absl_logger.setLevel(absl_level)
