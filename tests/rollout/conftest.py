@@ -135,8 +135,6 @@ START_VERSION = "1.0.0"
 READY_FRAMES = 20
 READY_TIMEOUT_S = 120
 MONITOR_STOP_TIMEOUT_S = 30
-
-
 EMULATOR_ENV = "PUBSUB_EMULATOR_HOST"
 
 
@@ -180,7 +178,7 @@ def _start_world(stack: ExitStack, coral_data: Path, pubsub_emulator, base: Path
 
     base.mkdir()
     # This process's Pub/Sub clients (the monitor's) use the emulator; restored after the test.
-    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.host)
+    monkeypatch.setenv(EMULATOR_ENV, pubsub_emulator.host)
     project, topic_id = pubsub_emulator.project, f"rollout-telemetry-{unique_name}"
     subscription_id = f"rollout-monitor-{unique_name}"
     _create_topic(project, topic_id, subscription_id)
@@ -205,7 +203,7 @@ def _start_world(stack: ExitStack, coral_data: Path, pubsub_emulator, base: Path
     for name in ("cat.bmp", "parrot.jpg", "grace_hopper.bmp"):
         shutil.copy(coral_data / name, frames / name)
     fleet = SimulatedFleet(base / "fleet", DEVICES, agent=_agent_settings(frames, project, topic_id),
-                           agent_env={"PUBSUB_EMULATOR_HOST": pubsub_emulator.host},
+                           agent_env={EMULATOR_ENV: pubsub_emulator.host},
                            tags={"sim-1": ("canary",), "sim-2": ("canary",)},
                            key_registry=str(releases.registry_dir), enrolment_key=enrolment_key)
     # Every device starts on `running`, installed the way `edgefleet-agent install --activate` would.
