@@ -14,12 +14,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgefleet.cli.refusals import refusals_told_once
 from edgefleet.kernel.console import cli_error
 from edgefleet.kernel.errors import EdgefleetError
 
 app = typer.Typer(help="Roll model versions out to devices over SSH; promote canary; deploy the agent.",
                   no_args_is_help=True)
-stderr = Console(stderr=True)
 
 
 
@@ -69,7 +69,8 @@ def run(config: Path = typer.Option(..., "--config", "-c", help="rollout YAML (f
 
     try:
         params = load_yaml_params(RolloutParams, config, version=version)
-        result = rollout(params)  # type: ignore[arg-type]
+        with refusals_told_once():
+            result = rollout(params)  # type: ignore[arg-type]
     except RolloutHalted as error:
         typer.echo(error.result.model_dump_json(indent=2) if as_json else "")
         raise cli_error(error, "rollout halted") from error
@@ -96,8 +97,8 @@ def show(rollout_id: str = typer.Argument(..., help="rollout id (default ids are
     except EdgefleetError as error:
         raise cli_error(error, "cannot read the rollout") from error
     if record is None:
-        stderr.print(f"[bold red]error:[/] no rollout {rollout_id} in {registry}")
-        raise typer.Exit(code=2)
+        raise cli_error(EdgefleetError(f"no rollout {rollout_id} in {registry}",
+                                       "list the registry's rollouts/ (ids are <model>-<version> by default)"))
     if as_json:
         typer.echo(json.dumps(record.model_dump(mode="json"), indent=2))
     else:
@@ -112,7 +113,8 @@ def promote(config: Path = typer.Option(..., "--config", "-c", help="YAML with t
     from edgefleet.flows.rollout.promote import promote_canary
 
     try:
-        result = promote_canary(load_yaml_params(PromotionParams, config))  # type: ignore[arg-type]
+        with refusals_told_once():
+            result = promote_canary(load_yaml_params(PromotionParams, config))  # type: ignore[arg-type]
     except EdgefleetError as error:
         raise cli_error(error, "promotion failed") from error
     typer.echo(result.reason)
@@ -127,7 +129,8 @@ def deploy_agent_command(config: Path = typer.Option(..., "--config", "-c",
     from edgefleet.flows.rollout.params import load_yaml_params
 
     try:
-        results = deploy_agent(load_yaml_params(DeployAgentParams, config))  # type: ignore[arg-type]
+        with refusals_told_once():
+            results = deploy_agent(load_yaml_params(DeployAgentParams, config))  # type: ignore[arg-type]
     except EdgefleetError as error:
         raise cli_error(error, "deploy-agent failed") from error
     for result in results:

@@ -38,6 +38,7 @@ from edgefleet.demo_report import DemoReport, ReleaseSummary, RolloutSummary, co
 log = logging.getLogger("edgefleet.demo")
 
 REPO = Path(__file__).resolve().parent.parent
+NATIVE_LOG = "tensorflow.log"  # in the workdir: TensorFlow's native log lines
 TABLE_COLUMNS = 120  # the fleet table's natural width; narrower terminals get ellipses
 
 
@@ -282,9 +283,12 @@ class Demo:
     # --- the whole run -----------------------------------------------------------------------------
     def run(self) -> int:
         from edgefleet.flows.release.keys import public_key_path
+        from edgefleet.flows.release.native_logs import native_logs_to
 
         started = time.monotonic()
-        with ExitStack() as stack:
+        # TensorFlow's native log lines (they ignore TF_CPP_MIN_LOG_LEVEL) go to a file, not between the steps.
+        native_log = self.work / NATIVE_LOG
+        with native_logs_to(native_log), ExitStack() as stack:
             self.start_prefect(stack)
             self.start_stack(stack)
             store = self.start_monitor(stack)
@@ -301,10 +305,11 @@ class Demo:
             self.rollout(fleet, bad.version, [1, "100%"], self.work / "monitor.yaml", expect_halt=True)
             self.show_fleet(store, "Fleet after the canary analysis stopped 1.2.0 (shuffled labels)")
             self.report.devices = fleet_versions(fleet, self.settings.model)
+        self.summary.append(("TensorFlow's log", _shown(native_log)))
         self.report.ok = intended(self.report, ["1.0.0", "1.1.0"], "1.2.0")
         if self.summary_json is not None:
             self.summary_json.write_text(self.report.model_dump_json(indent=2))
-        print_closing(self.summary, self.report.ok, time.monotonic() - started)
+        print_closing(self.summary, self.report.ok, time.monotonic() - started, _shown(self.work))
         return 0 if self.report.ok else 1
 
 def _install_signal_handlers() -> None:
@@ -329,6 +334,7 @@ def main(argv: list[str] | None = None, run: Callable[[DemoSettings], int] | Non
     _env_defaults(settings)
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     _install_signal_handlers()
+    from edgefleet.kernel.console import print_error
     from edgefleet.kernel.errors import EdgefleetError
 
     try:
@@ -337,10 +343,8 @@ def main(argv: list[str] | None = None, run: Callable[[DemoSettings], int] | Non
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: everything the demo started has been stopped[/]")
         return 130
-    except EdgefleetError as error:
-        console.print(f"[bold red]demo failed:[/] {error.message}")
-        if error.fix:
-            console.print(f"[bold]fix:[/] {error.fix}")
+    except EdgefleetError as error:  # its message and fix, whole (no markup read from them)
+        print_error(error.message, error.fix, label="demo failed", console=console)
         return 1
 
 

@@ -4,6 +4,7 @@ summary (`--summary-json`) with the verdict whether every step went as intended 
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -68,21 +70,29 @@ def step(title: str) -> Iterator[None]:
     console.print(f"[green]done[/] {title} [dim]({time.monotonic() - started:.1f} s)[/]")
 
 
-def print_closing(summary: list[tuple[str, str]], ok: bool, elapsed_s: float) -> None:
-    """The closing panel: how long it took, whether it went as intended, what it left, what to try next."""
+def print_closing(summary: list[tuple[str, str]], ok: bool, elapsed_s: float, workdir: str,
+                  out: Console | None = None) -> None:
+    """The closing panel: how long it took, whether it went as intended, what it left (in `workdir`, as the
+    user can type it), what to try next. Paths and values are shown as they are (never read as markup)."""
     verdict = ("yes: 1.0.0 and 1.1.0 rolled out, the bad 1.2.0 halted in the first wave and rolled back" if ok
                else "NO: see the steps above")
     lines = [("Took", f"{elapsed_s / 60:.1f} minutes"), ("Went as intended", verdict), *summary]
-    console.print(Panel("\n".join(f"[bold]{k}[/]: {v}" for k, v in lines) + "\n\n" + NEXT_STEPS,
-                        title="edgefleet demo: done", expand=False))
+    body = "\n".join(f"[bold]{escape(k)}[/]: {escape(v)}" for k, v in lines)
+    (out or console).print(Panel(body + "\n\n" + escape(next_steps(workdir)), title="edgefleet demo: done",
+                                 expand=False))
 
 
-NEXT_STEPS = """Next (the demo's files stay in .edgefleet/demo until the next run):
+def next_steps(workdir: str) -> str:
+    """What to try next with the files the demo left in `workdir` (commands to paste: paths quoted)."""
+    def at(path: str) -> str:
+        return shlex.quote(f"{workdir}/{path}")
+
+    return f"""Next (the demo's files stay in {workdir} until the next run):
   make ui                       the Prefect UI: run release-model from its form, see the deployments
   source .venv/bin/activate     then:
-  edgefleet registry ls --registry .edgefleet/demo/registry
-  edgefleet registry verify shapes 1.1.0 --registry .edgefleet/demo/registry \\
-      --public-key .edgefleet/demo/keys/release-signing.key.pub
-  edgefleet fleet status --db .edgefleet/demo/fleet.sqlite
-  edgefleet-agent inspect .edgefleet/demo/registry/models/shapes/1.1.0/model_cpu.tflite
+  edgefleet registry ls --registry {at("registry")}
+  edgefleet registry verify shapes 1.1.0 --registry {at("registry")} \\
+      --public-key {at("keys/release-signing.key.pub")}
+  edgefleet fleet status --db {at("fleet.sqlite")}
+  edgefleet-agent inspect {at("registry/models/shapes/1.1.0/model_cpu.tflite")}
   README.md: going to a real Google Cloud project and real Coral devices"""

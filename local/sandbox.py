@@ -45,7 +45,6 @@ log = logging.getLogger("edgefleet.sandbox")
 
 SUMMARY_TITLE = "edgefleet sandbox"
 UI_URL_LABEL = "Prefect UI:"
-BAD_MODEL_SAMPLES, BAD_MODEL_EPOCHS = 80, 6  # as `make demo`'s bad release
 console = Console(highlight=False, soft_wrap=True)
 
 
@@ -331,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = sub.add_parser("down", help="stop a running sandbox (or what a killed one left)")
     stop.add_argument("--workdir", type=Path, default=defaults.workdir)
     bad = sub.add_parser("bad-model", help="train a deliberately bad Keras model (shuffled labels) and print "
-                                           "its path, for release-model's training.keras_model")
+                                           "its path, for release-model's source (kind keras)")
     bad.add_argument("--workdir", type=Path, default=defaults.workdir)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -341,15 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.command == "bad-model":
-        from edgefleet.demo_models import train_shuffled_labels_model
-        from edgefleet.flows.release.params import TrainingParams
+        from edgefleet.local.sandbox_bad_model import train_bad_model
 
-        path = train_shuffled_labels_model(args.workdir.resolve() / "bad-model", BAD_MODEL_SAMPLES, BAD_MODEL_EPOCHS)
-        console.print(f"a model trained on shuffled labels (it converts, compiles and passes the device's smoke "
-                      f"test, but answers wrong): {path}\nIn release-model's form: Training > Keras Model = that "
-                      f"path, Input Size = {TrainingParams().input_size}, Channel empty; then run rollout with "
-                      "Version = the released version: the canary analysis halts it in the first wave",
-                      markup=False)
+        console.print(train_bad_model(args.workdir.resolve()), markup=False)
         return 0
     if args.command == "down":
         killed = down(args.workdir.resolve())

@@ -32,3 +32,13 @@ def test_every_command_shows_its_help(app):
         result = runner.invoke(app, [*path, "--help"])
         assert result.exit_code == 0, f"{' '.join(path)} --help: {result.exception!r}\n{result.output}"
         assert "Usage:" in result.output
+
+
+@pytest.mark.parametrize("app", [operator_app, device_app], ids=["edgefleet", "edgefleet-agent"])
+def test_flags_show_no_value_type_in_help(app):
+    """A flag takes no value: its help row is the flag and its text (typer 0.29 printed `--json <bool>` and
+    `--help <bool>`, as if each took a value; pyproject.toml keeps typer below 0.29)."""
+    runner = CliRunner()
+    for path in command_paths(app):
+        output = runner.invoke(app, [*path, "--help"], terminal_width=200).output
+        assert "<bool>" not in output, f"{' '.join(path)} --help:\n{output}"

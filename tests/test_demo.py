@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
+from edgefleet.flows.release.native_logs import native_line
 from edgefleet.kernel.contracts.layout import channel_key
+
+WIDE = 300
 
 
 def _processes_mentioning(text: str) -> list[str]:
@@ -22,9 +26,17 @@ def test_the_demo_rolls_out_two_good_releases_stops_the_bad_one_and_leaves_nothi
     summary_file = tmp_path / "summary.json"
     result = subprocess.run([sys.executable, "-m", "edgefleet.demo", "--workdir", str(workdir),
                              "--summary-json", str(summary_file)],
-                            capture_output=True, text=True, timeout=900, env=None)
+                            capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "COLUMNS": str(WIDE)})  # the panel's paths on one line each
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-4000:]
     assert "edgefleet demo: done" in result.stdout
+    # First-run output (issue 22): no TensorFlow/absl native log lines between the steps (they went to the
+    # workdir's tensorflow.log), and the closing panel names the --workdir the files are in.
+    output = result.stdout + result.stderr
+    assert [line for line in output.splitlines() if native_line(line.encode())] == [], output[-6000:]
+    assert (workdir / "tensorflow.log").is_file()
+    assert f"the demo's files stay in {workdir} until the next run" in result.stdout
+    assert ".edgefleet/demo" not in result.stdout
     summary = json.loads(summary_file.read_text())
     assert summary["ok"] is True
     assert [(r["version"], r["published"]) for r in summary["releases"]] == [

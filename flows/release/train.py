@@ -184,7 +184,8 @@ def _load_user_model(path: Path) -> keras.Model:
     if not path.exists():
         raise ModelError(
             f"Keras model {path} does not exist",
-            "set training.keras_model to a .keras, .h5 or SavedModel directory, or leave it empty to train",
+            "set source.path (source: {kind: keras, path: ...}) to a .keras, .h5 or SavedModel directory, or "
+            "use source: {kind: train} to train one",
         )
     try:
         if path.is_dir():

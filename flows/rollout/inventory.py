@@ -8,6 +8,7 @@
       agent_command: /opt/edgefleet/venv/bin/edgefleet-agent
       agent_user: edgefleet             # deploy-agent's agent_user (default edgefleet)
       config_dir: /opt/edgefleet/etc    # deploy-agent's config_dir: <config_dir>/<id>/agent.yaml, release key
+      gateway: {host: bastion.example.com, user: ops}   # optional: reached through this bastion (ProxyJump)
     devices:
       - id: cam-1
         host: 10.0.0.11
@@ -41,10 +42,26 @@ from edgefleet.kernel.contracts.names import DeviceId
 from edgefleet.kernel.errors import ConfigError, describe_validation_error
 
 SECRET_KEYS = ("password", "passphrase", "secret", "key_passphrase")
+# deploy-agent's default install_dir (/opt/edgefleet) + venv/bin: tests/rollout/test_inventory_waves.py ties them.
+DEFAULT_AGENT_COMMAND = "/opt/edgefleet/venv/bin/edgefleet-agent"
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class GatewaySpec(_Strict):
+    """A bastion (SSH jump host, OpenSSH's ProxyJump) the device is reached through: one hop, its host key
+    checked against the inventory's known_hosts like a device's."""
+
+    host: HostName = Field(description="the bastion's host name or address")
+    port: int = Field(default=22, ge=1, le=65535)
+    user: LoginName = Field(default="root")
+    key_file: Path | None = Field(default=None, description="SSH private key for the bastion; empty: the device's")
+
+    @property
+    def address(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
 
 
 class DeviceSpec(_Strict):
@@ -58,14 +75,18 @@ class DeviceSpec(_Strict):
     tags: tuple[str, ...] = Field(default=(), description="free-form labels used to target devices")
     agent_root: AgentRootPath = Field(default=DEFAULT_AGENT_ROOT,
                                       description="the agent root on the device (models, status.json, spool)")
-    agent_command: CommandName = Field(default="edgefleet-agent",
-                                       description="how to call the device CLI there (absolute path in a venv)")
+    agent_command: CommandName = Field(default=DEFAULT_AGENT_COMMAND,
+                                       description="how to call the device CLI there: an absolute path (default: "
+                                       "where deploy-agent installs it with its default install_dir; a "
+                                       "non-interactive SSH session's PATH has no venv on it)")
     agent_user: UnixName | None = Field(default=None, description="the system user the agent runs as (deploy-"
                                         "agent's agent_user); the device CLI is then run as it with `sudo -n -u`")
     config_dir: DevicePath | None = Field(
         default=None, description="deploy-agent's config_dir (default <install_dir>/etc, e.g. /opt/edgefleet/etc): "
         "the device CLI takes the agent root and the release key from <config_dir>/<id>/agent.yaml; empty: "
         "--root agent_root and the key under it (agents deployed before the root-owned config directory)")
+    gateway: GatewaySpec | None = Field(default=None, description="a bastion the device is reached through "
+                                        "(ProxyJump); empty: connect directly")
     connect_timeout_s: int = Field(default=10, ge=1, description="TCP connect + SSH banner/auth timeout")
     connect_attempts: int = Field(default=2, ge=1, description="tries before a device counts as unreachable")
     connect_retry_wait_s: float = Field(default=0.5, ge=0, description="pause between two connection tries")
@@ -182,6 +203,9 @@ def parse_inventory(document: Any, *, source: str = "fleet.yaml", base_dir: Path
         merged = {**defaults, **raw}
         if "key_file" in merged and merged["key_file"] is not None:
             merged["key_file"] = _resolve(merged["key_file"], base_dir)
+        gateway = merged.get("gateway")
+        if isinstance(gateway, dict) and gateway.get("key_file") is not None:
+            merged["gateway"] = {**gateway, "key_file": _resolve(gateway["key_file"], base_dir)}
         try:
             device = DeviceSpec(**merged)
         except ValidationError as error:

@@ -90,7 +90,7 @@ def _revoked(where: str, known_hosts: Path) -> HostKeyError:
 
 
 def open_verified_connection(host: str, port: int, user: str, key_file: Path, known_hosts: Path, *,
-                             timeout_s: float, where: str) -> Connection:
+                             timeout_s: float, where: str, gateway: Connection | None = None) -> Connection:
     """The project's one way to open an SSH connection (devices, deploy-agent, the compile host): Fabric with
     the host key checked against `known_hosts` (paramiko `RejectPolicy`: an unknown or changed key is refused),
     only `key_file` offered (no agent, no ~/.ssh keys, no ssh_config), and `timeout_s` on TCP connect, banner
@@ -98,6 +98,8 @@ def open_verified_connection(host: str, port: int, user: str, key_file: Path, kn
 
     Args:
         where: how errors name the other end, e.g. "device cam-1 (10.0.0.7:22)".
+        gateway: an open connection (made by this function: its host key checked too) to a bastion; the
+            connection then goes through it (a `direct-tcpip` channel, OpenSSH's ProxyJump). The caller closes it.
 
     Raises:
         HostKeyError: unknown or changed host key (never worth a retry).
@@ -105,7 +107,7 @@ def open_verified_connection(host: str, port: int, user: str, key_file: Path, kn
     """
     config = Config(overrides={"load_ssh_configs": False, "run": {"in_stream": False}})
     connection = Connection(
-        host, user=user, port=port, config=config, connect_timeout=timeout_s,
+        host, user=user, port=port, config=config, connect_timeout=timeout_s, gateway=gateway or False,
         connect_kwargs={"key_filename": [os.fspath(key_file)], "look_for_keys": False,
                         "allow_agent": False, "banner_timeout": timeout_s, "auth_timeout": timeout_s},
     )
@@ -161,6 +163,7 @@ class DeviceConnection:
         self.device = device
         self.known_hosts = Path(known_hosts)
         self._connection: Connection | None = None
+        self._gateway: Connection | None = None
 
     def __enter__(self) -> DeviceConnection:
         self.open()
@@ -190,24 +193,45 @@ class DeviceConnection:
         if not self.known_hosts.is_file():
             raise ConfigError(f"known_hosts file {self.known_hosts} (inventory) does not exist",
                               "create it with each device's host key (ssh-keyscan, checked out of band)")
-        if not device.key_file.is_file():
-            raise ConfigError(f"device {device.id}: field 'key_file': {device.key_file} does not exist",
-                              "point key_file at the SSH private key that the device's authorized_keys accepts")
+        for field, key_file in (("key_file", device.key_file), ("gateway.key_file", self._gateway_key())):
+            if key_file is not None and not key_file.is_file():
+                raise ConfigError(f"device {device.id}: field '{field}': {key_file} does not exist",
+                                  "point it at the SSH private key that the host's authorized_keys accepts")
         retrying = tenacity.Retrying(stop=tenacity.stop_after_attempt(device.connect_attempts),
                                      wait=tenacity.wait_fixed(device.connect_retry_wait_s),
                                      retry=tenacity.retry_if_exception(_transient), reraise=True)
         self._connection = retrying(self._connect_once)
 
+    def _gateway_key(self) -> Path | None:
+        gateway = self.device.gateway
+        return None if gateway is None else gateway.key_file or self.device.key_file
+
     def _connect_once(self) -> Connection:
-        device = self.device
-        return open_verified_connection(device.host, device.port, device.user, device.key_file, self.known_hosts,
-                                        timeout_s=device.connect_timeout_s,
-                                        where=f"device {device.id} ({device.address})")
+        device, gateway = self.device, self.device.gateway
+        self._close_gateway()
+        where = f"device {device.id} ({device.address})"
+        if gateway is not None:
+            self._gateway = open_verified_connection(
+                gateway.host, gateway.port, gateway.user, self._gateway_key(), self.known_hosts,  # type: ignore[arg-type]
+                timeout_s=device.connect_timeout_s, where=f"gateway {gateway.address} of device {device.id}")
+            where = f"device {device.id} ({device.address} through the gateway {gateway.address})"
+        try:
+            return open_verified_connection(device.host, device.port, device.user, device.key_file, self.known_hosts,
+                                            timeout_s=device.connect_timeout_s, where=where, gateway=self._gateway)
+        except BaseException:
+            self._close_gateway()
+            raise
+
+    def _close_gateway(self) -> None:
+        if self._gateway is not None:
+            self._gateway.close()
+            self._gateway = None
 
     def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+        self._close_gateway()
 
     # --- commands and files ----------------------------------------------------------------------
 

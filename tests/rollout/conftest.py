@@ -17,9 +17,11 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import pytest
 import yaml
@@ -104,6 +106,16 @@ class World:
     def current(self, device_id: str) -> str | None:
         return ModelStore(self.fleet.devices[device_id].root).pointer(MODEL, "current")
 
+    def currents(self) -> set[str | None]:
+        """The version every device's `current` pointer names (one element when the fleet agrees)."""
+        return {self.current(device_id) for device_id in self.fleet.devices}
+
+    def record(self, rollout_id: str) -> dict:
+        """The rollout record the flow keeps in the registry."""
+        from edgefleet.flows.registry import rollout_key
+
+        return self.releases.registry.get_json(rollout_key(rollout_id))
+
 
 def _agent_settings(frames: Path, project: str, topic: str) -> dict:
     return {
@@ -117,20 +129,59 @@ def _agent_settings(frames: Path, project: str, topic: str) -> dict:
     }
 
 
-@pytest.fixture(scope="session")
-def world(coral_data: Path, pubsub_emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    """5 simulated devices running 1.0.0, a registry with 1.0.0 published, and a running fleet monitor."""
-    from google.cloud import pubsub_v1
+START_VERSION = "1.0.0"
+# Every device has run its version this many frames when a world is handed over: enough history for the
+# canary judge's `min_samples` (World.params) before anything activates.
+READY_FRAMES = 20
+READY_TIMEOUT_S = 120
+MONITOR_STOP_TIMEOUT_S = 30
+EMULATOR_ENV = "PUBSUB_EMULATOR_HOST"
 
+
+@pytest.fixture(autouse=True)
+def _emulator_env_restored() -> Iterator[None]:
+    """No rollout test leaves PUBSUB_EMULATOR_HOST changed for the tests after it (the session-wide world set
+    it for good, so later tests' clients went to the emulator whatever they meant)."""
+    before = os.environ.get(EMULATOR_ENV)
+    yield
+    assert os.environ.get(EMULATOR_ENV) == before, f"{EMULATOR_ENV} leaked: set it with monkeypatch"
+
+
+class StartWorld(Protocol):
+    def __call__(self, *, running: str = START_VERSION, published: tuple[str, ...] = ()) -> World: ...
+
+
+@pytest.fixture
+def start_world(coral_data: Path, pubsub_emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                unique_name: str) -> Iterator[StartWorld]:
+    """`start_world(running=..., published=...)`: a world of the test's own (nothing shared with another
+    test, so the tests run in any order and on any worker): 5 simulated devices running `running` (published,
+    and named by the signed `canary` channel), the versions in `published` published too, and a running fleet
+    monitor on a Pub/Sub topic of its own."""
+    with ExitStack() as stack:
+        def start(*, running: str = START_VERSION, published: tuple[str, ...] = ()) -> World:
+            return _start_world(stack, coral_data, pubsub_emulator, tmp_path / "world", monkeypatch,
+                                unique_name, running, published)
+
+        yield start
+
+
+@pytest.fixture
+def world(start_world: StartWorld) -> World:
+    """A world of the test's own with every device running 1.0.0 (see `start_world`)."""
+    return start_world()
+
+
+def _start_world(stack: ExitStack, coral_data: Path, pubsub_emulator, base: Path, monkeypatch: pytest.MonkeyPatch,
+                 unique_name: str, running: str, published: tuple[str, ...]) -> World:
     from edgefleet.monitor import MonitorConfig
-    from edgefleet.monitor.service import run_monitor
 
-    base = tmp_path_factory.mktemp("rollout-world")
-    os.environ["PUBSUB_EMULATOR_HOST"] = pubsub_emulator.host
-    project, topic_id, subscription_id = pubsub_emulator.project, "rollout-telemetry", "rollout-monitor"
-    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-    topic = publisher.create_topic(name=publisher.topic_path(project, topic_id)).name
-    subscriber.create_subscription(name=subscriber.subscription_path(project, subscription_id), topic=topic)
+    base.mkdir()
+    # This process's Pub/Sub clients (the monitor's) use the emulator; restored after the test.
+    monkeypatch.setenv(EMULATOR_ENV, pubsub_emulator.host)
+    project, topic_id = pubsub_emulator.project, f"rollout-telemetry-{unique_name}"
+    subscription_id = f"rollout-monitor-{unique_name}"
+    _create_topic(project, topic_id, subscription_id)
     releases = Releases(coral_data, base)
     # Strict (the default): the fleet registers each device's own key in the registry as its agent starts, in a
     # record signed by the fleet's enrolment key (the monitor lists its public half).
@@ -142,37 +193,61 @@ def world(coral_data: Path, pubsub_emulator, tmp_path_factory: pytest.TempPathFa
                                              "enrolment_keys": [str(enrolment_public)]})
     monitor_path = base / "monitor.yaml"
     monitor_path.write_text(yaml.safe_dump(monitor_config.model_dump(mode="json")))
-    stop = threading.Event()
-    monitor_thread = threading.Thread(target=run_monitor, args=(monitor_config, stop), name="fleet-monitor",
-                                      daemon=True)
-    monitor_thread.start()
+    stack.enter_context(_running_monitor(monitor_config))
 
-    releases.publish("1.0.0")
+    for version in sorted({*published, running}):
+        releases.publish(version)
+    releases.registry.promote(MODEL, running, "canary", by="test", signing_key=releases.private_key)
     frames = base / "frames"
     frames.mkdir()
     for name in ("cat.bmp", "parrot.jpg", "grace_hopper.bmp"):
         shutil.copy(coral_data / name, frames / name)
     fleet = SimulatedFleet(base / "fleet", DEVICES, agent=_agent_settings(frames, project, topic_id),
-                           agent_env={"PUBSUB_EMULATOR_HOST": pubsub_emulator.host},
+                           agent_env={EMULATOR_ENV: pubsub_emulator.host},
                            tags={"sim-1": ("canary",), "sim-2": ("canary",)},
                            key_registry=str(releases.registry_dir), enrolment_key=enrolment_key)
-    # Every device starts on 1.0.0, installed the way `edgefleet-agent install --activate` would.
+    # Every device starts on `running`, installed the way `edgefleet-agent install --activate` would.
     for device in fleet.devices.values():
         save_public_key(releases.public_key, device.root / "keys" / "release.pub")
         store = ModelStore(device.root, public_key=releases.public_key)
-        store.install(releases.build("1.0.0"))
-        store.activate(MODEL, "1.0.0")
+        store.install(releases.build(running))
+        store.activate(MODEL, running)
+    stack.enter_context(fleet)
+    stack.callback(_stop_agents_together, fleet)  # before the fleet's own stop, which goes one device at a time
+    fleet.wait_agents(lambda s: s.state == "running" and s.version == running and s.frames >= READY_FRAMES,
+                      timeout_s=READY_TIMEOUT_S)
+    return World(releases, fleet, monitor_path, base / "work", base)
+
+
+def _stop_agents_together(fleet: SimulatedFleet) -> None:
+    """Every agent stopped at once (each drains its telemetry for up to drain_timeout_s)."""
+    with ThreadPoolExecutor(max_workers=len(fleet.devices)) as pool:
+        list(pool.map(fleet.stop_agent, fleet.devices))
+
+
+def _create_topic(project: str, topic_id: str, subscription_id: str) -> None:
+    from google.cloud import pubsub_v1
+
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    with subscriber:
+        topic = publisher.create_topic(name=publisher.topic_path(project, topic_id)).name
+        subscriber.create_subscription(name=subscriber.subscription_path(project, subscription_id), topic=topic)
+    if hasattr(publisher, "transport"):
+        publisher.transport.close()
+
+
+@contextmanager
+def _running_monitor(config) -> Iterator[None]:  # noqa: ANN001 - a MonitorConfig
+    from edgefleet.monitor.service import run_monitor
+
+    stop = threading.Event()
+    thread = threading.Thread(target=run_monitor, args=(config, stop), name="fleet-monitor", daemon=True)
+    thread.start()
     try:
-        fleet.start()
-        fleet.wait_agents(lambda s: s.state == "running" and s.version == "1.0.0" and s.frames > 3,
-                          timeout_s=90)
-        yield World(releases, fleet, monitor_path, base / "work", base)
+        yield
     finally:
-        fleet.stop()
         stop.set()
-        monitor_thread.join(30)
-        publisher.transport.close() if hasattr(publisher, "transport") else None
-        subscriber.close()
+        thread.join(MONITOR_STOP_TIMEOUT_S)
 
 
 class DeployInputs(NamedTuple):

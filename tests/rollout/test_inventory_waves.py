@@ -144,3 +144,16 @@ def test_the_rollout_records_its_wave_seed_and_a_rerun_plans_the_same_waves():
     assert record.wave_seed is not None and len(first[0]) == 3 and first[0] != ids[:3]
     again = RolloutRecord.model_validate_json(record.model_dump_json())
     assert _plan(again, params, ids) == first
+
+
+def test_the_default_agent_command_is_where_deploy_agent_installs_it():
+    """A non-interactive SSH session's PATH has no venv on it: the default is the absolute path deploy-agent
+    installs the device CLI at with its default install_dir (it was the bare name `edgefleet-agent`)."""
+    import posixpath
+
+    from edgefleet.flows.deploy_agent.params import DeployAgentParams
+
+    (device, _) = parse_inventory(_doc()).devices
+    install_dir = DeployAgentParams.model_fields["install_dir"].default
+    assert posixpath.isabs(device.agent_command)
+    assert device.agent_command == posixpath.join(install_dir, "venv", "bin", "edgefleet-agent")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from paramiko import Channel
 
-from edgefleet.flows.rollout.inventory import load_inventory
+from edgefleet.flows.rollout.inventory import GatewaySpec, load_inventory
 from edgefleet.flows.rollout.ssh import DeviceConnection, DeviceUnreachable, HostKeyError, RemoteCommandError, connect
 from edgefleet.local.emulators import free_port
 from edgefleet.local.fleet import SimulatedFleet
@@ -54,3 +55,46 @@ def test_unreachable_device_fails_within_the_connect_timeout(one_device):
     closed = inventory.devices[0].model_copy(update={"port": free_port(), "connect_attempts": 1})
     with pytest.raises(DeviceUnreachable, match="unreachable"):
         DeviceConnection(closed, inventory.known_hosts).open()
+
+
+@pytest.fixture(scope="module")
+def behind_a_bastion(tmp_path_factory):
+    """Two real sshds: sim-1 the bastion, sim-2 the device reached through it (ProxyJump)."""
+    with SimulatedFleet(tmp_path_factory.mktemp("bastion-fleet"), 2) as fleet:
+        inventory = load_inventory(fleet.inventory_path)
+        bastion, device = inventory.devices
+        gateway = GatewaySpec(host=bastion.host, port=bastion.port, user=bastion.user)
+        yield fleet, inventory, device.model_copy(update={"gateway": gateway})
+
+
+def _accepted(fleet, device_id: str) -> int:
+    return (fleet.devices[device_id].home / "sshd.log").read_text().count("Accepted publickey")
+
+
+def test_a_device_behind_a_gateway_is_reached_through_it(behind_a_bastion):
+    fleet, inventory, device = behind_a_bastion
+    logins_before = _accepted(fleet, "sim-1")
+    with DeviceConnection(device, inventory.known_hosts) as connection:
+        assert connection.run("echo ok").stdout == "ok\n"
+        assert isinstance(connection.connection.transport.sock, Channel)  # a direct-tcpip channel of the bastion
+    assert _accepted(fleet, "sim-1") == logins_before + 1  # the bastion let us in, once
+
+
+def test_a_gateway_with_an_unknown_host_key_is_refused(behind_a_bastion, tmp_path):
+    fleet, inventory, device = behind_a_bastion
+    known = tmp_path / "known_hosts"  # the device's key only: the bastion's is unknown
+    known.write_text(next(line for line in inventory.known_hosts.read_text().splitlines()
+                          if line.startswith(f"[127.0.0.1]:{device.port} ")) + "\n")
+    with pytest.raises(HostKeyError) as refused:
+        DeviceConnection(device, known).open()
+    assert "gateway" in refused.value.message and "not in" in refused.value.message
+
+
+def test_the_gateway_comes_from_the_inventory_with_its_key_resolved(tmp_path):
+    path = tmp_path / "fleet.yaml"
+    path.write_text("known_hosts: kh\ndefaults: {user: pi, key_file: keys/id, "
+                    "gateway: {host: bastion.example.com, user: ops, key_file: keys/bastion}}\n"
+                    "devices:\n  - {id: cam-1, host: 10.0.0.11}\n  - {id: cam-2, host: 10.0.0.12, gateway: null}\n")
+    cam_1, cam_2 = load_inventory(path).devices
+    assert cam_1.gateway == GatewaySpec(host="bastion.example.com", user="ops", key_file=tmp_path / "keys/bastion")
+    assert cam_2.gateway is None

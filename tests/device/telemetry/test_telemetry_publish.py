@@ -19,6 +19,7 @@ from edgefleet.kernel.errors import TelemetryError
 
 PROJECT = "edgefleet-test"
 WAIT_S = 30.0
+NEVER_BLOCKS_MAX_MEAN_S = 0.5  # per call, averaged over a group: generous under load, broken by a 1 s wait
 MODEL = ModelRef(name="mobilenet", version="2.0.1", variant="cpu", backend="cpu")
 # Short deadlines so the tests see failures and recoveries quickly.
 FAST = {
@@ -239,14 +240,27 @@ class BlockingHealth:
         return Health(uptime_s=1.0)
 
 
+def _timed(call, *args):
+    started = time.perf_counter()
+    result = call(*args)
+    return result, time.perf_counter() - started
+
+
 def test_record_never_blocks_when_the_writer_is_stuck(tmp_path: Path) -> None:
     health = BlockingHealth()
     config = TelemetryConfig(mode="every", queue_max=5, **FAST)
     service = TelemetryService(config, tmp_path / "spool.sqlite", "dev-i", health_provider=health).start()
     assert health.entered.wait(WAIT_S)  # the writer holds the `started` event and is stuck
-    accepted = [service.record_inference(MODEL, 1.0) for _ in range(12)]
-    assert accepted == [True] * 5 + [False] * 7
-    assert service.stats().queue_dropped == 7
+    timed = [_timed(service.record_inference, MODEL, 1.0) for _ in range(12)]
+    timed.append(_timed(service.record_event, "error", "while stuck"))
+    assert [result for result, _ in timed] == [True] * 5 + [False] * 8
+    assert service.stats().queue_dropped == 8
+    # Timed: a call that waited (on the queue, the lock, the writer) takes about as long as its wait. Each
+    # group of calls (queued, dropped) must average well under a second a call: a loaded machine stays far
+    # below that, a 1 s wait in every call (or in every queued / every dropped one) does not.
+    queued, dropped = [took for _, took in timed[:5]], [took for _, took in timed[5:]]
+    assert sum(queued) < NEVER_BLOCKS_MAX_MEAN_S * len(queued), queued
+    assert sum(dropped) < NEVER_BLOCKS_MAX_MEAN_S * len(dropped), dropped
     health.release.set()
     stats = service.stop(drain_timeout_s=10.0)
     assert stats.last_seq == 7 and stats.depth == 0  # started + the 5 accepted + stopped

@@ -176,3 +176,11 @@ def test_imagenet_weights_load_from_the_keras_cache(tmp_path: Path, monkeypatch:
     with pytest.raises(ModelError, match="ImageNet weights of mobilenet_v2 .* could not be downloaded") as caught:
         build_model(params, classes=4, batch_size=None)
     assert "training.weights to its path" in caught.value.fix
+
+
+def test_a_missing_keras_model_names_the_source_field_that_holds_it(tmp_path: Path) -> None:
+    from edgefleet.flows.release.train import _load_user_model
+
+    with pytest.raises(ModelError, match="absent.keras does not exist") as caught:
+        _load_user_model(tmp_path / "absent.keras")
+    assert "source: {kind: keras" in caught.value.fix and "keras_model" not in caught.value.fix
