@@ -50,6 +50,7 @@ class ChannelPoller:
         on_refusal: called with the PullResult when a version was refused, or when the channel pointer was
             refused or expired (`result.pointer_problem`; once per distinct problem, not at every poll).
         require_signed: refuse unsigned (schema 1) channel pointers (default; False: the transition setting).
+        device_id: this device's id (chooses its side of a staged rollout's share).
         on_error: called with (exception, transient) when a poll failed.
         stop_timeout_s: how long `stop()` waits for a running poll.
 
@@ -73,8 +74,10 @@ class ChannelPoller:
         on_thread_start: Callable[[], None] | None = None,
         stop_timeout_s: float = 10.0,
         require_signed: bool = True,
+        device_id: str | None = None,
     ) -> None:
         self.registry = registry
+        self.device_id = device_id
         self.require_signed = require_signed
         self.store = store
         self.model = model
@@ -140,6 +143,7 @@ class ChannelPoller:
                 self.channel,
                 self.public_key,
                 require_signed=self.require_signed,
+                device_id=self.device_id,
             )
         except TRANSIENT_ERRORS as error:
             message = error.message if isinstance(error, EdgefleetError) else str(error)

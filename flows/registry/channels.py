@@ -201,8 +201,8 @@ class ChannelMoves(RegistryReader):
         validity: timedelta = DEFAULT_VALIDITY,
         by: str | None = None,
     ) -> ChannelPointer:
-        """Re-signs a channel pointer that verifies, with a new counter and expiry (same version, manifest and
-        downgrade flag).
+        """Re-signs a channel pointer that verifies, with a new counter and expiry (same version, manifest,
+        downgrade flag and staged rollout block).
 
         Only a pointer whose own signature verifies against the signing key, and whose manifest is still the
         published one and verifies, is re-signed: a tampered pointer is never laundered into a freshly signed
@@ -243,6 +243,7 @@ class ChannelMoves(RegistryReader):
             validity=validity,
             updated_by=by or old.updated_by,
             moved_at=old.updated_at,  # re-signing is not a move: a re-signed downgrade stays as old as it was
+            rollout=old.rollout,  # a staged rollout stays at its share
         )
         self.set_channel(model, channel, pointer, checked.generation)
         record_signed(self, pointer)
