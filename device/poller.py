@@ -16,6 +16,7 @@ from typing import NamedTuple
 from edgefleet.device.pull import PullResult, pull_channel_once
 from edgefleet.device.registry.base import RegistryReader
 from edgefleet.device.store import ModelStore
+from edgefleet.device.window import MaintenanceWindow
 from edgefleet.kernel.errors import EdgefleetError, RegistryError, StoreError
 from edgefleet.kernel.signing import PublicKeyLike
 
@@ -51,6 +52,7 @@ class ChannelPoller:
             refused or expired (`result.pointer_problem`; once per distinct problem, not at every poll).
         require_signed: refuse unsigned (schema 1) channel pointers (default; False: the transition setting).
         device_id: this device's id (chooses its side of a staged rollout's share).
+        window: the maintenance window outside which nothing is activated (None: any time).
         on_error: called with (exception, transient) when a poll failed.
         stop_timeout_s: how long `stop()` waits for a running poll.
 
@@ -75,9 +77,11 @@ class ChannelPoller:
         stop_timeout_s: float = 10.0,
         require_signed: bool = True,
         device_id: str | None = None,
+        window: MaintenanceWindow | None = None,
     ) -> None:
         self.registry = registry
         self.device_id = device_id
+        self.window = window
         self.require_signed = require_signed
         self.store = store
         self.model = model
@@ -144,6 +148,7 @@ class ChannelPoller:
                 self.public_key,
                 require_signed=self.require_signed,
                 device_id=self.device_id,
+                window=self.window,
             )
         except TRANSIENT_ERRORS as error:
             message = error.message if isinstance(error, EdgefleetError) else str(error)

@@ -27,6 +27,7 @@ from edgefleet.device.floor import highest
 from edgefleet.device.pull_plan import Installed, Outcome, PullStep, next_step
 from edgefleet.device.registry.base import RegistryReader
 from edgefleet.device.store import ModelStore
+from edgefleet.device.window import MaintenanceWindow, in_window, next_window_start
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import VerificationError
@@ -72,6 +73,7 @@ def pull_channel_once(
     require_signed: bool = True,
     now: datetime | None = None,
     device_id: str | None = None,
+    window: MaintenanceWindow | None = None,
 ) -> PullResult:
     """Brings the store's current version of `model` to what `channel` names, if it verifies.
 
@@ -92,6 +94,8 @@ def pull_channel_once(
         now: the time to judge expiry by (default: the clock).
         device_id: this device's id (a staged rollout's pointer names a version per side of its share,
             `edgefleet.device.staged`; without an id such a pointer is refused).
+        window: the device's maintenance window (`edgefleet.device.window`): outside it, a version to download
+            or activate waits (outcome `deferred`; nothing is downloaded, changed or recorded). None: any time.
 
     Returns:
         The result; `outcome == "refused"` when verification failed (the store is then unchanged).
@@ -115,8 +119,9 @@ def pull_channel_once(
                           "no_channel", before)
     record = parse_record(store.read_model_file(model, RECORD_FILE), source=f"{store.root} {model} {RECORD_FILE}")
     floor = store.floor(model)
+    now = now or datetime.now(timezone.utc)
     judgement = assess_pointer(
-        key, pointer, record, floor=floor, now=now or datetime.now(timezone.utc),
+        key, pointer, record, floor=floor, now=now,
         source=f"{registry.uri} {model}/{channel}", require_signed=require_signed,
         running=version_identity(*running) if running else None, device_id=device_id,
     )
@@ -136,6 +141,10 @@ def pull_channel_once(
         else None, floor=highest(floor.version if floor else None, record.highest_version), refusal=refusal,
         retry_refused=retry_refused,
     )
+    if step.action in ("activate", "download") and not in_window(window, now):
+        assert window is not None
+        return PullResult(False, pointer.version, f"{model} {pointer.version} waits for this device's maintenance "
+                          f"window (opens {next_window_start(window, now).isoformat()})", "deferred", before)
     return _carry_out(step, registry, store, _Moving(signed_pointer, pointer), key, record, before,
                       refused_before=refusal is not None)
 

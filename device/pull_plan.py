@@ -13,11 +13,13 @@ from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.contracts.refusal import Refusal
 
 Outcome = Literal[
-    "activated", "unchanged", "no_channel", "refused", "previously_refused", "pointer_refused", "expired"
+    "activated", "unchanged", "no_channel", "refused", "previously_refused", "pointer_refused", "expired",
+    "deferred",
 ]
 """`pointer_refused`: the channel pointer itself was refused (bad signature, replayed, a lower version that
 is not a signed downgrade, unsigned where signed pointers are required, valid for too long); `expired`: the
-signed pointer expired. Both keep the device on what it runs and record nothing as refused (a newer valid
+signed pointer expired; `deferred`: a new version waits for the device's maintenance window. All three
+keep the device on what it runs and record nothing as refused (a newer valid
 pointer is taken at the next poll)."""
 
 Action = Literal["keep", "lower_floor", "skip", "refuse", "activate", "download"]

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from edgefleet.device.runtime.config import EDGETPU_LIBRARY
 from edgefleet.device.runtime.probe import DEFAULT_PROBE_TIMEOUT_S
 from edgefleet.device.telemetry.config import TelemetryConfig
+from edgefleet.device.window import MaintenanceWindow
 from edgefleet.kernel.configfile import load, tag_required, tagged_union
 from edgefleet.kernel.contracts.layout import SPOOL_FILE, STATUS_FILE
 from edgefleet.kernel.contracts.names import ChannelName, DeviceId
@@ -126,6 +127,11 @@ class RegistryConfig(_Section):
         description="refuse unsigned (schema 1) channel pointers. false is the transition setting for a fleet "
         "whose pipelines do not sign yet (an agent still refuses unsigned pointers on a channel once it "
         "accepted a signed one there); README: upgrading a fleet that ran the old defaults",
+    )
+    window: MaintenanceWindow | None = Field(
+        default=None,
+        description="maintenance window of this device's group (cron, timezone, duration_minutes): a pulled "
+        "version is downloaded and activated only inside it; none: any time",
     )
 
 

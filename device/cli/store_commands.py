@@ -298,18 +298,31 @@ def pull(
             "setting for registries whose pipelines do not sign yet",
         ),
     ] = True,
+    device_id: Annotated[
+        Optional[str],  # noqa: UP045 - typer evaluates it at run time, and devices run Python 3.9
+        typer.Option("--device-id", help="this device's id, which chooses its side of a staged rollout "
+                     "(default: the --config's device_id)"),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Pull once: download, verify, install and activate the version a registry channel names."""
+    """Pull once: download, verify, install and activate the version a registry channel names (inside the
+    config's maintenance window, when it has one)."""
     from edgefleet.device.pull import pull_channel_once
     from edgefleet.device.registry import open_registry_reader
 
     store = _store(root, public_key, config)
+    window = None
+    if config is not None:
+        from edgefleet.device.agent.config import load_config
+
+        agent = _run(lambda: load_config(config))
+        device_id, window = device_id or agent.device_id, agent.registry.window
 
     def do() -> PullResult:
         registry = open_registry_reader(registry_uri)
         return pull_channel_once(
-            registry, store, model, channel, retry_refused=retry_refused, require_signed=require_signed
+            registry, store, model, channel, retry_refused=retry_refused, require_signed=require_signed,
+            device_id=device_id, window=window,
         )
 
     result = _run(do)

@@ -3,7 +3,10 @@ one downgrade it may sign: sending the devices it moved back to the version it r
 
 from __future__ import annotations
 
+import shutil
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import ValidationError
@@ -13,6 +16,7 @@ from edgefleet.device.floor import VersionFloor
 from edgefleet.device.pull import pull_channel_once
 from edgefleet.device.staged import target_pointer
 from edgefleet.device.store import ModelStore
+from edgefleet.device.window import MaintenanceWindow
 from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.flows.registry.pointers import sign_pointer
 from edgefleet.flows.registry.staged import stage_rollout
@@ -128,10 +132,8 @@ def _release(registry: LocalRegistryWriter, make_version: VersionFactory, versio
 
 
 def test_pull_mode_stages_widens_and_halts(
-    local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys, tmp_path, store: ModelStore
+    local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys, tmp_path: Path, store: ModelStore
 ) -> None:
-    import shutil
-
     other = ModelStore(tmp_path / "other-root")
     shutil.copytree(store.root / "keys", other.root / "keys")
     _release(local_registry, make_version, "1.0.0")
@@ -160,3 +162,24 @@ def test_pull_mode_stages_widens_and_halts(
     stage_rollout(local_registry, keys.private, model="birds", channel="stable", rollout_id=ROLLOUT,
                   version="1.1.0", share_bp=10_000)
     assert pull_all() == {INSIDE: "1.1.0", OUTSIDE: "1.1.0"}
+
+
+def test_pull_waits_for_the_maintenance_window(
+    local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys, store: ModelStore
+) -> None:
+    _release(local_registry, make_version, "1.0.0")
+    local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
+    window = MaintenanceWindow(cron="0 2 * * *", timezone="Europe/Berlin", duration_minutes=60)
+    now = datetime.now(timezone.utc)
+    # the last 02:00 Berlin time (CET or CEST); the window is the hour after it
+    local = now.astimezone(ZoneInfo("Europe/Berlin"))
+    opens = local.replace(hour=2, minute=0, second=0, microsecond=0).astimezone(timezone.utc)
+    if opens > now:
+        opens -= timedelta(days=1)
+    outside = opens + timedelta(hours=3)
+    result = pull_channel_once(local_registry, store, "birds", "stable", window=window, now=outside)
+    assert (result.outcome, result.changed) == ("deferred", False) and "maintenance window" in result.reason
+    assert store.current("birds") is None and store.installed("birds", "1.0.0") is None
+    inside = pull_channel_once(local_registry, store, "birds", "stable", window=window,
+                               now=opens + timedelta(minutes=30))
+    assert inside.outcome == "activated", inside.reason
