@@ -21,6 +21,7 @@ from edgefleet.flows.registry.pointers import DEFAULT_VALIDITY, sign_pointer
 from edgefleet.flows.registry.trusted import ABSENT, UNSIGNED, CheckedChannel, check_pointer, untrusted_error
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE, version_sort_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
+from edgefleet.kernel.contracts.rollout import SHARE_BP_FULL
 from edgefleet.kernel.errors import ConflictError, RegistryError, VerificationError
 from edgefleet.kernel.signing import PublicKeyLike
 
@@ -280,12 +281,14 @@ class _Seen(NamedTuple):
 def _naming(
     pointer: ChannelPointer | None, version: str, manifest_sha256: str, signed: bool = False
 ) -> ChannelPointer | None:
-    """`pointer` when it already names this version and manifest (signed, when `signed`), else None."""
+    """`pointer` when it already names this version and manifest for every device (signed, when `signed`), else
+    None. A staged rollout below 100 % names it for a share of the fleet only: promoting it is a move."""
     if (
         pointer is not None
         and pointer.version == version
         and pointer.manifest_sha256 == manifest_sha256
         and (pointer.signed or not signed)
+        and (pointer.rollout is None or pointer.rollout.share_bp >= SHARE_BP_FULL)
     ):
         return pointer
     return None

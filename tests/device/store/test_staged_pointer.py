@@ -183,3 +183,15 @@ def test_pull_waits_for_the_maintenance_window(
     inside = pull_channel_once(local_registry, store, "birds", "stable", window=window,
                                now=opens + timedelta(minutes=30))
     assert inside.outcome == "activated", inside.reason
+
+
+def test_promoting_the_version_of_a_partial_rollout_moves_everybody(
+    local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys
+) -> None:
+    _release(local_registry, make_version, "1.0.0")
+    _release(local_registry, make_version, "1.1.0")
+    local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
+    staged_pointer = stage_rollout(local_registry, keys.private, model="birds", channel="stable",
+                                   rollout_id=ROLLOUT, version="1.1.0", share_bp=1_000)
+    promoted = local_registry.promote("birds", "1.1.0", "stable", signing_key=keys.private)
+    assert promoted.rollout is None and promoted.counter > staged_pointer.counter  # written, not "already done"
