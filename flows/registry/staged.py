@@ -4,7 +4,9 @@
 for the others (`edgefleet.kernel.contracts.rollout`). The version it replaces is what the channel named
 before the rollout started: the verified pointer's version, or the `replaces` of this same rollout's pointer
 when the rollout already staged a share (raising or lowering the share keeps it). Share 0 is the halt: every
-device goes back to (or stays on) `replaces`. Compare-and-swap like a promotion: a channel moved by anybody
+device goes back to (or stays on) `replaces`. One staged rollout per channel at a time: another one starts
+when the previous one is at 100 % (it replaces that version) or halted at 0 % (it replaces what that one
+replaced). Compare-and-swap like a promotion: a channel moved by anybody
 else meanwhile is a ConflictError, never overridden.
 """
 
@@ -43,11 +45,14 @@ def replaced_by_rollout(current: ChannelPointer, rollout_id: str, version: str) 
                 f"rollout {rollout_id} on channel {current.channel} of {current.model} stages {current.version}, "
                 f"not {version}", "rollout ids name one version: give this rollout another rollout_id")
         return stage.replaces, stage.replaces_manifest_sha256
+    if stage.share_bp == 0:  # a halted rollout: the fleet runs what it replaced
+        return stage.replaces, stage.replaces_manifest_sha256
     if stage.share_bp < SHARE_BP_FULL:
         raise ConflictError(
             f"channel {current.channel} of {current.model} holds rollout {stage.id} of {current.version} at "
             f"{stage.share_bp / 100:g} %: one staged rollout per channel at a time",
-            f"finish or halt rollout {stage.id} first (edgefleet rollout show {stage.id})")
+            f"finish or halt rollout {stage.id} first (edgefleet rollout show {stage.id}), or promote the version "
+            "the whole channel should name")
     return current.version, current.manifest_sha256
 
 

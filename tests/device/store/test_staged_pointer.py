@@ -159,9 +159,11 @@ def test_pull_mode_stages_widens_and_halts(
     assert (halt.rollout.replaces, halt.rollout.share_bp) == ("1.0.0", 0)
     assert pull_all() == {INSIDE: "1.0.0", OUTSIDE: "1.0.0"}
     assert store.floor("birds").version == "1.0.0"  # the signed send-back lowered the floor
-    stage_rollout(local_registry, keys.private, model="birds", channel="stable", rollout_id=ROLLOUT,
-                  version="1.1.0", share_bp=10_000)
-    assert pull_all() == {INSIDE: "1.1.0", OUTSIDE: "1.1.0"}
+    _release(local_registry, make_version, "1.2.0")  # after a halt, the next rollout replaces what the fleet runs
+    fixed = stage_rollout(local_registry, keys.private, model="birds", channel="stable", rollout_id="birds-1.2.0",
+                          version="1.2.0", share_bp=10_000)
+    assert fixed.rollout.replaces == "1.0.0"
+    assert pull_all() == {INSIDE: "1.2.0", OUTSIDE: "1.2.0"}
 
 
 def test_pull_waits_for_the_maintenance_window(
