@@ -122,6 +122,9 @@ class RegistryConfig(_Section):
     uri: str | None = Field(default=None, description="gs://bucket[/prefix] or a local directory")
     channel: ChannelName = "stable"
     poll_interval_s: float = Field(default=30.0, gt=0)
+    poll_jitter: float = Field(default=0.1, ge=0, lt=1, description="each wait between polls is poll_interval_s "
+                               "times a random factor in [1 - poll_jitter, 1 + poll_jitter]: a fleet started "
+                               "together does not poll the registry together")
     require_signed_pointers: bool = Field(
         default=True,
         description="refuse unsigned (schema 1) channel pointers. false is the transition setting for a fleet "
