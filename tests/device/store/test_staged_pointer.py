@@ -197,3 +197,23 @@ def test_promoting_the_version_of_a_partial_rollout_moves_everybody(
                                    rollout_id=ROLLOUT, version="1.1.0", share_bp=1_000)
     promoted = local_registry.promote("birds", "1.1.0", "stable", signing_key=keys.private)
     assert promoted.rollout is None and promoted.counter > staged_pointer.counter  # written, not "already done"
+
+
+def test_registry_ls_shows_each_side_of_a_staged_rollout(
+    local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from edgefleet.cli import app
+
+    _release(local_registry, make_version, "1.0.0")
+    _release(local_registry, make_version, "1.1.0")
+    local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
+    stage_rollout(local_registry, keys.private, model="birds", channel="stable", rollout_id=ROLLOUT,
+                  version="1.1.0", share_bp=1_250)
+    listed = CliRunner().invoke(app, ["registry", "ls", "birds", "--json", "--registry", str(local_registry.root)])
+    assert listed.exit_code == 0, listed.output
+    rows = {row["version"]: row["channels"] for row in json.loads(listed.stdout)}
+    assert rows == {"1.0.0": ["stable (87.5%)"], "1.1.0": ["stable (12.5%)"]}
