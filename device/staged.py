@@ -47,10 +47,11 @@ def target_pointer(pointer: ChannelPointer, device_id: str | None, floor: str | 
         return Target(pointer, where, f"{where} needs this device's id to choose a side, and none was given")
     if in_share(stage.id, device_id, stage.share_bp):
         return Target(pointer, f"{where}: this device is in the share")
-    below_floor = floor is not None and version_sort_key(stage.replaces) < version_sort_key(floor)
+    floor_key = version_sort_key(floor) if floor is not None else None
+    below_floor = floor_key is not None and version_sort_key(stage.replaces) < floor_key
     back = pointer.model_copy(update={
         "version": stage.replaces, "manifest_sha256": stage.replaces_manifest_sha256, "downgrade": below_floor})
-    if below_floor and version_sort_key(floor) > version_sort_key(pointer.version):  # type: ignore[arg-type]
+    if floor_key is not None and below_floor and floor_key > version_sort_key(pointer.version):
         return Target(back, where, f"{where} would send this device back to {stage.replaces}, but it activated "
                       f"{floor}, above the rollout's version: a rollout sends back only the devices it moved")
     side = f"sent back to {stage.replaces}" if below_floor else f"stays on {stage.replaces}"

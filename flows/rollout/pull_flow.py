@@ -94,15 +94,18 @@ def _next_wave(params: PullRolloutParams, record: RolloutRecord, fleet: list[str
 
 
 def _add_wave(record: RolloutRecord, fleet: dict[str, str | None], share_bp: int) -> tuple[str, ...]:
-    """Records the wave's newly moved devices (and the version each ran); returns them."""
-    before = {d for d, device in record.devices.items() if device.state != "rolled_back"}
-    new = tuple(d for d in moved(record.rollout_id, sorted(fleet), share_bp) if d not in before)
+    """Records the wave's devices (moved at `share_bp`, not in a passed wave) with the version each ran; a device
+    of an interrupted run of this wave keeps its record, one sent back by a halt starts again. Returns them."""
     wave_number = len(record.pull.passed) + 1 if record.pull else 1
-    for device_id in new:
-        record.devices[device_id] = DeviceRecord(device_id=device_id, wave=wave_number, before=fleet[device_id])
+    earlier = {device_id for wave in record.waves[:wave_number - 1] for device_id in wave}
+    devices = tuple(d for d in moved(record.rollout_id, sorted(fleet), share_bp) if d not in earlier)
+    for device_id in devices:
+        known = record.devices.get(device_id)
+        if known is None or known.state == "rolled_back":
+            record.devices[device_id] = DeviceRecord(device_id=device_id, wave=wave_number, before=fleet[device_id])
     del record.waves[wave_number - 1:]
-    record.waves.append(list(new))
-    return new
+    record.waves.append(list(devices))
+    return devices
 
 
 def _apply(record: RolloutRecord, observation: WaveObservation, since: datetime) -> None:
@@ -143,7 +146,7 @@ def _halt(params: PullRolloutParams, registry: RegistryWriter, store: RecordStor
                      rollout_id=record.rollout_id, version=record.version, share_bp=0)
     progress.sent_back = True
     for device in record.devices.values():
-        if device.state in ("done", "failed", "pending") and device.error is None:
+        if device.state == "done":  # on the version: sent back
             device.fail("canary", "Halted", decision.reason)
     record.state = "halted"
     record.halted = HaltInfo(wave=wave, failed=decision.failed, reason=decision.reason, halted_by=decision.halted_by)

@@ -150,6 +150,12 @@ def test_a_good_release_reaches_the_whole_fleet_wave_by_wave(pull_world: PullWor
     assert record.pull.passed[-1] == 10_000 and len(record.pull.passed) == 2
     assert record.verdicts and all(item.verdict.result == "pass" for item in record.verdicts)
     assert record.verdicts[0].verdict.control.startswith("concurrent"), record.verdicts[0].verdict.control
+    # re-running the same rollout resumes after the last passed wave: here nothing is left, nothing is signed
+    counter = writer(pull_world.registry_dir).read_channel(MODEL, "stable").pointer.counter
+    again = pull_rollout(pull_world.params("1.1.0"))
+    assert (again.state, again.done) == ("completed", DEVICES)
+    assert writer(pull_world.registry_dir).read_channel(MODEL, "stable").pointer.counter == counter
+    assert RecordStore(writer(pull_world.registry_dir), "imagenet-1.1.0").load().runs == 2
 
 
 def test_a_bad_release_is_halted_in_its_first_wave_and_the_moved_devices_go_back(pull_world: PullWorld) -> None:
