@@ -33,6 +33,8 @@ GOLDEN_SEEDS = (1, 2)
 DEVICES = 5
 AGENT_TIMEOUT_S = 120
 
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
+
 
 @dataclass
 class PullWorld:
