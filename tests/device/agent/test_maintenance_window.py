@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -95,3 +96,21 @@ def test_a_bad_window_names_what_is_wrong(fields: dict, message: str) -> None:
 
 def test_no_window_is_always_open() -> None:
     assert in_window(None, datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def test_the_agent_config_carries_the_window_and_names_a_bad_one(tmp_path: Path) -> None:
+    from edgefleet.device.agent.config import load_config
+    from edgefleet.kernel.errors import ConfigError
+
+    path = tmp_path / "agent.yaml"
+    path.write_text("device_id: cam-1\nmodel: birds\nregistry:\n  uri: /srv/registry\n  poll_jitter: 0.2\n"
+                    "  window: {cron: '0 2 * * 6', timezone: Europe/Berlin, duration_minutes: 180}\n")
+    config = load_config(path)
+    assert config.registry.window == MaintenanceWindow(cron="0 2 * * 6", timezone="Europe/Berlin",
+                                                       duration_minutes=180)
+    assert config.registry.poll_jitter == 0.2
+    path.write_text("device_id: cam-1\nmodel: birds\nregistry:\n"
+                    "  window: {cron: '0 2 * * 6', timezone: Europe/Berln, duration_minutes: 180}\n")
+    with pytest.raises(ConfigError, match="Europe/Berln") as caught:
+        load_config(path)
+    assert "'registry.window.timezone'" in caught.value.message and "IANA" in caught.value.message
