@@ -17,6 +17,7 @@ from rich.table import Table
 from edgefleet.cli.registry_agent import app as agent_app
 from edgefleet.cli.registry_channels import RegistryOption, add_channel_commands, open_registry
 from edgefleet.kernel.console import cli_error
+from edgefleet.kernel.contracts.rollout import SHARE_BP_FULL
 from edgefleet.kernel.errors import EdgefleetError
 
 app = typer.Typer(
@@ -60,7 +61,11 @@ def _channels_by_version(registry, model: str) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for channel in registry.list_channels(model):
         pointer = registry.read_channel(model, channel).pointer
-        if pointer is not None:
+        stage = pointer.rollout if pointer is not None else None
+        if stage is not None and stage.share_bp < SHARE_BP_FULL:  # a staged rollout: a share on each version
+            found.setdefault(pointer.version, []).append(f"{channel} ({stage.share_bp / 100:g}%)")
+            found.setdefault(stage.replaces, []).append(f"{channel} ({100 - stage.share_bp / 100:g}%)")
+        elif pointer is not None:
             found.setdefault(pointer.version, []).append(channel)
     return found
 

@@ -1,4 +1,4 @@
-"""`edgefleet rollout run | show | promote | deploy-agent`: the rollout flows from the command line.
+"""`edgefleet rollout run | pull | show | promote | deploy-agent`: the rollout flows from the command line.
 
 With no Prefect server configured the flows run on Prefect's embedded ephemeral API; with one
 (PREFECT_API_URL) the runs show in its UI.
@@ -54,6 +54,11 @@ def _print_record(record: object) -> None:
                                                           "healthy_after_s", "bytes_sent", "error")))
     Console().print(table)
     print_verdicts(record)
+    progress = record.pull  # type: ignore[attr-defined]
+    if progress is not None:
+        shares = " -> ".join(f"{share / 100:g}%" for share in progress.shares) or "none yet"
+        Console().print(f"pull rollout replacing {progress.replaces}: shares signed {shares}"
+                        + (" -> 0% (sent back)" if progress.sent_back else ""))
     if record.halted:  # type: ignore[attr-defined]
         Console().print(f"halted in wave {record.halted.wave}: {record.halted.reason}")  # type: ignore[attr-defined]
 
@@ -81,6 +86,28 @@ def run(config: Path = typer.Option(..., "--config", "-c", help="rollout YAML (f
     else:
         typer.echo(f"rollout {result.rollout_id}: {result.state}, {result.done} devices done; "
                    f"record {result.record_uri}")
+
+
+@app.command("pull")
+def pull(config: Path = typer.Option(..., "--config", "-c", help="pull rollout YAML (fields of PullRolloutParams)"),
+         as_json: bool = typer.Option(False, "--json", help="print the result as JSON")) -> None:
+    """Roll a version out to pull-mode devices by signed, judged shares of the channel (re-running resumes)."""
+    _quiet_prefect()
+    from edgefleet.flows.rollout.flow import RolloutHalted
+    from edgefleet.flows.rollout.params import load_yaml_params
+    from edgefleet.flows.rollout.pull_flow import pull_rollout
+    from edgefleet.flows.rollout.pull_params import PullRolloutParams
+
+    try:
+        result = pull_rollout(load_yaml_params(PullRolloutParams, config))  # type: ignore[arg-type]
+    except RolloutHalted as error:
+        typer.echo(error.result.model_dump_json(indent=2) if as_json else "")
+        raise cli_error(error, "rollout halted") from error
+    except EdgefleetError as error:
+        raise cli_error(error, "rollout failed") from error
+    typer.echo(result.model_dump_json(indent=2) if as_json else
+               f"rollout {result.rollout_id}: {result.state}, {result.done} devices on {result.version}; "
+               f"record {result.record_uri}")
 
 
 @app.command("show")

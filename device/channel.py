@@ -13,7 +13,10 @@ activated by any route (its version floor, `edgefleet.device.floor`), and refuse
   signed one on that channel (the transition setting `require_signed_pointers: false`);
 - a pointer valid for longer than `MAX_POINTER_VALIDITY` from now (it would outlive every re-signing, and a
   frozen registry would never be noticed);
-- an expired pointer: the device stays on what it runs and reports it (a frozen registry is noticed).
+- an expired pointer: the device stays on what it runs and reports it (a frozen registry is noticed);
+- a staged rollout (schema 3) without the device's id, or whose send-back to the version it replaces would
+  take down a device whose floor is above the rollout's version (`edgefleet.device.staged`). The send-back of
+  a device the rollout moved is a signed downgrade to exactly `replaces`, nothing else.
 
 A pointer naming the version the device runs moves nothing and is not held against the floor. An operator's
 `edgefleet-agent activate/rollback` over SSH is not a channel move and is not subject to these rules (it does
@@ -32,6 +35,7 @@ from typing import Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgefleet.device.floor import VersionFloor, highest
+from edgefleet.device.staged import target_pointer
 from edgefleet.kernel.contracts.layout import version_sort_key
 from edgefleet.kernel.contracts.manifest import MAX_POINTER_VALIDITY, ChannelPointer
 from edgefleet.kernel.errors import VerificationError
@@ -67,6 +71,9 @@ class Judgement(NamedTuple):
 
     verdict: Verdict
     reason: str
+    target: ChannelPointer | None = None
+    """The pointer as it applies to this device (`edgefleet.device.staged.target_pointer`: for a staged
+    rollout, the version of its side of the share); None when the pointer was refused before that."""
 
 
 def verify_pointer(public_key: KeyringLike, pointer: ChannelPointer, *, source: str) -> None:
@@ -100,6 +107,7 @@ def judge_pointer(
     require_signed: bool = True,
     running: str | None = None,
     max_validity: timedelta = MAX_POINTER_VALIDITY,
+    device_id: str | None = None,
 ) -> Judgement:
     """Whether a device accepts a (signature-checked) pointer, given what it accepted and activated. Pure.
 
@@ -107,6 +115,7 @@ def judge_pointer(
         floor: the store's version floor (`ModelStore.floor`); the record's `highest_version` counts too.
         running: `version_identity` of the version the device runs: a pointer naming it moves nothing and
             is not held against the floor (unless it is a downgrade, which would lower the floor).
+        device_id: this device's id: a staged rollout (schema 3) names a version per side of its share.
     """
     where = f"channel {pointer.channel} of model {pointer.model}"
     problem = _signature_rule(pointer, record, where, require_signed) or _freshness_rule(
@@ -114,9 +123,15 @@ def judge_pointer(
     )
     if problem is not None:
         return problem
-    if not pointer.downgrade and running == version_identity(pointer.version, pointer.manifest_sha256):
-        return Judgement("accept", f"{where} names {pointer.version}, the running version")
-    return _floor_rule(pointer, record, where, floor) or Judgement("accept", f"{where} names {pointer.version}")
+    target = target_pointer(pointer, device_id, highest(floor.version if floor else None, record.highest_version))
+    if target.problem is not None:
+        return Judgement("refuse", target.problem)
+    effective = target.pointer
+    said = f"{where} names {effective.version}" + (f" ({target.reason})" if target.reason else "")
+    if not effective.downgrade and running == version_identity(effective.version, effective.manifest_sha256):
+        return Judgement("accept", f"{said}, the running version", effective)
+    refused = _floor_rule(effective, record, where, floor)
+    return refused if refused is not None else Judgement("accept", said, effective)
 
 
 def version_identity(version: str, manifest_sha256: str) -> str:
@@ -205,6 +220,7 @@ def assess_pointer(
     source: str,
     require_signed: bool = True,
     running: str | None = None,
+    device_id: str | None = None,
 ) -> Judgement:
     """The signature check, then `judge_pointer`: what a device does with a pointer as read."""
     if pointer.signed:
@@ -212,14 +228,17 @@ def assess_pointer(
             verify_pointer(public_key, pointer, source=source)
         except VerificationError as error:
             return Judgement("refuse", error.message)
-    return judge_pointer(pointer, record, floor=floor, now=now, require_signed=require_signed, running=running)
+    return judge_pointer(pointer, record, floor=floor, now=now, require_signed=require_signed, running=running,
+                         device_id=device_id)
 
 
-def accepted(record: ChannelRecord, pointer: ChannelPointer) -> ChannelRecord:
-    """The record after accepting `pointer` (pure)."""
+def accepted(record: ChannelRecord, pointer: ChannelPointer, target: ChannelPointer | None = None) -> ChannelRecord:
+    """The record after accepting `pointer` (pure). `target`: the pointer as it applies to this device
+    (`Judgement.target`), whose version is what the floor follows; the counter is the signed pointer's."""
+    moved = target if target is not None else pointer
     floor = record.highest_version
-    if floor is None or pointer.downgrade or version_sort_key(pointer.version) > version_sort_key(floor):
-        floor = pointer.version
+    if floor is None or moved.downgrade or version_sort_key(moved.version) > version_sort_key(floor):
+        floor = moved.version
     counters = dict(record.counters)
     pointers = dict(record.pointers)
     if pointer.signed and pointer.counter is not None:
@@ -250,4 +269,6 @@ def record_bytes(record: ChannelRecord) -> bytes:
 
 
 def _identity(pointer: ChannelPointer) -> str:
-    return f"{pointer.version} {pointer.manifest_sha256} {int(pointer.downgrade)}"
+    identity = f"{pointer.version} {pointer.manifest_sha256} {int(pointer.downgrade)}"
+    stage = pointer.rollout
+    return identity if stage is None else f"{identity} {stage.id} {stage.replaces} {stage.share_bp}"

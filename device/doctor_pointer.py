@@ -32,6 +32,7 @@ def pointer_check(
             now=now or datetime.now(timezone.utc), source=source,
             require_signed=config.registry.require_signed_pointers,
             running=version_identity(current.version, current.manifest_sha256) if current else None,
+            device_id=config.device_id,
         )
     except EdgefleetError as error:
         return "warn", f"the pointer could not be checked (its version is not shown): {error.message}", error.fix
@@ -43,4 +44,7 @@ def pointer_check(
         return ("warn", f"{pointer.version} (unsigned, unverified)",
                 "sign the channel pointers, then drop registry.require_signed_pointers: false (README: upgrading "
                 "a fleet that ran the old defaults)")
-    return "ok", f"{pointer.version} (signature verified, expires {pointer.expires_at:%Y-%m-%d})", None
+    target = judgement.target or pointer
+    stage = pointer.rollout
+    staged = f", rollout {stage.id} at {stage.share_bp / 100:g} %" if stage is not None else ""
+    return "ok", f"{target.version} (signature verified, expires {pointer.expires_at:%Y-%m-%d}{staged})", None

@@ -8,6 +8,7 @@ is logged with its traceback and counted, and polling continues.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -16,6 +17,7 @@ from typing import NamedTuple
 from edgefleet.device.pull import PullResult, pull_channel_once
 from edgefleet.device.registry.base import RegistryReader
 from edgefleet.device.store import ModelStore
+from edgefleet.device.window import MaintenanceWindow
 from edgefleet.kernel.errors import EdgefleetError, RegistryError, StoreError
 from edgefleet.kernel.signing import PublicKeyLike
 
@@ -23,6 +25,12 @@ log = logging.getLogger(__name__)
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (RegistryError, StoreError, OSError)
 """Errors a poll may hit that can pass by themselves (the next poll tries again)."""
+
+
+def poll_delay(interval_s: float, jitter: float, draw: float) -> float:
+    """The wait before the next poll: `interval_s` times a factor spread evenly over [1 - jitter, 1 + jitter]
+    (`draw` in [0, 1)), so a fleet started together does not poll together. Pure."""
+    return interval_s * (1.0 + jitter * (2.0 * draw - 1.0))
 
 
 class PollerStatus(NamedTuple):
@@ -50,6 +58,9 @@ class ChannelPoller:
         on_refusal: called with the PullResult when a version was refused, or when the channel pointer was
             refused or expired (`result.pointer_problem`; once per distinct problem, not at every poll).
         require_signed: refuse unsigned (schema 1) channel pointers (default; False: the transition setting).
+        device_id: this device's id (chooses its side of a staged rollout's share).
+        window: the maintenance window outside which nothing is activated (None: any time).
+        jitter: each wait is `interval_s` times a random factor in [1 - jitter, 1 + jitter] (`poll_delay`).
         on_error: called with (exception, transient) when a poll failed.
         stop_timeout_s: how long `stop()` waits for a running poll.
 
@@ -73,8 +84,15 @@ class ChannelPoller:
         on_thread_start: Callable[[], None] | None = None,
         stop_timeout_s: float = 10.0,
         require_signed: bool = True,
+        device_id: str | None = None,
+        window: MaintenanceWindow | None = None,
+        jitter: float = 0.0,
     ) -> None:
         self.registry = registry
+        self.device_id = device_id
+        self.window = window
+        self.jitter = jitter
+        self._random = random.Random()
         self.require_signed = require_signed
         self.store = store
         self.model = model
@@ -140,6 +158,8 @@ class ChannelPoller:
                 self.channel,
                 self.public_key,
                 require_signed=self.require_signed,
+                device_id=self.device_id,
+                window=self.window,
             )
         except TRANSIENT_ERRORS as error:
             message = error.message if isinstance(error, EdgefleetError) else str(error)
@@ -178,7 +198,7 @@ class ChannelPoller:
             self.on_thread_start()
         while not self._stop.is_set():
             self.run_once()
-            self._wake.wait(self.interval_s)
+            self._wake.wait(poll_delay(self.interval_s, self.jitter, self._random.random()))
             self._wake.clear()
 
     def _record(self, result: PullResult | None, error: str | None, *, transient: bool) -> None:

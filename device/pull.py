@@ -35,6 +35,7 @@ from edgefleet.device.floor import highest
 from edgefleet.device.pull_plan import Installed, Outcome, PullStep, next_step
 from edgefleet.device.registry.base import RegistryReader
 from edgefleet.device.store import ModelStore
+from edgefleet.device.window import MaintenanceWindow, in_window, next_window_start
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import RegistryError, VerificationError
@@ -80,6 +81,8 @@ def pull_channel_once(
     retry_refused: bool = False,
     require_signed: bool = True,
     now: datetime | None = None,
+    device_id: str | None = None,
+    window: MaintenanceWindow | None = None,
 ) -> PullResult:
     """Brings the store's current version of `model` to what `channel` names, if it verifies.
 
@@ -98,6 +101,10 @@ def pull_channel_once(
         require_signed: refuse unsigned (schema 1) pointers (the default; False is the transition setting
             for fleets whose pipelines do not sign yet).
         now: the time to judge expiry by (default: the clock).
+        device_id: this device's id (a staged rollout's pointer names a version per side of its share,
+            `edgefleet.device.staged`; without an id such a pointer is refused).
+        window: the device's maintenance window (`edgefleet.device.window`): outside it, a version to download
+            or activate waits (outcome `deferred`; nothing is downloaded, changed or recorded). None: any time.
 
     Returns:
         The result; `outcome == "refused"` when verification failed (the store is then unchanged).
@@ -120,16 +127,18 @@ def pull_channel_once(
                           "no_channel", before)
     record = parse_record(store.read_model_file(model, RECORD_FILE), source=f"{store.root} {model} {RECORD_FILE}")
     floor = store.floor(model)
+    now = now or datetime.now(timezone.utc)
     judgement = assess_pointer(
-        key, pointer, record, floor=floor, now=now or datetime.now(timezone.utc),
+        key, pointer, record, floor=floor, now=now,
         source=f"{registry.uri} {model}/{channel}", require_signed=require_signed,
-        running=version_identity(*running) if running else None,
+        running=version_identity(*running) if running else None, device_id=device_id,
     )
-    if judgement.verdict != "accept":
+    if judgement.verdict != "accept" or judgement.target is None:
         outcome: Outcome = "expired" if judgement.verdict == "expired" else "pointer_refused"
         log.warning("%s %s/%s from %s: %s", outcome.replace("_", " "), model, channel, registry.uri,
                     judgement.reason)
         return PullResult(False, pointer.version, judgement.reason, outcome, before)
+    signed_pointer, pointer = pointer, judgement.target  # from here on: the version for this device
     try:
         installed = store.installed(model, pointer.version)
     except VerificationError as error:  # the installed copy is damaged: refused, as a failed download is
@@ -140,20 +149,33 @@ def pull_channel_once(
         else None, floor=highest(floor.version if floor else None, record.highest_version), refusal=refusal,
         retry_refused=retry_refused,
     )
-    return _carry_out(step, registry, store, pointer, key, record, before, refused_before=refusal is not None)
+    if step.action in ("activate", "download") and not in_window(window, now):
+        assert window is not None
+        return PullResult(False, pointer.version, f"{model} {pointer.version} waits for this device's maintenance "
+                          f"window (opens {next_window_start(window, now).isoformat()})", "deferred", before)
+    return _carry_out(step, registry, store, _Moving(signed_pointer, pointer), key, record, before,
+                      refused_before=refusal is not None)
+
+
+class _Moving(NamedTuple):
+    """The pointer as signed (its counter is remembered) and as it applies to this device (what moves)."""
+
+    signed: ChannelPointer
+    target: ChannelPointer
 
 
 def _carry_out(
-    step: PullStep, registry: RegistryReader, store: ModelStore, pointer: ChannelPointer, key: PublicKeyLike,
+    step: PullStep, registry: RegistryReader, store: ModelStore, moving: _Moving, key: PublicKeyLike,
     record: ChannelRecord, before: str | None, *, refused_before: bool,
 ) -> PullResult:
     """The I/O of one step (`next_step` decided it)."""
+    pointer = moving.target
     model, version = pointer.model, pointer.version
     if step.action in ("keep", "lower_floor"):
         _refresh_signatures(registry, store, pointer, key)
         if step.action == "lower_floor":
             store.activate(model, version, key, signed_downgrade=True)
-        _remember(store, model, record, pointer)
+        _remember(store, model, record, moving)
         return PullResult(False, version, step.reason, "unchanged", before)
     if step.action == "skip":
         return PullResult(False, version, step.reason, "previously_refused", before)
@@ -170,7 +192,7 @@ def _carry_out(
         return PullResult(False, version, _reason(error), "unknown_key", before)
     except VerificationError as error:
         return _refuse(registry, store, pointer, _reason(error), before)
-    _remember(store, model, record, pointer)
+    _remember(store, model, record, moving)
     if refused_before:  # retried on request, and it verified this time: forget the refusal
         store.clear_refused(model)
     log.info("pulled %s %s from %s channel %s (was %s)", model, version, registry.uri, pointer.channel, before)
@@ -251,7 +273,7 @@ def _download_and_install(
         store.install(download_dir, key)
 
 
-def _remember(store: ModelStore, model: str, record: ChannelRecord, pointer: ChannelPointer) -> None:
-    updated = accepted(record, pointer)
+def _remember(store: ModelStore, model: str, record: ChannelRecord, moving: _Moving) -> None:
+    updated = accepted(record, moving.signed, moving.target)
     if updated != record:
         store.write_model_file(model, RECORD_FILE, record_bytes(updated))

@@ -15,12 +15,14 @@ from edgefleet.kernel.contracts.refusal import Refusal
 Outcome = Literal[
     "activated", "unchanged", "no_channel", "refused", "previously_refused", "pointer_refused", "expired",
     "unknown_key",
+    "deferred",
 ]
 """`pointer_refused`: the channel pointer itself was refused (bad signature, replayed, a lower version that
 is not a signed downgrade, unsigned where signed pointers are required, valid for too long); `expired`: the
 signed pointer expired; `unknown_key`: the version is signed by a key this device's release keyring does not
-hold (yet). Each keeps the device on what it runs and records nothing as refused (a newer valid pointer, or the
-key once installed, is taken at the next poll)."""
+hold (yet); `deferred`: a new version waits for the device's maintenance window. Each keeps the device on what
+it runs and records nothing as refused (a newer valid pointer, or the key once installed, is taken at the next
+poll)."""
 
 Action = Literal["keep", "lower_floor", "skip", "refuse", "activate", "download"]
 """keep: already current, remember the pointer; lower_floor: already current, and the pointer is a signed

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from edgefleet.device.runtime.config import EDGETPU_LIBRARY
 from edgefleet.device.runtime.probe import DEFAULT_PROBE_TIMEOUT_S
 from edgefleet.device.telemetry.config import TelemetryConfig
+from edgefleet.device.window import MaintenanceWindow
 from edgefleet.kernel.configfile import load, tag_required, tagged_union
 from edgefleet.kernel.contracts.layout import SPOOL_FILE, STATUS_FILE
 from edgefleet.kernel.contracts.names import ChannelName, DeviceId
@@ -121,11 +122,19 @@ class RegistryConfig(_Section):
     uri: str | None = Field(default=None, description="gs://bucket[/prefix] or a local directory")
     channel: ChannelName = "stable"
     poll_interval_s: float = Field(default=30.0, gt=0)
+    poll_jitter: float = Field(default=0.1, ge=0, lt=1, description="each wait between polls is poll_interval_s "
+                               "times a random factor in [1 - poll_jitter, 1 + poll_jitter]: a fleet started "
+                               "together does not poll the registry together")
     require_signed_pointers: bool = Field(
         default=True,
         description="refuse unsigned (schema 1) channel pointers. false is the transition setting for a fleet "
         "whose pipelines do not sign yet (an agent still refuses unsigned pointers on a channel once it "
         "accepted a signed one there); README: upgrading a fleet that ran the old defaults",
+    )
+    window: MaintenanceWindow | None = Field(
+        default=None,
+        description="maintenance window of this device's group (cron, timezone, duration_minutes): a pulled "
+        "version is downloaded and activated only inside it; none: any time",
     )
 
 

@@ -332,6 +332,9 @@ class Agent:
                 "error" if result.pointer_problem else "swap_failed", result.reason, model_version=result.version
             ),
             require_signed=self.config.registry.require_signed_pointers,
+            device_id=self.config.device_id,
+            window=self.config.registry.window,
+            jitter=self.config.registry.poll_jitter,
             on_thread_start=functools.partial(lower_thread_priority, self.config.swap.background_nice),
         )
         self._poller = poller

@@ -52,15 +52,6 @@ def _store(root: Path | None, public_key: Path | None = None, config: Path | Non
     return store
 
 
-def _credentials_file(config: Path | None) -> Path | None:
-    """The device's Google credentials file that `config` (agent.yaml) names: what the agent itself uses."""
-    if config is None:
-        return None
-    from edgefleet.device.agent.config import load_config
-
-    return _run(lambda: load_config(config)).credentials_file
-
-
 def _check_release_key_owner(key: object) -> None:
     """Refuses a release key file that a user other than the caller and root can replace (e.g. the agent's own
     user, when the rollout logs in as another user and names the store by --root)."""
@@ -307,19 +298,32 @@ def pull(
             "setting for registries whose pipelines do not sign yet",
         ),
     ] = True,
+    device_id: Annotated[
+        Optional[str],  # noqa: UP045 - typer evaluates it at run time, and devices run Python 3.9
+        typer.Option("--device-id", help="this device's id, which chooses its side of a staged rollout "
+                     "(default: the --config's device_id)"),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Pull once: download, verify, install and activate the version a registry channel names."""
+    """Pull once: download, verify, install and activate the version a registry channel names (inside the
+    config's maintenance window, when it has one)."""
     from edgefleet.device.pull import pull_channel_once
     from edgefleet.device.registry import open_registry_reader
 
     store = _store(root, public_key, config)
-    credentials_file = _credentials_file(config)
+    credentials_file, window = None, None
+    if config is not None:  # the agent's own config: its credentials, device id and maintenance window
+        from edgefleet.device.agent.config import load_config
+
+        agent = _run(lambda: load_config(config))
+        credentials_file = agent.credentials_file
+        device_id, window = device_id or agent.device_id, agent.registry.window
 
     def do() -> PullResult:
         registry = open_registry_reader(registry_uri, credentials_file=credentials_file)
         return pull_channel_once(
-            registry, store, model, channel, retry_refused=retry_refused, require_signed=require_signed
+            registry, store, model, channel, retry_refused=retry_refused, require_signed=require_signed,
+            device_id=device_id, window=window,
         )
 
     result = _run(do)

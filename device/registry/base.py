@@ -227,10 +227,28 @@ class RegistryReader(ABC):
     def read_channel(self, model: str, channel: str) -> ChannelState:
         """Reads a channel pointer and its generation ((None, 0) when the channel does not exist).
 
+        Conditional: a pointer whose tag (`_version_tag`) did not change since this reader last read it is not
+        read again, so an idle poll costs one small request. Its content is judged again every time.
+
         Raises:
             RegistryError: the pointer object is not a valid pointer for this model/channel.
         """
         key = checked_channel_key(model, channel)
+        tag = self._version_tag(key)
+        cache: dict[str, tuple[str, ChannelState]] = self.__dict__.setdefault("_channel_cache", {})
+        if tag is not None and key in cache and cache[key][0] == tag:
+            return cache[key][1]  # unchanged since the last read: one small request (GCS metadata, a local stat)
+        state = self._parse_channel(key, model, channel)
+        if tag is not None:
+            cache[key] = (tag, state)
+        return state
+
+    def _version_tag(self, key: str) -> str | None:
+        """A cheap tag of an object's current content (an ETag: GCS's generation, a local file's inode, size and
+        times), None when absent or when the backend has none. Equal tags mean unchanged content."""
+        return None
+
+    def _parse_channel(self, key: str, model: str, channel: str) -> ChannelState:
         data, generation = self._read_versioned(key)
         if data is None:
             return ChannelState(None, 0)

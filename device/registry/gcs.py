@@ -147,6 +147,10 @@ class GcsRegistryReader(RegistryReader):
             "find out who rewrites it so often, then try again",
         )
 
+    def _version_tag(self, key: str) -> str | None:
+        blob = self._stat(key)  # one metadata request; the object's generation changes with every write
+        return None if blob is None or blob.generation is None else f"{blob.generation}"
+
     def _read_bounded(self, key: str, max_bytes: int) -> bytes | None:
         blob = self._stat(key)
         if blob is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 from edgefleet.device.registry.base import RegistryOptions, RegistryReader
@@ -21,6 +22,8 @@ NOT_AN_OBJECT_FIX = (
     "a registry object is a plain file written by the pipelines: remove what is there and re-publish or "
     "re-promote, and check who can write to the registry directory"
 )
+RACY_WINDOW_S = 2.0
+"""A pointer file changed this recently is read again at every poll (see `_version_tag`)."""
 GENERATION_BYTES = 7
 """Bytes of the content sha256 that make a generation token (56 bits: collisions are not a concern)."""
 
@@ -74,6 +77,18 @@ class LocalRegistryReader(RegistryReader):
     def _read_versioned(self, key: str) -> tuple[bytes | None, int]:
         data = self._read_bytes(key)  # one read: bytes and token always agree
         return (None, 0) if data is None else (data, content_generation(data))
+
+    def _version_tag(self, key: str) -> str | None:
+        """inode, size, modification and change times: a write or a replacement changes one of them (the change
+        time cannot be set back by hand). None for a file changed within `RACY_WINDOW_S` (file system clocks
+        are coarse: a second write in the same tick could keep every field, git's "racily clean" case)."""
+        try:
+            stat = (self.root / key).stat()
+        except OSError:
+            return None
+        if time.time_ns() - max(stat.st_mtime_ns, stat.st_ctime_ns) < RACY_WINDOW_S * 1e9:
+            return None
+        return f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}"
 
     def _read_bounded(self, key: str, max_bytes: int) -> bytes | None:
         return self._read_regular(key, max_bytes, VerificationError)

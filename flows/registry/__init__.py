@@ -23,6 +23,7 @@ from edgefleet.flows.registry.fleetkeys import (
 from edgefleet.flows.registry.gcs import GcsRegistryWriter
 from edgefleet.flows.registry.local import LocalRegistryWriter
 from edgefleet.flows.registry.pointers import DEFAULT_VALIDITY, next_counter, sign_pointer
+from edgefleet.flows.registry.staged import stage_rollout
 from edgefleet.flows.registry.uri import open_registry_writer
 
 __all__ = [
@@ -44,5 +45,6 @@ __all__ = [
     "rollout_key",
     "sign_pointer",
     "sign_records",
+    "stage_rollout",
     "unsigned_records",
 ]

@@ -21,6 +21,7 @@ from edgefleet.flows.registry.pointers import DEFAULT_VALIDITY, sign_pointer
 from edgefleet.flows.registry.trusted import ABSENT, UNSIGNED, CheckedChannel, check_pointer, untrusted_error
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE, version_sort_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
+from edgefleet.kernel.contracts.rollout import SHARE_BP_FULL
 from edgefleet.kernel.errors import ConflictError, RegistryError, VerificationError
 from edgefleet.kernel.keyring import KeyringLike
 from edgefleet.kernel.signing import PublicKeyLike
@@ -203,8 +204,8 @@ class ChannelMoves(RegistryReader):
         by: str | None = None,
         trusted: KeyringLike | None = None,
     ) -> ChannelPointer:
-        """Re-signs a channel pointer that verifies, with a new counter and expiry (same version, manifest and
-        downgrade flag).
+        """Re-signs a channel pointer that verifies, with a new counter and expiry (same version, manifest,
+        downgrade flag and staged rollout block).
 
         `trusted` is what the pointer and its manifest must verify with (default: the signing key's public half);
         while the release key is rotated, the keyring of the old and the new key (`edgefleet keys resign`).
@@ -249,6 +250,7 @@ class ChannelMoves(RegistryReader):
             validity=validity,
             updated_by=by or old.updated_by,
             moved_at=old.updated_at,  # re-signing is not a move: a re-signed downgrade stays as old as it was
+            rollout=old.rollout,  # a staged rollout stays at its share
         )
         self.set_channel(model, channel, pointer, checked.generation)
         record_signed(self, pointer)
@@ -285,12 +287,14 @@ class _Seen(NamedTuple):
 def _naming(
     pointer: ChannelPointer | None, version: str, manifest_sha256: str, signed: bool = False
 ) -> ChannelPointer | None:
-    """`pointer` when it already names this version and manifest (signed, when `signed`), else None."""
+    """`pointer` when it already names this version and manifest for every device (signed, when `signed`), else
+    None. A staged rollout below 100 % names it for a share of the fleet only: promoting it is a move."""
     if (
         pointer is not None
         and pointer.version == version
         and pointer.manifest_sha256 == manifest_sha256
         and (pointer.signed or not signed)
+        and (pointer.rollout is None or pointer.rollout.share_bp >= SHARE_BP_FULL)
     ):
         return pointer
     return None

@@ -10,7 +10,13 @@ from datetime import datetime, timedelta, timezone
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgefleet.kernel.contracts.manifest import CHANNEL_SCHEMA, MAX_POINTER_COUNTER, ChannelPointer
+from edgefleet.kernel.contracts.manifest import (
+    CHANNEL_SCHEMA,
+    CHANNEL_SCHEMA_V2,
+    MAX_POINTER_COUNTER,
+    ChannelPointer,
+)
+from edgefleet.kernel.contracts.rollout import RolloutStage
 from edgefleet.kernel.errors import VerificationError
 from edgefleet.kernel.signing import key_id, sign
 
@@ -52,15 +58,17 @@ def sign_pointer(
     updated_by: str | None = None,
     now: datetime | None = None,
     moved_at: datetime | None = None,
+    rollout: RolloutStage | None = None,
 ) -> ChannelPointer:
-    """A schema 2 pointer signed with the release key, its counter above `previous`'s.
+    """A schema 2 pointer signed with the release key, its counter above `previous`'s; schema 3 when it carries
+    a staged `rollout` (a plain pointer stays schema 2, readable by agents that predate schema 3).
 
     `moved_at` (its `updated_at`, default now) is when the channel was moved to this version: re-signing keeps
     the move's time, so a device that activated something newer since still knows a re-signed downgrade is old.
     """
     now = now or datetime.now(timezone.utc)
     unsigned = ChannelPointer.model_construct(
-        schema_=CHANNEL_SCHEMA,
+        schema_=CHANNEL_SCHEMA if rollout is not None else CHANNEL_SCHEMA_V2,
         model=model,
         channel=channel,
         version=version,
@@ -72,6 +80,7 @@ def sign_pointer(
         downgrade=downgrade,
         key_id=key_id(private_key.public_key()),
         signature=None,
+        rollout=rollout,
     )
     signature = base64.b64encode(sign(private_key, unsigned.signed_bytes())).decode()
     fields = unsigned.model_dump(by_alias=True) | {"signature": signature}

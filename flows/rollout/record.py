@@ -15,7 +15,8 @@ from edgefleet.flows.registry import RegistryWriter, rollout_key
 from edgefleet.flows.rollout.verdict import Sample, Verdict
 from edgefleet.kernel.errors import EdgefleetError
 
-RECORD_SCHEMA = 3  # 2: canary verdicts per wave; 3: the wave plan seed (a record of 2 reads as one without)
+RECORD_SCHEMA = 4  # 2: canary verdicts per wave; 3: the wave plan seed; 4: `pull`, a staged pull rollout's progress
+# (an older record reads as one without)
 DeviceState = Literal["pending", "done", "failed", "rolled_back", "skipped"]
 RolloutState = Literal["running", "halted", "completed"]
 
@@ -125,6 +126,23 @@ class WaveVerdict(BaseModel):
     verdict: Verdict
 
 
+class PullProgress(BaseModel):
+    """(record 4) A staged rollout to pull-mode devices (`flows.rollout.pull_flow`): the shares signed so far."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    replaces: str | None = None
+    """The version the rollout replaces (what devices outside the share run)."""
+    shares: list[int] = Field(default_factory=list)
+    """The share (basis points) of each wave started, in order; a passed wave has a verdict."""
+    passed: list[int] = Field(default_factory=list)
+    """The shares whose wave passed."""
+    rate: int | None = None
+    """The current rate of an exponential schedule (devices per wave)."""
+    sent_back: bool = False
+    """A halt signed share 0: every device the rollout moved goes back to `replaces`."""
+
+
 class RolloutRecord(BaseModel):
     """The whole rollout."""
 
@@ -145,6 +163,8 @@ class RolloutRecord(BaseModel):
     halted: HaltInfo | None = None
     verdicts: list[WaveVerdict] = Field(default_factory=list)
     channel_moved: bool = False
+    pull: PullProgress | None = None
+    """Set for a staged rollout to pull-mode devices (no SSH: the devices follow the signed share)."""
     runs: int = 0
     started_at: datetime = Field(default_factory=utc_now)
     updated_at: datetime = Field(default_factory=utc_now)

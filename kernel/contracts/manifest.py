@@ -13,7 +13,9 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgefleet.kernel.contracts.distributions import Distributions
+from edgefleet.kernel.contracts.layout import version_sort_key
 from edgefleet.kernel.contracts.names import ChannelName, ModelName, ModelVersion
+from edgefleet.kernel.contracts.rollout import RolloutStage
 
 # Contract versions: writers write the newest; readers accept the newest and the one before it, and the
 # reading side (the device agent for manifests) is upgraded first.
@@ -21,8 +23,13 @@ MANIFEST_SCHEMA_V1 = "edgefleet.manifest/1"
 MANIFEST_SCHEMA = "edgefleet.manifest/2"
 MANIFEST_SCHEMAS = (MANIFEST_SCHEMA_V1, MANIFEST_SCHEMA)
 CHANNEL_SCHEMA_V1 = "edgefleet.channel/1"
-CHANNEL_SCHEMA = "edgefleet.channel/2"
-CHANNEL_SCHEMAS = (CHANNEL_SCHEMA_V1, CHANNEL_SCHEMA)
+CHANNEL_SCHEMA_V2 = "edgefleet.channel/2"
+CHANNEL_SCHEMA = "edgefleet.channel/3"
+CHANNEL_SCHEMAS = (CHANNEL_SCHEMA_V1, CHANNEL_SCHEMA_V2, CHANNEL_SCHEMA)
+SIGNED_CHANNEL_SCHEMAS = (CHANNEL_SCHEMA_V2, CHANNEL_SCHEMA)
+CHANNEL_SIGNATURE_DOMAIN = CHANNEL_SCHEMA_V2
+"""The first line of what a pointer signature covers, the same for schema 2 and 3 (the payload names the
+schema): a schema 2 pointer signed before schema 3 existed verifies unchanged."""
 MAX_POINTER_COUNTER = 2**53 - 1
 """The highest counter a channel pointer may carry. Counters are milliseconds since the epoch (or one above the
 previous pointer's), so this leaves 285,000 years of headroom; it is the largest integer every JSON reader
@@ -203,9 +210,14 @@ class ChannelPointer(_Frozen):
     `counter` that only goes up, an expiry, a `downgrade` flag (a deliberate move to a lower version), the
     signing key's id and the signature (base64 of Ed25519 over `signed_bytes()`). Schema 1 (unsigned) is
     still read; a bare `ChannelPointer(...)` without the schema 2 fields is a schema 1 pointer.
+
+    Schema 3 (`edgefleet.channel/3`) is schema 2 plus an optional `rollout` block
+    (`edgefleet.kernel.contracts.rollout.RolloutStage`): a staged rollout of `version` to a share of the fleet,
+    the others staying on the version it replaces. Signed the same way; writers write schema 3 only for a
+    pointer with a rollout block, so a plain pointer stays readable by schema 2 agents.
     """
 
-    schema_: Literal["edgefleet.channel/1", "edgefleet.channel/2"] = Field(
+    schema_: Literal["edgefleet.channel/1", "edgefleet.channel/2", "edgefleet.channel/3"] = Field(
         default=CHANNEL_SCHEMA_V1, alias="schema"
     )
     model: ModelName
@@ -220,6 +232,8 @@ class ChannelPointer(_Frozen):
     downgrade: bool = False
     key_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{16,64}$")
     signature: str | None = Field(default=None, pattern=r"^[A-Za-z0-9+/]{86}==$")
+    # --- schema 3 ---
+    rollout: RolloutStage | None = None
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -239,24 +253,39 @@ class ChannelPointer(_Frozen):
         else:
             missing = sorted(name for name, value in v2_fields.items() if value is None)
             if missing:
-                raise ValueError(f"a schema edgefleet.channel/2 pointer needs {', '.join(missing)}")
+                raise ValueError(f"a schema {self.schema_} pointer needs {', '.join(missing)}")
+        if self.rollout is not None:
+            self._check_rollout(self.rollout)
         return self
+
+    def _check_rollout(self, rollout: RolloutStage) -> None:
+        if self.schema_ != CHANNEL_SCHEMA:
+            raise ValueError("a rollout block needs schema edgefleet.channel/3")
+        if self.downgrade:
+            raise ValueError("a staged rollout is never a downgrade: roll a fixed version forward instead")
+        if version_sort_key(rollout.replaces) >= version_sort_key(self.version):
+            raise ValueError(f"rollout {rollout.id} replaces {rollout.replaces} with {self.version}: a staged "
+                             "rollout moves to a higher version")
 
     @property
     def signed(self) -> bool:
-        """True for a schema 2 pointer (which carries a signature; check it with `verify_pointer`)."""
-        return self.schema_ == CHANNEL_SCHEMA
+        """True for a schema 2 or 3 pointer (which carries a signature; check it with `verify_pointer`)."""
+        return self.schema_ in SIGNED_CHANNEL_SCHEMAS
 
     def signed_bytes(self) -> bytes:
-        """The exact bytes a schema 2 signature covers: a domain line, then canonical JSON of every field but
-        the signature (sorted keys, no spaces), so a pointer re-serialised by any writer verifies the same."""
-        payload = self.model_dump(mode="json", by_alias=True, exclude={"signature"})
+        """The exact bytes a schema 2/3 signature covers: a domain line, then canonical JSON of every field but
+        the signature (sorted keys, no spaces), so a pointer re-serialised by any writer verifies the same. An
+        absent rollout block is left out, so a schema 2 pointer's bytes are what they were before schema 3."""
+        exclude = {"signature"} | ({"rollout"} if self.rollout is None else set())
+        payload = self.model_dump(mode="json", by_alias=True, exclude=exclude)
         return (
-            CHANNEL_SCHEMA.encode()
+            CHANNEL_SIGNATURE_DOMAIN.encode()
             + b"\n"
             + json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
         )
 
     def to_json_bytes(self) -> bytes:
-        exclude = None if self.signed else {"counter", "expires_at", "downgrade", "key_id", "signature"}
+        exclude = {"rollout"} if self.rollout is None else set()
+        if not self.signed:
+            exclude |= {"counter", "expires_at", "downgrade", "key_id", "signature"}
         return self.model_dump_json(by_alias=True, indent=2, exclude=exclude).encode() + b"\n"

@@ -1,0 +1,220 @@
+"""The `pull-rollout` Prefect flow: a released version to pull-mode devices, by signed shares of the channel.
+
+    from edgefleet.flows.rollout.pull_flow import pull_rollout
+    from edgefleet.flows.rollout.pull_params import PullRolloutParams
+
+    result = pull_rollout(PullRolloutParams(registry="gs://b/edgefleet", model="birds", version="1.2.0",
+                                            channel="stable", monitor_config="monitor.yaml",
+                                            public_key="release.pub"))
+
+Each wave signs the channel pointer at a larger share (`flows.registry.staged`); the devices in the share
+take the version at their next poll (inside their maintenance window), the others stay on the version it
+replaces. The wave is watched in the fleet monitor's state (which devices report it, which refused it) and
+judged by the canary judge: the moved devices against the devices not moved yet, the same fleet at the same
+time. A failed wave signs share 0: every moved device goes back to the version it replaced (a signed
+send-back, which their floor allows). Same record (`rollouts/<id>.json`, `pull` progress), verdict
+artifact and `edgefleet rollout show` as the SSH rollout; re-running the same rollout resumes after the last
+passed wave. The decisions are `pull_waves.py`'s; this body only orchestrates.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from prefect import flow, get_run_logger
+
+from edgefleet.device.bundle import verify_manifest_bytes
+from edgefleet.flows.registry import RegistryWriter, open_registry_writer
+from edgefleet.flows.release.keys import channel_signing_key
+from edgefleet.flows.rollout.flow import RolloutHalted, RolloutResult, _publish, _result
+from edgefleet.flows.rollout.judgement import WaveSubject
+from edgefleet.flows.rollout.pull_params import ExponentialRate, PullRolloutParams
+from edgefleet.flows.rollout.pull_tasks import (
+    MonitorView,
+    fleet_task,
+    judge_pull_wave_task,
+    stage_share_task,
+    watch_wave_task,
+)
+from edgefleet.flows.rollout.pull_waves import (
+    NextWave,
+    PullDecision,
+    WaveObservation,
+    decide_pull_wave,
+    moved,
+    needs_verdict,
+    next_rate_wave,
+    next_share_wave,
+)
+from edgefleet.flows.rollout.record import (
+    DeviceRecord,
+    HaltInfo,
+    PullProgress,
+    RecordStore,
+    RolloutRecord,
+    WaveVerdict,
+    utc_now,
+)
+from edgefleet.kernel.contracts.manifest import Manifest
+from edgefleet.kernel.errors import ConfigError
+
+FLOW_NAME = "pull-rollout"
+
+
+def _manifest(registry: RegistryWriter, params: PullRolloutParams) -> tuple[Manifest, str]:
+    """The version's manifest and its sha256, verified against the release public key."""
+    signed = registry.read_manifest(params.model, params.version)
+    verify_manifest_bytes(signed.raw, signed.signature, params.public_key,
+                          source=f"{registry.uri} {params.model} {params.version}")
+    return signed.manifest, signed.manifest_sha256
+
+
+def _open_record(store: RecordStore, params: PullRolloutParams, rollout_id: str, sha: str) -> RolloutRecord:
+    record = store.load()
+    if record is None:
+        return RolloutRecord(rollout_id=rollout_id, model=params.model, version=params.version, manifest_sha256=sha,
+                             channel=params.channel, rollback_policy="all", pull=PullProgress())
+    if (record.model, record.version, record.manifest_sha256, record.pull is None) != (
+            params.model, params.version, sha, False):
+        raise ConfigError(f"rollout {rollout_id} in the registry is not a pull rollout of {params.model} "
+                          f"{params.version}", "give this rollout another rollout_id (rollout ids name one version)")
+    return record
+
+
+def _next_wave(params: PullRolloutParams, record: RolloutRecord, fleet: list[str]) -> NextWave | None:
+    progress = record.pull
+    assert progress is not None
+    if isinstance(params.schedule, ExponentialRate):
+        last = record.waves[-1] if record.waves and progress.passed else []
+        up = [d for d in last if record.devices[d].state == "done"]
+        return next_rate_wave(params.schedule, record.rollout_id, fleet, progress.passed, progress.rate,
+                              len(last), len(up), params.first_wave_min)
+    return next_share_wave(params.schedule, record.rollout_id, fleet, progress.passed, params.first_wave_min)
+
+
+def _add_wave(record: RolloutRecord, fleet: dict[str, str | None], share_bp: int) -> tuple[str, ...]:
+    """Records the wave's devices (moved at `share_bp`, not in a passed wave) with the version each ran; a device
+    of an interrupted run of this wave keeps its record, one sent back by a halt starts again. Returns them."""
+    wave_number = len(record.pull.passed) + 1 if record.pull else 1
+    earlier = {device_id for wave in record.waves[:wave_number - 1] for device_id in wave}
+    devices = tuple(d for d in moved(record.rollout_id, sorted(fleet), share_bp) if d not in earlier)
+    for device_id in devices:
+        known = record.devices.get(device_id)
+        if known is None or known.state == "rolled_back":
+            record.devices[device_id] = DeviceRecord(device_id=device_id, wave=wave_number, before=fleet[device_id])
+    del record.waves[wave_number - 1:]
+    record.waves.append(list(devices))
+    return devices
+
+
+def _apply(record: RolloutRecord, observation: WaveObservation, since: datetime) -> None:
+    for device_id in observation.up:
+        device = record.devices[device_id]
+        device.state, device.after, device.activated_at = "done", record.version, device.activated_at or since
+    for device_id in observation.refused:
+        record.devices[device_id].refused_by_device = True
+        record.devices[device_id].fail("activate", "Refused", f"{device_id} refused {record.version} (swap failure "
+                                       "or rollback reported to the monitor)")
+
+
+def _judge(params: PullRolloutParams, record: RolloutRecord, manifest: Manifest, fleet: dict[str, str | None],
+           wave: int, observation: WaveObservation, since: datetime) -> PullDecision:
+    verdict = None
+    if needs_verdict(observation, params.failure_threshold):
+        moved_now = set(moved(record.rollout_id, sorted(fleet), record.pull.shares[-1]))  # type: ignore[union-attr]
+        subject = WaveSubject(
+            model=record.model, version=record.version, devices=observation.up, before=record.pull.replaces,
+            activated_at=since, others=tuple(d for d in sorted(fleet) if d not in moved_now),
+            reference=manifest.reference.distributions if manifest.reference else None,
+            detector=manifest.task == "detection", label_count=manifest.label_count)
+        judged = judge_pull_wave_task(wave, subject, params.canary, params.monitor_config, params.poll_interval_s)
+        verdict = judged.verdict
+        record.verdicts.append(WaveVerdict(wave=wave, devices=observation.up, source=judged.source,
+                                           judged_at=utc_now(), verdict=verdict,
+                                           seconds_after_activation=(utc_now() - since).total_seconds()))
+    return decide_pull_wave(observation, params.failure_threshold, verdict)
+
+
+def _halt(params: PullRolloutParams, registry: RegistryWriter, store: RecordStore, record: RolloutRecord,
+          monitor: MonitorView, wave: int, decision: PullDecision) -> RolloutHalted:
+    """Signs share 0 (every moved device goes back to `replaces`), watches them go back, records the halt."""
+    logger = get_run_logger()
+    progress = record.pull
+    assert progress is not None
+    stage_share_task(registry, params.signing, model=record.model, channel=params.channel,
+                     rollout_id=record.rollout_id, version=record.version, share_bp=0)
+    progress.sent_back = True
+    for device in record.devices.values():
+        if device.state == "done":  # on the version: sent back
+            device.fail("canary", "Halted", decision.reason)
+    record.state = "halted"
+    record.halted = HaltInfo(wave=wave, failed=decision.failed, reason=decision.reason, halted_by=decision.halted_by)
+    store.save(record)
+    sent = tuple(d for d, device in record.devices.items() if device.after == record.version
+                 or device.refused_by_device)
+    back = watch_wave_task(wave, monitor, sent, progress.replaces or "", utc_now(), params.canary.max_swap_failures,
+                           timeout_s=params.report_timeout_s, poll_interval_s=params.poll_interval_s,
+                           stale_after_s=params.stale_after_s)
+    for device_id in back.up:
+        device = record.devices[device_id]
+        device.state, device.rolled_back_to, device.after = "rolled_back", progress.replaces, progress.replaces
+    _publish(record, store)
+    logger.warning("rollout %s halted in wave %d: %s; %d of %d moved devices back on %s", record.rollout_id, wave,
+                   decision.reason, len(back.up), len(sent), progress.replaces)
+    return RolloutHalted(f"rollout {record.rollout_id} halted in wave {wave}: {decision.reason}",
+                         f"the moved devices were sent back to {progress.replaces} (signed share 0); fix the model "
+                         f"and release a new version; record: {store.uri}", _result(record, store))
+
+
+def _run_wave(params: PullRolloutParams, registry: RegistryWriter, record: RolloutRecord, manifest: Manifest,
+              monitor: MonitorView, fleet: dict[str, str | None], step: NextWave) -> PullDecision:
+    """One wave: sign its share, watch its devices, judge them; everything recorded."""
+    progress = record.pull
+    assert progress is not None
+    wave = len(progress.passed) + 1
+    devices = _add_wave(record, fleet, step.share_bp)
+    progress.shares.append(step.share_bp)
+    progress.rate = step.rate
+    pointer = stage_share_task(registry, params.signing, model=record.model, channel=params.channel,
+                               rollout_id=record.rollout_id, version=record.version, share_bp=step.share_bp)
+    progress.replaces = pointer.rollout.replaces if pointer.rollout else progress.replaces
+    since = utc_now()
+    started = time.monotonic()
+    observation = watch_wave_task(wave, monitor, devices, record.version, since, params.canary.max_swap_failures,
+                                  timeout_s=params.report_timeout_s, poll_interval_s=params.poll_interval_s,
+                                  stale_after_s=params.stale_after_s)
+    _apply(record, observation, since)
+    decision = _judge(params, record, manifest, fleet, wave, observation, since)
+    if isinstance(params.schedule, ExponentialRate) and not decision.halt:
+        time.sleep(max(0.0, params.schedule.minute_s - (time.monotonic() - started)))
+    return decision
+
+
+@flow(name=FLOW_NAME)
+def pull_rollout(params: PullRolloutParams) -> RolloutResult:
+    """Rolls a released version out to pull-mode devices in signed, judged shares (see the module docstring)."""
+    logger = get_run_logger()
+    registry = open_registry_writer(params.registry)
+    channel_signing_key(params.signing, registry.uri)  # a missing or refused key fails now, not mid-rollout
+    manifest, sha = _manifest(registry, params)
+    rollout_id = params.rollout_id or f"{params.model}-{params.version}"
+    store = RecordStore(registry, rollout_id)
+    record = _open_record(store, params, rollout_id, sha)
+    record.runs, record.state, record.halted = record.runs + 1, "running", None
+    monitor = MonitorView(params.monitor_config, params.model)
+    fleet = fleet_task(monitor, params.stale_after_s)
+    logger.info("pull rollout %s: %s %s on channel %s, %d devices (run %d)", rollout_id, params.model,
+                params.version, params.channel, len(fleet), record.runs)
+    store.save(record)
+    while (step := _next_wave(params, record, sorted(fleet))) is not None:
+        decision = _run_wave(params, registry, record, manifest, monitor, fleet, step)
+        wave = len(record.pull.passed) + 1  # type: ignore[union-attr]
+        if decision.halt:
+            raise _halt(params, registry, store, record, monitor, wave, decision)
+        record.pull.passed.append(step.share_bp)  # type: ignore[union-attr]
+        store.save(record)
+        logger.info("wave %d passed at %.2f %% of the fleet", wave, step.share_bp / 100)
+    record.state, record.channel_moved = "completed", True
+    _publish(record, store)
+    return _result(record, store)

@@ -1,0 +1,106 @@
+"""The parameters of a pull rollout: a staged rollout of a channel to pull-mode devices (no SSH), wave by wave.
+
+Two schedules, as the device-management systems people know them:
+- `shares`: the cumulative share of the fleet after each wave (hawkBit's groups by percentage), e.g.
+  `["1%", "10%", "50%", "100%"]`;
+- `exponential`: AWS IoT Jobs' `exponentialRate` (`baseRatePerMinute`, `incrementFactor`,
+  `rateIncreaseCriteria`) capped by `maximumPerMinute`: each wave (one minute at least) moves `rate` more
+  devices; the rate is multiplied by `increment_factor` after a wave that met the criteria.
+Every default lives here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from edgefleet.flows.release.params import SigningParams
+from edgefleet.flows.rollout.params import CanaryGate
+from edgefleet.kernel.contracts.names import ChannelName, ModelName, ModelVersion, SafeName
+
+DEFAULT_SHARES = ("1%", "10%", "50%", "100%")
+SECONDS_PER_MINUTE = 60.0
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _percent(value: object) -> str:
+    text = str(value).strip()
+    try:
+        percent = float(text.rstrip("%"))
+    except ValueError:
+        raise ValueError(f"share {value!r} is not a percentage (e.g. '10%')") from None
+    if not text.endswith("%") or not 0 < percent <= 100:  # noqa: PLR2004 - percent bounds
+        raise ValueError(f"share {value!r} must be a percentage above 0% and at most 100%, e.g. '10%'")
+    return text
+
+
+class ShareSchedule(_Config):
+    """Waves by cumulative share of the fleet (increasing, the last one 100%)."""
+
+    kind: Literal["shares"] = "shares"
+    shares: tuple[str, ...] = Field(default=DEFAULT_SHARES, min_length=1,
+                                    description="cumulative share after each wave, e.g. ['1%', '10%', '100%']")
+
+    @field_validator("shares", mode="before")
+    @classmethod
+    def _shares(cls, value: object) -> object:
+        if isinstance(value, (list, tuple)):
+            return tuple(_percent(item) for item in value)
+        return value
+
+    @model_validator(mode="after")
+    def _increasing_to_all(self) -> ShareSchedule:
+        numbers = [float(share.rstrip("%")) for share in self.shares]
+        if numbers != sorted(set(numbers)) or numbers[-1] != 100:  # noqa: PLR2004 - the whole fleet
+            raise ValueError(f"shares {list(self.shares)} must increase and end at '100%'")
+        return self
+
+
+class RateIncreaseCriteria(_Config):
+    """When the rate grows (AWS IoT Jobs' `rateIncreaseCriteria`, judged per wave): the wave notified (moved)
+    or succeeded on (reported the new version) at least this many devices. Neither set: after every passed wave."""
+
+    number_of_notified_things: int | None = Field(default=None, ge=1)
+    number_of_succeeded_things: int | None = Field(default=None, ge=1)
+
+
+class ExponentialRate(_Config):
+    """AWS IoT Jobs' exponential rollout rate, in devices per wave of at least `minute_s` seconds."""
+
+    kind: Literal["exponential"] = "exponential"
+    base_rate_per_minute: int = Field(default=1, ge=1, description="devices moved in the first wave")
+    increment_factor: float = Field(default=2.0, gt=1, le=5, description="rate multiplier after a wave that met "
+                                                                          "the criteria (AWS allows 1.1..5)")
+    rate_increase_criteria: RateIncreaseCriteria = RateIncreaseCriteria()
+    maximum_per_minute: int = Field(default=1000, ge=1, description="the cap on the rate (AWS maximumPerMinute)")
+    minute_s: float = Field(default=SECONDS_PER_MINUTE, gt=0, description="a wave lasts at least this long")
+
+
+Schedule = Annotated[ShareSchedule | ExponentialRate, Field(discriminator="kind")]
+
+
+class PullRolloutParams(_Config):
+    """One staged rollout of a channel to the pull-mode devices that follow it."""
+
+    registry: str = Field(description="gs://BUCKET[/PREFIX] or a registry directory")
+    model: ModelName
+    version: ModelVersion = Field(description="the version to roll out (published and signed)")
+    channel: ChannelName = Field(default="stable", description="the channel the devices follow")
+    rollout_id: SafeName | None = Field(default=None, description="default <model>-<version>; re-running resumes it")
+    schedule: Schedule = Field(default=ShareSchedule(), description="shares, or an exponential rate")
+    first_wave_min: int = Field(default=1, ge=1, description="devices in the first wave at least (its share is "
+                                                             "raised until the hash includes this many)")
+    monitor_config: str = Field(description="the fleet monitor's YAML: pull-mode devices are seen only there")
+    canary: CanaryGate = CanaryGate()
+    report_timeout_s: float = Field(default=600.0, gt=0, description="how long a wave waits for its devices to "
+                                                                     "report the new version (or refuse it)")
+    poll_interval_s: float = Field(default=5.0, gt=0, description="how often the monitor's state is read")
+    failure_threshold: float = Field(default=0.0, ge=0, lt=1, description="share of a wave's devices that may "
+                                                                          "refuse the version without a halt")
+    stale_after_s: float = Field(default=300.0, gt=0, description="a device silent this long is not in the fleet")
+    public_key: str = Field(description="the release public key: the version is verified before it is staged")
+    signing: SigningParams = Field(default=SigningParams(), description="the release key that signs each share")

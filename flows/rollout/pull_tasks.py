@@ -1,0 +1,94 @@
+"""Prefect tasks of the pull rollout: one per side effect (read the fleet, sign a share, watch a wave, judge it).
+
+Pull-mode devices are never contacted: the rollout signs a share into the channel pointer
+(`flows.registry.staged.stage_rollout`), the devices follow it at their next poll, and the fleet monitor's
+state says what each one runs and whether it refused the version.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from edgefleet.flows.registry import RegistryWriter, stage_rollout
+from edgefleet.flows.release.keys import channel_signing_key
+from edgefleet.flows.release.params import SigningParams
+from edgefleet.flows.rollout.judgement import Judged, MonitorCollector, WaveSubject, await_verdict
+from edgefleet.flows.rollout.params import CanaryGate
+from edgefleet.flows.rollout.pull_waves import WaveObservation, observe
+from edgefleet.kernel.contracts.manifest import ChannelPointer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MonitorView:
+    """What the rollout reads from the fleet monitor (its YAML; a connection per read)."""
+
+    config_path: str
+    model: str
+
+    def versions(self, stale_after_s: float) -> dict[str, str | None]:
+        """device id -> the version of `model` it reports, for the devices heard from within `stale_after_s`."""
+        from edgefleet.monitor import fleet_status, load_monitor_config, open_fleet_store
+
+        config = load_monitor_config(self.config_path)
+        with open_fleet_store(config, create=False) as store:
+            status = fleet_status(store, stale_after_s, datetime.now(UTC))
+        return {device.device_id: device.model_version for device in status.devices
+                if device.model_name == self.model and device.age_s <= stale_after_s}
+
+    def failures(self, devices: Sequence[str], version: str, since: datetime) -> dict[str, int]:
+        """device id -> swap failures and rollbacks of `version` it reported since `since`."""
+        from edgefleet.monitor import load_monitor_config, open_fleet_store
+        from edgefleet.monitor.windows import version_window
+
+        config = load_monitor_config(self.config_path)
+        with open_fleet_store(config, create=False) as store:
+            windows = {device: version_window(store, [device], self.model, version, since) for device in devices}
+        return {device: window.swap_failures + window.rollbacks for device, window in windows.items()}
+
+
+@task(name="pull-fleet", cache_policy=NO_CACHE)
+def fleet_task(monitor: MonitorView, stale_after_s: float) -> dict[str, str | None]:
+    """The devices of the model the monitor heard from recently, with the version each runs."""
+    return monitor.versions(stale_after_s)
+
+
+@task(name="stage-share", cache_policy=NO_CACHE, task_run_name="stage-share {share_bp}bp")
+def stage_share_task(registry: RegistryWriter, signing: SigningParams, *, model: str, channel: str,
+                     rollout_id: str, version: str, share_bp: int) -> ChannelPointer:
+    """Signs the channel pointer at `share_bp` (idempotent: the same share again changes nothing)."""
+    key = channel_signing_key(signing, registry.uri)
+    return stage_rollout(registry, key, model=model, channel=channel, rollout_id=rollout_id, version=version,
+                         share_bp=share_bp, by=f"rollout {rollout_id}")
+
+
+@task(name="watch-wave", cache_policy=NO_CACHE, task_run_name="watch-wave {wave}")
+def watch_wave_task(wave: int, monitor: MonitorView, devices: tuple[str, ...], version: str, since: datetime,
+                    max_failures: int, *, timeout_s: float, poll_interval_s: float,
+                    stale_after_s: float) -> WaveObservation:
+    """Waits until every moved device reports `version` or refused it, or `timeout_s` passed; returns the last
+    observation (the devices still waiting stay pending)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        observation = observe(devices, monitor.versions(stale_after_s), monitor.failures(devices, version, since),
+                              version, max_failures)
+        if observation.settled or time.monotonic() >= deadline:
+            return observation
+        log.info("wave %d: %d up, %d refused, %d waiting", wave, len(observation.up), len(observation.refused),
+                 len(observation.waiting))
+        time.sleep(poll_interval_s)
+
+
+@task(name="canary-judgement", cache_policy=NO_CACHE, task_run_name="canary-judgement wave {wave}")
+def judge_pull_wave_task(wave: int, subject: WaveSubject, gate: CanaryGate, monitor_config: str,
+                         poll_interval_s: float) -> Judged:
+    """The canary verdict of a wave: the moved devices against those not moved yet, from the fleet state."""
+    return await_verdict(subject, gate, MonitorCollector(monitor_config), "monitor", poll_interval_s=poll_interval_s)

@@ -1,0 +1,187 @@
+"""The pull rollout with real agents in pull mode (no SSH used): each follows the signed channel pointer of a
+local registry every half second, and reports through the Pub/Sub emulator to a running fleet monitor.
+
+A good release reaches 100% in two judged waves; a bad one (a much slower model that passes the device's
+smoke test) is halted in its first wave by the canary judge, and the signed share 0 sends the moved
+devices back to the version it replaced, while the devices never moved stay where they were.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgefleet.device.runtime.engine import Engine
+from edgefleet.device.runtime.golden import compute_golden
+from edgefleet.device.store import ModelStore
+from edgefleet.flows.registry import development_enrolment_key, open_registry_writer
+from edgefleet.flows.release.bundle import create_version_dir
+from edgefleet.kernel.signing import generate_keypair, save_private_key, save_public_key
+from edgefleet.local.fleet import FleetSettings, SimulatedFleet
+
+MODEL = "imagenet"
+MODEL_FILE = "mobilenet_v1_0.25_128_quant.tflite"
+SLOW_MODEL_FILE = "mobilenet_v2_1.0_224_quant.tflite"
+GOLDEN_SEEDS = (1, 2)
+DEVICES = 5
+AGENT_TIMEOUT_S = 120
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
+
+
+@dataclass
+class PullWorld:
+    base: Path
+    registry_dir: Path
+    private_key_path: Path
+    public_key_path: Path
+    monitor_config: Path
+    fleet: SimulatedFleet
+    coral: Path
+    private_key: object
+
+    def publish(self, version: str, *, slow: bool = False) -> None:
+        model_file = SLOW_MODEL_FILE if slow else MODEL_FILE
+        with Engine.open(self.coral / model_file) as engine:
+            golden = compute_golden(engine, GOLDEN_SEEDS)
+        dest = self.base / "builds" / version
+        model_bytes = (self.coral / model_file).read_bytes() + b"\0" * 16 + f"edgefleet-build:{version}".encode()
+        create_version_dir(dest, {"model_cpu.tflite": model_bytes, "labels.txt": self.coral / "imagenet_labels.txt"},
+                           private_key=self.private_key, model=MODEL, version=version, golden=golden)
+        open_registry_writer(self.registry_dir).publish_version(MODEL, version, dest)
+
+    def params(self, version: str, **overrides: object):  # -> PullRolloutParams
+        from edgefleet.flows.rollout.pull_params import PullRolloutParams
+
+        document: dict[str, object] = {
+            "registry": str(self.registry_dir), "model": MODEL, "version": version, "channel": "stable",
+            "schedule": {"kind": "shares", "shares": ["20%", "100%"]}, "first_wave_min": 1,
+            "monitor_config": str(self.monitor_config), "public_key": str(self.public_key_path),
+            "signing": {"key_file": str(self.private_key_path)},
+            "canary": {"min_samples": 20, "min_error_samples": 40, "timeout_s": 60},
+            "report_timeout_s": 90, "poll_interval_s": 0.5, "stale_after_s": 60,
+        }
+        document.update(overrides)
+        return PullRolloutParams.model_validate(document)
+
+    def current(self, device_id: str) -> str | None:
+        return ModelStore(self.fleet.devices[device_id].root).pointer(MODEL, "current")
+
+
+@pytest.fixture(scope="module")
+def pull_world(coral_data: Path, pubsub_emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PullWorld]:
+    """5 agents in pull mode on 1.0.0 (channel stable, signed), and a fleet monitor of their own."""
+    from google.cloud import pubsub_v1
+
+    from edgefleet.monitor import MonitorConfig
+    from edgefleet.monitor.service import run_monitor
+
+    base = tmp_path_factory.mktemp("pull-rollout")
+    os.environ["PUBSUB_EMULATOR_HOST"] = pubsub_emulator.host
+    project, topic_id, subscription_id = pubsub_emulator.project, "pull-telemetry", "pull-monitor"
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    topic = publisher.create_topic(name=publisher.topic_path(project, topic_id)).name
+    subscriber.create_subscription(name=subscriber.subscription_path(project, subscription_id), topic=topic)
+    private_key, public_key = generate_keypair()
+    public_key_path = save_public_key(public_key, base / "release.pub")
+    private_key_path = save_private_key(private_key, base / "release.key")
+    registry_dir = base / "registry"
+    registry_dir.mkdir()
+    enrolment_key = base / "fleet-enrolment.key"
+    enrolment_public = development_enrolment_key(enrolment_key, registry_uri=str(registry_dir))
+    monitor_config = MonitorConfig(project=project, subscription=subscription_id, store_path=base / "fleet.sqlite",
+                                   count_bucket_s=1.0, ingest={"batch_max_wait_s": 0.2},
+                                   identity={"registry": str(registry_dir),
+                                             "enrolment_keys": [str(enrolment_public)]})
+    monitor_path = base / "monitor.yaml"
+    monitor_path.write_text(yaml.safe_dump(monitor_config.model_dump(mode="json")))
+    stop = threading.Event()
+    monitor_thread = threading.Thread(target=run_monitor, args=(monitor_config, stop), daemon=True)
+    monitor_thread.start()
+    frames = base / "frames"
+    frames.mkdir()
+    for name in ("cat.bmp", "parrot.jpg", "grace_hopper.bmp"):
+        shutil.copy(coral_data / name, frames / name)
+    agent = {
+        "model": MODEL, "source": {"kind": "images", "path": str(frames), "max_fps": 5},
+        "telemetry": {"mode": "summary", "summary_interval_s": 0.5, "pubsub_project": project,
+                      "pubsub_topic": topic_id, "publish_timeout_s": 5},
+        "status": {"interval_s": 0.5}, "swap": {"watch_interval_s": 0.3}, "drain_timeout_s": 3,
+        "registry": {"uri": str(registry_dir), "channel": "stable", "poll_interval_s": 0.5},
+    }
+    fleet = SimulatedFleet(base / "fleet", DEVICES, agent=agent,
+                           agent_env={"PUBSUB_EMULATOR_HOST": pubsub_emulator.host},
+                           settings=FleetSettings(device_prefix="pull"), key_registry=str(registry_dir),
+                           enrolment_key=enrolment_key)
+    world = PullWorld(base, registry_dir, private_key_path, public_key_path, monitor_path, fleet, coral_data,
+                      private_key)
+    world.publish("1.0.0")
+    open_registry_writer(registry_dir).promote(MODEL, "1.0.0", "stable", signing_key=private_key)
+    for device in fleet.devices.values():
+        save_public_key(public_key, device.root / "keys" / "release.pub")
+    try:
+        fleet.start()
+        fleet.wait_agents(lambda s: s.state == "running" and s.version == "1.0.0" and s.frames > 3,
+                          timeout_s=AGENT_TIMEOUT_S)
+        yield world
+    finally:
+        fleet.stop()
+        stop.set()
+        monitor_thread.join(30)
+        subscriber.close()
+
+
+def test_a_good_release_reaches_the_whole_fleet_wave_by_wave(pull_world: PullWorld) -> None:
+    from edgefleet.flows.registry import open_registry_writer as writer
+    from edgefleet.flows.rollout.pull_flow import pull_rollout
+    from edgefleet.flows.rollout.record import RecordStore
+
+    pull_world.publish("1.1.0")
+    result = pull_rollout(pull_world.params("1.1.0"))
+    assert result.state == "completed", result.halted_reason
+    assert result.done == DEVICES
+    pull_world.fleet.wait_agents(lambda s: s.version == "1.1.0", timeout_s=AGENT_TIMEOUT_S)
+    record = RecordStore(writer(pull_world.registry_dir), "imagenet-1.1.0").load()
+    assert record.pull.passed[-1] == 10_000 and len(record.pull.passed) == 2
+    assert record.verdicts and all(item.verdict.result == "pass" for item in record.verdicts)
+    assert record.verdicts[0].verdict.control.startswith("concurrent"), record.verdicts[0].verdict.control
+    # re-running the same rollout resumes after the last passed wave: here nothing is left, nothing is signed
+    counter = writer(pull_world.registry_dir).read_channel(MODEL, "stable").pointer.counter
+    again = pull_rollout(pull_world.params("1.1.0"))
+    assert (again.state, again.done) == ("completed", DEVICES)
+    assert writer(pull_world.registry_dir).read_channel(MODEL, "stable").pointer.counter == counter
+    assert RecordStore(writer(pull_world.registry_dir), "imagenet-1.1.0").load().runs == 2
+
+
+def test_a_bad_release_is_halted_in_its_first_wave_and_the_moved_devices_go_back(pull_world: PullWorld) -> None:
+    from edgefleet.flows.registry import open_registry_writer as writer
+    from edgefleet.flows.rollout.flow import RolloutHalted
+    from edgefleet.flows.rollout.pull_flow import pull_rollout
+    from edgefleet.flows.rollout.record import RecordStore
+
+    before = {device: pull_world.current(device) for device in pull_world.fleet.devices}
+    assert len(set(before.values())) == 1, before  # the whole fleet on one version (1.1.0 after the test above)
+    pull_world.publish("1.2.0", slow=True)
+    with pytest.raises(RolloutHalted) as halted:
+        pull_rollout(pull_world.params("1.2.0"))
+    record = RecordStore(writer(pull_world.registry_dir), "imagenet-1.2.0").load()
+    assert record.halted.wave == 1 and record.pull.sent_back and "latency" in record.halted.halted_by, \
+        record.halted
+    moved = record.waves[0]
+    assert moved and len(moved) < DEVICES
+    assert {device: pull_world.current(device) for device in pull_world.fleet.devices} == before
+    assert all(record.devices[device].state == "rolled_back" for device in moved)
+    assert halted.value.result.state == "halted"
+    pointer = writer(pull_world.registry_dir).read_channel(MODEL, "stable").pointer
+    assert (pointer.rollout.share_bp, pointer.rollout.replaces) == (0, before[moved[0]])
+    # the moved devices took the slow version first, and their floor went back down with the signed send-back
+    assert all(record.devices[device].after == before[device] for device in moved)
+    assert all(ModelStore(pull_world.fleet.devices[device].root).floor(MODEL).version == before[device]
+               for device in moved)
