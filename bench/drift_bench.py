@@ -42,6 +42,7 @@ from edgefleet.monitor.drift.detector import Cusum, fit_metric, plan, scan, sieg
 
 SEED = 20261207
 FPS = 10.0
+"""Frames per second of every simulated device (`--fps`): with the block size, the blocks a day holds."""
 MODEL = "camera"
 DETECTION_RATE = 2.0
 DETECTION_DEVICE_SIGMA = 0.5
@@ -86,7 +87,8 @@ def make_sim(rng: np.random.Generator, devices: int, phi: float) -> Sim:
     fleet = make_fleet(rng, model, devices)
     mix = np.array([d.mix for d in fleet.devices])
     alpha = mix * CLASSES * model.window_concentration + 1e-3
-    return Sim(mix=mix, mix_sd=np.minimum(np.sqrt(special.polygamma(1, alpha)), MAX_SCENE_LOG_SD), score=np.array([d.score for d in fleet.devices]),
+    return Sim(mix=mix, mix_sd=np.minimum(np.sqrt(special.polygamma(1, alpha)), MAX_SCENE_LOG_SD),
+               score=np.array([d.score for d in fleet.devices]),
                detection_rate=DETECTION_RATE * rng.lognormal(0, DETECTION_DEVICE_SIGMA, devices),
                window_score_sigma=model.window_score_sigma, phi=phi)
 
@@ -257,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-blocks", type=int, default=None, help="override DriftConfig.baseline_blocks")
     parser.add_argument("--long-run-variance", choices=("ar1", "batch_means", "larger"), default=None)
     parser.add_argument("--no-false-alarms", action="store_true")
+    parser.add_argument("--fps", type=float, default=FPS, help="frames per second of every device")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--out")
     args = parser.parse_args(argv if argv is not None else [])
@@ -264,7 +267,10 @@ def main(argv: list[str] | None = None) -> int:
                  "baseline_blocks": args.baseline_blocks}
     config = DriftConfig(**{key: value for key, value in overrides.items() if value is not None})
     rng = np.random.default_rng(args.seed)
+    global FPS  # noqa: PLW0603 - one setting of the whole simulation
+    FPS = args.fps
     started, rows = time.monotonic(), []
+    print(f"fps {FPS:g}, {config!r}", flush=True)  # noqa: T201
     for phi in args.phi or [0.0, 0.5]:
         if not args.no_false_alarms:
             rows.append(false_alarms(rng, args.devices, args.days, phi, config))
