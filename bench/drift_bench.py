@@ -2,7 +2,7 @@
 per 100 device-days without a shift, and the detection delay (frames) of planted shifts, with 95% intervals.
 
 Devices come from `bench/fleet_model.py` (the camera-fleet model: each device its own class mix from a
-Dirichlet and its own median score). Blocks of 100 frames at `FPS` frames per second; the scene of a device
+Dirichlet and its own median score). Blocks of 100 frames at `--fps` frames per second (10); the scene of a device
 drifts from block to block as an AR(1) process with correlation `--phi` (0: independent blocks): its score
 centre (SD `window_score_sigma`), its class mix (logistic-normal with the spread of the model's
 `window_concentration` Dirichlet), and its detections per frame (log-rate, SD `DETECTION_BLOCK_SIGMA`;
@@ -73,6 +73,7 @@ class Sim:
     detection_rate: np.ndarray
     window_score_sigma: float
     phi: float
+    fps: float
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class Shift:
     collapse: float = 0.0
 
 
-def make_sim(rng: np.random.Generator, devices: int, phi: float) -> Sim:
+def make_sim(rng: np.random.Generator, devices: int, phi: float, fps: float) -> Sim:
     model = MODELS[MODEL]
     fleet = make_fleet(rng, model, devices)
     mix = np.array([d.mix for d in fleet.devices])
@@ -90,7 +91,7 @@ def make_sim(rng: np.random.Generator, devices: int, phi: float) -> Sim:
     return Sim(mix=mix, mix_sd=np.minimum(np.sqrt(special.polygamma(1, alpha)), MAX_SCENE_LOG_SD),
                score=np.array([d.score for d in fleet.devices]),
                detection_rate=DETECTION_RATE * rng.lognormal(0, DETECTION_DEVICE_SIGMA, devices),
-               window_score_sigma=model.window_score_sigma, phi=phi)
+               window_score_sigma=model.window_score_sigma, phi=phi, fps=fps)
 
 
 def ar1(rng: np.random.Generator, previous: np.ndarray, phi: float, blocks: int) -> np.ndarray:
@@ -140,13 +141,13 @@ class Fleet:
         return flat, np.array([c.k for _, c in flat]), np.array([c.h for _, c in flat])
 
 
-def baseline_fleet(rng: np.random.Generator, devices: int, phi: float, config: DriftConfig) -> Fleet:
-    sim = make_sim(rng, devices, phi)
+def baseline_fleet(rng: np.random.Generator, devices: int, phi: float, config: DriftConfig, fps: float) -> Fleet:
+    sim = make_sim(rng, devices, phi, fps)
     state = [rng.standard_normal(devices), rng.standard_normal((devices, CLASSES)), rng.standard_normal(devices)]
     raw = simulate(rng, sim, state, config.baseline_blocks)
     reference = raw["classes"].sum(axis=0).astype(float)
     stats_ = statistics(raw, reference)
-    per_day = FPS * 86_400 / config.block_frames
+    per_day = fps * 86_400 / config.block_frames
     cusums = []
     for device in range(devices):
         fitted = [fit_metric(m, stats_[m][:, device], config) for m in config.metrics]
@@ -165,10 +166,11 @@ def per_device(fleet: Fleet, values: np.ndarray, combine) -> np.ndarray:  # noqa
     return np.array([combine(values[owners == d]) for d in range(len(fleet.cusums))])
 
 
-def false_alarms(rng: np.random.Generator, devices: int, days: float, phi: float, config: DriftConfig) -> dict:
-    fleet = baseline_fleet(rng, devices, phi, config)
+def false_alarms(rng: np.random.Generator, devices: int, days: float, phi: float, config: DriftConfig,
+                 fps: float) -> dict:
+    fleet = baseline_fleet(rng, devices, phi, config, fps)
     flat, k, h = fleet.slots()
-    blocks = int(days * FPS * 86_400 / config.block_frames)
+    blocks = int(days * fps * 86_400 / config.block_frames)
     s, length, total = None, None, None
     alarms = np.zeros(len(flat), dtype=int)
     for start in range(0, blocks, CHUNK_BLOCKS):
@@ -180,12 +182,13 @@ def false_alarms(rng: np.random.Generator, devices: int, days: float, phi: float
     for (_, c), n in zip(flat, alarms, strict=True):
         name = f"{c.baseline.metric} {c.direction}"
         by_metric[name] = by_metric.get(name, 0) + int(n)
-    device_days = devices * blocks * config.block_frames / FPS / 86_400
+    device_days = devices * blocks * config.block_frames / fps / 86_400
     hits = int(counts.sum())
     low = stats.chi2.ppf(0.025, 2 * hits) / 2 if hits else 0.0
     high = stats.chi2.ppf(0.975, 2 * hits + 2) / 2
     boot = rng.choice(counts, (BOOTSTRAP, len(counts))).sum(axis=1) / device_days * 100
-    return {"kind": "false alarms per 100 device-days", "phi": phi, "alarms": hits, "device_days": device_days,
+    return {"kind": "false alarms per 100 device-days", "phi": phi, "fps": fps, "alarms": hits,
+            "device_days": device_days,
             "rate": hits / device_days * 100, "low": low / device_days * 100, "high": high / device_days * 100,
             "boot_low": float(np.percentile(boot, 2.5)), "boot_high": float(np.percentile(boot, 97.5)),
             "devices_alarming": int((counts > 0).sum()), "by_metric": by_metric}
@@ -204,9 +207,9 @@ def planted(fleet: Fleet, kind: str, size: float) -> tuple[Shift, list[Cusum]]:
     return Shift(log_detections=np.log1p(natural / rates)), chosen
 
 
-def delays(rng: np.random.Generator, devices: int, phi: float, config: DriftConfig, name: str) -> dict:
+def delays(rng: np.random.Generator, devices: int, phi: float, config: DriftConfig, name: str, fps: float) -> dict:
     kind, size = SHIFTS[name]
-    fleet = baseline_fleet(rng, devices, phi, config)
+    fleet = baseline_fleet(rng, devices, phi, config, fps)
     flat, k, h = fleet.slots()
     quiet = scan(standardized(fleet, statistics(simulate(rng, fleet.sim, fleet.state, WARMUP_BLOCKS),
                                                 fleet.reference)), k, h)
@@ -221,7 +224,8 @@ def delays(rng: np.random.Generator, devices: int, phi: float, config: DriftConf
     finite = np.isfinite(frames).all()
     predicted = [siegmund_arl(c.h, c.k, abs(size) * c.baseline.sd / c.spread) for c in chosen] if kind != "collapse" \
         else []
-    return {"kind": f"delay: {name}", "phi": phi, "devices": int(len(frames)), "early_alarms": int(early.sum()),
+    return {"kind": f"delay: {name}", "phi": phi, "fps": fps, "devices": int(len(frames)),
+            "early_alarms": int(early.sum()),
             "median": float(np.median(frames)), "median_low": float(np.percentile(np.median(boot, 1), 2.5)),
             "median_high": float(np.percentile(np.median(boot, 1), 97.5)),
             "mean": float(frames.mean()) if finite else math.inf,
@@ -233,16 +237,16 @@ def delays(rng: np.random.Generator, devices: int, phi: float, config: DriftConf
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| measure | phi | result | 95% interval | n | notes |", "|---|---|---|---|---|---|"]
+    lines = ["| measure | phi | fps | result | 95% interval | n | notes |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["kind"].startswith("false"):
-            lines.append(f"| {r['kind']} | {r['phi']:g} | {r['rate']:.2f} ({r['alarms']} alarms) | "
+            lines.append(f"| {r['kind']} | {r['phi']:g} | {r['fps']:g} | {r['rate']:.2f} ({r['alarms']} alarms) | "
                          f"{r['low']:.2f} - {r['high']:.2f} (Poisson); {r['boot_low']:.2f} - {r['boot_high']:.2f} "
                          f"(devices resampled) | {r['device_days']:.0f} device-days | {r['devices_alarming']} "
                          f"devices alarmed; {r['by_metric']} |")
         else:
             predicted = f"; Siegmund predicts {r['siegmund_frames']:.0f}" if r["siegmund_frames"] else ""
-            lines.append(f"| {r['kind']} (median frames) | {r['phi']:g} | {r['median']:.0f} (mean {r['mean']:.0f}) | "
+            lines.append(f"| {r['kind']} (median frames) | {r['phi']:g} | {r['fps']:g} | {r['median']:.0f} (mean {r['mean']:.0f}) | "
                          f"{r['median_low']:.0f} - {r['median_high']:.0f} (mean {r['mean_low']:.0f} - "
                          f"{r['mean_high']:.0f}) | {r['devices']} devices | within 2,000: {r['within_2000']:.0%}, "
                          f"2,500: {r['within_2500']:.0%}; missed {r['missed']}{predicted} |")
@@ -267,16 +271,14 @@ def main(argv: list[str] | None = None) -> int:
                  "baseline_blocks": args.baseline_blocks}
     config = DriftConfig(**{key: value for key, value in overrides.items() if value is not None})
     rng = np.random.default_rng(args.seed)
-    global FPS  # noqa: PLW0603 - one setting of the whole simulation
-    FPS = args.fps
     started, rows = time.monotonic(), []
-    print(f"fps {FPS:g}, {config!r}", flush=True)  # noqa: T201
+    print(f"fps {args.fps:g}, {config!r}", flush=True)  # noqa: T201
     for phi in args.phi or [0.0, 0.5]:
         if not args.no_false_alarms:
-            rows.append(false_alarms(rng, args.devices, args.days, phi, config))
+            rows.append(false_alarms(rng, args.devices, args.days, phi, config, args.fps))
             print(json.dumps(rows[-1]), flush=True)  # noqa: T201
         for name in args.shift or SHIFTS:
-            rows.append(delays(rng, args.devices, phi, config, name))
+            rows.append(delays(rng, args.devices, phi, config, name, args.fps))
             print(json.dumps(rows[-1]), flush=True)  # noqa: T201
     print(table(rows))  # noqa: T201
     print(f"({time.monotonic() - started:.0f} s)")  # noqa: T201
