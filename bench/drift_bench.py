@@ -246,7 +246,8 @@ def table(rows: list[dict]) -> str:
                          f"devices alarmed; {r['by_metric']} |")
         else:
             predicted = f"; Siegmund predicts {r['siegmund_frames']:.0f}" if r["siegmund_frames"] else ""
-            lines.append(f"| {r['kind']} (median frames) | {r['phi']:g} | {r['fps']:g} | {r['median']:.0f} (mean {r['mean']:.0f}) | "
+            lines.append(f"| {r['kind']} (median frames) | {r['phi']:g} | {r['fps']:g} | "
+                         f"{r['median']:.0f} (mean {r['mean']:.0f}) | "
                          f"{r['median_low']:.0f} - {r['median_high']:.0f} (mean {r['mean_low']:.0f} - "
                          f"{r['mean_high']:.0f}) | {r['devices']} devices | within 2,000: {r['within_2000']:.0%}, "
                          f"2,500: {r['within_2500']:.0%}; missed {r['missed']}{predicted} |")
