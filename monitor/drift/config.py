@@ -20,8 +20,9 @@ DEFAULT_FALSE_ALARMS_PER_100_DEVICE_DAYS = 1.0
 DEFAULT_REFERENCE_SHIFT_SD = 1.0
 DEFAULT_MAX_AUTOCORRELATION = 0.95
 DEFAULT_ESTIMATION_GUARD = 2.0
-"""Measured (`bench/drift_bench.py`): 1 standard error left 8 false alarms per 100 device-days on correlated
-blocks (phi 0.5) against a budget of 1; 2 left 3."""
+"""Measured (`bench/drift_bench.py`, 10 fps, blocks correlated 0.5, budget 1 per 100 device-days): a guard of
+1 standard error left 8 false alarms per 100 device-days (3.5-15.8), 2 left 1.75 (0.7-3.6), 3 left 0.25
+(0.01-1.4) at half the speed (a 1-SD shift in 15,000 frames instead of 10,000)."""
 DEFAULT_TRIAGE_FDR = 0.05
 DEFAULT_CLIP_SD = 2.0
 MIN_BASELINE_BLOCKS = 30
