@@ -1,0 +1,68 @@
+"""The drift detector's configuration (one strict pydantic model with named defaults) and its error."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgefleet.kernel.errors import EdgefleetError
+
+MetricName = Literal["class_mix", "score_median", "detections"]
+METRICS: tuple[MetricName, ...] = ("class_mix", "score_median", "detections")
+
+DEFAULT_BLOCK_FRAMES = 100
+DEFAULT_BASELINE_BLOCKS = 500
+"""50,000 frames: about 83 minutes of a 10 fps camera. The baseline's mean and long-run spread are
+estimates; a CUSUM tuned for one false alarm per 100 device-days is sensitive to both, so the baseline is long
+(and `estimation_guard` widens the detector by their standard errors)."""
+DEFAULT_FALSE_ALARMS_PER_100_DEVICE_DAYS = 1.0
+DEFAULT_REFERENCE_SHIFT_SD = 1.0
+DEFAULT_MAX_AUTOCORRELATION = 0.95
+DEFAULT_ESTIMATION_GUARD = 2.0
+"""Measured (`bench/drift_bench.py`, 10 fps, blocks correlated 0.5, budget 1 per 100 device-days): a guard of
+1 standard error left 8 false alarms per 100 device-days (3.5-15.8), 2 left 1.75 (0.7-3.6), 3 left 0.25
+(0.01-1.4) at half the speed (a 1-SD shift in 15,000 frames instead of 10,000)."""
+DEFAULT_TRIAGE_FDR = 0.05
+DEFAULT_CLIP_SD = 2.0
+MIN_BASELINE_BLOCKS = 30
+"""Fewer baseline blocks than this cannot estimate a lag-1 autocorrelation or a spread at all."""
+
+
+class DriftError(EdgefleetError):
+    """The drift detector cannot run on what it was given (a baseline too short or without spread...)."""
+
+
+class DriftConfig(BaseModel):
+    """Per-device drift detection against the device's own baseline (`edgefleet.monitor.drift`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    block_frames: int = Field(default=DEFAULT_BLOCK_FRAMES, ge=10,
+                              description="frames per block: consecutive telemetry windows are merged until a "
+                                          "block holds at least this many (a larger window is one block)")
+    baseline_blocks: int = Field(default=DEFAULT_BASELINE_BLOCKS, ge=MIN_BASELINE_BLOCKS,
+                                 description="the first N blocks after the version's activation on the device "
+                                             "are its baseline")
+    false_alarms_per_100_device_days: float = Field(
+        default=DEFAULT_FALSE_ALARMS_PER_100_DEVICE_DAYS, gt=0, le=10_000,
+        description="the false-alarm budget of one device (all its metrics and directions together)")
+    reference_shift_sd: float = Field(default=DEFAULT_REFERENCE_SHIFT_SD, gt=0, le=10,
+                                      description="the block-level shift (in the baseline's SDs of the block "
+                                                  "statistic) the CUSUM is tuned to catch fastest")
+    long_run_variance: Literal["ar1", "batch_means", "larger"] = Field(
+        default="larger", description="how the baseline's spread accounts for the correlation between blocks "
+                                      "(`edgefleet.monitor.drift.detector`)")
+    max_autocorrelation: float = Field(default=DEFAULT_MAX_AUTOCORRELATION, ge=0, lt=1,
+                                       description="the lag-1 autocorrelation estimate is clipped to 0..this")
+    estimation_guard: float = Field(default=DEFAULT_ESTIMATION_GUARD, ge=0, le=5,
+                                    description="standard errors of the baseline's mean and spread the "
+                                                "detector is widened by (0: take the estimates as exact)")
+    clip_sd: float = Field(default=DEFAULT_CLIP_SD, gt=0.5, le=100,
+                           description="a block's standardized statistic is clipped to +-this before the CUSUM "
+                                       "adds it (robust to bursts; a 1-SD shift is barely touched)")
+    metrics: tuple[MetricName, ...] = Field(default=METRICS, min_length=1,
+                                            description="the block statistics watched (detections: detectors "
+                                                        "only; a statistic without spread is left out)")
+    triage_fdr: float = Field(default=DEFAULT_TRIAGE_FDR, gt=0, lt=1,
+                              description="Benjamini-Hochberg false discovery rate of the daily triage list")
