@@ -32,7 +32,8 @@ def load_device_credentials(path: Path) -> Any:
     """The Google credentials in `path` (scoped for Cloud APIs).
 
     Raises:
-        CredentialsError: naming the file and the fix (missing, not readable by this user, malformed).
+        CredentialsError: naming the file and the fix (missing, not readable by this user, malformed, or an
+            X.509 federation whose certificate exchange failed).
     """
     import google.auth
     from google.auth import exceptions as auth_errors
@@ -46,6 +47,12 @@ def load_device_credentials(path: Path) -> Any:
             f"{path}, or {INSTALL_FIX}") from error
     except (auth_errors.DefaultCredentialsError, OSError, ValueError) as error:
         raise CredentialsError(f"credentials_file {path}: {error}", INSTALL_FIX) from error
+    except auth_errors.GoogleAuthError as error:  # an X.509 federation config exchanges its certificate at load
+        raise CredentialsError(
+            f"credentials_file {path}: the token exchange failed ({type(error).__name__}: {error})",
+            "check the device's network path to sts.googleapis.com, that its certificate (certificate_config) is "
+            "signed by the fleet CA the workload identity provider trusts and not expired, and the provider named "
+            "in the file's audience (infra/README.md, section 8)") from error
     return credentials
 
 

@@ -7,10 +7,11 @@ is a long-lived secret on every device. Instead each device holds its own certif
 that one account, for the pool's principals): the device keeps exactly the device account's grants
 (`FLEET_GRANTS`). The certificate's subject CN becomes `google.subject` (the device id, in audit logs).
 
-The device's credentials file is a credential configuration, not a secret, named by the agent's
-`GOOGLE_APPLICATION_CREDENTIALS` (with `GOOGLE_API_CERTIFICATE_CONFIG` naming the certificate configuration):
-`gcloud iam workload-identity-pools create-cred-config <provider> --service-account <device account>
---credential-cert-path ... --credential-cert-private-key-path ... --output-file ...` (infra/README.md).
+The device's credentials file is a credential configuration, not a secret: `gcloud iam workload-identity-pools
+create-cred-config <provider> --service-account <device account> --credential-cert-path ...
+--credential-cert-private-key-path ... --output-file ...`, with `certificate_config_location` written into it so
+it names its certificate configuration itself; deploy-agent installs it as the agent's `credentials_file`, which
+the agent and `doctor` both read (infra/README.md, section 8).
 
 With `devices.credentials: key` (where keys are allowed) none of this is created; the fallback is a key of the
 device service account made by hand, never by the program (it would sit in the state).
