@@ -8,7 +8,12 @@ from __future__ import annotations
 import json
 from typing import Literal, NamedTuple
 
-from edgefleet.kernel.contracts.layout import FLEET_DEVICES_PREFIX, FLEET_REVOKED_PREFIX
+from edgefleet.kernel.contracts.layout import (
+    FLEET_DEVICES_PREFIX,
+    FLEET_ENROL_REQUESTS_PREFIX,
+    FLEET_ENROL_TOKENS_PREFIX,
+    FLEET_REVOKED_PREFIX,
+)
 
 COMPONENT_PREFIX = "edgefleet"
 
@@ -25,6 +30,9 @@ ROLE_PUBSUB_SUBSCRIBER = "roles/pubsub.subscriber"
 ROLE_PUBSUB_VIEWER = "roles/pubsub.viewer"
 ROLE_STORAGE_OBJECT_VIEWER = "roles/storage.objectViewer"
 ROLE_STORAGE_OBJECT_USER = "roles/storage.objectUser"
+# Create only (no get, no delete: it cannot replace or remove an object, its own included): the devices' enrolment
+# requests, conditioned on their prefix.
+ROLE_STORAGE_OBJECT_CREATOR = "roles/storage.objectCreator"
 ROLE_MONITORING_METRIC_WRITER = "roles/monitoring.metricWriter"
 ROLE_BIGQUERY_DATA_EDITOR = "roles/bigquery.dataEditor"
 # Lets a federated identity (a device's X.509 certificate through the Workload Identity pool) act as a service
@@ -68,7 +76,10 @@ API_OF_MODULE: dict[str, str] = {
 
 # The registry's fleet records (device keys, revocations): all the monitor reads there.
 FLEET_RECORDS_PREFIX = "fleet/"
-if not all(prefix.startswith(FLEET_RECORDS_PREFIX) for prefix in (FLEET_DEVICES_PREFIX, FLEET_REVOKED_PREFIX)):
+# Where devices file their enrolment requests (edgefleet-agent enrol, create-only): the one place they write.
+ENROL_REQUESTS_OBJECT_PREFIX = f"{FLEET_ENROL_REQUESTS_PREFIX}/"
+if not all(prefix.startswith(FLEET_RECORDS_PREFIX) for prefix in (
+        FLEET_DEVICES_PREFIX, FLEET_REVOKED_PREFIX, FLEET_ENROL_REQUESTS_PREFIX, FLEET_ENROL_TOKENS_PREFIX)):
     raise RuntimeError("the registry's fleet records moved out of fleet/: update FLEET_RECORDS_PREFIX")
 
 GrantTarget = Literal["telemetry_topic", "monitor_subscription", "registry_bucket", "project"]
@@ -93,6 +104,13 @@ class FleetGrant(NamedTuple):
 FLEET_GRANTS: tuple[FleetGrant, ...] = (
     FleetGrant(DEVICE_ACCOUNT_ROLE, ROLE_PUBSUB_PUBLISHER, "telemetry_topic", "device-publishes-telemetry"),
     FleetGrant(DEVICE_ACCOUNT_ROLE, ROLE_STORAGE_OBJECT_VIEWER, "registry_bucket", "device-reads-registry"),
+    # Devices behind NAT enrol by a one-time token (issue 23 item 4): each files one request, create-only
+    # (ifGenerationMatch=0), under fleet/enrol-requests/ and nowhere else.
+    FleetGrant(DEVICE_ACCOUNT_ROLE, ROLE_STORAGE_OBJECT_CREATOR, "registry_bucket", "device-files-enrol-requests",
+               object_prefix=ENROL_REQUESTS_OBJECT_PREFIX),
+    # The whole bucket: model versions and channels (models/), agent releases and their channels (agent/), and,
+    # as the edgefleet-enrol pool's identity (deploy-agent, enrol-approve), the fleet records: device keys and
+    # revocations, the one-time tokens (fleet/enrol-tokens/, burnt by compare-and-swap) and the requests it reads.
     FleetGrant(PIPELINE_ACCOUNT_ROLE, ROLE_STORAGE_OBJECT_USER, "registry_bucket", "pipeline-writes-registry"),
     FleetGrant(MONITOR_ACCOUNT_ROLE, ROLE_PUBSUB_SUBSCRIBER, "monitor_subscription", "monitor-consumes-telemetry"),
     FleetGrant(MONITOR_ACCOUNT_ROLE, ROLE_PUBSUB_VIEWER, "monitor_subscription", "monitor-checks-subscription"),
