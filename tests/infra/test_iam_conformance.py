@@ -18,8 +18,8 @@ import platform
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +46,8 @@ from edgefleet.flows.release.bundle import create_version_dir
 from edgefleet.infra.__main__ import build
 from edgefleet.infra.iam_conformance import VIA_FAKE, VIA_GRPC, VIA_HTTP, ApiCall, CallRecorder, check_conformance
 from edgefleet.infra.iam_table import METHOD_PERMISSIONS, ROLE_PERMISSIONS
-from edgefleet.infra.pools import ENROL_POOL, POOL_IDENTITY
 from edgefleet.infra.policy import iam_bindings
+from edgefleet.infra.pools import ENROL_POOL, POOL_IDENTITY
 from edgefleet.infra.testing import PROJECT, StackRun, run_program, stack_config
 from edgefleet.kernel.contracts import layout
 from edgefleet.kernel.contracts.manifest import Quantization, TensorSpec
@@ -176,7 +176,7 @@ def _run_agent_release(registry: GcsRegistryWriter, tmp_path: Path, release_key:
     lock.write_text("# no dependencies\n")
     wheel = build_wheel(tmp_path / "wheels", "1.4.0", "running")
     publish_agent(registry, wheel, "1.4.0", signing_key=release_key, locks=[lock])
-    promote_agent(registry, "1.4.0", "stable", signing_key=release_key, by="release", now=datetime.now(timezone.utc))
+    promote_agent(registry, "1.4.0", "stable", signing_key=release_key, by="release", now=datetime.now(UTC))
 
 
 def _run_device(registry: GcsRegistryReader, tmp_path: Path, public_file: Path, device_key: Any) -> None:
@@ -255,7 +255,7 @@ def test_every_call_of_every_identity_is_granted_and_every_grant_is_used(
         _run_pipeline(registry, tmp_path, (private_key, public_file))
         register_device_key(registry, "cam-1", device_key.public_key(), enrolment_key=enrolment, by="deploy-agent")
         _run_agent_release(registry, tmp_path, private_key)
-        token, _ = create_token(registry, "cam-2", enrolment_key=enrolment, now=datetime.now(timezone.utc),
+        token, _ = create_token(registry, "cam-2", enrolment_key=enrolment, now=datetime.now(UTC),
                                 lifetime=timedelta(hours=1))
     with recorder.as_identity("device"):
         device_view = GcsRegistryReader(cloud["bucket"], client=storage.Client(project=PROJECT))
@@ -263,7 +263,7 @@ def test_every_call_of_every_identity_is_granted_and_every_grant_is_used(
         filed = file_request(device_view, tmp_path / "cam-2-root", "cam-2", str(token))  # edgefleet-agent enrol
         assert not filed.already_filed
     with recorder.as_identity(POOL_IDENTITY[ENROL_POOL]):  # enrol-approve, as the edgefleet-enrol pool's worker
-        [approval] = approve_requests(registry, enrolment_key=enrolment, now=datetime.now(timezone.utc))
+        [approval] = approve_requests(registry, enrolment_key=enrolment, now=datetime.now(UTC))
         assert approval.enrolled, approval.detail
     with recorder.as_identity("monitor"):  # fleet-monitor: the edgefleet-monitor pool
         _run_monitor(recorder, tmp_path, registry.uri,
