@@ -34,6 +34,9 @@ ROLE_STORAGE_OBJECT_USER = "roles/storage.objectUser"
 # requests, conditioned on their prefix.
 ROLE_STORAGE_OBJECT_CREATOR = "roles/storage.objectCreator"
 ROLE_MONITORING_METRIC_WRITER = "roles/monitoring.metricWriter"
+# Cloud SQL has no instance-level IAM: both are bound on the project, conditioned on the fleet state's instance.
+ROLE_CLOUDSQL_CLIENT = "roles/cloudsql.client"  # connect through the Auth Proxy (cloudsql.instances.connect)
+ROLE_CLOUDSQL_INSTANCE_USER = "roles/cloudsql.instanceUser"  # log in by IAM database authentication
 ROLE_BIGQUERY_DATA_EDITOR = "roles/bigquery.dataEditor"
 # Lets a federated identity (a device's X.509 certificate through the Workload Identity pool) act as a service
 # account: granted on the device service account alone.
@@ -54,6 +57,7 @@ API_STORAGE = "storage.googleapis.com"
 API_IAM = "iam.googleapis.com"  # service accounts
 API_RESOURCE_MANAGER = "cloudresourcemanager.googleapis.com"  # project-level IAM members
 API_MONITORING = "monitoring.googleapis.com"
+API_SQLADMIN = "sqladmin.googleapis.com"  # the optional Cloud SQL fleet state
 API_BIGQUERY = "bigquery.googleapis.com"  # only with the BigQuery export
 API_SERVICE_USAGE = "serviceusage.googleapis.com"
 API_STS = "sts.googleapis.com"  # devices exchange their certificate for a federated token
@@ -71,6 +75,7 @@ API_OF_MODULE: dict[str, str] = {
     "projects": API_RESOURCE_MANAGER,
     "monitoring": API_MONITORING,
     "bigquery": API_BIGQUERY,
+    "sql": API_SQLADMIN,
 }
 
 
@@ -120,6 +125,38 @@ FLEET_GRANTS: tuple[FleetGrant, ...] = (
     FleetGrant(MONITOR_ACCOUNT_ROLE, ROLE_STORAGE_OBJECT_VIEWER, "registry_bucket", "monitor-reads-device-keys",
                object_prefix=FLEET_RECORDS_PREFIX),
 )
+
+
+# With `fleetState` (Cloud SQL): the monitor connects to and logs in to that one instance. Not in FLEET_GRANTS (they
+# exist only when the stack has the instance): `fleet_grants(with_fleet_state)` is the full list then.
+FLEET_STATE_GRANTS: tuple[FleetGrant, ...] = (
+    FleetGrant(MONITOR_ACCOUNT_ROLE, ROLE_CLOUDSQL_CLIENT, "project", "monitor-connects-fleet-state"),
+    FleetGrant(MONITOR_ACCOUNT_ROLE, ROLE_CLOUDSQL_INSTANCE_USER, "project", "monitor-logs-in-fleet-state"),
+)
+FLEET_STATE_ROLES = frozenset(grant.role for grant in FLEET_STATE_GRANTS)
+FLEET_STATE_PORT = 5432  # where the monitor's Cloud SQL Auth Proxy listens (on 127.0.0.1)
+
+
+def fleet_grants(with_fleet_state: bool) -> tuple[FleetGrant, ...]:
+    """Every grant the program makes for a stack with or without the Cloud SQL fleet state."""
+    return FLEET_GRANTS + (FLEET_STATE_GRANTS if with_fleet_state else ())
+
+
+def fleet_state_instance_name(fleet_name: str) -> str:
+    """The Cloud SQL instance of the fleet state."""
+    return f"{fleet_name}-fleet-state"
+
+
+def cloudsql_instance_condition(project: str, instance: str) -> str:
+    """The CEL expression limiting a project-level Cloud SQL role to one instance."""
+    return (f"resource.name == {json.dumps(f'projects/{project}/instances/{instance}')} && "
+            f"resource.service == \"sqladmin.googleapis.com\"")
+
+
+def cloudsql_iam_user(email: str) -> str:
+    """The database user of a service account under IAM database authentication: its email without
+    `.gserviceaccount.com` (PostgreSQL's 63-byte name limit)."""
+    return email.removesuffix(".gserviceaccount.com")
 
 
 def object_prefix_condition(bucket: str, prefix: str) -> str:

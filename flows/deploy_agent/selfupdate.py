@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import shlex
 import string
+from collections.abc import Callable
 from importlib import resources
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -149,16 +151,17 @@ def remove_updater_command(service_name: str, config_path: str, *, systemd: bool
     return f"{stop}rm -f {q(config_path)}"
 
 
-def install_updater(connection, params, spec: ServiceSpec, *, config_dir: str, public_key: str) -> str:  # noqa: ANN001
+def install_updater(connection, params, spec: ServiceSpec, *, config_dir: str, public_key: str,  # noqa: ANN001
+                    check_unit: Callable[[Any, str], str]) -> str:
     """Installs (self_update set) or removes (unset) the updater on one device; returns a note for the result.
 
-    `connection` is deploy-agent's (root on the device), `params` its DeployAgentParams.
+    `connection` is deploy-agent's (root on the device), `params` its DeployAgentParams, `check_unit` how it
+    verifies a unit on the device (`systemd-analyze verify`, the agent unit's check).
 
     Raises:
         ConfigError: self_update without a registry to pull from, or a systemd older than supported.
         EdgefleetError: systemd-analyze complained about a unit.
     """
-    from edgefleet.flows.deploy_agent.flow import check_unit  # the agent unit's check, the same for these
     from edgefleet.flows.deploy_agent.unit_compat import fit_unit, parse_systemd_version
 
     systemd = params.service_manager == "systemd"
