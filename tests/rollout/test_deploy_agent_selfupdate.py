@@ -166,3 +166,50 @@ def test_a_path_that_would_change_the_updaters_unit_is_refused():
     with pytest.raises(ConfigError, match="updater's unit"):
         render_update_units(SelfUpdateParams(), service_name="edgefleet-agent", install_dir="/opt/edge fleet",
                             config_path="/opt/x/updater.yaml")
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(SYSTEM_PYTHON).exists(), reason=f"needs {SYSTEM_PYTHON}")
+@pytest.mark.usefixtures("prefect_api")
+def test_deploy_over_ssh_runs_the_agent_through_current_and_installs_the_updater_config(
+        tmp_path, coral_data, agent_user, readable_dir):
+    """The real path: sshd, a built wheel, the process manager. The running agent is the one `current` names; with
+    self_update the updater config is root's 0640 and loads as the updater's own model; turned off it is gone."""
+    import sysconfig
+
+    from edgefleet.flows.deploy_agent.flow import deploy_agent
+    from edgefleet.local.fleet import SimulatedFleet
+
+    from .conftest import deploy_inputs
+
+    key_path, frames, wheel = deploy_inputs(tmp_path, readable_dir, coral_data)
+    (tmp_path / "registry").mkdir()
+    opt = readable_dir / "opt"
+    with SimulatedFleet(readable_dir / "fleet", 1) as fleet:
+        fleet.adopt_deployed(opt / "etc")
+        settings = dict(
+            inventory=str(fleet.inventory_path), public_key=str(key_path), install_dir=str(opt), agent_user=agent_user,
+            python=SYSTEM_PYTHON, no_deps=True, wheel=str(wheel), extra_site_dirs=(sysconfig.get_path("purelib"),),
+            service_manager="process", registry=str(tmp_path / "registry"),
+            enrolment={"dev_key_file": str(tmp_path / "enrolment.key")},
+            agent={"model": "imagenet", "source": {"kind": "images", "path": str(frames), "max_fps": 2},
+                   "status": {"interval_s": 0.5}})
+        [first] = deploy_agent(DeployAgentParams(**settings, self_update={"channel": "beta", "interval": "30min"}))
+        assert first.ok, first.detail
+        assert os.readlink(opt / "current") == "venv" and (opt / "current").lstat().st_uid == 0
+        arguments = Path(f"/proc/{first.pid}/cmdline").read_bytes().split(b"\0")
+        assert str(opt / "current" / "bin" / "edgefleet-agent").encode() in arguments
+        updater = opt / "etc" / "sim-1" / "updater.yaml"
+        assert updater.stat().st_mode & 0o777 == 0o640 and updater.stat().st_uid == 0
+        config = UpdaterConfig.model_validate(yaml.safe_load(updater.read_text()))
+        assert config.channel == "beta" and config.install_dir == opt and config.registry == str(tmp_path / "registry")
+        assert config.public_key == opt / "etc" / "sim-1" / "keys" / "release.d"
+        assert config.restart_command[:2] == ("sh", "-c") and "setsid nohup" in config.restart_command[2]
+        assert "no timer without systemd" in first.detail
+
+        [again] = deploy_agent(DeployAgentParams(**settings))  # self_update off again: the config goes
+        assert again.ok and not updater.exists()
+        fleet.stop_agent("sim-1")
