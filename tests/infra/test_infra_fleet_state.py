@@ -167,3 +167,18 @@ def test_cloud_check_expects_the_conditioned_cloudsql_roles_exactly_when_the_sta
                                            if not key.startswith("fleet_state")})
     *_, monitor = check_identity_roles(_policies(cloudsql_stack, outputs), without)
     assert not monitor.ok and "extra roles/cloudsql.instanceUser if" in monitor.detail
+
+
+def test_the_example_stacks_commented_fleet_state_is_a_valid_config() -> None:
+    """Pulumi.dev.yaml shows the opt-in block commented out: uncommented, it is a valid fleetState."""
+    lines = (Path(__file__).resolve().parents[2] / "Pulumi.dev.yaml").read_text().splitlines()
+    start = next(index for index, line in enumerate(lines) if line.startswith("  # edgefleet:fleetState:"))
+    block = []
+    for line in lines[start + 1:]:
+        if not line.startswith("  #   "):
+            break
+        block.append(line.removeprefix("  #   "))  # a commented-out field stays a YAML comment
+    example = yaml.safe_load("\n".join(block))
+    assert example["engine"] == "cloudsql"
+    config = stack_config(fleetState=example).fleet_state
+    assert config is not None and config.tier == "db-f1-micro" and config.network == "public"
