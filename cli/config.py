@@ -16,10 +16,12 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 import yaml
 
+from edgefleet.infra.names import FLEET_STATE_PORT
 from edgefleet.infra.outputs import StackOutputs
 from edgefleet.kernel.configfile import validate
 from edgefleet.kernel.console import cli_error
@@ -70,6 +72,22 @@ def agent_config_fragment(
     return fragment
 
 
+def fleet_state_store_url(outputs: StackOutputs) -> str | None:
+    """The monitor's `store.url` for the stack's Cloud SQL fleet state (None without one): its IAM user (no
+    password: the Auth Proxy's `--auto-iam-authn` logs in) through the proxy on 127.0.0.1."""
+    if not (outputs.fleet_state_connection_name and outputs.fleet_state_database and outputs.fleet_state_user):
+        return None
+    user, database = quote(outputs.fleet_state_user, safe=""), quote(outputs.fleet_state_database, safe="")
+    return f"postgresql://{user}@127.0.0.1:{FLEET_STATE_PORT}/{database}?sslmode=disable"
+
+
+def fleet_state_proxy_command(outputs: StackOutputs) -> str:
+    """How the monitor's host starts the Cloud SQL Auth Proxy, as the monitor's identity."""
+    private = " --private-ip" if outputs.fleet_state_private_ip else ""
+    return (f"cloud-sql-proxy --auto-iam-authn{private} --address 127.0.0.1 --port {FLEET_STATE_PORT} "
+            f"{outputs.fleet_state_connection_name}")
+
+
 def pipeline_config(outputs: StackOutputs) -> dict[str, Any]:
     """The release pipeline's and the operator's view of the stack (plus the fleet monitor's section)."""
     config: dict[str, Any] = {
@@ -94,6 +112,12 @@ def pipeline_config(outputs: StackOutputs) -> dict[str, Any]:
                     "identity": {"registry": outputs.registry_uri, "enrolment_keys": [ENROLMENT_PUBLIC_KEY]}},
         "dashboard_id": outputs.dashboard_id,
     }
+    store_url = fleet_state_store_url(outputs)
+    if store_url is not None:  # the monitor's state on Cloud SQL (fleetState): through the Auth Proxy
+        config["monitor"]["store"] = {"url": store_url}
+        config["fleet_state"] = {"connection_name": outputs.fleet_state_connection_name,
+                                 "database": outputs.fleet_state_database, "user": outputs.fleet_state_user,
+                                 "proxy": fleet_state_proxy_command(outputs)}
     if outputs.bigquery_table:
         config["telemetry"]["bigquery_table"] = outputs.bigquery_table
     if outputs.device_workload_identity_provider:

@@ -11,6 +11,7 @@ import pulumi
 
 from edgefleet.infra.config import NAMESPACE, InfraConfig, load_config
 from edgefleet.infra.device_credentials import DeviceCredentials, DeviceCredentialsArgs
+from edgefleet.infra.fleet_state import FleetState, FleetStateArgs
 from edgefleet.infra.identity import Identity, IdentityArgs
 from edgefleet.infra.monitoring import Monitoring, MonitoringArgs
 from edgefleet.infra.names import (
@@ -19,6 +20,7 @@ from edgefleet.infra.names import (
     API_MONITORING,
     API_PUBSUB,
     API_RESOURCE_MANAGER,
+    API_SQLADMIN,
     API_STORAGE,
     COMPONENT_PREFIX,
     X509_APIS,
@@ -40,7 +42,7 @@ def build(config: InfraConfig) -> dict[str, pulumi.Input]:
     services = ProjectServices(
         COMPONENT_PREFIX,
         ServicesArgs(project=config.project, bigquery=config.bigquery is not None, x509_devices=x509_devices,
-                     api_wait_seconds=config.propagation.api_wait_seconds),
+                     fleet_state=config.fleet_state is not None, api_wait_seconds=config.propagation.api_wait_seconds),
     )
     telemetry_apis = (API_PUBSUB, API_BIGQUERY) if config.bigquery is not None else (API_PUBSUB,)
     telemetry = Telemetry(
@@ -90,6 +92,20 @@ def build(config: InfraConfig) -> dict[str, pulumi.Input]:
                 depends_on=[*services.needed_by(API_IAM, *X509_APIS), identity.account_propagation],
             ),
         )
+    fleet_state = None
+    if config.fleet_state is not None:  # opt-in: else the monitor keeps its state in SQLite
+        fleet_state = FleetState(
+            COMPONENT_PREFIX,
+            FleetStateArgs(
+                project=config.project,
+                region=config.region,
+                fleet_name=config.fleet_name,
+                settings=config.fleet_state,
+                monitor_email=identity.monitor.email,
+                labels=labels,
+                depends_on=[*services.needed_by(API_SQLADMIN, API_RESOURCE_MANAGER), identity.account_propagation],
+            ),
+        )
     monitoring = Monitoring(
         COMPONENT_PREFIX,
         MonitoringArgs(
@@ -122,6 +138,11 @@ def build(config: InfraConfig) -> dict[str, pulumi.Input]:
     }
     if devices is not None:
         outputs["device_workload_identity_provider"] = devices.provider.name
+    if fleet_state is not None and config.fleet_state is not None:
+        outputs["fleet_state_connection_name"] = fleet_state.connection_name
+        outputs["fleet_state_database"] = fleet_state.database.name
+        outputs["fleet_state_user"] = fleet_state.user_name
+        outputs["fleet_state_private_ip"] = config.fleet_state.network == "private"
     if telemetry.bigquery_table_ref is not None:
         outputs["bigquery_table"] = telemetry.bigquery_table_ref
     unknown = set(outputs) - set(OUTPUT_KEYS)

@@ -26,13 +26,16 @@ from edgefleet.infra.names import (
     API_BIGQUERY,
     API_RESOURCE_MANAGER,
     API_SERVICE_USAGE,
+    API_SQLADMIN,
     CORE_APIS,
-    FLEET_GRANTS,
+    FLEET_STATE_ROLES,
     PREREQUISITE_APIS,
     ROLE_PUBSUB_PUBLISHER,
     ROLE_PUBSUB_SUBSCRIBER,
     X509_APIS,
     FleetGrant,
+    cloudsql_instance_condition,
+    fleet_grants,
     member,
     object_prefix_condition,
 )
@@ -117,15 +120,17 @@ def check_prerequisites(service_usage: Any, project: str) -> CheckResult:
 
 
 
-def expected_apis(*, bigquery: bool, x509_devices: bool) -> tuple[str, ...]:
+def expected_apis(*, bigquery: bool, x509_devices: bool, fleet_state: bool = False) -> tuple[str, ...]:
     """The APIs the program enables (services.py's `ServicesArgs.apis`, without its Pulumi import)."""
-    return CORE_APIS + ((API_BIGQUERY,) if bigquery else ()) + (X509_APIS if x509_devices else ())
+    return (CORE_APIS + ((API_BIGQUERY,) if bigquery else ()) + (X509_APIS if x509_devices else ())
+            + ((API_SQLADMIN,) if fleet_state else ()))
 
 
-def check_apis(service_usage: Any, project: str, bigquery: bool, *, x509_devices: bool = False) -> CheckResult:
+def check_apis(service_usage: Any, project: str, bigquery: bool, *, x509_devices: bool = False,
+               fleet_state: bool = False) -> CheckResult:
     """The APIs the program enables are enabled (`ServiceUsageClient.batch_get_services`); with X.509 devices
     (`devices.credentials: x509`) also STS and IAM Credentials, which devices exchange their certificates through."""
-    apis = expected_apis(bigquery=bigquery, x509_devices=x509_devices)
+    apis = expected_apis(bigquery=bigquery, x509_devices=x509_devices, fleet_state=fleet_state)
 
     def run() -> CheckResult:
         response = service_usage.batch_get_services(
@@ -255,7 +260,11 @@ def role_members(bindings: Iterable[Any]) -> dict[str, frozenset[str]]:
 
 
 def expected_role(grant: FleetGrant, outputs: StackOutputs) -> str:
-    """The role as the program grants it: with its object-prefix condition when it has one."""
+    """The role as the program grants it: with its object-prefix condition when it has one, a Cloud SQL role with
+    the condition naming the fleet state's instance."""
+    if grant.role in FLEET_STATE_ROLES and outputs.fleet_state_connection_name:
+        instance = outputs.fleet_state_connection_name.rsplit(":", 1)[-1]
+        return conditioned_role(grant.role, cloudsql_instance_condition(outputs.project, instance))
     if grant.object_prefix is None:
         return grant.role
     return conditioned_role(grant.role, object_prefix_condition(outputs.registry_bucket, grant.object_prefix))
@@ -277,8 +286,11 @@ def read_policies(clients: CloudClients, outputs: StackOutputs) -> Policies:
 
 
 def check_identity_roles(policies: Policies, outputs: StackOutputs,
-                         grants: Sequence[FleetGrant] = FLEET_GRANTS) -> list[CheckResult]:
-    """One result per identity: it holds each of its grants, and no other role on those resources."""
+                         grants: Sequence[FleetGrant] | None = None) -> list[CheckResult]:
+    """One result per identity: it holds each of its grants (`fleet_grants` of the stack: the Cloud SQL ones with
+    a fleet state), and no other role on those resources."""
+    if grants is None:
+        grants = fleet_grants(outputs.fleet_state_connection_name is not None)
     emails = {"device": outputs.device_service_account, "pipeline": outputs.pipeline_service_account,
               "monitor": outputs.monitor_service_account}
     results = []
@@ -364,7 +376,8 @@ def run_checks(clients: CloudClients, outputs: StackOutputs, sample: bytes | Non
     results = [
         check_prerequisites(clients.service_usage, outputs.project),
         check_apis(clients.service_usage, outputs.project, bigquery=outputs.bigquery_table is not None,
-                   x509_devices=outputs.device_workload_identity_provider is not None),
+                   x509_devices=outputs.device_workload_identity_provider is not None,
+                   fleet_state=outputs.fleet_state_connection_name is not None),
         check_topic_schema(clients.publisher, clients.schemas, outputs,
                            sample if sample is not None else sample_telemetry()),
         check_bucket(clients.storage, outputs.registry_bucket),

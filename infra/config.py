@@ -236,6 +236,38 @@ class BigQueryExport(_Section):
     location: str | None = Field(default=None, description="dataset location; default the region")
 
 
+FLEET_STATE_PRIVATE_NEEDS_NETWORK = "fleet state on a private IP needs the VPC network it is reachable from"
+FLEET_STATE_PRIVATE_NEEDS_NETWORK_FIX = (
+    "pulumi config set --path edgefleet:fleetState.privateNetwork projects/<project>/global/networks/<vpc> (a VPC "
+    "with private services access), or pulumi config set --path edgefleet:fleetState.network public"
+)
+
+
+class FleetStateSettings(_Section):
+    """Optional Cloud SQL for PostgreSQL for the fleet monitor's state (issue 23 item 2): several monitors on one
+    database. Logins by IAM database authentication only (no password exists): the monitor's service account,
+    through the Cloud SQL Auth Proxy (`--auto-iam-authn`)."""
+
+    engine: Literal["cloudsql"] = Field(description="cloudsql: a Cloud SQL for PostgreSQL 15 instance")
+    tier: str = Field(default="db-f1-micro", pattern=r"^db-[a-z0-9-]+$", description="machine tier")
+    database: str = Field(default="edgefleet", pattern=r"^[a-z][a-z0-9_]{0,62}$", description="database name")
+    network: Literal["public", "private"] = Field(
+        default="public", description="public: a public IP reachable only through the Auth Proxy (client "
+        "certificates required, no authorized networks); private: an IP in privateNetwork only")
+    private_network: str | None = Field(
+        default=None, pattern=r"^projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/global/networks/[a-z]([-a-z0-9]*[a-z0-9])?$",
+        description="the VPC (with private services access set up) of a private instance")
+    availability: Literal["zonal", "regional"] = Field(default="zonal", description="regional: a standby zone")
+    backups: bool = Field(default=True, description="daily backups with point-in-time recovery")
+    deletion_protection: bool = Field(default=True, description="the instance cannot be deleted while on")
+
+    @model_validator(mode="after")
+    def _private_needs_a_network(self) -> FleetStateSettings:
+        if self.network == "private" and self.private_network is None:
+            raise ValueError(FLEET_STATE_PRIVATE_NEEDS_NETWORK)
+        return self
+
+
 class InfraConfig(_Section):
     """Everything the Pulumi program needs, validated."""
 
@@ -248,6 +280,8 @@ class InfraConfig(_Section):
     propagation: PropagationSettings = PropagationSettings()
     devices: DeviceSettings = Field(description="device credentials: trustAnchors, or credentials: key")
     bigquery: BigQueryExport | None = None
+    fleet_state: FleetStateSettings | None = Field(
+        default=None, description="opt-in: the monitor's fleet state on Cloud SQL for PostgreSQL (default: SQLite)")
 
     @property
     def registry_bucket(self) -> str:
@@ -262,7 +296,7 @@ class InfraConfig(_Section):
 # Top-level keys: the aliases of InfraConfig's fields. Objects are stored by Pulumi as JSON text.
 OBJECT_KEYS = frozenset(
     InfraConfig.model_fields[name].alias or name
-    for name in ("telemetry", "registry", "alerts", "propagation", "devices", "bigquery")
+    for name in ("telemetry", "registry", "alerts", "propagation", "devices", "bigquery", "fleet_state")
 )
 KNOWN_KEYS = frozenset(field.alias or name for name, field in InfraConfig.model_fields.items())
 _EXAMPLES = {"project": "my-project", "region": "europe-west1", "fleetName": "edgefleet"}
@@ -328,7 +362,8 @@ def config_from_values(values: Mapping[str, str], present_keys: Iterable[str] = 
 
 
 _CHECKED_SECTIONS = ("alerts", "devices")
-_RULE_FIXES = {NO_CHANNEL: NO_CHANNEL_FIX, NO_TRUST_ANCHOR: NO_TRUST_ANCHOR_FIX}
+_RULE_FIXES = {NO_CHANNEL: NO_CHANNEL_FIX, NO_TRUST_ANCHOR: NO_TRUST_ANCHOR_FIX,
+               FLEET_STATE_PRIVATE_NEEDS_NETWORK: FLEET_STATE_PRIVATE_NEEDS_NETWORK_FIX}
 
 
 def _rule_of(item: Mapping[str, Any]) -> str | None:

@@ -22,6 +22,7 @@ No Pulumi import.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -84,9 +85,10 @@ def resource_ref(resource: str, kind_hint: str | None = None) -> ResourceRef:
     return ResourceRef(kind_hint or "bucket", resource)
 
 
-def storage_method(http_method: str, url: str) -> tuple[str, str, str] | None:
+def storage_method(http_method: str, url: str, body: Any = None) -> tuple[str, str, str] | None:
     """The JSON API method, bucket and object name (a listing: its prefix) of a Cloud Storage request, or None
-    when `url` is not one.
+    when `url` is not one. An upload's name is in its query, or in the object metadata its body opens with (a
+    multipart or a resumable upload's first request).
 
     An upload that does not say `ifGenerationMatch=0` may replace a live object, which needs
     `storage.objects.delete` as well: it is recorded as `storage.objects.insert[overwrite]`.
@@ -99,7 +101,7 @@ def storage_method(http_method: str, url: str) -> tuple[str, str, str] | None:
             query = parse_qs(parts.query)
             if method == "storage.objects.insert" and query.get("ifGenerationMatch") != ["0"]:
                 method += "[overwrite]"
-            return method, match.group(1), _object_of(method, path, query)
+            return method, match.group(1), _object_of(method, path, query) or _upload_name(method, body)
     if "/storage/v1/" in path:
         return f"storage JSON API {http_method.upper()} {path}", path, ""  # unknown: fails the check, named
     return None
@@ -112,6 +114,17 @@ def _object_of(method: str, path: str, query: Mapping[str, list[str]]) -> str:
     if "/o/" in path:
         return path.split("/o/", 1)[1]
     return (query.get("name") or [""])[0]
+
+
+_METADATA_NAME = re.compile(rb'^\{[^\r\n]*?"name": ?"((?:[^"\\]|\\.)*)"', re.MULTILINE)
+
+
+def _upload_name(method: str, body: Any) -> str:
+    """The object name in an upload's JSON metadata (multipart: its first part; resumable: the whole body)."""
+    if not method.startswith("storage.objects.insert") or not isinstance(body, (bytes, str)):
+        return ""
+    found = _METADATA_NAME.search(body.encode() if isinstance(body, str) else body)
+    return json.loads(b'"' + found.group(1) + b'"') if found else ""
 
 
 class CallRecorder:
@@ -218,7 +231,7 @@ class CallRecorder:
                     from urllib.parse import urlencode
 
                     full_url += ("&" if "?" in url else "?") + urlencode(params, doseq=True)
-                found = storage_method(method, full_url)
+                found = storage_method(method, full_url, kwargs.get("data"))
                 if found is not None:
                     recorder.record_call(found[0], found[1], VIA_HTTP, found[2])
             return request(session, method, url, *args, **kwargs)

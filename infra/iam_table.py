@@ -180,6 +180,21 @@ ROLE_PERMISSIONS: dict[str, RolePermissions] = {
             STORAGE_ROLES,
         ),
         RolePermissions(
+            "roles/storage.objectCreator",
+            frozenset(
+                {
+                    "storage.objects.create",
+                    "storage.multipartUploads.abort",
+                    "storage.multipartUploads.create",
+                    "storage.multipartUploads.listParts",
+                    "storage.folders.create",
+                    "storage.managedFolders.create",
+                }
+            )
+            | _PROJECT_READ,
+            STORAGE_ROLES,
+        ),
+        RolePermissions(
             "roles/storage.objectUser",
             frozenset(
                 {

@@ -8,7 +8,12 @@ from __future__ import annotations
 import json
 from typing import Literal, NamedTuple
 
-from edgefleet.kernel.contracts.layout import FLEET_DEVICES_PREFIX, FLEET_REVOKED_PREFIX
+from edgefleet.kernel.contracts.layout import (
+    FLEET_DEVICES_PREFIX,
+    FLEET_ENROL_REQUESTS_PREFIX,
+    FLEET_ENROL_TOKENS_PREFIX,
+    FLEET_REVOKED_PREFIX,
+)
 
 COMPONENT_PREFIX = "edgefleet"
 
@@ -25,7 +30,13 @@ ROLE_PUBSUB_SUBSCRIBER = "roles/pubsub.subscriber"
 ROLE_PUBSUB_VIEWER = "roles/pubsub.viewer"
 ROLE_STORAGE_OBJECT_VIEWER = "roles/storage.objectViewer"
 ROLE_STORAGE_OBJECT_USER = "roles/storage.objectUser"
+# Create only (no get, no delete: it cannot replace or remove an object, its own included): the devices' enrolment
+# requests, conditioned on their prefix.
+ROLE_STORAGE_OBJECT_CREATOR = "roles/storage.objectCreator"
 ROLE_MONITORING_METRIC_WRITER = "roles/monitoring.metricWriter"
+# Cloud SQL has no instance-level IAM: both are bound on the project, conditioned on the fleet state's instance.
+ROLE_CLOUDSQL_CLIENT = "roles/cloudsql.client"  # connect through the Auth Proxy (cloudsql.instances.connect)
+ROLE_CLOUDSQL_INSTANCE_USER = "roles/cloudsql.instanceUser"  # log in by IAM database authentication
 ROLE_BIGQUERY_DATA_EDITOR = "roles/bigquery.dataEditor"
 # Lets a federated identity (a device's X.509 certificate through the Workload Identity pool) act as a service
 # account: granted on the device service account alone.
@@ -46,6 +57,7 @@ API_STORAGE = "storage.googleapis.com"
 API_IAM = "iam.googleapis.com"  # service accounts
 API_RESOURCE_MANAGER = "cloudresourcemanager.googleapis.com"  # project-level IAM members
 API_MONITORING = "monitoring.googleapis.com"
+API_SQLADMIN = "sqladmin.googleapis.com"  # the optional Cloud SQL fleet state
 API_BIGQUERY = "bigquery.googleapis.com"  # only with the BigQuery export
 API_SERVICE_USAGE = "serviceusage.googleapis.com"
 API_STS = "sts.googleapis.com"  # devices exchange their certificate for a federated token
@@ -63,12 +75,16 @@ API_OF_MODULE: dict[str, str] = {
     "projects": API_RESOURCE_MANAGER,
     "monitoring": API_MONITORING,
     "bigquery": API_BIGQUERY,
+    "sql": API_SQLADMIN,
 }
 
 
 # The registry's fleet records (device keys, revocations): all the monitor reads there.
 FLEET_RECORDS_PREFIX = "fleet/"
-if not all(prefix.startswith(FLEET_RECORDS_PREFIX) for prefix in (FLEET_DEVICES_PREFIX, FLEET_REVOKED_PREFIX)):
+# Where devices file their enrolment requests (edgefleet-agent enrol, create-only): the one place they write.
+ENROL_REQUESTS_OBJECT_PREFIX = f"{FLEET_ENROL_REQUESTS_PREFIX}/"
+if not all(prefix.startswith(FLEET_RECORDS_PREFIX) for prefix in (
+        FLEET_DEVICES_PREFIX, FLEET_REVOKED_PREFIX, FLEET_ENROL_REQUESTS_PREFIX, FLEET_ENROL_TOKENS_PREFIX)):
     raise RuntimeError("the registry's fleet records moved out of fleet/: update FLEET_RECORDS_PREFIX")
 
 GrantTarget = Literal["telemetry_topic", "monitor_subscription", "registry_bucket", "project"]
@@ -93,6 +109,13 @@ class FleetGrant(NamedTuple):
 FLEET_GRANTS: tuple[FleetGrant, ...] = (
     FleetGrant(DEVICE_ACCOUNT_ROLE, ROLE_PUBSUB_PUBLISHER, "telemetry_topic", "device-publishes-telemetry"),
     FleetGrant(DEVICE_ACCOUNT_ROLE, ROLE_STORAGE_OBJECT_VIEWER, "registry_bucket", "device-reads-registry"),
+    # Devices behind NAT enrol by a one-time token (issue 23 item 4): each files one request, create-only
+    # (ifGenerationMatch=0), under fleet/enrol-requests/ and nowhere else.
+    FleetGrant(DEVICE_ACCOUNT_ROLE, ROLE_STORAGE_OBJECT_CREATOR, "registry_bucket", "device-files-enrol-requests",
+               object_prefix=ENROL_REQUESTS_OBJECT_PREFIX),
+    # The whole bucket: model versions and channels (models/), agent releases and their channels (agent/), and,
+    # as the edgefleet-enrol pool's identity (deploy-agent, enrol-approve), the fleet records: device keys and
+    # revocations, the one-time tokens (fleet/enrol-tokens/, burnt by compare-and-swap) and the requests it reads.
     FleetGrant(PIPELINE_ACCOUNT_ROLE, ROLE_STORAGE_OBJECT_USER, "registry_bucket", "pipeline-writes-registry"),
     FleetGrant(MONITOR_ACCOUNT_ROLE, ROLE_PUBSUB_SUBSCRIBER, "monitor_subscription", "monitor-consumes-telemetry"),
     FleetGrant(MONITOR_ACCOUNT_ROLE, ROLE_PUBSUB_VIEWER, "monitor_subscription", "monitor-checks-subscription"),
@@ -102,6 +125,38 @@ FLEET_GRANTS: tuple[FleetGrant, ...] = (
     FleetGrant(MONITOR_ACCOUNT_ROLE, ROLE_STORAGE_OBJECT_VIEWER, "registry_bucket", "monitor-reads-device-keys",
                object_prefix=FLEET_RECORDS_PREFIX),
 )
+
+
+# With `fleetState` (Cloud SQL): the monitor connects to and logs in to that one instance. Not in FLEET_GRANTS (they
+# exist only when the stack has the instance): `fleet_grants(with_fleet_state)` is the full list then.
+FLEET_STATE_GRANTS: tuple[FleetGrant, ...] = (
+    FleetGrant(MONITOR_ACCOUNT_ROLE, ROLE_CLOUDSQL_CLIENT, "project", "monitor-connects-fleet-state"),
+    FleetGrant(MONITOR_ACCOUNT_ROLE, ROLE_CLOUDSQL_INSTANCE_USER, "project", "monitor-logs-in-fleet-state"),
+)
+FLEET_STATE_ROLES = frozenset(grant.role for grant in FLEET_STATE_GRANTS)
+FLEET_STATE_PORT = 5432  # where the monitor's Cloud SQL Auth Proxy listens (on 127.0.0.1)
+
+
+def fleet_grants(with_fleet_state: bool) -> tuple[FleetGrant, ...]:
+    """Every grant the program makes for a stack with or without the Cloud SQL fleet state."""
+    return FLEET_GRANTS + (FLEET_STATE_GRANTS if with_fleet_state else ())
+
+
+def fleet_state_instance_name(fleet_name: str) -> str:
+    """The Cloud SQL instance of the fleet state."""
+    return f"{fleet_name}-fleet-state"
+
+
+def cloudsql_instance_condition(project: str, instance: str) -> str:
+    """The CEL expression limiting a project-level Cloud SQL role to one instance."""
+    return (f"resource.name == {json.dumps(f'projects/{project}/instances/{instance}')} && "
+            f"resource.service == \"sqladmin.googleapis.com\"")
+
+
+def cloudsql_iam_user(email: str) -> str:
+    """The database user of a service account under IAM database authentication: its email without
+    `.gserviceaccount.com` (PostgreSQL's 63-byte name limit)."""
+    return email.removesuffix(".gserviceaccount.com")
 
 
 def object_prefix_condition(bucket: str, prefix: str) -> str:

@@ -37,6 +37,12 @@ class StackOutputs(BaseModel):
         "the X.509 provider device certificates authenticate through (absent with devices.credentials: key)",
     )
     bigquery_table: str | None = Field(default=None, description="project.dataset.table when exported")
+    fleet_state_connection_name: str | None = Field(
+        default=None, description="project:region:instance of the Cloud SQL fleet state (with fleetState): the "
+        "Cloud SQL Auth Proxy's argument")
+    fleet_state_database: str | None = Field(default=None, description="the fleet state's database")
+    fleet_state_user: str | None = Field(default=None, description="the monitor's IAM database user")
+    fleet_state_private_ip: bool | None = Field(default=None, description="the instance has only a private IP")
 
 
 OUTPUT_KEYS: tuple[str, ...] = tuple(StackOutputs.model_fields)

@@ -18,13 +18,21 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from edgefleet.infra.dashboard import BUILTIN_METRICS, metric_types_in
-from edgefleet.infra.names import ROLE_MONITORING_METRIC_WRITER, ROLE_PUBSUB_PUBLISHER, ROLE_PUBSUB_SUBSCRIBER
+from edgefleet.infra.names import (
+    FLEET_STATE_ROLES,
+    ROLE_MONITORING_METRIC_WRITER,
+    ROLE_PUBSUB_PUBLISHER,
+    ROLE_PUBSUB_SUBSCRIBER,
+)
 from edgefleet.kernel.errors import ConfigError
 from edgefleet.kernel.metrics import METRICS_BY_TYPE
 
 PUBLIC_MEMBERS = frozenset({"allUsers", "allAuthenticatedUsers"})
 PRIMITIVE_ROLES = frozenset({"roles/owner", "roles/editor", "roles/viewer"})
 PROJECT_ROLES_ALLOWED = frozenset({ROLE_MONITORING_METRIC_WRITER})
+# Cloud SQL has no instance-level IAM: its roles are bound on the project, allowed only with an IAM condition
+# (the program's names the fleet state's instance).
+PROJECT_ROLES_CONDITIONED = FLEET_STATE_ROLES
 MIN_DEAD_LETTER_ATTEMPTS = 5
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # how Pulumi writes a value unknown at preview
 PUBSUB_SERVICE_AGENT = re.compile(r"^serviceAccount:service-\d+@gcp-sa-pubsub\.iam\.gserviceaccount\.com$")
@@ -166,6 +174,7 @@ def check_project_roles(
         )
         for binding in iam_bindings(resources)
         if binding.scope.startswith("projects/") and binding.role not in allowed
+        and not (binding.role in PROJECT_ROLES_CONDITIONED and binding.resource.inputs.get("condition"))
     ]
 
 

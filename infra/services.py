@@ -32,7 +32,15 @@ import pulumi_gcp as gcp
 import pulumiverse_time
 
 from edgefleet.infra.component import Component, ComponentArgs
-from edgefleet.infra.names import API_BIGQUERY, API_PUBSUB, API_RESOURCE_MANAGER, CORE_APIS, X509_APIS, member
+from edgefleet.infra.names import (
+    API_BIGQUERY,
+    API_PUBSUB,
+    API_RESOURCE_MANAGER,
+    API_SQLADMIN,
+    CORE_APIS,
+    X509_APIS,
+    member,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,16 +51,19 @@ class ServicesArgs(ComponentArgs):
         project: Google Cloud project id.
         bigquery: Also enable the BigQuery API (the optional telemetry export).
         x509_devices: Also enable STS and IAM Credentials (devices exchanging their certificates).
+        fleet_state: Also enable the Cloud SQL Admin API (the optional Cloud SQL fleet state).
         api_wait_seconds: How long everything waits after the APIs are enabled.
     """
 
     bigquery: bool = False
     x509_devices: bool = False
+    fleet_state: bool = False
     api_wait_seconds: int = 60
 
     @property
     def apis(self) -> tuple[str, ...]:
-        return CORE_APIS + ((API_BIGQUERY,) if self.bigquery else ()) + (X509_APIS if self.x509_devices else ())
+        return (CORE_APIS + ((API_BIGQUERY,) if self.bigquery else ()) + (X509_APIS if self.x509_devices else ())
+                + ((API_SQLADMIN,) if self.fleet_state else ()))
 
 
 class ProjectServices(Component):

@@ -91,6 +91,11 @@ class GcpMocks(pulumi.runtime.Mocks):
             resource_id = (f"projects/{self.project_number}/locations/global/workloadIdentityPools/"
                            f"{state['workloadIdentityPoolId']}/providers/{state['workloadIdentityPoolProviderId']}")
             state.update(name=resource_id, state="ACTIVE")
+        elif kind == "DatabaseInstance":  # Cloud SQL computes the connection name (project:region:instance)
+            resource_id = state["name"]
+            state.update(connectionName=f"{project}:{state['region']}:{state['name']}",
+                         selfLink=f"https://sqladmin.googleapis.com/sql/v1beta4/projects/{project}/instances/"
+                         f"{state['name']}")
         elif kind == "Dataset":
             resource_id = f"projects/{project}/datasets/{state['datasetId']}"
         elif kind == "Table":

@@ -69,6 +69,7 @@ from edgefleet.flows.deploy_agent.privileged import (
     sudo_password,
     sudoers_rule,
 )
+from edgefleet.flows.deploy_agent.selfupdate import agent_program, current_link_command, install_updater
 from edgefleet.flows.deploy_agent.service import (
     ServiceSpec,
     env_file_text,
@@ -217,6 +218,7 @@ def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgen
                           "&& pwd -P").stdout.strip()
     config_dir = _config_dir(connection, params, device, root)
     venv, uploaded, install_note = _install_venv(connection, params, wheel)
+    connection.run(current_link_command(params.install_dir))  # the services start current/bin/edgefleet-agent
     q = shlex.quote
     config_path = f"{config_dir}/agent.yaml"
     ring = install_keyring(connection, config_dir, release_key)  # before the config naming it: never a gap
@@ -239,6 +241,7 @@ def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgen
         connection.run(f"visudo -cqf {q(rule_path)} || {{ rm -f {q(rule_path)}; exit 1; }}")
     pid, note = _restart(connection, params, spec)
     _wait_running(connection, params, device, spec, pid)
+    note += install_updater(connection, params, spec, config_dir=config_dir, public_key=ring, check_unit=check_unit)
     return DeployResult(device_id=device.id, ok=True, pid=pid, wheel_uploaded=uploaded, device_key_id=device_key_id,
                         detail=f"running (pid {pid}, {params.service_manager}{note}, config {config_path})"
                         f"{install_note}")
@@ -247,9 +250,8 @@ def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgen
 def agent_service_spec(params: DeployAgentParams, device: DeviceSpec, root: str, config_dir: str) -> ServiceSpec:
     """The agent's service: it writes only `root`; its env file (and the process manager's pid and log files),
     which root reads, are in the root-owned `config_dir`."""
-    venv = f"{params.install_dir}/venv"
     return ServiceSpec(name=params.service.name, **params.restart_settings,
-                       command=(f"{venv}/bin/edgefleet-agent", "run", "--config", f"{config_dir}/agent.yaml"),
+                       command=(agent_program(params.install_dir), "run", "--config", f"{config_dir}/agent.yaml"),
                        user=params.agent_user or device.user, state_dir=root, service_dir=config_dir,
                        environment=params.environment, description=f"edgefleet device agent ({device.id})",
                        device_classes=device_access(source_kind(params.agent)).device_classes)

@@ -12,6 +12,7 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edgefleet.flows.deploy_agent.selfupdate import SelfUpdateParams
 from edgefleet.flows.deploy_agent.service import ServiceManager, ServiceManagerName, SystemdService
 from edgefleet.flows.registry import EnrolmentKeyParams
 from edgefleet.flows.rollout.device_values import (
@@ -121,6 +122,9 @@ class DeployAgentParams(BaseModel):
         default=DEFAULT_AGENT_USER, description="the system user created to run the agent (unprivileged: it cannot "
         "write its config or trust anchor). null runs the agent as the SSH login user, an explicit choice. Put the "
         "same in fleet.yaml's agent_user")
+    self_update: SelfUpdateParams | None = Field(
+        default=None, description="opt-in: install the root updater (edgefleet-agent self-update) and its systemd "
+        "timer, pulling signed agent releases of this channel from `registry`, e.g. {channel: stable, interval: 1h}")
     sudo_password_secret: str | None = Field(
         default=None, description="Prefect Secret block with the sudo password of non-root logins; None: "
                                   "passwordless sudo")

@@ -240,11 +240,28 @@ def test_the_monitor_reading_the_whole_registry_is_reported_as_wider_than_the_pr
 
 
 def test_a_conditional_binding_read_from_the_bucket_policy_matches_the_programs_grant() -> None:
-    [grant] = [grant for grant in FLEET_GRANTS if grant.object_prefix]
-    expression = expected_role(grant, OUTPUTS).split(" if ", 1)[1]
-    read = role_members([{"role": grant.role, "members": ["serviceAccount:m"],
-                          "condition": {"title": "only fleet/", "expression": expression}}])
-    assert read == {expected_role(grant, OUTPUTS): frozenset({"serviceAccount:m"})}
+    conditioned = [grant for grant in FLEET_GRANTS if grant.object_prefix]
+    assert {grant.name for grant in conditioned} == {"monitor-reads-device-keys", "device-files-enrol-requests"}
+    for grant in conditioned:
+        expression = expected_role(grant, OUTPUTS).split(" if ", 1)[1]
+        read = role_members([{"role": grant.role, "members": ["serviceAccount:m"],
+                              "condition": {"title": f"only {grant.object_prefix}", "expression": expression}}])
+        assert read == {expected_role(grant, OUTPUTS): frozenset({"serviceAccount:m"})}
+
+
+def test_a_device_without_its_enrolment_request_grant_or_with_it_bucket_wide_is_reported() -> None:
+    """Issue 23 item 4: devices file enrolment requests create-only under fleet/enrol-requests/ and nowhere else."""
+    device = f"serviceAccount:{OUTPUTS.device_service_account}"
+    [grant] = [grant for grant in FLEET_GRANTS if grant.name == "device-files-enrol-requests"]
+    assert grant.role == "roles/storage.objectCreator" and grant.object_prefix == "fleet/enrol-requests/"
+    conditioned = expected_role(grant, OUTPUTS)
+    assert conditioned.startswith('roles/storage.objectCreator if resource.name.startsWith("projects/_/buckets/')
+    result, *_ = check_identity_roles(_grants_as_policies(drop=("device", grant.role)), OUTPUTS)
+    assert not result.ok and f"missing {conditioned} on the registry bucket" in result.detail
+    wide = _grants_as_policies(drop=("device", grant.role),
+                               extra={"registry_bucket": {"roles/storage.objectCreator": {device}}})
+    result, *_ = check_identity_roles(wide, OUTPUTS)
+    assert not result.ok and "extra roles/storage.objectCreator on the registry bucket" in result.detail
 
 
 class Subscriber:

@@ -14,9 +14,12 @@ Before this issue the monitor's start-up `GetSubscription` (pubsub.subscriptions
 
 from __future__ import annotations
 
+import platform
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ import pytest
 import requests
 from google.cloud import pubsub_v1, storage
 
+from edgefleet.device.enrol import file_request
 from edgefleet.device.identity import sign_telemetry
 from edgefleet.device.pull import pull_channel_once
 from edgefleet.device.registry import GcsRegistryReader
@@ -36,11 +40,14 @@ from edgefleet.device.telemetry.health import read_health
 from edgefleet.device.telemetry.sinks import PubSubSink
 from edgefleet.device.telemetry.spool import SpoolEntry
 from edgefleet.flows.registry import GcsRegistryWriter, register_device_key
+from edgefleet.flows.registry.enrolment import approve_requests, create_token
+from edgefleet.flows.release.agent import promote_agent, publish_agent
 from edgefleet.flows.release.bundle import create_version_dir
 from edgefleet.infra.__main__ import build
 from edgefleet.infra.iam_conformance import VIA_FAKE, VIA_GRPC, VIA_HTTP, ApiCall, CallRecorder, check_conformance
 from edgefleet.infra.iam_table import METHOD_PERMISSIONS, ROLE_PERMISSIONS
 from edgefleet.infra.policy import iam_bindings
+from edgefleet.infra.pools import ENROL_POOL, POOL_IDENTITY
 from edgefleet.infra.testing import PROJECT, StackRun, run_program, stack_config
 from edgefleet.kernel.contracts import layout
 from edgefleet.kernel.contracts.manifest import Quantization, TensorSpec
@@ -159,6 +166,19 @@ def _run_pipeline(registry: GcsRegistryWriter, tmp_path: Path, keys: tuple[Any, 
     registry.verify_version(MODEL, pointer.version, keys[1])
 
 
+def _run_agent_release(registry: GcsRegistryWriter, tmp_path: Path, release_key: Any) -> None:
+    """`edgefleet registry agent publish` and `promote` (the release key's, the pipeline identity)."""
+    from edgefleet.flows.deploy_agent.locks import lock_name
+    from tests.device.selfupdate.agent_release import build_wheel
+
+    lock = tmp_path / "locks" / lock_name(f"{sys.version_info[0]}.{sys.version_info[1]}", platform.machine())
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text("# no dependencies\n")
+    wheel = build_wheel(tmp_path / "wheels", "1.4.0", "running")
+    publish_agent(registry, wheel, "1.4.0", signing_key=release_key, locks=[lock])
+    promote_agent(registry, "1.4.0", "stable", signing_key=release_key, by="release", now=datetime.now(UTC))
+
+
 def _run_device(registry: GcsRegistryReader, tmp_path: Path, public_file: Path, device_key: Any) -> None:
     """The agent's telemetry publisher and a pull-mode round, as on a device."""
     root = tmp_path / "agent-root"
@@ -234,9 +254,17 @@ def test_every_call_of_every_identity_is_granted_and_every_grant_is_used(
     with recorder.as_identity("pipeline"):  # release-model, rollout, deploy-agent: the edgefleet-pipeline pool
         _run_pipeline(registry, tmp_path, (private_key, public_file))
         register_device_key(registry, "cam-1", device_key.public_key(), enrolment_key=enrolment, by="deploy-agent")
+        _run_agent_release(registry, tmp_path, private_key)
+        token, _ = create_token(registry, "cam-2", enrolment_key=enrolment, now=datetime.now(UTC),
+                                lifetime=timedelta(hours=1))
     with recorder.as_identity("device"):
-        _run_device(GcsRegistryReader(cloud["bucket"], client=storage.Client(project=PROJECT)), tmp_path, public_file,
-                    device_key)
+        device_view = GcsRegistryReader(cloud["bucket"], client=storage.Client(project=PROJECT))
+        _run_device(device_view, tmp_path, public_file, device_key)
+        filed = file_request(device_view, tmp_path / "cam-2-root", "cam-2", str(token))  # edgefleet-agent enrol
+        assert not filed.already_filed
+    with recorder.as_identity(POOL_IDENTITY[ENROL_POOL]):  # enrol-approve, as the edgefleet-enrol pool's worker
+        [approval] = approve_requests(registry, enrolment_key=enrolment, now=datetime.now(UTC))
+        assert approval.enrolled, approval.detail
     with recorder.as_identity("monitor"):  # fleet-monitor: the edgefleet-monitor pool
         _run_monitor(recorder, tmp_path, registry.uri,
                      save_public_key(enrolment_public, tmp_path / "keys" / "fleet-enrolment.pub"))
@@ -252,6 +280,11 @@ def test_every_call_of_every_identity_is_granted_and_every_grant_is_used(
     assert ("monitor", "google.monitoring.v3.MetricService/CreateTimeSeries", VIA_FAKE) in methods
     assert ("monitor", "storage.objects.list", VIA_HTTP) in methods  # the device keys
     # ... and only them: every object the monitor touches is under fleet/, which its conditioned grant allows.
+    # The device writes only its enrolment request, create-only (an upload with ifGenerationMatch=0).
+    device_writes = {(call.method, call.object_name) for call in recorder.calls
+                     if call.identity == "device" and call.method.startswith("storage.objects.insert")}
+    assert [method for method, _ in device_writes] == ["storage.objects.insert"], device_writes
+    assert all(name.startswith("fleet/enrol-requests/") for _, name in device_writes), device_writes
     monitor_objects = {call.object_name for call in recorder.calls
                        if call.identity == "monitor" and call.method.startswith("storage.objects.")}
     assert monitor_objects and all(name.startswith("fleet/") for name in monitor_objects), monitor_objects
@@ -279,6 +312,7 @@ def _calls_granting_everything(bucket: str) -> list[ApiCall]:
     return [
         ApiCall("device", "google.pubsub.v1.Publisher/Publish", TOPIC, VIA_GRPC),
         ApiCall("device", "storage.objects.get", bucket, VIA_HTTP),
+        ApiCall("device", "storage.objects.insert", bucket, VIA_HTTP, "fleet/enrol-requests/t1/k1.json"),
         ApiCall("pipeline", "storage.objects.insert[overwrite]", bucket, VIA_HTTP),
         ApiCall("monitor", "google.pubsub.v1.Subscriber/GetSubscription", SUBSCRIPTION, VIA_GRPC),
         ApiCall("monitor", "google.pubsub.v1.Subscriber/StreamingPull", SUBSCRIPTION, VIA_GRPC),
@@ -391,6 +425,43 @@ def test_the_monitor_reading_outside_the_fleet_records_is_caught(stack: StackRun
     assert f"monitor calls {method} on bucket {bucket} ({what} {object_name!r})" in violation.message
 
 
+@pytest.mark.parametrize(("method", "object_name"), [
+    ("storage.objects.insert", "fleet/devices/cam-1.json"),  # its own key record: only the enrolment key writes it
+    ("storage.objects.insert", "fleet/enrol-tokens/t1.json"),  # planting a token
+    ("storage.objects.insert", "models/birds/channels/stable.json"),
+    ("storage.objects.insert", "fleet/enrol-requestsX/t1/k1.json"),  # a prefix that only looks like it
+    ("storage.objects.insert[overwrite]", "fleet/enrol-requests/t1/k1.json"),  # replacing a filed request
+    ("storage.objects.delete", "fleet/enrol-requests/t1/k1.json"),
+])
+def test_a_device_writing_anything_but_a_new_enrolment_request_is_caught(stack: StackRun, method: str,
+                                                                         object_name: str) -> None:
+    """Issue 23 item 4: the device's write grant is objectCreator (create only) conditioned on
+    fleet/enrol-requests/."""
+    bucket = stack.outputs["registry_bucket"]
+    calls = [*_calls_granting_everything(bucket), ApiCall("device", method, bucket, VIA_HTTP, object_name)]
+    [violation] = check_conformance(calls, iam_bindings(stack.resources), _members(stack))
+    assert f"device calls {method} on bucket {bucket}" in violation.message
+
+
+def test_the_enrol_pool_identity_handles_tokens_and_requests_and_the_pipeline_writes_agent_releases(
+        stack: StackRun) -> None:
+    """enrol-approve (the edgefleet-enrol pool's identity) reads requests, burns tokens by compare-and-swap and
+    writes key records; `registry agent publish/promote` writes agent/ (as the pipeline identity)."""
+    from edgefleet.infra.pools import ENROL_POOL, POOL_IDENTITY
+
+    identity = POOL_IDENTITY[ENROL_POOL]
+    bucket = stack.outputs["registry_bucket"]
+    calls = [*_calls_granting_everything(bucket),
+             ApiCall(identity, "storage.objects.list", bucket, VIA_HTTP, "fleet/enrol-requests/"),
+             ApiCall(identity, "storage.objects.get", bucket, VIA_HTTP, "fleet/enrol-requests/t1/k1.json"),
+             ApiCall(identity, "storage.objects.get", bucket, VIA_HTTP, "fleet/enrol-tokens/t1.json"),
+             ApiCall(identity, "storage.objects.insert[overwrite]", bucket, VIA_HTTP, "fleet/enrol-tokens/t1.json"),
+             ApiCall(identity, "storage.objects.insert", bucket, VIA_HTTP, "fleet/devices/cam-1.json"),
+             ApiCall("pipeline", "storage.objects.insert", bucket, VIA_HTTP, "agent/1.4.0/agent-manifest.json"),
+             ApiCall("pipeline", "storage.objects.insert[overwrite]", bucket, VIA_HTTP, "agent/channels/stable.json")]
+    assert check_conformance(calls, iam_bindings(stack.resources), _members(stack)) == []
+
+
 def test_the_device_reads_the_whole_registry_unconditioned(stack: StackRun) -> None:
     bucket = stack.outputs["registry_bucket"]
     calls = [*_calls_granting_everything(bucket),
@@ -406,3 +477,18 @@ def test_each_recorded_flow_runs_as_the_identity_of_its_work_pool() -> None:
 
     for identity, deployments in EXERCISED_DEPLOYMENTS.items():
         assert {DEPLOYMENT_IDENTITY[name] for name in deployments} == {identity}
+
+
+def test_an_uploads_object_name_is_read_from_its_metadata_part() -> None:
+    """A multipart upload names its object in the body's JSON part, not in the URL: a conditioned create grant is
+    judged on that name."""
+    from edgefleet.infra.iam_conformance import storage_method
+
+    url = "http://gcs/upload/storage/v1/b/reg/o?uploadType=multipart&ifGenerationMatch=0"
+    body = (b'--==0==\r\ncontent-type: application/json; charset=UTF-8\r\n\r\n'
+            b'{"name": "fleet/enrol-requests/t1/k\\"1.json", "contentType": "application/json"}\r\n'
+            b'--==0==\r\ncontent-type: application/json\r\n\r\n{"name": "not this"}\r\n--==0==--')
+    assert storage_method("POST", url, body) == ("storage.objects.insert", "reg", 'fleet/enrol-requests/t1/k"1.json')
+    assert storage_method("POST", url.replace("&ifGenerationMatch=0", ""), body)[0] == \
+        "storage.objects.insert[overwrite]"
+    assert storage_method("POST", url + "&name=a/b", body)[2] == "a/b"

@@ -66,19 +66,28 @@ def test_every_grant_goes_to_a_fleet_account_or_the_pubsub_agent(default_stack: 
     assert all(member.endswith(f"@{PROJECT}.iam.gserviceaccount.com") for member in expected - {PUBSUB_AGENT})
 
 
-def test_device_account_publishes_telemetry_and_reads_the_registry_only(default_stack: StackRun) -> None:
+def test_device_account_publishes_telemetry_reads_the_registry_and_files_enrolment_requests_only(
+        default_stack: StackRun) -> None:
     grants = _grants(default_stack, _account(default_stack, "device"))
     assert grants == {
         ("pubsub/topicIAMMember", "roles/pubsub.publisher", layout.TELEMETRY_TOPIC),
         ("storage/bucketIAMMember", "roles/storage.objectViewer", default_stack.outputs["registry_bucket"]),
+        ("storage/bucketIAMMember", "roles/storage.objectCreator", default_stack.outputs["registry_bucket"]),
     }
 
 
-def test_device_account_cannot_write_the_registry(default_stack: StackRun) -> None:
+def test_device_account_cannot_write_the_registry_beyond_creating_enrolment_requests(default_stack: StackRun) -> None:
+    """Its one write grant (issue 23 item 4) is create-only (objectCreator: no delete, so no overwrite) and
+    conditioned on fleet/enrol-requests/."""
+    from edgefleet.infra.names import object_prefix_condition
+
     device = _account(default_stack, "device")
-    roles = {binding.role for binding in iam_bindings(default_stack.resources) if binding.member == device}
-    assert roles, "the device account has no grant at all"
-    assert not roles & STORAGE_WRITE_PERMISSION_ROLES
+    bindings = [binding for binding in iam_bindings(default_stack.resources) if binding.member == device]
+    assert bindings, "the device account has no grant at all"
+    writes = [binding for binding in bindings if binding.role in STORAGE_WRITE_PERMISSION_ROLES]
+    assert [binding.role for binding in writes] == ["roles/storage.objectCreator"]
+    assert writes[0].resource.inputs["condition"]["expression"] == object_prefix_condition(
+        default_stack.outputs["registry_bucket"], "fleet/enrol-requests/")
 
 
 def test_pipeline_account_writes_the_registry_and_nothing_else(default_stack: StackRun) -> None:
@@ -98,9 +107,10 @@ def test_monitor_account_consumes_and_checks_its_subscription_and_writes_metrics
     }
 
 
-def _bucket_grant(stack: StackRun, role: str) -> dict:
+def _bucket_grant(stack: StackRun, role: str, bucket_role: str | None = None) -> dict:
     [record] = [binding.resource for binding in iam_bindings(stack.resources)
-                if binding.member == _account(stack, role) and binding.scope == "storage/bucketIAMMember"]
+                if binding.member == _account(stack, role) and binding.scope == "storage/bucketIAMMember"
+                and bucket_role in (None, binding.role)]
     return record.inputs
 
 
@@ -116,7 +126,7 @@ def test_the_monitor_reads_only_the_fleet_records_of_the_registry(default_stack:
     assert condition["title"]
     assert layout.FLEET_DEVICES_PREFIX.startswith("fleet/") and layout.FLEET_REVOKED_PREFIX.startswith("fleet/")
     # Devices and the pipeline read (and write) models and pointers all over the bucket: no condition.
-    assert "condition" not in _bucket_grant(default_stack, "device")
+    assert "condition" not in _bucket_grant(default_stack, "device", "roles/storage.objectViewer")
     assert "condition" not in _bucket_grant(default_stack, "pipeline")
 
 
