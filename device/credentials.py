@@ -50,7 +50,7 @@ def load_device_credentials(path: Path) -> Any:
     except auth_errors.GoogleAuthError as error:  # an X.509 federation config exchanges its certificate at load
         raise CredentialsError(
             f"credentials_file {path}: the token exchange failed ({type(error).__name__}: {error})",
-            "check the device's network path to sts.googleapis.com, that its certificate (certificate_config) is "
+            "check the device's network path to sts.mtls.googleapis.com, that its certificate (certificate_config) is "
             "signed by the fleet CA the workload identity provider trusts and not expired, and the provider named "
             "in the file's audience (infra/README.md, section 8)") from error
     return credentials

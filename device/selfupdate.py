@@ -273,11 +273,13 @@ def run_once(config: UpdaterConfig, registry: RegistryReader, *, runner: Runner 
     version_dir = config.install_dir / "versions" / pointer.version
     _manifest, wheel, lock = fetch_release(registry, config.public_key, pointer, version_dir / "dist")
     target = install_release(runner, config, pointer.version, wheel, lock)
+    before = _status(config.status_file)
     now = clock()
     pending = Pending(version=pointer.version, manifest_sha256=pointer.manifest_sha256, target=target,
                       previous_target=current_target(config.install_dir), switched_at=now,
                       deadline=now + timedelta(seconds=config.health_timeout_s),
-                      channel_after=accepted(state.channel, pointer))
+                      channel_after=accepted(state.channel, pointer),
+                      ran_model=before is not None and before.version is not None)
     state = state.model_copy(update={"pending": pending})
     save_state(config.install_dir, state)  # before the link moves: a killed updater resumes the verdict
     switch_current(config.install_dir, target)

@@ -41,6 +41,9 @@ class Pending(BaseModel):
     switched_at: datetime
     deadline: datetime
     channel_after: ChannelRecord = Field(description="the channel record once this version is kept")
+    ran_model: bool = Field(default=False, description="the agent before the switch ran a model version: the "
+                            "new one is healthy only once it runs one too (an agent that comes up `running` "
+                            "but cannot open any model would otherwise be kept)")
 
 
 class UpdaterState(BaseModel):
@@ -80,10 +83,12 @@ def version_target(version: str) -> str:
 
 def health(status: AgentStatus | None, pending: Pending, now: datetime, *, fresh_within: timedelta) -> HealthVerdict:
     """Whether the agent started after the switch came up: `running`, started after `switched_at`, its status
-    written within `fresh_within`. `unhealthy` once the deadline passed without that (or it says `failed`). Pure."""
+    written within `fresh_within`, and running a model version when the agent before it did. `unhealthy` once the
+    deadline passed without that (or it says `failed`). Pure."""
     started_after = status is not None and _aware(status.started_at) >= pending.switched_at
     if started_after and status is not None:
-        if status.state == "running" and now - _aware(status.updated_at) <= fresh_within:
+        runs_a_model = status.version is not None or not pending.ran_model
+        if status.state == "running" and runs_a_model and now - _aware(status.updated_at) <= fresh_within:
             return "healthy"
         if status.state == "failed":
             return "unhealthy"

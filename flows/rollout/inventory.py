@@ -5,7 +5,7 @@
       user: pi
       key_file: ~/.ssh/edgefleet_ed25519
       agent_root: /var/lib/edgefleet-agent
-      agent_command: /opt/edgefleet/venv/bin/edgefleet-agent
+      agent_command: /opt/edgefleet/current/bin/edgefleet-agent
       agent_user: edgefleet             # deploy-agent's agent_user (default edgefleet)
       config_dir: /opt/edgefleet/etc    # deploy-agent's config_dir: <config_dir>/<id>/agent.yaml, release key
       gateway: {host: bastion.example.com, user: ops}   # optional: reached through this bastion (ProxyJump)
@@ -42,8 +42,9 @@ from edgefleet.kernel.contracts.names import DeviceId
 from edgefleet.kernel.errors import ConfigError, describe_validation_error
 
 SECRET_KEYS = ("password", "passphrase", "secret", "key_passphrase")
-# deploy-agent's default install_dir (/opt/edgefleet) + venv/bin: tests/rollout/test_inventory_waves.py ties them.
-DEFAULT_AGENT_COMMAND = "/opt/edgefleet/venv/bin/edgefleet-agent"
+# deploy-agent's default install_dir (/opt/edgefleet) + current/bin (the link deploy-agent and the updater switch):
+# tests/rollout/test_inventory_waves.py ties them.
+DEFAULT_AGENT_COMMAND = "/opt/edgefleet/current/bin/edgefleet-agent"
 
 
 class _Strict(BaseModel):

@@ -54,4 +54,4 @@ def test_an_x509_federation_that_cannot_reach_sts_is_a_credentials_error_naming_
     with pytest.raises(CredentialsError) as raised:
         load_device_credentials(credentials)
     assert str(credentials) in raised.value.message and "token exchange failed" in raised.value.message
-    assert "sts.googleapis.com" in raised.value.fix and "fleet CA" in raised.value.fix
+    assert "sts.mtls.googleapis.com" in raised.value.fix and "fleet CA" in raised.value.fix

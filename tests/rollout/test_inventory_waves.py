@@ -156,4 +156,6 @@ def test_the_default_agent_command_is_where_deploy_agent_installs_it():
     (device, _) = parse_inventory(_doc()).devices
     install_dir = DeployAgentParams.model_fields["install_dir"].default
     assert posixpath.isabs(device.agent_command)
-    assert device.agent_command == posixpath.join(install_dir, "venv", "bin", "edgefleet-agent")
+    # through `current`, the link deploy-agent points at the venv it installs and the updater switches: after a
+    # self-update the device CLI is the running agent's, and sudo's rule (which names current/) still matches
+    assert device.agent_command == posixpath.join(install_dir, "current", "bin", "edgefleet-agent")

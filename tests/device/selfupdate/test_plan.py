@@ -90,3 +90,13 @@ def test_after_an_unhealthy_switch_the_release_is_refused_and_the_channel_record
 
 def test_only_versions_no_link_points_at_are_removed() -> None:
     assert removable_versions(["1.0.0", "1.1.0", "1.2.0"], {"1.2.0", "1.1.0"}) == ["1.0.0"]
+
+
+def test_an_agent_that_comes_up_without_the_model_its_predecessor_ran_is_not_kept() -> None:
+    ran = PENDING.model_copy(update={"ran_model": True})
+    no_model = status()  # running, but no model version open
+    with_model = status().model_copy(update={"model": "imagenet", "version": "1.0.0"})
+    assert health(no_model, ran, NOW + timedelta(seconds=10), fresh_within=FRESH) == "waiting"
+    assert health(no_model, ran, ran.deadline, fresh_within=FRESH) == "unhealthy"
+    assert health(with_model, ran, NOW + timedelta(seconds=10), fresh_within=FRESH) == "healthy"
+    assert health(no_model, PENDING, NOW + timedelta(seconds=10), fresh_within=FRESH) == "healthy"  # none before
