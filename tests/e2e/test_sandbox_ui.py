@@ -237,9 +237,10 @@ def test_release_and_rollout_from_the_ui_reach_every_device(sandbox: SandboxProc
 
     roots = sorted((sandbox.workdir / "fleet").glob("sim-*/agent-root"))
     assert len(roots) == DEVICES
-    for root in roots:  # deploy-agent's layout: the trust anchor in the root-owned config dir, not the agent root
-        assert not (root / "keys" / "release.pub").exists()
-        assert (sandbox.workdir / "opt" / "etc" / root.parent.name / "keys" / "release.pub").is_file()
+    for root in roots:  # deploy-agent's layout: the keyring in the root-owned config dir, not the agent root
+        assert not (root / "keys").exists()
+        ring = sandbox.workdir / "opt" / "etc" / root.parent.name / "keys" / "release.d"
+        assert [key.suffix for key in ring.iterdir()] == [".pub"]  # one release key, named by its key id
     assert {root.parent.name: ModelStore(root).pointer(MODEL, "current") for root in roots} == {
         f"sim-{n}": version for n in range(1, DEVICES + 1)}
 
