@@ -31,6 +31,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict
 
 from edgefleet.flows.registry import RegistryWriter, open_registry_writer
+from edgefleet.flows.registry.staged import partly_staged
 from edgefleet.flows.registry.trusted import require_followable
 from edgefleet.flows.release.keys import channel_signing_key
 from edgefleet.flows.rollout.inventory import Inventory, load_inventory
@@ -138,14 +139,14 @@ def channel_version(pointer: ChannelPointer) -> ChosenVersion:
             judged waves, and each pull-capable device's agent would move it back to its side.
     """
     stage = pointer.rollout
+    staged = partly_staged(pointer)
     if stage is None or stage.share_bp >= SHARE_BP_FULL:
         return ChosenVersion(pointer.version, pointer.downgrade, pointer.manifest_sha256)
-    if stage.share_bp == 0:
+    if staged is None:  # halted at 0 %: every device runs (or goes back to) what it replaces
         return ChosenVersion(stage.replaces, False, stage.replaces_manifest_sha256)
     raise ConfigError(
-        f"channel {pointer.channel} of {pointer.model} holds staged rollout {stage.id} of {pointer.version} at "
-        f"{stage.share_bp / 100:g} % of the fleet (the others stay on {stage.replaces}): an SSH rollout by channel "
-        "would push one version to every device, past the staged rollout's judged waves",
+        f"{staged}: an SSH rollout by channel would push one version to every device, past the staged rollout's "
+        "judged waves",
         f"finish or halt the staged rollout (edgefleet rollout pull -c PULL.yaml with rollout_id {stage.id}; see "
         f"edgefleet rollout show {stage.id}), or give the whole channel one version (edgefleet registry promote "
         f"{pointer.model} VERSION --channel {pointer.channel}), or roll out a version on purpose (edgefleet "

@@ -71,3 +71,25 @@ def test_a_rollout_by_version_is_not_affected(staged, local_registry: LocalRegis
     staged(100)
     params = _by_channel(local_registry, keys).model_copy(update={"version": "1.1.0"})
     assert resolve_version(local_registry, params).version == "1.1.0"
+
+
+# --- the path beside it: promote-canary ------------------------------------------------------------------
+
+
+def test_promote_canary_waits_while_either_channel_holds_a_staged_rollout(
+        staged, local_registry: LocalRegistryWriter, keys: Keys) -> None:
+    """promote-canary read the source's `version` and signed a plain pointer over the target: a canary channel
+    staged at 1 % was promoted to the whole stable channel, and a staged rollout on stable ended at 100 %
+    unjudged. Both now wait, naming the staged rollout."""
+    from edgefleet.flows.rollout.promote import promotion_pointers, staged_promotion_blocker
+
+    staged(100)  # stable: rollout birds-1.1.0 at 1 %
+    local_registry.promote("birds", "1.1.0", "canary", signing_key=keys.private)
+    source, target = promotion_pointers(local_registry, "birds", "canary", "stable", keys.public)
+    blocker = staged_promotion_blocker(source, target)
+    assert blocker is not None and "birds-1.1.0" in blocker and "edgefleet rollout pull" in blocker
+    as_source = staged_promotion_blocker(target, None)  # the staged channel promoted elsewhere
+    assert as_source is not None and "1 %" in as_source
+    staged(10_000)
+    source, target = promotion_pointers(local_registry, "birds", "canary", "stable", keys.public)
+    assert staged_promotion_blocker(source, target) is None  # complete: nothing in the way
