@@ -8,8 +8,8 @@ must not be able to replace its own code). One run (`run_once`):
 2. otherwise read `agent/channels/<channel>.json`, judge it with the models' channel rules (signature by the
    release keyring, counter, expiry, version floor: `edgefleet.device.channel.assess_pointer`), and on `install`:
    verify the manifest (sha256 the pointer names, a signature with the agent domain by the keyring key it names:
-   `edgefleet.device.agent_signature`), download the
-   wheel and this device's lock (sha256 and size checked), make `<install_dir>/versions/<v>/venv`
+   `edgefleet.device.agent_signature`), download the wheel and this device's lock (sha256 and size checked),
+   make `<install_dir>/versions/<v>/venv`
    (`pip --require-hashes` lock, then the wheel alone), write the pending switch, move `current` atomically
    (a new symlink renamed over it), restart the service, and judge as in 1.
 
@@ -319,7 +319,7 @@ def _unknown_pointer_key(ring: Keyring, pointer: ChannelPointer, source: str) ->
     except UnknownKeyError as error:
         return _waiting(error, ring)
     except VerificationError:
-        return None
+        return None  # a held key that does not verify: `assess_pointer` refuses it, naming why
     return None
 
 
