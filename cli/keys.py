@@ -66,7 +66,8 @@ def resign(
     registry_uri: str = RegistryOption,
 ) -> None:
     """Step 2: re-sign every channel pointer that verifies with RING by the new signing key, and add its
-    signature to the manifest each names (the manifest's bytes, and so its sha256, stay)."""
+    signature to the manifest each names (the manifest's bytes, and so its sha256, stay); the agent's channels
+    (agent/channels/) and the agent manifests they name too, shown as agent/<channel>."""
     import getpass
     from datetime import timedelta
 
@@ -94,8 +95,9 @@ def retire(
     key_id: str = typer.Argument(..., help="the id of the key to retire (edgefleet keys list RING)"),
     registry_uri: str = RegistryOption,
 ) -> None:
-    """Step 3: remove KEY_ID from RING, refused while a channel pointer or a manifest it names verifies with that
-    key only (re-sign first); then deploy-agent the keyring to remove it from the devices."""
+    """Step 3: remove KEY_ID from RING, refused while a channel pointer or a manifest it names (a model's or the
+    agent's own) verifies with that key only (re-sign first); then deploy-agent the keyring to remove it from the
+    devices."""
     from edgefleet.flows.registry.rotation import retire_key_file, retirement_blockers
     from edgefleet.kernel.errors import ConfigError
     from edgefleet.kernel.keyring import load_keyring

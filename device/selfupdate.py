@@ -6,11 +6,16 @@ must not be able to replace its own code). One run (`run_once`):
    (`selfupdate_plan.health`) until healthy or the deadline; unhealthy -> `current` back to the previous
    target, restart, the release refused from then on;
 2. otherwise read `agent/channels/<channel>.json`, judge it with the models' channel rules (signature by the
-   release key, counter, expiry, version floor: `edgefleet.device.channel.assess_pointer`), and on `install`:
-   verify the manifest (sha256 the pointer names, release-key signature with the agent domain), download the
-   wheel and this device's lock (sha256 and size checked), make `<install_dir>/versions/<v>/venv`
+   release keyring, counter, expiry, version floor: `edgefleet.device.channel.assess_pointer`), and on `install`:
+   verify the manifest (sha256 the pointer names, a signature with the agent domain by the keyring key it names:
+   `edgefleet.device.agent_signature`), download the wheel and this device's lock (sha256 and size checked),
+   make `<install_dir>/versions/<v>/venv`
    (`pip --require-hashes` lock, then the wheel alone), write the pending switch, move `current` atomically
    (a new symlink renamed over it), restart the service, and judge as in 1.
+
+`public_key` is the device's release keyring (`keys/release.d/`, what deploy-agent installs) or a single key
+file (older installs). A pointer or manifest signed only by a key the keyring does not hold is `waiting`: nothing
+changes and nothing is refused for good, the next run tries again (the key may not be installed yet).
 
 The service runs `<install_dir>/current/bin/edgefleet-agent` (`current` -> `venv`, deploy-agent's, before the
 first self-update; -> `versions/<v>/venv` after). Decisions are pure (`edgefleet.device.selfupdate_plan`).
@@ -31,7 +36,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edgefleet.device.channel import accepted, assess_pointer
+from edgefleet.device.agent_signature import check_agent_signatures, keyed_agent_signatures
+from edgefleet.device.channel import accepted, assess_pointer, verify_pointer
 from edgefleet.device.registry.base import RegistryReader
 from edgefleet.device.selfupdate_plan import (
     CURRENT_LINK,
@@ -52,17 +58,17 @@ from edgefleet.kernel.contracts.agent_release import (
     AgentManifest,
     agent_channel_key,
     agent_file_key,
-    manifest_signed_bytes,
 )
 from edgefleet.kernel.contracts.manifest import ChannelPointer, FileEntry
 from edgefleet.kernel.contracts.names import ChannelName
 from edgefleet.kernel.contracts.status import AgentStatus, parse_status
 from edgefleet.kernel.errors import EdgefleetError, VerificationError
 from edgefleet.kernel.fsutil import atomic_write_bytes, read_regular, switch_symlink
-from edgefleet.kernel.signing import PublicKeyLike, decode_signature, verify
+from edgefleet.kernel.keyring import Keyring, KeyringLike, UnknownKeyError, add_key_fix, load_keyring
 
 Runner = Callable[[Sequence[str], float], None]
-MAX_SIGNATURE_BYTES = 1024
+MAX_SIGNATURE_BYTES = 4096
+"""Room for a few `<key id> <base64>` lines (revision 2, one per release key while it rotates)."""
 MAX_POINTER_BYTES = 8192
 MAX_STATUS_BYTES = 64 * 1024
 """A status.json larger than this is no status (real ones are about 1 KB)."""
@@ -76,7 +82,8 @@ class UpdaterConfig(BaseModel):
     install_dir: Path = Field(description="deploy-agent's install_dir (root's): venv, versions/, current")
     status_file: Path = Field(description="the agent's status.json (<agent root>/status.json)")
     registry: str = Field(description="the registry (gs://bucket[/prefix] or a directory)")
-    public_key: Path = Field(description="the release public key (root-owned, e.g. <install_dir>/etc/<id>/keys)")
+    public_key: Path = Field(description="the release keyring: the keys/release.d directory deploy-agent installs "
+                             "(root-owned), or a single release public key file (older installs)")
     channel: ChannelName = "stable"
     restart_command: tuple[str, ...] = Field(description="e.g. [systemctl, restart, edgefleet-agent]")
     python: str = Field(default="python3", description="the Python that makes the new venvs")
@@ -162,13 +169,15 @@ def _check_file(path: Path, entry: FileEntry) -> None:
                                 "the registry copy was altered or damaged: re-publish the agent release")
 
 
-def fetch_release(registry: RegistryReader, public_key: PublicKeyLike, pointer: ChannelPointer,
+def fetch_release(registry: RegistryReader, public_key: KeyringLike, pointer: ChannelPointer,
                   dest: Path) -> tuple[AgentManifest, Path, Path]:
-    """Verifies the release the pointer names and downloads its wheel and this device's lock into `dest`.
+    """Verifies the release the pointer names (with the keyring's key each signature names) and downloads its
+    wheel and this device's lock into `dest`.
 
     Raises:
-        VerificationError: a manifest that is not the one the pointer names or not signed by the release key,
-            a file that does not match, or no lock for this Python and CPU.
+        UnknownKeyError: the manifest is signed only by keys the keyring does not hold (yet): wait for the key.
+        VerificationError: a manifest that is not the one the pointer names or whose signature by a held key
+            does not verify, a file that does not match, or no lock for this Python and CPU.
     """
     version = pointer.version
     where = registry.describe(agent_file_key(version, AGENT_MANIFEST_FILE))
@@ -177,8 +186,8 @@ def fetch_release(registry: RegistryReader, public_key: PublicKeyLike, pointer: 
         raise VerificationError(f"{where} is {'missing' if data is None else 'not the manifest the pointer names'}",
                                 "re-publish the agent release and promote it again")
     signature = registry.read_object(agent_file_key(version, AGENT_SIGNATURE_FILE), MAX_SIGNATURE_BYTES) or b""
-    verify(public_key, manifest_signed_bytes(data), decode_signature(signature, source=f"{where} signature"),
-           what=f"agent manifest {where}")
+    signatures = keyed_agent_signatures(data, signature, source=f"{where} signature")
+    check_agent_signatures(public_key, data, signatures, what=f"agent manifest {where}")
     manifest = AgentManifest.model_validate_json(data)
     if manifest.version != version:
         raise VerificationError(f"{where} is agent {manifest.version}, not {version}", "re-publish the release")
@@ -265,13 +274,20 @@ def run_once(config: UpdaterConfig, registry: RegistryReader, *, runner: Runner 
         return UpdateResult(outcome="none", detail=f"no agent channel {config.channel} in {registry.uri}")
     if pointer.model != AGENT_POINTER_MODEL:
         return UpdateResult(outcome="refused", detail=f"the agent channel names model {pointer.model}")
-    judgement = assess_pointer(config.public_key, pointer, state.channel, floor=None, now=clock(),
-                               source=registry.describe(agent_channel_key(config.channel)), running=state.running)
+    ring = load_keyring(config.public_key)
+    source = registry.describe(agent_channel_key(config.channel))
+    if (waiting := _unknown_pointer_key(ring, pointer, source)) is not None:
+        return waiting
+    judgement = assess_pointer(ring, pointer, state.channel, floor=None, now=clock(),
+                               source=source, running=state.running)
     action = decide(judgement, pointer, state)
     if action.kind != "install":
         return UpdateResult(outcome=action.kind if action.kind == "refuse" else "none", detail=action.reason)
     version_dir = config.install_dir / "versions" / pointer.version
-    _manifest, wheel, lock = fetch_release(registry, config.public_key, pointer, version_dir / "dist")
+    try:
+        _manifest, wheel, lock = fetch_release(registry, ring, pointer, version_dir / "dist")
+    except UnknownKeyError as error:  # the device lacks the key (yet): never the release's fault, tried next run
+        return _waiting(error, ring)
     target = install_release(runner, config, pointer.version, wheel, lock)
     before = _status(config.status_file)
     now = clock()
@@ -288,6 +304,25 @@ def run_once(config: UpdaterConfig, registry: RegistryReader, *, runner: Runner 
     except EdgefleetError:
         pass  # judged like any agent that does not come up: its status never says running, then rolled back
     return await_health(config, state, runner, clock, sleep)
+
+
+def _waiting(error: UnknownKeyError, ring: Keyring) -> UpdateResult:
+    return UpdateResult(outcome="waiting", detail=f"{error.message}; nothing changed, tried again at the next run "
+                        f"({add_key_fix(ring)})")
+
+
+def _unknown_pointer_key(ring: Keyring, pointer: ChannelPointer, source: str) -> UpdateResult | None:
+    """`waiting` when the pointer is signed by a key the keyring does not hold (yet); None otherwise (the channel
+    rules then judge it, refusing a bad signature by a held key)."""
+    if not pointer.signed:
+        return None
+    try:
+        verify_pointer(ring, pointer, source=source)
+    except UnknownKeyError as error:
+        return _waiting(error, ring)
+    except VerificationError:
+        return None  # a held key that does not verify: `assess_pointer` refuses it, naming why
+    return None
 
 
 def prune(install_dir: Path, keep: set[str]) -> list[str]:

@@ -34,6 +34,7 @@ POOL_IDENTITY: Mapping[str, str] = {
 DEPLOYMENT_POOL: Mapping[str, str] = {
     "release-model": PIPELINE_POOL,  # writes versions, moves channels (release key)
     "rollout": PIPELINE_POOL,  # reads the registry, writes its rollout record, promotes (release key)
+    "pull-rollout": PIPELINE_POOL,  # signs staged shares of a channel, writes its rollout record (release key)
     "resign-channels": PIPELINE_POOL,  # re-signs channel pointers (release key)
     "promote-canary": PIPELINE_POOL,  # moves the stable channel (release key)
     "deploy-agent": ENROL_POOL,  # writes each device's key record, fleet/devices/ (enrolment key)

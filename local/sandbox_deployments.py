@@ -19,8 +19,8 @@ from edgefleet.kernel.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 # Deployments the sandbox parameterizes (their names in prefect.yaml).
-RELEASE, ROLLOUT, PROMOTE, DEPLOY_AGENT, MONITOR, OVERVIEW = (
-    "release-model", "rollout", "promote-canary", "deploy-agent", "fleet-monitor", "fleet-overview")
+RELEASE, ROLLOUT, PROMOTE, DEPLOY_AGENT, MONITOR, OVERVIEW, PULL_ROLLOUT = (
+    "release-model", "rollout", "promote-canary", "deploy-agent", "fleet-monitor", "fleet-overview", "pull-rollout")
 REQUIRED = (RELEASE, ROLLOUT, PROMOTE, DEPLOY_AGENT, MONITOR)
 
 SANDBOX_WORK_POOL = "edgefleet-process"
@@ -140,6 +140,9 @@ def sandbox_parameters(settings: SandboxSettings, emulator_host: str, python: st
                   "public_key": f"{settings.signing_key}.pub",
                   "monitor_config": str(settings.monitor_config),
                   "work_dir": str(settings.workdir / "rollout-work")},
+        PULL_ROLLOUT: {"registry": str(settings.registry), "model": settings.model,
+                       "monitor_config": str(settings.monitor_config), "public_key": f"{settings.signing_key}.pub",
+                       "signing": {"dev_key_file": str(settings.signing_key)}},
         PROMOTE: {**common, "monitor_config": str(settings.monitor_config),
                   "healthy_for_s": settings.healthy_for_s},
         DEPLOY_AGENT: {

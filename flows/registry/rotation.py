@@ -7,7 +7,7 @@
    that verifies with the keyring is signed again by the new key (a new counter, the same version, manifest,
    downgrade flag and move time), and the manifest each one names gets the new key's signature beside the old
    one (`manifest.sig` revision 2: the manifest keeps its bytes, so its sha256, which pointers and devices
-   name, does not change);
+   name, does not change); the agent's channels and manifests the same way (`agent-manifest.sig` revision 2);
 3. **retire** the old key (`retirement_blockers`, `edgefleet keys retire`): refused while a channel pointer or a
    manifest it names verifies with that key only; then its file leaves the keyring and deploy-agent removes it
    from the devices. From then on nothing signed by it verifies anywhere.
@@ -27,9 +27,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgefleet.device.bundle import check_manifest_signatures
 from edgefleet.device.registry.keys import checked_version_prefix
+from edgefleet.flows.registry.agent_rotation import agent_blockers, agent_channels, resign_agent_channel
 from edgefleet.flows.registry.base import RegistryWriter
 from edgefleet.flows.registry.pointers import DEFAULT_VALIDITY
 from edgefleet.flows.registry.trusted import VERIFIED
+from edgefleet.kernel.contracts.agent_release import AGENT_PREFIX
 from edgefleet.kernel.errors import ConfigError, EdgefleetError, VerificationError
 from edgefleet.kernel.fsutil import atomic_write_bytes
 from edgefleet.kernel.keyring import (
@@ -119,7 +121,8 @@ def remaining(ring: Keyring, retired_id: str) -> Keyring:
 def resign_in_use(registry: RegistryWriter, ring: Keyring, signing_key: Ed25519PrivateKey, *,
                   validity: timedelta = DEFAULT_VALIDITY, by: str | None = None) -> list[ChannelRotation]:
     """Re-signs every channel pointer that verifies with `ring` by `signing_key`, and adds its signature to the
-    manifest each names. One channel's failure is reported and the others go on.
+    manifest each names; the same for the agent's channels (`agent/channels/`, reported as model "agent":
+    `edgefleet.flows.registry.agent_rotation`). One channel's failure is reported and the others go on.
 
     Raises:
         ConfigError: the new key is not in `ring` (add it everywhere first: devices would not trust it).
@@ -136,6 +139,12 @@ def resign_in_use(registry: RegistryWriter, ring: Keyring, signing_key: Ed25519P
                 results.append(_resign_channel(registry, ring, signing_key, model, channel, validity, by))
             except EdgefleetError as error:
                 results.append(ChannelRotation(model, channel, "failed", error.message))
+    for channel in agent_channels(registry):  # the agent's own releases (`agent/channels/`), model "agent"
+        try:
+            outcome, detail = resign_agent_channel(registry, ring, signing_key, channel, validity=validity, by=by)
+        except EdgefleetError as error:
+            outcome, detail = "failed", error.message
+        results.append(ChannelRotation(AGENT_PREFIX, channel, outcome, detail))
     return results
 
 
@@ -191,8 +200,9 @@ def add_manifest_signature(registry: RegistryWriter, model: str, version: str, r
 
 
 def retirement_blockers(registry: RegistryWriter, ring: Keyring, retired_id: str) -> list[str]:
-    """What would stop verifying if `retired_id` left the keyring: channel pointers that do not verify with the
-    other keys, and manifests named by channels that carry no signature of another key. Empty: safe to retire."""
+    """What would stop verifying if `retired_id` left the keyring: channel pointers (models' and the agent's) that
+    do not verify with the other keys, and manifests (models' and agent manifests) named by channels that carry no
+    signature of another key. Empty: safe to retire."""
     rest = remaining(ring, retired_id)
     blockers = []
     for model in registry.list_models():
@@ -206,7 +216,7 @@ def retirement_blockers(registry: RegistryWriter, ring: Keyring, retired_id: str
                 check_manifest_signatures(signed.raw, signed.signature, rest, what=f"{model} {signed.manifest.version}")
             except VerificationError as error:
                 blockers.append(f"{model}/{channel} names {signed.manifest.version}: {error.message}")
-    return blockers
+    return blockers + agent_blockers(registry, rest)
 
 
 def describe_ring_files(ring_dir: Path) -> list[tuple[str, str]]:

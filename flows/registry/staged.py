@@ -30,6 +30,16 @@ from edgefleet.kernel.errors import ConflictError, RegistryError
 log = logging.getLogger(__name__)
 
 
+def partly_staged(pointer: ChannelPointer | None) -> str | None:
+    """Why a pointer names two versions (a staged rollout above 0 % and below 100 %: each device its side of the
+    share), None when it names one version for every device. Pure."""
+    stage = pointer.rollout if pointer is not None else None
+    if pointer is None or stage is None or stage.share_bp in (0, SHARE_BP_FULL):
+        return None
+    return (f"channel {pointer.channel} of {pointer.model} holds staged rollout {stage.id} of {pointer.version} at "
+            f"{stage.share_bp / 100:g} % of the fleet (the others stay on {stage.replaces})")
+
+
 def replaced_by_rollout(current: ChannelPointer, rollout_id: str, version: str) -> tuple[str, str]:
     """(version, manifest sha256) the rollout replaces, given the channel's verified pointer. Pure.
 

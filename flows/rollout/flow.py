@@ -31,6 +31,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict
 
 from edgefleet.flows.registry import RegistryWriter, open_registry_writer
+from edgefleet.flows.registry.staged import partly_staged
 from edgefleet.flows.registry.trusted import require_followable
 from edgefleet.flows.release.keys import channel_signing_key
 from edgefleet.flows.rollout.inventory import Inventory, load_inventory
@@ -64,6 +65,8 @@ from edgefleet.flows.rollout.waves import (
     plan_waves,
     wave_order,
 )
+from edgefleet.kernel.contracts.manifest import ChannelPointer
+from edgefleet.kernel.contracts.rollout import SHARE_BP_FULL
 from edgefleet.kernel.errors import ConfigError, EdgefleetError
 
 log = logging.getLogger(__name__)
@@ -123,8 +126,31 @@ def resolve_version(registry: RegistryWriter, params: RolloutParams, now: dateti
     if params.version is not None:
         return ChosenVersion(params.version)
     checked = registry.read_channel_checked(params.model, params.channel, params.public_key)  # type: ignore[arg-type]
-    pointer = require_followable(checked, now or datetime.now(UTC))
-    return ChosenVersion(pointer.version, pointer.downgrade, pointer.manifest_sha256)
+    return channel_version(require_followable(checked, now or datetime.now(UTC)))
+
+
+def channel_version(pointer: ChannelPointer) -> ChosenVersion:
+    """The one version a verified channel pointer names for every device (pure): its version; for a staged
+    rollout (schema 3) at 100 % the new version, halted at 0 % the version it replaces.
+
+    Raises:
+        ConfigError: a staged rollout is partly applied: the channel names two versions, each device its side of
+            the share (`edgefleet.device.staged`). Pushing either to every device would bypass the pull rollout's
+            judged waves, and each pull-capable device's agent would move it back to its side.
+    """
+    stage = pointer.rollout
+    staged = partly_staged(pointer)
+    if stage is None or stage.share_bp >= SHARE_BP_FULL:
+        return ChosenVersion(pointer.version, pointer.downgrade, pointer.manifest_sha256)
+    if staged is None:  # halted at 0 %: every device runs (or goes back to) what it replaces
+        return ChosenVersion(stage.replaces, False, stage.replaces_manifest_sha256)
+    raise ConfigError(
+        f"{staged}: an SSH rollout by channel would push one version to every device, past the staged rollout's "
+        "judged waves",
+        f"finish or halt the staged rollout (edgefleet rollout pull -c PULL.yaml with rollout_id {stage.id}; see "
+        f"edgefleet rollout show {stage.id}), or give the whole channel one version (edgefleet registry promote "
+        f"{pointer.model} VERSION --channel {pointer.channel}), or roll out a version on purpose (edgefleet "
+        "rollout run --version VERSION)")
 
 
 def _artifact_key(rollout_id: str) -> str:

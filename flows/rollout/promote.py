@@ -25,6 +25,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict
 
 from edgefleet.flows.registry import RegistryWriter, open_registry_writer
+from edgefleet.flows.registry.staged import partly_staged
 from edgefleet.flows.registry.trusted import ABSENT, VERIFIED, untrusted_error
 from edgefleet.flows.release.keys import channel_signing_key
 from edgefleet.flows.release.params import SigningParams
@@ -34,6 +35,7 @@ from edgefleet.flows.rollout.params import PromotionParams
 from edgefleet.flows.rollout.verdict import Verdict
 from edgefleet.kernel.contracts.layout import version_sort_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
+from edgefleet.kernel.contracts.rollout import SHARE_BP_FULL
 from edgefleet.kernel.errors import ConfigError
 from edgefleet.kernel.signing import PublicKeyLike
 
@@ -84,6 +86,21 @@ def promotion_blocker(params: PromotionParams, version: str, device_ids: list[st
         health = version_health(store, device_ids, params.model, version, now - timedelta(seconds=params.healthy_for_s))
     if health.inferences < params.min_inferences:
         return f"only {health.inferences} of the required {params.min_inferences} inferences on {version}"
+    return None
+
+
+def staged_promotion_blocker(source: ChannelPointer, target: ChannelPointer | None) -> str | None:
+    """Why a promotion must wait for a staged rollout (pure): the source names its version for a share of the
+    fleet only (or a halted rollout), or the target holds a staged rollout still in progress, which a plain
+    pointer would end at 100 % unjudged. None: nothing staged in the way."""
+    if source.rollout is not None and source.rollout.share_bp < SHARE_BP_FULL:
+        staged = partly_staged(source) or (f"channel {source.channel} holds halted rollout {source.rollout.id} "
+                                           f"(0 %: every device on {source.rollout.replaces})")
+        return f"{staged}; finish it (edgefleet rollout pull) before promoting"
+    staged = partly_staged(target)
+    if staged is not None:
+        return (f"{staged}; finish or halt it first (edgefleet rollout pull), or promote by hand "
+                "(edgefleet registry promote)")
     return None
 
 
@@ -178,6 +195,8 @@ def promote_canary(params: PromotionParams) -> PromotionResult:
     if source is None:
         return finish(False, f"nothing to promote: channel {params.from_channel} does not exist", None)
     version = source.version
+    if (staged := staged_promotion_blocker(source, target)) is not None:
+        return finish(False, f"not promoting {version} to {params.to_channel}: {staged}", version)
     if (target is not None and target.signed and target.version == version
             and target.manifest_sha256 == source.manifest_sha256):
         return finish(False, f"nothing to do: {params.to_channel} already names {version}", version)

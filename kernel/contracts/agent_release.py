@@ -4,7 +4,10 @@ signed channel pointer the way models are.
 Registry layout (its own prefix, never under `models/`, so no model name can collide with it):
 
     agent/<version>/agent-manifest.json   edgefleet.agent-manifest/1: version, the wheel and every lock, sha256+size
-    agent/<version>/agent-manifest.sig    base64 Ed25519 by the release key over AGENT_MANIFEST_DOMAIN + the bytes
+    agent/<version>/agent-manifest.sig    Ed25519 over AGENT_MANIFEST_DOMAIN + the bytes, either revision of
+                                          `manifest.sig`: 1, one bare base64 line (what publishing writes; key:
+                                          the manifest's signing_key_id); 2, one `<key id> <base64>` line per
+                                          release key (what `edgefleet keys resign` writes)
     agent/<version>/<wheel>               edgefleet-<version>-py3-none-any.whl
     agent/<version>/device-py<X.Y>-<arch>.txt   the hashed locks (`pip --require-hashes`), one per Python and CPU
     agent/channels/<channel>.json         a signed ChannelPointer (edgefleet.channel/2) with model AGENT_POINTER_MODEL
