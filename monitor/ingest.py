@@ -19,8 +19,7 @@ from __future__ import annotations
 import enum
 import logging
 import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +32,7 @@ from edgefleet.kernel.errors import describe_validation_error
 from edgefleet.monitor.aggregates import version_key
 from edgefleet.monitor.device_rows import add_distributions, insert_device, snapshot_values
 from edgefleet.monitor.identity import FORGED_PREFIX
-from edgefleet.monitor.pending_rows import add_counts, add_history, add_state_event
+from edgefleet.monitor.pending_rows import add_counts, add_history, add_state_event, message_savepoint
 from edgefleet.monitor.store import FleetStore, lock_devices, to_epoch, write_pending
 
 log = logging.getLogger(__name__)
@@ -157,50 +156,6 @@ def handle(store: FleetStore, data: bytes, message_id: str, attributes: Mapping[
     if untrusted is not None:
         return _refuse(store, message_id, message.device_id, untrusted, received_at)
     return Outcome(Status.DUPLICATE, device_id=message.device_id) if outcome is None else outcome
-
-
-class _SavepointOnWrite:
-    """The connection as one message sees it: a savepoint is taken before the message's first statement, so a
-    message that sends none (the common one: its writes are pending, `pending_rows`) costs no round trip."""
-
-    def __init__(self, connection: Any) -> None:
-        self.connection = connection
-        self.taken = False
-
-    def _take(self) -> None:
-        if not self.taken:
-            self.connection.execute("SAVEPOINT telemetry_message")
-            self.taken = True
-
-    def execute(self, sql: str, params: Any = ()) -> Any:
-        self._take()
-        return self.connection.execute(sql, params)
-
-    def executemany(self, sql: str, rows: Any) -> Any:
-        self._take()
-        return self.connection.executemany(sql, rows)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.connection, name)
-
-
-@contextmanager
-def message_savepoint(store: FleetStore) -> Iterator[None]:
-    """What one message does in the store is undone alone when it fails (rolled back to its savepoint)."""
-    scoped = _SavepointOnWrite(store.connection)
-    store.connection = scoped
-    try:
-        yield
-    except BaseException:
-        if scoped.taken:
-            scoped.connection.execute("ROLLBACK TO telemetry_message")
-            scoped.connection.execute("RELEASE telemetry_message")
-        raise
-    else:
-        if scoped.taken:
-            scoped.connection.execute("RELEASE telemetry_message")
-    finally:
-        store.connection = scoped.connection
 
 
 def trust(store: FleetStore, device_id: str, *, verified: bool, received_at: float) -> str | None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,3 +193,47 @@ def _write_devices(connection: Any, devices: dict[str, DeviceDelta]) -> None:
              delta.first_seen, delta.last_seen, delta.last_received, device_id))
     for sql, params in grouped.items():
         connection.executemany(sql, params)
+
+
+class _SavepointOnWrite:
+    """The connection as one message sees it: a savepoint is taken before the message's first statement, so a
+    message that sends none (the common one: its writes are pending, `pending_rows`) costs no round trip."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.taken = False
+
+    def _take(self) -> None:
+        if not self.taken:
+            self.connection.execute("SAVEPOINT telemetry_message")
+            self.taken = True
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        self._take()
+        return self.connection.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Any) -> Any:
+        self._take()
+        return self.connection.executemany(sql, rows)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.connection, name)
+
+
+@contextmanager
+def message_savepoint(store: Any) -> Iterator[None]:
+    """What one message does in `store` (a `FleetStore`) is undone alone when it fails (to its savepoint)."""
+    scoped = _SavepointOnWrite(store.connection)
+    store.connection = scoped
+    try:
+        yield
+    except BaseException:
+        if scoped.taken:
+            scoped.connection.execute("ROLLBACK TO telemetry_message")
+            scoped.connection.execute("RELEASE telemetry_message")
+        raise
+    else:
+        if scoped.taken:
+            scoped.connection.execute("RELEASE telemetry_message")
+    finally:
+        store.connection = scoped.connection

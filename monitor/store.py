@@ -3,8 +3,11 @@
 Two engines behind one interface, chosen by the store URL (`MonitorConfig.store_url`): an SQLite file
 (`store_sqlite`, the embedded default) or a PostgreSQL database (`store_postgres`: several monitor processes
 on one subscription at once). The SQL is one text for both (`store_schema` holds the tables). Times are
-stored as UTC epoch seconds. Writes are batched: `apply` (in `ingest`) changes rows inside
-the open transaction and `commit(store)` refreshes the latency windows it touched, then commits once.
+stored as UTC epoch seconds. Writes are batched: `lock_devices` reads the locked devices' dedupe state once,
+`apply` (in `ingest`) keeps its row changes pending, merged per row (`pending_rows`), and `commit(store)`
+writes them one statement per table, trims and refreshes the latency windows it touched (one statement
+each for the batch), then commits once. Readers inside the writer's transaction (`read_snapshot`) see
+the pending changes written first.
 
 Tables:
 - devices: one row per device, the latest snapshot (by seq) plus dedupe state (`max_seq`), lost and

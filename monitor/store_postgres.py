@@ -6,8 +6,11 @@ it into psycopg's (`%s`) and maps the one SQLite-only idiom left (`json_each(?)`
 Concurrency: write transactions run at READ COMMITTED and lock each device they change with a transaction
 advisory lock (`lock_devices`, sorted, so two monitors never wait on each other in a cycle). Every read
 that a dedupe decision rests on (max_seq, gaps, epochs) happens after the lock, so it sees the last commit
-of any other monitor: each (device, epoch, seq) is applied once and no update is lost. Counters shared by
-many devices are upserted as `x = x + delta` at commit (`aggregates`), which PostgreSQL applies atomically.
+of any other monitor (they are read once per batch, right after the lock: `pending_rows.load`): each
+(device, epoch, seq) is applied once and no update is lost. The batch's row changes are upserted as
+`x = x + delta` (or LEAST/GREATEST) at commit, one `executemany` per table (psycopg 3.1+ sends it in
+pipeline mode: one round trip, not one per row), as are the counters shared by many devices (`aggregates`);
+PostgreSQL applies each atomically.
 Readers use REPEATABLE READ, READ ONLY: several SELECTs see one snapshot.
 """
 
