@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from monitor_helpers import T0, telemetry
 
+from edgefleet.kernel.contracts.telemetry import MAX_INT
 from edgefleet.monitor.ingest import Status, handle
 from edgefleet.monitor.store import commit, open_store
 
@@ -78,3 +79,30 @@ def test_a_batch_touching_the_same_devices_many_times_leaves_the_state_of_one_by
     kept = Counter((row[0], row[2]) for row in batched_state["latency_samples"])
     assert kept[("cam-1", "1.0.0")] == 4 and max(kept.values()) == 4, "each window is trimmed to 4 samples"
     assert batched_state["events"], "the batch's events were written"
+
+
+def test_a_message_refused_inside_a_batch_undoes_only_its_own_changes(store):
+    """Its direct writes roll back to its savepoint and what it changed in the batch's view of the device is put
+    back, while the earlier and later messages of the batch, pending until commit, are all written."""
+    first_epoch = {"device_id": "cam-5", "epoch": "1"}
+
+    def send(seq, attributes, message_id):
+        message = telemetry("cam-5", 1, at=T0).model_copy(update={"seq": seq})
+        return handle(store, message.to_json_bytes(), message_id, attributes, 1000.0 + seq % 7)
+
+    outcomes = [send(MAX_INT - 2, first_epoch, "m-1"),
+                send(MAX_INT - 1, first_epoch, "m-2"),  # pending only: no statement, no savepoint
+                send(5, {"device_id": "cam-5", "epoch": "2"}, "m-3"),  # base MAX_INT - 1 + 5: beyond 64 bits
+                send(3, {"device_id": "cam-5", "epoch": "x"}, "m-4"),  # a malformed epoch attribute
+                send(1, {"device_id": "cam-5", "epoch": "2"}, "m-5")]  # epoch 2 is new again: it fits now
+    commit(store)
+    assert [outcome.status for outcome in outcomes] == [Status.APPLIED, Status.APPLIED, Status.MALFORMED,
+                                                        Status.MALFORMED, Status.APPLIED]
+    assert "cannot hold" in outcomes[2].reason and "malformed attribute" in outcomes[3].reason
+    connection = store.connection
+    assert connection.execute("SELECT epoch, base FROM device_epochs ORDER BY epoch").fetchall() == [
+        (1, 0), (2, MAX_INT - 1)]
+    assert connection.execute("SELECT max_seq, messages, lost FROM devices").fetchall() == [(MAX_INT, 3, 0)]
+    assert connection.execute("SELECT messages, first_seq, last_seq FROM version_history").fetchall() == [
+        (3, MAX_INT - 2, MAX_INT)]
+    assert sorted(row[0] for row in connection.execute("SELECT message_id FROM malformed")) == ["m-3", "m-4"]
