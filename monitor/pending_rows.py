@@ -4,8 +4,9 @@ A batch locks its devices first (`store.lock_devices`); from then on no other wr
 the commit, so what the dedupe decisions read (the device's highest seq and version, its spool epochs,
 whether it signs) is read once per batch for all its devices (`load`) and kept here, changed as the batch
 applies its messages. The writes the common message makes are additive or first-wins upserts; they are
-merged here per row and written at commit (`write`), one statement text per table, sent by `executemany`
-(psycopg pipelines it: one round trip per table, not per row). Merging is exact: the merged upsert leaves
+merged here per row and written at commit (`write`): one multi-row INSERT per table (up to
+`ROWS_PER_INSERT` rows each), the device rows by `executemany` (psycopg pipelines it: one round trip, not one
+per row). Merging is exact: the merged upsert leaves
 the same row as the upserts one by one (sums add, first/last seen are LEAST/GREATEST, the device's snapshot
 is that of its highest seq, a first-wins insert keeps the first). Rare paths (a new device, a gap, a late
 arrival, a device's first signed message) still write directly; whoever reads the tables inside the
@@ -14,13 +15,18 @@ transaction writes what is pending first.
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+ROWS_PER_INSERT = 500
+"""Rows per multi-row INSERT (SQLite binds up to 32,766 parameters per statement, PostgreSQL 65,535)."""
+_ONE_ROW = re.compile(r"VALUES (\((?:\?, )*\?\))")
 Head = tuple[int, str | None, str | None]  # a device's (max_seq, model_name, model_version)
 _INT_FIELDS = ("messages", "duplicates", "lost")
 
@@ -170,14 +176,34 @@ def write(connection: Any, rows: PendingRows) -> None:
         return
     rows.writes += 1
     _write_devices(connection, rows.devices)
-    connection.executemany(_HISTORY_SQL, [(*key, *row) for key, row in sorted(rows.history.items())])
-    connection.executemany(_COUNTS_SQL, [(*key, *row) for key, row in sorted(rows.counts.items())])
-    connection.executemany(_DISTS_SQL, [(*key, n) for key, n in sorted(rows.dists.items()) if n > 0])
-    connection.executemany(_SAMPLES_SQL, [rows.samples[key] for key in sorted(rows.samples)])
-    connection.executemany(_EVENTS_SQL, [rows.events[key] for key in sorted(rows.events)])
+    insert_rows(connection, _HISTORY_SQL, [(*key, *row) for key, row in sorted(rows.history.items())])
+    insert_rows(connection, _COUNTS_SQL, [(*key, *row) for key, row in sorted(rows.counts.items())])
+    insert_rows(connection, _DISTS_SQL, [(*key, n) for key, n in sorted(rows.dists.items()) if n > 0])
+    insert_rows(connection, _SAMPLES_SQL, [rows.samples[key] for key in sorted(rows.samples)])
+    insert_rows(connection, _EVENTS_SQL, [rows.events[key] for key in sorted(rows.events)])
     connection.executemany(_STATE_EVENT_SQL, [(kind, when, seq, device_id, seq) for device_id, (kind, when, seq)
                                               in sorted(rows.state_events.items())])
     rows._clear_writes()
+
+
+def insert_rows(connection: Any, sql: str, rows: list[tuple]) -> None:
+    """`sql` (an INSERT of one row: `VALUES (?, ...)`) for every row of `rows`, many rows per statement.
+
+    The rows' keys must be distinct (they are: merged per key), as PostgreSQL refuses an `ON CONFLICT DO
+    UPDATE` that would change one row twice."""
+    for start in range(0, len(rows), ROWS_PER_INSERT):
+        chunk = rows[start:start + ROWS_PER_INSERT]
+        many = _values_list(sql, len(chunk))
+        connection.execute(many, [value for row in chunk for value in row])
+
+
+@functools.lru_cache(maxsize=256)
+def _values_list(sql: str, count: int) -> str:
+    match = _ONE_ROW.search(sql)
+    if match is None:
+        raise ValueError(f"not a one-row INSERT: {sql[:60]}")
+    values = ", ".join([match.group(1)] * count)
+    return f"{sql[:match.start(1)]}{values}{sql[match.end(1):]}"
 
 
 def _write_devices(connection: Any, devices: dict[str, DeviceDelta]) -> None:
