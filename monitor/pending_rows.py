@@ -19,7 +19,7 @@ import functools
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -170,17 +170,20 @@ _STATE_EVENT_SQL = (
     "WHERE device_id = ? AND (state_event_seq IS NULL OR state_event_seq < ?)")
 
 
-def write(connection: Any, rows: PendingRows) -> None:
-    """Sends every pending write (sorted by key: two writers never lock rows in a cycle), then forgets them."""
+def write(connection: Any, rows: PendingRows, insert: Callable[[Any, str, list[tuple]], None] | None = None) -> None:
+    """Sends every pending write (sorted by key: two writers never lock rows in a cycle), then forgets them.
+
+    `insert` is the engine's many-row INSERT (`Engine.insert_rows`; default: `insert_rows`)."""
+    insert = insert or insert_rows
     if not rows.unwritten:
         return
     rows.writes += 1
     _write_devices(connection, rows.devices)
-    insert_rows(connection, _HISTORY_SQL, [(*key, *row) for key, row in sorted(rows.history.items())])
-    insert_rows(connection, _COUNTS_SQL, [(*key, *row) for key, row in sorted(rows.counts.items())])
-    insert_rows(connection, _DISTS_SQL, [(*key, n) for key, n in sorted(rows.dists.items()) if n > 0])
-    insert_rows(connection, _SAMPLES_SQL, [rows.samples[key] for key in sorted(rows.samples)])
-    insert_rows(connection, _EVENTS_SQL, [rows.events[key] for key in sorted(rows.events)])
+    insert(connection, _HISTORY_SQL, [(*key, *row) for key, row in sorted(rows.history.items())])
+    insert(connection, _COUNTS_SQL, [(*key, *row) for key, row in sorted(rows.counts.items())])
+    insert(connection, _DISTS_SQL, [(*key, n) for key, n in sorted(rows.dists.items()) if n > 0])
+    insert(connection, _SAMPLES_SQL, [rows.samples[key] for key in sorted(rows.samples)])
+    insert(connection, _EVENTS_SQL, [rows.events[key] for key in sorted(rows.events)])
     connection.executemany(_STATE_EVENT_SQL, [(kind, when, seq, device_id, seq) for device_id, (kind, when, seq)
                                               in sorted(rows.state_events.items())])
     rows._clear_writes()

@@ -229,7 +229,7 @@ def read_snapshot(store: FleetStore) -> Iterator[Any]:
 
 def write_pending(store: FleetStore) -> None:
     """Sends the open transaction's pending row writes and aggregate changes (not committed)."""
-    write(store.connection, store.rows)
+    write(store.connection, store.rows, store.engine.insert_rows)
     flush(store.connection, store.pending)
 
 
@@ -237,7 +237,7 @@ def commit(store: FleetStore) -> None:
     """Writes what is pending, trims and refreshes the latency windows touched since the last commit, writes
     the aggregates' changes, then commits the transaction."""
     connection = store.connection
-    write(connection, store.rows)
+    write(connection, store.rows, store.engine.insert_rows)
     if store.dirty_windows:
         ids = sorted({device_id for device_id, _, _ in store.dirty_windows})
         trim_windows(connection, ids, store.latency_window)

@@ -40,6 +40,8 @@ class Engine:
         lock_devices: locks devices for the rest of the open write transaction (in a stable order).
         has_table: whether a table exists.
         analyze: refreshes the planner's statistics (after a bulk load or a prune).
+        insert_rows: runs a one-row INSERT (`VALUES (?, ...)`, upserts too) for many rows at once, given as a
+            list of tuples of distinct keys.
     """
 
     name: EngineName
@@ -51,6 +53,7 @@ class Engine:
     lock_devices: Callable[[Any, Iterable[str]], None]
     has_table: Callable[[Any, str], bool]
     analyze: Callable[[Any], None]
+    insert_rows: Callable[[Any, str, list[tuple]], None]
 
 
 @dataclass(frozen=True)
