@@ -159,6 +159,11 @@ def insert_rows(connection: PgConnection, sql: str, rows: list[tuple]) -> None:
     connection.execute(many, columns)
 
 
+def pipeline(connection: PgConnection) -> psycopg.Pipeline:
+    """psycopg's pipeline mode: statements are sent without waiting; a result read (or the block's end) syncs."""
+    return connection.raw.pipeline()
+
+
 def has_table(connection: PgConnection, table: str) -> bool:
     return connection.execute("SELECT to_regclass(?) IS NOT NULL", (table,)).fetchone()[0]
 
@@ -172,4 +177,5 @@ def analyze(connection: PgConnection) -> None:
 ENGINE = Engine(name="postgresql", transient_errors=(psycopg.OperationalError,),
                 data_errors=(psycopg.DataError, OverflowError), errors=(psycopg.Error,),
                 begin_write=begin_write, begin_read=begin_read, lock_devices=lock_devices,
-                has_table=has_table, analyze=analyze, insert_rows=insert_rows)
+                has_table=has_table, analyze=analyze, insert_rows=insert_rows,
+                pipeline=pipeline)

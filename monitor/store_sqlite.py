@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
+from contextlib import nullcontext
 from pathlib import Path
 
 from edgefleet.monitor.pending_rows import insert_rows
@@ -84,4 +85,5 @@ def analyze(connection: sqlite3.Connection) -> None:
 
 ENGINE = Engine(name="sqlite", transient_errors=(sqlite3.OperationalError,), data_errors=(OverflowError,),
                 errors=(sqlite3.Error,), begin_write=begin_write, begin_read=begin_read, lock_devices=lock_devices,
-                has_table=has_table, analyze=analyze, insert_rows=insert_rows)
+                has_table=has_table, analyze=analyze, insert_rows=insert_rows,
+                pipeline=lambda connection: nullcontext())
