@@ -4,13 +4,14 @@ A batch locks its devices first (`store.lock_devices`); from then on no other wr
 the commit, so what the dedupe decisions read (the device's highest seq and version, its spool epochs,
 whether it signs) is read once per batch for all its devices (`load`) and kept here, changed as the batch
 applies its messages. The writes the common message makes are additive or first-wins upserts; they are
-merged here per row and written at commit (`write`): one multi-row INSERT per table (up to
-`ROWS_PER_INSERT` rows each), the device rows by `executemany` (psycopg pipelines it: one round trip, not one
-per row). Merging is exact: the merged upsert leaves
-the same row as the upserts one by one (sums add, first/last seen are LEAST/GREATEST, the device's snapshot
-is that of its highest seq, a first-wins insert keeps the first). Rare paths (a new device, a gap, a late
-arrival, a device's first signed message) still write directly; whoever reads the tables inside the
-transaction writes what is pending first.
+merged here per row and written at commit (`write`): one INSERT per table for all its rows (the engine's
+`insert_rows`: SQLite multi-row VALUES of up to `ROWS_PER_INSERT` rows, PostgreSQL one array per column),
+the device rows by one `executemany`; on PostgreSQL the whole commit runs in pipeline mode. Merging is exact:
+the merged upsert leaves the same row as the upserts one by one (sums add, first/last seen are
+LEAST/GREATEST, the device's snapshot is that of its highest seq, a first-wins insert keeps the first).
+Rare paths (a new device, a gap, a late arrival, a new spool epoch, a device's first signed message) still
+write directly, inside the message's savepoint; whoever reads the tables inside the transaction writes what
+is pending first.
 """
 
 from __future__ import annotations
