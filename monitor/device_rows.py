@@ -1,6 +1,5 @@
-"""The row writes of one applied telemetry message (`edgefleet.monitor.ingest` decides which): the device's
-snapshot, and the distributions of its inference summary. Inside the open transaction; one SQL text for both
-engines."""
+"""The row writes of one applied telemetry message (`edgefleet.monitor.ingest` decides which): a new device's
+row and snapshot, and the distributions of its inference summary (pending until commit, `pending_rows`)."""
 
 from __future__ import annotations
 
@@ -8,9 +7,10 @@ from typing import Any
 
 from edgefleet.kernel.contracts.distributions import Distributions
 from edgefleet.kernel.contracts.telemetry import TelemetryMessage
+from edgefleet.monitor.pending_rows import PendingRows
 
 
-def _snapshot_values(message: TelemetryMessage) -> dict[str, object]:
+def snapshot_values(message: TelemetryMessage) -> dict[str, object]:
     model, health, inference = message.model, message.health, message.inference
     values: dict[str, object] = {
         "model_name": model.name if model else None,
@@ -29,7 +29,7 @@ def _snapshot_values(message: TelemetryMessage) -> dict[str, object]:
 
 def insert_device(connection: Any, message: TelemetryMessage, when: float, received: float) -> None:
     """The row of a device heard for the first time."""
-    values = _snapshot_values(message)
+    values = snapshot_values(message)
     values.update(device_id=message.device_id, first_seen=when, last_seen=when, last_received=received,
                   max_seq=message.seq, messages=1)
     columns = ", ".join(values)
@@ -37,27 +37,14 @@ def insert_device(connection: Any, message: TelemetryMessage, when: float, recei
     connection.execute(f"INSERT INTO devices ({columns}) VALUES ({marks})", tuple(values.values()))
 
 
-def update_snapshot(connection: Any, message: TelemetryMessage, when: float, received: float, lost: int) -> None:
-    """The device's snapshot from a message above its highest seq; `lost` seqs were skipped."""
-    values = _snapshot_values(message)
-    assignments = ", ".join(f"{column} = ?" for column in values)
-    connection.execute(
-        f"UPDATE devices SET {assignments}, max_seq = ?, messages = messages + 1, lost = lost + ?, "
-        "last_seen = GREATEST(last_seen, ?), last_received = GREATEST(last_received, ?) WHERE device_id = ?",
-        (*values.values(), message.seq, lost, when, received, message.device_id))
-
-
-def add_distributions(connection: Any, device_id: str, model: str, version: str,
-                      bucket_start: float, dist: Distributions) -> None:
-    """Adds one summary's distributions to its (device, version, time bucket) inside the open transaction."""
-    rows = [("latency", item.i, item.n) for item in dist.latency]
-    rows += [("score", item.i, item.n) for item in dist.score]
-    rows += [("detections", item.i, item.n) for item in dist.detections]
-    rows += [("class", item.id, item.n) for item in dist.classes]
+def add_distributions(rows: PendingRows, key: tuple, dist: Distributions) -> None:
+    """Adds one summary's distributions to its (device, model, version, time bucket), pending until commit."""
+    items = [("latency", item.i, item.n) for item in dist.latency]
+    items += [("score", item.i, item.n) for item in dist.score]
+    items += [("detections", item.i, item.n) for item in dist.detections]
+    items += [("class", item.id, item.n) for item in dist.classes]
     if dist.class_other:
-        rows.append(("class", -1, dist.class_other))
-    connection.executemany(
-        "INSERT INTO dist_counts (device_id, model_name, model_version, bucket_start, metric, key, n) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (model_name, model_version, device_id, bucket_start, metric, key) "
-        "DO UPDATE SET n = dist_counts.n + excluded.n",
-        [(device_id, model, version, bucket_start, metric, key, n) for metric, key, n in rows if n > 0])
+        items.append(("class", -1, dist.class_other))
+    for metric, index, n in items:
+        if n > 0:
+            rows.dists[(*key, metric, index)] += n

@@ -30,9 +30,10 @@ from edgefleet.kernel.contracts.layout import ATTR_DEVICE_ID
 from edgefleet.kernel.contracts.telemetry import MAX_ATTRIBUTE_CHARS, MAX_INT, MAX_TELEMETRY_BYTES, TelemetryMessage
 from edgefleet.kernel.errors import describe_validation_error
 from edgefleet.monitor.aggregates import version_key
-from edgefleet.monitor.device_rows import add_distributions, insert_device, update_snapshot
+from edgefleet.monitor.device_rows import add_distributions, insert_device, snapshot_values
 from edgefleet.monitor.identity import FORGED_PREFIX
-from edgefleet.monitor.store import FleetStore, lock_devices, to_epoch
+from edgefleet.monitor.pending_rows import add_counts, add_history, add_state_event, message_savepoint
+from edgefleet.monitor.store import FleetStore, lock_devices, to_epoch, write_pending
 
 log = logging.getLogger(__name__)
 
@@ -133,31 +134,28 @@ def handle(store: FleetStore, data: bytes, message_id: str, attributes: Mapping[
         return _refuse(store, message_id, message.device_id,
                        f"{FORGED_PREFIX}the device_id attribute {claimed[:64]!r} names another device than the "
                        f"message body", received_at)
-    connection = store.connection
-    # Opens the transaction (so that releasing the savepoint below never commits on its own) and locks the
-    # device: another monitor's batch with it waits for our commit.
+    # Opens the transaction (so that releasing a savepoint never commits on its own) and locks the device:
+    # another monitor's batch with it waits for our commit.
     lock_devices(store, [message.device_id])
-    connection.execute("SAVEPOINT telemetry_message")
-    pending = store.pending.copy()
+    pending, device_state, writes = store.pending.copy(), store.rows.device_state(message.device_id), store.rows.writes
     try:
-        if (untrusted := trust(store, message.device_id, verified=verified, received_at=received_at)) is not None:
-            connection.execute("RELEASE telemetry_message")
-            return _refuse(store, message_id, message.device_id, untrusted, received_at)
-        lined = in_epoch(store, message, attributes)  # (device, epoch, seq) -> one seq line per device
-        if lined is None:
-            connection.execute("RELEASE telemetry_message")
-            return Outcome(Status.DUPLICATE, device_id=message.device_id)
-        outcome = apply(store, lined, received_at=received_at)
+        with message_savepoint(store):
+            untrusted = trust(store, message.device_id, verified=verified, received_at=received_at)
+            lined = None if untrusted else in_epoch(store, message, attributes)  # one seq line per device
+            outcome = None if lined is None else apply(store, lined, received_at=received_at)
     except (OverflowError, ValueError, *store.engine.data_errors) as error:  # ValueError: a malformed epoch
-        # Valid JSON and schema, but a value the store cannot hold (seq or a count beyond 64 bits): undo this
-        # message's partial changes and treat it as malformed rather than failing the whole batch forever.
-        connection.execute("ROLLBACK TO telemetry_message")
-        connection.execute("RELEASE telemetry_message")
+        # Valid JSON and schema, but a value the store cannot hold (seq or a count beyond 64 bits): this
+        # message's partial changes are undone; it is treated as malformed rather than failing the whole batch
+        # forever (unless earlier messages' pending rows went out inside it: then the batch is redone).
+        if store.rows.writes != writes:
+            raise
         store.pending = pending
+        store.rows.restore(message.device_id, device_state)
         what = "a malformed attribute" if isinstance(error, ValueError) else "a value the store cannot hold"
         return _refuse(store, message_id, message.device_id, f"{what}: {error}", received_at)
-    connection.execute("RELEASE telemetry_message")
-    return outcome
+    if untrusted is not None:
+        return _refuse(store, message_id, message.device_id, untrusted, received_at)
+    return Outcome(Status.DUPLICATE, device_id=message.device_id) if outcome is None else outcome
 
 
 def trust(store: FleetStore, device_id: str, *, verified: bool, received_at: float) -> str | None:
@@ -169,11 +167,11 @@ def trust(store: FleetStore, device_id: str, *, verified: bool, received_at: flo
     what unverified messages claimed (seq, epochs, snapshot) cannot hold it back. Their counts, events and
     latency samples, kept by time, stay, moved below the new seq line (negative seqs)."""
     connection = store.connection
-    known = connection.execute("SELECT 1 FROM verified_devices WHERE device_id = ?", (device_id,)).fetchone()
-    if known is not None:
+    if store.rows.verified.get(device_id):
         return None if verified else (f"{FORGED_PREFIX}device {device_id[:64]} signs its telemetry; an unsigned or "
                                       "unverifiable message naming it is refused")
     if verified:
+        write_pending(store)  # what earlier messages of the batch left pending is counted and moved below too
         row = connection.execute("SELECT model_name, model_version, messages, duplicates, lost FROM devices "
                                  "WHERE device_id = ?", (device_id,)).fetchone()
         if row is not None:
@@ -184,6 +182,7 @@ def trust(store: FleetStore, device_id: str, *, verified: bool, received_at: flo
             connection.execute(f"UPDATE {table} SET seq = -seq WHERE device_id = ? AND seq > 0", (device_id,))
         connection.execute("INSERT INTO verified_devices (device_id, first_verified) VALUES (?, ?)",
                            (device_id, received_at))
+        store.rows.restore(device_id, (None, True, {}))
     return None
 
 
@@ -198,21 +197,19 @@ def in_epoch(store: FleetStore, message: TelemetryMessage, attributes: Mapping[s
     epoch = parse_epoch(attributes)
     if epoch is None:
         return message
-    connection = store.connection
     device_id = message.device_id
-    row = connection.execute("SELECT base FROM device_epochs WHERE device_id = ? AND epoch = ?",
-                             (device_id, epoch)).fetchone()
-    if row is not None:
-        base = row[0]
+    epochs = store.rows.epochs[device_id]  # read when the device was locked
+    if epoch in epochs:
+        base = epochs[epoch]
     else:
-        (latest,) = connection.execute("SELECT MAX(epoch) FROM device_epochs WHERE device_id = ?",
-                                       (device_id,)).fetchone()
+        latest = max(epochs, default=None)
         if latest is not None and epoch < latest:
             return None
-        seen = connection.execute("SELECT max_seq FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+        seen = store.rows.heads[device_id]
         base = 0 if latest is None or seen is None else seen[0]
-        connection.execute("INSERT INTO device_epochs (device_id, epoch, base) VALUES (?, ?, ?)",
-                           (device_id, epoch, base))
+        store.connection.execute("INSERT INTO device_epochs (device_id, epoch, base) VALUES (?, ?, ?)",
+                                 (device_id, epoch, base))
+        epochs[epoch] = base
     if base == 0:
         return message
     if base + message.seq > MAX_INT:
@@ -249,13 +246,13 @@ def apply(store: FleetStore, message: TelemetryMessage, *, received_at: float | 
     when = to_epoch(message.time) if received_at is None else received_at
     received = when
     lock_devices(store, [message.device_id])
-    row = connection.execute("SELECT max_seq, model_name, model_version FROM devices WHERE device_id = ?",
-                             (message.device_id,)).fetchone()
+    row = store.rows.heads[message.device_id]  # (max_seq, model_name, model_version), read at the lock
     lost = 0
     new_key = version_key(message.model.name if message.model else None,
                           message.model.version if message.model else None)
     if row is None:
         insert_device(connection, message, when, received)
+        store.rows.heads[message.device_id] = (message.seq, *_model_of(message))
         store.pending.device_added(new_key)
         store.pending.count(messages=1)
         if message.seq > 1:
@@ -267,21 +264,20 @@ def apply(store: FleetStore, message: TelemetryMessage, *, received_at: float | 
         if lost:
             connection.execute("INSERT INTO seq_gaps (device_id, first_seq, last_seq, counted) VALUES (?, ?, ?, 1)",
                                (message.device_id, row[0] + 1, message.seq - 1))
-        update_snapshot(connection, message, when, received, lost)
+        _newer_snapshot(store, message, when, received, lost)
         store.pending.device_moved(version_key(row[1], row[2]), new_key)
         store.pending.count(messages=1, lost=lost)
         status = Status.APPLIED
     elif (filled := _fill_gap(connection, message.device_id, message.seq)) is not None:
         lost = -filled
-        connection.execute(
-            "UPDATE devices SET messages = messages + 1, last_seen = GREATEST(last_seen, ?), "
-            "first_seen = LEAST(first_seen, ?), last_received = GREATEST(last_received, ?) WHERE device_id = ?",
-            (when, when, received, message.device_id))
+        delta = store.rows.delta(message.device_id)
+        delta.messages += 1
+        delta.lost += lost
+        delta.seen(when, received, late=True)
         store.pending.count(messages=1, lost=lost)
         status = Status.LATE
     else:
-        connection.execute("UPDATE devices SET duplicates = duplicates + 1 WHERE device_id = ?",
-                           (message.device_id,))
+        store.rows.delta(message.device_id).duplicates += 1
         store.pending.count(duplicates=1)
         return Outcome(Status.DUPLICATE, device_id=message.device_id, seq=message.seq)
     _record_facts(store, message, when)
@@ -315,58 +311,48 @@ def _fill_gap(connection: Any, device_id: str, seq: int) -> int | None:
     connection.executemany(
         "INSERT INTO seq_gaps (device_id, first_seq, last_seq, counted) VALUES (?, ?, ?, ?)",
         [(device_id, low, high, counted) for low, high in pieces if low <= high])
-    if counted:
-        connection.execute("UPDATE devices SET lost = lost - 1 WHERE device_id = ?", (device_id,))
     return counted
+
+
+def _model_of(message: TelemetryMessage) -> tuple[str | None, str | None]:
+    return (message.model.name, message.model.version) if message.model else (None, None)
+
+
+def _newer_snapshot(store: FleetStore, message: TelemetryMessage, when: float, received: float, lost: int) -> None:
+    """The device's snapshot from a message above its highest seq (pending); `lost` seqs were skipped."""
+    delta = store.rows.delta(message.device_id)
+    delta.snapshot.update(snapshot_values(message))
+    delta.max_seq = message.seq
+    delta.messages += 1
+    delta.lost += lost
+    delta.seen(when, received)
+    store.rows.heads[message.device_id] = (message.seq, *_model_of(message))
 
 
 def _record_facts(store: FleetStore, message: TelemetryMessage, when: float) -> None:
     """Counts, latency sample, event and version history of a message applied for the first time."""
-    connection = store.connection
+    rows = store.rows  # written at commit, merged per row (`pending_rows`)
     device_id, model, inference, event = message.device_id, message.model, message.inference, message.event
     if model is None:
         store.dirty_windows.add((device_id, "", ""))  # so the cached window of the device is refreshed (emptied)
     else:
-        connection.execute(
-            "INSERT INTO version_history (device_id, model_name, model_version, variant, backend, first_seen, "
-            "last_seen, first_seq, last_seq, messages) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) "
-            "ON CONFLICT (device_id, model_name, model_version, variant, backend) DO UPDATE SET "
-            "first_seen = LEAST(version_history.first_seen, excluded.first_seen), "
-            "last_seen = GREATEST(version_history.last_seen, excluded.last_seen), "
-            "first_seq = LEAST(version_history.first_seq, excluded.first_seq), "
-            "last_seq = GREATEST(version_history.last_seq, excluded.last_seq), "
-            "messages = version_history.messages + 1",
-            (device_id, model.name, model.version, model.variant, model.backend, when, when, message.seq,
-             message.seq))
+        add_history(rows, (device_id, model.name, model.version, model.variant, model.backend), when, message.seq)
         store.dirty_windows.add((device_id, model.name, model.version))
     if model is not None and inference is not None:
         bucket = when - when % store.count_bucket_s
-        connection.execute(
-            "INSERT INTO version_counts (device_id, model_name, model_version, bucket_start, inferences, errors, "
-            "messages) VALUES (?, ?, ?, ?, ?, ?, 1) "
-            "ON CONFLICT (model_name, model_version, device_id, bucket_start) DO UPDATE SET "
-            "inferences = version_counts.inferences + excluded.inferences, "
-            "errors = version_counts.errors + excluded.errors, messages = version_counts.messages + 1",
-            (device_id, model.name, model.version, bucket, inference.count, inference.errors))
+        add_counts(rows, (device_id, model.name, model.version, bucket), inference.count, inference.errors)
         if inference.dist is not None:
-            add_distributions(connection, device_id, model.name, model.version, bucket, inference.dist)
+            add_distributions(rows, (device_id, model.name, model.version, bucket), inference.dist)
         if inference.count or inference.errors:
-            connection.execute(
-                "INSERT INTO latency_samples (device_id, model_name, model_version, seq, time, "
-                "p50_ms, p95_ms, count, errors) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (device_id, model.name, model.version, message.seq, when, inference.latency_ms_p50,
-                 inference.latency_ms_p95, inference.count, inference.errors))
+            rows.samples.setdefault((device_id, model.name, model.version, message.seq), (
+                device_id, model.name, model.version, message.seq, when, inference.latency_ms_p50,
+                inference.latency_ms_p95, inference.count, inference.errors))
     if event is not None:
         # The version an event names (the agent: the candidate of a swap or swap_failed, the version restored
         # by a rollback), else the one running when it happened.
         version = event.model_version or (model.version if model else None)
-        connection.execute(
-            "INSERT INTO events (device_id, seq, time, kind, detail, model_name, model_version, "
-            "from_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (device_id, message.seq, when, event.kind, event.detail, model.name if model else None, version,
-             transition_from(event.kind, event.detail, event.from_version)))
+        rows.events.setdefault((device_id, message.seq), (
+            device_id, message.seq, when, event.kind, event.detail, model.name if model else None, version,
+            transition_from(event.kind, event.detail, event.from_version)))
         if event.kind in FAILURE_EVENTS or event.kind in RECOVERY_EVENTS:
-            connection.execute(
-                "UPDATE devices SET state_event_kind = ?, state_event_time = ?, state_event_seq = ? "
-                "WHERE device_id = ? AND (state_event_seq IS NULL OR state_event_seq < ?)",
-                (event.kind, when, message.seq, device_id, message.seq))
+            add_state_event(rows, device_id, event.kind, when, message.seq)

@@ -3,8 +3,11 @@
 Two engines behind one interface, chosen by the store URL (`MonitorConfig.store_url`): an SQLite file
 (`store_sqlite`, the embedded default) or a PostgreSQL database (`store_postgres`: several monitor processes
 on one subscription at once). The SQL is one text for both (`store_schema` holds the tables). Times are
-stored as UTC epoch seconds. Writes are batched: `apply` (in `ingest`) changes rows inside
-the open transaction and `commit(store)` refreshes the latency windows it touched, then commits once.
+stored as UTC epoch seconds. Writes are batched: `lock_devices` reads the locked devices' dedupe state once,
+`apply` (in `ingest`) keeps its row changes pending, merged per row (`pending_rows`), and `commit(store)`
+writes them one statement per table, trims and refreshes the latency windows it touched (one statement
+each for the batch), then commits once. Readers inside the writer's transaction (`read_snapshot`) see
+the pending changes written first.
 
 Tables:
 - devices: one row per device, the latest snapshot (by seq) plus dedupe state (`max_seq`), lost and
@@ -28,6 +31,7 @@ Every time kept (first/last seen, buckets, samples, events) is the monitor's rec
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -38,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgefleet.monitor.aggregates import Deltas, flush
 from edgefleet.monitor.errors import FleetStateError
+from edgefleet.monitor.pending_rows import PendingRows, load, write
 from edgefleet.monitor.stats import LatencySample, window_stats
 from edgefleet.monitor.store_engine import Engine, StoreLocation, parse_store_url
 from edgefleet.monitor.store_schema import FILL_AGGREGATES, READABLE_SCHEMAS, SCHEMA_VERSION
@@ -73,6 +78,7 @@ class FleetStore:
     dirty_windows: set[tuple[str, str, str]] = field(default_factory=set, repr=False)
     pending: Deltas = field(default_factory=Deltas, repr=False)
     locked: set[str] = field(default_factory=set, repr=False)
+    rows: PendingRows = field(default_factory=PendingRows, repr=False)
 
     @property
     def path(self) -> Path | str:
@@ -211,7 +217,7 @@ def read_snapshot(store: FleetStore) -> Iterator[Any]:
     connection = store.connection
     if connection.in_transaction:
         # The writer reading its own uncommitted batch: already one consistent view (aggregates included).
-        flush(connection, store.pending)
+        write_pending(store)
         yield connection
         return
     store.engine.begin_read(connection)
@@ -221,48 +227,66 @@ def read_snapshot(store: FleetStore) -> Iterator[Any]:
         connection.commit()
 
 
+def write_pending(store: FleetStore) -> None:
+    """Sends the open transaction's pending row writes and aggregate changes (not committed)."""
+    write(store.connection, store.rows, store.engine.insert_rows)
+    flush(store.connection, store.pending)
+
+
 def commit(store: FleetStore) -> None:
-    """Trims and refreshes the latency windows touched since the last commit, writes the aggregates' changes,
-    then commits the transaction."""
+    """Writes what is pending, trims and refreshes the latency windows touched since the last commit, writes
+    the aggregates' changes, then commits the transaction."""
     connection = store.connection
-    for device_id, model, version in store.dirty_windows:
-        _trim_window(connection, device_id, model, version, store.latency_window)
-    for device_id in {device_id for device_id, _, _ in store.dirty_windows}:
-        refresh_device_window(connection, device_id)
-    flush(connection, store.pending)
+    with store.engine.pipeline(connection):  # PostgreSQL: two round trips for all of it, not one per statement
+        write(connection, store.rows, store.engine.insert_rows)
+        if store.dirty_windows:
+            ids = sorted({device_id for device_id, _, _ in store.dirty_windows})
+            trim_windows(connection, ids, store.latency_window)
+            refresh_device_windows(connection, ids)
+        flush(connection, store.pending)
     connection.commit()
-    store.dirty_windows.clear()
-    store.locked.clear()
+    _ended(store)
 
 
 def rollback(store: FleetStore) -> None:
     """Abandons everything since the last commit."""
     store.connection.rollback()
-    store.dirty_windows.clear()
     store.pending.clear()
+    _ended(store)
+
+
+def _ended(store: FleetStore) -> None:
+    store.dirty_windows.clear()
     store.locked.clear()
+    store.rows.forget()
 
 
 def lock_devices(store: FleetStore, device_ids: Iterable[str]) -> None:
-    """Opens the write transaction and locks `device_ids` until it ends (those not locked yet, sorted)."""
+    """Opens the write transaction and locks `device_ids` until it ends (those not locked yet, sorted), and
+    reads their dedupe state (`pending_rows.load`)."""
     if not store.connection.in_transaction:
-        store.locked.clear()  # the last transaction ended without `commit`/`rollback` of the store
+        # The last transaction ended without `commit`/`rollback` of the store: its locks and reads are gone
+        # (writes still pending go out with the next commit).
+        store.locked.clear()
+        store.rows.forget_reads()
     store.engine.begin_write(store.connection)
     wanted = sorted(set(device_ids) - store.locked)
     if wanted:
         store.engine.lock_devices(store.connection, wanted)
         store.locked.update(wanted)
+        load(store.connection, store.rows, wanted)
 
 
-def _trim_window(connection: Any, device_id: str, model: str, version: str, window: int) -> None:
-    # The window is by seq, so a late (out-of-order) sample lands in its place and the oldest goes.
-    key = (device_id, model, version)
-    cutoff = connection.execute(
-        "SELECT seq FROM latency_samples WHERE device_id = ? AND model_name = ? AND model_version = ? "
-        "ORDER BY seq DESC LIMIT 1 OFFSET ?", (*key, window)).fetchone()
-    if cutoff is not None:
-        connection.execute("DELETE FROM latency_samples WHERE device_id = ? AND model_name = ? "
-                           "AND model_version = ? AND seq <= ?", (*key, cutoff[0]))
+def trim_windows(connection: Any, device_ids: list[str], window: int) -> None:
+    """Keeps the last `window` latency samples (by seq) of each (device, model, version) of `device_ids`.
+
+    The window is by seq, so a late (out-of-order) sample lands in its place and the oldest goes."""
+    connection.execute(
+        "DELETE FROM latency_samples WHERE (device_id, model_name, model_version, seq) IN ("
+        "SELECT device_id, model_name, model_version, seq FROM (SELECT device_id, model_name, model_version, seq, "
+        "ROW_NUMBER() OVER (PARTITION BY device_id, model_name, model_version ORDER BY seq DESC) AS newer "
+        "FROM latency_samples WHERE device_id IN (SELECT value FROM json_each(?))) AS ranked WHERE newer > ?)",
+        (json.dumps(device_ids), window))
 
 
 def window_samples(connection: Any, device_id: str, model: str, version: str,
@@ -277,19 +301,26 @@ def window_samples(connection: Any, device_id: str, model: str, version: str,
     return [LatencySample(*row) for row in connection.execute(query, params)]
 
 
-def refresh_device_window(connection: Any, device_id: str) -> None:
-    """Recomputes the cached p50/p95, window counts and error ratio of the version the device runs now."""
-    row = connection.execute("SELECT model_name, model_version FROM devices WHERE device_id = ?",
-                             (device_id,)).fetchone()
-    if row is None:
-        return
-    model, version = row
-    stats = window_stats(window_samples(connection, device_id, model, version) if version else [])
-    ratio = stats.error_ratio if (stats.inferences or stats.errors) else None
-    connection.execute(
+def refresh_device_windows(connection: Any, device_ids: list[str]) -> None:
+    """Recomputes the cached p50/p95, window counts and error ratio of the version each device runs now."""
+    samples: dict[str, list[LatencySample]] = {}
+    for device_id, *sample in connection.execute(
+            "SELECT d.device_id, s.p50_ms, s.p95_ms, s.count, s.errors FROM devices AS d LEFT JOIN latency_samples "
+            "AS s ON s.device_id = d.device_id AND s.model_name = d.model_name AND s.model_version = "
+            "d.model_version AND d.model_version <> '' WHERE d.device_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(device_ids),)):
+        found = samples.setdefault(device_id, [])
+        if sample[0] is not None:
+            found.append(LatencySample(*sample))
+    updates = []
+    for device_id in sorted(samples):
+        stats = window_stats(samples[device_id])
+        ratio = stats.error_ratio if (stats.inferences or stats.errors) else None
+        updates.append((stats.latency_p50_ms, stats.latency_p95_ms, stats.inferences, stats.errors, ratio,
+                        device_id))
+    connection.executemany(
         "UPDATE devices SET latency_p50_ms = ?, latency_p95_ms = ?, window_inferences = ?, window_errors = ?, "
-        "error_ratio = ? WHERE device_id = ?",
-        (stats.latency_p50_ms, stats.latency_p95_ms, stats.inferences, stats.errors, ratio, device_id))
+        "error_ratio = ? WHERE device_id = ?", updates)
 
 
 def open_fleet_store(config: MonitorConfig, *, create: bool = True) -> FleetStore:

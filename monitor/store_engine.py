@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +41,10 @@ class Engine:
         lock_devices: locks devices for the rest of the open write transaction (in a stable order).
         has_table: whether a table exists.
         analyze: refreshes the planner's statistics (after a bulk load or a prune).
+        pipeline: a context in which statements whose results are not read are sent without waiting for
+            the server (PostgreSQL's pipeline mode; SQLite: nothing to wait for).
+        insert_rows: runs a one-row INSERT (`VALUES (?, ...)`, upserts too) for many rows at once, given as a
+            list of tuples of distinct keys.
     """
 
     name: EngineName
@@ -51,6 +56,8 @@ class Engine:
     lock_devices: Callable[[Any, Iterable[str]], None]
     has_table: Callable[[Any, str], bool]
     analyze: Callable[[Any], None]
+    insert_rows: Callable[[Any, str, list[tuple]], None]
+    pipeline: Callable[[Any], AbstractContextManager[Any]]
 
 
 @dataclass(frozen=True)

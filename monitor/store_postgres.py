@@ -6,8 +6,11 @@ it into psycopg's (`%s`) and maps the one SQLite-only idiom left (`json_each(?)`
 Concurrency: write transactions run at READ COMMITTED and lock each device they change with a transaction
 advisory lock (`lock_devices`, sorted, so two monitors never wait on each other in a cycle). Every read
 that a dedupe decision rests on (max_seq, gaps, epochs) happens after the lock, so it sees the last commit
-of any other monitor: each (device, epoch, seq) is applied once and no update is lost. Counters shared by
-many devices are upserted as `x = x + delta` at commit (`aggregates`), which PostgreSQL applies atomically.
+of any other monitor (they are read once per batch, right after the lock: `pending_rows.load`): each
+(device, epoch, seq) is applied once and no update is lost. The batch's row changes are upserted as
+`x = x + delta` (or LEAST/GREATEST) at commit, one `executemany` per table (psycopg 3.1+ sends it in
+pipeline mode: one round trip, not one per row), as are the counters shared by many devices (`aggregates`);
+PostgreSQL applies each atomically.
 Readers use REPEATABLE READ, READ ONLY: several SELECTs see one snapshot.
 """
 
@@ -117,6 +120,50 @@ def lock_devices(connection: PgConnection, device_ids: Iterable[str]) -> None:
             "FROM (SELECT unnest(?::text[]) AS id ORDER BY 1) AS sorted_ids", (ids,))
 
 
+_ONE_ROW_INSERT = re.compile(r"^INSERT INTO (\w+) \(([^)]*)\) VALUES \((?:\?, )*\?\)(.*)$", re.DOTALL)
+_COLUMN = re.compile(r"\b(\w+) (TEXT|REAL|INTEGER)\b")
+_ARRAYS = {"TEXT": ("text[]", str), "REAL": ("float8[]", float), "INTEGER": ("int8[]", int)}
+
+
+@functools.lru_cache(maxsize=1)
+def _column_types() -> dict[tuple[str, str], str]:
+    """(table, column) -> its SQLite type name in the schema."""
+    types = {}
+    for statement in statements(TABLES):
+        table = statement.split()[5]  # CREATE TABLE IF NOT EXISTS <table> (
+        for column, kind in _COLUMN.findall(statement[statement.index("("):]):
+            types[(table, column)] = kind
+    return types
+
+
+@functools.lru_cache(maxsize=64)
+def _unnest_insert(sql: str) -> tuple[str, tuple[type, ...]]:
+    """The one-row INSERT `sql` as an INSERT of one array per column, and each column's Python type."""
+    match = _ONE_ROW_INSERT.match(sql)
+    if match is None:
+        raise ValueError(f"not a one-row INSERT: {sql[:60]}")
+    table, columns, tail = match.groups()
+    kinds = [_ARRAYS[_column_types()[(table, column.strip())]] for column in columns.split(",")]
+    arrays = ", ".join(f"?::{array}" for array, _ in kinds)
+    return f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays}){tail}", tuple(kind for _, kind in kinds)
+
+
+def insert_rows(connection: PgConnection, sql: str, rows: list[tuple]) -> None:
+    """Many rows in one statement of one array parameter per column (`unnest`): PostgreSQL parses and plans
+    nine arrays much faster than thousands of parameters."""
+    if not rows:
+        return
+    many, kinds = _unnest_insert(sql)
+    columns = [[None if value is None else kind(value) for value in column]
+               for column, kind in zip(zip(*rows, strict=True), kinds, strict=True)]
+    connection.execute(many, columns)
+
+
+def pipeline(connection: PgConnection) -> psycopg.Pipeline:
+    """psycopg's pipeline mode: statements are sent without waiting; a result read (or the block's end) syncs."""
+    return connection.raw.pipeline()
+
+
 def has_table(connection: PgConnection, table: str) -> bool:
     return connection.execute("SELECT to_regclass(?) IS NOT NULL", (table,)).fetchone()[0]
 
@@ -130,4 +177,5 @@ def analyze(connection: PgConnection) -> None:
 ENGINE = Engine(name="postgresql", transient_errors=(psycopg.OperationalError,),
                 data_errors=(psycopg.DataError, OverflowError), errors=(psycopg.Error,),
                 begin_write=begin_write, begin_read=begin_read, lock_devices=lock_devices,
-                has_table=has_table, analyze=analyze)
+                has_table=has_table, analyze=analyze, insert_rows=insert_rows,
+                pipeline=pipeline)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
+from contextlib import nullcontext
 from pathlib import Path
 
+from edgefleet.monitor.pending_rows import insert_rows
 from edgefleet.monitor.store_engine import Engine
 from edgefleet.monitor.store_schema import ADDED_COLUMNS, INDEXES, TABLES
 
@@ -83,4 +85,5 @@ def analyze(connection: sqlite3.Connection) -> None:
 
 ENGINE = Engine(name="sqlite", transient_errors=(sqlite3.OperationalError,), data_errors=(OverflowError,),
                 errors=(sqlite3.Error,), begin_write=begin_write, begin_read=begin_read, lock_devices=lock_devices,
-                has_table=has_table, analyze=analyze)
+                has_table=has_table, analyze=analyze, insert_rows=insert_rows,
+                pipeline=lambda connection: nullcontext())

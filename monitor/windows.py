@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from edgefleet.kernel.contracts.distributions import Distributions, build
 from edgefleet.monitor.health import failure_events
-from edgefleet.monitor.store import FleetStore, commit, from_epoch, read_snapshot, to_epoch
+from edgefleet.monitor.store import FleetStore, commit, from_epoch, read_snapshot, to_epoch, write_pending
 
 METRICS = ("latency", "score", "class", "detections")
 
@@ -96,6 +96,7 @@ def prune(store: FleetStore, before: float) -> dict[str, int]:
     Device rows, seq gaps and version history stay: they are per device, not per time.
     """
     deleted = {}
+    write_pending(store)  # rows an open batch keeps pending are pruned like those already written
     connection = store.connection
     for table, column in _TIMED:
         deleted[table] = connection.execute(f"DELETE FROM {table} WHERE {column} < ?", (before,)).rowcount

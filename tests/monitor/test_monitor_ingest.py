@@ -11,17 +11,23 @@ from monitor_helpers import telemetry
 from edgefleet.monitor.errors import FleetStateError
 from edgefleet.monitor.ingest import Status, apply, handle, transition_from
 from edgefleet.monitor.query import ingest_counters
-from edgefleet.monitor.store import commit, open_store
+from edgefleet.monitor.store import commit, open_store, write_pending
+
+
+def written(store):
+    """The store's connection once the open transaction's pending writes are sent (not committed)."""
+    write_pending(store)
+    return store.connection
 
 
 def device_row(store, device_id):
-    cursor = store.connection.execute("SELECT * FROM devices WHERE device_id = ?", (device_id,))
+    cursor = written(store).execute("SELECT * FROM devices WHERE device_id = ?", (device_id,))
     row = cursor.fetchone()
     return None if row is None else dict(zip([column[0] for column in cursor.description], row, strict=True))
 
 
 def gaps(store, device_id):
-    return store.connection.execute(
+    return written(store).execute(
         "SELECT first_seq, last_seq, counted FROM seq_gaps WHERE device_id = ? ORDER BY first_seq",
         (device_id,)).fetchall()
 
@@ -69,10 +75,10 @@ def test_duplicates_change_no_counts(store):
     message = telemetry("cam-1", 1, count=10, errors=2)
     apply(store, message)
     commit(store)
-    before = store.connection.execute("SELECT SUM(inferences), SUM(errors) FROM version_counts").fetchone()
+    before = written(store).execute("SELECT SUM(inferences), SUM(errors) FROM version_counts").fetchone()
     assert apply(store, message).status is Status.DUPLICATE
     commit(store)
-    assert store.connection.execute("SELECT SUM(inferences), SUM(errors) FROM version_counts").fetchone() == before
+    assert written(store).execute("SELECT SUM(inferences), SUM(errors) FROM version_counts").fetchone() == before
     assert before == (10, 2)
     assert ingest_counters(store).duplicates == 1
 
@@ -91,7 +97,7 @@ def test_the_latency_window_keeps_the_latest_samples_by_seq(store):
     for seq, latency in [(1, 100.0), (2, 100.0), (6, 4.0), (5, 3.0), (3, 1.0), (4, 2.0)]:
         apply(store, telemetry("cam-1", seq, latency_ms=latency))
     commit(store)
-    kept = store.connection.execute("SELECT seq FROM latency_samples WHERE device_id = 'cam-1' ORDER BY seq")
+    kept = written(store).execute("SELECT seq FROM latency_samples WHERE device_id = 'cam-1' ORDER BY seq")
     assert [seq for (seq,) in kept] == [3, 4, 5, 6]
     row = device_row(store, "cam-1")
     # nearest rank over latencies 1, 2, 3, 4: p50 = 2, p95 = 4
@@ -112,10 +118,10 @@ def test_version_history_and_events_are_recorded(store):
                            version="1.1.0"))
     apply(store, telemetry("cam-1", 3, version="1.1.0"))
     commit(store)
-    history = store.connection.execute(
+    history = written(store).execute(
         "SELECT model_version, first_seq, last_seq, messages FROM version_history ORDER BY first_seq").fetchall()
     assert history == [("1.0.0", 1, 1, 1), ("1.1.0", 2, 3, 2)]
-    events = store.connection.execute("SELECT seq, kind, model_version, from_version FROM events").fetchall()
+    events = written(store).execute("SELECT seq, kind, model_version, from_version FROM events").fetchall()
     assert events == [(2, "swap", "1.1.0", "1.0.0")]
 
 
@@ -147,9 +153,9 @@ def test_malformed_messages_are_counted_per_message_id_and_change_nothing_else(s
                    "m-3", {}, 1003.0)
     assert wrong.status is Status.MALFORMED and "seq" in wrong.reason
     commit(store)
-    rows = store.connection.execute("SELECT message_id, device_id, deliveries FROM malformed ORDER BY 1").fetchall()
+    rows = written(store).execute("SELECT message_id, device_id, deliveries FROM malformed ORDER BY 1").fetchall()
     assert rows == [("m-0", None, 1), ("m-1", "cam-9", 2), ("m-2", None, 1), ("m-3", None, 1)]
-    assert store.connection.execute("SELECT COUNT(*) FROM devices").fetchone() == (0,)
+    assert written(store).execute("SELECT COUNT(*) FROM devices").fetchone() == (0,)
     counters = ingest_counters(store)
     assert (counters.malformed, counters.malformed_deliveries) == (4, 5)
 
