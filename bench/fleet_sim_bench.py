@@ -52,11 +52,13 @@ class Scenario:
     bad: str = "slow"
     poll_interval_s: float = 5.0
     window_s: float = 5.0
-    fps: float = 2.0
+    fps: float = 10.0
     replicas: int = 1
     seed: int = 7
-    min_samples: int = 10
-    min_error_samples: int = 100
+    min_samples: int = 100
+    """Inferences a device's window needs to count (the canary gate's default; fewer makes the class-mix
+    change of a short after-window look larger than a control's: a good release can fail)."""
+    min_error_samples: int = 300
     fleet_model: str = "camera"
 
 
@@ -67,6 +69,8 @@ class Outcome:
     good_done: int
     bad_state: str
     bad_wave: int | None
+    first_wave: int
+    """Devices the bad rollout's first wave moved (the flow's record)."""
     exposed: int
     exposed_share: float
     max_polls_back: int | None
@@ -189,7 +193,8 @@ def run_scenario(world: SimWorld, scenario: Scenario) -> Outcome:
     history = json.loads(report.read_text())
     exposed, worst, missing = polls_back(history, halted_at)
     return Outcome(good.state, good_wall, good.done, bad.state, record.halted.wave if record.halted else None,
-                   len(exposed), len(exposed) / scenario.devices, worst, missing, scenario.devices)
+                   len(record.waves[0]) if record.waves else 0, len(exposed), len(exposed) / scenario.devices,
+                   worst, missing, scenario.devices)
 
 
 def _table(scenario: Scenario, outcome: Outcome, command: str) -> str:
@@ -206,7 +211,8 @@ def _table(scenario: Scenario, outcome: Outcome, command: str) -> str:
          f"<= {GOAL_POLLS_BACK}, 0"),
     ]
     lines = [f"command: {command}", f"poll {scenario.poll_interval_s:g} s (+-20 % jitter), telemetry window "
-             f"{scenario.window_s:g} s at {scenario.fps:g} fps, {scenario.replicas} monitor(s) on SQLite",
+             f"{scenario.window_s:g} s at {scenario.fps:g} fps, canary min_samples {scenario.min_samples}, "
+             f"{scenario.replicas} monitor(s) on SQLite",
              "| measure | result | goal |", "|---|---|---|"]
     return "\n".join(lines + [f"| {a} | {b} | {c} |" for a, b, c in rows])
 
@@ -229,13 +235,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bad", default="slow", choices=("slow", "erroring", "collapsed"))
     parser.add_argument("--poll-s", type=float, default=5.0)
     parser.add_argument("--window-s", type=float, default=5.0)
-    parser.add_argument("--fps", type=float, default=2.0)
+    parser.add_argument("--fps", type=float, default=10.0)
+    parser.add_argument("--min-samples", type=int, default=100, help="the canary gate's min_samples")
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--workdir", default=None, help="keep everything here (default: a temporary directory)")
     args = parser.parse_args(argv)
     scenario = Scenario(devices=args.devices, shares=tuple(args.shares.split(",")), dwell_s=args.dwell_s,
                         bad=args.bad, poll_interval_s=args.poll_s, window_s=args.window_s, fps=args.fps,
-                        replicas=args.replicas)
+                        replicas=args.replicas, min_samples=args.min_samples)
     from prefect.testing.utilities import prefect_test_harness
 
     from edgefleet.local.emulators import PubSubEmulator
