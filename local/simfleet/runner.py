@@ -17,8 +17,10 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -29,11 +31,14 @@ from edgefleet.device.registry import LocalRegistryReader
 from edgefleet.device.telemetry.builder import EventRecord, MessageDraft, TelemetryBuilder
 from edgefleet.flows.registry import RegistryWriter, register_device_key
 from edgefleet.kernel.contracts.telemetry import Health, ModelRef
-from edgefleet.kernel.keyring import resolve_keyring
+from edgefleet.kernel.keyring import Keyring, resolve_keyring
 from edgefleet.kernel.signing import generate_keypair, load_public_key
 from edgefleet.local.simfleet.behaviour import PROFILES, Traits, decide_poll, first_state, window_records
 
 log = logging.getLogger(__name__)
+
+Publish = Callable[[bytes, dict[str, str]], None]
+"""(message bytes, attributes) -> None: hands one message to the publisher client's batches."""
 
 STOP_CHECK_S = 0.5
 """How often the fleet looks at its stop event."""
@@ -118,17 +123,17 @@ class SimFleet:
         finally:
             publisher.stop()
 
-    def _publish(self, publisher, topic: str, data: bytes, attributes: dict[str, str]) -> None:  # noqa: ANN001
+    def _publish(self, publisher: Any, topic: str, data: bytes, attributes: dict[str, str]) -> None:
         future = publisher.publish(topic, data, **attributes)
         future.add_done_callback(self._count)
 
-    def _count(self, future) -> None:  # noqa: ANN001
+    def _count(self, future: Any) -> None:
         if future.exception() is None:
             self.published += 1
         else:
             self.publish_errors += 1
 
-    async def _main(self, stop: threading.Event, publish) -> None:  # noqa: ANN001
+    async def _main(self, stop: threading.Event, publish: Publish) -> None:
         key = resolve_keyring(load_public_key(self.spec.public_key))
         tasks = [asyncio.create_task(self._device(index, device, key, publish))
                  for index, device in enumerate(self.spec.devices)]
@@ -138,7 +143,7 @@ class SimFleet:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _device(self, index: int, device: SimDevice, keyring, publish) -> None:  # noqa: ANN001
+    async def _device(self, index: int, device: SimDevice, keyring: Keyring, publish: Publish) -> None:
         settings = self.spec.settings
         rng = np.random.default_rng([settings.seed, index])
         reader = LocalRegistryReader(self.spec.registry)
