@@ -39,6 +39,9 @@ from edgefleet.local.simfleet.world import SimWorld, make_world  # noqa: E402
 OLD, GOOD, BAD = "1.0.0", "1.1.0", "1.2.0"
 SEEN_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 60.0
+SIM_STOP_TIMEOUT_S = 600.0
+"""The simulated devices flush their publisher's backlog when stopped: minutes at 10,000 devices on a loaded
+machine (a 60 s wait lost a run's history)."""
 GOAL_WALL_S = 300.0
 GOAL_EXPOSED = 0.01
 GOAL_POLLS_BACK = 2
@@ -124,7 +127,7 @@ def simulated_fleet(world: SimWorld, scenario: Scenario) -> Iterator[tuple[Fleet
         yield spec, report
     finally:
         stop.set()
-        process.join(STOP_TIMEOUT_S)
+        process.join(SIM_STOP_TIMEOUT_S)
 
 
 def wait_seen(world: SimWorld, count: int, timeout_s: float = SEEN_TIMEOUT_S) -> None:
