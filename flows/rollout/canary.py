@@ -287,7 +287,7 @@ def error_metric(canary: Sequence[Device], control: Sequence[Device], gate: Cana
     else:
         return _no_data(name, gate, canary_text, control_text, test, "the sequential test has not decided yet")
     return _row(name, gate, canary=canary_text, control=control_text, test=test,
-                statistic=min(1.0, math.exp(-llr)), threshold=f"LR>{1 / gate.alpha:g} for {alternative:.2%} "
+                statistic=math.exp(min(0.0, -llr)), threshold=f"LR>{1 / gate.alpha:g} for {alternative:.2%} "
                 f"against {allowed:.2%} allowed", result=result, detail=f"log LR {llr:+.2f}")
 
 

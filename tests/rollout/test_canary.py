@@ -316,3 +316,13 @@ def test_caps_keep_the_shape_and_bound_the_weight() -> None:
     capped = h.capped({1: 900_000, 2: 100_000}, 1000)
     assert capped == pytest.approx({1: 900.0, 2: 100.0})
     assert h.capped({1: 3}, 1000) == {1: 3}
+
+
+def test_a_wave_of_thousands_of_clean_devices_passes_the_error_test_without_overflow() -> None:
+    # Found by the fleet simulator at 10,000 devices: a 50% wave (about 4,000 devices, 240,000 clean inferences)
+    # made the likelihood ratio's exp() overflow, and the judge halted a good release ("cannot judge").
+    from edgefleet.flows.rollout.canary import Device, Window, error_metric
+
+    canary = [Device(f"c{i}", None, Window(60.0, 0.0, 0, {}, {}, {}, {})) for i in range(4000)]
+    row = error_metric(canary, [], GATE, final=False)
+    assert row.result == "pass" and row.statistic is not None and 0.0 <= row.statistic <= 1.0
