@@ -174,6 +174,9 @@ def _submit_run_form(browser: Any, sandbox: SandboxProcess, deployment: str, scr
     _screenshot(browser, screenshot)
     console: list[str] = []
     for _attempt in range(SUBMIT_ATTEMPTS):
+        # A toast (the 503 one below, or any other) sits over the Submit button for a few seconds: a person
+        # waits for it to go; clicking through it was refused as intercepted on a loaded machine.
+        wait.until(conditions.invisibility_of_element_located((By.CSS_SELECTOR, ".p-toast__info")))
         submit.click()
         # The UI creates the run and goes back to the deployment's runs, or shows its error toast.
         try:
