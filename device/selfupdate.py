@@ -85,6 +85,9 @@ class UpdaterConfig(BaseModel):
     public_key: Path = Field(description="the release keyring: the keys/release.d directory deploy-agent installs "
                              "(root-owned), or a single release public key file (older installs)")
     channel: ChannelName = "stable"
+    credentials_file: Path | None = Field(
+        default=None, description="the device's Google credentials for a gs:// registry: the agent's own "
+        "credentials_file (deploy-agent writes the same path); None: Application Default Credentials")
     restart_command: tuple[str, ...] = Field(description="e.g. [systemctl, restart, edgefleet-agent]")
     python: str = Field(default="python3", description="the Python that makes the new venvs")
     wheelhouse: Path | None = Field(default=None, description="install offline from this directory")

@@ -29,7 +29,8 @@ def self_update(
     try:
         settings = load(UpdaterConfig, config, what="updater config", missing_fix="pass the updater's YAML",
                         shape_fix="see UpdaterConfig in edgefleet.device.selfupdate")
-        result = run_once(settings, open_registry_reader(settings.registry))
+        registry = open_registry_reader(settings.registry, credentials_file=settings.credentials_file)
+        result = run_once(settings, registry)
     except EdgefleetError as error:
         raise cli_error(error) from error
     typer.echo(json.dumps(result.model_dump()) if as_json else f"{result.outcome}: {result.detail}")

@@ -241,7 +241,8 @@ def _deploy(connection: DeviceConnection, device: DeviceSpec, params: DeployAgen
         connection.run(f"visudo -cqf {q(rule_path)} || {{ rm -f {q(rule_path)}; exit 1; }}")
     pid, note = _restart(connection, params, spec)
     _wait_running(connection, params, device, spec, pid)
-    note += install_updater(connection, params, spec, config_dir=config_dir, public_key=ring, check_unit=check_unit)
+    note += install_updater(connection, params, spec, config_dir=config_dir, public_key=ring, check_unit=check_unit,
+                            credentials_file=credentials_path)
     return DeployResult(device_id=device.id, ok=True, pid=pid, wheel_uploaded=uploaded, device_key_id=device_key_id,
                         detail=f"running (pid {pid}, {params.service_manager}{note}, config {config_path})"
                         f"{install_note}")

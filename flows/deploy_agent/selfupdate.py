@@ -83,7 +83,8 @@ def updater_config_path(config_dir: str) -> str:
 
 def updater_document(self_update: SelfUpdateParams, *, install_dir: str, state_dir: str, registry: str,
                      public_key: str, restart_command: tuple[str, ...], python: str,
-                     wheelhouse: str | None = None, extra_site_dirs: tuple[str, ...] = ()) -> str:
+                     wheelhouse: str | None = None, extra_site_dirs: tuple[str, ...] = (),
+                     credentials_file: str | None = None) -> str:
     """The updater's YAML, validated with its own config model (an error names the parameter to fix)."""
     from edgefleet.device.selfupdate import UpdaterConfig
     from edgefleet.kernel.contracts.layout import STATUS_FILE
@@ -92,6 +93,8 @@ def updater_document(self_update: SelfUpdateParams, *, install_dir: str, state_d
                 "public_key": public_key, "channel": self_update.channel, "restart_command": list(restart_command),
                 "python": python, "health_timeout_s": self_update.health_timeout_s,
                 "install_timeout_s": self_update.install_timeout_s}
+    if credentials_file:  # the agent's own: a root updater reading gs:// outside Google Cloud has nothing else
+        document["credentials_file"] = credentials_file
     if wheelhouse:
         document["wheelhouse"] = wheelhouse
     if extra_site_dirs:
@@ -152,7 +155,7 @@ def remove_updater_command(service_name: str, config_path: str, *, systemd: bool
 
 
 def install_updater(connection, params, spec: ServiceSpec, *, config_dir: str, public_key: str,  # noqa: ANN001
-                    check_unit: Callable[[Any, str], str]) -> str:
+                    check_unit: Callable[[Any, str], str], credentials_file: str | None = None) -> str:
     """Installs (self_update set) or removes (unset) the updater on one device; returns a note for the result.
 
     `connection` is deploy-agent's (root on the device), `params` its DeployAgentParams, `check_unit` how it
@@ -175,7 +178,7 @@ def install_updater(connection, params, spec: ServiceSpec, *, config_dir: str, p
     document = updater_document(
         params.self_update, install_dir=params.install_dir, state_dir=spec.state_dir, registry=params.registry,
         public_key=public_key, python=params.python, wheelhouse=params.wheelhouse,
-        extra_site_dirs=params.extra_site_dirs,
+        extra_site_dirs=params.extra_site_dirs, credentials_file=credentials_file,
         restart_command=restart_command(params.service_manager, spec, service_commands(params.service_manager, spec)))
     connection.write_text(config_path, document, mode=UPDATER_CONFIG_MODE)
     connection.run(f"chown root:root {shlex.quote(config_path)}")

@@ -213,3 +213,21 @@ def test_deploy_over_ssh_runs_the_agent_through_current_and_installs_the_updater
         [again] = deploy_agent(DeployAgentParams(**settings))  # self_update off again: the config goes
         assert again.ok and not updater.exists()
         fleet.stop_agent("sim-1")
+
+
+def test_the_updater_reads_the_registry_with_the_agents_credentials_file(tmp_path):
+    """A root updater outside Google Cloud has no credentials of its own: deploy-agent names the agent's
+    credentials_file in updater.yaml, and the updater's registry read uses it (a missing file is named)."""
+    from typer.testing import CliRunner
+
+    from edgefleet.device.cli import app
+
+    spec = agent_service_spec(_params(), _device(), "/var/lib/edgefleet-agent", "/opt/edgefleet/etc/cam-1")
+    credentials = tmp_path / "google-credentials.json"
+    text = updater_document(SelfUpdateParams(), install_dir=str(tmp_path / "opt"), state_dir=spec.state_dir,
+                            registry="gs://bucket", public_key=str(tmp_path / "release.d"), python="python3",
+                            restart_command=("true",), credentials_file=str(credentials))
+    assert UpdaterConfig.model_validate(yaml.safe_load(text)).credentials_file == credentials
+    (tmp_path / "updater.yaml").write_text(text)
+    result = CliRunner().invoke(app, ["self-update", "--config", str(tmp_path / "updater.yaml")])
+    assert result.exit_code != 0 and str(credentials) in result.output, result.output
