@@ -241,7 +241,7 @@ def test_release_and_rollout_from_the_ui_reach_every_device(sandbox: SandboxProc
     roots = sorted((sandbox.workdir / "fleet").glob("sim-*/agent-root"))
     assert len(roots) == DEVICES
     for root in roots:  # deploy-agent's layout: the keyring in the root-owned config dir, not the agent root
-        assert not (root / "keys").exists()
+        assert not (root / "keys" / "release.pub").exists() and not (root / "keys" / "release.d").exists()
         ring = sandbox.workdir / "opt" / "etc" / root.parent.name / "keys" / "release.d"
         assert [key.suffix for key in ring.iterdir()] == [".pub"]  # one release key, named by its key id
     assert {root.parent.name: ModelStore(root).pointer(MODEL, "current") for root in roots} == {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,12 +134,32 @@ def pull_world(coral_data: Path, pubsub_emulator, tmp_path_factory: pytest.TempP
         fleet.start()
         fleet.wait_agents(lambda s: s.state == "running" and s.version == "1.0.0" and s.frames > 3,
                           timeout_s=AGENT_TIMEOUT_S)
+        _wait_monitor_sees(world, DEVICES)
         yield world
     finally:
         fleet.stop()
         stop.set()
         monitor_thread.join(30)
         subscriber.close()
+
+
+def _wait_monitor_sees(world: PullWorld, count: int) -> None:
+    """The pull rollout's fleet is the devices the monitor has heard from: an agent running is not yet one the
+    monitor knows (its first telemetry is still on the way on a loaded machine, and a rollout started then took
+    2 of the 5 devices as the fleet). Waits until the monitor knows every device."""
+    from edgefleet.flows.rollout.pull_tasks import MonitorView
+    from edgefleet.monitor.errors import FleetStateError
+
+    view, deadline = MonitorView(str(world.monitor_config), MODEL), time.monotonic() + AGENT_TIMEOUT_S
+    while True:
+        try:
+            seen = view.versions(WAVE_TIMEOUT_S)
+        except FleetStateError:  # the monitor has not made its fleet state yet
+            seen = {}
+        if len(seen) >= count:
+            return
+        assert time.monotonic() < deadline, f"the monitor knows {sorted(seen)} of {count} devices"
+        time.sleep(0.5)
 
 
 def test_a_good_release_reaches_the_whole_fleet_wave_by_wave(pull_world: PullWorld) -> None:
