@@ -92,8 +92,9 @@ class PullRolloutParams(_Config):
     channel: ChannelName = Field(default="stable", description="the channel the devices follow")
     rollout_id: SafeName | None = Field(default=None, description="default <model>-<version>; re-running resumes it")
     schedule: Schedule = Field(default=ShareSchedule(), description="shares, or an exponential rate")
-    first_wave_min: int = Field(default=1, ge=1, description="devices in the first wave at least (its share is "
-                                                             "raised until the hash includes this many)")
+    first_wave_min: int = Field(default=3, ge=1, description="devices in the first wave at least (its share is "
+                                "raised until the hash includes this many); as the SSH rollout's: one device never "
+                                "decides a wave")
     monitor_config: str = Field(description="the fleet monitor's YAML: pull-mode devices are seen only there")
     canary: CanaryGate = CanaryGate()
     report_timeout_s: float = Field(default=600.0, gt=0, description="how long a wave waits for its devices to "
