@@ -51,6 +51,10 @@ def test_a_device_without_credentials_keeps_inferring_and_spools_its_telemetry(r
     with running(agent):
         wait_until(lambda: agent.stats.frames >= 30, "30 frames inferred without credentials")
         wait_until(lambda: read_status(releases.root / "status.json").spool_depth > 0, "telemetry spooled")
+        # the status is written on its own schedule: on a loaded machine one can come before the sink's first
+        # failed open is recorded (sink_down, no error yet); wait for the one that says why
+        wait_until(lambda: read_status(releases.root / "status.json").telemetry_error is not None,
+                   "the status says why telemetry is down")
         status = read_status(releases.root / "status.json")
         assert status.state == "running" and status.telemetry_state == "sink_down"
         assert "no Google Cloud credentials" in status.telemetry_error
