@@ -12,20 +12,11 @@ import os
 import signal
 from pathlib import Path
 
+from edgefleet.device.doctor_edgetpu import process_alive
 from edgefleet.local.processes import wait_until
 
 DOWN_WAIT_S = 90.0
 SANDBOX_MODULE = "edgefleet.local.sandbox"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _cmdline(pid: int) -> str:
@@ -47,14 +38,14 @@ def down(workdir: Path, wait_s: float = DOWN_WAIT_S) -> list[str]:
     except (OSError, ValueError):
         state = {}  # half-written: nothing we can trust to kill
     main = int(state.get("pid") or 0)
-    if main and main != os.getpid() and _alive(main) and SANDBOX_MODULE in _cmdline(main):
+    if main and main != os.getpid() and process_alive(main) and SANDBOX_MODULE in _cmdline(main):
         os.kill(main, signal.SIGTERM)
-        wait_until(lambda: not _alive(main), timeout_s=wait_s, interval_s=0.2)
+        wait_until(lambda: not process_alive(main), timeout_s=wait_s, interval_s=0.2)
     killed = []
     for name, pgid in state.get("groups", {}).items():
         # Only a group whose leader is still the process recorded (not another that reused its pid).
         expected = "pubsub" if name == "pubsub-emulator" else "prefect"
-        if _alive(int(pgid)) and expected in _cmdline(int(pgid)):
+        if process_alive(int(pgid)) and expected in _cmdline(int(pgid)):
             try:
                 os.killpg(int(pgid), signal.SIGKILL)
                 killed.append(name)
@@ -69,7 +60,7 @@ def down(workdir: Path, wait_s: float = DOWN_WAIT_S) -> list[str]:
     for name, pid in candidates.items():
         # Only the process recorded, not another that reused its pid.
         expected = "sshd" if name.startswith("sshd") else "edgefleet-agent"
-        if _alive(int(pid)) and expected in _cmdline(int(pid)):
+        if process_alive(int(pid)) and expected in _cmdline(int(pid)):
             os.kill(int(pid), signal.SIGKILL)
             killed.append(name)
     state_file.unlink(missing_ok=True)
@@ -82,5 +73,5 @@ def running_sandbox(workdir: Path) -> int | None:
         main = int(json.loads((workdir / "sandbox.json").read_text()).get("pid") or 0)
     except (OSError, ValueError, AttributeError):
         return None
-    alive = main and main != os.getpid() and _alive(main) and SANDBOX_MODULE in _cmdline(main)
+    alive = main and main != os.getpid() and process_alive(main) and SANDBOX_MODULE in _cmdline(main)
     return main if alive else None
