@@ -3,9 +3,13 @@
 JSON on the wire (one message per Pub/Sub message) in the Avro JSON encoding of the schema generated from
 this model (`contracts.avro`), attributes `device_id` and `model_version`.
 
-Versions: schema 2 adds `inference.dist` (mergeable distributions, `contracts.distributions`); readers (the
-fleet monitor) accept 1 and 2 and are upgraded before the agents. On Pub/Sub, 2 is a new revision of the same
-schema resource, so a schema-enforced topic keeps accepting agents that still send 1. Types are
+Versions: schema 2 adds `inference.dist` (mergeable distributions, `contracts.distributions`). Schema 3
+(issues 21 and 25, one revision for both) lets `inference.dist.classes` list every class the window saw, up to
+`MAX_RELEASE_CLASSES` (the release's labels are one class list for every window, device and version; schema 2
+cut each window to its own top 32), and adds `inference.shadow`: a candidate model run beside the primary on
+a sample of the window's frames (a shadow wave), never acted on. Readers (the fleet monitor) accept 1, 2 and 3
+and are upgraded before the agents. On Pub/Sub, each schema is a new revision of the same schema resource, so
+a schema-enforced topic keeps accepting agents that still send an older one. Types are
 kept Avro-friendly (records, strings, numbers, nullable fields, arrays of records) because the Pulumi
 program generates the topic's Avro schema from this model.
 """
@@ -22,10 +26,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgefleet.kernel.contracts.avro import AvroJson
-from edgefleet.kernel.contracts.distributions import CLASS_TOP_K, Distributions
+from edgefleet.kernel.contracts.distributions import CLASS_TOP_K, BucketCount, Distributions
 
-TELEMETRY_SCHEMA_VERSION = 2
-TELEMETRY_SCHEMA_VERSIONS = (1, 2)
+TELEMETRY_SCHEMA_VERSION = 3
+TELEMETRY_SCHEMA_VERSIONS = (1, 2, 3)
 
 # Bounds on every number and string (issue 11, finding 4): a schema-valid message must also be one the fleet
 # state can store (SQLite integers are 64-bit) and that no computation overflows. Wide enough for any real
@@ -48,7 +52,8 @@ MAX_RESULTS = 1000
 # the schema version stays 2 (a message any agent of schema 1 or 2 sends is within them).
 MAX_TELEMETRY_BYTES = 512 * 1024
 """The largest message body the monitor parses: above the largest message this contract allows (1000 results
-with the longest labels, the longest event text, full histograms: about 0.4 MB), far below Pub/Sub's 10 MB.
+with the longest labels, the longest event text, full histograms, every class of a 1,024-label release and
+a full shadow block: about 0.49 MB), far below Pub/Sub's 10 MB.
 Checked on the raw bytes, before any parsing."""
 MAX_ATTRIBUTE_CHARS = 1024
 """The longest Pub/Sub attribute value the monitor reads (Pub/Sub's own limit)."""
@@ -65,7 +70,13 @@ max(w, MIN_COUNTED_WINDOW_S)."""
 MAX_DETECTIONS_PER_FRAME = MAX_RESULTS
 """The most detections one frame may add to a detector's per-class counts."""
 MAX_TELEMETRY_CLASSES = CLASS_TOP_K
-"""The most class records one message's distributions may list (the rest is summed in `class_other`)."""
+"""Schema 1-2: the most class records one message's distributions may list (the rest is summed in
+`class_other`)."""
+MAX_RELEASE_CLASSES = 1024
+"""Schema 3: the most class records one message's distributions may list: every class of a model of up to
+this many labels (ImageNet's 1,001 included). About 30 bytes each on the wire."""
+SCORE_DELTA_BUCKETS = 40
+"""Shadow score deltas (candidate's top-1 score minus the primary's on the same frame, -1..1): equal buckets."""
 
 MessageKind = Literal["inference", "summary", "event"]
 # (schema 2) edgetpu_unavailable: the Edge TPU cannot be used (probe crashed, hung or failed); the device runs
@@ -102,6 +113,46 @@ class ResultItem(_Frozen):
         return value
 
 
+def score_delta_bucket(delta: float) -> int:
+    """The bucket of one shadow score delta (candidate minus primary top-1 score; clamped to -1..1)."""
+    position = (min(max(delta, -1.0), 1.0) + 1.0) / 2.0
+    return min(int(position * SCORE_DELTA_BUCKETS), SCORE_DELTA_BUCKETS - 1)
+
+
+class ShadowSummary(_Frozen):
+    """(schema 3) A candidate model run beside the primary on a sample of the window's frames, its answers
+    never acted on (a shadow wave, issue 25). `primary` and `candidate` are the two models' distributions on
+    the same sampled frames, so the pair compares like with like; `score_delta` the per-frame differences of
+    their top-1 scores (a paired histogram, `score_delta_bucket`)."""
+
+    model: ModelRef = Field(description="the candidate")
+    frames: int = Field(ge=0, le=MAX_INFERENCES_PER_MESSAGE, description="frames both models ran on")
+    errors: int = Field(default=0, ge=0, le=MAX_INFERENCES_PER_MESSAGE, description="frames the candidate failed")
+    top1_agree: int = Field(default=0, ge=0, le=MAX_INFERENCES_PER_MESSAGE,
+                            description="successful frames where both models' top-1 class is the same")
+    primary: Distributions | None = None
+    candidate: Distributions | None = None
+    score_delta: list[BucketCount] = Field(default_factory=list, max_length=SCORE_DELTA_BUCKETS)
+
+    @model_validator(mode="after")
+    def _within_its_frames(self) -> ShadowSummary:
+        successes = self.frames - self.errors
+        if successes < 0:
+            raise ValueError(f"shadow.errors ({self.errors}) exceed shadow.frames ({self.frames})")
+        if self.top1_agree > successes:
+            raise ValueError(f"shadow.top1_agree ({self.top1_agree}) exceeds the candidate's successful frames "
+                             f"({successes})")
+        indexes = [bucket.i for bucket in self.score_delta]
+        if any(index >= SCORE_DELTA_BUCKETS for index in indexes) or len(set(indexes)) != len(indexes):
+            raise ValueError(f"shadow.score_delta: buckets 0..{SCORE_DELTA_BUCKETS - 1}, each at most once")
+        if sum(bucket.n for bucket in self.score_delta) > successes:
+            raise ValueError("shadow.score_delta counts more frames than the candidate answered")
+        for dist in (self.primary, self.candidate):
+            if dist is not None:
+                _check_dist(dist, successes)
+        return self
+
+
 class InferenceSummary(_Frozen):
     """Inferences covered by this message: one (mode `every`) or a window (mode `summary`).
 
@@ -118,6 +169,8 @@ class InferenceSummary(_Frozen):
         default_factory=list, max_length=MAX_RESULTS, description="results of the last (sampled) frame"
     )
     dist: Distributions | None = Field(default=None, description="(schema 2) the window's distributions")
+    shadow: ShadowSummary | None = Field(
+        default=None, description="(schema 3) the candidate run beside the primary on a sample of the frames")
 
     @model_validator(mode="after")
     def _within_what_a_device_can_do(self) -> InferenceSummary:
@@ -129,6 +182,9 @@ class InferenceSummary(_Frozen):
                              f"{MIN_COUNTED_WINDOW_S:g} s)")
         if self.dist is not None:
             _check_dist(self.dist, self.count - self.errors)
+        if self.shadow is not None and self.shadow.frames > self.count:
+            raise ValueError(f"shadow.frames ({self.shadow.frames}) exceed count ({self.count}): the candidate "
+                             "runs on a sample of the window's frames")
         return self
 
 
@@ -146,8 +202,8 @@ def _check_dist(dist: Distributions, successes: int) -> None:
         if total > successes:
             raise ValueError(f"dist.{name} counts {total} observations, the message has {successes} successful "
                              "inferences")
-    if len(dist.classes) > MAX_TELEMETRY_CLASSES:
-        raise ValueError(f"dist.classes lists {len(dist.classes)} classes, at most {MAX_TELEMETRY_CLASSES} "
+    if len(dist.classes) > MAX_RELEASE_CLASSES:
+        raise ValueError(f"dist.classes lists {len(dist.classes)} classes, at most {MAX_RELEASE_CLASSES} "
                          "(the rest goes in class_other)")
     classes = sum(item.n for item in dist.classes) + dist.class_other
     if classes > successes * MAX_DETECTIONS_PER_FRAME:
@@ -188,7 +244,7 @@ class Event(_Frozen):
 
 
 class TelemetryMessage(_Frozen):
-    """One telemetry message (schema version 2; 1 is still read)."""
+    """One telemetry message (schema version 3; 1 and 2 are still read)."""
 
     schema_: int = Field(default=TELEMETRY_SCHEMA_VERSION, alias="schema", ge=1, le=TELEMETRY_SCHEMA_VERSION)
     device_id: str = Field(min_length=1, max_length=MAX_NAME)
@@ -203,9 +259,19 @@ class TelemetryMessage(_Frozen):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     @model_validator(mode="after")
-    def _dist_needs_v2(self) -> TelemetryMessage:
-        if self.schema_ < 2 and self.inference is not None and self.inference.dist is not None:
+    def _fields_of_their_schema(self) -> TelemetryMessage:
+        inference = self.inference
+        if inference is None:
+            return self
+        if self.schema_ < 2 and inference.dist is not None:
             raise ValueError("inference.dist needs telemetry schema 2")
+        if self.schema_ < 3:
+            if inference.shadow is not None:
+                raise ValueError("inference.shadow needs telemetry schema 3")
+            if inference.dist is not None and len(inference.dist.classes) > MAX_TELEMETRY_CLASSES:
+                raise ValueError(f"dist.classes lists {len(inference.dist.classes)} classes: schema "
+                                 f"{self.schema_} allows at most {MAX_TELEMETRY_CLASSES} (the rest goes in "
+                                 "class_other); every class of the release needs telemetry schema 3")
         return self
 
     def to_json_bytes(self) -> bytes:
@@ -229,7 +295,9 @@ class TelemetryMessage(_Frozen):
 
 # --- The topic's schema and the wire codec (Avro JSON encoding, `contracts.avro`) ---------------------------
 
-TELEMETRY_V1_DEFINITION_FILE = Path(__file__).with_name("telemetry-v1.avsc")
+TELEMETRY_FROZEN_DEFINITION_FILES = tuple(Path(__file__).with_name(f"telemetry-v{version}.avsc")
+                                          for version in TELEMETRY_SCHEMA_VERSIONS[:-1])
+"""The topic schema of each earlier telemetry schema, frozen as agents of that contract send it."""
 
 
 @functools.cache
@@ -248,12 +316,12 @@ def telemetry_avro_schema() -> dict[str, Any]:
 
 
 def telemetry_schema_revisions() -> tuple[str, ...]:
-    """Every revision of the topic's schema, oldest first: schema 1 as frozen in `telemetry-v1.avsc` (what
-    agents of that contract send), then the current one generated from the model. The topic accepts a message
-    valid against any of them, so agents can be upgraded after the schema."""
-    v1 = TELEMETRY_V1_DEFINITION_FILE.read_text().strip()
+    """Every revision of the topic's schema, oldest first: each earlier schema as frozen in
+    `telemetry-v<N>.avsc` (what agents of that contract send), then the current one generated from the model.
+    The topic accepts a message valid against any of them, so agents can be upgraded after the schema."""
+    frozen = tuple(path.read_text().strip() for path in TELEMETRY_FROZEN_DEFINITION_FILES)
     current = telemetry_avro_definition()
-    return (v1,) if v1 == current else (v1, current)
+    return frozen if current in frozen else (*frozen, current)
 
 
 def encode_telemetry(message: TelemetryMessage) -> bytes:

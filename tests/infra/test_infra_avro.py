@@ -204,37 +204,43 @@ def test_pubsub_rejects_plain_json_and_accepts_what_the_agent_sends(validated_to
     assert _publish(publisher, topic, _minimal_message().to_json_bytes())
 
 
-def test_schema_1_is_frozen_and_schema_2_only_adds_a_nullable_field() -> None:
+def test_earlier_schemas_are_frozen_and_each_revision_only_adds_a_nullable_field() -> None:
     from edgefleet.kernel.contracts.telemetry import telemetry_schema_revisions
 
-    v1, v2 = (json.loads(definition) for definition in telemetry_schema_revisions())
-    assert v2 == json.loads(telemetry_avro_definition())
+    v1, v2, v3 = (json.loads(definition) for definition in telemetry_schema_revisions())
+    assert v3 == json.loads(telemetry_avro_definition())
 
-    def summary_fields(schema: dict) -> list[str]:
+    def summary_fields(schema: dict) -> list[dict]:
         inference = next(f for f in schema["fields"] if f["name"] == "inference")
-        return [f["name"] for f in inference["type"][1]["fields"]]
+        return inference["type"][1]["fields"]
 
-    assert summary_fields(v2) == [*summary_fields(v1), "dist"]
-    dist = next(f for f in next(f for f in v2["fields"] if f["name"] == "inference")["type"][1]["fields"]
-                if f["name"] == "dist")
-    assert dist["type"][0] == "null" and dist["default"] is None  # old readers' messages stay valid
+    def names(schema: dict) -> list[str]:
+        return [f["name"] for f in summary_fields(schema)]
+
+    assert names(v2) == [*names(v1), "dist"]
+    assert names(v3) == [*names(v2), "shadow"]
+    for schema, added in ((v2, "dist"), (v3, "shadow")):
+        field = next(f for f in summary_fields(schema) if f["name"] == added)
+        assert field["type"][0] == "null" and field["default"] is None  # old senders' messages stay valid
 
 
 @pytest.fixture
 def revised_topic(pubsub_env, unique_name: str):
-    """A topic enforcing a schema with both telemetry revisions, as the local twin and `pulumi up` leave it."""
+    """A topic enforcing a schema with every telemetry revision, as the local twin and `pulumi up` leave it."""
     from edgefleet.kernel.contracts.telemetry import telemetry_schema_revisions
 
     project = pubsub_env.project
     schemas = pubsub_v1.SchemaServiceClient()
     publisher = pubsub_v1.PublisherClient()
     name = f"projects/{project}/schemas/telemetry-rev-{unique_name}"
-    v1, v2 = telemetry_schema_revisions()
+    first, *later = telemetry_schema_revisions()
     schemas.create_schema(request={"parent": f"projects/{project}", "schema_id": f"telemetry-rev-{unique_name}",
-                                   "schema": Schema(type_=Schema.Type.AVRO, definition=v1)},
+                                   "schema": Schema(type_=Schema.Type.AVRO, definition=first)},
                           timeout=RESULT_TIMEOUT_S)
-    schemas.commit_schema(request={"name": name, "schema": Schema(name=name, type_=Schema.Type.AVRO,
-                                                                   definition=v2)}, timeout=RESULT_TIMEOUT_S)
+    for definition in later:
+        schemas.commit_schema(request={"name": name, "schema": Schema(name=name, type_=Schema.Type.AVRO,
+                                                                       definition=definition)},
+                              timeout=RESULT_TIMEOUT_S)
     revisions = list(schemas.list_schema_revisions(request={"name": name}, timeout=RESULT_TIMEOUT_S))
     topic = publisher.create_topic(request={"name": f"projects/{project}/topics/telemetry-rev-{unique_name}",
                                             "schema_settings": {"schema": name, "encoding": Encoding.JSON}},
@@ -244,16 +250,27 @@ def revised_topic(pubsub_env, unique_name: str):
     schemas.delete_schema(name=name, timeout=RESULT_TIMEOUT_S)
 
 
-def test_a_topic_with_both_revisions_takes_agents_of_both_telemetry_schemas(revised_topic) -> None:
+def test_a_topic_with_every_revision_takes_agents_of_every_telemetry_schema(revised_topic) -> None:
     from edgefleet.kernel.contracts import distributions
+    from edgefleet.kernel.contracts.telemetry import ShadowSummary
 
     publisher, topic, revisions = revised_topic
-    assert len(revisions) == 2  # the emulator keeps schema revisions
+    assert len(revisions) == 3  # the emulator keeps schema revisions
     v2 = _full_message(seq=2)
-    v2 = v2.model_copy(update={"inference": v2.inference.model_copy(update={
+    v2 = v2.model_copy(update={"schema_": 2, "inference": v2.inference.model_copy(update={
         "dist": distributions.build(latency={12: 40}, score={19: 40}, classes={3: 30, 7: 10})})})
     v1 = _full_message(seq=1).model_copy(update={"schema_": 1})
-    for message in (v1, v2):
+    every_class = distributions.build(latency={12: 100}, score={19: 100}, classes={i: 2 for i in range(50)},
+                                      top_k=1024)
+    shadow = ShadowSummary(model=ModelRef(name="ssd-mobilenet", version="1.5.0", variant="cpu", backend="cpu"),
+                           frames=10, top1_agree=9, primary=distributions.build(score={19: 10}),
+                           candidate=distributions.build(score={18: 10}), score_delta=[{"i": 19, "n": 10}])
+    v3 = _full_message(seq=3)
+    v3 = v3.model_copy(update={"inference": TelemetryMessage.model_validate({
+        **v3.model_dump(by_alias=True), "inference": {**v3.inference.model_dump(), "dist": every_class.model_dump(),
+                                                      "shadow": shadow.model_dump()}}).inference})
+    assert len(v3.inference.dist.classes) == 50 and v3.schema_ == 3
+    for message in (v1, v2, v3):
         _publish(publisher, topic, encode_telemetry(message))
     with pytest.raises(google_errors.InvalidArgument):  # still validated: a wrong dist is refused
         _publish(publisher, topic, encode_telemetry(v2).replace(b'"classes":[', b'"classes":"x","y":['))

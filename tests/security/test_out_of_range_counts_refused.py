@@ -23,6 +23,7 @@ from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.kernel.contracts import distributions as dists
 from edgefleet.kernel.contracts.telemetry import (
     MAX_DEVICE_FPS,
+    MAX_RELEASE_CLASSES,
     MAX_TELEMETRY_CLASSES,
     MAX_WINDOW_S,
     Health,
@@ -75,8 +76,8 @@ OUT_OF_RANGE: dict[str, tuple[Callable[[dict], None], str]] = {
     "a latency bucket listed twice": (lambda inf: inf["dist"].update(latency=buckets((3, 40), (3, 40))), "latency"),
     "a class listed twice": (
         lambda inf: inf["dist"].update(classes=[{"id": 1, "n": 1}, {"id": 1, "n": 1}]), "classes"),
-    "more classes than the top K": (lambda inf: inf["dist"].update(
-        classes=[{"id": cid, "n": 1} for cid in range(MAX_TELEMETRY_CLASSES + 1)]), "classes"),
+    "more classes than a release may have": (lambda inf: inf["dist"].update(
+        classes=[{"id": cid, "n": 1} for cid in range(MAX_RELEASE_CLASSES + 1)]), "classes"),
     "more latency observations than inferences": (
         lambda inf: inf["dist"].update(latency=buckets((10, 99))), "latency"),
     "more class counts than detections can make": (lambda inf: inf["dist"].update(class_other=10**9), "classes"),
@@ -157,3 +158,20 @@ def test_the_window_an_agent_states_for_any_count_passes_the_contract(count: int
     assert InferenceSummary.model_validate_json(summary.model_dump_json()).count == count
     with pytest.raises(ValueError, match="more than a device runs"):
         InferenceSummary.model_validate({**summary.model_dump(), "count": count + int(MAX_DEVICE_FPS)})
+
+
+def test_a_schema_2_message_listing_more_than_its_top_k_classes_is_refused_and_changes_nothing(
+    tmp_path: Path, registry: LocalRegistryWriter, store: FleetStore
+) -> None:
+    """The path beside schema 3's longer class list: a message that says it is schema 2 keeps schema 2's bound
+    (a schema 2 reader never meets more), whatever a sender writes."""
+    cam = Device(tmp_path / "cam-1", "cam-1", registry)
+    verifier = TelemetryVerifier(lambda: fleet_keys(registry), refresh_s=0.0)
+    assert process_batch(store, [signed(cam, summary_document(1), "good-1")], 1.0, verifier)[0].status is Status.APPLIED
+    before = state(store)
+    document = {**summary_document(2), "schema": 2}
+    document["inference"]["dist"]["classes"] = [{"id": cid, "n": 1} for cid in range(MAX_TELEMETRY_CLASSES + 1)]
+    bad = signed(cam, document, "bad")
+    outcome = process_batch(store, [bad], 2.0, verifier)[0]
+    assert outcome.status is Status.MALFORMED and "needs telemetry schema 3" in outcome.reason, outcome.reason
+    assert state(store) == before

@@ -18,15 +18,17 @@ from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.kernel.contracts import distributions as dists
 from edgefleet.kernel.contracts.telemetry import (
     MAX_NAME,
+    MAX_RELEASE_CLASSES,
     MAX_RESULTS,
     MAX_TELEMETRY_BYTES,
-    MAX_TELEMETRY_CLASSES,
     MAX_TEXT,
+    SCORE_DELTA_BUCKETS,
     Event,
     Health,
     InferenceSummary,
     ModelRef,
     ResultItem,
+    ShadowSummary,
     TelemetryMessage,
 )
 from edgefleet.kernel.signing import save_public_key
@@ -92,20 +94,25 @@ def test_a_9_mb_message_is_refused_before_parsing_and_leaves_no_state(
 
 
 def largest_valid_message() -> TelemetryMessage:
-    """Every list at its bound, every text at its longest."""
+    """Every list at its bound, every text at its longest (telemetry schema 3: every class of the release, and a
+    shadow candidate with both models' distributions)."""
     name = "n" * MAX_NAME
     results = [ResultItem(id=-(2**53 - 1), label=name, score=-1e12 / 3, box=[1e12 / 3] * 4)] * MAX_RESULTS
     dist = dists.Distributions(
         latency=[dists.BucketCount(i=i, n=1) for i in range(dists.LATENCY_BUCKETS)],
         score=[dists.BucketCount(i=i, n=1) for i in range(dists.SCORE_BUCKETS)],
         detections=[dists.BucketCount(i=i, n=1) for i in range(dists.DETECTIONS_MAX + 1)],
-        classes=[dists.ClassCount(id=dists.MAX_CLASS_ID - i, n=1) for i in range(MAX_TELEMETRY_CLASSES)],
+        classes=[dists.ClassCount(id=dists.MAX_CLASS_ID - i, n=1) for i in range(MAX_RELEASE_CLASSES)],
         class_other=100_000)
+    shadow = ShadowSummary(model=ModelRef(name=name, version=name, variant="cpu", backend=name), frames=10**5,
+                           errors=10, top1_agree=10**5 - 10, primary=dist, candidate=dist,
+                           score_delta=[dists.BucketCount(i=i, n=1) for i in range(SCORE_DELTA_BUCKETS)])
     return TelemetryMessage(
         device_id=name, seq=2**53 - 1, time=T0, kind="summary",
         model=ModelRef(name=name, version=name, variant="edgetpu", backend=name),
         inference=InferenceSummary(count=10**6, errors=10**5, latency_ms_p50=1e12 / 3, latency_ms_p95=1e12 / 3,
-                                   latency_ms_max=1e12 / 3, fps=1e12 / 3, window_s=3600.0, top=results, dist=dist),
+                                   latency_ms_max=1e12 / 3, fps=1e12 / 3, window_s=3600.0, top=results, dist=dist,
+                                   shadow=shadow),
         health=Health(cpu_temp_c=-273.15, uptime_s=1e12 / 3, mem_total_mb=1e12 / 3, mem_available_mb=1e12 / 3,
                       load_1m=1e12 / 3, tpu_present=True, spool_depth=2**53 - 1, spool_dropped=2**53 - 1),
         event=Event(kind="swap_failed", detail="d" * MAX_TEXT, model_version=name, from_version=name))
