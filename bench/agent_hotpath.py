@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bench import accelerator_standin
 from edgefleet.device.agent.config import load_config
 from edgefleet.device.agent.loop import Agent
 from edgefleet.device.runtime.engine import Engine
@@ -354,6 +355,8 @@ def run(coral: Path, work: Path, window_s: float, reps: int, spool_s: float) -> 
     for model_file in (TPU_SPEED_MODEL, V2_MODEL):
         for mode in ("summary", "every"):
             rows.append(bench_loop_ratio(coral, work, model_file, mode, window_s, reps))
+    for mode in ("summary", "every"):  # beside the CPU stand-in, not instead of it
+        rows.append(accelerator_standin.bench_loop_ratio(coral, work, V2_MODEL, mode, window_s, reps))
     summary_s = 2 * TelemetryConfig().summary_interval_s  # two summaries: a window shorter sees none
     for mode in ("every", "summary"):
         for rate in SPOOL_RATES:
