@@ -5,6 +5,11 @@
    camera's would be. Windows alternate, loop and raw (the agent's source paused meanwhile, so its threads
    idle), `--reps` times; the ratio is the median of the per-pair ratios, so a shared machine's load (which
    moves both) cancels out as far as it can.
+   Beside it (not instead of it), the same loop and baseline on an Edge TPU STAND-IN (`bench.accelerator_standin`):
+   `invoke()` waits Coral's published 2.6 ms for MobileNet v2 with the GIL released and computes nothing, so the
+   CPU is free during inference as with a real USB/PCIe Edge TPU. The CPU stand-in above takes one of this
+   machine's two cores for `invoke()`, which the loop's other stages then compete for; the Edge TPU stand-in
+   shows what the loop's own work costs when the accelerator does the inference.
 2. The spool's SQLite transactions and bytes written per second at 30 and 300 inferences/s in each
    telemetry mode, the default (batched by time) against the writer unbatched (`flush_interval_s` 1 ms: a
    transaction per record or so, like the writer before issue 24). Messages go to a sink that acknowledges
