@@ -13,8 +13,9 @@ idle) while capture and telemetry run beside it. This stand-in mimics that part,
 - One `invoke()` at a time (the interpreter's lock, as the real delegate's): the wait is not pipelined.
 - `set_tensor` still copies the input into the real interpreter (the host's half of a USB transfer).
 
-It is a stand-in for a benchmark, not a model of a TPU's limits beyond these: no USB bandwidth shared with a
-camera, no thermal throttling, no TPU clock setting (libedgetpu's `-std` vs `-max`).
+It is a stand-in for a benchmark, not a model of a TPU's limits beyond these: not the host CPU libedgetpu's
+USB transfers take, no USB bandwidth shared with a camera, no thermal throttling, no TPU clock setting
+(libedgetpu's `-std` vs `-max`).
 """
 
 from __future__ import annotations
