@@ -12,7 +12,8 @@
    a message per inference.
 
 5. The hot path (issue 24, `bench.agent_hotpath`): loop / raw `invoke()` at TPU and MobileNet v2 speed in
-   interleaved windows, the spool's transactions and bytes per second, RSS and CPU per frame.
+   interleaved windows (and on an Edge TPU stand-in whose `invoke()` leaves the CPU free), the spool's
+   transactions and bytes per second, RSS and CPU per frame.
 
 Run: `python -m bench.agent_bench [--seconds S] [--outage-seconds S] [--only tpu-speed|hotpath]
 [--window S] [--reps N] [--spool-seconds S]` (needs ../shared/coral-test-data, or EDGEFLEET_CORAL_TEST_DATA).

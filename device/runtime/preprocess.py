@@ -92,19 +92,18 @@ def as_rgb(frame: np.ndarray) -> np.ndarray:
 
 SUPERSAMPLE = 2
 """Samples per output pixel along each axis in `supersample` (2: four samples, averaged)."""
-SUPERSAMPLE_MIN_SCALE = 3
-"""Frames are supersampled when at least this many times the output on both axes: below it, PIL's integer
-reduction before its filter is about as cheap (CPU per frame against the filter, 640x480 frames: 0.51x to
-128x128, a 3.75-5x reduction; 0.88x to 224x224, 2.1-2.9x; 1.02x to 300x300)."""
+SUPERSAMPLE_MIN_SCALE = 2
+"""Frames are supersampled when at least this many times the output on both axes (so the 2x2 samples of an
+output pixel are distinct pixels); below it, the configured PIL filter. CPU per 640x480 frame against PIL's
+filter with its integer pre-reduction: about 0.8x to 128x128 (a 3.75-5x reduction) and 0.45x to 224x224
+(2.1-2.9x; issue 24, `python -m bench.agent_bench --only hotpath`)."""
 
 
 @lru_cache(maxsize=4)
-def supersample_plan(frame_size: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
-    """The flat byte index (into an HxWx3 frame) of each sample `supersample` takes: a SUPERSAMPLE x SUPERSAMPLE
-    grid of points in every output pixel's footprint, at the centres of its cells, three channels each.
-
-    Byte indices (numpy's fastest gather, a third cheaper than gathering 3-byte pixels) cost memory: 8 bytes
-    per sample, 1.6 MB for a 128x128 input, 4.8 MB for 224x224; one plan per frame size and input size.
+def supersample_axes(frame_size: tuple[int, int], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Where `supersample` samples: a SUPERSAMPLE x SUPERSAMPLE grid of points in every output pixel's
+    footprint, at the centres of its cells. Returns the frame rows sampled, and the byte offsets inside a
+    row (three channels per sampled column); a few kB per frame size and input size.
 
     Args:
         frame_size: Frame (width, height).
@@ -113,23 +112,25 @@ def supersample_plan(frame_size: tuple[int, int], size: tuple[int, int]) -> np.n
     (width, height), (out_width, out_height) = frame_size, size
     rows = ((np.arange(out_height * SUPERSAMPLE) + 0.5) * (height / (out_height * SUPERSAMPLE))).astype(np.intp)
     columns = ((np.arange(out_width * SUPERSAMPLE) + 0.5) * (width / (out_width * SUPERSAMPLE))).astype(np.intp)
-    pixels = rows[:, None] * width + columns[None, :]
-    plan = (pixels[:, :, None] * RGB_CHANNELS + np.arange(RGB_CHANNELS)).ravel()
-    plan.setflags(write=False)
-    return plan
+    column_bytes = (columns[:, None] * RGB_CHANNELS + np.arange(RGB_CHANNELS)).ravel()
+    for axis in (rows, column_bytes):
+        axis.setflags(write=False)
+    return rows, column_bytes
 
 
 def supersample(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Downscales an HxWx3 uint8 frame at least twice the size of `size` (width, height) on both axes: the
-    samples of `supersample_plan` in one gather (numpy, no Python per pixel), averaged 2x2 by PIL's `reduce`.
+    """Downscales an HxWx3 uint8 frame at least SUPERSAMPLE_MIN_SCALE times `size` (width, height) on both
+    axes: the rows of `supersample_axes` taken whole (row copies), then their sampled bytes (one gather on a
+    small index, numpy, the GIL released), averaged 2x2 by PIL's `reduce`.
 
     A fraction of a filter's cost on camera frames: the frame is read at 4 points per output pixel instead of
-    converted whole to a PIL image and box-filtered.
+    converted whole to a PIL image and filtered.
     """
     height, width = frame.shape[:2]
-    samples = np.take(frame.reshape(-1), supersample_plan((width, height), size))
+    rows, column_bytes = supersample_axes((width, height), size)
+    picked = np.take(np.take(frame.reshape(height, width * RGB_CHANNELS), rows, axis=0), column_bytes, axis=1)
     grid = (size[0] * SUPERSAMPLE, size[1] * SUPERSAMPLE)
-    return np.asarray(Image.frombuffer("RGB", grid, samples, "raw", "RGB", 0, 1).reduce(SUPERSAMPLE))
+    return np.asarray(Image.frombuffer("RGB", grid, picked, "raw", "RGB", 0, 1).reduce(SUPERSAMPLE))
 
 
 def resize(frame: np.ndarray, size: tuple[int, int],

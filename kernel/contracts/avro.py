@@ -23,6 +23,7 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Literal, Union
 
 from pydantic import BaseModel
@@ -74,7 +75,12 @@ class AvroJson:
 
     def wrap(self, plain: Any) -> Any:
         """A plain JSON value (as `model_dump(mode="json")` gives) in the Avro JSON encoding: unions wrapped."""
-        return _walk(self.schema, plain, self.named, wrap=True)
+        return plain if self._wrapper is None else self._wrapper(plain)
+
+    @cached_property
+    def _wrapper(self) -> Wrapper | None:
+        """`wrap` compiled once (it runs per message): only the unions and what holds them are visited."""
+        return _compile_wrap(self.schema, self.named, {})
 
     def unwrap(self, value: Any) -> Any:
         """Inverse of `wrap`; plain (unwrapped) values pass through unchanged."""
@@ -194,6 +200,56 @@ def _branch_name(branch: AvroType) -> str:
     if isinstance(branch, dict):
         return branch.get("name") or branch["type"]
     raise AvroSchemaError(f"nested unions are not supported: {branch!r}")
+
+
+Wrapper = Callable[[Any], Any]
+_COMPILING: Any = object()
+
+
+def _compile_wrap(node: AvroType, named: dict[str, dict[str, Any]],
+                  records: dict[str, Any]) -> Wrapper | None:
+    """The function `_walk(node, ..., wrap=True)` amounts to, or None where values pass unchanged (primitives,
+    enums, arrays and records holding no union). `records`: each named record's function, compiled once."""
+    if isinstance(node, str):
+        if node not in named:
+            return None  # a primitive
+        if records.get(node) is _COMPILING:  # a recursive record: its function is looked up when called
+            return lambda value: value if records[node] is None else records[node](value)
+        if node in records:
+            return records[node]
+        node = named[node]
+    if isinstance(node, list):  # union: ["null", X]
+        branch = next(b for b in node if b != "null")
+        return _union_wrapper(_branch_name(branch), _compile_wrap(branch, named, records))
+    if isinstance(node, dict) and node["type"] == "record":
+        records[node["name"]] = _COMPILING
+        fields = [(field["name"], wrapper) for field in node["fields"]
+                  if (wrapper := _compile_wrap(field["type"], named, records)) is not None]
+        records[node["name"]] = _record_wrapper(fields) if fields else None
+        return records[node["name"]]
+    if isinstance(node, dict) and node["type"] == "array":
+        items = _compile_wrap(node["items"], named, records)
+        return None if items is None else (
+            lambda value: [items(item) for item in value] if isinstance(value, list) else value)
+    return None
+
+
+def _union_wrapper(name: str, inner: Wrapper | None) -> Wrapper:
+    if inner is None:
+        return lambda value: None if value is None else {name: value}
+    return lambda value: None if value is None else {name: inner(value)}
+
+
+def _record_wrapper(fields: list[tuple[str, Wrapper]]) -> Wrapper:
+    def wrap(value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value  # left for validation to reject, with the model's own message
+        out = dict(value)
+        for name, wrapper in fields:
+            if name in out:
+                out[name] = wrapper(out[name])
+        return out
+    return wrap
 
 
 def _walk(node: AvroType, value: Any, named: dict[str, dict[str, Any]], wrap: bool) -> Any:

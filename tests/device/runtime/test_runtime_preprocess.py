@@ -13,7 +13,7 @@ from edgefleet.device.runtime.preprocess import (
     load_image,
     pixel_lut,
     resize,
-    supersample_plan,
+    supersample_axes,
 )
 from edgefleet.device.runtime.quantization import dequantize
 from edgefleet.kernel.contracts.manifest import Quantization, TensorSpec
@@ -116,7 +116,8 @@ def test_unreadable_image_names_the_file(tmp_path, coral_data):
 def test_supersampling_averages_four_samples_inside_each_output_pixel():
     frame = np.random.default_rng(7).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     out = resize(frame, (2, 2))
-    plan = supersample_plan((8, 8), (2, 2)).reshape(4, 4, 3)
+    rows, column_bytes = supersample_axes((8, 8), (2, 2))
+    plan = (rows[:, None] * 8 * 3 + column_bytes[None, :]).reshape(4, 4, 3)  # the flat byte index of each sample
     pixels = plan[:, :, 0] // 3
     assert (plan == pixels[:, :, None] * 3 + np.arange(3)).all()  # the three bytes of each sampled pixel
     assert [int(index) // 8 for index in pixels[:, 0]] == [1, 3, 5, 7]  # the cells' centres: rows 1, 3, 5, 7
@@ -127,10 +128,10 @@ def test_supersampling_averages_four_samples_inside_each_output_pixel():
     assert (np.diff(resize(gradient, (16, 16))[0, :, 0].astype(int)) > 0).all()  # order kept, nothing folded
 
 
-def test_frames_under_three_times_the_input_or_an_exact_config_are_filtered():
+def test_frames_under_twice_the_input_or_an_exact_config_are_filtered():
     gradient = np.tile(np.arange(0, 240, 8, dtype=np.uint8)[None, :, None], (30, 1, 3))  # 30x30
     exact = RuntimeConfig(reducing_gap=None)
-    np.testing.assert_array_equal(resize(gradient, (16, 16)),  # 30 < 3 x 16: the PIL filter
+    np.testing.assert_array_equal(resize(gradient, (16, 16)),  # 30 < 2 x 16: the PIL filter
                                   resize(gradient, (16, 16), RuntimeConfig(supersample=False)))
     big = np.tile(gradient, (4, 4, 1))  # 120x120
     np.testing.assert_array_equal(resize(big, (16, 16), RuntimeConfig(supersample=False)),
@@ -138,13 +139,14 @@ def test_frames_under_three_times_the_input_or_an_exact_config_are_filtered():
     assert not np.array_equal(resize(big, (16, 16), exact), resize(big, (16, 16)))  # exact: not sampled
 
 
+@pytest.mark.parametrize("frame_size", [(1280, 960), (640, 480)])  # > 4x 224; 2.1-2.9x 224
 @pytest.mark.parametrize("image", ["cat.bmp", "parrot.jpg", "grace_hopper.bmp", "bird.bmp"])
-def test_supersampled_camera_frames_keep_the_answer(coral_data, image):
+def test_supersampled_camera_frames_keep_the_answer(coral_data, image, frame_size):
     from PIL import Image
 
     from edgefleet.device.runtime.engine import Engine
 
-    frame = np.asarray(Image.open(coral_data / image).convert("RGB").resize((1280, 960)))  # > 3x 224
+    frame = np.asarray(Image.open(coral_data / image).convert("RGB").resize(frame_size))
     answers = []
     for config in (RuntimeConfig(reducing_gap=None), RuntimeConfig()):  # the exact filter, the default
         with Engine.open(coral_data / "mobilenet_v2_1.0_224_quant.tflite",
