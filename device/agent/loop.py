@@ -195,7 +195,7 @@ class Agent:
                                   detector=active.detector)
                 self.telemetry.record_inference(active.ref, result.latency_ms, result.results,
                                                 detector=active.detector)
-                self.shadow.offer(frame.image, result.results, result.latency_ms, active.version, active.detector)
+                self.shadow.offer(frame.image, tensor, active, result.results, result.latency_ms)
         except Exception as error:  # noqa: BLE001 - a bug: report it and stop with a failure exit code
             log.exception("inference stage failed")
             self._fail(f"inference: unexpected {type(error).__name__}: {error}")

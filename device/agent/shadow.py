@@ -9,10 +9,12 @@ every file's hash, the version floor, no refusal); the runner verifies it again 
 `prepare_model` as a swap: signature, hashes, golden smoke test) on the CPU or, while the primary holds the
 Edge TPU, co-resident in this process (a second process may not open it: `runtime.tpu_access`).
 
-Off the primary's path: the inference thread only decides whether a frame is in the share (a float add) and
+Off the primary's path: the inference thread only decides whether a frame is in the share (an integer add) and
 puts it on a small queue without waiting; a frame that finds the queue full is dropped and counted. The
-candidate prepares and infers that frame in its own (niced) thread, so a slow candidate costs the primary at
-most its share of the CPU, never a blocked or reordered frame.
+candidate infers that frame in its own thread (on the primary's tensor when both models take the same input,
+else it prepares its own), so a slow candidate never blocks or reorders a primary frame. The thread is not
+niced, unlike the model watcher: it holds the GIL between its native calls, and a niced thread the scheduler
+leaves waiting while it holds the GIL stalls the primary with it (a priority inversion the benchmark showed).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 
 from edgefleet.device.agent.config import AgentConfig
 from edgefleet.device.agent.shadow_stats import SHADOW_REPORT_FILE, ShadowReport, ShadowTally, ShareSampler
-from edgefleet.device.agent.swap import ActiveModel, lower_thread_priority, prepare_model
+from edgefleet.device.agent.swap import ActiveModel, prepare_model
 from edgefleet.device.bundle import verify_version_dir
 from edgefleet.device.store import ModelStore
 from edgefleet.device.store_reader import InstalledVersion
@@ -93,9 +95,12 @@ def clear_shadow(store: ModelStore, model: str) -> bool:
 
 # --- the runner (the agent's side) ---------------------------------------------------------------------------
 class ShadowFrame(NamedTuple):
-    """A sampled frame and the primary's answer to it."""
+    """A sampled frame (and its tensor as the primary's engine prepared it) and the primary's answer to it."""
 
     image: np.ndarray
+    tensor: np.ndarray
+    prepared_for: object
+    """What the tensor was prepared for (`input_key`): the candidate reuses it when its own key is the same."""
     primary: Sequence[object]
     primary_ms: float
     primary_version: str
@@ -103,6 +108,12 @@ class ShadowFrame(NamedTuple):
 
 
 Prepare = Callable[[AgentConfig, InstalledVersion], ActiveModel]
+
+
+def input_key(model: ActiveModel) -> tuple[object, bool]:
+    """What an engine's prepared tensor depends on: its input tensor (shape, dtype, quantization) and the task
+    (a detector keeps the aspect ratio). Two models with the same key take the same tensor."""
+    return model.engine.info.input, model.detector
 
 
 class ShadowRunner:
@@ -117,7 +128,7 @@ class ShadowRunner:
         self.config = config
         self._store = store
         self._prepare = prepare
-        self._sampler = ShareSampler(config.shadow.share)
+        self.sampler = ShareSampler(config.shadow.share)  # (bench.shadow_bench alternates shares in one run)
         self._frames: queue.Queue[ShadowFrame] = queue.Queue(config.shadow.queue)
         self.candidate: ActiveModel | None = None
         self.tally: ShadowTally | None = None
@@ -132,12 +143,14 @@ class ShadowRunner:
         return self.config.shadow.share > 0
 
     # called on the inference thread, after the primary's answer was recorded: never blocks
-    def offer(self, image: np.ndarray, primary: Sequence[object], primary_ms: float, version: str,
-              detector: bool) -> None:
-        if self.candidate is None or not self._sampler.take():
+    def offer(self, image: np.ndarray, tensor: np.ndarray, primary: ActiveModel, results: Sequence[object],
+              latency_ms: float) -> None:
+        """A frame `primary` answered with `results` (its prepared `tensor` too): queued when in the share."""
+        if self.candidate is None or not self.sampler.take():
             return
         try:
-            self._frames.put_nowait(ShadowFrame(image, primary, primary_ms, version, detector))
+            self._frames.put_nowait(ShadowFrame(image, tensor, input_key(primary), results, latency_ms,
+                                                primary.version, primary.detector))
         except queue.Full:
             self.dropped += 1
 
@@ -148,7 +161,6 @@ class ShadowRunner:
 
     def run(self, stop: threading.Event) -> None:
         """The shadow thread: follows the pointer, runs the candidate on the queued frames, writes the report."""
-        lower_thread_priority(self.config.swap.background_nice)
         next_check = 0.0
         try:
             while not stop.is_set():
@@ -175,7 +187,9 @@ class ShadowRunner:
             tally = self.tally = ShadowTally(candidate.ref)
         try:
             engine = candidate.engine
-            result = engine.infer(engine.prepare(frame.image), (frame.image.shape[1], frame.image.shape[0]))
+            same = frame.prepared_for == input_key(candidate)  # most candidates: no second resize per pair
+            tensor = frame.tensor if same else engine.prepare(frame.image)
+            result = engine.infer(tensor, (frame.image.shape[1], frame.image.shape[0]))
         except (ModelError, ValueError) as error:
             tally.add_error()
             self.error = f"candidate {candidate.version}: {error}"
