@@ -66,28 +66,32 @@ def stage_candidate(inventory: Inventory, device: DeviceSpec, prepared: Prepared
     return Staged(device.id, True, f"shadowing {prepared.version} beside {checked.before}")
 
 
-def report_summary(payload: Mapping[str, object], version: str) -> ShadowSummary | None:
-    """The pairs a device's `edgefleet-agent shadow --json` reports for `version` (None: none yet, or another)."""
-    raw = payload.get("report")
-    if not raw:
-        return None
-    report = ShadowReport.model_validate(raw)
-    return report.summary if report.candidate == version else None
-
-
-def read_reports(inventory: Inventory, model: str, version: str, device_ids: Sequence[str]
-                 ) -> dict[str, ShadowSummary | None]:
-    """Each device's pairs now (an unreachable device, or one whose report cannot be read, has none)."""
-    found: dict[str, ShadowSummary | None] = {}
+def read_reports(inventory: Inventory, model: str, device_ids: Sequence[str]) -> dict[str, ShadowReport | None]:
+    """Each device's shadow report now (`edgefleet-agent shadow MODEL --json`); None for a device that has none
+    yet, is unreachable, or whose report cannot be read."""
+    found: dict[str, ShadowReport | None] = {}
     for device_id in device_ids:
         try:
             with DeviceConnection(inventory.device(device_id), inventory.known_hosts) as connection:
-                found[device_id] = report_summary(json.loads(connection.agent("shadow", model, "--json").stdout),
-                                                  version)
+                raw = json.loads(connection.agent("shadow", model, "--json").stdout).get("report")
+            found[device_id] = ShadowReport.model_validate(raw) if raw else None
         except (EdgefleetError, ValueError) as error:
             log.warning("shadow wave: cannot read the shadow report of %s: %s", device_id, error)
             found[device_id] = None
     return found
+
+
+def pairs_of(reports: Mapping[str, ShadowReport | None], version: str) -> dict[str, ShadowSummary | None]:
+    """Each device's pairs with `version` as the candidate (None: none yet, or another candidate). Pure."""
+    return {device: report.summary if report is not None and report.candidate == version else None
+            for device, report in reports.items()}
+
+
+def not_running(reports: Mapping[str, ShadowReport | None], version: str) -> dict[str, str]:
+    """Devices whose agent says `version` cannot run as their shadow (refused at load: verification, smoke
+    test), with why. Pure."""
+    return {device: report.error for device, report in reports.items()
+            if report is not None and report.candidate == version and report.summary is None and report.error}
 
 
 def clear_candidate(inventory: Inventory, model: str, device_id: str) -> None:
@@ -99,14 +103,20 @@ def clear_candidate(inventory: Inventory, model: str, device_id: str) -> None:
         log.warning("shadow wave: could not clear the shadow on %s: %s", device_id, error.message)
 
 
-def await_shadow_verdict(collect: Callable[[], Mapping[str, ShadowSummary | None]], gate: ShadowGate, *,
+def await_shadow_verdict(collect: Callable[[], Mapping[str, ShadowReport | None]], version: str, gate: ShadowGate, *,
                          clock: Callable[[], float] = time.monotonic,
                          sleep: Callable[[float], None] = time.sleep) -> ShadowVerdict:
-    """Looks until the verdict passes or fails; at `timeout_s`, a last look where waiting fails."""
+    """Looks until the verdict passes or fails; at `timeout_s`, a last look where waiting fails. A device whose
+    agent cannot run the candidate fails it at once."""
     deadline = clock() + gate.timeout_s
     while True:
         final = clock() >= deadline
-        verdict = judge_shadow_safely(collect(), gate, final=final)
+        reports = collect()
+        broken = not_running(reports, version)
+        if broken:
+            return ShadowVerdict(result="fail", reason="the candidate does not run on " + "; ".join(
+                f"{device}: {why}" for device, why in sorted(broken.items())), metrics=(), frames={})
+        verdict = judge_shadow_safely(pairs_of(reports, version), gate, final=final)
         if verdict.result != "wait":
             return verdict
         sleep(gate.poll_interval_s)
@@ -126,8 +136,8 @@ def run_shadow_wave(runner: ThreadPoolTaskRunner, inventory: Inventory, prepared
             reason = "; ".join(f"{item.device_id}: {item.detail}" for item in failed)
             return ShadowVerdict(result="fail", reason=f"the candidate could not be staged: {reason}", metrics=(),
                                  frames={}), staged
-        verdict = await_shadow_verdict(
-            lambda: read_reports(inventory, prepared.model, prepared.version, device_ids), gate)
+        verdict = await_shadow_verdict(lambda: read_reports(inventory, prepared.model, device_ids),
+                                       prepared.version, gate)
         return verdict, staged
     finally:
         for device_id in device_ids:

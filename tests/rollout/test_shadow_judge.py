@@ -1,8 +1,13 @@
-"""The shadow wave's judgement (flows/rollout/shadow.py): pure, fast. The device is the unit."""
+"""The shadow wave's judgement (flows/rollout/shadow.py) and the wait for it (shadow_flow.await_shadow_verdict,
+on a fake clock): pure, fast. The device is the unit."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from edgefleet.device.agent.shadow_stats import ShadowReport
 from edgefleet.flows.rollout.shadow import judge_shadow, judge_shadow_safely
+from edgefleet.flows.rollout.shadow_flow import await_shadow_verdict
 from edgefleet.flows.rollout.shadow_params import ShadowGate
 from edgefleet.kernel.contracts.distributions import BucketCount, ClassCount, Distributions
 from edgefleet.kernel.contracts.telemetry import ModelRef, ShadowSummary, score_delta_bucket
@@ -79,3 +84,46 @@ def test_a_judge_that_cannot_judge_fails_the_wave() -> None:
     broken = pairs(100, 100).model_copy(update={"frames": 0})  # impossible counts, built around validation
     verdict = judge_shadow_safely({"d1": broken}, GATE)
     assert verdict.result == "fail"
+
+
+# --- the wait for the verdict (shadow_flow.await_shadow_verdict, with a fake clock) ---------------------------
+def report(candidate: str, summary: ShadowSummary | None, error: str | None = None) -> ShadowReport:
+    return ShadowReport(device_id="d", model="imagenet", candidate=candidate, primary="1.0.0", share=0.5,
+                        updated_at=datetime.now(UTC), summary=summary, error=error)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.looks = 0
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def wait_for(reports_of_look, gate: ShadowGate = GATE):  # noqa: ANN001
+    clock = FakeClock()
+
+    def collect():  # noqa: ANN202
+        clock.looks += 1
+        return reports_of_look(clock.looks)
+
+    return await_shadow_verdict(collect, "2.0.0", gate, clock=lambda: clock.now, sleep=clock.sleep), clock
+
+
+def test_the_verdict_comes_as_soon_as_the_pairs_decide() -> None:
+    verdict, clock = wait_for(lambda look: {"d1": report("2.0.0", pairs(400, 398) if look >= 3 else None)})
+    assert verdict.result == "pass" and clock.looks == 3
+
+
+def test_a_device_that_cannot_run_the_candidate_fails_the_wave_at_once() -> None:
+    verdict, clock = wait_for(lambda look: {"d1": report("2.0.0", None, "failed its smoke test"),
+                                            "d2": report("2.0.0", pairs(10, 10))})
+    assert verdict.result == "fail" and "d1: failed its smoke test" in verdict.reason and clock.looks == 1
+
+
+def test_pairs_of_another_candidate_do_not_count_and_the_wave_fails_at_its_timeout() -> None:
+    gate = GATE.model_copy(update={"timeout_s": 10.0, "poll_interval_s": 1.0})
+    verdict, clock = wait_for(lambda look: {"d1": report("1.9.0", pairs(400, 400))}, gate)
+    assert verdict.result == "fail" and "without a verdict" in verdict.reason
+    assert clock.now >= gate.timeout_s
