@@ -37,7 +37,7 @@ from edgefleet.device.store import ModelStore
 from edgefleet.device.store_reader import InstalledVersion
 from edgefleet.kernel.contracts.layout import version_sort_key
 from edgefleet.kernel.contracts.telemetry import ShadowSummary
-from edgefleet.kernel.errors import EdgefleetError, ModelError, StoreError
+from edgefleet.kernel.errors import EdgefleetError, StoreError
 from edgefleet.kernel.fsutil import atomic_write_bytes, switch_symlink
 
 log = logging.getLogger(__name__)
@@ -164,19 +164,29 @@ class ShadowRunner:
         next_check = 0.0
         try:
             while not stop.is_set():
-                now = time.monotonic()
-                if now >= next_check:
-                    self._follow_pointer()
-                    self._write_report()
-                    next_check = now + self.config.shadow.report_interval_s
                 try:
-                    frame = self._frames.get(timeout=QUEUE_POLL_S)
-                except queue.Empty:
-                    continue
-                self._infer(frame)
+                    next_check = self._step(next_check)
+                except Exception as error:  # noqa: BLE001 - a bug in the shadow never stops the agent
+                    self.error = f"shadow: unexpected {type(error).__name__}: {error}"
+                    log.exception("unexpected error in the shadow runner")
+                    stop.wait(self.config.shadow.report_interval_s)
         finally:
             self._write_report()
             self._unload()
+
+    def _step(self, next_check: float) -> float:
+        """One turn: the pointer and the report when due, then at most one queued frame. Returns the next due."""
+        now = time.monotonic()
+        if now >= next_check:
+            self._follow_pointer()
+            self._write_report()
+            next_check = now + self.config.shadow.report_interval_s
+        try:
+            frame = self._frames.get(timeout=QUEUE_POLL_S)
+        except queue.Empty:
+            return next_check
+        self._infer(frame)
+        return next_check
 
     def _infer(self, frame: ShadowFrame) -> None:
         candidate, tally = self.candidate, self.tally
@@ -190,7 +200,7 @@ class ShadowRunner:
             same = frame.prepared_for == input_key(candidate)  # most candidates: no second resize per pair
             tensor = frame.tensor if same else engine.prepare(frame.image)
             result = engine.infer(tensor, (frame.image.shape[1], frame.image.shape[0]))
-        except (ModelError, ValueError) as error:
+        except (EdgefleetError, ValueError) as error:
             tally.add_error()
             self.error = f"candidate {candidate.version}: {error}"
             return
