@@ -133,3 +133,28 @@ def test_the_agent_runs_the_candidate_beside_the_primary_and_never_acts_on_it(re
     shadows = [m.inference.shadow for m in sink_messages(releases) if m.inference and m.inference.shadow]
     assert shadows and {s.model.version for s in shadows} == {"2.0.0"}
     assert sum(s.frames for s in shadows) <= final.summary.frames
+
+
+def test_the_shadow_command_names_shows_and_clears_the_candidate(releases) -> None:
+    from typer.testing import CliRunner
+
+    from edgefleet.device.cli import app
+
+    releases.install("1.0.0")
+    releases.install("2.0.0", activate=False)
+    runner = CliRunner()
+
+    def shadow(*args: str):  # noqa: ANN202
+        return runner.invoke(app, ["shadow", MODEL, *args, "--root", str(releases.root), "--json"])
+
+    named = shadow("2.0.0")
+    assert named.exit_code == 0 and json.loads(named.stdout)["shadow"] == "2.0.0"
+    shown = shadow()
+    assert json.loads(shown.stdout) == {"model": MODEL, "shadow": "2.0.0", "report": None}  # no agent ran yet
+    both = shadow("2.0.0", "--clear")
+    assert both.exit_code == 2 and releases.store.pointer(MODEL, SHADOW_POINTER) == "2.0.0"  # nothing changed
+    missing = shadow("9.9.9")
+    assert missing.exit_code == 2 and releases.store.pointer(MODEL, SHADOW_POINTER) == "2.0.0"
+    cleared = shadow("--clear")
+    assert cleared.exit_code == 0 and json.loads(cleared.stdout)["cleared"] is True
+    assert releases.store.pointer(MODEL, SHADOW_POINTER) is None
