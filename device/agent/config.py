@@ -138,6 +138,18 @@ class RegistryConfig(_Section):
     )
 
 
+class ShadowConfig(_Section):
+    """The shadow wave (issue 25): the store's `shadow` candidate (`edgefleet-agent shadow MODEL VERSION`) runs
+    beside the current model on `share` of the frames, its answers counted in telemetry and never acted on."""
+
+    share: float = Field(default=0.0, ge=0, le=1, description="share of the frames the candidate also runs on; "
+                         "0: off (a shadow pointer is then ignored), e.g. 0.1: every tenth frame")
+    queue: int = Field(default=2, ge=1, description="sampled frames waiting for the candidate; a sampled frame "
+                       "that finds the queue full is dropped and counted, never waited for")
+    report_interval_s: float = Field(default=2.0, gt=0, description="how often the shadow pointer is checked and "
+                                     "<root>/shadow.json rewritten")
+
+
 class StatusConfig(_Section):
     """`status.json`: rewritten on every state change (state, version, swaps, errors) and otherwise every
     `interval_s`, which must stay below the rollout's `status_max_age_s` (15 s by default)."""
@@ -175,6 +187,7 @@ class AgentConfig(BaseSettings):
     swap: SwapConfig = SwapConfig()
     registry: RegistryConfig = RegistryConfig()
     status: StatusConfig = StatusConfig()
+    shadow: ShadowConfig = ShadowConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
 
     @field_validator("root", "public_key", "credentials_file")

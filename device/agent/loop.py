@@ -29,10 +29,11 @@ import numpy as np
 
 from edgefleet.device.agent.config import AgentConfig
 from edgefleet.device.agent.handoff import FrameQueue
+from edgefleet.device.agent.shadow import ShadowRunner
 from edgefleet.device.agent.sources import FrameSource, open_source
 from edgefleet.device.agent.stats import LoopStats
 from edgefleet.device.agent.status_schedule import StatusSchedule
-from edgefleet.device.agent.swap import ActiveModel, ModelSlot, ModelWatcher, lower_thread_priority
+from edgefleet.device.agent.swap import ActiveModel, ModelSlot, ModelWatcher, lower_thread_priority, prepare_model
 from edgefleet.device.agent.watchdog import SystemdNotifier
 from edgefleet.device.identity import load_or_create_device_key, sign_telemetry
 from edgefleet.device.runtime.interpreter import edgetpu_present
@@ -90,12 +91,16 @@ class Agent:
         self.stats = LoopStats(config.status.latency_window)
         self.slot = ModelSlot()
         self.tpu_present = edgetpu_present(library=config.inference.edgetpu_library)
+        self.watcher = ModelWatcher(config, self.store, self.slot, self._model_event)
+        # The shadow candidate (issue 25), off unless shadow.share > 0: opened with the watcher's Edge TPU access,
+        # so beside a primary holding the TPU it opens in this process, never in a probe child.
+        self.shadow = ShadowRunner(config, self.store, functools.partial(prepare_model, probe=self.watcher.tpu.outcome))
         self.telemetry = telemetry or TelemetryService(
             config.telemetry, config.spool_path, config.device_id,
             health_provider=functools.partial(read_health, tpu_present=self.tpu_present),
             signer=functools.partial(sign_telemetry, load_or_create_device_key(config.root)),
-            credentials_file=config.credentials_file)
-        self.watcher = ModelWatcher(config, self.store, self.slot, self._model_event)
+            credentials_file=config.credentials_file,
+            shadow=self.shadow.take_window if self.shadow.enabled else None)
         self._source = source
         self._frames: FrameQueue[Frame] = FrameQueue(config.queues.frames)
         self._active: ActiveModel | None = None
@@ -190,6 +195,7 @@ class Agent:
                                   detector=active.detector)
                 self.telemetry.record_inference(active.ref, result.latency_ms, result.results,
                                                 detector=active.detector)
+                self.shadow.offer(frame.image, tensor, active, result.results, result.latency_ms)
         except Exception as error:  # noqa: BLE001 - a bug: report it and stop with a failure exit code
             log.exception("inference stage failed")
             self._fail(f"inference: unexpected {type(error).__name__}: {error}")
@@ -282,6 +288,8 @@ class Agent:
             threading.Thread(target=self._infer, args=(stop,), name="inference", daemon=True),
             threading.Thread(target=self.watcher.run, args=(stop,), name="model-watch", daemon=True),
         ]
+        if self.shadow.enabled:
+            threads.append(threading.Thread(target=self.shadow.run, args=(stop,), name="shadow", daemon=True))
         poller = self._start_poller()
         for thread in threads:
             thread.start()

@@ -63,5 +63,6 @@ from edgefleet.device.cli import (  # noqa: E402,F401
     model_commands,
     run_commands,
     selfupdate_command,
+    shadow_command,
     store_commands,
 )

@@ -17,7 +17,7 @@ The builder is not thread-safe: one thread (the telemetry service's writer) feed
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import NamedTuple
 
@@ -32,6 +32,7 @@ from edgefleet.kernel.contracts.telemetry import (
     MessageKind,
     ModelRef,
     ResultItem,
+    ShadowSummary,
     TelemetryMessage,
     min_window_s,
 )
@@ -129,6 +130,7 @@ def summarize(
     errors: int = 0,
     top: Sequence[ResultItem] = (),
     dist: Distributions | None = None,
+    shadow: ShadowSummary | None = None,
 ) -> InferenceSummary:
     """Summarizes the inferences of one window.
 
@@ -151,6 +153,7 @@ def summarize(
         window_s=window_s,
         top=[as_result_item(item) for item in top],
         dist=dist,
+        shadow=shadow,
     )
 
 
@@ -182,6 +185,8 @@ class TelemetryBuilder:
         sample_results: Attach one frame's results to each message.
         max_results: At most this many results per message.
         start_time: Wall-clock start of the first window.
+        shadow: (summary mode) called with a window's inference count when it closes: the shadow candidate's
+            summary of at most that many frames, or None (`agent.shadow`).
     """
 
     def __init__(
@@ -192,6 +197,7 @@ class TelemetryBuilder:
         sample_results: bool,
         max_results: int,
         start_time: float,
+        shadow: Callable[[int], ShadowSummary | None] | None = None,
     ) -> None:
         if summary_interval_s <= 0:
             raise ValueError(f"summary_interval_s must be positive, got {summary_interval_s}")
@@ -207,6 +213,7 @@ class TelemetryBuilder:
         self._dist = DistributionAccumulator()
         self._last_inference_time: float | None = None
         self._last_message_time = start_time
+        self._shadow = shadow
 
     def next_deadline(self) -> float:
         """Wall-clock time by which `tick` should be called next."""
@@ -262,8 +269,10 @@ class TelemetryBuilder:
         return []
 
     def _close_window(self, end: float) -> MessageDraft:
+        count = len(self._latencies) + self._errors
+        shadow = self._shadow(count) if self._shadow is not None and count else None
         summary = summarize(self._latencies, end - self._window_start, errors=self._errors, top=self._sample,
-                            dist=self._dist.snapshot())
+                            dist=self._dist.snapshot(), shadow=shadow)
         self._dist.reset()
         draft = MessageDraft(time=_utc(end), kind="summary", model=self._model, inference=summary)
         self._window_start = end

@@ -36,7 +36,7 @@ from edgefleet.device.telemetry.health import read_health
 from edgefleet.device.telemetry.publisher import SpoolPublisher
 from edgefleet.device.telemetry.sinks import LocalSink, PubSubSink, Sink
 from edgefleet.device.telemetry.spool import MessageSigner, Spool
-from edgefleet.kernel.contracts.telemetry import EventKind, Health, ModelRef, ResultItem
+from edgefleet.kernel.contracts.telemetry import EventKind, Health, ModelRef, ResultItem, ShadowSummary
 from edgefleet.kernel.errors import TelemetryError
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ class TelemetryService:
             without credentials keeps inferring and spooling). Tests and the benchmarks pass their own.
         credentials_file: the device's Google credentials (the agent config's `credentials_file`) for Pub/Sub;
             None: Application Default Credentials.
+        shadow: (summary mode) the shadow candidate's summary of a closing window (`TelemetryBuilder`).
     """
 
     def __init__(
@@ -103,6 +104,7 @@ class TelemetryService:
         sink: Sink | None = None,
         signer: MessageSigner | None = None,
         credentials_file: Path | None = None,
+        shadow: Callable[[int], ShadowSummary | None] | None = None,
     ) -> None:
         if not device_id:
             raise ValueError("device_id must not be empty")
@@ -112,6 +114,7 @@ class TelemetryService:
         self._health_provider = health_provider or read_health
         self._sink = sink
         self._credentials_file = credentials_file
+        self._shadow = shadow  # the shadow candidate's window summaries (issue 25), summary mode
         self._signer = signer  # signs each message with the device's own key (issue 11)
         self._records: RecordBuffer[InferenceRecord | EventRecord] = RecordBuffer(
             config.queue_max, min(config.append_batch_size, config.queue_max)
@@ -158,6 +161,7 @@ class TelemetryService:
             sample_results=config.sample_results,
             max_results=config.max_results,
             start_time=time.time(),
+            shadow=self._shadow,
         )
         self._accepting = True
         self.record_event("started", f"telemetry to {destination}")

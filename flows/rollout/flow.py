@@ -39,6 +39,7 @@ from edgefleet.flows.rollout.judgement import Judged, WaveSubject, most_common
 from edgefleet.flows.rollout.params import RolloutParams
 from edgefleet.flows.rollout.record import (
     DeviceOutcome,
+    HaltInfo,
     RecordStore,
     RolloutRecord,
     WaveVerdict,
@@ -46,6 +47,7 @@ from edgefleet.flows.rollout.record import (
     first_activation,
     utc_now,
 )
+from edgefleet.flows.rollout.shadow_flow import run_shadow_wave
 from edgefleet.flows.rollout.tasks import (
     MonitorAccess,
     PreparedVersion,
@@ -290,6 +292,29 @@ def _plan(record: RolloutRecord, params: RolloutParams, device_ids: list[str]) -
                       keep_outside=params.canary.min_control_devices)
 
 
+def _shadow_wave_or_halt(runner: ThreadPoolTaskRunner, record: RolloutRecord, store: RecordStore,
+                         inventory: Inventory, params: RolloutParams, prepared: PreparedVersion) -> None:
+    """The shadow wave on the first wave's devices (`shadow_flow`); a verdict other than pass halts the rollout
+    before any device activated the version."""
+    verdict, _ = run_shadow_wave(runner, inventory, prepared, params.shadow, params.health, params.disk_headroom,
+                                 record.waves[0])
+    get_run_logger().info("shadow wave on %s: %s - %s", record.waves[0], verdict.result, verdict.reason)
+    if verdict.metrics:
+        create_table_artifact(table=verdict.table(), key=_artifact_key(record.rollout_id) + "-shadow",
+                              description=f"Shadow wave of rollout **{record.rollout_id}**: "
+                                          f"{verdict.result.upper()} - {verdict.reason}")
+    if verdict.result == "pass":
+        return
+    record.state = "halted"
+    record.halted = HaltInfo(wave=1, failed=tuple(record.waves[0]), reason=f"shadow wave: {verdict.reason}",
+                             halted_by=tuple(f"shadow_{name}" for name in verdict.failed_metrics) or ("shadow",))
+    _publish(record, store)
+    raise RolloutHalted(f"rollout {record.rollout_id} halted by its shadow wave, before any device activated "
+                        f"{record.version}: {verdict.reason}",
+                        "fix the model and release a new version; the shadow verdict is in the rollout's artifacts",
+                        _result(record, store))
+
+
 @flow(name=FLOW_NAME)
 def rollout(params: RolloutParams) -> RolloutResult:
     """Rolls a released model version out to devices in health-gated waves (see the module docstring)."""
@@ -314,6 +339,8 @@ def rollout(params: RolloutParams) -> RolloutResult:
                 len(devices), [len(w) for w in record.waves], record.runs)
 
     with ThreadPoolTaskRunner(max_workers=params.max_parallel) as runner:
+        if params.shadow.enabled and record.waves and not changed_devices(record, version):
+            _shadow_wave_or_halt(runner, record, store, inventory, params, prepared)
         for wave_number, wave in enumerate(record.waves, 1):
             todo = record.todo(wave)
             if not todo:

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgefleet.flows.release.params import SigningParams
+from edgefleet.flows.rollout.shadow_params import ShadowGate
 from edgefleet.kernel.configfile import load
 from edgefleet.kernel.contracts.names import ChannelName, ModelName, ModelVersion, SafeName
 
@@ -156,6 +157,8 @@ class RolloutParams(_Config):
     max_parallel: int = Field(default=8, ge=1, le=256, description="devices worked on at once")
     health: HealthGate = HealthGate()
     canary: CanaryGate = CanaryGate()
+    shadow: ShadowGate = Field(default=ShadowGate(), description="a shadow wave on the first wave's devices before "
+                               "any device activates the version (issue 25; off by default)")
     failure_threshold: float = Field(default=0.0, ge=0, lt=1,
                                      description="share of a wave whose devices may fail hard (unreachable, "
                                                  "refused, crashed) without halting the rollout")

@@ -125,6 +125,8 @@ def _agent_settings(frames: Path, project: str, topic: str) -> dict:
                       "pubsub_topic": topic, "publish_timeout_s": 5},
         "status": {"interval_s": 0.5},
         "swap": {"watch_interval_s": 0.3},
+        # a shadow candidate, when a rollout's shadow wave names one, runs on half the frames (idle otherwise)
+        "shadow": {"share": 0.5, "report_interval_s": 0.5},
         "drain_timeout_s": 3,
     }
 

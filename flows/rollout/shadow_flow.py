@@ -1,0 +1,144 @@
+"""The shadow wave in the SSH rollout (issue 25): before any device activates the new version, the first wave's
+devices run it beside their current model and the pairs of answers are judged (`shadow.py`).
+
+Per device (in parallel, one task each): preflight, upload (only what is missing), verify, then
+`edgefleet-agent install STAGING` *without* --activate and `edgefleet-agent shadow MODEL VERSION` (the store's
+shadow pointer; the channel pointer is not touched). Then the devices' shadow reports (`edgefleet-agent shadow
+MODEL --json`) are read every `poll_interval_s` until the verdict passes or fails, or `timeout_s` ends it (a
+verdict still waiting then fails). Whatever the verdict, the shadow pointer is removed from every device again
+(the installed version stays: the first wave activates it without a second upload when the verdict passed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from edgefleet.device.agent.shadow_stats import ShadowReport
+from edgefleet.flows.rollout import device as steps
+from edgefleet.flows.rollout.inventory import DeviceSpec, Inventory
+from edgefleet.flows.rollout.params import HealthGate
+from edgefleet.flows.rollout.shadow import ShadowVerdict, judge_shadow_safely
+from edgefleet.flows.rollout.shadow_params import ShadowGate
+from edgefleet.flows.rollout.ssh import DeviceConnection
+from edgefleet.flows.rollout.tasks import PreparedVersion
+from edgefleet.kernel.contracts.telemetry import ShadowSummary
+from edgefleet.kernel.errors import EdgefleetError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Staged:
+    """Whether a device runs the candidate as its shadow, and why not."""
+
+    device_id: str
+    ok: bool
+    detail: str = ""
+
+
+@task(name="shadow-stage", cache_policy=NO_CACHE, task_run_name="shadow-stage {device.id}")
+def stage_candidate(inventory: Inventory, device: DeviceSpec, prepared: PreparedVersion, gate: HealthGate,
+                    disk_headroom: float) -> Staged:
+    """Installs the version on the device without activating it and names it as the shadow candidate."""
+    try:
+        with DeviceConnection(device, inventory.known_hosts) as connection:
+            checked = steps.preflight(connection, prepared.model, prepared.version, prepared.manifest_sha256,
+                                      prepared.total_bytes, gate, disk_headroom,
+                                      "edgetpu" in prepared.manifest.variants,
+                                      signed_downgrade=prepared.signed_downgrade)
+            if not checked.already_installed:
+                uploaded = steps.upload_missing(connection, checked.probe.root, prepared.local_dir, prepared.manifest)
+                steps.verify_remote(connection, uploaded.staging)
+                connection.agent("install", uploaded.staging, "--json")  # no --activate: nothing switches
+                connection.run(f"rm -rf {shlex.quote(uploaded.staging)}", check=False)
+            connection.agent("shadow", prepared.model, prepared.version, "--json")
+    except EdgefleetError as error:
+        return Staged(device.id, False, error.message)
+    return Staged(device.id, True, f"shadowing {prepared.version} beside {checked.before}")
+
+
+def read_reports(inventory: Inventory, model: str, device_ids: Sequence[str]) -> dict[str, ShadowReport | None]:
+    """Each device's shadow report now (`edgefleet-agent shadow MODEL --json`); None for a device that has none
+    yet, is unreachable, or whose report cannot be read."""
+    found: dict[str, ShadowReport | None] = {}
+    for device_id in device_ids:
+        try:
+            with DeviceConnection(inventory.device(device_id), inventory.known_hosts) as connection:
+                raw = json.loads(connection.agent("shadow", model, "--json").stdout).get("report")
+            found[device_id] = ShadowReport.model_validate(raw) if raw else None
+        except (EdgefleetError, ValueError) as error:
+            log.warning("shadow wave: cannot read the shadow report of %s: %s", device_id, error)
+            found[device_id] = None
+    return found
+
+
+def pairs_of(reports: Mapping[str, ShadowReport | None], version: str) -> dict[str, ShadowSummary | None]:
+    """Each device's pairs with `version` as the candidate (None: none yet, or another candidate). Pure."""
+    return {device: report.summary if report is not None and report.candidate == version else None
+            for device, report in reports.items()}
+
+
+def not_running(reports: Mapping[str, ShadowReport | None], version: str) -> dict[str, str]:
+    """Devices whose agent says `version` cannot run as their shadow (refused at load: verification, smoke
+    test), with why. Pure."""
+    return {device: report.error for device, report in reports.items()
+            if report is not None and report.candidate == version and report.summary is None and report.error}
+
+
+def clear_candidate(inventory: Inventory, model: str, device_id: str) -> None:
+    """Removes the shadow pointer (best effort: a device left shadowing acts on nothing)."""
+    try:
+        with DeviceConnection(inventory.device(device_id), inventory.known_hosts) as connection:
+            connection.agent("shadow", model, "--clear", "--json")
+    except EdgefleetError as error:
+        log.warning("shadow wave: could not clear the shadow on %s: %s", device_id, error.message)
+
+
+def await_shadow_verdict(collect: Callable[[], Mapping[str, ShadowReport | None]], version: str, gate: ShadowGate, *,
+                         clock: Callable[[], float] = time.monotonic,
+                         sleep: Callable[[float], None] = time.sleep) -> ShadowVerdict:
+    """Looks until the verdict passes or fails; at `timeout_s`, a last look where waiting fails. A device whose
+    agent cannot run the candidate fails it at once."""
+    deadline = clock() + gate.timeout_s
+    while True:
+        final = clock() >= deadline
+        reports = collect()
+        broken = not_running(reports, version)
+        if broken:
+            return ShadowVerdict(result="fail", reason="the candidate does not run on " + "; ".join(
+                f"{device}: {why}" for device, why in sorted(broken.items())), metrics=(), frames={})
+        verdict = judge_shadow_safely(pairs_of(reports, version), gate, final=final)
+        if verdict.result != "wait":
+            return verdict
+        sleep(gate.poll_interval_s)
+
+
+def run_shadow_wave(runner: ThreadPoolTaskRunner, inventory: Inventory, prepared: PreparedVersion,
+                    gate: ShadowGate, health: HealthGate, disk_headroom: float,
+                    device_ids: Sequence[str]) -> tuple[ShadowVerdict, tuple[Staged, ...]]:
+    """Stages the candidate on `device_ids`, judges their pairs, clears the shadow everywhere (see module doc)."""
+    futures = [runner.submit(stage_candidate, {"inventory": inventory, "device": inventory.device(device_id),
+                                               "prepared": prepared, "gate": health, "disk_headroom": disk_headroom})
+               for device_id in device_ids]
+    staged = tuple(future.result() for future in futures)
+    try:
+        failed = [item for item in staged if not item.ok]
+        if failed:
+            reason = "; ".join(f"{item.device_id}: {item.detail}" for item in failed)
+            return ShadowVerdict(result="fail", reason=f"the candidate could not be staged: {reason}", metrics=(),
+                                 frames={}), staged
+        verdict = await_shadow_verdict(lambda: read_reports(inventory, prepared.model, device_ids),
+                                       prepared.version, gate)
+        return verdict, staged
+    finally:
+        for device_id in device_ids:
+            clear_candidate(inventory, prepared.model, device_id)

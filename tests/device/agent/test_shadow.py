@@ -1,0 +1,160 @@
+"""The shadow candidate on the device (issue 25): which frames it runs on, what the pairs add up to, how it is
+named (verified like an activation), and the agent running it beside the primary without acting on it."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from edgefleet.device.agent.config import load_config
+from edgefleet.device.agent.loop import Agent
+from edgefleet.device.agent.shadow import SHADOW_POINTER, check_candidate, clear_shadow, set_shadow
+from edgefleet.device.agent.shadow_stats import SHADOW_REPORT_FILE, ShadowReport, ShadowTally, ShareSampler
+from edgefleet.device.telemetry.builder import InferenceRecord, TelemetryBuilder
+from edgefleet.kernel.contracts.layout import CURRENT_POINTER
+from edgefleet.kernel.contracts.status import read_status
+from edgefleet.kernel.contracts.telemetry import ModelRef, score_delta_bucket
+from edgefleet.kernel.errors import StoreError, VerificationError
+from tests.device.agent.test_agent import running, sink_messages, wait_until
+
+MODEL = "imagenet"
+CANDIDATE = ModelRef(name=MODEL, version="2.0.0", variant="cpu", backend="cpu")
+PRIMARY = ModelRef(name=MODEL, version="1.0.0", variant="cpu", backend="cpu")
+# A model whose class ids mean something else than the primary's (Coral's iNaturalist bird classifier, where
+# the primary is an ImageNet one): on the same frames its top-1 ids are as unrelated to the primary's as those
+# of a model trained on shuffled labels.
+SHUFFLED_STAND_IN = "mobilenet_v2_1.0_224_inat_bird_quant.tflite"
+
+
+def result(class_id: int, score: float) -> SimpleNamespace:
+    return SimpleNamespace(id=class_id, label=str(class_id), score=score, box=None)
+
+
+@pytest.mark.parametrize(("share", "taken"), [(0.0, 0), (0.1, 10), (0.5, 50), (1.0, 100)])
+def test_the_sampler_takes_its_share_of_the_frames_evenly(share: float, taken: int) -> None:
+    sampler = ShareSampler(share)
+    picks = [sampler.take() for _ in range(100)]
+    assert sum(picks) == taken
+    if share == 0.1:
+        assert [i for i, pick in enumerate(picks) if pick] == list(range(9, 100, 10))
+
+
+def test_a_share_outside_0_to_1_is_refused() -> None:
+    with pytest.raises(ValueError, match="0..1"):
+        ShareSampler(1.5)
+
+
+def test_the_tally_counts_agreement_and_paired_score_deltas() -> None:
+    tally = ShadowTally(CANDIDATE)
+    tally.add([result(3, 0.9)], 1.0, [result(3, 0.76)], 2.0, detector=False)  # agree, delta -0.14
+    tally.add([result(3, 0.9)], 1.0, [result(5, 0.58)], 2.0, detector=False)  # disagree, delta -0.32
+    tally.add_error()
+    summary = tally.total()
+    assert (summary.frames, summary.errors, summary.top1_agree) == (3, 1, 1)
+    assert {b.i: b.n for b in summary.score_delta} == {score_delta_bucket(-0.14): 1,
+                                                          score_delta_bucket(-0.32): 1}
+    assert {c.id: c.n for c in summary.primary.classes} == {3: 2}
+    assert {c.id: c.n for c in summary.candidate.classes} == {3: 1, 5: 1}
+
+
+def test_a_window_holding_more_pairs_than_its_telemetry_window_is_kept_for_the_next() -> None:
+    tally = ShadowTally(CANDIDATE)
+    for _ in range(3):
+        tally.add([result(1, 0.5)], 1.0, [result(1, 0.5)], 1.0, detector=False)
+    assert tally.take_window(2) is None  # the candidate lags: its 3 pairs do not fit a 2-frame window
+    window = tally.take_window(10)
+    assert window is not None and window.frames == 3
+    assert tally.take_window(10) is None  # taken: a new window
+    assert tally.total().frames == 3  # the total is never reset
+
+
+def test_a_summary_window_carries_the_shadow_summary_of_its_frames() -> None:
+    tally = ShadowTally(CANDIDATE)
+    builder = TelemetryBuilder("summary", 10.0, sample_results=False, max_results=1, start_time=0.0,
+                               shadow=tally.take_window)
+    for second in range(4):
+        builder.add_inference(InferenceRecord(float(second), PRIMARY, 1.0, (result(7, 0.8),)))
+    tally.add([result(7, 0.8)], 1.0, [result(9, 0.4)], 3.0, detector=False)
+    (draft,) = builder.tick(10.0)
+    shadow = draft.inference.shadow
+    assert shadow is not None and (shadow.model, shadow.frames, shadow.top1_agree) == (CANDIDATE, 1, 0)
+
+
+def test_naming_a_candidate_verifies_it_like_an_activation(releases) -> None:
+    releases.install("1.0.0")
+    releases.install("2.0.0", activate=False)
+    with pytest.raises(StoreError, match="not installed"):
+        set_shadow(releases.store, MODEL, "3.0.0")
+    assert set_shadow(releases.store, MODEL, "2.0.0").version == "2.0.0"
+    assert releases.store.pointer(MODEL, SHADOW_POINTER) == "2.0.0"
+    assert releases.store.pointer(MODEL, CURRENT_POINTER) == "1.0.0"  # the candidate is never activated
+    assert clear_shadow(releases.store, MODEL) and releases.store.pointer(MODEL, SHADOW_POINTER) is None
+    model_file = releases.store.version_dir(MODEL, "2.0.0") / "model_cpu.tflite"
+    model_file.chmod(0o644)
+    model_file.write_bytes(model_file.read_bytes() + b"tampered")
+    with pytest.raises(VerificationError):
+        check_candidate(releases.store, MODEL, "2.0.0")
+
+
+def test_a_candidate_below_the_version_floor_is_refused(releases) -> None:
+    releases.install("0.9.0", activate=False)
+    releases.install("1.0.0")
+    with pytest.raises(StoreError, match="floor"):
+        set_shadow(releases.store, MODEL, "0.9.0")
+
+
+def test_the_agent_runs_the_candidate_beside_the_primary_and_never_acts_on_it(releases) -> None:
+    releases.install("1.0.0")
+    releases.store.install(releases.build("2.0.0", SHUFFLED_STAND_IN, "inat_bird_labels.txt"))
+    set_shadow(releases.store, MODEL, "2.0.0")
+    path = releases.tmp / "agent.yaml"
+    path.write_text(f"device_id: cam-1\nmodel: {MODEL}\nroot: {releases.root}\n"
+                    f"source:\n  kind: images\n  path: {releases.images()}\n"
+                    "swap:\n  watch_interval_s: 0.1\nstatus:\n  interval_s: 0.2\n"
+                    "telemetry:\n  mode: summary\n  summary_interval_s: 0.5\n"
+                    "shadow:\n  share: 0.5\n  report_interval_s: 0.2\n")
+    agent = Agent(load_config(path))
+    report_path = releases.root / SHADOW_REPORT_FILE
+
+    def report() -> ShadowReport | None:
+        return ShadowReport.model_validate(json.loads(report_path.read_text())) if report_path.is_file() else None
+
+    with running(agent):
+        wait_until(lambda: (r := report()) is not None and r.summary is not None and r.summary.frames >= 12,
+                   "12 shadow frames in the report")
+    final = report()
+    assert (final.candidate, final.primary) == ("2.0.0", "1.0.0")
+    assert final.summary.top1_agree < final.summary.frames - final.summary.errors  # it answers differently
+    status = read_status(releases.root / "status.json")
+    assert status.version == "1.0.0" and status.swaps == 0  # never acted on
+    assert releases.store.pointer(MODEL, CURRENT_POINTER) == "1.0.0"
+    shadows = [m.inference.shadow for m in sink_messages(releases) if m.inference and m.inference.shadow]
+    assert shadows and {s.model.version for s in shadows} == {"2.0.0"}
+    assert sum(s.frames for s in shadows) <= final.summary.frames
+
+
+def test_the_shadow_command_names_shows_and_clears_the_candidate(releases) -> None:
+    from typer.testing import CliRunner
+
+    from edgefleet.device.cli import app
+
+    releases.install("1.0.0")
+    releases.install("2.0.0", activate=False)
+    runner = CliRunner()
+
+    def shadow(*args: str):  # noqa: ANN202
+        return runner.invoke(app, ["shadow", MODEL, *args, "--root", str(releases.root), "--json"])
+
+    named = shadow("2.0.0")
+    assert named.exit_code == 0 and json.loads(named.stdout)["shadow"] == "2.0.0"
+    shown = shadow()
+    assert json.loads(shown.stdout) == {"model": MODEL, "shadow": "2.0.0", "report": None}  # no agent ran yet
+    both = shadow("2.0.0", "--clear")
+    assert both.exit_code == 2 and releases.store.pointer(MODEL, SHADOW_POINTER) == "2.0.0"  # nothing changed
+    missing = shadow("9.9.9")
+    assert missing.exit_code == 2 and releases.store.pointer(MODEL, SHADOW_POINTER) == "2.0.0"
+    cleared = shadow("--clear")
+    assert cleared.exit_code == 0 and json.loads(cleared.stdout)["cleared"] is True
+    assert releases.store.pointer(MODEL, SHADOW_POINTER) is None
