@@ -17,6 +17,22 @@ from edgefleet.device.cli.options import ConfigOption, JsonOption, RootOption
 from edgefleet.device.cli.store_commands import ModelArgument, _echo_json, _fail, _run, _store
 
 
+def _refuse_without_a_share(store_root: Path, config: Path | None) -> None:
+    """A candidate named on an agent whose config runs no shadow would never be run: the rollout's shadow wave
+    would wait for pairs until its timeout. Refused here, naming the setting (the agent.yaml --config names,
+    else `<root>/agent.yaml` when there is one; without either nothing is known, and nothing is refused)."""
+    from edgefleet.device.agent.config import load_config
+    from edgefleet.device.cli.doctor_command import CONFIG_FILE
+
+    path = config if config is not None else store_root / CONFIG_FILE
+    if config is None and not path.is_file():
+        return
+    agent = _run(lambda: load_config(path))
+    if agent.shadow.share <= 0:
+        _fail(f"the agent of {path} runs no shadow candidate: its shadow.share is 0",
+              f"set shadow.share (e.g. 0.1) in {path} and restart the agent, or roll out without a shadow wave")
+
+
 def _report(root: Path) -> dict | None:
     from edgefleet.device.agent.shadow_stats import SHADOW_REPORT_FILE
 
@@ -45,6 +61,7 @@ def shadow(
         removed = _run(lambda: clear_shadow(store, model))
         payload = {"model": model, "shadow": None, "cleared": removed}
     elif version is not None:
+        _refuse_without_a_share(store.root, config)
         installed = _run(lambda: set_shadow(store, model, version))
         payload = {"model": model, "shadow": installed.version, "manifest_sha256": installed.manifest_sha256}
     else:

@@ -158,3 +158,27 @@ def test_the_shadow_command_names_shows_and_clears_the_candidate(releases) -> No
     cleared = shadow("--clear")
     assert cleared.exit_code == 0 and json.loads(cleared.stdout)["cleared"] is True
     assert releases.store.pointer(MODEL, SHADOW_POINTER) is None
+
+
+def test_naming_a_candidate_on_an_agent_that_runs_no_shadow_is_refused_naming_the_setting(releases) -> None:
+    """Without this a rollout's shadow wave names the candidate, then waits for pairs the agent never makes
+    until the wave's timeout."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from edgefleet.device.cli import app
+
+    releases.install("1.0.0")
+    releases.install("2.0.0", activate=False)
+    config = releases.root / "agent.yaml"
+    config.write_text(yaml.safe_dump({"device_id": "cam-1", "model": MODEL, "root": str(releases.root),
+                                      "shadow": {"share": 0}}))
+    refused = CliRunner().invoke(app, ["shadow", MODEL, "2.0.0", "--config", str(config)])
+    assert refused.exit_code == 2, refused.output
+    assert "shadow.share is 0" in refused.output and "set shadow.share" in refused.output
+    assert releases.store.pointer(MODEL, SHADOW_POINTER) is None  # nothing named
+    config.write_text(yaml.safe_dump({"device_id": "cam-1", "model": MODEL, "root": str(releases.root),
+                                      "shadow": {"share": 0.1}}))
+    named = CliRunner().invoke(app, ["shadow", MODEL, "2.0.0", "--config", str(config)])
+    assert named.exit_code == 0, named.output
+    assert releases.store.pointer(MODEL, SHADOW_POINTER) == "2.0.0"
