@@ -38,6 +38,7 @@ from edgefleet.monitor.cloud_metrics import (
     default_client,
 )
 from edgefleet.monitor.config import MonitorConfig
+from edgefleet.monitor.drift_watch import tick as drift_tick
 from edgefleet.monitor.errors import MonitorError
 from edgefleet.monitor.identity import FORGED_PREFIX, TelemetryVerifier
 from edgefleet.monitor.ingest import Outcome, Status
@@ -198,6 +199,7 @@ class _Session:
         log.info("monitor reading %s into %s", self.path, self.store.path)
         stopped = False
         next_prune = self.clock() + self.config.prune_interval_s  # not at start: a restart prunes nothing early
+        next_drift = self.clock()
         try:
             while not self.stop_event.is_set():
                 self._process(inbox.take(ingest.batch_max_messages, ingest.batch_max_wait_s))
@@ -206,6 +208,9 @@ class _Session:
                     next_prune = self.clock() + self.config.prune_interval_s
                     if any(deleted.values()):
                         log.info("pruned what is older than %.0f s: %s", self.config.retention_s, deleted)
+                if self.config.drift.enabled and self.clock() >= next_drift:
+                    drift_tick(self.store, self.config.drift, self.clock())
+                    next_drift = self.clock() + self.config.drift.interval_s
                 if self.metrics is not None:
                     self.metrics.tick(self.store, self.clock())
                 if stream.done():

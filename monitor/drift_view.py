@@ -1,0 +1,52 @@
+"""A device's drift as `fleet status`, the fleet page and the Cloud Monitoring metric show it (issue 25)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from edgefleet.monitor.drift_step import WatchRow, WatchStatus
+from edgefleet.monitor.drift_watch import read_rows
+from edgefleet.monitor.store import from_epoch
+
+
+class DeviceDrift(BaseModel):
+    """The drift watch of a device's current version: its state and, in drift, what moved and by how much."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    status: WatchStatus
+    blocks: int
+    statistic: str | None = None
+    """The block statistic that moved: class_mix, score_median or detections."""
+    direction: str | None = None
+    effect_sd: float | None = None
+    """The shift since its onset, in the baseline's SDs of the block statistic (signed)."""
+    effect: float | None = None
+    """The same shift in the statistic's units (score, detections per frame, JS divergence)."""
+    since: datetime | None = None
+    note: str | None = None
+
+    def summary(self, baseline_blocks: int | None = None) -> str:
+        """One line: 'drift: score_median down -2.4 SD (-0.21)', 'watching', 'baseline 120/500 blocks'."""
+        if self.status == "drift":
+            return f"drift: {self.statistic} {self.direction} {self.effect_sd:+.1f} SD ({self.effect:+.3g})"
+        if self.status == "baseline":
+            return f"baseline {self.blocks}" + (f"/{baseline_blocks}" if baseline_blocks else "") + " blocks"
+        return self.status
+
+
+def from_row(row: WatchRow) -> DeviceDrift:
+    return DeviceDrift(status=row.status, blocks=row.blocks, statistic=row.statistic, direction=row.direction,
+                       effect_sd=row.effect_sd, effect=row.effect, since=from_epoch(row.drift_time), note=row.note)
+
+
+def current_drifts(connection, devices: Iterable[tuple[str, str | None, str | None]]) -> dict[str, DeviceDrift]:  # noqa: ANN001
+    """device id -> the drift watch of the (model, version) it runs now, for the devices that have one."""
+    wanted = {(device_id, model or "", version or "") for device_id, model, version in devices}
+    if not wanted:
+        return {}
+    rows = read_rows(connection, {device_id for device_id, _, _ in wanted})
+    return {key[0]: from_row(row) for key, row in rows.items() if key in wanted}

@@ -1,0 +1,83 @@
+"""The monitor's drift watch (issue 25): telemetry distributions in the store -> per-device baselines, CUSUMs,
+the drift state and event, on both engines. Seeded data, times given (no clock, no timing)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+
+from edgefleet.kernel.contracts import distributions as d
+from edgefleet.monitor.config import DriftWatchConfig
+from edgefleet.monitor.drift import DriftConfig
+from edgefleet.monitor.drift_watch import accept, read_rows, tick
+from edgefleet.monitor.ingest import apply
+from edgefleet.monitor.query import device_status, fleet_status
+from edgefleet.monitor.store import commit, to_epoch
+
+from .monitor_helpers import T0, telemetry
+
+BASELINE = 30
+CONFIG = DriftWatchConfig(settle_s=0.0, max_buckets_per_tick=10_000, detector=DriftConfig(baseline_blocks=BASELINE))
+
+
+def window(rng: np.random.Generator, score: float, frames: int = 100) -> d.Distributions:
+    scores = np.clip(rng.normal(score, 0.08, frames), 0, 0.999)
+    classes = rng.choice(4, size=frames, p=[0.4, 0.3, 0.2, 0.1])
+    return d.build(latency={5: frames}, score=dict(zip(*np.unique((scores * d.SCORE_BUCKETS).astype(int),
+                                                                   return_counts=True), strict=True)),
+                   classes=dict(zip(*np.unique(classes, return_counts=True), strict=True)))
+
+
+def feed(store, device_id: str, scores: list[float], rng: np.random.Generator, first_minute: int = 0) -> None:
+    """One telemetry summary (100 frames) per minute: one count bucket each."""
+    for offset, score in enumerate(scores):
+        minute = first_minute + offset
+        message = telemetry(device_id, minute + 1, at=T0 + timedelta(minutes=minute), count=100)
+        apply(store, message.model_copy(update={"inference": message.inference.model_copy(
+            update={"dist": window(rng, score)})}))
+    commit(store)
+
+
+def test_a_device_whose_scores_drop_is_in_drift_and_its_neighbour_is_not(store) -> None:
+    rng = np.random.default_rng(7)
+    quiet = list(0.8 + 0.02 * rng.standard_normal(BASELINE + 40))
+    feed(store, "steady", quiet, rng)
+    feed(store, "fogged", quiet[:BASELINE + 10] + [0.55] * 30, rng)
+
+    # The first tick only baselines what has ended by then; the second reads the rest.
+    first = tick(store, CONFIG, to_epoch(T0 + timedelta(minutes=BASELINE // 2)))
+    assert first.devices == 2 and first.fitted == 0 and not first.drifts
+    second = tick(store, CONFIG, to_epoch(T0 + timedelta(minutes=BASELINE + 41)))
+    assert second.start == first.end and second.fitted == 2
+
+    rows = read_rows(store.connection, ["steady", "fogged"])
+    store.connection.commit()
+    fogged = rows[("fogged", "mobilenet", "1.0.0")]
+    assert rows[("steady", "mobilenet", "1.0.0")].status == "watching"
+    assert fogged.status == "drift" and fogged.statistic == "score_median" and fogged.direction == "down"
+    assert fogged.effect_sd < -2 and -0.35 < fogged.effect < -0.1  # the median fell by about 0.25
+    [(device_id, drift)] = second.drifts
+    assert device_id == "fogged" and drift.metric == "score_median"
+    events = store.connection.execute("SELECT device_id, statistic, direction FROM drift_events").fetchall()
+    store.connection.commit()
+    assert events == [("fogged", "score_median", "down")]
+
+    now = T0 + timedelta(minutes=BASELINE + 41)
+    status = fleet_status(store, 10**9, now)
+    by_id = {device.device_id: device for device in status.devices}
+    assert by_id["fogged"].drift.status == "drift" and by_id["fogged"].drift.statistic == "score_median"
+    assert by_id["steady"].drift.status == "watching"
+
+
+def test_a_tick_claims_its_range_once_and_accepting_a_drift_starts_a_new_baseline(store) -> None:
+    rng = np.random.default_rng(8)
+    feed(store, "moved", [0.8] * (BASELINE + 2) + [0.4] * 20, rng)
+    now = to_epoch(T0 + timedelta(minutes=BASELINE + 30))
+    assert tick(store, CONFIG, now).drifts
+    again = tick(store, CONFIG, now)  # nothing new has ended: another monitor's tick reads nothing twice
+    assert again.start is None and again.devices == 0
+    assert accept(store, "moved") == 1
+    feed(store, "moved", [0.4] * 5, rng, first_minute=BASELINE + 30)
+    tick(store, CONFIG, to_epoch(T0 + timedelta(minutes=BASELINE + 40)))
+    assert device_status(store, "moved", 10**9, T0 + timedelta(minutes=BASELINE + 40)).drift.status == "baseline"
