@@ -50,3 +50,41 @@ def current_drifts(connection, devices: Iterable[tuple[str, str | None, str | No
         return {}
     rows = read_rows(connection, {device_id for device_id, _, _ in wanted})
     return {key[0]: from_row(row) for key, row in rows.items() if key in wanted}
+
+
+DRIFT_LIST_LIMIT = 100
+"""Devices in drift the fleet page lists (the newest drifts first)."""
+WHAT_IT_SEES = ("Each device is compared with its own baseline on the same version (its first blocks after the "
+                "activation): a drift says its scene or its model's output moved (the class mix, the top-1 score "
+                "median or the detections per frame), by how much in baseline SDs. It does not say whether the "
+                "answers are right.")
+
+
+class DriftEntry(BaseModel):
+    """A device in drift on the fleet page."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    device_id: str
+    model_version: str
+    drift: DeviceDrift
+
+
+def drifting(connection, model: str, limit: int = DRIFT_LIST_LIMIT) -> tuple[DriftEntry, ...]:  # noqa: ANN001
+    """The devices of `model` in drift on the version they run now, newest drift first."""
+    found = connection.execute(
+        "SELECT s.device_id FROM drift_state AS s JOIN devices AS d ON d.device_id = s.device_id AND "
+        "d.model_name = s.model_name AND d.model_version = s.model_version WHERE s.model_name = ? AND "
+        "s.status = 'drift' ORDER BY s.drift_time DESC, s.device_id LIMIT ?", (model, limit)).fetchall()
+    rows = read_rows(connection, [device_id for (device_id,) in found])
+    entries = [DriftEntry(device_id=row.device_id, model_version=row.model_version, drift=from_row(row))
+               for row in rows.values() if row.model_name == model and row.status == "drift"]
+    return tuple(sorted(entries, key=lambda e: (-(e.drift.since.timestamp() if e.drift.since else 0), e.device_id)))
+
+
+def watch_counts(connection, model: str) -> dict[str, int]:  # noqa: ANN001
+    """Devices of `model` per drift-watch status, on the version each runs now."""
+    return {status: n for status, n in connection.execute(
+        "SELECT s.status, COUNT(*) FROM drift_state AS s JOIN devices AS d ON d.device_id = s.device_id AND "
+        "d.model_name = s.model_name AND d.model_version = s.model_version WHERE s.model_name = ? "
+        "GROUP BY s.status", (model,))}

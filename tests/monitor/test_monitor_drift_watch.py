@@ -81,3 +81,20 @@ def test_a_tick_claims_its_range_once_and_accepting_a_drift_starts_a_new_baselin
     feed(store, "moved", [0.4] * 5, rng, first_minute=BASELINE + 30)
     tick(store, CONFIG, to_epoch(T0 + timedelta(minutes=BASELINE + 40)))
     assert device_status(store, "moved", 10**9, T0 + timedelta(minutes=BASELINE + 40)).drift.status == "baseline"
+
+
+def test_the_fleet_page_lists_the_drifting_device_with_what_the_watch_cannot_see(store) -> None:
+    from edgefleet.monitor.overview import fleet_overview
+    from edgefleet.monitor.overview_render import to_html, to_markdown
+
+    rng = np.random.default_rng(9)
+    feed(store, "night", [0.8] * (BASELINE + 2) + [0.4] * 20, rng)
+    feed(store, "day", [0.8] * (BASELINE + 22), rng)
+    now = T0 + timedelta(minutes=BASELINE + 30)
+    tick(store, CONFIG, to_epoch(now))
+    overview = fleet_overview(store, fleet_status(store, 10**9, now), "mobilenet", now)
+    assert overview.drift_watch == {"drift": 1, "watching": 1}
+    [entry] = overview.drifting
+    assert entry.device_id == "night" and entry.drift.statistic == "score_median"
+    for page in (to_markdown(overview), to_html(overview)):
+        assert "night" in page and "score_median down" in page and "does not say whether the answers are right" in page
