@@ -153,16 +153,21 @@ def status(
         table.add_column(column, justify="right")
     table.add_column("status")
     table.add_column("drift")
+    table.add_column("est. accuracy")
     for device in result.devices:
         version = f"{device.model_name}:{device.model_version}" if device.model_version else "-"
         style = _STATUS_STYLE[device.status]
         table.add_row(device.device_id, version, device.backend or "-", _age(device.age_s),
                       _number(device.latency_p50_ms), _number(device.latency_p95_ms), _number(device.fps),
                       _number(device.cpu_temp_c), f"[{style}]{device.status}[/]"
-                      + (f" ({device.reason})" if device.reason else ""), _drift(device, settings))
+                      + (f" ({device.reason})" if device.reason else ""), _drift(device, settings),
+                      device.drift.accuracy_text().removeprefix("est. accuracy ") if device.drift else "-")
     console.print(table)
-    if any(device.drift is not None and device.drift.status == "drift" for device in result.devices):
-        console.print(DRIFT_CAVEAT)
+    if any(device.drift is not None for device in result.devices):
+        from edgefleet.monitor.drift_view import ACCURACY_CAVEAT
+
+        console.print(DRIFT_CAVEAT, highlight=False)
+        console.print(ACCURACY_CAVEAT, highlight=False)
     if result.next_after is not None:
         console.print(f"{len(result.devices)} of {result.total} shown; next page: --after {result.next_after}")
     versions = Table(title="version distribution")

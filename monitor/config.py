@@ -83,6 +83,10 @@ class DriftWatchConfig(_Section):
                                                             "(telemetry received in it has been committed)")
     max_buckets_per_tick: int = Field(default=120, ge=1, description="count buckets read per tick at most (a "
                                                                      "monitor behind catches up over ticks)")
+    registry: str | None = Field(default=None, min_length=1,
+                                 description="the model registry whose manifests carry the calibration tables of "
+                                             "the accuracy estimate (default: identity.registry; none: no "
+                                             "estimate)")
     detector: DriftConfig = DriftConfig()
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
+from edgefleet.monitor.calibrations import tables
+from edgefleet.monitor.drift import AccuracyEstimate, CalibrationTable, expected_accuracy
 from edgefleet.monitor.drift_step import WatchRow, WatchStatus
 from edgefleet.monitor.drift_watch import read_rows
 from edgefleet.monitor.store import from_epoch
@@ -28,6 +31,11 @@ class DeviceDrift(BaseModel):
     """The same shift in the statistic's units (score, detections per frame, JS divergence)."""
     since: datetime | None = None
     note: str | None = None
+    accuracy: AccuracyEstimate | None = None
+    """Expected accuracy from the calibrated confidence (CBPE) over the frames since the watch started (or
+    since the drift): see `ACCURACY_CAVEAT` for what it cannot see."""
+    accuracy_note: str | None = None
+    """Why there is no estimate (no calibration table in the manifest...)."""
 
     def summary(self, baseline_blocks: int | None = None) -> str:
         """One line: 'drift: score_median down -2.4 SD (-0.21)', 'watching', 'baseline 120/500 blocks'."""
@@ -37,10 +45,40 @@ class DeviceDrift(BaseModel):
             return f"baseline {self.blocks}" + (f"/{baseline_blocks}" if baseline_blocks else "") + " blocks"
         return self.status
 
+    def accuracy_text(self) -> str:
+        """'est. accuracy 0.87 (0.84-0.90)', or '-'."""
+        if self.accuracy is None:
+            return "-"
+        a = self.accuracy
+        return f"est. accuracy {a.accuracy:.2f} ({a.low:.2f}-{a.high:.2f})"
 
-def from_row(row: WatchRow) -> DeviceDrift:
+
+ACCURACY_CAVEAT = ("The estimated accuracy weights the device's top-1 scores by how often the int8 model was "
+                   "right at each score on the release's held-out split (CBPE). It cannot see confidently wrong "
+                   "answers (a look-alike class; a model with shuffled labels scores as confidently as a good one) "
+                   "nor a concept shift (the right answer for the same image changed); no labelled spot check "
+                   "corrects it yet.")
+
+
+def _estimate(row: WatchRow, table: CalibrationTable | str | None) -> dict:
+    if table is None:
+        return {"accuracy_note": "no calibration table read yet (drift.registry / identity.registry)"}
+    if isinstance(table, str):
+        return {"accuracy_note": table}
+    counts = {int(k): n for k, n in json.loads(row.score_counts).items()} if row.score_counts else {}
+    return {"accuracy": expected_accuracy(table, counts)}
+
+
+def from_row(row: WatchRow, table: CalibrationTable | str | None = None) -> DeviceDrift:
     return DeviceDrift(status=row.status, blocks=row.blocks, statistic=row.statistic, direction=row.direction,
-                       effect_sd=row.effect_sd, effect=row.effect, since=from_epoch(row.drift_time), note=row.note)
+                       effect_sd=row.effect_sd, effect=row.effect, since=from_epoch(row.drift_time), note=row.note,
+                       **_estimate(row, table))
+
+
+def _with_tables(connection, rows: dict) -> dict:  # noqa: ANN001
+    """key -> DeviceDrift of each row, with its version's calibration table."""
+    found = tables(connection, {(row.model_name, row.model_version) for row in rows.values()})
+    return {key: from_row(row, found.get((row.model_name, row.model_version))) for key, row in rows.items()}
 
 
 def current_drifts(connection, devices: Iterable[tuple[str, str | None, str | None]]) -> dict[str, DeviceDrift]:  # noqa: ANN001
@@ -48,8 +86,8 @@ def current_drifts(connection, devices: Iterable[tuple[str, str | None, str | No
     wanted = {(device_id, model or "", version or "") for device_id, model, version in devices}
     if not wanted:
         return {}
-    rows = read_rows(connection, {device_id for device_id, _, _ in wanted})
-    return {key[0]: from_row(row) for key, row in rows.items() if key in wanted}
+    rows = {key: row for key, row in read_rows(connection, {d for d, _, _ in wanted}).items() if key in wanted}
+    return {key[0]: drift for key, drift in _with_tables(connection, rows).items()}
 
 
 DRIFT_LIST_LIMIT = 100
@@ -76,9 +114,10 @@ def drifting(connection, model: str, limit: int = DRIFT_LIST_LIMIT) -> tuple[Dri
         "SELECT s.device_id FROM drift_state AS s JOIN devices AS d ON d.device_id = s.device_id AND "
         "d.model_name = s.model_name AND d.model_version = s.model_version WHERE s.model_name = ? AND "
         "s.status = 'drift' ORDER BY s.drift_time DESC, s.device_id LIMIT ?", (model, limit)).fetchall()
-    rows = read_rows(connection, [device_id for (device_id,) in found])
-    entries = [DriftEntry(device_id=row.device_id, model_version=row.model_version, drift=from_row(row))
-               for row in rows.values() if row.model_name == model and row.status == "drift"]
+    rows = {key: row for key, row in read_rows(connection, [device_id for (device_id,) in found]).items()
+            if row.model_name == model and row.status == "drift"}
+    entries = [DriftEntry(device_id=key[0], model_version=key[2], drift=drift)
+               for key, drift in _with_tables(connection, rows).items()]
     return tuple(sorted(entries, key=lambda e: (-(e.drift.since.timestamp() if e.drift.since else 0), e.device_id)))
 
 

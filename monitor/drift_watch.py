@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from edgefleet.kernel.contracts.distributions import Distributions
+from edgefleet.monitor.calibrations import CalibrationSource, record_missing
 from edgefleet.monitor.drift import Drift
 from edgefleet.monitor.drift_step import WatchRow, distributions, fit_and_run, needs_fit, new_row, step
 from edgefleet.monitor.store import FleetStore
@@ -122,12 +123,14 @@ def _write(connection, rows: list[WatchRow], drifts: list[tuple[WatchRow, Drift]
               d.baseline, d.onset_block, d.alarm_block) for row, d in drifts])
 
 
-def tick(store: FleetStore, config, now: float) -> TickReport:  # noqa: ANN001 - monitor.config.DriftWatchConfig
-    """Reads the next range of complete buckets into every device's drift watch (see the module docstring)."""
+def tick(store: FleetStore, config, now: float,  # noqa: ANN001 - monitor.config.DriftWatchConfig
+         calibration: CalibrationSource | None = None) -> TickReport:
+    """Reads the next range of complete buckets into every device's drift watch (see the module docstring);
+    with `calibration`, also the calibration table of every version seen without one (`calibrations`)."""
     connection = store.connection
     store.engine.begin_write(connection)
     try:
-        report = _tick(store, config, now)
+        report = _tick(store, config, now, calibration)
         connection.commit()
     except BaseException:
         connection.rollback()
@@ -138,7 +141,7 @@ def tick(store: FleetStore, config, now: float) -> TickReport:  # noqa: ANN001 -
     return report
 
 
-def _tick(store: FleetStore, config, now: float) -> TickReport:  # noqa: ANN001
+def _tick(store: FleetStore, config, now: float, calibration: CalibrationSource | None) -> TickReport:  # noqa: ANN001
     connection, bucket_s = store.connection, store.count_bucket_s
     end = complete_end(now, bucket_s, config.settle_s)
     start = _cursor(connection)
@@ -151,6 +154,8 @@ def _tick(store: FleetStore, config, now: float) -> TickReport:  # noqa: ANN001
     if end <= start or not _claim(connection, start, end):
         return TickReport(None, None, 0, 0, ())
     windows = _read_range(connection, start, end)
+    if calibration is not None:
+        record_missing(connection, calibration, {(model, version) for _, model, version in windows})
     known = read_rows(connection, {device_id for device_id, _, _ in windows})
     rows, drifts, fitted = [], [], 0
     for series, found in sorted(windows.items()):

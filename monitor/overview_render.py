@@ -12,7 +12,7 @@ from datetime import datetime
 from html import escape
 
 from edgefleet.kernel.contracts.distributions import LATENCY_MIN_MS, SCORE_BUCKETS, latency_edges_ms
-from edgefleet.monitor.drift_view import WHAT_IT_SEES
+from edgefleet.monitor.drift_view import ACCURACY_CAVEAT, WHAT_IT_SEES
 from edgefleet.monitor.overview import FleetOverview, VersionStats
 
 BAR_WIDTH = 24  # characters of a full text bar
@@ -110,11 +110,13 @@ def _watch_line(o: FleetOverview) -> str:
 
 
 def _drift_markdown(o: FleetOverview) -> list[str]:
-    lines = ["### Drift (each device against its own baseline)", "", _watch_line(o), "", WHAT_IT_SEES, ""]
+    lines = ["### Drift (each device against its own baseline)", "", _watch_line(o), "", WHAT_IT_SEES, "",
+             ACCURACY_CAVEAT, ""]
     if o.drifting:
-        lines += ["| device | version | drift | since |", "|---|---|---|---|"]
+        lines += ["| device | version | drift | since | est. accuracy |", "|---|---|---|---|---|"]
         lines += [f"| {e.device_id} | {e.model_version} | {e.drift.summary()} | "
-                  f"{_time(e.drift.since) if e.drift.since else '-'} |" for e in o.drifting]
+                  f"{_time(e.drift.since) if e.drift.since else '-'} | {e.drift.accuracy_text()} |"
+                  for e in o.drifting]
         lines.append("")
     return lines
 
@@ -122,11 +124,13 @@ def _drift_markdown(o: FleetOverview) -> list[str]:
 def _drift_html(o: FleetOverview) -> str:
     rows = "".join(f"<tr><td>{escape(e.device_id)}</td><td>{escape(e.model_version)}</td>"
                    f"<td>{escape(e.drift.summary())}</td>"
-                   f"<td>{_time(e.drift.since) if e.drift.since else '-'}</td></tr>" for e in o.drifting)
-    table = (f"<table><thead><tr><th>device</th><th>version</th><th>drift</th><th>since</th></tr></thead>"
-             f"<tbody>{rows}</tbody></table>") if rows else ""
+                   f"<td>{_time(e.drift.since) if e.drift.since else '-'}</td>"
+                   f"<td>{escape(e.drift.accuracy_text())}</td></tr>" for e in o.drifting)
+    table = (f"<table><thead><tr><th>device</th><th>version</th><th>drift</th><th>since</th>"
+             f"<th>est. accuracy</th></tr></thead><tbody>{rows}</tbody></table>") if rows else ""
     return (f'<section id="drift"><h2>Drift (each device against its own baseline)</h2>'
-            f"<p>{escape(_watch_line(o))}</p><p>{escape(WHAT_IT_SEES)}</p>{table}</section>")
+            f"<p>{escape(_watch_line(o))}</p><p>{escape(WHAT_IT_SEES)}</p><p>{escape(ACCURACY_CAVEAT)}</p>"
+            f"{table}</section>")
 
 
 # --- HTML -----------------------------------------------------------------------------------------------

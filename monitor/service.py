@@ -30,6 +30,7 @@ from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.subscriber.message import Message
 
 from edgefleet.monitor.batch import process_batch
+from edgefleet.monitor.calibrations import CalibrationSource, registry_source
 from edgefleet.monitor.cloud_metrics import (
     CloudMetricsWriter,
     MetricServiceClientLike,
@@ -185,6 +186,7 @@ class _Session:
     metrics: _MetricsTick | None
     clock: Callable[[], float]
     verifier: TelemetryVerifier | None = None
+    calibration: CalibrationSource | None = None
 
     def run(self) -> None:
         if self.stop_event.is_set():
@@ -209,7 +211,7 @@ class _Session:
                     if any(deleted.values()):
                         log.info("pruned what is older than %.0f s: %s", self.config.retention_s, deleted)
                 if self.config.drift.enabled and self.clock() >= next_drift:
-                    drift_tick(self.store, self.config.drift, self.clock())
+                    drift_tick(self.store, self.config.drift, self.clock(), self.calibration)
                     next_drift = self.clock() + self.config.drift.interval_s
                 if self.metrics is not None:
                     self.metrics.tick(self.store, self.clock())
@@ -330,7 +332,9 @@ def run_monitor(config: MonitorConfig, stop_event: threading.Event, *,
     if config.cloud_metrics.enabled:
         writer = CloudMetricsWriter(metrics_client, config.project, config.cloud_metrics)
         metrics = _MetricsTick(config, writer, PeriodAggregator(config.cloud_metrics.period_s, clock()), tally)
-    session = _Session(config, store, subscriber, path, stop_event, tally, on_batch, metrics, clock, verifier)
+    registry = config.drift.registry or config.identity.registry
+    session = _Session(config, store, subscriber, path, stop_event, tally, on_batch, metrics, clock, verifier,
+                       registry_source(registry) if config.drift.enabled and registry else None)
 
     def before_resubscribe(state: tenacity.RetryCallState) -> None:
         tally.count(resubscribes=1)

@@ -14,6 +14,8 @@ Tables (see `edgefleet.monitor.store` for what each row means):
 - device_tags (schema 3): free-form tags of a device (`fleet status --tag`).
 - drift_state, drift_events (schema 4): per (device, model, version) the drift watch's baseline, CUSUM state and
   current drift; every drift alarm (`edgefleet.monitor.drift_watch`).
+- calibrations (schema 4): per (model, version) the manifest's calibration table (schema 3 manifests), or why
+  there is none (`edgefleet.monitor.calibrations`).
 """
 
 from __future__ import annotations
@@ -112,6 +114,10 @@ CREATE TABLE IF NOT EXISTS drift_events (
     statistic TEXT NOT NULL, direction TEXT NOT NULL, effect_sd REAL NOT NULL, effect REAL NOT NULL,
     baseline REAL NOT NULL, onset_block INTEGER NOT NULL, alarm_block INTEGER NOT NULL,
     PRIMARY KEY (device_id, model_name, model_version, time, statistic, direction)
+);
+CREATE TABLE IF NOT EXISTS calibrations (
+    model_name TEXT NOT NULL, model_version TEXT NOT NULL, images TEXT, correct TEXT, note TEXT NOT NULL,
+    PRIMARY KEY (model_name, model_version)
 );
 """
 

@@ -83,6 +83,31 @@ def test_a_tick_claims_its_range_once_and_accepting_a_drift_starts_a_new_baselin
     assert device_status(store, "moved", 10**9, T0 + timedelta(minutes=BASELINE + 40)).drift.status == "baseline"
 
 
+def test_the_estimated_accuracy_comes_from_the_manifests_calibration_table_beside_the_drift(store) -> None:
+    from edgefleet.kernel.contracts.manifest import Calibration
+
+    # The held-out split: right 95% of the time at scores >= 0.75, 40% below.
+    images = tuple(100 for _ in range(d.SCORE_BUCKETS))
+    correct = tuple(95 if index >= 15 else 40 for index in range(d.SCORE_BUCKETS))
+    asked = []
+
+    def source(model: str, version: str) -> Calibration | None:
+        asked.append((model, version))
+        return Calibration(images=images, correct=correct) if version == "1.0.0" else None
+
+    rng = np.random.default_rng(10)
+    feed(store, "bright", [0.85] * (BASELINE + 32), rng)
+    feed(store, "dim", [0.85] * (BASELINE + 2) + [0.45] * 30, rng)
+    now = T0 + timedelta(minutes=BASELINE + 40)
+    tick(store, CONFIG, to_epoch(now), source)
+    tick(store, CONFIG, to_epoch(now + timedelta(minutes=5)), source)
+    assert asked == [("mobilenet", "1.0.0")]  # read once per version
+    by_id = {device.device_id: device.drift for device in fleet_status(store, 10**9, now).devices}
+    assert by_id["bright"].accuracy.low < 0.95 * 0.93 < by_id["bright"].accuracy.accuracy
+    assert by_id["dim"].status == "drift" and by_id["dim"].accuracy.accuracy < 0.6  # since the drift: the dim scene
+    assert by_id["dim"].accuracy_text().startswith("est. accuracy 0.")
+
+
 def test_the_fleet_page_lists_the_drifting_device_with_what_the_watch_cannot_see(store) -> None:
     from edgefleet.monitor.overview import fleet_overview
     from edgefleet.monitor.overview_render import to_html, to_markdown
@@ -98,3 +123,4 @@ def test_the_fleet_page_lists_the_drifting_device_with_what_the_watch_cannot_see
     assert entry.device_id == "night" and entry.drift.statistic == "score_median"
     for page in (to_markdown(overview), to_html(overview)):
         assert "night" in page and "score_median down" in page and "does not say whether the answers are right" in page
+        assert "cannot see confidently wrong answers" in page
