@@ -124,3 +124,23 @@ def test_the_fleet_page_lists_the_drifting_device_with_what_the_watch_cannot_see
     for page in (to_markdown(overview), to_html(overview)):
         assert "night" in page and "score_median down" in page and "does not say whether the answers are right" in page
         assert "cannot see confidently wrong answers" in page
+
+
+def test_a_new_version_on_a_device_starts_its_own_baseline_and_the_old_drift_is_not_shown(store) -> None:
+    rng = np.random.default_rng(11)
+    feed(store, "cam", [0.8] * (BASELINE + 2) + [0.4] * 30, rng)
+    tick(store, CONFIG, to_epoch(T0 + timedelta(minutes=BASELINE + 40)))
+    start = BASELINE + 40
+    for offset in range(5):  # the device swapped to 2.0.0
+        message = telemetry("cam", start + offset + 1, at=T0 + timedelta(minutes=start + offset), count=100,
+                            version="2.0.0")
+        apply(store, message.model_copy(update={"inference": message.inference.model_copy(
+            update={"dist": window(rng, 0.4)})}))
+    commit(store)
+    tick(store, CONFIG, to_epoch(T0 + timedelta(minutes=start + 10)))
+    rows = read_rows(store.connection, ["cam"])
+    store.connection.commit()
+    assert rows[("cam", "mobilenet", "1.0.0")].status == "drift"
+    assert rows[("cam", "mobilenet", "2.0.0")].status == "baseline" and rows[("cam", "mobilenet", "2.0.0")].blocks == 5
+    shown = device_status(store, "cam", 10**9, T0 + timedelta(minutes=start + 10)).drift
+    assert shown.status == "baseline" and shown.summary(BASELINE) == f"baseline 5/{BASELINE} blocks"
