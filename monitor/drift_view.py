@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -75,13 +76,14 @@ def from_row(row: WatchRow, table: CalibrationTable | str | None = None) -> Devi
                        **_estimate(row, table))
 
 
-def _with_tables(connection, rows: dict) -> dict:  # noqa: ANN001
+def _with_tables(connection: Any, rows: dict) -> dict:
     """key -> DeviceDrift of each row, with its version's calibration table."""
     found = tables(connection, {(row.model_name, row.model_version) for row in rows.values()})
     return {key: from_row(row, found.get((row.model_name, row.model_version))) for key, row in rows.items()}
 
 
-def current_drifts(connection, devices: Iterable[tuple[str, str | None, str | None]]) -> dict[str, DeviceDrift]:  # noqa: ANN001
+def current_drifts(connection: Any,
+                   devices: Iterable[tuple[str, str | None, str | None]]) -> dict[str, DeviceDrift]:
     """device id -> the drift watch of the (model, version) it runs now, for the devices that have one."""
     wanted = {(device_id, model or "", version or "") for device_id, model, version in devices}
     if not wanted:
@@ -108,7 +110,7 @@ class DriftEntry(BaseModel):
     drift: DeviceDrift
 
 
-def drifting(connection, model: str, limit: int = DRIFT_LIST_LIMIT) -> tuple[DriftEntry, ...]:  # noqa: ANN001
+def drifting(connection: Any, model: str, limit: int = DRIFT_LIST_LIMIT) -> tuple[DriftEntry, ...]:
     """The devices of `model` in drift on the version they run now, newest drift first."""
     found = connection.execute(
         "SELECT s.device_id FROM drift_state AS s JOIN devices AS d ON d.device_id = s.device_id AND "
@@ -121,7 +123,7 @@ def drifting(connection, model: str, limit: int = DRIFT_LIST_LIMIT) -> tuple[Dri
     return tuple(sorted(entries, key=lambda e: (-(e.drift.since.timestamp() if e.drift.since else 0), e.device_id)))
 
 
-def watch_counts(connection, model: str) -> dict[str, int]:  # noqa: ANN001
+def watch_counts(connection: Any, model: str) -> dict[str, int]:
     """Devices of `model` per drift-watch status, on the version each runs now."""
     return {status: n for status, n in connection.execute(
         "SELECT s.status, COUNT(*) FROM drift_state AS s JOIN devices AS d ON d.device_id = s.device_id AND "

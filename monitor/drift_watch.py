@@ -23,12 +23,16 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from edgefleet.kernel.contracts.distributions import Distributions
 from edgefleet.monitor.calibrations import CalibrationSource, record_missing
 from edgefleet.monitor.drift import Drift
 from edgefleet.monitor.drift_step import WatchRow, distributions, fit_and_run, needs_fit, new_row, step
 from edgefleet.monitor.store import FleetStore
+
+if TYPE_CHECKING:
+    from edgefleet.monitor.config import DriftWatchConfig
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +57,7 @@ def complete_end(now: float, bucket_s: float, settle_s: float) -> float:
     return math.floor((now - settle_s) / bucket_s) * bucket_s
 
 
-def _claim(connection, start: float | None, end: float) -> bool:  # noqa: ANN001
+def _claim(connection: Any, start: float | None, end: float) -> bool:
     """Moves the cursor from `start` to `end`; False when another monitor moved it first."""
     if start is None:
         return connection.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING",
@@ -62,7 +66,7 @@ def _claim(connection, start: float | None, end: float) -> bool:  # noqa: ANN001
                               (repr(end), CURSOR_KEY, repr(start))).rowcount == 1
 
 
-def _cursor(connection) -> float | None:  # noqa: ANN001
+def _cursor(connection: Any) -> float | None:
     row = connection.execute("SELECT value FROM meta WHERE key = ?", (CURSOR_KEY,)).fetchone()
     return None if row is None else float(row[0])
 
@@ -77,7 +81,7 @@ def _windows(rows: Iterable[tuple]) -> dict[tuple[str, str, str], list[tuple[flo
             for series, buckets in grouped.items()}
 
 
-def _read_range(connection, start: float, end: float) -> dict:  # noqa: ANN001
+def _read_range(connection: Any, start: float, end: float) -> dict:
     return _windows(connection.execute(
         "SELECT d.device_id, d.model_name, d.model_version, d.bucket_start, d.metric, d.key, d.n FROM devices AS v "
         "JOIN dist_counts AS d ON d.model_name = v.model_name AND d.model_version = v.model_version "
@@ -86,7 +90,7 @@ def _read_range(connection, start: float, end: float) -> dict:  # noqa: ANN001
         (start, end, *_WATCHED_METRICS)))
 
 
-def _read_device(connection, series: tuple[str, str, str], start: float, end: float) -> list[Distributions]:  # noqa: ANN001
+def _read_device(connection: Any, series: tuple[str, str, str], start: float, end: float) -> list[Distributions]:
     device_id, model, version = series
     rows = connection.execute(
         "SELECT device_id, model_name, model_version, bucket_start, metric, key, n FROM dist_counts "
@@ -95,7 +99,7 @@ def _read_device(connection, series: tuple[str, str, str], start: float, end: fl
     return [dist for _, dist in _windows(rows).get(series, [])]
 
 
-def read_rows(connection, device_ids: Iterable[str]) -> dict[tuple[str, str, str], WatchRow]:  # noqa: ANN001
+def read_rows(connection: Any, device_ids: Iterable[str]) -> dict[tuple[str, str, str], WatchRow]:
     """The drift rows of `device_ids` (every version they have one for)."""
     rows = connection.execute(f"SELECT {', '.join(_ROW_COLUMNS)} FROM drift_state WHERE device_id IN "
                               "(SELECT value FROM json_each(?))", (json.dumps(sorted(set(device_ids))),))
@@ -106,7 +110,7 @@ def read_rows(connection, device_ids: Iterable[str]) -> dict[tuple[str, str, str
     return found
 
 
-def _write(connection, rows: list[WatchRow], drifts: list[tuple[WatchRow, Drift]], now: float) -> None:  # noqa: ANN001
+def _write(connection: Any, rows: list[WatchRow], drifts: list[tuple[WatchRow, Drift]], now: float) -> None:
     if rows:
         names = ", ".join(_ROW_COLUMNS)
         updates = ", ".join(f"{c} = excluded.{c}" for c in _ROW_COLUMNS[3:])
@@ -123,7 +127,7 @@ def _write(connection, rows: list[WatchRow], drifts: list[tuple[WatchRow, Drift]
               d.baseline, d.onset_block, d.alarm_block) for row, d in drifts])
 
 
-def tick(store: FleetStore, config, now: float,  # noqa: ANN001 - monitor.config.DriftWatchConfig
+def tick(store: FleetStore, config: DriftWatchConfig, now: float,
          calibration: CalibrationSource | None = None) -> TickReport:
     """Reads the next range of complete buckets into every device's drift watch (see the module docstring);
     with `calibration`, also the calibration table of every version seen without one (`calibrations`)."""
@@ -141,7 +145,8 @@ def tick(store: FleetStore, config, now: float,  # noqa: ANN001 - monitor.config
     return report
 
 
-def _tick(store: FleetStore, config, now: float, calibration: CalibrationSource | None) -> TickReport:  # noqa: ANN001
+def _tick(store: FleetStore, config: DriftWatchConfig, now: float,
+          calibration: CalibrationSource | None) -> TickReport:
     connection, bucket_s = store.connection, store.count_bucket_s
     end = complete_end(now, bucket_s, config.settle_s)
     start = _cursor(connection)
