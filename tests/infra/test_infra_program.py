@@ -204,6 +204,9 @@ def test_a_drift_alert_names_the_statistic_that_moved_and_waits_for_its_metric(d
         assert metric.type in METRICS_BY_TYPE
     assert "${condition.display_name}" in drift.inputs["documentation"]["content"]
     assert "not whether the answers are right" in drift.inputs["documentation"]["content"]
+    stricter = run_program(lambda: build(stack_config(alerts={"driftSd": 1.5})))
+    [drift] = [policy for policy in stricter.of_type("AlertPolicy") if policy.name == "edgefleet-drift"]
+    assert {c["conditionThreshold"]["thresholdValue"] for c in drift.inputs["conditions"]} == {1.5}
 
 
 def test_no_public_members_and_no_primitive_roles(default_stack: StackRun) -> None:
