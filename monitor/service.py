@@ -211,7 +211,7 @@ class _Session:
                     if any(deleted.values()):
                         log.info("pruned what is older than %.0f s: %s", self.config.retention_s, deleted)
                 if self.config.drift.enabled and self.clock() >= next_drift:
-                    drift_tick(self.store, self.config.drift, self.clock(), self.calibration)
+                    self._drift_tick()
                     next_drift = self.clock() + self.config.drift.interval_s
                 if self.metrics is not None:
                     self.metrics.tick(self.store, self.clock())
@@ -248,6 +248,16 @@ class _Session:
                             ingest.shutdown_timeout_s)
             except Exception:  # noqa: BLE001 - whatever ended the stream was raised from run() already
                 log.debug("stream from %s ended with an error during shutdown", self.path, exc_info=True)
+
+    def _drift_tick(self) -> None:
+        """One drift tick; a store error that can pass is raised (resubscribe), anything else is logged and
+        ingest goes on (the drift watch is advice: it never stops the fleet state from being written)."""
+        try:
+            drift_tick(self.store, self.config.drift, self.clock(), self.calibration)
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception:  # noqa: BLE001 - logged with its traceback; the next tick tries the same range again
+            log.exception("drift tick failed (ingest goes on; the next tick reads the same buckets again)")
 
     def _process(self, batch: list[Message]) -> None:
         if not batch:
