@@ -4,6 +4,7 @@ SSH (`edgefleet.cli.fleet_enrol`)."""
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime
 from pathlib import Path
@@ -224,6 +225,36 @@ def drift_accept(
         raise cli_error(EdgefleetError(f"device {device_id!r} has no drift watch on the version it runs now",
                                        "check the id with `edgefleet fleet status` (its drift column)"))
     typer.echo(f"{device_id}: a new drift baseline starts with the next complete count bucket")
+
+
+@app.command("drift-triage")
+def drift_triage(
+    hours: float = typer.Option(24.0, "--hours", min=1.0, help="the stretch of each device compared (the day)"),
+    as_json: bool = typer.Option(False, "--json", help="print the list as JSON"),
+    config: Path = typer.Option(None, "--config", "-c", help="monitor YAML"),
+    db: Path = typer.Option(None, "--db", help="fleet state SQLite file"),
+    store_url: str = typer.Option(None, "--store-url", help=_STORE_URL_HELP),
+) -> None:
+    """The daily triage list: devices whose day differs from their own baseline (Benjamini-Hochberg across the
+    fleet at drift.detector.triage_fdr). A list to look at, not the alarm."""
+    from edgefleet.monitor.drift_triage import daily_triage
+
+    try:
+        settings, store = _open(config, db, store_url)
+        with store:
+            entries = daily_triage(store, settings.drift.detector, datetime.now().astimezone(), hours)
+    except EdgefleetError as error:
+        raise cli_error(error) from error
+    if as_json:
+        typer.echo(json.dumps([entry.model_dump() for entry in entries], indent=2))
+        return
+    table = Table(title=f"drift triage: last {hours:g} h against each device's baseline "
+                        f"(false discovery rate {settings.drift.detector.triage_fdr:g})")
+    for column in ("device", "statistic", "direction", "shift (SD)", "q-value"):
+        table.add_column(column)
+    for entry in entries:
+        table.add_row(entry.device, entry.metric, entry.direction, f"{entry.effect_sd:+.2f}", f"{entry.qvalue:.2g}")
+    Console().print(table)
 
 
 @app.command()

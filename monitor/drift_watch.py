@@ -90,7 +90,7 @@ def _read_range(connection: Any, start: float, end: float) -> dict:
         (start, end, *_WATCHED_METRICS)))
 
 
-def _read_device(connection: Any, series: tuple[str, str, str], start: float, end: float) -> list[Distributions]:
+def read_device_windows(connection: Any, series: tuple[str, str, str], start: float, end: float) -> list[Distributions]:
     device_id, model, version = series
     rows = connection.execute(
         "SELECT device_id, model_name, model_version, bucket_start, metric, key, n FROM dist_counts "
@@ -167,7 +167,7 @@ def _tick(store: FleetStore, config: DriftWatchConfig, now: float,
         row = known.get(series) or new_row(*series, first_bucket=found[0][0], now=now)
         row, alarms = step(row, [dist for _, dist in found], config.detector, now)
         if needs_fit(row, config.detector):
-            row, alarms = fit_and_run(row, _read_device(connection, series, row.first_bucket, end),
+            row, alarms = fit_and_run(row, read_device_windows(connection, series, row.first_bucket, end),
                                       end - row.first_bucket, config.detector, now)
             fitted += 1
         rows.append(row)

@@ -144,3 +144,18 @@ def test_a_new_version_on_a_device_starts_its_own_baseline_and_the_old_drift_is_
     assert rows[("cam", "mobilenet", "2.0.0")].status == "baseline" and rows[("cam", "mobilenet", "2.0.0")].blocks == 5
     shown = device_status(store, "cam", 10**9, T0 + timedelta(minutes=start + 10)).drift
     assert shown.status == "baseline" and shown.summary(BASELINE) == f"baseline 5/{BASELINE} blocks"
+
+
+def test_the_daily_triage_lists_the_device_whose_day_moved_less_than_an_alarm(store) -> None:
+    from edgefleet.monitor.drift_triage import daily_triage
+
+    rng = np.random.default_rng(12)
+    noise = list(0.8 + 0.03 * rng.standard_normal(BASELINE + 60))
+    feed(store, "same", noise, rng)
+    feed(store, "dimmer", noise[:BASELINE + 30] + [s - 0.03 for s in noise[BASELINE + 30:]], rng)
+    now = T0 + timedelta(minutes=BASELINE + 60)
+    tick(store, CONFIG, to_epoch(now))
+    assert device_status(store, "dimmer", 10**9, now).drift.status == "watching"  # no alarm: the list shows it
+    entries = daily_triage(store, CONFIG.detector, now, hours=0.5)
+    assert [(e.device, e.metric, e.direction) for e in entries] == [("dimmer", "score_median", "down")]
+    assert entries[0].qvalue <= CONFIG.detector.triage_fdr
