@@ -221,10 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=float, default=1.0, help="days per camera for the false alarms")
     parser.add_argument("--phi", type=float, default=PHI)
     parser.add_argument("--fps", type=float, default=FPS)
+    parser.add_argument("--guard", type=float, default=None, help="override DriftConfig.estimation_guard")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--out")
     args = parser.parse_args(argv if argv is not None else [])
-    rng, config, started = np.random.default_rng(args.seed), DriftConfig(), time.monotonic()
+    config = DriftConfig() if args.guard is None else DriftConfig(estimation_guard=args.guard)
+    rng, started = np.random.default_rng(args.seed), time.monotonic()
     bank = make_bank(rng, args.scenes)
     out = outputs(bank, rng.permutation(MODEL_CLASSES))
     print(f"{args.scenes}: {bank.scenes} through {bank.model}; {json.dumps(bank_summary(bank))}", flush=True)  # noqa: T201
