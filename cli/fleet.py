@@ -4,6 +4,7 @@ SSH (`edgefleet.cli.fleet_enrol`)."""
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime
 from pathlib import Path
@@ -152,14 +153,22 @@ def status(
     for column in ("p50 ms", "p95 ms", "fps", "CPU °C"):
         table.add_column(column, justify="right")
     table.add_column("status")
+    table.add_column("drift")
+    table.add_column("est. accuracy")
     for device in result.devices:
         version = f"{device.model_name}:{device.model_version}" if device.model_version else "-"
         style = _STATUS_STYLE[device.status]
         table.add_row(device.device_id, version, device.backend or "-", _age(device.age_s),
                       _number(device.latency_p50_ms), _number(device.latency_p95_ms), _number(device.fps),
                       _number(device.cpu_temp_c), f"[{style}]{device.status}[/]"
-                      + (f" ({device.reason})" if device.reason else ""))
+                      + (f" ({device.reason})" if device.reason else ""), _drift(device, settings),
+                      device.drift.accuracy_text().removeprefix("est. accuracy ") if device.drift else "-")
     console.print(table)
+    if any(device.drift is not None for device in result.devices):
+        from edgefleet.monitor.drift_view import ACCURACY_CAVEAT
+
+        console.print(DRIFT_CAVEAT, highlight=False)
+        console.print(ACCURACY_CAVEAT, highlight=False)
     if result.next_after is not None:
         console.print(f"{len(result.devices)} of {result.total} shown; next page: --after {result.next_after}")
     versions = Table(title="version distribution")
@@ -182,6 +191,70 @@ def status(
     counters = result.counters
     console.print(f"messages {counters.messages}, duplicates {counters.duplicates}, lost {counters.lost}, "
                   f"malformed {counters.malformed} ({counters.malformed_deliveries} deliveries)")
+
+
+DRIFT_CAVEAT = ("drift: the device's own baseline on this version (its first blocks after the activation) "
+                "against its blocks since; `edgefleet fleet drift-accept DEVICE` takes the new scene as its "
+                "baseline. It sees a changed scene or model output, not whether the answers are right.")
+
+
+def _drift(device, settings) -> str:  # noqa: ANN001 - query.DeviceStatus, monitor.config.MonitorConfig
+    if device.drift is None:
+        return "-"
+    text = device.drift.summary(settings.drift.detector.baseline_blocks)
+    return f"[bold red]{text}[/]" if device.drift.status == "drift" else text
+
+
+@app.command("drift-accept")
+def drift_accept(
+    device_id: str = typer.Argument(..., help="the device whose drift (or baseline) is to start anew"),
+    config: Path = typer.Option(None, "--config", "-c", help="monitor YAML"),
+    db: Path = typer.Option(None, "--db", help="fleet state SQLite file"),
+    store_url: str = typer.Option(None, "--store-url", help=_STORE_URL_HELP),
+) -> None:
+    """Accept a device's new scene: its drift watch collects a new baseline on the version it runs now."""
+    from edgefleet.monitor.drift_watch import accept
+
+    try:
+        _, store = _open(config, db, store_url)
+        with store:
+            removed = accept(store, device_id)
+    except EdgefleetError as error:
+        raise cli_error(error) from error
+    if not removed:
+        raise cli_error(EdgefleetError(f"device {device_id!r} has no drift watch on the version it runs now",
+                                       "check the id with `edgefleet fleet status` (its drift column)"))
+    typer.echo(f"{device_id}: a new drift baseline starts with the next complete count bucket")
+
+
+@app.command("drift-triage")
+def drift_triage(
+    hours: float = typer.Option(24.0, "--hours", min=1.0, help="the stretch of each device compared (the day)"),
+    as_json: bool = typer.Option(False, "--json", help="print the list as JSON"),
+    config: Path = typer.Option(None, "--config", "-c", help="monitor YAML"),
+    db: Path = typer.Option(None, "--db", help="fleet state SQLite file"),
+    store_url: str = typer.Option(None, "--store-url", help=_STORE_URL_HELP),
+) -> None:
+    """The daily triage list: devices whose day differs from their own baseline (Benjamini-Hochberg across the
+    fleet at drift.detector.triage_fdr). A list to look at, not the alarm."""
+    from edgefleet.monitor.drift_triage import daily_triage
+
+    try:
+        settings, store = _open(config, db, store_url)
+        with store:
+            entries = daily_triage(store, settings.drift.detector, datetime.now().astimezone(), hours)
+    except EdgefleetError as error:
+        raise cli_error(error) from error
+    if as_json:
+        typer.echo(json.dumps([entry.model_dump() for entry in entries], indent=2))
+        return
+    table = Table(title=f"drift triage: last {hours:g} h against each device's baseline "
+                        f"(false discovery rate {settings.drift.detector.triage_fdr:g})")
+    for column in ("device", "statistic", "direction", "shift (SD)", "q-value"):
+        table.add_column(column)
+    for entry in entries:
+        table.add_row(entry.device, entry.metric, entry.direction, f"{entry.effect_sd:+.2f}", f"{entry.qvalue:.2g}")
+    Console().print(table)
 
 
 @app.command()

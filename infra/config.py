@@ -150,6 +150,12 @@ class AlertSettings(_Section):
         ge=0,
         description="alert when more than this many messages wait in the dead-letter subscription",
     )
+    drift_sd: float = Field(
+        default=0.0,
+        ge=0,
+        description="alert when a device's drift metric (its shift in its own baseline's SDs, written only "
+        "while the monitor's drift watch has it in drift) is over this; 0: every drift",
+    )
     notification_channels: tuple[NotificationChannel, ...] = Field(
         default=(), description="notification channel names: projects/<p>/notificationChannels/<id>"
     )

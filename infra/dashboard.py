@@ -126,6 +126,14 @@ def dashboard(fleet_name: str, monitor_subscription: str, dead_letter_subscripti
         _per_device(fleet_metrics.SPOOL_DEPTH, "Telemetry spool depth (messages waiting on the device)"),
         _per_device(fleet_metrics.SPOOL_DROPPED, "Telemetry spool drops (total per device)"),
         _chart(
+            "Drift per device (shift from its own baseline, in baseline SDs; 0: no drift)",
+            "SD",
+            *(_dataset(fleet_metric_filter(metric),
+                       _aggregation("ALIGN_MAX", "REDUCE_MAX", ("metric.label.device_id",)),
+                       f"${{metric.labels.device_id}} {statistic}")
+              for statistic, metric in fleet_metrics.DRIFT_METRICS.items()),
+        ),
+        _chart(
             "Telemetry backlog (fleet-monitor subscription)",
             "messages",
             _per_subscription(PUBSUB_UNDELIVERED_MESSAGES, monitor_subscription, "ALIGN_MAX", "undelivered"),

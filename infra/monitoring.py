@@ -24,7 +24,13 @@ from edgefleet.infra.dashboard import (
     fleet_metric_filter,
     subscription_filter,
 )
-from edgefleet.kernel.metrics import ALL_METRICS, INFERENCE_LATENCY_P95, TELEMETRY_MESSAGES, MetricDefinition
+from edgefleet.kernel.metrics import (
+    ALL_METRICS,
+    DRIFT_METRICS,
+    INFERENCE_LATENCY_P95,
+    TELEMETRY_MESSAGES,
+    MetricDefinition,
+)
 
 SECONDS_PER_MINUTE = 60
 
@@ -91,13 +97,37 @@ def monitor_written_nothing(minutes: int) -> gcp.monitoring.AlertPolicyCondition
     )
 
 
+def drift_conditions(threshold_sd: float) -> list[gcp.monitoring.AlertPolicyConditionArgs]:
+    """One condition per drift statistic (its metric is the statistic's: the condition's name says which moved);
+    the monitor writes the shift only while the device is in drift, 0 otherwise, so each point over the
+    threshold is a drift (no duration: the drift watch already waited for its evidence)."""
+    return [
+        gcp.monitoring.AlertPolicyConditionArgs(
+            display_name=f"{statistic} moved more than {threshold_sd:g} baseline SDs",
+            condition_threshold=gcp.monitoring.AlertPolicyConditionConditionThresholdArgs(
+                filter=fleet_metric_filter(metric),
+                comparison="COMPARISON_GT",
+                threshold_value=threshold_sd,
+                duration="0s",
+                aggregations=[
+                    gcp.monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
+                        alignment_period=ALIGNMENT_PERIOD, per_series_aligner="ALIGN_MAX"
+                    )
+                ],
+                trigger=gcp.monitoring.AlertPolicyConditionConditionThresholdTriggerArgs(count=1),
+            ),
+        )
+        for statistic, metric in DRIFT_METRICS.items()
+    ]
+
+
 def metric_types_trigger(metrics: Sequence[MetricDefinition]) -> dict[str, str]:
     """The Sleep's triggers: a new or changed metric type replaces the Sleep, so its wait runs again."""
     return {"metricTypes": ",".join(sorted(metric.type for metric in metrics))}
 
 
 class Monitoring(Component):
-    """Metric descriptors, the fleet dashboard and four alert policies.
+    """Metric descriptors, the fleet dashboard and five alert policies.
 
     Every policy goes to `alerts.notificationChannels`; the stack config refuses none unless
     `alerts.allowWithoutChannel` (infra/config.py), so no alert is created that tells nobody.
@@ -110,7 +140,8 @@ class Monitoring(Component):
         descriptors: metric type -> descriptor resource.
         metric_propagation: The Sleep between the descriptors and the alert policies.
         dashboard: The dashboard resource.
-        silent_device_alert, latency_alert, dead_letter_alert, monitor_stopped_alert: the alert policies.
+        silent_device_alert, latency_alert, dead_letter_alert, monitor_stopped_alert, drift_alert: the alert
+            policies.
     """
 
     def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -218,6 +249,22 @@ class Monitoring(Component):
                 minutes=1,
                 aligner="ALIGN_MAX",
             )],
+        )
+        first, *others = drift_conditions(alerts.drift_sd)
+        self.drift_alert = self._policy(
+            f"{name}-drift",
+            f"{args.fleet_name}: device drift",
+            first,
+            "Device ${metric.label.device_id} (${metric.label.model} ${metric.label.model_version}): "
+            "${condition.display_name}. The incident's value is the shift since its onset in the device's own "
+            "baseline SDs (each device is compared with its first blocks on this version, not with the lab's "
+            "reference).\n\n`edgefleet fleet status` shows the drift column (which way and by how much in the "
+            "statistic's units) and `edgefleet fleet device` the device; look at its camera (moved, fogged, "
+            "night) or its model. A drift says the scene or the model's output changed, not whether the "
+            "answers are right. Once the new scene is accepted: `edgefleet fleet drift-accept <device>` (a new "
+            "baseline).",
+            after_metric_types,
+            extra_conditions=others,
         )
         self.register_outputs({"dashboard": self.dashboard.id})
 

@@ -202,6 +202,29 @@ SPOOL_DROPPED = _metric(
     DEVICE_LABELS,
 )
 
+
+
+def _drift_metric(statistic: str, what: str) -> MetricDefinition:
+    return _metric(
+        f"drift/{statistic}_sd",
+        ValueType.DOUBLE,
+        "1",
+        f"Drift: {statistic}",
+        f"How far the device's {what} moved from its own baseline on this model version, in the baseline's "
+        "standard deviations of the 100-frame block statistic (absolute): 0 while the drift watch sees no "
+        "change, the shift since its onset while the device is in drift (`edgefleet fleet status`, drift "
+        "column). No point while the device collects its baseline.",
+        DEVICE_MODEL_LABELS,
+    )
+
+
+DRIFT_CLASS_MIX = _drift_metric("class_mix", "class mix (Jensen-Shannon divergence)")
+DRIFT_SCORE_MEDIAN = _drift_metric("score_median", "top-1 score median")
+DRIFT_DETECTIONS = _drift_metric("detections", "detections per frame")
+DRIFT_METRICS: Mapping[str, MetricDefinition] = MappingProxyType(
+    {"class_mix": DRIFT_CLASS_MIX, "score_median": DRIFT_SCORE_MEDIAN, "detections": DRIFT_DETECTIONS})
+"""Drift block statistic (`edgefleet.monitor.drift`) -> its metric."""
+
 ALL_METRICS: tuple[MetricDefinition, ...] = (
     INFERENCE_LATENCY_P50,
     INFERENCE_LATENCY_P95,
@@ -213,6 +236,9 @@ ALL_METRICS: tuple[MetricDefinition, ...] = (
     UPTIME,
     SPOOL_DEPTH,
     SPOOL_DROPPED,
+    DRIFT_CLASS_MIX,
+    DRIFT_SCORE_MEDIAN,
+    DRIFT_DETECTIONS,
 )
 
 METRICS_BY_TYPE: Mapping[str, MetricDefinition] = MappingProxyType(

@@ -27,6 +27,7 @@ from google.protobuf import timestamp_pb2
 from edgefleet.kernel.metrics import (
     ALL_METRICS,
     CPU_TEMPERATURE,
+    DRIFT_METRICS,
     INFERENCE_ERROR_RATIO,
     INFERENCE_LATENCY_P50,
     INFERENCE_LATENCY_P95,
@@ -104,6 +105,21 @@ def _error_ratio(device: DeviceStatus) -> float | None:
     return WindowStats(None, None, device.window_inferences, device.window_errors).error_ratio
 
 
+def _drift_sd(device: DeviceStatus, statistic: str) -> float | None:
+    """The drift metric of `statistic`: its shift in baseline SDs in drift (0 when another statistic moved),
+    0 while watched, None (no point) while the baseline is collected or the device is not watched."""
+    drift = device.drift
+    if drift is None or not device.model_version or drift.status not in ("watching", "drift"):
+        return None
+    if drift.status == "drift" and drift.statistic == statistic and drift.effect_sd is not None:
+        return abs(drift.effect_sd)
+    return 0.0
+
+
+def _drift_value(statistic: str) -> Callable[[DeviceStatus], float | None]:
+    return lambda device: _drift_sd(device, statistic)
+
+
 # Metric -> the value of one device's point (None: no point this period). Every metric in ALL_METRICS has
 # exactly one entry; tests/monitor check that they agree.
 DEVICE_VALUES: Mapping[str, Callable[[DeviceStatus], float | int | None]] = {
@@ -116,6 +132,7 @@ DEVICE_VALUES: Mapping[str, Callable[[DeviceStatus], float | int | None]] = {
     UPTIME.type: lambda device: device.uptime_s,
     SPOOL_DEPTH.type: lambda device: device.spool_depth,
     SPOOL_DROPPED.type: lambda device: device.spool_dropped,
+    **{metric.type: _drift_value(statistic) for statistic, metric in DRIFT_METRICS.items()},
 }
 PERIOD_COUNT_METRICS = frozenset({TELEMETRY_MESSAGES.type})
 

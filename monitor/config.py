@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from edgefleet.kernel.configfile import load
 from edgefleet.kernel.contracts.layout import MONITOR_SUBSCRIPTION
 from edgefleet.kernel.errors import EdgefleetError
+from edgefleet.monitor.drift.config import DriftConfig
 from edgefleet.monitor.identity import IdentityConfig
 from edgefleet.monitor.store_engine import parse_store_url
 
@@ -72,6 +73,23 @@ class CloudMetricsConfig(_Section):
     request_timeout_s: float = Field(default=30.0, gt=0)
 
 
+class DriftWatchConfig(_Section):
+    """The drift watch (`edgefleet.monitor.drift_watch`): every device against its own baseline, on a tick."""
+
+    enabled: bool = Field(default=True, description="run the drift watch in the monitor's loop")
+    interval_s: float = Field(default=300.0, gt=0, description="how often the monitor reads the count buckets "
+                                                               "that ended since the last tick")
+    settle_s: float = Field(default=30.0, ge=0, description="a count bucket is read this long after it ended "
+                                                            "(telemetry received in it has been committed)")
+    max_buckets_per_tick: int = Field(default=120, ge=1, description="count buckets read per tick at most (a "
+                                                                     "monitor behind catches up over ticks)")
+    registry: str | None = Field(default=None, min_length=1,
+                                 description="the model registry whose manifests carry the calibration tables of "
+                                             "the accuracy estimate (default: identity.registry; none: no "
+                                             "estimate)")
+    detector: DriftConfig = DriftConfig()
+
+
 class StoreConfig(_Section):
     """Where the fleet state lives, when not in the SQLite file `store_path` (the embedded default)."""
 
@@ -113,6 +131,7 @@ class MonitorConfig(_Section):
     status: StatusRules = StatusRules()
     cloud_metrics: CloudMetricsConfig = CloudMetricsConfig()
     identity: IdentityConfig = IdentityConfig()
+    drift: DriftWatchConfig = DriftWatchConfig()
 
     @field_validator("store_path")
     @classmethod

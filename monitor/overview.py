@@ -20,6 +20,7 @@ from edgefleet.kernel.contracts.distributions import (
     SCORE_BUCKETS,
     latency_bucket_mid_ms,
 )
+from edgefleet.monitor.drift_view import DriftEntry, drifting, watch_counts
 from edgefleet.monitor.query import FleetStatus
 from edgefleet.monitor.store import FleetStore, from_epoch, read_snapshot, to_epoch
 from edgefleet.monitor.windows import version_window
@@ -75,6 +76,9 @@ class FleetOverview(_Frozen):
     failing: int
     timeline: tuple[TimelineSlot, ...]
     versions: tuple[VersionStats, ...]
+    drift_watch: dict[str, int] = {}
+    """Devices per drift-watch status (baseline, watching, drift, unwatched) on the version they run now."""
+    drifting: tuple[DriftEntry, ...] = ()
 
     @property
     def version_names(self) -> tuple[str, ...]:
@@ -127,6 +131,7 @@ def fleet_overview(store: FleetStore, status: FleetStatus, model: str, now: date
                 "AND bucket_start >= ? ORDER BY bucket_start", (model, start)):
             per_slot[bucket - (bucket - start) % slot][version].add(device_id)
             devices_of[version].add(device_id)
+        in_drift, watch = drifting(connection, model), watch_counts(connection, model)
     timeline = tuple(
         TimelineSlot(start=from_epoch(slot_start), devices={v: len(ids) for v, ids in sorted(versions.items())})
         for slot_start, versions in sorted(per_slot.items()))
@@ -141,4 +146,5 @@ def fleet_overview(store: FleetStore, status: FleetStatus, model: str, now: date
                                   score=_dense(window.dist.score_counts(), SCORE_BUCKETS)))
     return FleetOverview(model=model, generated_at=now, since=from_epoch(start), slot_s=slot,
                          devices=status.total, healthy=status.count("healthy"), stale=status.count("stale"),
-                         failing=status.count("failing"), timeline=timeline, versions=tuple(stats))
+                         failing=status.count("failing"), timeline=timeline, versions=tuple(stats),
+                         drift_watch=watch, drifting=in_drift)

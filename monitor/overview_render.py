@@ -12,6 +12,7 @@ from datetime import datetime
 from html import escape
 
 from edgefleet.kernel.contracts.distributions import LATENCY_MIN_MS, SCORE_BUCKETS, latency_edges_ms
+from edgefleet.monitor.drift_view import ACCURACY_CAVEAT, WHAT_IT_SEES
 from edgefleet.monitor.overview import FleetOverview, VersionStats
 
 BAR_WIDTH = 24  # characters of a full text bar
@@ -97,9 +98,39 @@ def to_markdown(overview: FleetOverview) -> str:
         lines.append("")
     else:
         lines += ["no telemetry yet", ""]
+    lines += _drift_markdown(o)
     lines += _histogram_markdown("Latency (ms): share of inferences", o.versions, "latency", latency_label)
     lines += _histogram_markdown("Top-1 score: share of inferences", o.versions, "score", score_label)
     return "\n".join(lines)
+
+
+def _watch_line(o: FleetOverview) -> str:
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(o.drift_watch.items())) or "no device watched yet"
+    return f"Drift watch: {counts}."
+
+
+def _drift_markdown(o: FleetOverview) -> list[str]:
+    lines = ["### Drift (each device against its own baseline)", "", _watch_line(o), "", WHAT_IT_SEES, "",
+             ACCURACY_CAVEAT, ""]
+    if o.drifting:
+        lines += ["| device | version | drift | since | est. accuracy |", "|---|---|---|---|---|"]
+        lines += [f"| {e.device_id} | {e.model_version} | {e.drift.summary()} | "
+                  f"{_time(e.drift.since) if e.drift.since else '-'} | {e.drift.accuracy_text()} |"
+                  for e in o.drifting]
+        lines.append("")
+    return lines
+
+
+def _drift_html(o: FleetOverview) -> str:
+    rows = "".join(f"<tr><td>{escape(e.device_id)}</td><td>{escape(e.model_version)}</td>"
+                   f"<td>{escape(e.drift.summary())}</td>"
+                   f"<td>{_time(e.drift.since) if e.drift.since else '-'}</td>"
+                   f"<td>{escape(e.drift.accuracy_text())}</td></tr>" for e in o.drifting)
+    table = (f"<table><thead><tr><th>device</th><th>version</th><th>drift</th><th>since</th>"
+             f"<th>est. accuracy</th></tr></thead><tbody>{rows}</tbody></table>") if rows else ""
+    return (f'<section id="drift"><h2>Drift (each device against its own baseline)</h2>'
+            f"<p>{escape(_watch_line(o))}</p><p>{escape(WHAT_IT_SEES)}</p><p>{escape(ACCURACY_CAVEAT)}</p>"
+            f"{table}</section>")
 
 
 # --- HTML -----------------------------------------------------------------------------------------------
@@ -207,6 +238,7 @@ def to_html(overview: FleetOverview) -> str:
 Generated {_time(o.generated_at)}, data since {_time(o.since)}.</p>
 <section id="versions"><h2>Versions</h2><table><thead><tr><th>version</th><th>devices now</th><th>inferences</th>
 <th>errors</th><th>p50 ms</th><th>p95 ms</th></tr></thead><tbody>{rows}</tbody></table></section>
+{_drift_html(o)}
 <section id="timeline"><h2>Devices per version over time</h2>{legend}{timeline_svg(o)}</section>
 <section id="latency"><h2>Latency distribution per version (ms)</h2>{legend}
 {histogram_svg("latency distribution per version", o, "latency", latency_label)}</section>

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from edgefleet.monitor.aggregates import Cutoffs, StatusFilter, fleet_counters, version_status_counts, where
 from edgefleet.monitor.config import StatusRules
+from edgefleet.monitor.drift_view import DeviceDrift, current_drifts
 from edgefleet.monitor.errors import FleetStateError
 from edgefleet.monitor.ingest import FAILURE_EVENTS
 from edgefleet.monitor.stats import WindowStats
@@ -57,6 +58,8 @@ class DeviceStatus(_Result):
     duplicates: int
     last_state_event: str | None
     last_state_event_time: datetime | None
+    drift: DeviceDrift | None = None
+    """The drift watch of the version it runs now (None: no complete count bucket read yet)."""
 
 
 class VersionCount(_Result):
@@ -170,7 +173,7 @@ _DEVICE_COLUMNS = (
 
 
 def _device_status(row: tuple, now_epoch: float, rules: StatusRules,
-                   stale_after_s: float) -> DeviceStatus:
+                   stale_after_s: float, drifts: dict[str, DeviceDrift] | None = None) -> DeviceStatus:
     (device_id, model_name, model_version, model_variant, backend, last_seen, p50, p95, fps, window_inferences,
      window_errors, cpu_temp_c, mem_total_mb, mem_available_mb, load_1m, uptime_s, tpu_present, spool_depth,
      spool_dropped, messages, lost, duplicates, state_event_kind, state_event_time, last_received) = row
@@ -188,7 +191,12 @@ def _device_status(row: tuple, now_epoch: float, rules: StatusRules,
         mem_available_mb=mem_available_mb, load_1m=load_1m, uptime_s=uptime_s, tpu_present=bool(tpu_present),
         spool_depth=spool_depth or 0, spool_dropped=spool_dropped or 0, messages=messages, lost=lost,
         duplicates=duplicates, last_state_event=state_event_kind,
-        last_state_event_time=from_epoch(state_event_time))
+        last_state_event_time=from_epoch(state_event_time), drift=(drifts or {}).get(device_id))
+
+
+def _drifts(connection: Any, rows: Iterable[tuple]) -> dict[str, DeviceDrift]:
+    """The drift watch of each row's device on the version it runs now (columns as `_DEVICE_COLUMNS`)."""
+    return current_drifts(connection, [(row[0], row[1], row[2]) for row in rows])
 
 
 def _counters(connection: Any) -> IngestCounters:
@@ -244,9 +252,10 @@ def fleet_status(store: FleetStore, stale_after_s: float, now: datetime, *, sile
             () if limit is None else (limit,))).fetchall()
         by_version = version_status_counts(connection, selection, cutoffs)
         counters = _counters(connection)
-    more = limit is not None and len(rows) > limit
-    rows = rows[:limit] if more else rows
-    devices = tuple(_device_status(row, now_epoch, rules, stale_after_s) for row in rows)
+        more = limit is not None and len(rows) > limit
+        rows = rows[:limit] if more else rows
+        drifts = _drifts(connection, rows)
+    devices = tuple(_device_status(row, now_epoch, rules, stale_after_s, drifts) for row in rows)
     silent = tuple(device for device in (_device_status(row, now_epoch, rules, stale_after_s) for row in silent_rows)
                    if device.age_s > silent_after_s)
     versions = tuple(
@@ -273,7 +282,8 @@ def device_status(store: FleetStore, device_id: str, stale_after_s: float, now: 
                                  (device_id,)).fetchone()
         if row is None:
             raise _unknown_device(connection, device_id)
-    return _device_status(row, to_epoch(now), rules or StatusRules(), stale_after_s)
+        drifts = _drifts(connection, [row])
+    return _device_status(row, to_epoch(now), rules or StatusRules(), stale_after_s, drifts)
 
 
 def device_statuses(store: FleetStore, device_ids: Iterable[str], stale_after_s: float, now: datetime, *,
@@ -283,8 +293,9 @@ def device_statuses(store: FleetStore, device_ids: Iterable[str], stale_after_s:
         rows = connection.execute(
             f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device_id IN (SELECT value FROM json_each(?)) "
             "ORDER BY device_id", (json.dumps(list(device_ids)),)).fetchall()
+        drifts = _drifts(connection, rows)
     now_epoch = to_epoch(now)
-    return tuple(_device_status(row, now_epoch, rules or StatusRules(), stale_after_s) for row in rows)
+    return tuple(_device_status(row, now_epoch, rules or StatusRules(), stale_after_s, drifts) for row in rows)
 
 
 def _unknown_device(connection: Any, device_id: str) -> FleetStateError:

@@ -30,6 +30,7 @@ from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.subscriber.message import Message
 
 from edgefleet.monitor.batch import process_batch
+from edgefleet.monitor.calibrations import CalibrationSource, registry_source
 from edgefleet.monitor.cloud_metrics import (
     CloudMetricsWriter,
     MetricServiceClientLike,
@@ -38,6 +39,7 @@ from edgefleet.monitor.cloud_metrics import (
     default_client,
 )
 from edgefleet.monitor.config import MonitorConfig
+from edgefleet.monitor.drift_watch import tick as drift_tick
 from edgefleet.monitor.errors import MonitorError
 from edgefleet.monitor.identity import FORGED_PREFIX, TelemetryVerifier
 from edgefleet.monitor.ingest import Outcome, Status
@@ -184,6 +186,7 @@ class _Session:
     metrics: _MetricsTick | None
     clock: Callable[[], float]
     verifier: TelemetryVerifier | None = None
+    calibration: CalibrationSource | None = None
 
     def run(self) -> None:
         if self.stop_event.is_set():
@@ -198,6 +201,7 @@ class _Session:
         log.info("monitor reading %s into %s", self.path, self.store.path)
         stopped = False
         next_prune = self.clock() + self.config.prune_interval_s  # not at start: a restart prunes nothing early
+        next_drift = self.clock()
         try:
             while not self.stop_event.is_set():
                 self._process(inbox.take(ingest.batch_max_messages, ingest.batch_max_wait_s))
@@ -206,6 +210,9 @@ class _Session:
                     next_prune = self.clock() + self.config.prune_interval_s
                     if any(deleted.values()):
                         log.info("pruned what is older than %.0f s: %s", self.config.retention_s, deleted)
+                if self.config.drift.enabled and self.clock() >= next_drift:
+                    self._drift_tick()
+                    next_drift = self.clock() + self.config.drift.interval_s
                 if self.metrics is not None:
                     self.metrics.tick(self.store, self.clock())
                 if stream.done():
@@ -241,6 +248,16 @@ class _Session:
                             ingest.shutdown_timeout_s)
             except Exception:  # noqa: BLE001 - whatever ended the stream was raised from run() already
                 log.debug("stream from %s ended with an error during shutdown", self.path, exc_info=True)
+
+    def _drift_tick(self) -> None:
+        """One drift tick; a store error that can pass is raised (resubscribe), anything else is logged and
+        ingest goes on (the drift watch is advice: it never stops the fleet state from being written)."""
+        try:
+            drift_tick(self.store, self.config.drift, self.clock(), self.calibration)
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception:  # noqa: BLE001 - logged with its traceback; the next tick tries the same range again
+            log.exception("drift tick failed (ingest goes on; the next tick reads the same buckets again)")
 
     def _process(self, batch: list[Message]) -> None:
         if not batch:
@@ -325,7 +342,9 @@ def run_monitor(config: MonitorConfig, stop_event: threading.Event, *,
     if config.cloud_metrics.enabled:
         writer = CloudMetricsWriter(metrics_client, config.project, config.cloud_metrics)
         metrics = _MetricsTick(config, writer, PeriodAggregator(config.cloud_metrics.period_s, clock()), tally)
-    session = _Session(config, store, subscriber, path, stop_event, tally, on_batch, metrics, clock, verifier)
+    registry = config.drift.registry or config.identity.registry
+    session = _Session(config, store, subscriber, path, stop_event, tally, on_batch, metrics, clock, verifier,
+                       registry_source(registry) if config.drift.enabled and registry else None)
 
     def before_resubscribe(state: tenacity.RetryCallState) -> None:
         tally.count(resubscribes=1)

@@ -12,14 +12,18 @@ Tables (see `edgefleet.monitor.store` for what each row means):
 - fleet_counters (schema 3): devices, messages, duplicates and lost, summed over a few shard rows so that
   several monitor processes rarely wait on one row.
 - device_tags (schema 3): free-form tags of a device (`fleet status --tag`).
+- drift_state, drift_events (schema 4): per (device, model, version) the drift watch's baseline, CUSUM state and
+  current drift; every drift alarm (`edgefleet.monitor.drift_watch`).
+- calibrations (schema 4): per (model, version) the manifest's calibration table (schema 3 manifests), or why
+  there is none (`edgefleet.monitor.calibrations`).
 """
 
 from __future__ import annotations
 
 import re
 
-SCHEMA_VERSION = 3
-READABLE_SCHEMAS = (1, 2, 3)  # older ones are upgraded in place on open (every change is additive)
+SCHEMA_VERSION = 4
+READABLE_SCHEMAS = (1, 2, 3, 4)  # older ones are upgraded in place on open (every change is additive)
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -96,6 +100,24 @@ CREATE TABLE IF NOT EXISTS fleet_counters (
 CREATE TABLE IF NOT EXISTS device_tags (
     tag TEXT NOT NULL, device_id TEXT NOT NULL,
     PRIMARY KEY (tag, device_id)
+);
+CREATE TABLE IF NOT EXISTS drift_state (
+    device_id TEXT NOT NULL, model_name TEXT NOT NULL, model_version TEXT NOT NULL,
+    status TEXT NOT NULL, first_bucket REAL NOT NULL, blocks INTEGER NOT NULL,
+    baseline TEXT, cusum TEXT, carry TEXT,
+    statistic TEXT, direction TEXT, effect_sd REAL, effect REAL, drift_time REAL,
+    score_counts TEXT, note TEXT, updated REAL NOT NULL,
+    PRIMARY KEY (device_id, model_name, model_version)
+);
+CREATE TABLE IF NOT EXISTS drift_events (
+    device_id TEXT NOT NULL, model_name TEXT NOT NULL, model_version TEXT NOT NULL, time REAL NOT NULL,
+    statistic TEXT NOT NULL, direction TEXT NOT NULL, effect_sd REAL NOT NULL, effect REAL NOT NULL,
+    baseline REAL NOT NULL, onset_block INTEGER NOT NULL, alarm_block INTEGER NOT NULL,
+    PRIMARY KEY (device_id, model_name, model_version, time, statistic, direction)
+);
+CREATE TABLE IF NOT EXISTS calibrations (
+    model_name TEXT NOT NULL, model_version TEXT NOT NULL, images TEXT, correct TEXT, note TEXT NOT NULL,
+    PRIMARY KEY (model_name, model_version)
 );
 """
 

@@ -19,8 +19,8 @@ from edgefleet.device.runtime.adapters.common import set_input
 from edgefleet.device.runtime.interpreter import load_model
 from edgefleet.device.runtime.preprocess import Preprocessor
 from edgefleet.flows.release.dataset import Dataset
-from edgefleet.kernel.contracts.distributions import DistributionAccumulator
-from edgefleet.kernel.contracts.manifest import Reference
+from edgefleet.kernel.contracts.distributions import SCORE_BUCKETS, DistributionAccumulator, score_bucket
+from edgefleet.kernel.contracts.manifest import Calibration, Reference
 
 MS_PER_S = 1000.0
 
@@ -55,6 +55,7 @@ class Evaluation(NamedTuple):
     float_size_bytes: int
     int8_size_bytes: int
     reference: Reference | None = None
+    calibration: Calibration | None = None
 
     @property
     def drop_points(self) -> float:
@@ -105,6 +106,15 @@ def reference_distributions(predicted: np.ndarray, scores: np.ndarray) -> Refere
     return Reference(split="held-out", samples=len(predicted), distributions=dist)
 
 
+def calibration_counts(predicted: np.ndarray, scores: np.ndarray, truth: np.ndarray) -> Calibration:
+    """Per top-1 score bucket (the telemetry's): the held-out images there and how many the int8 model got right
+    (the monitor's label-free accuracy estimate reads it from the manifest)."""
+    buckets = np.array([score_bucket(float(score)) for score in scores], dtype=int)
+    images = np.bincount(buckets, minlength=SCORE_BUCKETS)
+    right = np.bincount(buckets, weights=(predicted == truth).astype(float), minlength=SCORE_BUCKETS)
+    return Calibration(images=tuple(int(n) for n in images), correct=tuple(int(round(c)) for c in right))
+
+
 def predict(tflite: bytes, images: np.ndarray, timed_runs: int) -> tuple[np.ndarray, float, np.ndarray]:
     """Top-1 class of each uint8 RGB image with a TFLite model on the device runtime's CPU interpreter.
 
@@ -152,4 +162,5 @@ def evaluate(dataset: Dataset, float_tflite: bytes, int8_tflite: bytes, timed_ru
         float_size_bytes=len(float_tflite),
         int8_size_bytes=len(int8_tflite),
         reference=reference_distributions(int8_predicted, int8_scores),
+        calibration=calibration_counts(int8_predicted, int8_scores, truth),
     )

@@ -125,6 +125,7 @@ def release_model(params: ReleaseParams) -> ReleaseResult:
                 candidate.compiled.report,
                 golden,
                 reference=candidate.evaluation.reference if candidate.evaluation is not None else None,
+                calibration=candidate.evaluation.calibration if candidate.evaluation is not None else None,
                 model_task=candidate.task,
                 origin=candidate.origin,
             )

@@ -41,6 +41,7 @@ from edgefleet.kernel.contracts.layout import (
     version_sort_key,
 )
 from edgefleet.kernel.contracts.manifest import (
+    Calibration,
     ChannelPointer,
     CompilerReport,
     GoldenOutput,
@@ -181,6 +182,7 @@ def write_version(
     reference: Reference | None = None,
     model_task: str = "classification",
     origin: Origin | None = None,
+    calibration: Calibration | None = None,
 ) -> tuple[str, Manifest]:
     """Writes the version's files into a fresh local directory and builds its manifest (not yet signed)."""
     directory = Path(build_dir)
@@ -204,6 +206,8 @@ def write_version(
         manifest = manifest.model_copy(update={"origin": origin})
     if reference is not None:  # the canary judge's reference (manifest schema 2)
         manifest = manifest.model_copy(update={"reference": reference})
+    if calibration is not None:  # the label-free accuracy estimate's table (manifest schema 3)
+        manifest = manifest.with_calibration(calibration)
     return str(directory), manifest
 
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edgefleet.kernel.contracts.distributions import Distributions
+from edgefleet.kernel.contracts.distributions import SCORE_BUCKETS, Distributions
 from edgefleet.kernel.contracts.layout import version_sort_key
 from edgefleet.kernel.contracts.names import ChannelName, ModelName, ModelVersion
 from edgefleet.kernel.contracts.rollout import RolloutStage
@@ -21,7 +21,10 @@ from edgefleet.kernel.contracts.rollout import RolloutStage
 # reading side (the device agent for manifests) is upgraded first.
 MANIFEST_SCHEMA_V1 = "edgefleet.manifest/1"
 MANIFEST_SCHEMA = "edgefleet.manifest/2"
-MANIFEST_SCHEMAS = (MANIFEST_SCHEMA_V1, MANIFEST_SCHEMA)
+MANIFEST_SCHEMA_V3 = "edgefleet.manifest/3"
+"""Schema 2 plus the `calibration` table. Readers accept 1, 2 and 3; writers write 3 only for a manifest with a
+calibration table (agents that read only 1 and 2 refuse it: upgrade the agents first)."""
+MANIFEST_SCHEMAS = (MANIFEST_SCHEMA_V1, MANIFEST_SCHEMA, MANIFEST_SCHEMA_V3)
 CHANNEL_SCHEMA_V1 = "edgefleet.channel/1"
 CHANNEL_SCHEMA_V2 = "edgefleet.channel/2"
 CHANNEL_SCHEMA = "edgefleet.channel/3"
@@ -137,6 +140,24 @@ class Reference(_Frozen):
     distributions: Distributions
 
 
+class Calibration(_Frozen):
+    """(v3) How often the int8 model was right on the held-out split, per top-1 score bucket (the telemetry's
+    `SCORE_BUCKETS`): the monitor's label-free accuracy estimate (CBPE) weights a device's score histogram by
+    it. Counts, not rates: the reader fits the table (`edgefleet.monitor.drift.accuracy.fit_counts`)."""
+
+    split: str = Field(default="held-out", description="which images the counts come from")
+    images: tuple[int, ...] = Field(min_length=SCORE_BUCKETS, max_length=SCORE_BUCKETS,
+                                    description="held-out images whose top-1 score fell in each bucket")
+    correct: tuple[int, ...] = Field(min_length=SCORE_BUCKETS, max_length=SCORE_BUCKETS,
+                                     description="of those, the ones the int8 model answered right")
+
+    @model_validator(mode="after")
+    def _correct_within_images(self) -> Calibration:
+        if any(not 0 <= self.correct[i] <= self.images[i] for i in range(SCORE_BUCKETS)):
+            raise ValueError("calibration: every bucket needs 0 <= correct <= images")
+        return self
+
+
 class SigningInfo(_Frozen):
     """(v2) Which key signed the manifest, and whether it is a development key (agents may refuse those)."""
 
@@ -153,9 +174,11 @@ class Origin(_Frozen):
 
 
 class Manifest(_Frozen):
-    """Everything a device needs to know about one immutable model version (schema 2; 1 still read)."""
+    """Everything a device needs to know about one immutable model version (schema 2, or 3 with a calibration
+    table; 1 still read)."""
 
-    schema_: Literal["edgefleet.manifest/1", "edgefleet.manifest/2"] = Field(default=MANIFEST_SCHEMA, alias="schema")
+    schema_: Literal["edgefleet.manifest/1", "edgefleet.manifest/2", "edgefleet.manifest/3"] = Field(
+        default=MANIFEST_SCHEMA, alias="schema")
     model: ModelName
     version: ModelVersion
     task: Literal["classification", "detection"] = "classification"
@@ -175,6 +198,8 @@ class Manifest(_Frozen):
     reference: Reference | None = None
     signing: SigningInfo | None = None
     origin: Origin | None = None
+    # --- schema 3 ---
+    calibration: Calibration | None = None
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -182,7 +207,14 @@ class Manifest(_Frozen):
     def _v2_fields_need_v2(self) -> Manifest:
         if self.schema_ == MANIFEST_SCHEMA_V1 and (self.reference or self.signing or self.origin):
             raise ValueError("reference, signing and origin need schema edgefleet.manifest/2")
+        if self.calibration is not None and self.schema_ != MANIFEST_SCHEMA_V3:
+            raise ValueError("calibration needs schema edgefleet.manifest/3")
         return self
+
+    def with_calibration(self, calibration: Calibration) -> Manifest:
+        """This manifest at schema 3 with `calibration` (validated again)."""
+        return Manifest.model_validate({**self.model_dump(by_alias=True), "schema": MANIFEST_SCHEMA_V3,
+                                        "calibration": calibration.model_dump()})
 
     @field_validator("variants")
     @classmethod

@@ -10,7 +10,8 @@
 - `accuracy`: expected accuracy from the calibrated confidence (CBPE) with an interval, and what it cannot see.
 - `config.DriftConfig`: the settings, with named defaults.
 
-Measured by `python -m bench.drift_bench`. Not yet wired into the monitor's store, `fleet status` or infra.
+Measured by `python -m bench.drift_bench` (simulated fleets) and `python -m bench.drift_scenes` (scene changes
+on real photographs through the real model). The monitor runs it on a tick (`edgefleet.monitor.drift_watch`).
 """
 
 from edgefleet.monitor.drift.accuracy import AccuracyEstimate, CalibrationTable, expected_accuracy, fit, fit_counts

@@ -37,6 +37,12 @@ MIN_EXPECTED_PER_CELL = 5.0
 def blocks_from_windows(windows: Sequence[Distributions], block_frames: int) -> list[Distributions]:
     """Consecutive windows merged into blocks of at least `block_frames` scored frames (the unfinished rest
     is left out: it waits for the next windows)."""
+    return split_blocks(windows, block_frames)[0]
+
+
+def split_blocks(windows: Sequence[Distributions], block_frames: int) -> tuple[list[Distributions],
+                                                                              Distributions | None]:
+    """(the blocks, the unfinished rest merged: None when nothing is left over), as `blocks_from_windows`."""
     blocks: list[Distributions] = []
     pending: list[Distributions] = []
     frames = 0
@@ -46,7 +52,7 @@ def blocks_from_windows(windows: Sequence[Distributions], block_frames: int) -> 
         if frames >= block_frames:
             blocks.append(merge(pending))
             pending, frames = [], 0
-    return blocks
+    return blocks, (merge(pending) if pending else None)
 
 
 def count_matrices(blocks: Sequence[Distributions], classes: Sequence[int]) -> tuple[np.ndarray, ...]:

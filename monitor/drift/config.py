@@ -19,10 +19,11 @@ estimates; a CUSUM tuned for one false alarm per 100 device-days is sensitive to
 DEFAULT_FALSE_ALARMS_PER_100_DEVICE_DAYS = 1.0
 DEFAULT_REFERENCE_SHIFT_SD = 1.0
 DEFAULT_MAX_AUTOCORRELATION = 0.95
-DEFAULT_ESTIMATION_GUARD = 2.0
-"""Measured (`bench/drift_bench.py`, 10 fps, blocks correlated 0.5, budget 1 per 100 device-days): a guard of
-1 standard error left 8 false alarms per 100 device-days (3.5-15.8), 2 left 1.75 (0.7-3.6), 3 left 0.25
-(0.01-1.4) at half the speed (a 1-SD shift in 15,000 frames instead of 10,000)."""
+DEFAULT_ESTIMATION_GUARD = 2.5
+"""Measured (`bench/drift_bench.py`, 10 fps, 200 devices, blocks correlated 0.5, budget 1 per 100 device-days):
+a guard of 1 standard error left 8 false alarms per 100 device-days (3.5-15.8, 100 device-days), 2 left 1.75
+(0.7-3.6, 400), 2.5 leaves 0.20 (0.02-0.72, 1,000 device-days) with a 1-SD score drop caught in a median
+10,750 frames (9,950-12,100), 3 leaves 0.10 (0.003-0.56) at 13,700 frames."""
 DEFAULT_TRIAGE_FDR = 0.05
 DEFAULT_CLIP_SD = 2.0
 MIN_BASELINE_BLOCKS = 30

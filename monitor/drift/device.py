@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -98,9 +98,13 @@ def statistics(device: DeviceBaseline, blocks: Sequence[Distributions]) -> b.Sta
                               np.asarray(device.reference_mix), device.block_frames)
 
 
-def _drift(cusum: Cusum, at: int, run_length: float, run_sum: float) -> Drift:
+def _drift(cusum: Cusum, at: int, run_length: float, run_sum: float, raw: np.ndarray | None = None) -> Drift:
+    """The alarm; its shift is the mean of the raw statistic since the onset when `raw` holds those blocks
+    (else the CUSUM's own estimate, which the clipping caps at `clip_sd` long-run SDs: a lower bound)."""
     base = cusum.baseline
     shift = (1 if cusum.direction == "up" else -1) * run_sum / run_length * cusum.spread
+    if raw is not None and np.isfinite(raw).any():
+        shift = float(np.nanmean(raw)) - base.mean
     natural_mean = float(b.natural(base.metric, np.array(base.mean)))
     moved = float(b.natural(base.metric, np.array(base.mean + shift))) - natural_mean
     return Drift(metric=base.metric, direction=cusum.direction, alarm_block=at, onset_block=at - int(run_length) + 1,
@@ -121,8 +125,10 @@ def advance(device: DeviceBaseline, state: DeviceState,
             step = scan(np.array([value]), cusum.k, cusum.h, np.array([s[index]]), np.array([lengths[index]]),
                         np.array([sums[index]]))
             if step.alarms[0]:
+                onset = offset - int(step.first_run_length[0]) + 1
+                raw = stats[cusum.baseline.metric][onset:offset + 1] if onset >= 0 else None
                 drifts.append(_drift(cusum, state.blocks + offset, float(step.first_run_length[0]),
-                                     float(step.first_run_sum[0])))
+                                     float(step.first_run_sum[0]), raw))
             s[index], lengths[index], sums[index] = (float(step.s[0]), int(step.run_length[0]),
                                                      float(step.run_sum[0]))
     drifts.sort(key=lambda d: d.alarm_block)
@@ -134,3 +140,25 @@ def blocks_per_day(frames_per_second: float, block_frames: int) -> float:
     if not (math.isfinite(frames_per_second) and frames_per_second > 0):
         raise DriftError(f"drift: frame rate {frames_per_second}", "measure the rate over the baseline's windows")
     return frames_per_second * 86_400 / block_frames
+
+
+def baseline_to_dict(device: DeviceBaseline) -> dict:
+    """The baseline as plain JSON-ready data (the monitor keeps it in its store)."""
+    return asdict(device)
+
+
+def baseline_from_dict(data: dict) -> DeviceBaseline:
+    """The inverse of `baseline_to_dict`."""
+    cusums = tuple(Cusum(baseline=MetricBaseline(**c["baseline"]), direction=c["direction"], spread=c["spread"],
+                         k=c["k"], h=c["h"]) for c in data["cusums"])
+    return DeviceBaseline(classes=tuple(data["classes"]), reference_mix=tuple(data["reference_mix"]),
+                          block_frames=int(data["block_frames"]), cusums=cusums, is_detector=bool(data["is_detector"]))
+
+
+def state_to_dict(state: DeviceState) -> dict:
+    return asdict(state)
+
+
+def state_from_dict(data: dict) -> DeviceState:
+    return DeviceState(s=tuple(data["s"]), run_length=tuple(data["run_length"]), run_sum=tuple(data["run_sum"]),
+                       blocks=int(data["blocks"]))

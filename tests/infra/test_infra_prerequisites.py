@@ -101,7 +101,7 @@ def test_alert_policies_on_custom_metrics_wait_for_descriptors_and_their_propaga
         for record in default_stack.of_type("AlertPolicy")
         if "custom.googleapis.com/" in str(record.inputs["conditions"])
     ]
-    assert len(custom) == 3  # device silent, latency p95, monitor stopped (dead letters: a built-in metric)
+    assert len(custom) == 4  # device silent, latency p95, monitor stopped, drift (dead letters: a built-in metric)
     assert all(default_stack.depends_on(policy, sleep) for policy in custom)
 
 

@@ -29,7 +29,7 @@ from edgefleet.infra.testing import (
 )
 from edgefleet.kernel.contracts import layout
 from edgefleet.kernel.contracts.telemetry import telemetry_avro_schema
-from edgefleet.kernel.metrics import ALL_METRICS, METRICS_BY_TYPE
+from edgefleet.kernel.metrics import ALL_METRICS, DRIFT_METRICS, METRICS_BY_TYPE
 
 PUBSUB_AGENT = f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
 STORAGE_WRITE_PERMISSION_ROLES = {
@@ -163,7 +163,7 @@ def test_every_alert_policy_notifies_the_configured_channel_or_none_only_when_al
     default_stack: StackRun,
 ) -> None:
     policies = default_stack.of_type("AlertPolicy")
-    assert len(policies) == 4
+    assert len(policies) == 5
     assert all(policy.inputs["notificationChannels"] == [NOTIFICATION_CHANNEL] for policy in policies)
     silent = run_program(lambda: build(stack_config(alerts={"notificationChannels": [],
                                                             "allowWithoutChannel": True})))
@@ -188,6 +188,25 @@ def test_one_alert_when_the_monitor_stops_not_one_per_device(default_stack: Stac
                        if policy.name == "edgefleet-device-silent"]
     grouped = silent_device.inputs["conditions"][0]["conditionAbsent"]["aggregations"][0]["groupByFields"]
     assert grouped == ["metric.label.device_id"]
+
+
+def test_a_drift_alert_names_the_statistic_that_moved_and_waits_for_its_metric(default_stack: StackRun) -> None:
+    """One condition per drift statistic, on the metric the monitor writes for it; created after the Sleep that
+    waits for new metric types (Cloud Monitoring refuses a policy on a type it does not see yet)."""
+    [drift] = [policy for policy in default_stack.of_type("AlertPolicy") if policy.name == "edgefleet-drift"]
+    conditions = drift.inputs["conditions"]
+    assert drift.inputs["combiner"] == "OR"
+    assert [c["displayName"].split()[0] for c in conditions] == ["class_mix", "score_median", "detections"]
+    for condition, metric in zip(conditions, DRIFT_METRICS.values(), strict=True):
+        threshold = condition["conditionThreshold"]
+        assert f'metric.type="{metric.type}"' in threshold["filter"].replace(" ", "")
+        assert threshold["comparison"] == "COMPARISON_GT" and threshold["thresholdValue"] == 0
+        assert metric.type in METRICS_BY_TYPE
+    assert "${condition.display_name}" in drift.inputs["documentation"]["content"]
+    assert "not whether the answers are right" in drift.inputs["documentation"]["content"]
+    stricter = run_program(lambda: build(stack_config(alerts={"driftSd": 1.5})))
+    [drift] = [policy for policy in stricter.of_type("AlertPolicy") if policy.name == "edgefleet-drift"]
+    assert {c["conditionThreshold"]["thresholdValue"] for c in drift.inputs["conditions"]} == {1.5}
 
 
 def test_no_public_members_and_no_primitive_roles(default_stack: StackRun) -> None:
@@ -292,7 +311,7 @@ def test_every_dashboard_and_alert_metric_is_written_by_the_monitor_or_pubsub(
     default_stack: StackRun,
 ) -> None:
     found = monitoring_metric_types(default_stack.resources)
-    assert len(found) == 5  # the dashboard and four alert policies
+    assert len(found) == 6  # the dashboard and five alert policies
     assert all(found.values()), "a dashboard or alert whose metrics could not be read"
     named = set().union(*found.values())
     assert named <= set(METRICS_BY_TYPE) | BUILTIN_METRICS

@@ -11,7 +11,7 @@ from google.api_core import exceptions as google_exceptions
 from google.cloud import monitoring_v3
 from monitor_helpers import T0, RunningMonitor, telemetry, wait_until
 
-from edgefleet.kernel.metrics import ALL_METRICS
+from edgefleet.kernel.metrics import ALL_METRICS, DRIFT_METRICS
 from edgefleet.monitor.cloud_metrics import (
     DEVICE_VALUES,
     PERIOD_COUNT_METRICS,
@@ -135,7 +135,7 @@ def test_requests_hold_at_most_200_series_and_every_series_is_sent_once(store):
     series = build_time_series("p", end, heard, device_statuses(store, [d for d, _, _ in heard], 120, end))
     client = RecordingMetricServiceClient()
     sent = write_time_series(client, "p", series, CloudMetricsConfig(enabled=True))
-    assert len(series) == 45 * len(ALL_METRICS)
+    assert len(series) == 45 * (len(ALL_METRICS) - len(DRIFT_METRICS))  # no drift point while baselining
     assert sent == len(client.requests) == 3
     assert [len(r.time_series) for r in client.requests] == [200, 200, 50]
     assert all(r.name == "projects/p" for r in client.requests)
@@ -198,4 +198,25 @@ def test_the_monitor_writes_one_point_per_series_per_period(telemetry_topic, mon
     messages = {s.metric.labels["device_id"]: value_of(s) for s in series
                 if s.metric.type.endswith("telemetry_messages")}
     assert messages == {"cam-1": 3, "cam-2": 1}
-    assert len(series) == 2 * len(ALL_METRICS)
+    assert len(series) == 2 * (len(ALL_METRICS) - len(DRIFT_METRICS))  # no drift point while baselining
+
+
+def test_a_device_in_drift_writes_how_far_the_statistic_that_moved_went_and_zero_for_the_others(store):
+    from edgefleet.monitor.drift_view import DeviceDrift
+
+    for device_id in ("cam-1", "cam-2", "cam-3"):
+        apply(store, telemetry(device_id, 1))
+    commit(store)
+    end = T0 + timedelta(seconds=60)
+    heard = {(device_id, "mobilenet", "1.0.0"): 1 for device_id in ("cam-1", "cam-2", "cam-3")}
+    drifts = {"cam-1": DeviceDrift(status="drift", blocks=600, statistic="score_median", direction="down",
+                                   effect_sd=-2.5, effect=-0.2),
+              "cam-2": DeviceDrift(status="watching", blocks=600),
+              "cam-3": DeviceDrift(status="baseline", blocks=20)}
+    devices = [device.model_copy(update={"drift": drifts[device.device_id]})
+               for device in device_statuses(store, [d for d, _, _ in heard], 120, end)]
+    drift_points = {(s.metric.labels["device_id"], s.metric.type.rsplit("/", 1)[-1]): value_of(s)
+                    for s in build_time_series("p", end, heard, devices) if "/drift/" in s.metric.type}
+    assert drift_points == {("cam-1", "score_median_sd"): 2.5, ("cam-1", "class_mix_sd"): 0.0,
+                            ("cam-1", "detections_sd"): 0.0, ("cam-2", "score_median_sd"): 0.0,
+                            ("cam-2", "class_mix_sd"): 0.0, ("cam-2", "detections_sd"): 0.0}

@@ -71,6 +71,10 @@ def test_release_round_trip_to_the_device_side(
     assert manifest.metrics.int8_accuracy == result.metrics.int8_accuracy
     assert manifest.compiler.operations_total > 0 and manifest.source_commit == "0123456789abcdef"
     assert (download / LABELS_FILE).read_text().split() == ["circle", "cross", "square", "triangle"]
+    # The label-free accuracy estimate's table (manifest schema 3): the int8 model's right answers per score bucket.
+    assert manifest.schema_ == "edgefleet.manifest/3"
+    assert sum(manifest.calibration.images) == result.metrics.eval_samples
+    assert sum(manifest.calibration.correct) == round(result.metrics.int8_accuracy * result.metrics.eval_samples)
 
     runner = CliRunner()
     verified = runner.invoke(agent, ["verify", str(download), "--public-key", str(signing_keys[1]), "--json"])
