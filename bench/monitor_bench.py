@@ -154,10 +154,19 @@ def main() -> None:
     status_bench.main_from(args, console)
 
 
+def _engines(text: str) -> tuple[str, ...]:
+    engines = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = sorted(set(engines) - set(ENGINES))
+    if unknown or not engines:
+        raise SystemExit(f"--engines {text!r}: name some of {', '.join(ENGINES)}")
+    return engines
+
+
 def _ingest(args: argparse.Namespace, per_device: int, console: Console) -> None:
     from edgefleet.monitor.config import IngestConfig, MonitorConfig
 
     ingest = IngestConfig()
+    engines = _engines(args.engines)
     with tempfile.TemporaryDirectory() as scratch, PubSubEmulator(log_path=Path(scratch) / "emulator.log") as emu:
         os.environ["PUBSUB_EMULATOR_HOST"] = emu.host
         from google.cloud import pubsub_v1
@@ -167,7 +176,7 @@ def _ingest(args: argparse.Namespace, per_device: int, console: Console) -> None
         topic = publisher.create_topic(name=publisher.topic_path(emu.project, "bench-telemetry")).name
         raw_subscription, *monitor_subscriptions = (
             subscriber.create_subscription(name=subscriber.subscription_path(emu.project, name), topic=topic).name
-            for name in ("bench-raw-pull", *(f"bench-fleet-monitor-{engine}" for engine in ENGINES)))
+            for name in ("bench-raw-pull", *(f"bench-fleet-monitor-{engine}" for engine in engines)))
 
         console.print(f"publishing {per_device * args.devices} messages from {args.devices} devices ...")
         expected = publish(publisher, topic, args.devices, 1, per_device)
@@ -175,7 +184,7 @@ def _ingest(args: argparse.Namespace, per_device: int, console: Console) -> None
         console.print(f"raw streaming pull: {raw:,.0f} msg/s")
         rates = {}
         with status_bench.postgres_databases(None) as new_database:
-            for engine, subscription in zip(ENGINES, monitor_subscriptions, strict=True):
+            for engine, subscription in zip(engines, monitor_subscriptions, strict=True):
                 # The simulated devices do not sign: the signature check is not what this measures.
                 config = MonitorConfig(project=emu.project, subscription=subscription.rsplit("/", 1)[-1],
                                        store_path=Path(scratch) / "fleet.sqlite", identity={"mode": "transition"},
