@@ -311,23 +311,24 @@ samples AS (
 ranked AS (
     SELECT device_id, p50_ms, p95_ms,
         SUM(weight) OVER (PARTITION BY device_id ORDER BY p50_ms) AS upto_p50,
-        SUM(weight) OVER (PARTITION BY device_id ORDER BY p95_ms) AS upto_p95
+        SUM(weight) OVER (PARTITION BY device_id ORDER BY p95_ms) AS upto_p95,
+        CAST(SUM(weight) OVER (PARTITION BY device_id) AS DOUBLE PRECISION) AS total
     FROM samples WHERE weight > 0),
-totals AS (
-    SELECT device_id, SUM(count) AS inferences, SUM(errors) AS errors,
-        CAST(SUM(CASE WHEN weight > 0 THEN weight ELSE 0 END) AS DOUBLE PRECISION) AS weight
-    FROM samples GROUP BY device_id),
+percentiles AS (
+    SELECT device_id, MIN(CASE WHEN upto_p50 >= ? * total THEN p50_ms END) AS p50,
+        MIN(CASE WHEN upto_p95 >= ? * total THEN p95_ms END) AS p95
+    FROM ranked GROUP BY device_id),
+totals AS (SELECT device_id, SUM(count) AS inferences, SUM(errors) AS errors FROM samples GROUP BY device_id),
 windows AS (
-    SELECT ids.device_id, COALESCE(t.inferences, 0) AS inferences, COALESCE(t.errors, 0) AS errors,
-        (SELECT MIN(r.p50_ms) FROM ranked AS r WHERE r.device_id = t.device_id AND r.upto_p50 >= ? * t.weight) AS p50,
-        (SELECT MIN(r.p95_ms) FROM ranked AS r WHERE r.device_id = t.device_id AND r.upto_p95 >= ? * t.weight) AS p95
-    FROM ids LEFT JOIN totals AS t ON t.device_id = ids.device_id)
-UPDATE devices SET (latency_p50_ms, latency_p95_ms, window_inferences, window_errors, error_ratio) = (
-    SELECT p50, p95, inferences, errors, CASE
-        WHEN inferences > 0 THEN LEAST(1.0, CAST(errors AS DOUBLE PRECISION) / CAST(inferences AS DOUBLE PRECISION))
-        WHEN errors > 0 THEN 1.0 END
-    FROM windows WHERE windows.device_id = devices.device_id)
-WHERE device_id IN (SELECT device_id FROM ids)"""
+    SELECT ids.device_id, p.p50, p.p95, COALESCE(t.inferences, 0) AS inferences, COALESCE(t.errors, 0) AS errors
+    FROM ids LEFT JOIN totals AS t ON t.device_id = ids.device_id
+        LEFT JOIN percentiles AS p ON p.device_id = ids.device_id)
+UPDATE devices SET latency_p50_ms = w.p50, latency_p95_ms = w.p95, window_inferences = w.inferences,
+    window_errors = w.errors, error_ratio = CASE
+        WHEN w.inferences > 0
+            THEN LEAST(1.0, CAST(w.errors AS DOUBLE PRECISION) / CAST(w.inferences AS DOUBLE PRECISION))
+        WHEN w.errors > 0 THEN 1.0 END
+FROM windows AS w WHERE devices.device_id = w.device_id"""
 
 
 def refresh_device_windows(connection: Any, device_ids: list[str]) -> None:
