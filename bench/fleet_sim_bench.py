@@ -34,6 +34,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 from bench.fleet_model import MODELS, make_fleet  # noqa: E402
 from edgefleet.local.simfleet import FleetSpec, SimFleet, SimSettings, enrol_fleet  # noqa: E402
+from edgefleet.local.simfleet.runner import lateness_summary  # noqa: E402
 from edgefleet.local.simfleet.world import SimWorld, make_world  # noqa: E402
 
 OLD, GOOD, BAD = "1.0.0", "1.1.0", "1.2.0"
@@ -79,13 +80,17 @@ class Outcome:
     max_polls_back: int | None
     not_back: int
     devices: int
+    poll_lateness_s: tuple[float, float, float]
+    """p50, p95, max of how late the simulated devices polled after their planned time (the simulator's
+    process keeping up: it should stay near 0)."""
 
 
 def _sim_process(spec: FleetSpec, stop: threading.Event, report: str) -> None:
     fleet = SimFleet(spec)
     fleet.run(stop)
-    Path(report).write_text(json.dumps({d: {"polls": h.polls, "changes": h.changes}
-                                        for d, h in fleet.history.items()}))
+    Path(report).write_text(json.dumps({"devices": {d: {"polls": h.polls, "changes": h.changes}
+                                                    for d, h in fleet.history.items()},
+                                        "lateness": fleet.lateness}))
 
 
 @contextmanager
@@ -204,11 +209,13 @@ def run_scenario(world: SimWorld, scenario: Scenario) -> Outcome:
         record = RecordStore(writer, f"{world.model}-{BAD}").load()
         halted_at = writer.read_channel(world.model, world.channel).pointer.updated_at.timestamp()
         time.sleep(3 * scenario.poll_interval_s)  # every device polls again at least twice
-    history = json.loads(report.read_text())
+    written = json.loads(report.read_text())
+    history = written["devices"]
+    lateness = lateness_summary({int(step): count for step, count in written["lateness"].items()})
     exposed, worst, missing = polls_back(history, halted_at)
     return Outcome(good.state, good_wall, good.done, bad.state, record.halted.wave if record.halted else None,
                    len(record.waves[0]) if record.waves else 0, len(exposed), len(exposed) / scenario.devices,
-                   worst, missing, scenario.devices)
+                   worst, missing, scenario.devices, lateness)
 
 
 def _table(scenario: Scenario, outcome: Outcome, command: str) -> str:
@@ -223,6 +230,8 @@ def _table(scenario: Scenario, outcome: Outcome, command: str) -> str:
          f"<= {100 * GOAL_EXPOSED:g} %"),
         ("bad release: polls to go back (worst), not back", f"{outcome.max_polls_back}, {outcome.not_back}",
          f"<= {GOAL_POLLS_BACK}, 0"),
+        ("simulator: poll lateness p50 / p95 / max", " / ".join(f"{value:.1f} s" for value in
+                                                                 outcome.poll_lateness_s), "near 0"),
     ]
     lines = [f"command: {command}", f"poll {scenario.poll_interval_s:g} s (+-20 % jitter), telemetry window "
              f"{scenario.window_s:g} s at {scenario.fps:g} fps, canary min_samples {scenario.min_samples}, "

@@ -23,6 +23,7 @@ from edgefleet.kernel.signing import (
 )
 from edgefleet.local.simfleet import PROFILES, decide_poll, window_records
 from edgefleet.local.simfleet.behaviour import first_state
+from edgefleet.local.simfleet.shared_verify import shared_checks
 from edgefleet.local.simfleet.world import SimWorld
 
 ROLLOUT = "imagenet-1.1.0"
@@ -72,6 +73,25 @@ def test_a_pointer_signed_by_another_key_is_refused(world: SimWorld) -> None:
     outcome = decide_poll(other, _stage(world, 10_000), state, device_id=DEVICES[0], now=datetime.now(UTC),
                           source="test")
     assert (outcome.action, outcome.state) == ("refused", state)
+
+
+def test_devices_sharing_signature_checks_decide_as_each_checking_alone_and_still_refuse_altered_pointers(
+        world: SimWorld) -> None:
+    alone = resolve_keyring(load_public_key(world.release_public))
+    shared = shared_checks(alone)
+    old = open_registry_writer(world.registry).read_channel(world.model, world.channel).pointer
+    now, staged = datetime.now(UTC), _stage(world, 5000)
+    for device in DEVICES:
+        state = first_state(old.version, old.manifest_sha256)
+        assert decide_poll(shared, staged, state, device_id=device, now=now, source="test") == decide_poll(
+            alone, staged, state, device_id=device, now=now, source="test")
+    (_, key), = shared.keys
+    assert key.checked == 1, "one real check for the 40 devices' same pointer"
+    altered = staged.model_copy(update={"rollout": staged.rollout.model_copy(update={"share_bp": 10_000})})
+    state = first_state(old.version, old.manifest_sha256)
+    outcome = decide_poll(shared, altered, state, device_id=DEVICES[0], now=now, source="test")
+    assert (outcome.action, outcome.state, key.checked) == ("refused", state, 2)
+    assert decide_poll(shared, altered, state, device_id=DEVICES[1], now=now, source="test").action == "refused"
 
 
 def _window(profile: str, device: object) -> list:
