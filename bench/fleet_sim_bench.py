@@ -59,6 +59,7 @@ class Scenario:
     fps: float = 10.0
     replicas: int = 1
     sim_processes: int = 1
+    seen_timeout_s: float = SEEN_TIMEOUT_S
     """Processes the simulated devices are dealt over (each one asyncio loop)."""
     seed: int = 7
     min_samples: int = 100
@@ -155,6 +156,8 @@ def read_reports(reports: list[Path]) -> tuple[dict[str, dict[str, list]], dict[
 
 
 def wait_seen(world: SimWorld, count: int, timeout_s: float = SEEN_TIMEOUT_S) -> None:
+    """Until the monitor has seen `count` devices (their first telemetry window: minutes at 10,000 devices
+    on a loaded machine; `--seen-timeout-s`)."""
     from edgefleet.flows.rollout.pull_tasks import MonitorView
 
     view, deadline = MonitorView(str(world.monitor_config), world.model), time.monotonic() + timeout_s
@@ -212,7 +215,7 @@ def run_scenario(world: SimWorld, scenario: Scenario) -> Outcome:
     from edgefleet.flows.rollout.record import RecordStore
 
     with simulated_fleet(world, scenario) as (_, reports):
-        wait_seen(world, scenario.devices)
+        wait_seen(world, scenario.devices, scenario.seen_timeout_s)
         started = time.monotonic()
         try:
             good = pull_rollout(rollout_params(world, scenario, GOOD))
@@ -280,11 +283,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-samples", type=int, default=100, help="the canary gate's min_samples")
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--sim-processes", type=int, default=1, help="processes the simulated devices run in")
+    parser.add_argument("--seen-timeout-s", type=float, default=SEEN_TIMEOUT_S,
+                        help="how long the monitor may take to see every device before the rollouts start")
     parser.add_argument("--workdir", default=None, help="keep everything here (default: a temporary directory)")
     args = parser.parse_args(argv)
     scenario = Scenario(devices=args.devices, shares=tuple(args.shares.split(",")), dwell_s=args.dwell_s,
                         bad=args.bad, poll_interval_s=args.poll_s, window_s=args.window_s, fps=args.fps,
-                        replicas=args.replicas, min_samples=args.min_samples, sim_processes=args.sim_processes)
+                        replicas=args.replicas, min_samples=args.min_samples, sim_processes=args.sim_processes,
+                        seen_timeout_s=args.seen_timeout_s)
     from prefect.testing.utilities import prefect_test_harness
 
     from edgefleet.local.emulators import PubSubEmulator
