@@ -23,6 +23,7 @@ from edgefleet.kernel.signing import (
 )
 from edgefleet.local.simfleet import PROFILES, decide_poll, window_records
 from edgefleet.local.simfleet.behaviour import first_state
+from edgefleet.local.simfleet.runner import lateness_summary
 from edgefleet.local.simfleet.shared_verify import shared_checks
 from edgefleet.local.simfleet.world import SimWorld
 
@@ -121,3 +122,8 @@ def test_each_profile_changes_the_devices_own_behaviour_as_named() -> None:
         assert _share(top, lambda r: r.results[0].id == 0) > 0.85
         assert np.median([r.results[0].score for r in top]) < np.median(
             [r.results[0].score for r in good[i] if r.error is None]) - 0.3
+
+
+def test_poll_lateness_percentiles_come_from_the_histogram() -> None:
+    assert lateness_summary({0: 90, 5: 8, 30: 2}) == (0.0, 0.5, 3.0)
+    assert lateness_summary({}) == (0.0, 0.0, 0.0)
