@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 from bench.fleet_model import MODELS, make_fleet  # noqa: E402
 from edgefleet.local.simfleet import FleetSpec, SimFleet, SimSettings, enrol_fleet  # noqa: E402
+from edgefleet.local.simfleet.runner import lateness_summary  # noqa: E402
 from edgefleet.local.simfleet.world import SimWorld, make_world  # noqa: E402
 
 OLD, GOOD, BAD = "1.0.0", "1.1.0", "1.2.0"
@@ -57,6 +58,9 @@ class Scenario:
     window_s: float = 5.0
     fps: float = 10.0
     replicas: int = 1
+    sim_processes: int = 1
+    seen_timeout_s: float = SEEN_TIMEOUT_S
+    """Processes the simulated devices are dealt over (each one asyncio loop)."""
     seed: int = 7
     min_samples: int = 100
     """Inferences a device's window needs to count (the canary gate's default; fewer makes the class-mix
@@ -79,13 +83,17 @@ class Outcome:
     max_polls_back: int | None
     not_back: int
     devices: int
+    poll_lateness_s: tuple[float, float, float]
+    """p50, p95, max of how late the simulated devices polled after their planned time (the simulator's
+    process keeping up: it should stay near 0)."""
 
 
 def _sim_process(spec: FleetSpec, stop: threading.Event, report: str) -> None:
     fleet = SimFleet(spec)
     fleet.run(stop)
-    Path(report).write_text(json.dumps({d: {"polls": h.polls, "changes": h.changes}
-                                        for d, h in fleet.history.items()}))
+    Path(report).write_text(json.dumps({"devices": {d: {"polls": h.polls, "changes": h.changes}
+                                                    for d, h in fleet.history.items()},
+                                        "lateness": fleet.lateness}))
 
 
 @contextmanager
@@ -105,9 +113,9 @@ def monitors(world: SimWorld, replicas: int) -> Iterator[None]:
 
 
 @contextmanager
-def simulated_fleet(world: SimWorld, scenario: Scenario) -> Iterator[tuple[FleetSpec, Path]]:
-    """Enrols the devices, runs them in a process of their own; yields their spec and the history file
-    (written when they stop)."""
+def simulated_fleet(world: SimWorld, scenario: Scenario) -> Iterator[tuple[FleetSpec, list[Path]]]:
+    """Enrols the devices, runs them in `scenario.sim_processes` processes of their own (devices dealt in
+    turn); yields their spec and the history files (written when they stop)."""
     from edgefleet.flows.registry import open_registry_writer
     from edgefleet.kernel.signing import load_private_key
 
@@ -118,19 +126,38 @@ def simulated_fleet(world: SimWorld, scenario: Scenario) -> Iterator[tuple[Fleet
                            seed=scenario.seed)
     spec = FleetSpec(registry=str(world.registry), public_key=str(world.release_public), project=world.project,
                      topic=world.topic, devices=devices, settings=settings)
-    report = world.base / "history.json"
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
-    process = context.Process(target=_sim_process, args=(spec, stop, str(report)), daemon=True)
-    process.start()
+    parts = max(1, scenario.sim_processes)
+    reports = [world.base / f"history-{part}.json" for part in range(parts)]
+    processes = [context.Process(target=_sim_process, args=(replace(spec, devices=devices[part::parts]), stop,
+                                                             str(report)), daemon=True)
+                 for part, report in enumerate(reports)]
+    for process in processes:
+        process.start()
     try:
-        yield spec, report
+        yield spec, reports
     finally:
         stop.set()
-        process.join(SIM_STOP_TIMEOUT_S)
+        for process in processes:
+            process.join(SIM_STOP_TIMEOUT_S)
+
+
+def read_reports(reports: list[Path]) -> tuple[dict[str, dict[str, list]], dict[int, int]]:
+    """The devices' histories and the poll lateness histogram of every simulator process, merged."""
+    history: dict[str, dict[str, list]] = {}
+    lateness: dict[int, int] = {}
+    for report in reports:
+        written = json.loads(report.read_text())
+        history.update(written["devices"])
+        for step, count in written["lateness"].items():
+            lateness[int(step)] = lateness.get(int(step), 0) + count
+    return history, lateness
 
 
 def wait_seen(world: SimWorld, count: int, timeout_s: float = SEEN_TIMEOUT_S) -> None:
+    """Until the monitor has seen `count` devices (their first telemetry window: minutes at 10,000 devices
+    on a loaded machine; `--seen-timeout-s`)."""
     from edgefleet.flows.rollout.pull_tasks import MonitorView
 
     view, deadline = MonitorView(str(world.monitor_config), world.model), time.monotonic() + timeout_s
@@ -187,8 +214,8 @@ def run_scenario(world: SimWorld, scenario: Scenario) -> Outcome:
     from edgefleet.flows.rollout.pull_flow import pull_rollout
     from edgefleet.flows.rollout.record import RecordStore
 
-    with simulated_fleet(world, scenario) as (_, report):
-        wait_seen(world, scenario.devices)
+    with simulated_fleet(world, scenario) as (_, reports):
+        wait_seen(world, scenario.devices, scenario.seen_timeout_s)
         started = time.monotonic()
         try:
             good = pull_rollout(rollout_params(world, scenario, GOOD))
@@ -204,11 +231,12 @@ def run_scenario(world: SimWorld, scenario: Scenario) -> Outcome:
         record = RecordStore(writer, f"{world.model}-{BAD}").load()
         halted_at = writer.read_channel(world.model, world.channel).pointer.updated_at.timestamp()
         time.sleep(3 * scenario.poll_interval_s)  # every device polls again at least twice
-    history = json.loads(report.read_text())
+    history, histogram = read_reports(reports)
+    lateness = lateness_summary(histogram)
     exposed, worst, missing = polls_back(history, halted_at)
     return Outcome(good.state, good_wall, good.done, bad.state, record.halted.wave if record.halted else None,
                    len(record.waves[0]) if record.waves else 0, len(exposed), len(exposed) / scenario.devices,
-                   worst, missing, scenario.devices)
+                   worst, missing, scenario.devices, lateness)
 
 
 def _table(scenario: Scenario, outcome: Outcome, command: str) -> str:
@@ -223,10 +251,12 @@ def _table(scenario: Scenario, outcome: Outcome, command: str) -> str:
          f"<= {100 * GOAL_EXPOSED:g} %"),
         ("bad release: polls to go back (worst), not back", f"{outcome.max_polls_back}, {outcome.not_back}",
          f"<= {GOAL_POLLS_BACK}, 0"),
+        ("simulator: poll lateness p50 / p95 / max", " / ".join(f"{value:.1f} s" for value in
+                                                                 outcome.poll_lateness_s), "near 0"),
     ]
     lines = [f"command: {command}", f"poll {scenario.poll_interval_s:g} s (+-20 % jitter), telemetry window "
              f"{scenario.window_s:g} s at {scenario.fps:g} fps, canary min_samples {scenario.min_samples}, "
-             f"{scenario.replicas} monitor(s) on SQLite",
+             f"{scenario.replicas} monitor(s) on SQLite, {scenario.sim_processes} simulator process(es)",
              "| measure | result | goal |", "|---|---|---|"]
     return "\n".join(lines + [f"| {a} | {b} | {c} |" for a, b, c in rows])
 
@@ -252,11 +282,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fps", type=float, default=10.0)
     parser.add_argument("--min-samples", type=int, default=100, help="the canary gate's min_samples")
     parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--sim-processes", type=int, default=1, help="processes the simulated devices run in")
+    parser.add_argument("--seen-timeout-s", type=float, default=SEEN_TIMEOUT_S,
+                        help="how long the monitor may take to see every device before the rollouts start")
     parser.add_argument("--workdir", default=None, help="keep everything here (default: a temporary directory)")
     args = parser.parse_args(argv)
     scenario = Scenario(devices=args.devices, shares=tuple(args.shares.split(",")), dwell_s=args.dwell_s,
                         bad=args.bad, poll_interval_s=args.poll_s, window_s=args.window_s, fps=args.fps,
-                        replicas=args.replicas, min_samples=args.min_samples)
+                        replicas=args.replicas, min_samples=args.min_samples, sim_processes=args.sim_processes,
+                        seen_timeout_s=args.seen_timeout_s)
     from prefect.testing.utilities import prefect_test_harness
 
     from edgefleet.local.emulators import PubSubEmulator

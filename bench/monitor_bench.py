@@ -15,7 +15,11 @@ Run: `python -m bench.monitor_bench [--messages N] [--devices D] [--sizes 1000,1
    dead stream a share of the subscription's messages, and redelivers them only when their ack deadline
    (60 s) expires, so whichever reader comes second on a subscription is slowed by the emulator, not by
    itself. Real Pub/Sub does not do this.
-3. `fleet_status` at each fleet size on both engines (SQLite file; PostgreSQL started on a temporary
+3. Replicas (`--replicas N`, default 2; 0 skips): N `run_monitor` processes on one more subscription and one
+   PostgreSQL database against 1 process on another (the same backlog), each timed from the moment every
+   process of the run is ready (imported, configured) until the processes together have taken every
+   message; the ratio N-replica rate / 1-replica rate is measured in the same run.
+4. `fleet_status` at each fleet size on both engines (SQLite file; PostgreSQL started on a temporary
    directory): `bench.status_bench`, which says what it fills and times. Goals: p95 < 100 ms at 100,000
    devices on PostgreSQL, < 200 ms on SQLite; the whole-fleet listing is the baseline in the same run.
 """
@@ -23,6 +27,7 @@ Run: `python -m bench.monitor_bench [--messages N] [--devices D] [--sizes 1000,1
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import tempfile
 import threading
@@ -47,6 +52,8 @@ from edgefleet.local.emulators import PubSubEmulator
 INGEST_GOAL_RATIO = 0.8
 ENGINES = ("sqlite", "postgresql")
 WAIT_TIMEOUT_S = 600.0
+REPLICA_START_TIMEOUT_S = 300.0
+REPLICA_DONE_POLL_S = 0.05
 
 
 def telemetry(device: int, seq: int, when: datetime, version: str = "1.0.0",
@@ -135,6 +142,50 @@ def monitor_rate(config, expected: int) -> tuple[float, object]:
     return expected / elapsed, result[0] if result else None
 
 
+def _replica(config_json: str, ready, go, stop, taken) -> None:  # noqa: ANN001 - multiprocessing objects
+    """One monitor process of the replica measurement: ready, waits for `go`, adds what it takes to `taken`."""
+    from edgefleet.monitor.config import MonitorConfig
+    from edgefleet.monitor.service import run_monitor
+
+    config = MonitorConfig.model_validate_json(config_json)
+
+    def on_batch(outcomes) -> None:
+        with taken.get_lock():
+            taken.value += len(outcomes)
+
+    ready.release()
+    go.wait()
+    run_monitor(config, stop, on_batch=on_batch)
+
+
+def replicas_rate(config, replicas: int, expected: int) -> float:
+    """Messages/s of `replicas` monitor processes on one subscription and store until they took `expected`."""
+    context = multiprocessing.get_context("spawn")
+    ready, go, stop, taken = context.Semaphore(0), context.Event(), context.Event(), context.Value("q", 0)
+    processes = [context.Process(target=_replica, args=(config.model_dump_json(), ready, go, stop, taken))
+                 for _ in range(replicas)]
+    for process in processes:
+        process.start()
+    try:
+        for _ in processes:
+            if not ready.acquire(timeout=REPLICA_START_TIMEOUT_S):
+                raise RuntimeError(f"a monitor replica was not ready in {REPLICA_START_TIMEOUT_S:.0f} s")
+        start = time.perf_counter()
+        go.set()
+        deadline = start + WAIT_TIMEOUT_S
+        while taken.value < expected:
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"{replicas} monitor(s) took {taken.value} of {expected} messages in "
+                                   f"{WAIT_TIMEOUT_S:.0f} s")
+            time.sleep(REPLICA_DONE_POLL_S)
+        return expected / (time.perf_counter() - start)
+    finally:
+        stop.set()
+        go.set()
+        for process in processes:
+            process.join(120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000, help="messages per ingest measurement")
@@ -142,6 +193,8 @@ def main() -> None:
     parser.add_argument("--status-devices", type=int, default=None,
                         help="one fleet size for the fleet_status test (instead of --sizes)")
     parser.add_argument("--skip-ingest", action="store_true", help="only the fleet_status measurements")
+    parser.add_argument("--replicas", type=int, default=2,
+                        help="monitor processes on one PostgreSQL store measured against one (0: skip)")
     status_bench.add_arguments(parser)
     args = parser.parse_args()
     if args.status_devices is not None:
@@ -154,10 +207,19 @@ def main() -> None:
     status_bench.main_from(args, console)
 
 
+def _engines(text: str) -> tuple[str, ...]:
+    engines = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = sorted(set(engines) - set(ENGINES))
+    if unknown or not engines:
+        raise SystemExit(f"--engines {text!r}: name some of {', '.join(ENGINES)}")
+    return engines
+
+
 def _ingest(args: argparse.Namespace, per_device: int, console: Console) -> None:
     from edgefleet.monitor.config import IngestConfig, MonitorConfig
 
     ingest = IngestConfig()
+    engines = _engines(args.engines)
     with tempfile.TemporaryDirectory() as scratch, PubSubEmulator(log_path=Path(scratch) / "emulator.log") as emu:
         os.environ["PUBSUB_EMULATOR_HOST"] = emu.host
         from google.cloud import pubsub_v1
@@ -165,9 +227,13 @@ def _ingest(args: argparse.Namespace, per_device: int, console: Console) -> None
         publisher = pubsub_v1.PublisherClient()
         subscriber = pubsub_v1.SubscriberClient()
         topic = publisher.create_topic(name=publisher.topic_path(emu.project, "bench-telemetry")).name
-        raw_subscription, *monitor_subscriptions = (
+        replica_runs = (1, args.replicas) if args.replicas and "postgresql" in engines else ()
+        names = ("bench-raw-pull", *(f"bench-fleet-monitor-{engine}" for engine in engines),
+                 *(f"bench-replicas-{index}x{count}" for index, count in enumerate(replica_runs)))
+        raw_subscription, *subscriptions = (
             subscriber.create_subscription(name=subscriber.subscription_path(emu.project, name), topic=topic).name
-            for name in ("bench-raw-pull", *(f"bench-fleet-monitor-{engine}" for engine in ENGINES)))
+            for name in names)
+        monitor_subscriptions, replica_subscriptions = subscriptions[:len(engines)], subscriptions[len(engines):]
 
         console.print(f"publishing {per_device * args.devices} messages from {args.devices} devices ...")
         expected = publish(publisher, topic, args.devices, 1, per_device)
@@ -175,13 +241,20 @@ def _ingest(args: argparse.Namespace, per_device: int, console: Console) -> None
         console.print(f"raw streaming pull: {raw:,.0f} msg/s")
         rates = {}
         with status_bench.postgres_databases(None) as new_database:
-            for engine, subscription in zip(ENGINES, monitor_subscriptions, strict=True):
+            for engine, subscription in zip(engines, monitor_subscriptions, strict=True):
                 # The simulated devices do not sign: the signature check is not what this measures.
                 config = MonitorConfig(project=emu.project, subscription=subscription.rsplit("/", 1)[-1],
                                        store_path=Path(scratch) / "fleet.sqlite", identity={"mode": "transition"},
                                        store={"url": new_database() if engine == "postgresql" else None})
                 rates[engine], report = monitor_rate(config, expected)
                 console.print(f"monitor on {engine}: {rates[engine]:,.0f} msg/s ({report})")
+            replica_rates = {}
+            for count, subscription in zip(replica_runs, replica_subscriptions, strict=True):
+                config = MonitorConfig(project=emu.project, subscription=subscription.rsplit("/", 1)[-1],
+                                       store_path=Path(scratch) / "unused.sqlite", identity={"mode": "transition"},
+                                       store={"url": new_database()})
+                replica_rates[count] = replicas_rate(config, count, expected)
+                console.print(f"{count} monitor process(es) on postgresql: {replica_rates[count]:,.0f} msg/s")
         subscriber.close()
 
     table = Table(title="fleet monitor benchmark")
@@ -191,6 +264,10 @@ def _ingest(args: argparse.Namespace, per_device: int, console: Console) -> None
         ratio = rate / raw
         table.add_row(f"monitor ingest, {engine} store (msg/s)", f"{rate:,.0f}", f"raw streaming pull {raw:,.0f}",
                       f"{ratio:.2f}x", f">= {INGEST_GOAL_RATIO}x", "yes" if ratio >= INGEST_GOAL_RATIO else "NO")
+    if len(replica_rates) == 2:
+        one, many = replica_rates[1], replica_rates[args.replicas]
+        table.add_row(f"monitor ingest, {args.replicas} processes on one postgresql store (msg/s)", f"{many:,.0f}",
+                      f"1 process {one:,.0f}", f"{many / one:.2f}x", "(measured)", "-")
     console.print(table)
 
 

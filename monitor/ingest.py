@@ -21,7 +21,6 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -182,7 +181,7 @@ def trust(store: FleetStore, device_id: str, *, verified: bool, received_at: flo
             connection.execute(f"UPDATE {table} SET seq = -seq WHERE device_id = ? AND seq > 0", (device_id,))
         connection.execute("INSERT INTO verified_devices (device_id, first_verified) VALUES (?, ?)",
                            (device_id, received_at))
-        store.rows.restore(device_id, (None, True, {}))
+        store.rows.restore(device_id, store.rows.fresh_state(verified=True))
     return None
 
 
@@ -256,19 +255,17 @@ def apply(store: FleetStore, message: TelemetryMessage, *, received_at: float | 
         store.pending.device_added(new_key)
         store.pending.count(messages=1)
         if message.seq > 1:
-            connection.execute("INSERT INTO seq_gaps (device_id, first_seq, last_seq, counted) VALUES (?, 1, ?, 0)",
-                               (message.device_id, message.seq - 1))
+            store.rows.gaps[message.device_id].add(1, message.seq - 1, 0)
         status = Status.APPLIED
     elif message.seq > row[0]:
         lost = message.seq - row[0] - 1
         if lost:
-            connection.execute("INSERT INTO seq_gaps (device_id, first_seq, last_seq, counted) VALUES (?, ?, ?, 1)",
-                               (message.device_id, row[0] + 1, message.seq - 1))
+            store.rows.gaps[message.device_id].add(row[0] + 1, message.seq - 1, 1)
         _newer_snapshot(store, message, when, received, lost)
         store.pending.device_moved(version_key(row[1], row[2]), new_key)
         store.pending.count(messages=1, lost=lost)
         status = Status.APPLIED
-    elif (filled := _fill_gap(connection, message.device_id, message.seq)) is not None:
+    elif (filled := _fill_gap(store, message.device_id, message.seq)) is not None:
         lost = -filled
         delta = store.rows.delta(message.device_id)
         delta.messages += 1
@@ -297,9 +294,14 @@ def transition_from(kind: str, detail: str, from_version: str | None = None) -> 
     return match.group(1) if match else None
 
 
-def _fill_gap(connection: Any, device_id: str, seq: int) -> int | None:
+def _fill_gap(store: FleetStore, device_id: str, seq: int) -> int | None:
     """Removes `seq` from the gap holding it: 1 if that gap counted as lost, 0 if not, None when no gap
-    holds it (a duplicate)."""
+    holds it (a duplicate). The device's recent gaps were read at its lock (`pending_rows.DeviceGaps`); a seq
+    older than those is looked up in the table."""
+    gaps = store.rows.gaps[device_id]
+    if seq > gaps.low:
+        return gaps.fill(seq)
+    connection = store.connection
     gap = connection.execute(
         "SELECT first_seq, last_seq, counted FROM seq_gaps WHERE device_id = ? AND first_seq <= ? "
         "ORDER BY first_seq DESC LIMIT 1", (device_id, seq)).fetchone()

@@ -9,7 +9,10 @@ merged here per row and written at commit (`write`): one INSERT per table for al
 the device rows by one `executemany`; on PostgreSQL the whole commit runs in pipeline mode. Merging is exact:
 the merged upsert leaves the same row as the upserts one by one (sums add, first/last seen are
 LEAST/GREATEST, the device's snapshot is that of its highest seq, a first-wins insert keeps the first).
-Rare paths (a new device, a gap, a late arrival, a new spool epoch, a device's first signed message) still
+The device's missing seq ranges (`seq_gaps`) are read at the lock too, those of its last `GAP_HORIZON`
+seqs (`DeviceGaps`): a gap and a late arrival filling one change them here, written at commit (only the
+ranges that changed). A late arrival older than that looks its gap up in the table (rare).
+Rare paths (a new device, a very late arrival, a new spool epoch, a device's first signed message) still
 write directly, inside the message's savepoint; whoever reads the tables inside the transaction writes what
 is pending first.
 """
@@ -28,6 +31,8 @@ from typing import Any
 ROWS_PER_INSERT = 500
 """Rows per multi-row INSERT (SQLite binds up to 32,766 parameters per statement, PostgreSQL 65,535)."""
 _ONE_ROW = re.compile(r"VALUES (\((?:\?, )*\?\))")
+GAP_HORIZON = 100_000
+"""Seqs below a device's highest whose missing ranges a batch reads at its lock and keeps (`DeviceGaps`)."""
 Head = tuple[int, str | None, str | None]  # a device's (max_seq, model_name, model_version)
 _INT_FIELDS = ("messages", "duplicates", "lost")
 
@@ -53,12 +58,52 @@ class DeviceDelta:
 
 
 @dataclass
+class DeviceGaps:
+    """The missing seq ranges of a locked device above `low`: every range holding a seq above `low` is here
+    (and none of the table's other ranges reaches above `low`); `stored` is what the table holds of them."""
+
+    low: int
+    spans: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """first_seq -> (last_seq, counted)"""
+    stored: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    def copy(self) -> DeviceGaps:
+        return DeviceGaps(self.low, dict(self.spans), self.stored)
+
+    def add(self, first: int, last: int, counted: int) -> None:
+        """A new missing range (above every range of the device: it starts after its highest seq)."""
+        self.spans[first] = (last, counted)
+
+    def fill(self, seq: int) -> int | None:
+        """Removes `seq` from the range holding it: that range's `counted` (1 lost, 0 not), None when no range
+        holds it (a duplicate). Only for seq > low."""
+        for first, (last, counted) in self.spans.items():
+            if first <= seq <= last:
+                del self.spans[first]
+                for low, high in ((first, seq - 1), (seq + 1, last)):
+                    if low <= high:
+                        self.spans[low] = (high, counted)
+                return counted
+        return None
+
+
+def device_gaps(max_seq: int | None, loaded: dict[int, tuple[int, int]]) -> DeviceGaps:
+    """The `DeviceGaps` of a device whose ranges ending above max_seq - GAP_HORIZON are `loaded`: `low` is
+    below the lowest of them, so a range the table holds either is here or lies wholly at or below `low`."""
+    if max_seq is None:
+        return DeviceGaps(low=0)
+    low = min([max_seq - GAP_HORIZON, *(first - 1 for first in loaded)])
+    return DeviceGaps(low=low, spans=dict(loaded), stored=dict(loaded))
+
+
+@dataclass
 class PendingRows:
     """The open write transaction's view of its locked devices and its writes not yet sent."""
 
     heads: dict[str, Head | None] = field(default_factory=dict)
     verified: dict[str, bool] = field(default_factory=dict)
     epochs: dict[str, dict[int, int]] = field(default_factory=dict)
+    gaps: dict[str, DeviceGaps] = field(default_factory=dict)
     devices: dict[str, DeviceDelta] = field(default_factory=dict)
     history: dict[tuple, list] = field(default_factory=dict)
     counts: dict[tuple, list[int]] = field(default_factory=dict)
@@ -74,15 +119,26 @@ class PendingRows:
 
     def device_state(self, device_id: str) -> tuple[Any, ...]:
         """What a message of `device_id` may change here, to put back if it is undone."""
-        return (self.heads.get(device_id), self.verified.get(device_id), dict(self.epochs.get(device_id, {})))
+        gaps = self.gaps.get(device_id)
+        return (self.heads.get(device_id), self.verified.get(device_id), dict(self.epochs.get(device_id, {})),
+                None if gaps is None else gaps.copy())
 
     def restore(self, device_id: str, state: tuple[Any, ...]) -> None:
-        self.heads[device_id], self.verified[device_id], self.epochs[device_id] = state
+        self.heads[device_id], self.verified[device_id], self.epochs[device_id], gaps = state
+        if gaps is None:
+            self.gaps.pop(device_id, None)
+        else:
+            self.gaps[device_id] = gaps
+
+    @staticmethod
+    def fresh_state(*, verified: bool) -> tuple[Any, ...]:
+        """The `device_state` of a device with no row (no seq, epoch or gap)."""
+        return (None, verified, {}, DeviceGaps(low=0))
 
     @property
     def unwritten(self) -> bool:
         return any((self.devices, self.history, self.counts, self.dists, self.samples, self.events,
-                    self.state_events))
+                    self.state_events)) or any(gaps.spans != gaps.stored for gaps in self.gaps.values())
 
     def forget(self) -> None:
         """Drops everything (the transaction ended: the locks and what they made true are gone)."""
@@ -91,7 +147,7 @@ class PendingRows:
 
     def forget_reads(self) -> None:
         """Drops what was read under the transaction's locks."""
-        for mapping in (self.heads, self.verified, self.epochs):
+        for mapping in (self.heads, self.verified, self.epochs, self.gaps):
             mapping.clear()
 
     def _clear_writes(self) -> None:
@@ -101,7 +157,7 @@ class PendingRows:
 
 
 def load(connection: Any, rows: PendingRows, device_ids: list[str]) -> None:
-    """Reads the dedupe state of `device_ids` (locked by this transaction) in three queries."""
+    """Reads the dedupe state of `device_ids` (locked by this transaction) in four queries."""
     ids = json.dumps(device_ids)
     for device_id in device_ids:
         rows.heads[device_id] = None
@@ -116,6 +172,15 @@ def load(connection: Any, rows: PendingRows, device_ids: list[str]) -> None:
     for device_id, epoch, base in connection.execute(
             f"SELECT device_id, epoch, base FROM device_epochs WHERE {in_ids}", (ids,)):
         rows.epochs[device_id][epoch] = base
+    loaded: dict[str, dict[int, tuple[int, int]]] = {device_id: {} for device_id in device_ids}
+    for device_id, first, last, counted in connection.execute(
+            "SELECT g.device_id, g.first_seq, g.last_seq, g.counted FROM seq_gaps AS g JOIN devices AS d "
+            "ON d.device_id = g.device_id WHERE g.device_id IN (SELECT value FROM json_each(?)) "
+            "AND g.last_seq > d.max_seq - ?", (ids, GAP_HORIZON)):
+        loaded[device_id][first] = (last, counted)
+    for device_id in device_ids:
+        head = rows.heads[device_id]
+        rows.gaps[device_id] = device_gaps(None if head is None else head[0], loaded[device_id])
 
 
 def add_history(rows: PendingRows, key: tuple, when: float, seq: int) -> None:
@@ -166,6 +231,8 @@ _SAMPLES_SQL = (
 _EVENTS_SQL = (
     "INSERT INTO events (device_id, seq, time, kind, detail, model_name, model_version, from_version) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+_GAP_DELETE_SQL = "DELETE FROM seq_gaps WHERE device_id = ? AND first_seq = ?"
+_GAPS_SQL = "INSERT INTO seq_gaps (device_id, first_seq, last_seq, counted) VALUES (?, ?, ?, ?)"
 _STATE_EVENT_SQL = (
     "UPDATE devices SET state_event_kind = ?, state_event_time = ?, state_event_seq = ? "
     "WHERE device_id = ? AND (state_event_seq IS NULL OR state_event_seq < ?)")
@@ -179,6 +246,7 @@ def write(connection: Any, rows: PendingRows, insert: Callable[[Any, str, list[t
     if not rows.unwritten:
         return
     rows.writes += 1
+    _write_gaps(connection, rows.gaps, insert)
     _write_devices(connection, rows.devices)
     insert(connection, _HISTORY_SQL, [(*key, *row) for key, row in sorted(rows.history.items())])
     insert(connection, _COUNTS_SQL, [(*key, *row) for key, row in sorted(rows.counts.items())])
@@ -208,6 +276,21 @@ def _values_list(sql: str, count: int) -> str:
         raise ValueError(f"not a one-row INSERT: {sql[:60]}")
     values = ", ".join([match.group(1)] * count)
     return f"{sql[:match.start(1)]}{values}{sql[match.end(1):]}"
+
+
+def _write_gaps(connection: Any, gaps: dict[str, DeviceGaps], insert: Callable[[Any, str, list[tuple]], None]) -> None:
+    """The missing seq ranges that changed: those gone or changed deleted, then those new or changed inserted."""
+    deletes, inserts = [], []
+    for device_id, device in sorted(gaps.items()):
+        if device.spans == device.stored:
+            continue
+        deletes += [(device_id, first) for first, span in sorted(device.stored.items())
+                    if device.spans.get(first) != span]
+        inserts += [(device_id, first, *span) for first, span in sorted(device.spans.items())
+                    if device.stored.get(first) != span]
+        device.stored = dict(device.spans)
+    connection.executemany(_GAP_DELETE_SQL, deletes)
+    insert(connection, _GAPS_SQL, inserts)
 
 
 def _write_devices(connection: Any, devices: dict[str, DeviceDelta]) -> None:

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from edgefleet.monitor.aggregates import Deltas, flush
 from edgefleet.monitor.errors import FleetStateError
 from edgefleet.monitor.pending_rows import PendingRows, load, write
-from edgefleet.monitor.stats import LatencySample, window_stats
+from edgefleet.monitor.stats import P50, P95, LatencySample
 from edgefleet.monitor.store_engine import Engine, StoreLocation, parse_store_url
 from edgefleet.monitor.store_schema import FILL_AGGREGATES, READABLE_SCHEMAS, SCHEMA_VERSION
 
@@ -301,26 +301,42 @@ def window_samples(connection: Any, device_id: str, model: str, version: str,
     return [LatencySample(*row) for row in connection.execute(query, params)]
 
 
+_WINDOWS_SQL = """
+WITH ids AS (SELECT value AS device_id FROM json_each(?)),
+samples AS (
+    SELECT s.device_id, s.p50_ms, s.p95_ms, s.count, s.errors, s.count - s.errors AS weight
+    FROM devices AS d JOIN latency_samples AS s ON s.device_id = d.device_id AND s.model_name = d.model_name
+        AND s.model_version = d.model_version
+    WHERE d.device_id IN (SELECT device_id FROM ids) AND d.model_version <> ''),
+ranked AS (
+    SELECT device_id, p50_ms, p95_ms,
+        SUM(weight) OVER (PARTITION BY device_id ORDER BY p50_ms) AS upto_p50,
+        SUM(weight) OVER (PARTITION BY device_id ORDER BY p95_ms) AS upto_p95,
+        CAST(SUM(weight) OVER (PARTITION BY device_id) AS DOUBLE PRECISION) AS total
+    FROM samples WHERE weight > 0),
+percentiles AS (
+    SELECT device_id, MIN(CASE WHEN upto_p50 >= ? * total THEN p50_ms END) AS p50,
+        MIN(CASE WHEN upto_p95 >= ? * total THEN p95_ms END) AS p95
+    FROM ranked GROUP BY device_id),
+totals AS (SELECT device_id, SUM(count) AS inferences, SUM(errors) AS errors FROM samples GROUP BY device_id),
+windows AS (
+    SELECT ids.device_id, p.p50, p.p95, COALESCE(t.inferences, 0) AS inferences, COALESCE(t.errors, 0) AS errors
+    FROM ids LEFT JOIN totals AS t ON t.device_id = ids.device_id
+        LEFT JOIN percentiles AS p ON p.device_id = ids.device_id)
+UPDATE devices SET latency_p50_ms = w.p50, latency_p95_ms = w.p95, window_inferences = w.inferences,
+    window_errors = w.errors, error_ratio = CASE
+        WHEN w.inferences > 0
+            THEN LEAST(1.0, CAST(w.errors AS DOUBLE PRECISION) / CAST(w.inferences AS DOUBLE PRECISION))
+        WHEN w.errors > 0 THEN 1.0 END
+FROM windows AS w WHERE devices.device_id = w.device_id"""
+
+
 def refresh_device_windows(connection: Any, device_ids: list[str]) -> None:
-    """Recomputes the cached p50/p95, window counts and error ratio of the version each device runs now."""
-    samples: dict[str, list[LatencySample]] = {}
-    for device_id, *sample in connection.execute(
-            "SELECT d.device_id, s.p50_ms, s.p95_ms, s.count, s.errors FROM devices AS d LEFT JOIN latency_samples "
-            "AS s ON s.device_id = d.device_id AND s.model_name = d.model_name AND s.model_version = "
-            "d.model_version AND d.model_version <> '' WHERE d.device_id IN (SELECT value FROM json_each(?))",
-            (json.dumps(device_ids),)):
-        found = samples.setdefault(device_id, [])
-        if sample[0] is not None:
-            found.append(LatencySample(*sample))
-    updates = []
-    for device_id in sorted(samples):
-        stats = window_stats(samples[device_id])
-        ratio = stats.error_ratio if (stats.inferences or stats.errors) else None
-        updates.append((stats.latency_p50_ms, stats.latency_p95_ms, stats.inferences, stats.errors, ratio,
-                        device_id))
-    connection.executemany(
-        "UPDATE devices SET latency_p50_ms = ?, latency_p95_ms = ?, window_inferences = ?, window_errors = ?, "
-        "error_ratio = ? WHERE device_id = ?", updates)
+    """Recomputes the cached p50/p95, window counts and error ratio of the version each device runs now, in
+    one statement that returns nothing (PostgreSQL's pipeline does not wait on it): `stats.window_stats`'s
+    weighted nearest-rank percentile (the smallest value whose cumulative weight reaches the fraction of the
+    total; integer weights, so `>= fraction * total` is `>= ceil(fraction * total)`, in doubles as Python)."""
+    connection.execute(_WINDOWS_SQL, (json.dumps(device_ids), P50, P95))
 
 
 def open_fleet_store(config: MonitorConfig, *, create: bool = True) -> FleetStore:

@@ -11,6 +11,7 @@ from monitor_helpers import T0, telemetry
 
 from edgefleet.kernel.contracts.telemetry import MAX_INT
 from edgefleet.monitor.ingest import Status, handle
+from edgefleet.monitor.pending_rows import GAP_HORIZON
 from edgefleet.monitor.store import commit, open_store
 
 # Every table a message writes, ordered so that two states can be compared row by row.
@@ -106,3 +107,31 @@ def test_a_message_refused_inside_a_batch_undoes_only_its_own_changes(store):
     assert connection.execute("SELECT messages, first_seq, last_seq FROM version_history").fetchall() == [
         (3, MAX_INT - 2, MAX_INT)]
     assert sorted(row[0] for row in connection.execute("SELECT message_id FROM malformed")) == ["m-3", "m-4"]
+
+
+def test_late_arrivals_on_both_sides_of_the_gaps_a_batch_reads_are_each_applied_once(store_url, other_url):
+    """A batch reads a device's gaps of its last GAP_HORIZON seqs at the lock and fills them in memory; a late
+    arrival older than those looks its gap up in the table. Either way: once, and the state of one by one."""
+    first, then = (1, 10, GAP_HORIZON * 2 + 10), (5, 5, GAP_HORIZON + GAP_HORIZON // 2, GAP_HORIZON + GAP_HORIZON // 2,
+                                                  11, 11, GAP_HORIZON * 2 + 9)
+    messages = [(telemetry("cam-9", seq, at=T0).to_json_bytes(), f"m-{index}", {"device_id": "cam-9"})
+                for index, seq in enumerate(first + then)]
+    with open_store(store_url, latency_window=4, count_bucket_s=60.0) as batched, \
+            open_store(other_url, latency_window=4, count_bucket_s=60.0) as single:
+        together, alone = [], []
+        for index, (data, message_id, attributes) in enumerate(messages):
+            together.append(handle(batched, data, message_id, attributes, 1000.0 + index).status)
+            if index == len(first) - 1:
+                commit(batched)  # the gaps are in the table when the batch of late arrivals locks the device
+            alone.append(handle(single, data, message_id, attributes, 1000.0 + index).status)
+            commit(single)
+        commit(batched)
+        batched_state, single_state = state(batched), state(single)
+    late, duplicate = Status.LATE, Status.DUPLICATE
+    assert together == alone
+    assert together[len(first):] == [late, duplicate, late, duplicate, late, duplicate, late]
+    for table in TABLES:
+        assert batched_state[table] == single_state[table], table
+    assert [row[1:3] for row in batched_state["seq_gaps"]] == [
+        (2, 4), (6, 9), (12, GAP_HORIZON + GAP_HORIZON // 2 - 1), (GAP_HORIZON + GAP_HORIZON // 2 + 1,
+                                                                  GAP_HORIZON * 2 + 8)]

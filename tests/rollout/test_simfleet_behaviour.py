@@ -23,6 +23,8 @@ from edgefleet.kernel.signing import (
 )
 from edgefleet.local.simfleet import PROFILES, decide_poll, window_records
 from edgefleet.local.simfleet.behaviour import first_state
+from edgefleet.local.simfleet.runner import lateness_summary
+from edgefleet.local.simfleet.shared_verify import shared_checks
 from edgefleet.local.simfleet.world import SimWorld
 
 ROLLOUT = "imagenet-1.1.0"
@@ -74,6 +76,25 @@ def test_a_pointer_signed_by_another_key_is_refused(world: SimWorld) -> None:
     assert (outcome.action, outcome.state) == ("refused", state)
 
 
+def test_devices_sharing_signature_checks_decide_as_each_checking_alone_and_still_refuse_altered_pointers(
+        world: SimWorld) -> None:
+    alone = resolve_keyring(load_public_key(world.release_public))
+    shared = shared_checks(alone)
+    old = open_registry_writer(world.registry).read_channel(world.model, world.channel).pointer
+    now, staged = datetime.now(UTC), _stage(world, 5000)
+    for device in DEVICES:
+        state = first_state(old.version, old.manifest_sha256)
+        assert decide_poll(shared, staged, state, device_id=device, now=now, source="test") == decide_poll(
+            alone, staged, state, device_id=device, now=now, source="test")
+    (_, key), = shared.keys
+    assert key.checked == 1, "one real check for the 40 devices' same pointer"
+    altered = staged.model_copy(update={"rollout": staged.rollout.model_copy(update={"share_bp": 10_000})})
+    state = first_state(old.version, old.manifest_sha256)
+    outcome = decide_poll(shared, altered, state, device_id=DEVICES[0], now=now, source="test")
+    assert (outcome.action, outcome.state, key.checked) == ("refused", state, 2)
+    assert decide_poll(shared, altered, state, device_id=DEVICES[1], now=now, source="test").action == "refused"
+
+
 def _window(profile: str, device: object) -> list:
     model = ModelRef(name="imagenet", version="1.0.0", variant="cpu", backend="cpu")
     return window_records(np.random.default_rng(3), device, PROFILES[profile], model, start=0.0, end=200.0,
@@ -101,3 +122,8 @@ def test_each_profile_changes_the_devices_own_behaviour_as_named() -> None:
         assert _share(top, lambda r: r.results[0].id == 0) > 0.85
         assert np.median([r.results[0].score for r in top]) < np.median(
             [r.results[0].score for r in good[i] if r.error is None]) - 0.3
+
+
+def test_poll_lateness_percentiles_come_from_the_histogram() -> None:
+    assert lateness_summary({0: 90, 5: 8, 30: 2}) == (0.0, 0.5, 3.0)
+    assert lateness_summary({}) == (0.0, 0.0, 0.0)
