@@ -280,6 +280,18 @@ def test_schema_3_windows_of_a_thousand_labels_are_compared_over_every_label() -
     assert pvalue < 1e-6 and divergence > GATE.max_class_divergence
 
 
+def test_a_many_class_divergence_is_measured_above_chance() -> None:
+    # 100 classes, 300 frames a side: two samples of one mix differ by a JS of about 0.12 by chance alone, over
+    # the 0.05 floor; the change the judge sees is what is above it (a good device alone passes its floor).
+    rng = np.random.default_rng(8)
+    p = rng.dirichlet(np.full(100, 1.0))
+    change = mix_change(release_classes(100, None), "classes")
+    effects = [change(schema3_window(rng, p), schema3_window(rng, p))[0] for _ in range(30)]
+    assert abs(float(np.median(effects))) < GATE.max_class_divergence / 2
+    raw = h.divergence_test(np.array(rng.multinomial(300, p), float), np.array(rng.multinomial(300, p), float))[0]
+    assert raw > GATE.max_class_divergence  # what the floor was compared with before
+
+
 def test_a_schema_2_window_beside_a_schema_3_window_is_compared_on_what_both_list() -> None:
     # An old agent's before-window (its own top 32, the rest in class_other) against a new agent's complete
     # after-window of the same 100-class mix: the classes the old window cut are lumped on both sides.
