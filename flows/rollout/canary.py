@@ -148,7 +148,7 @@ def mix_change(cells: Sequence[int], field: str) -> Change:
         used, (old, new) = comparable(cells, getattr(before, field), getattr(after, field))
         after_cells, before_cells = h.fixed_vector(new, used), h.fixed_vector(old, used)
         divergence, pvalue = h.divergence_test(after_cells, before_cells)
-        return divergence - h.chance_divergence(after_cells, before_cells), pvalue, 0.0  # the effect above chance
+        return divergence, pvalue, divergence - h.chance_divergence(after_cells, before_cells)  # floor: above chance
     return change
 
 
@@ -242,6 +242,12 @@ def latency_floor(gate: CanaryGate) -> Floor:
                  lambda effect, added: f"median x{math.exp(effect):.2f} ({added:+.2f} ms)")
 
 
+def excess_floor(limit: float, what: str) -> Floor:
+    """On the extra effect (a divergence above chance): the t-test still sees the divergences themselves."""
+    return Floor(f"{what} above chance>{limit:g}", lambda _, extra: extra > limit,
+                 lambda _, extra: f"{what} above chance {extra:+.3f}")
+
+
 def plain_floor(limit: float, what: str) -> Floor:
     return Floor(f"{what}>{limit:g}", lambda effect, _: effect > limit, lambda effect, _: f"{what} {effect:+.3f}")
 
@@ -326,7 +332,7 @@ def judge(evidence: WaveEvidence, reference: Distributions | None, gate: CanaryG
         error_metric(canary, control, gate, final),
         swap_metric(canary, gate),
         shift_metric("class_mix_control", changes(canary, control, "classes", mix_change(cells, "classes"), gate),
-                     gate, plain_floor(gate.max_class_divergence, "JS"), scale=cube_root, final=final),
+                     gate, excess_floor(gate.max_class_divergence, "JS"), scale=cube_root, final=final),
         reference_metric("class_mix_reference", reference, sum(reference.class_counts().values()) if reference
                          else 0, gate, lambda: shift_metric(
                              "class_mix_reference", changes(canary, (), "classes",
@@ -346,7 +352,7 @@ def judge(evidence: WaveEvidence, reference: Distributions | None, gate: CanaryG
         per_frame = tuple(range(DETECTIONS_MAX + 1))
         metrics.append(shift_metric("detections_control", changes(canary, control, "detections",
                                                                   mix_change(per_frame, "detections"), gate),
-                                    gate, plain_floor(gate.max_class_divergence, "JS"), scale=cube_root,
+                                    gate, excess_floor(gate.max_class_divergence, "JS"), scale=cube_root,
                                     final=final))
     used = sum(1 for d in control if d.before is not None and d.after is not None)
     described = f"{evidence.control_kind} ({used} control devices)" if used else evidence.control_kind
