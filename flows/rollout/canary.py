@@ -13,7 +13,7 @@ old version: the load and the time of day changed for them too). Frames are only
 | latency           | log(median after / median before)  | t-test / Mann-Whitney           | x ratio and +ms (**)    |
 | errors            | (pooled over devices, capped)      | sequential probability ratio    | control + max_error_ratio |
 | swap failures     | count                              |                                 | max_swap_failures      |
-| class_mix_control | JS(after, before) above chance (*3)| t-test / chi-square             | max_class_divergence   |
+| class_mix_control | Jensen-Shannon(after, before)      | t-test / chi-square             | above chance (*3)      |
 | score_control     | median before - median after       | t-test / Mann-Whitney           | max_score_drop         |
 | class_mix_ref.    | JS(after, ref) - JS(before, ref)   | - / chi-square                  | max_reference_divergence |
 | score_reference   | shortfall below ref: after-before  | - / Mann-Whitney                | max_reference_score_drop |
@@ -23,8 +23,9 @@ old version: the load and the time of day changed for them too). Frames are only
 controls' (devices as units; the floor on the effect net of the controls' median change); without: each
 canary device's after against its own before (its frames are exchangeable), one vote per device (Stouffer).
 (**) `max_latency_increase_ratio` and `min_latency_increase_ms`. The error test is valid under repeated
-looks (the judge looks every poll). (*3) less what two samples of one mix show by chance over as many classes
-(`histstats.chance_divergence`): with 100 classes that alone is over the floor.
+looks (the judge looks every poll). (*3) `max_class_divergence` on the divergence above what two samples of one
+mix show by chance over as many classes (`histstats.chance_divergence`: with 100 classes that alone is over
+the floor); the t-test sees the divergences themselves.
 
 Medians are interpolated inside their bucket (a floor between two bucket edges is decided by the data, not
 by rounding); class mixes are counted over one class list per release (`release_classes`: the manifest's
