@@ -28,6 +28,8 @@ from edgefleet.flows.rollout.judgement import control_order
 from edgefleet.flows.rollout.params import CanaryGate
 from edgefleet.flows.rollout.verdict import Verdict
 from edgefleet.flows.rollout.waves import plan_waves
+from edgefleet.kernel.contracts.distributions import CLASS_TOP_K
+from edgefleet.kernel.contracts.telemetry import MAX_RELEASE_CLASSES
 
 SEED = 20261207
 FLEET = 100
@@ -35,7 +37,6 @@ CHUNKS = [100, 100, 100]
 CANARIES = (1, 3, 10)
 WAVES = ["10%", "50%", "100%"]
 HOLDBACK = 10
-CLASS_LIST = tuple(range(CLASSES))
 FAULTS = {
     "latency x1.5": Fault(latency_factor=1.5), "latency x2": Fault(latency_factor=2.0),
     "errors +1%": Fault(extra_errors=0.01), "errors +2%": Fault(extra_errors=0.02),
@@ -50,7 +51,8 @@ def judged_wave(rng: np.random.Generator, fleet: Fleet, canary: list[int], contr
     """The wave's verdict as the rollout reaches it: a look per chunk, the first pass or fail ends it."""
     verdict = None
     for number, evidence in enumerate(looks(rng, fleet, canary, control, CHUNKS, fault), 1):
-        verdict = judge_safely(evidence, None, gate, classes=CLASS_LIST, final=number == len(CHUNKS))
+        verdict = judge_safely(evidence, None, gate, classes=tuple(range(len(fleet.devices[0].mix))),
+                               final=number == len(CHUNKS))
         if verdict.result != "wait":
             break
     assert verdict is not None
@@ -84,21 +86,24 @@ def rate(hits: int, n: int) -> dict:
 
 
 def measure(trials: int, rollouts: int, seed: int = SEED, parts: tuple[str, ...] = ("halts", "power"),
-            models: tuple[str, ...] = tuple(MODELS)) -> Iterator[dict]:
+            models: tuple[str, ...] = tuple(MODELS), shape: tuple[int, int] = (CLASSES, MAX_RELEASE_CLASSES),
+            faults: tuple[str, ...] = tuple(FAULTS)) -> Iterator[dict]:
+    """`shape`: (classes of the release, classes one window lists: every one, or schema 2's top 32)."""
     if "halts" in parts:
-        yield from false_halts(trials, rollouts, np.random.default_rng(seed), models)
+        yield from false_halts(trials, rollouts, np.random.default_rng(seed), models, shape)
     if "power" in parts:
-        yield from power(trials, np.random.default_rng(seed + 1))
+        yield from power(trials, np.random.default_rng(seed + 1), shape, faults)
 
 
-def false_halts(trials: int, rollouts: int, rng: np.random.Generator, models: tuple[str, ...]) -> Iterator[dict]:
+def false_halts(trials: int, rollouts: int, rng: np.random.Generator, models: tuple[str, ...],
+                shape: tuple[int, int]) -> Iterator[dict]:
     gate = CanaryGate()
     for name in models:
         model = MODELS[name]
         for k in CANARIES:
             halted, why = 0, {}
             for _ in range(trials):
-                fleet = make_fleet(rng, model, FLEET)
+                fleet = make_fleet(rng, model, FLEET, *shape)
                 verdict = judged_wave(rng, fleet, *first_wave(rng, fleet, k, gate), gate)
                 halted += verdict.result == "fail"
                 for metric in verdict.halted_by:
@@ -106,20 +111,21 @@ def false_halts(trials: int, rollouts: int, rng: np.random.Generator, models: tu
             yield {"kind": "false halts per wave 1", "model": name, "canaries": k, **rate(halted, trials),
                    "halted_by": why}
         for k in CANARIES:
-            waves = [rollout_halts(rng, make_fleet(rng, model, FLEET), k, gate) for _ in range(rollouts)]
+            waves = [rollout_halts(rng, make_fleet(rng, model, FLEET, *shape), k, gate) for _ in range(rollouts)]
             yield {"kind": "false halts per rollout", "model": name, "canaries": k,
                    **rate(sum(w is not None for w in waves), rollouts),
                    "halted_in_wave": sorted(w for w in waves if w is not None)}
 
 
-def power(trials: int, rng: np.random.Generator) -> Iterator[dict]:
+def power(trials: int, rng: np.random.Generator, shape: tuple[int, int], faults: tuple[str, ...]) -> Iterator[dict]:
     gate = CanaryGate()
     for name in POWER_MODELS:
-        for fault_name, fault in FAULTS.items():
+        for fault_name in faults:
+            fault = FAULTS[fault_name]
             for k in CANARIES:
                 caught = 0
                 for _ in range(trials):
-                    fleet = make_fleet(rng, MODELS[name], FLEET)
+                    fleet = make_fleet(rng, MODELS[name], FLEET, *shape)
                     caught += judged_wave(rng, fleet, *first_wave(rng, fleet, k, gate), gate, fault).result == "fail"
                 yield {"kind": f"power: {fault_name}", "model": name, "canaries": k, **rate(caught, trials)}
 
@@ -142,11 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--part", choices=("halts", "power"), action="append",
                         help="only this part (false halts, or power); default both")
+    parser.add_argument("--classes", type=int, default=CLASSES, help="the release's classes (labels)")
+    parser.add_argument("--schema", type=int, choices=(2, 3), default=3,
+                        help="telemetry schema of the agents: 3 lists every class, 2 each window's top 32")
+    parser.add_argument("--fault", choices=tuple(FAULTS), action="append", help="power: only this fault")
     args = parser.parse_args(argv if argv is not None else [])
+    shape = (args.classes, MAX_RELEASE_CLASSES if args.schema == 3 else CLASS_TOP_K)
     started = time.monotonic()
     rows = []
     for row in measure(args.trials, args.rollouts, args.seed, parts=tuple(args.part or ("halts", "power")),
-                       models=tuple(args.model or MODELS)):
+                       models=tuple(args.model or MODELS), shape=shape, faults=tuple(args.fault or FAULTS)):
         rows.append(row)
         print(json.dumps(row), flush=True)  # noqa: T201
     print(table(rows))  # noqa: T201

@@ -16,6 +16,7 @@ import numpy as np
 
 from edgefleet.flows.rollout.verdict import DeviceWindows, Sample, WaveEvidence
 from edgefleet.kernel.contracts import distributions as d
+from edgefleet.kernel.contracts.telemetry import MAX_RELEASE_CLASSES
 
 CLASSES = 10
 BASE_LATENCY_MS = 8.0
@@ -65,17 +66,20 @@ class Device:
 class Fleet:
     model: FleetModel
     devices: list[Device] = field(default_factory=list)
+    top_k: int = MAX_RELEASE_CLASSES
+    """Classes one window lists: every one (telemetry 3), or `CLASS_TOP_K` and the rest in other (schema 2)."""
 
 
-def make_fleet(rng: np.random.Generator, model: FleetModel, size: int) -> Fleet:
-    base = np.full(CLASSES, 1 / CLASSES)
+def make_fleet(rng: np.random.Generator, model: FleetModel, size: int, classes: int = CLASSES,
+               top_k: int = MAX_RELEASE_CLASSES) -> Fleet:
+    base = np.full(classes, 1 / classes)
     devices = []
     for _ in range(size):
-        mix = base if model.mix_concentration is None else rng.dirichlet(base * CLASSES * model.mix_concentration)
+        mix = base if model.mix_concentration is None else rng.dirichlet(base * classes * model.mix_concentration)
         devices.append(Device(mix=mix, latency_scale=float(rng.lognormal(0, model.host_sigma)) if model.host_sigma
                               else 1.0, score=float(np.clip(rng.normal(0.8, model.score_sigma), 0.3, 0.97)),
                               error_ratio=float(rng.uniform(0, 0.004))))
-    return Fleet(model, devices)
+    return Fleet(model, devices, top_k)
 
 
 def _counts(values: np.ndarray) -> dict[int, int]:
@@ -96,10 +100,11 @@ class WindowState:
 def window_state(rng: np.random.Generator, model: FleetModel, device: Device, load: float,
                  fault: Fault | None = None) -> WindowState:
     fault = fault or Fault()
+    classes = len(device.mix)
     mix = device.mix if model.window_concentration is None else \
-        rng.dirichlet(device.mix * CLASSES * model.window_concentration + 1e-3)
+        rng.dirichlet(device.mix * classes * model.window_concentration + 1e-3)
     if fault.collapse:
-        mix = (1 - fault.collapse) * mix + fault.collapse * np.eye(CLASSES)[0]
+        mix = (1 - fault.collapse) * mix + fault.collapse * np.eye(classes)[0]
     drift = float(rng.lognormal(0, model.window_sigma)) if model.window_sigma else 1.0
     shift = float(rng.normal(0, model.window_score_sigma)) if model.window_score_sigma else 0.0
     return WindowState(mix=mix / mix.sum(),
@@ -108,25 +113,25 @@ def window_state(rng: np.random.Generator, model: FleetModel, device: Device, lo
                        error_ratio=min(1.0, device.error_ratio + fault.extra_errors))
 
 
-def frames(rng: np.random.Generator, state: WindowState, n: int) -> Sample:
-    """n inferences drawn inside one window."""
+def frames(rng: np.random.Generator, state: WindowState, n: int, top_k: int = MAX_RELEASE_CLASSES) -> Sample:
+    """n inferences drawn inside one window, its classes cut to `top_k` as the agent sends them."""
     errors = int(rng.binomial(n, state.error_ratio))
     ok = n - errors
     latency = state.latency_ms * rng.lognormal(0, FRAME_SIGMA, ok)
     scores = np.clip(rng.normal(state.score, SCORE_SPREAD, ok), 0, 0.999)
-    classes = rng.choice(CLASSES, size=ok, p=state.mix)
+    classes = rng.choice(len(state.mix), size=ok, p=state.mix)
     buckets = np.array([d.latency_bucket(float(v)) for v in latency], dtype=int)
     return Sample(inferences=n, errors=errors,
                   dist=d.build(latency=_counts(buckets), score=_counts((scores * d.SCORE_BUCKETS).astype(int)),
-                               classes=_counts(classes)))
+                               classes=_counts(classes), top_k=top_k))
 
 
 def added(a: Sample | None, b: Sample) -> Sample:
-    """Two samples of one window, summed (a look later)."""
+    """Two samples of one window, summed (a look later) as the monitor sums them: every listed class kept."""
     if a is None:
         return b
     return Sample(inferences=a.inferences + b.inferences, errors=a.errors + b.errors,
-                  dist=d.merge([a.dist, b.dist]))
+                  dist=d.merge([a.dist, b.dist], top_k=d.MAX_CLASS_ID))
 
 
 def looks(rng: np.random.Generator, fleet: Fleet, canary: list[int], control: list[int], chunks: list[int],
@@ -136,12 +141,13 @@ def looks(rng: np.random.Generator, fleet: Fleet, canary: list[int], control: li
     model = fleet.model
     loads = [float(rng.lognormal(0, model.fleet_sigma)) if model.fleet_sigma else 1.0 for _ in range(2)]
     devices = [(i, fault) for i in canary] + [(i, None) for i in control]
-    before = {i: frames(rng, window_state(rng, model, fleet.devices[i], loads[0]), before_n) for i, _ in devices}
+    before = {i: frames(rng, window_state(rng, model, fleet.devices[i], loads[0]), before_n, fleet.top_k)
+              for i, _ in devices}
     states = {i: window_state(rng, model, fleet.devices[i], loads[1], f) for i, f in devices}
     after: dict[int, Sample | None] = dict.fromkeys(states)
     for chunk in chunks:
         for i in states:
-            after[i] = added(after[i], frames(rng, states[i], chunk))
+            after[i] = added(after[i], frames(rng, states[i], chunk, fleet.top_k))
         yield WaveEvidence(
             canary=tuple(DeviceWindows(device=f"d{i}", before=before[i], after=after[i]) for i in canary),
             control=tuple(DeviceWindows(device=f"d{i}", before=before[i], after=after[i]) for i in control),

@@ -85,9 +85,9 @@ def run(devices: int, fps: float, base: Path) -> dict:
     def params(**overrides: object) -> RolloutParams:
         document = {"inventory": str(fleet.inventory_path), "registry": str(base / "registry"), "model": MODEL,
                     "public_key": str(public_key_file), "work_dir": str(base / "work"), "max_parallel": devices,
-                    "health": {"min_inferences": 3, "timeout_s": 120, "poll_interval_s": 0.5, "source": "agent"},
+                    "health": {"timeout_s": 120, "poll_interval_s": 0.5, "source": "agent"},
                     # the same model in every version: the canary judges it quickly (this bench times the SSH side)
-                    "canary": {"min_samples": 20, "min_error_samples": 20}}
+                    "canary": {"min_live_inferences": 3, "min_samples": 20, "min_error_samples": 20}}
         document.update(overrides)
         return RolloutParams.model_validate(document)
 

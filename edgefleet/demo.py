@@ -241,8 +241,8 @@ class Demo:
         params = RolloutParams.model_validate({
             "inventory": str(fleet.inventory_path), "registry": str(self.registry_dir),
             "model": self.settings.model, "version": version, "waves": waves,
-            "health": {"min_inferences": self.settings.health_min_inferences,
-                       "timeout_s": self.settings.health_timeout_s},
+            "health": {"timeout_s": self.settings.health_timeout_s},
+            "canary": {"min_live_inferences": self.settings.health_min_inferences},
             "monitor_config": str(monitor_config), "work_dir": str(self.work / "rollout-work"),
             "public_key": str(public_key_path(self.signing_key)),
             # the story follows sim-1, the device tagged canary: it goes first (rollouts default to random order)

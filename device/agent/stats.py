@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from edgefleet.kernel.contracts.distributions import DistributionAccumulator
 from edgefleet.kernel.contracts.status import LoopCounters
+from edgefleet.kernel.contracts.telemetry import MAX_RELEASE_CLASSES
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
@@ -59,7 +60,7 @@ class LoopStats:
         self._version: str | None = None
         self._version_frames = 0
         self._version_errors = 0
-        self._dist = DistributionAccumulator()
+        self._dist = DistributionAccumulator(top_k=MAX_RELEASE_CLASSES)  # every class, as telemetry 3
 
     def _switch(self, version: str | None) -> None:
         if version != self._version:

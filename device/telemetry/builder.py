@@ -6,7 +6,8 @@ service adds health when the draft is spooled. Modes:
 - `every`: one `inference` message per inference.
 - `summary`: one `summary` message per window of `summary_interval_s` (count, errors, latency p50/p95/max,
   fps, the results of one sampled frame, and the window's mergeable distributions: latency histogram, top-1
-  class counts or per-class detection counts, top-1 score histogram, detections per frame).
+  class counts or per-class detection counts: every class the window saw, up to `MAX_RELEASE_CLASSES`, as
+  telemetry schema 3 allows; top-1 score histogram, detections per frame).
   A window also ends when the model changes, so every summary
   describes one model. An empty window still yields a summary (count 0): the device's heartbeat.
 
@@ -24,6 +25,7 @@ from typing import NamedTuple
 from edgefleet.device.telemetry.config import TelemetryMode
 from edgefleet.kernel.contracts.distributions import DistributionAccumulator, Distributions
 from edgefleet.kernel.contracts.telemetry import (
+    MAX_RELEASE_CLASSES,
     MAX_WINDOW_S,
     Event,
     EventKind,
@@ -210,7 +212,7 @@ class TelemetryBuilder:
         self._errors = 0
         self._sample: tuple[ResultItem, ...] = ()
         self._model: ModelRef | None = None
-        self._dist = DistributionAccumulator()
+        self._dist = DistributionAccumulator(top_k=MAX_RELEASE_CLASSES)  # schema 3: every class
         self._last_inference_time: float | None = None
         self._last_message_time = start_time
         self._shadow = shadow
@@ -294,7 +296,7 @@ class TelemetryBuilder:
         if record.error is not None:
             summary = summarize([], window_s, errors=1)
         else:
-            one = DistributionAccumulator()
+            one = DistributionAccumulator(top_k=MAX_RELEASE_CLASSES)
             one.add(record.latency_ms, record.results, detector=record.detector or is_detection(record.results))
             summary = summarize([record.latency_ms], window_s, top=top, dist=one.snapshot())
         return MessageDraft(time=_utc(record.time), kind="inference", model=record.model, inference=summary)

@@ -21,6 +21,7 @@ from edgefleet.device.runtime.preprocess import Preprocessor
 from edgefleet.flows.release.dataset import Dataset
 from edgefleet.kernel.contracts.distributions import SCORE_BUCKETS, DistributionAccumulator, score_bucket
 from edgefleet.kernel.contracts.manifest import Calibration, Reference
+from edgefleet.kernel.contracts.telemetry import MAX_RELEASE_CLASSES
 
 MS_PER_S = 1000.0
 
@@ -99,7 +100,7 @@ class _Top1(NamedTuple):
 def reference_distributions(predicted: np.ndarray, scores: np.ndarray) -> Reference:
     """The canary judge's reference: the top-1 class mix and top-1 score histogram of the held-out split, in
     the same buckets as the agents' telemetry (latency left empty: this machine is not a device)."""
-    accumulator = DistributionAccumulator()
+    accumulator = DistributionAccumulator(top_k=MAX_RELEASE_CLASSES)  # every class: one list per release
     for class_id, score in zip(predicted, scores, strict=True):
         accumulator.add(0.0, [_Top1(int(class_id), float(score))], detector=False)
     dist = accumulator.snapshot().model_copy(update={"latency": []})

@@ -13,7 +13,7 @@ old version: the load and the time of day changed for them too). Frames are only
 | latency           | log(median after / median before)  | t-test / Mann-Whitney           | x ratio and +ms (**)    |
 | errors            | (pooled over devices, capped)      | sequential probability ratio    | control + max_error_ratio |
 | swap failures     | count                              |                                 | max_swap_failures      |
-| class_mix_control | Jensen-Shannon(after, before)      | t-test / chi-square             | max_class_divergence   |
+| class_mix_control | Jensen-Shannon(after, before)      | t-test / chi-square             | above chance (*3)      |
 | score_control     | median before - median after       | t-test / Mann-Whitney           | max_score_drop         |
 | class_mix_ref.    | JS(after, ref) - JS(before, ref)   | - / chi-square                  | max_reference_divergence |
 | score_reference   | shortfall below ref: after-before  | - / Mann-Whitney                | max_reference_score_drop |
@@ -23,14 +23,18 @@ old version: the load and the time of day changed for them too). Frames are only
 controls' (devices as units; the floor on the effect net of the controls' median change); without: each
 canary device's after against its own before (its frames are exchangeable), one vote per device (Stouffer).
 (**) `max_latency_increase_ratio` and `min_latency_increase_ms`. The error test is valid under repeated
-looks (the judge looks every poll).
+looks (the judge looks every poll). (*3) `max_class_divergence` on the divergence above what two samples of one
+mix show by chance over as many classes (`histstats.chance_divergence`: with 100 classes that alone is over
+the floor); the t-test sees the divergences themselves.
 
 Medians are interpolated inside their bucket (a floor between two bucket edges is decided by the data, not
-by rounding); class mixes are counted over one class list per release (`release_classes`), not each
-window's own top K. Each metric passes, fails, or has not enough data. The verdict's score is passed /
-judged; it fails below `pass_score` or when any critical metric fails; it waits while metrics lack data,
-until the caller's timeout, when `final=True` makes a critical metric without data fail. A judge that
-cannot judge (impossible counts, an exception) fails the verdict (`judge_safely`): the wave halts.
+by rounding); class mixes are counted over one class list per release (`release_classes`: the manifest's
+labels), not each window's own top K: schema 3 windows list every class they saw, schema 2 windows (their
+own top 32 and `class_other`) are compared on the classes both sides list, cut alike (`classmix`).
+Each metric passes, fails, or has not enough data. The verdict's score is passed / judged; it fails below
+`pass_score` or when any critical metric fails; it waits while metrics lack data, until the caller's
+timeout, when `final=True` makes a critical metric without data fail. A judge that cannot judge (impossible
+counts, an exception) fails the verdict (`judge_safely`): the wave halts.
 """
 
 from __future__ import annotations
@@ -41,9 +45,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from edgefleet.flows.rollout import histstats as h
+from edgefleet.flows.rollout.classmix import comparable, release_classes
 from edgefleet.flows.rollout.params import CanaryGate, MetricName
 from edgefleet.flows.rollout.verdict import Metric, Sample, Verdict, WaveEvidence, cannot_judge, decide
-from edgefleet.kernel.contracts.distributions import CLASS_TOP_K, DETECTIONS_MAX, Distributions
+from edgefleet.kernel.contracts.distributions import DETECTIONS_MAX, Distributions
 
 
 # --- what one device's window contributes (validated, capped) -------------------------------------------
@@ -86,20 +91,6 @@ def prepare(evidence: WaveEvidence, gate: CanaryGate) -> tuple[list[Device], lis
         return Device(item.device, window(item.before, gate.max_device_samples, f"{side} {item.device} before"),
                       window(item.after, gate.max_device_samples, f"{side} {item.device} after"))
     return [one("canary", d) for d in evidence.canary], [one("control", d) for d in evidence.control]
-
-
-def release_classes(label_count: int | None, reference: Distributions | None,
-                    before: Sequence[Distributions] = ()) -> tuple[int, ...]:
-    """One class list for the whole release: the manifest's labels when they are few, else the reference's
-    top K, else the top K of the canary devices' before-windows (fixed: they lie in the past)."""
-    if label_count and label_count <= CLASS_TOP_K:
-        return tuple(range(label_count))
-    source = h.pooled([reference.class_counts()] if reference is not None and reference.classes
-                      else [dist.class_counts() for dist in before])
-    ranked = sorted((k for k in source if k >= 0), key=lambda k: (-source[k], k))
-    if not ranked and label_count:
-        return tuple(range(CLASS_TOP_K))
-    return tuple(sorted(ranked[:CLASS_TOP_K]))
 
 
 # --- per-device changes ---------------------------------------------------------------------------------
@@ -153,27 +144,21 @@ def score_change(before: Window, after: Window) -> tuple[float, float, float] | 
     return old - new, h.mann_whitney_greater(before.score, after.score), 0.0
 
 
-def shared_cells(cells: Sequence[int], *windows: dict[int, float]) -> list[int]:
-    """The release's classes that every window names; the rest go to "other" on every side alike (a class
-    a window cut into its own top-K remainder is not counted as zero on that side only)."""
-    return [k for k in cells if all(k in w for w in windows)]
-
-
 def mix_change(cells: Sequence[int], field: str) -> Change:
     def change(before: Window, after: Window) -> tuple[float, float, float]:
-        old, new = getattr(before, field), getattr(after, field)
-        used = shared_cells(cells, old, new)
-        divergence, pvalue = h.divergence_test(h.fixed_vector(new, used), h.fixed_vector(old, used))
-        return divergence, pvalue, 0.0
+        used, (old, new) = comparable(cells, getattr(before, field), getattr(after, field))
+        after_cells, before_cells = h.fixed_vector(new, used), h.fixed_vector(old, used)
+        divergence, pvalue = h.divergence_test(after_cells, before_cells)
+        return divergence, pvalue, divergence - h.chance_divergence(after_cells, before_cells)  # floor: above chance
     return change
 
 
 def reference_mix_drift(cells: Sequence[int], reference: Distributions) -> Change:
-    ref = reference.class_counts()
+    ref_counts = reference.class_counts()
 
     def change(before: Window, after: Window) -> tuple[float, float, float]:
-        used = shared_cells(cells, before.classes, after.classes, ref)
-        old, new = h.fixed_vector(before.classes, used), h.fixed_vector(after.classes, used)
+        used, (old_counts, new_counts, ref) = comparable(cells, before.classes, after.classes, ref_counts)
+        old, new = h.fixed_vector(old_counts, used), h.fixed_vector(new_counts, used)
         fixed_ref = h.fixed_vector(ref, used)
         drift = h.divergence_test(new, fixed_ref)[0] - h.divergence_test(old, fixed_ref)[0]
         return drift, h.divergence_test(new, old)[1], 0.0
@@ -256,6 +241,12 @@ def latency_floor(gate: CanaryGate) -> Floor:
     return Floor(f"x{gate.max_latency_increase_ratio:g} and +{gate.min_latency_increase_ms:g} ms",
                  lambda effect, added: effect > log_ratio and added > gate.min_latency_increase_ms,
                  lambda effect, added: f"median x{math.exp(effect):.2f} ({added:+.2f} ms)")
+
+
+def excess_floor(limit: float, what: str) -> Floor:
+    """On the extra effect (a divergence above chance): the t-test still sees the divergences themselves."""
+    return Floor(f"{what} above chance>{limit:g}", lambda _, extra: extra > limit,
+                 lambda _, extra: f"{what} above chance {extra:+.3f}")
 
 
 def plain_floor(limit: float, what: str) -> Floor:
@@ -342,7 +333,7 @@ def judge(evidence: WaveEvidence, reference: Distributions | None, gate: CanaryG
         error_metric(canary, control, gate, final),
         swap_metric(canary, gate),
         shift_metric("class_mix_control", changes(canary, control, "classes", mix_change(cells, "classes"), gate),
-                     gate, plain_floor(gate.max_class_divergence, "JS"), scale=cube_root, final=final),
+                     gate, excess_floor(gate.max_class_divergence, "JS"), scale=cube_root, final=final),
         reference_metric("class_mix_reference", reference, sum(reference.class_counts().values()) if reference
                          else 0, gate, lambda: shift_metric(
                              "class_mix_reference", changes(canary, (), "classes",
@@ -362,7 +353,7 @@ def judge(evidence: WaveEvidence, reference: Distributions | None, gate: CanaryG
         per_frame = tuple(range(DETECTIONS_MAX + 1))
         metrics.append(shift_metric("detections_control", changes(canary, control, "detections",
                                                                   mix_change(per_frame, "detections"), gate),
-                                    gate, plain_floor(gate.max_class_divergence, "JS"), scale=cube_root,
+                                    gate, excess_floor(gate.max_class_divergence, "JS"), scale=cube_root,
                                     final=final))
     used = sum(1 for d in control if d.before is not None and d.after is not None)
     described = f"{evidence.control_kind} ({used} control devices)" if used else evidence.control_kind

@@ -24,7 +24,7 @@ from typing import Any
 from edgefleet.device.bundle import sha256_file
 from edgefleet.device.doctor import DoctorReport, blocking_failures
 from edgefleet.flows.rollout.health import StatusBaseline, Verdict, monitor_verdict, status_age_s, status_verdict
-from edgefleet.flows.rollout.params import HealthGate
+from edgefleet.flows.rollout.params import HealthGate, LivenessCheck
 from edgefleet.flows.rollout.ssh import DeviceConnection, RemoteCommandError, remote_path
 from edgefleet.kernel.contracts.layout import (
     CURRENT_POINTER,
@@ -317,7 +317,7 @@ MonitorQuery = Callable[[str, str, datetime], Any]
 """(device_id, version, since) -> DeviceVersionHealth from the fleet monitor, or None when there is none."""
 
 
-def wait_healthy(connection: DeviceConnection, model: str, version: str, activated_at: datetime, gate: HealthGate,
+def wait_healthy(connection: DeviceConnection, model: str, version: str, activated_at: datetime, gate: LivenessCheck,
                  monitor: MonitorQuery | None, clock: Callable[[], float] = time.monotonic) -> HealthResult:
     """Polls until the device is up on `version` (monitor first, the agent's status as fallback).
 

@@ -218,7 +218,7 @@ def _roll_wave(runner: ThreadPoolTaskRunner, inventory: Inventory, params: Rollo
     """Rolls the wave's devices in parallel (one `roll-device` task each); a device's failure is its outcome."""
     futures = {device_id: runner.submit(roll_device, {
         "inventory": inventory, "device": inventory.device(device_id), "prepared": prepared,
-        "gate": params.health, "disk_headroom": params.disk_headroom, "monitor": monitor})
+        "gate": params.liveness, "disk_headroom": params.disk_headroom, "monitor": monitor})
         for device_id in todo}
     return {device_id: future.result() for device_id, future in futures.items()}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, NamedTuple
 
-from edgefleet.flows.rollout.params import HealthGate
+from edgefleet.flows.rollout.params import LivenessCheck
 from edgefleet.kernel.contracts.status import AgentStatus
 
 VerdictState = Literal["pass", "wait", "fail"]
@@ -30,7 +30,7 @@ class StatusBaseline(NamedTuple):
     swap_failures: int
 
 
-def monitor_verdict(health: Any, gate: HealthGate) -> Verdict:
+def monitor_verdict(health: Any, gate: LivenessCheck) -> Verdict:
     """Verdict from the fleet monitor's `DeviceVersionHealth` of one device for the new version."""
     source = "monitor"
     if not health.known:
@@ -40,10 +40,10 @@ def monitor_verdict(health: Any, gate: HealthGate) -> Verdict:
         return Verdict("fail", f"{health.swap_failures} swap failure(s) and {health.rollbacks} rollback(s) of the "
                                f"new version reported (allowed {gate.max_swap_failures})", source)
     successes = health.inferences - health.errors  # the device's inference count includes the failed ones
-    if successes <= 0 and health.errors >= gate.min_inferences:
+    if successes <= 0 and health.errors >= gate.min_live_inferences:
         return Verdict("fail", f"{health.errors} inferences on the new version, all failed", source)
-    if successes < gate.min_inferences:
-        return Verdict("wait", f"{successes} of {gate.min_inferences} inferences on the new version", source)
+    if successes < gate.min_live_inferences:
+        return Verdict("wait", f"{successes} of {gate.min_live_inferences} inferences on the new version", source)
     return Verdict("pass", f"up: {health.inferences} inferences, {health.errors} errors", source)
 
 
@@ -52,7 +52,7 @@ def status_age_s(status: AgentStatus, now_epoch: float) -> float:
     return now_epoch - status.updated_at.timestamp()
 
 
-def status_verdict(status: AgentStatus | None, version: str, baseline: StatusBaseline | None, gate: HealthGate,
+def status_verdict(status: AgentStatus | None, version: str, baseline: StatusBaseline | None, gate: LivenessCheck,
                    now_epoch: float) -> Verdict:
     """Verdict from the agent's own `status.json` (read over SSH); `baseline` from when it first ran `version`."""
     source = "agent"
@@ -68,9 +68,9 @@ def status_verdict(status: AgentStatus | None, version: str, baseline: StatusBas
     swap_failures = status.swap_failures - baseline.swap_failures
     if swap_failures > gate.max_swap_failures:
         return Verdict("fail", f"{swap_failures} swap failure(s) since the new version started", source)
-    if status.version_frames == 0 and status.version_errors >= gate.min_inferences:
+    if status.version_frames == 0 and status.version_errors >= gate.min_live_inferences:
         return Verdict("fail", f"{status.version_errors} inferences on the new version, all failed", source)
-    if status.version_frames < gate.min_inferences:
-        return Verdict("wait", f"{status.version_frames} of {gate.min_inferences} inferences on the new version",
+    if status.version_frames < gate.min_live_inferences:
+        return Verdict("wait", f"{status.version_frames} of {gate.min_live_inferences} inferences on the new version",
                        source)
     return Verdict("pass", f"up: {status.version_frames} inferences, {status.version_errors} errors", source)

@@ -5,6 +5,7 @@ forms and `edgefleet rollout run --config rollout.yaml` reads from YAML. Every d
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -39,13 +40,11 @@ class Target(_Config):
 
 
 class HealthGate(_Config):
-    """When a device counts as up on the new version (checked until `timeout_s`): it runs it and infers, and
-    did not refuse or roll it back. Whether the version is worse than the old one is the canary judge's call
-    (`canary`), per wave."""
+    """How the rollout waits for each device to come up on the new version (until `timeout_s`): it runs it and
+    infers, and did not refuse or roll it back. Its thresholds (`min_live_inferences`, `max_swap_failures`) are
+    the one gate's (`CanaryGate`, the rollout's `canary` section): whether the version is worse than the old
+    one is the canary judge's call, per wave, with the same thresholds."""
 
-    min_inferences: int = Field(default=5, ge=1, description="successful inferences on the new version, at least")
-    max_swap_failures: int = Field(default=0, ge=0,
-                                   description="swap_failed + rollback events about the new version")
     timeout_s: float = Field(default=120.0, gt=0, description="longest wait for the device to come up")
     poll_interval_s: float = Field(default=1.0, gt=0)
     status_max_age_s: float = Field(default=15.0, gt=0,
@@ -56,8 +55,16 @@ class HealthGate(_Config):
 
 
 class CanaryGate(_Config):
-    """The canary judge's thresholds (a section of the rollout parameters and of the promotion: one set of
-    thresholds for both; every default is here)."""
+    """The one gate (issue 21): every threshold of a device's liveness check, of the canary judge's verdict
+    per wave, and of the promotion (`promote-canary` judges with it too). The rollout's `canary` section, the
+    pull rollout's `canary` and the promotion's `judge` are this model; every default is here."""
+
+    min_live_inferences: int = Field(
+        default=5, ge=1, description="liveness: successful inferences a device runs on the new version before "
+                                     "it counts as up (was health.min_inferences)")
+    min_promotion_inferences: int = Field(
+        default=100, ge=1, description="promotion: inferences of the canary devices together over healthy_for_s "
+                                       "(was the promotion's min_inferences)")
 
     alpha: float = Field(default=0.01, gt=0, lt=0.5, description="significance level of every test")
     min_samples: int = Field(default=100, ge=10,
@@ -85,7 +92,8 @@ class CanaryGate(_Config):
                                                "earlier)")
     error_beta: float = Field(default=0.05, gt=0, lt=0.5,
                               description="the sequential error test's miss rate at the alternative")
-    max_swap_failures: int = Field(default=0, ge=0, description="swap_failed + rollback events of the new version")
+    max_swap_failures: int = Field(default=0, ge=0, description="swap_failed + rollback events of the new version "
+                                                                "(a device's liveness and the judge alike)")
     max_class_divergence: float = Field(default=0.05, gt=0, le=1,
                                         description="Jensen-Shannon divergence (base 2) of the top-1 class mix, "
                                                     "a device's after against its own before (median device)")
@@ -105,6 +113,54 @@ class CanaryGate(_Config):
     timeout_s: float = Field(default=180.0, gt=0, description="longest wait for enough data after activation")
     control_lookback_s: float = Field(default=600.0, gt=0,
                                       description="before-activation windows: this long before the activation")
+
+
+class LivenessCheck(HealthGate):
+    """What a device's liveness check reads: the wait (`HealthGate`) and the one gate's thresholds for it
+    (`RolloutParams.liveness`); not a section of the parameters."""
+
+    min_live_inferences: int = Field(default=5, ge=1)
+    max_swap_failures: int = Field(default=0, ge=0)
+
+
+DEPRECATED_KEYS: dict[tuple[str, str], tuple[str, str]] = {
+    ("health", "min_inferences"): ("canary", "min_live_inferences"),
+    ("health", "max_swap_failures"): ("canary", "max_swap_failures"),
+    ("", "min_inferences"): ("judge", "min_promotion_inferences"),
+}
+"""Keys of earlier parameters -> their place in the one gate: (section, key), "" for the top level."""
+
+
+def translate_deprecated(data: object, sections: tuple[str, ...]) -> object:
+    """Parameters written before the one gate (issue 21), read with a `FutureWarning` naming the new key:
+    each deprecated key of `sections` moved to its place in the gate. The same key given both ways with
+    different values is refused (which one was meant is not known)."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for (section, key), (target, new_key) in DEPRECATED_KEYS.items():
+        if section not in sections:
+            continue
+        source = out if not section else out.get(section)
+        if not isinstance(source, dict) or key not in source:
+            continue
+        old_name, new_name = f"{section + '.' if section else ''}{key}", f"{target}.{new_key}"
+        source = dict(source)
+        value = source.pop(key)
+        if section:
+            out[section] = source
+        else:
+            out.pop(key)
+        gate = out.get(target)
+        gate = dict(gate) if isinstance(gate, dict) else (gate.model_dump() if isinstance(gate, BaseModel) else {})
+        if new_key in gate and gate[new_key] != value:
+            raise ValueError(f"{old_name} ({value}) and {new_name} ({gate[new_key]}) are both given: "
+                             f"{old_name} is deprecated, keep only {new_name}")
+        gate[new_key] = value
+        out[target] = gate
+        warnings.warn(f"parameter {old_name} is deprecated: read as {new_name} (one gate for liveness, the "
+                      f"canary judge and promotion); write {new_name} instead", FutureWarning, stacklevel=2)
+    return out
 
 
 def _check_wave(value: WaveSize) -> WaveSize:
@@ -183,7 +239,13 @@ class RolloutParams(_Config):
         # before the field check, so a missing key gets this message rather than "Field required"
         if isinstance(data, dict) and not data.get("public_key"):
             raise ValueError(MISSING_PUBLIC_KEY)
-        return data
+        return translate_deprecated(data, ("health",))
+
+    @property
+    def liveness(self) -> LivenessCheck:
+        """The per-device liveness check: `health`'s wait with the one gate's thresholds."""
+        return LivenessCheck(**self.health.model_dump(), min_live_inferences=self.canary.min_live_inferences,
+                             max_swap_failures=self.canary.max_swap_failures)
 
     @field_validator("public_key")
     @classmethod
@@ -216,13 +278,17 @@ class PromotionParams(_Config):
     to_channel: ChannelName = "stable"
     canary: Target = Target(tags=("canary",))
     healthy_for_s: float = Field(default=3600.0, gt=0, description="canary devices ran the version this long")
-    min_inferences: int = Field(default=100, ge=1, description="inferences over that time, all devices together")
-    judge: CanaryGate = Field(default=CanaryGate(), description="the canary judge's thresholds, as in a "
-                                                                 "rollout: the canary devices against the stable "
-                                                                 "devices (errors and swap failures included)")
+    judge: CanaryGate = Field(default=CanaryGate(), description="the one gate, as in a rollout: the canary "
+                                                                 "devices against the stable devices (errors and "
+                                                                 "swap failures included), at least "
+                                                                 "min_promotion_inferences over healthy_for_s")
     stale_after_s: float = Field(default=120.0, gt=0, description="a device silent this long blocks promotion")
     signing: SigningParams = Field(default=SigningParams(), description="the release key that signs the pointer")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _deprecated_keys(cls, data: object) -> object:
+        return translate_deprecated(data, ("",))
 
 
 def load_yaml_params(model: type[_Config], path: str | os.PathLike[str], **overrides: object) -> _Config:

@@ -5,7 +5,7 @@ Run on a cron schedule (prefect.yaml). Each run decides from the fleet monitor's
 - the version `from_channel` names is not already what `to_channel` names;
 - every canary device (inventory target) reports, is not stale, runs that version, and has run it for at
   least `healthy_for_s`;
-- over that time, together: at least `min_inferences`;
+- over that time, together: at least the gate's `min_promotion_inferences`;
 - the canary judge passes it (`judge_promotion`): the canary devices' change since they took the version
   against the `stable` devices' change over the same windows, with the rollout's judge and thresholds
   (`judge`, one gate: errors, swap failures, latency, class mix and scores all count).
@@ -84,8 +84,9 @@ def promotion_blocker(params: PromotionParams, version: str, device_ids: list[st
                 return (f"canary device {device_id} has run {version} for {running_for:.0f} s of the required "
                         f"{params.healthy_for_s:.0f} s")
         health = version_health(store, device_ids, params.model, version, now - timedelta(seconds=params.healthy_for_s))
-    if health.inferences < params.min_inferences:
-        return f"only {health.inferences} of the required {params.min_inferences} inferences on {version}"
+    if health.inferences < params.judge.min_promotion_inferences:
+        return (f"only {health.inferences} of the required {params.judge.min_promotion_inferences} inferences on "
+                f"{version} (judge.min_promotion_inferences)")
     return None
 
 

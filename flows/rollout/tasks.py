@@ -27,7 +27,7 @@ from edgefleet.flows.rollout.judgement import (
     await_verdict,
     status_sample,
 )
-from edgefleet.flows.rollout.params import CanaryGate, HealthGate
+from edgefleet.flows.rollout.params import CanaryGate, HealthGate, LivenessCheck
 from edgefleet.flows.rollout.record import DeviceError, DeviceOutcome, StepRecord, utc_now
 from edgefleet.flows.rollout.ssh import DeviceConnection
 from edgefleet.flows.rollout.verdict import Sample
@@ -139,7 +139,7 @@ def activate_task(connection: DeviceConnection, prepared: PreparedVersion, stagi
 
 @task(name="wait-up", cache_policy=NO_CACHE)
 def health_task(connection: DeviceConnection, prepared: PreparedVersion, activated_at: datetime,
-                gate: HealthGate, monitor: MonitorAccess | None) -> steps.HealthResult:
+                gate: LivenessCheck, monitor: MonitorAccess | None) -> steps.HealthResult:
     return steps.wait_healthy(connection, prepared.model, prepared.version, activated_at, gate, monitor)
 
 
@@ -241,7 +241,7 @@ class DeviceRun:
 
 
 @task(name="roll-device", cache_policy=NO_CACHE, task_run_name="roll-device {device.id}")
-def roll_device(inventory: Inventory, device: DeviceSpec, prepared: PreparedVersion, gate: HealthGate,
+def roll_device(inventory: Inventory, device: DeviceSpec, prepared: PreparedVersion, gate: LivenessCheck,
                 disk_headroom: float, monitor: MonitorAccess | None) -> DeviceOutcome:
     """One device through preflight, upload, verify, activate and the liveness gate.
 

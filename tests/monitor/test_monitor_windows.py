@@ -114,3 +114,19 @@ def test_a_window_counts_the_failure_events_of_its_devices_as_the_health_gate_do
     # b's swap failure and rollback count; c is not asked for, a's failure was before `since`
     assert (window.swap_failures, window.rollbacks) == (health.swap_failures, health.rollbacks) == (1, 1)
     assert window.devices == ("a",) and window.inferences == 10
+
+
+def test_every_class_of_a_schema_3_window_is_kept_past_32(store) -> None:
+    # Telemetry 3 lists every class the window saw: the fleet state keeps them all (no cut back to 32), and a
+    # schema 2 agent's remainder stays "other" (-1) beside them.
+    many = d.build(latency={10: 300}, classes={k: 3 for k in range(100)}, top_k=1024)
+    apply(store, _with_dist(telemetry("a", 1, count=300), many))
+    apply(store, _with_dist(telemetry("a", 2, count=300), many))
+    commit(store)
+    window = version_window(store, ["a"], "mobilenet", "1.0.0", T0 - timedelta(minutes=5))
+    assert window.dist.class_counts() == {k: 6 for k in range(100)} and window.dist.class_other == 0
+    cut = d.build(latency={10: 300}, classes={k: 3 for k in range(100)})  # a schema 2 agent's window
+    apply(store, _with_dist(telemetry("b", 1, count=300).model_copy(update={"schema_": 2}), cut))
+    commit(store)
+    both = version_window(store, ["a", "b"], "mobilenet", "1.0.0", T0 - timedelta(minutes=5))
+    assert len(both.dist.classes) == 100 and both.dist.class_other == 300 - 32 * 3

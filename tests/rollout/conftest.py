@@ -91,8 +91,8 @@ class World:
             "model": MODEL, "waves": [1, "100%"], "max_parallel": 8, "monitor_config": str(self.monitor_config),
             "work_dir": str(self.work_dir), "public_key": str(self.releases.public_key_path),
             "signing": {"key_file": str(self.releases.private_key_path)},
-            "health": {"min_inferences": 5, "timeout_s": 60, "poll_interval_s": 0.5},
-            "canary": {"min_samples": 20, "min_error_samples": 40, "timeout_s": 60},
+            "health": {"timeout_s": 60, "poll_interval_s": 0.5},
+            "canary": {"min_live_inferences": 5, "min_samples": 20, "min_error_samples": 40, "timeout_s": 60},
             # the tests follow named devices through the waves: inventory order, one canary first
             "wave_selection": {"order": "inventory", "first_wave_min": 1},
         }

@@ -245,7 +245,7 @@ def test_one_class_list_per_release_not_each_windows_top_k() -> None:
     rng = np.random.default_rng(3)
     reference = d.build(classes={k: 10 for k in range(100)})
     classes = release_classes(100, reference)
-    assert len(classes) == d.CLASS_TOP_K
+    assert classes == tuple(range(100))  # the manifest's labels, every one (schema 3), not a top 32
     change = mix_change(classes, "classes")
     pvalues = []
     for _ in range(20):
@@ -254,6 +254,57 @@ def test_one_class_list_per_release_not_each_windows_top_k() -> None:
         pvalues.append(change(a, b)[1])
     assert sum(p < GATE.alpha for p in pvalues) <= 2
     assert release_classes(5, None) == (0, 1, 2, 3, 4)
+
+
+def schema3_window(rng: np.random.Generator, p: np.ndarray, n: int = 300):  # noqa: ANN201 - a Window
+    counts = dict(enumerate(int(x) for x in rng.multinomial(n, p)))
+    return window(Sample(inferences=n, dist=d.build(classes=counts, top_k=1024)), 1000, "w")
+
+
+def test_schema_3_windows_of_a_thousand_labels_are_compared_over_every_label() -> None:
+    # Every class listed (schema 3): two samples of one 1,000-class mix are not flagged (sparse classes are
+    # lumped, so chi-square stays valid)...
+    rng = np.random.default_rng(5)
+    classes = release_classes(1000, None)
+    assert len(classes) == 1000
+    change = mix_change(classes, "classes")
+    p = rng.dirichlet(np.full(1000, 0.3))
+    pvalues = [change(schema3_window(rng, p), schema3_window(rng, p))[1] for _ in range(40)]
+    assert sum(pv < GATE.alpha for pv in pvalues) <= 3
+    # ... while the new version never predicting its 50 most frequent classes is a zero that counts
+    top = np.argsort(-p)[:50]
+    gone = p.copy()
+    gone[top] = 0.0
+    gone /= gone.sum()
+    divergence, pvalue, _ = change(schema3_window(rng, p, 1000), schema3_window(rng, gone, 1000))
+    assert pvalue < 1e-6 and divergence > GATE.max_class_divergence
+
+
+def test_a_many_class_divergence_is_measured_above_chance() -> None:
+    # 100 classes, 300 frames a side: two samples of one mix differ by a JS of about 0.12 by chance alone, over
+    # the 0.05 floor; the change the judge sees is what is above it (a good device alone passes its floor).
+    rng = np.random.default_rng(8)
+    p = rng.dirichlet(np.full(100, 1.0))
+    change = mix_change(release_classes(100, None), "classes")
+    effects = [change(schema3_window(rng, p), schema3_window(rng, p))[2] for _ in range(30)]
+    assert abs(float(np.median(effects))) < GATE.max_class_divergence / 2
+    raw = h.divergence_test(np.array(rng.multinomial(300, p), float), np.array(rng.multinomial(300, p), float))[0]
+    assert raw > GATE.max_class_divergence  # what the floor was compared with before
+
+
+def test_a_schema_2_window_beside_a_schema_3_window_is_compared_on_what_both_list() -> None:
+    # An old agent's before-window (its own top 32, the rest in class_other) against a new agent's complete
+    # after-window of the same 100-class mix: the classes the old window cut are lumped on both sides.
+    rng = np.random.default_rng(6)
+    change = mix_change(release_classes(100, None), "classes")
+    p = np.full(100, 0.01)
+    pvalues = []
+    for _ in range(30):
+        old = window(Sample(inferences=300, dist=d.build(classes=dict(enumerate(
+            int(x) for x in rng.multinomial(300, p))))), 1000, "w")
+        assert old.classes.get(-1, 0) > 0  # cut to its top 32
+        pvalues.append(change(old, schema3_window(rng, p))[1])
+    assert sum(pv < GATE.alpha for pv in pvalues) <= 2
 
 
 def test_a_collapse_to_a_class_outside_the_list_still_shows() -> None:

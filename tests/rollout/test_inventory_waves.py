@@ -6,7 +6,7 @@ import pytest
 
 from edgefleet.flows.rollout.health import StatusBaseline, monitor_verdict, status_verdict
 from edgefleet.flows.rollout.inventory import load_inventory, parse_inventory
-from edgefleet.flows.rollout.params import HealthGate, RolloutParams
+from edgefleet.flows.rollout.params import LivenessCheck, RolloutParams
 from edgefleet.flows.rollout.waves import plan_waves, wave_over_threshold
 from edgefleet.kernel.errors import ConfigError
 from edgefleet.monitor import DeviceVersionHealth
@@ -78,7 +78,7 @@ def _health(**fields):
 
 
 def test_monitor_verdicts_only_ask_whether_the_device_came_up():
-    gate = HealthGate(min_inferences=20)
+    gate = LivenessCheck(min_live_inferences=20)
     assert monitor_verdict(_health(), gate).state == "pass"
     assert monitor_verdict(_health(inferences=10), gate).state == "wait"
     assert monitor_verdict(_health(known=False, inferences=0), gate).state == "wait"
@@ -99,7 +99,7 @@ def _status(**fields):
 
 
 def test_status_verdicts_count_swap_failures_from_the_baseline():
-    gate = HealthGate(min_inferences=10, status_max_age_s=5)
+    gate = LivenessCheck(min_live_inferences=10, status_max_age_s=5)
     now = 1_000_000.0
     assert status_verdict(_status(version_frames=5), "2.0.0", StatusBaseline(1), gate, now).state == "wait"
     assert status_verdict(_status(), "2.0.0", StatusBaseline(1), gate, now).state == "pass"

@@ -9,7 +9,7 @@ from .conftest import MODEL
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
-AGENT_HEALTH = {"min_inferences": 5, "timeout_s": 60, "poll_interval_s": 0.5, "source": "agent"}
+AGENT_HEALTH = {"timeout_s": 60, "poll_interval_s": 0.5, "source": "agent"}
 
 
 def test_without_the_monitor_the_canary_reads_the_agents_own_status(world):

@@ -39,7 +39,8 @@ def test_scheduled_promotion_waits_for_the_healthy_time_then_promotes(world):
     assert registry.read_channel(MODEL, "canary").pointer.version == "1.0.0"
     stable_before = registry.read_channel(MODEL, "stable").pointer
     common = {"inventory": str(world.fleet.inventory_path), "registry": str(world.releases.registry_dir),
-              "model": MODEL, "monitor_config": str(world.monitor_config), "min_inferences": 5,
+              "model": MODEL, "monitor_config": str(world.monitor_config),
+              "judge": {"min_promotion_inferences": 5},
               "signing": {"key_file": str(world.releases.private_key_path)}}
 
     waiting = promote_canary(PromotionParams(**common, healthy_for_s=3600))

@@ -17,7 +17,7 @@ import yaml
 
 from edgefleet.device.identity import sign_telemetry
 from edgefleet.flows.registry import LocalRegistryWriter
-from edgefleet.flows.rollout.params import PromotionParams
+from edgefleet.flows.rollout.params import CanaryGate, PromotionParams
 from edgefleet.flows.rollout.promote import promotion_blocker
 from edgefleet.kernel.contracts.telemetry import Event, Health, InferenceSummary, ModelRef, TelemetryMessage
 from edgefleet.monitor import version_health
@@ -74,7 +74,8 @@ def test_backdated_telemetry_does_not_promote_a_halted_release(tmp_path: Path, r
         earlier = version_window(store, ["cam-1"], "mobilenet", "2.0.0", NOW - CLOCK_BEHIND - timedelta(hours=1),
                                  NOW - timedelta(seconds=660))
     params = PromotionParams(inventory="unused.yaml", registry=str(registry.root), model="mobilenet",
-                             monitor_config=str(monitor_config), healthy_for_s=HEALTHY_FOR_S, min_inferences=100)
+                             monitor_config=str(monitor_config), healthy_for_s=HEALTHY_FOR_S,
+                             judge=CanaryGate(min_promotion_inferences=100))
     blocker = promotion_blocker(params, "2.0.0", ["cam-1"], NOW)
     assert blocker is not None, "promote-canary would sign stable for the halted 2.0.0"
     assert "has run 2.0.0 for 59" in blocker  # first received 590 s ago, not 2 h 10 min

@@ -186,3 +186,23 @@ def test_a_thousand_class_summary_stays_small() -> None:
     dist = accumulator.snapshot()
     assert len(dist.classes) == d.CLASS_TOP_K and dist.class_other == 5000 - sum(c.n for c in dist.classes)
     assert len(dist.model_dump_json()) < 2500  # bytes of one window's distributions
+
+
+def test_a_summary_lists_every_class_of_a_thousand_class_release() -> None:
+    # Telemetry schema 3: no per-window top-32 cut; the message stays within MAX_RELEASE_CLASSES.
+    from edgefleet.kernel.contracts.telemetry import MAX_RELEASE_CLASSES
+
+    rng = np.random.default_rng(1)
+    builder = TelemetryBuilder("summary", 10.0, sample_results=False, max_results=3, start_time=T0)
+    seen = set()
+    for i in range(3000):
+        cid = int(rng.integers(1001))
+        seen.add(cid)
+        builder.add_inference(InferenceRecord(T0 + i * 0.003, MODEL_A, 2.0, (ResultItem(id=cid, label="x",
+                                                                                      score=0.5),)))
+    (draft,) = builder.tick(T0 + 10.0)
+    dist = draft.inference.dist
+    assert {c.id for c in dist.classes} == seen and dist.class_other == 0
+    assert len(dist.classes) <= MAX_RELEASE_CLASSES
+    message = draft.build(1, device_id="cam-1", health=Health(uptime_s=1.0))
+    assert message.schema_ == 3 and TelemetryMessage.from_json_bytes(message.to_json_bytes()) == message
