@@ -27,6 +27,7 @@ import numpy as np
 from scipy.spatial.distance import jensenshannon
 
 from edgefleet.kernel.contracts.distributions import DETECTION_BUCKETS, SCORE_BUCKETS, Distributions, merge
+from edgefleet.kernel.contracts.telemetry import MAX_RELEASE_CLASSES
 from edgefleet.monitor.drift.config import MetricName
 
 Stats = dict[MetricName, np.ndarray]
@@ -50,9 +51,9 @@ def split_blocks(windows: Sequence[Distributions], block_frames: int) -> tuple[l
         pending.append(window)
         frames += sum(window.score_counts().values())
         if frames >= block_frames:
-            blocks.append(merge(pending))
+            blocks.append(merge(pending, top_k=MAX_RELEASE_CLASSES))  # every class: one list per release
             pending, frames = [], 0
-    return blocks, (merge(pending) if pending else None)
+    return blocks, (merge(pending, top_k=MAX_RELEASE_CLASSES) if pending else None)
 
 
 def count_matrices(blocks: Sequence[Distributions], classes: Sequence[int]) -> tuple[np.ndarray, ...]:

@@ -159,3 +159,16 @@ def test_the_daily_triage_lists_the_device_whose_day_moved_less_than_an_alarm(st
     entries = daily_triage(store, CONFIG.detector, now, hours=0.5)
     assert [(e.device, e.metric, e.direction) for e in entries] == [("dimmer", "score_median", "down")]
     assert entries[0].qvalue <= CONFIG.detector.triage_fdr
+
+
+def test_a_block_keeps_every_class_of_its_windows_past_32() -> None:
+    """Telemetry 3 lists every class: a block merged from its windows must not cut them back to a per-block
+    top 32 (a class would then move between its own cell and "other" from one block to the next)."""
+    from edgefleet.kernel.contracts.distributions import build
+    from edgefleet.monitor.drift.blocks import split_blocks
+
+    windows = [build(score={10: 50}, classes={i: 1 for i in range(start, start + 50)}, top_k=1024)
+               for start in (0, 50)]
+    blocks, rest = split_blocks(windows, block_frames=100)
+    assert rest is None and len(blocks) == 1
+    assert len(blocks[0].classes) == 100 and blocks[0].class_other == 0
