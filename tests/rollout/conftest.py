@@ -131,10 +131,10 @@ def _agent_settings(frames: Path, project: str, topic: str, max_fps: float) -> d
 
 START_VERSION = "1.0.0"
 # The agents' frame rate. The judge's sample counts (World.params) are frames, so the rate sets how long every
-# wave waits for its evidence: at 5 fps a rollout test spent most of its time waiting for frames (CI time, issue
-# s4-citime: test_rollout_flow_full 259 s at 5 fps against 131 s at 20, run side by side on the same loaded
-# machine, and less CPU in all: the tiny model's frames cost less than the servers idling meanwhile). 20 is the
-# demo's rate too.
+# wave waits for its evidence: at 5 fps a rollout test spent most of its time waiting for frames (CI time:
+# test_rollout_flow_full took 259 s at 5 fps against 131 s at 20, run side by side on the same loaded machine,
+# and less CPU in all: the tiny model's frames cost less than the servers idling meanwhile). 20 is the demo's
+# rate too.
 AGENT_MAX_FPS = 20.0
 # Every device has run its version this many frames when a world is handed over: enough history for the
 # canary judge's `min_samples` (World.params) before anything activates.
@@ -161,7 +161,7 @@ class StartWorld(Protocol):
 @pytest.fixture
 def start_world(coral_data: Path, pubsub_emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                 unique_name: str) -> Iterator[StartWorld]:
-    """`start_world(running=..., published=...)`: a world of the test's own (nothing shared with another
+    """`start_world(running=..., published=..., max_fps=...)`: a world of the test's own (nothing shared with another
     test, so the tests run in any order and on any worker): 5 simulated devices running `running` (published,
     and named by the signed `canary` channel), the versions in `published` published too, and a running fleet
     monitor on a Pub/Sub topic of its own."""
