@@ -18,10 +18,11 @@ $(VENV)/.installed: pyproject.toml setup.py
 demo: setup
 	$(PY) -m edgefleet.demo $(DEMO_ARGS)
 
-# Test files run on $(TEST_WORKERS) workers, each file on one worker (the files' tests keep their order).
+# Test files run on $(TEST_WORKERS) workers, each file on one worker (the files' tests keep their order), in
+# the order tests/conftest.py sets: the longest files first (--no-loadscope-reorder keeps that order).
 TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"

@@ -86,3 +86,23 @@ def gcs_env(gcs_emulator: GcsEmulator, monkeypatch: pytest.MonkeyPatch) -> GcsEm
     """Points google-cloud-storage clients in this process at the GCS emulator."""
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.endpoint)
     return gcs_emulator
+
+
+# Longest first (CI time): `make test` runs the files on 2 workers (`--dist loadfile --no-loadscope-reorder`),
+# each worker taking the next file as it finishes one. xdist's default order (most tests per file first) left
+# the single-test end-to-end files to the end, so the last one (the demo, ~4 minutes) ran alone on one worker
+# while the other idled. These files go first, then every file with a `slow` test, then the rest (short files
+# fill the end). A file's tests keep their order; files were already independent of each other's order.
+LONGEST_FILES = ("tests/test_demo.py", "tests/e2e/test_sandbox_ui.py", "tests/rollout/test_rollout_flow_downgrade.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        name = item.path.relative_to(REPO).as_posix() if item.path.is_relative_to(REPO) else ""
+        if name in LONGEST_FILES:
+            return 0, LONGEST_FILES.index(name)
+        return (1 if item.path in slow_files else 2), 0
+
+    items.sort(key=rank)
