@@ -18,6 +18,9 @@ REPO = Path(__file__).resolve().parent.parent
 DEVICE_CODE = sorted((REPO / "device").rglob("*.py")) + sorted((REPO / "kernel").rglob("*.py")) + [
     REPO / "edgefleet" / "__init__.py",
     REPO / "flows" / "release" / "bundle.py",  # the device tests build their fixture bundles with it
+    REPO / "flows" / "release" / "agent.py",  # ... publish agent releases (tests/device/selfupdate) ...
+    REPO / "flows" / "deploy_agent" / "service.py",  # ... and start the agent as deploy-agent's service does
+    REPO / "flows" / "deploy_agent" / "device_access.py",
 ] + sorted((REPO / "flows" / "registry").rglob("*.py"))  # ... and publish them with the registry writer
 NEWER_NAMES = {  # module -> names added after Python 3.9
     "datetime": {"UTC"},

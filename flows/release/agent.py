@@ -10,7 +10,7 @@ manifest's sha256, compare-and-swap on the pointer's generation; a move to a low
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import NamedTuple
 
@@ -141,6 +141,6 @@ def promote_agent(registry: RegistryWriter, version: str, channel: str, *, signi
                              "pass downgrade to move devices back on purpose")
     pointer = sign_pointer(signing_key, model=AGENT_POINTER_MODEL, channel=channel, version=version,
                            manifest_sha256=sha256_hex(manifest), previous=previous, downgrade=downgrade,
-                           validity=validity, updated_by=by, now=now or datetime.now(UTC))
+                           validity=validity, updated_by=by, now=now or datetime.now(timezone.utc))
     registry.put_json(agent_channel_key(channel), pointer, expected_generation=generation)
     return pointer

@@ -6,6 +6,7 @@ rolled back (link back, restart) when it does not."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,9 @@ def test_an_agent_that_does_not_come_up_is_rolled_back_and_not_retried(releases:
     assert again.outcome == "none" and "not retried" in again.detail
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="`edgefleet registry agent publish|promote` is the operator "
+                    "CLI (edgefleet.cli), which runs on the pipeline side and needs Python 3.11; the device's "
+                    "`self-update` command is tested below on every Python")
 def test_the_operator_and_device_commands_publish_promote_and_update(releases: AgentReleases) -> None:
     import yaml
     from typer.testing import CliRunner
@@ -85,3 +89,20 @@ def test_the_operator_and_device_commands_publish_promote_and_update(releases: A
     assert os.readlink(releases.install_dir / "current") == "versions/2.0.0/venv"
     lower = CliRunner().invoke(app, ["registry", "agent", "promote", "1.0.0", "--channel", "stable", *common])
     assert lower.exit_code != 0 and "not published" in lower.output
+
+
+def test_the_device_self_update_command_installs_the_promoted_agent(releases: AgentReleases) -> None:
+    """`edgefleet-agent self-update` on the device floor (Python 3.9): the release published and promoted with the
+    library (the operator CLI above needs 3.11)."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from edgefleet.device.cli import app as agent
+
+    (releases.install_dir / "venv").mkdir()
+    releases.release("2.0.0")
+    config = releases.root / "updater.yaml"
+    config.write_text(yaml.safe_dump(releases.config().model_dump(mode="json")))
+    updated = CliRunner().invoke(agent, ["self-update", "--config", str(config)])
+    assert updated.exit_code == 0 and updated.output.startswith("updated: agent 2.0.0"), updated.output
+    assert os.readlink(releases.install_dir / "current") == "versions/2.0.0/venv"
