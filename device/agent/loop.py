@@ -313,7 +313,8 @@ class Agent:
                 thread.join(self.config.drain_timeout_s)
             if poller is not None:
                 poller.stop()  # waits for a poll under way
-            self.telemetry.stop(self.config.drain_timeout_s)
+            self.telemetry.stop(self.config.drain_timeout_s)  # its last window takes the shadow's last pairs
+            self.shadow.close()
             self.watcher.close_all()
             if self._active is not None:
                 self._active.engine.close()

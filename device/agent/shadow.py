@@ -160,7 +160,9 @@ class ShadowRunner:
         return tally.take_window(max_frames) if tally is not None else None
 
     def run(self, stop: threading.Event) -> None:
-        """The shadow thread: follows the pointer, runs the candidate on the queued frames, writes the report."""
+        """The shadow thread: follows the pointer, runs the candidate on the queued frames, writes the report.
+        The candidate stays loaded when it returns, its last pairs waiting for the telemetry's final window:
+        the agent calls `close` once telemetry has stopped."""
         next_check = 0.0
         try:
             while not stop.is_set():
@@ -172,7 +174,10 @@ class ShadowRunner:
                     stop.wait(self.config.shadow.report_interval_s)
         finally:
             self._write_report()
-            self._unload()
+
+    def close(self) -> None:
+        """Unloads the candidate (after the shadow thread and the telemetry have stopped)."""
+        self._unload()
 
     def _step(self, next_check: float) -> float:
         """One turn: the pointer and the report when due, then at most one queued frame. Returns the next due."""

@@ -10,9 +10,10 @@ distributions on the same frames, and the histogram of the candidate's top-1 sco
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from datetime import datetime
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +23,9 @@ from edgefleet.kernel.contracts.telemetry import ModelRef, ShadowSummary, score_
 SHADOW_REPORT_FILE = "shadow.json"
 """In the agent root: the candidate's cumulative shadow summary since it was loaded (the rollout reads it)."""
 SHADOW_REPORT_SCHEMA = "edgefleet.shadow/1"
+MAX_PENDING_PAIRS = 10_000
+"""Pairs waiting for a telemetry window, at most (the oldest go first): a bound for mode `every`, whose messages
+carry no shadow block and so never take them."""
 SHARE_RESOLUTION = 10_000
 """The share is kept in basis points (integer arithmetic: no float drift over millions of frames)."""
 
@@ -74,6 +78,13 @@ class _Counts:
         self.candidate.add(candidate_ms, candidate, detector=detector)
         self.deltas[score_delta_bucket(candidate_score - primary_score)] += 1
 
+    def add_pair(self, pair: _Pair) -> None:
+        if pair.candidate is None:
+            self.frames += 1
+            self.errors += 1
+        else:
+            self.add(pair.primary, pair.primary_ms, pair.candidate, pair.candidate_ms, pair.detector)
+
     def summary(self, model: ModelRef) -> ShadowSummary:
         answered = self.frames > self.errors
         return ShadowSummary(
@@ -83,40 +94,55 @@ class _Counts:
             score_delta=[BucketCount(i=i, n=n) for i, n in sorted(self.deltas.items())])
 
 
+class _Pair(NamedTuple):
+    """One sampled frame as the candidate left it: both answers, or `candidate` None when it failed."""
+
+    primary: Sequence[object]
+    primary_ms: float
+    candidate: Sequence[object] | None
+    candidate_ms: float
+    detector: bool
+
+
 class ShadowTally:
-    """Pairs of one candidate: per telemetry window (`take_window`) and in total (`total`)."""
+    """Pairs of one candidate: per telemetry window (`take_window`) and in total (`total`).
+
+    The total is counted as each pair arrives. A window's pairs wait as they are (a few tuples: at most the
+    share of one telemetry window plus the shadow queue) until the telemetry writer takes at most as many as
+    its window has frames, so a window never states more pairs than frames, and pairs the candidate finished
+    late (it lags the primary by its queue) go into the next window instead of holding every later one back."""
 
     def __init__(self, model: ModelRef) -> None:
         self.model = model
         self._lock = threading.Lock()
-        self._window = _Counts()
+        self._pending: deque[_Pair] = deque(maxlen=MAX_PENDING_PAIRS)
         self._total = _Counts()
 
     def add(self, primary: Sequence[object], primary_ms: float, candidate: Sequence[object], candidate_ms: float,
             *, detector: bool) -> None:
         """One frame both models answered."""
-        with self._lock:
-            for counts in (self._window, self._total):
-                counts.add(primary, primary_ms, candidate, candidate_ms, detector)
+        self._keep(_Pair(primary, primary_ms, candidate, candidate_ms, detector))
 
     def add_error(self) -> None:
         """One sampled frame the candidate failed on."""
+        self._keep(_Pair((), 0.0, None, 0.0, False))
+
+    def _keep(self, pair: _Pair) -> None:
         with self._lock:
-            for counts in (self._window, self._total):
-                counts.frames += 1
-                counts.errors += 1
+            self._pending.append(pair)
+            self._total.add_pair(pair)
 
     def take_window(self, max_frames: int) -> ShadowSummary | None:
-        """The window's summary, then a new window; None when it is empty, or holds more frames than the
-        telemetry window it goes into (`max_frames`, its count: the candidate lags the primary by its queue),
-        in which case it is kept for the next one."""
+        """The summary of the oldest pending pairs, at most `max_frames` of them (the frame count of the
+        telemetry window it goes into); None when none are pending. The rest wait for the next window."""
         with self._lock:
-            frames = self._window.frames
-            if frames == 0 or frames > max_frames:
-                return None
-            summary = self._window.summary(self.model)
-            self._window = _Counts()
-        return summary
+            taken = [self._pending.popleft() for _ in range(min(max_frames, len(self._pending)))]
+        if not taken:
+            return None
+        window = _Counts()
+        for pair in taken:
+            window.add_pair(pair)
+        return window.summary(self.model)
 
     def total(self) -> ShadowSummary:
         with self._lock:

@@ -11,7 +11,13 @@ import pytest
 from edgefleet.device.agent.config import load_config
 from edgefleet.device.agent.loop import Agent
 from edgefleet.device.agent.shadow import SHADOW_POINTER, check_candidate, clear_shadow, set_shadow
-from edgefleet.device.agent.shadow_stats import SHADOW_REPORT_FILE, ShadowReport, ShadowTally, ShareSampler
+from edgefleet.device.agent.shadow_stats import (
+    MAX_PENDING_PAIRS,
+    SHADOW_REPORT_FILE,
+    ShadowReport,
+    ShadowTally,
+    ShareSampler,
+)
 from edgefleet.device.telemetry.builder import InferenceRecord, TelemetryBuilder
 from edgefleet.kernel.contracts.layout import CURRENT_POINTER
 from edgefleet.kernel.contracts.status import read_status
@@ -59,15 +65,30 @@ def test_the_tally_counts_agreement_and_paired_score_deltas() -> None:
     assert {c.id: c.n for c in summary.candidate.classes} == {3: 1, 5: 1}
 
 
-def test_a_window_holding_more_pairs_than_its_telemetry_window_is_kept_for_the_next() -> None:
+def test_pairs_the_candidate_finished_late_go_into_the_next_window_without_holding_it_back() -> None:
     tally = ShadowTally(CANDIDATE)
     for _ in range(3):
         tally.add([result(1, 0.5)], 1.0, [result(1, 0.5)], 1.0, detector=False)
-    assert tally.take_window(2) is None  # the candidate lags: its 3 pairs do not fit a 2-frame window
-    window = tally.take_window(10)
-    assert window is not None and window.frames == 3
-    assert tally.take_window(10) is None  # taken: a new window
-    assert tally.total().frames == 3  # the total is never reset
+    tally.add_error()
+    window = tally.take_window(2)  # the candidate lags: 4 pairs are ready when a 2-frame window closes
+    assert window is not None and (window.frames, window.errors) == (2, 0)
+    for _ in range(2):  # the next window has 2 frames again, with 1 new pair: it takes the oldest 2 of 3
+        tally.add([result(1, 0.5)], 1.0, [result(2, 0.5)], 1.0, detector=False)
+    window = tally.take_window(2)
+    assert window is not None and (window.frames, window.errors, window.top1_agree) == (2, 1, 1)
+    window = tally.take_window(2)
+    assert window is not None and (window.frames, window.top1_agree) == (2, 0)
+    assert tally.take_window(2) is None  # all taken
+    total = tally.total()  # the total is never reset
+    assert (total.frames, total.errors, total.top1_agree) == (6, 1, 3)
+
+
+def test_a_tally_whose_windows_are_never_taken_keeps_a_bounded_backlog() -> None:
+    tally = ShadowTally(CANDIDATE)
+    for _ in range(MAX_PENDING_PAIRS + 5):  # telemetry mode `every` never takes a window
+        tally.add([result(1, 0.5)], 1.0, [result(1, 0.5)], 1.0, detector=False)
+    assert tally.total().frames == MAX_PENDING_PAIRS + 5
+    assert tally.take_window(10 * MAX_PENDING_PAIRS).frames == MAX_PENDING_PAIRS
 
 
 def test_a_summary_window_carries_the_shadow_summary_of_its_frames() -> None:
