@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from edgefleet.device.agent.shadow_stats import check_share
 from edgefleet.device.runtime.config import EDGETPU_LIBRARY
 from edgefleet.device.runtime.probe import DEFAULT_PROBE_TIMEOUT_S
 from edgefleet.device.telemetry.config import TelemetryConfig
@@ -148,6 +149,11 @@ class ShadowConfig(_Section):
                        "that finds the queue full is dropped and counted, never waited for")
     report_interval_s: float = Field(default=2.0, gt=0, description="how often the shadow pointer is checked and "
                                      "<root>/shadow.json rewritten")
+
+    @field_validator("share")
+    @classmethod
+    def _samplable(cls, share: float) -> float:
+        return check_share(share)
 
 
 class StatusConfig(_Section):

@@ -18,7 +18,7 @@ from typing import NamedTuple
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgefleet.kernel.contracts.distributions import BucketCount, DistributionAccumulator
-from edgefleet.kernel.contracts.telemetry import ModelRef, ShadowSummary, score_delta_bucket
+from edgefleet.kernel.contracts.telemetry import MAX_RELEASE_CLASSES, ModelRef, ShadowSummary, score_delta_bucket
 
 SHADOW_REPORT_FILE = "shadow.json"
 """In the agent root: the candidate's cumulative shadow summary since it was loaded (the rollout reads it)."""
@@ -28,6 +28,18 @@ MAX_PENDING_PAIRS = 10_000
 carry no shadow block and so never take them."""
 SHARE_RESOLUTION = 10_000
 """The share is kept in basis points (integer arithmetic: no float drift over millions of frames)."""
+MIN_SHARE = 1 / SHARE_RESOLUTION
+"""The smallest share above 0 (one frame in 10,000)."""
+
+
+def check_share(share: float) -> float:
+    """`share` when a sampler can take it (0, or 1/`SHARE_RESOLUTION`..1); else ValueError naming the fix."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"shadow share must be within 0..1, got {share}")
+    if 0.0 < share < MIN_SHARE:
+        raise ValueError(f"shadow share {share} is below the sampler's resolution {MIN_SHARE}: no frame would ever "
+                         "be sampled (set 0 to turn the shadow off)")
+    return share
 
 
 class ShareSampler:
@@ -37,9 +49,7 @@ class ShareSampler:
     draws random numbers."""
 
     def __init__(self, share: float) -> None:
-        if not 0.0 <= share <= 1.0:
-            raise ValueError(f"shadow share must be within 0..1, got {share}")
-        self.share = share
+        self.share = check_share(share)
         self._parts = round(share * SHARE_RESOLUTION)  # integers: exactly the share over any whole period
         self._seen = 0
 
@@ -65,8 +75,10 @@ class _Counts:
         self.frames = 0
         self.errors = 0
         self.agree = 0
-        self.primary = DistributionAccumulator()
-        self.candidate = DistributionAccumulator()
+        # every class, as the telemetry builder keeps (a cut to each side's own top 32 made classes in one
+        # side's list and not the other's look like disagreement)
+        self.primary = DistributionAccumulator(top_k=MAX_RELEASE_CLASSES)
+        self.candidate = DistributionAccumulator(top_k=MAX_RELEASE_CLASSES)
         self.deltas: Counter[int] = Counter()
 
     def add(self, primary: Sequence[object], primary_ms: float, candidate: Sequence[object], candidate_ms: float,

@@ -17,6 +17,7 @@ The builder is not thread-safe: one thread (the telemetry service's writer) feed
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -41,6 +42,8 @@ from edgefleet.kernel.contracts.telemetry import (
 
 _P50 = 50.0
 _P95 = 95.0
+
+log = logging.getLogger(__name__)
 
 
 def as_result_item(item: object) -> ResultItem:
@@ -270,9 +273,20 @@ class TelemetryBuilder:
             return [self._close_window(now)]
         return []
 
+    def _shadow_window(self, count: int) -> ShadowSummary | None:
+        """The shadow's block for a closing window of `count` frames; a failing shadow never costs the primary's
+        window (it is logged, and the window goes without its shadow block)."""
+        if self._shadow is None or not count:
+            return None
+        try:
+            return self._shadow(count)
+        except Exception:  # noqa: BLE001 - the candidate's bookkeeping never stops the primary's telemetry
+            log.exception("the shadow's window summary failed; this window goes without it")
+            return None
+
     def _close_window(self, end: float) -> MessageDraft:
         count = len(self._latencies) + self._errors
-        shadow = self._shadow(count) if self._shadow is not None and count else None
+        shadow = self._shadow_window(count)
         summary = summarize(self._latencies, end - self._window_start, errors=self._errors, top=self._sample,
                             dist=self._dist.snapshot(), shadow=shadow)
         self._dist.reset()

@@ -71,8 +71,10 @@ def latency_bucket_mid_ms(index: int) -> float:
 
 
 def score_bucket(score: float) -> int:
-    """The bucket index of one top-1 score (scores outside 0..1 are clamped)."""
-    return min(max(int(score * SCORE_BUCKETS), 0), SCORE_BUCKETS - 1)
+    """The bucket index of one top-1 score (scores outside 0..1, infinities too, are clamped; NaN is 0)."""
+    if math.isnan(score):
+        return 0
+    return min(int(min(max(score, 0.0), 1.0) * SCORE_BUCKETS), SCORE_BUCKETS - 1)
 
 
 class _Frozen(BaseModel):

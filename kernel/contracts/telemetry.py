@@ -114,7 +114,9 @@ class ResultItem(_Frozen):
 
 
 def score_delta_bucket(delta: float) -> int:
-    """The bucket of one shadow score delta (candidate minus primary top-1 score; clamped to -1..1)."""
+    """The bucket of one shadow score delta (candidate minus primary top-1 score; clamped to -1..1; NaN is 0)."""
+    if math.isnan(delta):
+        delta = 0.0
     position = (min(max(delta, -1.0), 1.0) + 1.0) / 2.0
     return min(int(position * SCORE_DELTA_BUCKETS), SCORE_DELTA_BUCKETS - 1)
 

@@ -4,6 +4,7 @@ named (verified like an activation), and the agent running it beside the primary
 from __future__ import annotations
 
 import json
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -22,7 +23,7 @@ from edgefleet.device.telemetry.builder import InferenceRecord, TelemetryBuilder
 from edgefleet.kernel.contracts.layout import CURRENT_POINTER
 from edgefleet.kernel.contracts.status import read_status
 from edgefleet.kernel.contracts.telemetry import ModelRef, score_delta_bucket
-from edgefleet.kernel.errors import StoreError, VerificationError
+from edgefleet.kernel.errors import ConfigError, StoreError, VerificationError
 from tests.device.agent.test_agent import running, sink_messages, wait_until
 
 MODEL = "imagenet"
@@ -203,3 +204,41 @@ def test_naming_a_candidate_on_an_agent_that_runs_no_shadow_is_refused_naming_th
     named = CliRunner().invoke(app, ["shadow", MODEL, "2.0.0", "--config", str(config)])
     assert named.exit_code == 0, named.output
     assert releases.store.pointer(MODEL, SHADOW_POINTER) == "2.0.0"
+
+
+@pytest.mark.parametrize("score", [math.inf, -math.inf, math.nan, 1.5, -0.2])
+def test_a_candidate_answering_non_finite_or_out_of_range_scores_is_counted_not_fatal(score: float) -> None:
+    tally = ShadowTally(CANDIDATE)
+    tally.add([result(1, 0.7)], 1.0, [result(1, score)], 1.0, detector=False)
+    builder = TelemetryBuilder("summary", 10.0, sample_results=False, max_results=1, start_time=0.0,
+                               shadow=tally.take_window)
+    builder.add_inference(InferenceRecord(1.0, PRIMARY, 1.0, (result(1, 0.7),)))
+    (draft,) = builder.tick(10.0)
+    assert draft.inference.count == 1 and draft.inference.shadow.frames == 1
+
+
+def test_a_failing_shadow_never_costs_the_primary_its_window() -> None:
+    def broken(max_frames: int) -> None:
+        raise RuntimeError("a bug in the shadow's bookkeeping")
+
+    builder = TelemetryBuilder("summary", 10.0, sample_results=False, max_results=1, start_time=0.0, shadow=broken)
+    builder.add_inference(InferenceRecord(1.0, PRIMARY, 1.0, (result(1, 0.7),)))
+    (draft,) = builder.tick(10.0)
+    assert draft.inference.count == 1 and draft.inference.shadow is None
+    builder.add_inference(InferenceRecord(11.0, PRIMARY, 1.0, (result(1, 0.7),)))
+    assert len(builder.tick(20.0)) == 1  # the next window closes too
+
+
+def test_the_shadow_keeps_every_class_of_both_models() -> None:
+    tally = ShadowTally(CANDIDATE)
+    for class_id in range(100):  # 100 classes, each once: a cut to the top 32 would lose most of them
+        tally.add([result(class_id, 0.7)], 1.0, [result(class_id, 0.6)], 1.0, detector=False)
+    summary = tally.take_window(100)
+    assert len(summary.primary.classes) == len(summary.candidate.classes) == 100
+
+
+def test_a_share_too_small_to_sample_any_frame_is_refused_in_the_config(tmp_path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(f"device_id: cam-1\nmodel: {MODEL}\nroot: {tmp_path}\nshadow:\n  share: 0.00001\n")
+    with pytest.raises(ConfigError, match="resolution"):
+        load_config(path)
