@@ -90,6 +90,17 @@ def failure_events(connection: Any, ids_json: str, model: str, version: str,
     return events
 
 
+def device_failures(store: FleetStore, device_ids: Iterable[str], model: str, version: str,
+                    since: datetime) -> dict[str, int]:
+    """device id -> swap failures and rollbacks of `model` `version` it reported since `since`: one query for a
+    whole wave (a pull rollout's watch asks every poll, for thousands of devices)."""
+    device_ids = list(dict.fromkeys(device_ids))
+    with read_snapshot(store) as connection:
+        events = failure_events(connection, json.dumps(device_ids), model, version, to_epoch(since))
+    return {device_id: events[device_id]["swap_failed"] + events[device_id]["rollback"] if device_id in events
+            else 0 for device_id in device_ids}
+
+
 def version_health(store: FleetStore, device_ids: Iterable[str], model: str, version: str,
                    since: datetime) -> VersionHealth:
     """The rollout health gate's facts: how `model` `version` did on `device_ids` since `since`.

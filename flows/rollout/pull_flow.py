@@ -79,6 +79,8 @@ def _open_record(store: RecordStore, params: PullRolloutParams, rollout_id: str,
             params.model, params.version, sha, False):
         raise ConfigError(f"rollout {rollout_id} in the registry is not a pull rollout of {params.model} "
                           f"{params.version}", "give this rollout another rollout_id (rollout ids name one version)")
+    if record.state == "halted" and record.pull is not None and record.pull.sent_back:
+        record.pull.restart()  # else re-staging a passed share would move its devices again, unwatched
     return record
 
 
@@ -97,7 +99,8 @@ def _add_wave(record: RolloutRecord, fleet: dict[str, str | None], share_bp: int
     """Records the wave's devices (moved at `share_bp`, not in a passed wave) with the version each ran; a device
     of an interrupted run of this wave keeps its record, one sent back by a halt starts again. Returns them."""
     wave_number = len(record.pull.passed) + 1 if record.pull else 1
-    earlier = {device_id for wave in record.waves[:wave_number - 1] for device_id in wave}
+    earlier = {device_id for wave in record.waves[:wave_number - 1] for device_id in wave
+               if record.devices[device_id].state != "rolled_back"}  # one sent back moves again: watched here
     devices = tuple(d for d in moved(record.rollout_id, sorted(fleet), share_bp) if d not in earlier)
     for device_id in devices:
         known = record.devices.get(device_id)

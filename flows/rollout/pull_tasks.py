@@ -47,12 +47,11 @@ class MonitorView:
     def failures(self, devices: Sequence[str], version: str, since: datetime) -> dict[str, int]:
         """device id -> swap failures and rollbacks of `version` it reported since `since`."""
         from edgefleet.monitor import load_monitor_config, open_fleet_store
-        from edgefleet.monitor.windows import version_window
+        from edgefleet.monitor.health import device_failures
 
         config = load_monitor_config(self.config_path)
         with open_fleet_store(config, create=False) as store:
-            windows = {device: version_window(store, [device], self.model, version, since) for device in devices}
-        return {device: window.swap_failures + window.rollbacks for device, window in windows.items()}
+            return device_failures(store, devices, self.model, version, since)
 
 
 @task(name="pull-fleet", cache_policy=NO_CACHE)

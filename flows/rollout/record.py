@@ -142,6 +142,13 @@ class PullProgress(BaseModel):
     sent_back: bool = False
     """A halt signed share 0: every device the rollout moved goes back to `replaces`."""
 
+    def restart(self) -> None:
+        """A re-run after a halt that sent the moved devices back: no passed wave holds any more, so the rollout
+        starts again at its first wave (watched and judged like the first time; `shares` keeps the history)."""
+        self.passed.clear()
+        self.rate = None
+        self.sent_back = False
+
 
 class RolloutRecord(BaseModel):
     """The whole rollout."""

@@ -95,7 +95,7 @@ def test_a_newer_fleet_state_is_refused(tmp_path) -> None:
 
 
 def test_a_window_counts_the_failure_events_of_its_devices_as_the_health_gate_does(store) -> None:
-    from edgefleet.monitor.health import version_health
+    from edgefleet.monitor.health import device_failures, version_health
 
     since = T0 + timedelta(minutes=10)
     for message in (
@@ -114,6 +114,9 @@ def test_a_window_counts_the_failure_events_of_its_devices_as_the_health_gate_do
     # b's swap failure and rollback count; c is not asked for, a's failure was before `since`
     assert (window.swap_failures, window.rollbacks) == (health.swap_failures, health.rollbacks) == (1, 1)
     assert window.devices == ("a",) and window.inferences == 10
+    # a pull rollout's watch asks for the whole wave in one query, per device: the same counts
+    assert device_failures(store, ["a", "b", "c", "never-heard"], "mobilenet", "1.1.0", since) == {
+        "a": 0, "b": 2, "c": 1, "never-heard": 0}
 
 
 def test_every_class_of_a_schema_3_window_is_kept_past_32(store) -> None:

@@ -84,3 +84,28 @@ def test_params_need_a_monitor_and_the_public_key() -> None:
     params = PullRolloutParams(registry="r", model="birds", version="1.1.0", public_key="k", monitor_config="m.yaml",
                                schedule={"kind": "exponential", "base_rate_per_minute": 5})
     assert isinstance(params.schedule, ExponentialRate) and params.schedule.maximum_per_minute == 1000
+
+
+def test_a_rerun_after_a_halt_starts_again_at_the_first_wave_and_watches_every_device_it_moves() -> None:
+    from edgefleet.flows.rollout.pull_flow import _add_wave
+    from edgefleet.flows.rollout.record import PullProgress, RolloutRecord
+
+    fleet = {device: "1.0.0" for device in FLEET}
+    record = RolloutRecord(rollout_id=ROLLOUT, model="birds", version="1.1.0", manifest_sha256="a" * 64,
+                           channel="stable", rollback_policy="all", pull=PullProgress(replaces="1.0.0"))
+    first = _add_wave(record, fleet, 500)
+    for device in first:
+        record.devices[device].state, record.devices[device].after = "done", "1.1.0"
+    record.pull.shares.append(500)
+    record.pull.passed.append(500)
+    second = _add_wave(record, fleet, 2000)
+    for device in set(first) | set(second):  # halted in wave 2: share 0 sent every moved device back
+        record.devices[device].state, record.devices[device].after = "rolled_back", "1.0.0"
+    record.state, record.pull.sent_back = "halted", True
+    record.pull.restart()  # what the flow does when it opens a halted record
+    schedule = ShareSchedule(shares=("5%", "20%", "100%"))
+    assert next_share_wave(schedule, ROLLOUT, FLEET, record.pull.passed, 1).share_bp == 500
+    again = _add_wave(record, fleet, 500)
+    assert set(again) == set(first)  # wave 1 again, every device of it watched
+    later = _add_wave(record, fleet, 2000)  # and a wave that re-stages a share moves nobody unwatched
+    assert set(later) | set(again) == set(moved(ROLLOUT, FLEET, 2000))
