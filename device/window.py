@@ -81,14 +81,20 @@ def _starts_before(window: MaintenanceWindow, instant: datetime) -> Iterator[dat
 
 
 def window_start(window: MaintenanceWindow, instant: datetime) -> datetime | None:
-    """The start of the window `instant` is in (the latest one, when windows overlap), or None."""
-    oldest = instant - window.duration - 2 * DST_MARGIN
-    found = None
+    """The start of the window `instant` is in (the latest one, when windows overlap), or None.
+
+    Every window lasts the same elapsed time, so the latest start at or before `instant` is the only one to
+    check: an earlier one ends earlier. Starts are scanned back only as far as local order and instant order
+    can differ (twice the DST margin), whatever the window's length (an every-minute cron with a week-long
+    window stepped through 10,000 starts on every poll)."""
+    oldest = instant - 2 * DST_MARGIN
+    latest = None
     for start in _starts_before(window, instant):
         if start < oldest:
-            return found
-        if start <= instant < start + window.duration and (found is None or start > found):
-            found = start
+            break
+        if start <= instant and (latest is None or start > latest):
+            latest = start
+    return latest if latest is not None and instant < latest + window.duration else None
 
 
 def in_window(window: MaintenanceWindow | None, instant: datetime) -> bool:
