@@ -25,9 +25,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from edgefleet.device.agent.shadow_stats import ShadowReport
 from edgefleet.flows.rollout import device as steps
 from edgefleet.flows.rollout.inventory import DeviceSpec, Inventory
-from edgefleet.flows.rollout.params import HealthGate
+from edgefleet.flows.rollout.params import CanaryGate, HealthGate
 from edgefleet.flows.rollout.shadow import ShadowVerdict, judge_shadow_safely
-from edgefleet.flows.rollout.shadow_params import ShadowGate
+from edgefleet.flows.rollout.shadow_params import ShadowWave
 from edgefleet.flows.rollout.ssh import DeviceConnection
 from edgefleet.flows.rollout.tasks import PreparedVersion
 from edgefleet.kernel.contracts.telemetry import ShadowSummary
@@ -103,12 +103,12 @@ def clear_candidate(inventory: Inventory, model: str, device_id: str) -> None:
         log.warning("shadow wave: could not clear the shadow on %s: %s", device_id, error.message)
 
 
-def await_shadow_verdict(collect: Callable[[], Mapping[str, ShadowReport | None]], version: str, gate: ShadowGate, *,
-                         clock: Callable[[], float] = time.monotonic,
+def await_shadow_verdict(collect: Callable[[], Mapping[str, ShadowReport | None]], version: str, gate: CanaryGate,
+                         wave: ShadowWave, *, clock: Callable[[], float] = time.monotonic,
                          sleep: Callable[[float], None] = time.sleep) -> ShadowVerdict:
     """Looks until the verdict passes or fails; at `timeout_s`, a last look where waiting fails. A device whose
     agent cannot run the candidate fails it at once."""
-    deadline = clock() + gate.timeout_s
+    deadline = clock() + wave.timeout_s
     while True:
         final = clock() >= deadline
         reports = collect()
@@ -119,11 +119,11 @@ def await_shadow_verdict(collect: Callable[[], Mapping[str, ShadowReport | None]
         verdict = judge_shadow_safely(pairs_of(reports, version), gate, final=final)
         if verdict.result != "wait":
             return verdict
-        sleep(gate.poll_interval_s)
+        sleep(wave.poll_interval_s)
 
 
 def run_shadow_wave(runner: ThreadPoolTaskRunner, inventory: Inventory, prepared: PreparedVersion,
-                    gate: ShadowGate, health: HealthGate, disk_headroom: float,
+                    gate: CanaryGate, wave: ShadowWave, health: HealthGate, disk_headroom: float,
                     device_ids: Sequence[str]) -> tuple[ShadowVerdict, tuple[Staged, ...]]:
     """Stages the candidate on `device_ids`, judges their pairs, clears the shadow everywhere (see module doc)."""
     futures = [runner.submit(stage_candidate, {"inventory": inventory, "device": inventory.device(device_id),
@@ -137,7 +137,7 @@ def run_shadow_wave(runner: ThreadPoolTaskRunner, inventory: Inventory, prepared
             return ShadowVerdict(result="fail", reason=f"the candidate could not be staged: {reason}", metrics=(),
                                  frames={}), staged
         verdict = await_shadow_verdict(lambda: read_reports(inventory, prepared.model, device_ids),
-                                       prepared.version, gate)
+                                       prepared.version, gate, wave)
         return verdict, staged
     finally:
         for device_id in device_ids:
