@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from edgefleet.device.agent.shadow_stats import ShadowReport
 from edgefleet.flows.rollout.params import CanaryGate
 from edgefleet.flows.rollout.shadow import judge_shadow, judge_shadow_safely
-from edgefleet.flows.rollout.shadow_flow import await_shadow_verdict
+from edgefleet.flows.rollout.shadow_flow import await_shadow_verdict, look_of
 from edgefleet.flows.rollout.shadow_params import ShadowWave
 from edgefleet.kernel.contracts.distributions import BucketCount, ClassCount, Distributions
 from edgefleet.kernel.contracts.telemetry import ModelRef, ShadowSummary, score_delta_bucket
@@ -108,9 +108,9 @@ def wait_for(reports_of_look, wave: ShadowWave = WAVE):  # noqa: ANN001
 
     def collect():  # noqa: ANN202
         clock.looks += 1
-        return reports_of_look(clock.looks)
+        return look_of(reports_of_look(clock.looks), "2.0.0")
 
-    return await_shadow_verdict(collect, "2.0.0", GATE, wave, clock=lambda: clock.now, sleep=clock.sleep), clock
+    return await_shadow_verdict(collect, GATE, wave, clock=lambda: clock.now, sleep=clock.sleep), clock
 
 
 def test_the_verdict_comes_as_soon_as_the_pairs_decide() -> None:
