@@ -70,3 +70,16 @@ def test_without_pairs_by_the_timeout_the_wave_fails() -> None:
     verdict = await_shadow_verdict(lambda: pull_look({"d1": None}, {}, "1.3.0"), GATE, ON,
                                    clock=lambda: clock[0], sleep=sleep)
     assert verdict.result == "fail" and "without a verdict" in verdict.reason and clock[0] >= ON.timeout_s
+
+
+def test_rollout_show_prints_the_shadow_agreement() -> None:
+    from rich.console import Console
+
+    from edgefleet.cli.rollout import print_shadow
+
+    verdict = judge_shadow({"d1": pairs(300, 2, {7: 150, 8: 150})}, GATE)
+    console = Console(record=True, width=200)
+    print_shadow(outcome_of(verdict, 120, ("d1",)), console)
+    text = console.export_text()
+    assert "shadow wave on d1 (1.2% of the fleet): fail" in text
+    assert "agreement" in text and "0.00667" in text and "0.9" in text
