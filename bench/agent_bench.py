@@ -113,30 +113,44 @@ def tutorial_loop_fps(seconds: float, frames: list[np.ndarray], topic: str) -> f
     return count / (time.perf_counter() - start)
 
 
+def signed_store(work: Path, root: Path, model_file: str, versions: tuple[str, ...], name: str) -> ModelStore:
+    """A device store at `root` trusting a fresh release key, with `model_file` released (signed, golden outputs)
+    as each of `versions` of model `imagenet` and installed; the first is active. The agent and shadow
+    benchmarks' one store setup."""
+    private_key, public_key = generate_keypair()
+    save_public_key(public_key, root / "keys" / "release.pub")
+    store = ModelStore(root, public_key=public_key)
+    with Engine.open(CORAL / model_file) as engine:
+        golden = compute_golden(engine, (1, 2))
+    for version in versions:
+        release = work / f"{name}-release-{version}"
+        create_version_dir(release, {"model_cpu.tflite": CORAL / model_file,
+                                     "labels.txt": CORAL / "imagenet_labels.txt"},
+                           private_key=private_key, model="imagenet", version=version, golden=golden)
+        store.install(release)
+    store.activate("imagenet", versions[0])
+    return store
+
+
+def bench_frames(work: Path) -> Path:
+    """`work/frames`: the Coral test photographs the benchmarks' agents read (copied once)."""
+    frames = work / "frames"
+    if not frames.exists():
+        frames.mkdir()
+        for name in IMAGES:
+            shutil.copy(CORAL / name, frames / name)
+    return frames
+
+
 class Fixture:
     """A signed model in a device store, an agent config, the emulator topic and subscription."""
 
     def __init__(self, work: Path, emulator: PubSubEmulator, name: str, mode: str = "every",
                  model_file: str = MODEL_FILE) -> None:
         self.work, self.emulator = work, emulator
-        private_key, public_key = generate_keypair()
         self.root = work / name
-        save_public_key(public_key, self.root / "keys" / "release.pub")
-        self.store = ModelStore(self.root, public_key=public_key)
-        with Engine.open(CORAL / model_file) as engine:
-            golden = compute_golden(engine, (1, 2))
-        for version in ("1.0.0", "1.0.1"):
-            release = work / f"{name}-release-{version}"
-            create_version_dir(release, {"model_cpu.tflite": CORAL / model_file,
-                                         "labels.txt": CORAL / "imagenet_labels.txt"},
-                               private_key=private_key, model="imagenet", version=version, golden=golden)
-            self.store.install(release)
-        self.store.activate("imagenet", "1.0.0")
-        frames = work / "frames"
-        if not frames.exists():
-            frames.mkdir()
-            for name_ in IMAGES:
-                shutil.copy(CORAL / name_, frames / name_)
+        self.store = signed_store(work, self.root, model_file, ("1.0.0", "1.0.1"), name)
+        frames = bench_frames(work)
         publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
         self.topic = publisher.create_topic(name=publisher.topic_path(emulator.project, f"t-{name}")).name
         self.subscription = subscriber.create_subscription(

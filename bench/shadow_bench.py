@@ -28,16 +28,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench.agent_bench import CORAL, FRAME_SIZE, IMAGES
+from bench.agent_bench import FRAME_SIZE, bench_frames, signed_store
 from edgefleet.device.agent.config import load_config
 from edgefleet.device.agent.loop import Agent
 from edgefleet.device.agent.shadow import set_shadow
 from edgefleet.device.agent.shadow_stats import ShareSampler
-from edgefleet.device.runtime.engine import Engine
-from edgefleet.device.runtime.golden import compute_golden
-from edgefleet.device.store import ModelStore
-from edgefleet.flows.release.bundle import create_version_dir
-from edgefleet.kernel.signing import generate_keypair, save_public_key
 
 MODELS = {"v1-0.25": "mobilenet_v1_0.25_128_quant.tflite", "v2": "mobilenet_v2_1.0_224_quant.tflite"}
 SHARES = (0.0, 0.1, 0.5)
@@ -49,24 +44,10 @@ console = Console(width=160)
 
 def make_store(work: Path, model_file: str) -> Path:
     """An agent root with the model as 1.0.0 (current) and again as 1.1.0 (the shadow candidate)."""
-    private_key, public_key = generate_keypair()
     root = work / "root"
-    save_public_key(public_key, root / "keys" / "release.pub")
-    store = ModelStore(root, public_key=public_key)
-    with Engine.open(CORAL / model_file) as engine:
-        golden = compute_golden(engine, (1, 2))
-    for version in ("1.0.0", "1.1.0"):
-        release = work / f"release-{version}"
-        create_version_dir(release, {"model_cpu.tflite": CORAL / model_file,
-                                     "labels.txt": CORAL / "imagenet_labels.txt"},
-                           private_key=private_key, model="imagenet", version=version, golden=golden)
-        store.install(release)
-    store.activate("imagenet", "1.0.0")
+    store = signed_store(work, root, model_file, ("1.0.0", "1.1.0"), "shadow")
     set_shadow(store, "imagenet", "1.1.0")
-    frames = work / "frames"
-    frames.mkdir()
-    for name in IMAGES:
-        (frames / name).write_bytes((CORAL / name).read_bytes())
+    bench_frames(work)
     return root
 
 

@@ -44,6 +44,23 @@ def print_verdicts(record: object, console: Console | None = None) -> None:
         console.print(table)
 
 
+SHADOW_COLUMNS = ("metric", "result", "value", "limit", "devices")
+
+
+def print_shadow(shadow: object, console: Console | None = None) -> None:
+    """A pull rollout's shadow wave: its devices and each metric of its verdict (the agreement first)."""
+    console = console or Console()
+    table = Table(title=f"shadow wave on {', '.join(shadow.devices)} ({shadow.share_bp / 100:g}% of the fleet): "  # type: ignore[attr-defined]
+                        f"{shadow.result}", title_justify="left")  # type: ignore[attr-defined]
+    for column in SHADOW_COLUMNS:
+        table.add_column(column, no_wrap=column == "metric")
+    for row in shadow.table:  # type: ignore[attr-defined]
+        table.add_row(*(row.get(column, "") for column in SHADOW_COLUMNS), style="red" if row["result"] == "fail"
+                      else ("dim" if row["result"] == "nodata" else None))
+    console.print(table)
+    console.print(f"shadow verdict: {shadow.reason}")  # type: ignore[attr-defined]
+
+
 def _print_record(record: object) -> None:
     table = Table(title=f"rollout {record.rollout_id}: {record.model} {record.version} ({record.state})")  # type: ignore[attr-defined]
     rows = record.table()  # type: ignore[attr-defined]
@@ -55,6 +72,8 @@ def _print_record(record: object) -> None:
     Console().print(table)
     print_verdicts(record)
     progress = record.pull  # type: ignore[attr-defined]
+    if progress is not None and progress.shadow is not None:
+        print_shadow(progress.shadow)
     if progress is not None:
         shares = " -> ".join(f"{share / 100:g}%" for share in progress.shares) or "none yet"
         Console().print(f"pull rollout replacing {progress.replaces}: shares signed {shares}"

@@ -61,6 +61,8 @@ class ChannelPoller:
         device_id: this device's id (chooses its side of a staged rollout's share).
         window: the maintenance window outside which nothing is activated (None: any time).
         jitter: each wait is `interval_s` times a random factor in [1 - jitter, 1 + jitter] (`poll_delay`).
+        shadow: the agent runs shadow candidates: follow a staged rollout's shadow share (`pull_channel_once`);
+            a refused candidate is reported through `on_refusal` as a refused version.
         on_error: called with (exception, transient) when a poll failed.
         stop_timeout_s: how long `stop()` waits for a running poll.
 
@@ -87,11 +89,13 @@ class ChannelPoller:
         device_id: str | None = None,
         window: MaintenanceWindow | None = None,
         jitter: float = 0.0,
+        shadow: bool = False,
     ) -> None:
         self.registry = registry
         self.device_id = device_id
         self.window = window
         self.jitter = jitter
+        self.shadow = shadow
         self._random = random.Random()
         self.require_signed = require_signed
         self.store = store
@@ -160,6 +164,7 @@ class ChannelPoller:
                 require_signed=self.require_signed,
                 device_id=self.device_id,
                 window=self.window,
+                shadow=self.shadow,
             )
         except TRANSIENT_ERRORS as error:
             message = error.message if isinstance(error, EdgefleetError) else str(error)
@@ -187,6 +192,10 @@ class ChannelPoller:
             self._callback(self.on_change, result)
         elif result.refused:
             self._callback(self.on_refusal, result)
+        if result.shadow is not None and result.shadow.refused:  # reported as a refused version, once
+            self._callback(self.on_refusal, result._replace(
+                version=result.shadow.version, reason=f"shadow candidate refused: {result.shadow.reason}",
+                outcome="refused"))
         elif result.pointer_problem and (
             before is None or (before.outcome, before.reason) != (result.outcome, result.reason)
         ):

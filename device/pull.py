@@ -19,8 +19,6 @@ from edgefleet.device.bundle import (
     SignedManifest,
     check_manifest_signatures,
     read_signed_manifest,
-    sha256_file,
-    verify_manifest_bytes,
 )
 from edgefleet.device.channel import (
     RECORD_FILE,
@@ -32,11 +30,12 @@ from edgefleet.device.channel import (
     version_identity,
 )
 from edgefleet.device.floor import highest
+from edgefleet.device.pull_fetch import download_and_install
 from edgefleet.device.pull_plan import Installed, Outcome, PullStep, next_step
+from edgefleet.device.pull_shadow import ShadowInputs, ShadowResult, follow_shadow
 from edgefleet.device.registry.base import RegistryReader
 from edgefleet.device.store import ModelStore
 from edgefleet.device.window import MaintenanceWindow, in_window, next_window_start
-from edgefleet.kernel.contracts.layout import MANIFEST_FILE
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import RegistryError, VerificationError
 from edgefleet.kernel.keyring import Keyring, UnknownKeyError, resolve_keyring
@@ -59,6 +58,8 @@ class PullResult(NamedTuple):
     outcome: Outcome = "unchanged"
     previous: str | None = None
     """The version that was current before this round."""
+    shadow: ShadowResult | None = None
+    """What the round did about the shadow candidate (`pull_shadow`); None when it did not look."""
 
     @property
     def refused(self) -> bool:
@@ -83,6 +84,7 @@ def pull_channel_once(
     now: datetime | None = None,
     device_id: str | None = None,
     window: MaintenanceWindow | None = None,
+    shadow: bool = False,
 ) -> PullResult:
     """Brings the store's current version of `model` to what `channel` names, if it verifies.
 
@@ -105,6 +107,9 @@ def pull_channel_once(
             `edgefleet.device.staged`; without an id such a pointer is refused).
         window: the device's maintenance window (`edgefleet.device.window`): outside it, a version to download
             or activate waits (outcome `deferred`; nothing is downloaded, changed or recorded). None: any time.
+        shadow: this agent runs shadow candidates (`shadow.share` above 0): a staged rollout's shadow share
+            that includes this device has its candidate downloaded, verified and named as the shadow, never
+            activated (`edgefleet.device.pull_shadow`; `PullResult.shadow` says what happened).
 
     Returns:
         The result; `outcome == "refused"` when verification failed (the store is then unchanged).
@@ -144,17 +149,21 @@ def pull_channel_once(
     except VerificationError as error:  # the installed copy is damaged: refused, as a failed download is
         return _refuse(registry, store, pointer, _reason(error), before)
     refusal = store.refusal(model, pointer.version, pointer.manifest_sha256)
+    lowest = highest(floor.version if floor else None, record.highest_version)
     step = next_step(
         pointer, current=running, installed=Installed(installed.version, installed.manifest_sha256) if installed
-        else None, floor=highest(floor.version if floor else None, record.highest_version), refusal=refusal,
-        retry_refused=retry_refused,
+        else None, floor=lowest, refusal=refusal, retry_refused=retry_refused,
     )
     if step.action in ("activate", "download") and not in_window(window, now):
         assert window is not None
-        return PullResult(False, pointer.version, f"{model} {pointer.version} waits for this device's maintenance "
-                          f"window (opens {next_window_start(window, now).isoformat()})", "deferred", before)
-    return _carry_out(step, registry, store, _Moving(signed_pointer, pointer), key, record, before,
-                      refused_before=refusal is not None)
+        result = PullResult(False, pointer.version, f"{model} {pointer.version} waits for this device's "
+                            f"maintenance window (opens {next_window_start(window, now).isoformat()})", "deferred",
+                            before)
+    else:
+        result = _carry_out(step, registry, store, _Moving(signed_pointer, pointer), key, record, before,
+                            refused_before=refusal is not None)
+    inputs = ShadowInputs(device_id, lowest, shadow, retry_refused, window, now)
+    return result._replace(shadow=follow_shadow(registry, store, signed_pointer, key, inputs))
 
 
 class _Moving(NamedTuple):
@@ -185,7 +194,7 @@ def _carry_out(
         _refresh_signatures(registry, store, pointer, key)
     try:
         if step.action == "download":
-            _download_and_install(registry, store, pointer, key)
+            download_and_install(registry, store, pointer, key)
         store.activate(model, version, key, signed_downgrade=pointer.signed and pointer.downgrade)
     except UnknownKeyError as error:  # this device lacks the key (yet): tried again next round, never refused
         log.warning("not activating %s %s from %s: %s", model, version, registry.uri, error.message)
@@ -246,31 +255,6 @@ def _refuse(registry: RegistryReader, store: ModelStore, pointer: ChannelPointer
     log.warning("refused %s %s from %s channel %s: %s", pointer.model, pointer.version, registry.uri,
                 pointer.channel, reason)
     return PullResult(False, pointer.version, reason, "refused", before)
-
-
-def _download_and_install(
-    registry: RegistryReader, store: ModelStore, pointer: ChannelPointer, key: PublicKeyLike
-) -> None:
-    """Reads, checks and downloads the version the pointer names, and installs it (VerificationError when
-    anything does not match the pointer or the key)."""
-    model, version, channel = pointer.model, pointer.version, pointer.channel
-    signed = registry.read_manifest(model, version)
-    if signed.manifest_sha256 != pointer.manifest_sha256:
-        raise VerificationError(
-            f"the manifest of {model} {version} in {registry.uri} has sha256 {signed.manifest_sha256[:16]}..., "
-            f"channel {channel} names {pointer.manifest_sha256[:16]}...: the manifest was replaced after promotion"
-        )
-    verify_manifest_bytes(signed.raw, signed.signature, key, source=f"{registry.uri} {model} {version} {MANIFEST_FILE}")
-    with store.staging_dir() as staging:
-        download_dir = staging / version
-        registry.download_version(model, version, download_dir)
-        downloaded_sha = sha256_file(download_dir / MANIFEST_FILE)
-        if downloaded_sha != pointer.manifest_sha256:
-            raise VerificationError(
-                f"the downloaded manifest of {model} {version} has sha256 {downloaded_sha[:16]}..., channel "
-                f"{channel} names {pointer.manifest_sha256[:16]}..."
-            )
-        store.install(download_dir, key)
 
 
 def _remember(store: ModelStore, model: str, record: ChannelRecord, moving: _Moving) -> None:

@@ -71,3 +71,56 @@ def next_step(
             "them was altered",
         )
     return PullStep("activate" if installed is not None else "download")
+
+
+ShadowAction = Literal["none", "clear", "keep", "off", "skip", "below_floor", "refuse", "set", "download"]
+"""What a pull round does about the shadow pointer (issue 25). none: nothing asked, nothing to clear; clear: the
+shadow names the rollout's version (or the current one) and this device is no longer asked to run it; keep: it
+already runs the candidate; off: asked, but this agent runs no shadows (`shadow.share` 0); skip: the candidate
+was refused before; below_floor: it could never be activated here, so it is not run (not a refusal); refuse:
+an installed copy with another manifest; set: installed, name it; download: fetch, verify, install, then name it.
+Nothing here activates anything."""
+
+
+def shadow_step(
+    wanted: ChannelPointer | None,
+    *,
+    rollout_version: str | None,
+    shadow: str | None,
+    current: str | None,
+    installed: Installed | None,
+    floor: str | None,
+    refusal: Refusal | None,
+    retry_refused: bool,
+    enabled: bool,
+) -> PullStep:
+    """What to do about the shadow pointer, given the accepted pointer's shadow candidate for this device.
+
+    Args:
+        wanted: the pointer naming the candidate this device should shadow (`staged.shadow_pointer`), or None.
+        rollout_version: the accepted pointer's version (a staged rollout's new version).
+        shadow: the version the store's shadow pointer names now.
+        current: the version the device runs.
+        installed: the candidate as installed here, if it is.
+        floor: the device's version floor.
+    """
+    if wanted is None:
+        if shadow is not None and shadow in (rollout_version, current):
+            return PullStep("clear", f"no longer shadowing {shadow}")
+        return PullStep("none")
+    model, version = wanted.model, wanted.version
+    if not enabled:
+        return PullStep("off", f"asked to shadow {model} {version}, but this agent's shadow.share is 0")
+    if refusal is not None and not retry_refused:
+        return PullStep("skip", f"shadow candidate {model} {version} was refused earlier: {refusal.reason}")
+    if floor is not None and highest(floor, version) != version:
+        return PullStep("below_floor", f"shadow candidate {model} {version} is below this device's version floor "
+                                       f"{floor}: it could never be activated here, so it is not run")
+    if installed is not None and installed.manifest_sha256 != wanted.manifest_sha256:
+        return PullStep("refuse", f"the installed {model} {version} has manifest sha256 "
+                                  f"{installed.manifest_sha256[:16]}..., the rollout names "
+                                  f"{wanted.manifest_sha256[:16]}...: versions are immutable, so one of them "
+                                  "was altered")
+    if shadow == version and installed is not None:
+        return PullStep("keep", f"shadowing {model} {version}")
+    return PullStep("set" if installed is not None else "download", f"shadowing {model} {version}")

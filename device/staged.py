@@ -10,6 +10,10 @@ lowered: a halted rollout): it is then marked as a signed downgrade, which the f
 not above the rollout's new version: a rollout sends back the devices it moved, never a device that got a
 higher version some other way.
 
+A shadow wave's pointer (`shadow_bp`) also names, for the devices in that share and not in `share_bp`, the new
+version as a *shadow candidate* (`shadow_pointer`): downloaded and verified as for an activation, named by the
+store's shadow pointer, never activated; the device itself follows `replaces` as any device outside the share.
+
 The copy is never verified (its signature is the original's): the original is checked first
 (`edgefleet.device.channel.assess_pointer`), and counters and replays are judged on the original.
 """
@@ -20,7 +24,7 @@ from typing import NamedTuple
 
 from edgefleet.kernel.contracts.layout import version_sort_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
-from edgefleet.kernel.contracts.rollout import in_share
+from edgefleet.kernel.contracts.rollout import in_share, shadow_candidate
 
 
 class Target(NamedTuple):
@@ -56,3 +60,12 @@ def target_pointer(pointer: ChannelPointer, device_id: str | None, floor: str | 
                       f"{floor}, above the rollout's version: a rollout sends back only the devices it moved")
     side = f"sent back to {stage.replaces}" if below_floor else f"stays on {stage.replaces}"
     return Target(back, f"{where}: this device is outside the share and {side}")
+
+
+def shadow_pointer(pointer: ChannelPointer, device_id: str | None) -> ChannelPointer | None:
+    """The pointer naming the candidate this device runs as its shadow (the accepted pointer itself: its version
+    and manifest sha256), None when the pointer asks it to shadow nothing (see the module doc)."""
+    stage = pointer.rollout
+    if stage is None or device_id is None or not shadow_candidate(stage, device_id):
+        return None
+    return pointer

@@ -32,6 +32,7 @@ from edgefleet.monitor.aggregates import version_key
 from edgefleet.monitor.device_rows import add_distributions, insert_device, snapshot_values
 from edgefleet.monitor.identity import FORGED_PREFIX
 from edgefleet.monitor.pending_rows import add_counts, add_history, add_state_event, message_savepoint
+from edgefleet.monitor.shadows import add_shadow
 from edgefleet.monitor.store import FleetStore, lock_devices, to_epoch, write_pending
 
 log = logging.getLogger(__name__)
@@ -345,6 +346,9 @@ def _record_facts(store: FleetStore, message: TelemetryMessage, when: float) -> 
         add_counts(rows, (device_id, model.name, model.version, bucket), inference.count, inference.errors)
         if inference.dist is not None:
             add_distributions(rows, (device_id, model.name, model.version, bucket), inference.dist)
+        if inference.shadow is not None:
+            add_shadow(rows.shadows, (device_id, model.name, model.version, inference.shadow.model.version,
+                                      bucket), inference.shadow)
         if inference.count or inference.errors:
             rows.samples.setdefault((device_id, model.name, model.version, message.seq), (
                 device_id, model.name, model.version, message.seq, when, inference.latency_ms_p50,

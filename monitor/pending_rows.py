@@ -108,6 +108,7 @@ class PendingRows:
     history: dict[tuple, list] = field(default_factory=dict)
     counts: dict[tuple, list[int]] = field(default_factory=dict)
     dists: Counter[tuple] = field(default_factory=Counter)
+    shadows: Counter[tuple] = field(default_factory=Counter)
     samples: dict[tuple, tuple] = field(default_factory=dict)
     events: dict[tuple, tuple] = field(default_factory=dict)
     state_events: dict[str, tuple[str, float, int]] = field(default_factory=dict)
@@ -137,8 +138,8 @@ class PendingRows:
 
     @property
     def unwritten(self) -> bool:
-        return any((self.devices, self.history, self.counts, self.dists, self.samples, self.events,
-                    self.state_events)) or any(gaps.spans != gaps.stored for gaps in self.gaps.values())
+        return any((self.devices, self.history, self.counts, self.dists, self.shadows, self.samples,
+                    self.events, self.state_events)) or any(gaps.spans != gaps.stored for gaps in self.gaps.values())
 
     def forget(self) -> None:
         """Drops everything (the transaction ended: the locks and what they made true are gone)."""
@@ -151,8 +152,8 @@ class PendingRows:
             mapping.clear()
 
     def _clear_writes(self) -> None:
-        for mapping in (self.devices, self.history, self.counts, self.dists, self.samples, self.events,
-                        self.state_events):
+        for mapping in (self.devices, self.history, self.counts, self.dists, self.shadows, self.samples,
+                        self.events, self.state_events):
             mapping.clear()
 
 
@@ -225,6 +226,10 @@ _DISTS_SQL = (
     "INSERT INTO dist_counts (device_id, model_name, model_version, bucket_start, metric, key, n) "
     "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (model_name, model_version, device_id, bucket_start, metric, key) "
     "DO UPDATE SET n = dist_counts.n + excluded.n")
+_SHADOWS_SQL = (
+    "INSERT INTO shadow_counts (device_id, model_name, primary_version, candidate_version, bucket_start, metric, "
+    "key, n) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (model_name, candidate_version, device_id, "
+    "primary_version, bucket_start, metric, key) DO UPDATE SET n = shadow_counts.n + excluded.n")
 _SAMPLES_SQL = (
     "INSERT INTO latency_samples (device_id, model_name, model_version, seq, time, p50_ms, p95_ms, count, errors) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
@@ -251,6 +256,7 @@ def write(connection: Any, rows: PendingRows, insert: Callable[[Any, str, list[t
     insert(connection, _HISTORY_SQL, [(*key, *row) for key, row in sorted(rows.history.items())])
     insert(connection, _COUNTS_SQL, [(*key, *row) for key, row in sorted(rows.counts.items())])
     insert(connection, _DISTS_SQL, [(*key, n) for key, n in sorted(rows.dists.items()) if n > 0])
+    insert(connection, _SHADOWS_SQL, [(*key, n) for key, n in sorted(rows.shadows.items()) if n > 0])
     insert(connection, _SAMPLES_SQL, [rows.samples[key] for key in sorted(rows.samples)])
     insert(connection, _EVENTS_SQL, [rows.events[key] for key in sorted(rows.events)])
     connection.executemany(_STATE_EVENT_SQL, [(kind, when, seq, device_id, seq) for device_id, (kind, when, seq)

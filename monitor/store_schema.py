@@ -16,6 +16,8 @@ Tables (see `edgefleet.monitor.store` for what each row means):
   current drift; every drift alarm (`edgefleet.monitor.drift_watch`).
 - calibrations (schema 4): per (model, version) the manifest's calibration table (schema 3 manifests), or why
   there is none (`edgefleet.monitor.calibrations`).
+- shadow_counts (schema 4): the telemetry's shadow blocks summed per (device, model, primary version, candidate
+  version, time bucket, metric, key), for the shadow wave of pull rollouts (`edgefleet.monitor.shadows`).
 """
 
 from __future__ import annotations
@@ -114,6 +116,12 @@ CREATE TABLE IF NOT EXISTS drift_events (
     statistic TEXT NOT NULL, direction TEXT NOT NULL, effect_sd REAL NOT NULL, effect REAL NOT NULL,
     baseline REAL NOT NULL, onset_block INTEGER NOT NULL, alarm_block INTEGER NOT NULL,
     PRIMARY KEY (device_id, model_name, model_version, time, statistic, direction)
+);
+CREATE TABLE IF NOT EXISTS shadow_counts (
+    device_id TEXT NOT NULL, model_name TEXT NOT NULL, primary_version TEXT NOT NULL,
+    candidate_version TEXT NOT NULL, bucket_start REAL NOT NULL, metric TEXT NOT NULL, key INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (model_name, candidate_version, device_id, primary_version, bucket_start, metric, key)
 );
 CREATE TABLE IF NOT EXISTS calibrations (
     model_name TEXT NOT NULL, model_version TEXT NOT NULL, images TEXT, correct TEXT, note TEXT NOT NULL,

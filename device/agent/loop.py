@@ -344,6 +344,7 @@ class Agent:
             device_id=self.config.device_id,
             window=self.config.registry.window,
             jitter=self.config.registry.poll_jitter,
+            shadow=self.shadow.enabled,
             on_thread_start=functools.partial(lower_thread_priority, self.config.swap.background_nice),
         )
         self._poller = poller

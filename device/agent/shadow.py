@@ -2,12 +2,14 @@
 answers counted (`shadow_stats`) and never acted on.
 
 How the device learns of its candidate: the store's `models/<model>/shadow` pointer (a symlink like `current`
-and `previous`), set by `edgefleet-agent shadow MODEL VERSION` after the version was installed without
-`--activate` (the SSH rollout's shadow wave does both) and removed by `edgefleet-agent shadow MODEL --clear`.
-The channel pointer is not involved. Setting it verifies the version as an activation would (manifest signature,
-every file's hash, the version floor, no refusal); the runner verifies it again when it loads it (the same
-`prepare_model` as a swap: signature, hashes, golden smoke test) on the CPU or, while the primary holds the
-Edge TPU, co-resident in this process (a second process may not open it: `runtime.tpu_access`).
+and `previous`, `edgefleet.device.shadow_pointer`), set by `edgefleet-agent shadow MODEL VERSION` after the
+version was installed without `--activate` (the SSH rollout's shadow wave does both) and removed by
+`edgefleet-agent shadow MODEL --clear`; in pull mode, by the poller when a staged rollout's signed pointer names
+this device in its shadow share (`edgefleet.device.pull_shadow`). Setting it verifies the version as an
+activation would (manifest signature, every file's hash, the version floor, no refusal); the runner verifies it
+again when it loads it (the same `prepare_model` as a swap: signature, hashes, golden smoke test) on the CPU or,
+while the primary holds the Edge TPU, co-resident in this process (a second process may not open it:
+`runtime.tpu_access`).
 
 Off the primary's path: the inference thread only decides whether a frame is in the share (an integer add) and
 puts it on a small queue without waiting; a frame that finds the queue full is dropped and counted. The
@@ -32,65 +34,22 @@ import numpy as np
 from edgefleet.device.agent.config import AgentConfig
 from edgefleet.device.agent.shadow_stats import SHADOW_REPORT_FILE, ShadowReport, ShadowTally, ShareSampler
 from edgefleet.device.agent.swap import ActiveModel, prepare_model
-from edgefleet.device.bundle import verify_version_dir
+from edgefleet.device.shadow_pointer import (  # noqa: F401 - the store's side, re-exported for its callers
+    SHADOW_POINTER,
+    check_candidate,
+    clear_shadow,
+    set_shadow,
+    shadow_version,
+)
 from edgefleet.device.store import ModelStore
 from edgefleet.device.store_reader import InstalledVersion
-from edgefleet.kernel.contracts.layout import version_sort_key
 from edgefleet.kernel.contracts.telemetry import ShadowSummary
-from edgefleet.kernel.errors import EdgefleetError, StoreError
-from edgefleet.kernel.fsutil import atomic_write_bytes, switch_symlink
+from edgefleet.kernel.errors import EdgefleetError
+from edgefleet.kernel.fsutil import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-SHADOW_POINTER = "shadow"
 QUEUE_POLL_S = 0.1
-
-
-# --- the store's shadow pointer (the device CLI's side) ----------------------------------------------------
-def shadow_version(store: ModelStore, model: str) -> InstalledVersion | None:
-    """The version the `shadow` pointer names, when it names an installed one."""
-    version = store.pointer(model, SHADOW_POINTER)
-    return store.installed(model, version) if version is not None else None
-
-
-def check_candidate(store: ModelStore, model: str, version: str) -> InstalledVersion:
-    """Verifies an installed version as a candidate: signature and hashes, not refused, not below the floor.
-
-    Raises:
-        StoreError: not installed, refused, or below the model's version floor.
-        VerificationError: its files do not verify.
-    """
-    installed = store.installed(model, version)
-    if installed is None:
-        raise StoreError(f"{model} {version} is not installed, so it cannot run as the shadow",
-                         "install it first: edgefleet-agent install VERSION_DIR (without --activate)")
-    verify_version_dir(installed.path, store.public_key, refuse_development=store.options.refuse_development_keys)
-    refusal = store.refusal(model, version, installed.manifest_sha256)
-    if refusal is not None:
-        raise StoreError(f"{model} {version} was refused on this device ({refusal.reason})",
-                         "release a fixed version and shadow that one")
-    floor = store.floor(model)
-    if floor is not None and version_sort_key(version) < version_sort_key(floor.version):
-        raise StoreError(f"{model} {version} is below this device's version floor {floor.version}: it could never "
-                         "be activated here", "shadow a version at or above the floor")
-    return installed
-
-
-def set_shadow(store: ModelStore, model: str, version: str) -> InstalledVersion:
-    """Names `version` as the candidate the agent runs beside `current` (`check_candidate` first)."""
-    installed = check_candidate(store, model, version)
-    switch_symlink(store.model_dir(model) / SHADOW_POINTER, version)
-    log.info("%s %s is the shadow candidate", model, version)
-    return installed
-
-
-def clear_shadow(store: ModelStore, model: str) -> bool:
-    """Removes the shadow pointer; True when there was one."""
-    link = store.model_dir(model) / SHADOW_POINTER
-    if not link.is_symlink():
-        return False
-    link.unlink()
-    return True
 
 
 # --- the runner (the agent's side) ---------------------------------------------------------------------------

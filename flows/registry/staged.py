@@ -4,7 +4,8 @@
 for the others (`edgefleet.kernel.contracts.rollout`). The version it replaces is what the channel named
 before the rollout started: the verified pointer's version, or the `replaces` of this same rollout's pointer
 when the rollout already staged a share (raising or lowering the share keeps it). Share 0 is the halt: every
-device goes back to (or stays on) `replaces`. One staged rollout per channel at a time: another one starts
+device goes back to (or stays on) `replaces`; share 0 with a `shadow_bp` is a shadow wave (that share runs the
+version beside `replaces`, nobody activates it). One staged rollout per channel at a time: another one starts
 when the previous one is at 100 % (it replaces that version) or halted at 0 % (it replaces what that one
 replaced). Compare-and-swap like a promotion: a channel moved by anybody
 else meanwhile is a ConflictError, never overridden.
@@ -76,9 +77,11 @@ def stage_rollout(
     version: str,
     share_bp: int,
     by: str | None = None,
+    shadow_bp: int | None = None,
 ) -> ChannelPointer:
     """Signs and writes the channel's pointer for rollout `rollout_id` of `version` at `share_bp` (see the module
-    doc); returns the pointer now in the registry (unchanged when it already says exactly this).
+    doc); returns the pointer now in the registry (unchanged when it already says exactly this). `shadow_bp`: the
+    share that runs `version` as a shadow only (the shadow wave, issue 25; `RolloutStage.shadow_bp`).
 
     Raises:
         RegistryError: the channel does not exist, or the version is not published.
@@ -89,19 +92,21 @@ def stage_rollout(
     checked = registry.read_channel_checked(model, channel, public_key)
     current = _verified(checked)
     replaces, replaces_sha = replaced_by_rollout(current, rollout_id, version)
-    if current.rollout is not None and current.rollout.id == rollout_id and current.rollout.share_bp == share_bp:
+    if current.rollout is not None and current.rollout.id == rollout_id and (
+            current.rollout.share_bp, current.rollout.shadow_bp) == (share_bp, shadow_bp):
         return current
     manifest = registry.read_manifest(model, version)
     verify_manifest_bytes(manifest.raw, manifest.signature, public_key,
                           source=registry.describe(f"{checked_version_prefix(model, version)}/{MANIFEST_FILE}"))
-    stage = RolloutStage(id=rollout_id, replaces=replaces, replaces_manifest_sha256=replaces_sha, share_bp=share_bp)
+    stage = RolloutStage(id=rollout_id, replaces=replaces, replaces_manifest_sha256=replaces_sha, share_bp=share_bp,
+                         shadow_bp=shadow_bp)
     pointer = sign_pointer(signing_key, model=model, channel=channel, version=version,
                            manifest_sha256=manifest.manifest_sha256, previous=current,
                            validity=DEFAULT_VALIDITY, updated_by=by, rollout=stage)
     registry.set_channel(model, channel, pointer, checked.generation)
     record_signed(registry, pointer)
-    log.info("staged %s %s on channel %s at %s bp (rollout %s, replaces %s)", model, version, channel, share_bp,
-             rollout_id, replaces)
+    log.info("staged %s %s on channel %s at %s bp, shadow %s bp (rollout %s, replaces %s)", model, version, channel,
+             share_bp, shadow_bp, rollout_id, replaces)
     return pointer
 
 

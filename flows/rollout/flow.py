@@ -296,8 +296,8 @@ def _shadow_wave_or_halt(runner: ThreadPoolTaskRunner, record: RolloutRecord, st
                          inventory: Inventory, params: RolloutParams, prepared: PreparedVersion) -> None:
     """The shadow wave on the first wave's devices (`shadow_flow`); a verdict other than pass halts the rollout
     before any device activated the version."""
-    verdict, _ = run_shadow_wave(runner, inventory, prepared, params.shadow, params.health, params.disk_headroom,
-                                 record.waves[0])
+    verdict, _ = run_shadow_wave(runner, inventory, prepared, params.canary, params.shadow, params.health,
+                                 params.disk_headroom, record.waves[0])
     get_run_logger().info("shadow wave on %s: %s - %s", record.waves[0], verdict.result, verdict.reason)
     if verdict.metrics:
         create_table_artifact(table=verdict.table(), key=_artifact_key(record.rollout_id) + "-shadow",

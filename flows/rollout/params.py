@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgefleet.flows.release.params import SigningParams
-from edgefleet.flows.rollout.shadow_params import ShadowGate
+from edgefleet.flows.rollout.shadow_params import ShadowWave
 from edgefleet.kernel.configfile import load
 from edgefleet.kernel.contracts.names import ChannelName, ModelName, ModelVersion, SafeName
 
@@ -56,8 +56,12 @@ class HealthGate(_Config):
 
 class CanaryGate(_Config):
     """The one gate (issue 21): every threshold of a device's liveness check, of the canary judge's verdict
-    per wave, and of the promotion (`promote-canary` judges with it too). The rollout's `canary` section, the
-    pull rollout's `canary` and the promotion's `judge` are this model; every default is here."""
+    per wave, of the shadow wave's verdict (issue 25: the candidate's pairs against the current model on the
+    same frames, `shadow.py`) and of the promotion (`promote-canary` judges with it too). The rollout's `canary`
+    section, the pull rollout's `canary` and the promotion's `judge` are this model; every default is here.
+    The shadow judge reads the per-device thresholds of the canary judge (`alpha`, `min_samples` pairs,
+    `max_device_samples`, `max_class_divergence`, `max_score_drop`, `max_error_ratio`) and its own
+    `min_shadow_agreement`."""
 
     min_live_inferences: int = Field(
         default=5, ge=1, description="liveness: successful inferences a device runs on the new version before "
@@ -110,6 +114,9 @@ class CanaryGate(_Config):
     critical: tuple[MetricName, ...] = Field(
         default=("latency", "errors", "swap_failures", "score_control", "class_mix_control"),
         description="metrics that fail the verdict alone")
+    min_shadow_agreement: float = Field(
+        default=0.9, gt=0, le=1, description="shadow wave: top-1 agreement of the candidate with the current "
+                                             "model on the same frames, per device, at least")
     timeout_s: float = Field(default=180.0, gt=0, description="longest wait for enough data after activation")
     control_lookback_s: float = Field(default=600.0, gt=0,
                                       description="before-activation windows: this long before the activation")
@@ -213,8 +220,9 @@ class RolloutParams(_Config):
     max_parallel: int = Field(default=8, ge=1, le=256, description="devices worked on at once")
     health: HealthGate = HealthGate()
     canary: CanaryGate = CanaryGate()
-    shadow: ShadowGate = Field(default=ShadowGate(), description="a shadow wave on the first wave's devices before "
-                               "any device activates the version (issue 25; off by default)")
+    shadow: ShadowWave = Field(default=ShadowWave(), description="a shadow wave on the first wave's devices before "
+                               "any device activates the version (issue 25; off by default), judged with the "
+                               "`canary` gate's thresholds")
     failure_threshold: float = Field(default=0.0, ge=0, lt=1,
                                      description="share of a wave whose devices may fail hard (unreachable, "
                                                  "refused, crashed) without halting the rollout")

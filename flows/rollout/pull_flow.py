@@ -14,7 +14,9 @@ judged by the canary judge: the moved devices against the devices not moved yet,
 time. A failed wave signs share 0: every moved device goes back to the version it replaced (a signed
 send-back, which their floor allows). Same record (`rollouts/<id>.json`, `pull` progress), verdict
 artifact and `edgefleet rollout show` as the SSH rollout; re-running the same rollout resumes after the last
-passed wave. The decisions are `pull_waves.py`'s; this body only orchestrates.
+passed wave. With `shadow.enabled`, a shadow wave on the first wave's devices comes first (`pull_shadow.py`):
+they run the version beside the old one, never acting on it, and a failed verdict halts the rollout there.
+The decisions are `pull_waves.py`'s and `pull_shadow.py`'s; this body only orchestrates.
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ import time
 from datetime import datetime
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
 
 from edgefleet.device.bundle import verify_manifest_bytes
 from edgefleet.flows.registry import RegistryWriter, open_registry_writer
 from edgefleet.flows.release.keys import channel_signing_key
-from edgefleet.flows.rollout.flow import RolloutHalted, RolloutResult, _publish, _result
+from edgefleet.flows.rollout.flow import RolloutHalted, RolloutResult, _artifact_key, _publish, _result
 from edgefleet.flows.rollout.judgement import WaveSubject
 from edgefleet.flows.rollout.pull_params import ExponentialRate, PullRolloutParams
+from edgefleet.flows.rollout.pull_shadow import judge_shadow_wave_task, outcome_of, shadow_wave_due
 from edgefleet.flows.rollout.pull_tasks import (
     MonitorView,
     fleet_task,
@@ -194,6 +198,42 @@ def _run_wave(params: PullRolloutParams, registry: RegistryWriter, record: Rollo
     return decision
 
 
+def _shadow_wave_or_halt(params: PullRolloutParams, registry: RegistryWriter, store: RecordStore,
+                         record: RolloutRecord, monitor: MonitorView, fleet: dict[str, str | None]) -> None:
+    """The shadow wave on the first wave's devices (`pull_shadow`); a verdict other than pass halts the rollout
+    before any device activated the version (share 0, no shadow: every device clears it)."""
+    progress = record.pull
+    first = _next_wave(params, record, sorted(fleet))
+    if progress is None or first is None:
+        return
+    devices = tuple(moved(record.rollout_id, sorted(fleet), first.share_bp))
+    pointer = stage_share_task(registry, params.signing, model=record.model, channel=params.channel,
+                               rollout_id=record.rollout_id, version=record.version, share_bp=0,
+                               shadow_bp=first.share_bp)
+    progress.replaces = pointer.rollout.replaces if pointer.rollout else progress.replaces
+    store.save(record)
+    verdict = judge_shadow_wave_task(monitor, devices, record.version, progress.replaces, utc_now(), params.canary,
+                                     params.shadow)
+    progress.shadow = outcome_of(verdict, first.share_bp, devices)
+    get_run_logger().info("shadow wave on %s: %s - %s", list(devices), verdict.result, verdict.reason)
+    if verdict.metrics:
+        create_table_artifact(table=verdict.table(), key=_artifact_key(record.rollout_id) + "-shadow",
+                              description=f"Shadow wave of rollout **{record.rollout_id}**: "
+                                          f"{verdict.result.upper()} - {verdict.reason}")
+    if verdict.result == "pass":
+        store.save(record)
+        return
+    stage_share_task(registry, params.signing, model=record.model, channel=params.channel,
+                     rollout_id=record.rollout_id, version=record.version, share_bp=0)
+    record.state = "halted"
+    record.halted = HaltInfo(wave=1, failed=devices, reason=f"shadow wave: {verdict.reason}",
+                             halted_by=tuple(f"shadow_{name}" for name in verdict.failed_metrics) or ("shadow",))
+    _publish(record, store)
+    raise RolloutHalted(f"rollout {record.rollout_id} halted by its shadow wave, before any device activated "
+                        f"{record.version}: {verdict.reason}", "fix the model and release a new version; the shadow "
+                        f"verdict is in the rollout's artifacts and record: {store.uri}", _result(record, store))
+
+
 @flow(name=FLOW_NAME)
 def pull_rollout(params: PullRolloutParams) -> RolloutResult:
     """Rolls a released version out to pull-mode devices in signed, judged shares (see the module docstring)."""
@@ -210,6 +250,8 @@ def pull_rollout(params: PullRolloutParams) -> RolloutResult:
     logger.info("pull rollout %s: %s %s on channel %s, %d devices (run %d)", rollout_id, params.model,
                 params.version, params.channel, len(fleet), record.runs)
     store.save(record)
+    if record.pull is not None and shadow_wave_due(params.shadow, record.pull):
+        _shadow_wave_or_halt(params, registry, store, record, monitor, fleet)
     while (step := _next_wave(params, record, sorted(fleet))) is not None:
         decision = _run_wave(params, registry, record, manifest, monitor, fleet, step)
         wave = len(record.pull.passed) + 1  # type: ignore[union-attr]

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.rollout.params import CanaryGate
+from edgefleet.flows.rollout.shadow_params import ShadowWave
 from edgefleet.kernel.contracts.names import ChannelName, ModelName, ModelVersion, SafeName
 
 DEFAULT_SHARES = ("1%", "10%", "50%", "100%")
@@ -97,6 +98,9 @@ class PullRolloutParams(_Config):
                                 "decides a wave")
     monitor_config: str = Field(description="the fleet monitor's YAML: pull-mode devices are seen only there")
     canary: CanaryGate = CanaryGate()
+    shadow: ShadowWave = Field(default=ShadowWave(), description="a shadow wave on the first wave's devices before "
+                               "any device activates the version (issue 25; off by default; their agents need "
+                               "shadow.share > 0), judged with the `canary` gate's thresholds")
     report_timeout_s: float = Field(default=600.0, gt=0, description="how long a wave waits for its devices to "
                                                                      "report the new version (or refuse it)")
     poll_interval_s: float = Field(default=5.0, gt=0, description="how often the monitor's state is read")

@@ -23,6 +23,7 @@ from edgefleet.flows.rollout.judgement import Judged, MonitorCollector, WaveSubj
 from edgefleet.flows.rollout.params import CanaryGate
 from edgefleet.flows.rollout.pull_waves import WaveObservation, observe
 from edgefleet.kernel.contracts.manifest import ChannelPointer
+from edgefleet.kernel.contracts.telemetry import ShadowSummary
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,19 @@ class MonitorView:
             return device_failures(store, devices, self.model, version, since)
 
 
+    def shadow_pairs(self, devices: Sequence[str], version: str, primary: str | None,
+                     since: datetime) -> dict[str, ShadowSummary | None]:
+        """device id -> its pairs with candidate `version` beside `primary` since `since` (the stored shadow
+        blocks of its telemetry, `monitor.shadows`); None: none yet."""
+        from edgefleet.monitor import load_monitor_config, open_fleet_store
+        from edgefleet.monitor.shadows import device_pairs
+
+        config = load_monitor_config(self.config_path)
+        with open_fleet_store(config, create=False) as store:
+            found = device_pairs(store, devices, self.model, version, since, primary=primary)
+        return {device: pairs.summary for device, pairs in found.items()}
+
+
 @task(name="pull-fleet", cache_policy=NO_CACHE)
 def fleet_task(monitor: MonitorView, stale_after_s: float) -> dict[str, str | None]:
     """The devices of the model the monitor heard from recently, with the version each runs."""
@@ -62,11 +76,12 @@ def fleet_task(monitor: MonitorView, stale_after_s: float) -> dict[str, str | No
 
 @task(name="stage-share", cache_policy=NO_CACHE, task_run_name="stage-share {share_bp}bp")
 def stage_share_task(registry: RegistryWriter, signing: SigningParams, *, model: str, channel: str,
-                     rollout_id: str, version: str, share_bp: int) -> ChannelPointer:
-    """Signs the channel pointer at `share_bp` (idempotent: the same share again changes nothing)."""
+                     rollout_id: str, version: str, share_bp: int, shadow_bp: int | None = None) -> ChannelPointer:
+    """Signs the channel pointer at `share_bp` (and `shadow_bp`: a shadow wave); idempotent: the same shares
+    again change nothing."""
     key = channel_signing_key(signing, registry.uri)
     return stage_rollout(registry, key, model=model, channel=channel, rollout_id=rollout_id, version=version,
-                         share_bp=share_bp, by=f"rollout {rollout_id}")
+                         share_bp=share_bp, by=f"rollout {rollout_id}", shadow_bp=shadow_bp)
 
 
 @task(name="watch-wave", cache_policy=NO_CACHE, task_run_name="watch-wave {wave}")

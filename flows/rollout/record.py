@@ -126,6 +126,21 @@ class WaveVerdict(BaseModel):
     verdict: Verdict
 
 
+class ShadowOutcome(BaseModel):
+    """(record 4) A pull rollout's shadow wave (issue 25): the share that ran the version as a shadow, its
+    devices (the first wave's), and the verdict on their pairs (`flows.rollout.shadow`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    share_bp: int
+    devices: tuple[str, ...]
+    result: Literal["pass", "fail"]
+    reason: str
+    judged_at: datetime
+    table: tuple[dict[str, str], ...] = ()
+    """The verdict's rows (metric, result, value, limit, devices), as the artifact shows them."""
+
+
 class PullProgress(BaseModel):
     """(record 4) A staged rollout to pull-mode devices (`flows.rollout.pull_flow`): the shares signed so far."""
 
@@ -141,6 +156,8 @@ class PullProgress(BaseModel):
     """The current rate of an exponential schedule (devices per wave)."""
     sent_back: bool = False
     """A halt signed share 0: every device the rollout moved goes back to `replaces`."""
+    shadow: ShadowOutcome | None = None
+    """The shadow wave before the first wave, when the rollout had one."""
 
     def restart(self) -> None:
         """A re-run after a halt that sent the moved devices back: no passed wave holds any more, so the rollout

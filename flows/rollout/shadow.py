@@ -2,11 +2,11 @@
 answering like it? Pure maths, no I/O; the device is the unit.
 
 Each canary device reports its pairs (`ShadowSummary`, cumulative since its candidate was loaded; capped at
-`max_device_frames` by scaling). Per device:
+`max_device_samples` by scaling). The thresholds are the one gate's (`params.CanaryGate`). Per device:
 
 | metric      | per device                               | test                               | limit                |
 |-------------|------------------------------------------|------------------------------------|----------------------|
-| agreement   | top-1 agreement / answered pairs         | one-sided binomial; Stouffer (all) | min_agreement        |
+| agreement   | top-1 agreement / answered pairs         | one-sided binomial; Stouffer (all) | min_shadow_agreement |
 | class_mix   | JS(candidate mix, primary mix)           | chi-square homogeneity (canary's)  | max_class_divergence |
 | score_delta | median paired delta, candidate - primary | sign test (falls vs rises)         | -max_score_drop      |
 | errors      | candidate failures / sampled frames      | one-sided binomial                 | max_error_ratio      |
@@ -14,7 +14,7 @@ Each canary device reports its pairs (`ShadowSummary`, cumulative since its cand
 A device fails a metric when its value is beyond the floor *and* the test is significant at `alpha`; the
 agreement also fails when the devices' p-values combined (Stouffer, one vote each) are significant although
 no single device is. A metric passes when every device with enough pairs is within its floor; it has no data
-until every device has `min_frames` pairs. The verdict fails on any failed metric, passes when all pass, and
+until every device has `min_samples` pairs. The verdict fails on any failed metric, passes when all pass, and
 otherwise waits, until `final`, when a metric without data fails it (no device acts on an unjudged model).
 Frames of one device are correlated (one scene): the cap keeps a device's tests from reading them as
 thousands of independent observations; the chi-square treats the two mixes as independent samples although
@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict
 from scipy import stats
 
 from edgefleet.flows.rollout import histstats as h
-from edgefleet.flows.rollout.shadow_params import ShadowGate
+from edgefleet.flows.rollout.params import CanaryGate
 from edgefleet.kernel.contracts.telemetry import SCORE_DELTA_BUCKETS, ShadowSummary
 
 ShadowMetricName = Literal["agreement", "class_mix", "score_delta", "errors"]
@@ -93,41 +93,41 @@ def scale(summary: ShadowSummary, cap: int) -> float:
     return min(1.0, cap / n) if n > 0 else 1.0
 
 
-def agreement(summary: ShadowSummary, gate: ShadowGate) -> tuple[float, float]:
-    """(agreement, one-sided p-value that it is below `min_agreement`), on the capped counts."""
+def agreement(summary: ShadowSummary, gate: CanaryGate) -> tuple[float, float]:
+    """(agreement, one-sided p-value that it is below `min_shadow_agreement`), on the capped counts."""
     n = answered(summary)
     rate = summary.top1_agree / n
-    factor = scale(summary, gate.max_device_frames)
+    factor = scale(summary, gate.max_device_samples)
     trials = max(1, round(n * factor))
     agree = min(trials, round(summary.top1_agree * factor))
-    return rate, float(stats.binomtest(agree, trials, gate.min_agreement, alternative="less").pvalue)
+    return rate, float(stats.binomtest(agree, trials, gate.min_shadow_agreement, alternative="less").pvalue)
 
 
-def class_mix(summary: ShadowSummary, gate: ShadowGate) -> tuple[float, float]:
+def class_mix(summary: ShadowSummary, gate: CanaryGate) -> tuple[float, float]:
     """(JS divergence of the candidate's top-1 mix from the primary's, chi-square p-value), capped counts."""
     primary = {c.id: c.n for c in summary.primary.classes} if summary.primary else {}
     candidate = {c.id: c.n for c in summary.candidate.classes} if summary.candidate else {}
     cells = sorted(set(primary) | set(candidate))
-    a = h.fixed_vector(h.capped(primary, gate.max_device_frames), cells)
-    b = h.fixed_vector(h.capped(candidate, gate.max_device_frames), cells)
+    a = h.fixed_vector(h.capped(primary, gate.max_device_samples), cells)
+    b = h.fixed_vector(h.capped(candidate, gate.max_device_samples), cells)
     return h.divergence_test(b, a)
 
 
-def score_delta(summary: ShadowSummary, gate: ShadowGate) -> tuple[float, float]:
+def score_delta(summary: ShadowSummary, gate: CanaryGate) -> tuple[float, float]:
     """(median paired delta, sign-test p-value that the candidate's score falls more often than it rises)."""
     counts = {b.i: float(b.n) for b in summary.score_delta}
     width = 2.0 / SCORE_DELTA_BUCKETS
     median = h.interpolated_quantile(counts, lambda i: (-1.0 + i * width, -1.0 + (i + 1) * width), 0.5)
-    factor = scale(summary, gate.max_device_frames)
+    factor = scale(summary, gate.max_device_samples)
     falls = round(sum(n for i, n in counts.items() if i < ZERO_DELTA_BUCKET) * factor)
     rises = round(sum(n for i, n in counts.items() if i >= ZERO_DELTA_BUCKET) * factor)
     pvalue = float(stats.binomtest(falls, falls + rises, 0.5, alternative="greater").pvalue) if falls + rises else 1.0
     return (median if median is not None else 0.0), pvalue
 
 
-def error_ratio(summary: ShadowSummary, gate: ShadowGate) -> tuple[float, float]:
+def error_ratio(summary: ShadowSummary, gate: CanaryGate) -> tuple[float, float]:
     """(failures / sampled frames, one-sided p-value that the ratio exceeds `max_error_ratio`)."""
-    factor = min(1.0, gate.max_device_frames / summary.frames)
+    factor = min(1.0, gate.max_device_samples / summary.frames)
     trials = max(1, round(summary.frames * factor))
     errors = min(trials, round(summary.errors * factor))
     if gate.max_error_ratio <= 0:
@@ -161,7 +161,7 @@ def _metric(name: ShadowMetricName, values: Mapping[str, tuple[float, float]], l
     return ShadowMetric(name=name, result="pass", value=median, limit=limit, devices=rows)
 
 
-def judge_shadow(reports: Mapping[str, ShadowSummary | None], gate: ShadowGate, *, final: bool = False
+def judge_shadow(reports: Mapping[str, ShadowSummary | None], gate: CanaryGate, *, final: bool = False
                  ) -> ShadowVerdict:
     """The shadow wave's verdict from each canary device's pairs (None: the device reported none yet).
 
@@ -172,13 +172,13 @@ def judge_shadow(reports: Mapping[str, ShadowSummary | None], gate: ShadowGate, 
                for device, summary in reports.items()}
     frames = {device: (summary.frames if summary else 0) for device, summary in reports.items()}
     ready = {device: summary for device, summary in reports.items()
-             if summary is not None and answered(summary) >= gate.min_frames}
+             if summary is not None and answered(summary) >= gate.min_samples}
     waiting = sorted(set(reports) - set(ready))
     erring = {device: summary for device, summary in reports.items()
-              if summary is not None and summary.frames >= gate.min_frames}
+              if summary is not None and summary.frames >= gate.min_samples}
     agree = {device: agreement(summary, gate) for device, summary in ready.items()}
     metrics = (
-        _metric("agreement", agree, gate.min_agreement, above=False, alpha=gate.alpha, waiting=waiting,
+        _metric("agreement", agree, gate.min_shadow_agreement, above=False, alpha=gate.alpha, waiting=waiting,
                 combined=h.combined_p([p for _, p in agree.values()]) if agree else None),
         _metric("class_mix", {d: class_mix(s, gate) for d, s in ready.items()}, gate.max_class_divergence,
                 above=True, alpha=gate.alpha, waiting=waiting),
@@ -201,7 +201,7 @@ def judge_shadow(reports: Mapping[str, ShadowSummary | None], gate: ShadowGate, 
     return ShadowVerdict(result="wait", reason=pending, metrics=metrics, frames=frames)
 
 
-def judge_shadow_safely(reports: Mapping[str, ShadowSummary | None], gate: ShadowGate, *, final: bool = False
+def judge_shadow_safely(reports: Mapping[str, ShadowSummary | None], gate: CanaryGate, *, final: bool = False
                         ) -> ShadowVerdict:
     """`judge_shadow`, where a judge that cannot judge (impossible counts) fails the verdict: the rollout halts."""
     try:

@@ -17,6 +17,7 @@ import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -25,9 +26,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from edgefleet.device.agent.shadow_stats import ShadowReport
 from edgefleet.flows.rollout import device as steps
 from edgefleet.flows.rollout.inventory import DeviceSpec, Inventory
-from edgefleet.flows.rollout.params import HealthGate
+from edgefleet.flows.rollout.params import CanaryGate, HealthGate
 from edgefleet.flows.rollout.shadow import ShadowVerdict, judge_shadow_safely
-from edgefleet.flows.rollout.shadow_params import ShadowGate
+from edgefleet.flows.rollout.shadow_params import ShadowWave
 from edgefleet.flows.rollout.ssh import DeviceConnection
 from edgefleet.flows.rollout.tasks import PreparedVersion
 from edgefleet.kernel.contracts.telemetry import ShadowSummary
@@ -103,27 +104,40 @@ def clear_candidate(inventory: Inventory, model: str, device_id: str) -> None:
         log.warning("shadow wave: could not clear the shadow on %s: %s", device_id, error.message)
 
 
-def await_shadow_verdict(collect: Callable[[], Mapping[str, ShadowReport | None]], version: str, gate: ShadowGate, *,
+class ShadowLook(NamedTuple):
+    """One look at the shadow wave's devices: each one's pairs with the candidate (None: none yet), and the
+    devices that cannot run it, with why. The SSH wave reads it from the agents' reports (`look_of`), the pull
+    wave from the fleet monitor (`pull_shadow`)."""
+
+    pairs: Mapping[str, ShadowSummary | None]
+    not_running: Mapping[str, str]
+
+
+def look_of(reports: Mapping[str, ShadowReport | None], version: str) -> ShadowLook:
+    """The look the agents' own reports give. Pure."""
+    return ShadowLook(pairs_of(reports, version), not_running(reports, version))
+
+
+def await_shadow_verdict(collect: Callable[[], ShadowLook], gate: CanaryGate, wave: ShadowWave, *,
                          clock: Callable[[], float] = time.monotonic,
                          sleep: Callable[[float], None] = time.sleep) -> ShadowVerdict:
-    """Looks until the verdict passes or fails; at `timeout_s`, a last look where waiting fails. A device whose
-    agent cannot run the candidate fails it at once."""
-    deadline = clock() + gate.timeout_s
+    """Looks until the verdict passes or fails; at `wave.timeout_s`, a last look where waiting fails. A device
+    that cannot run the candidate fails it at once. Judged with the one gate's thresholds (`shadow.py`)."""
+    deadline = clock() + wave.timeout_s
     while True:
         final = clock() >= deadline
-        reports = collect()
-        broken = not_running(reports, version)
-        if broken:
+        look = collect()
+        if look.not_running:
             return ShadowVerdict(result="fail", reason="the candidate does not run on " + "; ".join(
-                f"{device}: {why}" for device, why in sorted(broken.items())), metrics=(), frames={})
-        verdict = judge_shadow_safely(pairs_of(reports, version), gate, final=final)
+                f"{device}: {why}" for device, why in sorted(look.not_running.items())), metrics=(), frames={})
+        verdict = judge_shadow_safely(look.pairs, gate, final=final)
         if verdict.result != "wait":
             return verdict
-        sleep(gate.poll_interval_s)
+        sleep(wave.poll_interval_s)
 
 
 def run_shadow_wave(runner: ThreadPoolTaskRunner, inventory: Inventory, prepared: PreparedVersion,
-                    gate: ShadowGate, health: HealthGate, disk_headroom: float,
+                    gate: CanaryGate, wave: ShadowWave, health: HealthGate, disk_headroom: float,
                     device_ids: Sequence[str]) -> tuple[ShadowVerdict, tuple[Staged, ...]]:
     """Stages the candidate on `device_ids`, judges their pairs, clears the shadow everywhere (see module doc)."""
     futures = [runner.submit(stage_candidate, {"inventory": inventory, "device": inventory.device(device_id),
@@ -136,8 +150,8 @@ def run_shadow_wave(runner: ThreadPoolTaskRunner, inventory: Inventory, prepared
             reason = "; ".join(f"{item.device_id}: {item.detail}" for item in failed)
             return ShadowVerdict(result="fail", reason=f"the candidate could not be staged: {reason}", metrics=(),
                                  frames={}), staged
-        verdict = await_shadow_verdict(lambda: read_reports(inventory, prepared.model, device_ids),
-                                       prepared.version, gate)
+        verdict = await_shadow_verdict(
+            lambda: look_of(read_reports(inventory, prepared.model, device_ids), prepared.version), gate, wave)
         return verdict, staged
     finally:
         for device_id in device_ids:

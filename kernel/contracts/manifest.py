@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -245,8 +245,9 @@ class ChannelPointer(_Frozen):
 
     Schema 3 (`edgefleet.channel/3`) is schema 2 plus an optional `rollout` block
     (`edgefleet.kernel.contracts.rollout.RolloutStage`): a staged rollout of `version` to a share of the fleet,
-    the others staying on the version it replaces. Signed the same way; writers write schema 3 only for a
-    pointer with a rollout block, so a plain pointer stays readable by schema 2 agents.
+    the others staying on the version it replaces, and optionally (`shadow_bp`, issue 25) a share running it as
+    a shadow only. Signed the same way; writers write schema 3 only for a pointer with a rollout block, so a
+    plain pointer stays readable by schema 2 agents.
     """
 
     schema_: Literal["edgefleet.channel/1", "edgefleet.channel/2", "edgefleet.channel/3"] = Field(
@@ -308,8 +309,7 @@ class ChannelPointer(_Frozen):
         """The exact bytes a schema 2/3 signature covers: a domain line, then canonical JSON of every field but
         the signature (sorted keys, no spaces), so a pointer re-serialised by any writer verifies the same. An
         absent rollout block is left out, so a schema 2 pointer's bytes are what they were before schema 3."""
-        exclude = {"signature"} | ({"rollout"} if self.rollout is None else set())
-        payload = self.model_dump(mode="json", by_alias=True, exclude=exclude)
+        payload = self.model_dump(mode="json", by_alias=True, exclude=self._absent() | {"signature": True})
         return (
             CHANNEL_SIGNATURE_DOMAIN.encode()
             + b"\n"
@@ -317,7 +317,14 @@ class ChannelPointer(_Frozen):
         )
 
     def to_json_bytes(self) -> bytes:
-        exclude = {"rollout"} if self.rollout is None else set()
+        exclude = self._absent()
         if not self.signed:
-            exclude |= {"counter", "expires_at", "downgrade", "key_id", "signature"}
+            exclude |= dict.fromkeys(("counter", "expires_at", "downgrade", "key_id", "signature"), True)
         return self.model_dump_json(by_alias=True, indent=2, exclude=exclude).encode() + b"\n"
+
+    def _absent(self) -> dict[str, Any]:
+        """Optional schema 3 parts left out when absent (the rollout block; its `shadow_bp`), so bytes written
+        and signed without them are what they were before they existed."""
+        if self.rollout is None:
+            return {"rollout": True}
+        return {"rollout": {"shadow_bp"}} if self.rollout.shadow_bp is None else {}

@@ -45,3 +45,12 @@ def test_the_promotions_old_min_inferences_is_the_gates() -> None:
     assert params.judge == CanaryGate(min_promotion_inferences=40, alpha=0.02)
     assert PromotionParams.model_validate({**PROMOTION, "judge": {"min_promotion_inferences": 40}}).judge == \
         params.judge.model_copy(update={"alpha": 0.01})
+
+
+def test_the_shadow_wave_is_judged_with_the_gates_thresholds() -> None:
+    # issue 25 review: the shadow judge has no thresholds of its own; its section only says when and how long
+    params = RolloutParams.model_validate({**ROLLOUT, "shadow": {"enabled": True},
+                                           "canary": {"min_shadow_agreement": 0.95, "min_samples": 40}})
+    assert params.canary.min_shadow_agreement == 0.95 and params.shadow.enabled
+    with pytest.raises(ValidationError, match="min_agreement"):
+        RolloutParams.model_validate({**ROLLOUT, "shadow": {"enabled": True, "min_agreement": 0.95}})

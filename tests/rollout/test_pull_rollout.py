@@ -3,7 +3,10 @@ local registry every half second, and reports through the Pub/Sub emulator to a 
 
 A good release reaches 100% in two judged waves; a bad one (a much slower model that passes the device's
 smoke test) is halted in its first wave by the canary judge, and the signed share 0 sends the moved
-devices back to the version it replaced, while the devices never moved stay where they were.
+devices back to the version it replaced, while the devices never moved stay where they were. A model whose
+answers are unrelated to the running one's (the demo's shuffled-labels model: Coral's bird classifier) is stopped
+by the shadow wave (issue 25): the first wave's devices run it beside their model, from a signed shadow share,
+and the pairs their telemetry carries to the monitor fail it before any device activates it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from edgefleet.local.fleet import FleetSettings, SimulatedFleet
 MODEL = "imagenet"
 MODEL_FILE = "mobilenet_v1_0.25_128_quant.tflite"
 SLOW_MODEL_FILE = "mobilenet_v2_1.0_224_quant.tflite"
+UNRELATED_MODEL_FILE = "mobilenet_v2_1.0_224_inat_bird_quant.tflite"
 GOLDEN_SEEDS = (1, 2)
 DEVICES = 5
 AGENT_TIMEOUT_S = 300  # agents come up and activate slowly on a loaded machine; the waits end on the condition
@@ -49,13 +53,14 @@ class PullWorld:
     coral: Path
     private_key: object
 
-    def publish(self, version: str, *, slow: bool = False) -> None:
-        model_file = SLOW_MODEL_FILE if slow else MODEL_FILE
+    def publish(self, version: str, *, slow: bool = False, unrelated: bool = False) -> None:
+        model_file = UNRELATED_MODEL_FILE if unrelated else SLOW_MODEL_FILE if slow else MODEL_FILE
+        labels = self.coral / ("inat_bird_labels.txt" if unrelated else "imagenet_labels.txt")
         with Engine.open(self.coral / model_file) as engine:
             golden = compute_golden(engine, GOLDEN_SEEDS)
         dest = self.base / "builds" / version
         model_bytes = (self.coral / model_file).read_bytes() + b"\0" * 16 + f"edgefleet-build:{version}".encode()
-        create_version_dir(dest, {"model_cpu.tflite": model_bytes, "labels.txt": self.coral / "imagenet_labels.txt"},
+        create_version_dir(dest, {"model_cpu.tflite": model_bytes, "labels.txt": labels},
                            private_key=self.private_key, model=MODEL, version=version, golden=golden)
         open_registry_writer(self.registry_dir).publish_version(MODEL, version, dest)
 
@@ -119,6 +124,7 @@ def pull_world(coral_data: Path, pubsub_emulator, tmp_path_factory: pytest.TempP
                       "pubsub_topic": topic_id, "publish_timeout_s": 5},
         "status": {"interval_s": 0.5}, "swap": {"watch_interval_s": 0.3}, "drain_timeout_s": 3,
         "registry": {"uri": str(registry_dir), "channel": "stable", "poll_interval_s": 0.5},
+        "shadow": {"share": 0.5, "report_interval_s": 0.5},  # runs a candidate only when a rollout names one
     }
     fleet = SimulatedFleet(base / "fleet", DEVICES, agent=agent,
                            agent_env={"PUBSUB_EMULATOR_HOST": pubsub_emulator.host},
@@ -210,3 +216,33 @@ def test_a_bad_release_is_halted_in_its_first_wave_and_the_moved_devices_go_back
     assert all(record.devices[device].after == before[device] for device in moved)
     assert all(ModelStore(pull_world.fleet.devices[device].root).floor(MODEL).version == before[device]
                for device in moved)
+
+
+def test_an_unrelated_model_is_stopped_by_the_pull_shadow_wave_before_any_device_acts_on_it(
+        pull_world: PullWorld) -> None:
+    from edgefleet.flows.registry import open_registry_writer as writer
+    from edgefleet.flows.rollout.flow import RolloutHalted
+    from edgefleet.flows.rollout.pull_flow import pull_rollout
+    from edgefleet.flows.rollout.record import RecordStore
+
+    before = {device: pull_world.current(device) for device in pull_world.fleet.devices}
+    assert len(set(before.values())) == 1, before
+    pull_world.publish("1.3.0", unrelated=True)
+    with pytest.raises(RolloutHalted, match="shadow wave"):
+        pull_rollout(pull_world.params("1.3.0", first_wave_min=2, shadow={
+            "enabled": True, "timeout_s": WAVE_TIMEOUT_S, "poll_interval_s": 0.5}))
+    record = RecordStore(writer(pull_world.registry_dir), "imagenet-1.3.0").load()
+    shadowed = record.pull.shadow.devices
+    assert record.pull.shadow.result == "fail" and len(shadowed) >= 2, record.pull.shadow
+    assert "shadow_agreement" in record.halted.halted_by, record.halted
+    assert not record.pull.passed and not record.waves  # no wave ran: nobody was moved
+    assert {device: pull_world.current(device) for device in pull_world.fleet.devices} == before
+    for device_id, device in pull_world.fleet.devices.items():
+        store = ModelStore(device.root)
+        assert (store.installed(MODEL, "1.3.0") is not None) == (device_id in shadowed), device_id
+    pointer = writer(pull_world.registry_dir).read_channel(MODEL, "stable").pointer
+    assert (pointer.rollout.share_bp, pointer.rollout.shadow_bp) == (0, None)  # the shadow is called off
+    deadline = time.monotonic() + AGENT_TIMEOUT_S
+    while any(ModelStore(pull_world.fleet.devices[d].root).pointer(MODEL, "shadow") for d in shadowed):
+        assert time.monotonic() < deadline, "the shadow wave's devices still name the candidate"
+        time.sleep(0.5)

@@ -6,14 +6,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from edgefleet.device.agent.shadow_stats import ShadowReport
+from edgefleet.flows.rollout.params import CanaryGate
 from edgefleet.flows.rollout.shadow import judge_shadow, judge_shadow_safely
-from edgefleet.flows.rollout.shadow_flow import await_shadow_verdict
-from edgefleet.flows.rollout.shadow_params import ShadowGate
+from edgefleet.flows.rollout.shadow_flow import await_shadow_verdict, look_of
+from edgefleet.flows.rollout.shadow_params import ShadowWave
 from edgefleet.kernel.contracts.distributions import BucketCount, ClassCount, Distributions
 from edgefleet.kernel.contracts.telemetry import ModelRef, ShadowSummary, score_delta_bucket
 
 CANDIDATE = ModelRef(name="imagenet", version="2.0.0", variant="cpu", backend="cpu")
-GATE = ShadowGate(enabled=True, min_frames=50)
+GATE = CanaryGate(min_samples=50)
+WAVE = ShadowWave(enabled=True)
 
 
 def pairs(frames: int, agree: int, *, primary: dict[int, int] | None = None, candidate: dict[int, int] | None = None,
@@ -101,14 +103,14 @@ class FakeClock:
         self.now += seconds
 
 
-def wait_for(reports_of_look, gate: ShadowGate = GATE):  # noqa: ANN001
+def wait_for(reports_of_look, wave: ShadowWave = WAVE):  # noqa: ANN001
     clock = FakeClock()
 
     def collect():  # noqa: ANN202
         clock.looks += 1
-        return reports_of_look(clock.looks)
+        return look_of(reports_of_look(clock.looks), "2.0.0")
 
-    return await_shadow_verdict(collect, "2.0.0", gate, clock=lambda: clock.now, sleep=clock.sleep), clock
+    return await_shadow_verdict(collect, GATE, wave, clock=lambda: clock.now, sleep=clock.sleep), clock
 
 
 def test_the_verdict_comes_as_soon_as_the_pairs_decide() -> None:
@@ -123,7 +125,7 @@ def test_a_device_that_cannot_run_the_candidate_fails_the_wave_at_once() -> None
 
 
 def test_pairs_of_another_candidate_do_not_count_and_the_wave_fails_at_its_timeout() -> None:
-    gate = GATE.model_copy(update={"timeout_s": 10.0, "poll_interval_s": 1.0})
-    verdict, clock = wait_for(lambda look: {"d1": report("1.9.0", pairs(400, 400))}, gate)
+    wave = WAVE.model_copy(update={"timeout_s": 10.0, "poll_interval_s": 1.0})
+    verdict, clock = wait_for(lambda look: {"d1": report("1.9.0", pairs(400, 400))}, wave)
     assert verdict.result == "fail" and "without a verdict" in verdict.reason
-    assert clock.now >= gate.timeout_s
+    assert clock.now >= wave.timeout_s
