@@ -83,7 +83,8 @@ def test_the_real_agent_is_upgraded_beside_itself_and_a_bad_release_rolled_back(
         upgraded = parse_status((agent_root / "status.json").read_bytes())
         assert upgraded is not None and upgraded.pid != first and upgraded.state == "running"
         assert "versions/9.0.0/venv/bin/python" in _cmdline(upgraded.pid)  # the new venv's interpreter
-        assert list((install / "versions" / "9.0.0" / "venv" / "lib").glob("python*/site-packages/edgefleet/device/selfupdate.py"))
+        site = install / "versions" / "9.0.0" / "venv" / "lib"
+        assert list(site.glob("python*/site-packages/edgefleet/device/selfupdate.py"))
         assert upgraded.model == MODEL and upgraded.version == "1.0.0"  # the same model runs on
 
         os.environ["FAKE_AGENT_STATUS"] = str(agent_root / "status.json")
