@@ -7,7 +7,7 @@ Each canary device reports its pairs (`ShadowSummary`, cumulative since its cand
 | metric      | per device                               | test                               | limit                |
 |-------------|------------------------------------------|------------------------------------|----------------------|
 | agreement   | top-1 agreement / answered pairs         | one-sided binomial; Stouffer (all) | min_shadow_agreement |
-| class_mix   | JS(candidate mix, primary mix)           | chi-square homogeneity (canary's)  | max_class_divergence |
+| class_mix   | JS(candidate mix, primary mix) - chance  | chi-square homogeneity (canary's)  | max_class_divergence |
 | score_delta | median paired delta, candidate - primary | sign test (falls vs rises)         | -max_score_drop      |
 | errors      | candidate failures / sampled frames      | one-sided binomial                 | max_error_ratio      |
 
@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict
 from scipy import stats
 
 from edgefleet.flows.rollout import histstats as h
+from edgefleet.flows.rollout.classmix import comparable
 from edgefleet.flows.rollout.params import CanaryGate
 from edgefleet.kernel.contracts.telemetry import SCORE_DELTA_BUCKETS, ShadowSummary
 
@@ -104,13 +105,17 @@ def agreement(summary: ShadowSummary, gate: CanaryGate) -> tuple[float, float]:
 
 
 def class_mix(summary: ShadowSummary, gate: CanaryGate) -> tuple[float, float]:
-    """(JS divergence of the candidate's top-1 mix from the primary's, chi-square p-value), capped counts."""
-    primary = {c.id: c.n for c in summary.primary.classes} if summary.primary else {}
-    candidate = {c.id: c.n for c in summary.candidate.classes} if summary.candidate else {}
-    cells = sorted(set(primary) | set(candidate))
-    a = h.fixed_vector(h.capped(primary, gate.max_device_samples), cells)
-    b = h.fixed_vector(h.capped(candidate, gate.max_device_samples), cells)
-    return h.divergence_test(b, a)
+    """(JS divergence of the candidate's top-1 mix from the primary's above what two samples of one mix show by
+    chance, chi-square p-value), on capped counts compared as the canary compares class mixes
+    (`classmix.comparable`: rare classes and anything in "other" lumped into one cell, never dropped)."""
+    primary = summary.primary.class_counts() if summary.primary else {}
+    candidate = summary.candidate.class_counts() if summary.candidate else {}
+    cells = sorted(k for k in set(primary) | set(candidate) if k >= 0)
+    used, (old, new) = comparable(cells, h.capped(primary, gate.max_device_samples),
+                                  h.capped(candidate, gate.max_device_samples))
+    a, b = h.fixed_vector(old, used), h.fixed_vector(new, used)
+    divergence, pvalue = h.divergence_test(b, a)
+    return divergence - h.chance_divergence(b, a), pvalue
 
 
 def score_delta(summary: ShadowSummary, gate: CanaryGate) -> tuple[float, float]:
