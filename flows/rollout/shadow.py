@@ -7,7 +7,7 @@ Each canary device reports its pairs (`ShadowSummary`, cumulative since its cand
 | metric      | per device                               | test                               | limit                |
 |-------------|------------------------------------------|------------------------------------|----------------------|
 | agreement   | top-1 agreement / answered pairs         | one-sided binomial; Stouffer (all) | min_shadow_agreement |
-| class_mix   | JS(candidate mix, primary mix) - chance  | chi-square homogeneity (canary's)  | max_class_divergence |
+| class_mix   | JS(candidate mix, primary mix)           | chi-square homogeneity (canary's)  | max_class_divergence |
 | score_delta | median paired delta, candidate - primary | sign test (falls vs rises)         | -max_score_drop      |
 | errors      | candidate failures / sampled frames      | one-sided binomial                 | max_error_ratio      |
 
@@ -105,17 +105,17 @@ def agreement(summary: ShadowSummary, gate: CanaryGate) -> tuple[float, float]:
 
 
 def class_mix(summary: ShadowSummary, gate: CanaryGate) -> tuple[float, float]:
-    """(JS divergence of the candidate's top-1 mix from the primary's above what two samples of one mix show by
-    chance, chi-square p-value), on capped counts compared as the canary compares class mixes
-    (`classmix.comparable`: rare classes and anything in "other" lumped into one cell, never dropped)."""
+    """(JS divergence of the candidate's top-1 mix from the primary's, chi-square p-value), on capped counts
+    compared as the canary compares class mixes (`classmix.comparable`: rare classes and anything in "other"
+    lumped into one cell, never dropped). No chance level is taken off, unlike the canary's before/after
+    windows: the two mixes are of the same frames, so they differ only where the models disagree."""
     primary = summary.primary.class_counts() if summary.primary else {}
     candidate = summary.candidate.class_counts() if summary.candidate else {}
     cells = sorted(k for k in set(primary) | set(candidate) if k >= 0)
     used, (old, new) = comparable(cells, h.capped(primary, gate.max_device_samples),
                                   h.capped(candidate, gate.max_device_samples))
     a, b = h.fixed_vector(old, used), h.fixed_vector(new, used)
-    divergence, pvalue = h.divergence_test(b, a)
-    return divergence - h.chance_divergence(b, a), pvalue
+    return h.divergence_test(b, a)
 
 
 def score_delta(summary: ShadowSummary, gate: CanaryGate) -> tuple[float, float]:
