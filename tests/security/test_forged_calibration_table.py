@@ -110,6 +110,7 @@ def test_a_verified_table_is_never_replaced_by_a_different_signed_one(
     assert note is not None and "different signed manifest" in note and "immutable" in note
     assert any(record.levelname == "ERROR" and "different signed manifest" in record.getMessage()
                for record in caplog.records)
+    assert "different signed manifest" in status_text(fleet_state)
 
 
 def test_without_a_release_key_the_monitor_takes_no_table_and_says_why(
@@ -120,3 +121,17 @@ def test_without_a_release_key_the_monitor_takes_no_table_and_says_why(
     monitor_tick(fleet_state, local_registry, watch(None), now)
     assert stored_tables(fleet_state).get((MODEL, "1.0.0")) is None
     assert "drift.public_key" in note_of(fleet_state, now)
+    shown = status_text(fleet_state)
+    assert f"est. accuracy of {MODEL}:1.0.0: calibration table refused: the monitor has no release public key" in shown
+
+
+def status_text(store: FleetStore) -> str:
+    """`edgefleet fleet status` on the fleet state, its lines unwrapped."""
+    from typer.testing import CliRunner
+
+    from edgefleet.cli import app
+
+    result = CliRunner().invoke(app, ["fleet", "status", "--db", str(store.location.path)],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.split())
