@@ -155,8 +155,8 @@ def conflict_note(row: Row, outcome: Outcome) -> str:
     """What a verified row's re-read found instead of its own manifest."""
     kept = f"the table verified before (manifest sha256 {(row.manifest_sha256 or '')[:16]}...) stays in use"
     if isinstance(outcome, Refusal):
-        return (f"the manifest of {row.model} {row.version} now in the registry does not verify ({outcome.reason}); "
-                f"{kept}: find out who changed the registry object")
+        return (f"the manifest of {row.model} {row.version} read again from the registry did not verify "
+                f"({outcome.reason}); {kept}: check the registry object and the monitor's release keyring")
     return (f"the registry now holds a different signed manifest of {row.model} {row.version} (sha256 "
             f"{outcome.manifest_sha256[:16]}...): release versions are immutable, so {kept}; find out who "
             "re-published the version with the release key")

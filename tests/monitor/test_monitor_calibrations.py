@@ -4,6 +4,7 @@ manifest is read again, what a refused, unchecked or verified row becomes, what 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,9 @@ from edgefleet.monitor.calibrations import (
     read_table_rows,
     record_missing,
     shown,
-    source_for,
 )
-from edgefleet.monitor.config import DriftWatchConfig
+from edgefleet.monitor.config import MonitorConfig
+from edgefleet.monitor.service import run_monitor
 from edgefleet.monitor.store import open_store
 
 TABLE = Calibration(images=(10,) * d.SCORE_BUCKETS, correct=(5,) * d.SCORE_BUCKETS)
@@ -59,7 +60,7 @@ def test_a_refused_or_unchecked_row_takes_the_verified_table_and_a_verified_one_
     assert (other.correct, other.manifest_sha256) == (TABLE.correct, SHA)
     assert "different signed manifest" in other.conflict and "immutable" in other.conflict
     gone = decide(taken, "birds", "1.0.0", Refusal("signature check failed"), 9.0)
-    assert gone.correct == TABLE.correct and "does not verify (signature check failed)" in gone.conflict
+    assert gone.correct == TABLE.correct and "did not verify (signature check failed)" in gone.conflict
     assert decide(other, "birds", "1.0.0", VerifiedTable(SHA, TABLE), 10.0).conflict is None  # restored
 
 
@@ -92,5 +93,8 @@ def test_a_row_kept_before_signatures_were_checked_is_read_again_after_the_upgra
 
 
 def test_a_release_key_path_that_holds_no_key_stops_the_monitor_naming_the_setting(tmp_path: Path) -> None:
+    config = MonitorConfig(store_path=tmp_path / "fleet.sqlite", identity={"mode": "transition"},
+                           drift={"registry": str(tmp_path / "registry"), "public_key": str(tmp_path / "release.pub")})
     with pytest.raises(ConfigError, match=r"drift\.public_key: .*release\.pub does not exist"):
-        source_for(DriftWatchConfig(public_key=tmp_path / "keys" / "release.pub"), str(tmp_path / "registry"))
+        run_monitor(config, threading.Event())  # before it subscribes or opens the fleet state
+    assert not (tmp_path / "fleet.sqlite").exists()
