@@ -98,3 +98,27 @@ def test_a_release_key_path_that_holds_no_key_stops_the_monitor_naming_the_setti
     with pytest.raises(ConfigError, match=r"drift\.public_key: .*release\.pub does not exist"):
         run_monitor(config, threading.Event())  # before it subscribes or opens the fleet state
     assert not (tmp_path / "fleet.sqlite").exists()
+
+
+def test_a_refused_row_is_replaced_and_a_verified_one_kept_on_each_engine(store) -> None:
+    from edgefleet.kernel.errors import VerificationError
+
+    reads = [VerificationError("signature check failed", "re-publish"), VerifiedTable(SHA, TABLE),
+             VerifiedTable(OTHER_SHA, None)]
+
+    def source(model: str, version: str) -> VerifiedTable:
+        outcome = reads.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    connection = store.connection
+    for now in (0.0, 1.0, 1.0 + HOUR):
+        store.engine.begin_write(connection)
+        assert record_missing(connection, source, [("birds", "1.0.0")], now, HOUR) == 1
+        connection.commit()
+        row = read_table_rows(connection, ["birds"])[("birds", "1.0.0")]
+        if now == 0.0:
+            assert (row.state, row.note) == (REFUSED, "signature check failed (fix: re-publish)")
+    assert (row.state, row.correct, row.manifest_sha256) == (VERIFIED, TABLE.correct, SHA)
+    assert "different signed manifest" in row.conflict and reads == []
