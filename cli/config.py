@@ -37,6 +37,9 @@ EXIT_VIOLATIONS = 1
 ENROLMENT_PUBLIC_KEY = "~/.edgefleet/keys/fleet-enrolment.key.pub"
 """Where the generated monitor config expects the fleet enrolment public key (it verifies the device key
 records deploy-agent signs with the enrolment key; the operator puts its public half here)."""
+RELEASE_KEYRING = "~/.edgefleet/keys/release.d"
+"""Where the generated monitor config expects the release keyring (`edgefleet keys add`, the one deploy-agent
+installs): the monitor takes a release's calibration table only from a manifest it verifies."""
 
 
 def read_stack_outputs(path: Path) -> StackOutputs:
@@ -109,7 +112,8 @@ def pipeline_config(outputs: StackOutputs) -> dict[str, Any]:
             "dead_letter_subscription": outputs.dead_letter_subscription,
         },
         "monitor": {"project": outputs.project, "subscription": outputs.monitor_subscription,
-                    "identity": {"registry": outputs.registry_uri, "enrolment_keys": [ENROLMENT_PUBLIC_KEY]}},
+                    "identity": {"registry": outputs.registry_uri, "enrolment_keys": [ENROLMENT_PUBLIC_KEY]},
+                    "drift": {"public_key": RELEASE_KEYRING}},
         "dashboard_id": outputs.dashboard_id,
     }
     store_url = fleet_state_store_url(outputs)

@@ -169,6 +169,9 @@ def status(
 
         console.print(DRIFT_CAVEAT, highlight=False)
         console.print(ACCURACY_CAVEAT, highlight=False)
+        for version, note in sorted({(f"{d.model_name}:{d.model_version}", d.drift.accuracy_note)
+                                     for d in result.devices if d.drift is not None and d.drift.accuracy_note}):
+            console.print(f"est. accuracy of {version}: {note}", highlight=False, soft_wrap=True)
     if result.next_after is not None:
         console.print(f"{len(result.devices)} of {result.total} shown; next page: --after {result.next_after}")
     versions = Table(title="version distribution")

@@ -284,8 +284,9 @@ def verify_version_dir(
     return manifest
 
 
-def refuse_development_signed(manifest: Manifest, source: str) -> None:
-    """Refuses a manifest that says it was signed with a development key (agents set to refuse them).
+def refuse_development_signed(manifest: Manifest, source: str, *, by: str = "this device") -> None:
+    """Refuses a manifest that says it was signed with a development key (agents set to refuse them; `by`: who
+    refuses, for the message).
 
     Raises:
         VerificationError: `manifest.signing.development` is set.
@@ -293,7 +294,7 @@ def refuse_development_signed(manifest: Manifest, source: str) -> None:
     if manifest.signing is not None and manifest.signing.development:
         raise VerificationError(
             f"{source} ({manifest.model} {manifest.version}) is signed with a DEVELOPMENT key "
-            f"(key id {manifest.signing.key_id}) and this device refuses development-signed models",
+            f"(key id {manifest.signing.key_id}) and {by} refuses development-signed models",
             "release it with the production signing key (signing.secret_block or signing.key_file)",
         )
 

@@ -133,6 +133,8 @@ class Demo:
 
     def start_monitor(self, stack: ExitStack) -> Path:
         from edgefleet.flows.registry import development_enrolment_key
+        from edgefleet.flows.release.keys import public_key_path, resolve_signing_key
+        from edgefleet.flows.release.params import SigningParams
         from edgefleet.monitor.config import MonitorConfig
         from edgefleet.monitor.service import run_monitor
 
@@ -142,10 +144,18 @@ class Demo:
         # Strict, the default: only telemetry signed by a device whose key the registry holds (the fleet
         # publishes each device's key there when it starts its agent, signed by the fleet enrolment key).
         enrolment_public = development_enrolment_key(self.enrolment_key, registry_uri=str(self.registry_dir))
-        config = MonitorConfig(project=self.settings.project, count_bucket_s=self.settings.monitor_bucket_s,
+        # The release public key (the demo's development key, made now, before the first release signs with it):
+        # the monitor takes a release's calibration table only from a manifest it verifies. Its drift watch ticks
+        # at the demo's bucket size (the default 300 s is longer than the demo), so `fleet status` shows the
+        # devices' baselines and accuracy estimates.
+        resolve_signing_key(SigningParams(dev_key_file=str(self.signing_key)), registry_uri=str(self.registry_dir))
+        bucket_s = self.settings.monitor_bucket_s
+        config = MonitorConfig(project=self.settings.project, count_bucket_s=bucket_s,
                                subscription=self.twin.monitor_subscription.rsplit("/", 1)[-1], store_path=store,
                                identity={"registry": str(self.registry_dir),
-                                         "enrolment_keys": [str(enrolment_public)]})
+                                         "enrolment_keys": [str(enrolment_public)]},
+                               drift={"public_key": str(public_key_path(self.signing_key)), "interval_s": bucket_s,
+                                      "settle_s": bucket_s})
         (self.work / "monitor.yaml").write_text(yaml.safe_dump({"monitor": config.model_dump(mode="json")}))
         thread = threading.Thread(target=run_monitor, args=(config, self.stop_monitor), name="fleet-monitor",
                                   daemon=True)

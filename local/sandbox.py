@@ -124,9 +124,12 @@ class Sandbox:
         # Strict, the default: deploy-agent registers each device's key in the sandbox's registry, signed by the
         # sandbox's enrolment key (made here, before deploy-agent runs).
         enrolment_pub = development_enrolment_key(s.enrolment_key, registry_uri=str(s.registry))
+        # The release public key (the sandbox's development key, made in `_signing_key`): the monitor takes a
+        # release's calibration table only from a manifest it verifies.
         config = MonitorConfig(project=s.project, count_bucket_s=s.monitor_bucket_s, store_path=s.store_path,
                                subscription=twin.monitor_subscription.rsplit("/", 1)[-1],
-                               identity={"registry": str(s.registry), "enrolment_keys": [str(enrolment_pub)]})
+                               identity={"registry": str(s.registry), "enrolment_keys": [str(enrolment_pub)]},
+                               drift={"public_key": f"{s.signing_key}.pub"})
         s.monitor_config.write_text(yaml.safe_dump({"monitor": config.model_dump(mode="json")}))
 
     def _devices(self) -> None:

@@ -87,7 +87,23 @@ class DriftWatchConfig(_Section):
                                  description="the model registry whose manifests carry the calibration tables of "
                                              "the accuracy estimate (default: identity.registry; none: no "
                                              "estimate)")
+    public_key: Path | None = Field(
+        default=None, description="the release public key file or keyring directory (<key id>.pub files), as the "
+        "devices' public_key: a calibration table is taken only from a manifest whose signature it verifies "
+        "(none: no table, so no accuracy estimate; `fleet status` says why)")
+    refuse_development_keys: bool = Field(
+        default=False, description="refuse the tables of manifests signed with a development key (set it where the "
+                                   "devices refuse them)")
+    calibration_recheck_s: float = Field(
+        default=3600.0, gt=0, description="a verified table's manifest is read again this often: a different signed "
+                                          "manifest of the same version is reported (release versions are "
+                                          "immutable), never taken")
     detector: DriftConfig = DriftConfig()
+
+    @field_validator("public_key")
+    @classmethod
+    def _expand_key(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
 
 
 class StoreConfig(_Section):

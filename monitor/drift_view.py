@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from edgefleet.monitor.calibrations import tables
-from edgefleet.monitor.drift import AccuracyEstimate, CalibrationTable, expected_accuracy
+from edgefleet.monitor.calibrations import Shown, tables
+from edgefleet.monitor.drift import AccuracyEstimate, expected_accuracy
 from edgefleet.monitor.drift_step import WatchRow, WatchStatus
 from edgefleet.monitor.drift_watch import read_rows
 from edgefleet.monitor.store import from_epoch
@@ -36,7 +36,8 @@ class DeviceDrift(BaseModel):
     """Expected accuracy from the calibrated confidence (CBPE) over the frames since the watch started (or
     since the drift): see `ACCURACY_CAVEAT` for what it cannot see."""
     accuracy_note: str | None = None
-    """Why there is no estimate (no calibration table in the manifest...)."""
+    """Why there is no estimate (no calibration table in the manifest, a refused one...), or what is wrong beside
+    it (a different signed manifest of the same version)."""
 
     def summary(self, baseline_blocks: int | None = None) -> str:
         """One line: 'drift: score_median down -2.4 SD (-0.21)', 'watching', 'baseline 120/500 blocks'."""
@@ -61,16 +62,16 @@ ACCURACY_CAVEAT = ("The estimated accuracy weights the device's top-1 scores by 
                    "corrects it yet.")
 
 
-def _estimate(row: WatchRow, table: CalibrationTable | str | None) -> dict:
-    if table is None:
+def _estimate(row: WatchRow, calibration: Shown | None) -> dict:
+    if calibration is None:
         return {"accuracy_note": "no calibration table read yet (drift.registry / identity.registry)"}
-    if isinstance(table, str):
-        return {"accuracy_note": table}
+    if calibration.table is None:
+        return {"accuracy_note": calibration.note}
     counts = {int(k): n for k, n in json.loads(row.score_counts).items()} if row.score_counts else {}
-    return {"accuracy": expected_accuracy(table, counts)}
+    return {"accuracy": expected_accuracy(calibration.table, counts), "accuracy_note": calibration.note}
 
 
-def from_row(row: WatchRow, table: CalibrationTable | str | None = None) -> DeviceDrift:
+def from_row(row: WatchRow, table: Shown | None = None) -> DeviceDrift:
     return DeviceDrift(status=row.status, blocks=row.blocks, statistic=row.statistic, direction=row.direction,
                        effect_sd=row.effect_sd, effect=row.effect, since=from_epoch(row.drift_time), note=row.note,
                        **_estimate(row, table))

@@ -130,7 +130,7 @@ def _write(connection: Any, rows: list[WatchRow], drifts: list[tuple[WatchRow, D
 def tick(store: FleetStore, config: DriftWatchConfig, now: float,
          calibration: CalibrationSource | None = None) -> TickReport:
     """Reads the next range of complete buckets into every device's drift watch (see the module docstring);
-    with `calibration`, also the calibration table of every version seen without one (`calibrations`)."""
+    with `calibration`, also the verified calibration table of every version seen without one (`calibrations`)."""
     connection = store.connection
     store.engine.begin_write(connection)
     try:
@@ -160,7 +160,8 @@ def _tick(store: FleetStore, config: DriftWatchConfig, now: float,
         return TickReport(None, None, 0, 0, ())
     windows = _read_range(connection, start, end)
     if calibration is not None:
-        record_missing(connection, calibration, {(model, version) for _, model, version in windows})
+        record_missing(connection, calibration, {(model, version) for _, model, version in windows}, now,
+                       config.calibration_recheck_s)
     known = read_rows(connection, {device_id for device_id, _, _ in windows})
     rows, drifts, fitted = [], [], 0
     for series, found in sorted(windows.items()):

@@ -30,7 +30,7 @@ from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.subscriber.message import Message
 
 from edgefleet.monitor.batch import process_batch
-from edgefleet.monitor.calibrations import CalibrationSource, registry_source
+from edgefleet.monitor.calibrations import CalibrationSource, source_for
 from edgefleet.monitor.cloud_metrics import (
     CloudMetricsWriter,
     MetricServiceClientLike,
@@ -317,7 +317,8 @@ def run_monitor(config: MonitorConfig, stop_event: threading.Event, *,
         What this run did.
 
     Raises:
-        ConfigError: signatures are to be checked (strict, the default) and `identity.registry` is not set.
+        ConfigError: signatures are to be checked (strict, the default) and `identity.registry` is not set;
+            `drift.public_key` names no readable release key.
         MonitorError: the device keys cannot be read (naming where and the IAM fix); the subscription is missing
             or unreadable, or the stream ended for good.
         FleetStateError: the store cannot be opened.
@@ -325,6 +326,8 @@ def run_monitor(config: MonitorConfig, stop_event: threading.Event, *,
     verifier = TelemetryVerifier.from_config(config.identity)  # a config without a key registry stops here
     if verifier is not None:
         verifier.load_now()  # keys that cannot be read stop the start here, never dead-letter all telemetry
+    registry = config.drift.registry or config.identity.registry
+    calibration = source_for(config.drift, registry) if config.drift.enabled and registry else None  # key read now
     tally = _Tally()
     own_subscriber = subscriber is None
     try:
@@ -342,9 +345,8 @@ def run_monitor(config: MonitorConfig, stop_event: threading.Event, *,
     if config.cloud_metrics.enabled:
         writer = CloudMetricsWriter(metrics_client, config.project, config.cloud_metrics)
         metrics = _MetricsTick(config, writer, PeriodAggregator(config.cloud_metrics.period_s, clock()), tally)
-    registry = config.drift.registry or config.identity.registry
     session = _Session(config, store, subscriber, path, stop_event, tally, on_batch, metrics, clock, verifier,
-                       registry_source(registry) if config.drift.enabled and registry else None)
+                       calibration)
 
     def before_resubscribe(state: tenacity.RetryCallState) -> None:
         tally.count(resubscribes=1)

@@ -14,8 +14,8 @@ Tables (see `edgefleet.monitor.store` for what each row means):
 - device_tags (schema 3): free-form tags of a device (`fleet status --tag`).
 - drift_state, drift_events (schema 4): per (device, model, version) the drift watch's baseline, CUSUM state and
   current drift; every drift alarm (`edgefleet.monitor.drift_watch`).
-- calibrations (schema 4): per (model, version) the manifest's calibration table (schema 3 manifests), or why
-  there is none (`edgefleet.monitor.calibrations`).
+- calibrations (schema 4): per (model, version) the calibration table of the manifest (schema 3) when it verified
+  against the release keyring, or why there is none or it was refused (`edgefleet.monitor.calibrations`).
 - shadow_counts (schema 4): the telemetry's shadow blocks summed per (device, model, primary version, candidate
   version, time bucket, metric, key), for the shadow wave of pull rollouts (`edgefleet.monitor.shadows`).
 """
@@ -125,12 +125,16 @@ CREATE TABLE IF NOT EXISTS shadow_counts (
 );
 CREATE TABLE IF NOT EXISTS calibrations (
     model_name TEXT NOT NULL, model_version TEXT NOT NULL, images TEXT, correct TEXT, note TEXT NOT NULL,
+    state TEXT, manifest_sha256 TEXT, checked_at REAL, conflict TEXT,
     PRIMARY KEY (model_name, model_version)
 );
 """
 
 # Columns added after schema 1/2 (added to an older table before the indexes that use them).
-ADDED_COLUMNS = (("devices", "error_ratio", "REAL"),)
+ADDED_COLUMNS = (("devices", "error_ratio", "REAL"),
+                 # calibrations rows written before manifest signatures were checked have state NULL: never trusted
+                 ("calibrations", "state", "TEXT"), ("calibrations", "manifest_sha256", "TEXT"),
+                 ("calibrations", "checked_at", "REAL"), ("calibrations", "conflict", "TEXT"))
 
 INDEXES = """
 CREATE INDEX IF NOT EXISTS events_by_version ON events (model_version, kind, time);

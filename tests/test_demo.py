@@ -68,4 +68,10 @@ def test_the_demo_rolls_out_two_good_releases_stops_the_bad_one_and_leaves_nothi
         verified = {row[0] for row in fleet.connection.execute("SELECT device_id FROM verified_devices")}
         assert verified == {f"sim-{i}" for i in (1, 2, 3)}
         assert fleet.connection.execute("SELECT COUNT(*) FROM malformed").fetchone() == (0,)
+        # The monitor holds the release public key (drift.public_key): each good release's calibration table was
+        # taken from its manifest once the signature verified (issue 25 review).
+        tables = {version: (state, correct is not None) for version, state, correct in fleet.connection.execute(
+            "SELECT model_version, state, correct FROM calibrations")}
+        assert {v: tables.get(v) for v in ("1.0.0", "1.1.0")} == {"1.0.0": ("verified", True),
+                                                                   "1.1.0": ("verified", True)}, tables
     assert _processes_mentioning(str(workdir)) == []  # sshd, agents, emulator, Prefect server: all stopped

@@ -25,6 +25,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict
 
 from edgefleet.flows.registry import RegistryWriter, open_registry_writer
+from edgefleet.flows.registry.channels import verified_pointed_manifest
 from edgefleet.flows.registry.staged import partly_staged
 from edgefleet.flows.registry.trusted import ABSENT, VERIFIED, untrusted_error
 from edgefleet.flows.release.keys import channel_signing_key
@@ -40,6 +41,8 @@ from edgefleet.kernel.errors import ConfigError
 from edgefleet.kernel.signing import PublicKeyLike
 
 FLOW_NAME = "promote-canary"
+REPLACED_MANIFEST_FIX = ("release versions are immutable: find out who changed the registry object, put the release's "
+                         "own manifest back (or publish a new version), then promote again")
 
 
 class PromotionResult(BaseModel):
@@ -123,12 +126,20 @@ def promotion_pointers(registry: RegistryWriter, model: str, from_channel: str, 
 
 
 # --- the judged part: the same judge as a rollout's waves -------------------------------------------------
-def promotion_subject(params: PromotionParams, registry: RegistryWriter, version: str, canary_ids: list[str],
-                      stable_ids: list[str], now: datetime) -> WaveSubject | None:
-    """The promotion as a wave: the canary devices since they took `version`, against the version they ran
-    before it, with the other (stable) devices on that version as controls. None: no history to judge."""
+def promotion_subject(params: PromotionParams, registry: RegistryWriter, source: ChannelPointer,
+                      public_key: PublicKeyLike, canary_ids: list[str], stable_ids: list[str],
+                      now: datetime) -> WaveSubject | None:
+    """The promotion as a wave: the canary devices since they took the version `source` (the verified pointer of
+    `from_channel`) names, against the version they ran before it, with the other (stable) devices on that version
+    as controls. None: no history to judge.
+
+    Raises:
+        VerificationError: the registry's manifest of the version is not the one the pointer names, or does not
+            verify against `public_key` (its reference, task and labels steer the judge).
+    """
     from edgefleet.monitor import FleetStateError, device_history, load_monitor_config, open_fleet_store
 
+    version = source.version
     config = load_monitor_config(Path(params.monitor_config))
     starts, befores = [], []
     with open_fleet_store(config, create=False) as store:
@@ -144,19 +155,21 @@ def promotion_subject(params: PromotionParams, registry: RegistryWriter, version
                 befores.append(stretches[mine[-1] - 1].model_version if mine[-1] > 0 else None)
     if not starts:
         return None
-    manifest = registry.read_manifest(params.model, version).manifest
+    manifest = verified_pointed_manifest(registry, source, public_key, fix=REPLACED_MANIFEST_FIX,
+                                         source=f"{params.model}/{params.from_channel} ({version})").manifest
     return WaveSubject(model=params.model, version=version, devices=tuple(canary_ids), before=most_common(befores),
                        activated_at=min(starts), others=tuple(stable_ids),
                        reference=manifest.reference.distributions if manifest.reference else None,
                        detector=manifest.task == "detection", label_count=manifest.label_count)
 
 
-def judge_promotion(params: PromotionParams, registry: RegistryWriter, version: str, canary_ids: list[str],
-                    stable_ids: list[str], now: datetime) -> tuple[str | None, Verdict | None]:
+def judge_promotion(params: PromotionParams, registry: RegistryWriter, source: ChannelPointer,
+                    public_key: PublicKeyLike, canary_ids: list[str], stable_ids: list[str],
+                    now: datetime) -> tuple[str | None, Verdict | None]:
     """(why not to promote, or None; the verdict) by the canary judge with the promotion's `judge` gate."""
-    subject = promotion_subject(params, registry, version, canary_ids, stable_ids, now)
+    subject = promotion_subject(params, registry, source, public_key, canary_ids, stable_ids, now)
     if subject is None:
-        return f"no history of {version} on the canary devices to judge", None
+        return f"no history of {source.version} on the canary devices to judge", None
     verdict = look(subject, params.judge, MonitorCollector(params.monitor_config), final=False)
     if verdict.result == "pass":
         return None, verdict
@@ -205,7 +218,7 @@ def promote_canary(params: PromotionParams) -> PromotionResult:
     blocker = promotion_blocker(params, version, devices, now)
     if blocker is None:
         stable = [device.id for device in load_inventory(params.inventory).devices if device.id not in devices]
-        blocker, _ = judge_promotion(params, registry, version, devices, stable, now)
+        blocker, _ = judge_promotion(params, registry, source, release_key, devices, stable, now)
     if blocker is not None:
         return finish(False, f"not promoting {version} to {params.to_channel}: {blocker}", version)
     promote_signed(registry, params.model, version, params.to_channel, params.signing,

@@ -108,10 +108,15 @@ def prepare_version(registry: RegistryWriter, model: str, version: str, work_dir
         registry.download_version(model, version, temp)
         shutil.rmtree(local_dir, ignore_errors=True)
         temp.rename(local_dir)
-    verify_version_dir(local_dir, public_key, model=model, version=version)
-    total = sum(size for _, size in steps.version_files(local_dir, signed.manifest).values())
-    return PreparedVersion(model, version, local_dir, signed.manifest, signed.manifest_sha256, total,
-                           signed_downgrade)
+    manifest = verify_version_dir(local_dir, public_key, model=model, version=version)
+    if read_signed_manifest(local_dir).raw != signed.raw:  # what the judge and the record use is what verified
+        raise VerificationError(
+            f"the manifest of {model} {version} in {registry.uri} changed while the rollout read it (sha256 "
+            f"{signed.manifest_sha256[:16]}... first, another for the download)",
+            "find out who replaced it (versions are immutable); start the rollout again",
+        )
+    total = sum(size for _, size in steps.version_files(local_dir, manifest).values())
+    return PreparedVersion(model, version, local_dir, manifest, signed.manifest_sha256, total, signed_downgrade)
 
 
 @task(name="preflight", cache_policy=NO_CACHE)

@@ -72,6 +72,7 @@ def test_from_stack_writes_configs_the_agent_and_the_monitor_load(
     # Strict, the default: the device keys from the registry, their records verified by the enrolment key.
     assert monitor_config.identity.registry == stack_outputs["registry_uri"]
     assert monitor_config.identity.enrolment_keys == ("~/.edgefleet/keys/fleet-enrolment.key.pub",)
+    assert monitor_config.drift.public_key == Path("~/.edgefleet/keys/release.d").expanduser()  # calibration tables
 
 
 def test_missing_outputs_are_named_and_nothing_is_written(

@@ -85,15 +85,16 @@ def test_a_tick_claims_its_range_once_and_accepting_a_drift_starts_a_new_baselin
 
 def test_the_estimated_accuracy_comes_from_the_manifests_calibration_table_beside_the_drift(store) -> None:
     from edgefleet.kernel.contracts.manifest import Calibration
+    from edgefleet.monitor.calibrations import VerifiedTable
 
     # The held-out split: right 95% of the time at scores >= 0.75, 40% below.
     images = tuple(100 for _ in range(d.SCORE_BUCKETS))
     correct = tuple(95 if index >= 15 else 40 for index in range(d.SCORE_BUCKETS))
     asked = []
 
-    def source(model: str, version: str) -> Calibration | None:
+    def source(model: str, version: str) -> VerifiedTable:  # the registry's manifests, verified
         asked.append((model, version))
-        return Calibration(images=images, correct=correct) if version == "1.0.0" else None
+        return VerifiedTable("0" * 64, Calibration(images=images, correct=correct) if version == "1.0.0" else None)
 
     rng = np.random.default_rng(10)
     feed(store, "bright", [0.85] * (BASELINE + 32), rng)
