@@ -121,8 +121,10 @@ def read_status(path: Path) -> AgentStatus:
     try:
         return AgentStatus.model_validate(json.loads(path.read_text()))
     except FileNotFoundError as error:
+        gone = f" (it leads to {os.readlink(path)}, not there: a runtime directory is emptied at reboot)" \
+            if path.is_symlink() else ""
         raise EdgefleetError(
-            f"no agent status at {path}",
+            f"no agent status at {path}{gone}",
             "start the agent (`edgefleet-agent run --config agent.yaml`) or pass its --root") from error
     except (json.JSONDecodeError, ValidationError) as error:
         raise EdgefleetError(f"agent status {path} is unreadable: {error}",
