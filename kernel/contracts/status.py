@@ -1,5 +1,6 @@
 """The status file the agent keeps fresh (`<root>/status.json`: on every state change, else every few
-seconds), and reading it back.
+seconds), and reading it back. Under systemd the agent writes it in its runtime directory (a tmpfs) and
+`<root>/status.json` is its link there (`edgefleet.device.agent.runtime_files`): readers read the root's.
 
 `read_status` reads the file on the device (`edgefleet-agent status`); `parse_status` reads its text fetched
 elsewhere (over SSH by the rollout and `deploy-agent`, from a simulated device by the local fleet).
