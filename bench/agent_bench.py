@@ -15,7 +15,10 @@
    interleaved windows (and on an Edge TPU stand-in whose `invoke()` leaves the CPU free), the spool's
    transactions and bytes per second, RSS and CPU per frame.
 
-Run: `python -m bench.agent_bench [--seconds S] [--outage-seconds S] [--only tpu-speed|hotpath]
+6. Status-file writes on the agent root's filesystem (issue 24, `bench.status_writes`): before and after the
+   runtime directory.
+
+Run: `python -m bench.agent_bench [--seconds S] [--outage-seconds S] [--only tpu-speed|hotpath|status-writes]
 [--window S] [--reps N] [--spool-seconds S]` (needs ../shared/coral-test-data, or EDGEFLEET_CORAL_TEST_DATA).
 """
 
@@ -40,7 +43,7 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from bench import agent_hotpath
+from bench import agent_hotpath, status_writes
 from edgefleet.device.agent.config import load_config
 from edgefleet.device.agent.loop import Agent
 from edgefleet.device.runtime.engine import Engine
@@ -295,7 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--outage-seconds", type=float, default=30.0)
-    parser.add_argument("--only", choices=("all", "tpu-speed", "hotpath"), default="all")
+    parser.add_argument("--only", choices=("all", "tpu-speed", "hotpath", "status-writes"), default="all")
+    parser.add_argument("--status-seconds", type=float, default=status_writes.DEFAULT_SECONDS,
+                        help="status-writes: measured seconds per run")
     parser.add_argument("--window", type=float, default=3.0, help="hotpath: seconds per loop or raw window")
     parser.add_argument("--reps", type=int, default=5, help="hotpath: loop/raw window pairs per measure")
     parser.add_argument("--spool-seconds", type=float, default=5.0, help="hotpath: seconds per spool measure")
@@ -307,9 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     table = Table(title=f"edgefleet agent benchmarks ({os.cpu_count()} cores, 1 inference thread)")
     for column in ("measure", "result", "ratio", "goal"):
         table.add_column(column)
-    if args.only == "hotpath":  # no emulator: telemetry goes to the local sink, or to none for the spool
+    local = {"hotpath": lambda temp: agent_hotpath.run(CORAL, temp, args.window, args.reps, args.spool_seconds),
+             "status-writes": lambda temp: status_writes.run(CORAL, temp, args.status_seconds)}
+    if args.only in local:  # no emulator: telemetry goes to the local sink, or to none for the spool
         with tempfile.TemporaryDirectory() as temp:
-            for row in agent_hotpath.run(CORAL, Path(temp), args.window, args.reps, args.spool_seconds):
+            for row in local[args.only](Path(temp)):
                 table.add_row(*row)
         Console(width=WIDE).print(table)
         return 0
@@ -321,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
             sections = [lambda: bench_throughput(work, emulator, args.seconds), lambda: bench_swaps(work, emulator),
                         lambda: bench_outage(work, emulator, args.seconds, args.outage_seconds), *sections,
                         lambda: agent_hotpath.run(CORAL, work / "hotpath", args.window, args.reps,
-                                                  args.spool_seconds)]
+                                                  args.spool_seconds),
+                        lambda: status_writes.run(CORAL, work / "status-writes", args.status_seconds)]
         for section in sections:
             for row in section():
                 table.add_row(*row)

@@ -80,7 +80,8 @@ class UpdaterConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     install_dir: Path = Field(description="deploy-agent's install_dir (root's): venv, versions/, current")
-    status_file: Path = Field(description="the agent's status.json (<agent root>/status.json)")
+    status_file: Path = Field(description="the agent's status.json (<agent root>/status.json: the file, or the "
+                              "agent's link to its copy in its runtime directory; read as a bounded regular file)")
     registry: str = Field(description="the registry (gs://bucket[/prefix] or a directory)")
     public_key: Path = Field(description="the release keyring: the keys/release.d directory deploy-agent installs "
                              "(root-owned), or a single release public key file (older installs)")

@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgefleet.device.agent.runtime_files import RUNTIME_DIRECTORY_ENV, reader_path
 from edgefleet.kernel.contracts.layout import STATUS_FILE
 from edgefleet.kernel.contracts.status import AgentStatus, parse_status
 from edgefleet.kernel.errors import EdgefleetError
@@ -59,6 +60,9 @@ class FleetSettings(BaseModel):
     stop_timeout_s: float = Field(default=15.0, gt=0, description="SIGTERM, then SIGKILL after this long")
     max_startups: str = Field(default="100:30:200", description="sshd MaxStartups: many parallel connections")
     device_prefix: str = "sim"
+    runtime_dirs: bool = Field(
+        default=True, description="give each agent a runtime directory outside its root ($RUNTIME_DIRECTORY, "
+        "<device>/run), as deploy-agent's systemd unit does: status.json is written there, read through the root")
 
 
 @dataclass
@@ -79,6 +83,11 @@ class SimulatedDevice:
     def root(self) -> Path:
         """The agent root."""
         return self.home / "agent-root"
+
+    @property
+    def runtime_dir(self) -> Path:
+        """The agent's runtime directory when the fleet gives it one (systemd's RuntimeDirectory= stand-in)."""
+        return self.home / "run"
 
     @property
     def host_key(self) -> Path:
@@ -220,6 +229,8 @@ class SimulatedFleet:
     def _prepare(self, device: SimulatedDevice) -> None:
         device.home.mkdir(parents=True, exist_ok=True)
         device.root.mkdir(parents=True, exist_ok=True)
+        if self.settings.runtime_dirs:
+            device.runtime_dir.mkdir(mode=0o755, exist_ok=True)  # systemd makes it before the agent starts
         if not device.host_key.exists():
             _keygen(device.host_key, f"host-{device.device_id}")
         shutil.copyfile(f"{self.client_key}.pub", device.home / "authorized_keys")
@@ -274,9 +285,12 @@ class SimulatedFleet:
         from edgefleet.flows.deploy_agent.service import ServiceSpec
 
         device = self.devices[device_id]
+        environment = dict(self.agent_env)
+        if self.settings.runtime_dirs:  # as systemd does for a unit with RuntimeDirectory=
+            environment[RUNTIME_DIRECTORY_ENV] = str(device.runtime_dir)
         return ServiceSpec(name=AGENT_SERVICE,
                            command=(self.agent_command, "run", "--config", str(device.agent_config)),
-                           user=self.user, state_dir=str(device.root), environment=self.agent_env,
+                           user=self.user, state_dir=str(device.root), environment=environment,
                            service_dir=str(device.service_dir) if device.service_dir else None,
                            stop_timeout_s=self.settings.stop_timeout_s)
 
@@ -357,7 +371,7 @@ class SimulatedFleet:
     def status(self, device_id: str) -> AgentStatus | None:
         """The device's agent status now; None when its agent has written none (or it cannot be read)."""
         try:
-            return parse_status((self.devices[device_id].root / STATUS_FILE).read_bytes())
+            return parse_status(reader_path(self.devices[device_id].root, STATUS_FILE).read_bytes())
         except FileNotFoundError:
             return None
 

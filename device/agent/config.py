@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from edgefleet.device.agent.runtime_files import SHADOW_REPORT_FILE, reader_path, runtime_dir_from_environment
 from edgefleet.device.agent.shadow_stats import check_share
 from edgefleet.device.runtime.config import EDGETPU_LIBRARY
 from edgefleet.device.runtime.probe import DEFAULT_PROBE_TIMEOUT_S
@@ -148,7 +149,7 @@ class ShadowConfig(_Section):
     queue: int = Field(default=2, ge=1, description="sampled frames waiting for the candidate; a sampled frame "
                        "that finds the queue full is dropped and counted, never waited for")
     report_interval_s: float = Field(default=2.0, gt=0, description="how often the shadow pointer is checked and "
-                                     "<root>/shadow.json rewritten")
+                                     "shadow.json (in the runtime directory) rewritten")
 
     @field_validator("share")
     @classmethod
@@ -173,7 +174,14 @@ class AgentConfig(BaseSettings):
                                       frozen=True)
 
     device_id: DeviceId = Field(description="unique id of this device in the fleet")
-    root: Path = Field(default=Path("~/.edgefleet-agent"), description="agent root: models, spool, status")
+    root: Path = Field(default=Path("~/.edgefleet-agent"), description="agent root: models, spool, keys")
+    runtime_dir: Path | None = Field(
+        default_factory=runtime_dir_from_environment,
+        description="where the agent rewrites its small status files (status.json, shadow.json) every few "
+        "seconds: a tmpfs spares an SD card those writes. Default: $RUNTIME_DIRECTORY, which systemd sets for "
+        "deploy-agent's unit (RuntimeDirectory=, under /run), else the agent root. Readers always read "
+        "<root>/status.json: the agent links it to the runtime copy when it starts. Never the spool or anything "
+        "that must survive a reboot")
     model: str = Field(description="name of the model to run from the device's model store")
     public_key: Path | None = Field(
         default=None, description="release public key file or keyring directory (<key id>.pub files); default "
@@ -196,14 +204,31 @@ class AgentConfig(BaseSettings):
     shadow: ShadowConfig = ShadowConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
 
-    @field_validator("root", "public_key", "credentials_file")
+    @field_validator("root", "runtime_dir", "public_key", "credentials_file")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
 
     @property
     def status_path(self) -> Path:
-        return self.root / STATUS_FILE
+        """Where readers read the status: `<root>/status.json` (the file, or the agent's link to its runtime
+        copy)."""
+        return reader_path(self.root, STATUS_FILE)
+
+    @property
+    def runtime_path(self) -> Path:
+        """The directory the agent writes status.json and shadow.json in: `runtime_dir`, else the root."""
+        return self.runtime_dir if self.runtime_dir is not None else self.root
+
+    @property
+    def status_written_path(self) -> Path:
+        """Where the agent itself writes status.json."""
+        return self.runtime_path / STATUS_FILE
+
+    @property
+    def shadow_report_path(self) -> Path:
+        """Where the agent itself writes shadow.json."""
+        return self.runtime_path / SHADOW_REPORT_FILE
 
     @property
     def spool_path(self) -> Path:

@@ -29,6 +29,7 @@ import numpy as np
 
 from edgefleet.device.agent.config import AgentConfig
 from edgefleet.device.agent.handoff import FrameQueue
+from edgefleet.device.agent.runtime_files import link_runtime_files
 from edgefleet.device.agent.shadow import ShadowRunner
 from edgefleet.device.agent.sources import FrameSource, open_source
 from edgefleet.device.agent.stats import LoopStats
@@ -243,7 +244,7 @@ class Agent:
 
     def write_status(self) -> AgentStatus:
         status = self.status()
-        write_status(self.config.status_path, status)
+        write_status(self.config.status_written_path, status)
         return status
 
     # --- lifecycle -----------------------------------------------------------------------------------
@@ -258,6 +259,7 @@ class Agent:
         """
         with file_lock(self.config.root / AGENT_LOCK_FILE, timeout_s=self.config.drain_timeout_s + LOCK_MARGIN_S,
                        what=f"agent root {self.config.root} (another edgefleet-agent runs on it)"):
+            link_runtime_files(self.config.root, self.config.runtime_path)  # before the first status
             return self._run(stop)
 
     def _run(self, stop: threading.Event) -> int:
@@ -301,7 +303,7 @@ class Agent:
                 status, now = self.status(), time.monotonic()
                 self._notifier.tick(status.frames + status.errors, self._inferring, now)
                 if schedule.due(status, now):  # a change a reader acts on, or the interval is up
-                    write_status(self.config.status_path, status)
+                    write_status(self.config.status_written_path, status)
                     schedule.written(status, now)
                 stop.wait(self.config.status.check_interval_s)
         finally:

@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 from edgefleet.device.agent.config import AgentConfig
-from edgefleet.device.agent.shadow_stats import SHADOW_REPORT_FILE, ShadowReport, ShadowTally, ShareSampler
+from edgefleet.device.agent.shadow_stats import ShadowReport, ShadowTally, ShareSampler
 from edgefleet.device.agent.swap import ActiveModel, prepare_model
 from edgefleet.device.shadow_pointer import (  # noqa: F401 - the store's side, re-exported for its callers
     SHADOW_POINTER,
@@ -212,7 +212,7 @@ class ShadowRunner:
         if not self.enabled:
             return
         try:
-            atomic_write_bytes(self.config.root / SHADOW_REPORT_FILE,
+            atomic_write_bytes(self.config.shadow_report_path,
                                self.report().model_dump_json(by_alias=True).encode())
         except OSError as error:
             log.warning("cannot write the shadow report: %s", error)

@@ -53,14 +53,15 @@ def status(
 ) -> None:
     """Print the running agent's status (from its status file)."""
     from edgefleet.device.agent.config import load_config
+    from edgefleet.device.agent.runtime_files import reader_path
     from edgefleet.kernel.contracts.layout import DEFAULT_AGENT_ROOT, STATUS_FILE
     from edgefleet.kernel.contracts.status import LoopCounters, read_status
 
     try:
         if config is not None:
             path = load_config(config).status_path
-        else:
-            path = (root or Path(DEFAULT_AGENT_ROOT)).expanduser() / STATUS_FILE
+        else:  # <root>/status.json: the file, or the agent's link to its copy in the runtime directory
+            path = reader_path((root or Path(DEFAULT_AGENT_ROOT)).expanduser(), STATUS_FILE)
         current = read_status(path)
     except EdgefleetError as error:
         raise cli_error(error) from error

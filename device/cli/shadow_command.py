@@ -34,9 +34,9 @@ def _refuse_without_a_share(store_root: Path, config: Path | None) -> None:
 
 
 def _report(root: Path) -> dict | None:
-    from edgefleet.device.agent.shadow_stats import SHADOW_REPORT_FILE
+    from edgefleet.device.agent.runtime_files import SHADOW_REPORT_FILE, reader_path
 
-    path = root / SHADOW_REPORT_FILE
+    path = reader_path(root, SHADOW_REPORT_FILE)  # the agent's link to its runtime copy, or the file itself
     return json.loads(path.read_text()) if path.is_file() else None
 
 

@@ -135,6 +135,9 @@ def render_unit(spec: ServiceSpec, template: str | None = None) -> str:
     if not _UNIX_USER.fullmatch(spec.user):
         raise ConfigError(f"user {spec.user!r} is not a valid user name for the systemd unit",
                           "use a plain login name (lowercase letters, digits, '_' or '-') in fleet.yaml")
+    if not spec.name.strip("."):
+        raise ConfigError(f"service name {spec.name!r} cannot name the agent's runtime directory (/run/<name>)",
+                          "use a name with a letter or digit, e.g. edgefleet-agent")
     environment_file = _unit_value("environment file path", spec.env_file)
     if any(char.isspace() for char in environment_file):
         raise ConfigError(f"environment file path {spec.env_file!r} contains white space",

@@ -1,5 +1,6 @@
 """The status file the agent keeps fresh (`<root>/status.json`: on every state change, else every few
-seconds), and reading it back.
+seconds), and reading it back. Under systemd the agent writes it in its runtime directory (a tmpfs) and
+`<root>/status.json` is its link there (`edgefleet.device.agent.runtime_files`): readers read the root's.
 
 `read_status` reads the file on the device (`edgefleet-agent status`); `parse_status` reads its text fetched
 elsewhere (over SSH by the rollout and `deploy-agent`, from a simulated device by the local fleet).
@@ -121,8 +122,10 @@ def read_status(path: Path) -> AgentStatus:
     try:
         return AgentStatus.model_validate(json.loads(path.read_text()))
     except FileNotFoundError as error:
+        gone = f" (it leads to {os.readlink(path)}, not there: a runtime directory is emptied at reboot)" \
+            if path.is_symlink() else ""
         raise EdgefleetError(
-            f"no agent status at {path}",
+            f"no agent status at {path}{gone}",
             "start the agent (`edgefleet-agent run --config agent.yaml`) or pass its --root") from error
     except (json.JSONDecodeError, ValidationError) as error:
         raise EdgefleetError(f"agent status {path} is unreadable: {error}",

@@ -24,6 +24,12 @@ def test_without_the_monitor_the_canary_reads_the_agents_own_status(world):
     assert all(v["verdict"]["result"] == "pass" for v in verdicts)
     judged = {m["name"] for m in verdicts[0]["verdict"]["metrics"] if m["result"] != "nodata"}
     assert {"latency", "errors", "class_mix_control", "score_control"} <= judged
+    # Issue 24: the agents write their status in a runtime directory (systemd's RuntimeDirectory=, mimicked by
+    # the fleet); the rollout read it over SSH through <root>/status.json, the agents' link there.
+    assert all(d["health_source"] == "agent" for d in world.record("imagenet-1.6.0")["devices"].values())
+    for device in world.fleet.devices.values():
+        link = device.root / "status.json"
+        assert link.is_symlink() and link.resolve() == (device.runtime_dir / "status.json").resolve()
 
 
 def test_a_lower_version_moves_nobody_down_until_a_signed_pointer_says_downgrade(start_world):

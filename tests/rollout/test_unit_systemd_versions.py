@@ -84,6 +84,8 @@ def test_the_unit_rendered_for_each_systemd_verifies_clean_with_it(bullseye_anal
         assert _complaints(analyze, fitted.text, tmp_path) == [], f"systemd {version}"
         assert ("PrivateIPC" in fitted.omitted) == (version < DIRECTIVE_SINCE["PrivateIPC"])
         assert "ProtectProc=invisible\n" in fitted.text  # 247 has it: kept
+        assert "RuntimeDirectory=edgefleet-agent\nRuntimeDirectoryMode=0755\nRuntimeDirectoryPreserve=yes\n" \
+            in fitted.text  # status.json on /run (issue 24): verified clean above on 247 and the host's
     assert {_version(analyze) for analyze in analyzers} >= {247}
 
 
@@ -127,3 +129,18 @@ def test_the_unit_waits_for_ready_restarts_a_silent_agent_and_starts_after_time_
     after = next(line for line in text.splitlines() if line.startswith("After="))
     assert "time-sync.target" in after.split("=", 1)[1].split()
     assert not any(line.startswith("Wants=") and "time-sync.target" in line for line in text.splitlines())
+
+
+def test_the_runtime_directory_is_the_services_own_and_kept_on_the_oldest_systemd():
+    spec = _spec().model_copy(update={"name": "edgefleet-agent-cam2"})
+
+    fitted = fit_unit(render_unit(spec), OLDEST_SYSTEMD)  # $RUNTIME_DIRECTORY: 240; Preserve: 235
+
+    assert "RuntimeDirectory=edgefleet-agent-cam2\n" in fitted.text  # two agents on a device: two directories
+    assert not {"RuntimeDirectory", "RuntimeDirectoryMode", "RuntimeDirectoryPreserve"} & set(fitted.omitted)
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+def test_a_service_name_that_is_no_directory_name_is_refused(name):
+    with pytest.raises(ConfigError, match="service name"):
+        render_unit(_spec().model_copy(update={"name": name}))

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from edgefleet.device.agent.runtime_files import RUNTIME_DIRECTORY_ENV
 from edgefleet.device.selfupdate import run_once
-from edgefleet.flows.deploy_agent.service import ServiceSpec, process_commands
+from edgefleet.flows.deploy_agent.service import ServiceSpec, env_file_text, process_commands
 from edgefleet.flows.release.agent import promote_agent, publish_agent
 from edgefleet.kernel.contracts.status import parse_status
 from tests.device.agent.conftest import MODEL, Releases
@@ -63,9 +64,13 @@ def test_the_real_agent_is_upgraded_beside_itself_and_a_bad_release_rolled_back(
                       f"source: {{kind: images, path: {models.images()}}}\n")
     install = agents.install_dir
     (install / "venv").symlink_to(Path(sys.executable).parent.parent)  # the agent deploy-agent installed
+    runtime = tmp_path / "run"  # systemd's RuntimeDirectory= (issue 24): the status is read through the root's link
     spec = ServiceSpec(command=(str(install / "current" / "bin" / "edgefleet-agent"), "run", "--config", str(config)),
                        user="root" if os.geteuid() == 0 else os.environ.get("USER", "root"),
-                       state_dir=str(agent_root), service_dir=str(tmp_path / "service"))
+                       state_dir=str(agent_root), service_dir=str(tmp_path / "service"),
+                       environment={RUNTIME_DIRECTORY_ENV: str(runtime)})
+    Path(spec.service_dir).mkdir()
+    Path(spec.env_file).write_text(env_file_text(spec.environment))
     commands = process_commands(spec)
     restart = ("sh", "-c", commands.restart)
     os.symlink("venv", install / "current")
@@ -94,6 +99,7 @@ def test_the_real_agent_is_upgraded_beside_itself_and_a_bad_release_rolled_back(
         assert os.readlink(install / "current") == "versions/9.0.0/venv"
         back = _wait_running(agent_root / "status.json", upgraded.started_at.timestamp())
         assert back != upgraded.pid and "versions/9.0.0/venv/bin/python" in _cmdline(back)
+        assert (agent_root / "status.json").resolve() == (runtime / "status.json").resolve()  # the verdicts read it
     finally:
         os.environ.pop("FAKE_AGENT_STATUS", None)
         subprocess.run(["sh", "-c", commands.stop], check=False)
