@@ -285,15 +285,15 @@ class Agent:
         self._start_telemetry()
         self.write_status()  # "starting": loading the first model may take a while (the Edge TPU probe)
         self.watcher.check_once()  # load the current model before the first frame, if there is one
-        threads = [
+        stages = [
             threading.Thread(target=self._capture, args=(stop,), name="capture", daemon=True),
             threading.Thread(target=self._infer, args=(stop,), name="inference", daemon=True),
-            threading.Thread(target=self.watcher.run, args=(stop,), name="model-watch", daemon=True),
         ]
         if self.shadow.enabled:
-            threads.append(threading.Thread(target=self.shadow.run, args=(stop,), name="shadow", daemon=True))
+            stages.append(threading.Thread(target=self.shadow.run, args=(stop,), name="shadow", daemon=True))
+        watch = threading.Thread(target=self.watcher.run, args=(stop,), name="model-watch", daemon=True)
         poller = self._start_poller()
-        for thread in threads:
+        for thread in (*stages, watch):
             thread.start()
         self._state = "running" if self._state != "failed" else "failed"
         self._notifier.ready()
@@ -311,13 +311,7 @@ class Agent:
             self._notifier.stopping()
             stop.set()
             self.write_status()
-            for thread in threads:
-                thread.join(self.config.drain_timeout_s)
-            if poller is not None:
-                poller.stop()  # waits for a poll under way
-            self.telemetry.stop(self.config.drain_timeout_s)  # its last window takes the shadow's last pairs
-            self.shadow.close()
-            self.watcher.close_all()
+            self._stop_in_order(stages, watch, poller)
             if self._active is not None:
                 self._active.engine.close()
             if self._source is not None:
@@ -326,6 +320,22 @@ class Agent:
             self._state = final
             self.write_status()
         return 1 if self._state == "failed" else 0
+
+    def _stop_in_order(self, stages: list[threading.Thread], watch: threading.Thread,
+                       poller: ChannelPoller | None) -> None:
+        """The frame stages first (one deadline, `drain_timeout_s`, for all of them), then telemetry, which spools
+        its last window (with the shadow's last pairs) and the `stopped` event before anything slow: the model
+        watch preparing a version and the poller in a download may take longer than systemd waits
+        (`TimeoutStopSec`), and what is spooled survives a SIGKILL."""
+        deadline = time.monotonic() + self.config.drain_timeout_s
+        for thread in stages:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.telemetry.stop(self.config.drain_timeout_s)
+        self.shadow.close()
+        watch.join(self.config.drain_timeout_s)
+        if poller is not None:
+            poller.stop()  # waits for a poll under way (up to its own stop timeout)
+        self.watcher.close_all()
 
     def _start_poller(self) -> ChannelPoller | None:
         """Pull mode: follows the registry channel in the poller's own low-priority thread."""

@@ -226,3 +226,33 @@ def test_an_unexpected_error_in_inference_stops_the_agent_with_a_failure_exit(re
     assert agent.run(stop) == 1  # systemd's Restart=on-failure restarts it
     status = read_status(releases.root / "status.json")
     assert status.state == "failed" and "IndexError" in status.last_error and status.frames == 3
+
+
+def test_a_stop_while_the_model_watch_is_busy_spools_telemetry_first(releases):
+    # Review finding: shutdown joined the model watch and the poller (a version being prepared, a download under
+    # way: seconds each) before telemetry spooled its last records, so systemd's SIGKILL at TimeoutStopSec took
+    # the `stopped` event and the last window. The model watch here is busy until the test lets it go.
+    releases.install("1.0.0")
+    config = agent_config(releases)
+    # a drain budget longer than the wait below: shutdown must not wait on the model watch before telemetry
+    agent = Agent(config.model_copy(update={"drain_timeout_s": 2 * WAIT_S}))
+    busy, release = threading.Event(), threading.Event()
+
+    def busy_watch(stop: threading.Event) -> None:
+        stop.wait()
+        busy.set()
+        release.wait(2 * WAIT_S)
+
+    agent.watcher.run = busy_watch
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    thread.start()
+    wait_until(lambda: agent.stats.frames >= 10, "10 frames")
+    stop.set()
+    wait_until(busy.is_set, "the model watch told to stop")
+    try:
+        wait_until(lambda: any(m.event and m.event.kind == "stopped" for m in sink_messages(releases)),
+                   "the stopped event spooled while the model watch is still busy")
+    finally:
+        release.set()
+        thread.join(WAIT_S)
