@@ -3,8 +3,10 @@
 Run as root by a systemd timer (a oneshot beside the agent's service, never by the agent's own user: the agent
 must not be able to replace its own code). One run (`run_once`):
 1. a switch is pending (`selfupdate_plan.Pending`): judge the started agent's health from its status.json
-   (`selfupdate_plan.health`) until healthy or the deadline; unhealthy -> `current` back to the previous
-   target, restart, the release refused from then on;
+   (`selfupdate_plan.health`, on the boot's monotonic clock: NTP steps of the wall clock change nothing; a
+   reboot restarts the wait) until healthy or the deadline; the new agent said `failed` -> `current` back to the
+   previous target, restart, the release refused from then on; the wait ran out -> the same rollback, the
+   release retried at a later run and refused once `max_attempts` attempts timed out;
 2. otherwise read `agent/channels/<channel>.json`, judge it with the models' channel rules (signature by the
    release keyring, counter, expiry, version floor: `edgefleet.device.channel.assess_pointer`), and on `install`:
    verify the manifest (sha256 the pointer names, a signature with the agent domain by the keyring key it names:
@@ -31,23 +33,27 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgefleet.device.agent_signature import check_agent_signatures, keyed_agent_signatures
-from edgefleet.device.channel import accepted, assess_pointer, verify_pointer
+from edgefleet.device.channel import accepted, assess_pointer, verify_pointer, version_identity
 from edgefleet.device.registry.base import RegistryReader
 from edgefleet.device.selfupdate_plan import (
     CURRENT_LINK,
+    DEFAULT_MAX_ATTEMPTS,
     LEGACY_VENV,
     STATE_FILE,
+    Moment,
     Pending,
     UpdaterState,
     after_health,
     decide,
     health,
+    resumed,
     version_target,
 )
 from edgefleet.kernel.contracts.agent_release import (
@@ -61,7 +67,7 @@ from edgefleet.kernel.contracts.agent_release import (
 )
 from edgefleet.kernel.contracts.manifest import ChannelPointer, FileEntry
 from edgefleet.kernel.contracts.names import ChannelName
-from edgefleet.kernel.contracts.status import AgentStatus, parse_status
+from edgefleet.kernel.contracts.status import BOOT_ID_FILE, AgentStatus, parse_status, read_boot_id
 from edgefleet.kernel.errors import EdgefleetError, VerificationError
 from edgefleet.kernel.fsutil import atomic_write_bytes, read_regular, switch_symlink
 from edgefleet.kernel.keyring import Keyring, KeyringLike, UnknownKeyError, add_key_fix, load_keyring
@@ -95,6 +101,8 @@ class UpdaterConfig(BaseModel):
     extra_site_dirs: tuple[Path, ...] = Field(default=(), description="directories added to the new venv's path "
                                               "(a .pth file), as deploy-agent's: air-gapped devices, tests")
     health_timeout_s: float = Field(default=300.0, gt=0, description="how long the new agent has to run")
+    max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, description="attempts of one release whose "
+                              "wait ran out (or waits a reboot restarted) before it is refused for good")
     status_fresh_s: float = Field(default=60.0, gt=0, description="a running status older than this is stale")
     poll_s: float = Field(default=2.0, gt=0, description="how often status.json is read while waiting")
     install_timeout_s: float = Field(default=1800.0, gt=0)
@@ -107,6 +115,32 @@ class UpdaterConfig(BaseModel):
             if not directory.is_absolute() or any(c in str(directory) for c in "\n\r"):
                 raise ValueError(f"extra_site_dirs entry {str(directory)!r} must be an absolute path on one line")
         return value
+
+
+@dataclass(frozen=True)
+class DeviceClocks:
+    """The clocks a run reads: the wall clock (pointer expiry, what people read), the boot's monotonic clock
+    (health: never stepped by NTP) and this boot's id (read once: a run never spans a reboot)."""
+
+    wall: Callable[[], datetime]
+    monotonic: Callable[[], float]
+    boot_id: str
+
+    def now(self) -> Moment:
+        return Moment(wall=self.wall(), monotonic_s=self.monotonic(), boot_id=self.boot_id)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def this_boot() -> str:
+    """This boot's id (Linux's); EdgefleetError where there is none: the updater judges health on it."""
+    boot_id = read_boot_id()
+    if boot_id is None:
+        raise EdgefleetError(f"cannot read this boot's id ({BOOT_ID_FILE})",
+                             "the agent updater runs on Linux, with /proc mounted")
+    return boot_id
 
 
 class UpdateResult(BaseModel):
@@ -245,34 +279,50 @@ def _status(path: Path) -> AgentStatus | None:
         return None
 
 
-def await_health(config: UpdaterConfig, state: UpdaterState, runner: Runner,
-                 clock: Callable[[], datetime], sleep: Callable[[float], None] = time.sleep) -> UpdateResult:
-    """Judges the pending switch until healthy or its deadline; rolls back when unhealthy. Saves the state."""
-    pending = state.pending
-    assert pending is not None
+def await_health(config: UpdaterConfig, state: UpdaterState, runner: Runner, clocks: DeviceClocks,
+                 sleep: Callable[[float], None] = time.sleep) -> UpdateResult:
+    """Judges the pending switch until healthy or its deadline (restarted after a reboot); rolls back when not
+    healthy. Saves the state."""
+    assert state.pending is not None
+    pending = resumed(state.pending, clocks.now(), timeout_s=config.health_timeout_s, max_waits=config.max_attempts)
+    if pending != state.pending:  # a reboot since the switch: the wait restarts on this boot's clock
+        state = state.model_copy(update={"pending": pending})
+        save_state(config.install_dir, state)
     fresh = timedelta(seconds=config.status_fresh_s)
-    while (verdict := health(_status(config.status_file), pending, clock(), fresh_within=fresh)) == "waiting":
+    while (verdict := health(_status(config.status_file), pending, clocks.now(), fresh_within=fresh)) == "waiting":
         sleep(config.poll_s)
-    if verdict == "unhealthy":
+    after = after_health(state, verdict, max_attempts=config.max_attempts)
+    if verdict != "healthy":
         switch_current(config.install_dir, pending.previous_target)
-        save_state(config.install_dir, after_health(state, verdict))
+        save_state(config.install_dir, after)
         runner(config.restart_command, config.health_timeout_s)
-        return UpdateResult(outcome="rolled-back", detail=f"agent {pending.version} did not come up healthy within "
-                            f"{config.health_timeout_s:g} s: back on {pending.previous_target}")
-    save_state(config.install_dir, after_health(state, verdict))
+        return UpdateResult(outcome="rolled-back", detail=_rollback_detail(config, pending, verdict, after))
+    save_state(config.install_dir, after)
     keep = {Path(target).parent.name for target in (pending.target, pending.previous_target)}
     removed = prune(config.install_dir, keep)
     return UpdateResult(outcome="updated", detail=f"agent {pending.version} runs ({pending.target})"
                         + (f"; removed {', '.join(removed)}" if removed else ""))
 
 
+def _rollback_detail(config: UpdaterConfig, pending: Pending, verdict: str, after: UpdaterState) -> str:
+    back = f"back on {pending.previous_target}"
+    if verdict == "unhealthy":
+        return f"agent {pending.version} reported failed: {back}, not retried"
+    attempts = after.timed_out.count(version_identity(pending.version, pending.manifest_sha256))
+    retry = (f"attempt {attempts} of {config.max_attempts}, retried at a later run" if attempts
+             else f"refused after {config.max_attempts} attempt(s)")
+    return f"agent {pending.version} did not come up healthy within {config.health_timeout_s:g} s: {back} ({retry})"
+
+
 def run_once(config: UpdaterConfig, registry: RegistryReader, *, runner: Runner = subprocess_runner,
-             clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-             sleep: Callable[[float], None] = time.sleep) -> UpdateResult:
-    """One updater run (see the module docstring)."""
+             clock: Callable[[], datetime] = _utc_now, sleep: Callable[[float], None] = time.sleep,
+             monotonic: Callable[[], float] = time.monotonic, boot_id: str | None = None) -> UpdateResult:
+    """One updater run (see the module docstring). `clock` is the wall clock, `monotonic` the boot's, `boot_id`
+    this boot's (read from Linux when None)."""
+    clocks = DeviceClocks(wall=clock, monotonic=monotonic, boot_id=boot_id or this_boot())
     state = load_state(config.install_dir)
     if state.pending is not None:
-        return await_health(config, state, runner, clock, sleep)
+        return await_health(config, state, runner, clocks, sleep)
     pointer = read_pointer(registry, config.channel)
     if pointer is None:
         return UpdateResult(outcome="none", detail=f"no agent channel {config.channel} in {registry.uri}")
@@ -282,7 +332,7 @@ def run_once(config: UpdaterConfig, registry: RegistryReader, *, runner: Runner 
     source = registry.describe(agent_channel_key(config.channel))
     if (waiting := _unknown_pointer_key(ring, pointer, source)) is not None:
         return waiting
-    judgement = assess_pointer(ring, pointer, state.channel, floor=None, now=clock(),
+    judgement = assess_pointer(ring, pointer, state.channel, floor=None, now=clocks.wall(),
                                source=source, running=state.running)
     action = decide(judgement, pointer, state)
     if action.kind != "install":
@@ -294,10 +344,11 @@ def run_once(config: UpdaterConfig, registry: RegistryReader, *, runner: Runner 
         return _waiting(error, ring)
     target = install_release(runner, config, pointer.version, wheel, lock)
     before = _status(config.status_file)
-    now = clock()
+    now = clocks.now()
     pending = Pending(version=pointer.version, manifest_sha256=pointer.manifest_sha256, target=target,
-                      previous_target=current_target(config.install_dir), switched_at=now,
-                      deadline=now + timedelta(seconds=config.health_timeout_s),
+                      previous_target=current_target(config.install_dir), switched_at=now.wall,
+                      boot_id=now.boot_id, switched_s=now.monotonic_s,
+                      deadline_s=now.monotonic_s + config.health_timeout_s,
                       channel_after=accepted(state.channel, pointer),
                       ran_model=before is not None and before.version is not None)
     state = state.model_copy(update={"pending": pending})
@@ -307,7 +358,7 @@ def run_once(config: UpdaterConfig, registry: RegistryReader, *, runner: Runner 
         runner(config.restart_command, config.health_timeout_s)
     except EdgefleetError:
         pass  # judged like any agent that does not come up: its status never says running, then rolled back
-    return await_health(config, state, runner, clock, sleep)
+    return await_health(config, state, runner, clocks, sleep)
 
 
 def _waiting(error: UnknownKeyError, ring: Keyring) -> UpdateResult:

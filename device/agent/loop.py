@@ -41,7 +41,7 @@ from edgefleet.device.runtime.interpreter import edgetpu_present
 from edgefleet.device.store import ModelStore, StoreOptions
 from edgefleet.device.telemetry.health import read_health
 from edgefleet.device.telemetry.service import TelemetryService, TelemetryStats
-from edgefleet.kernel.contracts.status import AgentStatus, TelemetryState, write_status
+from edgefleet.kernel.contracts.status import AgentStatus, TelemetryState, boot_clock, read_boot_id, write_status
 from edgefleet.kernel.errors import EdgefleetError, ModelError
 from edgefleet.kernel.fsutil import file_lock
 
@@ -111,6 +111,7 @@ class Agent:
         self._poller: ChannelPoller | None = None  # pull mode, when configured
         self.bad_frames = 0  # frames that could not be prepared: skipped, counted
         self._started_at = datetime.now(timezone.utc)
+        self._started_s, self._boot_id = time.monotonic(), read_boot_id()  # what the updater judges (not NTP's)
         self._state = "starting"
         self._last_error: str | None = None
         self._notifier = SystemdNotifier.from_environment()  # systemd's READY=1 and watchdog (no-op elsewhere)
@@ -233,6 +234,7 @@ class Agent:
             edgetpu=self.watcher.tpu.record(active.edgetpu if active else None),
             telemetry_state=telemetry_state(telemetry, off=self._telemetry_off is not None),
             telemetry_error=self._telemetry_off or (telemetry.last_error if telemetry.failing else None),
+            boot=boot_clock(self._boot_id, self._started_s, time.monotonic()),
         )
 
     def _poll_error(self) -> str | None:

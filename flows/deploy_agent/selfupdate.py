@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgefleet.device.selfupdate_plan import DEFAULT_MAX_ATTEMPTS
 from edgefleet.flows.deploy_agent.service import (
     SYSTEMD_UNIT_DIR,
     ServiceCommands,
@@ -59,6 +60,9 @@ class SelfUpdateParams(BaseModel):
                                   description="random delay added to each run: a fleet does not update at once")
     boot_delay: str = Field(default="10min", pattern=TIMESPAN_PATTERN, description="first run after boot")
     health_timeout_s: float = Field(default=300.0, gt=0, description="the new agent must report running within")
+    max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1,
+                              description="attempts of a release whose wait ran out before the device refuses it "
+                              "for good (an agent that said `failed` is refused at once)")
     install_timeout_s: float = Field(default=1800.0, gt=0, description="making the new venv may take this long")
 
 
@@ -92,6 +96,7 @@ def updater_document(self_update: SelfUpdateParams, *, install_dir: str, state_d
     document = {"install_dir": install_dir, "status_file": f"{state_dir}/{STATUS_FILE}", "registry": registry,
                 "public_key": public_key, "channel": self_update.channel, "restart_command": list(restart_command),
                 "python": python, "health_timeout_s": self_update.health_timeout_s,
+                "max_attempts": self_update.max_attempts,
                 "install_timeout_s": self_update.install_timeout_s}
     if credentials_file:  # the agent's own: a root updater reading gs:// outside Google Cloud has nothing else
         document["credentials_file"] = credentials_file

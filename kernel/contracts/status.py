@@ -12,19 +12,36 @@ import json
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from edgefleet.kernel.contracts.distributions import Distributions
 from edgefleet.kernel.errors import EdgefleetError
 
-STATUS_SCHEMA_VERSION = 3  # 3: `edgetpu`, the Edge TPU probe outcome the agent acts on (issue 22)
+STATUS_SCHEMA_VERSION = 3  # 3: `edgetpu`, the Edge TPU probe outcome the agent acts on (issue 22); `boot`
+BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
+"""Linux's id of the current boot: a new random UUID at every boot."""
+UNKNOWN = "unknown"
+"""What a reader makes of a state a newer agent added: read, never a reason to drop the whole status."""
 
 TelemetryState = Literal["ok", "sink_down", "failing", "off"]
 """ok: publishing (or nothing to publish); sink_down: the sink cannot open (no credentials...), retried with
 backoff while the spool fills; failing: publishing fails (an outage), retried; off: telemetry could not start
 this run (the spool); in every case inference goes on."""
+AgentState = Literal["starting", "running", "stopping", "stopped", "failed"]
+
+
+def _known_or_unknown(known: object) -> BeforeValidator:
+    """A state outside `known` (a Literal) reads as `unknown`: the contract tolerates what a later agent adds."""
+    values = frozenset(get_args(known))
+    return BeforeValidator(lambda value: UNKNOWN if isinstance(value, str) and value not in values else value)
+
+
+Unknown = Literal["unknown"]
+ReadAgentState = Annotated[Union[AgentState, Unknown], _known_or_unknown(AgentState)]
+ReadTelemetryState = Annotated[Union[TelemetryState, Unknown], _known_or_unknown(TelemetryState)]
+"""What readers take: the writer's states, and `unknown` for one a newer agent added."""
 
 
 class LoopCounters(BaseModel):
@@ -63,13 +80,43 @@ class EdgeTpuRecord(BaseModel):
     held: bool = Field(default=False, description="the agent holds an Edge TPU delegate of `library` now")
 
 
+class BootClock(BaseModel):
+    """Status schema 3: when the agent started and wrote this status on the boot's monotonic clock
+    (CLOCK_MONOTONIC, `time.monotonic()`: seconds since boot, never stepped by NTP), and which boot that is.
+
+    A reader on the same device (the root updater) compares them with its own reading of the same clock: "started
+    after the switch" and "written lately" hold whatever the wall clock did (a Raspberry Pi has no RTC: it boots
+    at its last saved time and NTP steps it, by days, either way). Another boot's stamps compare with nothing.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    boot_id: str = Field(min_length=1, description="/proc/sys/kernel/random/boot_id when the agent started")
+    started_s: float = Field(description="time.monotonic() when the agent started")
+    updated_s: float = Field(description="time.monotonic() when this status was written")
+
+
+def read_boot_id(path: Path = BOOT_ID_FILE) -> str | None:
+    """This boot's id; None where there is none (not Linux): stamps are then left out, readers use wall times."""
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def boot_clock(boot_id: str | None, started_s: float, now_s: float) -> BootClock | None:
+    """The stamp an agent started at `started_s` writes at `now_s` (monotonic seconds), None without a boot id."""
+    return None if boot_id is None else BootClock(boot_id=boot_id, started_s=started_s, updated_s=now_s)
+
+
 class AgentStatus(LoopCounters):
     """One snapshot of the running agent (status schema 3; 1 and 2 are still read): who it is, what it runs,
     its loop's counters (`LoopCounters`), swaps, telemetry and its Edge TPU.
 
     Readers (the rollout over SSH, the local fleet, `deploy-agent`, `edgefleet-agent status`, `doctor`) are
     tolerant: unknown fields are ignored and new ones default, so a reader is never broken by a newer agent and
-    reads 1, 2 and 3 alike (a 2 has no `edgetpu`: None).
+    reads 1, 2 and 3 alike (a 2 has no `edgetpu`: None). A state a newer agent added (`state`,
+    `telemetry_state`) reads as `unknown`: never taken for one this reader knows, never the status dropped.
     """
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
@@ -78,7 +125,7 @@ class AgentStatus(LoopCounters):
 
     device_id: str
     pid: int
-    state: Literal["starting", "running", "stopping", "stopped", "failed"]
+    state: ReadAgentState
     started_at: datetime
     updated_at: datetime
     model: str | None = None
@@ -99,10 +146,13 @@ class AgentStatus(LoopCounters):
     edgetpu: EdgeTpuRecord | None = Field(
         default=None, description="the Edge TPU probe outcome the agent acts on (None: no TPU wanted or schema 2)")
     # telemetry's own state, so a device that cannot publish says so while it keeps inferring (None: before it)
-    telemetry_state: TelemetryState | None = Field(
-        default=None, description="ok | sink_down (cannot open: no credentials...) | failing | off; None: not said")
+    telemetry_state: ReadTelemetryState | None = Field(
+        default=None, description="ok | sink_down (cannot open: no credentials...) | failing | off; None: not "
+        "said; unknown: a state a newer agent added")
     telemetry_error: str | None = Field(
         default=None, description="why telemetry is not ok (message and fix), while it is not")
+    boot: BootClock | None = Field(
+        default=None, description="start and write on the boot's monotonic clock (None: not Linux, or older)")
 
 
 def write_status(path: Path, status: AgentStatus) -> None:

@@ -92,13 +92,14 @@ def test_self_update_is_off_by_default_and_typed():
 
 def test_the_updater_config_is_the_updaters_own_model():
     spec = agent_service_spec(_params(), _device(), "/var/lib/edgefleet-agent", "/opt/edgefleet/etc/cam-1")
-    text = updater_document(SelfUpdateParams(channel="beta"), install_dir=INSTALL, state_dir=spec.state_dir,
+    text = updater_document(SelfUpdateParams(channel="beta", max_attempts=5), install_dir=INSTALL,
+                            state_dir=spec.state_dir,
                             registry="gs://bucket/edgefleet", public_key="/opt/edgefleet/etc/cam-1/keys/release.d",
                             restart_command=restart_command("systemd", spec, service_commands("systemd", spec)),
                             python="python3")
 
     config = UpdaterConfig.model_validate(yaml.safe_load(text))
-    assert config.channel == "beta" and config.install_dir == Path(INSTALL)
+    assert config.channel == "beta" and config.install_dir == Path(INSTALL) and config.max_attempts == 5
     assert config.status_file == Path("/var/lib/edgefleet-agent/status.json")
     assert config.restart_command == ("systemctl", "restart", "edgefleet-agent.service")
     with pytest.raises(ConfigError, match="self-update config"):
@@ -160,6 +161,16 @@ def test_the_updater_units_verify_clean_with_each_systemd(bullseye_analyze, tmp_
         assert _verify(analyze, units, fitted) == [], f"systemd {version}"
     broken = (service.replace("Type=oneshot", "Type=sometimes"), timer)
     assert _verify(_analyzers(bullseye_analyze)[-1], units, broken) != []  # what check_unit() treats as a failure
+
+
+def test_the_updater_runs_once_the_clock_is_set_without_pulling_time_sync_in():
+    service, _timer = render_update_units(SelfUpdateParams(), service_name="edgefleet-agent", install_dir=INSTALL,
+                                          config_path=f"{INSTALL}/etc/updater.yaml")
+    text = fit_unit(service, 247).text  # kept on the oldest systemd: time-sync.target is older than it
+
+    after = next(line for line in text.splitlines() if line.startswith("After="))
+    assert "time-sync.target" in after.split("=", 1)[1].split()
+    assert not any(line.startswith("Wants=") and "time-sync.target" in line for line in text.splitlines())
 
 
 def test_a_path_that_would_change_the_updaters_unit_is_refused():

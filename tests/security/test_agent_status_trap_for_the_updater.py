@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from edgefleet.device.channel import ChannelRecord
-from edgefleet.device.selfupdate import await_health, load_state, save_state
+from edgefleet.device.selfupdate import DeviceClocks, await_health, load_state, save_state
 from edgefleet.device.selfupdate_plan import Pending, UpdaterState, version_target
 from tests.device.selfupdate.agent_release import AgentReleases
 
 NOW = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
+BOOT, SWITCH_S = "b" * 32, 100.0
 
 
 def _pending_switch(releases: AgentReleases) -> UpdaterState:
@@ -25,8 +26,8 @@ def _pending_switch(releases: AgentReleases) -> UpdaterState:
         (releases.install_dir / target).mkdir(parents=True)
     os.symlink(version_target("1.2.0"), releases.install_dir / "current")
     pending = Pending(version="1.2.0", manifest_sha256="a" * 64, target=version_target("1.2.0"),
-                      previous_target="venv", switched_at=NOW, deadline=NOW + timedelta(minutes=5),
-                      channel_after=ChannelRecord())
+                      previous_target="venv", switched_at=NOW, boot_id=BOOT, switched_s=SWITCH_S,
+                      deadline_s=SWITCH_S + timedelta(minutes=5).total_seconds(), channel_after=ChannelRecord())
     state = UpdaterState(pending=pending)
     save_state(releases.install_dir, state)
     return state
@@ -40,12 +41,13 @@ def test_a_trapped_status_file_is_no_status_and_the_switch_rolls_back(tmp_path: 
         os.mkfifo(releases.status_file)
     else:
         os.symlink("/dev/zero", releases.status_file)
-    times = iter([NOW + timedelta(seconds=10), NOW + timedelta(minutes=6)])
+    ticks = iter([SWITCH_S + 10, SWITCH_S + 10, SWITCH_S + timedelta(minutes=6).total_seconds()])
+    clocks = DeviceClocks(wall=lambda: NOW, monotonic=lambda: next(ticks), boot_id=BOOT)
     restarts: list[tuple[str, ...]] = []
     outcome: list[object] = []
     worker = threading.Thread(target=lambda: outcome.append(await_health(
         releases.config(), state, lambda command, _timeout: restarts.append(tuple(command)),
-        lambda: next(times), lambda _s: None)), daemon=True)
+        clocks, lambda _s: None)), daemon=True)
     worker.start()
     worker.join(timeout=60)  # generous; a blocked read never returns at all
     assert not worker.is_alive(), "the updater hangs on the agent's status file"

@@ -112,3 +112,15 @@ def test_the_status_command_reads_an_older_agents_status_and_lists_who_before_th
     assert table.exit_code == 0 and table.stdout.index("device_id") < table.stdout.index("frames")
     missing = runner.invoke(app, ["status", "--root", str(tmp_path / "nowhere")])
     assert missing.exit_code != 0 and "no agent status" in missing.output
+
+
+def test_a_status_of_a_future_agent_with_states_this_reader_does_not_know_reads_them_as_unknown():
+    """A later agent adds a telemetry state and an agent state: today's readers (the updater among them) must
+    still read its status, or they take a healthy agent for one that never came up and roll it back."""
+    future = {**SCHEMA_1_STATUS, "schema": 9, "telemetry_state": "throttled", "state": "running"}
+    status = parse_status(json.dumps(future))
+    assert status is not None and status.state == "running" and status.telemetry_state == "unknown"
+    hibernating = parse_status(json.dumps({**future, "state": "hibernating"}))
+    assert hibernating is not None and hibernating.state == "unknown"  # never taken for running
+    assert parse_status(json.dumps({**future, "telemetry_state": "ok"})).telemetry_state == "ok"  # known kept
+    assert parse_status(json.dumps({**future, "telemetry_state": None})).telemetry_state is None

@@ -1,5 +1,6 @@
 """A tiny but real agent release for the updater tests: a wheel built here (an `edgefleet-agent` console
-script that writes the agent's status.json the way the agent does, `running` or `failed` as baked in), an empty
+script that writes the agent's status.json the way the agent does, its boot clock included, `running` or
+`failed` as baked in), an empty
 hashed lock named for this Python and CPU, published and promoted with real release keys in a real registry
 directory. Installing it makes a real venv with the real pip (offline)."""
 
@@ -22,13 +23,15 @@ from edgefleet.flows.release.agent import promote_agent, publish_agent
 from edgefleet.kernel.contracts.agent_release import lock_name
 from edgefleet.kernel.signing import generate_keypair, save_public_key
 
-_AGENT = '''import json, os, sys
+_AGENT = '''import json, os, sys, time
 from datetime import datetime, timezone
 
 def main():
     now = datetime.now(timezone.utc).isoformat()
-    status = {{"schema": 2, "device_id": "cam-1", "pid": os.getpid(), "state": "{state}", "started_at": now,
-              "updated_at": now, "version": "{version}"}}
+    with open("/proc/sys/kernel/random/boot_id") as boot:  # the boot clock, as the agent stamps its status
+        clock = {{"boot_id": boot.read().strip(), "started_s": time.monotonic(), "updated_s": time.monotonic()}}
+    status = {{"schema": 3, "device_id": "cam-1", "pid": os.getpid(), "state": "{state}", "started_at": now,
+              "updated_at": now, "version": "{version}", "boot": clock}}
     with open(os.environ["FAKE_AGENT_STATUS"], "w") as handle:
         json.dump(status, handle)
 '''

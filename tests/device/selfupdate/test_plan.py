@@ -9,6 +9,7 @@ import pytest
 
 from edgefleet.device.channel import ChannelRecord, Judgement, version_identity
 from edgefleet.device.selfupdate_plan import (
+    Moment,
     Pending,
     UpdaterState,
     after_health,
@@ -23,10 +24,17 @@ from edgefleet.kernel.contracts.status import AgentStatus
 NOW = datetime(2026, 12, 7, 10, 0, tzinfo=timezone.utc)
 SHA = "a" * 64
 FRESH = timedelta(seconds=60)
+BOOT, SWITCH_S, TIMEOUT_S = "b" * 32, 500.0, 300.0
 POINTER = ChannelPointer(model="edgefleet-agent", channel="stable", version="1.2.0", manifest_sha256=SHA)
 PENDING = Pending(version="1.2.0", manifest_sha256=SHA, target=version_target("1.2.0"), previous_target="venv",
-                  switched_at=NOW, deadline=NOW + timedelta(minutes=5),
+                  switched_at=NOW, boot_id=BOOT, switched_s=SWITCH_S, deadline_s=SWITCH_S + TIMEOUT_S,
                   channel_after=ChannelRecord(highest_version="1.2.0"))
+DEADLINE = NOW + timedelta(seconds=TIMEOUT_S)
+
+
+def at(wall: datetime) -> Moment:
+    """The device's clocks at `wall` (no clock step here: the boot clock moved as much since the switch)."""
+    return Moment(wall=wall, monotonic_s=SWITCH_S + (wall - NOW).total_seconds(), boot_id=BOOT)
 
 
 def status(state: str = "running", *, started: datetime = NOW + timedelta(seconds=5),
@@ -54,24 +62,24 @@ def test_the_running_version_and_a_refused_release_install_nothing() -> None:
 
 
 def test_health_needs_a_fresh_running_status_of_an_agent_started_after_the_switch() -> None:
-    assert health(status(), PENDING, NOW + timedelta(seconds=10), fresh_within=FRESH) == "healthy"
+    assert health(status(), PENDING, at(NOW + timedelta(seconds=10)), fresh_within=FRESH) == "healthy"
     old_agent = status(started=NOW - timedelta(hours=1), updated=NOW + timedelta(seconds=9))
-    assert health(old_agent, PENDING, NOW + timedelta(seconds=10), fresh_within=FRESH) == "waiting"
+    assert health(old_agent, PENDING, at(NOW + timedelta(seconds=10)), fresh_within=FRESH) == "waiting"
     stale = status(updated=NOW + timedelta(seconds=5))
-    assert health(stale, PENDING, NOW + timedelta(minutes=2), fresh_within=FRESH) == "waiting"
-    assert health(status("starting"), PENDING, NOW + timedelta(seconds=10), fresh_within=FRESH) == "waiting"
-    assert health(None, PENDING, NOW + timedelta(seconds=10), fresh_within=FRESH) == "waiting"
+    assert health(stale, PENDING, at(NOW + timedelta(minutes=2)), fresh_within=FRESH) == "waiting"
+    assert health(status("starting"), PENDING, at(NOW + timedelta(seconds=10)), fresh_within=FRESH) == "waiting"
+    assert health(None, PENDING, at(NOW + timedelta(seconds=10)), fresh_within=FRESH) == "waiting"
 
 
-def test_health_is_unhealthy_at_the_deadline_or_when_the_new_agent_failed() -> None:
-    assert health(None, PENDING, PENDING.deadline, fresh_within=FRESH) == "unhealthy"
-    assert health(status("starting"), PENDING, PENDING.deadline, fresh_within=FRESH) == "unhealthy"
-    assert health(status("failed"), PENDING, NOW + timedelta(seconds=10), fresh_within=FRESH) == "unhealthy"
+def test_health_times_out_at_the_deadline_and_is_unhealthy_when_the_new_agent_failed() -> None:
+    assert health(None, PENDING, at(DEADLINE), fresh_within=FRESH) == "timed-out"
+    assert health(status("starting"), PENDING, at(DEADLINE), fresh_within=FRESH) == "timed-out"
+    assert health(status("failed"), PENDING, at(NOW + timedelta(seconds=10)), fresh_within=FRESH) == "unhealthy"
 
 
 def test_a_naive_status_time_is_read_as_utc_never_a_crash() -> None:
     naive = status(started=(NOW + timedelta(seconds=5)).replace(tzinfo=None))
-    assert health(naive, PENDING, NOW + timedelta(seconds=10), fresh_within=FRESH) == "healthy"
+    assert health(naive, PENDING, at(NOW + timedelta(seconds=10)), fresh_within=FRESH) == "healthy"
 
 
 def test_after_a_healthy_switch_the_version_runs_and_the_channel_record_moves_on() -> None:
@@ -96,7 +104,7 @@ def test_an_agent_that_comes_up_without_the_model_its_predecessor_ran_is_not_kep
     ran = PENDING.model_copy(update={"ran_model": True})
     no_model = status()  # running, but no model version open
     with_model = status().model_copy(update={"model": "imagenet", "version": "1.0.0"})
-    assert health(no_model, ran, NOW + timedelta(seconds=10), fresh_within=FRESH) == "waiting"
-    assert health(no_model, ran, ran.deadline, fresh_within=FRESH) == "unhealthy"
-    assert health(with_model, ran, NOW + timedelta(seconds=10), fresh_within=FRESH) == "healthy"
-    assert health(no_model, PENDING, NOW + timedelta(seconds=10), fresh_within=FRESH) == "healthy"  # none before
+    assert health(no_model, ran, at(NOW + timedelta(seconds=10)), fresh_within=FRESH) == "waiting"
+    assert health(no_model, ran, at(DEADLINE), fresh_within=FRESH) == "timed-out"
+    assert health(with_model, ran, at(NOW + timedelta(seconds=10)), fresh_within=FRESH) == "healthy"
+    assert health(no_model, PENDING, at(NOW + timedelta(seconds=10)), fresh_within=FRESH) == "healthy"  # none before

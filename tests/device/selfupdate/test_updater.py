@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,26 @@ def test_an_agent_that_does_not_come_up_is_rolled_back_and_not_retried(releases:
     assert state.running is not None and state.running.startswith("1.1.0 ") and len(state.refused) == 1
     again = run_once(releases.config(), releases.device_view, sleep=_no_sleep)
     assert again.outcome == "none" and "not retried" in again.detail
+
+
+def test_a_clock_stepped_back_right_after_the_switch_keeps_the_healthy_agent(releases: AgentReleases) -> None:
+    """A Pi boots at its last saved time, 2 min ahead; NTP steps the clock back right after the switch (the
+    reviewer's case). The new agent comes up running: it is kept, and nothing is refused."""
+    (releases.install_dir / "venv").mkdir()
+    releases.release("1.1.0")
+    current = releases.install_dir / "current"
+
+    def wall() -> datetime:  # ahead until `current` moves, then stepped back by NTP
+        switched = current.is_symlink() and os.readlink(current) == "versions/1.1.0/venv"
+        return datetime.now(timezone.utc) + (timedelta(0) if switched else timedelta(minutes=2))
+
+    def sleep(_: float) -> None:
+        raise AssertionError(f"still waiting for an agent that reports running: {releases.status_file.read_text()}")
+
+    result = run_once(releases.config(), releases.device_view, clock=wall, sleep=sleep)
+    assert result.outcome == "updated", result.detail
+    state = load_state(releases.install_dir)
+    assert state.running is not None and state.running.startswith("1.1.0 ") and state.refused == ()
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="`edgefleet registry agent publish|promote` is the operator "
