@@ -7,6 +7,7 @@ without --activate); it is verified as an activation would verify it. The agent 
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -40,6 +41,15 @@ def _report(root: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def report_age_s(report: dict | None, now: datetime) -> float | None:
+    """Seconds since the agent last rewrote `report`, on this device's clock (the reader's clock may differ);
+    None without a report. An old report means its agent has stopped writing it (stopped, crash-looping)."""
+    if report is None or not report.get("updated_at"):
+        return None
+    updated = datetime.fromisoformat(str(report["updated_at"]).replace("Z", "+00:00"))
+    return max(0.0, (now - updated).total_seconds())
+
+
 @app.command()
 def shadow(
     model: ModelArgument,
@@ -66,7 +76,9 @@ def shadow(
         payload = {"model": model, "shadow": installed.version, "manifest_sha256": installed.manifest_sha256}
     else:
         named = _run(lambda: shadow_version(store, model))
-        payload = {"model": model, "shadow": named.version if named else None, "report": _report(store.root)}
+        report = _report(store.root)
+        payload = {"model": model, "shadow": named.version if named else None, "report": report,
+                   "report_age_s": report_age_s(report, datetime.now(timezone.utc))}
     if as_json:
         _echo_json(payload)
     else:

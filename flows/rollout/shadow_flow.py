@@ -67,14 +67,21 @@ def stage_candidate(inventory: Inventory, device: DeviceSpec, prepared: Prepared
     return Staged(device.id, True, f"shadowing {prepared.version} beside {checked.before}")
 
 
-def read_reports(inventory: Inventory, model: str, device_ids: Sequence[str]) -> dict[str, ShadowReport | None]:
+def read_reports(inventory: Inventory, model: str, device_ids: Sequence[str],
+                 max_age_s: float) -> dict[str, ShadowReport | None]:
     """Each device's shadow report now (`edgefleet-agent shadow MODEL --json`); None for a device that has none
-    yet, is unreachable, or whose report cannot be read."""
+    yet, is unreachable, whose report cannot be read, or whose report its agent last rewrote more than
+    `max_age_s` ago by the device's own clock (a stopped or crash-looping agent's last pairs are not judged)."""
     found: dict[str, ShadowReport | None] = {}
     for device_id in device_ids:
         try:
             with DeviceConnection(inventory.device(device_id), inventory.known_hosts) as connection:
-                raw = json.loads(connection.agent("shadow", model, "--json").stdout).get("report")
+                answer = json.loads(connection.agent("shadow", model, "--json").stdout)
+            raw, age_s = answer.get("report"), answer.get("report_age_s")
+            if raw and age_s is not None and age_s > max_age_s:
+                log.warning("shadow wave: the shadow report of %s is %.0f s old (its agent is not writing it): "
+                            "not judged", device_id, age_s)
+                raw = None
             found[device_id] = ShadowReport.model_validate(raw) if raw else None
         except (EdgefleetError, ValueError) as error:
             log.warning("shadow wave: cannot read the shadow report of %s: %s", device_id, error)
@@ -151,7 +158,8 @@ def run_shadow_wave(runner: ThreadPoolTaskRunner, inventory: Inventory, prepared
             return ShadowVerdict(result="fail", reason=f"the candidate could not be staged: {reason}", metrics=(),
                                  frames={}), staged
         verdict = await_shadow_verdict(
-            lambda: look_of(read_reports(inventory, prepared.model, device_ids), prepared.version), gate, wave)
+            lambda: look_of(read_reports(inventory, prepared.model, device_ids, wave.max_report_age_s),
+                            prepared.version), gate, wave)
         return verdict, staged
     finally:
         for device_id in device_ids:

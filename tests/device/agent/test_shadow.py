@@ -172,7 +172,8 @@ def test_the_shadow_command_names_shows_and_clears_the_candidate(releases) -> No
     named = shadow("2.0.0")
     assert named.exit_code == 0 and json.loads(named.stdout)["shadow"] == "2.0.0"
     shown = shadow()
-    assert json.loads(shown.stdout) == {"model": MODEL, "shadow": "2.0.0", "report": None}  # no agent ran yet
+    assert json.loads(shown.stdout) == {"model": MODEL, "shadow": "2.0.0", "report": None,
+                                        "report_age_s": None}  # no agent ran yet
     both = shadow("2.0.0", "--clear")
     assert both.exit_code == 2 and releases.store.pointer(MODEL, SHADOW_POINTER) == "2.0.0"  # nothing changed
     missing = shadow("9.9.9")
@@ -242,3 +243,15 @@ def test_a_share_too_small_to_sample_any_frame_is_refused_in_the_config(tmp_path
     path.write_text(f"device_id: cam-1\nmodel: {MODEL}\nroot: {tmp_path}\nshadow:\n  share: 0.00001\n")
     with pytest.raises(ConfigError, match="resolution"):
         load_config(path)
+
+
+def test_the_shadow_command_says_how_old_the_report_is_by_the_devices_clock() -> None:
+    # Review finding: the rollout judged a stopped agent's last cumulative pairs as if they were current.
+    from datetime import datetime, timezone
+
+    from edgefleet.device.cli.shadow_command import report_age_s
+
+    now = datetime(2026, 12, 7, 12, 0, 30, tzinfo=timezone.utc)
+    assert report_age_s({"updated_at": "2026-12-07T12:00:00.500000Z"}, now) == 29.5
+    assert report_age_s({"updated_at": "2026-12-07T12:01:00+00:00"}, now) == 0.0  # written ahead: not negative
+    assert report_age_s(None, now) is None
