@@ -6,6 +6,12 @@ then on); a device without a key is looked up alone (its record, and a revocatio
 `unknown_refresh_s` fleet-wide, so a device enrolled a moment ago is not refused for a minute. A refused record
 drops its device only; a revocation once seen holds while the monitor runs.
 
+The monitor re-reads the keys on a background thread (`start_refreshing`; issue 23: at 10,000 devices a read
+on the message path stopped ingest for minutes): the message path only reads the key table, which a refresh
+swaps in whole, and never waits for the registry except for the one-device look-up (a few small reads, without
+the lock: other messages go on). A refresh re-reads only the records that changed (`FleetKeyReader`). Without
+`start_refreshing` (a library use) a message that finds the keys due re-reads them itself, as before.
+
 Identity is the message body's `device_id`, checked against the verified signer (issue 20, item 1): the key is
 chosen by the body's `device_id` and the signature covers that id. The Pub/Sub `device_id` attribute is a
 routing hint only: absent, it is not needed; present, it must name the body's device, else the message is
@@ -40,13 +46,25 @@ from edgefleet.kernel.contracts.layout import ATTR_DEVICE_ID, ATTR_SIGNATURE, FL
 from edgefleet.kernel.errors import ConfigError, EdgefleetError, VerificationError
 from edgefleet.kernel.signing import key_id, load_public_key
 from edgefleet.monitor.errors import MonitorError
-from edgefleet.monitor.fleetkeys import FleetKeys, KeyRecordPolicy, RefusedRecord, load_device_key, load_fleet_keys
+from edgefleet.monitor.fleetkeys import (
+    KEY_READ_WORKERS,
+    FleetKeyReader,
+    FleetKeys,
+    KeyRecordPolicy,
+    RefusedRecord,
+    load_device_key,
+)
 
 log = logging.getLogger(__name__)
 
 KEY_ID_PATTERN = r"^[0-9a-f]{16,64}$"
 UNKNOWN_DEVICE_REFRESH_S = 5.0
 """A device without a key triggers a look-up of its key at most this often (fleet-wide, not per device)."""
+REFRESHER_STOP_WAIT_S = 5.0
+"""How long stopping the background refresh waits for a read in flight (then leaves its daemon thread)."""
+
+MAX_KEY_READ_WORKERS = 10
+"""A GCS client keeps 10 connections: more readers would open and drop connections."""
 
 KEYS_READ_FIX = "make the fleet's device keys readable by the monitor (identity.registry)"
 
@@ -75,7 +93,10 @@ class IdentityConfig(BaseModel):
         default="strict", description="strict: only telemetry signed by a known device; transition: devices "
                                       "without a key may still send unsigned (upgrading a fleet)")
     require_signed: bool = Field(default=True, description="older spelling of mode (true: strict)")
-    refresh_s: float = Field(default=60.0, gt=0, description="re-read device keys at most this often")
+    refresh_s: float = Field(default=60.0, gt=0, description="re-read device keys this often, in the background "
+                             "(only the records changed since: GCS generations)")
+    read_workers: int = Field(default=KEY_READ_WORKERS, ge=1, le=MAX_KEY_READ_WORKERS,
+                              description="device key records read at once (the first read of a large fleet)")
     enrolment_keys: tuple[str, ...] = Field(
         default=(), description="public key files of the fleet enrolment key(s) that sign device key records "
         "(several while the key is rotated); required with `registry`")
@@ -156,10 +177,10 @@ class TelemetryVerifier:
     """Checks the signature of each message against the fleet's device keys (see the module docstring).
 
     Args:
-        load_keys: returns the fleet's keys: a `FleetKeys` (`load_fleet_keys` of a registry) or a plain
-            device_id -> public key mapping.
+        load_keys: returns the fleet's keys: a `FleetKeys` (a `FleetKeyReader` of a registry, which re-reads
+            only what changed) or a plain device_id -> public key mapping.
         require_signed: strict mode (the default): refuse unsigned messages and devices without a key.
-        refresh_s: the keys are re-read at most this often.
+        refresh_s: the keys are re-read this often (`start_refreshing`; without it, by the first message after).
         unknown_refresh_s: a device without a key triggers a look-up at most this often (fleet-wide).
         load_device: reads one device's key (`load_device_key`: device id, revoked key ids); None: a look-up
             re-reads every key.
@@ -185,10 +206,13 @@ class TelemetryVerifier:
         self.refresh_s = refresh_s
         self.unknown_refresh_s = unknown_refresh_s
         self._clock = clock
-        self._lock = threading.Lock()
-        self._keys: Mapping[str, Ed25519PublicKey] = {}
+        self._lock = threading.Lock()  # guards the state below; held for bookkeeping only, never across a read
+        self._refresh_lock = threading.Lock()  # one refresh at a time
+        self._keys: Mapping[str, Ed25519PublicKey] = {}  # swapped whole, never changed in place
         self._loaded_at: float | None = None
         self._revoked: set[str] = set()
+        self._looked_up: dict[str, Ed25519PublicKey] = {}  # found by look-ups while a refresh runs
+        self._refresher: tuple[threading.Thread, threading.Event] | None = None
         self.refused_records: tuple[RefusedRecord, ...] = ()
         """The device key records the last read refused (each device of these is refused until fixed)."""
 
@@ -205,7 +229,8 @@ class TelemetryVerifier:
 
         policy = key_record_policy(config)
         registry = open_registry_reader(config.registry)
-        return cls(lambda: load_fleet_keys(registry, policy), require_signed=config.require_signed,
+        return cls(FleetKeyReader(registry, policy, read_workers=config.read_workers),
+                   require_signed=config.require_signed,
                    refresh_s=config.refresh_s, unknown_refresh_s=config.unknown_refresh_s,
                    load_device=lambda device_id, revoked: load_device_key(registry, policy, device_id, revoked),
                    keys_location=registry.describe(f"{FLEET_DEVICES_PREFIX}/"), keys_fix=keys_read_fix(registry))
@@ -223,9 +248,47 @@ class TelemetryVerifier:
             raise MonitorError(self._load_failure(error), self.keys_fix) from error
         with self._lock:
             self._apply(loaded)
-            # Not marked as a read: the first message re-reads every key, as before, so the devices enrolled
-            # between the start and that message are all known (not looked up one by one, rate-limited).
-            self._loaded_at = None
+            if self._refresher is None:
+                # Not marked as a read: the first message re-reads every key, as before, so the devices enrolled
+                # between the start and that message are all known (not looked up one by one, rate-limited).
+                self._loaded_at = None
+
+    def start_refreshing(self) -> None:
+        """Re-reads the keys every `refresh_s` on a daemon thread from now on (the monitor's start, after
+        `load_now`): the message path then never re-reads them all. `stop_refreshing` ends it."""
+        with self._lock:
+            if self._refresher is not None:
+                return
+            stop = threading.Event()
+            thread = threading.Thread(target=self._refresh_loop, args=(stop,), name="device-key-refresh",
+                                      daemon=True)
+            self._refresher = (thread, stop)
+            self._loaded_at = self._clock()
+        thread.start()
+
+    def stop_refreshing(self, timeout_s: float = REFRESHER_STOP_WAIT_S) -> None:
+        """Ends the background refresh; a read in flight is waited for at most `timeout_s` (its thread is a
+        daemon: it never holds the process)."""
+        with self._lock:
+            refresher, self._refresher = self._refresher, None
+        if refresher is not None:
+            thread, stop = refresher
+            stop.set()
+            thread.join(timeout_s)
+
+    def _refresh_loop(self, stop: threading.Event) -> None:
+        while not stop.wait(self.refresh_s):
+            try:
+                self.refresh()
+            except Exception:  # noqa: BLE001 - the refresher must outlive any one failure; the next one tries again
+                log.exception("refreshing the fleet's device keys failed (working on with the keys read before)")
+
+    def refresh(self) -> None:
+        """Re-reads the fleet's keys now and swaps them in; a failed read keeps the keys we have
+        (`key_load_error` says why). The background refresh, or a test."""
+        with self._lock:
+            self._loaded_at = self._looked_up_at = self._clock()
+        self._refresh()
 
     def _load_failure(self, error: Exception) -> str:
         detail = f"{error.message} ({error.fix})" if isinstance(error, EdgefleetError) else str(error)
@@ -259,51 +322,72 @@ class TelemetryVerifier:
         return Verdict(None, verified=True, device_id=device_id)
 
     def _key(self, device_id: str) -> Ed25519PublicKey | None:
+        now = self._clock()
         with self._lock:
-            now = self._clock()
-            # Every key is re-read every refresh_s (new devices learnt, removed or revoked ones forgotten); a device
-            # without a key is looked up sooner (one enrolled since), at most every unknown_refresh_s fleet-wide.
-            if self._loaded_at is None or now - self._loaded_at >= self.refresh_s:
-                self._reload()
-                self._loaded_at = self._looked_up_at = now
-            elif device_id not in self._keys and (
-                    self._looked_up_at is None or now - self._looked_up_at >= self.unknown_refresh_s):
-                self._looked_up_at = now
-                if self._load_device is None:
-                    self._reload()
-                else:
-                    self._look_up(device_id)
-            return self._keys.get(device_id)
+            action = self._next_read(device_id, now)
+        if action == "refresh":
+            self._refresh()
+        elif action == "look-up":
+            self._look_up(device_id)
+        return self._keys.get(device_id)
+
+    def _next_read(self, device_id: str, now: float) -> Literal["refresh", "look-up"] | None:
+        """What the message path reads before answering (called under the lock, which it marks as claimed).
+
+        Without a background refresh every key is re-read every refresh_s (new devices learnt, removed or revoked
+        ones forgotten). A device without a key is looked up sooner (one enrolled since), at most every
+        unknown_refresh_s fleet-wide: its own record (`load_device`), or every key without `load_device`."""
+        if self._refresher is None and (self._loaded_at is None or now - self._loaded_at >= self.refresh_s):
+            self._loaded_at = self._looked_up_at = now
+            return "refresh"
+        if device_id in self._keys or (
+                self._looked_up_at is not None and now - self._looked_up_at < self.unknown_refresh_s):
+            return None
+        self._looked_up_at = now
+        if self._load_device is not None:
+            return "look-up"
+        self._loaded_at = now
+        return "refresh"
 
     def _look_up(self, device_id: str) -> None:
+        with self._lock:
+            revoked = frozenset(self._revoked)
         try:
-            found = self._load_device(device_id, frozenset(self._revoked))  # type: ignore[misc]
+            found = self._load_device(device_id, revoked)  # type: ignore[misc]
         except Exception:  # noqa: BLE001 - the device waits for the next try
             log.warning("could not look up the key of device %s", device_id, exc_info=True)
             return
-        self._revoked |= found.revoked
-        fresh = {name: key for name, key in found.keys.items() if key_id(key) not in self._revoked}
-        if fresh:
-            self._keys = {**self._keys, **fresh}
-        for record in found.refused:
-            if record not in self.refused_records:
-                log.warning("device key record %s refused (its device is refused): %s (fix: %s)",
-                            record.record, record.reason, record.fix)
-                self.refused_records = (*self.refused_records, record)
+        with self._lock:
+            self._revoked |= found.revoked
+            fresh = {name: key for name, key in found.keys.items() if key_id(key) not in self._revoked}
+            if fresh:
+                self._keys = {**self._keys, **fresh}
+                self._looked_up.update(fresh)  # newer than the listing of a refresh running meanwhile
+            for record in found.refused:
+                if record not in self.refused_records:
+                    log.warning("device key record %s refused (its device is refused): %s (fix: %s)",
+                                record.record, record.reason, record.fix)
+                    self.refused_records = (*self.refused_records, record)
 
-    def _reload(self) -> None:
-        try:
-            loaded = self._load_keys()
-        except Exception as error:  # noqa: BLE001 - keep the keys we have; unknown devices wait for the next try
-            failure = self._load_failure(error)
-            if failure != self.key_load_error:  # loud, but once per distinct cause
-                log.error("%s (working on with the %d key(s) read before); fix: %s", failure, len(self._keys),
-                          self.keys_fix)
-            self.key_load_error = failure
-            return
-        self._apply(loaded)
+    def _refresh(self) -> None:
+        with self._refresh_lock:
+            with self._lock:
+                self._looked_up = {}
+            try:
+                loaded = self._load_keys()
+            except Exception as error:  # noqa: BLE001 - keep the keys we have; unknown devices wait for the next try
+                failure = self._load_failure(error)
+                with self._lock:
+                    if failure != self.key_load_error:  # loud, but once per distinct cause
+                        log.error("%s (working on with the %d key(s) read before); fix: %s", failure,
+                                  len(self._keys), self.keys_fix)
+                    self.key_load_error = failure
+                return
+            with self._lock:
+                self._apply(loaded)
 
     def _apply(self, loaded: FleetKeys | Mapping[str, Ed25519PublicKey]) -> None:
+        """Swaps in what a full read gave (under the lock)."""
         if self.key_load_error is not None:
             log.info("the fleet's device keys at %s are readable again", self.keys_location)
             self.key_load_error = None
@@ -318,6 +402,9 @@ class TelemetryVerifier:
                                              "and its revocation is gone from the registry",
                                              "check who can write to the registry; revoke it again"))
             else:
+                keys[device_id] = key
+        for device_id, key in self._looked_up.items():  # looked up after this read listed the records
+            if device_id not in keys and key_id(key) not in self._revoked:
                 keys[device_id] = key
         if set(refused) != set(self.refused_records):
             for record in refused:
