@@ -81,3 +81,17 @@ def test_a_record_whose_read_failed_is_read_again_not_kept_refused(fleet: Fleet)
     first = read()
     assert "cam-1" not in first.keys and "503" in first.refused[0].reason  # refused while unreadable, as before
     assert "cam-1" in read().keys  # a passing failure is not a verdict on the record
+
+
+def test_on_gcs_the_listing_generations_say_what_changed(tmp_path, gcs_client, gcs_bucket, gcs_registry) -> None:
+    """The production path: the GCS listing carries each object's generation; a re-enrolled device (its record
+    rewritten) is read again with its new key, the unchanged device is not."""
+    fleet = Fleet(tmp_path, gcs_registry)
+    fleet.enrol("cam-1")
+    fleet.enrol("cam-2")
+    read = FleetKeyReader(gcs_registry, key_record_policy(fleet.config()))
+    assert sorted(read().keys) == ["cam-1", "cam-2"] and read.records_read == 2
+    assert sorted(read().keys) == ["cam-1", "cam-2"] and read.records_read == 2  # nothing read again
+    new_key = fleet.enrol("cam-1", replace=True)
+    assert key_id(read().keys["cam-1"]) == key_id(new_key.public_key())
+    assert read.records_read == 4  # its record and the revocation of its old key (replace revokes it)
