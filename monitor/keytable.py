@@ -78,7 +78,6 @@ class DeviceKeyTable:
         self.refused_records: tuple[RefusedRecord, ...] = ()
         """The device key records the last read refused (each device of these is refused until fixed)."""
 
-
     def load_now(self) -> None:
         """Reads the fleet's keys now: the monitor's start, which must not go on without them (every signed
         message would be refused and dead-lettered).
@@ -86,16 +85,17 @@ class DeviceKeyTable:
         Raises:
             MonitorError: the keys cannot be read, naming where and the IAM fix.
         """
-        try:
-            loaded = self._load_keys()
-        except Exception as error:  # noqa: BLE001 - whatever it is, the monitor must not start blind
-            raise MonitorError(self._load_failure(error), self.keys_fix) from error
-        with self._lock:
-            self._apply(loaded)
-            if self._refresher is None:
-                # Not marked as a read: the first message re-reads every key, as before, so the devices enrolled
-                # between the start and that message are all known (not looked up one by one, rate-limited).
-                self._loaded_at = None
+        with self._refresh_lock:  # the key source is never read by two threads at once
+            try:
+                loaded = self._load_keys()
+            except Exception as error:  # noqa: BLE001 - whatever it is, the monitor must not start blind
+                raise MonitorError(self._load_failure(error), self.keys_fix) from error
+            with self._lock:
+                self._apply(loaded)
+                if self._refresher is None:
+                    # Not marked as a read: the first message re-reads every key, as before, so the devices
+                    # enrolled between the start and that message are all known (not looked up one by one).
+                    self._loaded_at = None
 
     def start_refreshing(self) -> None:
         """Re-reads the keys every `refresh_s` on a daemon thread from now on (the monitor's start, after
