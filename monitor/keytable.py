@@ -8,8 +8,11 @@ only; a revocation once seen holds while the monitor runs.
 The monitor re-reads the keys on a background thread (`start_refreshing`; issue 23: at 10,000 devices on GCS a
 read on the message path stopped ingest for minutes): the message path only reads the table, which a refresh
 swaps in whole, and waits for the registry only in the one-device look-up (a few small reads, made without the
-lock: other messages go on). A refresh re-reads only the records that changed (`FleetKeyReader`). Without
-`start_refreshing` (a library use, most tests) a message that finds the keys due re-reads them itself.
+lock: other messages go on). A refresh re-reads only the records that changed (`FleetKeyReader`). One read
+stays on the message path: the first message after the start re-reads the keys, as it always did, so devices
+enrolled between the start and that message are all known at once; after the start's full read that is a
+listing and the records enrolled since. Without `start_refreshing` (a library use, most tests) a message that
+finds the keys due re-reads them itself.
 """
 
 from __future__ import annotations
@@ -92,10 +95,10 @@ class DeviceKeyTable:
                 raise MonitorError(self._load_failure(error), self.keys_fix) from error
             with self._lock:
                 self._apply(loaded)
-                if self._refresher is None:
-                    # Not marked as a read: the first message re-reads every key, as before, so the devices
-                    # enrolled between the start and that message are all known (not looked up one by one).
-                    self._loaded_at = None
+                # Not marked as a read: the first message re-reads the keys, as before, so the devices enrolled
+                # between the start and that message are all known (not looked up one by one, 5 s apart). With
+                # a `FleetKeyReader` that read is a listing and the records new since the start.
+                self._loaded_at = None
 
     def start_refreshing(self) -> None:
         """Re-reads the keys every `refresh_s` on a daemon thread from now on (the monitor's start, after
@@ -107,7 +110,6 @@ class DeviceKeyTable:
             thread = threading.Thread(target=self._refresh_loop, args=(stop,), name="device-key-refresh",
                                       daemon=True)
             self._refresher = (thread, stop)
-            self._loaded_at = self._clock()
         thread.start()
 
     def stop_refreshing(self, timeout_s: float = REFRESHER_STOP_WAIT_S) -> None:
@@ -152,10 +154,11 @@ class DeviceKeyTable:
     def _next_read(self, device_id: str, now: float) -> Literal["refresh", "look-up"] | None:
         """What the message path reads before answering (called under the lock, which it marks as claimed).
 
-        Without a background refresh every key is re-read every refresh_s (new devices learnt, removed or revoked
-        ones forgotten). A device without a key is looked up sooner (one enrolled since), at most every
+        The first message after `load_now` re-reads the keys (those enrolled since the start; once). Without a
+        background refresh every key is re-read every refresh_s (new devices learnt, removed or revoked ones
+        forgotten). A device without a key is looked up sooner (one enrolled since), at most every
         unknown_refresh_s fleet-wide: its own record (`load_device`), or every key without `load_device`."""
-        if self._refresher is None and (self._loaded_at is None or now - self._loaded_at >= self.refresh_s):
+        if self._loaded_at is None or (self._refresher is None and now - self._loaded_at >= self.refresh_s):
             self._loaded_at = self._looked_up_at = now
             return "refresh"
         if device_id in self._keys or (
