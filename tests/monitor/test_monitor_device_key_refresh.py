@@ -121,3 +121,25 @@ def test_a_device_looked_up_during_a_refresh_outlives_that_refresh() -> None:
     finally:
         reads.release()
         verifier.stop_refreshing()
+
+
+def test_devices_enrolled_between_the_start_and_the_first_message_are_all_known_at_once() -> None:
+    """As before the background refresh: the first message re-reads the keys (not one look-up per device,
+    5 s apart fleet-wide), even while the refresher waits for its first turn."""
+    fleet: dict[str, Any] = {}
+    looked_up: list[str] = []
+
+    def look_up(device_id: str, revoked: frozenset[str]) -> FleetKeys:
+        looked_up.append(device_id)
+        return FleetKeys({})
+
+    verifier = TelemetryVerifier(lambda: FleetKeys(dict(fleet)), refresh_s=3600.0, load_device=look_up)
+    verifier.load_now()  # the start: no device enrolled yet
+    verifier.start_refreshing()
+    try:
+        keys = {f"cam-{number}": generate_keypair()[0] for number in range(3)}
+        fleet.update({device_id: key.public_key() for device_id, key in keys.items()})
+        assert all(_check(verifier, device_id, key).verified for device_id, key in keys.items())
+        assert looked_up == []
+    finally:
+        verifier.stop_refreshing()
