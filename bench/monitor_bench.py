@@ -1,7 +1,7 @@
 """Fleet monitor benchmark: ingest throughput against raw streaming pull, and `fleet_status` at 1k-100k devices.
 
 Run: `python -m bench.monitor_bench [--messages N] [--devices D] [--sizes 1000,10000,100000]
-[--engines sqlite,postgresql] [--skip-ingest]`.
+[--engines sqlite,postgresql] [--skip-ingest] [--keys-only] [--key-devices 10000] [--read-ms 20]`.
 
 1. Starts its own official Pub/Sub emulator, creates the telemetry topic with two identical subscriptions
    and publishes N telemetry messages (D devices, real `TelemetryMessage` JSON), so both subscriptions hold
@@ -22,6 +22,9 @@ Run: `python -m bench.monitor_bench [--messages N] [--devices D] [--sizes 1000,1
 4. `fleet_status` at each fleet size on both engines (SQLite file; PostgreSQL started on a temporary
    directory): `bench.status_bench`, which says what it fills and times. Goals: p95 < 100 ms at 100,000
    devices on PostgreSQL, < 200 ms on SQLite; the whole-fleet listing is the baseline in the same run.
+5. Device key reads at `--key-devices` on a registry stand-in with `--read-ms` per read (`--keys-only`: only
+   this): `bench.key_refresh_bench`, which says what it measures (message-path latency during a key reload,
+   reload times before and after the background, incremental refresh).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import status_bench
+from bench import key_refresh_bench, status_bench
 from edgefleet.kernel.contracts.telemetry import (
     Event,
     Health,
@@ -195,16 +198,20 @@ def main() -> None:
     parser.add_argument("--skip-ingest", action="store_true", help="only the fleet_status measurements")
     parser.add_argument("--replicas", type=int, default=2,
                         help="monitor processes on one PostgreSQL store measured against one (0: skip)")
+    parser.add_argument("--keys-only", action="store_true", help="only the device key read measurements")
     status_bench.add_arguments(parser)
+    key_refresh_bench.add_arguments(parser)
     args = parser.parse_args()
     if args.status_devices is not None:
         args.sizes = str(args.status_devices)
     per_device = max(1, args.messages // args.devices)
     console = Console(width=max(Console().width, 110))
 
-    if not args.skip_ingest:
-        _ingest(args, per_device, console)
-    status_bench.main_from(args, console)
+    if not args.keys_only:
+        if not args.skip_ingest:
+            _ingest(args, per_device, console)
+        status_bench.main_from(args, console)
+    key_refresh_bench.main_from(args, console)
 
 
 def _engines(text: str) -> tuple[str, ...]:

@@ -2,8 +2,10 @@
 
 Kept on ingest (`Deltas`, flushed by `store.commit` as `x = x + delta` upserts, in a stable key order):
 - version_totals: devices per (model, version) they run now;
-- fleet_counters: devices, messages, duplicates and lost, one row per writer shard (a process writes its
-  own row, so several monitors do not queue on one hot row); the totals are their sum.
+- fleet_counters: devices, messages, duplicates and lost, one row per writer shard (each store writes its
+  own row, so several monitors do not queue on one hot row); the totals are their sum. The shard is drawn at
+  random when the process starts (and again in a forked child), then stepped for each further store of the
+  process: never the PID, which is 1 in every containerised replica (issue 23).
 
 What depends on the time of the question (stale: silent for longer than `stale_after_s`; failing: a recent
 failure event) cannot be kept on ingest. It is counted from indexed ranges instead: devices received before
@@ -15,8 +17,10 @@ with a page, not with the fleet.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import secrets
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +31,23 @@ FAILURE_KINDS_SQL = "('swap_failed', 'rollback', 'error')"  # ingest.FAILURE_EVE
 VersionKey = tuple[str, str]  # (model name, model version); '' for a device that runs none
 StatusName = Literal["healthy", "stale", "failing"]
 
+_shard_base = secrets.randbelow(COUNTER_SHARDS)
+_stores = itertools.count()
+
+
+def _redraw_shard_base() -> None:
+    global _shard_base
+    _shard_base = secrets.randbelow(COUNTER_SHARDS)
+
+
+os.register_at_fork(after_in_child=_redraw_shard_base)  # a forked replica must not inherit its parent's shard
+
+
+def new_counter_shard() -> int:
+    """The fleet_counters row one store writes: random per process (replicas in containers all run as PID 1,
+    so a PID-based shard put every replica on one row), distinct for up to COUNTER_SHARDS stores of a process."""
+    return (_shard_base + next(_stores)) % COUNTER_SHARDS
+
 
 @dataclass
 class Deltas:
@@ -34,9 +55,11 @@ class Deltas:
 
     versions: Counter[VersionKey] = field(default_factory=Counter)
     counters: Counter[str] = field(default_factory=Counter)
+    shard: int = field(default_factory=new_counter_shard)
+    """The fleet_counters row these changes are added to (`new_counter_shard`)."""
 
     def copy(self) -> Deltas:
-        return Deltas(Counter(self.versions), Counter(self.counters))
+        return Deltas(Counter(self.versions), Counter(self.counters), self.shard)
 
     def device_added(self, key: VersionKey) -> None:
         self.versions[key] += 1
@@ -78,7 +101,7 @@ def flush(connection: Any, deltas: Deltas) -> None:
             "ON CONFLICT (shard) DO UPDATE SET devices = fleet_counters.devices + excluded.devices, "
             "messages = fleet_counters.messages + excluded.messages, "
             "duplicates = fleet_counters.duplicates + excluded.duplicates, "
-            "lost = fleet_counters.lost + excluded.lost", (os.getpid() % COUNTER_SHARDS, *counts))
+            "lost = fleet_counters.lost + excluded.lost", (deltas.shard, *counts))
     deltas.clear()
 
 

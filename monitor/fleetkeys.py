@@ -9,12 +9,21 @@ A record is trusted only when (`judge_record`, pure):
 
 One refused record drops that device only (the refusal is returned, for the monitor to log and count); every
 other device keeps its key. Records are written by `edgefleet.flows.registry.fleetkeys`.
+
+`FleetKeyReader` reads the keys again and again (issue 23: 10,000 devices, one GET each, every minute took
+minutes): each read lists the records with a tag of their content (GCS: the generation, carried by the listing)
+and reads only the records that are new or whose tag changed, `read_workers` at a time; what it judged of a
+record's content is kept with its tag. Revocations are applied to every kept record at each read, so a new
+revocation drops a device whose record did not change. A record that could not be read is not kept (read
+again next time).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
@@ -31,6 +40,10 @@ from edgefleet.kernel.contracts.devicekey import (
 )
 from edgefleet.kernel.contracts.layout import FLEET_DEVICES_PREFIX, FLEET_REVOKED_PREFIX
 from edgefleet.kernel.errors import EdgefleetError, VerificationError
+
+KEY_READ_WORKERS = 8
+"""Records read at once by a `FleetKeyReader` (the first read of a large fleet; GCS clients are thread-safe and
+keep a pool of 10 connections)."""
 
 SIGN_FIX = ("check the record, then sign it with the fleet enrolment key (edgefleet fleet keys sign), or re-enrol "
             "the device (deploy-agent)")
@@ -89,10 +102,15 @@ def judge_record(record_key: str, value: object, policy: KeyRecordPolicy, revoke
         raise VerificationError(
             f"device key record {record_key} is unsigned ({record.schema_}) and unsigned records are not accepted",
             SIGN_FIX + "; during an upgrade only: identity.accept_unsigned_key_records: true")
-    if record.key_id in revoked:
-        raise VerificationError(f"the key {record.key_id} of device {device_id} is revoked",
-                                "re-enrol the device with a new key (deploy-agent replace_device_keys)")
+    check_not_revoked(record, revoked)
     return record
+
+
+def check_not_revoked(record: DeviceKeyRecord, revoked: frozenset[str]) -> None:
+    """Raises VerificationError when the key of `record` is in `revoked`. Pure."""
+    if record.key_id in revoked:
+        raise VerificationError(f"the key {record.key_id} of device {record.device_id} is revoked",
+                                "re-enrol the device with a new key (deploy-agent replace_device_keys)")
 
 
 def judge_revocation(record_key: str, value: object, policy: KeyRecordPolicy) -> DeviceKeyRevocation:
@@ -117,29 +135,104 @@ def _read(registry: RegistryReader, record_key: str) -> object:
     return registry.get_json_bounded(record_key, MAX_RECORD_BYTES)
 
 
-def load_revoked(registry: RegistryReader, policy: KeyRecordPolicy) -> tuple[frozenset[str], list[RefusedRecord]]:
-    """The revoked key ids (the registry's signed revocations and the policy's own), and refused revocations."""
-    revoked, refused = set(policy.revoked_keys), []
-    for record_key in registry.list_json(f"{FLEET_REVOKED_PREFIX}/"):
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Kept(Generic[T]):
+    """What was judged of one record's content: the listing tag it was read at, and the outcome."""
+
+    tag: str
+    outcome: T | RefusedRecord
+
+
+class FleetKeyReader:
+    """The fleet's keys, read incrementally (see the module docstring); call it for a `FleetKeys`.
+
+    Not for concurrent calls (`TelemetryVerifier` serialises its refreshes).
+
+    Args:
+        registry: the registry holding `fleet/devices/` and `fleet/revoked/`.
+        policy: what the monitor trusts.
+        read_workers: records read at once.
+    """
+
+    def __init__(self, registry: RegistryReader, policy: KeyRecordPolicy, *,
+                 read_workers: int = KEY_READ_WORKERS) -> None:
+        self.registry, self.policy, self.read_workers = registry, policy, read_workers
+        self._records: dict[str, _Kept[DeviceKeyRecord]] = {}
+        self._revocations: dict[str, _Kept[str]] = {}
+        self.records_read = 0
+        """Records (device keys and revocations) read so far, for measurements."""
+
+    def __call__(self) -> FleetKeys:
+        """device_id -> public key of every trusted record; a refused record drops its device only.
+
+        Raises:
+            EdgefleetError: a listing failed (nothing kept changes; the caller keeps the keys it has).
+        """
+        revocations = self._refresh(f"{FLEET_REVOKED_PREFIX}/", self._revocations, self._judge_revocation)
+        records = self._refresh(f"{FLEET_DEVICES_PREFIX}/", self._records, self._judge_record)
+        self._revocations, self._records = revocations, records
+        revoked = self.policy.revoked_keys | {kept.outcome for kept in revocations.values()
+                                              if isinstance(kept.outcome, str)}
+        refused = [kept.outcome for kept in revocations.values() if isinstance(kept.outcome, RefusedRecord)]
+        keys: dict[str, Ed25519PublicKey] = {}
+        for record_key, kept in records.items():
+            try:
+                if isinstance(kept.outcome, RefusedRecord):
+                    refused.append(kept.outcome)
+                    continue
+                check_not_revoked(kept.outcome, frozenset(revoked))
+            except EdgefleetError as error:
+                refused.append(self._refusal(record_key, error))
+                continue
+            keys[kept.outcome.device_id] = kept.outcome.key()
+        return FleetKeys(keys, tuple(refused), frozenset(revoked))
+
+    def _refresh(self, prefix: str, kept: Mapping[str, _Kept[T]],
+                 judge: Callable[[str, object], T]) -> dict[str, _Kept[T]]:
+        """The records under `prefix` now: those whose tag is unchanged as kept, the others read and judged."""
+        listing = self.registry.list_json_tagged(prefix)
+        stale = [key for key, tag in listing.items() if tag is None or key not in kept or kept[key].tag != tag]
+        with ThreadPoolExecutor(max_workers=self.read_workers) as pool:
+            read = dict(zip(stale, pool.map(lambda key: self._read_one(key, judge), stale), strict=True))
+        self.records_read += len(stale)
+        fresh: dict[str, _Kept[T]] = {}
+        for key, tag in listing.items():
+            if key not in read:
+                fresh[key] = kept[key]
+            elif read[key] is not None:
+                outcome, keep = read[key]  # type: ignore[misc]
+                fresh[key] = _Kept(tag if keep and tag is not None else "", outcome)  # "": never matches a tag
+        return fresh
+
+    def _read_one(self, record_key: str, judge: Callable[[str, object], T]) -> tuple[T | RefusedRecord, bool] | None:
+        """(outcome, whether to keep it for this tag); None when the record is gone since the listing."""
         try:
-            revoked.add(judge_revocation(record_key, _read(registry, record_key), policy).key_id)
-        except EdgefleetError as error:
-            refused.append(RefusedRecord(registry.describe(record_key), error.message, error.fix or ""))
-    return frozenset(revoked), refused
+            value = _read(self.registry, record_key)
+        except EdgefleetError as error:  # perhaps passing (a network error): read it again next time
+            return self._refusal(record_key, error), False
+        if value is None:
+            return None
+        try:
+            return judge(record_key, value), True
+        except EdgefleetError as error:  # a verdict on the content: kept until the record changes
+            return self._refusal(record_key, error), True
+
+    def _judge_record(self, record_key: str, value: object) -> DeviceKeyRecord:
+        return judge_record(record_key, value, self.policy, frozenset())  # revocations: at each read, above
+
+    def _judge_revocation(self, record_key: str, value: object) -> str:
+        return judge_revocation(record_key, value, self.policy).key_id
+
+    def _refusal(self, record_key: str, error: EdgefleetError) -> RefusedRecord:
+        return RefusedRecord(self.registry.describe(record_key), error.message, error.fix or "")
 
 
 def load_fleet_keys(registry: RegistryReader, policy: KeyRecordPolicy) -> FleetKeys:
-    """device_id -> public key of every trusted record; a refused record drops its device only."""
-    revoked, refused = load_revoked(registry, policy)
-    keys: dict[str, Ed25519PublicKey] = {}
-    for record_key in registry.list_json(f"{FLEET_DEVICES_PREFIX}/"):
-        try:
-            record = judge_record(record_key, _read(registry, record_key), policy, revoked)
-        except EdgefleetError as error:
-            refused.append(RefusedRecord(registry.describe(record_key), error.message, error.fix or ""))
-            continue
-        keys[record.device_id] = record.key()
-    return FleetKeys(keys, tuple(refused), revoked)
+    """device_id -> public key of every trusted record, read once (`FleetKeyReader` reads again incrementally)."""
+    return FleetKeyReader(registry, policy)()
 
 
 def load_device_key(registry: RegistryReader, policy: KeyRecordPolicy, device_id: str,

@@ -1,10 +1,11 @@
 """Whose telemetry the monitor accepts: each device signs its messages with its own key (issues 11 and 20).
 
 The fleet's device public keys come from the registry (`fleet/devices/<id>.json`, signed by the fleet enrolment
-key: `edgefleet.monitor.fleetkeys`); they are re-read every `refresh_s` (a device removed or revoked counts from
-then on); a device without a key is looked up alone (its record, and a revocation of its key), at most every
-`unknown_refresh_s` fleet-wide, so a device enrolled a moment ago is not refused for a minute. A refused record
-drops its device only; a revocation once seen holds while the monitor runs.
+key: `edgefleet.monitor.fleetkeys`), kept in a `DeviceKeyTable` (`edgefleet.monitor.keytable`): re-read every
+`refresh_s` in the background, only what changed (a device removed or revoked counts from then on); a device
+without a key is looked up alone (its record, and a revocation of its key), at most every `unknown_refresh_s`
+fleet-wide, so a device enrolled a moment ago is not refused for a minute. A refused record drops its device
+only; a revocation once seen holds while the monitor runs.
 
 Identity is the message body's `device_id`, checked against the verified signer (issue 20, item 1): the key is
 chosen by the body's `device_id` and the signature covers that id. The Pub/Sub `device_id` attribute is a
@@ -23,9 +24,6 @@ the fix, unless `mode: transition` (then, without a registry, no signature is ch
 from __future__ import annotations
 
 import json
-import logging
-import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,18 +35,14 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 from edgefleet.device.identity import telemetry_signature_problem
 from edgefleet.device.registry.base import RegistryReader
 from edgefleet.kernel.contracts.layout import ATTR_DEVICE_ID, ATTR_SIGNATURE, FLEET_DEVICES_PREFIX
-from edgefleet.kernel.errors import ConfigError, EdgefleetError, VerificationError
+from edgefleet.kernel.errors import ConfigError, VerificationError
 from edgefleet.kernel.signing import key_id, load_public_key
-from edgefleet.monitor.errors import MonitorError
-from edgefleet.monitor.fleetkeys import FleetKeys, KeyRecordPolicy, RefusedRecord, load_device_key, load_fleet_keys
-
-log = logging.getLogger(__name__)
+from edgefleet.monitor.fleetkeys import KEY_READ_WORKERS, FleetKeyReader, FleetKeys, KeyRecordPolicy, load_device_key
+from edgefleet.monitor.keytable import UNKNOWN_DEVICE_REFRESH_S, DeviceKeyTable
 
 KEY_ID_PATTERN = r"^[0-9a-f]{16,64}$"
-UNKNOWN_DEVICE_REFRESH_S = 5.0
-"""A device without a key triggers a look-up of its key at most this often (fleet-wide, not per device)."""
-
-KEYS_READ_FIX = "make the fleet's device keys readable by the monitor (identity.registry)"
+MAX_KEY_READ_WORKERS = 10
+"""A GCS client keeps 10 connections: more readers would open and drop connections."""
 
 FORGED_PREFIX = "unauthenticated: "
 """Reasons of refused (forged or unverifiable) messages start with this; the monitor counts them apart."""
@@ -75,7 +69,10 @@ class IdentityConfig(BaseModel):
         default="strict", description="strict: only telemetry signed by a known device; transition: devices "
                                       "without a key may still send unsigned (upgrading a fleet)")
     require_signed: bool = Field(default=True, description="older spelling of mode (true: strict)")
-    refresh_s: float = Field(default=60.0, gt=0, description="re-read device keys at most this often")
+    refresh_s: float = Field(default=60.0, gt=0, description="re-read device keys this often, in the background "
+                             "(only the records changed since: GCS generations)")
+    read_workers: int = Field(default=KEY_READ_WORKERS, ge=1, le=MAX_KEY_READ_WORKERS,
+                              description="device key records read at once (the first read of a large fleet)")
     enrolment_keys: tuple[str, ...] = Field(
         default=(), description="public key files of the fleet enrolment key(s) that sign device key records "
         "(several while the key is rotated); required with `registry`")
@@ -152,45 +149,20 @@ def body_device_id(data: bytes) -> str | None:
     return device_id if isinstance(device_id, str) and device_id else None
 
 
-class TelemetryVerifier:
+class TelemetryVerifier(DeviceKeyTable):
     """Checks the signature of each message against the fleet's device keys (see the module docstring).
 
     Args:
-        load_keys: returns the fleet's keys: a `FleetKeys` (`load_fleet_keys` of a registry) or a plain
-            device_id -> public key mapping.
+        load_keys: the fleet's keys (`DeviceKeyTable`).
         require_signed: strict mode (the default): refuse unsigned messages and devices without a key.
-        refresh_s: the keys are re-read at most this often.
-        unknown_refresh_s: a device without a key triggers a look-up at most this often (fleet-wide).
-        load_device: reads one device's key (`load_device_key`: device id, revoked key ids); None: a look-up
-            re-reads every key.
-        clock: monotonic seconds.
-        keys_location: where the keys are read from (`gs://bucket/prefix/fleet/devices/`), for errors.
-        keys_fix: what to do when they cannot be read (the IAM grant on that prefix), for errors.
+        options: the key table's (`DeviceKeyTable`: refresh_s, unknown_refresh_s, load_device, clock,
+            keys_location, keys_fix).
     """
 
     def __init__(self, load_keys: Callable[[], FleetKeys | Mapping[str, Ed25519PublicKey]], *,
-                 require_signed: bool = True, refresh_s: float = 60.0,
-                 unknown_refresh_s: float = UNKNOWN_DEVICE_REFRESH_S,
-                 load_device: Callable[[str, frozenset[str]], FleetKeys] | None = None,
-                 clock: Callable[[], float] = time.monotonic, keys_location: str = "the fleet's device keys",
-                 keys_fix: str = KEYS_READ_FIX) -> None:
-        self._load_keys = load_keys
-        self.keys_location = keys_location
-        self.keys_fix = keys_fix
-        self.key_load_error: str | None = None
-        """Why the last read of the keys failed (the monitor works on with the keys it has), or None."""
-        self._load_device = load_device
-        self._looked_up_at: float | None = None
+                 require_signed: bool = True, **options: Any) -> None:
+        super().__init__(load_keys, **options)
         self.require_signed = require_signed
-        self.refresh_s = refresh_s
-        self.unknown_refresh_s = unknown_refresh_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._keys: Mapping[str, Ed25519PublicKey] = {}
-        self._loaded_at: float | None = None
-        self._revoked: set[str] = set()
-        self.refused_records: tuple[RefusedRecord, ...] = ()
-        """The device key records the last read refused (each device of these is refused until fixed)."""
 
     @classmethod
     def from_config(cls, config: IdentityConfig) -> TelemetryVerifier | None:
@@ -205,32 +177,11 @@ class TelemetryVerifier:
 
         policy = key_record_policy(config)
         registry = open_registry_reader(config.registry)
-        return cls(lambda: load_fleet_keys(registry, policy), require_signed=config.require_signed,
+        return cls(FleetKeyReader(registry, policy, read_workers=config.read_workers),
+                   require_signed=config.require_signed,
                    refresh_s=config.refresh_s, unknown_refresh_s=config.unknown_refresh_s,
                    load_device=lambda device_id, revoked: load_device_key(registry, policy, device_id, revoked),
                    keys_location=registry.describe(f"{FLEET_DEVICES_PREFIX}/"), keys_fix=keys_read_fix(registry))
-
-    def load_now(self) -> None:
-        """Reads the fleet's keys now: the monitor's start, which must not go on without them (every signed
-        message would be refused and dead-lettered).
-
-        Raises:
-            MonitorError: the keys cannot be read, naming where and the IAM fix.
-        """
-        try:
-            loaded = self._load_keys()
-        except Exception as error:  # noqa: BLE001 - whatever it is, the monitor must not start blind
-            raise MonitorError(self._load_failure(error), self.keys_fix) from error
-        with self._lock:
-            self._apply(loaded)
-            # Not marked as a read: the first message re-reads every key, as before, so the devices enrolled
-            # between the start and that message are all known (not looked up one by one, rate-limited).
-            self._loaded_at = None
-
-    def _load_failure(self, error: Exception) -> str:
-        detail = f"{error.message} ({error.fix})" if isinstance(error, EdgefleetError) else str(error)
-        return (f"the fleet monitor cannot read the device keys at {self.keys_location}: {type(error).__name__}: "
-                f"{detail}; with identity checks on, every signed message would be refused and dead-lettered")
 
     def problem(self, data: bytes, attributes: Mapping[str, str]) -> str | None:
         """Why the message must be refused (starts with FORGED_PREFIX), or None."""
@@ -257,73 +208,6 @@ class TelemetryVerifier:
         if problem is not None:
             return Verdict(FORGED_PREFIX + problem, device_id=device_id)
         return Verdict(None, verified=True, device_id=device_id)
-
-    def _key(self, device_id: str) -> Ed25519PublicKey | None:
-        with self._lock:
-            now = self._clock()
-            # Every key is re-read every refresh_s (new devices learnt, removed or revoked ones forgotten); a device
-            # without a key is looked up sooner (one enrolled since), at most every unknown_refresh_s fleet-wide.
-            if self._loaded_at is None or now - self._loaded_at >= self.refresh_s:
-                self._reload()
-                self._loaded_at = self._looked_up_at = now
-            elif device_id not in self._keys and (
-                    self._looked_up_at is None or now - self._looked_up_at >= self.unknown_refresh_s):
-                self._looked_up_at = now
-                if self._load_device is None:
-                    self._reload()
-                else:
-                    self._look_up(device_id)
-            return self._keys.get(device_id)
-
-    def _look_up(self, device_id: str) -> None:
-        try:
-            found = self._load_device(device_id, frozenset(self._revoked))  # type: ignore[misc]
-        except Exception:  # noqa: BLE001 - the device waits for the next try
-            log.warning("could not look up the key of device %s", device_id, exc_info=True)
-            return
-        self._revoked |= found.revoked
-        fresh = {name: key for name, key in found.keys.items() if key_id(key) not in self._revoked}
-        if fresh:
-            self._keys = {**self._keys, **fresh}
-        for record in found.refused:
-            if record not in self.refused_records:
-                log.warning("device key record %s refused (its device is refused): %s (fix: %s)",
-                            record.record, record.reason, record.fix)
-                self.refused_records = (*self.refused_records, record)
-
-    def _reload(self) -> None:
-        try:
-            loaded = self._load_keys()
-        except Exception as error:  # noqa: BLE001 - keep the keys we have; unknown devices wait for the next try
-            failure = self._load_failure(error)
-            if failure != self.key_load_error:  # loud, but once per distinct cause
-                log.error("%s (working on with the %d key(s) read before); fix: %s", failure, len(self._keys),
-                          self.keys_fix)
-            self.key_load_error = failure
-            return
-        self._apply(loaded)
-
-    def _apply(self, loaded: FleetKeys | Mapping[str, Ed25519PublicKey]) -> None:
-        if self.key_load_error is not None:
-            log.info("the fleet's device keys at %s are readable again", self.keys_location)
-            self.key_load_error = None
-        if not isinstance(loaded, FleetKeys):
-            loaded = FleetKeys(dict(loaded))
-        # A revocation seen once holds for this monitor's lifetime, even if removed from the registry since.
-        self._revoked |= loaded.revoked
-        keys, refused = {}, list(loaded.refused)
-        for device_id, key in loaded.keys.items():
-            if key_id(key) in self._revoked:
-                refused.append(RefusedRecord(device_id, f"the key {key_id(key)} of device {device_id} was revoked "
-                                             "and its revocation is gone from the registry",
-                                             "check who can write to the registry; revoke it again"))
-            else:
-                keys[device_id] = key
-        if set(refused) != set(self.refused_records):
-            for record in refused:
-                log.warning("device key record %s refused (its device is refused): %s (fix: %s)",
-                            record.record, record.reason, record.fix)
-        self._keys, self.refused_records = keys, tuple(refused)
 
 
 def keys_read_fix(registry: RegistryReader) -> str:

@@ -360,9 +360,13 @@ def run_monitor(config: MonitorConfig, stop_event: threading.Event, *,
         before_sleep=before_resubscribe,
         reraise=True,
     )
+    if verifier is not None:
+        verifier.start_refreshing()  # the keys are re-read in the background, never on the message path
     try:
         retrying(session.run)
     finally:
+        if verifier is not None:
+            verifier.stop_refreshing()
         if writer is not None:
             writer.close()
         if own_subscriber:

@@ -327,3 +327,16 @@ class RegistryReader(ABC):
         prefix = prefix if prefix.endswith("/") else f"{prefix}/"
         checked_record_key(f"{prefix}x")
         return sorted(key for key in self._list_keys(prefix) if key.endswith(".json"))
+
+    def list_json_tagged(self, prefix: str) -> dict[str, str | None]:
+        """`list_json` with a tag of each record's current content, sorted by key: equal tags mean unchanged
+        content, so a reader that keeps what it read re-reads only the records whose tag changed (the monitor's
+        device keys). GCS: the object generation, from the listing itself (no request per record); local: the
+        file's stat. None: no usable tag (a file changed a moment ago), read the record."""
+        prefix = prefix if prefix.endswith("/") else f"{prefix}/"
+        checked_record_key(f"{prefix}x")
+        return {key: tag for key, tag in sorted(self._list_tagged(prefix).items()) if key.endswith(".json")}
+
+    def _list_tagged(self, prefix: str) -> dict[str, str | None]:
+        """Keys under `prefix` with their `_version_tag` (a backend whose listing carries one overrides this)."""
+        return {key: self._version_tag(key) for key in self._list_keys(prefix)}

@@ -103,10 +103,14 @@ class GcsRegistryReader(RegistryReader):
     # --- primitives ----------------------------------------------------------------------------------
 
     def _list_keys(self, prefix: str) -> list[str]:
+        return sorted(self._list_tagged(prefix))
+
+    def _list_tagged(self, prefix: str) -> dict[str, str | None]:
+        """One listing (paged by the client), each key with its object generation (changed by every write)."""
         root = f"{self.prefix}/" if self.prefix else ""
         with self._errors(f"listing {self.describe(prefix)}"):
-            names = [
-                blob.name
+            blobs = [
+                (blob.name, blob.generation)
                 for blob in self.client.list_blobs(
                     self.bucket_name,
                     prefix=root + prefix,
@@ -114,7 +118,7 @@ class GcsRegistryReader(RegistryReader):
                     retry=self._retry,
                 )
             ]
-        return sorted(name[len(root) :] for name in names)
+        return {name[len(root) :]: None if generation is None else f"{generation}" for name, generation in blobs}
 
     def _read_bytes(self, key: str) -> bytes | None:
         blob = self._bucket().blob(self._object(key))

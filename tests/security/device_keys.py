@@ -17,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgefleet.device.identity import public_key_text, sign_telemetry
+from edgefleet.device.registry.local import LocalRegistryReader, content_generation
 from edgefleet.flows.registry import LocalRegistryWriter, RegistryWriter, register_device_key
 from edgefleet.kernel.contracts.devicekey import DEVICE_KEY_SCHEMA_V1
 from edgefleet.kernel.signing import generate_keypair, key_id, save_public_key
@@ -108,3 +109,19 @@ def fleet(tmp_path: Path) -> Fleet:
 def fleet_state(tmp_path: Path) -> Iterator[FleetStore]:
     with open_store(tmp_path / "fleet.sqlite", latency_window=4, count_bucket_s=60.0) as opened:
         yield opened
+
+
+class GenerationListingReader(LocalRegistryReader):
+    """The local registry read as GCS reads it: a listing carries each object's generation (here the content
+    token: a new one with every change), with no request per record; it counts the records read."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.reads: list[str] = []
+
+    def _list_tagged(self, prefix: str) -> dict[str, str | None]:
+        return {key: f"{content_generation((self.root / key).read_bytes())}" for key in self._list_keys(prefix)}
+
+    def _read_bounded(self, key: str, max_bytes: int) -> bytes | None:
+        self.reads.append(key)
+        return super()._read_bounded(key, max_bytes)
