@@ -38,9 +38,10 @@ from scipy.signal import lfilter
 
 from bench.fleet_model import CLASSES, MODELS, SCORE_SPREAD, make_fleet
 from edgefleet.kernel.contracts.distributions import SCORE_BUCKETS
-from edgefleet.monitor.drift.blocks import block_statistics
+from edgefleet.monitor.drift.blocks import block_statistics, held_out_divergence
 from edgefleet.monitor.drift.config import DriftConfig
-from edgefleet.monitor.drift.detector import Cusum, fit_metric, plan, scan, siegmund_arl
+from edgefleet.monitor.drift.detector import Cusum, fit_metric, plan, scan
+from edgefleet.monitor.drift.threshold import siegmund_arl
 
 SEED = 20261207
 FPS = 10.0
@@ -149,6 +150,7 @@ def baseline_fleet(rng: np.random.Generator, devices: int, phi: float, config: D
     raw = simulate(rng, sim, state, config.baseline_blocks)
     reference = raw["classes"].sum(axis=0).astype(float)
     stats_ = statistics(raw, reference)
+    stats_["class_mix"] = held_out_divergence(raw["classes"].astype(float), config.block_frames)  # as fit_device
     per_day = fps * 86_400 / config.block_frames
     cusums = []
     for device in range(devices):

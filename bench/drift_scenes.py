@@ -37,7 +37,7 @@ from scipy import special, stats
 from bench.drift_bench import ar1
 from bench.scene_bank import CONDITIONS, Bank, make_bank
 from edgefleet.kernel.contracts.distributions import SCORE_BUCKETS, score_bucket
-from edgefleet.monitor.drift.blocks import block_statistics
+from edgefleet.monitor.drift.blocks import baseline_statistics, block_statistics
 from edgefleet.monitor.drift.config import DriftConfig
 from edgefleet.monitor.drift.detector import Cusum, fit_metric, plan, scan
 
@@ -124,7 +124,8 @@ def fit_fleet(rng: np.random.Generator, devices: int, scenes: int, out: Outputs,
                   [rng.standard_normal((devices, scenes)), rng.standard_normal(devices)])
     classes, scores = simulate(rng, fleet, out, "normal", config.baseline_blocks, phi, config.block_frames)
     fleet.reference = classes.sum(axis=0).astype(float)
-    found = statistics(fleet, classes, scores, config.block_frames)
+    found = baseline_statistics(classes.astype(float), scores, None, config.block_frames)  # as fit_device
+    found["score_median"] = found["score_median"].reshape(classes.shape[:2])
     per_day = fps * SECONDS_PER_DAY / config.block_frames
     fleet.cusums = []
     for d in range(devices):
@@ -222,10 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phi", type=float, default=PHI)
     parser.add_argument("--fps", type=float, default=FPS)
     parser.add_argument("--guard", type=float, default=None, help="override DriftConfig.estimation_guard")
+    parser.add_argument("--transform", choices=("normal_scores", "linear"), default=None,
+                        help="override DriftConfig.transform")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--out")
     args = parser.parse_args(argv if argv is not None else [])
-    config = DriftConfig() if args.guard is None else DriftConfig(estimation_guard=args.guard)
+    overrides = {"estimation_guard": args.guard, "transform": args.transform}
+    config = DriftConfig(**{key: value for key, value in overrides.items() if value is not None})
     rng, started = np.random.default_rng(args.seed), time.monotonic()
     bank = make_bank(rng, args.scenes)
     out = outputs(bank, rng.permutation(MODEL_CLASSES))
