@@ -9,17 +9,23 @@
 |                   | b * Var(means of batches of b = sqrt(N) blocks); `larger` (default): the larger of the |
 |                   | two (AR(1) misses bursts that persist longer than the lag-1 correlation says, as a     |
 |                   | class-mix divergence's; batch means alone is noisy with few batches)                   |
-| guard             | s_lr is widened by `estimation_guard` standard errors of its estimate, and k raised by |
-|                   | as many standard errors of m (1 / sqrt(N) in s_lr): an estimated baseline is not exact |
-| standardized      | z = (x - m) / s_lr, clipped to +-`clip_sd` (one freak block moves the sum by at most   |
-|                   | that: a camera's rare class comes in bursts, a heavy tail no normal threshold holds),  |
-|                   | then centred and scaled by the clipped baseline's own mean and long-run SD; up: z,     |
-|                   | down: -z (the class mix's divergence only grows under a change: up only)               |
+| normal scores     | (`transform`, default) each block's value is first replaced by its normal score in the  |
+|                   | baseline's own distribution (Phi^-1 of its mid-rank; linear beyond the baseline's     |
+|                   | range): a skewed divergence or a median of a few bucket values then has normal tails, |
+|                   | which the threshold assumes; `linear` keeps (x - m)                                    |
+| standardized      | z = score / s_lr, clipped to +-`clip_sd` (one freak block moves the sum by at most     |
+|                   | that: a camera's rare class comes in bursts), then centred and scaled by the clipped  |
+|                   | baseline's own mean and long-run SD; up: z, down: -z (the class mix's divergence only  |
+|                   | grows under a change: up only)                                                         |
+| guard             | optional (`estimation_guard`, default 0): s_lr widened by that many standard errors of |
+|                   | its estimate, k raised by as many standard errors of m                                 |
 | CUSUM             | S = max(0, S + z - k), alarm when S > h, then S = 0 (a new run)                        |
-| k                 | half the `reference_shift_sd` shift, in s_lr units: r * s / s_lr / 2 (+ the guard)     |
+| k                 | half the `reference_shift_sd` shift, in s_lr units: r * s / s_lr / 2 (+ any guard)     |
 | h                 | the in-control run length (blocks between false alarms) of each CUSUM is the device's  |
 |                   | budget split evenly over its CUSUMs: ARL0 = n_cusums * blocks_per_day * 100 / budget;  |
-|                   | h solves Siegmund's approximation ARL0 = (e^{2kb} - 2kb - 1) / 2k^2, b = h + 1.166     |
+|                   | h makes the false alarms of a fleet of such baselines average 1 / ARL0 per block over  |
+|                   | the baseline's own estimation errors (mean +- 1/sqrt(N), spread +- its standard error; |
+|                   | Siegmund's ARL inside: `edgefleet.monitor.drift.threshold`)                            |
 | effect            | at an alarm, the mean z since the run began (the CUSUM's estimate of the change point), |
 |                   | in baseline SDs (s) and in natural units                                               |
 
@@ -77,16 +83,17 @@ class MetricBaseline:
         x = np.asarray(values, dtype=float)
         if not self.ranked_on:
             return (x - self.mean) / self.long_run_sd
-        return normal_scores(np.asarray(self.ranked_on), x) / self.score_long_run_sd
+        return normal_scores(np.asarray(self.ranked_on), x, self.sd) / self.score_long_run_sd
 
     @property
     def sd_per_long_run_sd(self) -> float:
         """The block statistic's SD in long-run SDs (a shift of 1 SD is this many long-run SDs)."""
         return self.score_sd / self.score_long_run_sd if self.ranked_on else self.sd / self.long_run_sd
 
-    def clipped(self, values: np.ndarray) -> np.ndarray:
-        """The statistic standardized, clipped, centred and scaled to unit long-run SD on the baseline."""
-        z = np.clip(self.unit(values), -self.clip_sd, self.clip_sd)
+    def clipped(self, values: np.ndarray, widening: float = 1.0) -> np.ndarray:
+        """The statistic standardized (over `widening`), clipped, centred and scaled to unit long-run SD on the
+        baseline. The clip comes after the widening: a large change still adds the whole clip per block."""
+        z = np.clip(self.unit(values) / widening, -self.clip_sd, self.clip_sd)
         return (z - self.clipped_mean) / self.clipped_long_run_sd
 
     @property
@@ -99,15 +106,20 @@ class MetricBaseline:
         return math.sqrt((1 + phi) / (2 * n * (1 - phi)) + 1 / (n * (1 - phi**2)))
 
 
-def normal_scores(ranked_on: np.ndarray, values: np.ndarray) -> np.ndarray:
+def normal_scores(ranked_on: np.ndarray, values: np.ndarray, scale: float) -> np.ndarray:
     """Phi^-1 of each value's mid-rank in the sorted baseline `ranked_on` (ties share their rank), kept inside
     (1 / 2N, 1 - 1 / 2N): the baseline's own distribution mapped onto N(0, 1), so its skew and tails (a
-    divergence's, a median's few bucket values) do not break a threshold made for normal increments."""
+    divergence's, a median's few bucket values) do not break a threshold made for normal increments. Beyond
+    the baseline's range a value goes on linearly (`scale`: the baseline's SD per unit), so a large change
+    still moves the CUSUM by as much as the clipping allows."""
     n = len(ranked_on)
     below = np.searchsorted(ranked_on, values, side="left")
     through = np.searchsorted(ranked_on, values, side="right")
-    share = np.clip((below + through) / (2 * n), 0.5 / n, 1 - 0.5 / n)
-    return np.where(np.isfinite(values), ndtri(share), np.nan)
+    edge = ndtri(1 - 0.5 / n)
+    scores = ndtri(np.clip((below + through) / (2 * n), 0.5 / n, 1 - 0.5 / n))
+    beyond = np.where(values > ranked_on[-1], edge + (values - ranked_on[-1]) / scale,
+                      np.where(values < ranked_on[0], -edge - (ranked_on[0] - values) / scale, scores))
+    return np.where(np.isfinite(values), beyond, np.nan)
 
 
 def ar1_long_run_sd(values: np.ndarray, max_autocorrelation: float) -> tuple[float, float]:
@@ -147,7 +159,7 @@ def fit_metric(metric: MetricName, values: Sequence[float] | np.ndarray, config:
     long_run = lr_sd(data, config)
     mean = float(data.mean())
     ranked = tuple(float(v) for v in np.sort(data)) if config.transform == "normal_scores" else ()
-    scores = normal_scores(np.asarray(ranked), data) if ranked else np.zeros(1)
+    scores = normal_scores(np.asarray(ranked), data, sd) if ranked else np.zeros(1)
     score_sd, score_long_run = (float(scores.std(ddof=1)), lr_sd(scores, config)) if ranked else (0.0, 0.0)
     unit = scores / score_long_run if ranked else (data - mean) / long_run
     z = np.clip(unit, -config.clip_sd, config.clip_sd)
@@ -181,7 +193,7 @@ class Cusum:
         """The CUSUM's increments (before k): clipped z in the direction watched, over the guard's widening."""
         sign = 1.0 if self.direction == "up" else -1.0
         widening = self.spread / (self.baseline.long_run_sd * self.baseline.clipped_long_run_sd)
-        return sign * self.baseline.clipped(values) / widening
+        return sign * self.baseline.clipped(values, widening)
 
 
 def directions(metric: MetricName) -> tuple[Direction, ...]:

@@ -79,22 +79,30 @@ def test_a_fleet_of_estimated_baselines_holds_its_budget_only_with_the_integrate
     assert 0.8 < integrated < 1.15
 
 
+def unguarded(blocks: int) -> DriftConfig:
+    return DriftConfig(baseline_blocks=blocks, estimation_guard=0.0)
+
+
 def test_the_plan_integrates_its_baselines_estimation_error():
     rng = np.random.default_rng(SEED)
     per_day = 8_640.0
-    short, long = (plan([fit_metric("score_median", rng.standard_normal(n), DriftConfig(baseline_blocks=n))],
-                        DriftConfig(baseline_blocks=n), per_day)[0] for n in (100, 5_000))
+    short, long = (plan([fit_metric("score_median", rng.standard_normal(n), unguarded(n))], unguarded(n), per_day)[0]
+                   for n in (100, 5_000))
     assert short.h > long.h > threshold_for(2 * per_day * 100, long.k)
     base = short.baseline
     assert short.k == pytest.approx(base.sd_per_long_run_sd / base.clipped_long_run_sd / 2)  # no guard on k
+    guarded = plan([base], DriftConfig(baseline_blocks=100), per_day)[0]
+    assert guarded.k == pytest.approx(short.k / math.exp(base.relative_se) + 0.1)  # 1 SE of m: 1 / sqrt(100)
+    assert guarded.spread == pytest.approx(short.spread * math.exp(base.relative_se))
 
 
 # --- normal scores: the baseline's own distribution mapped onto N(0, 1) -----------------------------------
-def test_normal_scores_rank_within_the_baseline_share_ties_and_saturate_outside_it():
+def test_normal_scores_rank_within_the_baseline_share_ties_and_go_on_linearly_outside_it():
     ranked = np.sort(np.array([0.1, 0.2, 0.2, 0.3, 0.5]))
-    scores = normal_scores(ranked, np.array([0.2, 0.2, -5.0, 9.0, 0.35, 0.4, np.nan]))
+    scores = normal_scores(ranked, np.array([0.2, 0.2, -0.9, 0.9, 0.35, 0.4, np.nan, 0.5, 0.1]), 0.2)
     assert scores[0] == scores[1] == pytest.approx(-0.253, abs=1e-3)  # mid-rank 2 of 5: Phi^-1(0.4)
-    assert scores[2] == pytest.approx(-1.2816, abs=1e-3) and scores[3] == pytest.approx(1.2816, abs=1e-3)
+    assert scores[7] == pytest.approx(1.2816, abs=1e-3) and scores[8] == pytest.approx(-1.2816, abs=1e-3)
+    assert scores[2] == pytest.approx(-1.2816 - 5, abs=1e-3) and scores[3] == pytest.approx(1.2816 + 2, abs=1e-3)
     assert scores[4] == scores[5]  # between two baseline values: the same rank
     assert np.isnan(scores[6])
 
