@@ -10,8 +10,9 @@ correlated as an AR(1) with `--phi` 0.5): the mix of scenes (log-share SD 0.5) a
 fifth of the rendered frames, by brightness, a block draws from). A block's top-1 class and score counts are
 drawn from those frames' outputs (class and score independently given the block's mix: each block statistic
 uses one of them). Each camera is fitted on its own first 500 blocks and watched by the product's detector
-(`edgefleet.monitor.drift`: `block_statistics`, `fit_metric`, `plan`, `scan`; classifier: class mix and score
-median, three CUSUMs) at the default budget of 1 false alarm per 100 device-days.
+(`edgefleet.monitor.drift`: `baseline_statistics`, `block_statistics`, `fit_metric`, `plan`, `scan`;
+classifier: class mix and score median, three CUSUMs) at the default budget of 1 false alarm per 100
+device-days.
 
 - False alarms: `--days` days of every camera after its baseline, nothing changed: alarms per 100 device-days
   with Garwood's exact Poisson interval.

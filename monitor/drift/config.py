@@ -15,7 +15,7 @@ DEFAULT_BLOCK_FRAMES = 100
 DEFAULT_BASELINE_BLOCKS = 500
 """50,000 frames: about 83 minutes of a 10 fps camera. The baseline's mean and long-run spread are
 estimates; a CUSUM tuned for one false alarm per 100 device-days is sensitive to both, so the baseline is long
-(and `estimation_guard` widens the detector by their standard errors)."""
+(and the threshold integrates their standard errors: `edgefleet.monitor.drift.threshold`)."""
 DEFAULT_FALSE_ALARMS_PER_100_DEVICE_DAYS = 1.0
 DEFAULT_REFERENCE_SHIFT_SD = 1.0
 DEFAULT_MAX_AUTOCORRELATION = 0.95

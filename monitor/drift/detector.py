@@ -29,9 +29,10 @@
 | effect            | at an alarm, the mean z since the run began (the CUSUM's estimate of the change point), |
 |                   | in baseline SDs (s) and in natural units                                               |
 
-Siegmund's approximation is for independent normal increments; with the long-run spread, a CUSUM with small
-k on AR(1) increments runs close to it (the sum is what a small-k CUSUM sees). `bench/drift_bench.py`
-measures the false alarms that are left on simulated correlated, heterogeneous devices.
+Siegmund's approximation is for independent normal increments; with normal scores and the long-run spread a
+CUSUM on AR(1)-like blocks runs close to it. Sums of class-mix divergences have a heavier upper tail than
+that (high divergences cluster), which the default guard of 1 standard error covers. `bench/drift_bench.py`
+and `bench/drift_scenes.py` measure the false alarms that are left on correlated, heterogeneous devices.
 """
 
 from __future__ import annotations
