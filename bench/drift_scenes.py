@@ -226,10 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guard", type=float, default=None, help="override DriftConfig.estimation_guard")
     parser.add_argument("--transform", choices=("normal_scores", "linear"), default=None,
                         help="override DriftConfig.transform")
+    parser.add_argument("--baseline-blocks", type=int, default=None, help="override DriftConfig.baseline_blocks")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--out")
     args = parser.parse_args(argv if argv is not None else [])
-    overrides = {"estimation_guard": args.guard, "transform": args.transform}
+    overrides = {"estimation_guard": args.guard, "transform": args.transform, "baseline_blocks": args.baseline_blocks}
     config = DriftConfig(**{key: value for key, value in overrides.items() if value is not None})
     rng, started = np.random.default_rng(args.seed), time.monotonic()
     bank = make_bank(rng, args.scenes)
