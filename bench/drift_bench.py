@@ -38,9 +38,10 @@ from scipy.signal import lfilter
 
 from bench.fleet_model import CLASSES, MODELS, SCORE_SPREAD, make_fleet
 from edgefleet.kernel.contracts.distributions import SCORE_BUCKETS
-from edgefleet.monitor.drift.blocks import block_statistics
+from edgefleet.monitor.drift.blocks import block_statistics, held_out_divergence
 from edgefleet.monitor.drift.config import DriftConfig
-from edgefleet.monitor.drift.detector import Cusum, fit_metric, plan, scan, siegmund_arl
+from edgefleet.monitor.drift.detector import Cusum, fit_metric, plan, scan
+from edgefleet.monitor.drift.threshold import siegmund_arl
 
 SEED = 20261207
 FPS = 10.0
@@ -149,6 +150,7 @@ def baseline_fleet(rng: np.random.Generator, devices: int, phi: float, config: D
     raw = simulate(rng, sim, state, config.baseline_blocks)
     reference = raw["classes"].sum(axis=0).astype(float)
     stats_ = statistics(raw, reference)
+    stats_["class_mix"] = held_out_divergence(raw["classes"].astype(float), config.block_frames)  # as fit_device
     per_day = fps * 86_400 / config.block_frames
     cusums = []
     for device in range(devices):
@@ -224,8 +226,8 @@ def delays(rng: np.random.Generator, devices: int, phi: float, config: DriftConf
     frames = np.where(caught < MAX_DELAY_BLOCKS, (caught + 1) * config.block_frames, np.inf)[~early]
     boot = rng.choice(frames, (BOOTSTRAP, len(frames)))
     finite = np.isfinite(frames).all()
-    predicted = [siegmund_arl(c.h, c.k, abs(size) * c.baseline.sd / c.spread) for c in chosen] if kind != "collapse" \
-        else []
+    predicted = [siegmund_arl(c.h, c.k, abs(size) * c.baseline.sd_per_long_run_sd * c.baseline.long_run_sd / c.spread)
+                 for c in chosen] if kind != "collapse" else []
     return {"kind": f"delay: {name}", "phi": phi, "fps": fps, "devices": int(len(frames)),
             "early_alarms": int(early.sum()),
             "median": float(np.median(frames)), "median_low": float(np.percentile(np.median(boot, 1), 2.5)),
@@ -265,13 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guard", type=float, default=None, help="override DriftConfig.estimation_guard")
     parser.add_argument("--baseline-blocks", type=int, default=None, help="override DriftConfig.baseline_blocks")
     parser.add_argument("--long-run-variance", choices=("ar1", "batch_means", "larger"), default=None)
+    parser.add_argument("--transform", choices=("normal_scores", "linear"), default=None)
     parser.add_argument("--no-false-alarms", action="store_true")
     parser.add_argument("--fps", type=float, default=FPS, help="frames per second of every device")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--out")
     args = parser.parse_args(argv if argv is not None else [])
     overrides = {"estimation_guard": args.guard, "long_run_variance": args.long_run_variance,
-                 "baseline_blocks": args.baseline_blocks}
+                 "baseline_blocks": args.baseline_blocks, "transform": args.transform}
     config = DriftConfig(**{key: value for key, value in overrides.items() if value is not None})
     rng = np.random.default_rng(args.seed)
     started, rows = time.monotonic(), []

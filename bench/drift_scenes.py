@@ -10,8 +10,9 @@ correlated as an AR(1) with `--phi` 0.5): the mix of scenes (log-share SD 0.5) a
 fifth of the rendered frames, by brightness, a block draws from). A block's top-1 class and score counts are
 drawn from those frames' outputs (class and score independently given the block's mix: each block statistic
 uses one of them). Each camera is fitted on its own first 500 blocks and watched by the product's detector
-(`edgefleet.monitor.drift`: `block_statistics`, `fit_metric`, `plan`, `scan`; classifier: class mix and score
-median, three CUSUMs) at the default budget of 1 false alarm per 100 device-days.
+(`edgefleet.monitor.drift`: `baseline_statistics`, `block_statistics`, `fit_metric`, `plan`, `scan`;
+classifier: class mix and score median, three CUSUMs) at the default budget of 1 false alarm per 100
+device-days.
 
 - False alarms: `--days` days of every camera after its baseline, nothing changed: alarms per 100 device-days
   with Garwood's exact Poisson interval.
@@ -37,7 +38,7 @@ from scipy import special, stats
 from bench.drift_bench import ar1
 from bench.scene_bank import CONDITIONS, Bank, make_bank
 from edgefleet.kernel.contracts.distributions import SCORE_BUCKETS, score_bucket
-from edgefleet.monitor.drift.blocks import block_statistics
+from edgefleet.monitor.drift.blocks import baseline_statistics, block_statistics
 from edgefleet.monitor.drift.config import DriftConfig
 from edgefleet.monitor.drift.detector import Cusum, fit_metric, plan, scan
 
@@ -124,7 +125,8 @@ def fit_fleet(rng: np.random.Generator, devices: int, scenes: int, out: Outputs,
                   [rng.standard_normal((devices, scenes)), rng.standard_normal(devices)])
     classes, scores = simulate(rng, fleet, out, "normal", config.baseline_blocks, phi, config.block_frames)
     fleet.reference = classes.sum(axis=0).astype(float)
-    found = statistics(fleet, classes, scores, config.block_frames)
+    found = baseline_statistics(classes.astype(float), scores, None, config.block_frames)  # as fit_device
+    found["score_median"] = found["score_median"].reshape(classes.shape[:2])
     per_day = fps * SECONDS_PER_DAY / config.block_frames
     fleet.cusums = []
     for d in range(devices):
@@ -222,10 +224,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phi", type=float, default=PHI)
     parser.add_argument("--fps", type=float, default=FPS)
     parser.add_argument("--guard", type=float, default=None, help="override DriftConfig.estimation_guard")
+    parser.add_argument("--transform", choices=("normal_scores", "linear"), default=None,
+                        help="override DriftConfig.transform")
+    parser.add_argument("--baseline-blocks", type=int, default=None, help="override DriftConfig.baseline_blocks")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--out")
     args = parser.parse_args(argv if argv is not None else [])
-    config = DriftConfig() if args.guard is None else DriftConfig(estimation_guard=args.guard)
+    overrides = {"estimation_guard": args.guard, "transform": args.transform, "baseline_blocks": args.baseline_blocks}
+    config = DriftConfig(**{key: value for key, value in overrides.items() if value is not None})
     rng, started = np.random.default_rng(args.seed), time.monotonic()
     bank = make_bank(rng, args.scenes)
     out = outputs(bank, rng.permutation(MODEL_CLASSES))

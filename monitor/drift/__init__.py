@@ -2,10 +2,11 @@
 
 - `device.fit_device / advance`: each device against its OWN baseline on the same version (its first
   `baseline_blocks` blocks after the activation), on statistics of blocks of frames (`blocks`: class-mix
-  divergence, score median, detections per frame), with a CUSUM per statistic and direction whose threshold
-  is set for a false-alarm budget per device-day and whose spread is the baseline's long-run spread (blocks
-  are correlated) (`detector`). A `Drift` says which statistic moved, which way, by how much (in baseline
-  SDs and natural units) and when.
+  divergence, score median, detections per frame), with a CUSUM per statistic and direction on the blocks'
+  normal scores, whose threshold is set for a false-alarm budget per device-day averaged over the baseline's
+  own estimation error (`threshold`) and whose spread is the baseline's long-run spread (blocks are
+  correlated) (`detector`). A `Drift` says which statistic moved, which way, by how much (in baseline SDs
+  and natural units) and when.
 - `triage.triage`: the daily list across devices (Benjamini-Hochberg), not the alarm.
 - `accuracy`: expected accuracy from the calibrated confidence (CBPE) with an interval, and what it cannot see.
 - `config.DriftConfig`: the settings, with named defaults.

@@ -33,6 +33,9 @@ from edgefleet.monitor.drift.config import MetricName
 Stats = dict[MetricName, np.ndarray]
 MIN_EXPECTED_PER_CELL = 5.0
 """A class cell is kept apart only when the baseline expects at least this many of it per block."""
+BASELINE_FOLDS = 10
+"""The baseline's class-mix statistic is computed out of fold (`held_out_divergence`): each block against the
+other 90% of the baseline."""
 
 
 def blocks_from_windows(windows: Sequence[Distributions], block_frames: int) -> list[Distributions]:
@@ -95,14 +98,37 @@ def pooled_cells(mix: np.ndarray, reference: np.ndarray, block_frames: int) -> t
     """(mix, reference) with every cell the reference expects fewer than `MIN_EXPECTED_PER_CELL` times per
     block of `block_frames` moved into one extra last cell (last axis: cells; `reference` may be one per
     series, broadcast against `mix`)."""
-    share = reference / reference.sum(axis=-1, keepdims=True)
-    rare = share * block_frames < MIN_EXPECTED_PER_CELL
+    rare = rare_cells(reference, block_frames)
+    return pool(mix, rare), pool(reference, rare)
 
-    def pool(counts: np.ndarray) -> np.ndarray:
-        rare_here = np.broadcast_to(rare, counts.shape)
-        kept = np.where(rare_here, 0.0, counts)
-        return np.concatenate([kept, np.where(rare_here, counts, 0.0).sum(axis=-1, keepdims=True)], axis=-1)
-    return pool(mix), pool(reference)
+
+def rare_cells(reference: np.ndarray, block_frames: int) -> np.ndarray:
+    """The cells `reference` expects fewer than `MIN_EXPECTED_PER_CELL` times per block."""
+    share = reference / reference.sum(axis=-1, keepdims=True)
+    return share * block_frames < MIN_EXPECTED_PER_CELL
+
+
+def pool(counts: np.ndarray, rare: np.ndarray) -> np.ndarray:
+    """`counts` with the `rare` cells (broadcast) summed into one extra last cell."""
+    rare_here = np.broadcast_to(rare, counts.shape)
+    kept = np.where(rare_here, 0.0, counts)
+    return np.concatenate([kept, np.where(rare_here, counts, 0.0).sum(axis=-1, keepdims=True)], axis=-1)
+
+
+def held_out_divergence(mix: np.ndarray, block_frames: int, folds: int = BASELINE_FOLDS) -> np.ndarray:
+    """The baseline's own class-mix statistic, each block against the mix of the baseline WITHOUT its fold
+    (`folds` contiguous folds; cells pooled as the whole baseline's reference pools them). Against a reference
+    that contains the block itself, a baseline block is closer to it than any later block will be: the scene
+    wanders, so 500 blocks' mix is itself an estimate, and in-sample divergences would be biased low (the
+    later, out-of-sample blocks then look shifted up for ever)."""
+    total = mix.sum(axis=0)
+    rare = rare_cells(total, block_frames)
+    fold = np.arange(len(mix)) * folds // len(mix)
+    out = np.empty(mix.shape[:-1])
+    for index in range(folds):
+        rows = fold == index
+        out[rows] = mix_divergence(pool(mix[rows], rare), pool(total - mix[rows].sum(axis=0), rare))
+    return out
 
 
 def mix_divergence(mix: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -128,6 +154,15 @@ def block_statistics(mix: np.ndarray, score: np.ndarray, detections: np.ndarray 
                     "score_median": interpolated_median(score)}
     if detections is not None:
         stats["detections"] = mean_detections(detections)
+    return stats
+
+
+def baseline_statistics(mix: np.ndarray, score: np.ndarray, detections: np.ndarray | None,
+                        block_frames: int) -> Stats:
+    """`block_statistics` of the baseline's own blocks, their reference being their own mix: the class mix
+    out of fold (`held_out_divergence`), so the baseline sees what later blocks will."""
+    stats = block_statistics(mix, score, detections, mix.sum(axis=0), block_frames)
+    stats["class_mix"] = held_out_divergence(mix, block_frames)
     return stats
 
 

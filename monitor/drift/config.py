@@ -15,15 +15,20 @@ DEFAULT_BLOCK_FRAMES = 100
 DEFAULT_BASELINE_BLOCKS = 500
 """50,000 frames: about 83 minutes of a 10 fps camera. The baseline's mean and long-run spread are
 estimates; a CUSUM tuned for one false alarm per 100 device-days is sensitive to both, so the baseline is long
-(and `estimation_guard` widens the detector by their standard errors)."""
+(and the threshold integrates their standard errors: `edgefleet.monitor.drift.threshold`)."""
 DEFAULT_FALSE_ALARMS_PER_100_DEVICE_DAYS = 1.0
 DEFAULT_REFERENCE_SHIFT_SD = 1.0
 DEFAULT_MAX_AUTOCORRELATION = 0.95
-DEFAULT_ESTIMATION_GUARD = 2.5
-"""Measured (`bench/drift_bench.py`, 10 fps, 200 devices, blocks correlated 0.5, budget 1 per 100 device-days):
-a guard of 1 standard error left 8 false alarms per 100 device-days (3.5-15.8, 100 device-days), 2 left 1.75
-(0.7-3.6, 400), 2.5 leaves 0.20 (0.02-0.72, 1,000 device-days) with a 1-SD score drop caught in a median
-10,750 frames (9,950-12,100), 3 leaves 0.10 (0.003-0.56) at 13,700 frames."""
+DEFAULT_ESTIMATION_GUARD = 1.0
+"""The CUSUM is planned against the baseline mean's 1-standard-error bound and its spread's (k + 1/sqrt(N),
+spread x e^{se}); the threshold itself comes from the budget, integrating the baseline's estimation error
+(`edgefleet.monitor.drift.threshold`). Why 1 and not 0: the threshold's model takes a sum of blocks to be
+Gaussian, and a class-mix divergence's is not (high divergences cluster: over 4.3 M blocks of the demo-shapes
+fleet a sum of 20 blocks passed 4 SDs 2.7x as often as a Gaussian does); at 1 alarm per 100 device-days, where
+ARL ~ e^{15 x scale}, a few % of scale is several times the alarms. Measured (`bench.drift_scenes --scenes
+demo --days 10 --seed 7`, 1,000 device-days): 0 left 2.50 per 100 device-days (1.62-3.69), 20 of 25 on the
+class mix; 1 leaves 0.80 (0.35-1.58), 7 of 8 on the class mix, every scene change caught in a median of
+1,100-1,150 frames. Was 2.5 (on k and spread, before the threshold integrated anything): 1.10 (0.55-1.97)."""
 DEFAULT_TRIAGE_FDR = 0.05
 DEFAULT_CLIP_SD = 2.0
 MIN_BASELINE_BLOCKS = 30
@@ -54,11 +59,16 @@ class DriftConfig(BaseModel):
     long_run_variance: Literal["ar1", "batch_means", "larger"] = Field(
         default="larger", description="how the baseline's spread accounts for the correlation between blocks "
                                       "(`edgefleet.monitor.drift.detector`)")
+    transform: Literal["normal_scores", "linear"] = Field(
+        default="normal_scores", description="how a block statistic is put on the CUSUM's scale: its normal score "
+                                             "in the baseline's own distribution (skew and heavy tails taken "
+                                             "out), or linearly by the baseline's mean and long-run SD")
     max_autocorrelation: float = Field(default=DEFAULT_MAX_AUTOCORRELATION, ge=0, lt=1,
                                        description="the lag-1 autocorrelation estimate is clipped to 0..this")
     estimation_guard: float = Field(default=DEFAULT_ESTIMATION_GUARD, ge=0, le=5,
-                                    description="standard errors of the baseline's mean and spread the "
-                                                "detector is widened by (0: take the estimates as exact)")
+                                    description="extra standard errors of the baseline's mean and spread the "
+                                                "detector is widened by, on top of the estimation error the "
+                                                "threshold integrates (0: none)")
     clip_sd: float = Field(default=DEFAULT_CLIP_SD, gt=0.5, le=100,
                            description="a block's standardized statistic is clipped to +-this before the CUSUM "
                                        "adds it (robust to bursts; a 1-SD shift is barely touched)")

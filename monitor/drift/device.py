@@ -78,7 +78,7 @@ def fit_device(blocks: Sequence[Distributions], config: DriftConfig, blocks_per_
     mix, score, detections = b.count_matrices(used, classes)
     is_detector = bool(detections.sum() > 0)
     reference = mix.sum(axis=0)
-    stats = b.block_statistics(mix, score, detections if is_detector else None, reference, config.block_frames)
+    stats = b.baseline_statistics(mix, score, detections if is_detector else None, config.block_frames)
     fitted = [fit_metric(m, stats[m], config) for m in config.metrics if m in stats]
     baselines = [f for f in fitted if f is not None]
     if not baselines:
@@ -149,10 +149,15 @@ def baseline_to_dict(device: DeviceBaseline) -> dict:
 
 def baseline_from_dict(data: dict) -> DeviceBaseline:
     """The inverse of `baseline_to_dict`."""
-    cusums = tuple(Cusum(baseline=MetricBaseline(**c["baseline"]), direction=c["direction"], spread=c["spread"],
+    cusums = tuple(Cusum(baseline=metric_from_dict(c["baseline"]), direction=c["direction"], spread=c["spread"],
                          k=c["k"], h=c["h"]) for c in data["cusums"])
     return DeviceBaseline(classes=tuple(data["classes"]), reference_mix=tuple(data["reference_mix"]),
                           block_frames=int(data["block_frames"]), cusums=cusums, is_detector=bool(data["is_detector"]))
+
+
+def metric_from_dict(data: dict) -> MetricBaseline:
+    """A `MetricBaseline` from its `asdict` form (the sorted baseline values back to a tuple)."""
+    return MetricBaseline(**{**data, "ranked_on": tuple(data.get("ranked_on", ()))})
 
 
 def state_to_dict(state: DeviceState) -> dict:

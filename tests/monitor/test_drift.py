@@ -23,8 +23,9 @@ from edgefleet.monitor.drift import (
     triage,
 )
 from edgefleet.monitor.drift.blocks import blocks_from_windows, interpolated_median
-from edgefleet.monitor.drift.detector import fit_metric, plan, scan, siegmund_arl, threshold_for
+from edgefleet.monitor.drift.detector import fit_metric, plan, scan
 from edgefleet.monitor.drift.device import statistics
+from edgefleet.monitor.drift.threshold import siegmund_arl, threshold_for
 
 SEED = 20261207
 CLASSES = 5
@@ -116,6 +117,7 @@ def test_a_short_baseline_is_refused_with_a_fix_and_a_constant_statistic_is_not_
 
 # --- one device, end to end from its telemetry distributions -------------------------------------------
 CONFIG = DriftConfig(baseline_blocks=200)
+ONSET_TOLERANCE_BLOCKS = 20
 
 
 def test_a_planted_score_drop_alarms_after_the_change_with_its_size_and_onset():
@@ -128,7 +130,10 @@ def test_a_planted_score_drop_alarms_after_the_change_with_its_size_and_onset():
     state, drifts = advance(device, quiet, stream(rng, 300, score_shift=-2 * sd))
     first = drifts[0]
     assert (first.metric, first.direction) == ("score_median", "down")
-    assert 300 <= first.onset_block <= first.alarm_block < 300 + 60
+    # the onset is the CUSUM's estimate (its run's start), a few blocks either side of the change: over 20 seeds
+    # it fell 0-18 blocks early in 11 (8 of 20 with the old guard of 2.5, whose larger k had made this seed's
+    # estimate land at 300 exactly)
+    assert 300 - ONSET_TOLERANCE_BLOCKS <= first.onset_block <= first.alarm_block < 300 + 60
     assert -3.5 < first.effect_sd < -1.0
     assert first.effect == pytest.approx(first.effect_sd * sd, rel=0.05)
     assert first.baseline == pytest.approx(0.8, abs=0.02)

@@ -17,8 +17,11 @@ from edgefleet.monitor.store import commit, to_epoch
 
 from .monitor_helpers import T0, telemetry
 
-BASELINE = 30
-CONFIG = DriftWatchConfig(settle_s=0.0, max_buckets_per_tick=10_000, detector=DriftConfig(baseline_blocks=BASELINE))
+# The threshold integrates the baseline's estimation error: 30 blocks would need h ~ 300, and batch means over
+# 60 blocks (8 batches) know the spread to +-27% (h ~ 125); these blocks are independent, the AR(1) spread fits.
+BASELINE = 60
+CONFIG = DriftWatchConfig(settle_s=0.0, max_buckets_per_tick=10_000,
+                          detector=DriftConfig(baseline_blocks=BASELINE, long_run_variance="ar1"))
 
 
 def window(rng: np.random.Generator, score: float, frames: int = 100) -> d.Distributions:
@@ -114,9 +117,9 @@ def test_the_fleet_page_lists_the_drifting_device_with_what_the_watch_cannot_see
     from edgefleet.monitor.overview_render import to_html, to_markdown
 
     rng = np.random.default_rng(9)
-    feed(store, "night", [0.8] * (BASELINE + 2) + [0.4] * 20, rng)
-    feed(store, "day", [0.8] * (BASELINE + 22), rng)
-    now = T0 + timedelta(minutes=BASELINE + 30)
+    feed(store, "night", [0.8] * (BASELINE + 2) + [0.4] * 30, rng)  # h ~ 26: about 18 blocks of the drop
+    feed(store, "day", [0.8] * (BASELINE + 32), rng)
+    now = T0 + timedelta(minutes=BASELINE + 40)
     tick(store, CONFIG, to_epoch(now))
     overview = fleet_overview(store, fleet_status(store, 10**9, now), "mobilenet", now)
     assert overview.drift_watch == {"drift": 1, "watching": 1}
