@@ -9,10 +9,10 @@ export DO_NOT_TRACK ?= 1
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml setup.py
+$(VENV)/.installed: pyproject.toml device/pyproject.toml flows/pyproject.toml infra/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e ./device -e ./flows -e ./infra -e '.[dev]'
 	touch $@
 
 demo: setup
@@ -34,8 +34,9 @@ test-fast: setup
 test-pythons: setup
 	bash .ci/device-pythons
 
-# The hashed locks deploy-agent installs on devices (flows/locks/): after changing pyproject's device extra or
-# flows/locks/edgetpu-pairs.toml. uv resolves for each target Python and CPU (needs the registry).
+# The hashed locks deploy-agent installs on devices (flows/src/edgefleet/flows/locks/): after changing
+# device/pyproject.toml's dependencies or edgetpu-pairs.toml there. uv resolves for each target
+# Python and CPU (needs the registry).
 device-locks: setup
 	$(PY) -m pip install --quiet uv
 	$(PY) -m edgefleet.flows.deploy_agent.locks --project .

@@ -1,7 +1,8 @@
 """The house's structure, read from the imports as Python resolves them (issue 14).
 
-- Folder = import name: top-level folder X is the package `edgefleet.X`, `edgefleet/` the root package; every
-  module file is found where its import name says (checked through the import system itself).
+- Path = import name: every module file is `<distribution>/src/edgefleet/...` (device/, flows/, infra/ and the
+  root), found where its import name says (checked through the import system itself); `edgefleet` is a PEP
+  420 namespace, and a distribution imports only the distributions it depends on.
 - Layers: the kernel imports nothing of the project; the device imports only the kernel; nothing imports the
   operator CLI but the root package; the pipelines, the monitor, the local stack and the infrastructure are
   never imported by the device or the kernel.
@@ -37,14 +38,26 @@ ALLOWED = {
 }
 
 
+# Each distribution's source root and the top-level packages it holds ("root": modules of the namespace itself);
+# `edgefleet` is a PEP 420 namespace across them. Its dependencies are the distributions whose packages it may use.
+DISTRIBUTIONS = {
+    "device/src": {"kernel", "device"},
+    "flows/src": {"flows", "monitor"},
+    "infra/src": {"infra"},
+    "src": {"cli", "local", "root"},
+}
+DEPENDS = {"device/src": set(), "flows/src": {"device/src"}, "infra/src": {"device/src"},
+           "src": {"device/src", "flows/src", "infra/src"}}
+
+
 def _module_files() -> dict[str, Path]:
     modules = {}
-    for folder, package in [(ROOT, ROOT), *((p, f"{ROOT}.{p}") for p in PACKAGES)]:
-        for path in sorted((REPO / folder).rglob("*.py")):
-            parts = list(path.relative_to(REPO / folder).with_suffix("").parts)
+    for source in DISTRIBUTIONS:
+        for path in sorted((REPO / source / ROOT).rglob("*.py")):
+            parts = list(path.relative_to(REPO / source).with_suffix("").parts)
             if parts[-1] == "__init__":
                 parts.pop()
-            modules[".".join([package, *parts])] = path
+            modules[".".join(parts)] = path
     return modules
 
 
@@ -118,6 +131,30 @@ def test_the_layers_hold() -> None:
         if _layer(target) != _layer(module) and _layer(target) not in ALLOWED[_layer(module)]
     )
     assert not broken, "imports across the layers (see ALLOWED):\n" + "\n".join(broken)
+
+
+def test_each_package_lives_in_its_distribution_and_the_namespace_is_shared() -> None:
+    for source, layers in DISTRIBUTIONS.items():
+        assert not (REPO / source / ROOT / "__init__.py").exists(), f"{source}: `edgefleet` is a namespace (PEP 420)"
+        found = {_layer(m) for m, path in MODULES.items() if path.is_relative_to(REPO / source)}
+        assert found <= layers, f"{source} holds {sorted(found - layers)}: see DISTRIBUTIONS"
+
+
+def test_no_module_is_left_outside_a_source_root() -> None:
+    """A file merged in at a pre-move path (`device/x.py`, `flows/y/z.py`, `kernel/`) would import as nothing."""
+    # <dist>/build/ is what building the wheel leaves (deploy-agent, test_real_agent: pip wheel device/), git-ignored
+    stray = sorted(str(path.relative_to(REPO)) for dist in ("device", "flows", "infra")
+                   for path in (REPO / dist).rglob("*.py")
+                   if not any(path.is_relative_to(REPO / dist / folder) for folder in ("src", "build")))
+    stray += [f"{name}/" for name in ("kernel", "monitor", "cli", "local", ROOT) if (REPO / name).exists()]
+    assert not stray, f"move these under their distribution's src/ (see DISTRIBUTIONS): {stray}"
+
+
+def test_a_distribution_imports_only_what_it_depends_on() -> None:
+    home = {layer: source for source, layers in DISTRIBUTIONS.items() for layer in layers}
+    broken = sorted(f"{module} imports {target}" for module, targets in GRAPH.items() for target in targets
+                    if home[_layer(target)] not in {home[_layer(module)]} | DEPENDS[home[_layer(module)]])
+    assert not broken, "imports a distribution does not depend on (see DEPENDS):\n" + "\n".join(broken)
 
 
 def test_no_import_circle() -> None:

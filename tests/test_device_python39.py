@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-DEVICE_CODE = sorted((REPO / "device").rglob("*.py")) + sorted((REPO / "kernel").rglob("*.py")) + [
-    REPO / "edgefleet" / "__init__.py",
-    REPO / "flows" / "release" / "bundle.py",  # the device tests build their fixture bundles with it
-    REPO / "flows" / "release" / "agent.py",  # ... publish agent releases (tests/device/selfupdate) ...
-    REPO / "flows" / "deploy_agent" / "service.py",  # ... and start the agent as deploy-agent's service does
-    REPO / "flows" / "deploy_agent" / "device_access.py",
-] + sorted((REPO / "flows" / "registry").rglob("*.py"))  # ... and publish them with the registry writer
+FLOWS = REPO / "flows/src/edgefleet/flows"
+DEVICE_CODE = sorted((REPO / "device/src").rglob("*.py")) + [
+    FLOWS / "release" / "bundle.py",  # the device tests build their fixture bundles with it
+    FLOWS / "release" / "agent.py",  # ... publish agent releases (tests/device/selfupdate) ...
+    FLOWS / "deploy_agent" / "service.py",  # ... and start the agent as deploy-agent's service does
+    FLOWS / "deploy_agent" / "device_access.py",
+] + sorted((FLOWS / "registry").rglob("*.py"))  # ... and publish them with the registry writer
 NEWER_NAMES = {  # module -> names added after Python 3.9
     "datetime": {"UTC"},
     "types": {"UnionType", "EllipsisType", "NoneType", "NotImplementedType"},
@@ -111,7 +111,7 @@ def test_device_code_runs_on_python_3_9(path):
 
 
 def test_the_checker_finds_what_3_9_cannot_run(tmp_path):
-    sample = REPO / "device" / "_python39_sample.py"  # inside REPO: problems are named relative to it
+    sample = REPO / "device/src" / "_python39_sample.py"  # inside REPO: problems are named relative to it
     sample.write_text("from __future__ import annotations\nimport datetime\nfrom datetime import UTC\n"
                       "Alias = int | None\nok: int | None = None\n"
                       "def f(x: str | None) -> int | None:\n    return isinstance(x, str | bytes)\n"

@@ -116,6 +116,6 @@ def test_the_interpreter_runs_as_a_managed_process(tmp_path: Path) -> None:
 
 def test_the_local_stack_starts_processes_in_one_place() -> None:
     """Every long-running child of the local stack (emulators, Prefect, sshd) goes through ManagedProcess."""
-    local = Path(__file__).resolve().parents[1] / "local"
+    local = Path(__file__).resolve().parents[1] / "src/edgefleet/local"
     spawning = {path.name for path in local.rglob("*.py") if "Popen(" in path.read_text()}
     assert spawning == {"processes.py"}

@@ -12,7 +12,7 @@ from edgefleet.flows.release.params import load_params
 from edgefleet.kernel.configfile import load, parse_yaml
 from edgefleet.kernel.errors import ConfigError
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "flows" / "release" / "release.example.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "flows/src/edgefleet/flows" / "release" / "release.example.yaml"
 
 
 def test_compile_mode_off_in_a_release_config_reads_as_off(tmp_path: Path) -> None:

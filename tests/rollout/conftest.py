@@ -270,7 +270,7 @@ class DeployInputs(NamedTuple):
 
 def deploy_inputs(tmp_path: Path, frames_parent: Path, coral_data: Path) -> DeployInputs:
     """A fresh release public key, a frames folder (one Coral test image) under `frames_parent`, a wheel."""
-    import edgefleet
+    import edgefleet.device
     from edgefleet.flows.deploy_agent.flow import build_wheel
 
     _, public_key = generate_keypair()
@@ -279,7 +279,7 @@ def deploy_inputs(tmp_path: Path, frames_parent: Path, coral_data: Path) -> Depl
     frames.mkdir()
     shutil.copy(coral_data / "cat.bmp", frames / "cat.bmp")
     (tmp_path / "dist").mkdir()
-    wheel = build_wheel.fn(Path(edgefleet.__file__).resolve().parents[1], tmp_path / "dist")
+    wheel = build_wheel.fn(Path(edgefleet.device.__file__).resolve().parents[3], tmp_path / "dist")
     return DeployInputs(key_path, frames, wheel)
 
 

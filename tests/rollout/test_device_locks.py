@@ -41,12 +41,12 @@ def _pins(text: str) -> dict[str, str]:
 
 
 def _wanted(python: str, arch: str) -> list[Requirement]:
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    project = tomllib.loads((REPO / "device" / "pyproject.toml").read_text())["project"]
     environment = {"python_version": python, "python_full_version": f"{python}.0", "platform_machine": arch,
                    "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
                    "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
     requirements = [Requirement(text) for text in
-                    project["dependencies"] + project["optional-dependencies"][LOCK_EXTRA]]
+                    project["dependencies"] + project["optional-dependencies"].get(LOCK_EXTRA, [])]
     return [req for req in requirements if req.marker is None or req.marker.evaluate(environment)]
 
 

@@ -64,10 +64,9 @@ def test_ssh_connections_are_opened_in_one_place() -> None:
                          r"|^\s*(from|import)\s+fabric\b|\bparamiko\.(client|SSHClient)\b"
                          r"|from paramiko import .*SSHClient",
                          re.M)
-    found = {str(path.relative_to(REPO)) for folder in ("kernel", "device", "flows", "monitor", "local", "cli",
-                                                         "infra", "edgefleet")
+    found = {str(path.relative_to(REPO)) for folder in ("device/src", "flows/src", "infra/src", "src")
              for path in (REPO / folder).rglob("*.py") if opening.search(path.read_text())}
-    assert found == {"flows/rollout/ssh.py"}
+    assert found == {"flows/src/edgefleet/flows/rollout/ssh.py"}
 
 
 def test_a_compile_host_with_an_unknown_key_is_refused(ssh_compile_host, standin_compiler, tiny_int8, tmp_path):

@@ -28,7 +28,7 @@ START_WAIT_S = 120.0  # generous: a loaded CI machine
 
 def _build_project_wheel(out: Path) -> Path:
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-                    str(REPO)], check=True, capture_output=True)
+                    str(REPO / "device")], check=True, capture_output=True)
     [wheel] = out.glob("edgefleet-*.whl")
     return wheel
 

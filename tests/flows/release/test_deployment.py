@@ -52,7 +52,7 @@ def test_no_secret_in_the_deployment() -> None:
 def test_example_release_config_is_valid() -> None:
     from edgefleet.flows.release.params import load_params
 
-    params = load_params(REPO / "flows" / "release" / "release.example.yaml")
+    params = load_params(REPO / "flows/src/edgefleet/flows" / "release" / "release.example.yaml")
     assert params.model == "shapes" and params.version is None and params.channel == "canary"
 
 

@@ -113,7 +113,7 @@ def test_compile_sections_written_before_the_union_still_read(tmp_path: Path) ->
 
 @pytest.mark.parametrize("name", ["release", "release.transfer", "release.tflite"])
 def test_example_configs_are_valid(name: str) -> None:
-    example = Path(__file__).parents[3] / "flows" / "release" / f"{name}.example.yaml"
+    example = Path(__file__).parents[3] / "flows/src/edgefleet/flows" / "release" / f"{name}.example.yaml"
     params = load_params(example)
     assert params.brought == (name == "release.tflite")
 

@@ -27,7 +27,8 @@ app = typer.Typer(help="The agent's own releases: publish a wheel with its hashe
 
 @app.command()
 def publish(
-    wheel: Path = typer.Argument(..., exists=True, dir_okay=False, help="the edgefleet wheel (pip wheel --no-deps .)"),
+    wheel: Path = typer.Argument(..., exists=True, dir_okay=False,
+                                 help="the edgefleet wheel (pip wheel --no-deps ./device)"),
     version: str = typer.Option(..., "--version", help="the agent version (MAJOR.MINOR.PATCH)"),
     locks: list[Path] = typer.Option([], "--lock", help="a hashed lock (repeat; default: every flows/locks/"
                                      "device-py*.txt)"),

@@ -113,7 +113,7 @@ UV = (sys.executable, "-m", "uv")
 def compile_command(project: Path, python: str, arch: str, constraints: Path | None,
                     uv: tuple[str, ...] = UV) -> list[str]:
     """uv's resolution of pyproject's `device` extra for one target, with sha256 hashes."""
-    command = [*uv, "pip", "compile", str(project / "pyproject.toml"), "--extra", LOCK_EXTRA,
+    command = [*uv, "pip", "compile", str(project / "device" / "pyproject.toml"), "--extra", LOCK_EXTRA,
                "--generate-hashes", "--only-binary", ":all:", "--python-version", python,
                "--python-platform", f"{arch}-{MANYLINUX}", "--no-header", "--quiet"]
     return command + (["--constraint", str(constraints)] if constraints else [])
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uv", default=None, help="the uv executable (default: python -m uv)")
     args = parser.parse_args(argv)
     uv = (args.uv,) if args.uv else UV
-    written = write_locks(args.project, args.project / "flows" / "locks", uv)
+    written = write_locks(args.project, args.project / "flows/src/edgefleet/flows" / "locks", uv)
     sys.stdout.write("".join(f"{path}\n" for path in written))
     return 0
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgefleet.kernel.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]  # src/edgefleet/local/<module>
 # Deployments the sandbox parameterizes (their names in prefect.yaml).
 RELEASE, ROLLOUT, PROMOTE, DEPLOY_AGENT, MONITOR, OVERVIEW, PULL_ROLLOUT = (
     "release-model", "rollout", "promote-canary", "deploy-agent", "fleet-monitor", "fleet-overview", "pull-rollout")

@@ -63,7 +63,8 @@ def unavailable_reason() -> str | None:
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        return "the psycopg driver is not installed: pip install -e '.[dev]'"
+        return ("the psycopg driver is not installed: make setup "
+                "(pip install -e ./device -e ./flows -e ./infra -e '.[dev]')")
     return None
 
 

@@ -26,9 +26,9 @@ def _main() -> None:
 @app.command()
 def version() -> None:
     """Print the edgefleet version."""
-    from edgefleet import __version__
+    from importlib.metadata import version as installed_version
 
-    typer.echo(__version__)
+    typer.echo(installed_version("edgefleet"))
 
 
 def _mount() -> None:

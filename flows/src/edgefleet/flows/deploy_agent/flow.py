@@ -374,10 +374,12 @@ def deploy_agent(params: DeployAgentParams) -> list[DeployResult]:
         if params.wheel is not None:
             wheel = Path(params.wheel)
         else:
-            import edgefleet
+            import edgefleet.device
 
-            project = Path(params.project_dir) if params.project_dir else Path(edgefleet.__file__).resolve().parents[1]
-            wheel = build_wheel(project, Path(temp))
+            # the checkout (device/src/edgefleet/device/__init__.py: parents[4]); agents get its device/
+            source = Path(edgefleet.device.__file__).resolve().parents[4]
+            project = Path(params.project_dir) if params.project_dir else source
+            wheel = build_wheel(project / "device", Path(temp))
         logger.info("deploying %s to %d devices (%s)", wheel.name, len(devices), params.service_manager)
         with ThreadPoolTaskRunner(max_workers=params.max_parallel) as runner:
             futures = [runner.submit(deploy_device, {"inventory": inventory, "device": device, "params": params,

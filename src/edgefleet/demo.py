@@ -37,7 +37,7 @@ from edgefleet.demo_report import DemoReport, ReleaseSummary, RolloutSummary, co
 
 log = logging.getLogger("edgefleet.demo")
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # src/edgefleet/demo.py
 NATIVE_LOG = "tensorflow.log"  # in the workdir: TensorFlow's native log lines
 TABLE_COLUMNS = 120  # the fleet table's natural width; narrower terminals get ellipses
 
