@@ -22,8 +22,9 @@ import json
 import logging
 import os
 from abc import abstractmethod
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydantic import BaseModel
 
@@ -34,12 +35,21 @@ from edgefleet.device.bundle import (
     read_signed_manifest,
     verify_version_dir,
 )
+from edgefleet.device.registry.base import RegistryReader
 from edgefleet.device.registry.keys import checked_channel_key, checked_record_key, checked_version_prefix
-from edgefleet.flows.registry.channels import ChannelMoves
+from edgefleet.flows.registry import channels
+from edgefleet.flows.registry.pointers import DEFAULT_VALIDITY
+from edgefleet.flows.registry.trusted import CheckedChannel, check_pointer
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE, SIGNATURE_FILE
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import ConflictError, RegistryError, VerificationError
+from edgefleet.kernel.keyring import KeyringLike
 from edgefleet.kernel.signing import KeyedSignature, PublicKeyLike, decode_signatures
+
+if TYPE_CHECKING:
+    from types import EllipsisType  # Python 3.10+
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +67,11 @@ class PublishResult(NamedTuple):
 
 
 
-class RegistryWriter(ChannelMoves):
+class RegistryWriter(RegistryReader):
     """A model registry, written: publishes immutable signed versions, moves channels, writes JSON records.
 
-    Every writer is also a reader (`edgefleet.device.registry.base.RegistryReader`).
+    Every writer is also a reader (`edgefleet.device.registry.base.RegistryReader`) and the `ChannelStore` that
+    channel moves (`edgefleet.flows.registry.channels`) read and write.
     """
 
     # --- versions ------------------------------------------------------------------------------------
@@ -129,6 +140,49 @@ class RegistryWriter(ChannelMoves):
         """
 
     # --- channels and JSON records --------------------------------------------------------------------
+
+    def promote(
+        self,
+        model: str,
+        version: str,
+        channel: str,
+        *,
+        by: str | None = None,
+        expected_version: str | None | EllipsisType = ...,
+        public_key: PublicKeyLike | None = None,
+        signing_key: Ed25519PrivateKey | None = None,
+        downgrade: bool = False,
+        validity: timedelta = DEFAULT_VALIDITY,
+        replace_unverified: bool = False,
+    ) -> ChannelPointer:
+        """Points `channel` at a published version (compare-and-swap, signed with `signing_key`): see
+        `edgefleet.flows.registry.channels.promote` for the arguments, the retry rule and the errors."""
+        return channels.promote(
+            self, model, version, channel, by=by, expected_version=expected_version, public_key=public_key,
+            signing_key=signing_key, downgrade=downgrade, validity=validity, replace_unverified=replace_unverified,
+        )
+
+    def resign_channel(
+        self,
+        model: str,
+        channel: str,
+        signing_key: Ed25519PrivateKey,
+        *,
+        validity: timedelta = DEFAULT_VALIDITY,
+        by: str | None = None,
+        trusted: KeyringLike | None = None,
+    ) -> ChannelPointer:
+        """Re-signs a channel pointer that verifies, with a new counter and expiry: see
+        `edgefleet.flows.registry.channels.resign_channel`."""
+        return channels.resign_channel(self, model, channel, signing_key, validity=validity, by=by, trusted=trusted)
+
+    def read_channel_checked(self, model: str, channel: str, public_key: KeyringLike) -> CheckedChannel:
+        """Reads a channel pointer and judges it against the release public key (`flows.registry.trusted`):
+        what the pipelines use before a pointer is the base of anything. Never raises for the pointer's content.
+        """
+        key = checked_channel_key(model, channel)
+        data, generation = self._read_versioned(key)
+        return check_pointer(data, generation, public_key, model=model, channel=channel, source=self.describe(key))
 
     def set_channel(self, model: str, channel: str, pointer: ChannelPointer, expected_generation: int) -> int:
         """Writes a channel pointer if nobody changed it since it was read (compare-and-swap).

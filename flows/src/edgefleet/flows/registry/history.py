@@ -37,7 +37,7 @@ MAX_HISTORY_ENTRIES = 1000
 
 
 class _Registry(Protocol):
-    """What the history needs of a registry writer (`ChannelMoves`; a Protocol, as that module uses this one)."""
+    """What the history needs of a registry writer (a Protocol: `channels.ChannelStore` uses this module)."""
 
     options: Any
 

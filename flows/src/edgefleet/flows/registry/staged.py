@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgefleet.device.bundle import verify_manifest_bytes
 from edgefleet.device.registry.keys import checked_version_prefix
-from edgefleet.flows.registry.channels import ChannelMoves
+from edgefleet.flows.registry.channels import ChannelStore
 from edgefleet.flows.registry.history import record_signed
 from edgefleet.flows.registry.pointers import DEFAULT_VALIDITY, sign_pointer
 from edgefleet.flows.registry.trusted import ABSENT, CheckedChannel, untrusted_error
@@ -68,7 +68,7 @@ def replaced_by_rollout(current: ChannelPointer, rollout_id: str, version: str) 
 
 
 def stage_rollout(
-    registry: ChannelMoves,
+    registry: ChannelStore,
     signing_key: Ed25519PrivateKey,
     *,
     model: str,
