@@ -1,6 +1,11 @@
 """Pull mode: follow a registry channel, and download, verify, install and activate what it names.
 
-`pull_channel_once` does one round (`edgefleet.device.poller.ChannelPoller` runs it on a thread). A
+`pull_channel_once` does one round (`edgefleet.device.poller.ChannelPoller` runs it on a thread): read the pointer
+and judge it (`edgefleet.device.channel`: signature, counter, validity, expiry, the device's version floor); then
+`edgefleet.device.pull_plan.plan_round` decides: nothing to do (it names the current version), skip a version
+refused before (unless `retry_refused`), wait for the maintenance window, or read the manifest from the registry,
+check its sha256 against the pointer and its signature, download into a staging directory inside the store,
+verify every file, install and activate; then the shadow candidate (`edgefleet.device.pull_shadow`). A
 version that fails verification (tampered or damaged registry object, wrong key, a manifest that is not the
 one the channel names) is refused: nothing is activated, the store is unchanged, and the refusal is recorded
 in the store (`ModelStore.mark_refused`) so it is not downloaded again at every poll. The running agent uses
@@ -29,13 +34,13 @@ from edgefleet.device.channel import (
     record_bytes,
     version_identity,
 )
-from edgefleet.device.floor import highest
+from edgefleet.device.floor import VersionFloor, highest
 from edgefleet.device.pull_fetch import download_and_install
-from edgefleet.device.pull_plan import Installed, Outcome, PullStep, next_step
+from edgefleet.device.pull_plan import Installed, Outcome, PullStep, plan_round, pointer_outcome
 from edgefleet.device.pull_shadow import ShadowInputs, ShadowResult, follow_shadow
 from edgefleet.device.registry.base import RegistryReader
 from edgefleet.device.store import ModelStore
-from edgefleet.device.window import MaintenanceWindow, in_window, next_window_start
+from edgefleet.device.window import MaintenanceWindow
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import RegistryError, VerificationError
 from edgefleet.kernel.keyring import Keyring, UnknownKeyError, resolve_keyring
@@ -86,13 +91,8 @@ def pull_channel_once(
     window: MaintenanceWindow | None = None,
     shadow: bool = False,
 ) -> PullResult:
-    """Brings the store's current version of `model` to what `channel` names, if it verifies.
-
-    Steps: read the pointer and judge it (`edgefleet.device.channel`: signature, counter, validity, expiry,
-    the device's version floor); then `edgefleet.device.pull_plan.next_step` decides: nothing to do (it
-    names the current version), skip a version refused before (unless `retry_refused`), or read the
-    manifest from the registry, check its sha256 against the pointer and its signature, download into a
-    staging directory inside the store, verify every file, install and activate.
+    """Brings the store's current version of `model` to what `channel` names, if it verifies (the round's steps
+    are in the module doc).
 
     Args:
         registry: where the channel lives.
@@ -124,46 +124,26 @@ def pull_channel_once(
     # before anything could be recorded as refused.
     key = resolve_keyring(public_key if public_key is not None else store.public_key)  # read once per round
     pointer = registry.read_channel(model, channel).pointer
-    current = store.current(model)
-    running = Installed(current.version, current.manifest_sha256) if current is not None else None
+    running = _running(store, model)
     before = running.version if running else None
     if pointer is None:
         return PullResult(False, None, f"channel {channel} of model {model} is not set in {registry.uri}",
                           "no_channel", before)
-    record = parse_record(store.read_model_file(model, RECORD_FILE), source=f"{store.root} {model} {RECORD_FILE}")
-    floor = store.floor(model)
-    now = now or datetime.now(timezone.utc)
+    seen = _Seen(pointer, running, parse_record(store.read_model_file(model, RECORD_FILE),
+                 source=f"{store.root} {model} {RECORD_FILE}"), store.floor(model), now or datetime.now(timezone.utc))
     judgement = assess_pointer(
-        key, pointer, record, floor=floor, now=now,
-        source=f"{registry.uri} {model}/{channel}", require_signed=require_signed,
-        running=version_identity(*running) if running else None, device_id=device_id,
+        key, pointer, seen.record, floor=seen.floor, now=seen.now, source=f"{registry.uri} {model}/{channel}",
+        require_signed=require_signed, running=version_identity(*running) if running else None, device_id=device_id,
     )
-    if judgement.verdict != "accept" or judgement.target is None:
-        outcome: Outcome = "expired" if judgement.verdict == "expired" else "pointer_refused"
-        log.warning("%s %s/%s from %s: %s", outcome.replace("_", " "), model, channel, registry.uri,
-                    judgement.reason)
+    outcome = pointer_outcome(judgement)
+    if outcome is not None or judgement.target is None:
+        outcome = outcome or "pointer_refused"
+        log.warning("%s %s/%s from %s: %s", outcome.replace("_", " "), model, channel, registry.uri, judgement.reason)
         return PullResult(False, pointer.version, judgement.reason, outcome, before)
-    signed_pointer, pointer = pointer, judgement.target  # from here on: the version for this device
-    try:
-        installed = store.installed(model, pointer.version)
-    except VerificationError as error:  # the installed copy is damaged: refused, as a failed download is
-        return _refuse(registry, store, pointer, _reason(error), before)
-    refusal = store.refusal(model, pointer.version, pointer.manifest_sha256)
-    lowest = highest(floor.version if floor else None, record.highest_version)
-    step = next_step(
-        pointer, current=running, installed=Installed(installed.version, installed.manifest_sha256) if installed
-        else None, floor=lowest, refusal=refusal, retry_refused=retry_refused,
-    )
-    if step.action in ("activate", "download") and not in_window(window, now):
-        assert window is not None
-        result = PullResult(False, pointer.version, f"{model} {pointer.version} waits for this device's "
-                            f"maintenance window (opens {next_window_start(window, now).isoformat()})", "deferred",
-                            before)
-    else:
-        result = _carry_out(step, registry, store, _Moving(signed_pointer, pointer), key, record, before,
-                            refused_before=refusal is not None)
-    inputs = ShadowInputs(device_id, lowest, shadow, retry_refused, window, now)
-    return result._replace(shadow=follow_shadow(registry, store, signed_pointer, key, inputs))
+    result = _pull_target(registry, store, _Moving(pointer, judgement.target), key, seen,
+                          retry_refused=retry_refused, window=window)
+    inputs = ShadowInputs(device_id, seen.lowest, shadow, retry_refused, window, seen.now)
+    return result._replace(shadow=follow_shadow(registry, store, pointer, key, inputs))
 
 
 class _Moving(NamedTuple):
@@ -173,23 +153,78 @@ class _Moving(NamedTuple):
     target: ChannelPointer
 
 
-def _carry_out(
-    step: PullStep, registry: RegistryReader, store: ModelStore, moving: _Moving, key: PublicKeyLike,
-    record: ChannelRecord, before: str | None, *, refused_before: bool,
+class _Seen(NamedTuple):
+    """What a round read before judging the pointer: the pointer as signed, the store's current version, the
+    channel record, the floor, and the time the round judges by."""
+
+    pointer: ChannelPointer
+    running: Installed | None
+    record: ChannelRecord
+    floor: VersionFloor | None
+    now: datetime
+
+    @property
+    def before(self) -> str | None:
+        return self.running.version if self.running else None
+
+    @property
+    def lowest(self) -> str | None:
+        """The device's floor: the store's floor record and the channel record together."""
+        return highest(self.floor.version if self.floor else None, self.record.highest_version)
+
+
+def _running(store: ModelStore, model: str) -> Installed | None:
+    current = store.current(model)
+    return Installed(current.version, current.manifest_sha256) if current is not None else None
+
+
+def _pull_target(
+    registry: RegistryReader, store: ModelStore, moving: _Moving, key: Keyring, seen: _Seen, *,
+    retry_refused: bool, window: MaintenanceWindow | None,
 ) -> PullResult:
-    """The I/O of one step (`next_step` decided it)."""
+    """The round for the accepted pointer's version: read what the store holds of it, plan, carry it out."""
     pointer = moving.target
-    model, version = pointer.model, pointer.version
+    try:
+        installed = store.installed(pointer.model, pointer.version)
+    except VerificationError as error:  # the installed copy is damaged: refused, as a failed download is
+        return _refuse(registry, store, pointer, _reason(error), seen.before)
+    refusal = store.refusal(pointer.model, pointer.version, pointer.manifest_sha256)
+    step = plan_round(
+        pointer, current=seen.running,
+        installed=Installed(installed.version, installed.manifest_sha256) if installed else None,
+        floor=seen.lowest, refusal=refusal, retry_refused=retry_refused, window=window, now=seen.now,
+    )
+    return _carry_out(step, registry, store, moving, key, seen, refused_before=refusal is not None)
+
+
+def _carry_out(
+    step: PullStep, registry: RegistryReader, store: ModelStore, moving: _Moving, key: Keyring, seen: _Seen, *,
+    refused_before: bool,
+) -> PullResult:
+    """The I/O of one step (`plan_round` decided it)."""
+    pointer, before = moving.target, seen.before
     if step.action in ("keep", "lower_floor"):
         _refresh_signatures(registry, store, pointer, key)
         if step.action == "lower_floor":
-            store.activate(model, version, key, signed_downgrade=True)
-        _remember(store, model, record, moving)
-        return PullResult(False, version, step.reason, "unchanged", before)
+            store.activate(pointer.model, pointer.version, key, signed_downgrade=True)
+        _remember(store, pointer.model, seen.record, moving)
+        return PullResult(False, pointer.version, step.reason, "unchanged", before)
+    if step.action == "defer":
+        return PullResult(False, pointer.version, step.reason, "deferred", before)
     if step.action == "skip":
-        return PullResult(False, version, step.reason, "previously_refused", before)
+        return PullResult(False, pointer.version, step.reason, "previously_refused", before)
     if step.action == "refuse":
         return _refuse(registry, store, pointer, step.reason, before)
+    return _install(step, registry, store, moving, key, seen, refused_before=refused_before)
+
+
+def _install(
+    step: PullStep, registry: RegistryReader, store: ModelStore, moving: _Moving, key: Keyring, seen: _Seen, *,
+    refused_before: bool,
+) -> PullResult:
+    """`activate` (installed already) or `download` (fetch, verify, install), then make it current."""
+    pointer, before = moving.target, seen.before
+    model, version = pointer.model, pointer.version
     if step.action == "activate":  # installed before the key was rotated: may need the new signatures
         _refresh_signatures(registry, store, pointer, key)
     try:
@@ -201,7 +236,7 @@ def _carry_out(
         return PullResult(False, version, _reason(error), "unknown_key", before)
     except VerificationError as error:
         return _refuse(registry, store, pointer, _reason(error), before)
-    _remember(store, model, record, moving)
+    _remember(store, model, seen.record, moving)
     if refused_before:  # retried on request, and it verified this time: forget the refusal
         store.clear_refused(model)
     log.info("pulled %s %s from %s channel %s (was %s)", model, version, registry.uri, pointer.channel, before)

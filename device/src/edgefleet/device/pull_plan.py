@@ -1,14 +1,18 @@
 """Pull mode's decisions, pure: what one round does once the channel pointer was accepted.
 
-`edgefleet.device.pull.pull_channel_once` reads the registry and the store, asks `next_step` and carries the
-step out. The pointer itself is judged before (`edgefleet.device.channel.assess_pointer`).
+`edgefleet.device.pull.pull_channel_once` reads the registry and the store, asks `plan_round` (`next_step`, then
+the maintenance window) and carries the step out. The pointer itself is judged before
+(`edgefleet.device.channel.assess_pointer`; `pointer_outcome` names a refused one).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal, NamedTuple
 
+from edgefleet.device.channel import Judgement
 from edgefleet.device.floor import highest
+from edgefleet.device.window import MaintenanceWindow, in_window, next_window_start
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.contracts.refusal import Refusal
 
@@ -24,10 +28,11 @@ hold (yet); `deferred`: a new version waits for the device's maintenance window.
 it runs and records nothing as refused (a newer valid pointer, or the key once installed, is taken at the next
 poll)."""
 
-Action = Literal["keep", "lower_floor", "skip", "refuse", "activate", "download"]
+Action = Literal["keep", "lower_floor", "skip", "refuse", "activate", "download", "defer"]
 """keep: already current, remember the pointer; lower_floor: already current, and the pointer is a signed
 downgrade below the floor; skip: refused before, not retried; refuse: refuse now (and remember it);
-activate: installed, make it current; download: fetch, verify, install, then activate."""
+activate: installed, make it current; download: fetch, verify, install, then activate; defer: activate or
+download, but outside the device's maintenance window: nothing is downloaded, changed or recorded."""
 
 
 class Installed(NamedTuple):
@@ -71,6 +76,34 @@ def next_step(
             "them was altered",
         )
     return PullStep("activate" if installed is not None else "download")
+
+
+def plan_round(
+    pointer: ChannelPointer,
+    *,
+    current: Installed | None,
+    installed: Installed | None,
+    floor: str | None,
+    refusal: Refusal | None,
+    retry_refused: bool,
+    window: MaintenanceWindow | None,
+    now: datetime,
+) -> PullStep:
+    """`next_step`, deferred to the device's maintenance window when it would download or activate outside it."""
+    step = next_step(pointer, current=current, installed=installed, floor=floor, refusal=refusal,
+                     retry_refused=retry_refused)
+    if step.action not in ("activate", "download") or window is None or in_window(window, now):
+        return step
+    return PullStep("defer", f"{pointer.model} {pointer.version} waits for this device's maintenance window "
+                             f"(opens {next_window_start(window, now).isoformat()})")
+
+
+def pointer_outcome(judgement: Judgement) -> Outcome | None:
+    """None when the round goes on with the pointer (accepted, with a version for this device); else the outcome
+    of a refused pointer: `expired`, or `pointer_refused`."""
+    if judgement.verdict == "accept" and judgement.target is not None:
+        return None
+    return "expired" if judgement.verdict == "expired" else "pointer_refused"
 
 
 ShadowAction = Literal["none", "clear", "keep", "off", "skip", "below_floor", "refuse", "set", "download"]
