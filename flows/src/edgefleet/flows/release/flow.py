@@ -26,7 +26,7 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,6 +37,8 @@ from edgefleet.flows.release import decisions, version_tasks
 from edgefleet.flows.release.candidate import Candidate, brought_candidate, trained_candidate
 from edgefleet.flows.release.decisions import GateFailed, ReleaseResult
 from edgefleet.flows.release.params import ReleaseParams, expand
+from edgefleet.flows.release.report import GateResult
+from edgefleet.flows.release.version_tasks import BuiltVersion, PublishOutcome, ReleasePlan
 from edgefleet.kernel.errors import EdgefleetError
 
 __all__ = ["FLOW_NAME", "GateFailed", "ReleaseResult", "release_model"]
@@ -86,10 +88,8 @@ def release_model(params: ReleaseParams) -> ReleaseResult:
         GateFailed: a gate was not met (nothing published; the report says why and what to try).
         EdgefleetError subclasses: bad dataset or model, compiler failure, registry refusal, channel conflict.
     """
-    logger = get_run_logger()
     timings: dict[str, float] = {}
     work_dir = expand(params.work_dir)
-
     with _stage(timings, "plan"):
         plan = version_tasks.plan_release(params)
     stage = functools.partial(_stage, timings)  # the candidate builders time their own stages
@@ -97,6 +97,30 @@ def release_model(params: ReleaseParams) -> ReleaseResult:
         brought_candidate(params, stage) if params.brought else trained_candidate(params, stage, work_dir)
     )
     per_class = decisions.per_class_rows(candidate)
+    gates = _gated(params, plan, candidate, per_class)
+    built, published = _publish_version(params, plan, candidate, timings, work_dir)
+    report = functools.partial(
+        decisions.report_of, params, plan.version, candidate, gates,
+        published=True, version_uri=plan.version_uri, signing_key=built.signing_key,
+    )
+    channel_uri = _move_channel(params, plan, report, per_class, timings)
+    outcome = decisions.published_outcome(
+        plan.version, params.channel, published.existing, candidate.compiled.skipped_reason,
+        evaluated=candidate.evaluation is not None,
+    )
+    markdown = report(outcome, channel_uri=channel_uri)
+    version_tasks.publish_report(params.model, markdown, per_class)
+    get_run_logger().info("%s", outcome)
+    return decisions.release_result(
+        params, plan, candidate, gates, built, published, channel_uri, timings, markdown
+    )
+
+
+def _gated(
+    params: ReleaseParams, plan: ReleasePlan, candidate: Candidate, per_class: list[dict[str, object]] | None
+) -> tuple[GateResult, ...]:
+    """The candidate's gate verdicts when it passes them all; a refused release writes its report and raises
+    `GateFailed` (nothing published)."""
     gates = decisions.gates_of(candidate, params)
     refusal = decisions.gate_refusal(params.model, plan.version, gates)
     if refusal is not None:
@@ -106,10 +130,17 @@ def release_model(params: ReleaseParams) -> ReleaseResult:
         )
         raise refusal
     if candidate.compiled.skipped_reason:
-        logger.warning(
+        get_run_logger().warning(
             "No Edge TPU model in this release: %s. Shipping the CPU model only.", candidate.compiled.skipped_reason
         )
+    return gates
 
+
+def _publish_version(
+    params: ReleaseParams, plan: ReleasePlan, candidate: Candidate, timings: dict[str, float], work_dir: Path
+) -> tuple[BuiltVersion, PublishOutcome]:
+    """Builds the version directory (golden outputs, manifest), signs it and publishes it to the registry."""
+    evaluation = candidate.evaluation
     with _build_dir(work_dir, params.model, plan.version) as build_dir:
         with _stage(timings, "golden"):
             golden = version_tasks.golden_outputs(candidate.cpu_tflite, params.golden_seeds)
@@ -124,8 +155,8 @@ def release_model(params: ReleaseParams) -> ReleaseResult:
                 candidate.metrics,
                 candidate.compiled.report,
                 golden,
-                reference=candidate.evaluation.reference if candidate.evaluation is not None else None,
-                calibration=candidate.evaluation.calibration if candidate.evaluation is not None else None,
+                reference=evaluation.reference if evaluation is not None else None,
+                calibration=evaluation.calibration if evaluation is not None else None,
                 model_task=candidate.task,
                 origin=candidate.origin,
             )
@@ -133,33 +164,26 @@ def release_model(params: ReleaseParams) -> ReleaseResult:
             built = version_tasks.sign_version(directory, manifest, params.signing, plan.registry_uri)
         with _stage(timings, "publish"):
             published = version_tasks.publish(plan.registry_uri, built)
+    return built, published
 
-    report = functools.partial(
-        decisions.report_of, params, plan.version, candidate, gates,
-        published=True, version_uri=plan.version_uri, signing_key=built.signing_key,
-    )
-    channel_uri = None
+
+def _move_channel(
+    params: ReleaseParams, plan: ReleasePlan, report: Callable[..., str], per_class: list[dict[str, object]] | None,
+    timings: dict[str, float],
+) -> str | None:
+    """Moves the release's channel to the published version when the release names one (`decisions.channel_move`);
+    returns the channel's URI (None: no channel). A refused move writes the report and raises."""
     move = decisions.channel_move(params, plan, f"{FLOW_NAME} {_run_id()}")
-    if move is not None:
-        with _stage(timings, "channel"):
-            try:
-                version_tasks.move_channel(
-                    plan.registry_uri, move.model, move.version, move.channel, move.expected_version, move.by,
-                    params.signing,
-                )
-            except EdgefleetError as error:
-                outcome = decisions.channel_refused_outcome(plan.version, move.channel, error)
-                version_tasks.publish_report(params.model, report(outcome), per_class)
-                raise
-        channel_uri = plan.channel_uri
-
-    outcome = decisions.published_outcome(
-        plan.version, params.channel, published.existing, candidate.compiled.skipped_reason,
-        evaluated=candidate.evaluation is not None,
-    )
-    markdown = report(outcome, channel_uri=channel_uri)
-    version_tasks.publish_report(params.model, markdown, per_class)
-    logger.info("%s", outcome)
-    return decisions.release_result(
-        params, plan, candidate, gates, built, published, channel_uri, timings, markdown
-    )
+    if move is None:
+        return None
+    with _stage(timings, "channel"):
+        try:
+            version_tasks.move_channel(
+                plan.registry_uri, move.model, move.version, move.channel, move.expected_version, move.by,
+                params.signing,
+            )
+        except EdgefleetError as error:
+            outcome = decisions.channel_refused_outcome(plan.version, move.channel, error)
+            version_tasks.publish_report(params.model, report(outcome), per_class)
+            raise
+    return plan.channel_uri
