@@ -110,28 +110,16 @@ def build_manifest(
             f"version directory {version_dir} does not exist", "create it and put the model files in it first"
         )
     names = version_files(version_dir)
-    if variants is None:
-        variants = {"cpu": CPU_MODEL_FILE}
-        if EDGETPU_MODEL_FILE in names:
-            variants["edgetpu"] = EDGETPU_MODEL_FILE
-    cpu_file = variants.get("cpu")
-    if cpu_file is None or cpu_file not in names:
-        raise ModelError(
-            f"version directory {version_dir} has no CPU model {cpu_file or CPU_MODEL_FILE}",
-            "every version ships a CPU model: add it (or name it in variants['cpu'])",
-        )
-    if labels_file is _AUTO:
-        labels_file = LABELS_FILE if LABELS_FILE in names else None
-    if labels_file is not None and label_count is None:
-        label_count = _count_labels(version_dir / labels_file)
+    variants = variants_of(names, variants, version_dir)
+    labels_file, label_count = _labels(version_dir, names, labels_file, label_count)
     if input is None or outputs is None:
-        input, outputs = _specs_from_model(version_dir / cpu_file, input, outputs)
+        input, outputs = _specs_from_model(version_dir / variants["cpu"], input, outputs)
     fields: dict[str, Any] = {
         "model": model,
         "version": version,
         "task": task,
         "files": tuple(file_entry(version_dir / name) for name in names),
-        "variants": dict(variants),
+        "variants": variants,
         "input": input,
         "outputs": tuple(outputs),
         "labels_file": labels_file,
@@ -148,6 +136,35 @@ def build_manifest(
     manifest = Manifest(**fields)
     check_manifest_consistency(manifest, str(version_dir))
     return manifest
+
+
+def variants_of(names: Sequence[str], variants: Mapping[str, str] | None, version_dir: Path) -> dict[str, str]:
+    """The manifest's variants (variant -> file name) for a directory holding `names`: `variants` as given, or
+    "cpu" plus "edgetpu" when its model is there. Pure.
+
+    Raises:
+        ModelError: no CPU model among `names` (every version ships one).
+    """
+    if variants is None:
+        variants = {"cpu": CPU_MODEL_FILE, **({"edgetpu": EDGETPU_MODEL_FILE} if EDGETPU_MODEL_FILE in names else {})}
+    cpu_file = variants.get("cpu")
+    if cpu_file is None or cpu_file not in names:
+        raise ModelError(
+            f"version directory {version_dir} has no CPU model {cpu_file or CPU_MODEL_FILE}",
+            "every version ships a CPU model: add it (or name it in variants['cpu'])",
+        )
+    return dict(variants)
+
+
+def _labels(
+    version_dir: Path, names: Sequence[str], labels_file: str | None, label_count: int | None
+) -> tuple[str | None, int | None]:
+    """The labels file (default: labels.txt when it is there) and the label count (default: counted in it)."""
+    if labels_file is _AUTO:
+        labels_file = LABELS_FILE if LABELS_FILE in names else None
+    if labels_file is not None and label_count is None:
+        label_count = _count_labels(version_dir / labels_file)
+    return labels_file, label_count
 
 
 def write_signed_version(
