@@ -10,12 +10,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from edgefleet.kernel.console import cli_error
-from edgefleet.kernel.contracts.manifest import MAX_POINTER_VALIDITY_DAYS
+from edgefleet.kernel.contracts.manifest import MAX_POINTER_VALIDITY_DAYS, ChannelPointer
 from edgefleet.kernel.errors import EdgefleetError
+
+if TYPE_CHECKING:
+    from types import EllipsisType
+
+    from edgefleet.flows.registry.trusted import CheckedChannel
 
 
 def _default_registry() -> str:
@@ -105,9 +111,6 @@ def promote(
     import getpass
     from datetime import timedelta
 
-    expected: object = ...
-    if expect is not None:
-        expected = None if expect.lower() == "none" else expect
     try:
         registry = open_registry(registry_uri)
         key = None
@@ -116,27 +119,31 @@ def promote(
         check_with = key.public_key() if key is not None else public_key
         before = registry.read_channel_checked(model, channel, check_with) if check_with is not None else None
         pointer = registry.promote(
-            model,
-            version,
-            channel,
-            by=f"edgefleet registry promote ({getpass.getuser()})",
-            expected_version=expected,
-            public_key=public_key,
-            signing_key=key,
-            downgrade=downgrade,
-            validity=timedelta(days=valid_days),
-            replace_unverified=replace_unverified,
+            model, version, channel, by=f"edgefleet registry promote ({getpass.getuser()})",
+            expected_version=expected_version(expect), public_key=public_key, signing_key=key, downgrade=downgrade,
+            validity=timedelta(days=valid_days), replace_unverified=replace_unverified,
         )
     except EdgefleetError as error:
         raise cli_error(error) from error
+    typer.echo(promotion_line(before, pointer))
+
+
+def expected_version(expect: str | None) -> str | None | EllipsisType:
+    """`--expect` as `RegistryWriter.promote` takes it: ... (not given: whatever the channel names), None for
+    'none' (the channel must not exist yet), else the version."""
+    if expect is None:
+        return ...
+    return None if expect.lower() == "none" else expect
+
+
+def promotion_line(before: CheckedChannel | None, pointer: ChannelPointer) -> str:
+    """What `promote` prints: the channel's move from what it named (`before`, as checked) to `pointer`."""
     was = before.pointer.version if before is not None and before.pointer is not None else "nothing"
     if before is not None and before.untrusted:
         was = f"a pointer that {before.problem} (replaced)"
     signed = f"signed, counter {pointer.counter}" if pointer.signed else "UNSIGNED"
-    typer.echo(
-        f"{model} channel {channel}: {was} -> {pointer.version} (manifest {pointer.manifest_sha256[:16]}..., "
-        f"{signed}{', downgrade' if pointer.downgrade else ''})"
-    )
+    return (f"{pointer.model} channel {pointer.channel}: {was} -> {pointer.version} (manifest "
+            f"{pointer.manifest_sha256[:16]}..., {signed}{', downgrade' if pointer.downgrade else ''})")
 
 
 def resign(

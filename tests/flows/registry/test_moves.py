@@ -113,3 +113,4 @@ def test_only_a_verified_pointer_is_resignable() -> None:
     assert "convert-unsigned birds --channel stable" in error.value.fix
     with pytest.raises(VerificationError):
         resignable(checked(FORGED, pointer))
+
