@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 from edgefleet.device.telemetry.batching import FlushClock, RecordBuffer
-from edgefleet.device.telemetry.builder import EventRecord, InferenceRecord, MessageDraft, TelemetryBuilder
+from edgefleet.device.telemetry.builder import EventRecord, InferenceRecord, MessageDraft, ResultLike, TelemetryBuilder
 from edgefleet.device.telemetry.config import TelemetryConfig
 from edgefleet.device.telemetry.health import read_health
 from edgefleet.device.telemetry.publisher import SpoolPublisher
 from edgefleet.device.telemetry.sinks import LocalSink, PubSubSink, Sink
 from edgefleet.device.telemetry.spool import MessageSigner, Spool
-from edgefleet.kernel.contracts.telemetry import EventKind, Health, ModelRef, ResultItem, ShadowSummary
+from edgefleet.kernel.contracts.telemetry import EventKind, Health, ModelRef, ShadowSummary
 from edgefleet.kernel.errors import TelemetryError
 
 log = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ class TelemetryService:
         self,
         model: ModelRef | None,
         latency_ms: float,
-        results: Sequence[ResultItem] = (),
+        results: Sequence[ResultLike] = (),
         *,
         error: str | None = None,
         time_s: float | None = None,
