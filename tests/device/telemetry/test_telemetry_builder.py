@@ -215,6 +215,7 @@ def test_the_engines_results_map_onto_the_telemetry_contract() -> None:
     engine_results = (EngineResult(1, "car", 0.75, BBox(1.0, 2.0, 30.5, 40.0)), EngineResult(2, "bus", 0.5))
     builder = TelemetryBuilder("every", 10.0, sample_results=True, max_results=2, start_time=T0)
     (message,) = _complete(builder.add_inference(InferenceRecord(T0 + 1, MODEL_A, 2.0, engine_results)))
+    assert message.inference is not None
     assert message.inference.top == [ResultItem(id=1, label="car", score=0.75, box=[1.0, 2.0, 30.5, 40.0]),
                                      ResultItem(id=2, label="bus", score=0.5)]
 
@@ -230,8 +231,8 @@ def test_a_result_the_contract_refuses_never_stalls_the_summary_windows() -> Non
     builder = TelemetryBuilder("summary", 10.0, sample_results=True, max_results=3, start_time=T0)
     builder.add_inference(InferenceRecord(T0 + 1, MODEL_A, 2.0, sampled))
     (first,) = _complete(builder.tick(T0 + 10.0))
-    assert first.inference.count == 1
+    assert first.inference is not None and first.inference.count == 1
     assert first.inference.top == [ResultItem(id=4, label="x" * MAX_NAME, score=0.9),
                                    ResultItem(id=6, label="dog", score=0.05)]  # the NaN left out, nothing else
     (second,) = _complete(builder.tick(T0 + 20.0))  # the next window opened and closes
-    assert second.inference.count == 0
+    assert second.inference is not None and second.inference.count == 0
