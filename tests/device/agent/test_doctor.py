@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 from edgefleet.device.agent.config import load_config
 from edgefleet.device.cli import app
 from edgefleet.device.doctor import (
-    Check,
     DoctorLimits,
     DoctorReport,
     blocking_failures,
@@ -27,6 +26,7 @@ from edgefleet.device.doctor import (
     check_registry,
     udev_rules_for_edgetpu,
 )
+from edgefleet.kernel.findings import Finding, Status
 
 from .test_agent import MODEL
 
@@ -156,10 +156,10 @@ def test_the_pubsub_check_connects_to_the_endpoint(tmp_path, monkeypatch):
 
 def test_tpu_failures_block_a_rollout_only_where_the_tpu_is_required():
     report = DoctorReport(checks=(
-        Check(name="libedgetpu", status="fail", detail="crash", fix="x"),
-        Check(name="disk", status="fail", detail="full", fix="y"),
-        Check(name="pubsub", status="fail", detail="unreachable", fix="z"),  # the spool holds telemetry
-        Check(name="clock", status="warn", detail="not synchronized"),
+        Finding(name="libedgetpu", status=Status.FAIL, detail="crash", fix="x"),
+        Finding(name="disk", status=Status.FAIL, detail="full", fix="y"),
+        Finding(name="pubsub", status=Status.FAIL, detail="unreachable", fix="z"),  # the spool holds telemetry
+        Finding(name="clock", status=Status.WARN, detail="not synchronized"),
     ))
 
     assert [c.name for c in blocking_failures(report, tpu_required=False)] == ["disk"]
