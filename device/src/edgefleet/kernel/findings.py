@@ -30,6 +30,7 @@ class Status(str, Enum):
     SKIP = "skip"
 
 
+MARKDOWN_STATUS = {Status.OK: "ok", Status.WARN: "*warn*", Status.FAIL: "**FAIL**", Status.SKIP: "skip"}
 STATUS_STYLE = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "bold red", Status.SKIP: "dim"}
 COLUMNS = ("check", "status", "detail", "fix")
 
@@ -93,6 +94,14 @@ def findings_table(findings: Sequence[Finding], title: str) -> Table:
     return table
 
 
+def findings_markdown(findings: Sequence[Finding]) -> list[str]:
+    """The findings as the lines of a markdown table (reports read in a browser: the release report)."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += [f"| {_cell(f.name)} | {MARKDOWN_STATUS[f.status]} | {_cell(f.detail)} | {_cell(f.fix or '')} |"
+              for f in findings]
+    return lines
+
+
 def print_findings(findings: Sequence[Finding], *, title: str, as_json: bool = False,
                    console: Console | None = None) -> None:
     """Prints the findings: the table, or with `as_json` the JSON list (on stdout, nothing else)."""
@@ -101,3 +110,8 @@ def print_findings(findings: Sequence[Finding], *, title: str, as_json: bool = F
         console.out(findings_json(findings), highlight=False)
     else:
         console.print(findings_table(findings, title))
+
+
+def _cell(text: str) -> str:
+    """Text in a markdown table cell: its own pipes and line breaks do not end the cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
