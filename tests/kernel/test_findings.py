@@ -22,7 +22,7 @@ from edgefleet.kernel.findings import (
 FINDINGS = (
     Finding(name="disk", status=Status.OK, detail="5000 MB free"),
     Finding(name="clock", status=Status.WARN, detail="not synchronized", fix="sudo timedatectl set-ntp true"),
-    Finding(name="registry", status=Status.FAIL, detail="gs://b [bold]unreachable[/bold] | 403", fix="log in"),
+    Finding(name="registry", status=Status.FAIL, detail="gs://b [bold]unreachable[/bold] | 403 :x:", fix="log in"),
     Finding(name="min_tpu_fraction", status=Status.SKIP, detail="not checked: no Edge TPU model"),
 )
 
@@ -41,11 +41,11 @@ def test_the_json_is_the_list_of_findings_and_reads_back_equal() -> None:
     assert parse_findings(findings_json(FINDINGS)) == FINDINGS
 
 
-def test_the_table_has_a_row_per_finding_its_summary_and_no_markup_taken_from_the_text() -> None:
+def test_the_table_has_a_row_per_finding_its_summary_and_no_markup_or_emoji_taken_from_the_text() -> None:
     rows = _printed(as_json=False).splitlines()
     assert rows[0].strip() == "edgefleet check"
     [registry] = [row for row in rows if "registry" in row]
-    assert "fail" in registry and "gs://b [bold]unreachable[/bold] | 403" in registry and "log in" in registry
+    assert "fail" in registry and "gs://b [bold]unreachable[/bold] | 403 :x:" in registry and "log in" in registry
     assert any("clock" in row and "warn" in row and "set-ntp" in row for row in rows)
     assert rows[-1].strip() == "1 ok, 1 failed, 1 warn, 1 skipped"
 
@@ -53,7 +53,7 @@ def test_the_table_has_a_row_per_finding_its_summary_and_no_markup_taken_from_th
 def test_the_markdown_table_keeps_a_pipe_in_a_detail_inside_its_cell() -> None:
     lines = findings_markdown(FINDINGS)
     assert lines[:2] == ["| check | status | detail | fix |", "|---|---|---|---|"]
-    assert lines[4] == "| registry | **FAIL** | gs://b [bold]unreachable[/bold] \\| 403 | log in |"
+    assert lines[4] == "| registry | **FAIL** | gs://b [bold]unreachable[/bold] \\| 403 :x: | log in |"
     assert len(lines) == 2 + len(FINDINGS)
 
 

@@ -16,8 +16,8 @@ from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 
 class Status(str, Enum):
@@ -88,9 +88,9 @@ def findings_table(findings: Sequence[Finding], title: str) -> Table:
     for column in COLUMNS:
         table.add_column(column, overflow="fold")
     for finding in findings:
-        # Details and fixes quote paths, URNs and error text: never read as markup.
-        table.add_row(finding.name, f"[{STATUS_STYLE[finding.status]}]{finding.status.value}[/]",
-                      escape(finding.detail), escape(finding.fix or ""))
+        # Details and fixes quote paths, URNs and error text: plain Text, never read as markup or emoji codes.
+        table.add_row(Text(finding.name), Text(finding.status.value, style=STATUS_STYLE[finding.status]),
+                      Text(finding.detail), Text(finding.fix or ""))
     return table
 
 
