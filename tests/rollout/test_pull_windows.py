@@ -4,7 +4,9 @@ device's own window code as the oracle), and the wave is judged once `first_wave
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -223,7 +225,8 @@ class _NightFleet:
     pull-mode agent does, and report it."""
 
     def __init__(self, clock: _NightClock, windows: dict[str, MaintenanceWindow | None]) -> None:
-        self.clock, self.windows, self.moved_at = clock, windows, {}
+        self.clock, self.windows = clock, windows
+        self.moved_at: dict[str, datetime] = {}
 
     def versions(self, stale_after_s: float) -> dict[str, str | None]:
         for device, window in self.windows.items():
@@ -231,7 +234,7 @@ class _NightFleet:
                 self.moved_at[device] = self.clock.now
         return {device: "1.1.0" if device in self.moved_at else "1.0.0" for device in self.windows}
 
-    def failures(self, devices: tuple[str, ...], version: str, since: datetime) -> dict[str, int]:
+    def failures(self, devices: Sequence[str], version: str, since: datetime) -> dict[str, int]:
         return {}
 
 
@@ -248,3 +251,21 @@ def test_the_watch_of_a_night_wave_started_at_noon_waits_for_the_window_and_sees
     assert seen.up == devices and not decide_pull_wave(seen, 0.0, None).halt
     assert clock.now >= NIGHT_OPENS > NOON + TIMEOUT  # it waited 12 hours, far past the report timeout
     assert min(fleet.moved_at.values()) >= NIGHT_OPENS  # and nobody moved outside the window
+
+
+def test_the_rollout_reads_each_devices_group_from_the_monitors_tags(tmp_path: Path) -> None:
+    from edgefleet.flows.rollout.pull_tasks import MonitorView
+    from edgefleet.monitor.aggregates import set_tags
+    from edgefleet.monitor.store import open_store
+
+    with open_store(tmp_path / "fleet.sqlite", latency_window=8, count_bucket_s=60.0) as store:
+        set_tags(store.connection, "cam-1", add=["night", "berlin"])
+        set_tags(store.connection, "cam-2", add=["lab"])
+        store.connection.commit()
+    path = tmp_path / "monitor.yaml"
+    path.write_text(f"monitor:\n  store_path: {tmp_path / 'fleet.sqlite'}\n  latency_window: 8\n")
+    tags = MonitorView(str(path), "birds").tags(["cam-1", "cam-2", "cam-3"])
+    assert tags == {"cam-1": ("berlin", "night"), "cam-2": ("lab",)}
+    plan = plan_wave((GroupWindow(tags=("night",), window=NIGHT),), ("cam-1", "cam-2", "cam-3"), tags, NOON, TIMEOUT)
+    assert (plan["cam-1"].window, plan["cam-2"].window, plan["cam-3"].window) == (NIGHT, None, None)
+    assert plan["cam-1"].due == NIGHT_OPENS + TIMEOUT and plan["cam-3"].due == NOON + TIMEOUT

@@ -9,14 +9,15 @@
 
 Each wave signs the channel pointer at a larger share (`flows.registry.staged`); the devices in the share
 take the version at their next poll (inside their maintenance window), the others stay on the version it
-replaces. The wave is watched in the fleet monitor's state (which devices report it, which refused it) and
-judged by the canary judge: the moved devices against the devices not moved yet, the same fleet at the same
+replaces. The wave is watched in the fleet monitor's state (which devices report it, which refused it; a device
+whose maintenance window is closed waits for it, its report timeout counted inside its window: `pull_windows.py`)
+and judged by the canary judge: the moved devices against the devices not moved yet, the same fleet at the same
 time. A failed wave signs share 0: every moved device goes back to the version it replaced (a signed
 send-back, which their floor allows). Same record (`rollouts/<id>.json`, `pull` progress), verdict
 artifact and `edgefleet rollout show` as the SSH rollout; re-running the same rollout resumes after the last
 passed wave. With `shadow.enabled`, a shadow wave on the first wave's devices comes first (`pull_shadow.py`):
 they run the version beside the old one, never acting on it, and a failed verdict halts the rollout there.
-The decisions are `pull_waves.py`'s and `pull_shadow.py`'s; this body only orchestrates.
+The decisions are `pull_waves.py`'s, `pull_windows.py`'s and `pull_shadow.py`'s; this body only orchestrates.
 """
 
 from __future__ import annotations

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -99,6 +100,14 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class WaveReads(Protocol):
+    """What a wave's watch reads of the fleet (`MonitorView`'s reads)."""
+
+    def versions(self, stale_after_s: float) -> Mapping[str, str | None]: ...
+
+    def failures(self, devices: Sequence[str], version: str, since: datetime) -> Mapping[str, int]: ...
+
+
 @dataclass(frozen=True)
 class WatchRule:
     """When a wave's watch ends (`pull_windows.wave_watched`): each device's window and report deadline, the
@@ -111,7 +120,7 @@ class WatchRule:
 
 
 @task(name="watch-wave", cache_policy=NO_CACHE, task_run_name="watch-wave {wave}")
-def watch_wave_task(wave: int, monitor: MonitorView, devices: tuple[str, ...], version: str, since: datetime,
+def watch_wave_task(wave: int, monitor: WaveReads, devices: tuple[str, ...], version: str, since: datetime,
                     max_failures: int, *, rule: WatchRule, poll_interval_s: float, stale_after_s: float,
                     clock: Callable[[], datetime] = _utc_now) -> WaveObservation:
     """Watches until every moved device reported `version`, refused it, or stayed silent past its report deadline
