@@ -22,6 +22,7 @@ from edgefleet.flows.rollout.pull_windows import (
     closed_now,
     next_opening,
     opening,
+    openings,
     plan_wave,
     quorum,
     report_due,
@@ -144,6 +145,7 @@ def test_devices_whose_window_has_not_opened_wait_for_it_instead_of_halting_the_
     assert not wave_watched(seen, plan, NOON + timedelta(hours=1), quorum=quorum(3, 3), threshold=0.0)
     assert closed_now(plan, devices, NOON + timedelta(hours=11)) == devices
     assert next_opening(plan, devices, NOON + timedelta(hours=1)) == NIGHT_OPENS
+    assert openings(plan, devices, NOON) == dict.fromkeys(devices, NIGHT_OPENS)
     # the window opened 5 minutes ago: two reported, the third may still
     now = NIGHT_OPENS + timedelta(minutes=5)
     seen, plan = _night_wave(devices, {"a": "1.1.0", "b": "1.1.0"}, now)
@@ -269,3 +271,23 @@ def test_the_rollout_reads_each_devices_group_from_the_monitors_tags(tmp_path: P
     plan = plan_wave((GroupWindow(tags=("night",), window=NIGHT),), ("cam-1", "cam-2", "cam-3"), tags, NOON, TIMEOUT)
     assert (plan["cam-1"].window, plan["cam-2"].window, plan["cam-3"].window) == (NIGHT, None, None)
     assert plan["cam-1"].due == NIGHT_OPENS + TIMEOUT and plan["cam-3"].due == NOON + TIMEOUT
+
+
+def test_the_record_notes_the_devices_left_waiting_for_their_window_when_the_wave_was_judged() -> None:
+    from prefect.logging import disable_run_logger
+
+    from edgefleet.flows.rollout.pull_flow import _note_window_waiting
+    from edgefleet.flows.rollout.record import DeviceRecord, PullProgress, RolloutRecord
+
+    devices = ("d1", "n1")
+    record = RolloutRecord(rollout_id="birds-1.1.0", model="birds", version="1.1.0", manifest_sha256="a" * 64,
+                           channel="stable", rollback_policy="all", pull=PullProgress(replaces="1.0.0"),
+                           devices={d: DeviceRecord(device_id=d, wave=1, before="1.0.0") for d in devices})
+    plan = plan_wave((GroupWindow(ids=("n1",), window=NIGHT),), devices, {}, NOON, TIMEOUT)
+    with disable_run_logger():
+        _note_window_waiting(record, WaveObservation(up=("d1",), refused=(), waiting=(), window_waiting=("n1",)),
+                             plan, wave=1)
+    assert record.devices["d1"].steps == []
+    (step,) = record.devices["n1"].steps
+    assert step.name == "window" and "waiting for its maintenance window when wave 1 was judged" in step.detail
+    assert "opens" in step.detail and record.devices["n1"].state == "pending"

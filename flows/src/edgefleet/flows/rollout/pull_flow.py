@@ -53,7 +53,7 @@ from edgefleet.flows.rollout.pull_waves import (
     next_rate_wave,
     next_share_wave,
 )
-from edgefleet.flows.rollout.pull_windows import WavePlan, next_opening, plan_wave, quorum
+from edgefleet.flows.rollout.pull_windows import WavePlan, openings, plan_wave, quorum
 from edgefleet.flows.rollout.record import (
     DeviceRecord,
     HaltInfo,
@@ -142,8 +142,9 @@ def _note_window_waiting(record: RolloutRecord, observation: WaveObservation, pl
     """Records (and logs) the wave's devices still waiting for their maintenance window when it was judged: they
     take the version when it opens, unwatched by this wave."""
     now = utc_now()
+    opens_at = openings(plan, observation.window_waiting, now)
     for device_id in observation.window_waiting:
-        opens = next_opening(plan, (device_id,), now)
+        opens = opens_at.get(device_id)
         record.devices[device_id].steps.append(StepRecord(
             name="window", ok=True, started_at=now, seconds=0.0,
             detail=f"waiting for its maintenance window when wave {wave} was judged"

@@ -115,6 +115,14 @@ def next_opening(plan: WavePlan, devices: Iterable[str], now: datetime) -> datet
     return min((opening(window, now) for window in windows if window is not None), default=None)
 
 
+def openings(plan: WavePlan, devices: Iterable[str], now: datetime) -> dict[str, datetime]:
+    """device id -> when its window opens next (`now` when it is open), for those of `devices` with a window;
+    computed once per distinct window."""
+    devices = [device for device in devices if plan[device].window is not None]
+    opens = {_key(window): opening(window, now) for window in _distinct(plan[device].window for device in devices)}
+    return {device: opens[_key(plan[device].window)] for device in devices}
+
+
 def due_devices(plan: WavePlan, devices: Iterable[str], now: datetime) -> tuple[str, ...]:
     """Those of `devices` whose report is not due yet at `now` (they may still report)."""
     return tuple(device for device in devices if now < plan[device].due)
