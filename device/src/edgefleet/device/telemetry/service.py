@@ -242,12 +242,13 @@ class TelemetryService:
         from_version: str | None = None,
     ) -> bool:
         """Queues one event: 'swap', 'swap_failed', 'rollback' or 'error' ('started' and 'stopped' are sent
-        by `start` and `stop`). Never blocks; returns False when dropped."""
+        by `start` and `stop`). Never blocks; returns False when dropped. An event is not dropped because the
+        buffer is full of inference records (a stalled writer): events have room of their own."""
         return self._offer(EventRecord(time.time(), kind, detail, model_version, model, from_version))
 
     def _offer(self, record: InferenceRecord | EventRecord) -> bool:
         with self._lock:  # put never blocks; the lock orders puts against stop() and each other
-            if self._accepting and self._records.put(record):
+            if self._accepting and self._records.put(record, reserved=isinstance(record, EventRecord)):
                 return True
             self._queue_dropped += 1
             dropped = self._queue_dropped
