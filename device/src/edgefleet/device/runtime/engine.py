@@ -27,13 +27,13 @@ from edgefleet.device.runtime.config import DEFAULT_RUNTIME_CONFIG, RuntimeConfi
 from edgefleet.device.runtime.interpreter import (
     LoadedModel,
     ModelInfo,
-    TfliteInterpreter,
     check_device,
     edgetpu_present,
     load_model,
 )
 from edgefleet.device.runtime.preprocess import Preprocessor, image_scale
 from edgefleet.device.runtime.quantization import dequantize
+from edgefleet.device.runtime.tflite_api import TfliteInterpreter
 from edgefleet.kernel.contracts.manifest import Manifest, TensorSpec, Variant
 from edgefleet.kernel.errors import EdgefleetError, ModelError, NoEdgeTpuError, VerificationError
 

@@ -15,14 +15,12 @@ import re
 import threading
 import traceback
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, NamedTuple, Protocol, TypedDict
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
-import numpy.typing as npt
 
 from edgefleet.device.runtime.adapters.common import tensor_spec
 from edgefleet.device.runtime.config import (
@@ -31,6 +29,7 @@ from edgefleet.device.runtime.config import (
     EDGETPU_CUSTOM_OP,
 )
 from edgefleet.device.runtime.library_file import library_file
+from edgefleet.device.runtime.tflite_api import TensorDetail, TfliteInterpreter
 from edgefleet.device.runtime.tflite_file import (
     FlatbufferError,
     custom_op_outputs,
@@ -39,29 +38,6 @@ from edgefleet.device.runtime.tflite_file import (
 )
 from edgefleet.kernel.contracts.manifest import TensorSpec
 from edgefleet.kernel.errors import ConfigError, ModelError, NoEdgeTpuError
-
-
-class TensorDetail(TypedDict):
-    """One tensor of `get_input_details()` / `get_output_details()`: the keys edgefleet reads (there are more)."""
-
-    name: str
-    index: int
-    shape: npt.NDArray[np.int32]
-    dtype: type[np.generic]
-    quantization: tuple[float, int]  # (scale, zero_point); (0.0, 0) when not quantized
-
-
-class TfliteInterpreter(Protocol):
-    """What edgefleet uses of a `tflite_runtime` / LiteRT `Interpreter` (neither package ships types)."""
-
-    def allocate_tensors(self) -> None: ...
-    def get_input_details(self) -> list[TensorDetail]: ...
-    def get_output_details(self) -> list[TensorDetail]: ...
-    def set_tensor(self, tensor_index: int, value: npt.ArrayLike) -> None: ...
-    def invoke(self) -> None: ...
-    def get_tensor(self, tensor_index: int) -> np.ndarray: ...
-    def tensor(self, tensor_index: int) -> Callable[[], np.ndarray]: ...
-
 
 Delegate = object
 """A loaded external delegate (opaque: handed back to the interpreter, kept alive while in use)."""

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 from edgefleet.device.runtime.adapters.common import output_tensor
 from edgefleet.device.runtime.quantization import dequantize
-
-if TYPE_CHECKING:  # the interpreter module imports the adapters
-    from edgefleet.device.runtime.interpreter import TfliteInterpreter
+from edgefleet.device.runtime.tflite_api import TfliteInterpreter
 
 
 class Class(NamedTuple):

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgefleet.device.runtime.preprocess import pixel_lut
+from edgefleet.device.runtime.tflite_api import TensorDetail, TfliteInterpreter
 from edgefleet.kernel.contracts.manifest import Quantization, TensorSpec
 from edgefleet.kernel.errors import ModelError
-
-if TYPE_CHECKING:  # the interpreter module imports this one
-    from edgefleet.device.runtime.interpreter import TensorDetail, TfliteInterpreter
 
 
 def input_details(interpreter: TfliteInterpreter, key: str) -> object:

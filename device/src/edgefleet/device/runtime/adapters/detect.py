@@ -14,15 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from edgefleet.device.runtime.adapters.common import input_size
+from edgefleet.device.runtime.tflite_api import TensorDetail, TfliteInterpreter
 from edgefleet.kernel.errors import ModelError
-
-if TYPE_CHECKING:  # the interpreter module imports the adapters
-    from edgefleet.device.runtime.interpreter import TensorDetail, TfliteInterpreter
 
 Signatures = Mapping[str, Mapping[str, Mapping[str, int]]]
 """LiteRT's full signature list: signature key -> {"inputs": {name: tensor index}, "outputs": {...}}."""
