@@ -21,6 +21,7 @@ from typing import NamedTuple
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edgefleet.device.bundle import (
+    PublicKeyLike,
     SignedManifest,
     check_manifest_signatures,
     read_signed_manifest,
@@ -44,7 +45,7 @@ from edgefleet.device.window import MaintenanceWindow
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import RegistryError, VerificationError
 from edgefleet.kernel.keyring import Keyring, UnknownKeyError, resolve_keyring
-from edgefleet.kernel.signing import KeyedSignature, PublicKeyLike, encode_signature, encode_signatures
+from edgefleet.kernel.signing import KeyedSignature, encode_signature, encode_signatures
 
 log = logging.getLogger(__name__)
 
