@@ -270,7 +270,7 @@ class _ManifestSource(Protocol):
 
 
 def verified_pointed_manifest(
-    registry: _ManifestSource, pointer: ChannelPointer, public_key: PublicKeyLike, *, source: str, fix: str
+    registry: _ManifestSource, pointer: ChannelPointer, public_key: KeyringLike, *, source: str, fix: str
 ) -> SignedManifest:
     """The manifest a pointer names, as the registry holds it: the same bytes (sha256) and signed by the key.
 
