@@ -18,12 +18,12 @@ from typer.testing import CliRunner
 
 from edgefleet.device.bundle import verify_version_dir
 from edgefleet.device.registry import RegistryReader, open_registry_reader
+from edgefleet.flows.release.candidate import training_cache_key
 from edgefleet.flows.release.compiler import CompileError
 from edgefleet.flows.release.dataset import DatasetError, decode_image
 from edgefleet.flows.release.demo_dataset import generate_demo_dataset
 from edgefleet.flows.release.flow import GateFailed, release_model
 from edgefleet.flows.release.report import artifact_key
-from edgefleet.flows.release.tasks import training_cache_key
 from edgefleet.flows.release.version_tasks import move_channel
 from edgefleet.kernel.contracts.layout import CPU_MODEL_FILE, LABELS_FILE
 from edgefleet.kernel.errors import ConflictError, ModelError, RegistryError

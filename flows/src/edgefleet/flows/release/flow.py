@@ -13,8 +13,8 @@ Run it from the Prefect UI (deployment `release-model`, see prefect.yaml), from 
     result = release_model(ReleaseParams(model="shapes"))
     print(result.version, result.version_uri)
 
-The body only orchestrates: each side effect is a task (`edgefleet.flows.release.tasks` make the candidate,
-`edgefleet.flows.release.version_tasks` publish it), each decision a pure function
+The body only orchestrates: each side effect is a task (`edgefleet.flows.release.candidate` makes the candidate,
+`edgefleet.flows.release.version_tasks` publishes it), each decision a pure function
 (`edgefleet.flows.release.decisions`). A release that fails a gate publishes nothing and fails with
 `GateFailed` after writing its report.
 """

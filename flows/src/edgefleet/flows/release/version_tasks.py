@@ -3,7 +3,7 @@ state), golden outputs, manifest, signature, upload, channel move and the releas
 
 One task per side effect. Retries: only the registry upload, which is idempotent (publishing identical
 content again is a no-op); nothing else is retried blindly. The tasks that make the candidate (dataset,
-training, quantization, evaluation, compilation) are in `edgefleet.flows.release.tasks`.
+training, quantization, evaluation, compilation) are in `edgefleet.flows.release.candidate`.
 """
 
 from __future__ import annotations
