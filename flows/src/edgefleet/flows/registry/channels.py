@@ -170,7 +170,7 @@ class ChannelMoves(RegistryReader):
             "find out who else writes this channel, then promote again",
         )
 
-    def read_channel_checked(self, model: str, channel: str, public_key: PublicKeyLike) -> CheckedChannel:
+    def read_channel_checked(self, model: str, channel: str, public_key: KeyringLike) -> CheckedChannel:
         """Reads a channel pointer and judges it against the release public key (`flows.registry.trusted`):
         what the pipelines use before a pointer is the base of anything. Never raises for the pointer's content.
         """
@@ -259,7 +259,7 @@ class ChannelMoves(RegistryReader):
 
 
 def verified_pointed_manifest(
-    registry: RegistryReader, pointer: ChannelPointer, public_key: PublicKeyLike, *, source: str, fix: str
+    registry: RegistryReader, pointer: ChannelPointer, public_key: KeyringLike, *, source: str, fix: str
 ) -> SignedManifest:
     """The manifest a pointer names, as the registry holds it: the same bytes (sha256) and signed by the key.
 

@@ -30,6 +30,9 @@ from edgefleet.flows.registry.base import PublishResult, RegistryWriter
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE, SIGNATURE_FILE
 from edgefleet.kernel.errors import ConflictError, RegistryError
 
+# _GCS_TIMEOUT: google-cloud-storage leaves `timeout` unannotated with a default of 60, so pyright infers int;
+# its documented type is "float or tuple" (seconds, or connect and read seconds), as the request timeout here.
+
 log = logging.getLogger(__name__)
 
 JSON_CONTENT_TYPE = "application/json"
@@ -105,7 +108,7 @@ class GcsRegistryWriter(RegistryWriter, GcsRegistryReader):
                     content_type=content_type,
                     if_generation_match=0,
                     checksum="crc32c",
-                    timeout=self.options.request_timeout_s,
+                    timeout=self.options.request_timeout_s,  # pyright: ignore[reportArgumentType] - _GCS_TIMEOUT
                     retry=self._retry,
                 )
         except ConflictError:
@@ -119,21 +122,31 @@ class GcsRegistryWriter(RegistryWriter, GcsRegistryReader):
                 f"if no other publish is running, delete the incomplete version: gcloud storage rm -r "
                 f"{self.describe(key.rsplit('/', 1)[0])}/ , then publish again",
             ) from None
+        generation = self._stored_generation(blob, key)
         if not local.matches(blob):
-            self._delete_created([(key, blob.generation)])
+            self._delete_created([(key, generation)])
             raise RegistryError(
                 f"upload of {path} to {self.describe(key)} was corrupted (GCS has crc32c {blob.crc32c}, md5 "
                 f"{blob.md5_hash}, {blob.size} bytes; the file has {local.crc32c}, {local.md5}, "
                 f"{local.size})",
                 "publish again; if it persists, check the network path to GCS",
             )
+        return generation
+
+    def _stored_generation(self, blob: storage.Blob, key: str) -> int:
+        """The generation of the object just written (GCS's answer to a write always carries it)."""
+        if blob.generation is None:
+            raise RegistryError(f"GCS answered the write of {self.describe(key)} without its generation",
+                                "write it again; if it persists, check the network path to GCS")
         return blob.generation
 
     def _delete_created(self, created: list[tuple[str, int]]) -> None:
         for key, generation in reversed(created):
             try:
                 self._bucket().blob(self._object(key)).delete(
-                    if_generation_match=generation, timeout=self.options.request_timeout_s, retry=self._retry
+                    if_generation_match=generation,
+                    timeout=self.options.request_timeout_s,  # pyright: ignore[reportArgumentType] - _GCS_TIMEOUT
+                    retry=self._retry,
                 )
                 log.info("removed %s after a failed publish", self.describe(key))
             except (google_errors.NotFound, google_errors.PreconditionFailed):
@@ -156,7 +169,7 @@ class GcsRegistryWriter(RegistryWriter, GcsRegistryReader):
                     data,
                     content_type=JSON_CONTENT_TYPE,
                     checksum="crc32c",
-                    timeout=self.options.request_timeout_s,
+                    timeout=self.options.request_timeout_s,  # pyright: ignore[reportArgumentType] - _GCS_TIMEOUT
                     **conditions,
                 )
         except ConflictError:
@@ -176,4 +189,4 @@ class GcsRegistryWriter(RegistryWriter, GcsRegistryReader):
                 f"{expected_crc})",
                 "write it again",
             )
-        return int(blob.generation)
+        return self._stored_generation(blob, key)

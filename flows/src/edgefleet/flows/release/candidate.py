@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
-from prefect.states import State
+from prefect.client.schemas.objects import State
 
 from edgefleet.flows.release import tasks
 from edgefleet.flows.release.brought import check_can_evaluate
@@ -25,6 +25,7 @@ from edgefleet.flows.release.report import CandidateSummary
 from edgefleet.kernel.contracts.manifest import Metrics, Origin
 
 CACHED_STATE_NAME = "Cached"
+R = TypeVar("R")
 NO_DATASET_NOTE = "no dataset: not evaluated, no accuracy gates, no reference distributions"
 
 Stage = Callable[[str], AbstractContextManager[None]]
@@ -51,7 +52,7 @@ class Candidate(NamedTuple):
     precompiled: bool
 
 
-def _result_of(state: State) -> tuple[object, bool]:
+def _result_of(state: State[R]) -> tuple[R, bool]:
     return state.result(), state.name == CACHED_STATE_NAME
 
 
