@@ -29,9 +29,6 @@ from edgefleet.flows.registry.base import PublishResult, RegistryWriter
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE, SIGNATURE_FILE
 from edgefleet.kernel.errors import ConflictError, RegistryError
 
-# _GCS_TIMEOUT: google-cloud-storage leaves `timeout` unannotated with a default of 60, so pyright infers int;
-# its documented type is "float or tuple" (seconds, or connect and read seconds), as the request timeout here.
-
 log = logging.getLogger(__name__)
 
 JSON_CONTENT_TYPE = "application/json"
@@ -107,7 +104,7 @@ class GcsRegistryWriter(RegistryWriter, GcsRegistryReader):
                     content_type=content_type,
                     if_generation_match=0,
                     checksum="crc32c",
-                    timeout=self.options.request_timeout_s,  # pyright: ignore[reportArgumentType] - _GCS_TIMEOUT
+                    timeout=self.options.request_timeout_s,
                     retry=self._retry,
                 )
         except ConflictError:
@@ -132,7 +129,7 @@ class GcsRegistryWriter(RegistryWriter, GcsRegistryReader):
             )
         return generation
 
-    def _stored_generation(self, blob: storage.Blob, key: str) -> int:
+    def _stored_generation(self, blob: GcsBlob, key: str) -> int:
         """The generation of the object just written (GCS's answer to a write always carries it)."""
         if blob.generation is None:
             raise RegistryError(f"GCS answered the write of {self.describe(key)} without its generation",
@@ -143,9 +140,7 @@ class GcsRegistryWriter(RegistryWriter, GcsRegistryReader):
         for key, generation in reversed(created):
             try:
                 self._bucket().blob(self._object(key)).delete(
-                    if_generation_match=generation,
-                    timeout=self.options.request_timeout_s,  # pyright: ignore[reportArgumentType] - _GCS_TIMEOUT
-                    retry=self._retry,
+                    if_generation_match=generation, timeout=self.options.request_timeout_s, retry=self._retry
                 )
                 log.info("removed %s after a failed publish", self.describe(key))
             except (google_errors.NotFound, google_errors.PreconditionFailed):
@@ -168,7 +163,7 @@ class GcsRegistryWriter(RegistryWriter, GcsRegistryReader):
                     data,
                     content_type=JSON_CONTENT_TYPE,
                     checksum="crc32c",
-                    timeout=self.options.request_timeout_s,  # pyright: ignore[reportArgumentType] - _GCS_TIMEOUT
+                    timeout=self.options.request_timeout_s,
                     **conditions,
                 )
         except ConflictError:
