@@ -141,7 +141,8 @@ def build_wheel(project_dir: Path, out_dir: Path) -> Path:
 def deploy_device(job: DeviceDeploy) -> DeployResult:
     """Installs and (re)starts the agent on one device; failures are returned (with the step that failed), not
     raised."""
-    device, steps = job.device, list[StepRecord]()
+    device = job.device
+    steps: list[StepRecord] = []
     connection = DeviceConnection(device, job.known_hosts)
     try:
         with record_step(steps, "connect") as note:
@@ -163,6 +164,9 @@ def deploy_device(job: DeviceDeploy) -> DeployResult:
             raise error from failure
         return DeployResult(device_id=device.id, ok=False, detail=f"{error.message} (fix: {error.fix})",
                             steps=tuple(steps))
+    except EdgefleetError as error:  # between steps (none expected): still a result, never a crashed task
+        return DeployResult(device_id=device.id, ok=False, detail=f"{error.message} (fix: {error.fix})",
+                            steps=tuple(steps))
     finally:
         connection.close()
     return DeployResult(device_id=device.id, ok=True, pid=deployed.pid, wheel_uploaded=deployed.wheel_uploaded,
@@ -176,7 +180,11 @@ def deploy_steps(connection: DeviceShell, job: DeviceDeploy, steps: list[StepRec
         StepFailed: naming the step, its cause the step's error.
     """
     params, device = job.params, connection.device
-    credentials = credentials_text(params.credentials_file, device.id) if params.credentials_file else None
+    credentials = None
+    if params.credentials_file:  # read (and checked) before the device is changed
+        with record_step(steps, "read credentials") as note:
+            credentials = credentials_text(params.credentials_file, device.id)
+            note.detail = params.credentials_file.replace(DEVICE_ID_FIELD, device.id)
     with record_step(steps, "agent root") as note:
         root = note.detail = agent_root(connection)
     with record_step(steps, "config dir") as note:
