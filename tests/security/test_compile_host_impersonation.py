@@ -1,7 +1,7 @@
 """Finding 2, compile host not verified: `flows/release/compiler.py` connected with Fabric's default policy
 (unknown host keys accepted), and what that host returned got signed. The compile host is now reached with
-the rollout's SSH connection (`DeviceConnection`: known_hosts, RejectPolicy): a host with an unknown or
-changed key is refused, and the release signs and publishes nothing."""
+the fleet's one SSH connection (`HostConnection` of a `CompileHostSpec`: known_hosts, RejectPolicy): a host
+with an unknown or changed key is refused, and the release signs and publishes nothing."""
 
 from __future__ import annotations
 

@@ -2,11 +2,8 @@
 
 preflight -> upload_missing -> verify_remote -> activate -> wait_healthy (up?) -> (done | rollback_to);
 the wave's canary judgement then reads the agents' status (`probe`) when no fleet monitor is there.
-
-The device is read with one small shell command (`probe`: the agent's `status.json`, the store's
-`current` / `previous` pointers, its refusals, free disk space and the device clock), so health polling
-costs no Python start-up on the device; changes go through the device CLI (`edgefleet-agent verify /
-install / activate`), which verifies signatures and switches pointers atomically.
+`probe`, `verify_remote`, `activate` and `rollback_to` are agent operations (`edgefleet.flows.fleet.agent`);
+here is the rollout's policy: what makes a device ready, what to send, when it counts as up.
 """
 
 from __future__ import annotations
