@@ -47,6 +47,7 @@ def test_a_device_that_cannot_be_reached_reads_as_a_failed_connect_step(tmp_path
     result = deploy_device.fn(job)
     assert not result.ok and "key_file" in result.detail
     assert [(step.name, step.ok) for step in result.steps] == [("connect", False)]
+    assert result.failed_step == "connect"
     assert "/nonexistent/key does not exist" in result.steps[0].detail
 
 

@@ -103,6 +103,11 @@ class DeployResult(BaseModel):
     detail: str = ""
     steps: tuple[StepRecord, ...] = ()
 
+    @property
+    def failed_step(self) -> str | None:
+        """The step the deploy stopped at (None: none failed)."""
+        return next((step.name for step in self.steps if not step.ok), None)
+
 
 class DeployFailed(EdgefleetError):
     """The agent could not be installed or started on some devices."""
@@ -281,5 +286,7 @@ def deploy_agent(params: DeployAgentParams) -> list[DeployResult]:
         (logger.info if result.ok else logger.error)("%s: %s", result.device_id, result.detail)
     if failed:
         raise DeployFailed(f"the agent could not be deployed on {', '.join(r.device_id for r in failed)}: "
-                           f"{failed[0].detail}", "fix the cause and re-run (the flow is safe to repeat)")
+                           f"{failed[0].device_id} at step {failed[0].failed_step!r}: {failed[0].detail}",
+                           f"fix the cause and re-run (the flow is safe to repeat); every device's steps are in "
+                           f"the run's artifact {ARTIFACT_KEY}")
     return results
