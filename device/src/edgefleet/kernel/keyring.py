@@ -96,7 +96,7 @@ class Keyring:
         return f"{self.source} (key ids {', '.join(self.ids) or 'none'})"
 
 
-KeyringLike = Union[Keyring, Ed25519PublicKey, str, os.PathLike]
+KeyringLike = Union[Keyring, Ed25519PublicKey, str, os.PathLike[str]]
 """A keyring, one public key, or the path of a key file or keyring directory (Python 3.9: no `X | Y` here)."""
 
 
@@ -163,10 +163,10 @@ def _read_ring_dir(directory: Path, keys: list[Ed25519PublicKey], problems: list
         log.warning("release keyring: %s", problem)
 
 
-def keyring_stamp(path: str | os.PathLike[str]) -> tuple:
+def keyring_stamp(path: str | os.PathLike[str]) -> tuple[tuple[str, int, int, int], ...]:
     """What changes when the keyring at `path` changes (its entries' names, sizes and times): cheap to take at
     every poll, so a version waiting for a key is tried again as soon as the key is installed."""
-    stamp = []
+    stamp: list[tuple[str, int, int, int]] = []
     for entry in ring_paths(path):
         try:
             info = entry.stat()
