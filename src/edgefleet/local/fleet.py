@@ -267,7 +267,7 @@ class SimulatedFleet:
 
     def write_inventory(self, path: Path | None = None, **defaults: Any) -> Path:
         """Writes fleet.yaml for this fleet (defaults override the generated ones)."""
-        from edgefleet.flows.rollout.inventory import dump_inventory
+        from edgefleet.flows.fleet.inventory import dump_inventory
 
         path = path or self.inventory_path
         base = {"user": self.user, "key_file": str(self.client_key), "agent_command": self.agent_command,
