@@ -6,7 +6,7 @@ are recorded at the clients' transports (`tests.infra.support.iam_conformance.Ca
 the Pub/Sub channels, a wrapper of the HTTP session for Cloud Storage). Cloud Monitoring has no emulator: the
 monitor writes its metrics to a fake `MetricServiceClient` and the call is recorded at that fake's boundary
 (`via` says so). The grants come from the program run under Pulumi's mocks. The table of method -> permission
-(with Google's reference for each row) is `edgefleet.infra.iam_table`.
+(with Google's reference for each row) is `tests.infra.support.iam_table`.
 
 Before this issue the monitor's start-up `GetSubscription` (pubsub.subscriptions.get) was granted by nothing
 (roles/pubsub.subscriber lacks it): `test_the_monitor_without_pubsub_viewer_is_caught` keeps that finding.
@@ -44,7 +44,6 @@ from edgefleet.flows.registry.enrolment import approve_requests, create_token
 from edgefleet.flows.release.agent import promote_agent, publish_agent
 from edgefleet.flows.release.bundle import create_version_dir
 from edgefleet.infra.__main__ import build
-from edgefleet.infra.iam_table import METHOD_PERMISSIONS, ROLE_PERMISSIONS
 from edgefleet.infra.policy import iam_bindings
 from edgefleet.infra.pools import ENROL_POOL, POOL_IDENTITY
 from edgefleet.kernel.contracts import layout
@@ -56,6 +55,7 @@ from edgefleet.local.gcs_preconditions import enforce_generation_preconditions
 from edgefleet.monitor.config import CloudMetricsConfig, MonitorConfig
 from edgefleet.monitor.service import run_monitor
 from tests.infra.support.iam_conformance import VIA_FAKE, VIA_GRPC, VIA_HTTP, ApiCall, CallRecorder, check_conformance
+from tests.infra.support.iam_table import METHOD_PERMISSIONS, ROLE_PERMISSIONS
 from tests.infra.support.testing import PROJECT, StackRun, run_program, stack_config
 
 IDENTITIES = ("device", "pipeline", "monitor")

@@ -178,14 +178,19 @@ class LocalStack:
 
     def check_alive(self) -> None:
         """Raises EdgefleetError naming the first part that stopped (emulator, a device's sshd, Prefect)."""
-        if self.emulator is not None and self.emulator.process is not None:
-            self.emulator.process.check_alive()
-        for device in (self.fleet.devices.values() if self.fleet is not None else ()):
-            if device.sshd is None or not device.sshd.running:
-                raise EdgefleetError(f"the sshd of simulated device {device.device_id} stopped",
-                                     f"see {device.home / 'sshd.log'}")
-        if self.prefect is not None:
-            self.prefect.check_alive()
+        check_alive(self.emulator, self.fleet, self.prefect)
+
+
+def check_alive(emulator: PubSubEmulator | None, fleet: SimulatedFleet | None, prefect: LocalPrefectUi | None) -> None:
+    """Raises EdgefleetError naming the first of these parts that stopped (a device: its sshd)."""
+    if emulator is not None and emulator.process is not None:
+        emulator.process.check_alive()
+    for device in (fleet.devices.values() if fleet is not None else ()):
+        if device.sshd is None or not device.sshd.running:
+            raise EdgefleetError(f"the sshd of simulated device {device.device_id} stopped",
+                                 f"see {device.home / 'sshd.log'}")
+    if prefect is not None:
+        prefect.check_alive()
 
 
 @contextmanager
