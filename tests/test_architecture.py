@@ -29,7 +29,7 @@ PACKAGES = ("kernel", "device", "flows", "monitor", "local", "cli", "infra")
 ALLOWED = {
     "kernel": set(),
     "device": {"kernel"},
-    "flows": {"kernel", "device", "monitor", "root"},  # the rollout judges from the fleet state
+    "flows": {"kernel", "device", "monitor"},  # the rollout judges from the fleet state
     "monitor": {"kernel", "device"},
     "infra": {"kernel", "device"},
     "local": {"kernel", "device", "flows", "monitor", "infra", "root"},

@@ -30,8 +30,8 @@ def publish(
     wheel: Path = typer.Argument(..., exists=True, dir_okay=False,
                                  help="the edgefleet wheel (pip wheel --no-deps ./device)"),
     version: str = typer.Option(..., "--version", help="the agent version (MAJOR.MINOR.PATCH)"),
-    locks: list[Path] = typer.Option([], "--lock", help="a hashed lock (repeat; default: every flows/locks/"
-                                     "device-py*.txt)"),
+    locks: list[Path] = typer.Option([], "--lock", help="a hashed lock (repeat; default: every "
+                                     "flows/src/edgefleet/flows/locks/device-py*.txt)"),
     signing_key: Path = SigningKeyOption,
     signing_secret_block: str = SigningBlockOption,
     allow_development_key: bool = AllowDevKeyOption,

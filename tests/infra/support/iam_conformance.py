@@ -287,7 +287,7 @@ def check_conformance(
                         "iam-conformance", f"{identity}: {method}",
                         f"{identity} calls {method} on {target.kind} {target.name}{on_object}, which needs "
                         f"{permission} ({row.source}); no role granted to {identity} there includes it: grant "
-                        f"{roles} on that {target.kind} in infra/identity.py"))
+                        f"{roles} on that {target.kind} in infra/src/edgefleet/infra/identity.py"))
                 for binding in holders:
                     used.add((bindings.index(binding), identity))
         for binding in grants:

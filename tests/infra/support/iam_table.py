@@ -247,7 +247,7 @@ class UnknownMethodError(LookupError):
         super().__init__(
             f"API method {method} is called but has no entry in tests.infra.support.iam_table.METHOD_PERMISSIONS; "
             "add a MethodPermission row with the permission(s) Google's IAM reference gives for it and that "
-            "reference's address, then grant a role holding them in infra/identity.py"
+            "reference's address, then grant a role holding them in infra/src/edgefleet/infra/identity.py"
         )
         self.method = method
 

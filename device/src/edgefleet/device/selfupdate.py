@@ -233,7 +233,7 @@ def fetch_release(registry: RegistryReader, public_key: KeyringLike, pointer: Ch
     lock = manifest.lock_for(python, arch)
     if lock is None:
         raise VerificationError(f"agent {version} has no lock for Python {python} on {arch}",
-                                "publish the release with the locks of flows/locks/")
+                                "publish the release with the locks of flows/src/edgefleet/flows/locks/")
     dest.mkdir(parents=True, exist_ok=True)
     for entry in (manifest.wheel, lock):
         registry.download_object(agent_file_key(version, entry.name), dest / entry.name, max_bytes=entry.size)

@@ -198,7 +198,7 @@ def build_time_series(project: str, end_time: datetime, period_messages: Mapping
                       for _, device in sorted(states.items())]
         else:
             raise ValueError(f"metric {metric.type} has no value in the fleet monitor: add it to DEVICE_VALUES "
-                             "or PERIOD_COUNT_METRICS in monitor/cloud_metrics.py")
+                             "or PERIOD_COUNT_METRICS in flows/src/edgefleet/monitor/cloud_metrics.py")
         for (device_id, model, version), value in points:
             if value is None:
                 continue

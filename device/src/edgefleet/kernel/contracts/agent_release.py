@@ -77,7 +77,7 @@ class AgentManifest(BaseModel):
 
 
 def lock_name(python: str, arch: str) -> str:
-    """`device-py3.11-aarch64.txt` (the same names as flows/locks/)."""
+    """`device-py3.11-aarch64.txt` (the same names as flows/src/edgefleet/flows/locks/)."""
     return f"{LOCK_EXTRA}-py{python}-{arch}.txt"
 
 

@@ -70,7 +70,7 @@ def locks_dir() -> Path:
 
 
 def load_pins(directory: Path | None = None) -> EdgeTpuPins:
-    """The libedgetpu/runtime pairs (flows/locks/edgetpu-pairs.toml)."""
+    """The libedgetpu/runtime pairs (flows/src/edgefleet/flows/locks/edgetpu-pairs.toml)."""
     path = (directory or locks_dir()) / PAIRS_FILE
     return EdgeTpuPins.model_validate(tomllib.loads(path.read_text()))
 
@@ -150,7 +150,7 @@ def write_locks(project: Path, directory: Path, uv: tuple[str, ...] = UV, python
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write the hashed device locks (flows/locks/).")
+    parser = argparse.ArgumentParser(description="Write the hashed device locks (flows/src/edgefleet/flows/locks/).")
     parser.add_argument("--project", type=Path, default=Path.cwd(), help="the edgefleet source tree")
     parser.add_argument("--uv", default=None, help="the uv executable (default: python -m uv)")
     args = parser.parse_args(argv)

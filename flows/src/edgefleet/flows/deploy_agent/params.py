@@ -97,13 +97,15 @@ class DeployAgentParams(BaseModel):
     extra_site_dirs: tuple[DevicePath, ...] = Field(default=(),
                                                     description="offline: added to the venv's path (.pth)")
     locked: bool = Field(default=True, description="install the device extra from the hashed lock of the device's "
-                         "Python and CPU (pip --require-hashes; flows/locks/); false lets pip resolve unpinned")
+                         "Python and CPU (pip --require-hashes; flows/src/edgefleet/flows/locks/); false lets pip "
+                         "resolve unpinned")
     wheelhouse: DevicePath | None = Field(
         default=None, description="offline devices: a directory on the device holding the wheels of its lock (pip "
         "--no-index --find-links)")
     libedgetpu_debs: str | None = Field(
         default=None, description="a directory on this machine with the .deb files of the libedgetpu build paired "
-        "with the runtime (flows/locks/edgetpu-pairs.toml); each device gets the one for its CPU (and its "
+        "with the runtime (flows/src/edgefleet/flows/locks/edgetpu-pairs.toml); each device gets the one for its "
+        "CPU (and its "
         "distribution, by the file's suffix, when there are builds for several)")
     service: ServiceManager = Field(default=SystemdService(),
                                     description="how the agent runs: systemd, or process (no systemd as init)")

@@ -57,7 +57,7 @@ def build_manifest(wheel: Path, locks: list[Path], version: str, *, signing_key:
         ValueError: the wheel name does not match the version, or no lock.
     """
     if not locks:
-        raise ValueError("an agent release needs the hashed locks (flows/locks/device-py*.txt)")
+        raise ValueError("an agent release needs the hashed locks (flows/src/edgefleet/flows/locks/device-py*.txt)")
     manifest = AgentManifest(version=version, wheel=_entry(wheel), locks=tuple(_entry(lock) for lock in locks),
                              source_commit=source_commit, signing_key_id=key_id(signing_key.public_key()))
     data = manifest.to_json_bytes()

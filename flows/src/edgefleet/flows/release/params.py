@@ -165,5 +165,6 @@ def load_params(path: Path) -> ReleaseParams:
     return load(
         ReleaseParams, path, what="release config",
         missing_fix="pass the path of a release YAML file, e.g. `edgefleet release --config release.yaml`",
-        shape_fix="start from flows/release/release.example.yaml (model, dataset, training, registry...)",
+        shape_fix="start from flows/src/edgefleet/flows/release/release.example.yaml (model, dataset, training, "
+                  "registry...)",
         fix="correct the named fields (see ReleaseParams in edgefleet.flows.release.params)")
