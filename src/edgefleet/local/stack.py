@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgefleet.kernel.errors import EdgefleetError
 from edgefleet.local.emulators import PubSubEmulator
-from edgefleet.local.fleet import SimulatedFleet
+from edgefleet.local.fleet import FleetSettings, SimulatedFleet
 from edgefleet.local.twin import PUBSUB_EMULATOR_ENV, STORAGE_EMULATOR_ENV, TwinSettings, TwinState
 from edgefleet.local.ui import LocalPrefectUi
 from edgefleet.monitor.config import DriftWatchConfig, IdentityConfig, IngestConfig, MonitorConfig
@@ -82,6 +82,7 @@ class FleetSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     devices: int = Field(ge=1, le=20)
+    device_prefix: str = Field(default="sim", min_length=1, description="device ids: <prefix>-1, <prefix>-2 ...")
     tags: dict[str, tuple[str, ...]] = Field(default_factory=dict, description="device id -> tags")
     agent: dict[str, Any] | None = Field(
         default=None, description="agent.yaml fields every device's agent shares (device_id and root filled in); "
@@ -293,6 +294,7 @@ def _fleet(stack: ExitStack, spec: StackSpec, host: str, keys: StackKeys) -> Sim
     log.info("starting %d simulated devices (sshd%s each)", fleet_spec.devices, " + agent" if with_agents else "")
     fleet = SimulatedFleet(spec.fleet_dir, fleet_spec.devices, agent=fleet_spec.agent, tags=fleet_spec.tags,
                            agent_env={PUBSUB_EMULATOR_ENV: host},
+                           settings=FleetSettings(device_prefix=fleet_spec.device_prefix),
                            # the agents' keys are registered as deploy-agent would; without agents it does
                            key_registry=str(spec.registry_dir) if with_agents else None,
                            enrolment_key=spec.enrolment_key)
