@@ -47,6 +47,7 @@ from edgefleet.infra.names import CORE_APIS, FLEET_GRANTS, PREREQUISITE_APIS, X5
 from edgefleet.infra.outputs import StackOutputs
 from edgefleet.kernel.contracts import layout
 from edgefleet.kernel.contracts.telemetry import telemetry_avro_schema
+from edgefleet.kernel.findings import Status, parse_findings
 from edgefleet.kernel.metrics import METRICS_BY_TYPE
 from edgefleet.local.emulators import PubSubEmulator
 from tests.infra.support.testing import PROJECT, PROJECT_NUMBER
@@ -94,7 +95,7 @@ def emulated_topic(pubsub_emulator_private: PubSubEmulator,
 def test_the_topic_schema_accepts_this_agents_telemetry(emulated_topic: SimpleNamespace) -> None:
     emulated_topic.deploy(telemetry_avro_schema())
     result = check_topic_schema(emulated_topic.publisher, emulated_topic.schemas, OUTPUTS, sample_telemetry())
-    assert result.ok, result.line()
+    assert result.status is Status.OK, result
 
 
 def test_a_topic_schema_of_another_revision_is_reported(emulated_topic: SimpleNamespace) -> None:
@@ -102,13 +103,13 @@ def test_a_topic_schema_of_another_revision_is_reported(emulated_topic: SimpleNa
     other["fields"] = [*other["fields"], {"name": "signature", "type": "string"}]  # required, the agent lacks it
     emulated_topic.deploy(other)
     result = check_topic_schema(emulated_topic.publisher, emulated_topic.schemas, OUTPUTS, sample_telemetry())
-    assert not result.ok
+    assert result.status is Status.FAIL
     assert "refuses this agent's telemetry" in result.detail and "pulumi up" in result.fix
 
 
 def test_a_missing_topic_is_reported_with_pulumi_up(emulated_topic: SimpleNamespace) -> None:
     result = check_topic_schema(emulated_topic.publisher, emulated_topic.schemas, OUTPUTS, sample_telemetry())
-    assert (result.ok, result.fix) == (False, "pulumi up (in the repo root)")
+    assert (result.status, result.fix) == (Status.FAIL, "pulumi up (in the repo root)")
     assert "does not exist" in result.detail
 
 
@@ -132,12 +133,12 @@ class ServiceUsage:
 
 
 def test_apis_enabled_and_disabled() -> None:
-    assert check_apis(ServiceUsage(set(CORE_APIS)), PROJECT, bigquery=False).ok
+    assert check_apis(ServiceUsage(set(CORE_APIS)), PROJECT, bigquery=False).status is Status.OK
     result = check_apis(ServiceUsage(set(CORE_APIS) - {"monitoring.googleapis.com"}), PROJECT, bigquery=False)
-    assert not result.ok
+    assert result.status is Status.FAIL
     assert "monitoring.googleapis.com" in result.detail
     assert f"gcloud services enable monitoring.googleapis.com --project {PROJECT}" in result.fix
-    assert not check_apis(ServiceUsage(set(CORE_APIS)), PROJECT, bigquery=True).ok
+    assert check_apis(ServiceUsage(set(CORE_APIS)), PROJECT, bigquery=True).status is Status.FAIL
 
 
 # The bucket resource as Google documents it (storage/docs/json_api/v1/buckets#resource), as `pulumi up` sets it.
@@ -177,16 +178,16 @@ def _anonymous() -> Any:
 
 
 def test_a_hardened_bucket_passes_and_each_weakness_is_named() -> None:
-    assert check_bucket(StorageClient(BUCKET_RESOURCE), OUTPUTS.registry_bucket).ok
+    assert check_bucket(StorageClient(BUCKET_RESOURCE), OUTPUTS.registry_bucket).status is Status.OK
     weak = {**BUCKET_RESOURCE, "versioning": {"enabled": False}, "lifecycle": {"rule": []},
             "iamConfiguration": {"uniformBucketLevelAccess": {"enabled": False},
                                  "publicAccessPrevention": "inherited"}}
     result = check_bucket(StorageClient(weak), OUTPUTS.registry_bucket)
-    assert not result.ok
+    assert result.status is Status.FAIL
     for problem in ("uniform bucket-level access is off", "public access prevention is 'inherited'",
                     "versioning is off", "no lifecycle rule deletes noncurrent versions"):
         assert problem in result.detail
-    assert not check_bucket(StorageClient(None), OUTPUTS.registry_bucket).ok
+    assert check_bucket(StorageClient(None), OUTPUTS.registry_bucket).status is Status.FAIL
 
 
 def _grants_as_policies(extra: dict[str, dict[str, set[str]]] | None = None, drop: tuple[str, str] | None = None
@@ -207,7 +208,7 @@ def _grants_as_policies(extra: dict[str, dict[str, set[str]]] | None = None, dro
 
 def test_each_identity_holds_exactly_its_roles() -> None:
     results = check_identity_roles(_grants_as_policies(), OUTPUTS)
-    assert [result.ok for result in results] == [True, True, True]
+    assert [result.status for result in results] == [Status.OK] * 3
     monitor = results[2]
     assert "roles/pubsub.viewer" in monitor.detail
 
@@ -217,9 +218,9 @@ def test_a_missing_and_an_extra_role_are_reported() -> None:
         drop=("monitor", "roles/pubsub.viewer"),
         extra={"project": {"roles/editor": {f"serviceAccount:{OUTPUTS.device_service_account}"}}})
     device, pipeline, monitor = check_identity_roles(policies, OUTPUTS)
-    assert pipeline.ok
-    assert not monitor.ok and "missing roles/pubsub.viewer on the monitor subscription" in monitor.detail
-    assert not device.ok and "extra roles/editor on the project" in device.detail
+    assert pipeline.status is Status.OK
+    assert monitor.status is Status.FAIL and "missing roles/pubsub.viewer on the monitor subscription" in monitor.detail
+    assert device.status is Status.FAIL and "extra roles/editor on the project" in device.detail
 
 
 def test_the_monitor_reading_the_whole_registry_is_reported_as_wider_than_the_program() -> None:
@@ -234,7 +235,7 @@ def test_the_monitor_reading_the_whole_registry_is_reported_as_wider_than_the_pr
                             if monitor not in members or "fleet/" not in role}, **stored},
                         policies.project)
     *_, result = check_identity_roles(policies, OUTPUTS)
-    assert not result.ok
+    assert result.status is Status.FAIL
     assert "extra roles/storage.objectViewer on the registry bucket" in result.detail
     assert 'missing roles/storage.objectViewer if resource.name.startsWith("projects/_/buckets/' in result.detail
 
@@ -257,11 +258,11 @@ def test_a_device_without_its_enrolment_request_grant_or_with_it_bucket_wide_is_
     conditioned = expected_role(grant, OUTPUTS)
     assert conditioned.startswith('roles/storage.objectCreator if resource.name.startsWith("projects/_/buckets/')
     result, *_ = check_identity_roles(_grants_as_policies(drop=("device", grant.role)), OUTPUTS)
-    assert not result.ok and f"missing {conditioned} on the registry bucket" in result.detail
+    assert result.status is Status.FAIL and f"missing {conditioned} on the registry bucket" in result.detail
     wide = _grants_as_policies(drop=("device", grant.role),
                                extra={"registry_bucket": {"roles/storage.objectCreator": {device}}})
     result, *_ = check_identity_roles(wide, OUTPUTS)
-    assert not result.ok and "extra roles/storage.objectCreator on the registry bucket" in result.detail
+    assert result.status is Status.FAIL and "extra roles/storage.objectCreator on the registry bucket" in result.detail
 
 
 class Subscriber:
@@ -288,9 +289,9 @@ class Publisher:
 
 
 def test_dead_lettering_is_checked_with_the_service_agents_grants() -> None:
-    assert check_dead_letter(Subscriber(), Publisher(), OUTPUTS).ok
+    assert check_dead_letter(Subscriber(), Publisher(), OUTPUTS).status is Status.OK
     no_agent = check_dead_letter(Subscriber(agent=False), Publisher(), OUTPUTS)
-    assert not no_agent.ok and "cannot acknowledge" in no_agent.detail
+    assert no_agent.status is Status.FAIL and "cannot acknowledge" in no_agent.detail
 
 
 class Metrics:
@@ -303,10 +304,10 @@ class Metrics:
 
 
 def test_metric_descriptors_present_and_missing() -> None:
-    assert check_metric_descriptors(Metrics(set(METRICS_BY_TYPE)), PROJECT).ok
+    assert check_metric_descriptors(Metrics(set(METRICS_BY_TYPE)), PROJECT).status is Status.OK
     missing = sorted(METRICS_BY_TYPE)[0]
     result = check_metric_descriptors(Metrics(set(METRICS_BY_TYPE) - {missing}), PROJECT)
-    assert not result.ok and missing.rsplit("edgefleet/", 1)[-1] in result.detail
+    assert result.status is Status.FAIL and missing.rsplit("edgefleet/", 1)[-1] in result.detail
 
 
 class Denied:
@@ -327,14 +328,16 @@ def test_x509_devices_need_sts_and_iam_credentials_enabled() -> None:
     clients = CloudClients(ServiceUsage(set(CORE_APIS) | set(PREREQUISITE_APIS)), *(Denied(),) * 6)
 
     apis = next(result for result in run_checks(clients, x509, sample=b"{}") if result.name == "apis")
-    assert not apis.ok
+    assert apis.status is Status.FAIL
     assert "sts.googleapis.com" in apis.detail and "iamcredentials.googleapis.com" in apis.detail
     assert f"gcloud services enable sts.googleapis.com iamcredentials.googleapis.com --project {PROJECT}" in apis.fix
     # With key credentials (no X.509 provider) the two are not the program's, and not asked for.
-    assert next(result for result in run_checks(clients, OUTPUTS, sample=b"{}") if result.name == "apis").ok
+    apis = next(result for result in run_checks(clients, OUTPUTS, sample=b"{}") if result.name == "apis")
+    assert apis.status is Status.OK
     everything = CloudClients(ServiceUsage(set(CORE_APIS) | set(PREREQUISITE_APIS) | set(X509_APIS)),
                               *(Denied(),) * 6)
-    assert next(result for result in run_checks(everything, x509, sample=b"{}") if result.name == "apis").ok
+    apis = next(result for result in run_checks(everything, x509, sample=b"{}") if result.name == "apis")
+    assert apis.status is Status.OK
 
 
 @pytest.mark.parametrize("bigquery", [False, True])
@@ -350,25 +353,30 @@ def test_credentials_that_cannot_read_are_told_so_and_nothing_raises() -> None:
     denied = Denied()
     clients = CloudClients(*(denied,) * 7)
     results = run_checks(clients, OUTPUTS, sample=b"{}")
-    assert results and not any(result.ok for result in results)
+    assert results and all(result.status is Status.FAIL for result in results)
     assert all("your credentials cannot read" in result.detail for result in results)
 
 
-def test_the_command_prints_one_line_per_check_and_fails_on_any(tmp_path: Path) -> None:
+def test_the_command_prints_one_finding_per_check_and_fails_on_any(tmp_path: Path) -> None:
     """The command runs the real checks on the clients it is handed (Click's context object, the seam), not
-    patched functions of the module under test."""
+    patched functions of the module under test; its `--json` is the list of findings, the table says the same."""
     outputs_file = tmp_path / "outputs.json"
     outputs_file.write_text(OUTPUTS.model_dump_json())
     denied = Denied()
     clients = CloudClients(ServiceUsage(set(CORE_APIS) | set(PREREQUISITE_APIS)), *(denied,) * 6)
-    result = CliRunner().invoke(app, ["cloud", "check", str(outputs_file)], obj=clients)
+    result = CliRunner().invoke(app, ["cloud", "check", str(outputs_file), "--json"], obj=clients)
     assert result.exit_code == 1
-    lines = result.output.splitlines()
-    assert lines[0].startswith("ok    prerequisites: serviceusage.googleapis.com, cloudresourcemanager")
-    assert lines[1].startswith(f"ok    apis: {len(CORE_APIS)} enabled")
-    assert "FAIL  registry bucket: your credentials cannot read bucket gs://" in result.output
-    failed = len(lines) - 3  # the two ok lines and the summary
-    assert failed >= 5 and lines[-1] == f"2 ok, {failed} failed"
+    findings = parse_findings(result.stdout)
+    assert [(f.name, f.status) for f in findings[:2]] == [("prerequisites", Status.OK), ("apis", Status.OK)]
+    assert findings[0].detail.startswith("serviceusage.googleapis.com, cloudresourcemanager")
+    assert findings[1].detail.startswith(f"{len(CORE_APIS)} enabled")
+    bucket = next(f for f in findings if f.name == "registry bucket")
+    assert bucket.status is Status.FAIL and bucket.detail.startswith("your credentials cannot read bucket gs://")
+    failed = len(findings) - 2
+    assert failed >= 5 and all(f.status is Status.FAIL for f in findings[2:])
+    table = CliRunner().invoke(app, ["cloud", "check", str(outputs_file)], obj=clients, env={"COLUMNS": "250"})
+    assert table.exit_code == 1 and f"2 ok, {failed} failed" in table.output
+    assert all(f.name in table.output for f in findings)
 
 
 # --- prerequisites of the first `pulumi up` (issue 22, item 9) -------------------------------------------------
@@ -376,11 +384,11 @@ def test_the_command_prints_one_line_per_check_and_fails_on_any(tmp_path: Path) 
 
 def test_resource_manager_off_is_named_as_the_prerequisite_the_provider_needs() -> None:
     result = check_prerequisites(ServiceUsage({"serviceusage.googleapis.com"}), PROJECT)
-    assert not result.ok
+    assert result.status is Status.FAIL
     assert "cloudresourcemanager.googleapis.com" in result.detail and "provider" in result.detail
     assert "serviceusage.googleapis.com:" not in result.detail
     assert result.fix.startswith(f"gcloud services enable cloudresourcemanager.googleapis.com --project {PROJECT}")
-    assert check_prerequisites(ServiceUsage(set(PREREQUISITE_APIS)), PROJECT).ok
+    assert check_prerequisites(ServiceUsage(set(PREREQUISITE_APIS)), PROJECT).status is Status.OK
 
 
 class ServiceUsageDisabled:
@@ -394,7 +402,7 @@ class ServiceUsageDisabled:
 
 def test_service_usage_off_is_named_not_reported_as_missing_credentials() -> None:
     result = check_prerequisites(ServiceUsageDisabled(), PROJECT)
-    assert not result.ok
+    assert result.status is Status.FAIL
     assert result.detail.startswith(f"serviceusage.googleapis.com is not enabled in {PROJECT}")
     assert "your credentials" not in result.detail
     assert "gcloud services enable serviceusage.googleapis.com cloudresourcemanager.googleapis.com" in result.fix
@@ -402,10 +410,13 @@ def test_service_usage_off_is_named_not_reported_as_missing_credentials() -> Non
 
 def test_before_the_first_pulumi_up_the_command_checks_only_the_prerequisites() -> None:
     clients = CloudClients(ServiceUsage({"serviceusage.googleapis.com"}), *(Denied(),) * 6)
-    result = CliRunner().invoke(app, ["cloud", "check", "--project", PROJECT], obj=clients)
+    result = CliRunner().invoke(app, ["cloud", "check", "--project", PROJECT, "--json"], obj=clients)
     assert result.exit_code == 1
-    assert result.output.startswith("FAIL  prerequisites: not enabled: cloudresourcemanager.googleapis.com")
-    assert "0 ok, 1 failed" in result.output
+    [finding] = parse_findings(result.stdout)
+    assert (finding.name, finding.status) == ("prerequisites", Status.FAIL)
+    assert finding.detail.startswith("not enabled: cloudresourcemanager.googleapis.com")
+    result = CliRunner().invoke(app, ["cloud", "check", "--project", PROJECT], obj=clients)
+    assert result.exit_code == 1 and "0 ok, 1 failed" in result.output
     ready = CloudClients(ServiceUsage(set(PREREQUISITE_APIS)), *(Denied(),) * 6)
     result = CliRunner().invoke(app, ["cloud", "check", "--project", PROJECT], obj=ready)
     assert result.exit_code == 0 and "1 ok, 0 failed" in result.output

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from edgefleet.cli import app
 from edgefleet.infra.policy import (
+    ALL_CHECKS,
     ResourceRecord,
     check_all,
     check_buckets_hardened,
@@ -22,6 +23,7 @@ from edgefleet.infra.policy import (
 )
 from edgefleet.kernel.contracts import layout
 from edgefleet.kernel.errors import ConfigError
+from edgefleet.kernel.findings import Status, parse_findings
 from tests.infra.support.testing import StackRun
 
 
@@ -204,6 +206,26 @@ def test_check_policy_command_passes_a_clean_preview_and_fails_a_bad_one(
     result = CliRunner().invoke(app, ["config", "check-policy", str(dirty)])
     assert result.exit_code == 1
     assert "edgefleet-device-reads-registry" in result.output and "allUsers" in result.output
+
+
+def test_check_policy_json_is_one_finding_per_policy_or_violation(default_stack: StackRun, tmp_path: Path) -> None:
+    clean = tmp_path / "preview.json"
+    clean.write_text(json.dumps(_preview(default_stack)))
+    result = CliRunner().invoke(app, ["config", "check-policy", str(clean), "--json"])
+    assert result.exit_code == 0, result.output
+    findings = parse_findings(result.stdout)
+    assert [(f.name, f.status) for f in findings] == [(name, Status.OK) for name in ALL_CHECKS]
+
+    bad = StackRun(
+        resources=_changed(default_stack, "edgefleet-device-reads-registry", member="allUsers"), outputs={}
+    )
+    dirty = tmp_path / "bad.json"
+    dirty.write_text(json.dumps(_preview(bad)))
+    result = CliRunner().invoke(app, ["config", "check-policy", str(dirty), "--json"])
+    assert result.exit_code == 1
+    [violation] = [f for f in parse_findings(result.stdout) if f.status is not Status.OK]
+    assert (violation.name, violation.status) == ("no-public-access", Status.FAIL)
+    assert violation.detail.startswith("edgefleet-device-reads-registry: ") and "allUsers" in violation.detail
 
 
 def test_policy_input_that_is_not_a_preview_is_refused(tmp_path: Path) -> None:

@@ -15,21 +15,21 @@ from monitor_helpers import WAIT_S
 from edgefleet.device.identity import sign_telemetry
 from edgefleet.kernel.signing import generate_keypair
 from edgefleet.monitor.fleetkeys import FleetKeys
-from edgefleet.monitor.identity import TelemetryVerifier, Verdict
+from edgefleet.monitor.identity import TelemetryVerdict, TelemetryVerifier
 from tests.security.test_forged_telemetry import build
 
 CAM1, _ = generate_keypair()
 CAM9, _ = generate_keypair()
 
 
-def _check(verifier: TelemetryVerifier, device_id: str, key: Any) -> Verdict:
+def _check(verifier: TelemetryVerifier, device_id: str, key: Any) -> TelemetryVerdict:
     data = build(device_id)(1).to_json_bytes()
     return verifier.check(data, {"device_id": device_id, **sign_telemetry(key, data, device_id, 1)})
 
 
-def _answered(ask: Callable[[], Verdict]) -> Verdict | None:
+def _answered(ask: Callable[[], TelemetryVerdict]) -> TelemetryVerdict | None:
     """The answer of `ask` on another thread, or None if it is still waiting after WAIT_S (a held message)."""
-    answers: list[Verdict] = []
+    answers: list[TelemetryVerdict] = []
     thread = threading.Thread(target=lambda: answers.append(ask()), daemon=True)
     thread.start()
     thread.join(WAIT_S)

@@ -10,9 +10,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from edgefleet.device.doctor import Check, DoctorReport
+from edgefleet.device.doctor import DoctorReport
 from edgefleet.flows.rollout.device import PreflightError, doctor_preflight
 from edgefleet.flows.rollout.ssh import CommandResult
+from edgefleet.kernel.findings import Finding, Status
 
 
 class RecordedDevice:
@@ -28,19 +29,19 @@ class RecordedDevice:
         return self.result
 
 
-def doctor_says(*checks: Check, tpu_required: bool = False) -> RecordedDevice:
+def doctor_says(*checks: Finding, tpu_required: bool = False) -> RecordedDevice:
     report = DoctorReport(checks=checks, tpu_required=tpu_required)
     return RecordedDevice(report.model_dump_json(), exit_code=1 if report.failed else 0)
 
 
-NO_TPU = Check(name="edgetpu_devices", status="fail", detail="no Edge TPU", fix="plug it in")
-CRASHING = Check(name="libedgetpu", status="fail", detail="edgetpu_unavailable (crash): SIGSEGV", fix="rebuild")
-FULL_DISK = Check(name="disk", status="fail", detail="12 MB free", fix="free space")
-NO_PUBSUB = Check(name="pubsub", status="fail", detail="Pub/Sub not reachable", fix="network")
+NO_TPU = Finding(name="edgetpu_devices", status=Status.FAIL, detail="no Edge TPU", fix="plug it in")
+CRASHING = Finding(name="libedgetpu", status=Status.FAIL, detail="edgetpu_unavailable (crash): SIGSEGV", fix="rebuild")
+FULL_DISK = Finding(name="disk", status=Status.FAIL, detail="12 MB free", fix="free space")
+NO_PUBSUB = Finding(name="pubsub", status=Status.FAIL, detail="Pub/Sub not reachable", fix="network")
 
 
 def test_a_healthy_device_passes_with_no_notes():
-    device = doctor_says(Check(name="disk", status="ok", detail="5000 MB free"))
+    device = doctor_says(Finding(name="disk", status=Status.OK, detail="5000 MB free"))
 
     assert doctor_preflight(device, has_edgetpu_variant=True) == ()
     assert device.calls == [("doctor", "--json")]

@@ -244,3 +244,80 @@ def test_an_unrelated_model_is_stopped_by_the_pull_shadow_wave_before_any_device
     while any(ModelStore(pull_world.fleet.devices[d].root).pointer(MODEL, "shadow") for d in shadowed):
         assert time.monotonic() < deadline, "the shadow wave's devices still name the candidate"
         time.sleep(0.5)
+
+
+NIGHT_REPORT_TIMEOUT_S = 5.0  # short: a watch that counted it from the wave's start would halt within seconds
+
+
+def _restart_agents(world: PullWorld, window: dict[str, object] | None) -> None:
+    """Restarts every agent with `window` as its maintenance window (None: none), and waits for the new ones."""
+    registry = {key: value for key, value in world.fleet.agent["registry"].items() if key != "window"}
+    world.fleet.agent["registry"] = registry | ({"window": window} if window else {})
+    pids = {device_id: world.fleet.start_agent(device_id) for device_id in world.fleet.devices}
+    world.fleet.wait_agents(lambda s: s.pid == pids[s.device_id] and s.state == "running" and s.frames > 3,
+                            timeout_s=AGENT_TIMEOUT_S)
+
+
+def test_a_rollout_whose_first_wave_is_outside_its_window_waits_for_it_and_goes_on_when_it_opens(
+        pull_world: PullWorld) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from edgefleet.flows.registry import open_registry_writer as writer
+    from edgefleet.flows.rollout.pull_flow import pull_rollout
+    from edgefleet.flows.rollout.record import RecordStore
+    from edgefleet.monitor import load_monitor_config, open_fleet_store
+    from edgefleet.monitor.aggregates import set_tags
+
+    devices = list(pull_world.fleet.devices)
+    before = {device: pull_world.current(device) for device in devices}
+    assert len(set(before.values())) == 1, before
+    opens = datetime.now(UTC) + timedelta(hours=12)  # the night window: closed for the next 11 hours
+    night = {"cron": f"{opens.minute} {opens.hour} * * *", "timezone": "UTC", "duration_minutes": 60}
+    outcome: dict[str, object] = {}
+    try:
+        _restart_agents(pull_world, night)
+        with open_fleet_store(load_monitor_config(pull_world.monitor_config), create=False) as store:
+            for device in devices:  # the group, as `edgefleet fleet tag DEVICE --add night` names it
+                set_tags(store.connection, device, add=["night"])
+            store.connection.commit()
+        pull_world.publish("1.4.0")
+        params = pull_world.params("1.4.0", first_wave_min=2, report_timeout_s=NIGHT_REPORT_TIMEOUT_S,
+                                   windows=[{"tags": ["night"], "window": night}])
+
+        def run() -> None:
+            try:
+                outcome["result"] = pull_rollout(params)
+            except Exception as error:  # noqa: BLE001 - the test asserts on it
+                outcome["error"] = error
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        signed_at = _wait_for_share(pull_world, "imagenet-1.4.0", thread)
+        while time.monotonic() - signed_at < 4 * NIGHT_REPORT_TIMEOUT_S:  # the report timeout passes, 4 times
+            assert thread.is_alive(), outcome
+            time.sleep(0.5)
+        assert thread.is_alive() and not outcome, outcome  # not halted: its devices wait for their window
+        assert {device: pull_world.current(device) for device in devices} == before  # none moved outside it
+    finally:
+        _restart_agents(pull_world, None)  # the window opens (and the module's agents are as they were)
+    thread.join(AGENT_TIMEOUT_S + 4 * WAVE_TIMEOUT_S)
+    assert not thread.is_alive() and "error" not in outcome, outcome
+    result = outcome["result"]
+    assert result.state == "completed", result.halted_reason
+    record = RecordStore(writer(pull_world.registry_dir), "imagenet-1.4.0").load()
+    assert record.verdicts and all(item.verdict.result == "pass" for item in record.verdicts), record.verdicts
+    assert all(record.devices[device].state == "done" for device in record.waves[0])
+    pull_world.fleet.wait_agents(lambda s: s.version == "1.4.0", timeout_s=AGENT_TIMEOUT_S)
+
+
+def _wait_for_share(world: PullWorld, rollout_id: str, thread: threading.Thread) -> float:
+    """Waits until the rollout signed its first share; returns when (monotonic)."""
+    from edgefleet.flows.registry import open_registry_writer as writer
+
+    deadline = time.monotonic() + AGENT_TIMEOUT_S
+    while True:
+        pointer = writer(world.registry_dir).read_channel(MODEL, "stable").pointer
+        if pointer.rollout is not None and pointer.rollout.id == rollout_id and pointer.rollout.share_bp > 0:
+            return time.monotonic()
+        assert thread.is_alive() and time.monotonic() < deadline, "the rollout did not sign its first share"
+        time.sleep(0.5)

@@ -26,6 +26,7 @@ from edgefleet.infra.outputs import StackOutputs
 from edgefleet.kernel.configfile import validate
 from edgefleet.kernel.console import cli_error
 from edgefleet.kernel.errors import ConfigError, EdgefleetError
+from edgefleet.kernel.findings import failures, print_findings
 
 app = typer.Typer(help="Configuration from the Pulumi stack, and its policy checks.", no_args_is_help=True)
 
@@ -247,18 +248,21 @@ def check_policy(
             metavar="PREVIEW.json", help="`pulumi preview --json` or `pulumi stack export` output"
         ),
     ],
+    as_json: Annotated[bool, typer.Option("--json", help='print the findings as JSON: [{"name", "status", '
+                                          '"detail", "fix"}]')] = False,
 ) -> None:
     """Check the stack's resources against the edgefleet policies (exit status 1 on violations)."""
-    from edgefleet.infra.policy import check_all, load_resources
+    from edgefleet.infra.policy import load_resources, policy_findings
 
     try:
         resources = load_resources(resources_file)
     except EdgefleetError as error:
         raise cli_error(error) from error
-    violations = check_all(resources)
-    for violation in violations:
-        typer.echo(str(violation))
+    findings = policy_findings(resources)
+    print_findings(findings, title=f"edgefleet policies: {resources_file}", as_json=as_json)
+    violations = failures(findings)
     if violations:
         typer.echo(f"{len(violations)} policy violation(s) in {len(resources)} resources", err=True)
         raise typer.Exit(EXIT_VIOLATIONS)
-    typer.echo(f"{len(resources)} resources comply with every policy")
+    if not as_json:
+        typer.echo(f"{len(resources)} resources comply with every policy")

@@ -57,6 +57,14 @@ def sink_messages(releases) -> list[TelemetryMessage]:
     return [TelemetryMessage.from_json_bytes(line.encode()) for line in path.read_text().splitlines() if line]
 
 
+def sink_events(releases) -> list[tuple[str, str | None]]:
+    """The (kind, model_version) of every event in the local sink so far (none before its first write)."""
+    path = releases.root / "telemetry.jsonl"
+    complete = path.read_text().split("\n")[:-1] if path.exists() else []  # a line being written is not read
+    messages = [TelemetryMessage.from_json_bytes(line.encode()) for line in complete if line]
+    return [(m.event.kind, m.event.model_version) for m in messages if m.kind == "event"]
+
+
 def test_the_loop_classifies_real_frames_and_reports_them(releases):
     releases.install("1.0.0", "mobilenet_v2_1.0_224_quant.tflite")
     agent = Agent(agent_config(releases))
@@ -122,6 +130,10 @@ def test_a_model_failing_its_smoke_test_is_refused_and_the_pointer_restored(rele
         wait_until(lambda: releases.store.current(MODEL).version == "1.1.0", "the pointer restored")
         frames = agent.stats.frames
         wait_until(lambda: agent.stats.frames > frames + 5, "inference going on after the refusal")
+        # The rollback event follows the pointer's restoration on the model watch's thread, which runs at a lower
+        # priority than inference: on a loaded machine it may come a while later. An event recorded after the
+        # agent stopped is dropped (counted), so the test stops the agent only once the event reached the spool.
+        wait_until(lambda: ("rollback", "1.1.0") in sink_events(releases), "the rollback event spooled")
     status = read_status(releases.root / "status.json")
     assert (status.version, status.swap_failures) == ("1.1.0", 1)
     assert "smoke test" in (status.last_error or "")

@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 from edgefleet.device.agent.config import load_config
 from edgefleet.device.cli import app
 from edgefleet.device.doctor import (
-    Check,
     DoctorLimits,
     DoctorReport,
     blocking_failures,
@@ -27,6 +26,7 @@ from edgefleet.device.doctor import (
     check_registry,
     udev_rules_for_edgetpu,
 )
+from edgefleet.kernel.findings import Finding, Status, summary
 
 from .test_agent import MODEL
 
@@ -156,10 +156,10 @@ def test_the_pubsub_check_connects_to_the_endpoint(tmp_path, monkeypatch):
 
 def test_tpu_failures_block_a_rollout_only_where_the_tpu_is_required():
     report = DoctorReport(checks=(
-        Check(name="libedgetpu", status="fail", detail="crash", fix="x"),
-        Check(name="disk", status="fail", detail="full", fix="y"),
-        Check(name="pubsub", status="fail", detail="unreachable", fix="z"),  # the spool holds telemetry
-        Check(name="clock", status="warn", detail="not synchronized"),
+        Finding(name="libedgetpu", status=Status.FAIL, detail="crash", fix="x"),
+        Finding(name="disk", status=Status.FAIL, detail="full", fix="y"),
+        Finding(name="pubsub", status=Status.FAIL, detail="unreachable", fix="z"),  # the spool holds telemetry
+        Finding(name="clock", status=Status.WARN, detail="not synchronized"),
     ))
 
     assert [c.name for c in blocking_failures(report, tpu_required=False)] == ["disk"]
@@ -186,3 +186,13 @@ def test_doctor_json_lists_every_check_and_exits_1_on_a_failure(releases, standi
     assert "model_edgetpu.tflite" in by_name["libedgetpu"]["detail"]
     assert by_name["config"]["status"] == "ok" and by_name["public_key"]["status"] == "ok"
     assert by_name["store"]["status"] == "ok"
+    report = DoctorReport.model_validate_json(result.stdout)  # what a rollout's preflight reads: Findings
+    assert [check.name for check in report.checks] == list(by_name)
+    assert [check.name for check in report.failed] == ["libedgetpu"] and report.checks[3].status is Status.FAIL
+
+    table = CliRunner().invoke(app, ["doctor", "--root", str(releases.root)], env={"COLUMNS": "400"})
+    assert table.exit_code == 1, table.output
+    [row] = [line for line in table.output.splitlines() if "libedgetpu" in line and "SIGSEGV" in line]
+    assert "fail" in row
+    assert summary(report.checks).startswith(f"{sum(c['status'] == 'ok' for c in checks)} ok, 1 failed")
+    assert summary(report.checks) in table.output

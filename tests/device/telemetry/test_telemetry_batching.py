@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.telemetry.batching import FlushClock, RecordBuffer
+from edgefleet.device.telemetry.batching import RESERVED_ROOM, FlushClock, RecordBuffer
 from edgefleet.device.telemetry.config import TelemetryConfig
 from edgefleet.device.telemetry.service import TelemetryService
 from edgefleet.kernel.contracts.telemetry import ModelRef, TelemetryMessage
@@ -27,6 +27,16 @@ def test_flush_clock_spools_everything_when_due_and_only_full_batches_before() -
     assert clock.take([6, 7, 8, 9], now=11.0) == ([[6, 7, 8], [9]], [])  # due: all, in batches
     assert clock.wait_s(12.5) == 0.0
     assert clock.take([10], now=11.1, final=True) == ([[10]], [])  # stop: all, whatever the clock says
+
+
+def test_a_buffer_full_of_ordinary_records_still_takes_reserved_ones_in_order() -> None:
+    buffer: RecordBuffer[str] = RecordBuffer(capacity=2, wake_at=2)
+    assert [buffer.put(r) for r in ("frame-1", "frame-2", "frame-3")] == [True, True, False]
+    assert buffer.put("rollback", reserved=True)  # a lifecycle event behind a stalled writer is kept...
+    assert not buffer.put("frame-4")  # ...and its room is never taken by ordinary records
+    assert sum(buffer.put(f"event-{n}", reserved=True) for n in range(RESERVED_ROOM + 5)) == RESERVED_ROOM - 1
+    drained = buffer.drain()
+    assert drained[:3] == ["frame-1", "frame-2", "rollback"] and len(drained) == 2 + RESERVED_ROOM
 
 
 def test_record_buffer_is_bounded_ordered_and_wakes_on_a_full_batch() -> None:

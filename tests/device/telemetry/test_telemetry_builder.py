@@ -206,3 +206,33 @@ def test_a_summary_lists_every_class_of_a_thousand_class_release() -> None:
     assert len(dist.classes) <= MAX_RELEASE_CLASSES
     message = draft.build(1, device_id="cam-1", health=Health(uptime_s=1.0))
     assert message.schema_ == 3 and TelemetryMessage.from_json_bytes(message.to_json_bytes()) == message
+
+
+def test_the_engines_results_map_onto_the_telemetry_contract() -> None:
+    from edgefleet.device.runtime.adapters.detect import BBox
+    from edgefleet.device.runtime.engine import ResultItem as EngineResult
+
+    engine_results = (EngineResult(1, "car", 0.75, BBox(1.0, 2.0, 30.5, 40.0)), EngineResult(2, "bus", 0.5))
+    builder = TelemetryBuilder("every", 10.0, sample_results=True, max_results=2, start_time=T0)
+    (message,) = _complete(builder.add_inference(InferenceRecord(T0 + 1, MODEL_A, 2.0, engine_results)))
+    assert message.inference is not None
+    assert message.inference.top == [ResultItem(id=1, label="car", score=0.75, box=[1.0, 2.0, 30.5, 40.0]),
+                                     ResultItem(id=2, label="bus", score=0.5)]
+
+
+def test_a_result_the_contract_refuses_never_stalls_the_summary_windows() -> None:
+    """A labels file's 300-character label or a float model's NaN score once failed `summarize` at every tick:
+    the window never closed, and each later drain of the writer (events too) was lost."""
+    from edgefleet.device.runtime.engine import ResultItem as EngineResult
+    from edgefleet.kernel.contracts.telemetry import MAX_NAME
+
+    sampled = (EngineResult(4, "x" * (MAX_NAME + 44), 0.9), EngineResult(5, "nan", float("nan")),
+               EngineResult(6, "dog", 0.05))
+    builder = TelemetryBuilder("summary", 10.0, sample_results=True, max_results=3, start_time=T0)
+    builder.add_inference(InferenceRecord(T0 + 1, MODEL_A, 2.0, sampled))
+    (first,) = _complete(builder.tick(T0 + 10.0))
+    assert first.inference is not None and first.inference.count == 1
+    assert first.inference.top == [ResultItem(id=4, label="x" * MAX_NAME, score=0.9),
+                                   ResultItem(id=6, label="dog", score=0.05)]  # the NaN left out, nothing else
+    (second,) = _complete(builder.tick(T0 + 20.0))  # the next window opened and closes
+    assert second.inference is not None and second.inference.count == 0

@@ -22,10 +22,11 @@ from edgefleet.flows.release.decisions import (
 )
 from edgefleet.flows.release.evaluate import ClassAccuracy, Evaluation
 from edgefleet.flows.release.params import GateParams, ReleaseParams
-from edgefleet.flows.release.report import CandidateSummary
+from edgefleet.flows.release.report import CandidateSummary, gate_findings
 from edgefleet.flows.release.version_tasks import BuiltVersion, PublishOutcome, ReleasePlan
 from edgefleet.kernel.contracts.manifest import CompilerReport, Manifest, Metrics, Origin, TensorSpec
 from edgefleet.kernel.errors import ConflictError
+from edgefleet.kernel.findings import Status, findings_markdown
 
 REPORT = CompilerReport(operations_total=10, operations_on_tpu=10, operations_on_cpu=0)
 PLAN = ReleasePlan("/registry", "1.0.3", "1.0.2", "/registry/models/birds/1.0.3",
@@ -123,6 +124,19 @@ def test_a_refused_channel_move_is_reported_with_its_cause() -> None:
     error = ConflictError("channel canary moved to 1.0.9 meanwhile", "release again")
     assert channel_refused_outcome("1.0.3", "canary", error) == (
         "Version 1.0.3 was published, but channel canary was NOT moved: channel canary moved to 1.0.9 meanwhile")
+
+
+def test_gates_are_findings_and_the_report_prints_them_as_every_check_is_printed() -> None:
+    gates = gates_of(_candidate(0.9, 0.7, compiled=False), _params(gates=GateParams(max_accuracy_drop_points=1.0)))
+    findings = gate_findings(gates)
+    assert [(f.name, f.status) for f in findings] == [
+        ("max_accuracy_drop_points", Status.FAIL), ("min_int8_accuracy", Status.OK), ("min_tpu_fraction", Status.SKIP)]
+    drop = findings[0]
+    assert (drop.detail, drop.fix) == (gates[0].detail, gates[0].advice) and "representative_samples" in drop.fix
+    assert findings[1].fix is None and "not checked: no Edge TPU model" in findings[2].detail
+    markdown = report_of(_params(), "1.0.3", _candidate(0.9, 0.7, compiled=False), gates, refused_outcome(gates))
+    table = "\n".join(findings_markdown(findings))
+    assert f"## Gates\n\n{table}\n" in markdown and "| max_accuracy_drop_points | **FAIL** |" in table
 
 
 def test_the_report_of_a_refused_release_is_unsigned_and_unpublished() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import cast
 
 from edgefleet.kernel.contracts.agent_release import manifest_signed_bytes
 from edgefleet.kernel.errors import VerificationError
@@ -23,10 +24,11 @@ _KEY_ID = re.compile(r"[0-9a-f]{16,64}")
 def named_signing_key(manifest: bytes) -> str | None:
     """`signing_key_id` of agent manifest bytes not verified yet: only which key to check a bare signature with."""
     try:
-        document = json.loads(manifest)
+        document: object = json.loads(manifest)
     except ValueError:
         return None
-    named = document.get("signing_key_id") if isinstance(document, dict) else None
+    # A JSON object: the isinstance narrowing leaves its key and value types unknown.
+    named = cast("dict[object, object]", document).get("signing_key_id") if isinstance(document, dict) else None
     return named if isinstance(named, str) and _KEY_ID.fullmatch(named) else None
 
 

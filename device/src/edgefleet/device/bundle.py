@@ -17,7 +17,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from pydantic import ValidationError
 
@@ -148,12 +148,18 @@ def check_manifest_signatures(raw: bytes, signature: bytes | tuple[KeyedSignatur
 def _signing_key_id(raw: bytes) -> str | None:
     """`signing.key_id` of manifest bytes not verified yet: only which key to check them with."""
     try:
-        document = json.loads(raw)
+        document: object = json.loads(raw)
     except ValueError:
         return None
-    signing = document.get("signing") if isinstance(document, dict) else None
-    key_id = signing.get("key_id") if isinstance(signing, dict) else None
+    key_id = _member(_member(document, "signing"), "key_id")
     return key_id if isinstance(key_id, str) and _KEY_ID.fullmatch(key_id) else None
+
+
+def _member(document: object, key: str) -> object:
+    """`document[key]` when `document` is a JSON object, else None."""
+    if not isinstance(document, dict):
+        return None
+    return cast("dict[object, object]", document).get(key)  # a JSON object: the narrowing leaves its types unknown
 
 
 def read_signed_manifest(version_dir: str | os.PathLike[str]) -> SignedManifest:
@@ -174,7 +180,7 @@ def check_manifest_consistency(manifest: Manifest, source: str) -> None:
         VerificationError: naming the missing file.
     """
     listed = {entry.name for entry in manifest.files}
-    referenced = dict(manifest.variants)
+    referenced: dict[str, str] = {**manifest.variants}
     if manifest.labels_file is not None:
         referenced["labels"] = manifest.labels_file
     for role, name in referenced.items():
@@ -300,7 +306,7 @@ def refuse_development_signed(manifest: Manifest, source: str, *, by: str = "thi
 
 
 def _read_signed_files(version_dir: Path) -> tuple[bytes, tuple[KeyedSignature, ...]]:
-    contents = []
+    contents: list[bytes] = []
     for name, max_bytes in ((MANIFEST_FILE, MAX_MANIFEST_BYTES), (SIGNATURE_FILE, MAX_SIGNATURE_BYTES)):
         try:
             contents.append(read_regular(version_dir / name, max_bytes=max_bytes, error_type=VerificationError,

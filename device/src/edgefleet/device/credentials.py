@@ -14,7 +14,7 @@ Default Credentials of the process's own environment, which a `doctor` run may n
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from edgefleet.kernel.errors import EdgefleetError
 
@@ -37,9 +37,12 @@ def load_device_credentials(path: Path) -> Any:
     """
     import google.auth
     from google.auth import exceptions as auth_errors
+    from google.auth.credentials import Credentials
 
     try:
-        credentials, _ = google.auth.load_credentials_from_file(str(path), scopes=list(CLOUD_SCOPES))
+        # google-auth leaves some parameters unannotated (`request`), so the function's type is partly unknown.
+        credentials = cast(Credentials, google.auth.load_credentials_from_file(  # pyright: ignore[reportUnknownMemberType]
+            str(path), scopes=list(CLOUD_SCOPES))[0])
     except PermissionError as error:
         raise CredentialsError(
             f"credentials_file {path} is not readable by this user ({error.strerror})",

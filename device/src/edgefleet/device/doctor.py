@@ -20,19 +20,19 @@ import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgefleet.device.doctor_camera import CAMERA_CHECK, camera_findings
+from edgefleet.device.doctor_camera import camera_findings
 from edgefleet.device.doctor_edgetpu import AgentTpu, held_summary, read_agent_tpu
 from edgefleet.device.runtime.probe import locate_library, matching_build_fix, probe_edgetpu, runtime_version
 from edgefleet.kernel.errors import EdgefleetError
+from edgefleet.kernel.findings import Finding, Status, failures
 
 if TYPE_CHECKING:
     from edgefleet.device.agent.config import AgentConfig
 
-Status = Literal["ok", "warn", "fail"]
 # USB ids of the Coral USB Accelerator: before its firmware is loaded (Global Unichip) and after (Google).
 EDGETPU_USB_IDS = (("1a6e", "089a"), ("18d1", "9302"))
 TPU_GROUPS = ("plugdev", "apex")
@@ -44,26 +44,15 @@ TPU_CHECKS = frozenset({"libedgetpu", "edgetpu_devices", "device_permissions"})
 NEVER_BLOCKING = frozenset({"pubsub", "credentials", "telemetry"})
 
 
-class Check(BaseModel):
-    """One line of the report (`--json`: {"name", "status", "detail", "fix"})."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    status: Status
-    detail: str
-    fix: str | None = None
-
-
 class DoctorReport(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    checks: tuple[Check, ...]
+    checks: tuple[Finding, ...]
     tpu_required: bool = Field(default=False, description="the agent's inference.require_edgetpu")
 
     @property
-    def failed(self) -> tuple[Check, ...]:
-        return tuple(check for check in self.checks if check.status == "fail")
+    def failed(self) -> tuple[Finding, ...]:
+        return failures(self.checks)
 
 
 class DoctorLimits(BaseModel):
@@ -79,34 +68,34 @@ class DoctorLimits(BaseModel):
     probe_timeout_s: float = Field(default=30.0, gt=0, description="the Edge TPU probe")
 
 
-def blocking_failures(report: DoctorReport, *, tpu_required: bool) -> tuple[Check, ...]:
+def blocking_failures(report: DoctorReport, *, tpu_required: bool) -> tuple[Finding, ...]:
     """The failures that block a rollout: all of them but Pub/Sub's, and the TPU's only when it is required."""
     return tuple(check for check in report.failed
                  if check.name not in NEVER_BLOCKING and (tpu_required or check.name not in TPU_CHECKS))
 
 
-def _ok(name: str, detail: str) -> Check:
-    return Check(name=name, status="ok", detail=detail)
+def _ok(name: str, detail: str) -> Finding:
+    return Finding(name=name, status=Status.OK, detail=detail)
 
 
 # --- Python and runtime -------------------------------------------------------------------------------------
-def check_python(version: tuple[int, int, int] = sys.version_info[:3]) -> Check:
+def check_python(version: tuple[int, int, int] = sys.version_info[:3]) -> Finding:
     text = ".".join(map(str, version))
     if version[:2] < (3, 9):
-        return Check(name="python", status="fail", detail=f"Python {text}",
-                     fix="the agent needs Python 3.9-3.13: on Mendel Linux (3.7) use a Coral USB Accelerator on "
-                         "a supported host instead")
+        return Finding(name="python", status=Status.FAIL, detail=f"Python {text}",
+                       fix="the agent needs Python 3.9-3.13: on Mendel Linux (3.7) use a Coral USB Accelerator on "
+                           "a supported host instead")
     if version[:2] > (3, 13):
-        return Check(name="python", status="warn", detail=f"Python {text}: newer than the tested 3.13",
-                     fix="use Python 3.9-3.13 if LiteRT has no wheel or misbehaves")
+        return Finding(name="python", status=Status.WARN, detail=f"Python {text}: newer than the tested 3.13",
+                       fix="use Python 3.9-3.13 if LiteRT has no wheel or misbehaves")
     return _ok("python", f"Python {text} ({sys.executable})")
 
 
-def check_runtime() -> Check:
+def check_runtime() -> Finding:
     runtime = runtime_version()
     if runtime.startswith("an unknown"):
-        return Check(name="runtime", status="fail", detail="no TensorFlow Lite runtime is installed",
-                     fix="pip install 'edgefleet[device]' (brings ai-edge-litert)")
+        return Finding(name="runtime", status=Status.FAIL, detail="no TensorFlow Lite runtime is installed",
+                       fix="pip install 'edgefleet[device]' (brings ai-edge-litert)")
     return _ok("runtime", runtime)
 
 
@@ -127,38 +116,38 @@ def library_build(path: Path) -> str:
 
 
 def check_libedgetpu(library: str, model: Path | None, *, device: str | None, required: bool,
-                     timeout_s: float, agent: AgentTpu | None = None) -> Check:
+                     timeout_s: float, agent: AgentTpu | None = None) -> Finding:
     """Found, loadable and (with an Edge TPU model at hand) able to create an interpreter and invoke; while
     `agent` holds the TPU, what its probe recorded (no probe: it would fight the agent for the TPU)."""
     located = locate_library(library)
     if located is None:
-        return Check(name="libedgetpu", status="fail" if required else "warn",
-                     detail=f"{library} not found: models run on the CPU",
-                     fix="install libedgetpu (README: supported hosts) or set inference.edgetpu_library")
+        return Finding(name="libedgetpu", status=Status.FAIL if required else Status.WARN,
+                       detail=f"{library} not found: models run on the CPU",
+                       fix="install libedgetpu (README: supported hosts) or set inference.edgetpu_library")
     build = library_build(located)
     if agent is not None:
         status, detail, fix = held_summary(agent)
-        return Check(name="libedgetpu", status=status, detail=f"{build}: {detail}", fix=fix)
+        return Finding(name="libedgetpu", status=status, detail=f"{build}: {detail}", fix=fix)
     if model is None:
         loaded = subprocess.run([sys.executable, "-c", "import ctypes, sys; ctypes.CDLL(sys.argv[1])", library],
                                 capture_output=True, text=True, timeout=timeout_s)
         if loaded.returncode != 0:
-            return Check(name="libedgetpu", status="fail",
-                         detail=f"{build} does not load: {loaded.stderr.strip()[-300:]}",
-                         fix=matching_build_fix(library, runtime_version()))
-        return Check(name="libedgetpu", status="warn",
-                     detail=f"{build} loads; no installed Edge TPU model to probe an interpreter with",
-                     fix="re-run doctor once a release with an edgetpu variant is installed")
+            return Finding(name="libedgetpu", status=Status.FAIL,
+                           detail=f"{build} does not load: {loaded.stderr.strip()[-300:]}",
+                           fix=matching_build_fix(library, runtime_version()))
+        return Finding(name="libedgetpu", status=Status.WARN,
+                       detail=f"{build} loads; no installed Edge TPU model to probe an interpreter with",
+                       fix="re-run doctor once a release with an edgetpu variant is installed")
     outcome = probe_edgetpu(model, device=device, library=library, timeout_s=timeout_s)
     if outcome.ok:
         return _ok("libedgetpu", f"{build}: {outcome.detail} with {outcome.runtime}")
-    return Check(name="libedgetpu", status="fail", detail=f"{build}: {outcome.summary()}", fix=outcome.fix)
+    return Finding(name="libedgetpu", status=Status.FAIL, detail=f"{build}: {outcome.summary()}", fix=outcome.fix)
 
 
 # --- TPUs on the buses, and who may open them -------------------------------------------------------------
 def usb_edgetpus(sys_root: Path) -> list[Path]:
     """The sysfs directories of USB devices with an Edge TPU's vendor:product id."""
-    found = []
+    found: list[Path] = []
     for device in sorted((sys_root / "bus" / "usb" / "devices").glob("*")):
         try:
             ids = ((device / "idVendor").read_text().strip(), (device / "idProduct").read_text().strip())
@@ -176,16 +165,16 @@ def usb_device_node(sysfs_device: Path, dev_root: Path) -> Path:
     return dev_root / "bus" / "usb" / f"{bus:03d}" / f"{number:03d}"
 
 
-def check_edgetpu_devices(sys_root: Path, dev_root: Path, *, required: bool) -> tuple[Check, list[Path]]:
+def check_edgetpu_devices(sys_root: Path, dev_root: Path, *, required: bool) -> tuple[Finding, list[Path]]:
     """Edge TPUs visible: USB ids 1a6e:089a / 18d1:9302 in sysfs, PCIe `/dev/apex_*`. Returns their nodes."""
     usb = usb_edgetpus(sys_root)
     apex = sorted(dev_root.glob("apex_*"))
     nodes = [usb_device_node(device, dev_root) for device in usb if (device / "busnum").exists()] + apex
     if not usb and not apex:
-        return Check(name="edgetpu_devices", status="fail" if required else "warn",
-                     detail="no Edge TPU: no USB 1a6e:089a/18d1:9302 and no /dev/apex_*",
-                     fix="plug the USB Accelerator in (USB 3 port), or install the PCIe driver (gasket-dkms) "
-                         "for an M.2/PCIe module; then re-run doctor"), nodes
+        return Finding(name="edgetpu_devices", status=Status.FAIL if required else Status.WARN,
+                       detail="no Edge TPU: no USB 1a6e:089a/18d1:9302 and no /dev/apex_*",
+                       fix="plug the USB Accelerator in (USB 3 port), or install the PCIe driver (gasket-dkms) "
+                           "for an M.2/PCIe module; then re-run doctor"), nodes
     names = [f"usb {(d / 'idVendor').read_text().strip()}:{(d / 'idProduct').read_text().strip()} at {d.name}"
              for d in usb] + [str(node) for node in apex]
     return _ok("edgetpu_devices", ", ".join(names)), nodes
@@ -193,7 +182,7 @@ def check_edgetpu_devices(sys_root: Path, dev_root: Path, *, required: bool) -> 
 
 def udev_rules_for_edgetpu(rule_dirs: Iterable[str] = UDEV_RULE_DIRS) -> list[Path]:
     """udev rule files that mention the Edge TPU's USB vendor ids."""
-    found = []
+    found: list[Path] = []
     for directory in rule_dirs:
         for rule in sorted(Path(directory).glob("*.rules")):
             try:
@@ -206,7 +195,7 @@ def udev_rules_for_edgetpu(rule_dirs: Iterable[str] = UDEV_RULE_DIRS) -> list[Pa
 
 
 def user_groups() -> set[str]:
-    names = set()
+    names: set[str] = set()
     for gid in os.getgroups() + [os.getegid()]:
         try:
             names.add(grp.getgrgid(gid).gr_name)
@@ -215,7 +204,7 @@ def user_groups() -> set[str]:
     return names
 
 
-def check_device_permissions(nodes: list[Path], rules: list[Path], groups: set[str]) -> Check:
+def check_device_permissions(nodes: list[Path], rules: list[Path], groups: set[str]) -> Finding:
     """Can this user open the TPU nodes (plugdev/apex groups, udev rules)?"""
     try:
         user = pwd.getpwuid(os.geteuid()).pw_name
@@ -226,11 +215,11 @@ def check_device_permissions(nodes: list[Path], rules: list[Path], groups: set[s
     denied = [str(node) for node in nodes if not os.access(node, os.R_OK | os.W_OK)]
     rules_text = ", ".join(str(rule) for rule in rules) or "no udev rule for 1a6e/18d1"
     if denied:
-        return Check(name="device_permissions", status="fail",
-                     detail=f"user {user} cannot open {', '.join(denied)} (groups: {', '.join(sorted(groups))}; "
-                            f"{rules_text})",
-                     fix=f"sudo usermod -aG plugdev,apex {user} and install the udev rules that "
-                         "libedgetpu1-std ships (99-edgetpu-accelerator.rules), then replug and log in again")
+        return Finding(name="device_permissions", status=Status.FAIL,
+                       detail=f"user {user} cannot open {', '.join(denied)} (groups: {', '.join(sorted(groups))}; "
+                              f"{rules_text})",
+                       fix=f"sudo usermod -aG plugdev,apex {user} and install the udev rules that "
+                           "libedgetpu1-std ships (99-edgetpu-accelerator.rules), then replug and log in again")
     return _ok("device_permissions", f"user {user} can open {len(nodes)} Edge TPU node(s); {rules_text}")
 
 
@@ -242,18 +231,18 @@ def _writable_dir(path: Path) -> bool:
     return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
 
 
-def check_writable(name: str, path: Path) -> Check:
+def check_writable(name: str, path: Path) -> Finding:
     target = path if path.suffix == "" else path.parent
     if path.exists() and path.is_file() and not os.access(path, os.W_OK):
-        return Check(name=name, status="fail", detail=f"{path} is not writable",
-                     fix=f"chown it to the agent's user (sudo chown edgefleet {path})")
+        return Finding(name=name, status=Status.FAIL, detail=f"{path} is not writable",
+                       fix=f"chown it to the agent's user (sudo chown edgefleet {path})")
     if not _writable_dir(target):
-        return Check(name=name, status="fail", detail=f"{target} is not writable by this user",
-                     fix=f"create it for the agent's user: sudo install -d -o edgefleet {target}")
+        return Finding(name=name, status=Status.FAIL, detail=f"{target} is not writable by this user",
+                       fix=f"create it for the agent's user: sudo install -d -o edgefleet {target}")
     return _ok(name, f"{path} writable")
 
 
-def check_disk(root: Path, limits: DoctorLimits) -> Check:
+def check_disk(root: Path, limits: DoctorLimits) -> Finding:
     existing = root
     while not existing.exists():
         existing = existing.parent
@@ -261,19 +250,19 @@ def check_disk(root: Path, limits: DoctorLimits) -> Check:
     detail = f"{free / 1e6:.0f} MB free at {existing}"
     fix = "free space (edgefleet-agent models; remove old versions) or move the agent root"
     if free < limits.disk_fail_bytes:
-        return Check(name="disk", status="fail", detail=detail, fix=fix)
+        return Finding(name="disk", status=Status.FAIL, detail=detail, fix=fix)
     if free < limits.disk_warn_bytes:
-        return Check(name="disk", status="warn", detail=detail, fix=fix)
+        return Finding(name="disk", status=Status.WARN, detail=detail, fix=fix)
     return _ok("disk", detail)
 
 
-def check_clock(now: datetime, limits: DoctorLimits, synchronized: bool | None) -> Check:
+def check_clock(now: datetime, limits: DoctorLimits, synchronized: bool | None) -> Finding:
     if now < limits.clock_floor:
-        return Check(name="clock", status="fail", detail=f"the clock says {now:%Y-%m-%d %H:%M} UTC",
-                     fix="set the time and keep it synchronized: sudo timedatectl set-ntp true")
+        return Finding(name="clock", status=Status.FAIL, detail=f"the clock says {now:%Y-%m-%d %H:%M} UTC",
+                       fix="set the time and keep it synchronized: sudo timedatectl set-ntp true")
     if synchronized is False:
-        return Check(name="clock", status="warn", detail=f"{now:%Y-%m-%d %H:%M} UTC, not NTP-synchronized",
-                     fix="sudo timedatectl set-ntp true (signed channel pointers expire)")
+        return Finding(name="clock", status=Status.WARN, detail=f"{now:%Y-%m-%d %H:%M} UTC, not NTP-synchronized",
+                       fix="sudo timedatectl set-ntp true (signed channel pointers expire)")
     return _ok("clock", f"{now:%Y-%m-%d %H:%M} UTC")
 
 
@@ -288,7 +277,7 @@ def ntp_synchronized() -> bool | None:
 
 
 # --- cloud and trust ----------------------------------------------------------------------------------------
-def check_registry(config: AgentConfig, limits: DoctorLimits) -> Check:
+def check_registry(config: AgentConfig, limits: DoctorLimits) -> Finding:
     if not config.registry.uri:
         return _ok("registry", "push mode: no registry to reach (rollouts bring the versions)")
     from edgefleet.device.registry import RegistryOptions, open_registry_reader
@@ -299,18 +288,18 @@ def check_registry(config: AgentConfig, limits: DoctorLimits) -> Check:
                                                                 retry_deadline_s=limits.connect_timeout_s))
         state = registry.read_channel(config.model, config.registry.channel)
     except EdgefleetError as error:
-        return Check(name="registry", status="fail", detail=error.message, fix=error.fix)
+        return Finding(name="registry", status=Status.FAIL, detail=error.message, fix=error.fix)
     except Exception as error:  # noqa: BLE001 - credentials, DNS, HTTP: all "not reachable" for the user
-        return Check(name="registry", status="fail", detail=f"{config.registry.uri}: {type(error).__name__}: "
-                                                           f"{error}"[:400],
-                     fix="check the network and the device's credentials (credentials_file in agent.yaml)")
+        return Finding(name="registry", status=Status.FAIL,
+                       detail=f"{config.registry.uri}: {type(error).__name__}: {error}"[:400],
+                       fix="check the network and the device's credentials (credentials_file in agent.yaml)")
     where = f"{config.registry.uri} reachable; {config.model}/{config.registry.channel}"
     if state.pointer is None:
         return _ok("registry", f"{where}: no pointer yet")
     from edgefleet.device.doctor_pointer import pointer_check
 
     status, detail, fix = pointer_check(config, state.pointer, source=registry.uri)
-    return Check(name="registry", status=status, detail=f"{where}: {detail}", fix=fix)
+    return Finding(name="registry", status=status, detail=f"{where}: {detail}", fix=fix)
 
 
 def _endpoint_reachable(host: str, port: int, timeout_s: float) -> str | None:
@@ -321,7 +310,7 @@ def _endpoint_reachable(host: str, port: int, timeout_s: float) -> str | None:
         return f"{host}:{port}: {error}"
 
 
-def check_pubsub(config: AgentConfig, limits: DoctorLimits) -> Check:
+def check_pubsub(config: AgentConfig, limits: DoctorLimits) -> Finding:
     telemetry = config.telemetry
     if not telemetry.pubsub_project:
         return _ok("pubsub", "telemetry goes to a local file (no pubsub_project)")
@@ -335,32 +324,30 @@ def check_pubsub(config: AgentConfig, limits: DoctorLimits) -> Check:
 
         problem = credentials_problem(config.credentials_file)
         if problem is not None:
-            return Check(name="pubsub", status="fail", detail=problem.message[:400], fix=problem.fix)
+            return Finding(name="pubsub", status=Status.FAIL, detail=problem.message[:400], fix=problem.fix)
     problem = _endpoint_reachable(*where, limits.connect_timeout_s)
     if problem:
-        return Check(name="pubsub", status="fail", detail=f"Pub/Sub not reachable: {problem}",
-                     fix="check the network (telemetry waits in the spool meanwhile)")
+        return Finding(name="pubsub", status=Status.FAIL, detail=f"Pub/Sub not reachable: {problem}",
+                       fix="check the network (telemetry waits in the spool meanwhile)")
     return _ok("pubsub", f"{where[0]}:{where[1]} reachable, topic {telemetry.pubsub_project}/"
                          f"{telemetry.pubsub_topic}")
 
 
-def check_credentials(config: AgentConfig) -> Check:
+def check_credentials(config: AgentConfig) -> Finding:
     """`credentials_file` from agent.yaml, as the service reads it (`edgefleet.device.doctor_credentials`)."""
-    from edgefleet.device.doctor_credentials import credentials_verdict
+    from edgefleet.device.doctor_credentials import credentials_finding
 
-    status, detail, fix = credentials_verdict(config)
-    return Check(name="credentials", status=status, detail=detail, fix=fix)
+    return credentials_finding(config)
 
 
-def check_telemetry(config: AgentConfig) -> Check:
+def check_telemetry(config: AgentConfig) -> Finding:
     """What the running agent's status says of its telemetry (never blocking)."""
-    from edgefleet.device.doctor_credentials import telemetry_verdict
+    from edgefleet.device.doctor_credentials import telemetry_finding
 
-    status, detail, fix = telemetry_verdict(config)
-    return Check(name="telemetry", status=status, detail=detail, fix=fix)
+    return telemetry_finding(config)
 
 
-def check_public_key(path: Path) -> Check:
+def check_public_key(path: Path) -> Finding:
     """The release keyring (a key file, the `<name>.d/` keyring beside it, or a keyring directory): it loads,
     every file in it is trusted, and none of it is in the agent user's reach."""
     from edgefleet.kernel.keyring import load_keyring
@@ -368,27 +355,27 @@ def check_public_key(path: Path) -> Check:
     try:
         ring = load_keyring(path)
     except EdgefleetError as error:
-        return Check(name="public_key", status="fail", detail=error.message,
-                     fix="install the release public key (deploy-agent does) at this path")
+        return Finding(name="public_key", status=Status.FAIL, detail=error.message,
+                       fix="install the release public key (deploy-agent does) at this path")
     if ring.problems:
-        return Check(name="public_key", status="fail", detail="; ".join(ring.problems),
-                     fix="name each key file of the keyring by its key id (edgefleet keys add does), or remove it; "
-                         "deploy-agent installs the keyring so")
+        return Finding(name="public_key", status=Status.FAIL, detail="; ".join(ring.problems),
+                       fix="name each key file of the keyring by its key id (edgefleet keys add does), or remove it; "
+                           "deploy-agent installs the keyring so")
     from edgefleet.device.trust_anchor import ring_exposure
 
     try:
         exposed = ring_exposure(path)
     except OSError as error:
-        return Check(name="public_key", status="fail", detail=f"{path}: cannot examine the way to it: {error}",
-                     fix="make the key and every directory above it readable (and owned by root)")
+        return Finding(name="public_key", status=Status.FAIL, detail=f"{path}: cannot examine the way to it: {error}",
+                       fix="make the key and every directory above it readable (and owned by root)")
     if exposed is not None:
         what = "it" if exposed == path else f"the directory {exposed} above it"
-        return Check(name="public_key", status="fail",
-                     detail=f"the trust anchor {path} is in reach of the agent's user: it can change or rename "
-                            f"{what} and plant its own release key",
-                     fix=f"re-run deploy-agent (it keeps the key in a root-owned config directory), or: sudo chown "
-                         f"root:root {exposed} && sudo chmod go-w {exposed}; the key and every directory above it "
-                         "must be root's and not writable by the agent's user")
+        return Finding(name="public_key", status=Status.FAIL,
+                       detail=f"the trust anchor {path} is in reach of the agent's user: it can change or rename "
+                              f"{what} and plant its own release key",
+                       fix=f"re-run deploy-agent (it keeps the key in a root-owned config directory), or: sudo chown "
+                           f"root:root {exposed} && sudo chmod go-w {exposed}; the key and every directory above it "
+                           "must be root's and not writable by the agent's user")
     return _ok("public_key", ring.describe())
 
 
@@ -423,7 +410,7 @@ def run_doctor(config: AgentConfig, *, sys_root: Path = Path("/sys"), dev_root: 
                                        agent=read_agent_tpu(config.status_path)))
         devices, nodes = check_edgetpu_devices(sys_root, dev_root, required=required)
         checks += [devices, check_device_permissions(nodes, udev_rules_for_edgetpu(), user_groups())]
-    checks += [Check(name=CAMERA_CHECK, **vars(c)) for c in camera_findings(config.source, dev_root, user_groups())]
+    checks += camera_findings(config.source, dev_root, user_groups())
     checks += [
         check_writable("store", config.root / "models"),
         check_writable("spool", config.spool_path),

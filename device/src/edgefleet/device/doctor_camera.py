@@ -12,24 +12,13 @@ import os
 import pwd
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
 
-if TYPE_CHECKING:
-    from edgefleet.device.agent.config import SourceConfig
+from edgefleet.device.agent.config import CameraSourceConfig
+from edgefleet.kernel.findings import Finding, Status
 
 CAMERA_CHECK = "camera"
 CAMERA_GROUP = "video"
-CAMERA_SOURCE_KIND = "camera"
 ROOT_UID = 0
-
-
-@dataclass(frozen=True)
-class CameraFinding:
-    """One doctor line's content (doctor.py names it `camera`)."""
-
-    status: Literal["ok", "warn", "fail"]
-    detail: str
-    fix: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,26 +33,30 @@ class CameraHost:
     node_openable: bool
 
 
-def camera_finding(host: CameraHost) -> CameraFinding:
+def camera_finding(host: CameraHost) -> Finding:
     """Can the agent's user open its camera: in `video` (root opens any node), and the node there and usable."""
     if not host.root and CAMERA_GROUP not in host.groups:
-        return CameraFinding(
-            "fail", f"user {host.user} is not in the {CAMERA_GROUP} group (groups: "
-            f"{', '.join(sorted(host.groups)) or 'none'}): the agent cannot open {host.node} (source.kind: camera)",
+        return _camera_fails(
+            f"user {host.user} is not in the {CAMERA_GROUP} group (groups: {', '.join(sorted(host.groups)) or 'none'})"
+            f": the agent cannot open {host.node} (source.kind: camera)",
             f"re-run deploy-agent (it adds the agent's user to {CAMERA_GROUP} for a camera source), or: sudo usermod "
             f"-aG {CAMERA_GROUP} {host.user} && sudo systemctl restart the agent's unit")
     if not host.node_exists:
-        return CameraFinding(
-            "fail", f"no {host.node}: no camera at source.camera_index {host.node.name.removeprefix('video')}",
+        return _camera_fails(
+            f"no {host.node}: no camera at source.camera_index {host.node.name.removeprefix('video')}",
             "attach the camera (and enable it: libcamera / raspi-config on a Pi), or set source.camera_index to "
             f"one of `ls {host.node.parent}/video*`")
     if not host.node_openable:
-        return CameraFinding(
-            "fail", f"user {host.user} cannot open {host.node} although in {CAMERA_GROUP}",
+        return _camera_fails(
+            f"user {host.user} cannot open {host.node} although in {CAMERA_GROUP}",
             f"check its owner and mode (`ls -l {host.node}`: group {CAMERA_GROUP}, rw for the group, as udev sets "
             "it), then replug the camera")
     who = "root (opens every node)" if host.root else f"user {host.user}, in {CAMERA_GROUP},"
-    return CameraFinding("ok", f"{who} can open {host.node}")
+    return Finding(name=CAMERA_CHECK, status=Status.OK, detail=f"{who} can open {host.node}")
+
+
+def _camera_fails(detail: str, fix: str) -> Finding:
+    return Finding(name=CAMERA_CHECK, status=Status.FAIL, detail=detail, fix=fix)
 
 
 def _user_name(uid: int) -> str:
@@ -73,9 +66,10 @@ def _user_name(uid: int) -> str:
         return str(uid)
 
 
-def camera_findings(source: SourceConfig, dev_root: Path, groups: set[str]) -> list[CameraFinding]:
-    """The camera line for a camera source (none for images or video files). `groups`: this process's."""
-    if source.kind != CAMERA_SOURCE_KIND:
+def camera_findings(source: object, dev_root: Path, groups: set[str]) -> list[Finding]:
+    """The camera line for a camera source (none for images or video files): `source` is the agent config's
+    (`AgentConfig.source`); `groups` this process's."""
+    if not isinstance(source, CameraSourceConfig):
         return []
     node = dev_root / f"video{source.camera_index}"
     uid = os.geteuid()

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgefleet.kernel.errors import EdgefleetError
+from edgefleet.kernel.findings import Finding, Status
 
 if TYPE_CHECKING:
     from edgefleet.device.agent.config import AgentConfig
 
-Verdict = tuple[str, str, "str | None"]  # (ok | warn | fail, detail, fix): `doctor` makes it a Check
+CREDENTIALS_CHECK = "credentials"
+TELEMETRY_CHECK = "telemetry"
 
 
 def credentials_problem(credentials_file: Path | None) -> EdgefleetError | None:
@@ -29,7 +31,8 @@ def credentials_problem(credentials_file: Path | None) -> EdgefleetError | None:
         else:
             import google.auth
 
-            google.auth.default()
+            # google-auth leaves its credentials' type unannotated; only whether they resolve matters here.
+            google.auth.default()  # pyright: ignore[reportUnknownMemberType]
     except CredentialsError as error:
         return error
     except Exception as error:  # noqa: BLE001 - DefaultCredentialsError and friends
@@ -45,7 +48,7 @@ def uses_google_cloud(config: AgentConfig) -> bool:
     return pubsub or gcs
 
 
-def credentials_verdict(config: AgentConfig) -> Verdict:
+def credentials_finding(config: AgentConfig) -> Finding:
     """The device's credentials as the service uses them: `credentials_file` from agent.yaml (never this shell's
     environment, which a doctor over SSH does not share with the service)."""
     from edgefleet.device.credentials import CredentialsError, load_device_credentials, principal
@@ -53,29 +56,34 @@ def credentials_verdict(config: AgentConfig) -> Verdict:
     path = config.credentials_file
     if path is None:
         if not uses_google_cloud(config):
-            return "ok", "no Google service to reach (local sink / local registry / emulators)", None
-        return ("warn", "no credentials_file: the agent uses the Application Default Credentials of its own "
-                        "environment, which this doctor run may not share",
-                "install the device's credentials with deploy-agent (credentials_file), so the agent and doctor "
-                "read the same file")
+            return Finding(name=CREDENTIALS_CHECK, status=Status.OK,
+                           detail="no Google service to reach (local sink / local registry / emulators)")
+        return Finding(name=CREDENTIALS_CHECK, status=Status.WARN,
+                       detail="no credentials_file: the agent uses the Application Default Credentials of its own "
+                              "environment, which this doctor run may not share",
+                       fix="install the device's credentials with deploy-agent (credentials_file), so the agent and "
+                           "doctor read the same file")
     try:
         credentials = load_device_credentials(path)
     except CredentialsError as error:
-        return "fail", error.message, error.fix
-    return "ok", f"{path}: {principal(credentials)}", None
+        return Finding(name=CREDENTIALS_CHECK, status=Status.FAIL, detail=error.message, fix=error.fix)
+    return Finding(name=CREDENTIALS_CHECK, status=Status.OK, detail=f"{path}: {principal(credentials)}")
 
 
-def telemetry_verdict(config: AgentConfig) -> Verdict:
+def telemetry_finding(config: AgentConfig) -> Finding:
     """What the running agent's status says of its telemetry (a sink that cannot open, an outage, off)."""
     from edgefleet.kernel.contracts.status import read_status
 
     try:
         status = read_status(config.status_path)
     except EdgefleetError:
-        return "ok", "no agent status yet (the agent has not run here)", None
+        return Finding(name=TELEMETRY_CHECK, status=Status.OK,
+                       detail="no agent status yet (the agent has not run here)")
     if status.state not in ("starting", "running") or status.telemetry_state in (None, "ok"):
-        return "ok", (f"agent {status.state}; telemetry {status.telemetry_state or 'not reported'}, "
-                      f"{status.spool_depth} message(s) in the spool"), None
-    return ("warn", f"telemetry {status.telemetry_state} ({status.spool_depth} message(s) wait in the spool; "
-                    f"inference goes on): {status.telemetry_error or status.last_error}"[:600],
-            "see the error's own fix; messages are sent once the sink works (retried with backoff)")
+        return Finding(name=TELEMETRY_CHECK, status=Status.OK,
+                       detail=f"agent {status.state}; telemetry {status.telemetry_state or 'not reported'}, "
+                              f"{status.spool_depth} message(s) in the spool")
+    return Finding(name=TELEMETRY_CHECK, status=Status.WARN,
+                   detail=f"telemetry {status.telemetry_state} ({status.spool_depth} message(s) wait in the spool; "
+                          f"inference goes on): {status.telemetry_error or status.last_error}"[:600],
+                   fix="see the error's own fix; messages are sent once the sink works (retried with backoff)")

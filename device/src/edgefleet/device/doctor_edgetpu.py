@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from edgefleet.kernel.contracts.status import AgentStatus, EdgeTpuRecord, read_status
 from edgefleet.kernel.errors import EdgefleetError
+from edgefleet.kernel.findings import Status
 
 LIVE_STATES = frozenset({"starting", "running"})
 
@@ -61,15 +61,16 @@ def read_agent_tpu(status_path: Path) -> AgentTpu | None:
     return agent_holding_tpu(status, process_alive(status.pid))
 
 
-def held_summary(agent: AgentTpu) -> tuple[Literal["ok", "warn", "fail"], str, str | None]:
+def held_summary(agent: AgentTpu) -> tuple[Status, str, str | None]:
     """(status, detail, fix) of the libedgetpu check while `agent` holds the TPU: its recorded outcome."""
     if agent.unreadable is not None:
-        return ("warn", f"not probed: the agent's status ({agent.unreadable}) cannot be read by this user and the "
+        return (Status.WARN, f"not probed: the agent's status ({agent.unreadable}) cannot be read by this user and the "
                         "agent may hold the Edge TPU (a probe would fight it for the TPU)",
                 "run doctor as the agent's user (sudo -u <agent user> edgefleet-agent doctor), as a rollout does")
     where = f"held by the running agent (pid {agent.pid}); not probed, a probe would fight it for the TPU"
     record = agent.record
     if record is None:
-        return "ok", f"{where}; it runs on the Edge TPU (status schema {agent.schema} records no probe outcome)", None
+        return (Status.OK, f"{where}; it runs on the Edge TPU (status schema {agent.schema} records no probe outcome)",
+                None)
     outcome = record.detail if record.ok else f"edgetpu_unavailable ({record.cause}): {record.detail}"
-    return "ok" if record.ok else "fail", f"{where}; its probe: {outcome} with {record.runtime}", record.fix
+    return Status.OK if record.ok else Status.FAIL, f"{where}; its probe: {outcome} with {record.runtime}", record.fix

@@ -4,12 +4,13 @@ verified (a registry writer must not make an operator believe a device follows a
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from edgefleet.device.channel import RECORD_FILE, assess_pointer, parse_record, version_identity
 from edgefleet.device.store_reader import StoreReader
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import EdgefleetError
+from edgefleet.kernel.findings import Status
 
 if TYPE_CHECKING:
     from edgefleet.device.agent.config import AgentConfig
@@ -20,7 +21,7 @@ RESIGN_FIX = ("have the release pipeline sign the channel (edgefleet registry pr
 
 def pointer_check(
     config: AgentConfig, pointer: ChannelPointer, *, source: str, now: datetime | None = None
-) -> tuple[Literal["ok", "warn"], str, str | None]:
+) -> tuple[Status, str, str | None]:
     """(status, detail, fix) of the configured channel's pointer for this agent."""
     store = StoreReader(config.root, config.public_key_path)
     try:
@@ -35,16 +36,16 @@ def pointer_check(
             device_id=config.device_id,
         )
     except EdgefleetError as error:
-        return "warn", f"the pointer could not be checked (its version is not shown): {error.message}", error.fix
+        return Status.WARN, f"the pointer could not be checked (its version is not shown): {error.message}", error.fix
     if judgement.verdict == "refuse":
-        return "warn", f"this agent refuses the pointer: {judgement.reason}", RESIGN_FIX
+        return Status.WARN, f"this agent refuses the pointer: {judgement.reason}", RESIGN_FIX
     if judgement.verdict == "expired":
-        return "warn", judgement.reason, RESIGN_FIX
+        return Status.WARN, judgement.reason, RESIGN_FIX
     if not pointer.signed:
-        return ("warn", f"{pointer.version} (unsigned, unverified)",
+        return (Status.WARN, f"{pointer.version} (unsigned, unverified)",
                 "sign the channel pointers, then drop registry.require_signed_pointers: false (README: upgrading "
                 "a fleet that ran the old defaults)")
     target = judgement.target or pointer
     stage = pointer.rollout
     staged = f", rollout {stage.id} at {stage.share_bp / 100:g} %" if stage is not None else ""
-    return "ok", f"{target.version} (signature verified, expires {pointer.expires_at:%Y-%m-%d}{staged})", None
+    return Status.OK, f"{target.version} (signature verified, expires {pointer.expires_at:%Y-%m-%d}{staged})", None

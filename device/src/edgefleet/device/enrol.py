@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import cast
 
 from edgefleet.device.identity import load_or_create_device_key
 from edgefleet.device.registry.base import RegistryReader
@@ -61,11 +62,15 @@ def _create_gcs_object(registry: RegistryReader, key: str, data: bytes) -> bool:
 
     if not isinstance(registry, GcsRegistryReader):
         raise RegistryError(f"cannot file an enrolment request in {registry.uri}", "use a gs:// or local registry")
-    blob = registry._bucket().blob(registry._object(key))  # noqa: SLF001 - the reader's own object naming
+    # The reader's own object naming and error mapping (enrolment is the one object a device creates). For pyright:
+    # google-cloud-storage leaves most parameters unannotated, and types `timeout` int though it takes seconds.
+    blob = registry._bucket().blob(  # pyright: ignore[reportPrivateUsage, reportUnknownMemberType]  # noqa: SLF001
+        registry._object(key))  # pyright: ignore[reportPrivateUsage]  # noqa: SLF001
     try:
-        with registry._errors(f"creating {registry.describe(key)}"):  # noqa: SLF001
-            blob.upload_from_string(data, content_type="application/json", if_generation_match=0,
-                                    timeout=registry.options.request_timeout_s)
+        with registry._errors(f"creating {registry.describe(key)}"):  # pyright: ignore[reportPrivateUsage]  # noqa: SLF001
+            blob.upload_from_string(  # pyright: ignore[reportUnknownMemberType]
+                data, content_type="application/json", if_generation_match=0,
+                timeout=registry.options.request_timeout_s)  # pyright: ignore[reportArgumentType]
     except ConflictError:
         return False
     return True
@@ -92,10 +97,12 @@ def enrolled_key_id(registry: RegistryReader, device_id: str) -> str | None:
     """The key id the fleet's record for `device_id` names (None: no readable record yet). Trust is the
     monitor's business; the device only learns whether its request went through."""
     try:
-        value = registry.get_json_bounded(device_key_record_key(device_id), MAX_RECORD_BYTES)
+        value: object = registry.get_json_bounded(device_key_record_key(device_id), MAX_RECORD_BYTES)
     except EdgefleetError:
         return None
-    return value.get("key_id") if isinstance(value, dict) else None
+    # A JSON object: the isinstance narrowing leaves its key and value types unknown.
+    named = cast("dict[object, object]", value).get("key_id") if isinstance(value, dict) else None
+    return named if isinstance(named, str) else None
 
 
 def wait_enrolled(registry: RegistryReader, device_id: str, root: str | os.PathLike[str], *, timeout_s: float,

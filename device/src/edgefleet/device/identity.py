@@ -78,7 +78,8 @@ def sign_telemetry(private_key: Ed25519PrivateKey, data: bytes, device_id: str, 
 
 def parse_epoch(attributes: dict[str, str] | object) -> int | None:
     """The `epoch` attribute as an integer (None when absent); ValueError when it is not a bounded integer."""
-    text = attributes.get(ATTR_EPOCH) if hasattr(attributes, "get") else None  # type: ignore[union-attr]
+    get: object = getattr(attributes, "get", None)  # a dict, or a Pub/Sub message's protobuf map
+    text = get(ATTR_EPOCH) if callable(get) else None
     if text is None or text == "":
         return None
     if not (isinstance(text, str) and text.isdigit() and len(text) <= 16) or int(text) > MAX_EPOCH:

@@ -16,6 +16,7 @@ from typing import NamedTuple
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edgefleet.device.bundle import (
+    PublicKeyLike,
     SignedManifest,
     check_manifest_signatures,
     read_signed_manifest,
@@ -39,7 +40,7 @@ from edgefleet.device.window import MaintenanceWindow, in_window, next_window_st
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import RegistryError, VerificationError
 from edgefleet.kernel.keyring import Keyring, UnknownKeyError, resolve_keyring
-from edgefleet.kernel.signing import KeyedSignature, PublicKeyLike, encode_signature, encode_signatures
+from edgefleet.kernel.signing import KeyedSignature, encode_signature, encode_signatures
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ class _Moving(NamedTuple):
 
 
 def _carry_out(
-    step: PullStep, registry: RegistryReader, store: ModelStore, moving: _Moving, key: PublicKeyLike,
+    step: PullStep, registry: RegistryReader, store: ModelStore, moving: _Moving, key: Keyring,
     record: ChannelRecord, before: str | None, *, refused_before: bool,
 ) -> PullResult:
     """The I/O of one step (`next_step` decided it)."""

@@ -82,6 +82,13 @@ an installed copy with another manifest; set: installed, name it; download: fetc
 Nothing here activates anything."""
 
 
+class ShadowStep(NamedTuple):
+    """What `shadow_step` decided (`PullStep`'s counterpart for the shadow pointer)."""
+
+    action: ShadowAction
+    reason: str = ""
+
+
 def shadow_step(
     wanted: ChannelPointer | None,
     *,
@@ -93,7 +100,7 @@ def shadow_step(
     refusal: Refusal | None,
     retry_refused: bool,
     enabled: bool,
-) -> PullStep:
+) -> ShadowStep:
     """What to do about the shadow pointer, given the accepted pointer's shadow candidate for this device.
 
     Args:
@@ -106,21 +113,21 @@ def shadow_step(
     """
     if wanted is None:
         if shadow is not None and shadow in (rollout_version, current):
-            return PullStep("clear", f"no longer shadowing {shadow}")
-        return PullStep("none")
+            return ShadowStep("clear", f"no longer shadowing {shadow}")
+        return ShadowStep("none")
     model, version = wanted.model, wanted.version
     if not enabled:
-        return PullStep("off", f"asked to shadow {model} {version}, but this agent's shadow.share is 0")
+        return ShadowStep("off", f"asked to shadow {model} {version}, but this agent's shadow.share is 0")
     if refusal is not None and not retry_refused:
-        return PullStep("skip", f"shadow candidate {model} {version} was refused earlier: {refusal.reason}")
+        return ShadowStep("skip", f"shadow candidate {model} {version} was refused earlier: {refusal.reason}")
     if floor is not None and highest(floor, version) != version:
-        return PullStep("below_floor", f"shadow candidate {model} {version} is below this device's version floor "
-                                       f"{floor}: it could never be activated here, so it is not run")
+        return ShadowStep("below_floor", f"shadow candidate {model} {version} is below this device's version "
+                                         f"floor {floor}: it could never be activated here, so it is not run")
     if installed is not None and installed.manifest_sha256 != wanted.manifest_sha256:
-        return PullStep("refuse", f"the installed {model} {version} has manifest sha256 "
-                                  f"{installed.manifest_sha256[:16]}..., the rollout names "
-                                  f"{wanted.manifest_sha256[:16]}...: versions are immutable, so one of them "
-                                  "was altered")
+        return ShadowStep("refuse", f"the installed {model} {version} has manifest sha256 "
+                                    f"{installed.manifest_sha256[:16]}..., the rollout names "
+                                    f"{wanted.manifest_sha256[:16]}...: versions are immutable, so one of them "
+                                    "was altered")
     if shadow == version and installed is not None:
-        return PullStep("keep", f"shadowing {model} {version}")
-    return PullStep("set" if installed is not None else "download", f"shadowing {model} {version}")
+        return ShadowStep("keep", f"shadowing {model} {version}")
+    return ShadowStep("set" if installed is not None else "download", f"shadowing {model} {version}")

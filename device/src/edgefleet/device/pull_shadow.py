@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import NamedTuple
 
 from edgefleet.device.pull_fetch import download_and_install
-from edgefleet.device.pull_plan import Installed, PullStep, shadow_step
+from edgefleet.device.pull_plan import Installed, ShadowStep, shadow_step
 from edgefleet.device.registry.base import RegistryReader
 from edgefleet.device.shadow_pointer import SHADOW_POINTER, clear_shadow, set_shadow
 from edgefleet.device.staged import shadow_pointer
@@ -60,10 +60,12 @@ def follow_shadow(registry: RegistryReader, store: ModelStore, signed: ChannelPo
     model = signed.model
     wanted = shadow_pointer(signed, inputs.device_id)
     current = store.current(model)
-    try:
-        installed = store.installed(model, wanted.version) if wanted is not None else None
-    except VerificationError as error:  # a damaged installed copy: refused, as a failed download is
-        return _refused(store, wanted, error.message)
+    installed = None
+    if wanted is not None:
+        try:
+            installed = store.installed(model, wanted.version)
+        except VerificationError as error:  # a damaged installed copy: refused, as a failed download is
+            return _refused(store, wanted, error.message)
     step = shadow_step(
         wanted, rollout_version=signed.version if signed.rollout is not None else None,
         shadow=store.pointer(model, SHADOW_POINTER), current=current.version if current else None,
@@ -77,7 +79,7 @@ def follow_shadow(registry: RegistryReader, store: ModelStore, signed: ChannelPo
     return _carry_out(registry, store, model, step, wanted, key)
 
 
-def _carry_out(registry: RegistryReader, store: ModelStore, model: str, step: PullStep,
+def _carry_out(registry: RegistryReader, store: ModelStore, model: str, step: ShadowStep,
                wanted: ChannelPointer | None, key: Keyring) -> ShadowResult:
     version = wanted.version if wanted is not None else None
     if step.action == "clear":

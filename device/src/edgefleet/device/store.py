@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +25,7 @@ from edgefleet.device.bundle import (
     MAX_MANIFEST_BYTES,
     MAX_SIGNATURE_BYTES,
     REFETCH_FIX,
+    PublicKeyLike,
     check_manifest_signatures,
     sha256_bytes,
     verify_version_dir,
@@ -51,7 +52,7 @@ from edgefleet.kernel.fsutil import (
     switch_symlink,
     temp_name,
 )
-from edgefleet.kernel.signing import PublicKeyLike, decode_signatures
+from edgefleet.kernel.signing import decode_signatures
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +279,7 @@ class ModelStore(StoreReader):
             atomic_write_bytes(self.model_dir(model) / state_name(name), data)
 
     @contextmanager
-    def staging_dir(self) -> Iterator[Path]:
+    def staging_dir(self) -> Generator[Path, None, None]:
         """A temporary directory inside the store root (same file system), removed afterwards."""
         staging_root = self.root / STAGING_DIR
         staging_root.mkdir(parents=True, exist_ok=True)
@@ -338,7 +339,7 @@ class ModelStore(StoreReader):
         )
 
     @contextmanager
-    def _lock(self, model: str) -> Iterator[None]:
+    def _lock(self, model: str) -> Generator[None, None, None]:
         model_dir = self.model_dir(model)
         model_dir.mkdir(parents=True, exist_ok=True)
         with file_lock(

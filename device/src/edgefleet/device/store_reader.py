@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgefleet.device.bundle import read_signed_manifest
+from edgefleet.device.bundle import PublicKeyLike, read_signed_manifest
 from edgefleet.device.floor import FLOOR_FILE, MAX_FLOOR_BYTES, FloorRecord, VersionFloor, parse_floor
 from edgefleet.kernel.contracts.layout import (
     AGENT_ROOT_ENV,
@@ -44,7 +44,6 @@ from edgefleet.kernel.contracts.manifest import Manifest
 from edgefleet.kernel.contracts.refusal import Refusal, find_refusal, parse_refusals
 from edgefleet.kernel.errors import StoreError
 from edgefleet.kernel.fsutil import read_regular
-from edgefleet.kernel.signing import PublicKeyLike
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +115,7 @@ class StoreReader:
         model_dir = self.model_dir(model)
         if not model_dir.is_dir():
             return []
-        found = []
+        found: list[str] = []
         for entry in os.scandir(model_dir):
             if (
                 entry.is_dir(follow_symlinks=False)

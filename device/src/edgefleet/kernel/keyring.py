@@ -96,7 +96,7 @@ class Keyring:
         return f"{self.source} (key ids {', '.join(self.ids) or 'none'})"
 
 
-KeyringLike = Union[Keyring, Ed25519PublicKey, str, os.PathLike]
+KeyringLike = Union[Keyring, Ed25519PublicKey, str, os.PathLike[str]]
 """A keyring, one public key, or the path of a key file or keyring directory (Python 3.9: no `X | Y` here)."""
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from google.cloud.pubsub_v1.subscriber.message import Message
 
 from edgefleet.kernel.contracts.layout import ATTR_DEVICE_ID
-from edgefleet.monitor.identity import TelemetryVerifier, Verdict
+from edgefleet.monitor.identity import TelemetryVerdict, TelemetryVerifier
 from edgefleet.monitor.ingest import Outcome, Status, handle, oversize_problem, record_malformed
 from edgefleet.monitor.store import FleetStore, commit, lock_devices, rollback
 
@@ -82,7 +82,7 @@ def _handle(store: FleetStore, message: Message, received_at: float, verifier: T
     attributes = message.attributes
     if (too_large := oversize_problem(message.data, attributes)) is not None:  # before anything parses it
         return _refused(store, message, attributes.get(ATTR_DEVICE_ID) or None, too_large, received_at)
-    verdict = Verdict(None) if verifier is None else verifier.check(message.data, attributes)
+    verdict = TelemetryVerdict(None) if verifier is None else verifier.check(message.data, attributes)
     if verdict.problem is not None:
         return _refused(store, message, verdict.device_id, verdict.problem, received_at)
     return handle(store, message.data, message.message_id, attributes, received_at, verified=verdict.verified)

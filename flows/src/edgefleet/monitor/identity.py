@@ -125,7 +125,7 @@ class IdentityConfig(BaseModel):
 
 
 @dataclass(frozen=True)
-class Verdict:
+class TelemetryVerdict:
     """What the signature check says of one message.
 
     Attributes:
@@ -187,27 +187,27 @@ class TelemetryVerifier(DeviceKeyTable):
         """Why the message must be refused (starts with FORGED_PREFIX), or None."""
         return self.check(data, attributes).problem
 
-    def check(self, data: bytes, attributes: Mapping[str, str]) -> Verdict:
+    def check(self, data: bytes, attributes: Mapping[str, str]) -> TelemetryVerdict:
         """The verdict on one message (the caller bounds its size first: the body is parsed here)."""
         device_id = body_device_id(data)
         if device_id is None:
-            return Verdict(None)  # names no device: not a telemetry message, ingest refuses it as malformed
+            return TelemetryVerdict(None)  # names no device: not a telemetry message, ingest refuses it as malformed
         claimed = attributes.get(ATTR_DEVICE_ID) or ""
         if claimed and claimed != device_id:
-            return Verdict(f"{FORGED_PREFIX}the device_id attribute {claimed[:64]!r} names another device than "
-                           f"the message body ({device_id[:64]!r})", device_id=device_id)
+            return TelemetryVerdict(f"{FORGED_PREFIX}the device_id attribute {claimed[:64]!r} names another device "
+                                    f"than the message body ({device_id[:64]!r})", device_id=device_id)
         signed = bool(attributes.get(ATTR_SIGNATURE))
         key = self._key(device_id)
         if key is None:
             if self.require_signed:
                 what = "signed message from" if signed else "unsigned message from"
-                return Verdict(f"{FORGED_PREFIX}{what} {device_id[:64]}, which has no key in the fleet",
-                               device_id=device_id)
-            return Verdict(None, device_id=device_id)  # transition: a device without a key, unverified
+                return TelemetryVerdict(f"{FORGED_PREFIX}{what} {device_id[:64]}, which has no key in the fleet",
+                                        device_id=device_id)
+            return TelemetryVerdict(None, device_id=device_id)  # transition: a device without a key, unverified
         problem = telemetry_signature_problem(key, data, {**attributes, ATTR_DEVICE_ID: device_id})
         if problem is not None:
-            return Verdict(FORGED_PREFIX + problem, device_id=device_id)
-        return Verdict(None, verified=True, device_id=device_id)
+            return TelemetryVerdict(FORGED_PREFIX + problem, device_id=device_id)
+        return TelemetryVerdict(None, verified=True, device_id=device_id)
 
 
 def keys_read_fix(registry: RegistryReader) -> str:

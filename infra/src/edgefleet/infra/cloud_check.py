@@ -6,9 +6,9 @@ and that schema accepts what this agent sends, the registry bucket is hardened, 
 roles (`FLEET_GRANTS`), the fleet-monitor subscription dead-letters (and the Pub/Sub service agent can do it),
 the custom metric descriptors exist.
 
-Each check is a function taking its client first and returning a `CheckResult`; a Google API error becomes a
-failed check naming the thing (a check never raises for the project's state). The clients it reads with are
-infra/cloud_clients.py's. No Pulumi import.
+Each check is a function taking its client first and returning a `Finding` (edgefleet.kernel.findings); a Google
+API error becomes a failed check naming the thing (a check never raises for the project's state). The clients it
+reads with are infra/cloud_clients.py's. No Pulumi import.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from google.api_core import exceptions as google_exceptions
 
@@ -41,6 +41,7 @@ from edgefleet.infra.names import (
 )
 from edgefleet.infra.outputs import StackOutputs
 from edgefleet.infra.policy import MIN_DEAD_LETTER_ATTEMPTS, PUBSUB_SERVICE_AGENT
+from edgefleet.kernel.findings import Finding, Status
 from edgefleet.kernel.metrics import METRICS_BY_TYPE
 
 PUBSUB_JSON_ENCODING = 1  # google.pubsub_v1.types.Encoding.JSON
@@ -49,30 +50,24 @@ CUSTOM_METRIC_PREFIX = "custom.googleapis.com/edgefleet/"
 PULUMI_UP = "pulumi up (in the repo root)"
 
 
-class CheckResult(NamedTuple):
-    """One line of the report."""
-
-    name: str
-    ok: bool
-    detail: str
-    fix: str = ""
-
-    def line(self) -> str:
-        if self.ok:
-            return f"ok    {self.name}: {self.detail}"
-        return f"FAIL  {self.name}: {self.detail} -> {self.fix}"
+def _ok(name: str, detail: str) -> Finding:
+    return Finding(name=name, status=Status.OK, detail=detail)
 
 
-def _failed_call(name: str, what: str, error: google_exceptions.GoogleAPICallError) -> CheckResult:
+def _fail(name: str, detail: str, fix: str) -> Finding:
+    return Finding(name=name, status=Status.FAIL, detail=detail, fix=fix)
+
+
+def _failed_call(name: str, what: str, error: google_exceptions.GoogleAPICallError) -> Finding:
     if isinstance(error, google_exceptions.NotFound):
-        return CheckResult(name, False, f"{what} does not exist ({error.message})", PULUMI_UP)
+        return _fail(name, f"{what} does not exist ({error.message})", PULUMI_UP)
     if isinstance(error, google_exceptions.PermissionDenied | google_exceptions.Unauthenticated):
-        return CheckResult(name, False, f"your credentials cannot read {what} ({error.message})",
-                           "gcloud auth application-default login as a project owner or viewer, then check again")
-    return CheckResult(name, False, f"reading {what} failed: {error}", "check again; if it persists, see the error")
+        return _fail(name, f"your credentials cannot read {what} ({error.message})",
+                     "gcloud auth application-default login as a project owner or viewer, then check again")
+    return _fail(name, f"reading {what} failed: {error}", "check again; if it persists, see the error")
 
 
-def _guarded(name: str, what: str, check: Callable[[], CheckResult]) -> CheckResult:
+def _guarded(name: str, what: str, check: Callable[[], Finding]) -> Finding:
     try:
         return check()
     except google_exceptions.GoogleAPICallError as error:
@@ -95,7 +90,7 @@ def _service_disabled(error: google_exceptions.GoogleAPICallError, api: str) -> 
         getattr(error, "reason", None) == "SERVICE_DISABLED" or "disabled" in text or "not been used" in text)
 
 
-def check_prerequisites(service_usage: Any, project: str) -> CheckResult:
+def check_prerequisites(service_usage: Any, project: str) -> Finding:
     """The two APIs that must be on before the first `pulumi up` (Service Usage, Cloud Resource Manager), by
     name: a check that can run before the stack exists (`edgefleet cloud check --project P`)."""
     name = "prerequisites"
@@ -106,17 +101,17 @@ def check_prerequisites(service_usage: Any, project: str) -> CheckResult:
             "names": [f"projects/{project}/services/{api}" for api in PREREQUISITE_APIS]})
     except google_exceptions.GoogleAPICallError as error:
         if _service_disabled(error, API_SERVICE_USAGE):
-            return CheckResult(name, False, f"{API_SERVICE_USAGE} is not enabled in {project} "
-                               f"({PREREQUISITE_WHY[API_SERVICE_USAGE]})", f"{enable}, then pulumi up")
+            return _fail(name, f"{API_SERVICE_USAGE} is not enabled in {project} "
+                         f"({PREREQUISITE_WHY[API_SERVICE_USAGE]})", f"{enable}, then pulumi up")
         return _failed_call(name, f"the services of project {project}", error)
     enabled = {service.name.rsplit("/", 1)[-1] for service in response.services
                if int(service.state) == SERVICE_ENABLED}
     missing = [api for api in PREREQUISITE_APIS if api not in enabled]
     if missing:
         why = "; ".join(f"{api}: {PREREQUISITE_WHY[api]}" for api in missing)
-        return CheckResult(name, False, f"not enabled: {why}",
-                           f"gcloud services enable {' '.join(missing)} --project {project}, then pulumi up")
-    return CheckResult(name, True, f"{', '.join(PREREQUISITE_APIS)} enabled (what `pulumi up` needs first)")
+        return _fail(name, f"not enabled: {why}",
+                     f"gcloud services enable {' '.join(missing)} --project {project}, then pulumi up")
+    return _ok(name, f"{', '.join(PREREQUISITE_APIS)} enabled (what `pulumi up` needs first)")
 
 
 
@@ -127,12 +122,12 @@ def expected_apis(*, bigquery: bool, x509_devices: bool, fleet_state: bool = Fal
 
 
 def check_apis(service_usage: Any, project: str, bigquery: bool, *, x509_devices: bool = False,
-               fleet_state: bool = False) -> CheckResult:
+               fleet_state: bool = False) -> Finding:
     """The APIs the program enables are enabled (`ServiceUsageClient.batch_get_services`); with X.509 devices
     (`devices.credentials: x509`) also STS and IAM Credentials, which devices exchange their certificates through."""
     apis = expected_apis(bigquery=bigquery, x509_devices=x509_devices, fleet_state=fleet_state)
 
-    def run() -> CheckResult:
+    def run() -> Finding:
         response = service_usage.batch_get_services(
             request={"parent": f"projects/{project}", "names": [f"projects/{project}/services/{api}" for api in apis]}
         )
@@ -140,9 +135,9 @@ def check_apis(service_usage: Any, project: str, bigquery: bool, *, x509_devices
                    if int(service.state) == SERVICE_ENABLED}
         missing = [api for api in apis if api not in enabled]
         if missing:
-            return CheckResult("apis", False, f"not enabled: {', '.join(missing)}",
-                               f"{PULUMI_UP}, or gcloud services enable {' '.join(missing)} --project {project}")
-        return CheckResult("apis", True, f"{len(apis)} enabled ({', '.join(apis)})")
+            return _fail("apis", f"not enabled: {', '.join(missing)}",
+                         f"{PULUMI_UP}, or gcloud services enable {' '.join(missing)} --project {project}")
+        return _ok("apis", f"{len(apis)} enabled ({', '.join(apis)})")
 
     return _guarded("apis", f"the services of project {project}", run)
 
@@ -150,29 +145,29 @@ def check_apis(service_usage: Any, project: str, bigquery: bool, *, x509_devices
 # --- telemetry topic and its schema ----------------------------------------------------------------------
 
 
-def check_topic_schema(publisher: Any, schemas: Any, outputs: StackOutputs, sample: bytes) -> CheckResult:
+def check_topic_schema(publisher: Any, schemas: Any, outputs: StackOutputs, sample: bytes) -> Finding:
     """The topic enforces the stack's schema (JSON encoding) and that schema accepts `sample`, a message this
     agent would send (`SchemaServiceClient.validate_message`)."""
     name = "topic schema"
 
-    def run() -> CheckResult:
+    def run() -> Finding:
         topic = publisher.get_topic(request={"topic": outputs.telemetry_topic_id})
         settings = topic.schema_settings
         if not outputs.telemetry_schema_enforced:
-            return CheckResult(name, True, "schema enforcement is off in the stack config (telemetry.enforceSchema)")
+            return _ok(name, "schema enforcement is off in the stack config (telemetry.enforceSchema)")
         if settings.schema != outputs.telemetry_schema_id or int(settings.encoding) != PUBSUB_JSON_ENCODING:
-            return CheckResult(name, False, f"{outputs.telemetry_topic} validates {settings.schema or 'nothing'} "
-                               f"(encoding {settings.encoding}), not {outputs.telemetry_schema_id} as JSON", PULUMI_UP)
+            return _fail(name, f"{outputs.telemetry_topic} validates {settings.schema or 'nothing'} "
+                         f"(encoding {settings.encoding}), not {outputs.telemetry_schema_id} as JSON", PULUMI_UP)
         try:
             schemas.validate_message(request={"parent": f"projects/{outputs.project}",
                                               "name": outputs.telemetry_schema_id, "message": sample,
                                               "encoding": PUBSUB_JSON_ENCODING})
         except google_exceptions.InvalidArgument as error:
-            return CheckResult(name, False, f"{outputs.telemetry_schema_id} refuses this agent's telemetry "
-                               f"({error.message})", f"{PULUMI_UP} with this version of edgefleet (it commits "
-                               "the schema generated from the telemetry contract)")
-        return CheckResult(name, True, f"{outputs.telemetry_topic} enforces {outputs.telemetry_schema_id}, "
-                           "which accepts this agent's telemetry")
+            return _fail(name, f"{outputs.telemetry_schema_id} refuses this agent's telemetry "
+                         f"({error.message})", f"{PULUMI_UP} with this version of edgefleet (it commits "
+                         "the schema generated from the telemetry contract)")
+        return _ok(name, f"{outputs.telemetry_topic} enforces {outputs.telemetry_schema_id}, "
+                   "which accepts this agent's telemetry")
 
     return _guarded(name, f"topic {outputs.telemetry_topic_id}", run)
 
@@ -193,11 +188,11 @@ def sample_telemetry() -> bytes:
 # --- registry bucket ---------------------------------------------------------------------------------------
 
 
-def check_bucket(storage_client: Any, bucket_name: str) -> CheckResult:
+def check_bucket(storage_client: Any, bucket_name: str) -> Finding:
     """Uniform bucket-level access, public access prevention enforced, versioning, noncurrent versions deleted."""
     name = "registry bucket"
 
-    def run() -> CheckResult:
+    def run() -> Finding:
         bucket = storage_client.get_bucket(bucket_name)
         problems = []
         if not bucket.iam_configuration.uniform_bucket_level_access_enabled:
@@ -209,9 +204,9 @@ def check_bucket(storage_client: Any, bucket_name: str) -> CheckResult:
         if not any(_deletes_noncurrent(rule) for rule in bucket.lifecycle_rules):
             problems.append("no lifecycle rule deletes noncurrent versions")
         if problems:
-            return CheckResult(name, False, f"gs://{bucket_name}: {'; '.join(problems)}", PULUMI_UP)
-        return CheckResult(name, True, f"gs://{bucket_name} hardened (uniform access, public access prevented, "
-                           "versioned, old versions expire)")
+            return _fail(name, f"gs://{bucket_name}: {'; '.join(problems)}", PULUMI_UP)
+        return _ok(name, f"gs://{bucket_name} hardened (uniform access, public access prevented, "
+                   "versioned, old versions expire)")
 
     return _guarded(name, f"bucket gs://{bucket_name}", run)
 
@@ -286,7 +281,7 @@ def read_policies(clients: CloudClients, outputs: StackOutputs) -> Policies:
 
 
 def check_identity_roles(policies: Policies, outputs: StackOutputs,
-                         grants: Sequence[FleetGrant] | None = None) -> list[CheckResult]:
+                         grants: Sequence[FleetGrant] | None = None) -> list[Finding]:
     """One result per identity: it holds each of its grants (`fleet_grants` of the stack: the Cloud SQL ones with
     a fleet state), and no other role on those resources."""
     if grants is None:
@@ -305,23 +300,23 @@ def check_identity_roles(policies: Policies, outputs: StackOutputs,
             parts = [f"missing {role} on the {target.replace('_', ' ')}" for target, role in missing]
             parts += [f"extra {role} on the {target.replace('_', ' ')}" for target, role in extra]
             fix = PULUMI_UP + (" and remove the extra grants (they are not the program's)" if extra else "")
-            results.append(CheckResult(name, False, f"{email}: {'; '.join(parts)}", fix))
+            results.append(_fail(name, f"{email}: {'; '.join(parts)}", fix))
         else:
-            results.append(CheckResult(name, True, f"{email}: {', '.join(role for _, role in sorted(expected))}"))
+            results.append(_ok(name, f"{email}: {', '.join(role for _, role in sorted(expected))}"))
     return results
 
 
 # --- dead-lettering ----------------------------------------------------------------------------------------
 
 
-def check_dead_letter(subscriber: Any, publisher: Any, outputs: StackOutputs) -> CheckResult:
+def check_dead_letter(subscriber: Any, publisher: Any, outputs: StackOutputs) -> Finding:
     """The monitor subscription dead-letters to the stack's topic after >= 5 attempts, and the Pub/Sub service
     agent may publish there and acknowledge on the subscription."""
     name = "dead-letter policy"
     subscription_path = f"projects/{outputs.project}/subscriptions/{outputs.monitor_subscription}"
     topic_path = f"projects/{outputs.project}/topics/{outputs.dead_letter_topic}"
 
-    def run() -> CheckResult:
+    def run() -> Finding:
         subscription = subscriber.get_subscription(request={"subscription": subscription_path})
         policy = subscription.dead_letter_policy
         problems = []
@@ -339,9 +334,9 @@ def check_dead_letter(subscriber: Any, publisher: Any, outputs: StackOutputs) ->
         if not agent_subscribes:
             problems.append(f"the Pub/Sub service agent cannot acknowledge on {outputs.monitor_subscription}")
         if problems:
-            return CheckResult(name, False, f"{outputs.monitor_subscription}: {'; '.join(problems)}", PULUMI_UP)
-        return CheckResult(name, True, f"{outputs.monitor_subscription} -> {outputs.dead_letter_topic} after "
-                           f"{policy.max_delivery_attempts} attempts; the service agent can forward")
+            return _fail(name, f"{outputs.monitor_subscription}: {'; '.join(problems)}", PULUMI_UP)
+        return _ok(name, f"{outputs.monitor_subscription} -> {outputs.dead_letter_topic} after "
+                   f"{policy.max_delivery_attempts} attempts; the service agent can forward")
 
     return _guarded(name, f"subscription {subscription_path}", run)
 
@@ -349,17 +344,17 @@ def check_dead_letter(subscriber: Any, publisher: Any, outputs: StackOutputs) ->
 # --- metric descriptors ------------------------------------------------------------------------------------
 
 
-def check_metric_descriptors(metrics_client: Any, project: str) -> CheckResult:
+def check_metric_descriptors(metrics_client: Any, project: str) -> Finding:
     """Every custom metric the monitor writes has its descriptor."""
     name = "metric descriptors"
 
-    def run() -> CheckResult:
+    def run() -> Finding:
         found = {descriptor.type for descriptor in metrics_client.list_metric_descriptors(request={
             "name": f"projects/{project}", "filter": f'metric.type = starts_with("{CUSTOM_METRIC_PREFIX}")'})}
         missing = sorted(set(METRICS_BY_TYPE) - found)
         if missing:
-            return CheckResult(name, False, f"missing: {', '.join(_short_metric(m) for m in missing)}", PULUMI_UP)
-        return CheckResult(name, True, f"all {len(METRICS_BY_TYPE)} of the fleet monitor's metrics")
+            return _fail(name, f"missing: {', '.join(_short_metric(m) for m in missing)}", PULUMI_UP)
+        return _ok(name, f"all {len(METRICS_BY_TYPE)} of the fleet monitor's metrics")
 
     return _guarded(name, f"the metric descriptors of project {project}", run)
 
@@ -371,7 +366,7 @@ def _short_metric(metric_type: str) -> str:
 # --- all of it ---------------------------------------------------------------------------------------------
 
 
-def run_checks(clients: CloudClients, outputs: StackOutputs, sample: bytes | None = None) -> list[CheckResult]:
+def run_checks(clients: CloudClients, outputs: StackOutputs, sample: bytes | None = None) -> list[Finding]:
     """Every check, in the order a first deployment needs them."""
     results = [
         check_prerequisites(clients.service_usage, outputs.project),

@@ -2,8 +2,9 @@
 
 Feed them the resources of `pulumi preview --json` (new stack states) or `pulumi stack export` (the
 deployment), read with `load_resources(path)`, or the resources the unit tests' mocks recorded. Each check
-returns the violations it found (empty when the stack complies); `check_all` runs every one. From the CLI:
-`edgefleet config check-policy preview.json` (exit status 1 on any violation).
+returns the violations it found (empty when the stack complies); `check_all` runs every one, `policy_findings`
+says the same as findings (edgefleet.kernel.findings). From the CLI: `edgefleet config check-policy preview.json
+[--json]` (exit status 1 on any violation).
 
 Properties are the provider's (camelCase) input names. A value Pulumi does not know yet at preview (shown
 as its unknown marker) is not guessed at: a check that needs it reports it as unverifiable.
@@ -25,6 +26,7 @@ from edgefleet.infra.names import (
     ROLE_PUBSUB_SUBSCRIBER,
 )
 from edgefleet.kernel.errors import ConfigError
+from edgefleet.kernel.findings import Finding, Status
 from edgefleet.kernel.metrics import METRICS_BY_TYPE
 
 PUBLIC_MEMBERS = frozenset({"allUsers", "allAuthenticatedUsers"})
@@ -73,6 +75,10 @@ class Violation(NamedTuple):
 
     def __str__(self) -> str:
         return f"[{self.check}] {self.resource}: {self.message}"
+
+    def finding(self) -> Finding:
+        """The violation as a failed check (`edgefleet config check-policy`'s line); its message says the fix."""
+        return Finding(name=self.check, status=Status.FAIL, detail=f"{self.resource}: {self.message}")
 
 
 class Binding(NamedTuple):
@@ -333,20 +339,31 @@ def check_monitoring_metrics_written(resources: Sequence[ResourceRecord]) -> lis
     ]
 
 
-ALL_CHECKS: tuple[Callable[[Sequence[ResourceRecord]], list[Violation]], ...] = (
-    check_no_public_access,
-    check_no_primitive_roles,
-    check_project_roles,
-    check_buckets_hardened,
-    check_dead_letter,
-    check_monitoring_metrics_written,
-    check_metric_units,
-)
+# Every policy by the name its violations carry (`Violation.check`).
+ALL_CHECKS: Mapping[str, Callable[[Sequence[ResourceRecord]], list[Violation]]] = {
+    "no-public-access": check_no_public_access,
+    "no-primitive-roles": check_no_primitive_roles,
+    "project-roles": check_project_roles,
+    "bucket-hardened": check_buckets_hardened,
+    "dead-letter": check_dead_letter,
+    "metrics-written": check_monitoring_metrics_written,
+    "metric-units": check_metric_units,
+}
 
 
 def check_all(resources: Sequence[ResourceRecord]) -> list[Violation]:
     """Runs every check; returns all violations."""
-    return [violation for check in ALL_CHECKS for violation in check(resources)]
+    return [violation for check in ALL_CHECKS.values() for violation in check(resources)]
+
+
+def policy_findings(resources: Sequence[ResourceRecord]) -> list[Finding]:
+    """Every policy as findings: one failed finding per violation, one ok finding for a policy none violates."""
+    findings: list[Finding] = []
+    for name, check in ALL_CHECKS.items():
+        violations = check(resources)
+        findings += [violation.finding() for violation in violations] or [
+            Finding(name=name, status=Status.OK, detail=f"{len(resources)} resources comply")]
+    return findings
 
 
 def resources_from_json(data: Mapping[str, Any]) -> list[ResourceRecord]:

@@ -7,7 +7,7 @@ Unknown keys in the file are errors that name the key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
@@ -63,8 +63,11 @@ class CameraSourceConfig(_FrameSource):
 
 
 # Where frames come from, by `kind` (images when absent); a key of another kind is an error naming it.
-SourceConfig = tagged_union(ImagesSourceConfig, VideoSourceConfig, CameraSourceConfig, tag="kind",
-                            where="source", default="images")
+if TYPE_CHECKING:  # what a checker reads; at run time the annotated union below, which pydantic validates
+    SourceConfig = Union[ImagesSourceConfig, VideoSourceConfig, CameraSourceConfig]
+else:
+    SourceConfig = tagged_union(ImagesSourceConfig, VideoSourceConfig, CameraSourceConfig, tag="kind",
+                                where="source", default="images")
 
 
 class InferenceConfig(_Section):

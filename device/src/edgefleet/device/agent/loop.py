@@ -41,12 +41,21 @@ from edgefleet.device.runtime.interpreter import edgetpu_present
 from edgefleet.device.store import ModelStore, StoreOptions
 from edgefleet.device.telemetry.health import read_health
 from edgefleet.device.telemetry.service import TelemetryService, TelemetryStats
-from edgefleet.kernel.contracts.status import AgentStatus, TelemetryState, boot_clock, read_boot_id, write_status
+from edgefleet.kernel.contracts.status import (
+    AgentState,
+    AgentStatus,
+    TelemetryState,
+    boot_clock,
+    read_boot_id,
+    write_status,
+)
+from edgefleet.kernel.contracts.telemetry import EventKind
 from edgefleet.kernel.errors import EdgefleetError, ModelError
 from edgefleet.kernel.fsutil import file_lock
 
 if TYPE_CHECKING:  # pull mode's modules load only when a registry is configured
     from edgefleet.device.poller import ChannelPoller
+    from edgefleet.device.pull import PullResult
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +121,7 @@ class Agent:
         self.bad_frames = 0  # frames that could not be prepared: skipped, counted
         self._started_at = datetime.now(timezone.utc)
         self._started_s, self._boot_id = time.monotonic(), read_boot_id()  # what the updater judges (not NTP's)
-        self._state = "starting"
+        self._state: AgentState = "starting"
         self._last_error: str | None = None
         self._notifier = SystemdNotifier.from_environment()  # systemd's READY=1 and watchdog (no-op elsewhere)
         self._inferring = False  # inside engine.infer(): the watchdog is fed only when frames progress then
@@ -205,7 +214,7 @@ class Agent:
             self._inference_done.set()
 
     # --- events and status ---------------------------------------------------------------------------
-    def _model_event(self, kind: str, detail: str, version: str | None, from_version: str | None) -> None:
+    def _model_event(self, kind: EventKind, detail: str, version: str | None, from_version: str | None) -> None:
         self.telemetry.record_event(kind, detail, model_version=version, from_version=from_version)
 
     def _fail(self, message: str) -> None:
@@ -339,6 +348,11 @@ class Agent:
             poller.stop()  # waits for a poll under way (up to its own stop timeout)
         self.watcher.close_all()
 
+    def _on_refusal(self, result: PullResult) -> None:
+        """Pull mode: a refused version (or channel pointer) becomes a telemetry event."""
+        self.telemetry.record_event("error" if result.pointer_problem else "swap_failed", result.reason,
+                                    model_version=result.version)
+
     def _start_poller(self) -> ChannelPoller | None:
         """Pull mode: follows the registry channel in the poller's own low-priority thread."""
         if not self.config.registry.uri:
@@ -351,9 +365,7 @@ class Agent:
             self.store, self.config.model,
             self.config.registry.channel, self.config.public_key_path,
             interval_s=self.config.registry.poll_interval_s,
-            on_refusal=lambda result: self.telemetry.record_event(
-                "error" if result.pointer_problem else "swap_failed", result.reason, model_version=result.version
-            ),
+            on_refusal=self._on_refusal,
             require_signed=self.config.registry.require_signed_pointers,
             device_id=self.config.device_id,
             window=self.config.registry.window,

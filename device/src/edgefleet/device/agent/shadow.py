@@ -34,7 +34,7 @@ import numpy as np
 from edgefleet.device.agent.config import AgentConfig
 from edgefleet.device.agent.shadow_stats import ShadowReport, ShadowTally, ShareSampler
 from edgefleet.device.agent.swap import ActiveModel, prepare_model
-from edgefleet.device.shadow_pointer import (  # noqa: F401 - the store's side, re-exported for its callers
+from edgefleet.device.shadow_pointer import (  # the store's side, re-exported for its callers (`__all__`)
     SHADOW_POINTER,
     check_candidate,
     clear_shadow,
@@ -46,6 +46,11 @@ from edgefleet.device.store_reader import InstalledVersion
 from edgefleet.kernel.contracts.telemetry import ShadowSummary
 from edgefleet.kernel.errors import EdgefleetError
 from edgefleet.kernel.fsutil import atomic_write_bytes
+
+__all__ = [
+    "QUEUE_POLL_S", "SHADOW_POINTER", "ShadowFrame", "ShadowRunner", "check_candidate", "clear_shadow", "input_key",
+    "set_shadow", "shadow_version",
+]
 
 log = logging.getLogger(__name__)
 

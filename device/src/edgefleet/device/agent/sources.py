@@ -6,11 +6,12 @@ extra (`pip install 'edgefleet[video]'`).
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 from PIL import Image
@@ -68,18 +69,44 @@ class ImageSource:
         self._frames = []
 
 
+class _VideoCapture(Protocol):
+    """What this module uses of OpenCV's `cv2.VideoCapture`."""
+
+    def isOpened(self) -> bool: ...  # noqa: N802 - OpenCV's name
+
+    def read(self) -> tuple[bool, np.ndarray]: ...
+
+    def release(self) -> None: ...
+
+
+class _OpenCv(Protocol):
+    """What this module uses of the `cv2` module (an optional extra, without stubs where the checker runs)."""
+
+    COLOR_BGR2RGB: int
+
+    def VideoCapture(self, target: str | int, /) -> _VideoCapture: ...  # noqa: N802 - OpenCV's name
+
+    def cvtColor(self, src: np.ndarray, code: int, /) -> np.ndarray: ...  # noqa: N802 - OpenCV's name
+
+
+def _import_opencv() -> _OpenCv:
+    try:
+        # The optional `video` extra, imported by name: where the checker runs it is not installed, so the
+        # module's type is only `ModuleType`; this module uses it through `_OpenCv` (a cast at the boundary).
+        opencv = cast(_OpenCv, importlib.import_module("cv2"))
+    except ImportError as error:
+        raise ConfigError("video and camera sources need OpenCV, which is not installed",
+                          "pip install 'edgefleet[video]' (opencv-python-headless), or use source.kind: images"
+                          ) from error
+    return opencv
+
+
 class OpenCvSource:
     """A video file (played once) or a camera (endless) through OpenCV, converted to RGB."""
 
     def __init__(self, target: str | int, *, width: int | None = None, height: int | None = None):
-        try:
-            import cv2
-        except ImportError as error:
-            raise ConfigError("video and camera sources need OpenCV, which is not installed",
-                              "pip install 'edgefleet[video]' (opencv-python-headless), or use source.kind: images"
-                              ) from error
-        self._cv2 = cv2
-        self._capture = cv2.VideoCapture(target)
+        self._cv2 = _import_opencv()
+        self._capture = self._cv2.VideoCapture(target)
         if not self._capture.isOpened():
             raise ConfigError(f"cannot open video source {target!r}",
                               "check the file path or camera index (and the user's access to /dev/video*)")

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Final, Optional
 
 from edgefleet.device.agent.config import AgentConfig, InferenceConfig
 from edgefleet.device.bundle import verify_version_dir
@@ -27,7 +27,7 @@ from edgefleet.device.store import ModelStore
 from edgefleet.device.store_reader import InstalledVersion
 from edgefleet.kernel.contracts.layout import CURRENT_POINTER, SIGNATURE_FILE
 from edgefleet.kernel.contracts.manifest import Manifest
-from edgefleet.kernel.contracts.telemetry import ModelRef
+from edgefleet.kernel.contracts.telemetry import EventKind, ModelRef
 from edgefleet.kernel.errors import EdgefleetError, NoEdgeTpuError
 from edgefleet.kernel.keyring import UnknownKeyError, keyring_stamp, load_keyring
 
@@ -185,8 +185,10 @@ def lower_thread_priority(increment: int) -> None:
 # The telemetry event for an unusable Edge TPU (telemetry schema 2), beside the log and the status file
 # (`edgetpu_unavailable`): not an `error` event, which would mark the device failing in the fleet monitor
 # although it runs its CPU variant.
-EDGETPU_UNAVAILABLE_EVENT = "edgetpu_unavailable"
-EventSink = Callable[[str, str, Optional[str], Optional[str]], None]  # (kind, detail, model_version, from_version)
+EDGETPU_UNAVAILABLE_EVENT: Final = "edgetpu_unavailable"
+TrustStamp = tuple[object, ...]  # compared for equality only (`_trust_stamp`)
+# (kind, detail, model_version, from_version)
+EventSink = Callable[[EventKind, str, Optional[str], Optional[str]], None]
 
 
 class ModelWatcher:
@@ -212,7 +214,7 @@ class ModelWatcher:
         self._decided: str | None = None  # the version `current` named when we last decided on it
         # Probe outcomes of this process: no probe child while it holds the TPU (it would fight us for it).
         self.tpu = EdgeTpuAccess()
-        self._waiting_for_key: tuple | None = None  # the keyring as it was when a version could not be verified
+        self._waiting_for_key: TrustStamp | None = None  # the keyring as it was when a version could not be verified
         self._retired: list[ActiveModel] = []  # swapped out; closed here, off the inference thread
 
     def close_all(self) -> None:
@@ -302,7 +304,7 @@ class ModelWatcher:
             log.warning("%s; still running %s", reason, self.running.version)
             self.last_error = reason
 
-    def _trust_stamp(self, pointed: str | None) -> tuple:
+    def _trust_stamp(self, pointed: str | None) -> TrustStamp:
         """What changes when the keyring changes, or the signatures of the version `current` names (pull mode takes
         the registry's after a rotation): cheap stats, taken at each poll while a version waits for its key."""
         signatures = self._store.model_dir(self._config.model) / (pointed or "") / SIGNATURE_FILE

@@ -5,6 +5,7 @@ Each command group lives in its own module and registers itself on `app`.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable
 from typing import Any, ForwardRef
@@ -25,7 +26,8 @@ def resolve_annotations(function: Callable[..., Any]) -> Callable[..., Any]:
     """
     if sys.version_info >= (3, 10):
         return function
-    from eval_type_backport import eval_type_backport
+    # Installed only on Python 3.9 (a dependency with that marker), so imported by name; its function is this.
+    eval_type_backport: Callable[..., Any] = importlib.import_module("eval_type_backport").eval_type_backport
 
     function.__annotations__ = {
         name: eval_type_backport(ForwardRef(value), function.__globals__, None, try_default=False)
@@ -57,7 +59,7 @@ def _main() -> None:
     """Always a command group, even while it has one command."""
 
 # Command modules register on `app` when imported; keep the imports at the bottom.
-from edgefleet.device.cli import (  # noqa: E402,F401
+from edgefleet.device.cli import (  # noqa: E402
     doctor_command,
     enrol_command,
     model_commands,
@@ -66,3 +68,8 @@ from edgefleet.device.cli import (  # noqa: E402,F401
     shadow_command,
     store_commands,
 )
+
+__all__ = [
+    "app", "doctor_command", "enrol_command", "model_commands", "resolve_annotations", "run_commands",
+    "selfupdate_command", "shadow_command", "store_commands",
+]

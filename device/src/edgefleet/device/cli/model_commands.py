@@ -67,7 +67,7 @@ def _image_result(image: Path, result: InferenceResult, backend: str) -> dict[st
 def _run_images(engine: Engine, images: list[Path], as_json: bool) -> None:
     from edgefleet.device.runtime.preprocess import load_image
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for image in images:
         frame = load_image(image)
         result = engine.infer(engine.prepare(frame), image_size=(frame.shape[1], frame.shape[0]))

@@ -37,7 +37,7 @@ def run(
     except EdgefleetError as error:
         raise cli_error(error) from error
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, lambda _signum, _frame: stop.set())
     try:
         code = agent.run(stop)
     except EdgefleetError as error:

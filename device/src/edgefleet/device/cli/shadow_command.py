@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from edgefleet.device.cli import app
 from edgefleet.device.cli.options import ConfigOption, JsonOption, RootOption
-from edgefleet.device.cli.store_commands import ModelArgument, _echo_json, _fail, _run, _store
+from edgefleet.device.cli.store_commands import ModelArgument, agent_store, echo_json, fail, run_or_exit
 
 
 def _refuse_without_a_share(store_root: Path, config: Path | None) -> None:
@@ -28,20 +28,20 @@ def _refuse_without_a_share(store_root: Path, config: Path | None) -> None:
     path = config if config is not None else store_root / CONFIG_FILE
     if config is None and not path.is_file():
         return
-    agent = _run(lambda: load_config(path))
+    agent = run_or_exit(lambda: load_config(path))
     if agent.shadow.share <= 0:
-        _fail(f"the agent of {path} runs no shadow candidate: its shadow.share is 0",
-              f"set shadow.share (e.g. 0.1) in {path} and restart the agent, or roll out without a shadow wave")
+        fail(f"the agent of {path} runs no shadow candidate: its shadow.share is 0",
+             f"set shadow.share (e.g. 0.1) in {path} and restart the agent, or roll out without a shadow wave")
 
 
-def _report(root: Path) -> dict | None:
+def _report(root: Path) -> dict[str, Any] | None:
     from edgefleet.device.agent.runtime_files import SHADOW_REPORT_FILE, reader_path
 
     path = reader_path(root, SHADOW_REPORT_FILE)  # the agent's link to its runtime copy, or the file itself
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def report_age_s(report: dict | None, now: datetime) -> float | None:
+def report_age_s(report: dict[str, Any] | None, now: datetime) -> float | None:
     """Seconds since the agent last rewrote `report`, on this device's clock (the reader's clock may differ);
     None without a report. An old report means its agent has stopped writing it (stopped, crash-looping)."""
     if report is None or not report.get("updated_at"):
@@ -63,24 +63,24 @@ def shadow(
     acted on), remove it with --clear, or show the agent's shadow report."""
     from edgefleet.device.agent.shadow import clear_shadow, set_shadow, shadow_version
 
-    store = _store(root, None, config)
+    store = agent_store(root, None, config)
     if clear and version is not None:
-        _fail("give a VERSION or --clear, not both",
-              "edgefleet-agent shadow MODEL VERSION, or edgefleet-agent shadow MODEL --clear")
+        fail("give a VERSION or --clear, not both",
+             "edgefleet-agent shadow MODEL VERSION, or edgefleet-agent shadow MODEL --clear")
     if clear:
-        removed = _run(lambda: clear_shadow(store, model))
+        removed = run_or_exit(lambda: clear_shadow(store, model))
         payload = {"model": model, "shadow": None, "cleared": removed}
     elif version is not None:
         _refuse_without_a_share(store.root, config)
-        installed = _run(lambda: set_shadow(store, model, version))
+        installed = run_or_exit(lambda: set_shadow(store, model, version))
         payload = {"model": model, "shadow": installed.version, "manifest_sha256": installed.manifest_sha256}
     else:
-        named = _run(lambda: shadow_version(store, model))
+        named = run_or_exit(lambda: shadow_version(store, model))
         report = _report(store.root)
         payload = {"model": model, "shadow": named.version if named else None, "report": report,
                    "report_age_s": report_age_s(report, datetime.now(timezone.utc))}
     if as_json:
-        _echo_json(payload)
+        echo_json(payload)
     else:
         typer.echo(f"{model}: shadow {payload['shadow'] or 'none'}")
 

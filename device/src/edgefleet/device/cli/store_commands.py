@@ -37,18 +37,18 @@ KeyOption = Annotated[Optional[Path], typer.Option("--public-key", help=KEY_HELP
 ModelArgument = Annotated[str, typer.Argument(help="model name")]
 
 
-def _store(root: Path | None, public_key: Path | None = None, config: Path | None = None) -> ModelStore:
+def agent_store(root: Path | None, public_key: Path | None = None, config: Path | None = None) -> ModelStore:
     """The store of the agent `config` (agent.yaml) names, its root and release key (deploy-agent's root-owned
     one; `public_key` overrides the key; the config's root wins over `root`, which $EDGEFLEET_AGENT_ROOT may set);
     without a config, the store at `root` (else the default root) and `<root>/keys/release.pub`."""
     if config is not None:
         from edgefleet.device.agent.config import load_config
 
-        agent = _run(lambda: load_config(config))
+        agent = run_or_exit(lambda: load_config(config))
         store = ModelStore(agent.root, public_key if public_key is not None else agent.public_key_path)
     else:
         store = ModelStore(root if root is not None else default_root(), public_key)
-    _run(lambda: _check_release_key_owner(store.public_key))
+    run_or_exit(lambda: _check_release_key_owner(store.public_key))
     return store
 
 
@@ -71,23 +71,23 @@ def _check_release_key_owner(key: object) -> None:
     )
 
 
-def _run(action: Callable[[], _T]) -> _T:
+def run_or_exit(action: Callable[[], _T]) -> _T:
     """Runs a command body; an EdgefleetError becomes its message and fix on stderr and exit code 2."""
     try:
         return action()
     except EdgefleetError as error:
-        _fail(error.message, error.fix)
-        raise  # unreachable: _fail exits
+        fail(error.message, error.fix)
+        raise  # unreachable: fail exits
 
 
-def _fail(message: str | None, fix: str | None) -> NoReturn:
+def fail(message: str | None, fix: str | None) -> NoReturn:
     """Exits with code 2, printing `message` and `fix` on stderr (None: nothing, the JSON said it)."""
     if message is not None:
         print_error(message, fix)
     raise typer.Exit(code=ERROR_EXIT_CODE)
 
 
-def _echo_json(payload: Any) -> None:
+def echo_json(payload: Any) -> None:
     typer.echo(json.dumps(payload, indent=2, default=str))
 
 
@@ -126,10 +126,10 @@ def verify(
     """Verify a version directory: the manifest signature, then every file's size and sha256."""
     from edgefleet.device.bundle import verify_version_dir
 
-    key = public_key if public_key is not None else _store(root, None, config).public_key
-    manifest = _run(lambda: verify_version_dir(directory, key))
+    key = public_key if public_key is not None else agent_store(root, None, config).public_key
+    manifest = run_or_exit(lambda: verify_version_dir(directory, key))
     if as_json:
-        _echo_json(
+        echo_json(
             {
                 "verified": True,
                 "directory": str(directory),
@@ -156,16 +156,16 @@ def install(
     as_json: JsonOption = False,
 ) -> None:
     """Verify a version directory and install a copy into the store (pointers unchanged unless --activate)."""
-    store = _store(root, public_key, config)
+    store = agent_store(root, public_key, config)
 
     def do() -> tuple[Manifest, InstalledVersion | None]:
         manifest = store.install(directory)
         activated = store.activate(manifest.model, manifest.version) if activate_after else None
         return manifest, activated
 
-    manifest, activated = _run(do)
+    manifest, activated = run_or_exit(do)
     if as_json:
-        _echo_json(
+        echo_json(
             {
                 "installed": _manifest_summary(manifest),
                 "path": str(store.version_dir(manifest.model, manifest.version)),
@@ -189,7 +189,7 @@ def activate(
     as_json: JsonOption = False,
 ) -> None:
     """Verify an installed version again and make it current (the old current becomes previous)."""
-    store = _store(root, public_key, config)
+    store = agent_store(root, public_key, config)
     _switch(store, model, lambda: store.activate(model, version), "{model}: current {current}, previous {previous}",
             as_json)
 
@@ -203,17 +203,17 @@ def rollback(
     as_json: JsonOption = False,
 ) -> None:
     """Make the previous version current again (the version rolled back from becomes previous)."""
-    store = _store(root, public_key, config)
+    store = agent_store(root, public_key, config)
     _switch(store, model, lambda: store.rollback(model), "{model}: rolled back to {current} (previous: {previous})",
             as_json)
 
 
 def _switch(store: ModelStore, model: str, change: Callable[[], InstalledVersion], text: str, as_json: bool) -> None:
     """Runs a pointer change and prints the pointers after it (`text` names {model}, {current}, {previous})."""
-    installed = _run(change)
-    previous = _run(lambda: store.previous(model))
+    installed = run_or_exit(change)
+    previous = run_or_exit(lambda: store.previous(model))
     if as_json:
-        _echo_json({"current": _installed_summary(installed), "previous": _installed_summary(previous)})
+        echo_json({"current": _installed_summary(installed), "previous": _installed_summary(previous)})
     else:
         typer.echo(text.format(model=model, current=installed.version,
                                previous=previous.version if previous else "none"))
@@ -226,7 +226,7 @@ def models(
     as_json: JsonOption = False,
 ) -> None:
     """List installed models and versions with their current and previous pointers."""
-    store = _store(root, None, config)
+    store = agent_store(root, None, config)
 
     def collect() -> list[dict[str, Any]]:
         return [
@@ -243,9 +243,9 @@ def models(
             for name in store.models()
         ]
 
-    rows = _run(collect)
+    rows = run_or_exit(collect)
     if as_json:
-        _echo_json({"root": str(store.root), "models": rows})
+        echo_json({"root": str(store.root), "models": rows})
         return
     if not rows:
         typer.echo(f"no models installed in {store.root}")
@@ -310,12 +310,12 @@ def pull(
     from edgefleet.device.pull import pull_channel_once
     from edgefleet.device.registry import open_registry_reader
 
-    store = _store(root, public_key, config)
+    store = agent_store(root, public_key, config)
     credentials_file, window = None, None
     if config is not None:  # the agent's own config: its credentials, device id and maintenance window
         from edgefleet.device.agent.config import load_config
 
-        agent = _run(lambda: load_config(config))
+        agent = run_or_exit(lambda: load_config(config))
         credentials_file = agent.credentials_file
         device_id, window = device_id or agent.device_id, agent.registry.window
 
@@ -326,9 +326,9 @@ def pull(
             device_id=device_id, window=window,
         )
 
-    result = _run(do)
+    result = run_or_exit(do)
     if as_json:
-        _echo_json(
+        echo_json(
             {
                 "changed": result.changed,
                 "version": result.version,
@@ -341,7 +341,7 @@ def pull(
         typer.echo(result.reason)
     refusal = _refusal(result, registry_uri, model, channel)
     if refusal is not None:
-        _fail(*((None, None) if as_json else refusal))
+        fail(*((None, None) if as_json else refusal))
 
 
 def _refusal(result: PullResult, registry_uri: str, model: str, channel: str) -> tuple[str, str] | None:

@@ -19,6 +19,11 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
+# Room kept beyond a buffer's capacity for the rare records that must not be lost to a flood of frequent ones
+# (the agent's lifecycle events behind a stalled writer's inference records): a put with `reserved=True` is
+# refused only when this many of them wait beyond the capacity as well.
+RESERVED_ROOM = 1_000
+
 
 class RecordBuffer(Generic[T]):
     """A bounded FIFO for one producer at a time (callers serialize `put`) and one consumer (`drain`).
@@ -39,10 +44,11 @@ class RecordBuffer(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, item: T) -> bool:
-        """Appends `item` (never blocks, wakes nobody unless a batch is full); False when full."""
+    def put(self, item: T, *, reserved: bool = False) -> bool:
+        """Appends `item` (never blocks, wakes nobody unless a batch is full); False when full. A `reserved`
+        item may also take the `RESERVED_ROOM` beyond the capacity, which ordinary items never fill."""
         items = self._items
-        if len(items) >= self._capacity:
+        if len(items) >= self._capacity + (RESERVED_ROOM if reserved else 0):
             return False
         items.append(item)
         if len(items) == self._wake_at:

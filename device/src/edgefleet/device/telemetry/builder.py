@@ -21,12 +21,14 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from edgefleet.device.telemetry.config import TelemetryMode
 from edgefleet.kernel.contracts.distributions import DistributionAccumulator, Distributions
 from edgefleet.kernel.contracts.telemetry import (
+    MAX_NAME,
     MAX_RELEASE_CLASSES,
+    MAX_SCORE,
     MAX_WINDOW_S,
     Event,
     EventKind,
@@ -42,22 +44,51 @@ from edgefleet.kernel.contracts.telemetry import (
 
 _P50 = 50.0
 _P95 = 95.0
+_BOX_LEN = 4  # xmin, ymin, xmax, ymax
 
 log = logging.getLogger(__name__)
 
 
-def as_result_item(item: object) -> ResultItem:
-    """One result as telemetry carries it.
+class ResultLike(Protocol):
+    """One result as the loop hands it over: the engine's own `edgefleet.device.runtime.engine.ResultItem` (its
+    box a `BBox`), or telemetry's `ResultItem` itself. Read-only, so both classes fit."""
 
-    The loop hands over the engine's own results (anything with id, label, score and an optional box) and
-    they are converted here, in the telemetry writer, only for the frames a message keeps: not on the
-    inference thread for every frame.
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def score(self) -> float: ...
+
+    @property
+    def box(self) -> Sequence[float] | None: ...
+
+
+def as_result_item(item: ResultLike) -> ResultItem | None:
+    """One result as telemetry carries it, or None when the contract cannot carry it (a non-finite or
+    out-of-range score or box: a float model's NaN); a label longer than the contract's `MAX_NAME` is cut.
+
+    The loop hands over the engine's own results and they are converted here, in the telemetry writer, only
+    for the frames a message keeps: not on the inference thread for every frame. A result the contract refuses
+    must never fail its window: the window would stay open and fail again at every tick.
     """
     if isinstance(item, ResultItem):
         return item
-    box = getattr(item, "box", None)
-    return ResultItem(id=item.id, label=item.label, score=item.score,  # type: ignore[attr-defined]
-                      box=list(box) if box is not None else None)
+    box = None if item.box is None else [float(x) for x in item.box]
+    if not _within(item.score) or (box is not None and (len(box) > _BOX_LEN or not all(map(_within, box)))):
+        return None
+    return ResultItem(id=int(item.id), label=item.label[:MAX_NAME], score=float(item.score), box=box)
+
+
+def as_result_items(items: Sequence[ResultLike]) -> list[ResultItem]:
+    """The results a message carries (`as_result_item`), in order, without those the contract cannot carry."""
+    return [converted for converted in map(as_result_item, items) if converted is not None]
+
+
+def _within(value: float) -> bool:
+    return math.isfinite(value) and abs(value) <= MAX_SCORE
 
 
 class InferenceRecord(NamedTuple):
@@ -75,7 +106,7 @@ class InferenceRecord(NamedTuple):
     time: float
     model: ModelRef | None
     latency_ms: float
-    results: tuple[ResultItem, ...] = ()
+    results: tuple[ResultLike, ...] = ()
     error: str | None = None
     detector: bool = False
 
@@ -133,7 +164,7 @@ def summarize(
     window_s: float,
     *,
     errors: int = 0,
-    top: Sequence[ResultItem] = (),
+    top: Sequence[ResultLike] = (),
     dist: Distributions | None = None,
     shadow: ShadowSummary | None = None,
 ) -> InferenceSummary:
@@ -156,7 +187,7 @@ def summarize(
         latency_ms_max=ordered[-1] if ordered else 0.0,
         fps=count / window_s if window_s > 0 else 0.0,
         window_s=window_s,
-        top=[as_result_item(item) for item in top],
+        top=as_result_items(top),
         dist=dist,
         shadow=shadow,
     )
@@ -213,7 +244,7 @@ class TelemetryBuilder:
         self._window_start = start_time
         self._latencies: list[float] = []
         self._errors = 0
-        self._sample: tuple[ResultItem, ...] = ()
+        self._sample: tuple[ResultLike, ...] = ()
         self._model: ModelRef | None = None
         self._dist = DistributionAccumulator(top_k=MAX_RELEASE_CLASSES)  # schema 3: every class
         self._last_inference_time: float | None = None
@@ -230,7 +261,7 @@ class TelemetryBuilder:
         """Takes one inference; returns the drafts it completes (zero or more)."""
         if self.mode == "every":
             return [self._every_draft(record)]
-        drafts = []
+        drafts: list[MessageDraft] = []
         if record.model != self._model and (self._latencies or self._errors):
             drafts.append(self._close_window(record.time))  # one summary describes one model
         drafts.extend(self.tick(record.time))

@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 from edgefleet.device.telemetry.batching import FlushClock, RecordBuffer
-from edgefleet.device.telemetry.builder import EventRecord, InferenceRecord, MessageDraft, TelemetryBuilder
+from edgefleet.device.telemetry.builder import EventRecord, InferenceRecord, MessageDraft, ResultLike, TelemetryBuilder
 from edgefleet.device.telemetry.config import TelemetryConfig
 from edgefleet.device.telemetry.health import read_health
 from edgefleet.device.telemetry.publisher import SpoolPublisher
 from edgefleet.device.telemetry.sinks import LocalSink, PubSubSink, Sink
 from edgefleet.device.telemetry.spool import MessageSigner, Spool
-from edgefleet.kernel.contracts.telemetry import EventKind, Health, ModelRef, ResultItem, ShadowSummary
+from edgefleet.kernel.contracts.telemetry import EventKind, Health, ModelRef, ShadowSummary
 from edgefleet.kernel.errors import TelemetryError
 
 log = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ class TelemetryService:
         self,
         model: ModelRef | None,
         latency_ms: float,
-        results: Sequence[ResultItem] = (),
+        results: Sequence[ResultLike] = (),
         *,
         error: str | None = None,
         time_s: float | None = None,
@@ -242,12 +242,13 @@ class TelemetryService:
         from_version: str | None = None,
     ) -> bool:
         """Queues one event: 'swap', 'swap_failed', 'rollback' or 'error' ('started' and 'stopped' are sent
-        by `start` and `stop`). Never blocks; returns False when dropped."""
+        by `start` and `stop`). Never blocks; returns False when dropped. An event is not dropped because the
+        buffer is full of inference records (a stalled writer): events have room of their own."""
         return self._offer(EventRecord(time.time(), kind, detail, model_version, model, from_version))
 
     def _offer(self, record: InferenceRecord | EventRecord) -> bool:
         with self._lock:  # put never blocks; the lock orders puts against stop() and each other
-            if self._accepting and self._records.put(record):
+            if self._accepting and self._records.put(record, reserved=isinstance(record, EventRecord)):
                 return True
             self._queue_dropped += 1
             dropped = self._queue_dropped

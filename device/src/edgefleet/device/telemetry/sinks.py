@@ -30,6 +30,22 @@ log = logging.getLogger(__name__)
 _MS_PER_S = 1000
 
 
+class _Transport(Protocol):
+    def close(self) -> None: ...
+
+
+class _Publisher(Protocol):
+    """What `PubSubSink` uses of google-cloud-pubsub's `PublisherClient` (its `publish` is partly untyped)."""
+
+    @property
+    def transport(self) -> _Transport: ...
+
+    def publish(self, topic: str, data: bytes, ordering_key: str = "", retry: Any = ..., timeout: Any = ...,
+                **attrs: str) -> concurrent.futures.Future[str]: ...
+
+    def stop(self) -> None: ...
+
+
 class TopicMissingError(TelemetryError):
     """The Pub/Sub topic does not exist (retried slowly: somebody has to create it)."""
 
@@ -152,7 +168,7 @@ class PubSubSink:
 
         disable_grpc_fork_handlers()  # in time unless grpc was imported before (the agent's CLI does it first)
         from google.api_core.retry import Retry, if_transient_error
-        from google.cloud import pubsub_v1
+        from google.cloud import pubsub_v1  # pyright: ignore[reportMissingTypeStubs] - no py.typed; see _Publisher
 
         if config.pubsub_project is None:
             raise ValueError("telemetry.pubsub_project is not set: use LocalSink")
@@ -179,7 +195,7 @@ class PubSubSink:
                 "`doctor` read the same file); locally: set PUBSUB_EMULATOR_HOST (`edgefleet local up` prints "
                 "it); or unset telemetry.pubsub_project to write the local sink. Messages wait in the spool",
             ) from error
-        self._client = pubsub_v1.PublisherClient(
+        self._client: _Publisher = pubsub_v1.PublisherClient(
             batch_settings=pubsub_v1.types.BatchSettings(
                 max_messages=config.publish_batch_size, max_latency=config.publish_batch_latency_s
             ),
@@ -215,12 +231,14 @@ class PubSubSink:
             merged = [*options, *extra_options]
             if emulator_host:
                 return grpc.insecure_channel(emulator_host, options=merged)
-            return PublisherGrpcTransport.create_channel(host, options=merged, **kwargs)
+            # create_channel's own **kwargs are unannotated in google-cloud-pubsub
+            return PublisherGrpcTransport.create_channel(  # pyright: ignore[reportUnknownMemberType]
+                host, options=merged, **kwargs)
 
         return PublisherGrpcTransport(channel=make_channel, credentials=credentials)
 
     def publish_batch(self, entries: Sequence[SpoolEntry]) -> PublishOutcome:
-        futures: list[tuple[int, concurrent.futures.Future]] = []
+        futures: list[tuple[int, concurrent.futures.Future[str]]] = []
         errors: list[BaseException] = []
         for entry in entries:
             try:
@@ -236,7 +254,7 @@ class PubSubSink:
                 continue
             futures.append((entry.seq, future))
         done, _ = concurrent.futures.wait([future for _, future in futures], timeout=self.max_batch_wait_s)
-        acked = []
+        acked: list[int] = []
         for seq, future in futures:
             if future not in done:
                 errors.append(TimeoutError(f"no answer within {self.max_batch_wait_s:.0f} s"))
@@ -251,7 +269,11 @@ class PubSubSink:
     def _describe(self, error: BaseException) -> TelemetryError:
         from google.api_core import exceptions as google_errors
 
-        cause = error.cause if isinstance(error, google_errors.RetryError) and error.cause else error
+        cause = error
+        if isinstance(error, google_errors.RetryError):
+            last: object = error.cause  # pyright: ignore[reportUnknownMemberType] - api_core leaves it unannotated
+            if isinstance(last, BaseException):
+                cause = last
         where = f"publishing to {self.destination}"
         if isinstance(cause, google_errors.NotFound):
             return TopicMissingError(

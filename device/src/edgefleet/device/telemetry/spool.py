@@ -229,7 +229,7 @@ class Spool:
         conn.execute("BEGIN IMMEDIATE")
         dropped_now = self._delete_oldest(make_room) if make_room else 0
         first = self._counter("last_seq") + 1
-        rows = []
+        rows: list[tuple[int, bytes, str]] = []
         for offset, build in enumerate(builds):
             seq = first + offset
             message = build(seq)

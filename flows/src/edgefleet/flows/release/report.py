@@ -12,6 +12,7 @@ from typing import NamedTuple
 from edgefleet.flows.release.evaluate import Evaluation
 from edgefleet.flows.release.params import GateParams, ReleaseParams
 from edgefleet.kernel.contracts.manifest import CompilerReport
+from edgefleet.kernel.findings import Finding, Status, findings_markdown
 
 PERCENT = 100.0
 KIB = 1024.0
@@ -40,6 +41,12 @@ class GateResult(NamedTuple):
     limit: float
     detail: str
     advice: str = ""
+
+    @property
+    def finding(self) -> Finding:
+        """The gate as a check's finding: ok, fail (with the advice as its fix), or skip when not checked."""
+        status = Status.SKIP if not self.checked else Status.OK if self.passed else Status.FAIL
+        return Finding(name=self.name, status=status, detail=self.detail, fix=self.advice or None)
 
 
 def accuracy_drop_gate(evaluation: Evaluation, gates: GateParams, representative_samples: int) -> GateResult:
@@ -163,6 +170,11 @@ def failed(gates: tuple[GateResult, ...]) -> tuple[GateResult, ...]:
     return tuple(gate for gate in gates if not gate.passed)
 
 
+def gate_findings(gates: tuple[GateResult, ...]) -> tuple[Finding, ...]:
+    """The gates as findings, in report order (what the report's gate table and `--json` consumers read)."""
+    return tuple(gate.finding for gate in gates)
+
+
 def artifact_key(model: str, what: str) -> str:
     """A stable Prefect artifact key per model (lowercase letters, digits and dashes only)."""
     return _ARTIFACT_KEY_INVALID.sub("-", f"release-{model}-{what}".lower()).strip("-")
@@ -252,14 +264,7 @@ def render_report(inputs: ReportInputs) -> str:
     verdict = "PUBLISHED" if inputs.published else "NOT PUBLISHED"
     lines = [f"# Release {p.model} {inputs.version}: {verdict}", "", inputs.outcome, ""]
     lines += _quality(inputs.evaluation, p.brought)
-    lines += ["## Gates", "", "| gate | result | detail |", "|---|---|---|"]
-    for gate in inputs.gates:
-        result = (
-            "pass" if gate.passed and gate.checked else ("not checked" if not gate.checked else "**FAIL**")
-        )
-        lines.append(f"| {gate.name} | {result} | {gate.detail} |")
-    for gate in failed(inputs.gates):
-        lines += ["", f"**{gate.name} failed.** Try: {gate.advice}."]
+    lines += ["## Gates", "", *findings_markdown(gate_findings(inputs.gates))]
     lines += ["", "## Edge TPU compiler", ""]
     if inputs.compiler is None and inputs.edgetpu_size_bytes is not None:
         lines += [

@@ -23,7 +23,13 @@ from typing import Any
 
 from edgefleet.device.bundle import sha256_file
 from edgefleet.device.doctor import DoctorReport, blocking_failures
-from edgefleet.flows.rollout.health import StatusBaseline, Verdict, monitor_verdict, status_age_s, status_verdict
+from edgefleet.flows.rollout.health import (
+    LivenessVerdict,
+    StatusBaseline,
+    monitor_verdict,
+    status_age_s,
+    status_verdict,
+)
 from edgefleet.flows.rollout.params import HealthGate, LivenessCheck
 from edgefleet.flows.rollout.ssh import DeviceConnection, RemoteCommandError, remote_path
 from edgefleet.kernel.contracts.layout import (
@@ -99,7 +105,7 @@ class UploadResult:
 
 @dataclass(frozen=True)
 class HealthResult:
-    verdict: Verdict
+    verdict: LivenessVerdict
     healthy_after_s: float
     status: AgentStatus | None
     """The agent's status when it came up (None when it was never read)."""
@@ -334,7 +340,7 @@ def wait_healthy(connection: DeviceConnection, model: str, version: str, activat
     deadline = started + gate.timeout_s
     baseline: StatusBaseline | None = None
     use_monitor = monitor is not None and gate.source != "agent"
-    verdict = Verdict("wait", "not checked yet", "agent")
+    verdict = LivenessVerdict("wait", "not checked yet", "agent")
     while True:
         seen = probe(connection, model, version)
         refused = find_refusal(seen.refused, version)
@@ -355,7 +361,7 @@ def wait_healthy(connection: DeviceConnection, model: str, version: str, activat
         elif gate.source != "monitor":
             verdict = status_verdict(status, version, baseline, gate, seen.now_epoch)
         else:
-            verdict = Verdict("wait", "the fleet monitor has not heard from the device", "monitor")
+            verdict = LivenessVerdict("wait", "the fleet monitor has not heard from the device", "monitor")
         if verdict.state == "pass":
             return HealthResult(verdict, clock() - started, status)
         if verdict.state == "fail":

@@ -13,13 +13,13 @@ from typing import Any, Literal, NamedTuple
 from edgefleet.flows.rollout.params import LivenessCheck
 from edgefleet.kernel.contracts.status import AgentStatus
 
-VerdictState = Literal["pass", "wait", "fail"]
+LivenessState = Literal["pass", "wait", "fail"]
 
 
-class Verdict(NamedTuple):
+class LivenessVerdict(NamedTuple):
     """pass (up), wait (not yet known), or fail (down), with the reason and the source."""
 
-    state: VerdictState
+    state: LivenessState
     reason: str
     source: str
 
@@ -30,21 +30,22 @@ class StatusBaseline(NamedTuple):
     swap_failures: int
 
 
-def monitor_verdict(health: Any, gate: LivenessCheck) -> Verdict:
+def monitor_verdict(health: Any, gate: LivenessCheck) -> LivenessVerdict:
     """Verdict from the fleet monitor's `DeviceVersionHealth` of one device for the new version."""
     source = "monitor"
     if not health.known:
-        return Verdict("wait", "the fleet monitor has not heard from the device", source)
+        return LivenessVerdict("wait", "the fleet monitor has not heard from the device", source)
     bad_swaps = health.swap_failures + health.rollbacks
     if bad_swaps > gate.max_swap_failures:
-        return Verdict("fail", f"{health.swap_failures} swap failure(s) and {health.rollbacks} rollback(s) of the "
-                               f"new version reported (allowed {gate.max_swap_failures})", source)
+        return LivenessVerdict("fail", f"{health.swap_failures} swap failure(s) and {health.rollbacks} rollback(s) "
+                               f"of the new version reported (allowed {gate.max_swap_failures})", source)
     successes = health.inferences - health.errors  # the device's inference count includes the failed ones
     if successes <= 0 and health.errors >= gate.min_live_inferences:
-        return Verdict("fail", f"{health.errors} inferences on the new version, all failed", source)
+        return LivenessVerdict("fail", f"{health.errors} inferences on the new version, all failed", source)
     if successes < gate.min_live_inferences:
-        return Verdict("wait", f"{successes} of {gate.min_live_inferences} inferences on the new version", source)
-    return Verdict("pass", f"up: {health.inferences} inferences, {health.errors} errors", source)
+        return LivenessVerdict("wait", f"{successes} of {gate.min_live_inferences} inferences on the new version",
+                               source)
+    return LivenessVerdict("pass", f"up: {health.inferences} inferences, {health.errors} errors", source)
 
 
 def status_age_s(status: AgentStatus, now_epoch: float) -> float:
@@ -53,24 +54,24 @@ def status_age_s(status: AgentStatus, now_epoch: float) -> float:
 
 
 def status_verdict(status: AgentStatus | None, version: str, baseline: StatusBaseline | None, gate: LivenessCheck,
-                   now_epoch: float) -> Verdict:
+                   now_epoch: float) -> LivenessVerdict:
     """Verdict from the agent's own `status.json` (read over SSH); `baseline` from when it first ran `version`."""
     source = "agent"
     if status is None:
-        return Verdict("wait", "the agent has written no status", source)
+        return LivenessVerdict("wait", "the agent has written no status", source)
     age = status_age_s(status, now_epoch)
     if age > gate.status_max_age_s:
-        return Verdict("wait", f"the agent's status is {age:.0f} s old (agent not alive?)", source)
+        return LivenessVerdict("wait", f"the agent's status is {age:.0f} s old (agent not alive?)", source)
     if status.state != "running":
-        return Verdict("wait", f"the agent is {status.state}", source)
+        return LivenessVerdict("wait", f"the agent is {status.state}", source)
     if status.version != version or baseline is None:
-        return Verdict("wait", f"the agent still runs {status.version}", source)
+        return LivenessVerdict("wait", f"the agent still runs {status.version}", source)
     swap_failures = status.swap_failures - baseline.swap_failures
     if swap_failures > gate.max_swap_failures:
-        return Verdict("fail", f"{swap_failures} swap failure(s) since the new version started", source)
+        return LivenessVerdict("fail", f"{swap_failures} swap failure(s) since the new version started", source)
     if status.version_frames == 0 and status.version_errors >= gate.min_live_inferences:
-        return Verdict("fail", f"{status.version_errors} inferences on the new version, all failed", source)
+        return LivenessVerdict("fail", f"{status.version_errors} inferences on the new version, all failed", source)
     if status.version_frames < gate.min_live_inferences:
-        return Verdict("wait", f"{status.version_frames} of {gate.min_live_inferences} inferences on the new version",
-                       source)
-    return Verdict("pass", f"up: {status.version_frames} inferences, {status.version_errors} errors", source)
+        return LivenessVerdict("wait", f"{status.version_frames} of {gate.min_live_inferences} inferences on the "
+                               "new version", source)
+    return LivenessVerdict("pass", f"up: {status.version_frames} inferences, {status.version_errors} errors", source)

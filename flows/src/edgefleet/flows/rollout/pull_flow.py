@@ -9,20 +9,21 @@
 
 Each wave signs the channel pointer at a larger share (`flows.registry.staged`); the devices in the share
 take the version at their next poll (inside their maintenance window), the others stay on the version it
-replaces. The wave is watched in the fleet monitor's state (which devices report it, which refused it) and
-judged by the canary judge: the moved devices against the devices not moved yet, the same fleet at the same
+replaces. The wave is watched in the fleet monitor's state (which devices report it, which refused it; a device
+whose maintenance window is closed waits for it, its report timeout counted inside its window: `pull_windows.py`)
+and judged by the canary judge: the moved devices against the devices not moved yet, the same fleet at the same
 time. A failed wave signs share 0: every moved device goes back to the version it replaced (a signed
 send-back, which their floor allows). Same record (`rollouts/<id>.json`, `pull` progress), verdict
 artifact and `edgefleet rollout show` as the SSH rollout; re-running the same rollout resumes after the last
 passed wave. With `shadow.enabled`, a shadow wave on the first wave's devices comes first (`pull_shadow.py`):
 they run the version beside the old one, never acting on it, and a failed verdict halts the rollout there.
-The decisions are `pull_waves.py`'s and `pull_shadow.py`'s; this body only orchestrates.
+The decisions are `pull_waves.py`'s, `pull_windows.py`'s and `pull_shadow.py`'s; this body only orchestrates.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
@@ -36,6 +37,7 @@ from edgefleet.flows.rollout.pull_params import ExponentialRate, PullRolloutPara
 from edgefleet.flows.rollout.pull_shadow import judge_shadow_wave_task, outcome_of, shadow_wave_due
 from edgefleet.flows.rollout.pull_tasks import (
     MonitorView,
+    WatchRule,
     fleet_task,
     judge_pull_wave_task,
     stage_share_task,
@@ -51,12 +53,14 @@ from edgefleet.flows.rollout.pull_waves import (
     next_rate_wave,
     next_share_wave,
 )
+from edgefleet.flows.rollout.pull_windows import WavePlan, openings, plan_wave, quorum
 from edgefleet.flows.rollout.record import (
     DeviceRecord,
     HaltInfo,
     PullProgress,
     RecordStore,
     RolloutRecord,
+    StepRecord,
     WaveVerdict,
     utc_now,
 )
@@ -125,6 +129,32 @@ def _apply(record: RolloutRecord, observation: WaveObservation, since: datetime)
                                        "or rollback reported to the monitor)")
 
 
+def _watch_rule(params: PullRolloutParams, monitor: MonitorView, devices: tuple[str, ...], since: datetime, *,
+                minimum: int, threshold: float | None) -> WatchRule:
+    """How the watch of `devices` from `since` ends: each one's window (its group's, by its monitor tags) and
+    report deadline (`pull_windows.plan_wave`)."""
+    tags = monitor.tags(devices) if params.windows else {}
+    plan = plan_wave(params.windows, devices, tags, since, timedelta(seconds=params.report_timeout_s))
+    return WatchRule(plan, quorum(minimum, len(devices)), threshold)
+
+
+def _note_window_waiting(record: RolloutRecord, observation: WaveObservation, plan: WavePlan, wave: int) -> None:
+    """Records (and logs) the wave's devices still waiting for their maintenance window when it was judged: they
+    take the version when it opens, unwatched by this wave."""
+    now = utc_now()
+    opens_at = openings(plan, observation.window_waiting, now)
+    for device_id in observation.window_waiting:
+        opens = opens_at.get(device_id)
+        record.devices[device_id].steps.append(StepRecord(
+            name="window", ok=True, started_at=now, seconds=0.0,
+            detail=f"waiting for its maintenance window when wave {wave} was judged"
+                   + (f" (opens {opens.isoformat()})" if opens else "")))
+    if observation.window_waiting:
+        get_run_logger().info("wave %d judged on %d reporting device(s); %d wait for their maintenance window and "
+                              "take the version when it opens", wave, len(observation.up),
+                              len(observation.window_waiting))
+
+
 def _judge(params: PullRolloutParams, record: RolloutRecord, manifest: Manifest, fleet: dict[str, str | None],
            wave: int, observation: WaveObservation, since: datetime) -> PullDecision:
     verdict = None
@@ -160,9 +190,10 @@ def _halt(params: PullRolloutParams, registry: RegistryWriter, store: RecordStor
     store.save(record)
     sent = tuple(d for d, device in record.devices.items() if device.after == record.version
                  or device.refused_by_device)
-    back = watch_wave_task(wave, monitor, sent, progress.replaces or "", utc_now(), params.canary.max_swap_failures,
-                           timeout_s=params.report_timeout_s, poll_interval_s=params.poll_interval_s,
-                           stale_after_s=params.stale_after_s)
+    since = utc_now()
+    back = watch_wave_task(wave, monitor, sent, progress.replaces or "", since, params.canary.max_swap_failures,
+                           rule=_watch_rule(params, monitor, sent, since, minimum=0, threshold=None),
+                           poll_interval_s=params.poll_interval_s, stale_after_s=params.stale_after_s)
     for device_id in back.up:
         device = record.devices[device_id]
         device.state, device.rolled_back_to, device.after = "rolled_back", progress.replaces, progress.replaces
@@ -188,10 +219,13 @@ def _run_wave(params: PullRolloutParams, registry: RegistryWriter, record: Rollo
     progress.replaces = pointer.rollout.replaces if pointer.rollout else progress.replaces
     since = utc_now()
     started = time.monotonic()
+    rule = _watch_rule(params, monitor, devices, since, minimum=params.first_wave_min,
+                       threshold=params.failure_threshold)
     observation = watch_wave_task(wave, monitor, devices, record.version, since, params.canary.max_swap_failures,
-                                  timeout_s=params.report_timeout_s, poll_interval_s=params.poll_interval_s,
+                                  rule=rule, poll_interval_s=params.poll_interval_s,
                                   stale_after_s=params.stale_after_s)
     _apply(record, observation, since)
+    _note_window_waiting(record, observation, rule.plan, wave)
     decision = _judge(params, record, manifest, fleet, wave, observation, since)
     if isinstance(params.schedule, ExponentialRate) and not decision.halt:
         time.sleep(max(0.0, params.schedule.minute_s - (time.monotonic() - started)))

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edgefleet.device.window import MaintenanceWindow
 from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.rollout.params import CanaryGate
 from edgefleet.flows.rollout.shadow_params import ShadowWave
@@ -81,6 +82,17 @@ class ExponentialRate(_Config):
     minute_s: float = Field(default=SECONDS_PER_MINUTE, gt=0, description="a wave lasts at least this long")
 
 
+class GroupWindow(_Config):
+    """A device group's maintenance window, as its agents have it (`registry.window` of the group's agent.yaml):
+    the rollout reads it to tell a device waiting for its window from a silent one (`pull_windows.py`). The
+    group: the devices named in `ids` plus those carrying any of `tags` in the fleet monitor (`edgefleet fleet
+    tag`); every device when both are empty."""
+
+    ids: tuple[str, ...] = Field(default=(), description="device ids of the group")
+    tags: tuple[str, ...] = Field(default=(), description="monitor tags of the group's devices (any of them)")
+    window: MaintenanceWindow = Field(description="the group's window: cron, timezone, duration_minutes")
+
+
 Schedule = Annotated[ShareSchedule | ExponentialRate, Field(discriminator="kind")]
 
 
@@ -101,8 +113,14 @@ class PullRolloutParams(_Config):
     shadow: ShadowWave = Field(default=ShadowWave(), description="a shadow wave on the first wave's devices before "
                                "any device activates the version (issue 25; off by default; their agents need "
                                "shadow.share > 0), judged with the `canary` gate's thresholds")
-    report_timeout_s: float = Field(default=600.0, gt=0, description="how long a wave waits for its devices to "
-                                                                     "report the new version (or refuse it)")
+    report_timeout_s: float = Field(default=600.0, gt=0, description="how long a wave waits for each device to "
+                                    "report the new version (or refuse it), counted inside the device's "
+                                    "maintenance window (`windows`)")
+    windows: tuple[GroupWindow, ...] = Field(
+        default=(), description="the device groups' maintenance windows (the first group a device is in gives its "
+        "window; a device in none has none: any time). A wave's devices whose window has not opened are waiting "
+        "for it, not silent; the wave is judged once `first_wave_min` of its devices reported and no device in its "
+        "window is still due")
     poll_interval_s: float = Field(default=5.0, gt=0, description="how often the monitor's state is read")
     failure_threshold: float = Field(default=0.0, ge=0, lt=1, description="share of a wave's devices that may "
                                                                           "refuse the version without a halt")

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -22,6 +24,7 @@ from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.rollout.judgement import Judged, MonitorCollector, WaveSubject, await_verdict
 from edgefleet.flows.rollout.params import CanaryGate
 from edgefleet.flows.rollout.pull_waves import WaveObservation, observe
+from edgefleet.flows.rollout.pull_windows import WavePlan, next_opening, wave_watched, with_windows
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.contracts.telemetry import ShadowSummary
 
@@ -54,6 +57,15 @@ class MonitorView:
         with open_fleet_store(config, create=False) as store:
             return device_failures(store, devices, self.model, version, since)
 
+    def tags(self, devices: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        """device id -> its tags (`edgefleet fleet tag`: the groups a rollout's maintenance windows name)."""
+        from edgefleet.monitor import load_monitor_config, open_fleet_store
+        from edgefleet.monitor.aggregates import device_tags
+        from edgefleet.monitor.store import read_snapshot
+
+        config = load_monitor_config(Path(self.config_path))
+        with open_fleet_store(config, create=False) as store, read_snapshot(store) as connection:
+            return device_tags(connection, list(devices))
 
     def shadow_pairs(self, devices: Sequence[str], version: str, primary: str | None,
                      since: datetime) -> dict[str, ShadowSummary | None]:
@@ -84,20 +96,47 @@ def stage_share_task(registry: RegistryWriter, signing: SigningParams, *, model:
                          share_bp=share_bp, by=f"rollout {rollout_id}", shadow_bp=shadow_bp)
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class WaveReads(Protocol):
+    """What a wave's watch reads of the fleet (`MonitorView`'s reads)."""
+
+    def versions(self, stale_after_s: float) -> Mapping[str, str | None]: ...
+
+    def failures(self, devices: Sequence[str], version: str, since: datetime) -> Mapping[str, int]: ...
+
+
+@dataclass(frozen=True)
+class WatchRule:
+    """When a wave's watch ends (`pull_windows.wave_watched`): each device's window and report deadline, the
+    reports needed while devices wait for their window, and the wave's failure threshold."""
+
+    plan: WavePlan
+    quorum: int
+    threshold: float | None
+    """None: refusals do not end the watch (a halt's send-back)."""
+
+
 @task(name="watch-wave", cache_policy=NO_CACHE, task_run_name="watch-wave {wave}")
-def watch_wave_task(wave: int, monitor: MonitorView, devices: tuple[str, ...], version: str, since: datetime,
-                    max_failures: int, *, timeout_s: float, poll_interval_s: float,
-                    stale_after_s: float) -> WaveObservation:
-    """Waits until every moved device reports `version` or refused it, or `timeout_s` passed; returns the last
-    observation (the devices still waiting stay pending)."""
-    deadline = time.monotonic() + timeout_s
+def watch_wave_task(wave: int, monitor: WaveReads, devices: tuple[str, ...], version: str, since: datetime,
+                    max_failures: int, *, rule: WatchRule, poll_interval_s: float, stale_after_s: float,
+                    clock: Callable[[], datetime] = _utc_now) -> WaveObservation:
+    """Watches until every moved device reported `version`, refused it, or stayed silent past its report deadline
+    (counted inside its maintenance window), or the wave has enough reports and only devices waiting for their
+    window are left (`rule`); returns the last observation (the devices still waiting stay pending)."""
     while True:
-        observation = observe(devices, monitor.versions(stale_after_s), monitor.failures(devices, version, since),
-                              version, max_failures)
-        if observation.settled or time.monotonic() >= deadline:
+        now = clock()
+        observation = with_windows(observe(devices, monitor.versions(stale_after_s),
+                                           monitor.failures(devices, version, since), version, max_failures),
+                                   rule.plan, now)
+        if wave_watched(observation, rule.plan, now, quorum=rule.quorum, threshold=rule.threshold):
             return observation
-        log.info("wave %d: %d up, %d refused, %d waiting", wave, len(observation.up), len(observation.refused),
-                 len(observation.waiting))
+        opens = next_opening(rule.plan, observation.window_waiting, now)
+        log.info("wave %d: %d up, %d refused, %d waiting, %d waiting for their maintenance window%s", wave,
+                 len(observation.up), len(observation.refused), len(observation.waiting),
+                 len(observation.window_waiting), f" (the next opens {opens.isoformat()})" if opens else "")
         time.sleep(poll_interval_s)
 
 

@@ -94,11 +94,17 @@ class WaveObservation:
     refused: tuple[str, ...]
     """Reported a swap failure or rollback of the new version (the device refused it and went back itself)."""
     waiting: tuple[str, ...]
-    """Neither yet (not polled yet, downloading, offline, outside its maintenance window)."""
+    """Neither yet (not polled yet, downloading, offline; silent, once its report is due)."""
+    window_waiting: tuple[str, ...] = ()
+    """Neither yet, and its maintenance window is closed while its report is not due yet (`pull_windows`)."""
 
     @property
     def settled(self) -> bool:
-        return not self.waiting
+        return not self.waiting and not self.window_waiting
+
+    @property
+    def size(self) -> int:
+        return len(self.up) + len(self.refused) + len(self.waiting) + len(self.window_waiting)
 
 
 def observe(devices: Sequence[str], versions: Mapping[str, str | None], failures: Mapping[str, int],
@@ -113,8 +119,7 @@ def observe(devices: Sequence[str], versions: Mapping[str, str | None], failures
 
 def over_threshold(observation: WaveObservation, threshold: float) -> bool:
     """True when more of the wave refused the version than `threshold` allows."""
-    size = len(observation.up) + len(observation.refused) + len(observation.waiting)
-    return bool(observation.refused) and len(observation.refused) > threshold * size
+    return bool(observation.refused) and len(observation.refused) > threshold * observation.size
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,7 @@ def needs_verdict(observation: WaveObservation, threshold: float) -> bool:
 def decide_pull_wave(observation: WaveObservation, threshold: float, verdict: Verdict | None) -> PullDecision:
     """Halt (and send the moved devices back) or go on. A wave that moved nobody passes; one whose moved devices
     all stayed silent until the timeout halts (nothing says the version works)."""
-    size = len(observation.up) + len(observation.refused) + len(observation.waiting)
+    size = observation.size
     if over_threshold(observation, threshold):
         return PullDecision(True, f"{len(observation.refused)} of {size} moved devices refused the version "
                                   f"(threshold {threshold:.0%})", ("failure_threshold",), observation.refused)
