@@ -12,6 +12,7 @@ and the pairs their telemetry carries to the monitor fail it before any device a
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterator

@@ -24,6 +24,7 @@ Ctrl-C or failure half-way:
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import shutil
@@ -292,7 +293,9 @@ def _fleet(stack: ExitStack, spec: StackSpec, host: str, keys: StackKeys) -> Sim
     assert fleet_spec is not None
     with_agents = fleet_spec.agent is not None
     log.info("starting %d simulated devices (sshd%s each)", fleet_spec.devices, " + agent" if with_agents else "")
-    fleet = SimulatedFleet(spec.fleet_dir, fleet_spec.devices, agent=fleet_spec.agent, tags=fleet_spec.tags,
+    # The fleet gets its own copy of the agent fields (a test may change them and restart agents; the spec stays).
+    agent = copy.deepcopy(fleet_spec.agent)
+    fleet = SimulatedFleet(spec.fleet_dir, fleet_spec.devices, agent=agent, tags=fleet_spec.tags,
                            agent_env={PUBSUB_EMULATOR_ENV: host},
                            settings=FleetSettings(device_prefix=fleet_spec.device_prefix),
                            # the agents' keys are registered as deploy-agent would; without agents it does
