@@ -15,28 +15,35 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, Union
+from typing import Annotated, Any, Optional, TypeVar, Union
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError
 
 from edgefleet.kernel.errors import ConfigError, describe_validation_error
+from edgefleet.kernel.narrowing import is_dict
 
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 M = TypeVar("M", bound=BaseModel)
 
 
+_YAML12_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_Resolvers = dict[Optional[str], list[tuple[str, re.Pattern[str]]]]  # a runtime alias: Python 3.9
+
+
+def _yaml12_resolvers(resolvers: _Resolvers) -> _Resolvers:
+    """PyYAML's implicit resolvers (first character: [(tag, regexp)]) with YAML 1.2's booleans for 1.1's."""
+    out = {first: [(tag, regexp) for tag, regexp in entries if tag != _BOOL_TAG]
+           for first, entries in resolvers.items()}
+    for first in "tTfF":  # what PyYAML's add_implicit_resolver does, without its untyped signature
+        out.setdefault(first, []).append((_BOOL_TAG, _YAML12_BOOL))
+    return out
+
+
 class ConfigYamlLoader(yaml.SafeLoader):
     """PyYAML's safe loader with YAML 1.2 booleans: `on`/`off`/`yes`/`no` stay strings."""
 
-    yaml_implicit_resolvers = {
-        first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL_TAG]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-    }
-
-
-ConfigYamlLoader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                                       list("tTfF"))
+    yaml_implicit_resolvers = _yaml12_resolvers(yaml.SafeLoader.yaml_implicit_resolvers)
 
 
 def parse_yaml(text: str) -> Any:
@@ -79,7 +86,7 @@ def read_yaml_mapping(path: str | Path, what: str, *, missing_fix: str, shape_fi
                           "fix the syntax at the position shown") from error
     if document is None:
         return {}
-    if not isinstance(document, dict):
+    if not is_dict(document):
         raise ConfigError(f"{what} {path} must be a mapping of keys to values", shape_fix)
     return document
 
@@ -118,7 +125,7 @@ def load(model_cls: type[M], path: str | Path | None, *, what: str, missing_fix:
     return validate(model_cls, data, origin=origin, fix=fix or f"fix the keys named above ({reference})")
 
 
-def validate(model_cls: type[M], data: Mapping[str, Any], *, origin: str, fix: str) -> M:
+def validate(model_cls: type[M], data: Mapping[Any, Any], *, origin: str, fix: str) -> M:
     """`data` as a `model_cls`, read from `origin` (a file, "environment", a device's parameters).
 
     Raises:
@@ -167,7 +174,7 @@ def tagged_union(*variants: type[BaseModel], tag: str, where: str, default: str 
     by_tag = {variant.model_fields[tag].default: variant for variant in variants}
 
     def _choose(value: Any) -> Any:
-        if not isinstance(value, dict) or (tag not in value and default is None):
+        if not is_dict(value) or (tag not in value and default is None):
             return value
         chosen = value.get(tag, default)
         if aliases and isinstance(chosen, (bool, str)) and chosen in aliases:

@@ -5,7 +5,7 @@ Shared by `edgefleet-agent` and `edgefleet`, so a user sees one format everywher
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 
 import typer
@@ -34,7 +34,7 @@ def cli_error(error: EdgefleetError, label: str = "error") -> typer.Exit:
 
 
 @contextmanager
-def exit_on_error(console: Console | None = None) -> Iterator[None]:
+def exit_on_error(console: Console | None = None) -> Generator[None, None, None]:
     """Turns an `EdgefleetError` raised inside into the printed error and exit code 2."""
     try:
         yield

@@ -66,7 +66,7 @@ def describe_validation_error(error: ValidationError, origin: str | None = None)
         error: what pydantic raised for a config model.
         origin: where the values came from (a file path, "environment"); prefixed when given.
     """
-    parts = []
+    parts: list[str] = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
         if item["type"] == "extra_forbidden":

@@ -14,7 +14,7 @@ import shutil
 import stat
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -94,7 +94,7 @@ def _check_regular(
 def open_regular(
     path: Path, *, max_bytes: int | None, fix: str, error_type: type[EdgefleetError] = EdgefleetError,
     too_large: TooLarge | None = None,
-) -> Iterator[BinaryIO]:
+) -> Generator[BinaryIO, None, None]:
     """Opens a file for reading only when it is a regular file of at most `max_bytes` (None: any size).
 
     A named pipe, a device or a socket (or a symlink to one) is refused before it is opened, and checked
@@ -177,7 +177,7 @@ def remove_tree_atomically(path: Path) -> None:
 @contextmanager
 def file_lock(
     lock_path: Path, *, timeout_s: float, what: str, error_type: type[EdgefleetError] = EdgefleetError
-) -> Iterator[None]:
+) -> Generator[None, None, None]:
     """Holds an exclusive lock on `lock_path` (created if missing) for the `with` block.
 
     Args:

@@ -163,10 +163,10 @@ def _read_ring_dir(directory: Path, keys: list[Ed25519PublicKey], problems: list
         log.warning("release keyring: %s", problem)
 
 
-def keyring_stamp(path: str | os.PathLike[str]) -> tuple:
+def keyring_stamp(path: str | os.PathLike[str]) -> tuple[tuple[str, int, int, int], ...]:
     """What changes when the keyring at `path` changes (its entries' names, sizes and times): cheap to take at
     every poll, so a version waiting for a key is tried again as soon as the key is installed."""
-    stamp = []
+    stamp: list[tuple[str, int, int, int]] = []
     for entry in ring_paths(path):
         try:
             info = entry.stat()

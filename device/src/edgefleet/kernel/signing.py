@@ -251,7 +251,7 @@ def decode_signatures(data: bytes, *, source: str = "manifest.sig") -> tuple[Key
     lines = [line.strip() for line in data.splitlines() if line.strip()]
     if len(lines) == 1 and b" " not in lines[0]:
         return (KeyedSignature(None, decode_signature(lines[0], source=source)),)
-    signatures = []
+    signatures: list[KeyedSignature] = []
     for line in lines:
         key_id_text, _, encoded = line.partition(b" ")
         if not _KEY_ID_LINE.fullmatch(key_id_text.decode("ascii", "replace")):
@@ -266,7 +266,7 @@ def decode_signatures(data: bytes, *, source: str = "manifest.sig") -> tuple[Key
 
 def encode_signatures(signatures: Sequence[KeyedSignature]) -> bytes:
     """A revision 2 `manifest.sig`: one `<key id> <base64>` line per signature (each needs its key id)."""
-    lines = []
+    lines: list[bytes] = []
     for keyed in signatures:
         if keyed.key_id is None:
             raise ValueError("a revision 2 manifest.sig names the key of every signature")

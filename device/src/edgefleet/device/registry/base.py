@@ -131,7 +131,7 @@ class RegistryReader(ABC):
 
     def list_models(self) -> list[str]:
         """Models with at least one published version, sorted."""
-        models = set()
+        models: set[str] = set()
         for key in self._list_keys(f"{MODELS_PREFIX}/"):
             parts = key.split("/")
             if len(parts) == 4 and parts[3] == MANIFEST_FILE and is_version(parts[2]):
@@ -235,7 +235,7 @@ class RegistryReader(ABC):
         """
         key = checked_channel_key(model, channel)
         tag = self._version_tag(key)
-        cache: dict[str, tuple[str, ChannelState]] = self.__dict__.setdefault("_channel_cache", {})
+        cache: dict[str, tuple[str, ChannelState]] = vars(self).setdefault("_channel_cache", {})
         if tag is not None and key in cache and cache[key][0] == tag:
             return cache[key][1]  # unchanged since the last read: one small request (GCS metadata, a local stat)
         state = self._parse_channel(key, model, channel)

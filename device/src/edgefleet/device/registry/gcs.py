@@ -12,17 +12,21 @@ read the same file); else the default Google credentials; with `STORAGE_EMULATOR
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import requests
 from google.api_core import exceptions as google_errors
+from google.api_core.retry import Retry
 from google.auth import exceptions as auth_errors
-from google.cloud import storage
-from google.cloud.storage.exceptions import DataCorruption
-from google.cloud.storage.retry import DEFAULT_RETRY
+
+# google-cloud-storage ships no type information: what this module (and the writer) use of it is typed by the
+# Protocols below, and a client is narrowed to them where it is made (`_new_client`).
+from google.cloud import storage  # pyright: ignore[reportMissingTypeStubs]
+from google.cloud.storage.exceptions import DataCorruption  # pyright: ignore[reportMissingTypeStubs]
+from google.cloud.storage.retry import DEFAULT_RETRY  # pyright: ignore[reportMissingTypeStubs]
 
 from edgefleet.device.registry.base import RegistryOptions, RegistryReader
 from edgefleet.device.registry.keys import MAX_RECORD_BYTES, too_large
@@ -31,13 +35,62 @@ from edgefleet.kernel.errors import ConflictError, EdgefleetError, RegistryError
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 
 
+class GcsBlob(Protocol):
+    """What the registry reader and writer use of a `google.cloud.storage.Blob`."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def generation(self) -> int | None: ...  # None until the object was read or written
+    @property
+    def size(self) -> int | None: ...
+    @property
+    def crc32c(self) -> str | None: ...
+    @property
+    def md5_hash(self) -> str | None: ...
+
+    def reload(self, *, timeout: float = ..., retry: Retry = ...) -> None: ...
+    def download_as_bytes(self, *, if_generation_match: int | None = None, timeout: float = ...,
+                          retry: Retry = ...) -> bytes: ...
+    def download_to_filename(self, filename: str, *, if_generation_match: int | None = None,
+                             timeout: float = ..., checksum: str | None = ..., retry: Retry = ...) -> None: ...
+    def upload_from_filename(self, filename: str, content_type: str | None = None, *,
+                             if_generation_match: int | None = None, timeout: float = ...,
+                             checksum: str | None = ..., retry: Retry = ...) -> None: ...
+    def upload_from_string(self, data: bytes | str, content_type: str = ..., *,
+                           if_generation_match: int | None = None, timeout: float = ...,
+                           checksum: str | None = ..., retry: Retry = ...) -> None: ...
+    def delete(self, *, if_generation_match: int | None = None, timeout: float = ...,
+               retry: Retry = ...) -> None: ...
+
+
+class GcsBucket(Protocol):
+    """What the registry uses of a `google.cloud.storage.Bucket`."""
+
+    def blob(self, blob_name: str) -> GcsBlob: ...
+
+
+class GcsClient(Protocol):
+    """What the registry uses of a `google.cloud.storage.Client`."""
+
+    def bucket(self, bucket_name: str) -> GcsBucket: ...
+    def list_blobs(self, bucket_or_name: str, max_results: int | None = None, *, prefix: str | None = None,
+                   timeout: float = ..., retry: Retry = ...) -> Iterable[GcsBlob]: ...
+
+
+def _new_client(**kwargs: Any) -> GcsClient:
+    """A `google.cloud.storage.Client(**kwargs)`, seen as the GcsClient it is (the library's own signatures are
+    inferred from its code, e.g. `timeout: int` from a default of 60 where it takes any number)."""
+    return cast(GcsClient, storage.Client(**kwargs))
+
+
 class GcsRegistryReader(RegistryReader):
     """A registry in `gs://bucket/prefix`, read.
 
     Args:
         bucket: bucket name.
         prefix: key prefix inside the bucket ("" for the bucket root).
-        client: a `google.cloud.storage.Client`; default: one made on first use.
+        client: a `google.cloud.storage.Client` (a `GcsClient`); default: one made on first use.
         options: request timeout, retry deadline, promote attempts.
         credentials_file: the device's Google credentials file; None: Application Default Credentials.
     """
@@ -47,7 +100,7 @@ class GcsRegistryReader(RegistryReader):
         bucket: str,
         prefix: str = "",
         *,
-        client: storage.Client | None = None,
+        client: GcsClient | None = None,
         options: RegistryOptions | None = None,
         credentials_file: Path | None = None,
     ) -> None:
@@ -61,20 +114,20 @@ class GcsRegistryReader(RegistryReader):
         self.options = options or RegistryOptions()
         self._client = client
         self._credentials_file = credentials_file
-        self._retry = DEFAULT_RETRY.with_timeout(self.options.retry_deadline_s)
+        self._retry: Retry = DEFAULT_RETRY.with_timeout(self.options.retry_deadline_s)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri!r})"
 
     @property
-    def client(self) -> storage.Client:
+    def client(self) -> GcsClient:
         """The storage client (made on first use)."""
         if self._client is None:
             if self._credentials_file is not None:
                 self._client = self._client_from_file(self._credentials_file)
                 return self._client
             try:
-                self._client = storage.Client()
+                self._client = _new_client()
             except auth_errors.DefaultCredentialsError as error:
                 raise RegistryError(
                     f"no Google Cloud credentials to reach {self.uri}",
@@ -84,14 +137,14 @@ class GcsRegistryReader(RegistryReader):
                 ) from error
         return self._client
 
-    def _client_from_file(self, path: Path) -> storage.Client:
+    def _client_from_file(self, path: Path) -> GcsClient:
         from edgefleet.device.credentials import CredentialsError, load_device_credentials
 
         try:
             credentials = load_device_credentials(path)
         except CredentialsError as error:
             raise RegistryError(f"cannot reach {self.uri}: {error.message}", error.fix) from error
-        return storage.Client(project=getattr(credentials, "project_id", None) or None, credentials=credentials)
+        return _new_client(project=getattr(credentials, "project_id", None) or None, credentials=credentials)
 
     @property
     def uri(self) -> str:
@@ -135,7 +188,7 @@ class GcsRegistryReader(RegistryReader):
                 return None, 0
             if blob.size is not None and blob.size > MAX_RECORD_BYTES:  # a pointer or record is kilobytes
                 raise too_large(self.describe(key), blob.size, MAX_RECORD_BYTES)
-            generation = int(blob.generation)  # the download may reset blob.generation from its headers
+            generation = self._generation(key, blob)  # the download may reset blob.generation from its headers
             try:
                 with self._errors(f"reading {self.describe(key)}", not_found_ok=True):
                     data = blob.download_as_bytes(
@@ -164,7 +217,7 @@ class GcsRegistryReader(RegistryReader):
         try:
             with self._errors(f"reading {self.describe(key)}", not_found_ok=True):
                 # the generation whose size was checked, never a bigger object swapped in meanwhile
-                data = blob.download_as_bytes(if_generation_match=int(blob.generation),
+                data = blob.download_as_bytes(if_generation_match=self._generation(key, blob),
                                               timeout=self.options.request_timeout_s, retry=self._retry)
         except google_errors.NotFound:
             return None
@@ -179,7 +232,7 @@ class GcsRegistryReader(RegistryReader):
             if stat is not None:
                 if stat.size is not None and stat.size > max_bytes:
                     raise too_large(self.describe(key), stat.size, max_bytes)
-                conditions["if_generation_match"] = int(stat.generation)
+                conditions["if_generation_match"] = self._generation(key, stat)
         blob = self._bucket().blob(self._object(key))
         try:
             with self._errors(f"downloading {self.describe(key)}", not_found_ok=True):
@@ -199,7 +252,7 @@ class GcsRegistryReader(RegistryReader):
                 "try again; if it persists, check the network path to GCS",
             ) from error
 
-    def _stat(self, key: str) -> storage.Blob | None:
+    def _stat(self, key: str) -> GcsBlob | None:
         blob = self._bucket().blob(self._object(key))
         try:
             with self._errors(f"reading {self.describe(key)}", not_found_ok=True):
@@ -208,7 +261,14 @@ class GcsRegistryReader(RegistryReader):
             return None
         return blob
 
-    def _bucket(self) -> storage.Bucket:
+    def _generation(self, key: str, blob: GcsBlob) -> int:
+        """The generation of an object just read (`_stat`): GCS reports one with every object."""
+        if blob.generation is None:
+            raise RegistryError(f"{self.describe(key)}: the storage service reported no object generation",
+                                "check the GCS endpoint (STORAGE_EMULATOR_HOST, if set) and try again")
+        return int(blob.generation)
+
+    def _bucket(self) -> GcsBucket:
         return self.client.bucket(self.bucket_name)
 
     def _object(self, key: str) -> str:
@@ -243,7 +303,7 @@ class GcsRegistryReader(RegistryReader):
         )
 
     @contextmanager
-    def _errors(self, action: str, *, not_found_ok: bool = False) -> Iterator[None]:
+    def _errors(self, action: str, *, not_found_ok: bool = False) -> Generator[None, None, None]:
         """Turns google-cloud-storage errors into edgefleet errors naming `action`.
 
         412 -> ConflictError; 404 -> the missing-bucket error when the bucket is missing, else re-raised

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 
-from edgefleet.device.bundle import MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES  # noqa: F401 - re-exported
+from edgefleet.device.bundle import MAX_MANIFEST_BYTES as MAX_MANIFEST_BYTES  # re-exported
+from edgefleet.device.bundle import MAX_SIGNATURE_BYTES as MAX_SIGNATURE_BYTES  # re-exported
 from edgefleet.kernel.contracts.layout import (
     MODELS_PREFIX,
     ROLLOUTS_PREFIX,

@@ -62,7 +62,7 @@ class LocalRegistryReader(RegistryReader):
         base = self.root / prefix
         if not base.is_dir():
             return []
-        keys = []
+        keys: list[str] = []
         for directory, dirnames, filenames in os.walk(base):
             dirnames[:] = [name for name in dirnames if not name.startswith(".")]
             relative = Path(directory).relative_to(self.root)

@@ -33,6 +33,7 @@ from edgefleet.device.runtime.interpreter import (
 )
 from edgefleet.device.runtime.preprocess import Preprocessor, image_scale
 from edgefleet.device.runtime.quantization import dequantize
+from edgefleet.device.runtime.tflite_api import TfliteInterpreter
 from edgefleet.kernel.contracts.manifest import Manifest, TensorSpec, Variant
 from edgefleet.kernel.errors import EdgefleetError, ModelError, NoEdgeTpuError, VerificationError
 
@@ -88,7 +89,7 @@ class Engine:
 
     def __init__(self, loaded: LoadedModel, *, task: Task, labels: dict[int, str] | None, top_k: int,
                  score_threshold: float, variant: Variant, config: RuntimeConfig) -> None:
-        self._interpreter: Any = loaded.interpreter
+        self._interpreter: TfliteInterpreter | None = loaded.interpreter
         self.info: ModelInfo = loaded.info
         self.backend: str = loaded.backend
         self.task: Task = task
@@ -98,8 +99,8 @@ class Engine:
         self.variant: Variant = variant
         self.config = config
         self.preprocessor = Preprocessor(self.info.input, keep_aspect=task == "detection", config=config)
-        self._input_index = self._interpreter.get_input_details()[0]["index"]
-        self._output_indices = [d["index"] for d in self._interpreter.get_output_details()]
+        self._input_index = loaded.interpreter.get_input_details()[0]["index"]
+        self._output_indices = [d["index"] for d in loaded.interpreter.get_output_details()]
         self._lock = threading.Lock()
 
     @classmethod
@@ -144,13 +145,18 @@ class Engine:
         """An HxWx3 uint8 RGB frame of any size -> a new input tensor. Thread-safe, no interpreter use."""
         return self.preprocessor(frame)
 
-    def _run(self, tensor: np.ndarray) -> float:
-        """Sets the input and invokes; returns the latency in ms. Caller holds the lock."""
+    def _live(self) -> TfliteInterpreter:
+        """The interpreter; ModelError once the engine is closed. Caller holds the lock."""
         if self._interpreter is None:
             raise ModelError(f"the engine of {self.info.path.name} is closed", fix="open the model again")
+        return self._interpreter
+
+    def _run(self, tensor: np.ndarray) -> float:
+        """Sets the input and invokes; returns the latency in ms. Caller holds the lock."""
+        interpreter = self._live()
         start = time.perf_counter()
         try:
-            self._interpreter.set_tensor(self._input_index, tensor)
+            interpreter.set_tensor(self._input_index, tensor)
         except ValueError as error:
             spec = self.info.input
             raise ModelError(
@@ -158,7 +164,7 @@ class Engine:
                 f"{self.info.path.name}'s input {spec.shape} {spec.dtype}: {error}",
                 fix="build the tensor with Engine.prepare") from error
         try:
-            self._interpreter.invoke()
+            interpreter.invoke()
         except (RuntimeError, ValueError) as error:
             raise ModelError(f"{self.info.path.name} failed to run: {error}",
                              fix="check the model runs with `edgefleet-agent classify`; re-export it",
@@ -169,7 +175,8 @@ class Engine:
         """Runs one input tensor; returns copies of all raw (quantized) outputs."""
         with self._lock:
             self._run(tensor)
-            return [self._interpreter.get_tensor(index) for index in self._output_indices]
+            interpreter = self._live()
+            return [interpreter.get_tensor(index) for index in self._output_indices]
 
     def infer(self, tensor: np.ndarray, image_size: tuple[int, int] | None = None) -> InferenceResult:
         """Runs one prepared tensor and returns labelled results, best first.
@@ -193,7 +200,7 @@ class Engine:
         return self.labels.get(class_id, str(class_id))
 
     def _classes(self) -> list[ResultItem]:
-        raw = self._interpreter.get_tensor(self._output_indices[0]).ravel()
+        raw = self._live().get_tensor(self._output_indices[0]).ravel()
         quantization = self.info.outputs[0].quantization
         scores = dequantize(raw, (quantization.scale, quantization.zero_point))
         return [ResultItem(c.id, self._label(c.id), c.score)
@@ -202,7 +209,7 @@ class Engine:
     def _objects(self, image_size: tuple[int, int] | None) -> list[ResultItem]:
         input_size = self.preprocessor.input_size
         scale = image_scale(image_size, input_size, keep_aspect=True) if image_size else (1.0, 1.0)
-        objects = objects_from_outputs(detection_outputs(self._interpreter, self.info.postprocess_outputs),
+        objects = objects_from_outputs(detection_outputs(self._live(), self.info.postprocess_outputs),
                                        input_size,
                                        self.score_threshold, scale)
         objects.sort(key=lambda o: -o.score)
@@ -215,7 +222,7 @@ class Engine:
         return self.info.input
 
     @property
-    def interpreter(self) -> Any:
+    def interpreter(self) -> TfliteInterpreter | None:
         """The underlying interpreter, for pycoral-style adapters (do not use while `infer` runs)."""
         return self._interpreter
 
@@ -239,7 +246,7 @@ def _checked_labels(info: ModelInfo, task: Task, labels_path: str | Path | None)
     labels = read_label_file(labels_path) if labels_path is not None else None
     if task == "classification":
         classes = int(np.prod(info.outputs[0].shape))
-        if labels is not None:
+        if labels is not None and labels_path is not None:  # labels come from a path
             check_label_count(labels, classes, labels_path)
     elif len(info.outputs) != DETECTION_OUTPUTS and info.postprocess_outputs is None:
         raise ModelError(

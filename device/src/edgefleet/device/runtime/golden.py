@@ -74,7 +74,7 @@ def compute_golden(engine: Engine, seeds: Iterable[int]) -> tuple[GoldenOutput, 
     Raises:
         ModelError: The model fails to run.
     """
-    goldens = []
+    goldens: list[GoldenOutput] = []
     for seed in seeds:
         output = _first_output(engine, seed)
         goldens.append(GoldenOutput(seed=seed, output=tuple(float(v) for v in output),

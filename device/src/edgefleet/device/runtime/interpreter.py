@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import importlib
 import logging
 import re
 import threading
@@ -16,7 +17,8 @@ import traceback
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from types import ModuleType
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -27,6 +29,7 @@ from edgefleet.device.runtime.config import (
     EDGETPU_CUSTOM_OP,
 )
 from edgefleet.device.runtime.library_file import library_file
+from edgefleet.device.runtime.tflite_api import TensorDetail, TfliteInterpreter
 from edgefleet.device.runtime.tflite_file import (
     FlatbufferError,
     custom_op_outputs,
@@ -36,10 +39,34 @@ from edgefleet.device.runtime.tflite_file import (
 from edgefleet.kernel.contracts.manifest import TensorSpec
 from edgefleet.kernel.errors import ConfigError, ModelError, NoEdgeTpuError
 
-try:  # Coral community builds of tflite_runtime come first: they match the installed libedgetpu.
-    from tflite_runtime.interpreter import Interpreter, load_delegate
-except ImportError:
-    from ai_edge_litert.interpreter import Interpreter, load_delegate
+Delegate = object
+"""A loaded external delegate (opaque: handed back to the interpreter, kept alive while in use)."""
+
+
+class InterpreterClass(Protocol):
+    """The `Interpreter` constructor."""
+
+    def __call__(self, model_path: str | None = None, model_content: bytes | None = None,
+                 experimental_delegates: list[Delegate] | None = None,
+                 num_threads: int | None = None) -> TfliteInterpreter: ...
+
+
+class DelegateLoader(Protocol):
+    """`load_delegate(library, options)`: raises ValueError (or OSError) when the delegate cannot be created."""
+
+    def __call__(self, library: str, options: dict[str, str] | None = None) -> Delegate: ...
+
+
+def _runtime_module() -> ModuleType:
+    try:  # Coral community builds of tflite_runtime come first: they match the installed libedgetpu.
+        return importlib.import_module("tflite_runtime.interpreter")
+    except ImportError:
+        return importlib.import_module("ai_edge_litert.interpreter")
+
+
+_RUNTIME = _runtime_module()
+Interpreter: InterpreterClass = _RUNTIME.Interpreter
+load_delegate: DelegateLoader = _RUNTIME.load_delegate
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +75,14 @@ _DEVICE_PATTERN = re.compile(r"^(?:(usb|pci)(?::\d+)?|:\d+)$")
 _UNRESOLVED_OP = re.compile(r"unresolved custom op: ([^\s.]+(?:\.[^\s.]+)*)")
 
 __all__ = [
-    "EDGETPU_SUFFIX", "Interpreter", "LoadedModel", "ModelInfo", "backend_name", "check_device",
-    "cpu_twin_name", "edgetpu_present", "holds_edgetpu", "inspect_model", "library_changed", "load_delegate",
-    "load_model", "make_interpreter",
+    "EDGETPU_SUFFIX", "Interpreter", "LoadedModel", "ModelInfo", "TensorDetail", "TfliteInterpreter",
+    "backend_name", "check_device", "cpu_twin_name", "edgetpu_present", "holds_edgetpu", "inspect_model",
+    "library_changed", "load_delegate", "load_model", "make_interpreter",
 ]
 
 # The Edge TPU delegates alive in this process, per library: while one is, this process holds the TPU (the
 # real libedgetpu opens a TPU in one process at a time; its delegates in the same process share it).
-_LIVE_DELEGATES: dict[str, weakref.WeakSet] = {}
+_LIVE_DELEGATES: dict[str, weakref.WeakSet[Delegate]] = {}
 _LIVE_LOCK = threading.Lock()
 # The file (resolved path, mtime) each library name was when this process first loaded it. A process keeps the
 # build it loaded: dlopen of the same name returns the library already mapped, whatever file is there now.
@@ -112,7 +139,7 @@ class ModelInfo:
 class LoadedModel(NamedTuple):
     """An allocated interpreter with what it runs and where."""
 
-    interpreter: Interpreter
+    interpreter: TfliteInterpreter
     info: ModelInfo
     backend: str
 
@@ -148,7 +175,7 @@ def backend_name(device: str | None, edgetpu: bool) -> str:
     return f"edgetpu:{device}" if device else "edgetpu"
 
 
-def _tensor_spec(detail: dict[str, Any], path: Path) -> TensorSpec:
+def _tensor_spec(detail: TensorDetail, path: Path) -> TensorSpec:
     try:
         return tensor_spec(detail)
     except ValueError as error:
@@ -165,7 +192,8 @@ def _corrupt(path: Path, error: Exception) -> ModelError:
             "TFLiteConverter")
 
 
-def _build_interpreter(path: Path, delegates: list[Any] | None, num_threads: int, data: bytes) -> Interpreter:
+def _build_interpreter(path: Path, delegates: list[Delegate] | None, num_threads: int,
+                       data: bytes) -> TfliteInterpreter:
     try:
         return Interpreter(model_content=data, experimental_delegates=delegates, num_threads=num_threads)
     except (ValueError, RuntimeError) as error:
@@ -235,7 +263,7 @@ def library_changed(library: str) -> str | None:
             "this process would still run the build it loaded")
 
 
-def _edgetpu_delegate(device: str | None, library: str) -> Any:
+def _edgetpu_delegate(device: str | None, library: str) -> Delegate:
     """Loads libedgetpu's delegate; raises OSError/ValueError when the library or a TPU is missing, and
     LibraryChangedError when the file changed since this process loaded it and no delegate of the loaded build
     is alive (while one is, that build is the one running here and further delegates share it)."""
@@ -250,7 +278,7 @@ def _edgetpu_delegate(device: str | None, library: str) -> Any:
         _LOADED_FILES.setdefault(library, file)
     delegate = load_delegate(library, {"device": device} if device else {})
     with _LIVE_LOCK:
-        _LIVE_DELEGATES.setdefault(library, weakref.WeakSet()).add(delegate)
+        _LIVE_DELEGATES.setdefault(library, weakref.WeakSet[Delegate]()).add(delegate)
     return delegate
 
 
@@ -261,7 +289,7 @@ def holds_edgetpu(library: str = DEFAULT_RUNTIME_CONFIG.edgetpu_library) -> bool
         return len(_LIVE_DELEGATES.get(library, ())) > 0
 
 
-def _release_delegates(delegates: list[Any] | None, error: BaseException) -> None:
+def _release_delegates(delegates: list[Delegate] | None, error: BaseException) -> None:
     """Destroys the delegates of a load that failed, before its error is raised: an exception kept by a caller
     (a log, a test's `pytest.raises`) would otherwise keep them, and the TPU, held. The half-built interpreter
     in the runtime's frames goes first (LiteRT destroys an interpreter before its delegates)."""
@@ -357,6 +385,7 @@ def load_model(model_path: str | Path, device: str | None = None, num_threads: i
                        backend=backend_name(device, delegates is not None))
 
 
-def make_interpreter(model_path: str | Path, device: str | None = None, num_threads: int = 1) -> Interpreter:
+def make_interpreter(model_path: str | Path, device: str | None = None,
+                     num_threads: int = 1) -> TfliteInterpreter:
     """pycoral's `make_interpreter`: an allocated interpreter on the Edge TPU or CPU (see `load_model`)."""
     return load_model(model_path, device, num_threads).interpreter

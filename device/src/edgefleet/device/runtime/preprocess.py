@@ -176,7 +176,8 @@ class Preprocessor:
     @cached_property
     def lut(self) -> np.ndarray:
         """Pixel value -> input value table."""
-        return pixel_lut(self.spec, self.config.input_mean, self.config.input_std)
+        # A frozen pydantic model is hashable (pydantic adds __hash__); pyright reads model_config as not frozen.
+        return pixel_lut(self.spec, self.config.input_mean, self.config.input_std)  # pyright: ignore[reportArgumentType]
 
     @cached_property
     def passthrough(self) -> bool:

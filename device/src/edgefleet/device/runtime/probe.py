@@ -15,11 +15,14 @@ probe through `tpu_access.EdgeTpuAccess`, which never starts it while this proce
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import importlib.metadata
 import json
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -56,7 +59,7 @@ class ProbeOutcome(BaseModel):
 def runtime_version() -> str:
     """The interpreter package the device runs: 'tflite-runtime 2.5.0.post1' or 'ai-edge-litert 2.3.0'."""
     try:
-        import tflite_runtime  # noqa: F401 - the same preference as edgefleet.device.runtime.interpreter
+        importlib.import_module("tflite_runtime")  # the same preference as edgefleet.device.runtime.interpreter
         names = RUNTIME_PACKAGES
     except ImportError:
         names = RUNTIME_PACKAGES[1:]
@@ -88,54 +91,53 @@ def probe_edgetpu(model_path: str | Path, *, device: str | None = None,
     command = [sys.executable, "-m", "edgefleet.device.runtime.probe", str(model_path), "--library", library]
     if device:
         command += ["--device", device]
-    common = {"library": library, "device": device, "runtime": runtime}
+    outcome = functools.partial(ProbeOutcome, library=library, device=device, runtime=runtime)
     if locate_library(library) is None:  # not installed: no child needed to know
-        return ProbeOutcome(
+        return outcome(
             ok=False, cause="error", detail=f"{library} not found (the loader's path, {', '.join(LIBRARY_DIRS[:2])}"
                                             ", ...)",
-            fix=_error_fix({"stage": "load", "message": "cannot open shared object file"}, library, runtime),
-            **common)
+            fix=_error_fix({"stage": "load", "message": "cannot open shared object file"}, library, runtime))
     try:
         child = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s,
                                stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:  # subprocess.run has killed the child
-        return ProbeOutcome(
+        return outcome(
             ok=False, cause="hang",
             detail=f"{library} did not create an interpreter and run one invoke of {Path(model_path).name} "
                    f"within {timeout_s:g} s (killed)",
             fix=f"check the Edge TPU's connection and power (a USB Accelerator wants a USB 3 port), or "
-                f"{matching_build_fix(library, runtime)}", **common)
+                f"{matching_build_fix(library, runtime)}")
     if child.returncode < 0:
         name = signal.Signals(-child.returncode).name
-        return ProbeOutcome(
+        return outcome(
             ok=False, cause="crash",
             detail=f"{library} crashed the interpreter ({name}) with {runtime} creating it for "
                    f"{Path(model_path).name}",
-            fix=matching_build_fix(library, runtime), **common)
+            fix=matching_build_fix(library, runtime))
     report = _last_json_line(child.stdout)
     if child.returncode == 0 and report.get("ok"):
-        return ProbeOutcome(ok=True, cause="ok", detail=f"{report.get('backend', 'edgetpu')} ran one invoke",
-                            **common)
+        return outcome(ok=True, cause="ok", detail=f"{report.get('backend', 'edgetpu')} ran one invoke")
     if report:
-        return ProbeOutcome(ok=False, cause="error", detail=str(report.get("message")),
-                            fix=_error_fix(report, library, runtime), **common)
-    return ProbeOutcome(
+        return outcome(ok=False, cause="error", detail=str(report.get("message")),
+                       fix=_error_fix(report, library, runtime))
+    return outcome(
         ok=False, cause="error",
         detail=f"the probe exited {child.returncode}: {child.stderr.strip()[-_STDERR_TAIL:]}",
-        fix=matching_build_fix(library, runtime), **common)
+        fix=matching_build_fix(library, runtime))
 
 
-def _error_fix(report: dict, library: str, runtime: str) -> str | None:
+def _error_fix(report: Mapping[str, object], library: str, runtime: str) -> str | None:
     """A library that does not load: missing (install it) or built for another system (the matching build)."""
     if report.get("stage") != "load":
-        return report.get("fix")
+        fix = report.get("fix")
+        return fix if isinstance(fix, str) else None
     if "cannot open shared object file" in str(report.get("message")):
         return (f"install libedgetpu (Coral's apt package libedgetpu1-std, or the build for {runtime}), or set "
                 f"inference.edgetpu_library to where it is (now {library!r})")
     return matching_build_fix(library, runtime)
 
 
-def _last_json_line(text: str) -> dict:
+def _last_json_line(text: str) -> dict[str, object]:
     for line in reversed(text.splitlines()):
         if line.startswith("{"):
             try:
@@ -172,7 +174,7 @@ def _child(argv: list[str]) -> int:
     return 0
 
 
-def _report(data: dict) -> None:
+def _report(data: Mapping[str, object]) -> None:
     sys.stdout.write(json.dumps(data) + "\n")
     sys.stdout.flush()
 

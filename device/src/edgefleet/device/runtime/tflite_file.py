@@ -149,7 +149,7 @@ def read_operator_codes(data: bytes) -> tuple[OperatorCode, ...]:
     """
     reader = _Reader(data)
     root = reader.uoffset_target(0)
-    codes = []
+    codes: list[OperatorCode] = []
     for table in reader.vector_of_tables(root, _MODEL_OPERATOR_CODES):
         deprecated = reader.scalar(table, _OPCODE_DEPRECATED_BUILTIN, "<b", 0)
         builtin = reader.scalar(table, _OPCODE_BUILTIN, "<i", 0)

@@ -29,6 +29,8 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from edgefleet.kernel.narrowing import is_dict, is_list
+
 AvroType = Union[str, dict[str, Any], list[Any]]  # a runtime alias: Python 3.9 has no `X | Y`
 
 _PRIMITIVES: dict[type, str] = {
@@ -92,7 +94,7 @@ def _record(model: type[BaseModel], defined: set[str]) -> AvroType:
     if name in defined:
         return name
     defined.add(name)
-    fields = []
+    fields: list[dict[str, Any]] = []
     for field_name, info in model.model_fields.items():
         json_name = info.alias or field_name
         where = f"{name}.{json_name}"
@@ -123,9 +125,12 @@ def _default(info: Any) -> Any:
         value = info.default_factory()
     else:
         return _NO_DEFAULT
-    if value is None or isinstance(value, (str, int, float, bool, list)):
-        return value
-    return _NO_DEFAULT  # not representable as an Avro default: the field simply has none
+    return value if _representable(value) else _NO_DEFAULT  # else the field simply has no default
+
+
+def _representable(value: object) -> bool:
+    """Whether `value` can be an Avro default as it is."""
+    return value is None or isinstance(value, (str, int, float, bool, list))
 
 
 def _avro_type(annotation: Any, defined: set[str], where: str, enum_name: str) -> AvroType:
@@ -221,16 +226,16 @@ def _compile_wrap(node: AvroType, named: dict[str, dict[str, Any]],
     if isinstance(node, list):  # union: ["null", X]
         branch = next(b for b in node if b != "null")
         return _union_wrapper(_branch_name(branch), _compile_wrap(branch, named, records))
-    if isinstance(node, dict) and node["type"] == "record":
+    if node["type"] == "record":
         records[node["name"]] = _COMPILING
         fields = [(field["name"], wrapper) for field in node["fields"]
                   if (wrapper := _compile_wrap(field["type"], named, records)) is not None]
         records[node["name"]] = _record_wrapper(fields) if fields else None
         return records[node["name"]]
-    if isinstance(node, dict) and node["type"] == "array":
+    if node["type"] == "array":
         items = _compile_wrap(node["items"], named, records)
         return None if items is None else (
-            lambda value: [items(item) for item in value] if isinstance(value, list) else value)
+            lambda value: [items(item) for item in value] if is_list(value) else value)
     return None
 
 
@@ -242,7 +247,7 @@ def _union_wrapper(name: str, inner: Wrapper | None) -> Wrapper:
 
 def _record_wrapper(fields: list[tuple[str, Wrapper]]) -> Wrapper:
     def wrap(value: Any) -> Any:
-        if not isinstance(value, dict):
+        if not is_dict(value):
             return value  # left for validation to reject, with the model's own message
         out = dict(value)
         for name, wrapper in fields:
@@ -262,17 +267,17 @@ def _walk(node: AvroType, value: Any, named: dict[str, dict[str, Any]], wrap: bo
         name = _branch_name(branch)
         if wrap:
             return {name: _walk(branch, value, named, wrap)}
-        if isinstance(value, dict) and len(value) == 1 and name in value:
+        if is_dict(value) and len(value) == 1 and name in value:
             value = value[name]
         return _walk(branch, value, named, wrap)
     if isinstance(node, dict) and node["type"] == "record":
-        if not isinstance(value, dict):
+        if not is_dict(value):
             return value  # left for validation to reject, with the model's own message
         out = dict(value)
         for field in node["fields"]:
             if field["name"] in out:
                 out[field["name"]] = _walk(field["type"], out[field["name"]], named, wrap)
         return out
-    if isinstance(node, dict) and node["type"] == "array" and isinstance(value, list):
+    if isinstance(node, dict) and node["type"] == "array" and is_list(value):
         return [_walk(node["items"], item, named, wrap) for item in value]
     return value

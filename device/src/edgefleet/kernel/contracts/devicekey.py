@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Literal
 
@@ -38,39 +39,39 @@ MAX_RECORD_TEXT = 256
 MAX_RECORD_BYTES = 4096
 """A device key record or revocation larger than this is refused unread (real ones are about 500 bytes)."""
 
-_KEY_ID = r"^[0-9a-f]{16,64}$"
-_SIGNATURE = r"^[A-Za-z0-9+/]{86}==$"
-_PUBLIC_KEY = r"^[A-Za-z0-9+/]{43}=$"  # base64 of the 32 raw bytes
+KEY_ID_PATTERN = r"^[0-9a-f]{16,64}$"
+SIGNATURE_PATTERN = r"^[A-Za-z0-9+/]{86}==$"
+PUBLIC_KEY_PATTERN = r"^[A-Za-z0-9+/]{43}=$"  # base64 of the 32 raw bytes
 _UNSIGNED = "A" * 86 + "=="  # a well-formed stand-in while the payload is built (never written)
 
 
-def _signed_bytes(payload: dict[str, object]) -> bytes:
+def payload_signed_bytes(payload: Mapping[str, object]) -> bytes:
     """The schema line, then canonical JSON of the payload without the signature."""
     payload = {name: value for name, value in payload.items() if name != "signature"}
     return str(payload["schema"]).encode() + b"\n" + json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
 
 
-class _Signed(BaseModel):
+class SignedRecord(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     def signed_bytes(self) -> bytes:
         """The exact bytes the signature covers."""
-        return _signed_bytes(self.model_dump(mode="json", by_alias=True))
+        return payload_signed_bytes(self.model_dump(mode="json", by_alias=True))
 
 
-class DeviceKeyRecord(_Signed):
+class DeviceKeyRecord(SignedRecord):
     """One device's public key as the fleet knows it (`fleet/devices/<device_id>.json`)."""
 
     schema_: Literal["edgefleet.device-key/1", "edgefleet.device-key/2"] = Field(
         default=DEVICE_KEY_SCHEMA, alias="schema")
     device_id: DeviceId
-    public_key: str = Field(pattern=_PUBLIC_KEY, description="the raw Ed25519 public key, base64")
-    key_id: str = Field(pattern=_KEY_ID)
+    public_key: str = Field(pattern=PUBLIC_KEY_PATTERN, description="the raw Ed25519 public key, base64")
+    key_id: str = Field(pattern=KEY_ID_PATTERN)
     added_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     added_by: str | None = Field(default=None, max_length=MAX_RECORD_TEXT)
     # --- schema 2 ---
-    signer_key_id: str | None = Field(default=None, pattern=_KEY_ID, description="the enrolment key's id")
-    signature: str | None = Field(default=None, pattern=_SIGNATURE)
+    signer_key_id: str | None = Field(default=None, pattern=KEY_ID_PATTERN, description="the enrolment key's id")
+    signature: str | None = Field(default=None, pattern=SIGNATURE_PATTERN)
 
     @model_validator(mode="after")
     def _consistent(self) -> DeviceKeyRecord:
@@ -91,17 +92,17 @@ class DeviceKeyRecord(_Signed):
         return public_key_from_bytes(self.public_key.encode(), source=f"device key record of {self.device_id}")
 
 
-class DeviceKeyRevocation(_Signed):
+class DeviceKeyRevocation(SignedRecord):
     """A device key the fleet no longer trusts (`fleet/revoked/<key_id>.json`)."""
 
     schema_: Literal["edgefleet.device-revocation/1"] = Field(default=REVOCATION_SCHEMA, alias="schema")
-    key_id: str = Field(pattern=_KEY_ID, description="the revoked device key's id")
+    key_id: str = Field(pattern=KEY_ID_PATTERN, description="the revoked device key's id")
     device_id: DeviceId
     revoked_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
     revoked_by: str | None = Field(default=None, max_length=MAX_RECORD_TEXT)
     reason: str = Field(default="", max_length=MAX_RECORD_TEXT)
-    signer_key_id: str = Field(pattern=_KEY_ID)
-    signature: str = Field(pattern=_SIGNATURE)
+    signer_key_id: str = Field(pattern=KEY_ID_PATTERN)
+    signature: str = Field(pattern=SIGNATURE_PATTERN)
 
 
 def device_key_record_key(device_id: str) -> str:
@@ -126,8 +127,8 @@ def device_id_of(record_key: str) -> str | None:
         return None
 
 
-def _signature(private_key: Ed25519PrivateKey, payload: dict[str, object]) -> str:
-    return base64.b64encode(sign(private_key, _signed_bytes(payload))).decode()
+def _signature(private_key: Ed25519PrivateKey, payload: Mapping[str, object]) -> str:
+    return base64.b64encode(sign(private_key, payload_signed_bytes(payload))).decode()
 
 
 def sign_record(enrolment_key: Ed25519PrivateKey, record: DeviceKeyRecord) -> DeviceKeyRecord:

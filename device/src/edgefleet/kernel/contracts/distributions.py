@@ -109,11 +109,12 @@ def _dense(buckets: Iterable[BucketCount]) -> dict[int, int]:
 class Distributions(_Frozen):
     """The distributions of one window (or a merge of windows): see the module docstring."""
 
-    latency: list[BucketCount] = Field(default_factory=list, description="latency histogram (log buckets)")
-    score: list[BucketCount] = Field(default_factory=list, description="top-1 score histogram over 0..1")
-    classes: list[ClassCount] = Field(default_factory=list, description="top-K class counts")
+    latency: list[BucketCount] = Field(default_factory=list[BucketCount], description="latency histogram (log buckets)")
+    score: list[BucketCount] = Field(default_factory=list[BucketCount], description="top-1 score histogram over 0..1")
+    classes: list[ClassCount] = Field(default_factory=list[ClassCount], description="top-K class counts")
     class_other: int = Field(default=0, ge=0, le=MAX_BUCKET_COUNT, description="counts of the classes beyond the top K")
-    detections: list[BucketCount] = Field(default_factory=list, description="detections per frame (detectors)")
+    detections: list[BucketCount] = Field(default_factory=list[BucketCount],
+                                          description="detections per frame (detectors)")
 
     @model_validator(mode="after")
     def _fixed_buckets(self) -> Distributions:
@@ -161,7 +162,7 @@ def build(*, latency: Mapping[int, int] | None = None, score: Mapping[int, int] 
     """Distributions from dense counts; classes cut to the `top_k` most frequent (ties: lower id first)."""
     ranked = sorted((classes or {}).items(), key=lambda item: (-item[1], item[0]))
     kept = [(cid, n) for cid, n in ranked[:top_k] if n > 0 and cid >= 0]
-    other = sum(n for cid, n in ranked if n > 0) - sum(n for _, n in kept)
+    other = sum(n for _, n in ranked if n > 0) - sum(n for _, n in kept)
     return Distributions(latency=_sparse(latency or {}), score=_sparse(score or {}),
                          classes=[ClassCount(id=cid, n=n) for cid, n in sorted(kept)], class_other=other,
                          detections=_sparse(detections or {}))

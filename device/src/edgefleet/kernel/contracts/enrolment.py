@@ -38,12 +38,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import AwareDatetime, Field
 
 from edgefleet.kernel.contracts.devicekey import (
-    _KEY_ID,
-    _PUBLIC_KEY,
-    _SIGNATURE,
-    _Signed,
-    _signed_bytes,
+    KEY_ID_PATTERN,
+    PUBLIC_KEY_PATTERN,
+    SIGNATURE_PATTERN,
+    SignedRecord,
     check_signature,
+    payload_signed_bytes,
 )
 from edgefleet.kernel.contracts.layout import FLEET_ENROL_REQUESTS_PREFIX, FLEET_ENROL_TOKENS_PREFIX, check_name
 from edgefleet.kernel.contracts.names import DeviceId
@@ -67,7 +67,7 @@ _TOKEN_TEXT = re.compile(rf"{TOKEN_PREFIX}\.([0-9a-f]{{16}})\.([A-Za-z0-9_-]{{43
 _UNSIGNED = "A" * 86 + "=="
 
 
-class EnrolToken(_Signed):
+class EnrolToken(SignedRecord):
     """One device's one-time enrolment token as the registry keeps it (`fleet/enrol-tokens/<token_id>.json`)."""
 
     schema_: Literal["edgefleet.enrol-token/1"] = Field(default=TOKEN_SCHEMA, alias="schema")
@@ -79,23 +79,23 @@ class EnrolToken(_Signed):
     created_by: str | None = Field(default=None, max_length=256)
     replace: bool = Field(default=False, description="the device may replace the key it is enrolled with")
     used_at: AwareDatetime | None = None
-    used_key_id: str | None = Field(default=None, pattern=_KEY_ID)
+    used_key_id: str | None = Field(default=None, pattern=KEY_ID_PATTERN)
     outcome: str = Field(default="", max_length=512, description="why it was burnt (approved or refused)")
-    signer_key_id: str = Field(pattern=_KEY_ID)
-    signature: str = Field(pattern=_SIGNATURE)
+    signer_key_id: str = Field(pattern=KEY_ID_PATTERN)
+    signature: str = Field(pattern=SIGNATURE_PATTERN)
 
 
-class EnrolRequest(_Signed):
+class EnrolRequest(SignedRecord):
     """A device asking to be enrolled (`fleet/enrol-requests/<token_id>/<key_id>.json`), signed by its own key."""
 
     schema_: Literal["edgefleet.enrol-request/1"] = Field(default=REQUEST_SCHEMA, alias="schema")
     token_id: str = Field(pattern=_TOKEN_ID)
     device_id: DeviceId
-    public_key: str = Field(pattern=_PUBLIC_KEY)
-    key_id: str = Field(pattern=_KEY_ID)
+    public_key: str = Field(pattern=PUBLIC_KEY_PATTERN)
+    key_id: str = Field(pattern=KEY_ID_PATTERN)
     secret: str = Field(pattern=_SECRET)
     created_at: AwareDatetime
-    signature: str = Field(pattern=_SIGNATURE)
+    signature: str = Field(pattern=SIGNATURE_PATTERN)
 
     def key(self) -> Ed25519PublicKey:
         return public_key_from_bytes(self.public_key.encode(), source=f"enrolment request of {self.device_id}")
@@ -159,10 +159,10 @@ def secret_hash(token_id: str, secret: str) -> str:
 
 
 def _signature(private_key: Ed25519PrivateKey, payload: dict[str, object]) -> str:
-    return base64.b64encode(sign(private_key, _signed_bytes(payload))).decode()
+    return base64.b64encode(sign(private_key, payload_signed_bytes(payload))).decode()
 
 
-def sign_token(enrolment_key: Ed25519PrivateKey, token: EnrolToken | dict[str, object]) -> EnrolToken:
+def sign_token(enrolment_key: Ed25519PrivateKey, token: EnrolToken | Mapping[str, object]) -> EnrolToken:
     """`token` (a record or its fields) signed by the enrolment key."""
     fields = token.model_dump(mode="json", by_alias=True) if isinstance(token, EnrolToken) else dict(token)
     draft = EnrolToken.model_validate(fields | {"signer_key_id": key_id(enrolment_key.public_key()),
@@ -255,13 +255,14 @@ def judge_requests(token: EnrolToken | None, requests: Sequence[tuple[str, Enrol
     if now >= token.expires_at:
         return _refuse_all(token_id, requests, f"the token expired at {token.expires_at:%Y-%m-%d %H:%M} UTC",
                            burn=True)
-    valid, refused = [], []
+    valid: list[EnrolRequest] = []
+    refused: list[tuple[str, str]] = []
     for name, request in requests:
         problem = request if isinstance(request, str) else _request_problem(token, name, request)
-        if problem is None:
-            valid.append(request)
-        else:
+        if problem is not None:
             refused.append((name, problem))
+        elif not isinstance(request, str):  # always so: a request that did not parse is its problem
+            valid.append(request)
     if len(valid) > 1:
         reason = (f"{len(valid)} requests with different keys carry the token's secret: it leaked; nobody is "
                   "enrolled and the token is burnt")
@@ -269,7 +270,6 @@ def judge_requests(token: EnrolToken | None, requests: Sequence[tuple[str, Enrol
     if not valid:
         return Verdict(token_id, None, False, "no valid request yet", tuple(refused))
     approved = valid[0]
-    assert isinstance(approved, EnrolRequest)
     return Verdict(token_id, approved, True, f"approved key {approved.key_id} of {approved.device_id}",
                    tuple(refused))
 

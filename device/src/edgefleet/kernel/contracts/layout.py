@@ -47,7 +47,7 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")  # fullmatch: `$` would accept 
 _VERSION = re.compile(r"\d{1,9}\.\d{1,9}\.\d{1,9}(?:[-+][0-9A-Za-z.-]{1,64})?")
 
 
-def check_name(kind: str, value: str) -> str:
+def check_name(kind: str, value: object) -> str:
     """Returns `value` if it is a safe model/channel/device name, else raises ValueError naming `kind`."""
     if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise ValueError(
@@ -57,7 +57,7 @@ def check_name(kind: str, value: str) -> str:
     return value
 
 
-def check_version(value: str) -> str:
+def check_version(value: object) -> str:
     """Returns `value` if it is a semantic version (1.2.3), else raises ValueError."""
     if not isinstance(value, str) or not _VERSION.fullmatch(value):
         raise ValueError(f"version {value!r} is not a semantic version: use MAJOR.MINOR.PATCH, e.g. 1.0.0")

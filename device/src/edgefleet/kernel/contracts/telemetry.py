@@ -134,7 +134,7 @@ class ShadowSummary(_Frozen):
                             description="successful frames where both models' top-1 class is the same")
     primary: Distributions | None = None
     candidate: Distributions | None = None
-    score_delta: list[BucketCount] = Field(default_factory=list, max_length=SCORE_DELTA_BUCKETS)
+    score_delta: list[BucketCount] = Field(default_factory=list[BucketCount], max_length=SCORE_DELTA_BUCKETS)
 
     @model_validator(mode="after")
     def _within_its_frames(self) -> ShadowSummary:
@@ -168,7 +168,7 @@ class InferenceSummary(_Frozen):
     fps: float = Field(ge=0, le=MAX_RATE, allow_inf_nan=False)
     window_s: float = Field(ge=0, le=MAX_WINDOW_S, allow_inf_nan=False)
     top: list[ResultItem] = Field(
-        default_factory=list, max_length=MAX_RESULTS, description="results of the last (sampled) frame"
+        default_factory=list[ResultItem], max_length=MAX_RESULTS, description="results of the last (sampled) frame"
     )
     dist: Distributions | None = Field(default=None, description="(schema 2) the window's distributions")
     shadow: ShadowSummary | None = Field(

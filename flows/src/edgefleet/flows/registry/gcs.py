@@ -22,10 +22,9 @@ from typing import Any
 import google_crc32c
 import requests
 from google.api_core import exceptions as google_errors
-from google.cloud import storage
 
 from edgefleet.device.bundle import HASH_CHUNK_BYTES, SignedManifest
-from edgefleet.device.registry.gcs import GcsRegistryReader
+from edgefleet.device.registry.gcs import GcsBlob, GcsRegistryReader
 from edgefleet.flows.registry.base import PublishResult, RegistryWriter
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE, SIGNATURE_FILE
 from edgefleet.kernel.errors import ConflictError, RegistryError
@@ -50,7 +49,7 @@ class LocalChecksums:
         self.md5 = base64.b64encode(md5.digest()).decode()
         self.size = path.stat().st_size
 
-    def matches(self, blob: storage.Blob) -> bool:
+    def matches(self, blob: GcsBlob) -> bool:
         """True when the object GCS reports has exactly this content."""
         return blob.crc32c == self.crc32c and blob.md5_hash == self.md5 and blob.size == self.size
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 from edgefleet.device.runtime.adapters.common import output_tensor
 from edgefleet.device.runtime.quantization import dequantize
+from edgefleet.device.runtime.tflite_api import TfliteInterpreter
 
 
 class Class(NamedTuple):
@@ -17,12 +18,12 @@ class Class(NamedTuple):
     score: float
 
 
-def num_classes(interpreter: Any) -> int:
+def num_classes(interpreter: TfliteInterpreter) -> int:
     """Number of classes of the (first) output."""
     return int(np.prod(interpreter.get_output_details()[0]["shape"]))
 
 
-def get_scores(interpreter: Any) -> np.ndarray:
+def get_scores(interpreter: TfliteInterpreter) -> np.ndarray:
     """Dequantized scores of the first output, flattened (float outputs pass through)."""
     detail = interpreter.get_output_details()[0]
     return dequantize(output_tensor(interpreter, 0).ravel(), detail["quantization"])
@@ -39,6 +40,6 @@ def get_classes_from_scores(scores: np.ndarray, top_k: int = 1,
     return [Class(i, float(scores[i])) for i in sorted(kept, key=lambda i: (-scores[i], i))]
 
 
-def get_classes(interpreter: Any, top_k: int = 1, score_threshold: float = -float("inf")) -> list[Class]:
+def get_classes(interpreter: TfliteInterpreter, top_k: int = 1, score_threshold: float = -float("inf")) -> list[Class]:
     """The `top_k` best classes of the last inference scoring at least `score_threshold`."""
     return get_classes_from_scores(get_scores(interpreter), top_k, score_threshold)

@@ -12,13 +12,18 @@ order (boxes, classes, scores, count, fixed by the op) is used instead: `ModelIn
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from edgefleet.device.runtime.adapters.common import input_size
+from edgefleet.device.runtime.tflite_api import TensorDetail, TfliteInterpreter
 from edgefleet.kernel.errors import ModelError
+
+Signatures = Mapping[str, Mapping[str, Mapping[str, int]]]
+"""LiteRT's full signature list: signature key -> {"inputs": {name: tensor index}, "outputs": {...}}."""
 
 DETECTION_OUTPUTS = 4
 BOX_COORDINATES = 4
@@ -86,7 +91,8 @@ class Object(NamedTuple):
     bbox: BBox
 
 
-class DetectionOutputs(NamedTuple):
+@dataclass(frozen=True)
+class DetectionOutputs:
     """The four postprocess outputs of one image, batch dimension removed."""
 
     boxes: np.ndarray      # [N, 4] ymin, xmin, ymax, xmax, normalized to the input tensor
@@ -95,10 +101,10 @@ class DetectionOutputs(NamedTuple):
     count: int
 
 
-def _postprocess_order(details: list[dict[str, Any]], signatures: dict[str, Any]) -> list[int]:
+def _postprocess_order(details: list[TensorDetail], signatures: Signatures) -> list[int]:
     """Tensor indices (boxes, classes, scores, count) by pycoral's heuristics, checked against shapes."""
     indices = [d["index"] for d in details]
-    outputs = next(iter(signatures.values()))["outputs"] if len(signatures) == 1 else {}
+    outputs: Mapping[str, int] = next(iter(signatures.values()))["outputs"] if len(signatures) == 1 else {}
     if set(outputs) >= {f"output_{i}" for i in range(DETECTION_OUTPUTS)}:
         # TF2 object detection API export: output_0 count, output_1 scores, output_2 classes, output_3 boxes.
         count, scores, classes, boxes = (outputs[f"output_{i}"] for i in range(DETECTION_OUTPUTS))
@@ -111,7 +117,7 @@ def _postprocess_order(details: list[dict[str, Any]], signatures: dict[str, Any]
     return [boxes, classes, scores, count]
 
 
-def detection_outputs(interpreter: Any,
+def detection_outputs(interpreter: TfliteInterpreter,
                       postprocess_outputs: tuple[int, ...] | None = None) -> DetectionOutputs:
     """Reads the four postprocess outputs of the last inference.
 
@@ -133,8 +139,10 @@ def detection_outputs(interpreter: Any,
     if postprocess_outputs is not None:
         order = list(postprocess_outputs)
     else:
-        signatures = (interpreter._get_full_signature_list()
-                      if hasattr(interpreter, "_get_full_signature_list") else {})
+        # LiteRT's (private) list names the outputs; tflite_runtime 2.5 has none.
+        full_signature_list: Callable[[], Signatures | None] | None = getattr(
+            interpreter, "_get_full_signature_list", None)
+        signatures = full_signature_list() if full_signature_list is not None else None
         order = _postprocess_order(details, signatures or {})
     boxes, class_ids, scores, count = (interpreter.get_tensor(index)[0] for index in order)
     return DetectionOutputs(boxes=np.asarray(boxes).reshape(-1, BOX_COORDINATES),
@@ -156,7 +164,7 @@ def objects_from_outputs(outputs: DetectionOutputs, input_size: tuple[int, int],
     width, height = input_size
     sx, sy = width / image_scale[0], height / image_scale[1]
     count = min(outputs.count, len(outputs.scores))
-    objects = []
+    objects: list[Object] = []
     for i in range(count):
         score = float(outputs.scores[i])
         if score < score_threshold:
@@ -167,7 +175,7 @@ def objects_from_outputs(outputs: DetectionOutputs, input_size: tuple[int, int],
     return objects
 
 
-def get_objects(interpreter: Any, score_threshold: float = -float("inf"),
+def get_objects(interpreter: TfliteInterpreter, score_threshold: float = -float("inf"),
                 image_scale: tuple[float, float] = (1.0, 1.0),
                 postprocess_outputs: tuple[int, ...] | None = None) -> list[Object]:
     """pycoral's `get_objects`: detected objects of the last inference, boxes in original image pixels.

@@ -18,9 +18,10 @@ def parse_labels(text: str) -> dict[int, str]:
     """
     lines = text.splitlines()
     matches = [_ID_LINE.match(line) for line in lines if line.strip()]
-    if matches and all(matches):
+    numbered = [match for match in matches if match is not None]
+    if numbered and len(numbered) == len(matches):
         labels: dict[int, str] = {}
-        for match in matches:
+        for match in numbered:
             label_id = int(match.group(1))
             if label_id in labels:
                 raise ValueError(f"id {label_id} appears twice")
