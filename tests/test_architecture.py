@@ -218,8 +218,6 @@ ENTRY_POINTS = {
     "edgefleet.infra.__main__": "Pulumi.yaml (pulumi up)",
     "edgefleet.flows.monitor.flow": "prefect.yaml deployment fleet-monitor",
     "edgefleet.flows.monitor.overview": "prefect.yaml deployment fleet-overview",
-    "edgefleet.infra.iam_conformance": "tests/infra (the IAM conformance test's recorder)",
-    "edgefleet.infra.testing": "tests/infra (Pulumi mocks)",
     "edgefleet.local.postgres": "tests/monitor and bench.status_bench (a throw-away PostgreSQL 15 server)",
     "edgefleet.local.simfleet": "bench.fleet_sim_bench and tests/rollout (the fleet simulator)",
     "edgefleet.local.simfleet.world": "bench.fleet_sim_bench and tests/rollout (the simulated fleet's registry)",

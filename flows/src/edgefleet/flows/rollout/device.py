@@ -151,7 +151,7 @@ def doctor_preflight(connection: DeviceConnection, has_edgetpu_variant: bool) ->
 
     The Edge TPU's failures matter only when the version has an edgetpu variant and the device's agent requires
     the TPU (`inference.require_edgetpu`); otherwise the agent runs the CPU variant and they become notes.
-    An agent without `doctor` (older than issue 12) is not held back: a note says so.
+    An agent without `doctor` (one from before it existed) is not held back: a note says so.
 
     Raises:
         PreflightError: listing every blocking failure with its fix.
