@@ -8,8 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from edgefleet.flows.rollout.inventory import DeviceSpec
-from edgefleet.flows.rollout.ssh import CommandResult, RemoteCommandError
+from edgefleet.flows.fleet.connection import CommandResult, RemoteCommandError
+from edgefleet.flows.fleet.inventory import DeviceSpec
 
 COMMAND_TIMEOUT_S = 600  # creating a venv and installing wheels on a loaded machine
 

@@ -6,6 +6,8 @@
 - Layers: the kernel imports nothing of the project; the device imports only the kernel; nothing imports the
   operator CLI but the root package; the pipelines, the monitor, the local stack and the infrastructure are
   never imported by the device or the kernel.
+- Fleet access (`edgefleet.flows.fleet`: inventory, the one SSH connection, agent operations, step records) is
+  used by the flows and imports none of them; only it imports the SSH libraries (fabric, paramiko, invoke).
 - No import circle, module to module (imports inside functions count: a lazy import is still a tie).
 - Nothing unconnected: every module is imported by another module of the project, or is an entry point
   listed with what starts it (a package is tied through its modules: importing one runs its `__init__`).
@@ -133,6 +135,33 @@ def test_the_layers_hold() -> None:
     assert not broken, "imports across the layers (see ALLOWED):\n" + "\n".join(broken)
 
 
+FLEET = "edgefleet.flows.fleet"
+SSH_LIBRARIES = {"fabric", "paramiko", "invoke"}
+
+
+def _in_fleet(module: str) -> bool:
+    return module == FLEET or module.startswith(f"{FLEET}.")
+
+
+def test_the_fleet_package_imports_no_flow() -> None:
+    """rollout, deploy-agent and the release's compile host reach hosts through the fleet package; it never
+    reaches back into a flow (nor the monitor): the kernel and the device's contracts only."""
+    broken = sorted(f"{module} imports {target}" for module, targets in GRAPH.items() if _in_fleet(module)
+                    for target in targets if _layer(target) in {"flows", "monitor"} and not _in_fleet(target))
+    assert not broken, "the fleet package imports a flow:\n" + "\n".join(broken)
+
+
+def test_only_the_fleet_package_imports_the_ssh_libraries() -> None:
+    found = set()
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            if any(name.split(".")[0] in SSH_LIBRARIES for name in names) and not _in_fleet(module):
+                found.add(module)
+    assert not found, f"SSH libraries imported outside {FLEET} (connect through it): {sorted(found)}"
+
+
 def test_each_package_lives_in_its_distribution_and_the_namespace_is_shared() -> None:
     for source, layers in DISTRIBUTIONS.items():
         assert not (REPO / source / ROOT / "__init__.py").exists(), f"{source}: `edgefleet` is a namespace (PEP 420)"
@@ -189,8 +218,6 @@ ENTRY_POINTS = {
     "edgefleet.infra.__main__": "Pulumi.yaml (pulumi up)",
     "edgefleet.flows.monitor.flow": "prefect.yaml deployment fleet-monitor",
     "edgefleet.flows.monitor.overview": "prefect.yaml deployment fleet-overview",
-    "edgefleet.infra.iam_conformance": "tests/infra (the IAM conformance test's recorder)",
-    "edgefleet.infra.testing": "tests/infra (Pulumi mocks)",
     "edgefleet.local.postgres": "tests/monitor and bench.status_bench (a throw-away PostgreSQL 15 server)",
     "edgefleet.local.simfleet": "bench.fleet_sim_bench and tests/rollout (the fleet simulator)",
     "edgefleet.local.simfleet.world": "bench.fleet_sim_bench and tests/rollout (the simulated fleet's registry)",

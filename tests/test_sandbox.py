@@ -123,21 +123,39 @@ def test_down_after_a_crash_kills_the_recorded_processes_and_nothing_else(tmp_pa
 
 
 def test_a_dead_device_sshd_is_named_by_the_watch(tmp_path: Path) -> None:
-    """A part that dies (here a device's sshd) is named, so the sandbox can say so and stop the rest."""
+    """A part that dies (here a device's sshd) is named, so the sandbox can say so and stop the rest (the sandbox's
+    watch is its local stack's: `LocalStack.check_alive`)."""
+    from edgefleet.kernel.errors import EdgefleetError
     from edgefleet.local.fleet import SimulatedFleet
-    from edgefleet.local.sandbox import Sandbox, SandboxError
+    from edgefleet.local.stack import check_alive
 
-    sandbox = Sandbox(SandboxSettings(workdir=tmp_path, devices=1))
-    sandbox.fleet = SimulatedFleet(tmp_path / "fleet", 2)
-    sandbox.fleet.start()
+    fleet = SimulatedFleet(tmp_path / "fleet", 2)
+    fleet.start()
     try:
-        sandbox.check_alive()  # all up: nothing to say
-        sshd = sandbox.fleet.devices["sim-2"].sshd
+        check_alive(None, fleet, None)  # all up: nothing to say
+        sshd = fleet.devices["sim-2"].sshd
+        assert sshd is not None and sshd.pid is not None and sshd.popen is not None
         os.kill(sshd.pid, signal.SIGKILL)  # it crashes
         sshd.popen.wait()
-        with pytest.raises(SandboxError) as caught:
-            sandbox.check_alive()
+        with pytest.raises(EdgefleetError) as caught:
+            check_alive(None, fleet, None)
         assert "sim-2" in caught.value.message and "sshd.log" in caught.value.fix
     finally:
-        sandbox.stop()
-    assert all(device.sshd is None for device in sandbox.fleet.devices.values())
+        fleet.stop()
+    assert all(device.sshd is None for device in fleet.devices.values())
+
+
+def test_the_sandbox_stack_writes_where_its_deployments_read(tmp_path: Path) -> None:
+    """The local stack writes the registry, keys, monitor config, fleet state and inventory where the sandbox's
+    deployments (parameterized from SandboxSettings) read them."""
+    from edgefleet.local.sandbox import stack_spec
+
+    settings = SandboxSettings(workdir=tmp_path)
+    spec = stack_spec(settings, pubsub_port=8681)
+    assert (spec.registry_dir, spec.release_key, spec.enrolment_key, spec.monitor_config_path, spec.store_path,
+            spec.fleet_dir / "fleet.yaml", spec.prefect_home) == (
+        settings.registry, settings.signing_key, settings.enrolment_key, settings.monitor_config,
+        settings.store_path, settings.inventory, settings.prefect_home)
+    assert spec.prefect is not None and spec.prefect.prefect_file == settings.prefect_yaml
+    assert spec.fleet is not None and spec.fleet.agent is None  # deploy-agent installs the agents
+    assert not spec.monitor.in_process  # the fleet-monitor deployment runs it

@@ -23,17 +23,21 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgefleet.demo_report import DemoReport, ReleaseSummary, RolloutSummary, console, intended, print_closing, step
+from edgefleet.local.fleet import SimulatedFleet
+from edgefleet.local.stack import FleetSpec, LocalStack, MonitorSpec, PrefectSpec, StackSpec, local_stack, sample_frames
+
+if TYPE_CHECKING:
+    from edgefleet.flows.release.decisions import ReleaseResult
+    from edgefleet.flows.rollout.flow import RolloutResult
 
 log = logging.getLogger("edgefleet.demo")
 
@@ -66,11 +70,16 @@ class DemoSettings(BaseModel):
     agent_ready_timeout_s: float = Field(default=60.0, gt=0, description="wait for every agent's first status")
 
 
-def fleet_versions(fleet: Any, model: str) -> dict[str, str]:
+def fleet_versions(fleet: SimulatedFleet, model: str) -> dict[str, str]:
     from edgefleet.device.store_reader import StoreReader
 
     return {device_id: f"{model}:{StoreReader(device.root).pointer(model, 'current')}"
             for device_id, device in fleet.devices.items()}
+
+
+def _fleet(local: LocalStack) -> SimulatedFleet:
+    assert local.fleet is not None, "the demo's stack has a fleet"
+    return local.fleet
 
 
 def _env_defaults(settings: DemoSettings) -> None:
@@ -94,81 +103,54 @@ class Demo:
     def __init__(self, settings: DemoSettings, summary_json: Path | None = None) -> None:
         self.settings = settings
         self.work = settings.workdir
-        self.registry_dir = self.work / "registry"
-        self.enrolment_key = self.work / "fleet-enrolment.key"  # signs the device key records the monitor reads
-        self.signing_key = self.work / "keys" / "release-signing.key"  # a development key, made on first use
-        self.stop_monitor = threading.Event()
+        spec = StackSpec(workdir=self.work)
+        self.registry_dir = spec.registry_dir
+        self.signing_key = spec.release_key  # a development key, made by the stack on first use
         self.summary: list[tuple[str, str]] = []
         self.report = DemoReport()
         self.summary_json = summary_json
 
     # --- the local stack -------------------------------------------------------------------------
-    def start_prefect(self, stack: ExitStack) -> None:
-        """A Prefect server of the demo's own, in its own session: Ctrl-C reaches the demo only, which then
-        stops everything in order (Prefect's ephemeral server would get the signal too and die under the
-        running flow)."""
-        from edgefleet.local.ui import LocalPrefectUi, UiSettings
-
-        with step("Starting a local Prefect server (analytics off)"):
-            server = LocalPrefectUi(UiSettings(project_dir=REPO, prefect_home=self.work / "prefect", port=0,
-                                               run_schedules=False))
-            stack.callback(server.stop)
-            server.start_server()
-            os.environ.update(PREFECT_API_URL=server.api_url, PREFECT_UI_URL=server.ui_url,
-                              PREFECT_API_AUTH_STRING=server.auth_string or "")
-        self.summary.append(("Prefect", "a server of the demo's own (stopped); `make ui` for the UI"))
-
-    def start_stack(self, stack: ExitStack) -> None:
-        from edgefleet.local.emulators import PubSubEmulator
-        from edgefleet.local.twin import TwinSettings, emulator_clients, twin_up
-
-        with step("Starting the Pub/Sub emulator and the local twin of the cloud resources"):
-            emulator = stack.enter_context(PubSubEmulator(project=self.settings.project,
-                                                          log_path=self.work / "pubsub-emulator.log"))
-            os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
-            os.environ.pop("STORAGE_EMULATOR_HOST", None)  # the registry is a local directory here
-            self.twin = twin_up(emulator_clients(self.settings.project),
-                                TwinSettings(project=self.settings.project, registry_dir=self.registry_dir))
-        self.summary.append(("Telemetry", f"{self.twin.topic.rsplit('/', 1)[-1]} on the Pub/Sub emulator (stopped)"))
-
-    def start_monitor(self, stack: ExitStack) -> Path:
-        from edgefleet.flows.registry import development_enrolment_key
-        from edgefleet.flows.release.keys import public_key_path, resolve_signing_key
-        from edgefleet.flows.release.params import SigningParams
-        from edgefleet.monitor.config import MonitorConfig
-        from edgefleet.monitor.service import run_monitor
-
-        store = self.work / "fleet.sqlite"
+    def stack_spec(self) -> StackSpec:
+        """The demo's local stack: the Pub/Sub emulator with the twin, a local registry, the fleet monitor in this
+        process, the simulated devices (sim-1 the canary) with their agents, and a Prefect server of the
+        demo's own (its ephemeral server would get Ctrl-C too and die under the running flow)."""
+        settings = self.settings
+        agent = {
+            "model": settings.model,
+            "source": {"kind": "images", "path": str(sample_frames(self.work / "frames", settings.frames_per_class)),
+                       "max_fps": settings.device_max_fps},
+            "telemetry": {"mode": "summary", "summary_interval_s": settings.summary_interval_s,
+                          "pubsub_project": settings.project},
+            "swap": {"watch_interval_s": 0.5},
+        }
         # Fine time buckets: the demo's versions live for seconds, and the canary's before-activation control
-        # is read up to the bucket holding the activation.
-        # Strict, the default: only telemetry signed by a device whose key the registry holds (the fleet
-        # publishes each device's key there when it starts its agent, signed by the fleet enrolment key).
-        enrolment_public = development_enrolment_key(self.enrolment_key, registry_uri=str(self.registry_dir))
-        # The release public key (the demo's development key, made now, before the first release signs with it):
-        # the monitor takes a release's calibration table only from a manifest it verifies. Its drift watch ticks
-        # at the demo's bucket size (the default 300 s is longer than the demo), so `fleet status` shows the
-        # devices' baselines and accuracy estimates.
-        resolve_signing_key(SigningParams(dev_key_file=str(self.signing_key)), registry_uri=str(self.registry_dir))
-        bucket_s = self.settings.monitor_bucket_s
-        config = MonitorConfig(project=self.settings.project, count_bucket_s=bucket_s,
-                               subscription=self.twin.monitor_subscription.rsplit("/", 1)[-1], store_path=store,
-                               identity={"registry": str(self.registry_dir),
-                                         "enrolment_keys": [str(enrolment_public)]},
-                               drift={"public_key": str(public_key_path(self.signing_key)), "interval_s": bucket_s,
-                                      "settle_s": bucket_s})
-        (self.work / "monitor.yaml").write_text(yaml.safe_dump({"monitor": config.model_dump(mode="json")}))
-        thread = threading.Thread(target=run_monitor, args=(config, self.stop_monitor), name="fleet-monitor",
-                                  daemon=True)
-        thread.start()
-        stack.callback(thread.join, 30)
-        stack.callback(self.stop_monitor.set)
-        self.summary.append(("Fleet state", _shown(store)))
-        self.summary.append(("Registry", f"{_shown(self.registry_dir)}, key {_shown(self.signing_key)}"))
-        return store
+        # is read up to the bucket holding the activation. The drift watch ticks at the bucket size too (its
+        # default 300 s is longer than the demo), so `fleet status` shows the baselines and accuracy estimates.
+        return StackSpec(workdir=self.work, project=settings.project,
+                         monitor=MonitorSpec(count_bucket_s=settings.monitor_bucket_s,
+                                             drift_interval_s=settings.monitor_bucket_s),
+                         fleet=FleetSpec(devices=settings.devices, tags={"sim-1": ("canary",)}, agent=agent,
+                                         ready_timeout_s=settings.agent_ready_timeout_s),
+                         prefect=PrefectSpec())
+
+    def start_stack(self, stack: ExitStack) -> LocalStack:
+        with step(f"Starting the local stack: Pub/Sub emulator and twin, registry, fleet monitor, "
+                  f"{self.settings.devices} simulated devices (sshd + edgefleet-agent each), a Prefect server"):
+            local = stack.enter_context(local_stack(self.stack_spec()))
+        fleet = _fleet(local)
+        self.summary += [
+            ("Prefect", "a server of the demo's own (stopped); `make ui` for the UI"),
+            ("Telemetry", f"{local.twin.topic.rsplit('/', 1)[-1]} on the Pub/Sub emulator (stopped)"),
+            ("Fleet state", _shown(local.monitor.store_path)),
+            ("Registry", f"{_shown(local.registry_dir)}, key {_shown(local.keys.release_key)}"),
+            ("Devices", f"{', '.join(fleet.devices)} (stopped); {_shown(fleet.inventory_path)}"),
+        ]
+        return local
 
     # --- releases --------------------------------------------------------------------------------
     def release(self, version: str, epochs: int, channel: str | None, keras_model: Path | None = None,
-                seed: int | None = None) -> Any:
+                seed: int | None = None) -> ReleaseResult:
         from edgefleet.flows.release.flow import release_model
         from edgefleet.flows.release.params import ReleaseParams
 
@@ -182,55 +164,19 @@ class Demo:
             "signing": {"dev_key_file": str(self.signing_key)},
         })
         what = f"the Keras model {keras_model.name}" if keras_model else f"train {epochs} epochs"
-        with step(f"Releasing {self.settings.model} {version} ({what} -> int8 -> compile -> "
-                  f"evaluate -> sign -> publish" + (f" to '{channel}')" if channel else ")")):
+        with step(f"Releasing {self.settings.model} {version} ({what} -> int8 -> evaluate -> "
+                  f"compile -> sign -> publish" + (f" to '{channel}')" if channel else ")")):
             result = release_model(params)
         self.report.releases.append(ReleaseSummary(model=self.settings.model, version=version,
                                                    published=bool(result.published)))
         metrics = result.metrics
+        size = f"{metrics.int8_size_bytes / 1024:.0f} KiB" if metrics.int8_size_bytes is not None else "size unknown"
         console.print(f"  float accuracy {metrics.float_accuracy:.1%}, int8 {metrics.int8_accuracy:.1%}, "
-                      f"int8 {metrics.int8_size_bytes / 1024:.0f} KiB; variants {', '.join(result.variants)}"
+                      f"int8 {size}; variants {', '.join(result.variants)}"
                       + (f"; {result.compile_skipped_reason}" if result.compile_skipped_reason else ""))
         return result
 
     # --- devices ---------------------------------------------------------------------------------
-    def sample_frames(self) -> Path:
-        from edgefleet.flows.release.demo_dataset import generate_demo_dataset
-
-        frames = self.work / "frames"
-        if frames.exists():
-            return frames
-        dataset = generate_demo_dataset(self.work / "frames-source", self.settings.frames_per_class, 64, seed=99)
-        frames.mkdir(parents=True)
-        for class_dir in sorted(p for p in dataset.iterdir() if p.is_dir()):
-            for image in sorted(class_dir.iterdir()):
-                shutil.copy(image, frames / f"{class_dir.name}-{image.name}")
-        return frames
-
-    def start_fleet(self, stack: ExitStack, public_key: Path) -> Any:
-        from edgefleet.local.fleet import SimulatedFleet
-
-        agent = {
-            "model": self.settings.model,
-            "source": {"kind": "images", "path": str(self.sample_frames()), "max_fps": self.settings.device_max_fps},
-            "telemetry": {"mode": "summary", "summary_interval_s": self.settings.summary_interval_s,
-                          "pubsub_project": self.settings.project},
-            "swap": {"watch_interval_s": 0.5},
-        }
-        tags = {"sim-1": ("canary",)}
-        with step(f"Starting {self.settings.devices} simulated devices (sshd + edgefleet-agent each)"):
-            fleet = SimulatedFleet(self.work / "fleet", self.settings.devices, agent=agent, tags=tags,
-                                   agent_env={"PUBSUB_EMULATOR_HOST": os.environ["PUBSUB_EMULATOR_HOST"]},
-                                   key_registry=str(self.registry_dir), enrolment_key=self.enrolment_key)
-            fleet.base_dir.mkdir(parents=True, exist_ok=True)
-            for device in fleet.devices.values():  # what deploy-agent installs: the release public key
-                (device.root / "keys").mkdir(parents=True, exist_ok=True)
-                shutil.copy(public_key, device.root / "keys" / "release.pub")
-            stack.enter_context(fleet)
-            fleet.wait_agents(lambda status: status.state == "running", self.settings.agent_ready_timeout_s)
-        self.summary.append(("Devices", f"{', '.join(fleet.devices)} (stopped); {_shown(fleet.inventory_path)}"))
-        return fleet
-
     def train_bad_model(self) -> Path:
         from edgefleet.demo_models import train_shuffled_labels_model
 
@@ -239,22 +185,21 @@ class Demo:
             return train_shuffled_labels_model(self.work / "bad-model", self.settings.samples_per_class,
                                                self.settings.epochs_bad)
 
-    def rollout(self, fleet: Any, version: str, waves: list[Any], monitor_config: Path, *,
-                expect_halt: bool = False) -> Any:
+    def rollout(self, local: LocalStack, version: str, waves: list[int | str], *,
+                expect_halt: bool = False) -> RolloutResult:
         from edgefleet.cli.rollout import print_verdicts
         from edgefleet.flows.registry import open_registry_writer
-        from edgefleet.flows.release.keys import public_key_path
         from edgefleet.flows.rollout.flow import RolloutHalted, rollout
         from edgefleet.flows.rollout.params import RolloutParams
         from edgefleet.flows.rollout.record import RecordStore
 
         params = RolloutParams.model_validate({
-            "inventory": str(fleet.inventory_path), "registry": str(self.registry_dir),
+            "inventory": str(_fleet(local).inventory_path), "registry": str(self.registry_dir),
             "model": self.settings.model, "version": version, "waves": waves,
             "health": {"timeout_s": self.settings.health_timeout_s},
             "canary": {"min_live_inferences": self.settings.health_min_inferences},
-            "monitor_config": str(monitor_config), "work_dir": str(self.work / "rollout-work"),
-            "public_key": str(public_key_path(self.signing_key)),
+            "monitor_config": str(local.monitor_config_path), "work_dir": str(self.work / "rollout-work"),
+            "public_key": str(local.keys.release_public_key),
             # the story follows sim-1, the device tagged canary: it goes first (rollouts default to random order)
             "wave_selection": {"order": "inventory"},
         })
@@ -292,29 +237,26 @@ class Demo:
 
     # --- the whole run -----------------------------------------------------------------------------
     def run(self) -> int:
-        from edgefleet.flows.release.keys import public_key_path
         from edgefleet.flows.release.native_logs import native_logs_to
 
         started = time.monotonic()
         # TensorFlow's native log lines (they ignore TF_CPP_MIN_LOG_LEVEL) go to a file, not between the steps.
         native_log = self.work / NATIVE_LOG
         with native_logs_to(native_log), ExitStack() as stack:
-            self.start_prefect(stack)
-            self.start_stack(stack)
-            store = self.start_monitor(stack)
+            local = self.start_stack(stack)
+            store = local.monitor.store_path
             self.release("1.0.0", self.settings.epochs_v1, channel="canary")
-            fleet = self.start_fleet(stack, public_key_path(self.signing_key))
-            self.rollout(fleet, "1.0.0", [1, "100%"], self.work / "monitor.yaml")
+            self.rollout(local, "1.0.0", [1, "100%"])
             self.show_fleet(store, "Fleet after rolling out 1.0.0")
             self.release("1.1.0", self.settings.epochs_v2, channel="canary")
-            self.rollout(fleet, "1.1.0", [1, "100%"], self.work / "monitor.yaml")
+            self.rollout(local, "1.1.0", [1, "100%"])
             self.show_fleet(store, "Fleet after the canary-first rollout of 1.1.0")
             # Published without moving a channel: the rollout names the version, and would move nothing
             # until its last wave passed.
             bad = self.release("1.2.0", self.settings.epochs_bad, channel=None, keras_model=self.train_bad_model())
-            self.rollout(fleet, bad.version, [1, "100%"], self.work / "monitor.yaml", expect_halt=True)
+            self.rollout(local, bad.version, [1, "100%"], expect_halt=True)
             self.show_fleet(store, "Fleet after the canary analysis stopped 1.2.0 (shuffled labels)")
-            self.report.devices = fleet_versions(fleet, self.settings.model)
+            self.report.devices = fleet_versions(_fleet(local), self.settings.model)
         self.summary.append(("TensorFlow's log", _shown(native_log)))
         self.report.ok = intended(self.report, ["1.0.0", "1.1.0"], "1.2.0")
         if self.summary_json is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgefleet.infra.testing import StackRun, run_program, stack_config
+from tests.infra.support.testing import StackRun, run_program, stack_config
 
 
 @pytest.fixture(scope="module")

@@ -45,12 +45,12 @@ from edgefleet.infra.cloud_check import (
 )
 from edgefleet.infra.names import CORE_APIS, FLEET_GRANTS, PREREQUISITE_APIS, X509_APIS
 from edgefleet.infra.outputs import StackOutputs
-from edgefleet.infra.testing import PROJECT, PROJECT_NUMBER
 from edgefleet.kernel.contracts import layout
 from edgefleet.kernel.contracts.telemetry import telemetry_avro_schema
 from edgefleet.kernel.findings import Status, parse_findings
 from edgefleet.kernel.metrics import METRICS_BY_TYPE
 from edgefleet.local.emulators import PubSubEmulator
+from tests.infra.support.testing import PROJECT, PROJECT_NUMBER
 
 PUBSUB_AGENT = f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
 OUTPUTS = StackOutputs(

@@ -2,11 +2,11 @@
 program grants that identity, on that resource, and no granted role goes unused.
 
 The code runs for real against the emulators (the official Pub/Sub emulator, gcp-storage-emulator); the calls
-are recorded at the clients' transports (`edgefleet.infra.iam_conformance.CallRecorder`: a gRPC interceptor on
+are recorded at the clients' transports (`tests.infra.support.iam_conformance.CallRecorder`: a gRPC interceptor on
 the Pub/Sub channels, a wrapper of the HTTP session for Cloud Storage). Cloud Monitoring has no emulator: the
 monitor writes its metrics to a fake `MetricServiceClient` and the call is recorded at that fake's boundary
 (`via` says so). The grants come from the program run under Pulumi's mocks. The table of method -> permission
-(with Google's reference for each row) is `edgefleet.infra.iam_table`.
+(with Google's reference for each row) is `tests.infra.support.iam_table`.
 
 Before this issue the monitor's start-up `GetSubscription` (pubsub.subscriptions.get) was granted by nothing
 (roles/pubsub.subscriber lacks it): `test_the_monitor_without_pubsub_viewer_is_caught` keeps that finding.
@@ -44,11 +44,8 @@ from edgefleet.flows.registry.enrolment import approve_requests, create_token
 from edgefleet.flows.release.agent import promote_agent, publish_agent
 from edgefleet.flows.release.bundle import create_version_dir
 from edgefleet.infra.__main__ import build
-from edgefleet.infra.iam_conformance import VIA_FAKE, VIA_GRPC, VIA_HTTP, ApiCall, CallRecorder, check_conformance
-from edgefleet.infra.iam_table import METHOD_PERMISSIONS, ROLE_PERMISSIONS
 from edgefleet.infra.policy import iam_bindings
 from edgefleet.infra.pools import ENROL_POOL, POOL_IDENTITY
-from edgefleet.infra.testing import PROJECT, StackRun, run_program, stack_config
 from edgefleet.kernel.contracts import layout
 from edgefleet.kernel.contracts.manifest import Quantization, TensorSpec
 from edgefleet.kernel.contracts.telemetry import ModelRef, ResultItem
@@ -57,6 +54,9 @@ from edgefleet.local.emulators import GcsEmulator, PubSubEmulator
 from edgefleet.local.gcs_preconditions import enforce_generation_preconditions
 from edgefleet.monitor.config import CloudMetricsConfig, MonitorConfig
 from edgefleet.monitor.service import run_monitor
+from tests.infra.support.iam_conformance import VIA_FAKE, VIA_GRPC, VIA_HTTP, ApiCall, CallRecorder, check_conformance
+from tests.infra.support.iam_table import METHOD_PERMISSIONS, ROLE_PERMISSIONS
+from tests.infra.support.testing import PROJECT, StackRun, run_program, stack_config
 
 IDENTITIES = ("device", "pipeline", "monitor")
 # The prefect.yaml deployments whose code each identity block of the recorded run exercises: each must run in its
@@ -482,7 +482,7 @@ def test_each_recorded_flow_runs_as_the_identity_of_its_work_pool() -> None:
 def test_an_uploads_object_name_is_read_from_its_metadata_part() -> None:
     """A multipart upload names its object in the body's JSON part, not in the URL: a conditioned create grant is
     judged on that name."""
-    from edgefleet.infra.iam_conformance import storage_method
+    from tests.infra.support.iam_conformance import storage_method
 
     url = "http://gcs/upload/storage/v1/b/reg/o?uploadType=multipart&ifGenerationMatch=0"
     body = (b'--==0==\r\ncontent-type: application/json; charset=UTF-8\r\n\r\n'

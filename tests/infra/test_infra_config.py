@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from edgefleet.infra.config import KNOWN_KEYS, NAMESPACE, InfraConfig, config_from_values
-from edgefleet.infra.testing import NOTIFICATION_CHANNEL, fleet_ca_pem
 from edgefleet.kernel.errors import ConfigError
+from tests.infra.support.testing import NOTIFICATION_CHANNEL, fleet_ca_pem
 
 REPO = Path(__file__).resolve().parents[2]
 CHANNEL = json.dumps({"notificationChannels": [NOTIFICATION_CHANNEL]})

@@ -18,10 +18,10 @@ from edgefleet.infra.cloud_check import Policies, check_identity_roles
 from edgefleet.infra.names import API_SQLADMIN, cloudsql_instance_condition
 from edgefleet.infra.outputs import StackOutputs
 from edgefleet.infra.policy import check_all, iam_bindings
-from edgefleet.infra.testing import PROJECT, StackRun, pulumi_config, run_program, stack_config
 from edgefleet.kernel.errors import ConfigError
 from edgefleet.monitor.config import load_monitor_config
 from edgefleet.monitor.store_engine import parse_store_url
+from tests.infra.support.testing import PROJECT, StackRun, pulumi_config, run_program, stack_config
 
 MONITOR = f"edgefleet-monitor@{PROJECT}.iam.gserviceaccount.com"
 INSTANCE = "edgefleet-fleet-state"

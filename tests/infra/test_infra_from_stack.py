@@ -14,9 +14,9 @@ from edgefleet.cli import app
 from edgefleet.device.agent.config import load_config as load_agent_config
 from edgefleet.infra.__main__ import main
 from edgefleet.infra.outputs import REQUIRED_OUTPUT_KEYS
-from edgefleet.infra.testing import PROJECT, pulumi_config, run_program
 from edgefleet.kernel.contracts import layout
 from edgefleet.monitor.config import load_monitor_config
+from tests.infra.support.testing import PROJECT, pulumi_config, run_program
 
 
 @pytest.fixture(scope="module")

@@ -21,10 +21,10 @@ from edgefleet.infra.policy import (
     check_project_roles,
     load_resources,
 )
-from edgefleet.infra.testing import StackRun
 from edgefleet.kernel.contracts import layout
 from edgefleet.kernel.errors import ConfigError
 from edgefleet.kernel.findings import Status, parse_findings
+from tests.infra.support.testing import StackRun
 
 
 def _changed(stack: StackRun, name: str, **inputs: object) -> list[ResourceRecord]:

@@ -13,8 +13,8 @@ import pytest
 from edgefleet.infra.__main__ import build
 from edgefleet.infra.names import API_OF_MODULE, API_SERVICE_USAGE, CORE_APIS
 from edgefleet.infra.policy import ResourceRecord, check_metric_units, iam_bindings
-from edgefleet.infra.testing import PROJECT_NUMBER, StackRun, run_program, stack_config
 from edgefleet.kernel.metrics import METRICS_BY_TYPE
+from tests.infra.support.testing import PROJECT_NUMBER, StackRun, run_program, stack_config
 
 PUBSUB_AGENT_EMAIL = f"service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
 

@@ -17,7 +17,10 @@ from edgefleet.infra.policy import (
     iam_bindings,
     monitoring_metric_types,
 )
-from edgefleet.infra.testing import (
+from edgefleet.kernel.contracts import layout
+from edgefleet.kernel.contracts.telemetry import telemetry_avro_schema
+from edgefleet.kernel.metrics import ALL_METRICS, DRIFT_METRICS, METRICS_BY_TYPE
+from tests.infra.support.testing import (
     NOTIFICATION_CHANNEL,
     PROJECT,
     PROJECT_NUMBER,
@@ -27,9 +30,6 @@ from edgefleet.infra.testing import (
     run_program,
     stack_config,
 )
-from edgefleet.kernel.contracts import layout
-from edgefleet.kernel.contracts.telemetry import telemetry_avro_schema
-from edgefleet.kernel.metrics import ALL_METRICS, DRIFT_METRICS, METRICS_BY_TYPE
 
 PUBSUB_AGENT = f"serviceAccount:service-{PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
 STORAGE_WRITE_PERMISSION_ROLES = {

@@ -22,7 +22,7 @@ from edgefleet.flows.registry import EnrolmentKeyParams
 from edgefleet.flows.release.params import SigningParams
 from edgefleet.infra.__main__ import main
 from edgefleet.infra.pools import DEPLOYMENT_IDENTITY, DEPLOYMENT_POOL, POOL_IDENTITY, adc_file
-from edgefleet.infra.testing import pulumi_config, run_program
+from tests.infra.support.testing import pulumi_config, run_program
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEDULED_ON_PLACEHOLDERS = ("promote-canary", "resign-channels")

@@ -14,25 +14,25 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
 import pytest
-import yaml
 
 from edgefleet.device.runtime.engine import Engine
 from edgefleet.device.runtime.golden import compute_golden
 from edgefleet.device.store import ModelStore
-from edgefleet.flows.registry import development_enrolment_key, open_registry_writer
+from edgefleet.flows.registry import open_registry_writer
 from edgefleet.flows.release.bundle import create_version_dir
+from edgefleet.flows.release.keys import public_key_path
 from edgefleet.kernel.signing import generate_keypair, save_private_key, save_public_key
+from edgefleet.local.emulators import PubSubEmulator
 from edgefleet.local.fleet import SimulatedFleet
+from edgefleet.local.stack import FleetSpec, LocalStack, MonitorSpec, PubSubSpec, StackSpec, local_stack
 
 MODEL = "imagenet"
 MODEL_FILE = "mobilenet_v1_0.25_128_quant.tflite"
@@ -42,15 +42,16 @@ DEVICES = 5
 
 
 class Releases:
-    """Builds signed versions (as the release pipeline would) and publishes them to a local registry."""
+    """Builds signed versions (as the release pipeline would) and publishes them to the stack's local registry,
+    with a release key of its own (in the stack's key file: the stack then makes no development key)."""
 
-    def __init__(self, coral: Path, base: Path) -> None:
+    def __init__(self, coral: Path, spec: StackSpec) -> None:
         self.coral = coral
-        self.base = base
+        self.base = spec.workdir
         self.private_key, self.public_key = generate_keypair()
-        self.public_key_path = save_public_key(self.public_key, base / "release.pub")
-        self.private_key_path = save_private_key(self.private_key, base / "release.key")
-        self.registry_dir = base / "registry"
+        self.private_key_path = save_private_key(self.private_key, spec.release_key)
+        self.public_key_path = save_public_key(self.public_key, public_key_path(spec.release_key))
+        self.registry_dir = spec.registry_dir
         self.registry_dir.mkdir(parents=True, exist_ok=True)
         self.registry = open_registry_writer(self.registry_dir)
         with Engine.open(coral / MODEL_FILE) as engine:
@@ -78,10 +79,21 @@ class World:
     """Everything a rollout test needs."""
 
     releases: Releases
-    fleet: SimulatedFleet
-    monitor_config: Path
+    stack: LocalStack
     work_dir: Path
-    base: Path
+
+    @property
+    def fleet(self) -> SimulatedFleet:
+        assert self.stack.fleet is not None, "a world's stack has a fleet"
+        return self.stack.fleet
+
+    @property
+    def monitor_config(self) -> Path:
+        return self.stack.monitor_config_path
+
+    @property
+    def base(self) -> Path:
+        return self.stack.spec.workdir
 
     def params(self, **overrides: object):  # -> RolloutParams
         from edgefleet.flows.rollout.params import RolloutParams
@@ -117,12 +129,12 @@ class World:
         return self.releases.registry.get_json(rollout_key(rollout_id))
 
 
-def _agent_settings(frames: Path, project: str, topic: str, max_fps: float) -> dict:
+def _agent_settings(frames: Path, project: str, max_fps: float) -> dict:
     return {
         "model": MODEL,
         "source": {"kind": "images", "path": str(frames), "max_fps": max_fps},
         "telemetry": {"mode": "summary", "summary_interval_s": 0.5, "pubsub_project": project,
-                      "pubsub_topic": topic, "publish_timeout_s": 5},
+                      "publish_timeout_s": 5},
         "status": {"interval_s": 0.5},
         "swap": {"watch_interval_s": 0.3},
         # a shadow candidate, when a rollout's shadow wave names one, runs on half the frames (idle otherwise)
@@ -142,7 +154,6 @@ AGENT_MAX_FPS = 20.0
 # canary judge's `min_samples` (World.params) before anything activates.
 READY_FRAMES = 20
 READY_TIMEOUT_S = 120
-MONITOR_STOP_TIMEOUT_S = 30
 EMULATOR_ENV = "PUBSUB_EMULATOR_HOST"
 
 
@@ -161,17 +172,18 @@ class StartWorld(Protocol):
 
 
 @pytest.fixture
-def start_world(coral_data: Path, pubsub_emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def start_world(coral_data: Path, pubsub_emulator: PubSubEmulator, tmp_path: Path,
                 unique_name: str) -> Iterator[StartWorld]:
     """`start_world(running=..., published=..., max_fps=...)`: a world of the test's own (nothing shared with another
     test, so the tests run in any order and on any worker): 5 simulated devices running `running` (published,
     and named by the signed `canary` channel), the versions in `published` published too, and a running fleet
-    monitor on a Pub/Sub topic of its own."""
+    monitor: the local stack (`edgefleet.local.stack`) on the session's Pub/Sub emulator, in a project of its
+    own (the twin's topic and subscriptions there)."""
     with ExitStack() as stack:
         def start(*, running: str = START_VERSION, published: tuple[str, ...] = (),
                   max_fps: float = AGENT_MAX_FPS) -> World:
-            return _start_world(stack, coral_data, pubsub_emulator, tmp_path / "world", monkeypatch,
-                                unique_name, running, published, max_fps)
+            return _start_world(stack, coral_data, pubsub_emulator.host, tmp_path / "world", unique_name,
+                                running, published, max_fps)
 
         yield start
 
@@ -182,82 +194,29 @@ def world(start_world: StartWorld) -> World:
     return start_world()
 
 
-def _start_world(stack: ExitStack, coral_data: Path, pubsub_emulator, base: Path, monkeypatch: pytest.MonkeyPatch,
-                 unique_name: str, running: str, published: tuple[str, ...], max_fps: float) -> World:
-    from edgefleet.monitor import MonitorConfig
-
-    base.mkdir()
-    # This process's Pub/Sub clients (the monitor's) use the emulator; restored after the test.
-    monkeypatch.setenv(EMULATOR_ENV, pubsub_emulator.host)
-    project, topic_id = pubsub_emulator.project, f"rollout-telemetry-{unique_name}"
-    subscription_id = f"rollout-monitor-{unique_name}"
-    _create_topic(project, topic_id, subscription_id)
-    releases = Releases(coral_data, base)
-    # Strict (the default): the fleet registers each device's own key in the registry as its agent starts, in a
-    # record signed by the fleet's enrolment key (the monitor lists its public half).
-    enrolment_key = base / "fleet-enrolment.key"
-    enrolment_public = development_enrolment_key(enrolment_key, registry_uri=str(releases.registry_dir))
-    monitor_config = MonitorConfig(project=project, subscription=subscription_id, store_path=base / "fleet.sqlite",
-                                   count_bucket_s=1.0, ingest={"batch_max_wait_s": 0.2},
-                                   identity={"registry": str(releases.registry_dir),
-                                             "enrolment_keys": [str(enrolment_public)]})
-    monitor_path = base / "monitor.yaml"
-    monitor_path.write_text(yaml.safe_dump(monitor_config.model_dump(mode="json")))
-    stack.enter_context(_running_monitor(monitor_config))
-
+def _start_world(stack: ExitStack, coral_data: Path, pubsub_host: str, base: Path, unique_name: str, running: str,
+                 published: tuple[str, ...], max_fps: float) -> World:
+    frames = base / "frames"
+    frames.mkdir(parents=True)
+    for name in ("cat.bmp", "parrot.jpg", "grace_hopper.bmp"):
+        shutil.copy(coral_data / name, frames / name)
+    project = f"rollout-{unique_name}"
+    spec = StackSpec(workdir=base, project=project, pubsub=PubSubSpec(host=pubsub_host),
+                     monitor=MonitorSpec(count_bucket_s=1.0, ingest_batch_max_wait_s=0.2))
+    releases = Releases(coral_data, spec)
     for version in sorted({*published, running}):
         releases.publish(version)
     releases.registry.promote(MODEL, running, "canary", by="test", signing_key=releases.private_key)
-    frames = base / "frames"
-    frames.mkdir()
-    for name in ("cat.bmp", "parrot.jpg", "grace_hopper.bmp"):
-        shutil.copy(coral_data / name, frames / name)
-    fleet = SimulatedFleet(base / "fleet", DEVICES, agent=_agent_settings(frames, project, topic_id, max_fps),
-                           agent_env={EMULATOR_ENV: pubsub_emulator.host},
-                           tags={"sim-1": ("canary",), "sim-2": ("canary",)},
-                           key_registry=str(releases.registry_dir), enrolment_key=enrolment_key)
     # Every device starts on `running`, installed the way `edgefleet-agent install --activate` would.
-    for device in fleet.devices.values():
-        save_public_key(releases.public_key, device.root / "keys" / "release.pub")
-        store = ModelStore(device.root, public_key=releases.public_key)
-        store.install(releases.build(running))
-        store.activate(MODEL, running)
-    stack.enter_context(fleet)
-    stack.callback(_stop_agents_together, fleet)  # before the fleet's own stop, which goes one device at a time
-    fleet.wait_agents(lambda s: s.state == "running" and s.version == running and s.frames >= READY_FRAMES,
-                      timeout_s=READY_TIMEOUT_S)
-    return World(releases, fleet, monitor_path, base / "work", base)
-
-
-def _stop_agents_together(fleet: SimulatedFleet) -> None:
-    """Every agent stopped at once (each drains its telemetry for up to drain_timeout_s)."""
-    with ThreadPoolExecutor(max_workers=len(fleet.devices)) as pool:
-        list(pool.map(fleet.stop_agent, fleet.devices))
-
-
-def _create_topic(project: str, topic_id: str, subscription_id: str) -> None:
-    from google.cloud import pubsub_v1
-
-    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-    with subscriber:
-        topic = publisher.create_topic(name=publisher.topic_path(project, topic_id)).name
-        subscriber.create_subscription(name=subscriber.subscription_path(project, subscription_id), topic=topic)
-    if hasattr(publisher, "transport"):
-        publisher.transport.close()
-
-
-@contextmanager
-def _running_monitor(config) -> Iterator[None]:  # noqa: ANN001 - a MonitorConfig
-    from edgefleet.monitor.service import run_monitor
-
-    stop = threading.Event()
-    thread = threading.Thread(target=run_monitor, args=(config, stop), name="fleet-monitor", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(MONITOR_STOP_TIMEOUT_S)
+    fleet = FleetSpec(devices=DEVICES, tags={"sim-1": ("canary",), "sim-2": ("canary",)},
+                      agent=_agent_settings(frames, project, max_fps), activated=releases.build(running),
+                      ready_timeout_s=READY_TIMEOUT_S)
+    spec = spec.model_copy(update={"fleet": fleet})
+    local = stack.enter_context(local_stack(spec))
+    world = World(releases, local, base / "work")
+    world.fleet.wait_agents(lambda s: s.state == "running" and s.version == running and s.frames >= READY_FRAMES,
+                            timeout_s=READY_TIMEOUT_S)
+    return world
 
 
 class DeployInputs(NamedTuple):

@@ -58,6 +58,14 @@ def test_deploy_agent_installs_a_venv_and_runs_the_agent_under_the_process_manag
                    "status": {"interval_s": 0.5}})
         first = deploy_agent(params)
         assert first[0].ok and first[0].wheel_uploaded
+        # every step on the device recorded, in order, and shown as one table under a stable key
+        assert [step.name for step in first[0].steps if step.ok] == [
+            "connect", "agent root", "config dir", "install", "keyring and config", "agent user", "device key",
+            "service", "running", "updater"]
+        from prefect.artifacts import Artifact
+
+        table = Artifact.get("deploy-agent-steps")
+        assert table is not None and "sim-1" in str(table.data) and "keyring and config" in str(table.data)
         pid = first[0].pid
         command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         assert command[0].decode() == str(opt / "venv" / "bin" / "edgefleet-agent") or \

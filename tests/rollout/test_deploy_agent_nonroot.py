@@ -63,9 +63,10 @@ def test_deploy_through_sudo_runs_the_agent_as_its_own_user_without_write_access
     from prefect.blocks.system import Secret
 
     from edgefleet.flows.deploy_agent.flow import DeployAgentParams, deploy_agent
-    from edgefleet.flows.rollout.device import doctor_preflight, probe
-    from edgefleet.flows.rollout.inventory import load_inventory
-    from edgefleet.flows.rollout.ssh import DeviceConnection
+    from edgefleet.flows.fleet.agent import probe
+    from edgefleet.flows.fleet.connection import DeviceConnection
+    from edgefleet.flows.fleet.inventory import load_inventory
+    from edgefleet.flows.rollout.device import doctor_preflight
 
     login, agent_user, password = users
     secret = f"sudo-{login}"

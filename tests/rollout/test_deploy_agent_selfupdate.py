@@ -14,7 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from edgefleet.device.selfupdate import UpdaterConfig
-from edgefleet.flows.deploy_agent.flow import agent_service_spec
+from edgefleet.flows.deploy_agent.device_steps import agent_service_spec
 from edgefleet.flows.deploy_agent.params import DeployAgentParams
 from edgefleet.flows.deploy_agent.selfupdate import (
     SelfUpdateParams,
@@ -27,7 +27,7 @@ from edgefleet.flows.deploy_agent.selfupdate import (
 )
 from edgefleet.flows.deploy_agent.service import service_commands
 from edgefleet.flows.deploy_agent.unit_compat import fit_unit
-from edgefleet.flows.rollout.inventory import DeviceSpec
+from edgefleet.flows.fleet.inventory import DeviceSpec
 from edgefleet.kernel.errors import ConfigError
 
 from .test_unit_systemd_versions import _analyzers, _version, bullseye_analyze  # noqa: F401 - the fixture

@@ -26,7 +26,7 @@ from edgefleet.flows.deploy_agent.install import (
     pick_deb,
 )
 from edgefleet.flows.deploy_agent.locks import load_pins
-from edgefleet.flows.rollout.ssh import RemoteCommandError
+from edgefleet.flows.fleet.connection import RemoteCommandError
 from edgefleet.kernel.errors import ConfigError, EdgefleetError
 
 PYTHON = os.path.realpath(getattr(sys, "_base_executable", sys.executable))  # a base interpreter, not a venv's

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from edgefleet.flows.fleet.inventory import load_inventory, parse_inventory
 from edgefleet.flows.rollout.health import StatusBaseline, monitor_verdict, status_verdict
-from edgefleet.flows.rollout.inventory import load_inventory, parse_inventory
 from edgefleet.flows.rollout.params import LivenessCheck, RolloutParams
 from edgefleet.flows.rollout.waves import plan_waves, wave_over_threshold
 from edgefleet.kernel.errors import ConfigError

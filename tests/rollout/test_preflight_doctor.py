@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 
 from edgefleet.device.doctor import DoctorReport
+from edgefleet.flows.fleet.connection import CommandResult
 from edgefleet.flows.rollout.device import PreflightError, doctor_preflight
-from edgefleet.flows.rollout.ssh import CommandResult
 from edgefleet.kernel.findings import Finding, Status
 
 

@@ -8,7 +8,7 @@ import subprocess
 from datetime import UTC, datetime
 
 from edgefleet.device.store import ModelStore
-from edgefleet.flows.rollout.device import PROBE_MARK, parse_probe, probe_script
+from edgefleet.flows.fleet.agent import PROBE_MARK, parse_probe, probe_script
 from edgefleet.kernel.contracts import layout
 from edgefleet.kernel.contracts.status import AgentStatus, write_status
 

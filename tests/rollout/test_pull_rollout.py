@@ -11,24 +11,27 @@ and the pairs their telemetry carries to the monitor fail it before any device a
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgefleet.device.runtime.engine import Engine
 from edgefleet.device.runtime.golden import compute_golden
 from edgefleet.device.store import ModelStore
-from edgefleet.flows.registry import development_enrolment_key, open_registry_writer
+from edgefleet.flows.registry import open_registry_writer
 from edgefleet.flows.release.bundle import create_version_dir
+from edgefleet.flows.release.keys import public_key_path
 from edgefleet.kernel.signing import generate_keypair, save_private_key, save_public_key
-from edgefleet.local.fleet import FleetSettings, SimulatedFleet
+from edgefleet.local.emulators import PubSubEmulator
+from edgefleet.local.fleet import SimulatedFleet
+from edgefleet.local.stack import FleetSpec, LocalStack, MonitorSpec, PubSubSpec, StackSpec, local_stack
 
 MODEL = "imagenet"
 MODEL_FILE = "mobilenet_v1_0.25_128_quant.tflite"
@@ -44,25 +47,37 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
 @dataclass
 class PullWorld:
-    base: Path
-    registry_dir: Path
-    private_key_path: Path
-    public_key_path: Path
-    monitor_config: Path
-    fleet: SimulatedFleet
     coral: Path
-    private_key: object
+    private_key: Ed25519PrivateKey
+    stack: LocalStack
+
+    @property
+    def base(self) -> Path:
+        return self.stack.spec.workdir
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.stack.registry_dir
+
+    @property
+    def private_key_path(self) -> Path:
+        return self.stack.keys.release_key
+
+    @property
+    def public_key_path(self) -> Path:
+        return self.stack.keys.release_public_key
+
+    @property
+    def monitor_config(self) -> Path:
+        return self.stack.monitor_config_path
+
+    @property
+    def fleet(self) -> SimulatedFleet:
+        assert self.stack.fleet is not None, "the pull world's stack has a fleet"
+        return self.stack.fleet
 
     def publish(self, version: str, *, slow: bool = False, unrelated: bool = False) -> None:
-        model_file = UNRELATED_MODEL_FILE if unrelated else SLOW_MODEL_FILE if slow else MODEL_FILE
-        labels = self.coral / ("inat_bird_labels.txt" if unrelated else "imagenet_labels.txt")
-        with Engine.open(self.coral / model_file) as engine:
-            golden = compute_golden(engine, GOLDEN_SEEDS)
-        dest = self.base / "builds" / version
-        model_bytes = (self.coral / model_file).read_bytes() + b"\0" * 16 + f"edgefleet-build:{version}".encode()
-        create_version_dir(dest, {"model_cpu.tflite": model_bytes, "labels.txt": labels},
-                           private_key=self.private_key, model=MODEL, version=version, golden=golden)
-        open_registry_writer(self.registry_dir).publish_version(MODEL, version, dest)
+        _publish(self.coral, self.private_key, self.stack.spec, version, slow=slow, unrelated=unrelated)
 
     def params(self, version: str, **overrides: object):  # -> PullRolloutParams
         from edgefleet.flows.rollout.pull_params import PullRolloutParams
@@ -84,36 +99,34 @@ class PullWorld:
         return ModelStore(self.fleet.devices[device_id].root).pointer(MODEL, "current")
 
 
+def _publish(coral: Path, private_key: Ed25519PrivateKey, spec: StackSpec, version: str, *, slow: bool = False,
+             unrelated: bool = False) -> None:
+    model_file = UNRELATED_MODEL_FILE if unrelated else SLOW_MODEL_FILE if slow else MODEL_FILE
+    labels = coral / ("inat_bird_labels.txt" if unrelated else "imagenet_labels.txt")
+    with Engine.open(coral / model_file) as engine:
+        golden = compute_golden(engine, GOLDEN_SEEDS)
+    dest = spec.workdir / "builds" / version
+    model_bytes = (coral / model_file).read_bytes() + b"\0" * 16 + f"edgefleet-build:{version}".encode()
+    create_version_dir(dest, {"model_cpu.tflite": model_bytes, "labels.txt": labels},
+                       private_key=private_key, model=MODEL, version=version, golden=golden)
+    open_registry_writer(spec.registry_dir).publish_version(MODEL, version, dest)
+
+
 @pytest.fixture(scope="module")
-def pull_world(coral_data: Path, pubsub_emulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PullWorld]:
-    """5 agents in pull mode on 1.0.0 (channel stable, signed), and a fleet monitor of their own."""
-    from google.cloud import pubsub_v1
-
-    from edgefleet.monitor import MonitorConfig
-    from edgefleet.monitor.service import run_monitor
-
+def pull_world(coral_data: Path, pubsub_emulator: PubSubEmulator,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[PullWorld]:
+    """The local stack (`edgefleet.local.stack`) on the session's emulator, in a project of its own: 5 pull-mode
+    devices following the signed `stable` channel (1.0.0 when they start), a running fleet monitor."""
     base = tmp_path_factory.mktemp("pull-rollout")
-    os.environ["PUBSUB_EMULATOR_HOST"] = pubsub_emulator.host
-    project, topic_id, subscription_id = pubsub_emulator.project, "pull-telemetry", "pull-monitor"
-    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-    topic = publisher.create_topic(name=publisher.topic_path(project, topic_id)).name
-    subscriber.create_subscription(name=subscriber.subscription_path(project, subscription_id), topic=topic)
-    private_key, public_key = generate_keypair()
-    public_key_path = save_public_key(public_key, base / "release.pub")
-    private_key_path = save_private_key(private_key, base / "release.key")
-    registry_dir = base / "registry"
-    registry_dir.mkdir()
-    enrolment_key = base / "fleet-enrolment.key"
-    enrolment_public = development_enrolment_key(enrolment_key, registry_uri=str(registry_dir))
-    monitor_config = MonitorConfig(project=project, subscription=subscription_id, store_path=base / "fleet.sqlite",
-                                   count_bucket_s=1.0, ingest={"batch_max_wait_s": 0.2},
-                                   identity={"registry": str(registry_dir),
-                                             "enrolment_keys": [str(enrolment_public)]})
-    monitor_path = base / "monitor.yaml"
-    monitor_path.write_text(yaml.safe_dump(monitor_config.model_dump(mode="json")))
-    stop = threading.Event()
-    monitor_thread = threading.Thread(target=run_monitor, args=(monitor_config, stop), daemon=True)
-    monitor_thread.start()
+    project = f"pull-rollout-{uuid.uuid4().hex[:8]}"
+    spec = StackSpec(workdir=base, project=project, pubsub=PubSubSpec(host=pubsub_emulator.host),
+                     monitor=MonitorSpec(count_bucket_s=1.0, ingest_batch_max_wait_s=0.2))
+    private_key, public_key = generate_keypair()  # the stack keeps a key file it finds (no development key)
+    save_private_key(private_key, spec.release_key)
+    save_public_key(public_key, public_key_path(spec.release_key))
+    spec.registry_dir.mkdir(parents=True)
+    _publish(coral_data, private_key, spec, "1.0.0")
+    open_registry_writer(spec.registry_dir).promote(MODEL, "1.0.0", "stable", signing_key=private_key)
     frames = base / "frames"
     frames.mkdir()
     for name in ("cat.bmp", "parrot.jpg", "grace_hopper.bmp"):
@@ -121,32 +134,18 @@ def pull_world(coral_data: Path, pubsub_emulator, tmp_path_factory: pytest.TempP
     agent = {
         "model": MODEL, "source": {"kind": "images", "path": str(frames), "max_fps": 5},
         "telemetry": {"mode": "summary", "summary_interval_s": 0.5, "pubsub_project": project,
-                      "pubsub_topic": topic_id, "publish_timeout_s": 5},
+                      "publish_timeout_s": 5},
         "status": {"interval_s": 0.5}, "swap": {"watch_interval_s": 0.3}, "drain_timeout_s": 3,
-        "registry": {"uri": str(registry_dir), "channel": "stable", "poll_interval_s": 0.5},
+        "registry": {"uri": str(spec.registry_dir), "channel": "stable", "poll_interval_s": 0.5},
         "shadow": {"share": 0.5, "report_interval_s": 0.5},  # runs a candidate only when a rollout names one
     }
-    fleet = SimulatedFleet(base / "fleet", DEVICES, agent=agent,
-                           agent_env={"PUBSUB_EMULATOR_HOST": pubsub_emulator.host},
-                           settings=FleetSettings(device_prefix="pull"), key_registry=str(registry_dir),
-                           enrolment_key=enrolment_key)
-    world = PullWorld(base, registry_dir, private_key_path, public_key_path, monitor_path, fleet, coral_data,
-                      private_key)
-    world.publish("1.0.0")
-    open_registry_writer(registry_dir).promote(MODEL, "1.0.0", "stable", signing_key=private_key)
-    for device in fleet.devices.values():
-        save_public_key(public_key, device.root / "keys" / "release.pub")
-    try:
-        fleet.start()
-        fleet.wait_agents(lambda s: s.state == "running" and s.version == "1.0.0" and s.frames > 3,
-                          timeout_s=AGENT_TIMEOUT_S)
+    fleet = FleetSpec(devices=DEVICES, device_prefix="pull", agent=agent, ready_timeout_s=AGENT_TIMEOUT_S)
+    with local_stack(spec.model_copy(update={"fleet": fleet})) as stack:
+        world = PullWorld(coral_data, private_key, stack)
+        world.fleet.wait_agents(lambda s: s.state == "running" and s.version == "1.0.0" and s.frames > 3,
+                                timeout_s=AGENT_TIMEOUT_S)
         _wait_monitor_sees(world, DEVICES)
         yield world
-    finally:
-        fleet.stop()
-        stop.set()
-        monitor_thread.join(30)
-        subscriber.close()
 
 
 def _wait_monitor_sees(world: PullWorld, count: int) -> None:

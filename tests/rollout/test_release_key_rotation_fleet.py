@@ -23,10 +23,10 @@ from edgefleet.device.runtime.engine import Engine
 from edgefleet.device.runtime.golden import compute_golden
 from edgefleet.device.store_reader import StoreReader
 from edgefleet.flows.deploy_agent.keyring import install_keyring, release_keyring_files
+from edgefleet.flows.fleet.connection import DeviceConnection
+from edgefleet.flows.fleet.inventory import load_inventory
 from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.flows.release.bundle import build_manifest, write_signed_version
-from edgefleet.flows.rollout.inventory import load_inventory
-from edgefleet.flows.rollout.ssh import DeviceConnection
 from edgefleet.kernel.contracts.manifest import SigningInfo
 from edgefleet.kernel.contracts.status import read_status
 from edgefleet.kernel.errors import EdgefleetError

@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 from paramiko import Channel
 
-from edgefleet.flows.rollout.inventory import GatewaySpec, load_inventory
-from edgefleet.flows.rollout.ssh import DeviceConnection, DeviceUnreachable, HostKeyError, RemoteCommandError, connect
+from edgefleet.flows.fleet.connection import (
+    DeviceConnection,
+    DeviceUnreachable,
+    HostKeyError,
+    RemoteCommandError,
+    connect,
+)
+from edgefleet.flows.fleet.hosts import GatewaySpec
+from edgefleet.flows.fleet.inventory import load_inventory
 from edgefleet.local.emulators import free_port
 from edgefleet.local.fleet import SimulatedFleet
 

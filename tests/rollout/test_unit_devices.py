@@ -21,10 +21,11 @@ from edgefleet.flows.deploy_agent.device_access import (
     device_allow_lines,
     source_kind,
 )
-from edgefleet.flows.deploy_agent.flow import DeployAgentParams, agent_service_spec, fitted_unit
+from edgefleet.flows.deploy_agent.device_steps import agent_service_spec, fitted_unit
+from edgefleet.flows.deploy_agent.flow import DeployAgentParams
 from edgefleet.flows.deploy_agent.privileged import create_user_command
 from edgefleet.flows.deploy_agent.service import render_unit
-from edgefleet.flows.rollout.inventory import DeviceSpec
+from edgefleet.flows.fleet.inventory import DeviceSpec
 from edgefleet.kernel.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.flows.deploy_agent.flow import agent_service_spec
+from edgefleet.flows.deploy_agent.device_steps import agent_service_spec
 from edgefleet.flows.deploy_agent.params import DeployAgentParams
 from edgefleet.flows.deploy_agent.service import ServiceSpec, process_commands
-from edgefleet.flows.rollout.inventory import DeviceSpec
+from edgefleet.flows.fleet.inventory import DeviceSpec
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="plays root's restart: needs root (CI runs as root)")
 

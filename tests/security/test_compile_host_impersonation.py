@@ -1,7 +1,7 @@
 """Finding 2, compile host not verified: `flows/release/compiler.py` connected with Fabric's default policy
 (unknown host keys accepted), and what that host returned got signed. The compile host is now reached with
-the rollout's SSH connection (`DeviceConnection`: known_hosts, RejectPolicy): a host with an unknown or
-changed key is refused, and the release signs and publishes nothing."""
+the fleet's one SSH connection (`HostConnection` of a `CompileHostSpec`: known_hosts, RejectPolicy): a host
+with an unknown or changed key is refused, and the release signs and publishes nothing."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edgefleet.flows.fleet.connection import HostKeyError
 from edgefleet.flows.release.compiler import CompileError, compile_model, compiler_host
 from edgefleet.flows.release.params import load_params
-from edgefleet.flows.rollout.ssh import HostKeyError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,7 +58,7 @@ def test_compile_host_spoofing_is_refused(ssh_compile_host, standin_compiler, ti
 
 
 def test_ssh_connections_are_opened_in_one_place() -> None:
-    """Only `edgefleet.flows.rollout.ssh.open_verified_connection` builds a Fabric/paramiko connection, so no
+    """Only `edgefleet.flows.fleet.connection.open_verified_connection` builds a Fabric/paramiko connection, so no
     code path (rollout, deploy-agent, compile host) can fall back to Fabric's default AutoAddPolicy."""
     opening = re.compile(r"\b(Connection|SSHClient)\(|set_missing_host_key_policy|AutoAddPolicy|WarningPolicy"
                          r"|^\s*(from|import)\s+fabric\b|\bparamiko\.(client|SSHClient)\b"
@@ -66,7 +66,7 @@ def test_ssh_connections_are_opened_in_one_place() -> None:
                          re.M)
     found = {str(path.relative_to(REPO)) for folder in ("device/src", "flows/src", "infra/src", "src")
              for path in (REPO / folder).rglob("*.py") if opening.search(path.read_text())}
-    assert found == {"flows/src/edgefleet/flows/rollout/ssh.py"}
+    assert found == {"flows/src/edgefleet/flows/fleet/connection.py"}
 
 
 def test_a_compile_host_with_an_unknown_key_is_refused(ssh_compile_host, standin_compiler, tiny_int8, tmp_path):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.flows.rollout.inventory import load_inventory
-from edgefleet.flows.rollout.ssh import DeviceConnection, HostKeyError
+from edgefleet.flows.fleet.connection import DeviceConnection, HostKeyError
+from edgefleet.flows.fleet.inventory import load_inventory
 from edgefleet.kernel.errors import ConfigError
 from edgefleet.local.fleet import SimulatedFleet
 

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from edgefleet.flows.deploy_agent.params import DeployAgentParams
 from edgefleet.flows.deploy_agent.privileged import sudoers_rule
-from edgefleet.flows.rollout.inventory import parse_inventory
+from edgefleet.flows.fleet.inventory import parse_inventory
 from edgefleet.kernel.errors import ConfigError
 
 INJECTED = "/opt/x\nALL ALL=(ALL) NOPASSWD: ALL\n#"

@@ -8,6 +8,7 @@ import json
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -19,6 +20,9 @@ from edgefleet.cli.fleet_keys import app as keys_app
 from edgefleet.kernel.console import cli_error
 from edgefleet.kernel.errors import EdgefleetError
 
+if TYPE_CHECKING:
+    from edgefleet.monitor.aggregates import StatusName
+
 app = typer.Typer(help="Look at the fleet: every device's status, or one device's history.",
                   no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -26,7 +30,7 @@ app.add_typer(enrol_token_app, name="enrol-token")
 app.command("enrol-approve")(enrol_approve)
 stderr = Console(stderr=True)
 
-_STATUS_STYLE = {"healthy": "green", "stale": "yellow", "failing": "bold red"}
+_STATUS_STYLE: dict[StatusName, str] = {"healthy": "green", "stale": "yellow", "failing": "bold red"}
 
 
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from edgefleet.kernel.console import cli_error
 from edgefleet.kernel.errors import EdgefleetError
+
+if TYPE_CHECKING:
+    from edgefleet.local.twin import TwinClients, TwinSettings
+
+R = TypeVar("R")
 
 app = typer.Typer(
     help="Create or remove the local twin of the cloud stack on the emulators.", no_args_is_help=True
@@ -29,10 +35,10 @@ RegistryDirOption = Annotated[
 
 def _settings(
     project: str | None, bucket: str | None, registry_dir: Path | None, enforce_schema: bool | None
-):
+) -> TwinSettings:
     from edgefleet.local.twin import TwinSettings
 
-    values: dict[str, object] = {
+    values: dict[str, Any] = {  # the given options, each validated by TwinSettings
         key: value
         for key, value in {"project": project, "bucket": bucket, "registry_dir": registry_dir}.items()
         if value is not None
@@ -42,13 +48,19 @@ def _settings(
     return TwinSettings(**values)
 
 
-def _on_emulators(action, *options: object):
+def _on_emulators(
+    action: Callable[[TwinClients, TwinSettings], R],
+    project: str | None,
+    bucket: str | None,
+    registry_dir: Path | None,
+    enforce_schema: bool | None,
+) -> tuple[TwinSettings, R]:
     """(the settings the options give, what `action(clients, settings)` returns); an EdgefleetError is shown
     as the CLI shows errors."""
     from edgefleet.local.twin import emulator_clients
 
     try:
-        settings = _settings(*options)
+        settings = _settings(project, bucket, registry_dir, enforce_schema)
         return settings, action(emulator_clients(settings.project), settings)
     except EdgefleetError as error:
         raise cli_error(error) from error

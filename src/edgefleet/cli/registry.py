@@ -61,11 +61,13 @@ def _channels_by_version(registry, model: str) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for channel in registry.list_channels(model):
         pointer = registry.read_channel(model, channel).pointer
-        stage = pointer.rollout if pointer is not None else None
+        if pointer is None:
+            continue
+        stage = pointer.rollout
         if stage is not None and stage.share_bp < SHARE_BP_FULL:  # a staged rollout: a share on each version
             found.setdefault(pointer.version, []).append(f"{channel} ({stage.share_bp / 100:g}%)")
             found.setdefault(stage.replaces, []).append(f"{channel} ({100 - stage.share_bp / 100:g}%)")
-        elif pointer is not None:
+        else:
             found.setdefault(pointer.version, []).append(channel)
     return found
 

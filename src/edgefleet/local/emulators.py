@@ -10,6 +10,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from edgefleet.kernel.errors import EdgefleetError
 from edgefleet.local.processes import LOOPBACK, ManagedProcess, free_port, http_status, wait_until
@@ -55,6 +56,17 @@ def _answers(url: str) -> bool:
     return status is not None and status < 500
 
 
+class _ThreadedServer(Protocol):
+    """gcp-storage-emulator's server (the package has no type hints): serves from a thread of its own."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+_Service = TypeVar("_Service", bound="_LoopbackService")
+
+
 @dataclass
 class _LoopbackService:
     """A server on a loopback port (a free one when `port` is 0), usable as a context manager."""
@@ -70,13 +82,13 @@ class _LoopbackService:
         if not self.port:
             self.port = free_port(LOOPBACK)
 
-    def start(self) -> _LoopbackService:
+    def start(self: _Service) -> _Service:
         raise NotImplementedError
 
     def stop(self) -> None:
         raise NotImplementedError
 
-    def __enter__(self):
+    def __enter__(self: _Service) -> _Service:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -130,7 +142,7 @@ class GcsEmulator(_LoopbackService):
     generation preconditions; `start()` makes it enforce them as GCS does (`edgefleet.local.gcs_preconditions`).
     """
 
-    server: object | None = field(default=None, init=False, repr=False)
+    server: _ThreadedServer | None = field(default=None, init=False, repr=False)
 
     @property
     def endpoint(self) -> str:
@@ -142,9 +154,10 @@ class GcsEmulator(_LoopbackService):
         from edgefleet.local.gcs_preconditions import enforce_generation_preconditions
 
         self._claim_port()
-        self.server = create_server(LOOPBACK, self.port, in_memory=True)
-        self.server.start()  # serves from its own thread
-        enforce_generation_preconditions(self.server)
+        server: _ThreadedServer = create_server(LOOPBACK, self.port, in_memory=True)
+        self.server = server
+        server.start()  # serves from its own thread
+        enforce_generation_preconditions(server)
         url = f"{self.endpoint}/storage/v1/b"
         if not wait_until(lambda: _answers(url), timeout_s=READY_TIMEOUT_S, interval_s=0.1):
             self.stop()

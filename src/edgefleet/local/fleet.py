@@ -267,7 +267,7 @@ class SimulatedFleet:
 
     def write_inventory(self, path: Path | None = None, **defaults: Any) -> Path:
         """Writes fleet.yaml for this fleet (defaults override the generated ones)."""
-        from edgefleet.flows.rollout.inventory import dump_inventory
+        from edgefleet.flows.fleet.inventory import dump_inventory
 
         path = path or self.inventory_path
         base = {"user": self.user, "key_file": str(self.client_key), "agent_command": self.agent_command,
@@ -359,13 +359,14 @@ class SimulatedFleet:
         pid = device.agent_pid()
         if pid is not None:
             os.kill(pid, signal.SIGKILL)
-        if device.sshd is not None and device.sshd.running:
-            for child in _descendants(device.sshd.pid):  # SSH sessions run in sessions of their own
+        sshd = device.sshd.popen if device.sshd is not None else None
+        if sshd is not None and sshd.poll() is None:
+            for child in _descendants(sshd.pid):  # SSH sessions run in sessions of their own
                 try:
                     os.kill(child, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            stop_process_group(device.sshd.popen, self.settings.stop_timeout_s, signal.SIGKILL)
+            stop_process_group(sshd, self.settings.stop_timeout_s, signal.SIGKILL)
         device.sshd = None
 
     def status(self, device_id: str) -> AgentStatus | None:
@@ -394,4 +395,4 @@ class SimulatedFleet:
         if waiting:
             raise EdgefleetError(f"agents {waiting} not ready within {timeout_s} s: "
                                  f"{ {d: statuses[d] for d in waiting} }", "see the agent logs")
-        return statuses
+        return {device_id: status for device_id, status in statuses.items() if status is not None}

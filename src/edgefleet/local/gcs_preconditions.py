@@ -163,8 +163,8 @@ def _upload_target(request: Any, storage: Any) -> _Target | None:
     if name is None:
         data = request.data
         if isinstance(data, dict):
-            meta = data.get("meta") if isinstance(data.get("meta"), dict) else data
-            name = meta.get("name")
+            meta = data.get("meta")
+            name = (meta if isinstance(meta, dict) else data).get("name")
     return _Target(request.params["bucket_name"], name, conditions, is_read=False)
 
 

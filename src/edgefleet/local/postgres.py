@@ -41,10 +41,11 @@ class PostgresServer:
     def new_database(self) -> str:
         """Creates an empty database; its URL."""
         import psycopg
+        from psycopg import sql
 
         name = f"fleet_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(self.url(), autocommit=True) as connection:
-            connection.execute(f"CREATE DATABASE {name}")
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.url(name)
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TypeVar
 
-from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
+from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from edgefleet.kernel.errors import EdgefleetError
 
@@ -86,8 +86,14 @@ def wait_until(probe: Callable[[], T], done: Callable[[T], bool] = bool, *, time
     result either way (the caller decides what a timeout means). An exception of `probe` ends the wait."""
     retrying = Retrying(stop=stop_after_delay(timeout_s), wait=wait_fixed(interval_s),
                         retry=retry_if_result(lambda result: not done(result)),
-                        retry_error_callback=lambda state: state.outcome.result())
+                        retry_error_callback=_last_result)
     return retrying(probe)
+
+
+def _last_result(state: RetryCallState) -> object:
+    """The last attempt's result (tenacity calls this only after an attempt, so there is one)."""
+    assert state.outcome is not None
+    return state.outcome.result()
 
 
 def stop_process_group(process: subprocess.Popen, timeout_s: float, first: int = signal.SIGTERM) -> int | None:

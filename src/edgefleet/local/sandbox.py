@@ -20,18 +20,21 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 import sysconfig
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import yaml
 from rich.console import Console
 
 from edgefleet.kernel.errors import EdgefleetError
-from edgefleet.local.processes import interruptible, wait_until
+from edgefleet.local.fleet import SimulatedFleet
+from edgefleet.local.processes import LOOPBACK, free_port, interruptible, wait_until
 from edgefleet.local.sandbox_deployments import (
     DEPLOY_AGENT,
     MONITOR,
@@ -40,6 +43,20 @@ from edgefleet.local.sandbox_deployments import (
     sandbox_prefect_document,
 )
 from edgefleet.local.sandbox_state import down, running_sandbox
+from edgefleet.local.stack import (
+    FleetSpec,
+    LocalStack,
+    MonitorSpec,
+    PrefectSpec,
+    PubSubSpec,
+    StackSpec,
+    local_stack,
+    sample_frames,
+)
+from edgefleet.local.ui import LocalPrefectUi
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
 
 log = logging.getLogger("edgefleet.sandbox")
 
@@ -56,15 +73,25 @@ def _full_name(deployment: str) -> str:
     return f"{deployment}/{deployment}"  # flow and deployment share their name in prefect.yaml
 
 
+def stack_spec(settings: SandboxSettings, pubsub_port: int) -> StackSpec:
+    """The sandbox's local stack: the emulator on `pubsub_port` (the deployments name it before it starts) with
+    the twin, the monitor's config (the fleet-monitor deployment runs it), devices without agents (deploy-agent
+    installs them) and a Prefect server with the sandbox's deployments and a worker."""
+    return StackSpec(workdir=settings.workdir, project=settings.project, pubsub=PubSubSpec(port=pubsub_port),
+                     monitor=MonitorSpec(count_bucket_s=settings.monitor_bucket_s, in_process=False),
+                     fleet=FleetSpec(devices=settings.devices, tags={"sim-1": ("canary",)}),
+                     prefect=PrefectSpec(prefect_file=settings.prefect_yaml, port=settings.port,
+                                         run_schedules=settings.run_schedules))
+
+
 class Sandbox:
     """The sandbox's parts; `start()` brings them up (stopping what it started on failure), `stop()` ends them."""
 
     def __init__(self, settings: SandboxSettings) -> None:
         self.settings = settings
-        self.ui: Any = None
-        self.emulator: Any = None
-        self.fleet: Any = None
-        self.monitor_run_id: str | None = None
+        self._stack = ExitStack()
+        self.local: LocalStack | None = None
+        self.monitor_run_id: UUID | None = None
         self._next_monitor_check = 0.0
 
     # --- start ------------------------------------------------------------------------------------
@@ -79,97 +106,48 @@ class Sandbox:
     def _start(self) -> None:
         s = self.settings
         s.workdir.mkdir(parents=True, exist_ok=True)
-        self._signing_key()
-        self._frames()
-        self._emulator()
-        self._devices()
-        self._prefect()
+        sample_frames(s.frames, s.frames_per_class)
+        pubsub_port = free_port()
+        base = yaml.safe_load((REPO / "prefect.yaml").read_text())
+        document = sandbox_prefect_document(base, s, f"{LOOPBACK}:{pubsub_port}", sys.executable,
+                                            sysconfig.get_path("purelib"))
+        s.prefect_yaml.write_text(yaml.safe_dump(document, sort_keys=False))
+        log.info("starting the local stack: emulator and twin, %d simulated devices (sshd each), the Prefect "
+                 "server with the work pool, a worker and the sandbox's deployments", s.devices)
+        self.local = self._stack.enter_context(local_stack(stack_spec(s, pubsub_port)))
+        # The rollout reads each agent's root and release key from deploy-agent's root-owned config directory.
+        fleet = self._fleet()
+        fleet.write_inventory(config_dir=str(s.config_dir))
+        fleet.adopt_deployed(s.config_dir)
         self.write_state()
         self._run_deploy_agent()
         self._run_monitor()
         self.write_state()
 
-    def _signing_key(self) -> None:
-        from edgefleet.flows.release.keys import resolve_signing_key
-        from edgefleet.flows.release.params import SigningParams
+    def _fleet(self) -> SimulatedFleet:
+        if self.local is None or self.local.fleet is None:
+            raise SandboxError("the sandbox is not started", "start it: make sandbox")
+        return self.local.fleet
 
-        resolve_signing_key(SigningParams(dev_key_file=str(self.settings.signing_key)))  # made on first use
-        self.settings.registry.mkdir(parents=True, exist_ok=True)
+    def _ui(self) -> LocalPrefectUi:
+        if self.local is None or self.local.prefect is None:
+            raise SandboxError("the sandbox is not started", "start it: make sandbox")
+        return self.local.prefect
 
-    def _frames(self) -> None:
-        from edgefleet.flows.release.demo_dataset import generate_demo_dataset
-
-        frames = self.settings.frames
-        if frames.is_dir() and any(frames.iterdir()):
-            return
-        source = generate_demo_dataset(self.settings.workdir / "frames-source", self.settings.frames_per_class,
-                                       64, seed=99)
-        frames.mkdir(parents=True, exist_ok=True)
-        for class_dir in sorted(p for p in source.iterdir() if p.is_dir()):
-            for image in sorted(class_dir.iterdir()):
-                shutil.copy(image, frames / f"{class_dir.name}-{image.name}")
-
-    def _emulator(self) -> None:
-        from edgefleet.flows.registry import development_enrolment_key
-        from edgefleet.local.emulators import PubSubEmulator
-        from edgefleet.local.twin import TwinSettings, emulator_clients, twin_up
-        from edgefleet.monitor.config import MonitorConfig
-
-        s = self.settings
-        log.info("starting the Pub/Sub emulator and the local twin")
-        self.emulator = PubSubEmulator(project=s.project, log_path=s.workdir / "pubsub-emulator.log").start()
-        os.environ["PUBSUB_EMULATOR_HOST"] = self.emulator.host
-        os.environ.pop("STORAGE_EMULATOR_HOST", None)  # the registry is a local directory
-        twin = twin_up(emulator_clients(s.project), TwinSettings(project=s.project, registry_dir=s.registry))
-        # Strict, the default: deploy-agent registers each device's key in the sandbox's registry, signed by the
-        # sandbox's enrolment key (made here, before deploy-agent runs).
-        enrolment_pub = development_enrolment_key(s.enrolment_key, registry_uri=str(s.registry))
-        # The release public key (the sandbox's development key, made in `_signing_key`): the monitor takes a
-        # release's calibration table only from a manifest it verifies.
-        config = MonitorConfig(project=s.project, count_bucket_s=s.monitor_bucket_s, store_path=s.store_path,
-                               subscription=twin.monitor_subscription.rsplit("/", 1)[-1],
-                               identity={"registry": str(s.registry), "enrolment_keys": [str(enrolment_pub)]},
-                               drift={"public_key": f"{s.signing_key}.pub"})
-        s.monitor_config.write_text(yaml.safe_dump({"monitor": config.model_dump(mode="json")}))
-
-    def _devices(self) -> None:
-        from edgefleet.local.fleet import SimulatedFleet
-
-        log.info("starting %d simulated devices (sshd each)", self.settings.devices)
-        # No agents here: deploy-agent installs and starts them, through the worker.
-        self.fleet = SimulatedFleet(self.settings.fleet_dir, self.settings.devices, tags={"sim-1": ("canary",)})
-        self.fleet.start()
-        # The rollout reads each agent's root and release key from deploy-agent's root-owned config directory.
-        self.fleet.write_inventory(config_dir=str(self.settings.config_dir))
-        self.fleet.adopt_deployed(self.settings.config_dir)
-
-    def _prefect(self) -> None:
-        from edgefleet.local.ui import LocalPrefectUi, UiSettings
-
-        s = self.settings
-        base = yaml.safe_load((REPO / "prefect.yaml").read_text())
-        document = sandbox_prefect_document(base, s, self.emulator.host, sys.executable,
-                                            sysconfig.get_path("purelib"))
-        s.prefect_yaml.write_text(yaml.safe_dump(document, sort_keys=False))
-        log.info("starting the Prefect server, the worker and the sandbox's deployments")
-        self.ui = LocalPrefectUi(UiSettings(project_dir=REPO, prefect_file=str(s.prefect_yaml),
-                                            prefect_home=s.prefect_home, port=s.port,
-                                            run_schedules=s.run_schedules))
-        self.ui.start()
-
-    def _create_run(self, deployment: str) -> Any:
-        with self.ui.client() as client:
+    def _create_run(self, deployment: str) -> FlowRun:
+        with self._ui().client() as client:
             found = client.read_deployment_by_name(_full_name(deployment))
             return client.create_flow_run_from_deployment(found.id)
 
-    def _wait_run(self, run_id: Any, timeout_s: float, done: Any) -> Any:
+    def _wait_run(self, run_id: UUID, timeout_s: float, done: Callable[[FlowRun], object]) -> FlowRun:
         """The flow run once `done(run)` holds or `timeout_s` has passed; raises when a part of the sandbox dies."""
-        with self.ui.client() as client:
-            def read() -> Any:
+        with self._ui().client() as client:
+            def read() -> FlowRun:
                 self.check_alive()
                 return client.read_flow_run(run_id)
 
-            return wait_until(read, done, timeout_s=timeout_s, interval_s=self.settings.poll_interval_s)
+            return wait_until(read, lambda run: bool(done(run)), timeout_s=timeout_s,
+                              interval_s=self.settings.poll_interval_s)
 
     def _run_deploy_agent(self) -> None:
         log.info("running deploy-agent through the worker (installs the agent on every device)")
@@ -178,32 +156,25 @@ class Sandbox:
         if not (run.state and run.state.is_completed()):
             raise SandboxError(f"the deploy-agent run {run.name} ended {run.state.name if run.state else 'unknown'}"
                                f": {run.state.message if run.state else ''}",
-                               f"open {self.ui.ui_url}/runs/flow-run/{run.id} for its logs")
+                               f"open {self._ui().ui_url}/runs/flow-run/{run.id} for its logs")
 
     def _run_monitor(self) -> None:
         log.info("starting fleet-monitor through the worker")
         run = self._create_run(MONITOR)
-        self.monitor_run_id = str(run.id)
+        self.monitor_run_id = run.id
         store = self.settings.store_path
         run = self._wait_run(run.id, self.settings.monitor_ready_timeout_s,
                              lambda r: store.exists() or (r.state is not None and r.state.is_final()))
         if not store.exists():
             raise SandboxError(f"the fleet-monitor run {run.name} did not create {store} "
                                f"(state {run.state.name if run.state else 'unknown'})",
-                               f"open {self.ui.ui_url}/runs/flow-run/{run.id} for its logs")
+                               f"open {self._ui().ui_url}/runs/flow-run/{run.id} for its logs")
 
     # --- watch and stop ---------------------------------------------------------------------------
     def check_alive(self) -> None:
         """Raises EdgefleetError naming the first part that stopped (emulator, a device's sshd, server, worker)."""
-        if self.emulator is not None and self.emulator.process is not None:
-            self.emulator.process.check_alive()
-        if self.fleet is not None:
-            for device in self.fleet.devices.values():
-                if device.sshd is None or not device.sshd.running:
-                    raise SandboxError(f"the sshd of simulated device {device.device_id} stopped",
-                                       f"see {device.home / 'sshd.log'}")
-        if self.ui is not None:
-            self.ui.check_alive()
+        if self.local is not None:
+            self.local.check_alive()
 
     def check_monitor(self) -> None:
         """Says once (a warning) when the fleet-monitor run has ended: the sandbox goes on, the user re-runs it."""
@@ -212,49 +183,46 @@ class Sandbox:
             return
         self._next_monitor_check = now + self.settings.monitor_check_s
         try:
-            with self.ui.client() as client:
+            with self._ui().client() as client:
                 run = client.read_flow_run(self.monitor_run_id)
         except Exception as error:  # noqa: BLE001 - a busy server: ask again next time (check_alive watches it)
             log.debug("reading the fleet-monitor run: %s", error)
             return
         if run.state is not None and run.state.is_final():
             log.warning("the fleet-monitor run %s ended (%s): telemetry is not ingested; run fleet-monitor again "
-                        "from the UI (%s/runs/flow-run/%s)", run.name, run.state.name, self.ui.ui_url, run.id)
+                        "from the UI (%s/runs/flow-run/%s)", run.name, run.state.name, self._ui().ui_url, run.id)
             self.monitor_run_id = None
 
     def stop(self) -> None:
         """Stops everything it started (agents, worker and its runs, server, devices, emulator); safe twice."""
-        if self.fleet is not None:
-            for device_id in self.fleet.devices:
-                try:
-                    self.fleet.stop_agent(device_id)
-                except (OSError, EdgefleetError) as error:  # stopping the rest matters more
-                    log.warning("stopping the agent of %s: %s", device_id, error)
-        if self.ui is not None:
-            self.ui.stop()
-        if self.fleet is not None:
-            self.fleet.stop()
-        if self.emulator is not None:
-            self.emulator.stop()
+        fleet = self.local.fleet if self.local is not None else None
+        for device_id in (fleet.devices if fleet is not None else ()):
+            assert fleet is not None
+            try:
+                fleet.stop_agent(device_id)
+            except (OSError, EdgefleetError) as error:  # stopping the rest matters more
+                log.warning("stopping the agent of %s: %s", device_id, error)
+        self._stack.close()
         self.settings.state_file.unlink(missing_ok=True)
 
     # --- state for `down` -------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """What `down` needs: this process, the process groups and pids it started, the agents' pid files."""
-        groups, pids = {}, {}
-        if self.emulator is not None and self.emulator.process is not None:
-            groups["pubsub-emulator"] = self.emulator.process.pid
-        if self.ui is not None:
-            groups |= {name: process.pid for name, process in self.ui.processes.items()}
-        agent_pid_files = []
-        if self.fleet is not None:
-            for device in self.fleet.devices.values():
-                if device.sshd is not None:
-                    pids[f"sshd-{device.device_id}"] = device.sshd.pid
-                agent_pid_files.append(str(device.pid_file))
+        groups: dict[str, int | None] = {}
+        pids: dict[str, int | None] = {}
+        agent_pid_files: list[str] = []
+        local = self.local
+        if local is not None and local.emulator is not None and local.emulator.process is not None:
+            groups["pubsub-emulator"] = local.emulator.process.pid
+        if local is not None and local.prefect is not None:
+            groups |= {name: process.pid for name, process in local.prefect.processes.items()}
+        for device in (local.fleet.devices.values() if local is not None and local.fleet is not None else ()):
+            if device.sshd is not None:
+                pids[f"sshd-{device.device_id}"] = device.sshd.pid
+            agent_pid_files.append(str(device.pid_file))
         return {"pid": os.getpid(), "workdir": str(self.settings.workdir), "groups": groups, "pids": pids,
                 "agent_pid_files": agent_pid_files,
-                "ui_url": self.ui.ui_url if self.ui is not None else None}
+                "ui_url": local.prefect.ui_url if local is not None and local.prefect is not None else None}
 
     def write_state(self) -> None:
         self.settings.state_file.write_text(json.dumps(self.state(), indent=2))
@@ -263,12 +231,13 @@ class Sandbox:
     def summary(self) -> str:
         s = self.settings
         config = s.monitor_config
+        ui, fleet = self._ui(), self._fleet()
         lines = [
-            f"{UI_URL_LABEL} {self.ui.ui_url}",
-            f"Prefect API: {self.ui.api_url}  (export PREFECT_API_URL={self.ui.api_url} for the prefect CLI)",
-            f"UI password (the API's auth string): the content of {self.ui.settings.auth_string_file} "
-            f"(the prefect CLI: export PREFECT_API_AUTH_STRING=$(cat {self.ui.settings.auth_string_file}))",
-            f"Devices: {', '.join(self.fleet.devices)} (sshd on 127.0.0.1, agent installed by deploy-agent; "
+            f"{UI_URL_LABEL} {ui.ui_url}",
+            f"Prefect API: {ui.api_url}  (export PREFECT_API_URL={ui.api_url} for the prefect CLI)",
+            f"UI password (the API's auth string): the content of {ui.settings.auth_string_file} "
+            f"(the prefect CLI: export PREFECT_API_AUTH_STRING=$(cat {ui.settings.auth_string_file}))",
+            f"Devices: {', '.join(fleet.devices)} (sshd on 127.0.0.1, agent installed by deploy-agent; "
             "sim-1 is the canary)",
             f"Files: {s.workdir}",
             f"  inventory {s.inventory}",

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from google.api_core import exceptions as google_errors
 from google.protobuf import duration_pb2
@@ -25,7 +27,12 @@ from edgefleet.kernel.contracts import layout
 from edgefleet.kernel.contracts.telemetry import telemetry_schema_revisions
 from edgefleet.kernel.errors import ConfigError
 
+if TYPE_CHECKING:
+    from google.cloud.pubsub_v1 import PublisherClient, SchemaServiceClient, SubscriberClient
+    from google.cloud.storage import Client as StorageClient
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PUBSUB_EMULATOR_ENV = "PUBSUB_EMULATOR_HOST"
 STORAGE_EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
@@ -66,10 +73,10 @@ class TwinState(NamedTuple):
 class TwinClients(NamedTuple):
     """Clients of the emulators. `storage` is None when the registry is a local directory."""
 
-    publisher: object
-    subscriber: object
-    schemas: object
-    storage: object | None
+    publisher: PublisherClient
+    subscriber: SubscriberClient
+    schemas: SchemaServiceClient
+    storage: StorageClient | None
 
 
 def emulator_clients(project: str) -> TwinClients:
@@ -109,6 +116,11 @@ def _paths(settings: TwinSettings) -> dict[str, str]:
         "dead_letter_subscription": f"projects/{project}/subscriptions/{layout.DEAD_LETTER_SUBSCRIPTION}",
         "schema": f"projects/{project}/schemas/{layout.TELEMETRY_SCHEMA}",
     }
+
+
+def _whole_seconds(seconds: float) -> int:
+    """google-cloud-storage's timeouts are whole seconds (rounded up, never shorter than asked)."""
+    return math.ceil(seconds)
 
 
 def _duration(seconds: int) -> duration_pb2.Duration:
@@ -223,7 +235,7 @@ def twin_up(clients: TwinClients, settings: TwinSettings = DEFAULT_SETTINGS) -> 
     return state
 
 
-def _create_or_get(create, get):  # noqa: ANN001, ANN202 (two thunks over different client types)
+def _create_or_get(create: Callable[[], T], get: Callable[[], T]) -> T:
     try:
         return create()
     except google_errors.AlreadyExists:
@@ -279,7 +291,7 @@ def _ensure_registry(clients: TwinClients, settings: TwinSettings) -> str:
         directory.mkdir(parents=True, exist_ok=True)
         return str(directory)
     try:
-        clients.storage.create_bucket(settings.bucket, timeout=settings.request_timeout_s)
+        clients.storage.create_bucket(settings.bucket, timeout=_whole_seconds(settings.request_timeout_s))
     except google_errors.Conflict:
         pass  # already there: the registry keeps its models
     return f"gs://{settings.bucket}"
@@ -318,7 +330,8 @@ def twin_down(clients: TwinClients, settings: TwinSettings = DEFAULT_SETTINGS) -
             continue
     if clients.storage is not None:
         try:
-            clients.storage.bucket(settings.bucket).delete(force=True, timeout=settings.request_timeout_s)
+            bucket = clients.storage.bucket(settings.bucket)
+            bucket.delete(force=True, timeout=_whole_seconds(settings.request_timeout_s))
             removed.append(f"gs://{settings.bucket}")
         except google_errors.NotFound:
             pass

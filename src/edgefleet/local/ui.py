@@ -42,6 +42,7 @@ __all__ = ["Deployment", "LocalPrefectUi", "UiError", "UiSettings", "prefect_env
 log = logging.getLogger(__name__)
 
 HEALTH_PATH = "/api/health"
+DEPLOY_LOG = "deploy.log"  # in the log directory: `prefect deploy --all`'s output
 
 
 @dataclass
@@ -210,14 +211,15 @@ class LocalPrefectUi:
         log.info("registering the deployments of %s", settings.prefect_yaml)
         # One log per deploy (not appended): its error summary must not pick up an earlier run's failure.
         # prefect.yaml's pull step reads {{ $PWD }} at deploy time: point it at this checkout.
-        deploy = self._process("`prefect deploy --all`", argv, "deploy.log", append_log=False,
+        deploy = self._process("`prefect deploy --all`", argv, DEPLOY_LOG, append_log=False,
                                env=self.env | {"PWD": str(settings.project_dir.resolve())})
         status = deploy.start().wait(settings.deploy_timeout_s)
+        deploy_log = settings.log_dir / DEPLOY_LOG
         if status != 0:
             raise UiError(
                 f"`prefect deploy --all` failed with status {status}:\n"
-                f"{error_summary(deploy.log_path.read_text(errors='replace'))}",
-                f"fix the deployment it names in {settings.prefect_yaml} (full log: {deploy.log_path})",
+                f"{error_summary(deploy_log.read_text(errors='replace'))}",
+                f"fix the deployment it names in {settings.prefect_yaml} (full log: {deploy_log})",
             )
         with self.client() as client:
             flows = {flow.id: flow.name for flow in client.read_flows()}

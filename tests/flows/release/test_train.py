@@ -85,6 +85,9 @@ def test_backbone_blocks_and_what_trains() -> None:
     assert "N <= 19" in caught.value.fix
 
 
+# Training MobileNet v2 end to end for an epoch: ~40 s on the quiet 2-core machine, past the suite's 600 s hang
+# guard at load average 25 (seen: TensorFlow's thread pools under oversubscription).
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize(
     ("fine_tune", "unchanged"),
     [("head", "all"), ("last_blocks(1)", "all but the top block"), ("all", "none")],

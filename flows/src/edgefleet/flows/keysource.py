@@ -135,13 +135,18 @@ def private_key_from_secret_block(name: str, role: KeyRole) -> Ed25519PrivateKey
     from prefect.blocks.system import Secret
 
     try:
-        pem = Secret.load(name).get()
+        block = Secret.load(name)
     except ValueError as error:
         raise ConfigError(
             f"Prefect Secret block {name!r} cannot be loaded ({error})",
             f"create it (prefect block create secret, name {name}) holding the Ed25519 PEM private key of the "
             f"{role.name}, or set {role.setting}.key_file instead",
         ) from error
+    if not isinstance(block, Secret):  # Prefect's load answers a caller inside an event loop with a coroutine
+        block.close()
+        raise ConfigError(f"Prefect Secret block {name!r} was asked for from inside an event loop",
+                          "load the signing key from synchronous code (the flows here are synchronous)")
+    pem = block.get()
     try:
         key = serialization.load_pem_private_key(str(pem).encode(), password=None)
     except (ValueError, TypeError) as error:

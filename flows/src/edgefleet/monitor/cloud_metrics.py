@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableSequence, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,7 +57,7 @@ class MetricServiceClientLike(Protocol):
     """What the writer needs of `google.cloud.monitoring_v3.MetricServiceClient`."""
 
     def create_time_series(self, request: Any = None, *, name: str | None = None,
-                           time_series: Sequence[monitoring_v3.TimeSeries] | None = None, retry: Any = ...,
+                           time_series: MutableSequence[monitoring_v3.TimeSeries] | None = None, retry: Any = ...,
                            timeout: Any = ..., metadata: Sequence[tuple[str, str]] = ()) -> None: ...
 
 

@@ -161,7 +161,7 @@ class MonitorConfig(_Section):
 
 
 
-def load_monitor_config(path: Path | None = None, **overrides: Any) -> MonitorConfig:
+def load_monitor_config(path: str | Path | None = None, **overrides: Any) -> MonitorConfig:
     """Reads the monitor configuration from YAML `path` (optional) and applies `overrides` on top.
 
     Overrides whose value is None are ignored, so CLI options can be passed straight through.

@@ -171,12 +171,13 @@ class TelemetryVerifier(DeviceKeyTable):
         Raises:
             ConfigError: strict mode (the default) without a registry.
         """
-        if config.checked().registry is None:
+        registry_uri = config.checked().registry
+        if registry_uri is None:
             return None
         from edgefleet.device.registry import open_registry_reader
 
         policy = key_record_policy(config)
-        registry = open_registry_reader(config.registry)
+        registry = open_registry_reader(registry_uri)
         return cls(FleetKeyReader(registry, policy, read_workers=config.read_workers),
                    require_signed=config.require_signed,
                    refresh_s=config.refresh_s, unknown_refresh_s=config.unknown_refresh_s,

@@ -7,13 +7,21 @@ transaction, so a result is consistent even while the monitor writes.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from edgefleet.monitor.aggregates import Cutoffs, StatusFilter, fleet_counters, version_status_counts, where
+from edgefleet.monitor.aggregates import (
+    Cutoffs,
+    StatusFilter,
+    StatusName,
+    VersionKey,
+    fleet_counters,
+    version_status_counts,
+    where,
+)
 from edgefleet.monitor.config import StatusRules
 from edgefleet.monitor.drift_view import DeviceDrift, current_drifts
 from edgefleet.monitor.errors import FleetStateError
@@ -269,7 +277,7 @@ def fleet_status(store: FleetStore, stale_after_s: float, now: datetime, *, sile
                        totals=totals, next_after=devices[-1].device_id if more and devices else None)
 
 
-def _busiest_first(item: tuple[tuple[str, str], dict[str, int]]) -> tuple[int, str]:
+def _busiest_first(item: tuple[VersionKey, Mapping[StatusName, int]]) -> tuple[int, str]:
     (name, version), counts = item
     return -sum(counts.values()), str((name or None, version or None))
 

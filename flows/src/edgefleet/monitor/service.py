@@ -27,6 +27,7 @@ import tenacity
 from google.api_core import exceptions as google_exceptions
 from google.auth import exceptions as google_auth_exceptions
 from google.cloud import pubsub_v1
+from google.cloud.pubsub_v1.subscriber.futures import StreamingPullFuture
 from google.cloud.pubsub_v1.subscriber.message import Message
 
 from edgefleet.monitor.batch import process_batch
@@ -225,7 +226,7 @@ class _Session:
         finally:
             self._shutdown(inbox, stream, commit_in_hand=stopped)
 
-    def _shutdown(self, inbox: _Inbox, stream: pubsub_v1.subscriber.futures.StreamingPullFuture,
+    def _shutdown(self, inbox: _Inbox, stream: StreamingPullFuture,
                   commit_in_hand: bool) -> None:
         """Stops new deliveries (nacked from now on), commits and acks what is in hand on a clean stop or
         nacks it after an error, then cancels the stream while its dispatcher can still send the acks."""
@@ -342,11 +343,14 @@ def run_monitor(config: MonitorConfig, stop_event: threading.Event, *,
     store = open_fleet_store(config)
     writer = None
     metrics = None
-    if config.cloud_metrics.enabled:
+    if config.cloud_metrics.enabled and metrics_client is not None:  # enabled: the default client is set above
         writer = CloudMetricsWriter(metrics_client, config.project, config.cloud_metrics)
         metrics = _MetricsTick(config, writer, PeriodAggregator(config.cloud_metrics.period_s, clock()), tally)
     session = _Session(config, store, subscriber, path, stop_event, tally, on_batch, metrics, clock, verifier,
                        calibration)
+
+    def back_off(seconds: float) -> None:
+        stop_event.wait(seconds)  # a stop request cuts the back-off short; serve_once then returns at once
 
     def before_resubscribe(state: tenacity.RetryCallState) -> None:
         tally.count(resubscribes=1)
@@ -356,7 +360,7 @@ def run_monitor(config: MonitorConfig, stop_event: threading.Event, *,
         retry=tenacity.retry_if_exception_type(TRANSIENT_ERRORS),
         wait=tenacity.wait_exponential(multiplier=config.ingest.resubscribe_initial_s,
                                        max=config.ingest.resubscribe_max_s),
-        sleep=stop_event.wait,  # a stop request cuts the back-off short; serve_once then returns at once
+        sleep=back_off,
         before_sleep=before_resubscribe,
         reraise=True,
     )

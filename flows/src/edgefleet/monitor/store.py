@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from edgefleet.monitor.aggregates import Deltas, flush
 from edgefleet.monitor.errors import FleetStateError
@@ -103,6 +103,10 @@ def to_epoch(moment: datetime) -> float:
     return moment.timestamp()
 
 
+@overload
+def from_epoch(seconds: None) -> None: ...
+@overload
+def from_epoch(seconds: float) -> datetime: ...
 def from_epoch(seconds: float | None) -> datetime | None:
     """An aware UTC datetime from epoch seconds (None stays None)."""
     return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
@@ -129,6 +133,9 @@ def _connect(location: StoreLocation, create: bool) -> tuple[Any, Engine, Any]:
     from edgefleet.monitor import store_sqlite
 
     path = location.path
+    if path is None:  # location_of and parse_store_url always give an SQLite location its file
+        raise FleetStateError(f"the SQLite fleet state {location.display} names no file",
+                              "pass --db / store_path as a file path or an sqlite:///file URL")
     if not create and not path.is_file():
         raise FleetStateError(f"no fleet state at {path}",
                               "run `edgefleet monitor` (it creates the file) or pass --db / store_path of the "

@@ -19,8 +19,9 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from decimal import Decimal
-from typing import Any
+from typing import Any, LiteralString, cast
 
 import psycopg
 from psycopg.adapt import Loader
@@ -43,10 +44,15 @@ class _NumberLoader(Loader):
 
 
 @functools.lru_cache(maxsize=512)
-def translate(sql: str) -> str:
-    """The store's SQL (`?` placeholders) as psycopg SQL."""
+def translate(sql: str) -> LiteralString:
+    """The store's SQL (`?` placeholders) as psycopg SQL.
+
+    psycopg types its queries LiteralString (SQL text from the program, values only in parameters). The store's
+    SQL is that: this package's own text, built from its constants, every value a `?` parameter; the f-strings
+    that assemble it and the placeholder rewrite here lose the literal type, not the property.
+    """
     sql = sql.replace("%", "%%").replace("?", "%s")
-    return _JSON_IDS.sub("json_array_elements_text(%s::json)", sql)
+    return cast(LiteralString, _JSON_IDS.sub("json_array_elements_text(%s::json)", sql))
 
 
 class PgConnection:
@@ -159,13 +165,14 @@ def insert_rows(connection: PgConnection, sql: str, rows: list[tuple]) -> None:
     connection.execute(many, columns)
 
 
-def pipeline(connection: PgConnection) -> psycopg.Pipeline:
+def pipeline(connection: PgConnection) -> AbstractContextManager[psycopg.Pipeline]:
     """psycopg's pipeline mode: statements are sent without waiting; a result read (or the block's end) syncs."""
     return connection.raw.pipeline()
 
 
 def has_table(connection: PgConnection, table: str) -> bool:
-    return connection.execute("SELECT to_regclass(?) IS NOT NULL", (table,)).fetchone()[0]
+    row = connection.execute("SELECT to_regclass(?) IS NOT NULL", (table,)).fetchone()
+    return row is not None and bool(row[0])  # the SELECT always gives its one row
 
 
 def analyze(connection: PgConnection) -> None:

@@ -21,12 +21,12 @@ from edgefleet.monitor.store_schema import ADDED_COLUMNS, INDEXES, TABLES
 BUSY_TIMEOUT_MS = 10_000
 
 
-def _greatest(*values: object) -> object:
+def _greatest(*values: float | None) -> float | None:  # the store's GREATEST/LEAST compare numbers
     present = [value for value in values if value is not None]
     return max(present) if present else None
 
 
-def _least(*values: object) -> object:
+def _least(*values: float | None) -> float | None:
     present = [value for value in values if value is not None]
     return min(present) if present else None
 

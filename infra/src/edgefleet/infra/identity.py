@@ -36,7 +36,7 @@ A new service account is not visible to IAM at once (a grant to it fails with "S
 exist" for a while): every grant waits for `account_propagation`, a `pulumiverse_time.Sleep` of
 `propagation.serviceAccountWaitSeconds` after the accounts are created. Every call each identity's
 code makes is checked against these grants by tests/infra/test_iam_conformance.py (table:
-`edgefleet.infra.iam_table`).
+`tests/infra/support/iam_table.py`).
 """
 
 from __future__ import annotations

@@ -190,15 +190,16 @@ class SimFleet:
                 self.lateness[step] = self.lateness.get(step, 0) + 1
                 history.polls.append(now)
                 pointer = reader.read_channel(settings.model, settings.channel).pointer
-                outcome = decide_poll(keyring, pointer, state, device_id=device.device_id,
-                                      now=datetime.fromtimestamp(now, UTC), source=source)
-                if outcome.changed:
-                    send(infer(now), now)
-                    history.changes.append((now, state.version, outcome.state.version))
-                    send(builder.add_event(EventRecord(now, "swap", model_version=outcome.state.version,
-                                                       model=_model_ref(settings.model, outcome.state.version),
-                                                       from_version=state.version)), now)
-                state = outcome.state
+                if pointer is not None:  # no channel pointer yet: nothing to follow this poll
+                    outcome = decide_poll(keyring, pointer, state, device_id=device.device_id,
+                                          now=datetime.fromtimestamp(now, UTC), source=source)
+                    if outcome.changed:
+                        send(infer(now), now)
+                        history.changes.append((now, state.version, outcome.state.version))
+                        send(builder.add_event(EventRecord(now, "swap", model_version=outcome.state.version,
+                                                           model=_model_ref(settings.model, outcome.state.version),
+                                                           from_version=state.version)), now)
+                    state = outcome.state
                 next_poll = now + poll_delay(settings.poll_interval_s, settings.poll_jitter, float(rng.random()))
             if now >= builder.next_deadline():
                 send(infer(now) + builder.tick(now), now)

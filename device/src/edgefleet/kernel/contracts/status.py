@@ -139,7 +139,7 @@ class AgentStatus(LoopCounters):
     spool_dropped: int = 0
     telemetry_published: int = 0
     results_overflow: int = 0
-    # issue 12 (lead: fold into schema 2 or the next): why the Edge TPU is not used although one was wanted
+    # optional (older statuses lack it): why the Edge TPU is not used although one was wanted
     edgetpu_unavailable: str | None = Field(
         default=None, description="why the Edge TPU is not used though one was wanted (probe outcome), if so")
     # --- schema 3 ---

@@ -14,20 +14,15 @@ import json
 import os
 import shlex
 from pathlib import Path
-from typing import Protocol
 
 from edgefleet.flows.deploy_agent.params import DEVICE_ID_FIELD
+from edgefleet.flows.fleet.connection import DeviceShell
 from edgefleet.kernel.errors import ConfigError
 
 # What google.auth.load_credentials_from_file reads for a machine. A person's gcloud login (`authorized_user`)
 # is refused: it must never be copied to devices.
 MACHINE_CREDENTIAL_TYPES = frozenset({"service_account", "external_account", "impersonated_service_account"})
 CREDENTIALS_MODE = 0o640
-
-
-class _Connection(Protocol):
-    def run(self, command: str, *, timeout_s: float | None = None, check: bool = True): ...  # noqa: ANN201
-    def write_text(self, remote: str, text: str, mode: int = 0o644) -> None: ...
 
 
 def credentials_source(template: str, device_id: str) -> Path:
@@ -69,7 +64,7 @@ def install_credentials_command(staged: str, target: str, reader: str) -> str:
             f"mv -f {q(staged)} {q(target)}")
 
 
-def install_credentials(connection: _Connection, target: str, text: str, reader: str) -> None:
+def install_credentials(connection: DeviceShell, target: str, text: str, reader: str) -> None:
     """Installs (or rotates) the credentials at `target` for the agent running as `reader`."""
     staged = f"{target}.new"
     connection.write_text(staged, text, mode=0o600)  # root's and private until it is complete

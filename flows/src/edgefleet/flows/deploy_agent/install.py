@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Protocol
 
 from edgefleet.flows.deploy_agent.locks import (
     PLATFORM_COMMAND,
@@ -27,27 +26,13 @@ from edgefleet.flows.deploy_agent.locks import (
     lock_for,
     parse_platform,
 )
-from edgefleet.flows.rollout.ssh import CommandResult
+from edgefleet.flows.fleet.connection import DeviceShell
 from edgefleet.kernel.errors import ConfigError, EdgefleetError
 
 VENV_PACKAGE = "python3-venv"
 OS_RELEASE = "/etc/os-release"
 _SAME_PYTHON = "import sys; print('%d.%d' % sys.version_info[:2])"
 q = shlex.quote
-
-
-class _Connection(Protocol):  # DeviceConnection and SudoConnection
-    device: object
-
-    def run(self, command: str, *, timeout_s: float | None = None, check: bool = True) -> CommandResult: ...
-
-    def write_text(self, remote: str, text: str, mode: int = 0o644) -> None: ...
-
-    def put(self, local: str | Path, remote: str) -> int: ...
-
-
-def _device_id(connection: _Connection) -> str:
-    return str(getattr(connection.device, "id", "device"))
 
 
 def venv_healthy_command(python: str, venv: str) -> str:
@@ -57,7 +42,7 @@ def venv_healthy_command(python: str, venv: str) -> str:
             f'[ "$({q(venv)}/bin/python -c {same})" = "$({q(python)} -c {same})" ]')
 
 
-def ensure_venv(connection: _Connection, python: str, venv: str, *, system_site_packages: bool,
+def ensure_venv(connection: DeviceShell, python: str, venv: str, *, system_site_packages: bool,
                 timeout_s: float) -> str:
     """Keeps a healthy venv, else (re)creates it; returns 'kept', 'created' or 'rebuilt'.
 
@@ -68,7 +53,7 @@ def ensure_venv(connection: _Connection, python: str, venv: str, *, system_site_
         return "kept"
     support = connection.run(f"{q(python)} -c 'import ensurepip, venv'", check=False)
     if support.exit_code != 0:
-        raise ConfigError(f"device {_device_id(connection)}: {python} cannot create a virtualenv (no ensurepip: "
+        raise ConfigError(f"device {connection.device.id}: {python} cannot create a virtualenv (no ensurepip: "
                           f"{support.stderr.strip()[-200:]})",
                           f"install Debian's {VENV_PACKAGE} package there (sudo apt-get install {VENV_PACKAGE}) and "
                           "run deploy-agent again")
@@ -89,7 +74,7 @@ def lock_install_command(venv: str, lock: str, wheelhouse: str | None) -> str:
     return f"{pip_install(venv, wheelhouse)} --require-hashes --only-binary :all: -r {q(lock)}"
 
 
-def install_lock(connection: _Connection, python: str, install_dir: str, venv: str, wheelhouse: str | None,
+def install_lock(connection: DeviceShell, python: str, install_dir: str, venv: str, wheelhouse: str | None,
                  timeout_s: float) -> tuple[str, str]:
     """Uploads and installs the lock of the device's Python and CPU; returns (Python X.Y, machine).
 
@@ -117,7 +102,7 @@ def pick_deb(pair: EdgeTpuPair, machine: str, names: list[str], distributions: t
     return next(iter(found)) if len(found) == 1 else None
 
 
-def host_distributions(connection: _Connection, os_release: str = OS_RELEASE) -> tuple[str, ...]:
+def host_distributions(connection: DeviceShell, os_release: str = OS_RELEASE) -> tuple[str, ...]:
     """How .deb file names may name the host's distribution, from its os-release: `<ID><VERSION_ID>` and
     `<VERSION_CODENAME>` (e.g. `ubuntu24.04`, `noble`; `debian12`, `bookworm`); () when it has none."""
     script = f'. {q(os_release)} && printf "%s%s\\n%s\\n" "$ID" "$VERSION_ID" "$VERSION_CODENAME"'
@@ -125,7 +110,7 @@ def host_distributions(connection: _Connection, os_release: str = OS_RELEASE) ->
     return tuple(line.strip().lower() for line in result.stdout.splitlines() if line.strip())
 
 
-def installed_versions(connection: _Connection, packages: tuple[str, ...]) -> dict[str, str]:
+def installed_versions(connection: DeviceShell, packages: tuple[str, ...]) -> dict[str, str]:
     """The installed version of each of `packages` that dpkg has."""
     format_ = q("${Package} ${Version} ${db:Status-Status}\\n")
     result = connection.run(f"dpkg-query -W -f={format_} {' '.join(q(p) for p in packages)} 2>/dev/null || true",
@@ -134,7 +119,7 @@ def installed_versions(connection: _Connection, packages: tuple[str, ...]) -> di
     return {fields[0]: fields[1] for fields in found if len(fields) == 3 and fields[2] == "installed"}
 
 
-def ensure_libedgetpu(connection: _Connection, python_version: str, machine: str, debs_dir: Path | None,
+def ensure_libedgetpu(connection: DeviceShell, python_version: str, machine: str, debs_dir: Path | None,
                       install_dir: str, pins: EdgeTpuPins | None = None) -> str:
     """Installs the libedgetpu paired with this Python's runtime when `debs_dir` is given; returns a note for the
     deploy result ('' when the paired build is there).
@@ -159,7 +144,7 @@ def ensure_libedgetpu(connection: _Connection, python_version: str, machine: str
     if name is None:
         host = "/".join(distributions) or "unknown distribution"
         raise EdgefleetError(f"{debs_dir} has no {pair.libedgetpu_package} {pair.libedgetpu_version} .deb for "
-                             f"{machine} on {host} (device {_device_id(connection)})",
+                             f"{machine} on {host} (device {connection.device.id})",
                              f"put the release's file matching {pair.deb_name(machine).pattern} there, the one "
                              f"built for {host} when there are several ({pair.source})")
     remote = f"{install_dir}/debs/{name}"
@@ -169,6 +154,6 @@ def ensure_libedgetpu(connection: _Connection, python_version: str, machine: str
                    timeout_s=600)
     now = installed_versions(connection, (pair.libedgetpu_package,)).get(pair.libedgetpu_package)
     if now != pair.libedgetpu_version:
-        raise EdgefleetError(f"device {_device_id(connection)}: {pair.libedgetpu_package} is {now} after installing "
+        raise EdgefleetError(f"device {connection.device.id}: {pair.libedgetpu_package} is {now} after installing "
                              f"{name}", "install the .deb by hand there to see apt's error")
     return f"; {pair.libedgetpu_package} {pair.libedgetpu_version} installed"

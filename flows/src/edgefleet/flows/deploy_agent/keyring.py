@@ -14,7 +14,7 @@ import shlex
 from pathlib import Path
 
 from edgefleet.flows.deploy_agent.params import RELEASE_KEY_FILE, RELEASE_KEYRING_DIR
-from edgefleet.flows.rollout.ssh import DeviceConnection
+from edgefleet.flows.fleet.connection import DeviceShell
 from edgefleet.kernel.errors import ConfigError, VerificationError
 from edgefleet.kernel.keyring import key_file_name, load_keyring
 from edgefleet.kernel.signing import public_key_from_bytes
@@ -41,7 +41,7 @@ def release_keyring_files(path_text: str) -> dict[str, str]:
     return {key_file_name(key): release_public_key_text(str(path / key_file_name(key))) for _, key in ring.keys}
 
 
-def install_keyring(connection: DeviceConnection, config_dir: str, files: dict[str, str]) -> str:
+def install_keyring(connection: DeviceShell, config_dir: str, files: dict[str, str]) -> str:
     """Writes the keyring into the device's root-owned `keys/release.d/` (new keys first, then the keys no longer
     in it are removed, and the single `release.pub` of older installs last); returns the keyring's path."""
     q = shlex.quote

@@ -2,7 +2,7 @@
 
 A Prefect parameter becomes root's files and commands on the device (a `.pth` line, a sudoers rule, a unit,
 a shell command), so paths are absolute normalised paths of safe characters, users are user names,
-environment variables are names and values without newlines (`edgefleet.flows.rollout.device_values`).
+environment variables are names and values without newlines (`edgefleet.flows.fleet.device_values`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgefleet.flows.deploy_agent.selfupdate import SelfUpdateParams
 from edgefleet.flows.deploy_agent.service import ServiceManager, ServiceManagerName, SystemdService
-from edgefleet.flows.registry import EnrolmentKeyParams
-from edgefleet.flows.rollout.device_values import (
+from edgefleet.flows.fleet.device_values import (
     CommandName,
     DevicePath,
     EnvName,
@@ -24,6 +23,7 @@ from edgefleet.flows.rollout.device_values import (
     UnixName,
     check_device_path,
 )
+from edgefleet.flows.registry import EnrolmentKeyParams
 from edgefleet.flows.rollout.params import Target
 from edgefleet.kernel.errors import ConfigError
 

@@ -14,7 +14,8 @@ import shlex
 from pathlib import Path
 
 from edgefleet.flows.deploy_agent.device_access import TPU_GROUPS
-from edgefleet.flows.rollout.ssh import CommandResult, DeviceConnection, RemoteCommandError
+from edgefleet.flows.fleet.connection import CommandResult, DeviceConnection, RemoteCommandError
+from edgefleet.flows.fleet.inventory import DeviceSpec
 from edgefleet.kernel.contracts.layout import INCOMING_DIR
 from edgefleet.kernel.errors import ConfigError, EdgefleetError
 
@@ -36,7 +37,7 @@ class SudoConnection:
         self._staging: str | None = None
 
     @property
-    def device(self):  # noqa: ANN201 - the DeviceSpec, as on DeviceConnection
+    def device(self) -> DeviceSpec:
         return self._connection.device
 
     def run(self, command: str, *, timeout_s: float | None = None, check: bool = True) -> CommandResult:
@@ -132,8 +133,11 @@ def sudo_password(secret_block: str | None) -> str | None:
     from prefect.blocks.system import Secret
 
     try:
-        return Secret.load(secret_block).get()
+        secret = Secret.load(secret_block)
     except ValueError as error:
         raise EdgefleetError(f"no Prefect Secret block named {secret_block!r}: {error}",
                              "create it (prefect block create secret, or Secret(value=...).save(name)) or set "
                              "sudo_password_secret to null for passwordless sudo") from error
+    if not isinstance(secret, Secret):  # a coroutine only when called from async code; deploy-agent's tasks are sync
+        raise TypeError("sudo_password is called from synchronous code only")
+    return str(secret.get())

@@ -33,6 +33,7 @@ from edgefleet.flows.deploy_agent.service import (
     _unit_value,
     service_commands,
 )
+from edgefleet.flows.fleet.connection import DeviceShell
 from edgefleet.kernel.configfile import validate
 from edgefleet.kernel.contracts.names import ChannelName
 from edgefleet.kernel.errors import ConfigError
@@ -159,12 +160,13 @@ def remove_updater_command(service_name: str, config_path: str, *, systemd: bool
     return f"{stop}rm -f {q(config_path)}"
 
 
-def install_updater(connection, params, spec: ServiceSpec, *, config_dir: str, public_key: str,  # noqa: ANN001
-                    check_unit: Callable[[Any, str], str], credentials_file: str | None = None) -> str:
+def install_updater(connection: DeviceShell, params: Any, spec: ServiceSpec, *, config_dir: str, public_key: str,
+                    check_unit: Callable[[DeviceShell, str], str], credentials_file: str | None = None) -> str:
     """Installs (self_update set) or removes (unset) the updater on one device; returns a note for the result.
 
-    `connection` is deploy-agent's (root on the device), `params` its DeployAgentParams, `check_unit` how it
-    verifies a unit on the device (`systemd-analyze verify`, the agent unit's check).
+    `connection` is deploy-agent's (root on the device), `params` its DeployAgentParams (untyped here: params.py
+    imports this module), `check_unit` how it verifies a unit on the device (`systemd-analyze verify`, the agent
+    unit's check).
 
     Raises:
         ConfigError: self_update without a registry to pull from, or a systemd older than supported.

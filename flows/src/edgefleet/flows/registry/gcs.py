@@ -118,14 +118,22 @@ class GcsRegistryWriter(RegistryWriter, GcsRegistryReader):
                 f"if no other publish is running, delete the incomplete version: gcloud storage rm -r "
                 f"{self.describe(key.rsplit('/', 1)[0])}/ , then publish again",
             ) from None
+        generation = self._stored_generation(blob, key)
         if not local.matches(blob):
-            self._delete_created([(key, blob.generation)])
+            self._delete_created([(key, generation)])
             raise RegistryError(
                 f"upload of {path} to {self.describe(key)} was corrupted (GCS has crc32c {blob.crc32c}, md5 "
                 f"{blob.md5_hash}, {blob.size} bytes; the file has {local.crc32c}, {local.md5}, "
                 f"{local.size})",
                 "publish again; if it persists, check the network path to GCS",
             )
+        return generation
+
+    def _stored_generation(self, blob: GcsBlob, key: str) -> int:
+        """The generation of the object just written (GCS's answer to a write always carries it)."""
+        if blob.generation is None:
+            raise RegistryError(f"GCS answered the write of {self.describe(key)} without its generation",
+                                "write it again; if it persists, check the network path to GCS")
         return blob.generation
 
     def _delete_created(self, created: list[tuple[str, int]]) -> None:
@@ -175,4 +183,4 @@ class GcsRegistryWriter(RegistryWriter, GcsRegistryReader):
                 f"{expected_crc})",
                 "write it again",
             )
-        return int(blob.generation)
+        return self._stored_generation(blob, key)

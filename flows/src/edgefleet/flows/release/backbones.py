@@ -82,7 +82,8 @@ def mobilenet_backbone(params: TrainingParams, input_size: int) -> keras.Model:
             input_shape=shape,
             alpha=params.mobilenet_alpha,
             include_top=False,
-            weights=WEIGHTS_IMAGENET if imagenet else None,
+            # keras leaves `weights` unannotated, so its default types it str; None (random init) is documented
+            weights=WEIGHTS_IMAGENET if imagenet else None,  # pyright: ignore[reportArgumentType]
             pooling="avg",
             name=BACKBONE_NAME,
         )
@@ -133,7 +134,8 @@ def build_model(params: TrainingParams, classes: int, batch_size: int | None) ->
         shape=(params.input_size, params.input_size, RGB_CHANNELS), batch_size=batch_size, name="image"
     )
     if params.architecture == "small_cnn":
-        outputs = small_cnn(inputs, classes, params.small_cnn_filters)
+        # keras.Input is unannotated; pyright infers a tensor-or-list from its body, one input here is one tensor
+        outputs = small_cnn(inputs, classes, params.small_cnn_filters)  # pyright: ignore[reportArgumentType]
     else:
         x = mobilenet_backbone(params, params.input_size)(inputs)
         x = keras.layers.Dense(classes, name="logits")(x)
@@ -252,4 +254,17 @@ def model_from_bytes(data: bytes) -> keras.Model:
     with tempfile.TemporaryDirectory(prefix="edgefleet-keras-") as tmp:
         path = Path(tmp) / "model.keras"
         path.write_bytes(data)
-        return keras.models.load_model(path, compile=False)
+        return load_keras_file(path)
+
+
+def load_keras_file(path: Path) -> keras.Model:
+    """The model a .keras/.h5 file holds (such a file can hold any saved Keras object, not only a model).
+
+    Raises:
+        ModelError: the file holds another Keras object.
+    """
+    loaded = keras.models.load_model(path, compile=False)
+    if not isinstance(loaded, keras.Model):
+        raise ModelError(f"{path} holds a Keras {type(loaded).__name__}, not a model",
+                         "save the model itself with model.save('model.keras')")
+    return loaded

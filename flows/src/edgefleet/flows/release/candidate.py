@@ -20,12 +20,12 @@ import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
+from prefect.client.schemas.objects import State
 from prefect.context import TaskRunContext
-from prefect.states import State
 
 from edgefleet.flows.release import backbones as backbones_module
 from edgefleet.flows.release import brought as brought_module
@@ -48,6 +48,7 @@ CACHED_STATE_NAME = "Cached"
 COMPILER_INPUT_NAME = "model.tflite"
 DATASETS_DIR = "datasets"
 CACHE_DIR = "cache"
+R = TypeVar("R")
 NO_DATASET_NOTE = "no dataset: not evaluated, no accuracy gates, no reference distributions"
 
 Stage = Callable[[str], AbstractContextManager[None]]
@@ -212,7 +213,7 @@ def compile_edgetpu(int8_tflite: bytes, compile_params: CompileParams) -> compil
 # --- the candidate -----------------------------------------------------------------------------------------
 
 
-def _result_of(state: State) -> tuple[object, bool]:
+def _result_of(state: State[R]) -> tuple[R, bool]:
     return state.result(), state.name == CACHED_STATE_NAME
 
 
@@ -226,18 +227,18 @@ def training_note(training: TrainingParams) -> str:
     return f"{training.architecture} (alpha {training.mobilenet_alpha}) {weights}, fine-tuned: {detail}"
 
 
-def trained_description(params: ReleaseParams, trained: train_module.TrainedModel) -> tuple[str, str]:
+def trained_description(
+    params: ReleaseParams, trained: train_module.TrainedModel
+) -> tuple[Literal["trained", "keras"], str]:
     """The origin kind ("keras" or "trained") and the one-line description of a trained or Keras model (pure)."""
     training = params.training
+    shape = f", input {training.input_size}x{training.input_size}x3"
     if params.source.kind == "keras":
-        kind, description = "keras", f"Keras model {params.source.path}"
-    else:
-        kind = "trained"
-        description = f"{training_note(training)}, {training.epochs} epochs max"
-        if trained.epochs_run is not None:
-            description += f" (ran {trained.epochs_run}, kept epoch {trained.best_epoch})"
-        description += f", seed {training.seed}"
-    return kind, description + f", input {training.input_size}x{training.input_size}x3"
+        return "keras", f"Keras model {params.source.path}{shape}"
+    description = f"{training_note(training)}, {training.epochs} epochs max"
+    if trained.epochs_run is not None:
+        description += f" (ran {trained.epochs_run}, kept epoch {trained.best_epoch})"
+    return "trained", f"{description}, seed {training.seed}{shape}"
 
 
 def trained_candidate(params: ReleaseParams, stage: Stage, work_dir: Path) -> Candidate:

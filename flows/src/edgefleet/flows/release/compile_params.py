@@ -6,7 +6,7 @@ without `mode` is `local`, as before the union.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -84,6 +84,9 @@ class CompileOff(_Compile):
         return self
 
 
-CompileParams = tagged_union(CompileLocal, CompileSsh, CompileOff, tag="mode", where="compile", default="local",
-                             aliases={False: "off"})
+if TYPE_CHECKING:  # what a checker reads; at run time the annotated union below, which pydantic validates
+    CompileParams = CompileLocal | CompileSsh | CompileOff
+else:
+    CompileParams = tagged_union(CompileLocal, CompileSsh, CompileOff, tag="mode", where="compile",
+                                 default="local", aliases={False: "off"})
 """The `compile:` section of a release: `CompileLocal` | `CompileSsh` | `CompileOff`, by `mode`."""

@@ -8,7 +8,9 @@ subprocess, or the project's one verified SSH connection); `compile_model` turns
 
 from __future__ import annotations
 
+import getpass
 import logging
+import math
 import shlex
 import shutil
 import subprocess
@@ -17,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-from edgefleet.flows.release.compile_params import CompileOff, CompileParams, CompileSsh
+from edgefleet.flows.fleet.connection import HostConnection
+from edgefleet.flows.fleet.hosts import CompileHostSpec
+from edgefleet.flows.release.compile_params import CompileLocal, CompileOff, CompileSsh
 from edgefleet.flows.release.compiler_output import (
     CompileError,
     CompilerNotFound,
@@ -47,17 +51,23 @@ class CompilerRun(NamedTuple):
 class CompilerHost(Protocol):
     """Where the compiler runs."""
 
-    description: str
+    @property
+    def description(self) -> str:
+        """Names the compiler and where it runs, for messages."""
+        ...
 
     def available(self) -> bool:
         """True when the compiler can be run there."""
+        ...
 
     @property
     def missing_reason(self) -> str:
         """Says where the compiler was looked for, when `available()` is False."""
+        ...
 
     def run(self, model: Path, out_dir: Path) -> CompilerRun:
         """Compiles `model`; results land in local `out_dir`."""
+        ...
 
 
 def output_names(model: Path) -> tuple[str, str]:
@@ -120,21 +130,13 @@ class LocalCompiler:
         return _collect(out_dir, model, done.returncode, done.stdout, done.stderr)
 
 
-def _ssh_errors() -> tuple[type[BaseException], ...]:
-    """What a Fabric session raises when the host is unreachable, refuses us, or a command times out."""
-    from invoke.exceptions import CommandTimedOut
-    from paramiko.ssh_exception import SSHException
-
-    return (OSError, EOFError, SSHException, CommandTimedOut)
-
-
 @dataclass(frozen=True)
 class SshCompiler:
     """`edgetpu_compiler` on a compile host (x86-64 Linux) reached over SSH.
 
-    The connection is the rollout's (`edgefleet.flows.rollout.ssh.DeviceConnection`): the compile host's key
-    must be in `known_hosts`; an unknown or changed key is refused, so what an impostor returns is never
-    signed (issue 11, finding 2).
+    The connection is the fleet's one (`edgefleet.flows.fleet.connection.HostConnection` of a `CompileHostSpec`):
+    the compile host's key must be in `known_hosts`; an unknown or changed key is refused, so what an impostor
+    returns is never signed (issue 11, finding 2).
     """
 
     host: str
@@ -151,20 +153,21 @@ class SshCompiler:
         target = f"{self.user}@{self.host}" if self.user else self.host
         return f"{self.compiler} on {target}:{self.port}"
 
-    def _connection(self):  # -> DeviceConnection (imported lazily: only the ssh mode needs Fabric)
-        import getpass
-        import math
+    def spec(self) -> CompileHostSpec:
+        """The compile host as an SSH host (its key file required: devices and compile host log in with keys).
 
-        from edgefleet.flows.rollout.inventory import DeviceSpec
-        from edgefleet.flows.rollout.ssh import DeviceConnection
-
+        Raises:
+            CompileError: no compile.key_file.
+        """
         if not self.key_file:
             raise CompileError(f"compile host {self.description}: no compile.key_file",
                                "set compile.key_file to the SSH private key the compile host accepts")
-        device = DeviceSpec(id="compile-host", host=self.host, port=self.port, user=self.user or getpass.getuser(),
-                            key_file=expand(self.key_file), connect_timeout_s=max(1, math.ceil(self.connect_timeout_s)),
-                            connect_attempts=1, command_timeout_s=self.timeout_s)
-        return DeviceConnection(device, expand(self.known_hosts))
+        return CompileHostSpec(host=self.host, port=self.port, user=self.user or getpass.getuser(),
+                               key_file=expand(self.key_file), command_timeout_s=self.timeout_s,
+                               connect_timeout_s=max(1, math.ceil(self.connect_timeout_s)))
+
+    def _connection(self) -> HostConnection[CompileHostSpec]:
+        return HostConnection(self.spec(), expand(self.known_hosts))
 
     @property
     def missing_reason(self) -> str:
@@ -172,7 +175,7 @@ class SshCompiler:
         return f"{self.compiler} was not found on compile host {target}"
 
     def _refused(self, error: EdgefleetError) -> CompileError:
-        return CompileError(f"compile host {self.description}: {error.message}",
+        return CompileError(f"{self.description}: {error.message}",
                             error.fix or "check compile.host/user/port/key_file/known_hosts")
 
     def available(self) -> bool:
@@ -201,20 +204,17 @@ class SshCompiler:
                     for name in (model_name, log_name):
                         remote = f"{remote_dir}/{name}"
                         if connection.run(f"test -f {shlex.quote(remote)}", check=False).exit_code == 0:
-                            connection.connection.get(remote, str(out_dir / name))
+                            connection.get(remote, out_dir / name)
                 finally:
                     connection.run(f"rm -rf {shlex.quote(remote_dir)}", check=False)
         except CompileError:
             raise
         except EdgefleetError as error:
             raise self._refused(error) from error
-        except _ssh_errors() as error:
-            raise CompileError(f"compile host {self.description}: transfer failed ({error})",
-                               "check the compile host's disk and network") from error
         return _collect(out_dir, model, done.exit_code, done.stdout, done.stderr)
 
 
-def compiler_host(params: CompileParams) -> CompilerHost | None:
+def compiler_host(params: CompileLocal | CompileSsh | CompileOff) -> CompilerHost | None:
     """The host `params` asks for, or None when compilation is off."""
     if isinstance(params, CompileOff):
         return None

@@ -25,6 +25,7 @@ from edgefleet.flows.release.backbones import (  # noqa: F401 - build_model & co
     RGB_CHANNELS,
     build_model,
     freeze,
+    load_keras_file,
     model_from_bytes,
     model_to_bytes,
 )
@@ -94,7 +95,8 @@ def _optimizer(params: TrainingParams, steps_per_epoch: int) -> keras.optimizers
     rate: float | keras.optimizers.schedules.LearningRateSchedule = params.learning_rate
     if params.lr_schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(params.learning_rate, params.epochs * steps_per_epoch)
-    return keras.optimizers.Adam(rate)
+    # keras leaves learning_rate unannotated (typed float by its default); a schedule is documented
+    return keras.optimizers.Adam(rate)  # pyright: ignore[reportArgumentType]
 
 
 def _with_augmentation(model: keras.Model, params: TrainingParams) -> keras.Model:
@@ -150,7 +152,7 @@ def train(dataset: Dataset, params: TrainingParams) -> TrainedModel:
         shuffle=True,
         validation_data=validation,
         callbacks=callbacks,
-        verbose=0,
+        verbose=0,  # pyright: ignore[reportArgumentType] - typed str by its default "auto"; 0 is documented
     )
     epochs_run = len(history.history["loss"])
     best = int(np.argmin(history.history["val_loss"])) if validation is not None and callbacks else epochs_run - 1
@@ -196,7 +198,7 @@ def _load_user_model(path: Path) -> keras.Model:
                 )
             return _wrap_saved_model(path)
         if path.suffix == KERAS_SUFFIX or path.suffix in H5_SUFFIXES:
-            return keras.models.load_model(path, compile=False)
+            return load_keras_file(path)
     except (OSError, ValueError, TypeError) as error:
         raise ModelError(
             f"Keras model {path} cannot be loaded ({error})",

@@ -1,9 +1,10 @@
-"""Fleet rollout over SSH: inventory, connections, per-device steps, the `rollout` and `promote-canary` flows.
+"""Fleet rollout over SSH: per-device steps, the `rollout` and `promote-canary` flows.
 
-- `edgefleet.flows.rollout.inventory`: `fleet.yaml` (devices, defaults, known_hosts), `load_inventory`.
-- `edgefleet.flows.rollout.ssh`: Fabric connections that verify host keys (RejectPolicy) and never hang.
-- `edgefleet.flows.rollout.device`: what one device goes through (preflight, upload, verify, activate,
-  health, rollback), as plain functions taking the connection first.
+Devices are reached through the fleet package (`edgefleet.flows.fleet`: the inventory, the one verified
+connection, agent operations, step records).
+
+- `edgefleet.flows.rollout.device`: what one device goes through (preflight, upload, health), as plain
+  functions taking the connection first; verify, activate and rollback are `edgefleet.flows.fleet.agent`'s.
 - `edgefleet.flows.rollout.flow`: the `rollout` flow (waves, failure threshold, rollback policy, record).
 - `edgefleet.flows.rollout.promote`: the scheduled `promote-canary` flow.
 """

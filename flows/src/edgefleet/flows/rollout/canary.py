@@ -154,7 +154,7 @@ def mix_change(cells: Sequence[int], field: str) -> Change:
 
 
 def reference_mix_drift(cells: Sequence[int], reference: Distributions) -> Change:
-    ref_counts = reference.class_counts()
+    ref_counts: dict[int, float] = dict(reference.class_counts())  # counts, compared as the windows' floats
 
     def change(before: Window, after: Window) -> tuple[float, float, float]:
         used, (old_counts, new_counts, ref) = comparable(cells, before.classes, after.classes, ref_counts)
@@ -305,14 +305,14 @@ def swap_metric(canary: Sequence[Device], gate: CanaryGate) -> Metric:
 
 
 def reference_metric(name: MetricName, reference: Distributions | None, reference_n: int, gate: CanaryGate,
-                     build: Callable[[], Metric]) -> Metric:
+                     build: Callable[[Distributions], Metric]) -> Metric:
     """A reference metric only with a usable reference (it is fixed: a missing one is not waited for)."""
     if reference is None or reference_n == 0:
         return _no_data(name, gate, "-", "-", "", "nothing to compare with", waiting=False)
     if reference_n < gate.min_reference_samples:
         return _no_data(name, gate, "-", f"n={reference_n}", "",
                         f"reference of {reference_n} images (< {gate.min_reference_samples})", waiting=False)
-    return build()
+    return build(reference)
 
 
 # --- the verdict ----------------------------------------------------------------------------------------
@@ -335,16 +335,16 @@ def judge(evidence: WaveEvidence, reference: Distributions | None, gate: CanaryG
         shift_metric("class_mix_control", changes(canary, control, "classes", mix_change(cells, "classes"), gate),
                      gate, excess_floor(gate.max_class_divergence, "JS"), scale=cube_root, final=final),
         reference_metric("class_mix_reference", reference, sum(reference.class_counts().values()) if reference
-                         else 0, gate, lambda: shift_metric(
+                         else 0, gate, lambda usable: shift_metric(
                              "class_mix_reference", changes(canary, (), "classes",
-                                                            reference_mix_drift(cells, reference), gate),
+                                                            reference_mix_drift(cells, usable), gate),
                              gate, plain_floor(gate.max_reference_divergence, "JS drift"), with_controls=False,
                              final=final)),
         shift_metric("score_control", changes(canary, control, "score", score_change, gate), gate,
                      plain_floor(gate.max_score_drop, "drop"), final=final),
         reference_metric("score_reference", reference, sum(reference.score_counts().values()) if reference
-                         else 0, gate, lambda: shift_metric(
-                             "score_reference", changes(canary, (), "score", reference_score_drift(reference),
+                         else 0, gate, lambda usable: shift_metric(
+                             "score_reference", changes(canary, (), "score", reference_score_drift(usable),
                                                         gate),
                              gate, plain_floor(gate.max_reference_score_drop, "drop below ref"),
                              with_controls=False, final=final)),

@@ -2,16 +2,12 @@
 
 preflight -> upload_missing -> verify_remote -> activate -> wait_healthy (up?) -> (done | rollback_to);
 the wave's canary judgement then reads the agents' status (`probe`) when no fleet monitor is there.
-
-The device is read with one small shell command (`probe`: the agent's `status.json`, the store's
-`current` / `previous` pointers, its refusals, free disk space and the device clock), so health polling
-costs no Python start-up on the device; changes go through the device CLI (`edgefleet-agent verify /
-install / activate`), which verifies signatures and switches pointers atomically.
+`probe`, `verify_remote`, `activate` and `rollback_to` are agent operations (`edgefleet.flows.fleet.agent`);
+here is the rollout's policy: what makes a device ready, what to send, when it counts as up.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shlex
 import time
@@ -23,6 +19,8 @@ from typing import Any
 
 from edgefleet.device.bundle import sha256_file
 from edgefleet.device.doctor import DoctorReport, blocking_failures
+from edgefleet.flows.fleet.agent import DeviceProbe, probe
+from edgefleet.flows.fleet.connection import DeviceConnection, RemoteCommandError
 from edgefleet.flows.rollout.health import (
     LivenessVerdict,
     StatusBaseline,
@@ -31,30 +29,20 @@ from edgefleet.flows.rollout.health import (
     status_verdict,
 )
 from edgefleet.flows.rollout.params import HealthGate, LivenessCheck
-from edgefleet.flows.rollout.ssh import DeviceConnection, RemoteCommandError, remote_path
 from edgefleet.kernel.contracts.layout import (
-    CURRENT_POINTER,
     MANIFEST_FILE,
-    PREVIOUS_POINTER,
     SIGNATURE_FILE,
-    STATUS_FILE,
     device_incoming_dir,
     device_model_dir,
-    device_pointer,
-    device_refused_file,
-    device_version_dir,
     is_version,
     version_sort_key,
 )
 from edgefleet.kernel.contracts.manifest import Manifest
-from edgefleet.kernel.contracts.refusal import Refusal, find_refusal, parse_refusals
-from edgefleet.kernel.contracts.status import AgentStatus, parse_status
+from edgefleet.kernel.contracts.refusal import find_refusal
+from edgefleet.kernel.contracts.status import AgentStatus
 from edgefleet.kernel.errors import EdgefleetError
 
 log = logging.getLogger(__name__)
-
-PROBE_MARK = "EDGEFLEET-PROBE"
-
 
 class PreflightError(EdgefleetError):
     """A device is not ready for the rollout (agent not alive, disk full, version refused before...)."""
@@ -66,23 +54,6 @@ class DeviceRefused(EdgefleetError):
 
 class HealthTimeout(EdgefleetError):
     """The device did not become healthy on the new version in time, or became unhealthy."""
-
-
-@dataclass(frozen=True)
-class DeviceProbe:
-    """One look at a device."""
-
-    root: str
-    """The agent root, absolute."""
-    now_epoch: float
-    status: AgentStatus | None
-    current: str | None
-    previous: str | None
-    refused: tuple[Refusal, ...]
-    """The model's refusal list (empty when there is none or it cannot be read)."""
-    free_bytes: int
-    installed_manifest_sha256: str | None
-    """sha256 of models/<model>/<version>/manifest.json when that version is installed."""
 
 
 @dataclass(frozen=True)
@@ -109,47 +80,6 @@ class HealthResult:
     healthy_after_s: float
     status: AgentStatus | None
     """The agent's status when it came up (None when it was never read)."""
-
-
-def probe_script(root: str, model: str, version: str) -> str:
-    """The shell command `probe` runs: every path from the on-device layout (`kernel/contracts/layout.py`)."""
-    r = remote_path(root)
-    q = shlex.quote
-    # Each value on its own line after a marker; files may be missing (agent never ran, model absent).
-    return (
-        f'mkdir -p {r} && cd {r} && echo {PROBE_MARK}; pwd -P; date +%s.%N; '
-        f'readlink {q(device_pointer(model, CURRENT_POINTER))} || echo; '
-        f'readlink {q(device_pointer(model, PREVIOUS_POINTER))} || echo; '
-        f'df -Pk . | awk \'NR==2 {{print $4 * 1024}}\'; '
-        f'(sha256sum {q(f"{device_version_dir(model, version)}/{MANIFEST_FILE}")} 2>/dev/null || echo -) '
-        f'| cut -d" " -f1; '
-        f'cat {q(device_refused_file(model))} 2>/dev/null | tr -d "\\n"; echo; '
-        f'cat {q(STATUS_FILE)} 2>/dev/null | tr -d "\\n"; echo'
-    )
-
-
-def parse_probe(output: str) -> DeviceProbe:
-    """Reads the probe script's output (what follows its marker: login banners before it are skipped)."""
-    lines = output.split(PROBE_MARK, 1)[-1].split("\n")[1:]
-    lines += [""] * (9 - len(lines))
-    root, now, current, previous, free, manifest_sha, refused, status = lines[:8]
-    try:
-        refusals = parse_refusals(refused)
-    except ValueError:  # unreadable: as the device's own store does, read as no refusals
-        refusals = ()
-    return DeviceProbe(root=root.strip(), now_epoch=float(now), status=parse_status(status),
-                       current=current.strip() or None, previous=previous.strip() or None,
-                       refused=refusals, free_bytes=int(float(free or 0)),
-                       installed_manifest_sha256=None if manifest_sha.strip() in ("", "-") else manifest_sha.strip())
-
-
-def probe(connection: DeviceConnection, model: str, version: str) -> DeviceProbe:
-    """Reads the device's agent status, pointers, refusals, free space and clock in one command.
-
-    Raises:
-        DeviceUnreachable, RemoteCommandError.
-    """
-    return parse_probe(connection.run(probe_script(connection.device.agent_root, model, version)).stdout)
 
 
 def lower_version_refusal(device_id: str, model: str, *, current: str | None, version: str,
@@ -221,7 +151,7 @@ def doctor_preflight(connection: DeviceConnection, has_edgetpu_variant: bool) ->
 
     The Edge TPU's failures matter only when the version has an edgetpu variant and the device's agent requires
     the TPU (`inference.require_edgetpu`); otherwise the agent runs the CPU variant and they become notes.
-    An agent without `doctor` (older than issue 12) is not held back: a note says so.
+    An agent without `doctor` (one from before it existed) is not held back: a note says so.
 
     Raises:
         PreflightError: listing every blocking failure with its fix.
@@ -292,33 +222,6 @@ def upload_missing(connection: DeviceConnection, root: str, local_dir: Path, man
     return UploadResult(staging, transferred, reused, tuple(sent))
 
 
-def verify_remote(connection: DeviceConnection, staging: str) -> dict[str, Any]:
-    """`edgefleet-agent verify STAGING --json` on the device (signature and every file).
-
-    Raises:
-        RemoteCommandError: the device's verification failed (its message says which file or key).
-    """
-    return json.loads(connection.agent("verify", staging, "--json").stdout)
-
-
-def activate(connection: DeviceConnection, model: str, version: str, staging: str | None) -> None:
-    """Installs the staged version (when given) and makes it current; the staging directory is removed.
-
-    Raises:
-        RemoteCommandError: install or activate failed on the device (its store is unchanged).
-    """
-    if staging is not None:
-        connection.agent("install", staging, "--activate", "--json")
-        connection.run(f"rm -rf {shlex.quote(staging)}", check=False)  # best effort: the version is in
-    else:
-        connection.agent("activate", model, version, "--json")
-
-
-def rollback_to(connection: DeviceConnection, model: str, version: str) -> None:
-    """Makes `version` current again (the agent swaps back within its watch interval)."""
-    connection.agent("activate", model, version, "--json")
-
-
 MonitorQuery = Callable[[str, str, datetime], Any]
 """(device_id, version, since) -> DeviceVersionHealth from the fleet monitor, or None when there is none."""
 
@@ -339,7 +242,7 @@ def wait_healthy(connection: DeviceConnection, model: str, version: str, activat
     started = clock()
     deadline = started + gate.timeout_s
     baseline: StatusBaseline | None = None
-    use_monitor = monitor is not None and gate.source != "agent"
+    ask_monitor = monitor if gate.source != "agent" else None
     verdict = LivenessVerdict("wait", "not checked yet", "agent")
     while True:
         seen = probe(connection, model, version)
@@ -355,7 +258,7 @@ def wait_healthy(connection: DeviceConnection, model: str, version: str, activat
                                     f"after {model} {version} was activated", "look at the agent's log on the device")
         if baseline is None and status is not None and status.version == version:
             baseline = StatusBaseline(status.swap_failures)
-        health = monitor(device.id, version, activated_at) if use_monitor else None
+        health = ask_monitor(device.id, version, activated_at) if ask_monitor is not None else None
         if health is not None and health.known:
             verdict = monitor_verdict(health, gate)
         elif gate.source != "monitor":

@@ -30,11 +30,11 @@ from prefect.flow_runs import pause_flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict
 
+from edgefleet.flows.fleet.inventory import Inventory, load_inventory
 from edgefleet.flows.registry import RegistryWriter, open_registry_writer
 from edgefleet.flows.registry.staged import partly_staged
 from edgefleet.flows.registry.trusted import require_followable
 from edgefleet.flows.release.keys import channel_signing_key
-from edgefleet.flows.rollout.inventory import Inventory, load_inventory
 from edgefleet.flows.rollout.judgement import Judged, WaveSubject, most_common
 from edgefleet.flows.rollout.params import RolloutParams
 from edgefleet.flows.rollout.record import (

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -170,8 +171,12 @@ def divergence_test(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
         return 0.0, 1.0
     p, q = table[0] / table[0].sum(), table[1] / table[1].sum()
     divergence = float(jensenshannon(p, q, base=2) ** 2)
-    _, pvalue, _, _ = stats.chi2_contingency(table, correction=False)
-    return divergence, float(pvalue)
+    return divergence, _pvalue(stats.chi2_contingency(table, correction=False))
+
+
+def _pvalue(result: Any) -> float:  # noqa: ANN401 - scipy builds its result types at run time
+    """The `pvalue` field of a scipy test result (checkers see no fields on scipy's run-time result bunches)."""
+    return float(result.pvalue)
 
 
 def chance_divergence(a: np.ndarray, b: np.ndarray) -> float:
@@ -193,7 +198,7 @@ def combined_p(pvalues: Sequence[float]) -> float:
     if len(pvalues) == 1:
         return float(pvalues[0])
     clipped = np.clip(np.asarray(pvalues, dtype=float), 1e-300, 1 - 1e-16)
-    return float(stats.combine_pvalues(clipped, method="stouffer").pvalue)
+    return _pvalue(stats.combine_pvalues(clipped, method="stouffer"))
 
 
 def shift_greater(canary: Sequence[float], control: Sequence[float]) -> float:
@@ -203,7 +208,6 @@ def shift_greater(canary: Sequence[float], control: Sequence[float]) -> float:
         return 1.0
     if np.ptp(np.concatenate([canary, control])) < NO_SPREAD:
         return 1.0
-    result = stats.ttest_ind(np.asarray(canary, float), np.asarray(control, float), equal_var=True,
-                             alternative="greater")
-    pvalue = float(result.pvalue)
+    pvalue = _pvalue(stats.ttest_ind(np.asarray(canary, float), np.asarray(control, float), equal_var=True,
+                                     alternative="greater"))
     return 1.0 if math.isnan(pvalue) else pvalue

@@ -24,13 +24,13 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict
 
+from edgefleet.flows.fleet.inventory import load_inventory
 from edgefleet.flows.registry import RegistryWriter, open_registry_writer
 from edgefleet.flows.registry.channels import verified_pointed_manifest
 from edgefleet.flows.registry.staged import partly_staged
 from edgefleet.flows.registry.trusted import ABSENT, VERIFIED, untrusted_error
 from edgefleet.flows.release.keys import channel_signing_key
 from edgefleet.flows.release.params import SigningParams
-from edgefleet.flows.rollout.inventory import load_inventory
 from edgefleet.flows.rollout.judgement import MonitorCollector, WaveSubject, look, most_common
 from edgefleet.flows.rollout.params import PromotionParams
 from edgefleet.flows.rollout.verdict import Verdict

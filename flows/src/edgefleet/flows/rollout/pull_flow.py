@@ -159,9 +159,11 @@ def _judge(params: PullRolloutParams, record: RolloutRecord, manifest: Manifest,
            wave: int, observation: WaveObservation, since: datetime) -> PullDecision:
     verdict = None
     if needs_verdict(observation, params.failure_threshold):
-        moved_now = set(moved(record.rollout_id, sorted(fleet), record.pull.shares[-1]))  # type: ignore[union-attr]
+        progress = record.pull
+        assert progress is not None
+        moved_now = set(moved(record.rollout_id, sorted(fleet), progress.shares[-1]))
         subject = WaveSubject(
-            model=record.model, version=record.version, devices=observation.up, before=record.pull.replaces,
+            model=record.model, version=record.version, devices=observation.up, before=progress.replaces,
             activated_at=since, others=tuple(d for d in sorted(fleet) if d not in moved_now),
             reference=manifest.reference.distributions if manifest.reference else None,
             detector=manifest.task == "detection", label_count=manifest.label_count)

@@ -6,11 +6,12 @@ artifact. Re-running a rollout reads it back and skips the devices already `done
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgefleet.flows.fleet.steps import StepRecord, utc_now
 from edgefleet.flows.registry import RegistryWriter, rollout_key
 from edgefleet.flows.rollout.verdict import Sample, Verdict
 from edgefleet.kernel.errors import EdgefleetError
@@ -19,22 +20,6 @@ RECORD_SCHEMA = 4  # 2: canary verdicts per wave; 3: the wave plan seed; 4: `pul
 # (an older record reads as one without)
 DeviceState = Literal["pending", "done", "failed", "rolled_back", "skipped"]
 RolloutState = Literal["running", "halted", "completed"]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-class StepRecord(BaseModel):
-    """One step on one device."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str
-    ok: bool
-    started_at: datetime
-    seconds: float
-    detail: str = ""
 
 
 class DeviceError(BaseModel):

@@ -24,12 +24,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from edgefleet.device.agent.shadow_stats import ShadowReport
+from edgefleet.flows.fleet import agent as agent_ops
+from edgefleet.flows.fleet.connection import DeviceConnection
+from edgefleet.flows.fleet.inventory import DeviceSpec, Inventory
 from edgefleet.flows.rollout import device as steps
-from edgefleet.flows.rollout.inventory import DeviceSpec, Inventory
 from edgefleet.flows.rollout.params import CanaryGate, HealthGate
 from edgefleet.flows.rollout.shadow import ShadowVerdict, judge_shadow_safely
 from edgefleet.flows.rollout.shadow_params import ShadowWave
-from edgefleet.flows.rollout.ssh import DeviceConnection
 from edgefleet.flows.rollout.tasks import PreparedVersion
 from edgefleet.kernel.contracts.telemetry import ShadowSummary
 from edgefleet.kernel.errors import EdgefleetError
@@ -58,7 +59,7 @@ def stage_candidate(inventory: Inventory, device: DeviceSpec, prepared: Prepared
                                       signed_downgrade=prepared.signed_downgrade)
             if not checked.already_installed:
                 uploaded = steps.upload_missing(connection, checked.probe.root, prepared.local_dir, prepared.manifest)
-                steps.verify_remote(connection, uploaded.staging)
+                agent_ops.verify_remote(connection, uploaded.staging)
                 connection.agent("install", uploaded.staging, "--json")  # no --activate: nothing switches
                 connection.run(f"rm -rf {shlex.quote(uploaded.staging)}", check=False)
             connection.agent("shadow", prepared.model, prepared.version, "--json")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -15,10 +15,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from edgefleet.device.bundle import verify_version_dir
+from edgefleet.flows.fleet import agent as agent_ops
+from edgefleet.flows.fleet.connection import DeviceConnection
+from edgefleet.flows.fleet.inventory import DeviceSpec, Inventory
+from edgefleet.flows.fleet.steps import StepFailed, StepNote, StepRecord, record_step, utc_now
 from edgefleet.flows.registry import RegistryWriter
 from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.rollout import device as steps
-from edgefleet.flows.rollout.inventory import DeviceSpec, Inventory
 from edgefleet.flows.rollout.judgement import (
     Judged,
     MonitorCollector,
@@ -28,8 +31,7 @@ from edgefleet.flows.rollout.judgement import (
     status_sample,
 )
 from edgefleet.flows.rollout.params import CanaryGate, HealthGate, LivenessCheck
-from edgefleet.flows.rollout.record import DeviceError, DeviceOutcome, StepRecord, utc_now
-from edgefleet.flows.rollout.ssh import DeviceConnection
+from edgefleet.flows.rollout.record import DeviceError, DeviceOutcome
 from edgefleet.flows.rollout.verdict import Sample
 from edgefleet.kernel.contracts.manifest import Manifest
 from edgefleet.kernel.contracts.status import AgentStatus
@@ -134,12 +136,12 @@ def upload_task(connection: DeviceConnection, root: str, prepared: PreparedVersi
 
 @task(name="verify", cache_policy=NO_CACHE)
 def verify_task(connection: DeviceConnection, staging: str) -> dict[str, Any]:
-    return steps.verify_remote(connection, staging)
+    return agent_ops.verify_remote(connection, staging)
 
 
 @task(name="activate", cache_policy=NO_CACHE)
 def activate_task(connection: DeviceConnection, prepared: PreparedVersion, staging: str | None) -> None:
-    steps.activate(connection, prepared.model, prepared.version, staging)
+    agent_ops.activate(connection, prepared.model, prepared.version, staging)
 
 
 @task(name="wait-up", cache_policy=NO_CACHE)
@@ -156,7 +158,7 @@ def ssh_status_reader(inventory: Inventory, model: str, version: str) -> Callabl
         for device_id in device_ids:
             try:
                 with DeviceConnection(inventory.device(device_id), inventory.known_hosts) as connection:
-                    statuses[device_id] = steps.probe(connection, model, version).status
+                    statuses[device_id] = agent_ops.probe(connection, model, version).status
             except EdgefleetError as error:
                 log.warning("canary: cannot read the status of %s: %s", device_id, error.message)
                 statuses[device_id] = None
@@ -186,22 +188,6 @@ def judge_wave_task(wave: int, subject: WaveSubject, canary: CanaryGate, health:
     return await_verdict(subject, canary, collector, "agent", poll_interval_s=health.poll_interval_s)
 
 
-class StepFailed(Exception):
-    """A device step failed: which step, and the error it raised (`cause`)."""
-
-    def __init__(self, step: str, cause: BaseException) -> None:
-        super().__init__(f"{step}: {cause}")
-        self.step = step
-        self.cause = cause
-
-
-@dataclass
-class StepNote:
-    """What a step says about itself when it passes (shown in the record's step list)."""
-
-    detail: str = ""
-
-
 @dataclass
 class DeviceRun:
     """One device's way through the rollout steps: what each step did, and what is known so far."""
@@ -213,20 +199,9 @@ class DeviceRun:
     reused: int = 0
     activated_at: datetime | None = None
 
-    @contextmanager
-    def step(self, name: str) -> Iterator[StepNote]:
+    def step(self, name: str) -> AbstractContextManager[StepNote]:
         """Times one step and records it; a failure is re-raised as `StepFailed(name, cause)`."""
-        started_at, started = utc_now(), time.perf_counter()
-        note = StepNote()
-        try:
-            yield note
-        except Exception as error:
-            message = error.message if isinstance(error, EdgefleetError) else f"{type(error).__name__}: {error}"
-            self.steps.append(StepRecord(name=name, ok=False, started_at=started_at,
-                                         seconds=time.perf_counter() - started, detail=message[:500]))
-            raise StepFailed(name, error) from error
-        self.steps.append(StepRecord(name=name, ok=True, started_at=started_at,
-                                     seconds=time.perf_counter() - started, detail=note.detail))
+        return record_step(self.steps, name)
 
     def failed(self, failure: StepFailed, version: str) -> DeviceOutcome:
         """The outcome of a run that stopped at `failure` (the device ran `version` from the activation on,
@@ -298,7 +273,7 @@ def rollback_device(inventory: Inventory, device: DeviceSpec, model: str, versio
     started_at, started = utc_now(), time.perf_counter()
     try:
         with DeviceConnection(device, inventory.known_hosts) as connection:
-            steps.rollback_to(connection, model, version)
+            agent_ops.rollback_to(connection, model, version)
     except EdgefleetError as error:
         return StepRecord(name="rollback", ok=False, started_at=started_at, seconds=time.perf_counter() - started,
                           detail=f"rollback to {version} failed: {error.message}"[:500])

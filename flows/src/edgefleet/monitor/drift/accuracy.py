@@ -57,7 +57,8 @@ class AccuracyEstimate(BaseModel):
     """Share of the device's frames in score buckets the held-out split had no image in."""
 
 
-def fit_counts(images: Sequence[int], correct: Sequence[int], *, isotonic: bool = True) -> CalibrationTable:
+def fit_counts(images: Sequence[int] | np.ndarray, correct: Sequence[int] | np.ndarray, *,
+               isotonic: bool = True) -> CalibrationTable:
     """The table from per-bucket counts of held-out images and of correct answers among them."""
     n, c = np.asarray(images, dtype=float), np.asarray(correct, dtype=float)
     if n.shape != (SCORE_BUCKETS,) or c.shape != n.shape or (c > n).any() or (c < 0).any():

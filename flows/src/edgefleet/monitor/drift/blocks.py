@@ -136,7 +136,9 @@ def mix_divergence(mix: np.ndarray, reference: np.ndarray) -> np.ndarray:
     (broadcast against `mix`: one reference, or one per series)."""
     rows = mix / np.maximum(mix.sum(axis=-1, keepdims=True), 1)
     ref = np.broadcast_to(reference / reference.sum(axis=-1, keepdims=True), rows.shape)
-    divergence = jensenshannon(rows, ref, axis=-1, base=2) ** 2
+    # scipy's bundled distance.pyi lists jensenshannon without its keyword-only axis (scipy >= 1.7 has it,
+    # and then returns one divergence per row, not a float64)
+    divergence = jensenshannon(rows, ref, axis=-1, base=2) ** 2  # pyright: ignore[reportCallIssue]
     return np.cbrt(np.nan_to_num(divergence))
 
 

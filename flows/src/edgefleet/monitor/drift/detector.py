@@ -239,21 +239,21 @@ def scan(z: np.ndarray, k: np.ndarray | float, h: np.ndarray | float, s: np.ndar
     """Runs the CUSUM over `z` (T blocks x D series, standardized) from the given state (default 0)."""
     z = np.asarray(z, dtype=float).reshape(len(z), -1)
     width = z.shape[1]
-    s = np.zeros(width) if s is None else np.array(s, dtype=float)
-    run_length = np.zeros(width) if run_length is None else np.array(run_length, dtype=float)
-    run_sum = np.zeros(width) if run_sum is None else np.array(run_sum, dtype=float)
+    cusum = np.zeros(width) if s is None else np.array(s, dtype=float)
+    length = np.zeros(width) if run_length is None else np.array(run_length, dtype=float)
+    total = np.zeros(width) if run_sum is None else np.array(run_sum, dtype=float)
     first, first_length, first_sum = np.full(width, -1), np.zeros(width), np.zeros(width)
     alarms = np.zeros(width, dtype=int)
     for t, row in enumerate(z):
-        s = np.maximum(0.0, s + np.nan_to_num(row) - k)  # a block without a value adds nothing
-        running = s > 0
-        run_length = np.where(running, run_length + 1, 0.0)
-        run_sum = np.where(running, run_sum + np.nan_to_num(row), 0.0)
-        alarm = s > h
+        cusum = np.maximum(0.0, cusum + np.nan_to_num(row) - k)  # a block without a value adds nothing
+        running = cusum > 0
+        length = np.where(running, length + 1, 0.0)
+        total = np.where(running, total + np.nan_to_num(row), 0.0)
+        alarm = cusum > h
         if alarm.any():
             new = alarm & (first < 0)
-            first, first_length, first_sum = (np.where(new, t, first), np.where(new, run_length, first_length),
-                                              np.where(new, run_sum, first_sum))
+            first, first_length, first_sum = (np.where(new, t, first), np.where(new, length, first_length),
+                                              np.where(new, total, first_sum))
             alarms += alarm
-            s, run_length, run_sum = (np.where(alarm, 0.0, x) for x in (s, run_length, run_sum))
-    return Scan(s, run_length, run_sum, first, first_length, first_sum, alarms)
+            cusum, length, total = (np.where(alarm, 0.0, x) for x in (cusum, length, total))
+    return Scan(cusum, length, total, first, first_length, first_sum, alarms)

@@ -20,6 +20,7 @@ hermite_e`); the root is `scipy.optimize.brentq`. With N -> infinity and se -> 0
 from __future__ import annotations
 
 import math
+from typing import overload
 
 import numpy as np
 from numpy.polynomial.hermite_e import hermegauss
@@ -37,10 +38,15 @@ FLAT = 1e-9
 """|delta| below this is the drift-free limit of Siegmund's formula, 2 log b."""
 
 
-def log_siegmund_arl(h, k, shift=0.0):  # noqa: ANN001, ANN201 - floats or arrays, broadcast
+@overload
+def log_siegmund_arl(h: float, k: float, shift: float = 0.0) -> float: ...
+@overload
+def log_siegmund_arl(h: np.ndarray | float, k: np.ndarray | float, shift: np.ndarray | float = 0.0) -> np.ndarray: ...
+def log_siegmund_arl(h: np.ndarray | float, k: np.ndarray | float,
+                     shift: np.ndarray | float = 0.0) -> np.ndarray | float:
     """log of Siegmund's average run length, without overflow (arrays broadcast; floats give a float)."""
-    h, k, shift = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (h, k, shift)))
-    delta, b = shift - k, h + SIEGMUND_CORRECTION
+    h_, k_, shift_ = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (h, k, shift)))
+    delta, b = shift_ - k_, h_ + SIEGMUND_CORRECTION
     x = -2 * delta * b
     flat = np.abs(delta) < FLAT
     safe_x = np.where(flat, 1.0, x)
@@ -71,7 +77,7 @@ def log_false_alarm_rate(h: float, k: float, baseline_blocks: int | None, spread
     rho = np.exp(spread_se * nodes) if spread_se > 0 else np.ones(1)
     rho_w = log_w if spread_se > 0 else np.zeros(1)
     log_arl = log_siegmund_arl(h / rho[None, :], k / rho[None, :], mean_error[:, None])
-    return float(logsumexp(mean_w[:, None] + rho_w[None, :] - log_arl))
+    return float(np.asarray(logsumexp(mean_w[:, None] + rho_w[None, :] - log_arl)))  # without return_sign: the value
 
 
 def integrated_threshold(arl0_blocks: float, k: float, baseline_blocks: int | None, spread_se: float) -> float:
@@ -84,5 +90,6 @@ def integrated_threshold(arl0_blocks: float, k: float, baseline_blocks: int | No
                          f"{arl0_blocks:.0f} blocks with a baseline of {baseline_blocks} blocks (spread known to "
                          f"{spread_se:.0%}): its mean is too uncertain for a reference of {k:.2f}",
                          "lengthen drift.baseline_blocks, or raise reference_shift_sd or the false-alarm budget")
-    return float(brentq(lambda h: log_false_alarm_rate(h, k, baseline_blocks, spread_se) - target,
-                        0.0, MAX_THRESHOLD))
+    root, _ = brentq(lambda h: log_false_alarm_rate(h, k, baseline_blocks, spread_se) - target,
+                     0.0, MAX_THRESHOLD, full_output=True)  # the root alone is typed a root-or-tuple
+    return float(root)

@@ -11,7 +11,7 @@ with what the Pulumi program grants (`edgefleet.infra.policy.iam_bindings` of th
 - A table row with `denial_tolerated` (a client library's best-effort call, such as google-cloud-storage's
   background bucket metadata read) is recorded but needs no grant.
 - `check_conformance` then requires, for every recorded (identity, method, resource), a role granted to that
-  identity on that resource (or on the project) that holds each permission `edgefleet.infra.iam_table` lists
+  identity on that resource (or on the project) that holds each permission `tests.infra.support.iam_table` lists
   for the method, and reports every granted role that no recorded call needed. A grant with an IAM condition on
   the object name prefix (`names.object_prefix_condition`) applies only to the calls it allows: an object
   whose name starts with the prefix, or a listing whose `prefix` does (Cloud Storage checks a listing against
@@ -30,8 +30,8 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from edgefleet.infra.iam_table import ROLE_PERMISSIONS, UnknownMethodError, permissions_for, roles_granting
 from edgefleet.infra.policy import Binding, Violation
+from tests.infra.support.iam_table import ROLE_PERMISSIONS, UnknownMethodError, permissions_for, roles_granting
 
 VIA_GRPC = "grpc interceptor"
 VIA_HTTP = "http transport"
@@ -260,8 +260,9 @@ def check_conformance(
         for index, binding in enumerate(bindings):
             if binding.member == member and binding.role not in ROLE_PERMISSIONS:
                 violations.append(Violation("iam-conformance", binding.resource.name,
-                                            f"{identity} is granted {binding.role}, which edgefleet.infra.iam_table."
-                                            "ROLE_PERMISSIONS does not list: add its permissions and source"))
+                                            f"{identity} is granted {binding.role}, which ROLE_PERMISSIONS "
+                                            "(tests/infra/support/iam_table.py) does not list: add its permissions "
+                                            "and source"))
                 used.add((index, identity))
         for method, resource, object_name in sorted(
                 {(c.method, c.resource, c.object_name) for c in calls if c.identity == identity}):

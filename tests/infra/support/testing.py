@@ -7,7 +7,7 @@ and answers the `getProject` invoke with a project number (the program itself no
 `RecordingMonitor` is Pulumi's `MockMonitor`
 that also keeps what the engine would receive in each registration (`protect`, `parent`), which the
 provider-level mocks never see. Each `run_program` call is a fresh, isolated program (new mocks, new
-monitor). Used by tests/infra; users who extend the program can test their changes the same way.
+monitor). Used by tests/infra (test support, not installed with edgefleet-infra).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Method names: gRPC methods as `package.Service/Method` (what a client intercepto
 `google.pubsub.v1.Publisher/Publish`); Cloud Storage JSON API methods by their API name (`storage.objects.get`),
 with `storage.objects.insert[overwrite]` for an upload that may replace a live object (no `ifGenerationMatch=0`).
 
-No Pulumi import: `edgefleet cloud check` uses the role table too.
+Test support (not installed with edgefleet-infra: nothing in the program or the CLI reads it). No Pulumi import.
 """
 
 from __future__ import annotations
@@ -245,7 +245,7 @@ class UnknownMethodError(LookupError):
 
     def __init__(self, method: str) -> None:
         super().__init__(
-            f"API method {method} is called but has no entry in edgefleet.infra.iam_table.METHOD_PERMISSIONS; "
+            f"API method {method} is called but has no entry in tests.infra.support.iam_table.METHOD_PERMISSIONS; "
             "add a MethodPermission row with the permission(s) Google's IAM reference gives for it and that "
             "reference's address, then grant a role holding them in infra/src/edgefleet/infra/identity.py"
         )

@@ -27,16 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from edgefleet.flows.rollout.device_values import (
-    AgentRootPath,
-    CommandName,
-    DevicePath,
-    HostName,
-    LoginName,
-    UnixName,
-)
+from edgefleet.flows.fleet.device_values import AgentRootPath, CommandName, DevicePath, UnixName
+from edgefleet.flows.fleet.hosts import SshHost, Strict
 from edgefleet.kernel.contracts.layout import DEFAULT_AGENT_ROOT
 from edgefleet.kernel.contracts.names import DeviceId
 from edgefleet.kernel.errors import ConfigError, describe_validation_error
@@ -47,32 +41,10 @@ SECRET_KEYS = ("password", "passphrase", "secret", "key_passphrase")
 DEFAULT_AGENT_COMMAND = "/opt/edgefleet/current/bin/edgefleet-agent"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class GatewaySpec(_Strict):
-    """A bastion (SSH jump host, OpenSSH's ProxyJump) the device is reached through: one hop, its host key
-    checked against the inventory's known_hosts like a device's."""
-
-    host: HostName = Field(description="the bastion's host name or address")
-    port: int = Field(default=22, ge=1, le=65535)
-    user: LoginName = Field(default="root")
-    key_file: Path | None = Field(default=None, description="SSH private key for the bastion; empty: the device's")
-
-    @property
-    def address(self) -> str:
-        return f"{self.user}@{self.host}:{self.port}"
-
-
-class DeviceSpec(_Strict):
-    """One device of the fleet."""
+class DeviceSpec(SshHost):
+    """One device of the fleet: an SSH host with the agent on it."""
 
     id: DeviceId = Field(description="unique device id (the agent's device_id)")
-    host: HostName = Field(description="host name or address")
-    port: int = Field(default=22, ge=1, le=65535)
-    user: LoginName = Field(default="root")
-    key_file: Path = Field(description="SSH private key used to log in (no passwords)")
     tags: tuple[str, ...] = Field(default=(), description="free-form labels used to target devices")
     agent_root: AgentRootPath = Field(default=DEFAULT_AGENT_ROOT,
                                       description="the agent root on the device (models, status.json, spool)")
@@ -86,12 +58,6 @@ class DeviceSpec(_Strict):
         default=None, description="deploy-agent's config_dir (default <install_dir>/etc, e.g. /opt/edgefleet/etc): "
         "the device CLI takes the agent root and the release key from <config_dir>/<id>/agent.yaml; empty: "
         "--root agent_root and the key under it (agents deployed before the root-owned config directory)")
-    gateway: GatewaySpec | None = Field(default=None, description="a bastion the device is reached through "
-                                        "(ProxyJump); empty: connect directly")
-    connect_timeout_s: int = Field(default=10, ge=1, description="TCP connect + SSH banner/auth timeout")
-    connect_attempts: int = Field(default=2, ge=1, description="tries before a device counts as unreachable")
-    connect_retry_wait_s: float = Field(default=0.5, ge=0, description="pause between two connection tries")
-    command_timeout_s: float = Field(default=120.0, gt=0, description="longest one remote command may run")
 
     @property
     def agent_config(self) -> str | None:
@@ -99,12 +65,11 @@ class DeviceSpec(_Strict):
         return f"{self.config_dir}/{self.id}/agent.yaml" if self.config_dir is not None else None
 
     @property
-    def address(self) -> str:
-        """`user@host:port`, for messages."""
-        return f"{self.user}@{self.host}:{self.port}"
+    def label(self) -> str:
+        return f"device {self.id}"
 
 
-class Inventory(_Strict):
+class Inventory(Strict):
     """The whole fleet: devices (with defaults applied) and the known_hosts file that vouches for them."""
 
     known_hosts: Path
@@ -174,7 +139,7 @@ def parse_inventory(document: Any, *, source: str = "fleet.yaml", base_dir: Path
     base_dir = base_dir or Path.cwd()
     if not isinstance(document, dict):
         raise ConfigError(f"{source} must be a mapping with known_hosts, defaults and devices",
-                          "see the fleet.yaml example in edgefleet.flows.rollout.inventory")
+                          "see the fleet.yaml example in edgefleet.flows.fleet.inventory")
     secrets = _find_secrets(document, "")
     if secrets:
         raise ConfigError(f"{source} holds a password or secret at {', '.join(secrets)}: passwords are not accepted",

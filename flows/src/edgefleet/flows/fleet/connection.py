@@ -1,9 +1,10 @@
-"""SSH connections to devices (Fabric on paramiko) that verify host keys and never hang.
+"""The project's one way to reach a host over SSH (Fabric on paramiko): host keys verified, nothing hangs.
 
 Fabric's `Connection` accepts unknown host keys by default (paramiko `AutoAddPolicy`); for a fleet that
 would let anybody answering on a device's address receive models and run commands. Here every connection
 loads the inventory's `known_hosts` and uses `RejectPolicy`: an unknown host is refused, a changed key is
-refused, and both raise `HostKeyError` naming the device.
+refused, and both raise `HostKeyError` naming the host. Devices (`DeviceConnection`), the compile host and
+any other `SshHost` (`HostConnection`) all connect through `open_verified_connection`.
 
 Every network step has a timeout: TCP connect, SSH banner and authentication (`connect_timeout_s`) and
 each remote command (`command_timeout_s`), so an unreachable device is a failure, never a hang.
@@ -14,22 +15,27 @@ from __future__ import annotations
 import io
 import logging
 import os
-import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, Protocol, Self, TypeVar
 
 import tenacity
 from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut
 from paramiko.client import MissingHostKeyPolicy
+from paramiko.pkey import PKey
 from paramiko.ssh_exception import AuthenticationException, BadHostKeyException, SSHException
 
-from edgefleet.flows.rollout.inventory import DeviceSpec, Inventory
-from edgefleet.flows.rollout.known_hosts import KnownHosts, load_known_hosts
+from edgefleet.flows.fleet.hosts import SshHost
+from edgefleet.flows.fleet.inventory import DeviceSpec, Inventory
+from edgefleet.flows.fleet.known_hosts import KnownHosts, load_known_hosts
+from edgefleet.flows.fleet.shell import agent_command
 from edgefleet.kernel.errors import ConfigError, EdgefleetError
 
 log = logging.getLogger(__name__)
+
+H = TypeVar("H", bound=SshHost)
 
 UNKNOWN_HOST_MARK = "not found in known_hosts"
 
@@ -39,11 +45,11 @@ class HostKeyError(EdgefleetError):
 
 
 class DeviceUnreachable(EdgefleetError):
-    """A device cannot be reached or logged into over SSH (within the timeouts)."""
+    """A host (device, bastion, compile host) cannot be reached or logged into over SSH (within the timeouts)."""
 
 
 class RemoteCommandError(EdgefleetError):
-    """A command on a device failed or timed out."""
+    """A command on a host failed or timed out."""
 
     def __init__(self, message: str, fix: str | None = None, *, exit_code: int | None = None,
                  stdout: str = "", stderr: str = "") -> None:
@@ -77,8 +83,8 @@ class _RefuseUnknown(MissingHostKeyPolicy):
     def __init__(self, known: KnownHosts, where: str, known_hosts: Path) -> None:
         self._known, self._where, self._file = known, where, known_hosts
 
-    def missing_host_key(self, client: object, hostname: str, key: object) -> None:
-        if self._known.is_revoked(key):  # type: ignore[arg-type]  # paramiko passes a PKey
+    def missing_host_key(self, client: object, hostname: str, key: PKey) -> None:
+        if self._known.is_revoked(key):
             raise _revoked(self._where, self._file)
         raise SSHException(f"Server {hostname!r} {UNKNOWN_HOST_MARK}")
 
@@ -112,8 +118,11 @@ def open_verified_connection(host: str, port: int, user: str, key_file: Path, kn
                         "allow_agent": False, "banner_timeout": timeout_s, "auth_timeout": timeout_s},
     )
     known = load_known_hosts(known_hosts)
-    known.add_to(connection.client.get_host_keys())
-    connection.client.set_missing_host_key_policy(_RefuseUnknown(known, where, known_hosts))
+    client = connection.client
+    if client is None:  # Fabric makes its SSHClient in Connection.__init__; typed Optional for its class default
+        raise DeviceUnreachable(f"{where}: Fabric made no SSH client", "check the fabric installation")
+    known.add_to(client.get_host_keys())
+    client.set_missing_host_key_policy(_RefuseUnknown(known, where, known_hosts))
     try:
         connection.open()
     except HostKeyError:
@@ -151,21 +160,21 @@ def open_verified_connection(host: str, port: int, user: str, key_file: Path, kn
     return connection
 
 
-class DeviceConnection:
-    """An open SSH connection to one device. Use as a context manager, or call `close()`.
+class HostConnection(Generic[H]):
+    """An open SSH connection to one host (`spec`). Use as a context manager, or call `close()`.
 
     Args:
-        device: the device (address, key, timeouts).
-        known_hosts: the known_hosts file vouching for its host key.
+        spec: the host (address, key, bastion, timeouts).
+        known_hosts: the known_hosts file vouching for its host key (and its bastion's).
     """
 
-    def __init__(self, device: DeviceSpec, known_hosts: Path) -> None:
-        self.device = device
+    def __init__(self, spec: H, known_hosts: Path) -> None:
+        self.spec = spec
         self.known_hosts = Path(known_hosts)
         self._connection: Connection | None = None
         self._gateway: Connection | None = None
 
-    def __enter__(self) -> DeviceConnection:
+    def __enter__(self) -> Self:
         self.open()
         return self
 
@@ -174,10 +183,11 @@ class DeviceConnection:
 
     @property
     def connection(self) -> Connection:
+        """The open Fabric connection (reopened when it dropped)."""
         if self._connection is None or not self._connection.is_connected:
             self._connection = None
-            self.open()
-        return self._connection  # type: ignore[return-value]  # open() set it or raised
+            return self._open()
+        return self._connection
 
     def open(self) -> None:
         """Connects (retrying transient failures `connect_attempts` times).
@@ -187,37 +197,36 @@ class DeviceConnection:
             DeviceUnreachable: refused, timed out, or the key was not accepted.
             ConfigError: the key file or known_hosts file is missing.
         """
-        if self._connection is not None and self._connection.is_connected:
-            return
-        device = self.device
+        if self._connection is None or not self._connection.is_connected:
+            self._open()
+
+    def _open(self) -> Connection:
+        spec = self.spec
         if not self.known_hosts.is_file():
             raise ConfigError(f"known_hosts file {self.known_hosts} (inventory) does not exist",
-                              "create it with each device's host key (ssh-keyscan, checked out of band)")
-        for field, key_file in (("key_file", device.key_file), ("gateway.key_file", self._gateway_key())):
+                              "create it with each host's key (ssh-keyscan, checked out of band)")
+        for field, key_file in (("key_file", spec.key_file), ("gateway.key_file", spec.gateway_key_file)):
             if key_file is not None and not key_file.is_file():
-                raise ConfigError(f"device {device.id}: field '{field}': {key_file} does not exist",
+                raise ConfigError(f"{spec.label}: field '{field}': {key_file} does not exist",
                                   "point it at the SSH private key that the host's authorized_keys accepts")
-        retrying = tenacity.Retrying(stop=tenacity.stop_after_attempt(device.connect_attempts),
-                                     wait=tenacity.wait_fixed(device.connect_retry_wait_s),
+        retrying = tenacity.Retrying(stop=tenacity.stop_after_attempt(spec.connect_attempts),
+                                     wait=tenacity.wait_fixed(spec.connect_retry_wait_s),
                                      retry=tenacity.retry_if_exception(_transient), reraise=True)
-        self._connection = retrying(self._connect_once)
-
-    def _gateway_key(self) -> Path | None:
-        gateway = self.device.gateway
-        return None if gateway is None else gateway.key_file or self.device.key_file
+        self._connection = connection = retrying(self._connect_once)
+        return connection
 
     def _connect_once(self) -> Connection:
-        device, gateway = self.device, self.device.gateway
+        spec, gateway, gateway_key = self.spec, self.spec.gateway, self.spec.gateway_key_file
         self._close_gateway()
-        where = f"device {device.id} ({device.address})"
-        if gateway is not None:
+        where = f"{spec.label} ({spec.address})"
+        if gateway is not None and gateway_key is not None:
             self._gateway = open_verified_connection(
-                gateway.host, gateway.port, gateway.user, self._gateway_key(), self.known_hosts,  # type: ignore[arg-type]
-                timeout_s=device.connect_timeout_s, where=f"gateway {gateway.address} of device {device.id}")
-            where = f"device {device.id} ({device.address} through the gateway {gateway.address})"
+                gateway.host, gateway.port, gateway.user, gateway_key, self.known_hosts,
+                timeout_s=spec.connect_timeout_s, where=f"gateway {gateway.address} of {spec.label}")
+            where = f"{spec.label} ({spec.address} through the gateway {gateway.address})"
         try:
-            return open_verified_connection(device.host, device.port, device.user, device.key_file, self.known_hosts,
-                                            timeout_s=device.connect_timeout_s, where=where, gateway=self._gateway)
+            return open_verified_connection(spec.host, spec.port, spec.user, spec.key_file, self.known_hosts,
+                                            timeout_s=spec.connect_timeout_s, where=where, gateway=self._gateway)
         except BaseException:
             self._close_gateway()
             raise
@@ -237,15 +246,16 @@ class DeviceConnection:
 
     def run(self, command: str, *, timeout_s: float | None = None, check: bool = True,
             stdin_text: str | None = None) -> CommandResult:
-        """Runs a shell command on the device (`stdin_text`: fed to its standard input, e.g. a sudo password).
+        """Runs a shell command on the host (`stdin_text`: fed to its standard input, e.g. a sudo password).
 
         Raises:
             RemoteCommandError: non-zero exit (when `check`) or timeout; carries stdout/stderr.
             DeviceUnreachable: the connection broke.
         """
-        timeout = timeout_s if timeout_s is not None else self.device.command_timeout_s
-        timed_out = RemoteCommandError(f"device {self.device.id}: command timed out after {timeout:.0f} s: {command}",
-                                       "check the device's load, or raise command_timeout_s in the inventory")
+        label = self.spec.label
+        timeout = timeout_s if timeout_s is not None else self.spec.command_timeout_s
+        timed_out = RemoteCommandError(f"{label}: command timed out after {timeout:.0f} s: {command}",
+                                       "check the host's load, or raise command_timeout_s")
         started = time.monotonic()
         try:
             streams = {"in_stream": io.StringIO(stdin_text)} if stdin_text is not None else {}
@@ -255,32 +265,18 @@ class DeviceConnection:
             raise timed_out from error
         except (OSError, EOFError, SSHException) as error:
             self.close()
-            raise DeviceUnreachable(f"device {self.device.id} ({self.device.address}) dropped the connection: "
-                                    f"{error}", "check the device and its network") from error
-        if result.exited == -1 and time.monotonic() - started >= timeout:
+            raise DeviceUnreachable(f"{label} ({self.spec.address}) dropped the connection: {error}",
+                                    "check the host and its network") from error
+        if result is None or (result.exited == -1 and time.monotonic() - started >= timeout):
             # The timer closed the channel before the runner noticed (a loaded machine): no exit status came.
             self.close()
             raise timed_out
         if check and result.exited != 0:
             raise RemoteCommandError(
-                f"device {self.device.id}: `{command}` exited {result.exited}: "
-                f"{(result.stderr or result.stdout).strip()[-2000:]}",
-                "see the device's message above", exit_code=result.exited, stdout=result.stdout,
+                f"{label}: `{command}` exited {result.exited}: {(result.stderr or result.stdout).strip()[-2000:]}",
+                "see the host's message above", exit_code=result.exited, stdout=result.stdout,
                 stderr=result.stderr)
         return CommandResult(result.stdout, result.stderr, result.exited)
-
-    def agent(self, *args: str, timeout_s: float | None = None, check: bool = True) -> CommandResult:
-        """Runs the device CLI (`edgefleet-agent ARGS --config <agent_config>`, or `--root <agent_root>` for an
-        inventory without agent_config), as the agent's own user through `sudo -n -u` when the inventory names
-        one (deploy-agent's `agent_user`)."""
-        argv = [self.device.agent_command, *args]
-        if self.device.agent_user and self.device.agent_user != self.device.user:
-            argv = ["sudo", "-n", "-u", self.device.agent_user, *argv]
-        if self.device.agent_config is not None:  # root and release key from the root-owned agent.yaml
-            command = shlex.join([*argv, "--config", self.device.agent_config])
-        else:
-            command = shlex.join(argv) + " --root " + remote_path(self.device.agent_root)
-        return self.run(command, timeout_s=timeout_s, check=check)
 
     def put(self, local: str | os.PathLike[str], remote: str) -> int:
         """Uploads a file (to `remote.part`, then renamed); returns the bytes sent.
@@ -291,18 +287,34 @@ class DeviceConnection:
         size = Path(local).stat().st_size
         try:
             sftp = self.connection.sftp()
-            sftp.get_channel().settimeout(self.device.command_timeout_s)  # a stalled transfer fails, never hangs
+            sftp.get_channel().settimeout(self.spec.command_timeout_s)  # a stalled transfer fails, never hangs
             partial = f"{remote}.part"
             sftp.put(os.fspath(local), partial)
             sftp.posix_rename(partial, remote)
         except (OSError, EOFError, SSHException) as error:
             self.close()
-            raise DeviceUnreachable(f"device {self.device.id}: upload of {local} to {remote} failed: {error}",
-                                    "check the device's disk and network, then re-run (uploads resume)") from error
+            raise DeviceUnreachable(f"{self.spec.label}: upload of {local} to {remote} failed: {error}",
+                                    "check the host's disk and network, then re-run (uploads resume)") from error
         return size
 
+    def get(self, remote: str, local: str | os.PathLike[str]) -> int:
+        """Downloads a file; returns the bytes received.
+
+        Raises:
+            DeviceUnreachable: the transfer failed (the connection broke, or no such file there).
+        """
+        try:
+            sftp = self.connection.sftp()
+            sftp.get_channel().settimeout(self.spec.command_timeout_s)
+            sftp.get(remote, os.fspath(local))
+        except (OSError, EOFError, SSHException) as error:
+            self.close()
+            raise DeviceUnreachable(f"{self.spec.label}: download of {remote} failed: {error}",
+                                    "check the host's disk and network, then re-run") from error
+        return Path(local).stat().st_size
+
     def write_text(self, remote: str, text: str, mode: int = 0o644) -> None:
-        """Writes a small text file on the device (atomically: temp file + rename)."""
+        """Writes a small text file on the host (atomically: temp file + rename)."""
         try:
             sftp = self.connection.sftp()
             partial = f"{remote}.part"
@@ -312,17 +324,33 @@ class DeviceConnection:
             sftp.posix_rename(partial, remote)
         except (OSError, EOFError, SSHException) as error:
             self.close()
-            raise DeviceUnreachable(f"device {self.device.id}: writing {remote} failed: {error}",
-                                    "check the device's disk and permissions") from error
+            raise DeviceUnreachable(f"{self.spec.label}: writing {remote} failed: {error}",
+                                    "check the host's disk and permissions") from error
 
 
-def remote_path(path: str) -> str:
-    """A device path quoted for the shell, keeping a leading `~/` expandable by the remote shell."""
-    if path == "~":
-        return '"$HOME"'
-    if path.startswith("~/"):
-        return '"$HOME"/' + shlex.quote(path[2:])
-    return shlex.quote(path)
+class DeviceConnection(HostConnection[DeviceSpec]):
+    """An open SSH connection to one device of the fleet: a host connection plus the device CLI (`agent`)."""
+
+    @property
+    def device(self) -> DeviceSpec:
+        return self.spec
+
+    def agent(self, *args: str, timeout_s: float | None = None, check: bool = True) -> CommandResult:
+        """Runs the device CLI (`agent.agent_command`: as the agent's user when the inventory names one)."""
+        return self.run(agent_command(self.spec, *args), timeout_s=timeout_s, check=check)
+
+
+class DeviceShell(Protocol):
+    """What a flow's device steps use: `DeviceConnection`, deploy-agent's sudo wrapper, or a local stand-in."""
+
+    @property
+    def device(self) -> DeviceSpec: ...
+
+    def run(self, command: str, *, timeout_s: float | None = None, check: bool = True) -> CommandResult: ...
+
+    def put(self, local: str | Path, remote: str) -> int: ...
+
+    def write_text(self, remote: str, text: str, mode: int = 0o644) -> None: ...
 
 
 def connect(inventory: Inventory, device: DeviceSpec) -> DeviceConnection:
