@@ -160,7 +160,8 @@ def _policies(stack: StackRun, outputs: StackOutputs, *, drop_condition: bool = 
 def test_cloud_check_expects_the_conditioned_cloudsql_roles_exactly_when_the_stack_has_a_fleet_state(
         cloudsql_stack: StackRun) -> None:
     outputs = StackOutputs.model_validate(cloudsql_stack.outputs)
-    assert all(result.status is Status.OK for result in check_identity_roles(_policies(cloudsql_stack, outputs), outputs))
+    findings = check_identity_roles(_policies(cloudsql_stack, outputs), outputs)
+    assert all(result.status is Status.OK for result in findings)
 
     *_, monitor = check_identity_roles(_policies(cloudsql_stack, outputs, drop_condition=True), outputs)
     assert monitor.status is Status.FAIL and "extra roles/cloudsql.client on the project" in monitor.detail
