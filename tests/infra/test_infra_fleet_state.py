@@ -19,6 +19,7 @@ from edgefleet.infra.names import API_SQLADMIN, cloudsql_instance_condition
 from edgefleet.infra.outputs import StackOutputs
 from edgefleet.infra.policy import check_all, iam_bindings
 from edgefleet.kernel.errors import ConfigError
+from edgefleet.kernel.findings import Status
 from edgefleet.monitor.config import load_monitor_config
 from edgefleet.monitor.store_engine import parse_store_url
 from tests.infra.support.testing import PROJECT, StackRun, pulumi_config, run_program, stack_config
@@ -159,14 +160,15 @@ def _policies(stack: StackRun, outputs: StackOutputs, *, drop_condition: bool = 
 def test_cloud_check_expects_the_conditioned_cloudsql_roles_exactly_when_the_stack_has_a_fleet_state(
         cloudsql_stack: StackRun) -> None:
     outputs = StackOutputs.model_validate(cloudsql_stack.outputs)
-    assert all(result.ok for result in check_identity_roles(_policies(cloudsql_stack, outputs), outputs))
+    findings = check_identity_roles(_policies(cloudsql_stack, outputs), outputs)
+    assert all(result.status is Status.OK for result in findings)
 
     *_, monitor = check_identity_roles(_policies(cloudsql_stack, outputs, drop_condition=True), outputs)
-    assert not monitor.ok and "extra roles/cloudsql.client on the project" in monitor.detail
+    assert monitor.status is Status.FAIL and "extra roles/cloudsql.client on the project" in monitor.detail
     without = StackOutputs.model_validate({key: value for key, value in cloudsql_stack.outputs.items()
                                            if not key.startswith("fleet_state")})
     *_, monitor = check_identity_roles(_policies(cloudsql_stack, outputs), without)
-    assert not monitor.ok and "extra roles/cloudsql.instanceUser if" in monitor.detail
+    assert monitor.status is Status.FAIL and "extra roles/cloudsql.instanceUser if" in monitor.detail
 
 
 def test_the_example_stacks_commented_fleet_state_is_a_valid_config() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgefleet.kernel.errors import ConfigError
+from edgefleet.local.workdir import WorkdirFiles
 
 REPO = Path(__file__).resolve().parents[3]  # src/edgefleet/local/<module>
 # Deployments the sandbox parameterizes (their names in prefect.yaml).
@@ -26,7 +27,7 @@ REQUIRED = (RELEASE, ROLLOUT, PROMOTE, DEPLOY_AGENT, MONITOR)
 SANDBOX_WORK_POOL = "edgefleet-process"
 
 
-class SandboxSettings(BaseModel):
+class SandboxSettings(WorkdirFiles, BaseModel):
     """Every knob of `make sandbox` (defaults sized for a 2-core machine)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -58,29 +59,15 @@ class SandboxSettings(BaseModel):
 
     @property
     def registry(self) -> Path:
-        return self.workdir / "registry"
+        return self.registry_dir
 
     @property
     def signing_key(self) -> Path:
-        return self.workdir / "keys" / "release-signing.key"
-
-    @property
-    def enrolment_key(self) -> Path:
-        """The fleet enrolment key (development): deploy-agent signs device key records with it, the monitor's
-        identity.enrolment_keys lists its public half."""
-        return self.workdir / "keys" / "fleet-enrolment.key"
+        return self.release_key
 
     @property
     def monitor_config(self) -> Path:
-        return self.workdir / "monitor.yaml"
-
-    @property
-    def store_path(self) -> Path:
-        return self.workdir / "fleet.sqlite"
-
-    @property
-    def fleet_dir(self) -> Path:
-        return self.workdir / "fleet"
+        return self.monitor_config_path
 
     @property
     def install_dir(self) -> Path:
@@ -102,10 +89,6 @@ class SandboxSettings(BaseModel):
     @property
     def prefect_yaml(self) -> Path:
         return self.workdir / "prefect.yaml"
-
-    @property
-    def prefect_home(self) -> Path:
-        return self.workdir / "prefect"
 
     @property
     def overview_html(self) -> Path:

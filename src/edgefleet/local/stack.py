@@ -44,6 +44,7 @@ from edgefleet.local.emulators import PubSubEmulator
 from edgefleet.local.fleet import FleetSettings, SimulatedFleet
 from edgefleet.local.twin import PUBSUB_EMULATOR_ENV, STORAGE_EMULATOR_ENV, TwinSettings, TwinState
 from edgefleet.local.ui import LocalPrefectUi
+from edgefleet.local.workdir import WorkdirFiles
 from edgefleet.monitor.config import DriftWatchConfig, IdentityConfig, IngestConfig, MonitorConfig
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ class PrefectSpec(BaseModel):
     run_schedules: bool = False
 
 
-class StackSpec(BaseModel):
+class StackSpec(WorkdirFiles, BaseModel):
     """What the local stack starts, and where its files go (every path below `workdir`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -115,36 +116,6 @@ class StackSpec(BaseModel):
     monitor: MonitorSpec = MonitorSpec()
     fleet: FleetSpec | None = None
     prefect: PrefectSpec | None = None
-
-    @property
-    def registry_dir(self) -> Path:
-        return self.workdir / "registry"
-
-    @property
-    def release_key(self) -> Path:
-        """The release signing key (its public half beside it, `.pub`)."""
-        return self.workdir / "keys" / "release-signing.key"
-
-    @property
-    def enrolment_key(self) -> Path:
-        """The fleet enrolment key: signs the device key records the monitor reads."""
-        return self.workdir / "keys" / "fleet-enrolment.key"
-
-    @property
-    def monitor_config_path(self) -> Path:
-        return self.workdir / "monitor.yaml"
-
-    @property
-    def store_path(self) -> Path:
-        return self.workdir / "fleet.sqlite"
-
-    @property
-    def fleet_dir(self) -> Path:
-        return self.workdir / "fleet"
-
-    @property
-    def prefect_home(self) -> Path:
-        return self.workdir / "prefect"
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import shlex
 import string
 from dataclasses import dataclass
 from importlib import resources
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -107,7 +107,10 @@ class ProcessService(_Manager):
 
 
 # How the agent runs as a service, by `manager` (systemd when absent); a key of the other manager is an error.
-ServiceManager = tagged_union(SystemdService, ProcessService, tag="manager", where="service", default="systemd")
+if TYPE_CHECKING:  # what a checker reads; at run time the annotated union below, which pydantic validates
+    ServiceManager = SystemdService | ProcessService
+else:
+    ServiceManager = tagged_union(SystemdService, ProcessService, tag="manager", where="service", default="systemd")
 
 
 def env_file_text(environment: dict[str, str]) -> str:

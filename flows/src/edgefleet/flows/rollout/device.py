@@ -67,8 +67,8 @@ class Preflight:
 
 @dataclass(frozen=True)
 class UploadResult:
-    staging: str | None
-    """Where the version was assembled on the device; None when it was already installed."""
+    staging: str
+    """Where the version was assembled on the device (an installed version is never uploaded)."""
     bytes_transferred: int
     bytes_reused: int
     files_sent: tuple[str, ...]

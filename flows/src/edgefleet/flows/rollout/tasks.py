@@ -246,7 +246,7 @@ def roll_device(inventory: Inventory, device: DeviceSpec, prepared: PreparedVers
                 staging = uploaded.staging
                 note.detail = f"sent {uploaded.bytes_transferred} B ({', '.join(uploaded.files_sent) or 'nothing'})"
             with run.step("verify"):
-                verify_task(connection, staging)
+                verify_task(connection, uploaded.staging)
         with run.step("activate") as note:
             # Noted before the attempt: an activation that timed out may still have switched `current`,
             # and rolling back to `before` is safe either way.
