@@ -93,7 +93,7 @@ def gcs_env(gcs_emulator: GcsEmulator, monkeypatch: pytest.MonkeyPatch) -> GcsEm
 # the single-test end-to-end files to the end, so the last one (the demo, ~4 minutes) ran alone on one worker
 # while the other idled. These files go first, then every file with a `slow` test, then the rest (short files
 # fill the end). A file's tests keep their order; files were already independent of each other's order.
-LONGEST_FILES = ("tests/test_demo.py", "tests/e2e/test_sandbox_ui.py", "tests/rollout/test_rollout_flow_downgrade.py")
+LONGEST_FILES = ("tests/test_demo.py", "tests/e2e/test_sandbox_ui.py", "tests/flows/rollout/test_flow_downgrade.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

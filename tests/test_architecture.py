@@ -219,8 +219,8 @@ ENTRY_POINTS = {
     "edgefleet.flows.monitor.flow": "prefect.yaml deployment fleet-monitor",
     "edgefleet.flows.monitor.overview": "prefect.yaml deployment fleet-overview",
     "edgefleet.local.postgres": "tests/monitor and bench.status_bench (a throw-away PostgreSQL 15 server)",
-    "edgefleet.local.simfleet": "bench.fleet_sim_bench and tests/rollout (the fleet simulator)",
-    "edgefleet.local.simfleet.world": "bench.fleet_sim_bench and tests/rollout (the simulated fleet's registry)",
+    "edgefleet.local.simfleet": "bench.fleet_sim_bench and tests/flows/rollout (the fleet simulator)",
+    "edgefleet.local.simfleet.world": "bench.fleet_sim_bench and tests/flows/rollout (the simulated fleet's registry)",
 }
 
 
@@ -230,3 +230,67 @@ def test_nothing_is_unconnected() -> None:
                     if m not in ENTRY_POINTS and not ({m} | _descendants(m)) & (imported | set(ENTRY_POINTS)))
     assert not lonely, f"modules nothing imports (an entry point? list it in ENTRY_POINTS): {lonely}"
     assert set(ENTRY_POINTS) <= set(MODULES), "ENTRY_POINTS names a module that is gone"
+
+
+# Tests mirror the code (issue 26 item 5): the test of `edgefleet.a.b.c` is `tests/a/b/test_c.py`, or
+# `tests/a/b/test_c_<aspect>.py` when one module has several (the module's name first). Two folders cut across the
+# packages: tests/security/ (attack tests, named after the attack) and tests/e2e/ (end-to-end tests spanning
+# packages). At tests/ itself: the namespace's own modules (test_demo*.py) and the whole-repository checks below.
+CROSS_CUTTING_TESTS = {"security": "attack tests, named after the attack", "e2e": "end-to-end tests spanning packages"}
+REPOSITORY_TESTS = {
+    "test_architecture.py": "this file: the repository's structure",
+    "test_packaging.py": "the four distributions' wheels and the device's light install",
+    "test_packaging_pythons.py": "the device distribution resolved per Python and CPU",
+    "test_device_python39.py": "the device side on Python 3.9",
+}
+TESTS = REPO / "tests"
+
+
+def _mirror_folders() -> dict[str, set[str]]:
+    """Each folder of tests/ a package mirrors ("" = tests/, the namespace) -> the names its test files may take:
+    the package's modules (`__main__` as `main`), and the package itself when its __init__ holds code."""
+    packages = {m for m, path in MODULES.items() if path.name == "__init__.py"} | {ROOT}
+    folders: dict[str, set[str]] = {}
+    for package in packages:
+        names = {m.rpartition(".")[2] for m in MODULES if m.rpartition(".")[0] == package and m not in packages}
+        names = {"main" if name == "__main__" else name for name in names}
+        if package != ROOT and any(isinstance(node, (ast.FunctionDef, ast.ClassDef))
+                                   for node in ast.parse(MODULES[package].read_text()).body):
+            names.add(package.rpartition(".")[2])
+        folders["/".join(package.split(".")[1:])] = names
+    return folders
+
+
+def _misplaced_tests() -> list[str]:
+    folders = _mirror_folders()
+    misplaced = []
+    for path in sorted(TESTS.rglob("*")):
+        if not path.is_file() or "__pycache__" in path.parts or ".pytest_cache" in path.parts:
+            continue
+        relative = path.relative_to(TESTS)
+        folder = relative.parent.as_posix() if relative.parent != Path(".") else ""
+        where = f"tests/{folder}/" if folder else "tests/"
+        if relative.parts[0] in CROSS_CUTTING_TESTS and len(relative.parts) > 1:
+            continue
+        if not (path.name.startswith("test_") and path.suffix == ".py"):
+            continue  # conftest.py, __init__.py, helpers: anywhere (a folder of helpers only: tests/<package>/support/)
+        if folder not in folders:
+            misplaced.append(f"tests/{relative}: {where} mirrors no package")
+        elif not (folder == "" and path.name in REPOSITORY_TESTS):
+            stem = path.stem.removeprefix("test_")
+            if not any(stem == name or stem.startswith(f"{name}_") for name in folders[folder]):
+                package = ".".join([ROOT, *folder.split("/")]) if folder else ROOT
+                misplaced.append(f"tests/{relative}: named after no module of {package} (test_<module>[_<aspect>].py)")
+    return misplaced
+
+
+def test_tests_mirror_the_code() -> None:
+    """A test file is where a newcomer looks for it: in the folder mirroring the module's package, named after the
+    module. Files not named test_*.py (conftest.py, __init__.py, helper modules, stand-in sources) may sit beside
+    the tests that use them or in a folder of helpers only (tests/<package>/support/, say); tests/security/ and
+    tests/e2e/ hold any test."""
+    misplaced = _misplaced_tests()
+    assert not misplaced, (
+        "test files must mirror the code: the test of edgefleet.a.b.c is tests/a/b/test_c.py or test_c_<aspect>.py; "
+        "attacks go to tests/security/, end-to-end tests spanning packages to tests/e2e/ (see CROSS_CUTTING_TESTS, "
+        "REPOSITORY_TESTS):\n" + "\n".join(misplaced))

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 FLOWS = REPO / "flows/src/edgefleet/flows"
 DEVICE_CODE = sorted((REPO / "device/src").rglob("*.py")) + [
     FLOWS / "release" / "bundle.py",  # the device tests build their fixture bundles with it
-    FLOWS / "release" / "agent.py",  # ... publish agent releases (tests/device/selfupdate) ...
+    FLOWS / "release" / "agent.py",  # ... publish agent releases (tests/device) ...
     FLOWS / "deploy_agent" / "service.py",  # ... and start the agent as deploy-agent's service does
     FLOWS / "deploy_agent" / "device_access.py",
 ] + sorted((FLOWS / "registry").rglob("*.py"))  # ... and publish them with the registry writer

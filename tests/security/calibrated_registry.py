@@ -18,7 +18,7 @@ from edgefleet.kernel.contracts.manifest import Calibration, Manifest, SigningIn
 from edgefleet.kernel.signing import encode_signature, key_id, sign
 from edgefleet.monitor.ingest import apply
 from edgefleet.monitor.store import FleetStore, commit, to_epoch
-from tests.device.store.conftest import VersionFactory
+from tests.device.store_fixtures import VersionFactory
 from tests.monitor.monitor_helpers import T0, telemetry
 
 MODEL = "mobilenet"  # what `telemetry` reports

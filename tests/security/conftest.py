@@ -6,7 +6,7 @@ emulator (with generation preconditions enforced, so compare-and-swap cannot pas
 
 from __future__ import annotations
 
-from tests.device.store.conftest import (  # noqa: F401 - fixtures re-exported for the attack tests
+from tests.device.store_fixtures import (  # noqa: F401 - fixtures re-exported for the attack tests
     gcs_bucket,
     gcs_client,
     gcs_preconditions,
@@ -27,6 +27,6 @@ from tests.flows.conftest import (  # noqa: F401 - the release fixtures, for the
     tiny_converted,
     tiny_int8,
 )
+from tests.flows.rollout.conftest import agent_user, readable_dir  # noqa: E402,F401 - deploy-agent's own user, readable dirs
 from tests.monitor.conftest import monitor_config, telemetry_topic  # noqa: E402,F401 - the emulator topic
-from tests.rollout.conftest import agent_user, readable_dir  # noqa: E402,F401 - deploy-agent's own user, readable dirs
 from tests.security.device_keys import fleet, fleet_state  # noqa: E402,F401 - the device key record attack tests

@@ -15,7 +15,7 @@ import pytest
 from edgefleet.device.channel import ChannelRecord
 from edgefleet.device.selfupdate import DeviceClocks, await_health, load_state, save_state
 from edgefleet.device.selfupdate_plan import Pending, UpdaterState, version_target
-from tests.device.selfupdate.agent_release import AgentReleases
+from tests.device.agent_release import AgentReleases
 
 NOW = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
 BOOT, SWITCH_S = "b" * 32, 100.0

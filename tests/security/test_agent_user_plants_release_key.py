@@ -90,7 +90,7 @@ def test_the_deployed_agent_cannot_rename_its_way_to_its_trust_anchor(tmp_path, 
 
     from edgefleet.flows.deploy_agent.flow import DeployAgentParams, deploy_agent
     from edgefleet.local.fleet import SimulatedFleet
-    from tests.rollout.conftest import as_uid, deploy_inputs, deploy_params_as_agent_user, running_agent_config
+    from tests.flows.rollout.conftest import as_uid, deploy_inputs, deploy_params_as_agent_user, running_agent_config
 
     inputs = deploy_inputs(tmp_path, readable_dir, coral_data)
     with SimulatedFleet(readable_dir / "fleet", 1) as fleet:

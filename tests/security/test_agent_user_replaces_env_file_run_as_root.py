@@ -72,7 +72,7 @@ def test_what_the_agents_user_plants_in_its_root_is_not_run_by_the_next_deploy(t
     `<root>/edgefleet-agent.pid` at a root process. Neither is run or killed by root."""
     from edgefleet.flows.deploy_agent.flow import DeployAgentParams, deploy_agent
     from edgefleet.local.fleet import SimulatedFleet
-    from tests.rollout.conftest import deploy_inputs, deploy_params_as_agent_user
+    from tests.flows.rollout.conftest import deploy_inputs, deploy_params_as_agent_user
 
     inputs = deploy_inputs(tmp_path, readable_dir, coral_data)
     marker = readable_dir / "ran-as-root"

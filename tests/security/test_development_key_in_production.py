@@ -16,7 +16,7 @@ from edgefleet.flows.release.keys import public_key_path, resolve_signing_key
 from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.release.version_tasks import sign_version
 from edgefleet.kernel.errors import ConfigError, VerificationError
-from tests.device.store.conftest import INPUT_SPEC, OUTPUT_SPEC, model_bytes
+from tests.device.store_fixtures import INPUT_SPEC, OUTPUT_SPEC, model_bytes
 
 
 def test_the_development_key_is_not_made_or_used_for_a_cloud_registry(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ from edgefleet.device.doctor import DoctorLimits, check_registry
 from edgefleet.device.store import ModelStore
 from edgefleet.flows.registry import LocalRegistryWriter, sign_pointer
 from edgefleet.kernel.contracts.manifest import ChannelPointer
-from tests.device.store.conftest import Keys, VersionFactory
-from tests.device.store.test_pull import overwrite_object
+from tests.device.store_fixtures import Keys, VersionFactory
+from tests.device.test_pull import overwrite_object
 from tests.security.test_downgrade_by_replay import KEY, publish
 
 

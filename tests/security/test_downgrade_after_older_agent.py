@@ -13,8 +13,8 @@ from edgefleet.device.store import ModelStore
 from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.kernel.contracts.layout import CURRENT_POINTER, PREVIOUS_POINTER
 from edgefleet.kernel.fsutil import switch_symlink
-from tests.device.store.conftest import Keys, VersionFactory
-from tests.device.store.test_pull import overwrite_object
+from tests.device.store_fixtures import Keys, VersionFactory
+from tests.device.test_pull import overwrite_object
 from tests.security.test_downgrade_by_replay import KEY, signed_release
 from tests.security.test_downgrade_without_channel_record import release
 

@@ -20,8 +20,8 @@ from edgefleet.flows.registry import LocalRegistryWriter, RegistryWriter, sign_p
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import ConflictError, VerificationError
-from tests.device.store.conftest import Keys, VersionFactory
-from tests.device.store.test_pull import overwrite_object
+from tests.device.store_fixtures import Keys, VersionFactory
+from tests.device.test_pull import overwrite_object
 
 KEY = channel_key("birds", "stable")
 

@@ -13,8 +13,8 @@ from edgefleet.device.cli import app
 from edgefleet.device.pull import pull_channel_once
 from edgefleet.device.store import ModelStore
 from edgefleet.flows.registry import LocalRegistryWriter
-from tests.device.store.conftest import Keys, VersionFactory
-from tests.device.store.test_pull import overwrite_object
+from tests.device.store_fixtures import Keys, VersionFactory
+from tests.device.test_pull import overwrite_object
 from tests.security.test_downgrade_by_replay import KEY
 
 

@@ -21,7 +21,7 @@ import pytest
 from edgefleet.device.store import ModelStore
 from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE
-from tests.device.store.conftest import Keys, VersionFactory
+from tests.device.store_fixtures import Keys, VersionFactory
 
 CHILD_TIMEOUT_S = 180  # a CLI start on a loaded CI machine takes seconds; a hang takes forever
 CHILD_MEMORY_BYTES = 4 << 30

@@ -18,7 +18,7 @@ from edgefleet.monitor.config import DriftWatchConfig
 from edgefleet.monitor.drift_watch import tick
 from edgefleet.monitor.query import fleet_status
 from edgefleet.monitor.store import FleetStore, from_epoch, open_store
-from tests.device.store.conftest import Keys, VersionFactory
+from tests.device.store_fixtures import Keys, VersionFactory
 from tests.security.calibrated_registry import (
     HONEST,
     INFLATED,

@@ -18,8 +18,8 @@ from edgefleet.flows.registry import LocalRegistryWriter, RegistryWriter, next_c
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.contracts.manifest import MAX_POINTER_COUNTER, ChannelPointer
 from edgefleet.kernel.errors import VerificationError
-from tests.device.store.conftest import Keys, VersionFactory
-from tests.device.store.test_pull import overwrite_object
+from tests.device.store_fixtures import Keys, VersionFactory
+from tests.device.test_pull import overwrite_object
 
 KEY = channel_key("birds", "stable")
 FORGED_COUNTER = 2**63 - 2

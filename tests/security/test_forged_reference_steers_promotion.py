@@ -22,7 +22,7 @@ from edgefleet.kernel.errors import VerificationError
 from edgefleet.monitor.config import MonitorConfig
 from edgefleet.monitor.ingest import apply
 from edgefleet.monitor.store import commit, open_store
-from tests.device.store.conftest import Keys, VersionFactory
+from tests.device.store_fixtures import Keys, VersionFactory
 from tests.monitor.monitor_helpers import telemetry
 
 

@@ -20,8 +20,8 @@ from edgefleet.flows.registry.staged import stage_rollout
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.contracts.rollout import SHARE_BP_FULL, RolloutStage
 from edgefleet.kernel.errors import RegistryError
-from tests.device.store.conftest import Keys, VersionFactory
-from tests.device.store.test_pull import overwrite_object
+from tests.device.store_fixtures import Keys, VersionFactory
+from tests.device.test_pull import overwrite_object
 
 KEY = channel_key("birds", "stable")
 DEVICE = "cam-1"

@@ -19,7 +19,7 @@ from edgefleet.flows.registry.rotation import add_key, describe_ring_files
 from edgefleet.kernel.errors import ConfigError, VerificationError
 from edgefleet.kernel.keyring import key_file_name, load_keyring
 from edgefleet.kernel.signing import generate_keypair, save_public_key
-from tests.device.store.conftest import Keys, VersionFactory
+from tests.device.store_fixtures import Keys, VersionFactory
 
 
 @pytest.fixture

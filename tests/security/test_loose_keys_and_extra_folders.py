@@ -10,7 +10,7 @@ import pytest
 from edgefleet.device.bundle import verify_version_dir
 from edgefleet.kernel.errors import VerificationError
 from edgefleet.kernel.signing import load_private_key
-from tests.device.store.conftest import Keys, VersionFactory
+from tests.device.store_fixtures import Keys, VersionFactory
 
 
 def test_a_world_readable_signing_key_is_refused(keys: Keys) -> None:

@@ -14,7 +14,7 @@ from edgefleet.monitor.calibrations import source_for
 from edgefleet.monitor.config import DriftWatchConfig
 from edgefleet.monitor.drift_watch import tick
 from edgefleet.monitor.store import open_store
-from tests.device.store.conftest import Keys, VersionFactory
+from tests.device.store_fixtures import Keys, VersionFactory
 from tests.security.calibrated_registry import (
     HONEST,
     INFLATED,

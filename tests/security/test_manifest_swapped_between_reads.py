@@ -17,7 +17,7 @@ from edgefleet.flows.rollout.tasks import prepare_version
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE, version_prefix
 from edgefleet.kernel.contracts.manifest import Manifest
 from edgefleet.kernel.errors import VerificationError
-from tests.device.store.conftest import Keys, VersionFactory
+from tests.device.store_fixtures import Keys, VersionFactory
 
 
 class ReplacedAfterFirstRead(LocalRegistryWriter):

@@ -13,8 +13,8 @@ from edgefleet.flows.channels.resign import resign_channels
 from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
-from tests.device.store.conftest import Keys, VersionFactory
-from tests.device.store.test_pull import overwrite_object
+from tests.device.store_fixtures import Keys, VersionFactory
+from tests.device.test_pull import overwrite_object
 
 
 def test_one_naive_expiry_does_not_stop_the_others(

@@ -11,8 +11,8 @@ from edgefleet.device.registry.keys import MAX_MANIFEST_BYTES
 from edgefleet.device.store import ModelStore
 from edgefleet.flows.registry import RegistryWriter
 from edgefleet.kernel.errors import VerificationError
-from tests.device.store.conftest import Keys, VersionFactory
-from tests.device.store.test_pull import overwrite_object
+from tests.device.store_fixtures import Keys, VersionFactory
+from tests.device.test_pull import overwrite_object
 
 
 def test_a_model_object_larger_than_its_manifest_says_is_refused_before_download(

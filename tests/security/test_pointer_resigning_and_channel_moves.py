@@ -20,8 +20,8 @@ from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.rollout.promote import promote_signed
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.errors import ConfigError
-from tests.device.store.conftest import Keys, VersionFactory
-from tests.device.store.test_pull import overwrite_object
+from tests.device.store_fixtures import Keys, VersionFactory
+from tests.device.test_pull import overwrite_object
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,8 +11,8 @@ from edgefleet.flows.registry import LocalRegistryWriter, sign_pointer
 from edgefleet.flows.rollout.promote import promotion_pointers
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.errors import VerificationError
-from tests.device.store.conftest import Keys, VersionFactory
-from tests.device.store.test_pull import overwrite_object
+from tests.device.store_fixtures import Keys, VersionFactory
+from tests.device.test_pull import overwrite_object
 
 
 def forge(registry: LocalRegistryWriter, key: Keys, version: str, channel: str = "stable") -> None:

@@ -17,8 +17,8 @@ from edgefleet.flows.release.version_tasks import move_channel, plan_release
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.errors import VerificationError
 from edgefleet.kernel.signing import load_private_key
-from tests.device.store.conftest import VersionFactory
-from tests.device.store.test_pull import overwrite_object
+from tests.device.store_fixtures import VersionFactory
+from tests.device.test_pull import overwrite_object
 
 
 def test_the_release_move_refuses_a_forged_counter_and_the_plan_survives_it(

@@ -21,8 +21,8 @@ from edgefleet.flows.registry import LocalRegistryWriter, RegistryWriter
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import ConflictError
-from tests.device.store.conftest import Keys, VersionFactory
-from tests.device.store.test_pull import overwrite_object
+from tests.device.store_fixtures import Keys, VersionFactory
+from tests.device.test_pull import overwrite_object
 
 
 def publish(registry: RegistryWriter, make_version: VersionFactory, *versions: str) -> None:

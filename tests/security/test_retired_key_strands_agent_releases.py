@@ -30,7 +30,7 @@ from edgefleet.kernel.contracts.agent_release import (
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.keyring import load_keyring
 from edgefleet.kernel.signing import decode_signatures, generate_keypair, key_id, save_private_key, save_public_key
-from tests.device.selfupdate.agent_release import AgentReleases
+from tests.device.agent_release import AgentReleases
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from edgefleet.kernel.contracts.manifest import SigningInfo
 from edgefleet.kernel.errors import ConfigError, VerificationError
 from edgefleet.kernel.keyring import load_keyring
 from edgefleet.kernel.signing import key_id
-from tests.device.store.conftest import Keys, VersionFactory
+from tests.device.store_fixtures import Keys, VersionFactory
 
 
 def publish_named(registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys, version: str) -> None:

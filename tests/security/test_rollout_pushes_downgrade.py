@@ -11,7 +11,7 @@ from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.flows.rollout.device import lower_version_refusal
 from edgefleet.flows.rollout.flow import resolve_version
 from edgefleet.flows.rollout.params import RolloutParams
-from tests.device.store.conftest import Keys, VersionFactory
+from tests.device.store_fixtures import Keys, VersionFactory
 
 
 def params(registry: LocalRegistryWriter, keys: Keys, **overrides: object) -> RolloutParams:

@@ -17,8 +17,8 @@ from edgefleet.flows.rollout.params import RolloutParams
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import VerificationError
-from tests.device.store.conftest import Keys, VersionFactory
-from tests.device.store.test_pull import overwrite_object
+from tests.device.store_fixtures import Keys, VersionFactory
+from tests.device.test_pull import overwrite_object
 
 KEY = channel_key("birds", "stable")
 

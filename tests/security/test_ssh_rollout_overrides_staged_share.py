@@ -18,7 +18,7 @@ from edgefleet.flows.registry.staged import stage_rollout
 from edgefleet.flows.rollout.flow import resolve_version
 from edgefleet.flows.rollout.params import RolloutParams
 from edgefleet.kernel.errors import EdgefleetError
-from tests.device.store.conftest import Keys, VersionFactory
+from tests.device.store_fixtures import Keys, VersionFactory
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from edgefleet.device.channel import MAX_POINTER_VALIDITY, ChannelRecord, judge_
 from edgefleet.device.pull import pull_channel_once
 from edgefleet.device.store import ModelStore
 from edgefleet.flows.registry import LocalRegistryWriter, sign_pointer
-from tests.device.store.conftest import Keys, VersionFactory
+from tests.device.store_fixtures import Keys, VersionFactory
 from tests.security.test_downgrade_by_replay import publish
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)

@@ -22,7 +22,7 @@ from edgefleet.device.agent.runtime_files import (
 from edgefleet.kernel.contracts.layout import STATUS_FILE
 from edgefleet.kernel.contracts.status import AgentStatus, read_status, write_status
 from edgefleet.kernel.errors import EdgefleetError
-from tests.device.agent.test_agent import running, wait_until
+from tests.device.agent.test_loop import running, wait_until
 
 
 def _config(tmp_path: Path, extra: str = ""):  # noqa: ANN202

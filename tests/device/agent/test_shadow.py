@@ -24,7 +24,7 @@ from edgefleet.kernel.contracts.layout import CURRENT_POINTER
 from edgefleet.kernel.contracts.status import read_status
 from edgefleet.kernel.contracts.telemetry import ModelRef, score_delta_bucket
 from edgefleet.kernel.errors import ConfigError, StoreError, VerificationError
-from tests.device.agent.test_agent import running, sink_messages, wait_until
+from tests.device.agent.test_loop import running, sink_messages, wait_until
 
 MODEL = "imagenet"
 CANDIDATE = ModelRef(name=MODEL, version="2.0.0", variant="cpu", backend="cpu")

@@ -16,7 +16,7 @@ import pytest
 from edgefleet.device.agent.loop import Agent
 from edgefleet.device.agent.watchdog import SystemdNotifier, should_ping
 
-from .test_agent import agent_config, wait_until
+from .test_loop import agent_config, wait_until
 
 WATCHDOG_USEC = 1_000_000  # a ping at most every 0.25 s: the loop's status check interval
 FRAMES_BEFORE_STALL = 5

@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from tests.device.store.conftest import keys, local_registry, make_version  # noqa: F401 - fixtures re-exported
+from tests.device.store_fixtures import keys, local_registry, make_version  # noqa: F401 - fixtures re-exported

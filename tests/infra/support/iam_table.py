@@ -1,6 +1,6 @@
 """Google Cloud API methods -> the IAM permissions they need, and the permissions of the roles the program grants.
 
-The IAM conformance test (tests/infra/test_iam_conformance.py) records every API method each identity's code
+The IAM conformance test (tests/infra/test_policy_iam_conformance.py) records every API method each identity's code
 calls against the emulators, looks each one up here and checks the Pulumi program grants that identity a role
 holding the permission on that resource. A method that is recorded but missing here fails that test with a
 message naming it: add its row with the permission from Google's reference and the reference's address.

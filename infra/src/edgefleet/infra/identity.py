@@ -35,7 +35,7 @@ bucket-wide `objectUser` also covers agent releases (`agent/`, `registry agent p
 A new service account is not visible to IAM at once (a grant to it fails with "Service account ... does not
 exist" for a while): every grant waits for `account_propagation`, a `pulumiverse_time.Sleep` of
 `propagation.serviceAccountWaitSeconds` after the accounts are created. Every call each identity's
-code makes is checked against these grants by tests/infra/test_iam_conformance.py (table:
+code makes is checked against these grants by tests/infra/test_policy_iam_conformance.py (table:
 `tests/infra/support/iam_table.py`).
 """
 

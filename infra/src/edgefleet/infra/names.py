@@ -105,7 +105,7 @@ class FleetGrant(NamedTuple):
 
 
 # Every grant to the fleet's identities: infra/identity.py creates exactly these, `edgefleet cloud check` looks
-# for them on the real project, tests/infra/test_iam_conformance.py checks each is needed by the code.
+# for them on the real project, tests/infra/test_policy_iam_conformance.py checks each is needed by the code.
 FLEET_GRANTS: tuple[FleetGrant, ...] = (
     FleetGrant(DEVICE_ACCOUNT_ROLE, ROLE_PUBSUB_PUBLISHER, "telemetry_topic", "device-publishes-telemetry"),
     FleetGrant(DEVICE_ACCOUNT_ROLE, ROLE_STORAGE_OBJECT_VIEWER, "registry_bucket", "device-reads-registry"),

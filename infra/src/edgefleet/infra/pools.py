@@ -8,7 +8,7 @@ key (release-model, rollout, resign-channels, promote-canary: `signing`) and the
 files and the Secret block access it is given) holds both. deploy-agent's pool, `edgefleet-enrol`, runs as the
 pipeline identity: the grants it needs (write `fleet/devices/` and `fleet/revoked/` records in the registry
 bucket) are the pipeline account's. `prefect.yaml` maps each deployment to its pool
-(tests/infra/test_work_pools.py keeps the two in step); `edgefleet config from-stack` writes `work-pools.yaml`
+(tests/infra/test_pools.py keeps the two in step); `edgefleet config from-stack` writes `work-pools.yaml`
 with each pool's service account and the commands that start its worker as it.
 
 No Pulumi import.
@@ -41,7 +41,7 @@ DEPLOYMENT_POOL: Mapping[str, str] = {
     "fleet-monitor": MONITOR_POOL,  # consumes telemetry, reads device keys, writes metrics
     "fleet-overview": MONITOR_POOL,  # reads the fleet state the monitor keeps
 }
-# prefect.yaml deployment -> the identity whose grants its code needs (tests/infra/test_iam_conformance.py
+# prefect.yaml deployment -> the identity whose grants its code needs (tests/infra/test_policy_iam_conformance.py
 # records those calls per identity).
 DEPLOYMENT_IDENTITY: Mapping[str, str] = {name: POOL_IDENTITY[pool] for name, pool in DEPLOYMENT_POOL.items()}
 ADC_DIRECTORY = "~/.config/edgefleet/adc"

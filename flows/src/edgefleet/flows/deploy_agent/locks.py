@@ -5,7 +5,7 @@ Every device used to resolve ~50 unpinned wheels from the registry at install ti
 `flows/locks/device-py<X.Y>-<arch>.txt` with `pip install --require-hashes` (from a wheelhouse directory on
 the device when offline), then the project's wheel alone. The locks are made by `make device-locks`
 (`python -m edgefleet.flows.deploy_agent.locks`, uv's resolver for each target Python and manylinux_2_31,
-the glibc of Debian 11, the oldest supported host); tests/rollout/test_device_locks.py checks each is hashed
+the glibc of Debian 11, the oldest supported host); tests/flows/deploy_agent/test_locks.py checks each is hashed
 and satisfies pyproject's `device` extra. The libedgetpu/runtime pairs are data: `flows/locks/edgetpu-pairs.toml`.
 """
 

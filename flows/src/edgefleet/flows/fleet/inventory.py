@@ -37,7 +37,7 @@ from edgefleet.kernel.errors import ConfigError, describe_validation_error
 
 SECRET_KEYS = ("password", "passphrase", "secret", "key_passphrase")
 # deploy-agent's default install_dir (/opt/edgefleet) + current/bin (the link deploy-agent and the updater switch):
-# tests/rollout/test_inventory_waves.py ties them.
+# tests/flows/rollout/test_waves_inventory.py ties them.
 DEFAULT_AGENT_COMMAND = "/opt/edgefleet/current/bin/edgefleet-agent"
 
 
