@@ -61,6 +61,8 @@ class Scenario:
     sim_processes: int = 1
     seen_timeout_s: float = SEEN_TIMEOUT_S
     """Processes the simulated devices are dealt over (each one asyncio loop)."""
+    report_timeout_s: float = 120.0
+    """How long a moved device may take to report the version (a wave ends as soon as all did)."""
     seed: int = 7
     min_samples: int = 100
     """Inferences a device's window needs to count (the canary gate's default; fewer makes the class-mix
@@ -188,7 +190,7 @@ def rollout_params(world: SimWorld, scenario: Scenario, version: str):  # -> Pul
         "signing": {"key_file": str(world.release_key)},
         "canary": {"min_samples": scenario.min_samples, "min_error_samples": scenario.min_error_samples,
                    "timeout_s": scenario.dwell_s},
-        "report_timeout_s": max(120.0, 10 * scenario.poll_interval_s), "poll_interval_s": 1.0,
+        "report_timeout_s": max(scenario.report_timeout_s, 10 * scenario.poll_interval_s), "poll_interval_s": 1.0,
         "stale_after_s": SEEN_TIMEOUT_S})
 
 
