@@ -52,7 +52,7 @@ from edgefleet.device.runtime.interpreter import Interpreter
 from edgefleet.device.store import ModelStore
 from edgefleet.device.telemetry.service import TelemetryService
 from edgefleet.flows.release.bundle import create_version_dir
-from edgefleet.kernel.signing import generate_keypair, save_public_key
+from edgefleet.kernel.trust.signatures import generate_keypair, save_public_key
 from edgefleet.local.emulators import PubSubEmulator
 
 CORAL = Path(os.environ.get("EDGEFLEET_CORAL_TEST_DATA")

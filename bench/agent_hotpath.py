@@ -53,7 +53,7 @@ from edgefleet.flows.release.bundle import create_version_dir
 from edgefleet.kernel.contracts.status import read_status
 from edgefleet.kernel.contracts.telemetry import ModelRef, ResultItem
 from edgefleet.kernel.errors import EdgefleetError
-from edgefleet.kernel.signing import generate_keypair, save_public_key
+from edgefleet.kernel.trust.signatures import generate_keypair, save_public_key
 
 TPU_SPEED_MODEL = "mobilenet_v1_0.25_128_quant.tflite"
 V2_MODEL = "mobilenet_v2_1.0_224_quant.tflite"

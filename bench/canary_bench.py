@@ -134,9 +134,9 @@ SIMULATED = {
 def run(rollouts: int, busy: bool, workdir: Path) -> dict:
     from edgefleet.demo import Demo, DemoSettings, _env_defaults
     from edgefleet.flows.registry import open_registry_writer
-    from edgefleet.flows.release.keys import public_key_path
     from edgefleet.flows.rollout.params import CanaryGate
     from edgefleet.flows.rollout.record import RecordStore
+    from edgefleet.flows.trust.release_key import public_key_path
     from edgefleet.monitor import load_monitor_config, open_fleet_store
     from edgefleet.monitor.windows import version_window
 

@@ -119,7 +119,7 @@ def simulated_fleet(world: SimWorld, scenario: Scenario) -> Iterator[tuple[Fleet
     """Enrols the devices, runs them in `scenario.sim_processes` processes of their own (devices dealt in
     turn); yields their spec and the history files (written when they stop)."""
     from edgefleet.flows.registry import open_registry_writer
-    from edgefleet.kernel.signing import load_private_key
+    from edgefleet.kernel.trust.signatures import load_private_key
 
     traits = make_fleet(np.random.default_rng(scenario.seed), MODELS[scenario.fleet_model], scenario.devices).devices
     devices = enrol_fleet(open_registry_writer(world.registry), load_private_key(world.enrolment_key), "sim", traits)

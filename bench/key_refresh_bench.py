@@ -38,12 +38,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
 from rich.table import Table
 
-from edgefleet.device.identity import public_key_text, sign_telemetry
 from edgefleet.device.registry.local import LocalRegistryReader
+from edgefleet.device.trust.device_identity import public_key_text, sign_telemetry
 from edgefleet.kernel.contracts.devicekey import DEVICE_KEY_SCHEMA_V1, DeviceKeyRecord, sign_record
-from edgefleet.kernel.signing import generate_keypair, key_id
-from edgefleet.monitor.fleetkeys import KEY_READ_WORKERS, FleetKeyReader, KeyRecordPolicy
-from edgefleet.monitor.identity import TelemetryVerifier
+from edgefleet.kernel.trust.signatures import generate_keypair, key_id
+from edgefleet.monitor.device_key_reader import KEY_READ_WORKERS, FleetKeyReader, KeyRecordPolicy
+from edgefleet.monitor.telemetry_verifier import TelemetryVerifier
 
 LISTING_PAGE = 1_000  # objects per GCS listing page
 SENDER_DEVICES = 50  # devices whose signed messages the message-path measurement sends

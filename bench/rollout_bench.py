@@ -57,7 +57,7 @@ def run(devices: int, fps: float, base: Path) -> dict:
     from edgefleet.flows.registry import open_registry_writer, rollout_key
     from edgefleet.flows.rollout.flow import rollout
     from edgefleet.flows.rollout.params import RolloutParams
-    from edgefleet.kernel.signing import generate_keypair, save_public_key
+    from edgefleet.kernel.trust.signatures import generate_keypair, save_public_key
     from edgefleet.local.fleet import SimulatedFleet
 
     private_key, public_key = generate_keypair()

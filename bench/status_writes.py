@@ -39,7 +39,7 @@ from edgefleet.device.runtime.golden import compute_golden
 from edgefleet.device.store import ModelStore
 from edgefleet.flows.release.bundle import create_version_dir
 from edgefleet.kernel.contracts.status import read_status
-from edgefleet.kernel.signing import generate_keypair, key_id, save_public_key
+from edgefleet.kernel.trust.signatures import generate_keypair, key_id, save_public_key
 
 MODEL_FILE = "mobilenet_v1_0.25_128_quant.tflite"
 IMAGES = ("cat.bmp", "parrot.jpg", "grace_hopper.bmp")

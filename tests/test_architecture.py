@@ -210,6 +210,54 @@ def test_no_import_circle() -> None:
     assert not circles, "import circles:\n" + "\n".join(" -> ".join(c) for c in circles)
 
 
+# Trust chain (issue 26, item 2): signatures are made and checked in the trust packages. A module elsewhere may
+# name the key types (Ed25519PrivateKey/PublicKey, for annotations); any other Ed25519/serialization/signature
+# primitive is imported only by these packages or by the modules listed with their reason.
+TRUST_PACKAGES = ("edgefleet.kernel.trust", "edgefleet.device.trust", "edgefleet.flows.trust")
+KEY_TYPES = {"Ed25519PrivateKey", "Ed25519PublicKey"}
+SIGNING_PRIMITIVE_USERS = {
+    "edgefleet.kernel.contracts.devicekey": "the device key record contract signs and checks its own records",
+    "edgefleet.kernel.contracts.enrolment": "the enrolment contract signs and checks its own tokens and requests",
+    "edgefleet.local.simfleet.shared_verify": "the simulator shares one signature check among its devices",
+}
+# The registry is storage; these still sign or judge through the registry writer's class chain (`ChannelMoves`,
+# `stage_rollout`, the signed-pointer history). `base` (the writer reads a channel back through `check_pointer`,
+# takes the default validity) and `moves` (a move refuses to build on a pointer the read-back did not trust) only
+# read pointers back, never sign.
+REGISTRY_TRUST_TIES = {"edgefleet.flows.registry.channels", "edgefleet.flows.registry.staged",
+                       "edgefleet.flows.registry.history", "edgefleet.flows.registry.base",
+                       "edgefleet.flows.registry.moves"}
+
+
+def _signing_primitives(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cryptography"):
+            if node.module == "cryptography" and all(a.name == "x509" for a in node.names):
+                continue
+            found += [f"{node.module}.{a.name}" for a in node.names if a.name not in KEY_TYPES]
+        elif isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.split(".")[0] == "cryptography"]
+    return found
+
+
+def test_signing_primitives_stay_in_the_trust_packages() -> None:
+    outside = sorted(f"{module}: {', '.join(names)}" for module, path in MODULES.items()
+                     if not module.startswith(TRUST_PACKAGES) and module not in SIGNING_PRIMITIVE_USERS
+                     and (names := _signing_primitives(path)))
+    assert not outside, "sign or verify in edgefleet.{kernel,device,flows}.trust, not here:\n" + "\n".join(outside)
+    assert set(SIGNING_PRIMITIVE_USERS) <= set(MODULES), "SIGNING_PRIMITIVE_USERS names a module that is gone"
+
+
+def test_the_registry_stores_and_the_trust_packages_judge() -> None:
+    registries = ("edgefleet.device.registry", "edgefleet.flows.registry")
+    tied = {module for module, targets in GRAPH.items() if module.startswith(registries)
+            and any(t.startswith(TRUST_PACKAGES[2]) or t == "edgefleet.device.trust.pointers" for t in targets)}
+    assert tied <= REGISTRY_TRUST_TIES, f"the registry signs or judges pointers in {sorted(tied - REGISTRY_TRUST_TIES)}"
+    assert not any(t.startswith("edgefleet.flows") for m, ts in GRAPH.items()
+                   if m.startswith(TRUST_PACKAGES[:2]) for t in ts), "the verify side imports the pipelines"
+
+
 # Modules started from outside the package's imports, and how; every other module must be imported by one.
 ENTRY_POINTS = {
     "edgefleet.cli.__main__": "python -m edgefleet.cli",

@@ -21,7 +21,11 @@ DEVICE_CODE = sorted((REPO / "device/src").rglob("*.py")) + [
     FLOWS / "release" / "agent.py",  # ... publish agent releases (tests/device) ...
     FLOWS / "deploy_agent" / "service.py",  # ... and start the agent as deploy-agent's service does
     FLOWS / "deploy_agent" / "device_access.py",
-] + sorted((FLOWS / "registry").rglob("*.py"))  # ... and publish them with the registry writer
+] + sorted((FLOWS / "registry").rglob("*.py")) + [  # ... publish them with the registry writer
+    FLOWS / "trust" / f"{name}.py"  # ... which signs and judges what it writes with these
+    for name in ("pointer_signing", "pointer_readback", "device_key_records", "enrolment_tokens",
+                 "key_rotation", "agent_key_rotation")
+]
 NEWER_NAMES = {  # module -> names added after Python 3.9
     "datetime": {"UTC"},
     "types": {"UnionType", "EllipsisType", "NoneType", "NotImplementedType"},

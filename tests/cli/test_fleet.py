@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from edgefleet.cli import app
 from edgefleet.kernel.errors import ConfigError
-from edgefleet.kernel.signing import generate_keypair, save_public_key
+from edgefleet.kernel.trust.signatures import generate_keypair, save_public_key
 from edgefleet.monitor.config import MonitorConfig, load_monitor_config
 from edgefleet.monitor.ingest import apply
 from edgefleet.monitor.store import commit, open_store

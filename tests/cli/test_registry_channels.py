@@ -5,8 +5,8 @@ from __future__ import annotations
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgefleet.cli.registry_channels import expected_version, promotion_line
-from edgefleet.flows.registry.pointers import sign_pointer
-from edgefleet.flows.registry.trusted import FORGED, CheckedChannel
+from edgefleet.flows.trust.pointer_readback import FORGED, CheckedChannel
+from edgefleet.flows.trust.pointer_signing import sign_pointer
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 
 KEY = Ed25519PrivateKey.generate()

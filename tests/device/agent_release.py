@@ -21,7 +21,7 @@ from edgefleet.device.selfupdate import UpdaterConfig
 from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.flows.release.agent import promote_agent, publish_agent
 from edgefleet.kernel.contracts.agent_release import lock_name
-from edgefleet.kernel.signing import generate_keypair, save_public_key
+from edgefleet.kernel.trust.signatures import generate_keypair, save_public_key
 
 _AGENT = '''import json, os, sys, time
 from datetime import datetime, timezone

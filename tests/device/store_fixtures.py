@@ -18,13 +18,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gcs_buckets import temporary_bucket
 from google.cloud import storage
 
-from edgefleet.device.bundle import SignedManifest
 from edgefleet.device.store import ModelStore
 from edgefleet.device.store_reader import PUBLIC_KEY_FILE
+from edgefleet.device.trust.version_bundle import SignedManifest
 from edgefleet.flows.registry import GcsRegistryWriter, LocalRegistryWriter
 from edgefleet.flows.release.bundle import create_version_dir
 from edgefleet.kernel.contracts.manifest import Quantization, TensorSpec
-from edgefleet.kernel.signing import generate_keypair, save_private_key, save_public_key
+from edgefleet.kernel.trust.signatures import generate_keypair, save_private_key, save_public_key
 from edgefleet.local.emulators import GcsEmulator
 from edgefleet.local.gcs_preconditions import enforce_generation_preconditions
 

@@ -124,7 +124,7 @@ def test_a_manual_pull_with_the_agent_config_uses_its_credentials_file(tmp_path,
     from typer.testing import CliRunner
 
     from edgefleet.device.cli import app
-    from edgefleet.kernel.signing import generate_keypair, save_public_key
+    from edgefleet.kernel.trust.signatures import generate_keypair, save_public_key
 
     save_public_key(generate_keypair()[1], tmp_path / "root" / "keys" / "release.pub")
     bucket = f"registry-{unique_name}"

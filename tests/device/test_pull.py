@@ -12,7 +12,8 @@ from edgefleet.device.poller import ChannelPoller
 from edgefleet.device.pull import PullResult, pull_channel_once
 from edgefleet.device.registry import GcsRegistryReader, LocalRegistryReader
 from edgefleet.device.store import ModelStore
-from edgefleet.flows.registry import GcsRegistryWriter, LocalRegistryWriter, RegistryWriter, sign_pointer
+from edgefleet.flows.registry import GcsRegistryWriter, LocalRegistryWriter, RegistryWriter
+from edgefleet.flows.trust.pointer_signing import sign_pointer
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE
 from edgefleet.kernel.errors import RegistryError
 

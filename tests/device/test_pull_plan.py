@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from edgefleet.device.channel import Judgement
 from edgefleet.device.pull_plan import Installed, plan_round, pointer_outcome
+from edgefleet.device.trust.pointers import Judgement
 from edgefleet.device.window import MaintenanceWindow
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 

@@ -18,8 +18,8 @@ from edgefleet.device.shadow_pointer import SHADOW_POINTER
 from edgefleet.device.staged import shadow_pointer, target_pointer
 from edgefleet.device.store import ModelStore
 from edgefleet.flows.registry import LocalRegistryWriter
-from edgefleet.flows.registry.pointers import sign_pointer
 from edgefleet.flows.registry.staged import stage_rollout
+from edgefleet.flows.trust.pointer_signing import sign_pointer
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.contracts.refusal import Refusal
 from edgefleet.kernel.contracts.rollout import RolloutStage, cohort_bucket

@@ -8,9 +8,9 @@ import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from edgefleet.device.channel import ChannelRecord, version_identity
 from edgefleet.device.selfupdate import DeviceClocks, await_health, load_state, save_state
 from edgefleet.device.selfupdate_plan import Pending, UpdaterState, version_target
+from edgefleet.device.trust.pointers import ChannelRecord, version_identity
 from edgefleet.kernel.contracts.status import AgentStatus, BootClock, write_status
 from tests.device.agent_release import AgentReleases
 

@@ -16,8 +16,8 @@ import pytest
 from edgefleet.device.selfupdate import load_state, run_once
 from edgefleet.kernel.contracts.agent_release import AGENT_SIGNATURE_FILE, agent_file_key
 from edgefleet.kernel.errors import VerificationError
-from edgefleet.kernel.keyring import key_file_name
-from edgefleet.kernel.signing import generate_keypair, key_id, save_public_key
+from edgefleet.kernel.trust.release_keyring import key_file_name
+from edgefleet.kernel.trust.signatures import generate_keypair, key_id, save_public_key
 from tests.device.agent_release import AgentReleases
 
 

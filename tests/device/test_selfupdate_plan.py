@@ -7,7 +7,6 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from edgefleet.device.channel import ChannelRecord, Judgement, version_identity
 from edgefleet.device.selfupdate_plan import (
     Moment,
     Pending,
@@ -18,6 +17,7 @@ from edgefleet.device.selfupdate_plan import (
     removable_versions,
     version_target,
 )
+from edgefleet.device.trust.pointers import ChannelRecord, Judgement, version_identity
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.contracts.status import AgentStatus
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from edgefleet.device.channel import ChannelRecord, version_identity
 from edgefleet.device.selfupdate_plan import (
     Moment,
     Pending,
@@ -19,6 +18,7 @@ from edgefleet.device.selfupdate_plan import (
     resumed,
     version_target,
 )
+from edgefleet.device.trust.pointers import ChannelRecord, version_identity
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.contracts.status import AgentStatus, BootClock
 
@@ -139,6 +139,6 @@ def test_an_agent_without_the_boot_clock_is_judged_on_the_wall_clock_as_before()
 
 
 def decide_install(pointer: ChannelPointer, state: UpdaterState) -> bool:
-    from edgefleet.device.channel import Judgement
+    from edgefleet.device.trust.pointers import Judgement
 
     return decide(Judgement("accept", ""), pointer, state).kind == "install"

@@ -92,7 +92,7 @@ def test_the_operator_and_device_commands_publish_promote_and_update(releases: A
 
     from edgefleet.cli import app
     from edgefleet.device.cli import app as agent
-    from edgefleet.kernel.signing import save_private_key
+    from edgefleet.kernel.trust.signatures import save_private_key
 
     (releases.install_dir / "venv").mkdir()
     key = save_private_key(releases.release_key, releases.root / "release.key")

@@ -12,15 +12,15 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
-from edgefleet.device.channel import ChannelRecord, accepted, judge_pointer, verify_pointer
 from edgefleet.device.floor import VersionFloor
 from edgefleet.device.pull import pull_channel_once
 from edgefleet.device.staged import target_pointer
 from edgefleet.device.store import ModelStore
+from edgefleet.device.trust.pointers import ChannelRecord, accepted, judge_pointer, verify_pointer
 from edgefleet.device.window import MaintenanceWindow
 from edgefleet.flows.registry import LocalRegistryWriter
-from edgefleet.flows.registry.pointers import sign_pointer
 from edgefleet.flows.registry.staged import stage_rollout
+from edgefleet.flows.trust.pointer_signing import sign_pointer
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.contracts.rollout import RolloutStage, cohort_bucket
 from edgefleet.kernel.errors import ConflictError

@@ -17,10 +17,10 @@ from typing import Any, NamedTuple
 import pytest
 import yaml
 
-from edgefleet.device.bundle import verify_version_dir
 from edgefleet.device.registry import open_registry_reader
-from edgefleet.flows.release.keys import public_key_path
+from edgefleet.device.trust.version_bundle import verify_version_dir
 from edgefleet.flows.release.report import artifact_key
+from edgefleet.flows.trust.release_key import public_key_path
 from edgefleet.kernel.contracts.layout import version_prefix
 
 pytestmark = pytest.mark.slow

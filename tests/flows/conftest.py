@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from gcs_buckets import temporary_bucket
 
-from edgefleet.kernel.signing import generate_keypair, save_private_key, save_public_key
+from edgefleet.kernel.trust.signatures import generate_keypair, save_private_key, save_public_key
 
 STANDIN_COMPILER = Path(__file__).parent / "release" / "standin_edgetpu_compiler.py"
 

@@ -29,7 +29,6 @@ import requests
 from google.cloud import pubsub_v1, storage
 
 from edgefleet.device.enrol import file_request
-from edgefleet.device.identity import sign_telemetry
 from edgefleet.device.pull import pull_channel_once
 from edgefleet.device.registry import GcsRegistryReader
 from edgefleet.device.store import ModelStore
@@ -39,17 +38,19 @@ from edgefleet.device.telemetry.config import TelemetryConfig
 from edgefleet.device.telemetry.health import read_health
 from edgefleet.device.telemetry.sinks import PubSubSink
 from edgefleet.device.telemetry.spool import SpoolEntry
-from edgefleet.flows.registry import GcsRegistryWriter, register_device_key
-from edgefleet.flows.registry.enrolment import approve_requests, create_token
+from edgefleet.device.trust.device_identity import sign_telemetry
+from edgefleet.flows.registry import GcsRegistryWriter
 from edgefleet.flows.release.agent import promote_agent, publish_agent
 from edgefleet.flows.release.bundle import create_version_dir
+from edgefleet.flows.trust.device_key_records import register_device_key
+from edgefleet.flows.trust.enrolment_tokens import approve_requests, create_token
 from edgefleet.infra.__main__ import build
 from edgefleet.infra.policy import iam_bindings
 from edgefleet.infra.pools import ENROL_POOL, POOL_IDENTITY
 from edgefleet.kernel.contracts import layout
 from edgefleet.kernel.contracts.manifest import Quantization, TensorSpec
 from edgefleet.kernel.contracts.telemetry import ModelRef, ResultItem
-from edgefleet.kernel.signing import generate_keypair, save_private_key, save_public_key
+from edgefleet.kernel.trust.signatures import generate_keypair, save_private_key, save_public_key
 from edgefleet.local.emulators import GcsEmulator, PubSubEmulator
 from edgefleet.local.gcs_preconditions import enforce_generation_preconditions
 from edgefleet.monitor.config import CloudMetricsConfig, MonitorConfig

@@ -82,7 +82,7 @@ class FleetKeys:
     @property
     def enrolment_public(self) -> Path:
         """The enrolment key's public key file (written on first use): the monitor's identity.enrolment_keys."""
-        from edgefleet.kernel.signing import save_public_key
+        from edgefleet.kernel.trust.signatures import save_public_key
 
         path = self.registry.with_name(self.registry.name + "-enrolment.pub")
         if not path.exists():
@@ -92,9 +92,10 @@ class FleetKeys:
 
     def sign(self, data: bytes, device_id: str, epoch: int = 1) -> dict[str, str]:
         """The `epoch` and `sig` attributes of `data` signed by `device_id`'s key."""
-        from edgefleet.device.identity import sign_telemetry
-        from edgefleet.flows.registry import LocalRegistryWriter, register_device_key
-        from edgefleet.kernel.signing import generate_keypair
+        from edgefleet.device.trust.device_identity import sign_telemetry
+        from edgefleet.flows.registry import LocalRegistryWriter
+        from edgefleet.flows.trust.device_key_records import register_device_key
+        from edgefleet.kernel.trust.signatures import generate_keypair
 
         key = self.keys.get(device_id)
         if key is None:

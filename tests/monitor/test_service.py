@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from monitor_helpers import MAX_DELIVERY_ATTEMPTS, T0, RunningMonitor, telemetry, wait_until
 
-from edgefleet.kernel.signing import generate_keypair, save_public_key
+from edgefleet.kernel.trust.signatures import generate_keypair, save_public_key
 from edgefleet.monitor.config import MonitorConfig
 from edgefleet.monitor.errors import FleetStateError, MonitorError
 from edgefleet.monitor.health import version_health

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgefleet.device.bundle import read_signed_manifest
+from edgefleet.device.trust.version_bundle import read_signed_manifest
 from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.flows.release.bundle import write_signed_version
 from edgefleet.kernel.contracts import distributions as d
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE, SIGNATURE_FILE, version_prefix
 from edgefleet.kernel.contracts.manifest import Calibration, Manifest, SigningInfo
-from edgefleet.kernel.signing import encode_signature, key_id, sign
+from edgefleet.kernel.trust.signatures import encode_signature, key_id, sign
 from edgefleet.monitor.ingest import apply
 from edgefleet.monitor.store import FleetStore, commit, to_epoch
 from tests.device.store_fixtures import VersionFactory

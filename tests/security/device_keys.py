@@ -16,15 +16,16 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgefleet.device.identity import public_key_text, sign_telemetry
 from edgefleet.device.registry.local import LocalRegistryReader, content_generation
-from edgefleet.flows.registry import LocalRegistryWriter, RegistryWriter, register_device_key
+from edgefleet.device.trust.device_identity import public_key_text, sign_telemetry
+from edgefleet.flows.registry import LocalRegistryWriter, RegistryWriter
+from edgefleet.flows.trust.device_key_records import register_device_key
 from edgefleet.kernel.contracts.devicekey import DEVICE_KEY_SCHEMA_V1
-from edgefleet.kernel.signing import generate_keypair, key_id, save_public_key
+from edgefleet.kernel.trust.signatures import generate_keypair, key_id, save_public_key
 from edgefleet.monitor.batch import process_batch
-from edgefleet.monitor.identity import FORGED_PREFIX, IdentityConfig, TelemetryVerifier
 from edgefleet.monitor.ingest import Outcome, Status
 from edgefleet.monitor.store import FleetStore, open_store
+from edgefleet.monitor.telemetry_verifier import FORGED_PREFIX, IdentityConfig, TelemetryVerifier
 from tests.security.test_forged_telemetry import build
 from tests.security.test_one_message_stops_the_monitor import FakeMessage
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgefleet.device.enrol import EnrolFiled, file_request
-from edgefleet.device.identity import load_or_create_device_key
 from edgefleet.device.registry.local import LocalRegistryReader
-from edgefleet.flows.registry.enrolment import Approval, approve_requests, create_token
+from edgefleet.device.trust.device_identity import load_or_create_device_key
+from edgefleet.flows.trust.enrolment_tokens import Approval, approve_requests, create_token
 from edgefleet.kernel.contracts.enrolment import EnrolToken, TokenText
 from tests.security.device_keys import Fleet
 

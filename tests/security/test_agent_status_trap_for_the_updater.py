@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.channel import ChannelRecord
 from edgefleet.device.selfupdate import DeviceClocks, await_health, load_state, save_state
 from edgefleet.device.selfupdate_plan import Pending, UpdaterState, version_target
+from edgefleet.device.trust.pointers import ChannelRecord
 from tests.device.agent_release import AgentReleases
 
 NOW = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)

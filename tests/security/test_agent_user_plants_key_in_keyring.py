@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.trust_anchor import ring_foreign_writable, ring_writable_component
-from edgefleet.flows.registry.rotation import add_key
+from edgefleet.device.trust.anchor import ring_foreign_writable, ring_writable_component
+from edgefleet.flows.trust.key_rotation import add_key
 from tests.device.store_fixtures import Keys
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds files owned by another uid: needs root (CI)")

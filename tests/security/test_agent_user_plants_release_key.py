@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.trust_anchor import writable_component
+from edgefleet.device.trust.anchor import writable_component
 from edgefleet.flows.deploy_agent.params import RELEASE_KEY_FILE, DeployAgentParams
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds files owned by another uid: needs root (CI)")
@@ -119,7 +119,7 @@ def test_a_rollout_naming_the_store_by_root_does_not_trust_a_key_the_agents_user
     from typer.testing import CliRunner
 
     from edgefleet.device.cli import app
-    from edgefleet.kernel.signing import generate_keypair, save_public_key
+    from edgefleet.kernel.trust.signatures import generate_keypair, save_public_key
 
     root = tmp_path / "agent"
     (root / "keys").mkdir(parents=True)

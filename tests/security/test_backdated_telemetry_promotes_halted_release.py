@@ -15,16 +15,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgefleet.device.identity import sign_telemetry
+from edgefleet.device.trust.device_identity import sign_telemetry
 from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.flows.rollout.params import CanaryGate, PromotionParams
 from edgefleet.flows.rollout.promote import promotion_blocker
 from edgefleet.kernel.contracts.telemetry import Event, Health, InferenceSummary, ModelRef, TelemetryMessage
 from edgefleet.monitor import version_health
 from edgefleet.monitor.batch import process_batch
-from edgefleet.monitor.identity import TelemetryVerifier
 from edgefleet.monitor.ingest import Status
 from edgefleet.monitor.store import open_store
+from edgefleet.monitor.telemetry_verifier import TelemetryVerifier
 from edgefleet.monitor.windows import version_window
 from tests.security.test_forged_telemetry import Device, fleet_keys
 from tests.security.test_one_message_stops_the_monitor import FakeMessage

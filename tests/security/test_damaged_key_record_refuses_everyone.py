@@ -28,7 +28,7 @@ def test_one_damaged_record_drops_that_record_only(fleet: Fleet, fleet_state, na
     cam1, cam2 = fleet.enrol("cam-1"), fleet.enrol("cam-2")
     fleet.plant(name, DAMAGED[name])
     monitor = fleet.monitor()
-    with caplog.at_level(logging.WARNING, logger="edgefleet.monitor.identity"):
+    with caplog.at_level(logging.WARNING, logger="edgefleet.monitor.telemetry_verifier"):
         assert applied(fleet.send(fleet_state, monitor, "cam-1", cam1))
         assert applied(fleet.send(fleet_state, monitor, "cam-2", cam2))
     [record] = monitor.refused_records

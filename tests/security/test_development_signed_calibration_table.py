@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgefleet.flows.registry import LocalRegistryWriter
-from edgefleet.kernel.keyring import key_file_name
+from edgefleet.kernel.trust.release_keyring import key_file_name
 from edgefleet.monitor.calibrations import source_for
 from edgefleet.monitor.config import DriftWatchConfig
 from edgefleet.monitor.drift_watch import tick

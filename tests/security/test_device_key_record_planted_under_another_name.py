@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from edgefleet.kernel.contracts.devicekey import DeviceKeyRecord, sign_record
-from edgefleet.kernel.signing import generate_keypair
+from edgefleet.kernel.trust.signatures import generate_keypair
 from tests.security.device_keys import Fleet, applied, refused, unsigned_record
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from edgefleet.device.agent.config import load_config
 from edgefleet.device.doctor import DoctorLimits, check_registry
 from edgefleet.device.store import ModelStore
-from edgefleet.flows.registry import LocalRegistryWriter, sign_pointer
+from edgefleet.flows.registry import LocalRegistryWriter
+from edgefleet.flows.trust.pointer_signing import sign_pointer
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from tests.device.store_fixtures import Keys, VersionFactory
 from tests.device.test_pull import overwrite_object

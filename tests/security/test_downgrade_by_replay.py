@@ -11,12 +11,13 @@ from datetime import timedelta
 import pytest
 from typer.testing import CliRunner
 
-from edgefleet.device.channel import RECORD_FILE
 from edgefleet.device.cli import app
 from edgefleet.device.poller import ChannelPoller
 from edgefleet.device.pull import PullResult, pull_channel_once
 from edgefleet.device.store import ModelStore
-from edgefleet.flows.registry import LocalRegistryWriter, RegistryWriter, sign_pointer
+from edgefleet.device.trust.pointers import RECORD_FILE
+from edgefleet.flows.registry import LocalRegistryWriter, RegistryWriter
+from edgefleet.flows.trust.pointer_signing import sign_pointer
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import ConflictError, VerificationError

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from edgefleet.cli import app
 from edgefleet.device.cli import app as agent
-from edgefleet.kernel.signing import save_private_key
+from edgefleet.kernel.trust.signatures import save_private_key
 from tests.security.device_keys import Fleet, applied, refused
 from tests.security.enrolment import Enrolment
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from edgefleet.device.enrol import create_object, file_request
 from edgefleet.device.registry import open_registry_reader
 from edgefleet.flows.registry import RegistryWriter
-from edgefleet.flows.registry.enrolment import approve_requests, create_token
+from edgefleet.flows.trust.enrolment_tokens import approve_requests, create_token
 from edgefleet.kernel.contracts.devicekey import DeviceKeyRecord, device_key_record_key
-from edgefleet.kernel.signing import generate_keypair, key_id
+from edgefleet.kernel.trust.signatures import generate_keypair, key_id
 from tests.security.enrolment import T0
 
 

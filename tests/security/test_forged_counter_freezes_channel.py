@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from edgefleet.cli import app
 from edgefleet.device.pull import pull_channel_once
 from edgefleet.device.store import ModelStore
-from edgefleet.flows.registry import LocalRegistryWriter, RegistryWriter, next_counter
+from edgefleet.flows.registry import LocalRegistryWriter, RegistryWriter
+from edgefleet.flows.trust.pointer_signing import next_counter
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.contracts.manifest import MAX_POINTER_COUNTER, ChannelPointer
 from edgefleet.kernel.errors import VerificationError

@@ -20,7 +20,7 @@ from edgefleet.kernel.contracts.enrolment import (
     request_key,
     token_key,
 )
-from edgefleet.kernel.signing import generate_keypair
+from edgefleet.kernel.trust.signatures import generate_keypair
 from tests.security.device_keys import Fleet, applied, refused
 from tests.security.enrolment import T0, Enrolment
 

@@ -15,8 +15,8 @@ from edgefleet.device.pull import PullResult, pull_channel_once
 from edgefleet.device.shadow_pointer import SHADOW_POINTER
 from edgefleet.device.store import ModelStore
 from edgefleet.flows.registry import LocalRegistryWriter
-from edgefleet.flows.registry.pointers import sign_pointer
 from edgefleet.flows.registry.staged import stage_rollout
+from edgefleet.flows.trust.pointer_signing import sign_pointer
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.contracts.rollout import SHARE_BP_FULL, RolloutStage
 from edgefleet.kernel.errors import RegistryError

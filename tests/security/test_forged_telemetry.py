@@ -17,17 +17,18 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.identity import load_or_create_device_key, sign_telemetry
 from edgefleet.device.telemetry.spool import Spool
-from edgefleet.flows.registry import LocalRegistryWriter, register_device_key
+from edgefleet.device.trust.device_identity import load_or_create_device_key, sign_telemetry
+from edgefleet.flows.registry import LocalRegistryWriter
+from edgefleet.flows.trust.device_key_records import register_device_key
 from edgefleet.kernel.contracts.telemetry import Health, InferenceSummary, ModelRef, TelemetryMessage
 from edgefleet.kernel.errors import ConflictError
-from edgefleet.kernel.signing import generate_keypair, key_id
+from edgefleet.kernel.trust.signatures import generate_keypair, key_id
 from edgefleet.monitor.batch import process_batch
-from edgefleet.monitor.fleetkeys import KeyRecordPolicy, load_fleet_keys
-from edgefleet.monitor.identity import FORGED_PREFIX, TelemetryVerifier
+from edgefleet.monitor.device_key_reader import KeyRecordPolicy, load_fleet_keys
 from edgefleet.monitor.ingest import Status
 from edgefleet.monitor.store import FleetStore, open_store
+from edgefleet.monitor.telemetry_verifier import FORGED_PREFIX, TelemetryVerifier
 from tests.security.test_one_message_stops_the_monitor import FakeMessage
 
 T0 = datetime(2026, 11, 30, tzinfo=UTC)

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.identity import sign_telemetry
+from edgefleet.device.trust.device_identity import sign_telemetry
 from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.monitor.batch import process_batch
-from edgefleet.monitor.identity import FORGED_PREFIX, TelemetryVerifier
 from edgefleet.monitor.ingest import Status
 from edgefleet.monitor.store import FleetStore
+from edgefleet.monitor.telemetry_verifier import FORGED_PREFIX, TelemetryVerifier
 from tests.security import test_forged_telemetry as _telemetry
 from tests.security.test_forged_telemetry import Device, build, device_row, fleet_keys
 from tests.security.test_one_message_stops_the_monitor import FakeMessage

@@ -7,10 +7,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from edgefleet.device.identity import load_or_create_device_key, sign_telemetry
 from edgefleet.device.telemetry.spool import Spool
-from edgefleet.flows.registry import LocalRegistryWriter, register_device_key
-from edgefleet.kernel.signing import generate_keypair, save_public_key
+from edgefleet.device.trust.device_identity import load_or_create_device_key, sign_telemetry
+from edgefleet.flows.registry import LocalRegistryWriter
+from edgefleet.flows.trust.device_key_records import register_device_key
+from edgefleet.kernel.trust.signatures import generate_keypair, save_public_key
 from edgefleet.monitor.store import open_store
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "monitor"))

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.bundle import verify_version_dir
 from edgefleet.device.doctor import check_public_key
+from edgefleet.device.trust.version_bundle import verify_version_dir
 from edgefleet.flows.deploy_agent.keyring import release_keyring_files
-from edgefleet.flows.registry.rotation import add_key, describe_ring_files
+from edgefleet.flows.trust.key_rotation import add_key, describe_ring_files
 from edgefleet.kernel.errors import ConfigError, VerificationError
-from edgefleet.kernel.keyring import key_file_name, load_keyring
-from edgefleet.kernel.signing import generate_keypair, save_public_key
+from edgefleet.kernel.trust.release_keyring import key_file_name, load_keyring
+from edgefleet.kernel.trust.signatures import generate_keypair, save_public_key
 from tests.device.store_fixtures import Keys, VersionFactory
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.bundle import verify_version_dir
+from edgefleet.device.trust.version_bundle import verify_version_dir
 from edgefleet.kernel.errors import VerificationError
-from edgefleet.kernel.signing import load_private_key
+from edgefleet.kernel.trust.signatures import load_private_key
 from tests.device.store_fixtures import Keys, VersionFactory
 
 

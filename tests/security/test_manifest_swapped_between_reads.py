@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.bundle import SignedManifest
+from edgefleet.device.trust.version_bundle import SignedManifest
 from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.flows.rollout.tasks import prepare_version
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE, version_prefix

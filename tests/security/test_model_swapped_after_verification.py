@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.bundle import verify_version_dir
 from edgefleet.device.runtime.engine import open_for_manifest
+from edgefleet.device.trust.version_bundle import verify_version_dir
 from edgefleet.flows.release.bundle import create_version_dir
 from edgefleet.kernel.errors import VerificationError
-from edgefleet.kernel.signing import generate_keypair
+from edgefleet.kernel.trust.signatures import generate_keypair
 
 MODEL_FILE = "mobilenet_v1_0.25_128_quant.tflite"
 

@@ -9,8 +9,8 @@ from datetime import timedelta
 
 import pytest
 
-from edgefleet.flows.channels.resign import resign_channels
 from edgefleet.flows.registry import LocalRegistryWriter
+from edgefleet.flows.trust.resign_channels import resign_channels
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from tests.device.store_fixtures import Keys, VersionFactory

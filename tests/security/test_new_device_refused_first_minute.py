@@ -8,10 +8,10 @@ that way either.
 
 from __future__ import annotations
 
-from edgefleet.flows.registry import revoke_device
-from edgefleet.kernel.signing import generate_keypair
-from edgefleet.monitor.fleetkeys import load_device_key, load_fleet_keys
-from edgefleet.monitor.identity import TelemetryVerifier, key_record_policy
+from edgefleet.flows.trust.device_key_records import revoke_device
+from edgefleet.kernel.trust.signatures import generate_keypair
+from edgefleet.monitor.device_key_reader import load_device_key, load_fleet_keys
+from edgefleet.monitor.telemetry_verifier import TelemetryVerifier, key_record_policy
 from tests.security.device_keys import Fleet, applied, refused, unsigned_record
 
 REFRESH_S = 60.0

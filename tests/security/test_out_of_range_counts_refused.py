@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from edgefleet.device.identity import sign_telemetry
 from edgefleet.device.telemetry.builder import InferenceRecord, TelemetryBuilder
+from edgefleet.device.trust.device_identity import sign_telemetry
 from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.kernel.contracts import distributions as dists
 from edgefleet.kernel.contracts.telemetry import (
@@ -33,9 +33,9 @@ from edgefleet.kernel.contracts.telemetry import (
     TelemetryMessage,
 )
 from edgefleet.monitor.batch import process_batch
-from edgefleet.monitor.identity import TelemetryVerifier
 from edgefleet.monitor.ingest import Status
 from edgefleet.monitor.store import FleetStore
+from edgefleet.monitor.telemetry_verifier import TelemetryVerifier
 from tests.security import test_forged_telemetry as _telemetry
 from tests.security.test_forged_telemetry import Device, fleet_keys
 from tests.security.test_one_message_stops_the_monitor import T0, FakeMessage

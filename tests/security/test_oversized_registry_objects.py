@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from edgefleet.device.pull import pull_channel_once
-from edgefleet.device.registry.keys import MAX_MANIFEST_BYTES
+from edgefleet.device.registry.object_keys import MAX_MANIFEST_BYTES
 from edgefleet.device.store import ModelStore
 from edgefleet.flows.registry import RegistryWriter
 from edgefleet.kernel.errors import VerificationError

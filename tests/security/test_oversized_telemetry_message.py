@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from edgefleet.device.identity import sign_telemetry
+from edgefleet.device.trust.device_identity import sign_telemetry
 from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.kernel.contracts import distributions as dists
 from edgefleet.kernel.contracts.telemetry import (
@@ -31,11 +31,11 @@ from edgefleet.kernel.contracts.telemetry import (
     ShadowSummary,
     TelemetryMessage,
 )
-from edgefleet.kernel.signing import save_public_key
+from edgefleet.kernel.trust.signatures import save_public_key
 from edgefleet.monitor.batch import process_batch
-from edgefleet.monitor.identity import TelemetryVerifier
 from edgefleet.monitor.ingest import Status
 from edgefleet.monitor.store import FleetStore, open_store
+from edgefleet.monitor.telemetry_verifier import TelemetryVerifier
 from tests.security.test_forged_telemetry import ENROLMENT, Device, fleet_keys
 from tests.security.test_one_message_stops_the_monitor import T0, FakeMessage
 

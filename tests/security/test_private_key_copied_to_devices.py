@@ -10,7 +10,7 @@ import pytest
 
 from edgefleet.flows.deploy_agent.flow import DeployAgentParams, deploy_agent, release_public_key_text
 from edgefleet.kernel.errors import ConfigError
-from edgefleet.kernel.signing import generate_keypair, save_private_key, save_public_key
+from edgefleet.kernel.trust.signatures import generate_keypair, save_private_key, save_public_key
 
 
 def params(public_key: Path | str, tmp_path: Path) -> DeployAgentParams:
@@ -42,7 +42,7 @@ def test_the_public_key_path_expands_home(tmp_path: Path, monkeypatch: pytest.Mo
 def test_a_private_key_inside_a_keyring_directory_is_refused_before_any_device(tmp_path: Path) -> None:
     """The keyring (issue 22): `public_key` may name a directory of `<key id>.pub` files; a private key there,
     under any name, is refused as well, and nothing is copied."""
-    from edgefleet.kernel.keyring import key_file_name
+    from edgefleet.kernel.trust.release_keyring import key_file_name
 
     private, public = generate_keypair()
     ring = tmp_path / "release.d"

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from edgefleet.flows.registry import LocalRegistryWriter, sign_pointer
+from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.flows.rollout.promote import promotion_pointers
+from edgefleet.flows.trust.pointer_signing import sign_pointer
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.errors import VerificationError
 from tests.device.store_fixtures import Keys, VersionFactory

@@ -16,7 +16,7 @@ from edgefleet.flows.registry import open_registry_writer
 from edgefleet.flows.release.version_tasks import move_channel, plan_release
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.errors import VerificationError
-from edgefleet.kernel.signing import load_private_key
+from edgefleet.kernel.trust.signatures import load_private_key
 from tests.device.store_fixtures import VersionFactory
 from tests.device.test_pull import overwrite_object
 

@@ -27,7 +27,7 @@ from edgefleet.device.store import ModelStore
 from edgefleet.flows.release.bundle import build_manifest, write_signed_version
 from edgefleet.kernel.contracts.manifest import SigningInfo
 from edgefleet.kernel.errors import VerificationError
-from edgefleet.kernel.signing import generate_keypair, key_id, save_public_key
+from edgefleet.kernel.trust.signatures import generate_keypair, key_id, save_public_key
 from tests.device.agent.conftest import GOLDEN_SEEDS, MODEL, Releases
 
 WAIT_S = 90.0

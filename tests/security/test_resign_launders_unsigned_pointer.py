@@ -14,10 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from edgefleet.cli import app
-from edgefleet.device.channel import verify_pointer
 from edgefleet.device.cli import app as agent_app
-from edgefleet.flows.channels.resign import resign_channels
+from edgefleet.device.trust.pointers import verify_pointer
 from edgefleet.flows.registry import LocalRegistryWriter, RegistryWriter
+from edgefleet.flows.trust.resign_channels import resign_channels
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import ConflictError
@@ -135,8 +135,8 @@ def test_the_agents_fix_text_does_not_send_the_operator_to_resign_an_unsigned_po
 def test_a_history_entry_written_by_a_bucket_writer_does_not_make_a_version_convertible(
     local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys, other_keys: Keys
 ) -> None:
-    from edgefleet.flows.registry import sign_pointer
     from edgefleet.flows.registry.history import history_key
+    from edgefleet.flows.trust.pointer_signing import sign_pointer
 
     publish(local_registry, make_version, "0.9.0", "1.0.0")
     local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
@@ -178,7 +178,7 @@ def test_conversion_signs_exactly_what_was_shown_on_both_backends(
 ) -> None:
     """The pointer changes between showing and signing (the attacker swaps it once the operator said yes):
     the compare-and-swap refuses, nothing is signed."""
-    from edgefleet.flows.channels.convert import convert_unsigned, plan_conversion
+    from edgefleet.flows.trust.convert_unsigned import convert_unsigned, plan_conversion
 
     for version in ("0.9.0", "1.0.0"):
         registry.publish_version("birds", version, make_version("birds", version))

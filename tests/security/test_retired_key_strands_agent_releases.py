@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgefleet.device.selfupdate import load_state, run_once
-from edgefleet.flows.registry.rotation import add_key, resign_in_use, retire_key_file, retirement_blockers
+from edgefleet.flows.trust.key_rotation import add_key, resign_in_use, retire_key_file, retirement_blockers
 from edgefleet.kernel.contracts.agent_release import (
     AGENT_MANIFEST_FILE,
     AGENT_SIGNATURE_FILE,
@@ -28,8 +28,14 @@ from edgefleet.kernel.contracts.agent_release import (
     agent_file_key,
 )
 from edgefleet.kernel.contracts.manifest import ChannelPointer
-from edgefleet.kernel.keyring import load_keyring
-from edgefleet.kernel.signing import decode_signatures, generate_keypair, key_id, save_private_key, save_public_key
+from edgefleet.kernel.trust.release_keyring import load_keyring
+from edgefleet.kernel.trust.signatures import (
+    decode_signatures,
+    generate_keypair,
+    key_id,
+    save_private_key,
+    save_public_key,
+)
 from tests.device.agent_release import AgentReleases
 
 

@@ -18,25 +18,26 @@ import pytest
 
 from edgefleet.device.pull import pull_channel_once
 from edgefleet.device.store import ModelStore
-from edgefleet.flows.registry import LocalRegistryWriter, sign_pointer
-from edgefleet.flows.registry.rotation import (
+from edgefleet.flows.registry import LocalRegistryWriter
+from edgefleet.flows.trust.key_rotation import (
     add_key,
     resign_in_use,
     retire_key_file,
     retirement_blockers,
 )
-from edgefleet.flows.registry.trusted import FORGED
+from edgefleet.flows.trust.pointer_readback import FORGED
+from edgefleet.flows.trust.pointer_signing import sign_pointer
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.contracts.manifest import SigningInfo
 from edgefleet.kernel.errors import ConfigError, VerificationError
-from edgefleet.kernel.keyring import load_keyring
-from edgefleet.kernel.signing import key_id
+from edgefleet.kernel.trust.release_keyring import load_keyring
+from edgefleet.kernel.trust.signatures import key_id
 from tests.device.store_fixtures import Keys, VersionFactory
 
 
 def publish_named(registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys, version: str) -> None:
     """Publishes a version whose manifest names its signing key, as the release flow writes it."""
-    from edgefleet.device.bundle import read_signed_manifest
+    from edgefleet.device.trust.version_bundle import read_signed_manifest
     from edgefleet.flows.release.bundle import write_signed_version
 
     directory = make_version("birds", version, private_key=keys.private)

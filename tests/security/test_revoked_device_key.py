@@ -19,11 +19,11 @@ import pytest
 from typer.testing import CliRunner
 
 from edgefleet.cli import app
-from edgefleet.flows.registry import register_device_key, revoke_device
+from edgefleet.flows.trust.device_key_records import register_device_key, revoke_device
 from edgefleet.kernel.errors import ConflictError
-from edgefleet.kernel.signing import generate_keypair, key_id, save_private_key
-from edgefleet.monitor.fleetkeys import load_fleet_keys
-from edgefleet.monitor.identity import TelemetryVerifier, key_record_policy
+from edgefleet.kernel.trust.signatures import generate_keypair, key_id, save_private_key
+from edgefleet.monitor.device_key_reader import load_fleet_keys
+from edgefleet.monitor.telemetry_verifier import TelemetryVerifier, key_record_policy
 from tests.security.device_keys import Fleet, applied, refused
 
 

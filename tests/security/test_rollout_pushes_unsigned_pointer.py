@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from edgefleet.flows.registry import LocalRegistryWriter, sign_pointer
+from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.flows.rollout.flow import resolve_version
 from edgefleet.flows.rollout.params import RolloutParams
+from edgefleet.flows.trust.pointer_signing import sign_pointer
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import VerificationError

@@ -5,11 +5,11 @@ and a record whose read failed once: none may leave a key trusted that a full re
 
 from __future__ import annotations
 
-from edgefleet.flows.registry import revoke_device
+from edgefleet.flows.trust.device_key_records import revoke_device
 from edgefleet.kernel.errors import RegistryError
-from edgefleet.kernel.signing import generate_keypair, key_id
-from edgefleet.monitor.fleetkeys import FleetKeyReader, load_fleet_keys
-from edgefleet.monitor.identity import key_record_policy
+from edgefleet.kernel.trust.signatures import generate_keypair, key_id
+from edgefleet.monitor.device_key_reader import FleetKeyReader, load_fleet_keys
+from edgefleet.monitor.telemetry_verifier import key_record_policy
 from tests.security.device_keys import Fleet, GenerationListingReader, unsigned_record
 
 

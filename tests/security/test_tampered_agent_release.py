@@ -14,7 +14,7 @@ import pytest
 from edgefleet.device.selfupdate import run_once
 from edgefleet.kernel.contracts.agent_release import AGENT_MANIFEST_FILE, agent_channel_key, agent_file_key
 from edgefleet.kernel.errors import VerificationError
-from edgefleet.kernel.signing import generate_keypair
+from edgefleet.kernel.trust.signatures import generate_keypair
 from tests.device.agent_release import AgentReleases, build_wheel
 
 

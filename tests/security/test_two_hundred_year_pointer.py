@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from edgefleet.device.channel import MAX_POINTER_VALIDITY, ChannelRecord, judge_pointer
 from edgefleet.device.pull import pull_channel_once
 from edgefleet.device.store import ModelStore
-from edgefleet.flows.registry import LocalRegistryWriter, sign_pointer
+from edgefleet.device.trust.pointers import MAX_POINTER_VALIDITY, ChannelRecord, judge_pointer
+from edgefleet.flows.registry import LocalRegistryWriter
+from edgefleet.flows.trust.pointer_signing import sign_pointer
 from tests.device.store_fixtures import Keys, VersionFactory
 from tests.security.test_downgrade_by_replay import publish
 

@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from edgefleet.cli import app
-from edgefleet.flows.registry import sign_records, unsigned_records
+from edgefleet.flows.trust.device_key_records import sign_records, unsigned_records
 from edgefleet.kernel.errors import ConfigError, ConflictError
-from edgefleet.kernel.signing import generate_keypair, save_private_key
-from edgefleet.monitor.identity import IdentityConfig, TelemetryVerifier
+from edgefleet.kernel.trust.signatures import generate_keypair, save_private_key
+from edgefleet.monitor.telemetry_verifier import IdentityConfig, TelemetryVerifier
 from tests.security.device_keys import Fleet, applied, refused, unsigned_record
 
 
@@ -77,7 +77,7 @@ def test_the_cli_shows_the_records_and_signs_only_when_told(fleet: Fleet, fleet_
 
 
 def test_the_local_fleet_enrols_its_devices_with_signed_records(tmp_path, fleet_state) -> None:
-    from edgefleet.device.identity import load_or_create_device_key
+    from edgefleet.device.trust.device_identity import load_or_create_device_key
     from edgefleet.local.fleet import SimulatedFleet
 
     registry = Fleet(tmp_path)
@@ -112,7 +112,7 @@ def test_a_fleet_enrolled_before_signed_records_moves_on_without_a_device_refuse
 
 
 def test_the_development_enrolment_key_is_refused_for_a_cloud_registry(tmp_path) -> None:
-    from edgefleet.flows.registry import EnrolmentKeyParams, resolve_enrolment_key
+    from edgefleet.flows.trust.device_key_records import EnrolmentKeyParams, resolve_enrolment_key
 
     params = EnrolmentKeyParams(dev_key_file=str(tmp_path / "enrolment.key"))
     with pytest.raises(ConfigError, match="not used for cloud registries"):

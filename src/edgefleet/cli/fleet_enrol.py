@@ -3,7 +3,7 @@
 The operator mints a one-time token per device (its hash, signed by the fleet enrolment key, goes to
 `fleet/enrol-tokens/`; the token text is printed once); the device runs `edgefleet-agent enrol --token-file F`;
 `enrol-approve` (by hand, or on a schedule) judges the requests and writes the signed device key records
-(`edgefleet.flows.registry.enrolment`).
+(`edgefleet.flows.trust.enrolment_tokens`).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def create(
 ) -> None:
     """Mint a one-time enrolment token per DEVICE_ID. Each token is printed once (`DEVICE_ID TOKEN`): hand it
     to that device only (`edgefleet-agent enrol --token-file FILE`); the registry keeps only its hash."""
-    from edgefleet.flows.registry.enrolment import create_token
+    from edgefleet.flows.trust.enrolment_tokens import create_token
 
     lifetime = parse_lifetime(expires)
     by = f"edgefleet fleet enrol-token create ({getpass.getuser()})"
@@ -87,7 +87,7 @@ def enrol_approve(
 ) -> None:
     """Judge the devices' enrolment requests; enrol each device whose request carries its unused, unexpired
     token (the token is burnt), refuse the rest (printed with why). Safe to repeat, and to run on a schedule."""
-    from edgefleet.flows.registry.enrolment import approve_requests
+    from edgefleet.flows.trust.enrolment_tokens import approve_requests
 
     try:
         registry = open_registry(registry_uri)

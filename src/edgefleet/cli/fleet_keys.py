@@ -36,7 +36,7 @@ def open_registry(uri: str | None):
 
 
 def _enrolment_key(key_file: Path | None, secret_block: str | None, allow_dev: bool, registry_uri: str):
-    from edgefleet.flows.registry import EnrolmentKeyParams, resolve_enrolment_key
+    from edgefleet.flows.trust.device_key_records import EnrolmentKeyParams, resolve_enrolment_key
 
     params = EnrolmentKeyParams(key_file=str(key_file) if key_file else None, secret_block=secret_block,
                                 allow_development_key=allow_dev)
@@ -50,8 +50,8 @@ def list_(
     registry_uri: str = RegistryOption,
 ) -> None:
     """Every device key record, and whether a monitor with these enrolment keys trusts it."""
-    from edgefleet.kernel.signing import key_id, load_public_key
-    from edgefleet.monitor.fleetkeys import KeyRecordPolicy, load_fleet_keys
+    from edgefleet.kernel.trust.signatures import key_id, load_public_key
+    from edgefleet.monitor.device_key_reader import KeyRecordPolicy, load_fleet_keys
 
     try:
         keys = {key_id(key): key for key in map(load_public_key, enrolment_public_key)}
@@ -75,7 +75,7 @@ def sign(
 ) -> None:
     """Sign the unsigned (edgefleet.device-key/1) records, after showing them: check that each device and key
     is yours (a registry writer could have added one) before answering yes."""
-    from edgefleet.flows.registry import sign_records, unsigned_records
+    from edgefleet.flows.trust.device_key_records import sign_records, unsigned_records
 
     try:
         registry = open_registry(registry_uri)
@@ -111,8 +111,7 @@ def revoke(
 ) -> None:
     """Revoke DEVICE_ID's key: every monitor refuses its telemetry from its next key refresh. To keep the
     revocation even if a registry writer removes it, also list the key id in the monitor's identity.revoked_keys."""
-    from edgefleet.flows.registry import revoke_device
-    from edgefleet.flows.registry.fleetkeys import revoke_key
+    from edgefleet.flows.trust.device_key_records import revoke_device, revoke_key
 
     by = f"edgefleet fleet keys revoke ({getpass.getuser()})"
     try:

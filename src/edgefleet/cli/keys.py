@@ -1,5 +1,5 @@
 """`edgefleet keys list|add|resign|retire`: the release keyring, and rotating the release key without stopping a
-device (`edgefleet.flows.registry.rotation`).
+device (`edgefleet.flows.trust.key_rotation`).
 
     edgefleet keys add RING OLD.pub            # once: a keyring directory holding today's key
     edgefleet keys add RING NEW.pub            # 1. add the new key; deploy-agent with public_key: RING
@@ -33,7 +33,7 @@ RingArgument = typer.Argument(..., help="the keyring directory (one <key id>.pub
 @app.command("list")
 def list_(ring: Path = RingArgument) -> None:
     """Show each key file of RING with its key id (a file not named by its key id is not trusted)."""
-    from edgefleet.flows.registry.rotation import describe_ring_files
+    from edgefleet.flows.trust.key_rotation import describe_ring_files
 
     rows = describe_ring_files(ring)
     if not rows:
@@ -46,7 +46,7 @@ def list_(ring: Path = RingArgument) -> None:
 def add(ring: Path = RingArgument,
         public_key: Path = typer.Argument(..., help="a release public key file (PEM or base64)")) -> None:
     """Add a release public key to RING as <key id>.pub (step 1; then deploy-agent with public_key: RING)."""
-    from edgefleet.flows.registry.rotation import add_key
+    from edgefleet.flows.trust.key_rotation import add_key
 
     try:
         path = add_key(ring, public_key)
@@ -72,8 +72,8 @@ def resign(
     from datetime import timedelta
 
     from edgefleet.cli.registry_channels import _signing_key
-    from edgefleet.flows.registry.rotation import resign_in_use
-    from edgefleet.kernel.keyring import load_keyring
+    from edgefleet.flows.trust.key_rotation import resign_in_use
+    from edgefleet.kernel.trust.release_keyring import load_keyring
 
     try:
         registry = open_registry(registry_uri)
@@ -98,9 +98,9 @@ def retire(
     """Step 3: remove KEY_ID from RING, refused while a channel pointer or a manifest it names (a model's or the
     agent's own) verifies with that key only (re-sign first); then deploy-agent the keyring to remove it from the
     devices."""
-    from edgefleet.flows.registry.rotation import retire_key_file, retirement_blockers
+    from edgefleet.flows.trust.key_rotation import retire_key_file, retirement_blockers
     from edgefleet.kernel.errors import ConfigError
-    from edgefleet.kernel.keyring import load_keyring
+    from edgefleet.kernel.trust.release_keyring import load_keyring
 
     try:
         blockers = retirement_blockers(open_registry(registry_uri), load_keyring(ring), key_id)

@@ -38,8 +38,8 @@ VerifyKeyOption = typer.Option(
 
 
 def _public_key(option: Path | None) -> Path:
-    from edgefleet.flows.release.keys import public_key_path
     from edgefleet.flows.release.params import DEFAULT_DEV_KEY, expand
+    from edgefleet.flows.trust.release_key import public_key_path
     from edgefleet.kernel.errors import ConfigError
 
     if option is not None:

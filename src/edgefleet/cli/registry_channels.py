@@ -4,7 +4,7 @@
   (forged, out of the contract's bounds) is refused, or replaced with `--replace-unverified`.
 - `resign` renews pointers that verify (new counter and expiry); unsigned ones are reported, never signed.
 - `convert-unsigned` signs one unsigned (schema 1) pointer after showing what it names, and only a version a
-  signed pointer named before (`edgefleet.flows.channels.convert`).
+  signed pointer named before (`edgefleet.flows.trust.convert_unsigned`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from edgefleet.kernel.errors import EdgefleetError
 if TYPE_CHECKING:
     from types import EllipsisType
 
-    from edgefleet.flows.registry.trusted import CheckedChannel
+    from edgefleet.flows.trust.pointer_readback import CheckedChannel
 
 
 def _default_registry() -> str:
@@ -69,8 +69,8 @@ PromoteKeyOption = typer.Option(
 
 
 def _signing_key(key_file: Path | None, secret_block: str | None, allow_dev: bool, registry_uri: str):
-    from edgefleet.flows.release.keys import channel_signing_key
     from edgefleet.flows.release.params import SigningParams
+    from edgefleet.flows.trust.release_key import channel_signing_key
 
     params = SigningParams(
         key_file=str(key_file) if key_file else None, secret_block=secret_block, allow_development_key=allow_dev
@@ -162,7 +162,7 @@ def resign(
     left as they are (convert one with `convert-unsigned`)."""
     from datetime import timedelta
 
-    from edgefleet.flows.channels.resign import resign_channels
+    from edgefleet.flows.trust.resign_channels import resign_channels
 
     try:
         registry = open_registry(registry_uri)
@@ -198,8 +198,8 @@ def convert_unsigned(
     import getpass
     from datetime import timedelta
 
-    from edgefleet.flows.channels.convert import convert_unsigned as convert
-    from edgefleet.flows.channels.convert import plan_conversion
+    from edgefleet.flows.trust.convert_unsigned import convert_unsigned as convert
+    from edgefleet.flows.trust.convert_unsigned import plan_conversion
 
     try:
         registry = open_registry(registry_uri)

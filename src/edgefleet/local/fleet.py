@@ -324,7 +324,7 @@ class SimulatedFleet:
     def enrolment_public_key(self) -> Path:
         """The public key file of the fleet's enrolment key (made now if missing): the monitor's
         `identity.enrolment_keys` for this fleet."""
-        from edgefleet.flows.registry import development_enrolment_key
+        from edgefleet.flows.trust.device_key_records import development_enrolment_key
 
         if self.key_registry is None:
             raise EdgefleetError("this simulated fleet has no key registry", "pass key_registry= to SimulatedFleet")
@@ -333,9 +333,10 @@ class SimulatedFleet:
     def publish_device_key(self, device_id: str) -> str:
         """Makes the device's key as its agent would (`edgefleet-agent device-key`) and publishes the public
         key to `key_registry`; returns the key id."""
-        from edgefleet.device.identity import load_or_create_device_key
-        from edgefleet.flows.registry import open_registry_writer, register_device_key
-        from edgefleet.kernel.signing import key_id, load_private_key
+        from edgefleet.device.trust.device_identity import load_or_create_device_key
+        from edgefleet.flows.registry import open_registry_writer
+        from edgefleet.flows.trust.device_key_records import register_device_key
+        from edgefleet.kernel.trust.signatures import key_id, load_private_key
 
         self.enrolment_public_key()  # the enrolment key, made once (an error without a key registry)
         public_key = load_or_create_device_key(self.devices[device_id].root).public_key()

@@ -11,7 +11,7 @@ from edgefleet.device.runtime.engine import Engine
 from edgefleet.device.runtime.golden import compute_golden
 from edgefleet.device.store import ModelStore
 from edgefleet.flows.release.bundle import create_version_dir
-from edgefleet.kernel.signing import generate_keypair, save_public_key
+from edgefleet.kernel.trust.signatures import generate_keypair, save_public_key
 
 GOLDEN_SEEDS = (1, 2, 3)
 MODEL = "imagenet"

@@ -70,8 +70,8 @@ def test_deploy_agent_installs_a_venv_and_runs_the_agent_under_the_process_manag
         assert command[0].decode() == str(opt / "venv" / "bin" / "edgefleet-agent") or \
             str(opt / "venv") in b" ".join(command).decode()
         config_dir = opt / "etc" / "sim-1"  # root's: the agent's user cannot rewrite or rename it
-        from edgefleet.kernel.keyring import key_file_name
-        from edgefleet.kernel.signing import load_public_key as load_release_key
+        from edgefleet.kernel.trust.release_keyring import key_file_name
+        from edgefleet.kernel.trust.signatures import load_public_key as load_release_key
 
         ring = config_dir / "keys" / "release.d"  # the keyring: exactly the key given, named by its key id
         assert [p.name for p in ring.iterdir()] == [key_file_name(load_release_key(key_path))]
@@ -81,8 +81,8 @@ def test_deploy_agent_installs_a_venv_and_runs_the_agent_under_the_process_manag
         assert f"public_key: {ring}" in (config_dir / "agent.yaml").read_text()
         # the device made its own key; only its public key was published with the fleet
         from edgefleet.device.registry import open_registry_reader
-        from edgefleet.kernel.signing import key_id, load_public_key
-        from edgefleet.monitor.fleetkeys import KeyRecordPolicy, load_fleet_keys
+        from edgefleet.kernel.trust.signatures import key_id, load_public_key
+        from edgefleet.monitor.device_key_reader import KeyRecordPolicy, load_fleet_keys
 
         enrolment = load_public_key(tmp_path / "enrolment.key.pub")  # signed by the enrolment key
         published = load_fleet_keys(open_registry_reader(tmp_path / "registry"),

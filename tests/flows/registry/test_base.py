@@ -20,7 +20,6 @@ from google.api_core import exceptions as google_errors
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from edgefleet.device.bundle import read_signed_manifest, verify_version_dir
 from edgefleet.device.registry import (
     GcsLocation,
     GcsRegistryReader,
@@ -29,6 +28,7 @@ from edgefleet.device.registry import (
     open_registry_reader,
     parse_registry_uri,
 )
+from edgefleet.device.trust.version_bundle import read_signed_manifest, verify_version_dir
 from edgefleet.flows.registry import (
     GcsRegistryWriter,
     LocalRegistryWriter,

@@ -13,8 +13,8 @@ from edgefleet.flows.registry.moves import (
     resignable,
     settled_or_moved,
 )
-from edgefleet.flows.registry.pointers import sign_pointer
-from edgefleet.flows.registry.trusted import FORGED, UNSIGNED, VERIFIED, CheckedChannel
+from edgefleet.flows.trust.pointer_readback import FORGED, UNSIGNED, VERIFIED, CheckedChannel
+from edgefleet.flows.trust.pointer_signing import sign_pointer
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.contracts.rollout import RolloutStage
 from edgefleet.kernel.errors import ConflictError, VerificationError

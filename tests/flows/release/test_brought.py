@@ -43,9 +43,9 @@ def _brought(make_params: MakeParams, source: dict, **overrides: Any):
 def test_brought_classifier_is_evaluated_compiled_signed_and_published(
     make_params: MakeParams, coral_models, signing_keys: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    from edgefleet.device.bundle import verify_version_dir
     from edgefleet.device.runtime.engine import open_for_manifest
     from edgefleet.device.runtime.golden import check_golden
+    from edgefleet.device.trust.version_bundle import verify_version_dir
 
     folders = _labelled_folders(coral_models, tmp_path / "images")
     params = make_params(

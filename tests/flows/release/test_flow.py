@@ -16,8 +16,8 @@ from typing import Any, NamedTuple
 import pytest
 from typer.testing import CliRunner
 
-from edgefleet.device.bundle import verify_version_dir
 from edgefleet.device.registry import RegistryReader, open_registry_reader
+from edgefleet.device.trust.version_bundle import verify_version_dir
 from edgefleet.flows.release.candidate import training_cache_key
 from edgefleet.flows.release.compiler import CompileError
 from edgefleet.flows.release.dataset import DatasetError, decode_image

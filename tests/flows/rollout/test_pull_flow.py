@@ -27,8 +27,8 @@ from edgefleet.device.runtime.golden import compute_golden
 from edgefleet.device.store import ModelStore
 from edgefleet.flows.registry import open_registry_writer
 from edgefleet.flows.release.bundle import create_version_dir
-from edgefleet.flows.release.keys import public_key_path
-from edgefleet.kernel.signing import generate_keypair, save_private_key, save_public_key
+from edgefleet.flows.trust.release_key import public_key_path
+from edgefleet.kernel.trust.signatures import generate_keypair, save_private_key, save_public_key
 from edgefleet.local.emulators import PubSubEmulator
 from edgefleet.local.fleet import SimulatedFleet
 from edgefleet.local.stack import FleetSpec, LocalStack, MonitorSpec, PubSubSpec, StackSpec, local_stack

@@ -7,7 +7,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from edgefleet.device.identity import public_key_text
+from edgefleet.device.trust.device_identity import public_key_text
 from edgefleet.kernel.contracts.devicekey import (
     DEVICE_KEY_SCHEMA,
     DEVICE_KEY_SCHEMA_V1,
@@ -19,7 +19,7 @@ from edgefleet.kernel.contracts.devicekey import (
     sign_revocation,
 )
 from edgefleet.kernel.errors import VerificationError
-from edgefleet.kernel.signing import generate_keypair, key_id
+from edgefleet.kernel.trust.signatures import generate_keypair, key_id
 
 ENROLMENT, ENROLMENT_PUBLIC = generate_keypair()
 KEYRING = {key_id(ENROLMENT_PUBLIC): ENROLMENT_PUBLIC}

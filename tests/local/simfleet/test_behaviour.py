@@ -13,8 +13,8 @@ from bench.fleet_model import MODELS, make_fleet
 from edgefleet.flows.registry import open_registry_writer, stage_rollout
 from edgefleet.kernel.contracts.rollout import in_share
 from edgefleet.kernel.contracts.telemetry import ModelRef
-from edgefleet.kernel.keyring import resolve_keyring
-from edgefleet.kernel.signing import (
+from edgefleet.kernel.trust.release_keyring import resolve_keyring
+from edgefleet.kernel.trust.signatures import (
     generate_keypair,
     load_private_key,
     load_public_key,

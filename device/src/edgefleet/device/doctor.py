@@ -350,7 +350,7 @@ def check_telemetry(config: AgentConfig) -> Finding:
 def check_public_key(path: Path) -> Finding:
     """The release keyring (a key file, the `<name>.d/` keyring beside it, or a keyring directory): it loads,
     every file in it is trusted, and none of it is in the agent user's reach."""
-    from edgefleet.kernel.keyring import load_keyring
+    from edgefleet.kernel.trust.release_keyring import load_keyring
 
     try:
         ring = load_keyring(path)
@@ -361,7 +361,7 @@ def check_public_key(path: Path) -> Finding:
         return Finding(name="public_key", status=Status.FAIL, detail="; ".join(ring.problems),
                        fix="name each key file of the keyring by its key id (edgefleet keys add does), or remove it; "
                            "deploy-agent installs the keyring so")
-    from edgefleet.device.trust_anchor import ring_exposure
+    from edgefleet.device.trust.anchor import ring_exposure
 
     try:
         exposed = ring_exposure(path)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from edgefleet.device.channel import RECORD_FILE, assess_pointer, parse_record, version_identity
 from edgefleet.device.store_reader import StoreReader
+from edgefleet.device.trust.pointers import RECORD_FILE, assess_pointer, parse_record, version_identity
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import EdgefleetError
 from edgefleet.kernel.findings import Status

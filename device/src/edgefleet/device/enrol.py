@@ -1,6 +1,6 @@
 """`edgefleet-agent enrol`: the device asks to be enrolled with a one-time token, over no inbound connection.
 
-The device makes (or keeps) its own key (`edgefleet.device.identity`), and CREATES one object,
+The device makes (or keeps) its own key (`edgefleet.device.trust.device_identity`), and CREATES one object,
 `fleet/enrol-requests/<token_id>/<key_id>.json` (`edgefleet.kernel.contracts.enrolment`): create-only (an
 existing object is never replaced; on GCS `if_generation_match=0`, which a device identity holding only
 `roles/storage.objectCreator` on that prefix can do). It never writes a key record: the approver, holding the
@@ -16,12 +16,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import cast
 
-from edgefleet.device.identity import load_or_create_device_key
 from edgefleet.device.registry.base import RegistryReader
+from edgefleet.device.trust.device_identity import load_or_create_device_key
 from edgefleet.kernel.contracts.devicekey import MAX_RECORD_BYTES, device_key_record_key
 from edgefleet.kernel.contracts.enrolment import EnrolRequest, make_request, parse_token, request_key
 from edgefleet.kernel.errors import ConflictError, EdgefleetError, RegistryError
-from edgefleet.kernel.signing import key_id
+from edgefleet.kernel.trust.signatures import key_id
 
 ENROL_POLL_S = 5.0
 """How often `wait_enrolled` reads the device's key record."""

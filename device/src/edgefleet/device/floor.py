@@ -1,7 +1,7 @@
 """The version floor of each model on a device: the highest version it activated, whichever way.
 
 A channel pointer may not take a device below its floor unless the pointer is a signed downgrade
-(`edgefleet.device.channel.judge_pointer`). The floor is a fact of the store, not of pull mode: every
+(`edgefleet.device.trust.pointers.judge_pointer`). The floor is a fact of the store, not of pull mode: every
 activation raises it (`ModelStore.activate` / `rollback`: a push rollout's `edgefleet-agent install
 --activate`, an operator's `activate`, pull mode), so a device that got its versions by push, or from an
 agent older than this record, has a floor too. Only activating a signed downgrade pointer lowers it.

@@ -19,7 +19,7 @@ from edgefleet.device.registry.base import RegistryReader
 from edgefleet.device.store import ModelStore
 from edgefleet.device.window import MaintenanceWindow
 from edgefleet.kernel.errors import EdgefleetError, RegistryError, StoreError
-from edgefleet.kernel.signing import PublicKeyLike
+from edgefleet.kernel.trust.signatures import PublicKeyLike
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Pull mode: follow a registry channel, and download, verify, install and activate what it names.
 
 `pull_channel_once` does one round (`edgefleet.device.poller.ChannelPoller` runs it on a thread): read the pointer
-and judge it (`edgefleet.device.channel`: signature, counter, validity, expiry, the device's version floor); then
+and judge it (`edgefleet.device.trust.pointers`: signature, counter, validity, expiry, the device's version floor); then
 `edgefleet.device.pull_plan.plan_round` decides: nothing to do (it names the current version), skip a version
 refused before (unless `retry_refused`), wait for the maintenance window, or read the manifest from the registry,
 check its sha256 against the pointer and its signature, download into a staging directory inside the store,
@@ -20,13 +20,13 @@ from typing import NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edgefleet.device.bundle import (
-    PublicKeyLike,
-    SignedManifest,
-    check_manifest_signatures,
-    read_signed_manifest,
-)
-from edgefleet.device.channel import (
+from edgefleet.device.floor import VersionFloor, highest
+from edgefleet.device.pull_fetch import download_and_install
+from edgefleet.device.pull_plan import Installed, Outcome, PullStep, plan_round, pointer_outcome
+from edgefleet.device.pull_shadow import ShadowInputs, ShadowResult, follow_shadow
+from edgefleet.device.registry.base import RegistryReader
+from edgefleet.device.store import ModelStore
+from edgefleet.device.trust.pointers import (
     RECORD_FILE,
     ChannelRecord,
     accepted,
@@ -35,17 +35,17 @@ from edgefleet.device.channel import (
     record_bytes,
     version_identity,
 )
-from edgefleet.device.floor import VersionFloor, highest
-from edgefleet.device.pull_fetch import download_and_install
-from edgefleet.device.pull_plan import Installed, Outcome, PullStep, plan_round, pointer_outcome
-from edgefleet.device.pull_shadow import ShadowInputs, ShadowResult, follow_shadow
-from edgefleet.device.registry.base import RegistryReader
-from edgefleet.device.store import ModelStore
+from edgefleet.device.trust.version_bundle import (
+    PublicKeyLike,
+    SignedManifest,
+    check_manifest_signatures,
+    read_signed_manifest,
+)
 from edgefleet.device.window import MaintenanceWindow
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import RegistryError, VerificationError
-from edgefleet.kernel.keyring import Keyring, UnknownKeyError, resolve_keyring
-from edgefleet.kernel.signing import KeyedSignature, encode_signature, encode_signatures
+from edgefleet.kernel.trust.release_keyring import Keyring, UnknownKeyError, resolve_keyring
+from edgefleet.kernel.trust.signatures import KeyedSignature, encode_signature, encode_signatures
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ version to activate (`edgefleet.device.pull`) and for a shadow candidate (`edgef
 
 from __future__ import annotations
 
-from edgefleet.device.bundle import PublicKeyLike, sha256_file, verify_manifest_bytes
 from edgefleet.device.registry.base import RegistryReader
 from edgefleet.device.store import ModelStore
+from edgefleet.device.trust.version_bundle import PublicKeyLike, sha256_file, verify_manifest_bytes
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import VerificationError

@@ -2,7 +2,7 @@
 
 `edgefleet.device.pull.pull_channel_once` reads the registry and the store, asks `plan_round` (`next_step`, then
 the maintenance window) and carries the step out. The pointer itself is judged before
-(`edgefleet.device.channel.assess_pointer`; `pointer_outcome` names a refused one).
+(`edgefleet.device.trust.pointers.assess_pointer`; `pointer_outcome` names a refused one).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal, NamedTuple
 
-from edgefleet.device.channel import Judgement
 from edgefleet.device.floor import highest
+from edgefleet.device.trust.pointers import Judgement
 from edgefleet.device.window import MaintenanceWindow, in_window, next_window_start
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.contracts.refusal import Refusal

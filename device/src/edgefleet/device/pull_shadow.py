@@ -25,7 +25,7 @@ from edgefleet.device.store import ModelStore
 from edgefleet.device.window import MaintenanceWindow, in_window
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import StoreError, VerificationError
-from edgefleet.kernel.keyring import Keyring, UnknownKeyError
+from edgefleet.kernel.trust.release_keyring import Keyring, UnknownKeyError
 
 log = logging.getLogger(__name__)
 

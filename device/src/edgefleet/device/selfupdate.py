@@ -8,9 +8,9 @@ must not be able to replace its own code). One run (`run_once`):
    previous target, restart, the release refused from then on; the wait ran out -> the same rollback, the
    release retried at a later run and refused once `max_attempts` attempts timed out;
 2. otherwise read `agent/channels/<channel>.json`, judge it with the models' channel rules (signature by the
-   release keyring, counter, expiry, version floor: `edgefleet.device.channel.assess_pointer`), and on `install`:
+   release keyring, counter, expiry, version floor: `edgefleet.device.trust.pointers.assess_pointer`), and on `install`:
    verify the manifest (sha256 the pointer names, a signature with the agent domain by the keyring key it names:
-   `edgefleet.device.agent_signature`), download the wheel and this device's lock (sha256 and size checked),
+   `edgefleet.device.trust.agent_signatures`), download the wheel and this device's lock (sha256 and size checked),
    make `<install_dir>/versions/<v>/venv`
    (`pip --require-hashes` lock, then the wheel alone), write the pending switch, move `current` atomically
    (a new symlink renamed over it), restart the service, and judge as in 1.
@@ -39,8 +39,6 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edgefleet.device.agent_signature import check_agent_signatures, keyed_agent_signatures
-from edgefleet.device.channel import accepted, assess_pointer, verify_pointer, version_identity
 from edgefleet.device.registry.base import RegistryReader
 from edgefleet.device.selfupdate_plan import (
     CURRENT_LINK,
@@ -56,6 +54,8 @@ from edgefleet.device.selfupdate_plan import (
     resumed,
     version_target,
 )
+from edgefleet.device.trust.agent_signatures import check_agent_signatures, keyed_agent_signatures
+from edgefleet.device.trust.pointers import accepted, assess_pointer, verify_pointer, version_identity
 from edgefleet.kernel.contracts.agent_release import (
     AGENT_MANIFEST_FILE,
     AGENT_POINTER_MODEL,
@@ -70,7 +70,7 @@ from edgefleet.kernel.contracts.names import ChannelName
 from edgefleet.kernel.contracts.status import BOOT_ID_FILE, AgentStatus, parse_status, read_boot_id
 from edgefleet.kernel.errors import EdgefleetError, VerificationError
 from edgefleet.kernel.fsutil import atomic_write_bytes, read_regular, switch_symlink
-from edgefleet.kernel.keyring import Keyring, KeyringLike, UnknownKeyError, add_key_fix, load_keyring
+from edgefleet.kernel.trust.release_keyring import Keyring, KeyringLike, UnknownKeyError, add_key_fix, load_keyring
 
 Runner = Callable[[Sequence[str], float], None]
 MAX_SIGNATURE_BYTES = 4096

@@ -2,7 +2,7 @@
 whether a switched-to agent came up healthy. The I/O around them is `edgefleet.device.selfupdate`.
 
 The updater's state (`<install_dir>/selfupdate.json`, root's) keeps:
-- `channel`: the channel record of the agent pointer (counter and version floor: `edgefleet.device.channel`), so
+- `channel`: the channel record of the agent pointer (counter and version floor: `edgefleet.device.trust.pointers`), so
   a replayed old pointer or an unsigned downgrade is refused exactly as for models;
 - `pending`: a switch awaiting its health verdict (written BEFORE the `current` symlink moves, so an updater
   killed mid-way resumes the verdict and rolls back if needed);
@@ -28,7 +28,7 @@ from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgefleet.device.channel import ChannelRecord, Judgement, version_identity
+from edgefleet.device.trust.pointers import ChannelRecord, Judgement, version_identity
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.contracts.status import AgentStatus
 

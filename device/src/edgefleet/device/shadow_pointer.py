@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 
-from edgefleet.device.bundle import verify_version_dir
 from edgefleet.device.store import ModelStore
 from edgefleet.device.store_reader import InstalledVersion
+from edgefleet.device.trust.version_bundle import verify_version_dir
 from edgefleet.kernel.contracts.layout import version_sort_key
 from edgefleet.kernel.errors import StoreError
 from edgefleet.kernel.fsutil import switch_symlink

@@ -6,7 +6,7 @@ others. `target_pointer` turns it into the pointer this device follows: the poin
 is in the share, else a copy naming `replaces` (with its manifest sha256). That copy is a *send-back* when
 `replaces` is below the device's floor (the device took the new version at a higher share, and the share was
 lowered: a halted rollout): it is then marked as a signed downgrade, which the floor rule
-(`edgefleet.device.channel`) allows when it was signed after the floor was set, and only when the floor is
+(`edgefleet.device.trust.pointers`) allows when it was signed after the floor was set, and only when the floor is
 not above the rollout's new version: a rollout sends back the devices it moved, never a device that got a
 higher version some other way.
 
@@ -15,7 +15,7 @@ version as a *shadow candidate* (`shadow_pointer`): downloaded and verified as f
 store's shadow pointer, never activated; the device itself follows `replaces` as any device outside the share.
 
 The copy is never verified (its signature is the original's): the original is checked first
-(`edgefleet.device.channel.assess_pointer`), and counters and replays are judged on the original.
+(`edgefleet.device.trust.pointers.assess_pointer`), and counters and replays are judged on the original.
 """
 
 from __future__ import annotations

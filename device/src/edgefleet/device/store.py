@@ -21,7 +21,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgefleet.device.bundle import (
+from edgefleet.device.floor import FLOOR_FILE, floor_bytes, next_floor
+from edgefleet.device.store_reader import InstalledVersion, StoreReader, checked_version, state_name
+from edgefleet.device.trust.version_bundle import (
     MAX_MANIFEST_BYTES,
     MAX_SIGNATURE_BYTES,
     REFETCH_FIX,
@@ -30,8 +32,6 @@ from edgefleet.device.bundle import (
     sha256_bytes,
     verify_version_dir,
 )
-from edgefleet.device.floor import FLOOR_FILE, floor_bytes, next_floor
-from edgefleet.device.store_reader import InstalledVersion, StoreReader, checked_version, state_name
 from edgefleet.kernel.contracts.layout import (
     CURRENT_POINTER,
     MANIFEST_FILE,
@@ -52,7 +52,7 @@ from edgefleet.kernel.fsutil import (
     switch_symlink,
     temp_name,
 )
-from edgefleet.kernel.signing import decode_signatures
+from edgefleet.kernel.trust.signatures import decode_signatures
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,10 @@ Layout under the agent root (`EDGEFLEET_AGENT_ROOT`, default `~/.edgefleet-agent
     models/<model>/previous        symlink -> "<version>", the version `rollback` returns to
     models/<model>/.refused.json   versions refused by pull mode or the agent (not retried)
     models/<model>/.floor.json     the version floor: the highest version activated (edgefleet.device.floor)
-    models/<model>/.channel.json   what pull mode accepted from each channel (edgefleet.device.channel)
+    models/<model>/.channel.json   what pull mode accepted from each channel (edgefleet.device.trust.pointers)
     keys/release.pub               the release public key (default), with the keyring keys/release.d/ beside it
-                                   (<key id>.pub files, edgefleet.kernel.keyring); deploy-agent's is root-owned
+                                   (<key id>.pub files, edgefleet.kernel.trust.release_keyring);
+                                   deploy-agent's is root-owned
 
 A version's `manifest.sig` may be replaced (never its manifest or files): after a release key rotation, by the
 registry's signatures of the same manifest (`ModelStore.adopt_signatures`).
@@ -25,8 +26,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgefleet.device.bundle import PublicKeyLike, read_signed_manifest
 from edgefleet.device.floor import FLOOR_FILE, MAX_FLOOR_BYTES, FloorRecord, VersionFloor, parse_floor
+from edgefleet.device.trust.version_bundle import PublicKeyLike, read_signed_manifest
 from edgefleet.kernel.contracts.layout import (
     AGENT_ROOT_ENV,
     CURRENT_POINTER,

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from google.cloud.pubsub_v1.subscriber.message import Message
 
 from edgefleet.kernel.contracts.layout import ATTR_DEVICE_ID
-from edgefleet.monitor.identity import TelemetryVerdict, TelemetryVerifier
 from edgefleet.monitor.ingest import Outcome, Status, handle, oversize_problem, record_malformed
 from edgefleet.monitor.store import FleetStore, commit, lock_devices, rollback
+from edgefleet.monitor.telemetry_verifier import TelemetryVerdict, TelemetryVerifier
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@
 Manifest schema 3 carries a calibration table (per top-1 score bucket: held-out images and right answers of the
 int8 model); the accuracy estimate (`fleet status`, the fleet page, the metrics) weights each device's scores by
 it, so a table is taken the way a device takes a model: from a manifest that verifies against the release
-keyring (`drift.public_key`, checked by `edgefleet.device.bundle.verify_manifest_bytes`). The drift tick asks a
-`CalibrationSource` for the versions it sees and keeps one row per (model, version) in `calibrations`:
+keyring (`drift.public_key`, checked by `edgefleet.device.trust.version_bundle.verify_manifest_bytes`). The drift tick
+asks a `CalibrationSource` for the versions it sees and keeps one row per (model, version) in `calibrations`:
 
 | state    | what the row holds                                                     | read again                    |
 |----------|------------------------------------------------------------------------|-------------------------------|
@@ -26,11 +26,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from edgefleet.device.bundle import refuse_development_signed, verify_manifest_bytes
+from edgefleet.device.trust.version_bundle import refuse_development_signed, verify_manifest_bytes
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE
 from edgefleet.kernel.contracts.manifest import Calibration
 from edgefleet.kernel.errors import ConfigError, EdgefleetError, VerificationError
-from edgefleet.kernel.keyring import KeyringLike, load_keyring
+from edgefleet.kernel.trust.release_keyring import KeyringLike, load_keyring
 from edgefleet.monitor.drift import CalibrationTable, DriftError, fit_counts
 
 if TYPE_CHECKING:

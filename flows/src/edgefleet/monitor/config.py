@@ -16,8 +16,8 @@ from edgefleet.kernel.configfile import load
 from edgefleet.kernel.contracts.layout import MONITOR_SUBSCRIPTION
 from edgefleet.kernel.errors import EdgefleetError
 from edgefleet.monitor.drift.config import DriftConfig
-from edgefleet.monitor.identity import IdentityConfig
 from edgefleet.monitor.store_engine import parse_store_url
+from edgefleet.monitor.telemetry_verifier import IdentityConfig
 
 DEFAULT_STORE_PATH = Path("~/.edgefleet/fleet.sqlite")
 CONFIG_SECTION = "monitor"

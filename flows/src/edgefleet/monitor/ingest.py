@@ -24,16 +24,16 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from edgefleet.device.identity import parse_epoch
+from edgefleet.device.trust.device_identity import parse_epoch
 from edgefleet.kernel.contracts.layout import ATTR_DEVICE_ID
 from edgefleet.kernel.contracts.telemetry import MAX_ATTRIBUTE_CHARS, MAX_INT, MAX_TELEMETRY_BYTES, TelemetryMessage
 from edgefleet.kernel.errors import describe_validation_error
 from edgefleet.monitor.aggregates import version_key
 from edgefleet.monitor.device_rows import add_distributions, insert_device, snapshot_values
-from edgefleet.monitor.identity import FORGED_PREFIX
 from edgefleet.monitor.pending_rows import add_counts, add_history, add_state_event, message_savepoint
 from edgefleet.monitor.shadows import add_shadow
 from edgefleet.monitor.store import FleetStore, lock_devices, to_epoch, write_pending
+from edgefleet.monitor.telemetry_verifier import FORGED_PREFIX
 
 log = logging.getLogger(__name__)
 

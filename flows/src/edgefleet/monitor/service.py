@@ -42,11 +42,11 @@ from edgefleet.monitor.cloud_metrics import (
 from edgefleet.monitor.config import MonitorConfig
 from edgefleet.monitor.drift_watch import tick as drift_tick
 from edgefleet.monitor.errors import MonitorError
-from edgefleet.monitor.identity import FORGED_PREFIX, TelemetryVerifier
 from edgefleet.monitor.ingest import Outcome, Status
 from edgefleet.monitor.query import device_statuses
 from edgefleet.monitor.store import FleetStore, from_epoch, open_fleet_store
 from edgefleet.monitor.store_engine import transient_store_errors
+from edgefleet.monitor.telemetry_verifier import FORGED_PREFIX, TelemetryVerifier
 from edgefleet.monitor.windows import prune
 
 log = logging.getLogger(__name__)

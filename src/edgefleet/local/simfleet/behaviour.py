@@ -1,9 +1,9 @@
 """What one simulated device does, pure: which version it follows after a pointer read, and what its model
 reports over a telemetry window. No I/O here; `edgefleet.local.simfleet.runner` carries it out.
 
-The pointer decision is the agent's own: `edgefleet.device.channel.assess_pointer` (signature, counter,
+The pointer decision is the agent's own: `edgefleet.device.trust.pointers.assess_pointer` (signature, counter,
 expiry, floor, the side of a staged rollout by `edgefleet.device.staged`), then
-`edgefleet.device.pull_plan.next_step`, then `edgefleet.device.channel.accepted` for the channel record.
+`edgefleet.device.pull_plan.next_step`, then `edgefleet.device.trust.pointers.accepted` for the channel record.
 A simulated device does not download or verify model files (it is light): taking a version is the decision
 the agent would carry out.
 
@@ -20,12 +20,12 @@ from typing import Protocol
 
 import numpy as np
 
-from edgefleet.device.channel import ChannelRecord, accepted, assess_pointer, version_identity
 from edgefleet.device.pull_plan import Installed, next_step
 from edgefleet.device.telemetry.builder import InferenceRecord
+from edgefleet.device.trust.pointers import ChannelRecord, accepted, assess_pointer, version_identity
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.contracts.telemetry import ModelRef, ResultItem
-from edgefleet.kernel.keyring import Keyring
+from edgefleet.kernel.trust.release_keyring import Keyring
 
 BASE_LATENCY_MS = 8.0
 """A small classifier's latency on an average host (each host scales it by its own speed)."""

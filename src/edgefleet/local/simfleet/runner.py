@@ -25,14 +25,15 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgefleet.device.identity import sign_telemetry
 from edgefleet.device.poller import poll_delay
 from edgefleet.device.registry import LocalRegistryReader
 from edgefleet.device.telemetry.builder import EventRecord, MessageDraft, TelemetryBuilder
-from edgefleet.flows.registry import RegistryWriter, register_device_key
+from edgefleet.device.trust.device_identity import sign_telemetry
+from edgefleet.flows.registry import RegistryWriter
+from edgefleet.flows.trust.device_key_records import register_device_key
 from edgefleet.kernel.contracts.telemetry import Health, ModelRef
-from edgefleet.kernel.keyring import Keyring, resolve_keyring
-from edgefleet.kernel.signing import generate_keypair, load_public_key
+from edgefleet.kernel.trust.release_keyring import Keyring, resolve_keyring
+from edgefleet.kernel.trust.signatures import generate_keypair, load_public_key
 from edgefleet.local.simfleet.behaviour import PROFILES, Traits, decide_poll, first_state, window_records
 from edgefleet.local.simfleet.shared_verify import shared_checks
 

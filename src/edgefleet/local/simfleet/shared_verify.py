@@ -17,7 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edgefleet.kernel.keyring import Keyring
+from edgefleet.kernel.trust.release_keyring import Keyring
 
 REMEMBERED_CHECKS = 64
 """Distinct (signature, bytes) outcomes kept per key: the pointers of a few rollouts."""

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import yaml
 
-from edgefleet.flows.registry import development_enrolment_key, open_registry_writer
+from edgefleet.flows.registry import open_registry_writer
 from edgefleet.flows.release.bundle import create_version_dir
-from edgefleet.kernel.signing import generate_keypair, load_private_key, save_private_key, save_public_key
+from edgefleet.flows.trust.device_key_records import development_enrolment_key
+from edgefleet.kernel.trust.signatures import generate_keypair, load_private_key, save_private_key, save_public_key
 
 MODEL_FILE = "mobilenet_v1_0.25_128_quant.tflite"
 """The smallest of Coral's test models: each version is it with the version appended (a distinct sha256); a

@@ -36,11 +36,11 @@ from edgefleet.device.agent.stats import LoopStats
 from edgefleet.device.agent.status_schedule import StatusSchedule
 from edgefleet.device.agent.swap import ActiveModel, ModelSlot, ModelWatcher, lower_thread_priority, prepare_model
 from edgefleet.device.agent.watchdog import SystemdNotifier
-from edgefleet.device.identity import load_or_create_device_key, sign_telemetry
 from edgefleet.device.runtime.interpreter import edgetpu_present
 from edgefleet.device.store import ModelStore, StoreOptions
 from edgefleet.device.telemetry.health import read_health
 from edgefleet.device.telemetry.service import TelemetryService, TelemetryStats
+from edgefleet.device.trust.device_identity import load_or_create_device_key, sign_telemetry
 from edgefleet.kernel.contracts.status import (
     AgentState,
     AgentStatus,

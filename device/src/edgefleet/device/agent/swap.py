@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Final, Optional
 
 from edgefleet.device.agent.config import AgentConfig, InferenceConfig
-from edgefleet.device.bundle import verify_version_dir
 from edgefleet.device.runtime.config import RuntimeConfig
 from edgefleet.device.runtime.engine import Engine, open_for_manifest
 from edgefleet.device.runtime.golden import check_golden
@@ -25,11 +24,12 @@ from edgefleet.device.runtime.probe import ProbeOutcome, probe_edgetpu
 from edgefleet.device.runtime.tpu_access import EdgeTpuAccess
 from edgefleet.device.store import ModelStore
 from edgefleet.device.store_reader import InstalledVersion
+from edgefleet.device.trust.version_bundle import verify_version_dir
 from edgefleet.kernel.contracts.layout import CURRENT_POINTER, SIGNATURE_FILE
 from edgefleet.kernel.contracts.manifest import Manifest
 from edgefleet.kernel.contracts.telemetry import EventKind, ModelRef
 from edgefleet.kernel.errors import EdgefleetError, NoEdgeTpuError
-from edgefleet.kernel.keyring import UnknownKeyError, keyring_stamp, load_keyring
+from edgefleet.kernel.trust.release_keyring import UnknownKeyError, keyring_stamp, load_keyring
 
 log = logging.getLogger(__name__)
 

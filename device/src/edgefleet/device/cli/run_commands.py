@@ -84,7 +84,7 @@ def device_key(
     The private key (`<root>/keys/device.key`, mode 0600) never leaves the device; `deploy-agent` reads this
     output and publishes the public key with the fleet, so the monitor accepts this device's telemetry.
     """
-    from edgefleet.device.identity import load_or_create_device_key, public_key_text
+    from edgefleet.device.trust.device_identity import load_or_create_device_key, public_key_text
     from edgefleet.kernel.contracts.layout import DEFAULT_AGENT_ROOT
 
     try:

@@ -57,7 +57,7 @@ def _check_release_key_owner(key: object) -> None:
     user, when the rollout logs in as another user and names the store by --root)."""
     if not isinstance(key, Path) or not (key.exists() or key.with_name(key.stem + ".d").exists()):
         return  # a key object, or a missing keyring: loading it says what is wrong
-    from edgefleet.device.trust_anchor import ring_foreign_writable
+    from edgefleet.device.trust.anchor import ring_foreign_writable
 
     found = ring_foreign_writable(key, os.geteuid(), {os.getegid(), *os.getgroups()})
     if found is None:
@@ -124,7 +124,7 @@ def verify(
     as_json: JsonOption = False,
 ) -> None:
     """Verify a version directory: the manifest signature, then every file's size and sha256."""
-    from edgefleet.device.bundle import verify_version_dir
+    from edgefleet.device.trust.version_bundle import verify_version_dir
 
     key = public_key if public_key is not None else agent_store(root, None, config).public_key
     manifest = run_or_exit(lambda: verify_version_dir(directory, key))

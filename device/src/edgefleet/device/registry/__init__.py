@@ -11,8 +11,8 @@ loaded by the agent. See `edgefleet.device.registry.base` for the layout and the
 
 from edgefleet.device.registry.base import ChannelState, JsonRecord, RegistryOptions, RegistryReader
 from edgefleet.device.registry.gcs import GcsRegistryReader
-from edgefleet.device.registry.keys import rollout_key
 from edgefleet.device.registry.local import LocalRegistryReader
+from edgefleet.device.registry.object_keys import rollout_key
 from edgefleet.device.registry.uri import (
     GcsLocation,
     LocalLocation,

@@ -31,20 +31,20 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgefleet.device.bundle import (
-    SIGNED_FILES,
-    SignedManifest,
-    check_version_files,
-    parse_manifest,
-    verify_version_dir,
-)
-from edgefleet.device.registry.keys import (
+from edgefleet.device.registry.object_keys import (
     MAX_MANIFEST_BYTES,
     MAX_SIGNATURE_BYTES,
     checked_channel_key,
     checked_name,
     checked_record_key,
     checked_version_prefix,
+)
+from edgefleet.device.trust.version_bundle import (
+    SIGNED_FILES,
+    SignedManifest,
+    check_version_files,
+    parse_manifest,
+    verify_version_dir,
 )
 from edgefleet.kernel.contracts.layout import (
     CHANNELS_DIR,
@@ -56,7 +56,7 @@ from edgefleet.kernel.contracts.layout import (
 )
 from edgefleet.kernel.contracts.manifest import ChannelPointer, Manifest
 from edgefleet.kernel.errors import RegistryError, VerificationError
-from edgefleet.kernel.signing import PublicKeyLike, decode_signatures
+from edgefleet.kernel.trust.signatures import PublicKeyLike, decode_signatures
 
 
 class RegistryOptions(BaseModel):

@@ -29,7 +29,7 @@ from google.cloud.storage.exceptions import DataCorruption  # pyright: ignore[re
 from google.cloud.storage.retry import DEFAULT_RETRY  # pyright: ignore[reportMissingTypeStubs]
 
 from edgefleet.device.registry.base import RegistryOptions, RegistryReader
-from edgefleet.device.registry.keys import MAX_RECORD_BYTES, too_large
+from edgefleet.device.registry.object_keys import MAX_RECORD_BYTES, too_large
 from edgefleet.kernel.errors import ConflictError, EdgefleetError, RegistryError
 
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")

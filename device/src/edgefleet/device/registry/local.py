@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from edgefleet.device.registry.base import RegistryOptions, RegistryReader
-from edgefleet.device.registry.keys import MAX_RECORD_BYTES, too_large
+from edgefleet.device.registry.object_keys import MAX_RECORD_BYTES, too_large
 from edgefleet.kernel.errors import EdgefleetError, RegistryError, VerificationError
 from edgefleet.kernel.fsutil import copy_regular_synced, read_regular
 

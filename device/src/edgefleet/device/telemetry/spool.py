@@ -71,7 +71,7 @@ class Spool:
             dropped as well.
         synchronous: SQLite `synchronous` mode, 'full' (survives power loss) or 'normal' (process crash).
         signer: (data, device_id, epoch) -> attributes that authenticate the message (the device key's
-            signature, `edgefleet.device.identity.sign_telemetry`); None: unsigned.
+            signature, `edgefleet.device.trust.device_identity.sign_telemetry`); None: unsigned.
 
     A corrupt database is moved aside (`quarantined`) and a new spool started, with a new `epoch`.
 

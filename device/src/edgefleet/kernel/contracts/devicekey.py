@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from edgefleet.kernel.contracts.layout import FLEET_DEVICES_PREFIX, FLEET_REVOKED_PREFIX, check_name
 from edgefleet.kernel.contracts.names import DeviceId
 from edgefleet.kernel.errors import VerificationError
-from edgefleet.kernel.signing import ED25519_SIGNATURE_BYTES, key_id, public_key_from_bytes, sign
+from edgefleet.kernel.trust.signatures import ED25519_SIGNATURE_BYTES, key_id, public_key_from_bytes, sign
 
 DEVICE_KEY_SCHEMA_V1 = "edgefleet.device-key/1"
 DEVICE_KEY_SCHEMA = "edgefleet.device-key/2"

@@ -48,7 +48,13 @@ from edgefleet.kernel.contracts.devicekey import (
 from edgefleet.kernel.contracts.layout import FLEET_ENROL_REQUESTS_PREFIX, FLEET_ENROL_TOKENS_PREFIX, check_name
 from edgefleet.kernel.contracts.names import DeviceId
 from edgefleet.kernel.errors import VerificationError
-from edgefleet.kernel.signing import ED25519_SIGNATURE_BYTES, key_id, public_key_from_bytes, public_key_raw, sign
+from edgefleet.kernel.trust.signatures import (
+    ED25519_SIGNATURE_BYTES,
+    key_id,
+    public_key_from_bytes,
+    public_key_raw,
+    sign,
+)
 
 TOKEN_SCHEMA = "edgefleet.enrol-token/1"
 REQUEST_SCHEMA = "edgefleet.enrol-request/1"

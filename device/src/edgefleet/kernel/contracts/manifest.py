@@ -238,7 +238,7 @@ class Manifest(_Frozen):
 class ChannelPointer(_Frozen):
     """`models/<model>/channels/<channel>.json`: which version a channel points at.
 
-    Schema 2 (`edgefleet.channel/2`) is signed with the release key (`edgefleet.device.channel`): it adds a
+    Schema 2 (`edgefleet.channel/2`) is signed with the release key (`edgefleet.device.trust.pointers`): it adds a
     `counter` that only goes up, an expiry, a `downgrade` flag (a deliberate move to a lower version), the
     signing key's id and the signature (base64 of Ed25519 over `signed_bytes()`). Schema 1 (unsigned) is
     still read; a bare `ChannelPointer(...)` without the schema 2 fields is a schema 1 pointer.

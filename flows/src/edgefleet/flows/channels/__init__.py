@@ -1,1 +1,4 @@
-"""Channel pointer upkeep: the scheduled re-signing of channel pointers before they expire."""
+"""Channel pointer upkeep: the warning about pointers close to expiry (`expiry`).
+
+Re-signing and converting pointers are the sign side: `edgefleet.flows.trust`.
+"""

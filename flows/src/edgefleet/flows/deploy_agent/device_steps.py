@@ -27,12 +27,13 @@ from edgefleet.flows.deploy_agent.unit_compat import FittedUnit, fit_unit, parse
 from edgefleet.flows.fleet.connection import DeviceShell
 from edgefleet.flows.fleet.inventory import DeviceSpec
 from edgefleet.flows.fleet.shell import remote_path
-from edgefleet.flows.registry import open_registry_writer, register_device_key, resolve_enrolment_key
+from edgefleet.flows.registry import open_registry_writer
+from edgefleet.flows.trust.device_key_records import register_device_key, resolve_enrolment_key
 from edgefleet.kernel.configfile import validate
 from edgefleet.kernel.contracts.layout import STATUS_FILE
 from edgefleet.kernel.contracts.status import parse_status
 from edgefleet.kernel.errors import ConfigError, EdgefleetError
-from edgefleet.kernel.signing import key_id, public_key_from_bytes
+from edgefleet.kernel.trust.signatures import key_id, public_key_from_bytes
 
 FLOW_NAME = "deploy-agent"
 STATUS_POLL_S = 0.5  # how often the agent's status file is read while waiting for it to run

@@ -16,8 +16,8 @@ from pathlib import Path
 from edgefleet.flows.deploy_agent.params import RELEASE_KEY_FILE, RELEASE_KEYRING_DIR
 from edgefleet.flows.fleet.connection import DeviceShell
 from edgefleet.kernel.errors import ConfigError, VerificationError
-from edgefleet.kernel.keyring import key_file_name, load_keyring
-from edgefleet.kernel.signing import public_key_from_bytes
+from edgefleet.kernel.trust.release_keyring import key_file_name, load_keyring
+from edgefleet.kernel.trust.signatures import public_key_from_bytes
 
 
 def release_keyring_files(path_text: str) -> dict[str, str]:

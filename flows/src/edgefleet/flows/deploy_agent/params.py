@@ -23,8 +23,8 @@ from edgefleet.flows.fleet.device_values import (
     UnixName,
     check_device_path,
 )
-from edgefleet.flows.registry import EnrolmentKeyParams
 from edgefleet.flows.rollout.params import Target
+from edgefleet.flows.trust.device_key_records import EnrolmentKeyParams
 from edgefleet.kernel.errors import ConfigError
 
 DEFAULT_AGENT_USER = "edgefleet"

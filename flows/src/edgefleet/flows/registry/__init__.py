@@ -11,24 +11,12 @@ loads this package. Written for Python 3.9 like the device package: the device t
 
 from edgefleet.device.registry import ChannelState, JsonRecord, RegistryOptions, rollout_key
 from edgefleet.flows.registry.base import PublishResult, RegistryWriter
-from edgefleet.flows.registry.fleetkeys import (
-    EnrolmentKeyParams,
-    development_enrolment_key,
-    register_device_key,
-    resolve_enrolment_key,
-    revoke_device,
-    sign_records,
-    unsigned_records,
-)
 from edgefleet.flows.registry.gcs import GcsRegistryWriter
 from edgefleet.flows.registry.local import LocalRegistryWriter
-from edgefleet.flows.registry.pointers import DEFAULT_VALIDITY, next_counter, sign_pointer
 from edgefleet.flows.registry.staged import stage_rollout
 from edgefleet.flows.registry.uri import open_registry_writer
 
 __all__ = [
-    "DEFAULT_VALIDITY",
-    "EnrolmentKeyParams",
     "ChannelState",
     "GcsRegistryWriter",
     "JsonRecord",
@@ -36,15 +24,7 @@ __all__ = [
     "PublishResult",
     "RegistryOptions",
     "RegistryWriter",
-    "next_counter",
-    "development_enrolment_key",
     "open_registry_writer",
-    "register_device_key",
-    "resolve_enrolment_key",
-    "revoke_device",
     "rollout_key",
-    "sign_pointer",
-    "sign_records",
     "stage_rollout",
-    "unsigned_records",
 ]

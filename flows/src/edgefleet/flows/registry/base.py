@@ -28,23 +28,23 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydantic import BaseModel
 
-from edgefleet.device.bundle import (
+from edgefleet.device.registry.base import RegistryReader
+from edgefleet.device.registry.object_keys import checked_channel_key, checked_record_key, checked_version_prefix
+from edgefleet.device.trust.version_bundle import (
     SignedManifest,
     check_manifest_consistency,
     check_version_files,
     read_signed_manifest,
     verify_version_dir,
 )
-from edgefleet.device.registry.base import RegistryReader
-from edgefleet.device.registry.keys import checked_channel_key, checked_record_key, checked_version_prefix
 from edgefleet.flows.registry import channels
-from edgefleet.flows.registry.pointers import DEFAULT_VALIDITY
-from edgefleet.flows.registry.trusted import CheckedChannel, check_pointer
+from edgefleet.flows.trust.pointer_readback import CheckedChannel, check_pointer
+from edgefleet.flows.trust.pointer_signing import DEFAULT_VALIDITY
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE, SIGNATURE_FILE
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import ConflictError, RegistryError, VerificationError
-from edgefleet.kernel.keyring import KeyringLike
-from edgefleet.kernel.signing import KeyedSignature, PublicKeyLike, decode_signatures
+from edgefleet.kernel.trust.release_keyring import KeyringLike
+from edgefleet.kernel.trust.signatures import KeyedSignature, PublicKeyLike, decode_signatures
 
 if TYPE_CHECKING:
     from types import EllipsisType  # Python 3.10+
@@ -108,7 +108,7 @@ class RegistryWriter(RegistryReader):
             return result._replace(created=False)
         return self._upload_version(prefix, local_dir, signed, names, result)
 
-    # --- a version's signatures (release key rotation, `edgefleet.flows.registry.rotation`) -----------
+    # --- a version's signatures (release key rotation, `edgefleet.flows.trust.key_rotation`) -----------
 
     def read_signature_file(self, model: str, version: str) -> tuple[bytes | None, int]:
         """A published version's `manifest.sig` and its compare-and-swap generation ((None, 0): absent)."""

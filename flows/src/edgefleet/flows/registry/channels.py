@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgefleet.device.bundle import SignedManifest, verify_manifest_bytes
 from edgefleet.device.registry.base import ChannelState, RegistryOptions
-from edgefleet.device.registry.keys import checked_version_prefix
+from edgefleet.device.registry.object_keys import checked_version_prefix
+from edgefleet.device.trust.version_bundle import SignedManifest, verify_manifest_bytes
 from edgefleet.flows.registry.history import record_signed
 from edgefleet.flows.registry.moves import (
     Move,
@@ -28,13 +28,13 @@ from edgefleet.flows.registry.moves import (
     resignable,
     settled_or_moved,
 )
-from edgefleet.flows.registry.pointers import DEFAULT_VALIDITY, sign_pointer
-from edgefleet.flows.registry.trusted import ABSENT, CheckedChannel, untrusted_error
+from edgefleet.flows.trust.pointer_readback import ABSENT, CheckedChannel, untrusted_error
+from edgefleet.flows.trust.pointer_signing import DEFAULT_VALIDITY, sign_pointer
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import ConflictError, RegistryError, VerificationError
-from edgefleet.kernel.keyring import KeyringLike
-from edgefleet.kernel.signing import PublicKeyLike
+from edgefleet.kernel.trust.release_keyring import KeyringLike
+from edgefleet.kernel.trust.signatures import PublicKeyLike
 
 if TYPE_CHECKING:
     from types import EllipsisType  # Python 3.10+

@@ -23,8 +23,8 @@ import google_crc32c
 import requests
 from google.api_core import exceptions as google_errors
 
-from edgefleet.device.bundle import HASH_CHUNK_BYTES, SignedManifest
 from edgefleet.device.registry.gcs import GcsBlob, GcsRegistryReader
+from edgefleet.device.trust.version_bundle import HASH_CHUNK_BYTES, SignedManifest
 from edgefleet.flows.registry.base import PublishResult, RegistryWriter
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE, SIGNATURE_FILE
 from edgefleet.kernel.errors import ConflictError, RegistryError

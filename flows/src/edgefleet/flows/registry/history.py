@@ -1,6 +1,6 @@
 """The signed pointer history: the pointers the pipelines signed, kept per model in the registry
 (`pointer-history/<model>.json`), so that converting an unsigned pointer can refuse a version no signed pointer
-ever named (`edgefleet.flows.channels.convert`).
+ever named (`edgefleet.flows.trust.convert_unsigned`).
 
 Why a record kept by the signer, and not derived: a version's signed manifest says it was released, not that a
 channel ever pointed at it (a release halted by its canary is published too), and the registry's own object
@@ -22,12 +22,12 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from edgefleet.device.channel import verify_pointer
-from edgefleet.device.registry.keys import checked_name
-from edgefleet.flows.registry.trusted import VERIFIED
+from edgefleet.device.registry.object_keys import checked_name
+from edgefleet.device.trust.pointers import verify_pointer
+from edgefleet.flows.trust.pointer_readback import VERIFIED
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import ConflictError, EdgefleetError, VerificationError
-from edgefleet.kernel.signing import PublicKeyLike, resolve_public_key
+from edgefleet.kernel.trust.signatures import PublicKeyLike, resolve_public_key
 
 log = logging.getLogger(__name__)
 

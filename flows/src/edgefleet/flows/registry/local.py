@@ -18,9 +18,9 @@ import os
 import shutil
 from pathlib import Path
 
-from edgefleet.device.bundle import SIGNED_FILES, SignedManifest, check_version_files
 from edgefleet.device.registry.base import RegistryOptions
 from edgefleet.device.registry.local import LocalRegistryReader, content_generation
+from edgefleet.device.trust.version_bundle import SIGNED_FILES, SignedManifest, check_version_files
 from edgefleet.flows.registry.base import PublishResult, RegistryWriter
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE
 from edgefleet.kernel.errors import ConflictError, RegistryError, VerificationError

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from edgefleet.flows.registry.trusted import UNSIGNED, CheckedChannel, untrusted_error
+from edgefleet.flows.trust.pointer_readback import UNSIGNED, CheckedChannel, untrusted_error
 from edgefleet.kernel.contracts.layout import version_sort_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.contracts.rollout import SHARE_BP_FULL

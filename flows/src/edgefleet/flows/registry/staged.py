@@ -17,12 +17,12 @@ import logging
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgefleet.device.bundle import verify_manifest_bytes
-from edgefleet.device.registry.keys import checked_version_prefix
+from edgefleet.device.registry.object_keys import checked_version_prefix
+from edgefleet.device.trust.version_bundle import verify_manifest_bytes
 from edgefleet.flows.registry.channels import ChannelStore
 from edgefleet.flows.registry.history import record_signed
-from edgefleet.flows.registry.pointers import DEFAULT_VALIDITY, sign_pointer
-from edgefleet.flows.registry.trusted import ABSENT, CheckedChannel, untrusted_error
+from edgefleet.flows.trust.pointer_readback import ABSENT, CheckedChannel, untrusted_error
+from edgefleet.flows.trust.pointer_signing import DEFAULT_VALIDITY, sign_pointer
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.contracts.rollout import SHARE_BP_FULL, RolloutStage

@@ -4,7 +4,7 @@ by a signed channel pointer, so devices behind NAT upgrade by pulling (`edgeflee
 `publish_agent` writes `agent/<version>/` (contract: `edgefleet.kernel.contracts.agent_release`): the wheel, the
 locks of `flows/locks/` (the same hashed locks deploy-agent installs), then the signature, then the manifest (the
 commit point); each object create-only, so a published release never changes. `promote_agent` signs the channel
-pointer with the release key (`edgefleet.flows.registry.pointers.sign_pointer`, the models' signing) over the
+pointer with the release key (`edgefleet.flows.trust.pointer_signing.sign_pointer`, the models' signing) over the
 manifest's sha256, compare-and-swap on the pointer's generation; a move to a lower version needs `downgrade`.
 """
 
@@ -17,9 +17,9 @@ from typing import NamedTuple
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
-from edgefleet.device.channel import verify_pointer
+from edgefleet.device.trust.pointers import verify_pointer
 from edgefleet.flows.registry.base import RegistryWriter
-from edgefleet.flows.registry.pointers import DEFAULT_VALIDITY, sign_pointer
+from edgefleet.flows.trust.pointer_signing import DEFAULT_VALIDITY, sign_pointer
 from edgefleet.kernel.contracts.agent_release import (
     AGENT_MANIFEST_FILE,
     AGENT_POINTER_MODEL,
@@ -35,7 +35,7 @@ from edgefleet.kernel.contracts.agent_release import (
 from edgefleet.kernel.contracts.layout import version_sort_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer, FileEntry
 from edgefleet.kernel.errors import ConflictError, EdgefleetError, VerificationError
-from edgefleet.kernel.signing import encode_signature, key_id, sign
+from edgefleet.kernel.trust.signatures import encode_signature, key_id, sign
 
 
 class AgentPublished(NamedTuple):

@@ -1,10 +1,10 @@
-"""Building signed model version bundles: the release pipeline's side of `edgefleet.device.bundle`.
+"""Building signed model version bundles: the release pipeline's side of `edgefleet.device.trust.version_bundle`.
 
 A version directory holds the model files (`model_cpu.tflite`, optionally `model_edgetpu.tflite`,
 `labels.txt`, ...), `manifest.json` naming every one of them with its sha256 and size, and `manifest.sig`,
 the base64 Ed25519 signature over the exact bytes of `manifest.json` (the layout is described in
-`edgefleet.device.bundle`, which reads and verifies it on devices). Building and signing one is pipeline work,
-so it lives here and never ships in the running agent:
+`edgefleet.device.trust.version_bundle`, which reads and verifies it on devices). Building and signing one is pipeline
+work, so it lives here and never ships in the running agent:
 
     manifest = build_manifest(version_dir, model="birds", version="1.2.0", input=spec, outputs=(out,))
     write_signed_version(version_dir, manifest, private_key)
@@ -25,7 +25,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgefleet.device.bundle import (
+from edgefleet.device.trust.version_bundle import (
     SignedManifest,
     check_manifest_consistency,
     check_version_files,
@@ -49,7 +49,7 @@ from edgefleet.kernel.contracts.manifest import (
 )
 from edgefleet.kernel.errors import ModelError
 from edgefleet.kernel.fsutil import atomic_write_bytes
-from edgefleet.kernel.signing import encode_signature, sign
+from edgefleet.kernel.trust.signatures import encode_signature, sign
 
 _AUTO: Any = object()
 

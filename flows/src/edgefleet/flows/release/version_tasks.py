@@ -20,11 +20,10 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from edgefleet.device.bundle import SignedManifest
 from edgefleet.device.runtime.adapters.labels import parse_labels
+from edgefleet.device.trust.version_bundle import SignedManifest
 from edgefleet.flows.registry import PublishResult, RegistryWriter, open_registry_writer
 from edgefleet.flows.release.bundle import build_manifest, write_signed_version
-from edgefleet.flows.release.keys import channel_signing_key, public_key_path, resolve_signing_key
 from edgefleet.flows.release.params import (
     DEFAULT_REGISTRY,
     ReleaseParams,
@@ -32,6 +31,7 @@ from edgefleet.flows.release.params import (
     expand,
 )
 from edgefleet.flows.release.report import artifact_key
+from edgefleet.flows.trust.release_key import channel_signing_key, public_key_path, resolve_signing_key
 from edgefleet.kernel.contracts.layout import (
     CPU_MODEL_FILE,
     EDGETPU_MODEL_FILE,
@@ -52,7 +52,7 @@ from edgefleet.kernel.contracts.manifest import (
     SigningInfo,
 )
 from edgefleet.kernel.errors import ConflictError, EdgefleetError, RegistryError
-from edgefleet.kernel.signing import key_id
+from edgefleet.kernel.trust.signatures import key_id
 
 log = logging.getLogger(__name__)
 

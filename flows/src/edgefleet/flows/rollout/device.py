@@ -17,8 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from edgefleet.device.bundle import sha256_file
 from edgefleet.device.doctor import DoctorReport, blocking_failures
+from edgefleet.device.trust.version_bundle import sha256_file
 from edgefleet.flows.fleet.agent import DeviceProbe, probe
 from edgefleet.flows.fleet.connection import DeviceConnection, RemoteCommandError
 from edgefleet.flows.rollout.health import (

@@ -33,8 +33,6 @@ from pydantic import BaseModel, ConfigDict
 from edgefleet.flows.fleet.inventory import Inventory, load_inventory
 from edgefleet.flows.registry import RegistryWriter, open_registry_writer
 from edgefleet.flows.registry.staged import partly_staged
-from edgefleet.flows.registry.trusted import require_followable
-from edgefleet.flows.release.keys import channel_signing_key
 from edgefleet.flows.rollout.judgement import Judged, WaveSubject, most_common
 from edgefleet.flows.rollout.params import RolloutParams
 from edgefleet.flows.rollout.record import (
@@ -67,6 +65,8 @@ from edgefleet.flows.rollout.waves import (
     plan_waves,
     wave_order,
 )
+from edgefleet.flows.trust.pointer_readback import require_followable
+from edgefleet.flows.trust.release_key import channel_signing_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.contracts.rollout import SHARE_BP_FULL
 from edgefleet.kernel.errors import ConfigError, EdgefleetError

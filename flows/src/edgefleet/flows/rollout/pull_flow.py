@@ -28,9 +28,8 @@ from datetime import datetime, timedelta
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from edgefleet.device.bundle import verify_manifest_bytes
+from edgefleet.device.trust.version_bundle import verify_manifest_bytes
 from edgefleet.flows.registry import RegistryWriter, open_registry_writer
-from edgefleet.flows.release.keys import channel_signing_key
 from edgefleet.flows.rollout.flow import RolloutHalted, RolloutResult, _artifact_key, _publish, _result
 from edgefleet.flows.rollout.judgement import WaveSubject
 from edgefleet.flows.rollout.pull_params import ExponentialRate, PullRolloutParams
@@ -64,6 +63,7 @@ from edgefleet.flows.rollout.record import (
     WaveVerdict,
     utc_now,
 )
+from edgefleet.flows.trust.release_key import channel_signing_key
 from edgefleet.kernel.contracts.manifest import Manifest
 from edgefleet.kernel.errors import ConfigError
 

@@ -14,7 +14,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from edgefleet.device.bundle import verify_version_dir
+from edgefleet.device.trust.version_bundle import verify_version_dir
 from edgefleet.flows.fleet import agent as agent_ops
 from edgefleet.flows.fleet.connection import DeviceConnection
 from edgefleet.flows.fleet.inventory import DeviceSpec, Inventory
@@ -84,7 +84,7 @@ def prepare_version(registry: RegistryWriter, model: str, version: str, work_dir
     Raises:
         VerificationError: the version does not verify, or is not the manifest the pointer names.
     """
-    from edgefleet.device.bundle import check_version_files, read_signed_manifest
+    from edgefleet.device.trust.version_bundle import check_version_files, read_signed_manifest
 
     local_dir = work_dir / "versions" / model / version
     signed = registry.read_manifest(model, version)
