@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pulumi
 
-from edgefleet.infra.config import NAMESPACE, InfraConfig, load_config
+from edgefleet.infra.config import InfraConfig
 from edgefleet.infra.device_credentials import DeviceCredentials, DeviceCredentialsArgs
 from edgefleet.infra.fleet_state import FleetState, FleetStateArgs
 from edgefleet.infra.identity import Identity, IdentityArgs
@@ -29,6 +29,7 @@ from edgefleet.infra.names import (
 from edgefleet.infra.outputs import OUTPUT_KEYS
 from edgefleet.infra.registry import Registry, RegistryArgs
 from edgefleet.infra.services import ProjectServices, ServicesArgs
+from edgefleet.infra.stack_config import NAMESPACE, load_config
 from edgefleet.infra.telemetry import Telemetry, TelemetryArgs
 from edgefleet.kernel.contracts import layout
 from edgefleet.kernel.errors import ConfigError
