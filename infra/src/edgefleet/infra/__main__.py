@@ -63,16 +63,10 @@ def build(config: InfraConfig) -> dict[str, pulumi.Input]:
     fleet_state = None
     if config.fleet_state is not None:  # opt-in: else the monitor keeps its state in SQLite
         fleet_state = _fleet_state(config, config.fleet_state, services, identity, labels)
-    components = FleetComponents(
-        services=services,
-        telemetry=telemetry,
-        registry=registry,
-        identity=identity,
-        devices=devices,
-        fleet_state=fleet_state,
-        monitoring=_monitoring(config, services, labels),
+    monitoring = _monitoring(config, services, labels)
+    return stack_outputs(
+        config, FleetComponents(services, telemetry, registry, identity, devices, fleet_state, monitoring)
     )
-    return stack_outputs(config, components)
 
 
 def _x509_devices(config: InfraConfig) -> bool:
