@@ -46,3 +46,10 @@ def test_a_reopened_outbox_keeps_complete_samples_in_order_and_removes_unfinishe
     assert reopened.read(_frame(2)) == (b"jpeg", b"{}")
     reopened.remove(_frame(2))
     assert reopened.oldest(10) == [_frame(1), _frame(3)] and len(reopened) == 2
+
+
+def test_a_frame_id_added_again_replaces_its_sample_and_the_bytes_stay_counted_once(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "out", max_samples=10, max_bytes=10**6)
+    outbox.add(_frame(1), b"x" * 100, b"{}")
+    outbox.add(_frame(1), b"y" * 50, b"{}")
+    assert len(outbox) == 1 and outbox.bytes == 52 and outbox.read(_frame(1))[0] == b"y" * 50

@@ -83,6 +83,8 @@ class Outbox:
         if size > self.max_bytes:
             self.dropped += 1
             return
+        if frame in self._sizes:  # the same frame id again (a restart within the second): the new one replaces it
+            self.remove(frame)
         self._make_room(size)
         image_path, record_path = self._paths(check_frame_id(frame))
         atomic_write_bytes(image_path, image, mode=0o600)
