@@ -128,3 +128,15 @@ def test_samples_reach_the_stand_in_gcs_bucket_create_only(tmp_path: Path, gcs_c
 
     upload_sample(registry, "cam-1", "20261207T210000Z-000000000000", image, record)
     assert gcs_client.bucket(gcs_bucket).get_blob(f"registry/{json_key}").download_as_bytes() == record
+
+
+def test_a_sample_unreadable_in_the_outbox_is_dropped_and_the_rest_still_go(tmp_path: Path) -> None:
+    checker = _checker(tmp_path)
+    for seed in range(3):
+        checker.offer(_image(seed), ANSWER, "birds", "1.0.0")
+    checker.store_queued()
+    first = checker.outbox.oldest(1)[0]
+    (checker.outbox.directory / f"{first}.jpg").unlink()  # gone behind the agent's back
+    assert checker.upload_due() == checker.config.upload_interval_s
+    assert (checker.uploaded, checker.outbox.dropped, len(checker.outbox)) == (2, 1, 0)
+    assert checker.not_sent == 1 and "unreadable" in (checker.last_error or "")

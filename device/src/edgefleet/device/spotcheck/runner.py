@@ -180,7 +180,14 @@ class SpotChecker:
         return self.config.upload_interval_s
 
     def _upload_one(self, registry: RegistryReader, frame: str) -> None:
-        image, record = self.outbox.read(frame)
+        try:
+            image, record = self.outbox.read(frame)
+        except OSError as error:  # removed or unreadable behind the agent's back: dropped, never retried forever
+            self.last_error = f"spot check sample {frame} unreadable: {error}"
+            log.warning("%s", self.last_error)
+            self.outbox.remove(frame)
+            self.outbox.dropped += 1
+            return
         try:
             upload_sample(registry, self.device_id, frame, image, record)
         except SampleRefused as error:
