@@ -4,8 +4,8 @@ A frame is in the sample when the hash of (device id, run, frame sequence) falls
 (anyone with the ids can recompute the sample), spread over the run, and blind to the frame's content and to the
 model's answer, so the labelled accuracy estimates the accuracy on all frames (the caps then keep the first
 frames of the sample in each hour and day: a cap leaves out frames by time, never by answer, and says how many).
-Per frame: a counter, one 8-byte BLAKE2b of a short string, one integer comparison; the clock is read only for a
-frame in the sample.
+Per frame: a counter, one BLAKE2b of 8 bytes (continuing the run's hashed prefix), one integer comparison; the
+clock is read only for a frame in the sample.
 """
 
 from __future__ import annotations
@@ -27,15 +27,25 @@ def share_threshold(share: float) -> int:
     return min(HASH_SPACE, round(share * HASH_SPACE))
 
 
-def frame_hash(device_id: str, run: str, sequence: int) -> int:
-    """The frame's 64-bit hash: the same for the same (device, run, sequence) everywhere."""
-    digest = hashlib.blake2b(f"{device_id}/{run}/{sequence}".encode(), digest_size=HASH_BYTES).digest()
-    return int.from_bytes(digest, "big")
+SEQUENCE_BYTES = 8
+
+
+def run_hasher(device_id: str, run: str) -> hashlib.blake2b:
+    """BLAKE2b (8-byte digest) fed `<device id>/<run>/`: each frame's hash continues a copy of it."""
+    return hashlib.blake2b(f"{device_id}/{run}/".encode(), digest_size=HASH_BYTES)
+
+
+def frame_hash(hasher: hashlib.blake2b, sequence: int) -> int:
+    """The frame's 64-bit hash: BLAKE2b of `<device id>/<run>/` and the sequence as 8 big-endian bytes, the same
+    for the same (device, run, sequence) everywhere."""
+    frame = hasher.copy()
+    frame.update(sequence.to_bytes(SEQUENCE_BYTES, "big"))
+    return int.from_bytes(frame.digest(), "big")
 
 
 def in_sample(device_id: str, run: str, sequence: int, threshold: int) -> bool:
     """Whether frame `sequence` of `run` on `device_id` is in the sample (`threshold`: `share_threshold`)."""
-    return frame_hash(device_id, run, sequence) < threshold
+    return frame_hash(run_hasher(device_id, run), sequence) < threshold
 
 
 @dataclass
@@ -68,6 +78,7 @@ class SpotSampler:
 
     def __init__(self, device_id: str, run: str, share: float, cap: RateCap) -> None:
         self.device_id, self.run = device_id, run
+        self._hasher = run_hasher(device_id, run)
         self.threshold = share_threshold(share)
         self.cap = cap
         self.sequence = -1  # the last frame's number
@@ -78,7 +89,7 @@ class SpotSampler:
 
         `now_s`: epoch seconds for the caps (read from the clock only for a frame in the sample, when None)."""
         self.sequence += 1
-        if not in_sample(self.device_id, self.run, self.sequence, self.threshold):
+        if frame_hash(self._hasher, self.sequence) >= self.threshold:
             return None
         if not self.cap.admit(time.time() if now_s is None else now_s):
             self.capped += 1
