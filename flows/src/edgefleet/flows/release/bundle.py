@@ -78,10 +78,8 @@ def build_manifest(
     source_commit: str | None = None,
     created_at: datetime | None = None,
 ) -> Manifest:
-    """Builds the manifest of a version directory, hashing every file in it.
-
-    Every regular file in `version_dir` except `manifest.json` / `manifest.sig` is listed with its sha256
-    and size.
+    """Builds the manifest of a version directory: every regular file in it but `manifest.json` / `manifest.sig`
+    listed with its sha256 and size.
 
     Args:
         version_dir: the directory holding the version's files.
