@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import tenacity
 from google.api_core import exceptions as google_exceptions
@@ -356,8 +355,3 @@ def _resubscribing(config: MonitorConfig, stop_event: threading.Event, tally: Ta
         before_sleep=before_resubscribe,
         reraise=True,
     )
-
-
-def now_utc(clock: Callable[[], float] = time.time) -> datetime:
-    """The current time as an aware UTC datetime."""
-    return from_epoch(clock())
