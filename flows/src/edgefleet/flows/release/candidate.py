@@ -37,8 +37,8 @@ from edgefleet.flows.release.compiler import CompileOutcome
 from edgefleet.flows.release.dataset import Dataset, load_dataset
 from edgefleet.flows.release.demo_dataset import generate_demo_dataset
 from edgefleet.flows.release.evaluate import Evaluation, evaluate
-from edgefleet.flows.release.model_params import DatasetParams, TfliteSource, TrainingParams
-from edgefleet.flows.release.params import CompileParams, QuantizationParams, ReleaseParams, expand
+from edgefleet.flows.release.model_params import DatasetParams, QuantizationParams, TfliteSource, TrainingParams
+from edgefleet.flows.release.params import CompileParams, ReleaseParams, expand
 from edgefleet.flows.release.report import CandidateSummary
 from edgefleet.kernel.contracts.manifest import Metrics, Origin
 
