@@ -6,6 +6,7 @@ the devices' write grant is objectCreator conditioned on `spotcheck/`, tests/inf
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,9 @@ from edgefleet.device.runtime.engine import ResultItem
 from edgefleet.device.spotcheck.config import SpotCheckConfig
 from edgefleet.device.spotcheck.runner import SpotChecker
 from edgefleet.device.spotcheck.upload import SampleRefused, upload_sample
+from edgefleet.device.trust.device_identity import sign_spot_sample
 from edgefleet.kernel.contracts.spotcheck import SpotSample, device_prefix, sample_keys
+from edgefleet.kernel.trust.signatures import generate_keypair
 
 RUN = datetime(2026, 12, 7, 21, 0, tzinfo=UTC)
 FRAME = "20261207T210000Z-000000000042"
@@ -42,7 +45,7 @@ def test_a_sample_planted_in_the_outbox_for_another_device_is_refused_never_uplo
         return LocalRegistryReader(registry_root)
 
     checker = SpotChecker(SpotCheckConfig(enabled=True, share=1.0), "cam-1", tmp_path / "agent", open_registry,
-                          run_started=RUN)
+                          sign=functools.partial(sign_spot_sample, generate_keypair()[0]), run_started=RUN)
     planted = b"\xff\xd8 someone else's frame"
     checker.outbox.add(FRAME, planted, _record("cam-2", FRAME, planted))  # names cam-2
     swapped = b"\xff\xd8 another picture"
