@@ -98,10 +98,10 @@ def import_labels(samples: SampleReader, registry: RegistryWriter, path: Path,
     parsed = parse_labels(path)
     labelled, refused = label_samples(samples, path, parsed.rows)
     records: dict[str, tuple[SpotLabels, int]] = {}
-    for device_id, samples in sorted(labelled.items()):  # every record read and merged before any write
+    for device_id, new in sorted(labelled.items()):  # every record read and merged before any write
         current = registry.read_json(labels_key(device_id))
         existing = SpotLabels.model_validate(current.value) if current.value is not None else None
-        records[device_id] = merged(existing, device_id, samples, now), current.generation
+        records[device_id] = merged(existing, device_id, new, now), current.generation
     for device_id, (record, generation) in records.items():
         registry.put_json(labels_key(device_id), record, expected_generation=generation)
     return {device_id: record for device_id, (record, _) in records.items()}, parsed.unlabelled, refused
