@@ -11,6 +11,7 @@ import pytest
 from edgefleet.device.trust.device_identity import sign_spot_sample, spot_sample_signature_problem
 from edgefleet.kernel.contracts.spotcheck import SpotSample
 from edgefleet.kernel.trust.signatures import generate_keypair
+
 FRAME = "20261207T210000Z-000000000007"
 KEY, PUBLIC = generate_keypair()
 
