@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 from edgefleet.device.floor import FLOOR_FILE, FloorRecord, highest, next_floor
-from edgefleet.device.pull_plan import Installed, next_step
+from edgefleet.device.pull_plan import Installed, StoreState, next_step
 from edgefleet.device.store import ModelStore
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import StoreError
@@ -90,16 +90,15 @@ def pointer(version: str, *, downgrade: bool = False) -> ChannelPointer:
 def test_the_plan_keeps_lowers_skips_refuses_activates_or_downloads() -> None:
     current = Installed("1.0.0", SHA)
     plan = {
-        "keep": next_step(pointer("1.0.0"), current=current, installed=current, floor="1.0.0", refusal=None,
-                          retry_refused=False),
-        "lower_floor": next_step(pointer("1.0.0", downgrade=True), current=current, installed=current,
-                                 floor="1.1.0", refusal=None, retry_refused=False),
-        "refuse": next_step(pointer("1.1.0"), current=current, installed=Installed("1.1.0", "cd" * 32),
-                            floor="1.0.0", refusal=None, retry_refused=False),
-        "activate": next_step(pointer("1.1.0"), current=current, installed=Installed("1.1.0", SHA), floor="1.0.0",
-                              refusal=None, retry_refused=False),
-        "download": next_step(pointer("1.1.0"), current=None, installed=None, floor=None, refusal=None,
-                              retry_refused=False),
+        "keep": next_step(pointer("1.0.0"), StoreState(current=current, installed=current, floor="1.0.0",
+                                                       refusal=None)),
+        "lower_floor": next_step(pointer("1.0.0", downgrade=True), StoreState(current=current, installed=current,
+                                                                              floor="1.1.0", refusal=None)),
+        "refuse": next_step(pointer("1.1.0"), StoreState(current=current, installed=Installed("1.1.0", "cd" * 32),
+                                                         floor="1.0.0", refusal=None)),
+        "activate": next_step(pointer("1.1.0"), StoreState(current=current, installed=Installed("1.1.0", SHA),
+                                                           floor="1.0.0", refusal=None)),
+        "download": next_step(pointer("1.1.0"), StoreState(current=None, installed=None, floor=None, refusal=None)),
     }
     assert {action: step.action for action, step in plan.items()} == {action: action for action in plan}
     assert "immutable" in plan["refuse"].reason
