@@ -72,11 +72,7 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
 
 
 def agent_for(releases: Releases) -> Agent:
-    path = releases.tmp / "agent.yaml"
-    path.write_text(f"device_id: cam-1\nmodel: {MODEL}\nroot: {releases.root}\n"
-                    f"source:\n  kind: images\n  path: {releases.images()}\n"
-                    "swap:\n  watch_interval_s: 0.1\nstatus:\n  interval_s: 0.2\n")
-    return Agent(load_config(path))
+    return Agent(load_config(releases.agent_config("swap:\n  watch_interval_s: 0.1\nstatus:\n  interval_s: 0.2\n")))
 
 
 @contextmanager

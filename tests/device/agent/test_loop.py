@@ -29,13 +29,8 @@ def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = WAIT
 
 
 def agent_config(releases):
-    path = releases.tmp / "agent.yaml"
-    text = (f"device_id: cam-1\nmodel: {MODEL}\nroot: {releases.root}\n"
-            f"source:\n  kind: images\n  path: {releases.images()}\n"
-            f"swap:\n  watch_interval_s: 0.1\nstatus:\n  interval_s: 0.2\n"
-            f"telemetry:\n  mode: every\n  summary_interval_s: 1.0\n")
-    path.write_text(text)
-    return load_config(path)
+    return load_config(releases.agent_config("swap:\n  watch_interval_s: 0.1\nstatus:\n  interval_s: 0.2\n"
+                                             "telemetry:\n  mode: every\n  summary_interval_s: 1.0\n"))
 
 
 @contextmanager
