@@ -16,6 +16,7 @@ from edgefleet.kernel.contracts.telemetry import TelemetryMessage
 from edgefleet.kernel.fsutil import switch_symlink
 
 WAIT_S = 60.0
+STOP_S = 60.0  # how long a stopped agent may take to exit
 MODEL = "imagenet"  # the name the `releases` fixture publishes under
 
 
@@ -34,16 +35,17 @@ def agent_config(releases):
 
 
 @contextmanager
-def running(agent: Agent) -> Iterator[threading.Thread]:
+def running(agent: Agent) -> Iterator[Agent]:
+    """`agent` running on a thread for the `with` block; then stopped, and it must have exited with 0."""
     stop = threading.Event()
     exit_codes: list[int] = []
     thread = threading.Thread(target=lambda: exit_codes.append(agent.run(stop)), daemon=True)
     thread.start()
     try:
-        yield thread
+        yield agent
     finally:
         stop.set()
-        thread.join(30)
+        thread.join(STOP_S)
     assert exit_codes == [0]
 
 
