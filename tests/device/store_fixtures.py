@@ -120,6 +120,13 @@ def publish_versions(registry: RegistryWriter, make_version: VersionFactory, *ve
         registry.publish_version(model, version, make_version(model, version))
 
 
+def activate_versions(store: ModelStore, make_version: VersionFactory, *versions: str, model: str = "birds") -> None:
+    """Installs and activates `versions` of `model` in turn, as a device that ran each of them."""
+    for version in versions:
+        store.install(make_version(model, version))
+        store.activate(model, version)
+
+
 @pytest.fixture
 def store(tmp_path: Path, keys: Keys) -> ModelStore:
     """An empty store whose default public key file is the test's release key."""
