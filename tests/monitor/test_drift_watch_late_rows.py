@@ -28,6 +28,7 @@ def send(store, rng: np.random.Generator, seqs: range | list[int], received_minu
     for seq in seqs:
         at = T0 + timedelta(minutes=seq - 1)
         message = telemetry("cam", seq, at=at, count=100)
+        assert message.inference is not None
         received = to_epoch(T0 + timedelta(minutes=received_minute if received_minute is not None else seq - 1))
         apply(store, message.model_copy(update={"inference": message.inference.model_copy(
             update={"dist": window(rng, score)})}), received_at=received)

@@ -25,7 +25,7 @@ def send(store, device_id: str, version: str, first_seq: int, minutes: range, rn
     for offset, minute in enumerate(minutes):
         message = telemetry(device_id, first_seq + offset, at=T0 + timedelta(minutes=minute), count=100,
                             version=version, inference=inference)
-        if inference:
+        if message.inference is not None:
             message = message.model_copy(update={"inference": message.inference.model_copy(
                 update={"dist": window(rng, 0.8)})})
         apply(store, message)

@@ -346,7 +346,8 @@ def _record_facts(store: FleetStore, message: TelemetryMessage, when: float) -> 
         add_counts(rows, (device_id, model.name, model.version, bucket), inference.count, inference.errors)
         if inference.dist is not None:
             add_distributions(rows, (device_id, model.name, model.version, bucket), inference.dist)
-            add_window(rows, (device_id, model.name, model.version, message.seq), when, inference.dist)
+            if store.drift_windows:
+                add_window(rows, (device_id, model.name, model.version, message.seq), when, inference.dist)
         if inference.shadow is not None:
             add_shadow(rows.shadows, (device_id, model.name, model.version, inference.shadow.model.version,
                                       bucket), inference.shadow)
