@@ -89,8 +89,8 @@ def test_a_newer_fleet_state_is_refused(tmp_path) -> None:
     path = tmp_path / "fleet.sqlite"
     open_store(path, latency_window=10, count_bucket_s=60.0).close()
     with sqlite3.connect(path) as connection:
-        connection.execute("UPDATE meta SET value = '5'")
-    with pytest.raises(FleetStateError, match="schema 5"):
+        connection.execute(f"UPDATE meta SET value = '{SCHEMA_VERSION + 1}'")
+    with pytest.raises(FleetStateError, match=f"schema {SCHEMA_VERSION + 1}"):
         open_store(path, latency_window=10, count_bucket_s=60.0, create=False)
 
 
