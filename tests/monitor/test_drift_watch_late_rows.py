@@ -13,6 +13,7 @@ import numpy as np
 from edgefleet.monitor.drift_feed import late_windows
 from edgefleet.monitor.drift_watch import read_rows, tick
 from edgefleet.monitor.ingest import apply
+from edgefleet.monitor.query import device_status
 from edgefleet.monitor.store import commit, to_epoch
 
 from .monitor_helpers import T0, telemetry
@@ -83,6 +84,8 @@ def test_a_window_older_than_the_watermark_is_counted_late_not_fed_out_of_order(
     tick(store, CONFIG, at_minute(BASELINE + 45))
     assert _row(store).blocks == BASELINE + 20  # not fed behind newer blocks
     assert late_windows(store.connection, SERIES) == 10  # counted once each (the redelivery is a duplicate)
+    shown = device_status(store, "cam", 10**9, T0 + timedelta(minutes=BASELINE + 45)).drift
+    assert shown is not None and shown.late_windows == 10  # `fleet status` shows them
     store.connection.commit()
     pending = store.connection.execute("SELECT COUNT(*) FROM drift_windows").fetchone()[0]
     store.connection.commit()
