@@ -76,7 +76,9 @@ def prefect_api() -> Iterator[None]:
     shared by every test that runs a flow."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    # 300 s: Prefect's own wait counts only its polling sleeps; at load average 40 one worker's server took
+    # longer than 120 s and every flow test on that worker erred at setup.
+    with prefect_test_harness(server_startup_timeout=300):
         yield
 
 
