@@ -133,3 +133,15 @@ def test_without_the_enrolment_public_key_nothing_is_offered(tmp_path: Path) -> 
     result = fleet.cli("pending")
     assert result.exit_code != 0 and "fleet-enrolment.key.pub" in result.output
     assert "--enrolment-public-key" in result.output and NEW not in result.stdout
+
+
+def test_a_folder_no_device_id_names_is_refused_and_the_others_still_offered(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path)
+    image = b"a real frame"
+    fleet.plant("victim", NEW, fleet.signed("victim", spot_sample("victim", NEW, image)), image)
+    bad = fleet.root / "spotcheck" / "Not A Device" / f"{NEW}.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("{}")
+    result = fleet.cli("pending")
+    assert result.exit_code == 0, result.output
+    assert fleet.pending() == [("victim", NEW)] and "REFUSED" in result.output and "Not A Device" in result.output

@@ -111,6 +111,7 @@ def pending_rows(samples: SampleReader, registry: RegistryWriter,
                  device: str | None) -> tuple[list[dict[str, str]], tuple[RefusedSample, ...]]:
     """The uploaded samples not labelled yet (oldest first per device), as rows of the labellers' CSV; and the
     samples refused (not signed by their folder's device: never offered)."""
+    from edgefleet.kernel.contracts.layout import check_name
     from edgefleet.kernel.contracts.spotcheck import SPOTCHECK_PREFIX, check_frame_id, device_prefix, sample_keys
     from edgefleet.monitor.spotcheck_labels import read_labels
     from edgefleet.monitor.spotcheck_samples import RefusedSample
@@ -128,6 +129,12 @@ def pending_rows(samples: SampleReader, registry: RegistryWriter,
     rows: list[dict[str, str]] = []
     refused: list[RefusedSample] = []
     for device_id, frames in sorted(found.items()):
+        try:
+            check_name("device id", device_id)
+        except ValueError as error:  # a folder no device names (anyone with the devices' account can make one)
+            refused += [RefusedSample(registry.describe(f"{SPOTCHECK_PREFIX}/{device_id}/{frame}.json"), str(error))
+                        for frame in sorted(frames)]
+            continue
         record = read_labels(registry, device_id)
         done = {sample.frame_id for sample in record.samples} if record else set()
         for frame in sorted(set(frames) - done):
