@@ -310,7 +310,7 @@ def pull(
     """Pull once: download, verify, install and activate the version a registry channel names (inside the
     config's maintenance window, when it has one)."""
     store = agent_store(root, public_key, config)
-    settings = _pull_settings(config, device_id)
+    settings = pull_settings(config, device_id)
     result = run_or_exit(lambda: _pull_once(registry_uri, store, model, channel, settings,
                                             retry_refused=retry_refused, require_signed=require_signed))
     if as_json:
@@ -331,7 +331,7 @@ class PullSettings:
     window: MaintenanceWindow | None = None
 
 
-def _pull_settings(config: Path | None, device_id: str | None) -> PullSettings:
+def pull_settings(config: Path | None, device_id: str | None) -> PullSettings:
     """The settings of the agent `config` names (--device-id wins over its device_id); without one, none."""
     if config is None:
         return PullSettings(device_id=device_id)
