@@ -229,30 +229,32 @@ def models(
 ) -> None:
     """List installed models and versions with their current and previous pointers."""
     store = agent_store(root, None, config)
-
-    def collect() -> list[dict[str, Any]]:
-        return [
-            {
-                "model": name,
-                "versions": store.versions(name),
-                "current": store.pointer(name, "current"),
-                "previous": store.pointer(name, "previous"),
-                "floor": _floor(store, name),
-                "refused": [
-                    {"version": refusal.version, "reason": refusal.reason} for refusal in store.refusals(name)
-                ],
-            }
-            for name in store.models()
-        ]
-
-    rows = run_or_exit(collect)
+    rows = run_or_exit(lambda: model_rows(store))
     if as_json:
         echo_json({"root": str(store.root), "models": rows})
-        return
-    if not rows:
+    elif not rows:
         typer.echo(f"no models installed in {store.root}")
-        return
-    table = Table(title=f"models in {store.root}")
+    else:
+        Console().print(_models_table(store.root, rows))
+
+
+def model_rows(store: ModelStore) -> list[dict[str, Any]]:
+    """`models`: each installed model, its versions, pointers, floor and refused versions."""
+    return [
+        {
+            "model": name,
+            "versions": store.versions(name),
+            "current": store.pointer(name, "current"),
+            "previous": store.pointer(name, "previous"),
+            "floor": _floor(store, name),
+            "refused": [{"version": refusal.version, "reason": refusal.reason} for refusal in store.refusals(name)],
+        }
+        for name in store.models()
+    ]
+
+
+def _models_table(root: Path, rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"models in {root}")
     for column in ("model", "current", "previous", "floor", "installed versions", "refused"):
         table.add_column(column)
     for row in rows:
@@ -264,7 +266,7 @@ def models(
             ", ".join(row["versions"]),
             ", ".join(refusal["version"] for refusal in row["refused"]) or "-",
         )
-    Console().print(table)
+    return table
 
 
 def _floor(store: ModelStore, model: str) -> str | None:
