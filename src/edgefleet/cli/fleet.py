@@ -168,7 +168,7 @@ def status(
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
         return
-    print_fleet_status(Console(), result, settings.drift.detector.baseline_blocks)
+    print_fleet_status(Console(), result, settings)
 
 
 @app.command("drift-accept")

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from edgefleet.monitor.aggregates import StatusName
+    from edgefleet.monitor.config import MonitorConfig
     from edgefleet.monitor.query import (
         DeviceHistory,
         DeviceStatus,
@@ -113,10 +114,13 @@ def _print_silent(console: Console, result: FleetStatus) -> None:
     console.print(silent)
 
 
-def print_fleet_status(console: Console, result: FleetStatus, baseline_blocks: int) -> None:
-    """The `fleet status` tables: the page of devices (with the drift caveats when a device has a drift watch),
-    the version distribution, the silent devices and the monitor's counters."""
-    console.print(_devices_table(result, baseline_blocks))
+def print_fleet_status(console: Console, result: FleetStatus, settings: MonitorConfig) -> None:
+    """The `fleet status` tables: the page of devices (with the drift caveats when a device has a drift watch, and
+    the labelled spot checks: `edgefleet.cli.fleet_spotcheck`), the version distribution, the silent devices and
+    the monitor's counters."""
+    from edgefleet.cli.fleet_spotcheck import print_spot_checks
+
+    console.print(_devices_table(result, settings.drift.detector.baseline_blocks))
     if any(device.drift is not None for device in result.devices):
         from edgefleet.monitor.drift_view import ACCURACY_CAVEAT
 
@@ -124,6 +128,7 @@ def print_fleet_status(console: Console, result: FleetStatus, baseline_blocks: i
         console.print(ACCURACY_CAVEAT, highlight=False)
         for line in accuracy_notes(result.devices):
             console.print(line, highlight=False, soft_wrap=True)
+    print_spot_checks(console, settings, result.devices)  # the labelled spot check beside the estimate (issue 25)
     if result.next_after is not None:
         console.print(f"{len(result.devices)} of {result.total} shown; next page: --after {result.next_after}")
     console.print(_versions_table(result.versions))
