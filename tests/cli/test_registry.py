@@ -10,12 +10,12 @@ from edgefleet.cli import app
 from edgefleet.cli.registry import compiler_lines, model_cells, model_rows, version_cells, version_rows
 from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.kernel.contracts.manifest import CompilerReport, CpuOperation
-from tests.device.store_fixtures import VersionFactory, keys, local_registry, make_version  # noqa: F401
+from tests.device.store_fixtures import VersionFactory
 
 runner = CliRunner()
 
 
-def _published(registry: LocalRegistryWriter, make_version: VersionFactory) -> LocalRegistryWriter:  # noqa: F811
+def _published(registry: LocalRegistryWriter, make_version: VersionFactory) -> LocalRegistryWriter:
     for model, version in (("birds", "1.0.0"), ("birds", "1.1.0"), ("cats", "0.1.0")):
         registry.publish_version(model, version, make_version(model, version))
     registry.promote("birds", "1.0.0", "stable", by="test")
@@ -23,7 +23,7 @@ def _published(registry: LocalRegistryWriter, make_version: VersionFactory) -> L
     return registry
 
 
-def test_the_rows_of_models_and_of_one_models_versions(local_registry, make_version) -> None:  # noqa: F811
+def test_the_rows_of_models_and_of_one_models_versions(local_registry, make_version) -> None:
     registry = _published(local_registry, make_version)
     assert model_rows(registry) == [
         {"model": "birds", "versions": 2, "latest": "1.1.0", "channels": {"canary": "1.1.0", "stable": "1.0.0"}},
@@ -43,7 +43,7 @@ def test_the_cells_of_a_listing() -> None:
     assert version_cells(row) == ("1.0.0", "2026-12-07 09:30:00", "cpu, edgetpu", "-", "90.0%", "-", "100.0%")
 
 
-def test_the_compiler_lines_name_what_stays_on_the_cpu(local_registry, make_version) -> None:  # noqa: F811
+def test_the_compiler_lines_name_what_stays_on_the_cpu(local_registry, make_version) -> None:
     manifest = _published(local_registry, make_version).read_manifest("cats", "0.1.0").manifest
     report = CompilerReport(compiler_version="16.0", operations_total=10, operations_on_tpu=9, operations_on_cpu=1,
                             cpu_operations=(CpuOperation(operator="SOFTMAX", count=1, reason="not mapped"),))
@@ -55,7 +55,7 @@ def test_the_compiler_lines_name_what_stays_on_the_cpu(local_registry, make_vers
     assert compiler_lines(manifest)[0] == "no Edge TPU variant (not compiled): devices run the CPU model"
 
 
-def test_ls_and_show_print_tables_and_json(local_registry, make_version) -> None:  # noqa: F811
+def test_ls_and_show_print_tables_and_json(local_registry, make_version) -> None:
     uri = str(_published(local_registry, make_version).root)
     listed = runner.invoke(app, ["registry", "ls", "--registry", uri], env={"COLUMNS": "200"})
     assert listed.exit_code == 0, listed.output
