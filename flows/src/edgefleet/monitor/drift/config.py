@@ -29,6 +29,10 @@ ARL ~ e^{15 x scale}, a few % of scale is several times the alarms. Measured (`b
 demo --days 10 --seed 7`, 1,000 device-days): 0 left 2.50 per 100 device-days (1.62-3.69), 20 of 25 on the
 class mix; 1 leaves 0.80 (0.35-1.58), 7 of 8 on the class mix, every scene change caught in a median of
 1,100-1,150 frames. Was 2.5 (on k and spread, before the threshold integrated anything): 1.10 (0.55-1.97)."""
+DEFAULT_BOOTSTRAP_RESAMPLES = 100
+"""Block-bootstrap resamples for the tail scale's standard error (`edgefleet.monitor.drift.bootstrap`)."""
+DEFAULT_BOOTSTRAP_SEED = 20261207
+"""The bootstrap's seed: the same baseline gives the same plan (a re-fit does not move the threshold)."""
 DEFAULT_TRIAGE_FDR = 0.05
 DEFAULT_CLIP_SD = 2.0
 MIN_BASELINE_BLOCKS = 30
@@ -65,6 +69,15 @@ class DriftConfig(BaseModel):
                                              "out), or linearly by the baseline's mean and long-run SD")
     max_autocorrelation: float = Field(default=DEFAULT_MAX_AUTOCORRELATION, ge=0, lt=1,
                                        description="the lag-1 autocorrelation estimate is clipped to 0..this")
+    threshold: Literal["bootstrap", "integrated"] = Field(
+        default="bootstrap", description="bootstrap: each CUSUM's spread widened by the tail scale of its sums on "
+                                         "the device's own baseline (moving-block bootstrap), the threshold "
+                                         "integrating its standard error; integrated: the Gaussian tail alone "
+                                         "(the fallback when the baseline is too short for the bootstrap)")
+    bootstrap_resamples: int = Field(default=DEFAULT_BOOTSTRAP_RESAMPLES, ge=2, le=10_000,
+                                     description="block-bootstrap resamples for the tail scale's standard error")
+    bootstrap_seed: int = Field(default=DEFAULT_BOOTSTRAP_SEED, ge=0,
+                                description="the bootstrap's seed (the same baseline gives the same plan)")
     estimation_guard: float = Field(default=DEFAULT_ESTIMATION_GUARD, ge=0, le=5,
                                     description="extra standard errors of the baseline's mean and spread the "
                                                 "detector is widened by, on top of the estimation error the "

@@ -45,6 +45,7 @@ from typing import Literal
 import numpy as np
 from scipy.special import ndtri
 
+from edgefleet.monitor.drift.bootstrap import FALLBACK, TailScale, tail_scale
 from edgefleet.monitor.drift.config import DriftConfig, DriftError, MetricName
 from edgefleet.monitor.drift.threshold import integrated_threshold
 
@@ -53,6 +54,10 @@ NO_SPREAD = 1e-9
 DAYS_PER_BUDGET = 100.0
 """The budget is stated per 100 device-days."""
 Direction = Literal["up", "down"]
+TAIL_SCALE_FLOOR = 1.0
+"""The bootstrap's tail scale widens the plan, never narrows it below the Gaussian one: on Gaussian AR(1)
+blocks (phi 0.5, 500 of them) its estimate averages 0.93 (500 blocks under-represent the far tail of their
+sums), and a narrower plan there would spend the budget the integrated threshold holds."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,20 @@ class MetricBaseline:
     """SD of the baseline's normal scores (with `ranked_on`)."""
     score_long_run_sd: float = 0.0
     """Long-run SD of the baseline's normal scores (with `ranked_on`)."""
+    tail_scales: tuple[float, ...] = ()
+    """Per direction watched (`directions`): the block bootstrap's tail scale of the CUSUM's increments on the
+    baseline (`edgefleet.monitor.drift.bootstrap`); empty: 1 (the integrated threshold alone)."""
+    tail_log_ses: tuple[float, ...] = ()
+    """Per direction: the standard error of the log tail scale (block bootstrap); empty: 0."""
+    tail_blocks: tuple[int, ...] = ()
+    """Per direction: the bootstrap's block length (0: the fallback, the baseline too short)."""
+
+    def tail(self, direction: Direction) -> TailScale:
+        """The bootstrap's tail scale of the CUSUM in `direction` (the fallback when none was measured)."""
+        if not self.tail_scales:
+            return FALLBACK
+        index = directions(self.metric).index(direction)
+        return TailScale(self.tail_scales[index], self.tail_log_ses[index], self.tail_blocks[index])
 
     def unit(self, values: np.ndarray | Sequence[float]) -> np.ndarray:
         """The statistic in long-run SDs from the baseline's centre, before clipping (NaN stays NaN)."""
@@ -166,8 +185,25 @@ def fit_metric(metric: MetricName, values: Sequence[float] | np.ndarray, config:
     z = np.clip(unit, -config.clip_sd, config.clip_sd)
     clipped_sd = lr_sd(z, config)
     by_batches = config.long_run_variance != "ar1" and clipped_sd > ar1_long_run_sd(z, config.max_autocorrelation)[1]
+    k = reference_k(config, score_sd / score_long_run if ranked else sd / long_run)
+    tails = tail_scales(metric, (z - z.mean()) / clipped_sd, k, config)
     return MetricBaseline(metric, mean, sd, phi, long_run, len(data), config.clip_sd, float(z.mean()), clipped_sd,
-                          batch_layout(len(data))[1] if by_batches else 0, ranked, score_sd, score_long_run)
+                          batch_layout(len(data))[1] if by_batches else 0, ranked, score_sd, score_long_run,
+                          tuple(t.scale for t in tails), tuple(t.log_se for t in tails), tuple(t.block for t in tails))
+
+
+def reference_k(config: DriftConfig, sd_per_long_run_sd: float) -> float:
+    """The CUSUM's reference before any widening: half the reference shift, in long-run SDs."""
+    return config.reference_shift_sd * sd_per_long_run_sd / 2
+
+
+def tail_scales(metric: MetricName, increments: np.ndarray, k: float, config: DriftConfig) -> tuple[TailScale, ...]:
+    """The bootstrap's tail scale of each direction's CUSUM on the baseline's own increments (in order);
+    none with `threshold: integrated`."""
+    if config.threshold != "bootstrap":
+        return ()
+    return tuple(tail_scale((1.0 if direction == "up" else -1.0) * increments, k, config.bootstrap_resamples,
+                            config.bootstrap_seed) for direction in directions(metric))
 
 
 def lr_sd(values: np.ndarray, config: DriftConfig) -> float:
@@ -208,15 +244,17 @@ def plan(baselines: Sequence[MetricBaseline], config: DriftConfig, blocks_per_da
         raise DriftError(f"drift: {blocks_per_day} blocks per day", "measure the block rate over the baseline")
     count = sum(len(directions(b.metric)) for b in baselines)
     arl0 = count * blocks_per_day * DAYS_PER_BUDGET / config.false_alarms_per_100_device_days
-    out = []
-    for base in baselines:
-        guard = config.estimation_guard
-        widening = base.clipped_long_run_sd * math.exp(guard * base.relative_se)
-        spread = base.long_run_sd * widening
-        k = config.reference_shift_sd * base.sd_per_long_run_sd / widening / 2 + guard / math.sqrt(base.blocks)
-        h = integrated_threshold(arl0, k, base.blocks, base.relative_se)
-        out.extend(Cusum(base, direction, spread, k, h) for direction in directions(base.metric))
-    return tuple(out)
+    return tuple(plan_one(base, direction, config, arl0) for base in baselines for direction in directions(base.metric))
+
+
+def plan_one(base: MetricBaseline, direction: Direction, config: DriftConfig, arl0: float) -> Cusum:
+    """One CUSUM: its spread widened by the bootstrap's tail scale (at least `TAIL_SCALE_FLOOR`) and by any
+    guard, its threshold integrating the spread's and the tail scale's standard errors (in quadrature)."""
+    guard, tail = config.estimation_guard, base.tail(direction)
+    widening = base.clipped_long_run_sd * max(tail.scale, TAIL_SCALE_FLOOR) * math.exp(guard * base.relative_se)
+    k = reference_k(config, base.sd_per_long_run_sd) / widening + guard / math.sqrt(base.blocks)
+    h = integrated_threshold(arl0, k, base.blocks, math.hypot(base.relative_se, tail.log_se))
+    return Cusum(base, direction, base.long_run_sd * widening, k, h)
 
 
 @dataclass(frozen=True)
