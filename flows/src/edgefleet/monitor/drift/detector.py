@@ -17,8 +17,12 @@
 |                   | that: a camera's rare class comes in bursts), then centred and scaled by the clipped  |
 |                   | baseline's own mean and long-run SD; up: z, down: -z (the class mix's divergence only  |
 |                   | grows under a change: up only)                                                         |
-| guard             | optional (`estimation_guard`, default 0): s_lr widened by that many standard errors of |
-|                   | its estimate, k raised by as many standard errors of m                                 |
+| tail scale        | (`threshold: bootstrap`, default) each CUSUM's increments on the baseline, resampled   |
+|                   | by a moving-block bootstrap: c compares the exponent of their block sums' upper tail   |
+|                   | with a Gaussian's (`edgefleet.monitor.drift.bootstrap`); s_lr widened by max(c, 1),   |
+|                   | and c's own standard error integrated by the threshold with the spread's              |
+| guard             | optional (`estimation_guard`): s_lr widened by that many standard errors of its        |
+|                   | estimate, k raised by as many standard errors of m                                     |
 | CUSUM             | S = max(0, S + z - k), alarm when S > h, then S = 0 (a new run)                        |
 | k                 | half the `reference_shift_sd` shift, in s_lr units: r * s / s_lr / 2 (+ any guard)     |
 | h                 | the in-control run length (blocks between false alarms) of each CUSUM is the device's  |
@@ -31,8 +35,10 @@
 
 Siegmund's approximation is for independent normal increments; with normal scores and the long-run spread a
 CUSUM on AR(1)-like blocks runs close to it. Sums of class-mix divergences have a heavier upper tail than
-that (high divergences cluster), which the default guard of 1 standard error covers. `bench/drift_bench.py`
-and `bench/drift_scenes.py` measure the false alarms that are left on correlated, heterogeneous devices.
+that (high divergences cluster): the block bootstrap measures it on each baseline (the tail scale), and the
+guard (`estimation_guard`) covers what 500 blocks cannot show of it (`edgefleet.monitor.drift.config`).
+`bench/drift_bench.py` and `bench/drift_scenes.py` measure the false alarms that are left on correlated,
+heterogeneous devices.
 """
 
 from __future__ import annotations
@@ -222,12 +228,12 @@ class Cusum:
     baseline: MetricBaseline
     direction: Direction
     spread: float
-    """The long-run SD of the statistic the CUSUM works in (the estimate, widened by the guard)."""
+    """The long-run SD of the statistic the CUSUM works in (the estimate, widened by the tail scale and guard)."""
     k: float
     h: float
 
     def standardized(self, values: np.ndarray) -> np.ndarray:
-        """The CUSUM's increments (before k): clipped z in the direction watched, over the guard's widening."""
+        """The CUSUM's increments (before k): clipped z in the direction watched, over the plan's widening."""
         sign = 1.0 if self.direction == "up" else -1.0
         widening = self.spread / (self.baseline.long_run_sd * self.baseline.clipped_long_run_sd)
         return sign * self.baseline.clipped(values, widening)
