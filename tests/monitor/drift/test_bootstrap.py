@@ -80,7 +80,7 @@ def test_a_baseline_too_short_for_its_blocks_falls_back_to_the_gaussian_plan():
     assert tail_scale(short, 0.29, 100, SEED) == FALLBACK
     assert tail_scale(ar1(rng, 500, 0.5), 0.0, 100, SEED) == FALLBACK  # no reference: nothing drifts down
     settings = {"baseline_blocks": 100, "estimation_guard": 0.0, "false_alarms_per_100_device_days": 100.0}
-    config, integrated_only = DriftConfig(**settings), DriftConfig(**settings, threshold="integrated")
+    config, integrated_only = DriftConfig(**settings, threshold="bootstrap"), DriftConfig(**settings)
     bootstrapped = plan([fitted(short, config)], config, PER_DAY)
     assert [c.baseline.tail(c.direction) for c in bootstrapped] == [FALLBACK, FALLBACK]
     expected = plan([fitted(short, integrated_only)], integrated_only, PER_DAY)
@@ -100,7 +100,7 @@ def fitted(values: np.ndarray, config: DriftConfig) -> MetricBaseline:
 
 
 def test_a_heavier_tail_on_the_baseline_widens_the_plan_and_raises_the_threshold():
-    bootstrap = DriftConfig(estimation_guard=0.0)
+    bootstrap = DriftConfig(estimation_guard=0.0, threshold="bootstrap")
     integrated = DriftConfig(estimation_guard=0.0, threshold="integrated")
     wide, = plan([heavy_baseline(bootstrap)], bootstrap, PER_DAY)
     narrow, = plan([heavy_baseline(integrated)], integrated, PER_DAY)
@@ -113,15 +113,16 @@ def test_a_heavier_tail_on_the_baseline_widens_the_plan_and_raises_the_threshold
 def test_the_bootstrap_threshold_falls_as_the_budget_grows(budgets):
     thresholds = []
     for budget in budgets:
-        config = DriftConfig(estimation_guard=0.0, false_alarms_per_100_device_days=budget)
+        config = DriftConfig(estimation_guard=0.0, false_alarms_per_100_device_days=budget, threshold="bootstrap")
         thresholds.append(plan([heavy_baseline(config)], config, PER_DAY)[0].h)
     assert all(a > b for a, b in zip(thresholds, thresholds[1:], strict=False))
 
 
 def test_a_stored_baseline_keeps_its_tail_scales_and_an_older_one_loads_without_them():
-    base = heavy_baseline(DriftConfig())
+    base = heavy_baseline(DriftConfig(threshold="bootstrap"))
     stored = {**base.__dict__, "ranked_on": list(base.ranked_on), "tail_scales": list(base.tail_scales),
               "tail_log_ses": list(base.tail_log_ses), "tail_blocks": list(base.tail_blocks)}
     assert metric_from_dict(stored) == base
     older = {key: value for key, value in stored.items() if not key.startswith("tail_")}
     assert metric_from_dict(older).tail("up") == FALLBACK
+    assert heavy_baseline(DriftConfig()).tail("up") == FALLBACK  # the default plan: the integrated threshold

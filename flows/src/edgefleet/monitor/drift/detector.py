@@ -17,7 +17,7 @@
 |                   | that: a camera's rare class comes in bursts), then centred and scaled by the clipped  |
 |                   | baseline's own mean and long-run SD; up: z, down: -z (the class mix's divergence only  |
 |                   | grows under a change: up only)                                                         |
-| tail scale        | (`threshold: bootstrap`, default) each CUSUM's increments on the baseline, resampled   |
+| tail scale        | (`threshold: bootstrap`, opt-in) each CUSUM's increments on the baseline, resampled   |
 |                   | by a moving-block bootstrap: c compares the exponent of their block sums' upper tail   |
 |                   | with a Gaussian's (`edgefleet.monitor.drift.bootstrap`); s_lr widened by max(c, 1),   |
 |                   | and c's own standard error integrated by the threshold with the spread's              |
