@@ -37,6 +37,7 @@ from scipy import special, stats
 from scipy.signal import lfilter
 
 from bench.fleet_model import CLASSES, MODELS, SCORE_SPREAD, make_fleet
+from bench.report import finish
 from edgefleet.kernel.contracts.distributions import SCORE_BUCKETS
 from edgefleet.monitor.drift.blocks import block_statistics, held_out_divergence
 from edgefleet.monitor.drift.config import DriftConfig
@@ -290,12 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.shift or SHIFTS:
             rows.append(delays(rng, args.devices, phi, config, name, args.fps))
             print(json.dumps(rows[-1]), flush=True)  # noqa: T201
-    print(table(rows))  # noqa: T201
-    print(f"({time.monotonic() - started:.0f} s)")  # noqa: T201
-    if args.out:
-        with open(args.out, "w") as handle:
-            json.dump(rows, handle, indent=2)
-    return 0
+    return finish(table(rows), started, args.out, rows)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import numpy as np
 from scipy import special, stats
 
 from bench.drift_bench import ar1
+from bench.report import finish
 from bench.scene_bank import CONDITIONS, Bank, make_bank
 from edgefleet.kernel.contracts.distributions import SCORE_BUCKETS, score_bucket
 from edgefleet.monitor.drift.blocks import baseline_statistics, block_statistics
@@ -261,12 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(rows[-1]), flush=True)  # noqa: T201
     quiet = run(rng, fleet, out, "normal", WARMUP_BLOCKS, args.phi, config)
     rows += delays(rng, fleet, out, args.phi, config, quiet)
-    print(table(f"{args.scenes}, phi {args.phi:g}, {args.fps:g} fps", rows))  # noqa: T201
-    print(f"({time.monotonic() - started:.0f} s)")  # noqa: T201
-    if args.out:
-        with open(args.out, "w") as handle:
-            json.dump({"scenes": args.scenes, "bank": bank_summary(bank), "rows": rows}, handle, indent=2)
-    return 0
+    return finish(table(f"{args.scenes}, phi {args.phi:g}, {args.fps:g} fps", rows), started, args.out,
+                  {"scenes": args.scenes, "bank": bank_summary(bank), "rows": rows})
 
 
 if __name__ == "__main__":
