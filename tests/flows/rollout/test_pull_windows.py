@@ -253,6 +253,9 @@ def test_the_watch_of_a_night_wave_started_at_noon_waits_for_the_window_and_sees
     assert seen.up == devices and not decide_pull_wave(seen, 0.0, None).halt
     assert clock.now >= NIGHT_OPENS > NOON + TIMEOUT  # it waited 12 hours, far past the report timeout
     assert min(fleet.moved_at.values()) >= NIGHT_OPENS  # and nobody moved outside the window
+    # each device's activation is when the watch first saw it up, not the wave's start: the canary judge's windows
+    assert set(seen.up_at) == set(devices) and min(seen.up_at.values()) >= NIGHT_OPENS
+    assert all(seen.up_at[device] >= fleet.moved_at[device] for device in devices)
 
 
 def test_the_rollout_reads_each_devices_group_from_the_monitors_tags(tmp_path: Path) -> None:

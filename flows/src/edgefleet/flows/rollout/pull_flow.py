@@ -23,6 +23,7 @@ The decisions are `pull_waves.py`'s, `pull_windows.py`'s and `pull_shadow.py`'s;
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from prefect import flow, get_run_logger
@@ -119,10 +120,16 @@ def _add_wave(record: RolloutRecord, fleet: dict[str, str | None], share_bp: int
     return devices
 
 
+def activations_of(record: RolloutRecord, devices: Sequence[str], since: datetime) -> dict[str, datetime]:
+    """Each of `devices`' activation as the record has it (first seen reporting the version), else `since`. Pure."""
+    return {device: record.devices[device].activated_at or since for device in devices}
+
+
 def _apply(record: RolloutRecord, observation: WaveObservation, since: datetime) -> None:
     for device_id in observation.up:
         device = record.devices[device_id]
-        device.state, device.after, device.activated_at = "done", record.version, device.activated_at or since
+        device.state, device.after = "done", record.version
+        device.activated_at = device.activated_at or observation.up_at.get(device_id, since)
     for device_id in observation.refused:
         record.devices[device_id].refused_by_device = True
         record.devices[device_id].fail("activate", "Refused", f"{device_id} refused {record.version} (swap failure "
@@ -162,9 +169,11 @@ def _judge(params: PullRolloutParams, record: RolloutRecord, manifest: Manifest,
         progress = record.pull
         assert progress is not None
         moved_now = set(moved(record.rollout_id, sorted(fleet), progress.shares[-1]))
+        activations = activations_of(record, observation.up, since)
         subject = WaveSubject(
             model=record.model, version=record.version, devices=observation.up, before=progress.replaces,
-            activated_at=since, others=tuple(d for d in sorted(fleet) if d not in moved_now),
+            activated_at=min(activations.values(), default=since), activations=activations,
+            others=tuple(d for d in sorted(fleet) if d not in moved_now),
             reference=manifest.reference.distributions if manifest.reference else None,
             detector=manifest.task == "detection", label_count=manifest.label_count)
         judged = judge_pull_wave_task(wave, subject, params.canary, params.monitor_config, params.poll_interval_s)

@@ -23,7 +23,7 @@ Without windows every device's report is due `report_timeout_s` after the wave b
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from edgefleet.device.window import MaintenanceWindow, next_window_start, window_start
@@ -139,9 +139,8 @@ def with_windows(observation: WaveObservation, plan: WavePlan, now: datetime) ->
     `waiting` into `window_waiting`."""
     pending = observation.waiting + observation.window_waiting
     closed = set(closed_now(plan, pending, now))
-    return WaveObservation(up=observation.up, refused=observation.refused,
-                           waiting=tuple(device for device in pending if device not in closed),
-                           window_waiting=tuple(device for device in pending if device in closed))
+    return replace(observation, waiting=tuple(device for device in pending if device not in closed),
+                   window_waiting=tuple(device for device in pending if device in closed))
 
 
 def wave_watched(observation: WaveObservation, plan: WavePlan, now: datetime, *, quorum: int,
