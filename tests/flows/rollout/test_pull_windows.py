@@ -294,3 +294,24 @@ def test_the_record_notes_the_devices_left_waiting_for_their_window_when_the_wav
     (step,) = record.devices["n1"].steps
     assert step.name == "window" and "waiting for its maintenance window when wave 1 was judged" in step.detail
     assert "opens" in step.detail and record.devices["n1"].state == "pending"
+
+
+def test_a_later_wave_watches_the_devices_an_earlier_wave_left_waiting_for_their_window() -> None:
+    from edgefleet.flows.rollout.pull_windows import WINDOW_STEP, left_waiting
+    from edgefleet.flows.rollout.record import DeviceRecord, StepRecord
+
+    def step(name: str) -> StepRecord:
+        return StepRecord(name=name, ok=name != "no_report", started_at=NOON, seconds=0.0)
+
+    devices = [
+        DeviceRecord(device_id="waits", wave=1, steps=[step(WINDOW_STEP)]),
+        DeviceRecord(device_id="waits-again", wave=1, steps=[step(WINDOW_STEP), step(WINDOW_STEP)]),
+        DeviceRecord(device_id="came-up", wave=1, state="done", steps=[step(WINDOW_STEP)]),
+        DeviceRecord(device_id="refused", wave=1, state="failed", steps=[step(WINDOW_STEP)]),
+        DeviceRecord(device_id="silent-in-its-window", wave=1, steps=[step(WINDOW_STEP), step("no_report")]),
+        DeviceRecord(device_id="silent", wave=1),
+        DeviceRecord(device_id="this-wave", wave=2, steps=[step(WINDOW_STEP)]),
+    ]
+    assert left_waiting(devices, 2) == ("waits", "waits-again")
+    assert left_waiting(devices, 3) == ("waits", "waits-again", "this-wave")
+    assert left_waiting(devices, 1) == ()

@@ -156,11 +156,13 @@ def look_of(reports: Mapping[str, ShadowReport | None], version: str) -> ShadowL
 
 
 def await_shadow_verdict(collect: Callable[[], ShadowLook], gate: CanaryGate, wave: ShadowWave, *,
-                         clock: Callable[[], float] = time.monotonic,
+                         timeout_s: float | None = None, clock: Callable[[], float] = time.monotonic,
                          sleep: Callable[[float], None] = time.sleep) -> ShadowVerdict:
-    """Looks until the verdict passes or fails; at `wave.timeout_s`, a last look where waiting fails. A device
-    that cannot run the candidate fails it at once. Judged with the one gate's thresholds (`shadow.py`)."""
-    deadline = clock() + wave.timeout_s
+    """Looks until the verdict passes or fails; at `timeout_s` (default `wave.timeout_s`; a pull wave's devices
+    with maintenance windows get it inside their windows: `pull_windows.latest_due`), a last look where waiting
+    fails. A device that cannot run the candidate fails it at once. Judged with the one gate's thresholds
+    (`shadow.py`)."""
+    deadline = clock() + (wave.timeout_s if timeout_s is None else timeout_s)
     while True:
         final = clock() >= deadline
         look = collect()
