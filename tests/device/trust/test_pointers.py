@@ -11,8 +11,7 @@ from pydantic import ValidationError
 from edgefleet.device.trust.pointers import ChannelRecord, accepted, judge_pointer, verify_pointer
 from edgefleet.flows.trust.pointer_signing import next_counter, sign_pointer
 from edgefleet.kernel.contracts.manifest import ChannelPointer
-
-from .store_fixtures import Keys
+from tests.device.store_fixtures import Keys
 
 SHA = "ab" * 32
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)

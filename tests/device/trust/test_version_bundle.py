@@ -14,8 +14,7 @@ from edgefleet.flows.release.bundle import build_manifest, write_signed_version
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE, SIGNATURE_FILE
 from edgefleet.kernel.errors import ModelError, VerificationError
 from edgefleet.kernel.trust.signatures import decode_signature, verify
-
-from .store_fixtures import INPUT_SPEC, OUTPUT_SPEC, Keys, VersionFactory
+from tests.device.store_fixtures import INPUT_SPEC, OUTPUT_SPEC, Keys, VersionFactory
 
 
 def test_manifest_lists_every_file_with_sha256_and_size(make_version: VersionFactory, keys: Keys) -> None:
