@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 from edgefleet.cli import app
 from edgefleet.infra.policy import (
     ALL_CHECKS,
-    ResourceRecord,
     check_all,
     check_buckets_hardened,
     check_dead_letter,
@@ -19,10 +18,9 @@ from edgefleet.infra.policy import (
     check_no_primitive_roles,
     check_no_public_access,
     check_project_roles,
-    load_resources,
 )
+from edgefleet.infra.stack_resources import ResourceRecord, load_resources
 from edgefleet.kernel.contracts import layout
-from edgefleet.kernel.errors import ConfigError
 from edgefleet.kernel.findings import Status, parse_findings
 from tests.infra.support.testing import StackRun
 
@@ -146,7 +144,7 @@ def test_missing_service_agent_grants_are_caught(default_stack: StackRun, grant:
 
 def test_a_new_stacks_preview_with_the_agent_email_unknown_passes(default_stack: StackRun) -> None:
     """On a fresh project the agent's email comes from its ServiceIdentity and is unknown at preview."""
-    from edgefleet.infra.policy import UNKNOWN
+    from edgefleet.infra.stack_resources import UNKNOWN
 
     resources = [
         record._replace(inputs={**record.inputs, "member": UNKNOWN})
@@ -226,12 +224,3 @@ def test_check_policy_json_is_one_finding_per_policy_or_violation(default_stack:
     [violation] = [f for f in parse_findings(result.stdout) if f.status is not Status.OK]
     assert (violation.name, violation.status) == ("no-public-access", Status.FAIL)
     assert violation.detail.startswith("edgefleet-device-reads-registry: ") and "allUsers" in violation.detail
-
-
-def test_policy_input_that_is_not_a_preview_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "outputs.json"
-    path.write_text(json.dumps({"project": "p"}))
-    with pytest.raises(ConfigError, match="pulumi preview --json"):
-        load_resources(path)
-    with pytest.raises(ConfigError, match="does not exist"):
-        load_resources(tmp_path / "missing.json")

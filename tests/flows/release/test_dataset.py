@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgefleet.flows.release.dataset import DatasetError, load_dataset, split_indices
+from edgefleet.flows.release.dataset import DatasetError, load_dataset, split_indices, usable_labels
 from edgefleet.flows.release.demo_dataset import DEMO_CLASSES, generate_demo_dataset
 
 
@@ -116,3 +116,15 @@ def test_class_with_too_few_images(tmp_path: Path) -> None:
     _write_images(tmp_path / "other", 3, (50, 50, 50))
     with pytest.raises(DatasetError, match=r"lonely \(1\)"):
         load_dataset(tmp_path, 16, 0.2, 0)
+
+
+def test_usable_labels_are_decided_on_the_readable_counts_alone() -> None:
+    root = Path("photos")
+    assert usable_labels(root, {"cats": 3, "birds": 2}, skipped=0) == ("birds", "cats")  # label id = sorted position
+    with pytest.raises(DatasetError, match=r"no readable images \(2 class folders, 5 unreadable"):
+        usable_labels(root, {"cats": 0, "birds": 0}, skipped=5)
+    with pytest.raises(DatasetError, match=r"only one class with images \(cats\)"):
+        usable_labels(root, {"cats": 4, "birds": 0}, skipped=0)
+    with pytest.raises(DatasetError, match=r"birds \(1\), empty \(0\)") as caught:  # an empty folder too
+        usable_labels(root, {"cats": 4, "dogs": 3, "birds": 1, "empty": 0}, skipped=0)
+    assert "remove the folders" in caught.value.fix

@@ -22,7 +22,7 @@ from edgefleet.flows.release.backbones import (
 from edgefleet.flows.release.dataset import Dataset, load_dataset
 from edgefleet.flows.release.demo_dataset import generate_demo_dataset
 from edgefleet.flows.release.model_params import FineTuneAll, FineTuneHead, FineTuneLastBlocks, TrainingParams
-from edgefleet.flows.release.train import train, validation_split
+from edgefleet.flows.release.train import KeptEpoch, kept_epoch, train, validation_split
 from edgefleet.kernel.errors import ModelError
 
 MOBILENET = {"architecture": "mobilenet_v2", "input_size": 32, "epochs": 1, "batch_size": 8}
@@ -66,6 +66,15 @@ def test_validation_split_is_stratified_disjoint_and_seeded() -> None:
     again = validation_split(labels, 0.2, seed=4)
     assert (again[1] == validation).all()
     assert not (validation_split(labels, 0.2, seed=5)[1] == validation).all()
+
+
+def test_the_kept_epoch_is_the_best_validation_loss_only_when_early_stopping_restored_it() -> None:
+    history = {"loss": [0.9, 0.5, 0.6], "accuracy": [0.4, 0.7, 0.8], "val_loss": [0.8, 0.3, 0.5],
+               "val_accuracy": [0.5, 0.9, 0.6]}
+    assert kept_epoch(history, validated=True, early_stopping=True) == KeptEpoch(2, 3, 0.7, 0.9)
+    assert kept_epoch(history, validated=True, early_stopping=False) == KeptEpoch(3, 3, 0.8, 0.6)
+    no_validation = {"loss": [0.9, 0.5], "accuracy": [0.4, 0.7]}
+    assert kept_epoch(no_validation, validated=False, early_stopping=False) == KeptEpoch(2, 2, 0.7, None)
 
 
 def test_backbone_blocks_and_what_trains() -> None:

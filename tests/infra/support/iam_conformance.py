@@ -1,7 +1,7 @@
 """IAM conformance: record the Google Cloud API calls each identity's code makes, check them against the grants.
 
 No emulator enforces IAM, so the calls are recorded while the code runs against the emulators and compared
-with what the Pulumi program grants (`edgefleet.infra.policy.iam_bindings` of the stack's resources):
+with what the Pulumi program grants (`edgefleet.infra.stack_resources.iam_bindings` of the stack's resources):
 
 - `CallRecorder` records at the client transports: a gRPC client interceptor on every channel the Pub/Sub
   clients open (they open them with `grpc.insecure_channel` when `PUBSUB_EMULATOR_HOST` is set), and a
@@ -30,7 +30,8 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from edgefleet.infra.policy import Binding, Violation
+from edgefleet.infra.policy import Violation
+from edgefleet.infra.stack_resources import Binding
 from tests.infra.support.iam_table import ROLE_PERMISSIONS, UnknownMethodError, permissions_for, roles_granting
 
 VIA_GRPC = "grpc interceptor"

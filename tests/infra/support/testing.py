@@ -23,8 +23,9 @@ import pulumi
 from pulumi.runtime import settings
 from pulumi.runtime.mocks import MockMonitor
 
-from edgefleet.infra.config import InfraConfig, config_from_values
-from edgefleet.infra.policy import ResourceRecord
+from edgefleet.infra.config import InfraConfig
+from edgefleet.infra.stack_config import config_from_values
+from edgefleet.infra.stack_resources import ResourceRecord
 
 PROJECT = "edgefleet-prod-42"
 PROJECT_NUMBER = "731894265013"

@@ -18,10 +18,8 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields, replace
-from datetime import datetime
+from dataclasses import dataclass, field
 
 import tenacity
 from google.api_core import exceptions as google_exceptions
@@ -42,11 +40,12 @@ from edgefleet.monitor.cloud_metrics import (
 from edgefleet.monitor.config import MonitorConfig
 from edgefleet.monitor.drift_watch import tick as drift_tick
 from edgefleet.monitor.errors import MonitorError
-from edgefleet.monitor.ingest import Outcome, Status
+from edgefleet.monitor.ingest import Outcome
 from edgefleet.monitor.query import device_statuses
+from edgefleet.monitor.run_report import MonitorReport, Tally, batch_counts
 from edgefleet.monitor.store import FleetStore, from_epoch, open_fleet_store
 from edgefleet.monitor.store_engine import transient_store_errors
-from edgefleet.monitor.telemetry_verifier import FORGED_PREFIX, TelemetryVerifier
+from edgefleet.monitor.telemetry_verifier import TelemetryVerifier
 from edgefleet.monitor.windows import prune
 
 log = logging.getLogger(__name__)
@@ -67,52 +66,6 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     # rolled back and nacked
     *transient_store_errors(),
 )
-
-
-@dataclass(frozen=True)
-class MonitorReport:
-    """What one `run_monitor` call did."""
-
-    received: int
-    applied: int
-    late: int
-    duplicates: int
-    malformed: int
-    lost: int  # net: gaps counted lost, minus late arrivals that filled them
-    batches: int
-    resubscribes: int
-    metric_periods: int
-    unauthenticated: int = 0  # refused: unsigned, badly signed, or from a device with no key (in `malformed`)
-
-    def plus(self, **counts: int) -> MonitorReport:
-        """This report with `counts` added (e.g. `plus(batches=1, received=3)`)."""
-        return replace(self, **{name: getattr(self, name) + count for name, count in counts.items()})
-
-
-def batch_counts(outcomes: Sequence[Outcome]) -> dict[str, int]:
-    """What one committed batch adds to a `MonitorReport`."""
-    counts = Counter(received=len(outcomes), batches=1, lost=sum(outcome.lost for outcome in outcomes))
-    for outcome in outcomes:
-        if outcome.status is Status.APPLIED:
-            counts["applied"] += 1
-        elif outcome.status is Status.LATE:
-            counts["late"] += 1
-        elif outcome.status is Status.DUPLICATE:
-            counts["duplicates"] += 1
-        else:
-            counts["malformed"] += 1
-            counts["unauthenticated"] += outcome.reason.startswith(FORGED_PREFIX)
-    return dict(counts)
-
-
-@dataclass
-class _Tally:
-    """The running report of one `run_monitor` call (updated by its one thread)."""
-
-    report: MonitorReport = field(default_factory=lambda: MonitorReport(*[0] * len(fields(MonitorReport))))
-
-    def count(self, **counts: int) -> None:
-        self.report = self.report.plus(**counts)
 
 
 @dataclass
@@ -182,7 +135,7 @@ class _Session:
     subscriber: pubsub_v1.SubscriberClient
     path: str
     stop_event: threading.Event
-    tally: _Tally
+    tally: Tally
     on_batch: Callable[[Sequence[Outcome]], None] | None
     metrics: _MetricsTick | None
     clock: Callable[[], float]
@@ -278,7 +231,7 @@ class _MetricsTick:
     config: MonitorConfig
     writer: CloudMetricsWriter
     aggregator: PeriodAggregator
-    tally: _Tally
+    tally: Tally
 
     def tick(self, store: FleetStore, now: float) -> None:
         if not self.aggregator.due(now):
@@ -329,50 +282,23 @@ def run_monitor(config: MonitorConfig, stop_event: threading.Event, *,
         verifier.load_now()  # keys that cannot be read stop the start here, never dead-letter all telemetry
     registry = config.drift.registry or config.identity.registry
     calibration = source_for(config.drift, registry) if config.drift.enabled and registry else None  # key read now
-    tally = _Tally()
+    tally = Tally()
     own_subscriber = subscriber is None
-    try:
-        subscriber = subscriber or pubsub_v1.SubscriberClient()
-        if config.cloud_metrics.enabled and metrics_client is None:
-            metrics_client = default_client()
-    except google_auth_exceptions.DefaultCredentialsError as error:
-        raise MonitorError(f"no Google Cloud credentials for project {config.project}: {error}",
-                           "run `gcloud auth application-default login` (or set GOOGLE_APPLICATION_CREDENTIALS); "
-                           "locally, set PUBSUB_EMULATOR_HOST and leave cloud_metrics.enabled off") from error
+    subscriber, metrics_client = _clients(config, subscriber, metrics_client)
     path = subscriber.subscription_path(config.project, config.subscription)
     store = open_fleet_store(config)
-    writer = None
-    metrics = None
-    if config.cloud_metrics.enabled and metrics_client is not None:  # enabled: the default client is set above
-        writer = CloudMetricsWriter(metrics_client, config.project, config.cloud_metrics)
-        metrics = _MetricsTick(config, writer, PeriodAggregator(config.cloud_metrics.period_s, clock()), tally)
+    metrics = _metrics_tick(config, metrics_client, tally, clock())
     session = _Session(config, store, subscriber, path, stop_event, tally, on_batch, metrics, clock, verifier,
                        calibration)
-
-    def back_off(seconds: float) -> None:
-        stop_event.wait(seconds)  # a stop request cuts the back-off short; serve_once then returns at once
-
-    def before_resubscribe(state: tenacity.RetryCallState) -> None:
-        tally.count(resubscribes=1)
-        _log_retry(state)
-
-    retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception_type(TRANSIENT_ERRORS),
-        wait=tenacity.wait_exponential(multiplier=config.ingest.resubscribe_initial_s,
-                                       max=config.ingest.resubscribe_max_s),
-        sleep=back_off,
-        before_sleep=before_resubscribe,
-        reraise=True,
-    )
     if verifier is not None:
         verifier.start_refreshing()  # the keys are re-read in the background, never on the message path
     try:
-        retrying(session.run)
+        _resubscribing(config, stop_event, tally)(session.run)
     finally:
         if verifier is not None:
             verifier.stop_refreshing()
-        if writer is not None:
-            writer.close()
+        if metrics is not None:
+            metrics.writer.close()
         if own_subscriber:
             subscriber.close()
         store.close()
@@ -381,6 +307,51 @@ def run_monitor(config: MonitorConfig, stop_event: threading.Event, *,
     return report
 
 
-def now_utc(clock: Callable[[], float] = time.time) -> datetime:
-    """The current time as an aware UTC datetime."""
-    return from_epoch(clock())
+def _clients(config: MonitorConfig, subscriber: pubsub_v1.SubscriberClient | None,
+             metrics_client: MetricServiceClientLike | None,
+             ) -> tuple[pubsub_v1.SubscriberClient, MetricServiceClientLike | None]:
+    """The Pub/Sub subscriber and (with `cloud_metrics.enabled`) the Cloud Monitoring client: those given, else
+    new ones, so missing credentials stop the start here.
+
+    Raises:
+        MonitorError: no Google Cloud credentials (naming the project and how to log in).
+    """
+    try:
+        subscriber = subscriber or pubsub_v1.SubscriberClient()
+        if config.cloud_metrics.enabled and metrics_client is None:
+            metrics_client = default_client()
+    except google_auth_exceptions.DefaultCredentialsError as error:
+        raise MonitorError(f"no Google Cloud credentials for project {config.project}: {error}",
+                           "run `gcloud auth application-default login` (or set GOOGLE_APPLICATION_CREDENTIALS); "
+                           "locally, set PUBSUB_EMULATOR_HOST and leave cloud_metrics.enabled off") from error
+    return subscriber, metrics_client
+
+
+def _metrics_tick(config: MonitorConfig, metrics_client: MetricServiceClientLike | None, tally: Tally,
+                  now: float) -> _MetricsTick | None:
+    """The Cloud Monitoring writer and its reporting periods from `now` (None with `cloud_metrics` off)."""
+    if not config.cloud_metrics.enabled or metrics_client is None:  # enabled: `_clients` set the default client
+        return None
+    writer = CloudMetricsWriter(metrics_client, config.project, config.cloud_metrics)
+    return _MetricsTick(config, writer, PeriodAggregator(config.cloud_metrics.period_s, now), tally)
+
+
+def _resubscribing(config: MonitorConfig, stop_event: threading.Event, tally: Tally) -> tenacity.Retrying:
+    """Retries a session after a transient error, exponentially backed off; a stop request cuts the back-off
+    short (the session then returns at once). Each retry counts as a resubscribe."""
+
+    def back_off(seconds: float) -> None:
+        stop_event.wait(seconds)
+
+    def before_resubscribe(state: tenacity.RetryCallState) -> None:
+        tally.count(resubscribes=1)
+        _log_retry(state)
+
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(TRANSIENT_ERRORS),
+        wait=tenacity.wait_exponential(multiplier=config.ingest.resubscribe_initial_s,
+                                       max=config.ingest.resubscribe_max_s),
+        sleep=back_off,
+        before_sleep=before_resubscribe,
+        reraise=True,
+    )

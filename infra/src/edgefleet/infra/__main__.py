@@ -7,9 +7,11 @@ under Pulumi's mocks. Every output key is a field of `edgefleet.infra.outputs.St
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 
-from edgefleet.infra.config import NAMESPACE, InfraConfig, load_config
+from edgefleet.infra.config import FleetStateSettings, InfraConfig
 from edgefleet.infra.device_credentials import DeviceCredentials, DeviceCredentialsArgs
 from edgefleet.infra.fleet_state import FleetState, FleetStateArgs
 from edgefleet.infra.identity import Identity, IdentityArgs
@@ -29,23 +31,59 @@ from edgefleet.infra.names import (
 from edgefleet.infra.outputs import OUTPUT_KEYS
 from edgefleet.infra.registry import Registry, RegistryArgs
 from edgefleet.infra.services import ProjectServices, ServicesArgs
+from edgefleet.infra.stack_config import NAMESPACE, load_config
 from edgefleet.infra.telemetry import Telemetry, TelemetryArgs
 from edgefleet.kernel.contracts import layout
 from edgefleet.kernel.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class FleetComponents:
+    """The components one stack creates (the optional ones None when the config leaves them out)."""
+
+    services: ProjectServices
+    telemetry: Telemetry
+    registry: Registry
+    identity: Identity
+    devices: DeviceCredentials | None
+    fleet_state: FleetState | None
+    monitoring: Monitoring
 
 
 def build(config: InfraConfig) -> dict[str, pulumi.Input]:
     """Creates every component for `config`; returns the stack outputs by name."""
     labels = fleet_labels(config.fleet_name)
     # First the prerequisites of everything else: the APIs and the Pub/Sub service agent.
-    x509_devices = config.devices.credentials == "x509"
-    services = ProjectServices(
+    services = _services(config)
+    telemetry = _telemetry(config, services, labels)
+    registry = _registry(config, services, labels)
+    identity = _identity(config, services, telemetry, registry)
+    # x509: a Workload Identity pool; key: the documented fallback, a key of the device account made by hand
+    devices = _device_credentials(config, services, identity) if _x509_devices(config) else None
+    fleet_state = None
+    if config.fleet_state is not None:  # opt-in: else the monitor keeps its state in SQLite
+        fleet_state = _fleet_state(config, config.fleet_state, services, identity, labels)
+    monitoring = _monitoring(config, services, labels)
+    return stack_outputs(
+        config, FleetComponents(services, telemetry, registry, identity, devices, fleet_state, monitoring)
+    )
+
+
+def _x509_devices(config: InfraConfig) -> bool:
+    return config.devices.credentials == "x509"
+
+
+def _services(config: InfraConfig) -> ProjectServices:
+    return ProjectServices(
         COMPONENT_PREFIX,
-        ServicesArgs(project=config.project, bigquery=config.bigquery is not None, x509_devices=x509_devices,
+        ServicesArgs(project=config.project, bigquery=config.bigquery is not None, x509_devices=_x509_devices(config),
                      fleet_state=config.fleet_state is not None, api_wait_seconds=config.propagation.api_wait_seconds),
     )
+
+
+def _telemetry(config: InfraConfig, services: ProjectServices, labels: dict[str, str]) -> Telemetry:
     telemetry_apis = (API_PUBSUB, API_BIGQUERY) if config.bigquery is not None else (API_PUBSUB,)
-    telemetry = Telemetry(
+    return Telemetry(
         COMPONENT_PREFIX,
         TelemetryArgs(
             project=config.project,
@@ -57,7 +95,10 @@ def build(config: InfraConfig) -> dict[str, pulumi.Input]:
             bigquery_location=config.region,
         ),
     )
-    registry = Registry(
+
+
+def _registry(config: InfraConfig, services: ProjectServices, labels: dict[str, str]) -> Registry:
+    return Registry(
         COMPONENT_PREFIX,
         RegistryArgs(
             project=config.project,
@@ -68,7 +109,10 @@ def build(config: InfraConfig) -> dict[str, pulumi.Input]:
             depends_on=services.needed_by(API_STORAGE),
         ),
     )
-    identity = Identity(
+
+
+def _identity(config: InfraConfig, services: ProjectServices, telemetry: Telemetry, registry: Registry) -> Identity:
+    return Identity(
         COMPONENT_PREFIX,
         IdentityArgs(
             project=config.project,
@@ -80,33 +124,39 @@ def build(config: InfraConfig) -> dict[str, pulumi.Input]:
             depends_on=services.needed_by(API_IAM, API_RESOURCE_MANAGER, API_PUBSUB, API_STORAGE),
         ),
     )
-    devices = None
-    if x509_devices:  # else: the documented fallback, a key of the device account made by hand
-        devices = DeviceCredentials(
-            COMPONENT_PREFIX,
-            DeviceCredentialsArgs(
-                project=config.project,
-                fleet_name=config.fleet_name,
-                settings=config.devices,
-                device_account=identity.device.name,
-                depends_on=[*services.needed_by(API_IAM, *X509_APIS), identity.account_propagation],
-            ),
-        )
-    fleet_state = None
-    if config.fleet_state is not None:  # opt-in: else the monitor keeps its state in SQLite
-        fleet_state = FleetState(
-            COMPONENT_PREFIX,
-            FleetStateArgs(
-                project=config.project,
-                region=config.region,
-                fleet_name=config.fleet_name,
-                settings=config.fleet_state,
-                monitor_email=identity.monitor.email,
-                labels=labels,
-                depends_on=[*services.needed_by(API_SQLADMIN, API_RESOURCE_MANAGER), identity.account_propagation],
-            ),
-        )
-    monitoring = Monitoring(
+
+
+def _device_credentials(config: InfraConfig, services: ProjectServices, identity: Identity) -> DeviceCredentials:
+    return DeviceCredentials(
+        COMPONENT_PREFIX,
+        DeviceCredentialsArgs(
+            project=config.project,
+            fleet_name=config.fleet_name,
+            settings=config.devices,
+            device_account=identity.device.name,
+            depends_on=[*services.needed_by(API_IAM, *X509_APIS), identity.account_propagation],
+        ),
+    )
+
+
+def _fleet_state(config: InfraConfig, settings: FleetStateSettings, services: ProjectServices, identity: Identity,
+                 labels: dict[str, str]) -> FleetState:
+    return FleetState(
+        COMPONENT_PREFIX,
+        FleetStateArgs(
+            project=config.project,
+            region=config.region,
+            fleet_name=config.fleet_name,
+            settings=settings,
+            monitor_email=identity.monitor.email,
+            labels=labels,
+            depends_on=[*services.needed_by(API_SQLADMIN, API_RESOURCE_MANAGER), identity.account_propagation],
+        ),
+    )
+
+
+def _monitoring(config: InfraConfig, services: ProjectServices, labels: dict[str, str]) -> Monitoring:
+    return Monitoring(
         COMPONENT_PREFIX,
         MonitoringArgs(
             project=config.project,
@@ -119,6 +169,11 @@ def build(config: InfraConfig) -> dict[str, pulumi.Input]:
         ),
     )
 
+
+def stack_outputs(config: InfraConfig, components: FleetComponents) -> dict[str, pulumi.Input]:
+    """The stack outputs by name: every key a field of `StackOutputs` (the optional ones when their component is
+    there)."""
+    telemetry, registry, identity = components.telemetry, components.registry, components.identity
     outputs: dict[str, pulumi.Input] = {
         "project": config.project,
         "region": config.region,
@@ -134,14 +189,14 @@ def build(config: InfraConfig) -> dict[str, pulumi.Input]:
         "device_service_account": identity.device.email,
         "pipeline_service_account": identity.pipeline.email,
         "monitor_service_account": identity.monitor.email,
-        "dashboard_id": monitoring.dashboard.id,
+        "dashboard_id": components.monitoring.dashboard.id,
     }
-    if devices is not None:
-        outputs["device_workload_identity_provider"] = devices.provider.name
-    if fleet_state is not None and config.fleet_state is not None:
-        outputs["fleet_state_connection_name"] = fleet_state.connection_name
-        outputs["fleet_state_database"] = fleet_state.database.name
-        outputs["fleet_state_user"] = fleet_state.user_name
+    if components.devices is not None:
+        outputs["device_workload_identity_provider"] = components.devices.provider.name
+    if components.fleet_state is not None and config.fleet_state is not None:
+        outputs["fleet_state_connection_name"] = components.fleet_state.connection_name
+        outputs["fleet_state_database"] = components.fleet_state.database.name
+        outputs["fleet_state_user"] = components.fleet_state.user_name
         outputs["fleet_state_private_ip"] = config.fleet_state.network == "private"
     if telemetry.bigquery_table_ref is not None:
         outputs["bigquery_table"] = telemetry.bigquery_table_ref

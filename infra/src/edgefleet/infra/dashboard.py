@@ -104,8 +104,21 @@ def dashboard(fleet_name: str, monitor_subscription: str, dead_letter_subscripti
         monitor_subscription: Short name of the fleet-monitor subscription (telemetry backlog).
         dead_letter_subscription: Short name of the dead-letter subscription.
     """
-    per_version = ("metric.label.model", "metric.label.model_version")
     widgets = [
+        *_device_charts(),
+        _drift_chart(),
+        *_subscription_charts(monitor_subscription, dead_letter_subscription),
+    ]
+    return {
+        "displayName": f"{fleet_name}: fleet",
+        "mosaicLayout": {"columns": DASHBOARD_COLUMNS, "tiles": _tiles(widgets)},
+    }
+
+
+def _device_charts() -> list[dict[str, Any]]:
+    """The charts of what the devices report: latency, model versions, rate, errors, health, spool."""
+    per_version = ("metric.label.model", "metric.label.model_version")
+    return [
         _per_device(fleet_metrics.INFERENCE_LATENCY_P50, "Inference latency p50 per device"),
         _per_device(fleet_metrics.INFERENCE_LATENCY_P95, "Inference latency p95 per device"),
         _chart(
@@ -125,14 +138,24 @@ def dashboard(fleet_name: str, monitor_subscription: str, dead_letter_subscripti
         _per_device(fleet_metrics.UPTIME, "Uptime"),
         _per_device(fleet_metrics.SPOOL_DEPTH, "Telemetry spool depth (messages waiting on the device)"),
         _per_device(fleet_metrics.SPOOL_DROPPED, "Telemetry spool drops (total per device)"),
-        _chart(
-            "Drift per device (shift from its own baseline, in baseline SDs; 0: no drift)",
-            "SD",
-            *(_dataset(fleet_metric_filter(metric),
-                       _aggregation("ALIGN_MAX", "REDUCE_MAX", ("metric.label.device_id",)),
-                       f"${{metric.labels.device_id}} {statistic}")
-              for statistic, metric in fleet_metrics.DRIFT_METRICS.items()),
-        ),
+    ]
+
+
+def _drift_chart() -> dict[str, Any]:
+    """One line per device and drift statistic: its shift from the device's own baseline."""
+    return _chart(
+        "Drift per device (shift from its own baseline, in baseline SDs; 0: no drift)",
+        "SD",
+        *(_dataset(fleet_metric_filter(metric),
+                   _aggregation("ALIGN_MAX", "REDUCE_MAX", ("metric.label.device_id",)),
+                   f"${{metric.labels.device_id}} {statistic}")
+          for statistic, metric in fleet_metrics.DRIFT_METRICS.items()),
+    )
+
+
+def _subscription_charts(monitor_subscription: str, dead_letter_subscription: str) -> list[dict[str, Any]]:
+    """The telemetry backlog of the monitor's subscription and the dead-lettered telemetry (built-in metrics)."""
+    return [
         _chart(
             "Telemetry backlog (fleet-monitor subscription)",
             "messages",
@@ -148,8 +171,12 @@ def dashboard(fleet_name: str, monitor_subscription: str, dead_letter_subscripti
                               "waiting in the dead-letter subscription"),
         ),
     ]
+
+
+def _tiles(widgets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The widgets laid out left to right, top to bottom, in tiles of one size."""
     per_row = DASHBOARD_COLUMNS // TILE_WIDTH
-    tiles = [
+    return [
         {
             "xPos": (index % per_row) * TILE_WIDTH,
             "yPos": (index // per_row) * TILE_HEIGHT,
@@ -159,7 +186,3 @@ def dashboard(fleet_name: str, monitor_subscription: str, dead_letter_subscripti
         }
         for index, widget in enumerate(widgets)
     ]
-    return {
-        "displayName": f"{fleet_name}: fleet",
-        "mosaicLayout": {"columns": DASHBOARD_COLUMNS, "tiles": tiles},
-    }

@@ -77,11 +77,13 @@ def threshold_condition(
     )
 
 
-def monitor_written_nothing(minutes: int) -> gcp.monitoring.AlertPolicyConditionArgs:
-    """Absence of the monitor's per-period telemetry count summed over the whole fleet: one series, so one
-    incident when the monitor stops writing (not one per device, as the device-silent policy does)."""
+def telemetry_absent_condition(
+    display_name: str, minutes: int, group_by_fields: list[str] | None = None
+) -> gcp.monitoring.AlertPolicyConditionArgs:
+    """Absence for `minutes` of the monitor's per-period telemetry count, summed per `group_by_fields` (none:
+    over the whole fleet, one series)."""
     return gcp.monitoring.AlertPolicyConditionArgs(
-        display_name=f"no telemetry count written for any device for {minutes} min",
+        display_name=display_name,
         condition_absent=gcp.monitoring.AlertPolicyConditionConditionAbsentArgs(
             filter=fleet_metric_filter(TELEMETRY_MESSAGES),
             duration=f"{minutes * SECONDS_PER_MINUTE}s",
@@ -89,7 +91,8 @@ def monitor_written_nothing(minutes: int) -> gcp.monitoring.AlertPolicyCondition
                 gcp.monitoring.AlertPolicyConditionConditionAbsentAggregationArgs(
                     alignment_period=ALIGNMENT_PERIOD,
                     per_series_aligner="ALIGN_SUM",
-                    cross_series_reducer="REDUCE_SUM",  # no group-by: the fleet is one series
+                    cross_series_reducer="REDUCE_SUM",
+                    group_by_fields=group_by_fields,
                 )
             ],
             trigger=gcp.monitoring.AlertPolicyConditionConditionAbsentTriggerArgs(count=1),
@@ -97,25 +100,31 @@ def monitor_written_nothing(minutes: int) -> gcp.monitoring.AlertPolicyCondition
     )
 
 
+def device_silent(minutes: int) -> gcp.monitoring.AlertPolicyConditionArgs:
+    """Absence of a device's telemetry count: one series per device whatever model version it runs, so a model
+    swap (a new model_version series) does not look like silence."""
+    return telemetry_absent_condition(
+        f"no telemetry from a device for {minutes} min", minutes, group_by_fields=["metric.label.device_id"]
+    )
+
+
+def monitor_written_nothing(minutes: int) -> gcp.monitoring.AlertPolicyConditionArgs:
+    """Absence of the monitor's per-period telemetry count summed over the whole fleet: one series, so one
+    incident when the monitor stops writing (not one per device, as the device-silent policy does)."""
+    return telemetry_absent_condition(f"no telemetry count written for any device for {minutes} min", minutes)
+
+
 def drift_conditions(threshold_sd: float) -> list[gcp.monitoring.AlertPolicyConditionArgs]:
     """One condition per drift statistic (its metric is the statistic's: the condition's name says which moved);
     the monitor writes the shift only while the device is in drift, 0 otherwise, so each point over the
     threshold is a drift (no duration: the drift watch already waited for its evidence)."""
     return [
-        gcp.monitoring.AlertPolicyConditionArgs(
-            display_name=f"{statistic} moved more than {threshold_sd:g} baseline SDs",
-            condition_threshold=gcp.monitoring.AlertPolicyConditionConditionThresholdArgs(
-                filter=fleet_metric_filter(metric),
-                comparison="COMPARISON_GT",
-                threshold_value=threshold_sd,
-                duration="0s",
-                aggregations=[
-                    gcp.monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
-                        alignment_period=ALIGNMENT_PERIOD, per_series_aligner="ALIGN_MAX"
-                    )
-                ],
-                trigger=gcp.monitoring.AlertPolicyConditionConditionThresholdTriggerArgs(count=1),
-            ),
+        threshold_condition(
+            f"{statistic} moved more than {threshold_sd:g} baseline SDs",
+            fleet_metric_filter(metric),
+            threshold=threshold_sd,
+            minutes=0,
+            aligner="ALIGN_MAX",
         )
         for statistic, metric in DRIFT_METRICS.items()
     ]
@@ -147,58 +156,57 @@ class Monitoring(Component):
     def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("edgefleet:infra:Monitoring", name, args, opts)
         self._args = args
-        self.descriptors = {metric.type: self._descriptor(name, metric) for metric in ALL_METRICS}
-        after_descriptors = self._child(*self.descriptors.values())
+        self._name = name
+        self.descriptors = {metric.type: self._descriptor(metric) for metric in ALL_METRICS}
+        self.metric_propagation = self._metric_propagation()
+        self.dashboard = self._dashboard()
         # Alert policies on a custom metric fail to create before its descriptor exists and its type is
-        # visible: wait for both.
-        self.metric_propagation = pulumiverse_time.Sleep(
-            f"{name}-new-metric-types",
-            create_duration=f"{args.alerts.new_metric_wait_seconds}s",
-            triggers=metric_types_trigger(ALL_METRICS),
-            opts=after_descriptors,
-        )
+        # visible: they wait for both.
         after_metric_types = self._child(self.metric_propagation)
+        self.silent_device_alert = self._silent_device_alert(after_metric_types)
+        self.latency_alert = self._latency_alert(after_metric_types)
+        self.dead_letter_alert = self._dead_letter_alert()
+        self.monitor_stopped_alert = self._monitor_stopped_alert(after_metric_types)
+        self.drift_alert = self._drift_alert(after_metric_types)
+        self.register_outputs({"dashboard": self.dashboard.id})
 
-        self.dashboard = gcp.monitoring.Dashboard(
-            f"{name}-dashboard",
+    def _metric_propagation(self) -> pulumiverse_time.Sleep:
+        """The wait, after the descriptors, for their metric types to become visible to alert policies."""
+        return pulumiverse_time.Sleep(
+            f"{self._name}-new-metric-types",
+            create_duration=f"{self._args.alerts.new_metric_wait_seconds}s",
+            triggers=metric_types_trigger(ALL_METRICS),
+            opts=self._child(*self.descriptors.values()),
+        )
+
+    def _dashboard(self) -> gcp.monitoring.Dashboard:
+        args = self._args
+        return gcp.monitoring.Dashboard(
+            f"{self._name}-dashboard",
             project=args.project,
             dashboard_json=json.dumps(
                 dashboard(args.fleet_name, args.monitor_subscription, args.dead_letter_subscription)
             ),
-            opts=after_descriptors,
+            opts=self._child(*self.descriptors.values()),
         )
 
-        alerts = args.alerts
-        self.silent_device_alert = self._policy(
-            f"{name}-device-silent",
-            f"{args.fleet_name}: device silent",
-            gcp.monitoring.AlertPolicyConditionArgs(
-                display_name=f"no telemetry from a device for {alerts.silent_minutes} min",
-                condition_absent=gcp.monitoring.AlertPolicyConditionConditionAbsentArgs(
-                    filter=fleet_metric_filter(TELEMETRY_MESSAGES),
-                    duration=f"{alerts.silent_minutes * SECONDS_PER_MINUTE}s",
-                    # One series per device whatever model version it runs, so a model swap (a new
-                    # model_version series) does not look like silence.
-                    aggregations=[
-                        gcp.monitoring.AlertPolicyConditionConditionAbsentAggregationArgs(
-                            alignment_period=ALIGNMENT_PERIOD,
-                            per_series_aligner="ALIGN_SUM",
-                            cross_series_reducer="REDUCE_SUM",
-                            group_by_fields=["metric.label.device_id"],
-                        )
-                    ],
-                    trigger=gcp.monitoring.AlertPolicyConditionConditionAbsentTriggerArgs(count=1),
-                ),
-            ),
-            f"Device ${{metric.label.device_id}} has sent no telemetry for {alerts.silent_minutes} "
-            "minutes.\n\n"
+    def _silent_device_alert(self, opts: pulumi.ResourceOptions) -> gcp.monitoring.AlertPolicy:
+        minutes = self._args.alerts.silent_minutes
+        return self._policy(
+            "device-silent",
+            "device silent",
+            device_silent(minutes),
+            f"Device ${{metric.label.device_id}} has sent no telemetry for {minutes} minutes.\n\n"
             "Check `edgefleet fleet status`, the device's network and its agent (`systemctl status "
             "edgefleet-agent`); its spool keeps telemetry until it can publish again.",
-            after_metric_types,
+            opts,
         )
-        self.latency_alert = self._policy(
-            f"{name}-latency-p95",
-            f"{args.fleet_name}: inference latency p95 over {alerts.latency_p95_ms:g} ms",
+
+    def _latency_alert(self, opts: pulumi.ResourceOptions) -> gcp.monitoring.AlertPolicy:
+        alerts = self._args.alerts
+        return self._policy(
+            "latency-p95",
+            f"inference latency p95 over {alerts.latency_p95_ms:g} ms",
             threshold_condition(
                 f"p95 latency > {alerts.latency_p95_ms:g} ms for {alerts.latency_for_minutes} min",
                 fleet_metric_filter(INFERENCE_LATENCY_P95),
@@ -206,54 +214,57 @@ class Monitoring(Component):
                 minutes=alerts.latency_for_minutes,
                 aligner="ALIGN_MEAN",
             ),
-            "Device ${metric.label.device_id} runs ${metric.label.model} "
-            "${metric.label.model_version} with a "
+            "Device ${metric.label.device_id} runs ${metric.label.model} ${metric.label.model_version} with a "
             f"p95 inference latency over {alerts.latency_p95_ms:g} ms.\n\nA model that fell back to the CPU "
-            "(no Edge TPU, or ops not mapped to the TPU) is the usual cause: see "
-            "`edgefleet fleet status` and "
+            "(no Edge TPU, or ops not mapped to the TPU) is the usual cause: see `edgefleet fleet status` and "
             "the release's compiler report; roll back with `edgefleet rollout` if a new version caused it.",
-            after_metric_types,
+            opts,
         )
-        self.dead_letter_alert = self._policy(
-            f"{name}-dead-letters",
-            f"{args.fleet_name}: telemetry dead-lettered",
+
+    def _dead_letter_alert(self) -> gcp.monitoring.AlertPolicy:
+        subscription = self._args.dead_letter_subscription
+        return self._policy(
+            "dead-letters",
+            "telemetry dead-lettered",
             threshold_condition(
-                f"more than {alerts.dead_letter_messages} message(s) in {args.dead_letter_subscription}",
-                subscription_filter(PUBSUB_UNDELIVERED_MESSAGES, args.dead_letter_subscription),
-                threshold=alerts.dead_letter_messages,
+                f"more than {self._args.alerts.dead_letter_messages} message(s) in {subscription}",
+                subscription_filter(PUBSUB_UNDELIVERED_MESSAGES, subscription),
+                threshold=self._args.alerts.dead_letter_messages,
                 minutes=1,
                 aligner="ALIGN_MAX",
             ),
-            "Telemetry the fleet monitor could not process was moved to "
-            f"`{args.dead_letter_subscription}`.\n\n"
-            "Pull a few to see why (`gcloud pubsub subscriptions pull "
-            f"{args.dead_letter_subscription} --limit 5`): malformed messages from an old agent, "
-            "or a monitor "
-            "that crashes on them.",
+            f"Telemetry the fleet monitor could not process was moved to `{subscription}`.\n\n"
+            f"Pull a few to see why (`gcloud pubsub subscriptions pull {subscription} --limit 5`): malformed "
+            "messages from an old agent, or a monitor that crashes on them.",
             self._child(),  # a built-in Pub/Sub metric: nothing to wait for
         )
-        self.monitor_stopped_alert = self._policy(
-            f"{name}-monitor-stopped",
-            f"{args.fleet_name}: fleet monitor stopped",
-            monitor_written_nothing(alerts.silent_minutes),
-            f"The fleet monitor has written no telemetry count for any device for {alerts.silent_minutes} "
+
+    def _monitor_stopped_alert(self, opts: pulumi.ResourceOptions) -> gcp.monitoring.AlertPolicy:
+        minutes, subscription = self._args.alerts.silent_minutes, self._args.monitor_subscription
+        return self._policy(
+            "monitor-stopped",
+            "fleet monitor stopped",
+            monitor_written_nothing(minutes),
+            f"The fleet monitor has written no telemetry count for any device for {minutes} "
             f"minutes.\n\nEither the monitor stopped (check the `fleet-monitor` flow run in Prefect and its "
-            f"worker; `gcloud pubsub subscriptions describe {args.monitor_subscription}` shows telemetry piling "
+            f"worker; `gcloud pubsub subscriptions describe {subscription}` shows telemetry piling "
             "up), or every device went silent at once (network, registry, credentials). One incident for the "
             "whole fleet: the per-device silence alerts say which devices.",
-            after_metric_types,
+            opts,
             extra_conditions=[threshold_condition(
-                f"telemetry unconsumed in {args.monitor_subscription} for over {alerts.silent_minutes} min",
-                subscription_filter(PUBSUB_OLDEST_UNACKED_AGE, args.monitor_subscription),
-                threshold=alerts.silent_minutes * SECONDS_PER_MINUTE,
+                f"telemetry unconsumed in {subscription} for over {minutes} min",
+                subscription_filter(PUBSUB_OLDEST_UNACKED_AGE, subscription),
+                threshold=minutes * SECONDS_PER_MINUTE,
                 minutes=1,
                 aligner="ALIGN_MAX",
             )],
         )
-        first, *others = drift_conditions(alerts.drift_sd)
-        self.drift_alert = self._policy(
-            f"{name}-drift",
-            f"{args.fleet_name}: device drift",
+
+    def _drift_alert(self, opts: pulumi.ResourceOptions) -> gcp.monitoring.AlertPolicy:
+        first, *others = drift_conditions(self._args.alerts.drift_sd)
+        return self._policy(
+            "drift",
+            "device drift",
             first,
             "Device ${metric.label.device_id} (${metric.label.model} ${metric.label.model_version}): "
             "${condition.display_name}. The incident's value is the shift since its onset in the device's own "
@@ -263,14 +274,13 @@ class Monitoring(Component):
             "night) or its model. A drift says the scene or the model's output changed, not whether the "
             "answers are right. Once the new scene is accepted: `edgefleet fleet drift-accept <device>` (a new "
             "baseline).",
-            after_metric_types,
+            opts,
             extra_conditions=others,
         )
-        self.register_outputs({"dashboard": self.dashboard.id})
 
-    def _descriptor(self, name: str, metric: MetricDefinition) -> gcp.monitoring.MetricDescriptor:
+    def _descriptor(self, metric: MetricDefinition) -> gcp.monitoring.MetricDescriptor:
         return gcp.monitoring.MetricDescriptor(
-            f"{name}-{metric.short_name.replace('/', '-').replace('_', '-')}",
+            f"{self._name}-{metric.short_name.replace('/', '-').replace('_', '-')}",
             project=self._args.project,
             type=metric.type,
             metric_kind=metric.kind.value,
@@ -287,20 +297,20 @@ class Monitoring(Component):
             opts=self._child(),
         )
 
-
     def _policy(
         self,
-        resource_name: str,
-        display_name: str,
+        short_name: str,
+        title: str,
         condition: gcp.monitoring.AlertPolicyConditionArgs,
         documentation: str,
         opts: pulumi.ResourceOptions,
         extra_conditions: Sequence[gcp.monitoring.AlertPolicyConditionArgs] = (),
     ) -> gcp.monitoring.AlertPolicy:
+        """The alert policy `<component>-<short_name>` titled `<fleet>: <title>`, to the notification channels."""
         return gcp.monitoring.AlertPolicy(
-            resource_name,
+            f"{self._name}-{short_name}",
             project=self._args.project,
-            display_name=display_name,
+            display_name=f"{self._args.fleet_name}: {title}",
             combiner="OR",
             conditions=[condition, *extra_conditions],
             notification_channels=list(self._args.alerts.notification_channels),

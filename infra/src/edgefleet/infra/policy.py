@@ -1,10 +1,10 @@
 """Policy checks over the program's resources: plain functions a user can run in CI.
 
 Feed them the resources of `pulumi preview --json` (new stack states) or `pulumi stack export` (the
-deployment), read with `load_resources(path)`, or the resources the unit tests' mocks recorded. Each check
-returns the violations it found (empty when the stack complies); `check_all` runs every one, `policy_findings`
-says the same as findings (edgefleet.kernel.findings). From the CLI: `edgefleet config check-policy preview.json
-[--json]` (exit status 1 on any violation).
+deployment), read with `load_resources(path)` (edgefleet.infra.stack_resources), or the resources the unit
+tests' mocks recorded. Each check returns the violations it found (empty when the stack complies); `check_all`
+runs every one, `policy_findings` says the same as findings (edgefleet.kernel.findings). From the CLI:
+`edgefleet config check-policy preview.json [--json]` (exit status 1 on any violation).
 
 Properties are the provider's (camelCase) input names. A value Pulumi does not know yet at preview (shown
 as its unknown marker) is not guessed at: a check that needs it reports it as unverifiable.
@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from edgefleet.infra.dashboard import BUILTIN_METRICS, metric_types_in
@@ -25,7 +24,8 @@ from edgefleet.infra.names import (
     ROLE_PUBSUB_PUBLISHER,
     ROLE_PUBSUB_SUBSCRIBER,
 )
-from edgefleet.kernel.errors import ConfigError
+from edgefleet.infra.stack_resources import UNKNOWN, ResourceRecord, iam_bindings, short_name
+from edgefleet.infra.stack_resources import load_resources as load_resources  # `edgefleet config check-policy`'s
 from edgefleet.kernel.findings import Finding, Status
 from edgefleet.kernel.metrics import METRICS_BY_TYPE
 
@@ -36,7 +36,6 @@ PROJECT_ROLES_ALLOWED = frozenset({ROLE_MONITORING_METRIC_WRITER})
 # (the program's names the fleet state's instance).
 PROJECT_ROLES_CONDITIONED = FLEET_STATE_ROLES
 MIN_DEAD_LETTER_ATTEMPTS = 5
-UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # how Pulumi writes a value unknown at preview
 PUBSUB_SERVICE_AGENT = re.compile(r"^serviceAccount:service-\d+@gcp-sa-pubsub\.iam\.gserviceaccount\.com$")
 
 BUCKET = "gcp:storage/bucket:Bucket"
@@ -45,25 +44,6 @@ TOPIC_IAM_MEMBER = "gcp:pubsub/topicIAMMember:TopicIAMMember"
 SUBSCRIPTION_IAM_MEMBER = "gcp:pubsub/subscriptionIAMMember:SubscriptionIAMMember"
 DASHBOARD = "gcp:monitoring/dashboard:Dashboard"
 ALERT_POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
-_IAM_KIND = re.compile(r"(?i)iam(member|binding|policy)$")
-
-
-class ResourceRecord(NamedTuple):
-    """One resource as the checks see it.
-
-    Attributes:
-        type: Pulumi type token, e.g. `gcp:pubsub/topicIAMMember:TopicIAMMember`.
-        name: Pulumi logical name.
-        inputs: Its input properties (camelCase).
-        protect: The `protect` option when known.
-        parent: URN of its parent when known.
-    """
-
-    type: str
-    name: str
-    inputs: Mapping[str, Any]
-    protect: bool | None = None
-    parent: str | None = None
 
 
 class Violation(NamedTuple):
@@ -79,51 +59,6 @@ class Violation(NamedTuple):
     def finding(self) -> Finding:
         """The violation as a failed check (`edgefleet config check-policy`'s line); its message says the fix."""
         return Finding(name=self.check, status=Status.FAIL, detail=f"{self.resource}: {self.message}")
-
-
-class Binding(NamedTuple):
-    """One (role, member) grant found in an IAM resource."""
-
-    resource: ResourceRecord
-    role: str
-    member: str
-
-    @property
-    def scope(self) -> str:
-        """What the grant is on: the module of the IAM type, e.g. `pubsub/topicIAMMember`."""
-        return self.resource.type.split(":")[1]
-
-    @property
-    def target(self) -> str:
-        """The short name of the resource the grant is on (topic, subscription, bucket, table, project)."""
-        for key in ("topic", "subscription", "bucket", "tableId", "datasetId", "project"):
-            if key in self.resource.inputs:
-                return short_name(str(self.resource.inputs[key]))
-        return ""
-
-
-def short_name(reference: str) -> str:
-    """`projects/p/topics/t` -> `t`; a short name stays as it is."""
-    return reference.rstrip("/").rsplit("/", 1)[-1]
-
-
-def iam_bindings(resources: Iterable[ResourceRecord]) -> list[Binding]:
-    """Every grant in IAM member, binding and policy resources (policies: their `policyData` JSON)."""
-    found = []
-    for record in resources:
-        if not _IAM_KIND.search(record.type.rsplit(":", 1)[-1]):
-            continue
-        inputs = record.inputs
-        if "member" in inputs:
-            found.append(Binding(record, str(inputs.get("role", "")), str(inputs["member"])))
-        for member in inputs.get("members", []) or []:
-            found.append(Binding(record, str(inputs.get("role", "")), str(member)))
-        policy = inputs.get("policyData")
-        if isinstance(policy, str) and policy != UNKNOWN:
-            for binding in json.loads(policy).get("bindings", []):
-                for member in binding.get("members", []):
-                    found.append(Binding(record, str(binding.get("role", "")), str(member)))
-    return found
 
 
 def _strings(value: Any) -> Iterator[str]:
@@ -222,66 +157,76 @@ def check_dead_letter(resources: Sequence[ResourceRecord]) -> list[Violation]:
     attempts, and the Pub/Sub service agent may publish to each dead-letter topic and subscribe to each
     dead-lettered subscription (without both, Pub/Sub cannot dead-letter)."""
     subscriptions = [record for record in resources if record.type == SUBSCRIPTION]
-    dead_letter_topics = {
+    dead_letter_topics = _dead_letter_topics(subscriptions)
+    agent_grants = _service_agent_grants(resources)
+    violations = [
+        violation
+        for record in subscriptions
+        if short_name(str(record.inputs.get("topic", ""))) not in dead_letter_topics
+        for violation in _subscription_dead_lettering(record, agent_grants)
+    ]
+    return violations + [
+        violation for topic in sorted(dead_letter_topics) for violation in _dead_letter_topic_grant(topic, agent_grants)
+    ]
+
+
+Grant = tuple[str, str, str]  # (IAM scope, role, short name of the resource), as `Binding` has them
+
+
+def _dead_letter_topics(subscriptions: Sequence[ResourceRecord]) -> set[str]:
+    """The short names of the topics the subscriptions' dead-letter policies name."""
+    return {
         short_name(str((record.inputs.get("deadLetterPolicy") or {}).get("deadLetterTopic")))
         for record in subscriptions
         if record.inputs.get("deadLetterPolicy")
     }
-    # On a new stack the agent's email comes from its ServiceIdentity, unknown at preview: a grant to an
-    # unknown member is taken as the agent's (later previews, and `edgefleet cloud check`, see the real one).
-    agent_grants = {
+
+
+def _service_agent_grants(resources: Sequence[ResourceRecord]) -> set[Grant]:
+    """Every grant to the Pub/Sub service agent.
+
+    On a new stack the agent's email comes from its ServiceIdentity, unknown at preview: a grant to an
+    unknown member is taken as the agent's (later previews, and `edgefleet cloud check`, see the real one).
+    """
+    return {
         (binding.scope, binding.role, binding.target)
         for binding in iam_bindings(resources)
         if PUBSUB_SERVICE_AGENT.match(binding.member) or binding.member == UNKNOWN
     }
+
+
+def _subscription_dead_lettering(record: ResourceRecord, agent_grants: set[Grant]) -> list[Violation]:
+    """One subscription: its dead-letter policy, its attempts, and the agent's subscriber grant on it."""
+    policy = record.inputs.get("deadLetterPolicy")
+    if not policy:
+        return [Violation("dead-letter", record.name, "no dead-letter policy: a message that "
+                          "cannot be processed is redelivered until it expires")]
     violations = []
-    for record in subscriptions:
-        name = short_name(str(record.inputs.get("name", record.name)))
-        if short_name(str(record.inputs.get("topic", ""))) in dead_letter_topics:
-            continue
-        policy = record.inputs.get("deadLetterPolicy")
-        if not policy:
-            violations.append(
-                Violation(
-                    "dead-letter",
-                    record.name,
-                    "no dead-letter policy: a message that "
-                    "cannot be processed is redelivered until it expires",
-                )
-            )
-            continue
-        attempts = policy.get("maxDeliveryAttempts")
-        # JSON (and Pulumi's protobuf structs) may carry integers as floats: 5.0.
-        if not isinstance(attempts, int | float) or attempts < MIN_DEAD_LETTER_ATTEMPTS:
-            violations.append(
-                Violation(
-                    "dead-letter", record.name, f"maxDeliveryAttempts is {attempts!r}; Pub/Sub needs 5 to 100"
-                )
-            )
-        if name == UNKNOWN:
-            violations.append(Violation("dead-letter", record.name, "name unknown at preview: unverifiable"))
-        elif ("pubsub/subscriptionIAMMember", ROLE_PUBSUB_SUBSCRIBER, name) not in agent_grants:
-            violations.append(
-                Violation(
-                    "dead-letter",
-                    record.name,
-                    "the Pub/Sub service agent has no roles/pubsub.subscriber on this subscription",
-                )
-            )
-    for topic in sorted(dead_letter_topics):
-        if topic == UNKNOWN:
-            violations.append(
-                Violation("dead-letter", topic, "dead-letter topic unknown at preview: unverifiable")
-            )
-        elif ("pubsub/topicIAMMember", ROLE_PUBSUB_PUBLISHER, topic) not in agent_grants:
-            violations.append(
-                Violation(
-                    "dead-letter",
-                    topic,
-                    "the Pub/Sub service agent has no roles/pubsub.publisher on this dead-letter topic",
-                )
-            )
+    attempts = policy.get("maxDeliveryAttempts")
+    # JSON (and Pulumi's protobuf structs) may carry integers as floats: 5.0.
+    if not isinstance(attempts, int | float) or attempts < MIN_DEAD_LETTER_ATTEMPTS:
+        violations.append(
+            Violation("dead-letter", record.name, f"maxDeliveryAttempts is {attempts!r}; Pub/Sub needs 5 to 100")
+        )
+    name = short_name(str(record.inputs.get("name", record.name)))
+    if name == UNKNOWN:
+        violations.append(Violation("dead-letter", record.name, "name unknown at preview: unverifiable"))
+    elif ("pubsub/subscriptionIAMMember", ROLE_PUBSUB_SUBSCRIBER, name) not in agent_grants:
+        violations.append(Violation(
+            "dead-letter", record.name, "the Pub/Sub service agent has no roles/pubsub.subscriber on this subscription"
+        ))
     return violations
+
+
+def _dead_letter_topic_grant(topic: str, agent_grants: set[Grant]) -> list[Violation]:
+    """One dead-letter topic: the agent's publisher grant on it."""
+    if topic == UNKNOWN:
+        return [Violation("dead-letter", topic, "dead-letter topic unknown at preview: unverifiable")]
+    if ("pubsub/topicIAMMember", ROLE_PUBSUB_PUBLISHER, topic) not in agent_grants:
+        return [Violation(
+            "dead-letter", topic, "the Pub/Sub service agent has no roles/pubsub.publisher on this dead-letter topic"
+        )]
+    return []
 
 
 METRIC_DESCRIPTOR = "gcp:monitoring/metricDescriptor:MetricDescriptor"
@@ -364,55 +309,3 @@ def policy_findings(resources: Sequence[ResourceRecord]) -> list[Finding]:
         findings += [violation.finding() for violation in violations] or [
             Finding(name=name, status=Status.OK, detail=f"{len(resources)} resources comply")]
     return findings
-
-
-def resources_from_json(data: Mapping[str, Any]) -> list[ResourceRecord]:
-    """Resources from `pulumi preview --json` (steps' `newState`) or `pulumi stack export` (deployment).
-
-    Raises:
-        ConfigError: when `data` is neither.
-    """
-    if "steps" in data:
-        states = [step.get("newState") for step in data["steps"] if step.get("op") != "delete"]
-    elif "deployment" in data:
-        states = data["deployment"].get("resources", [])
-    else:
-        raise ConfigError(
-            "this JSON is neither `pulumi preview --json` output nor `pulumi stack export`",
-            "run `pulumi preview --json > preview.json` and check that file",
-        )
-    records = []
-    for state in states:
-        if not state or not state.get("custom", True):
-            continue
-        urn = state.get("urn", "")
-        records.append(
-            ResourceRecord(
-                type=state.get("type", ""),
-                name=urn.rsplit("::", 1)[-1],
-                inputs=state.get("inputs") or {},
-                protect=state.get("protect"),
-                parent=state.get("parent"),
-            )
-        )
-    return records
-
-
-def load_resources(path: Path) -> list[ResourceRecord]:
-    """Reads a `pulumi preview --json` or `pulumi stack export` file.
-
-    Raises:
-        ConfigError: naming the file when it is missing or not such JSON.
-    """
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError as error:
-        raise ConfigError(f"{path} does not exist", "write it with `pulumi preview --json > FILE`") from error
-    except json.JSONDecodeError as error:
-        raise ConfigError(
-            f"{path} is not JSON ({error.msg} at line {error.lineno})",
-            "write it with `pulumi preview --json > FILE` (no other output in the file)",
-        ) from error
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} is not a JSON object", "write it with `pulumi preview --json > FILE`")
-    return resources_from_json(data)

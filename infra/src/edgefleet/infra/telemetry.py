@@ -74,56 +74,17 @@ class Telemetry(Component):
 
     def __init__(self, name: str, args: TelemetryArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("edgefleet:infra:Telemetry", name, args, opts)
-        child = self._child()
-        settings = args.settings
         self.service_agent = args.service_agent
-
-        self.schema = gcp.pubsub.Schema(
-            f"{name}-schema",
-            project=args.project,
-            name=layout.TELEMETRY_SCHEMA,
-            type="AVRO",
-            definition=telemetry_avro_definition(),
-            opts=child,
-        )
-        schema_settings = (
-            gcp.pubsub.TopicSchemaSettingsArgs(schema=self.schema.id, encoding="JSON")
-            if settings.enforce_schema
-            else None
-        )
-        self.topic = self._topic(
-            f"{name}-topic", layout.TELEMETRY_TOPIC, args, schema_settings, self._child(self.schema)
-        )
-        self.dead_letter_topic = self._topic(
-            f"{name}-dead-letter-topic", layout.TELEMETRY_DEAD_LETTER_TOPIC, args, None, child
-        )
-
+        self.schema = self._schema(name, args)
+        self.topic, self.dead_letter_topic = self._topics(name, args)
         self.monitor_subscription = self._dead_lettered_subscription(
             f"{name}-monitor-subscription", args, layout.MONITOR_SUBSCRIPTION
         )
-        self.dead_letter_subscription = gcp.pubsub.Subscription(
-            f"{name}-dead-letter-subscription",
-            project=args.project,
-            name=layout.DEAD_LETTER_SUBSCRIPTION,
-            topic=self.dead_letter_topic.name,
-            labels=args.labels,
-            ack_deadline_seconds=settings.ack_deadline_seconds,
-            message_retention_duration=_seconds(settings.subscription_retention_seconds),
-            expiration_policy=gcp.pubsub.SubscriptionExpirationPolicyArgs(ttl=NEVER_EXPIRE),
-            opts=child,
+        self.dead_letter_subscription = self._subscription(
+            f"{name}-dead-letter-subscription", args, layout.DEAD_LETTER_SUBSCRIPTION, self.dead_letter_topic.name,
+            self._child(),
         )
-
-        # Dead-lettering is done by the Pub/Sub service agent: it must publish to the dead-letter topic and
-        # acknowledge (subscribe to) the source subscription, or messages are redelivered forever.
-        gcp.pubsub.TopicIAMMember(
-            f"{name}-dead-letter-publisher",
-            project=args.project,
-            topic=self.dead_letter_topic.name,
-            role=ROLE_PUBSUB_PUBLISHER,
-            member=self.service_agent,
-            opts=child,
-        )
-        self._service_agent_subscriber(f"{name}-monitor-subscription-agent", args, self.monitor_subscription)
+        self._dead_lettering_grants(name, args)
 
         self.bigquery_table: gcp.bigquery.Table | None = None
         self.bigquery_table_ref: pulumi.Output[str] | None = None
@@ -141,6 +102,72 @@ class Telemetry(Component):
             }
         )
 
+    def _schema(self, name: str, args: TelemetryArgs) -> gcp.pubsub.Schema:
+        """The telemetry contract's Avro schema (attached to the topic when `enforce_schema`)."""
+        return gcp.pubsub.Schema(
+            f"{name}-schema",
+            project=args.project,
+            name=layout.TELEMETRY_SCHEMA,
+            type="AVRO",
+            definition=telemetry_avro_definition(),
+            opts=self._child(),
+        )
+
+    def _topics(self, name: str, args: TelemetryArgs) -> tuple[gcp.pubsub.Topic, gcp.pubsub.Topic]:
+        """The telemetry topic (validating messages against the schema when `enforce_schema`) and the
+        dead-letter topic."""
+        schema_settings = (
+            gcp.pubsub.TopicSchemaSettingsArgs(schema=self.schema.id, encoding="JSON")
+            if args.settings.enforce_schema
+            else None
+        )
+        topic = self._topic(f"{name}-topic", layout.TELEMETRY_TOPIC, args, schema_settings, self._child(self.schema))
+        dead_letter_topic = self._topic(
+            f"{name}-dead-letter-topic", layout.TELEMETRY_DEAD_LETTER_TOPIC, args, None, self._child()
+        )
+        return topic, dead_letter_topic
+
+    def _dead_lettering_grants(self, name: str, args: TelemetryArgs) -> None:
+        """Dead-lettering is done by the Pub/Sub service agent: it must publish to the dead-letter topic and
+        acknowledge (subscribe to) the source subscription, or messages are redelivered forever."""
+        gcp.pubsub.TopicIAMMember(
+            f"{name}-dead-letter-publisher",
+            project=args.project,
+            topic=self.dead_letter_topic.name,
+            role=ROLE_PUBSUB_PUBLISHER,
+            member=self.service_agent,
+            opts=self._child(),
+        )
+        self._service_agent_subscriber(f"{name}-monitor-subscription-agent", args, self.monitor_subscription)
+
+    def _subscription(
+        self,
+        resource_name: str,
+        args: TelemetryArgs,
+        name: str,
+        topic: pulumi.Input[str],
+        opts: pulumi.ResourceOptions,
+        dead_letter_policy: gcp.pubsub.SubscriptionDeadLetterPolicyArgs | None = None,
+        retry_policy: gcp.pubsub.SubscriptionRetryPolicyArgs | None = None,
+        bigquery_config: gcp.pubsub.SubscriptionBigqueryConfigArgs | None = None,
+    ) -> gcp.pubsub.Subscription:
+        """A subscription that never expires, with the settings' ack deadline and retention."""
+        settings = args.settings
+        return gcp.pubsub.Subscription(
+            resource_name,
+            project=args.project,
+            name=name,
+            topic=topic,
+            labels=args.labels,
+            ack_deadline_seconds=settings.ack_deadline_seconds,
+            message_retention_duration=_seconds(settings.subscription_retention_seconds),
+            expiration_policy=gcp.pubsub.SubscriptionExpirationPolicyArgs(ttl=NEVER_EXPIRE),
+            dead_letter_policy=dead_letter_policy,
+            retry_policy=retry_policy,
+            bigquery_config=bigquery_config,
+            opts=opts,
+        )
+
     def _dead_lettered_subscription(
         self,
         resource_name: str,
@@ -151,15 +178,12 @@ class Telemetry(Component):
     ) -> gcp.pubsub.Subscription:
         """A subscription on the telemetry topic whose undeliverable messages go to the dead-letter topic."""
         settings = args.settings
-        return gcp.pubsub.Subscription(
+        return self._subscription(
             resource_name,
-            project=args.project,
-            name=name,
-            topic=self.topic.name,
-            labels=args.labels,
-            ack_deadline_seconds=settings.ack_deadline_seconds,
-            message_retention_duration=_seconds(settings.subscription_retention_seconds),
-            expiration_policy=gcp.pubsub.SubscriptionExpirationPolicyArgs(ttl=NEVER_EXPIRE),
+            args,
+            name,
+            self.topic.name,
+            self._child(*(depends_on or [])),
             dead_letter_policy=gcp.pubsub.SubscriptionDeadLetterPolicyArgs(
                 dead_letter_topic=_topic_path(args.project, self.dead_letter_topic),
                 max_delivery_attempts=settings.dead_letter_max_attempts,
@@ -169,7 +193,6 @@ class Telemetry(Component):
                 maximum_backoff=_seconds(settings.retry_maximum_backoff_seconds),
             ),
             bigquery_config=bigquery_config,
-            opts=self._child(*(depends_on or [])),
         )
 
     def _service_agent_subscriber(
@@ -202,7 +225,6 @@ class Telemetry(Component):
             schema_settings=schema_settings,
             opts=opts,
         )
-
 
     def _bigquery(self, name: str, args: TelemetryArgs, export: BigQueryExport) -> None:
         child = self._child()

@@ -21,7 +21,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -78,10 +78,8 @@ def build_manifest(
     source_commit: str | None = None,
     created_at: datetime | None = None,
 ) -> Manifest:
-    """Builds the manifest of a version directory, hashing every file in it.
-
-    Every regular file in `version_dir` except `manifest.json` / `manifest.sig` is listed with its sha256
-    and size.
+    """Builds the manifest of a version directory: every regular file in it but `manifest.json` / `manifest.sig`
+    listed with its sha256 and size.
 
     Args:
         version_dir: the directory holding the version's files.
@@ -105,6 +103,49 @@ def build_manifest(
         ValueError: a field breaks the manifest contract (pydantic's message names it).
     """
     version_dir = Path(version_dir)
+    contents = _read_contents(version_dir, variants, labels_file, label_count, input, outputs)
+    given = {"golden_tolerance": golden_tolerance, "created_at": created_at}  # else the manifest's defaults
+    fields: dict[str, Any] = {
+        **contents._asdict(),
+        "model": model,
+        "version": version,
+        "task": task,
+        "metrics": metrics or Metrics(),
+        "compiler": compiler,
+        "golden": tuple(golden),
+        "source_commit": source_commit,
+        **{name: value for name, value in given.items() if value is not None},
+    }
+    manifest = Manifest(**fields)
+    check_manifest_consistency(manifest, str(version_dir))
+    return manifest
+
+
+class _Contents(NamedTuple):
+    """What a version directory holds, as the manifest names it."""
+
+    files: tuple[FileEntry, ...]
+    variants: dict[str, str]
+    labels_file: str | None
+    label_count: int | None
+    input: TensorSpec
+    outputs: tuple[TensorSpec, ...]
+
+
+def _read_contents(
+    version_dir: Path,
+    variants: Mapping[str, str] | None,
+    labels_file: str | None,
+    label_count: int | None,
+    input_spec: TensorSpec | None,
+    outputs: Sequence[TensorSpec] | None,
+) -> _Contents:
+    """Hashes every file of `version_dir` and fills in what was not given: the variants, the labels file and
+    its count, and the model's specs (read from its CPU model).
+
+    Raises:
+        ModelError: the directory is missing or has no CPU model.
+    """
     if not version_dir.is_dir():
         raise ModelError(
             f"version directory {version_dir} does not exist", "create it and put the model files in it first"
@@ -112,30 +153,10 @@ def build_manifest(
     names = version_files(version_dir)
     variants = variants_of(names, variants, version_dir)
     labels_file, label_count = _labels(version_dir, names, labels_file, label_count)
-    if input is None or outputs is None:
-        input, outputs = _specs_from_model(version_dir / variants["cpu"], input, outputs)
-    fields: dict[str, Any] = {
-        "model": model,
-        "version": version,
-        "task": task,
-        "files": tuple(file_entry(version_dir / name) for name in names),
-        "variants": variants,
-        "input": input,
-        "outputs": tuple(outputs),
-        "labels_file": labels_file,
-        "label_count": label_count,
-        "metrics": metrics or Metrics(),
-        "compiler": compiler,
-        "golden": tuple(golden),
-        "source_commit": source_commit,
-    }
-    if golden_tolerance is not None:
-        fields["golden_tolerance"] = golden_tolerance
-    if created_at is not None:
-        fields["created_at"] = created_at
-    manifest = Manifest(**fields)
-    check_manifest_consistency(manifest, str(version_dir))
-    return manifest
+    if input_spec is None or outputs is None:
+        input_spec, outputs = _specs_from_model(version_dir / variants["cpu"], input_spec, outputs)
+    files = tuple(file_entry(version_dir / name) for name in names)
+    return _Contents(files, dict(variants), labels_file, label_count, input_spec, tuple(outputs))
 
 
 def variants_of(names: Sequence[str], variants: Mapping[str, str] | None, version_dir: Path) -> dict[str, str]:

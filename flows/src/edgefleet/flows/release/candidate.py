@@ -37,8 +37,8 @@ from edgefleet.flows.release.compiler import CompileOutcome
 from edgefleet.flows.release.dataset import Dataset, load_dataset
 from edgefleet.flows.release.demo_dataset import generate_demo_dataset
 from edgefleet.flows.release.evaluate import Evaluation, evaluate
-from edgefleet.flows.release.model_params import DatasetParams, TfliteSource, TrainingParams
-from edgefleet.flows.release.params import CompileParams, QuantizationParams, ReleaseParams, expand
+from edgefleet.flows.release.model_params import DatasetParams, QuantizationParams, TfliteSource, TrainingParams
+from edgefleet.flows.release.params import CompileParams, ReleaseParams, expand
 from edgefleet.flows.release.report import CandidateSummary
 from edgefleet.kernel.contracts.manifest import Metrics, Origin
 
@@ -261,6 +261,21 @@ def trained_candidate(params: ReleaseParams, stage: Stage, work_dir: Path) -> Ca
         evaluation = evaluate_models(dataset, converted, params.latency_runs)
     with stage("compile"):
         compiled = compile_edgetpu(converted.int8_tflite, params.compile)
+    return _trained(params, dataset, trained, converted, evaluation, compiled, cached=cached)
+
+
+def _trained(
+    params: ReleaseParams,
+    dataset: Dataset,
+    trained: train_module.TrainedModel,
+    converted: quantize_module.ConvertedModels,
+    evaluation: Evaluation,
+    compiled: CompileOutcome,
+    *,
+    cached: bool,
+) -> Candidate:
+    """The candidate of a trained (or Keras) model from what its stages made (pure); `cached`: the float model
+    came from the task cache."""
     kind, description = trained_description(params, trained)
     summary = CandidateSummary(
         model_description=description,
@@ -310,6 +325,17 @@ def brought_candidate(params: ReleaseParams, stage: Stage) -> Candidate:
             compiled = CompileOutcome(model.edgetpu_tflite, None, None)
         else:
             compiled = compile_edgetpu(model.cpu_tflite, params.compile)
+    return _brought(model, held_out, evaluation, compiled)
+
+
+def _brought(
+    model: brought_module.BroughtModel,
+    held_out: Dataset | None,
+    evaluation: Evaluation | None,
+    compiled: CompileOutcome,
+) -> Candidate:
+    """The candidate of a brought .tflite from what its stages made (pure); `held_out` is the dataset it was
+    evaluated on, None without one."""
     description = (
         f"brought {model.task} model {model.source} ({len(model.labels)} labels, input "
         f"{'x'.join(map(str, model.info.input.shape[1:]))} {model.info.input.dtype})"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -140,15 +141,38 @@ def load_dataset(root: Path, input_size: int, eval_fraction: float, seed: int) -
             f"dataset directory {root} does not exist",
             "point dataset.source at a folder laid out DIR/<class>/*.jpg|png, or use 'demo'",
         )
-    class_dirs = list_class_dirs(root)
     skipped: list[SkippedImage] = []
-    per_class = {d.name: _read_class(d, input_size, skipped) for d in class_dirs}
-    usable = {name: images for name, images in per_class.items() if images.pixels}
-    total = sum(len(images.pixels) for images in usable.values())
-    if total == 0:
+    per_class = {d.name: _read_class(d, input_size, skipped) for d in list_class_dirs(root)}
+    labels = usable_labels(root, {name: len(images.pixels) for name, images in per_class.items()}, len(skipped))
+    classes = [per_class[label] for label in labels]
+    train_x, train_y, eval_x, eval_y = _split_classes(classes, eval_fraction, seed)
+    return Dataset(
+        labels=labels,
+        train_x=train_x,
+        train_y=train_y,
+        eval_x=eval_x,
+        eval_y=eval_y,
+        fingerprint=_fingerprint(labels, classes),
+        source=str(root),
+        skipped=tuple(skipped),
+    )
+
+
+def usable_labels(root: Path, readable: Mapping[str, int], skipped: int) -> tuple[str, ...]:
+    """The class names to train on (sorted: label id = index), given each class folder's readable image count.
+
+    Pure: the classes with images must make a classifier, and every class folder needs enough images to
+    train on one and hold one out (an empty folder too: remove it).
+
+    Raises:
+        DatasetError: no readable images at all, fewer than `MIN_CLASSES` classes with images, or a class with
+            fewer than `MIN_IMAGES_PER_CLASS` (naming each such class and its count).
+    """
+    usable = sorted(name for name, count in readable.items() if count)
+    if not usable:
         raise DatasetError(
-            f"dataset {root} has no readable images ({len(class_dirs)} class folders, "
-            f"{len(skipped)} unreadable files skipped)",
+            f"dataset {root} has no readable images ({len(readable)} class folders, "
+            f"{skipped} unreadable files skipped)",
             "put images in one sub-folder per class: DIR/<class>/*.jpg|png",
         )
     if len(usable) < MIN_CLASSES:
@@ -157,11 +181,7 @@ def load_dataset(root: Path, input_size: int, eval_fraction: float, seed: int) -
             f"least {MIN_CLASSES}",
             "add a sub-folder of images for every other class the model should tell apart",
         )
-    too_small = {
-        name: len(images.pixels)
-        for name, images in per_class.items()
-        if len(images.pixels) < MIN_IMAGES_PER_CLASS
-    }
+    too_small = {name: count for name, count in readable.items() if count < MIN_IMAGES_PER_CLASS}
     if too_small:
         listing = ", ".join(f"{name} ({count})" for name, count in sorted(too_small.items()))
         raise DatasetError(
@@ -170,28 +190,32 @@ def load_dataset(root: Path, input_size: int, eval_fraction: float, seed: int) -
             "add images to those classes (one for training, one held out at the very least) or remove the "
             "folders",
         )
+    return tuple(usable)
 
-    labels = tuple(sorted(usable))
+
+def _split_classes(
+    classes: Sequence[_ClassImages], eval_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(train_x, train_y, eval_x, eval_y): every class split by `split_indices`; label id = position."""
+    train_x: list[np.ndarray] = []
+    train_y: list[np.ndarray] = []
+    eval_x: list[np.ndarray] = []
+    eval_y: list[np.ndarray] = []
+    for class_index, images in enumerate(classes):
+        pixels = np.stack(images.pixels)
+        train_idx, eval_idx = split_indices(len(pixels), eval_fraction, seed, class_index)
+        train_x.append(pixels[train_idx])
+        train_y.append(np.full(len(train_idx), class_index, dtype=np.int64))
+        eval_x.append(pixels[eval_idx])
+        eval_y.append(np.full(len(eval_idx), class_index, dtype=np.int64))
+    return np.concatenate(train_x), np.concatenate(train_y), np.concatenate(eval_x), np.concatenate(eval_y)
+
+
+def _fingerprint(labels: Sequence[str], classes: Sequence[_ClassImages]) -> str:
+    """sha256 over each class name and its files' `name:sha256` lines, in label order."""
     digest = hashlib.sha256()
-    parts: dict[str, list[np.ndarray]] = {"train_x": [], "train_y": [], "eval_x": [], "eval_y": []}
-    for class_index, label in enumerate(labels):
-        images = usable[label]
+    for label, images in zip(labels, classes, strict=True):
         digest.update(f"class:{label}\n".encode())
         for entry in images.digests:
             digest.update(f"{entry}\n".encode())
-        pixels = np.stack(images.pixels)
-        train_idx, eval_idx = split_indices(len(pixels), eval_fraction, seed, class_index)
-        parts["train_x"].append(pixels[train_idx])
-        parts["train_y"].append(np.full(len(train_idx), class_index, dtype=np.int64))
-        parts["eval_x"].append(pixels[eval_idx])
-        parts["eval_y"].append(np.full(len(eval_idx), class_index, dtype=np.int64))
-    return Dataset(
-        labels=labels,
-        train_x=np.concatenate(parts["train_x"]),
-        train_y=np.concatenate(parts["train_y"]),
-        eval_x=np.concatenate(parts["eval_x"]),
-        eval_y=np.concatenate(parts["eval_y"]),
-        fingerprint=digest.hexdigest(),
-        source=str(root),
-        skipped=tuple(skipped),
-    )
+    return digest.hexdigest()

@@ -1,6 +1,7 @@
 """What a release's model is and how it is made: its source (trained here, a Keras model, a brought .tflite),
-the dataset and the training schedule. Part of `ReleaseParams` (`edgefleet.flows.release.params`), rendered
-in the same Prefect UI form; every default of training lives here.
+the dataset, the training schedule and the int8 quantization. Sections of `ReleaseParams`
+(`edgefleet.flows.release.params`), rendered in the same Prefect UI form; the model-making tasks read them and
+nothing else of the form. Every default of training and quantization lives here.
 """
 
 from __future__ import annotations
@@ -183,6 +184,14 @@ class TrainingParams(_Config):
         if self.fine_tune is not None:
             return self.fine_tune
         return FineTuneHead() if self.pretrained else FineTuneAll()
+
+
+class QuantizationParams(_Config):
+    """Full-integer post-training quantization."""
+
+    representative_samples: int = Field(
+        default=100, ge=1, le=10000, description="Training images used to calibrate int8 ranges"
+    )
 
 
 class TrainSource(_Config):

@@ -1,8 +1,10 @@
-"""The parameters of a release: one pydantic model the Prefect UI renders as a form.
+"""The parameters of a release: one pydantic model the Prefect UI renders as a form, a section per concern.
 
-Every default of the release pipeline lives here or, for what the model is and how it is made (dataset,
-training, source), in `edgefleet.flows.release.model_params` (no magic numbers in the tasks). A release is
-described by a `ReleaseParams`, read from YAML by `edgefleet release --config release.yaml` or filled in the UI.
+Every default of the release pipeline lives in a section (no magic numbers in the tasks): what the model is and
+how it is made (source, dataset, training, quantization) in `edgefleet.flows.release.model_params`, where
+`edgetpu_compiler` runs in `edgefleet.flows.release.compile_params`, and here the form itself with what judges
+and publishes the candidate (gates, signing). A release is described by a `ReleaseParams`, read from YAML by
+`edgefleet release --config release.yaml` or filled in the UI.
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgefleet.flows.release.compile_params import CompileLocal, CompileParams
-from edgefleet.flows.release.model_params import DatasetParams, ModelSource, TrainingParams, TrainSource
+from edgefleet.flows.release.model_params import (
+    DatasetParams,
+    ModelSource,
+    QuantizationParams,
+    TrainingParams,
+    TrainSource,
+)
 from edgefleet.kernel.configfile import load
 from edgefleet.kernel.contracts.manifest import MAX_POINTER_VALIDITY_DAYS
 from edgefleet.kernel.contracts.names import ChannelName, EmptyIsNone, ModelName, ModelVersion
@@ -27,14 +35,6 @@ DEFAULT_DEV_KEY = str(EDGEFLEET_HOME / "keys" / "release-signing.key")
 
 class _Config(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class QuantizationParams(_Config):
-    """Full-integer post-training quantization."""
-
-    representative_samples: int = Field(
-        default=100, ge=1, le=10000, description="Training images used to calibrate int8 ranges"
-    )
 
 
 class GateParams(_Config):

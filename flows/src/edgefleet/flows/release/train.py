@@ -14,6 +14,7 @@ which the Edge TPU compiler cannot map.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -120,33 +121,96 @@ def train(dataset: Dataset, params: TrainingParams) -> TrainedModel:
     Raises:
         ModelError: the backbone or its weights cannot be built (see `backbones.mobilenet_backbone`).
     """
-    keras.utils.set_random_seed(params.seed)
-    import tensorflow as tf
-
-    tf.config.experimental.enable_op_determinism()
+    _deterministic(params.seed)
     classes = len(dataset.labels)
     model = build_model(params, classes, batch_size=None)
     freeze(model, params)
     x, y = to_real(dataset.train_x), dataset.train_y
     fit_idx, val_idx = validation_split(y, params.validation_fraction, params.seed)
     validation = (x[val_idx], y[val_idx]) if len(val_idx) else None
+    stops_early = validation is not None and params.early_stopping_patience > 0
+    history = _fit(model, params, (x[fit_idx], y[fit_idx]), validation, stops_early)
+    kept = kept_epoch(history, validated=validation is not None, early_stopping=stops_early)
+    log.info(
+        "Trained %s: %d of %d epochs, kept epoch %d (training accuracy %.3f, validation %s)",
+        params.architecture,
+        kept.epochs_run,
+        params.epochs,
+        kept.epoch,
+        kept.accuracy,
+        f"{kept.validation_accuracy:.3f} on {len(val_idx)} images" if kept.validation_accuracy is not None else "none",
+    )
+    return TrainedModel(
+        model_to_bytes(_exported(model, params, classes)),
+        params.input_size,
+        classes,
+        kept.accuracy,
+        f"trained:{params.architecture}",
+        kept.validation_accuracy,
+        kept.epochs_run,
+        kept.epoch,
+    )
+
+
+class KeptEpoch(NamedTuple):
+    """The epoch whose weights training kept, and its accuracies.
+
+    Attributes:
+        epoch: The kept epoch (1-based).
+        epochs_run: Epochs trained.
+        accuracy: Training accuracy of the kept epoch.
+        validation_accuracy: Validation accuracy of the kept epoch (None without a validation split).
+    """
+
+    epoch: int
+    epochs_run: int
+    accuracy: float
+    validation_accuracy: float | None
+
+
+def kept_epoch(history: Mapping[str, Sequence[float]], validated: bool, early_stopping: bool) -> KeptEpoch:
+    """Which epoch Keras' `fit` history says was kept: the lowest validation loss when early stopping restored
+    it, else the last. Pure.
+    """
+    epochs_run = len(history["loss"])
+    best = int(np.argmin(history["val_loss"])) if validated and early_stopping else epochs_run - 1
+    validation_accuracy = float(history["val_accuracy"][best]) if validated else None
+    return KeptEpoch(best + 1, epochs_run, float(history["accuracy"][best]), validation_accuracy)
+
+
+def _deterministic(seed: int) -> None:
+    """Seeds Python, NumPy and TensorFlow and turns TensorFlow op determinism on."""
+    keras.utils.set_random_seed(seed)
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+
+
+def _fit(
+    model: keras.Model,
+    params: TrainingParams,
+    fit: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray] | None,
+    stops_early: bool,
+) -> dict[str, list[float]]:
+    """Fits `model` (behind the training-only augmentation) on `fit`; returns Keras' per-epoch history."""
     callbacks = []
-    if validation is not None and params.early_stopping_patience > 0:
+    if stops_early:
         callbacks.append(
             keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=params.early_stopping_patience, restore_best_weights=True
             )
         )
     trainer = _with_augmentation(model, params)
-    steps_per_epoch = max(1, int(np.ceil(len(fit_idx) / params.batch_size)))
+    steps_per_epoch = max(1, int(np.ceil(len(fit[1]) / params.batch_size)))
     trainer.compile(
         optimizer=_optimizer(params, steps_per_epoch),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
     history = trainer.fit(
-        x[fit_idx],
-        y[fit_idx],
+        fit[0],
+        fit[1],
         epochs=params.epochs,
         batch_size=params.batch_size,
         shuffle=True,
@@ -154,32 +218,14 @@ def train(dataset: Dataset, params: TrainingParams) -> TrainedModel:
         callbacks=callbacks,
         verbose=0,  # pyright: ignore[reportArgumentType] - typed str by its default "auto"; 0 is documented
     )
-    epochs_run = len(history.history["loss"])
-    best = int(np.argmin(history.history["val_loss"])) if validation is not None and callbacks else epochs_run - 1
-    accuracy = float(history.history["accuracy"][best])
-    val_accuracy = float(history.history["val_accuracy"][best]) if validation is not None else None
-    log.info(
-        "Trained %s: %d of %d epochs, kept epoch %d (training accuracy %.3f, validation %s)",
-        params.architecture,
-        epochs_run,
-        params.epochs,
-        best + 1,
-        accuracy,
-        f"{val_accuracy:.3f} on {len(val_idx)} images" if val_accuracy is not None else "none",
-    )
-    # The exported twin: same layers and weights, batch 1; built without loading pretrained weights again.
+    return history.history
+
+
+def _exported(model: keras.Model, params: TrainingParams, classes: int) -> keras.Model:
+    """The exported twin: same layers and weights, batch 1; built without loading pretrained weights again."""
     exported = build_model(params.model_copy(update={"weights": WEIGHTS_NONE, "fine_tune": None}), classes, 1)
     exported.set_weights(model.get_weights())
-    return TrainedModel(
-        model_to_bytes(exported),
-        params.input_size,
-        classes,
-        accuracy,
-        f"trained:{params.architecture}",
-        val_accuracy,
-        epochs_run,
-        best + 1,
-    )
+    return exported
 
 
 def _load_user_model(path: Path) -> keras.Model:
