@@ -4,9 +4,10 @@ Starts the local stack (the official Pub/Sub emulator with the local twin of the
 model registry, simulated devices each with a real sshd and a real agent, the fleet monitor), releases a
 model trained on the built-in demo dataset, rolls it out, shows the fleet, releases a second version and
 rolls it out canary first behind the canary analysis, then releases a deliberately bad third version (a model
-trained on shuffled labels, released like any Keras model: `source: {kind: keras}`) that the canary analysis
-catches in the first wave and rolls back, shows the verdict and the fleet, then stops everything it started,
-also on Ctrl-C or failure.
+trained on shuffled labels, released like any Keras model: `source: {kind: keras}`) whose rollout starts with a
+shadow wave on the canary (the candidate runs beside the current model on a share of its frames, its answers
+never acted on) that stops it before any device acts on it, shows the verdict and the fleet, then stops
+everything it started, also on Ctrl-C or failure.
 Needs nothing but the repository (no ../shared). It exits 0 when every step went as intended, the bad
 release's halt included.
 
@@ -68,6 +69,8 @@ class DemoSettings(BaseModel):
     monitor_bucket_s: float = Field(default=5.0, gt=0, description="the fleet monitor's time buckets")
     settle_s: float = Field(default=3.0, ge=0, description="wait before showing the fleet, so telemetry lands")
     agent_ready_timeout_s: float = Field(default=60.0, gt=0, description="wait for every agent's first status")
+    shadow_share: float = Field(default=0.5, gt=0, le=1, description="share of the frames a shadow candidate also "
+                                "runs on (the bad release's shadow wave on the canary gets its pairs in seconds)")
 
 
 def fleet_versions(fleet: SimulatedFleet, model: str) -> dict[str, str]:
@@ -123,6 +126,7 @@ class Demo:
             "telemetry": {"mode": "summary", "summary_interval_s": settings.summary_interval_s,
                           "pubsub_project": settings.project},
             "swap": {"watch_interval_s": 0.5},
+            "shadow": {"share": settings.shadow_share},  # a shadow pointer is ignored at 0
         }
         # Fine time buckets: the demo's versions live for seconds, and the canary's before-activation control
         # is read up to the bucket holding the activation. The drift watch ticks at the bucket size too (its
@@ -186,7 +190,9 @@ class Demo:
                                                self.settings.epochs_bad)
 
     def rollout(self, local: LocalStack, version: str, waves: list[int | str], *,
-                expect_halt: bool = False) -> RolloutResult:
+                expect_halt: bool = False, shadow: bool = False) -> RolloutResult:
+        """Rolls `version` out in `waves`; with `shadow`, the first wave's devices (the canary) run it first as a
+        shadow beside their current model, judged before any device acts on it."""
         from edgefleet.cli.rollout import print_verdicts
         from edgefleet.flows.registry import open_registry_writer
         from edgefleet.flows.rollout.flow import RolloutHalted, rollout
@@ -202,12 +208,15 @@ class Demo:
             "public_key": str(local.keys.release_public_key),
             # the story follows sim-1, the device tagged canary: it goes first (rollouts default to random order)
             "wave_selection": {"order": "inventory"},
+            "shadow": {"enabled": shadow},
         })
         flow_runs_log = logging.getLogger("prefect.flow_runs")
         level = flow_runs_log.level
         if expect_halt:  # Prefect logs a failed flow run with its traceback: here it is the intended outcome
             flow_runs_log.setLevel(logging.CRITICAL)
-        with step(f"Rolling out {self.settings.model} {version} in waves {waves} (canary analysis per wave)"):
+        first = "a shadow wave on the canary, then " if shadow else ""
+        with step(f"Rolling out {self.settings.model} {version} in waves {waves} ({first}canary analysis per "
+                  "wave)"):
             try:
                 result = rollout(params)
             except RolloutHalted as halted:
@@ -222,6 +231,9 @@ class Demo:
         record = RecordStore(open_registry_writer(self.registry_dir), result.rollout_id).load()
         if record is not None and (expect_halt or record.halted):
             print_verdicts(record, console)
+        if record is not None and record.halted is not None:
+            console.print(f"  halted in wave {record.halted.wave} by {', '.join(record.halted.halted_by)}: "
+                          f"{record.halted.reason}", markup=False)
         rolled_back = sorted(d.device_id for d in record.devices.values() if d.state == "rolled_back") \
             if record else []
         self.report.rollouts.append(RolloutSummary(
@@ -254,8 +266,10 @@ class Demo:
             # Published without moving a channel: the rollout names the version, and would move nothing
             # until its last wave passed.
             bad = self.release("1.2.0", self.settings.epochs_bad, channel=None, keras_model=self.train_bad_model())
-            self.rollout(local, bad.version, [1, "100%"], expect_halt=True)
-            self.show_fleet(store, "Fleet after the canary analysis stopped 1.2.0 (shuffled labels)")
+            # Its shadow wave on the canary stops it before any device acts on its answers (issue 25).
+            self.rollout(local, bad.version, [1, "100%"], expect_halt=True, shadow=True)
+            self.show_fleet(store, "Fleet after the shadow wave stopped 1.2.0 (shuffled labels) before any device "
+                                   "acted on it")
             self.report.devices = fleet_versions(_fleet(local), self.settings.model)
         self.summary.append(("TensorFlow's log", _shown(native_log)))
         self.report.ok = intended(self.report, ["1.0.0", "1.1.0"], "1.2.0")

@@ -45,14 +45,25 @@ class DemoReport(BaseModel):
     devices: dict[str, str] = Field(default_factory=dict, description="device id -> model:version at the end")
 
 
+SHADOW_HALT = "shadow"
+"""The prefix of what a rollout's shadow wave halts it by (`shadow_top1_agreement`, ...)."""
+
+
+def stopped_by_shadow_wave(rollout: RolloutSummary) -> bool:
+    """The rollout halted at its shadow wave: only shadow metrics stopped it and no device had to be rolled back
+    (none acted on the version)."""
+    return (rollout.outcome == "halted" and bool(rollout.halted_by) and not rollout.devices_rolled_back
+            and all(name.startswith(SHADOW_HALT) for name in rollout.halted_by))
+
+
 def intended(report: DemoReport, good: list[str], bad: str) -> bool:
-    """Every step went as intended: the good versions completed, the bad one halted in the first wave with
-    only that wave rolled back, and every device ends on the last good version."""
+    """Every step went as intended: the good versions completed, the bad one stopped at its shadow wave before
+    any device acted on it, and every device ends on the last good version."""
     outcomes = {rollout.version: rollout for rollout in report.rollouts}
     if any(outcomes.get(version) is None or outcomes[version].outcome != "completed" for version in good):
         return False
     halted = outcomes.get(bad)
-    if halted is None or halted.outcome != "halted" or not halted.halted_by or not halted.devices_rolled_back:
+    if halted is None or not stopped_by_shadow_wave(halted):
         return False
     return bool(report.devices) and all(value.endswith(f":{good[-1]}") for value in report.devices.values())
 
@@ -74,8 +85,8 @@ def print_closing(summary: list[tuple[str, str]], ok: bool, elapsed_s: float, wo
                   out: Console | None = None) -> None:
     """The closing panel: how long it took, whether it went as intended, what it left (in `workdir`, as the
     user can type it), what to try next. Paths and values are shown as they are (never read as markup)."""
-    verdict = ("yes: 1.0.0 and 1.1.0 rolled out, the bad 1.2.0 halted in the first wave and rolled back" if ok
-               else "NO: see the steps above")
+    verdict = ("yes: 1.0.0 and 1.1.0 rolled out, the bad 1.2.0 stopped at its shadow wave on the canary before any "
+               "device acted on it" if ok else "NO: see the steps above")
     lines = [("Took", f"{elapsed_s / 60:.1f} minutes"), ("Went as intended", verdict), *summary]
     body = "\n".join(f"[bold]{escape(k)}[/]: {escape(v)}" for k, v in lines)
     (out or console).print(Panel(body + "\n\n" + escape(next_steps(workdir)), title="edgefleet demo: done",

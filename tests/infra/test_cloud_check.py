@@ -242,7 +242,8 @@ def test_the_monitor_reading_the_whole_registry_is_reported_as_wider_than_the_pr
 
 def test_a_conditional_binding_read_from_the_bucket_policy_matches_the_programs_grant() -> None:
     conditioned = [grant for grant in FLEET_GRANTS if grant.object_prefix]
-    assert {grant.name for grant in conditioned} == {"monitor-reads-device-keys", "device-files-enrol-requests"}
+    assert {grant.name for grant in conditioned} == {"monitor-reads-device-keys", "device-files-enrol-requests",
+                                                "device-files-spot-check-frames"}
     for grant in conditioned:
         expression = expected_role(grant, OUTPUTS).split(" if ", 1)[1]
         read = role_members([{"role": grant.role, "members": ["serviceAccount:m"],

@@ -77,17 +77,18 @@ def test_device_account_publishes_telemetry_reads_the_registry_and_files_enrolme
 
 
 def test_device_account_cannot_write_the_registry_beyond_creating_enrolment_requests(default_stack: StackRun) -> None:
-    """Its one write grant (issue 23 item 4) is create-only (objectCreator: no delete, so no overwrite) and
-    conditioned on fleet/enrol-requests/."""
+    """Its write grants are create-only (objectCreator: no delete, so no overwrite), each conditioned on its prefix:
+    fleet/enrol-requests/ (issue 23 item 4) and spotcheck/ (issue 25: the labelled spot check's frames)."""
     from edgefleet.infra.names import object_prefix_condition
 
     device = _account(default_stack, "device")
     bindings = [binding for binding in iam_bindings(default_stack.resources) if binding.member == device]
     assert bindings, "the device account has no grant at all"
     writes = [binding for binding in bindings if binding.role in STORAGE_WRITE_PERMISSION_ROLES]
-    assert [binding.role for binding in writes] == ["roles/storage.objectCreator"]
-    assert writes[0].resource.inputs["condition"]["expression"] == object_prefix_condition(
-        default_stack.outputs["registry_bucket"], "fleet/enrol-requests/")
+    assert [binding.role for binding in writes] == ["roles/storage.objectCreator"] * 2
+    bucket = default_stack.outputs["registry_bucket"]
+    assert {binding.resource.inputs["condition"]["expression"] for binding in writes} == {
+        object_prefix_condition(bucket, "fleet/enrol-requests/"), object_prefix_condition(bucket, "spotcheck/")}
 
 
 def test_pipeline_account_writes_the_registry_and_nothing_else(default_stack: StackRun) -> None:

@@ -14,6 +14,7 @@ Before this issue the monitor's start-up `GetSubscription` (pubsub.subscriptions
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import sys
 import threading
@@ -31,6 +32,7 @@ from google.cloud import pubsub_v1, storage
 from edgefleet.device.enrol import file_request
 from edgefleet.device.pull import pull_channel_once
 from edgefleet.device.registry import GcsRegistryReader
+from edgefleet.device.spotcheck.upload import upload_sample
 from edgefleet.device.store import ModelStore
 from edgefleet.device.store_reader import PUBLIC_KEY_FILE
 from edgefleet.device.telemetry.builder import InferenceRecord, TelemetryBuilder
@@ -49,6 +51,7 @@ from edgefleet.infra.policy import iam_bindings
 from edgefleet.infra.pools import ENROL_POOL, POOL_IDENTITY
 from edgefleet.kernel.contracts import layout
 from edgefleet.kernel.contracts.manifest import Quantization, TensorSpec
+from edgefleet.kernel.contracts.spotcheck import SpotSample
 from edgefleet.kernel.contracts.telemetry import ModelRef, ResultItem
 from edgefleet.kernel.trust.signatures import generate_keypair, save_private_key, save_public_key
 from edgefleet.local.emulators import GcsEmulator, PubSubEmulator
@@ -207,6 +210,17 @@ def _run_device(registry: GcsRegistryReader, tmp_path: Path, public_file: Path, 
     assert outcome.error is None and outcome.acked == [entry.seq for entry in entries]
 
 
+SPOT_FRAME = "20261207T210000Z-000000000000"
+
+
+def _run_spot_check(registry: GcsRegistryReader) -> None:
+    """An opted-in device's spot check (issue 25) uploads a sampled frame, create-only under spotcheck/cam-1/."""
+    image = b"\xff\xd8 a sampled frame"
+    record = SpotSample(device_id="cam-1", frame_id=SPOT_FRAME, captured_at=datetime.now(UTC), model=MODEL,
+                        model_version="1.0.1", share=0.01, image_sha256=hashlib.sha256(image).hexdigest())
+    upload_sample(registry, "cam-1", SPOT_FRAME, image, record.model_dump_json(by_alias=True).encode())
+
+
 def _run_monitor(recorder: CallRecorder, tmp_path: Path, registry_uri: str,
                  enrolment_public: Path) -> RecordingMetricServiceClient:
     """The fleet monitor (checking signatures against the device keys in the registry, its default) reading
@@ -263,6 +277,7 @@ def test_every_call_of_every_identity_is_granted_and_every_grant_is_used(
         _run_device(device_view, tmp_path, public_file, device_key)
         filed = file_request(device_view, tmp_path / "cam-2-root", "cam-2", str(token))  # edgefleet-agent enrol
         assert not filed.already_filed
+        _run_spot_check(device_view)
     with recorder.as_identity(POOL_IDENTITY[ENROL_POOL]):  # enrol-approve, as the edgefleet-enrol pool's worker
         [approval] = approve_requests(registry, enrolment_key=enrolment, now=datetime.now(UTC))
         assert approval.enrolled, approval.detail
@@ -281,11 +296,12 @@ def test_every_call_of_every_identity_is_granted_and_every_grant_is_used(
     assert ("monitor", "google.monitoring.v3.MetricService/CreateTimeSeries", VIA_FAKE) in methods
     assert ("monitor", "storage.objects.list", VIA_HTTP) in methods  # the device keys
     # ... and only them: every object the monitor touches is under fleet/, which its conditioned grant allows.
-    # The device writes only its enrolment request, create-only (an upload with ifGenerationMatch=0).
+    # The device writes only its enrolment request and its spot-check frames, create-only (ifGenerationMatch=0).
     device_writes = {(call.method, call.object_name) for call in recorder.calls
                      if call.identity == "device" and call.method.startswith("storage.objects.insert")}
-    assert [method for method, _ in device_writes] == ["storage.objects.insert"], device_writes
-    assert all(name.startswith("fleet/enrol-requests/") for _, name in device_writes), device_writes
+    assert {method for method, _ in device_writes} == {"storage.objects.insert"}, device_writes
+    device_prefixes = ("fleet/enrol-requests/", "spotcheck/cam-1/")
+    assert all(name.startswith(device_prefixes) for _, name in device_writes), device_writes
     monitor_objects = {call.object_name for call in recorder.calls
                        if call.identity == "monitor" and call.method.startswith("storage.objects.")}
     assert monitor_objects and all(name.startswith("fleet/") for name in monitor_objects), monitor_objects
@@ -314,6 +330,7 @@ def _calls_granting_everything(bucket: str) -> list[ApiCall]:
         ApiCall("device", "google.pubsub.v1.Publisher/Publish", TOPIC, VIA_GRPC),
         ApiCall("device", "storage.objects.get", bucket, VIA_HTTP),
         ApiCall("device", "storage.objects.insert", bucket, VIA_HTTP, "fleet/enrol-requests/t1/k1.json"),
+        ApiCall("device", "storage.objects.insert", bucket, VIA_HTTP, f"spotcheck/cam-1/{SPOT_FRAME}.jpg"),
         ApiCall("pipeline", "storage.objects.insert[overwrite]", bucket, VIA_HTTP),
         ApiCall("monitor", "google.pubsub.v1.Subscriber/GetSubscription", SUBSCRIPTION, VIA_GRPC),
         ApiCall("monitor", "google.pubsub.v1.Subscriber/StreamingPull", SUBSCRIPTION, VIA_GRPC),
@@ -433,11 +450,15 @@ def test_the_monitor_reading_outside_the_fleet_records_is_caught(stack: StackRun
     ("storage.objects.insert", "fleet/enrol-requestsX/t1/k1.json"),  # a prefix that only looks like it
     ("storage.objects.insert[overwrite]", "fleet/enrol-requests/t1/k1.json"),  # replacing a filed request
     ("storage.objects.delete", "fleet/enrol-requests/t1/k1.json"),
+    ("storage.objects.insert", "fleet/spotcheck-labels/cam-1.json"),  # labelling its own frames (issue 25)
+    ("storage.objects.insert[overwrite]", f"spotcheck/cam-1/{SPOT_FRAME}.jpg"),  # replacing an uploaded frame
+    ("storage.objects.insert", "spotcheckX/cam-1/x.jpg"),
+    ("storage.objects.delete", f"spotcheck/cam-1/{SPOT_FRAME}.json"),
 ])
 def test_a_device_writing_anything_but_a_new_enrolment_request_is_caught(stack: StackRun, method: str,
                                                                          object_name: str) -> None:
     """Issue 23 item 4: the device's write grant is objectCreator (create only) conditioned on
-    fleet/enrol-requests/."""
+    fleet/enrol-requests/ (and, issue 25, spotcheck/: the spot check's frames)."""
     bucket = stack.outputs["registry_bucket"]
     calls = [*_calls_granting_everything(bucket), ApiCall("device", method, bucket, VIA_HTTP, object_name)]
     [violation] = check_conformance(calls, iam_bindings(stack.resources), _members(stack))

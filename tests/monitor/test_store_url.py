@@ -33,7 +33,7 @@ def test_a_configured_url_chooses_the_engine(tmp_path, postgres) -> None:
     config_file.write_text(f"monitor:\n  store:\n    url: '{postgres.new_database()}'\n")
     with open_fleet_store(load_monitor_config(config_file)) as store:
         assert store.engine.name == "postgresql"
-        assert store.connection.execute("SELECT value FROM meta").fetchone()[0] == "4"
+        assert store.connection.execute("SELECT value FROM meta").fetchone()[0] == "5"
 
 
 def test_an_unknown_scheme_is_a_config_error_naming_the_key(tmp_path) -> None:

@@ -79,7 +79,7 @@ def test_a_schema_1_fleet_state_is_upgraded_in_place(tmp_path) -> None:
     reader.close()
     with open_store(path, latency_window=10, count_bucket_s=60.0) as store:
         version = store.connection.execute("SELECT value FROM meta").fetchone()[0]
-        assert int(version) == SCHEMA_VERSION == 4
+        assert int(version) == SCHEMA_VERSION == 5
         store.connection.execute("SELECT COUNT(*) FROM dist_counts")  # the new table is there
 
 
@@ -89,8 +89,8 @@ def test_a_newer_fleet_state_is_refused(tmp_path) -> None:
     path = tmp_path / "fleet.sqlite"
     open_store(path, latency_window=10, count_bucket_s=60.0).close()
     with sqlite3.connect(path) as connection:
-        connection.execute("UPDATE meta SET value = '5'")
-    with pytest.raises(FleetStateError, match="schema 5"):
+        connection.execute(f"UPDATE meta SET value = '{SCHEMA_VERSION + 1}'")
+    with pytest.raises(FleetStateError, match=f"schema {SCHEMA_VERSION + 1}"):
         open_store(path, latency_window=10, count_bucket_s=60.0, create=False)
 
 

@@ -15,7 +15,8 @@ app = typer.Typer(name="edgefleet", help="Operate an edgefleet: release models, 
 
 # group name -> module under edgefleet.cli. A module may define `app` (a sub-command group) or
 # `register(app)` (top-level commands such as `edgefleet release` or `edgefleet monitor`).
-COMMAND_MODULES = ("local", "config", "registry", "keys", "release", "monitor", "fleet", "rollout", "ui", "cloud")
+COMMAND_MODULES = ("local", "config", "registry", "keys", "release", "monitor", "fleet", "rollout", "ui", "cloud",
+                   "spotcheck")
 
 
 @app.callback()

@@ -176,6 +176,9 @@ def status(
         for version, note in sorted({(f"{d.model_name}:{d.model_version}", d.drift.accuracy_note)
                                      for d in result.devices if d.drift is not None and d.drift.accuracy_note}):
             console.print(f"est. accuracy of {version}: {note}", highlight=False, soft_wrap=True)
+    from edgefleet.cli.fleet_spotcheck import print_spot_checks
+
+    print_spot_checks(console, settings, result.devices)  # the labelled spot check beside the estimate (issue 25)
     if result.next_after is not None:
         console.print(f"{len(result.devices)} of {result.total} shown; next page: --after {result.next_after}")
     versions = Table(title="version distribution")

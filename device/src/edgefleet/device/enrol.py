@@ -36,8 +36,9 @@ class EnrolFiled:
     already_filed: bool
 
 
-def create_object(registry: RegistryReader, key: str, data: bytes) -> bool:
-    """Creates `key` with `data` unless it exists (never replaces); returns False when it existed.
+def create_object(registry: RegistryReader, key: str, data: bytes, content_type: str = "application/json") -> bool:
+    """Creates `key` with `data` unless it exists (never replaces); returns False when it existed. (Also the spot
+    check's samples: `edgefleet.device.spotcheck.upload`.)
 
     Raises:
         RegistryError: the registry cannot be written (names the permission a device needs).
@@ -54,14 +55,14 @@ def create_object(registry: RegistryReader, key: str, data: bytes) -> bool:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         return True
-    return _create_gcs_object(registry, key, data)
+    return _create_gcs_object(registry, key, data, content_type)
 
 
-def _create_gcs_object(registry: RegistryReader, key: str, data: bytes) -> bool:
+def _create_gcs_object(registry: RegistryReader, key: str, data: bytes, content_type: str) -> bool:
     from edgefleet.device.registry.gcs import GcsRegistryReader
 
     if not isinstance(registry, GcsRegistryReader):
-        raise RegistryError(f"cannot file an enrolment request in {registry.uri}", "use a gs:// or local registry")
+        raise RegistryError(f"cannot create {key} in {registry.uri}", "use a gs:// or local registry")
     # The reader's own object naming and error mapping (enrolment is the one object a device creates). For pyright:
     # google-cloud-storage leaves most parameters unannotated, and types `timeout` int though it takes seconds.
     blob = registry._bucket().blob(  # pyright: ignore[reportPrivateUsage, reportUnknownMemberType]  # noqa: SLF001
@@ -69,7 +70,7 @@ def _create_gcs_object(registry: RegistryReader, key: str, data: bytes) -> bool:
     try:
         with registry._errors(f"creating {registry.describe(key)}"):  # pyright: ignore[reportPrivateUsage]  # noqa: SLF001
             blob.upload_from_string(  # pyright: ignore[reportUnknownMemberType]
-                data, content_type="application/json", if_generation_match=0,
+                data, content_type=content_type, if_generation_match=0,
                 timeout=registry.options.request_timeout_s)  # pyright: ignore[reportArgumentType]
     except ConflictError:
         return False

@@ -79,10 +79,16 @@ class DriftWatchConfig(_Section):
     enabled: bool = Field(default=True, description="run the drift watch in the monitor's loop")
     interval_s: float = Field(default=300.0, gt=0, description="how often the monitor reads the count buckets "
                                                                "that ended since the last tick")
-    settle_s: float = Field(default=30.0, ge=0, description="a count bucket is read this long after it ended "
-                                                            "(telemetry received in it has been committed)")
+    settle_s: float = Field(default=30.0, ge=0, description="a telemetry window is read this long after it was "
+                                                            "received at the earliest: windows reordered in transit "
+                                                            "by less are still fed in the device's seq order")
     max_buckets_per_tick: int = Field(default=120, ge=1, description="count buckets read per tick at most (a "
                                                                      "monitor behind catches up over ticks)")
+    forget_after_s: float = Field(
+        default=14 * 86_400.0, gt=0, description="a device's drift watch on a version that has had no telemetry "
+        "window this long is forgotten (its baseline and state deleted), unless it is the version the device runs "
+        "now and the device was heard within that time: a retired device's, or a superseded version's (a rollback "
+        "within it finds its old baseline)")
     registry: str | None = Field(default=None, min_length=1,
                                  description="the model registry whose manifests carry the calibration tables of "
                                              "the accuracy estimate (default: identity.registry; none: no "

@@ -1,5 +1,6 @@
 """The row writes of one applied telemetry message (`edgefleet.monitor.ingest` decides which): a new device's
-row and snapshot, and the distributions of its inference summary (pending until commit, `pending_rows`)."""
+row and snapshot, and the distributions of its inference summary (pending until commit, `pending_rows`): summed
+per time bucket, and kept as the message's own window for the drift watch (`drift_feed`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from edgefleet.kernel.contracts.distributions import Distributions
 from edgefleet.kernel.contracts.telemetry import TelemetryMessage
+from edgefleet.monitor.drift_feed import window_row
 from edgefleet.monitor.pending_rows import PendingRows
 
 
@@ -48,3 +50,8 @@ def add_distributions(rows: PendingRows, key: tuple, dist: Distributions) -> Non
     for metric, index, n in items:
         if n > 0:
             rows.dists[(*key, metric, index)] += n
+
+
+def add_window(rows: PendingRows, key: tuple[str, str, str, int], received: float, dist: Distributions) -> None:
+    """Keeps one message's distributions as its (device, model, version, seq) window for the drift watch."""
+    rows.windows.setdefault(key, window_row(key, received, dist))

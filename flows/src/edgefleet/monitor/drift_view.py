@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 from edgefleet.monitor.calibrations import Shown, tables
 from edgefleet.monitor.drift import AccuracyEstimate, expected_accuracy
+from edgefleet.monitor.drift_feed import Feed, read_feeds
 from edgefleet.monitor.drift_step import WatchRow, WatchStatus
 from edgefleet.monitor.drift_watch import read_rows
 from edgefleet.monitor.store import from_epoch
@@ -35,6 +36,9 @@ class DeviceDrift(BaseModel):
     accuracy: AccuracyEstimate | None = None
     """Expected accuracy from the calibrated confidence (CBPE) over the frames since the watch started (or
     since the drift): see `ACCURACY_CAVEAT` for what it cannot see."""
+    late_windows: int = 0
+    """Telemetry windows that arrived after newer ones of the device were fed to its detectors, so were not fed
+    (a sequential detector does not go back; `drift_feed`)."""
     accuracy_note: str | None = None
     """Why there is no estimate (no calibration table in the manifest, a refused one...), or what is wrong beside
     it (a different signed manifest of the same version)."""
@@ -71,16 +75,18 @@ def _estimate(row: WatchRow, calibration: Shown | None) -> dict:
     return {"accuracy": expected_accuracy(calibration.table, counts), "accuracy_note": calibration.note}
 
 
-def from_row(row: WatchRow, table: Shown | None = None) -> DeviceDrift:
+def from_row(row: WatchRow, table: Shown | None = None, late_windows: int = 0) -> DeviceDrift:
     return DeviceDrift(status=row.status, blocks=row.blocks, statistic=row.statistic, direction=row.direction,
                        effect_sd=row.effect_sd, effect=row.effect, since=from_epoch(row.drift_time), note=row.note,
-                       **_estimate(row, table))
+                       late_windows=late_windows, **_estimate(row, table))
 
 
 def _with_tables(connection: Any, rows: dict) -> dict:
-    """key -> DeviceDrift of each row, with its version's calibration table."""
+    """key -> DeviceDrift of each row, with its version's calibration table and its late windows."""
     found = tables(connection, {(row.model_name, row.model_version) for row in rows.values()})
-    return {key: from_row(row, found.get((row.model_name, row.model_version))) for key, row in rows.items()}
+    feeds = read_feeds(connection, {key[0] for key in rows})
+    return {key: from_row(row, found.get((row.model_name, row.model_version)), feeds.get(key, Feed()).late)
+            for key, row in rows.items()}
 
 
 def current_drifts(connection: Any,

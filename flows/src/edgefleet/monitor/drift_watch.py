@@ -1,15 +1,17 @@
 """The monitor's drift watch: on a periodic tick, every device against its own baseline (issue 25, item 1).
 
-Ingest is untouched: it already adds each summary's distributions to `dist_counts` per (device, version, count
-bucket). Every `drift.interval_s` the monitor's loop calls `tick`, which in one write transaction
-1. claims the next range of complete count buckets (those ended `settle_s` ago) by moving the cursor
-   `drift_cursor` in `meta` (compare-and-set: of several monitors on one PostgreSQL store, one reads a range);
-2. reads the range's class, score and detection counts of every device on the version it runs now (one
-   statement, by the `dist_counts` key), one window per bucket;
-3. steps each device's `drift_state` row (`drift_step`): counting baseline blocks, fitting the baseline when
-   there are enough (one read of the device's windows since its first bucket), then its CUSUMs;
-4. writes the rows and one `drift_events` row per alarm (the event; the row's status `drift` is the state),
-   and commits.
+Ingest keeps each applied message's distributions as one window (`drift_feed`: `drift_windows`, by device seq).
+Every `drift.interval_s` the monitor's loop calls `tick`, which in one write transaction
+1. moves the cursor `drift_cursor` in `meta` to the end of the last count bucket that ended `settle_s` ago
+   (compare-and-set: of several monitors on one PostgreSQL store, one runs the tick);
+2. claims every window received before it that no tick has taken, whenever it was committed (`drift_feed.claim`);
+3. steps each (device, model, version)'s `drift_state` row (`drift_step`) with its windows above the row's
+   watermark, in the device's seq order (a spool drained after an outage is fed window by window, not lumped
+   into the minute it arrived in); windows at or below it are counted late, not fed (`drift_feed.split_late`);
+   fitting the baseline when the row has enough blocks (from all its windows, in seq order), then its CUSUMs;
+4. writes the rows, their watermarks and one `drift_events` row per alarm (the event; the row's status `drift`
+   is the state), keeps the windows of rows still baselining, deletes the others, forgets the rows that had no
+   window for `forget_after_s` (`drift_feed.prune`: a retired device, a superseded version), and commits.
 
 A drift stays the device's state until `accept` (`edgefleet fleet drift-accept`): the device then collects a
 new baseline on the scene it sees now. A new version on a device starts a new row (its own baseline).
@@ -27,7 +29,22 @@ from typing import TYPE_CHECKING, Any
 
 from edgefleet.kernel.contracts.distributions import Distributions
 from edgefleet.monitor.calibrations import CalibrationSource, record_missing
-from edgefleet.monitor.drift import Drift
+from edgefleet.monitor.drift import Drift, DriftConfig
+from edgefleet.monitor.drift.blocks import split_blocks
+from edgefleet.monitor.drift_feed import (
+    KEPT,
+    Feed,
+    Series,
+    Window,
+    claim,
+    first_received,
+    kept,
+    prune,
+    read_feeds,
+    settle,
+    split_late,
+    write_feeds,
+)
 from edgefleet.monitor.drift_step import WatchRow, distributions, fit_and_run, needs_fit, new_row, step
 from edgefleet.monitor.store import FleetStore
 
@@ -79,15 +96,6 @@ def _windows(rows: Iterable[tuple]) -> dict[tuple[str, str, str], list[tuple[flo
         grouped[(device_id, model, version)][float(bucket)][metric][int(key)] = int(n)
     return {series: [(bucket, distributions(counts)) for bucket, counts in sorted(buckets.items())]
             for series, buckets in grouped.items()}
-
-
-def _read_range(connection: Any, start: float, end: float) -> dict:
-    return _windows(connection.execute(
-        "SELECT d.device_id, d.model_name, d.model_version, d.bucket_start, d.metric, d.key, d.n FROM devices AS v "
-        "JOIN dist_counts AS d ON d.model_name = v.model_name AND d.model_version = v.model_version "
-        "AND d.device_id = v.device_id WHERE d.bucket_start >= ? AND d.bucket_start < ? "
-        "AND d.metric IN (?, ?, ?) ORDER BY d.device_id, d.bucket_start",
-        (start, end, *_WATCHED_METRICS)))
 
 
 def read_device_windows(connection: Any, series: tuple[str, str, str], start: float, end: float) -> list[Distributions]:
@@ -151,30 +159,55 @@ def _tick(store: FleetStore, config: DriftWatchConfig, now: float,
     end = complete_end(now, bucket_s, config.settle_s)
     start = _cursor(connection)
     if start is None:
-        first = connection.execute("SELECT MIN(bucket_start) FROM dist_counts").fetchone()[0]
-        start = end if first is None else min(float(first), end)
+        first = first_received(connection)
+        start = end if first is None else min(math.floor(first / bucket_s) * bucket_s, end)
         if not _claim(connection, None, start):
             return TickReport(None, None, 0, 0, ())
     end = min(end, start + config.max_buckets_per_tick * bucket_s)
     if end <= start or not _claim(connection, start, end):
         return TickReport(None, None, 0, 0, ())
-    windows = _read_range(connection, start, end)
+    windows = claim(connection, end)
     if calibration is not None:
         record_missing(connection, calibration, {(model, version) for _, model, version in windows}, now,
                        config.calibration_recheck_s)
-    known = read_rows(connection, {device_id for device_id, _, _ in windows})
-    rows, drifts, fitted = [], [], 0
+    device_ids = {device_id for device_id, _, _ in windows}
+    known, feeds = read_rows(connection, device_ids), read_feeds(connection, device_ids)
+    rows, fed, drifts, fitted = [], {}, [], 0
     for series, found in sorted(windows.items()):
-        row = known.get(series) or new_row(*series, first_bucket=found[0][0], now=now)
-        row, alarms = step(row, [dist for _, dist in found], config.detector, now)
-        if needs_fit(row, config.detector):
-            row, alarms = fit_and_run(row, read_device_windows(connection, series, row.first_bucket, end),
-                                      end - row.first_bucket, config.detector, now)
-            fitted += 1
+        row, fed[series], alarms, fit = _advance(connection, known.get(series), feeds.get(series, Feed()), series,
+                                                 found, end, config.detector, now)
+        if fed[series].late > feeds.get(series, Feed()).late:
+            log.info("drift watch: %d window(s) of %s %s:%s came after newer ones were fed: counted late, not fed",
+                     fed[series].late - feeds.get(series, Feed()).late, *series)
         rows.append(row)
+        fitted += fit
         drifts.extend((row, drift) for drift in alarms)
     _write(connection, rows, drifts, now)
+    write_feeds(connection, fed)
+    settle(connection, [(row.device_id, row.model_name, row.model_version) for row in rows
+                        if row.status == "baseline"])
+    for series in prune(connection, now, config.forget_after_s):
+        log.info("drift watch: forgot %s %s:%s (no window for drift.forget_after_s)", *series)
     return TickReport(start, end, len(rows), fitted, tuple((row.device_id, d) for row, d in drifts))
+
+
+def _advance(connection: Any, row: WatchRow | None, feed: Feed, series: Series, found: list[Window], end: float,
+             config: DriftConfig, now: float) -> tuple[WatchRow, Feed, tuple[Drift, ...], bool]:
+    """One series' row after its claimed windows `found`: (row, feed, drift events, whether its baseline was
+    fitted)."""
+    row = row or new_row(*series, first_bucket=min(w.received for w in found), now=now)
+    fresh, _, feed = split_late(feed, found, baselining=row.status == "baseline")
+    row, alarms = step(row, [w.dist for w in fresh], config, now)
+    if not needs_fit(row, config):
+        return row, feed, alarms, False
+    taken = [w.dist for w in kept(connection, series)]
+    if len(split_blocks(taken, config.block_frames)[0]) < config.baseline_blocks:
+        # Counted from windows this store no longer holds (a store from before schema 5 kept none): the row
+        # collects its baseline again from those it has.
+        row, alarms = step(new_row(*series, first_bucket=row.first_bucket, now=now), taken, config, now)
+        return row, feed, alarms, False
+    row, alarms = fit_and_run(row, taken, end - row.first_bucket, config, now)
+    return row, feed, alarms, True
 
 
 def accept(store: FleetStore, device_id: str) -> int:
@@ -182,8 +215,9 @@ def accept(store: FleetStore, device_id: str) -> int:
     tick on (the operator accepted the new scene). Rows removed (0: none)."""
     connection = store.connection
     store.engine.begin_write(connection)
-    removed = connection.execute(
-        "DELETE FROM drift_state WHERE (device_id, model_name, model_version) IN (SELECT device_id, model_name, "
-        "model_version FROM devices WHERE device_id = ?)", (device_id,)).rowcount
+    current = "(device_id, model_name, model_version) IN (SELECT device_id, model_name, model_version FROM devices " \
+              "WHERE device_id = ?)"
+    removed = connection.execute(f"DELETE FROM drift_state WHERE {current}", (device_id,)).rowcount
+    connection.execute(f"DELETE FROM drift_windows WHERE fed = {KEPT} AND {current}", (device_id,))
     connection.commit()
     return removed

@@ -29,7 +29,7 @@ from edgefleet.kernel.contracts.layout import ATTR_DEVICE_ID
 from edgefleet.kernel.contracts.telemetry import MAX_ATTRIBUTE_CHARS, MAX_INT, MAX_TELEMETRY_BYTES, TelemetryMessage
 from edgefleet.kernel.errors import describe_validation_error
 from edgefleet.monitor.aggregates import version_key
-from edgefleet.monitor.device_rows import add_distributions, insert_device, snapshot_values
+from edgefleet.monitor.device_rows import add_distributions, add_window, insert_device, snapshot_values
 from edgefleet.monitor.pending_rows import add_counts, add_history, add_state_event, message_savepoint
 from edgefleet.monitor.shadows import add_shadow
 from edgefleet.monitor.store import FleetStore, lock_devices, to_epoch, write_pending
@@ -346,6 +346,8 @@ def _record_facts(store: FleetStore, message: TelemetryMessage, when: float) -> 
         add_counts(rows, (device_id, model.name, model.version, bucket), inference.count, inference.errors)
         if inference.dist is not None:
             add_distributions(rows, (device_id, model.name, model.version, bucket), inference.dist)
+            if store.drift_windows:
+                add_window(rows, (device_id, model.name, model.version, message.seq), when, inference.dist)
         if inference.shadow is not None:
             add_shadow(rows.shadows, (device_id, model.name, model.version, inference.shadow.model.version,
                                       bucket), inference.shadow)

@@ -28,6 +28,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgefleet.monitor.drift_feed import WINDOWS_SQL
+
 ROWS_PER_INSERT = 500
 """Rows per multi-row INSERT (SQLite binds up to 32,766 parameters per statement, PostgreSQL 65,535)."""
 _ONE_ROW = re.compile(r"VALUES (\((?:\?, )*\?\))")
@@ -110,6 +112,8 @@ class PendingRows:
     dists: Counter[tuple] = field(default_factory=Counter)
     shadows: Counter[tuple] = field(default_factory=Counter)
     samples: dict[tuple, tuple] = field(default_factory=dict)
+    windows: dict[tuple, tuple] = field(default_factory=dict)
+    """(device, model, version, seq) -> its `drift_windows` row (`drift_feed`)"""
     events: dict[tuple, tuple] = field(default_factory=dict)
     state_events: dict[str, tuple[str, float, int]] = field(default_factory=dict)
     writes: int = 0
@@ -138,7 +142,7 @@ class PendingRows:
 
     @property
     def unwritten(self) -> bool:
-        return any((self.devices, self.history, self.counts, self.dists, self.shadows, self.samples,
+        return any((self.devices, self.history, self.counts, self.dists, self.shadows, self.samples, self.windows,
                     self.events, self.state_events)) or any(gaps.spans != gaps.stored for gaps in self.gaps.values())
 
     def forget(self) -> None:
@@ -153,7 +157,7 @@ class PendingRows:
 
     def _clear_writes(self) -> None:
         for mapping in (self.devices, self.history, self.counts, self.dists, self.shadows, self.samples,
-                        self.events, self.state_events):
+                        self.windows, self.events, self.state_events):
             mapping.clear()
 
 
@@ -258,6 +262,7 @@ def write(connection: Any, rows: PendingRows, insert: Callable[[Any, str, list[t
     insert(connection, _DISTS_SQL, [(*key, n) for key, n in sorted(rows.dists.items()) if n > 0])
     insert(connection, _SHADOWS_SQL, [(*key, n) for key, n in sorted(rows.shadows.items()) if n > 0])
     insert(connection, _SAMPLES_SQL, [rows.samples[key] for key in sorted(rows.samples)])
+    insert(connection, WINDOWS_SQL, [rows.windows[key] for key in sorted(rows.windows)])
     insert(connection, _EVENTS_SQL, [rows.events[key] for key in sorted(rows.events)])
     connection.executemany(_STATE_EVENT_SQL, [(kind, when, seq, device_id, seq) for device_id, (kind, when, seq)
                                               in sorted(rows.state_events.items())])

@@ -68,6 +68,8 @@ class FleetStore:
         location: the SQLite file or the PostgreSQL URL.
         latency_window: latency samples kept per (device, model version).
         count_bucket_s: width of the version_counts time buckets.
+        drift_windows: keep each message's distributions for the drift watch (`drift_feed`); off when the
+            monitor runs without it (`drift.enabled: false`), so that nothing collects them.
     """
 
     connection: Any
@@ -75,6 +77,7 @@ class FleetStore:
     location: StoreLocation
     latency_window: int
     count_bucket_s: float
+    drift_windows: bool = True
     dirty_windows: set[tuple[str, str, str]] = field(default_factory=set, repr=False)
     pending: Deltas = field(default_factory=Deltas, repr=False)
     locked: set[str] = field(default_factory=set, repr=False)
@@ -348,5 +351,7 @@ def refresh_device_windows(connection: Any, device_ids: list[str]) -> None:
 
 def open_fleet_store(config: MonitorConfig, *, create: bool = True) -> FleetStore:
     """Opens the fleet state `config` names (readers pass create=False)."""
-    return open_store(config.store_location, latency_window=config.latency_window,
-                      count_bucket_s=config.count_bucket_s, create=create)
+    store = open_store(config.store_location, latency_window=config.latency_window,
+                       count_bucket_s=config.count_bucket_s, create=create)
+    store.drift_windows = config.drift.enabled
+    return store

@@ -16,6 +16,9 @@ Tables (see `edgefleet.monitor.store` for what each row means):
   current drift; every drift alarm (`edgefleet.monitor.drift_watch`).
 - calibrations (schema 4): per (model, version) the calibration table of the manifest (schema 3) when it verified
   against the release keyring, or why there is none or it was refused (`edgefleet.monitor.calibrations`).
+- drift_windows (schema 5): every applied message's distributions, one row per (device, model, version, seq),
+  until the drift watch has fed it to its detectors in the device's seq order (`edgefleet.monitor.drift_feed`);
+  drift_state gains `last_seq` (the highest seq fed) and `late_windows` (windows that came after it, not fed).
 - shadow_counts (schema 4): the telemetry's shadow blocks summed per (device, model, primary version, candidate
   version, time bucket, metric, key), for the shadow wave of pull rollouts (`edgefleet.monitor.shadows`).
 """
@@ -24,8 +27,8 @@ from __future__ import annotations
 
 import re
 
-SCHEMA_VERSION = 4
-READABLE_SCHEMAS = (1, 2, 3, 4)  # older ones are upgraded in place on open (every change is additive)
+SCHEMA_VERSION = 5
+READABLE_SCHEMAS = (1, 2, 3, 4, 5)  # older ones are upgraded in place on open (every change is additive)
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -111,6 +114,11 @@ CREATE TABLE IF NOT EXISTS drift_state (
     score_counts TEXT, note TEXT, updated REAL NOT NULL,
     PRIMARY KEY (device_id, model_name, model_version)
 );
+CREATE TABLE IF NOT EXISTS drift_windows (
+    device_id TEXT NOT NULL, model_name TEXT NOT NULL, model_version TEXT NOT NULL, seq INTEGER NOT NULL,
+    received REAL NOT NULL, fed INTEGER NOT NULL, dist TEXT NOT NULL,
+    PRIMARY KEY (device_id, model_name, model_version, seq)
+);
 CREATE TABLE IF NOT EXISTS drift_events (
     device_id TEXT NOT NULL, model_name TEXT NOT NULL, model_version TEXT NOT NULL, time REAL NOT NULL,
     statistic TEXT NOT NULL, direction TEXT NOT NULL, effect_sd REAL NOT NULL, effect REAL NOT NULL,
@@ -134,7 +142,9 @@ CREATE TABLE IF NOT EXISTS calibrations (
 ADDED_COLUMNS = (("devices", "error_ratio", "REAL"),
                  # calibrations rows written before manifest signatures were checked have state NULL: never trusted
                  ("calibrations", "state", "TEXT"), ("calibrations", "manifest_sha256", "TEXT"),
-                 ("calibrations", "checked_at", "REAL"), ("calibrations", "conflict", "TEXT"))
+                 ("calibrations", "checked_at", "REAL"), ("calibrations", "conflict", "TEXT"),
+                 # schema 5: the drift watch's watermark and the windows that arrived below it (NULL: none yet)
+                 ("drift_state", "last_seq", "INTEGER"), ("drift_state", "late_windows", "INTEGER"))
 
 INDEXES = """
 CREATE INDEX IF NOT EXISTS events_by_version ON events (model_version, kind, time);
@@ -144,6 +154,7 @@ CREATE INDEX IF NOT EXISTS devices_by_error_ratio ON devices (error_ratio);
 CREATE INDEX IF NOT EXISTS devices_by_state_event ON devices (state_event_time);
 CREATE INDEX IF NOT EXISTS devices_by_version ON devices (model_name, model_version, device_id);
 CREATE INDEX IF NOT EXISTS tags_by_device ON device_tags (device_id);
+CREATE INDEX IF NOT EXISTS drift_windows_waiting ON drift_windows (fed, received);
 """
 
 # An error ratio as `stats.WindowStats.error_ratio` computes it (NULL: no inference and no error).

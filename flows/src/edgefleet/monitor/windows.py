@@ -87,7 +87,7 @@ def version_window(store: FleetStore, device_ids: Iterable[str], model: str, ver
 # Tables kept by time, and the column holding it.
 _TIMED = (("version_counts", "bucket_start"), ("dist_counts", "bucket_start"), ("latency_samples", "time"),
           ("events", "time"), ("malformed", "last_received"), ("drift_events", "time"),
-          ("shadow_counts", "bucket_start"))
+          ("shadow_counts", "bucket_start"), ("drift_windows", "received"))
 
 
 def prune(store: FleetStore, before: float) -> dict[str, int]:

@@ -7,6 +7,7 @@ The grants are `edgefleet.infra.names.FLEET_GRANTS`:
 | device   | roles/pubsub.publisher        | the telemetry topic            | publish telemetry              |
 | device   | roles/storage.objectViewer    | the registry bucket            | read models, channel pointers  |
 | device   | roles/storage.objectCreator   | the registry bucket, `fleet/enrol-requests/` | file enrolment requests |
+| device   | roles/storage.objectCreator   | the registry bucket, `spotcheck/` | upload spot-check frames (opt-in) |
 | pipeline | roles/storage.objectUser      | the registry bucket            | write versions, move channels  |
 | monitor  | roles/pubsub.subscriber       | the fleet-monitor subscription | consume telemetry              |
 | monitor  | roles/pubsub.viewer           | the fleet-monitor subscription | check it at start (get)        |
@@ -27,7 +28,8 @@ in the registry (its default), so it reads them, and only them: its `objectViewe
 the object name prefix `fleet/` (and on a listing's prefix, `names.object_prefix_condition`); models and
 channel pointers stay out of its reach. A device enrolling by a one-time token (`edgefleet-agent enrol`) files
 its request create-only (`ifGenerationMatch=0`): `roles/storage.objectCreator` (create, never get, replace or
-delete) conditioned on `fleet/enrol-requests/`, the one place in the bucket a device writes. The pipeline's
+delete) conditioned on `fleet/enrol-requests/`; a device opted in to the labelled spot check creates its
+sampled frames the same way under `spotcheck/`: the two places in the bucket a device writes. The pipeline's
 bucket-wide `objectUser` also covers agent releases (`agent/`, `registry agent publish/promote`) and, as the
 `edgefleet-enrol` pool's identity, `enrol-approve`: it reads `fleet/enrol-requests/`, burns tokens in
 `fleet/enrol-tokens/` by compare-and-swap and writes `fleet/devices/`.

@@ -14,6 +14,7 @@ from edgefleet.kernel.contracts.layout import (
     FLEET_ENROL_TOKENS_PREFIX,
     FLEET_REVOKED_PREFIX,
 )
+from edgefleet.kernel.contracts.spotcheck import SPOTCHECK_PREFIX
 
 COMPONENT_PREFIX = "edgefleet"
 
@@ -81,11 +82,14 @@ API_OF_MODULE: dict[str, str] = {
 
 # The registry's fleet records (device keys, revocations): all the monitor reads there.
 FLEET_RECORDS_PREFIX = "fleet/"
-# Where devices file their enrolment requests (edgefleet-agent enrol, create-only): the one place they write.
+# Where devices file their enrolment requests (edgefleet-agent enrol, create-only); they also write spotcheck/.
 ENROL_REQUESTS_OBJECT_PREFIX = f"{FLEET_ENROL_REQUESTS_PREFIX}/"
 if not all(prefix.startswith(FLEET_RECORDS_PREFIX) for prefix in (
         FLEET_DEVICES_PREFIX, FLEET_REVOKED_PREFIX, FLEET_ENROL_REQUESTS_PREFIX, FLEET_ENROL_TOKENS_PREFIX)):
     raise RuntimeError("the registry's fleet records moved out of fleet/: update FLEET_RECORDS_PREFIX")
+
+# Where opted-in devices upload the frames of the labelled spot check (create-only, `spotcheck/<device_id>/`).
+SPOTCHECK_OBJECT_PREFIX = f"{SPOTCHECK_PREFIX}/"
 
 GrantTarget = Literal["telemetry_topic", "monitor_subscription", "registry_bucket", "project"]
 
@@ -113,6 +117,10 @@ FLEET_GRANTS: tuple[FleetGrant, ...] = (
     # (ifGenerationMatch=0), under fleet/enrol-requests/ and nowhere else.
     FleetGrant(DEVICE_ACCOUNT_ROLE, ROLE_STORAGE_OBJECT_CREATOR, "registry_bucket", "device-files-enrol-requests",
                object_prefix=ENROL_REQUESTS_OBJECT_PREFIX),
+    # Devices that opt in to the labelled spot check (issue 25) create their sampled frames, never replacing one,
+    # under spotcheck/ and nowhere else (the operator's labels go to fleet/spotcheck-labels/, out of their reach).
+    FleetGrant(DEVICE_ACCOUNT_ROLE, ROLE_STORAGE_OBJECT_CREATOR, "registry_bucket", "device-files-spot-check-frames",
+               object_prefix=SPOTCHECK_OBJECT_PREFIX),
     # The whole bucket: model versions and channels (models/), agent releases and their channels (agent/), and,
     # as the edgefleet-enrol pool's identity (deploy-agent, enrol-approve), the fleet records: device keys and
     # revocations, the one-time tokens (fleet/enrol-tokens/, burnt by compare-and-swap) and the requests it reads.

@@ -16,6 +16,7 @@ from edgefleet.device.agent.runtime_files import SHADOW_REPORT_FILE, reader_path
 from edgefleet.device.agent.shadow_stats import check_share
 from edgefleet.device.runtime.config import EDGETPU_LIBRARY
 from edgefleet.device.runtime.probe import DEFAULT_PROBE_TIMEOUT_S
+from edgefleet.device.spotcheck.config import SpotCheckConfig
 from edgefleet.device.telemetry.config import TelemetryConfig
 from edgefleet.device.window import MaintenanceWindow
 from edgefleet.kernel.configfile import load, tag_required, tagged_union
@@ -205,12 +206,25 @@ class AgentConfig(BaseSettings):
     registry: RegistryConfig = RegistryConfig()
     status: StatusConfig = StatusConfig()
     shadow: ShadowConfig = ShadowConfig()
+    spot_check: SpotCheckConfig = SpotCheckConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
 
     @field_validator("root", "runtime_dir", "public_key", "credentials_file")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
+
+    @model_validator(mode="after")
+    def _spot_check_has_a_bucket(self) -> AgentConfig:
+        if self.spot_check.enabled and not (self.spot_check.registry or self.registry.uri):
+            raise ValueError("spot_check.enabled needs a bucket to upload to: set spot_check.registry "
+                             "(gs://BUCKET[/PREFIX]) or registry.uri")
+        return self
+
+    @property
+    def spot_check_registry(self) -> str | None:
+        """Where the spot check uploads: `spot_check.registry`, else the model registry."""
+        return self.spot_check.registry or self.registry.uri
 
     @property
     def status_path(self) -> Path:

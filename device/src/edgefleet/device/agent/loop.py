@@ -53,9 +53,10 @@ from edgefleet.kernel.contracts.telemetry import EventKind
 from edgefleet.kernel.errors import EdgefleetError, ModelError
 from edgefleet.kernel.fsutil import file_lock
 
-if TYPE_CHECKING:  # pull mode's modules load only when a registry is configured
+if TYPE_CHECKING:  # pull mode's modules load only when a registry is configured (the spot check's when enabled)
     from edgefleet.device.poller import ChannelPoller
     from edgefleet.device.pull import PullResult
+    from edgefleet.device.spotcheck.runner import SpotChecker
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ class Agent:
         self._notifier = SystemdNotifier.from_environment()  # systemd's READY=1 and watchdog (no-op elsewhere)
         self._inferring = False  # inside engine.infer(): the watchdog is fed only when frames progress then
         self._telemetry_off: str | None = None  # why telemetry could not start at all (inference goes on)
+        self.spot_check = self._spot_checker()  # None unless spot_check.enabled: frames leave only then
 
     # --- stages --------------------------------------------------------------------------------------
     def _capture(self, stop: threading.Event) -> None:
@@ -207,6 +209,8 @@ class Agent:
                 self.telemetry.record_inference(active.ref, result.latency_ms, result.results,
                                                 detector=active.detector)
                 self.shadow.offer(frame.image, tensor, active, result.results, result.latency_ms)
+                if self.spot_check is not None:
+                    self.spot_check.offer(frame.image, result.results, active.manifest.model, active.version)
         except Exception as error:  # noqa: BLE001 - a bug: report it and stop with a failure exit code
             log.exception("inference stage failed")
             self._fail(f"inference: unexpected {type(error).__name__}: {error}")
@@ -302,6 +306,8 @@ class Agent:
         ]
         if self.shadow.enabled:
             stages.append(threading.Thread(target=self.shadow.run, args=(stop,), name="shadow", daemon=True))
+        if self.spot_check is not None:
+            stages.append(threading.Thread(target=self.spot_check.run, args=(stop,), name="spot-check", daemon=True))
         watch = threading.Thread(target=self.watcher.run, args=(stop,), name="model-watch", daemon=True)
         poller = self._start_poller()
         for thread in (*stages, watch):
@@ -347,6 +353,18 @@ class Agent:
         if poller is not None:
             poller.stop()  # waits for a poll under way (up to its own stop timeout)
         self.watcher.close_all()
+
+    def _spot_checker(self) -> SpotChecker | None:
+        """The labelled spot check (issue 25), when the config opts in; uploads with the device's credentials."""
+        uri = self.config.spot_check_registry
+        if not self.config.spot_check.enabled or uri is None:
+            return None
+        from edgefleet.device.registry import open_registry_reader
+        from edgefleet.device.spotcheck.runner import SpotChecker
+
+        return SpotChecker(self.config.spot_check, self.config.device_id, self.config.root,
+                           functools.partial(open_registry_reader, uri, credentials_file=self.config.credentials_file),
+                           run_started=self._started_at)
 
     def _on_refusal(self, result: PullResult) -> None:
         """Pull mode: a refused version (or channel pointer) becomes a telemetry event."""

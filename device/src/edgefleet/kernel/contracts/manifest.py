@@ -189,6 +189,8 @@ class Manifest(_Frozen):
     input: TensorSpec
     outputs: tuple[TensorSpec, ...]
     labels_file: str | None = "labels.txt"
+    # the class ids the labels span, highest id + 1 (COCO's 80 labels: 90); releases before 2026-12-07 wrote the
+    # number of labels, which is the same for labels without gaps in their ids
     label_count: int | None = None
     metrics: Metrics = Metrics()
     compiler: CompilerReport | None = None

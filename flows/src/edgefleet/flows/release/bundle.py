@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edgefleet.device.runtime.adapters.labels import class_id_count, parse_labels
 from edgefleet.device.trust.version_bundle import (
     SignedManifest,
     check_manifest_consistency,
@@ -92,7 +93,8 @@ def build_manifest(
         variants: variant -> file name. Default: "cpu" -> model_cpu.tflite, plus "edgetpu" ->
             model_edgetpu.tflite when that file exists.
         labels_file: the labels file name, None for none. Default: labels.txt when it exists.
-        label_count: number of labels; default: the non-empty lines of the labels file.
+        label_count: the class ids the labels span (highest id + 1: COCO's 80 labels with gaps span 90);
+            default: read from the labels file.
         metrics, compiler, golden, golden_tolerance, source_commit, created_at: copied into the manifest.
 
     Returns:
@@ -247,13 +249,18 @@ def create_version_dir(
 
 
 def _count_labels(path: Path) -> int:
+    """The class ids the labels file spans (`class_id_count`: its highest id + 1, gaps included)."""
     try:
-        return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ModelError(
             f"labels file {path} does not exist",
             "add the labels file to the version directory or pass labels_file=None",
         ) from None
+    try:
+        return class_id_count(parse_labels(text))
+    except ValueError as error:
+        raise ModelError(f"labels file {path}: {error}", "give each class id one line") from None
 
 
 def _specs_from_model(

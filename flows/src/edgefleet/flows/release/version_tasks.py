@@ -20,7 +20,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from edgefleet.device.runtime.adapters.labels import parse_labels
+from edgefleet.device.runtime.adapters.labels import class_id_count, parse_labels
 from edgefleet.device.trust.version_bundle import SignedManifest
 from edgefleet.flows.registry import PublishResult, RegistryWriter, open_registry_writer
 from edgefleet.flows.release.bundle import build_manifest, write_signed_version
@@ -196,7 +196,7 @@ def write_version(
         model=params.model,
         version=version,
         task=model_task,
-        label_count=len(parse_labels(labels_text)),
+        label_count=class_id_count(parse_labels(labels_text)),  # ids with gaps (COCO) are all covered
         metrics=metrics,
         compiler=compiler,
         golden=golden,

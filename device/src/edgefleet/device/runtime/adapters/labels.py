@@ -54,6 +54,14 @@ def read_label_file(path: str | Path) -> dict[int, str]:
     return labels
 
 
+def class_id_count(labels: dict[int, str]) -> int:
+    """The class ids a label map spans: 0 up to its highest id that names a label, so that a class list
+    `range(class_id_count(labels))` holds every label's id. COCO's 80 labels have ids 0..89 with gaps (90):
+    counting the labels (80) would leave ids 80..89 out, lumped together. 0 for no label."""
+    named = [label_id for label_id, label in labels.items() if label.strip()]
+    return max(named) + 1 if named else 0
+
+
 def check_label_count(labels: dict[int, str], class_count: int, path: str | Path) -> None:
     """Checks the labels cover exactly the model's classes 0..class_count-1.
 

@@ -1,0 +1,117 @@
+"""The labelled spot check (issue 25): the frames a device samples for labelling, and where they go.
+
+A device whose agent config turns `spot_check` on sends a deterministic, unbiased sample of its frames to the
+registry bucket, each as two objects created once (never replaced) under the device's own prefix:
+
+    spotcheck/<device_id>/<frame_id>.jpg     the frame (JPEG)
+    spotcheck/<device_id>/<frame_id>.json    `SpotSample` (`edgefleet.spotcheck/1`): the model's answer to it
+
+The JSON is written after the JPEG, so a sample is complete once its JSON exists. A labeller labels the JPEGs;
+`edgefleet spotcheck import` joins the labels with the samples and writes, per device, the labelled record
+`fleet/spotcheck-labels/<device_id>.json` (`SpotLabels`, `edgefleet.spotcheck-labels/1`: operators only, the
+devices' write grant stops at `spotcheck/`). `fleet status` shows the labelled accuracy beside the estimated
+one. A new contract (version 1): no telemetry or status revision carries anything of it.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from edgefleet.kernel.contracts.layout import check_name
+from edgefleet.kernel.contracts.names import DeviceId
+
+SPOTCHECK_PREFIX = "spotcheck"
+"""Registry prefix of the sampled frames; a device creates objects only under `spotcheck/<its id>/`."""
+SPOTCHECK_LABELS_PREFIX = "fleet/spotcheck-labels"
+"""Registry prefix of the labelled records (written by the operator's `edgefleet spotcheck import`)."""
+SAMPLE_SCHEMA = "edgefleet.spotcheck/1"
+LABELS_SCHEMA = "edgefleet.spotcheck-labels/1"
+IMAGE_SUFFIX = ".jpg"
+RECORD_SUFFIX = ".json"
+MAX_SAMPLE_RECORD_BYTES = 64 * 1024
+"""A sample's JSON is a few hundred bytes; a bigger one is refused unread."""
+
+_FRAME_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9]{12}")  # fullmatch: <run started, UTC>-<frame sequence>
+FRAME_ID_PATTERN = _FRAME_ID.pattern
+
+
+def frame_id(run_started: datetime, sequence: int) -> str:
+    """`<run start, UTC, to the second>-<sequence, 12 digits>`: unique per device (one agent per root, runs a
+    second or more apart), and sorting as the frames were taken."""
+    return f"{run_started.strftime('%Y%m%dT%H%M%SZ')}-{sequence:012d}"
+
+
+def check_frame_id(value: str) -> str:
+    """`value` when it is a frame id (`frame_id`), else ValueError naming the expected shape."""
+    if not _FRAME_ID.fullmatch(value):
+        raise ValueError(f"frame id {value[:64]!r} is not <YYYYMMDDTHHMMSSZ>-<12 digits>")
+    return value
+
+
+def device_prefix(device_id: str) -> str:
+    """`spotcheck/<device_id>/`: the one place the device's samples go (a checked device id)."""
+    return f"{SPOTCHECK_PREFIX}/{check_name('device id', device_id)}/"
+
+
+def sample_keys(device_id: str, frame: str) -> tuple[str, str]:
+    """(JPEG key, JSON key) of one sample, both under `device_prefix(device_id)`."""
+    base = device_prefix(device_id) + check_frame_id(frame)
+    return base + IMAGE_SUFFIX, base + RECORD_SUFFIX
+
+
+def labels_key(device_id: str) -> str:
+    """`fleet/spotcheck-labels/<device_id>.json`."""
+    return f"{SPOTCHECK_LABELS_PREFIX}/{check_name('device id', device_id)}.json"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class SpotSample(_Record):
+    """One sampled frame's record: the model's answer, and what the device's sampler had to leave out."""
+
+    schema_: Literal["edgefleet.spotcheck/1"] = Field(default=SAMPLE_SCHEMA, alias="schema")
+    device_id: DeviceId
+    frame_id: str = Field(pattern=f"^{FRAME_ID_PATTERN}$")
+    captured_at: AwareDatetime
+    model: str = Field(min_length=1, max_length=63)
+    model_version: str = Field(min_length=1, max_length=80)
+    answer_id: int | None = Field(default=None, ge=0, description="top-1 class id; None: no result")
+    answer_label: str = Field(default="", max_length=200, description="its label ('' without labels)")
+    answer_score: float = Field(default=0.0, ge=0, le=1)
+    share: float = Field(gt=0, le=1, description="the sampler's share when this frame was taken")
+    image_sha256: str = Field(pattern="^[0-9a-f]{64}$")
+    not_sent: int = Field(default=0, ge=0, description="sampled frames left out so far this run (the hourly or "
+                                                       "daily cap, a full queue, the outbox's oldest dropped)")
+
+
+class LabelledSample(_Record):
+    """A sample with the labeller's label: `correct` when it names the model's top-1 answer."""
+
+    frame_id: str = Field(pattern=f"^{FRAME_ID_PATTERN}$")
+    model_version: str
+    answer_id: int | None = None
+    answer_label: str = ""
+    answer_score: float = Field(ge=0, le=1)
+    label: str = Field(min_length=1, max_length=200)
+    correct: bool
+
+
+class SpotLabels(_Record):
+    """Every labelled sample of one device (`fleet/spotcheck-labels/<device_id>.json`)."""
+
+    schema_: Literal["edgefleet.spotcheck-labels/1"] = Field(default=LABELS_SCHEMA, alias="schema")
+    device_id: DeviceId
+    updated_at: AwareDatetime
+    samples: tuple[LabelledSample, ...] = ()
+
+
+def answer_matches(label: str, answer_id: int | None, answer_label: str) -> bool:
+    """Whether the labeller's `label` names the model's top-1 answer (its label, or its class id)."""
+    wanted = label.strip()
+    return bool(wanted) and (wanted == answer_label or (answer_id is not None and wanted == str(answer_id)))

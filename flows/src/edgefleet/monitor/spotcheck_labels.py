@@ -1,0 +1,212 @@
+"""The labels of the spot check (issue 25): a labeller's file read and checked, joined with the devices' samples.
+
+The labeller's file is CSV (a header with `device_id,frame_id,label`; more columns are ignored, so the template
+`edgefleet spotcheck pending` writes comes back as it is) or JSON Lines (`.jsonl`: one object per line with
+those keys). A row with an empty label is not labelled yet: skipped and counted. Every problem is collected
+and reported at once with its file and line; with any problem nothing is imported. The writing (the operator's
+registry writer) is `edgefleet.cli.spotcheck`'s.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import NamedTuple
+
+from pydantic import ValidationError
+
+from edgefleet.device.registry.base import RegistryReader
+from edgefleet.kernel.contracts.layout import check_name
+from edgefleet.kernel.contracts.spotcheck import (
+    MAX_SAMPLE_RECORD_BYTES,
+    LabelledSample,
+    SpotLabels,
+    SpotSample,
+    answer_matches,
+    check_frame_id,
+    labels_key,
+    sample_keys,
+)
+from edgefleet.kernel.errors import EdgefleetError
+
+COLUMNS = ("device_id", "frame_id", "label")
+MAX_LABEL_CHARS = 200
+MAX_PROBLEMS_SHOWN = 20
+MAX_LABELS_RECORD_BYTES = 32 * 1024 * 1024
+"""A device's labelled record: ~200 bytes a sample, so over a hundred thousand samples."""
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+FILE_FIX = ("give a CSV with the header device_id,frame_id,label (the template `edgefleet spotcheck pending "
+            "--out FILE` writes) or JSON Lines with those keys, one row per labelled frame")
+
+
+class LabelRow(NamedTuple):
+    """One labelled frame of the labeller's file; `where` is `file:line`."""
+
+    where: str
+    device_id: str
+    frame_id: str
+    label: str
+
+
+class ParsedLabels(NamedTuple):
+    rows: tuple[LabelRow, ...]
+    unlabelled: int
+
+
+class LabelsError(EdgefleetError):
+    """The labeller's file (or the samples it names) has problems: nothing was imported."""
+
+
+def _problems_error(path: Path, problems: Sequence[str], fix: str) -> LabelsError:
+    shown = list(problems[:MAX_PROBLEMS_SHOWN])
+    more = len(problems) - len(shown)
+    return LabelsError(f"{path}: {len(problems)} problem(s), nothing imported:\n  " + "\n  ".join(shown)
+                       + (f"\n  ... and {more} more" if more > 0 else ""), fix)
+
+
+def _raw_rows(path: Path, text: str, problems: list[str]) -> Iterator[tuple[str, Mapping[str, object]]]:
+    """(file:line, the row's fields) of a CSV or JSON Lines text."""
+    if path.suffix.lower() in JSONL_SUFFIXES:
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                value: object = json.loads(line)
+            except ValueError as error:
+                problems.append(f"{path}:{number}: not JSON ({error})")
+                continue
+            if isinstance(value, dict):
+                yield f"{path}:{number}", {str(k): v for k, v in value.items()}  # pyright: ignore[reportUnknownVariableType] - JSON keys and values
+            else:
+                problems.append(f"{path}:{number}: not a JSON object")
+        return
+    reader = csv.DictReader(text.splitlines())
+    missing = [column for column in COLUMNS if column not in (reader.fieldnames or ())]
+    if missing:
+        problems.append(f"{path}:1: the header lacks {', '.join(missing)} (it has {reader.fieldnames or 'nothing'})")
+        return
+    for row in reader:
+        yield f"{path}:{reader.line_num}", row
+
+
+def _row(where: str, fields: Mapping[str, object], problems: list[str]) -> LabelRow | None:
+    values = {column: fields.get(column) for column in COLUMNS}
+    if any(not isinstance(value, str) for value in values.values()):
+        problems.append(f"{where}: needs the text fields {', '.join(COLUMNS)}")
+        return None
+    device, frame, label = (str(values[column]).strip() for column in COLUMNS)
+    try:
+        check_name("device id", device)
+        check_frame_id(frame)
+    except ValueError as error:
+        problems.append(f"{where}: {error}")
+        return None
+    if len(label) > MAX_LABEL_CHARS:
+        problems.append(f"{where}: the label is {len(label)} characters, more than {MAX_LABEL_CHARS}")
+        return None
+    return LabelRow(where, device, frame, label)
+
+
+def parse_labels(path: Path) -> ParsedLabels:
+    """The labelled rows of a labeller's file (see the module doc).
+
+    Raises:
+        LabelsError: the file cannot be read, or any row is wrong (each named by file and line).
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise LabelsError(f"cannot read the labels file {path}: {error}", FILE_FIX) from error
+    problems: list[str] = []
+    rows: dict[tuple[str, str], LabelRow] = {}
+    unlabelled = 0
+    for where, fields in _raw_rows(path, text, problems):
+        row = _row(where, fields, problems)
+        if row is None:
+            continue
+        if not row.label:
+            unlabelled += 1
+            continue
+        seen = rows.get((row.device_id, row.frame_id))
+        if seen is not None and seen.label != row.label:
+            problems.append(f"{where}: {row.device_id} {row.frame_id} labelled {row.label!r} here and "
+                            f"{seen.label!r} at {seen.where}")
+        rows.setdefault((row.device_id, row.frame_id), row)
+    if problems:
+        raise _problems_error(path, problems, FILE_FIX)
+    return ParsedLabels(tuple(rows.values()), unlabelled)
+
+
+def read_sample(registry: RegistryReader, device_id: str, frame: str) -> SpotSample | None:
+    """The sample's record as the device uploaded it (None: no such sample).
+
+    Raises:
+        EdgefleetError: unreadable, oversized or not a sample of this device and frame.
+    """
+    key = sample_keys(device_id, frame)[1]
+    value = registry.get_json_bounded(key, MAX_SAMPLE_RECORD_BYTES)
+    if value is None:
+        return None
+    try:
+        sample = SpotSample.model_validate(value)
+    except ValidationError as error:
+        raise EdgefleetError(f"{registry.describe(key)} is not a spot check sample: {error}",
+                             "leave it out of the labels file; check who writes the spotcheck/ prefix") from None
+    if (sample.device_id, sample.frame_id) != (device_id, frame):
+        raise EdgefleetError(f"{registry.describe(key)} names {sample.device_id} {sample.frame_id}",
+                             "leave it out of the labels file; check who writes the spotcheck/ prefix")
+    return sample
+
+
+def label_samples(registry: RegistryReader, path: Path, rows: Iterable[LabelRow]) -> dict[str, list[LabelledSample]]:
+    """Each labelled row joined with its device's sample, by device.
+
+    Raises:
+        LabelsError: a row names no uploaded sample, or an unreadable one (every such row named).
+    """
+    labelled: dict[str, list[LabelledSample]] = {}
+    problems: list[str] = []
+    for row in rows:
+        try:
+            sample = read_sample(registry, row.device_id, row.frame_id)
+        except EdgefleetError as error:
+            problems.append(f"{row.where}: {error.message}")
+            continue
+        if sample is None:
+            problems.append(f"{row.where}: no sample {row.frame_id} of {row.device_id} in {registry.uri}")
+            continue
+        labelled.setdefault(row.device_id, []).append(LabelledSample(
+            frame_id=sample.frame_id, model_version=sample.model_version, answer_id=sample.answer_id,
+            answer_label=sample.answer_label, answer_score=sample.answer_score, label=row.label,
+            correct=answer_matches(row.label, sample.answer_id, sample.answer_label)))
+    if problems:
+        raise _problems_error(path, problems, "fix the device and frame ids named (they come from `edgefleet "
+                                              "spotcheck pending`), or check --registry names the devices' bucket")
+    return labelled
+
+
+def merged(existing: SpotLabels | None, device_id: str, new: Iterable[LabelledSample], now: datetime) -> SpotLabels:
+    """The device's labelled record with `new` added (a frame labelled again takes the new label)."""
+    by_frame = {sample.frame_id: sample for sample in (existing.samples if existing else ())}
+    by_frame.update((sample.frame_id, sample) for sample in new)
+    return SpotLabels(device_id=device_id, updated_at=now, samples=tuple(by_frame[f] for f in sorted(by_frame)))
+
+
+def read_labels(registry: RegistryReader, device_id: str) -> SpotLabels | None:
+    """The device's labelled record (None: nothing labelled yet).
+
+    Raises:
+        EdgefleetError: unreadable or not a labelled record.
+    """
+    key = labels_key(device_id)
+    value = registry.get_json_bounded(key, MAX_LABELS_RECORD_BYTES)
+    if value is None:
+        return None
+    try:
+        return SpotLabels.model_validate(value)
+    except ValidationError as error:
+        raise EdgefleetError(f"{registry.describe(key)} is not a spot check labels record: {error}",
+                             "import the labels again (`edgefleet spotcheck import`) after removing it") from None
