@@ -23,6 +23,7 @@ import numpy as np
 from scipy import stats
 
 from bench.fleet_model import CLASSES, MODELS, Fault, Fleet, looks, make_fleet
+from bench.report import finish
 from edgefleet.flows.rollout.canary import judge_safely
 from edgefleet.flows.rollout.judgement import control_order
 from edgefleet.flows.rollout.params import CanaryGate
@@ -160,12 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                        models=tuple(args.model or MODELS), shape=shape, faults=tuple(args.fault or FAULTS)):
         rows.append(row)
         print(json.dumps(row), flush=True)  # noqa: T201
-    print(table(rows))  # noqa: T201
-    print(f"({time.monotonic() - started:.0f} s)")  # noqa: T201
-    if args.out:
-        with open(args.out, "w") as handle:
-            json.dump(rows, handle, indent=2)
-    return 0
+    return finish(table(rows), started, args.out, rows)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from scipy import special, stats
 from scipy.signal import lfilter
 
 from bench.fleet_model import CLASSES, MODELS, SCORE_SPREAD, make_fleet
+from bench.report import finish
 from edgefleet.kernel.contracts.distributions import SCORE_BUCKETS
 from edgefleet.monitor.drift.blocks import block_statistics, held_out_divergence
 from edgefleet.monitor.drift.config import DriftConfig
@@ -265,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phi", type=float, action="append", help="block autocorrelation(s); default 0 and 0.5")
     parser.add_argument("--shift", choices=tuple(SHIFTS), action="append", help="default all")
     parser.add_argument("--guard", type=float, default=None, help="override DriftConfig.estimation_guard")
+    parser.add_argument("--threshold", choices=("bootstrap", "integrated"), default=None,
+                        help="override DriftConfig.threshold (main's plan before the bootstrap: "
+                             "--threshold integrated --guard 1)")
     parser.add_argument("--baseline-blocks", type=int, default=None, help="override DriftConfig.baseline_blocks")
     parser.add_argument("--long-run-variance", choices=("ar1", "batch_means", "larger"), default=None)
     parser.add_argument("--transform", choices=("normal_scores", "linear"), default=None)
@@ -273,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--out")
     args = parser.parse_args(argv if argv is not None else [])
-    overrides = {"estimation_guard": args.guard, "long_run_variance": args.long_run_variance,
+    overrides = {"estimation_guard": args.guard, "threshold": args.threshold,
+                 "long_run_variance": args.long_run_variance,
                  "baseline_blocks": args.baseline_blocks, "transform": args.transform}
     config = DriftConfig(**{key: value for key, value in overrides.items() if value is not None})
     rng = np.random.default_rng(args.seed)
@@ -286,12 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.shift or SHIFTS:
             rows.append(delays(rng, args.devices, phi, config, name, args.fps))
             print(json.dumps(rows[-1]), flush=True)  # noqa: T201
-    print(table(rows))  # noqa: T201
-    print(f"({time.monotonic() - started:.0f} s)")  # noqa: T201
-    if args.out:
-        with open(args.out, "w") as handle:
-            json.dump(rows, handle, indent=2)
-    return 0
+    return finish(table(rows), started, args.out, rows)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import numpy as np
 from scipy import special, stats
 
 from bench.drift_bench import ar1
+from bench.report import finish
 from bench.scene_bank import CONDITIONS, Bank, make_bank
 from edgefleet.kernel.contracts.distributions import SCORE_BUCKETS, score_bucket
 from edgefleet.monitor.drift.blocks import baseline_statistics, block_statistics
@@ -129,9 +130,12 @@ def fit_fleet(rng: np.random.Generator, devices: int, scenes: int, out: Outputs,
     found["score_median"] = found["score_median"].reshape(classes.shape[:2])
     per_day = fps * SECONDS_PER_DAY / config.block_frames
     fleet.cusums = []
+    started = time.process_time()
     for d in range(devices):
         fitted = [fit_metric(m, found[m][:, d], config) for m in ("class_mix", "score_median")]
         fleet.cusums.append(list(plan([f for f in fitted if f is not None], config, per_day)))
+    print(f"fit and plan: {(time.process_time() - started) / devices * 1e3:.1f} ms CPU per device "  # noqa: T201
+          f"({config.threshold} threshold)", flush=True)
     return fleet
 
 
@@ -192,6 +196,18 @@ def delays(rng, fleet, out, phi, config, quiet) -> list[dict]:  # noqa: ANN001
     return rows
 
 
+def plan_summary(fleet: Fleet) -> dict:
+    """Per CUSUM (statistic and direction) over the fleet: the bootstrap's tail scale, its standard error and
+    the threshold (5th, 50th, 95th percentiles)."""
+    rows: dict[str, list[tuple[float, float, float]]] = {}
+    for own in fleet.cusums or []:
+        for c in own:
+            tail = c.baseline.tail(c.direction)
+            rows.setdefault(f"{c.baseline.metric} {c.direction}", []).append((tail.scale, tail.log_se, c.h))
+    return {name: {label: [round(float(q), 3) for q in np.percentile(np.array(v)[:, i], [5, 50, 95])]
+                   for i, label in enumerate(("tail_scale", "tail_log_se", "h"))} for name, v in rows.items()}
+
+
 def bank_summary(bank: Bank) -> dict:
     normal = CONDITIONS.index("normal")
     summary = {}
@@ -224,29 +240,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phi", type=float, default=PHI)
     parser.add_argument("--fps", type=float, default=FPS)
     parser.add_argument("--guard", type=float, default=None, help="override DriftConfig.estimation_guard")
+    parser.add_argument("--threshold", choices=("bootstrap", "integrated"), default=None,
+                        help="override DriftConfig.threshold (main's plan before the bootstrap: "
+                             "--threshold integrated --guard 1)")
     parser.add_argument("--transform", choices=("normal_scores", "linear"), default=None,
                         help="override DriftConfig.transform")
     parser.add_argument("--baseline-blocks", type=int, default=None, help="override DriftConfig.baseline_blocks")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--out")
     args = parser.parse_args(argv if argv is not None else [])
-    overrides = {"estimation_guard": args.guard, "transform": args.transform, "baseline_blocks": args.baseline_blocks}
+    overrides = {"estimation_guard": args.guard, "threshold": args.threshold,
+                 "transform": args.transform, "baseline_blocks": args.baseline_blocks}
     config = DriftConfig(**{key: value for key, value in overrides.items() if value is not None})
     rng, started = np.random.default_rng(args.seed), time.monotonic()
     bank = make_bank(rng, args.scenes)
     out = outputs(bank, rng.permutation(MODEL_CLASSES))
     print(f"{args.scenes}: {bank.scenes} through {bank.model}; {json.dumps(bank_summary(bank))}", flush=True)  # noqa: T201
     fleet = fit_fleet(rng, args.devices, len(bank.scenes), out, config, args.phi, args.fps)
+    print(f"plan: {json.dumps(plan_summary(fleet))}", flush=True)  # noqa: T201
     rows = [false_alarms(rng, fleet, out, args.days, args.phi, config, args.fps)]
     print(json.dumps(rows[-1]), flush=True)  # noqa: T201
     quiet = run(rng, fleet, out, "normal", WARMUP_BLOCKS, args.phi, config)
     rows += delays(rng, fleet, out, args.phi, config, quiet)
-    print(table(f"{args.scenes}, phi {args.phi:g}, {args.fps:g} fps", rows))  # noqa: T201
-    print(f"({time.monotonic() - started:.0f} s)")  # noqa: T201
-    if args.out:
-        with open(args.out, "w") as handle:
-            json.dump({"scenes": args.scenes, "bank": bank_summary(bank), "rows": rows}, handle, indent=2)
-    return 0
+    return finish(table(f"{args.scenes}, phi {args.phi:g}, {args.fps:g} fps", rows), started, args.out,
+                  {"scenes": args.scenes, "bank": bank_summary(bank), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -17,6 +17,12 @@ import pytest
 from edgefleet.device.grpc_fork import disable_grpc_fork_handlers
 from edgefleet.local.emulators import GcsEmulator, PubSubEmulator
 
+# The model store's fixtures (release keys, signed versions, the store, the local and GCS registry writers) for
+# every folder that tests what a device reads or the pipelines write: one registration here rather than a copy
+# of the import list in each folder's conftest. A folder's own conftest still overrides a name (tests/monitor's
+# `store` is the fleet store).
+pytest_plugins = ["tests.device.store_fixtures"]
+
 REPO = Path(__file__).resolve().parent.parent
 # EDGEFLEET_CORAL_TEST_DATA: another place for it (a worktree, a copy of the repo elsewhere).
 CORAL_TEST_DATA = Path(os.environ.get("EDGEFLEET_CORAL_TEST_DATA") or REPO.parent / "shared" / "coral-test-data")
@@ -70,7 +76,9 @@ def prefect_api() -> Iterator[None]:
     shared by every test that runs a flow."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    # 300 s: Prefect's own wait counts only its polling sleeps; at load average 40 one worker's server took
+    # longer than 120 s and every flow test on that worker erred at setup.
+    with prefect_test_harness(server_startup_timeout=300):
         yield
 
 

@@ -4,7 +4,6 @@ with any problem imports nothing."""
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 from datetime import UTC, datetime
@@ -13,25 +12,20 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from edgefleet.cli.app import app
-from edgefleet.device.registry.local import LocalRegistryReader
-from edgefleet.device.spotcheck.upload import upload_sample
-from edgefleet.kernel.contracts.spotcheck import SpotLabels, SpotSample, labels_key
+from edgefleet.kernel.contracts.spotcheck import SpotLabels, labels_key
+from tests.spot_samples import EnrolledFleet
 
 NOW = datetime(2026, 12, 7, 22, 0, tzinfo=UTC)
 FRAMES = [f"20261207T210000Z-{seq:012d}" for seq in range(4)]
 
 
-def _registry_with_samples(tmp_path: Path) -> Path:
-    root = tmp_path / "registry"
-    registry = LocalRegistryReader(root)
+def _registry_with_samples(tmp_path: Path) -> tuple[Path, list[str]]:
+    """The registry root, and the option naming the enrolment public key."""
+    fleet = EnrolledFleet(tmp_path, ("cam-1", "cam-2"))
     for device in ("cam-1", "cam-2"):
         for frame in FRAMES:
-            image = f"{device} {frame}".encode()
-            record = SpotSample(device_id=device, frame_id=frame, captured_at=NOW, model="birds",
-                                model_version="1.0.0", answer_id=3, answer_label="robin", answer_score=0.9,
-                                share=0.01, image_sha256=hashlib.sha256(image).hexdigest())
-            upload_sample(registry, device, frame, image, record.model_dump_json(by_alias=True).encode())
-    return root
+            fleet.upload(device, frame, f"{device} {frame}".encode())
+    return fleet.root, ["--enrolment-public-key", str(fleet.enrolment_public_key)]
 
 
 def _labelled(root: Path, device: str) -> SpotLabels | None:
@@ -40,9 +34,9 @@ def _labelled(root: Path, device: str) -> SpotLabels | None:
 
 
 def test_pending_frames_go_out_as_csv_and_come_back_labelled(tmp_path: Path) -> None:
-    root = _registry_with_samples(tmp_path)
+    root, keys = _registry_with_samples(tmp_path)
     runner = CliRunner()
-    out = runner.invoke(app, ["spotcheck", "pending", "-r", str(root)])
+    out = runner.invoke(app, ["spotcheck", "pending", "-r", str(root), *keys])
     assert out.exit_code == 0, out.output
     rows = list(csv.DictReader(io.StringIO(out.stdout)))
     assert [(r["device_id"], r["frame_id"]) for r in rows] == [(d, f) for d in ("cam-1", "cam-2") for f in FRAMES]
@@ -55,23 +49,23 @@ def test_pending_frames_go_out_as_csv_and_come_back_labelled(tmp_path: Path) -> 
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    result = runner.invoke(app, ["spotcheck", "import", str(labels), "-r", str(root)])
+    result = runner.invoke(app, ["spotcheck", "import", str(labels), "-r", str(root), *keys])
     assert result.exit_code == 0, result.output
     assert "cam-1: 4 labelled frame(s); 1.0.0: 4/4 right" in result.stdout
     assert "cam-2: 3 labelled frame(s); 1.0.0: 1/3 right" in result.stdout
     assert "1 row(s) without a label skipped" in result.output
     cam2 = _labelled(root, "cam-2")
     assert cam2 is not None and [s.correct for s in cam2.samples] == [False, True, False]
-    left = runner.invoke(app, ["spotcheck", "pending", "-r", str(root), "--device", "cam-2"])
+    left = runner.invoke(app, ["spotcheck", "pending", "-r", str(root), *keys, "--device", "cam-2"])
     assert [r["frame_id"] for r in csv.DictReader(io.StringIO(left.stdout))] == [FRAMES[3]]
 
 
 def test_a_labels_file_with_one_bad_row_imports_nothing(tmp_path: Path) -> None:
-    root = _registry_with_samples(tmp_path)
+    root, keys = _registry_with_samples(tmp_path)
     labels = tmp_path / "labels.csv"
     labels.write_text(f"device_id,frame_id,label\ncam-1,{FRAMES[0]},robin\ncam-2,{FRAMES[1]},crow\n"
                       "cam-2,20261207T210000Z-000000000099,crow\n")  # no such sample
-    result = CliRunner().invoke(app, ["spotcheck", "import", str(labels), "-r", str(root)])
+    result = CliRunner().invoke(app, ["spotcheck", "import", str(labels), "-r", str(root), *keys])
     assert result.exit_code != 0
     assert f"{labels}:4: no sample 20261207T210000Z-000000000099 of cam-2" in result.output
     assert "nothing imported" in result.output

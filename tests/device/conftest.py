@@ -56,15 +56,3 @@ def tpu(monkeypatch: pytest.MonkeyPatch):
     return lambda fault: monkeypatch.setenv("STANDIN_EDGETPU_FAULT", fault)
 
 from tests.device.agent.conftest import releases  # noqa: E402,F401 - fixtures of the moved-in tests
-from tests.device.store_fixtures import (  # noqa: E402,F401 - fixtures of the moved-in tests
-    gcs_bucket,
-    gcs_client,
-    gcs_preconditions,
-    gcs_registry,
-    keys,
-    local_registry,
-    make_version,
-    other_keys,
-    registry,
-    store,
-)

@@ -21,7 +21,7 @@ from google.cloud import storage
 from edgefleet.device.store import ModelStore
 from edgefleet.device.store_reader import PUBLIC_KEY_FILE
 from edgefleet.device.trust.version_bundle import SignedManifest
-from edgefleet.flows.registry import GcsRegistryWriter, LocalRegistryWriter
+from edgefleet.flows.registry import GcsRegistryWriter, LocalRegistryWriter, RegistryWriter
 from edgefleet.flows.release.bundle import create_version_dir
 from edgefleet.kernel.contracts.manifest import Quantization, TensorSpec
 from edgefleet.kernel.trust.signatures import generate_keypair, save_private_key, save_public_key
@@ -110,6 +110,21 @@ def make_version(tmp_path: Path, keys: Keys) -> VersionFactory:
         return directory
 
     return factory
+
+
+def publish_versions(registry: RegistryWriter, make_version: VersionFactory, *versions: str,
+                     model: str = "birds") -> None:
+    """Publishes `versions` of `model` in order, each built by `make_version` (its default files, signed by the
+    test's release key)."""
+    for version in versions:
+        registry.publish_version(model, version, make_version(model, version))
+
+
+def activate_versions(store: ModelStore, make_version: VersionFactory, *versions: str, model: str = "birds") -> None:
+    """Installs and activates `versions` of `model` in turn, as a device that ran each of them."""
+    for version in versions:
+        store.install(make_version(model, version))
+        store.activate(model, version)
 
 
 @pytest.fixture

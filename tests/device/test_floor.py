@@ -9,12 +9,12 @@ from datetime import datetime, timezone
 import pytest
 
 from edgefleet.device.floor import FLOOR_FILE, FloorRecord, highest, next_floor
-from edgefleet.device.pull_plan import Installed, next_step
+from edgefleet.device.pull_plan import Installed, StoreState, next_step
 from edgefleet.device.store import ModelStore
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import StoreError
 
-from .store_fixtures import VersionFactory
+from .store_fixtures import VersionFactory, activate_versions
 
 T0 = datetime(2026, 12, 1, tzinfo=timezone.utc)
 T1 = datetime(2026, 12, 2, tzinfo=timezone.utc)
@@ -41,9 +41,7 @@ def test_every_activation_raises_the_floor_and_a_rollback_keeps_it(
     store: ModelStore, make_version: VersionFactory
 ) -> None:
     assert store.floor("birds") is None
-    for version in ("1.0.0", "1.1.0"):
-        store.install(make_version("birds", version))
-        store.activate("birds", version)
+    activate_versions(store, make_version, "1.0.0", "1.1.0")
     assert store.floor("birds").version == "1.1.0"
     store.rollback("birds")
     assert (store.current("birds").version, store.floor("birds").version) == ("1.0.0", "1.1.0")
@@ -66,9 +64,7 @@ def test_a_store_without_a_record_has_the_floor_of_its_current_version(
 def test_a_damaged_floor_refuses_pull_mode_but_never_blocks_a_switch(
     store: ModelStore, make_version: VersionFactory
 ) -> None:
-    for version in ("1.0.0", "1.1.0"):
-        store.install(make_version("birds", version))
-        store.activate("birds", version)
+    activate_versions(store, make_version, "1.0.0", "1.1.0")
     (store.model_dir("birds") / FLOOR_FILE).write_text("{not json")
     with pytest.raises(StoreError, match="damaged") as caught:
         store.floor("birds")
@@ -90,16 +86,15 @@ def pointer(version: str, *, downgrade: bool = False) -> ChannelPointer:
 def test_the_plan_keeps_lowers_skips_refuses_activates_or_downloads() -> None:
     current = Installed("1.0.0", SHA)
     plan = {
-        "keep": next_step(pointer("1.0.0"), current=current, installed=current, floor="1.0.0", refusal=None,
-                          retry_refused=False),
-        "lower_floor": next_step(pointer("1.0.0", downgrade=True), current=current, installed=current,
-                                 floor="1.1.0", refusal=None, retry_refused=False),
-        "refuse": next_step(pointer("1.1.0"), current=current, installed=Installed("1.1.0", "cd" * 32),
-                            floor="1.0.0", refusal=None, retry_refused=False),
-        "activate": next_step(pointer("1.1.0"), current=current, installed=Installed("1.1.0", SHA), floor="1.0.0",
-                              refusal=None, retry_refused=False),
-        "download": next_step(pointer("1.1.0"), current=None, installed=None, floor=None, refusal=None,
-                              retry_refused=False),
+        "keep": next_step(pointer("1.0.0"), StoreState(current=current, installed=current, floor="1.0.0",
+                                                       refusal=None)),
+        "lower_floor": next_step(pointer("1.0.0", downgrade=True), StoreState(current=current, installed=current,
+                                                                              floor="1.1.0", refusal=None)),
+        "refuse": next_step(pointer("1.1.0"), StoreState(current=current, installed=Installed("1.1.0", "cd" * 32),
+                                                         floor="1.0.0", refusal=None)),
+        "activate": next_step(pointer("1.1.0"), StoreState(current=current, installed=Installed("1.1.0", SHA),
+                                                           floor="1.0.0", refusal=None)),
+        "download": next_step(pointer("1.1.0"), StoreState(current=None, installed=None, floor=None, refusal=None)),
     }
     assert {action: step.action for action, step in plan.items()} == {action: action for action in plan}
     assert "immutable" in plan["refuse"].reason

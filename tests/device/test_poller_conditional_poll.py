@@ -12,7 +12,7 @@ from edgefleet.device.registry.local import RACY_WINDOW_S
 from edgefleet.device.store import ModelStore
 from edgefleet.flows.registry import GcsRegistryWriter, LocalRegistryWriter, RegistryWriter
 
-from .store_fixtures import Keys, VersionFactory
+from .store_fixtures import Keys, VersionFactory, publish_versions
 
 
 class CountingLocal(LocalRegistryReader):
@@ -41,8 +41,7 @@ def _reader(registry: RegistryWriter) -> CountingLocal | CountingGcs:
 def test_an_idle_poll_does_not_read_the_pointer_again(
     registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
-    for version in ("1.0.0", "1.1.0"):
-        registry.publish_version("birds", version, make_version("birds", version))
+    publish_versions(registry, make_version, "1.0.0", "1.1.0")
     registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
     reader = _reader(registry)
     if isinstance(reader, CountingLocal):  # a file changed in the last moments is always read again

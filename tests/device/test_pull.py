@@ -39,6 +39,14 @@ def release(
     return registry.promote("birds", version, channel, signing_key=keys.private).manifest_sha256
 
 
+def followed(registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys,
+             *versions: str) -> None:
+    """The device pulled each of `versions` in turn, as each was released on stable."""
+    for version in versions:
+        release(registry, make_version, keys, version)
+        assert pull_channel_once(registry, store, "birds", "stable").version == version
+
+
 def test_pull_installs_and_activates_what_the_channel_names(
     registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
@@ -61,10 +69,7 @@ def test_pull_installs_and_activates_what_the_channel_names(
 def test_pull_follows_a_channel_moved_back_to_an_installed_version(
     registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
-    release(registry, make_version, keys, "1.0.0")
-    pull_channel_once(registry, store, "birds", "stable")
-    release(registry, make_version, keys, "2.0.0")
-    pull_channel_once(registry, store, "birds", "stable")
+    followed(registry, store, make_version, keys, "1.0.0", "2.0.0")
     # the operator rolls the channel back: a signed pointer that says it is a deliberate downgrade
     registry.promote("birds", "1.0.0", "stable", signing_key=keys.private, downgrade=True)
 
@@ -76,8 +81,7 @@ def test_pull_follows_a_channel_moved_back_to_an_installed_version(
 def test_tampered_model_object_in_the_registry_is_refused_and_remembered(
     registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
-    release(registry, make_version, keys, "1.0.0")
-    pull_channel_once(registry, store, "birds", "stable")
+    followed(registry, store, make_version, keys, "1.0.0")
     release(registry, make_version, keys, "2.0.0")
     overwrite_object(registry, "models/birds/2.0.0/model_cpu.tflite", b"backdoored model")
     before = snapshot(store.root / "models" / "birds")

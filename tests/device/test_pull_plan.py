@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from edgefleet.device.pull_plan import Installed, plan_round, pointer_outcome
+from edgefleet.device.pull_plan import Installed, StoreState, plan_round, pointer_outcome
 from edgefleet.device.trust.pointers import Judgement
 from edgefleet.device.window import MaintenanceWindow
 from edgefleet.kernel.contracts.manifest import ChannelPointer
@@ -22,8 +22,8 @@ def pointer(version: str) -> ChannelPointer:
 
 
 def plan(installed: Installed | None, *, window: MaintenanceWindow | None, now: datetime, current: str = "1.0.0"):
-    return plan_round(pointer("1.1.0"), current=Installed(current, SHA), installed=installed, floor="1.0.0",
-                      refusal=None, retry_refused=False, window=window, now=now)
+    return plan_round(pointer("1.1.0"), StoreState(current=Installed(current, SHA), installed=installed, floor="1.0.0",
+                                                   refusal=None), window=window, now=now)
 
 
 @pytest.mark.parametrize("installed", [None, Installed("1.1.0", SHA)], ids=["download", "activate"])

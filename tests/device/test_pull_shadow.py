@@ -24,7 +24,7 @@ from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.contracts.refusal import Refusal
 from edgefleet.kernel.contracts.rollout import RolloutStage, cohort_bucket
 
-from .store_fixtures import Keys, VersionFactory
+from .store_fixtures import Keys, VersionFactory, publish_versions
 
 NEW_SHA, OLD_SHA = "ab" * 32, "cd" * 32
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
@@ -111,17 +111,12 @@ def test_shadow_step_decisions(keys: Keys) -> None:
 
 
 # --- on a real store and registry -----------------------------------------------------------------------------
-def _release(registry: LocalRegistryWriter, make_version: VersionFactory, version: str) -> None:
-    registry.publish_version("birds", version, make_version("birds", version))
-
-
 @pytest.fixture
 def fleet(local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys, tmp_path: Path,
           store: ModelStore) -> dict[str, ModelStore]:
     other = ModelStore(tmp_path / "other-root")
     shutil.copytree(store.root / "keys", other.root / "keys")
-    _release(local_registry, make_version, "1.0.0")
-    _release(local_registry, make_version, "1.1.0")
+    publish_versions(local_registry, make_version, "1.0.0", "1.1.0")
     local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
     return {SHADOWING: store, OUTSIDE: other}
 

@@ -25,7 +25,7 @@ from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.contracts.rollout import RolloutStage, cohort_bucket
 from edgefleet.kernel.errors import ConflictError
 
-from .store_fixtures import Keys, VersionFactory
+from .store_fixtures import Keys, VersionFactory, publish_versions
 
 NEW_SHA, OLD_SHA = "ab" * 32, "cd" * 32
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
@@ -128,8 +128,10 @@ def test_same_counter_with_another_share_is_refused(keys: Keys) -> None:
     assert judge_pointer(wider, record, floor=None, now=NOW, device_id=OUTSIDE).verdict == "refuse"
 
 
-def _release(registry: LocalRegistryWriter, make_version: VersionFactory, version: str) -> None:
-    registry.publish_version("birds", version, make_version("birds", version))
+def _stable_before_a_rollout(registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys) -> None:
+    """1.0.0 and 1.1.0 published, stable on 1.0.0: where a staged rollout of 1.1.0 starts."""
+    publish_versions(registry, make_version, "1.0.0", "1.1.0")
+    registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
 
 
 def test_pull_mode_stages_widens_and_halts(
@@ -137,9 +139,7 @@ def test_pull_mode_stages_widens_and_halts(
 ) -> None:
     other = ModelStore(tmp_path / "other-root")
     shutil.copytree(store.root / "keys", other.root / "keys")
-    _release(local_registry, make_version, "1.0.0")
-    _release(local_registry, make_version, "1.1.0")
-    local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
+    _stable_before_a_rollout(local_registry, make_version, keys)
     devices = {INSIDE: store, OUTSIDE: other}
 
     def pull_all() -> dict[str, str]:
@@ -160,7 +160,8 @@ def test_pull_mode_stages_widens_and_halts(
     assert (halt.rollout.replaces, halt.rollout.share_bp) == ("1.0.0", 0)
     assert pull_all() == {INSIDE: "1.0.0", OUTSIDE: "1.0.0"}
     assert store.floor("birds").version == "1.0.0"  # the signed send-back lowered the floor
-    _release(local_registry, make_version, "1.2.0")  # after a halt, the next rollout replaces what the fleet runs
+    # after a halt, the next rollout replaces what the fleet runs
+    publish_versions(local_registry, make_version, "1.2.0")
     fixed = stage_rollout(local_registry, keys.private, model="birds", channel="stable", rollout_id="birds-1.2.0",
                           version="1.2.0", share_bp=10_000)
     assert fixed.rollout.replaces == "1.0.0"
@@ -170,7 +171,7 @@ def test_pull_mode_stages_widens_and_halts(
 def test_pull_waits_for_the_maintenance_window(
     local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys, store: ModelStore
 ) -> None:
-    _release(local_registry, make_version, "1.0.0")
+    publish_versions(local_registry, make_version, "1.0.0")
     local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
     window = MaintenanceWindow(cron="0 2 * * *", timezone="Europe/Berlin", duration_minutes=60)
     now = datetime.now(timezone.utc)
@@ -191,9 +192,7 @@ def test_pull_waits_for_the_maintenance_window(
 def test_promoting_the_version_of_a_partial_rollout_moves_everybody(
     local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys
 ) -> None:
-    _release(local_registry, make_version, "1.0.0")
-    _release(local_registry, make_version, "1.1.0")
-    local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
+    _stable_before_a_rollout(local_registry, make_version, keys)
     staged_pointer = stage_rollout(local_registry, keys.private, model="birds", channel="stable",
                                    rollout_id=ROLLOUT, version="1.1.0", share_bp=1_000)
     promoted = local_registry.promote("birds", "1.1.0", "stable", signing_key=keys.private)
@@ -211,9 +210,7 @@ def test_registry_ls_shows_each_side_of_a_staged_rollout(
 
     from edgefleet.cli import app
 
-    _release(local_registry, make_version, "1.0.0")
-    _release(local_registry, make_version, "1.1.0")
-    local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
+    _stable_before_a_rollout(local_registry, make_version, keys)
     stage_rollout(local_registry, keys.private, model="birds", channel="stable", rollout_id=ROLLOUT,
                   version="1.1.0", share_bp=1_250)
     listed = CliRunner().invoke(app, ["registry", "ls", "birds", "--json", "--registry", str(local_registry.root)])

@@ -14,7 +14,7 @@ from edgefleet.kernel import fsutil
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE
 from edgefleet.kernel.errors import StoreError, VerificationError
 
-from .store_fixtures import Keys, VersionFactory
+from .store_fixtures import Keys, VersionFactory, activate_versions
 
 
 def snapshot(root: Path) -> dict[str, str | bytes]:
@@ -54,17 +54,13 @@ def test_install_activate_and_pointers(store: ModelStore, make_version: VersionF
 def test_activating_the_current_version_keeps_previous(
     store: ModelStore, make_version: VersionFactory
 ) -> None:
-    for version in ("1.0.0", "1.1.0"):
-        store.install(make_version("birds", version))
-        store.activate("birds", version)
+    activate_versions(store, make_version, "1.0.0", "1.1.0")
     store.activate("birds", "1.1.0")
     assert (store.current("birds").version, store.previous("birds").version) == ("1.1.0", "1.0.0")
 
 
 def test_rollback_swaps_current_and_previous(store: ModelStore, make_version: VersionFactory) -> None:
-    for version in ("1.0.0", "2.0.0"):
-        store.install(make_version("birds", version))
-        store.activate("birds", version)
+    activate_versions(store, make_version, "1.0.0", "2.0.0")
 
     back = store.rollback("birds")
     assert back.version == "1.0.0"
@@ -171,9 +167,7 @@ def test_activate_unknown_version_is_a_clear_error(store: ModelStore, make_versi
 
 
 def test_remove_refuses_current_and_previous(store: ModelStore, make_version: VersionFactory) -> None:
-    for version in ("1.0.0", "1.1.0", "1.2.0"):
-        store.install(make_version("birds", version))
-        store.activate("birds", version)
+    activate_versions(store, make_version, "1.0.0", "1.1.0", "1.2.0")
     with pytest.raises(StoreError, match="is the current version"):
         store.remove("birds", "1.2.0")
     with pytest.raises(StoreError, match="is the previous version"):

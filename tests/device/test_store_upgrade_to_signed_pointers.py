@@ -13,7 +13,7 @@ from edgefleet.device.store import ModelStore
 from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 
-from .store_fixtures import Keys, VersionFactory
+from .store_fixtures import Keys, VersionFactory, publish_versions
 from .test_pull import overwrite_object
 
 KEY = "models/birds/channels/stable.json"
@@ -45,8 +45,7 @@ def test_an_old_default_fleet_upgrades_without_a_device_stopping(
     keys: Keys,
 ) -> None:
     problems: list[PullResult] = []
-    for version in ("1.0.0", "1.1.0", "1.2.0"):
-        local_registry.publish_version("birds", version, make_version("birds", version))
+    publish_versions(local_registry, make_version, "1.0.0", "1.1.0", "1.2.0")
     # Before: an agent on the transition setting follows unsigned pointers.
     local_registry.promote("birds", "1.0.0", "stable")
     old = poller(agent_config(tmp_path, store, local_registry, "  require_signed_pointers: false\n"),
@@ -83,8 +82,7 @@ def test_agents_flipped_before_the_pipelines_sign_keep_running_what_they_have(
     """The wrong order: no device stops, none moves, each reports the unsigned pointer once, and they
     follow again as soon as the pipelines sign."""
     problems: list[PullResult] = []
-    for version in ("1.0.0", "1.1.0"):
-        local_registry.publish_version("birds", version, make_version("birds", version))
+    publish_versions(local_registry, make_version, "1.0.0", "1.1.0")
     local_registry.promote("birds", "1.0.0", "stable")
     old = poller(agent_config(tmp_path, store, local_registry, "  require_signed_pointers: false\n"),
                  local_registry, store, problems)

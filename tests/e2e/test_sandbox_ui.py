@@ -27,7 +27,9 @@ from edgefleet.local.ui_settings import AUTH_STRING_FILE
 
 from .conftest import ARTIFACTS_DIR, login_to_prefect_ui, processes_with_home, start_printing_ui_url
 
-pytestmark = pytest.mark.slow
+# The module's sandbox starts in the first test's setup (up to START_TIMEOUT_S), then a release and a rollout run
+# through the UI: past the suite's 600 s hang guard at load average 40, so 1,800 s here.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 REPO = Path(__file__).resolve().parents[2]
 DEVICES = 2

@@ -11,6 +11,7 @@ import pytest
 from google.api_core import exceptions as google_errors
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import pubsub_v1, storage
+from google.pubsub_v1.types import Encoding
 from typer.testing import CliRunner
 
 from edgefleet.cli import app
@@ -25,7 +26,17 @@ from edgefleet.kernel.contracts.telemetry import (
     telemetry_avro_definition,
 )
 from edgefleet.kernel.errors import ConfigError
-from edgefleet.local.twin import TwinSettings, emulator_clients, twin_down, twin_up
+from edgefleet.local.twin import (
+    TwinSettings,
+    dead_letter_difference,
+    emulator_clients,
+    schema_difference,
+    subscription_request,
+    topic_request,
+    twin_down,
+    twin_paths,
+    twin_up,
+)
 
 TIMEOUT_S = 30.0
 MAX_PULLS = 50
@@ -235,3 +246,27 @@ def test_local_up_refuses_to_run_without_the_emulator(monkeypatch: pytest.Monkey
     result = CliRunner().invoke(app, ["local", "up"])
     assert result.exit_code == 2
     assert "PUBSUB_EMULATOR_HOST" in result.output
+
+
+def test_the_requests_carry_the_cloud_stacks_telemetry_settings() -> None:
+    telemetry = TelemetrySettings()
+    paths = twin_paths("p-123456")
+    monitor = subscription_request(paths.monitor_subscription, paths.topic, telemetry,
+                                   dead_letter_topic=paths.dead_letter_topic)
+    assert monitor["dead_letter_policy"] == {"dead_letter_topic": "projects/p-123456/topics/"
+                                             f"{layout.TELEMETRY_DEAD_LETTER_TOPIC}",
+                                             "max_delivery_attempts": telemetry.dead_letter_max_attempts}
+    assert monitor["ack_deadline_seconds"] == telemetry.ack_deadline_seconds
+    dead_letters = subscription_request(paths.dead_letter_subscription, paths.dead_letter_topic, telemetry)
+    assert "dead_letter_policy" not in dead_letters and "retry_policy" not in dead_letters
+    assert "schema_settings" not in topic_request(paths.topic, telemetry)
+    assert topic_request(paths.topic, telemetry, paths.schema)["schema_settings"] == {"schema": paths.schema,
+                                                                                      "encoding": Encoding.JSON}
+
+
+def test_what_differs_from_the_twins_definition_is_named() -> None:
+    assert schema_difference("", None) is None and schema_difference("s", "s") is None
+    assert schema_difference("", "s") == "schema none, expected s"
+    assert schema_difference("other", None) == "schema other, expected none"
+    assert dead_letter_difference("dl", 5, "dl", 5) is None
+    assert dead_letter_difference("", 0, "dl", 5) == "dead-letter policy none after 0 attempts"

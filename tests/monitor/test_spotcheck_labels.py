@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from edgefleet.device.registry.local import LocalRegistryReader
-from edgefleet.device.spotcheck.upload import upload_sample
-from edgefleet.kernel.contracts.spotcheck import LabelledSample, SpotLabels, SpotSample
+from edgefleet.kernel.contracts.spotcheck import LabelledSample, SpotLabels
 from edgefleet.monitor.spotcheck_labels import LabelsError, label_samples, merged, parse_labels
+from tests.spot_samples import EnrolledFleet, spot_sample
 
 NOW = datetime(2026, 12, 7, 22, 0, tzinfo=UTC)
 F1, F2 = "20261207T210000Z-000000000001", "20261207T210000Z-000000000002"
@@ -69,26 +67,31 @@ def test_an_unreadable_file_is_named(tmp_path: Path) -> None:
         parse_labels(tmp_path / "missing.csv")
 
 
-def _uploaded(registry: LocalRegistryReader, device: str, frame: str, answer: str) -> None:
-    image = f"jpeg of {frame}".encode()
-    record = SpotSample(device_id=device, frame_id=frame, captured_at=NOW, model="birds", model_version="1.0.0",
-                        answer_id=3, answer_label=answer, answer_score=0.9, share=0.01,
-                        image_sha256=hashlib.sha256(image).hexdigest()).model_dump_json(by_alias=True).encode()
-    upload_sample(registry, device, frame, image, record)
-
-
 def test_labels_join_the_uploaded_samples_and_a_missing_sample_names_its_row(tmp_path: Path) -> None:
-    registry = LocalRegistryReader(tmp_path / "registry")
-    _uploaded(registry, "cam-1", F1, "robin")
-    _uploaded(registry, "cam-1", F2, "robin")
+    fleet = EnrolledFleet(tmp_path, ("cam-1",))
+    fleet.upload("cam-1", F1, f"jpeg of {F1}".encode())
+    fleet.upload("cam-1", F2, f"jpeg of {F2}".encode())
     path = _write(tmp_path, "labels.csv", f"device_id,frame_id,label\ncam-1,{F1},robin\ncam-1,{F2},3\n"
                                           f"cam-1,20261207T210000Z-000000000009,crow\n")
     rows = parse_labels(path).rows
     with pytest.raises(LabelsError) as caught:
-        label_samples(registry, path, rows)
+        label_samples(fleet.reader(), path, rows)
     assert f"{path}:4: no sample 20261207T210000Z-000000000009 of cam-1" in caught.value.message
-    joined = label_samples(registry, path, rows[:2])
-    assert [(s.frame_id, s.label, s.correct) for s in joined["cam-1"]] == [(F1, "robin", True), (F2, "3", True)]
+    joined = label_samples(fleet.reader(), path, rows[:2])
+    assert [(s.frame_id, s.label, s.correct) for s in joined.labelled["cam-1"]] == [(F1, "robin", True),
+                                                                                     (F2, "3", True)]
+    assert joined.refused == ()
+
+
+def test_a_sample_its_device_did_not_sign_is_left_out_and_named(tmp_path: Path) -> None:
+    fleet = EnrolledFleet(tmp_path, ("cam-1",))
+    fleet.upload("cam-1", F1, b"signed")
+    fleet.plant("cam-1", F2, spot_sample("cam-1", F2, b"unsigned"), b"unsigned")
+    path = _write(tmp_path, "labels.csv", f"device_id,frame_id,label\ncam-1,{F1},robin\ncam-1,{F2},robin\n")
+    joined = label_samples(fleet.reader(), path, parse_labels(path).rows)
+    assert [s.frame_id for s in joined.labelled["cam-1"]] == [F1]
+    assert [(where.endswith(f"spotcheck/cam-1/{F2}.json"), reason) for where, reason in joined.refused] == [
+        (True, f"sample {F2} of cam-1 is not signed")]
 
 
 def test_a_frame_labelled_again_takes_the_new_label() -> None:

@@ -1,23 +1,12 @@
 """Attack tests (issue 11): each reproduces an attack from the security review and shows it now fails.
 
-The store and registry fixtures are those of the model store tests: real keys, real files, the real GCS
-emulator (with generation preconditions enforced, so compare-and-swap cannot pass falsely).
+The store and registry fixtures are those of the model store tests (tests/device/store_fixtures.py, registered
+by tests/conftest.py): real keys, real files, the real GCS emulator (with generation preconditions enforced, so
+compare-and-swap cannot pass falsely).
 """
 
 from __future__ import annotations
 
-from tests.device.store_fixtures import (  # noqa: F401 - fixtures re-exported for the attack tests
-    gcs_bucket,
-    gcs_client,
-    gcs_preconditions,
-    gcs_registry,
-    keys,
-    local_registry,
-    make_version,
-    other_keys,
-    registry,
-    store,
-)
 from tests.flows.conftest import (  # noqa: F401 - the release fixtures, for the compile host attack test
     make_params,
     shared_work_dir,

@@ -14,9 +14,9 @@ from edgefleet.device.store import ModelStore
 from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.flows.trust.pointer_signing import sign_pointer
 from edgefleet.kernel.contracts.manifest import ChannelPointer
-from tests.device.store_fixtures import Keys, VersionFactory
+from tests.device.store_fixtures import Keys, VersionFactory, publish_versions
 from tests.device.test_pull import overwrite_object
-from tests.security.test_downgrade_by_replay import KEY, publish
+from tests.security.test_downgrade_by_replay import KEY
 
 
 def doctor_registry(store: ModelStore, registry: LocalRegistryWriter, extra: str = ""):
@@ -27,7 +27,7 @@ def doctor_registry(store: ModelStore, registry: LocalRegistryWriter, extra: str
 
 
 def forge(registry: LocalRegistryWriter, make_version: VersionFactory, other_keys: Keys) -> None:
-    publish(registry, make_version, "6.6.6")
+    publish_versions(registry, make_version, "6.6.6")
     sha = registry.read_manifest("birds", "6.6.6").manifest_sha256
     forged = sign_pointer(other_keys.private, model="birds", channel="stable", version="6.6.6",
                           manifest_sha256=sha, previous=registry.read_channel("birds", "stable").pointer)
@@ -38,7 +38,7 @@ def test_a_forged_pointer_is_reported_without_its_version(
     local_registry: LocalRegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys,
     other_keys: Keys,
 ) -> None:
-    publish(local_registry, make_version, "1.0.0")
+    publish_versions(local_registry, make_version, "1.0.0")
     local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
     genuine = doctor_registry(store, local_registry)
     assert genuine.status == "ok" and "1.0.0" in genuine.detail and "verified" in genuine.detail
@@ -53,7 +53,7 @@ def test_a_forged_pointer_is_reported_without_its_version(
 def test_an_unsigned_pointer_is_shown_only_as_unverified(
     local_registry: LocalRegistryWriter, store: ModelStore, make_version: VersionFactory
 ) -> None:
-    publish(local_registry, make_version, "6.6.6")
+    publish_versions(local_registry, make_version, "6.6.6")
     sha = local_registry.read_manifest("birds", "6.6.6").manifest_sha256
     pointer = ChannelPointer(model="birds", channel="stable", version="6.6.6", manifest_sha256=sha)
     (local_registry.root / KEY).parent.mkdir(parents=True)
@@ -72,7 +72,7 @@ def test_a_pointer_the_agent_would_refuse_says_so(
 ) -> None:
     """A validly signed pointer below what the device runs (no downgrade flag): doctor says the agent
     refuses it, instead of showing it as the channel's version."""
-    publish(local_registry, make_version, "1.0.0")
+    publish_versions(local_registry, make_version, "1.0.0")
     local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
     old = local_registry._read_bytes(KEY)
     store.install(make_version("birds", "1.1.0"))

@@ -14,8 +14,7 @@ from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.kernel.contracts.layout import CURRENT_POINTER, PREVIOUS_POINTER
 from edgefleet.kernel.fsutil import switch_symlink
 from tests.device.store_fixtures import Keys, VersionFactory
-from tests.device.test_pull import overwrite_object
-from tests.security.test_downgrade_by_replay import KEY, signed_release
+from tests.security.test_downgrade_by_replay import replay_refused, signed_release
 from tests.security.test_downgrade_without_channel_record import release
 
 
@@ -37,12 +36,7 @@ def test_replay_on_a_store_an_older_push_mode_agent_left_is_refused(
     older_agent_activates(store, first, "1.0.0")
     older_agent_activates(store, release(local_registry, make_version, keys, "1.1.0")[0], "1.1.0")
     # the agent is upgraded and set to follow the channel; the attacker puts the old pointer back
-    overwrite_object(local_registry, KEY, old)
-
-    result = pull_channel_once(local_registry, store, "birds", "stable")
-
-    assert result.outcome == "pointer_refused" and "lower than 1.1.0" in result.reason
-    assert store.current("birds").version == "1.1.0"
+    replay_refused(local_registry, store, old, "lower than 1.1.0", keeps="1.1.0")
 
 
 def test_replay_after_an_older_agent_pulled_then_was_pushed_past_its_record_is_refused(
@@ -58,9 +52,4 @@ def test_replay_after_an_older_agent_pulled_then_was_pushed_past_its_record_is_r
     for name in [path.name for path in store.model_dir("birds").glob(".*") if path.name != ".channel.json"]:
         (store.model_dir("birds") / name).unlink()  # the older agent kept no other record
     older_agent_activates(store, make_version("birds", "1.2.0"), "1.2.0")
-    overwrite_object(local_registry, KEY, kept)
-
-    result = pull_channel_once(local_registry, store, "birds", "stable")
-
-    assert result.outcome == "pointer_refused" and "lower than 1.2.0" in result.reason
-    assert store.current("birds").version == "1.2.0"
+    replay_refused(local_registry, store, kept, "lower than 1.2.0", keeps="1.2.0")

@@ -21,20 +21,16 @@ from edgefleet.flows.trust.pointer_signing import sign_pointer
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import ConflictError, VerificationError
-from tests.device.store_fixtures import Keys, VersionFactory
+from tests.device.store_fixtures import Keys, VersionFactory, publish_versions
 from tests.device.test_pull import overwrite_object
 
 KEY = channel_key("birds", "stable")
 
 
-def publish(registry: RegistryWriter, make_version: VersionFactory, version: str) -> None:
-    registry.publish_version("birds", version, make_version("birds", version))
-
-
 def signed_release(registry: RegistryWriter, make_version: VersionFactory, keys: Keys, version: str) -> bytes:
     """Publishes and promotes `version` with a signed pointer; returns the pointer's bytes (the copy an
     attacker keeps)."""
-    publish(registry, make_version, version)
+    publish_versions(registry, make_version, version)
     registry.promote("birds", version, "stable", signing_key=keys.private)
     data = registry._read_bytes(KEY)
     assert data is not None
@@ -48,12 +44,21 @@ def plant_unsigned_pointer(registry: RegistryWriter, version: str) -> None:
     overwrite_object(registry, KEY, pointer.to_json_bytes())
 
 
-def assert_pointer_refused(registry: RegistryWriter, store: ModelStore, reason: str, keeps: str) -> None:
+def assert_pointer_refused(registry: RegistryWriter, store: ModelStore, reason: str, keeps: str) -> PullResult:
     """The device's next pull refuses the channel's pointer, saying `reason`, and stays on `keeps`."""
     result = pull_channel_once(registry, store, "birds", "stable")
-    assert result.outcome == "pointer_refused"
+    assert result.outcome == "pointer_refused", result.reason
     assert reason in result.reason
     assert store.current("birds").version == keeps
+    return result
+
+
+def replay_refused(registry: RegistryWriter, store: ModelStore, replayed: bytes, reason: str = "", *,
+                   keeps: str) -> PullResult:
+    """The attack: `replayed` (the bytes of a pointer the attacker kept) is put back over the channel; then
+    `assert_pointer_refused`."""
+    overwrite_object(registry, KEY, replayed)
+    return assert_pointer_refused(registry, store, reason, keeps)
 
 
 def on_1_1_0(registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys) -> bytes:
@@ -69,12 +74,8 @@ def test_replayed_old_signed_pointer_is_refused(
     registry: RegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
     old = on_1_1_0(registry, store, make_version, keys)
-    overwrite_object(registry, KEY, old)  # the attack: the older (validly signed) copy is put back
-
-    result = pull_channel_once(registry, store, "birds", "stable")
-    assert (result.changed, result.outcome) == (False, "pointer_refused")
-    assert "replayed" in result.reason
-    assert store.current("birds").version == "1.1.0"
+    result = replay_refused(registry, store, old, "replayed", keeps="1.1.0")  # the older, validly signed copy
+    assert not result.changed
     assert store.refusals("birds") == []  # 1.0.0 itself is not blamed
 
 
@@ -105,7 +106,7 @@ def test_unsigned_lower_version_is_refused_even_before_any_signed_pointer(
     """Under the transition setting (`require_signed_pointers: false`), unsigned pointers still cannot go
     below the floor."""
     for version in ("1.0.0", "1.1.0"):
-        publish(local_registry, make_version, version)
+        publish_versions(local_registry, make_version, version)
         local_registry.promote("birds", version, "stable")  # legacy unsigned pointers (pipelines not upgraded)
         pull_channel_once(local_registry, store, "birds", "stable", require_signed=False)
     plant_unsigned_pointer(local_registry, "1.0.0")
@@ -117,7 +118,7 @@ def test_unsigned_lower_version_is_refused_even_before_any_signed_pointer(
 def test_required_signatures_refuse_unsigned_pointers(
     local_registry: LocalRegistryWriter, store: ModelStore, make_version: VersionFactory
 ) -> None:
-    publish(local_registry, make_version, "1.0.0")
+    publish_versions(local_registry, make_version, "1.0.0")
     local_registry.promote("birds", "1.0.0", "stable")
     result = pull_channel_once(local_registry, store, "birds", "stable", require_signed=True)
     assert result.outcome == "pointer_refused"
@@ -131,7 +132,7 @@ def test_forged_pointers_are_refused(
     signed_release(registry, make_version, keys, "1.0.0")
     pull_channel_once(registry, store, "birds", "stable")
     genuine = registry.read_channel("birds", "stable").pointer
-    publish(registry, make_version, "0.9.0")
+    publish_versions(registry, make_version, "0.9.0")
     sha = registry.read_manifest("birds", "0.9.0").manifest_sha256
     edited = genuine.model_copy(update={"version": "0.9.0", "manifest_sha256": sha, "downgrade": True})
     overwrite_object(registry, KEY, edited.to_json_bytes())
@@ -154,10 +155,10 @@ def test_expired_pointer_keeps_the_device_and_raises_one_event(
     local_registry: LocalRegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
     """A frozen registry (the attacker keeps serving the last pointer) is noticed when it expires."""
-    publish(local_registry, make_version, "1.0.0")
+    publish_versions(local_registry, make_version, "1.0.0")
     local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
     pull_channel_once(local_registry, store, "birds", "stable")
-    publish(local_registry, make_version, "1.1.0")
+    publish_versions(local_registry, make_version, "1.1.0")
     # validity 0: expired at any later reading of the clock (no waiting, no timing assumption)
     local_registry.promote("birds", "1.1.0", "stable", signing_key=keys.private, validity=timedelta(0))
 
@@ -186,9 +187,7 @@ def test_signed_downgrade_is_followed_and_cannot_be_replayed_later(
 
     registry.promote("birds", "1.1.0", "stable", signing_key=keys.private)
     assert pull_channel_once(registry, store, "birds", "stable").version == "1.1.0"
-    overwrite_object(registry, KEY, downgrade)  # replaying the old downgrade
-    assert pull_channel_once(registry, store, "birds", "stable").outcome == "pointer_refused"
-    assert store.current("birds").version == "1.1.0"
+    replay_refused(registry, store, downgrade, keeps="1.1.0")  # the old downgrade
 
 
 def test_operator_rollback_over_ssh_stays_possible(
@@ -204,7 +203,7 @@ def test_operator_rollback_over_ssh_stays_possible(
 def test_resign_renews_expiry_with_a_higher_counter_and_refuses_a_tampered_pointer(
     local_registry: LocalRegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
-    publish(local_registry, make_version, "1.0.0")
+    publish_versions(local_registry, make_version, "1.0.0")
     local_registry.promote("birds", "1.0.0", "stable")  # unsigned, from before the upgrade
     with pytest.raises(VerificationError, match="not signed"):  # re-signing never converts (issue 20)
         local_registry.resign_channel("birds", "stable", keys.private)

@@ -15,7 +15,7 @@ from edgefleet.device.store import ModelStore
 from edgefleet.flows.registry import LocalRegistryWriter
 from tests.device.store_fixtures import Keys, VersionFactory
 from tests.device.test_pull import overwrite_object
-from tests.security.test_downgrade_by_replay import KEY
+from tests.security.test_downgrade_by_replay import KEY, replay_refused
 
 
 def release(
@@ -55,23 +55,16 @@ def test_replayed_old_pointer_on_a_push_installed_device_is_refused(
     local_registry: LocalRegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
     old = pushed_to_1_1_0(local_registry, store, make_version, keys)
-    overwrite_object(local_registry, KEY, old)
+    result = replay_refused(local_registry, store, old, "lower than 1.1.0", keeps="1.1.0")
 
-    result = pull_channel_once(local_registry, store, "birds", "stable")
-
-    assert (result.changed, result.outcome) == (False, "pointer_refused")
-    assert "lower than 1.1.0" in result.reason and "not a signed downgrade" in result.reason
-    assert store.current("birds").version == "1.1.0"
+    assert not result.changed and "not a signed downgrade" in result.reason
 
 
 def test_pointer_naming_an_installed_never_activated_lower_version_is_refused(
     local_registry: LocalRegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
     old = pushed_to_1_1_0(local_registry, store, make_version, keys, activate_1_0_0=False)
-    overwrite_object(local_registry, KEY, old)
-
-    assert pull_channel_once(local_registry, store, "birds", "stable").outcome == "pointer_refused"
-    assert store.current("birds").version == "1.1.0"
+    replay_refused(local_registry, store, old, keeps="1.1.0")
 
 
 def test_operator_rollback_over_ssh_works_and_does_not_lower_the_floor(
@@ -100,9 +93,7 @@ def test_replayed_lower_pointer_after_an_operator_rollback_is_refused(
     push(store, release(local_registry, make_version, keys, "1.1.0")[0])
     assert CliRunner().invoke(app, ["rollback", "birds", "--root", str(store.root)]).exit_code == 0
 
-    overwrite_object(local_registry, KEY, ancient)
-    assert pull_channel_once(local_registry, store, "birds", "stable").outcome == "pointer_refused"
-    assert store.current("birds").version == "1.0.0"
+    replay_refused(local_registry, store, ancient, keeps="1.0.0")
 
 
 def test_signed_downgrade_is_followed_on_a_push_installed_device_and_lowers_the_floor(
@@ -130,12 +121,7 @@ def test_an_old_signed_downgrade_replayed_after_a_push_is_refused(
     old_downgrade = local_registry._read_bytes(KEY)
     assert old_downgrade is not None
     push(store, release(local_registry, make_version, keys, "1.2.0")[0])
-    overwrite_object(local_registry, KEY, old_downgrade)
-
-    result = pull_channel_once(local_registry, store, "birds", "stable")
-
-    assert result.outcome == "pointer_refused" and "replayed old downgrade" in result.reason
-    assert store.current("birds").version == "1.2.0"
+    replay_refused(local_registry, store, old_downgrade, "replayed old downgrade", keeps="1.2.0")
 
 
 def test_a_downgrade_re_signed_by_the_schedule_is_still_as_old_as_its_move(

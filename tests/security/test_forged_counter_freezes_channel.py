@@ -19,7 +19,7 @@ from edgefleet.flows.trust.pointer_signing import next_counter
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.contracts.manifest import MAX_POINTER_COUNTER, ChannelPointer
 from edgefleet.kernel.errors import VerificationError
-from tests.device.store_fixtures import Keys, VersionFactory
+from tests.device.store_fixtures import Keys, VersionFactory, publish_versions
 from tests.device.test_pull import overwrite_object
 
 KEY = channel_key("birds", "stable")
@@ -38,8 +38,7 @@ def test_a_forged_counter_is_never_the_base_of_the_next_one(
     registry: RegistryWriter, make_version: VersionFactory, keys: Keys, store: ModelStore,
     counter: int,
 ) -> None:
-    for version in ("1.0.0", "1.1.0", "1.2.0"):
-        registry.publish_version("birds", version, make_version("birds", version))
+    publish_versions(registry, make_version, "1.0.0", "1.1.0", "1.2.0")
     registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
     assert pull_channel_once(registry, store, "birds", "stable").outcome == "activated"
     forge_counter(registry, counter)
@@ -58,8 +57,7 @@ def test_a_forged_counter_is_never_the_base_of_the_next_one(
 def test_the_cli_promote_names_the_forgery_and_the_way_out(
     local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys
 ) -> None:
-    for version in ("1.0.0", "1.1.0"):
-        local_registry.publish_version("birds", version, make_version("birds", version))
+    publish_versions(local_registry, make_version, "1.0.0", "1.1.0")
     local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
     forge_counter(local_registry, FORGED_COUNTER)
     args = ["registry", "promote", "birds", "1.1.0", "--channel", "stable", "--registry", str(local_registry.root),

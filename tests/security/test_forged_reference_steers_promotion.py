@@ -22,15 +22,14 @@ from edgefleet.kernel.errors import VerificationError
 from edgefleet.monitor.config import MonitorConfig
 from edgefleet.monitor.ingest import apply
 from edgefleet.monitor.store import commit, open_store
-from tests.device.store_fixtures import Keys, VersionFactory
+from tests.device.store_fixtures import Keys, VersionFactory, publish_versions
 from tests.monitor.monitor_helpers import telemetry
 
 
 def canary_world(tmp_path: Path, registry: LocalRegistryWriter, make_version: VersionFactory,
                  keys: Keys) -> tuple[PromotionParams, datetime]:
     """1.0.0 on stable, 1.1.0 on canary; the canary device ran 1.0.0, then 1.1.0 for an hour (the fleet state)."""
-    for version in ("1.0.0", "1.1.0"):
-        registry.publish_version("birds", version, make_version("birds", version))
+    publish_versions(registry, make_version, "1.0.0", "1.1.0")
     registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
     registry.promote("birds", "1.1.0", "canary", signing_key=keys.private)
     config = MonitorConfig(store_path=tmp_path / "fleet.sqlite")

@@ -20,7 +20,7 @@ from edgefleet.flows.trust.pointer_signing import sign_pointer
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.contracts.rollout import SHARE_BP_FULL, RolloutStage
 from edgefleet.kernel.errors import RegistryError
-from tests.device.store_fixtures import Keys, VersionFactory
+from tests.device.store_fixtures import Keys, VersionFactory, publish_versions
 from tests.device.test_pull import overwrite_object
 
 KEY = channel_key("birds", "stable")
@@ -30,8 +30,7 @@ ROLLOUT = "birds-1.1.0"
 
 def on_1_0_0(registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys, store: ModelStore) -> None:
     """The fleet runs 1.0.0 from a signed pointer; 1.1.0 is published (not promoted)."""
-    for version in ("1.0.0", "1.1.0"):
-        registry.publish_version("birds", version, make_version("birds", version))
+    publish_versions(registry, make_version, "1.0.0", "1.1.0")
     registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
     assert pull_channel_once(registry, store, "birds", "stable", device_id=DEVICE, shadow=True).outcome == "activated"
 

@@ -20,7 +20,7 @@ from edgefleet.flows.trust.release_key import channel_signing_key
 from edgefleet.flows.trust.resign_channels import ResignParams, needs_resign, resign_channels
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.errors import ConfigError
-from tests.device.store_fixtures import Keys, VersionFactory
+from tests.device.store_fixtures import Keys, VersionFactory, publish_versions
 from tests.device.test_pull import overwrite_object
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,8 +55,7 @@ def test_rollout_completion_marks_a_lower_version_as_a_deliberate_downgrade(
     local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys
 ) -> None:
     signing = SigningParams(key_file=str(keys.private_file))
-    for version in ("1.0.0", "2.0.0"):
-        local_registry.publish_version("birds", version, make_version("birds", version))
+    publish_versions(local_registry, make_version, "1.0.0", "2.0.0")
     up = promote_signed(local_registry, "birds", "2.0.0", "stable", signing, by="rollout a", downgrade=True)
     assert up.signed and not up.downgrade  # a normal move is never marked
     down = promote_signed(local_registry, "birds", "1.0.0", "stable", signing, by="rollout b", downgrade=True)

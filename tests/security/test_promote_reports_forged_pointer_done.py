@@ -12,7 +12,7 @@ from edgefleet.flows.rollout.promote import promotion_pointers
 from edgefleet.flows.trust.pointer_signing import sign_pointer
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.errors import VerificationError
-from tests.device.store_fixtures import Keys, VersionFactory
+from tests.device.store_fixtures import Keys, VersionFactory, publish_versions
 from tests.device.test_pull import overwrite_object
 
 
@@ -27,8 +27,7 @@ def forge(registry: LocalRegistryWriter, key: Keys, version: str, channel: str =
 def test_promote_does_not_take_a_forged_pointer_for_the_promotion(
     local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys, other_keys: Keys
 ) -> None:
-    for version in ("1.0.0", "1.1.0"):
-        local_registry.publish_version("birds", version, make_version("birds", version))
+    publish_versions(local_registry, make_version, "1.0.0", "1.1.0")
     local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
     forge(local_registry, other_keys, "1.1.0")
 
@@ -41,8 +40,7 @@ def test_promote_does_not_take_a_forged_pointer_for_the_promotion(
 def test_promote_canary_reads_only_verified_pointers(
     local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys, other_keys: Keys
 ) -> None:
-    for version in ("1.0.0", "1.1.0"):
-        local_registry.publish_version("birds", version, make_version("birds", version))
+    publish_versions(local_registry, make_version, "1.0.0", "1.1.0")
     local_registry.promote("birds", "1.1.0", "canary", signing_key=keys.private)
     local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
     source, target = promotion_pointers(local_registry, "birds", "canary", "stable", keys.public)
@@ -61,8 +59,7 @@ def test_an_unsigned_pointer_does_not_talk_the_operator_into_signing_a_downgrade
 ) -> None:
     from edgefleet.kernel.contracts.manifest import ChannelPointer
 
-    for version in ("1.0.0", "1.1.0", "9.0.0"):
-        local_registry.publish_version("birds", version, make_version("birds", version))
+    publish_versions(local_registry, make_version, "1.0.0", "1.1.0", "9.0.0")
     local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
     sha = local_registry.read_manifest("birds", "9.0.0").manifest_sha256
     planted = ChannelPointer(model="birds", channel="stable", version="9.0.0", manifest_sha256=sha)

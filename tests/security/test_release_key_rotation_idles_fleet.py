@@ -11,10 +11,7 @@ both keys be trusted while the fleet moves from one to the other.
 from __future__ import annotations
 
 import shutil
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,6 +26,7 @@ from edgefleet.kernel.contracts.manifest import SigningInfo
 from edgefleet.kernel.errors import VerificationError
 from edgefleet.kernel.trust.signatures import generate_keypair, key_id, save_public_key
 from tests.device.agent.conftest import GOLDEN_SEEDS, MODEL, Releases
+from tests.device.agent.test_loop import running, wait_until
 
 WAIT_S = 90.0
 
@@ -62,35 +60,8 @@ def key_file_name(public_key) -> str:
     return f"{key_id(public_key)}.pub"
 
 
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def agent_for(releases: Releases) -> Agent:
-    path = releases.tmp / "agent.yaml"
-    path.write_text(f"device_id: cam-1\nmodel: {MODEL}\nroot: {releases.root}\n"
-                    f"source:\n  kind: images\n  path: {releases.images()}\n"
-                    "swap:\n  watch_interval_s: 0.1\nstatus:\n  interval_s: 0.2\n")
-    return Agent(load_config(path))
-
-
-@contextmanager
-def running(agent: Agent) -> Iterator[Agent]:
-    stop = threading.Event()
-    codes: list[int] = []
-    thread = threading.Thread(target=lambda: codes.append(agent.run(stop)), daemon=True)
-    thread.start()
-    try:
-        yield agent
-    finally:
-        stop.set()
-        thread.join(60)
-    assert codes == [0]
+    return Agent(load_config(releases.agent_config("swap:\n  watch_interval_s: 0.1\nstatus:\n  interval_s: 0.2\n")))
 
 
 def inferring(agent: Agent, version: str, frames: int = 5) -> Callable[[], bool]:
@@ -106,20 +77,20 @@ def inferring(agent: Agent, version: str, frames: int = 5) -> Callable[[], bool]
 def test_replacing_release_pub_as_the_readme_said_records_no_refusal_and_recovers(releases):
     releases.install("1.0.0")
     with running(agent_for(releases)) as agent:
-        wait_until(inferring(agent, "1.0.0"), "frames on 1.0.0")
+        wait_until(inferring(agent, "1.0.0"), "frames on 1.0.0", WAIT_S)
     old_public = releases.public_key
     _, new_public = generate_keypair()
     save_public_key(new_public, releases.public_key_path)  # today's README: a new release.pub, then a restart
 
     with running(agent_for(releases)) as agent:
-        wait_until(lambda: agent.watcher.last_error is not None, "the agent to say why it does not infer")
+        wait_until(lambda: agent.watcher.last_error is not None, "the agent to say why it does not infer", WAIT_S)
         assert "cannot be verified yet" in agent.watcher.last_error, agent.watcher.last_error
         assert releases.store.refusals(MODEL) == [], "a key the device lacks is no verdict on a release"
         assert agent.watcher.failures == 0
         # The old key back beside the new one (the keyring): the same agent runs 1.0.0 again, no retry by hand.
         ring = releases.root / "keys" / "release.d"
         save_public_key(old_public, ring / key_file_name(old_public))
-        wait_until(inferring(agent, "1.0.0"), "1.0.0 running again once its key is in the keyring")
+        wait_until(inferring(agent, "1.0.0"), "1.0.0 running again once its key is in the keyring", WAIT_S)
 
 
 def test_rotating_through_the_keyring_keeps_the_agent_inferring(releases):
@@ -128,17 +99,17 @@ def test_rotating_through_the_keyring_keeps_the_agent_inferring(releases):
     new_private, new_public = generate_keypair()
     ring = releases.root / "keys" / "release.d"
     with running(agent_for(releases)) as agent:
-        wait_until(inferring(agent, "1.0.0"), "frames on 1.0.0")
+        wait_until(inferring(agent, "1.0.0"), "frames on 1.0.0", WAIT_S)
         save_public_key(new_public, ring / key_file_name(new_public))  # 1. add the new key everywhere
     with running(agent_for(releases)) as agent:  # deploy-agent restarts it: the old version keeps running
-        wait_until(inferring(agent, "1.0.0"), "1.0.0 still running after the restart")
+        wait_until(inferring(agent, "1.0.0"), "1.0.0 still running after the restart", WAIT_S)
         releases.private_key = new_private  # 2. sign with the new key from now on
         releases.install("2.0.0")  # a new version verifies with the new key, and is swapped in hot
-        wait_until(inferring(agent, "2.0.0"), "2.0.0 signed by the new key swapped in")
+        wait_until(inferring(agent, "2.0.0"), "2.0.0 signed by the new key swapped in", WAIT_S)
         assert agent.watcher.failures == 0
     releases.public_key_path.unlink()  # 3. retire the old key (it was the single anchor, release.pub)
     with running(agent_for(releases)) as agent:
-        wait_until(inferring(agent, "2.0.0"), "2.0.0 running with the old key retired")
+        wait_until(inferring(agent, "2.0.0"), "2.0.0 running with the old key retired", WAIT_S)
     releases.private_key = old_private
     with pytest.raises(VerificationError, match="names key"):  # the retired key verifies nothing new (unknown)
         releases.install("3.0.0", activate=False)

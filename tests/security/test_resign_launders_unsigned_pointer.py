@@ -21,13 +21,8 @@ from edgefleet.flows.trust.resign_channels import resign_channels
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import ConflictError
-from tests.device.store_fixtures import Keys, VersionFactory
+from tests.device.store_fixtures import Keys, VersionFactory, publish_versions
 from tests.device.test_pull import overwrite_object
-
-
-def publish(registry: RegistryWriter, make_version: VersionFactory, *versions: str) -> None:
-    for version in versions:
-        registry.publish_version("birds", version, make_version("birds", version))
 
 
 def plant_unsigned(registry: RegistryWriter, version: str, channel: str = "stable") -> ChannelPointer:
@@ -38,6 +33,16 @@ def plant_unsigned(registry: RegistryWriter, version: str, channel: str = "stabl
     return pointer
 
 
+def plant_over_stable(registry: RegistryWriter, make_version: VersionFactory, keys: Keys, planted: str, *,
+                      published: tuple[str, ...], stable: tuple[str, ...]) -> ChannelPointer:
+    """The attack's setting: `published` versions, stable moved through `stable` with signed pointers, then the
+    unsigned pointer to `planted` written over it (`plant_unsigned`)."""
+    publish_versions(registry, make_version, *published)
+    for version in stable:
+        registry.promote("birds", version, "stable", signing_key=keys.private)
+    return plant_unsigned(registry, planted)
+
+
 def cli(registry: LocalRegistryWriter, keys: Keys, *args: str, input: str | None = None):
     return CliRunner().invoke(app, ["registry", *args, "--registry", str(registry.root), "--signing-key",
                                     str(keys.private_file)], input=input)
@@ -46,9 +51,8 @@ def cli(registry: LocalRegistryWriter, keys: Keys, *args: str, input: str | None
 def test_resign_by_default_leaves_an_unsigned_pointer_unsigned(
     local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys
 ) -> None:
-    publish(local_registry, make_version, "0.9.0", "1.0.0")
-    local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
-    planted = plant_unsigned(local_registry, "0.9.0")  # 0.9.0 was never on a channel
+    planted = plant_over_stable(local_registry, make_version, keys, "0.9.0", published=("0.9.0", "1.0.0"),
+                                stable=("1.0.0",))  # 0.9.0 was never on a channel
 
     (result,) = resign_channels(local_registry, keys.private, validity=timedelta(days=14))
     assert result.outcome == "skipped_unsigned" and "convert-unsigned" in result.detail
@@ -62,9 +66,8 @@ def test_resign_by_default_leaves_an_unsigned_pointer_unsigned(
 def test_convert_unsigned_refuses_a_version_no_signed_pointer_named(
     local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys
 ) -> None:
-    publish(local_registry, make_version, "0.9.0", "1.0.0")
-    local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
-    planted = plant_unsigned(local_registry, "0.9.0")
+    planted = plant_over_stable(local_registry, make_version, keys, "0.9.0", published=("0.9.0", "1.0.0"),
+                                stable=("1.0.0",))
 
     refused = cli(local_registry, keys, "convert-unsigned", "birds", "--channel", "stable", "--yes")
     assert refused.exit_code != 0
@@ -76,10 +79,8 @@ def test_convert_unsigned_refuses_a_version_no_signed_pointer_named(
 def test_convert_unsigned_shows_what_it_signs_and_asks(
     local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys
 ) -> None:
-    publish(local_registry, make_version, "1.0.0", "1.1.0")
-    local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
-    local_registry.promote("birds", "1.1.0", "stable", signing_key=keys.private)
-    planted = plant_unsigned(local_registry, "1.1.0")  # named by the channel's signed pointer before: convertible
+    planted = plant_over_stable(local_registry, make_version, keys, "1.1.0", published=("1.0.0", "1.1.0"),
+                                stable=("1.0.0", "1.1.0"))  # named by the channel's signed pointer before: convertible
 
     declined = cli(local_registry, keys, "convert-unsigned", "birds", "--channel", "stable", input="n\n")
     for shown in ("birds", "stable", "1.1.0", planted.manifest_sha256):
@@ -102,7 +103,7 @@ def test_convert_unsigned_refuses_a_downgrade_or_another_channels_version(
 ) -> None:
     """The paths beside: a bucket writer plants an older version stable once named (signing it would be a
     downgrade without the flag), or a version only canary ever named (never judged for stable)."""
-    publish(local_registry, make_version, "1.0.0", "1.1.0", "1.2.0")
+    publish_versions(local_registry, make_version, "1.0.0", "1.1.0", "1.2.0")
     local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
     local_registry.promote("birds", "1.1.0", "stable", signing_key=keys.private)
     local_registry.promote("birds", "1.2.0", "canary", signing_key=keys.private)
@@ -119,9 +120,7 @@ def test_convert_unsigned_refuses_a_downgrade_or_another_channels_version(
 def test_the_agents_fix_text_does_not_send_the_operator_to_resign_an_unsigned_pointer(
     local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys, tmp_path: Path
 ) -> None:
-    publish(local_registry, make_version, "1.0.0")
-    local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
-    plant_unsigned(local_registry, "1.0.0")
+    plant_over_stable(local_registry, make_version, keys, "1.0.0", published=("1.0.0",), stable=("1.0.0",))
     root = tmp_path / "agent"
     (root / "keys").mkdir(parents=True)
     (root / "keys" / "release.pub").write_bytes(keys.public_file.read_bytes())
@@ -138,9 +137,8 @@ def test_a_history_entry_written_by_a_bucket_writer_does_not_make_a_version_conv
     from edgefleet.flows.registry.history import history_key
     from edgefleet.flows.trust.pointer_signing import sign_pointer
 
-    publish(local_registry, make_version, "0.9.0", "1.0.0")
-    local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
-    planted = plant_unsigned(local_registry, "0.9.0")
+    planted = plant_over_stable(local_registry, make_version, keys, "0.9.0", published=("0.9.0", "1.0.0"),
+                                stable=("1.0.0",))
     history = local_registry.get_json(history_key("birds"))
     assert [entry["version"] for entry in history["pointers"]] == ["1.0.0"]  # what the release key signed
     forged = sign_pointer(other_keys.private, model="birds", channel="stable", version="0.9.0",
@@ -159,7 +157,7 @@ def test_the_history_keeps_one_entry_per_move_and_is_bounded(
 ) -> None:
     from edgefleet.flows.registry import history
 
-    publish(local_registry, make_version, "1.0.0", "1.1.0")
+    publish_versions(local_registry, make_version, "1.0.0", "1.1.0")
     local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
     for _ in range(3):  # the daily renewals of one move: one entry, the newest
         local_registry.resign_channel("birds", "stable", keys.private)
@@ -180,10 +178,8 @@ def test_conversion_signs_exactly_what_was_shown_on_both_backends(
     the compare-and-swap refuses, nothing is signed."""
     from edgefleet.flows.trust.convert_unsigned import convert_unsigned, plan_conversion
 
-    for version in ("0.9.0", "1.0.0"):
-        registry.publish_version("birds", version, make_version("birds", version))
-    registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
-    plant_unsigned(registry, "1.0.0")
+    plant_over_stable(registry, make_version, keys, "1.0.0", published=("0.9.0", "1.0.0"),
+                      stable=("1.0.0",))
     plan = plan_conversion(registry, "birds", "stable", keys.private)
     assert (plan.version, [p.channel for p in plan.named_before]) == ("1.0.0", ["stable"])
     swapped = plant_unsigned(registry, "0.9.0")

@@ -11,7 +11,7 @@ from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.flows.rollout.device import lower_version_refusal
 from edgefleet.flows.rollout.flow import resolve_version
 from edgefleet.flows.rollout.params import RolloutParams
-from tests.device.store_fixtures import Keys, VersionFactory
+from tests.device.store_fixtures import Keys, VersionFactory, publish_versions
 
 
 def params(registry: LocalRegistryWriter, keys: Keys, **overrides: object) -> RolloutParams:
@@ -31,8 +31,7 @@ def test_a_lower_version_is_refused_unless_it_is_a_signed_downgrade() -> None:
 def test_only_a_signed_downgrade_pointer_allows_a_lower_version(
     local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys
 ) -> None:
-    for version in ("1.0.0", "1.1.0"):
-        local_registry.publish_version("birds", version, make_version("birds", version))
+    publish_versions(local_registry, make_version, "1.0.0", "1.1.0")
     local_registry.promote("birds", "1.1.0", "stable", signing_key=keys.private)
     by_version = resolve_version(local_registry, params(local_registry, keys, version="1.0.0"))
     assert by_version.downgrade is False  # naming a version is not a signed downgrade

@@ -18,7 +18,7 @@ from edgefleet.flows.trust.pointer_signing import sign_pointer
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import VerificationError
-from tests.device.store_fixtures import Keys, VersionFactory
+from tests.device.store_fixtures import Keys, VersionFactory, publish_versions
 from tests.device.test_pull import overwrite_object
 
 KEY = channel_key("birds", "stable")
@@ -31,8 +31,7 @@ def params(registry: LocalRegistryWriter, keys: Keys, **overrides: object) -> Ro
 
 @pytest.fixture
 def released(local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys) -> LocalRegistryWriter:
-    for version in ("0.9.0", "1.0.0"):
-        local_registry.publish_version("birds", version, make_version("birds", version))
+    publish_versions(local_registry, make_version, "0.9.0", "1.0.0")
     local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
     return local_registry
 

@@ -6,6 +6,7 @@ the devices' write grant is objectCreator conditioned on `spotcheck/`, tests/inf
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,16 +20,21 @@ from edgefleet.device.runtime.engine import ResultItem
 from edgefleet.device.spotcheck.config import SpotCheckConfig
 from edgefleet.device.spotcheck.runner import SpotChecker
 from edgefleet.device.spotcheck.upload import SampleRefused, upload_sample
+from edgefleet.device.trust.device_identity import sign_spot_sample
 from edgefleet.kernel.contracts.spotcheck import SpotSample, device_prefix, sample_keys
+from edgefleet.kernel.trust.signatures import generate_keypair
 
 RUN = datetime(2026, 12, 7, 21, 0, tzinfo=UTC)
 FRAME = "20261207T210000Z-000000000042"
 
 
-def _record(device_id: str, frame: str, image: bytes) -> bytes:
-    return SpotSample(device_id=device_id, frame_id=frame, captured_at=RUN, model="birds", model_version="1.0.0",
-                      share=1.0, image_sha256=hashlib.sha256(image).hexdigest()).model_dump_json(
-                          by_alias=True).encode()
+DEVICE_KEY = generate_keypair()[0]
+
+
+def _record(device_id: str, frame: str, image: bytes, *, signed: bool = True) -> bytes:
+    sample = SpotSample(device_id=device_id, frame_id=frame, captured_at=RUN, model="birds", model_version="1.0.0",
+                        share=1.0, image_sha256=hashlib.sha256(image).hexdigest())
+    return (sign_spot_sample(DEVICE_KEY, sample) if signed else sample).model_dump_json(by_alias=True).encode()
 
 
 def _uploaded(root: Path) -> list[str]:
@@ -42,7 +48,7 @@ def test_a_sample_planted_in_the_outbox_for_another_device_is_refused_never_uplo
         return LocalRegistryReader(registry_root)
 
     checker = SpotChecker(SpotCheckConfig(enabled=True, share=1.0), "cam-1", tmp_path / "agent", open_registry,
-                          run_started=RUN)
+                          sign=functools.partial(sign_spot_sample, DEVICE_KEY), run_started=RUN)
     planted = b"\xff\xd8 someone else's frame"
     checker.outbox.add(FRAME, planted, _record("cam-2", FRAME, planted))  # names cam-2
     swapped = b"\xff\xd8 another picture"
@@ -80,3 +86,11 @@ def test_an_uploaded_sample_is_never_replaced(tmp_path: Path) -> None:
     other = b"\xff\xd8 second"
     upload_sample(registry, "cam-1", FRAME, other, _record("cam-1", FRAME, other))  # a replay with other bytes
     assert (tmp_path / "registry" / sample_keys("cam-1", FRAME)[0]).read_bytes() == image
+
+
+def test_an_unsigned_sample_left_in_the_outbox_by_an_older_agent_is_refused_never_uploaded(tmp_path: Path) -> None:
+    image = b"\xff\xd8 taken before the agent signed its samples"
+    with pytest.raises(SampleRefused, match="not signed by the device key"):
+        upload_sample(LocalRegistryReader(tmp_path / "registry"), "cam-1", FRAME, image,
+                      _record("cam-1", FRAME, image, signed=False))
+    assert _uploaded(tmp_path / "registry") == []

@@ -18,14 +18,13 @@ from edgefleet.flows.registry.staged import stage_rollout
 from edgefleet.flows.rollout.flow import resolve_version
 from edgefleet.flows.rollout.params import RolloutParams
 from edgefleet.kernel.errors import EdgefleetError
-from tests.device.store_fixtures import Keys, VersionFactory
+from tests.device.store_fixtures import Keys, VersionFactory, publish_versions
 
 
 @pytest.fixture
 def staged(local_registry: LocalRegistryWriter, make_version: VersionFactory, keys: Keys):
     """birds stable on 1.0.0, then rollout birds-1.1.0 of 1.1.0 staged on it; returns a stager by share."""
-    for version in ("1.0.0", "1.1.0"):
-        local_registry.publish_version("birds", version, make_version("birds", version))
+    publish_versions(local_registry, make_version, "1.0.0", "1.1.0")
     local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private)
 
     def stage(share_bp: int):

@@ -12,8 +12,7 @@ from edgefleet.device.store import ModelStore
 from edgefleet.device.trust.pointers import MAX_POINTER_VALIDITY, ChannelRecord, judge_pointer
 from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.flows.trust.pointer_signing import sign_pointer
-from tests.device.store_fixtures import Keys, VersionFactory
-from tests.security.test_downgrade_by_replay import publish
+from tests.device.store_fixtures import Keys, VersionFactory, publish_versions
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -21,10 +20,10 @@ NOW = datetime(2026, 12, 1, tzinfo=UTC)
 def test_a_two_hundred_year_pointer_is_refused(
     local_registry: LocalRegistryWriter, store: ModelStore, make_version: VersionFactory, keys: Keys
 ) -> None:
-    publish(local_registry, make_version, "1.0.0")
+    publish_versions(local_registry, make_version, "1.0.0")
     local_registry.promote("birds", "1.0.0", "stable", signing_key=keys.private, validity=timedelta(days=14))
     assert pull_channel_once(local_registry, store, "birds", "stable").outcome == "activated"
-    publish(local_registry, make_version, "1.1.0")
+    publish_versions(local_registry, make_version, "1.1.0")
     local_registry.promote("birds", "1.1.0", "stable", signing_key=keys.private,
                            validity=timedelta(days=200 * 365))
 

@@ -31,6 +31,14 @@ def transition(registry: LocalRegistryWriter) -> TelemetryVerifier:
     return TelemetryVerifier(lambda: fleet_keys(registry), require_signed=False, refresh_s=0.0)
 
 
+def signing_device(tmp_path: Path, registry: LocalRegistryWriter, store: FleetStore, verifier: TelemetryVerifier,
+                   name: str) -> Device:
+    """Device `name` with its key registered, two of its signed messages taken (at 1.0 s)."""
+    cam = Device(tmp_path / name, name, registry)
+    process_batch(store, cam.send(2), 1.0, verifier)
+    return cam
+
+
 def poison(name: str, seq: int, **attributes: str) -> FakeMessage:
     return FakeMessage(build(name)(seq).to_json_bytes(), f"poison-{name}-{seq}-{len(attributes)}", attributes)
 
@@ -39,8 +47,7 @@ def test_unsigned_huge_epoch_or_seq_cannot_silence_a_signing_device(
     tmp_path: Path, registry: LocalRegistryWriter, store: FleetStore
 ) -> None:
     verifier = transition(registry)
-    cam = Device(tmp_path / "cam-1", "cam-1", registry)
-    process_batch(store, cam.send(2), 1.0, verifier)
+    cam = signing_device(tmp_path, registry, store, verifier, "cam-1")
     attack = [poison("cam-1", 2**52, epoch=HUGE), poison("cam-1", 2**52), poison("cam-1", 3, epoch=HUGE)]
     outcomes = process_batch(store, attack, 2.0, verifier)
     assert [o.status for o in outcomes] == [Status.MALFORMED] * 3
@@ -73,8 +80,7 @@ def test_a_device_that_signed_is_not_accepted_unsigned_again_when_its_key_record
     tmp_path: Path, registry: LocalRegistryWriter, store: FleetStore
 ) -> None:
     verifier = transition(registry)
-    cam = Device(tmp_path / "cam-8", "cam-8", registry)
-    process_batch(store, cam.send(2), 1.0, verifier)
+    signing_device(tmp_path, registry, store, verifier, "cam-8")
     (registry.root / "fleet" / "devices" / "cam-8.json").unlink()  # removed (stolen) or the record lost
     attack = [poison("cam-8", 2**52, epoch=HUGE, device_id="cam-8")]
     outcome = process_batch(store, attack, 2.0, verifier)[0]
@@ -87,8 +93,7 @@ def test_a_signed_message_of_an_older_unknown_epoch_is_a_duplicate_of_its_device
 ) -> None:
     """The epoch rule itself, for signed messages: an unknown epoch below the device's latest is stale."""
     verifier = TelemetryVerifier(lambda: fleet_keys(registry), refresh_s=0.0)
-    cam = Device(tmp_path / "cam-9", "cam-9", registry)
-    process_batch(store, cam.send(2), 1.0, verifier)
+    cam = signing_device(tmp_path, registry, store, verifier, "cam-9")
     assert cam.spool.epoch > 0
     data = build("cam-9")(1).to_json_bytes()
     stale = FakeMessage(data, "stale", sign_telemetry(cam.key, data, "cam-9", 0))

@@ -159,6 +159,34 @@ def _write_new(path: Path, text: str, force: bool) -> None:
         raise
 
 
+def config_texts(outputs: StackOutputs, device_id: str | None = None, channel: str = DEFAULT_CHANNEL) -> dict[str, str]:
+    """The text of `agent.yaml`, `pipeline.yaml` and `work-pools.yaml` (by file name) for these stack outputs."""
+    device_note = (
+        "" if device_id else "\nSet device_id per device (or EDGEFLEET_DEVICE_ID) and the model to run."
+    )
+    schema_note = (
+        "\nThe topic validates the Avro schema: publish the Avro JSON encoding "
+        "(edgefleet.kernel.contracts.telemetry.encode_telemetry)."
+        if outputs.telemetry_schema_enforced
+        else ""
+    )
+    return {
+        AGENT_FILE: _yaml(
+            f"edgefleet agent config from stack outputs (project {outputs.project}).{device_note}{schema_note}",
+            agent_config_fragment(outputs, device_id, channel),
+        ),
+        PIPELINE_FILE: _yaml(
+            f"edgefleet pipeline config from stack outputs (project {outputs.project}).", pipeline_config(outputs)
+        ),
+        POOLS_FILE: _yaml(
+            f"Prefect work pools of project {outputs.project}: each worker started as its identity's service account;\n"
+            "edgefleet-enrol (the enrolment key) and edgefleet-pipeline (the release key) on separate workers (run\n"
+            "each pool's setup commands once; prefect.yaml maps every deployment to its pool).",
+            work_pools_config(outputs),
+        ),
+    }
+
+
 def write_configs(
     outputs: StackOutputs,
     out_dir: Path,
@@ -172,53 +200,17 @@ def write_configs(
     Returns:
         The paths of the agent and pipeline files (the pools file is beside them).
     """
-    agent_path, pipeline_path = out_dir / AGENT_FILE, out_dir / PIPELINE_FILE
-    pools_path = out_dir / POOLS_FILE
+    paths = {name: out_dir / name for name in (AGENT_FILE, PIPELINE_FILE, POOLS_FILE)}
     if not force:
-        existing = [str(path) for path in (agent_path, pipeline_path, pools_path) if path.exists()]
+        existing = [str(path) for path in paths.values() if path.exists()]
         if existing:
             raise ConfigError(
                 f"{', '.join(existing)} already exist(s)",
                 "pass --force to replace, or choose another --out-dir",
             )
-    device_note = (
-        "" if device_id else "\nSet device_id per device (or EDGEFLEET_DEVICE_ID) and the model to run."
-    )
-    schema_note = (
-        "\nThe topic validates the Avro schema: publish the Avro JSON encoding "
-        "(edgefleet.kernel.contracts.telemetry.encode_telemetry)."
-        if outputs.telemetry_schema_enforced
-        else ""
-    )
-    _write_new(
-        agent_path,
-        _yaml(
-            f"edgefleet agent config from stack outputs (project {outputs.project})."
-            f"{device_note}{schema_note}",
-            agent_config_fragment(outputs, device_id, channel),
-        ),
-        force,
-    )
-    _write_new(
-        pipeline_path,
-        _yaml(
-            f"edgefleet pipeline config from stack outputs (project {outputs.project}).",
-            pipeline_config(outputs),
-        ),
-        force,
-    )
-    _write_new(
-        pools_path,
-        _yaml(
-            f"Prefect work pools of project {outputs.project}: each worker started as its identity's service account;\n"
-            "edgefleet-enrol (the enrolment key) and edgefleet-pipeline (the release key) on separate workers (run\n"
-            "each pool's setup commands once; prefect.yaml maps every deployment to its pool).",
-            work_pools_config(outputs),
-        ),
-        force,
-    )
-    return agent_path, pipeline_path
-
+    for name, text in config_texts(outputs, device_id, channel).items():
+        _write_new(paths[name], text, force)
+    return paths[AGENT_FILE], paths[PIPELINE_FILE]
 
 
 @app.command("from-stack")

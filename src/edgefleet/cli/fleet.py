@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,11 +18,14 @@ from rich.table import Table
 from edgefleet.cli.fleet_enrol import enrol_approve
 from edgefleet.cli.fleet_enrol import token_app as enrol_token_app
 from edgefleet.cli.fleet_keys import app as keys_app
+from edgefleet.cli.fleet_view import STATUS_STYLE, print_device_history, print_fleet_status
 from edgefleet.kernel.console import cli_error
 from edgefleet.kernel.errors import EdgefleetError
 
 if TYPE_CHECKING:
     from edgefleet.monitor.aggregates import StatusName
+    from edgefleet.monitor.config import MonitorConfig
+    from edgefleet.monitor.query import DeviceHistory, FleetStatus
 
 app = typer.Typer(help="Look at the fleet: every device's status, or one device's history.",
                   no_args_is_help=True)
@@ -30,35 +34,11 @@ app.add_typer(enrol_token_app, name="enrol-token")
 app.command("enrol-approve")(enrol_approve)
 stderr = Console(stderr=True)
 
-_STATUS_STYLE: dict[StatusName, str] = {"healthy": "green", "stale": "yellow", "failing": "bold red"}
-
-
 
 def _positive(name: str, value: float | None) -> float | None:
     if value is not None and value <= 0:
         raise typer.BadParameter(f"{name} must be more than 0 seconds, got {value}")
     return value
-
-
-def _number(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-_MINUTE_S = 60.0
-_HOUR_S = 3600.0
-_IN_UNIT_UP_TO = 2  # "90 s ago", then "3 min ago" from 2 minutes, then "2.5 h ago" from 2 hours
-
-
-def _age(seconds: float) -> str:
-    if seconds < _IN_UNIT_UP_TO * _MINUTE_S:
-        return f"{seconds:.0f} s ago"
-    if seconds < _IN_UNIT_UP_TO * _HOUR_S:
-        return f"{seconds / _MINUTE_S:.0f} min ago"
-    return f"{seconds / _HOUR_S:.1f} h ago"
-
-
-def _time(moment: datetime | None) -> str:
-    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def store_overrides(db: Path | None, store_url: str | None) -> dict:
@@ -103,6 +83,56 @@ def _write_overview(store, result, model: str | None, now: datetime, path: Path)
         raise EdgefleetError(f"cannot write {path}: {error.strerror}", "pass a writable path to --html") from error
 
 
+@dataclass(frozen=True)
+class StatusQuery:
+    """What `fleet status` asks for: the thresholds (None: the config's) and the page of devices."""
+
+    stale_after: float | None = None
+    silent_after: float | None = None
+    version: str | None = None
+    status: StatusName | None = None
+    tag: str | None = None
+    limit: int | None = None
+    after: str | None = None
+    every: bool = False
+
+    def page_size(self, configured: int) -> int | None:
+        """Devices a page: all of them with --all, else --limit, else the config's page size."""
+        return None if self.every else (self.limit or configured)
+
+
+def _now() -> datetime:
+    return datetime.fromtimestamp(time.time()).astimezone()
+
+
+def read_fleet_status(config: Path | None, db: Path | None, store_url: str | None, query: StatusQuery, *,
+                      html: Path | None = None, model: str | None = None) -> tuple[MonitorConfig, FleetStatus]:
+    """The fleet status the query selects, with the config it was read with; the --html overview written."""
+    from edgefleet.monitor.aggregates import StatusFilter
+    from edgefleet.monitor.query import fleet_status
+
+    settings, store = _open(config, db, store_url)
+    now = _now()
+    with store:
+        result = fleet_status(store, query.stale_after or settings.status.stale_after_s, now,
+                              silent_after_s=query.silent_after, rules=settings.status,
+                              selection=StatusFilter(version=query.version, status=query.status, tag=query.tag),
+                              limit=query.page_size(settings.status.page_size), after=query.after)
+        if html is not None:
+            _write_overview(store, result, model, now, html)
+    return settings, result
+
+
+def _status_name(only: str | None) -> StatusName | None:
+    """--status as the status it names (None: any)."""
+    if only is None:
+        return None
+    for name in STATUS_STYLE:
+        if name == only:
+            return name
+    raise typer.BadParameter(f"--status must be one of {', '.join(STATUS_STYLE)}, got {only!r}")
+
+
 @app.command()
 def status(
     as_json: bool = typer.Option(False, "--json", help="print the fleet status as JSON"),
@@ -125,23 +155,12 @@ def status(
                                                     "most devices run)"),
 ) -> None:
     """Every device: model version, backend, last seen, latency, fps, CPU temperature, healthy/stale/failing."""
-    from edgefleet.monitor.aggregates import StatusFilter
-    from edgefleet.monitor.query import fleet_status
-
     _positive("--stale-after", stale_after)
     _positive("--silent-after", silent_after)
-    if only is not None and only not in _STATUS_STYLE:
-        raise typer.BadParameter(f"--status must be one of {', '.join(_STATUS_STYLE)}, got {only!r}")
+    query = StatusQuery(stale_after=stale_after, silent_after=silent_after, version=version,
+                        status=_status_name(only), tag=tag, limit=limit, after=after, every=every)
     try:
-        settings, store = _open(config, db, store_url)
-        now = datetime.fromtimestamp(time.time()).astimezone()
-        with store:
-            result = fleet_status(store, stale_after or settings.status.stale_after_s, now,
-                                  silent_after_s=silent_after, rules=settings.status,
-                                  selection=StatusFilter(version=version, status=only, tag=tag),
-                                  limit=None if every else (limit or settings.status.page_size), after=after)
-            if html is not None:
-                _write_overview(store, result, model, now, html)
+        settings, result = read_fleet_status(config, db, store_url, query, html=html, model=model)
     except EdgefleetError as error:
         raise cli_error(error) from error
     if html is not None:
@@ -149,70 +168,7 @@ def status(
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
         return
-    console = Console()
-    table = Table(title=f"edgefleet fleet: {result.total} devices, {result.count('healthy')} healthy, "
-                        f"{result.count('stale')} stale, {result.count('failing')} failing")
-    for column in ("device", "model version", "backend", "last seen"):
-        table.add_column(column)
-    for column in ("p50 ms", "p95 ms", "fps", "CPU °C"):
-        table.add_column(column, justify="right")
-    table.add_column("status")
-    table.add_column("drift")
-    table.add_column("est. accuracy")
-    for device in result.devices:
-        version = f"{device.model_name}:{device.model_version}" if device.model_version else "-"
-        style = _STATUS_STYLE[device.status]
-        table.add_row(device.device_id, version, device.backend or "-", _age(device.age_s),
-                      _number(device.latency_p50_ms), _number(device.latency_p95_ms), _number(device.fps),
-                      _number(device.cpu_temp_c), f"[{style}]{device.status}[/]"
-                      + (f" ({device.reason})" if device.reason else ""), _drift(device, settings),
-                      device.drift.accuracy_text().removeprefix("est. accuracy ") if device.drift else "-")
-    console.print(table)
-    if any(device.drift is not None for device in result.devices):
-        from edgefleet.monitor.drift_view import ACCURACY_CAVEAT
-
-        console.print(DRIFT_CAVEAT, highlight=False)
-        console.print(ACCURACY_CAVEAT, highlight=False)
-        for version, note in sorted({(f"{d.model_name}:{d.model_version}", d.drift.accuracy_note)
-                                     for d in result.devices if d.drift is not None and d.drift.accuracy_note}):
-            console.print(f"est. accuracy of {version}: {note}", highlight=False, soft_wrap=True)
-    from edgefleet.cli.fleet_spotcheck import print_spot_checks
-
-    print_spot_checks(console, settings, result.devices)  # the labelled spot check beside the estimate (issue 25)
-    if result.next_after is not None:
-        console.print(f"{len(result.devices)} of {result.total} shown; next page: --after {result.next_after}")
-    versions = Table(title="version distribution")
-    for column in ("model", "version", "devices", "healthy", "stale", "failing"):
-        versions.add_column(column, justify="left" if column in ("model", "version") else "right")
-    for entry in result.versions:
-        versions.add_row(entry.model_name or "-", entry.model_version or "(no model)", str(entry.devices),
-                         str(entry.healthy), str(entry.stale), str(entry.failing))
-    console.print(versions)
-    if result.silent:
-        silent = Table(title=f"silent for more than {result.silent_after_s:.0f} s")
-        for column in ("device", "last seen", "model version"):
-            silent.add_column(column)
-        for device in result.silent:
-            silent.add_row(device.device_id, f"{_time(device.last_seen)} ({_age(device.age_s)})",
-                           device.model_version or "-")
-        console.print(silent)
-    else:
-        console.print(f"no device silent for more than {result.silent_after_s:.0f} s")
-    counters = result.counters
-    console.print(f"messages {counters.messages}, duplicates {counters.duplicates}, lost {counters.lost}, "
-                  f"malformed {counters.malformed} ({counters.malformed_deliveries} deliveries)")
-
-
-DRIFT_CAVEAT = ("drift: the device's own baseline on this version (its first blocks after the activation) "
-                "against its blocks since; `edgefleet fleet drift-accept DEVICE` takes the new scene as its "
-                "baseline. It sees a changed scene or model output, not whether the answers are right.")
-
-
-def _drift(device, settings) -> str:  # noqa: ANN001 - query.DeviceStatus, monitor.config.MonitorConfig
-    if device.drift is None:
-        return "-"
-    text = device.drift.summary(settings.drift.detector.baseline_blocks)
-    return f"[bold red]{text}[/]" if device.drift.status == "drift" else text
+    print_fleet_status(Console(), result, settings)
 
 
 @app.command("drift-accept")
@@ -279,59 +235,26 @@ def device(
     store_url: str = typer.Option(None, "--store-url", help=_STORE_URL_HELP),
 ) -> None:
     """One device: its status now, the model versions it ran, and its events (swaps, rollbacks...)."""
-    from edgefleet.monitor.query import device_history
-
     _positive("--stale-after", stale_after)
     try:
-        settings, store = _open(config, db, store_url)
-        with store:
-            history = device_history(store, device_id, stale_after or settings.status.stale_after_s,
-                                     datetime.fromtimestamp(time.time()).astimezone(), rules=settings.status,
-                                     event_limit=events or settings.history_events)
+        history = read_device_history(config, db, store_url, device_id, stale_after=stale_after, events=events)
     except EdgefleetError as error:
         raise cli_error(error) from error
     if as_json:
         typer.echo(history.model_dump_json(indent=2))
         return
-    console = Console()
-    now = history.status
-    summary = Table(title=f"device {device_id}", show_header=False)
-    summary.add_column("key")
-    summary.add_column("value")
-    style = _STATUS_STYLE[now.status]
-    rows = [
-        ("status", f"[{style}]{now.status}[/]" + (f" ({now.reason})" if now.reason else "")),
-        ("model", f"{now.model_name}:{now.model_version} ({now.model_variant})" if now.model_version else "-"),
-        ("backend", now.backend or "-"),
-        ("last seen", f"{_time(now.last_seen)} ({_age(now.age_s)})"),
-        ("latency p50 / p95 ms", f"{_number(now.latency_p50_ms)} / {_number(now.latency_p95_ms)}"),
-        ("fps", _number(now.fps)),
-        ("CPU °C", _number(now.cpu_temp_c)),
-        ("memory available / total MB", f"{_number(now.mem_available_mb, 0)} / {_number(now.mem_total_mb, 0)}"),
-        ("load 1 min", _number(now.load_1m, 2)),
-        ("uptime s", _number(now.uptime_s, 0)),
-        ("Edge TPU present", "yes" if now.tpu_present else "no"),
-        ("spool depth / dropped", f"{now.spool_depth} / {now.spool_dropped}"),
-        ("messages / lost / duplicates", f"{now.messages} / {now.lost} / {now.duplicates}"),
-    ]
-    for key, value in rows:
-        summary.add_row(key, value)
-    console.print(summary)
-    versions = Table(title="model versions (oldest first)")
-    for column in ("model", "version", "variant", "backend", "first seen", "last seen", "messages",
-                   "inferences", "errors"):
-        versions.add_column(column)
-    for entry in history.versions:
-        versions.add_row(entry.model_name, entry.model_version, entry.variant, entry.backend,
-                         _time(entry.first_seen), _time(entry.last_seen), str(entry.messages),
-                         str(entry.inferences), str(entry.errors))
-    console.print(versions)
-    table = Table(title="events (newest first)")
-    for column in ("time", "seq", "event", "version", "detail"):
-        table.add_column(column)
-    for event in history.events:
-        table.add_row(_time(event.time), str(event.seq), event.kind, event.model_version or "-", event.detail)
-    console.print(table)
+    print_device_history(Console(), device_id, history)
+
+
+def read_device_history(config: Path | None, db: Path | None, store_url: str | None, device_id: str, *,
+                        stale_after: float | None = None, events: int | None = None) -> DeviceHistory:
+    """One device's status now, versions and last `events` events (None: the config's thresholds and count)."""
+    from edgefleet.monitor.query import device_history
+
+    settings, store = _open(config, db, store_url)
+    with store:
+        return device_history(store, device_id, stale_after or settings.status.stale_after_s, _now(),
+                              rules=settings.status, event_limit=events or settings.history_events)
 
 
 @app.command()
@@ -351,7 +274,7 @@ def tag(
         settings, store = _open(config, db, store_url)
         with store:
             device_status(store, device_id, settings.status.stale_after_s,
-                          datetime.fromtimestamp(time.time()).astimezone())  # an unknown device: a clear error
+                          _now())  # an unknown device: a clear error
             set_tags(store.connection, device_id, add=add, remove=remove)
             store.connection.commit()
             tags = device_tags(store.connection, [device_id]).get(device_id, ())

@@ -19,7 +19,9 @@ from edgefleet.cli.registry_channels import (
     SigningBlockOption,
     SigningKeyOption,
     ValidityOption,
+    echo_resign_results,
     open_registry,
+    release_signing_key,
 )
 from edgefleet.kernel.console import cli_error
 from edgefleet.kernel.errors import EdgefleetError
@@ -71,22 +73,18 @@ def resign(
     import getpass
     from datetime import timedelta
 
-    from edgefleet.cli.registry_channels import _signing_key
     from edgefleet.flows.trust.key_rotation import resign_in_use
     from edgefleet.kernel.trust.release_keyring import load_keyring
 
     try:
         registry = open_registry(registry_uri)
-        keyring = load_keyring(ring)
-        key = _signing_key(signing_key, signing_secret_block, allow_development_key, registry.uri)
+        keyring = load_keyring(ring)  # read between the two (a wrong ring is named before a missing key)
+        key = release_signing_key(signing_key, signing_secret_block, allow_development_key, registry.uri)
         results = resign_in_use(registry, keyring, key, validity=timedelta(days=valid_days),
                                 by=f"edgefleet keys resign ({getpass.getuser()})")
     except EdgefleetError as error:
         raise cli_error(error) from error
-    for result in results:
-        typer.echo(f"{result.model}/{result.channel}: {result.outcome} {result.detail}")
-    if any(result.outcome == "failed" for result in results):
-        raise typer.Exit(code=2)
+    echo_resign_results(results)
 
 
 @app.command()

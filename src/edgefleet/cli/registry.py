@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -19,6 +20,10 @@ from edgefleet.cli.registry_channels import RegistryOption, add_channel_commands
 from edgefleet.kernel.console import cli_error
 from edgefleet.kernel.contracts.rollout import SHARE_BP_FULL
 from edgefleet.kernel.errors import EdgefleetError
+
+if TYPE_CHECKING:
+    from edgefleet.device.trust.version_bundle import SignedManifest
+    from edgefleet.kernel.contracts.manifest import Manifest, Metrics
 
 app = typer.Typer(
     help="The model registry: list, inspect, promote and verify published versions.", no_args_is_help=True
@@ -34,7 +39,6 @@ VerifyKeyOption = typer.Option(
     envvar="EDGEFLEET_PUBLIC_KEY",
     help="release public key (default: the development key's .pub)",
 )
-
 
 
 def _public_key(option: Path | None) -> Path:
@@ -91,6 +95,67 @@ def _warn_expiring(registry, within_days: float) -> None:
         stderr.print(f"fix: {RESIGN_FIX}", markup=False, highlight=False)
 
 
+def model_rows(registry) -> list[dict]:  # noqa: ANN001 - a RegistryWriter (imported lazily)
+    """`registry ls`: each model, its number of versions, the latest and what each channel points at."""
+    rows = []
+    for name in registry.list_models():
+        versions = registry.list_versions(name)
+        channels = {
+            channel: pointer.version
+            for channel in registry.list_channels(name)
+            if (pointer := registry.read_channel(name, channel).pointer) is not None
+        }
+        rows.append({"model": name, "versions": len(versions), "latest": versions[-1] if versions else None,
+                     "channels": channels})
+    return rows
+
+
+def version_rows(registry, model: str) -> list[dict]:  # noqa: ANN001 - a RegistryWriter (imported lazily)
+    """`registry ls MODEL`: each version, its variants, the channels on it and its accuracy."""
+    channels = _channels_by_version(registry, model)
+    rows = []
+    for version in registry.list_versions(model):
+        manifest = registry.read_manifest(model, version).manifest
+        rows.append({
+            "version": version,
+            "created_at": manifest.created_at.isoformat(),
+            "variants": sorted(manifest.variants),
+            "channels": sorted(channels.get(version, [])),
+            "float_accuracy": manifest.metrics.float_accuracy,
+            "int8_accuracy": manifest.metrics.int8_accuracy,
+            "tpu_fraction": manifest.compiler.tpu_fraction if manifest.compiler else None,
+        })
+    return rows
+
+
+def model_cells(row: dict) -> tuple[str, ...]:
+    """A `model_rows` row as the table shows it."""
+    channels = ", ".join(f"{c} -> {v}" for c, v in sorted(row["channels"].items()))
+    return row["model"], str(row["versions"]), row["latest"] or "-", channels or "-"
+
+
+def version_cells(row: dict) -> tuple[str, ...]:
+    """A `version_rows` row as the table shows it."""
+    return (row["version"], row["created_at"][:19].replace("T", " "), ", ".join(row["variants"]),
+            ", ".join(row["channels"]) or "-", _percent(row["float_accuracy"]), _percent(row["int8_accuracy"]),
+            _percent(row["tpu_fraction"]))
+
+
+def _listing_table(model: str | None, uri: str, rows: list[dict]) -> Table:
+    if model is None:
+        table = Table(title=f"models in {uri}")
+        columns, cells = ("model", "versions", "latest", "channels"), model_cells
+    else:
+        table = Table(title=f"{model} in {uri}")
+        columns = ("version", "created", "variants", "channels", "float acc", "int8 acc", "ops on TPU")
+        cells = version_cells
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*cells(row))
+    return table
+
+
 @app.command("ls")
 def list_(
     model: str = typer.Argument(None, help="list this model's versions (default: list the models)"),
@@ -103,74 +168,72 @@ def list_(
     try:
         registry = open_registry(registry_uri)
         _warn_expiring(registry, warn_within_days)
-        if model is None:
-            rows = []
-            for name in registry.list_models():
-                versions = registry.list_versions(name)
-                channels = {
-                    channel: pointer.version
-                    for channel in registry.list_channels(name)
-                    if (pointer := registry.read_channel(name, channel).pointer) is not None
-                }
-                rows.append(
-                    {
-                        "model": name,
-                        "versions": len(versions),
-                        "latest": versions[-1] if versions else None,
-                        "channels": channels,
-                    }
-                )
-        else:
-            channels = _channels_by_version(registry, model)
-            rows = []
-            for version in registry.list_versions(model):
-                manifest = registry.read_manifest(model, version).manifest
-                rows.append(
-                    {
-                        "version": version,
-                        "created_at": manifest.created_at.isoformat(),
-                        "variants": sorted(manifest.variants),
-                        "channels": sorted(channels.get(version, [])),
-                        "float_accuracy": manifest.metrics.float_accuracy,
-                        "int8_accuracy": manifest.metrics.int8_accuracy,
-                        "tpu_fraction": manifest.compiler.tpu_fraction if manifest.compiler else None,
-                    }
-                )
+        rows = model_rows(registry) if model is None else version_rows(registry, model)
     except EdgefleetError as error:
         raise cli_error(error) from error
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
-        return
-    console = Console()
-    if model is None:
-        table = Table(title=f"models in {registry.uri}")
-        for column in ("model", "versions", "latest", "channels"):
-            table.add_column(column)
-        for row in rows:
-            table.add_row(
-                row["model"],
-                str(row["versions"]),
-                row["latest"] or "-",
-                ", ".join(f"{c} -> {v}" for c, v in sorted(row["channels"].items())) or "-",
-            )
+    elif not rows:
+        Console().print(f"nothing published {'for ' + model + ' ' if model else ''}in {registry.uri}")
     else:
-        table = Table(title=f"{model} in {registry.uri}")
-        for column in ("version", "created", "variants", "channels", "float acc", "int8 acc", "ops on TPU"):
-            table.add_column(column)
-        for row in rows:
-            table.add_row(
-                row["version"],
-                row["created_at"][:19].replace("T", " "),
-                ", ".join(row["variants"]),
-                ", ".join(row["channels"]) or "-",
-                _percent(row["float_accuracy"]),
-                _percent(row["int8_accuracy"]),
-                _percent(row["tpu_fraction"]),
-            )
-    if not rows:
-        console.print(f"nothing published {'for ' + model + ' ' if model else ''}in {registry.uri}")
-        return
-    console.print(table)
+        Console().print(_listing_table(model, registry.uri, rows))
+
+
+def _size(size_bytes: int | None) -> str:
+    return "-" if size_bytes is None else f"{size_bytes / KIB:.1f} KiB"
+
+
+def manifest_lines(signed: SignedManifest) -> list[str]:
+    """The lines `registry show` prints above the tables: the version, its manifest's hash, its input."""
+    manifest, spec = signed.manifest, signed.manifest.input
+    return [
+        f"[bold]{manifest.model} {manifest.version}[/] ({manifest.task}), created "
+        f"{manifest.created_at:%Y-%m-%d %H:%M:%S %Z}, commit {manifest.source_commit or '-'}",
+        f"manifest sha256 {signed.manifest_sha256}",
+        f"input {list(spec.shape)} {spec.dtype} (scale {spec.quantization.scale:g}, zero point "
+        f"{spec.quantization.zero_point}); {manifest.label_count} labels in {manifest.labels_file}",
+    ]
+
+
+def compiler_lines(manifest: Manifest) -> list[str]:
+    """The lines `registry show` prints below the tables: the Edge TPU compilation, the golden outputs."""
+    c = manifest.compiler
+    if c is None:
+        lines = ["no Edge TPU variant (not compiled): devices run the CPU model"]
+    else:
+        lines = [f"Edge TPU: {c.operations_on_tpu}/{c.operations_total} operations on the TPU "
+                 f"({c.tpu_fraction:.1%}), {c.subgraphs} subgraph(s), compiler {c.compiler_version or '-'}"]
+        lines += [f"  on CPU: {op.operator} x{op.count}: {op.reason}" for op in c.cpu_operations]
+    return [*lines, f"{len(manifest.golden)} golden outputs (tolerance {manifest.golden_tolerance:g})"]
+
+
+def _files_table(manifest: Manifest) -> Table:
+    files = Table(title="files")
+    for column in ("file", "variant", "size", "sha256"):
+        files.add_column(column)
+    variant_of = {name: variant for variant, name in manifest.variants.items()}
+    for entry in manifest.files:
+        files.add_row(entry.name, variant_of.get(entry.name, "-"), _size(entry.size), entry.sha256[:16] + "...")
+    return files
+
+
+def _metrics_table(metrics: Metrics) -> Table:
+    table = Table(title="metrics")
+    for column in ("", "float32", "int8"):
+        table.add_column(column)
+    table.add_row("accuracy", _percent(metrics.float_accuracy), _percent(metrics.int8_accuracy))
+    table.add_row("size", _size(metrics.float_size_bytes), _size(metrics.int8_size_bytes))
+    return table
+
+
+def print_manifest(console: Console, signed: SignedManifest) -> None:
+    """What `registry show` prints of a version: its manifest's lines, files and metrics."""
+    for line in manifest_lines(signed):
+        console.print(line)
+    console.print(_files_table(signed.manifest))
+    console.print(_metrics_table(signed.manifest.metrics))
+    for line in compiler_lines(signed.manifest):
+        console.print(line)
 
 
 @app.command()
@@ -182,59 +245,13 @@ def show(
 ) -> None:
     """Show one version's manifest: files, input, metrics, compiler report, golden outputs."""
     try:
-        registry = open_registry(registry_uri)
-        signed = registry.read_manifest(model, version)
+        signed = open_registry(registry_uri).read_manifest(model, version)
     except EdgefleetError as error:
         raise cli_error(error) from error
-    manifest = signed.manifest
     if as_json:
         typer.echo(signed.raw.decode())
         return
-    console = Console()
-    console.print(
-        f"[bold]{manifest.model} {manifest.version}[/] ({manifest.task}), created "
-        f"{manifest.created_at:%Y-%m-%d %H:%M:%S %Z}, commit {manifest.source_commit or '-'}"
-    )
-    console.print(f"manifest sha256 {signed.manifest_sha256}")
-    spec = manifest.input
-    console.print(
-        f"input {list(spec.shape)} {spec.dtype} (scale {spec.quantization.scale:g}, zero point "
-        f"{spec.quantization.zero_point}); {manifest.label_count} labels in {manifest.labels_file}"
-    )
-    files = Table(title="files")
-    for column in ("file", "variant", "size", "sha256"):
-        files.add_column(column)
-    variant_of = {name: variant for variant, name in manifest.variants.items()}
-    for entry in manifest.files:
-        files.add_row(
-            entry.name,
-            variant_of.get(entry.name, "-"),
-            f"{entry.size / KIB:.1f} KiB",
-            entry.sha256[:16] + "...",
-        )
-    console.print(files)
-    m = manifest.metrics
-    metrics = Table(title="metrics")
-    for column in ("", "float32", "int8"):
-        metrics.add_column(column)
-    metrics.add_row("accuracy", _percent(m.float_accuracy), _percent(m.int8_accuracy))
-    metrics.add_row(
-        "size",
-        "-" if m.float_size_bytes is None else f"{m.float_size_bytes / KIB:.1f} KiB",
-        "-" if m.int8_size_bytes is None else f"{m.int8_size_bytes / KIB:.1f} KiB",
-    )
-    console.print(metrics)
-    if manifest.compiler is None:
-        console.print("no Edge TPU variant (not compiled): devices run the CPU model")
-    else:
-        c = manifest.compiler
-        console.print(
-            f"Edge TPU: {c.operations_on_tpu}/{c.operations_total} operations on the TPU "
-            f"({c.tpu_fraction:.1%}), {c.subgraphs} subgraph(s), compiler {c.compiler_version or '-'}"
-        )
-        for op in c.cpu_operations:
-            console.print(f"  on CPU: {op.operator} x{op.count}: {op.reason}")
-    console.print(f"{len(manifest.golden)} golden outputs (tolerance {manifest.golden_tolerance:g})")
+    print_manifest(Console(), signed)
 
 
 @app.command()

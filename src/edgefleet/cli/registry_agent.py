@@ -15,8 +15,7 @@ from edgefleet.cli.registry_channels import (
     SigningBlockOption,
     SigningKeyOption,
     ValidityOption,
-    _signing_key,
-    open_registry,
+    signing_registry,
 )
 from edgefleet.kernel.console import cli_error
 from edgefleet.kernel.errors import EdgefleetError
@@ -41,8 +40,7 @@ def publish(
     from edgefleet.flows.release.agent import publish_agent
 
     try:
-        registry = open_registry(registry_uri)
-        key = _signing_key(signing_key, signing_secret_block, allow_development_key, registry.uri)
+        registry, key = signing_registry(registry_uri, signing_key, signing_secret_block, allow_development_key)
         result = publish_agent(registry, wheel, version, signing_key=key, locks=list(locks) or None)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
@@ -67,8 +65,7 @@ def promote(
     from edgefleet.flows.release.agent import promote_agent
 
     try:
-        registry = open_registry(registry_uri)
-        key = _signing_key(signing_key, signing_secret_block, allow_development_key, registry.uri)
+        registry, key = signing_registry(registry_uri, signing_key, signing_secret_block, allow_development_key)
         pointer = promote_agent(registry, version, channel, signing_key=key, downgrade=downgrade,
                                 by=f"edgefleet registry agent promote ({getpass.getuser()})",
                                 validity=timedelta(days=valid_days))

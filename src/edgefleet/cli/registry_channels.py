@@ -68,7 +68,7 @@ PromoteKeyOption = typer.Option(
 )
 
 
-def _signing_key(key_file: Path | None, secret_block: str | None, allow_dev: bool, registry_uri: str):
+def release_signing_key(key_file: Path | None, secret_block: str | None, allow_dev: bool, registry_uri: str):
     from edgefleet.flows.release.params import SigningParams
     from edgefleet.flows.trust.release_key import channel_signing_key
 
@@ -76,6 +76,21 @@ def _signing_key(key_file: Path | None, secret_block: str | None, allow_dev: boo
         key_file=str(key_file) if key_file else None, secret_block=secret_block, allow_development_key=allow_dev
     )
     return channel_signing_key(params, registry_uri)
+
+
+def signing_registry(registry_uri: str | None, key_file: Path | None, secret_block: str | None, allow_dev: bool):
+    """(the registry of --registry, the release signing key of --signing-key / --signing-secret-block /
+    --allow-development-key for it): what every command that signs opens first."""
+    registry = open_registry(registry_uri)
+    return registry, release_signing_key(key_file, secret_block, allow_dev, registry.uri)
+
+
+def echo_resign_results(results) -> None:  # noqa: ANN001 - ResignResult of the trust packages (imported lazily)
+    """One line a channel re-signed (or left, or failed); exit code 2 when one failed."""
+    for result in results:
+        typer.echo(f"{result.model}/{result.channel}: {result.outcome} {result.detail}")
+    if any(result.outcome == "failed" for result in results):
+        raise typer.Exit(code=2)
 
 
 def promote(
@@ -115,7 +130,7 @@ def promote(
         registry = open_registry(registry_uri)
         key = None
         if not unsigned:
-            key = _signing_key(signing_key, signing_secret_block, allow_development_key, registry.uri)
+            key = release_signing_key(signing_key, signing_secret_block, allow_development_key, registry.uri)
         check_with = key.public_key() if key is not None else public_key
         before = registry.read_channel_checked(model, channel, check_with) if check_with is not None else None
         pointer = registry.promote(
@@ -165,8 +180,7 @@ def resign(
     from edgefleet.flows.trust.resign_channels import resign_channels
 
     try:
-        registry = open_registry(registry_uri)
-        key = _signing_key(signing_key, signing_secret_block, allow_development_key, registry.uri)
+        registry, key = signing_registry(registry_uri, signing_key, signing_secret_block, allow_development_key)
         results = resign_channels(
             registry,
             key,
@@ -177,10 +191,7 @@ def resign(
         )
     except EdgefleetError as error:
         raise cli_error(error) from error
-    for result in results:
-        typer.echo(f"{result.model}/{result.channel}: {result.outcome} {result.detail}")
-    if any(result.outcome == "failed" for result in results):
-        raise typer.Exit(code=2)
+    echo_resign_results(results)
 
 
 def convert_unsigned(
@@ -202,8 +213,7 @@ def convert_unsigned(
     from edgefleet.flows.trust.convert_unsigned import plan_conversion
 
     try:
-        registry = open_registry(registry_uri)
-        key = _signing_key(signing_key, signing_secret_block, allow_development_key, registry.uri)
+        registry, key = signing_registry(registry_uri, signing_key, signing_secret_block, allow_development_key)
         plan = plan_conversion(registry, model, channel, key)
     except EdgefleetError as error:
         raise cli_error(error) from error

@@ -6,6 +6,11 @@ labellers (device_id, frame_id, image, and an empty label column; the model's an
 anchor the labeller); `import` reads the labelled file back and records, per device, each frame's label and
 whether the model was right (`fleet/spotcheck-labels/<device_id>.json`), which `fleet status` shows beside the
 estimated accuracy. Every row is checked before anything is written: with any problem nothing is imported.
+
+Both take only samples signed by the key the fleet registered for the device whose folder they are in
+(`edgefleet.monitor.spotcheck_samples`): the device key records are checked with the fleet enrolment public key
+(`--enrolment-public-key`, default the monitor's `~/.edgefleet/keys/fleet-enrolment.key.pub`). Any other
+sample is listed (`REFUSED <where>: <reason>`, on standard error), never offered, never imported.
 """
 
 from __future__ import annotations
@@ -25,6 +30,13 @@ from edgefleet.kernel.errors import EdgefleetError
 if TYPE_CHECKING:
     from edgefleet.flows.registry import RegistryWriter
     from edgefleet.kernel.contracts.spotcheck import SpotLabels
+    from edgefleet.monitor.spotcheck_samples import RefusedSample, SampleReader
+
+EXIT_REFUSED = 1
+"""`import`'s exit status when samples were refused (the others are imported)."""
+ENROLMENT_KEY_HELP = ("the fleet enrolment public key that signs device key records (repeat while it is rotated; "
+                      "default: ~/.edgefleet/keys/fleet-enrolment.key.pub, as the monitor's config)")
+EnrolmentPublicKeyOption = typer.Option([], "--enrolment-public-key", help=ENROLMENT_KEY_HELP)
 
 app = typer.Typer(help="The labelled spot check: frames devices sent for labelling, and their labels.",
                   no_args_is_help=True)
@@ -37,9 +49,44 @@ def _open(uri: str | None) -> RegistryWriter:
     return open_registry_writer(uri or DEFAULT_REGISTRY)
 
 
-def import_labels(registry: RegistryWriter, path: Path, now: datetime) -> tuple[dict[str, SpotLabels], int]:
+def sample_reader(registry: RegistryWriter, enrolment_public_keys: list[Path]) -> SampleReader:
+    """Reads samples, taking only those signed by their folder's enrolled device.
+
+    Raises:
+        ConfigError: an enrolment public key file is missing or unusable (named).
+    """
+    from edgefleet.cli.config import ENROLMENT_PUBLIC_KEY
+    from edgefleet.kernel.errors import ConfigError, VerificationError
+    from edgefleet.kernel.trust.signatures import key_id, load_public_key
+    from edgefleet.monitor.device_key_reader import KeyRecordPolicy
+    from edgefleet.monitor.spotcheck_samples import SampleReader
+
+    keys = {}
+    for path in enrolment_public_keys or [Path(ENROLMENT_PUBLIC_KEY)]:
+        try:
+            key = load_public_key(path.expanduser())
+        except VerificationError as error:
+            raise ConfigError(f"the fleet enrolment public key: {error.message}",
+                              f"put the public half of deploy-agent's fleet enrolment key at {ENROLMENT_PUBLIC_KEY} "
+                              "or pass --enrolment-public-key FILE: it tells which device signed a sample") from error
+        keys[key_id(key)] = key
+    return SampleReader(registry, KeyRecordPolicy(keys))
+
+
+def _print_refused(refused: tuple[RefusedSample, ...]) -> None:
+    from edgefleet.monitor.spotcheck_samples import REFUSED_FIX, refusal_lines
+
+    for line in refusal_lines(refused):
+        typer.echo(line, err=True)
+    if refused:
+        typer.echo(f"{len(refused)} sample(s) refused, never offered or imported (fix: {REFUSED_FIX})", err=True)
+
+
+def import_labels(samples: SampleReader, registry: RegistryWriter, path: Path,
+                  now: datetime) -> tuple[dict[str, SpotLabels], int, tuple[RefusedSample, ...]]:
     """Checks every row of the labeller's file against the uploaded samples, then writes each device's labelled
-    record (compare-and-swap on what was read). Returns (device -> its record, unlabelled rows skipped).
+    record (compare-and-swap on what was read). Returns (device -> its record, unlabelled rows skipped, the
+    samples refused: not signed by their folder's device, left out).
 
     Raises:
         LabelsError: the file or a sample it names has problems (nothing written).
@@ -49,21 +96,25 @@ def import_labels(registry: RegistryWriter, path: Path, now: datetime) -> tuple[
     from edgefleet.monitor.spotcheck_labels import label_samples, merged, parse_labels
 
     parsed = parse_labels(path)
-    labelled = label_samples(registry, path, parsed.rows)
+    labelled, refused = label_samples(samples, path, parsed.rows)
     records: dict[str, tuple[SpotLabels, int]] = {}
-    for device_id, samples in sorted(labelled.items()):  # every record read and merged before any write
+    for device_id, new in sorted(labelled.items()):  # every record read and merged before any write
         current = registry.read_json(labels_key(device_id))
         existing = SpotLabels.model_validate(current.value) if current.value is not None else None
-        records[device_id] = merged(existing, device_id, samples, now), current.generation
+        records[device_id] = merged(existing, device_id, new, now), current.generation
     for device_id, (record, generation) in records.items():
         registry.put_json(labels_key(device_id), record, expected_generation=generation)
-    return {device_id: record for device_id, (record, _) in records.items()}, parsed.unlabelled
+    return {device_id: record for device_id, (record, _) in records.items()}, parsed.unlabelled, refused
 
 
-def pending_rows(registry: RegistryWriter, device: str | None) -> list[dict[str, str]]:
-    """The uploaded samples not labelled yet (oldest first per device), as rows of the labellers' CSV."""
+def pending_rows(samples: SampleReader, registry: RegistryWriter,
+                 device: str | None) -> tuple[list[dict[str, str]], tuple[RefusedSample, ...]]:
+    """The uploaded samples not labelled yet (oldest first per device), as rows of the labellers' CSV; and the
+    samples refused (not signed by their folder's device: never offered)."""
+    from edgefleet.kernel.contracts.layout import check_name
     from edgefleet.kernel.contracts.spotcheck import SPOTCHECK_PREFIX, check_frame_id, device_prefix, sample_keys
     from edgefleet.monitor.spotcheck_labels import read_labels
+    from edgefleet.monitor.spotcheck_samples import RefusedSample
 
     prefix = device_prefix(device) if device else f"{SPOTCHECK_PREFIX}/"
     found: dict[str, list[str]] = {}
@@ -76,25 +127,41 @@ def pending_rows(registry: RegistryWriter, device: str | None) -> list[dict[str,
         if len(parts) == 3:  # spotcheck/<device>/<frame>.json
             found.setdefault(parts[1], []).append(frame)
     rows: list[dict[str, str]] = []
+    refused: list[RefusedSample] = []
     for device_id, frames in sorted(found.items()):
+        try:
+            check_name("device id", device_id)
+        except ValueError as error:  # a folder no device names (anyone with the devices' account can make one)
+            refused += [RefusedSample(registry.describe(f"{SPOTCHECK_PREFIX}/{device_id}/{frame}.json"), str(error))
+                        for frame in sorted(frames)]
+            continue
         record = read_labels(registry, device_id)
         done = {sample.frame_id for sample in record.samples} if record else set()
-        rows += [{"device_id": device_id, "frame_id": frame, "image": registry.describe(sample_keys(device_id,
-                  frame)[0]), "label": ""} for frame in sorted(frames) if frame not in done]
-    return rows
+        for frame in sorted(set(frames) - done):
+            sample = samples.read(device_id, frame)
+            if isinstance(sample, RefusedSample):
+                refused.append(sample)
+            elif sample is not None:
+                rows.append({"device_id": device_id, "frame_id": frame,
+                             "image": registry.describe(sample_keys(device_id, frame)[0]), "label": ""})
+    return rows, tuple(refused)
 
 
 @app.command()
 def pending(
     device: str = typer.Option(None, "--device", help="only this device's samples"),
     out: Path = typer.Option(None, "--out", "-o", help="write the CSV here (default: standard output)"),
+    enrolment_public_key: list[Path] = EnrolmentPublicKeyOption,
     registry_uri: str = RegistryOption,
 ) -> None:
-    """The frames devices sent that nobody labelled yet, as the labellers' CSV (fill in the label column)."""
+    """The frames devices sent that nobody labelled yet, as the labellers' CSV (fill in the label column); only
+    frames signed by their device (the others are listed as REFUSED on standard error)."""
     try:
-        rows = pending_rows(_open(registry_uri), device)
+        registry = _open(registry_uri)
+        rows, refused = pending_rows(sample_reader(registry, enrolment_public_key), registry, device)
     except EdgefleetError as error:
         raise cli_error(error) from error
+    _print_refused(refused)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["device_id", "frame_id", "image", "label"])
     writer.writeheader()
@@ -113,15 +180,20 @@ def pending(
 def import_(
     labels: Path = typer.Argument(..., help="the labelled CSV (device_id,frame_id,label; `pending` writes it) or "
                                             "JSON Lines (.jsonl) with those keys"),
+    enrolment_public_key: list[Path] = EnrolmentPublicKeyOption,
     registry_uri: str = RegistryOption,
 ) -> None:
-    """Record the labels of spot-check frames: per device, the label and whether the model was right."""
+    """Record the labels of spot-check frames: per device, the label and whether the model was right. Samples
+    not signed by their device are refused (listed, not imported; exit status 1), the others imported."""
     from edgefleet.monitor.spotcheck import spot_check
 
     try:
-        records, unlabelled = import_labels(_open(registry_uri), labels, datetime.now(UTC))
+        registry = _open(registry_uri)
+        samples = sample_reader(registry, enrolment_public_key)
+        records, unlabelled, refused = import_labels(samples, registry, labels, datetime.now(UTC))
     except EdgefleetError as error:
         raise cli_error(error) from error
+    _print_refused(refused)
     for device_id, record in records.items():
         latest = record.samples[-1].model_version if record.samples else None
         result = spot_check(device_id, latest, record.samples) if latest else None
@@ -129,3 +201,5 @@ def import_(
         typer.echo(f"{device_id}: {len(record.samples)} labelled frame(s){summary}")
     if unlabelled:
         typer.echo(f"{unlabelled} row(s) without a label skipped", err=True)
+    if refused:
+        raise typer.Exit(EXIT_REFUSED)

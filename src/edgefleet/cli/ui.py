@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -15,6 +16,9 @@ from rich.table import Table
 
 from edgefleet.kernel.console import cli_error
 from edgefleet.kernel.errors import EdgefleetError
+
+if TYPE_CHECKING:
+    from edgefleet.local.ui import LocalPrefectUi, UiSettings
 
 UI_URL_LABEL = "Prefect UI:"
 stdout = Console()
@@ -50,21 +54,32 @@ def ui(
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING, ERROR"),
 ) -> None:
     """Start the Prefect server, a process worker and the deployments of prefect.yaml; stop on Ctrl-C."""
-    from edgefleet.local.processes import interruptible
-    from edgefleet.local.ui import LocalPrefectUi, UiSettings
+    from edgefleet.local.ui import LocalPrefectUi
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     if user_home and prefect_home is not None:
         raise cli_error(EdgefleetError("--user-home and --prefect-home both name a Prefect home", "pass one of them"))
-    given = {"prefect_file": prefect_file, "host": host, "port": port}
-    settings = UiSettings(
-        project_dir=project_dir.resolve(),
-        prefect_home=Path.home() / ".prefect" if user_home else prefect_home,
-        run_schedules=schedules,
-        **{name: value for name, value in given.items() if value is not None},
-    )
-    stack = LocalPrefectUi(settings)
+    settings = _settings(project_dir, Path.home() / ".prefect" if user_home else prefect_home, schedules,
+                         prefect_file=prefect_file, host=host, port=port)
+    _serve(LocalPrefectUi(settings), settings)
+    stderr.print("Stopped.")
+
+
+def _settings(project_dir: Path, prefect_home: Path | None, schedules: bool, *, prefect_file: str | None,
+              host: str | None, port: int | None) -> UiSettings:
+    """The UI's settings: the options given (None: the default)."""
+    from edgefleet.local.ui import UiSettings
+
+    given: dict[str, Any] = {"prefect_file": prefect_file, "host": host, "port": port}
+    return UiSettings(project_dir=project_dir.resolve(), prefect_home=prefect_home, run_schedules=schedules,
+                      **{name: value for name, value in given.items() if value is not None})
+
+
+def _serve(stack: LocalPrefectUi, settings: UiSettings) -> None:
+    """Starts the stack, shows its deployments and keeps it alive until Ctrl-C (or SIGTERM), then stops it."""
+    from edgefleet.local.processes import interruptible
+
     # SIGTERM behaves as Ctrl-C: whatever is under way (start-up included) unwinds into stop(), which a second
     # Ctrl-C cannot cut short (it is bounded by its own timeouts).
     with interruptible(stack.stop):
@@ -83,7 +98,6 @@ def ui(
             stderr.print("Interrupted: stopping the worker and the server...")
         except EdgefleetError as error:
             raise cli_error(error) from error
-    stderr.print("Stopped.")
 
 
 def _show(stack) -> None:

@@ -12,7 +12,7 @@ import os
 import signal
 from pathlib import Path
 
-from edgefleet.device.doctor_edgetpu import process_alive
+from edgefleet.device.doctor.agent_tpu import process_alive
 from edgefleet.local.processes import wait_until
 
 DOWN_WAIT_S = 90.0

@@ -30,6 +30,7 @@ from edgefleet.kernel.errors import ConfigError
 if TYPE_CHECKING:
     from google.cloud.pubsub_v1 import PublisherClient, SchemaServiceClient, SubscriberClient
     from google.cloud.storage import Client as StorageClient
+    from google.pubsub_v1.types import Subscription, Topic
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -107,15 +108,24 @@ def emulator_clients(project: str) -> TwinClients:
     )
 
 
-def _paths(settings: TwinSettings) -> dict[str, str]:
-    project = settings.project
-    return {
-        "topic": f"projects/{project}/topics/{layout.TELEMETRY_TOPIC}",
-        "dead_letter_topic": f"projects/{project}/topics/{layout.TELEMETRY_DEAD_LETTER_TOPIC}",
-        "monitor_subscription": f"projects/{project}/subscriptions/{layout.MONITOR_SUBSCRIPTION}",
-        "dead_letter_subscription": f"projects/{project}/subscriptions/{layout.DEAD_LETTER_SUBSCRIPTION}",
-        "schema": f"projects/{project}/schemas/{layout.TELEMETRY_SCHEMA}",
-    }
+class TwinPaths(NamedTuple):
+    """The full resource paths of the twin's Pub/Sub topics, subscriptions and schema in one project."""
+
+    topic: str
+    dead_letter_topic: str
+    monitor_subscription: str
+    dead_letter_subscription: str
+    schema: str
+
+
+def twin_paths(project: str) -> TwinPaths:
+    return TwinPaths(
+        topic=f"projects/{project}/topics/{layout.TELEMETRY_TOPIC}",
+        dead_letter_topic=f"projects/{project}/topics/{layout.TELEMETRY_DEAD_LETTER_TOPIC}",
+        monitor_subscription=f"projects/{project}/subscriptions/{layout.MONITOR_SUBSCRIPTION}",
+        dead_letter_subscription=f"projects/{project}/subscriptions/{layout.DEAD_LETTER_SUBSCRIPTION}",
+        schema=f"projects/{project}/schemas/{layout.TELEMETRY_SCHEMA}",
+    )
 
 
 def _whole_seconds(seconds: float) -> int:
@@ -134,6 +144,57 @@ def _differs(what: str, detail: str) -> ConfigError:
     )
 
 
+def topic_request(name: str, telemetry: TelemetrySettings, schema_path: str | None = None) -> dict[str, object]:
+    """The create request of a telemetry topic: the retention, and the Avro schema (JSON encoded) when given."""
+    from google.pubsub_v1.types import Encoding
+
+    request: dict[str, object] = {
+        "name": name,
+        "message_retention_duration": _duration(telemetry.message_retention_seconds),
+    }
+    if schema_path:
+        request["schema_settings"] = {"schema": schema_path, "encoding": Encoding.JSON}
+    return request
+
+
+def subscription_request(
+    name: str, topic: str, telemetry: TelemetrySettings, dead_letter_topic: str | None = None
+) -> dict[str, object]:
+    """The create request of a subscription: ack deadline and retention; with `dead_letter_topic`, the
+    dead-letter policy (after `dead_letter_max_attempts`) and the retry back-off the monitor's has."""
+    request: dict[str, object] = {
+        "name": name,
+        "topic": topic,
+        "ack_deadline_seconds": telemetry.ack_deadline_seconds,
+        "message_retention_duration": _duration(telemetry.subscription_retention_seconds),
+    }
+    if dead_letter_topic is not None:
+        request["dead_letter_policy"] = {
+            "dead_letter_topic": dead_letter_topic,
+            "max_delivery_attempts": telemetry.dead_letter_max_attempts,
+        }
+        request["retry_policy"] = {
+            "minimum_backoff": _duration(telemetry.retry_minimum_backoff_seconds),
+            "maximum_backoff": _duration(telemetry.retry_maximum_backoff_seconds),
+        }
+    return request
+
+
+def schema_difference(found: str, expected: str | None) -> str | None:
+    """How an existing topic's schema (`found`, "" for none) differs from the twin's, None when it does not."""
+    if (found or None) == expected:
+        return None
+    return f"schema {found or 'none'}, expected {expected or 'none'}"
+
+
+def dead_letter_difference(found_topic: str, found_attempts: int, expected_topic: str,
+                           expected_attempts: int) -> str | None:
+    """How an existing subscription's dead-letter policy differs from the twin's, None when it does not."""
+    if (found_topic, found_attempts) == (expected_topic, expected_attempts):
+        return None
+    return f"dead-letter policy {found_topic or 'none'} after {found_attempts} attempts"
+
+
 def twin_up(clients: TwinClients, settings: TwinSettings = DEFAULT_SETTINGS) -> TwinState:
     """Creates the telemetry topic (with its Avro schema when enforced), the dead-letter topic, the monitor
     subscription with its dead-letter policy, the dead-letter subscription, and the registry.
@@ -141,98 +202,41 @@ def twin_up(clients: TwinClients, settings: TwinSettings = DEFAULT_SETTINGS) -> 
     Raises:
         ConfigError: when something exists with another definition.
     """
-    from google.pubsub_v1.types import Encoding
-
-    paths = _paths(settings)
-    timeout = settings.request_timeout_s
+    paths = twin_paths(settings.project)
     telemetry = settings.telemetry
-    schema_path = _ensure_schema(clients, settings, paths["schema"]) if telemetry.enforce_schema else None
-
-    topic_request: dict[str, object] = {
-        "name": paths["topic"],
-        "message_retention_duration": _duration(telemetry.message_retention_seconds),
-    }
-    if schema_path:
-        topic_request["schema_settings"] = {"schema": schema_path, "encoding": Encoding.JSON}
-    topic = _create_or_get(
-        lambda: clients.publisher.create_topic(request=topic_request, timeout=timeout),
-        lambda: clients.publisher.get_topic(topic=paths["topic"], timeout=timeout),
-    )
-    if (topic.schema_settings.schema or None) != schema_path:
-        raise _differs(
-            f"topic {paths['topic']}",
-            f"schema {topic.schema_settings.schema or 'none'}, expected {schema_path or 'none'}",
-        )
-    _create_or_get(
-        lambda: clients.publisher.create_topic(
-            request={
-                "name": paths["dead_letter_topic"],
-                "message_retention_duration": _duration(telemetry.message_retention_seconds),
-            },
-            timeout=timeout,
-        ),
-        lambda: clients.publisher.get_topic(topic=paths["dead_letter_topic"], timeout=timeout),
-    )
-
-    subscription_common = {
-        "ack_deadline_seconds": telemetry.ack_deadline_seconds,
-        "message_retention_duration": _duration(telemetry.subscription_retention_seconds),
-    }
-    monitor_request = {
-        "name": paths["monitor_subscription"],
-        "topic": paths["topic"],
-        **subscription_common,
-        "dead_letter_policy": {
-            "dead_letter_topic": paths["dead_letter_topic"],
-            "max_delivery_attempts": telemetry.dead_letter_max_attempts,
-        },
-        "retry_policy": {
-            "minimum_backoff": _duration(telemetry.retry_minimum_backoff_seconds),
-            "maximum_backoff": _duration(telemetry.retry_maximum_backoff_seconds),
-        },
-    }
-    monitor = _create_or_get(
-        lambda: clients.subscriber.create_subscription(request=monitor_request, timeout=timeout),
-        lambda: clients.subscriber.get_subscription(
-            subscription=paths["monitor_subscription"], timeout=timeout
-        ),
-    )
+    schema_path = _ensure_schema(clients, settings, paths.schema) if telemetry.enforce_schema else None
+    topic = _ensure_topic(clients, settings, paths.topic, schema_path)
+    difference = schema_difference(topic.schema_settings.schema, schema_path)
+    if difference is not None:
+        raise _differs(f"topic {paths.topic}", difference)
+    _ensure_topic(clients, settings, paths.dead_letter_topic)
+    monitor = _ensure_subscription(clients, settings, paths.monitor_subscription, paths.topic,
+                                   dead_letter_topic=paths.dead_letter_topic)
     policy = monitor.dead_letter_policy
-    if (policy.dead_letter_topic, policy.max_delivery_attempts) != (
-        paths["dead_letter_topic"],
-        telemetry.dead_letter_max_attempts,
-    ):
-        raise _differs(
-            f"subscription {paths['monitor_subscription']}",
-            f"dead-letter policy {policy.dead_letter_topic or 'none'} after "
-            f"{policy.max_delivery_attempts} attempts",
-        )
-    _create_or_get(
-        lambda: clients.subscriber.create_subscription(
-            request={
-                "name": paths["dead_letter_subscription"],
-                "topic": paths["dead_letter_topic"],
-                **subscription_common,
-            },
-            timeout=timeout,
-        ),
-        lambda: clients.subscriber.get_subscription(
-            subscription=paths["dead_letter_subscription"], timeout=timeout
-        ),
-    )
-
-    registry_uri = _ensure_registry(clients, settings)
-    state = TwinState(
-        settings.project,
-        paths["topic"],
-        paths["dead_letter_topic"],
-        paths["monitor_subscription"],
-        paths["dead_letter_subscription"],
-        schema_path,
-        registry_uri,
-    )
+    difference = dead_letter_difference(policy.dead_letter_topic, policy.max_delivery_attempts,
+                                        paths.dead_letter_topic, telemetry.dead_letter_max_attempts)
+    if difference is not None:
+        raise _differs(f"subscription {paths.monitor_subscription}", difference)
+    _ensure_subscription(clients, settings, paths.dead_letter_subscription, paths.dead_letter_topic)
+    state = TwinState(settings.project, paths.topic, paths.dead_letter_topic, paths.monitor_subscription,
+                      paths.dead_letter_subscription, schema_path, _ensure_registry(clients, settings))
     log.info("local twin up: %s", state)
     return state
+
+
+def _ensure_topic(clients: TwinClients, settings: TwinSettings, name: str, schema_path: str | None = None) -> Topic:
+    request = topic_request(name, settings.telemetry, schema_path)
+    timeout = settings.request_timeout_s
+    return _create_or_get(lambda: clients.publisher.create_topic(request=request, timeout=timeout),
+                          lambda: clients.publisher.get_topic(topic=name, timeout=timeout))
+
+
+def _ensure_subscription(clients: TwinClients, settings: TwinSettings, name: str, topic: str, *,
+                         dead_letter_topic: str | None = None) -> Subscription:
+    request = subscription_request(name, topic, settings.telemetry, dead_letter_topic)
+    timeout = settings.request_timeout_s
+    return _create_or_get(lambda: clients.subscriber.create_subscription(request=request, timeout=timeout),
+                          lambda: clients.subscriber.get_subscription(subscription=name, timeout=timeout))
 
 
 def _create_or_get(create: Callable[[], T], get: Callable[[], T]) -> T:
@@ -299,28 +303,26 @@ def _ensure_registry(clients: TwinClients, settings: TwinSettings) -> str:
 
 def twin_down(clients: TwinClients, settings: TwinSettings = DEFAULT_SETTINGS) -> list[str]:
     """Removes what `twin_up` created; returns what it removed. Missing pieces are fine (idempotent)."""
-    paths = _paths(settings)
+    paths = twin_paths(settings.project)
     timeout = settings.request_timeout_s
     removed = []
     steps = [
         (
-            paths["monitor_subscription"],
-            lambda: clients.subscriber.delete_subscription(
-                subscription=paths["monitor_subscription"], timeout=timeout
-            ),
+            paths.monitor_subscription,
+            lambda: clients.subscriber.delete_subscription(subscription=paths.monitor_subscription, timeout=timeout),
         ),
         (
-            paths["dead_letter_subscription"],
+            paths.dead_letter_subscription,
             lambda: clients.subscriber.delete_subscription(
-                subscription=paths["dead_letter_subscription"], timeout=timeout
+                subscription=paths.dead_letter_subscription, timeout=timeout
             ),
         ),
-        (paths["topic"], lambda: clients.publisher.delete_topic(topic=paths["topic"], timeout=timeout)),
+        (paths.topic, lambda: clients.publisher.delete_topic(topic=paths.topic, timeout=timeout)),
         (
-            paths["dead_letter_topic"],
-            lambda: clients.publisher.delete_topic(topic=paths["dead_letter_topic"], timeout=timeout),
+            paths.dead_letter_topic,
+            lambda: clients.publisher.delete_topic(topic=paths.dead_letter_topic, timeout=timeout),
         ),
-        (paths["schema"], lambda: clients.schemas.delete_schema(name=paths["schema"], timeout=timeout)),
+        (paths.schema, lambda: clients.schemas.delete_schema(name=paths.schema, timeout=timeout)),
     ]
     for name, delete in steps:
         try:

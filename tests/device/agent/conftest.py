@@ -54,6 +54,14 @@ class Releases:
             self.store.activate(MODEL, version)
         return self.store.version_dir(MODEL, version)
 
+    def agent_config(self, sections: str = "") -> Path:
+        """Writes `agent.yaml` (in tmp): device cam-1 running MODEL from this root on the Coral test images, then
+        `sections` (more of the config, YAML text); returns its path."""
+        path = self.tmp / "agent.yaml"
+        path.write_text(f"device_id: cam-1\nmodel: {MODEL}\nroot: {self.root}\n"
+                        f"source:\n  kind: images\n  path: {self.images()}\n{sections}")
+        return path
+
     def images(self) -> Path:
         frames = self.tmp / "frames"
         frames.mkdir(exist_ok=True)

@@ -16,6 +16,7 @@ from edgefleet.kernel.contracts.telemetry import TelemetryMessage
 from edgefleet.kernel.fsutil import switch_symlink
 
 WAIT_S = 60.0
+STOP_S = 60.0  # how long a stopped agent may take to exit
 MODEL = "imagenet"  # the name the `releases` fixture publishes under
 
 
@@ -29,26 +30,22 @@ def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = WAIT
 
 
 def agent_config(releases):
-    path = releases.tmp / "agent.yaml"
-    text = (f"device_id: cam-1\nmodel: {MODEL}\nroot: {releases.root}\n"
-            f"source:\n  kind: images\n  path: {releases.images()}\n"
-            f"swap:\n  watch_interval_s: 0.1\nstatus:\n  interval_s: 0.2\n"
-            f"telemetry:\n  mode: every\n  summary_interval_s: 1.0\n")
-    path.write_text(text)
-    return load_config(path)
+    return load_config(releases.agent_config("swap:\n  watch_interval_s: 0.1\nstatus:\n  interval_s: 0.2\n"
+                                             "telemetry:\n  mode: every\n  summary_interval_s: 1.0\n"))
 
 
 @contextmanager
-def running(agent: Agent) -> Iterator[threading.Thread]:
+def running(agent: Agent) -> Iterator[Agent]:
+    """`agent` running on a thread for the `with` block; then stopped, and it must have exited with 0."""
     stop = threading.Event()
     exit_codes: list[int] = []
     thread = threading.Thread(target=lambda: exit_codes.append(agent.run(stop)), daemon=True)
     thread.start()
     try:
-        yield thread
+        yield agent
     finally:
         stop.set()
-        thread.join(30)
+        thread.join(STOP_S)
     assert exit_codes == [0]
 
 

@@ -23,13 +23,9 @@ HANG_TIMEOUT_S = 3.0
 
 
 def tpu_agent_config(releases, library: str, **inference: object):
-    path = releases.tmp / "agent.yaml"
     extra = "".join(f"  {key}: {value}\n" for key, value in inference.items())
-    path.write_text(f"device_id: cam-1\nmodel: {MODEL}\nroot: {releases.root}\n"
-                    f"source:\n  kind: images\n  path: {releases.images()}\n"
-                    f"inference:\n  edgetpu_library: {library}\n{extra}"
-                    f"swap:\n  watch_interval_s: 0.1\nstatus:\n  interval_s: 0.2\n")
-    return load_config(path)
+    return load_config(releases.agent_config(f"inference:\n  edgetpu_library: {library}\n{extra}"
+                                             "swap:\n  watch_interval_s: 0.1\nstatus:\n  interval_s: 0.2\n"))
 
 
 def status_after_frames(releases, library: str, what: str) -> AgentStatus:

@@ -25,13 +25,10 @@ FRAMES_PER_VERSION = 3
 
 
 def exclusive_tpu_config(releases, library: str, *, require_edgetpu: bool = False):
-    path = releases.tmp / "agent.yaml"
-    path.write_text(f"device_id: cam-1\nmodel: {MODEL}\nroot: {releases.root}\n"
-                    f"source:\n  kind: images\n  path: {releases.images()}\n"
-                    f"inference:\n  edgetpu_library: {library}\n  require_edgetpu: {str(require_edgetpu).lower()}\n"
-                    f"swap:\n  watch_interval_s: 0.1\nstatus:\n  interval_s: 0.2\n"
-                    f"telemetry:\n  mode: every\n  summary_interval_s: 1.0\n")
-    return load_config(path)
+    return load_config(releases.agent_config(
+        f"inference:\n  edgetpu_library: {library}\n  require_edgetpu: {str(require_edgetpu).lower()}\n"
+        "swap:\n  watch_interval_s: 0.1\nstatus:\n  interval_s: 0.2\n"
+        "telemetry:\n  mode: every\n  summary_interval_s: 1.0\n"))
 
 
 def swap_to(agent: Agent, releases, version: str, swaps: int) -> None:

@@ -60,13 +60,8 @@ runpy.run_path(script, run_name="__main__")
 
 
 def _agent_config(releases, registry: Path) -> Path:
-    path = releases.tmp / "agent.yaml"
-    path.write_text(
-        f"device_id: cam-1\nmodel: {MODEL}\nroot: {releases.root}\n"
-        f"source:\n  kind: images\n  path: {releases.images()}\n"
-        f"registry:\n  uri: {registry}\n  channel: stable\n  poll_interval_s: 0.2\n"
-        f"status:\n  interval_s: 0.2\ntelemetry:\n  mode: every\n  summary_interval_s: 1.0\n")
-    return path
+    return releases.agent_config(f"registry:\n  uri: {registry}\n  channel: stable\n  poll_interval_s: 0.2\n"
+                                 "status:\n  interval_s: 0.2\ntelemetry:\n  mode: every\n  summary_interval_s: 1.0\n")
 
 
 def _run_agent_until_it_runs_the_pulled_model(releases, config: Path, record: Path) -> None:

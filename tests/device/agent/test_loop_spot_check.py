@@ -9,7 +9,9 @@ import pytest
 
 from edgefleet.device.agent.config import load_config
 from edgefleet.device.agent.loop import Agent
+from edgefleet.device.trust.device_identity import DEVICE_PUBLIC_KEY_FILE, spot_sample_signature_problem
 from edgefleet.kernel.contracts.spotcheck import SpotSample
+from edgefleet.kernel.trust.signatures import load_public_key
 from tests.device.agent.test_loop import MODEL, running, wait_until
 
 
@@ -33,3 +35,5 @@ def test_the_running_agent_sends_its_sample_with_the_models_answers(releases) ->
     assert {s.answer_label for s in samples} & {"Egyptian cat", "macaw", "military uniform"}  # Coral's answers
     assert all(s.answer_label for s in samples) and all((folder / f"{s.frame_id}.jpg").exists() for s in samples)
     assert agent.spot_check is not None and agent.spot_check.sampled >= len(samples)
+    device_key = load_public_key(releases.root / DEVICE_PUBLIC_KEY_FILE)  # the identity key telemetry signs with
+    assert [spot_sample_signature_problem(device_key, s) for s in samples] == [None] * len(samples)

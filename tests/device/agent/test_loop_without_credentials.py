@@ -18,7 +18,7 @@ from edgefleet.device.telemetry.config import TelemetryConfig
 from edgefleet.device.telemetry.sinks import PubSubSink
 from edgefleet.kernel.contracts.status import read_status
 from edgefleet.kernel.errors import TelemetryError
-from tests.device.agent.test_loop import MODEL, running, wait_until
+from tests.device.agent.test_loop import running, wait_until
 
 PROJECT = "edgefleet-test"
 
@@ -29,13 +29,10 @@ def bare_device(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def cloud_agent_config(releases, **extra: str):
-    path = releases.tmp / "agent.yaml"
     lines = "".join(f"{key}: {value}\n" for key, value in extra.items())
-    path.write_text(f"device_id: cam-1\nmodel: {MODEL}\nroot: {releases.root}\n{lines}"
-                    f"source:\n  kind: images\n  path: {releases.images()}\n"
-                    f"status:\n  interval_s: 0.2\n"
-                    f"telemetry:\n  mode: every\n  pubsub_project: {PROJECT}\n  backoff_initial_s: 0.2\n")
-    return load_config(path)
+    return load_config(releases.agent_config(
+        f"{lines}status:\n  interval_s: 0.2\n"
+        f"telemetry:\n  mode: every\n  pubsub_project: {PROJECT}\n  backoff_initial_s: 0.2\n"))
 
 
 def test_the_real_pubsub_client_refuses_a_host_without_credentials(bare_device):

@@ -129,10 +129,7 @@ def test_the_agent_writes_its_status_in_the_runtime_dir_and_replaces_a_stale_roo
     releases.install("1.0.0")
     write_status(releases.root / STATUS_FILE, _status(pid=4242))  # left by the agent before the upgrade
     runtime = tmp_path / "run"
-    path = releases.tmp / "agent.yaml"
-    path.write_text(f"device_id: cam-1\nmodel: imagenet\nroot: {releases.root}\nruntime_dir: {runtime}\n"
-                    f"source:\n  kind: images\n  path: {releases.images()}\nstatus:\n  interval_s: 0.2\n")
-    config = load_config(path)
+    config = load_config(releases.agent_config(f"runtime_dir: {runtime}\nstatus:\n  interval_s: 0.2\n"))
     def live() -> bool:
         return config.status_path.exists() and read_status(config.status_path).frames > 0
 

@@ -131,13 +131,9 @@ def test_the_agent_runs_the_candidate_beside_the_primary_and_never_acts_on_it(re
     releases.install("1.0.0")
     releases.store.install(releases.build("2.0.0", SHUFFLED_STAND_IN, "inat_bird_labels.txt"))
     set_shadow(releases.store, MODEL, "2.0.0")
-    path = releases.tmp / "agent.yaml"
-    path.write_text(f"device_id: cam-1\nmodel: {MODEL}\nroot: {releases.root}\n"
-                    f"source:\n  kind: images\n  path: {releases.images()}\n"
-                    "swap:\n  watch_interval_s: 0.1\nstatus:\n  interval_s: 0.2\n"
-                    "telemetry:\n  mode: summary\n  summary_interval_s: 0.5\n"
-                    "shadow:\n  share: 0.5\n  report_interval_s: 0.2\n")
-    agent = Agent(load_config(path))
+    agent = Agent(load_config(releases.agent_config("swap:\n  watch_interval_s: 0.1\nstatus:\n  interval_s: 0.2\n"
+                                                    "telemetry:\n  mode: summary\n  summary_interval_s: 0.5\n"
+                                                    "shadow:\n  share: 0.5\n  report_interval_s: 0.2\n")))
     report_path = releases.root / SHADOW_REPORT_FILE
 
     def report() -> ShadowReport | None:

@@ -10,6 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from edgefleet.device.cli import app
+from edgefleet.device.cli.store_commands import PullSettings, pull_settings, pull_summary
+from edgefleet.device.pull import PullResult
 from edgefleet.device.store import ModelStore
 from edgefleet.flows.registry import LocalRegistryWriter
 from tests.device.store_fixtures import Keys, VersionFactory
@@ -205,3 +207,18 @@ def test_config_gives_the_root_and_the_release_key_from_outside_the_root(
     assert not (root / "keys" / "release.pub").exists()
     listed = json.loads(invoke("models", "--config", config, "--json").stdout)
     assert "1.0.0" in json.dumps(listed)
+
+
+def test_pull_settings_come_from_the_agent_config_and_the_device_id_option(tmp_path: Path) -> None:
+    assert pull_settings(None, "cam-9") == PullSettings(device_id="cam-9")
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"device_id: cam-1\nmodel: birds\nroot: {tmp_path / 'root'}\n")
+    assert pull_settings(config, None).device_id == "cam-1"
+    assert pull_settings(config, "cam-2") == PullSettings(device_id="cam-2")  # --device-id wins; no window
+
+
+def test_pull_json_is_the_rounds_outcome() -> None:
+    result = PullResult(changed=True, version="1.1.0", reason="activated 1.1.0", outcome="activated",
+                        previous="1.0.0")
+    assert pull_summary(result) == {"changed": True, "version": "1.1.0", "outcome": "activated",
+                                    "reason": "activated 1.1.0", "previous": "1.0.0"}

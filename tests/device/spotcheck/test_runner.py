@@ -3,6 +3,7 @@ device's prefix, with the model's answer; a failing upload backs off and keeps t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from datetime import datetime, timezone
@@ -18,11 +19,15 @@ from edgefleet.device.registry.local import LocalRegistryReader
 from edgefleet.device.runtime.engine import ResultItem
 from edgefleet.device.spotcheck.config import SpotCheckConfig
 from edgefleet.device.spotcheck.runner import SpotChecker
+from edgefleet.device.trust.device_identity import sign_spot_sample, spot_sample_signature_problem
 from edgefleet.kernel.contracts.spotcheck import SpotSample, sample_keys
 from edgefleet.kernel.errors import RegistryError
+from edgefleet.kernel.trust.signatures import generate_keypair
 
 RUN = datetime(2026, 12, 7, 21, 0, tzinfo=timezone.utc)
 ANSWER = (ResultItem(id=3, label="robin", score=0.82), ResultItem(id=1, label="crow", score=0.1))
+DEVICE_KEY, DEVICE_PUBLIC_KEY = generate_keypair()
+SIGN = functools.partial(sign_spot_sample, DEVICE_KEY)
 
 
 def _image(seed: int) -> np.ndarray:
@@ -36,7 +41,7 @@ def _checker(tmp_path: Path, registry: RegistryReader | None = None, **settings:
     def open_registry() -> RegistryReader:
         return target
 
-    return SpotChecker(config, "cam-1", tmp_path / "agent", open_registry, run_started=RUN)
+    return SpotChecker(config, "cam-1", tmp_path / "agent", open_registry, sign=SIGN, run_started=RUN)
 
 
 def test_a_full_queue_leaves_frames_out_counted_and_the_inference_side_never_waits(tmp_path: Path) -> None:
@@ -50,7 +55,7 @@ def test_a_full_queue_leaves_frames_out_counted_and_the_inference_side_never_wai
         raise RegistryError("unreachable", "never mind")
 
     config = SpotCheckConfig(enabled=True, share=1.0, queue=2, max_per_hour=1000, max_per_day=1000)
-    checker = SpotChecker(config, "cam-1", tmp_path / "agent", stuck_registry, run_started=RUN)
+    checker = SpotChecker(config, "cam-1", tmp_path / "agent", stuck_registry, sign=SIGN, run_started=RUN)
     stop = threading.Event()
     thread = threading.Thread(target=checker.run, args=(stop,), daemon=True)
     thread.start()
@@ -81,6 +86,7 @@ def test_sampled_frames_reach_the_registry_with_the_models_answer(tmp_path: Path
     sample = SpotSample.model_validate_json((root / json_key).read_bytes())
     assert (sample.answer_id, sample.answer_label, sample.answer_score) == (3, "robin", pytest.approx(0.82))
     assert (sample.model, sample.model_version, sample.device_id, sample.share) == ("birds", "1.0.0", "cam-1", 1.0)
+    assert sample.signature is not None and spot_sample_signature_problem(DEVICE_PUBLIC_KEY, sample) is None
     jpeg = (root / jpeg_key).read_bytes()
     assert hashlib.sha256(jpeg).hexdigest() == sample.image_sha256
     decoded = np.asarray(Image.open(root / jpeg_key))
@@ -101,7 +107,7 @@ def test_a_failing_upload_backs_off_keeps_the_samples_and_sends_them_later(tmp_p
         return LocalRegistryReader(tmp_path / "registry")
 
     config = SpotCheckConfig(enabled=True, share=1.0, backoff_initial_s=2.0, backoff_max_s=8.0)
-    checker = SpotChecker(config, "cam-1", tmp_path / "agent", flaky, run_started=RUN)
+    checker = SpotChecker(config, "cam-1", tmp_path / "agent", flaky, sign=SIGN, run_started=RUN)
     checker.offer(_image(1), ANSWER, "birds", "1.0.0")
     checker.store_queued()
     first, second = checker.upload_due(), checker.upload_due()

@@ -1,16 +1,6 @@
-"""Fixtures of this folder's tests that live in other test modules."""
+"""Fixtures of this folder's tests: the model store's (tests/device/store_fixtures.py, registered for every folder
+by tests/conftest.py), with the store tests' own GCS bucket rather than tests/flows' release bucket."""
 
 from __future__ import annotations
 
-from tests.device.store_fixtures import (  # noqa: E402,F401 - fixtures of the moved-in tests
-    gcs_bucket,
-    gcs_client,
-    gcs_preconditions,
-    gcs_registry,
-    keys,
-    local_registry,
-    make_version,
-    other_keys,
-    registry,
-    store,
-)
+from tests.device.store_fixtures import gcs_bucket  # noqa: F401 - overrides tests/flows/conftest.py's

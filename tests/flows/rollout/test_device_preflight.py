@@ -1,7 +1,7 @@
 """The rollout preflight's use of `edgefleet-agent doctor --json`: which failures block which version.
 
 The device side is a recorded doctor answer (the doctor itself is tested on hosts in
-tests/device/test_doctor.py); the real rollout tests run the real doctor over SSH on every device.
+tests/device/doctor/); the real rollout tests run the real doctor over SSH on every device.
 """
 
 from __future__ import annotations

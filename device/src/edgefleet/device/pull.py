@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edgefleet.device.floor import VersionFloor, highest
 from edgefleet.device.pull_fetch import download_and_install
-from edgefleet.device.pull_plan import Installed, Outcome, PullStep, plan_round, pointer_outcome
+from edgefleet.device.pull_plan import Installed, Outcome, PullStep, StoreState, plan_round, pointer_outcome
 from edgefleet.device.pull_shadow import ShadowInputs, ShadowResult, follow_shadow
 from edgefleet.device.registry.base import RegistryReader
 from edgefleet.device.store import ModelStore
@@ -190,11 +190,10 @@ def _pull_target(
     except VerificationError as error:  # the installed copy is damaged: refused, as a failed download is
         return _refuse(registry, store, pointer, _reason(error), seen.before)
     refusal = store.refusal(pointer.model, pointer.version, pointer.manifest_sha256)
-    step = plan_round(
-        pointer, current=seen.running,
-        installed=Installed(installed.version, installed.manifest_sha256) if installed else None,
-        floor=seen.lowest, refusal=refusal, retry_refused=retry_refused, window=window, now=seen.now,
-    )
+    held = StoreState(current=seen.running,
+                      installed=Installed(installed.version, installed.manifest_sha256) if installed else None,
+                      floor=seen.lowest, refusal=refusal, retry_refused=retry_refused)
+    step = plan_round(pointer, held, window=window, now=seen.now)
     return _carry_out(step, registry, store, moving, key, seen, refused_before=refusal is not None)
 
 

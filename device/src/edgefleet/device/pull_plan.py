@@ -47,26 +47,30 @@ class PullStep(NamedTuple):
     reason: str = ""
 
 
-def next_step(
-    pointer: ChannelPointer,
-    *,
-    current: Installed | None,
-    installed: Installed | None,
-    floor: str | None,
-    refusal: Refusal | None,
-    retry_refused: bool,
-) -> PullStep:
-    """What to do about an accepted pointer, given the store (`installed`: the version it names, if there).
+class StoreState(NamedTuple):
+    """What the device holds as it takes an accepted pointer (what `next_step` weighs beside the pointer)."""
 
-    Args:
-        floor: the device's floor (store record and channel record together).
-    """
+    current: Installed | None
+    """The active version."""
+    installed: Installed | None
+    """The store's copy of the version the pointer names, if there."""
+    floor: str | None
+    """The device's floor (store record and channel record together)."""
+    refusal: Refusal | None
+    """The store's refusal of the named version, if any."""
+    retry_refused: bool = False
+    """Try a refused version again."""
+
+
+def next_step(pointer: ChannelPointer, held: StoreState) -> PullStep:
+    """What to do about an accepted pointer, given what the store holds."""
     model, version, channel = pointer.model, pointer.version, pointer.channel
+    current, installed, floor, refusal = held.current, held.installed, held.floor, held.refusal
     if current is not None and (current.version, current.manifest_sha256) == (version, pointer.manifest_sha256):
         if pointer.downgrade and floor is not None and highest(floor, version) != version:
             return PullStep("lower_floor", f"{model} {version} is current; the signed downgrade lowers the floor")
         return PullStep("keep", f"{model} {version} is already current")
-    if refusal is not None and not retry_refused:
+    if refusal is not None and not held.retry_refused:
         return PullStep("skip", f"{model} {version} was refused earlier: {refusal.reason}")
     if installed is not None and installed.manifest_sha256 != pointer.manifest_sha256:
         return PullStep(
@@ -78,20 +82,10 @@ def next_step(
     return PullStep("activate" if installed is not None else "download")
 
 
-def plan_round(
-    pointer: ChannelPointer,
-    *,
-    current: Installed | None,
-    installed: Installed | None,
-    floor: str | None,
-    refusal: Refusal | None,
-    retry_refused: bool,
-    window: MaintenanceWindow | None,
-    now: datetime,
-) -> PullStep:
+def plan_round(pointer: ChannelPointer, held: StoreState, *, window: MaintenanceWindow | None,
+               now: datetime) -> PullStep:
     """`next_step`, deferred to the device's maintenance window when it would download or activate outside it."""
-    step = next_step(pointer, current=current, installed=installed, floor=floor, refusal=refusal,
-                     retry_refused=retry_refused)
+    step = next_step(pointer, held)
     if step.action not in ("activate", "download") or window is None or in_window(window, now):
         return step
     return PullStep("defer", f"{pointer.model} {pointer.version} waits for this device's maintenance window "

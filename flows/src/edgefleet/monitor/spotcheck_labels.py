@@ -21,16 +21,14 @@ from pydantic import ValidationError
 from edgefleet.device.registry.base import RegistryReader
 from edgefleet.kernel.contracts.layout import check_name
 from edgefleet.kernel.contracts.spotcheck import (
-    MAX_SAMPLE_RECORD_BYTES,
     LabelledSample,
     SpotLabels,
-    SpotSample,
     answer_matches,
     check_frame_id,
     labels_key,
-    sample_keys,
 )
 from edgefleet.kernel.errors import EdgefleetError
+from edgefleet.monitor.spotcheck_samples import RefusedSample, SampleReader
 
 COLUMNS = ("device_id", "frame_id", "label")
 MAX_LABEL_CHARS = 200
@@ -140,43 +138,30 @@ def parse_labels(path: Path) -> ParsedLabels:
     return ParsedLabels(tuple(rows.values()), unlabelled)
 
 
-def read_sample(registry: RegistryReader, device_id: str, frame: str) -> SpotSample | None:
-    """The sample's record as the device uploaded it (None: no such sample).
+class JoinedLabels(NamedTuple):
+    """The labelled samples by device, and the samples refused (not signed by their folder's device)."""
+
+    labelled: dict[str, list[LabelledSample]]
+    refused: tuple[RefusedSample, ...]
+
+
+def label_samples(samples: SampleReader, path: Path, rows: Iterable[LabelRow]) -> JoinedLabels:
+    """Each labelled row joined with its device's signed sample, by device; a refused sample is left out and
+    listed (`spotcheck_samples`), never imported.
 
     Raises:
-        EdgefleetError: unreadable, oversized or not a sample of this device and frame.
-    """
-    key = sample_keys(device_id, frame)[1]
-    value = registry.get_json_bounded(key, MAX_SAMPLE_RECORD_BYTES)
-    if value is None:
-        return None
-    try:
-        sample = SpotSample.model_validate(value)
-    except ValidationError as error:
-        raise EdgefleetError(f"{registry.describe(key)} is not a spot check sample: {error}",
-                             "leave it out of the labels file; check who writes the spotcheck/ prefix") from None
-    if (sample.device_id, sample.frame_id) != (device_id, frame):
-        raise EdgefleetError(f"{registry.describe(key)} names {sample.device_id} {sample.frame_id}",
-                             "leave it out of the labels file; check who writes the spotcheck/ prefix")
-    return sample
-
-
-def label_samples(registry: RegistryReader, path: Path, rows: Iterable[LabelRow]) -> dict[str, list[LabelledSample]]:
-    """Each labelled row joined with its device's sample, by device.
-
-    Raises:
-        LabelsError: a row names no uploaded sample, or an unreadable one (every such row named).
+        LabelsError: a row names no uploaded sample (every such row named).
     """
     labelled: dict[str, list[LabelledSample]] = {}
+    refused: list[RefusedSample] = []
     problems: list[str] = []
     for row in rows:
-        try:
-            sample = read_sample(registry, row.device_id, row.frame_id)
-        except EdgefleetError as error:
-            problems.append(f"{row.where}: {error.message}")
-            continue
+        sample = samples.read(row.device_id, row.frame_id)
         if sample is None:
-            problems.append(f"{row.where}: no sample {row.frame_id} of {row.device_id} in {registry.uri}")
+            problems.append(f"{row.where}: no sample {row.frame_id} of {row.device_id} in {samples.registry.uri}")
+            continue
+        if isinstance(sample, RefusedSample):
+            refused.append(sample)
             continue
         labelled.setdefault(row.device_id, []).append(LabelledSample(
             frame_id=sample.frame_id, model_version=sample.model_version, answer_id=sample.answer_id,
@@ -185,7 +170,7 @@ def label_samples(registry: RegistryReader, path: Path, rows: Iterable[LabelRow]
     if problems:
         raise _problems_error(path, problems, "fix the device and frame ids named (they come from `edgefleet "
                                               "spotcheck pending`), or check --registry names the devices' bucket")
-    return labelled
+    return JoinedLabels(labelled, tuple(refused))
 
 
 def merged(existing: SpotLabels | None, device_id: str, new: Iterable[LabelledSample], now: datetime) -> SpotLabels:

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from edgefleet.device.pull_plan import Installed, next_step
+from edgefleet.device.pull_plan import Installed, StoreState, next_step
 from edgefleet.device.telemetry.builder import InferenceRecord
 from edgefleet.device.trust.pointers import ChannelRecord, accepted, assess_pointer, version_identity
 from edgefleet.kernel.contracts.manifest import ChannelPointer
@@ -103,8 +103,8 @@ def decide_poll(key: Keyring, pointer: ChannelPointer, state: DeviceState, *, de
     target = judgement.target
     wanted = (target.version, target.manifest_sha256)
     installed = next((Installed(*item) for item in state.installed if item[0] == target.version), None)
-    step = next_step(target, current=Installed(state.version, state.manifest_sha256), installed=installed,
-                     floor=state.record.highest_version, refusal=None, retry_refused=False)
+    step = next_step(target, StoreState(current=Installed(state.version, state.manifest_sha256), installed=installed,
+                                        floor=state.record.highest_version, refusal=None))
     record = accepted(state.record, pointer, target)
     if step.action in ("keep", "lower_floor"):
         return PollOutcome(replace(state, record=record), step.action)

@@ -40,7 +40,7 @@ from edgefleet.device.runtime.interpreter import edgetpu_present
 from edgefleet.device.store import ModelStore, StoreOptions
 from edgefleet.device.telemetry.health import read_health
 from edgefleet.device.telemetry.service import TelemetryService, TelemetryStats
-from edgefleet.device.trust.device_identity import load_or_create_device_key, sign_telemetry
+from edgefleet.device.trust.device_identity import load_or_create_device_key, sign_spot_sample, sign_telemetry
 from edgefleet.kernel.contracts.status import (
     AgentState,
     AgentStatus,
@@ -355,7 +355,9 @@ class Agent:
         self.watcher.close_all()
 
     def _spot_checker(self) -> SpotChecker | None:
-        """The labelled spot check (issue 25), when the config opts in; uploads with the device's credentials."""
+        """The labelled spot check (issue 25), when the config opts in; uploads with the device's credentials and
+        signs each sample with the device's identity key (made on first start; a key file the agent cannot use
+        stops the agent here, naming the file)."""
         uri = self.config.spot_check_registry
         if not self.config.spot_check.enabled or uri is None:
             return None
@@ -364,6 +366,7 @@ class Agent:
 
         return SpotChecker(self.config.spot_check, self.config.device_id, self.config.root,
                            functools.partial(open_registry_reader, uri, credentials_file=self.config.credentials_file),
+                           sign=functools.partial(sign_spot_sample, load_or_create_device_key(self.config.root)),
                            run_started=self._started_at)
 
     def _on_refusal(self, result: PullResult) -> None:

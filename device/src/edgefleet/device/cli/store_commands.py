@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional, TypeVar
 
@@ -28,6 +29,7 @@ from edgefleet.kernel.errors import EdgefleetError, VerificationError
 
 if TYPE_CHECKING:  # pull mode loads only for `pull`
     from edgefleet.device.pull import PullResult
+    from edgefleet.device.window import MaintenanceWindow
 
 _T = TypeVar("_T")
 
@@ -189,9 +191,8 @@ def activate(
     as_json: JsonOption = False,
 ) -> None:
     """Verify an installed version again and make it current (the old current becomes previous)."""
-    store = agent_store(root, public_key, config)
-    _switch(store, model, lambda: store.activate(model, version), "{model}: current {current}, previous {previous}",
-            as_json)
+    _switch(agent_store(root, public_key, config), model, lambda store: store.activate(model, version),
+            "{model}: current {current}, previous {previous}", as_json)
 
 
 @app.command()
@@ -203,14 +204,15 @@ def rollback(
     as_json: JsonOption = False,
 ) -> None:
     """Make the previous version current again (the version rolled back from becomes previous)."""
-    store = agent_store(root, public_key, config)
-    _switch(store, model, lambda: store.rollback(model), "{model}: rolled back to {current} (previous: {previous})",
-            as_json)
+    _switch(agent_store(root, public_key, config), model, lambda store: store.rollback(model),
+            "{model}: rolled back to {current} (previous: {previous})", as_json)
 
 
-def _switch(store: ModelStore, model: str, change: Callable[[], InstalledVersion], text: str, as_json: bool) -> None:
-    """Runs a pointer change and prints the pointers after it (`text` names {model}, {current}, {previous})."""
-    installed = run_or_exit(change)
+def _switch(store: ModelStore, model: str, change: Callable[[ModelStore], InstalledVersion], text: str,
+            as_json: bool) -> None:
+    """Runs a pointer change on `store` and prints the pointers after it (`text` names {model}, {current},
+    {previous})."""
+    installed = run_or_exit(lambda: change(store))
     previous = run_or_exit(lambda: store.previous(model))
     if as_json:
         echo_json({"current": _installed_summary(installed), "previous": _installed_summary(previous)})
@@ -227,30 +229,32 @@ def models(
 ) -> None:
     """List installed models and versions with their current and previous pointers."""
     store = agent_store(root, None, config)
-
-    def collect() -> list[dict[str, Any]]:
-        return [
-            {
-                "model": name,
-                "versions": store.versions(name),
-                "current": store.pointer(name, "current"),
-                "previous": store.pointer(name, "previous"),
-                "floor": _floor(store, name),
-                "refused": [
-                    {"version": refusal.version, "reason": refusal.reason} for refusal in store.refusals(name)
-                ],
-            }
-            for name in store.models()
-        ]
-
-    rows = run_or_exit(collect)
+    rows = run_or_exit(lambda: model_rows(store))
     if as_json:
         echo_json({"root": str(store.root), "models": rows})
-        return
-    if not rows:
+    elif not rows:
         typer.echo(f"no models installed in {store.root}")
-        return
-    table = Table(title=f"models in {store.root}")
+    else:
+        Console().print(_models_table(store.root, rows))
+
+
+def model_rows(store: ModelStore) -> list[dict[str, Any]]:
+    """`models`: each installed model, its versions, pointers, floor and refused versions."""
+    return [
+        {
+            "model": name,
+            "versions": store.versions(name),
+            "current": store.pointer(name, "current"),
+            "previous": store.pointer(name, "previous"),
+            "floor": _floor(store, name),
+            "refused": [{"version": refusal.version, "reason": refusal.reason} for refusal in store.refusals(name)],
+        }
+        for name in store.models()
+    ]
+
+
+def _models_table(root: Path, rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"models in {root}")
     for column in ("model", "current", "previous", "floor", "installed versions", "refused"):
         table.add_column(column)
     for row in rows:
@@ -262,7 +266,7 @@ def models(
             ", ".join(row["versions"]),
             ", ".join(refusal["version"] for refusal in row["refused"]) or "-",
         )
-    Console().print(table)
+    return table
 
 
 def _floor(store: ModelStore, model: str) -> str | None:
@@ -307,41 +311,52 @@ def pull(
 ) -> None:
     """Pull once: download, verify, install and activate the version a registry channel names (inside the
     config's maintenance window, when it has one)."""
-    from edgefleet.device.pull import pull_channel_once
-    from edgefleet.device.registry import open_registry_reader
-
     store = agent_store(root, public_key, config)
-    credentials_file, window = None, None
-    if config is not None:  # the agent's own config: its credentials, device id and maintenance window
-        from edgefleet.device.agent.config import load_config
-
-        agent = run_or_exit(lambda: load_config(config))
-        credentials_file = agent.credentials_file
-        device_id, window = device_id or agent.device_id, agent.registry.window
-
-    def do() -> PullResult:
-        registry = open_registry_reader(registry_uri, credentials_file=credentials_file)
-        return pull_channel_once(
-            registry, store, model, channel, retry_refused=retry_refused, require_signed=require_signed,
-            device_id=device_id, window=window,
-        )
-
-    result = run_or_exit(do)
+    settings = pull_settings(config, device_id)
+    result = run_or_exit(lambda: _pull_once(registry_uri, store, model, channel, settings,
+                                            retry_refused=retry_refused, require_signed=require_signed))
     if as_json:
-        echo_json(
-            {
-                "changed": result.changed,
-                "version": result.version,
-                "outcome": result.outcome,
-                "reason": result.reason,
-                "previous": result.previous,
-            }
-        )
+        echo_json(pull_summary(result))
     elif result.outcome not in _REFUSALS:
         typer.echo(result.reason)
     refusal = _refusal(result, registry_uri, model, channel)
     if refusal is not None:
         fail(*((None, None) if as_json else refusal))
+
+
+@dataclass(frozen=True)
+class PullSettings:
+    """What the agent's own config adds to a pull: its credentials, device id and maintenance window."""
+
+    credentials_file: Path | None = None  # a string annotation (PEP 563): dataclasses do not evaluate it on 3.9
+    device_id: str | None = None
+    window: MaintenanceWindow | None = None
+
+
+def pull_settings(config: Path | None, device_id: str | None) -> PullSettings:
+    """The settings of the agent `config` names (--device-id wins over its device_id); without one, none."""
+    if config is None:
+        return PullSettings(device_id=device_id)
+    from edgefleet.device.agent.config import load_config
+
+    agent = run_or_exit(lambda: load_config(config))
+    return PullSettings(agent.credentials_file, device_id or agent.device_id, agent.registry.window)
+
+
+def _pull_once(registry_uri: str, store: ModelStore, model: str, channel: str, settings: PullSettings, *,
+               retry_refused: bool, require_signed: bool) -> PullResult:
+    from edgefleet.device.pull import pull_channel_once
+    from edgefleet.device.registry import open_registry_reader
+
+    registry = open_registry_reader(registry_uri, credentials_file=settings.credentials_file)
+    return pull_channel_once(registry, store, model, channel, retry_refused=retry_refused,
+                             require_signed=require_signed, device_id=settings.device_id, window=settings.window)
+
+
+def pull_summary(result: PullResult) -> dict[str, Any]:
+    """`pull --json`: what changed, to which version, and why."""
+    return {"changed": result.changed, "version": result.version, "outcome": result.outcome,
+            "reason": result.reason, "previous": result.previous}
 
 
 def _refusal(result: PullResult, registry_uri: str, model: str, channel: str) -> tuple[str, str] | None:

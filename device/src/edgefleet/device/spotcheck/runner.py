@@ -2,7 +2,8 @@
 
     inference thread : SpotSampler.take (a counter, a hash, a comparison; the caps for a sampled frame) and, for
                        a frame in the sample, a `put_nowait` on a small queue (full: left out, counted)
-    spot-check thread: queue -> JPEG + the model's answer (`SpotSample`) -> the outbox (bounded, oldest dropped)
+    spot-check thread: queue -> JPEG + the model's answer (`SpotSample`), signed by the device's identity key
+                       (`sign`: `device_identity.sign_spot_sample`) -> the outbox (bounded, oldest dropped)
                        and, every `upload_interval_s`, the outbox's oldest samples -> the registry bucket
                        (create-only under `spotcheck/<device_id>/`), backing off while uploads fail as
                        telemetry's publisher does (`backoff_delay`, `jittered`)
@@ -81,12 +82,14 @@ class SpotChecker:
         device_id: this device.
         root: the agent root (the outbox is `<root>/spotcheck-outbox`).
         open_registry: opens the registry uploaded to (called in the spot-check thread, until it succeeds).
+        sign: signs a sample record with the device's identity key (the operator takes only signed samples).
         run_started: when this run started: the run part of every frame id.
     """
 
     def __init__(self, config: SpotCheckConfig, device_id: str, root: Path,
-                 open_registry: Callable[[], RegistryReader], *, run_started: datetime | None = None) -> None:
-        self.config, self.device_id = config, device_id
+                 open_registry: Callable[[], RegistryReader], *, sign: Callable[[SpotSample], SpotSample],
+                 run_started: datetime | None = None) -> None:
+        self.config, self.device_id, self._sign = config, device_id, sign
         self.run_started = (run_started or datetime.now(timezone.utc)).astimezone(timezone.utc)
         run = frame_id(self.run_started, 0).split("-")[0]
         self.sampler = SpotSampler(device_id, run, config.share, RateCap(config.max_per_hour, config.max_per_day))
@@ -148,7 +151,7 @@ class SpotChecker:
                 return
 
     def store(self, frame: SampledFrame) -> None:
-        """Encodes one sampled frame and puts it, with the model's answer, in the outbox."""
+        """Encodes one sampled frame and puts it, with the model's answer, signed, in the outbox."""
         image = encode_jpeg(frame.image, self.config.jpeg_quality)
         top = frame.top
         sample = SpotSample(
@@ -157,6 +160,7 @@ class SpotChecker:
             model_version=frame.version, answer_id=top.id if top else None, answer_label=top.label if top else "",
             answer_score=min(1.0, max(0.0, top.score)) if top else 0.0, share=self.config.share,
             image_sha256=hashlib.sha256(image).hexdigest(), not_sent=self.not_sent)
+        sample = self._sign(sample)
         try:
             self.outbox.add(sample.frame_id, image, sample.model_dump_json(by_alias=True).encode())
         except OSError as error:

@@ -1,8 +1,9 @@
 """The spot check's upload: one sample, create-only, under `spotcheck/<device_id>/` and nowhere else.
 
 The keys come from the configured device id and a checked frame id (`kernel.contracts.spotcheck.sample_keys`),
-and the record must name that device and frame and hash to the JPEG beside it: a sample planted in the outbox
-for another device, or under a name that is no frame id, is refused, never uploaded. Objects are created once
+and the record must name that device and frame, hash to the JPEG beside it and be signed (`SpotSample.signature`;
+the operator takes no unsigned sample): a sample planted in the outbox for another device, under a name that is
+no frame id, or left unsigned by an older agent, is refused, never uploaded. Objects are created once
 (`if_generation_match=0` on GCS, the devices' `objectCreator` grant on `spotcheck/`): a retry after a lost
 acknowledgement finds them there and moves on; nothing a device uploads replaces anything.
 """
@@ -30,8 +31,8 @@ def checked_sample(device_id: str, frame: str, image: bytes, record: bytes) -> S
     """The sample's record when it is this device's sample of `frame` for `image`.
 
     Raises:
-        SampleRefused: a frame id that is none, a record that does not parse, names another device or frame, or
-            hashes to another image.
+        SampleRefused: a frame id that is none, a record that does not parse, names another device or frame,
+            hashes to another image, or is unsigned.
     """
     fix = "remove the file from the outbox; only the agent writes there (check who else can write the agent root)"
     try:
@@ -44,6 +45,9 @@ def checked_sample(device_id: str, frame: str, image: bytes, record: bytes) -> S
                             f"not {device_id} {frame}: refused", fix)
     if hashlib.sha256(image).hexdigest() != sample.image_sha256:
         raise SampleRefused(f"spot check sample {frame}: the JPEG does not match its record's hash", fix)
+    if sample.signature is None:  # left in the outbox by an agent that did not sign: the operator would refuse it
+        raise SampleRefused(f"spot check sample {frame} is not signed by the device key: refused",
+                            "nothing to do: samples the agent takes now are signed")
     return sample
 
 

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from edgefleet.kernel.trust.release_keyring import ring_paths
 
 StatFunction = Callable[[Path], os.stat_result]
+_Found = TypeVar("_Found")
 
 
 def _writable(info: os.stat_result, uid: int, gids: Collection[int]) -> bool:
@@ -34,9 +37,22 @@ def _chain(path: Path) -> list[Path]:
     return [path, *path.parents]
 
 
-def writable_component(path: Path, uid: int, gids: Collection[int], lstat: StatFunction = os.lstat) -> Path | None:
-    """The first of `path` (absolute) and its parent directories that the user `uid` (in `gids`) can change
-    or rename away, or None when none can be.
+@dataclass(frozen=True)
+class _Component:
+    """One component of a path's chain (`chain[index]`), with its lstat."""
+
+    chain: list[Path]
+    index: int
+    info: os.stat_result
+
+    @property
+    def path(self) -> Path:
+        return self.chain[self.index]
+
+
+def _components(path: Path, lstat: StatFunction) -> Iterator[_Component]:
+    """Every component of `path` as given, then of its resolved target (a symbolic link anywhere is a way in
+    too), each path before the directories above it; examined one at a time, as they are asked for.
 
     Raises:
         OSError: a component cannot be examined.
@@ -44,15 +60,26 @@ def writable_component(path: Path, uid: int, gids: Collection[int], lstat: StatF
     for candidate in (path, Path(os.path.realpath(path))):
         chain = _chain(candidate)
         for index, component in enumerate(chain):
-            info = lstat(component)
-            if stat.S_ISLNK(info.st_mode):
-                if info.st_uid == uid:
-                    return component
-                continue
-            if not _writable(info, uid, gids):
-                continue
-            if not _sticky_guarded(chain, index, info, uid, lstat):
-                return component
+            yield _Component(chain, index, lstat(component))
+
+
+def writable_component(path: Path, uid: int, gids: Collection[int], lstat: StatFunction = os.lstat) -> Path | None:
+    """The first of `path` (absolute) and its parent directories that the user `uid` (in `gids`) can change
+    or rename away, or None when none can be.
+
+    Raises:
+        OSError: a component cannot be examined.
+    """
+    for component in _components(path, lstat):
+        info = component.info
+        if stat.S_ISLNK(info.st_mode):
+            if info.st_uid == uid:
+                return component.path
+            continue
+        if not _writable(info, uid, gids):
+            continue
+        if not _sticky_guarded(component.chain, component.index, info, uid, lstat):
+            return component.path
     return None
 
 
@@ -74,19 +101,17 @@ def foreign_writable_component(path: Path, uid: int, gids: Collection[int],
     Raises:
         OSError: a component cannot be examined.
     """
-    for candidate in (path, Path(os.path.realpath(path))):
-        chain = _chain(candidate)
-        for index, component in enumerate(chain):
-            info = lstat(component)
-            if info.st_uid not in (0, uid):
-                return component, info.st_uid
-            if stat.S_ISLNK(info.st_mode):
-                continue
-            mode = info.st_mode
-            shared = bool(mode & stat.S_IWOTH) or (bool(mode & stat.S_IWGRP) and info.st_gid not in gids)
-            # In a sticky directory others can rename only entries they own, and the entry below was checked.
-            if shared and not (index > 0 and bool(mode & stat.S_ISVTX)):
-                return component, -1
+    for component in _components(path, lstat):
+        info = component.info
+        if info.st_uid not in (0, uid):
+            return component.path, info.st_uid
+        if stat.S_ISLNK(info.st_mode):
+            continue
+        mode = info.st_mode
+        shared = bool(mode & stat.S_IWOTH) or (bool(mode & stat.S_IWGRP) and info.st_gid not in gids)
+        # In a sticky directory others can rename only entries they own, and the entry below was checked.
+        if shared and not (component.index > 0 and bool(mode & stat.S_ISVTX)):
+            return component.path, -1
     return None
 
 
@@ -94,19 +119,21 @@ def ring_foreign_writable(path: Path, uid: int, gids: Collection[int],
                           lstat: StatFunction = os.lstat) -> tuple[Path, int] | None:
     """`foreign_writable_component` for every entry the keyring at `path` is read from (the anchor file, the
     keyring directory, each key file in it)."""
-    for entry in ring_paths(Path(os.path.abspath(path))) or [Path(os.path.abspath(path))]:
-        found = foreign_writable_component(entry, uid, gids, lstat)
-        if found is not None:
-            return found
-    return None
+    return _first_in_ring(path, lambda entry: foreign_writable_component(entry, uid, gids, lstat))
 
 
 def ring_writable_component(path: Path, uid: int, gids: Collection[int],
                             lstat: StatFunction = os.lstat) -> Path | None:
     """`writable_component` for every entry the keyring at `path` is read from: the anchor file, the keyring
     directory (a key planted there is trusted) and each key file in it."""
+    return _first_in_ring(path, lambda entry: writable_component(entry, uid, gids, lstat))
+
+
+def _first_in_ring(path: Path, find: Callable[[Path], _Found | None]) -> _Found | None:
+    """What `find` first finds of the entries the keyring at `path` is read from (the anchor file alone when
+    there is no keyring directory)."""
     for entry in ring_paths(Path(os.path.abspath(path))) or [Path(os.path.abspath(path))]:
-        found = writable_component(entry, uid, gids, lstat)
+        found = find(entry)
         if found is not None:
             return found
     return None

@@ -9,6 +9,9 @@ Each telemetry message carries two Pub/Sub attributes, so the message schema doe
     epoch  the spool's epoch (a new spool, e.g. after a corrupt one was quarantined, starts a new epoch and
            seq starts again at 1; the monitor dedupes on (device, epoch, seq))
     sig    base64 of Ed25519 over `telemetry_signed_bytes(data, device_id, epoch)`
+
+The same key signs each spot-check sample record (`sign_spot_sample`, in the spot check's own thread): every
+device shares one service account, so only this signature tells the operator which device made a sample.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edgefleet.kernel.contracts.layout import ATTR_DEVICE_ID, ATTR_EPOCH, ATTR_SIGNATURE
+from edgefleet.kernel.contracts.spotcheck import SpotSample
 from edgefleet.kernel.trust.signatures import (
     ED25519_SIGNATURE_BYTES,
     generate_keypair,
@@ -108,4 +112,21 @@ def telemetry_signature_problem(
         public_key.verify(signature, telemetry_signed_bytes(data, device_id, epoch))
     except InvalidSignature:
         return f"message claiming to be from {device_id} is not signed by that device's key"
+    return None
+
+
+def sign_spot_sample(private_key: Ed25519PrivateKey, sample: SpotSample) -> SpotSample:
+    """`sample` with its `signature` (over `SpotSample.signed_bytes`: the record, hence its JPEG's hash)."""
+    signature = private_key.sign(sample.signed_bytes())
+    return sample.model_copy(update={"signature": base64.b64encode(signature).decode()})
+
+
+def spot_sample_signature_problem(public_key: Ed25519PublicKey, sample: SpotSample) -> str | None:
+    """Why `sample`'s signature does not hold for the device key `public_key` (None: it does). Names no secret."""
+    if sample.signature is None:
+        return f"sample {sample.frame_id} of {sample.device_id} is not signed"
+    try:
+        public_key.verify(base64.b64decode(sample.signature, validate=True), sample.signed_bytes())
+    except (InvalidSignature, binascii.Error, ValueError):
+        return f"sample {sample.frame_id} is not signed by the key of device {sample.device_id}"
     return None

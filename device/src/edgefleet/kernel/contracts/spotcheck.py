@@ -11,10 +11,17 @@ The JSON is written after the JPEG, so a sample is complete once its JSON exists
 `fleet/spotcheck-labels/<device_id>.json` (`SpotLabels`, `edgefleet.spotcheck-labels/1`: operators only, the
 devices' write grant stops at `spotcheck/`). `fleet status` shows the labelled accuracy beside the estimated
 one. A new contract (version 1): no telemetry or status revision carries anything of it.
+
+Each record is signed by the device's identity key (`signature`: Ed25519 over `SpotSample.signed_bytes`, the
+record without it; the record holds the JPEG's SHA-256, so the signature covers the frame too). Every device
+shares one service account, so IAM cannot keep a device out of another's folder: the operator's `pending` and
+`import` take a sample only when the key registered for the folder's device (`fleet/devices/<id>.json`, not
+revoked) signed it and the record names that device and frame.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from typing import Literal
@@ -34,6 +41,10 @@ IMAGE_SUFFIX = ".jpg"
 RECORD_SUFFIX = ".json"
 MAX_SAMPLE_RECORD_BYTES = 64 * 1024
 """A sample's JSON is a few hundred bytes; a bigger one is refused unread."""
+MAX_SAMPLE_IMAGE_BYTES = 16 * 1024 * 1024
+"""A sample's JPEG (a camera frame at quality <= 95); a bigger one is refused unread."""
+SAMPLE_SIGNATURE_DOMAIN = b"edgefleet.spotcheck-signature/1\n"
+SIGNATURE_PATTERN = r"^[A-Za-z0-9+/]{86}==$"  # base64 of the 64-byte Ed25519 signature
 
 _FRAME_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9]{12}")  # fullmatch: <run started, UTC>-<frame sequence>
 FRAME_ID_PATTERN = _FRAME_ID.pattern
@@ -88,6 +99,14 @@ class SpotSample(_Record):
     image_sha256: str = Field(pattern="^[0-9a-f]{64}$")
     not_sent: int = Field(default=0, ge=0, description="sampled frames left out so far this run (the hourly or "
                                                        "daily cap, a full queue, the outbox's oldest dropped)")
+    signature: str | None = Field(default=None, pattern=SIGNATURE_PATTERN, description="base64 Ed25519 of "
+                                  "the record without it, by the device's identity key (`device/trust/"
+                                  "device_identity.sign_spot_sample`); covers the JPEG through image_sha256")
+
+    def signed_bytes(self) -> bytes:
+        """What the device's signature covers: a domain line, then canonical JSON of the record without it."""
+        payload = self.model_dump(mode="json", by_alias=True, exclude={"signature"})
+        return SAMPLE_SIGNATURE_DOMAIN + json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
 
 
 class LabelledSample(_Record):

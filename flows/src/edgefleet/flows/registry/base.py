@@ -22,9 +22,8 @@ import json
 import logging
 import os
 from abc import abstractmethod
-from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel
 
@@ -39,17 +38,11 @@ from edgefleet.device.trust.version_bundle import (
 )
 from edgefleet.flows.registry import channels
 from edgefleet.flows.trust.pointer_readback import CheckedChannel, check_pointer
-from edgefleet.flows.trust.pointer_signing import DEFAULT_VALIDITY
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE, SIGNATURE_FILE
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.errors import ConflictError, RegistryError, VerificationError
 from edgefleet.kernel.trust.release_keyring import KeyringLike
 from edgefleet.kernel.trust.signatures import KeyedSignature, PublicKeyLike, decode_signatures
-
-if TYPE_CHECKING:
-    from types import EllipsisType  # Python 3.10+
-
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 log = logging.getLogger(__name__)
 
@@ -141,40 +134,10 @@ class RegistryWriter(RegistryReader):
 
     # --- channels and JSON records --------------------------------------------------------------------
 
-    def promote(
-        self,
-        model: str,
-        version: str,
-        channel: str,
-        *,
-        by: str | None = None,
-        expected_version: str | None | EllipsisType = ...,
-        public_key: PublicKeyLike | None = None,
-        signing_key: Ed25519PrivateKey | None = None,
-        downgrade: bool = False,
-        validity: timedelta = DEFAULT_VALIDITY,
-        replace_unverified: bool = False,
-    ) -> ChannelPointer:
-        """Points `channel` at a published version (compare-and-swap, signed with `signing_key`): see
-        `edgefleet.flows.registry.channels.promote` for the arguments, the retry rule and the errors."""
-        return channels.promote(
-            self, model, version, channel, by=by, expected_version=expected_version, public_key=public_key,
-            signing_key=signing_key, downgrade=downgrade, validity=validity, replace_unverified=replace_unverified,
-        )
-
-    def resign_channel(
-        self,
-        model: str,
-        channel: str,
-        signing_key: Ed25519PrivateKey,
-        *,
-        validity: timedelta = DEFAULT_VALIDITY,
-        by: str | None = None,
-        trusted: KeyringLike | None = None,
-    ) -> ChannelPointer:
-        """Re-signs a channel pointer that verifies, with a new counter and expiry: see
-        `edgefleet.flows.registry.channels.resign_channel`."""
-        return channels.resign_channel(self, model, channel, signing_key, validity=validity, by=by, trusted=trusted)
+    # The channel moves are `edgefleet.flows.registry.channels`' functions, this writer as their store (one
+    # signature, one docstring: see there for the arguments, the retry rule and the errors).
+    promote = channels.promote
+    resign_channel = channels.resign_channel
 
     def read_channel_checked(self, model: str, channel: str, public_key: KeyringLike) -> CheckedChannel:
         """Reads a channel pointer and judges it against the release public key (`flows.registry.trusted`):

@@ -17,8 +17,12 @@
 |                   | that: a camera's rare class comes in bursts), then centred and scaled by the clipped  |
 |                   | baseline's own mean and long-run SD; up: z, down: -z (the class mix's divergence only  |
 |                   | grows under a change: up only)                                                         |
-| guard             | optional (`estimation_guard`, default 0): s_lr widened by that many standard errors of |
-|                   | its estimate, k raised by as many standard errors of m                                 |
+| tail scale        | (`threshold: bootstrap`, opt-in) each CUSUM's increments on the baseline, resampled   |
+|                   | by a moving-block bootstrap: c compares the exponent of their block sums' upper tail   |
+|                   | with a Gaussian's (`edgefleet.monitor.drift.bootstrap`); s_lr widened by max(c, 1),   |
+|                   | and c's own standard error integrated by the threshold with the spread's              |
+| guard             | optional (`estimation_guard`): s_lr widened by that many standard errors of its        |
+|                   | estimate, k raised by as many standard errors of m                                     |
 | CUSUM             | S = max(0, S + z - k), alarm when S > h, then S = 0 (a new run)                        |
 | k                 | half the `reference_shift_sd` shift, in s_lr units: r * s / s_lr / 2 (+ any guard)     |
 | h                 | the in-control run length (blocks between false alarms) of each CUSUM is the device's  |
@@ -31,8 +35,10 @@
 
 Siegmund's approximation is for independent normal increments; with normal scores and the long-run spread a
 CUSUM on AR(1)-like blocks runs close to it. Sums of class-mix divergences have a heavier upper tail than
-that (high divergences cluster), which the default guard of 1 standard error covers. `bench/drift_bench.py`
-and `bench/drift_scenes.py` measure the false alarms that are left on correlated, heterogeneous devices.
+that (high divergences cluster): the block bootstrap measures it on each baseline (the tail scale), and the
+guard (`estimation_guard`) covers what 500 blocks cannot show of it (`edgefleet.monitor.drift.config`).
+`bench/drift_bench.py` and `bench/drift_scenes.py` measure the false alarms that are left on correlated,
+heterogeneous devices.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from typing import Literal
 import numpy as np
 from scipy.special import ndtri
 
+from edgefleet.monitor.drift.bootstrap import FALLBACK, TailScale, tail_scale
 from edgefleet.monitor.drift.config import DriftConfig, DriftError, MetricName
 from edgefleet.monitor.drift.threshold import integrated_threshold
 
@@ -53,6 +60,10 @@ NO_SPREAD = 1e-9
 DAYS_PER_BUDGET = 100.0
 """The budget is stated per 100 device-days."""
 Direction = Literal["up", "down"]
+TAIL_SCALE_FLOOR = 1.0
+"""The bootstrap's tail scale widens the plan, never narrows it below the Gaussian one: on Gaussian AR(1)
+blocks (phi 0.5, 500 of them) its estimate averages 0.93 (500 blocks under-represent the far tail of their
+sums), and a narrower plan there would spend the budget the integrated threshold holds."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,20 @@ class MetricBaseline:
     """SD of the baseline's normal scores (with `ranked_on`)."""
     score_long_run_sd: float = 0.0
     """Long-run SD of the baseline's normal scores (with `ranked_on`)."""
+    tail_scales: tuple[float, ...] = ()
+    """Per direction watched (`directions`): the block bootstrap's tail scale of the CUSUM's increments on the
+    baseline (`edgefleet.monitor.drift.bootstrap`); empty: 1 (the integrated threshold alone)."""
+    tail_log_ses: tuple[float, ...] = ()
+    """Per direction: the standard error of the log tail scale (block bootstrap); empty: 0."""
+    tail_blocks: tuple[int, ...] = ()
+    """Per direction: the bootstrap's block length (0: the fallback, the baseline too short)."""
+
+    def tail(self, direction: Direction) -> TailScale:
+        """The bootstrap's tail scale of the CUSUM in `direction` (the fallback when none was measured)."""
+        if not self.tail_scales:
+            return FALLBACK
+        index = directions(self.metric).index(direction)
+        return TailScale(self.tail_scales[index], self.tail_log_ses[index], self.tail_blocks[index])
 
     def unit(self, values: np.ndarray | Sequence[float]) -> np.ndarray:
         """The statistic in long-run SDs from the baseline's centre, before clipping (NaN stays NaN)."""
@@ -166,8 +191,25 @@ def fit_metric(metric: MetricName, values: Sequence[float] | np.ndarray, config:
     z = np.clip(unit, -config.clip_sd, config.clip_sd)
     clipped_sd = lr_sd(z, config)
     by_batches = config.long_run_variance != "ar1" and clipped_sd > ar1_long_run_sd(z, config.max_autocorrelation)[1]
+    k = reference_k(config, score_sd / score_long_run if ranked else sd / long_run)
+    tails = tail_scales(metric, (z - z.mean()) / clipped_sd, k, config)
     return MetricBaseline(metric, mean, sd, phi, long_run, len(data), config.clip_sd, float(z.mean()), clipped_sd,
-                          batch_layout(len(data))[1] if by_batches else 0, ranked, score_sd, score_long_run)
+                          batch_layout(len(data))[1] if by_batches else 0, ranked, score_sd, score_long_run,
+                          tuple(t.scale for t in tails), tuple(t.log_se for t in tails), tuple(t.block for t in tails))
+
+
+def reference_k(config: DriftConfig, sd_per_long_run_sd: float) -> float:
+    """The CUSUM's reference before any widening: half the reference shift, in long-run SDs."""
+    return config.reference_shift_sd * sd_per_long_run_sd / 2
+
+
+def tail_scales(metric: MetricName, increments: np.ndarray, k: float, config: DriftConfig) -> tuple[TailScale, ...]:
+    """The bootstrap's tail scale of each direction's CUSUM on the baseline's own increments (in order);
+    none with `threshold: integrated`."""
+    if config.threshold != "bootstrap":
+        return ()
+    return tuple(tail_scale((1.0 if direction == "up" else -1.0) * increments, k, config.bootstrap_resamples,
+                            config.bootstrap_seed) for direction in directions(metric))
 
 
 def lr_sd(values: np.ndarray, config: DriftConfig) -> float:
@@ -186,12 +228,12 @@ class Cusum:
     baseline: MetricBaseline
     direction: Direction
     spread: float
-    """The long-run SD of the statistic the CUSUM works in (the estimate, widened by the guard)."""
+    """The long-run SD of the statistic the CUSUM works in (the estimate, widened by the tail scale and guard)."""
     k: float
     h: float
 
     def standardized(self, values: np.ndarray) -> np.ndarray:
-        """The CUSUM's increments (before k): clipped z in the direction watched, over the guard's widening."""
+        """The CUSUM's increments (before k): clipped z in the direction watched, over the plan's widening."""
         sign = 1.0 if self.direction == "up" else -1.0
         widening = self.spread / (self.baseline.long_run_sd * self.baseline.clipped_long_run_sd)
         return sign * self.baseline.clipped(values, widening)
@@ -208,15 +250,17 @@ def plan(baselines: Sequence[MetricBaseline], config: DriftConfig, blocks_per_da
         raise DriftError(f"drift: {blocks_per_day} blocks per day", "measure the block rate over the baseline")
     count = sum(len(directions(b.metric)) for b in baselines)
     arl0 = count * blocks_per_day * DAYS_PER_BUDGET / config.false_alarms_per_100_device_days
-    out = []
-    for base in baselines:
-        guard = config.estimation_guard
-        widening = base.clipped_long_run_sd * math.exp(guard * base.relative_se)
-        spread = base.long_run_sd * widening
-        k = config.reference_shift_sd * base.sd_per_long_run_sd / widening / 2 + guard / math.sqrt(base.blocks)
-        h = integrated_threshold(arl0, k, base.blocks, base.relative_se)
-        out.extend(Cusum(base, direction, spread, k, h) for direction in directions(base.metric))
-    return tuple(out)
+    return tuple(plan_one(base, direction, config, arl0) for base in baselines for direction in directions(base.metric))
+
+
+def plan_one(base: MetricBaseline, direction: Direction, config: DriftConfig, arl0: float) -> Cusum:
+    """One CUSUM: its spread widened by the bootstrap's tail scale (at least `TAIL_SCALE_FLOOR`) and by any
+    guard, its threshold integrating the spread's and the tail scale's standard errors (in quadrature)."""
+    guard, tail = config.estimation_guard, base.tail(direction)
+    widening = base.clipped_long_run_sd * max(tail.scale, TAIL_SCALE_FLOOR) * math.exp(guard * base.relative_se)
+    k = reference_k(config, base.sd_per_long_run_sd) / widening + guard / math.sqrt(base.blocks)
+    h = integrated_threshold(arl0, k, base.blocks, math.hypot(base.relative_se, tail.log_se))
+    return Cusum(base, direction, base.long_run_sd * widening, k, h)
 
 
 @dataclass(frozen=True)

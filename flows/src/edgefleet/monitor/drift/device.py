@@ -156,8 +156,10 @@ def baseline_from_dict(data: dict) -> DeviceBaseline:
 
 
 def metric_from_dict(data: dict) -> MetricBaseline:
-    """A `MetricBaseline` from its `asdict` form (the sorted baseline values back to a tuple)."""
-    return MetricBaseline(**{**data, "ranked_on": tuple(data.get("ranked_on", ()))})
+    """A `MetricBaseline` from its `asdict` form (the sequences back to tuples; a baseline stored before the
+    bootstrap's tail scales has none: the integrated threshold's plan)."""
+    sequences = ("ranked_on", "tail_scales", "tail_log_ses", "tail_blocks")
+    return MetricBaseline(**{**data, **{key: tuple(data.get(key, ())) for key in sequences}})
 
 
 def state_to_dict(state: DeviceState) -> dict:

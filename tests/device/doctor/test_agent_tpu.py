@@ -9,7 +9,7 @@ import os
 import pytest
 
 from edgefleet.device.doctor import check_libedgetpu
-from edgefleet.device.doctor_edgetpu import (
+from edgefleet.device.doctor.agent_tpu import (
     AgentTpu,
     agent_holding_tpu,
     held_summary,

@@ -12,7 +12,7 @@ import pytest
 
 from edgefleet.device.agent.config import load_config
 from edgefleet.device.doctor import DoctorLimits, blocking_failures, run_doctor
-from edgefleet.device.doctor_camera import CameraHost, camera_finding
+from edgefleet.device.doctor.camera import CameraHost, camera_finding
 from tests.device.agent.test_loop import MODEL
 
 

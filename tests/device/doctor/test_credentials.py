@@ -14,10 +14,12 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from gcs_buckets import temporary_bucket
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from google_credentials import TokenEndpoint, service_account_file, without_google_credentials
@@ -43,6 +45,23 @@ def bare_device(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     without_google_credentials(monkeypatch, tmp_path)
 
 
+@pytest.fixture
+def device_bucket(gcs_emulator, unique_name: str) -> Iterator[str]:
+    """A registry bucket on the GCS emulator, made without any credentials (the emulator takes anonymous
+    clients): the device's own are the only ones in play."""
+    anonymous = storage.Client(project="edgefleet-test", credentials=AnonymousCredentials(),
+                               client_options={"api_endpoint": gcs_emulator.endpoint})
+    with temporary_bucket(anonymous, f"registry-{unique_name}") as name:
+        yield name
+
+
+@pytest.fixture
+def device_credentials(tmp_path: Path) -> Iterator[tuple[TokenEndpoint, Path]]:
+    """The device's service-account file, whose token URI is a local token endpoint recording who asked."""
+    with TokenEndpoint() as tokens:
+        yield tokens, service_account_file(tmp_path / "credentials.json", email=EMAIL, token_uri=tokens.uri)
+
+
 def write_config(tmp_path: Path, extra: str) -> Path:
     path = tmp_path / "agent.yaml"
     path.write_text(f"device_id: cam-1\nmodel: birds\nroot: {tmp_path / 'root'}\ninference:\n  device: cpu\n{extra}")
@@ -50,32 +69,26 @@ def write_config(tmp_path: Path, extra: str) -> Path:
 
 
 def test_the_preflight_doctor_sees_the_credentials_the_service_uses(tmp_path, bare_device, gcs_emulator,
-                                                                    unique_name, monkeypatch):
-    bucket = f"registry-{unique_name}"
-    anonymous = storage.Client(project="edgefleet-test", credentials=AnonymousCredentials(),
-                               client_options={"api_endpoint": gcs_emulator.endpoint})
-    anonymous.create_bucket(bucket)
-    with TokenEndpoint() as tokens:
-        key = service_account_file(tmp_path / "credentials.json", email=EMAIL, token_uri=tokens.uri)
-        config = write_config(tmp_path, f"credentials_file: {key}\nregistry:\n  uri: gs://{bucket}/fleet\n")
-        # As the preflight's sudo leaves it: no credentials in the environment; only the network stand-ins.
-        env = {**os.environ, "STORAGE_EMULATOR_HOST": gcs_emulator.endpoint}
-        shown = subprocess.run([str(AGENT), "doctor", "--config", str(config), "--json"], env=env,
-                               capture_output=True, text=True, timeout=300)
-        report = DoctorReport.model_validate_json(shown.stdout)
-        checks = {check.name: check for check in report.checks}
-        assert checks["registry"].status == "ok", checks["registry"]
-        assert checks["credentials"].status == "ok" and EMAIL in checks["credentials"].detail
-        assert not [check.name for check in blocking_failures(report, tpu_required=False)
-                    if check.name in ("registry", "credentials")]
-        assert EMAIL in tokens.grants  # the doctor used the device's file, not an ambient identity
-        doctor_grants = len(tokens.grants)
-        # The service's side: the agent's poller opens the registry the same way, with the same file.
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.endpoint)
-        service = open_registry_reader(f"gs://{bucket}/fleet", credentials_file=load_config(config).credentials_file)
-        assert service.read_channel("birds", "stable").pointer is None
-        assert tokens.grants[doctor_grants:] == [EMAIL]
-    anonymous.bucket(bucket).delete()
+                                                                    device_bucket, device_credentials, monkeypatch):
+    tokens, key = device_credentials
+    config = write_config(tmp_path, f"credentials_file: {key}\nregistry:\n  uri: gs://{device_bucket}/fleet\n")
+    # As the preflight's sudo leaves it: no credentials in the environment; only the network stand-ins.
+    env = {**os.environ, "STORAGE_EMULATOR_HOST": gcs_emulator.endpoint}
+    shown = subprocess.run([str(AGENT), "doctor", "--config", str(config), "--json"], env=env,
+                           capture_output=True, text=True, timeout=300)
+    report = DoctorReport.model_validate_json(shown.stdout)
+    checks = {check.name: check for check in report.checks}
+    assert checks["registry"].status == "ok", checks["registry"]
+    assert checks["credentials"].status == "ok" and EMAIL in checks["credentials"].detail
+    assert not [check.name for check in blocking_failures(report, tpu_required=False)
+                if check.name in ("registry", "credentials")]
+    assert EMAIL in tokens.grants  # the doctor used the device's file, not an ambient identity
+    doctor_grants = len(tokens.grants)
+    # The service's side: the agent's poller opens the registry the same way, with the same file.
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.endpoint)
+    service = open_registry_reader(f"gs://{device_bucket}/fleet", credentials_file=load_config(config).credentials_file)
+    assert service.read_channel("birds", "stable").pointer is None
+    assert tokens.grants[doctor_grants:] == [EMAIL]
 
 
 def test_a_gs_registry_without_credentials_names_the_credentials_file_fix(tmp_path, bare_device):
@@ -120,23 +133,17 @@ def test_doctor_says_what_the_running_agent_says_of_its_telemetry(tmp_path):
 
 
 def test_a_manual_pull_with_the_agent_config_uses_its_credentials_file(tmp_path, bare_device, gcs_emulator,
-                                                                      unique_name, monkeypatch):
+                                                                      device_bucket, device_credentials, monkeypatch):
     from typer.testing import CliRunner
 
     from edgefleet.device.cli import app
     from edgefleet.kernel.trust.signatures import generate_keypair, save_public_key
 
     save_public_key(generate_keypair()[1], tmp_path / "root" / "keys" / "release.pub")
-    bucket = f"registry-{unique_name}"
-    anonymous = storage.Client(project="edgefleet-test", credentials=AnonymousCredentials(),
-                               client_options={"api_endpoint": gcs_emulator.endpoint})
-    anonymous.create_bucket(bucket)
-    with TokenEndpoint() as tokens:
-        key = service_account_file(tmp_path / "credentials.json", email=EMAIL, token_uri=tokens.uri)
-        config = write_config(tmp_path, f"credentials_file: {key}\n")
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.endpoint)
-        result = CliRunner().invoke(app, ["pull", "--registry", f"gs://{bucket}/fleet", "--model", "birds",
-                                          "--channel", "stable", "--config", str(config), "--json"])
-        assert "credentials" not in result.output, result.output
-        assert tokens.grants == [EMAIL]  # the pull went to the registry as the device's identity
-    anonymous.bucket(bucket).delete()
+    tokens, key = device_credentials
+    config = write_config(tmp_path, f"credentials_file: {key}\n")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.endpoint)
+    result = CliRunner().invoke(app, ["pull", "--registry", f"gs://{device_bucket}/fleet", "--model", "birds",
+                                      "--channel", "stable", "--config", str(config), "--json"])
+    assert "credentials" not in result.output, result.output
+    assert tokens.grants == [EMAIL]  # the pull went to the registry as the device's identity

@@ -1,0 +1,107 @@
+"""The spot check's samples as the operator takes them: only those the folder's device signed (issue 25).
+
+Every device shares one service account, so IAM keeps devices inside `spotcheck/` but not inside their own
+folder. A sample under `spotcheck/<device_id>/<frame_id>` is taken (offered by `edgefleet spotcheck pending`,
+imported by `import`) only when (`sample_problem`, pure):
+- its record names that device and that frame (a signed sample of device A copied into B's folder, or an old
+  sample under a new frame id, names another device or frame, or no longer matches its signature);
+- the device has a key record the operator trusts (`fleet/devices/<id>.json` signed by a fleet enrolment key,
+  its key not revoked: `monitor.device_key_reader.load_device_key`), and that key signed the record
+  (`device_identity.spot_sample_signature_problem`);
+- the JPEG beside it hashes to the record's `image_sha256` (so the signature covers the frame too).
+Any other sample is refused with its name and the reason, never offered, never imported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from pydantic import ValidationError
+
+from edgefleet.device.registry.base import RegistryReader
+from edgefleet.device.trust.device_identity import spot_sample_signature_problem
+from edgefleet.kernel.contracts.spotcheck import (
+    MAX_SAMPLE_IMAGE_BYTES,
+    MAX_SAMPLE_RECORD_BYTES,
+    SpotSample,
+    sample_keys,
+)
+from edgefleet.monitor.device_key_reader import FleetKeys, KeyRecordPolicy, load_device_key
+
+REFUSED_FIX = ("a sample the folder's device did not sign is never labelled: check who holds the devices' "
+               "service account (a compromised device can write under spotcheck/), and enrol the device "
+               "(deploy-agent) if it has no key record")
+
+
+class RefusedSample(NamedTuple):
+    """A sample not taken: where its record is, and why."""
+
+    where: str
+    reason: str
+
+
+def record_problem(sample: SpotSample, device_id: str, frame: str, keys: FleetKeys) -> str | None:
+    """Why the record under `spotcheck/<device_id>/<frame>.json` is not the device's own (None: it is). Pure."""
+    if (sample.device_id, sample.frame_id) != (device_id, frame):
+        return (f"its record names {sample.device_id} {sample.frame_id}, not {device_id} {frame}: a sample speaks "
+                "only for the folder and frame it is under")
+    key = keys.keys.get(device_id)
+    if key is None:
+        why = "; ".join(refused.reason for refused in keys.refused)
+        return f"device {device_id} has no key record the operator trusts in fleet/devices/" + (
+            f" ({why})" if why else "")
+    return spot_sample_signature_problem(key, sample)
+
+
+def image_problem(sample: SpotSample, image: bytes | None) -> str | None:
+    """Why `image` is not the frame the record signed (None: it is). Pure."""
+    if image is None:
+        return "its JPEG is missing"
+    if hashlib.sha256(image).hexdigest() != sample.image_sha256:
+        return "the JPEG does not match the hash its signed record holds"
+    return None
+
+
+class SampleReader:
+    """Reads samples and takes only the signed ones; each device's key read once per reader (one command).
+
+    Args:
+        registry: the registry holding `spotcheck/` and `fleet/`.
+        policy: the enrolment keys that sign device key records (and the operator's own revocations).
+    """
+
+    def __init__(self, registry: RegistryReader, policy: KeyRecordPolicy) -> None:
+        self.registry, self.policy = registry, policy
+        self._keys: dict[str, FleetKeys] = {}
+
+    def keys(self, device_id: str) -> FleetKeys:
+        if device_id not in self._keys:
+            self._keys[device_id] = load_device_key(self.registry, self.policy, device_id, frozenset())
+        return self._keys[device_id]
+
+    def read(self, device_id: str, frame: str) -> SpotSample | RefusedSample | None:
+        """The device's signed sample of `frame`, a refusal naming it, or None when there is no such sample.
+
+        Raises:
+            EdgefleetError: the registry cannot be read (nothing is taken; run it again).
+        """
+        image_key, record_key = sample_keys(device_id, frame)
+        where = self.registry.describe(record_key)
+        value = self.registry.get_json_bounded(record_key, MAX_SAMPLE_RECORD_BYTES)
+        if value is None:
+            return None
+        try:
+            sample = SpotSample.model_validate(value)
+        except ValidationError as error:
+            return RefusedSample(where, f"not a spot check sample ({error.errors()[0]['msg']})")
+        problem = record_problem(sample, device_id, frame, self.keys(device_id))
+        if problem is None:
+            problem = image_problem(sample, self.registry.read_object(image_key, MAX_SAMPLE_IMAGE_BYTES))
+        return sample if problem is None else RefusedSample(where, problem)
+
+
+def refusal_lines(refused: Iterable[RefusedSample]) -> list[str]:
+    """`REFUSED <where>: <reason>` lines, one a refused sample."""
+    return [f"REFUSED {where}: {reason}" for where, reason in refused]
