@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import time
 from datetime import UTC, datetime
 
 from edgefleet.device.store import ModelStore
 from edgefleet.flows.fleet.agent import PROBE_MARK, parse_probe, probe_script
 from edgefleet.kernel.contracts import layout
-from edgefleet.kernel.contracts.status import AgentStatus, write_status
+from edgefleet.kernel.contracts.status import AgentStatus, read_boot_id, write_status
 
 
 def _run_probe(root, model: str, version: str) -> str:
@@ -39,6 +40,14 @@ def test_the_probe_reads_the_status_pointers_refusals_and_manifest_the_device_wr
                                                                                    "smoke test failed")]
     assert seen.status is not None and seen.status.frames == 9 and seen.status.device_id == "cam-1"
     assert seen.free_bytes > 0 and seen.now_epoch >= int(now.timestamp())  # the device clock, read after
+
+
+def test_the_probe_reads_the_boot_clock_and_boot_id_the_agent_stamps_its_status_with(tmp_path):
+    before = time.monotonic()  # the agent's stamps (`AgentStatus.boot`) are this clock's readings
+    seen = parse_probe(_run_probe(tmp_path / "root", "birds", "1.0.0"))
+    assert seen.boot_id == read_boot_id()
+    if seen.boot_id is not None:  # Linux: /proc/uptime counts from the same boot (plus any suspended time)
+        assert seen.uptime_s is not None and seen.uptime_s >= before - 0.01  # /proc/uptime has 10 ms steps
 
 
 def test_a_device_where_the_agent_never_ran_reads_as_empty(tmp_path):

@@ -73,3 +73,15 @@ def test_a_fleet_state_that_cannot_be_read_halts_the_wave(tmp_path: Path) -> Non
                           activated_at=ACTIVATED, others=(), reference=None, detector=False)
     verdict = look(subject, GATE, MonitorCollector(str(path)), final=False)
     assert verdict.result == "fail" and verdict.halted_by == ("judge",)
+
+
+def test_a_device_that_activated_after_the_wave_began_is_windowed_from_its_own_activation(monitor_yaml: Path) -> None:
+    # a pull wave began 8 minutes before c1 took the version (its maintenance window opened then)
+    began = ACTIVATED - timedelta(minutes=8)
+    subject = WaveSubject(model="mobilenet", version="2.0.0", devices=("c1",), before="1.0.0", activated_at=began,
+                          others=("k1", "k2", "k3", "k4"), reference=None, detector=False, label_count=5)
+    from_the_wave = MonitorCollector(str(monitor_yaml))(subject, GATE).canary[0]
+    assert from_the_wave.before.inferences == 120  # only the 2 minutes before the wave began: not its own before
+    own = MonitorCollector(str(monitor_yaml))(replace(subject, activations={"c1": ACTIVATED}), GATE)
+    assert own.canary[0].before.inferences == 600 and own.canary[0].after.inferences == 300
+    assert own.control[0].before.inferences == 120  # the controls keep the wave's earliest activation

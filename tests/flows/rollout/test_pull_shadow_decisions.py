@@ -83,3 +83,35 @@ def test_rollout_show_prints_the_shadow_agreement() -> None:
     text = console.export_text()
     assert "shadow wave on d1 (1.2% of the fleet): fail" in text
     assert "agreement" in text and "0.00667" in text and "0.9" in text
+
+
+def test_a_shadow_wave_waiting_for_a_night_window_waits_past_its_timeout_for_the_pairs() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from edgefleet.device.window import MaintenanceWindow
+    from edgefleet.flows.rollout.pull_params import GroupWindow
+    from edgefleet.flows.rollout.pull_windows import latest_due, plan_wave
+
+    night = MaintenanceWindow(cron="0 2 * * *", timezone="Europe/Berlin", duration_minutes=120)
+    noon = datetime(2026, 6, 10, 12, tzinfo=UTC)  # the window opens at 00:00 UTC, 12 hours later
+    wave = ON.model_copy(update={"poll_interval_s": 600.0})  # a look every 10 minutes of the injected clock
+    timeout = timedelta(seconds=wave.timeout_s)
+    plan = plan_wave((GroupWindow(ids=("n1",), window=night),), ("d1", "n1"), {}, noon, timeout)
+    wait = latest_due(plan, noon)
+    assert wait == timedelta(hours=12) + timeout  # n1 gets its 10 s inside its window
+    assert latest_due(plan_wave((), ("d1",), {}, noon, timeout), noon) == timeout  # no windows: as before
+    clock = [0.0]
+
+    def sleep(seconds: float) -> None:
+        clock[0] += seconds
+
+    def look():  # n1's pairs come once its window opened
+        ready = clock[0] >= 12 * 3600
+        return pull_look({"d1": pairs(400, 398), "n1": pairs(400, 398) if ready else None}, {}, "1.3.0")
+
+    verdict = await_shadow_verdict(look, GATE, wave, timeout_s=wait.total_seconds(), clock=lambda: clock[0],
+                                   sleep=sleep)
+    assert verdict.result == "pass" and clock[0] >= 12 * 3600
+    clock[0] = 0.0  # on the wave's own timeout (before): failed 10 s in, 12 hours before n1 could shadow it
+    unaware = await_shadow_verdict(look, GATE, wave, clock=lambda: clock[0], sleep=sleep)
+    assert unaware.result == "fail" and clock[0] < 12 * 3600

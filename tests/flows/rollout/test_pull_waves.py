@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from pydantic import ValidationError
 
@@ -15,6 +17,7 @@ from edgefleet.flows.rollout.pull_waves import (
     next_rate_wave,
     next_share_wave,
     observe,
+    seen_up,
     share_steps,
 )
 from edgefleet.flows.rollout.verdict import cannot_judge
@@ -109,3 +112,12 @@ def test_a_rerun_after_a_halt_starts_again_at_the_first_wave_and_watches_every_d
     assert set(again) == set(first)  # wave 1 again, every device of it watched
     later = _add_wave(record, fleet, 2000)  # and a wave that re-stages a share moves nobody unwatched
     assert set(later) | set(again) == set(moved(ROLLOUT, FLEET, 2000))
+
+
+def test_each_device_is_up_from_the_first_look_that_saw_it_report_the_version() -> None:
+    began = datetime(2026, 6, 10, 12, tzinfo=UTC)
+    first = seen_up(WaveObservation(up=("a",), refused=(), waiting=("b", "c")), {}, began)
+    assert first.up_at == {"a": began}
+    later = began + timedelta(hours=12)  # b's window opened at night
+    second = seen_up(WaveObservation(up=("a", "b"), refused=("c",), waiting=()), first.up_at, later)
+    assert second.up_at == {"a": began, "b": later} and second.refused == ("c",)

@@ -253,6 +253,9 @@ def test_the_watch_of_a_night_wave_started_at_noon_waits_for_the_window_and_sees
     assert seen.up == devices and not decide_pull_wave(seen, 0.0, None).halt
     assert clock.now >= NIGHT_OPENS > NOON + TIMEOUT  # it waited 12 hours, far past the report timeout
     assert min(fleet.moved_at.values()) >= NIGHT_OPENS  # and nobody moved outside the window
+    # each device's activation is when the watch first saw it up, not the wave's start: the canary judge's windows
+    assert set(seen.up_at) == set(devices) and min(seen.up_at.values()) >= NIGHT_OPENS
+    assert all(seen.up_at[device] >= fleet.moved_at[device] for device in devices)
 
 
 def test_the_rollout_reads_each_devices_group_from_the_monitors_tags(tmp_path: Path) -> None:
@@ -291,3 +294,24 @@ def test_the_record_notes_the_devices_left_waiting_for_their_window_when_the_wav
     (step,) = record.devices["n1"].steps
     assert step.name == "window" and "waiting for its maintenance window when wave 1 was judged" in step.detail
     assert "opens" in step.detail and record.devices["n1"].state == "pending"
+
+
+def test_a_later_wave_watches_the_devices_an_earlier_wave_left_waiting_for_their_window() -> None:
+    from edgefleet.flows.rollout.pull_windows import WINDOW_STEP, left_waiting
+    from edgefleet.flows.rollout.record import DeviceRecord, StepRecord
+
+    def step(name: str) -> StepRecord:
+        return StepRecord(name=name, ok=name != "no_report", started_at=NOON, seconds=0.0)
+
+    devices = [
+        DeviceRecord(device_id="waits", wave=1, steps=[step(WINDOW_STEP)]),
+        DeviceRecord(device_id="waits-again", wave=1, steps=[step(WINDOW_STEP), step(WINDOW_STEP)]),
+        DeviceRecord(device_id="came-up", wave=1, state="done", steps=[step(WINDOW_STEP)]),
+        DeviceRecord(device_id="refused", wave=1, state="failed", steps=[step(WINDOW_STEP)]),
+        DeviceRecord(device_id="silent-in-its-window", wave=1, steps=[step(WINDOW_STEP), step("no_report")]),
+        DeviceRecord(device_id="silent", wave=1),
+        DeviceRecord(device_id="this-wave", wave=2, steps=[step(WINDOW_STEP)]),
+    ]
+    assert left_waiting(devices, 2) == ("waits", "waits-again")
+    assert left_waiting(devices, 3) == ("waits", "waits-again", "this-wave")
+    assert left_waiting(devices, 1) == ()

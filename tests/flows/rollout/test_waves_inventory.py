@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edgefleet.flows.fleet.inventory import load_inventory, parse_inventory
+from edgefleet.flows.rollout.freshness import DeviceClock
 from edgefleet.flows.rollout.health import StatusBaseline, monitor_verdict, status_verdict
 from edgefleet.flows.rollout.params import LivenessCheck, RolloutParams
 from edgefleet.flows.rollout.waves import plan_waves, wave_over_threshold
@@ -100,11 +101,12 @@ def _status(**fields):
 
 def test_status_verdicts_count_swap_failures_from_the_baseline():
     gate = LivenessCheck(min_live_inferences=10, status_max_age_s=5)
-    now = 1_000_000.0
+    now = DeviceClock(1_000_000.0)  # no boot stamp in these statuses: judged on the device's wall clock
     assert status_verdict(_status(version_frames=5), "2.0.0", StatusBaseline(1), gate, now).state == "wait"
     assert status_verdict(_status(), "2.0.0", StatusBaseline(1), gate, now).state == "pass"
     assert status_verdict(_status(), "2.0.0", StatusBaseline(0), gate, now).state == "fail"
-    assert status_verdict(_status(), "2.0.0", StatusBaseline(1), gate, now + 60).state == "wait"
+    assert status_verdict(_status(), "2.0.0", StatusBaseline(1), gate,
+                          DeviceClock(1_000_060.0)).state == "wait"
     assert status_verdict(_status(version="1.0.0"), "2.0.0", None, gate, now).state == "wait"
     assert status_verdict(_status(version_frames=0, version_errors=12), "2.0.0", StatusBaseline(1), gate,
                           now).state == "fail"

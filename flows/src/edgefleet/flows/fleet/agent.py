@@ -2,7 +2,8 @@
 and the device CLI's changes (`verify_remote`, `activate`, `rollback_to`).
 
 The device is read with one small shell command (`probe`: the agent's `status.json`, the store's `current` /
-`previous` pointers, its refusals, free disk space and the device clock), so health polling costs no Python
+`previous` pointers, its refusals, free disk space and the device's clocks: wall, boot (`/proc/uptime`) and boot
+id, so a status's boot-clock stamp is judged against the same device's boot clock), so health polling costs no Python
 start-up on the device; changes go through the device CLI (`edgefleet-agent verify / install / activate`),
 which verifies signatures and switches pointers atomically.
 """
@@ -10,6 +11,7 @@ which verifies signatures and switches pointers atomically.
 from __future__ import annotations
 
 import json
+import math
 import shlex
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +31,8 @@ from edgefleet.kernel.contracts.refusal import Refusal, parse_refusals
 from edgefleet.kernel.contracts.status import AgentStatus, parse_status
 
 PROBE_MARK = "EDGEFLEET-PROBE"
+UPTIME_FILE = "/proc/uptime"
+BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,12 @@ class DeviceProbe:
     free_bytes: int
     installed_manifest_sha256: str | None
     """sha256 of models/<model>/<version>/manifest.json when that version is installed."""
+    uptime_s: float | None = None
+    """Seconds since boot (`/proc/uptime`, read after the status; None: not Linux). The kernel's boot clock: the
+    agent's `time.monotonic()` stamps (`AgentStatus.boot`) on a device that never suspended, never stepped by NTP."""
+    boot_id: str | None = None
+    """This boot's id (`/proc/sys/kernel/random/boot_id`; None: not Linux): a status stamped in another boot is
+    from an agent of that boot."""
 
 
 def probe_script(root: str, model: str, version: str) -> str:
@@ -61,15 +71,16 @@ def probe_script(root: str, model: str, version: str) -> str:
         f'(sha256sum {q(f"{device_version_dir(model, version)}/{MANIFEST_FILE}")} 2>/dev/null || echo -) '
         f'| cut -d" " -f1; '
         f'cat {q(device_refused_file(model))} 2>/dev/null | tr -d "\\n"; echo; '
-        f'cat {q(STATUS_FILE)} 2>/dev/null | tr -d "\\n"; echo'
+        f'cat {q(STATUS_FILE)} 2>/dev/null | tr -d "\\n"; echo; '
+        f'(cut -d" " -f1 {UPTIME_FILE} 2>/dev/null || echo); (cat {BOOT_ID_FILE} 2>/dev/null || echo)'
     )
 
 
 def parse_probe(output: str) -> DeviceProbe:
     """Reads the probe script's output (what follows its marker: login banners before it are skipped)."""
     lines = output.split(PROBE_MARK, 1)[-1].split("\n")[1:]
-    lines += [""] * (9 - len(lines))
-    root, now, current, previous, free, manifest_sha, refused, status = lines[:8]
+    lines += [""] * (11 - len(lines))
+    root, now, current, previous, free, manifest_sha, refused, status, uptime, boot_id = lines[:10]
     try:
         refusals = parse_refusals(refused)
     except ValueError:  # unreadable: as the device's own store does, read as no refusals
@@ -77,7 +88,17 @@ def parse_probe(output: str) -> DeviceProbe:
     return DeviceProbe(root=root.strip(), now_epoch=float(now), status=parse_status(status),
                        current=current.strip() or None, previous=previous.strip() or None,
                        refused=refusals, free_bytes=int(float(free or 0)),
-                       installed_manifest_sha256=None if manifest_sha.strip() in ("", "-") else manifest_sha.strip())
+                       installed_manifest_sha256=None if manifest_sha.strip() in ("", "-") else manifest_sha.strip(),
+                       uptime_s=_seconds(uptime), boot_id=boot_id.strip() or None)
+
+
+def _seconds(text: str) -> float | None:
+    """A number of seconds the probe printed; None for none (no /proc/uptime) or an unreadable one."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def probe(connection: DeviceConnection, model: str, version: str) -> DeviceProbe:

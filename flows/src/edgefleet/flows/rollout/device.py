@@ -21,11 +21,11 @@ from edgefleet.device.doctor import DoctorReport, blocking_failures
 from edgefleet.device.trust.version_bundle import sha256_file
 from edgefleet.flows.fleet.agent import DeviceProbe, probe
 from edgefleet.flows.fleet.connection import DeviceConnection, RemoteCommandError
+from edgefleet.flows.rollout.freshness import DeviceClock, StatusAge, status_age
 from edgefleet.flows.rollout.health import (
     LivenessVerdict,
     StatusBaseline,
     monitor_verdict,
-    status_age_s,
     status_verdict,
 )
 from edgefleet.flows.rollout.params import HealthGate, LivenessCheck
@@ -63,6 +63,8 @@ class Preflight:
     already_installed: bool
     doctor_notes: tuple[str, ...] = ()
     """The device's `doctor` failures that did not block this version (e.g. no TPU where the CPU may run)."""
+    status_age: StatusAge | None = None
+    """How old the agent's status was, and on which clock (its note says why not the boot clock)."""
 
 
 @dataclass(frozen=True)
@@ -119,10 +121,10 @@ def preflight(connection: DeviceConnection, model: str, version: str, manifest_s
     if status is None:
         raise PreflightError(f"device {device.id}: no agent status in {seen.root} (the agent never ran there)",
                              "install and start the agent (deploy-agent flow), or fix agent_root in fleet.yaml")
-    age = status_age_s(status, seen.now_epoch)
-    if status.state != "running" or age > gate.status_max_age_s:
+    age = status_age(status, DeviceClock.of(seen))
+    if status.state != "running" or age.stale(gate.status_max_age_s):
         raise PreflightError(f"device {device.id}: the agent is not alive (state {status.state}, status "
-                             f"{age:.0f} s old)", "start the agent (deploy-agent flow restarts it), then re-run")
+                             f"{age.describe()})", "start the agent (deploy-agent flow restarts it), then re-run")
     lower = lower_version_refusal(device.id, model, current=seen.current, version=version,
                                   signed_downgrade=signed_downgrade)
     if lower is not None:
@@ -143,7 +145,7 @@ def preflight(connection: DeviceConnection, model: str, version: str, manifest_s
         raise PreflightError(f"device {device.id} has {model} {version} installed with different content",
                              "versions are immutable: publish the change as a new version")
     notes = doctor_preflight(connection, has_edgetpu_variant)
-    return Preflight(seen, seen.current, already, notes)
+    return Preflight(seen, seen.current, already, notes, age)
 
 
 def doctor_preflight(connection: DeviceConnection, has_edgetpu_variant: bool) -> tuple[str, ...]:
@@ -250,11 +252,11 @@ def wait_healthy(connection: DeviceConnection, model: str, version: str, activat
         if refused is not None:
             raise DeviceRefused(f"device {device.id} refused {model} {version} and rolled back to {seen.current}: "
                                 f"{refused.reason}", "the version fails the device's smoke test: fix and re-release it")
-        status = seen.status
+        status, now = seen.status, DeviceClock.of(seen)
         if status is not None and clock() - started > gate.status_max_age_s:
-            age = status_age_s(status, seen.now_epoch)
-            if age > gate.status_max_age_s:
-                raise HealthTimeout(f"device {device.id}: the agent stopped updating its status ({age:.0f} s old) "
+            age = status_age(status, now)
+            if age.stale(gate.status_max_age_s):
+                raise HealthTimeout(f"device {device.id}: the agent stopped updating its status ({age.describe()}) "
                                     f"after {model} {version} was activated", "look at the agent's log on the device")
         if baseline is None and status is not None and status.version == version:
             baseline = StatusBaseline(status.swap_failures)
@@ -262,7 +264,7 @@ def wait_healthy(connection: DeviceConnection, model: str, version: str, activat
         if health is not None and health.known:
             verdict = monitor_verdict(health, gate)
         elif gate.source != "monitor":
-            verdict = status_verdict(status, version, baseline, gate, seen.now_epoch)
+            verdict = status_verdict(status, version, baseline, gate, now)
         else:
             verdict = LivenessVerdict("wait", "the fleet monitor has not heard from the device", "monitor")
         if verdict.state == "pass":

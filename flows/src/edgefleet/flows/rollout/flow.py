@@ -27,10 +27,10 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.flow_runs import pause_flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict
 
 from edgefleet.flows.fleet.inventory import Inventory, load_inventory
+from edgefleet.flows.fleet.parallel import run_each
 from edgefleet.flows.registry import RegistryWriter, open_registry_writer
 from edgefleet.flows.registry.staged import partly_staged
 from edgefleet.flows.rollout.judgement import Judged, WaveSubject, most_common
@@ -49,6 +49,8 @@ from edgefleet.flows.rollout.shadow_flow import run_shadow_wave
 from edgefleet.flows.rollout.tasks import (
     MonitorAccess,
     PreparedVersion,
+    RollbackJob,
+    RollJob,
     judge_wave_task,
     move_channel_task,
     prepare_version,
@@ -197,30 +199,28 @@ def _wave_subject(record: RolloutRecord, inventory: Inventory, prepared: Prepare
         detector=prepared.manifest.task == "detection", label_count=prepared.manifest.label_count)
 
 
-def _roll_back(runner: ThreadPoolTaskRunner, inventory: Inventory, record: RolloutRecord, plan: RollbackPlan) -> None:
-    """Carries out `plan`: switches devices back (one task each, in parallel) and records where each one is."""
+def _roll_back(inventory: Inventory, record: RolloutRecord, plan: RollbackPlan, max_parallel: int) -> None:
+    """Carries out `plan`: switches devices back (one typed task each, `max_parallel` at once) and records where
+    each one is."""
     for device_id in plan.already:
         device = record.devices[device_id]
         device.state, device.rolled_back_to = "rolled_back", device.before
-    futures = {device_id: runner.submit(rollback_device, {
-        "inventory": inventory, "device": inventory.device(device_id), "model": record.model, "version": before})
-        for device_id, before in plan.roll}
-    for device_id, future in futures.items():
-        step = future.result()
-        device = record.devices[device_id]
+    jobs = [RollbackJob(inventory, inventory.device(device_id), record.model, before)
+            for device_id, before in plan.roll]
+    for job, step in zip(jobs, run_each(rollback_device, jobs, max_workers=max_parallel), strict=True):
+        device = record.devices[job.device.id]
         device.steps.append(step)
         if step.ok:
             device.state, device.rolled_back_to, device.after = "rolled_back", device.before, device.before
 
 
-def _roll_wave(runner: ThreadPoolTaskRunner, inventory: Inventory, params: RolloutParams, prepared: PreparedVersion,
-               monitor: MonitorAccess | None, todo: list[str]) -> dict[str, DeviceOutcome]:
-    """Rolls the wave's devices in parallel (one `roll-device` task each); a device's failure is its outcome."""
-    futures = {device_id: runner.submit(roll_device, {
-        "inventory": inventory, "device": inventory.device(device_id), "prepared": prepared,
-        "gate": params.liveness, "disk_headroom": params.disk_headroom, "monitor": monitor})
-        for device_id in todo}
-    return {device_id: future.result() for device_id, future in futures.items()}
+def _roll_wave(inventory: Inventory, params: RolloutParams, prepared: PreparedVersion, monitor: MonitorAccess | None,
+               todo: list[str]) -> dict[str, DeviceOutcome]:
+    """Rolls the wave's devices in parallel (one `roll-device` task each, given its `RollJob`); a device's failure
+    is its outcome."""
+    jobs = [RollJob(inventory, inventory.device(device_id), prepared, params.liveness, params.disk_headroom, monitor)
+            for device_id in todo]
+    return dict(zip(todo, run_each(roll_device, jobs, max_workers=params.max_parallel), strict=True))
 
 
 def _judge(record: RolloutRecord, inventory: Inventory, params: RolloutParams, prepared: PreparedVersion,
@@ -251,13 +251,13 @@ def _open_record(store: RecordStore, params: RolloutParams, prepared: PreparedVe
     return record
 
 
-def _run_wave(runner: ThreadPoolTaskRunner, record: RolloutRecord, inventory: Inventory, params: RolloutParams,
+def _run_wave(record: RolloutRecord, inventory: Inventory, params: RolloutParams,
               prepared: PreparedVersion, monitor: MonitorAccess | None, wave_number: int,
               todo: list[str]) -> tuple[list[str], WaveDecision]:
     """One wave: its devices rolled in parallel, the canary verdict over those that came up, the decision
     (`decide_wave`) and the rollbacks it asks for, all recorded. Returns (the hard failures, the decision)."""
     logger = get_run_logger()
-    outcomes = _roll_wave(runner, inventory, params, prepared, monitor, todo)
+    outcomes = _roll_wave(inventory, params, prepared, monitor, todo)
     for device_id, outcome in outcomes.items():
         record.devices[device_id].apply(outcome)
     hard_failed, up = record.split(todo)
@@ -277,8 +277,9 @@ def _run_wave(runner: ThreadPoolTaskRunner, record: RolloutRecord, inventory: In
         record.devices[device_id].fail("canary", "CanaryFailed", decision.reason,
                                        "see the verdict table (edgefleet rollout show); fix the model and release "
                                        "a new version")
-    _roll_back(runner, inventory, record,
-               plan_rollback([record.devices[device_id] for device_id in decision.roll_back], record.version))
+    _roll_back(inventory, record,
+               plan_rollback([record.devices[device_id] for device_id in decision.roll_back], record.version),
+               params.max_parallel)
     return hard_failed, decision
 
 
@@ -292,12 +293,12 @@ def _plan(record: RolloutRecord, params: RolloutParams, device_ids: list[str]) -
                       keep_outside=params.canary.min_control_devices)
 
 
-def _shadow_wave_or_halt(runner: ThreadPoolTaskRunner, record: RolloutRecord, store: RecordStore,
-                         inventory: Inventory, params: RolloutParams, prepared: PreparedVersion) -> None:
+def _shadow_wave_or_halt(record: RolloutRecord, store: RecordStore, inventory: Inventory, params: RolloutParams,
+                         prepared: PreparedVersion) -> None:
     """The shadow wave on the first wave's devices (`shadow_flow`); a verdict other than pass halts the rollout
     before any device activated the version."""
-    verdict, _ = run_shadow_wave(runner, inventory, prepared, params.canary, params.shadow, params.health,
-                                 params.disk_headroom, record.waves[0])
+    verdict, _ = run_shadow_wave(inventory, prepared, params.canary, params.shadow, params.health,
+                                 params.disk_headroom, record.waves[0], max_parallel=params.max_parallel)
     get_run_logger().info("shadow wave on %s: %s - %s", record.waves[0], verdict.result, verdict.reason)
     if verdict.metrics:
         create_table_artifact(table=verdict.table(), key=_artifact_key(record.rollout_id) + "-shadow",
@@ -338,29 +339,27 @@ def rollout(params: RolloutParams) -> RolloutResult:
     logger.info("rollout %s: %s %s to %d devices in waves %s (run %d)", rollout_id, params.model, version,
                 len(devices), [len(w) for w in record.waves], record.runs)
 
-    with ThreadPoolTaskRunner(max_workers=params.max_parallel) as runner:
-        if params.shadow.enabled and record.waves and not changed_devices(record, version):
-            _shadow_wave_or_halt(runner, record, store, inventory, params, prepared)
-        for wave_number, wave in enumerate(record.waves, 1):
-            todo = record.todo(wave)
-            if not todo:
-                logger.info("wave %d: all %d devices done in an earlier run", wave_number, len(wave))
-                continue
-            hard_failed, decision = _run_wave(runner, record, inventory, params, prepared, monitor, wave_number,
-                                              todo)
-            if decision.halt:
-                record.state, record.halted = "halted", halt_info(record, wave_number, hard_failed, decision)
-                _publish(record, store)
-                raise RolloutHalted(
-                    f"rollout {rollout_id} halted in wave {wave_number}: {record.halted.reason}",
-                    f"fix the cause, then re-run the same rollout (rollout_id {rollout_id}) to resume; "
-                    f"record: {store.uri}", _result(record, store))
-            store.save(record)
-            logger.info("wave %d passed: %d devices (%d failed, within the threshold)", wave_number, len(todo),
-                        len(hard_failed))
-            if wave_number == 1 and params.approve_after_canary and len(record.waves) > 1:
-                logger.info("canary wave passed: waiting for approval (resume the flow run to continue)")
-                pause_flow_run(timeout=params.approval_timeout_s, key=f"approve-{_artifact_key(rollout_id)}")
+    if params.shadow.enabled and record.waves and not changed_devices(record, version):
+        _shadow_wave_or_halt(record, store, inventory, params, prepared)
+    for wave_number, wave in enumerate(record.waves, 1):
+        todo = record.todo(wave)
+        if not todo:
+            logger.info("wave %d: all %d devices done in an earlier run", wave_number, len(wave))
+            continue
+        hard_failed, decision = _run_wave(record, inventory, params, prepared, monitor, wave_number, todo)
+        if decision.halt:
+            record.state, record.halted = "halted", halt_info(record, wave_number, hard_failed, decision)
+            _publish(record, store)
+            raise RolloutHalted(
+                f"rollout {rollout_id} halted in wave {wave_number}: {record.halted.reason}",
+                f"fix the cause, then re-run the same rollout (rollout_id {rollout_id}) to resume; "
+                f"record: {store.uri}", _result(record, store))
+        store.save(record)
+        logger.info("wave %d passed: %d devices (%d failed, within the threshold)", wave_number, len(todo),
+                    len(hard_failed))
+        if wave_number == 1 and params.approve_after_canary and len(record.waves) > 1:
+            logger.info("canary wave passed: waiting for approval (resume the flow run to continue)")
+            pause_flow_run(timeout=params.approval_timeout_s, key=f"approve-{_artifact_key(rollout_id)}")
 
     record.state = "completed"
     if channel is not None and not record.channel_moved:

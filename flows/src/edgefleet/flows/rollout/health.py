@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, NamedTuple
 
+from edgefleet.flows.rollout.freshness import DeviceClock, status_age
 from edgefleet.flows.rollout.params import LivenessCheck
 from edgefleet.kernel.contracts.status import AgentStatus
 
@@ -48,20 +49,16 @@ def monitor_verdict(health: Any, gate: LivenessCheck) -> LivenessVerdict:
     return LivenessVerdict("pass", f"up: {health.inferences} inferences, {health.errors} errors", source)
 
 
-def status_age_s(status: AgentStatus, now_epoch: float) -> float:
-    """Seconds since the agent last wrote its status (device clock)."""
-    return now_epoch - status.updated_at.timestamp()
-
-
 def status_verdict(status: AgentStatus | None, version: str, baseline: StatusBaseline | None, gate: LivenessCheck,
-                   now_epoch: float) -> LivenessVerdict:
-    """Verdict from the agent's own `status.json` (read over SSH); `baseline` from when it first ran `version`."""
+                   now: DeviceClock) -> LivenessVerdict:
+    """Verdict from the agent's own `status.json` (read over SSH with the device's clocks, `now`); `baseline` from
+    when it first ran `version`. The status's age is judged on the device's boot clock (`freshness.status_age`)."""
     source = "agent"
     if status is None:
         return LivenessVerdict("wait", "the agent has written no status", source)
-    age = status_age_s(status, now_epoch)
-    if age > gate.status_max_age_s:
-        return LivenessVerdict("wait", f"the agent's status is {age:.0f} s old (agent not alive?)", source)
+    age = status_age(status, now)
+    if age.stale(gate.status_max_age_s):
+        return LivenessVerdict("wait", f"the agent's status is {age.describe()} (agent not alive?)", source)
     if status.state != "running":
         return LivenessVerdict("wait", f"the agent is {status.state}", source)
     if status.version != version or baseline is None:
@@ -74,4 +71,6 @@ def status_verdict(status: AgentStatus | None, version: str, baseline: StatusBas
     if status.version_frames < gate.min_live_inferences:
         return LivenessVerdict("wait", f"{status.version_frames} of {gate.min_live_inferences} inferences on the "
                                "new version", source)
-    return LivenessVerdict("pass", f"up: {status.version_frames} inferences, {status.version_errors} errors", source)
+    said = f"; status {age.describe()}" if age.note else ""
+    return LivenessVerdict("pass", f"up: {status.version_frames} inferences, {status.version_errors} errors{said}",
+                           source)

@@ -18,8 +18,8 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from edgefleet.flows.rollout.canary import cannot_judge, judge_safely, release_classes
@@ -42,13 +42,21 @@ class WaveSubject:
     before: str | None
     """The version most of them ran before (the control's version)."""
     activated_at: datetime
-    """The earliest activation in the wave."""
+    """The earliest activation in the wave (where the control devices' windows start)."""
     others: tuple[str, ...]
     """Devices outside this and earlier waves (candidates for the concurrent control)."""
     reference: Distributions | None
     detector: bool
     label_count: int | None = None
     """The release's number of labels (its class list, when small)."""
+    activations: Mapping[str, datetime] = field(default_factory=dict)
+    """Each device's own activation, where it is known apart from the wave's (a pull wave's devices take the
+    version at their own poll, in their own maintenance window, hours apart): its windows start there.
+    A device not in it starts at `activated_at`."""
+
+    def started(self, device: str) -> datetime:
+        """Where `device`'s windows on the new version start (before: the lookback up to it; after: from it)."""
+        return self.activations.get(device, self.activated_at)
 
 
 def status_sample(status: AgentStatus | None, version: str | None) -> Sample | None:
@@ -97,11 +105,14 @@ class MonitorCollector:
                               swap_failures=window.swap_failures + window.rollbacks, devices=window.devices,
                               dist=window.dist)
 
-            start = subject.activated_at
-            earlier = start - timedelta(seconds=gate.control_lookback_s)
-            canary = tuple(DeviceWindows(device=device, before=sample(device, subject.before, earlier, start),
-                                         after=sample(device, subject.version, start))
+            lookback = timedelta(seconds=gate.control_lookback_s)
+            canary = tuple(DeviceWindows(device=device, before=sample(device, subject.before,
+                                                                      subject.started(device) - lookback,
+                                                                      subject.started(device)),
+                                         after=sample(device, subject.version, subject.started(device)))
                            for device in subject.devices)
+            start = subject.activated_at
+            earlier = start - lookback
             chosen = control_order(subject.others, subject.version)[:gate.max_control_devices]
             control = tuple(DeviceWindows(device=device, before=sample(device, subject.before, earlier, start),
                                           after=sample(device, subject.before, start))

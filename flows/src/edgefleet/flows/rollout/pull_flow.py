@@ -23,6 +23,7 @@ The decisions are `pull_waves.py`'s, `pull_windows.py`'s and `pull_shadow.py`'s;
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from prefect import flow, get_run_logger
@@ -52,7 +53,15 @@ from edgefleet.flows.rollout.pull_waves import (
     next_rate_wave,
     next_share_wave,
 )
-from edgefleet.flows.rollout.pull_windows import WavePlan, openings, plan_wave, quorum
+from edgefleet.flows.rollout.pull_windows import (
+    WINDOW_STEP,
+    WavePlan,
+    latest_due,
+    left_waiting,
+    openings,
+    plan_wave,
+    quorum,
+)
 from edgefleet.flows.rollout.record import (
     DeviceRecord,
     HaltInfo,
@@ -119,10 +128,16 @@ def _add_wave(record: RolloutRecord, fleet: dict[str, str | None], share_bp: int
     return devices
 
 
+def activations_of(record: RolloutRecord, devices: Sequence[str], since: datetime) -> dict[str, datetime]:
+    """Each of `devices`' activation as the record has it (first seen reporting the version), else `since`. Pure."""
+    return {device: record.devices[device].activated_at or since for device in devices}
+
+
 def _apply(record: RolloutRecord, observation: WaveObservation, since: datetime) -> None:
     for device_id in observation.up:
         device = record.devices[device_id]
-        device.state, device.after, device.activated_at = "done", record.version, device.activated_at or since
+        device.state, device.after = "done", record.version
+        device.activated_at = device.activated_at or observation.up_at.get(device_id, since)
     for device_id in observation.refused:
         record.devices[device_id].refused_by_device = True
         record.devices[device_id].fail("activate", "Refused", f"{device_id} refused {record.version} (swap failure "
@@ -140,19 +155,29 @@ def _watch_rule(params: PullRolloutParams, monitor: MonitorView, devices: tuple[
 
 def _note_window_waiting(record: RolloutRecord, observation: WaveObservation, plan: WavePlan, wave: int) -> None:
     """Records (and logs) the wave's devices still waiting for their maintenance window when it was judged: they
-    take the version when it opens, unwatched by this wave."""
+    take the version when it opens, unwatched by this wave; the next wave watches them (`left_waiting`)."""
     now = utc_now()
     opens_at = openings(plan, observation.window_waiting, now)
     for device_id in observation.window_waiting:
         opens = opens_at.get(device_id)
         record.devices[device_id].steps.append(StepRecord(
-            name="window", ok=True, started_at=now, seconds=0.0,
+            name=WINDOW_STEP, ok=True, started_at=now, seconds=0.0,
             detail=f"waiting for its maintenance window when wave {wave} was judged"
                    + (f" (opens {opens.isoformat()})" if opens else "")))
     if observation.window_waiting:
         get_run_logger().info("wave %d judged on %d reporting device(s); %d wait for their maintenance window and "
                               "take the version when it opens", wave, len(observation.up),
                               len(observation.window_waiting))
+
+
+def _note_silent(record: RolloutRecord, carried: list[str], wave: int) -> None:
+    """Records the devices an earlier wave left waiting for their window that had it in this wave and still did not
+    report: silent, they are not carried to the next wave (`left_waiting`)."""
+    now = utc_now()
+    for device_id in carried:
+        record.devices[device_id].steps.append(StepRecord(
+            name="no_report", ok=False, started_at=now, seconds=0.0,
+            detail=f"had its maintenance window while wave {wave} watched it, and did not report the version"))
 
 
 def _judge(params: PullRolloutParams, record: RolloutRecord, manifest: Manifest, fleet: dict[str, str | None],
@@ -162,9 +187,11 @@ def _judge(params: PullRolloutParams, record: RolloutRecord, manifest: Manifest,
         progress = record.pull
         assert progress is not None
         moved_now = set(moved(record.rollout_id, sorted(fleet), progress.shares[-1]))
+        activations = activations_of(record, observation.up, since)
         subject = WaveSubject(
             model=record.model, version=record.version, devices=observation.up, before=progress.replaces,
-            activated_at=since, others=tuple(d for d in sorted(fleet) if d not in moved_now),
+            activated_at=min(activations.values(), default=since), activations=activations,
+            others=tuple(d for d in sorted(fleet) if d not in moved_now),
             reference=manifest.reference.distributions if manifest.reference else None,
             detector=manifest.task == "detection", label_count=manifest.label_count)
         judged = judge_pull_wave_task(wave, subject, params.canary, params.monitor_config, params.poll_interval_s)
@@ -221,13 +248,15 @@ def _run_wave(params: PullRolloutParams, registry: RegistryWriter, record: Rollo
     progress.replaces = pointer.rollout.replaces if pointer.rollout else progress.replaces
     since = utc_now()
     started = time.monotonic()
-    rule = _watch_rule(params, monitor, devices, since, minimum=params.first_wave_min,
+    watched = devices + left_waiting(record.devices.values(), wave)  # earlier waves' devices waiting for windows
+    rule = _watch_rule(params, monitor, watched, since, minimum=params.first_wave_min,
                        threshold=params.failure_threshold)
-    observation = watch_wave_task(wave, monitor, devices, record.version, since, params.canary.max_swap_failures,
+    observation = watch_wave_task(wave, monitor, watched, record.version, since, params.canary.max_swap_failures,
                                   rule=rule, poll_interval_s=params.poll_interval_s,
                                   stale_after_s=params.stale_after_s)
     _apply(record, observation, since)
     _note_window_waiting(record, observation, rule.plan, wave)
+    _note_silent(record, [device for device in observation.waiting if device not in devices], wave)
     decision = _judge(params, record, manifest, fleet, wave, observation, since)
     if isinstance(params.schedule, ExponentialRate) and not decision.halt:
         time.sleep(max(0.0, params.schedule.minute_s - (time.monotonic() - started)))
@@ -248,8 +277,12 @@ def _shadow_wave_or_halt(params: PullRolloutParams, registry: RegistryWriter, st
                                shadow_bp=first.share_bp)
     progress.replaces = pointer.rollout.replaces if pointer.rollout else progress.replaces
     store.save(record)
-    verdict = judge_shadow_wave_task(monitor, devices, record.version, progress.replaces, utc_now(), params.canary,
-                                     params.shadow)
+    since = utc_now()
+    tags = monitor.tags(devices) if params.windows else {}  # the shadow waits for each device's window too
+    plan_timeout = timedelta(seconds=params.shadow.timeout_s)
+    plan = plan_wave(params.windows, devices, tags, since, plan_timeout)
+    verdict = judge_shadow_wave_task(monitor, devices, record.version, progress.replaces, since, params.canary,
+                                     params.shadow, max(latest_due(plan, since), plan_timeout))
     progress.shadow = outcome_of(verdict, first.share_bp, devices)
     get_run_logger().info("shadow wave on %s: %s - %s", list(devices), verdict.result, verdict.reason)
     if verdict.metrics:

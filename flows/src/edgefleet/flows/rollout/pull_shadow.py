@@ -7,7 +7,9 @@ shadow are those the first wave then moves). Each such device downloads and veri
 activation and names it as its shadow (`edgefleet.device.pull_shadow`); its agent sends the pairs in its
 telemetry (`inference.shadow`), which the fleet monitor stores (`monitor.shadows`). The verdict is the SSH
 shadow wave's (`shadow_flow.await_shadow_verdict`, the one gate's thresholds); a device that refused the
-candidate (a swap failure of it reported to the monitor) fails the wave at once. A pass goes on with the first
+candidate (a swap failure of it reported to the monitor) fails the wave at once. A device names the candidate only
+inside its maintenance window: the wave's timeout counts only time inside each device's window
+(`pull_windows.latest_due`). A pass goes on with the first
 wave (which replaces the shadow by the activation); a fail signs share 0 without a shadow (every device clears
 it) and halts the rollout, no device having acted on the version.
 """
@@ -15,7 +17,7 @@ it) and halts the rollout, no device having acted on the version.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -51,8 +53,11 @@ def outcome_of(verdict: ShadowVerdict, share_bp: int, devices: Sequence[str]) ->
 
 @task(name="shadow-judgement", cache_policy=NO_CACHE, task_run_name="shadow-judgement {version}")
 def judge_shadow_wave_task(monitor: MonitorView, devices: tuple[str, ...], version: str, replaces: str | None,
-                           since: datetime, gate: CanaryGate, wave: ShadowWave) -> ShadowVerdict:
-    """Reads the devices' stored pairs from the fleet monitor until the verdict passes or fails (`wave.timeout_s`)."""
+                           since: datetime, gate: CanaryGate, wave: ShadowWave,
+                           timeout: timedelta | None = None) -> ShadowVerdict:
+    """Reads the devices' stored pairs from the fleet monitor until the verdict passes or fails (`timeout`, by
+    default `wave.timeout_s`: the flow gives devices with maintenance windows that long inside their windows)."""
     return await_shadow_verdict(
         lambda: pull_look(monitor.shadow_pairs(devices, version, replaces, since),
-                          monitor.failures(devices, version, since), version), gate, wave)
+                          monitor.failures(devices, version, since), version), gate, wave,
+        timeout_s=None if timeout is None else timeout.total_seconds())

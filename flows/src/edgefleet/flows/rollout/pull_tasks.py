@@ -22,7 +22,7 @@ from edgefleet.flows.registry import RegistryWriter, stage_rollout
 from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.rollout.judgement import Judged, MonitorCollector, WaveSubject, await_verdict
 from edgefleet.flows.rollout.params import CanaryGate
-from edgefleet.flows.rollout.pull_waves import WaveObservation, observe
+from edgefleet.flows.rollout.pull_waves import WaveObservation, observe, seen_up
 from edgefleet.flows.rollout.pull_windows import WavePlan, next_opening, wave_watched, with_windows
 from edgefleet.flows.trust.release_key import channel_signing_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
@@ -126,11 +126,13 @@ def watch_wave_task(wave: int, monitor: WaveReads, devices: tuple[str, ...], ver
     """Watches until every moved device reported `version`, refused it, or stayed silent past its report deadline
     (counted inside its maintenance window), or the wave has enough reports and only devices waiting for their
     window are left (`rule`); returns the last observation (the devices still waiting stay pending)."""
+    up_at: Mapping[str, datetime] = {}
     while True:
         now = clock()
-        observation = with_windows(observe(devices, monitor.versions(stale_after_s),
-                                           monitor.failures(devices, version, since), version, max_failures),
-                                   rule.plan, now)
+        observation = seen_up(with_windows(observe(devices, monitor.versions(stale_after_s),
+                                                   monitor.failures(devices, version, since), version, max_failures),
+                                           rule.plan, now), up_at, now)
+        up_at = observation.up_at
         if wave_watched(observation, rule.plan, now, quorum=rule.quorum, threshold=rule.threshold):
             return observation
         opens = next_opening(rule.plan, observation.window_waiting, now)

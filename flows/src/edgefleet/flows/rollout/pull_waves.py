@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from edgefleet.flows.rollout.pull_params import ExponentialRate, ShareSchedule
 from edgefleet.flows.rollout.verdict import Verdict
@@ -97,6 +98,9 @@ class WaveObservation:
     """Neither yet (not polled yet, downloading, offline; silent, once its report is due)."""
     window_waiting: tuple[str, ...] = ()
     """Neither yet, and its maintenance window is closed while its report is not due yet (`pull_windows`)."""
+    up_at: Mapping[str, datetime] = field(default_factory=dict)
+    """When the watch first saw each `up` device report the version (the rollout's clock; `seen_up`): its
+    activation, at most one poll and the telemetry's way earlier. Empty before the watch keeps it."""
 
     @property
     def settled(self) -> bool:
@@ -115,6 +119,12 @@ def observe(devices: Sequence[str], versions: Mapping[str, str | None], failures
     up = tuple(device for device in devices if device not in refused and versions.get(device) == version)
     waiting = tuple(device for device in devices if device not in refused and device not in up)
     return WaveObservation(up=up, refused=refused, waiting=waiting)
+
+
+def seen_up(observation: WaveObservation, earlier: Mapping[str, datetime], now: datetime) -> WaveObservation:
+    """`observation` with `up_at`: each `up` device's first look reporting the version (`earlier`'s, else
+    `now`), so the canary judge windows each device from its own activation, not the wave's start."""
+    return replace(observation, up_at={device: earlier.get(device, now) for device in observation.up})
 
 
 def over_threshold(observation: WaveObservation, threshold: float) -> bool:

@@ -15,7 +15,11 @@ revision). Then, per device of a wave:
 - the wave is judged once no device inside its window is still due and either nobody waits for a window or at
   least `quorum` devices reported the version (`first_wave_min`, the wave minimum: one device never decides;
   capped by the wave's size). The devices still waiting for their window take the version when it opens,
-  unwatched by this wave (as hawkBit starts the next group at its success threshold).
+  unwatched by this wave (as hawkBit starts the next group at its success threshold) but watched by the next
+  (`left_waiting`): their report or refusal is recorded and judged there; after the last wave nobody watches
+  them.
+- a shadow wave hears from every device: it waits until each had its `timeout_s` inside its window
+  (`latest_due`).
 
 Without windows every device's report is due `report_timeout_s` after the wave began: the watch as before.
 """
@@ -23,12 +27,13 @@ Without windows every device's report is due `report_timeout_s` after the wave b
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from edgefleet.device.window import MaintenanceWindow, next_window_start, window_start
 from edgefleet.flows.rollout.pull_params import GroupWindow
 from edgefleet.flows.rollout.pull_waves import WaveObservation, over_threshold
+from edgefleet.flows.rollout.record import DeviceRecord
 
 
 def window_of(groups: Sequence[GroupWindow], device_id: str, tags: Iterable[str]) -> MaintenanceWindow | None:
@@ -139,9 +144,8 @@ def with_windows(observation: WaveObservation, plan: WavePlan, now: datetime) ->
     `waiting` into `window_waiting`."""
     pending = observation.waiting + observation.window_waiting
     closed = set(closed_now(plan, pending, now))
-    return WaveObservation(up=observation.up, refused=observation.refused,
-                           waiting=tuple(device for device in pending if device not in closed),
-                           window_waiting=tuple(device for device in pending if device in closed))
+    return replace(observation, waiting=tuple(device for device in pending if device not in closed),
+                   window_waiting=tuple(device for device in pending if device in closed))
 
 
 def wave_watched(observation: WaveObservation, plan: WavePlan, now: datetime, *, quorum: int,
@@ -156,3 +160,23 @@ def wave_watched(observation: WaveObservation, plan: WavePlan, now: datetime, *,
     if due_devices(plan, observation.waiting, now):
         return False
     return not observation.window_waiting or len(observation.up) >= quorum
+
+
+WINDOW_STEP = "window"
+"""The record step of a device left waiting for its maintenance window when its wave was judged."""
+
+
+def left_waiting(devices: Iterable[DeviceRecord], wave: int) -> tuple[str, ...]:
+    """The devices of waves before `wave` left waiting for their maintenance window when theirs was judged (still
+    pending, their last step `window`): a later wave watches them too, so what they do when their window opens
+    (report the version, refuse it) is seen, recorded and judged. Devices that stayed silent in their window are
+    not carried (each later wave would wait a report timeout for them)."""
+    return tuple(device.device_id for device in devices
+                 if device.wave < wave and device.state == "pending" and device.steps
+                 and device.steps[-1].name == WINDOW_STEP)
+
+
+def latest_due(plan: WavePlan, since: datetime) -> timedelta:
+    """How long from `since` until every device of `plan` has had its time inside its window (the latest report
+    due; no devices: none): the wait of a wave that must hear from all of them, e.g. the shadow wave."""
+    return max((entry.due - since for entry in plan.values()), default=timedelta(0))

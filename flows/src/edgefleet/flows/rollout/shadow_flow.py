@@ -4,7 +4,8 @@ devices run it beside their current model and the pairs of answers are judged (`
 Per device (in parallel, one task each): preflight, upload (only what is missing), verify, then
 `edgefleet-agent install STAGING` *without* --activate and `edgefleet-agent shadow MODEL VERSION` (the store's
 shadow pointer; the channel pointer is not touched). Then the devices' shadow reports (`edgefleet-agent shadow
-MODEL --json`) are read every `poll_interval_s` until the verdict passes or fails, or `timeout_s` ends it (a
+MODEL --json`) are read every `poll_interval_s` (a report counts once its agent was seen rewriting it, on the
+rollout's own clock: `freshness.report_fresh`) until the verdict passes or fails, or `timeout_s` ends it (a
 verdict still waiting then fails). Whatever the verdict, the shadow pointer is removed from every device again
 (the installed version stays: the first wave activates it without a second upload when the verdict passed).
 """
@@ -16,18 +17,19 @@ import logging
 import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from edgefleet.device.agent.shadow_stats import ShadowReport
 from edgefleet.flows.fleet import agent as agent_ops
 from edgefleet.flows.fleet.connection import DeviceConnection
 from edgefleet.flows.fleet.inventory import DeviceSpec, Inventory
+from edgefleet.flows.fleet.parallel import run_each
 from edgefleet.flows.rollout import device as steps
+from edgefleet.flows.rollout.freshness import ReportSeen, report_fresh, seen_again
 from edgefleet.flows.rollout.params import CanaryGate, HealthGate
 from edgefleet.flows.rollout.shadow import ShadowVerdict, judge_shadow_safely
 from edgefleet.flows.rollout.shadow_params import ShadowWave
@@ -47,10 +49,22 @@ class Staged:
     detail: str = ""
 
 
-@task(name="shadow-stage", cache_policy=NO_CACHE, task_run_name="shadow-stage {device.id}")
-def stage_candidate(inventory: Inventory, device: DeviceSpec, prepared: PreparedVersion, gate: HealthGate,
-                    disk_headroom: float) -> Staged:
+@dataclass(frozen=True)
+class StageJob:
+    """One device of the shadow wave (`stage_candidate`): the version to install there without activating it."""
+
+    inventory: Inventory
+    device: DeviceSpec
+    prepared: PreparedVersion
+    gate: HealthGate
+    disk_headroom: float
+
+
+@task(name="shadow-stage", cache_policy=NO_CACHE, task_run_name="shadow-stage {job.device.id}")
+def stage_candidate(job: StageJob) -> Staged:
     """Installs the version on the device without activating it and names it as the shadow candidate."""
+    inventory, device, prepared, gate, disk_headroom = (job.inventory, job.device, job.prepared, job.gate,
+                                                        job.disk_headroom)
     try:
         with DeviceConnection(device, inventory.known_hosts) as connection:
             checked = steps.preflight(connection, prepared.model, prepared.version, prepared.manifest_sha256,
@@ -68,26 +82,41 @@ def stage_candidate(inventory: Inventory, device: DeviceSpec, prepared: Prepared
     return Staged(device.id, True, f"shadowing {prepared.version} beside {checked.before}")
 
 
-def read_reports(inventory: Inventory, model: str, device_ids: Sequence[str],
-                 max_age_s: float) -> dict[str, ShadowReport | None]:
-    """Each device's shadow report now (`edgefleet-agent shadow MODEL --json`); None for a device that has none
-    yet, is unreachable, whose report cannot be read, or whose report its agent last rewrote more than
-    `max_age_s` ago by the device's own clock (a stopped or crash-looping agent's last pairs are not judged)."""
-    found: dict[str, ShadowReport | None] = {}
-    for device_id in device_ids:
+@dataclass
+class ReportReader:
+    """Reads each device's shadow report (`edgefleet-agent shadow MODEL --json`) look after look, keeping what
+    each look saw: a report counts once its agent was seen rewriting it within `max_age_s` of the rollout's own
+    clock (`freshness.report_fresh`), so neither a stopped agent's last pairs nor a device wall clock that is
+    hours off (no RTC, NTP stepping it) decides."""
+
+    inventory: Inventory
+    model: str
+    max_age_s: float
+    clock: Callable[[], float] = time.monotonic
+    seen: dict[str, ReportSeen] = field(default_factory=dict)
+
+    def __call__(self, device_ids: Sequence[str]) -> dict[str, ShadowReport | None]:
+        """Each device's report now; None for a device that has none yet, is unreachable, whose report cannot be
+        read, or is not (or no longer) seen rewritten (`report_fresh`)."""
+        return {device_id: self._read(device_id) for device_id in device_ids}
+
+    def _read(self, device_id: str) -> ShadowReport | None:
         try:
-            with DeviceConnection(inventory.device(device_id), inventory.known_hosts) as connection:
-                answer = json.loads(connection.agent("shadow", model, "--json").stdout)
-            raw, age_s = answer.get("report"), answer.get("report_age_s")
-            if raw and age_s is not None and age_s > max_age_s:
-                log.warning("shadow wave: the shadow report of %s is %.0f s old (its agent is not writing it): "
-                            "not judged", device_id, age_s)
-                raw = None
-            found[device_id] = ShadowReport.model_validate(raw) if raw else None
+            with DeviceConnection(self.inventory.device(device_id), self.inventory.known_hosts) as connection:
+                raw = json.loads(connection.agent("shadow", self.model, "--json").stdout).get("report")
+            if not raw:
+                return None
+            now = self.clock()
+            seen = self.seen[device_id] = seen_again(self.seen.get(device_id), json.dumps(raw, sort_keys=True), now)
+            if not report_fresh(seen, now, self.max_age_s):
+                if seen.rewritten or now - seen.since_s > self.max_age_s:
+                    log.warning("shadow wave: the shadow report of %s has not changed for %.0f s (its agent is not "
+                                "writing it): not judged", device_id, now - seen.since_s)
+                return None
+            return ShadowReport.model_validate(raw)
         except (EdgefleetError, ValueError) as error:
             log.warning("shadow wave: cannot read the shadow report of %s: %s", device_id, error)
-            found[device_id] = None
-    return found
+            return None
 
 
 def pairs_of(reports: Mapping[str, ShadowReport | None], version: str) -> dict[str, ShadowSummary | None]:
@@ -127,11 +156,13 @@ def look_of(reports: Mapping[str, ShadowReport | None], version: str) -> ShadowL
 
 
 def await_shadow_verdict(collect: Callable[[], ShadowLook], gate: CanaryGate, wave: ShadowWave, *,
-                         clock: Callable[[], float] = time.monotonic,
+                         timeout_s: float | None = None, clock: Callable[[], float] = time.monotonic,
                          sleep: Callable[[float], None] = time.sleep) -> ShadowVerdict:
-    """Looks until the verdict passes or fails; at `wave.timeout_s`, a last look where waiting fails. A device
-    that cannot run the candidate fails it at once. Judged with the one gate's thresholds (`shadow.py`)."""
-    deadline = clock() + wave.timeout_s
+    """Looks until the verdict passes or fails; at `timeout_s` (default `wave.timeout_s`; a pull wave's devices
+    with maintenance windows get it inside their windows: `pull_windows.latest_due`), a last look where waiting
+    fails. A device that cannot run the candidate fails it at once. Judged with the one gate's thresholds
+    (`shadow.py`)."""
+    deadline = clock() + (wave.timeout_s if timeout_s is None else timeout_s)
     while True:
         final = clock() >= deadline
         look = collect()
@@ -144,23 +175,22 @@ def await_shadow_verdict(collect: Callable[[], ShadowLook], gate: CanaryGate, wa
         sleep(wave.poll_interval_s)
 
 
-def run_shadow_wave(runner: ThreadPoolTaskRunner, inventory: Inventory, prepared: PreparedVersion,
-                    gate: CanaryGate, wave: ShadowWave, health: HealthGate, disk_headroom: float,
-                    device_ids: Sequence[str]) -> tuple[ShadowVerdict, tuple[Staged, ...]]:
-    """Stages the candidate on `device_ids`, judges their pairs, clears the shadow everywhere (see module doc)."""
-    futures = [runner.submit(stage_candidate, {"inventory": inventory, "device": inventory.device(device_id),
-                                               "prepared": prepared, "gate": health, "disk_headroom": disk_headroom})
-               for device_id in device_ids]
-    staged = tuple(future.result() for future in futures)
+def run_shadow_wave(inventory: Inventory, prepared: PreparedVersion, gate: CanaryGate, wave: ShadowWave,
+                    health: HealthGate, disk_headroom: float, device_ids: Sequence[str], *,
+                    max_parallel: int) -> tuple[ShadowVerdict, tuple[Staged, ...]]:
+    """Stages the candidate on `device_ids` (`max_parallel` at once), judges their pairs, clears the shadow
+    everywhere (see module doc)."""
+    jobs = [StageJob(inventory, inventory.device(device_id), prepared, health, disk_headroom)
+            for device_id in device_ids]
+    staged = tuple(run_each(stage_candidate, jobs, max_workers=max_parallel))
     try:
         failed = [item for item in staged if not item.ok]
         if failed:
             reason = "; ".join(f"{item.device_id}: {item.detail}" for item in failed)
             return ShadowVerdict(result="fail", reason=f"the candidate could not be staged: {reason}", metrics=(),
                                  frames={}), staged
-        verdict = await_shadow_verdict(
-            lambda: look_of(read_reports(inventory, prepared.model, device_ids, wave.max_report_age_s),
-                            prepared.version), gate, wave)
+        read = ReportReader(inventory, prepared.model, wave.max_report_age_s)
+        verdict = await_shadow_verdict(lambda: look_of(read(device_ids), prepared.version), gate, wave)
         return verdict, staged
     finally:
         for device_id in device_ids:

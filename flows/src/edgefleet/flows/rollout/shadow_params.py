@@ -21,6 +21,7 @@ class ShadowWave(BaseModel):
                                                      "devices (their agents must have shadow.share > 0)")
     timeout_s: float = Field(default=300.0, gt=0, description="longest wait for every device's pairs")
     poll_interval_s: float = Field(default=2.0, gt=0, description="how often the devices' pairs are read")
-    max_report_age_s: float = Field(default=30.0, gt=0, description="a device's shadow report older than this "
-                                    "(by its own clock; agents rewrite it every shadow.report_interval_s, 2 s by "
-                                    "default) is not judged: its agent has stopped writing it")
+    max_report_age_s: float = Field(default=30.0, gt=0, description="a device's shadow report its agent was not "
+                                    "seen rewriting for longer than this (on the rollout's own clock, never the "
+                                    "device's; agents rewrite it every shadow.report_interval_s, 2 s by default) "
+                                    "is not judged: its agent has stopped writing it")

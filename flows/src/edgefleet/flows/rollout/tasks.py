@@ -220,14 +220,33 @@ class DeviceRun:
                              activated_at=self.activated_at)
 
 
-@task(name="roll-device", cache_policy=NO_CACHE, task_run_name="roll-device {device.id}")
-def roll_device(inventory: Inventory, device: DeviceSpec, prepared: PreparedVersion, gate: LivenessCheck,
-                disk_headroom: float, monitor: MonitorAccess | None) -> DeviceOutcome:
+def _clock_note(checked: steps.Preflight) -> str:
+    """The record's word on a status age judged on the device's wall clock (an agent without the boot clock)."""
+    age = checked.status_age
+    return f"; agent status {age.describe()}" if age is not None and age.note else ""
+
+
+@dataclass(frozen=True)
+class RollJob:
+    """One device's rollout (`roll_device`): the version to it, through the liveness gate."""
+
+    inventory: Inventory
+    device: DeviceSpec
+    prepared: PreparedVersion
+    gate: LivenessCheck
+    disk_headroom: float
+    monitor: MonitorAccess | None
+
+
+@task(name="roll-device", cache_policy=NO_CACHE, task_run_name="roll-device {job.device.id}")
+def roll_device(job: RollJob) -> DeviceOutcome:
     """One device through preflight, upload, verify, activate and the liveness gate.
 
     Never raises for a device's own failure: the outcome says which step failed and why (a device that
     cannot be reached is a failed `connect` step after the connect timeout).
     """
+    inventory, device, prepared, gate = job.inventory, job.device, job.prepared, job.gate
+    disk_headroom, monitor = job.disk_headroom, job.monitor
     run = DeviceRun(device.id)
     connection = DeviceConnection(device, inventory.known_hosts)
     try:
@@ -237,7 +256,7 @@ def roll_device(inventory: Inventory, device: DeviceSpec, prepared: PreparedVers
             checked = preflight_task(connection, prepared, gate, disk_headroom)
             run.before = checked.before
             note.detail = f"current {checked.before}, {checked.probe.free_bytes / 1e6:.0f} MB free" + "".join(
-                f"; doctor: {line}" for line in checked.doctor_notes)
+                f"; doctor: {line}" for line in checked.doctor_notes) + _clock_note(checked)
         staging = None
         if not checked.already_installed:
             with run.step("upload") as note:
@@ -267,12 +286,23 @@ def roll_device(inventory: Inventory, device: DeviceSpec, prepared: PreparedVers
         connection.close()
 
 
-@task(name="rollback-device", cache_policy=NO_CACHE, task_run_name="rollback-device {device.id}")
-def rollback_device(inventory: Inventory, device: DeviceSpec, model: str, version: str) -> StepRecord:
-    """Makes `version` current again on the device; the step record says whether it worked."""
+@dataclass(frozen=True)
+class RollbackJob:
+    """One device switched back (`rollback_device`) to `version` of `model`."""
+
+    inventory: Inventory
+    device: DeviceSpec
+    model: str
+    version: str
+
+
+@task(name="rollback-device", cache_policy=NO_CACHE, task_run_name="rollback-device {job.device.id}")
+def rollback_device(job: RollbackJob) -> StepRecord:
+    """Makes `job.version` current again on the device; the step record says whether it worked."""
+    model, version = job.model, job.version
     started_at, started = utc_now(), time.perf_counter()
     try:
-        with DeviceConnection(device, inventory.known_hosts) as connection:
+        with DeviceConnection(job.device, job.inventory.known_hosts) as connection:
             agent_ops.rollback_to(connection, model, version)
     except EdgefleetError as error:
         return StepRecord(name="rollback", ok=False, started_at=started_at, seconds=time.perf_counter() - started,
