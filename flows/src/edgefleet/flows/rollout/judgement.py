@@ -6,7 +6,10 @@ and the same two windows of control devices still on the old version. Where the 
 - the fleet monitor (its fleet state), per device: the wave's devices and up to `max_control_devices` of
   the devices not yet reached (the same ones on every look: a stable hash order, not inventory order);
 - without a monitor, the agents' own status over SSH: the new version's distributions since it started
-  against what the same device reported for the old version when the rollout found it (no controls).
+  against what the same device reported for the old version when the rollout found it (no controls). A status
+  older than the health gate's `status_max_age_s` on the device's boot clock (`freshness.status_age`: its agent
+  died or hung, or it is from an earlier boot) gives no numbers: that device counts as not reporting, and the
+  verdict's reason says why.
 The release's reference distributions (manifest schema 2) are compared as old-vs-new drift on the same
 devices. A look that fails (the store unreadable, impossible numbers) is a verdict that fails: the wave
 halts and rolls back.
@@ -23,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from edgefleet.flows.rollout.canary import cannot_judge, judge_safely, release_classes
+from edgefleet.flows.rollout.freshness import DeviceClock, status_age
 from edgefleet.flows.rollout.params import CanaryGate
 from edgefleet.flows.rollout.verdict import ControlKind, DeviceWindows, Sample, Verdict, WaveEvidence
 from edgefleet.kernel.contracts.distributions import Distributions
@@ -126,20 +130,48 @@ def _kind(canary: Sequence[DeviceWindows], control: Sequence[DeviceWindows]) -> 
     return "before-activation" if any(d.before is not None for d in canary) else "none"
 
 
-class StatusCollector:
-    """Reads the agents' own status over SSH (`read_statuses`: device ids -> their status now)."""
+@dataclass(frozen=True)
+class StatusRead:
+    """One device's agent status as read over SSH, with the device's clocks read in the same probe (after it)."""
 
-    def __init__(self, read_statuses: Callable[[Sequence[str]], dict[str, AgentStatus | None]],
-                 before: dict[str, Sample | None]) -> None:
+    status: AgentStatus | None
+    clock: DeviceClock
+
+
+StatusReader = Callable[[Sequence[str]], Mapping[str, StatusRead | None]]
+"""device ids -> their status now (None: the device could not be read)."""
+
+
+def fresh_sample(device: str, read: StatusRead | None, version: str | None, max_age_s: float
+                 ) -> tuple[Sample | None, str]:
+    """The canary's numbers from one status read, and why there are none when its status is stale ("" else).
+
+    A stale status (older than `max_age_s` on the device's boot clock, or from an earlier boot) is the last word
+    of an agent that died or hung: its counters say nothing of the version now, so the device is not reporting."""
+    if read is None or read.status is None:
+        return None, ""
+    age = status_age(read.status, read.clock)
+    if age.stale(max_age_s):
+        return None, f"{device}: agent status {age.describe()} (over {max_age_s:g} s): not counted"
+    return status_sample(read.status, version), ""
+
+
+class StatusCollector:
+    """Reads the agents' own status over SSH (`read_statuses`) and counts only the fresh ones (`fresh_sample`)."""
+
+    def __init__(self, read_statuses: StatusReader, before: dict[str, Sample | None], *, max_age_s: float) -> None:
         self.read_statuses = read_statuses
         self.before = before
+        self.max_age_s = max_age_s
 
     def __call__(self, subject: WaveSubject, gate: CanaryGate) -> WaveEvidence:
-        statuses = self.read_statuses(subject.devices)
-        canary = tuple(DeviceWindows(device=device, before=self.before.get(device),
-                                     after=status_sample(statuses.get(device), subject.version))
+        reads = self.read_statuses(subject.devices)
+        after = {device: fresh_sample(device, reads.get(device), subject.version, self.max_age_s)
+                 for device in subject.devices}
+        canary = tuple(DeviceWindows(device=device, before=self.before.get(device), after=after[device][0])
                        for device in subject.devices)
-        return WaveEvidence(canary=canary, control_kind=_kind(canary, ()))
+        notes = tuple(note for _, note in after.values() if note)
+        return WaveEvidence(canary=canary, control_kind=_kind(canary, ()), notes=notes)
 
 
 @dataclass(frozen=True)
@@ -158,8 +190,11 @@ def look(subject: WaveSubject, gate: CanaryGate, collect: Collector, *, final: b
         log.exception("canary %s %s: cannot collect the numbers", subject.model, subject.version)
         return cannot_judge(gate, f"cannot collect the numbers: {type(error).__name__}: {error}")
     befores = [d.before.dist for d in evidence.canary if d.before is not None]
-    return judge_safely(evidence, subject.reference, gate, detector=subject.detector, final=final,
-                        classes=release_classes(subject.label_count, subject.reference, befores))
+    verdict = judge_safely(evidence, subject.reference, gate, detector=subject.detector, final=final,
+                           classes=release_classes(subject.label_count, subject.reference, befores))
+    if not evidence.notes:
+        return verdict
+    return verdict.model_copy(update={"reason": "; ".join((verdict.reason, *evidence.notes))})
 
 
 def await_verdict(subject: WaveSubject, gate: CanaryGate, collect: Collector, source: str, *,

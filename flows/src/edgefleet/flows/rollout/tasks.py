@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,10 +22,13 @@ from edgefleet.flows.fleet.steps import StepFailed, StepNote, StepRecord, record
 from edgefleet.flows.registry import RegistryWriter
 from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.rollout import device as steps
+from edgefleet.flows.rollout.freshness import DeviceClock
 from edgefleet.flows.rollout.judgement import (
     Judged,
     MonitorCollector,
     StatusCollector,
+    StatusRead,
+    StatusReader,
     WaveSubject,
     await_verdict,
     status_sample,
@@ -34,7 +37,6 @@ from edgefleet.flows.rollout.params import CanaryGate, HealthGate, LivenessCheck
 from edgefleet.flows.rollout.record import DeviceError, DeviceOutcome
 from edgefleet.flows.rollout.verdict import Sample
 from edgefleet.kernel.contracts.manifest import Manifest
-from edgefleet.kernel.contracts.status import AgentStatus
 from edgefleet.kernel.errors import EdgefleetError, VerificationError
 
 log = logging.getLogger(__name__)
@@ -150,15 +152,16 @@ def health_task(connection: DeviceConnection, prepared: PreparedVersion, activat
     return steps.wait_healthy(connection, prepared.model, prepared.version, activated_at, gate, monitor)
 
 
-def ssh_status_reader(inventory: Inventory, model: str, version: str) -> Callable[[Sequence[str]],
-                                                                                  dict[str, AgentStatus | None]]:
-    """Reads devices' agent status over SSH (an unreachable device reads as None: its numbers are missing)."""
-    def read(device_ids: Sequence[str]) -> dict[str, AgentStatus | None]:
-        statuses: dict[str, AgentStatus | None] = {}
+def ssh_status_reader(inventory: Inventory, model: str, version: str) -> StatusReader:
+    """Reads devices' agent status over SSH with the device's clocks (an unreachable device reads as None: its
+    numbers are missing)."""
+    def read(device_ids: Sequence[str]) -> dict[str, StatusRead | None]:
+        statuses: dict[str, StatusRead | None] = {}
         for device_id in device_ids:
             try:
                 with DeviceConnection(inventory.device(device_id), inventory.known_hosts) as connection:
-                    statuses[device_id] = agent_ops.probe(connection, model, version).status
+                    seen = agent_ops.probe(connection, model, version)
+                    statuses[device_id] = StatusRead(seen.status, DeviceClock.of(seen))
             except EdgefleetError as error:
                 log.warning("canary: cannot read the status of %s: %s", device_id, error.message)
                 statuses[device_id] = None
@@ -184,7 +187,8 @@ def judge_wave_task(wave: int, subject: WaveSubject, canary: CanaryGate, health:
     if monitor_config is not None and health.source != "agent":
         return await_verdict(subject, canary, MonitorCollector(monitor_config), "monitor",
                              poll_interval_s=health.poll_interval_s)
-    collector = StatusCollector(ssh_status_reader(inventory, subject.model, subject.version), before)
+    collector = StatusCollector(ssh_status_reader(inventory, subject.model, subject.version), before,
+                                max_age_s=health.status_max_age_s)
     return await_verdict(subject, canary, collector, "agent", poll_interval_s=health.poll_interval_s)
 
 

@@ -50,6 +50,8 @@ class WaveEvidence(BaseModel):
     canary: tuple[DeviceWindows, ...]
     control: tuple[DeviceWindows, ...] = ()
     control_kind: ControlKind = "none"
+    notes: tuple[str, ...] = ()
+    """Why some numbers are missing (a device's stale status), for the verdict's reason."""
 
 
 class Metric(BaseModel):
