@@ -7,7 +7,14 @@ import json
 from typer.testing import CliRunner
 
 from edgefleet.cli import app
-from edgefleet.cli.registry import compiler_lines, model_cells, model_rows, version_cells, version_rows
+from edgefleet.cli.registry import (
+    compiler_lines,
+    manifest_lines,
+    model_cells,
+    model_rows,
+    version_cells,
+    version_rows,
+)
 from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.kernel.contracts.manifest import CompilerReport, CpuOperation
 from tests.device.store_fixtures import VersionFactory
@@ -53,6 +60,14 @@ def test_the_compiler_lines_name_what_stays_on_the_cpu(local_registry, make_vers
         f"0 golden outputs (tolerance {manifest.golden_tolerance:g})",
     ]
     assert compiler_lines(manifest)[0] == "no Edge TPU variant (not compiled): devices run the CPU model"
+
+
+def test_the_input_line_names_the_class_ids_the_labels_span(local_registry, make_version) -> None:
+    signed = _published(local_registry, make_version).read_manifest("cats", "0.1.0")
+    gapped = signed._replace(manifest=signed.manifest.model_copy(update={"label_count": 90}))
+    assert manifest_lines(gapped)[2].endswith(f"class ids 0-89 in {signed.manifest.labels_file}")
+    unknown = signed._replace(manifest=signed.manifest.model_copy(update={"label_count": None}))
+    assert manifest_lines(unknown)[2].endswith(f"; labels in {signed.manifest.labels_file}")
 
 
 def test_ls_and_show_print_tables_and_json(local_registry, make_version) -> None:

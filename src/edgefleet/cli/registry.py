@@ -186,12 +186,15 @@ def _size(size_bytes: int | None) -> str:
 def manifest_lines(signed: SignedManifest) -> list[str]:
     """The lines `registry show` prints above the tables: the version, its manifest's hash, its input."""
     manifest, spec = signed.manifest, signed.manifest.input
+    # label_count is the class ids the labels span (COCO's 80 labels: 90); releases before 2026-12-07 wrote the
+    # number of labels, the same without gaps in the ids
+    labels = f"class ids 0-{manifest.label_count - 1}" if manifest.label_count else "labels"
     return [
         f"[bold]{manifest.model} {manifest.version}[/] ({manifest.task}), created "
         f"{manifest.created_at:%Y-%m-%d %H:%M:%S %Z}, commit {manifest.source_commit or '-'}",
         f"manifest sha256 {signed.manifest_sha256}",
         f"input {list(spec.shape)} {spec.dtype} (scale {spec.quantization.scale:g}, zero point "
-        f"{spec.quantization.zero_point}); {manifest.label_count} labels in {manifest.labels_file}",
+        f"{spec.quantization.zero_point}); {labels} in {manifest.labels_file}",
     ]
 
 
