@@ -40,7 +40,7 @@ from edgefleet.device.telemetry.config import TelemetryConfig
 from edgefleet.device.telemetry.health import read_health
 from edgefleet.device.telemetry.sinks import PubSubSink
 from edgefleet.device.telemetry.spool import SpoolEntry
-from edgefleet.device.trust.device_identity import sign_telemetry
+from edgefleet.device.trust.device_identity import sign_spot_sample, sign_telemetry
 from edgefleet.flows.registry import GcsRegistryWriter
 from edgefleet.flows.release.agent import promote_agent, publish_agent
 from edgefleet.flows.release.bundle import create_version_dir
@@ -213,11 +213,13 @@ def _run_device(registry: GcsRegistryReader, tmp_path: Path, public_file: Path, 
 SPOT_FRAME = "20261207T210000Z-000000000000"
 
 
-def _run_spot_check(registry: GcsRegistryReader) -> None:
-    """An opted-in device's spot check (issue 25) uploads a sampled frame, create-only under spotcheck/cam-1/."""
+def _run_spot_check(registry: GcsRegistryReader, device_key: Any) -> None:
+    """An opted-in device's spot check (issue 25) uploads a sampled frame it signed, create-only under
+    spotcheck/cam-1/."""
     image = b"\xff\xd8 a sampled frame"
-    record = SpotSample(device_id="cam-1", frame_id=SPOT_FRAME, captured_at=datetime.now(UTC), model=MODEL,
-                        model_version="1.0.1", share=0.01, image_sha256=hashlib.sha256(image).hexdigest())
+    record = sign_spot_sample(device_key, SpotSample(
+        device_id="cam-1", frame_id=SPOT_FRAME, captured_at=datetime.now(UTC), model=MODEL, model_version="1.0.1",
+        share=0.01, image_sha256=hashlib.sha256(image).hexdigest()))
     upload_sample(registry, "cam-1", SPOT_FRAME, image, record.model_dump_json(by_alias=True).encode())
 
 
@@ -277,7 +279,7 @@ def test_every_call_of_every_identity_is_granted_and_every_grant_is_used(
         _run_device(device_view, tmp_path, public_file, device_key)
         filed = file_request(device_view, tmp_path / "cam-2-root", "cam-2", str(token))  # edgefleet-agent enrol
         assert not filed.already_filed
-        _run_spot_check(device_view)
+        _run_spot_check(device_view, device_key)
     with recorder.as_identity(POOL_IDENTITY[ENROL_POOL]):  # enrol-approve, as the edgefleet-enrol pool's worker
         [approval] = approve_requests(registry, enrolment_key=enrolment, now=datetime.now(UTC))
         assert approval.enrolled, approval.detail
