@@ -151,6 +151,25 @@ def _fill_text(browser: Any, label: str, value: str) -> None:
                .get_attribute("value") == value)
 
 
+TOAST_WAIT_S = 20.0
+
+
+def _wait_for_toasts_to_go(browser: Any) -> None:
+    """Waits for the UI's info toasts to go; one still there after TOAST_WAIT_S is closed, as a person closes it.
+    (Seen at load average 20: a toast of the previous form stayed over the Submit button past a minute, the
+    browser's timers starved.)"""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        WebDriverWait(browser, TOAST_WAIT_S).until(
+            conditions.invisibility_of_element_located((By.CSS_SELECTOR, ".p-toast__info")))
+    except TimeoutException:
+        browser.execute_script("document.querySelectorAll('.p-toast__info').forEach(t => t.remove())")
+
+
 def _submit_run_form(browser: Any, sandbox: SandboxProcess, deployment: str, screenshot: str,
                      text_fields: dict[str, str] | None = None, ready_label: str = "Validate parameters") -> str:
     """Opens the deployment's run form in the UI, waits until the parameters' form shows `ready_label` (the
@@ -178,7 +197,7 @@ def _submit_run_form(browser: Any, sandbox: SandboxProcess, deployment: str, scr
     for _attempt in range(SUBMIT_ATTEMPTS):
         # A toast (the 503 one below, or any other) sits over the Submit button for a few seconds: a person
         # waits for it to go; clicking through it was refused as intercepted on a loaded machine.
-        wait.until(conditions.invisibility_of_element_located((By.CSS_SELECTOR, ".p-toast__info")))
+        _wait_for_toasts_to_go(browser)
         submit.click()
         # The UI creates the run and goes back to the deployment's runs, or shows its error toast.
         try:
