@@ -14,10 +14,12 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -39,6 +41,7 @@ MODEL_FILE = "mobilenet_v1_0.25_128_quant.tflite"
 OTHER_MODEL_FILE = "mobilenet_v2_1.0_224_quant.tflite"
 GOLDEN_SEEDS = (1, 2)
 DEVICES = 5
+MONITOR_WAIT_S = 120  # for the monitor to have a status of every device (a loaded machine delays Pub/Sub)
 
 
 class Releases:
@@ -121,6 +124,31 @@ class World:
     def currents(self) -> set[str | None]:
         """The version every device's `current` pointer names (one element when the fleet agrees)."""
         return {self.current(device_id) for device_id in self.fleet.devices}
+
+    def wait_monitored(self, device_ids: tuple[str, ...], version: str, *, timeout_s: float = MONITOR_WAIT_S) -> None:
+        """Wait until the fleet monitor has a status for each device on `version`: the agents report over the
+        Pub/Sub emulator, which a loaded machine delays well past the agents' own readiness."""
+        from edgefleet.monitor import FleetStateError, device_history, load_monitor_config, open_fleet_store
+
+        config = load_monitor_config(self.monitor_config)
+        deadline = time.monotonic() + timeout_s
+        seen: dict[str, str | None] = {}
+        while time.monotonic() < deadline:
+            try:
+                with open_fleet_store(config, create=False) as store:
+                    for device_id in device_ids:
+                        try:
+                            history = device_history(store, device_id, 3600.0, datetime.now(timezone.utc),
+                                                     event_limit=1)
+                            seen[device_id] = history.status.model_version
+                        except FleetStateError:
+                            seen[device_id] = None
+            except FleetStateError:
+                pass
+            if all(seen.get(device_id) == version for device_id in device_ids):
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"the fleet monitor did not see {device_ids} on {version} in {timeout_s:.0f} s: {seen}")
 
     def record(self, rollout_id: str) -> dict:
         """The rollout record the flow keeps in the registry."""

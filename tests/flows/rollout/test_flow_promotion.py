@@ -43,6 +43,7 @@ def test_scheduled_promotion_waits_for_the_healthy_time_then_promotes(world):
               "judge": {"min_promotion_inferences": 5},
               "signing": {"key_file": str(world.releases.private_key_path)}}
 
+    world.wait_monitored(("sim-1", "sim-2"), "1.0.0")  # the agents' readiness says nothing of the monitor's view
     waiting = promote_canary(PromotionParams(**common, healthy_for_s=3600))
     assert not waiting.promoted and waiting.version == "1.0.0"
     assert "of the required 3600 s" in waiting.reason and waiting.devices == ("sim-1", "sim-2")
