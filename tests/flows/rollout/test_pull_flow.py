@@ -327,6 +327,7 @@ def test_a_rollout_whose_first_wave_is_outside_its_window_waits_for_it_and_goes_
     result = outcome["result"]
     assert result.state == "completed", result.halted_reason
     record = RecordStore(writer(pull_world.registry_dir), rollout_id).load()
+    assert record is not None
     assert record.verdicts and all(item.verdict.result == "pass" for item in record.verdicts), record.verdicts
     assert all(record.devices[device].state == "done" for device in devices), record.table()
     # the straggler was watched and judged after the last wave, its own verdict and step in the record
