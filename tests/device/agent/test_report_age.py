@@ -21,12 +21,12 @@ def stamped(updated_s: float, boot_id: str = "boot-b", wall: datetime = WALL) ->
 def test_a_report_of_this_boot_is_aged_on_the_boot_clock_whatever_the_wall_clock_did(wall_step: timedelta) -> None:
     """Its wall time says the future, now, or two days ago (NTP stepped the clock after it was written)."""
     age = report_age(stamped(988.0, wall=WALL - wall_step), NOW)
-    assert age == ReportAge(12.0, "boot") and age.describe() == "12 s old"
+    assert age is not None and age == ReportAge(12.0, "boot") and age.describe() == "12 s old"
 
 
 def test_a_report_of_an_earlier_boot_has_no_age() -> None:
     age = report_age(stamped(10.0, boot_id="boot-a"), NOW)
-    assert age == ReportAge(None, "boot", REBOOTED)
+    assert age is not None and age == ReportAge(None, "boot", REBOOTED)
     assert age.describe().startswith("age unknown: written before the last reboot")
 
 
