@@ -273,7 +273,7 @@ def test_a_rollout_whose_first_wave_is_outside_its_window_waits_for_it_and_goes_
     from edgefleet.flows.registry import open_registry_writer as writer
     from edgefleet.flows.rollout.pull_flow import pull_rollout
     from edgefleet.flows.rollout.pull_stragglers import STRAGGLER_STEP
-    from edgefleet.flows.rollout.pull_waves import first_share, moved
+    from edgefleet.flows.rollout.pull_waves import moved
     from edgefleet.flows.rollout.record import RecordStore
     from edgefleet.monitor import load_monitor_config, open_fleet_store
     from edgefleet.monitor.aggregates import set_tags
@@ -284,10 +284,6 @@ def test_a_rollout_whose_first_wave_is_outside_its_window_waits_for_it_and_goes_
     opens = datetime.now(UTC) + timedelta(hours=12)  # the night window: closed for the next 11 hours
     night = {"cron": f"{opens.minute} {opens.hour} * * *", "timezone": "UTC", "duration_minutes": 60}
     first_wave_min, rollout_id = 2, "imagenet-1.4.0"
-    last_wave = [d for d in devices if d not in moved(rollout_id, devices, first_share(rollout_id, devices, 2000,
-                                                                                       first_wave_min))]
-    straggler = last_wave[0]  # its window stays closed when the others' open: the last wave's quorum reports
-    assert len(last_wave) - 1 >= first_wave_min, last_wave
     outcome: dict[str, object] = {}
     closed = set(devices)  # the agents that have the night window
     try:
@@ -306,9 +302,16 @@ def test_a_rollout_whose_first_wave_is_outside_its_window_waits_for_it_and_goes_
             except Exception as error:  # noqa: BLE001 - the test asserts on it
                 outcome["error"] = error
 
+        _wait_monitor_sees(pull_world, DEVICES)  # the rollout's fleet is all five (once a restart left it 4)
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         signed_at = _wait_for_share(pull_world, rollout_id, thread)
+        pointer = writer(pull_world.registry_dir).read_channel(MODEL, "stable").pointer
+        assert pointer.rollout is not None
+        first_wave = moved(rollout_id, devices, pointer.rollout.share_bp)
+        last_wave = [d for d in devices if d not in first_wave]
+        straggler = last_wave[0]  # its window stays closed when the others' open: the last wave's quorum reports
+        assert len(last_wave) - 1 >= first_wave_min, last_wave
         while time.monotonic() - signed_at < 4 * NIGHT_REPORT_TIMEOUT_S:  # the report timeout passes, 4 times
             assert thread.is_alive(), outcome
             time.sleep(0.5)
@@ -316,7 +319,7 @@ def test_a_rollout_whose_first_wave_is_outside_its_window_waits_for_it_and_goes_
         assert {device: pull_world.current(device) for device in devices} == before  # none moved outside it
         _restart_agents(pull_world, None, sorted(closed - {straggler}))  # their window opens, not the straggler's
         closed = {straggler}
-        _wait_for_last_wave(pull_world, rollout_id, thread)
+        _wait_for_last_wave(pull_world, rollout_id, thread, first_wave)
         # the last wave passed without the straggler: the rollout watches it, it does not complete
         assert thread.is_alive() and not outcome, outcome
         assert pull_world.current(straggler) == before[straggler]  # its window is still closed
@@ -338,14 +341,17 @@ def test_a_rollout_whose_first_wave_is_outside_its_window_waits_for_it_and_goes_
     pull_world.fleet.wait_agents(lambda s: s.version == "1.4.0", timeout_s=AGENT_TIMEOUT_S)
 
 
-def _wait_for_last_wave(world: PullWorld, rollout_id: str, thread: threading.Thread) -> None:
-    """Waits until the rollout's record says its last wave (100 %) passed, or the rollout ended."""
+def _wait_for_last_wave(world: PullWorld, rollout_id: str, thread: threading.Thread, first_wave: list[str]) -> None:
+    """Waits until the rollout's record says its last wave (100 %) passed, or the rollout ended; its first wave must
+    be `first_wave` (else the rollout's fleet was not the one the test planned its straggler in)."""
     from edgefleet.flows.registry import open_registry_writer as writer
     from edgefleet.flows.rollout.record import RecordStore
 
     deadline = time.monotonic() + AGENT_TIMEOUT_S + 4 * WAVE_TIMEOUT_S
     while thread.is_alive():
         record = RecordStore(writer(world.registry_dir), rollout_id).load()
+        if record is not None and record.waves:
+            assert record.waves[0] == first_wave, ("the rollout's fleet was not all the devices", record.waves)
         if record is not None and record.pull is not None and record.pull.passed[-1:] == [10_000]:
             return
         assert time.monotonic() < deadline, "the rollout's last wave did not pass"
