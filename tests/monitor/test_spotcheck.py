@@ -57,7 +57,7 @@ def test_the_bias_is_estimate_minus_labelled_with_both_uncertainties() -> None:
 
 
 def _sample(seq: int, version: str, correct: bool) -> LabelledSample:
-    return LabelledSample(frame_id=f"20261207T210000Z-{seq:012d}", model_version=version, answer_id=1,
+    return LabelledSample(frame_id=f"20261207T210000Z-{seq:012d}", model="birds", model_version=version, answer_id=1,
                           answer_label="robin", answer_score=0.8, label="robin" if correct else "crow",
                           correct=correct)
 
@@ -65,8 +65,8 @@ def _sample(seq: int, version: str, correct: bool) -> LabelledSample:
 def test_the_spot_check_counts_the_version_shown_only() -> None:
     samples = [_sample(i, "1.0.0", i % 4 != 0) for i in range(40)] + [_sample(100 + i, "0.9.0", False)
                                                                        for i in range(30)]
-    result = spot_check("cam-1", "1.0.0", samples, Interval(value=0.9, low=0.88, high=0.92))
+    result = spot_check("cam-1", "birds", "1.0.0", samples, Interval(value=0.9, low=0.88, high=0.92))
     assert result is not None and (result.labelled, result.right) == (40, 30)
     assert result.accuracy.value == 0.75 and result.bias is not None and result.bias.value == pytest.approx(0.15)
-    assert spot_check("cam-1", "2.0.0", samples) is None
-    assert spot_check("cam-1", "1.0.0", samples).bias is None  # no estimate shown: nothing to correct
+    assert spot_check("cam-1", "birds", "2.0.0", samples) is None
+    assert spot_check("cam-1", "birds", "1.0.0", samples).bias is None  # no estimate shown: nothing to correct

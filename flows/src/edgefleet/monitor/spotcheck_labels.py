@@ -164,7 +164,8 @@ def label_samples(samples: SampleReader, path: Path, rows: Iterable[LabelRow]) -
             refused.append(sample)
             continue
         labelled.setdefault(row.device_id, []).append(LabelledSample(
-            frame_id=sample.frame_id, model_version=sample.model_version, answer_id=sample.answer_id,
+            frame_id=sample.frame_id, model=sample.model, model_version=sample.model_version,
+            answer_id=sample.answer_id,
             answer_label=sample.answer_label, answer_score=sample.answer_score, label=row.label,
             correct=answer_matches(row.label, sample.answer_id, sample.answer_label)))
     if problems:
