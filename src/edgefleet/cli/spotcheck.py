@@ -151,15 +151,16 @@ def import_labels(samples: SampleReader, registry: RegistryWriter, path: Path,
         LabelsError: the file or a sample it names has problems (nothing written).
         ConflictError: another import wrote a device's record meanwhile (run it again: importing is idempotent).
     """
-    from edgefleet.kernel.contracts.spotcheck import SpotLabels, labels_key
-    from edgefleet.monitor.spotcheck_labels import label_samples, merged, parse_labels
+    from edgefleet.kernel.contracts.spotcheck import labels_key
+    from edgefleet.monitor.spotcheck_labels import checked_labels, label_samples, merged, parse_labels
 
     parsed = parse_labels(path)
     labelled, refused = label_samples(samples, path, parsed.rows)
     records: dict[str, tuple[SpotLabels, int]] = {}
     for device_id, new in sorted(labelled.items()):  # every record read and merged before any write
         current = registry.read_json(labels_key(device_id))
-        existing = SpotLabels.model_validate(current.value) if current.value is not None else None
+        existing = (checked_labels(current.value, device_id, registry.describe(labels_key(device_id)))
+                    if current.value is not None else None)
         records[device_id] = merged(existing, device_id, new, now), current.generation
     for device_id, (record, generation) in records.items():
         registry.put_json(labels_key(device_id), record, expected_generation=generation)
