@@ -258,6 +258,14 @@ def test_the_registry_stores_and_the_trust_packages_judge() -> None:
                    if m.startswith(TRUST_PACKAGES[:2]) for t in ts), "the verify side imports the pipelines"
 
 
+def test_the_sign_side_sits_below_the_pipelines_that_sign() -> None:
+    """The release, rollouts, promotion and channel re-signing all sign through `edgefleet.flows.trust`; it reads
+    its settings from its own `signing_params` and stores through the registry, never from a pipeline stage."""
+    above = {t for m, ts in GRAPH.items() if m.startswith(TRUST_PACKAGES[2]) for t in ts
+             if t.startswith("edgefleet.flows.") and not t.startswith((TRUST_PACKAGES[2], "edgefleet.flows.registry"))}
+    assert not above, f"edgefleet.flows.trust imports a pipeline stage: {sorted(above)}"
+
+
 # Modules started from outside the package's imports, and how; every other module must be imported by one.
 ENTRY_POINTS = {
     "edgefleet.cli.__main__": "python -m edgefleet.cli",

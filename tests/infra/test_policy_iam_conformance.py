@@ -149,9 +149,10 @@ def _build(tmp_path: Path, keys: tuple[Any, Path], version: str) -> Any:
 def _run_pipeline(registry: GcsRegistryWriter, tmp_path: Path, keys: tuple[Any, Path]) -> None:
     """The release flow's registry tasks (plan, publish, move channel: their own functions, outside the
     Prefect engine), then what the rollout flow asks of the registry (channel, its record, promotion)."""
-    from edgefleet.flows.release.params import ReleaseParams, SigningParams
+    from edgefleet.flows.release.params import ReleaseParams
     from edgefleet.flows.release.version_tasks import move_channel, plan_release, publish
     from edgefleet.flows.rollout.record import RecordStore, RolloutRecord
+    from edgefleet.flows.trust.signing_params import SigningParams
 
     uri = f"gs://{registry.bucket_name}"
     for version in ("1.0.0", "1.0.1"):

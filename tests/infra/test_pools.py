@@ -18,8 +18,8 @@ import yaml
 from typer.testing import CliRunner
 
 from edgefleet.cli import app
-from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.trust.device_key_records import EnrolmentKeyParams
+from edgefleet.flows.trust.signing_params import SigningParams
 from edgefleet.infra.__main__ import main
 from edgefleet.infra.pools import DEPLOYMENT_IDENTITY, DEPLOYMENT_POOL, POOL_IDENTITY, adc_file
 from tests.infra.support.testing import pulumi_config, run_program

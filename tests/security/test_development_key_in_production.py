@@ -12,9 +12,9 @@ import pytest
 from edgefleet.device.store import ModelStore, StoreOptions
 from edgefleet.device.store_reader import PUBLIC_KEY_FILE
 from edgefleet.flows.release.bundle import build_manifest
-from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.release.version_tasks import sign_version
 from edgefleet.flows.trust.release_key import public_key_path, resolve_signing_key
+from edgefleet.flows.trust.signing_params import SigningParams
 from edgefleet.kernel.errors import ConfigError, VerificationError
 from tests.device.store_fixtures import INPUT_SPEC, OUTPUT_SPEC, model_bytes
 

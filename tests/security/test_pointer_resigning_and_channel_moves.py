@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 from edgefleet.cli import app
 from edgefleet.device.trust.pointers import verify_pointer
 from edgefleet.flows.registry import LocalRegistryWriter
-from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.rollout.promote import promote_signed
 from edgefleet.flows.trust.release_key import channel_signing_key
 from edgefleet.flows.trust.resign_channels import ResignParams, needs_resign, resign_channels
+from edgefleet.flows.trust.signing_params import SigningParams
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.errors import ConfigError
 from tests.device.store_fixtures import Keys, VersionFactory, publish_versions

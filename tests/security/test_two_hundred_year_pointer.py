@@ -64,7 +64,7 @@ def test_the_pipelines_refuse_to_sign_a_pointer_the_agents_would_refuse() -> Non
     from typer.testing import CliRunner
 
     from edgefleet.cli.app import app
-    from edgefleet.flows.release.params import SigningParams
+    from edgefleet.flows.trust.signing_params import SigningParams
 
     assert SigningParams(pointer_validity_days=MAX_POINTER_VALIDITY.days).pointer_validity_days == 90
     with pytest.raises(ValidationError, match="less than or equal to 90"):

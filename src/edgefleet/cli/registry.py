@@ -42,8 +42,9 @@ VerifyKeyOption = typer.Option(
 
 
 def _public_key(option: Path | None) -> Path:
-    from edgefleet.flows.release.params import DEFAULT_DEV_KEY, expand
+    from edgefleet.flows.release.params import expand
     from edgefleet.flows.trust.release_key import public_key_path
+    from edgefleet.flows.trust.signing_params import DEFAULT_DEV_KEY
     from edgefleet.kernel.errors import ConfigError
 
     if option is not None:

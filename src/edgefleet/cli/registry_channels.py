@@ -69,8 +69,8 @@ PromoteKeyOption = typer.Option(
 
 
 def release_signing_key(key_file: Path | None, secret_block: str | None, allow_dev: bool, registry_uri: str):
-    from edgefleet.flows.release.params import SigningParams
     from edgefleet.flows.trust.release_key import channel_signing_key
+    from edgefleet.flows.trust.signing_params import SigningParams
 
     params = SigningParams(
         key_file=str(key_file) if key_file else None, secret_block=secret_block, allow_development_key=allow_dev

@@ -216,9 +216,9 @@ def _twin(spec: StackSpec) -> TwinState:
 
 
 def _keys(spec: StackSpec) -> StackKeys:
-    from edgefleet.flows.release.params import SigningParams
     from edgefleet.flows.trust.device_key_records import development_enrolment_key
     from edgefleet.flows.trust.release_key import public_key_path, resolve_signing_key
+    from edgefleet.flows.trust.signing_params import SigningParams
 
     registry = str(spec.registry_dir)
     if not spec.release_key.exists():  # a key of the caller's own is kept as it is

@@ -21,7 +21,7 @@ from edgefleet.device.agent.shadow_stats import (
 )
 from edgefleet.device.telemetry.builder import InferenceRecord, TelemetryBuilder
 from edgefleet.kernel.contracts.layout import CURRENT_POINTER
-from edgefleet.kernel.contracts.status import read_status
+from edgefleet.kernel.contracts.status import read_boot_id, read_status
 from edgefleet.kernel.contracts.telemetry import ModelRef, score_delta_bucket
 from edgefleet.kernel.errors import ConfigError, StoreError, VerificationError
 from tests.device.agent.test_loop import running, sink_messages, wait_until
@@ -144,6 +144,7 @@ def test_the_agent_runs_the_candidate_beside_the_primary_and_never_acts_on_it(re
                    "12 shadow frames in the report")
     final = report()
     assert (final.candidate, final.primary) == ("2.0.0", "1.0.0")
+    assert (final.boot.boot_id if final.boot else None) == read_boot_id()  # aged on the boot clock (issue 24)
     assert final.summary.top1_agree < final.summary.frames - final.summary.errors  # it answers differently
     status = read_status(releases.root / "status.json")
     assert status.version == "1.0.0" and status.swaps == 0  # never acted on
@@ -168,8 +169,8 @@ def test_the_shadow_command_names_shows_and_clears_the_candidate(releases) -> No
     named = shadow("2.0.0")
     assert named.exit_code == 0 and json.loads(named.stdout)["shadow"] == "2.0.0"
     shown = shadow()
-    assert json.loads(shown.stdout) == {"model": MODEL, "shadow": "2.0.0", "report": None,
-                                        "report_age_s": None}  # no agent ran yet
+    assert json.loads(shown.stdout) == {"model": MODEL, "shadow": "2.0.0", "report": None, "report_age_s": None,
+                                        "report_age_clock": None, "report_age_note": None}  # no agent ran yet
     both = shadow("2.0.0", "--clear")
     assert both.exit_code == 2 and releases.store.pointer(MODEL, SHADOW_POINTER) == "2.0.0"  # nothing changed
     missing = shadow("9.9.9")
@@ -243,11 +244,14 @@ def test_a_share_too_small_to_sample_any_frame_is_refused_in_the_config(tmp_path
 
 def test_the_shadow_command_says_how_old_the_report_is_by_the_devices_clock() -> None:
     # Review finding: the rollout judged a stopped agent's last cumulative pairs as if they were current.
+    # Issue 24: a report (of an agent before the boot stamp) written ahead of the wall clock has no age, not 0.
     from datetime import datetime, timezone
 
-    from edgefleet.device.cli.shadow_command import report_age_s
+    from edgefleet.device.agent.report_age import DeviceNow
+    from edgefleet.device.cli.shadow_command import report_payload
 
-    now = datetime(2026, 12, 7, 12, 0, 30, tzinfo=timezone.utc)
-    assert report_age_s({"updated_at": "2026-12-07T12:00:00.500000Z"}, now) == 29.5
-    assert report_age_s({"updated_at": "2026-12-07T12:01:00+00:00"}, now) == 0.0  # written ahead: not negative
-    assert report_age_s(None, now) is None
+    now = DeviceNow(wall=datetime(2026, 12, 7, 12, 0, 30, tzinfo=timezone.utc), monotonic_s=100.0, boot_id="b")
+    assert report_payload({"updated_at": "2026-12-07T12:00:00.500000Z"}, now)["report_age_s"] == 29.5
+    ahead = report_payload({"updated_at": "2026-12-07T12:01:00+00:00"}, now)
+    assert ahead["report_age_s"] is None and ahead["report_age_note"].startswith("wall clock ahead")
+    assert report_payload(None, now)["report_age_s"] is None

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from edgefleet.cli import app
 from edgefleet.flows.channels.expiry import expiring_pointers, registry_expiry_warnings
 from edgefleet.flows.registry import LocalRegistryWriter
-from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.rollout.promote import promote_signed
+from edgefleet.flows.trust.signing_params import SigningParams
 from tests.device.store_fixtures import Keys, VersionFactory
 
 NOW = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)

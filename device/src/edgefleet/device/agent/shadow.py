@@ -43,6 +43,7 @@ from edgefleet.device.shadow_pointer import (  # the store's side, re-exported f
 )
 from edgefleet.device.store import ModelStore
 from edgefleet.device.store_reader import InstalledVersion
+from edgefleet.kernel.contracts.status import boot_clock, read_boot_id
 from edgefleet.kernel.contracts.telemetry import ShadowSummary
 from edgefleet.kernel.errors import EdgefleetError
 from edgefleet.kernel.fsutil import atomic_write_bytes
@@ -101,6 +102,7 @@ class ShadowRunner:
         self._decided: str | None = None
         self._primary: str | None = None
         self._since: datetime | None = None
+        self._started_s, self._boot_id = time.monotonic(), read_boot_id()  # the report's boot-clock stamp
 
     @property
     def enabled(self) -> bool:
@@ -210,7 +212,8 @@ class ShadowRunner:
         tally = self.tally
         return ShadowReport(device_id=self.config.device_id, model=self.config.model, candidate=self._decided,
                             primary=self._primary, share=self.config.shadow.share, since=self._since,
-                            updated_at=_now(), dropped=self.dropped, error=self.error,
+                            updated_at=_now(), boot=boot_clock(self._boot_id, self._started_s, time.monotonic()),
+                            dropped=self.dropped, error=self.error,
                             summary=tally.total() if tally is not None else None)
 
     def _write_report(self) -> None:

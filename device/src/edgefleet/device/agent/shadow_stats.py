@@ -18,6 +18,7 @@ from typing import NamedTuple
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgefleet.kernel.contracts.distributions import BucketCount, DistributionAccumulator
+from edgefleet.kernel.contracts.status import BootClock
 from edgefleet.kernel.contracts.telemetry import MAX_RELEASE_CLASSES, ModelRef, ShadowSummary, score_delta_bucket
 
 SHADOW_REPORT_FILE = "shadow.json"
@@ -162,7 +163,8 @@ class ShadowTally:
 
 
 class ShadowReport(BaseModel):
-    """`<root>/shadow.json`: what the candidate did since it was loaded, for the rollout's shadow wave."""
+    """`<root>/shadow.json`: what the candidate did since it was loaded, for the rollout's shadow wave (which reads
+    it as `edgefleet-agent shadow MODEL --json` prints it, `boot` left out)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -177,3 +179,7 @@ class ShadowReport(BaseModel):
     dropped: int = Field(default=0, ge=0, description="sampled frames dropped: the candidate was behind")
     summary: ShadowSummary | None = None
     error: str | None = Field(default=None, description="why the candidate does not run, when it does not")
+    boot: BootClock | None = Field(
+        default=None, description="this write on the boot's monotonic clock, with the boot id (issue 24: what "
+        "`edgefleet-agent shadow` ages it by; absent from reports of earlier agents and where there is no boot id). "
+        "On the device only: the shadow command's JSON leaves it out of `report` (rollouts read shadow/1 there)")

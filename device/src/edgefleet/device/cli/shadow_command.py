@@ -7,12 +7,12 @@ without --activate); it is verified as an activation would verify it. The agent 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
+from edgefleet.device.agent.report_age import DeviceNow, report_age, stamps_of
 from edgefleet.device.cli import app
 from edgefleet.device.cli.options import ConfigOption, JsonOption, RootOption
 from edgefleet.device.cli.store_commands import ModelArgument, agent_store, echo_json, fail, run_or_exit
@@ -41,13 +41,23 @@ def _report(root: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def report_age_s(report: dict[str, Any] | None, now: datetime) -> float | None:
-    """Seconds since the agent last rewrote `report`, on this device's clock (the reader's clock may differ);
-    None without a report. An old report means its agent has stopped writing it (stopped, crash-looping)."""
-    if report is None or not report.get("updated_at"):
-        return None
-    updated = datetime.fromisoformat(str(report["updated_at"]).replace("Z", "+00:00"))
-    return max(0.0, (now - updated).total_seconds())
+def report_payload(report: dict[str, Any] | None, now: DeviceNow) -> dict[str, Any]:
+    """The shadow report and its age for `--json`: `report` as rollouts read it (shadow/1: the agent's boot stamp
+    left out, which an older rollout's reader would refuse), `report_age_s` on this device's boot clock
+    (`report_age`: None when unknown, e.g. written before the last reboot or stamped ahead of the wall clock),
+    `report_age_clock` (boot | wall) and `report_age_note` (why it is unknown, or the wall clock's caveat)."""
+    age = report_age(stamps_of(report), now) if report is not None else None
+    shown = None if report is None else {key: value for key, value in report.items() if key != "boot"}
+    return {"report": shown, "report_age_s": age.seconds if age else None,
+            "report_age_clock": age.clock if age else None, "report_age_note": age.note if age else None}
+
+
+def describe_report(report: dict[str, Any] | None, now: DeviceNow) -> str:
+    """The human line of the report: 'report: none', 'report: 3 s old', 'report: age unknown: <why>'."""
+    if report is None:
+        return "report: none (no agent has written one)"
+    age = report_age(stamps_of(report), now)
+    return f"report: {age.describe() if age else 'age unknown: it carries no time'}"
 
 
 @app.command()
@@ -76,9 +86,11 @@ def shadow(
         payload = {"model": model, "shadow": installed.version, "manifest_sha256": installed.manifest_sha256}
     else:
         named = run_or_exit(lambda: shadow_version(store, model))
-        report = _report(store.root)
-        payload = {"model": model, "shadow": named.version if named else None, "report": report,
-                   "report_age_s": report_age_s(report, datetime.now(timezone.utc))}
+        report, now = _report(store.root), DeviceNow.read()
+        payload = {"model": model, "shadow": named.version if named else None, **report_payload(report, now)}
+        if not as_json:
+            typer.echo(f"{model}: shadow {payload['shadow'] or 'none'}; {describe_report(report, now)}")
+            return
     if as_json:
         echo_json(payload)
     else:

@@ -23,14 +23,13 @@ from edgefleet.flows.release.model_params import (
     TrainingParams,
     TrainSource,
 )
+from edgefleet.flows.trust.signing_params import SigningParams
 from edgefleet.kernel.configfile import load
-from edgefleet.kernel.contracts.manifest import MAX_POINTER_VALIDITY_DAYS
 from edgefleet.kernel.contracts.names import ChannelName, EmptyIsNone, ModelName, ModelVersion
 
 EDGEFLEET_HOME = Path("~/.edgefleet")
 DEFAULT_REGISTRY = str(EDGEFLEET_HOME / "registry")
 DEFAULT_WORK_DIR = str(EDGEFLEET_HOME / "work")
-DEFAULT_DEV_KEY = str(EDGEFLEET_HOME / "keys" / "release-signing.key")
 
 
 class _Config(BaseModel):
@@ -56,33 +55,6 @@ class GateParams(_Config):
         description="Lowest fraction of operations mapped to the Edge TPU (checked when the model is "
         "compiled)",
     )
-
-
-class SigningParams(_Config):
-    """The Ed25519 key that signs the manifest."""
-
-    secret_block: str | None = Field(
-        default=None, description="Name of a Prefect Secret block holding the PEM private key"
-    )
-    key_file: str | None = Field(
-        default=None,
-        description=f"PEM private key file. With neither set, a development key at {DEFAULT_DEV_KEY} is used "
-        "(created when missing)",
-    )
-    dev_key_file: str = Field(default=DEFAULT_DEV_KEY, description="Where the development key lives")
-    allow_development_key: bool = Field(
-        default=False, description="Let the development key sign for a gs:// registry (test buckets only)"
-    )
-    pointer_validity_days: float = Field(
-        default=14.0, gt=0, le=MAX_POINTER_VALIDITY_DAYS,
-        description="How long a signed channel pointer stays valid (re-signed before; agents refuse longer)"
-    )
-
-    @model_validator(mode="after")
-    def _one_source(self) -> SigningParams:
-        if self.secret_block and self.key_file:
-            raise ValueError("signing: set secret_block or key_file, not both")
-        return self
 
 
 class ReleaseParams(_Config):

@@ -11,8 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.rollout.shadow_params import ShadowWave
+from edgefleet.flows.trust.signing_params import SigningParams
 from edgefleet.kernel.configfile import load
 from edgefleet.kernel.contracts.names import ChannelName, ModelName, ModelVersion, SafeName
 

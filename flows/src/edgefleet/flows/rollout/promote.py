@@ -28,12 +28,12 @@ from edgefleet.flows.fleet.inventory import load_inventory
 from edgefleet.flows.registry import RegistryWriter, open_registry_writer
 from edgefleet.flows.registry.channels import verified_pointed_manifest
 from edgefleet.flows.registry.staged import partly_staged
-from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.rollout.judgement import MonitorCollector, WaveSubject, look, most_common
 from edgefleet.flows.rollout.params import PromotionParams
 from edgefleet.flows.rollout.verdict import Verdict
 from edgefleet.flows.trust.pointer_readback import ABSENT, VERIFIED, untrusted_error
 from edgefleet.flows.trust.release_key import channel_signing_key
+from edgefleet.flows.trust.signing_params import SigningParams
 from edgefleet.kernel.contracts.layout import version_sort_key
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.contracts.rollout import SHARE_BP_FULL

@@ -16,9 +16,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgefleet.device.window import MaintenanceWindow
-from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.rollout.params import CanaryGate
 from edgefleet.flows.rollout.shadow_params import ShadowWave
+from edgefleet.flows.trust.signing_params import SigningParams
 from edgefleet.kernel.contracts.names import ChannelName, ModelName, ModelVersion, SafeName
 
 DEFAULT_SHARES = ("1%", "10%", "50%", "100%")

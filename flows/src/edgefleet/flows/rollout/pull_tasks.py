@@ -19,12 +19,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from edgefleet.flows.registry import RegistryWriter, stage_rollout
-from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.rollout.judgement import Judged, MonitorCollector, WaveSubject, await_verdict
 from edgefleet.flows.rollout.params import CanaryGate
 from edgefleet.flows.rollout.pull_waves import WaveObservation, observe, seen_up
 from edgefleet.flows.rollout.pull_windows import WavePlan, next_opening, wave_watched, with_windows
 from edgefleet.flows.trust.release_key import channel_signing_key
+from edgefleet.flows.trust.signing_params import SigningParams
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.contracts.telemetry import ShadowSummary
 

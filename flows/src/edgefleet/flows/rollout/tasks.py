@@ -20,7 +20,6 @@ from edgefleet.flows.fleet.connection import DeviceConnection
 from edgefleet.flows.fleet.inventory import DeviceSpec, Inventory
 from edgefleet.flows.fleet.steps import StepFailed, StepNote, StepRecord, record_step, utc_now
 from edgefleet.flows.registry import RegistryWriter
-from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.rollout import device as steps
 from edgefleet.flows.rollout.freshness import DeviceClock
 from edgefleet.flows.rollout.judgement import (
@@ -36,6 +35,7 @@ from edgefleet.flows.rollout.judgement import (
 from edgefleet.flows.rollout.params import CanaryGate, HealthGate, LivenessCheck
 from edgefleet.flows.rollout.record import DeviceError, DeviceOutcome
 from edgefleet.flows.rollout.verdict import Sample
+from edgefleet.flows.trust.signing_params import SigningParams
 from edgefleet.kernel.contracts.manifest import Manifest
 from edgefleet.kernel.errors import EdgefleetError, VerificationError
 

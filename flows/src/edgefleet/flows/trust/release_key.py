@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.trust.keysource import (
     PUBLIC_KEY_SUFFIX,
     KeyRole,
@@ -18,6 +17,7 @@ from edgefleet.flows.trust.keysource import (
     load_key,
     public_key_path,
 )
+from edgefleet.flows.trust.signing_params import SigningParams
 
 __all__ = ["PUBLIC_KEY_SUFFIX", "RELEASE_KEY", "SigningKey", "channel_signing_key", "public_key_path",
            "resolve_signing_key"]

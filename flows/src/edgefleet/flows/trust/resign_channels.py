@@ -22,9 +22,9 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgefleet.flows.registry import RegistryWriter, open_registry_writer
-from edgefleet.flows.release.params import SigningParams
 from edgefleet.flows.trust.pointer_readback import ABSENT, UNSIGNED, untrusted_error
 from edgefleet.flows.trust.release_key import channel_signing_key
+from edgefleet.flows.trust.signing_params import SigningParams
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.contracts.names import ChannelName, ModelName
 from edgefleet.kernel.errors import EdgefleetError
