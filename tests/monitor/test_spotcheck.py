@@ -91,10 +91,12 @@ def _result(device: str, right: int, labelled: int, estimated: Interval | None =
 
 def test_a_versions_spot_check_pools_its_devices_labels_and_biases_over_those_with_an_estimate() -> None:
     estimate = Interval(value=0.9, low=0.88, high=0.92)
-    pooled = version_spot_checks([_result("a", 30, 40, estimate), _result("b", 10, 10),
-                                  _result("c", 1, 5, version="2.0.0"), _result("d", 2, 2, model="cats")])
+    pooled = version_spot_checks([_result("c", 1, 5, version="10.0.0"), _result("e", 1, 1, version="9.0.0"),
+                                  _result("a", 30, 40, estimate),
+                                  _result("b", 10, 10), _result("d", 2, 2, model="cats")])
     assert [(v.model, v.model_version, v.devices, v.labelled, v.right) for v in pooled] == [
-        ("birds", "1.0.0", 2, 50, 40), ("birds", "2.0.0", 1, 5, 1), ("cats", "1.0.0", 1, 2, 2)]
+        ("birds", "1.0.0", 2, 50, 40), ("birds", "9.0.0", 1, 1, 1), ("birds", "10.0.0", 1, 5, 1),
+        ("cats", "1.0.0", 1, 2, 2)]
     birds = pooled[0]
     assert birds.accuracy == labelled_accuracy(40, 50)
     # the bias is over device a alone (b has no estimate): its estimate minus a's own labelled accuracy

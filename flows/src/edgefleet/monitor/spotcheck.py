@@ -31,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from pydantic import BaseModel, ConfigDict
 from scipy import stats
 
+from edgefleet.kernel.contracts.layout import version_sort_key
 from edgefleet.kernel.contracts.spotcheck import LabelledSample
 
 DEFAULT_CONFIDENCE = 0.95
@@ -164,11 +165,12 @@ def version_spot_check(results: Sequence[SpotCheckResult],
 
 
 def version_spot_checks(results: Iterable[SpotCheckResult]) -> tuple[VersionSpotCheck, ...]:
-    """`version_spot_check` of each model version in `results`, by model and version."""
+    """`version_spot_check` of each model version in `results`, by model, then version (1.9.0 before 1.10.0)."""
     by_version: dict[tuple[str, str], list[SpotCheckResult]] = {}
     for result in results:
         by_version.setdefault((result.model, result.model_version), []).append(result)
-    pooled = (version_spot_check(group) for _, group in sorted(by_version.items()))
+    ordered = sorted(by_version.items(), key=lambda item: (item[0][0], version_sort_key(item[0][1])))
+    pooled = (version_spot_check(group) for _, group in ordered)
     return tuple(check for check in pooled if check is not None)
 
 
