@@ -6,6 +6,7 @@ never comes up is rolled back and the real agent runs again from the kept versio
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -27,8 +28,14 @@ START_WAIT_S = 120.0  # generous: a loaded CI machine
 
 
 def _build_project_wheel(out: Path) -> Path:
+    """The device wheel, built on this (device) Python from a copy of the tree: setuptools builds in the tree's
+    `build/`, and CI builds it on three Pythons at once (`edgefleet.flows.deploy_agent.flow.build_wheel` does the
+    same on the pipeline side; it cannot be imported on a device Python)."""
+    source = out.parent / "device-source"
+    leftovers = shutil.ignore_patterns("build", "dist", "*.egg-info", "__pycache__")
+    shutil.copytree(REPO / "device", source, ignore=leftovers)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-                    str(REPO / "device")], check=True, capture_output=True)
+                    str(source)], check=True, capture_output=True)
     [wheel] = out.glob("edgefleet-*.whl")
     return wheel
 

@@ -12,13 +12,16 @@ import pytest
 from typer.testing import CliRunner
 
 from edgefleet.cli import app
+from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.kernel.console import ERROR_EXIT_CODE
 from edgefleet.kernel.contracts import distributions as d
+from edgefleet.kernel.contracts.spotcheck import LabelledSample, SpotLabels, labels_key
 from edgefleet.kernel.contracts.telemetry import TelemetryMessage
 from edgefleet.monitor.ingest import apply
 from edgefleet.monitor.overview import fleet_overview, quantile_ms, slot_seconds
-from edgefleet.monitor.overview_render import text_bar, to_html, to_markdown
+from edgefleet.monitor.overview_render import spot_check_rows, text_bar, to_html, to_markdown
 from edgefleet.monitor.query import fleet_status
+from edgefleet.monitor.spotcheck import Interval, SpotCheckReport, spot_check, version_spot_checks
 from edgefleet.monitor.store import commit, open_store
 
 from .monitor_helpers import T0, telemetry
@@ -152,8 +155,12 @@ def test_fleet_overview_flow_publishes_the_markdown_artifact_and_the_page(tmp_pa
     db = tmp_path / "fleet.sqlite"
     with open_store(db, latency_window=4, count_bucket_s=60.0) as store:
         _fleet(store)
+    registry = tmp_path / "registry"  # device a's labelled spot check, shown per version on the page
+    LocalRegistryWriter(registry, create=True).put_json(labels_key("a"), SpotLabels(
+        device_id="a", updated_at=T0, samples=tuple(_labelled("mobilenet", 3, 4))))
     config = tmp_path / "monitor.yaml"
-    config.write_text(yaml.safe_dump({"monitor": {"store_path": str(db), "count_bucket_s": 60.0}}))
+    config.write_text(yaml.safe_dump({"monitor": {"store_path": str(db), "count_bucket_s": 60.0,
+                                                  "identity": {"registry": str(registry)}}}))
     page = tmp_path / "overview.html"
     key = fleet_overview_flow(FleetOverviewParams(config=str(config), model="mobilenet", html=str(page)))
     assert key == artifact_key("mobilenet") == "fleet-overview-mobilenet"
@@ -162,3 +169,42 @@ def test_fleet_overview_flow_publishes_the_markdown_artifact_and_the_page(tmp_pa
     latest = {item.key: item for item in artifact}[key]
     assert latest.type == "markdown" and "| 2.0.0 |" in str(latest.data)
     assert 'data-version="2.0.0"' in page.read_text()
+    assert "| 1.0.0 | 1 | 4 | 0.75 (" in str(latest.data) and '<tr data-version="1.0.0"><td>1.0.0</td><td>1</td>' \
+        '<td>4</td>' in page.read_text()
+
+
+def _spot_check_report() -> SpotCheckReport:
+    """mobilenet 1.0.0 labelled on two devices (one with an estimate), and another model's version."""
+    estimate = Interval(value=0.9, low=0.88, high=0.92)
+    results = [spot_check("a", "mobilenet", "1.0.0", _labelled("mobilenet", 30, 40), estimate),
+               spot_check("b", "other", "1.0.0", _labelled("other", 1, 2))]
+    devices = tuple(result for result in results if result is not None)
+    return SpotCheckReport(registry="file:///registry", devices=devices, versions=version_spot_checks(devices))
+
+
+def _labelled(model: str, right: int, labelled: int) -> list[LabelledSample]:
+    return [LabelledSample(frame_id=f"20261207T210000Z-{i:012d}", model=model, model_version="1.0.0", answer_id=1,
+                           answer_label="robin", answer_score=0.9, label="robin" if i < right else "crow",
+                           correct=i < right) for i in range(labelled)]
+
+
+def test_the_page_and_the_markdown_show_the_spot_check_of_the_models_versions(store) -> None:
+    _fleet(store)
+    now = T0 + timedelta(minutes=20)
+    status = fleet_status(store, 120.0, now).model_copy(update={"spot_check": _spot_check_report()})
+    overview = fleet_overview(store, status, "mobilenet", now, slots=20)
+    assert overview.spot_check is not None and [v.model for v in overview.spot_check.versions] == ["mobilenet"]
+    row = ["1.0.0", "1", "40", "0.75 (0.60-0.86)", "0.90 (0.88-0.92)", "+0.15 (+0.04 to +0.30) (1 device(s))"]
+    assert spot_check_rows(overview.spot_check) == [tuple(row)]
+    page = to_html(overview)
+    assert '<section id="spot-check">' in page
+    assert '<tr data-version="1.0.0">' + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" in page
+    assert "| " + " | ".join(row) + " |" in to_markdown(overview)
+
+
+def test_the_page_says_when_the_labels_could_not_be_read(store) -> None:
+    _fleet(store)
+    failed = SpotCheckReport(registry="gs://bucket", error="gs://bucket/fleet/spotcheck-labels/a.json is <bad>")
+    page = to_html(_overview(store).model_copy(update={"spot_check": failed}))
+    assert "labels not read from gs://bucket: gs://bucket/fleet/spotcheck-labels/a.json is &lt;bad&gt;" in page
+    assert '<section id="spot-check">' not in to_html(_overview(store))  # no registry configured: no section

@@ -8,7 +8,16 @@ import pytest
 from scipy import stats
 
 from edgefleet.kernel.contracts.spotcheck import LabelledSample
-from edgefleet.monitor.spotcheck import Interval, estimate_bias, labelled_accuracy, spot_check
+from edgefleet.monitor.spotcheck import (
+    Interval,
+    SpotCheckResult,
+    estimate_bias,
+    labelled_accuracy,
+    spot_check,
+    version_spot_check,
+    version_spot_checks,
+    weighted_estimate,
+)
 
 Z95 = 1.959963984540054
 
@@ -57,7 +66,7 @@ def test_the_bias_is_estimate_minus_labelled_with_both_uncertainties() -> None:
 
 
 def _sample(seq: int, version: str, correct: bool) -> LabelledSample:
-    return LabelledSample(frame_id=f"20261207T210000Z-{seq:012d}", model_version=version, answer_id=1,
+    return LabelledSample(frame_id=f"20261207T210000Z-{seq:012d}", model="birds", model_version=version, answer_id=1,
                           answer_label="robin", answer_score=0.8, label="robin" if correct else "crow",
                           correct=correct)
 
@@ -65,8 +74,48 @@ def _sample(seq: int, version: str, correct: bool) -> LabelledSample:
 def test_the_spot_check_counts_the_version_shown_only() -> None:
     samples = [_sample(i, "1.0.0", i % 4 != 0) for i in range(40)] + [_sample(100 + i, "0.9.0", False)
                                                                        for i in range(30)]
-    result = spot_check("cam-1", "1.0.0", samples, Interval(value=0.9, low=0.88, high=0.92))
+    result = spot_check("cam-1", "birds", "1.0.0", samples, Interval(value=0.9, low=0.88, high=0.92))
     assert result is not None and (result.labelled, result.right) == (40, 30)
     assert result.accuracy.value == 0.75 and result.bias is not None and result.bias.value == pytest.approx(0.15)
-    assert spot_check("cam-1", "2.0.0", samples) is None
-    assert spot_check("cam-1", "1.0.0", samples).bias is None  # no estimate shown: nothing to correct
+    assert spot_check("cam-1", "birds", "2.0.0", samples) is None
+    assert spot_check("cam-1", "birds", "1.0.0", samples).bias is None  # no estimate shown: nothing to correct
+
+
+def _result(device: str, right: int, labelled: int, estimated: Interval | None = None,
+            version: str = "1.0.0", model: str = "birds") -> SpotCheckResult:
+    samples = [_sample(i, version, i < right) for i in range(labelled)]
+    result = spot_check(device, model, version, [s.model_copy(update={"model": model}) for s in samples], estimated)
+    assert result is not None
+    return result
+
+
+def test_a_versions_spot_check_pools_its_devices_labels_and_biases_over_those_with_an_estimate() -> None:
+    estimate = Interval(value=0.9, low=0.88, high=0.92)
+    pooled = version_spot_checks([_result("c", 1, 5, version="10.0.0"), _result("e", 1, 1, version="9.0.0"),
+                                  _result("a", 30, 40, estimate),
+                                  _result("b", 10, 10), _result("d", 2, 2, model="cats")])
+    assert [(v.model, v.model_version, v.devices, v.labelled, v.right) for v in pooled] == [
+        ("birds", "1.0.0", 2, 50, 40), ("birds", "9.0.0", 1, 1, 1), ("birds", "10.0.0", 1, 5, 1),
+        ("cats", "1.0.0", 1, 2, 2)]
+    birds = pooled[0]
+    assert birds.accuracy == labelled_accuracy(40, 50)
+    # the bias is over device a alone (b has no estimate): its estimate minus a's own labelled accuracy
+    assert birds.estimated == estimate and birds.bias_devices == 1
+    a_only = labelled_accuracy(30, 40)
+    assert a_only is not None and birds.bias == estimate_bias(estimate, a_only)
+    assert pooled[1].bias is None and pooled[1].estimated is None and pooled[1].bias_devices == 0
+
+
+def test_the_version_estimate_weights_each_device_by_its_labelled_frames() -> None:
+    high, low = Interval(value=0.9, low=0.88, high=0.93), Interval(value=0.7, low=0.66, high=0.72)
+    estimated = weighted_estimate([_result("a", 27, 30, high), _result("b", 7, 10, low), _result("c", 1, 1)])
+    assert estimated is not None and estimated.value == pytest.approx((30 * 0.9 + 10 * 0.7) / 40)
+    assert estimated.value - estimated.low == pytest.approx(math.hypot(30 * 0.02, 10 * 0.04) / 40)
+    assert estimated.high - estimated.value == pytest.approx(math.hypot(30 * 0.03, 10 * 0.02) / 40)
+    assert weighted_estimate([_result("c", 1, 1)]) is None
+
+
+def test_a_versions_spot_check_refuses_results_of_another_version() -> None:
+    with pytest.raises(ValueError, match="that model version only"):
+        version_spot_check([_result("a", 1, 2), _result("b", 1, 2, version="2.0.0")])
+    assert version_spot_check([]) is None

@@ -96,7 +96,8 @@ def test_a_sample_its_device_did_not_sign_is_left_out_and_named(tmp_path: Path) 
 
 def test_a_frame_labelled_again_takes_the_new_label() -> None:
     def sample(frame: str, label: str) -> LabelledSample:
-        return LabelledSample(frame_id=frame, model_version="1.0.0", answer_label="robin", answer_score=0.9,
+        return LabelledSample(frame_id=frame, model="birds", model_version="1.0.0", answer_label="robin",
+                              answer_score=0.9,
                               label=label, correct=label == "robin")
 
     first = merged(None, "cam-1", [sample(F2, "crow"), sample(F1, "robin")], NOW)

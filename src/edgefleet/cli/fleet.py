@@ -107,9 +107,11 @@ def _now() -> datetime:
 
 def read_fleet_status(config: Path | None, db: Path | None, store_url: str | None, query: StatusQuery, *,
                       html: Path | None = None, model: str | None = None) -> tuple[MonitorConfig, FleetStatus]:
-    """The fleet status the query selects, with the config it was read with; the --html overview written."""
+    """The fleet status the query selects (with the labelled spot check of the devices shown), with the config it
+    was read with; the --html overview written."""
     from edgefleet.monitor.aggregates import StatusFilter
     from edgefleet.monitor.query import fleet_status
+    from edgefleet.monitor.spotcheck_report import read_spot_check_report
 
     settings, store = _open(config, db, store_url)
     now = _now()
@@ -118,6 +120,8 @@ def read_fleet_status(config: Path | None, db: Path | None, store_url: str | Non
                               silent_after_s=query.silent_after, rules=settings.status,
                               selection=StatusFilter(version=query.version, status=query.status, tag=query.tag),
                               limit=query.page_size(settings.status.page_size), after=query.after)
+        # the labelled spot check of the devices shown (issue 25): its lines, --json's spot_check, the page
+        result = result.model_copy(update={"spot_check": read_spot_check_report(settings, result.devices)})
         if html is not None:
             _write_overview(store, result, model, now, html)
     return settings, result

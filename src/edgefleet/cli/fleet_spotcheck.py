@@ -1,48 +1,17 @@
 """The labelled spot check in `fleet status` (issue 25): per device shown that has labels, the accuracy on its
-labelled sample beside the estimated one, and how far the estimate is off. `fleet status` calls
-`print_spot_checks` once, after its table; the rest is here (reads: one listing of the labelled records, then one
-record per device shown that has one)."""
+labelled sample beside the estimated one, and how far the estimate is off; per model version, the same pooled.
+`fleet status` reads the report once (`edgefleet.monitor.spotcheck_report`: one listing of the labelled records,
+then one record per device shown that has one), puts it in `--json` as `spot_check`, and calls
+`print_spot_checks` after its table."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from edgefleet.kernel.errors import EdgefleetError
-
 if TYPE_CHECKING:
-    from edgefleet.device.registry.base import RegistryReader
-    from edgefleet.monitor.config import MonitorConfig
-    from edgefleet.monitor.query import DeviceStatus
-    from edgefleet.monitor.spotcheck import SpotCheckResult
-
-SPOT_CHECK_CAVEAT = ("Spot check: the accuracy on frames the device sampled blind to the model's answers and "
-                     "people labelled (Wilson 95 % interval); 'estimate off by' is the estimated accuracy minus "
-                     "it (positive: the estimate is too high). The two cover different frames of the version.")
-
-
-def device_spot_checks(registry: RegistryReader, devices: Sequence[DeviceStatus]) -> list[SpotCheckResult]:
-    """The spot check of each device shown that has labels on the version it runs, with the bias of its
-    estimated accuracy when it has one."""
-    from edgefleet.kernel.contracts.spotcheck import SPOTCHECK_LABELS_PREFIX
-    from edgefleet.monitor.spotcheck import Interval, spot_check
-    from edgefleet.monitor.spotcheck_labels import read_labels
-
-    labelled = {key.rsplit("/", 1)[-1].removesuffix(".json") for key in registry.list_json(SPOTCHECK_LABELS_PREFIX)}
-    results: list[SpotCheckResult] = []
-    for device in devices:
-        if device.device_id not in labelled or not device.model_version:
-            continue
-        record = read_labels(registry, device.device_id)
-        estimate = device.drift.accuracy if device.drift is not None else None
-        estimated = (Interval(value=estimate.accuracy, low=estimate.low, high=estimate.high)
-                     if estimate is not None else None)
-        result = spot_check(device.device_id, device.model_version, record.samples if record else (), estimated)
-        if result is not None:
-            results.append(result)
-    return results
+    from edgefleet.monitor.spotcheck import SpotCheckReport, SpotCheckResult, VersionSpotCheck
 
 
 def spot_check_text(result: SpotCheckResult) -> str:
@@ -52,19 +21,28 @@ def spot_check_text(result: SpotCheckResult) -> str:
     return text + (f"; estimate off by {result.bias.text(signed=True)}" if result.bias is not None else "")
 
 
-def print_spot_checks(console: Console, settings: MonitorConfig, devices: Sequence[DeviceStatus]) -> None:
-    """The spot-check lines of `fleet status` (nothing when no registry is configured or nothing is labelled)."""
-    uri = settings.drift.registry or settings.identity.registry
-    if uri is None or not devices:
-        return
-    from edgefleet.device.registry import open_registry_reader
+def version_spot_check_text(check: VersionSpotCheck) -> str:
+    """'birds:1.0.0: labelled accuracy 0.82 (0.77-0.86) on 300 frame(s) of 3 device(s); estimate off by ...'."""
+    text = (f"{check.model}:{check.model_version}: labelled accuracy {check.accuracy.text()} on {check.labelled} "
+            f"frame(s) of {check.devices} device(s)")
+    if check.bias is None:
+        return text
+    return text + f"; estimate off by {check.bias.text(signed=True)} (over {check.bias_devices} device(s))"
 
-    try:
-        results = device_spot_checks(open_registry_reader(uri), devices)
-    except EdgefleetError as error:
-        console.print(f"spot check labels not read from {uri}: {error.message}", highlight=False, soft_wrap=True)
+
+def print_spot_checks(console: Console, report: SpotCheckReport | None) -> None:
+    """The spot-check lines of `fleet status` (nothing when no registry is configured or nothing is labelled)."""
+    if report is None:
         return
-    if results:
+    if report.error is not None:
+        console.print(f"spot check labels not read from {report.registry}: {report.error}", highlight=False,
+                      soft_wrap=True)
+        return
+    from edgefleet.monitor.spotcheck import SPOT_CHECK_CAVEAT
+
+    if report.devices:
         console.print(SPOT_CHECK_CAVEAT, highlight=False, soft_wrap=True)
-    for result in results:
+    for result in report.devices:
         console.print(f"spot check {spot_check_text(result)}", highlight=False, soft_wrap=True)
+    for check in report.versions:
+        console.print(f"spot check {version_spot_check_text(check)}", highlight=False, soft_wrap=True)

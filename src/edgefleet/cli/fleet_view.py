@@ -128,7 +128,7 @@ def print_fleet_status(console: Console, result: FleetStatus, settings: MonitorC
         console.print(ACCURACY_CAVEAT, highlight=False)
         for line in accuracy_notes(result.devices):
             console.print(line, highlight=False, soft_wrap=True)
-    print_spot_checks(console, settings, result.devices)  # the labelled spot check beside the estimate (issue 25)
+    print_spot_checks(console, result.spot_check)  # the labelled spot check beside the estimate (issue 25)
     if result.next_after is not None:
         console.print(f"{len(result.devices)} of {result.total} shown; next page: --after {result.next_after}")
     console.print(_versions_table(result.versions))

@@ -9,8 +9,11 @@ estimated accuracy. Every row is checked before anything is written: with any pr
 
 Both take only samples signed by the key the fleet registered for the device whose folder they are in
 (`edgefleet.monitor.spotcheck_samples`): the device key records are checked with the fleet enrolment public key
-(`--enrolment-public-key`, default the monitor's `~/.edgefleet/keys/fleet-enrolment.key.pub`). Any other
-sample is listed (`REFUSED <where>: <reason>`, on standard error), never offered, never imported.
+(`--enrolment-public-key`, default the monitor's `~/.edgefleet/keys/fleet-enrolment.key.pub`) and the
+registry's revocations. With `--config monitor.yaml` they trust what the monitor trusts: its
+`identity.enrolment_keys` and its `identity.revoked_keys` (a revocation no registry writer can remove), and read
+its registry unless `--registry` names another. Any other sample is listed (`REFUSED <where>: <reason>`, on
+standard error), never offered, never imported.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from edgefleet.kernel.errors import EdgefleetError
 if TYPE_CHECKING:
     from edgefleet.flows.registry import RegistryWriter
     from edgefleet.kernel.contracts.spotcheck import SpotLabels
+    from edgefleet.monitor.config import MonitorConfig
+    from edgefleet.monitor.device_key_reader import KeyRecordPolicy
     from edgefleet.monitor.spotcheck_samples import RefusedSample, SampleReader
 
 EXIT_REFUSED = 1
@@ -37,20 +42,49 @@ EXIT_REFUSED = 1
 ENROLMENT_KEY_HELP = ("the fleet enrolment public key that signs device key records (repeat while it is rotated; "
                       "default: ~/.edgefleet/keys/fleet-enrolment.key.pub, as the monitor's config)")
 EnrolmentPublicKeyOption = typer.Option([], "--enrolment-public-key", help=ENROLMENT_KEY_HELP)
+MonitorConfigOption = typer.Option(None, "--config", "-c", help="the monitor YAML: trust its identity.enrolment_keys "
+                                   "and identity.revoked_keys as the monitor does, and read its registry")
 
 app = typer.Typer(help="The labelled spot check: frames devices sent for labelling, and their labels.",
                   no_args_is_help=True)
 
 
-def _open(uri: str | None) -> RegistryWriter:
+def _open(uri: str | None, settings: MonitorConfig | None) -> RegistryWriter:
+    """The registry: `--registry`, else the monitor config's (`drift.registry`, `identity.registry`), else the
+    default."""
     from edgefleet.flows.registry import open_registry_writer
     from edgefleet.flows.release.params import DEFAULT_REGISTRY
+    from edgefleet.monitor.spotcheck_report import labels_registry
 
-    return open_registry_writer(uri or DEFAULT_REGISTRY)
+    return open_registry_writer(uri or (labels_registry(settings) if settings else None) or DEFAULT_REGISTRY)
 
 
-def sample_reader(registry: RegistryWriter, enrolment_public_keys: list[Path]) -> SampleReader:
-    """Reads samples, taking only those signed by their folder's enrolled device.
+def _monitor_config(path: Path | None) -> MonitorConfig | None:
+    from edgefleet.monitor.config import load_monitor_config
+
+    return load_monitor_config(path) if path is not None else None
+
+
+def _enrolment_key_files(enrolment_public_keys: list[Path], settings: MonitorConfig | None) -> list[Path]:
+    """--enrolment-public-key files, plus the monitor config's identity.enrolment_keys; without a config the
+    default file."""
+    from edgefleet.cli.config import ENROLMENT_PUBLIC_KEY
+    from edgefleet.kernel.errors import ConfigError
+
+    if settings is None:
+        return enrolment_public_keys or [Path(ENROLMENT_PUBLIC_KEY)]
+    paths = [*enrolment_public_keys, *(Path(path) for path in settings.identity.enrolment_keys)]
+    if not paths:
+        raise ConfigError("the monitor config has no identity.enrolment_keys: no device key record can be verified, "
+                          "so no sample can be told from a forged one",
+                          "list the fleet enrolment public key file(s) in identity.enrolment_keys (as the monitor "
+                          f"needs them, e.g. {ENROLMENT_PUBLIC_KEY}) or pass --enrolment-public-key FILE")
+    return paths
+
+
+def key_policy(enrolment_public_keys: list[Path], settings: MonitorConfig | None) -> KeyRecordPolicy:
+    """What the commands trust: the enrolment keys (`_enrolment_key_files`) and, with a monitor config, its
+    `identity.revoked_keys` (the registry's revocations are read beside them); signed key records only.
 
     Raises:
         ConfigError: an enrolment public key file is missing or unusable (named).
@@ -59,18 +93,43 @@ def sample_reader(registry: RegistryWriter, enrolment_public_keys: list[Path]) -
     from edgefleet.kernel.errors import ConfigError, VerificationError
     from edgefleet.kernel.trust.signatures import key_id, load_public_key
     from edgefleet.monitor.device_key_reader import KeyRecordPolicy
-    from edgefleet.monitor.spotcheck_samples import SampleReader
 
     keys = {}
-    for path in enrolment_public_keys or [Path(ENROLMENT_PUBLIC_KEY)]:
+    for path in _enrolment_key_files(enrolment_public_keys, settings):
         try:
             key = load_public_key(path.expanduser())
         except VerificationError as error:
             raise ConfigError(f"the fleet enrolment public key: {error.message}",
                               f"put the public half of deploy-agent's fleet enrolment key at {ENROLMENT_PUBLIC_KEY} "
-                              "or pass --enrolment-public-key FILE: it tells which device signed a sample") from error
+                              "or pass --enrolment-public-key FILE (or list it in the monitor config's "
+                              "identity.enrolment_keys): it tells which device signed a sample") from error
         keys[key_id(key)] = key
-    return SampleReader(registry, KeyRecordPolicy(keys))
+    revoked = frozenset(settings.identity.revoked_keys) if settings is not None else frozenset[str]()
+    return KeyRecordPolicy(keys, revoked_keys=revoked)
+
+
+def open_samples(registry_uri: str | None, enrolment_public_keys: list[Path],
+                 config: Path | None) -> tuple[RegistryWriter, SampleReader]:
+    """The registry and its sample reader, trusting what `key_policy` says.
+
+    Raises:
+        ConfigError: the monitor config or an enrolment key is unusable (named).
+    """
+    from edgefleet.monitor.spotcheck_samples import SampleReader
+
+    settings = _monitor_config(config)
+    policy = key_policy(enrolment_public_keys, settings)
+    registry = _open(registry_uri, settings)
+    return registry, SampleReader(registry, policy)
+
+
+def _device_option(device: str | None) -> str | None:
+    from edgefleet.kernel.contracts.layout import check_name
+
+    try:
+        return check_name("device id", device) if device is not None else None
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--device") from None
 
 
 def _print_refused(refused: tuple[RefusedSample, ...]) -> None:
@@ -92,15 +151,16 @@ def import_labels(samples: SampleReader, registry: RegistryWriter, path: Path,
         LabelsError: the file or a sample it names has problems (nothing written).
         ConflictError: another import wrote a device's record meanwhile (run it again: importing is idempotent).
     """
-    from edgefleet.kernel.contracts.spotcheck import SpotLabels, labels_key
-    from edgefleet.monitor.spotcheck_labels import label_samples, merged, parse_labels
+    from edgefleet.kernel.contracts.spotcheck import labels_key
+    from edgefleet.monitor.spotcheck_labels import checked_labels, label_samples, merged, parse_labels
 
     parsed = parse_labels(path)
     labelled, refused = label_samples(samples, path, parsed.rows)
     records: dict[str, tuple[SpotLabels, int]] = {}
     for device_id, new in sorted(labelled.items()):  # every record read and merged before any write
         current = registry.read_json(labels_key(device_id))
-        existing = SpotLabels.model_validate(current.value) if current.value is not None else None
+        existing = (checked_labels(current.value, device_id, registry.describe(labels_key(device_id)))
+                    if current.value is not None else None)
         records[device_id] = merged(existing, device_id, new, now), current.generation
     for device_id, (record, generation) in records.items():
         registry.put_json(labels_key(device_id), record, expected_generation=generation)
@@ -116,7 +176,7 @@ def pending_rows(samples: SampleReader, registry: RegistryWriter,
     from edgefleet.monitor.spotcheck_labels import read_labels
     from edgefleet.monitor.spotcheck_samples import RefusedSample
 
-    prefix = device_prefix(device) if device else f"{SPOTCHECK_PREFIX}/"
+    prefix = device_prefix(device) if device is not None else f"{SPOTCHECK_PREFIX}/"
     found: dict[str, list[str]] = {}
     for key in registry.list_json(prefix):
         parts = key.split("/")
@@ -152,13 +212,15 @@ def pending(
     device: str = typer.Option(None, "--device", help="only this device's samples"),
     out: Path = typer.Option(None, "--out", "-o", help="write the CSV here (default: standard output)"),
     enrolment_public_key: list[Path] = EnrolmentPublicKeyOption,
+    config: Path = MonitorConfigOption,
     registry_uri: str = RegistryOption,
 ) -> None:
     """The frames devices sent that nobody labelled yet, as the labellers' CSV (fill in the label column); only
     frames signed by their device (the others are listed as REFUSED on standard error)."""
+    only = _device_option(device)
     try:
-        registry = _open(registry_uri)
-        rows, refused = pending_rows(sample_reader(registry, enrolment_public_key), registry, device)
+        registry, samples = open_samples(registry_uri, enrolment_public_key, config)
+        rows, refused = pending_rows(samples, registry, only)
     except EdgefleetError as error:
         raise cli_error(error) from error
     _print_refused(refused)
@@ -181,6 +243,7 @@ def import_(
     labels: Path = typer.Argument(..., help="the labelled CSV (device_id,frame_id,label; `pending` writes it) or "
                                             "JSON Lines (.jsonl) with those keys"),
     enrolment_public_key: list[Path] = EnrolmentPublicKeyOption,
+    config: Path = MonitorConfigOption,
     registry_uri: str = RegistryOption,
 ) -> None:
     """Record the labels of spot-check frames: per device, the label and whether the model was right. Samples
@@ -188,16 +251,16 @@ def import_(
     from edgefleet.monitor.spotcheck import spot_check
 
     try:
-        registry = _open(registry_uri)
-        samples = sample_reader(registry, enrolment_public_key)
+        registry, samples = open_samples(registry_uri, enrolment_public_key, config)
         records, unlabelled, refused = import_labels(samples, registry, labels, datetime.now(UTC))
     except EdgefleetError as error:
         raise cli_error(error) from error
     _print_refused(refused)
     for device_id, record in records.items():
-        latest = record.samples[-1].model_version if record.samples else None
-        result = spot_check(device_id, latest, record.samples) if latest else None
-        summary = f"; {latest}: {result.right}/{result.labelled} right, {result.accuracy.text()}" if result else ""
+        latest = record.samples[-1] if record.samples else None
+        result = spot_check(device_id, latest.model, latest.model_version, record.samples) if latest else None
+        summary = (f"; {result.model_version}: {result.right}/{result.labelled} right, {result.accuracy.text()}"
+                   if result else "")
         typer.echo(f"{device_id}: {len(record.samples)} labelled frame(s){summary}")
     if unlabelled:
         typer.echo(f"{unlabelled} row(s) without a label skipped", err=True)

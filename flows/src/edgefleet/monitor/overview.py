@@ -22,6 +22,7 @@ from edgefleet.kernel.contracts.distributions import (
 )
 from edgefleet.monitor.drift_view import DriftEntry, drifting, watch_counts
 from edgefleet.monitor.query import FleetStatus
+from edgefleet.monitor.spotcheck import SpotCheckReport
 from edgefleet.monitor.store import FleetStore, from_epoch, read_snapshot, to_epoch
 from edgefleet.monitor.windows import version_window
 
@@ -79,6 +80,9 @@ class FleetOverview(_Frozen):
     drift_watch: dict[str, int] = {}
     """Devices per drift-watch status (baseline, watching, drift, unwatched) on the version they run now."""
     drifting: tuple[DriftEntry, ...] = ()
+    spot_check: SpotCheckReport | None = None
+    """The labelled spot check of this model's versions (the status's, its devices of other models left out);
+    None: not read (no registry configured)."""
 
     @property
     def version_names(self) -> tuple[str, ...]:
@@ -147,4 +151,13 @@ def fleet_overview(store: FleetStore, status: FleetStatus, model: str, now: date
     return FleetOverview(model=model, generated_at=now, since=from_epoch(start), slot_s=slot,
                          devices=status.total, healthy=status.count("healthy"), stale=status.count("stale"),
                          failing=status.count("failing"), timeline=timeline, versions=tuple(stats),
-                         drift_watch=watch, drifting=in_drift)
+                         drift_watch=watch, drifting=in_drift,
+                         spot_check=model_spot_check(status.spot_check, model))
+
+
+def model_spot_check(report: SpotCheckReport | None, model: str) -> SpotCheckReport | None:
+    """`report` with only `model`'s devices and versions."""
+    if report is None:
+        return None
+    return report.model_copy(update={"devices": tuple(d for d in report.devices if d.model == model),
+                                     "versions": tuple(v for v in report.versions if v.model == model)})

@@ -14,6 +14,7 @@ from html import escape
 from edgefleet.kernel.contracts.distributions import LATENCY_MIN_MS, SCORE_BUCKETS, latency_edges_ms
 from edgefleet.monitor.drift_view import ACCURACY_CAVEAT, WHAT_IT_SEES
 from edgefleet.monitor.overview import FleetOverview, VersionStats
+from edgefleet.monitor.spotcheck import SPOT_CHECK_CAVEAT, Interval, SpotCheckReport
 
 BAR_WIDTH = 24  # characters of a full text bar
 FULL, PARTS = "█", " ▏▎▍▌▋▊▉"  # eighths of a block
@@ -99,6 +100,7 @@ def to_markdown(overview: FleetOverview) -> str:
     else:
         lines += ["no telemetry yet", ""]
     lines += _drift_markdown(o)
+    lines += _spot_check_markdown(o.spot_check)
     lines += _histogram_markdown("Latency (ms): share of inferences", o.versions, "latency", latency_label)
     lines += _histogram_markdown("Top-1 score: share of inferences", o.versions, "score", score_label)
     return "\n".join(lines)
@@ -131,6 +133,50 @@ def _drift_html(o: FleetOverview) -> str:
     return (f'<section id="drift"><h2>Drift (each device against its own baseline)</h2>'
             f"<p>{escape(_watch_line(o))}</p><p>{escape(WHAT_IT_SEES)}</p><p>{escape(ACCURACY_CAVEAT)}</p>"
             f"{table}</section>")
+
+
+def _interval(value: Interval | None, signed: bool = False) -> str:
+    return "-" if value is None else value.text(signed=signed)
+
+
+SPOT_CHECK_COLUMNS = ("version", "devices", "labelled frames", "labelled accuracy", "est. accuracy",
+                      "estimate off by")
+
+
+def spot_check_rows(report: SpotCheckReport) -> list[tuple[str, ...]]:
+    """One row a model version: its devices and labelled frames, the labelled accuracy (95 % interval), the
+    devices' estimate weighted as their labels and how far it is off (over how many devices)."""
+    return [(v.model_version, str(v.devices), str(v.labelled), v.accuracy.text(), _interval(v.estimated),
+             _interval(v.bias, signed=True) + (f" ({v.bias_devices} device(s))" if v.bias is not None else ""))
+            for v in report.versions]
+
+
+def _spot_check_markdown(report: SpotCheckReport | None) -> list[str]:
+    if report is None:
+        return []
+    lines = ["### Labelled spot check", ""]
+    if report.error is not None:
+        return [*lines, f"labels not read from {report.registry}: {report.error}", ""]
+    if not report.versions:
+        return [*lines, "no labelled frames on the versions the devices shown run", ""]
+    lines += [SPOT_CHECK_CAVEAT, "", "| " + " | ".join(SPOT_CHECK_COLUMNS) + " |",
+              "|---|" + "---:|" * (len(SPOT_CHECK_COLUMNS) - 1)]
+    return [*lines, *("| " + " | ".join(row) + " |" for row in spot_check_rows(report)), ""]
+
+
+def _spot_check_html(report: SpotCheckReport | None) -> str:
+    if report is None:
+        return ""
+    head = '<section id="spot-check"><h2>Labelled spot check</h2>'
+    if report.error is not None:
+        return f"{head}<p>{escape(f'labels not read from {report.registry}: {report.error}')}</p></section>"
+    if not report.versions:
+        return f"{head}<p>no labelled frames on the versions the devices shown run</p></section>"
+    header = "".join(f"<th>{escape(column)}</th>" for column in SPOT_CHECK_COLUMNS)
+    rows = "".join(f'<tr data-version="{escape(row[0])}">' + "".join(f"<td>{escape(cell)}</td>" for cell in row)
+                   + "</tr>" for row in spot_check_rows(report))
+    return (f"{head}<p>{escape(SPOT_CHECK_CAVEAT)}</p><table><thead><tr>{header}</tr></thead>"
+            f"<tbody>{rows}</tbody></table></section>")
 
 
 # --- HTML -----------------------------------------------------------------------------------------------
@@ -239,6 +285,7 @@ Generated {_time(o.generated_at)}, data since {_time(o.since)}.</p>
 <section id="versions"><h2>Versions</h2><table><thead><tr><th>version</th><th>devices now</th><th>inferences</th>
 <th>errors</th><th>p50 ms</th><th>p95 ms</th></tr></thead><tbody>{rows}</tbody></table></section>
 {_drift_html(o)}
+{_spot_check_html(o.spot_check)}
 <section id="timeline"><h2>Devices per version over time</h2>{legend}{timeline_svg(o)}</section>
 <section id="latency"><h2>Latency distribution per version (ms)</h2>{legend}
 {histogram_svg("latency distribution per version", o, "latency", latency_label)}</section>

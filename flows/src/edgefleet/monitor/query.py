@@ -26,6 +26,7 @@ from edgefleet.monitor.config import StatusRules
 from edgefleet.monitor.drift_view import DeviceDrift, current_drifts
 from edgefleet.monitor.errors import FleetStateError
 from edgefleet.monitor.ingest import FAILURE_EVENTS
+from edgefleet.monitor.spotcheck import SpotCheckReport
 from edgefleet.monitor.stats import WindowStats
 from edgefleet.monitor.store import FleetStore, from_epoch, read_snapshot, to_epoch
 
@@ -110,6 +111,10 @@ class FleetStatus(_Result):
     total: int = 0
     totals: dict[str, int] = {}
     next_after: str | None = None
+    spot_check: SpotCheckReport | None = None
+    """The labelled spot check of the devices shown (per device and per model version: labelled accuracy, its
+    interval, n, the estimate's bias), read from the registry by `fleet status` (`monitor.spotcheck_report`);
+    None: not read (no registry configured, or no device shown)."""
 
     def count(self, status: DeviceState) -> int:
         """Devices in `status` among every selected device (not only this page)."""

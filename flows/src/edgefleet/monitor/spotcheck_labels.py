@@ -164,7 +164,8 @@ def label_samples(samples: SampleReader, path: Path, rows: Iterable[LabelRow]) -
             refused.append(sample)
             continue
         labelled.setdefault(row.device_id, []).append(LabelledSample(
-            frame_id=sample.frame_id, model_version=sample.model_version, answer_id=sample.answer_id,
+            frame_id=sample.frame_id, model=sample.model, model_version=sample.model_version,
+            answer_id=sample.answer_id,
             answer_label=sample.answer_label, answer_score=sample.answer_score, label=row.label,
             correct=answer_matches(row.label, sample.answer_id, sample.answer_label)))
     if problems:
@@ -180,18 +181,32 @@ def merged(existing: SpotLabels | None, device_id: str, new: Iterable[LabelledSa
     return SpotLabels(device_id=device_id, updated_at=now, samples=tuple(by_frame[f] for f in sorted(by_frame)))
 
 
+def checked_labels(value: object, device_id: str, where: str) -> SpotLabels:
+    """The labelled record `value` read at `where` (`fleet/spotcheck-labels/<device_id>.json`). Pure.
+
+    Raises:
+        EdgefleetError: not a labelled record, or one naming another device (a record speaks only for the
+            device its file is named after).
+    """
+    try:
+        record = SpotLabels.model_validate(value)
+    except ValidationError as error:
+        raise EdgefleetError(f"{where} is not a spot check labels record: {error}",
+                             "import the labels again (`edgefleet spotcheck import`) after removing it") from None
+    if record.device_id != device_id:
+        raise EdgefleetError(f"{where} names device {record.device_id}: a labels record speaks only for the device "
+                             "its file is named after",
+                             "remove it (check who can write fleet/ in the registry), then import that device's "
+                             "labels again")
+    return record
+
+
 def read_labels(registry: RegistryReader, device_id: str) -> SpotLabels | None:
     """The device's labelled record (None: nothing labelled yet).
 
     Raises:
-        EdgefleetError: unreadable or not a labelled record.
+        EdgefleetError: unreadable, not a labelled record, or one naming another device.
     """
     key = labels_key(device_id)
     value = registry.get_json_bounded(key, MAX_LABELS_RECORD_BYTES)
-    if value is None:
-        return None
-    try:
-        return SpotLabels.model_validate(value)
-    except ValidationError as error:
-        raise EdgefleetError(f"{registry.describe(key)} is not a spot check labels record: {error}",
-                             "import the labels again (`edgefleet spotcheck import`) after removing it") from None
+    return None if value is None else checked_labels(value, device_id, registry.describe(key))

@@ -8,8 +8,14 @@ imported by `import`) only when (`sample_problem`, pure):
 - the device has a key record the operator trusts (`fleet/devices/<id>.json` signed by a fleet enrolment key,
   its key not revoked: `monitor.device_key_reader.load_device_key`), and that key signed the record
   (`device_identity.spot_sample_signature_problem`);
-- the JPEG beside it hashes to the record's `image_sha256` (so the signature covers the frame too).
-Any other sample is refused with its name and the reason, never offered, never imported.
+- the JPEG beside it hashes to the record's `image_sha256` (so the signature covers the frame too);
+- its model version is published in the registry (`models/<model>/<version>/`: a sample of a version nobody
+  released is never labelled; one listing per model per reader).
+Any other sample is refused with its name and the reason, never offered, never imported. So is an object that
+is not a sample at all (not JSON, not the contract, a model or version that is not a name) or is over its bound
+(`MAX_SAMPLE_RECORD_BYTES`, `MAX_SAMPLE_IMAGE_BYTES`: refused unread): anyone with the devices' account can
+create one, and it must not stop the labelling of every other sample. Only a registry that cannot be read
+stops the command.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from edgefleet.kernel.contracts.spotcheck import (
     SpotSample,
     sample_keys,
 )
+from edgefleet.kernel.errors import VerificationError
 from edgefleet.monitor.device_key_reader import FleetKeys, KeyRecordPolicy, load_device_key
 
 REFUSED_FIX = ("a sample the folder's device did not sign is never labelled: check who holds the devices' "
@@ -55,6 +62,14 @@ def record_problem(sample: SpotSample, device_id: str, frame: str, keys: FleetKe
     return spot_sample_signature_problem(key, sample)
 
 
+def version_problem(sample: SpotSample, published: frozenset[str], registry: str) -> str | None:
+    """Why the sample's model version is not one to label (None: `published` holds it). Pure."""
+    if sample.model_version in published:
+        return None
+    return (f"model {sample.model} has no published version {sample.model_version} in {registry}: a sample of a "
+            "version nobody released is never labelled")
+
+
 def image_problem(sample: SpotSample, image: bytes | None) -> str | None:
     """Why `image` is not the frame the record signed (None: it is). Pure."""
     if image is None:
@@ -75,11 +90,18 @@ class SampleReader:
     def __init__(self, registry: RegistryReader, policy: KeyRecordPolicy) -> None:
         self.registry, self.policy = registry, policy
         self._keys: dict[str, FleetKeys] = {}
+        self._published: dict[str, frozenset[str]] = {}
 
     def keys(self, device_id: str) -> FleetKeys:
         if device_id not in self._keys:
             self._keys[device_id] = load_device_key(self.registry, self.policy, device_id, frozenset())
         return self._keys[device_id]
+
+    def published(self, model: str) -> frozenset[str]:
+        """The published versions of `model` (listed once per reader)."""
+        if model not in self._published:
+            self._published[model] = frozenset(self.registry.list_versions(model))
+        return self._published[model]
 
     def read(self, device_id: str, frame: str) -> SpotSample | RefusedSample | None:
         """The device's signed sample of `frame`, a refusal naming it, or None when there is no such sample.
@@ -89,16 +111,23 @@ class SampleReader:
         """
         image_key, record_key = sample_keys(device_id, frame)
         where = self.registry.describe(record_key)
-        value = self.registry.get_json_bounded(record_key, MAX_SAMPLE_RECORD_BYTES)
-        if value is None:
+        try:
+            data = self.registry.read_object(record_key, MAX_SAMPLE_RECORD_BYTES)
+        except VerificationError as error:  # over the bound, or not a plain object: refused unread
+            return RefusedSample(where, error.message)
+        if data is None:
             return None
         try:
-            sample = SpotSample.model_validate(value)
+            sample = SpotSample.model_validate_json(data)
         except ValidationError as error:
             return RefusedSample(where, f"not a spot check sample ({error.errors()[0]['msg']})")
-        problem = record_problem(sample, device_id, frame, self.keys(device_id))
+        problem = record_problem(sample, device_id, frame, self.keys(device_id)) or version_problem(
+            sample, self.published(sample.model), self.registry.uri)
         if problem is None:
-            problem = image_problem(sample, self.registry.read_object(image_key, MAX_SAMPLE_IMAGE_BYTES))
+            try:
+                problem = image_problem(sample, self.registry.read_object(image_key, MAX_SAMPLE_IMAGE_BYTES))
+            except VerificationError as error:
+                problem = f"its JPEG is refused unread: {error.message}"
         return sample if problem is None else RefusedSample(where, problem)
 
 

@@ -29,7 +29,7 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from edgefleet.kernel.contracts.layout import check_name
-from edgefleet.kernel.contracts.names import DeviceId
+from edgefleet.kernel.contracts.names import DeviceId, ModelName, ModelVersion
 
 SPOTCHECK_PREFIX = "spotcheck"
 """Registry prefix of the sampled frames; a device creates objects only under `spotcheck/<its id>/`."""
@@ -90,8 +90,10 @@ class SpotSample(_Record):
     device_id: DeviceId
     frame_id: str = Field(pattern=f"^{FRAME_ID_PATTERN}$")
     captured_at: AwareDatetime
-    model: str = Field(min_length=1, max_length=63)
-    model_version: str = Field(min_length=1, max_length=80)
+    model: ModelName
+    model_version: ModelVersion
+    """Names as the registry's layout allows them: a sample's model and version are shown to the operator and
+    looked up in the registry (`models/<model>/<version>/`), so nothing else (a path, control characters)."""
     answer_id: int | None = Field(default=None, ge=0, description="top-1 class id; None: no result")
     answer_label: str = Field(default="", max_length=200, description="its label ('' without labels)")
     answer_score: float = Field(default=0.0, ge=0, le=1)
@@ -110,10 +112,12 @@ class SpotSample(_Record):
 
 
 class LabelledSample(_Record):
-    """A sample with the labeller's label: `correct` when it names the model's top-1 answer."""
+    """A sample with the labeller's label: `correct` when it names the model's top-1 answer. `model` and
+    `model_version` are the sample's (versions are per model: birds 1.0.0 is not cats 1.0.0)."""
 
     frame_id: str = Field(pattern=f"^{FRAME_ID_PATTERN}$")
-    model_version: str
+    model: ModelName
+    model_version: ModelVersion
     answer_id: int | None = None
     answer_label: str = ""
     answer_score: float = Field(ge=0, le=1)

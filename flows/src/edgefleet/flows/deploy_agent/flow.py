@@ -38,6 +38,7 @@ added to the venv's path with a .pth file).
 from __future__ import annotations
 
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -125,14 +126,23 @@ class DeviceDeploy:
     """The keyring to install: `<key id>.pub` -> text (read and checked once, before any device)."""
 
 
+# What a build writes into a source tree, left behind when the tree is copied for a build of its own.
+BUILD_LEFTOVERS = ("build", "dist", "*.egg-info", "__pycache__", ".venv")
+
+
 @task(name="build-wheel", cache_policy=NO_CACHE)
 def build_wheel(project_dir: Path, out_dir: Path) -> Path:
-    """`pip wheel --no-deps` of the project (no network: the build backend is already installed)."""
+    """`pip wheel --no-deps` of the project (no network: the build backend is already installed), built from a
+    private copy of the source tree: setuptools builds in the tree's `build/`, so two builds of one tree at once
+    (two deploy runs, or a run beside a test) overwrite each other's files and fail."""
     if not (project_dir / "pyproject.toml").is_file():
         raise ConfigError(f"{project_dir} has no pyproject.toml", "pass project_dir (the edgefleet source tree) "
                           "or a built wheel")
-    completed = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                                "-w", str(out_dir), str(project_dir)], capture_output=True, text=True, check=False)
+    with tempfile.TemporaryDirectory(prefix="edgefleet-wheel-") as scratch:
+        source = Path(scratch) / project_dir.name
+        shutil.copytree(project_dir, source, ignore=shutil.ignore_patterns(*BUILD_LEFTOVERS))
+        completed = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                                    "-w", str(out_dir), str(source)], capture_output=True, text=True, check=False)
     if completed.returncode != 0:
         raise EdgefleetError(f"building the wheel of {project_dir} failed: {completed.stderr.strip()[-2000:]}",
                              "run `pip wheel --no-deps .` there to see the error")

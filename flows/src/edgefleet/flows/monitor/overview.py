@@ -22,6 +22,7 @@ from edgefleet.monitor import load_monitor_config, open_fleet_store
 from edgefleet.monitor.overview import FleetOverview, fleet_overview
 from edgefleet.monitor.overview_render import to_html, to_markdown
 from edgefleet.monitor.query import fleet_status
+from edgefleet.monitor.spotcheck_report import read_spot_check_report
 
 FLOW_NAME = "fleet-overview"
 
@@ -52,6 +53,8 @@ def read_overview(params: FleetOverviewParams) -> FleetOverview:
         # The overview reads the counts (kept on ingest), not the device list: one page is plenty.
         status = fleet_status(store, config.status.stale_after_s, now, rules=config.status,
                               limit=config.status.page_size)
+        # the labelled spot check of the devices on that page (issue 25), shown per version
+        status = status.model_copy(update={"spot_check": read_spot_check_report(config, status.devices)})
         return fleet_overview(store, status, params.model, now, since)
 
 
