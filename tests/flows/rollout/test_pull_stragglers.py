@@ -119,8 +119,12 @@ def test_the_stragglers_are_judged_by_a_waves_rule_and_a_halt_names_them() -> No
     failed = decide_stragglers(watch, all_up, 0.0, cannot_judge(CanaryGate(), "latency doubled"))
     assert failed.halt and failed.failed == all_up.up and "latency doubled" in failed.reason
     silent = WaveObservation(up=(), refused=(), waiting=("a", "b", "c", "d"))
-    nobody = decide_stragglers(watch, silent, 0.0, None)
-    assert nobody.halt and nobody.halted_by == ("no_report",) and nobody.reason.startswith("window stragglers")
+    assert decide_pull_wave(silent, 0.0, None).halt  # a wave none of whose devices reported halts, but
+    assert not decide_stragglers(watch, silent, 0.0, None).halt  # silent stragglers after the fleet took it do not
+    silent_and_refusing = WaveObservation(up=(), refused=("a",), waiting=("b", "c", "d"))
+    refused = decide_stragglers(watch, silent_and_refusing, 0.0, None)
+    assert refused.halt and refused.halted_by == ("failure_threshold",) and refused.reason.startswith("window strag")
+    assert not decide_stragglers(watch, silent_and_refusing, 0.25, None).halt  # 1 of 4 within 25 %
     some = WaveObservation(up=("a",), refused=(), waiting=("b", "c", "d"))
     assert not decide_stragglers(watch, some, 0.0, None).halt  # a wave whose silent devices are not all of it
 

@@ -350,6 +350,10 @@ def _judge_stragglers(params: PullRolloutParams, registry: RegistryWriter, store
         raise _halt(params, registry, store, record, monitor, watch.after_wave, decision)
     logger.info("%s passed: %d reported the version, %d refused it, %d silent in their window", watch.label,
                 len(observation.up), len(observation.refused), len(observation.waiting))
+    if observation.waiting:
+        logger.warning("%s: %s did not report %s in their maintenance window (recorded no_report; the rollout "
+                       "does not halt for silence after the fleet took the version)", watch.label,
+                       ", ".join(observation.waiting), record.version)
 
 
 @flow(name=FLOW_NAME)

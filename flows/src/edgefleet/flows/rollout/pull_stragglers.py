@@ -17,8 +17,11 @@ there is no next wave, so the flow (`pull_flow`) runs the *straggler watch*:
 - judged by a wave's rule (`decide_stragglers`: `pull_waves.decide_pull_wave` with `failure_threshold`, and the
   canary judge where a wave would have it: someone reported and the refusals are within the threshold; at 100 %
   nobody is left unmoved, so each device is compared with its own time on the old version, as in the last wave).
-  Refusals over the threshold, a failed verdict, or none of them reporting halts the rollout (signed share 0, every
-  moved device sent back), as a wave's halt does;
+  Refusals over the threshold or a failed verdict halts the rollout (signed share 0, every moved device sent
+  back), as a wave's halt does. Unlike a wave, stragglers that all stay silent do not halt it: a wave halts then
+  because nothing says the version works, but here the whole fleet before them said so, and a camera that is off
+  in its window says something of the camera, not of the version (one powered-off straggler must not send 10,000
+  devices back); each silent one is recorded `no_report` and named in the log;
 - recorded: a step per device (`straggler_steps`), the verdict (its reason naming them), the halt or completion.
 """
 
@@ -29,7 +32,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from edgefleet.flows.fleet.steps import StepRecord
-from edgefleet.flows.rollout.pull_waves import PullDecision, WaveObservation, decide_pull_wave
+from edgefleet.flows.rollout.pull_waves import PullDecision, WaveObservation, decide_pull_wave, over_threshold
 from edgefleet.flows.rollout.pull_windows import WINDOW_STEP, WavePlan, left_waiting, openings
 from edgefleet.flows.rollout.record import DeviceRecord
 from edgefleet.flows.rollout.verdict import Verdict
@@ -74,7 +77,10 @@ def stragglers(devices: Mapping[str, DeviceRecord], after_wave: int) -> Straggle
 
 def decide_stragglers(watch: StragglerWatch, observation: WaveObservation, threshold: float,
                       verdict: Verdict | None) -> PullDecision:
-    """A wave's decision (`decide_pull_wave`) on the stragglers' observation, a halt's reason naming them."""
+    """A wave's decision (`decide_pull_wave`) on the stragglers' observation, a halt's reason naming them; but
+    silence alone (nobody reported, nobody refused over the threshold) passes: see the module docstring."""
+    if not observation.up and not over_threshold(observation, threshold):
+        return PullDecision(False)
     decision = decide_pull_wave(observation, threshold, verdict)
     return replace(decision, reason=f"{watch.label}: {decision.reason}") if decision.halt else decision
 
