@@ -6,7 +6,9 @@ smoke test) is halted in its first wave by the canary judge, and the signed shar
 devices back to the version it replaced, while the devices never moved stay where they were. A model whose
 answers are unrelated to the running one's (the demo's shuffled-labels model: Coral's bird classifier) is stopped
 by the shadow wave (issue 25): the first wave's devices run it beside their model, from a signed shadow share,
-and the pairs their telemetry carries to the monitor fail it before any device activates it.
+and the pairs their telemetry carries to the monitor fail it before any device activates it. A fleet whose
+maintenance window is closed waits for it, and a device whose window opens only after the last wave passed is
+still watched and judged (the window stragglers, `pull_stragglers.py`) before the rollout completes.
 """
 
 from __future__ import annotations
@@ -250,31 +252,40 @@ def test_an_unrelated_model_is_stopped_by_the_pull_shadow_wave_before_any_device
 NIGHT_REPORT_TIMEOUT_S = 5.0  # short: a watch that counted it from the wave's start would halt within seconds
 
 
-def _restart_agents(world: PullWorld, window: dict[str, object] | None) -> None:
-    """Restarts every agent with `window` as its maintenance window (None: none), and waits for the new ones."""
+def _restart_agents(world: PullWorld, window: dict[str, object] | None, devices: list[str] | None = None) -> None:
+    """Restarts the agents of `devices` (default all) with `window` as their maintenance window (None: none), and
+    waits for the new ones."""
     registry = {key: value for key, value in world.fleet.agent["registry"].items() if key != "window"}
     world.fleet.agent["registry"] = registry | ({"window": window} if window else {})
-    pids = {device_id: world.fleet.start_agent(device_id) for device_id in world.fleet.devices}
+    chosen = list(world.fleet.devices) if devices is None else devices
+    pids = {device_id: world.fleet.start_agent(device_id) for device_id in chosen}
     world.fleet.wait_agents(lambda s: s.pid == pids[s.device_id] and s.state == "running" and s.frames > 3,
-                            timeout_s=AGENT_TIMEOUT_S)
+                            timeout_s=AGENT_TIMEOUT_S, device_ids=chosen)
 
 
 def test_a_rollout_whose_first_wave_is_outside_its_window_waits_for_it_and_goes_on_when_it_opens(
         pull_world: PullWorld) -> None:
+    """The whole fleet's window is closed: the first wave waits for it. Then it opens for all but one device of the
+    last wave (the straggler): the last wave is judged on its quorum, and the rollout does not complete until the
+    straggler's window opened too and it was watched and judged."""
     from datetime import UTC, datetime, timedelta
 
     from edgefleet.flows.registry import open_registry_writer as writer
     from edgefleet.flows.rollout.pull_flow import pull_rollout
+    from edgefleet.flows.rollout.pull_stragglers import STRAGGLER_STEP
+    from edgefleet.flows.rollout.pull_waves import moved
     from edgefleet.flows.rollout.record import RecordStore
     from edgefleet.monitor import load_monitor_config, open_fleet_store
     from edgefleet.monitor.aggregates import set_tags
 
-    devices = list(pull_world.fleet.devices)
+    devices = sorted(pull_world.fleet.devices)
     before = {device: pull_world.current(device) for device in devices}
     assert len(set(before.values())) == 1, before
     opens = datetime.now(UTC) + timedelta(hours=12)  # the night window: closed for the next 11 hours
     night = {"cron": f"{opens.minute} {opens.hour} * * *", "timezone": "UTC", "duration_minutes": 60}
+    first_wave_min, rollout_id = 2, "imagenet-1.4.0"
     outcome: dict[str, object] = {}
+    closed = set(devices)  # the agents that have the night window
     try:
         _restart_agents(pull_world, night)
         with open_fleet_store(load_monitor_config(pull_world.monitor_config), create=False) as store:
@@ -282,7 +293,7 @@ def test_a_rollout_whose_first_wave_is_outside_its_window_waits_for_it_and_goes_
                 set_tags(store.connection, device, add=["night"])
             store.connection.commit()
         pull_world.publish("1.4.0")
-        params = pull_world.params("1.4.0", first_wave_min=2, report_timeout_s=NIGHT_REPORT_TIMEOUT_S,
+        params = pull_world.params("1.4.0", first_wave_min=first_wave_min, report_timeout_s=NIGHT_REPORT_TIMEOUT_S,
                                    windows=[{"tags": ["night"], "window": night}])
 
         def run() -> None:
@@ -291,24 +302,60 @@ def test_a_rollout_whose_first_wave_is_outside_its_window_waits_for_it_and_goes_
             except Exception as error:  # noqa: BLE001 - the test asserts on it
                 outcome["error"] = error
 
+        _wait_monitor_sees(pull_world, DEVICES)  # the rollout's fleet is all five (once a restart left it 4)
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
-        signed_at = _wait_for_share(pull_world, "imagenet-1.4.0", thread)
+        signed_at = _wait_for_share(pull_world, rollout_id, thread)
+        pointer = writer(pull_world.registry_dir).read_channel(MODEL, "stable").pointer
+        assert pointer.rollout is not None
+        first_wave = moved(rollout_id, devices, pointer.rollout.share_bp)
+        last_wave = [d for d in devices if d not in first_wave]
+        straggler = last_wave[0]  # its window stays closed when the others' open: the last wave's quorum reports
+        assert len(last_wave) - 1 >= first_wave_min, last_wave
         while time.monotonic() - signed_at < 4 * NIGHT_REPORT_TIMEOUT_S:  # the report timeout passes, 4 times
             assert thread.is_alive(), outcome
             time.sleep(0.5)
         assert thread.is_alive() and not outcome, outcome  # not halted: its devices wait for their window
         assert {device: pull_world.current(device) for device in devices} == before  # none moved outside it
+        _restart_agents(pull_world, None, sorted(closed - {straggler}))  # their window opens, not the straggler's
+        closed = {straggler}
+        _wait_for_last_wave(pull_world, rollout_id, thread, first_wave)
+        # the last wave passed without the straggler: the rollout watches it, it does not complete
+        assert thread.is_alive() and not outcome, outcome
+        assert pull_world.current(straggler) == before[straggler]  # its window is still closed
     finally:
-        _restart_agents(pull_world, None)  # the window opens (and the module's agents are as they were)
+        _restart_agents(pull_world, None, sorted(closed))  # the window opens (the module's agents as they were)
     thread.join(AGENT_TIMEOUT_S + 4 * WAVE_TIMEOUT_S)
     assert not thread.is_alive() and "error" not in outcome, outcome
     result = outcome["result"]
     assert result.state == "completed", result.halted_reason
-    record = RecordStore(writer(pull_world.registry_dir), "imagenet-1.4.0").load()
+    record = RecordStore(writer(pull_world.registry_dir), rollout_id).load()
+    assert record is not None
     assert record.verdicts and all(item.verdict.result == "pass" for item in record.verdicts), record.verdicts
-    assert all(record.devices[device].state == "done" for device in record.waves[0])
+    assert all(record.devices[device].state == "done" for device in devices), record.table()
+    # the straggler was watched and judged after the last wave, its own verdict and step in the record
+    assert record.verdicts[-1].devices == (straggler,), record.verdicts
+    assert record.verdicts[-1].verdict.reason.startswith("window stragglers after wave 2"), record.verdicts[-1]
+    assert record.devices[straggler].steps[-1].name == STRAGGLER_STEP, record.devices[straggler].steps
+    assert record.devices[straggler].activated_at is not None
     pull_world.fleet.wait_agents(lambda s: s.version == "1.4.0", timeout_s=AGENT_TIMEOUT_S)
+
+
+def _wait_for_last_wave(world: PullWorld, rollout_id: str, thread: threading.Thread, first_wave: list[str]) -> None:
+    """Waits until the rollout's record says its last wave (100 %) passed, or the rollout ended; its first wave must
+    be `first_wave` (else the rollout's fleet was not the one the test planned its straggler in)."""
+    from edgefleet.flows.registry import open_registry_writer as writer
+    from edgefleet.flows.rollout.record import RecordStore
+
+    deadline = time.monotonic() + AGENT_TIMEOUT_S + 4 * WAVE_TIMEOUT_S
+    while thread.is_alive():
+        record = RecordStore(writer(world.registry_dir), rollout_id).load()
+        if record is not None and record.waves:
+            assert record.waves[0] == first_wave, ("the rollout's fleet was not all the devices", record.waves)
+        if record is not None and record.pull is not None and record.pull.passed[-1:] == [10_000]:
+            return
+        assert time.monotonic() < deadline, "the rollout's last wave did not pass"
+        time.sleep(0.5)
 
 
 def _wait_for_share(world: PullWorld, rollout_id: str, thread: threading.Thread) -> float:

@@ -16,8 +16,11 @@ time. A failed wave signs share 0: every moved device goes back to the version i
 send-back, which their floor allows). Same record (`rollouts/<id>.json`, `pull` progress), verdict
 artifact and `edgefleet rollout show` as the SSH rollout; re-running the same rollout resumes after the last
 passed wave. With `shadow.enabled`, a shadow wave on the first wave's devices comes first (`pull_shadow.py`):
-they run the version beside the old one, never acting on it, and a failed verdict halts the rollout there.
-The decisions are `pull_waves.py`'s, `pull_windows.py`'s and `pull_shadow.py`'s; this body only orchestrates.
+they run the version beside the old one, never acting on it, and a failed verdict halts the rollout there. After
+the last wave, the devices still waiting for their maintenance window are watched until each had its report
+timeout inside its window, and judged as a wave (`pull_stragglers.py`): the rollout is complete only then.
+The decisions are `pull_waves.py`'s, `pull_windows.py`'s, `pull_stragglers.py`'s and `pull_shadow.py`'s; this body
+only orchestrates.
 """
 
 from __future__ import annotations
@@ -35,12 +38,14 @@ from edgefleet.flows.rollout.flow import RolloutHalted, RolloutResult, _artifact
 from edgefleet.flows.rollout.judgement import WaveSubject
 from edgefleet.flows.rollout.pull_params import ExponentialRate, PullRolloutParams
 from edgefleet.flows.rollout.pull_shadow import judge_shadow_wave_task, outcome_of, shadow_wave_due
+from edgefleet.flows.rollout.pull_stragglers import decide_stragglers, straggler_steps, stragglers
 from edgefleet.flows.rollout.pull_tasks import (
     MonitorView,
     WatchRule,
     fleet_task,
     judge_pull_wave_task,
     stage_share_task,
+    watch_stragglers_task,
     watch_wave_task,
 )
 from edgefleet.flows.rollout.pull_waves import (
@@ -72,6 +77,7 @@ from edgefleet.flows.rollout.record import (
     WaveVerdict,
     utc_now,
 )
+from edgefleet.flows.rollout.verdict import Verdict
 from edgefleet.flows.trust.release_key import channel_signing_key
 from edgefleet.kernel.contracts.manifest import Manifest
 from edgefleet.kernel.errors import ConfigError
@@ -180,25 +186,33 @@ def _note_silent(record: RolloutRecord, carried: list[str], wave: int) -> None:
             detail=f"had its maintenance window while wave {wave} watched it, and did not report the version"))
 
 
+def _verdict(params: PullRolloutParams, record: RolloutRecord, manifest: Manifest, fleet: dict[str, str | None],
+             wave: int, observation: WaveObservation, since: datetime, *, note: str = "") -> Verdict | None:
+    """The canary verdict on the devices that reported, recorded (`note` before its reason), where a wave has one
+    (`needs_verdict`); None where it has not."""
+    if not needs_verdict(observation, params.failure_threshold):
+        return None
+    progress = record.pull
+    assert progress is not None
+    moved_now = set(moved(record.rollout_id, sorted(fleet), progress.shares[-1]))
+    activations = activations_of(record, observation.up, since)
+    subject = WaveSubject(
+        model=record.model, version=record.version, devices=observation.up, before=progress.replaces,
+        activated_at=min(activations.values(), default=since), activations=activations,
+        others=tuple(d for d in sorted(fleet) if d not in moved_now),
+        reference=manifest.reference.distributions if manifest.reference else None,
+        detector=manifest.task == "detection", label_count=manifest.label_count)
+    judged = judge_pull_wave_task(wave, subject, params.canary, params.monitor_config, params.poll_interval_s)
+    noted = judged.verdict.model_copy(update={"reason": f"{note}: {judged.verdict.reason}"}) if note else None
+    record.verdicts.append(WaveVerdict(wave=wave, devices=observation.up, source=judged.source,
+                                       judged_at=utc_now(), verdict=noted or judged.verdict,
+                                       seconds_after_activation=(utc_now() - since).total_seconds()))
+    return judged.verdict
+
+
 def _judge(params: PullRolloutParams, record: RolloutRecord, manifest: Manifest, fleet: dict[str, str | None],
            wave: int, observation: WaveObservation, since: datetime) -> PullDecision:
-    verdict = None
-    if needs_verdict(observation, params.failure_threshold):
-        progress = record.pull
-        assert progress is not None
-        moved_now = set(moved(record.rollout_id, sorted(fleet), progress.shares[-1]))
-        activations = activations_of(record, observation.up, since)
-        subject = WaveSubject(
-            model=record.model, version=record.version, devices=observation.up, before=progress.replaces,
-            activated_at=min(activations.values(), default=since), activations=activations,
-            others=tuple(d for d in sorted(fleet) if d not in moved_now),
-            reference=manifest.reference.distributions if manifest.reference else None,
-            detector=manifest.task == "detection", label_count=manifest.label_count)
-        judged = judge_pull_wave_task(wave, subject, params.canary, params.monitor_config, params.poll_interval_s)
-        verdict = judged.verdict
-        record.verdicts.append(WaveVerdict(wave=wave, devices=observation.up, source=judged.source,
-                                           judged_at=utc_now(), verdict=verdict,
-                                           seconds_after_activation=(utc_now() - since).total_seconds()))
+    verdict = _verdict(params, record, manifest, fleet, wave, observation, since)
     return decide_pull_wave(observation, params.failure_threshold, verdict)
 
 
@@ -303,6 +317,45 @@ def _shadow_wave_or_halt(params: PullRolloutParams, registry: RegistryWriter, st
                         f"verdict is in the rollout's artifacts and record: {store.uri}", _result(record, store))
 
 
+def _judge_stragglers(params: PullRolloutParams, registry: RegistryWriter, store: RecordStore,
+                      record: RolloutRecord, manifest: Manifest, monitor: MonitorView,
+                      fleet: dict[str, str | None]) -> None:
+    """After the last wave: watches the devices still waiting for their maintenance window until each reported,
+    refused, or had its report timeout inside its window, and judges them as a wave (`pull_stragglers`); a halt
+    raises RolloutHalted (share 0, as a wave's)."""
+    logger = get_run_logger()
+    watch = stragglers(record.devices, len(record.pull.passed) if record.pull else 0)
+    if watch is None:
+        return
+    if not params.watch_stragglers:
+        logger.warning("%d device(s) still wait for their maintenance window and take %s unwatched when it opens "
+                       "(watch_stragglers is off; re-run the rollout with it on to judge them)",
+                       len(watch.devices), record.version)
+        return
+    rule = _watch_rule(params, monitor, watch.devices, watch.since, minimum=watch.quorum,
+                       threshold=params.failure_threshold)
+    logger.info("%s: watching %d device(s) until each had %g s inside its maintenance window (until %s at the "
+                "latest)", watch.label, len(watch.devices), params.report_timeout_s,
+                (watch.since + latest_due(rule.plan, watch.since)).isoformat())
+    observation = watch_stragglers_task(watch.after_wave, monitor, watch.devices, record.version,
+                                        watch.refusals_since, params.canary.max_swap_failures, rule=rule,
+                                        poll_interval_s=params.poll_interval_s, stale_after_s=params.stale_after_s)
+    _apply(record, observation, watch.since)
+    for device_id, step in straggler_steps(watch, observation, rule.plan, utc_now()).items():
+        record.devices[device_id].steps.append(step)
+    verdict = _verdict(params, record, manifest, fleet, watch.after_wave, observation, watch.since,
+                       note=watch.label)
+    decision = decide_stragglers(watch, observation, params.failure_threshold, verdict)
+    if decision.halt:
+        raise _halt(params, registry, store, record, monitor, watch.after_wave, decision)
+    logger.info("%s passed: %d reported the version, %d refused it, %d silent in their window", watch.label,
+                len(observation.up), len(observation.refused), len(observation.waiting))
+    if observation.waiting:
+        logger.warning("%s: %s did not report %s in their maintenance window (recorded no_report; the rollout "
+                       "does not halt for silence after the fleet took the version)", watch.label,
+                       ", ".join(observation.waiting), record.version)
+
+
 @flow(name=FLOW_NAME)
 def pull_rollout(params: PullRolloutParams) -> RolloutResult:
     """Rolls a released version out to pull-mode devices in signed, judged shares (see the module docstring)."""
@@ -329,6 +382,7 @@ def pull_rollout(params: PullRolloutParams) -> RolloutResult:
         record.pull.passed.append(step.share_bp)  # type: ignore[union-attr]
         store.save(record)
         logger.info("wave %d passed at %.2f %% of the fleet", wave, step.share_bp / 100)
+    _judge_stragglers(params, registry, store, record, manifest, monitor, fleet)
     record.state, record.channel_moved = "completed", True
     _publish(record, store)
     return _result(record, store)

@@ -121,6 +121,11 @@ class PullRolloutParams(_Config):
         "window; a device in none has none: any time). A wave's devices whose window has not opened are waiting "
         "for it, not silent; the wave is judged once `first_wave_min` of its devices reported and no device in its "
         "window is still due")
+    watch_stragglers: bool = Field(
+        default=True, description="after the last wave, watch and judge (as a wave) the devices still waiting for "
+        "their maintenance window, until each had report_timeout_s inside its window: the rollout completes only "
+        "then (a night window keeps the flow running until it closed). false: it completes at the last wave and "
+        "they take the version unwatched; re-running the rollout with true watches and judges them then")
     poll_interval_s: float = Field(default=5.0, gt=0, description="how often the monitor's state is read")
     failure_threshold: float = Field(default=0.0, ge=0, lt=1, description="share of a wave's devices that may "
                                                                           "refuse the version without a halt")

@@ -119,13 +119,13 @@ class WatchRule:
     """None: refusals do not end the watch (a halt's send-back)."""
 
 
-@task(name="watch-wave", cache_policy=NO_CACHE, task_run_name="watch-wave {wave}")
-def watch_wave_task(wave: int, monitor: WaveReads, devices: tuple[str, ...], version: str, since: datetime,
-                    max_failures: int, *, rule: WatchRule, poll_interval_s: float, stale_after_s: float,
-                    clock: Callable[[], datetime] = _utc_now) -> WaveObservation:
-    """Watches until every moved device reported `version`, refused it, or stayed silent past its report deadline
-    (counted inside its maintenance window), or the wave has enough reports and only devices waiting for their
-    window are left (`rule`); returns the last observation (the devices still waiting stay pending)."""
+def watch(label: str, monitor: WaveReads, devices: tuple[str, ...], version: str, since: datetime,
+          max_failures: int, *, rule: WatchRule, poll_interval_s: float, stale_after_s: float,
+          clock: Callable[[], datetime] = _utc_now) -> WaveObservation:
+    """Watches until every one of `devices` reported `version`, refused it (since `since`), or stayed silent past
+    its report deadline (counted inside its maintenance window), or enough reported and only devices waiting for
+    their window are left (`rule`); returns the last observation (the devices still waiting stay pending). `label`
+    names the watch in the log."""
     up_at: Mapping[str, datetime] = {}
     while True:
         now = clock()
@@ -136,10 +136,29 @@ def watch_wave_task(wave: int, monitor: WaveReads, devices: tuple[str, ...], ver
         if wave_watched(observation, rule.plan, now, quorum=rule.quorum, threshold=rule.threshold):
             return observation
         opens = next_opening(rule.plan, observation.window_waiting, now)
-        log.info("wave %d: %d up, %d refused, %d waiting, %d waiting for their maintenance window%s", wave,
+        log.info("%s: %d up, %d refused, %d waiting, %d waiting for their maintenance window%s", label,
                  len(observation.up), len(observation.refused), len(observation.waiting),
                  len(observation.window_waiting), f" (the next opens {opens.isoformat()})" if opens else "")
         time.sleep(poll_interval_s)
+
+
+@task(name="watch-wave", cache_policy=NO_CACHE, task_run_name="watch-wave {wave}")
+def watch_wave_task(wave: int, monitor: WaveReads, devices: tuple[str, ...], version: str, since: datetime,
+                    max_failures: int, *, rule: WatchRule, poll_interval_s: float, stale_after_s: float,
+                    clock: Callable[[], datetime] = _utc_now) -> WaveObservation:
+    """Watches a wave's moved devices (`watch`): the wave ends at its quorum when the rest wait for their window."""
+    return watch(f"wave {wave}", monitor, devices, version, since, max_failures, rule=rule,
+                 poll_interval_s=poll_interval_s, stale_after_s=stale_after_s, clock=clock)
+
+
+@task(name="watch-stragglers", cache_policy=NO_CACHE, task_run_name="watch-stragglers after wave {after_wave}")
+def watch_stragglers_task(after_wave: int, monitor: WaveReads, devices: tuple[str, ...], version: str,
+                          since: datetime, max_failures: int, *, rule: WatchRule, poll_interval_s: float,
+                          stale_after_s: float, clock: Callable[[], datetime] = _utc_now) -> WaveObservation:
+    """Watches the devices still waiting for their maintenance window after the last wave (`pull_stragglers`,
+    `watch`; `rule`'s quorum is all of them): until each reported, refused or had its time in its window."""
+    return watch(f"window stragglers after wave {after_wave}", monitor, devices, version, since, max_failures,
+                 rule=rule, poll_interval_s=poll_interval_s, stale_after_s=stale_after_s, clock=clock)
 
 
 @task(name="canary-judgement", cache_policy=NO_CACHE, task_run_name="canary-judgement wave {wave}")

@@ -16,8 +16,9 @@ revision). Then, per device of a wave:
   least `quorum` devices reported the version (`first_wave_min`, the wave minimum: one device never decides;
   capped by the wave's size). The devices still waiting for their window take the version when it opens,
   unwatched by this wave (as hawkBit starts the next group at its success threshold) but watched by the next
-  (`left_waiting`): their report or refusal is recorded and judged there; after the last wave nobody watches
-  them.
+  (`left_waiting`): their report or refusal is recorded and judged there. After the last wave the flow watches
+  those still waiting itself, until each had its `report_timeout_s` inside its window, and judges them as a wave
+  (`pull_stragglers`): the rollout is complete only then.
 - a shadow wave hears from every device: it waits until each had its `timeout_s` inside its window
   (`latest_due`).
 

@@ -1,0 +1,112 @@
+"""The window stragglers of a pull rollout, pure: the devices still waiting for their maintenance window when the
+last wave passed, watched and judged before the rollout is complete.
+
+A wave is judged once its quorum reported (`pull_windows.wave_watched`); its devices still waiting for their window
+take the version when it opens, and the next wave watches them (`pull_windows.left_waiting`). After the last wave
+there is no next wave, so the flow (`pull_flow`) runs the *straggler watch*:
+
+- who: every device the record left waiting for its window (`stragglers`: still pending, its last step `window`),
+  of any wave. The record is the source, so a run resumed after a crash during the watch redoes no passed wave and
+  watches them again;
+- from when: the record's last note of them waiting (the last wave's judgement): each one's report is due once it
+  had `report_timeout_s` inside its own window since then (`pull_windows.plan_wave`, the wait of the shadow wave:
+  `latest_due`); refusals count from the earliest note;
+- until: every one of them reported the version, refused it, or stayed silent past its deadline: no quorum
+  shortcut (`StragglerWatch.quorum` is all of them). Only refusals over `failure_threshold` end it sooner, as they
+  end a wave (no later report changes that);
+- judged by a wave's rule (`decide_stragglers`: `pull_waves.decide_pull_wave` with `failure_threshold`, and the
+  canary judge where a wave would have it: someone reported and the refusals are within the threshold; at 100 %
+  nobody is left unmoved, so each device is compared with its own time on the old version, as in the last wave).
+  Refusals over the threshold or a failed verdict halts the rollout (signed share 0, every moved device sent
+  back), as a wave's halt does. Unlike a wave, stragglers that all stay silent do not halt it: a wave halts then
+  because nothing says the version works, but here the whole fleet before them said so, and a camera that is off
+  in its window says something of the camera, not of the version (one powered-off straggler must not send 10,000
+  devices back); each silent one is recorded `no_report` and named in the log;
+- recorded: a step per device (`straggler_steps`), the verdict (its reason naming them), the halt or completion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from edgefleet.flows.fleet.steps import StepRecord
+from edgefleet.flows.rollout.pull_waves import PullDecision, WaveObservation, decide_pull_wave, over_threshold
+from edgefleet.flows.rollout.pull_windows import WINDOW_STEP, WavePlan, left_waiting, openings
+from edgefleet.flows.rollout.record import DeviceRecord
+from edgefleet.flows.rollout.verdict import Verdict
+
+STRAGGLER_STEP = "stragglers"
+"""The record step of a device the straggler watch saw report (or refuse) the version, or still due at its end."""
+NO_REPORT_STEP = "no_report"
+"""The record step of a device that had its window and did not report the version (as a wave records it)."""
+
+
+@dataclass(frozen=True)
+class StragglerWatch:
+    """The devices still waiting for their maintenance window after the last wave, and since when."""
+
+    devices: tuple[str, ...]
+    after_wave: int
+    """The last wave (its number): the one that passed before this watch."""
+    since: datetime
+    """The record's last note of them waiting (their latest `window` step): report deadlines count from here."""
+    refusals_since: datetime
+    """The earliest such note: a refusal since then is theirs."""
+
+    @property
+    def quorum(self) -> int:
+        """The reports that end the watch early: all of them (no quorum shortcut, there is no next wave)."""
+        return len(self.devices)
+
+    @property
+    def label(self) -> str:
+        return f"window stragglers after wave {self.after_wave}"
+
+
+def stragglers(devices: Mapping[str, DeviceRecord], after_wave: int) -> StragglerWatch | None:
+    """The devices of waves up to `after_wave` (the last one, passed) still waiting for their maintenance window
+    (`pull_windows.left_waiting`: pending, their last step `window`), None when there are none."""
+    waiting = left_waiting(devices.values(), after_wave + 1)
+    if not waiting:
+        return None
+    noted = [devices[device_id].steps[-1].started_at for device_id in waiting]
+    return StragglerWatch(waiting, after_wave, since=max(noted), refusals_since=min(noted))
+
+
+def decide_stragglers(watch: StragglerWatch, observation: WaveObservation, threshold: float,
+                      verdict: Verdict | None) -> PullDecision:
+    """A wave's decision (`decide_pull_wave`) on the stragglers' observation, a halt's reason naming them; but
+    silence alone (nobody reported, nobody refused over the threshold) passes: see the module docstring."""
+    if not observation.up and not over_threshold(observation, threshold):
+        return PullDecision(False)
+    decision = decide_pull_wave(observation, threshold, verdict)
+    return replace(decision, reason=f"{watch.label}: {decision.reason}") if decision.halt else decision
+
+
+def straggler_steps(watch: StragglerWatch, observation: WaveObservation, plan: WavePlan,
+                    now: datetime) -> dict[str, StepRecord]:
+    """device id -> the step the record adds for each straggler when the watch ended at `now`: reported (or refused)
+    the version; silent after its time in its window (`no_report`, as a wave records it); not due yet, or still
+    waiting for its window (only when refusals over the threshold ended the watch)."""
+    opens = openings(plan, observation.window_waiting, now)
+    where = f"in its maintenance window after wave {watch.after_wave}"
+
+    def step(name: str, ok: bool, detail: str, until: datetime = now) -> StepRecord:
+        return StepRecord(name=name, ok=ok, started_at=watch.since,
+                          seconds=max(0.0, (until - watch.since).total_seconds()), detail=detail)
+
+    steps = {device: step(STRAGGLER_STEP, True, f"reported the version {where} (the straggler watch)",
+                          observation.up_at.get(device, now)) for device in observation.up}
+    steps |= {device: step(STRAGGLER_STEP, False, f"refused the version {where}") for device in observation.refused}
+    for device in observation.waiting:
+        steps[device] = (step(NO_REPORT_STEP, False, f"had its time {where} and did not report the version")
+                         if now >= plan[device].due else
+                         step(STRAGGLER_STEP, True, f"had not reported the version yet when the {watch.label} "
+                                                    "were judged"))
+    for device in observation.window_waiting:
+        at = opens.get(device)
+        steps[device] = step(WINDOW_STEP, True, f"still waiting for its maintenance window when the {watch.label} "
+                                                "were judged" + (f" (opens {at.isoformat()})" if at else ""))
+    return steps
