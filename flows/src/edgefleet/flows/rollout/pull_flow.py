@@ -26,6 +26,7 @@ only orchestrates.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from prefect import flow, get_run_logger
@@ -45,10 +46,22 @@ from edgefleet.flows.rollout.pull_record import (
     restart_after_send_back,
 )
 from edgefleet.flows.rollout.pull_shadow import judge_shadow_wave_task, outcome_of, shadow_wave_due
-from edgefleet.flows.rollout.pull_stragglers import decide_stragglers, straggler_steps, stragglers
+from edgefleet.flows.rollout.pull_stragglers import (
+    StragglerWatch,
+    capped,
+    decide_stragglers,
+    halt_blocker,
+    straggler_steps,
+    stragglers,
+    unwatched,
+    unwatched_steps,
+    unwatched_warning,
+    without,
+)
 from edgefleet.flows.rollout.pull_tasks import (
     MonitorView,
     WatchRule,
+    channel_pointer_task,
     fleet_task,
     judge_pull_wave_task,
     stage_share_task,
@@ -260,43 +273,75 @@ def _shadow_wave_or_halt(params: PullRolloutParams, registry: RegistryWriter, st
                         f"verdict is in the rollout's artifacts and record: {store.uri}", _result(record, store))
 
 
+def _watch_stragglers(params: PullRolloutParams, record: RolloutRecord, monitor: MonitorView,
+                      watch: StragglerWatch) -> tuple[WaveObservation, tuple[str, ...]]:
+    """Watches the stragglers until each reported, refused, or had its report timeout inside its window, or the cap
+    (`stragglers_max_wait_s`) passed; records what each did. Returns the watched ones' observation and those the cap
+    left unwatched (`pull_stragglers.unwatched`)."""
+    until = utc_now() + timedelta(seconds=params.stragglers_max_wait_s)
+    rule = _watch_rule(params, monitor, watch.devices, watch.since, minimum=watch.quorum,
+                       threshold=params.failure_threshold)
+    get_run_logger().info("%s: watching %d device(s) until each had %g s inside its maintenance window (until %s at "
+                          "the latest: stragglers_max_wait_s)", watch.label, len(watch.devices),
+                          params.report_timeout_s, min(watch.since + latest_due(rule.plan, watch.since), until))
+    seen = watch_stragglers_task(watch.after_wave, monitor, watch.devices, record.version, watch.refusals_since,
+                                 params.canary.max_swap_failures, rule=replace(rule, plan=capped(rule.plan, until)),
+                                 poll_interval_s=params.poll_interval_s, stale_after_s=params.stale_after_s)
+    now = utc_now()
+    left = unwatched(seen, rule.plan, now, until)
+    observation = without(seen, left)
+    apply_observation(record, observation, watch.since)
+    steps = straggler_steps(watch, observation, rule.plan, now) | unwatched_steps(watch, left, rule.plan, now)
+    for device_id, step in steps.items():
+        record.devices[device_id].steps.append(step)
+    return observation, left
+
+
+def _halt_stragglers(params: PullRolloutParams, registry: RegistryWriter, store: RecordStore, record: RolloutRecord,
+                     monitor: MonitorView, wave: int, decision: PullDecision) -> RolloutHalted:
+    """The stragglers' halt: share 0 (`_halt`) while the channel still names this rollout; else nothing is signed
+    (`pull_stragglers.halt_blocker`), the verdict and refusals are recorded and the rollout ends halted."""
+    pointer = channel_pointer_task(registry, params.signing, model=record.model, channel=params.channel)
+    blocker = halt_blocker(pointer, record.rollout_id, params.channel)
+    if blocker is None:
+        return _halt(params, registry, store, record, monitor, wave, decision)
+    record.state = "halted"
+    record.halted = HaltInfo(wave=wave, failed=decision.failed, reason=f"{decision.reason}; share 0 not signed: "
+                             f"{blocker}", halted_by=decision.halted_by)
+    _publish(record, store)
+    get_run_logger().warning("rollout %s: %s; share 0 not signed: %s", record.rollout_id, decision.reason, blocker)
+    return RolloutHalted(
+        f"rollout {record.rollout_id} halted after its last wave: {decision.reason}; share 0 not signed: {blocker}",
+        f"nothing was sent back (the channel is not this rollout's any more); the devices {', '.join(decision.failed)} "
+        f"need attention (edgefleet rollout show {record.rollout_id}); record: {store.uri}", _result(record, store))
+
+
 def _judge_stragglers(params: PullRolloutParams, registry: RegistryWriter, store: RecordStore,
                       record: RolloutRecord, manifest: Manifest, monitor: MonitorView,
                       fleet: dict[str, str | None]) -> None:
-    """After the last wave: watches the devices still waiting for their maintenance window until each reported,
-    refused, or had its report timeout inside its window, and judges them as a wave (`pull_stragglers`); a halt
-    raises RolloutHalted (share 0, as a wave's)."""
+    """After the last wave: watches the devices still waiting for their maintenance window (`_watch_stragglers`)
+    and judges them as a wave (`pull_stragglers`); a halt raises RolloutHalted (`_halt_stragglers`)."""
     logger = get_run_logger()
     watch = stragglers(record.devices, len(record.pull.passed) if record.pull else 0)
     if watch is None:
         return
     if not params.watch_stragglers:
-        logger.warning("%d device(s) still wait for their maintenance window and take %s unwatched when it opens "
-                       "(watch_stragglers is off; re-run the rollout with it on to judge them)",
-                       len(watch.devices), record.version)
+        logger.warning(unwatched_warning(watch.devices, record.version, record.rollout_id, "watch_stragglers is off"))
         return
-    rule = _watch_rule(params, monitor, watch.devices, watch.since, minimum=watch.quorum,
-                       threshold=params.failure_threshold)
-    logger.info("%s: watching %d device(s) until each had %g s inside its maintenance window (until %s at the "
-                "latest)", watch.label, len(watch.devices), params.report_timeout_s,
-                (watch.since + latest_due(rule.plan, watch.since)).isoformat())
-    observation = watch_stragglers_task(watch.after_wave, monitor, watch.devices, record.version,
-                                        watch.refusals_since, params.canary.max_swap_failures, rule=rule,
-                                        poll_interval_s=params.poll_interval_s, stale_after_s=params.stale_after_s)
-    apply_observation(record, observation, watch.since)
-    for device_id, step in straggler_steps(watch, observation, rule.plan, utc_now()).items():
-        record.devices[device_id].steps.append(step)
+    observation, left = _watch_stragglers(params, record, monitor, watch)
     verdict = _verdict(params, record, manifest, fleet, watch.after_wave, observation, watch.since,
                        note=watch.label)
     decision = decide_stragglers(watch, observation, params.failure_threshold, verdict)
     if decision.halt:
-        raise _halt(params, registry, store, record, monitor, watch.after_wave, decision)
+        raise _halt_stragglers(params, registry, store, record, monitor, watch.after_wave, decision)
     logger.info("%s passed: %d reported the version, %d refused it, %d silent in their window", watch.label,
                 len(observation.up), len(observation.refused), len(observation.waiting))
     if observation.waiting:
         logger.warning("%s: %s did not report %s in their maintenance window (recorded no_report; the rollout "
                        "does not halt for silence after the fleet took the version)", watch.label,
                        ", ".join(observation.waiting), record.version)
+    if left:
+        logger.warning(unwatched_warning(left, record.version, record.rollout_id, "stragglers_max_wait_s passed"))
 
 
 @flow(name=FLOW_NAME)
