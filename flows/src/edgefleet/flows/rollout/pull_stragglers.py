@@ -35,8 +35,9 @@ there is no next wave, so the flow (`pull_flow`) runs the *straggler watch*:
 - the activations the canary judge compares come from the record, else the watch's first look that saw each one
   up (`pull_waves.seen_up`): a watch resumed or re-run after the stragglers took the version sees them up at its
   first poll, so their before/after windows start late (the judge compares later telemetry than it could). A cheap
-  fix would take each one's first report of the version from the monitor's first version bucket for it (the
-  monitor keeps per-device version history); not built;
+  fix: take each one's activation from the monitor's first count bucket of (device, model, version)
+  (`monitor.device_rows`: distributions summed per device, model, version and time bucket), the bucket's start
+  being at most one `count_bucket_s` early; not built;
 - the halt re-reads the channel (`halt_blocker`): at 100 % the staged-rollout guards treat this rollout as done,
   so a promotion or another rollout may have moved the channel during a long watch. Share 0 is signed only while
   the verified pointer still names this rollout; otherwise nothing is signed (it would send the fleet back from
