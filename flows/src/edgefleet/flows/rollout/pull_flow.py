@@ -118,7 +118,7 @@ def _open_record(store: RecordStore, params: PullRolloutParams, rollout_id: str,
         raise ConfigError(f"rollout {rollout_id} in the registry is not a pull rollout of {params.model} "
                           f"{params.version}", "give this rollout another rollout_id (rollout ids name one version)")
     if record.state == "halted" and record.pull is not None and record.pull.sent_back:
-        restart_after_send_back(record)  # else re-staging a passed share would move its devices again, unwatched
+        restart_after_send_back(record, utc_now())  # else re-staging a passed share moves its devices again, unwatched
     return record
 
 

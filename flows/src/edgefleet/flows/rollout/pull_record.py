@@ -22,14 +22,24 @@ from edgefleet.flows.rollout.pull_waves import WaveObservation, moved
 from edgefleet.flows.rollout.pull_windows import WINDOW_STEP, WavePlan, openings
 from edgefleet.flows.rollout.record import DeviceRecord, RolloutRecord, StepRecord, utc_now
 
+RESTART_STEP = "restart"
+"""The step a device left waiting for its window gets when the rollout restarts after a halt's send-back."""
 
-def restart_after_send_back(record: RolloutRecord) -> None:
+
+def restart_after_send_back(record: RolloutRecord, now: datetime) -> None:
     """A re-run of a rollout whose halt sent the moved devices back starts again at its first wave
     (`PullProgress.restart`); the waves of the halted run are history (the first wave replaces them anyway), so no
-    device record of that run passes for an interrupted attempt of this run's waves (`add_wave`)."""
+    device record of that run passes for an interrupted attempt of this run's waves (`add_wave`), and a device the
+    halted run left waiting for its window is not carried (`left_waiting`) by a wave of this run that does not
+    move it: it waits, with a `restart` step, for the wave that moves it again."""
     if record.pull is not None:
         record.pull.restart()
     record.waves.clear()
+    for device in record.devices.values():
+        if device.steps and device.steps[-1].name == WINDOW_STEP:
+            device.steps.append(StepRecord(name=RESTART_STEP, ok=True, started_at=now, seconds=0.0,
+                                           detail="the rollout restarted after a halt sent the moved devices back: "
+                                                  "waits for the wave that moves it again"))
 
 
 def add_wave(record: RolloutRecord, fleet: Mapping[str, str | None], share_bp: int) -> tuple[str, ...]:
