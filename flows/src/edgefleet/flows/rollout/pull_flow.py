@@ -18,7 +18,9 @@ artifact and `edgefleet rollout show` as the SSH rollout; re-running the same ro
 passed wave. With `shadow.enabled`, a shadow wave on the first wave's devices comes first (`pull_shadow.py`):
 they run the version beside the old one, never acting on it, and a failed verdict halts the rollout there. After
 the last wave, the devices still waiting for their maintenance window are watched until each had its report
-timeout inside its window, and judged as a wave (`pull_stragglers.py`): the rollout is complete only then.
+timeout inside its window (at most `stragglers_max_wait_s`: those left stay pending for a re-run), and judged as a
+wave (`pull_stragglers.py`): the rollout is complete only then; a straggler halt signs share 0 only while the channel
+still names this rollout.
 The decisions are `pull_waves.py`'s, `pull_windows.py`'s, `pull_stragglers.py`'s and `pull_shadow.py`'s; this body
 only orchestrates.
 """
@@ -326,7 +328,8 @@ def _judge_stragglers(params: PullRolloutParams, registry: RegistryWriter, store
     if watch is None:
         return
     if not params.watch_stragglers:
-        logger.warning(unwatched_warning(watch.devices, record.version, record.rollout_id, "watch_stragglers is off"))
+        logger.warning("%s", unwatched_warning(watch.devices, record.version, record.rollout_id,
+                                               "watch_stragglers is off"))
         return
     observation, left = _watch_stragglers(params, record, monitor, watch)
     verdict = _verdict(params, record, manifest, fleet, watch.after_wave, observation, watch.since,
@@ -341,7 +344,7 @@ def _judge_stragglers(params: PullRolloutParams, registry: RegistryWriter, store
                        "does not halt for silence after the fleet took the version)", watch.label,
                        ", ".join(observation.waiting), record.version)
     if left:
-        logger.warning(unwatched_warning(left, record.version, record.rollout_id, "stragglers_max_wait_s passed"))
+        logger.warning("%s", unwatched_warning(left, record.version, record.rollout_id, "stragglers_max_wait_s passed"))
 
 
 @flow(name=FLOW_NAME)
