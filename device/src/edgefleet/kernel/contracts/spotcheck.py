@@ -63,6 +63,12 @@ def check_frame_id(value: str) -> str:
     return value
 
 
+def frame_run_and_sequence(frame: str) -> tuple[str, int]:
+    """(run, sequence) of a frame id: what the device's sampler hashed (with the device id) to pick the frame."""
+    run, sequence = check_frame_id(frame).split("-")
+    return run, int(sequence)
+
+
 def device_prefix(device_id: str) -> str:
     """`spotcheck/<device_id>/`: the one place the device's samples go (a checked device id)."""
     return f"{SPOTCHECK_PREFIX}/{check_name('device id', device_id)}/"
