@@ -99,3 +99,9 @@ def test_the_default_cap_per_device_is_named_and_bounds_a_listing() -> None:
     from edgefleet.monitor.spotcheck_samples import DEFAULT_MAX_PER_DEVICE
 
     assert DEFAULT_MAX_PER_DEVICE == SpotCheckConfig().max_per_day  # one device-day at the agent's default cap
+
+
+def test_a_share_of_zero_is_named_not_a_traceback(tmp_path: Path) -> None:
+    fleet = EnrolledFleet(tmp_path, ("cam-1",), share=None)
+    result = fleet.cli("pending", "--share", "0")
+    assert result.exit_code == 2 and "--share" in result.output and "no share" in result.output
