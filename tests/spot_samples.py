@@ -143,3 +143,17 @@ def unsampled_frame(device: str, share: float, run: str = RUN) -> str:
 
     threshold = share_threshold(share)
     return f"{run}-{next(s for s in range(1 << 30) if not in_sample(device, run, s, threshold)):012d}"
+
+
+SIGNING_KEY_ID = "0123456789abcdef"
+"""The device key id recorded with hand-made labelled frames (`LabelledSample.key_id`): not revoked anywhere."""
+NO_REVOCATIONS = KeyRecordPolicy({})
+"""A revocation policy revoking nothing (and verifying no registry revocation): for reports of hand-made labels."""
+
+
+def enrolment_public_key_file(directory: Path) -> str:
+    """A fleet enrolment public key saved under `directory`, for a monitor config's `identity.enrolment_keys` (the
+    spot check report needs one to tell the registry's revocations)."""
+    path = directory / "fleet-enrolment.key.pub"
+    save_public_key(generate_keypair()[1], path, encoding="pem")
+    return str(path)

@@ -174,7 +174,8 @@ def label_samples(samples: SampleReader, path: Path, rows: Iterable[LabelRow],
             frame_id=sample.frame_id, model=sample.model, model_version=sample.model_version,
             answer_id=sample.answer_id,
             answer_label=sample.answer_label, answer_score=sample.answer_score, label=row.label,
-            correct=answer_matches(row.label, sample.answer_id, sample.answer_label)))
+            correct=answer_matches(row.label, sample.answer_id, sample.answer_label),
+            key_id=samples.key_id(row.device_id)))
     if problems:
         raise _problems_error(path, problems, "fix the device and frame ids named (they come from `edgefleet "
                                               "spotcheck pending`), or check --registry names the devices' bucket")

@@ -46,6 +46,7 @@ from edgefleet.kernel.contracts.spotcheck import (
     sample_keys,
 )
 from edgefleet.kernel.errors import VerificationError
+from edgefleet.kernel.trust.signatures import key_id
 from edgefleet.monitor.device_key_reader import FleetKeys, KeyRecordPolicy, load_device_key
 
 REFUSED_FIX = ("a sample the folder's device did not sign is never labelled: check who holds the devices' "
@@ -146,6 +147,11 @@ class SampleReader:
         if device_id not in self._keys:
             self._keys[device_id] = load_device_key(self.registry, self.policy, device_id, frozenset())
         return self._keys[device_id]
+
+    def key_id(self, device_id: str) -> str | None:
+        """The id of the key the fleet trusts for `device_id` (the one its taken samples are signed by)."""
+        key = self.keys(device_id).keys.get(device_id)
+        return key_id(key) if key is not None else None
 
     def published(self, model: str) -> frozenset[str]:
         """The published versions of `model` (listed once per reader)."""
