@@ -66,6 +66,8 @@ def test_after_re_enrolment_only_the_new_keys_labels_count(tmp_path: Path) -> No
     fleet.upload("stolen", LATER, b"a frame after re-enrolment")
     result = fleet.cli("import", fleet.labels_file([("stolen", LATER)]))
     assert result.exit_code == 0, result.output
+    assert "stolen: 4 labelled frame(s); 1.0.0: 1/1 right" in result.output  # the import's summary counts as the report
+    assert "(3 not counted: signed by a revoked key" in result.output
     record = SpotLabels.model_validate_json((fleet.root / labels_key("stolen")).read_text())
     assert [(sample.frame_id, sample.key_id) for sample in record.samples] == [
         *((frame, old_key) for frame in FRAMES), (LATER, key_id(new_public))]

@@ -283,6 +283,7 @@ def import_(
     """Record the labels of spot-check frames: per device, the label and whether the model was right. Samples
     not signed by their device are refused (listed, not imported; exit status 1), the others imported."""
     from edgefleet.monitor.spotcheck import spot_check
+    from edgefleet.monitor.spotcheck_report import RevokedKeys, counted
 
     try:
         registry, samples = open_samples(registry_uri, enrolment_public_key, config, _share_option(share))
@@ -290,12 +291,16 @@ def import_(
     except EdgefleetError as error:
         raise cli_error(error) from error
     _print_refused(refused)
+    revoked = RevokedKeys(registry, samples.policy)
     for device_id, record in records.items():
         latest = record.samples[-1] if record.samples else None
-        result = spot_check(device_id, latest.model, latest.model_version, record.samples) if latest else None
+        kept, left_out = counted(record.samples, revoked)  # as fleet status counts them
+        result = spot_check(device_id, latest.model, latest.model_version, kept) if latest else None
         summary = (f"; {result.model_version}: {result.right}/{result.labelled} right, {result.accuracy.text()}"
                    if result else "")
-        typer.echo(f"{device_id}: {len(record.samples)} labelled frame(s){summary}")
+        uncounted = (f" ({len(left_out)} not counted: signed by a revoked key, or recorded without its key)"
+                     if left_out else "")
+        typer.echo(f"{device_id}: {len(record.samples)} labelled frame(s){summary}{uncounted}")
     if unlabelled:
         typer.echo(f"{unlabelled} row(s) without a label skipped", err=True)
     if refused:
