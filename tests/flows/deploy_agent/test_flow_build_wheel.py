@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import edgefleet.device
-from edgefleet.flows.deploy_agent.flow import BUILD_LEFTOVERS, build_wheel
+from edgefleet.flows.deploy_agent.flow import build_leftovers, build_wheel
 from edgefleet.kernel.errors import ConfigError
 
 DEVICE_PROJECT = Path(edgefleet.device.__file__).resolve().parents[3]
@@ -23,7 +23,7 @@ DEVICE_PROJECT = Path(edgefleet.device.__file__).resolve().parents[3]
 def source_tree(tmp_path: Path) -> Path:
     """A copy of the device project, so the test sees exactly what a build writes into it."""
     tree = tmp_path / "device"
-    shutil.copytree(DEVICE_PROJECT, tree, ignore=shutil.ignore_patterns(*BUILD_LEFTOVERS))
+    shutil.copytree(DEVICE_PROJECT, tree, ignore=build_leftovers(DEVICE_PROJECT))
     return tree
 
 
@@ -46,3 +46,12 @@ def test_two_builds_of_one_tree_at_once_both_succeed_and_leave_the_tree_as_it_wa
 def test_a_directory_without_a_project_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="has no pyproject.toml"):
         build_wheel.fn(tmp_path, tmp_path / "out")
+
+
+def test_only_the_top_levels_build_and_dist_are_left_out_of_the_copy(tmp_path: Path) -> None:
+    """A package folder named `build` or `dist` deeper down is source: the copy keeps it (the wheel would build and
+    fail at import on every device otherwise)."""
+    ignore = build_leftovers(tmp_path)
+    assert ignore(str(tmp_path), ["build", "dist", ".venv", "src", "x.egg-info"]) == {"build", "dist", ".venv",
+                                                                                      "x.egg-info"}
+    assert ignore(str(tmp_path / "src" / "edgefleet"), ["build", "dist", "__pycache__"]) == {"__pycache__"}

@@ -42,6 +42,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,8 +127,18 @@ class DeviceDeploy:
     """The keyring to install: `<key id>.pub` -> text (read and checked once, before any device)."""
 
 
-# What a build writes into a source tree, left behind when the tree is copied for a build of its own.
-BUILD_LEFTOVERS = ("build", "dist", "*.egg-info", "__pycache__", ".venv")
+BUILD_LEFTOVERS = frozenset({"build", "dist", ".venv"})
+"""What a build (or a developer) leaves at a source tree's top, not copied for a build of its own; `*.egg-info` and
+`__pycache__` anywhere. Only at the top: a package folder named `build` or `dist` deeper down is source."""
+
+
+def build_leftovers(root: Path) -> Callable[[str, list[str]], set[str]]:
+    """A `shutil.copytree` ignore for the tree at `root`: `BUILD_LEFTOVERS` at its top, egg-info and caches anywhere."""
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        top = Path(directory) == root
+        return {name for name in names if (top and name in BUILD_LEFTOVERS) or name == "__pycache__"
+                or name.endswith(".egg-info")}
+    return ignore
 
 
 @task(name="build-wheel", cache_policy=NO_CACHE)
@@ -140,7 +151,7 @@ def build_wheel(project_dir: Path, out_dir: Path) -> Path:
                           "or a built wheel")
     with tempfile.TemporaryDirectory(prefix="edgefleet-wheel-") as scratch:
         source = Path(scratch) / project_dir.name
-        shutil.copytree(project_dir, source, ignore=shutil.ignore_patterns(*BUILD_LEFTOVERS))
+        shutil.copytree(project_dir, source, ignore=build_leftovers(project_dir))
         completed = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                                     "-w", str(out_dir), str(source)], capture_output=True, text=True, check=False)
     if completed.returncode != 0:
