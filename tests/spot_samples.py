@@ -30,13 +30,16 @@ from tests.device.store_fixtures import INPUT_SPEC, OUTPUT_SPEC, model_bytes
 CAPTURED = datetime(2026, 12, 7, 22, 0, tzinfo=UTC)
 ENROLMENT_PUBLIC_KEY = ".edgefleet/keys/fleet-enrolment.key.pub"
 """Under `home`: where the CLI looks for it by default."""
+FIXTURE_SHARE = 1.0
+"""The share of the fixture fleet's samples and the operator's `--share`: every frame is picked, so a test may use
+any frame id (the sampler's choice: tests/security/test_spot_sample_frames_chosen_by_a_compromised_device.py)."""
 MODEL, VERSION = "birds", "1.0.0"
 """The version the samples are of, published in every `EnrolledFleet`'s registry."""
 
 
 def spot_sample(device: str, frame: str, image: bytes, answer: str = "robin") -> SpotSample:
     return SpotSample(device_id=device, frame_id=frame, captured_at=CAPTURED, model=MODEL, model_version=VERSION,
-                      answer_id=3, answer_label=answer, answer_score=0.9, share=0.01,
+                      answer_id=3, answer_label=answer, answer_score=0.9, share=FIXTURE_SHARE,
                       image_sha256=hashlib.sha256(image).hexdigest())
 
 
@@ -46,10 +49,11 @@ def offered(result: Result) -> list[tuple[str, str]]:
 
 
 class EnrolledFleet:
-    """`root`: the registry; `home`: the operator's home, holding the enrolment public key."""
+    """`root`: the registry; `home`: the operator's home, holding the enrolment public key; `share`: the `--share`
+    `cli` passes (None: none, the command's default)."""
 
-    def __init__(self, tmp_path: Path, devices: tuple[str, ...]) -> None:
-        self.tmp_path = tmp_path
+    def __init__(self, tmp_path: Path, devices: tuple[str, ...], share: float | None = FIXTURE_SHARE) -> None:
+        self.tmp_path, self.share = tmp_path, share
         self.root, self.home = tmp_path / "registry", tmp_path / "home"
         self.root.mkdir(parents=True, exist_ok=True)
         self.enrolment, public = generate_keypair()
@@ -95,8 +99,11 @@ class EnrolledFleet:
         (self.root / key).write_bytes(data)
 
     def cli(self, *args: str) -> Result:
-        """`edgefleet spotcheck ARGS -r REGISTRY`, run by the operator (the enrolment public key in its home)."""
-        return CliRunner().invoke(app, ["spotcheck", *args, "-r", str(self.root)], env={"HOME": str(self.home)})
+        """`edgefleet spotcheck ARGS -r REGISTRY [--share SHARE]`, run by the operator (the enrolment public key in
+        its home; a `--share` in ARGS comes after the fixture's, so it wins)."""
+        share = ["--share", str(self.share)] if self.share is not None else []
+        return CliRunner().invoke(app, ["spotcheck", args[0], *share, *args[1:], "-r", str(self.root)],
+                                  env={"HOME": str(self.home)})
 
     def labels_file(self, rows: list[tuple[str, str]], label: str = "robin") -> str:
         """A labeller's CSV labelling each (device, frame) of `rows`."""
@@ -113,4 +120,40 @@ class EnrolledFleet:
     def reader(self) -> SampleReader:
         """Reads samples as the operator's commands do."""
         public = self.enrolment.public_key()
-        return SampleReader(LocalRegistryReader(self.root), KeyRecordPolicy({key_id(public): public}))
+        return SampleReader(LocalRegistryReader(self.root), KeyRecordPolicy({key_id(public): public}),
+                            self.share or FIXTURE_SHARE)
+
+
+RUN = "20261207T210000Z"
+"""The run part of the frame ids `sampled_frames` and `unsampled_frame` give."""
+
+
+def sampled_frames(device: str, share: float, count: int, run: str = RUN) -> list[str]:
+    """The first `count` frame ids of `run` the device's sampler picks at `share` (as the agent numbers them)."""
+    from edgefleet.device.spotcheck.sampler import in_sample, share_threshold
+
+    threshold = share_threshold(share)
+    picked = (sequence for sequence in range(1 << 30) if in_sample(device, run, sequence, threshold))
+    return [f"{run}-{next(picked):012d}" for _ in range(count)]
+
+
+def unsampled_frame(device: str, share: float, run: str = RUN) -> str:
+    """The first frame id of `run` the device's sampler does NOT pick at `share`."""
+    from edgefleet.device.spotcheck.sampler import in_sample, share_threshold
+
+    threshold = share_threshold(share)
+    return f"{run}-{next(s for s in range(1 << 30) if not in_sample(device, run, s, threshold)):012d}"
+
+
+SIGNING_KEY_ID = "0123456789abcdef"
+"""The device key id recorded with hand-made labelled frames (`LabelledSample.key_id`): not revoked anywhere."""
+NO_REVOCATIONS = KeyRecordPolicy({})
+"""A revocation policy revoking nothing (and verifying no registry revocation): for reports of hand-made labels."""
+
+
+def enrolment_public_key_file(directory: Path) -> str:
+    """A fleet enrolment public key saved under `directory`, for a monitor config's `identity.enrolment_keys` (the
+    spot check report needs one to tell the registry's revocations)."""
+    path = directory / "fleet-enrolment.key.pub"
+    save_public_key(generate_keypair()[1], path, encoding="pem")
+    return str(path)

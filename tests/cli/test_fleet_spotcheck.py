@@ -20,6 +20,7 @@ from edgefleet.monitor.drift_view import DeviceDrift
 from edgefleet.monitor.query import DeviceStatus
 from edgefleet.monitor.spotcheck_report import device_spot_checks
 from tests.cli.test_fleet import fleet_db, text  # noqa: F401 - the fleet state fixture of the status tests
+from tests.spot_samples import NO_REVOCATIONS, SIGNING_KEY_ID, enrolment_public_key_file
 
 NOW = datetime(2026, 12, 7, 22, 0, tzinfo=UTC)
 
@@ -28,7 +29,7 @@ def _labels(root: Path, device: str, version: str, marks: list[bool]) -> None:
     samples = tuple(LabelledSample(frame_id=f"20261207T210000Z-{i:012d}", model="mobilenet", model_version=version,
                                    answer_id=1,
                                    answer_label="robin", answer_score=0.9, label="robin" if right else "crow",
-                                   correct=right) for i, right in enumerate(marks))
+                                   correct=right, key_id=SIGNING_KEY_ID) for i, right in enumerate(marks))
     LocalRegistryWriter(root, create=True).put_json(labels_key(device), SpotLabels(device_id=device, updated_at=NOW,
                                                                                    samples=samples))
 
@@ -39,7 +40,8 @@ def test_fleet_status_shows_the_labelled_accuracy_of_a_labelled_device(fleet_db:
     _labels(registry, "cam-2", "1.0.0", [False] * 5)  # cam-2 runs 1.1.0 now: its 1.0.0 labels are not shown
     config = tmp_path / "edgefleet.yaml"
     config.write_text(yaml.safe_dump({"monitor": {"store_path": str(fleet_db), "identity": {
-        "registry": str(registry)}, "status": {"stale_after_s": 1e6}}}))
+        "registry": str(registry), "enrolment_keys": [enrolment_public_key_file(tmp_path)]},
+        "status": {"stale_after_s": 1e6}}}))
     result = CliRunner().invoke(app, ["fleet", "status", "--config", str(config)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     shown = text(result)
@@ -52,7 +54,7 @@ def test_the_bias_of_the_estimate_is_shown_beside_it(tmp_path: Path) -> None:
     estimate = AccuracyEstimate(accuracy=0.9, low=0.88, high=0.92, frames=5000, unseen_share=0.0)
     device = DeviceStatus.model_construct(device_id="cam-1", model_name="mobilenet", model_version="1.0.0",
                                           drift=DeviceDrift(status="watching", blocks=50, accuracy=estimate))
-    [result] = device_spot_checks(LocalRegistryReader(tmp_path), [device])
+    [result] = device_spot_checks(LocalRegistryReader(tmp_path), [device], NO_REVOCATIONS)
     assert result.bias is not None and result.bias.value == 0.9 - 0.75 and result.bias.low > 0  # too high
     assert spot_check_text(result).startswith("cam-1 1.0.0: labelled accuracy 0.75 (0.60-0.86) on 40 frame(s); "
                                               "estimate off by +0.15 (")
@@ -65,7 +67,8 @@ def _labelled_fleet(fleet_db: Path, tmp_path: Path) -> Path:  # noqa: F811 - the
     _labels(registry, "cam-3", "1.0.0", [True] * 5)
     config = tmp_path / "edgefleet.yaml"
     config.write_text(yaml.safe_dump({"monitor": {"store_path": str(fleet_db), "identity": {
-        "registry": str(registry)}, "status": {"stale_after_s": 1e6}}}))
+        "registry": str(registry), "enrolment_keys": [enrolment_public_key_file(tmp_path)]},
+        "status": {"stale_after_s": 1e6}}}))
     return config
 
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from edgefleet.cli.app import app
 from edgefleet.kernel.contracts.spotcheck import SpotLabels, labels_key
-from tests.spot_samples import EnrolledFleet
+from tests.spot_samples import FIXTURE_SHARE, EnrolledFleet
 
 NOW = datetime(2026, 12, 7, 22, 0, tzinfo=UTC)
 FRAMES = [f"20261207T210000Z-{seq:012d}" for seq in range(4)]
@@ -25,7 +25,7 @@ def _registry_with_samples(tmp_path: Path) -> tuple[Path, list[str]]:
     for device in ("cam-1", "cam-2"):
         for frame in FRAMES:
             fleet.upload(device, frame, f"{device} {frame}".encode())
-    return fleet.root, ["--enrolment-public-key", str(fleet.enrolment_public_key)]
+    return fleet.root, ["--enrolment-public-key", str(fleet.enrolment_public_key), "--share", str(FIXTURE_SHARE)]
 
 
 def _labelled(root: Path, device: str) -> SpotLabels | None:

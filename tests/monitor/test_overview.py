@@ -23,6 +23,7 @@ from edgefleet.monitor.overview_render import spot_check_rows, text_bar, to_html
 from edgefleet.monitor.query import fleet_status
 from edgefleet.monitor.spotcheck import Interval, SpotCheckReport, spot_check, version_spot_checks
 from edgefleet.monitor.store import commit, open_store
+from tests.spot_samples import SIGNING_KEY_ID, enrolment_public_key_file
 
 from .monitor_helpers import T0, telemetry
 
@@ -160,7 +161,8 @@ def test_fleet_overview_flow_publishes_the_markdown_artifact_and_the_page(tmp_pa
         device_id="a", updated_at=T0, samples=tuple(_labelled("mobilenet", 3, 4))))
     config = tmp_path / "monitor.yaml"
     config.write_text(yaml.safe_dump({"monitor": {"store_path": str(db), "count_bucket_s": 60.0,
-                                                  "identity": {"registry": str(registry)}}}))
+                                                  "identity": {"registry": str(registry), "enrolment_keys": [
+                                                      enrolment_public_key_file(tmp_path)]}}}))
     page = tmp_path / "overview.html"
     key = fleet_overview_flow(FleetOverviewParams(config=str(config), model="mobilenet", html=str(page)))
     assert key == artifact_key("mobilenet") == "fleet-overview-mobilenet"
@@ -185,7 +187,7 @@ def _spot_check_report() -> SpotCheckReport:
 def _labelled(model: str, right: int, labelled: int) -> list[LabelledSample]:
     return [LabelledSample(frame_id=f"20261207T210000Z-{i:012d}", model=model, model_version="1.0.0", answer_id=1,
                            answer_label="robin", answer_score=0.9, label="robin" if i < right else "crow",
-                           correct=i < right) for i in range(labelled)]
+                           correct=i < right, key_id=SIGNING_KEY_ID) for i in range(labelled)]
 
 
 def test_the_page_and_the_markdown_show_the_spot_check_of_the_models_versions(store) -> None:

@@ -17,7 +17,7 @@ from edgefleet.kernel.errors import EdgefleetError
 from edgefleet.monitor.query import DeviceStatus
 from edgefleet.monitor.spotcheck_labels import read_labels
 from edgefleet.monitor.spotcheck_report import spot_check_report
-from tests.spot_samples import EnrolledFleet
+from tests.spot_samples import NO_REVOCATIONS, EnrolledFleet
 
 NOW = datetime(2026, 12, 7, 22, 0, tzinfo=UTC)
 
@@ -34,7 +34,7 @@ def test_a_labels_record_naming_another_device_is_refused(tmp_path: Path) -> Non
     with pytest.raises(EdgefleetError, match="names device cam-2"):
         read_labels(LocalRegistryReader(tmp_path), "cam-1")
     device = DeviceStatus.model_construct(device_id="cam-1", model_name="birds", model_version="1.0.0", drift=None)
-    report = spot_check_report(LocalRegistryReader(tmp_path), [device])
+    report = spot_check_report(LocalRegistryReader(tmp_path), [device], NO_REVOCATIONS)
     assert report.devices == () and report.error is not None and "names device cam-2" in report.error
 
 

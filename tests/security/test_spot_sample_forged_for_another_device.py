@@ -11,9 +11,6 @@ import csv
 import io
 from pathlib import Path
 
-from typer.testing import CliRunner
-
-from edgefleet.cli.app import app
 from edgefleet.flows.trust.device_key_records import revoke_device
 from edgefleet.kernel.contracts.spotcheck import labels_key
 from tests.spot_samples import EnrolledFleet, spot_sample
@@ -29,9 +26,6 @@ class Fleet(EnrolledFleet):
     def __init__(self, tmp_path: Path) -> None:
         super().__init__(tmp_path, ("victim", "attacker"))
         self.labels = tmp_path / "labels.csv"
-
-    def cli(self, *args: str):
-        return CliRunner().invoke(app, ["spotcheck", *args, "-r", str(self.root)], env={"HOME": str(self.home)})
 
     def pending(self) -> list[tuple[str, str]]:
         result = self.cli("pending")

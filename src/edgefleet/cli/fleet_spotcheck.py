@@ -18,7 +18,11 @@ def spot_check_text(result: SpotCheckResult) -> str:
     """'cam-1 1.0.0: labelled accuracy 0.82 (0.71-0.90) on 57 frames; estimate off by +0.05 (-0.04 to +0.15)'."""
     text = (f"{result.device_id} {result.model_version}: labelled accuracy {result.accuracy.text()} on "
             f"{result.labelled} frame(s)")
-    return text + (f"; estimate off by {result.bias.text(signed=True)}" if result.bias is not None else "")
+    text += f"; estimate off by {result.bias.text(signed=True)}" if result.bias is not None else ""
+    if result.not_counted:
+        text += (f" ({result.not_counted} labelled frame(s) not counted: signed by a revoked key, or recorded "
+                 "without the key that signed them)")
+    return text
 
 
 def version_spot_check_text(check: VersionSpotCheck) -> str:

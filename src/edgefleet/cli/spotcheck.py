@@ -14,6 +14,12 @@ registry's revocations. With `--config monitor.yaml` they trust what the monitor
 `identity.enrolment_keys` and its `identity.revoked_keys` (a revocation no registry writer can remove), and read
 its registry unless `--registry` names another. Any other sample is listed (`REFUSED <where>: <reason>`, on
 standard error), never offered, never imported.
+
+A compromised device signs whatever it likes with its own key, so the commands also recompute the sampler's
+choice: a sample stating a share above `--share` (the fleet's `spot_check.share`, default the agent's default),
+or of a frame the sampler would not pick at its share, is refused; and one listing offers (one import takes) at
+most `--max-per-device` samples of a device, oldest first, the rest listed as REFUSED (the next listing offers
+them), so a flooding device cannot drown the others.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from edgefleet.cli.registry import RegistryOption
+from edgefleet.device.spotcheck.config import DEFAULT_MAX_PER_DAY, DEFAULT_SHARE
 from edgefleet.kernel.console import cli_error
 from edgefleet.kernel.errors import EdgefleetError
 
@@ -44,6 +51,15 @@ ENROLMENT_KEY_HELP = ("the fleet enrolment public key that signs device key reco
 EnrolmentPublicKeyOption = typer.Option([], "--enrolment-public-key", help=ENROLMENT_KEY_HELP)
 MonitorConfigOption = typer.Option(None, "--config", "-c", help="the monitor YAML: trust its identity.enrolment_keys "
                                    "and identity.revoked_keys as the monitor does, and read its registry")
+
+ShareOption = typer.Option(
+    DEFAULT_SHARE, "--share", min=0.0, max=1.0,
+    help="the share of frames the fleet's agents sample (agent.yaml spot_check.share; default the agent's "
+         "default): a sample stating a higher share, or of a frame the sampler would not pick, is refused")
+MaxPerDeviceOption = typer.Option(
+    DEFAULT_MAX_PER_DAY, "--max-per-device", min=1,
+    help="samples of one device offered (imported) per run at most, oldest first; the rest are listed as REFUSED "
+         "and offered by a later run (default: one day at the agent's default spot_check.max_per_day)")
 
 app = typer.Typer(help="The labelled spot check: frames devices sent for labelling, and their labels.",
                   no_args_is_help=True)
@@ -108,9 +124,9 @@ def key_policy(enrolment_public_keys: list[Path], settings: MonitorConfig | None
     return KeyRecordPolicy(keys, revoked_keys=revoked)
 
 
-def open_samples(registry_uri: str | None, enrolment_public_keys: list[Path],
-                 config: Path | None) -> tuple[RegistryWriter, SampleReader]:
-    """The registry and its sample reader, trusting what `key_policy` says.
+def open_samples(registry_uri: str | None, enrolment_public_keys: list[Path], config: Path | None,
+                 share: float) -> tuple[RegistryWriter, SampleReader]:
+    """The registry and its sample reader, trusting what `key_policy` says, expecting `share`.
 
     Raises:
         ConfigError: the monitor config or an enrolment key is unusable (named).
@@ -120,7 +136,7 @@ def open_samples(registry_uri: str | None, enrolment_public_keys: list[Path],
     settings = _monitor_config(config)
     policy = key_policy(enrolment_public_keys, settings)
     registry = _open(registry_uri, settings)
-    return registry, SampleReader(registry, policy)
+    return registry, SampleReader(registry, policy, share)
 
 
 def _device_option(device: str | None) -> str | None:
@@ -132,6 +148,13 @@ def _device_option(device: str | None) -> str | None:
         raise typer.BadParameter(str(error), param_hint="--device") from None
 
 
+def _share_option(share: float) -> float:
+    if share <= 0:
+        raise typer.BadParameter(f"{share:g} is no share: give the agents' spot_check.share, above 0 and at most 1",
+                                 param_hint="--share")
+    return share
+
+
 def _print_refused(refused: tuple[RefusedSample, ...]) -> None:
     from edgefleet.monitor.spotcheck_samples import REFUSED_FIX, refusal_lines
 
@@ -141,8 +164,8 @@ def _print_refused(refused: tuple[RefusedSample, ...]) -> None:
         typer.echo(f"{len(refused)} sample(s) refused, never offered or imported (fix: {REFUSED_FIX})", err=True)
 
 
-def import_labels(samples: SampleReader, registry: RegistryWriter, path: Path,
-                  now: datetime) -> tuple[dict[str, SpotLabels], int, tuple[RefusedSample, ...]]:
+def import_labels(samples: SampleReader, registry: RegistryWriter, path: Path, now: datetime,
+                  max_per_device: int) -> tuple[dict[str, SpotLabels], int, tuple[RefusedSample, ...]]:
     """Checks every row of the labeller's file against the uploaded samples, then writes each device's labelled
     record (compare-and-swap on what was read). Returns (device -> its record, unlabelled rows skipped, the
     samples refused: not signed by their folder's device, left out).
@@ -155,7 +178,7 @@ def import_labels(samples: SampleReader, registry: RegistryWriter, path: Path,
     from edgefleet.monitor.spotcheck_labels import checked_labels, label_samples, merged, parse_labels
 
     parsed = parse_labels(path)
-    labelled, refused = label_samples(samples, path, parsed.rows)
+    labelled, refused = label_samples(samples, path, parsed.rows, max_per_device)
     records: dict[str, tuple[SpotLabels, int]] = {}
     for device_id, new in sorted(labelled.items()):  # every record read and merged before any write
         current = registry.read_json(labels_key(device_id))
@@ -167,14 +190,15 @@ def import_labels(samples: SampleReader, registry: RegistryWriter, path: Path,
     return {device_id: record for device_id, (record, _) in records.items()}, parsed.unlabelled, refused
 
 
-def pending_rows(samples: SampleReader, registry: RegistryWriter,
-                 device: str | None) -> tuple[list[dict[str, str]], tuple[RefusedSample, ...]]:
-    """The uploaded samples not labelled yet (oldest first per device), as rows of the labellers' CSV; and the
-    samples refused (not signed by their folder's device: never offered)."""
+def pending_rows(samples: SampleReader, registry: RegistryWriter, device: str | None,
+                 max_per_device: int) -> tuple[list[dict[str, str]], tuple[RefusedSample, ...]]:
+    """The uploaded samples not labelled yet (oldest first per device, at most `max_per_device` of each), as rows
+    of the labellers' CSV; and the samples refused (not signed by their folder's device, not picked by its
+    sampler, over the cap: never offered)."""
     from edgefleet.kernel.contracts.layout import check_name
     from edgefleet.kernel.contracts.spotcheck import SPOTCHECK_PREFIX, check_frame_id, device_prefix, sample_keys
     from edgefleet.monitor.spotcheck_labels import read_labels
-    from edgefleet.monitor.spotcheck_samples import RefusedSample
+    from edgefleet.monitor.spotcheck_samples import RefusedSample, over_cap_reason
 
     prefix = device_prefix(device) if device is not None else f"{SPOTCHECK_PREFIX}/"
     found: dict[str, list[str]] = {}
@@ -197,11 +221,17 @@ def pending_rows(samples: SampleReader, registry: RegistryWriter,
             continue
         record = read_labels(registry, device_id)
         done = {sample.frame_id for sample in record.samples} if record else set()
+        taken = 0
         for frame in sorted(set(frames) - done):
+            if taken >= max_per_device:  # left unread: the next listing offers it
+                refused.append(RefusedSample(registry.describe(sample_keys(device_id, frame)[1]),
+                                             over_cap_reason(max_per_device)))
+                continue
             sample = samples.read(device_id, frame)
             if isinstance(sample, RefusedSample):
                 refused.append(sample)
             elif sample is not None:
+                taken += 1
                 rows.append({"device_id": device_id, "frame_id": frame,
                              "image": registry.describe(sample_keys(device_id, frame)[0]), "label": ""})
     return rows, tuple(refused)
@@ -214,13 +244,15 @@ def pending(
     enrolment_public_key: list[Path] = EnrolmentPublicKeyOption,
     config: Path = MonitorConfigOption,
     registry_uri: str = RegistryOption,
+    share: float = ShareOption,
+    max_per_device: int = MaxPerDeviceOption,
 ) -> None:
     """The frames devices sent that nobody labelled yet, as the labellers' CSV (fill in the label column); only
     frames signed by their device (the others are listed as REFUSED on standard error)."""
     only = _device_option(device)
     try:
-        registry, samples = open_samples(registry_uri, enrolment_public_key, config)
-        rows, refused = pending_rows(samples, registry, only)
+        registry, samples = open_samples(registry_uri, enrolment_public_key, config, _share_option(share))
+        rows, refused = pending_rows(samples, registry, only, max_per_device)
     except EdgefleetError as error:
         raise cli_error(error) from error
     _print_refused(refused)
@@ -245,23 +277,30 @@ def import_(
     enrolment_public_key: list[Path] = EnrolmentPublicKeyOption,
     config: Path = MonitorConfigOption,
     registry_uri: str = RegistryOption,
+    share: float = ShareOption,
+    max_per_device: int = MaxPerDeviceOption,
 ) -> None:
     """Record the labels of spot-check frames: per device, the label and whether the model was right. Samples
     not signed by their device are refused (listed, not imported; exit status 1), the others imported."""
     from edgefleet.monitor.spotcheck import spot_check
+    from edgefleet.monitor.spotcheck_report import RevokedKeys, counted
 
     try:
-        registry, samples = open_samples(registry_uri, enrolment_public_key, config)
-        records, unlabelled, refused = import_labels(samples, registry, labels, datetime.now(UTC))
+        registry, samples = open_samples(registry_uri, enrolment_public_key, config, _share_option(share))
+        records, unlabelled, refused = import_labels(samples, registry, labels, datetime.now(UTC), max_per_device)
     except EdgefleetError as error:
         raise cli_error(error) from error
     _print_refused(refused)
+    revoked = RevokedKeys(registry, samples.policy)
     for device_id, record in records.items():
         latest = record.samples[-1] if record.samples else None
-        result = spot_check(device_id, latest.model, latest.model_version, record.samples) if latest else None
+        kept, left_out = counted(record.samples, revoked)  # as fleet status counts them
+        result = spot_check(device_id, latest.model, latest.model_version, kept) if latest else None
         summary = (f"; {result.model_version}: {result.right}/{result.labelled} right, {result.accuracy.text()}"
                    if result else "")
-        typer.echo(f"{device_id}: {len(record.samples)} labelled frame(s){summary}")
+        uncounted = (f" ({len(left_out)} not counted: signed by a revoked key, or recorded without its key)"
+                     if left_out else "")
+        typer.echo(f"{device_id}: {len(record.samples)} labelled frame(s){summary}{uncounted}")
     if unlabelled:
         typer.echo(f"{unlabelled} row(s) without a label skipped", err=True)
     if refused:

@@ -254,14 +254,16 @@ def load_device_key(registry: RegistryReader, policy: KeyRecordPolicy, device_id
         record = judge_record(record_key, value, policy, revoked | policy.revoked_keys)
     except EdgefleetError as error:
         return FleetKeys({}, (RefusedRecord(registry.describe(record_key), error.message, error.fix or ""),))
-    if _revoked_in_registry(registry, policy, record.key_id):
+    if revoked_in_registry(registry, policy, record.key_id):
         reason = f"the key {record.key_id} of device {device_id} is revoked"
         refusal = RefusedRecord(registry.describe(record_key), reason, "re-enrol the device with a new key")
         return FleetKeys({}, (refusal,), frozenset({record.key_id}))
     return FleetKeys({device_id: record.key()})
 
 
-def _revoked_in_registry(registry: RegistryReader, policy: KeyRecordPolicy, revoked_key_id: str) -> bool:
+def revoked_in_registry(registry: RegistryReader, policy: KeyRecordPolicy, revoked_key_id: str) -> bool:
+    """Whether `fleet/revoked/<revoked_key_id>.json` holds a revocation of that key signed by an enrolment key (one
+    small read; a damaged or unsigned one counts for nothing)."""
     record_key = revocation_key(revoked_key_id)
     try:
         value = _read(registry, record_key)

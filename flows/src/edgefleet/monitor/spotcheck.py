@@ -73,6 +73,8 @@ class SpotCheckResult(BaseModel):
     """The label-free estimate (CBPE) shown beside it, None when the device has none."""
     bias: Interval | None = None
     """The estimate (CBPE) minus the labelled accuracy: positive, the estimate is too high."""
+    not_counted: int = 0
+    """Labelled frames of this version left out: signed by a key revoked since, or recorded without its key."""
 
 
 class VersionSpotCheck(BaseModel):

@@ -26,9 +26,10 @@ from edgefleet.kernel.contracts.spotcheck import (
     answer_matches,
     check_frame_id,
     labels_key,
+    sample_keys,
 )
 from edgefleet.kernel.errors import EdgefleetError
-from edgefleet.monitor.spotcheck_samples import RefusedSample, SampleReader
+from edgefleet.monitor.spotcheck_samples import DEFAULT_MAX_PER_DEVICE, RefusedSample, SampleReader, over_cap_reason
 
 COLUMNS = ("device_id", "frame_id", "label")
 MAX_LABEL_CHARS = 200
@@ -145,9 +146,11 @@ class JoinedLabels(NamedTuple):
     refused: tuple[RefusedSample, ...]
 
 
-def label_samples(samples: SampleReader, path: Path, rows: Iterable[LabelRow]) -> JoinedLabels:
-    """Each labelled row joined with its device's signed sample, by device; a refused sample is left out and
-    listed (`spotcheck_samples`), never imported.
+def label_samples(samples: SampleReader, path: Path, rows: Iterable[LabelRow],
+                  max_per_device: int = DEFAULT_MAX_PER_DEVICE) -> JoinedLabels:
+    """Each labelled row joined with its device's signed sample, by device (oldest frame first, at most
+    `max_per_device` of a device: the rest refused unread); a refused sample is left out and listed
+    (`spotcheck_samples`), never imported.
 
     Raises:
         LabelsError: a row names no uploaded sample (every such row named).
@@ -155,7 +158,11 @@ def label_samples(samples: SampleReader, path: Path, rows: Iterable[LabelRow]) -
     labelled: dict[str, list[LabelledSample]] = {}
     refused: list[RefusedSample] = []
     problems: list[str] = []
-    for row in rows:
+    for row in sorted(rows, key=lambda row: (row.device_id, row.frame_id)):
+        if len(labelled.get(row.device_id, ())) >= max_per_device:
+            refused.append(RefusedSample(samples.registry.describe(sample_keys(row.device_id, row.frame_id)[1]),
+                                         over_cap_reason(max_per_device)))
+            continue
         sample = samples.read(row.device_id, row.frame_id)
         if sample is None:
             problems.append(f"{row.where}: no sample {row.frame_id} of {row.device_id} in {samples.registry.uri}")
@@ -167,7 +174,8 @@ def label_samples(samples: SampleReader, path: Path, rows: Iterable[LabelRow]) -
             frame_id=sample.frame_id, model=sample.model, model_version=sample.model_version,
             answer_id=sample.answer_id,
             answer_label=sample.answer_label, answer_score=sample.answer_score, label=row.label,
-            correct=answer_matches(row.label, sample.answer_id, sample.answer_label)))
+            correct=answer_matches(row.label, sample.answer_id, sample.answer_label),
+            key_id=samples.key_id(row.device_id)))
     if problems:
         raise _problems_error(path, problems, "fix the device and frame ids named (they come from `edgefleet "
                                               "spotcheck pending`), or check --registry names the devices' bucket")

@@ -10,7 +10,15 @@ imported by `import`) only when (`sample_problem`, pure):
   (`device_identity.spot_sample_signature_problem`);
 - the JPEG beside it hashes to the record's `image_sha256` (so the signature covers the frame too);
 - its model version is published in the registry (`models/<model>/<version>/`: a sample of a version nobody
-  released is never labelled; one listing per model per reader).
+  released is never labelled; one listing per model per reader);
+- its frame is one the device's sampler picks (`sampler_problem`): the share the record states is at most the
+  share the operator expects (`expected_share`, the fleet's `spot_check.share`), and the hash of (device id,
+  run, sequence: the frame id) falls under that share (`edgefleet.device.spotcheck.sampler.in_sample`). A
+  compromised device signs whatever it likes with its own key: this is what keeps it from choosing the frames
+  it sends (only those its model got right, say). A frame not picked at the expected share is refused unread
+  (a flood of made-up frame ids costs a hash each). A lower share than expected is taken: the same hash under
+  a lower threshold picks a subset of the expected sample, still blind to the answers. What the check cannot
+  see: a device that drops some of its picked frames (uploads fewer); the record's `not_sent` is its own word.
 Any other sample is refused with its name and the reason, never offered, never imported. So is an object that
 is not a sample at all (not JSON, not the contract, a model or version that is not a name) or is over its bound
 (`MAX_SAMPLE_RECORD_BYTES`, `MAX_SAMPLE_IMAGE_BYTES`: refused unread): anyone with the devices' account can
@@ -27,19 +35,32 @@ from typing import NamedTuple
 from pydantic import ValidationError
 
 from edgefleet.device.registry.base import RegistryReader
+from edgefleet.device.spotcheck.config import DEFAULT_MAX_PER_DAY, DEFAULT_SHARE
+from edgefleet.device.spotcheck.sampler import in_sample, share_threshold
 from edgefleet.device.trust.device_identity import spot_sample_signature_problem
 from edgefleet.kernel.contracts.spotcheck import (
     MAX_SAMPLE_IMAGE_BYTES,
     MAX_SAMPLE_RECORD_BYTES,
     SpotSample,
+    frame_run_and_sequence,
     sample_keys,
 )
 from edgefleet.kernel.errors import VerificationError
+from edgefleet.kernel.trust.signatures import key_id
 from edgefleet.monitor.device_key_reader import FleetKeys, KeyRecordPolicy, load_device_key
 
 REFUSED_FIX = ("a sample the folder's device did not sign is never labelled: check who holds the devices' "
                "service account (a compromised device can write under spotcheck/), and enrol the device "
                "(deploy-agent) if it has no key record")
+
+
+DEFAULT_EXPECTED_SHARE = DEFAULT_SHARE
+"""The share the operator expects by default: the agent's default `spot_check.share`."""
+DEFAULT_MAX_PER_DEVICE = DEFAULT_MAX_PER_DAY
+"""Samples of one device one listing offers (one import takes) at most: one day at the agent's default daily cap,
+so a device flooding `spotcheck/` cannot drown the others' frames; the rest wait for the next listing."""
+SHARE_TOLERANCE = 1e-12
+"""A stated share equal to the expected one up to float rounding of the YAML and CLI texts is that share."""
 
 
 class RefusedSample(NamedTuple):
@@ -70,6 +91,32 @@ def version_problem(sample: SpotSample, published: frozenset[str], registry: str
             "version nobody released is never labelled")
 
 
+def unpicked_problem(device_id: str, frame: str, share: float) -> str | None:
+    """Why the sampler of `device_id` would not have picked `frame` at `share` (None: it would). Pure."""
+    run, sequence = frame_run_and_sequence(frame)
+    if in_sample(device_id, run, sequence, share_threshold(share)):
+        return None
+    return (f"frame {frame} is not picked by the sampler of device {device_id} at share {share:g} (the hash of "
+            "device, run and sequence is above it): the device chose this frame, and a chosen sample biases the "
+            "labelled accuracy")
+
+
+def sampler_problem(sample: SpotSample, expected_share: float) -> str | None:
+    """Why the sample is not one the device's sampler picked (None: it is): its stated share above
+    `expected_share`, or its frame not picked at its stated share. Pure."""
+    if sample.share > expected_share * (1 + SHARE_TOLERANCE):
+        return (f"it states share {sample.share:g}, above the share {expected_share:g} the operator expects: at a "
+                "higher share more frames look picked, so the device could choose among them (if the fleet's "
+                f"agent configs set spot_check.share {sample.share:g}, pass --share {sample.share:g})")
+    return unpicked_problem(sample.device_id, sample.frame_id, sample.share)
+
+
+def over_cap_reason(cap: int) -> str:
+    """Why a sample beyond the per-device cap of one listing or import is left out."""
+    return (f"over --max-per-device {cap}: one listing offers (one import takes) at most {cap} samples of a device, "
+            "so a flooding device cannot drown the others (the next listing offers the rest)")
+
+
 def image_problem(sample: SpotSample, image: bytes | None) -> str | None:
     """Why `image` is not the frame the record signed (None: it is). Pure."""
     if image is None:
@@ -85,10 +132,14 @@ class SampleReader:
     Args:
         registry: the registry holding `spotcheck/` and `fleet/`.
         policy: the enrolment keys that sign device key records (and the operator's own revocations).
+        expected_share: the share the fleet's agents sample (`spot_check.share`): a sample stating more, or of a
+            frame the sampler does not pick, is refused (`sampler_problem`).
     """
 
-    def __init__(self, registry: RegistryReader, policy: KeyRecordPolicy) -> None:
-        self.registry, self.policy = registry, policy
+    def __init__(self, registry: RegistryReader, policy: KeyRecordPolicy,
+                 expected_share: float = DEFAULT_EXPECTED_SHARE) -> None:
+        share_threshold(expected_share)  # a share outside (0, 1] is named here, before anything is read
+        self.registry, self.policy, self.expected_share = registry, policy, expected_share
         self._keys: dict[str, FleetKeys] = {}
         self._published: dict[str, frozenset[str]] = {}
 
@@ -96,6 +147,11 @@ class SampleReader:
         if device_id not in self._keys:
             self._keys[device_id] = load_device_key(self.registry, self.policy, device_id, frozenset())
         return self._keys[device_id]
+
+    def key_id(self, device_id: str) -> str | None:
+        """The id of the key the fleet trusts for `device_id` (the one its taken samples are signed by)."""
+        key = self.keys(device_id).keys.get(device_id)
+        return key_id(key) if key is not None else None
 
     def published(self, model: str) -> frozenset[str]:
         """The published versions of `model` (listed once per reader)."""
@@ -111,6 +167,9 @@ class SampleReader:
         """
         image_key, record_key = sample_keys(device_id, frame)
         where = self.registry.describe(record_key)
+        unpicked = unpicked_problem(device_id, frame, self.expected_share)
+        if unpicked is not None:  # refused unread: a flood of made-up frame ids costs a hash each
+            return RefusedSample(where, unpicked)
         try:
             data = self.registry.read_object(record_key, MAX_SAMPLE_RECORD_BYTES)
         except VerificationError as error:  # over the bound, or not a plain object: refused unread
@@ -121,8 +180,9 @@ class SampleReader:
             sample = SpotSample.model_validate_json(data)
         except ValidationError as error:
             return RefusedSample(where, f"not a spot check sample ({error.errors()[0]['msg']})")
-        problem = record_problem(sample, device_id, frame, self.keys(device_id)) or version_problem(
-            sample, self.published(sample.model), self.registry.uri)
+        problem = (record_problem(sample, device_id, frame, self.keys(device_id))
+                   or sampler_problem(sample, self.expected_share)
+                   or version_problem(sample, self.published(sample.model), self.registry.uri))
         if problem is None:
             try:
                 problem = image_problem(sample, self.registry.read_object(image_key, MAX_SAMPLE_IMAGE_BYTES))

@@ -6,6 +6,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_SHARE = 0.001
 """One frame in a thousand: at 10 fps about 36 an hour, which the hourly cap then bounds."""
+DEFAULT_MAX_PER_DAY = 200
+"""Sampled frames a device keeps per UTC day at most (the operator's `spotcheck pending` offers as many per device
+per listing by default)."""
 JPEG_MAX_QUALITY = 95  # Pillow: above 95 the file grows without a visible gain
 
 
@@ -23,7 +26,7 @@ class SpotCheckConfig(BaseModel):
                          "caps), e.g. 0.001: one in a thousand")
     max_per_hour: int = Field(default=20, ge=1, description="sampled frames kept per clock hour at most; the rest "
                               "of the hour's sample is left out and counted")
-    max_per_day: int = Field(default=200, ge=1, description="sampled frames kept per UTC day at most")
+    max_per_day: int = Field(default=DEFAULT_MAX_PER_DAY, ge=1, description="sampled frames kept per UTC day at most")
     queue: int = Field(default=4, ge=1, description="sampled frames waiting for JPEG encoding; a sampled frame "
                        "that finds the queue full is left out and counted, never waited for")
     outbox_max_samples: int = Field(default=500, ge=1, description="samples waiting for upload on the device; "

@@ -28,6 +28,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from edgefleet.kernel.contracts.devicekey import KEY_ID_PATTERN
 from edgefleet.kernel.contracts.layout import check_name
 from edgefleet.kernel.contracts.names import DeviceId, ModelName, ModelVersion
 
@@ -61,6 +62,12 @@ def check_frame_id(value: str) -> str:
     if not _FRAME_ID.fullmatch(value):
         raise ValueError(f"frame id {value[:64]!r} is not <YYYYMMDDTHHMMSSZ>-<12 digits>")
     return value
+
+
+def frame_run_and_sequence(frame: str) -> tuple[str, int]:
+    """(run, sequence) of a frame id: what the device's sampler hashed (with the device id) to pick the frame."""
+    run, sequence = check_frame_id(frame).split("-")
+    return run, int(sequence)
 
 
 def device_prefix(device_id: str) -> str:
@@ -97,7 +104,9 @@ class SpotSample(_Record):
     answer_id: int | None = Field(default=None, ge=0, description="top-1 class id; None: no result")
     answer_label: str = Field(default="", max_length=200, description="its label ('' without labels)")
     answer_score: float = Field(default=0.0, ge=0, le=1)
-    share: float = Field(gt=0, le=1, description="the sampler's share when this frame was taken")
+    share: float = Field(gt=0, le=1, description="the sampler's share when this frame was taken: the operator "
+                         "recomputes the sampler's choice of (device_id, frame_id) under it and refuses a share "
+                         "above the fleet's")
     image_sha256: str = Field(pattern="^[0-9a-f]{64}$")
     not_sent: int = Field(default=0, ge=0, description="sampled frames left out so far this run (the hourly or "
                                                        "daily cap, a full queue, the outbox's oldest dropped)")
@@ -123,6 +132,9 @@ class LabelledSample(_Record):
     answer_score: float = Field(ge=0, le=1)
     label: str = Field(min_length=1, max_length=200)
     correct: bool
+    key_id: str | None = Field(default=None, pattern=KEY_ID_PATTERN, description="the device key that signed the "
+                               "sample (`edgefleet spotcheck import` records it): once that key is revoked the "
+                               "frame no longer counts; None (a record imported before the field) never counts")
 
 
 class SpotLabels(_Record):
