@@ -10,14 +10,20 @@ from datetime import UTC, datetime, timedelta
 from edgefleet.device.window import MaintenanceWindow, in_window
 from edgefleet.flows.fleet.steps import StepRecord
 from edgefleet.flows.rollout.params import CanaryGate
-from edgefleet.flows.rollout.pull_params import GroupWindow, ShareSchedule
+from edgefleet.flows.rollout.pull_params import STRAGGLERS_MAX_WAIT_S, GroupWindow, ShareSchedule
 from edgefleet.flows.rollout.pull_stragglers import (
     NO_REPORT_STEP,
     STRAGGLER_STEP,
     StragglerWatch,
+    capped,
     decide_stragglers,
+    halt_blocker,
     straggler_steps,
     stragglers,
+    unwatched,
+    unwatched_steps,
+    unwatched_warning,
+    without,
 )
 from edgefleet.flows.rollout.pull_waves import WaveObservation, decide_pull_wave, next_share_wave, observe
 from edgefleet.flows.rollout.pull_windows import (
@@ -30,6 +36,8 @@ from edgefleet.flows.rollout.pull_windows import (
 )
 from edgefleet.flows.rollout.record import DeviceRecord, PullProgress, RolloutRecord
 from edgefleet.flows.rollout.verdict import cannot_judge
+from edgefleet.kernel.contracts.manifest import ChannelPointer
+from edgefleet.kernel.contracts.rollout import SHARE_BP_FULL, RolloutStage
 
 NIGHT = MaintenanceWindow(cron="0 2 * * *", timezone="Europe/Berlin", duration_minutes=120)
 NOON = datetime(2026, 6, 10, 12, tzinfo=UTC)  # 14:00 in Berlin
@@ -194,3 +202,82 @@ def test_the_straggler_watch_begun_at_noon_sees_the_night_device_report_in_its_w
                                     poll_interval_s=0.0, stale_after_s=300.0, clock=clock)
     assert seen.up == devices and not decide_stragglers(watch, seen, 0.0, None).halt
     assert seen.up_at["n1"] >= fleet.moved_at["n1"] >= NIGHT_OPENS  # seen when its window opened, 12 hours on
+
+
+def test_the_straggler_watch_ends_at_its_cap_and_leaves_the_night_device_unwatched_for_a_re_run() -> None:
+    from edgefleet.flows.rollout.pull_tasks import WatchRule, watch_stragglers_task
+
+    devices = ("d1", "n1")
+    clock = _Clock(NOON)
+    fleet = _Fleet(clock, {"d1": None, "n1": NIGHT})
+    plan = plan_wave((GroupWindow(ids=("n1",), window=NIGHT),), devices, {}, NOON, TIMEOUT)
+    until = NOON + timedelta(seconds=STRAGGLERS_MAX_WAIT_S)  # 18:00 UTC: the night window opens at 00:00 UTC
+    assert until < NIGHT_OPENS and all(entry.due <= until for entry in capped(plan, until).values())
+    watch = _watch(devices)
+    seen = watch_stragglers_task.fn(3, fleet, devices, "1.1.0", NOON, 0,
+                                    rule=WatchRule(capped(plan, until), watch.quorum, 0.0),
+                                    poll_interval_s=0.0, stale_after_s=300.0, clock=clock)
+    now = clock.now
+    assert until <= now < NIGHT_OPENS and seen.up == ("d1",)  # the watch ended at the cap, not at night
+    assert unwatched(seen, plan, now - timedelta(hours=1), until) == ()  # nobody is unwatched before the cap
+    left = unwatched(seen, plan, now, until)
+    assert left == ("n1",)
+    judged = without(seen, left)
+    assert judged.waiting == judged.window_waiting == () and not decide_stragglers(watch, judged, 0.0, None).halt
+    steps = straggler_steps(watch, judged, plan, now) | unwatched_steps(watch, left, plan, now)
+    assert steps["d1"].name == STRAGGLER_STEP and steps["n1"].name == WINDOW_STEP
+    assert "stragglers_max_wait_s" in steps["n1"].detail and "re-run" in steps["n1"].detail
+    records = {device: DeviceRecord(device_id=device, wave=3, state="done" if device == "d1" else "pending",
+                                    steps=[_step(WINDOW_STEP), steps[device]]) for device in devices}
+    # a re-run finds it, its deadline counted from the same note: its time in its window since then counts
+    assert stragglers(records, 3) == StragglerWatch(("n1",), 3, since=NOON, refusals_since=NOON)
+    warning = unwatched_warning(left, "1.1.0", ROLLOUT, "stragglers_max_wait_s passed")
+    assert "n1" in warning and f"re-run the same rollout_id ({ROLLOUT})" in warning
+
+
+def test_the_straggler_cap_defaults_to_six_hours_and_is_a_parameter() -> None:
+    from edgefleet.flows.rollout.pull_params import PullRolloutParams
+
+    params = PullRolloutParams(registry="r", model="birds", version="1.1.0", public_key="k", monitor_config="m.yaml")
+    assert params.stragglers_max_wait_s == STRAGGLERS_MAX_WAIT_S == 6 * 3600
+    assert PullRolloutParams(registry="r", model="birds", version="1.1.0", public_key="k", monitor_config="m.yaml",
+                             stragglers_max_wait_s=60).stragglers_max_wait_s == 60
+
+
+def test_with_the_watch_off_the_stragglers_stay_in_the_record_for_a_re_run_and_the_warning_names_them() -> None:
+    records = {"n1": DeviceRecord(device_id="n1", wave=2, steps=[_step(WINDOW_STEP)]),
+               "d1": DeviceRecord(device_id="d1", wave=2, state="done")}
+    watch = stragglers(records, 2)  # what the flow finds, then only warns: nothing of the record changes
+    assert watch is not None and watch.devices == ("n1",)
+    warning = unwatched_warning(watch.devices, "1.1.0", ROLLOUT, "watch_stragglers is off")
+    assert warning.startswith("1 window straggler(s) not judged (watch_stragglers is off): n1")
+    assert stragglers(records, 2) == watch  # a re-run with the watch on finds the same devices, since the same note
+
+
+def _pointer(version: str, stage: RolloutStage | None) -> ChannelPointer:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from edgefleet.flows.trust.pointer_signing import sign_pointer
+
+    return sign_pointer(Ed25519PrivateKey.generate(), model="birds", channel="stable", version=version,
+                        manifest_sha256="b" * 64, previous=None, updated_by="alice", rollout=stage)
+
+
+def test_a_straggler_halt_signs_share_0_only_while_the_channel_still_names_this_rollout() -> None:
+    full = RolloutStage(id=ROLLOUT, replaces="1.0.0", replaces_manifest_sha256="c" * 64, share_bp=SHARE_BP_FULL)
+    assert halt_blocker(_pointer("1.1.0", full), ROLLOUT, "stable") is None
+    promoted = halt_blocker(_pointer("1.2.0", None), ROLLOUT, "stable")  # a promotion moved it during the watch
+    assert promoted is not None and "moved on" in promoted and "1.2.0" in promoted and "alice" in promoted
+    other = RolloutStage(id="birds-1.2.0", replaces="1.1.0", replaces_manifest_sha256="c" * 64, share_bp=1000)
+    newer = halt_blocker(_pointer("1.2.0", other), ROLLOUT, "stable")  # another rollout started at 100 %
+    assert newer is not None and "rollout birds-1.2.0 of 1.2.0 at 10 %" in newer
+    assert halt_blocker(None, ROLLOUT, "stable") == "channel stable has no verified pointer now"
+
+
+def test_the_straggler_halt_path_refusals_halt_and_name_the_devices_that_need_attention() -> None:
+    watch = _watch(("a", "b", "c"))
+    refusing = WaveObservation(up=("a",), refused=("b", "c"), waiting=())
+    decision = decide_stragglers(watch, refusing, 0.5, None)  # 2 of 3 stragglers: over 50 % of them
+    assert decision.halt and decision.failed == ("b", "c") and decision.reason.startswith(watch.label)
+    # measured over the stragglers alone: the fleet that took the version before them does not dilute it
+    assert not decide_stragglers(watch, WaveObservation(up=("a", "b"), refused=("c",), waiting=()), 0.5, None).halt

@@ -90,7 +90,7 @@ def test_params_need_a_monitor_and_the_public_key() -> None:
 
 
 def test_a_rerun_after_a_halt_starts_again_at_the_first_wave_and_watches_every_device_it_moves() -> None:
-    from edgefleet.flows.rollout.pull_flow import _add_wave
+    from edgefleet.flows.rollout.pull_record import add_wave as _add_wave
     from edgefleet.flows.rollout.record import PullProgress, RolloutRecord
 
     fleet = {device: "1.0.0" for device in FLEET}

@@ -279,7 +279,7 @@ def test_the_rollout_reads_each_devices_group_from_the_monitors_tags(tmp_path: P
 def test_the_record_notes_the_devices_left_waiting_for_their_window_when_the_wave_was_judged() -> None:
     from prefect.logging import disable_run_logger
 
-    from edgefleet.flows.rollout.pull_flow import _note_window_waiting
+    from edgefleet.flows.rollout.pull_record import note_window_waiting as _note_window_waiting
     from edgefleet.flows.rollout.record import DeviceRecord, PullProgress, RolloutRecord
 
     devices = ("d1", "n1")

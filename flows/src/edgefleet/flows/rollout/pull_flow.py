@@ -18,7 +18,9 @@ artifact and `edgefleet rollout show` as the SSH rollout; re-running the same ro
 passed wave. With `shadow.enabled`, a shadow wave on the first wave's devices comes first (`pull_shadow.py`):
 they run the version beside the old one, never acting on it, and a failed verdict halts the rollout there. After
 the last wave, the devices still waiting for their maintenance window are watched until each had its report
-timeout inside its window, and judged as a wave (`pull_stragglers.py`): the rollout is complete only then.
+timeout inside its window (at most `stragglers_max_wait_s`: those left stay pending for a re-run), and judged as a
+wave (`pull_stragglers.py`): the rollout is complete only then; a straggler halt signs share 0 only while the channel
+still names this rollout.
 The decisions are `pull_waves.py`'s, `pull_windows.py`'s, `pull_stragglers.py`'s and `pull_shadow.py`'s; this body
 only orchestrates.
 """
@@ -26,7 +28,7 @@ only orchestrates.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from prefect import flow, get_run_logger
@@ -37,11 +39,31 @@ from edgefleet.flows.registry import RegistryWriter, open_registry_writer
 from edgefleet.flows.rollout.flow import RolloutHalted, RolloutResult, _artifact_key, _publish, _result
 from edgefleet.flows.rollout.judgement import WaveSubject
 from edgefleet.flows.rollout.pull_params import ExponentialRate, PullRolloutParams
+from edgefleet.flows.rollout.pull_record import (
+    activations_of,
+    add_wave,
+    apply_observation,
+    note_silent,
+    note_window_waiting,
+    restart_after_send_back,
+)
 from edgefleet.flows.rollout.pull_shadow import judge_shadow_wave_task, outcome_of, shadow_wave_due
-from edgefleet.flows.rollout.pull_stragglers import decide_stragglers, straggler_steps, stragglers
+from edgefleet.flows.rollout.pull_stragglers import (
+    StragglerWatch,
+    capped,
+    decide_stragglers,
+    halt_blocker,
+    straggler_steps,
+    stragglers,
+    unwatched,
+    unwatched_steps,
+    unwatched_warning,
+    without,
+)
 from edgefleet.flows.rollout.pull_tasks import (
     MonitorView,
     WatchRule,
+    channel_pointer_task,
     fleet_task,
     judge_pull_wave_task,
     stage_share_task,
@@ -59,21 +81,16 @@ from edgefleet.flows.rollout.pull_waves import (
     next_share_wave,
 )
 from edgefleet.flows.rollout.pull_windows import (
-    WINDOW_STEP,
-    WavePlan,
     latest_due,
     left_waiting,
-    openings,
     plan_wave,
     quorum,
 )
 from edgefleet.flows.rollout.record import (
-    DeviceRecord,
     HaltInfo,
     PullProgress,
     RecordStore,
     RolloutRecord,
-    StepRecord,
     WaveVerdict,
     utc_now,
 )
@@ -103,7 +120,7 @@ def _open_record(store: RecordStore, params: PullRolloutParams, rollout_id: str,
         raise ConfigError(f"rollout {rollout_id} in the registry is not a pull rollout of {params.model} "
                           f"{params.version}", "give this rollout another rollout_id (rollout ids name one version)")
     if record.state == "halted" and record.pull is not None and record.pull.sent_back:
-        record.pull.restart()  # else re-staging a passed share would move its devices again, unwatched
+        restart_after_send_back(record, utc_now())  # else re-staging a passed share moves its devices again, unwatched
     return record
 
 
@@ -118,38 +135,6 @@ def _next_wave(params: PullRolloutParams, record: RolloutRecord, fleet: list[str
     return next_share_wave(params.schedule, record.rollout_id, fleet, progress.passed, params.first_wave_min)
 
 
-def _add_wave(record: RolloutRecord, fleet: dict[str, str | None], share_bp: int) -> tuple[str, ...]:
-    """Records the wave's devices (moved at `share_bp`, not in a passed wave) with the version each ran; a device
-    of an interrupted run of this wave keeps its record, one sent back by a halt starts again. Returns them."""
-    wave_number = len(record.pull.passed) + 1 if record.pull else 1
-    earlier = {device_id for wave in record.waves[:wave_number - 1] for device_id in wave
-               if record.devices[device_id].state != "rolled_back"}  # one sent back moves again: watched here
-    devices = tuple(d for d in moved(record.rollout_id, sorted(fleet), share_bp) if d not in earlier)
-    for device_id in devices:
-        known = record.devices.get(device_id)
-        if known is None or known.state == "rolled_back":
-            record.devices[device_id] = DeviceRecord(device_id=device_id, wave=wave_number, before=fleet[device_id])
-    del record.waves[wave_number - 1:]
-    record.waves.append(list(devices))
-    return devices
-
-
-def activations_of(record: RolloutRecord, devices: Sequence[str], since: datetime) -> dict[str, datetime]:
-    """Each of `devices`' activation as the record has it (first seen reporting the version), else `since`. Pure."""
-    return {device: record.devices[device].activated_at or since for device in devices}
-
-
-def _apply(record: RolloutRecord, observation: WaveObservation, since: datetime) -> None:
-    for device_id in observation.up:
-        device = record.devices[device_id]
-        device.state, device.after = "done", record.version
-        device.activated_at = device.activated_at or observation.up_at.get(device_id, since)
-    for device_id in observation.refused:
-        record.devices[device_id].refused_by_device = True
-        record.devices[device_id].fail("activate", "Refused", f"{device_id} refused {record.version} (swap failure "
-                                       "or rollback reported to the monitor)")
-
-
 def _watch_rule(params: PullRolloutParams, monitor: MonitorView, devices: tuple[str, ...], since: datetime, *,
                 minimum: int, threshold: float | None) -> WatchRule:
     """How the watch of `devices` from `since` ends: each one's window (its group's, by its monitor tags) and
@@ -157,33 +142,6 @@ def _watch_rule(params: PullRolloutParams, monitor: MonitorView, devices: tuple[
     tags = monitor.tags(devices) if params.windows else {}
     plan = plan_wave(params.windows, devices, tags, since, timedelta(seconds=params.report_timeout_s))
     return WatchRule(plan, quorum(minimum, len(devices)), threshold)
-
-
-def _note_window_waiting(record: RolloutRecord, observation: WaveObservation, plan: WavePlan, wave: int) -> None:
-    """Records (and logs) the wave's devices still waiting for their maintenance window when it was judged: they
-    take the version when it opens, unwatched by this wave; the next wave watches them (`left_waiting`)."""
-    now = utc_now()
-    opens_at = openings(plan, observation.window_waiting, now)
-    for device_id in observation.window_waiting:
-        opens = opens_at.get(device_id)
-        record.devices[device_id].steps.append(StepRecord(
-            name=WINDOW_STEP, ok=True, started_at=now, seconds=0.0,
-            detail=f"waiting for its maintenance window when wave {wave} was judged"
-                   + (f" (opens {opens.isoformat()})" if opens else "")))
-    if observation.window_waiting:
-        get_run_logger().info("wave %d judged on %d reporting device(s); %d wait for their maintenance window and "
-                              "take the version when it opens", wave, len(observation.up),
-                              len(observation.window_waiting))
-
-
-def _note_silent(record: RolloutRecord, carried: list[str], wave: int) -> None:
-    """Records the devices an earlier wave left waiting for their window that had it in this wave and still did not
-    report: silent, they are not carried to the next wave (`left_waiting`)."""
-    now = utc_now()
-    for device_id in carried:
-        record.devices[device_id].steps.append(StepRecord(
-            name="no_report", ok=False, started_at=now, seconds=0.0,
-            detail=f"had its maintenance window while wave {wave} watched it, and did not report the version"))
 
 
 def _verdict(params: PullRolloutParams, record: RolloutRecord, manifest: Manifest, fleet: dict[str, str | None],
@@ -254,7 +212,7 @@ def _run_wave(params: PullRolloutParams, registry: RegistryWriter, record: Rollo
     progress = record.pull
     assert progress is not None
     wave = len(progress.passed) + 1
-    devices = _add_wave(record, fleet, step.share_bp)
+    devices = add_wave(record, fleet, step.share_bp)
     progress.shares.append(step.share_bp)
     progress.rate = step.rate
     pointer = stage_share_task(registry, params.signing, model=record.model, channel=params.channel,
@@ -268,9 +226,9 @@ def _run_wave(params: PullRolloutParams, registry: RegistryWriter, record: Rollo
     observation = watch_wave_task(wave, monitor, watched, record.version, since, params.canary.max_swap_failures,
                                   rule=rule, poll_interval_s=params.poll_interval_s,
                                   stale_after_s=params.stale_after_s)
-    _apply(record, observation, since)
-    _note_window_waiting(record, observation, rule.plan, wave)
-    _note_silent(record, [device for device in observation.waiting if device not in devices], wave)
+    apply_observation(record, observation, since)
+    note_window_waiting(record, observation, rule.plan, wave)
+    note_silent(record, [device for device in observation.waiting if device not in devices], wave)
     decision = _judge(params, record, manifest, fleet, wave, observation, since)
     if isinstance(params.schedule, ExponentialRate) and not decision.halt:
         time.sleep(max(0.0, params.schedule.minute_s - (time.monotonic() - started)))
@@ -317,43 +275,76 @@ def _shadow_wave_or_halt(params: PullRolloutParams, registry: RegistryWriter, st
                         f"verdict is in the rollout's artifacts and record: {store.uri}", _result(record, store))
 
 
+def _watch_stragglers(params: PullRolloutParams, record: RolloutRecord, monitor: MonitorView,
+                      watch: StragglerWatch) -> tuple[WaveObservation, tuple[str, ...]]:
+    """Watches the stragglers until each reported, refused, or had its report timeout inside its window, or the cap
+    (`stragglers_max_wait_s`) passed; records what each did. Returns the watched ones' observation and those the cap
+    left unwatched (`pull_stragglers.unwatched`)."""
+    until = utc_now() + timedelta(seconds=params.stragglers_max_wait_s)
+    rule = _watch_rule(params, monitor, watch.devices, watch.since, minimum=watch.quorum,
+                       threshold=params.failure_threshold)
+    get_run_logger().info("%s: watching %d device(s) until each had %g s inside its maintenance window (until %s at "
+                          "the latest: stragglers_max_wait_s)", watch.label, len(watch.devices),
+                          params.report_timeout_s, min(watch.since + latest_due(rule.plan, watch.since), until))
+    seen = watch_stragglers_task(watch.after_wave, monitor, watch.devices, record.version, watch.refusals_since,
+                                 params.canary.max_swap_failures, rule=replace(rule, plan=capped(rule.plan, until)),
+                                 poll_interval_s=params.poll_interval_s, stale_after_s=params.stale_after_s)
+    now = utc_now()
+    left = unwatched(seen, rule.plan, now, until)
+    observation = without(seen, left)
+    apply_observation(record, observation, watch.since)
+    steps = straggler_steps(watch, observation, rule.plan, now) | unwatched_steps(watch, left, rule.plan, now)
+    for device_id, step in steps.items():
+        record.devices[device_id].steps.append(step)
+    return observation, left
+
+
+def _halt_stragglers(params: PullRolloutParams, registry: RegistryWriter, store: RecordStore, record: RolloutRecord,
+                     monitor: MonitorView, wave: int, decision: PullDecision) -> RolloutHalted:
+    """The stragglers' halt: share 0 (`_halt`) while the channel still names this rollout; else nothing is signed
+    (`pull_stragglers.halt_blocker`), the verdict and refusals are recorded and the rollout ends halted."""
+    pointer = channel_pointer_task(registry, params.signing, model=record.model, channel=params.channel)
+    blocker = halt_blocker(pointer, record.rollout_id, params.channel)
+    if blocker is None:
+        return _halt(params, registry, store, record, monitor, wave, decision)
+    record.state = "halted"
+    record.halted = HaltInfo(wave=wave, failed=decision.failed, reason=f"{decision.reason}; share 0 not signed: "
+                             f"{blocker}", halted_by=decision.halted_by)
+    _publish(record, store)
+    get_run_logger().warning("rollout %s: %s; share 0 not signed: %s", record.rollout_id, decision.reason, blocker)
+    return RolloutHalted(
+        f"rollout {record.rollout_id} halted after its last wave: {decision.reason}; share 0 not signed: {blocker}",
+        f"nothing was sent back (the channel is not this rollout's any more); the devices {', '.join(decision.failed)} "
+        f"need attention (edgefleet rollout show {record.rollout_id}); record: {store.uri}", _result(record, store))
+
+
 def _judge_stragglers(params: PullRolloutParams, registry: RegistryWriter, store: RecordStore,
                       record: RolloutRecord, manifest: Manifest, monitor: MonitorView,
                       fleet: dict[str, str | None]) -> None:
-    """After the last wave: watches the devices still waiting for their maintenance window until each reported,
-    refused, or had its report timeout inside its window, and judges them as a wave (`pull_stragglers`); a halt
-    raises RolloutHalted (share 0, as a wave's)."""
+    """After the last wave: watches the devices still waiting for their maintenance window (`_watch_stragglers`)
+    and judges them as a wave (`pull_stragglers`); a halt raises RolloutHalted (`_halt_stragglers`)."""
     logger = get_run_logger()
     watch = stragglers(record.devices, len(record.pull.passed) if record.pull else 0)
     if watch is None:
         return
     if not params.watch_stragglers:
-        logger.warning("%d device(s) still wait for their maintenance window and take %s unwatched when it opens "
-                       "(watch_stragglers is off; re-run the rollout with it on to judge them)",
-                       len(watch.devices), record.version)
+        logger.warning("%s", unwatched_warning(watch.devices, record.version, record.rollout_id,
+                                               "watch_stragglers is off"))
         return
-    rule = _watch_rule(params, monitor, watch.devices, watch.since, minimum=watch.quorum,
-                       threshold=params.failure_threshold)
-    logger.info("%s: watching %d device(s) until each had %g s inside its maintenance window (until %s at the "
-                "latest)", watch.label, len(watch.devices), params.report_timeout_s,
-                (watch.since + latest_due(rule.plan, watch.since)).isoformat())
-    observation = watch_stragglers_task(watch.after_wave, monitor, watch.devices, record.version,
-                                        watch.refusals_since, params.canary.max_swap_failures, rule=rule,
-                                        poll_interval_s=params.poll_interval_s, stale_after_s=params.stale_after_s)
-    _apply(record, observation, watch.since)
-    for device_id, step in straggler_steps(watch, observation, rule.plan, utc_now()).items():
-        record.devices[device_id].steps.append(step)
+    observation, left = _watch_stragglers(params, record, monitor, watch)
     verdict = _verdict(params, record, manifest, fleet, watch.after_wave, observation, watch.since,
                        note=watch.label)
     decision = decide_stragglers(watch, observation, params.failure_threshold, verdict)
     if decision.halt:
-        raise _halt(params, registry, store, record, monitor, watch.after_wave, decision)
+        raise _halt_stragglers(params, registry, store, record, monitor, watch.after_wave, decision)
     logger.info("%s passed: %d reported the version, %d refused it, %d silent in their window", watch.label,
                 len(observation.up), len(observation.refused), len(observation.waiting))
     if observation.waiting:
         logger.warning("%s: %s did not report %s in their maintenance window (recorded no_report; the rollout "
                        "does not halt for silence after the fleet took the version)", watch.label,
                        ", ".join(observation.waiting), record.version)
+    if left:
+        logger.warning("%s", unwatched_warning(left, record.version, record.rollout_id, "stragglers_max_wait_s passed"))
 
 
 @flow(name=FLOW_NAME)

@@ -23,6 +23,13 @@ from edgefleet.kernel.contracts.names import ChannelName, ModelName, ModelVersio
 
 DEFAULT_SHARES = ("1%", "10%", "50%", "100%")
 SECONDS_PER_MINUTE = 60.0
+STRAGGLERS_MAX_WAIT_S = 6 * 3600.0
+"""How long the straggler watch waits at most (6 h). The pull-rollout deployment runs one rollout at a time
+(`concurrency_limit: 1`, prefect.yaml): a watch waiting for a night (or weekly) window would hold every other pull
+rollout for up to a day (a week). 6 h covers a rollout started in the evening whose stragglers have a night window
+(e.g. 02:00-04:00 plus the report timeout) and is the longest a queued rollout waits; stragglers whose time in their
+window is not over by then are left unwatched (`pull_stragglers.unwatched`) and a re-run of the same rollout judges
+them."""
 
 
 class _Config(BaseModel):
@@ -126,6 +133,11 @@ class PullRolloutParams(_Config):
         "their maintenance window, until each had report_timeout_s inside its window: the rollout completes only "
         "then (a night window keeps the flow running until it closed). false: it completes at the last wave and "
         "they take the version unwatched; re-running the rollout with true watches and judges them then")
+    stragglers_max_wait_s: float = Field(
+        default=STRAGGLERS_MAX_WAIT_S, gt=0, description="the straggler watch waits at most this long (the deployment "
+        "runs one pull rollout at a time: a watch for a night or weekly window would hold the others); stragglers "
+        "whose time in their window is not over by then stay pending, unwatched, and the rollout completes with a "
+        "warning naming them: re-run the same rollout_id to judge them")
     poll_interval_s: float = Field(default=5.0, gt=0, description="how often the monitor's state is read")
     failure_threshold: float = Field(default=0.0, ge=0, lt=1, description="share of a wave's devices that may "
                                                                           "refuse the version without a halt")

@@ -22,6 +22,27 @@ there is no next wave, so the flow (`pull_flow`) runs the *straggler watch*:
   because nothing says the version works, but here the whole fleet before them said so, and a camera that is off
   in its window says something of the camera, not of the version (one powered-off straggler must not send 10,000
   devices back); each silent one is recorded `no_report` and named in the log;
+- at most `stragglers_max_wait_s` (`STRAGGLERS_MAX_WAIT_S`, 6 h) from the watch's start: the deployment runs one
+  pull rollout at a time, so a watch for a night or weekly window would hold every other one. The cap is part of
+  the watch's plan (`capped`: no report is due after it, so the watch ends there, judged on what it saw); the
+  devices whose time in their window was not over then are *unwatched* (`unwatched`): they stay pending with a
+  `window` step (`unwatched_steps`), as `watch_stragglers: false` leaves them all, and the rollout completes with a
+  warning naming them (`unwatched_warning`): a re-run of the same rollout_id finds them (`stragglers`) and judges
+  them, their deadlines counted from the same note (time in their window since then counts);
+- the failure threshold is measured over the stragglers alone, not over the fleet: they are often a group of their
+  own (another site, another window), so their refusals are evidence about the version there, and 3 refusals
+  among 5 stragglers are not diluted by the 10,000 devices that took the version;
+- the activations the canary judge compares come from the record, else the watch's first look that saw each one
+  up (`pull_waves.seen_up`): a watch resumed or re-run after the stragglers took the version sees them up at its
+  first poll, so their before/after windows start late (the judge compares later telemetry than it could). A cheap
+  fix: take each one's activation from the monitor's first count bucket of (device, model, version)
+  (`monitor.device_rows`: distributions summed per device, model, version and time bucket), the bucket's start
+  being at most one `count_bucket_s` early; not built;
+- the halt re-reads the channel (`halt_blocker`): at 100 % the staged-rollout guards treat this rollout as done,
+  so a promotion or another rollout may have moved the channel during a long watch. Share 0 is signed only while
+  the verified pointer still names this rollout; otherwise nothing is signed (it would send the fleet back from
+  someone else's version), the verdict and the refusals are recorded, and the rollout ends halted, naming what the
+  channel holds now and the devices that need attention;
 - recorded: a step per device (`straggler_steps`), the verdict (its reason naming them), the halt or completion.
 """
 
@@ -33,9 +54,10 @@ from datetime import datetime
 
 from edgefleet.flows.fleet.steps import StepRecord
 from edgefleet.flows.rollout.pull_waves import PullDecision, WaveObservation, decide_pull_wave, over_threshold
-from edgefleet.flows.rollout.pull_windows import WINDOW_STEP, WavePlan, left_waiting, openings
+from edgefleet.flows.rollout.pull_windows import WINDOW_STEP, DeviceWindow, WavePlan, left_waiting, openings
 from edgefleet.flows.rollout.record import DeviceRecord
 from edgefleet.flows.rollout.verdict import Verdict
+from edgefleet.kernel.contracts.manifest import ChannelPointer
 
 STRAGGLER_STEP = "stragglers"
 """The record step of a device the straggler watch saw report (or refuse) the version, or still due at its end."""
@@ -110,3 +132,55 @@ def straggler_steps(watch: StragglerWatch, observation: WaveObservation, plan: W
         steps[device] = step(WINDOW_STEP, True, f"still waiting for its maintenance window when the {watch.label} "
                                                 "were judged" + (f" (opens {at.isoformat()})" if at else ""))
     return steps
+
+
+def capped(plan: WavePlan, until: datetime) -> dict[str, DeviceWindow]:
+    """`plan` with no report due after `until` (the watch's start + `stragglers_max_wait_s`): the watch
+    (`pull_windows.wave_watched`) ends there at the latest, on what it saw."""
+    return {device: replace(entry, due=min(entry.due, until)) for device, entry in plan.items()}
+
+
+def unwatched(observation: WaveObservation, plan: WavePlan, now: datetime, until: datetime) -> tuple[str, ...]:
+    """The stragglers the cap left unwatched: at or after `until`, those still pending (no report, no refusal)
+    whose time in their window (`plan`, not capped) was not over at `now`. None before `until`."""
+    if now < until:
+        return ()
+    return tuple(device for device in observation.waiting + observation.window_waiting if now < plan[device].due)
+
+
+def without(observation: WaveObservation, devices: tuple[str, ...]) -> WaveObservation:
+    """`observation` of the watched stragglers only: `devices` (unwatched) are neither silent nor judged."""
+    return replace(observation, waiting=tuple(d for d in observation.waiting if d not in devices),
+                   window_waiting=tuple(d for d in observation.window_waiting if d not in devices))
+
+
+def unwatched_steps(watch: StragglerWatch, devices: tuple[str, ...], plan: WavePlan,
+                    now: datetime) -> dict[str, StepRecord]:
+    """device id -> a `window` step for each straggler the cap left unwatched: still pending, found by a re-run
+    (`stragglers`), its deadline counted from the same note (the step starts at `watch.since`)."""
+    return {device: StepRecord(
+        name=WINDOW_STEP, ok=True, started_at=watch.since, seconds=max(0.0, (now - watch.since).total_seconds()),
+        detail=f"unwatched: the straggler watch after wave {watch.after_wave} reached stragglers_max_wait_s before "
+               f"its time in its maintenance window was over (due {plan[device].due.isoformat()}); re-run the "
+               "rollout to judge it") for device in devices}
+
+
+def unwatched_warning(devices: tuple[str, ...], version: str, rollout_id: str, why: str) -> str:
+    """The warning of a rollout that completes with stragglers nobody judged (`why`: the cap, or the watch off)."""
+    return (f"{len(devices)} window straggler(s) not judged ({why}): {', '.join(devices)}; they take {version} "
+            f"unwatched when their window opens; re-run the same rollout_id ({rollout_id}) to watch and judge them")
+
+
+def halt_blocker(pointer: ChannelPointer | None, rollout_id: str, channel: str) -> str | None:
+    """Why a straggler halt must not sign share 0 (`pointer`: the channel's verified pointer read just before, None
+    when absent or not verified): it no longer names this rollout, so share 0 would send the fleet back from
+    someone else's version (and stage_rollout refuses it). None: it still names this rollout; the halt signs."""
+    if pointer is not None and pointer.rollout is not None and pointer.rollout.id == rollout_id:
+        return None
+    if pointer is None:
+        return f"channel {channel} has no verified pointer now"
+    stage = pointer.rollout
+    held = (f"rollout {stage.id} of {pointer.version} at {stage.share_bp / 100:g} %" if stage is not None
+            else f"{pointer.version}")
+    by = f", updated by {pointer.updated_by}" if pointer.updated_by else ""
+    return f"channel {channel} moved on during the straggler watch: it names {held}{by}"

@@ -96,6 +96,15 @@ def stage_share_task(registry: RegistryWriter, signing: SigningParams, *, model:
                          share_bp=share_bp, by=f"rollout {rollout_id}", shadow_bp=shadow_bp)
 
 
+@task(name="read-channel", cache_policy=NO_CACHE)
+def channel_pointer_task(registry: RegistryWriter, signing: SigningParams, *, model: str,
+                         channel: str) -> ChannelPointer | None:
+    """The channel's pointer verified against the release key (as `stage_rollout` reads it); None when it is absent
+    or does not verify."""
+    key = channel_signing_key(signing, registry.uri)
+    return registry.read_channel_checked(model, channel, key.public_key()).verified
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
