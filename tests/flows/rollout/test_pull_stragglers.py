@@ -4,10 +4,8 @@ quorum shortcut until each had its time in its window, judged by a wave's rule, 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from edgefleet.device.window import MaintenanceWindow, in_window
 from edgefleet.flows.fleet.steps import StepRecord
 from edgefleet.flows.rollout.params import CanaryGate
 from edgefleet.flows.rollout.pull_params import STRAGGLERS_MAX_WAIT_S, GroupWindow, ShareSchedule
@@ -38,10 +36,8 @@ from edgefleet.flows.rollout.record import DeviceRecord, PullProgress, RolloutRe
 from edgefleet.flows.rollout.verdict import cannot_judge
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.contracts.rollout import SHARE_BP_FULL, RolloutStage
+from tests.flows.rollout.window_fleet import NIGHT, NIGHT_OPENS, NOON, TenMinuteClock, WindowFleet
 
-NIGHT = MaintenanceWindow(cron="0 2 * * *", timezone="Europe/Berlin", duration_minutes=120)
-NOON = datetime(2026, 6, 10, 12, tzinfo=UTC)  # 14:00 in Berlin
-NIGHT_OPENS = datetime(2026, 6, 11, 0, tzinfo=UTC)  # 02:00 CEST
 TIMEOUT = timedelta(seconds=600)
 ROLLOUT = "birds-1.1.0"
 
@@ -161,41 +157,12 @@ def test_each_straggler_gets_a_step_saying_what_it_did() -> None:
     assert stragglers(records, 2) == StragglerWatch(("closed",), 2, since=NOON, refusals_since=NOON)
 
 
-class _Clock:
-    """The watch's time source: every reading 10 minutes after the last (no real waiting)."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(minutes=10)
-        return self.now
-
-
-class _Fleet:
-    """A stand-in for the monitor's view (`pull_tasks.MonitorView`'s reads): a device takes the version at its first
-    poll inside its window (the device's own check, `edgefleet.device.window`), as a pull-mode agent does."""
-
-    def __init__(self, clock: _Clock, windows: dict[str, MaintenanceWindow | None]) -> None:
-        self.clock, self.windows = clock, windows
-        self.moved_at: dict[str, datetime] = {}
-
-    def versions(self, stale_after_s: float) -> dict[str, str | None]:
-        for device, window in self.windows.items():
-            if device not in self.moved_at and in_window(window, self.clock.now):
-                self.moved_at[device] = self.clock.now
-        return {device: "1.1.0" if device in self.moved_at else "1.0.0" for device in self.windows}
-
-    def failures(self, devices: Sequence[str], version: str, since: datetime) -> dict[str, int]:
-        return {}
-
-
 def test_the_straggler_watch_begun_at_noon_sees_the_night_device_report_in_its_window() -> None:
     from edgefleet.flows.rollout.pull_tasks import WatchRule, watch_stragglers_task
 
     devices = ("d1", "n1")
-    clock = _Clock(NOON)
-    fleet = _Fleet(clock, {"d1": None, "n1": NIGHT})
+    clock = TenMinuteClock(NOON)
+    fleet = WindowFleet(clock, {"d1": None, "n1": NIGHT})
     plan = plan_wave((GroupWindow(ids=("n1",), window=NIGHT),), devices, {}, NOON, TIMEOUT)
     watch = _watch(devices)
     seen = watch_stragglers_task.fn(3, fleet, devices, "1.1.0", NOON, 0, rule=WatchRule(plan, watch.quorum, 0.0),
@@ -208,8 +175,8 @@ def test_the_straggler_watch_ends_at_its_cap_and_leaves_the_night_device_unwatch
     from edgefleet.flows.rollout.pull_tasks import WatchRule, watch_stragglers_task
 
     devices = ("d1", "n1")
-    clock = _Clock(NOON)
-    fleet = _Fleet(clock, {"d1": None, "n1": NIGHT})
+    clock = TenMinuteClock(NOON)
+    fleet = WindowFleet(clock, {"d1": None, "n1": NIGHT})
     plan = plan_wave((GroupWindow(ids=("n1",), window=NIGHT),), devices, {}, NOON, TIMEOUT)
     until = NOON + timedelta(seconds=STRAGGLERS_MAX_WAIT_S)  # 18:00 UTC: the night window opens at 00:00 UTC
     assert until < NIGHT_OPENS and all(entry.due <= until for entry in capped(plan, until).values())

@@ -4,7 +4,6 @@ device's own window code as the oracle), and the wave is judged once `first_wave
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -31,13 +30,11 @@ from edgefleet.flows.rollout.pull_windows import (
     with_windows,
 )
 from edgefleet.flows.rollout.verdict import cannot_judge
+from tests.flows.rollout.window_fleet import NIGHT, NIGHT_OPENS, NOON, TenMinuteClock, WindowFleet
 
 MINUTE = timedelta(minutes=1)
 TIMEOUT = timedelta(seconds=600)
-NIGHT = MaintenanceWindow(cron="0 2 * * *", timezone="Europe/Berlin", duration_minutes=120)
 # 2026-06-10 12:00 UTC is 14:00 in Berlin: the night window opens at 02:00 CEST, 00:00 UTC, 12 hours later
-NOON = datetime(2026, 6, 10, 12, tzinfo=UTC)
-NIGHT_OPENS = datetime(2026, 6, 11, 0, tzinfo=UTC)
 
 ZONES = ["America/New_York", "Europe/Berlin", "Australia/Lord_Howe", "America/Santiago", "Asia/Kolkata", "UTC"]
 CHANGES = [datetime(2026, 3, 8, 7, tzinfo=UTC), datetime(2026, 3, 29, 1, tzinfo=UTC),
@@ -210,42 +207,12 @@ def test_a_berlin_night_window_is_read_in_berlin_time() -> None:
     assert opening(NIGHT, NOON) == NIGHT_OPENS
 
 
-class _NightClock:
-    """The watch's time source: every reading is 10 minutes after the last (no real waiting)."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(minutes=10)
-        return self.now
-
-
-class _NightFleet:
-    """A stand-in for the fleet monitor's view of a wave (`pull_tasks.MonitorView`'s reads): its devices take the
-    version at their first poll inside their window (the device's own check, `edgefleet.device.window`), as a
-    pull-mode agent does, and report it."""
-
-    def __init__(self, clock: _NightClock, windows: dict[str, MaintenanceWindow | None]) -> None:
-        self.clock, self.windows = clock, windows
-        self.moved_at: dict[str, datetime] = {}
-
-    def versions(self, stale_after_s: float) -> dict[str, str | None]:
-        for device, window in self.windows.items():
-            if device not in self.moved_at and in_window(window, self.clock.now):
-                self.moved_at[device] = self.clock.now
-        return {device: "1.1.0" if device in self.moved_at else "1.0.0" for device in self.windows}
-
-    def failures(self, devices: Sequence[str], version: str, since: datetime) -> dict[str, int]:
-        return {}
-
-
 def test_the_watch_of_a_night_wave_started_at_noon_waits_for_the_window_and_sees_every_device_report() -> None:
     from edgefleet.flows.rollout.pull_tasks import WatchRule, watch_wave_task
 
     devices = ("a", "b", "c")
-    clock = _NightClock(NOON)
-    fleet = _NightFleet(clock, dict.fromkeys(devices, NIGHT))
+    clock = TenMinuteClock(NOON)
+    fleet = WindowFleet(clock, dict.fromkeys(devices, NIGHT))
     plan = plan_wave((GroupWindow(tags=("night",), window=NIGHT),), devices, dict.fromkeys(devices, ("night",)),
                      NOON, TIMEOUT)
     seen = watch_wave_task.fn(1, fleet, devices, "1.1.0", NOON, 0, rule=WatchRule(plan, quorum(3, 3), 0.0),
