@@ -14,6 +14,7 @@ else meanwhile is a ConflictError, never overridden.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -78,10 +79,12 @@ def stage_rollout(
     share_bp: int,
     by: str | None = None,
     shadow_bp: int | None = None,
+    validity: timedelta = DEFAULT_VALIDITY,
 ) -> ChannelPointer:
     """Signs and writes the channel's pointer for rollout `rollout_id` of `version` at `share_bp` (see the module
     doc); returns the pointer now in the registry (unchanged when it already says exactly this). `shadow_bp`: the
-    share that runs `version` as a shadow only (the shadow wave, issue 25; `RolloutStage.shadow_bp`).
+    share that runs `version` as a shadow only (the shadow wave, issue 25; `RolloutStage.shadow_bp`). `validity`: how
+long the pointer stays valid (`SigningParams.pointer_validity_days` of the rollout's form).
 
     Raises:
         RegistryError: the channel does not exist, or the version is not published.
@@ -102,7 +105,7 @@ def stage_rollout(
                          shadow_bp=shadow_bp)
     pointer = sign_pointer(signing_key, model=model, channel=channel, version=version,
                            manifest_sha256=manifest.manifest_sha256, previous=current,
-                           validity=DEFAULT_VALIDITY, updated_by=by, rollout=stage)
+                           validity=validity, updated_by=by, rollout=stage)
     registry.set_channel(model, channel, pointer, checked.generation)
     record_signed(registry, pointer)
     log.info("staged %s %s on channel %s at %s bp, shadow %s bp (rollout %s, replaces %s)", model, version, channel,
