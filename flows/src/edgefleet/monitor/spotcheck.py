@@ -57,43 +57,39 @@ class Interval(BaseModel):
         return f"{self.value:.2f} ({self.low:.2f}-{self.high:.2f})"
 
 
-class SpotCheckResult(BaseModel):
-    """One device's spot check on one model version."""
+class LabelledAccuracy(BaseModel):
+    """What a spot check says of one model version: its accuracy on labelled frames, and how far the label-free
+    estimate (CBPE) beside it is off."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    device_id: str
     model: str
     model_version: str
     labelled: int
     right: int
     accuracy: Interval
-    """The accuracy on the labelled frames, with its Wilson interval."""
+    """right / labelled, with its Wilson interval."""
     estimated: Interval | None = None
-    """The label-free estimate (CBPE) shown beside it, None when the device has none."""
+    """The label-free estimate (CBPE) beside it; None: there is none."""
     bias: Interval | None = None
-    """The estimate (CBPE) minus the labelled accuracy: positive, the estimate is too high."""
+    """`estimated` minus the labelled accuracy of the same frames' devices (MOVER): positive, the estimate is too
+    high."""
+
+
+class SpotCheckResult(LabelledAccuracy):
+    """One device's spot check on one model version."""
+
+    device_id: str
     not_counted: int = 0
     """Labelled frames of this version left out: signed by a key revoked since, or recorded without its key."""
 
 
-class VersionSpotCheck(BaseModel):
-    """The spot check of one model version over the devices shown running it that have labels on it."""
+class VersionSpotCheck(LabelledAccuracy):
+    """The spot check of one model version over the devices shown running it that have labels on it: their frames
+    pooled, their estimates weighted by their labelled frames (those with an estimate)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    model: str
-    model_version: str
     devices: int
     """Devices whose labels are pooled."""
-    labelled: int
-    right: int
-    accuracy: Interval
-    """right / labelled over the pooled frames, with its Wilson interval."""
-    estimated: Interval | None = None
-    """The devices' estimates weighted by their labelled frames (those with an estimate); None: none has one."""
-    bias: Interval | None = None
-    """`estimated` minus the labelled accuracy of the same devices' frames (MOVER): positive, too high."""
     bias_devices: int = 0
     """Devices with both labels and an estimate, the ones `bias` is over."""
 
