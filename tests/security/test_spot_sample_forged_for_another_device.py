@@ -38,16 +38,23 @@ class Fleet(EnrolledFleet):
         assert result.exit_code == 1, result.output  # refused samples: listed, and the exit status says so
         return result
 
+    def refused(self, device_id: str, frame_id: str, reason: str):
+        """The sample at `device_id`/`frame_id` is never offered, and importing a label for it imports nothing
+        and names it with `reason`. Returns the import's result."""
+        assert self.pending() == []
+        result = self.import_([(device_id, frame_id)])
+        assert not (self.root / labels_key(device_id)).exists()
+        assert reason in result.output
+        return result
+
 
 def test_an_unsigned_sample_created_in_another_devices_folder_is_never_offered_nor_imported(tmp_path: Path) -> None:
     fleet = Fleet(tmp_path)
     image = b"a frame the victim never took"
     fleet.plant("victim", NEW, spot_sample("victim", NEW, image), image)  # the attacker, with the shared account
 
-    assert fleet.pending() == []
-    result = fleet.import_([("victim", NEW)])
-    assert not (fleet.root / labels_key("victim")).exists()
-    assert f"spotcheck/victim/{NEW}.json" in result.output and "not signed" in result.output
+    result = fleet.refused("victim", NEW, "not signed")
+    assert f"spotcheck/victim/{NEW}.json" in result.output
 
 
 def test_a_sample_signed_by_another_device_key_is_refused(tmp_path: Path) -> None:
@@ -55,10 +62,7 @@ def test_a_sample_signed_by_another_device_key_is_refused(tmp_path: Path) -> Non
     image = b"forged"
     fleet.plant("victim", NEW, fleet.signed("attacker", spot_sample("victim", NEW, image)), image)
 
-    assert fleet.pending() == []
-    result = fleet.import_([("victim", NEW)])
-    assert not (fleet.root / labels_key("victim")).exists()
-    assert "not signed by the key of device victim" in result.output
+    fleet.refused("victim", NEW, "not signed by the key of device victim")
 
 
 def test_a_signed_sample_of_device_a_copied_into_bs_folder_is_refused(tmp_path: Path) -> None:
@@ -66,10 +70,7 @@ def test_a_signed_sample_of_device_a_copied_into_bs_folder_is_refused(tmp_path: 
     image = b"the attacker's own frame"
     fleet.plant("victim", NEW, fleet.signed("attacker", spot_sample("attacker", NEW, image)), image)
 
-    assert fleet.pending() == []
-    result = fleet.import_([("victim", NEW)])
-    assert not (fleet.root / labels_key("victim")).exists()
-    assert "names attacker" in result.output
+    fleet.refused("victim", NEW, "names attacker")
 
 
 def test_an_old_signed_sample_replayed_under_a_new_frame_id_is_refused(tmp_path: Path) -> None:
@@ -91,9 +92,7 @@ def test_a_sample_whose_jpeg_was_swapped_is_refused(tmp_path: Path) -> None:
     fleet = Fleet(tmp_path)
     fleet.plant("victim", NEW, fleet.signed("victim", spot_sample("victim", NEW, b"the real frame")), b"another")
 
-    assert fleet.pending() == []
-    result = fleet.import_([("victim", NEW)])
-    assert "does not match" in result.output and not (fleet.root / labels_key("victim")).exists()
+    fleet.refused("victim", NEW, "does not match")
 
 
 def test_a_sample_signed_by_a_revoked_key_is_refused(tmp_path: Path) -> None:
@@ -103,9 +102,7 @@ def test_a_sample_signed_by_a_revoked_key_is_refused(tmp_path: Path) -> None:
     assert fleet.pending() == [("victim", NEW)]
     revoke_device(fleet.writer, "victim", enrolment_key=fleet.enrolment, reason="stolen")
 
-    assert fleet.pending() == []
-    result = fleet.import_([("victim", NEW)])
-    assert "revoked" in result.output and not (fleet.root / labels_key("victim")).exists()
+    fleet.refused("victim", NEW, "revoked")
 
 
 def test_a_device_without_a_key_record_has_its_samples_refused(tmp_path: Path) -> None:
@@ -113,9 +110,7 @@ def test_a_device_without_a_key_record_has_its_samples_refused(tmp_path: Path) -
     image = b"from an unknown device"
     fleet.plant("stranger", NEW, fleet.signed("attacker", spot_sample("stranger", NEW, image)), image)
 
-    assert fleet.pending() == []
-    result = fleet.import_([("stranger", NEW)])
-    assert "no key record" in result.output and not (fleet.root / labels_key("stranger")).exists()
+    fleet.refused("stranger", NEW, "no key record")
 
 
 def test_without_the_enrolment_public_key_nothing_is_offered(tmp_path: Path) -> None:
