@@ -139,11 +139,10 @@ def _new_agent_status_age(status: AgentStatus, pending: Pending, now: Moment) ->
         if _aware(status.started_at) < _aware(pending.switched_at):
             return None
         return (now.wall - _aware(status.updated_at)).total_seconds()
-    if clock.boot_id != now.boot_id:
+    age = clock.age_s(now.boot_id, now.monotonic_s)
+    if age is None or (pending.boot_id == now.boot_id and clock.started_s < pending.switched_s):
         return None
-    if pending.boot_id == now.boot_id and clock.started_s < pending.switched_s:
-        return None
-    return now.monotonic_s - clock.updated_s
+    return age
 
 
 def resumed(pending: Pending, now: Moment, *, timeout_s: float, max_waits: int) -> Pending:

@@ -100,9 +100,8 @@ def report_age(stamps: ReportStamps, now: DeviceNow) -> ReportAge | None:
     it was written."""
     stamp = stamps.boot
     if stamp is not None and now.boot_id is not None:
-        if stamp.boot_id != now.boot_id:
-            return ReportAge(None, "boot", REBOOTED)
-        return ReportAge(max(0.0, now.monotonic_s - stamp.updated_s), "boot")
+        age = stamp.age_s(now.boot_id, now.monotonic_s)
+        return ReportAge(None, "boot", REBOOTED) if age is None else ReportAge(age, "boot")
     if stamps.updated_at is None:
         return None
     why = ("it carries no boot-clock stamp (written by an agent before the stamp)" if stamp is None

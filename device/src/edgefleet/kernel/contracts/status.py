@@ -95,6 +95,13 @@ class BootClock(BaseModel):
     started_s: float = Field(description="time.monotonic() when the agent started")
     updated_s: float = Field(description="time.monotonic() when this status was written")
 
+    def age_s(self, boot_id: str, now_s: float) -> float | None:
+        """Seconds since this stamp was written, read at `now_s` on the monotonic clock of boot `boot_id` (the
+        agent's `time.monotonic()`, or the same boot's `/proc/uptime`); None when the stamp is of another boot."""
+        if boot_id != self.boot_id:
+            return None
+        return max(0.0, now_s - self.updated_s)
+
 
 def read_boot_id(path: Path = BOOT_ID_FILE) -> str | None:
     """This boot's id; None where there is none (not Linux): stamps are then left out, readers use wall times."""

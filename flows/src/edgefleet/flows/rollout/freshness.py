@@ -68,9 +68,8 @@ def status_age(status: AgentStatus, now: DeviceClock) -> StatusAge:
     """The age of `status` at `now` (see the module docstring for the rules)."""
     stamp = status.boot
     if stamp is not None and now.uptime_s is not None and now.boot_id is not None:
-        if stamp.boot_id != now.boot_id:
-            return StatusAge(math.inf, "boot")
-        return StatusAge(max(0.0, now.uptime_s - stamp.updated_s), "boot")
+        age = stamp.age_s(now.boot_id, now.uptime_s)
+        return StatusAge(math.inf if age is None else age, "boot")
     if stamp is None:
         why = (f"the agent's status (schema {status.schema_}) carries no boot clock: an agent before status schema 3, "
                "or not on Linux")
