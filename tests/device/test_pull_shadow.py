@@ -19,7 +19,7 @@ from edgefleet.device.staged import shadow_pointer, target_pointer
 from edgefleet.device.store import ModelStore
 from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.flows.registry.staged import stage_rollout
-from edgefleet.flows.trust.pointer_signing import sign_pointer
+from edgefleet.flows.trust.pointer_signing import DEFAULT_VALIDITY, sign_pointer
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.contracts.refusal import Refusal
 from edgefleet.kernel.contracts.rollout import RolloutStage, cohort_bucket
@@ -136,14 +136,14 @@ def test_the_shadow_share_downloads_and_names_the_candidate_and_the_first_wave_r
 ) -> None:
     assert pull_all(local_registry, fleet)[SHADOWING][:2] == ("1.0.0", None)
     stage_rollout(local_registry, keys.private, model="birds", channel="stable", rollout_id=ROLLOUT,
-                  version="1.1.0", share_bp=0, shadow_bp=SHADOW_BP)
+                  version="1.1.0", share_bp=0, shadow_bp=SHADOW_BP, validity=DEFAULT_VALIDITY)
     assert pull_all(local_registry, fleet) == {SHADOWING: ("1.0.0", "1.1.0", "download"),
                                                OUTSIDE: ("1.0.0", None, "none")}
     assert fleet[OUTSIDE].installed("birds", "1.1.0") is None  # only the shadow share downloads it
     assert pull_all(local_registry, fleet)[SHADOWING] == ("1.0.0", "1.1.0", "keep")
     # the shadow wave passed: the first wave activates it where it was shadowed, and the shadow goes
     stage_rollout(local_registry, keys.private, model="birds", channel="stable", rollout_id=ROLLOUT,
-                  version="1.1.0", share_bp=SHADOW_BP)
+                  version="1.1.0", share_bp=SHADOW_BP, validity=DEFAULT_VALIDITY)
     assert pull_all(local_registry, fleet) == {SHADOWING: ("1.1.0", None, "clear"), OUTSIDE: ("1.0.0", None, "none")}
 
 
@@ -151,10 +151,10 @@ def test_a_halted_shadow_wave_clears_the_shadow_and_nothing_was_activated(
     local_registry: LocalRegistryWriter, keys: Keys, fleet: dict[str, ModelStore]
 ) -> None:
     stage_rollout(local_registry, keys.private, model="birds", channel="stable", rollout_id=ROLLOUT,
-                  version="1.1.0", share_bp=0, shadow_bp=SHADOW_BP)
+                  version="1.1.0", share_bp=0, shadow_bp=SHADOW_BP, validity=DEFAULT_VALIDITY)
     pull_all(local_registry, fleet)
     stage_rollout(local_registry, keys.private, model="birds", channel="stable", rollout_id=ROLLOUT,
-                  version="1.1.0", share_bp=0)
+                  version="1.1.0", share_bp=0, validity=DEFAULT_VALIDITY)
     assert pull_all(local_registry, fleet)[SHADOWING] == ("1.0.0", None, "clear")
     assert fleet[SHADOWING].floor("birds").version == "1.0.0"  # never activated: the floor never moved
 
@@ -163,6 +163,6 @@ def test_an_agent_without_shadows_downloads_nothing(
     local_registry: LocalRegistryWriter, keys: Keys, fleet: dict[str, ModelStore]
 ) -> None:
     stage_rollout(local_registry, keys.private, model="birds", channel="stable", rollout_id=ROLLOUT,
-                  version="1.1.0", share_bp=0, shadow_bp=SHADOW_BP)
+                  version="1.1.0", share_bp=0, shadow_bp=SHADOW_BP, validity=DEFAULT_VALIDITY)
     assert pull_all(local_registry, fleet, shadow=False)[SHADOWING] == ("1.0.0", None, "off")
     assert fleet[SHADOWING].installed("birds", "1.1.0") is None

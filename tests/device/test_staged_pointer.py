@@ -20,7 +20,7 @@ from edgefleet.device.trust.pointers import ChannelRecord, accepted, judge_point
 from edgefleet.device.window import MaintenanceWindow
 from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.flows.registry.staged import stage_rollout
-from edgefleet.flows.trust.pointer_signing import sign_pointer
+from edgefleet.flows.trust.pointer_signing import DEFAULT_VALIDITY, sign_pointer
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.contracts.rollout import RolloutStage, cohort_bucket
 from edgefleet.kernel.errors import ConflictError
@@ -150,20 +150,20 @@ def test_pull_mode_stages_widens_and_halts(
 
     assert pull_all() == {INSIDE: "1.0.0", OUTSIDE: "1.0.0"}
     stage_rollout(local_registry, keys.private, model="birds", channel="stable", rollout_id=ROLLOUT,
-                  version="1.1.0", share_bp=1_000)
+                  version="1.1.0", share_bp=1_000, validity=DEFAULT_VALIDITY)
     assert pull_all() == {INSIDE: "1.1.0", OUTSIDE: "1.0.0"}
     with pytest.raises(ConflictError, match="one staged rollout per channel"):
         stage_rollout(local_registry, keys.private, model="birds", channel="stable", rollout_id="other",
-                      version="1.1.0", share_bp=1_000)
+                      version="1.1.0", share_bp=1_000, validity=DEFAULT_VALIDITY)
     halt = stage_rollout(local_registry, keys.private, model="birds", channel="stable", rollout_id=ROLLOUT,
-                         version="1.1.0", share_bp=0)
+                         version="1.1.0", share_bp=0, validity=DEFAULT_VALIDITY)
     assert (halt.rollout.replaces, halt.rollout.share_bp) == ("1.0.0", 0)
     assert pull_all() == {INSIDE: "1.0.0", OUTSIDE: "1.0.0"}
     assert store.floor("birds").version == "1.0.0"  # the signed send-back lowered the floor
     # after a halt, the next rollout replaces what the fleet runs
     publish_versions(local_registry, make_version, "1.2.0")
     fixed = stage_rollout(local_registry, keys.private, model="birds", channel="stable", rollout_id="birds-1.2.0",
-                          version="1.2.0", share_bp=10_000)
+                          version="1.2.0", share_bp=10_000, validity=DEFAULT_VALIDITY)
     assert fixed.rollout.replaces == "1.0.0"
     assert pull_all() == {INSIDE: "1.2.0", OUTSIDE: "1.2.0"}
 
@@ -194,7 +194,7 @@ def test_promoting_the_version_of_a_partial_rollout_moves_everybody(
 ) -> None:
     _stable_before_a_rollout(local_registry, make_version, keys)
     staged_pointer = stage_rollout(local_registry, keys.private, model="birds", channel="stable",
-                                   rollout_id=ROLLOUT, version="1.1.0", share_bp=1_000)
+                                   rollout_id=ROLLOUT, version="1.1.0", share_bp=1_000, validity=DEFAULT_VALIDITY)
     promoted = local_registry.promote("birds", "1.1.0", "stable", signing_key=keys.private)
     assert promoted.rollout is None and promoted.counter > staged_pointer.counter  # written, not "already done"
 
@@ -212,7 +212,7 @@ def test_registry_ls_shows_each_side_of_a_staged_rollout(
 
     _stable_before_a_rollout(local_registry, make_version, keys)
     stage_rollout(local_registry, keys.private, model="birds", channel="stable", rollout_id=ROLLOUT,
-                  version="1.1.0", share_bp=1_250)
+                  version="1.1.0", share_bp=1_250, validity=DEFAULT_VALIDITY)
     listed = CliRunner().invoke(app, ["registry", "ls", "birds", "--json", "--registry", str(local_registry.root)])
     assert listed.exit_code == 0, listed.output
     rows = {row["version"]: row["channels"] for row in json.loads(listed.stdout)}

@@ -16,7 +16,7 @@ from edgefleet.device.shadow_pointer import SHADOW_POINTER
 from edgefleet.device.store import ModelStore
 from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.flows.registry.staged import stage_rollout
-from edgefleet.flows.trust.pointer_signing import sign_pointer
+from edgefleet.flows.trust.pointer_signing import DEFAULT_VALIDITY, sign_pointer
 from edgefleet.kernel.contracts.layout import channel_key
 from edgefleet.kernel.contracts.rollout import SHARE_BP_FULL, RolloutStage
 from edgefleet.kernel.errors import RegistryError
@@ -56,7 +56,7 @@ def forged_by_another_key(registry: LocalRegistryWriter, keys: Keys, other_keys:
 
 def genuine_with_shadow_added(registry: LocalRegistryWriter, keys: Keys, other_keys: Keys) -> bytes:
     genuine = stage_rollout(registry, keys.private, model="birds", channel="stable", rollout_id=ROLLOUT,
-                            version="1.1.0", share_bp=0)  # a halted rollout: nobody on 1.1.0
+                            version="1.1.0", share_bp=0, validity=DEFAULT_VALIDITY)  # a halted rollout: nobody on 1.1.0
     document = json.loads(genuine.to_json_bytes())
     document["rollout"]["shadow_bp"] = SHARE_BP_FULL  # the attacker's edit; the signature is the genuine one
     return json.dumps(document).encode()
@@ -97,7 +97,7 @@ def test_a_shadow_candidate_below_the_version_floor_is_not_run(
     store.install(make_version("birds", "1.2.0"))  # this device was moved to 1.2.0 another way: floor 1.2.0
     store.activate("birds", "1.2.0")
     stage_rollout(local_registry, keys.private, model="birds", channel="stable", rollout_id=ROLLOUT,
-                  version="1.1.0", share_bp=0, shadow_bp=SHARE_BP_FULL)
+                  version="1.1.0", share_bp=0, shadow_bp=SHARE_BP_FULL, validity=DEFAULT_VALIDITY)
     result = pull(local_registry, store)
     assert result.outcome == "pointer_refused" and "only the devices it moved" in result.reason
     assert store.pointer("birds", SHADOW_POINTER) is None and store.installed("birds", "1.1.0") is None
@@ -110,7 +110,7 @@ def test_a_refused_shadow_candidate_is_not_run_and_never_activated_later(
     on_1_0_0(local_registry, make_version, keys, store)
     overwrite_object(local_registry, "models/birds/1.1.0/model_cpu.tflite", b"backdoored model")
     stage_rollout(local_registry, keys.private, model="birds", channel="stable", rollout_id=ROLLOUT,
-                  version="1.1.0", share_bp=0, shadow_bp=SHARE_BP_FULL)
+                  version="1.1.0", share_bp=0, shadow_bp=SHARE_BP_FULL, validity=DEFAULT_VALIDITY)
     reported: list[PullResult] = []
     poller = ChannelPoller(local_registry, store, "birds", "stable", device_id=DEVICE, shadow=True,
                            on_refusal=reported.append)
@@ -121,8 +121,9 @@ def test_a_refused_shadow_candidate_is_not_run_and_never_activated_later(
     assert [(r.version, r.outcome) for r in reported] == [("1.1.0", "refused")]  # the agent sends swap_failed
     assert "shadow candidate refused" in reported[0].reason
     assert poller.run_once().shadow.outcome == "skip"  # not downloaded again at every poll
+    # whoever raises the share: it stays refused
     stage_rollout(local_registry, keys.private, model="birds", channel="stable", rollout_id=ROLLOUT,
-                  version="1.1.0", share_bp=SHARE_BP_FULL)  # whoever raises the share: it stays refused
+                  version="1.1.0", share_bp=SHARE_BP_FULL, validity=DEFAULT_VALIDITY)
     assert pull(local_registry, store).outcome == "previously_refused"
     assert_not_shadowed(store)
     assert len(reported) == 1

@@ -17,6 +17,7 @@ from edgefleet.flows.registry import LocalRegistryWriter
 from edgefleet.flows.registry.staged import stage_rollout
 from edgefleet.flows.rollout.flow import resolve_version
 from edgefleet.flows.rollout.params import RolloutParams
+from edgefleet.flows.trust.pointer_signing import DEFAULT_VALIDITY
 from edgefleet.kernel.errors import EdgefleetError
 from tests.device.store_fixtures import Keys, VersionFactory, publish_versions
 
@@ -29,7 +30,7 @@ def staged(local_registry: LocalRegistryWriter, make_version: VersionFactory, ke
 
     def stage(share_bp: int):
         return stage_rollout(local_registry, keys.private, model="birds", channel="stable", rollout_id="birds-1.1.0",
-                             version="1.1.0", share_bp=share_bp)
+                             version="1.1.0", share_bp=share_bp, validity=DEFAULT_VALIDITY)
     return stage
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from bench.fleet_model import MODELS, make_fleet
 from edgefleet.flows.registry import open_registry_writer, stage_rollout
+from edgefleet.flows.trust.pointer_signing import DEFAULT_VALIDITY
 from edgefleet.kernel.contracts.rollout import in_share
 from edgefleet.kernel.contracts.telemetry import ModelRef
 from edgefleet.kernel.trust.release_keyring import resolve_keyring
@@ -46,7 +47,7 @@ def world(tmp_path: Path, coral_data: Path) -> SimWorld:
 def _stage(world: SimWorld, share_bp: int):  # -> ChannelPointer
     return stage_rollout(open_registry_writer(world.registry), load_private_key(world.release_key),
                          model=world.model, channel=world.channel, rollout_id=ROLLOUT, version="1.1.0",
-                         share_bp=share_bp)
+                         share_bp=share_bp, validity=DEFAULT_VALIDITY)
 
 
 def test_a_device_takes_the_side_of_the_share_its_hash_gives_and_goes_back_at_share_zero(world: SimWorld) -> None:

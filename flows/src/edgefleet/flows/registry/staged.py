@@ -23,7 +23,7 @@ from edgefleet.device.trust.version_bundle import verify_manifest_bytes
 from edgefleet.flows.registry.channels import ChannelStore
 from edgefleet.flows.registry.history import record_signed
 from edgefleet.flows.trust.pointer_readback import ABSENT, CheckedChannel, untrusted_error
-from edgefleet.flows.trust.pointer_signing import DEFAULT_VALIDITY, sign_pointer
+from edgefleet.flows.trust.pointer_signing import sign_pointer
 from edgefleet.kernel.contracts.layout import MANIFEST_FILE
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 from edgefleet.kernel.contracts.rollout import SHARE_BP_FULL, RolloutStage
@@ -78,8 +78,8 @@ def stage_rollout(
     version: str,
     share_bp: int,
     by: str | None = None,
+    validity: timedelta,
     shadow_bp: int | None = None,
-    validity: timedelta = DEFAULT_VALIDITY,
 ) -> ChannelPointer:
     """Signs and writes the channel's pointer for rollout `rollout_id` of `version` at `share_bp` (see the module
     doc); returns the pointer now in the registry (unchanged when it already says exactly this). `shadow_bp`: the

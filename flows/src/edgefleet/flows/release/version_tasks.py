@@ -12,7 +12,6 @@ import logging
 import shutil
 import subprocess
 import tempfile
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -319,7 +318,7 @@ def move_channel(
         by=by,
         expected_version=expected_version,
         signing_key=channel_signing_key(signing, registry_uri),
-        validity=timedelta(days=signing.pointer_validity_days),
+        validity=signing.validity,
     )
 
 

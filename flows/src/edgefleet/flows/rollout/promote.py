@@ -187,7 +187,7 @@ def promote_signed(registry: RegistryWriter, model: str, version: str, channel: 
     before = registry.read_channel_checked(model, channel, key.public_key()).pointer
     lower = before is not None and version_sort_key(version) < version_sort_key(before.version)
     return registry.promote(model, version, channel, by=by, signing_key=key, downgrade=downgrade and lower,
-                            validity=timedelta(days=signing.pointer_validity_days), **kwargs)
+                            validity=signing.validity, **kwargs)
 
 
 @flow(name=FLOW_NAME)

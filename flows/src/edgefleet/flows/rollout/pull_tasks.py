@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -94,7 +94,7 @@ def stage_share_task(registry: RegistryWriter, signing: SigningParams, *, model:
     key = channel_signing_key(signing, registry.uri)
     return stage_rollout(registry, key, model=model, channel=channel, rollout_id=rollout_id, version=version,
                          share_bp=share_bp, by=f"rollout {rollout_id}", shadow_bp=shadow_bp,
-                         validity=timedelta(days=signing.pointer_validity_days))
+                         validity=signing.validity)
 
 
 @task(name="read-channel", cache_policy=NO_CACHE)

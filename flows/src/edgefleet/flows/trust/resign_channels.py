@@ -153,7 +153,7 @@ def resign_registry(params: ResignParams) -> list[ResignResult]:
         registry,
         key,
         models=list(params.models) if params.models else None,
-        validity=timedelta(days=params.signing.pointer_validity_days),
+        validity=params.signing.validity,
         renew_within=timedelta(days=params.renew_within_days),
     )
 

@@ -4,6 +4,8 @@ the channel re-signing (`edgefleet.flows.trust.release_key` reads it)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgefleet.kernel.contracts.manifest import MAX_POINTER_VALIDITY_DAYS
@@ -32,6 +34,11 @@ class SigningParams(BaseModel):
         default=14.0, gt=0, le=MAX_POINTER_VALIDITY_DAYS,
         description="How long a signed channel pointer stays valid (re-signed before; agents refuse longer)"
     )
+
+    @property
+    def validity(self) -> timedelta:
+        """How long a pointer signed with these settings stays valid."""
+        return timedelta(days=self.pointer_validity_days)
 
     @model_validator(mode="after")
     def _one_source(self) -> SigningParams:
