@@ -19,7 +19,7 @@ from datetime import datetime
 from prefect import get_run_logger
 
 from edgefleet.flows.rollout.pull_waves import WaveObservation, moved
-from edgefleet.flows.rollout.pull_windows import WINDOW_STEP, WavePlan, openings
+from edgefleet.flows.rollout.pull_windows import NO_REPORT_STEP, WINDOW_STEP, WavePlan, openings
 from edgefleet.flows.rollout.record import DeviceRecord, RolloutRecord, StepRecord, utc_now
 
 RESTART_STEP = "restart"
@@ -101,5 +101,5 @@ def note_silent(record: RolloutRecord, carried: list[str], wave: int) -> None:
     now = utc_now()
     for device_id in carried:
         record.devices[device_id].steps.append(StepRecord(
-            name="no_report", ok=False, started_at=now, seconds=0.0,
+            name=NO_REPORT_STEP, ok=False, started_at=now, seconds=0.0,
             detail=f"had its maintenance window while wave {wave} watched it, and did not report the version"))

@@ -54,15 +54,21 @@ from datetime import datetime
 
 from edgefleet.flows.fleet.steps import StepRecord
 from edgefleet.flows.rollout.pull_waves import PullDecision, WaveObservation, decide_pull_wave, over_threshold
-from edgefleet.flows.rollout.pull_windows import WINDOW_STEP, DeviceWindow, WavePlan, left_waiting, openings
+from edgefleet.flows.rollout.pull_windows import (
+    NO_REPORT_STEP,
+    WINDOW_STEP,
+    DeviceWindow,
+    WavePlan,
+    due_devices,
+    left_waiting,
+    openings,
+)
 from edgefleet.flows.rollout.record import DeviceRecord
 from edgefleet.flows.rollout.verdict import Verdict
 from edgefleet.kernel.contracts.manifest import ChannelPointer
 
 STRAGGLER_STEP = "stragglers"
 """The record step of a device the straggler watch saw report (or refuse) the version, or still due at its end."""
-NO_REPORT_STEP = "no_report"
-"""The record step of a device that had its window and did not report the version (as a wave records it)."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,12 @@ def decide_stragglers(watch: StragglerWatch, observation: WaveObservation, thres
     return replace(decision, reason=f"{watch.label}: {decision.reason}") if decision.halt else decision
 
 
+def _step(watch: StragglerWatch, name: str, ok: bool, detail: str, until: datetime) -> StepRecord:
+    """A straggler's record step: from the watch's start (`watch.since`) to `until`."""
+    return StepRecord(name=name, ok=ok, started_at=watch.since,
+                      seconds=max(0.0, (until - watch.since).total_seconds()), detail=detail)
+
+
 def straggler_steps(watch: StragglerWatch, observation: WaveObservation, plan: WavePlan,
                     now: datetime) -> dict[str, StepRecord]:
     """device id -> the step the record adds for each straggler when the watch ended at `now`: reported (or refused)
@@ -116,8 +128,7 @@ def straggler_steps(watch: StragglerWatch, observation: WaveObservation, plan: W
     where = f"in its maintenance window after wave {watch.after_wave}"
 
     def step(name: str, ok: bool, detail: str, until: datetime = now) -> StepRecord:
-        return StepRecord(name=name, ok=ok, started_at=watch.since,
-                          seconds=max(0.0, (until - watch.since).total_seconds()), detail=detail)
+        return _step(watch, name, ok, detail, until)
 
     steps = {device: step(STRAGGLER_STEP, True, f"reported the version {where} (the straggler watch)",
                           observation.up_at.get(device, now)) for device in observation.up}
@@ -145,7 +156,7 @@ def unwatched(observation: WaveObservation, plan: WavePlan, now: datetime, until
     whose time in their window (`plan`, not capped) was not over at `now`. None before `until`."""
     if now < until:
         return ()
-    return tuple(device for device in observation.waiting + observation.window_waiting if now < plan[device].due)
+    return due_devices(plan, observation.waiting + observation.window_waiting, now)
 
 
 def without(observation: WaveObservation, devices: tuple[str, ...]) -> WaveObservation:
@@ -158,11 +169,10 @@ def unwatched_steps(watch: StragglerWatch, devices: tuple[str, ...], plan: WaveP
                     now: datetime) -> dict[str, StepRecord]:
     """device id -> a `window` step for each straggler the cap left unwatched: still pending, found by a re-run
     (`stragglers`), its deadline counted from the same note (the step starts at `watch.since`)."""
-    return {device: StepRecord(
-        name=WINDOW_STEP, ok=True, started_at=watch.since, seconds=max(0.0, (now - watch.since).total_seconds()),
-        detail=f"unwatched: the straggler watch after wave {watch.after_wave} reached stragglers_max_wait_s before "
-               f"its time in its maintenance window was over (due {plan[device].due.isoformat()}); re-run the "
-               "rollout to judge it") for device in devices}
+    return {device: _step(watch, WINDOW_STEP, True, f"unwatched: the straggler watch after wave {watch.after_wave} "
+                          "reached stragglers_max_wait_s before its time in its maintenance window was over (due "
+                          f"{plan[device].due.isoformat()}); re-run the rollout to judge it", now)
+            for device in devices}
 
 
 def unwatched_warning(devices: tuple[str, ...], version: str, rollout_id: str, why: str) -> str:

@@ -165,6 +165,8 @@ def wave_watched(observation: WaveObservation, plan: WavePlan, now: datetime, *,
 
 WINDOW_STEP = "window"
 """The record step of a device left waiting for its maintenance window when its wave was judged."""
+NO_REPORT_STEP = "no_report"
+"""The record step of a device that had its window and did not report the version."""
 
 
 def left_waiting(devices: Iterable[DeviceRecord], wave: int) -> tuple[str, ...]:
